@@ -1,0 +1,42 @@
+# msgin5g front door. `make test` and `make run` work on a fresh Debian 12 machine:
+# they install what is missing (apt-get, when root), build, then test or run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+APT_PKGS := build-essential cmake ninja-build pkg-config openssl libssl-dev libnghttp2-dev \
+  nghttp2-client libcurl4-openssl-dev curl libjansson-dev libcjose-dev libhttp-parser-dev \
+  libsqlite3-dev sqlite3 libyaml-dev libcmocka-dev nodejs npm
+# Node and npm may come from elsewhere (nodesource); only ask apt for them when absent.
+NEED_CMDS := node npm
+
+BUILD_TEST := build/asan
+BUILD_REL  := build/release
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build build-test test run bench clean distclean
+
+all: build
+
+deps:
+	@./tools/ensure-deps.sh $(APT_PKGS)
+
+build: deps
+	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD_REL) -j $(JOBS)
+
+build-test: deps
+	@cmake -S . -B $(BUILD_TEST) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM5_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_TEST) -j $(JOBS)
+
+test: build-test
+	@./tests/schema/ensure-node-deps.sh
+	@cd $(BUILD_TEST) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+run: build
+	@./tools/run-dev.sh $(BUILD_REL)
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf var tests/schema/node_modules

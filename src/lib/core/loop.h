@@ -1,0 +1,65 @@
+/* Event loop: one per worker thread (architecture §6). epoll for file descriptors, a binary
+ * heap of one-shot timers on the monotonic clock, signalfd for signals, and mailboxes
+ * (eventfd-woken bounded queues) for hand-off from other threads.
+ *
+ * Everything except m5_loop_stop() and m5_mailbox_post() must be called from the thread
+ * running the loop. Callbacks run on that thread and must not block. */
+#ifndef M5_CORE_LOOP_H
+#define M5_CORE_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct m5_loop m5_loop_t;
+
+enum { M5_EV_READ = 1u, M5_EV_WRITE = 2u, M5_EV_ERROR = 4u /* reported only: EPOLLERR|EPOLLHUP */ };
+
+typedef void (*m5_io_cb)(m5_loop_t *loop, int fd, uint32_t events, void *arg);
+typedef void (*m5_timer_cb)(m5_loop_t *loop, void *arg);
+typedef void (*m5_signal_cb)(m5_loop_t *loop, int signo, void *arg);
+
+/* Timer handle; 0 is never a valid id. Handles, not pointers, so a fired or cancelled timer
+ * cannot be touched after free. */
+typedef uint64_t m5_timer_id_t;
+
+m5_loop_t *m5_loop_new(void);
+void m5_loop_free(m5_loop_t *loop); /* closes nothing the caller registered */
+
+/* Watches fd for the given M5_EV_* events (level-triggered). One registration per fd. */
+int m5_loop_add_fd(m5_loop_t *loop, int fd, uint32_t events, m5_io_cb cb, void *arg);
+int m5_loop_mod_fd(m5_loop_t *loop, int fd, uint32_t events);
+int m5_loop_del_fd(m5_loop_t *loop, int fd); /* safe to call from inside the fd's callback */
+
+/* One-shot timer after delay_ms; returns 0 when the heap cannot grow. */
+m5_timer_id_t m5_loop_timer_add(m5_loop_t *loop, uint64_t delay_ms, m5_timer_cb cb, void *arg);
+/* Cancels a pending timer; unknown or already-fired ids are ignored (returns M5_ENOENT). */
+int m5_loop_timer_cancel(m5_loop_t *loop, m5_timer_id_t id);
+
+/* Monotonic milliseconds, refreshed once per loop iteration. */
+uint64_t m5_loop_now_ms(m5_loop_t *loop);
+/* Monotonic milliseconds read from the clock now. */
+uint64_t m5_clock_mono_ms(void);
+
+/* Delivers signo to cb on this loop (the signal is blocked for the calling thread; block it
+ * in every thread, see m5_signals_block, before starting workers). */
+int m5_loop_signal(m5_loop_t *loop, int signo, m5_signal_cb cb, void *arg);
+/* Blocks the given signals in the calling thread (and threads it creates afterwards). */
+int m5_signals_block(const int *signos, size_t n);
+
+/* Runs until m5_loop_stop(); returns 0, or a negative status if epoll failed. */
+int m5_loop_run(m5_loop_t *loop);
+/* Asks the loop to return from m5_loop_run(); callable from any thread or a callback. */
+void m5_loop_stop(m5_loop_t *loop);
+
+/* Mailbox: a bounded multi-producer queue drained on its owner loop. handler(msg, arg) runs
+ * on the owner loop for each posted message, in posting order. */
+typedef struct m5_mailbox m5_mailbox_t;
+typedef void (*m5_mailbox_fn)(void *msg, void *arg);
+
+m5_mailbox_t *m5_mailbox_new(m5_loop_t *owner, size_t capacity, m5_mailbox_fn handler, void *arg);
+/* From any thread. M5_EFULL when capacity messages are waiting (the caller keeps msg). */
+int m5_mailbox_post(m5_mailbox_t *mb, void *msg);
+/* On the owner thread; messages still queued are passed to drop(msg) if drop is non-NULL. */
+void m5_mailbox_free(m5_mailbox_t *mb, void (*drop)(void *msg));
+
+#endif

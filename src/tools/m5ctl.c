@@ -1,0 +1,55 @@
+/* m5ctl: entry point and command table. */
+#include "ctl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+  const char *group, *verb;
+  int (*fn)(int argc, char **argv);
+  const char *summary;
+} m5ctl_cmd_t;
+
+static const m5ctl_cmd_t commands[] = {
+    {"akma", "derive", m5ctl_akma_derive,
+     "--kausf HEX --supi DIGITS --af-fqdn FQDN [--ua tls13|tls12:XXXX] [--rid RID]\n"
+     "            [--realm REALM | --mnc-len 2|3]   print K_AKMA, A-TID, A-KID and K_AF"},
+    {"pki", "init", m5ctl_pki_init,
+     "[--dir DIR] [--force]   create the development CA and certificates (default ./var/pki)"},
+    {"subscriber", "add", m5ctl_subscriber_add,
+     "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
+     "            [--pki DIR]   register the subscriber's anchor key at the AAnF"},
+};
+
+int m5ctl_usage_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("m5ctl: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return 2;
+}
+
+static void usage(FILE *out) {
+  fputs("usage: m5ctl GROUP COMMAND [OPTIONS]\n\n", out);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(out, "  %s %s %s\n", commands[i].group, commands[i].verb, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    usage(stdout);
+    return 0;
+  }
+  if (argc < 3) {
+    usage(stderr);
+    return 2;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (!strcmp(argv[1], commands[i].group) && !strcmp(argv[2], commands[i].verb))
+      return commands[i].fn(argc - 2, argv + 2);
+  fprintf(stderr, "m5ctl: unknown command '%s %s'; see m5ctl --help\n", argv[1], argv[2]);
+  return 2;
+}
