@@ -46,7 +46,8 @@ int m5_loop_signal(m5_loop_t *loop, int signo, m5_signal_cb cb, void *arg);
 /* Blocks the given signals in the calling thread (and threads it creates afterwards). */
 int m5_signals_block(const int *signos, size_t n);
 
-/* Runs until m5_loop_stop(); returns 0, or a negative status if epoll failed. */
+/* Runs until m5_loop_stop() (also one requested before the call); returns 0, or a negative
+ * status if epoll failed. */
 int m5_loop_run(m5_loop_t *loop);
 /* Asks the loop to return from m5_loop_run(); callable from any thread or a callback. */
 void m5_loop_stop(m5_loop_t *loop);
