@@ -30,7 +30,9 @@ void m5_logv(m5_log_level_t level, const char *domain, const char *fmt, va_list 
  * new length (never longer than the input). */
 size_t m5_log_redact(char *line);
 
-/* Tests capture lines through this hook instead of stderr (NULL restores stderr). */
+/* Tests capture lines through this hook instead of stderr (NULL restores stderr). The sink
+ * gets each finished line (redacted, at most 2047 bytes, no trailing newline); calls are
+ * serialised. */
 void m5_log_set_sink(void (*sink)(const char *line, void *arg), void *arg);
 
 #define M5_LOGE(dom, ...) m5_log(M5_LOG_ERROR, dom, __VA_ARGS__)
