@@ -16,7 +16,8 @@ static const m5ctl_cmd_t commands[] = {
      "--kausf HEX --supi DIGITS --af-fqdn FQDN [--ua tls13|tls12:XXXX] [--rid RID]\n"
      "            [--realm REALM | --mnc-len 2|3]   print K_AKMA, A-TID, A-KID and K_AF"},
     {"pki", "init", m5ctl_pki_init,
-     "[--dir DIR] [--force]   create the development CA and certificates (default ./var/pki)"},
+     "[--dir DIR] [--force] [--fqdn NAME]   create the development CA and certificates\n"
+     "            (default ./var/pki; NAME = the MSGin5G server's FQDN, default localhost)"},
     {"subscriber", "add", m5ctl_subscriber_add,
      "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
      "            [--pki DIR]   register the subscriber's anchor key at the AAnF"},

@@ -1,0 +1,336 @@
+/* m5ctl pki init: the development PKI (architecture §4, msgin5g-security.md §5.4): one CA and
+ * the leaf certificates of the AAnF, the MSGin5G server, the AUSF role, an AS and a gateway,
+ * built with the OpenSSL 3 C API. Profile after TS 33.310 cl. 6.1.3c: EC P-256 keys,
+ * ecdsa-with-SHA256, X.509 v3, random positive serials of at most 20 octets, SKI/AKI, critical
+ * keyUsage and basicConstraints, EKU per role. Private keys are PEM (PKCS#8) with mode 0600.
+ * Every file is first written as <name>.tmp and renamed only once the whole set exists, so an
+ * interrupted run never leaves a mixture of old and new certificates. */
+#include "ctl.h"
+
+#include "crypto/akma.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PKI_DEFAULT_DIR "./var/pki"
+#define CA_DAYS 3650
+#define LEAF_DAYS 825 /* the CA/Browser Forum's former ceiling, which TLS clients still enforce */
+#define SERIAL_BITS 159 /* top bit of 20 octets clear: positive and at most 20 octets (RFC 5280) */
+#define N_ENTITIES 6
+
+typedef struct {
+  const char *stem; /* <stem>.crt and <stem>.key */
+  const char *cn;
+  const char *san; /* NULL for the CA */
+  const char *eku; /* NULL for the CA */
+} pki_entity_t;
+
+typedef struct {
+  EVP_PKEY *key;
+  X509 *crt;
+} pki_pair_t;
+
+/* Prints the OpenSSL error queue's first reason after "m5ctl: <what>: ". */
+static int ossl_fail(const char *what, const char *file) {
+  char reason[256] = "unknown OpenSSL error";
+  unsigned long e = ERR_get_error();
+  if (e)
+    ERR_error_string_n(e, reason, sizeof reason);
+  ERR_clear_error();
+  fprintf(stderr, "m5ctl: cannot %s %s: %s\n", what, file, reason);
+  return 1;
+}
+
+static int add_ext(X509 *crt, X509V3_CTX *ctx, int nid, const char *value) {
+  X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, ctx, nid, value);
+  if (!ext)
+    return -1;
+  int ok = X509_add_ext(crt, ext, -1);
+  X509_EXTENSION_free(ext);
+  return ok ? 0 : -1;
+}
+
+static int set_random_serial(X509 *crt) {
+  BIGNUM *bn = BN_new();
+  int ok = bn && BN_rand(bn, SERIAL_BITS, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) &&
+           BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(crt));
+  BN_free(bn);
+  return ok ? 0 : -1;
+}
+
+/* Issues a certificate for e's fresh key; issuer NULL means self-signed (the CA). */
+static int issue(const pki_entity_t *e, const pki_pair_t *issuer, pki_pair_t *out) {
+  X509 *crt = NULL;
+  X509_NAME *name = NULL;
+  EVP_PKEY *key = EVP_EC_gen("P-256");
+  if (!key || !(crt = X509_new()) || !(name = X509_NAME_new()))
+    goto fail;
+  if (!X509_set_version(crt, X509_VERSION_3) || set_random_serial(crt) ||
+      !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)e->cn, -1,
+                                  -1, 0) ||
+      !X509_set_subject_name(crt, name) ||
+      !X509_set_issuer_name(crt, issuer ? X509_get_subject_name(issuer->crt) : name) ||
+      !X509_gmtime_adj(X509_getm_notBefore(crt), 0) ||
+      !X509_time_adj_ex(X509_getm_notAfter(crt), issuer ? LEAF_DAYS : CA_DAYS, 0, NULL) ||
+      !X509_set_pubkey(crt, key))
+    goto fail;
+
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer->crt : crt, crt, NULL, NULL, 0);
+  /* The SKI goes first: for the self-signed CA the AKI is copied from it. */
+  if (add_ext(crt, &ctx, NID_subject_key_identifier, "hash") ||
+      add_ext(crt, &ctx, NID_authority_key_identifier, "keyid:always"))
+    goto fail;
+  if (!issuer) {
+    if (add_ext(crt, &ctx, NID_basic_constraints, "critical,CA:TRUE") ||
+        add_ext(crt, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign"))
+      goto fail;
+  } else if (add_ext(crt, &ctx, NID_basic_constraints, "critical,CA:FALSE") ||
+             add_ext(crt, &ctx, NID_key_usage, "critical,digitalSignature") ||
+             add_ext(crt, &ctx, NID_ext_key_usage, e->eku) ||
+             add_ext(crt, &ctx, NID_subject_alt_name, e->san)) {
+    goto fail;
+  }
+  if (!X509_sign(crt, issuer ? issuer->key : key, EVP_sha256()))
+    goto fail;
+  X509_NAME_free(name);
+  out->key = key;
+  out->crt = crt;
+  return 0;
+fail:
+  X509_NAME_free(name);
+  X509_free(crt);
+  EVP_PKEY_free(key);
+  return -1;
+}
+
+static int path_join(char *out, size_t outlen, const char *dir, const char *stem,
+                     const char *suffix) {
+  int n = snprintf(out, outlen, "%s/%s%s", dir, stem, suffix);
+  return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+/* Writes one PEM object to path with exactly the given mode (umask cannot widen it, and the
+ * fchmod narrows a stale file left by an earlier interrupted run). */
+static int write_pem(const char *path, mode_t mode, const pki_pair_t *p, int is_key) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0 || fchmod(fd, mode)) {
+    fprintf(stderr, "m5ctl: cannot write %s: %s; check the directory's permissions or choose "
+                    "another --dir\n",
+            path, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return 1;
+  }
+  FILE *f = fdopen(fd, "w");
+  if (!f) {
+    close(fd);
+    fprintf(stderr, "m5ctl: cannot write %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  int ok = is_key ? PEM_write_PrivateKey(f, p->key, NULL, NULL, 0, NULL, NULL)
+                  : PEM_write_X509(f, p->crt);
+  if (fclose(f) || !ok) {
+    if (!ok)
+      return ossl_fail("write", path);
+    fprintf(stderr, "m5ctl: cannot write %s: %s; is the disk full?\n", path, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+/* mkdir -p; the last component (the directory holding private keys) gets mode 0700. */
+static int make_dir(const char *dir) {
+  char path[PATH_MAX];
+  int n = snprintf(path, sizeof path, "%s", dir);
+  if (n < 0 || (size_t)n >= sizeof path) {
+    fprintf(stderr, "m5ctl: --dir: path too long\n");
+    return 1;
+  }
+  while (n > 1 && path[n - 1] == '/')
+    path[--n] = '\0';
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(path, 0755) && errno != EEXIST) {
+      fprintf(stderr, "m5ctl: cannot create directory %s: %s; choose another --dir\n", path,
+              strerror(errno));
+      return 1;
+    }
+    *p = '/';
+  }
+  struct stat st;
+  if ((mkdir(path, 0700) && errno != EEXIST) || stat(path, &st)) {
+    fprintf(stderr, "m5ctl: cannot create directory %s: %s; choose another --dir\n", path,
+            strerror(errno));
+    return 1;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "m5ctl: %s exists and is not a directory; choose another --dir\n", path);
+    return 1;
+  }
+  return 0;
+}
+
+/* Counts which of the 2 * N_ENTITIES files exist; *missing names the first absent one. */
+static int count_existing(const char *dir, const pki_entity_t *ents, char *missing, size_t mlen) {
+  int present = 0;
+  missing[0] = '\0';
+  for (int i = 0; i < N_ENTITIES; i++) {
+    for (int k = 0; k < 2; k++) {
+      char path[PATH_MAX];
+      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt"))
+        return -1;
+      if (access(path, F_OK) == 0)
+        present++;
+      else if (!missing[0])
+        snprintf(missing, mlen, "%s", path);
+    }
+  }
+  return present;
+}
+
+static void unlink_tmp(const char *dir, const pki_entity_t *ents) {
+  for (int i = 0; i < N_ENTITIES; i++) {
+    char path[PATH_MAX];
+    if (!path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp"))
+      unlink(path);
+    if (!path_join(path, sizeof path, dir, ents[i].stem, ".key.tmp"))
+      unlink(path);
+  }
+}
+
+static int generate(const char *dir, const pki_entity_t *ents) {
+  pki_pair_t pairs[N_ENTITIES];
+  memset(pairs, 0, sizeof pairs);
+  char path[PATH_MAX], tmp[PATH_MAX];
+  int rc = 1;
+
+  for (int i = 0; i < N_ENTITIES; i++) {
+    if (issue(&ents[i], i ? &pairs[0] : NULL, &pairs[i])) {
+      if (path_join(path, sizeof path, dir, ents[i].stem, ".crt"))
+        path[0] = '\0';
+      ossl_fail("create certificate", path);
+      goto out;
+    }
+  }
+  for (int i = 0; i < N_ENTITIES; i++) {
+    if (path_join(tmp, sizeof tmp, dir, ents[i].stem, ".key.tmp") ||
+        path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp")) {
+      fprintf(stderr, "m5ctl: --dir: path too long\n");
+      goto out;
+    }
+    if (write_pem(tmp, 0600, &pairs[i], 1) || write_pem(path, 0644, &pairs[i], 0))
+      goto out;
+  }
+  for (int i = 0; i < N_ENTITIES; i++) {
+    for (int k = 0; k < 2; k++) {
+      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt") ||
+          path_join(tmp, sizeof tmp, dir, ents[i].stem, k ? ".key.tmp" : ".crt.tmp") ||
+          rename(tmp, path)) {
+        fprintf(stderr, "m5ctl: cannot rename %s to %s: %s; rerun with --force\n", tmp, path,
+                strerror(errno));
+        goto out;
+      }
+      printf("pki: wrote %s\n", path);
+    }
+  }
+  rc = 0;
+out:
+  if (rc)
+    unlink_tmp(dir, ents);
+  for (int i = 0; i < N_ENTITIES; i++) {
+    EVP_PKEY_free(pairs[i].key); /* EC private keys are cleansed by OpenSSL when freed */
+    X509_free(pairs[i].crt);
+  }
+  return rc;
+}
+
+int m5ctl_pki_init(int argc, char **argv) {
+  enum { OPT_DIR = 256, OPT_FORCE, OPT_FQDN };
+  static const struct option opts[] = {
+      {"dir", required_argument, NULL, OPT_DIR},
+      {"force", no_argument, NULL, OPT_FORCE},
+      {"fqdn", required_argument, NULL, OPT_FQDN},
+      {NULL, 0, NULL, 0},
+  };
+  const char *dir = PKI_DEFAULT_DIR, *fqdn = "localhost";
+  int force = 0, c;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    switch (c) {
+    case OPT_DIR:
+      if (!optarg[0])
+        return m5ctl_usage_error("--dir: must not be empty");
+      dir = optarg;
+      break;
+    case OPT_FORCE:
+      force = 1;
+      break;
+    case OPT_FQDN:
+      if (m5_akma_fqdn_valid(optarg))
+        return m5ctl_usage_error("--fqdn: expected a host name of dot-separated letters, "
+                                 "digits and hyphens, got '%s'",
+                                 optarg);
+      fqdn = optarg;
+      break;
+    case ':':
+      return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
+    default:
+      if (optopt)
+        return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
+      return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
+
+  char m5s_san[M5_AKMA_FQDN_MAX + 32];
+  snprintf(m5s_san, sizeof m5s_san, "DNS:%s,IP:127.0.0.1", fqdn);
+  /* The CA comes first: the others are signed with its key. */
+  const pki_entity_t ents[N_ENTITIES] = {
+      {"ca", "msgin5g dev CA", NULL, NULL},
+      {"aanf", "aanf.localhost", "DNS:localhost,DNS:aanf.localhost,IP:127.0.0.1", "serverAuth"},
+      /* m5s is both the MSGin5G server and, towards the AAnF, an AF whose afId is its dNSName. */
+      {"m5s", fqdn, m5s_san, "serverAuth,clientAuth"},
+      {"ausf", "ausf", "URI:urn:msgin5g:ausf", "clientAuth"},
+      {"as1", "as1", "URI:urn:msgin5g:as:as1", "clientAuth"},
+      {"gw1", "gw1", "URI:urn:msgin5g:gw:gw1", "clientAuth"},
+  };
+
+  if (make_dir(dir))
+    return 1;
+  char missing[PATH_MAX];
+  int present = count_existing(dir, ents, missing, sizeof missing);
+  if (present < 0) {
+    fprintf(stderr, "m5ctl: --dir: path too long\n");
+    return 1;
+  }
+  if (!force && present == 2 * N_ENTITIES) {
+    printf("pki: kept existing %s\n", dir);
+    return 0;
+  }
+  /* Never overwrite part of someone's PKI silently: keys may already be deployed. */
+  if (!force && present > 0) {
+    fprintf(stderr, "m5ctl: %s holds an incomplete PKI (%s is missing); run `m5ctl pki init "
+                    "--dir %s --force` to regenerate all of it\n",
+            dir, missing, dir);
+    return 1;
+  }
+  return generate(dir, ents);
+}
