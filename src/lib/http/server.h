@@ -6,7 +6,8 @@
  * A handler receives each complete request and answers it, at once or later (on the same
  * loop), with exactly one m5_http_respond*() call on the exchange. If the connection closed
  * in between, the response is dropped and the exchange freed: handlers never see a dangling
- * connection. */
+ * connection. The request and its strings stay valid until the response call; req->ssl turns
+ * NULL once the connection is gone. A handler must not free the server it runs in. */
 #ifndef M5_HTTP_SERVER_H
 #define M5_HTTP_SERVER_H
 
