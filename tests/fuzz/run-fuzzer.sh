@@ -13,8 +13,10 @@ rm -rf "$M5_TMP" && mkdir -p "$M5_TMP/corpus"
 cp -r "$M5_SRC/tests/fuzz/corpus/$name/." "$M5_TMP/corpus/"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=all -I"$M5_SRC/src/lib")
+abs_sources=()
+for f in $sources; do abs_sources+=("$M5_SRC/$f"); done
 # shellcheck disable=SC2086
-clang "${flags[@]}" "$src" $(cd "$M5_SRC" && echo $sources) \
+clang "${flags[@]}" "$src" "${abs_sources[@]}" \
   $( [[ -n "$pkgs" ]] && pkg-config --cflags --libs $pkgs ) -lpthread -o "$M5_TMP/fuzz_$name"
 cd "$M5_TMP"
 "./fuzz_$name" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -artifact_prefix="$M5_TMP/" \

@@ -1,0 +1,269 @@
+/* m5ctl subscriber add: plays the AUSF's part of TS 33.535 cl. 6.1 for a development
+ * subscriber. From K_AUSF it derives K_AKMA and the A-KID (Annex A.2, A.3; A-KID text form of
+ * architecture §4) and registers them at the AAnF with Naanf_AKMA_AnchorKey_Register
+ * (TS 29.535: POST {apiRoot}/naanf-akma/v1/register-anchorkey, AkmaKeyInfo) over HTTP/2 with
+ * the AUSF's client certificate (SAN URI urn:msgin5g:ausf, architecture §3.4). */
+#include "ctl.h"
+
+#include "core/buf.h"
+#include "crypto/akma.h"
+#include "crypto/codec.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
+#define DEFAULT_AANF "https://localhost:7443"
+#define DEFAULT_PKI "./var/pki"
+#define REGISTER_PATH "/naanf-akma/v1/register-anchorkey"
+#define TIMEOUT_S 10L
+#define MAX_ANSWER 65536
+
+typedef struct {
+  const char *supi, *rid, *realm, *aanf, *pki;
+  int mnc_len; /* 0 = not given */
+  uint8_t kausf[M5_AKMA_KEY_LEN];
+  int have_kausf;
+} sub_args_t;
+
+/* --kausf: 64 hex digits; the argv copy is wiped once decoded. */
+static int parse_kausf(char *text, sub_args_t *a) {
+  size_t len = strlen(text), n = 0;
+  int rc = len == KEY_HEX_LEN ? m5_hex_decode(text, a->kausf, sizeof a->kausf, &n) : -1;
+  m5_wipe(text, len);
+  if (rc || n != M5_AKMA_KEY_LEN)
+    return m5ctl_usage_error("--kausf: expected %d hex digits (%d octets)", KEY_HEX_LEN,
+                             M5_AKMA_KEY_LEN);
+  a->have_kausf = 1;
+  return 0;
+}
+
+static int parse_args(int argc, char **argv, sub_args_t *a) {
+  enum { OPT_KAUSF = 256, OPT_SUPI, OPT_RID, OPT_REALM, OPT_MNC_LEN, OPT_AANF, OPT_PKI };
+  static const struct option opts[] = {
+      {"kausf", required_argument, NULL, OPT_KAUSF},
+      {"supi", required_argument, NULL, OPT_SUPI},
+      {"rid", required_argument, NULL, OPT_RID},
+      {"realm", required_argument, NULL, OPT_REALM},
+      {"mnc-len", required_argument, NULL, OPT_MNC_LEN},
+      {"aanf", required_argument, NULL, OPT_AANF},
+      {"pki", required_argument, NULL, OPT_PKI},
+      {NULL, 0, NULL, 0},
+  };
+  int c, rc;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    switch (c) {
+    case OPT_KAUSF:
+      if ((rc = parse_kausf(optarg, a))) return rc;
+      break;
+    case OPT_SUPI:
+      if (m5_akma_supi_valid(optarg))
+        return m5ctl_usage_error("--supi: expected the IMSI as 5 to 15 digits (no 'imsi-' "
+                                 "prefix), got '%s'",
+                                 optarg);
+      a->supi = optarg;
+      break;
+    case OPT_RID:
+      if (m5_akma_rid_valid(optarg))
+        return m5ctl_usage_error("--rid: expected 1 to 4 digits, got '%s'", optarg);
+      a->rid = optarg;
+      break;
+    case OPT_REALM:
+      if (m5_akma_fqdn_valid(optarg))
+        return m5ctl_usage_error("--realm: expected a domain name such as "
+                                 "5gc.mnc001.mcc001.3gppnetwork.org, got '%s'",
+                                 optarg);
+      a->realm = optarg;
+      break;
+    case OPT_MNC_LEN:
+      if (strcmp(optarg, "2") && strcmp(optarg, "3"))
+        return m5ctl_usage_error("--mnc-len: expected 2 or 3, got '%s'", optarg);
+      a->mnc_len = optarg[0] - '0';
+      break;
+    case OPT_AANF:
+      /* Only https: K_AKMA must never travel in clear text. */
+      if (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0')
+        return m5ctl_usage_error("--aanf: expected an https:// URL such as %s, got '%s'",
+                                 DEFAULT_AANF, optarg);
+      a->aanf = optarg;
+      break;
+    case OPT_PKI:
+      a->pki = optarg;
+      break;
+    case ':':
+      return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
+    default:
+      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
+      return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
+  if (!a->supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
+  if (!a->have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
+  if (a->realm && a->mnc_len)
+    return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
+  if (!a->rid) a->rid = M5_AKMA_DEFAULT_RID;
+  if (!a->aanf) a->aanf = DEFAULT_AANF;
+  if (!a->pki) a->pki = DEFAULT_PKI;
+  return 0;
+}
+
+static int pki_file(const char *dir, const char *name, char *out, size_t outlen) {
+  if ((size_t)snprintf(out, outlen, "%s/%s", dir, name) >= outlen)
+    return m5ctl_usage_error("--pki: '%s' is too long", dir);
+  if (access(out, R_OK) != 0) {
+    fprintf(stderr, "m5ctl: cannot read %s: %s; run `m5ctl pki init` or pass --pki DIR\n", out,
+            strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg) {
+  /* The answer echoes kAkma: it goes to a buffer that is wiped when released. */
+  return m5_buf_append(arg, p, size * n) == 0 ? size * n : 0;
+}
+
+/* Prints the AAnF's ProblemDetails (TS 29.571) in one line; 1 = the operation failed. */
+static int report_refusal(long status, const m5_buf_t *answer) {
+  json_t *pd = json_loadb((const char *)answer->data, answer->len, 0, NULL);
+  const char *title = json_string_value(json_object_get(pd, "title"));
+  const char *detail = json_string_value(json_object_get(pd, "detail"));
+  const char *cause = json_string_value(json_object_get(pd, "cause"));
+  fprintf(stderr, "m5ctl: the AAnF refused the registration: %ld %s%s%s%s%s%s\n", status,
+          title ? title : "(no ProblemDetails)", detail ? ": " : "", detail ? detail : "",
+          cause ? " (" : "", cause ? cause : "", cause ? ")" : "");
+  json_decref(pd);
+  return 1;
+}
+
+/* The 200 answer is the registered AkmaKeyInfo; its aKId must be ours. */
+static int check_answer(const m5_buf_t *answer, const char *akid) {
+  json_t *ki = json_loadb((const char *)answer->data, answer->len, 0, NULL);
+  const char *got = json_string_value(json_object_get(ki, "aKId"));
+  int ok = got && !strcmp(got, akid);
+  json_t *key = json_object_get(ki, "kAkma");
+  if (json_is_string(key)) m5_wipe((char *)json_string_value(key), json_string_length(key));
+  json_decref(ki);
+  if (!ok)
+    fputs("m5ctl: the AAnF answered 200 without our aKId; registration unconfirmed\n", stderr);
+  return ok ? 0 : 1;
+}
+
+static int post(const sub_args_t *a, const char *body, size_t len, const char *akid) {
+  char cert[4096], key[4096], ca[4096], url[2048], errbuf[CURL_ERROR_SIZE] = "";
+  int rc = pki_file(a->pki, "ausf.crt", cert, sizeof cert);
+  if (!rc) rc = pki_file(a->pki, "ausf.key", key, sizeof key);
+  if (!rc) rc = pki_file(a->pki, "ca.crt", ca, sizeof ca);
+  if (rc) return rc;
+  size_t base = strlen(a->aanf);
+  while (base > 8 && a->aanf[base - 1] == '/')
+    base--;
+  if ((size_t)snprintf(url, sizeof url, "%.*s%s", (int)base, a->aanf, REGISTER_PATH) >= sizeof url)
+    return m5ctl_usage_error("--aanf: the URL is too long");
+
+  CURL *c = curl_easy_init();
+  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  hdrs =
+      hdrs ? curl_slist_append(hdrs, "Accept: application/json, application/problem+json") : NULL;
+  if (!c || !hdrs) {
+    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    return 1;
+  }
+  m5_buf_t answer;
+  m5_buf_init(&answer, MAX_ANSWER);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+  curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+  curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode cc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (cc != CURLE_OK) {
+    fprintf(stderr, "m5ctl: cannot register at the AAnF %s: %s; is m5-aanf running (--aanf)?\n",
+            url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    rc = 1;
+  } else if (status == 200) {
+    rc = check_answer(&answer, akid);
+  } else {
+    rc = report_refusal(status, &answer);
+  }
+  m5_buf_wipe_free(&answer);
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(c);
+  return rc;
+}
+
+/* Derives K_AKMA and the A-KID, registers them, prints the confirmation line. */
+static int add(const sub_args_t *a) {
+  uint8_t kakma[M5_AKMA_KEY_LEN], atid[M5_AKMA_KEY_LEN];
+  char kakma_hex[KEY_HEX_LEN + 1] = "", realm_buf[M5_AKMA_FQDN_MAX + 1], akid[M5_AKMA_AKID_MAX];
+  char body[M5_AKMA_AKID_MAX + KEY_HEX_LEN + 128];
+  const char *realm = a->realm ? a->realm : realm_buf;
+  int mnc_len = a->mnc_len ? a->mnc_len : 2;
+  int rc = 1;
+  if (!a->realm && m5_akma_realm_from_supi(a->supi, mnc_len, realm_buf, sizeof realm_buf)) {
+    rc = m5ctl_usage_error("--supi: '%s' is too short for an MCC and a %d-digit MNC", a->supi,
+                           mnc_len);
+    goto out;
+  }
+  if (m5_akma_kakma(a->kausf, a->supi, kakma) || m5_akma_atid(a->kausf, a->supi, atid)) {
+    fputs("m5ctl: cannot derive the AKMA keys: OpenSSL HMAC-SHA-256 failed\n", stderr);
+    goto out;
+  }
+  if (m5_akma_akid(a->rid, atid, realm, akid, sizeof akid)) {
+    rc = m5ctl_usage_error("--realm: the A-KID would exceed %d characters; use a shorter realm",
+                           M5_AKMA_AKID_MAX - 1);
+    goto out;
+  }
+  m5_hex_encode(kakma, sizeof kakma, kakma_hex, sizeof kakma_hex);
+  /* Every value is digits, hex, base64url or LDH text: nothing needs JSON escaping. */
+  int n = snprintf(body, sizeof body, "{\"supi\":\"imsi-%s\",\"aKId\":\"%s\",\"kAkma\":\"%s\"}",
+                   a->supi, akid, kakma_hex);
+  if (n < 0 || (size_t)n >= sizeof body) goto out;
+  rc = post(a, body, (size_t)n, akid);
+  if (rc == 0) printf("registered supi=%s akid=%s\n", a->supi, akid);
+out:
+  m5_wipe(kakma, sizeof kakma);
+  m5_wipe(kakma_hex, sizeof kakma_hex);
+  m5_wipe(body, sizeof body);
+  return rc;
+}
+
+int m5ctl_subscriber_add(int argc, char **argv) {
+  sub_args_t a;
+  memset(&a, 0, sizeof a);
+  int rc = parse_args(argc, argv, &a);
+  if (!rc) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      fputs("m5ctl: cannot initialise libcurl\n", stderr);
+      rc = 1;
+    } else {
+      rc = add(&a);
+      curl_global_cleanup();
+    }
+  }
+  m5_wipe(a.kausf, sizeof a.kausf);
+  return rc;
+}
