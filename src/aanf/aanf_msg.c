@@ -42,6 +42,10 @@ void aanf_problem_set(aanf_problem_t *pb, int status, const char *title, const c
   va_start(ap, fmt);
   vsnprintf(pb->detail, sizeof pb->detail, fmt, ap);
   va_end(ap);
+  /* The detail may quote the peer's bytes (jansson's error text does): keep it printable
+   * ASCII, so it is valid UTF-8 even when cut mid-character and always encodes as JSON. */
+  for (char *c = pb->detail; *c; c++)
+    if (*c < 0x20 || *c > 0x7e) *c = '?';
 }
 
 static json_t *load_object(const uint8_t *body, size_t len, aanf_problem_t *pb) {

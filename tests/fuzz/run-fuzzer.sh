@@ -19,5 +19,10 @@ for f in $sources; do abs_sources+=("$M5_SRC/$f"); done
 clang "${flags[@]}" "$src" "${abs_sources[@]}" \
   $( [[ -n "$pkgs" ]] && pkg-config --cflags --libs $pkgs ) -lpthread -o "$M5_TMP/fuzz_$name"
 cd "$M5_TMP"
-"./fuzz_$name" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -artifact_prefix="$M5_TMP/" \
-  -print_final_stats=1 corpus 2>&1 | tail -n 12
+if ! "./fuzz_$name" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 \
+    -artifact_prefix="$M5_TMP/" -print_final_stats=1 corpus >fuzz.log 2>&1; then
+  grep -v -e '^INFO' -e '^#' fuzz.log | head -n 80
+  echo "fuzz_$name: crash; reproduce with $M5_TMP/fuzz_$name <artifact above>" >&2
+  exit 1
+fi
+tail -n 6 fuzz.log

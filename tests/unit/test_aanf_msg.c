@@ -217,6 +217,25 @@ static void test_ctx_remove(void **state) {
   assert_problem(&pb, "MANDATORY_IE_MISSING", "/supi");
 }
 
+/* Found by fuzz/aanf_msg: jansson's error text quotes the peer's bytes; a 400 must still be
+ * encodable when those bytes are not UTF-8 (it used to fail as if out of memory). */
+static void test_problem_from_invalid_utf8_body(void **state) {
+  (void)state;
+  static const uint8_t body[] = {'{', '"', 'a', 'f', 'I', '\\', 0xdd, 0x93, '"', ':', '1', '}'};
+  aanf_key_req_t kr;
+  aanf_problem_t pb;
+  assert_int_equal(aanf_msg_parse_key_req(body, sizeof body, &kr, &pb), M5_EINVAL);
+  assert_int_equal(pb.status, 400);
+  char *out;
+  size_t len;
+  assert_int_equal(aanf_msg_problem_json(&pb, &out, &len), 0);
+  json_t *j = json_loads(out, 0, NULL);
+  assert_non_null(j);
+  assert_string_equal(json_string_value(json_object_get(j, "cause")), "INVALID_MSG_FORMAT");
+  json_decref(j);
+  free(out);
+}
+
 static void test_problem_json(void **state) {
   (void)state;
   aanf_problem_t pb;
@@ -280,6 +299,7 @@ int main(void) {
       cmocka_unit_test(test_key_req),
       cmocka_unit_test(test_ctx_remove),
       cmocka_unit_test(test_problem_json),
+      cmocka_unit_test(test_problem_from_invalid_utf8_body),
       cmocka_unit_test(test_af_key_data_json),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

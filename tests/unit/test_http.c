@@ -35,7 +35,7 @@
 static char g_dir[64];
 static char g_ca[128], g_srv_crt[128], g_srv_key[128], g_cli_crt[128], g_cli_key[128];
 
-static atomic_int g_late_started, g_late_done, g_late_rc;
+static atomic_int g_late_started, g_late_done, g_late_rc, g_handled;
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -74,9 +74,16 @@ static void later_cb(m5_loop_t *loop, void *arg) {
 
 static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
   (void)arg;
+  atomic_fetch_add(&g_handled, 1);
   if (strcmp(req->path, "/status/404") == 0) {
     static const char nf[] = "{\"status\":404,\"title\":\"Not Found\"}";
     m5_http_respond(ex, 404, "application/problem+json", nf, sizeof nf - 1);
+    return;
+  }
+  if (strcmp(req->path, "/big") == 0) {
+    static char big[32768];
+    memset(big, 'b', sizeof big);
+    m5_http_respond(ex, 200, "text/plain", big, sizeof big);
     return;
   }
   if (strcmp(req->path, "/later") == 0) {
@@ -681,6 +688,236 @@ static void test_idle_timeout(void **state) {
   server_stop(s);
 }
 
+/* ---- peers misbehaving on purpose ---- */
+
+static void put_frame(uint8_t *out, size_t *off, uint8_t type, uint8_t flags, uint32_t sid,
+                      const void *payload, size_t len) {
+  uint8_t *p = out + *off;
+  p[0] = (uint8_t)(len >> 16), p[1] = (uint8_t)(len >> 8), p[2] = (uint8_t)len;
+  p[3] = type, p[4] = flags;
+  p[5] = (uint8_t)(sid >> 24), p[6] = (uint8_t)(sid >> 16), p[7] = (uint8_t)(sid >> 8);
+  p[8] = (uint8_t)sid;
+  if (len) memcpy(p + 9, payload, len);
+  *off += 9 + len;
+}
+
+/* An HTTP/2 request HEADERS frame with END_STREAM, HPACK literals only. */
+static void put_request(uint8_t *out, size_t *off, uint32_t sid, const char *path) {
+  uint8_t hb[128];
+  size_t n = 0, plen = strlen(path);
+  hb[n++] = 0x82;                       /* :method GET (static index 2) */
+  hb[n++] = 0x86;                       /* :scheme http (static index 6) */
+  hb[n++] = 0x01, hb[n++] = 1, hb[n++] = 'x'; /* :authority x, not indexed */
+  hb[n++] = 0x04, hb[n++] = (uint8_t)plen;    /* :path, not indexed */
+  memcpy(hb + n, path, plen);
+  n += plen;
+  put_frame(out, off, 0x1, 0x5 /* END_STREAM | END_HEADERS */, sid, hb, n);
+}
+
+static int recv_exact(int fd, uint8_t *buf, size_t n) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = recv(fd, buf + got, n - got, 0);
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* Reads frames until HEADERS on stream sid; counts RST_STREAM(REFUSED_STREAM) on the way. */
+static int h2_wait_headers(int fd, uint32_t sid, int *refused) {
+  uint8_t hd[9], payload[16384];
+  for (;;) {
+    if (recv_exact(fd, hd, 9) != 0) return -1;
+    size_t len = (size_t)hd[0] << 16 | (size_t)hd[1] << 8 | hd[2];
+    uint32_t id = ((uint32_t)hd[5] << 24 | (uint32_t)hd[6] << 16 | (uint32_t)hd[7] << 8 | hd[8]) &
+                  0x7fffffffu;
+    if (len > sizeof payload || recv_exact(fd, payload, len) != 0) return -1;
+    if (hd[3] == 0x3 && len == 4 && payload[3] == 0x7) (*refused)++;
+    if (hd[3] == 0x1 && id == sid) return 0;
+  }
+}
+
+/* "Rapid reset" (CVE-2023-44487): requests reset as soon as they are sent must not start
+ * handler work beyond the per-connection stream limit (16 here), and the connection serves
+ * again once the handlers have answered. */
+static void test_h2_rapid_reset_bounded(void **state) {
+  (void)state;
+  server_t *s = server_start(NULL, 1, 1, 0);
+  atomic_store(&g_late_started, 0);
+  atomic_store(&g_late_done, 0);
+  int fd = tcp_connect(s->port);
+  assert_true(fd >= 0);
+  static uint8_t out[8192];
+  size_t off = 0;
+  memcpy(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+  off = 24;
+  put_frame(out, &off, 0x4, 0, 0, NULL, 0); /* SETTINGS */
+  const uint8_t cancel[4] = {0, 0, 0, 0x8};
+  for (uint32_t i = 0; i < 40; i++) {
+    put_request(out, &off, 2 * i + 1, "/later?300");
+    put_frame(out, &off, 0x3, 0, 2 * i + 1, cancel, sizeof cancel); /* RST_STREAM CANCEL */
+  }
+  assert_int_equal(send(fd, out, off, 0), (ssize_t)off);
+  assert_true(wait_for(&g_late_started, 16, 3000));
+  sleep_ms(100);
+  assert_int_equal(atomic_load(&g_late_started), 16);
+  /* The reset streams' answers are dropped... */
+  assert_true(wait_for(&g_late_done, 16, 3000));
+  assert_int_equal(atomic_load(&g_late_rc), M5_ECLOSED);
+  /* ...and the connection takes requests again. */
+  off = 0;
+  put_request(out, &off, 81, "/echo");
+  assert_int_equal(send(fd, out, off, 0), (ssize_t)off);
+  int refused = 0;
+  assert_int_equal(h2_wait_headers(fd, 81, &refused), 0);
+  assert_int_equal(refused, 24);
+  close(fd);
+  server_stop(s);
+}
+
+/* Pipelined HTTP/1.1 requests from a peer that does not read: answers are produced only as
+ * the socket takes them (not input size x answer size in memory), and all arrive in the end. */
+static void test_http1_pipelining_bounded(void **state) {
+  (void)state;
+  server_t *s = server_start(NULL, 1, 1, 0);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* little kernel buffering */
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  atomic_store(&g_handled, 0);
+  /* 600 requests of 31 bytes, each answered with 32 KiB: 19 MB if all were answered at once. */
+  static const char req[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  enum { N = 600 };
+  static char all[N * (sizeof req - 1)];
+  for (size_t i = 0; i < N; i++) memcpy(all + i * (sizeof req - 1), req, sizeof req - 1);
+  assert_int_equal(send(fd, all, sizeof all, 0), (ssize_t)sizeof all);
+  sleep_ms(300);
+  /* 64 KiB queued by us plus what the kernel's socket buffers hold (a few MB at most). */
+  int handled = atomic_load(&g_handled);
+  assert_true(handled > 0 && handled < 300);
+
+  struct timeval tv = {3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  static char buf[65536];
+  size_t total = 0, each = 0, head = 0;
+  while (each == 0 || total < N * each) {
+    ssize_t r = recv(fd, buf + head, sizeof buf - 1 - head, 0);
+    if (r <= 0) break;
+    total += (size_t)r;
+    if (each) continue;
+    head += (size_t)r; /* the first answer's head: content-length says how long each is */
+    buf[head] = '\0';
+    const char *end = strstr(buf, "\r\n\r\n"), *cl = strstr(buf, "content-length: ");
+    if (end && cl) each = (size_t)(end + 4 - buf) + (size_t)atoi(cl + 16);
+    else if (head == sizeof buf - 1) break;
+    else continue;
+    head = 0;
+  }
+  assert_true(each > 32768);
+  assert_int_equal(total, N * each); /* every request answered, nothing lost */
+  assert_int_equal(atomic_load(&g_handled), N);
+  close(fd);
+  server_stop(s);
+}
+
+/* A peer resets its connection while a handler works and input is paused (64 KiB buffered
+ * behind the request): the connection is closed at once, not left for epoll to report
+ * EPOLLHUP in a busy loop until the handler answers. */
+static void test_reset_while_input_paused(void **state) {
+  (void)state;
+  server_t *s = server_start(NULL, 1, 1, 0);
+  atomic_store(&g_late_started, 0);
+  atomic_store(&g_late_done, 0);
+  atomic_store(&g_late_rc, 1);
+  int fd = tcp_connect(s->port);
+  assert_true(fd >= 0);
+  const char *req = "GET /later?700 HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+  assert_true(wait_for(&g_late_started, 1, 3000));
+  static char filler[70000];
+  memset(filler, 'A', sizeof filler);
+  assert_int_equal(send(fd, filler, sizeof filler, 0), (ssize_t)sizeof filler);
+  sleep_ms(100);
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+  close(fd); /* RST */
+  assert_true(wait_for(&g_late_done, 1, 3000));
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  long cpu_ms = (c1.tv_sec - c0.tv_sec) * 1000L + (c1.tv_nsec - c0.tv_nsec) / 1000000L;
+  assert_true(cpu_ms < 250); /* ~600 ms of waiting: a spin would use all of it */
+  assert_int_equal(atomic_load(&g_late_rc), M5_ECLOSED);
+  server_stop(s);
+}
+
+/* An HTTP/1.1 client that shuts down its sending side after its requests still gets every
+ * answer, and then the server closes. (One that closes while a handler works has given up:
+ * test_deferred_responses.) */
+static void test_http1_half_close_answered(void **state) {
+  (void)state;
+  server_t *s = server_start(NULL, 1, 1, 0);
+  char out[4096];
+  int fd = tcp_connect(s->port);
+  assert_true(fd >= 0);
+  const char *two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send(fd, two, strlen(two), 0), (ssize_t)strlen(two));
+  shutdown(fd, SHUT_WR);
+  uint64_t t0 = now_ms();
+  read_all(fd, NULL, out, sizeof out); /* returns at EOF: the server closed */
+  close(fd);
+  assert_true(now_ms() - t0 < 2000);
+  assert_non_null(strstr(out, "path=/a"));
+  assert_non_null(strstr(out, "path=/b"));
+  server_stop(s);
+}
+
+/* Sends chunk every every_ms until the server closes; the elapsed ms, or -1 after max_ms.
+ * A lingering server has already sent its FIN, so there only a failing send (the server's
+ * RST) says it closed. */
+static long trickle_until_closed(int fd, const char *chunk, unsigned every_ms, unsigned max_ms) {
+  uint64_t t0 = now_ms();
+  int eof = 0;
+  while (now_ms() - t0 < max_ms) {
+    char b[4096];
+    ssize_t r = eof ? -1 : recv(fd, b, sizeof b, MSG_DONTWAIT);
+    if (r > 0) continue;
+    if (r == 0) eof = 1;
+    if (r < 0 && !eof && errno != EAGAIN && errno != EWOULDBLOCK) break;
+    if (send(fd, chunk, strlen(chunk), MSG_NOSIGNAL) < 0) break;
+    sleep_ms(every_ms);
+  }
+  uint64_t took = now_ms() - t0;
+  return took >= max_ms ? -1 : (long)took;
+}
+
+/* Slowloris: bytes trickled into a request head, or into a connection we are closing, do
+ * not keep it open past the idle timeout (300 ms here) or the 2 s linger. */
+static void test_trickling_peers_are_closed(void **state) {
+  (void)state;
+  server_t *s = server_start(NULL, 1, 1, 300);
+  int fd = tcp_connect(s->port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "GET / HTTP/1.1\r\n", 16, 0), 16);
+  long took = trickle_until_closed(fd, "X: y\r\n", 50, 2500); /* keeps sending after a FIN */
+  close(fd);
+  assert_true(took >= 0 && took < 1500);
+  server_stop(s);
+
+  s = server_start(NULL, 0, 1, 300); /* HTTP/1.1 gets 505, then the connection lingers */
+  fd = tcp_connect(s->port);
+  assert_true(fd >= 0);
+  const char *req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+  took = trickle_until_closed(fd, "x", 100, 4000);
+  close(fd);
+  assert_true(took >= 0 && took < 3000);
+  server_stop(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tls_ctx_errors_name_the_file),
@@ -692,6 +929,11 @@ int main(void) {
       cmocka_unit_test(test_deferred_responses),
       cmocka_unit_test(test_drain),
       cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_h2_rapid_reset_bounded),
+      cmocka_unit_test(test_http1_pipelining_bounded),
+      cmocka_unit_test(test_reset_while_input_paused),
+      cmocka_unit_test(test_trickling_peers_are_closed),
+      cmocka_unit_test(test_http1_half_close_answered),
   };
   return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

@@ -57,11 +57,12 @@ void m5_http_ex_free(m5_http_exchange_t *ex) {
     OPENSSL_cleanse(ex->authorization, strlen(ex->authorization));
     free(ex->authorization);
   }
-  m5_buf_free(&ex->body);
+  /* Bodies carry keys (kAkma in, kaf out): wipe them, not just free them. */
+  m5_buf_wipe_free(&ex->body);
   m5_buf_free(&ex->hname);
   m5_buf_wipe_free(&ex->hvalue); /* may hold an Authorization value */
   m5_buf_free(&ex->url);
-  free(ex->resp);
+  if (ex->resp) OPENSSL_clear_free(ex->resp, ex->resp_len);
   free(ex);
 }
 
@@ -70,6 +71,13 @@ void m5_http_ex_release(m5_http_exchange_t *ex) {
     ex_unlink(ex);
   else
     m5_http_ex_free(ex);
+}
+
+size_t m5_http_conn_dispatched(const m5_http_conn_t *c) {
+  size_t n = 0;
+  for (const m5_http_exchange_t *ex = c->exchanges; ex; ex = ex->next)
+    n += ex->state == M5_EX_DISPATCHED;
+  return n;
 }
 
 void m5_http_ex_dispatch(m5_http_exchange_t *ex) {
@@ -217,8 +225,8 @@ static int header_ok(const m5_http_header_t *h) {
 static int respond(m5_http_exchange_t *ex, int status, const char *content_type,
                    const m5_http_header_t *hdrs, size_t n, const void *body, size_t len) {
   if (!ex || ex->state != M5_EX_DISPATCHED) return M5_EINVAL;
-  if (!ex->conn) {
-    /* The client went away while the handler worked: nothing to send. */
+  if (!ex->conn || ex->stream_closed) {
+    /* The client went away (or reset the stream) while the handler worked: nothing to send. */
     m5_http_ex_free(ex);
     return M5_ECLOSED;
   }

@@ -197,7 +197,11 @@ static void parse_failed(m5_http_conn_t *c, enum http_errno e) {
 
 int m5_http_h1_process(m5_http_conn_t *c) {
   m5_http_server_t *srv = c->srv;
-  while (c->phase == M5_CONN_H1 && !c->close_after_write && !c->fatal && c->in.len > 0) {
+  /* Answers are not queued past M5_HTTP_OUT_HIGH: a peer pipelining small requests without
+   * reading would otherwise make us buffer (input size x answer size); conn_flush calls
+   * again as the socket drains. */
+  while (c->phase == M5_CONN_H1 && !c->close_after_write && !c->fatal && c->in.len > 0 &&
+         c->out.len < M5_HTTP_OUT_HIGH) {
     if (c->h1_ex && c->h1_ex->state != M5_EX_RECEIVING) return M5_OK; /* with the handler */
     size_t n = http_parser_execute(&c->h1, &srv->h1_settings, (const char *)c->in.data, c->in.len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->h1);

@@ -19,6 +19,14 @@ static m5_http_exchange_t *stream_ex(nghttp2_session *s, int32_t stream_id) {
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   m5_http_conn_t *c = ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  /* SETTINGS_MAX_CONCURRENT_STREAMS bounds open streams only; a request the peer resets
+   * keeps its handler busy. Bound handlers per connection too, or HEADERS + RST_STREAM pairs
+   * start work without limit. REFUSED_STREAM: the client may retry (RFC 9113 §8.7). */
+  if (m5_http_conn_dispatched(c) >= c->srv->o.max_streams) {
+    (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                    NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
   m5_http_exchange_t *ex = m5_http_ex_new(c, 2);
   /* Out of memory: refuse this stream only (RST_STREAM), not the whole connection. */
   if (!ex) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -78,7 +86,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
     m5_http_ex_problem(ex, 413, "Payload Too Large");
     return 0;
   }
-  if (m5_buf_append(&ex->body, data, len) != M5_OK) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (m5_buf_append(&ex->body, data, len) != M5_OK) {
+    /* Out of memory. Any non-zero return here is fatal to the whole session (unlike in the
+     * header callbacks), so reset just this stream. */
+    (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+    m5_buf_free(&ex->body);
+    ex->state = M5_EX_RESPONDED; /* the reset is its answer: the rest of it is discarded */
+  }
   return 0;
 }
 
@@ -105,7 +119,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
 static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud) {
   (void)error_code, (void)ud;
   m5_http_exchange_t *ex = stream_ex(s, stream_id);
-  if (ex) m5_http_ex_release(ex);
+  if (!ex) return 0;
+  if (ex->state == M5_EX_DISPATCHED)
+    ex->stream_closed = 1; /* still counted on the connection until the handler answers */
+  else
+    m5_http_ex_free(ex);
   return 0;
 }
 

@@ -39,6 +39,11 @@ struct m5_http_exchange {
   m5_buf_t body;
   size_t header_bytes;
   unsigned too_large : 1, hdr_overflow : 1, keep_alive : 1, is_head : 1, expect_continue : 1;
+  /* HTTP/2: the peer reset the stream while the handler works. The exchange stays on the
+   * connection's list so it keeps counting against the per-connection handler limit (a
+   * reset does not end the handler's work: "rapid reset", CVE-2023-44487); the answer is
+   * dropped. */
+  unsigned stream_closed : 1;
   /* HTTP/2 response body, read by the nghttp2 data provider. */
   uint8_t *resp;
   size_t resp_len, resp_off;
@@ -64,7 +69,8 @@ struct m5_http_conn {
   uint32_t events;  /* what the loop watches now */
   uint32_t hs_want; /* M5_EV_READ or M5_EV_WRITE, as the handshake asked */
   unsigned ssl_read_wants_write : 1, ssl_write_wants_read : 1, close_after_write : 1,
-      half_closed : 1, in_io : 1, fatal : 1, idle_goaway : 1;
+      half_closed : 1, in_io : 1, fatal : 1, idle_goaway : 1,
+      peer_eof : 1; /* HTTP/1.1 client half-closed: answer what arrived, then close */
   m5_buf_t in, out;
   uint64_t last_active;
   m5_timer_id_t idle_timer;
@@ -94,11 +100,13 @@ struct m5_http_server {
 /* server.c: exchanges and connections. */
 m5_http_exchange_t *m5_http_ex_new(m5_http_conn_t *c, int version);
 void m5_http_ex_free(m5_http_exchange_t *ex);
-/* The stream or connection went away: a dispatched exchange becomes an orphan the handler
- * still owns; any other is freed. */
+/* The connection went away: a dispatched exchange becomes an orphan the handler still owns;
+ * any other is freed. */
 void m5_http_ex_release(m5_http_exchange_t *ex);
 /* Hands the complete request to the handler. ex may be freed when this returns. */
 void m5_http_ex_dispatch(m5_http_exchange_t *ex);
+/* Exchanges on c that a handler still holds. */
+size_t m5_http_conn_dispatched(const m5_http_conn_t *c);
 /* Sends a response the server makes itself (413, 431, 400), as problem+json. */
 void m5_http_ex_problem(m5_http_exchange_t *ex, int status, const char *title);
 /* After a response outside the connection's I/O callback: process, write, maybe close. */

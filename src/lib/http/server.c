@@ -88,6 +88,7 @@ static ssize_t io_write(m5_http_conn_t *c, const uint8_t *buf, size_t n) {
 static int read_paused(const m5_http_conn_t *c) {
   if (c->phase == M5_CONN_HANDSHAKE) return 1;
   if (c->phase == M5_CONN_LINGER) return 0;
+  if (c->peer_eof) return 1;
   if (c->out.len >= 4 * M5_HTTP_OUT_HIGH) return 1;
   return c->phase != M5_CONN_H2 && c->in.len >= M5_HTTP_IN_MAX;
 }
@@ -130,7 +131,7 @@ static int sniff(m5_http_conn_t *c) {
     int rc = m5_http_h2_start(c);
     if (rc) return rc;
     rc = m5_http_h2_recv(c, c->in.data, c->in.len);
-    m5_buf_free(&c->in);
+    m5_buf_wipe_free(&c->in);
     return rc;
   }
   if (o->allow_http1) {
@@ -162,6 +163,21 @@ static int conn_input(m5_http_conn_t *c, const uint8_t *data, size_t n) {
   return M5_OK;
 }
 
+/* Whether input counts as activity for the idle timer. Not while lingering, or a peer could
+ * trickle bytes to hold a closed connection open; and on cleartext and HTTP/1.1 only once the
+ * preface or a request head is complete (its method parsed), so that must arrive within the
+ * idle timeout of the accept or the last response (slowloris). Our writes count in conn_flush. */
+static int read_is_progress(const m5_http_conn_t *c) {
+  switch (c->phase) {
+  case M5_CONN_H2:
+    return 1;
+  case M5_CONN_H1:
+    return c->h1_ex && c->h1_ex->method;
+  default:
+    return 0;
+  }
+}
+
 /* Reads until the socket (and OpenSSL's buffer) is empty or input is paused. M5_ECLOSED at
  * EOF. */
 static int conn_read(m5_http_conn_t *c) {
@@ -176,10 +192,19 @@ static int conn_read(m5_http_conn_t *c) {
       want = M5_HTTP_IN_MAX - c->in.len;
     ssize_t r = io_read(c, buf, want);
     if (r == M5_EAGAIN) return M5_OK;
+    if (r == 0 && c->phase == M5_CONN_H1 &&
+        !(c->h1_ex && c->h1_ex->state == M5_EX_DISPATCHED)) {
+      /* A client may shut down its sending side after its requests (RFC 9112 §9.6): answers
+       * already queued and requests complete in the buffer are still delivered, then
+       * conn_finished closes. EOF while a handler works is taken, as nginx does, for a
+       * client that gave up: that answer is dropped. */
+      c->peer_eof = 1;
+      return M5_OK;
+    }
     if (r <= 0) return M5_ECLOSED;
-    c->last_active = m5_loop_now_ms(c->srv->loop);
     int rc = conn_input(c, buf, (size_t)r);
     if (rc) return rc;
+    if (read_is_progress(c)) c->last_active = m5_loop_now_ms(c->srv->loop);
   }
 }
 
@@ -196,12 +221,25 @@ static void begin_linger(m5_http_conn_t *c) {
   c->last_active = m5_loop_now_ms(c->srv->loop);
 }
 
+/* Pipelined HTTP/1.1 requests waiting behind an answered one: parse them (h1_process stops
+ * while the output is above M5_HTTP_OUT_HIGH), and read records OpenSSL already holds, which
+ * epoll will not report. Runs handlers, so only with in_io set. */
+static int conn_h1_pump(m5_http_conn_t *c) {
+  int rc = m5_http_h1_process(c);
+  if (rc == M5_OK && c->phase == M5_CONN_H1 && c->ssl && SSL_has_pending(c->ssl)) rc = conn_read(c);
+  return rc;
+}
+
+/* Produces output (HTTP/2 frames, HTTP/1.1 answers) while the queue is short and writes it;
+ * the queue is filled again as the socket takes it, so a peer that does not read holds
+ * at most about M5_HTTP_OUT_HIGH of our memory. Runs handlers, so only with in_io set. */
 static int conn_flush(m5_http_conn_t *c) {
   for (;;) {
-    if (c->phase == M5_CONN_H2) {
-      int rc = m5_http_h2_fill(c);
-      if (rc) return rc;
-    }
+    int rc = c->phase == M5_CONN_H2   ? m5_http_h2_fill(c)
+             : c->phase == M5_CONN_H1 ? conn_h1_pump(c)
+                                      : M5_OK;
+    if (rc) return rc;
+    if (c->fatal) return M5_EPROTO; /* never send a half-queued answer */
     if (c->out.len == 0) break;
     ssize_t w = io_write(c, c->out.data, c->out.len);
     if (w == M5_EAGAIN) return M5_OK;
@@ -253,14 +291,21 @@ static int conn_handshake(m5_http_conn_t *c) {
 }
 
 static int conn_finished(m5_http_conn_t *c) {
-  return c->phase == M5_CONN_H2 && c->out.len == 0 && m5_http_h2_finished(c);
+  if (c->out.len) return 0;
+  if (c->phase == M5_CONN_H2) return m5_http_h2_finished(c);
+  /* After conn_flush, every complete request the half-closed client sent has been parsed;
+   * only one a handler still holds keeps the connection. */
+  return c->phase == M5_CONN_H1 && c->peer_eof &&
+         !(c->h1_ex && c->h1_ex->state == M5_EX_DISPATCHED);
 }
 
-/* After any processing: write what is queued, then close or re-arm the watch. */
+/* After any processing: write what is queued, then close or re-arm the watch. Called with
+ * in_io set (conn_flush may run handlers, whose answers must not re-enter); clears it. */
 static void conn_finish(m5_http_conn_t *c, int rc) {
   if (rc == M5_OK && c->fatal) rc = M5_EPROTO;
   if (rc == M5_OK && c->phase != M5_CONN_HANDSHAKE) rc = conn_flush(c);
   if (rc == M5_OK && conn_finished(c)) rc = M5_ECLOSED;
+  c->in_io = 0;
   if (rc != M5_OK) {
     conn_close(c);
     return;
@@ -273,32 +318,24 @@ static void conn_io(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   m5_http_conn_t *c = arg;
   int rc = M5_OK;
   c->in_io = 1;
-  if (c->phase == M5_CONN_HANDSHAKE)
+  if (events & M5_EV_ERROR)
+    /* EPOLLERR/EPOLLHUP: reset or shut both ways, so nothing more can be sent. epoll reports
+     * it even when input is paused, level-triggered: not closing would spin the loop. */
+    rc = M5_ECLOSED;
+  else if (c->phase == M5_CONN_HANDSHAKE)
     rc = conn_handshake(c);
-  else if (events & (M5_EV_READ | M5_EV_ERROR) || c->ssl_read_wants_write)
+  else if (events & M5_EV_READ || c->ssl_read_wants_write)
     rc = conn_read(c);
-  c->in_io = 0;
   conn_finish(c, rc);
 }
 
 void m5_http_conn_kick(m5_http_conn_t *c) {
   if (!c || c->in_io) return; /* the I/O callback that called the handler finishes up */
-  int rc = M5_OK;
   c->in_io = 1;
-  /* Pipelined requests may be waiting behind the one just answered. */
-  if (c->phase == M5_CONN_H1) rc = m5_http_h1_process(c);
-  if (rc == M5_OK && c->phase == M5_CONN_H1 && c->ssl && SSL_has_pending(c->ssl)) rc = conn_read(c);
-  c->in_io = 0;
-  conn_finish(c, rc);
+  conn_finish(c, M5_OK); /* also parses pipelined requests waiting behind this answer */
 }
 
 /* ---- connection lifetime ---- */
-
-static int conn_busy(const m5_http_conn_t *c) {
-  for (const m5_http_exchange_t *ex = c->exchanges; ex; ex = ex->next)
-    if (ex->state == M5_EX_DISPATCHED) return 1;
-  return 0;
-}
 
 static void conn_idle(m5_loop_t *loop, void *arg) {
   m5_http_conn_t *c = arg;
@@ -308,7 +345,7 @@ static void conn_idle(m5_loop_t *loop, void *arg) {
       c->phase == M5_CONN_LINGER || c->idle_goaway ? LINGER_MS : srv->o.idle_timeout_ms;
   uint64_t now = m5_loop_now_ms(loop);
   uint64_t quiet = now - c->last_active;
-  if (c->phase != M5_CONN_LINGER && conn_busy(c)) {
+  if (c->phase != M5_CONN_LINGER && m5_http_conn_dispatched(c) > 0) {
     /* A handler is still working: the client is waiting, not idle. */
     quiet = 0;
   } else if (quiet >= limit) {
@@ -346,8 +383,9 @@ static void conn_close(m5_http_conn_t *c) {
     m5_http_ex_release(c->exchanges);
   SSL_free(c->ssl);
   close(c->fd);
-  m5_buf_free(&c->in);
-  m5_buf_free(&c->out);
+  /* Plaintext of whole exchanges, keys included, may remain in the I/O buffers. */
+  m5_buf_wipe_free(&c->in);
+  m5_buf_wipe_free(&c->out);
   M5_LOGD("http", "%s: closed (%zu connections left)", c->peer, srv->n_conns);
   free(c);
   srv_check_drained(srv);
