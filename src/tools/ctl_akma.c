@@ -79,8 +79,7 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     switch (c) {
     case OPT_KAUSF:
-      if ((rc = parse_kausf(optarg, a)))
-        return rc;
+      if ((rc = parse_kausf(optarg, a))) return rc;
       break;
     case OPT_SUPI:
       if (m5_akma_supi_valid(optarg))
@@ -97,8 +96,7 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
       a->af_fqdn = optarg;
       break;
     case OPT_UA:
-      if ((rc = parse_ua(optarg, a)))
-        return rc;
+      if ((rc = parse_ua(optarg, a))) return rc;
       a->ua_text = optarg;
       break;
     case OPT_RID:
@@ -122,25 +120,20 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
       return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
     default:
       /* optopt names a short option; an unknown long one is the element just consumed. */
-      if (optopt)
-        return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
+      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
       return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
     }
   }
   if (optind < argc)
     return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
-  if (!a->have_kausf)
-    return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
-  if (!a->supi)
-    return m5ctl_usage_error("--supi: required (IMSI digits)");
+  if (!a->have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
+  if (!a->supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
   if (!a->af_fqdn)
     return m5ctl_usage_error("--af-fqdn: required (the AF's host name, as sent in SNI)");
   if (a->realm && a->mnc_len)
     return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
-  if (!a->ua_text)
-    m5_akma_ua_tls13(a->ua);
-  if (!a->rid)
-    a->rid = M5_AKMA_DEFAULT_RID;
+  if (!a->ua_text) m5_akma_ua_tls13(a->ua);
+  if (!a->rid) a->rid = M5_AKMA_DEFAULT_RID;
   return 0;
 }
 
@@ -191,8 +184,7 @@ int m5ctl_akma_derive(int argc, char **argv) {
   akma_args_t a;
   memset(&a, 0, sizeof a);
   int rc = parse_args(argc, argv, &a);
-  if (!rc)
-    rc = derive_and_print(&a);
+  if (!rc) rc = derive_and_print(&a);
   m5_wipe(a.kausf, sizeof a.kausf);
   return rc;
 }

@@ -26,8 +26,9 @@
 
 #define PKI_DEFAULT_DIR "./var/pki"
 #define CA_DAYS 3650
-#define LEAF_DAYS 825 /* the CA/Browser Forum's former ceiling, which TLS clients still enforce */
-#define SERIAL_BITS 159 /* top bit of 20 octets clear: positive and at most 20 octets (RFC 5280) */
+#define LEAF_DAYS 825   /* the CA/Browser Forum's former ceiling, which TLS clients still enforce */
+#define SERIAL_BITS 159 /* top bit of 20 octets clear: positive and at most 20 octets (RFC 5280)   \
+                         */
 #define N_ENTITIES 6
 
 typedef struct {
@@ -46,8 +47,7 @@ typedef struct {
 static int ossl_fail(const char *what, const char *file) {
   char reason[256] = "unknown OpenSSL error";
   unsigned long e = ERR_get_error();
-  if (e)
-    ERR_error_string_n(e, reason, sizeof reason);
+  if (e) ERR_error_string_n(e, reason, sizeof reason);
   ERR_clear_error();
   fprintf(stderr, "m5ctl: cannot %s %s: %s\n", what, file, reason);
   return 1;
@@ -55,8 +55,7 @@ static int ossl_fail(const char *what, const char *file) {
 
 static int add_ext(X509 *crt, X509V3_CTX *ctx, int nid, const char *value) {
   X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, ctx, nid, value);
-  if (!ext)
-    return -1;
+  if (!ext) return -1;
   int ok = X509_add_ext(crt, ext, -1);
   X509_EXTENSION_free(ext);
   return ok ? 0 : -1;
@@ -75,11 +74,10 @@ static int issue(const pki_entity_t *e, const pki_pair_t *issuer, pki_pair_t *ou
   X509 *crt = NULL;
   X509_NAME *name = NULL;
   EVP_PKEY *key = EVP_EC_gen("P-256");
-  if (!key || !(crt = X509_new()) || !(name = X509_NAME_new()))
-    goto fail;
+  if (!key || !(crt = X509_new()) || !(name = X509_NAME_new())) goto fail;
   if (!X509_set_version(crt, X509_VERSION_3) || set_random_serial(crt) ||
-      !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)e->cn, -1,
-                                  -1, 0) ||
+      !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)e->cn, -1, -1,
+                                  0) ||
       !X509_set_subject_name(crt, name) ||
       !X509_set_issuer_name(crt, issuer ? X509_get_subject_name(issuer->crt) : name) ||
       !X509_gmtime_adj(X509_getm_notBefore(crt), 0) ||
@@ -104,8 +102,7 @@ static int issue(const pki_entity_t *e, const pki_pair_t *issuer, pki_pair_t *ou
              add_ext(crt, &ctx, NID_subject_alt_name, e->san)) {
     goto fail;
   }
-  if (!X509_sign(crt, issuer ? issuer->key : key, EVP_sha256()))
-    goto fail;
+  if (!X509_sign(crt, issuer ? issuer->key : key, EVP_sha256())) goto fail;
   X509_NAME_free(name);
   out->key = key;
   out->crt = crt;
@@ -128,11 +125,11 @@ static int path_join(char *out, size_t outlen, const char *dir, const char *stem
 static int write_pem(const char *path, mode_t mode, const pki_pair_t *p, int is_key) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0 || fchmod(fd, mode)) {
-    fprintf(stderr, "m5ctl: cannot write %s: %s; check the directory's permissions or choose "
-                    "another --dir\n",
+    fprintf(stderr,
+            "m5ctl: cannot write %s: %s; check the directory's permissions or choose "
+            "another --dir\n",
             path, strerror(errno));
-    if (fd >= 0)
-      close(fd);
+    if (fd >= 0) close(fd);
     return 1;
   }
   FILE *f = fdopen(fd, "w");
@@ -144,8 +141,7 @@ static int write_pem(const char *path, mode_t mode, const pki_pair_t *p, int is_
   int ok = is_key ? PEM_write_PrivateKey(f, p->key, NULL, NULL, 0, NULL, NULL)
                   : PEM_write_X509(f, p->crt);
   if (fclose(f) || !ok) {
-    if (!ok)
-      return ossl_fail("write", path);
+    if (!ok) return ossl_fail("write", path);
     fprintf(stderr, "m5ctl: cannot write %s: %s; is the disk full?\n", path, strerror(errno));
     return 1;
   }
@@ -163,8 +159,7 @@ static int make_dir(const char *dir) {
   while (n > 1 && path[n - 1] == '/')
     path[--n] = '\0';
   for (char *p = path + 1; *p; p++) {
-    if (*p != '/')
-      continue;
+    if (*p != '/') continue;
     *p = '\0';
     if (mkdir(path, 0755) && errno != EEXIST) {
       fprintf(stderr, "m5ctl: cannot create directory %s: %s; choose another --dir\n", path,
@@ -193,8 +188,7 @@ static int count_existing(const char *dir, const pki_entity_t *ents, char *missi
   for (int i = 0; i < N_ENTITIES; i++) {
     for (int k = 0; k < 2; k++) {
       char path[PATH_MAX];
-      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt"))
-        return -1;
+      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt")) return -1;
       if (access(path, F_OK) == 0)
         present++;
       else if (!missing[0])
@@ -207,10 +201,8 @@ static int count_existing(const char *dir, const pki_entity_t *ents, char *missi
 static void unlink_tmp(const char *dir, const pki_entity_t *ents) {
   for (int i = 0; i < N_ENTITIES; i++) {
     char path[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp"))
-      unlink(path);
-    if (!path_join(path, sizeof path, dir, ents[i].stem, ".key.tmp"))
-      unlink(path);
+    if (!path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp")) unlink(path);
+    if (!path_join(path, sizeof path, dir, ents[i].stem, ".key.tmp")) unlink(path);
   }
 }
 
@@ -222,8 +214,7 @@ static int generate(const char *dir, const pki_entity_t *ents) {
 
   for (int i = 0; i < N_ENTITIES; i++) {
     if (issue(&ents[i], i ? &pairs[0] : NULL, &pairs[i])) {
-      if (path_join(path, sizeof path, dir, ents[i].stem, ".crt"))
-        path[0] = '\0';
+      if (path_join(path, sizeof path, dir, ents[i].stem, ".crt")) path[0] = '\0';
       ossl_fail("create certificate", path);
       goto out;
     }
@@ -234,8 +225,7 @@ static int generate(const char *dir, const pki_entity_t *ents) {
       fprintf(stderr, "m5ctl: --dir: path too long\n");
       goto out;
     }
-    if (write_pem(tmp, 0600, &pairs[i], 1) || write_pem(path, 0644, &pairs[i], 0))
-      goto out;
+    if (write_pem(tmp, 0600, &pairs[i], 1) || write_pem(path, 0644, &pairs[i], 0)) goto out;
   }
   for (int i = 0; i < N_ENTITIES; i++) {
     for (int k = 0; k < 2; k++) {
@@ -251,8 +241,7 @@ static int generate(const char *dir, const pki_entity_t *ents) {
   }
   rc = 0;
 out:
-  if (rc)
-    unlink_tmp(dir, ents);
+  if (rc) unlink_tmp(dir, ents);
   for (int i = 0; i < N_ENTITIES; i++) {
     EVP_PKEY_free(pairs[i].key); /* EC private keys are cleansed by OpenSSL when freed */
     X509_free(pairs[i].crt);
@@ -275,8 +264,7 @@ int m5ctl_pki_init(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     switch (c) {
     case OPT_DIR:
-      if (!optarg[0])
-        return m5ctl_usage_error("--dir: must not be empty");
+      if (!optarg[0]) return m5ctl_usage_error("--dir: must not be empty");
       dir = optarg;
       break;
     case OPT_FORCE:
@@ -292,8 +280,7 @@ int m5ctl_pki_init(int argc, char **argv) {
     case ':':
       return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
     default:
-      if (optopt)
-        return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
+      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
       return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
     }
   }
@@ -313,8 +300,7 @@ int m5ctl_pki_init(int argc, char **argv) {
       {"gw1", "gw1", "URI:urn:msgin5g:gw:gw1", "clientAuth"},
   };
 
-  if (make_dir(dir))
-    return 1;
+  if (make_dir(dir)) return 1;
   char missing[PATH_MAX];
   int present = count_existing(dir, ents, missing, sizeof missing);
   if (present < 0) {
@@ -327,8 +313,9 @@ int m5ctl_pki_init(int argc, char **argv) {
   }
   /* Never overwrite part of someone's PKI silently: keys may already be deployed. */
   if (!force && present > 0) {
-    fprintf(stderr, "m5ctl: %s holds an incomplete PKI (%s is missing); run `m5ctl pki init "
-                    "--dir %s --force` to regenerate all of it\n",
+    fprintf(stderr,
+            "m5ctl: %s holds an incomplete PKI (%s is missing); run `m5ctl pki init "
+            "--dir %s --force` to regenerate all of it\n",
             dir, missing, dir);
     return 1;
   }

@@ -81,9 +81,9 @@ static void test_kaf_s_encoding(void **state) {
   memset(kakma, 0x33, sizeof kakma);
   m5_akma_ua_tls13(ua);
   size_t s_len = 0;
-  assert_int_equal(m5_hex_decode("826d7367696e35672e6578616d706c652e6f726701000000070018", s,
-                                 sizeof s, &s_len),
-                   M5_OK);
+  assert_int_equal(
+      m5_hex_decode("826d7367696e35672e6578616d706c652e6f726701000000070018", s, sizeof s, &s_len),
+      M5_OK);
   assert_int_equal(m5_akma_kaf(kakma, FQDN, ua, kaf), M5_OK);
   assert_int_equal(m5_hmac_sha256(kakma, 32, s, s_len, via_hmac), M5_OK);
   assert_memory_equal(kaf, via_hmac, 32);
@@ -145,10 +145,8 @@ static void test_realm(void **state) {
   assert_int_equal(m5_akma_realm_from_supi("001010123456789", 2, realm, sizeof realm), M5_OK);
   assert_string_equal(realm, "5gc.mnc001.mcc001.3gppnetwork.org");
 
-  assert_int_equal(m5_akma_realm_from_supi("001010123456789", 1, realm, sizeof realm),
-                   M5_EINVAL);
-  assert_int_equal(m5_akma_realm_from_supi("001010123456789", 4, realm, sizeof realm),
-                   M5_EINVAL);
+  assert_int_equal(m5_akma_realm_from_supi("001010123456789", 1, realm, sizeof realm), M5_EINVAL);
+  assert_int_equal(m5_akma_realm_from_supi("001010123456789", 4, realm, sizeof realm), M5_EINVAL);
   assert_int_equal(m5_akma_realm_from_supi("00101", 3, realm, sizeof realm), M5_EINVAL);
   assert_int_equal(m5_akma_realm_from_supi("imsi-00101", 2, realm, sizeof realm), M5_EINVAL);
   /* 33 characters + NUL do not fit in 33 octets. */
@@ -161,8 +159,7 @@ static void test_akid(void **state) {
   uint8_t atid[32];
   memset(atid, 0xff, sizeof atid);
   char akid[M5_AKMA_AKID_MAX];
-  assert_int_equal(m5_akma_akid("12", atid, "5gc.mnc150.mcc310.3gppnetwork.org", akid,
-                                sizeof akid),
+  assert_int_equal(m5_akma_akid("12", atid, "5gc.mnc150.mcc310.3gppnetwork.org", akid, sizeof akid),
                    M5_OK);
   assert_string_equal(akid, "12.__________________________________________8"
                             "@5gc.mnc150.mcc310.3gppnetwork.org");
@@ -217,8 +214,9 @@ static void test_fqdn(void **state) {
   assert_int_equal(m5_akma_fqdn_valid(FQDN), M5_OK);
   assert_int_equal(m5_akma_fqdn_valid("localhost"), M5_OK);
   assert_int_equal(m5_akma_fqdn_valid("a-b.c9"), M5_OK);
-  const char *bad[] = {"", ".", "a.", ".a", "a..b", "-a.b", "a-.b", "a_b.c", "a b", "\xc3\xa9.org",
-                       "127.0.0.1:80", "msgin5g.example.org."};
+  const char *bad[] = {
+      "",     ".",     "a.",  ".a",           "a..b",         "-a.b",
+      "a-.b", "a_b.c", "a b", "\xc3\xa9.org", "127.0.0.1:80", "msgin5g.example.org."};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_equal(m5_akma_fqdn_valid(bad[i]), M5_EINVAL);
   assert_int_equal(m5_akma_fqdn_valid(NULL), M5_EINVAL);

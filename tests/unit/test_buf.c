@@ -15,11 +15,14 @@ static void test_append_grows_and_keeps_bytes(void **state) {
   m5_buf_t b;
   m5_buf_init(&b, 0);
   uint8_t chunk[100];
-  for (size_t i = 0; i < sizeof(chunk); i++) chunk[i] = (uint8_t)i;
-  for (int i = 0; i < 50; i++) assert_int_equal(m5_buf_append(&b, chunk, sizeof(chunk)), M5_OK);
+  for (size_t i = 0; i < sizeof(chunk); i++)
+    chunk[i] = (uint8_t)i;
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(m5_buf_append(&b, chunk, sizeof(chunk)), M5_OK);
   assert_int_equal(b.len, 5000);
   assert_true(b.cap >= b.len);
-  for (size_t i = 0; i < b.len; i++) assert_int_equal(b.data[i], (uint8_t)(i % 100));
+  for (size_t i = 0; i < b.len; i++)
+    assert_int_equal(b.data[i], (uint8_t)(i % 100));
   assert_int_equal(m5_buf_append(&b, NULL, 0), M5_OK);
   assert_int_equal(b.len, 5000);
   m5_buf_free(&b);

@@ -196,7 +196,8 @@ static void test_bad_bool(void **state) {
 
 static void test_unknown_keys(void **state) {
   (void)state;
-  expect_error("name: a\ntls:\n  crt: x.pem\n", "F:3: unknown key 'tls.crt' (did you mean 'tls.cert'?)");
+  expect_error("name: a\ntls:\n  crt: x.pem\n",
+               "F:3: unknown key 'tls.crt' (did you mean 'tls.cert'?)");
   expect_error("listen: 1\n", "F:1: unknown key 'listen'");
   expect_error("tls:\n  port: 1\n  extra:\n    deep: 1\n", "F:3: unknown key 'tls.extra'");
 }
@@ -218,7 +219,8 @@ static void test_shape_errors(void **state) {
 
 static void test_duplicate_keys(void **state) {
   (void)state;
-  expect_error("tls:\n  port: 1\n  port: 2\n", "F:3: tls.port: duplicate key (first set on line 2)");
+  expect_error("tls:\n  port: 1\n  port: 2\n",
+               "F:3: tls.port: duplicate key (first set on line 2)");
   expect_error("tls:\n  port: 1\nname: a\ntls:\n  cert: b\n",
                "F:4: tls: duplicate key (first set on line 1)");
   expect_error("tls:\n  port: 1\ntls.port: 2\n",

@@ -705,8 +705,8 @@ static void put_frame(uint8_t *out, size_t *off, uint8_t type, uint8_t flags, ui
 static void put_request(uint8_t *out, size_t *off, uint32_t sid, const char *path) {
   uint8_t hb[128];
   size_t n = 0, plen = strlen(path);
-  hb[n++] = 0x82;                       /* :method GET (static index 2) */
-  hb[n++] = 0x86;                       /* :scheme http (static index 6) */
+  hb[n++] = 0x82;                             /* :method GET (static index 2) */
+  hb[n++] = 0x86;                             /* :scheme http (static index 6) */
   hb[n++] = 0x01, hb[n++] = 1, hb[n++] = 'x'; /* :authority x, not indexed */
   hb[n++] = 0x04, hb[n++] = (uint8_t)plen;    /* :path, not indexed */
   memcpy(hb + n, path, plen);
@@ -792,7 +792,8 @@ static void test_http1_pipelining_bounded(void **state) {
   static const char req[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
   enum { N = 600 };
   static char all[N * (sizeof req - 1)];
-  for (size_t i = 0; i < N; i++) memcpy(all + i * (sizeof req - 1), req, sizeof req - 1);
+  for (size_t i = 0; i < N; i++)
+    memcpy(all + i * (sizeof req - 1), req, sizeof req - 1);
   assert_int_equal(send(fd, all, sizeof all, 0), (ssize_t)sizeof all);
   sleep_ms(300);
   /* 64 KiB queued by us plus what the kernel's socket buffers hold (a few MB at most). */
@@ -811,9 +812,12 @@ static void test_http1_pipelining_bounded(void **state) {
     head += (size_t)r; /* the first answer's head: content-length says how long each is */
     buf[head] = '\0';
     const char *end = strstr(buf, "\r\n\r\n"), *cl = strstr(buf, "content-length: ");
-    if (end && cl) each = (size_t)(end + 4 - buf) + (size_t)atoi(cl + 16);
-    else if (head == sizeof buf - 1) break;
-    else continue;
+    if (end && cl)
+      each = (size_t)(end + 4 - buf) + (size_t)atoi(cl + 16);
+    else if (head == sizeof buf - 1)
+      break;
+    else
+      continue;
     head = 0;
   }
   assert_true(each > 32768);

@@ -129,8 +129,7 @@ static void test_kdf_s_encoding(void **state) {
   check_kdf_against_s(key, 32, 0x20, wlan, 2, "20574c414e0004bb52e91c747a0006");
   const m5_kdf_param_t akma[2] = {{(const uint8_t *)"AKMA", 4},
                                   {(const uint8_t *)"001010123456789", 15}};
-  check_kdf_against_s(key, 32, 0x80, akma, 2,
-                      "80414b4d410004303031303130313233343536373839000f");
+  check_kdf_against_s(key, 32, 0x80, akma, 2, "80414b4d410004303031303130313233343536373839000f");
 }
 
 /* §2.2: a zero-length Pi still emits its 00 00 length, also between other parameters. */
@@ -139,8 +138,8 @@ static void test_kdf_zero_length_param(void **state) {
   const uint8_t key[4] = {1, 2, 3, 4};
   const m5_kdf_param_t only[1] = {{NULL, 0}};
   check_kdf_against_s(key, 4, 0x42, only, 1, "420000");
-  const m5_kdf_param_t mid[3] = {{(const uint8_t *)"ab", 2}, {(const uint8_t *)"", 0},
-                                 {(const uint8_t *)"c", 1}};
+  const m5_kdf_param_t mid[3] = {
+      {(const uint8_t *)"ab", 2}, {(const uint8_t *)"", 0}, {(const uint8_t *)"c", 1}};
   check_kdf_against_s(key, 4, 0x42, mid, 3, "42616200020000630001");
   /* No parameters at all: S is FC alone. */
   check_kdf_against_s(key, 4, 0x42, NULL, 0, "42");
@@ -219,10 +218,10 @@ static void test_hex_codec(void **state) {
   assert_memory_equal(out, bytes, 4);
   assert_int_equal(m5_hex_decode("", out, sizeof out, &n), M5_OK);
   assert_int_equal(n, 0);
-  assert_int_equal(m5_hex_decode("abc", out, sizeof out, &n), M5_EINVAL);       /* odd */
-  assert_int_equal(m5_hex_decode("0g", out, sizeof out, &n), M5_EINVAL);        /* not hex */
-  assert_int_equal(m5_hex_decode("0x12", out, sizeof out, &n), M5_EINVAL);      /* prefix */
-  assert_int_equal(m5_hex_decode("00 1", out, sizeof out, &n), M5_EINVAL);      /* space */
+  assert_int_equal(m5_hex_decode("abc", out, sizeof out, &n), M5_EINVAL);        /* odd */
+  assert_int_equal(m5_hex_decode("0g", out, sizeof out, &n), M5_EINVAL);         /* not hex */
+  assert_int_equal(m5_hex_decode("0x12", out, sizeof out, &n), M5_EINVAL);       /* prefix */
+  assert_int_equal(m5_hex_decode("00 1", out, sizeof out, &n), M5_EINVAL);       /* space */
   assert_int_equal(m5_hex_decode("0011223344", out, sizeof out, &n), M5_ERANGE); /* 5 > 4 */
   assert_int_equal(m5_hex_decode(NULL, out, sizeof out, &n), M5_EINVAL);
 }
@@ -252,11 +251,11 @@ static void test_b64url_codec(void **state) {
 
   uint8_t out[8];
   size_t n;
-  assert_int_equal(m5_b64url_decode("Zg==", out, sizeof out, &n), M5_EINVAL); /* padding */
-  assert_int_equal(m5_b64url_decode("+/8", out, sizeof out, &n), M5_EINVAL);  /* std alphabet */
+  assert_int_equal(m5_b64url_decode("Zg==", out, sizeof out, &n), M5_EINVAL);  /* padding */
+  assert_int_equal(m5_b64url_decode("+/8", out, sizeof out, &n), M5_EINVAL);   /* std alphabet */
   assert_int_equal(m5_b64url_decode("Zm9vY", out, sizeof out, &n), M5_EINVAL); /* 1 leftover */
-  assert_int_equal(m5_b64url_decode("Zh", out, sizeof out, &n), M5_EINVAL);   /* non-canonical */
-  assert_int_equal(m5_b64url_decode("Zm9", out, sizeof out, &n), M5_EINVAL);  /* non-canonical */
+  assert_int_equal(m5_b64url_decode("Zh", out, sizeof out, &n), M5_EINVAL);    /* non-canonical */
+  assert_int_equal(m5_b64url_decode("Zm9", out, sizeof out, &n), M5_EINVAL);   /* non-canonical */
   assert_int_equal(m5_b64url_decode("Zm 9v", out, sizeof out, &n), M5_EINVAL);
   assert_int_equal(m5_b64url_decode("Zm9vYmFy", out, 5, &n), M5_ERANGE);
 }
@@ -278,11 +277,11 @@ static void test_wipe_compare_random(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_hmac_rfc4231),      cmocka_unit_test(test_kdf_ckik_rfc5448),
-      cmocka_unit_test(test_kdf_s_encoding),    cmocka_unit_test(test_kdf_zero_length_param),
-      cmocka_unit_test(test_kdf_length_limit),  cmocka_unit_test(test_kdf_bad_arguments),
-      cmocka_unit_test(test_kdf_fc_separates),  cmocka_unit_test(test_hex_codec),
-      cmocka_unit_test(test_b64url_codec),      cmocka_unit_test(test_wipe_compare_random),
+      cmocka_unit_test(test_hmac_rfc4231),     cmocka_unit_test(test_kdf_ckik_rfc5448),
+      cmocka_unit_test(test_kdf_s_encoding),   cmocka_unit_test(test_kdf_zero_length_param),
+      cmocka_unit_test(test_kdf_length_limit), cmocka_unit_test(test_kdf_bad_arguments),
+      cmocka_unit_test(test_kdf_fc_separates), cmocka_unit_test(test_hex_codec),
+      cmocka_unit_test(test_b64url_codec),     cmocka_unit_test(test_wipe_compare_random),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

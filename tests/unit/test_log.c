@@ -73,7 +73,8 @@ static void test_redact_leaves_ordinary_text(void **state) {
       "uuid 123e4567-e89b-12d3-a456-426614174000",
       "",
   };
-  for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) check_redact(plain[i], plain[i]);
+  for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+    check_redact(plain[i], plain[i]);
 }
 
 static void test_redact_key_values(void **state) {
@@ -83,7 +84,8 @@ static void test_redact_key_values(void **state) {
                "{\"kaf\":\"<redacted>\",\"expiry\":\"2026\"}");
   check_redact("{\"kAkma\": \"abcdefghijklmnop\"}", "{\"kAkma\": \"<redacted>\"}");
   check_redact("KAUSF: hunter2hunter2hunter2", "KAUSF: <redacted>");
-  check_redact("k_af = 'abcdefghijkl', k_akma=zzzzzzzzzzzz", "k_af = '<redacted>', k_akma=<redacted>");
+  check_redact("k_af = 'abcdefghijkl', k_akma=zzzzzzzzzzzz",
+               "k_af = '<redacted>', k_akma=<redacted>");
   check_redact("GET /cb?a=1&token=eyJhbGciOiJFUzI1NiJ9&b=2", "GET /cb?a=1&token=<redacted>&b=2");
   check_redact("psk=abc secret:xy Password=topsecretpassword",
                "psk=*** secret:** Password=<redacted>");
@@ -192,7 +194,8 @@ static void *writer(void *arg) {
   char pad[600];
   memset(pad, 'q' + id, sizeof(pad) - 1);
   pad[sizeof(pad) - 1] = '\0';
-  for (int i = 0; i < LINES; i++) M5_LOGI("thr", "t%d n%d %s end", id, i, pad);
+  for (int i = 0; i < LINES; i++)
+    M5_LOGI("thr", "t%d n%d %s end", id, i, pad);
   return NULL;
 }
 
@@ -210,7 +213,8 @@ static void test_threads_never_interleave(void **state) {
   pthread_t t[THREADS];
   for (int i = 0; i < THREADS; i++)
     assert_int_equal(pthread_create(&t[i], NULL, writer, (void *)(intptr_t)i), 0);
-  for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(t[i], NULL);
 
   dup2(saved, STDERR_FILENO);
   close(saved);
@@ -227,12 +231,14 @@ static void test_threads_never_interleave(void **state) {
     assert_int_equal(sscanf(p, " INFO  thr: t%d n%d", &id, &n), 2);
     assert_true(id >= 0 && id < THREADS);
     char *pad = strchr(strchr(p + 13, ' ') + 1, ' ') + 1;
-    for (int i = 0; i < 599; i++) assert_int_equal(pad[i], 'q' + id);
+    for (int i = 0; i < 599; i++)
+      assert_int_equal(pad[i], 'q' + id);
     assert_string_equal(pad + 599, " end\n");
     assert_int_equal(n, count[id]); /* each thread's lines in its own order */
     count[id]++;
   }
-  for (int i = 0; i < THREADS; i++) assert_int_equal(count[i], LINES);
+  for (int i = 0; i < THREADS; i++)
+    assert_int_equal(count[i], LINES);
   fclose(f);
 }
 

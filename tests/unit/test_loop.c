@@ -121,8 +121,10 @@ static void test_many_timers(void **state) {
   enum { N = 5000 };
   m5_timer_id_t ids[N];
   timer_ctx_t noop = {&t, 9, 0}, last = {&t, 7, 1};
-  for (int i = 0; i < N; i++) ids[i] = m5_loop_timer_add(loop, (uint64_t)(1000 + i), on_timer, &noop);
-  for (int i = 0; i < N; i++) assert_int_equal(m5_loop_timer_cancel(loop, ids[i]), M5_OK);
+  for (int i = 0; i < N; i++)
+    ids[i] = m5_loop_timer_add(loop, (uint64_t)(1000 + i), on_timer, &noop);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(m5_loop_timer_cancel(loop, ids[i]), M5_OK);
   assert_true(m5_loop_timer_add(loop, 1, on_timer, &last) != 0);
   assert_int_equal(m5_loop_run(loop), M5_OK);
   assert_int_equal(t.n, 1);

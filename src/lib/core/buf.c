@@ -12,7 +12,9 @@
 
 #define BUF_MIN_CAP 64u
 
-static size_t buf_limit(const m5_buf_t *b) { return b->max ? b->max : SIZE_MAX / 2; }
+static size_t buf_limit(const m5_buf_t *b) {
+  return b->max ? b->max : SIZE_MAX / 2;
+}
 
 void m5_buf_init(m5_buf_t *b, size_t max) {
   b->data = NULL;
@@ -29,7 +31,8 @@ void m5_buf_init(m5_buf_t *b, size_t max) {
 static int buf_reserve(m5_buf_t *b, size_t need) {
   if (need <= b->cap) return M5_OK;
   size_t cap = b->cap ? b->cap : BUF_MIN_CAP;
-  while (cap < need) cap *= 2;
+  while (cap < need)
+    cap *= 2;
   if (cap > buf_limit(b) + 1) cap = buf_limit(b) + 1; /* never allocate what max forbids */
   uint8_t *p = malloc(cap);
   if (!p) return M5_ENOMEM;
@@ -80,7 +83,9 @@ void m5_buf_consume(m5_buf_t *b, size_t n) {
   b->len -= n;
 }
 
-void m5_buf_reset(m5_buf_t *b) { b->len = 0; }
+void m5_buf_reset(m5_buf_t *b) {
+  b->len = 0;
+}
 
 void m5_buf_free(m5_buf_t *b) {
   free(b->data);

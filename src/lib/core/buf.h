@@ -18,8 +18,8 @@ int m5_buf_append(m5_buf_t *b, const void *p, size_t n);
 int m5_buf_printf(m5_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drops the first n bytes (n <= len). */
 void m5_buf_consume(m5_buf_t *b, size_t n);
-void m5_buf_reset(m5_buf_t *b);   /* len = 0, keeps the allocation */
-void m5_buf_free(m5_buf_t *b);    /* frees (without wiping) */
+void m5_buf_reset(m5_buf_t *b);     /* len = 0, keeps the allocation */
+void m5_buf_free(m5_buf_t *b);      /* frees (without wiping) */
 void m5_buf_wipe_free(m5_buf_t *b); /* wipes the allocation, then frees: for secrets */
 
 #endif

@@ -34,7 +34,9 @@ typedef struct {
   size_t nseen, capseen;
 } cfg_ctx_t;
 
-static void *field(void *out, const m5_cfg_item_t *it) { return (char *)out + it->offset; }
+static void *field(void *out, const m5_cfg_item_t *it) {
+  return (char *)out + it->offset;
+}
 
 /* ---- errors ---- */
 
@@ -63,7 +65,7 @@ fail(char *err, size_t errlen, const char *path, size_t line, const char *key, c
   snprintf(err + off, errlen - off, "%s", msg);
 }
 
-#define CFG_FAIL(ctx, line, key, ...)                                                            \
+#define CFG_FAIL(ctx, line, key, ...)                                                              \
   fail((ctx)->err, (ctx)->errlen, (ctx)->path, line, key, __VA_ARGS__)
 
 /* ---- values ---- */
@@ -96,7 +98,8 @@ static int parse_bool(const char *s, int *out) {
 }
 
 static void strlist_clear(m5_strlist_t *l) {
-  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+  for (size_t i = 0; i < l->n; i++)
+    free(l->v[i]);
   free(l->v);
   l->v = NULL;
   l->n = 0;
@@ -115,10 +118,12 @@ static int strlist_push(m5_strlist_t *l, const char *s, size_t len) {
 /* "a, b,c" -> {"a", "b", "c"}: entries trimmed, empty ones skipped. */
 static int strlist_from_csv(m5_strlist_t *l, const char *s) {
   while (s && *s) {
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+      s++;
     size_t len = strcspn(s, ",");
     size_t t = len;
-    while (t > 0 && (s[t - 1] == ' ' || s[t - 1] == '\t')) t--;
+    while (t > 0 && (s[t - 1] == ' ' || s[t - 1] == '\t'))
+      t--;
     if (t > 0) {
       int rc = strlist_push(l, s, t);
       if (rc) return rc;
@@ -134,9 +139,15 @@ static void describe_expected(const m5_cfg_item_t *it, char *buf, size_t len) {
   case M5_CFG_INT:
     snprintf(buf, len, "an integer in %lld..%lld", (long long)it->min, (long long)it->max);
     break;
-  case M5_CFG_BOOL: snprintf(buf, len, "true or false"); break;
-  case M5_CFG_STRLIST: snprintf(buf, len, "a list such as [a, b]"); break;
-  default: snprintf(buf, len, "a value of type %d", (int)it->type); break;
+  case M5_CFG_BOOL:
+    snprintf(buf, len, "true or false");
+    break;
+  case M5_CFG_STRLIST:
+    snprintf(buf, len, "a list such as [a, b]");
+    break;
+  default:
+    snprintf(buf, len, "a value of type %d", (int)it->type);
+    break;
   }
 }
 
@@ -152,8 +163,10 @@ static int set_scalar(void *out, const m5_cfg_item_t *it, const char *s) {
     *(char **)f = copy;
     return M5_OK;
   }
-  case M5_CFG_INT: return parse_int(s, it, (int64_t *)f);
-  case M5_CFG_BOOL: return parse_bool(s, (int *)f);
+  case M5_CFG_INT:
+    return parse_int(s, it, (int64_t *)f);
+  case M5_CFG_BOOL:
+    return parse_bool(s, (int *)f);
   case M5_CFG_STRLIST: {
     m5_strlist_t l = {0};
     int rc = strlist_from_csv(&l, s);
@@ -173,10 +186,18 @@ static void clear_all(const m5_cfg_item_t *items, size_t n, void *out) {
   for (size_t i = 0; i < n; i++) {
     void *f = field(out, &items[i]);
     switch (items[i].type) {
-    case M5_CFG_STR: *(char **)f = NULL; break;
-    case M5_CFG_INT: *(int64_t *)f = 0; break;
-    case M5_CFG_BOOL: *(int *)f = 0; break;
-    case M5_CFG_STRLIST: *(m5_strlist_t *)f = (m5_strlist_t){0}; break;
+    case M5_CFG_STR:
+      *(char **)f = NULL;
+      break;
+    case M5_CFG_INT:
+      *(int64_t *)f = 0;
+      break;
+    case M5_CFG_BOOL:
+      *(int *)f = 0;
+      break;
+    case M5_CFG_STRLIST:
+      *(m5_strlist_t *)f = (m5_strlist_t){0};
+      break;
     }
   }
 }
@@ -223,7 +244,8 @@ static size_t edit_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   if (la > 64 || lb > 64) return (size_t)-1;
   size_t row[65];
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
   for (size_t i = 1; i <= la; i++) {
     size_t diag = row[0];
     row[0] = i;
@@ -282,7 +304,9 @@ static int next_event(cfg_ctx_t *c, yaml_event_t *ev) {
   return M5_EINVAL;
 }
 
-static size_t ev_line(const yaml_event_t *ev) { return ev->start_mark.line + 1; }
+static size_t ev_line(const yaml_event_t *ev) {
+  return ev->start_mark.line + 1;
+}
 
 static const char *scalar_text(const yaml_event_t *ev) {
   return (const char *)ev->data.scalar.value;
@@ -304,10 +328,14 @@ static int scalar_is_null(const yaml_event_t *ev) {
 
 static const char *kind_name(yaml_event_type_t t) {
   switch (t) {
-  case YAML_SEQUENCE_START_EVENT: return "a list";
-  case YAML_MAPPING_START_EVENT: return "a mapping";
-  case YAML_ALIAS_EVENT: return "an alias (aliases are not supported)";
-  default: return "something else";
+  case YAML_SEQUENCE_START_EVENT:
+    return "a list";
+  case YAML_MAPPING_START_EVENT:
+    return "a mapping";
+  case YAML_ALIAS_EVENT:
+    return "an alias (aliases are not supported)";
+  default:
+    return "something else";
   }
 }
 
@@ -497,8 +525,8 @@ static int read_stream(cfg_ctx_t *c) {
   }
 }
 
-static int load_file(const char *path, const m5_cfg_item_t *items, size_t n, void *out,
-                     char *err, size_t errlen) {
+static int load_file(const char *path, const m5_cfg_item_t *items, size_t n, void *out, char *err,
+                     size_t errlen) {
   FILE *f = fopen(path, "rb");
   struct stat st;
   if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -520,7 +548,8 @@ static int load_file(const char *path, const m5_cfg_item_t *items, size_t n, voi
     rc = read_stream(&c);
     yaml_parser_delete(&c.parser);
   }
-  for (size_t i = 0; i < c.nseen; i++) free(c.seen[i].key);
+  for (size_t i = 0; i < c.nseen; i++)
+    free(c.seen[i].key);
   free(c.seen);
   fclose(f);
   return rc;
@@ -554,12 +583,18 @@ void m5_config_print_help(const m5_cfg_item_t *items, size_t n, void *stream) {
     const m5_cfg_item_t *it = &items[i];
     const char *def = it->def && *it->def ? it->def : NULL;
     switch (it->type) {
-    case M5_CFG_STR: fprintf(fp, "  %s (string", it->key); break;
+    case M5_CFG_STR:
+      fprintf(fp, "  %s (string", it->key);
+      break;
     case M5_CFG_INT:
       fprintf(fp, "  %s (integer %lld..%lld", it->key, (long long)it->min, (long long)it->max);
       break;
-    case M5_CFG_BOOL: fprintf(fp, "  %s (bool", it->key); break;
-    case M5_CFG_STRLIST: fprintf(fp, "  %s (list", it->key); break;
+    case M5_CFG_BOOL:
+      fprintf(fp, "  %s (bool", it->key);
+      break;
+    case M5_CFG_STRLIST:
+      fprintf(fp, "  %s (list", it->key);
+      break;
     }
     if (def) {
       fprintf(fp, ", default %s): %s\n", def, it->help ? it->help : "");

@@ -23,7 +23,7 @@ typedef struct {
 } m5_strlist_t;
 
 typedef struct {
-  const char *key;  /* dotted path, e.g. "tls.cert" */
+  const char *key; /* dotted path, e.g. "tls.cert" */
   m5_cfg_type_t type;
   size_t offset;    /* offsetof() into the caller's struct */
   const char *def;  /* default as text ("7443", "true", "a,b"); NULL = empty string / list */

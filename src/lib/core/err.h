@@ -5,19 +5,19 @@
 
 enum {
   M5_OK = 0,
-  M5_EINVAL = -1,    /* bad argument or malformed input */
-  M5_ENOMEM = -2,    /* allocation failed */
-  M5_EIO = -3,       /* system call or I/O failed (errno says more) */
-  M5_ENOENT = -4,    /* no such object */
-  M5_EEXIST = -5,    /* already there */
-  M5_EAGAIN = -6,    /* try again later (would block) */
-  M5_EFULL = -7,     /* bounded queue or pool exhausted */
-  M5_ERANGE = -8,    /* value or length out of range */
-  M5_EPERM = -9,     /* not allowed */
-  M5_EPROTO = -10,   /* protocol violation by the peer */
+  M5_EINVAL = -1,  /* bad argument or malformed input */
+  M5_ENOMEM = -2,  /* allocation failed */
+  M5_EIO = -3,     /* system call or I/O failed (errno says more) */
+  M5_ENOENT = -4,  /* no such object */
+  M5_EEXIST = -5,  /* already there */
+  M5_EAGAIN = -6,  /* try again later (would block) */
+  M5_EFULL = -7,   /* bounded queue or pool exhausted */
+  M5_ERANGE = -8,  /* value or length out of range */
+  M5_EPERM = -9,   /* not allowed */
+  M5_EPROTO = -10, /* protocol violation by the peer */
   M5_ETIMEDOUT = -11,
-  M5_ECRYPTO = -12,  /* a cryptographic primitive failed */
-  M5_ECLOSED = -13,  /* the connection or object is gone */
+  M5_ECRYPTO = -12, /* a cryptographic primitive failed */
+  M5_ECLOSED = -13, /* the connection or object is gone */
 };
 
 /* A short English description of a status code ("invalid argument", ...). */

@@ -55,7 +55,9 @@ int m5_log_level_parse(const char *name, m5_log_level_t *out) {
   return M5_EINVAL;
 }
 
-void m5_log_set_level(m5_log_level_t level) { atomic_store(&g_default_level, (int)level); }
+void m5_log_set_level(m5_log_level_t level) {
+  atomic_store(&g_default_level, (int)level);
+}
 
 static log_domain_t *domain_find(const char *domain, size_t n) {
   for (size_t i = 0; i < n; i++) {
@@ -101,8 +103,8 @@ void m5_log_set_sink(void (*sink)(const char *line, void *arg), void *arg) {
 
 /* ---- redaction ---- */
 
-static const char *const g_secret_keys[] = {"kaf",   "kakma",  "kausf",    "k_af",  "k_akma",
-                                            "psk",   "secret", "password", "token", "authorization"};
+static const char *const g_secret_keys[] = {"kaf", "kakma",  "kausf",    "k_af",  "k_akma",
+                                            "psk", "secret", "password", "token", "authorization"};
 /* HTTP authorization schemes: the credentials follow the scheme after a space. */
 static const char *const g_auth_schemes[] = {"bearer", "basic", "dpop", "digest"};
 
@@ -120,10 +122,12 @@ static size_t match_secret_key(const char *s, int *is_auth) {
     if (strncasecmp(s, g_secret_keys[k], kl) != 0) continue;
     size_t i = kl;
     if (s[i] == '"' || s[i] == '\'') i++;
-    while (s[i] == ' ') i++;
+    while (s[i] == ' ')
+      i++;
     if (s[i] != '=' && s[i] != ':') continue;
     i++;
-    while (s[i] == ' ') i++;
+    while (s[i] == ' ')
+      i++;
     if (s[i] == '"' || s[i] == '\'') i++;
     *is_auth = (k == sizeof(g_secret_keys) / sizeof(g_secret_keys[0]) - 1);
     return i;
@@ -138,7 +142,8 @@ static size_t auth_scheme_len(const char *s) {
     size_t kl = strlen(g_auth_schemes[k]);
     if (strncasecmp(s, g_auth_schemes[k], kl) != 0 || s[kl] != ' ') continue;
     size_t i = kl;
-    while (s[i] == ' ') i++;
+    while (s[i] == ' ')
+      i++;
     if (!is_value_end(s[i])) return i;
   }
   return 0;
@@ -171,13 +176,15 @@ size_t m5_log_redact(char *line) {
         r += sl;
       }
       size_t n = 0;
-      while (!is_value_end(line[r + n])) n++;
+      while (!is_value_end(line[r + n]))
+        n++;
       w += put_mask(line, w, n);
       r += n;
       continue;
     }
     size_t h = 0;
-    while (isxdigit((unsigned char)line[r + h])) h++;
+    while (isxdigit((unsigned char)line[r + h]))
+      h++;
     if (h >= HEX_SECRET_MIN) {
       w += put_mask(line, w, h);
       r += h;
@@ -207,7 +214,8 @@ static void format_time(char out[32]) {
  * peer's input cannot forge extra log lines. */
 static void sanitize(char *s) {
   size_t n = strlen(s);
-  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r')) s[--n] = '\0';
+  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+    s[--n] = '\0';
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if ((c < 0x20 && c != '\t') || c == 0x7f) s[i] = '?';
@@ -239,8 +247,7 @@ void m5_logv(m5_log_level_t level, const char *domain, const char *fmt, va_list 
   char ts[32];
   format_time(ts);
   unsigned lv = (unsigned)level < 4 ? (unsigned)level : 3u;
-  int p = snprintf(stack, sizeof(stack), "%s %s %s: ", ts, g_level_tags[lv],
-                   domain ? domain : "-");
+  int p = snprintf(stack, sizeof(stack), "%s %s %s: ", ts, g_level_tags[lv], domain ? domain : "-");
   if (p < 0 || (size_t)p >= sizeof(stack)) p = 0; /* absurd domain: the message still goes out */
   size_t prefix = (size_t)p;
 
@@ -269,7 +276,8 @@ void m5_logv(m5_log_level_t level, const char *domain, const char *fmt, va_list 
   size_t len = m5_log_redact(line);
   if (len > M5_LOG_LINE_MAX - 1) {
     size_t cut = M5_LOG_LINE_MAX - 4;
-    while (cut > prefix && ((unsigned char)line[cut] & 0xC0) == 0x80) cut--; /* UTF-8 boundary */
+    while (cut > prefix && ((unsigned char)line[cut] & 0xC0) == 0x80)
+      cut--; /* UTF-8 boundary */
     memcpy(line + cut, "...", 4);
     len = cut + 3;
   }

@@ -83,7 +83,9 @@ uint64_t m5_clock_mono_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t m5_loop_now_ms(m5_loop_t *loop) { return loop->now; }
+uint64_t m5_loop_now_ms(m5_loop_t *loop) {
+  return loop->now;
+}
 
 static uint32_t to_epoll(uint32_t ev) {
   uint32_t e = 0;
@@ -138,7 +140,8 @@ static int ensure_fd_slot(m5_loop_t *loop, int fd) {
   if (fd < 0) return M5_EINVAL;
   if ((size_t)fd < loop->nfds) return M5_OK;
   size_t n = loop->nfds ? loop->nfds : 64;
-  while (n <= (size_t)fd) n *= 2;
+  while (n <= (size_t)fd)
+    n *= 2;
   fd_watch_t *p = realloc(loop->fds, n * sizeof *p);
   if (!p) return M5_ENOMEM;
   memset(p + loop->nfds, 0, (n - loop->nfds) * sizeof *p);
@@ -147,7 +150,9 @@ static int ensure_fd_slot(m5_loop_t *loop, int fd) {
   return M5_OK;
 }
 
-static uint64_t fd_token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | (uint32_t)fd; }
+static uint64_t fd_token(int fd, uint32_t gen) {
+  return (uint64_t)gen << 32 | (uint32_t)fd;
+}
 
 int m5_loop_add_fd(m5_loop_t *loop, int fd, uint32_t events, m5_io_cb cb, void *arg) {
   if (!cb) return M5_EINVAL;
@@ -309,7 +314,8 @@ static int next_timeout_ms(m5_loop_t *loop) {
 int m5_signals_block(const int *signos, size_t n) {
   sigset_t set;
   sigemptyset(&set);
-  for (size_t i = 0; i < n; i++) sigaddset(&set, signos[i]);
+  for (size_t i = 0; i < n; i++)
+    sigaddset(&set, signos[i]);
   return pthread_sigmask(SIG_BLOCK, &set, NULL) == 0 ? M5_OK : M5_EIO;
 }
 
@@ -416,8 +422,7 @@ static void mailbox_io(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   }
 }
 
-m5_mailbox_t *m5_mailbox_new(m5_loop_t *owner, size_t capacity, m5_mailbox_fn handler,
-                             void *arg) {
+m5_mailbox_t *m5_mailbox_new(m5_loop_t *owner, size_t capacity, m5_mailbox_fn handler, void *arg) {
   if (!owner || !handler || capacity == 0) return NULL;
   m5_mailbox_t *mb = calloc(1, sizeof *mb);
   if (!mb) return NULL;

@@ -21,35 +21,28 @@
 
 static int all_digits(const char *s, size_t len) {
   for (size_t i = 0; i < len; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
+    if (s[i] < '0' || s[i] > '9') return 0;
   return 1;
 }
 
 int m5_akma_supi_valid(const char *supi) {
-  if (!supi)
-    return M5_EINVAL;
+  if (!supi) return M5_EINVAL;
   size_t len = strnlen(supi, SUPI_MAX + 1);
-  if (len < SUPI_MIN || len > SUPI_MAX || !all_digits(supi, len))
-    return M5_EINVAL;
+  if (len < SUPI_MIN || len > SUPI_MAX || !all_digits(supi, len)) return M5_EINVAL;
   return M5_OK;
 }
 
 int m5_akma_rid_valid(const char *rid) {
-  if (!rid)
-    return M5_EINVAL;
+  if (!rid) return M5_EINVAL;
   size_t len = strnlen(rid, RID_MAX + 1);
-  if (len < 1 || len > RID_MAX || !all_digits(rid, len))
-    return M5_EINVAL;
+  if (len < 1 || len > RID_MAX || !all_digits(rid, len)) return M5_EINVAL;
   return M5_OK;
 }
 
 int m5_akma_fqdn_valid(const char *fqdn) {
-  if (!fqdn)
-    return M5_EINVAL;
+  if (!fqdn) return M5_EINVAL;
   size_t len = strnlen(fqdn, M5_AKMA_FQDN_MAX + 1);
-  if (len < 1 || len > M5_AKMA_FQDN_MAX)
-    return M5_EINVAL;
+  if (len < 1 || len > M5_AKMA_FQDN_MAX) return M5_EINVAL;
   /* RFC 1123 host names: labels of 1..63 letters, digits and hyphens, no hyphen at either end.
    * The FQDN goes into AF_ID octet for octet, so anything looser would only make K_AF
    * mismatches harder to diagnose. */
@@ -57,15 +50,13 @@ int m5_akma_fqdn_valid(const char *fqdn) {
   for (size_t i = 0; i <= len; i++) {
     char c = fqdn[i];
     if (c == '.' || c == '\0') {
-      if (label == 0 || fqdn[i - 1] == '-')
-        return M5_EINVAL;
+      if (label == 0 || fqdn[i - 1] == '-') return M5_EINVAL;
       label = 0;
       continue;
     }
-    int ldh = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-';
-    if (!ldh || (label == 0 && c == '-') || ++label > LABEL_MAX)
-      return M5_EINVAL;
+    int ldh =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ldh || (label == 0 && c == '-') || ++label > LABEL_MAX) return M5_EINVAL;
   }
   return M5_OK;
 }
@@ -76,26 +67,21 @@ int m5_akma_realm_from_supi(const char *supi, int mnc_len, char *out, size_t out
     return M5_EINVAL;
   /* The realm always spells the MNC with three digits (TS 23.003 cl. 19.2): 01 -> mnc001. */
   char mnc[4] = {'0', supi[3], supi[4], '\0'};
-  if (mnc_len == 3)
-    memcpy(mnc, supi + 3, 3);
+  if (mnc_len == 3) memcpy(mnc, supi + 3, 3);
   int n = snprintf(out, outlen, "5gc.mnc%s.mcc%.3s.3gppnetwork.org", mnc, supi);
-  if (n < 0 || (size_t)n >= outlen)
-    return M5_ERANGE;
+  if (n < 0 || (size_t)n >= outlen) return M5_ERANGE;
   return M5_OK;
 }
 
-int m5_akma_akid(const char *rid, const uint8_t atid[M5_AKMA_KEY_LEN], const char *realm,
-                 char *out, size_t outlen) {
-  if (m5_akma_rid_valid(rid) || !atid || m5_akma_fqdn_valid(realm) || !out)
-    return M5_EINVAL;
+int m5_akma_akid(const char *rid, const uint8_t atid[M5_AKMA_KEY_LEN], const char *realm, char *out,
+                 size_t outlen) {
+  if (m5_akma_rid_valid(rid) || !atid || m5_akma_fqdn_valid(realm) || !out) return M5_EINVAL;
   char b64[ATID_B64_LEN + 1];
   int rc = m5_b64url_encode(atid, M5_AKMA_KEY_LEN, b64, sizeof b64);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   int n = snprintf(out, outlen, "%s.%s@%s", rid, b64, realm);
   if (n < 0 || (size_t)n >= outlen || (size_t)n >= M5_AKMA_AKID_MAX) {
-    if (outlen)
-      out[0] = '\0';
+    if (outlen) out[0] = '\0';
     return M5_ERANGE;
   }
   return M5_OK;
@@ -126,8 +112,7 @@ int m5_akma_ua_parse_hex(const char *hex, uint8_t ua[M5_AKMA_UA_LEN]) {
 /* K_AKMA and A-TID share the shape KDF(K_AUSF, FC, label, SUPI). */
 static int derive_from_kausf(const uint8_t kausf[M5_AKMA_KEY_LEN], uint8_t fc, const char *label,
                              const char *supi, uint8_t out[M5_AKMA_KEY_LEN]) {
-  if (!kausf || !out || m5_akma_supi_valid(supi))
-    return M5_EINVAL;
+  if (!kausf || !out || m5_akma_supi_valid(supi)) return M5_EINVAL;
   const m5_kdf_param_t params[2] = {
       {(const uint8_t *)label, strlen(label)},
       {(const uint8_t *)supi, strlen(supi)},
@@ -147,8 +132,7 @@ int m5_akma_atid(const uint8_t kausf[M5_AKMA_KEY_LEN], const char *supi,
 
 int m5_akma_kaf(const uint8_t kakma[M5_AKMA_KEY_LEN], const char *af_fqdn,
                 const uint8_t ua[M5_AKMA_UA_LEN], uint8_t out[M5_AKMA_KEY_LEN]) {
-  if (!kakma || !ua || !out || m5_akma_fqdn_valid(af_fqdn))
-    return M5_EINVAL;
+  if (!kakma || !ua || !out || m5_akma_fqdn_valid(af_fqdn)) return M5_EINVAL;
   /* AF_ID = FQDN || the five raw Ua* octets, one KDF parameter (TS 33.535 A.4). */
   uint8_t af_id[M5_AKMA_FQDN_MAX + M5_AKMA_UA_LEN];
   size_t fqdn_len = strlen(af_fqdn);

@@ -12,7 +12,7 @@
 
 #define M5_AKMA_KEY_LEN 32
 #define M5_AKMA_UA_LEN 5
-#define M5_AKMA_AKID_MAX 256    /* RFC 7542 recommends NAIs of at most 253 octets */
+#define M5_AKMA_AKID_MAX 256 /* RFC 7542 recommends NAIs of at most 253 octets */
 #define M5_AKMA_FQDN_MAX 253
 #define M5_AKMA_DEFAULT_RID "0000"
 #define M5_AKMA_PSK_PREFIX "3GPP-AKMA" /* PSK identity hint and identity prefix */
@@ -29,8 +29,8 @@ int m5_akma_realm_from_supi(const char *supi, int mnc_len, char *out, size_t out
 /* RID: 1..4 decimal digits. */
 int m5_akma_rid_valid(const char *rid);
 /* "<rid>.<base64url(atid)>@<realm>"; M5_ERANGE if it does not fit outlen. */
-int m5_akma_akid(const char *rid, const uint8_t atid[M5_AKMA_KEY_LEN], const char *realm,
-                 char *out, size_t outlen);
+int m5_akma_akid(const char *rid, const uint8_t atid[M5_AKMA_KEY_LEN], const char *realm, char *out,
+                 size_t outlen);
 
 /* Ua* security protocol identifiers, TS 33.220 Annex H. */
 void m5_akma_ua_tls13(uint8_t ua[M5_AKMA_UA_LEN]);                 /* 01 00 00 00 07 */

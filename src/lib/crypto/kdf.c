@@ -18,10 +18,8 @@ int m5_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size
                    uint8_t out[32]) {
   /* OpenSSL rejects a NULL key even when its length is zero; an empty key is legal HMAC. */
   static const uint8_t empty = 0;
-  if ((!key && key_len) || (!data && len) || !out)
-    return M5_EINVAL;
-  if (key_len > INT_MAX)
-    return M5_ERANGE;
+  if ((!key && key_len) || (!data && len) || !out) return M5_EINVAL;
+  if (key_len > INT_MAX) return M5_ERANGE;
   unsigned int out_len = 0;
   if (!HMAC(EVP_sha256(), key ? key : &empty, (int)key_len, data ? data : &empty, len, out,
             &out_len) ||
@@ -32,27 +30,21 @@ int m5_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size
 
 int m5_kdf(const uint8_t *key, size_t key_len, uint8_t fc, const m5_kdf_param_t *params,
            size_t n_params, uint8_t out[M5_KDF_OUT_LEN]) {
-  if (!key || !out || (!params && n_params))
-    return M5_EINVAL;
+  if (!key || !out || (!params && n_params)) return M5_EINVAL;
   size_t s_len = 1;
   for (size_t i = 0; i < n_params; i++) {
-    if (!params[i].p && params[i].len)
-      return M5_EINVAL;
-    if (params[i].len > KDF_PARAM_MAX)
-      return M5_ERANGE;
-    if (s_len > SIZE_MAX - 2 - params[i].len)
-      return M5_ERANGE;
+    if (!params[i].p && params[i].len) return M5_EINVAL;
+    if (params[i].len > KDF_PARAM_MAX) return M5_ERANGE;
+    if (s_len > SIZE_MAX - 2 - params[i].len) return M5_ERANGE;
     s_len += params[i].len + 2;
   }
   /* S carries SUPIs and key identifiers: heap-allocated so it can be wiped whatever its size. */
   uint8_t *s = OPENSSL_malloc(s_len);
-  if (!s)
-    return M5_ENOMEM;
+  if (!s) return M5_ENOMEM;
   size_t o = 0;
   s[o++] = fc;
   for (size_t i = 0; i < n_params; i++) {
-    if (params[i].len)
-      memcpy(s + o, params[i].p, params[i].len);
+    if (params[i].len) memcpy(s + o, params[i].p, params[i].len);
     o += params[i].len;
     s[o++] = (uint8_t)(params[i].len >> 8);
     s[o++] = (uint8_t)params[i].len;

@@ -23,8 +23,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
    * keeps its handler busy. Bound handlers per connection too, or HEADERS + RST_STREAM pairs
    * start work without limit. REFUSED_STREAM: the client may retry (RFC 9113 §8.7). */
   if (m5_http_conn_dispatched(c) >= c->srv->o.max_streams) {
-    (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
-                                    NGHTTP2_REFUSED_STREAM);
+    (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
     return 0;
   }
   m5_http_exchange_t *ex = m5_http_ex_new(c, 2);

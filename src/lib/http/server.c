@@ -192,8 +192,7 @@ static int conn_read(m5_http_conn_t *c) {
       want = M5_HTTP_IN_MAX - c->in.len;
     ssize_t r = io_read(c, buf, want);
     if (r == M5_EAGAIN) return M5_OK;
-    if (r == 0 && c->phase == M5_CONN_H1 &&
-        !(c->h1_ex && c->h1_ex->state == M5_EX_DISPATCHED)) {
+    if (r == 0 && c->phase == M5_CONN_H1 && !(c->h1_ex && c->h1_ex->state == M5_EX_DISPATCHED)) {
       /* A client may shut down its sending side after its requests (RFC 9112 §9.6): answers
        * already queued and requests complete in the buffer are still delivered, then
        * conn_finished closes. EOF while a handler works is taken, as nginx does, for a

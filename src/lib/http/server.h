@@ -20,22 +20,21 @@ typedef struct m5_http_server m5_http_server_t;
 typedef struct m5_http_exchange m5_http_exchange_t;
 
 typedef struct {
-  const char *method;       /* "GET", "POST", ... */
-  const char *path;         /* without the query */
-  const char *query;        /* after '?', or NULL */
-  const char *content_type; /* or NULL */
-  const char *authorization;/* or NULL */
-  const uint8_t *body;      /* NUL-terminated copy; body_len excludes the NUL */
+  const char *method;        /* "GET", "POST", ... */
+  const char *path;          /* without the query */
+  const char *query;         /* after '?', or NULL */
+  const char *content_type;  /* or NULL */
+  const char *authorization; /* or NULL */
+  const uint8_t *body;       /* NUL-terminated copy; body_len excludes the NUL */
   size_t body_len;
-  int version;              /* 2 for HTTP/2, 1 for HTTP/1.1 */
-  SSL *ssl;                 /* the connection's TLS object (peer certificate), NULL if clear */
+  int version; /* 2 for HTTP/2, 1 for HTTP/1.1 */
+  SSL *ssl;    /* the connection's TLS object (peer certificate), NULL if clear */
 } m5_http_request_t;
 
-typedef void (*m5_http_handler_fn)(m5_http_exchange_t *ex, const m5_http_request_t *req,
-                                   void *arg);
+typedef void (*m5_http_handler_fn)(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg);
 
 typedef struct {
-  const char *host;         /* address to bind, e.g. "127.0.0.1" or "::" */
+  const char *host; /* address to bind, e.g. "127.0.0.1" or "::" */
   uint16_t port;
   SSL_CTX *tls;             /* NULL = cleartext listener (the caller keeps ownership) */
   int allow_http1;          /* accept HTTP/1.1 (management ports) */
@@ -50,8 +49,8 @@ typedef struct {
 
 /* Binds (SO_REUSEADDR + SO_REUSEPORT) and listens. NULL with a message in err on failure
  * ("cannot bind 127.0.0.1:7443: Address already in use"). */
-m5_http_server_t *m5_http_server_new(m5_loop_t *loop, const m5_http_server_opts_t *opts,
-                                     char *err, size_t errlen);
+m5_http_server_t *m5_http_server_new(m5_loop_t *loop, const m5_http_server_opts_t *opts, char *err,
+                                     size_t errlen);
 /* Stops accepting, sends GOAWAY on HTTP/2 connections, closes idle ones; done(arg) runs on the
  * loop once every connection has closed (or after timeout_ms, when the rest are closed). */
 void m5_http_server_drain(m5_http_server_t *srv, uint32_t timeout_ms, void (*done)(void *arg),
@@ -61,13 +60,13 @@ void m5_http_server_free(m5_http_server_t *srv);
 size_t m5_http_server_conn_count(const m5_http_server_t *srv);
 
 typedef struct {
-  const char *name;  /* lowercase */
+  const char *name; /* lowercase */
   const char *value;
 } m5_http_header_t;
 
 /* Answers the exchange (which is invalid afterwards). body may be NULL with len 0. */
-int m5_http_respond(m5_http_exchange_t *ex, int status, const char *content_type,
-                    const void *body, size_t len);
+int m5_http_respond(m5_http_exchange_t *ex, int status, const char *content_type, const void *body,
+                    size_t len);
 int m5_http_respond_headers(m5_http_exchange_t *ex, int status, const m5_http_header_t *hdrs,
                             size_t n_hdrs, const void *body, size_t len);
 /* The loop the exchange belongs to (for handlers that answer later). */
