@@ -1,0 +1,88 @@
+/* MSGin5G-1 bodies (architecture §3.1, docs/protocol.md): one JSON object per CoAP payload,
+ * `msgType` one of REG, DEREG, MSG, MSGRESP, IMDN, SEGREC, SEGCONFIR, TOPICSUB, TOPICUNSUB,
+ * member names as in TS 29.538. The codec is table-driven (one table row per member: name,
+ * type, mandatory for which types) so the names can be aligned with TS 24.538 cl. 7 later.
+ *
+ * Parsing rejects duplicate keys, a non-object, an unknown msgType, a missing mandatory IE or
+ * a wrongly typed one, naming the IE in the diagnostic ("4.00 msgId: missing"); unknown members
+ * are ignored and unknown enum values of open enums (addrType, priority) are kept as text. */
+#ifndef M5_MSG_MSG_H
+#define M5_MSG_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  M5_MSG_REG,
+  M5_MSG_DEREG,
+  M5_MSG_MSG,
+  M5_MSG_MSGRESP,
+  M5_MSG_IMDN,
+  M5_MSG_SEGREC,
+  M5_MSG_SEGCONFIR,
+  M5_MSG_TOPICSUB,
+  M5_MSG_TOPICUNSUB,
+} m5_msg_type_t;
+
+#define M5_MSG_ID_MAX 64    /* msgId: 1-64 of [A-Za-z0-9._:-] */
+#define M5_MSG_ADDR_MAX 128 /* service ids */
+#define M5_MSG_CAUSE_MAX 64
+
+typedef struct {
+  char type[16]; /* addrType: "UE", "AS", "GROUP", "BC", "TOPIC" (open enum) */
+  char addr[M5_MSG_ADDR_MAX + 1];
+} m5_msg_addr_t;
+
+typedef enum { M5_PRIO_LOW = 0, M5_PRIO_MIDDLE = 1, M5_PRIO_HIGH = 2 } m5_msg_prio_t;
+
+/* A decoded body. Strings are copied into the struct; payload points into `payload_buf`
+ * (decoded from base64), which m5_msg_free() releases. */
+typedef struct {
+  m5_msg_type_t type;
+  /* REG / DEREG */
+  char ue_svc_id[M5_MSG_ADDR_MAX + 1];
+  char *client_profile_json; /* REG clientProfile kept as compact JSON text, or NULL */
+  /* MSG / IMDN / MSGRESP */
+  m5_msg_addr_t ori, dest;
+  char msg_id[M5_MSG_ID_MAX + 1];
+  char app_id[M5_MSG_ADDR_MAX + 1]; /* "" when absent */
+  uint8_t *payload; /* decoded bytes (MSG) */
+  size_t payload_len;
+  bool deliv_st_req;   /* delivStReqInd, default false */
+  m5_msg_prio_t prio;  /* priority, default MIDDLE */
+  bool sto_fwd;        /* stoAndFwInd, default false */
+  int64_t expr_time;   /* stoAndFwParams.exprTime as Unix seconds, 0 = absent */
+  /* IMDN */
+  char deliv_st[32];   /* delivSt: REPT_DELY_SUCCESS / REPT_DELY_FAILED */
+  /* MSGRESP (MessageDeliveryAck) and IMDN */
+  char status[32];     /* "" = accepted; DELY_STORED, DELY_FAILED */
+  char failure_cause[M5_MSG_CAUSE_MAX + 1];
+  /* REG answer */
+  int64_t expiry;      /* REG response: registration expiry, Unix seconds */
+} m5_msg_t;
+
+/* Parses a body. On failure returns M5_EINVAL and writes a diagnostic naming the IE
+ * ("msgId: missing", "payload: not base64", "body: duplicate key 'msgId'") into diag. */
+int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len);
+void m5_msg_free(m5_msg_t *m);
+
+/* Encodes a body of m->type with the members that type carries (defaults omitted). Returns a
+ * malloc'd NUL-terminated string in *out (free() it), or NULL on failure. */
+int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len);
+
+/* Validators shared with the server logic. */
+bool m5_msg_id_valid(const char *id);
+bool m5_msg_svc_id_valid(const char *id); /* UE Service ID: 1-128 printable, no spaces */
+const char *m5_msg_type_name(m5_msg_type_t t);
+const char *m5_msg_prio_name(m5_msg_prio_t p);
+
+/* failureCause values (architecture §3.1) */
+#define M5_CAUSE_UNKNOWN_RECIPIENT "UNKNOWN_RECIPIENT"
+#define M5_CAUSE_NOT_REGISTERED "RECIPIENT_NOT_REGISTERED"
+#define M5_CAUSE_UNREACHABLE "RECIPIENT_UNREACHABLE"
+#define M5_CAUSE_NOT_AUTHORIZED "NOT_AUTHORIZED"
+#define M5_CAUSE_EXPIRED "EXPIRED"
+#define M5_CAUSE_QUEUE_FULL "QUEUE_FULL"
+
+#endif
