@@ -14,32 +14,10 @@
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 
 typedef struct {
-  const char *supi, *af_fqdn, *ua_text, *rid, *realm;
-  int mnc_len; /* 0 = not given */
-  uint8_t kausf[M5_AKMA_KEY_LEN];
-  int have_kausf;
+  m5ctl_akma_in_t in;
+  const char *af_fqdn, *ua_text;
   uint8_t ua[M5_AKMA_UA_LEN];
 } akma_args_t;
-
-/* --kausf: 64 hex digits. The argv copy is wiped once decoded so the key does not linger in the
- * process image longer than needed. */
-static int parse_kausf(char *text, akma_args_t *a) {
-  size_t len = strlen(text);
-  size_t n = 0;
-  if (len != KEY_HEX_LEN) {
-    m5_wipe(text, len);
-    return m5ctl_usage_error("--kausf: expected %d hex digits (%d octets), got %zu", KEY_HEX_LEN,
-                             M5_AKMA_KEY_LEN, len);
-  }
-  int rc = m5_hex_decode(text, a->kausf, sizeof a->kausf, &n);
-  m5_wipe(text, len);
-  if (rc || n != M5_AKMA_KEY_LEN)
-    return m5ctl_usage_error("--kausf: expected %d hex digits (%d octets), found a non-hex "
-                             "character",
-                             KEY_HEX_LEN, M5_AKMA_KEY_LEN);
-  a->have_kausf = 1;
-  return 0;
-}
 
 /* --ua tls13 | tls12:XXXX, XXXX the negotiated (D)TLS 1.2 cipher suite (TS 33.220 Annex H). */
 static int parse_ua(const char *text, akma_args_t *a) {
@@ -61,15 +39,11 @@ static int parse_ua(const char *text, akma_args_t *a) {
 }
 
 static int parse_args(int argc, char **argv, akma_args_t *a) {
-  enum { OPT_KAUSF = 256, OPT_SUPI, OPT_FQDN, OPT_UA, OPT_RID, OPT_REALM, OPT_MNC_LEN };
+  enum { OPT_FQDN = M5CTL_OPT_OWN, OPT_UA };
   static const struct option opts[] = {
-      {"kausf", required_argument, NULL, OPT_KAUSF},
-      {"supi", required_argument, NULL, OPT_SUPI},
+      M5CTL_AKMA_IN_OPTIONS,
       {"af-fqdn", required_argument, NULL, OPT_FQDN},
       {"ua", required_argument, NULL, OPT_UA},
-      {"rid", required_argument, NULL, OPT_RID},
-      {"realm", required_argument, NULL, OPT_REALM},
-      {"mnc-len", required_argument, NULL, OPT_MNC_LEN},
       {NULL, 0, NULL, 0},
   };
   opterr = 0; /* we print our own one-line messages */
@@ -77,17 +51,11 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
   int c, rc;
   /* Leading ':' makes a missing option argument ':' rather than '?'. */
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    if ((rc = m5ctl_akma_in_option(&a->in, c, optarg)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
-    case OPT_KAUSF:
-      if ((rc = parse_kausf(optarg, a))) return rc;
-      break;
-    case OPT_SUPI:
-      if (m5_akma_supi_valid(optarg))
-        return m5ctl_usage_error("--supi: expected the IMSI as 5 to 15 digits (no 'imsi-' "
-                                 "prefix), got '%s'",
-                                 optarg);
-      a->supi = optarg;
-      break;
     case OPT_FQDN:
       if (m5_akma_fqdn_valid(optarg))
         return m5ctl_usage_error("--af-fqdn: expected a host name of dot-separated letters, "
@@ -99,41 +67,18 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
       if ((rc = parse_ua(optarg, a))) return rc;
       a->ua_text = optarg;
       break;
-    case OPT_RID:
-      if (m5_akma_rid_valid(optarg))
-        return m5ctl_usage_error("--rid: expected 1 to 4 digits, got '%s'", optarg);
-      a->rid = optarg;
-      break;
-    case OPT_REALM:
-      if (m5_akma_fqdn_valid(optarg))
-        return m5ctl_usage_error("--realm: expected a domain name such as "
-                                 "5gc.mnc001.mcc001.3gppnetwork.org, got '%s'",
-                                 optarg);
-      a->realm = optarg;
-      break;
-    case OPT_MNC_LEN:
-      if (strcmp(optarg, "2") && strcmp(optarg, "3"))
-        return m5ctl_usage_error("--mnc-len: expected 2 or 3, got '%s'", optarg);
-      a->mnc_len = optarg[0] - '0';
-      break;
-    case ':':
-      return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
     default:
-      /* optopt names a short option; an unknown long one is the element just consumed. */
-      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
-      return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
+      return m5ctl_option_error(c, argv);
     }
   }
-  if (optind < argc)
-    return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
-  if (!a->have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
-  if (!a->supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
+  if ((rc = m5ctl_operand_error(argc, argv))) return rc;
+  if (!a->in.have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
+  if (!a->in.supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
   if (!a->af_fqdn)
     return m5ctl_usage_error("--af-fqdn: required (the AF's host name, as sent in SNI)");
-  if (a->realm && a->mnc_len)
+  if (a->in.realm && a->in.mnc_len)
     return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
   if (!a->ua_text) m5_akma_ua_tls13(a->ua);
-  if (!a->rid) a->rid = M5_AKMA_DEFAULT_RID;
   return 0;
 }
 
@@ -142,25 +87,12 @@ static int parse_args(int argc, char **argv, akma_args_t *a) {
 static int derive_and_print(const akma_args_t *a) {
   uint8_t kakma[M5_AKMA_KEY_LEN], atid[M5_AKMA_KEY_LEN], kaf[M5_AKMA_KEY_LEN];
   char kakma_hex[KEY_HEX_LEN + 1], atid_hex[KEY_HEX_LEN + 1], kaf_hex[KEY_HEX_LEN + 1];
-  char realm_buf[M5_AKMA_FQDN_MAX + 1], akid[M5_AKMA_AKID_MAX];
-  const char *realm = a->realm ? a->realm : realm_buf;
-  int mnc_len = a->mnc_len ? a->mnc_len : 2;
-  int rc = 1;
-
-  if (!a->realm && m5_akma_realm_from_supi(a->supi, mnc_len, realm_buf, sizeof realm_buf)) {
-    rc = m5ctl_usage_error("--supi: '%s' is too short for an MCC and a %d-digit MNC", a->supi,
-                           mnc_len);
-    goto out;
-  }
-  if (m5_akma_kakma(a->kausf, a->supi, kakma) || m5_akma_atid(a->kausf, a->supi, atid) ||
-      m5_akma_kaf(kakma, a->af_fqdn, a->ua, kaf)) {
+  char akid[M5_AKMA_AKID_MAX];
+  int rc = m5ctl_akma_in_derive(&a->in, kakma, atid, akid);
+  if (rc) goto out;
+  rc = 1;
+  if (m5_akma_kaf(kakma, a->af_fqdn, a->ua, kaf)) {
     fputs("m5ctl: cannot derive the AKMA keys: OpenSSL HMAC-SHA-256 failed\n", stderr);
-    goto out;
-  }
-  /* Only an explicit realm can be long enough to push the NAI past its limit. */
-  if (m5_akma_akid(a->rid, atid, realm, akid, sizeof akid)) {
-    rc = m5ctl_usage_error("--realm: the A-KID would exceed %d characters; use a shorter realm",
-                           M5_AKMA_AKID_MAX - 1);
     goto out;
   }
   m5_hex_encode(kakma, sizeof kakma, kakma_hex, sizeof kakma_hex);
@@ -185,6 +117,6 @@ int m5ctl_akma_derive(int argc, char **argv) {
   memset(&a, 0, sizeof a);
   int rc = parse_args(argc, argv, &a);
   if (!rc) rc = derive_and_print(&a);
-  m5_wipe(a.kausf, sizeof a.kausf);
+  m5_wipe(a.in.kausf, sizeof a.in.kausf);
   return rc;
 }

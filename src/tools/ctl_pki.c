@@ -258,7 +258,7 @@ int m5ctl_pki_init(int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   const char *dir = PKI_DEFAULT_DIR, *fqdn = "localhost";
-  int force = 0, c;
+  int force = 0, c, rc;
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -277,15 +277,11 @@ int m5ctl_pki_init(int argc, char **argv) {
                                  optarg);
       fqdn = optarg;
       break;
-    case ':':
-      return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
     default:
-      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
-      return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
+      return m5ctl_option_error(c, argv);
     }
   }
-  if (optind < argc)
-    return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
+  if ((rc = m5ctl_operand_error(argc, argv))) return rc;
 
   char m5s_san[M5_AKMA_FQDN_MAX + 32];
   snprintf(m5s_san, sizeof m5s_san, "DNS:%s,IP:127.0.0.1", fqdn);

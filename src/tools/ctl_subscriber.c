@@ -25,32 +25,14 @@
 #define MAX_ANSWER 65536
 
 typedef struct {
-  const char *supi, *rid, *realm, *aanf, *pki;
-  int mnc_len; /* 0 = not given */
-  uint8_t kausf[M5_AKMA_KEY_LEN];
-  int have_kausf;
+  m5ctl_akma_in_t in;
+  const char *aanf, *pki;
 } sub_args_t;
 
-/* --kausf: 64 hex digits; the argv copy is wiped once decoded. */
-static int parse_kausf(char *text, sub_args_t *a) {
-  size_t len = strlen(text), n = 0;
-  int rc = len == KEY_HEX_LEN ? m5_hex_decode(text, a->kausf, sizeof a->kausf, &n) : -1;
-  m5_wipe(text, len);
-  if (rc || n != M5_AKMA_KEY_LEN)
-    return m5ctl_usage_error("--kausf: expected %d hex digits (%d octets)", KEY_HEX_LEN,
-                             M5_AKMA_KEY_LEN);
-  a->have_kausf = 1;
-  return 0;
-}
-
 static int parse_args(int argc, char **argv, sub_args_t *a) {
-  enum { OPT_KAUSF = 256, OPT_SUPI, OPT_RID, OPT_REALM, OPT_MNC_LEN, OPT_AANF, OPT_PKI };
+  enum { OPT_AANF = M5CTL_OPT_OWN, OPT_PKI };
   static const struct option opts[] = {
-      {"kausf", required_argument, NULL, OPT_KAUSF},
-      {"supi", required_argument, NULL, OPT_SUPI},
-      {"rid", required_argument, NULL, OPT_RID},
-      {"realm", required_argument, NULL, OPT_REALM},
-      {"mnc-len", required_argument, NULL, OPT_MNC_LEN},
+      M5CTL_AKMA_IN_OPTIONS,
       {"aanf", required_argument, NULL, OPT_AANF},
       {"pki", required_argument, NULL, OPT_PKI},
       {NULL, 0, NULL, 0},
@@ -59,34 +41,11 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    if ((rc = m5ctl_akma_in_option(&a->in, c, optarg)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
-    case OPT_KAUSF:
-      if ((rc = parse_kausf(optarg, a))) return rc;
-      break;
-    case OPT_SUPI:
-      if (m5_akma_supi_valid(optarg))
-        return m5ctl_usage_error("--supi: expected the IMSI as 5 to 15 digits (no 'imsi-' "
-                                 "prefix), got '%s'",
-                                 optarg);
-      a->supi = optarg;
-      break;
-    case OPT_RID:
-      if (m5_akma_rid_valid(optarg))
-        return m5ctl_usage_error("--rid: expected 1 to 4 digits, got '%s'", optarg);
-      a->rid = optarg;
-      break;
-    case OPT_REALM:
-      if (m5_akma_fqdn_valid(optarg))
-        return m5ctl_usage_error("--realm: expected a domain name such as "
-                                 "5gc.mnc001.mcc001.3gppnetwork.org, got '%s'",
-                                 optarg);
-      a->realm = optarg;
-      break;
-    case OPT_MNC_LEN:
-      if (strcmp(optarg, "2") && strcmp(optarg, "3"))
-        return m5ctl_usage_error("--mnc-len: expected 2 or 3, got '%s'", optarg);
-      a->mnc_len = optarg[0] - '0';
-      break;
     case OPT_AANF:
       /* Only https: K_AKMA must never travel in clear text. */
       if (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0')
@@ -97,20 +56,15 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
     case OPT_PKI:
       a->pki = optarg;
       break;
-    case ':':
-      return m5ctl_usage_error("%s: missing value", argv[optind - 1]);
     default:
-      if (optopt) return m5ctl_usage_error("-%c: unknown option; see m5ctl --help", optopt);
-      return m5ctl_usage_error("%s: unknown option; see m5ctl --help", argv[optind - 1]);
+      return m5ctl_option_error(c, argv);
     }
   }
-  if (optind < argc)
-    return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
-  if (!a->supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
-  if (!a->have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
-  if (a->realm && a->mnc_len)
+  if ((rc = m5ctl_operand_error(argc, argv))) return rc;
+  if (!a->in.supi) return m5ctl_usage_error("--supi: required (IMSI digits)");
+  if (!a->in.have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
+  if (a->in.realm && a->in.mnc_len)
     return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
-  if (!a->rid) a->rid = M5_AKMA_DEFAULT_RID;
   if (!a->aanf) a->aanf = DEFAULT_AANF;
   if (!a->pki) a->pki = DEFAULT_PKI;
   return 0;
@@ -218,32 +172,18 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
 /* Derives K_AKMA and the A-KID, registers them, prints the confirmation line. */
 static int add(const sub_args_t *a) {
   uint8_t kakma[M5_AKMA_KEY_LEN], atid[M5_AKMA_KEY_LEN];
-  char kakma_hex[KEY_HEX_LEN + 1] = "", realm_buf[M5_AKMA_FQDN_MAX + 1], akid[M5_AKMA_AKID_MAX];
+  char kakma_hex[KEY_HEX_LEN + 1] = "", akid[M5_AKMA_AKID_MAX];
   char body[M5_AKMA_AKID_MAX + KEY_HEX_LEN + 128];
-  const char *realm = a->realm ? a->realm : realm_buf;
-  int mnc_len = a->mnc_len ? a->mnc_len : 2;
-  int rc = 1;
-  if (!a->realm && m5_akma_realm_from_supi(a->supi, mnc_len, realm_buf, sizeof realm_buf)) {
-    rc = m5ctl_usage_error("--supi: '%s' is too short for an MCC and a %d-digit MNC", a->supi,
-                           mnc_len);
-    goto out;
-  }
-  if (m5_akma_kakma(a->kausf, a->supi, kakma) || m5_akma_atid(a->kausf, a->supi, atid)) {
-    fputs("m5ctl: cannot derive the AKMA keys: OpenSSL HMAC-SHA-256 failed\n", stderr);
-    goto out;
-  }
-  if (m5_akma_akid(a->rid, atid, realm, akid, sizeof akid)) {
-    rc = m5ctl_usage_error("--realm: the A-KID would exceed %d characters; use a shorter realm",
-                           M5_AKMA_AKID_MAX - 1);
-    goto out;
-  }
+  int rc = m5ctl_akma_in_derive(&a->in, kakma, atid, akid);
+  if (rc) goto out;
+  rc = 1;
   m5_hex_encode(kakma, sizeof kakma, kakma_hex, sizeof kakma_hex);
   /* Every value is digits, hex, base64url or LDH text: nothing needs JSON escaping. */
   int n = snprintf(body, sizeof body, "{\"supi\":\"imsi-%s\",\"aKId\":\"%s\",\"kAkma\":\"%s\"}",
-                   a->supi, akid, kakma_hex);
+                   a->in.supi, akid, kakma_hex);
   if (n < 0 || (size_t)n >= sizeof body) goto out;
   rc = post(a, body, (size_t)n, akid);
-  if (rc == 0) printf("registered supi=%s akid=%s\n", a->supi, akid);
+  if (rc == 0) printf("registered supi=%s akid=%s\n", a->in.supi, akid);
 out:
   m5_wipe(kakma, sizeof kakma);
   m5_wipe(kakma_hex, sizeof kakma_hex);
@@ -264,6 +204,6 @@ int m5ctl_subscriber_add(int argc, char **argv) {
       curl_global_cleanup();
     }
   }
-  m5_wipe(a.kausf, sizeof a.kausf);
+  m5_wipe(a.in.kausf, sizeof a.in.kausf);
   return rc;
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds one libFuzzer harness with clang (ASan+UBSan+fuzzer) and runs it briefly over its
 # seed corpus. Usage: run-fuzzer.sh NAME [SECONDS]. The harness tests/fuzz/fuzz_NAME.c names
-# the sources it needs on a line "M5_FUZZ_SOURCES: ..." and pkg-config packages on
-# "M5_FUZZ_PKGS: ...". A crash leaves its input in $M5_TMP and fails the test.
+# the sources it needs on lines "M5_FUZZ_SOURCES: ..." (as many as needed) and pkg-config
+# packages on "M5_FUZZ_PKGS: ...". A crash leaves its input in $M5_TMP and fails the test.
 set -euo pipefail
 name=$1
 secs=${2:-${M5_FUZZ_SECONDS:-10}}
