@@ -1,0 +1,505 @@
+/* Unit tests for the HTTP/2 client (client.h) against our own HTTP/2 server (server.h) with
+ * mutual TLS on loopback. The server runs on an m5_loop in its own thread; the client runs on
+ * a second loop driven by the test thread. The certificates are made by the openssl CLI in a
+ * scratch directory (as in test_http.c), with a second CA that the server does not chain to. */
+#include "core/err.h"
+#include "core/loop.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "tls/tls.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char g_dir[64];
+static char g_ca[128], g_ca2[128], g_srv_crt[128], g_srv_key[128], g_cli_crt[128], g_cli_key[128];
+
+/* ---- the server: /echo, /late?ms, /big?bytes; every answer names the connection count ---- */
+
+typedef struct server server_t;
+
+typedef struct late {
+  server_t *s;
+  m5_http_exchange_t *ex;
+  m5_timer_id_t timer;
+  struct late *next;
+} late_t;
+
+struct server {
+  m5_loop_t *loop;
+  m5_http_server_t *srv;
+  m5_mailbox_t *mb;
+  pthread_t th;
+  uint16_t port;
+  SSL_CTX *tls;
+  late_t *late; /* answers not sent yet */
+};
+
+static void answer(server_t *s, m5_http_exchange_t *ex, const char *what) {
+  char out[256];
+  int n = snprintf(out, sizeof out, "%s conns=%zu", what, m5_http_server_conn_count(s->srv));
+  m5_http_respond(ex, 200, "application/json", out, (size_t)n);
+}
+
+static void late_cb(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  late_t *l = arg;
+  server_t *s = l->s;
+  for (late_t **pp = &s->late; *pp; pp = &(*pp)->next)
+    if (*pp == l) {
+      *pp = l->next;
+      break;
+    }
+  answer(s, l->ex, "late");
+  free(l);
+}
+
+static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
+  server_t *s = arg;
+  if (strcmp(req->path, "/late") == 0) {
+    late_t *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->s = s;
+    l->ex = ex;
+    l->timer =
+        m5_loop_timer_add(s->loop, (uint64_t)atoi(req->query ? req->query : "100"), late_cb, l);
+    assert_true(l->timer != 0);
+    l->next = s->late;
+    s->late = l;
+    return;
+  }
+  if (strcmp(req->path, "/big") == 0) {
+    size_t n = (size_t)atoi(req->query ? req->query : "0");
+    char *big = malloc(n);
+    assert_non_null(big);
+    memset(big, 'b', n);
+    m5_http_respond(ex, 200, "application/json", big, n);
+    free(big);
+    return;
+  }
+  char out[512];
+  snprintf(out, sizeof out, "v=%d ctype=%s body=%s", req->version,
+           req->content_type ? req->content_type : "-", (const char *)req->body);
+  answer(s, ex, out);
+}
+
+static void on_cmd(void *msg, void *arg) {
+  (void)msg;
+  server_t *s = arg;
+  while (s->late) {
+    late_t *l = s->late;
+    s->late = l->next;
+    m5_loop_timer_cancel(s->loop, l->timer);
+    m5_http_respond(l->ex, 503, NULL, NULL, 0);
+    free(l);
+  }
+  m5_http_server_free(s->srv);
+  s->srv = NULL;
+  m5_loop_stop(s->loop);
+}
+
+static void *loop_main(void *arg) {
+  server_t *s = arg;
+  m5_loop_run(s->loop);
+  return NULL;
+}
+
+static server_t *server_start(void) {
+  server_t *s = calloc(1, sizeof *s);
+  assert_non_null(s);
+  s->loop = m5_loop_new();
+  assert_non_null(s->loop);
+  m5_tls_opts_t t = {.cert_file = g_srv_crt,
+                     .key_file = g_srv_key,
+                     .ca_file = g_ca,
+                     .verify_peer = 1,
+                     .alpn = "h2"};
+  char err[512];
+  s->tls = m5_tls_server_ctx_new(&t, err, sizeof err);
+  if (!s->tls) fail_msg("tls: %s", err);
+  m5_http_server_opts_t o = {
+      .host = "127.0.0.1", .tls = s->tls, .max_streams = 100, .handler = handler, .arg = s};
+  for (int tries = 0; tries < 50 && !s->srv; tries++) {
+    o.port = (uint16_t)(20000 + rand() % 40000);
+    s->srv = m5_http_server_new(s->loop, &o, err, sizeof err);
+    if (!s->srv && !strstr(err, "Address already in use")) fail_msg("server: %s", err);
+  }
+  assert_non_null(s->srv);
+  s->port = o.port;
+  s->mb = m5_mailbox_new(s->loop, 8, on_cmd, s);
+  assert_non_null(s->mb);
+  assert_int_equal(pthread_create(&s->th, NULL, loop_main, s), 0);
+  return s;
+}
+
+static void server_stop(server_t *s) {
+  assert_int_equal(m5_mailbox_post(s->mb, (void *)1), M5_OK);
+  pthread_join(s->th, NULL);
+  m5_mailbox_free(s->mb, NULL);
+  m5_loop_free(s->loop);
+  SSL_CTX_free(s->tls);
+  free(s);
+}
+
+/* ---- the client side ---- */
+
+typedef struct {
+  int calls;
+  int status;
+  long http_status;
+  char body[512];
+  size_t len;
+} result_t;
+
+static int g_done, g_want;
+
+static void on_result(void *arg, int status, long http_status, const uint8_t *body, size_t len) {
+  result_t *r = arg;
+  r->calls++;
+  r->status = status;
+  r->http_status = http_status;
+  r->len = len;
+  if (status == 0) {
+    assert_non_null(body);
+    assert_int_equal(body[len], '\0');
+    snprintf(r->body, sizeof r->body, "%s", (const char *)body);
+  } else {
+    assert_null(body);
+  }
+  g_done++;
+}
+
+typedef struct {
+  m5_loop_t *loop;
+  uint64_t deadline;
+} pump_t;
+
+static void pump_cb(m5_loop_t *loop, void *arg) {
+  pump_t *p = arg;
+  if (g_done >= g_want || m5_clock_mono_ms() > p->deadline) {
+    m5_loop_stop(loop);
+    return;
+  }
+  assert_true(m5_loop_timer_add(loop, 5, pump_cb, p) != 0);
+}
+
+/* Runs the client loop until want callbacks have run in all, or ms pass. */
+static void run_until(m5_loop_t *loop, int want, unsigned ms) {
+  pump_t p = {loop, m5_clock_mono_ms() + ms};
+  g_want = want;
+  assert_true(m5_loop_timer_add(loop, 0, pump_cb, &p) != 0);
+  m5_loop_run(loop);
+  /* The pump may still be armed when the loop stopped: let it see the deadline. */
+  p.deadline = 0;
+  g_want = 0;
+  m5_loop_timer_add(loop, 0, pump_cb, &p);
+  m5_loop_run(loop);
+}
+
+static m5_http_client_t *client_new(m5_loop_t *loop, const char *ca, int with_cert,
+                                    uint32_t timeout_ms, size_t max_inflight, size_t max_response) {
+  m5_http_client_opts_t o = {.cert_file = with_cert ? g_cli_crt : NULL,
+                             .key_file = with_cert ? g_cli_key : NULL,
+                             .ca_file = ca,
+                             .timeout_ms = timeout_ms,
+                             .max_inflight = max_inflight,
+                             .max_response = max_response};
+  char err[256];
+  m5_http_client_t *c = m5_http_client_new(loop, &o, err, sizeof err);
+  if (!c) fail_msg("client: %s", err);
+  return c;
+}
+
+static void url(char *out, size_t n, const server_t *s, const char *path) {
+  snprintf(out, n, "https://localhost:%u%s", (unsigned)s->port, path);
+}
+
+static const char JSON[] = "{\"afId\":\"localhost\",\"aKId\":\"0000.abc@realm\"}";
+
+/* ---- tests ---- */
+
+static void test_post_200_with_body(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 0, 0);
+  char u[128];
+  url(u, sizeof u, s, "/echo");
+  result_t r = {0};
+  g_done = 0;
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r), M5_OK);
+  assert_int_equal(r.calls, 0); /* never from inside post_json */
+  assert_int_equal(m5_http_client_inflight(c), 1);
+  run_until(loop, 1, 5000);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.http_status, 200);
+  assert_int_equal(m5_http_client_inflight(c), 0);
+  char want[256];
+  snprintf(want, sizeof want, "v=2 ctype=application/json body=%s conns=1", JSON);
+  assert_string_equal(r.body, want);
+  assert_int_equal(r.len, strlen(want));
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+/* Many requests at once become streams of one HTTP/2 connection. */
+static void test_concurrent_on_one_connection(void **state) {
+  (void)state;
+  enum { N = 40 };
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 0, 0);
+  char u[128];
+  url(u, sizeof u, s, "/late?100");
+  static result_t r[N];
+  memset(r, 0, sizeof r);
+  g_done = 0;
+  for (int i = 0; i < N; i++)
+    assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[i]), M5_OK);
+  assert_int_equal(m5_http_client_inflight(c), N);
+  assert_int_equal(g_done, 0);
+  run_until(loop, N, 10000);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(r[i].calls, 1);
+    assert_int_equal(r[i].status, 0);
+    assert_int_equal(r[i].http_status, 200);
+    assert_string_equal(r[i].body, "late conns=1");
+  }
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+/* A request the server answers too late fails alone; the others on the connection succeed. */
+static void test_timeout_spares_others(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 500, 0, 0);
+  char slow[128], fast[128];
+  url(slow, sizeof slow, s, "/late?3000");
+  url(fast, sizeof fast, s, "/late?50");
+  result_t rs = {0}, rf[5];
+  memset(rf, 0, sizeof rf);
+  g_done = 0;
+  uint64_t t0 = m5_clock_mono_ms();
+  assert_int_equal(m5_http_client_post_json(c, slow, JSON, strlen(JSON), on_result, &rs), M5_OK);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(m5_http_client_post_json(c, fast, JSON, strlen(JSON), on_result, &rf[i]),
+                     M5_OK);
+  run_until(loop, 6, 5000);
+  uint64_t took = m5_clock_mono_ms() - t0;
+  assert_int_equal(rs.calls, 1);
+  assert_int_equal(rs.status, M5_ETIMEDOUT);
+  assert_true(took >= 450 && took < 2500);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(rf[i].calls, 1);
+    assert_int_equal(rf[i].status, 0);
+    assert_string_equal(rf[i].body, "late conns=1");
+  }
+  /* The connection survives the cancelled stream. */
+  result_t again = {0};
+  assert_int_equal(m5_http_client_post_json(c, fast, JSON, strlen(JSON), on_result, &again), M5_OK);
+  run_until(loop, 7, 5000);
+  assert_int_equal(again.status, 0);
+  assert_string_equal(again.body, "late conns=1");
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+static uint16_t unused_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd); /* bound but never listening: connections to it are refused */
+  return ntohs(a.sin_port);
+}
+
+static int one_request(m5_http_client_t *c, m5_loop_t *loop, const char *u, result_t *r) {
+  memset(r, 0, sizeof *r);
+  g_done = 0;
+  int rc = m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, r);
+  if (rc != M5_OK) return rc;
+  assert_int_equal(r->calls, 0);
+  run_until(loop, 1, 8000);
+  assert_int_equal(r->calls, 1);
+  return r->status;
+}
+
+static void test_transport_failures(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  result_t r;
+  char u[128];
+
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 0, 0);
+  snprintf(u, sizeof u, "https://127.0.0.1:%u/echo", (unsigned)unused_port());
+  assert_int_equal(one_request(c, loop, u, &r), M5_EIO); /* refused */
+  m5_http_client_free(c);
+
+  url(u, sizeof u, s, "/echo");
+  c = client_new(loop, g_ca2, 1, 0, 0, 0);
+  assert_int_equal(one_request(c, loop, u, &r), M5_EIO); /* server not signed by our CA */
+  m5_http_client_free(c);
+
+  c = client_new(loop, g_ca, 0, 0, 0, 0);
+  assert_int_equal(one_request(c, loop, u, &r), M5_EIO); /* no client certificate */
+  m5_http_client_free(c);
+
+  c = client_new(loop, g_ca, 1, 0, 0, 1000);
+  url(u, sizeof u, s, "/big?1000");
+  assert_int_equal(one_request(c, loop, u, &r), 0); /* exactly the limit */
+  assert_int_equal(r.len, 1000);
+  url(u, sizeof u, s, "/big?20000");
+  assert_int_equal(one_request(c, loop, u, &r), M5_ERANGE);
+  m5_http_client_free(c);
+
+  /* Not https: refused by the client, never sent in clear. */
+  c = client_new(loop, g_ca, 1, 0, 0, 0);
+  snprintf(u, sizeof u, "http://127.0.0.1:%u/echo", (unsigned)s->port);
+  assert_int_equal(one_request(c, loop, u, &r), M5_EIO);
+  m5_http_client_free(c);
+
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+static void test_inflight_bound(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 2, 0);
+  char u[128];
+  url(u, sizeof u, s, "/late?50");
+  result_t r[3];
+  memset(r, 0, sizeof r);
+  g_done = 0;
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[0]), M5_OK);
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[1]), M5_OK);
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[2]), M5_EFULL);
+  run_until(loop, 2, 5000);
+  assert_int_equal(r[0].status, 0);
+  assert_int_equal(r[1].status, 0);
+  assert_int_equal(r[2].calls, 0);
+  /* Room again once they are done. */
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[2]), M5_OK);
+  run_until(loop, 3, 5000);
+  assert_int_equal(r[2].status, 0);
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+/* Freeing the client completes what is pending with M5_ECLOSED, once, before it returns. */
+static void test_free_with_pending(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 0, 0);
+  char u[128];
+  url(u, sizeof u, s, "/late?3000");
+  result_t r[3];
+  memset(r, 0, sizeof r);
+  g_done = 0;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[i]), M5_OK);
+  run_until(loop, 3, 300); /* the requests are on the wire now */
+  assert_int_equal(g_done, 0);
+  m5_http_client_free(c);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(r[i].calls, 1);
+    assert_int_equal(r[i].status, M5_ECLOSED);
+  }
+  run_until(loop, 100, 200); /* nothing more arrives */
+  assert_int_equal(g_done, 3);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+/* ---- PKI ---- */
+
+static int run(const char *fmt, ...) {
+  char cmd[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  char full[2300];
+  snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", g_dir, cmd);
+  return system(full);
+}
+
+static int setup_pki(void **state) {
+  (void)state;
+  signal(SIGPIPE, SIG_IGN);
+  srand((unsigned)(time(NULL) ^ getpid()));
+  snprintf(g_dir, sizeof g_dir, "/tmp/m5httpc-XXXXXX");
+  if (!mkdtemp(g_dir)) return -1;
+  const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  const char *ca_ext = "-addext basicConstraints=critical,CA:TRUE "
+                       "-addext keyUsage=critical,keyCertSign,cRLSign";
+  if (run("openssl req -x509 %s -keyout ca.key -out ca.crt -days 2 -subj /CN=TestCA %s", ec,
+          ca_ext) ||
+      run("openssl req -x509 %s -keyout ca2.key -out ca2.crt -days 2 -subj /CN=OtherCA %s", ec,
+          ca_ext) ||
+      run("openssl req -new %s -keyout srv.key -out srv.csr -subj /CN=localhost", ec) ||
+      run("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n"
+          "basicConstraints=CA:FALSE\\n' > srv.ext") ||
+      run("openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt "
+          "-days 2 -extfile srv.ext") ||
+      run("openssl req -new %s -keyout cli.key -out cli.csr -subj /CN=localhost", ec) ||
+      run("printf 'subjectAltName=DNS:localhost\\nextendedKeyUsage=clientAuth\\n"
+          "basicConstraints=CA:FALSE\\n' > cli.ext") ||
+      run("openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt "
+          "-days 2 -extfile cli.ext"))
+    return -1;
+  snprintf(g_ca, sizeof g_ca, "%s/ca.crt", g_dir);
+  snprintf(g_ca2, sizeof g_ca2, "%s/ca2.crt", g_dir);
+  snprintf(g_srv_crt, sizeof g_srv_crt, "%s/srv.crt", g_dir);
+  snprintf(g_srv_key, sizeof g_srv_key, "%s/srv.key", g_dir);
+  snprintf(g_cli_crt, sizeof g_cli_crt, "%s/cli.crt", g_dir);
+  snprintf(g_cli_key, sizeof g_cli_key, "%s/cli.key", g_dir);
+  return 0;
+}
+
+static int teardown_pki(void **state) {
+  (void)state;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_post_200_with_body),
+      cmocka_unit_test(test_concurrent_on_one_connection),
+      cmocka_unit_test(test_timeout_spares_others),
+      cmocka_unit_test(test_transport_failures),
+      cmocka_unit_test(test_inflight_bound),
+      cmocka_unit_test(test_free_with_pending),
+  };
+  return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+}
