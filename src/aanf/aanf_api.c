@@ -222,7 +222,7 @@ static pending_t *pending_new(aanf_api_t *api, m5_http_exchange_t *ex, const cha
   p->api = api;
   p->ex = ex;
   p->path = path;
-  p->job.reply = api->replies;
+  p->job.base.reply = api->replies;
   p->job.arg = p;
   snprintf(p->caller, sizeof p->caller, "%s", caller);
   return p;

@@ -3,9 +3,9 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "crypto/akma.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,30 +39,16 @@ static const m5_cfg_item_t items[] = {
 };
 #define N_ITEMS (sizeof items / sizeof items[0])
 
-/* The management port has no authentication; the architecture (§3.3) requires mutual TLS
- * as soon as it leaves loopback, which this daemon does not offer there, so it refuses. */
-static int is_loopback(const char *host) {
-  struct in_addr a4;
-  struct in6_addr a6;
-  if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-  if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
-  return 0;
-}
-
-static int is_address(const char *host) {
-  struct in_addr a4;
-  struct in6_addr a6;
-  return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-}
-
 static int check(const aanf_config_t *cfg, const char *src, char *err, size_t errlen) {
   m5_log_level_t lvl;
-  if (!is_address(cfg->listen_host)) {
+  if (!m5_net_is_address(cfg->listen_host)) {
     snprintf(err, errlen, "%s: listen.host: expected an IPv4 or IPv6 address, got '%s'", src,
              cfg->listen_host);
     return M5_EINVAL;
   }
-  if (!is_loopback(cfg->mgmt_host)) {
+  /* The management port has no authentication; the architecture (§3.3) requires mutual TLS
+   * as soon as it leaves loopback, which this daemon does not offer there, so it refuses. */
+  if (!m5_net_is_loopback(cfg->mgmt_host)) {
     snprintf(err, errlen,
              "%s: mgmt.host: '%s' is not a loopback address; the management port has no "
              "authentication, so it may only listen on 127.0.0.0/8 or ::1",

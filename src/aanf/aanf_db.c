@@ -7,20 +7,18 @@
 #include "aanf_db.h"
 
 #include "core/err.h"
+#include "core/fs.h"
+#include "core/jobthread.h"
 #include "core/log.h"
 #include "crypto/codec.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #define DOM "db"
-#define REPLY_RETRY_MS 1
 
 struct aanf_db {
   sqlite3 *conn;
@@ -28,13 +26,7 @@ struct aanf_db {
   sqlite3_stmt *st_insert;
   sqlite3_stmt *st_lookup;
   sqlite3_stmt *st_remove;
-  m5_loop_t *loop;
-  m5_mailbox_t *inbox;
-  pthread_t thread;
-  int started;
-  aanf_db_job_t *retry_head; /* finished jobs whose reply mailbox was full */
-  m5_timer_id_t retry_timer;
-  int stopping;
+  m5_jobthread_t *thread;
 };
 
 static const char schema[] = "CREATE TABLE IF NOT EXISTS akma_ctx ("
@@ -43,36 +35,6 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS akma_ctx ("
                              " kakma BLOB NOT NULL CHECK (length(kakma) = 32),"
                              " registered INTEGER NOT NULL);"
                              "PRAGMA user_version = 1;";
-
-/* A job pointer that is not a job: posted by aanf_db_close() after every real job, so the
- * mailbox's order guarantees the queue is empty when the thread stops. */
-static aanf_db_job_t stop_marker;
-
-static int mkdirs(const char *path, char *err, size_t errlen) {
-  char dir[4096];
-  size_t n = strlen(path);
-  if (n >= sizeof dir) {
-    snprintf(err, errlen, "db.path: '%s' is too long", path);
-    return M5_ERANGE;
-  }
-  memcpy(dir, path, n + 1);
-  char *slash = strrchr(dir, '/');
-  if (!slash || slash == dir) return 0;
-  *slash = '\0';
-  for (char *p = dir + 1;; p++) {
-    if (*p != '/' && *p != '\0') continue;
-    char c = *p;
-    *p = '\0';
-    /* 0700: the directory holds K_AKMA of every subscriber. */
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-      snprintf(err, errlen, "cannot create directory %s for db.path: %s", dir, strerror(errno));
-      return M5_EIO;
-    }
-    *p = c;
-    if (c == '\0') break;
-  }
-  return 0;
-}
 
 static int prepare(aanf_db_t *db, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
   if (sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
@@ -83,17 +45,16 @@ static int prepare(aanf_db_t *db, const char *sql, sqlite3_stmt **st, char *err,
 }
 
 static void db_free(aanf_db_t *db) {
+  m5_jobthread_free(db->thread);
   sqlite3_finalize(db->st_clear);
   sqlite3_finalize(db->st_insert);
   sqlite3_finalize(db->st_lookup);
   sqlite3_finalize(db->st_remove);
   if (db->conn) sqlite3_close(db->conn);
-  if (db->inbox) m5_mailbox_free(db->inbox, NULL);
-  if (db->loop) m5_loop_free(db->loop);
   free(db);
 }
 
-static void on_job(void *msg, void *arg);
+static void run_job(m5_job_t *job, void *ctx);
 
 aanf_db_t *aanf_db_open(const char *path, char *err, size_t errlen) {
   aanf_db_t *db = calloc(1, sizeof *db);
@@ -101,7 +62,8 @@ aanf_db_t *aanf_db_open(const char *path, char *err, size_t errlen) {
     snprintf(err, errlen, "database: out of memory");
     return NULL;
   }
-  if (mkdirs(path, err, errlen) != 0) goto fail;
+  /* 0700: the directory holds K_AKMA of every subscriber. */
+  if (m5_fs_mkdir_parents(path, 0700, "db.path", err, errlen) != 0) goto fail;
   if (sqlite3_open_v2(path, &db->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
       SQLITE_OK) {
     snprintf(err, errlen, "cannot open database %s: %s; check db.path", path,
@@ -126,9 +88,9 @@ aanf_db_t *aanf_db_open(const char *path, char *err, size_t errlen) {
               errlen) ||
       prepare(db, "DELETE FROM akma_ctx WHERE supi = ?1", &db->st_remove, err, errlen))
     goto fail;
-  db->loop = m5_loop_new();
-  if (!db->loop) {
-    snprintf(err, errlen, "database: cannot create its event loop");
+  db->thread = m5_jobthread_new(run_job, db);
+  if (!db->thread) {
+    snprintf(err, errlen, "database: cannot create its thread's event loop");
     goto fail;
   }
   return db;
@@ -209,49 +171,9 @@ static int do_remove(aanf_db_t *db, aanf_db_job_t *job) {
   return rc;
 }
 
-static void maybe_stop(aanf_db_t *db) {
-  if (db->stopping && !db->retry_head) m5_loop_stop(db->loop);
-}
-
-static void reply(aanf_db_t *db, aanf_db_job_t *job);
-
-static void on_retry(m5_loop_t *loop, void *arg) {
-  (void)loop;
-  aanf_db_t *db = arg;
-  aanf_db_job_t *list = db->retry_head;
-  db->retry_head = NULL;
-  db->retry_timer = 0;
-  while (list) {
-    aanf_db_job_t *job = list;
-    list = job->db_next;
-    job->db_next = NULL;
-    reply(db, job);
-  }
-  maybe_stop(db);
-}
-
-/* The submitter bounds its outstanding jobs by its reply mailbox's capacity, so a full reply
- * mailbox is transient; the job is never dropped, since its owner is waiting for it, but
- * parked and posted again shortly. */
-static void reply(aanf_db_t *db, aanf_db_job_t *job) {
-  if (m5_mailbox_post(job->reply, job) == 0) return;
-  job->db_next = db->retry_head;
-  db->retry_head = job;
-  if (!db->retry_timer) {
-    db->retry_timer = m5_loop_timer_add(db->loop, REPLY_RETRY_MS, on_retry, db);
-    if (!db->retry_timer) M5_LOGE(DOM, "cannot arm the reply retry timer; retrying later");
-  }
-}
-
-static void on_job(void *msg, void *arg) {
-  aanf_db_t *db = arg;
-  aanf_db_job_t *job = msg;
-  if (job == &stop_marker) {
-    db->stopping = 1;
-    maybe_stop(db);
-    return;
-  }
-  if (db->retry_head && !db->retry_timer) on_retry(db->loop, db);
+static void run_job(m5_job_t *base, void *ctx) {
+  aanf_db_t *db = ctx;
+  aanf_db_job_t *job = (aanf_db_job_t *)base;
   switch (job->op) {
   case AANF_DB_REGISTER:
     job->status = do_register(db, job);
@@ -266,38 +188,17 @@ static void on_job(void *msg, void *arg) {
     job->status = M5_EINVAL;
     break;
   }
-  reply(db, job);
-}
-
-static void *db_main(void *arg) {
-  aanf_db_t *db = arg;
-  int rc = m5_loop_run(db->loop);
-  if (rc != 0) M5_LOGE(DOM, "database loop failed: %s", m5_strerror(rc));
-  return NULL;
 }
 
 int aanf_db_start(aanf_db_t *db, size_t queue_cap) {
-  db->inbox = m5_mailbox_new(db->loop, queue_cap, on_job, db);
-  if (!db->inbox) return M5_ENOMEM;
-  if (pthread_create(&db->thread, NULL, db_main, db) != 0) return M5_EIO;
-  db->started = 1;
-  return 0;
+  return m5_jobthread_start(db->thread, queue_cap);
 }
 
 int aanf_db_submit(aanf_db_t *db, aanf_db_job_t *job) {
-  return m5_mailbox_post(db->inbox, job);
+  return m5_jobthread_submit(db->thread, &job->base);
 }
 
 void aanf_db_close(aanf_db_t *db) {
   if (!db) return;
-  if (db->started) {
-    int rc;
-    while ((rc = m5_mailbox_post(db->inbox, &stop_marker)) == M5_EFULL) {
-      struct timespec ts = {0, 1000000};
-      nanosleep(&ts, NULL);
-    }
-    if (rc != 0) m5_loop_stop(db->loop);
-    pthread_join(db->thread, NULL);
-  }
   db_free(db);
 }

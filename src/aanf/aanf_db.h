@@ -8,7 +8,7 @@
 #define M5_AANF_DB_H
 
 #include "aanf_msg.h"
-#include "core/loop.h"
+#include "core/jobthread.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -22,14 +22,13 @@ typedef enum {
 } aanf_db_op_t;
 
 typedef struct aanf_db_job {
+  m5_job_t base; /* first: base.reply is the submitter's mailbox, which gets the job back */
   aanf_db_op_t op;
   int status;                   /* set by the DB thread: 0, M5_ENOENT or M5_EIO */
   char supi[AANF_IMSI_MAX + 1]; /* IMSI digits */
   char akid[M5_AKMA_AKID_MAX + 1];
   uint8_t kakma[M5_AKMA_KEY_LEN]; /* secret: the submitter wipes it when done */
-  m5_mailbox_t *reply;            /* the finished job is posted here (the submitter's loop) */
   void *arg;                      /* the submitter's own context */
-  struct aanf_db_job *db_next;    /* private to the DB thread */
 } aanf_db_job_t;
 
 /* Opens (creating the directory, the file and the schema) on the calling thread, so start-up

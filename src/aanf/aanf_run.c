@@ -8,11 +8,9 @@
 #include "aanf_api.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "http/server.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -20,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #define DOM "aanf"
 #define DRAIN_MS 3000     /* connections still open after this are closed; exit stays < 5 s */
@@ -150,33 +147,13 @@ static int worker_setup(run_t *run, worker_t *w, const aanf_config_t *cfg, SSL_C
   return 0;
 }
 
-/* The workers bind with SO_REUSEPORT, which would also let a second m5-aanf (same user) share
- * the port and silently take part of the traffic with its own database. A bind without
- * SO_REUSEPORT fails while anyone listens there, so it tells the operator first. */
+/* Refuses to start next to another process on our ports (see m5_net_probe_port). */
 static int probe_port(const char *keys, const char *host, int64_t port) {
-  struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
-  struct sockaddr *sa = (struct sockaddr *)&a4;
-  socklen_t len = sizeof a4;
-  if (inet_pton(AF_INET, host, &a4.sin_addr) != 1) {
-    if (inet_pton(AF_INET6, host, &a6.sin6_addr) != 1) return 0; /* the server reports it */
-    sa = (struct sockaddr *)&a6;
-    len = sizeof a6;
-  }
-  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no conflict */
-  int rc = bind(fd, sa, len) == 0 ? 0 : errno;
-  close(fd);
-  if (rc == EADDRINUSE) {
-    fprintf(stderr,
-            "m5-aanf: %s: %s:%lld is already in use (another m5-aanf running?); stop it "
-            "or choose another port\n",
-            keys, host, (long long)port);
-    return M5_EIO;
-  }
-  return 0;
+  char err[160];
+  if (m5_net_probe_port(host, (uint16_t)port, SOCK_STREAM, err, sizeof err) == 0) return 0;
+  fprintf(stderr, "m5-aanf: %s: %s (another m5-aanf running?); stop it or choose another port\n",
+          keys, err);
+  return M5_EIO;
 }
 
 static void worker_teardown(worker_t *w) {

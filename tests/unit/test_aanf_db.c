@@ -34,7 +34,7 @@ static void on_reply(void *msg, void *arg) {
 
 /* Submits one job and runs this thread's loop until the DB thread hands it back. */
 static int run_job(fixture_t *f, aanf_db_t *db, aanf_db_job_t *job) {
-  job->reply = f->replies;
+  job->base.reply = f->replies;
   f->done = NULL;
   assert_int_equal(aanf_db_submit(db, job), 0);
   assert_int_equal(m5_loop_run(f->loop), 0);

@@ -1,0 +1,124 @@
+/* Job thread (see jobthread.h): an m5_loop of its own whose inbox mailbox carries the jobs. */
+#include "jobthread.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define DOM "core"
+#define REPLY_RETRY_MS 1
+
+struct m5_jobthread {
+  void (*run)(m5_job_t *job, void *ctx);
+  void *ctx;
+  m5_loop_t *loop;
+  m5_mailbox_t *inbox;
+  pthread_t thread;
+  int started;
+  m5_job_t *retry_head; /* finished jobs whose reply mailbox was full */
+  m5_timer_id_t retry_timer;
+  int stopping;
+};
+
+/* A job pointer that is not a job: posted by m5_jobthread_free() after every real job, so
+ * the mailbox's order guarantees the queue is empty when the thread stops. */
+static m5_job_t stop_marker;
+
+m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx) {
+  m5_jobthread_t *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->run = run;
+  t->ctx = ctx;
+  t->loop = m5_loop_new();
+  if (!t->loop) {
+    free(t);
+    return NULL;
+  }
+  return t;
+}
+
+static void maybe_stop(m5_jobthread_t *t) {
+  if (t->stopping && !t->retry_head) m5_loop_stop(t->loop);
+}
+
+static void reply(m5_jobthread_t *t, m5_job_t *job);
+
+static void on_retry(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  m5_jobthread_t *t = arg;
+  m5_job_t *list = t->retry_head;
+  t->retry_head = NULL;
+  t->retry_timer = 0;
+  while (list) {
+    m5_job_t *job = list;
+    list = job->next;
+    job->next = NULL;
+    reply(t, job);
+  }
+  maybe_stop(t);
+}
+
+static void reply(m5_jobthread_t *t, m5_job_t *job) {
+  if (m5_mailbox_post(job->reply, job) == 0) return;
+  job->next = t->retry_head;
+  t->retry_head = job;
+  if (!t->retry_timer) {
+    t->retry_timer = m5_loop_timer_add(t->loop, REPLY_RETRY_MS, on_retry, t);
+    if (!t->retry_timer) M5_LOGE(DOM, "cannot arm the job reply retry timer; retrying later");
+  }
+}
+
+static void on_job(void *msg, void *arg) {
+  m5_jobthread_t *t = arg;
+  m5_job_t *job = msg;
+  if (job == &stop_marker) {
+    t->stopping = 1;
+    maybe_stop(t);
+    return;
+  }
+  /* A retry timer that could not be armed: every new job is another chance. */
+  if (t->retry_head && !t->retry_timer) on_retry(t->loop, t);
+  t->run(job, t->ctx);
+  reply(t, job);
+}
+
+static void *thread_main(void *arg) {
+  m5_jobthread_t *t = arg;
+  int rc = m5_loop_run(t->loop);
+  if (rc != 0) M5_LOGE(DOM, "job thread loop failed: %s", m5_strerror(rc));
+  return NULL;
+}
+
+int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap) {
+  if (t->started) return M5_EEXIST;
+  t->inbox = m5_mailbox_new(t->loop, queue_cap, on_job, t);
+  if (!t->inbox) return M5_ENOMEM;
+  if (pthread_create(&t->thread, NULL, thread_main, t) != 0) return M5_EIO;
+  t->started = 1;
+  return 0;
+}
+
+int m5_jobthread_submit(m5_jobthread_t *t, m5_job_t *job) {
+  if (!t->started) return M5_ECLOSED;
+  job->next = NULL;
+  return m5_mailbox_post(t->inbox, job);
+}
+
+void m5_jobthread_free(m5_jobthread_t *t) {
+  if (!t) return;
+  if (t->started) {
+    int rc;
+    while ((rc = m5_mailbox_post(t->inbox, &stop_marker)) == M5_EFULL) {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+    if (rc != 0) m5_loop_stop(t->loop);
+    pthread_join(t->thread, NULL);
+  }
+  if (t->inbox) m5_mailbox_free(t->inbox, NULL);
+  m5_loop_free(t->loop);
+  free(t);
+}

@@ -1,0 +1,35 @@
+/* A thread that serves jobs from other threads' loops, one at a time, in submission order:
+ * the home of a blocking resource such as a SQLite connection (architecture §6: no worker
+ * ever waits for the disk). A worker fills a job (an m5_job_t as its first member, naming
+ * the worker's reply mailbox), submits it, and gets the same pointer back, finished, through
+ * that mailbox on its own loop.
+ *
+ * A finished job is never dropped, since its owner waits for it: if the reply mailbox is
+ * full, the job is parked and posted again about a millisecond later. Owners keep that
+ * transient by bounding their outstanding jobs by their reply mailbox's capacity. */
+#ifndef M5_CORE_JOBTHREAD_H
+#define M5_CORE_JOBTHREAD_H
+
+#include "loop.h"
+
+#include <stddef.h>
+
+typedef struct m5_job {
+  m5_mailbox_t *reply; /* set by the submitter; the finished job is posted here */
+  struct m5_job *next; /* private to the job thread */
+} m5_job_t;
+
+typedef struct m5_jobthread m5_jobthread_t;
+
+/* run(job, ctx) executes each job on the thread (it may block: that is the point). */
+m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx);
+/* Starts the thread; queue_cap bounds the jobs waiting for it. */
+int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap);
+/* From any thread. M5_EFULL when the queue is full (the caller keeps the job), M5_ECLOSED
+ * before start. */
+int m5_jobthread_submit(m5_jobthread_t *t, m5_job_t *job);
+/* Runs the jobs still queued, delivers every reply, stops and joins the thread, frees. Submit
+ * nothing afterwards; the reply mailboxes must still exist. NULL is ignored. */
+void m5_jobthread_free(m5_jobthread_t *t);
+
+#endif

@@ -1,0 +1,49 @@
+/* Address checks and the start-up port probe (see net.h). */
+#include "net.h"
+
+#include "err.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int m5_net_is_address(const char *host) {
+  struct in_addr a4;
+  struct in6_addr a6;
+  return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+int m5_net_is_loopback(const char *host) {
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+  return 0;
+}
+
+int m5_net_probe_port(const char *host, uint16_t port, int socktype, char *err, size_t errlen) {
+  struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+  struct sockaddr *sa = (struct sockaddr *)&a4;
+  socklen_t len = sizeof a4;
+  if (inet_pton(AF_INET, host, &a4.sin_addr) != 1) {
+    if (inet_pton(AF_INET6, host, &a6.sin6_addr) != 1) return 0;
+    sa = (struct sockaddr *)&a6;
+    len = sizeof a6;
+  }
+  int fd = socket(sa->sa_family, socktype | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  /* TCP: a connection in TIME_WAIT is no conflict. Not on UDP, where SO_REUSEADDR on both
+   * sockets would let them share the port and hide the very conflict sought. */
+  int one = 1;
+  if (socktype == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int rc = bind(fd, sa, len) == 0 ? 0 : errno;
+  close(fd);
+  if (rc != EADDRINUSE) return 0;
+  snprintf(err, errlen, "%s:%u/%s is already in use", host, (unsigned)port,
+           socktype == SOCK_DGRAM ? "udp" : "tcp");
+  return M5_EEXIST;
+}
