@@ -1,0 +1,587 @@
+/* MSGin5G-1 body codec (architecture §3.1; member names from TS 29.538 cl. 6.1.6, DateTime
+ * from TS 29.571 = RFC 3339 date-time, payload base64 per RFC 4648 §4).
+ *
+ * One table row per member says its JSON name, its kind, where it lives in m5_msg_t and for
+ * which message types it is mandatory or optional; parsing and encoding both walk that table,
+ * so renaming a member (TS 24.538 cl. 7 alignment) is a one-line change. */
+#include "msg/msg.h"
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T(x) (1u << (x))
+
+static const char *const type_names[] = {
+    [M5_MSG_REG] = "REG",
+    [M5_MSG_DEREG] = "DEREG",
+    [M5_MSG_MSG] = "MSG",
+    [M5_MSG_MSGRESP] = "MSGRESP",
+    [M5_MSG_IMDN] = "IMDN",
+    [M5_MSG_SEGREC] = "SEGREC",
+    [M5_MSG_SEGCONFIR] = "SEGCONFIR",
+    [M5_MSG_TOPICSUB] = "TOPICSUB",
+    [M5_MSG_TOPICUNSUB] = "TOPICUNSUB",
+};
+#define N_TYPES (sizeof type_names / sizeof type_names[0])
+
+static const char *const prio_names[] = {"LOW", "MIDDLE", "HIGH"};
+
+typedef enum {
+  K_SVC_ID,  /* char[]: m5_msg_svc_id_valid */
+  K_MSG_ID,  /* char[]: m5_msg_id_valid */
+  K_TEXT,    /* char[]: 1..cap-1 bytes, no control characters */
+  K_ADDR,    /* m5_msg_addr_t: {addrType, addr} */
+  K_B64,     /* payload / payload_len */
+  K_BOOL,    /* bool, omitted when false */
+  K_PRIO,    /* m5_msg_prio_t, omitted when MIDDLE */
+  K_TIME,    /* int64_t Unix seconds as RFC 3339, omitted when 0 */
+  K_SAF,     /* stoAndFwParams {exprTime} -> expr_time */
+  K_OBJECT,  /* char *: the member's object as compact JSON text */
+  K_CHECKED, /* not kept in m5_msg_t: only its JSON type is checked */
+} kind_t;
+
+typedef struct {
+  const char *name;
+  kind_t kind;
+  size_t off;         /* into m5_msg_t */
+  size_t cap;         /* char[] size */
+  unsigned mandatory; /* T(type) bits */
+  unsigned optional;
+  json_type jtype; /* K_CHECKED only */
+} member_t;
+
+#define F(field) offsetof(m5_msg_t, field), sizeof(((m5_msg_t *)0)->field)
+#define ADDRESSED (T(M5_MSG_MSG) | T(M5_MSG_IMDN))
+#define SEG (T(M5_MSG_SEGREC) | T(M5_MSG_SEGCONFIR))
+#define TOPIC (T(M5_MSG_TOPICSUB) | T(M5_MSG_TOPICUNSUB))
+
+static const member_t members[] = {
+    {"ueSvcId", K_SVC_ID, F(ue_svc_id), T(M5_MSG_REG) | T(M5_MSG_DEREG), 0, 0},
+    {"clientProfile", K_OBJECT, F(client_profile_json), 0, T(M5_MSG_REG), 0},
+    {"expiry", K_TIME, F(expiry), 0, T(M5_MSG_REG), 0},
+    {"oriAddr", K_ADDR, F(ori), ADDRESSED, T(M5_MSG_MSGRESP), 0},
+    {"destAddr", K_ADDR, F(dest), ADDRESSED, 0, 0},
+    {"msgId", K_MSG_ID, F(msg_id), ADDRESSED | T(M5_MSG_MSGRESP), 0, 0},
+    {"appId", K_TEXT, F(app_id), 0, T(M5_MSG_MSG), 0},
+    {"delivStReqInd", K_BOOL, F(deliv_st_req), 0, T(M5_MSG_MSG), 0},
+    {"payload", K_B64, F(payload), T(M5_MSG_MSG), 0, 0},
+    {"priority", K_PRIO, F(prio), 0, T(M5_MSG_MSG), 0},
+    {"stoAndFwInd", K_BOOL, F(sto_fwd), 0, T(M5_MSG_MSG), 0},
+    {"stoAndFwParams", K_SAF, F(expr_time), 0, T(M5_MSG_MSG), 0},
+    {"delivSt", K_TEXT, F(deliv_st), T(M5_MSG_IMDN), 0, 0},
+    {"status", K_TEXT, F(status), 0, T(M5_MSG_MSGRESP), 0},
+    {"failureCause", K_TEXT, F(failure_cause), 0, T(M5_MSG_MSGRESP) | T(M5_MSG_IMDN), 0},
+    {"segInd", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_TRUE},
+    {"segParams", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_OBJECT},
+    {"segId", K_CHECKED, 0, 0, SEG, 0, JSON_STRING},
+    {"segNumb", K_CHECKED, 0, 0, 0, SEG, JSON_ARRAY},
+    {"msgTopics", K_CHECKED, 0, 0, TOPIC, 0, JSON_ARRAY},
+};
+#define N_MEMBERS (sizeof members / sizeof members[0])
+
+/* ---- validators ---- */
+
+bool m5_msg_id_valid(const char *id) {
+  size_t n = 0;
+  for (; id[n]; n++) {
+    char c = id[n];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == ':' || c == '-'))
+      return false;
+    if (n >= M5_MSG_ID_MAX) return false;
+  }
+  return n > 0;
+}
+
+bool m5_msg_svc_id_valid(const char *id) {
+  size_t n = 0;
+  for (; id[n]; n++) {
+    unsigned char c = (unsigned char)id[n];
+    if (c < 0x21 || c > 0x7e || n >= M5_MSG_ADDR_MAX) return false;
+  }
+  return n > 0;
+}
+
+/* 1..max bytes without control characters (the text came through jansson: valid UTF-8). */
+static bool text_valid(const char *s, size_t max) {
+  size_t n = 0;
+  for (; s[n]; n++) {
+    unsigned char c = (unsigned char)s[n];
+    if (c < 0x20 || c == 0x7f || n >= max) return false;
+  }
+  return n > 0;
+}
+
+const char *m5_msg_type_name(m5_msg_type_t t) {
+  return (size_t)t < N_TYPES ? type_names[t] : "?";
+}
+
+const char *m5_msg_prio_name(m5_msg_prio_t p) {
+  return (size_t)p < sizeof prio_names / sizeof prio_names[0] ? prio_names[p] : "?";
+}
+
+/* ---- base64, RFC 4648 §4: the standard alphabet with padding, nothing else accepted ---- */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+/* Strict: length a multiple of 4, '=' only as the last one or two characters, and the unused
+ * bits before the padding zero (RFC 4648 §3.5), so every accepted text has one encoding. */
+static int b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
+  *out = NULL;
+  *outn = 0;
+  if (len % 4) return M5_EINVAL;
+  size_t pad = 0;
+  if (len && in[len - 1] == '=') pad = in[len - 2] == '=' ? 2 : 1;
+  size_t n = len / 4 * 3 - pad;
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) return M5_ENOMEM;
+  size_t o = 0;
+  for (size_t i = 0; i < len; i += 4) {
+    int v[4];
+    bool last = i + 4 == len;
+    for (size_t j = 0; j < 4; j++) {
+      if (last && j >= 4 - pad) {
+        v[j] = 0;
+        continue;
+      }
+      if ((v[j] = b64_value((unsigned char)in[i + j])) < 0) goto bad;
+    }
+    uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+    if (last && ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))) goto bad;
+    buf[o++] = (uint8_t)(w >> 16);
+    if (o < n) buf[o++] = (uint8_t)(w >> 8);
+    if (o < n) buf[o++] = (uint8_t)w;
+  }
+  *out = buf;
+  *outn = n;
+  return 0;
+bad:
+  free(buf);
+  return M5_EINVAL;
+}
+
+static char *b64_encode(const uint8_t *in, size_t n) {
+  if (n > (SIZE_MAX - 1) / 4 * 3 - 3) return NULL;
+  char *out = malloc((n + 2) / 3 * 4 + 1);
+  if (!out) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t w = (uint32_t)in[i] << 16;
+    if (i + 1 < n) w |= (uint32_t)in[i + 1] << 8;
+    if (i + 2 < n) w |= in[i + 2];
+    out[o++] = b64_alphabet[w >> 18 & 63];
+    out[o++] = b64_alphabet[w >> 12 & 63];
+    out[o++] = i + 1 < n ? b64_alphabet[w >> 6 & 63] : '=';
+    out[o++] = i + 2 < n ? b64_alphabet[w & 63] : '=';
+  }
+  out[o] = '\0';
+  return out;
+}
+
+/* ---- RFC 3339 date-time <-> Unix seconds (proleptic Gregorian, no time_t or TZ involved) ---- */
+
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  int64_t yoe = y - era * 400;
+  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int64_t *m, int64_t *d) {
+  z += 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* Reads exactly n digits. */
+static bool digits(const char **p, int n, int64_t *out) {
+  int64_t v = 0;
+  for (int i = 0; i < n; i++) {
+    char c = (*p)[i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *p += n;
+  *out = v;
+  return true;
+}
+
+/* "2025-06-01T12:00:00Z", "2025-06-01t12:00:00.250+02:00": fractions are truncated, a leap
+ * second counts as the next second. */
+static int time_parse(const char *s, int64_t *out) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const char *p = s;
+  int64_t y, mo, d, h, mi, sec, oh = 0, om = 0;
+  if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' ||
+      !digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+    return M5_EINVAL;
+  p++;
+  if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
+      !digits(&p, 2, &sec))
+    return M5_EINVAL;
+  if (*p == '.') {
+    if (p[1] < '0' || p[1] > '9') return M5_EINVAL;
+    for (p++; *p >= '0' && *p <= '9'; p++) {
+    }
+  }
+  int sign = 0;
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    sign = *p++ == '+' ? 1 : -1;
+    if (!digits(&p, 2, &oh) || *p++ != ':' || !digits(&p, 2, &om) || oh > 23 || om > 59)
+      return M5_EINVAL;
+  } else {
+    return M5_EINVAL;
+  }
+  if (*p) return M5_EINVAL;
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) || h > 23 ||
+      mi > 59 || sec > 60)
+    return M5_EINVAL;
+  int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+  *out = t - sign * (oh * 3600 + om * 60);
+  return 0;
+}
+
+static int time_format(int64_t t, char out[32]) {
+  if (t <= 0 || t > 253402300799) return M5_ERANGE; /* 9999-12-31T23:59:59Z */
+  int64_t days = t / 86400, rem = t % 86400, y, m, d;
+  civil_from_days(days, &y, &m, &d);
+  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d, (int)(rem / 3600),
+           (int)(rem / 60 % 60), (int)(rem % 60));
+  return 0;
+}
+
+/* ---- parsing ---- */
+
+__attribute__((format(printf, 3, 4))) static int fail(char *diag, size_t diag_len, const char *fmt,
+                                                      ...) {
+  if (diag && diag_len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(diag, diag_len, fmt, ap);
+    va_end(ap);
+  }
+  return M5_EINVAL;
+}
+
+static const char *json_type_word(json_type t) {
+  switch (t) {
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "an array";
+  case JSON_STRING:
+    return "a string";
+  case JSON_TRUE:
+  case JSON_FALSE:
+    return "a boolean";
+  default:
+    return "a number";
+  }
+}
+
+/* Copies a string member into a char[cap] after the kind's check. */
+static int get_text(json_t *v, const char *name, kind_t kind, char *dst, size_t cap, char *diag,
+                    size_t dl) {
+  if (!json_is_string(v)) return fail(diag, dl, "%s: expected a string", name);
+  const char *s = json_string_value(v);
+  bool ok;
+  const char *what;
+  switch (kind) {
+  case K_MSG_ID:
+    ok = m5_msg_id_valid(s);
+    what = "expected 1-64 characters of A-Z a-z 0-9 . _ : -";
+    break;
+  case K_SVC_ID:
+    ok = m5_msg_svc_id_valid(s);
+    what = "expected 1-128 printable characters without spaces";
+    break;
+  default:
+    ok = text_valid(s, cap - 1);
+    what = NULL;
+    break;
+  }
+  if (!ok) {
+    if (what) return fail(diag, dl, "%s: %s", name, what);
+    return fail(diag, dl, "%s: expected 1-%zu characters without control characters", name,
+                cap - 1);
+  }
+  strcpy(dst, s);
+  return 0;
+}
+
+static int get_addr(json_t *v, const char *name, m5_msg_addr_t *a, char *diag, size_t dl) {
+  if (!json_is_object(v)) return fail(diag, dl, "%s: expected an object", name);
+  json_t *t = json_object_get(v, "addrType"), *x = json_object_get(v, "addr");
+  char sub[64];
+  if (!t) return fail(diag, dl, "%s.addrType: missing", name);
+  snprintf(sub, sizeof sub, "%s.addrType", name);
+  if (!json_is_string(t)) return fail(diag, dl, "%s: expected a string", sub);
+  /* Open enum: any word is kept, as long as it fits. */
+  if (!m5_msg_svc_id_valid(json_string_value(t)) || json_string_length(t) >= sizeof a->type)
+    return fail(diag, dl, "%s: expected a word of 1-%zu characters such as UE or AS", sub,
+                sizeof a->type - 1);
+  strcpy(a->type, json_string_value(t));
+  if (!x) return fail(diag, dl, "%s.addr: missing", name);
+  snprintf(sub, sizeof sub, "%s.addr", name);
+  return get_text(x, sub, K_SVC_ID, a->addr, sizeof a->addr, diag, dl);
+}
+
+static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, size_t dl) {
+  char *field = (char *)m + mb->off;
+  switch (mb->kind) {
+  case K_SVC_ID:
+  case K_MSG_ID:
+  case K_TEXT:
+    return get_text(v, mb->name, mb->kind, field, mb->cap, diag, dl);
+  case K_ADDR:
+    return get_addr(v, mb->name, (m5_msg_addr_t *)(void *)field, diag, dl);
+  case K_B64: {
+    if (!json_is_string(v)) return fail(diag, dl, "%s: expected a string", mb->name);
+    int rc = b64_decode(json_string_value(v), json_string_length(v), &m->payload, &m->payload_len);
+    if (rc == M5_ENOMEM) return rc;
+    if (rc) return fail(diag, dl, "%s: not base64 (RFC 4648 §4, with padding)", mb->name);
+    return 0;
+  }
+  case K_BOOL:
+    if (!json_is_boolean(v)) return fail(diag, dl, "%s: expected true or false", mb->name);
+    *(bool *)(void *)field = json_is_true(v);
+    return 0;
+  case K_PRIO: {
+    if (!json_is_string(v)) return fail(diag, dl, "%s: expected a string", mb->name);
+    const char *s = json_string_value(v);
+    /* Open enum: a value we do not know is accepted and handled as the default. */
+    m->prio = M5_PRIO_MIDDLE;
+    for (size_t i = 0; i < sizeof prio_names / sizeof prio_names[0]; i++)
+      if (!strcmp(s, prio_names[i])) m->prio = (m5_msg_prio_t)i;
+    return 0;
+  }
+  case K_TIME: {
+    int64_t t;
+    if (!json_is_string(v) || time_parse(json_string_value(v), &t) || t <= 0)
+      return fail(diag, dl, "%s: expected an RFC 3339 date-time after 1970", mb->name);
+    *(int64_t *)(void *)field = t;
+    return 0;
+  }
+  case K_SAF: {
+    if (!json_is_object(v)) return fail(diag, dl, "%s: expected an object", mb->name);
+    json_t *e = json_object_get(v, "exprTime");
+    int64_t t;
+    if (e && (!json_is_string(e) || time_parse(json_string_value(e), &t) || t <= 0))
+      return fail(diag, dl, "%s.exprTime: expected an RFC 3339 date-time after 1970", mb->name);
+    if (e) m->expr_time = t;
+    return 0;
+  }
+  case K_OBJECT: {
+    if (!json_is_object(v)) return fail(diag, dl, "%s: expected an object", mb->name);
+    char *text = json_dumps(v, JSON_COMPACT);
+    if (!text) return M5_ENOMEM;
+    *(char **)(void *)field = text;
+    return 0;
+  }
+  case K_CHECKED:
+    if (mb->jtype == JSON_TRUE ? !json_is_boolean(v) : json_typeof(v) != mb->jtype)
+      return fail(diag, dl, "%s: expected %s", mb->name, json_type_word(mb->jtype));
+    return 0;
+  }
+  return M5_EINVAL;
+}
+
+/* jansson reports a duplicate as "duplicate object key near '\"msgId\"'" (2.14): name the key. */
+static int duplicate_diag(const json_error_t *e, char *diag, size_t dl) {
+  const char *q = strstr(e->text, "near '\"");
+  if (q) {
+    q += 7;
+    size_t n = strcspn(q, "\"");
+    return fail(diag, dl, "body: duplicate key '%.*s'", (int)(n > 64 ? 64 : n), q);
+  }
+  return fail(diag, dl, "body: duplicate key");
+}
+
+int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
+  memset(out, 0, sizeof *out);
+  out->prio = M5_PRIO_MIDDLE;
+  if (diag && diag_len) diag[0] = '\0';
+  if (!body || !len) return fail(diag, diag_len, "body: empty");
+  json_error_t err;
+  json_t *root =
+      json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+  if (!root) {
+    if (json_error_code(&err) == json_error_duplicate_key)
+      return duplicate_diag(&err, diag, diag_len);
+    return fail(diag, diag_len, "body: not JSON (%s at offset %d)", err.text, err.position);
+  }
+  int rc;
+  if (!json_is_object(root)) {
+    rc = fail(diag, diag_len, "body: not a JSON object");
+    goto out;
+  }
+  json_t *t = json_object_get(root, "msgType");
+  if (!t) {
+    rc = fail(diag, diag_len, "msgType: missing");
+    goto out;
+  }
+  if (!json_is_string(t)) {
+    rc = fail(diag, diag_len, "msgType: expected a string");
+    goto out;
+  }
+  size_t ti = 0;
+  while (ti < N_TYPES && strcmp(type_names[ti], json_string_value(t)))
+    ti++;
+  if (ti == N_TYPES) {
+    rc = fail(diag, diag_len, "msgType: unknown value '%.32s'", json_string_value(t));
+    goto out;
+  }
+  out->type = (m5_msg_type_t)ti;
+  for (size_t i = 0; i < N_MEMBERS; i++) {
+    const member_t *mb = &members[i];
+    if (!((mb->mandatory | mb->optional) & T(ti))) continue;
+    json_t *v = json_object_get(root, mb->name);
+    if (!v) {
+      if (mb->mandatory & T(ti)) {
+        rc = fail(diag, diag_len, "%s: missing", mb->name);
+        goto out;
+      }
+      continue;
+    }
+    if ((rc = get_member(mb, v, out, diag, diag_len))) goto out;
+  }
+  rc = 0;
+out:
+  json_decref(root);
+  if (rc) m5_msg_free(out);
+  return rc;
+}
+
+void m5_msg_free(m5_msg_t *m) {
+  if (!m) return;
+  free(m->payload);
+  m->payload = NULL;
+  m->payload_len = 0;
+  free(m->client_profile_json);
+  m->client_profile_json = NULL;
+}
+
+/* ---- encoding ---- */
+
+static int set(json_t *o, const char *name, json_t *v) {
+  return v && !json_object_set_new(o, name, v) ? 0 : M5_ENOMEM;
+}
+
+static json_t *time_json(int64_t t) {
+  char buf[32];
+  return time_format(t, buf) ? NULL : json_string(buf);
+}
+
+/* Adds one member if m carries it; M5_EINVAL when a mandatory one is unusable. */
+static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, json_t *o) {
+  const char *field = (const char *)m + mb->off;
+  switch (mb->kind) {
+  case K_SVC_ID:
+  case K_MSG_ID:
+  case K_TEXT:
+    if (!field[0]) return mand ? M5_EINVAL : 0;
+    if (mb->kind == K_SVC_ID   ? !m5_msg_svc_id_valid(field)
+        : mb->kind == K_MSG_ID ? !m5_msg_id_valid(field)
+                               : !text_valid(field, mb->cap - 1))
+      return M5_EINVAL;
+    return set(o, mb->name, json_string(field));
+  case K_ADDR: {
+    const m5_msg_addr_t *a = (const m5_msg_addr_t *)(const void *)field;
+    if (!a->type[0] && !a->addr[0]) return mand ? M5_EINVAL : 0;
+    if (!m5_msg_svc_id_valid(a->type) || strlen(a->type) >= sizeof a->type ||
+        !m5_msg_svc_id_valid(a->addr))
+      return M5_EINVAL;
+    json_t *v = json_pack("{s:s, s:s}", "addrType", a->type, "addr", a->addr);
+    return set(o, mb->name, v);
+  }
+  case K_B64: {
+    if (!m->payload && m->payload_len) return M5_EINVAL;
+    char *text = b64_encode(m->payload, m->payload_len);
+    if (!text) return M5_ENOMEM;
+    int rc = set(o, mb->name, json_string(text));
+    free(text);
+    return rc;
+  }
+  case K_BOOL:
+    return *(const bool *)(const void *)field ? set(o, mb->name, json_true()) : 0;
+  case K_PRIO:
+    if (m->prio == M5_PRIO_MIDDLE) return 0;
+    if ((size_t)m->prio >= sizeof prio_names / sizeof prio_names[0]) return M5_EINVAL;
+    return set(o, mb->name, json_string(prio_names[m->prio]));
+  case K_TIME: {
+    int64_t t = *(const int64_t *)(const void *)field;
+    if (!t) return 0;
+    json_t *v = time_json(t);
+    return v ? set(o, mb->name, v) : M5_EINVAL;
+  }
+  case K_SAF: {
+    if (!m->expr_time) return 0;
+    json_t *v = time_json(m->expr_time);
+    if (!v) return M5_EINVAL;
+    return set(o, mb->name, json_pack("{s:o}", "exprTime", v));
+  }
+  case K_OBJECT: {
+    const char *text = *(char *const *)(const void *)field;
+    if (!text) return 0;
+    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(v)) {
+      json_decref(v);
+      return M5_EINVAL;
+    }
+    return set(o, mb->name, v);
+  }
+  case K_CHECKED:
+    /* Not represented in m5_msg_t: a type that needs it cannot be encoded. */
+    return mand ? M5_EINVAL : 0;
+  }
+  return M5_EINVAL;
+}
+
+int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len) {
+  *out = NULL;
+  if (len) *len = 0;
+  if ((size_t)m->type >= N_TYPES) return M5_EINVAL;
+  json_t *o = json_object();
+  if (!o) return M5_ENOMEM;
+  int rc = set(o, "msgType", json_string(type_names[m->type]));
+  for (size_t i = 0; !rc && i < N_MEMBERS; i++) {
+    const member_t *mb = &members[i];
+    if ((mb->mandatory | mb->optional) & T(m->type))
+      rc = put_member(mb, m, mb->mandatory & T(m->type), o);
+  }
+  if (!rc) {
+    *out = json_dumps(o, JSON_COMPACT);
+    if (!*out)
+      rc = M5_ENOMEM;
+    else if (len)
+      *len = strlen(*out);
+  }
+  json_decref(o);
+  return rc;
+}

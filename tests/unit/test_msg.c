@@ -1,0 +1,481 @@
+/* Unit tests for the MSGin5G-1 body codec (msg/msg.h, architecture §3.1): round trips of every
+ * type, the diagnostics naming each missing or mistyped IE, strict base64 and RFC 3339, the
+ * validators, and what must be tolerated (unknown members, open enum values). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "msg/msg.h"
+
+static int parse(const char *text, m5_msg_t *m, char *diag, size_t dl) {
+  return m5_msg_parse((const uint8_t *)text, strlen(text), m, diag, dl);
+}
+
+/* Parses text, expects M5_EINVAL with exactly this diagnostic. */
+static void expect_diag(const char *text, const char *want) {
+  m5_msg_t m;
+  char diag[256];
+  int rc = parse(text, &m, diag, sizeof diag);
+  if (rc != M5_EINVAL || strcmp(diag, want)) {
+    print_error("body %s: rc %d diag '%s', want '%s'\n", text, rc, diag, want);
+    fail();
+  }
+  assert_null(m.payload);
+  assert_null(m.client_profile_json);
+}
+
+static void set_addr(m5_msg_addr_t *a, const char *type, const char *addr) {
+  snprintf(a->type, sizeof a->type, "%s", type);
+  snprintf(a->addr, sizeof a->addr, "%s", addr);
+}
+
+/* Encodes m, parses the text back and compares every member the type carries. */
+static void round_trip(const m5_msg_t *m, const char *want_text) {
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(m5_msg_encode(m, &text, &len), M5_OK);
+  assert_non_null(text);
+  assert_int_equal(len, strlen(text));
+  if (want_text) assert_string_equal(text, want_text);
+  m5_msg_t back;
+  char diag[128];
+  int rc = parse(text, &back, diag, sizeof diag);
+  if (rc) print_error("%s: %s\n", text, diag);
+  assert_int_equal(rc, M5_OK);
+  assert_int_equal(back.type, m->type);
+  assert_string_equal(back.ue_svc_id, m->ue_svc_id);
+  assert_string_equal(back.ori.type, m->ori.type);
+  assert_string_equal(back.ori.addr, m->ori.addr);
+  assert_string_equal(back.msg_id, m->msg_id);
+  assert_int_equal(back.payload_len, m->payload_len);
+  if (m->payload_len) assert_memory_equal(back.payload, m->payload, m->payload_len);
+  assert_int_equal(back.prio, m->prio);
+  assert_int_equal(back.expr_time, m->expr_time);
+  assert_int_equal(back.expiry, m->expiry);
+  assert_string_equal(back.status, m->status);
+  assert_string_equal(back.failure_cause, m->failure_cause);
+  assert_string_equal(back.deliv_st, m->deliv_st);
+  if (m->client_profile_json)
+    assert_string_equal(back.client_profile_json, m->client_profile_json);
+  else
+    assert_null(back.client_profile_json);
+  m5_msg_free(&back);
+  free(text);
+}
+
+static m5_msg_t blank(m5_msg_type_t type) {
+  m5_msg_t m;
+  memset(&m, 0, sizeof m);
+  m.type = type;
+  m.prio = M5_PRIO_MIDDLE;
+  return m;
+}
+
+static void test_round_trip_reg_dereg(void **state) {
+  (void)state;
+  m5_msg_t m = blank(M5_MSG_REG);
+  strcpy(m.ue_svc_id, "ue1@example");
+  round_trip(&m, "{\"msgType\":\"REG\",\"ueSvcId\":\"ue1@example\"}");
+  m.client_profile_json = "{\"maxSegSize\":512,\"aggregation\":true}";
+  m.expiry = 1748779200; /* 2025-06-01T12:00:00Z */
+  round_trip(&m, "{\"msgType\":\"REG\",\"ueSvcId\":\"ue1@example\",\"clientProfile\":"
+                 "{\"maxSegSize\":512,\"aggregation\":true},\"expiry\":\"2025-06-01T12:00:00Z\"}");
+  m5_msg_t d = blank(M5_MSG_DEREG);
+  strcpy(d.ue_svc_id, "ue1");
+  round_trip(&d, "{\"msgType\":\"DEREG\",\"ueSvcId\":\"ue1\"}");
+}
+
+static void test_round_trip_msg(void **state) {
+  (void)state;
+  m5_msg_t m = blank(M5_MSG_MSG);
+  set_addr(&m.ori, "UE", "ue1");
+  set_addr(&m.dest, "AS", "meter-as");
+  strcpy(m.msg_id, "m-1");
+  uint8_t bin[] = {0, 1, 2, 0xff, 0xfe};
+  m.payload = bin;
+  m.payload_len = sizeof bin;
+  round_trip(&m, "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+                 "\"destAddr\":{\"addrType\":\"AS\",\"addr\":\"meter-as\"},\"msgId\":\"m-1\","
+                 "\"payload\":\"AAEC//4=\"}");
+  strcpy(m.app_id, "meter-app");
+  m.deliv_st_req = true;
+  m.prio = M5_PRIO_HIGH;
+  m.sto_fwd = true;
+  m.expr_time = 1748779200;
+  round_trip(&m, "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+                 "\"destAddr\":{\"addrType\":\"AS\",\"addr\":\"meter-as\"},\"msgId\":\"m-1\","
+                 "\"appId\":\"meter-app\",\"delivStReqInd\":true,\"payload\":\"AAEC//4=\","
+                 "\"priority\":\"HIGH\",\"stoAndFwInd\":true,"
+                 "\"stoAndFwParams\":{\"exprTime\":\"2025-06-01T12:00:00Z\"}}");
+  m.prio = M5_PRIO_LOW;
+  m.payload = NULL;
+  m.payload_len = 0;
+  round_trip(&m, NULL);
+}
+
+static void test_round_trip_msgresp_imdn(void **state) {
+  (void)state;
+  m5_msg_t r = blank(M5_MSG_MSGRESP);
+  strcpy(r.msg_id, "m-1");
+  round_trip(&r, "{\"msgType\":\"MSGRESP\",\"msgId\":\"m-1\"}");
+  set_addr(&r.ori, "UE", "ue1");
+  strcpy(r.status, "DELY_FAILED");
+  strcpy(r.failure_cause, M5_CAUSE_NOT_REGISTERED);
+  round_trip(&r, "{\"msgType\":\"MSGRESP\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+                 "\"msgId\":\"m-1\",\"status\":\"DELY_FAILED\","
+                 "\"failureCause\":\"RECIPIENT_NOT_REGISTERED\"}");
+  m5_msg_t i = blank(M5_MSG_IMDN);
+  set_addr(&i.ori, "UE", "ue2");
+  set_addr(&i.dest, "UE", "ue1");
+  strcpy(i.msg_id, "m-1");
+  strcpy(i.deliv_st, "REPT_DELY_FAILED");
+  strcpy(i.failure_cause, M5_CAUSE_EXPIRED);
+  round_trip(&i, "{\"msgType\":\"IMDN\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue2\"},"
+                 "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},\"msgId\":\"m-1\","
+                 "\"delivSt\":\"REPT_DELY_FAILED\",\"failureCause\":\"EXPIRED\"}");
+}
+
+/* The types whose mandatory IEs m5_msg_t does not hold parse (members checked) but cannot be
+ * encoded rather than being encoded without them. */
+static void test_seg_and_topic_types(void **state) {
+  (void)state;
+  m5_msg_t m;
+  char diag[128];
+  assert_int_equal(
+      parse("{\"msgType\":\"SEGREC\",\"segId\":\"s1\",\"segNumb\":[2,3]}", &m, diag, sizeof diag),
+      M5_OK);
+  assert_int_equal(m.type, M5_MSG_SEGREC);
+  m5_msg_free(&m);
+  assert_int_equal(parse("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"t\"]}", &m, diag, sizeof diag),
+                   M5_OK);
+  assert_int_equal(m.type, M5_MSG_TOPICSUB);
+  m5_msg_free(&m);
+  expect_diag("{\"msgType\":\"SEGCONFIR\"}", "segId: missing");
+  expect_diag("{\"msgType\":\"SEGREC\",\"segId\":1}", "segId: expected a string");
+  expect_diag("{\"msgType\":\"TOPICUNSUB\"}", "msgTopics: missing");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":\"t\"}", "msgTopics: expected an array");
+  m5_msg_t e = blank(M5_MSG_SEGREC);
+  char *text = NULL;
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL);
+  assert_null(text);
+}
+
+static void test_every_mandatory_ie_missing_is_named(void **state) {
+  (void)state;
+  static const struct {
+    const char *body, *diag;
+  } cases[] = {
+      {"{\"msgType\":\"REG\"}", "ueSvcId: missing"},
+      {"{\"msgType\":\"DEREG\"}", "ueSvcId: missing"},
+      {"{\"msgType\":\"MSG\",\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\","
+       "\"payload\":\"\"}",
+       "oriAddr: missing"},
+      {"{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"msgId\":\"1\","
+       "\"payload\":\"\"}",
+       "destAddr: missing"},
+      {"{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+       "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"payload\":\"\"}",
+       "msgId: missing"},
+      {"{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+       "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\"}",
+       "payload: missing"},
+      {"{\"msgType\":\"MSG\",\"oriAddr\":{\"addr\":\"a\"},"
+       "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\",\"payload\":\"\"}",
+       "oriAddr.addrType: missing"},
+      {"{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+       "\"destAddr\":{\"addrType\":\"UE\"},\"msgId\":\"1\",\"payload\":\"\"}",
+       "destAddr.addr: missing"},
+      {"{\"msgType\":\"MSGRESP\"}", "msgId: missing"},
+      {"{\"msgType\":\"IMDN\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+       "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\"}",
+       "delivSt: missing"},
+      {"{\"msgType\":\"IMDN\",\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\","
+       "\"delivSt\":\"REPT_DELY_SUCCESS\"}",
+       "oriAddr: missing"},
+      {"{\"ueSvcId\":\"ue1\"}", "msgType: missing"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    expect_diag(cases[i].body, cases[i].diag);
+}
+
+static void test_wrong_types_are_named(void **state) {
+  (void)state;
+  expect_diag("{\"msgType\":5}", "msgType: expected a string");
+  expect_diag("{\"msgType\":\"PING\"}", "msgType: unknown value 'PING'");
+  expect_diag("{\"msgType\":\"REG\",\"ueSvcId\":7}", "ueSvcId: expected a string");
+  expect_diag("{\"msgType\":\"REG\",\"ueSvcId\":\"ue 1\"}",
+              "ueSvcId: expected 1-128 printable characters without spaces");
+  expect_diag("{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"clientProfile\":[]}",
+              "clientProfile: expected an object");
+  expect_diag("{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"tomorrow\"}",
+              "expiry: expected an RFC 3339 date-time after 1970");
+  const char *head = "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+                     "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\","
+                     "\"payload\":\"\",";
+  static const struct {
+    const char *tail, *diag;
+  } cases[] = {
+      {"\"delivStReqInd\":\"yes\"}", "delivStReqInd: expected true or false"},
+      {"\"stoAndFwInd\":1}", "stoAndFwInd: expected true or false"},
+      {"\"priority\":2}", "priority: expected a string"},
+      {"\"appId\":[]}", "appId: expected a string"},
+      {"\"appId\":\"\"}", "appId: expected 1-128 characters without control characters"},
+      {"\"stoAndFwParams\":\"x\"}", "stoAndFwParams: expected an object"},
+      {"\"stoAndFwParams\":{\"exprTime\":\"2025-02-30T00:00:00Z\"}}",
+       "stoAndFwParams.exprTime: expected an RFC 3339 date-time after 1970"},
+      {"\"segInd\":\"true\"}", "segInd: expected a boolean"},
+      {"\"segParams\":[]}", "segParams: expected an object"},
+  };
+  char body[512];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    snprintf(body, sizeof body, "%s%s", head, cases[i].tail);
+    expect_diag(body, cases[i].diag);
+  }
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":\"ue1\"}", "oriAddr: expected an object");
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":1}}",
+              "oriAddr.addr: expected a string");
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"A-VERY-LONG-TYPE-NAME\","
+              "\"addr\":\"a\"}}",
+              "oriAddr.addrType: expected a word of 1-15 characters such as UE or AS");
+}
+
+static void test_body_level_errors(void **state) {
+  (void)state;
+  expect_diag("[1,2]", "body: not a JSON object");
+  expect_diag("\"REG\"", "body: not a JSON object");
+  m5_msg_t m;
+  char diag[128];
+  assert_int_equal(m5_msg_parse(NULL, 0, &m, diag, sizeof diag), M5_EINVAL);
+  assert_string_equal(diag, "body: empty");
+  assert_int_equal(parse("{\"msgType\":", &m, diag, sizeof diag), M5_EINVAL);
+  assert_non_null(strstr(diag, "body: not JSON"));
+  /* A NUL inside a string and invalid UTF-8 are refused by the JSON layer. */
+  assert_int_equal(parse("{\"msgType\":\"REG\",\"ueSvcId\":\"a\\u0000b\"}", &m, diag, sizeof diag),
+                   M5_EINVAL);
+  assert_int_equal(parse("{\"msgType\":\"REG\",\"ueSvcId\":\"\xc3\x28\"}", &m, diag, sizeof diag),
+                   M5_EINVAL);
+  /* A short diag buffer is truncated, never overrun. */
+  char tiny[6];
+  assert_int_equal(parse("{\"msgType\":\"REG\"}", &m, tiny, sizeof tiny), M5_EINVAL);
+  assert_string_equal(tiny, "ueSvc");
+}
+
+static void test_duplicate_keys_rejected(void **state) {
+  (void)state;
+  expect_diag("{\"msgType\":\"MSGRESP\",\"msgId\":\"a\",\"msgId\":\"b\"}",
+              "body: duplicate key 'msgId'");
+  expect_diag("{\"msgType\":\"MSG\",\"msgType\":\"REG\"}", "body: duplicate key 'msgType'");
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":{\"addr\":\"a\",\"addr\":\"b\"}}",
+              "body: duplicate key 'addr'");
+}
+
+static void test_base64_is_strict(void **state) {
+  (void)state;
+  static const struct {
+    const char *b64;
+    const char *bytes;
+    size_t n;
+  } good[] = {
+      {"", "", 0},
+      {"Zg==", "f", 1},
+      {"Zm8=", "fo", 2},
+      {"Zm9v", "foo", 3},
+      {"Zm9vYg==", "foob", 4},
+      {"Zm9vYmE=", "fooba", 5},
+      {"Zm9vYmFy", "foobar", 6},
+      {"+/+/", "\xfb\xff\xbf", 3},
+  };
+  char body[256];
+  m5_msg_t m;
+  char diag[128];
+#define B64_BODY                                                                                   \
+  "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"                         \
+  "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\",\"payload\":\"%s\"}"
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    snprintf(body, sizeof body, B64_BODY, good[i].b64);
+    assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
+    assert_int_equal(m.payload_len, good[i].n);
+    if (good[i].n) assert_memory_equal(m.payload, good[i].bytes, good[i].n);
+    m5_msg_free(&m);
+  }
+  /* RFC 4648 §5 alphabet, missing padding, whitespace, padding in the middle, too much padding,
+   * non-zero bits before the padding. */
+  static const char *const bad[] = {"Zm9v-_",   "Zg",    "Zm8",     "Zm9v\\nYmFy",
+                                    "Zg==Zm9v", "Z===",  "====",    "Zh==",
+                                    "Zm9=",     " Zm9v", "Zm9vYg=", "Zm9vYg==="};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(body, sizeof body, B64_BODY, bad[i]);
+    expect_diag(body, "payload: not base64 (RFC 4648 §4, with padding)");
+  }
+}
+
+static void test_msg_id_charset_and_length(void **state) {
+  (void)state;
+  assert_true(m5_msg_id_valid("a"));
+  assert_true(m5_msg_id_valid("AZaz09._:-"));
+  char id[M5_MSG_ID_MAX + 2];
+  memset(id, 'x', sizeof id);
+  id[M5_MSG_ID_MAX] = '\0';
+  assert_true(m5_msg_id_valid(id));
+  id[M5_MSG_ID_MAX] = 'x';
+  id[M5_MSG_ID_MAX + 1] = '\0';
+  assert_false(m5_msg_id_valid(id));
+  assert_false(m5_msg_id_valid(""));
+  assert_false(m5_msg_id_valid("a b"));
+  assert_false(m5_msg_id_valid("a/b"));
+  assert_false(m5_msg_id_valid("a@b"));
+  assert_false(m5_msg_id_valid("\xc3\xa9"));
+  const char *want = "msgId: expected 1-64 characters of A-Z a-z 0-9 . _ : -";
+  expect_diag("{\"msgType\":\"MSGRESP\",\"msgId\":\"\"}", want);
+  expect_diag("{\"msgType\":\"MSGRESP\",\"msgId\":\"a/b\"}", want);
+  char body[200];
+  snprintf(body, sizeof body, "{\"msgType\":\"MSGRESP\",\"msgId\":\"%s\"}", id);
+  expect_diag(body, want);
+
+  assert_true(m5_msg_svc_id_valid("ue1@operator.example"));
+  assert_false(m5_msg_svc_id_valid(""));
+  assert_false(m5_msg_svc_id_valid("ue\t1"));
+  char svc[M5_MSG_ADDR_MAX + 2];
+  memset(svc, 's', sizeof svc);
+  svc[M5_MSG_ADDR_MAX] = '\0';
+  assert_true(m5_msg_svc_id_valid(svc));
+  svc[M5_MSG_ADDR_MAX] = 's';
+  svc[M5_MSG_ADDR_MAX + 1] = '\0';
+  assert_false(m5_msg_svc_id_valid(svc));
+}
+
+static void test_unknown_members_ignored_open_enums_kept(void **state) {
+  (void)state;
+  m5_msg_t m;
+  char diag[128];
+  const char *body = "{\"msgType\":\"MSG\",\"future\":{\"x\":[1,2]},"
+                     "\"oriAddr\":{\"addrType\":\"MQTT\",\"addr\":\"a\",\"extra\":1},"
+                     "\"destAddr\":{\"addrType\":\"TOPIC\",\"addr\":\"t/1\"},\"msgId\":\"1\","
+                     "\"payload\":\"aGk=\",\"priority\":\"URGENT\",\"ueSvcId\":17}";
+  assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
+  assert_string_equal(m.ori.type, "MQTT");
+  assert_string_equal(m.dest.type, "TOPIC");
+  assert_int_equal(m.prio, M5_PRIO_MIDDLE);
+  assert_int_equal(m.payload_len, 2);
+  assert_memory_equal(m.payload, "hi", 2);
+  m5_msg_free(&m);
+  assert_int_equal(parse("{\"msgType\":\"MSGRESP\",\"msgId\":\"1\",\"status\":\"DELY_LATER\","
+                         "\"failureCause\":\"SOMETHING_NEW\"}",
+                         &m, diag, sizeof diag),
+                   M5_OK);
+  assert_string_equal(m.status, "DELY_LATER");
+  assert_string_equal(m.failure_cause, "SOMETHING_NEW");
+  assert_string_equal(m.msg_id, "1");
+  m5_msg_free(&m);
+  assert_int_equal(parse("{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+                         "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\","
+                         "\"payload\":\"\",\"priority\":\"LOW\",\"delivStReqInd\":false}",
+                         &m, diag, sizeof diag),
+                   M5_OK);
+  assert_int_equal(m.prio, M5_PRIO_LOW);
+  assert_false(m.deliv_st_req);
+  assert_int_equal(m.payload_len, 0);
+  m5_msg_free(&m);
+}
+
+static void test_rfc3339_forms(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    int64_t t;
+  } good[] = {
+      {"2025-06-01T12:00:00Z", 1748779200},      {"2025-06-01t12:00:00z", 1748779200},
+      {"2025-06-01T14:00:00+02:00", 1748779200}, {"2025-06-01T11:30:00.999-00:30", 1748779200},
+      {"2024-02-29T00:00:00Z", 1709164800},      {"1970-01-01T00:00:01Z", 1},
+      {"2000-03-01T00:00:00Z", 951868800},
+  };
+  char body[200];
+  m5_msg_t m;
+  char diag[128];
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    snprintf(body, sizeof body, "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"%s\"}",
+             good[i].text);
+    assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
+    assert_int_equal(m.expiry, good[i].t);
+    m5_msg_free(&m);
+  }
+  static const char *const bad[] = {"2025-06-01 12:00:00Z",     "2025-06-01T12:00:00",
+                                    "2023-02-29T00:00:00Z",     "2025-13-01T00:00:00Z",
+                                    "2025-06-01T24:00:00Z",     "2025-06-01T12:00:00.Z",
+                                    "2025-06-01T12:00:00+0200", "1970-01-01T00:00:00Z",
+                                    "25-06-01T12:00:00Z",       "2025-06-01T12:00:00Zjunk"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(body, sizeof body, "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"%s\"}",
+             bad[i]);
+    expect_diag(body, "expiry: expected an RFC 3339 date-time after 1970");
+  }
+  /* Encoding gives UTC with Z, also across a leap day. */
+  m5_msg_t r = blank(M5_MSG_REG);
+  strcpy(r.ue_svc_id, "u");
+  r.expiry = 1709164800 + 86399;
+  round_trip(&r, "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"2024-02-29T23:59:59Z\"}");
+}
+
+static void test_encode_refuses_invalid(void **state) {
+  (void)state;
+  char *text = NULL;
+  m5_msg_t m = blank(M5_MSG_MSG);
+  set_addr(&m.ori, "UE", "a");
+  set_addr(&m.dest, "UE", "b");
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL); /* no msgId */
+  strcpy(m.msg_id, "bad id");
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+  strcpy(m.msg_id, "ok");
+  m.dest.addr[0] = '\0';
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+  set_addr(&m.dest, "UE", "b");
+  m.prio = (m5_msg_prio_t)7;
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+  m.prio = M5_PRIO_MIDDLE;
+  m.expr_time = -5;
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+  m.expr_time = 0;
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_OK);
+  free(text);
+  m5_msg_t r = blank(M5_MSG_REG);
+  strcpy(r.ue_svc_id, "u");
+  r.client_profile_json = "[1]";
+  assert_int_equal(m5_msg_encode(&r, &text, NULL), M5_EINVAL);
+  assert_null(text);
+}
+
+static void test_names(void **state) {
+  (void)state;
+  assert_string_equal(m5_msg_type_name(M5_MSG_TOPICUNSUB), "TOPICUNSUB");
+  assert_string_equal(m5_msg_type_name(M5_MSG_MSGRESP), "MSGRESP");
+  assert_string_equal(m5_msg_type_name((m5_msg_type_t)99), "?");
+  assert_string_equal(m5_msg_prio_name(M5_PRIO_LOW), "LOW");
+  assert_string_equal(m5_msg_prio_name(M5_PRIO_HIGH), "HIGH");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_round_trip_reg_dereg),
+      cmocka_unit_test(test_round_trip_msg),
+      cmocka_unit_test(test_round_trip_msgresp_imdn),
+      cmocka_unit_test(test_seg_and_topic_types),
+      cmocka_unit_test(test_every_mandatory_ie_missing_is_named),
+      cmocka_unit_test(test_wrong_types_are_named),
+      cmocka_unit_test(test_body_level_errors),
+      cmocka_unit_test(test_duplicate_keys_rejected),
+      cmocka_unit_test(test_base64_is_strict),
+      cmocka_unit_test(test_msg_id_charset_and_length),
+      cmocka_unit_test(test_unknown_members_ignored_open_enums_kept),
+      cmocka_unit_test(test_rfc3339_forms),
+      cmocka_unit_test(test_encode_refuses_invalid),
+      cmocka_unit_test(test_names),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
