@@ -2,10 +2,13 @@
  * subscriber. From K_AUSF it derives K_AKMA and the A-KID (Annex A.2, A.3; A-KID text form of
  * architecture §4) and registers them at the AAnF with Naanf_AKMA_AnchorKey_Register
  * (TS 29.535: POST {apiRoot}/naanf-akma/v1/register-anchorkey, AkmaKeyInfo) over HTTP/2 with
- * the AUSF's client certificate (SAN URI urn:msgin5g:ausf, architecture §3.4). */
+ * the AUSF's client certificate (SAN URI urn:msgin5g:ausf, architecture §3.4). With
+ * --ue-svc-id it then binds that UE Service ID to the SUPI in m5s through its admin API
+ * (PUT {m5s-admin}/admin/v1/bindings/{ueSvcId}, docs/admin-api.md), so the UE may register. */
 #include "ctl.h"
 
 #include "core/buf.h"
+#include "core/err.h"
 #include "crypto/akma.h"
 #include "crypto/codec.h"
 
@@ -20,6 +23,8 @@
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 #define DEFAULT_AANF "https://localhost:7443"
 #define DEFAULT_PKI "./var/pki"
+#define DEFAULT_M5S_ADMIN "http://127.0.0.1:9090"
+#define BINDINGS_PATH "/admin/v1/bindings/"
 #define REGISTER_PATH "/naanf-akma/v1/register-anchorkey"
 #define TIMEOUT_S 10L
 #define MAX_ANSWER 65536
@@ -27,14 +32,17 @@
 typedef struct {
   m5ctl_akma_in_t in;
   const char *aanf, *pki;
+  const char *ue_svc_id, *m5s_admin; /* NULL = no binding in m5s */
 } sub_args_t;
 
 static int parse_args(int argc, char **argv, sub_args_t *a) {
-  enum { OPT_AANF = M5CTL_OPT_OWN, OPT_PKI };
+  enum { OPT_AANF = M5CTL_OPT_OWN, OPT_PKI, OPT_UE_SVC_ID, OPT_M5S_ADMIN };
   static const struct option opts[] = {
       M5CTL_AKMA_IN_OPTIONS,
       {"aanf", required_argument, NULL, OPT_AANF},
       {"pki", required_argument, NULL, OPT_PKI},
+      {"ue-svc-id", required_argument, NULL, OPT_UE_SVC_ID},
+      {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
       {NULL, 0, NULL, 0},
   };
   int c, rc;
@@ -56,6 +64,19 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
     case OPT_PKI:
       a->pki = optarg;
       break;
+    case OPT_UE_SVC_ID:
+      /* m5s checks the text itself (and names the problem); here only what makes no URL. */
+      if (optarg[0] == '\0' || strlen(optarg) > 128)
+        return m5ctl_usage_error("--ue-svc-id: expected 1-128 characters, got '%s'", optarg);
+      a->ue_svc_id = optarg;
+      break;
+    case OPT_M5S_ADMIN:
+      if ((strncmp(optarg, "http://", 7) != 0 || optarg[7] == '\0') &&
+          (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0'))
+        return m5ctl_usage_error("--m5s-admin: expected an http:// URL such as %s, got '%s'",
+                                 DEFAULT_M5S_ADMIN, optarg);
+      a->m5s_admin = optarg;
+      break;
     default:
       return m5ctl_option_error(c, argv);
     }
@@ -67,6 +88,9 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
     return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
   if (!a->aanf) a->aanf = DEFAULT_AANF;
   if (!a->pki) a->pki = DEFAULT_PKI;
+  if (a->m5s_admin && !a->ue_svc_id)
+    return m5ctl_usage_error("--m5s-admin: only meaningful with --ue-svc-id");
+  if (!a->m5s_admin) a->m5s_admin = DEFAULT_M5S_ADMIN;
   return 0;
 }
 
@@ -169,6 +193,77 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
   return rc;
 }
 
+/* Appends text percent-encoded as one URL path segment (RFC 3986: all but unreserved). */
+static int append_segment(m5_buf_t *b, const char *text) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+    int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
+    char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+    if (m5_buf_append(b, unreserved ? (const char *)p : esc, unreserved ? 1 : 3) != 0)
+      return M5_ERANGE;
+  }
+  return 0;
+}
+
+/* PUT {m5s-admin}/admin/v1/bindings/{ueSvcId} {"supi": "<digits>"}: 201 created, 200
+ * updated; anything else is reported with the problem's detail. */
+static int bind_ue(const sub_args_t *a) {
+  char body[128], errbuf[CURL_ERROR_SIZE] = "";
+  m5_buf_t url, answer;
+  m5_buf_init(&url, 4096);
+  m5_buf_init(&answer, MAX_ANSWER);
+  size_t base = strlen(a->m5s_admin);
+  while (base > 8 && a->m5s_admin[base - 1] == '/')
+    base--;
+  int rc = 1;
+  int n = snprintf(body, sizeof body, "{\"supi\":\"%s\"}", a->in.supi);
+  if (n < 0 || (size_t)n >= sizeof body || m5_buf_append(&url, a->m5s_admin, base) != 0 ||
+      m5_buf_append(&url, BINDINGS_PATH, strlen(BINDINGS_PATH)) != 0 ||
+      append_segment(&url, a->ue_svc_id) != 0 || m5_buf_append(&url, "", 1) != 0) {
+    m5_buf_free(&url);
+    return m5ctl_usage_error("--m5s-admin: the URL is too long");
+  }
+  CURL *c = curl_easy_init();
+  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  if (!c || !hdrs) {
+    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
+    goto out;
+  }
+  curl_easy_setopt(c, CURLOPT_URL, (const char *)url.data);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)n);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode cc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (cc != CURLE_OK) {
+    fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
+            (const char *)url.data, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+  } else if (status == 200 || status == 201) {
+    rc = 0;
+  } else {
+    json_t *pd = json_loadb((const char *)answer.data, answer.len, 0, NULL);
+    const char *detail = json_string_value(json_object_get(pd, "detail"));
+    fprintf(stderr, "m5ctl: m5s refused the binding of %s: %ld %s\n", a->ue_svc_id, status,
+            detail ? detail : "(no problem details)");
+    json_decref(pd);
+  }
+out:
+  m5_buf_free(&answer);
+  m5_buf_free(&url);
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(c);
+  return rc;
+}
+
 /* Derives K_AKMA and the A-KID, registers them, prints the confirmation line. */
 static int add(const sub_args_t *a) {
   uint8_t kakma[M5_AKMA_KEY_LEN], atid[M5_AKMA_KEY_LEN];
@@ -184,6 +279,10 @@ static int add(const sub_args_t *a) {
   if (n < 0 || (size_t)n >= sizeof body) goto out;
   rc = post(a, body, (size_t)n, akid);
   if (rc == 0) printf("registered supi=%s akid=%s\n", a->in.supi, akid);
+  if (rc == 0 && a->ue_svc_id) {
+    rc = bind_ue(a);
+    if (rc == 0) printf("bound ue_svc_id=%s supi=%s\n", a->ue_svc_id, a->in.supi);
+  }
 out:
   m5_wipe(kakma, sizeof kakma);
   m5_wipe(kakma_hex, sizeof kakma_hex);

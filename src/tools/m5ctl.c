@@ -20,7 +20,9 @@ static const m5ctl_cmd_t commands[] = {
      "            (default ./var/pki; NAME = the MSGin5G server's FQDN, default localhost)"},
     {"subscriber", "add", m5ctl_subscriber_add,
      "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
-     "            [--pki DIR]   register the subscriber's anchor key at the AAnF"},
+     "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL]]   register the subscriber's\n"
+     "            anchor key at the AAnF and, with --ue-svc-id, bind that UE Service ID to it\n"
+     "            at the MSGin5G server"},
 };
 
 int m5ctl_usage_error(const char *fmt, ...) {

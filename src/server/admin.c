@@ -1,0 +1,290 @@
+/* Management handlers: /healthz and /admin/v1/bindings/{ueSvcId} (see admin.h and
+ * docs/admin-api.md). Errors are RFC 9457 problem details with invalidParams naming the
+ * offending member. */
+#include "admin.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "msg/msg.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DOM "admin"
+#define BINDINGS "/admin/v1/bindings/"
+#define CT_JSON "application/json"
+#define CT_PROBLEM "application/problem+json"
+
+struct admin {
+  m5_loop_t *loop;
+  admin_opts_t opts;
+  m5_mailbox_t *replies;
+  size_t inflight;
+  void (*idle_cb)(void *arg);
+  void *idle_arg;
+};
+
+typedef struct {
+  registry_job_t job; /* first: the reply is &job.base */
+  admin_t *a;
+  m5_http_exchange_t *ex;
+} pending_t;
+
+static void respond_json(m5_http_exchange_t *ex, int status, json_t *o) {
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text) {
+    m5_http_respond(ex, 500, NULL, NULL, 0);
+    return;
+  }
+  m5_http_respond(ex, status, CT_JSON, text, strlen(text));
+  free(text);
+}
+
+/* param/reason: one invalidParams entry, or NULL. */
+static void problem(m5_http_exchange_t *ex, int status, const char *title, const char *detail,
+                    const char *param, const char *reason, const m5_http_header_t *extra) {
+  json_t *o = json_pack("{s:s, s:i, s:s}", "title", title, "status", status, "detail", detail);
+  if (o && param)
+    json_object_set_new(o, "invalidParams",
+                        json_pack("[{s:s, s:s}]", "param", param, "reason", reason));
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text) {
+    m5_http_respond(ex, 500, NULL, NULL, 0);
+    return;
+  }
+  m5_http_header_t hdrs[2] = {{"content-type", CT_PROBLEM}};
+  size_t n = 1;
+  if (extra) hdrs[n++] = *extra;
+  m5_http_respond_headers(ex, status, hdrs, n, text, strlen(text));
+  free(text);
+}
+
+static json_t *binding_json(const char *id, const char *supi, int registered) {
+  return json_pack("{s:s, s:s, s:b}", "ueSvcId", id, "supi", supi, "registered", registered);
+}
+
+static void finish(pending_t *p) {
+  admin_t *a = p->a;
+  free(p);
+  a->inflight--;
+  if (a->inflight == 0 && a->idle_cb) {
+    void (*cb)(void *) = a->idle_cb;
+    a->idle_cb = NULL;
+    cb(a->idle_arg);
+  }
+}
+
+/* The subscriber behind a UE Service ID changed or went away: its session must not stay. */
+static void kick(admin_t *a, const char *id) {
+  int rc = router_kick(a->opts.router, id);
+  if (rc == 0)
+    M5_LOGI(DOM, "%s: binding changed; closing its live session", id);
+  else if (rc != M5_ENOENT)
+    M5_LOGW(DOM, "%s: binding changed, but its live session could not be closed: %s", id,
+            m5_strerror(rc));
+}
+
+static void on_reply(void *msg, void *arg) {
+  (void)arg;
+  pending_t *p = msg;
+  registry_job_t *job = &p->job;
+  if (job->status == M5_ENOENT) {
+    problem(p->ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
+  } else if (job->status != 0) {
+    problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log", NULL,
+            NULL, NULL);
+  } else if (job->op == REGISTRY_UNBIND) {
+    M5_LOGI(DOM, "%s: binding removed", job->ue_svc_id);
+    kick(p->a, job->ue_svc_id);
+    m5_http_respond(p->ex, 204, NULL, NULL, 0);
+  } else {
+    M5_LOGI(DOM, "%s: binding %s", job->ue_svc_id, job->created ? "created" : "updated");
+    if (job->old_supi[0] && strcmp(job->old_supi, job->supi) != 0) kick(p->a, job->ue_svc_id);
+    registry_entry_t e;
+    int registered =
+        registry_lookup(p->a->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &e) == 0 &&
+        e.registered;
+    respond_json(p->ex, job->created ? 201 : 200,
+                 binding_json(job->ue_svc_id, job->supi, registered));
+  }
+  finish(p);
+}
+
+static void submit(admin_t *a, pending_t *p) {
+  static const m5_http_header_t retry = {"retry-after", "1"};
+  p->job.base.reply = a->replies;
+  int rc = a->inflight >= a->opts.max_inflight ? M5_EFULL : registry_submit(a->opts.reg, &p->job);
+  if (rc == 0) {
+    a->inflight++;
+    return;
+  }
+  problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
+          &retry);
+  free(p);
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes one path segment (RFC 3986); M5_EINVAL for a bad escape, '/', or a result
+ * that is not a valid UE Service ID. */
+static int decode_id(const char *seg, char out[M5_MSG_ADDR_MAX + 1]) {
+  size_t j = 0;
+  for (size_t i = 0; seg[i]; i++) {
+    char c = seg[i];
+    if (c == '/') return M5_EINVAL;
+    if (c == '%') {
+      int hi = hexval(seg[i + 1]), lo = hi >= 0 ? hexval(seg[i + 2]) : -1;
+      if (lo < 0) return M5_EINVAL;
+      c = (char)(hi * 16 + lo);
+      i += 2;
+    }
+    if (j >= M5_MSG_ADDR_MAX) return M5_EINVAL;
+    out[j++] = c;
+  }
+  out[j] = '\0';
+  return m5_msg_svc_id_valid(out) ? 0 : M5_EINVAL;
+}
+
+static pending_t *pending_new(admin_t *a, m5_http_exchange_t *ex, registry_op_t op,
+                              const char *id) {
+  pending_t *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->a = a;
+  p->ex = ex;
+  p->job.op = op;
+  snprintf(p->job.ue_svc_id, sizeof p->job.ue_svc_id, "%s", id);
+  return p;
+}
+
+static void put_binding(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                        const char *id) {
+  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
+    problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL, NULL,
+            NULL);
+    return;
+  }
+  json_error_t jerr;
+  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  json_t *supi = o && json_is_object(o) ? json_object_get(o, "supi") : NULL;
+  char digits[REGISTRY_SUPI_MAX + 1];
+  if (!o || !json_is_object(o)) {
+    problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
+            o ? "not an object" : jerr.text, NULL);
+  } else if (!supi) {
+    problem(ex, 400, "Bad Request", "supi is missing", "supi", "missing", NULL);
+  } else if (!json_is_string(supi) ||
+             registry_normalise_supi(json_string_value(supi), digits) != 0) {
+    problem(ex, 400, "Bad Request", "supi must be 5-15 digits (an IMSI), optionally imsi-", "supi",
+            "not an IMSI", NULL);
+  } else {
+    pending_t *p = pending_new(a, ex, REGISTRY_BIND, id);
+    if (!p) {
+      problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+    } else {
+      memcpy(p->job.supi, digits, sizeof digits);
+      submit(a, p);
+    }
+  }
+  json_decref(o);
+}
+
+static void get_binding(admin_t *a, m5_http_exchange_t *ex, const char *id) {
+  registry_entry_t e;
+  if (registry_lookup(a->opts.reg, id, (int64_t)time(NULL), &e) != 0) {
+    problem(ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
+    return;
+  }
+  respond_json(ex, 200, binding_json(e.ue_svc_id, e.supi, e.registered));
+}
+
+static void bindings(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
+  static const m5_http_header_t allow = {"allow", "GET, PUT, DELETE"};
+  char id[M5_MSG_ADDR_MAX + 1];
+  if (decode_id(req->path + strlen(BINDINGS), id) != 0) {
+    problem(ex, 400, "Bad Request",
+            "the UE Service ID in the path must be 1-128 printable characters without spaces",
+            "ueSvcId", "invalid", NULL);
+    return;
+  }
+  if (!strcmp(req->method, "GET")) {
+    get_binding(a, ex, id);
+  } else if (!strcmp(req->method, "PUT")) {
+    put_binding(a, ex, req, id);
+  } else if (!strcmp(req->method, "DELETE")) {
+    pending_t *p = pending_new(a, ex, REGISTRY_UNBIND, id);
+    if (p)
+      submit(a, p);
+    else
+      problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+  } else {
+    problem(ex, 405, "Method Not Allowed", "a binding accepts GET, PUT and DELETE", NULL, NULL,
+            &allow);
+  }
+}
+
+void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
+  admin_t *a = arg;
+  if (!strcmp(req->path, "/healthz")) {
+    static const m5_http_header_t allow = {"allow", "GET"};
+    if (strcmp(req->method, "GET") != 0) {
+      problem(ex, 405, "Method Not Allowed", "/healthz accepts GET only", NULL, NULL, &allow);
+    } else if (atomic_load(a->opts.ready)) {
+      static const char ok[] = "{\"status\":\"ok\"}";
+      m5_http_respond(ex, 200, CT_JSON, ok, sizeof ok - 1);
+    } else {
+      static const char starting[] = "{\"status\":\"starting\"}";
+      m5_http_respond(ex, 503, CT_JSON, starting, sizeof starting - 1);
+    }
+    return;
+  }
+  if (!strncmp(req->path, BINDINGS, strlen(BINDINGS)) && req->path[strlen(BINDINGS)]) {
+    bindings(a, ex, req);
+    return;
+  }
+  problem(ex, 404, "Not Found", "the management port serves /healthz and /admin/v1/bindings/{id}",
+          NULL, NULL, NULL);
+}
+
+admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
+  admin_t *a = calloc(1, sizeof *a);
+  if (!a) return NULL;
+  a->loop = loop;
+  a->opts = *opts;
+  if (!a->opts.max_inflight) a->opts.max_inflight = 64;
+  a->replies = m5_mailbox_new(loop, a->opts.max_inflight, on_reply, a);
+  if (!a->replies) {
+    free(a);
+    return NULL;
+  }
+  return a;
+}
+
+static void drop_pending(void *msg) {
+  free(msg);
+}
+
+void admin_free(admin_t *a) {
+  if (!a) return;
+  m5_mailbox_free(a->replies, drop_pending);
+  free(a);
+}
+
+void admin_when_idle(admin_t *a, void (*done)(void *arg), void *arg) {
+  if (a->inflight == 0) {
+    done(arg);
+    return;
+  }
+  a->idle_cb = done;
+  a->idle_arg = arg;
+}

@@ -1,0 +1,35 @@
+/* m5s management API on the management port (architecture §3.3; docs/admin-api.md):
+ * /healthz and the UE Service ID bindings (the SEAL CM role of TS 33.501 Y.2: which
+ * subscriber, by SUPI, may register which UE Service ID). HTTP/1.1 or h2c, loopback only,
+ * no authentication (the configuration refuses any other address). Changes go through the
+ * registry's DB thread and are answered once committed; a changed or removed binding closes
+ * the UE's live session. */
+#ifndef M5_SERVER_ADMIN_H
+#define M5_SERVER_ADMIN_H
+
+#include "core/loop.h"
+#include "http/server.h"
+#include "server/registry.h"
+#include "server/router.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+typedef struct admin admin_t;
+
+typedef struct {
+  registry_t *reg;
+  router_t *router;
+  const atomic_int *ready; /* /healthz answers 200 once this is non-zero */
+  size_t max_inflight;     /* registry jobs outstanding; beyond: 503; 0 = 64 */
+} admin_opts_t;
+
+admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts);
+/* Only once admin_when_idle() reported idle, or after the registry is closed. */
+void admin_free(admin_t *a);
+/* m5_http_handler_fn for the management listener (arg = admin_t *). */
+void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg);
+/* done(arg) on the loop once no registry job is outstanding (at once if none is). */
+void admin_when_idle(admin_t *a, void (*done)(void *arg), void *arg);
+
+#endif

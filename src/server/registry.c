@@ -1,0 +1,350 @@
+/* Registry store: SQLite on its own job thread plus the in-memory copy (see registry.h).
+ * Pragmas: WAL so that the writer's fsync never blocks a reader; synchronous per statement
+ * kind, as registry.h explains; foreign keys so that a registration cannot outlive the
+ * binding it was authorised by. */
+#include "registry.h"
+
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/hmap.h"
+#include "core/log.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DOM "registry"
+
+struct registry {
+  sqlite3 *conn;
+  sqlite3_stmt *st_bind;
+  sqlite3_stmt *st_unbind;
+  sqlite3_stmt *st_reg_put;
+  sqlite3_stmt *st_reg_del;
+  m5_jobthread_t *thread;
+  pthread_rwlock_t lock; /* guards map; written only by the DB thread (and at open) */
+  m5_hmap_t *map;        /* ue_svc_id -> registry_entry_t */
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS bindings ("
+    " ue_svc_id TEXT PRIMARY KEY,"
+    " supi TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS registrations ("
+    " ue_svc_id TEXT PRIMARY KEY REFERENCES bindings(ue_svc_id) ON DELETE CASCADE,"
+    " registered_at INTEGER NOT NULL,"
+    " expiry INTEGER NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+
+int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]) {
+  if (!strncmp(in, "imsi-", 5)) in += 5;
+  size_t n = strlen(in);
+  if (n < 5 || n > 15) return M5_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (in[i] < '0' || in[i] > '9') return M5_EINVAL;
+  memcpy(out, in, n + 1);
+  return 0;
+}
+
+static int prepare(registry_t *r, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
+  if (sqlite3_prepare_v3(r->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "database: cannot prepare statement: %s", sqlite3_errmsg(r->conn));
+    return M5_EIO;
+  }
+  return 0;
+}
+
+static void free_entry(void *e) {
+  free(e);
+}
+
+static void registry_free(registry_t *r) {
+  m5_jobthread_free(r->thread);
+  sqlite3_finalize(r->st_bind);
+  sqlite3_finalize(r->st_unbind);
+  sqlite3_finalize(r->st_reg_put);
+  sqlite3_finalize(r->st_reg_del);
+  if (r->conn) sqlite3_close(r->conn);
+  if (r->map) {
+    m5_hmap_free(r->map, free_entry);
+    pthread_rwlock_destroy(&r->lock);
+  }
+  free(r);
+}
+
+/* Copies a text column if it fits and is not empty. */
+static int column_copy(sqlite3_stmt *st, int col, char *out, size_t outlen) {
+  const unsigned char *t = sqlite3_column_text(st, col);
+  size_t n = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+  if (n == 0 || n >= outlen) return M5_EINVAL;
+  memcpy(out, t, n);
+  out[n] = '\0';
+  return 0;
+}
+
+static int load(registry_t *r, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  if (prepare(r,
+              "SELECT b.ue_svc_id, b.supi, r.registered_at, r.expiry FROM bindings b "
+              "LEFT JOIN registrations r ON r.ue_svc_id = b.ue_svc_id",
+              &st, err, errlen) != 0)
+    return M5_EIO;
+  int rc = 0, s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    registry_entry_t *e = calloc(1, sizeof *e);
+    if (!e) {
+      rc = M5_ENOMEM;
+      break;
+    }
+    if (column_copy(st, 0, e->ue_svc_id, sizeof e->ue_svc_id) != 0 ||
+        column_copy(st, 1, e->supi, sizeof e->supi) != 0) {
+      M5_LOGE(DOM, "skipping a corrupt binding row (empty or over-long ueSvcId or SUPI)");
+      free(e);
+      continue;
+    }
+    if (sqlite3_column_type(st, 2) == SQLITE_INTEGER) {
+      e->registered_at = sqlite3_column_int64(st, 2);
+      e->expiry = sqlite3_column_int64(st, 3);
+    }
+    if (m5_hmap_put(r->map, e->ue_svc_id, strlen(e->ue_svc_id), e, NULL) != 0) {
+      free(e);
+      rc = M5_ENOMEM;
+      break;
+    }
+  }
+  if (rc == 0 && s != SQLITE_DONE) rc = M5_EIO;
+  if (rc != 0)
+    snprintf(err, errlen, "cannot load the registry: %s",
+             rc == M5_ENOMEM ? "out of memory" : sqlite3_errmsg(r->conn));
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static void run_job(m5_job_t *base, void *ctx);
+
+registry_t *registry_open(const char *path, char *err, size_t errlen) {
+  registry_t *r = calloc(1, sizeof *r);
+  if (!r) {
+    snprintf(err, errlen, "registry: out of memory");
+    return NULL;
+  }
+  r->map = m5_hmap_new();
+  if (!r->map || pthread_rwlock_init(&r->lock, NULL) != 0) {
+    if (r->map) m5_hmap_free(r->map, NULL);
+    r->map = NULL;
+    snprintf(err, errlen, "registry: out of memory");
+    goto fail;
+  }
+  if (m5_fs_mkdir_parents(path, 0700, "db.path", err, errlen) != 0) goto fail;
+  if (sqlite3_open_v2(path, &r->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+      SQLITE_OK) {
+    snprintf(err, errlen, "cannot open database %s: %s; check db.path", path,
+             r->conn ? sqlite3_errmsg(r->conn) : "out of memory");
+    goto fail;
+  }
+  sqlite3_extended_result_codes(r->conn, 1);
+  char *msg = NULL;
+  if (sqlite3_exec(r->conn, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;", NULL, NULL, &msg) !=
+          SQLITE_OK ||
+      sqlite3_exec(r->conn, schema, NULL, NULL, &msg) != SQLITE_OK) {
+    snprintf(err, errlen, "cannot initialise database %s: %s", path, msg ? msg : "?");
+    sqlite3_free(msg);
+    goto fail;
+  }
+  if (prepare(r,
+              "INSERT INTO bindings (ue_svc_id, supi) VALUES (?1, ?2) "
+              "ON CONFLICT (ue_svc_id) DO UPDATE SET supi = excluded.supi",
+              &r->st_bind, err, errlen) ||
+      prepare(r, "DELETE FROM bindings WHERE ue_svc_id = ?1", &r->st_unbind, err, errlen) ||
+      prepare(r,
+              "INSERT INTO registrations (ue_svc_id, registered_at, expiry) VALUES (?1, ?2, ?3) "
+              "ON CONFLICT (ue_svc_id) DO UPDATE SET registered_at = excluded.registered_at, "
+              "expiry = excluded.expiry",
+              &r->st_reg_put, err, errlen) ||
+      prepare(r, "DELETE FROM registrations WHERE ue_svc_id = ?1", &r->st_reg_del, err, errlen))
+    goto fail;
+  if (load(r, err, errlen) != 0) goto fail;
+  r->thread = m5_jobthread_new(run_job, r);
+  if (!r->thread) {
+    snprintf(err, errlen, "registry: cannot create its thread's event loop");
+    goto fail;
+  }
+  return r;
+fail:
+  registry_free(r);
+  return NULL;
+}
+
+/* ---- the DB thread ---- */
+
+static int exec_simple(registry_t *r, const char *sql) {
+  if (sqlite3_exec(r->conn, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    M5_LOGE(DOM, "%s failed: %s", sql, sqlite3_errmsg(r->conn));
+    return M5_EIO;
+  }
+  return 0;
+}
+
+static int step_done(registry_t *r, sqlite3_stmt *st, const char *what) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_DONE) {
+    M5_LOGE(DOM, "%s failed: %s", what, sqlite3_errmsg(r->conn));
+    return M5_EIO;
+  }
+  return 0;
+}
+
+/* The memory copy is only written here, so reading it without the lock is safe on this
+ * thread; writers take the lock. */
+static registry_entry_t *mem_get(registry_t *r, const char *id) {
+  return m5_hmap_get(r->map, id, strlen(id));
+}
+
+static int do_bind(registry_t *r, registry_job_t *job) {
+  registry_entry_t *e = mem_get(r, job->ue_svc_id);
+  job->created = e == NULL;
+  snprintf(job->old_supi, sizeof job->old_supi, "%s", e ? e->supi : "");
+  int supi_changed = e && strcmp(e->supi, job->supi) != 0;
+  registry_entry_t *fresh = NULL;
+  if (!e && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
+  if (exec_simple(r, "PRAGMA synchronous=FULL") != 0 || exec_simple(r, "BEGIN IMMEDIATE") != 0) {
+    free(fresh);
+    return M5_EIO;
+  }
+  sqlite3_bind_text(r->st_bind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(r->st_bind, 2, job->supi, -1, SQLITE_STATIC);
+  int rc = step_done(r, r->st_bind, "storing a binding");
+  if (rc == 0 && supi_changed) {
+    sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
+    rc = step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
+  }
+  if (rc == 0) rc = exec_simple(r, "COMMIT");
+  if (rc != 0) {
+    exec_simple(r, "ROLLBACK");
+    free(fresh);
+    return rc;
+  }
+  pthread_rwlock_wrlock(&r->lock);
+  if (fresh) {
+    memcpy(fresh->ue_svc_id, job->ue_svc_id, sizeof fresh->ue_svc_id);
+    memcpy(fresh->supi, job->supi, sizeof fresh->supi);
+    if (m5_hmap_put(r->map, fresh->ue_svc_id, strlen(fresh->ue_svc_id), fresh, NULL) != 0) {
+      free(fresh);
+      rc = M5_ENOMEM; /* committed, but not visible until a restart: say so */
+      M5_LOGE(DOM, "out of memory: binding of %s stored but not loaded until restart",
+              job->ue_svc_id);
+    }
+  } else {
+    memcpy(e->supi, job->supi, sizeof e->supi);
+    if (supi_changed) e->registered_at = e->expiry = 0;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  return rc;
+}
+
+static int do_unbind(registry_t *r, registry_job_t *job) {
+  registry_entry_t *e = mem_get(r, job->ue_svc_id);
+  if (!e) return M5_ENOENT;
+  snprintf(job->old_supi, sizeof job->old_supi, "%s", e->supi);
+  if (exec_simple(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  sqlite3_bind_text(r->st_unbind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
+  int rc = step_done(r, r->st_unbind, "removing a binding"); /* cascades */
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  m5_hmap_del(r->map, job->ue_svc_id, strlen(job->ue_svc_id));
+  pthread_rwlock_unlock(&r->lock);
+  free(e);
+  return 0;
+}
+
+static int do_register(registry_t *r, registry_job_t *job) {
+  registry_entry_t *e = mem_get(r, job->ue_svc_id);
+  if (!e || strcmp(e->supi, job->supi) != 0) return M5_EPERM;
+  job->created = !(e->registered_at != 0 && e->expiry > job->registered_at);
+  if (exec_simple(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
+  sqlite3_bind_text(r->st_reg_put, 1, job->ue_svc_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(r->st_reg_put, 2, job->registered_at);
+  sqlite3_bind_int64(r->st_reg_put, 3, job->expiry);
+  int rc = step_done(r, r->st_reg_put, "storing a registration");
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  e->registered_at = job->registered_at;
+  e->expiry = job->expiry;
+  pthread_rwlock_unlock(&r->lock);
+  return 0;
+}
+
+static int do_deregister(registry_t *r, registry_job_t *job) {
+  registry_entry_t *e = mem_get(r, job->ue_svc_id);
+  if (!e || e->registered_at == 0) return M5_ENOENT;
+  if (exec_simple(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
+  sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
+  int rc = step_done(r, r->st_reg_del, "removing a registration");
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  e->registered_at = e->expiry = 0;
+  pthread_rwlock_unlock(&r->lock);
+  return 0;
+}
+
+static void run_job(m5_job_t *base, void *ctx) {
+  registry_t *r = ctx;
+  registry_job_t *job = (registry_job_t *)base;
+  job->created = 0;
+  job->old_supi[0] = '\0';
+  switch (job->op) {
+  case REGISTRY_BIND:
+    job->status = do_bind(r, job);
+    break;
+  case REGISTRY_UNBIND:
+    job->status = do_unbind(r, job);
+    break;
+  case REGISTRY_REGISTER:
+    job->status = do_register(r, job);
+    break;
+  case REGISTRY_DEREGISTER:
+    job->status = do_deregister(r, job);
+    break;
+  default:
+    job->status = M5_EINVAL;
+    break;
+  }
+}
+
+/* ---- any thread ---- */
+
+int registry_start(registry_t *r, size_t queue_cap) {
+  return m5_jobthread_start(r->thread, queue_cap);
+}
+
+int registry_submit(registry_t *r, registry_job_t *job) {
+  return m5_jobthread_submit(r->thread, &job->base);
+}
+
+void registry_close(registry_t *r) {
+  if (r) registry_free(r);
+}
+
+int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_entry_t *out) {
+  int rc = M5_ENOENT;
+  pthread_rwlock_rdlock(&r->lock);
+  const registry_entry_t *e = m5_hmap_get(r->map, ue_svc_id, strlen(ue_svc_id));
+  if (e) {
+    *out = *e;
+    rc = 0;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  if (rc == 0) out->registered = out->registered_at != 0 && out->expiry > now;
+  return rc;
+}
+
+size_t registry_count(registry_t *r) {
+  pthread_rwlock_rdlock(&r->lock);
+  size_t n = m5_hmap_count(r->map);
+  pthread_rwlock_unlock(&r->lock);
+  return n;
+}

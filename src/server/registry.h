@@ -1,0 +1,77 @@
+/* The m5s registry (TS 23.554 cl. 8.2.1, 8.2.2; architecture §4): the binding table UE
+ * Service ID -> SUPI that authorises a REG (the SEAL CM / configuration-function role,
+ * managed through the admin API), and the registration state that target resolution reads
+ * (cl. 5.3.2.2). Both are persisted in SQLite so they survive restarts.
+ *
+ * Threads: SQLite runs on a job thread of its own. An in-memory copy of both tables is loaded
+ * at open and kept in sync by that thread, which updates it right after each commit, under
+ * a read-write lock. So workers read (registry_lookup) without waiting for the disk and only
+ * ever see committed state; every change goes through a job. Durability: a binding change is
+ * acknowledged after an fsync (synchronous=FULL); a registration after its WAL write
+ * (synchronous=NORMAL): it survives a crash of the process, and a power loss may forget the
+ * last ones, which the UEs, whose sessions are gone then anyway, re-create with their next REG. */
+#ifndef M5_SERVER_REGISTRY_H
+#define M5_SERVER_REGISTRY_H
+
+#include "core/jobthread.h"
+#include "msg/msg.h"
+#include "tls/akma.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REGISTRY_ID_MAX M5_MSG_ADDR_MAX
+#define REGISTRY_SUPI_MAX M5_AKMA_SUPI_MAX
+
+typedef struct registry registry_t;
+
+typedef struct {
+  char ue_svc_id[REGISTRY_ID_MAX + 1];
+  char supi[REGISTRY_SUPI_MAX + 1];
+  int registered;        /* a registration exists and its expiry has not passed */
+  int64_t registered_at; /* Unix seconds; 0 when there is no registration */
+  int64_t expiry;
+} registry_entry_t;
+
+typedef enum {
+  REGISTRY_BIND,       /* in: ue_svc_id, supi. out: created, old_supi. A new SUPI drops the
+                          registration made under the old one */
+  REGISTRY_UNBIND,     /* in: ue_svc_id. out: old_supi; M5_ENOENT. Drops the registration */
+  REGISTRY_REGISTER,   /* in: ue_svc_id, supi, registered_at, expiry. out: created (there was
+                          no unexpired registration); M5_EPERM when the binding is gone or
+                          names another SUPI now */
+  REGISTRY_DEREGISTER, /* in: ue_svc_id; M5_ENOENT when not registered */
+} registry_op_t;
+
+typedef struct registry_job {
+  m5_job_t base; /* first: base.reply is the submitter's mailbox */
+  registry_op_t op;
+  int status; /* 0, M5_ENOENT, M5_EPERM, M5_EIO */
+  int created;
+  char ue_svc_id[REGISTRY_ID_MAX + 1];
+  char supi[REGISTRY_SUPI_MAX + 1];
+  char old_supi[REGISTRY_SUPI_MAX + 1]; /* "" when there was no binding */
+  int64_t registered_at;
+  int64_t expiry;
+  void *arg; /* the submitter's */
+} registry_job_t;
+
+/* Opens (creating the directory 0700, the file and the schema) and loads the tables into
+ * memory, on the calling thread, so start-up errors come before any thread runs. */
+registry_t *registry_open(const char *path, char *err, size_t errlen);
+/* Starts the DB thread; queue_cap bounds the jobs waiting for it. */
+int registry_start(registry_t *r, size_t queue_cap);
+/* From any thread; M5_EFULL when the queue is full (the caller keeps the job). */
+int registry_submit(registry_t *r, registry_job_t *job);
+/* Finishes the queued jobs, stops the thread and closes. */
+void registry_close(registry_t *r);
+
+/* From any thread, without waiting for the disk: 0 and *out, or M5_ENOENT when the UE Service
+ * ID is not bound. `now` (Unix seconds) decides whether the registration is still valid. */
+int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_entry_t *out);
+size_t registry_count(registry_t *r);
+
+/* "001010123456789" from that or "imsi-001010123456789"; M5_EINVAL unless 5-15 digits. */
+int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]);
+
+#endif

@@ -1,0 +1,115 @@
+/* m5s configuration table and the checks beyond what the generic loader does. */
+#include "server_config.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/net.h"
+#include "crypto/akma.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* ue.host defaults to every interface: the MSGin5G-1 port is the one devices reach, and that
+ * is what an operator deploying a server expects. Tests and `make run` bind 127.0.0.1. */
+static const m5_cfg_item_t items[] = {
+    {"ue.host", M5_CFG_STR, offsetof(server_config_t, ue_host), "0.0.0.0", 0, 0,
+     "address of the MSGin5G-1 listeners (CoAP over DTLS on udp, CoAP over TLS on tcp)"},
+    {"ue.port", M5_CFG_INT, offsetof(server_config_t, ue_port), "5684", 1, 65535,
+     "port of the MSGin5G-1 listeners (the same number on udp and tcp)"},
+    {"ue.max_sessions", M5_CFG_INT, offsetof(server_config_t, ue_max_sessions), "100000", 1,
+     10000000, "established UE sessions per worker and transport"},
+    {"ue.idle_timeout_s", M5_CFG_INT, offsetof(server_config_t, ue_idle_timeout_s), "600", 10,
+     86400, "a UE session without traffic for this long is closed"},
+    {"mgmt.host", M5_CFG_STR, offsetof(server_config_t, mgmt_host), "127.0.0.1", 0, 0,
+     "address of the management listener (/healthz, admin API); must be a loopback address"},
+    {"mgmt.port", M5_CFG_INT, offsetof(server_config_t, mgmt_port), "9090", 1, 65535,
+     "port of the management listener"},
+    {"aanf.url", M5_CFG_STR, offsetof(server_config_t, aanf_url), "https://localhost:7443", 0, 0,
+     "base URL of the AAnF (Naanf_AKMA over HTTP/2 with mutual TLS)"},
+    {"aanf.timeout_ms", M5_CFG_INT, offsetof(server_config_t, aanf_timeout_ms), "3000", 100, 60000,
+     "time allowed for one AAnF request (the UE's handshake waits that long at most)"},
+    {"tls.cert", M5_CFG_STR, offsetof(server_config_t, tls_cert), "var/pki/m5s.crt", 0, 0,
+     "the server's certificate as AKMA AF towards the AAnF (SAN dNSName = server.fqdns[0])"},
+    {"tls.key", M5_CFG_STR, offsetof(server_config_t, tls_key), "var/pki/m5s.key", 0, 0,
+     "its private key (PEM)"},
+    {"tls.ca", M5_CFG_STR, offsetof(server_config_t, tls_ca), "var/pki/ca.crt", 0, 0,
+     "CA bundle the AAnF's certificate must chain to"},
+    {"server.fqdns", M5_CFG_STRLIST, offsetof(server_config_t, fqdns), "localhost", 0, 0,
+     "the server's names (SNI; K_AF is derived for them); the first is the primary"},
+    {"db.path", M5_CFG_STR, offsetof(server_config_t, db_path), "var/m5s/m5s.db", 0, 0,
+     "SQLite file holding bindings and registrations (created with its directory)"},
+    {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,
+     "worker threads; 0 = one per online CPU"},
+    {"coap.max_body", M5_CFG_INT, offsetof(server_config_t, coap_max_body), "65536", 1024, 1048576,
+     "largest CoAP body in bytes (larger requests get 4.13)"},
+    {"coap.nstart", M5_CFG_INT, offsetof(server_config_t, coap_nstart), "1", 1, 64,
+     "UDP: confirmable requests outstanding towards one UE (RFC 7252 NSTART)"},
+    {"coap.window", M5_CFG_INT, offsetof(server_config_t, coap_window), "20", 1, 1024,
+     "TCP: requests outstanding towards one UE (pipelining window)"},
+    {"reg.lifetime_s", M5_CFG_INT, offsetof(server_config_t, reg_lifetime_s), "86400", 60, 31536000,
+     "registration lifetime: the expiry returned in the REG answer"},
+    {"log.level", M5_CFG_STR, offsetof(server_config_t, log_level), "info", 0, 0,
+     "error, warn, info or debug"},
+};
+#define N_ITEMS (sizeof items / sizeof items[0])
+
+static int check(const server_config_t *cfg, const char *src, char *err, size_t errlen) {
+  m5_log_level_t lvl;
+  if (!m5_net_is_address(cfg->ue_host)) {
+    snprintf(err, errlen, "%s: ue.host: expected an IPv4 or IPv6 address, got '%s'", src,
+             cfg->ue_host);
+    return M5_EINVAL;
+  }
+  /* The management port has no authentication; the architecture (§3.3) requires mutual TLS
+   * as soon as it leaves loopback, which is not implemented yet, so the server refuses. */
+  if (!m5_net_is_loopback(cfg->mgmt_host)) {
+    snprintf(err, errlen,
+             "%s: mgmt.host: '%s' is not a loopback address; the management port has no "
+             "authentication (mutual TLS on it is not implemented yet), so it may only listen "
+             "on 127.0.0.0/8 or ::1",
+             src, cfg->mgmt_host);
+    return M5_EINVAL;
+  }
+  /* Both would bind with SO_REUSEPORT and share the tcp port without an error. */
+  if (cfg->mgmt_port == cfg->ue_port) {
+    snprintf(err, errlen, "%s: mgmt.port: %lld is also ue.port; choose another", src,
+             (long long)cfg->mgmt_port);
+    return M5_EINVAL;
+  }
+  if (cfg->fqdns.n == 0) {
+    snprintf(err, errlen, "%s: server.fqdns: the list is empty; give at least one name", src);
+    return M5_EINVAL;
+  }
+  for (size_t i = 0; i < cfg->fqdns.n; i++) {
+    if (m5_akma_fqdn_valid(cfg->fqdns.v[i]) != 0) {
+      snprintf(err, errlen, "%s: server.fqdns: '%s' is not a valid FQDN", src, cfg->fqdns.v[i]);
+      return M5_EINVAL;
+    }
+  }
+  if (strncasecmp(cfg->aanf_url, "https://", 8) != 0 || cfg->aanf_url[8] == '\0') {
+    snprintf(err, errlen, "%s: aanf.url: expected an https:// URL, got '%s'", src, cfg->aanf_url);
+    return M5_EINVAL;
+  }
+  if (m5_log_level_parse(cfg->log_level, &lvl) != 0) {
+    snprintf(err, errlen, "%s: log.level: expected error, warn, info or debug, got '%s'", src,
+             cfg->log_level);
+    return M5_EINVAL;
+  }
+  return 0;
+}
+
+int server_config_load(const char *path, server_config_t *cfg, char *err, size_t errlen) {
+  memset(cfg, 0, sizeof *cfg);
+  int rc = m5_config_load(path, items, N_ITEMS, cfg, err, errlen);
+  if (rc != 0) return rc;
+  return check(cfg, path ? path : "defaults", err, errlen);
+}
+
+void server_config_free(server_config_t *cfg) {
+  m5_config_free(items, N_ITEMS, cfg);
+}
+
+void server_config_print_help(void *stream) {
+  m5_config_print_help(items, N_ITEMS, stream);
+}

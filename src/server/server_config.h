@@ -1,0 +1,40 @@
+/* m5s configuration: the settings, their defaults and the YAML table that loads them
+ * (architecture §2: one YAML file, sane defaults so the daemon starts with no file at all).
+ * docs/m5s.md lists the keys. */
+#ifndef M5_SERVER_CONFIG_H
+#define M5_SERVER_CONFIG_H
+
+#include "core/config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  char *ue_host; /* MSGin5G-1: CoAP over DTLS (udp) and over TLS (tcp), same port */
+  int64_t ue_port;
+  int64_t ue_max_sessions; /* per worker */
+  int64_t ue_idle_timeout_s;
+  char *mgmt_host; /* /healthz and the admin API: HTTP/1.1 and h2c, loopback only */
+  int64_t mgmt_port;
+  char *aanf_url;
+  int64_t aanf_timeout_ms;
+  char *tls_cert; /* the AF's client certificate towards the AAnF (SAN dNSName = FQDN) */
+  char *tls_key;
+  char *tls_ca;
+  m5_strlist_t fqdns; /* server.fqdns: the names K_AF is derived for; [0] is the primary */
+  char *db_path;
+  int64_t workers;
+  int64_t coap_max_body;
+  int64_t coap_nstart;
+  int64_t coap_window;
+  int64_t reg_lifetime_s;
+  char *log_level;
+} server_config_t;
+
+/* Loads defaults, then path's values (path may be NULL), then checks what the table cannot
+ * (addresses, loopback management, FQDNs, the AAnF URL, log level). err names the key. */
+int server_config_load(const char *path, server_config_t *cfg, char *err, size_t errlen);
+void server_config_free(server_config_t *cfg);
+void server_config_print_help(void *stream /* FILE * */);
+
+#endif

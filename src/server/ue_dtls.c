@@ -1,0 +1,401 @@
+/* CoAP over DTLS 1.2 on UDP (RFC 7252 §9, RFC 6347), keyed by AKMA (architecture §3.1, §4).
+ *
+ * One socket per listener; datagrams are demultiplexed by source address to per-peer DTLS
+ * state on memory BIOs. A peer gets state only after it has proved its address with a
+ * HelloVerifyRequest cookie (DTLSv1_listen on one shared stateless SSL), and at most
+ * max_handshakes of them may be half-open at once, so a ClientHello flood, spoofed or not,
+ * costs bounded memory. Before any handshake datagram reaches OpenSSL it is scanned for the
+ * ClientKeyExchange; when K_AF is not known yet that datagram is held (with at most a few
+ * that follow it in the client's flight; retransmissions are dropped) until the AAnF answers.
+ * Handshake retransmission uses OpenSSL's DTLS timer on the loop. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "core/err.h"
+#include "core/hmap.h"
+#include "core/log.h"
+#include "server/ue_conn.h"
+#include "tls/tls.h"
+
+#define DOM "ue"
+/* Datagrams we send stay within this (no path-MTU discovery: 1200 fits loopback, IPv6's
+ * 1280 minimum and every real link). */
+#define DTLS_MTU 1200
+#define DTLS_REC_HDR 13
+#define RX_MAX (16384 + 2048 + DTLS_REC_HDR) /* the largest DTLS 1.2 record */
+#define RX_BATCH 64                          /* datagrams per wake-up */
+#define MAX_HELD 4 /* the ClientKeyExchange and what follows it in the client's flight */
+#define ADDR_KEY_MAX 19
+
+typedef struct {
+  ue_listener_t base;
+  m5_hmap_t *peers; /* address key -> dtls_conn_t */
+  SSL *listen_ssl;  /* stateless cookie exchange; becomes a peer's SSL once it verifies */
+  BIO_ADDR *listen_peer;
+  uint8_t rx[RX_MAX];
+} dtls_listener_t;
+
+typedef struct {
+  ue_conn_t base;
+  m5_timer_id_t rt_timer;
+  uint8_t *held[MAX_HELD];
+  size_t held_len[MAX_HELD];
+  unsigned n_held;
+} dtls_conn_t;
+
+static size_t addr_key(const struct sockaddr *sa, uint8_t out[ADDR_KEY_MAX]) {
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    out[0] = 6;
+    memcpy(out + 1, &a->sin6_port, 2);
+    memcpy(out + 3, &a->sin6_addr, 16);
+    return 19;
+  }
+  const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+  out[0] = 4;
+  memcpy(out + 1, &a->sin_port, 2);
+  memcpy(out + 3, &a->sin_addr, 4);
+  return 7;
+}
+
+/* ---- output ---- */
+
+static void send_dgram(ue_conn_t *c, const uint8_t *p, size_t n) {
+  ssize_t r = sendto(c->l->fd, p, n, 0, (const struct sockaddr *)&c->addr, c->addrlen);
+  if (r < 0) M5_LOGD(DOM, "%s: datagram of %zu bytes not sent: %s", c->peer, n, strerror(errno));
+}
+
+/* A DTLS memory BIO is a byte stream: split it into records and pack whole records into
+ * datagrams of at most DTLS_MTU bytes (RFC 6347 §4.1.1 allows several per datagram). */
+static void send_records(ue_conn_t *c, const uint8_t *p, size_t n) {
+  size_t start = 0, off = 0;
+  while (n - off >= DTLS_REC_HDR) {
+    size_t rl = DTLS_REC_HDR + (((size_t)p[off + 11] << 8) | p[off + 12]);
+    if (rl > n - off) break;
+    if (off > start && off + rl - start > DTLS_MTU) {
+      send_dgram(c, p + start, off - start);
+      start = off;
+    }
+    off += rl;
+  }
+  if (n > start) send_dgram(c, p + start, n - start);
+}
+
+static void drain_wbio(ue_conn_t *c, BIO *wbio) {
+  char *data = NULL;
+  long n = BIO_get_mem_data(wbio, &data);
+  if (n > 0 && data) send_records(c, (const uint8_t *)data, (size_t)n);
+  if (n > 0) (void)BIO_reset(wbio);
+}
+
+static void rt_cb(m5_loop_t *loop, void *arg);
+
+static void rt_arm(dtls_conn_t *dc) {
+  ue_conn_t *c = &dc->base;
+  if (dc->rt_timer) m5_loop_timer_cancel(c->l->loop, dc->rt_timer);
+  dc->rt_timer = 0;
+  /* While we wait for K_AF the client has our flight (it sent its ClientKeyExchange): it
+   * retransmits on its own timer, and our retransmissions would only make it do so sooner. */
+  if (c->closing || c->shut || c->state != UE_CONN_HANDSHAKE) return;
+  struct timeval tv;
+  if (DTLSv1_get_timeout(c->ssl, &tv) <= 0) return;
+  uint64_t ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+  dc->rt_timer = m5_loop_timer_add(c->l->loop, ms, rt_cb, dc);
+}
+
+static void dtls_flush(ue_conn_t *c) {
+  drain_wbio(c, c->wbio);
+  rt_arm((dtls_conn_t *)c);
+}
+
+static void rt_cb(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  dtls_conn_t *dc = arg;
+  ue_conn_t *c = &dc->base;
+  dc->rt_timer = 0;
+  ERR_clear_error();
+  long r = DTLSv1_handle_timeout(c->ssl);
+  if (r < 0) {
+    char e[256];
+    M5_LOGD(DOM, "%s: DTLS handshake retransmissions exhausted: %s", c->peer,
+            m5_tls_last_error(e, sizeof e));
+    c->fatal = 1;
+    ue_conn_close(c, "handshake timeout");
+    return;
+  }
+  dtls_flush(c);
+}
+
+static int dtls_send(ue_conn_t *c, const uint8_t *p, size_t n) {
+  if (n == 0 || n > 16384) return M5_ERANGE;
+  ERR_clear_error();
+  int r = SSL_write(c->ssl, p, (int)n);
+  dtls_flush(c);
+  if (r <= 0) {
+    char e[256];
+    M5_LOGD(DOM, "%s: DTLS write failed: %s", c->peer, m5_tls_last_error(e, sizeof e));
+    return M5_EIO;
+  }
+  return M5_OK;
+}
+
+static void dtls_alert(ue_conn_t *c, uint8_t alert) {
+  (void)c;
+  (void)alert; /* DTLS is 1.2 only: the key wait never pauses in the ClientHello callback */
+}
+
+/* ---- input ---- */
+
+static void feed(ue_conn_t *c, const uint8_t *p, size_t n) {
+  if (BIO_write(c->rbio, p, (int)n) != (int)n) {
+    ue_conn_close(c, "out of memory");
+    return;
+  }
+  ue_conn_drive(c);
+}
+
+static int hold(dtls_conn_t *dc, const uint8_t *p, size_t n) {
+  if (dc->n_held >= MAX_HELD) return M5_EFULL;
+  uint8_t *copy = malloc(n);
+  if (!copy) return M5_ENOMEM;
+  memcpy(copy, p, n);
+  dc->held[dc->n_held] = copy;
+  dc->held_len[dc->n_held++] = n;
+  return M5_OK;
+}
+
+static void conn_input(dtls_conn_t *dc, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  if (c->closing) return;
+  ue_conn_touch(c);
+  if (c->state == UE_CONN_WAIT_KEY) {
+    m5_akma_want_t w;
+    /* A second ClientKeyExchange is the client retransmitting its flight: drop it. */
+    if (m5_akma_scan_input(c->ssl, p, n, &w) != 1 && hold(dc, p, n) == M5_OK) return;
+    M5_LOGD(DOM, "%s: datagram dropped while waiting for the AAnF", c->peer);
+    return;
+  }
+  if (c->state == UE_CONN_HANDSHAKE && !c->key_failed) {
+    int rc = m5_akma_scan_input(c->ssl, p, n, &c->want);
+    if (rc == 1) {
+      if (hold(dc, p, n) != M5_OK) {
+        ue_conn_close(c, "out of memory");
+        return;
+      }
+      ue_conn_want_key(c);
+      return;
+    }
+  }
+  feed(c, p, n);
+}
+
+static void dtls_resume(ue_conn_t *c) {
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  unsigned n = dc->n_held;
+  uint8_t *held[MAX_HELD];
+  size_t len[MAX_HELD];
+  memcpy(held, dc->held, sizeof held);
+  memcpy(len, dc->held_len, sizeof len);
+  dc->n_held = 0;
+  for (unsigned i = 0; i < n; i++) {
+    /* Without a key only the ClientKeyExchange goes in: OpenSSL answers it with an alert. */
+    if (!c->closing && (i == 0 || !c->key_failed)) {
+      if (i == 0)
+        feed(c, held[i], len[i]);
+      else
+        conn_input(dc, held[i], len[i]);
+    }
+    free(held[i]);
+  }
+}
+
+static void dtls_release(ue_conn_t *c) {
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  if (dc->rt_timer) m5_loop_timer_cancel(c->l->loop, dc->rt_timer);
+  dc->rt_timer = 0;
+  for (unsigned i = 0; i < dc->n_held; i++)
+    free(dc->held[i]);
+  dc->n_held = 0;
+  uint8_t key[ADDR_KEY_MAX];
+  size_t kl = addr_key((struct sockaddr *)&c->addr, key);
+  /* The address may already belong to the peer's new association. */
+  if (m5_hmap_get(dl->peers, key, kl) == dc) m5_hmap_del(dl->peers, key, kl);
+}
+
+static const ue_conn_ops_t dtls_ops = {
+    .name = "dtls",
+    .coap = M5_COAP_DGRAM,
+    .flush = dtls_flush,
+    .resume = dtls_resume,
+    .alert = dtls_alert,
+    .send = dtls_send,
+    .release = dtls_release,
+};
+
+/* ---- new peers ---- */
+
+static int looks_like_client_hello(const uint8_t *p, size_t n) {
+  /* handshake record, DTLS major version, epoch 0, handshake type client_hello */
+  return n >= DTLS_REC_HDR + 12 && p[0] == 22 && p[1] == 0xfe && p[3] == 0 && p[4] == 0 &&
+         p[DTLS_REC_HDR] == 1;
+}
+
+static SSL *listen_ssl(dtls_listener_t *dl) {
+  if (dl->listen_ssl) return dl->listen_ssl;
+  BIO *r, *w;
+  SSL *ssl = ue_ssl_new(dl->base.o.ctx, &r, &w);
+  if (!ssl) return NULL;
+  /* OpenSSL keeps these across the SSL_clear in DTLSv1_listen only with NO_QUERY_MTU. */
+  SSL_set_options(ssl, SSL_OP_NO_QUERY_MTU);
+  DTLS_set_link_mtu(ssl, DTLS_MTU);
+  dl->listen_ssl = ssl;
+  return ssl;
+}
+
+static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockaddr *sa, socklen_t sl,
+                     const uint8_t *p, size_t n) {
+  ue_listener_t *l = &dl->base;
+  char peer[64];
+  if (!looks_like_client_hello(p, n)) {
+    if (m5_log_enabled(M5_LOG_DEBUG, DOM)) {
+      ue_addr_str(sa, peer, sizeof peer);
+      M5_LOGD(DOM, "%s: %zu-byte datagram from an unknown peer is not a ClientHello: dropped", peer,
+              n);
+    }
+    return;
+  }
+  if (!old && l->n_handshakes >= l->o.max_handshakes) {
+    l->dropped++;
+    if (m5_log_enabled(M5_LOG_DEBUG, DOM)) {
+      ue_addr_str(sa, peer, sizeof peer);
+      M5_LOGD(DOM, "%s: ClientHello dropped: %zu handshakes in progress (max_handshakes)", peer,
+              l->o.max_handshakes);
+    }
+    return;
+  }
+  SSL *ssl = listen_ssl(dl);
+  if (!ssl) {
+    M5_LOGW(DOM, "%s: cannot create the DTLS listening state: out of memory", l->name);
+    return;
+  }
+  BIO *rbio = SSL_get_rbio(ssl), *wbio = SSL_get_wbio(ssl);
+  (void)BIO_reset(rbio);
+  (void)BIO_reset(wbio);
+  if (m5_akma_ssl_set_peer(ssl, sa, sl) != M5_OK || BIO_write(rbio, p, (int)n) != (int)n) return;
+  ERR_clear_error();
+  int r = DTLSv1_listen(ssl, dl->listen_peer);
+  /* The HelloVerifyRequest, if any, goes straight back: no state is kept for this peer. */
+  ue_conn_t tmp = {.l = l, .addrlen = sl};
+  memcpy(&tmp.addr, sa, sl);
+  ue_addr_str(sa, tmp.peer, sizeof tmp.peer);
+  drain_wbio(&tmp, wbio);
+  (void)BIO_reset(rbio);
+  if (r <= 0) {
+    if (r < 0) {
+      char e[256];
+      M5_LOGD(DOM, "%s: ClientHello rejected: %s", tmp.peer, m5_tls_last_error(e, sizeof e));
+      SSL_free(dl->listen_ssl);
+      dl->listen_ssl = NULL;
+    }
+    return;
+  }
+  /* The cookie is valid: the peer owns its address. The SSL becomes its own. */
+  dl->listen_ssl = NULL;
+  if (old) {
+    /* RFC 6347 §4.2.8: a new handshake from the address of an open association (the client
+     * restarted, or a NAT reused the port): the old one ends silently. */
+    M5_LOGD(DOM, "%s: new DTLS handshake replaces the open association", tmp.peer);
+    old->base.no_notify = 1;
+    ue_conn_close(&old->base, "peer started a new association");
+  }
+  uint8_t key[ADDR_KEY_MAX];
+  size_t kl = addr_key(sa, key);
+  dtls_conn_t *dc = (dtls_conn_t *)ue_conn_new(l, sizeof *dc, ssl, sa, sl);
+  if (!dc) {
+    M5_LOGW(DOM, "%s: cannot accept a DTLS handshake: out of memory", tmp.peer);
+    return;
+  }
+  if (m5_hmap_put(dl->peers, key, kl, dc, NULL) != M5_OK) {
+    ue_conn_close(&dc->base, "out of memory");
+    return;
+  }
+  /* DTLSv1_listen consumed the ClientHello from the memory BIO (it cannot peek): again. */
+  feed(&dc->base, p, n);
+}
+
+static void udp_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
+  (void)loop;
+  (void)events;
+  dtls_listener_t *dl = arg;
+  for (int i = 0; i < RX_BATCH; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    ssize_t n = recvfrom(fd, dl->rx, sizeof dl->rx, MSG_TRUNC, (struct sockaddr *)&ss, &sl);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        M5_LOGD(DOM, "%s: recvfrom: %s", dl->base.name, strerror(errno));
+      return;
+    }
+    if ((size_t)n > sizeof dl->rx || n == 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+      continue; /* truncated, empty or not IP: nothing DTLS */
+    uint8_t key[ADDR_KEY_MAX];
+    size_t kl = addr_key((struct sockaddr *)&ss, key);
+    dtls_conn_t *dc = m5_hmap_get(dl->peers, key, kl);
+    if (dc && dc->base.closing) continue;
+    if (!dc || (dc->base.state == UE_CONN_OPEN && looks_like_client_hello(dl->rx, (size_t)n)))
+      new_peer(dl, dc, (struct sockaddr *)&ss, sl, dl->rx, (size_t)n);
+    else
+      conn_input(dc, dl->rx, (size_t)n);
+  }
+}
+
+static void dtls_free_transport(ue_listener_t *l) {
+  dtls_listener_t *dl = (dtls_listener_t *)l;
+  m5_hmap_free(dl->peers, NULL);
+  SSL_free(dl->listen_ssl);
+  BIO_ADDR_free(dl->listen_peer);
+}
+
+ue_listener_t *ue_dtls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,
+                                    size_t errlen) {
+  char dummy[8];
+  if (!err || !errlen) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  err[0] = '\0';
+  dtls_listener_t *dl = calloc(1, sizeof *dl);
+  if (!dl) {
+    snprintf(err, errlen, "MSGin5G-1 DTLS listener: out of memory");
+    return NULL;
+  }
+  ue_listener_t *l = &dl->base;
+  l->free_transport = dtls_free_transport;
+  if (ue_listener_init(l, loop, opts, &dtls_ops, SOCK_DGRAM, err, errlen) != M5_OK) {
+    ue_listener_free(l);
+    return NULL;
+  }
+  dl->peers = m5_hmap_new();
+  dl->listen_peer = BIO_ADDR_new();
+  if (!dl->peers || !dl->listen_peer || !listen_ssl(dl)) {
+    snprintf(err, errlen, "MSGin5G-1 DTLS listener %s: out of memory", l->name);
+    ue_listener_free(l);
+    return NULL;
+  }
+  if (m5_loop_add_fd(loop, l->fd, M5_EV_READ, udp_cb, dl) != M5_OK) {
+    snprintf(err, errlen, "MSGin5G-1 DTLS listener %s: cannot watch the socket", l->name);
+    ue_listener_free(l);
+    return NULL;
+  }
+  M5_LOGD(DOM, "listening on %s (CoAP over DTLS)", l->name);
+  return l;
+}
