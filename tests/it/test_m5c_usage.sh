@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# m5c usage errors (docs/client.md): each bad argument exits 2 with exactly one line on stderr
+# naming it, before any network activity; --help works; an IP-literal server without --af-fqdn
+# is a usage error naming --af-fqdn. No daemon is started.
+set -euo pipefail
+source "$M5_SRC/tests/lib.sh"
+
+M5C="$M5_BIN/m5c"
+K=$(printf '%064d' 1)
+CRED=(--kausf "$K" --supi 001010000000001)
+OK=(--server coaps://localhost:1 --ue-svc-id ue1 "${CRED[@]}")
+
+# usage WANT_SUBSTRING ARGS...: exit 2, one stderr line containing WANT, nothing on stdout.
+usage() {
+  local want=$1 rc=0
+  shift
+  timeout 10 "$M5C" "$@" >out.txt 2>err.txt || rc=$?
+  [[ $rc -eq 2 ]] || fail "m5c $*: exit $rc, want 2 ($(cat err.txt))"
+  [[ $(wc -l <err.txt) -eq 1 ]] || fail "m5c $*: want one line on stderr, got: $(cat err.txt)"
+  grep -qF -- "$want" err.txt || fail "m5c $*: stderr does not name '$want': $(cat err.txt)"
+  [[ ! -s out.txt ]] || fail "m5c $*: unexpected stdout: $(cat out.txt)"
+}
+
+timeout 10 "$M5C" --help >help.txt || fail "m5c --help failed"
+grep -q "usage: m5c" help.txt || fail "--help prints no usage"
+for w in register deregister send listen --af-fqdn --kakma --count; do
+  grep -qF -- "$w" help.txt || fail "--help does not mention $w"
+done
+timeout 10 "$M5C" send --help >/dev/null || fail "m5c send --help failed"
+
+usage "COMMAND" "${OK[@]}"
+usage "frobnicate" frobnicate "${OK[@]}"
+usage "extra" register extra "${OK[@]}"
+usage "--bogus" register --bogus "${OK[@]}"
+usage "--server" register "${OK[@]}" --server
+usage "--server" register --ue-svc-id ue1 "${CRED[@]}"
+usage "--server" register --server http://localhost --ue-svc-id ue1 "${CRED[@]}"
+usage "--server" register --server coaps://localhost:99999 --ue-svc-id ue1 "${CRED[@]}"
+usage "--server" register --server coaps://localhost/path --ue-svc-id ue1 "${CRED[@]}"
+usage "--transport" register "${OK[@]}" --transport quic
+usage "--af-fqdn" register --server coaps://127.0.0.1 --ue-svc-id ue1 "${CRED[@]}"
+usage "--af-fqdn" register --server 'coaps+tcp://[::1]:5684' --ue-svc-id ue1 "${CRED[@]}"
+usage "--af-fqdn" register "${OK[@]}" --af-fqdn 'bad_name.'
+usage "--ue-svc-id" register --server coaps://localhost "${CRED[@]}"
+usage "--ue-svc-id" register --server coaps://localhost --ue-svc-id 'a b' "${CRED[@]}"
+usage "--kausf" register --server coaps://localhost --ue-svc-id ue1
+usage "--kausf" register "${OK[@]}" --kausf 1234
+usage "--supi" register --server coaps://localhost --ue-svc-id ue1 --kausf "$K"
+usage "--supi" register --server coaps://localhost --ue-svc-id ue1 --kausf "$K" --supi imsi-1
+usage "--rid" register "${OK[@]}" --rid 12345
+usage "--realm" register "${OK[@]}" --realm 'bad realm'
+usage "--mnc-len" register "${OK[@]}" --mnc-len 4
+usage "--mnc-len" register "${OK[@]}" --mnc-len 3 --realm example.org
+usage "--kakma" register "${OK[@]}" --kakma "$K" --akid a@b
+usage "--akid" register --server coaps://localhost --ue-svc-id ue1 --kakma "$K"
+usage "--akid" register "${OK[@]}" --akid 0000.x@realm
+usage "--timeout" register "${OK[@]}" --timeout 0
+usage "--timeout" register "${OK[@]}" --timeout soon
+usage "--to" send "${OK[@]}" --payload hi
+usage "--to" send "${OK[@]}" --to ue2 --payload hi
+usage "--payload" send "${OK[@]}" --to ue:ue2
+usage "--msg-id" send "${OK[@]}" --to ue:ue2 --payload hi --msg-id 'a/b'
+usage "--to" register "${OK[@]}" --to ue:ue2
+usage "--count" send "${OK[@]}" --to ue:ue2 --payload hi --count 1
+usage "--count" listen "${OK[@]}" --count 0
+usage "--config" register "${OK[@]}" --config "$M5_TMP/missing.yaml"
+
+# The config file: its keys are the long option names; a bad value names file and key.
+printf 'server: coaps://127.0.0.1\nue-svc-id: ue1\nsupi: "001010000000001"\nkausf: "%s"\n' "$K" >ip.yaml
+usage "--af-fqdn" register --config ip.yaml
+printf 'server: coaps://localhost\nue-svc-id: ue1\nsupi: "12"\nkausf: "%s"\n' "$K" >bad.yaml
+usage "supi" register --config bad.yaml
+printf 'servr: coaps://localhost\n' >typo.yaml
+usage "servr" register --config typo.yaml
+
+# Options after the command work as well as before it: with everything valid, the only
+# failure left is the unreachable server (exit 3), not a usage error.
+rc=0
+timeout 20 "$M5C" register "${OK[@]}" --timeout 2 >/dev/null 2>err.txt || rc=$?
+[[ $rc -eq 3 ]] || fail "unreachable server: exit $rc, want 3 ($(cat err.txt))"
+rc=0
+timeout 20 "$M5C" "${OK[@]}" --timeout 2 register >/dev/null 2>err.txt || rc=$?
+[[ $rc -eq 3 ]] || fail "options before the command: exit $rc, want 3 ($(cat err.txt))"
+echo "PASS test_m5c_usage"
