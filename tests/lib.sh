@@ -179,3 +179,185 @@ expect_problem() {
     [[ $got == "$param" ]] || fail "$file: want invalidParams param $param: $(cat "$file")"
   fi
 }
+
+# ---- m5s (the MSGin5G server) --------------------------------------------------------------
+
+# write_m5s_config FILE [extra YAML lines...]: an m5s config on fresh random ports (ue.port is
+# the same number on udp and tcp), talking to the running m5-aanf ($AANF_URL) with the m5s
+# certificate of $M5_TMP/pki; FQDN localhost; database $M5S_DB (default $M5_TMP/m5s/m5s.db).
+# An extra line "key: ..." replaces the default line for the same top-level key.
+write_m5s_config() {
+  local file=$1
+  shift
+  M5S_PORT=$(pick_port)
+  M5S_MGMT=$(pick_port)
+  [[ $M5S_PORT != "$M5S_MGMT" ]] || M5S_MGMT=$(pick_port)
+  local defaults=(
+    "ue: {host: 127.0.0.1, port: $M5S_PORT}"
+    "mgmt: {host: 127.0.0.1, port: $M5S_MGMT}"
+    "aanf: {url: ${AANF_URL:-https://localhost:7443}}"
+    "tls: {cert: $M5_TMP/pki/m5s.crt, key: $M5_TMP/pki/m5s.key, ca: $M5_TMP/pki/ca.crt}"
+    "server: {fqdns: [localhost]}"
+    "db: {path: ${M5S_DB:-$M5_TMP/m5s/m5s.db}}"
+    "workers: 2"
+    "log: {level: debug}"
+  )
+  local line extra keep
+  {
+    for line in "${defaults[@]}"; do
+      keep=1
+      for extra in "$@"; do
+        [[ ${extra%%:*} == "${line%%:*}" ]] && keep=0
+      done
+      ((keep)) && echo "$line"
+    done
+    for extra in "$@"; do echo "$extra"; done
+  } >"$file"
+}
+
+# start_m5s [extra YAML lines...]: starts m5s (after start_aanf) on random ports and waits for
+# its /healthz. Sets M5S_PID, M5S_PORT (MSGin5G-1, udp and tcp), M5S_MGMT, M5S_ADMIN (the
+# management base URL for m5ctl --m5s-admin), M5S_LOG. Retries on a lost port race.
+start_m5s() {
+  local _
+  M5S_LOG="$M5_TMP/m5s.log"
+  for _ in 1 2 3; do
+    write_m5s_config "$M5_TMP/m5s.yaml" "$@"
+    "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
+    M5S_PID=$!
+    track_pid "$M5S_PID"
+    M5S_ADMIN="http://127.0.0.1:$M5S_MGMT"
+    if wait_health "$M5S_MGMT" "$M5S_PID" 10; then
+      return 0
+    fi
+    kill -KILL "$M5S_PID" 2>/dev/null || true
+    wait "$M5S_PID" 2>/dev/null || true
+    grep -q "Address already in use" "$M5S_LOG" || break
+  done
+  m5s_fail "m5s did not become healthy"
+}
+
+# stop_m5s: SIGTERM; it must exit 0 within 5 s.
+stop_m5s() {
+  local i rc=0
+  kill -TERM "$M5S_PID"
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$M5S_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$M5S_PID" 2>/dev/null && m5s_fail "m5s still running 5 s after SIGTERM"
+  wait "$M5S_PID" || rc=$?
+  [[ $rc -eq 0 ]] || m5s_fail "m5s exited $rc after SIGTERM, want 0"
+}
+
+# m5s_fail MESSAGE: fail, with the last lines of the m5s log first.
+m5s_fail() {
+  if [[ -n "${M5S_LOG:-}" && -f "$M5S_LOG" ]]; then
+    echo "--- m5s log (last 40 lines) ---" >&2
+    tail -n 40 "$M5S_LOG" >&2
+  fi
+  fail "$@"
+}
+
+# akma_derive SUPI KAUSF UA: `m5ctl akma derive` for the AF localhost (lines key=value: akid,
+# kakma, kaf, ...). UA: tls13, or tls12:<suite id> such as tls12:00a8.
+akma_derive() {
+  "$M5_BIN/m5ctl" akma derive --supi "$1" --kausf "$2" --af-fqdn localhost --ua "$3"
+}
+
+# kv_field KEY: the value of the "KEY=value" line on stdin.
+kv_field() { sed -n "s/^$1=//p"; }
+
+# provision_ue UE_SVC_ID SUPI KAUSF: registers the subscriber's K_AKMA at the AAnF and binds
+# the UE Service ID to the SUPI in m5s (m5ctl subscriber add, through the real APIs).
+# (An m5ctl without --ue-svc-id: K_AKMA through m5ctl, the binding by PUT on m5s's admin API.)
+provision_ue() {
+  local out st
+  if "$M5_BIN/m5ctl" subscriber add --help 2>&1 | grep -q -- --ue-svc-id; then
+    out=$("$M5_BIN/m5ctl" subscriber add --supi "$2" --kausf "$3" --ue-svc-id "$1" \
+      --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" 2>&1) ||
+      m5s_fail "m5ctl subscriber add ($1): $out"
+    return 0
+  fi
+  out=$("$M5_BIN/m5ctl" subscriber add --supi "$2" --kausf "$3" --aanf "$AANF_URL" \
+    --pki "$M5_TMP/pki" 2>&1) || m5s_fail "m5ctl subscriber add ($1): $out"
+  st=$(curl -s --max-time 10 -X PUT -H 'content-type: application/json' \
+    --data-binary "{\"supi\":\"$2\"}" -o "$M5_TMP/bind-$1.out" -w '%{http_code}' \
+    "$M5S_ADMIN/admin/v1/bindings/$1")
+  [[ $st == 20? ]] || m5s_fail "binding $1 -> $2: HTTP $st $(cat "$M5_TMP/bind-$1.out")"
+}
+
+# wait_file_line FILE REGEX SECONDS [PID]: until FILE has a line matching REGEX; 1 on timeout
+# or when PID (if given) has exited first.
+wait_file_line() {
+  local file=$1 re=$2 secs=$3 pid=${4:-} i
+  for ((i = 0; i < secs * 10; i++)); do
+    grep -Eq -- "$re" "$file" 2>/dev/null && return 0
+    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || {
+      grep -Eq -- "$re" "$file" 2>/dev/null
+      return
+    }
+    sleep 0.1
+  done
+  return 1
+}
+
+# wait_pid_rc PID SECONDS: waits for a background child of this shell and sets WAIT_RC to its
+# exit status (124 when it still ran after SECONDS: it is then killed). Not in $(...): a
+# subshell cannot wait for its parent's children.
+wait_pid_rc() {
+  local pid=$1 secs=$2 i
+  WAIT_RC=0
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    WAIT_RC=124
+    return 0
+  fi
+  # shellcheck disable=SC2034 # read by the caller
+  wait "$pid" || WAIT_RC=$?
+}
+
+# ---- m5c (our MSGin5G client) as a peer of interop tests --------------------------------------
+
+# m5c_config UE SUPI KAUSF: $M5_TMP/UE.yaml with the UE's AKMA credentials (AF localhost).
+m5c_config() {
+  printf 'ue-svc-id: %s\nsupi: "%s"\nkausf: "%s"\naf-fqdn: localhost\n' "$1" "$2" "$3" \
+    >"$M5_TMP/$1.yaml"
+}
+
+# m5c_uri dtls|tls: the running m5s's MSGin5G-1 URI for that transport.
+m5c_uri() {
+  if [[ $1 == dtls ]]; then echo "coaps://127.0.0.1:$M5S_PORT"; else
+    echo "coaps+tcp://127.0.0.1:$M5S_PORT"; fi
+}
+
+# m5s_log_count REGEX: lines of the m5s log matching REGEX.
+m5s_log_count() { grep -Ec -- "$1" "$M5S_LOG" || true; }
+
+# m5c_listen_start UE dtls|tls OUT: `m5c listen --count 1` in the background (M5C_LISTEN_PID),
+# returning once m5s has logged the UE's registration ("<UE>: registered").
+m5c_listen_start() {
+  local ue=$1 tr=$2 out=$3 before i
+  before=$(m5s_log_count "[: ]$ue: registered")
+  "$M5_BIN/m5c" --config "$M5_TMP/$ue.yaml" --server "$(m5c_uri "$tr")" listen --count 1 \
+    --timeout 30 >"$out" 2>&1 &
+  M5C_LISTEN_PID=$!
+  track_pid "$M5C_LISTEN_PID"
+  for ((i = 0; i < 150; i++)); do
+    (($(m5s_log_count "[: ]$ue: registered") > before)) && return 0
+    kill -0 "$M5C_LISTEN_PID" 2>/dev/null || m5s_fail "m5c listen ($ue, $tr) exited: $(cat "$out")"
+    sleep 0.1
+  done
+  m5s_fail "m5c listen ($ue, $tr) did not register within 15 s: $(cat "$out")"
+}
+
+# m5c_send UE dtls|tls DEST TEXT OUT: `m5c send` from UE to ue:DEST; its status is returned.
+m5c_send() {
+  timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/$1.yaml" --server "$(m5c_uri "$2")" \
+    send --to "ue:$3" --payload "$4" >"$5" 2>&1
+}
