@@ -237,11 +237,33 @@ static void done_reg(pending_t *p) {
     m5_coap_ep_respond_error(p->req, M5_COAP_INTERNAL_ERROR, "session closed");
     return;
   }
+  /* Two REGs with different ueSvcIds can be in flight on one session (TCP pipelining, NSTART
+   * > 1): op_reg let both through. The first one to finish wins; binding the second too would
+   * leave a router entry for the first that no session answers to. */
+  if (ss->registered && strcmp(ss->ue_svc_id, job->ue_svc_id) != 0) {
+    m5_coap_ep_respond_error(p->req, M5_COAP_FORBIDDEN,
+                             "ueSvcId: this session is registered as another UE Service ID");
+    return;
+  }
   router_loc_t old;
   router_loc_t here = {api->opts.worker, p->sid};
   int rc = router_bind(api->opts.router, job->ue_svc_id, here, &old);
   if (rc < 0) {
     m5_coap_ep_respond_error(p->req, M5_COAP_SERVICE_UNAVAILABLE, "out of memory");
+    return;
+  }
+  /* The admin API may have re-bound the ueSvcId to another SUPI (or unbound it) after the DB
+   * thread accepted this REG; its kick (router_kick after that commit) may already have run
+   * and found no session. Checking the binding only after router_bind closes that window:
+   * either this lookup sees the new binding, or the kick runs after our bind and finds us. */
+  registry_entry_t now;
+  if (registry_lookup(api->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &now) != 0 ||
+      strcmp(now.supi, ss->s->key.supi) != 0) {
+    router_unbind(api->opts.router, job->ue_svc_id, p->sid);
+    /* The session we displaced belongs to the old subscriber too, and the kick may miss it. */
+    if (rc == 1) close_replaced(api, job->ue_svc_id, old);
+    M5_LOGI(DOM, "REG %s refused: its binding changed while it was being stored", job->ue_svc_id);
+    m5_coap_ep_respond_error(p->req, M5_COAP_FORBIDDEN, "ueSvcId: not bound to this subscriber");
     return;
   }
   if (rc == 1) close_replaced(api, job->ue_svc_id, old);

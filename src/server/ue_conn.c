@@ -6,8 +6,6 @@
 #include "server/ue_conn.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +18,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "tls/tls.h"
 
 #define DOM "ue"
@@ -50,38 +49,10 @@ void ue_addr_str(const struct sockaddr *sa, char *out, size_t outlen) {
 
 static int bind_socket(ue_listener_t *l, const char *host, int socktype, char *err, size_t errlen) {
   const char *proto = socktype == SOCK_DGRAM ? "udp" : "tcp";
-  char pstr[8];
-  snprintf(pstr, sizeof pstr, "%u", (unsigned)l->o.port);
-  struct addrinfo hints = {
-      .ai_family = AF_UNSPEC, .ai_socktype = socktype, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-  struct addrinfo *res = NULL;
-  int g = getaddrinfo(host, pstr, &hints, &res);
-  if (g != 0) {
-    snprintf(err, errlen, "cannot bind %s:%u/%s: %s", host ? host : "*", (unsigned)l->o.port, proto,
-             gai_strerror(g));
-    return M5_EINVAL;
-  }
-  int fd = -1, saved = 0;
-  for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      saved = errno;
-      continue;
-    }
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
-        (socktype == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)) {
-      saved = errno;
-      close(fd);
-      fd = -1;
-    }
-  }
-  freeaddrinfo(res);
+  char why[200];
+  int fd = m5_net_listen(host, l->o.port, socktype, why, sizeof why);
   if (fd < 0) {
-    snprintf(err, errlen, "cannot bind %s:%u/%s: %s", host ? host : "*", (unsigned)l->o.port, proto,
-             strerror(saved));
+    snprintf(err, errlen, "%s (%s)", why, proto);
     return M5_EIO;
   }
   struct sockaddr_storage ss;
@@ -354,6 +325,9 @@ static void conn_established(ue_conn_t *c) {
   snprintf(s->peer, sizeof s->peer, "%s", c->peer);
   s->key = *key;
   OPENSSL_cleanse(s->key.kaf, sizeof s->key.kaf);
+  /* The SSL's AKMA state would otherwise keep K_AF until the session ends (conventions:
+   * secrets are wiped after use); only SUPI and expiry are needed from here on. */
+  m5_akma_ssl_wipe_key(c->ssl);
   snprintf(s->akid, sizeof s->akid, "%s", akid);
   s->transport_priv = c;
   s->close = session_close;

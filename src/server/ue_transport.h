@@ -29,7 +29,7 @@ typedef struct {
   ue_session_hooks_t hooks;
 } ue_listener_opts_t;
 
-/* NULL with a message in err ("cannot bind 0.0.0.0:5684/udp: ..."). */
+/* NULL with a message in err ("cannot bind 0.0.0.0:5684: ... (udp)"). */
 ue_listener_t *ue_dtls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,
                                     size_t errlen);
 ue_listener_t *ue_tls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,

@@ -252,6 +252,15 @@ static void assert_keyed(pair_t *p, const uint8_t ua[M5_AKMA_UA_LEN]) {
   assert_memory_equal(k->kaf, kaf, sizeof kaf);
   assert_string_equal(k->supi, SUPI);
   assert_string_equal(m5_akma_ssl_akid(p->s), p->akid);
+  /* Wiping K_AF after the handshake keeps SUPI and expiry and the session working. */
+  int64_t expiry = k->expiry;
+  m5_akma_ssl_wipe_key(p->s);
+  k = m5_akma_ssl_key(p->s);
+  assert_non_null(k);
+  uint8_t zero[M5_AKMA_KEY_LEN] = {0};
+  assert_memory_equal(k->kaf, zero, sizeof zero);
+  assert_string_equal(k->supi, SUPI);
+  assert_int_equal(k->expiry, expiry);
   roundtrip(p);
 }
 

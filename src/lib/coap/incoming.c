@@ -132,8 +132,12 @@ static void b2_keep(m5_coap_ep_t *ep, uint8_t method, const char *path, uint8_t 
   }
   for (size_t i = 0; !slot && i < EP_B2_SLOTS; i++)
     if (!ep->b2[i].used) slot = &ep->b2[i];
-  for (size_t i = 0; !slot && i < EP_B2_SLOTS; i++)
-    if (!slot || ep->b2[i].expires < slot->expires) slot = &ep->b2[i];
+  /* All slots in use: the one expiring first goes (the loop must not stop at the first). */
+  if (!slot) {
+    slot = &ep->b2[0];
+    for (size_t i = 1; i < EP_B2_SLOTS; i++)
+      if (ep->b2[i].expires < slot->expires) slot = &ep->b2[i];
+  }
   blk_clear(slot);
   m5_buf_init(&slot->body, 0);
   slot->path = strdup(path);

@@ -5,8 +5,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,4 +48,40 @@ int m5_net_probe_port(const char *host, uint16_t port, int socktype, char *err, 
   snprintf(err, errlen, "%s:%u/%s is already in use", host, (unsigned)port,
            socktype == SOCK_DGRAM ? "udp" : "tcp");
   return M5_EEXIST;
+}
+
+int m5_net_listen(const char *host, uint16_t port, int socktype, char *err, size_t errlen) {
+  char pstr[8];
+  snprintf(pstr, sizeof pstr, "%u", (unsigned)port);
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = socktype, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int g = getaddrinfo(host, pstr, &hints, &res);
+  if (g != 0) {
+    snprintf(err, errlen, "cannot bind %s:%u: %s", host ? host : "*", (unsigned)port,
+             gai_strerror(g));
+    return -1;
+  }
+  int fd = -1, saved = 0;
+  for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      saved = errno;
+      continue;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+        (socktype == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)) {
+      saved = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(res);
+  if (fd < 0)
+    snprintf(err, errlen, "cannot bind %s:%u: %s", host ? host : "*", (unsigned)port,
+             strerror(saved));
+  return fd;
 }

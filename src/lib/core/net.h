@@ -19,4 +19,10 @@ int m5_net_is_loopback(const char *host);
  * permission) are left for the real bind to report. */
 int m5_net_probe_port(const char *host, uint16_t port, int socktype, char *err, size_t errlen);
 
+/* A non-blocking, close-on-exec socket of socktype bound to host:port (NULL host: any) with
+ * SO_REUSEADDR and SO_REUSEPORT (one listener per worker), listening if SOCK_STREAM. The first
+ * address getaddrinfo gives that works. Returns the fd, or -1 with "cannot bind host:port:
+ * reason" in err. Shared by the HTTP server and the MSGin5G-1 listeners. */
+int m5_net_listen(const char *host, uint16_t port, int socktype, char *err, size_t errlen);
+
 #endif

@@ -17,6 +17,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "http/http_int.h"
 #include "tls/tls.h"
 
@@ -487,41 +488,6 @@ static void srv_accept(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   }
 }
 
-static int listen_on(const char *host, uint16_t port, char *err, size_t errlen) {
-  char pstr[8];
-  snprintf(pstr, sizeof pstr, "%u", (unsigned)port);
-  struct addrinfo hints = {
-      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-  struct addrinfo *res = NULL;
-  int g = getaddrinfo(host, pstr, &hints, &res);
-  if (g != 0) {
-    snprintf(err, errlen, "cannot bind %s:%u: %s", host ? host : "*", (unsigned)port,
-             gai_strerror(g));
-    return -1;
-  }
-  int fd = -1, saved = 0;
-  for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      saved = errno;
-      continue;
-    }
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-      saved = errno;
-      close(fd);
-      fd = -1;
-    }
-  }
-  freeaddrinfo(res);
-  if (fd < 0)
-    snprintf(err, errlen, "cannot bind %s:%u: %s", host ? host : "*", (unsigned)port,
-             strerror(saved));
-  return fd;
-}
-
 m5_http_server_t *m5_http_server_new(m5_loop_t *loop, const m5_http_server_opts_t *opts, char *err,
                                      size_t errlen) {
   char dummy[8];
@@ -562,7 +528,7 @@ m5_http_server_t *m5_http_server_new(m5_loop_t *loop, const m5_http_server_opts_
     free(srv);
     return NULL;
   }
-  srv->lfd = listen_on(opts->host, opts->port, err, errlen);
+  srv->lfd = m5_net_listen(opts->host, opts->port, SOCK_STREAM, err, errlen);
   if (srv->lfd < 0) {
     m5_http_h2_cleanup(srv);
     free(srv);

@@ -573,6 +573,13 @@ const m5_akma_key_t *m5_akma_ssl_key(SSL *ssl) {
   return &st->key;
 }
 
+void m5_akma_ssl_wipe_key(SSL *ssl) {
+  akma_state_t *st = state_of(ssl);
+  /* Only once the handshake is over: no PSK callback can ask for it again (no renegotiation,
+   * no post-handshake PSK use). */
+  if (st && SSL_is_init_finished(ssl)) m5_wipe(st->key.kaf, sizeof st->key.kaf);
+}
+
 const char *m5_akma_ssl_akid(SSL *ssl) {
   akma_state_t *st = state_of(ssl);
   return st && st->have_akid ? st->akid : NULL;

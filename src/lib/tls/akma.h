@@ -73,6 +73,9 @@ int m5_akma_ssl_wanted(SSL *ssl, m5_akma_want_t *want);
 int m5_akma_ssl_set_key(SSL *ssl, const m5_akma_key_t *key);
 /* After the handshake: the key that authenticated the peer (SUPI, expiry), or NULL. */
 const m5_akma_key_t *m5_akma_ssl_key(SSL *ssl);
+/* After the handshake: wipes K_AF from the per-SSL state (SUPI and expiry stay), so the key
+ * does not sit in memory for the whole session once the caller has what it needs. */
+void m5_akma_ssl_wipe_key(SSL *ssl);
 /* The A-KID the client presented, or NULL. */
 const char *m5_akma_ssl_akid(SSL *ssl);
 
