@@ -105,7 +105,7 @@ start_aanf() {
     fi
     kill -KILL "$AANF_PID" 2>/dev/null || true
     wait "$AANF_PID" 2>/dev/null || true
-    grep -q "Address already in use" "$AANF_LOG" || break
+    grep -q "already in use" "$AANF_LOG" || break
   done
   fail "m5-aanf did not become healthy"
 }
@@ -232,7 +232,7 @@ start_m5s() {
     fi
     kill -KILL "$M5S_PID" 2>/dev/null || true
     wait "$M5S_PID" 2>/dev/null || true
-    grep -q "Address already in use" "$M5S_LOG" || break
+    grep -q "already in use" "$M5S_LOG" || break
   done
   m5s_fail "m5s did not become healthy"
 }
@@ -361,3 +361,23 @@ m5c_send() {
   timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/$1.yaml" --server "$(m5c_uri "$2")" \
     send --to "ue:$3" --payload "$4" >"$5" 2>&1
 }
+
+# m5c_listen_bg UE dtls|tls OUT COUNT SECONDS: as m5c_listen_start, but `m5c listen --count
+# COUNT --timeout SECONDS` (M5C_LISTEN_PID); returns once m5s has logged the registration.
+m5c_listen_bg() {
+  local ue=$1 tr=$2 out=$3 count=$4 secs=$5 before i
+  before=$(m5s_log_count "[: ]$ue: registered")
+  "$M5_BIN/m5c" --config "$M5_TMP/$ue.yaml" --server "$(m5c_uri "$tr")" listen \
+    --count "$count" --timeout "$secs" >"$out" 2>&1 &
+  M5C_LISTEN_PID=$!
+  track_pid "$M5C_LISTEN_PID"
+  for ((i = 0; i < 150; i++)); do
+    (($(m5s_log_count "[: ]$ue: registered") > before)) && return 0
+    kill -0 "$M5C_LISTEN_PID" 2>/dev/null || m5s_fail "m5c listen ($ue, $tr) exited: $(cat "$out")"
+    sleep 0.1
+  done
+  m5s_fail "m5c listen ($ue, $tr) did not register within 15 s: $(cat "$out")"
+}
+
+# now_ms: wall clock in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -334,6 +334,16 @@ static int exchange(m5c_t *c, const char *what, const m5_msg_t *m, op_t **op_out
             rc == M5_ETIMEDOUT ? "no answer within the timeout" : "interrupted");
     return rc;
   }
+  if (op->status == M5_ERANGE) {
+    /* The request is over the server's CSM Max-Message-Size (TCP), or the answer over ours:
+     * the session is still up, nothing was lost. */
+    set_err(c, 0,
+            "%s: too large: the request exceeds the server's Max-Message-Size (%zu bytes) "
+            "or the answer exceeds ours",
+            what, m5_coap_ep_peer_max_message(c->ep));
+    free(op);
+    return M5_ERANGE;
+  }
   if (op->status) {
     rc = op->status == M5_ETIMEDOUT ? M5_ETIMEDOUT
          : op->status == M5_EPROTO  ? M5_EPROTO
