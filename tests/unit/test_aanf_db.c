@@ -16,6 +16,7 @@
 #include "aanf_db.h"
 #include "core/err.h"
 #include "core/loop.h"
+#include "testutil.h"
 
 typedef struct {
   m5_loop_t *loop;
@@ -151,8 +152,6 @@ int main(void) {
       cmocka_unit_test(test_permissions_and_bad_path),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir_template);
-  if (system(cmd) != 0) rc = 1;
+  if (tu_rmtree(dir_template) != 0) rc = 1;
   return rc;
 }

@@ -90,12 +90,20 @@ static void test_kakma(uint8_t kakma[M5_AKMA_KEY_LEN], char *akid, size_t akid_l
   assert_int_equal(m5_akma_akid(M5_AKMA_DEFAULT_RID, atid, realm, akid, akid_len), M5_OK);
 }
 
-/* Server and client SSLs on memory BIOs. tls: 0 = DTLS, 1 = TLS. */
+static const char *const NAMES[] = {FQDN, "m5s.example.org"};
+
+static m5_akma_server_opts_t opts_default(void) {
+  m5_akma_server_opts_t o = {NAMES, 2, 0, 0};
+  return o;
+}
+
+/* Server and client SSLs on memory BIOs (dtls: 1 = DTLS, 0 = TLS); opts NULL: the default. */
 static void pair_init(pair_t *p, int dtls, const m5_akma_server_opts_t *opts, int cli_tls12,
                       const char *cli_fqdn) {
   memset(p, 0, sizeof *p);
   char err[256];
-  p->sctx = m5_akma_server_ctx_new(dtls, opts, err, sizeof err);
+  m5_akma_server_opts_t dflt = opts_default();
+  p->sctx = m5_akma_server_ctx_new(dtls, opts ? opts : &dflt, err, sizeof err);
   assert_non_null(p->sctx);
   p->cctx = m5_akma_client_ctx_new(dtls, cli_tls12, err, sizeof err);
   assert_non_null(p->cctx);
@@ -264,11 +272,11 @@ static void assert_keyed(pair_t *p, const uint8_t ua[M5_AKMA_UA_LEN]) {
   roundtrip(p);
 }
 
-static const char *const NAMES[] = {FQDN, "m5s.example.org"};
-
-static m5_akma_server_opts_t opts_default(void) {
-  m5_akma_server_opts_t o = {NAMES, 2, 0, 0};
-  return o;
+/* The server refused the handshake with alert, before anything was asked of the AAnF. */
+static void assert_refused(const pair_t *p, int alert) {
+  assert_true(p->s_failed);
+  assert_int_equal(p->c_alert_read, alert);
+  assert_int_equal(p->wants, 0);
 }
 
 static void test_tls13_psk_dhe_ke(void **state) {
@@ -291,9 +299,8 @@ static void test_tls13_psk_dhe_ke(void **state) {
 /* Both SHA-256 suites work with the one PSK. */
 static void test_tls13_chacha(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 0, &o, 0, FQDN);
+  pair_init(&p, 0, NULL, 0, FQDN);
   assert_true(SSL_set_ciphersuites(p.c, "TLS_CHACHA20_POLY1305_SHA256"));
   run(&p);
   assert_keyed(&p, UA13);
@@ -307,9 +314,8 @@ static void test_tls13_chacha(void **state) {
  * AAnF request is made. */
 static void test_tls13_hello_retry(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 0, &o, 0, FQDN);
+  pair_init(&p, 0, NULL, 0, FQDN);
   assert_true(SSL_set1_groups_list(p.c, "P-384:X25519"));
   run(&p);
   assert_keyed(&p, UA13);
@@ -379,24 +385,20 @@ static void test_tls12_each_suite(void **state) {
 /* Without allow_tls12 a 1.2-only client is refused. */
 static void test_tls12_not_allowed(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 0, &o, 1, FQDN);
+  pair_init(&p, 0, NULL, 1, FQDN);
   assert_true(SSL_set_max_proto_version(p.c, TLS1_2_VERSION));
   run(&p);
-  assert_true(p.s_failed);
+  assert_refused(&p, SSL_AD_PROTOCOL_VERSION);
   assert_true(p.c_failed);
-  assert_int_equal(p.c_alert_read, SSL_AD_PROTOCOL_VERSION);
-  assert_int_equal(p.wants, 0);
   pair_free(&p);
 }
 
 static void test_dtls12_each_suite(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof SUITES12 / sizeof SUITES12[0]; i++) {
-    m5_akma_server_opts_t o = opts_default();
     pair_t p;
-    pair_init(&p, 1, &o, 0, FQDN);
+    pair_init(&p, 1, NULL, 0, FQDN);
     assert_true(SSL_set_cipher_list(p.c, SUITES12[i].name));
     run(&p);
     uint8_t ua[M5_AKMA_UA_LEN];
@@ -412,9 +414,8 @@ static void test_dtls12_each_suite(void **state) {
 /* With every suite offered, the server's order decides: ECDHE-PSK first. */
 static void test_dtls12_server_preference(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 1, &o, 0, FQDN);
+  pair_init(&p, 1, NULL, 0, FQDN);
   assert_true(SSL_set_cipher_list(p.c, "PSK-AES128-CCM8:PSK-AES128-GCM-SHA256:"
                                        "ECDHE-PSK-CHACHA20-POLY1305"));
   run(&p);
@@ -427,9 +428,8 @@ static void test_dtls12_server_preference(void **state) {
 /* The cookie is bound to the peer address: another address's cookie fails verification. */
 static void test_dtls_cookie_bound_to_peer(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 1, &o, 0, FQDN);
+  pair_init(&p, 1, NULL, 0, FQDN);
   step(p.c, &p.c_done, &p.c_failed);
   move(p.c_out, p.s_in);
   step(p.s, &p.s_done, &p.s_failed); /* HelloVerifyRequest */
@@ -438,18 +438,15 @@ static void test_dtls_cookie_bound_to_peer(void **state) {
   other.sin6_addr.s6_addr[15] = 1;
   assert_int_equal(m5_akma_ssl_set_peer(p.s, (struct sockaddr *)&other, sizeof other), M5_OK);
   run(&p);
-  assert_true(p.s_failed);
-  assert_int_equal(p.c_alert_read, SSL_AD_HANDSHAKE_FAILURE); /* cookie mismatch */
-  assert_int_equal(p.wants, 0);
+  assert_refused(&p, SSL_AD_HANDSHAKE_FAILURE); /* cookie mismatch */
   pair_free(&p);
 }
 
 static void test_wrong_kaf(void **state) {
   (void)state;
   for (int dtls = 0; dtls <= 1; dtls++) {
-    m5_akma_server_opts_t o = opts_default();
     pair_t p;
-    pair_init(&p, dtls, &o, 0, FQDN);
+    pair_init(&p, dtls, NULL, 0, FQDN);
     p.wrong_key = 1;
     run(&p);
     assert_int_equal(p.wants, 1);
@@ -470,13 +467,10 @@ static void test_wrong_kaf(void **state) {
 static void test_sni_not_ours(void **state) {
   (void)state;
   for (int dtls = 0; dtls <= 1; dtls++) {
-    m5_akma_server_opts_t o = opts_default();
     pair_t p;
-    pair_init(&p, dtls, &o, 0, "other.example.org");
+    pair_init(&p, dtls, NULL, 0, "other.example.org");
     run(&p);
-    assert_true(p.s_failed);
-    assert_int_equal(p.c_alert_read, SSL_AD_UNRECOGNIZED_NAME);
-    assert_int_equal(p.wants, 0); /* nothing asked of the AAnF */
+    assert_refused(&p, SSL_AD_UNRECOGNIZED_NAME);
     pair_free(&p);
   }
 }
@@ -484,16 +478,15 @@ static void test_sni_not_ours(void **state) {
 /* A second name of the server, and no SNI at all (-> the primary name). */
 static void test_sni_second_name_and_none(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 0, &o, 0, "M5S.example.org");
+  pair_init(&p, 0, NULL, 0, "M5S.example.org");
   run(&p);
   assert_true(p.s_done);
   assert_string_equal(p.want.fqdn, "M5S.example.org"); /* the client's spelling: its AF_ID */
   pair_free(&p);
 
   for (int dtls = 0; dtls <= 1; dtls++) {
-    pair_init(&p, dtls, &o, 0, FQDN);
+    pair_init(&p, dtls, NULL, 0, FQDN);
     assert_true(SSL_set_tlsext_host_name(p.c, NULL));
     run(&p);
     assert_true(p.s_done);
@@ -546,10 +539,9 @@ static void raw_identity(pair_t *p, const char *id) {
 static void test_identity_dot_separator(void **state) {
   (void)state;
   for (int dtls = 0; dtls <= 1; dtls++) {
-    m5_akma_server_opts_t o = opts_default();
     pair_t p;
     char id[300];
-    pair_init(&p, dtls, &o, 0, FQDN);
+    pair_init(&p, dtls, NULL, 0, FQDN);
     snprintf(id, sizeof id, "3GPP-AKMA.%s", p.akid);
     raw_identity(&p, id);
     if (dtls) assert_true(SSL_set_cipher_list(p.c, "PSK-AES128-GCM-SHA256"));
@@ -564,16 +556,13 @@ static void test_identity_dot_separator(void **state) {
 static void test_unknown_identity_prefix(void **state) {
   (void)state;
   for (int dtls = 0; dtls <= 1; dtls++) {
-    m5_akma_server_opts_t o = opts_default();
     pair_t p;
     char id[300];
-    pair_init(&p, dtls, &o, 0, FQDN);
+    pair_init(&p, dtls, NULL, 0, FQDN);
     snprintf(id, sizeof id, "3GPP-bootstrapping.%s", p.akid);
     raw_identity(&p, id);
     run(&p);
-    assert_true(p.s_failed);
-    assert_int_equal(p.wants, 0);
-    assert_int_equal(p.c_alert_read, SSL_AD_UNKNOWN_PSK_IDENTITY);
+    assert_refused(&p, SSL_AD_UNKNOWN_PSK_IDENTITY);
     if (dtls) assert_int_equal(p.scan_eproto, 1);
     assert_null(m5_akma_ssl_key(p.s));
     pair_free(&p);
@@ -582,14 +571,11 @@ static void test_unknown_identity_prefix(void **state) {
 
 static void test_dhe_psk_client_refused(void **state) {
   (void)state;
-  m5_akma_server_opts_t o = opts_default();
   pair_t p;
-  pair_init(&p, 1, &o, 0, FQDN);
+  pair_init(&p, 1, NULL, 0, FQDN);
   assert_true(SSL_set_cipher_list(p.c, "DHE-PSK-AES128-GCM-SHA256"));
   run(&p);
-  assert_true(p.s_failed);
-  assert_int_equal(p.c_alert_read, SSL_AD_HANDSHAKE_FAILURE);
-  assert_int_equal(p.wants, 0);
+  assert_refused(&p, SSL_AD_HANDSHAKE_FAILURE);
   pair_free(&p);
 }
 
@@ -604,9 +590,7 @@ static void test_tls11_refused(void **state) {
   assert_true(SSL_set_max_proto_version(p.c, TLS1_1_VERSION));
   assert_true(SSL_set_cipher_list(p.c, "PSK-AES128-CBC-SHA:@SECLEVEL=0"));
   run(&p);
-  assert_true(p.s_failed);
-  assert_int_equal(p.c_alert_read, SSL_AD_PROTOCOL_VERSION);
-  assert_int_equal(p.wants, 0);
+  assert_refused(&p, SSL_AD_PROTOCOL_VERSION);
   pair_free(&p);
 }
 

@@ -144,6 +144,16 @@ static uint8_t pattern(size_t i) {
   return (uint8_t)(i * 7 + i / 251);
 }
 
+static void fill_pattern(uint8_t *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    b[i] = pattern(i);
+}
+
+static void assert_pattern(const uint8_t *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(b[i], pattern(i));
+}
+
 static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
   (void)ep;
   side_t *s = arg;
@@ -161,8 +171,8 @@ static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
   }
   if (s->answer_len) {
     uint8_t *big = malloc(s->answer_len);
-    for (size_t i = 0; i < s->answer_len; i++)
-      big[i] = pattern(i);
+    assert_non_null(big);
+    fill_pattern(big, s->answer_len);
     assert_int_equal(m5_coap_ep_respond(req, M5_COAP_CONTENT, 42, big, s->answer_len, NULL, 0),
                      M5_OK);
     free(big);
@@ -182,12 +192,19 @@ static void on_error(m5_coap_ep_t *ep, int status, const char *why, void *arg) {
   snprintf(s->why, sizeof s->why, "%s", why);
 }
 
+static m5_coap_ep_opts_t dgram_opts(void) {
+  m5_coap_ep_opts_t o = {.transport = M5_COAP_DGRAM, .ack_timeout_ms = 40};
+  return o;
+}
+
+/* The two endpoints with options o0 and o1; NULL: datagrams with a 40 ms ACK_TIMEOUT. */
 static void net_init(net_t *t, const m5_coap_ep_opts_t *o0, const m5_coap_ep_opts_t *o1) {
   memset(t, 0, sizeof *t);
+  m5_coap_ep_opts_t dflt = dgram_opts();
   t->loop = m5_loop_new();
   assert_non_null(t->loop);
   m5_coap_ep_cbs_t cbs = {.send = net_send, .on_request = on_request, .on_error = on_error};
-  const m5_coap_ep_opts_t *o[2] = {o0, o1};
+  const m5_coap_ep_opts_t *o[2] = {o0 ? o0 : &dflt, o1 ? o1 : &dflt};
   for (int i = 0; i < 2; i++) {
     t->io[i].net = t;
     t->io[i].side = i;
@@ -274,11 +291,6 @@ static int is_done(void *arg) {
   return ((res_t *)arg)->done > 0;
 }
 
-static m5_coap_ep_opts_t dgram_opts(void) {
-  m5_coap_ep_opts_t o = {.transport = M5_COAP_DGRAM, .ack_timeout_ms = 40};
-  return o;
-}
-
 static int post(net_t *t, const char *body, res_t *r) {
   return m5_coap_ep_request(t->ep[0], M5_COAP_POST, "msgin5g", M5_COAP_FORMAT_JSON,
                             (const uint8_t *)body, strlen(body), on_resp, r);
@@ -288,9 +300,8 @@ static int post(net_t *t, const char *body, res_t *r) {
 
 static void test_piggybacked(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   res_t r = {0};
   assert_int_equal(post(&t, "{\"msgType\":\"REG\"}", &r), M5_OK);
   assert_int_equal(r.done, 0); /* never from inside the call */
@@ -322,9 +333,8 @@ static void test_piggybacked(void **state) {
 
 static void test_separate_response(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   t.side[1].hold = 1;
   res_t r = {0};
   assert_int_equal(post(&t, "{}", &r), M5_OK);
@@ -356,9 +366,8 @@ static void test_separate_response(void **state) {
 
 static void test_retransmit_then_success(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   t.drop[0] = 2;
   res_t r = {0};
   assert_int_equal(post(&t, "{}", &r), M5_OK);
@@ -391,9 +400,8 @@ static void test_timeout_after_max_retransmit(void **state) {
 
 static void test_duplicates_answered_from_cache(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   /* The request arrives twice, and the first answer is lost: the client retransmits too. */
   t.dup[0] = 1;
   t.drop[1] = 1;
@@ -461,12 +469,10 @@ static void test_reordered_requests(void **state) {
 
 static void test_block1_upload(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   uint8_t body[5000];
-  for (size_t i = 0; i < sizeof body; i++)
-    body[i] = pattern(i);
+  fill_pattern(body, sizeof body);
   res_t r = {0};
   assert_int_equal(m5_coap_ep_request(t.ep[0], M5_COAP_POST, "msgin5g", M5_COAP_FORMAT_JSON, body,
                                       sizeof body, on_resp, &r),
@@ -485,12 +491,10 @@ static void test_block1_upload(void **state) {
 
 static void test_block1_lost_block(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   uint8_t body[3000];
-  for (size_t i = 0; i < sizeof body; i++)
-    body[i] = pattern(i);
+  fill_pattern(body, sizeof body);
   t.drop[1] = 1; /* the first 2.31 is lost: block 0 comes again and restarts the transfer */
   res_t r = {0};
   assert_int_equal(
@@ -507,9 +511,8 @@ static void test_block1_lost_block(void **state) {
 
 static void test_block2_download(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   t.side[1].answer_len = 5000;
   res_t r = {0};
   assert_int_equal(m5_coap_ep_request(t.ep[0], M5_COAP_GET, "msgin5g", -1, NULL, 0, on_resp, &r),
@@ -518,8 +521,7 @@ static void test_block2_download(void **state) {
   assert_int_equal(r.status, M5_OK);
   assert_int_equal(r.code, M5_COAP_CONTENT);
   assert_int_equal(r.len, 5000);
-  for (size_t i = 0; i < 5000; i++)
-    assert_int_equal(r.body[i], pattern(i));
+  assert_pattern(r.body, 5000);
   assert_int_equal(t.side[1].calls, 1); /* follow-ups were served from the kept body */
   assert_int_equal(t.sent[0], 5);
   net_free(&t);
@@ -537,18 +539,17 @@ static void test_block2_after_post(void **state) {
   assert_true(wait_for(&t, is_done, &r, 3000));
   assert_int_equal(r.status, M5_OK);
   assert_int_equal(r.len, 1000);
-  for (size_t i = 0; i < 1000; i++)
-    assert_int_equal(r.body[i], pattern(i));
+  assert_pattern(r.body, 1000);
   assert_int_equal(t.side[1].calls, 1); /* a POST must not run again per block */
   net_free(&t);
 }
 
 static void test_too_large(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts(), small = dgram_opts();
+  m5_coap_ep_opts_t small = dgram_opts();
   small.max_body = 2000;
   net_t t;
-  net_init(&t, &o, &small);
+  net_init(&t, NULL, &small);
   uint8_t body[5000] = {0};
   res_t r = {0};
   assert_int_equal(
@@ -596,9 +597,8 @@ static void test_too_large(void **state) {
 
 static void test_ping_and_stray_response(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   static const uint8_t ping[] = {0x40, 0x00, 0xbe, 0xef};
   assert_int_equal(m5_coap_ep_input(t.ep[1], ping, sizeof ping), M5_OK);
   m5_coap_msg_t m;
@@ -633,9 +633,8 @@ static void test_ping_and_stray_response(void **state) {
 
 static void test_orphaned_respond_after_free(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   t.side[1].hold = 1;
   res_t r = {0};
   assert_int_equal(post(&t, "{}", &r), M5_OK);
@@ -652,9 +651,8 @@ static void test_orphaned_respond_after_free(void **state) {
 
 static void test_free_completes_outstanding(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   t.drop[0] = 1000;
   res_t r[3] = {{0}};
   for (int i = 0; i < 3; i++)
@@ -672,9 +670,8 @@ static void test_free_completes_outstanding(void **state) {
 
 static void test_free_inside_callback(void **state) {
   (void)state;
-  m5_coap_ep_opts_t o = dgram_opts();
   net_t t;
-  net_init(&t, &o, &o);
+  net_init(&t, NULL, NULL);
   res_t r = {0}, q = {0};
   r.free_ep = t.ep[0];
   assert_int_equal(post(&t, "{}", &r), M5_OK);

@@ -8,6 +8,8 @@
 #include "http/server.h"
 #include "tls/tls.h"
 
+#include "testutil.h"
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -15,7 +17,6 @@
 #include <openssl/err.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -37,23 +38,12 @@ static char g_ca[128], g_srv_crt[128], g_srv_key[128], g_cli_crt[128], g_cli_key
 
 static atomic_int g_late_started, g_late_done, g_late_rc, g_handled;
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 /* Waits up to ms for *v to reach want. */
 static int wait_for(atomic_int *v, int want, unsigned ms) {
-  uint64_t end = now_ms() + ms;
+  uint64_t end = tu_now_ms() + ms;
   while (atomic_load(v) < want) {
-    if (now_ms() > end) return 0;
-    sleep_ms(5);
+    if (tu_now_ms() > end) return 0;
+    tu_sleep_ms(5);
   }
   return 1;
 }
@@ -114,14 +104,8 @@ static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *
 
 /* ---- a server on its own loop thread ---- */
 
-enum { CMD_FREE, CMD_DRAIN };
-
 typedef struct server {
-  m5_loop_t *loop;
-  m5_http_server_t *srv;
-  m5_mailbox_t *mb;
-  pthread_t th;
-  uint16_t port;
+  tu_http_server_t h;
   SSL_CTX *tls;
   atomic_int drained;
   uint64_t drain_ms;
@@ -132,29 +116,15 @@ static void drained_cb(void *arg) {
   atomic_store(&s->drained, 1);
 }
 
-static void on_cmd(void *msg, void *arg) {
+/* On the server's loop thread. */
+static void server_drain(void *arg) {
   server_t *s = arg;
-  intptr_t cmd = (intptr_t)msg;
-  if (cmd == CMD_DRAIN) {
-    m5_http_server_drain(s->srv, (uint32_t)s->drain_ms, drained_cb, s);
-    return;
-  }
-  m5_http_server_free(s->srv);
-  s->srv = NULL;
-  m5_loop_stop(s->loop);
-}
-
-static void *loop_main(void *arg) {
-  server_t *s = arg;
-  m5_loop_run(s->loop);
-  return NULL;
+  m5_http_server_drain(s->h.srv, (uint32_t)s->drain_ms, drained_cb, s);
 }
 
 static server_t *server_start(SSL_CTX *tls, int http1, int h2c, uint32_t idle_ms) {
   server_t *s = calloc(1, sizeof *s);
   assert_non_null(s);
-  s->loop = m5_loop_new();
-  assert_non_null(s->loop);
   s->tls = tls;
   m5_http_server_opts_t o = {.host = "127.0.0.1",
                              .tls = tls,
@@ -165,24 +135,12 @@ static server_t *server_start(SSL_CTX *tls, int http1, int h2c, uint32_t idle_ms
                              .idle_timeout_ms = idle_ms,
                              .handler = handler};
   char err[256];
-  for (int tries = 0; tries < 50 && !s->srv; tries++) {
-    o.port = (uint16_t)(20000 + rand() % 40000);
-    s->srv = m5_http_server_new(s->loop, &o, err, sizeof err);
-    if (!s->srv && !strstr(err, "Address already in use")) fail_msg("server: %s", err);
-  }
-  assert_non_null(s->srv);
-  s->port = o.port;
-  s->mb = m5_mailbox_new(s->loop, 8, on_cmd, s);
-  assert_non_null(s->mb);
-  assert_int_equal(pthread_create(&s->th, NULL, loop_main, s), 0);
+  if (tu_http_server_start(&s->h, &o, err, sizeof err) != 0) fail_msg("server: %s", err);
   return s;
 }
 
 static void server_stop(server_t *s) {
-  assert_int_equal(m5_mailbox_post(s->mb, (void *)(intptr_t)CMD_FREE), M5_OK);
-  pthread_join(s->th, NULL);
-  m5_mailbox_free(s->mb, NULL);
-  m5_loop_free(s->loop);
+  tu_http_server_stop(&s->h);
   SSL_CTX_free(s->tls);
   free(s);
 }
@@ -231,7 +189,7 @@ static CURL *client(server_t *s, int kind, int with_cert, struct curl_slist **re
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
   if (kind == C_H2TLS || kind == C_H1TLS) {
     char r[64];
-    snprintf(r, sizeof r, "localhost:%u:127.0.0.1", (unsigned)s->port);
+    snprintf(r, sizeof r, "localhost:%u:127.0.0.1", (unsigned)s->h.port);
     *resolve = curl_slist_append(NULL, r);
     curl_easy_setopt(h, CURLOPT_RESOLVE, *resolve);
     curl_easy_setopt(h, CURLOPT_CAINFO, g_ca);
@@ -252,7 +210,7 @@ static void perform(CURL *h, server_t *s, int kind, const char *path, const char
                     size_t postlen, resp_t *r) {
   char url[256];
   snprintf(url, sizeof url, "%s://%s:%u%s", kind <= C_H1TLS ? "https" : "http",
-           kind <= C_H1TLS ? "localhost" : "127.0.0.1", (unsigned)s->port, path);
+           kind <= C_H1TLS ? "localhost" : "127.0.0.1", (unsigned)s->h.port, path);
   memset(r, 0, sizeof *r);
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -340,38 +298,14 @@ static int raw_tls(uint16_t port, int version, const unsigned char *alpn, unsign
 
 /* ---- PKI ---- */
 
-static int run(const char *fmt, ...) {
-  char cmd[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[2300];
-  snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", g_dir, cmd);
-  return system(full);
-}
-
 static int setup_pki(void **state) {
   (void)state;
-  signal(SIGPIPE, SIG_IGN);
-  srand((unsigned)(time(NULL) ^ getpid()));
-  snprintf(g_dir, sizeof g_dir, "/tmp/m5http-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-  if (run("openssl req -x509 %s -keyout ca.key -out ca.crt -days 2 -subj /CN=TestCA "
-          "-addext basicConstraints=critical,CA:TRUE "
-          "-addext keyUsage=critical,keyCertSign,cRLSign",
-          ec) ||
-      run("openssl req -new %s -keyout srv.key -out srv.csr -subj /CN=localhost", ec) ||
-      run("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n"
-          "basicConstraints=CA:FALSE\\n' > srv.ext") ||
-      run("openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt "
-          "-days 2 -extfile srv.ext") ||
-      run("openssl req -new %s -keyout cli.key -out cli.csr -subj /CN=as-0001", ec) ||
-      run("printf 'subjectAltName=URI:urn:msgin5g:as:as-0001,DNS:af.example.com\\n"
-          "extendedKeyUsage=clientAuth\\nbasicConstraints=CA:FALSE\\n' > cli.ext") ||
-      run("openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt "
-          "-days 2 -extfile cli.ext"))
+  tu_process_init();
+  if (tu_mkdtemp(g_dir, sizeof g_dir, "m5http") || tu_pki_ca(g_dir, "ca", "TestCA") ||
+      tu_pki_leaf(g_dir, "ca", "srv", "localhost", TU_EXT_SERVER) ||
+      tu_pki_leaf(g_dir, "ca", "cli", "as-0001",
+                  "subjectAltName=URI:urn:msgin5g:as:as-0001,DNS:af.example.com\n"
+                  "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"))
     return -1;
   snprintf(g_ca, sizeof g_ca, "%s/ca.crt", g_dir);
   snprintf(g_srv_crt, sizeof g_srv_crt, "%s/srv.crt", g_dir);
@@ -384,9 +318,7 @@ static int setup_pki(void **state) {
 static int teardown_pki(void **state) {
   (void)state;
   curl_global_cleanup();
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmtree(g_dir);
 }
 
 /* ---- tests ---- */
@@ -447,16 +379,16 @@ static void test_tls_alpn_and_versions(void **state) {
   assert_non_null(strstr(r.err, "no application protocol"));
   int reason = 0;
   static const unsigned char h11[] = "\x08http/1.1";
-  assert_false(raw_tls(s->port, TLS1_2_VERSION, h11, sizeof h11 - 1, NULL, NULL, 0, &reason));
+  assert_false(raw_tls(s->h.port, TLS1_2_VERSION, h11, sizeof h11 - 1, NULL, NULL, 0, &reason));
   assert_int_equal(reason, SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL);
 
   /* TLS 1.1 is refused with protocol_version. */
-  assert_false(raw_tls(s->port, TLS1_1_VERSION, NULL, 0, NULL, NULL, 0, &reason));
+  assert_false(raw_tls(s->h.port, TLS1_1_VERSION, NULL, 0, NULL, NULL, 0, &reason));
   assert_int_equal(reason, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION);
 
   /* TLS 1.2 with the certificate is fine; HTTP/1.1 without ALPN gets a precise 505. */
   char out[1024];
-  assert_true(raw_tls(s->port, TLS1_2_VERSION, NULL, 0, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", out,
+  assert_true(raw_tls(s->h.port, TLS1_2_VERSION, NULL, 0, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", out,
                       sizeof out, &reason));
   assert_non_null(strstr(out, "HTTP/1.1 505 HTTP Version Not Supported\r\n"));
   assert_non_null(strstr(out, "HTTP/2 only"));
@@ -534,7 +466,7 @@ static void test_cleartext_h2c_and_http1(void **state) {
   curl_slist_free_all(te);
 
   /* Pipelined requests are answered in order; Connection: close is honoured. */
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   const char *two = "GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n"
                     "GET /p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -549,7 +481,7 @@ static void test_cleartext_h2c_and_http1(void **state) {
   assert_non_null(strstr(out, "connection: close"));
 
   /* Garbage gets 400 and a close, not a crash. */
-  fd = tcp_connect(s->port);
+  fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   const char *bad = "GET / HTTP/1.1\r\nHo st\x01: x\r\n\r\n";
   assert_int_equal(send(fd, bad, strlen(bad), 0), (ssize_t)strlen(bad));
@@ -604,26 +536,17 @@ static void test_deferred_responses(void **state) {
   s = server_start(NULL, 1, 1, 0);
   atomic_store(&g_late_started, 0);
   atomic_store(&g_late_done, 0);
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   const char *req = "GET /later?300 HTTP/1.1\r\nHost: x\r\n\r\n";
   assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
   assert_true(wait_for(&g_late_started, 1, 3000));
-  m5_loop_t *loop = s->loop;
-  pthread_t th = s->th;
-  m5_mailbox_t *mb = s->mb;
-  /* Free the server but keep the loop running until the timer fired. */
-  assert_int_equal(m5_mailbox_post(mb, (void *)(intptr_t)CMD_FREE), M5_OK);
-  pthread_join(th, NULL);
-  assert_null(s->srv);
-  pthread_create(&s->th, NULL, loop_main, s);
+  /* Free the server on its loop, which keeps running until the timer fired. */
+  tu_http_server_close(&s->h);
+  assert_null(s->h.srv);
   assert_true(wait_for(&g_late_done, 1, 3000));
   assert_int_equal(atomic_load(&g_late_rc), M5_ECLOSED);
-  m5_loop_stop(loop);
-  pthread_join(s->th, NULL);
   close(fd);
-  m5_mailbox_free(mb, NULL);
-  m5_loop_free(loop);
-  free(s);
+  server_stop(s);
 }
 
 typedef struct {
@@ -641,7 +564,7 @@ static void test_drain(void **state) {
   (void)state;
   server_t *s = server_start(NULL, 1, 1, 0);
   /* An idle HTTP/1.1 keep-alive connection. */
-  int idle = tcp_connect(s->port);
+  int idle = tcp_connect(s->h.port);
   const char *req = "GET /x HTTP/1.1\r\nHost: x\r\n\r\n";
   assert_int_equal(send(idle, req, strlen(req), 0), (ssize_t)strlen(req));
   char out[2048];
@@ -655,13 +578,13 @@ static void test_drain(void **state) {
   assert_true(wait_for(&g_late_started, 1, 3000));
 
   s->drain_ms = 4000;
-  uint64_t t0 = now_ms();
-  assert_int_equal(m5_mailbox_post(s->mb, (void *)(intptr_t)CMD_DRAIN), M5_OK);
+  uint64_t t0 = tu_now_ms();
+  tu_loop_thread_call(&s->h.lt, server_drain, s);
   /* The idle connection is closed at once. */
   assert_int_equal(recv(idle, out, sizeof out, 0), 0);
   close(idle);
   assert_true(wait_for(&s->drained, 1, 5000));
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tu_now_ms() - t0;
   pthread_join(th, NULL);
   /* The request in flight was answered, and the drain ended with it, well before the
    * timeout. */
@@ -670,19 +593,19 @@ static void test_drain(void **state) {
   assert_string_equal(b.r.body, "late");
   assert_true(took < 3000);
   /* No longer listening. */
-  assert_int_equal(tcp_connect(s->port), -1);
+  assert_int_equal(tcp_connect(s->h.port), -1);
   server_stop(s);
 }
 
 static void test_idle_timeout(void **state) {
   (void)state;
   server_t *s = server_start(NULL, 1, 1, 300);
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tu_now_ms();
   char c;
   assert_int_equal(recv(fd, &c, 1, 0), 0); /* closed by the server, not by our 3 s timeout */
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tu_now_ms() - t0;
   assert_true(took >= 250 && took < 2000);
   close(fd);
   server_stop(s);
@@ -745,7 +668,7 @@ static void test_h2_rapid_reset_bounded(void **state) {
   server_t *s = server_start(NULL, 1, 1, 0);
   atomic_store(&g_late_started, 0);
   atomic_store(&g_late_done, 0);
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   static uint8_t out[8192];
   size_t off = 0;
@@ -759,7 +682,7 @@ static void test_h2_rapid_reset_bounded(void **state) {
   }
   assert_int_equal(send(fd, out, off, 0), (ssize_t)off);
   assert_true(wait_for(&g_late_started, 16, 3000));
-  sleep_ms(100);
+  tu_sleep_ms(100);
   assert_int_equal(atomic_load(&g_late_started), 16);
   /* The reset streams' answers are dropped... */
   assert_true(wait_for(&g_late_done, 16, 3000));
@@ -784,7 +707,7 @@ static void test_http1_pipelining_bounded(void **state) {
   assert_true(fd >= 0);
   int small = 4096;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* little kernel buffering */
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->h.port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
   atomic_store(&g_handled, 0);
@@ -795,7 +718,7 @@ static void test_http1_pipelining_bounded(void **state) {
   for (size_t i = 0; i < N; i++)
     memcpy(all + i * (sizeof req - 1), req, sizeof req - 1);
   assert_int_equal(send(fd, all, sizeof all, 0), (ssize_t)sizeof all);
-  sleep_ms(300);
+  tu_sleep_ms(300);
   /* 64 KiB queued by us plus what the kernel's socket buffers hold (a few MB at most). */
   int handled = atomic_load(&g_handled);
   assert_true(handled > 0 && handled < 300);
@@ -836,7 +759,7 @@ static void test_reset_while_input_paused(void **state) {
   atomic_store(&g_late_started, 0);
   atomic_store(&g_late_done, 0);
   atomic_store(&g_late_rc, 1);
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   const char *req = "GET /later?700 HTTP/1.1\r\nHost: x\r\n\r\n";
   assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
@@ -844,7 +767,7 @@ static void test_reset_while_input_paused(void **state) {
   static char filler[70000];
   memset(filler, 'A', sizeof filler);
   assert_int_equal(send(fd, filler, sizeof filler, 0), (ssize_t)sizeof filler);
-  sleep_ms(100);
+  tu_sleep_ms(100);
   struct linger lg = {1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   struct timespec c0, c1;
@@ -865,15 +788,15 @@ static void test_http1_half_close_answered(void **state) {
   (void)state;
   server_t *s = server_start(NULL, 1, 1, 0);
   char out[4096];
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   const char *two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
   assert_int_equal(send(fd, two, strlen(two), 0), (ssize_t)strlen(two));
   shutdown(fd, SHUT_WR);
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tu_now_ms();
   read_all(fd, NULL, out, sizeof out); /* returns at EOF: the server closed */
   close(fd);
-  assert_true(now_ms() - t0 < 2000);
+  assert_true(tu_now_ms() - t0 < 2000);
   assert_non_null(strstr(out, "path=/a"));
   assert_non_null(strstr(out, "path=/b"));
   server_stop(s);
@@ -883,18 +806,18 @@ static void test_http1_half_close_answered(void **state) {
  * A lingering server has already sent its FIN, so there only a failing send (the server's
  * RST) says it closed. */
 static long trickle_until_closed(int fd, const char *chunk, unsigned every_ms, unsigned max_ms) {
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tu_now_ms();
   int eof = 0;
-  while (now_ms() - t0 < max_ms) {
+  while (tu_now_ms() - t0 < max_ms) {
     char b[4096];
     ssize_t r = eof ? -1 : recv(fd, b, sizeof b, MSG_DONTWAIT);
     if (r > 0) continue;
     if (r == 0) eof = 1;
     if (r < 0 && !eof && errno != EAGAIN && errno != EWOULDBLOCK) break;
     if (send(fd, chunk, strlen(chunk), MSG_NOSIGNAL) < 0) break;
-    sleep_ms(every_ms);
+    tu_sleep_ms(every_ms);
   }
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tu_now_ms() - t0;
   return took >= max_ms ? -1 : (long)took;
 }
 
@@ -903,7 +826,7 @@ static long trickle_until_closed(int fd, const char *chunk, unsigned every_ms, u
 static void test_trickling_peers_are_closed(void **state) {
   (void)state;
   server_t *s = server_start(NULL, 1, 1, 300);
-  int fd = tcp_connect(s->port);
+  int fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   assert_int_equal(send(fd, "GET / HTTP/1.1\r\n", 16, 0), 16);
   long took = trickle_until_closed(fd, "X: y\r\n", 50, 2500); /* keeps sending after a FIN */
@@ -912,7 +835,7 @@ static void test_trickling_peers_are_closed(void **state) {
   server_stop(s);
 
   s = server_start(NULL, 0, 1, 300); /* HTTP/1.1 gets 505, then the connection lingers */
-  fd = tcp_connect(s->port);
+  fd = tcp_connect(s->h.port);
   assert_true(fd >= 0);
   const char *req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));

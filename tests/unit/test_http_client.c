@@ -8,11 +8,11 @@
 #include "http/server.h"
 #include "tls/tls.h"
 
+#include "testutil.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -41,18 +41,14 @@ typedef struct late {
 } late_t;
 
 struct server {
-  m5_loop_t *loop;
-  m5_http_server_t *srv;
-  m5_mailbox_t *mb;
-  pthread_t th;
-  uint16_t port;
+  tu_http_server_t h;
   SSL_CTX *tls;
   late_t *late; /* answers not sent yet */
 };
 
 static void answer(server_t *s, m5_http_exchange_t *ex, const char *what) {
   char out[256];
-  int n = snprintf(out, sizeof out, "%s conns=%zu", what, m5_http_server_conn_count(s->srv));
+  int n = snprintf(out, sizeof out, "%s conns=%zu", what, m5_http_server_conn_count(s->h.srv));
   m5_http_respond(ex, 200, "application/json", out, (size_t)n);
 }
 
@@ -77,7 +73,7 @@ static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *
     l->s = s;
     l->ex = ex;
     l->timer =
-        m5_loop_timer_add(s->loop, (uint64_t)atoi(req->query ? req->query : "100"), late_cb, l);
+        m5_loop_timer_add(s->h.loop, (uint64_t)atoi(req->query ? req->query : "100"), late_cb, l);
     assert_true(l->timer != 0);
     l->next = s->late;
     s->late = l;
@@ -98,32 +94,21 @@ static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *
   answer(s, ex, out);
 }
 
-static void on_cmd(void *msg, void *arg) {
-  (void)msg;
+/* On the server's loop thread: what is still pending gets 503. */
+static void answer_pending(void *arg) {
   server_t *s = arg;
   while (s->late) {
     late_t *l = s->late;
     s->late = l->next;
-    m5_loop_timer_cancel(s->loop, l->timer);
+    m5_loop_timer_cancel(s->h.loop, l->timer);
     m5_http_respond(l->ex, 503, NULL, NULL, 0);
     free(l);
   }
-  m5_http_server_free(s->srv);
-  s->srv = NULL;
-  m5_loop_stop(s->loop);
-}
-
-static void *loop_main(void *arg) {
-  server_t *s = arg;
-  m5_loop_run(s->loop);
-  return NULL;
 }
 
 static server_t *server_start(void) {
   server_t *s = calloc(1, sizeof *s);
   assert_non_null(s);
-  s->loop = m5_loop_new();
-  assert_non_null(s->loop);
   m5_tls_opts_t t = {.cert_file = g_srv_crt,
                      .key_file = g_srv_key,
                      .ca_file = g_ca,
@@ -134,24 +119,13 @@ static server_t *server_start(void) {
   if (!s->tls) fail_msg("tls: %s", err);
   m5_http_server_opts_t o = {
       .host = "127.0.0.1", .tls = s->tls, .max_streams = 100, .handler = handler, .arg = s};
-  for (int tries = 0; tries < 50 && !s->srv; tries++) {
-    o.port = (uint16_t)(20000 + rand() % 40000);
-    s->srv = m5_http_server_new(s->loop, &o, err, sizeof err);
-    if (!s->srv && !strstr(err, "Address already in use")) fail_msg("server: %s", err);
-  }
-  assert_non_null(s->srv);
-  s->port = o.port;
-  s->mb = m5_mailbox_new(s->loop, 8, on_cmd, s);
-  assert_non_null(s->mb);
-  assert_int_equal(pthread_create(&s->th, NULL, loop_main, s), 0);
+  if (tu_http_server_start(&s->h, &o, err, sizeof err) != 0) fail_msg("server: %s", err);
   return s;
 }
 
 static void server_stop(server_t *s) {
-  assert_int_equal(m5_mailbox_post(s->mb, (void *)1), M5_OK);
-  pthread_join(s->th, NULL);
-  m5_mailbox_free(s->mb, NULL);
-  m5_loop_free(s->loop);
+  tu_loop_thread_call(&s->h.lt, answer_pending, s);
+  tu_http_server_stop(&s->h);
   SSL_CTX_free(s->tls);
   free(s);
 }
@@ -166,7 +140,7 @@ typedef struct {
   size_t len;
 } result_t;
 
-static int g_done, g_want;
+static int g_done;
 
 static void on_result(void *arg, int status, long http_status, const uint8_t *body, size_t len) {
   result_t *r = arg;
@@ -184,31 +158,9 @@ static void on_result(void *arg, int status, long http_status, const uint8_t *bo
   g_done++;
 }
 
-typedef struct {
-  m5_loop_t *loop;
-  uint64_t deadline;
-} pump_t;
-
-static void pump_cb(m5_loop_t *loop, void *arg) {
-  pump_t *p = arg;
-  if (g_done >= g_want || m5_clock_mono_ms() > p->deadline) {
-    m5_loop_stop(loop);
-    return;
-  }
-  assert_true(m5_loop_timer_add(loop, 5, pump_cb, p) != 0);
-}
-
 /* Runs the client loop until want callbacks have run in all, or ms pass. */
 static void run_until(m5_loop_t *loop, int want, unsigned ms) {
-  pump_t p = {loop, m5_clock_mono_ms() + ms};
-  g_want = want;
-  assert_true(m5_loop_timer_add(loop, 0, pump_cb, &p) != 0);
-  m5_loop_run(loop);
-  /* The pump may still be armed when the loop stopped: let it see the deadline. */
-  p.deadline = 0;
-  g_want = 0;
-  m5_loop_timer_add(loop, 0, pump_cb, &p);
-  m5_loop_run(loop);
+  tu_loop_run_until(loop, &g_done, want, ms);
 }
 
 static m5_http_client_t *client_new(m5_loop_t *loop, const char *ca, int with_cert,
@@ -226,7 +178,7 @@ static m5_http_client_t *client_new(m5_loop_t *loop, const char *ca, int with_ce
 }
 
 static void url(char *out, size_t n, const server_t *s, const char *path) {
-  snprintf(out, n, "https://localhost:%u%s", (unsigned)s->port, path);
+  snprintf(out, n, "https://localhost:%u%s", (unsigned)s->h.port, path);
 }
 
 static const char JSON[] = "{\"afId\":\"localhost\",\"aKId\":\"0000.abc@realm\"}";
@@ -379,7 +331,7 @@ static void test_transport_failures(void **state) {
 
   /* Not https: refused by the client, never sent in clear. */
   c = client_new(loop, g_ca, 1, 0, 0, 0);
-  snprintf(u, sizeof u, "http://127.0.0.1:%u/echo", (unsigned)s->port);
+  snprintf(u, sizeof u, "http://127.0.0.1:%u/echo", (unsigned)s->h.port);
   assert_int_equal(one_request(c, loop, u, &r), M5_EIO);
   m5_http_client_free(c);
 
@@ -441,40 +393,15 @@ static void test_free_with_pending(void **state) {
 
 /* ---- PKI ---- */
 
-static int run(const char *fmt, ...) {
-  char cmd[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[2300];
-  snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", g_dir, cmd);
-  return system(full);
-}
-
 static int setup_pki(void **state) {
   (void)state;
-  signal(SIGPIPE, SIG_IGN);
-  srand((unsigned)(time(NULL) ^ getpid()));
-  snprintf(g_dir, sizeof g_dir, "/tmp/m5httpc-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-  const char *ca_ext = "-addext basicConstraints=critical,CA:TRUE "
-                       "-addext keyUsage=critical,keyCertSign,cRLSign";
-  if (run("openssl req -x509 %s -keyout ca.key -out ca.crt -days 2 -subj /CN=TestCA %s", ec,
-          ca_ext) ||
-      run("openssl req -x509 %s -keyout ca2.key -out ca2.crt -days 2 -subj /CN=OtherCA %s", ec,
-          ca_ext) ||
-      run("openssl req -new %s -keyout srv.key -out srv.csr -subj /CN=localhost", ec) ||
-      run("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n"
-          "basicConstraints=CA:FALSE\\n' > srv.ext") ||
-      run("openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt "
-          "-days 2 -extfile srv.ext") ||
-      run("openssl req -new %s -keyout cli.key -out cli.csr -subj /CN=localhost", ec) ||
-      run("printf 'subjectAltName=DNS:localhost\\nextendedKeyUsage=clientAuth\\n"
-          "basicConstraints=CA:FALSE\\n' > cli.ext") ||
-      run("openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt "
-          "-days 2 -extfile cli.ext"))
+  tu_process_init();
+  if (tu_mkdtemp(g_dir, sizeof g_dir, "m5httpc") || tu_pki_ca(g_dir, "ca", "TestCA") ||
+      tu_pki_ca(g_dir, "ca2", "OtherCA") ||
+      tu_pki_leaf(g_dir, "ca", "srv", "localhost", TU_EXT_SERVER) ||
+      tu_pki_leaf(g_dir, "ca", "cli", "localhost",
+                  "subjectAltName=DNS:localhost\nextendedKeyUsage=clientAuth\n"
+                  "basicConstraints=CA:FALSE\n"))
     return -1;
   snprintf(g_ca, sizeof g_ca, "%s/ca.crt", g_dir);
   snprintf(g_ca2, sizeof g_ca2, "%s/ca2.crt", g_dir);
@@ -487,9 +414,7 @@ static int setup_pki(void **state) {
 
 static int teardown_pki(void **state) {
   (void)state;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmtree(g_dir);
 }
 
 int main(void) {

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/loop.h"
 #include "server/registry.h"
+#include "testutil.h"
 
 typedef struct {
   m5_loop_t *loop;
@@ -192,9 +193,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir_template);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmtree(dir_template);
 }
 
 static int fresh(void **state) {

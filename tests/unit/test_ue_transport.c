@@ -16,15 +16,14 @@
 #include "server/ue_conn.h"
 #include "tls/akma.h"
 
+#include "testutil.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,7 +32,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,10 +40,6 @@
 #include <openssl/ssl.h>
 
 #include <cmocka.h>
-
-#ifndef M5_BIN_DIR
-#error "M5_BIN_DIR must name the directory holding m5-aanf and m5ctl"
-#endif
 
 #define SUPI "001010123456789"
 #define KAUSF "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -56,118 +50,8 @@
 #define ALERT(a) (SSL_AD_REASON_OFFSET + (a))
 
 static char g_dir[64], g_pki[128];
-static pid_t g_aanf[2] = {-1, -1};
-static char g_url[2][64];
+static tu_aanf_t g_aanf[2]; /* [1]: K_AF lifetime SHORT_LIFETIME_S */
 static m5_akma_cred_t g_cred, g_unknown;
-
-/* ---- processes ---- */
-
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static int run(const char *fmt, ...) {
-  char cmd[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[2300];
-  snprintf(full, sizeof full, "cd %s && (%s) >>%s/setup.log 2>&1", g_dir, cmd, g_dir);
-  return system(full);
-}
-
-static int healthy(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  struct timeval tv = {1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = 0;
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-    static const char req[] =
-        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    char buf[64] = {0};
-    if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1) &&
-        read(fd, buf, sizeof buf - 1) > 12)
-      ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
-  }
-  close(fd);
-  return ok;
-}
-
-/* m5-aanf number i on fresh random ports; lifetime_s 0 = its default. */
-static int start_aanf(int i, int lifetime_s) {
-  for (int attempt = 0; attempt < 5; attempt++) {
-    uint16_t port = (uint16_t)(20000 + rand() % 40000), mgmt = (uint16_t)(20000 + rand() % 40000);
-    if (port == mgmt) continue;
-    char cfg[160], log[160];
-    snprintf(cfg, sizeof cfg, "%s/aanf%d.yaml", g_dir, i);
-    snprintf(log, sizeof log, "%s/aanf%d.log", g_dir, i);
-    FILE *f = fopen(cfg, "w");
-    if (!f) return -1;
-    fprintf(f,
-            "listen: {host: 127.0.0.1, port: %u}\n"
-            "mgmt: {host: 127.0.0.1, port: %u}\n"
-            "tls: {cert: %s/aanf.crt, key: %s/aanf.key, ca: %s/ca.crt}\n"
-            "db: {path: %s/aanf%d/aanf.db}\n"
-            "workers: 1\n"
-            "afs:\n  allowed: [localhost]\n",
-            (unsigned)port, (unsigned)mgmt, g_pki, g_pki, g_pki, g_dir, i);
-    if (lifetime_s) fprintf(f, "kaf: {lifetime_s: %d}\n", lifetime_s);
-    fclose(f);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-      int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      execl(M5_BIN_DIR "/m5-aanf", "m5-aanf", "--config", cfg, (char *)NULL);
-      _exit(127);
-    }
-    for (int k = 0; k < 150; k++) {
-      if (healthy(mgmt)) {
-        g_aanf[i] = pid;
-        snprintf(g_url[i], sizeof g_url[i], "https://localhost:%u", (unsigned)port);
-        return 0;
-      }
-      if (waitpid(pid, NULL, WNOHANG) == pid) {
-        pid = -1;
-        break;
-      }
-      sleep_ms(100);
-    }
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-    }
-  }
-  return -1;
-}
-
-static int add_subscriber(int i, char *akid, size_t akid_len) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd,
-           "timeout 30 %s/m5ctl subscriber add --supi %s --kausf %s --aanf %s --pki %s 2>&1",
-           M5_BIN_DIR, SUPI, KAUSF, g_url[i], g_pki);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  char line[512] = {0};
-  char *got = fgets(line, sizeof line, p);
-  int rc = pclose(p);
-  const char *a = got ? strstr(line, "akid=") : NULL;
-  if (rc != 0 || !a) {
-    fprintf(stderr, "m5ctl subscriber add: %s\n", line);
-    return -1;
-  }
-  snprintf(akid, akid_len, "%s", a + 5);
-  akid[strcspn(akid, "\r\n ")] = '\0';
-  return 0;
-}
 
 /* Credentials derived like a UE does (TS 33.535 A.2-A.4) from a K_AUSF. */
 static int make_cred(const char *kausf_hex, m5_akma_cred_t *cred) {
@@ -195,8 +79,7 @@ typedef struct {
 
 static server_t g_srv[2]; /* [1]: K_AF lifetime SHORT_LIFETIME_S */
 static m5_loop_t *g_loop;
-static m5_mailbox_t *g_mb;
-static pthread_t g_thread;
+static tu_loop_thread_t g_lt;
 static char g_setup_err[512];
 
 /* What the hooks saw (written on the loop thread). */
@@ -245,35 +128,6 @@ static void h_closed(ue_session_t *s, const char *why, void *arg) {
   pthread_mutex_unlock(&g_lock);
 }
 
-typedef struct {
-  void (*fn)(void *);
-  void *arg;
-  sem_t done;
-} call_t;
-
-static void mb_handler(void *msg, void *arg) {
-  (void)arg;
-  call_t *c = msg;
-  c->fn(c->arg);
-  sem_post(&c->done);
-}
-
-/* Runs fn(arg) on the loop thread and waits for it. */
-static void on_loop(void (*fn)(void *), void *arg) {
-  call_t c = {.fn = fn, .arg = arg};
-  sem_init(&c.done, 0, 0);
-  while (m5_mailbox_post(g_mb, &c) != M5_OK)
-    sleep_ms(1);
-  sem_wait(&c.done);
-  sem_destroy(&c.done);
-}
-
-static void *loop_main(void *arg) {
-  (void)arg;
-  m5_loop_run(g_loop);
-  return NULL;
-}
-
 static void srv_start(void *arg) {
   int which = *(int *)arg;
   server_t *s = &g_srv[which];
@@ -282,7 +136,7 @@ static void srv_start(void *arg) {
   snprintf(key, sizeof key, "%s/m5s.key", g_pki);
   snprintf(ca, sizeof ca, "%s/ca.crt", g_pki);
   akma_keys_opts_t ko = {
-      .aanf_url = g_url[which], .cert_file = crt, .key_file = key, .ca_file = ca};
+      .aanf_url = g_aanf[which].url, .cert_file = crt, .key_file = key, .ca_file = ca};
   static const char *const names[] = {"localhost"};
   m5_akma_server_opts_t ao = {.fqdns = names, .n_fqdns = 1, .allow_psk_ke = 1, .allow_tls12 = 1};
   if (!(s->keys = akma_keys_new(g_loop, &ko, err, sizeof err)) ||
@@ -341,7 +195,7 @@ static void counts_fn(void *arg) {
 
 static counts_t counts(int which, int tls) {
   counts_t c = {.which = which, .tls = tls};
-  on_loop(counts_fn, &c);
+  tu_loop_thread_call(&g_lt, counts_fn, &c);
   return c;
 }
 
@@ -349,7 +203,7 @@ static counts_t counts(int which, int tls) {
 static counts_t wait_counts(int which, int tls, size_t sessions, size_t handshakes, unsigned ms) {
   counts_t c = counts(which, tls);
   for (unsigned t = 0; t < ms && (c.sessions != sessions || c.handshakes != handshakes); t += 20) {
-    sleep_ms(20);
+    tu_sleep_ms(20);
     c = counts(which, tls);
   }
   return c;
@@ -366,7 +220,7 @@ static int closed_count(char *why, size_t len) {
 /* Waits until more than `before` sessions closed; returns the last reason. */
 static void wait_closed(int before, char *why, size_t len, unsigned ms) {
   for (unsigned t = 0; t < ms && closed_count(NULL, 0) <= before; t += 20)
-    sleep_ms(20);
+    tu_sleep_ms(20);
   assert_true(closed_count(why, len) > before);
 }
 
@@ -430,14 +284,10 @@ static void c_io(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   }
 }
 
-static uint64_t now_ms(void) {
-  return m5_clock_mono_ms();
-}
-
 /* Drives the client handshake on the non-blocking socket: 0, -1 failed (c->reason), -2 no
  * answer within ms. */
 static int drive(client_t *c, unsigned ms) {
-  uint64_t end = now_ms() + ms;
+  uint64_t end = tu_now_ms() + ms;
   for (;;) {
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
@@ -447,7 +297,7 @@ static int drive(client_t *c, unsigned ms) {
       c->reason = ERR_GET_REASON(ERR_peek_last_error());
       return -1;
     }
-    uint64_t now = now_ms();
+    uint64_t now = tu_now_ms();
     if (now >= end) return -2;
     int wait = (int)(end - now);
     struct timeval tv;
@@ -575,8 +425,8 @@ static void client_echo(client_t *c, const uint8_t *body, size_t len) {
 }
 
 static void client_wait_eof(client_t *c, unsigned ms) {
-  uint64_t end = now_ms() + ms;
-  while (!c->eof && now_ms() < end)
+  uint64_t end = tu_now_ms() + ms;
+  while (!c->eof && tu_now_ms() < end)
     client_run(c, 100);
   assert_true(c->eof);
 }
@@ -585,18 +435,16 @@ static void client_wait_eof(client_t *c, unsigned ms) {
 
 static int setup(void **state) {
   (void)state;
-  signal(SIGPIPE, SIG_IGN);
-  srand((unsigned)(time(NULL) ^ getpid()));
-  snprintf(g_dir, sizeof g_dir, "/tmp/m5uetr-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
+  tu_process_init();
+  if (tu_mkdtemp(g_dir, sizeof g_dir, "m5uetr")) return -1;
   snprintf(g_pki, sizeof g_pki, "%s/pki", g_dir);
-  if (run("timeout 60 %s/m5ctl pki init --dir %s", M5_BIN_DIR, g_pki)) return -1;
-  if (start_aanf(0, 0) != 0 || start_aanf(1, SHORT_LIFETIME_S) != 0) {
-    fprintf(stderr, "m5-aanf did not start; see %s\n", g_dir);
+  char lifetime[64], akid[M5_AKMA_AKID_MAX + 1];
+  snprintf(lifetime, sizeof lifetime, "kaf: {lifetime_s: %d}\n", SHORT_LIFETIME_S);
+  if (tu_m5ctl_pki_init(g_dir, g_pki) || tu_aanf_start(&g_aanf[0], g_dir, "aanf0", g_pki, NULL) ||
+      tu_aanf_start(&g_aanf[1], g_dir, "aanf1", g_pki, lifetime))
     return -1;
-  }
-  char akid[M5_AKMA_AKID_MAX + 1];
-  if (add_subscriber(0, akid, sizeof akid) || add_subscriber(1, akid, sizeof akid)) return -1;
+  for (int i = 0; i < 2; i++)
+    if (tu_subscriber_add(g_dir, &g_aanf[i], g_pki, SUPI, KAUSF, akid, sizeof akid)) return -1;
   if (make_cred(KAUSF, &g_cred) || make_cred(OTHER_KAUSF, &g_unknown)) return -1;
   if (strcmp(akid, g_cred.akid) != 0) {
     fprintf(stderr, "A-KID mismatch: m5ctl %s, derived %s\n", akid, g_cred.akid);
@@ -605,10 +453,9 @@ static int setup(void **state) {
   m5_log_set_level(getenv("M5_TEST_DEBUG") ? M5_LOG_DEBUG : M5_LOG_WARN);
   g_loop = m5_loop_new();
   g_cloop = m5_loop_new();
-  if (!g_loop || !g_cloop || !(g_mb = m5_mailbox_new(g_loop, 16, mb_handler, NULL))) return -1;
-  if (pthread_create(&g_thread, NULL, loop_main, NULL) != 0) return -1;
+  if (!g_loop || !g_cloop || tu_loop_thread_start(&g_lt, g_loop) != 0) return -1;
   for (int i = 0; i < 2; i++) {
-    on_loop(srv_start, &i);
+    tu_loop_thread_call(&g_lt, srv_start, &i);
     if (g_setup_err[0]) {
       fprintf(stderr, "%s\n", g_setup_err);
       return -1;
@@ -619,27 +466,16 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  if (g_loop) {
+  if (g_lt.running) {
     for (int i = 0; i < 2; i++)
-      on_loop(srv_stop, &i);
-    m5_loop_stop(g_loop);
-    pthread_join(g_thread, NULL);
-    m5_mailbox_free(g_mb, NULL);
-    m5_loop_free(g_loop);
+      tu_loop_thread_call(&g_lt, srv_stop, &i);
+    tu_loop_thread_stop(&g_lt);
   }
+  if (g_loop) m5_loop_free(g_loop);
   if (g_cloop) m5_loop_free(g_cloop);
   for (int i = 0; i < 2; i++)
-    if (g_aanf[i] > 0) {
-      kill(g_aanf[i], SIGTERM);
-      int st;
-      for (int k = 0; k < 50 && waitpid(g_aanf[i], &st, WNOHANG) == 0; k++)
-        sleep_ms(100);
-      kill(g_aanf[i], SIGKILL);
-      waitpid(g_aanf[i], NULL, WNOHANG);
-    }
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+    tu_aanf_stop(&g_aanf[i]);
+  return tu_rmtree(g_dir);
 }
 
 /* ---- tests ---- */
@@ -735,12 +571,12 @@ static void test_unknown_akid(void **state) {
   } kinds[] = {{1, 0}, {0, 0}, {0, 1}};
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
     client_t c;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = tu_now_ms();
     int rc = client_open(&c, kinds[k].dtls, kinds[k].tls12,
                          kinds[k].dtls ? g_srv[0].dport : g_srv[0].tport, &g_unknown, NULL, 0);
     assert_int_equal(rc, -1);
     assert_int_equal(c.reason, ALERT(SSL_AD_UNKNOWN_PSK_IDENTITY));
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(tu_now_ms() - t0 < 3000);
     client_free(&c);
     assert_int_equal(client_open(&c, kinds[k].dtls, kinds[k].tls12,
                                  kinds[k].dtls ? g_srv[0].dport : g_srv[0].tport, &g_cred, NULL, 0),
@@ -921,7 +757,7 @@ static void test_flood(void **state) {
     }
   }
   close(fd);
-  sleep_ms(200);
+  tu_sleep_ms(200);
   counts_t c = counts(0, 0);
   if (c.handshakes > max_seen) max_seen = c.handshakes;
   /* Nobody answered a HelloVerifyRequest: no state at all, well under the cap. */
@@ -1007,7 +843,7 @@ static void test_listener_free_closes_sessions(void **state) {
   size_t open = counts(0, 0).sessions + counts(0, 1).sessions;
   assert_true(open >= 2);
   int before = closed_count(NULL, 0);
-  on_loop(stop_server0, NULL);
+  tu_loop_thread_call(&g_lt, stop_server0, NULL);
   char why[128];
   assert_int_equal(closed_count(why, sizeof why), before + (int)open);
   assert_string_equal(why, "shutdown");
