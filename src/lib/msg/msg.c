@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define T(x) (1u << (x))
 
@@ -193,7 +194,7 @@ static char *b64_encode(const uint8_t *in, size_t n) {
   return out;
 }
 
-/* ---- RFC 3339 date-time <-> Unix seconds (proleptic Gregorian, no time_t or TZ involved) ---- */
+/* ---- RFC 3339 date-time <-> Unix seconds: parsed by hand (offsets, no TZ), printed as UTC ---- */
 
 static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
   y -= m <= 2;
@@ -202,18 +203,6 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
   int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
   int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int64_t *m, int64_t *d) {
-  z += 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  int64_t doe = z - era * 146097;
-  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  int64_t mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = yoe + era * 400 + (*m <= 2);
 }
 
 /* Reads exactly n digits. */
@@ -269,10 +258,9 @@ static int time_parse(const char *s, int64_t *out) {
 
 static int time_format(int64_t t, char out[32]) {
   if (t <= 0 || t > 253402300799) return M5_ERANGE; /* 9999-12-31T23:59:59Z */
-  int64_t days = t / 86400, rem = t % 86400, y, m, d;
-  civil_from_days(days, &y, &m, &d);
-  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d, (int)(rem / 3600),
-           (int)(rem / 60 % 60), (int)(rem % 60));
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (!gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return M5_ERANGE;
   return 0;
 }
 
