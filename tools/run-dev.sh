@@ -1,76 +1,264 @@
 #!/usr/bin/env bash
 # `make run`: a working development system with no configuration (architecture §9).
 # Usage: tools/run-dev.sh BUILD_DIR   (the binaries are in BUILD_DIR/bin)
-# Creates the development PKI under ./var/pki on first run, starts m5-aanf with its defaults,
-# waits for its /healthz, prints one line starting READY, then waits. Ctrl-C or SIGTERM is
-# forwarded to the daemon (by pid) as SIGTERM; it drains and must exit 0 within 5 s.
+#
+# In order: the development PKI under var/pki on first run; m5-aanf (waits for its /healthz);
+# m5s (waits for its /healthz); the demo subscribers ue1 and ue2, provisioned through the real
+# APIs (m5ctl subscriber add: K_AKMA to the AAnF, UE Service ID binding to m5s); the demo
+# client configs var/demo/ue1.yaml (CoAP over TLS) and var/demo/ue2.yaml (CoAP over DTLS),
+# mode 0600; then ONE line starting READY with the m5c commands to try, and it waits.
+# Ctrl-C or SIGTERM stops the daemons by pid, m5s first, then m5-aanf: each drains and must
+# exit 0 within 5 s; run-dev.sh then exits 0. If a daemon dies, its log tail is printed, the
+# other one is stopped and run-dev.sh exits 1. Every run is idempotent: the PKI and the
+# databases are kept, the demo subscribers are provisioned again (which replaces them).
+#
+# Files, all under $M5_RUN_DIR/var: pki/ (dev PKI), aanf/, m5s/ (databases), log/m5-aanf.log,
+# log/m5s.log, run/*.pid (while running), run/*.yaml (daemon configs), demo/ue{1,2}.yaml.
+#
+# Environment (all optional):
+#   M5_RUN_DIR    where ./var lives; default: the repository root. The daemons run in this
+#                 directory, so their default relative paths (var/...) land in it.
+#   M5_AANF_PORT  m5-aanf Naanf_AKMA port (default 7443)
+#   M5_AANF_MGMT  m5-aanf management port, /healthz (default 9091)
+#   M5_UE_PORT    m5s MSGin5G-1 port, udp (DTLS) and tcp (TLS) (default 5684)
+#   M5_MGMT_PORT  m5s management port, /healthz and admin API (default 9090)
+# m5s gets a config file var/run/m5s.yaml because it listens on 127.0.0.1 here (its default is
+# every interface, and the demo keys below are public); m5-aanf gets var/run/m5-aanf.yaml only
+# when a port is overridden. Everything else is the daemons' defaults.
 set -euo pipefail
 
+# Started in the background by a non-interactive shell, we inherit SIGINT ignored, and bash
+# cannot trap a signal ignored on entry: start again with SIGINT at its default (once).
+sig_ignored=$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status 2>/dev/null) || true
+if [[ -z ${M5_RUN_DEV_SIGINT:-} && ${sig_ignored:-0} =~ ^[0-9a-fA-F]+$ ]] &&
+  ((16#$sig_ignored & 2)); then
+  export M5_RUN_DEV_SIGINT=1
+  exec env --default-signal=INT "$0" "$@"
+fi
+
+# The demo subscribers. These SUPIs and K_AUSF values are DEMO VALUES, published in this
+# file: never use them for anything but a local development system.
+DEMO_UES=(ue1 ue2)
+declare -A DEMO_SUPI=([ue1]=001010000000001 [ue2]=001010000000002)
+declare -A DEMO_KAUSF=(
+  [ue1]=d0e0000000000000000000000000000000000000000000000000000000000001
+  [ue2]=d0e0000000000000000000000000000000000000000000000000000000000002
+)
+# ue1 talks CoAP over TLS (coaps+tcp), ue2 CoAP over DTLS (coaps): both transports are shown.
+declare -A DEMO_SCHEME=([ue1]=coaps+tcp [ue2]=coaps)
+
 BUILD=${1:?usage: tools/run-dev.sh BUILD_DIR}
+CALLER_DIR=$PWD
 BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || {
   echo "run-dev: $BUILD/bin does not exist; build first (make build)" >&2
   exit 1
 }
-cd "$(dirname "$0")/.." # the repository root: ./var lives here, as the defaults expect
-for b in m5-aanf m5ctl; do
+for b in m5-aanf m5s m5ctl m5c; do
   [[ -x $BIN/$b ]] || { echo "run-dev: $BIN/$b is missing; build first (make build)" >&2; exit 1; }
 done
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUN_DIR=${M5_RUN_DIR:-$REPO}
+mkdir -p "$RUN_DIR"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+cd "$RUN_DIR"
 
-HEALTH=http://127.0.0.1:9091/healthz
-LOG=var/log/m5-aanf.log
-mkdir -p var/log
+port_var() { # NAME DEFAULT: the port from the environment variable NAME, checked
+  local v=${!1:-$2}
+  if ! [[ $v =~ ^[0-9]{1,5}$ ]] || ((10#$v < 1 || 10#$v > 65535)); then
+    echo "run-dev: $1='$v' is not a port number (1..65535)" >&2
+    exit 2
+  fi
+  echo "$((10#$v))"
+}
+AANF_PORT=$(port_var M5_AANF_PORT 7443)
+AANF_MGMT=$(port_var M5_AANF_MGMT 9091)
+UE_PORT=$(port_var M5_UE_PORT 5684)
+MGMT_PORT=$(port_var M5_MGMT_PORT 9090)
+AANF_URL=https://localhost:$AANF_PORT
+M5S_ADMIN=http://127.0.0.1:$MGMT_PORT
 
+# disp PATH: PATH as the caller would type it: relative to the caller's directory when inside.
+disp() {
+  local p=$1
+  [[ $p == "$CALLER_DIR"/* ]] && p=${p#"$CALLER_DIR"/}
+  printf '%q' "$p"
+}
+
+umask 077
+mkdir -p var/log var/run var/demo
+AANF_LOG=var/log/m5-aanf.log
+M5S_LOG=var/log/m5s.log
+AANF_PID=
+M5S_PID=
+
+# A previous run that is still alive would make the daemons fail on their ports: say so.
+for d in m5s m5-aanf; do
+  if [[ -f var/run/$d.pid ]]; then
+    p=$(<"var/run/$d.pid")
+    if [[ $p =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null &&
+      [[ $(readlink "/proc/$p/exe" 2>/dev/null) == */$d ]]; then
+      echo "run-dev: $d is already running (pid $p, $RUN_DIR/var/run/$d.pid); stop that" \
+        "make run first" >&2
+      exit 1
+    fi
+    rm -f "var/run/$d.pid"
+  fi
+done
+
+# stop_one NAME PID: SIGTERM, then waits (bounded: 5 s, then SIGKILL); prints and returns the
+# daemon's exit status (non-zero also when it had to be killed).
+stop_one() {
+  local name=$1 pid=$2 i rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "run-dev: $name (pid $pid) did not exit within 5 s of SIGTERM; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rc=1
+  else
+    wait "$pid" 2>/dev/null || rc=$?
+  fi
+  rm -f "var/run/$name.pid"
+  echo "run-dev: $name stopped (exit $rc)"
+  return "$rc"
+}
+
+# stop_all: m5s first (it may still need the AAnF while it drains), then m5-aanf. Returns 0
+# when both exited 0; prints the log tail of one that did not.
+stop_all() {
+  local rc=0
+  if [[ -n $M5S_PID ]]; then
+    stop_one m5s "$M5S_PID" || { rc=1; tail -n 30 "$M5S_LOG" >&2 || true; }
+    M5S_PID=
+  fi
+  if [[ -n $AANF_PID ]]; then
+    stop_one m5-aanf "$AANF_PID" || { rc=1; tail -n 30 "$AANF_LOG" >&2 || true; }
+    AANF_PID=
+  fi
+  return "$rc"
+}
+
+# shellcheck disable=SC2317 # run by the trap
+on_signal() {
+  trap - INT TERM HUP
+  local rc=0
+  stop_all || rc=1
+  exit "$rc"
+}
+trap on_signal INT TERM HUP
+
+# failed WHY LOG: the tail of that daemon's log, then both daemons stopped and exit 1.
+failed() {
+  trap - INT TERM HUP
+  echo "run-dev: $1; the end of its log ($RUN_DIR/$2):" >&2
+  tail -n 40 "$2" >&2 || true
+  stop_all >/dev/null 2>&1 || true
+  exit 1
+}
+
+# start NAME LOG ARGS...: the daemon in its own session (so a Ctrl-C in the terminal reaches
+# only this script, which stops the daemons in order); sets STARTED_PID.
+start() {
+  local name=$1 log=$2
+  shift 2
+  printf '\n--- %s: run-dev starts %s\n' "$(date -u +%FT%TZ)" "$name" >>"$log"
+  setsid "$BIN/$name" "$@" </dev/null >>"$log" 2>&1 &
+  STARTED_PID=$!
+  echo "$STARTED_PID" >"var/run/$name.pid"
+}
+
+# wait_healthy NAME PID PORT LOG: until http://127.0.0.1:PORT/healthz answers 200 (10 s).
+wait_healthy() {
+  local name=$1 pid=$2 port=$3 log=$4 i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || failed "$name exited during start-up" "$log"
+    if curl -sf --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+      kill -0 "$pid" 2>/dev/null || failed "$name exited during start-up" "$log"
+      return 0
+    fi
+    sleep 0.1
+  done
+  failed "$name not healthy on http://127.0.0.1:$port/healthz after 10 s" "$log"
+}
+
+# Another process on one of our TCP ports would answer our health checks: refuse to start.
+for p in "$AANF_PORT" "$AANF_MGMT" "$UE_PORT" "$MGMT_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "run-dev: 127.0.0.1:$p/tcp is already in use (another make run?); stop it, or choose" \
+      "other ports with M5_AANF_PORT, M5_AANF_MGMT, M5_UE_PORT, M5_MGMT_PORT" >&2
+    exit 1
+  fi
+done
+
+# 1. The development PKI, on first run only.
 if [[ ! -f var/pki/ca.crt ]]; then
   "$BIN/m5ctl" pki init --dir var/pki
 fi
 
-"$BIN/m5-aanf" >"$LOG" 2>&1 &
-AANF_PID=$!
-
-# stop: SIGTERM to the daemon, then wait (bounded) for it; exits with the daemon's status.
-stop() {
-  trap - INT TERM
-  kill -TERM "$AANF_PID" 2>/dev/null || true
-  local i rc=0
-  for ((i = 0; i < 60; i++)); do
-    kill -0 "$AANF_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$AANF_PID" 2>/dev/null; then
-    echo "run-dev: m5-aanf (pid $AANF_PID) did not exit within 6 s; killing it" >&2
-    kill -KILL "$AANF_PID" 2>/dev/null || true
-  fi
-  wait "$AANF_PID" 2>/dev/null || rc=$?
-  echo "run-dev: m5-aanf stopped (exit $rc)"
-  exit "$rc"
-}
-trap stop INT TERM
-
-# failed WHY: the daemon's log, then exit 1.
-failed() {
-  echo "run-dev: $1; its log ($LOG):" >&2
-  cat "$LOG" >&2
-  kill -TERM "$AANF_PID" 2>/dev/null || true
-  wait "$AANF_PID" 2>/dev/null || true
-  exit 1
-}
-
-for ((i = 0; i < 100; i++)); do
-  curl -sf --max-time 1 "$HEALTH" >/dev/null 2>&1 && break
-  kill -0 "$AANF_PID" 2>/dev/null || failed "m5-aanf exited during start-up"
-  sleep 0.1
-done
-curl -sf --max-time 1 "$HEALTH" >/dev/null 2>&1 || failed "m5-aanf not healthy after 10 s"
-
-echo "READY m5-aanf on https://localhost:7443 (health $HEALTH, log $LOG); try:" \
-  "$BIN/m5ctl subscriber add --supi 001010123456789 --kausf <64 hex digits>"
-
-# Ctrl-C reaches the daemon directly too (same process group); it then drains and exits 0,
-# and bash may return from wait before running the trap.
-rc=0
-wait "$AANF_PID" || rc=$?
-if [[ $rc -eq 0 ]]; then
-  echo "run-dev: m5-aanf stopped (exit 0)"
-  exit 0
+# 2. m5-aanf.
+aanf_args=()
+if [[ -n ${M5_AANF_PORT:-} || -n ${M5_AANF_MGMT:-} ]]; then
+  printf 'listen: {host: 127.0.0.1, port: %s}\nmgmt: {host: 127.0.0.1, port: %s}\n' \
+    "$AANF_PORT" "$AANF_MGMT" >var/run/m5-aanf.yaml
+  aanf_args=(--config var/run/m5-aanf.yaml)
 fi
-failed "m5-aanf exited with status $rc"
+start m5-aanf "$AANF_LOG" "${aanf_args[@]}"
+AANF_PID=$STARTED_PID
+wait_healthy m5-aanf "$AANF_PID" "$AANF_MGMT" "$AANF_LOG"
+
+# 3. m5s.
+printf 'ue: {host: 127.0.0.1, port: %s}\nmgmt: {host: 127.0.0.1, port: %s}\naanf: {url: %s}\n' \
+  "$UE_PORT" "$MGMT_PORT" "$AANF_URL" >var/run/m5s.yaml
+start m5s "$M5S_LOG" --config var/run/m5s.yaml
+M5S_PID=$STARTED_PID
+wait_healthy m5s "$M5S_PID" "$MGMT_PORT" "$M5S_LOG"
+
+# 4. The demo subscribers (again on every run: the AAnF replaces the context, m5s answers the
+# binding with 200 when it exists) and their client configs.
+for ue in "${DEMO_UES[@]}"; do
+  if ! out=$("$BIN/m5ctl" subscriber add --supi "${DEMO_SUPI[$ue]}" --kausf "${DEMO_KAUSF[$ue]}" \
+    --ue-svc-id "$ue" --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki var/pki 2>&1); then
+    echo "run-dev: provisioning the demo subscriber $ue failed: $out" >&2
+    failed "provisioning $ue failed" "$M5S_LOG"
+  fi
+  cfg=var/demo/$ue.yaml
+  rm -f "$cfg.tmp"
+  cat >"$cfg.tmp" <<EOF
+# m5c configuration of the demo UE $ue, written by \`make run\` (tools/run-dev.sh) on every run.
+# The SUPI and K_AUSF are demo values: this file holds a key, so it is mode 0600.
+server: ${DEMO_SCHEME[$ue]}://localhost:$UE_PORT
+af-fqdn: localhost
+ue-svc-id: $ue
+supi: "${DEMO_SUPI[$ue]}"
+kausf: "${DEMO_KAUSF[$ue]}"
+EOF
+  chmod 600 "$cfg.tmp"
+  mv -f "$cfg.tmp" "$cfg"
+done
+
+M5C=$(disp "$BIN/m5c")
+UE1=$(disp "$RUN_DIR/var/demo/ue1.yaml")
+UE2=$(disp "$RUN_DIR/var/demo/ue2.yaml")
+echo "READY demo configs $UE1 (ue1, TLS) $UE2 (ue2, DTLS); receive:" \
+  "$M5C --config $UE2 listen; send: $M5C --config $UE1 send --to ue:ue2 --payload hi;" \
+  "logs: $(disp "$RUN_DIR/var/log")/; Ctrl-C stops"
+
+# 5. Wait. A signal interrupts `wait` and runs on_signal; a daemon that exits is a failure.
+# (wait -n -p: bash 5.1; it reaps the daemon and gives its status.)
+done_pid=
+set +e
+wait -n -p done_pid "$AANF_PID" "$M5S_PID"
+rc=$?
+set -e
+if [[ $done_pid == "$M5S_PID" ]]; then
+  M5S_PID=
+  rm -f var/run/m5s.pid
+  failed "m5s exited unexpectedly (status $rc)" "$M5S_LOG"
+fi
+AANF_PID=
+rm -f var/run/m5-aanf.pid
+failed "m5-aanf exited unexpectedly (status $rc)" "$AANF_LOG"
