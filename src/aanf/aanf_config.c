@@ -1,8 +1,8 @@
 /* m5-aanf configuration table and the checks beyond what the generic loader does. */
 #include "aanf_config.h"
 
+#include "core/daemon.h"
 #include "core/err.h"
-#include "core/log.h"
 #include "core/net.h"
 #include "crypto/akma.h"
 
@@ -40,12 +40,8 @@ static const m5_cfg_item_t items[] = {
 #define N_ITEMS (sizeof items / sizeof items[0])
 
 static int check(const aanf_config_t *cfg, const char *src, char *err, size_t errlen) {
-  m5_log_level_t lvl;
-  if (!m5_net_is_address(cfg->listen_host)) {
-    snprintf(err, errlen, "%s: listen.host: expected an IPv4 or IPv6 address, got '%s'", src,
-             cfg->listen_host);
+  if (m5_daemon_check_address(src, "listen.host", cfg->listen_host, err, errlen) != 0)
     return M5_EINVAL;
-  }
   /* The management port has no authentication; the architecture (§3.3) requires mutual TLS
    * as soon as it leaves loopback, which this daemon does not offer there, so it refuses. */
   if (!m5_net_is_loopback(cfg->mgmt_host)) {
@@ -71,12 +67,7 @@ static int check(const aanf_config_t *cfg, const char *src, char *err, size_t er
       return M5_EINVAL;
     }
   }
-  if (m5_log_level_parse(cfg->log_level, &lvl) != 0) {
-    snprintf(err, errlen, "%s: log.level: expected error, warn, info or debug, got '%s'", src,
-             cfg->log_level);
-    return M5_EINVAL;
-  }
-  return 0;
+  return m5_daemon_check_log_level(src, cfg->log_level, err, errlen);
 }
 
 int aanf_config_load(const char *path, aanf_config_t *cfg, char *err, size_t errlen) {

@@ -5,19 +5,15 @@
 #include "aanf_db.h"
 #include "aanf_msg.h"
 #include "aanf_run.h"
+#include "core/daemon.h"
 #include "core/log.h"
 #include "tls/tls.h"
 
-#include <signal.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #ifndef M5_VERSION
 #define M5_VERSION "unknown"
 #endif
-#define MAX_WORKERS 64
 
 static void usage(FILE *out) {
   fputs(
@@ -30,31 +26,10 @@ static void usage(FILE *out) {
   aanf_config_print_help(out);
 }
 
-static size_t worker_count(const aanf_config_t *cfg) {
-  long n = cfg->workers > 0 ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
-  if (n < 1) n = 1;
-  if (n > MAX_WORKERS) n = MAX_WORKERS;
-  return (size_t)n;
-}
-
 int main(int argc, char **argv) {
-  const char *config_path = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--version")) {
-      printf("m5-aanf %s\n", M5_VERSION);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-      config_path = argv[++i];
-      continue;
-    }
-    fprintf(stderr, "m5-aanf: unknown argument '%s'; see m5-aanf --help\n", argv[i]);
-    return 2;
-  }
+  const char *config_path;
+  int rc = m5_daemon_args(argc, argv, "m5-aanf", M5_VERSION, usage, &config_path);
+  if (rc >= 0) return rc;
 
   aanf_config_t cfg;
   char err[512];
@@ -63,16 +38,7 @@ int main(int argc, char **argv) {
     aanf_config_free(&cfg);
     return 1;
   }
-  m5_log_level_t level;
-  m5_log_level_parse(cfg.log_level, &level);
-  m5_log_set_level(level);
-
-  /* Files this process creates (the database, its WAL) hold K_AKMA: owner only. */
-  umask(077);
-  /* A peer closing mid-write must not kill the process; the loops own the other signals. */
-  signal(SIGPIPE, SIG_IGN);
-  static const int sigs[] = {SIGTERM, SIGINT};
-  m5_signals_block(sigs, sizeof sigs / sizeof sigs[0]);
+  m5_daemon_setup(cfg.log_level);
   aanf_msg_init();
 
   m5_tls_opts_t to = {.cert_file = cfg.tls_cert,
@@ -94,7 +60,7 @@ int main(int argc, char **argv) {
     aanf_config_free(&cfg);
     return 1;
   }
-  int rc = aanf_run(&cfg, tls, db, worker_count(&cfg));
+  rc = aanf_run(&cfg, tls, db, m5_daemon_workers(cfg.workers));
   aanf_db_close(db);
   SSL_CTX_free(tls);
   aanf_config_free(&cfg);

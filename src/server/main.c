@@ -1,21 +1,16 @@
 /* m5s: the MSGin5G Server (TS 23.554) and AKMA AF (TS 33.535). Entry point: arguments,
  * configuration and the registry, then the runtime in server_run.c. */
+#include "core/daemon.h"
 #include "core/log.h"
-#include "core/loop.h"
 #include "server/registry.h"
 #include "server/server_config.h"
 #include "server/server_run.h"
 
-#include <signal.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #ifndef M5_VERSION
 #define M5_VERSION "unknown"
 #endif
-#define MAX_WORKERS 64
 
 static void usage(FILE *out) {
   fputs("usage: m5s [--config FILE]\n"
@@ -28,31 +23,10 @@ static void usage(FILE *out) {
   server_config_print_help(out);
 }
 
-static size_t worker_count(const server_config_t *cfg) {
-  long n = cfg->workers > 0 ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
-  if (n < 1) n = 1;
-  if (n > MAX_WORKERS) n = MAX_WORKERS;
-  return (size_t)n;
-}
-
 int main(int argc, char **argv) {
-  const char *config_path = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--version")) {
-      printf("m5s %s\n", M5_VERSION);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-      config_path = argv[++i];
-      continue;
-    }
-    fprintf(stderr, "m5s: unknown argument '%s'; see m5s --help\n", argv[i]);
-    return 2;
-  }
+  const char *config_path;
+  int rc = m5_daemon_args(argc, argv, "m5s", M5_VERSION, usage, &config_path);
+  if (rc >= 0) return rc;
 
   server_config_t cfg;
   char err[512];
@@ -61,16 +35,7 @@ int main(int argc, char **argv) {
     server_config_free(&cfg);
     return 1;
   }
-  m5_log_level_t level;
-  m5_log_level_parse(cfg.log_level, &level);
-  m5_log_set_level(level);
-
-  /* The database names subscribers (SUPIs): owner only. */
-  umask(077);
-  /* A peer closing mid-write must not kill the process; the loops own the other signals. */
-  signal(SIGPIPE, SIG_IGN);
-  static const int sigs[] = {SIGTERM, SIGINT};
-  m5_signals_block(sigs, sizeof sigs / sizeof sigs[0]);
+  m5_daemon_setup(cfg.log_level);
 
   registry_t *reg = registry_open(cfg.db_path, err, sizeof err);
   if (!reg) {
@@ -78,7 +43,7 @@ int main(int argc, char **argv) {
     server_config_free(&cfg);
     return 1;
   }
-  int rc = server_run(&cfg, reg, worker_count(&cfg));
+  rc = server_run(&cfg, reg, m5_daemon_workers(cfg.workers));
   server_config_free(&cfg);
   if (rc == 0) M5_LOGI("m5s", "stopped");
   return rc == 0 ? 0 : 1;

@@ -1,8 +1,8 @@
 /* m5s configuration table and the checks beyond what the generic loader does. */
 #include "server_config.h"
 
+#include "core/daemon.h"
 #include "core/err.h"
-#include "core/log.h"
 #include "core/net.h"
 #include "crypto/akma.h"
 
@@ -55,12 +55,7 @@ static const m5_cfg_item_t items[] = {
 #define N_ITEMS (sizeof items / sizeof items[0])
 
 static int check(const server_config_t *cfg, const char *src, char *err, size_t errlen) {
-  m5_log_level_t lvl;
-  if (!m5_net_is_address(cfg->ue_host)) {
-    snprintf(err, errlen, "%s: ue.host: expected an IPv4 or IPv6 address, got '%s'", src,
-             cfg->ue_host);
-    return M5_EINVAL;
-  }
+  if (m5_daemon_check_address(src, "ue.host", cfg->ue_host, err, errlen) != 0) return M5_EINVAL;
   /* The management port has no authentication; the architecture (§3.3) requires mutual TLS
    * as soon as it leaves loopback, which is not implemented yet, so the server refuses. */
   if (!m5_net_is_loopback(cfg->mgmt_host)) {
@@ -91,12 +86,7 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
     snprintf(err, errlen, "%s: aanf.url: expected an https:// URL, got '%s'", src, cfg->aanf_url);
     return M5_EINVAL;
   }
-  if (m5_log_level_parse(cfg->log_level, &lvl) != 0) {
-    snprintf(err, errlen, "%s: log.level: expected error, warn, info or debug, got '%s'", src,
-             cfg->log_level);
-    return M5_EINVAL;
-  }
-  return 0;
+  return m5_daemon_check_log_level(src, cfg->log_level, err, errlen);
 }
 
 int server_config_load(const char *path, server_config_t *cfg, char *err, size_t errlen) {

@@ -71,15 +71,28 @@ static int bind_socket(ue_listener_t *l, const char *host, int socktype, char *e
   return M5_OK;
 }
 
-int ue_listener_init(ue_listener_t *l, m5_loop_t *loop, const ue_listener_opts_t *opts,
-                     const ue_conn_ops_t *ops, int socktype, char *err, size_t errlen) {
+ue_listener_t *ue_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts,
+                               const ue_conn_ops_t *ops, size_t size, char *err, size_t errlen) {
+  char dummy[8];
+  if (!err || !errlen) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  err[0] = '\0';
+  int dgram = ops->coap == M5_COAP_DGRAM;
+  ue_listener_t *l = calloc(1, size);
+  if (!l) {
+    snprintf(err, errlen, "MSGin5G-1 %s listener: out of memory", dgram ? "DTLS" : "TLS");
+    return NULL;
+  }
   l->fd = -1;
+  l->ops = ops;
   if (!loop || !opts || !opts->ctx || !opts->keys || !opts->hooks.request) {
     snprintf(err, errlen, "MSGin5G-1 listener: missing loop, TLS context, K_AF source or hooks");
-    return M5_EINVAL;
+    ue_listener_free(l);
+    return NULL;
   }
   l->loop = loop;
-  l->ops = ops;
   l->o = *opts;
   l->o.host = NULL;
   l->o.coap.transport = ops->coap;
@@ -87,7 +100,13 @@ int ue_listener_init(ue_listener_t *l, m5_loop_t *loop, const ue_listener_opts_t
   if (!l->o.max_handshakes) l->o.max_handshakes = 1024;
   if (!l->o.handshake_timeout_ms) l->o.handshake_timeout_ms = 10000;
   if (!l->o.idle_timeout_ms) l->o.idle_timeout_ms = 600000;
-  return bind_socket(l, opts->host, socktype, err, errlen);
+  if (bind_socket(l, opts->host, dgram ? SOCK_DGRAM : SOCK_STREAM, err, errlen) != M5_OK ||
+      ops->start_listener(l, err, errlen) != M5_OK) {
+    ue_listener_free(l);
+    return NULL;
+  }
+  M5_LOGD(DOM, "listening on %s (CoAP over %s)", l->name, dgram ? "DTLS" : "TLS");
+  return l;
 }
 
 SSL *ue_ssl_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio) {
@@ -483,7 +502,7 @@ void ue_listener_free(ue_listener_t *l) {
     m5_loop_del_fd(l->loop, l->fd);
     close(l->fd);
   }
-  if (l->free_transport) l->free_transport(l);
+  if (l->ops->free_listener) l->ops->free_listener(l);
   free(l);
 }
 

@@ -30,6 +30,11 @@ typedef struct {
   int (*send)(ue_conn_t *c, const uint8_t *p, size_t n);
   /* Frees the transport's part of a connection (not c itself, not the SSL). */
   void (*release)(ue_conn_t *c);
+  /* Sets up the transport's part of a bound listener and watches its socket; 0, or M5_E* with
+   * a message in err. */
+  int (*start_listener)(ue_listener_t *l, char *err, size_t errlen);
+  /* Frees the transport's part of the listener (not l itself), at ue_listener_free. */
+  void (*free_listener)(ue_listener_t *l);
 } ue_conn_ops_t;
 
 struct ue_listener {
@@ -46,7 +51,6 @@ struct ue_listener {
   size_t n_sessions;
   uint64_t dropped; /* handshakes refused at max_handshakes / max_sessions */
   int freeing;      /* ue_listener_free runs: closes from hooks are no-ops */
-  void (*free_transport)(ue_listener_t *l);
 };
 
 enum { UE_CONN_HANDSHAKE, UE_CONN_WAIT_KEY, UE_CONN_OPEN };
@@ -74,10 +78,13 @@ struct ue_conn {
   ue_session_t *s; /* once open */
 };
 
-/* Fills l (defaults, copies of the options, a socket bound with SO_REUSEADDR+SO_REUSEPORT,
- * non-blocking, listening for SOCK_STREAM). 0, or M5_E* with a message in err. */
-int ue_listener_init(ue_listener_t *l, m5_loop_t *loop, const ue_listener_opts_t *opts,
-                     const ue_conn_ops_t *ops, int socktype, char *err, size_t errlen);
+/* The transports' ue_*_listener_new: allocates size bytes (>= sizeof(ue_listener_t): the
+ * transport's listener, the base first), zeroed, fills the base (defaults, copies of the
+ * options, a socket bound with SO_REUSEADDR+SO_REUSEPORT, non-blocking: udp for an
+ * M5_COAP_DGRAM transport, else tcp and listening), then runs ops->start_listener. NULL with a
+ * message in err (which may be NULL) after freeing it all. */
+ue_listener_t *ue_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts,
+                               const ue_conn_ops_t *ops, size_t size, char *err, size_t errlen);
 
 /* A new server SSL on memory BIOs with the AKMA state attached; NULL on failure. */
 SSL *ue_ssl_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio);

@@ -229,6 +229,15 @@ static void dtls_release(ue_conn_t *c) {
   if (m5_hmap_get(dl->peers, key, kl) == dc) m5_hmap_del(dl->peers, key, kl);
 }
 
+static void dtls_free_listener(ue_listener_t *l) {
+  dtls_listener_t *dl = (dtls_listener_t *)l;
+  m5_hmap_free(dl->peers, NULL);
+  SSL_free(dl->listen_ssl);
+  BIO_ADDR_free(dl->listen_peer);
+}
+
+static int dtls_start_listener(ue_listener_t *l, char *err, size_t errlen);
+
 static const ue_conn_ops_t dtls_ops = {
     .name = "dtls",
     .coap = M5_COAP_DGRAM,
@@ -237,6 +246,8 @@ static const ue_conn_ops_t dtls_ops = {
     .alert = dtls_alert,
     .send = dtls_send,
     .release = dtls_release,
+    .start_listener = dtls_start_listener,
+    .free_listener = dtls_free_listener,
 };
 
 /* ---- new peers ---- */
@@ -358,44 +369,22 @@ static void udp_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   }
 }
 
-static void dtls_free_transport(ue_listener_t *l) {
+static int dtls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
   dtls_listener_t *dl = (dtls_listener_t *)l;
-  m5_hmap_free(dl->peers, NULL);
-  SSL_free(dl->listen_ssl);
-  BIO_ADDR_free(dl->listen_peer);
-}
-
-ue_listener_t *ue_dtls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,
-                                    size_t errlen) {
-  char dummy[8];
-  if (!err || !errlen) {
-    err = dummy;
-    errlen = sizeof dummy;
-  }
-  err[0] = '\0';
-  dtls_listener_t *dl = calloc(1, sizeof *dl);
-  if (!dl) {
-    snprintf(err, errlen, "MSGin5G-1 DTLS listener: out of memory");
-    return NULL;
-  }
-  ue_listener_t *l = &dl->base;
-  l->free_transport = dtls_free_transport;
-  if (ue_listener_init(l, loop, opts, &dtls_ops, SOCK_DGRAM, err, errlen) != M5_OK) {
-    ue_listener_free(l);
-    return NULL;
-  }
   dl->peers = m5_hmap_new();
   dl->listen_peer = BIO_ADDR_new();
   if (!dl->peers || !dl->listen_peer || !listen_ssl(dl)) {
     snprintf(err, errlen, "MSGin5G-1 DTLS listener %s: out of memory", l->name);
-    ue_listener_free(l);
-    return NULL;
+    return M5_ENOMEM;
   }
-  if (m5_loop_add_fd(loop, l->fd, M5_EV_READ, udp_cb, dl) != M5_OK) {
+  if (m5_loop_add_fd(l->loop, l->fd, M5_EV_READ, udp_cb, dl) != M5_OK) {
     snprintf(err, errlen, "MSGin5G-1 DTLS listener %s: cannot watch the socket", l->name);
-    ue_listener_free(l);
-    return NULL;
+    return M5_EIO;
   }
-  M5_LOGD(DOM, "listening on %s (CoAP over DTLS)", l->name);
-  return l;
+  return M5_OK;
+}
+
+ue_listener_t *ue_dtls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,
+                                    size_t errlen) {
+  return ue_listener_new(loop, opts, &dtls_ops, sizeof(dtls_listener_t), err, errlen);
 }

@@ -23,6 +23,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "server/ue_conn.h"
 #include "tls/tls.h"
 
@@ -262,6 +263,13 @@ static void tls_release(ue_conn_t *c) {
   m5_buf_free(&tc->out);
 }
 
+static void tls_free_listener(ue_listener_t *l) {
+  tls_listener_t *tl = (tls_listener_t *)l;
+  if (tl->accept_timer) m5_loop_timer_cancel(l->loop, tl->accept_timer);
+}
+
+static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen);
+
 static const ue_conn_ops_t tls_ops = {
     .name = "tls",
     .coap = M5_COAP_STREAM,
@@ -270,6 +278,8 @@ static const ue_conn_ops_t tls_ops = {
     .alert = tls_alert,
     .send = tls_send,
     .release = tls_release,
+    .start_listener = tls_start_listener,
+    .free_listener = tls_free_listener,
 };
 
 /* ---- accepting ---- */
@@ -282,7 +292,8 @@ static void accept_resume_cb(m5_loop_t *loop, void *arg) {
   m5_loop_mod_fd(loop, tl->base.fd, M5_EV_READ);
 }
 
-static void accept_one(tls_listener_t *tl, int fd, const struct sockaddr *sa, socklen_t sl) {
+static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *arg) {
+  tls_listener_t *tl = arg;
   ue_listener_t *l = &tl->base;
   char peer[64];
   if (l->n_handshakes >= l->o.max_handshakes || l->n_sessions >= l->o.max_sessions) {
@@ -319,23 +330,13 @@ static void accept_one(tls_listener_t *tl, int fd, const struct sockaddr *sa, so
 static void listen_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   (void)events;
   tls_listener_t *tl = arg;
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      /* Out of descriptors or memory: a level-triggered listener would spin; pause it. */
-      M5_LOGW(DOM, "%s: accept: %s; pausing for %u ms", tl->base.name, strerror(errno),
-              ACCEPT_PAUSE_MS);
-      if (!tl->accept_timer && m5_loop_mod_fd(loop, fd, 0) == M5_OK &&
-          !(tl->accept_timer = m5_loop_timer_add(loop, ACCEPT_PAUSE_MS, accept_resume_cb, tl)))
-        m5_loop_mod_fd(loop, fd, M5_EV_READ);
-      return;
-    }
-    accept_one(tl, cfd, (struct sockaddr *)&ss, sl);
-  }
+  if (m5_net_accept(fd, ACCEPT_BATCH, accept_one, tl) == 0) return;
+  /* Out of descriptors or memory: a level-triggered listener would spin; pause it. */
+  M5_LOGW(DOM, "%s: accept: %s; pausing for %u ms", tl->base.name, strerror(errno),
+          ACCEPT_PAUSE_MS);
+  if (!tl->accept_timer && m5_loop_mod_fd(loop, fd, 0) == M5_OK &&
+      !(tl->accept_timer = m5_loop_timer_add(loop, ACCEPT_PAUSE_MS, accept_resume_cb, tl)))
+    m5_loop_mod_fd(loop, fd, M5_EV_READ);
 }
 
 /* ---- ALPN (RFC 8323 §4.1) ---- */
@@ -381,36 +382,16 @@ static int install_alpn(SSL_CTX *ctx) {
   return rc;
 }
 
-static void tls_free_transport(ue_listener_t *l) {
-  tls_listener_t *tl = (tls_listener_t *)l;
-  if (tl->accept_timer) m5_loop_timer_cancel(l->loop, tl->accept_timer);
+static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
+  if (install_alpn(l->o.ctx) != M5_OK ||
+      m5_loop_add_fd(l->loop, l->fd, M5_EV_READ, listen_cb, l) != M5_OK) {
+    snprintf(err, errlen, "MSGin5G-1 TLS listener %s: out of memory", l->name);
+    return M5_ENOMEM;
+  }
+  return M5_OK;
 }
 
 ue_listener_t *ue_tls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts, char *err,
                                    size_t errlen) {
-  char dummy[8];
-  if (!err || !errlen) {
-    err = dummy;
-    errlen = sizeof dummy;
-  }
-  err[0] = '\0';
-  tls_listener_t *tl = calloc(1, sizeof *tl);
-  if (!tl) {
-    snprintf(err, errlen, "MSGin5G-1 TLS listener: out of memory");
-    return NULL;
-  }
-  ue_listener_t *l = &tl->base;
-  l->free_transport = tls_free_transport;
-  if (ue_listener_init(l, loop, opts, &tls_ops, SOCK_STREAM, err, errlen) != M5_OK) {
-    ue_listener_free(l);
-    return NULL;
-  }
-  if (install_alpn(opts->ctx) != M5_OK ||
-      m5_loop_add_fd(loop, l->fd, M5_EV_READ, listen_cb, tl) != M5_OK) {
-    snprintf(err, errlen, "MSGin5G-1 TLS listener %s: out of memory", l->name);
-    ue_listener_free(l);
-    return NULL;
-  }
-  M5_LOGD(DOM, "listening on %s (CoAP over TLS)", l->name);
-  return l;
+  return ue_listener_new(loop, opts, &tls_ops, sizeof(tls_listener_t), err, errlen);
 }

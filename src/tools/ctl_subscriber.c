@@ -136,8 +136,59 @@ static int check_answer(const m5_buf_t *answer, const char *akid) {
   return ok ? 0 : 1;
 }
 
+/* One request of this command: a JSON body sent with method (NULL: POST). */
+typedef struct {
+  const char *url, *protocols, *method;
+  const char *accept;          /* an "Accept: ..." header line, or NULL */
+  const char *cert, *key, *ca; /* all or none: HTTP/2 over TLS 1.2+ with this client cert */
+  const char *body;
+  size_t len;
+} request_t;
+
+/* Performs r, the answer's body into answer. Returns -1 after printing when libcurl cannot be
+ * set up, 1 when the transfer failed (why in errbuf), else 0 with the HTTP status in *status. */
+static int perform(const request_t *r, m5_buf_t *answer, long *status,
+                   char errbuf[CURL_ERROR_SIZE]) {
+  CURL *c = curl_easy_init();
+  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  struct curl_slist *more = hdrs && r->accept ? curl_slist_append(hdrs, r->accept) : hdrs;
+  if (!c || !more) {
+    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    return -1;
+  }
+  errbuf[0] = '\0';
+  curl_easy_setopt(c, CURLOPT_URL, r->url);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, r->protocols);
+  if (r->method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+  if (r->cert) {
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_SSLCERT, r->cert);
+    curl_easy_setopt(c, CURLOPT_SSLKEY, r->key);
+    curl_easy_setopt(c, CURLOPT_CAINFO, r->ca);
+  }
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)r->len);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode cc = curl_easy_perform(c);
+  *status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(c);
+  if (cc == CURLE_OK) return 0;
+  if (!errbuf[0]) snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));
+  return 1;
+}
+
 static int post(const sub_args_t *a, const char *body, size_t len, const char *akid) {
-  char cert[4096], key[4096], ca[4096], url[2048], errbuf[CURL_ERROR_SIZE] = "";
+  char cert[4096], key[4096], ca[4096], url[2048], errbuf[CURL_ERROR_SIZE];
   int rc = pki_file(a->pki, "ausf.crt", cert, sizeof cert);
   if (!rc) rc = pki_file(a->pki, "ausf.key", key, sizeof key);
   if (!rc) rc = pki_file(a->pki, "ca.crt", ca, sizeof ca);
@@ -148,48 +199,29 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
   if ((size_t)snprintf(url, sizeof url, "%.*s%s", (int)base, a->aanf, REGISTER_PATH) >= sizeof url)
     return m5ctl_usage_error("--aanf: the URL is too long");
 
-  CURL *c = curl_easy_init();
-  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  hdrs =
-      hdrs ? curl_slist_append(hdrs, "Accept: application/json, application/problem+json") : NULL;
-  if (!c || !hdrs) {
-    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    return 1;
-  }
+  request_t r = {.url = url,
+                 .protocols = "https",
+                 .accept = "Accept: application/json, application/problem+json",
+                 .cert = cert,
+                 .key = key,
+                 .ca = ca,
+                 .body = body,
+                 .len = len};
   m5_buf_t answer;
   m5_buf_init(&answer, MAX_ANSWER);
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-  curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
-  curl_easy_setopt(c, CURLOPT_SSLKEY, key);
-  curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cc = curl_easy_perform(c);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  if (cc != CURLE_OK) {
-    fprintf(stderr, "m5ctl: cannot register at the AAnF %s: %s; is m5-aanf running (--aanf)?\n",
-            url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+  long status;
+  rc = perform(&r, &answer, &status, errbuf);
+  if (rc < 0) {
     rc = 1;
+  } else if (rc > 0) {
+    fprintf(stderr, "m5ctl: cannot register at the AAnF %s: %s; is m5-aanf running (--aanf)?\n",
+            url, errbuf);
   } else if (status == 200) {
     rc = check_answer(&answer, akid);
   } else {
     rc = report_refusal(status, &answer);
   }
   m5_buf_wipe_free(&answer);
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(c);
   return rc;
 }
 
@@ -209,7 +241,7 @@ static int append_segment(m5_buf_t *b, const char *text) {
 /* PUT {m5s-admin}/admin/v1/bindings/{ueSvcId} {"supi": "<digits>"}: 201 created, 200
  * updated; anything else is reported with the problem's detail. */
 static int bind_ue(const sub_args_t *a) {
-  char body[128], errbuf[CURL_ERROR_SIZE] = "";
+  char body[128], errbuf[CURL_ERROR_SIZE];
   m5_buf_t url, answer;
   m5_buf_init(&url, 4096);
   m5_buf_init(&answer, MAX_ANSWER);
@@ -224,43 +256,27 @@ static int bind_ue(const sub_args_t *a) {
     m5_buf_free(&url);
     return m5ctl_usage_error("--m5s-admin: the URL is too long");
   }
-  CURL *c = curl_easy_init();
-  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  if (!c || !hdrs) {
-    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
-    goto out;
-  }
-  curl_easy_setopt(c, CURLOPT_URL, (const char *)url.data);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)n);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cc = curl_easy_perform(c);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  if (cc != CURLE_OK) {
+  request_t r = {.url = (const char *)url.data,
+                 .protocols = "http,https",
+                 .method = "PUT",
+                 .body = body,
+                 .len = (size_t)n};
+  long status;
+  int t = perform(&r, &answer, &status, errbuf);
+  if (t > 0) {
     fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
-            (const char *)url.data, errbuf[0] ? errbuf : curl_easy_strerror(cc));
-  } else if (status == 200 || status == 201) {
+            (const char *)url.data, errbuf);
+  } else if (t == 0 && (status == 200 || status == 201)) {
     rc = 0;
-  } else {
+  } else if (t == 0) {
     json_t *pd = json_loadb((const char *)answer.data, answer.len, 0, NULL);
     const char *detail = json_string_value(json_object_get(pd, "detail"));
     fprintf(stderr, "m5ctl: m5s refused the binding of %s: %ld %s\n", a->ue_svc_id, status,
             detail ? detail : "(no problem details)");
     json_decref(pd);
   }
-out:
   m5_buf_free(&answer);
   m5_buf_free(&url);
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(c);
   return rc;
 }
 

@@ -85,3 +85,20 @@ int m5_net_listen(const char *host, uint16_t port, int socktype, char *err, size
              strerror(saved));
   return fd;
 }
+
+int m5_net_accept(int fd, int batch,
+                  void (*on_conn)(int cfd, const struct sockaddr *sa, socklen_t salen, void *arg),
+                  void *arg) {
+  for (int i = 0; i < batch; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -1;
+    }
+    on_conn(cfd, (struct sockaddr *)&ss, sl, arg);
+  }
+  return 0;
+}

@@ -456,36 +456,29 @@ static void accept_resume(m5_loop_t *loop, void *arg) {
   if (srv->lfd >= 0) m5_loop_mod_fd(loop, srv->lfd, M5_EV_READ);
 }
 
+static void srv_accept_one(int cfd, const struct sockaddr *sa, socklen_t sl, void *arg) {
+  m5_http_server_t *srv = arg;
+  if (srv->n_conns >= srv->o.max_conns) {
+    uint64_t now = m5_loop_now_ms(srv->loop);
+    if (now - srv->last_full_log >= 10000) {
+      M5_LOGW("http", "connection limit (%zu) reached; refusing new connections", srv->o.max_conns);
+      srv->last_full_log = now;
+    }
+    close(cfd);
+    return;
+  }
+  conn_new(srv, cfd, (const struct sockaddr_storage *)sa, sl);
+}
+
 static void srv_accept(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
   (void)events;
   m5_http_server_t *srv = arg;
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      /* Out of descriptors or memory: the pending connection stays readable, so stop
-       * watching for a moment instead of spinning on it. */
-      M5_LOGW("http", "accept failed: %s; pausing the listener for %u ms", strerror(errno),
-              ACCEPT_PAUSE_MS);
-      if (m5_loop_mod_fd(loop, fd, 0) == M5_OK)
-        srv->accept_timer = m5_loop_timer_add(loop, ACCEPT_PAUSE_MS, accept_resume, srv);
-      return;
-    }
-    if (srv->n_conns >= srv->o.max_conns) {
-      uint64_t now = m5_loop_now_ms(loop);
-      if (now - srv->last_full_log >= 10000) {
-        M5_LOGW("http", "connection limit (%zu) reached; refusing new connections",
-                srv->o.max_conns);
-        srv->last_full_log = now;
-      }
-      close(cfd);
-      continue;
-    }
-    conn_new(srv, cfd, &ss, sl);
-  }
+  if (m5_net_accept(fd, ACCEPT_BATCH, srv_accept_one, srv) == 0) return;
+  /* Out of descriptors or memory: stop watching for a moment instead of spinning. */
+  M5_LOGW("http", "accept failed: %s; pausing the listener for %u ms", strerror(errno),
+          ACCEPT_PAUSE_MS);
+  if (m5_loop_mod_fd(loop, fd, 0) == M5_OK)
+    srv->accept_timer = m5_loop_timer_add(loop, ACCEPT_PAUSE_MS, accept_resume, srv);
 }
 
 m5_http_server_t *m5_http_server_new(m5_loop_t *loop, const m5_http_server_opts_t *opts, char *err,
