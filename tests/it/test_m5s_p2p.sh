@@ -149,6 +149,14 @@ send_msg ue2 dtls ue1 p2p-2 "$T21" send2.out
 wait_listener_done "$L1" listen1.out
 check_recv listen1.out p2p-2 ue2 ue1 "$T21"
 
+# ---- m5c exit 4: listen ends at --timeout before --count messages arrived ---------------------
+m5c_listen_bg ue1 tls listen-short.out 2 3
+LS=$M5C_LISTEN_PID
+send_msg ue2 dtls ue1 p2p-3 'only one of two' send3.out
+wait_pid_rc "$LS" 15
+[[ $WAIT_RC == 4 ]] || m5s_fail "listen --count 2 --timeout 3 with one message exited $WAIT_RC, want 4"
+check_recv listen-short.out p2p-3 ue2 ue1 'only one of two'
+
 # ---- 3000 bytes: block-wise on DTLS (ue2 -> server and server -> ue1), then over TLS ---------
 BIG=$($PY -c 'import random; r = random.Random(5); print("".join(r.choice(
   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,-") for _ in range(3000)))')
