@@ -60,6 +60,62 @@ wait_health() {
   return 1
 }
 
+# merge_yaml FILE N DEFAULT_LINE... EXTRA_LINE...: writes the N default lines, except those
+# whose top-level key an extra line names, then the extra lines ("key: ..." replaces "key: ...").
+merge_yaml() {
+  local file=$1 n=$2
+  shift 2
+  local defaults=("${@:1:n}")
+  shift "$n"
+  local line extra keep
+  {
+    for line in "${defaults[@]}"; do
+      keep=1
+      for extra in "$@"; do
+        [[ ${extra%%:*} == "${line%%:*}" ]] && keep=0
+      done
+      ((keep)) && echo "$line"
+    done
+    for extra in "$@"; do echo "$extra"; done
+  } >"$file"
+}
+
+# launch_daemon BIN WRITER CONFIG LOG MGMT_VAR [extra YAML lines...]: writes CONFIG with
+# WRITER (which picks fresh ports), starts BIN --config CONFIG and waits for /healthz on the
+# port named by MGMT_VAR; retries when a port was taken meanwhile. Sets LAUNCH_PID; returns 1
+# if the daemon never became healthy.
+launch_daemon() {
+  local bin=$1 writer=$2 config=$3 log=$4 mgmt_var=$5 _
+  shift 5
+  for _ in 1 2 3; do
+    "$writer" "$config" "$@"
+    "$bin" --config "$config" >>"$log" 2>&1 &
+    LAUNCH_PID=$!
+    track_pid "$LAUNCH_PID"
+    wait_health "${!mgmt_var}" "$LAUNCH_PID" 10 && return 0
+    kill -KILL "$LAUNCH_PID" 2>/dev/null || true
+    wait "$LAUNCH_PID" 2>/dev/null || true
+    grep -q "already in use" "$log" || break
+  done
+  return 1
+}
+
+# stop_daemon PID NAME: SIGTERM; prints why and returns 1 unless it exits 0 within 5 s.
+stop_daemon() {
+  local pid=$1 name=$2 i rc=0
+  kill -TERM "$pid"
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$name still running 5 s after SIGTERM" >&2
+    return 1
+  fi
+  wait "$pid" || rc=$?
+  [[ $rc -eq 0 ]] || { echo "$name exited $rc after SIGTERM, want 0" >&2; return 1; }
+}
+
 # write_aanf_config FILE [extra YAML lines...]: a config on fresh random ports, using the
 # PKI in $M5_TMP/pki and the database $AANF_DB (default $M5_TMP/aanf/aanf.db). An extra line
 # "key: ..." replaces the default line for the same top-level key.
@@ -76,52 +132,21 @@ write_aanf_config() {
     "db: {path: ${AANF_DB:-$M5_TMP/aanf/aanf.db}}"
     "workers: 2"
   )
-  local line extra keep
-  {
-    for line in "${defaults[@]}"; do
-      keep=1
-      for extra in "$@"; do
-        [[ ${extra%%:*} == "${line%%:*}" ]] && keep=0
-      done
-      ((keep)) && echo "$line"
-    done
-    for extra in "$@"; do echo "$extra"; done
-  } >"$file"
+  merge_yaml "$file" "${#defaults[@]}" "${defaults[@]}" "$@"
 }
 
 # start_aanf [extra YAML lines...]: starts m5-aanf on random ports and waits for /healthz.
 # Sets AANF_PID, AANF_PORT, AANF_MGMT, AANF_URL, AANF_LOG. Retries on a lost port race.
 start_aanf() {
-  local _
   AANF_LOG="$M5_TMP/aanf.log"
-  for _ in 1 2 3; do
-    write_aanf_config "$M5_TMP/aanf.yaml" "$@"
-    "$M5_BIN/m5-aanf" --config "$M5_TMP/aanf.yaml" >>"$AANF_LOG" 2>&1 &
-    AANF_PID=$!
-    track_pid "$AANF_PID"
-    AANF_URL="https://localhost:$AANF_PORT"
-    if wait_health "$AANF_MGMT" "$AANF_PID" 10; then
-      return 0
-    fi
-    kill -KILL "$AANF_PID" 2>/dev/null || true
-    wait "$AANF_PID" 2>/dev/null || true
-    grep -q "already in use" "$AANF_LOG" || break
-  done
-  fail "m5-aanf did not become healthy"
+  launch_daemon "$M5_BIN/m5-aanf" write_aanf_config "$M5_TMP/aanf.yaml" "$AANF_LOG" AANF_MGMT \
+    "$@" || fail "m5-aanf did not become healthy"
+  AANF_PID=$LAUNCH_PID
+  AANF_URL="https://localhost:$AANF_PORT"
 }
 
 # stop_aanf: SIGTERM; it must exit 0 within 5 s.
-stop_aanf() {
-  local i rc=0
-  kill -TERM "$AANF_PID"
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$AANF_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$AANF_PID" 2>/dev/null && fail "m5-aanf still running 5 s after SIGTERM"
-  wait "$AANF_PID" || rc=$?
-  [[ $rc -eq 0 ]] || fail "m5-aanf exited $rc after SIGTERM, want 0"
-}
+stop_aanf() { stop_daemon "$AANF_PID" m5-aanf || fail "m5-aanf did not stop cleanly"; }
 
 # make_pki: the development PKI in $M5_TMP/pki.
 make_pki() {
@@ -202,53 +227,22 @@ write_m5s_config() {
     "workers: 2"
     "log: {level: debug}"
   )
-  local line extra keep
-  {
-    for line in "${defaults[@]}"; do
-      keep=1
-      for extra in "$@"; do
-        [[ ${extra%%:*} == "${line%%:*}" ]] && keep=0
-      done
-      ((keep)) && echo "$line"
-    done
-    for extra in "$@"; do echo "$extra"; done
-  } >"$file"
+  merge_yaml "$file" "${#defaults[@]}" "${defaults[@]}" "$@"
 }
 
 # start_m5s [extra YAML lines...]: starts m5s (after start_aanf) on random ports and waits for
 # its /healthz. Sets M5S_PID, M5S_PORT (MSGin5G-1, udp and tcp), M5S_MGMT, M5S_ADMIN (the
 # management base URL for m5ctl --m5s-admin), M5S_LOG. Retries on a lost port race.
 start_m5s() {
-  local _
   M5S_LOG="$M5_TMP/m5s.log"
-  for _ in 1 2 3; do
-    write_m5s_config "$M5_TMP/m5s.yaml" "$@"
-    "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-    M5S_PID=$!
-    track_pid "$M5S_PID"
-    M5S_ADMIN="http://127.0.0.1:$M5S_MGMT"
-    if wait_health "$M5S_MGMT" "$M5S_PID" 10; then
-      return 0
-    fi
-    kill -KILL "$M5S_PID" 2>/dev/null || true
-    wait "$M5S_PID" 2>/dev/null || true
-    grep -q "already in use" "$M5S_LOG" || break
-  done
-  m5s_fail "m5s did not become healthy"
+  launch_daemon "$M5_BIN/m5s" write_m5s_config "$M5_TMP/m5s.yaml" "$M5S_LOG" M5S_MGMT "$@" ||
+    m5s_fail "m5s did not become healthy"
+  M5S_PID=$LAUNCH_PID
+  M5S_ADMIN="http://127.0.0.1:$M5S_MGMT"
 }
 
 # stop_m5s: SIGTERM; it must exit 0 within 5 s.
-stop_m5s() {
-  local i rc=0
-  kill -TERM "$M5S_PID"
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$M5S_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$M5S_PID" 2>/dev/null && m5s_fail "m5s still running 5 s after SIGTERM"
-  wait "$M5S_PID" || rc=$?
-  [[ $rc -eq 0 ]] || m5s_fail "m5s exited $rc after SIGTERM, want 0"
-}
+stop_m5s() { stop_daemon "$M5S_PID" m5s || m5s_fail "m5s did not stop cleanly"; }
 
 # m5s_fail MESSAGE: fail, with the last lines of the m5s log first.
 m5s_fail() {
