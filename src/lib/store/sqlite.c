@@ -1,0 +1,561 @@
+/* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
+ * thread with group commit. What each job does is in sqlite_ops.c.
+ *
+ * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
+ * that returned survives a crash and a power loss. One connection on one thread (a
+ * core/jobthread) serves writes and reads alike: reads are consistent with every earlier
+ * job, they are cheap point and index-range queries, and a second connection would buy
+ * nothing while the writer is the only client.
+ *
+ * Group commit: jobs are also kept in a FIFO of our own, in the order the job thread's
+ * mailbox holds them. When the job thread runs the oldest unfinished job, we take every job
+ * waiting in that FIFO (up to SQ_BATCH_MAX), run them all in one transaction, each inside a
+ * savepoint so that one failing job does not undo the others, and COMMIT once. The job
+ * thread then replies to them in order, finding the rest already done. So no reply leaves
+ * before the commit that carries its writes, and a burst of N jobs costs about N /
+ * SQ_BATCH_MAX fsyncs rather than N. */
+#include "sqlite_int.h"
+
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SQ_BATCH_MAX 256
+#define SQ_SCHEMA_VERSION 1
+
+/* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
+ * scans each read one partial index that holds only PENDING rows. Delivery ids of one
+ * message are consecutive (first_dlv .. first_dlv + n_dlv - 1), which lets the last final
+ * delivery remove the message and its rows without another index. */
+static const char schema[] =
+    "CREATE TABLE messages ("
+    " id INTEGER PRIMARY KEY,"
+    " ori_type TEXT NOT NULL, ori_addr TEXT NOT NULL,"
+    " dest_type TEXT NOT NULL, dest_addr TEXT NOT NULL,"
+    " msg_id TEXT NOT NULL, app_id TEXT NOT NULL,"
+    " prio INTEGER NOT NULL, deliv_st_req INTEGER NOT NULL, sto_fwd INTEGER NOT NULL,"
+    " expr_time INTEGER NOT NULL, accepted_at_ms INTEGER NOT NULL,"
+    " open INTEGER NOT NULL, first_dlv INTEGER NOT NULL, n_dlv INTEGER NOT NULL,"
+    " payload BLOB NOT NULL);"
+    "CREATE TABLE deliveries ("
+    " id INTEGER PRIMARY KEY,"
+    " msg INTEGER NOT NULL,"
+    " rcpt_type TEXT NOT NULL, rcpt_addr TEXT NOT NULL,"
+    " state INTEGER NOT NULL, prio INTEGER NOT NULL, expr_time INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, cause TEXT NOT NULL);"
+    "CREATE INDEX deliveries_queue ON deliveries (rcpt_addr, rcpt_type, prio DESC, id)"
+    " WHERE state = 0;"
+    "CREATE INDEX deliveries_retry ON deliveries (next_attempt_ms, id) WHERE state = 0;"
+    "CREATE INDEX deliveries_expiry ON deliveries (expr_time, id)"
+    " WHERE state = 0 AND expr_time > 0;"
+    "CREATE TABLE dedup ("
+    " ori TEXT NOT NULL, msg_id TEXT NOT NULL, bucket INTEGER NOT NULL,"
+    " status TEXT NOT NULL, cause TEXT NOT NULL,"
+    " PRIMARY KEY (ori, msg_id)) WITHOUT ROWID;"
+    "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
+    "CREATE TABLE dedup_buckets ("
+    " ori TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
+    "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
+    "PRAGMA user_version = 1;";
+
+#define DLV_COLS                                                                                   \
+  "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
+  " m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id, m.app_id, m.prio,"                 \
+  " m.deliv_st_req, m.sto_fwd, m.expr_time, m.accepted_at_ms, m.payload,"                          \
+  " m.id, m.open, m.first_dlv, m.n_dlv"
+#define DLV_FROM " FROM deliveries d JOIN messages m ON m.id = d.msg"
+
+static const char *const sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT job",
+    [ST_RELEASE] = "RELEASE job",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO job",
+    [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
+                      " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
+                      " first_dlv, n_dlv, payload) VALUES"
+                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
+                      " expr_time, attempts, next_attempt_ms, cause) VALUES"
+                      " (?1, ?2, ?3, ?4, 0, ?5, ?6, 0, ?7, '')",
+    [ST_DLV_GET] = "SELECT " DLV_COLS DLV_FROM " WHERE d.id = ?1",
+    [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
+    [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
+    [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
+    [ST_MSG_DEL] = "DELETE FROM messages WHERE id = ?1",
+    [ST_RESCHEDULE] = "UPDATE deliveries SET next_attempt_ms = ?2, attempts = ?3"
+                      " WHERE id = ?1 AND state = 0",
+    [ST_DUE] = "SELECT " DLV_COLS DLV_FROM " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2"
+               " AND d.state = 0 ORDER BY d.prio DESC, d.id LIMIT ?3",
+    [ST_DUE_ANY] = "SELECT " DLV_COLS DLV_FROM " WHERE d.state = 0 AND d.next_attempt_ms <= ?1"
+                   " ORDER BY d.next_attempt_ms, d.id LIMIT ?2",
+    [ST_EXPIRED_IDS] = "SELECT id FROM deliveries WHERE state = 0 AND expr_time > 0"
+                       " AND expr_time <= ?1 ORDER BY expr_time, id LIMIT ?2",
+    [ST_DEDUP_GET] = "SELECT bucket, status, cause FROM dedup WHERE ori = ?1 AND msg_id = ?2",
+    [ST_DEDUP_DEL_ONE] = "DELETE FROM dedup WHERE ori = ?1 AND msg_id = ?2",
+    [ST_DEDUP_PUT] = "INSERT INTO dedup (ori, msg_id, bucket, status, cause)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_DEDUP_DEL_BUCKET] = "DELETE FROM dedup WHERE ori = ?1 AND bucket = ?2",
+    [ST_DBKT_LIST] = "SELECT bucket, n FROM dedup_buckets WHERE ori = ?1 ORDER BY bucket",
+    [ST_DBKT_BUMP] = "INSERT INTO dedup_buckets (ori, bucket, n) VALUES (?1, ?2, 1)"
+                     " ON CONFLICT (ori, bucket) DO UPDATE SET n = n + 1",
+    [ST_DBKT_DEC] = "UPDATE dedup_buckets SET n = n - 1 WHERE ori = ?1 AND bucket = ?2",
+    [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
+    [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
+};
+
+static const m5_store_ops_t sq_ops;
+static void sq_stats(m5_store_t *base, m5_store_stats_t *out);
+
+int64_t sq_now_ms(sq_t *s) {
+  if (s->o.clock_ms) return s->o.clock_ms(s->o.clock_arg);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sq_log_error(sq_t *s, const char *what) {
+  M5_LOGE(SQ_DOM, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
+  int rc = sqlite3_step(st);
+  if (rc != SQLITE_DONE) sq_log_error(s, what);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? 0 : M5_EIO;
+}
+
+/* ---- PENDING counts per recipient (key: type NUL addr) ---- */
+
+static size_t pending_key(const m5_msg_addr_t *a, char *key, size_t keylen) {
+  size_t t = strnlen(a->type, sizeof a->type), n = strnlen(a->addr, sizeof a->addr);
+  if (t + 1 + n > keylen) return 0;
+  memcpy(key, a->type, t);
+  key[t] = '\0';
+  memcpy(key + t + 1, a->addr, n);
+  return t + 1 + n;
+}
+
+uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a) {
+  char key[sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, key, sizeof key);
+  const uint64_t *n = klen ? m5_hmap_get(s->pending, key, klen) : NULL;
+  return n ? *n : 0;
+}
+
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta) {
+  char key[sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, key, sizeof key);
+  if (!klen) return M5_EINVAL;
+  uint64_t *n = m5_hmap_get(s->pending, key, klen);
+  if (!n) {
+    if (delta <= 0) return 0;
+    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
+    if (m5_hmap_put(s->pending, key, klen, n, NULL) != 0) {
+      free(n);
+      return M5_ENOMEM;
+    }
+  }
+  if (delta < 0 && (uint64_t)-delta >= *n) {
+    free(m5_hmap_del(s->pending, key, klen));
+    return 0;
+  }
+  *n = (uint64_t)((int64_t)*n + delta);
+  return 0;
+}
+
+static void free_val(void *v) {
+  free(v);
+}
+
+/* (Re)builds the counts from the tables: at open, and after a batch that failed half-way. */
+static int load_counts(sq_t *s) {
+  m5_hmap_t *fresh = m5_hmap_new();
+  if (!fresh) return M5_ENOMEM;
+  m5_hmap_t *old = s->pending;
+  s->pending = fresh;
+  s->queued = 0;
+  sqlite3_stmt *st = NULL;
+  int rc = M5_EIO;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries WHERE state = 0"
+                         " GROUP BY rcpt_addr, rcpt_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  int r;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    int64_t n = sqlite3_column_int64(st, 2);
+    if (sq_pending_add(s, &a, n) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+    s->queued += (uint64_t)n;
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT count(*), (SELECT coalesce(max(id), 0) FROM deliveries)"
+                         ", coalesce(max(id), 0) FROM messages",
+                         -1, &st, NULL) != SQLITE_OK ||
+      sqlite3_step(st) != SQLITE_ROW)
+    goto out;
+  s->messages = (uint64_t)sqlite3_column_int64(st, 0);
+  uint64_t max_dlv = (uint64_t)sqlite3_column_int64(st, 1);
+  uint64_t max_msg = (uint64_t)sqlite3_column_int64(st, 2);
+  /* Ids only grow (a rolled-back batch leaves a gap): arrival order is id order. */
+  if (s->next_dlv_id <= max_dlv) s->next_dlv_id = max_dlv + 1;
+  if (s->next_msg_id <= max_msg) s->next_msg_id = max_msg + 1;
+  rc = 0;
+out:
+  if (rc != 0) sq_log_error(s, "loading the queue counts");
+  sqlite3_finalize(st);
+  if (old) m5_hmap_free(old, free_val);
+  return rc;
+}
+
+/* ---- the writer thread ---- */
+
+static int exec_st(sq_t *s, int which) {
+  return sq_step_done(s, s->st[which], sql[which]);
+}
+
+static void publish(sq_t *s, size_t jobs, int committed) {
+  pthread_mutex_lock(&s->stats_lock);
+  m5_store_stats_t *t = &s->stats;
+  t->queued = s->queued;
+  t->messages = s->messages;
+  t->batches++;
+  t->jobs += jobs;
+  if (committed) t->commits++;
+  const sq_delta_t *d = &s->batch_delta;
+  t->accepted += d->accepted;
+  t->delivered += d->delivered;
+  t->failed += d->failed;
+  t->expired += d->expired;
+  t->duplicates += d->duplicates;
+  t->refused_queue_full += d->refused_queue_full;
+  t->refused_store_full += d->refused_store_full;
+  pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void merge(sq_delta_t *into, const sq_delta_t *d) {
+  into->accepted += d->accepted;
+  into->delivered += d->delivered;
+  into->failed += d->failed;
+  into->expired += d->expired;
+  into->duplicates += d->duplicates;
+  into->refused_queue_full += d->refused_queue_full;
+  into->refused_store_full += d->refused_store_full;
+}
+
+static void fail_all(m5_store_job_t **batch, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    m5_store_job_clear(batch[i]);
+    batch[i]->status = M5_EIO;
+    batch[i]->commit_no = 0;
+  }
+}
+
+static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
+  memset(&s->batch_delta, 0, sizeof s->batch_delta);
+  if (exec_st(s, ST_BEGIN) != 0) {
+    fail_all(batch, n);
+    publish(s, n, 0);
+    return;
+  }
+  int64_t changes = sqlite3_total_changes64(s->db);
+  if (exec_st(s, ST_SAVEPOINT) == 0) {
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0) exec_st(s, ST_ROLLBACK_TO);
+    exec_st(s, ST_RELEASE);
+  }
+  for (size_t i = 0; i < n; i++) {
+    m5_store_job_t *job = batch[i];
+    memset(&s->job_delta, 0, sizeof s->job_delta);
+    if (exec_st(s, ST_SAVEPOINT) != 0) {
+      job->status = M5_EIO;
+      continue;
+    }
+    sq_run_op(s, job);
+    if (job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL) {
+      exec_st(s, ST_ROLLBACK_TO);
+      m5_store_job_clear(job);
+      s->counts_dirty = 1;
+    } else {
+      merge(&s->batch_delta, &s->job_delta);
+    }
+    exec_st(s, ST_RELEASE);
+  }
+  int wrote = sqlite3_total_changes64(s->db) != changes;
+  int committed = exec_st(s, ST_COMMIT) == 0;
+  if (!committed) {
+    exec_st(s, ST_ROLLBACK);
+    fail_all(batch, n);
+    memset(&s->batch_delta, 0, sizeof s->batch_delta);
+    s->counts_dirty = 1;
+  }
+  if (s->counts_dirty && load_counts(s) == 0) s->counts_dirty = 0;
+  uint64_t commit_no = 0;
+  if (committed && wrote) {
+    pthread_mutex_lock(&s->stats_lock);
+    commit_no = s->stats.commits + 1;
+    pthread_mutex_unlock(&s->stats_lock);
+  }
+  for (size_t i = 0; i < n; i++)
+    batch[i]->commit_no = batch[i]->status == 0 ? commit_no : 0;
+  publish(s, n, committed && wrote);
+  for (size_t i = 0; i < n; i++)
+    if (batch[i]->op == M5_STORE_COUNTS) sq_stats(&s->base, &batch[i]->stats);
+}
+
+static void run_job(m5_job_t *base, void *ctx) {
+  sq_t *s = ctx;
+  m5_store_job_t *job = (m5_store_job_t *)base;
+  if (job->priv.done) return; /* ran in an earlier job's batch */
+  m5_store_job_t *batch[SQ_BATCH_MAX];
+  size_t n = 0;
+  pthread_mutex_lock(&s->qlock);
+  while (s->head && n < SQ_BATCH_MAX) {
+    batch[n++] = s->head;
+    s->head = s->head->priv.link;
+  }
+  if (!s->head) s->tail = NULL;
+  pthread_mutex_unlock(&s->qlock);
+  /* The FIFO and the mailbox have one order, so the oldest unfinished job is this one. */
+  if (n == 0 || batch[0] != job) {
+    M5_LOGE(SQ_DOM, "%s: job queue out of order; failing the job", s->path);
+    job->status = M5_EIO;
+    for (size_t i = 0; i < n; i++)
+      batch[i]->priv.done = 0;
+    return;
+  }
+  run_batch(s, batch, n);
+  for (size_t i = 0; i < n; i++)
+    batch[i]->priv.done = 1;
+}
+
+/* ---- any thread ---- */
+
+static int sq_submit(m5_store_t *base, m5_store_job_t *job) {
+  sq_t *s = (sq_t *)base;
+  job->priv.link = NULL;
+  job->priv.done = 0;
+  job->items = NULL;
+  job->n_items = 0;
+  pthread_mutex_lock(&s->qlock);
+  int rc = m5_jobthread_submit(s->thread, &job->base);
+  if (rc == 0) {
+    if (s->tail)
+      s->tail->priv.link = job;
+    else
+      s->head = job;
+    s->tail = job;
+  }
+  pthread_mutex_unlock(&s->qlock);
+  return rc;
+}
+
+static void sq_stats(m5_store_t *base, m5_store_stats_t *out) {
+  sq_t *s = (sq_t *)base;
+  pthread_mutex_lock(&s->stats_lock);
+  *out = s->stats;
+  pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void sq_free(sq_t *s) {
+  m5_jobthread_free(s->thread);
+  for (int i = 0; i < ST_COUNT; i++)
+    sqlite3_finalize(s->st[i]);
+  if (s->db) sqlite3_close(s->db);
+  if (s->pending) m5_hmap_free(s->pending, free_val);
+  pthread_mutex_destroy(&s->qlock);
+  pthread_mutex_destroy(&s->stats_lock);
+  free(s);
+}
+
+static void sq_close(m5_store_t *base) {
+  sq_free((sq_t *)base);
+}
+
+static const m5_store_ops_t sq_ops = {sq_submit, sq_stats, sq_close};
+
+/* ---- open ---- */
+
+static const char *fix_hint = "restore it from a backup, or move it away to start an empty store";
+
+/* Says what is wrong with the file for the SQLite error rc. */
+static void open_error(sq_t *s, int rc, const char *what, char *err, size_t errlen) {
+  int prim = rc & 0xff;
+  if (prim == SQLITE_NOTADB)
+    snprintf(err, errlen, "store %s is not an SQLite database (%s); %s", s->path, what, fix_hint);
+  else if (prim == SQLITE_CORRUPT)
+    snprintf(err, errlen, "store %s is corrupt (%s: %s); %s", s->path, what, sqlite3_errmsg(s->db),
+             fix_hint);
+  else
+    snprintf(err, errlen, "store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+/* Runs a one-row pragma; its first column (text) goes to out. */
+static int pragma_text(sq_t *s, const char *q, char *out, size_t outlen, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW) {
+    open_error(s, rc, q, err, errlen);
+    sqlite3_finalize(st);
+    return M5_EIO;
+  }
+  const unsigned char *t = sqlite3_column_text(st, 0);
+  snprintf(out, outlen, "%s", t ? (const char *)t : "");
+  sqlite3_finalize(st);
+  return 0;
+}
+
+static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
+  char v[256];
+  if (pragma_text(s, "PRAGMA journal_mode=WAL", v, sizeof v, err, errlen) != 0) return M5_EIO;
+  if (strcmp(v, "wal") != 0) {
+    snprintf(err, errlen, "store %s: cannot switch to WAL journaling (got %s)", s->path, v);
+    return M5_EIO;
+  }
+  char *msg = NULL;
+  int rc = sqlite3_exec(s->db, "PRAGMA synchronous=FULL", NULL, NULL, &msg);
+  sqlite3_free(msg);
+  if (rc != SQLITE_OK) {
+    open_error(s, rc, "PRAGMA synchronous", err, errlen);
+    return M5_EIO;
+  }
+  if (pragma_text(s, "PRAGMA quick_check", v, sizeof v, err, errlen) != 0) return M5_EIO;
+  if (strcmp(v, "ok") != 0) {
+    snprintf(err, errlen, "store %s is corrupt (quick_check: %s); %s", s->path, v, fix_hint);
+    return M5_EIO;
+  }
+  if (pragma_text(s, "PRAGMA user_version", v, sizeof v, err, errlen) != 0) return M5_EIO;
+  long version = strtol(v, NULL, 10);
+  if (version == SQ_SCHEMA_VERSION) return 0;
+  if (version != 0) {
+    snprintf(err, errlen,
+             "store %s has schema version %ld; this build reads version %d (a newer m5s "
+             "wrote it?)",
+             s->path, version, SQ_SCHEMA_VERSION);
+    return M5_EIO;
+  }
+  if (pragma_text(s, "SELECT count(*) FROM sqlite_schema", v, sizeof v, err, errlen) != 0)
+    return M5_EIO;
+  if (strcmp(v, "0") != 0) {
+    snprintf(err, errlen, "store %s is an SQLite database but not a message store; check the path",
+             s->path);
+    return M5_EIO;
+  }
+  rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, schema, NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "store %s: cannot create the schema: %s", s->path, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return M5_EIO;
+  }
+  return 0;
+}
+
+/* A missing file becomes a new store; an existing empty one is refused, because a store
+ * truncated to nothing must not come back silently empty. */
+static int check_file(sq_t *s, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(s->path, &st) != 0) {
+    if (errno == ENOENT) return 0;
+    snprintf(err, errlen, "cannot read store %s: %s", s->path, strerror(errno));
+    return M5_EIO;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "store %s is not a regular file; check the path", s->path);
+    return M5_EIO;
+  }
+  if (st.st_size == 0) {
+    char wal[PATH_MAX + 8];
+    struct stat ws;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    if (stat(wal, &ws) == 0 && ws.st_size > 0) return 0; /* a new store, not checkpointed */
+    snprintf(err, errlen, "store %s is an empty file (truncated?); %s", s->path, fix_hint);
+    return M5_EIO;
+  }
+  return 0;
+}
+
+m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t errlen) {
+  if (!o->path || !*o->path || strlen(o->path) >= PATH_MAX) {
+    snprintf(err, errlen, "store: no database path, or one too long; set the store path");
+    return NULL;
+  }
+  if (o->queue_cap == 0 || o->max_per_recipient == 0 || o->max_queued == 0 ||
+      o->dedup_window_ms <= 0 || o->dedup_buckets == 0 || o->dedup_buckets > 60 ||
+      o->dedup_max_per_sender == 0) {
+    snprintf(err, errlen,
+             "store: limits must be positive (queue, caps, dedup window) and dedup buckets "
+             "at most 60");
+    return NULL;
+  }
+  sq_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "store: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&s->qlock, NULL);
+  pthread_mutex_init(&s->stats_lock, NULL);
+  s->base.ops = &sq_ops;
+  s->o = *o;
+  snprintf(s->path, sizeof s->path, "%s", o->path);
+  s->o.path = s->path;
+  s->bucket_ms = o->dedup_window_ms / (int64_t)o->dedup_buckets;
+  if (s->bucket_ms < 1) s->bucket_ms = 1;
+  s->swept_bucket = -1;
+  s->next_msg_id = s->next_dlv_id = 1;
+  if (m5_fs_mkdir_parents(s->path, 0700, "the store", err, errlen) != 0) goto fail;
+  if (check_file(s, err, errlen) != 0) goto fail;
+  int rc = sqlite3_open_v2(s->path, &s->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "cannot open store %s: %s; check the path and its permissions", s->path,
+             s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    goto fail;
+  }
+  sqlite3_extended_result_codes(s->db, 1);
+  if (check_and_migrate(s, err, errlen) != 0) goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+        SQLITE_OK) {
+      snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
+               sqlite3_errmsg(s->db));
+      goto fail;
+    }
+  }
+  if (load_counts(s) != 0) {
+    snprintf(err, errlen, "store %s: cannot load the queues: %s", s->path, sqlite3_errmsg(s->db));
+    goto fail;
+  }
+  s->stats.queued = s->queued;
+  s->stats.messages = s->messages;
+  s->thread = m5_jobthread_new(run_job, s);
+  if (!s->thread || m5_jobthread_start(s->thread, o->queue_cap) != 0) {
+    snprintf(err, errlen, "store %s: cannot start its thread", s->path);
+    goto fail;
+  }
+  return &s->base;
+fail:
+  sq_free(s);
+  return NULL;
+}

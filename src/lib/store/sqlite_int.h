@@ -1,0 +1,94 @@
+/* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
+ * commit) and sqlite_ops.c (what each job does inside the batch's transaction). Everything
+ * below "writer thread only" is touched by the store's thread alone (and by open, before
+ * that thread exists). */
+#ifndef M5_STORE_SQLITE_INT_H
+#define M5_STORE_SQLITE_INT_H
+
+#include "store_int.h"
+
+#include "core/hmap.h"
+#include "core/jobthread.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+
+#define SQ_DOM "store"
+
+enum {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_SAVEPOINT,
+  ST_RELEASE,
+  ST_ROLLBACK_TO,
+  ST_MSG_INSERT,
+  ST_DLV_INSERT,
+  ST_DLV_GET,
+  ST_DLV_SET_STATE,
+  ST_DLV_DEL_RANGE,
+  ST_MSG_DEC_OPEN,
+  ST_MSG_DEL,
+  ST_RESCHEDULE,
+  ST_DUE,
+  ST_DUE_ANY,
+  ST_EXPIRED_IDS,
+  ST_DEDUP_GET,
+  ST_DEDUP_DEL_ONE,
+  ST_DEDUP_PUT,
+  ST_DEDUP_DEL_BUCKET,
+  ST_DBKT_LIST,
+  ST_DBKT_BUMP,
+  ST_DBKT_DEC,
+  ST_DBKT_DEL,
+  ST_DBKT_STALE,
+  ST_COUNT
+};
+
+/* Counters a job or a batch adds to the published stats once it is committed. */
+typedef struct {
+  uint64_t accepted, delivered, failed, expired, duplicates;
+  uint64_t refused_queue_full, refused_store_full;
+} sq_delta_t;
+
+typedef struct {
+  m5_store_t base;
+  m5_store_opts_t o;
+  char path[PATH_MAX];
+  sqlite3 *db;
+  sqlite3_stmt *st[ST_COUNT];
+  m5_jobthread_t *thread;
+
+  /* Submitted jobs in submission order (the job thread's mailbox holds the same order). */
+  pthread_mutex_t qlock;
+  m5_store_job_t *head, *tail;
+
+  /* ---- writer thread only ---- */
+  m5_hmap_t *pending; /* recipient key -> uint64_t * PENDING deliveries */
+  uint64_t queued, messages;
+  uint64_t next_msg_id, next_dlv_id;
+  int64_t bucket_ms;
+  int64_t swept_bucket;
+  int counts_dirty; /* a job failed half-way: reload the counts after the batch */
+  sq_delta_t job_delta, batch_delta;
+
+  /* ---- any thread ---- */
+  pthread_mutex_t stats_lock;
+  m5_store_stats_t stats;
+} sq_t;
+
+/* sqlite.c */
+int64_t sq_now_ms(sq_t *s);
+int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what); /* resets the statement */
+void sq_log_error(sq_t *s, const char *what);
+/* The in-memory PENDING count per recipient. */
+uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a);
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta);
+
+/* sqlite_ops.c: one job inside the open transaction (status in job->status). */
+void sq_run_op(sq_t *s, m5_store_job_t *job);
+/* Drops up to a fixed number of dedup buckets that fell out of the window. */
+int sq_dedup_sweep(sq_t *s, int64_t now_ms);
+
+#endif

@@ -1,0 +1,502 @@
+/* The jobs of the SQLite backend (store.h), each run by the writer thread inside the batch's
+ * transaction and its own savepoint (sqlite.c). A job that returns a status other than 0,
+ * M5_ENOENT or M5_EINVAL is rolled back to its savepoint; those two are returned before
+ * anything is written.
+ *
+ * Dedup window (architecture §5): time is cut into buckets of window / dedup_buckets. A key
+ * is a duplicate while its bucket is within the last dedup_buckets buckets, so it is
+ * recognised for at least the window and at most one bucket longer. dedup_buckets counts
+ * entries per (originator, bucket), so that the per-originator bound is a sum over a few
+ * rows, and whole buckets go at once: an originator's stale buckets when it sends again,
+ * its oldest live bucket when it is over its bound, and the stale buckets of originators
+ * that went quiet a few at a time at the start of each batch. Each message thus costs a
+ * fixed number of index operations however large the window is. */
+#include "sqlite_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SWEEP_PER_BATCH 64
+#define SENDER_BUCKETS_MAX 64
+
+/* Copies a text column into a fixed buffer (truncating what cannot fit, which our own
+ * writes never produce). */
+static void col_text(sqlite3_stmt *st, int col, char *out, size_t outlen) {
+  const unsigned char *t = sqlite3_column_text(st, col);
+  snprintf(out, outlen, "%s", t ? (const char *)t : "");
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
+  return sqlite3_bind_text(st, i, t, (int)strnlen(t, max), SQLITE_STATIC);
+}
+
+#define BIND_STR(st, i, arr) bind_text(st, i, arr, sizeof(arr))
+
+/* Message bookkeeping of a delivery row, for the transition to a final state. */
+typedef struct {
+  int64_t msg, open, first, n;
+} row_msg_t;
+
+/* Reads one row of DLV_COLS (sqlite.c) into d (payload copied). */
+static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm) {
+  memset(d, 0, sizeof *d);
+  d->id = (uint64_t)sqlite3_column_int64(st, 0);
+  col_text(st, 1, d->rcpt.type, sizeof d->rcpt.type);
+  col_text(st, 2, d->rcpt.addr, sizeof d->rcpt.addr);
+  d->state = (m5_deliv_state_t)sqlite3_column_int(st, 3);
+  d->attempts = (uint32_t)sqlite3_column_int64(st, 4);
+  d->next_attempt_ms = sqlite3_column_int64(st, 5);
+  col_text(st, 6, d->failure_cause, sizeof d->failure_cause);
+  m5_store_msg_t *m = &d->msg;
+  col_text(st, 7, m->ori.type, sizeof m->ori.type);
+  col_text(st, 8, m->ori.addr, sizeof m->ori.addr);
+  col_text(st, 9, m->dest.type, sizeof m->dest.type);
+  col_text(st, 10, m->dest.addr, sizeof m->dest.addr);
+  col_text(st, 11, m->msg_id, sizeof m->msg_id);
+  col_text(st, 12, m->app_id, sizeof m->app_id);
+  m->prio = (m5_msg_prio_t)sqlite3_column_int(st, 13);
+  m->deliv_st_req = sqlite3_column_int(st, 14) != 0;
+  m->sto_fwd = sqlite3_column_int(st, 15) != 0;
+  m->expr_time = sqlite3_column_int64(st, 16);
+  m->accepted_at_ms = sqlite3_column_int64(st, 17);
+  const void *p = sqlite3_column_blob(st, 18);
+  int plen = sqlite3_column_bytes(st, 18);
+  if (plen > 0) {
+    if (!(m->payload = malloc((size_t)plen))) return M5_ENOMEM;
+    memcpy(m->payload, p, (size_t)plen);
+    m->payload_len = (size_t)plen;
+  }
+  if (rm) {
+    rm->msg = sqlite3_column_int64(st, 19);
+    rm->open = sqlite3_column_int64(st, 20);
+    rm->first = sqlite3_column_int64(st, 21);
+    rm->n = sqlite3_column_int64(st, 22);
+  }
+  return 0;
+}
+
+static size_t cap_limit(size_t limit) {
+  return limit > M5_STORE_LIST_MAX ? M5_STORE_LIST_MAX : limit;
+}
+
+/* Runs a bound list query of DLV_COLS into job->items (NULL when it finds nothing). */
+static int list_deliveries(sq_t *s, m5_store_job_t *job, sqlite3_stmt *st, size_t limit) {
+  int rc = 0, r = SQLITE_DONE;
+  size_t cap = 0;
+  while (job->n_items < limit && (r = sqlite3_step(st)) == SQLITE_ROW) {
+    if (job->n_items == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      if (ncap > limit) ncap = limit;
+      m5_store_delivery_t *n = realloc(job->items, ncap * sizeof *n);
+      if (!n) {
+        rc = M5_ENOMEM;
+        goto out;
+      }
+      job->items = n;
+      cap = ncap;
+    }
+    rc = read_delivery(st, &job->items[job->n_items], NULL);
+    job->n_items++;
+    if (rc != 0) goto out;
+  }
+  if (job->n_items < limit && r != SQLITE_DONE) {
+    sq_log_error(s, "listing deliveries");
+    rc = M5_EIO;
+  }
+out:
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc;
+}
+
+/* ---- dedup ---- */
+
+static int64_t bucket_of(sq_t *s, int64_t now_ms) {
+  return now_ms / s->bucket_ms;
+}
+
+/* The oldest bucket still in the window. */
+static int64_t live_from(sq_t *s, int64_t cur) {
+  return cur - (int64_t)s->o.dedup_buckets;
+}
+
+static int drop_bucket(sq_t *s, const char *ori, int64_t bucket) {
+  sqlite3_stmt *d = s->st[ST_DEDUP_DEL_BUCKET], *b = s->st[ST_DBKT_DEL];
+  bind_text(d, 1, ori, M5_STORE_KEY_MAX + 1);
+  sqlite3_bind_int64(d, 2, bucket);
+  bind_text(b, 1, ori, M5_STORE_KEY_MAX + 1);
+  sqlite3_bind_int64(b, 2, bucket);
+  if (sq_step_done(s, d, "dropping a dedup bucket") != 0) {
+    sqlite3_reset(b);
+    sqlite3_clear_bindings(b);
+    return M5_EIO;
+  }
+  return sq_step_done(s, b, "dropping a dedup bucket count");
+}
+
+int sq_dedup_sweep(sq_t *s, int64_t now_ms) {
+  int64_t cur = bucket_of(s, now_ms);
+  if (cur == s->swept_bucket) return 0;
+  struct {
+    char ori[M5_STORE_KEY_MAX + 1];
+    int64_t bucket;
+  } stale[SWEEP_PER_BATCH];
+  size_t n = 0;
+  sqlite3_stmt *st = s->st[ST_DBKT_STALE];
+  sqlite3_bind_int64(st, 1, live_from(s, cur));
+  sqlite3_bind_int(st, 2, SWEEP_PER_BATCH);
+  while (n < SWEEP_PER_BATCH && sqlite3_step(st) == SQLITE_ROW) {
+    col_text(st, 0, stale[n].ori, sizeof stale[n].ori);
+    stale[n].bucket = sqlite3_column_int64(st, 1);
+    n++;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  for (size_t i = 0; i < n; i++)
+    if (drop_bucket(s, stale[i].ori, stale[i].bucket) != 0) return M5_EIO;
+  if (n < SWEEP_PER_BATCH) s->swept_bucket = cur; /* done until the next bucket */
+  return 0;
+}
+
+/* 1 and job->orig_ack when the key is live; 0 when it is new (a stale entry is removed). */
+static int dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t cur, int *dup) {
+  *dup = 0;
+  sqlite3_stmt *st = s->st[ST_DEDUP_GET];
+  BIND_STR(st, 1, job->dedup_ori);
+  BIND_STR(st, 2, job->dedup_id);
+  int r = sqlite3_step(st);
+  int64_t bucket = 0;
+  if (r == SQLITE_ROW) {
+    bucket = sqlite3_column_int64(st, 0);
+    col_text(st, 1, job->orig_ack.status, sizeof job->orig_ack.status);
+    col_text(st, 2, job->orig_ack.failure_cause, sizeof job->orig_ack.failure_cause);
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (r == SQLITE_DONE) return 0;
+  if (r != SQLITE_ROW) {
+    sq_log_error(s, "looking up a msgId");
+    return M5_EIO;
+  }
+  if (bucket >= live_from(s, cur)) {
+    *dup = 1;
+    return 0;
+  }
+  memset(&job->orig_ack, 0, sizeof job->orig_ack);
+  sqlite3_stmt *del = s->st[ST_DEDUP_DEL_ONE], *dec = s->st[ST_DBKT_DEC];
+  BIND_STR(del, 1, job->dedup_ori);
+  BIND_STR(del, 2, job->dedup_id);
+  BIND_STR(dec, 1, job->dedup_ori);
+  sqlite3_bind_int64(dec, 2, bucket);
+  if (sq_step_done(s, del, "removing a stale msgId") != 0) {
+    sqlite3_reset(dec);
+    sqlite3_clear_bindings(dec);
+    return M5_EIO;
+  }
+  return sq_step_done(s, dec, "counting a stale msgId out");
+}
+
+/* Records the key in the current bucket, first dropping the originator's stale buckets and,
+ * when it is at its bound, its oldest live ones. */
+static int dedup_record(sq_t *s, m5_store_job_t *job, int64_t cur) {
+  struct {
+    int64_t bucket, n;
+  } b[SENDER_BUCKETS_MAX];
+  size_t nb = 0;
+  sqlite3_stmt *st = s->st[ST_DBKT_LIST];
+  BIND_STR(st, 1, job->dedup_ori);
+  int r;
+  while (nb < SENDER_BUCKETS_MAX && (r = sqlite3_step(st)) == SQLITE_ROW) {
+    b[nb].bucket = sqlite3_column_int64(st, 0);
+    b[nb].n = sqlite3_column_int64(st, 1);
+    nb++;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (nb < SENDER_BUCKETS_MAX && r != SQLITE_DONE) {
+    sq_log_error(s, "reading an originator's dedup buckets");
+    return M5_EIO;
+  }
+  int64_t live = 0;
+  for (size_t i = 0; i < nb; i++)
+    if (b[i].bucket >= live_from(s, cur)) live += b[i].n;
+  for (size_t i = 0; i < nb; i++) { /* ascending bucket order */
+    int stale = b[i].bucket < live_from(s, cur);
+    if (!stale && (uint64_t)live + 1 <= s->o.dedup_max_per_sender) break;
+    if (drop_bucket(s, job->dedup_ori, b[i].bucket) != 0) return M5_EIO;
+    if (!stale) live -= b[i].n;
+  }
+  sqlite3_stmt *put = s->st[ST_DEDUP_PUT], *bump = s->st[ST_DBKT_BUMP];
+  BIND_STR(put, 1, job->dedup_ori);
+  BIND_STR(put, 2, job->dedup_id);
+  sqlite3_bind_int64(put, 3, cur);
+  BIND_STR(put, 4, job->ack.status);
+  BIND_STR(put, 5, job->ack.failure_cause);
+  if (sq_step_done(s, put, "recording a msgId") != 0) return M5_EIO;
+  BIND_STR(bump, 1, job->dedup_ori);
+  sqlite3_bind_int64(bump, 2, cur);
+  return sq_step_done(s, bump, "counting a msgId");
+}
+
+/* ---- accept ---- */
+
+static int accept_valid(const m5_store_job_t *job) {
+  if (job->n_rcpts > M5_STORE_RCPT_MAX || (job->n_rcpts && !job->rcpts)) return 0;
+  if (job->n_rcpts == 0 && !job->dedup_id[0]) return 0; /* nothing to do */
+  if (job->msg.payload_len > M5_STORE_PAYLOAD_MAX || (job->msg.payload_len && !job->msg.payload))
+    return 0;
+  if (job->dedup_id[0] && !job->dedup_ori[0]) return 0;
+  return 1;
+}
+
+static int insert_message(sq_t *s, m5_store_job_t *job, uint64_t msg_id, uint64_t first,
+                          uint64_t n) {
+  const m5_store_msg_t *m = &job->msg;
+  sqlite3_stmt *st = s->st[ST_MSG_INSERT];
+  sqlite3_bind_int64(st, 1, (int64_t)msg_id);
+  BIND_STR(st, 2, m->ori.type);
+  BIND_STR(st, 3, m->ori.addr);
+  BIND_STR(st, 4, m->dest.type);
+  BIND_STR(st, 5, m->dest.addr);
+  BIND_STR(st, 6, m->msg_id);
+  BIND_STR(st, 7, m->app_id);
+  sqlite3_bind_int(st, 8, (int)m->prio);
+  sqlite3_bind_int(st, 9, m->deliv_st_req);
+  sqlite3_bind_int(st, 10, m->sto_fwd);
+  sqlite3_bind_int64(st, 11, m->expr_time);
+  sqlite3_bind_int64(st, 12, m->accepted_at_ms);
+  sqlite3_bind_int64(st, 13, (int64_t)n);
+  sqlite3_bind_int64(st, 14, (int64_t)first);
+  sqlite3_bind_int64(st, 15, (int64_t)n);
+  sqlite3_bind_blob(st, 16, m->payload ? (const void *)m->payload : "", (int)m->payload_len,
+                    SQLITE_STATIC);
+  return sq_step_done(s, st, "storing a message");
+}
+
+static int do_accept(sq_t *s, m5_store_job_t *job) {
+  if (!accept_valid(job)) return M5_EINVAL;
+  int64_t now = sq_now_ms(s);
+  int64_t cur = bucket_of(s, now);
+  job->msg.accepted_at_ms = now;
+  for (size_t i = 0; i < job->n_rcpts; i++) {
+    job->rcpts[i].status = M5_STORE_ACCEPTED;
+    job->rcpts[i].id = 0;
+  }
+  if (job->dedup_id[0]) {
+    int dup, rc = dedup_lookup(s, job, cur, &dup);
+    if (rc != 0) return rc;
+    if (dup) {
+      job->outcome = M5_STORE_DUPLICATE;
+      s->job_delta.duplicates++;
+      return 0;
+    }
+  }
+  if (s->queued + job->n_rcpts > s->o.max_queued) {
+    job->outcome = M5_STORE_STORE_FULL;
+    s->job_delta.refused_store_full++;
+    return 0;
+  }
+  /* The cap counts each queue as it was before this message. */
+  size_t stored = 0, full = 0;
+  for (size_t i = 0; i < job->n_rcpts; i++) {
+    if (sq_pending_get(s, &job->rcpts[i].addr) >= s->o.max_per_recipient) {
+      job->rcpts[i].status = M5_STORE_QUEUE_FULL;
+      full++;
+    } else {
+      stored++;
+    }
+  }
+  if (full && (!job->partial || stored == 0)) {
+    job->outcome = M5_STORE_QUEUE_FULL;
+    s->job_delta.refused_queue_full++;
+    return 0;
+  }
+  if (stored) {
+    uint64_t msg_id = s->next_msg_id++;
+    uint64_t first = s->next_dlv_id;
+    s->next_dlv_id += stored;
+    if (insert_message(s, job, msg_id, first, stored) != 0) return M5_EIO;
+    uint64_t id = first;
+    sqlite3_stmt *st = s->st[ST_DLV_INSERT];
+    for (size_t i = 0; i < job->n_rcpts; i++) {
+      m5_store_rcpt_t *r = &job->rcpts[i];
+      if (r->status != M5_STORE_ACCEPTED) continue;
+      sqlite3_bind_int64(st, 1, (int64_t)id);
+      sqlite3_bind_int64(st, 2, (int64_t)msg_id);
+      BIND_STR(st, 3, r->addr.type);
+      BIND_STR(st, 4, r->addr.addr);
+      sqlite3_bind_int(st, 5, (int)job->msg.prio);
+      sqlite3_bind_int64(st, 6, job->msg.expr_time);
+      sqlite3_bind_int64(st, 7, r->next_attempt_ms);
+      if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
+      r->id = id++;
+    }
+  }
+  if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
+  for (size_t i = 0; i < job->n_rcpts; i++)
+    if (job->rcpts[i].id && sq_pending_add(s, &job->rcpts[i].addr, 1) != 0) s->counts_dirty = 1;
+  s->queued += stored;
+  if (stored) s->messages++;
+  job->outcome = M5_STORE_ACCEPTED;
+  s->job_delta.accepted++;
+  return 0;
+}
+
+/* ---- final states ---- */
+
+/* Moves the PENDING delivery id to state (cause) and returns it in *out; the last open
+ * delivery of a message takes the message and its rows with it. */
+static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+                  m5_store_delivery_t *out) {
+  sqlite3_stmt *st = s->st[ST_DLV_GET];
+  sqlite3_bind_int64(st, 1, (int64_t)id);
+  int r = sqlite3_step(st), rc = 0;
+  row_msg_t rm = {0};
+  if (r == SQLITE_ROW)
+    rc = read_delivery(st, out, &rm);
+  else if (r == SQLITE_DONE)
+    rc = M5_ENOENT;
+  else {
+    sq_log_error(s, "reading a delivery");
+    rc = M5_EIO;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc == 0 && out->state != M5_DELIV_PENDING) rc = M5_ENOENT;
+  if (rc != 0) {
+    free(out->msg.payload);
+    memset(out, 0, sizeof *out);
+    return rc;
+  }
+  out->state = state;
+  snprintf(out->failure_cause, sizeof out->failure_cause, "%s", cause);
+  if (rm.open <= 1) {
+    sqlite3_stmt *dr = s->st[ST_DLV_DEL_RANGE], *dm = s->st[ST_MSG_DEL];
+    sqlite3_bind_int64(dr, 1, rm.first);
+    sqlite3_bind_int64(dr, 2, rm.first + rm.n - 1);
+    sqlite3_bind_int64(dm, 1, rm.msg);
+    if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
+    if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
+    if (rc == 0 && s->messages) s->messages--;
+  } else {
+    sqlite3_stmt *us = s->st[ST_DLV_SET_STATE], *um = s->st[ST_MSG_DEC_OPEN];
+    sqlite3_bind_int64(us, 1, (int64_t)id);
+    sqlite3_bind_int(us, 2, (int)state);
+    bind_text(us, 3, cause, M5_MSG_CAUSE_MAX + 1);
+    sqlite3_bind_int64(um, 1, rm.msg);
+    if (sq_step_done(s, us, "updating a delivery") != 0) rc = M5_EIO;
+    if (rc == 0 && sq_step_done(s, um, "updating a message") != 0) rc = M5_EIO;
+  }
+  if (rc != 0) {
+    sqlite3_reset(s->st[ST_DLV_DEL_RANGE]);
+    sqlite3_reset(s->st[ST_MSG_DEL]);
+    sqlite3_reset(s->st[ST_DLV_SET_STATE]);
+    sqlite3_reset(s->st[ST_MSG_DEC_OPEN]);
+    return rc;
+  }
+  if (sq_pending_add(s, &out->rcpt, -1) != 0) s->counts_dirty = 1;
+  if (s->queued) s->queued--;
+  if (state == M5_DELIV_DELIVERED) s->job_delta.delivered++;
+  if (state == M5_DELIV_FAILED) s->job_delta.failed++;
+  if (state == M5_DELIV_EXPIRED) s->job_delta.expired++;
+  return 0;
+}
+
+static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
+  if (!(job->items = calloc(1, sizeof *job->items))) return M5_ENOMEM;
+  const char *cause = state == M5_DELIV_FAILED ? job->cause : "";
+  int rc = finish(s, job->id, state, cause, &job->items[0]);
+  if (rc == 0)
+    job->n_items = 1;
+  else
+    m5_store_job_clear(job);
+  return rc;
+}
+
+static int do_reschedule(sq_t *s, m5_store_job_t *job) {
+  sqlite3_stmt *st = s->st[ST_RESCHEDULE];
+  sqlite3_bind_int64(st, 1, (int64_t)job->id);
+  sqlite3_bind_int64(st, 2, job->next_attempt_ms);
+  sqlite3_bind_int64(st, 3, (int64_t)job->attempts);
+  if (sq_step_done(s, st, "rescheduling a delivery") != 0) return M5_EIO;
+  return sqlite3_changes(s->db) == 1 ? 0 : M5_ENOENT;
+}
+
+static int do_expire(sq_t *s, m5_store_job_t *job) {
+  size_t limit = cap_limit(job->limit);
+  if (limit == 0) return 0;
+  uint64_t *ids = calloc(limit, sizeof *ids);
+  if (!ids) return M5_ENOMEM;
+  size_t n = 0;
+  sqlite3_stmt *st = s->st[ST_EXPIRED_IDS];
+  /* exprTime is whole seconds: expired once its second has begun. */
+  sqlite3_bind_int64(st, 1, job->now_ms / 1000);
+  sqlite3_bind_int64(st, 2, (int64_t)limit);
+  int r;
+  while (n < limit && (r = sqlite3_step(st)) == SQLITE_ROW)
+    ids[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  int rc = 0;
+  if (n < limit && r != SQLITE_DONE) {
+    sq_log_error(s, "listing expired deliveries");
+    rc = M5_EIO;
+  }
+  if (rc == 0 && n && !(job->items = calloc(n, sizeof *job->items))) rc = M5_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    rc = finish(s, ids[i], M5_DELIV_EXPIRED, M5_CAUSE_EXPIRED, &job->items[job->n_items]);
+    if (rc == 0) job->n_items++;
+  }
+  free(ids);
+  if (job->n_items == 0) m5_store_job_clear(job);
+  return rc;
+}
+
+void sq_run_op(sq_t *s, m5_store_job_t *job) {
+  job->outcome = M5_STORE_ACCEPTED;
+  memset(&job->orig_ack, 0, sizeof job->orig_ack);
+  job->pending = 0;
+  job->commit_no = 0;
+  sqlite3_stmt *st;
+  switch (job->op) {
+  case M5_STORE_ACCEPT:
+    job->status = do_accept(s, job);
+    break;
+  case M5_STORE_MARK_DELIVERED:
+    job->status = do_mark(s, job, M5_DELIV_DELIVERED);
+    break;
+  case M5_STORE_MARK_FAILED:
+    job->status = do_mark(s, job, M5_DELIV_FAILED);
+    break;
+  case M5_STORE_RESCHEDULE:
+    job->status = do_reschedule(s, job);
+    break;
+  case M5_STORE_DUE:
+    st = s->st[ST_DUE];
+    BIND_STR(st, 1, job->rcpt.addr);
+    BIND_STR(st, 2, job->rcpt.type);
+    sqlite3_bind_int64(st, 3, (int64_t)cap_limit(job->limit));
+    job->status = list_deliveries(s, job, st, cap_limit(job->limit));
+    break;
+  case M5_STORE_DUE_ANY:
+    st = s->st[ST_DUE_ANY];
+    sqlite3_bind_int64(st, 1, job->now_ms);
+    sqlite3_bind_int64(st, 2, (int64_t)cap_limit(job->limit));
+    job->status = list_deliveries(s, job, st, cap_limit(job->limit));
+    break;
+  case M5_STORE_EXPIRE:
+    job->status = do_expire(s, job);
+    break;
+  case M5_STORE_COUNTS:
+    job->pending = sq_pending_get(s, &job->rcpt);
+    job->status = 0;
+    break;
+  default:
+    job->status = M5_EINVAL;
+    break;
+  }
+}

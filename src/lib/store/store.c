@@ -1,0 +1,77 @@
+/* m5_store front (store.h): defaults, backend choice, job helpers. */
+#include "store_int.h"
+
+#include "core/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void m5_store_opts_init(m5_store_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->backend = M5_STORE_BACKEND_SQLITE;
+  o->queue_cap = 4096;
+  o->max_per_recipient = 1000;
+  o->max_queued = 1000000;
+  o->dedup_window_ms = 10 * 60 * 1000;
+  o->dedup_buckets = 10;
+  o->dedup_max_per_sender = 10000;
+}
+
+m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
+  switch (o->backend) {
+  case M5_STORE_BACKEND_SQLITE:
+    return m5_store_sqlite_open(o, err, errlen);
+  }
+  snprintf(err, errlen, "store: unknown backend %d", (int)o->backend);
+  return NULL;
+}
+
+int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
+  if ((unsigned)job->op > (unsigned)M5_STORE_COUNTS) return M5_EINVAL;
+  return s->ops->submit(s, job);
+}
+
+void m5_store_stats(m5_store_t *s, m5_store_stats_t *out) {
+  s->ops->stats(s, out);
+}
+
+void m5_store_close(m5_store_t *s) {
+  if (s) s->ops->close(s);
+}
+
+void m5_store_job_clear(m5_store_job_t *job) {
+  for (size_t i = 0; i < job->n_items; i++)
+    free(job->items[i].msg.payload);
+  free(job->items);
+  job->items = NULL;
+  job->n_items = 0;
+}
+
+const char *m5_store_outcome_name(m5_store_outcome_t o) {
+  switch (o) {
+  case M5_STORE_ACCEPTED:
+    return "ACCEPTED";
+  case M5_STORE_DUPLICATE:
+    return "DUPLICATE";
+  case M5_STORE_QUEUE_FULL:
+    return "QUEUE_FULL";
+  case M5_STORE_STORE_FULL:
+    return "STORE_FULL";
+  }
+  return "?";
+}
+
+const char *m5_deliv_state_name(m5_deliv_state_t s) {
+  switch (s) {
+  case M5_DELIV_PENDING:
+    return "PENDING";
+  case M5_DELIV_DELIVERED:
+    return "DELIVERED";
+  case M5_DELIV_FAILED:
+    return "FAILED";
+  case M5_DELIV_EXPIRED:
+    return "EXPIRED";
+  }
+  return "?";
+}

@@ -1,0 +1,203 @@
+/* m5_store: the message store behind store-and-forward (architecture §5; TS 23.554 cl. 8.3,
+ * 8.3.6). Backend-neutral: nothing here names SQL, so a NATS JetStream backend (streams for
+ * per-recipient queues, KV for registrations) can sit behind the same calls; docs/store.md
+ * maps each part to both backends.
+ *
+ * Data: a message body is stored once (payload plus the MSGin5G fields needed to send it
+ * again) with one delivery per recipient (state PENDING, then DELIVERED, FAILED or EXPIRED;
+ * attempts, next attempt time, failure cause). A dedup window remembers (originator key,
+ * msgId) -> the ack that was given, for a bounded time and a bounded number of entries per
+ * originator.
+ *
+ * Asynchronous, like core/jobthread: a worker fills an m5_store_job_t (base.reply = its own
+ * mailbox), submits it and gets the same pointer back, finished, on its own loop. Nothing
+ * blocks the worker. Jobs are served in submission order; the backend may run many of them
+ * in one transaction (group commit), but a job's reply is posted only after everything it
+ * wrote is durable: for an accept, "accepted" means committed and fsync'd.
+ *
+ * Handles: a delivery id is an opaque non-zero 64-bit number, valid while the store is open.
+ * Times are Unix milliseconds (`_ms`) from the store's clock, except expr_time, which is
+ * Unix seconds as in stoAndFwParams.exprTime. */
+#ifndef M5_STORE_STORE_H
+#define M5_STORE_STORE_H
+
+#include "core/jobthread.h"
+#include "msg/msg.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define M5_STORE_KEY_MAX 160     /* dedup key parts */
+#define M5_STORE_STATUS_MAX 31   /* MessageDeliveryAck.status: "", DELY_STORED, DELY_FAILED */
+#define M5_STORE_LIST_MAX 1024   /* most items one due/due_any/expire job returns */
+#define M5_STORE_RCPT_MAX 100000 /* most recipients of one message */
+#define M5_STORE_PAYLOAD_MAX (16u * 1024 * 1024)
+
+typedef struct m5_store m5_store_t;
+
+typedef enum {
+  M5_DELIV_PENDING = 0,
+  M5_DELIV_DELIVERED = 1,
+  M5_DELIV_FAILED = 2,
+  M5_DELIV_EXPIRED = 3,
+} m5_deliv_state_t;
+
+/* The ack given to the originator (MessageDeliveryAck): status "" = accepted for delivery,
+ * DELY_STORED, or DELY_FAILED with failure_cause. */
+typedef struct {
+  char status[M5_STORE_STATUS_MAX + 1];
+  char failure_cause[M5_MSG_CAUSE_MAX + 1];
+} m5_store_ack_t;
+
+/* A message body. In an accept the payload is borrowed (read, not kept); in a result it is
+ * owned by the job (m5_store_job_clear frees it). */
+typedef struct {
+  m5_msg_addr_t ori, dest;
+  char msg_id[M5_MSG_ID_MAX + 1];
+  char app_id[M5_MSG_ADDR_MAX + 1];
+  m5_msg_prio_t prio;
+  bool deliv_st_req;      /* delivStReqInd: the originator wants a report */
+  bool sto_fwd;           /* stoAndFwInd */
+  int64_t expr_time;      /* Unix seconds; 0 = never (the caller applies its max TTL) */
+  int64_t accepted_at_ms; /* set by the store on accept */
+  uint8_t *payload;
+  size_t payload_len;
+} m5_store_msg_t;
+
+/* One recipient of an accept: addr and next_attempt_ms in; status and id out. */
+typedef struct {
+  m5_msg_addr_t addr;
+  int64_t next_attempt_ms; /* when due_any() first returns it (e.g. now + first back-off,
+                              since the caller tries at once itself) */
+  int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL for this one */
+  uint64_t id;             /* out: the delivery id when stored, else 0 */
+} m5_store_rcpt_t;
+
+/* A delivery with its message, as due/due_any/expire/mark_* return it. */
+typedef struct {
+  uint64_t id;
+  m5_msg_addr_t rcpt;
+  m5_deliv_state_t state;
+  uint32_t attempts;
+  int64_t next_attempt_ms;
+  char failure_cause[M5_MSG_CAUSE_MAX + 1];
+  m5_store_msg_t msg;
+} m5_store_delivery_t;
+
+typedef struct {
+  uint64_t queued;   /* deliveries PENDING now */
+  uint64_t messages; /* bodies stored now */
+  /* Counters since open (Prometheus counters: they restart at 0 with the process). */
+  uint64_t accepted, delivered, failed, expired, duplicates;
+  uint64_t refused_queue_full, refused_store_full;
+  /* Group commit (also a test hook): durable commits, batches, jobs served. */
+  uint64_t commits, batches, jobs;
+} m5_store_stats_t;
+
+typedef enum {
+  M5_STORE_ACCEPT,         /* in: msg, rcpts/n_rcpts, partial, dedup_ori/dedup_id, ack.
+                              out: outcome, rcpts[].status/id, orig_ack (DUPLICATE) */
+  M5_STORE_MARK_DELIVERED, /* in: id. out: items[0] (the delivery, now DELIVERED) */
+  M5_STORE_MARK_FAILED,    /* in: id, cause. out: items[0] (now FAILED) */
+  M5_STORE_RESCHEDULE,     /* in: id, next_attempt_ms, attempts */
+  M5_STORE_DUE,            /* in: rcpt, limit. out: items, PENDING for rcpt, priority
+                              (HIGH, MIDDLE, LOW) then arrival order, back-off ignored */
+  M5_STORE_DUE_ANY,        /* in: now_ms, limit. out: items, PENDING with next_attempt_ms <=
+                              now_ms, earliest first */
+  M5_STORE_EXPIRE,         /* in: now_ms, limit. out: items whose expr_time passed, moved to
+                              EXPIRED (cause EXPIRED); each is returned once */
+  M5_STORE_COUNTS,         /* in: rcpt. out: pending (for rcpt), stats */
+} m5_store_op_t;
+
+typedef enum {
+  M5_STORE_ACCEPTED = 0, /* stored (or, with no recipients, only remembered for dedup) */
+  M5_STORE_DUPLICATE,    /* (dedup_ori, dedup_id) seen in the window: orig_ack; nothing written */
+  M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient: nothing written */
+  M5_STORE_STORE_FULL,   /* the store is at max_queued: nothing written (overload, 5.03) */
+} m5_store_outcome_t;
+
+typedef struct m5_store_job {
+  m5_job_t base; /* first: base.reply is the submitter's mailbox */
+  m5_store_op_t op;
+  void *arg; /* the submitter's */
+
+  /* ---- in ---- */
+  /* ACCEPT. rcpts is borrowed until the reply (and written: status, id). With n_rcpts == 0
+   * only the dedup entry is written (an ack of DELY_FAILED still has to be repeated to a
+   * retransmission). partial: skip full queues instead of refusing the message (group,
+   * broadcast); without it one full queue refuses the whole message. */
+  m5_store_msg_t msg;
+  m5_store_rcpt_t *rcpts;
+  size_t n_rcpts;
+  bool partial;
+  char dedup_ori[M5_STORE_KEY_MAX + 1]; /* the originator, e.g. "UE:ue1" */
+  char dedup_id[M5_STORE_KEY_MAX + 1];  /* msgId; "" = no dedup for this job */
+  m5_store_ack_t ack;                   /* remembered for repeats of this key */
+  /* MARK_*, RESCHEDULE */
+  uint64_t id;
+  char cause[M5_MSG_CAUSE_MAX + 1];
+  int64_t next_attempt_ms;
+  uint32_t attempts;
+  /* DUE, COUNTS */
+  m5_msg_addr_t rcpt;
+  /* DUE, DUE_ANY, EXPIRE: limit is capped at M5_STORE_LIST_MAX */
+  int64_t now_ms;
+  size_t limit;
+
+  /* ---- out ---- */
+  int status; /* 0; M5_EINVAL (bad job), M5_ENOENT (no PENDING delivery with that id),
+                 M5_EIO (nothing of this job is stored), M5_ENOMEM */
+  m5_store_outcome_t outcome;
+  m5_store_ack_t orig_ack;
+  m5_store_delivery_t *items; /* owned: m5_store_job_clear() */
+  size_t n_items;
+  uint64_t pending;
+  m5_store_stats_t stats;
+  uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
+
+  struct { /* private to the backend */
+    struct m5_store_job *link;
+    int done;
+  } priv;
+} m5_store_job_t;
+
+typedef enum { M5_STORE_BACKEND_SQLITE = 0 } m5_store_backend_t;
+
+typedef struct {
+  m5_store_backend_t backend;
+  const char *path;              /* SQLite: the database file (directories made 0700) */
+  size_t queue_cap;              /* jobs waiting for the store (default 4096) */
+  uint64_t max_per_recipient;    /* PENDING deliveries per recipient (default 1000) */
+  uint64_t max_queued;           /* PENDING deliveries in all (default 1000000) */
+  int64_t dedup_window_ms;       /* default 10 min */
+  unsigned dedup_buckets;        /* the window is cut into this many buckets (default 10) */
+  uint64_t dedup_max_per_sender; /* entries per originator (default 10000) */
+  /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
+  int64_t (*clock_ms)(void *arg);
+  void *clock_arg;
+} m5_store_opts_t;
+
+/* Fills the defaults. */
+void m5_store_opts_init(m5_store_opts_t *o);
+
+/* Opens (creating a missing store), checks it and starts its thread, on the calling thread
+ * so start-up errors come first: a corrupt, truncated or foreign file is refused with an
+ * error naming it, never replaced. NULL and err on failure. */
+m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen);
+/* From any thread. M5_EFULL when queue_cap jobs wait (the caller keeps the job), M5_EINVAL
+ * for an unknown op. */
+int m5_store_submit(m5_store_t *s, m5_store_job_t *job);
+/* From any thread, without waiting for the disk: the figures as of the last commit. */
+void m5_store_stats(m5_store_t *s, m5_store_stats_t *out);
+/* Serves the queued jobs, delivers every reply (the reply mailboxes must still exist),
+ * stops and closes. NULL is ignored. */
+void m5_store_close(m5_store_t *s);
+
+/* Frees a finished job's items (keeps the inputs); safe on a cleared or zeroed job. */
+void m5_store_job_clear(m5_store_job_t *job);
+
+const char *m5_store_outcome_name(m5_store_outcome_t o);
+const char *m5_deliv_state_name(m5_deliv_state_t s);
+
+#endif

@@ -1,0 +1,812 @@
+/* Unit tests for src/lib/store (SQLite backend through the m5_store interface): accept and
+ * due, priority then arrival order, final states, the dedup window (across a reopen, its end,
+ * the per-originator bound), the queue and store caps, expiry, back-off, group commit,
+ * durability across kill -9, and refusal of corrupt, truncated and foreign files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/loop.h"
+#include "store/store.h"
+#include "testutil.h"
+
+static char dir[256];
+static char db_path[320];
+static int64_t fake_now; /* Unix ms, for stores opened with fake_clock */
+
+static int64_t fake_clock(void *arg) {
+  (void)arg;
+  return __atomic_load_n(&fake_now, __ATOMIC_SEQ_CST);
+}
+
+static void set_now(int64_t ms) {
+  __atomic_store_n(&fake_now, ms, __ATOMIC_SEQ_CST);
+}
+
+typedef struct {
+  m5_loop_t *loop;
+  m5_mailbox_t *replies;
+  m5_store_t *store; /* set for the group commit check in on_reply */
+  int done, want;
+  int bad_order; /* replies that came before the commit carrying them */
+} fx_t;
+
+static void on_reply(void *msg, void *arg) {
+  fx_t *f = arg;
+  m5_store_job_t *job = msg;
+  if (f->store && job->status == 0) {
+    m5_store_stats_t st;
+    m5_store_stats(f->store, &st);
+    if (job->commit_no == 0 || st.commits < job->commit_no) f->bad_order++;
+  }
+  if (++f->done >= f->want) m5_loop_stop(f->loop);
+}
+
+static int fx_setup(void **state) {
+  fx_t *f = calloc(1, sizeof *f);
+  f->loop = m5_loop_new();
+  f->replies = m5_mailbox_new(f->loop, 2048, on_reply, f);
+  if (tu_mkdtemp(dir, sizeof dir, "m5-store") != 0) return -1;
+  snprintf(db_path, sizeof db_path, "%s/var/store.db", dir);
+  set_now(1700000000000);
+  *state = f;
+  return f->loop && f->replies ? 0 : -1;
+}
+
+static int fx_teardown(void **state) {
+  fx_t *f = *state;
+  m5_mailbox_free(f->replies, NULL);
+  m5_loop_free(f->loop);
+  free(f);
+  tu_rmtree(dir);
+  return 0;
+}
+
+static m5_store_t *open_store(const m5_store_opts_t *o) {
+  char err[512];
+  m5_store_t *s = m5_store_open(o, err, sizeof err);
+  if (!s) fail_msg("m5_store_open: %s", err);
+  return s;
+}
+
+static void default_opts(m5_store_opts_t *o) {
+  m5_store_opts_init(o);
+  o->path = db_path;
+  o->clock_ms = fake_clock;
+}
+
+/* Submits and waits for the reply on this thread's loop. */
+static int run(fx_t *f, m5_store_t *s, m5_store_job_t *job) {
+  job->base.reply = f->replies;
+  f->done = 0;
+  f->want = 1;
+  assert_int_equal(m5_store_submit(s, job), 0);
+  assert_int_equal(m5_loop_run(f->loop), 0);
+  assert_int_equal(f->done, 1);
+  return job->status;
+}
+
+static void addr(m5_msg_addr_t *a, const char *type, const char *id) {
+  memset(a, 0, sizeof *a);
+  snprintf(a->type, sizeof a->type, "%s", type);
+  snprintf(a->addr, sizeof a->addr, "%s", id);
+}
+
+/* An accept job from UE:ori to the listed UEs; payload is "body of <msg_id>". */
+typedef struct {
+  m5_store_job_t job;
+  m5_store_rcpt_t rcpts[4];
+  char payload[96];
+} accept_t;
+
+static m5_store_job_t *mk_accept(accept_t *a, const char *ori, const char *msg_id,
+                                 m5_msg_prio_t prio, const char *const *to, size_t n) {
+  memset(a, 0, sizeof *a);
+  m5_store_job_t *j = &a->job;
+  j->op = M5_STORE_ACCEPT;
+  addr(&j->msg.ori, "UE", ori);
+  addr(&j->msg.dest, "UE", n ? to[0] : "none");
+  snprintf(j->msg.msg_id, sizeof j->msg.msg_id, "%s", msg_id);
+  snprintf(j->msg.app_id, sizeof j->msg.app_id, "app1");
+  j->msg.prio = prio;
+  j->msg.sto_fwd = true;
+  int len = snprintf(a->payload, sizeof a->payload, "body of %s", msg_id);
+  j->msg.payload = (uint8_t *)a->payload;
+  j->msg.payload_len = (size_t)len;
+  for (size_t i = 0; i < n; i++) {
+    addr(&a->rcpts[i].addr, "UE", to[i]);
+    a->rcpts[i].next_attempt_ms = fake_now + 1000;
+  }
+  j->rcpts = a->rcpts;
+  j->n_rcpts = n;
+  snprintf(j->dedup_ori, sizeof j->dedup_ori, "UE:%s", ori);
+  snprintf(j->dedup_id, sizeof j->dedup_id, "%s", msg_id);
+  return j;
+}
+
+static m5_store_outcome_t accept1(fx_t *f, m5_store_t *s, const char *ori, const char *msg_id,
+                                  m5_msg_prio_t prio, const char *to, uint64_t *id) {
+  accept_t a;
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(&a, ori, msg_id, prio, rc, 1);
+  assert_int_equal(run(f, s, j), 0);
+  if (id) *id = a.rcpts[0].id;
+  return j->outcome;
+}
+
+static void due(fx_t *f, m5_store_t *s, const char *to, size_t limit, m5_store_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->op = M5_STORE_DUE;
+  addr(&j->rcpt, "UE", to);
+  j->limit = limit;
+  assert_int_equal(run(f, s, j), 0);
+}
+
+static int simple(fx_t *f, m5_store_t *s, m5_store_op_t op, uint64_t id, m5_store_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->op = op;
+  j->id = id;
+  snprintf(j->cause, sizeof j->cause, "%s", M5_CAUSE_UNREACHABLE);
+  return run(f, s, j);
+}
+
+static uint64_t pending_of(fx_t *f, m5_store_t *s, const char *to) {
+  m5_store_job_t j = {.op = M5_STORE_COUNTS};
+  addr(&j.rcpt, "UE", to);
+  assert_int_equal(run(f, s, &j), 0);
+  return j.pending;
+}
+
+static void test_accept_due_delivered(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  uint64_t id = 0;
+  assert_int_equal(accept1(f, s, "ue1", "m1", M5_PRIO_MIDDLE, "ue2", &id), M5_STORE_ACCEPTED);
+  assert_true(id != 0);
+
+  m5_store_job_t j;
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 1);
+  m5_store_delivery_t *d = &j.items[0];
+  assert_int_equal(d->id, id);
+  assert_int_equal(d->state, M5_DELIV_PENDING);
+  assert_string_equal(d->rcpt.addr, "ue2");
+  assert_string_equal(d->msg.ori.addr, "ue1");
+  assert_string_equal(d->msg.msg_id, "m1");
+  assert_string_equal(d->msg.app_id, "app1");
+  assert_true(d->msg.sto_fwd);
+  assert_int_equal(d->msg.accepted_at_ms, fake_now);
+  assert_int_equal(d->msg.payload_len, strlen("body of m1"));
+  assert_memory_equal(d->msg.payload, "body of m1", d->msg.payload_len);
+  m5_store_job_clear(&j);
+  due(f, s, "ue3", 10, &j);
+  assert_int_equal(j.n_items, 0);
+  m5_store_job_clear(&j);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id, &j), 0);
+  assert_int_equal(j.n_items, 1);
+  assert_int_equal(j.items[0].state, M5_DELIV_DELIVERED);
+  assert_string_equal(j.items[0].msg.msg_id, "m1"); /* what a delivery report needs */
+  m5_store_job_clear(&j);
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 0);
+  m5_store_job_clear(&j);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id, &j), M5_ENOENT);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.accepted, 1);
+  assert_int_equal(st.delivered, 1);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(st.messages, 0);
+  m5_store_close(s);
+}
+
+static void test_priority_then_arrival(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  static const struct {
+    const char *id;
+    m5_msg_prio_t prio;
+  } in[] = {{"a", M5_PRIO_LOW},  {"b", M5_PRIO_HIGH}, {"c", M5_PRIO_MIDDLE},
+            {"d", M5_PRIO_HIGH}, {"e", M5_PRIO_LOW},  {"f", M5_PRIO_MIDDLE}};
+  for (size_t i = 0; i < 6; i++)
+    assert_int_equal(accept1(f, s, "ue1", in[i].id, in[i].prio, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s); /* the order survives a restart */
+  s = open_store(&o);
+  /* a later HIGH goes before the earlier MIDDLE and LOW ones */
+  assert_int_equal(accept1(f, s, "ue1", "g", M5_PRIO_HIGH, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_job_t j;
+  due(f, s, "ue2", 100, &j);
+  const char *want[] = {"b", "d", "g", "c", "f", "a", "e"};
+  assert_int_equal(j.n_items, 7);
+  for (size_t i = 0; i < 7; i++)
+    assert_string_equal(j.items[i].msg.msg_id, want[i]);
+  m5_store_job_clear(&j);
+  due(f, s, "ue2", 2, &j); /* the limit */
+  assert_int_equal(j.n_items, 2);
+  assert_string_equal(j.items[1].msg.msg_id, "d");
+  m5_store_job_clear(&j);
+  m5_store_close(s);
+}
+
+static void test_group_body_once(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  const char *to[] = {"ue2", "ue3", "ue4"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "g1", M5_PRIO_MIDDLE, to, 3);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.messages, 1);
+  assert_int_equal(st.queued, 3);
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a.rcpts[0].id, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, a.rcpts[1].id, &k), 0);
+  assert_int_equal(k.items[0].state, M5_DELIV_FAILED);
+  assert_string_equal(k.items[0].failure_cause, M5_CAUSE_UNREACHABLE);
+  m5_store_job_clear(&k);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.messages, 1); /* ue4 still waits for the body */
+  due(f, s, "ue4", 10, &k);
+  assert_int_equal(k.n_items, 1);
+  assert_memory_equal(k.items[0].msg.payload, "body of g1", 10);
+  m5_store_job_clear(&k);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a.rcpts[2].id, &k), 0);
+  m5_store_job_clear(&k);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.messages, 0);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(st.delivered, 2);
+  assert_int_equal(st.failed, 1);
+  m5_store_close(s);
+}
+
+static void test_dedup_window_and_restart(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_window_ms = 10000;
+  o.dedup_buckets = 10;
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "m1", M5_PRIO_MIDDLE, to, 1);
+  snprintf(j->ack.status, sizeof j->ack.status, "DELY_STORED");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  /* an ack of DELY_FAILED, nothing stored, is repeated as well */
+  j = mk_accept(&a, "ue1", "m2", M5_PRIO_MIDDLE, NULL, 0);
+  snprintf(j->ack.status, sizeof j->ack.status, "DELY_FAILED");
+  snprintf(j->ack.failure_cause, sizeof j->ack.failure_cause, M5_CAUSE_UNREACHABLE);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+
+  set_now(fake_now + 5000);
+  j = mk_accept(&a, "ue1", "m1", M5_PRIO_MIDDLE, to, 1);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_DUPLICATE);
+  assert_string_equal(j->orig_ack.status, "DELY_STORED");
+  assert_int_equal(a.rcpts[0].id, 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 1); /* not queued twice */
+  /* another originator may use the same msgId */
+  assert_int_equal(accept1(f, s, "ue9", "m1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+
+  m5_store_close(s);
+  s = open_store(&o);
+  j = mk_accept(&a, "ue1", "m1", M5_PRIO_MIDDLE, to, 1);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_DUPLICATE);
+  j = mk_accept(&a, "ue1", "m2", M5_PRIO_MIDDLE, to, 1);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_DUPLICATE);
+  assert_string_equal(j->orig_ack.status, "DELY_FAILED");
+  assert_string_equal(j->orig_ack.failure_cause, M5_CAUSE_UNREACHABLE);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.duplicates, 2);
+
+  /* the window (10 s, at most one 1 s bucket more) has passed: new again */
+  set_now(fake_now - 5000 + 11001);
+  j = mk_accept(&a, "ue1", "m1", M5_PRIO_MIDDLE, to, 1);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue2"), 3);
+  m5_store_close(s);
+}
+
+static void test_dedup_sender_bound(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_window_ms = 10000;
+  o.dedup_buckets = 10;
+  o.dedup_max_per_sender = 4;
+  set_now(1700000000000); /* a bucket boundary: 1 s buckets */
+  m5_store_t *s = open_store(&o);
+  const char *ids[] = {"a", "b", "c", "d"};
+  for (size_t i = 0; i < 4; i++)
+    assert_int_equal(accept1(f, s, "ue1", ids[i], M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "d", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  set_now(fake_now + 1000);
+  /* the fifth entry of ue1 pushes its oldest bucket (a-d) out */
+  assert_int_equal(accept1(f, s, "ue1", "e", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "e", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  /* other originators keep theirs */
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  m5_store_close(s);
+}
+
+static void test_queue_cap(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 2;
+  m5_store_t *s = open_store(&o);
+  uint64_t id1;
+  assert_int_equal(accept1(f, s, "ue1", "m1", M5_PRIO_MIDDLE, "ue2", &id1), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "m2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  accept_t a;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "m3", M5_PRIO_HIGH, to, 1);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_QUEUE_FULL);
+  assert_int_equal(a.rcpts[0].status, M5_STORE_QUEUE_FULL);
+  assert_int_equal(a.rcpts[0].id, 0);
+  m5_store_job_t k;
+  due(f, s, "ue2", 10, &k);
+  assert_int_equal(k.n_items, 2);
+  m5_store_job_clear(&k);
+
+  /* a group: non-partial refuses all, partial skips the full queue */
+  const char *grp[] = {"ue2", "ue3"};
+  j = mk_accept(&a, "ue1", "g1", M5_PRIO_MIDDLE, grp, 2);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_QUEUE_FULL);
+  assert_int_equal(pending_of(f, s, "ue3"), 0);
+  j = mk_accept(&a, "ue1", "g1", M5_PRIO_MIDDLE, grp, 2);
+  j->partial = true;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(a.rcpts[0].status, M5_STORE_QUEUE_FULL);
+  assert_int_equal(a.rcpts[1].status, M5_STORE_ACCEPTED);
+  assert_true(a.rcpts[1].id != 0);
+  assert_int_equal(pending_of(f, s, "ue3"), 1);
+
+  /* nothing of the refused m3 was kept, not even its msgId: once there is room it goes in */
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id1, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(accept1(f, s, "ue1", "m3", M5_PRIO_HIGH, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.refused_queue_full, 2);
+  m5_store_close(s);
+}
+
+static void test_store_cap(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_queued = 3;
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  const char *grp[] = {"ue2", "ue3"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "g1", M5_PRIO_MIDDLE, grp, 2);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  j = mk_accept(&a, "ue1", "g2", M5_PRIO_MIDDLE, grp, 2);
+  j->partial = true;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_STORE_FULL);
+  assert_int_equal(a.rcpts[0].id, 0);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.queued, 2);
+  assert_int_equal(st.messages, 1);
+  assert_int_equal(st.refused_store_full, 1);
+  /* the refused message was not remembered either */
+  assert_int_equal(accept1(f, s, "ue1", "g2", M5_PRIO_MIDDLE, "ue4", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
+static void test_expire(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  int64_t now_s = fake_now / 1000;
+  accept_t a;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "short", M5_PRIO_MIDDLE, to, 1);
+  j->msg.expr_time = now_s + 10;
+  j->msg.deliv_st_req = true;
+  assert_int_equal(run(f, s, j), 0);
+  j = mk_accept(&a, "ue1", "long", M5_PRIO_MIDDLE, to, 1);
+  j->msg.expr_time = now_s + 3600;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(accept1(f, s, "ue1", "never", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+
+  m5_store_job_t k = {.op = M5_STORE_EXPIRE, .now_ms = fake_now + 9000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 0);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_EXPIRE, .now_ms = fake_now + 10000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  assert_string_equal(k.items[0].msg.msg_id, "short");
+  assert_int_equal(k.items[0].state, M5_DELIV_EXPIRED);
+  assert_string_equal(k.items[0].failure_cause, M5_CAUSE_EXPIRED);
+  assert_true(k.items[0].msg.deliv_st_req); /* the caller sends the failure report */
+  assert_string_equal(k.items[0].msg.ori.addr, "ue1");
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_EXPIRE, .now_ms = fake_now + 20000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 0); /* once */
+  m5_store_job_clear(&k);
+  due(f, s, "ue2", 10, &k);
+  assert_int_equal(k.n_items, 2);
+  m5_store_job_clear(&k);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.expired, 1);
+  assert_int_equal(st.queued, 2);
+  m5_store_close(s);
+}
+
+static void test_reschedule_due_any(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  int64_t t0 = fake_now;
+  uint64_t id;
+  assert_int_equal(accept1(f, s, "ue1", "m1", M5_PRIO_MIDDLE, "ue2", &id), M5_STORE_ACCEPTED);
+  m5_store_job_t k = {.op = M5_STORE_DUE_ANY, .now_ms = t0 + 999, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 0);
+  k = (m5_store_job_t){.op = M5_STORE_DUE_ANY, .now_ms = t0 + 1000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  assert_int_equal(k.items[0].id, id);
+  assert_int_equal(k.items[0].attempts, 0);
+  m5_store_job_clear(&k);
+
+  k = (m5_store_job_t){
+      .op = M5_STORE_RESCHEDULE, .id = id, .next_attempt_ms = t0 + 5000, .attempts = 1};
+  assert_int_equal(run(f, s, &k), 0);
+  k = (m5_store_job_t){.op = M5_STORE_DUE_ANY, .now_ms = t0 + 4999, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 0);
+  k = (m5_store_job_t){.op = M5_STORE_DUE_ANY, .now_ms = t0 + 5000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  assert_int_equal(k.items[0].attempts, 1);
+  assert_int_equal(k.items[0].next_attempt_ms, t0 + 5000);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_RESCHEDULE, .id = id + 100, .next_attempt_ms = 1};
+  assert_int_equal(run(f, s, &k), M5_ENOENT);
+
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, id, &k), 0);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_DUE_ANY, .now_ms = t0 + 99999, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 0);
+  k = (m5_store_job_t){.op = M5_STORE_RESCHEDULE, .id = id, .next_attempt_ms = 1};
+  assert_int_equal(run(f, s, &k), M5_ENOENT); /* final states stay final */
+  m5_store_close(s);
+}
+
+#define BURST 500
+
+static void test_group_commit(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.clock_ms = NULL;
+  o.queue_cap = 1024;
+  m5_store_t *s = open_store(&o);
+  accept_t *a = calloc(BURST, sizeof *a);
+  f->store = s;
+  f->done = 0;
+  f->want = BURST;
+  const char *to[] = {"ue2"};
+  for (int i = 0; i < BURST; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "b%d", i);
+    m5_store_job_t *j = mk_accept(&a[i], "ue1", id, M5_PRIO_MIDDLE, to, 1);
+    j->base.reply = f->replies;
+    assert_int_equal(m5_store_submit(s, j), 0);
+  }
+  uint64_t t = tu_now_ms();
+  while (f->done < BURST && tu_now_ms() - t < 20000)
+    assert_int_equal(m5_loop_run(f->loop), 0);
+  assert_int_equal(f->done, BURST);
+  assert_int_equal(f->bad_order, 0);
+  f->store = NULL;
+  for (int i = 0; i < BURST; i++) {
+    assert_int_equal(a[i].job.status, 0);
+    assert_int_equal(a[i].job.outcome, M5_STORE_ACCEPTED);
+  }
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  print_message("group commit: %d accepts in %llu commits, %llu batches\n", BURST,
+                (unsigned long long)st.commits, (unsigned long long)st.batches);
+  assert_int_equal(st.jobs, BURST);
+  assert_true(st.commits <= BURST / 10);
+  /* replies were posted in submission order */
+  for (int i = 1; i < BURST; i++)
+    assert_true(a[i].job.commit_no >= a[i - 1].job.commit_no);
+  free(a);
+  m5_store_close(s);
+}
+
+/* ---- durability across kill -9 ---- */
+
+#define CRASH_ACKS 200
+#define CRASH_MAX 4000
+#define CRASH_WINDOW 32
+
+typedef struct {
+  m5_store_t *s;
+  int fd;
+  int next;
+  accept_t *a;
+} child_t;
+
+static void child_submit(child_t *c, accept_t *a, m5_mailbox_t *mb) {
+  char id[16];
+  snprintf(id, sizeof id, "k%d", c->next++);
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(a, "ue1", id, M5_PRIO_MIDDLE, to, 1);
+  j->base.reply = mb;
+  j->arg = mb;
+  if (m5_store_submit(c->s, j) != 0) _exit(3);
+}
+
+static child_t child;
+
+static void child_reply(void *msg, void *arg) {
+  (void)arg;
+  accept_t *a = msg;
+  if (a->job.status != 0 || a->job.outcome != M5_STORE_ACCEPTED) _exit(4);
+  char line[32];
+  int n = snprintf(line, sizeof line, "%s\n", a->job.msg.msg_id);
+  if (write(child.fd, line, (size_t)n) != n) _exit(5);
+  if (child.next < CRASH_MAX) child_submit(&child, a, a->job.arg);
+}
+
+static void child_main(int fd) {
+  m5_loop_t *loop = m5_loop_new();
+  m5_mailbox_t *mb = m5_mailbox_new(loop, 256, child_reply, NULL);
+  m5_store_opts_t o;
+  m5_store_opts_init(&o);
+  o.path = db_path;
+  o.max_per_recipient = CRASH_MAX;
+  char err[512];
+  child.s = m5_store_open(&o, err, sizeof err);
+  child.fd = fd;
+  if (!loop || !mb || !child.s) _exit(2);
+  accept_t *a = calloc(CRASH_WINDOW, sizeof *a);
+  for (int i = 0; i < CRASH_WINDOW; i++)
+    child_submit(&child, &a[i], mb);
+  m5_loop_run(loop);
+  _exit(6);
+}
+
+static void test_crash_durability(void **state) {
+  fx_t *f = *state;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    child_main(p[1]);
+  }
+  close(p[1]);
+  static unsigned char acked[CRASH_MAX];
+  memset(acked, 0, sizeof acked);
+  int n_acked = 0;
+  char buf[4096];
+  size_t have = 0;
+  uint64_t t0 = tu_now_ms();
+  while (n_acked < CRASH_ACKS && tu_now_ms() - t0 < 20000) {
+    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+    if (poll(&pfd, 1, 200) <= 0) continue;
+    ssize_t r = read(p[0], buf + have, sizeof buf - 1 - have);
+    if (r <= 0) break;
+    have += (size_t)r;
+    char *line = buf, *nl;
+    while ((nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
+      *nl = '\0';
+      int k = atoi(line + 1);
+      if (k >= 0 && k < CRASH_MAX && !acked[k]) {
+        acked[k] = 1;
+        n_acked++;
+      }
+      line = nl + 1;
+    }
+    have -= (size_t)(line - buf);
+    memmove(buf, line, have);
+  }
+  kill(pid, SIGKILL);
+  int wst;
+  assert_int_equal(waitpid(pid, &wst, 0), pid);
+  assert_true(WIFSIGNALED(wst)); /* it was killed mid-stream, not finished */
+  close(p[0]);
+  assert_true(n_acked >= CRASH_ACKS);
+
+  m5_store_opts_t o;
+  m5_store_opts_init(&o);
+  o.path = db_path;
+  o.max_per_recipient = CRASH_MAX;
+  m5_store_t *s = open_store(&o);
+  static unsigned char seen[CRASH_MAX];
+  memset(seen, 0, sizeof seen);
+  /* Page through the queue by delivering what due returns. */
+  for (;;) {
+    m5_store_job_t j;
+    due(f, s, "ue2", M5_STORE_LIST_MAX, &j);
+    if (j.n_items == 0) break;
+    for (size_t i = 0; i < j.n_items; i++) {
+      int k = atoi(j.items[i].msg.msg_id + 1);
+      assert_true(k >= 0 && k < CRASH_MAX);
+      assert_int_equal(seen[k], 0); /* exactly once */
+      seen[k] = 1;
+      m5_store_job_t m;
+      assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, j.items[i].id, &m), 0);
+      m5_store_job_clear(&m);
+    }
+    m5_store_job_clear(&j);
+  }
+  int missing = 0;
+  for (int k = 0; k < CRASH_MAX; k++)
+    if (acked[k] && !seen[k]) missing++;
+  assert_int_equal(missing, 0);
+  /* and each acked msgId is still a duplicate after the restart */
+  for (int k = 0; k < CRASH_MAX; k++) {
+    if (!acked[k]) continue;
+    char id[16];
+    snprintf(id, sizeof id, "k%d", k);
+    assert_int_equal(accept1(f, s, "ue1", id, M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  }
+  m5_store_close(s);
+}
+
+/* ---- files that are not a healthy store ---- */
+
+static void make_filled_store(fx_t *f) {
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  static char big[1024];
+  memset(big, 'x', sizeof big);
+  for (int i = 0; i < 300; i++) {
+    accept_t a;
+    char id[16];
+    snprintf(id, sizeof id, "f%d", i);
+    const char *to[] = {"ue2"};
+    m5_store_job_t *j = mk_accept(&a, "ue1", id, M5_PRIO_MIDDLE, to, 1);
+    j->msg.payload = (uint8_t *)big;
+    j->msg.payload_len = sizeof big;
+    assert_int_equal(run(f, s, j), 0);
+  }
+  m5_store_close(s);
+}
+
+static void expect_refused(const char *why) {
+  m5_store_opts_t o;
+  default_opts(&o);
+  char err[512] = "";
+  m5_store_t *s = m5_store_open(&o, err, sizeof err);
+  if (s) {
+    m5_store_close(s);
+    fail_msg("%s: the store opened", why);
+  }
+  print_message("%s: %s\n", why, err);
+  assert_non_null(strstr(err, db_path));
+}
+
+static off_t file_size(const char *path) {
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  return st.st_size;
+}
+
+static void test_corrupt_overwritten(void **state) {
+  make_filled_store(*state);
+  off_t size = file_size(db_path);
+  assert_true(size > 64 * 1024);
+  int fd = open(db_path, O_WRONLY);
+  assert_true(fd >= 0);
+  static unsigned char junk[8192];
+  memset(junk, 0xa5, sizeof junk);
+  assert_int_equal(pwrite(fd, junk, sizeof junk, size / 2), (ssize_t)sizeof junk);
+  close(fd);
+  expect_refused("overwritten");
+}
+
+static void test_corrupt_truncated(void **state) {
+  make_filled_store(*state);
+  off_t size = file_size(db_path);
+  assert_int_equal(truncate(db_path, size / 2), 0);
+  expect_refused("truncated");
+  assert_int_equal(truncate(db_path, 0), 0);
+  expect_refused("truncated to nothing");
+  assert_int_equal(file_size(db_path), 0); /* and left as it was */
+}
+
+static void test_not_a_store(void **state) {
+  (void)state;
+  char parent[320];
+  snprintf(parent, sizeof parent, "%s/var", dir);
+  mkdir(parent, 0700);
+  FILE *fp = fopen(db_path, "w");
+  assert_non_null(fp);
+  for (int i = 0; i < 100; i++)
+    fputs("this is not an SQLite database at all\n", fp);
+  fclose(fp);
+  off_t size = file_size(db_path);
+  expect_refused("text file");
+  assert_int_equal(file_size(db_path), size);
+
+  /* an SQLite file of something else */
+  unlink(db_path);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(
+      sqlite3_exec(db, "CREATE TABLE t (x); INSERT INTO t VALUES (1);", NULL, NULL, NULL),
+      SQLITE_OK);
+  sqlite3_close(db);
+  expect_refused("foreign SQLite database");
+}
+
+int main(void) {
+  tu_process_init();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_accept_due_delivered, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_priority_then_arrival, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_group_body_once, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_dedup_window_and_restart, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_dedup_sender_bound, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_queue_cap, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_store_cap, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_expire, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_overwritten, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_truncated, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_not_a_store, fx_setup, fx_teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
