@@ -293,17 +293,18 @@ static void op_retrieve(aanf_api_t *api, m5_http_exchange_t *ex, const m5_http_r
     respond_problem(ex, &pb, "POST", PATH_RETRIEVE, caller, NULL, 0);
     return;
   }
-  /* TS 33.535 6.2 step 3: the AAnF checks that the AF may get AKMA keys (local policy), and
-   * the AF must be the one named by afId, or one AF could obtain another's K_AF. */
-  if (!af_allowed(api, kr.af_id)) {
-    aanf_problem_set(&pb, 403, "Forbidden", "AF_NOT_ALLOWED", NULL,
-                     "AF %.64s is not allowed to use AKMA here (afs.allowed)", kr.af_id);
-    respond_problem(ex, &pb, "POST", PATH_RETRIEVE, caller, NULL, 0);
-    return;
-  }
+  /* The AF must be the one named by afId, or one AF could obtain another's K_AF; checked
+   * before the allow-list so a caller cannot probe which other AFs are allowed. Then TS 33.535
+   * 6.2 step 3: the AAnF checks that the AF may get AKMA keys (local policy). */
   if (!m5_tls_peer_has_san_dns(req->ssl, kr.af_id)) {
     aanf_problem_set(&pb, 403, "Forbidden", "AF_NOT_ALLOWED", NULL,
                      "the client certificate does not name afId %.64s as a SAN dNSName", kr.af_id);
+    respond_problem(ex, &pb, "POST", PATH_RETRIEVE, caller, NULL, 0);
+    return;
+  }
+  if (!af_allowed(api, kr.af_id)) {
+    aanf_problem_set(&pb, 403, "Forbidden", "AF_NOT_ALLOWED", NULL,
+                     "AF %.64s is not allowed to use AKMA here (afs.allowed)", kr.af_id);
     respond_problem(ex, &pb, "POST", PATH_RETRIEVE, caller, NULL, 0);
     return;
   }

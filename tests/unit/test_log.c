@@ -93,6 +93,33 @@ static void test_redact_key_values(void **state) {
                "authorization: Bearer <redacted>");
   check_redact("Authorization=opaque-credential-value", "Authorization=<redacted>");
   check_redact("client_secret=abcdefghijklmnop}", "client_secret=<redacted>}");
+  /* K_AUSF under its 3GPP spelling, with a value that is not hex */
+  check_redact("K_AUSF: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8 ok", "K_AUSF: <redacted> ok");
+  /* a quoted value is masked whole, not only up to its first space */
+  check_redact("kaf=\"1234 5678 9abc\" x", "kaf=\"<redacted>\" x");
+  check_redact("psk='ab cd'", "psk='*****'");
+  /* JSON that was itself quoted into a JSON string */
+  check_redact("body {\\\"kAkma\\\":\\\"s3cr3t s3cr3t\\\"}",
+               "body {\\\"kAkma\\\":\\\"<redacted>\\\"}");
+}
+
+static void test_redact_separated_hex_bytes(void **state) {
+  (void)state;
+  /* a 256-bit key printed byte by byte, as key dumps do: no byte may survive */
+  check_redact("K_AF: 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 "
+               "19 1a 1b 1c 1d 1e 1f end",
+               "K_AF: ** <redacted> end");
+  check_redact("key 00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:"
+               "1a:1b:1c:1d:1e:1f",
+               "key <redacted>");
+  check_redact("k=00-01-02-03-04-05-06-07-08-09-0a-0b-0c-0d-0e-0f.", "k=<redacted>.");
+  /* 15 pairs (120 bits) are not a key, nor are mixed separators, MACs, dates or IPv6 */
+  check_redact("x 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e y",
+               "x 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e y");
+  check_redact("00:01:02:03:04:05:06:07 08 09 0a 0b 0c 0d 0e 0f",
+               "00:01:02:03:04:05:06:07 08 09 0a 0b 0c 0d 0e 0f");
+  check_redact("mac 02:42:ac:11:00:02 at 2026-11-29 12:00:00 from fe80::1:2:3:4",
+               "mac 02:42:ac:11:00:02 at 2026-11-29 12:00:00 from fe80::1:2:3:4");
 }
 
 static void test_line_format(void **state) {
@@ -245,6 +272,7 @@ static void test_threads_never_interleave(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redact_hex_keys),
+      cmocka_unit_test(test_redact_separated_hex_bytes),
       cmocka_unit_test(test_redact_leaves_ordinary_text),
       cmocka_unit_test(test_redact_key_values),
       cmocka_unit_test_setup_teardown(test_line_format, setup, teardown),

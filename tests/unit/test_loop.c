@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -208,6 +209,60 @@ static void test_mailbox_bound_and_drop(void **state) {
   m5_loop_free(loop);
 }
 
+/* The owner may free a mailbox as soon as it has handled the last message it waits for (a
+ * worker after its last DB reply). A message can be taken by an owner that is already
+ * draining, before the poster's eventfd wake-up; the poster must be done with the mailbox by
+ * then. Deterministic under ThreadSanitizer; under ASan it catches the use after free only
+ * when the poster is preempted in that window, so it is repeated. */
+typedef struct {
+  m5_loop_t *loop;
+  m5_mailbox_t *mb;
+  atomic_int phase;
+  int post_rc[2]; /* checked on the test thread: cmocka asserts only there */
+} teardown_ctx_t;
+
+static int msg_first, msg_last;
+
+static void on_teardown_msg(void *msg, void *arg) {
+  teardown_ctx_t *c = arg;
+  if (msg == &msg_first) {
+    /* Hold the owner inside its drain until the second post is under way. */
+    atomic_store(&c->phase, 1);
+    while (atomic_load(&c->phase) != 2) {
+    }
+    return;
+  }
+  m5_loop_stop(c->loop);
+}
+
+static void *teardown_poster(void *arg) {
+  teardown_ctx_t *c = arg;
+  c->post_rc[0] = m5_mailbox_post(c->mb, &msg_first);
+  while (atomic_load(&c->phase) != 1) {
+  }
+  atomic_store(&c->phase, 2);
+  c->post_rc[1] = m5_mailbox_post(c->mb, &msg_last);
+  return NULL;
+}
+
+static void test_mailbox_free_right_after_last_message(void **state) {
+  (void)state;
+  for (int i = 0; i < 300; i++) {
+    teardown_ctx_t c = {.loop = m5_loop_new()};
+    assert_non_null(c.loop);
+    c.mb = m5_mailbox_new(c.loop, 4, on_teardown_msg, &c);
+    assert_non_null(c.mb);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, teardown_poster, &c), 0);
+    assert_int_equal(m5_loop_run(c.loop), M5_OK);
+    m5_mailbox_free(c.mb, NULL); /* before the join, as a daemon's worker teardown does */
+    pthread_join(th, NULL);
+    assert_int_equal(c.post_rc[0], M5_OK);
+    assert_int_equal(c.post_rc[1], M5_OK);
+    m5_loop_free(c.loop);
+  }
+}
+
 /* ---- stop and signals ---- */
 
 static void *stopper(void *arg) {
@@ -250,6 +305,7 @@ int main(void) {
       cmocka_unit_test(test_many_timers),
       cmocka_unit_test(test_mailbox_cross_thread_in_order),
       cmocka_unit_test(test_mailbox_bound_and_drop),
+      cmocka_unit_test(test_mailbox_free_right_after_last_message),
       cmocka_unit_test(test_stop_from_other_thread),
       cmocka_unit_test(test_signal_delivery),
   };

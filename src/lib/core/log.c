@@ -103,8 +103,11 @@ void m5_log_set_sink(void (*sink)(const char *line, void *arg), void *arg) {
 
 /* ---- redaction ---- */
 
-static const char *const g_secret_keys[] = {"kaf", "kakma",  "kausf",    "k_af",  "k_akma",
-                                            "psk", "secret", "password", "token", "authorization"};
+/* "k_ausf" too: K_AUSF is as secret as K_AKMA, and its value need not be hex. "authorization"
+ * stays last (match_secret_key tells it by its index). */
+static const char *const g_secret_keys[] = {"kaf",      "kakma",  "kausf",        "k_af",
+                                            "k_akma",   "k_ausf", "psk",          "secret",
+                                            "password", "token",  "authorization"};
 /* HTTP authorization schemes: the credentials follow the scheme after a space. */
 static const char *const g_auth_schemes[] = {"bearer", "basic", "dpop", "digest"};
 
@@ -113,26 +116,71 @@ static int is_value_end(char c) {
          c == '}';
 }
 
+/* Length of a quote at s: '"' or '\'', or one escaped with a backslash as in JSON text that
+ * was itself put in a JSON string ("{\"kaf\":\"...\"}"); 0 if there is none. */
+static size_t quote_len(const char *s) {
+  if (s[0] == '"' || s[0] == '\'') return 1;
+  if (s[0] == '\\' && (s[1] == '"' || s[1] == '\'')) return 2;
+  return 0;
+}
+
 /* If a secret key starts at s and is followed by its separator ("=", ":", "\":\"", with
  * optional spaces and quotes), returns the offset of the value; 0 otherwise. *is_auth tells
- * whether the key was "authorization". */
-static size_t match_secret_key(const char *s, int *is_auth) {
+ * whether the key was "authorization"; *quote is the value's opening quote (its length is
+ * *quote_n), so that the whole quoted value is masked, spaces included; *quote_n = 0 when the
+ * value is bare. */
+static size_t match_secret_key(const char *s, int *is_auth, const char **quote, size_t *quote_n) {
   for (size_t k = 0; k < sizeof(g_secret_keys) / sizeof(g_secret_keys[0]); k++) {
     size_t kl = strlen(g_secret_keys[k]);
     if (strncasecmp(s, g_secret_keys[k], kl) != 0) continue;
     size_t i = kl;
-    if (s[i] == '"' || s[i] == '\'') i++;
-    while (s[i] == ' ')
+    i += quote_len(s + i);
+    while (s[i] == ' ' || s[i] == '\t')
       i++;
     if (s[i] != '=' && s[i] != ':') continue;
     i++;
-    while (s[i] == ' ')
+    while (s[i] == ' ' || s[i] == '\t')
       i++;
-    if (s[i] == '"' || s[i] == '\'') i++;
+    *quote_n = quote_len(s + i);
+    *quote = s + i;
+    i += *quote_n;
     *is_auth = (k == sizeof(g_secret_keys) / sizeof(g_secret_keys[0]) - 1);
     return i;
   }
   return 0;
+}
+
+/* Length of the value at s: up to the closing quote (quote/quote_n as match_secret_key gave
+ * them), or to the first separator when the value is bare. */
+static size_t value_len(const char *s, const char *quote, size_t quote_n) {
+  size_t n = 0;
+  if (quote_n) {
+    while (s[n] && strncmp(s + n, quote, quote_n) != 0)
+      n++;
+    return n;
+  }
+  while (!is_value_end(s[n]))
+    n++;
+  return n;
+}
+
+/* Bytes written as hex pairs with a separator ("00 01 02 ...", "00:01:02:..." as key dumps
+ * and fingerprints print them): the length of such a run of at least HEX_SECRET_MIN / 2 pairs
+ * at s, else 0. Every pair is exactly two digits and the separator is the same throughout, so
+ * dates, times, UUIDs, MAC and IPv6 addresses do not qualify. */
+static size_t hex_pairs_len(const char *s) {
+  char sep = s[2];
+  if (sep != ' ' && sep != ':' && sep != '-') return 0;
+  size_t pairs = 0, end = 0;
+  for (size_t i = 0;; i = end + 1) {
+    if (!isxdigit((unsigned char)s[i]) || !isxdigit((unsigned char)s[i + 1]) ||
+        isxdigit((unsigned char)s[i + 2]))
+      break;
+    pairs++;
+    end = i + 2; /* just past this pair */
+    if (s[end] != sep) break;
+  }
+  return pairs >= HEX_SECRET_MIN / 2 ? end : 0;
 }
 
 /* Length of an authorization scheme word plus the spaces after it at s, if one is there and
@@ -164,8 +212,12 @@ size_t m5_log_redact(char *line) {
   size_t r = 0, w = 0; /* read and write positions; w <= r throughout */
   while (line[r]) {
     int is_auth = 0;
-    size_t v = match_secret_key(line + r, &is_auth);
+    const char *quote = NULL;
+    size_t quote_n = 0;
+    size_t v = match_secret_key(line + r, &is_auth, &quote, &quote_n);
     if (v) {
+      /* The quote is copied with the key, so remember it as text before the memmove. */
+      char q[2] = {quote_n ? quote[0] : 0, quote_n > 1 ? quote[1] : 0};
       memmove(line + w, line + r, v);
       w += v;
       r += v;
@@ -175,9 +227,7 @@ size_t m5_log_redact(char *line) {
         w += sl;
         r += sl;
       }
-      size_t n = 0;
-      while (!is_value_end(line[r + n]))
-        n++;
+      size_t n = value_len(line + r, q, quote_n);
       w += put_mask(line, w, n);
       r += n;
       continue;
@@ -188,6 +238,12 @@ size_t m5_log_redact(char *line) {
     if (h >= HEX_SECRET_MIN) {
       w += put_mask(line, w, h);
       r += h;
+      continue;
+    }
+    size_t hp = h == 2 ? hex_pairs_len(line + r) : 0;
+    if (hp) {
+      w += put_mask(line, w, hp);
+      r += hp;
       continue;
     }
     /* One byte at a time, so a key starting inside a short hex run ("a" of "authorization")

@@ -24,10 +24,12 @@ void m5_log(m5_log_level_t level, const char *domain, const char *fmt, ...)
 void m5_logv(m5_log_level_t level, const char *domain, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
-/* Masks secrets in a NUL-terminated line, in place: every run of 32 or more hex digits, and
- * the value after any of the keys kaf, kakma, kausf, k_af, k_akma, psk, secret, password,
- * token, authorization (followed by '=', ':' or '":"'), becomes "<redacted>". Returns the
- * new length (never longer than the input). */
+/* Masks secrets in a NUL-terminated line, in place: every run of 32 or more hex digits, every
+ * run of 16 or more two-digit hex pairs split by one of ' ', ':', '-' ("00:01:02..."), and
+ * the value after any of the keys kaf, kakma, kausf, k_af, k_akma, k_ausf, psk, secret,
+ * password, token, authorization (followed by '=', ':' or '":"'; a quoted value is masked up
+ * to its closing quote), becomes "<redacted>". Returns the new length (never longer than the
+ * input). */
 size_t m5_log_redact(char *line);
 
 /* Tests capture lines through this hook instead of stderr (NULL restores stderr). The sink

@@ -455,15 +455,19 @@ int m5_mailbox_post(m5_mailbox_t *mb, void *msg) {
     return M5_EFULL;
   }
   mb->ring[(mb->head + mb->count) % mb->cap] = msg;
-  int was_empty = mb->count++ == 0;
-  pthread_mutex_unlock(&mb->lock);
-  /* Only the empty -> non-empty transition needs a wake-up: the owner drains until empty. */
-  if (was_empty) {
+  /* Only the empty -> non-empty transition needs a wake-up: the owner drains until empty.
+   * The wake-up is written before the unlock: an owner already draining can take this
+   * message as soon as the lock is free, finish, and free the mailbox (a worker whose last
+   * DB reply this is stops and tears down); a poster still touching mb->efd after the unlock
+   * would then read freed memory and write to a closed, possibly reused, descriptor. */
+  if (mb->count++ == 0) {
     uint64_t one = 1;
     /* The message is queued either way; a failed write can only mean the counter is
      * saturated, which already wakes the owner. */
-    if (write(mb->efd, &one, sizeof one) < 0) return M5_OK;
+    ssize_t w = write(mb->efd, &one, sizeof one);
+    (void)w;
   }
+  pthread_mutex_unlock(&mb->lock);
   return M5_OK;
 }
 
