@@ -11,7 +11,7 @@ BUILD_TEST := build/asan
 BUILD_REL  := build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-test test run bench clean distclean
+.PHONY: all deps build build-test test run bench bench-full bench-build clean distclean
 
 all: build
 
@@ -32,6 +32,24 @@ test: build-test
 
 run: build
 	@./tools/run-dev.sh $(BUILD_REL)
+
+# Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side. Their own dependencies
+# (mosquitto, libmosquitto-dev; valgrind for bench-full's callgrind count) are installed here,
+# not for make test. `make bench` takes
+# about 5 minutes, `make bench-full` about 20; results in bench/results/.
+BENCH_PKGS := mosquitto libmosquitto-dev
+
+bench-build: deps
+	@./tools/ensure-deps.sh $(BENCH_PKGS)
+	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_BENCH=ON >/dev/null
+	@cmake --build $(BUILD_REL) -j $(JOBS)
+
+bench: bench-build
+	@./bench/run.sh --quick --build $(BUILD_REL)
+
+bench-full: bench-build
+	@./tools/ensure-deps.sh valgrind
+	@./bench/run.sh --full --callgrind --build $(BUILD_REL)
 
 clean:
 	rm -rf build
