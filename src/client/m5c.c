@@ -1,7 +1,8 @@
 /* libm5c (m5c.h): registration on every new session, MSG/DEREG exchanges, the answers to
- * server pushes (2.04 + MSGRESP after the application saw the message) and the receive-side
- * duplicate filter by (oriAddr, msgId) that makes at-least-once delivery exactly-once for the
- * application (architecture §3.1, §4 "application-level replay"). */
+ * server pushes (2.04 + MSGRESP after the application saw the message), the delivery reports
+ * (IMDN) for pushed messages that ask for one, and the receive-side duplicate filter by
+ * (oriAddr, msgId) that makes at-least-once delivery exactly-once for the application
+ * (architecture §3.1, §4 "application-level replay"). */
 #include "m5c.h"
 
 #include "chan.h"
@@ -21,6 +22,16 @@
 #define RECONNECT_MAX_MS 30000
 
 typedef enum { S_IDLE, S_OPENING, S_REGISTERING, S_READY } state_t;
+
+/* A delivery report waiting to be sent, or in flight (sent on the session that is up). */
+typedef struct imdn {
+  struct imdn *next;
+  m5c_t *c;
+  char *body; /* the encoded IMDN */
+  size_t len;
+  char msg_id[M5_MSG_ID_MAX + 1]; /* for logs */
+  int inflight;
+} imdn_t;
 
 struct m5c {
   m5_loop_t *loop;
@@ -44,6 +55,9 @@ struct m5c {
 
   char *seen[M5C_DEDUP_WINDOW]; /* ring of "TYPE\x1fADDRTYPE\x1fADDR\x1fMSGID" */
   size_t seen_next;
+
+  imdn_t *imdns; /* oldest first */
+  size_t n_imdns;
 };
 
 static void set_err(m5c_t *c, uint8_t code, const char *fmt, ...)
@@ -73,6 +87,7 @@ static void wake(m5c_t *c) {
 /* ---- session ---- */
 
 static void start_open(m5c_t *c);
+static void imdn_flush(m5c_t *c);
 
 static void close_fire(m5_loop_t *loop, void *arg) {
   (void)loop;
@@ -110,6 +125,7 @@ static void session_result(m5c_t *c, int status) {
     c->st = S_READY;
     c->open_status = 0;
     c->backoff_ms = 0;
+    imdn_flush(c);
     wake(c);
     return;
   }
@@ -431,6 +447,123 @@ int m5c_deregister(m5c_t *c) {
   return rc;
 }
 
+/* ---- delivery reports (IMDN) ---- */
+
+static void imdn_unlink_free(m5c_t *c, imdn_t *d) {
+  for (imdn_t **pp = &c->imdns; *pp; pp = &(*pp)->next)
+    if (*pp == d) {
+      *pp = d->next;
+      c->n_imdns--;
+      break;
+    }
+  free(d->body);
+  free(d);
+}
+
+static void imdn_done(void *arg, int status, const m5_coap_msg_t *resp, const uint8_t *body,
+                      size_t len) {
+  imdn_t *d = arg;
+  m5c_t *c = d->c;
+  d->inflight = 0;
+  if (status) {
+    /* Lost session, time-out or reset: kept for the next session (imdn_flush). */
+    if (c->st == S_READY)
+      M5_LOGD(DOM, "IMDN for %s: %s; sent again on the next session", d->msg_id,
+              m5_strerror(status));
+    return;
+  }
+  char code[8];
+  int n = len > 200 ? 200 : (int)len;
+  m5_coap_code_str(resp->code, code, sizeof code);
+  if (resp->code >> 5 == 2) {
+    M5_LOGD(DOM, "IMDN for %s: server answered %s", d->msg_id, code);
+  } else if (resp->code >> 5 == 5) {
+    /* 5.03 overload, 5.00: kept for the next session, like a lost one. */
+    M5_LOGW(DOM, "IMDN for %s: server answered %s%s%.*s; sent again on the next session", d->msg_id,
+            code, n ? ": " : "", n, n ? (const char *)body : "");
+    return;
+  } else {
+    /* 4.xx will not change by repeating it (a server without IMDN support answers 4.00):
+     * the report is dropped, the session and the message are unaffected. */
+    M5_LOGI(DOM, "IMDN for %s: server answered %s%s%.*s; report dropped", d->msg_id, code,
+            n ? ": " : "", n, n ? (const char *)body : "");
+  }
+  imdn_unlink_free(c, d);
+}
+
+static void imdn_send(m5c_t *c, imdn_t *d) {
+  if (d->inflight || c->st != S_READY || !c->ep) return;
+  int rc = m5_coap_ep_request(c->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
+                              (const uint8_t *)d->body, d->len, imdn_done, d);
+  if (rc)
+    M5_LOGW(DOM, "IMDN for %s: cannot send it now (%s); sent again on the next session", d->msg_id,
+            m5_strerror(rc));
+  else
+    d->inflight = 1;
+}
+
+/* Sends every report not in flight, on a session that has just registered. */
+static void imdn_flush(m5c_t *c) {
+  for (imdn_t *d = c->imdns; d; d = d->next)
+    imdn_send(c, d);
+}
+
+/* Queues (and sends, if the session is up) the report that m was handed to the application. */
+static void imdn_queue(m5c_t *c, const m5_msg_t *m) {
+  m5_msg_t r;
+  memset(&r, 0, sizeof r);
+  r.type = M5_MSG_IMDN;
+  snprintf(r.ori.type, sizeof r.ori.type, "UE");
+  snprintf(r.ori.addr, sizeof r.ori.addr, "%s", c->ue_svc_id);
+  r.dest = m->ori;
+  memcpy(r.msg_id, m->msg_id, sizeof r.msg_id);
+  snprintf(r.deliv_st, sizeof r.deliv_st, "REPT_DELY_SUCCESS");
+  imdn_t *d = calloc(1, sizeof *d);
+  if (!d || m5_msg_encode(&r, &d->body, &d->len)) {
+    M5_LOGW(DOM, "IMDN for %s: cannot build it; report dropped", m->msg_id);
+    if (d) free(d->body);
+    free(d);
+    return;
+  }
+  d->c = c;
+  memcpy(d->msg_id, m->msg_id, sizeof d->msg_id);
+  if (c->n_imdns >= M5C_IMDN_MAX) {
+    /* The oldest one not in flight makes room (in flight: it completes on its own). */
+    imdn_t *old = c->imdns;
+    while (old && old->inflight)
+      old = old->next;
+    if (old) {
+      M5_LOGW(DOM, "IMDN for %s: %d reports wait already; the oldest is dropped", old->msg_id,
+              M5C_IMDN_MAX);
+      imdn_unlink_free(c, old);
+    }
+  }
+  imdn_t **pp = &c->imdns;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = d;
+  c->n_imdns++;
+  imdn_send(c, d);
+}
+
+static int imdns_settled(m5c_t *c, void *arg) {
+  (void)arg;
+  for (imdn_t *d = c->imdns; d; d = d->next)
+    if (d->inflight) return 0;
+  return 1;
+}
+
+int m5c_flush_reports(m5c_t *c, uint64_t timeout_ms) {
+  if (imdns_settled(c, NULL)) return c->n_imdns ? M5_EAGAIN : 0;
+  int rc = wait_until(c, imdns_settled, NULL, timeout_ms);
+  if (rc) return rc;
+  return c->n_imdns ? M5_EAGAIN : 0;
+}
+
+size_t m5c_pending_reports(const m5c_t *c) {
+  return c->n_imdns;
+}
+
 /* ---- pushes from the server ---- */
 
 static char *seen_key(const m5_msg_t *m) {
@@ -508,6 +641,7 @@ static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
     m5_coap_ep_respond_error(req, M5_COAP_SERVICE_UNAVAILABLE, "out of memory");
     return;
   }
+  int report = 0;
   if (seen_before(c, key)) {
     M5_LOGD(DOM, "repeated %s %s from %s: answered again, not delivered twice",
             m5_msg_type_name(m.type), m.msg_id, m.ori.addr);
@@ -515,8 +649,10 @@ static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
   } else {
     seen_add(c, key);
     if (c->o.on_message) c->o.on_message(c, &m, body, len, c->o.arg);
+    report = m.type == M5_MSG_MSG && m.deliv_st_req;
   }
   answer_msgresp(req, &m);
+  if (report) imdn_queue(c, &m);
   m5_msg_free(&m);
 }
 
@@ -640,6 +776,12 @@ void m5c_free(m5c_t *c) {
   if (c->ctx) SSL_CTX_free(c->ctx);
   for (size_t i = 0; i < M5C_DEDUP_WINDOW; i++)
     free(c->seen[i]);
+  while (c->imdns) { /* the channels are gone: nothing is in flight any more */
+    imdn_t *d = c->imdns;
+    c->imdns = d->next;
+    free(d->body);
+    free(d);
+  }
   if (c->loop) m5_loop_free(c->loop);
   free(c->host);
   free(c->ue_svc_id);

@@ -13,6 +13,15 @@
  * server (same oriAddr and msgId, e.g. after a lost ACK) are answered again but not handed to
  * the application twice (bounded window of the last M5C_DEDUP_WINDOW messages).
  *
+ * Delivery reports: for a pushed MSG with delivStReqInd true the client sends the server an
+ * IMDN (oriAddr = this UE, destAddr = the message's oriAddr, same msgId, delivSt
+ * REPT_DELY_SUCCESS) after on_message returned and the 2.04 went out, without waiting for its
+ * answer. A 2.xx answer settles it; a 4.xx (a server without IMDN support answers 4.00) is
+ * logged and the report dropped, never an error of the session; a lost session, a time-out or
+ * a 5.xx keeps it for the next session, which sends it again right after its REG. At most
+ * M5C_IMDN_MAX reports wait (beyond, the oldest waiting one is dropped with a warning);
+ * m5c_free() drops those still waiting.
+ *
  * Everything runs on the calling thread; a client must not be used from two threads. */
 #ifndef M5_CLIENT_M5C_H
 #define M5_CLIENT_M5C_H
@@ -28,6 +37,7 @@ typedef struct m5c m5c_t;
 
 #define M5C_DEFAULT_PORT 5684
 #define M5C_DEDUP_WINDOW 1024
+#define M5C_IMDN_MAX 256
 
 typedef enum { M5C_DTLS, M5C_TLS } m5c_transport_t;
 
@@ -76,6 +86,13 @@ int m5c_run(m5c_t *c, uint64_t timeout_ms);
 /* Makes m5c_run() (or the exchange in progress) return; callable from on_message or a signal
  * callback on the client's loop. */
 void m5c_stop(m5c_t *c);
+
+/* Runs the loop until no delivery report is in flight any more (answered, or its session
+ * lost), at most timeout_ms (0 = no limit), e.g. before m5c_free() after m5c_run(). 0 when no
+ * report waits any more; M5_EAGAIN when some wait for the next session; M5_ETIMEDOUT. */
+int m5c_flush_reports(m5c_t *c, uint64_t timeout_ms);
+/* Delivery reports not settled yet (in flight or waiting for the next session). */
+size_t m5c_pending_reports(const m5c_t *c);
 
 /* The loop the client runs on, e.g. for m5_loop_signal(). */
 m5_loop_t *m5c_loop(m5c_t *c);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_TIMEOUT = 4 };
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
@@ -57,9 +58,9 @@ static const m5_cfg_item_t cfg_items[] = {
 typedef struct {
   cmd_t cmd;
   const char *config, *server, *transport, *af_fqdn, *ue_svc_id, *supi, *rid, *realm, *akid,
-      *timeout, *to, *payload, *msg_id, *count;
+      *timeout, *to, *payload, *msg_id, *count, *expire, *priority;
   uint8_t kausf[M5_AKMA_KEY_LEN], kakma[M5_AKMA_KEY_LEN];
-  int have_kausf, have_kakma, mnc_len, tls12;
+  int have_kausf, have_kakma, mnc_len, tls12, report, store_fwd;
 } args_t;
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -81,8 +82,13 @@ static void usage(FILE *out) {
         "  deregister                        register, then DEREG\n"
         "  send --to ue:ID --payload TEXT    send a MSG, print the server's MSGRESP\n"
         "       [--msg-id ID]                (default: random)\n"
-        "  listen [--count N] [--timeout S]  print each message pushed to this UE as one JSON\n"
-        "                                    line; without --count until --timeout or Ctrl-C\n"
+        "       [--report]                   ask for a delivery report (delivStReqInd)\n"
+        "       [--store-forward]            store if the recipient is unreachable (stoAndFwInd)\n"
+        "       [--expire S]                 expiry: now + S seconds (stoAndFwParams.exprTime)\n"
+        "       [--priority high|middle|low] (default middle)\n"
+        "  listen [--count N] [--timeout S]  print each message or delivery report pushed to this\n"
+        "                                    UE as one JSON line; without --count until --timeout\n"
+        "                                    or Ctrl-C\n"
         "\n"
         "options (before or after the command):\n"
         "  --config FILE         YAML file whose keys are these long option names\n"
@@ -140,6 +146,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
     O_PAYLOAD,
     O_MSG_ID,
     O_COUNT,
+    O_REPORT,
+    O_STORE_FWD,
+    O_EXPIRE,
+    O_PRIORITY,
     O_HELP
   };
   static const struct option opts[] = {
@@ -161,6 +171,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
       {"payload", required_argument, NULL, O_PAYLOAD},
       {"msg-id", required_argument, NULL, O_MSG_ID},
       {"count", required_argument, NULL, O_COUNT},
+      {"report", no_argument, NULL, O_REPORT},
+      {"store-forward", no_argument, NULL, O_STORE_FWD},
+      {"expire", required_argument, NULL, O_EXPIRE},
+      {"priority", required_argument, NULL, O_PRIORITY},
       {"help", no_argument, NULL, O_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -211,6 +225,18 @@ static int parse_args(int argc, char **argv, args_t *a) {
     case O_COUNT:
       a->count = optarg;
       break;
+    case O_REPORT:
+      a->report = 1;
+      break;
+    case O_STORE_FWD:
+      a->store_fwd = 1;
+      break;
+    case O_EXPIRE:
+      a->expire = optarg;
+      break;
+    case O_PRIORITY:
+      a->priority = optarg;
+      break;
     case O_TLS12:
       a->tls12 = 1;
       break;
@@ -232,7 +258,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
     case ':':
       return usage_error("%s: missing value", argv[optind - 1]);
     default:
-      if (optopt) return usage_error("-%c: unknown option; see m5c --help", optopt);
+      /* optopt names a short option; for a long one (unknown, or given a value it does not
+       * take, where optopt holds its code) the element just consumed names it. */
+      if (optopt > 0 && optopt < 128)
+        return usage_error("-%c: unknown option; see m5c --help", optopt);
       return usage_error("%s: unknown option; see m5c --help", argv[optind - 1]);
     }
   }
@@ -256,6 +285,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
     if (a->to) return usage_error("--to: only for send");
     if (a->payload) return usage_error("--payload: only for send");
     if (a->msg_id) return usage_error("--msg-id: only for send");
+    if (a->report) return usage_error("--report: only for send");
+    if (a->store_fwd) return usage_error("--store-forward: only for send");
+    if (a->expire) return usage_error("--expire: only for send");
+    if (a->priority) return usage_error("--priority: only for send");
   }
   if (a->cmd != CMD_LISTEN && a->count) return usage_error("--count: only for listen");
   return 0;
@@ -519,6 +552,11 @@ static int print_msg_json(const m5_msg_t *m) {
   return 0;
 }
 
+/* --priority: high, middle or low (checked by check_send_args). */
+static m5_msg_prio_t parse_priority(const char *text) {
+  return !strcmp(text, "high") ? M5_PRIO_HIGH : !strcmp(text, "low") ? M5_PRIO_LOW : M5_PRIO_MIDDLE;
+}
+
 static int do_send(m5c_t *c, const args_t *a, const char *ue) {
   static const struct {
     const char *prefix, *type;
@@ -549,6 +587,10 @@ static int do_send(m5c_t *c, const args_t *a, const char *ue) {
   }
   m.payload = (uint8_t *)(uintptr_t)a->payload;
   m.payload_len = strlen(a->payload);
+  m.deliv_st_req = a->report;
+  m.sto_fwd = a->store_fwd;
+  if (a->priority) m.prio = parse_priority(a->priority);
+  if (a->expire) m.expr_time = (int64_t)time(NULL) + strtoll(a->expire, NULL, 10);
   int rc = m5c_connect(c);
   if (rc) return fail_exit(c, "send", rc, 1);
   m5_msg_t resp;
@@ -580,6 +622,16 @@ static int check_send_args(const args_t *a) {
   if (a->msg_id && !m5_msg_id_valid(a->msg_id))
     return usage_error("--msg-id: expected 1-64 characters of A-Z a-z 0-9 . _ : -, got '%s'",
                        a->msg_id);
+  if (a->priority && strcmp(a->priority, "high") && strcmp(a->priority, "middle") &&
+      strcmp(a->priority, "low"))
+    return usage_error("--priority: expected high, middle or low, got '%s'", a->priority);
+  if (a->expire) {
+    /* Whole seconds from now, at most ten years (exprTime is an RFC 3339 time). */
+    const char *p = a->expire;
+    size_t n = strspn(p, "0123456789");
+    if (!n || p[n] || n > 9 || strtoll(p, NULL, 10) <= 0 || strtoll(p, NULL, 10) > 315360000)
+      return usage_error("--expire: expected whole seconds from now, 1..315360000, got '%s'", p);
+  }
   return 0;
 }
 
@@ -648,6 +700,9 @@ static int run(args_t *a, const settings_t *s) {
       break;
     }
     rc = m5c_run(c, s->timeout_ms);
+    /* Delivery reports for the last messages may still be in flight: give them the exchange
+     * timeout to be answered (those that cannot go are logged by libm5c). */
+    m5c_flush_reports(c, o.timeout_ms);
     if (rc == M5_ETIMEDOUT || (rc == 0 && l.interrupted)) {
       if (l.want && l.got < l.want) {
         fprintf(stderr, "m5c: listen: %s after %ld of %ld messages\n",

@@ -1,6 +1,6 @@
-/* Management handlers: /healthz and /admin/v1/bindings/{ueSvcId} (see admin.h and
- * docs/admin-api.md). Errors are RFC 9457 problem details with invalidParams naming the
- * offending member. */
+/* Management handlers: /healthz, /admin/v1/bindings/{ueSvcId}, /metrics (Prometheus text
+ * exposition format 0.0.4) and /admin/v1/stats (see admin.h and docs/admin-api.md). Errors are RFC
+ * 9457 problem details with invalidParams naming the offending member. */
 #include "admin.h"
 
 #include "core/err.h"
@@ -8,6 +8,7 @@
 #include "msg/msg.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,9 @@
 
 #define DOM "admin"
 #define BINDINGS "/admin/v1/bindings/"
+#define STATS "/admin/v1/stats"
+#define METRICS "/metrics"
+#define CT_PROM "text/plain; version=0.0.4; charset=utf-8"
 #define CT_JSON "application/json"
 #define CT_PROBLEM "application/problem+json"
 
@@ -233,6 +237,122 @@ static void bindings(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t
   }
 }
 
+/* ---- /metrics and /admin/v1/stats ---- */
+
+/* One sample: Prometheus name and labels, and where it sits in the JSON of /admin/v1/stats
+ * (key, or key.sub). Samples of one metric are adjacent; the first carries HELP and TYPE. */
+typedef struct {
+  const char *name, *labels, *type, *help;
+  const char *key, *sub;
+  size_t off;
+} metric_t;
+
+#define OFF(f) offsetof(admin_stats_t, f)
+static const metric_t metrics[] = {
+    {"msgin5g_messages_queued", NULL, "gauge", "Deliveries waiting in the store now.",
+     "messagesQueued", NULL, OFF(queued)},
+    {"msgin5g_messages_delivered_total", NULL, "counter",
+     "Deliveries the recipient acknowledged, since start.", "messagesDelivered", NULL,
+     OFF(delivered)},
+    {"msgin5g_messages_expired_total", NULL, "counter",
+     "Deliveries removed because their exprTime passed, since start.", "messagesExpired", NULL,
+     OFF(expired)},
+    {"msgin5g_messages_failed_total", NULL, "counter",
+     "Deliveries that failed for good, since start.", "messagesFailed", NULL, OFF(failed)},
+    {"msgin5g_messages_refused_total", "reason=\"queue_full\"", "counter",
+     "Messages refused: a full recipient queue (DELY_FAILED QUEUE_FULL) or a full store (5.03).",
+     "messagesRefused", "queueFull", OFF(refused_queue_full)},
+    {"msgin5g_messages_refused_total", "reason=\"store_full\"", NULL, NULL, "messagesRefused",
+     "storeFull", OFF(refused_store_full)},
+    {"msgin5g_duplicates_total", NULL, "counter",
+     "Repeated (oriAddr, msgId) answered from the dedup window, since start.", "duplicates", NULL,
+     OFF(duplicates)},
+    {"msgin5g_sessions", "transport=\"dtls\"", "gauge", "Live MSGin5G-1 sessions.", "sessions",
+     "dtls", OFF(sessions_dtls)},
+    {"msgin5g_sessions", "transport=\"tls\"", NULL, NULL, "sessions", "tls", OFF(sessions_tls)},
+    {"msgin5g_registrations", NULL, "gauge", "Unexpired UE registrations.", "registrations", NULL,
+     OFF(registrations)},
+};
+#undef OFF
+#define N_METRICS (sizeof metrics / sizeof metrics[0])
+
+static uint64_t metric_value(const admin_stats_t *st, const metric_t *m) {
+  uint64_t v;
+  memcpy(&v, (const char *)st + m->off, sizeof v);
+  return v;
+}
+
+static void read_stats(admin_t *a, admin_stats_t *st) {
+  memset(st, 0, sizeof *st);
+  if (a->opts.store) {
+    m5_store_stats_t ss;
+    m5_store_stats(a->opts.store, &ss);
+    st->queued = ss.queued;
+    st->delivered = ss.delivered;
+    st->expired = ss.expired;
+    st->failed = ss.failed;
+    st->duplicates = ss.duplicates;
+    st->refused_queue_full = ss.refused_queue_full;
+    st->refused_store_full = ss.refused_store_full;
+  }
+  if (a->opts.stats) a->opts.stats(a->opts.stats_arg, st);
+}
+
+/* 1 for GET; anything else is answered 405 (0). */
+static int get_only(m5_http_exchange_t *ex, const m5_http_request_t *req, const char *what) {
+  static const m5_http_header_t allow = {"allow", "GET"};
+  if (!strcmp(req->method, "GET")) return 1;
+  char detail[64];
+  snprintf(detail, sizeof detail, "%s accepts GET only", what);
+  problem(ex, 405, "Method Not Allowed", detail, NULL, NULL, &allow);
+  return 0;
+}
+
+static void get_metrics(admin_t *a, m5_http_exchange_t *ex) {
+  admin_stats_t st;
+  read_stats(a, &st);
+  char text[4096];
+  size_t n = 0;
+  for (size_t i = 0; i < N_METRICS && n < sizeof text; i++) {
+    const metric_t *m = &metrics[i];
+    int w = 0;
+    if (m->help)
+      w = snprintf(text + n, sizeof text - n, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help,
+                   m->name, m->type);
+    if (w > 0 && (size_t)w < sizeof text - n) n += (size_t)w;
+    w = snprintf(text + n, sizeof text - n, "%s%s%s%s %llu\n", m->name, m->labels ? "{" : "",
+                 m->labels ? m->labels : "", m->labels ? "}" : "",
+                 (unsigned long long)metric_value(&st, m));
+    if (w > 0) n += (size_t)w;
+  }
+  if (n >= sizeof text) { /* cannot happen with this table; never send a cut line */
+    m5_http_respond(ex, 500, NULL, NULL, 0);
+    return;
+  }
+  m5_http_respond(ex, 200, CT_PROM, text, n);
+}
+
+static void get_stats(admin_t *a, m5_http_exchange_t *ex) {
+  admin_stats_t st;
+  read_stats(a, &st);
+  json_t *o = json_object();
+  for (size_t i = 0; o && i < N_METRICS; i++) {
+    const metric_t *m = &metrics[i];
+    json_t *v = json_integer((json_int_t)metric_value(&st, m));
+    if (!m->sub) {
+      json_object_set_new(o, m->key, v);
+      continue;
+    }
+    json_t *inner = json_object_get(o, m->key);
+    if (!inner) {
+      inner = json_object();
+      json_object_set_new(o, m->key, inner);
+    }
+    json_object_set_new(inner, m->sub, v);
+  }
+  respond_json(ex, 200, o);
+}
+
 void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
   admin_t *a = arg;
   if (!strcmp(req->path, "/healthz")) {
@@ -252,7 +372,17 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     bindings(a, ex, req);
     return;
   }
-  problem(ex, 404, "Not Found", "the management port serves /healthz and /admin/v1/bindings/{id}",
+  if (!strcmp(req->path, METRICS)) {
+    if (get_only(ex, req, METRICS)) get_metrics(a, ex);
+    return;
+  }
+  if (!strcmp(req->path, STATS)) {
+    if (get_only(ex, req, STATS)) get_stats(a, ex);
+    return;
+  }
+  problem(ex, 404, "Not Found",
+          "the management port serves /healthz, /metrics, /admin/v1/stats and "
+          "/admin/v1/bindings/{id}",
           NULL, NULL, NULL);
 }
 

@@ -13,6 +13,7 @@
 int m5ctl_akma_derive(int argc, char **argv);    /* ctl_akma.c */
 int m5ctl_pki_init(int argc, char **argv);       /* ctl_pki.c */
 int m5ctl_subscriber_add(int argc, char **argv); /* ctl_subscriber.c */
+int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
 
 /* Prints "m5ctl: <msg>" on stderr and returns 2, for usage errors. */
 int m5ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

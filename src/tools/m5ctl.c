@@ -1,4 +1,5 @@
-/* m5ctl: entry point and command table. */
+/* m5ctl: entry point and command table. A row with verb NULL is a one-word command
+ * ("m5ctl stats"). */
 #include "ctl.h"
 
 #include <stdarg.h>
@@ -23,6 +24,9 @@ static const m5ctl_cmd_t commands[] = {
      "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL]]   register the subscriber's\n"
      "            anchor key at the AAnF and, with --ue-svc-id, bind that UE Service ID to it\n"
      "            at the MSGin5G server"},
+    {"stats", NULL, m5ctl_stats,
+     "[--m5s-admin URL]   print the MSGin5G server's delivery counters and gauges, one\n"
+     "            'name value' line each (as on its /metrics; default URL http://127.0.0.1:9090)"},
 };
 
 int m5ctl_usage_error(const char *fmt, ...) {
@@ -38,7 +42,8 @@ int m5ctl_usage_error(const char *fmt, ...) {
 static void usage(FILE *out) {
   fputs("usage: m5ctl GROUP COMMAND [OPTIONS]\n\n", out);
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(out, "  %s %s %s\n", commands[i].group, commands[i].verb, commands[i].summary);
+    fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
+            commands[i].verb ? commands[i].verb : "", commands[i].summary);
 }
 
 int main(int argc, char **argv) {
@@ -46,12 +51,16 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
+  for (size_t i = 0; argc >= 2 && i < sizeof commands / sizeof commands[0]; i++)
+    if (!commands[i].verb && !strcmp(argv[1], commands[i].group))
+      return commands[i].fn(argc - 1, argv + 1);
   if (argc < 3) {
     usage(stderr);
     return 2;
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (!strcmp(argv[1], commands[i].group) && !strcmp(argv[2], commands[i].verb))
+    if (commands[i].verb && !strcmp(argv[1], commands[i].group) &&
+        !strcmp(argv[2], commands[i].verb))
       return commands[i].fn(argc - 2, argv + 2);
   fprintf(stderr, "m5ctl: unknown command '%s %s'; see m5ctl --help\n", argv[1], argv[2]);
   return 2;

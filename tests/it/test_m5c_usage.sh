@@ -23,7 +23,8 @@ usage() {
 
 timeout 10 "$M5C" --help >help.txt || fail "m5c --help failed"
 grep -q "usage: m5c" help.txt || fail "--help prints no usage"
-for w in register deregister send listen --af-fqdn --kakma --count; do
+for w in register deregister send listen --af-fqdn --kakma --count --report --store-forward \
+  --expire --priority; do
   grep -qF -- "$w" help.txt || fail "--help does not mention $w"
 done
 timeout 10 "$M5C" send --help >/dev/null || fail "m5c send --help failed"
@@ -65,6 +66,24 @@ usage "--count" send "${OK[@]}" --to ue:ue2 --payload hi --count 1
 usage "--count" listen "${OK[@]}" --count 0
 usage "--config" register "${OK[@]}" --config "$M5_TMP/missing.yaml"
 
+# send's delivery options (issue 4): each bad value, and each one given to another command.
+SEND=(send "${OK[@]}" --to ue:ue2 --payload hi)
+usage "--priority" "${SEND[@]}" --priority urgent
+usage "--priority" "${SEND[@]}" --priority HIGH
+usage "--priority" "${SEND[@]}" --priority
+usage "--expire" "${SEND[@]}" --expire 0
+usage "--expire" "${SEND[@]}" --expire -5
+usage "--expire" "${SEND[@]}" --expire 1.5
+usage "--expire" "${SEND[@]}" --expire soon
+usage "--expire" "${SEND[@]}" --expire 999999999999
+usage "--expire" "${SEND[@]}" --expire
+usage "--report=yes" "${SEND[@]}" --report=yes
+usage "--store-forward=1" "${SEND[@]}" --store-forward=1
+usage "--report" register "${OK[@]}" --report
+usage "--store-forward" listen "${OK[@]}" --store-forward
+usage "--expire" deregister "${OK[@]}" --expire 60
+usage "--priority" listen "${OK[@]}" --priority high
+
 # The config file: its keys are the long option names; a bad value names file and key.
 printf 'server: coaps://127.0.0.1\nue-svc-id: ue1\nsupi: "001010000000001"\nkausf: "%s"\n' "$K" >ip.yaml
 usage "--af-fqdn" register --config ip.yaml
@@ -81,4 +100,10 @@ timeout 20 "$M5C" register "${OK[@]}" --timeout 2 >/dev/null 2>err.txt || rc=$?
 rc=0
 timeout 20 "$M5C" "${OK[@]}" --timeout 2 register >/dev/null 2>err.txt || rc=$?
 [[ $rc -eq 3 ]] || fail "options before the command: exit $rc, want 3 ($(cat err.txt))"
+# All of send's options valid (before and after the command): only the unreachable server
+# is left (exit 3).
+rc=0
+timeout 20 "$M5C" --report "${SEND[@]}" --store-forward --expire 60 --priority low \
+  --msg-id m-1 --timeout 2 >/dev/null 2>err.txt || rc=$?
+[[ $rc -eq 3 ]] || fail "send with every delivery option: exit $rc, want 3 ($(cat err.txt))"
 echo "PASS test_m5c_usage"

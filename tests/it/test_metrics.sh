@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Integration: the m5s management figures (docs/admin-api.md "Metrics and stats", issue 4):
+#  - GET /metrics is Prometheus text 0.0.4: every line a `# HELP`/`# TYPE` comment or a sample
+#    `name{labels} number`, each metric TYPEd before its samples, every figure of the issue
+#    present (refused by reason, sessions by transport); other methods get 405;
+#  - GET /admin/v1/stats gives the same figures as JSON, and `m5ctl stats` prints exactly the
+#    /metrics sample names with the JSON's values; m5ctl's usage errors exit 2, an unreachable
+#    admin port exits 1;
+#  - around a message ue1 -> ue2 sent with every delivery option (--report --store-forward
+#    --expire --priority high) the counters never go down. Which figures move depends on what
+#    m5s feeds the admin API (the store's counters, sessions, registrations): only that is
+#    asserted, not particular values.
+#  - the receiver gets the options on the pushed MSG and answers with an IMDN; a server that
+#    does not take IMDN yet answers 4.00, which m5c logs and survives (exit 0).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+PY=/usr/bin/python3
+M5CTL="$M5_BIN/m5ctl"
+SUPI1=001010000000301
+KAUSF1=0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20
+SUPI2=001010000000302
+KAUSF2=2122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f41
+
+make_pki
+start_aanf
+start_m5s
+provision_ue ue1 "$SUPI1" "$KAUSF1"
+provision_ue ue2 "$SUPI2" "$KAUSF2"
+m5c_config ue1 "$SUPI1" "$KAUSF1"
+m5c_config ue2 "$SUPI2" "$KAUSF2"
+
+# check_metrics FILE: Prometheus text exposition format 0.0.4, with every figure of issue 4.
+check_metrics() {
+  $PY - "$1" <<'EOF2' || m5s_fail "/metrics is not the expected Prometheus text: $(cat "$1")"
+import re, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+assert text.endswith("\n"), "no final newline"
+name_re = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+label_re = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+sample = re.compile(r"^(%s)(\{%s(?:,%s)*\})? (-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|NaN|[-+]Inf)$"
+                    % (name_re, label_re, label_re))
+typed, helped, seen = {}, set(), {}
+for line in text.splitlines():
+    if line.startswith("#"):
+        m = re.match(r"^# (HELP|TYPE) (%s) (.+)$" % name_re, line)
+        assert m, "bad comment line: %r" % line
+        if m.group(1) == "TYPE":
+            assert m.group(3) in ("counter", "gauge", "untyped", "summary", "histogram"), line
+            assert m.group(2) not in typed, "TYPE twice: %r" % line
+            typed[m.group(2)] = m.group(3)
+        else:
+            helped.add(m.group(2))
+        continue
+    m = sample.match(line)
+    assert m, "not `name{labels} number`: %r" % line
+    assert m.group(1) in typed, "sample before its TYPE: %r" % line
+    key = m.group(1) + (m.group(2) or "")
+    assert key not in seen, "sample twice: %r" % line
+    seen[key] = float(m.group(3))
+want = {
+    "msgin5g_messages_queued": "gauge",
+    "msgin5g_messages_delivered_total": "counter",
+    "msgin5g_messages_expired_total": "counter",
+    "msgin5g_messages_failed_total": "counter",
+    'msgin5g_messages_refused_total{reason="queue_full"}': "counter",
+    'msgin5g_messages_refused_total{reason="store_full"}': "counter",
+    "msgin5g_duplicates_total": "counter",
+    'msgin5g_sessions{transport="dtls"}': "gauge",
+    'msgin5g_sessions{transport="tls"}': "gauge",
+    "msgin5g_registrations": "gauge",
+}
+for key, kind in want.items():
+    assert key in seen, "missing sample " + key
+    base = key.split("{")[0]
+    assert typed[base] == kind, "%s: TYPE %s, want %s" % (base, typed[base], kind)
+    assert base in helped, "no HELP for " + base
+    assert seen[key] >= 0 and seen[key] == int(seen[key]), key
+for base, kind in typed.items():
+    assert kind != "counter" or base.endswith("_total"), "counter without _total: " + base
+EOF2
+}
+
+# snapshot PREFIX: PREFIX.metrics, PREFIX.json and PREFIX.ctl (m5ctl stats), taken until the
+# JSON before and after m5ctl agree (gauges may move while a session closes).
+snapshot() {
+  local p=$1 i st
+  for ((i = 0; i < 20; i++)); do
+    st=$(curl -s --max-time 5 -D "$p.hdr" -o "$p.metrics" -w '%{http_code}' "$M5S_ADMIN/metrics")
+    [[ $st == 200 ]] || m5s_fail "GET /metrics: HTTP $st $(cat "$p.metrics")"
+    st=$(curl -s --max-time 5 -o "$p.json" -w '%{http_code}' "$M5S_ADMIN/admin/v1/stats")
+    [[ $st == 200 ]] || m5s_fail "GET /admin/v1/stats: HTTP $st $(cat "$p.json")"
+    "$M5CTL" stats --m5s-admin "$M5S_ADMIN" >"$p.ctl" 2>"$p.ctl.err" ||
+      m5s_fail "m5ctl stats: $(cat "$p.ctl.err")"
+    curl -s --max-time 5 -o "$p.json2" "$M5S_ADMIN/admin/v1/stats"
+    cmp -s "$p.json" "$p.json2" && return 0
+    sleep 0.2
+  done
+  m5s_fail "the stats never held still for one m5ctl stats call"
+}
+
+# check_snapshot PREFIX: /metrics well-formed; m5ctl stats = the JSON's figures, named as the
+# /metrics samples.
+check_snapshot() {
+  local p=$1
+  grep -qi '^content-type: text/plain; version=0.0.4' "$p.hdr" ||
+    m5s_fail "/metrics content type: $(cat "$p.hdr")"
+  check_metrics "$p.metrics"
+  $PY - "$p.metrics" "$p.json" "$p.ctl" <<'EOF2' || m5s_fail "m5ctl stats differs from /admin/v1/stats: $(cat "$p.ctl") vs $(cat "$p.json")"
+import json, sys
+prom = [l.rsplit(" ", 1)[0] for l in open(sys.argv[1]).read().splitlines() if not l.startswith("#")]
+o = json.load(open(sys.argv[2]))
+ctl = [l.rsplit(" ", 1) for l in open(sys.argv[3]).read().splitlines()]
+assert [n for n, _ in ctl] == prom, ([n for n, _ in ctl], prom)
+paths = {
+    "msgin5g_messages_queued": ("messagesQueued",),
+    "msgin5g_messages_delivered_total": ("messagesDelivered",),
+    "msgin5g_messages_expired_total": ("messagesExpired",),
+    "msgin5g_messages_failed_total": ("messagesFailed",),
+    'msgin5g_messages_refused_total{reason="queue_full"}': ("messagesRefused", "queueFull"),
+    'msgin5g_messages_refused_total{reason="store_full"}': ("messagesRefused", "storeFull"),
+    "msgin5g_duplicates_total": ("duplicates",),
+    'msgin5g_sessions{transport="dtls"}': ("sessions", "dtls"),
+    'msgin5g_sessions{transport="tls"}': ("sessions", "tls"),
+    "msgin5g_registrations": ("registrations",),
+}
+for name, value in ctl:
+    v = o
+    for k in paths[name]:
+        v = v[k]
+    assert isinstance(v, int) and v >= 0, (name, v)
+    assert int(value) == v, (name, value, v)
+EOF2
+}
+
+snapshot before
+check_snapshot before
+
+# ---- one message with every delivery option, and its report -----------------------------------
+m5c_listen_bg ue2 dtls listen2.out 1 30
+L2=$M5C_LISTEN_PID
+rc=0
+timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" send \
+  --to ue:ue2 --payload 'metered' --msg-id met-1 --report --store-forward --expire 600 \
+  --priority high >send.out 2>send.err || rc=$?
+[[ $rc == 0 ]] || m5s_fail "m5c send with every option exited $rc: $(cat send.out send.err)"
+$PY - send.out <<'EOF2' || m5s_fail "send: bad MSGRESP: $(cat send.out)"
+import json, sys
+o = json.loads(open(sys.argv[1]).read())
+assert o.get("msgType") == "MSGRESP" and o.get("msgId") == "met-1", o
+assert o.get("status", "") in ("", "DELY_STORED"), o
+EOF2
+wait_pid_rc "$L2" 20
+[[ $WAIT_RC == 0 ]] || m5s_fail "m5c listen exited $WAIT_RC: $(cat listen2.out)"
+$PY - listen2.out <<'EOF2' || m5s_fail "the pushed MSG lacks the options: $(cat listen2.out)"
+import json, sys, time, datetime
+lines = [json.loads(l) for l in open(sys.argv[1]).read().splitlines() if l.startswith("{")]
+assert len(lines) == 1, lines
+o = lines[0]
+assert o["msgType"] == "MSG" and o["msgId"] == "met-1" and o["payloadText"] == "metered", o
+assert o.get("delivStReqInd") is True, o
+assert o.get("stoAndFwInd") is True, o
+assert o.get("priority") == "HIGH", o
+t = datetime.datetime.strptime(o["stoAndFwParams"]["exprTime"], "%Y-%m-%dT%H:%M:%SZ")
+left = t.replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()
+assert 500 < left <= 601, "exprTime %s is %d s away, want about 600" % (t, left)
+EOF2
+# The IMDN went to m5s: a server without IMDN answers 4.00 and m5c logs it (info); one that
+# takes IMDN answers 2.04 (m5c logs it at debug only), and m5s logs the report.
+if ! grep -q 'IMDN for met-1: server answered 4.00' listen2.out; then
+  grep -i 'imdn' "$M5S_LOG" | grep -q 'met-1' ||
+    m5s_fail "no IMDN for met-1 reached m5s: $(cat listen2.out)"
+fi
+
+snapshot after
+check_snapshot after
+$PY - before.json after.json <<'EOF2' || m5s_fail "a counter went down: $(cat before.json) -> $(cat after.json)"
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for k in ("messagesDelivered", "messagesExpired", "messagesFailed", "duplicates"):
+    assert b[k] >= a[k], k
+for k in ("queueFull", "storeFull"):
+    assert b["messagesRefused"][k] >= a["messagesRefused"][k], k
+EOF2
+echo "stats after one message: $(tr '\n' ' ' <after.ctl)"
+
+# ---- methods, m5ctl usage and failures -------------------------------------------------------
+for path in /metrics /admin/v1/stats; do
+  st=$(curl -s --max-time 5 -X POST -D post.hdr -o post.out -w '%{http_code}' "$M5S_ADMIN$path")
+  [[ $st == 405 ]] || m5s_fail "POST $path: HTTP $st, want 405"
+  grep -qi '^allow: GET' post.hdr || m5s_fail "POST $path: no Allow: GET"
+done
+ctl_usage() {
+  local want=$1 rc=0
+  shift
+  "$M5CTL" "$@" >ctl.out 2>ctl.err || rc=$?
+  [[ $rc == 2 ]] || m5s_fail "m5ctl $*: exit $rc, want 2 ($(cat ctl.err))"
+  [[ $(wc -l <ctl.err) == 1 ]] && grep -qF -- "$want" ctl.err ||
+    m5s_fail "m5ctl $*: want one stderr line naming $want: $(cat ctl.err)"
+  [[ ! -s ctl.out ]] || m5s_fail "m5ctl $*: unexpected stdout $(cat ctl.out)"
+}
+ctl_usage --m5s-admin stats --m5s-admin ftp://127.0.0.1:1
+ctl_usage --m5s-admin stats --m5s-admin
+ctl_usage --bogus stats --bogus
+ctl_usage extra stats extra
+"$M5CTL" stats --help | grep -q -- --m5s-admin || m5s_fail "m5ctl stats --help"
+"$M5CTL" --help | grep -q '^  stats ' || m5s_fail "m5ctl --help does not list stats"
+PORT=$(pick_port)
+rc=0
+"$M5CTL" stats --m5s-admin "http://127.0.0.1:$PORT" >ctl.out 2>ctl.err || rc=$?
+[[ $rc == 1 ]] || m5s_fail "m5ctl stats against a closed port: exit $rc, want 1"
+grep -q 'cannot reach' ctl.err || m5s_fail "m5ctl stats against a closed port: $(cat ctl.err)"
+
+stop_m5s
+stop_aanf
+echo "PASS test_metrics"
