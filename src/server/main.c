@@ -5,8 +5,10 @@
 #include "server/registry.h"
 #include "server/server_config.h"
 #include "server/server_run.h"
+#include "store/store.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #ifndef M5_VERSION
 #define M5_VERSION "unknown"
@@ -43,7 +45,31 @@ int main(int argc, char **argv) {
     server_config_free(&cfg);
     return 1;
   }
-  rc = server_run(&cfg, reg, m5_daemon_workers(cfg.workers));
+  /* The message store: store.path, or store.db beside db.path. */
+  char spath[4096];
+  if (cfg.store_path && cfg.store_path[0]) {
+    snprintf(spath, sizeof spath, "%s", cfg.store_path);
+  } else {
+    const char *slash = strrchr(cfg.db_path, '/');
+    if (slash)
+      snprintf(spath, sizeof spath, "%.*s/store.db", (int)(slash - cfg.db_path), cfg.db_path);
+    else
+      snprintf(spath, sizeof spath, "store.db");
+  }
+  m5_store_opts_t so;
+  m5_store_opts_init(&so);
+  so.path = spath;
+  so.max_per_recipient = (uint64_t)cfg.store_max_per_recipient;
+  so.max_queued = (uint64_t)cfg.store_max_total;
+  so.dedup_window_ms = cfg.store_dedup_window_s * 1000;
+  m5_store_t *store = m5_store_open(&so, err, sizeof err);
+  if (!store) {
+    fprintf(stderr, "m5s: store.path: %s\n", err);
+    registry_close(reg);
+    server_config_free(&cfg);
+    return 1;
+  }
+  rc = server_run(&cfg, reg, store, m5_daemon_workers(cfg.workers));
   server_config_free(&cfg);
   if (rc == 0) M5_LOGI("m5s", "stopped");
   return rc == 0 ? 0 : 1;

@@ -21,8 +21,9 @@ typedef struct {
 } router_loc_t;
 
 typedef enum {
-  ROUTER_DELIVER, /* to the target's inbox: push body to session sid, then answer with a
-                     ROUTER_RESULT to the origin worker's results mailbox */
+  ROUTER_DELIVER, /* to the target's inbox: push body to session sid; the target concludes
+                     the store delivery deliv_id itself (delivered, rescheduled or failed).
+                     With a token, it also answers with a ROUTER_RESULT to the origin */
   ROUTER_RESULT,  /* to the origin's results mailbox: status of a DELIVER */
   ROUTER_CLOSE,   /* to the target's inbox: close session sid (replaced by a newer one, or its
                      binding changed) */
@@ -40,6 +41,10 @@ typedef struct {
   char *body; /* DELIVER: the server-side MSG body (malloc'd, NUL-terminated) */
   size_t len;
   char msg_id[M5_MSG_ID_MAX + 1]; /* DELIVER: for logs */
+  uint64_t deliv_id;              /* DELIVER: the store's delivery id (0: none) */
+  uint32_t attempts;              /* DELIVER: attempts before this one */
+  int sto_fwd;                    /* DELIVER: retry on failure (else the delivery fails) */
+  int from_timer;                 /* DELIVER: handed out by the back-off timer */
 } router_msg_t;
 
 router_msg_t *router_msg_new(router_kind_t kind);

@@ -23,6 +23,11 @@ typedef struct {
   char *tls_ca;
   m5_strlist_t fqdns; /* server.fqdns: the names K_AF is derived for; [0] is the primary */
   char *db_path;
+  char *store_path; /* the message store (store-and-forward, dedup); "" = beside db.path */
+  int64_t store_max_per_recipient;
+  int64_t store_max_total;
+  int64_t store_dedup_window_s;
+  int64_t store_max_ttl_s;
   int64_t workers;
   int64_t coap_max_body;
   int64_t coap_nstart;

@@ -7,7 +7,7 @@
  * the management server and the admin API's registry jobs; then the UE listeners are freed
  * (sessions closed, their closed hooks run) and the loop stops. The registry is closed only
  * after every worker has stopped and before any ue_api is freed, so each DB reply lands in a
- * mailbox that still exists. */
+ * mailbox that still exists; the message store likewise. */
 #include "server_run.h"
 
 #include "admin.h"
@@ -45,6 +45,7 @@ typedef struct {
   worker_t *w;
   router_t *router;
   registry_t *reg;
+  m5_store_t *store;
   SSL_CTX *dtls, *tls;
 } run_t;
 
@@ -86,7 +87,10 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
   ue_api_opts_t ao = {.worker = index,
                       .reg = run->reg,
                       .router = run->router,
-                      .reg_lifetime_s = cfg->reg_lifetime_s};
+                      .reg_lifetime_s = cfg->reg_lifetime_s,
+                      .store = run->store,
+                      .max_ttl_s = cfg->store_max_ttl_s,
+                      .timers = index == 0};
   w->api = ue_api_new(w->loop, &ao);
   if (!w->api) {
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
@@ -115,7 +119,10 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
     return M5_EIO;
   }
   if (index != 0) return 0;
-  admin_opts_t mo = {.reg = run->reg, .router = run->router, .ready = m5_workers_ready(run->ws)};
+  admin_opts_t mo = {.reg = run->reg,
+                     .router = run->router,
+                     .ready = m5_workers_ready(run->ws),
+                     .store = run->store};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");
@@ -136,12 +143,19 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
   return 0;
 }
 
-/* The listeners on the main thread before the loops run; transports free on their loop's
- * thread, which has stopped by now. */
-static void worker_teardown(worker_t *w) {
+/* The listeners on the main thread after the loops ran; transports free on their loop's
+ * thread, which has stopped by now. Their pushes' callbacks may still submit store jobs, so
+ * this runs before the store is closed; the rest (worker_teardown) after it. */
+static void worker_teardown_listeners(worker_t *w) {
   if (w->mgmt) m5_http_server_free(w->mgmt);
   if (w->udp) ue_listener_free(w->udp);
   if (w->tcp) ue_listener_free(w->tcp);
+  w->mgmt = NULL;
+  w->udp = w->tcp = NULL;
+}
+
+static void worker_teardown(worker_t *w) {
+  worker_teardown_listeners(w);
   ue_api_free(w->api);
   admin_free(w->admin);
   if (w->keys) akma_keys_free(w->keys);
@@ -162,14 +176,16 @@ static int contexts(run_t *run, const server_config_t *cfg) {
   return 0;
 }
 
-int server_run(const server_config_t *cfg, registry_t *reg, size_t n_workers) {
-  run_t run = {.reg = reg};
+int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers) {
+  run_t run = {.reg = reg, .store = store};
   run.w = calloc(n_workers, sizeof *run.w);
   run.router = router_new(n_workers);
   if (!run.w || !run.router) {
     fprintf(stderr, "m5s: out of memory\n");
     free(run.w);
     router_free(run.router);
+    registry_close(reg);
+    m5_store_close(store);
     return M5_ENOMEM;
   }
   int rc = m5_daemon_probe("m5s", "ue.host/ue.port", cfg->ue_host, cfg->ue_port, SOCK_DGRAM);
@@ -204,6 +220,9 @@ int server_run(const server_config_t *cfg, registry_t *reg, size_t n_workers) {
   }
   /* Replies of jobs still queued need the workers' mailboxes: close before freeing them. */
   registry_close(reg);
+  for (size_t i = 0; i < n_workers; i++)
+    worker_teardown_listeners(&run.w[i]);
+  m5_store_close(store);
   for (size_t i = 0; i < n_workers; i++)
     worker_teardown(&run.w[i]);
   m5_workers_free(run.ws);

@@ -7,13 +7,14 @@
 
 #include "server/registry.h"
 #include "server/server_config.h"
+#include "store/store.h"
 
 #include <stddef.h>
 
 /* Sets everything up (listeners bound before any error is returned), runs until SIGTERM or
  * SIGINT, drains (new requests 5.03, outstanding ones answered, at most about 3 s) and tears
- * down. Takes reg (opened, not started) and closes it. Returns 0, or a negative status after
- * printing why. */
-int server_run(const server_config_t *cfg, registry_t *reg, size_t n_workers);
+ * down. Takes reg (opened, not started) and store (open) and closes both. Returns 0, or a
+ * negative status after printing why. */
+int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers);
 
 #endif

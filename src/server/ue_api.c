@@ -1,8 +1,9 @@
-/* MSGin5G-1 server logic: request checks, REG / DEREG against the registry, MSG routing (see
- * ue_api.h). Every request is answered exactly once: either at once, or from a pending_t that
- * waits for the registry's DB thread or for another worker's result. Pending requests carry
- * the session's id, never its pointer: the session may close meanwhile (the answer then goes
- * to an orphaned request, which the endpoint frees). */
+/* MSGin5G-1 server logic: request checks, REG / DEREG against the registry, MSG and IMDN
+ * acceptance into the message store and their forwarding (see ue_api.h, docs/delivery.md).
+ * Every request is answered exactly once: either at once, or from a pending_t that waits for
+ * the registry's DB thread, or from a sjob_t that waits for the message store. Pending
+ * requests carry the session's id, never its pointer: the session may close meanwhile (the
+ * answer then goes to an orphaned request, which the endpoint frees). */
 #include "ue_api.h"
 
 #include "coap/coap.h"
@@ -18,17 +19,38 @@
 
 #define DOM "ue"
 #define RESOURCE "msgin5g"
-#define RETRY_AFTER_S 1 /* Max-Age of a 5.03 when a queue is full */
-#define DRAIN_RETRY_S 5 /* Max-Age of a 5.03 while the server shuts down */
+#define RETRY_AFTER_S 1       /* Max-Age of a 5.03 when a queue is full */
+#define DRAIN_RETRY_S 5       /* Max-Age of a 5.03 while the server shuts down */
+#define STORE_FULL_RETRY_S 30 /* Max-Age of a 5.03 when the store is at store.max_total */
+
+/* Forwarding from the store (docs/delivery.md). */
+#define BACKOFF_FIRST_MS 2000  /* first retry after a failed or impossible attempt */
+#define BACKOFF_MAX_MS 300000  /* doubling up to 5 min */
+#define TICK_MS 1000           /* back-off and expiry timer (worker opts.timers) */
+#define TICK_BUDGET 128        /* deliveries one tick hands out at most */
+#define EXPIRE_BATCH 256       /* expired deliveries one tick handles at most */
+#define DUE_BATCH 32           /* stored deliveries pushed to one recipient at a time */
+#define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
+#define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
+#define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
+/* app_id of a stored delivery report: a UE's appId cannot start with a control character. */
+#define IMDN_APP                                                                                   \
+  "\x1f"                                                                                           \
+  "IMDN"
+#define IMDN_KEY "IMDN/" /* dedup key space of reports: '/' is not allowed in a msgId */
 
 /* Per-session state (ue_session_t.app). */
 typedef struct {
   ue_session_t *s;
   int registered;
   char ue_svc_id[M5_MSG_ADDR_MAX + 1];
+  /* Stored deliveries being pushed from a DUE: one DUE at a time per session. */
+  int due_busy, due_more;
+  size_t due_out;
+  int64_t last_due_ms;
 } sess_t;
 
-typedef enum { P_REG, P_DEREG, P_ROUTED } pending_kind_t;
+typedef enum { P_REG, P_DEREG } pending_kind_t;
 
 /* A request waiting. job is first: the registry hands back &job.base == the pending_t. */
 typedef struct pending {
@@ -37,15 +59,33 @@ typedef struct pending {
   pending_kind_t kind;
   struct pending *prev, *next;
   uint64_t sid;
-  m5_coap_req_t *req; /* NULL once answered (a routed MSG answered at drain time) */
-  char msg_id[M5_MSG_ID_MAX + 1];
-  m5_msg_addr_t ori, dest;
+  m5_coap_req_t *req;
 } pending_t;
+
+typedef enum { SJ_ACCEPT, SJ_REPORT, SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE } sjob_kind_t;
+
+/* A message store job. job is first: the store hands back &job.base == the sjob_t. */
+typedef struct {
+  m5_store_job_t job;
+  ue_api_t *api;
+  sjob_kind_t kind;
+  m5_coap_req_t *req;   /* SJ_ACCEPT: the MSG / IMDN to answer */
+  int is_imdn;          /* SJ_ACCEPT */
+  m5_store_rcpt_t rcpt; /* SJ_ACCEPT, SJ_REPORT */
+  uint8_t *payload;     /* SJ_ACCEPT, SJ_REPORT: owned, borrowed by the store */
+  uint64_t sid;         /* SJ_DUE, SJ_MARK: the session (0: none) */
+  int from_due;         /* SJ_MARK: the push came from that session's DUE */
+} sjob_t;
 
 /* A push in flight towards a UE; keeps the body until the endpoint is done with it. */
 typedef struct {
   ue_api_t *api;
   char *body;
+  uint64_t id; /* the store's delivery */
+  uint32_t attempts;
+  int sto_fwd;
+  uint64_t sid;
+  int from_due;
   char msg_id[M5_MSG_ID_MAX + 1];
   char dest[M5_MSG_ADDR_MAX + 1];
 } push_t;
@@ -53,12 +93,19 @@ typedef struct {
 struct ue_api {
   m5_loop_t *loop;
   ue_api_opts_t opts;
-  m5_hmap_t *sessions;       /* session id (8 bytes) -> sess_t */
-  m5_mailbox_t *reg_replies; /* registry jobs come back here */
-  m5_mailbox_t *inbox;       /* DELIVER / CLOSE from any worker */
-  m5_mailbox_t *results;     /* RESULT of our DELIVERs */
-  pending_t *pending;        /* every pending_t, for drain and free */
-  size_t reg_inflight, routed_waiting, pushes;
+  m5_hmap_t *sessions;         /* session id (8 bytes) -> sess_t */
+  m5_mailbox_t *reg_replies;   /* registry jobs come back here */
+  m5_mailbox_t *store_replies; /* message store jobs come back here */
+  m5_mailbox_t *inbox;         /* DELIVER / CLOSE from any worker */
+  m5_mailbox_t *results;       /* RESULT of DELIVERs (unused: DELIVERs conclude where pushed) */
+  pending_t *pending;          /* every pending_t, for drain and free */
+  size_t reg_inflight, store_inflight, pushes;
+  m5_hmap_t *inflight; /* delivery id -> api: pushed, not concluded in the store yet */
+  m5_hmap_t *recent;   /* delivery id -> api: delivered or failed lately */
+  uint64_t recent_ring[RECENT_MAX];
+  size_t recent_pos;
+  int due_any_busy, expire_busy;
+  m5_timer_id_t tick;
   int draining;
   m5_timer_id_t drain_timer;
   void (*drain_done)(void *arg);
@@ -105,8 +152,12 @@ static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_add
 }
 
 static void check_drained(ue_api_t *api) {
+  if (api->draining && api->tick) {
+    m5_loop_timer_cancel(api->loop, api->tick);
+    api->tick = 0;
+  }
   if (!api->draining || !api->drain_done) return;
-  if (api->reg_inflight || api->routed_waiting || (api->pushes && api->drain_timer)) return;
+  if (api->reg_inflight || api->store_inflight || (api->pushes && api->drain_timer)) return;
   if (api->drain_timer) m5_loop_timer_cancel(api->loop, api->drain_timer);
   api->drain_timer = 0;
   void (*done)(void *) = api->drain_done;
@@ -138,7 +189,95 @@ static void pending_free(pending_t *p) {
   free(p);
 }
 
-/* ---- pushing to a UE on this worker ---- */
+/* ---- the message store: jobs, forwarding, reports ---- */
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Delay before attempt number `attempts` + 1 (attempts >= 1). */
+static int64_t backoff_ms(uint32_t attempts) {
+  int64_t d = BACKOFF_FIRST_MS;
+  for (uint32_t i = 1; i < attempts && d < BACKOFF_MAX_MS; i++)
+    d *= 2;
+  return d > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d;
+}
+
+static int is_report(const m5_store_msg_t *m) {
+  return strcmp(m->app_id, IMDN_APP) == 0;
+}
+
+static sjob_t *sjob_new(ue_api_t *api, sjob_kind_t kind, m5_store_op_t op) {
+  sjob_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  j->api = api;
+  j->kind = kind;
+  j->job.op = op;
+  j->job.arg = j;
+  j->job.base.reply = api->store_replies;
+  return j;
+}
+
+static void sjob_free(sjob_t *j) {
+  m5_store_job_clear(&j->job);
+  free(j->payload);
+  free(j);
+}
+
+/* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
+static int sjob_submit(ue_api_t *api, sjob_t *j) {
+  if (api->store_inflight >= api->opts.max_store_inflight) return M5_EFULL;
+  int rc = m5_store_submit(api->opts.store, &j->job);
+  if (rc == 0) api->store_inflight++;
+  return rc;
+}
+
+static void recent_add(ue_api_t *api, uint64_t id) {
+  uint64_t *slot = &api->recent_ring[api->recent_pos];
+  if (*slot) m5_hmap_del(api->recent, slot, sizeof *slot);
+  *slot = id;
+  if (m5_hmap_put(api->recent, &id, sizeof id, api, NULL) != 0) *slot = 0;
+  api->recent_pos = (api->recent_pos + 1) % RECENT_MAX;
+}
+
+/* Concludes delivery id in the store (op MARK_DELIVERED, MARK_FAILED with cause, RESCHEDULE
+ * to next_ms with attempts), from a push of session sid (0: none). */
+static void conclude(ue_api_t *api, m5_store_op_t op, uint64_t id, const char *cause,
+                     int64_t next_ms, uint32_t attempts, uint64_t sid, int from_due) {
+  sjob_t *j = sjob_new(api, SJ_MARK, op);
+  if (j) {
+    j->job.id = id;
+    if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
+    j->job.next_attempt_ms = next_ms;
+    j->job.attempts = attempts;
+    j->sid = sid;
+    j->from_due = from_due;
+  }
+  if (!j || sjob_submit(api, j) != 0) {
+    /* Still PENDING in the store: the back-off timer finds it again. */
+    M5_LOGW(DOM, "delivery %llu: the message store is busy; it will be retried",
+            (unsigned long long)id);
+    m5_hmap_del(api->inflight, &id, sizeof id);
+    if (j) sjob_free(j);
+    if (from_due) {
+      sess_t *ss = m5_hmap_get(api->sessions, &sid, sizeof sid);
+      if (ss && ss->due_out && --ss->due_out == 0) ss->due_busy = 0;
+    }
+  }
+}
+
+/* The recipient has no live session or the push failed: retry later (store-and-forward) or
+ * fail the delivery. */
+static void conclude_unreached(ue_api_t *api, uint64_t id, uint32_t attempts, int sto_fwd,
+                               uint64_t sid, int from_due) {
+  if (sto_fwd)
+    conclude(api, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + backoff_ms(attempts + 1), attempts + 1,
+             sid, from_due);
+  else
+    conclude(api, M5_STORE_MARK_FAILED, id, M5_CAUSE_UNREACHABLE, 0, attempts + 1, sid, from_due);
+}
 
 static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const uint8_t *body,
                          size_t len) {
@@ -149,11 +288,15 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
   char code[8];
   if (status == 0 && resp->code == M5_COAP_CHANGED) {
     M5_LOGD(DOM, "MSG %s delivered to %s", p->msg_id, p->dest);
-  } else if (status == 0) {
-    M5_LOGW(DOM, "MSG %s to %s: the UE answered %s", p->msg_id, p->dest,
-            m5_coap_code_str(resp->code, code, sizeof code));
+    conclude(api, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, p->sid, p->from_due);
   } else {
-    M5_LOGW(DOM, "MSG %s to %s: not delivered (%s)", p->msg_id, p->dest, m5_strerror(status));
+    if (status == 0)
+      M5_LOGW(DOM, "MSG %s to %s: the UE answered %s", p->msg_id, p->dest,
+              m5_coap_code_str(resp->code, code, sizeof code));
+    else
+      M5_LOGI(DOM, "MSG %s to %s: not delivered (%s)%s", p->msg_id, p->dest, m5_strerror(status),
+              p->sto_fwd ? ", kept for a retry" : "");
+    conclude_unreached(api, p->id, p->attempts, p->sto_fwd, p->sid, p->from_due);
   }
   free(p->body);
   free(p);
@@ -161,22 +304,51 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
   check_drained(api);
 }
 
-/* Hands body (taken) to the live session sid of dest: 0 accepted, M5_ENOENT no such
- * registered session here, M5_EFULL its outgoing queue is full. */
-static int push_local(ue_api_t *api, uint64_t sid, const char *dest, char *body, size_t len,
-                      const char *msg_id) {
+enum { FROM_NEW = 0, FROM_DUE = 1, FROM_TIMER = 2 };
+
+/* Pushes delivery id (body taken) over the live session sid of dest, on this worker. Every
+ * outcome ends in the store: delivered, rescheduled or failed. from: FROM_NEW (just
+ * accepted), FROM_DUE (the session's DUE), FROM_TIMER (the back-off timer). */
+static void push_delivery(ue_api_t *api, uint64_t sid, const char *dest, char *body, size_t len,
+                          const char *msg_id, uint64_t id, uint32_t attempts, int sto_fwd,
+                          int from) {
+  int from_due = from == FROM_DUE;
+  if (m5_hmap_get(api->recent, &id, sizeof id)) { /* delivered or failed meanwhile */
+    free(body);
+    return;
+  }
+  if (m5_hmap_get(api->inflight, &id, sizeof id)) { /* its push still runs */
+    free(body);
+    if (!from_due)
+      conclude(api, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + INFLIGHT_SKIP_MS, attempts, 0, 0);
+    return;
+  }
   sess_t *ss = sess_find(api, sid);
   if (!ss || !ss->registered || strcmp(ss->ue_svc_id, dest) != 0) {
     free(body);
-    return M5_ENOENT;
+    conclude_unreached(api, id, attempts, sto_fwd, 0, 0);
+    return;
+  }
+  if (from == FROM_TIMER && ss->due_busy) {
+    /* The session's DUE is draining this recipient's queue in priority order and covers it
+     * (it was PENDING before that DUE or comes with its next batch). */
+    free(body);
+    return;
   }
   push_t *p = calloc(1, sizeof *p);
-  if (!p) {
+  if (!p || m5_hmap_put(api->inflight, &id, sizeof id, api, NULL) != 0) {
+    free(p);
     free(body);
-    return M5_ENOMEM;
+    conclude(api, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    return;
   }
   p->api = api;
   p->body = body;
+  p->id = id;
+  p->attempts = attempts;
+  p->sto_fwd = sto_fwd;
+  p->sid = sid;
+  p->from_due = from_due;
   snprintf(p->msg_id, sizeof p->msg_id, "%s", msg_id);
   snprintf(p->dest, sizeof p->dest, "%s", dest);
   int rc = m5_coap_ep_request(ss->s->ep, M5_COAP_POST, RESOURCE, M5_COAP_FORMAT_JSON,
@@ -184,20 +356,314 @@ static int push_local(ue_api_t *api, uint64_t sid, const char *dest, char *body,
   if (rc != 0) {
     free(p->body);
     free(p);
-    return rc == M5_EFULL ? M5_EFULL : M5_ENOENT;
+    m5_hmap_del(api->inflight, &id, sizeof id);
+    if (rc == M5_EFULL) /* the session's outgoing queue is full: not an attempt */
+      conclude(api, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    else
+      conclude_unreached(api, id, attempts, sto_fwd, 0, 0);
+    return;
   }
   api->pushes++;
-  return 0;
+  if (from_due) ss->due_out++;
 }
 
-static void answer_routed(m5_coap_req_t *req, const char *msg_id, const m5_msg_addr_t *ori,
-                          int status) {
-  if (status == 0)
-    respond_ack(req, msg_id, ori, NULL, NULL);
-  else if (status == M5_EFULL)
-    respond_ack(req, msg_id, ori, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
-  else
-    respond_ack(req, msg_id, ori, "DELY_FAILED", M5_CAUSE_UNREACHABLE);
+/* The body the server sends for a delivery: the MSG, or the IMDN of a stored report. */
+static int encode_delivery(const m5_store_delivery_t *d, char **body, size_t *len) {
+  m5_msg_t m;
+  memset(&m, 0, sizeof m);
+  m.ori = d->msg.ori;
+  m.dest = d->msg.dest;
+  m.prio = d->msg.prio;
+  snprintf(m.msg_id, sizeof m.msg_id, "%s", d->msg.msg_id);
+  if (is_report(&d->msg)) {
+    /* payload: "delivSt" or "delivSt failureCause" */
+    m.type = M5_MSG_IMDN;
+    char buf[sizeof m.deliv_st + sizeof m.failure_cause + 2];
+    size_t n = d->msg.payload_len < sizeof buf - 1 ? d->msg.payload_len : sizeof buf - 1;
+    memcpy(buf, d->msg.payload ? (const char *)d->msg.payload : "", n);
+    buf[n] = '\0';
+    char *sp = strchr(buf, ' ');
+    if (sp) {
+      *sp = '\0';
+      snprintf(m.failure_cause, sizeof m.failure_cause, "%.*s", (int)sizeof m.failure_cause - 1,
+               sp + 1);
+    }
+    snprintf(m.deliv_st, sizeof m.deliv_st, "%.*s", (int)sizeof m.deliv_st - 1, buf);
+  } else {
+    m.type = M5_MSG_MSG;
+    snprintf(m.app_id, sizeof m.app_id, "%s", d->msg.app_id);
+    m.payload = d->msg.payload;
+    m.payload_len = d->msg.payload_len;
+    m.deliv_st_req = d->msg.deliv_st_req;
+    m.sto_fwd = d->msg.sto_fwd;
+    if (d->msg.sto_fwd) m.expr_time = d->msg.expr_time;
+  }
+  return m5_msg_encode(&m, body, len);
+}
+
+/* Hands delivery d to the worker holding its recipient's live session (this one or another,
+ * through the router), or concludes it when there is none. from: see push_delivery. */
+static void dispatch(ue_api_t *api, const m5_store_delivery_t *d, int from) {
+  char *body = NULL;
+  size_t len = 0;
+  if (encode_delivery(d, &body, &len) != 0) {
+    M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
+    conclude(api, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
+    return;
+  }
+  router_loc_t loc;
+  if (strcmp(d->rcpt.type, "UE") != 0 || router_find(api->opts.router, d->rcpt.addr, &loc) != 0) {
+    free(body);
+    conclude_unreached(api, d->id, d->attempts, d->msg.sto_fwd, 0, 0);
+    return;
+  }
+  if (loc.worker == api->opts.worker) {
+    push_delivery(api, loc.sid, d->rcpt.addr, body, len, d->msg.msg_id, d->id, d->attempts,
+                  d->msg.sto_fwd, from);
+    return;
+  }
+  router_msg_t *rm = router_msg_new(ROUTER_DELIVER);
+  if (!rm) {
+    free(body);
+    conclude(api, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0,
+             0);
+    return;
+  }
+  rm->sid = loc.sid;
+  rm->origin = api->opts.worker;
+  rm->body = body;
+  rm->len = len;
+  rm->deliv_id = d->id;
+  rm->attempts = d->attempts;
+  rm->sto_fwd = d->msg.sto_fwd;
+  rm->from_timer = from == FROM_TIMER;
+  snprintf(rm->ue_svc_id, sizeof rm->ue_svc_id, "%s", d->rcpt.addr);
+  snprintf(rm->msg_id, sizeof rm->msg_id, "%s", d->msg.msg_id);
+  if (router_post(api->opts.router, loc.worker, rm) != 0) {
+    router_msg_free(rm);
+    conclude(api, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0,
+             0);
+  }
+}
+
+/* The originator asked for a report (delivStReqInd) and d will not be delivered: an IMDN from
+ * the original recipient to the originator, stored and forwarded like a message. */
+static void report_failure(ue_api_t *api, const m5_store_delivery_t *d, const char *cause) {
+  if (!d->msg.deliv_st_req || is_report(&d->msg) || strcmp(d->msg.ori.type, "UE") != 0) return;
+  sjob_t *j = sjob_new(api, SJ_REPORT, M5_STORE_ACCEPT);
+  char text[96];
+  int n = snprintf(text, sizeof text, "REPT_DELY_FAILED %s", cause && cause[0] ? cause : "EXPIRED");
+  if (j) j->payload = malloc((size_t)n + 1);
+  if (!j || !j->payload) {
+    M5_LOGE(DOM, "out of memory: the failure report of MSG %s is lost", d->msg.msg_id);
+    if (j) sjob_free(j);
+    return;
+  }
+  memcpy(j->payload, text, (size_t)n + 1);
+  m5_store_msg_t *m = &j->job.msg;
+  m->ori = d->rcpt;
+  m->dest = d->msg.ori;
+  snprintf(m->msg_id, sizeof m->msg_id, "%s", d->msg.msg_id);
+  snprintf(m->app_id, sizeof m->app_id, "%s", IMDN_APP);
+  m->prio = d->msg.prio;
+  m->sto_fwd = true;
+  m->expr_time = (int64_t)time(NULL) + api->opts.max_ttl_s;
+  m->payload = j->payload;
+  m->payload_len = (size_t)n;
+  j->rcpt.addr = d->msg.ori;
+  j->rcpt.next_attempt_ms = wall_ms() + BACKOFF_FIRST_MS;
+  j->job.rcpts = &j->rcpt;
+  j->job.n_rcpts = 1;
+  if (sjob_submit(api, j) != 0) {
+    M5_LOGE(DOM, "the message store is busy: the failure report of MSG %s is lost", d->msg.msg_id);
+    sjob_free(j);
+  }
+}
+
+static void start_due(ue_api_t *api, sess_t *ss) {
+  if (ss->due_busy || !ss->registered) return;
+  sjob_t *j = sjob_new(api, SJ_DUE, M5_STORE_DUE);
+  if (!j) return;
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "UE");
+  snprintf(j->job.rcpt.addr, sizeof j->job.rcpt.addr, "%s", ss->ue_svc_id);
+  j->job.limit = DUE_BATCH;
+  j->sid = ss->s->id;
+  ss->last_due_ms = wall_ms();
+  if (sjob_submit(api, j) != 0) {
+    sjob_free(j);
+    return;
+  }
+  ss->due_busy = 1;
+}
+
+static void done_accept(sjob_t *j) {
+  ue_api_t *api = j->api;
+  m5_store_job_t *sj = &j->job;
+  const char *what = j->is_imdn ? "IMDN" : "MSG";
+  if (sj->status != 0) {
+    M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
+            sj->msg.ori.addr, m5_strerror(sj->status));
+    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store failed");
+    return;
+  }
+  switch (sj->outcome) {
+  case M5_STORE_DUPLICATE:
+    M5_LOGI(DOM, "%s %s from %s: a duplicate, answered as before", what, sj->msg.msg_id,
+            sj->msg.ori.addr);
+    respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori,
+                sj->orig_ack.status[0] ? sj->orig_ack.status : NULL,
+                sj->orig_ack.failure_cause[0] ? sj->orig_ack.failure_cause : NULL);
+    return;
+  case M5_STORE_QUEUE_FULL:
+    M5_LOGI(DOM, "%s %s from %s to %s: the recipient's queue is full", what, sj->msg.msg_id,
+            sj->msg.ori.addr, sj->msg.dest.addr);
+    respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
+    return;
+  case M5_STORE_STORE_FULL:
+    M5_LOGW(DOM, "%s %s from %s: the message store is full (store.max_total)", what, sj->msg.msg_id,
+            sj->msg.ori.addr);
+    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, STORE_FULL_RETRY_S,
+                  "overloaded: the message store is full");
+    return;
+  case M5_STORE_ACCEPTED:
+    break;
+  }
+  M5_LOGD(DOM, "%s %s from %s to %s: accepted (%s)", what, sj->msg.msg_id, sj->msg.ori.addr,
+          sj->msg.dest.addr, sj->ack.status[0] ? sj->ack.status : "for delivery");
+  respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori, sj->ack.status[0] ? sj->ack.status : NULL,
+              sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
+  if (sj->n_rcpts && j->rcpt.id) {
+    m5_store_delivery_t d;
+    memset(&d, 0, sizeof d);
+    d.id = j->rcpt.id;
+    d.rcpt = j->rcpt.addr;
+    d.msg = sj->msg; /* the payload is j's, still valid */
+    dispatch(api, &d, FROM_NEW);
+  }
+}
+
+static void done_report(sjob_t *j) {
+  m5_store_job_t *sj = &j->job;
+  if (sj->status != 0 || sj->outcome != M5_STORE_ACCEPTED || !j->rcpt.id) {
+    M5_LOGW(DOM, "the failure report of MSG %s to %s is lost: %s", sj->msg.msg_id,
+            sj->msg.dest.addr,
+            sj->status ? m5_strerror(sj->status) : m5_store_outcome_name(sj->outcome));
+    return;
+  }
+  M5_LOGI(DOM, "failure report of MSG %s queued for %s", sj->msg.msg_id, sj->msg.dest.addr);
+  m5_store_delivery_t d;
+  memset(&d, 0, sizeof d);
+  d.id = j->rcpt.id;
+  d.rcpt = j->rcpt.addr;
+  d.msg = sj->msg;
+  dispatch(j->api, &d, FROM_NEW);
+}
+
+static void done_mark(sjob_t *j) {
+  ue_api_t *api = j->api;
+  m5_store_job_t *sj = &j->job;
+  m5_hmap_del(api->inflight, &sj->id, sizeof sj->id);
+  if (sj->op != M5_STORE_RESCHEDULE && sj->status == 0) recent_add(api, sj->id);
+  if (sj->op == M5_STORE_MARK_FAILED && sj->status == 0 && sj->n_items)
+    report_failure(api, &sj->items[0], sj->items[0].failure_cause);
+  if (j->from_due) {
+    sess_t *ss = sess_find(api, j->sid);
+    if (ss && ss->due_out && --ss->due_out == 0) {
+      ss->due_busy = 0;
+      if (ss->due_more && !api->draining) start_due(api, ss);
+    }
+  }
+}
+
+static void done_due(sjob_t *j) {
+  ue_api_t *api = j->api;
+  sess_t *ss = sess_find(api, j->sid);
+  if (!ss) return; /* the items stay PENDING: the back-off timer or the next REG */
+  if (j->job.status == 0) {
+    for (size_t i = 0; i < j->job.n_items; i++)
+      dispatch(api, &j->job.items[i], FROM_DUE);
+    if (j->job.n_items)
+      M5_LOGI(DOM, "%s: %zu stored message(s) pushed", ss->ue_svc_id, j->job.n_items);
+  }
+  ss->due_more = j->job.status == 0 && j->job.n_items == j->job.limit;
+  if (ss->due_out == 0) ss->due_busy = 0;
+}
+
+static void done_due_any(sjob_t *j) {
+  j->api->due_any_busy = 0;
+  if (j->job.status != 0) return;
+  for (size_t i = 0; i < j->job.n_items; i++)
+    dispatch(j->api, &j->job.items[i], FROM_TIMER);
+}
+
+static void done_expire(sjob_t *j) {
+  j->api->expire_busy = 0;
+  if (j->job.status != 0) return;
+  for (size_t i = 0; i < j->job.n_items; i++) {
+    const m5_store_delivery_t *d = &j->job.items[i];
+    M5_LOGI(DOM, "%s %s from %s to %s expired", is_report(&d->msg) ? "report of" : "MSG",
+            d->msg.msg_id, d->msg.ori.addr, d->rcpt.addr);
+    report_failure(j->api, d, M5_CAUSE_EXPIRED);
+  }
+}
+
+static void on_store_reply(void *msg, void *arg) {
+  ue_api_t *api = arg;
+  sjob_t *j = msg; /* job.base is the first member */
+  api->store_inflight--;
+  switch (j->kind) {
+  case SJ_ACCEPT:
+    done_accept(j);
+    break;
+  case SJ_REPORT:
+    done_report(j);
+    break;
+  case SJ_MARK:
+    done_mark(j);
+    break;
+  case SJ_DUE:
+    done_due(j);
+    break;
+  case SJ_DUE_ANY:
+    done_due_any(j);
+    break;
+  case SJ_EXPIRE:
+    done_expire(j);
+    break;
+  }
+  sjob_free(j);
+  check_drained(api);
+}
+
+/* The back-off and expiry timer (one worker): bounded batches, one of each at a time. */
+static void on_tick(m5_loop_t *loop, void *arg) {
+  ue_api_t *api = arg;
+  api->tick = 0;
+  if (api->draining) return;
+  int64_t now = wall_ms();
+  if (!api->due_any_busy) {
+    sjob_t *j = sjob_new(api, SJ_DUE_ANY, M5_STORE_DUE_ANY);
+    if (j) {
+      j->job.now_ms = now;
+      j->job.limit = TICK_BUDGET;
+      if (sjob_submit(api, j) == 0)
+        api->due_any_busy = 1;
+      else
+        sjob_free(j);
+    }
+  }
+  if (!api->expire_busy) {
+    sjob_t *j = sjob_new(api, SJ_EXPIRE, M5_STORE_EXPIRE);
+    if (j) {
+      j->job.now_ms = now;
+      j->job.limit = EXPIRE_BATCH;
+      if (sjob_submit(api, j) == 0)
+        api->expire_busy = 1;
+      else
+        sjob_free(j);
+    }
+  }
+  api->tick = m5_loop_timer_add(loop, TICK_MS, on_tick, api);
 }
 
 /* ---- REG / DEREG ---- */
@@ -278,6 +744,7 @@ static void done_reg(pending_t *p) {
   snprintf(a.ue_svc_id, sizeof a.ue_svc_id, "%s", job->ue_svc_id);
   a.expiry = job->expiry;
   respond_msg(p->req, job->created ? M5_COAP_CREATED : M5_COAP_CHANGED, &a);
+  start_due(api, ss); /* what was stored for it goes out now */
 }
 
 static void done_dereg(pending_t *p) {
@@ -364,72 +831,117 @@ static void op_dereg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg
   submit_job(api, p);
 }
 
-/* ---- MSG ---- */
+/* ---- MSG and IMDN: acceptance into the store ---- */
 
-static void op_msg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m) {
+static int cause_valid(const char *s) {
+  for (; *s; s++)
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+          *s == '_' || *s == '-' || *s == '.'))
+      return 0;
+  return 1;
+}
+
+/* Short keys stay readable; a long destAddr is hashed so the key fits M5_STORE_KEY_MAX. */
+static void report_key(char *out, size_t outlen, const char *msg_id, const char *dest) {
+  if (strlen(IMDN_KEY) + strlen(msg_id) + 1 + strlen(dest) < outlen) {
+    snprintf(out, outlen, IMDN_KEY "%s/%s", msg_id, dest);
+    return;
+  }
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (const char *p = dest; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ull;
+  snprintf(out, outlen, IMDN_KEY "%s/#%016llx", msg_id, (unsigned long long)h);
+}
+
+/* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
+ * store (the ack is committed with it for dedup), answer from the store's reply. */
+static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
   if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
     m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN,
                              "oriAddr: not the UE Service ID this session registered");
     return;
   }
-  /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. */
+  if (!is_imdn && (unsigned char)m->app_id[0] != 0 && (unsigned char)m->app_id[0] < 0x20) {
+    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "appId: starts with a control character");
+    return;
+  }
+  if (is_imdn && (!m->deliv_st[0] || !cause_valid(m->deliv_st))) {
+    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
+    return;
+  }
+  if (is_imdn && !cause_valid(m->failure_cause)) {
+    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST,
+                             "failureCause: letters, digits, '_', '-', '.' only");
+    return;
+  }
+  /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
+   * report is always stored for its recipient (the originator) while that one is away. */
+  int sto = is_imdn || m->sto_fwd;
+  int64_t now = (int64_t)time(NULL);
   registry_entry_t e;
   router_loc_t loc;
-  const char *cause = NULL;
-  if (strcmp(m->dest.type, "UE") != 0 ||
-      registry_lookup(api->opts.reg, m->dest.addr, (int64_t)time(NULL), &e) != 0)
-    cause = M5_CAUSE_UNKNOWN_RECIPIENT;
+  const char *status = NULL, *cause = NULL;
+  if (strcmp(m->dest.type, "UE") != 0 || registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
+    status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
+  else if (router_find(api->opts.router, m->dest.addr, &loc) == 0)
+    status = NULL; /* live: accepted for delivery */
+  else if (sto)
+    status = "DELY_STORED";
   else if (!e.registered)
-    cause = M5_CAUSE_NOT_REGISTERED;
-  else if (router_find(api->opts.router, m->dest.addr, &loc) != 0)
-    cause = M5_CAUSE_UNREACHABLE;
-  if (cause) {
-    M5_LOGI(DOM, "MSG %s from %s to %s %s: %s", m->msg_id, m->ori.addr, m->dest.type, m->dest.addr,
-            cause);
-    respond_ack(req, m->msg_id, &m->ori, "DELY_FAILED", cause);
+    status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
+  else
+    status = "DELY_FAILED", cause = M5_CAUSE_UNREACHABLE;
+  int64_t cap = now + api->opts.max_ttl_s;
+  int64_t expr = !is_imdn && m->expr_time ? m->expr_time : cap;
+  if (expr > cap) expr = cap;
+  if (!cause && expr <= now) status = "DELY_FAILED", cause = M5_CAUSE_EXPIRED;
+
+  sjob_t *j = sjob_new(api, SJ_ACCEPT, M5_STORE_ACCEPT);
+  size_t plen = is_imdn ? strlen(m->deliv_st) + 1 + strlen(m->failure_cause) : m->payload_len;
+  if (j) j->payload = malloc(plen + 1);
+  if (!j || !j->payload) {
+    if (j) sjob_free(j);
+    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "out of memory");
     return;
   }
-  char *body = NULL;
-  size_t len = 0;
-  m->type = M5_MSG_MSG; /* the server-side MSG carries the same members */
-  if (m5_msg_encode(m, &body, &len) != 0) {
-    m5_coap_ep_respond_error(req, M5_COAP_INTERNAL_ERROR, "cannot encode the MSG");
-    return;
+  if (is_imdn) {
+    snprintf((char *)j->payload, plen + 1, "%s%s%s", m->deliv_st, m->failure_cause[0] ? " " : "",
+             m->failure_cause);
+    plen = strlen((char *)j->payload);
+  } else if (plen) {
+    memcpy(j->payload, m->payload, plen);
   }
-  if (loc.worker == api->opts.worker) {
-    int rc = push_local(api, loc.sid, m->dest.addr, body, len, m->msg_id);
-    M5_LOGD(DOM, "MSG %s from %s to %s: %s", m->msg_id, m->ori.addr, m->dest.addr,
-            rc == 0 ? "pushed" : m5_strerror(rc));
-    answer_routed(req, m->msg_id, &m->ori, rc);
-    return;
+  j->req = req;
+  j->is_imdn = is_imdn;
+  m5_store_job_t *sj = &j->job;
+  m5_store_msg_t *sm = &sj->msg;
+  sm->ori = m->ori;
+  sm->dest = m->dest;
+  snprintf(sm->msg_id, sizeof sm->msg_id, "%s", m->msg_id);
+  snprintf(sm->app_id, sizeof sm->app_id, "%s", is_imdn ? IMDN_APP : m->app_id);
+  sm->prio = m->prio;
+  sm->deliv_st_req = !is_imdn && m->deliv_st_req;
+  sm->sto_fwd = sto;
+  sm->expr_time = expr;
+  sm->payload = j->payload;
+  sm->payload_len = plen;
+  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "UE:%s", m->ori.addr);
+  if (is_imdn)
+    report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
+  else
+    snprintf(sj->dedup_id, sizeof sj->dedup_id, "%s", m->msg_id);
+  if (status) snprintf(sj->ack.status, sizeof sj->ack.status, "%s", status);
+  if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
+  if (!cause) {
+    j->rcpt.addr = m->dest;
+    j->rcpt.next_attempt_ms = wall_ms() + BACKOFF_FIRST_MS; /* the first attempt is ours */
+    sj->rcpts = &j->rcpt;
+    sj->n_rcpts = 1;
   }
-  router_msg_t *rm = router_msg_new(ROUTER_DELIVER);
-  pending_t *p = api->routed_waiting < api->opts.max_routed && rm
-                     ? pending_new(api, P_ROUTED, ss->s, req)
-                     : NULL;
-  if (!p) {
-    free(body);
-    router_msg_free(rm);
-    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "too many messages in flight");
-    return;
+  if (sjob_submit(api, j) != 0) {
+    sjob_free(j);
+    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store is busy");
   }
-  snprintf(p->msg_id, sizeof p->msg_id, "%s", m->msg_id);
-  p->ori = m->ori;
-  p->dest = m->dest;
-  rm->sid = loc.sid;
-  rm->origin = api->opts.worker;
-  rm->token = p;
-  rm->body = body;
-  rm->len = len;
-  snprintf(rm->ue_svc_id, sizeof rm->ue_svc_id, "%s", m->dest.addr);
-  snprintf(rm->msg_id, sizeof rm->msg_id, "%s", m->msg_id);
-  if (router_post(api->opts.router, loc.worker, rm) != 0) {
-    router_msg_free(rm);
-    pending_free(p);
-    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "worker queue full");
-    return;
-  }
-  api->routed_waiting++;
 }
 
 /* ---- messages from other workers ---- */
@@ -447,31 +959,18 @@ static void on_inbox(void *msg, void *arg) {
     router_msg_free(m);
     return;
   }
-  if (m->kind != ROUTER_DELIVER) {
-    router_msg_free(m);
-    return;
+  if (m->kind == ROUTER_DELIVER) {
+    char *body = m->body;
+    m->body = NULL;
+    push_delivery(api, m->sid, m->ue_svc_id, body, m->len, m->msg_id, m->deliv_id, m->attempts,
+                  m->sto_fwd, m->from_timer ? FROM_TIMER : FROM_NEW);
   }
-  char *body = m->body;
-  m->body = NULL;
-  m->status = push_local(api, m->sid, m->ue_svc_id, body, m->len, m->msg_id);
-  m->kind = ROUTER_RESULT;
-  if (router_post(api->opts.router, m->origin, m) != 0) {
-    M5_LOGE(DOM, "cannot return the result of MSG %s to worker %u", m->msg_id, m->origin);
-    router_msg_free(m);
-  }
+  router_msg_free(m);
 }
 
 static void on_result(void *msg, void *arg) {
-  ue_api_t *api = arg;
-  router_msg_t *m = msg;
-  pending_t *p = m->token;
-  if (p->req) {
-    answer_routed(p->req, p->msg_id, &p->ori, m->status);
-    api->routed_waiting--;
-  }
-  router_msg_free(m);
-  pending_free(p);
-  check_drained(api);
+  (void)arg;
+  router_msg_free(msg);
 }
 
 /* ---- session hooks ---- */
@@ -543,8 +1042,10 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
     op_reg(api, ss, req, &m);
   } else if (m.type == M5_MSG_DEREG) {
     op_dereg(api, ss, req, &m);
-  } else if (m.type == M5_MSG_MSG) {
-    op_msg(api, ss, req, &m);
+  } else if (m.type == M5_MSG_MSG || m.type == M5_MSG_IMDN) {
+    /* The UE is here: what was stored for it goes out (at most every DUE_PERIOD_MS). */
+    if (wall_ms() - ss->last_due_ms >= DUE_PERIOD_MS) start_due(api, ss);
+    op_accept(api, ss, req, &m, m.type == M5_MSG_IMDN);
   } else if (m.type == M5_MSG_MSGRESP) {
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST,
                              "msgType MSGRESP: only an answer body, never a request");
@@ -566,15 +1067,23 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
   if (!api->opts.max_reg_inflight) api->opts.max_reg_inflight = 1024;
   if (!api->opts.max_routed) api->opts.max_routed = 4096;
   if (!api->opts.inbox_cap) api->opts.inbox_cap = 16384;
+  if (!api->opts.max_store_inflight) api->opts.max_store_inflight = 8192;
+  if (!api->opts.max_ttl_s) api->opts.max_ttl_s = 86400;
   api->sessions = m5_hmap_new();
+  api->inflight = m5_hmap_new();
+  api->recent = m5_hmap_new();
+  /* Room for every job outstanding, plus the tick's two, so no reply post ever fails. */
+  api->store_replies = m5_mailbox_new(loop, api->opts.max_store_inflight + 2, on_store_reply, api);
   api->reg_replies = m5_mailbox_new(loop, api->opts.max_reg_inflight, on_reg_reply, api);
   api->inbox = m5_mailbox_new(loop, api->opts.inbox_cap, on_inbox, api);
   api->results = m5_mailbox_new(loop, api->opts.max_routed, on_result, api);
-  if (!api->sessions || !api->reg_replies || !api->inbox || !api->results ||
+  if (!api->sessions || !api->inflight || !api->recent || !api->store_replies ||
+      !api->reg_replies || !api->inbox || !api->results || !api->opts.store ||
       router_attach(api->opts.router, api->opts.worker, api->inbox, api->results) != 0) {
     ue_api_free(api);
     return NULL;
   }
+  if (api->opts.timers) api->tick = m5_loop_timer_add(loop, TICK_MS, on_tick, api);
   return api;
 }
 
@@ -582,10 +1091,20 @@ static void drop_router_msg(void *msg) {
   router_msg_free(msg);
 }
 
+/* A store reply that arrived after the loop stopped (the store was closed after it). */
+static void drop_sjob(void *msg) {
+  sjob_t *j = msg;
+  if (j->kind == SJ_ACCEPT && j->req)
+    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
+  sjob_free(j);
+}
+
 void ue_api_free(ue_api_t *api) {
   if (!api) return;
   /* The pending list owns every pending_t, wherever its job or result message is. */
   if (api->reg_replies) m5_mailbox_free(api->reg_replies, NULL);
+  if (api->store_replies) m5_mailbox_free(api->store_replies, drop_sjob);
+  if (api->tick) m5_loop_timer_cancel(api->loop, api->tick);
   if (api->results) m5_mailbox_free(api->results, drop_router_msg);
   if (api->inbox) m5_mailbox_free(api->inbox, drop_router_msg);
   while (api->pending) {
@@ -595,6 +1114,8 @@ void ue_api_free(ue_api_t *api) {
     pending_free(p);
   }
   if (api->sessions) m5_hmap_free(api->sessions, free);
+  if (api->inflight) m5_hmap_free(api->inflight, NULL);
+  if (api->recent) m5_hmap_free(api->recent, NULL);
   free(api);
 }
 
@@ -608,12 +1129,6 @@ static void on_drain_timeout(m5_loop_t *loop, void *arg) {
   (void)loop;
   ue_api_t *api = arg;
   api->drain_timer = 0;
-  for (pending_t *p = api->pending; p; p = p->next) {
-    if (p->kind != P_ROUTED || !p->req) continue;
-    respond_retry(p->req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
-    p->req = NULL; /* the pending_t stays until its RESULT arrives or ue_api_free */
-    api->routed_waiting--;
-  }
   if (api->pushes) M5_LOGW(DOM, "drain: %zu pushes to UEs still unanswered", api->pushes);
   check_drained(api);
 }

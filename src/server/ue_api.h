@@ -5,9 +5,12 @@
  * recipient's live session, on this worker or another one (router.h). One ue_api_t per
  * worker loop; everything runs on that loop.
  *
- * A MSG is answered once it is accepted for delivery: in this version that means handed to
- * the recipient's live session (no durable store yet). The push to the recipient then runs on
- * its own; a push that fails (timeout, RST, session gone) is logged. */
+ * A MSG (or IMDN) is answered once the message store has committed it (docs/delivery.md):
+ * accepted for delivery, DELY_STORED or DELY_FAILED. The push to the recipient's session then
+ * runs on the worker holding that session, which marks the delivery delivered on the UE's
+ * 2.04, or reschedules it (store-and-forward) / fails it. Stored deliveries go out when the
+ * recipient registers or sends anything, and on the back-off timer (worker `timers`), which
+ * also expires messages and sends the failure reports. */
 #ifndef M5_SERVER_UE_API_H
 #define M5_SERVER_UE_API_H
 
@@ -15,6 +18,7 @@
 #include "server/registry.h"
 #include "server/router.h"
 #include "server/ue_session.h"
+#include "store/store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,10 +29,14 @@ typedef struct {
   unsigned worker;
   registry_t *reg;
   router_t *router;
-  int64_t reg_lifetime_s;  /* expiry of a registration = REG time + this */
-  size_t max_reg_inflight; /* registry jobs outstanding; beyond: 5.03; 0 = 1024 */
-  size_t max_routed;       /* MSGs waiting for another worker's result; beyond: 5.03; 0 = 4096 */
-  size_t inbox_cap;        /* messages from other workers waiting; 0 = 16384 */
+  int64_t reg_lifetime_s;    /* expiry of a registration = REG time + this */
+  size_t max_reg_inflight;   /* registry jobs outstanding; beyond: 5.03; 0 = 1024 */
+  size_t max_routed;         /* results mailbox size (DELIVERs conclude where pushed); 0 = 4096 */
+  size_t inbox_cap;          /* messages from other workers waiting; 0 = 16384 */
+  m5_store_t *store;         /* the message store (every MSG and IMDN is accepted into it) */
+  int64_t max_ttl_s;         /* caps exprTime; the expiry of a message without one; 0 = 86400 */
+  int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
+  size_t max_store_inflight; /* store jobs outstanding; beyond: 5.03; 0 = 8192 */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */
@@ -40,10 +48,10 @@ void ue_api_free(ue_api_t *api);
 /* The hooks to give this worker's UE listeners. */
 ue_session_hooks_t ue_api_hooks(ue_api_t *api);
 
-/* Graceful drain: new requests get 5.03; done(arg) runs on the loop once no registry job,
- * routed MSG or push is outstanding. After timeout_ms, MSGs still waiting for another worker
- * are answered 5.03 and pushes are no longer waited for; registry jobs always are (the DB
- * thread answers every job). */
+/* Graceful drain: new requests get 5.03; the back-off timer stops; done(arg) runs on the loop
+ * once no registry job, store job or push is outstanding. After timeout_ms, pushes are no
+ * longer waited for (their deliveries stay PENDING in the store and go out after a restart);
+ * registry and store jobs always are (their threads answer every job). */
 void ue_api_drain(ue_api_t *api, uint32_t timeout_ms, void (*done)(void *arg), void *arg);
 size_t ue_api_sessions(const ue_api_t *api);
 
