@@ -23,7 +23,7 @@ build: deps
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
 build-test: deps
-	@cmake -S . -B $(BUILD_TEST) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM5_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(BUILD_TEST) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM5_SANITIZE=ON -DM5_BENCH=ON >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 
 test: build-test

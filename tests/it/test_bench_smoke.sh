@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Smoke run of the benchmark's m5s side (bench/m5load, docs/benchmarks.md) so the measurement
+# keeps working: a few seconds, a few pairs, against the real m5-aanf and m5s with the durable
+# store. It asserts only correctness (messages delivered, none lost or duplicated), never a
+# figure: performance is claimed from `make bench`, side by side, not from tests.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+[[ -x $M5_BIN/m5load ]] || fail "$M5_BIN/m5load missing (the test build sets -DM5_BENCH=ON)"
+PAIRS=3
+make_pki
+start_aanf
+start_m5s "log: {level: warn}"
+"$M5_BIN/m5load" --print-subscribers --pairs "$PAIRS" >subs.txt
+while read -r ue supi kausf; do
+  "$M5_BIN/m5ctl" subscriber add --ue-svc-id "$ue" --supi "$supi" --kausf "$kausf" \
+    --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >/dev/null ||
+    fail "provisioning $ue"
+done <subs.txt
+
+timeout 90 "$M5_BIN/m5load" --port "$M5S_PORT" --server-pid "$M5S_PID" --label smoke \
+  --pairs "$PAIRS" --window 20 --warm 0.5 --secs 2 --half 0.5 --drain 5 >load.out 2>load.err ||
+  fail "m5load failed: $(tail -5 load.err)"
+total=$(grep '^RESULT system=smoke phase=total' load.out) || fail "no total line: $(cat load.out)"
+field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$total"; }
+(($(field delivered) > 0)) || fail "nothing delivered: $total"
+[[ $(field lost) == 0 && $(field dup) == 0 && $(field failed) == 0 ]] || fail "$total"
+echo "bench smoke: ok ($total)"
