@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +284,12 @@ static void try_connect(m5c_chan_t *ch) {
     if (ch->fd < 0) {
       last = errno;
       continue;
+    }
+    if (ch->ai->ai_socktype == SOCK_STREAM) {
+      /* Small pipelined CoAP-over-TLS requests must not wait for delayed ACKs (Nagle). */
+      int one = 1;
+      if (setsockopt(ch->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+        M5_LOGD(DOM, "TCP_NODELAY: %s", strerror(errno));
     }
     if (connect(ch->fd, ch->ai->ai_addr, ch->ai->ai_addrlen) == 0) {
       if (start_tls(ch)) go_down(ch, M5_EIO, "cannot set up the (D)TLS session: out of memory");

@@ -348,3 +348,24 @@ size_t registry_count(registry_t *r) {
   pthread_rwlock_unlock(&r->lock);
   return n;
 }
+
+typedef struct {
+  int64_t now;
+  size_t n;
+} count_reg_t;
+
+static void count_reg(const void *key, size_t klen, void *val, void *arg) {
+  (void)key;
+  (void)klen;
+  const registry_entry_t *e = val;
+  count_reg_t *c = arg;
+  if (e->registered_at != 0 && e->expiry > c->now) c->n++;
+}
+
+size_t registry_registrations(registry_t *r, int64_t now) {
+  count_reg_t c = {now, 0};
+  pthread_rwlock_rdlock(&r->lock);
+  m5_hmap_foreach(r->map, count_reg, &c);
+  pthread_rwlock_unlock(&r->lock);
+  return c.n;
+}

@@ -69,7 +69,9 @@ void registry_close(registry_t *r);
 /* From any thread, without waiting for the disk: 0 and *out, or M5_ENOENT when the UE Service
  * ID is not bound. `now` (Unix seconds) decides whether the registration is still valid. */
 int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_entry_t *out);
+/* From any thread: the bindings, and the registrations whose expiry has not passed at `now`. */
 size_t registry_count(registry_t *r);
+size_t registry_registrations(registry_t *r, int64_t now);
 
 /* "001010123456789" from that or "imsi-001010123456789"; M5_EINVAL unless 5-15 digits. */
 int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]);

@@ -22,15 +22,20 @@
 #include "ue_api.h"
 #include "ue_transport.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define DOM "m5s"
 #define DRAIN_MS 3000 /* exit stays < 5 s */
 #define REG_QUEUE 8192
 
+typedef struct run run_t;
+
 typedef struct {
+  run_t *run;
   m5_loop_t *loop;
   akma_keys_t *keys;
   ue_api_t *api;
@@ -40,22 +45,42 @@ typedef struct {
   int waiting;            /* drain steps still running */
 } worker_t;
 
-typedef struct {
+struct run {
   m5_workers_t *ws;
   worker_t *w;
+  size_t n_workers;
+  /* Guards the workers' udp/tcp pointers against the admin's reads (worker 0) while a worker
+   * frees its listeners at the end of its drain. */
+  pthread_mutex_t lock;
   router_t *router;
   registry_t *reg;
   m5_store_t *store;
   SSL_CTX *dtls, *tls;
-} run_t;
+};
 
 static void step_done(void *arg) {
   worker_t *w = arg;
   if (--w->waiting > 0) return;
-  if (w->udp) ue_listener_free(w->udp);
-  if (w->tcp) ue_listener_free(w->tcp);
+  pthread_mutex_lock(&w->run->lock);
+  ue_listener_t *udp = w->udp, *tcp = w->tcp;
   w->udp = w->tcp = NULL;
+  pthread_mutex_unlock(&w->run->lock);
+  if (udp) ue_listener_free(udp);
+  if (tcp) ue_listener_free(tcp);
   m5_loop_stop(w->loop);
+}
+
+/* admin_stats_fn, on worker 0: the live sessions of every worker's listeners and the unexpired
+ * registrations. */
+static void fill_stats(void *arg, admin_stats_t *out) {
+  run_t *run = arg;
+  pthread_mutex_lock(&run->lock);
+  for (size_t i = 0; i < run->n_workers; i++) {
+    out->sessions_dtls += ue_listener_sessions(run->w[i].udp);
+    out->sessions_tls += ue_listener_sessions(run->w[i].tcp);
+  }
+  pthread_mutex_unlock(&run->lock);
+  out->registrations = registry_registrations(run->reg, (int64_t)time(NULL));
 }
 
 static void on_mgmt_drained(void *arg) {
@@ -73,6 +98,7 @@ static void on_drain(void *arg, size_t index) {
 static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) {
   char err[256];
   worker_t *w = &run->w[index];
+  w->run = run;
   w->loop = m5_workers_loop(run->ws, index);
   akma_keys_opts_t ko = {.aanf_url = cfg->aanf_url,
                          .cert_file = cfg->tls_cert,
@@ -122,7 +148,9 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
   admin_opts_t mo = {.reg = run->reg,
                      .router = run->router,
                      .ready = m5_workers_ready(run->ws),
-                     .store = run->store};
+                     .store = run->store,
+                     .stats = fill_stats,
+                     .stats_arg = run};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");
@@ -177,10 +205,10 @@ static int contexts(run_t *run, const server_config_t *cfg) {
 }
 
 int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers) {
-  run_t run = {.reg = reg, .store = store};
+  run_t run = {.reg = reg, .store = store, .n_workers = n_workers};
   run.w = calloc(n_workers, sizeof *run.w);
   run.router = router_new(n_workers);
-  if (!run.w || !run.router) {
+  if (!run.w || !run.router || pthread_mutex_init(&run.lock, NULL) != 0) {
     fprintf(stderr, "m5s: out of memory\n");
     free(run.w);
     router_free(run.router);
@@ -230,5 +258,6 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   if (run.dtls) SSL_CTX_free(run.dtls);
   if (run.tls) SSL_CTX_free(run.tls);
   free(run.w);
+  pthread_mutex_destroy(&run.lock);
   return rc;
 }

@@ -6,11 +6,9 @@
  * worker loop; everything runs on that loop.
  *
  * A MSG (or IMDN) is answered once the message store has committed it (docs/delivery.md):
- * accepted for delivery, DELY_STORED or DELY_FAILED. The push to the recipient's session then
- * runs on the worker holding that session, which marks the delivery delivered on the UE's
- * 2.04, or reschedules it (store-and-forward) / fails it. Stored deliveries go out when the
- * recipient registers or sends anything, and on the back-off timer (worker `timers`), which
- * also expires messages and sends the failure reports. */
+ * accepted for delivery, DELY_STORED or DELY_FAILED. Its forwarding from the store (pushes,
+ * retries, expiry, failure reports) is delivery.h's, which this module feeds with the
+ * sessions' registrations and the deliveries it accepted. */
 #ifndef M5_SERVER_UE_API_H
 #define M5_SERVER_UE_API_H
 
@@ -36,7 +34,7 @@ typedef struct {
   m5_store_t *store;         /* the message store (every MSG and IMDN is accepted into it) */
   int64_t max_ttl_s;         /* caps exprTime; the expiry of a message without one; 0 = 86400 */
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
-  size_t max_store_inflight; /* store jobs outstanding; beyond: 5.03; 0 = 8192 */
+  size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */

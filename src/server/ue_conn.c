@@ -507,7 +507,7 @@ void ue_listener_free(ue_listener_t *l) {
 }
 
 size_t ue_listener_sessions(const ue_listener_t *l) {
-  return l ? l->n_sessions : 0;
+  return l ? atomic_load_explicit(&l->n_sessions, memory_order_relaxed) : 0;
 }
 
 size_t ue_listener_handshakes(const ue_listener_t *l) {

@@ -11,6 +11,7 @@
 #include "server/ue_transport.h"
 
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -48,9 +49,9 @@ struct ue_listener {
   ue_conn_t *reap; /* closing, waiting for the reaper */
   m5_timer_id_t reap_timer;
   size_t n_handshakes;
-  size_t n_sessions;
-  uint64_t dropped; /* handshakes refused at max_handshakes / max_sessions */
-  int freeing;      /* ue_listener_free runs: closes from hooks are no-ops */
+  atomic_size_t n_sessions; /* also read by other threads (ue_listener_sessions) */
+  uint64_t dropped;         /* handshakes refused at max_handshakes / max_sessions */
+  int freeing;              /* ue_listener_free runs: closes from hooks are no-ops */
 };
 
 enum { UE_CONN_HANDSHAKE, UE_CONN_WAIT_KEY, UE_CONN_OPEN };

@@ -306,8 +306,10 @@ static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *ar
     close(fd);
     return;
   }
+  /* Small pipelined CoAP-over-TLS messages must not wait for delayed ACKs (Nagle). */
   int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    M5_LOGD(DOM, "%s: TCP_NODELAY: %s", l->name, strerror(errno));
   BIO *r, *w;
   SSL *ssl = ue_ssl_new(l->o.ctx, &r, &w);
   tls_conn_t *tc = ssl ? (tls_conn_t *)ue_conn_new(l, sizeof *tc, ssl, sa, sl) : NULL;

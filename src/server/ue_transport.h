@@ -16,16 +16,16 @@
 typedef struct ue_listener ue_listener_t;
 
 typedef struct {
-  const char *host;           /* bind address */
-  uint16_t port;              /* 5684 */
-  SSL_CTX *ctx;               /* from m5_akma_server_ctx_new (dtls 1 for UDP, 0 for TCP) */
-  akma_keys_t *keys;          /* this worker's K_AF source */
-  unsigned worker;            /* index, copied into sessions */
-  m5_coap_ep_opts_t coap;     /* endpoint options (transport is set by the listener) */
-  size_t max_sessions;        /* established sessions; 0 = 100000 */
-  size_t max_handshakes;      /* half-open handshakes at once (ClientHello floods); 0 = 1024 */
+  const char *host;              /* bind address */
+  uint16_t port;                 /* 5684 */
+  SSL_CTX *ctx;                  /* from m5_akma_server_ctx_new (dtls 1 for UDP, 0 for TCP) */
+  akma_keys_t *keys;             /* this worker's K_AF source */
+  unsigned worker;               /* index, copied into sessions */
+  m5_coap_ep_opts_t coap;        /* endpoint options (transport is set by the listener) */
+  size_t max_sessions;           /* established sessions; 0 = 100000 */
+  size_t max_handshakes;         /* half-open handshakes at once (ClientHello floods); 0 = 1024 */
   uint32_t handshake_timeout_ms; /* 0 = 10000 (includes waiting for the AAnF) */
-  uint32_t idle_timeout_ms;   /* 0 = 600000 */
+  uint32_t idle_timeout_ms;      /* 0 = 600000 */
   ue_session_hooks_t hooks;
 } ue_listener_opts_t;
 
@@ -36,6 +36,7 @@ ue_listener_t *ue_tls_listener_new(m5_loop_t *loop, const ue_listener_opts_t *op
                                    size_t errlen);
 /* Stops accepting; closes every session (closed hooks run) and frees. */
 void ue_listener_free(ue_listener_t *l);
+/* Established sessions; from any thread while l exists (0 for NULL). */
 size_t ue_listener_sessions(const ue_listener_t *l);
 
 #endif

@@ -6,6 +6,8 @@
 #  - GET /admin/v1/stats gives the same figures as JSON, and `m5ctl stats` prints exactly the
 #    /metrics sample names with the JSON's values; m5ctl's usage errors exit 2, an unreachable
 #    admin port exits 1;
+#  - while ue2 (DTLS) and ue1 (TLS) are connected and registered, the gauges count them: a
+#    session on each transport and both registrations;
 #  - around a message ue1 -> ue2 sent with every delivery option (--report --store-forward
 #    --expire --priority high) the counters never go down. Which figures move depends on what
 #    m5s feeds the admin API (the store's counters, sessions, registrations): only that is
@@ -139,6 +141,24 @@ check_snapshot before
 # ---- one message with every delivery option, and its report -----------------------------------
 m5c_listen_bg ue2 dtls listen2.out 1 30
 L2=$M5C_LISTEN_PID
+
+# ---- the gauges while both UEs are connected and registered -----------------------------------
+m5c_listen_bg ue1 tls listen1.out 1 30
+L1=$M5C_LISTEN_PID
+snapshot live
+check_snapshot live
+$PY - live.metrics <<'EOF2' || m5s_fail "the gauges miss the two live UEs: $(cat live.metrics)"
+import sys
+v = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
+     for l in open(sys.argv[1]).read().splitlines() if not l.startswith("#")}
+assert v['msgin5g_sessions{transport="dtls"}'] >= 1, v
+assert v['msgin5g_sessions{transport="tls"}'] >= 1, v
+assert v["msgin5g_registrations"] >= 2, v
+EOF2
+kill -TERM "$L1" 2>/dev/null || true
+wait_pid_rc "$L1" 10
+[[ $WAIT_RC != 124 ]] || m5s_fail "m5c listen (ue1) ignored SIGTERM: $(cat listen1.out)"
+
 rc=0
 timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" send \
   --to ue:ue2 --payload 'metered' --msg-id met-1 --report --store-forward --expire 600 \

@@ -1,0 +1,629 @@
+/* Forwarding from the message store (see delivery.h, docs/delivery.md). Every attempt ends in
+ * the store: a push_t waits for the UE's answer, then an sjob_t (MARK_DELIVERED, RESCHEDULE or
+ * MARK_FAILED) for the store's DB thread. Pushes and jobs carry a session's id, never its pointer:
+ * the session may close meanwhile. */
+#include "delivery.h"
+
+#include "coap/coap.h"
+#include "core/err.h"
+#include "core/hmap.h"
+#include "core/log.h"
+#include "msg/msg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DOM "ue"
+#define RESOURCE "msgin5g"     /* the one MSGin5G-1 resource, on the UE as on the server */
+#define BACKOFF_FIRST_MS 2000  /* first retry after a failed or impossible attempt */
+#define BACKOFF_MAX_MS 300000  /* doubling up to 5 min */
+#define TICK_MS 1000           /* back-off and expiry timer (worker opts.timers) */
+#define TICK_BUDGET 128        /* deliveries one tick hands out at most */
+#define EXPIRE_BATCH 256       /* expired deliveries one tick handles at most */
+#define DUE_BATCH 32           /* stored deliveries pushed to one recipient at a time */
+#define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
+#define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
+#define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
+
+/* Per-session state: the UE it registered as, and its stored deliveries being pushed from a
+ * DUE (one DUE at a time per session). */
+typedef struct {
+  ue_session_t *s;
+  int registered;
+  char ue_svc_id[M5_MSG_ADDR_MAX + 1];
+  int due_busy, due_more;
+  size_t due_out;
+  int64_t last_due_ms;
+} peer_t;
+
+typedef enum { SJ_REPORT, SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE } sjob_kind_t;
+
+/* A message store job. job is first: the store hands back &job.base == the sjob_t. */
+typedef struct {
+  m5_store_job_t job;
+  delivery_t *dv;
+  sjob_kind_t kind;
+  m5_store_rcpt_t rcpt; /* SJ_REPORT */
+  uint8_t *payload;     /* SJ_REPORT: owned, borrowed by the store */
+  uint64_t sid;         /* SJ_DUE, SJ_MARK: the session (0: none) */
+  int from_due;         /* SJ_MARK: the push came from that session's DUE */
+} sjob_t;
+
+/* A push in flight towards a UE; keeps the body until the endpoint is done with it. */
+typedef struct {
+  delivery_t *dv;
+  char *body;
+  uint64_t id; /* the store's delivery */
+  uint32_t attempts;
+  int sto_fwd;
+  uint64_t sid;
+  int from_due;
+  char msg_id[M5_MSG_ID_MAX + 1];
+  char dest[M5_MSG_ADDR_MAX + 1];
+} push_t;
+
+struct delivery {
+  m5_loop_t *loop;
+  delivery_opts_t opts;
+  m5_hmap_t *peers;            /* session id (8 bytes) -> peer_t */
+  m5_mailbox_t *store_replies; /* message store jobs come back here */
+  size_t store_inflight, pushes;
+  m5_hmap_t *inflight; /* delivery id -> dv: pushed, not concluded in the store yet */
+  m5_hmap_t *recent;   /* delivery id -> dv: delivered or failed lately */
+  uint64_t recent_ring[RECENT_MAX];
+  size_t recent_pos;
+  int due_any_busy, expire_busy;
+  m5_timer_id_t tick;
+  int draining;
+  m5_timer_id_t drain_timer;
+  void (*idle_done)(void *arg);
+  void *idle_arg;
+};
+
+static peer_t *peer_find(delivery_t *dv, uint64_t sid) {
+  return m5_hmap_get(dv->peers, &sid, sizeof sid);
+}
+
+static void check_idle(delivery_t *dv) {
+  if (!dv->idle_done) return;
+  if (dv->store_inflight || (dv->pushes && dv->drain_timer)) return;
+  if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);
+  dv->drain_timer = 0;
+  void (*done)(void *) = dv->idle_done;
+  dv->idle_done = NULL;
+  done(dv->idle_arg);
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Delay before attempt number `attempts` + 1 (attempts >= 1). */
+static int64_t backoff_ms(uint32_t attempts) {
+  int64_t d = BACKOFF_FIRST_MS;
+  for (uint32_t i = 1; i < attempts && d < BACKOFF_MAX_MS; i++)
+    d *= 2;
+  return d > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d;
+}
+
+static int is_report(const m5_store_msg_t *m) {
+  return strcmp(m->app_id, DELIVERY_IMDN_APP) == 0;
+}
+
+static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
+  sjob_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  j->dv = dv;
+  j->kind = kind;
+  j->job.op = op;
+  j->job.arg = j;
+  j->job.base.reply = dv->store_replies;
+  return j;
+}
+
+static void sjob_free(sjob_t *j) {
+  m5_store_job_clear(&j->job);
+  free(j->payload);
+  free(j);
+}
+
+/* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
+static int sjob_submit(delivery_t *dv, sjob_t *j) {
+  if (dv->store_inflight >= dv->opts.max_store_inflight) return M5_EFULL;
+  int rc = m5_store_submit(dv->opts.store, &j->job);
+  if (rc == 0) dv->store_inflight++;
+  return rc;
+}
+
+static void recent_add(delivery_t *dv, uint64_t id) {
+  uint64_t *slot = &dv->recent_ring[dv->recent_pos];
+  if (*slot) m5_hmap_del(dv->recent, slot, sizeof *slot);
+  *slot = id;
+  if (m5_hmap_put(dv->recent, &id, sizeof id, dv, NULL) != 0) *slot = 0;
+  dv->recent_pos = (dv->recent_pos + 1) % RECENT_MAX;
+}
+
+/* Concludes delivery id in the store (op MARK_DELIVERED, MARK_FAILED with cause, RESCHEDULE
+ * to next_ms with attempts), from a push of session sid (0: none). */
+static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *cause,
+                     int64_t next_ms, uint32_t attempts, uint64_t sid, int from_due) {
+  sjob_t *j = sjob_new(dv, SJ_MARK, op);
+  if (j) {
+    j->job.id = id;
+    if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
+    j->job.next_attempt_ms = next_ms;
+    j->job.attempts = attempts;
+    j->sid = sid;
+    j->from_due = from_due;
+  }
+  if (!j || sjob_submit(dv, j) != 0) {
+    /* Still PENDING in the store: the back-off timer finds it again. */
+    M5_LOGW(DOM, "delivery %llu: the message store is busy; it will be retried",
+            (unsigned long long)id);
+    m5_hmap_del(dv->inflight, &id, sizeof id);
+    if (j) sjob_free(j);
+    if (from_due) {
+      peer_t *ss = m5_hmap_get(dv->peers, &sid, sizeof sid);
+      if (ss && ss->due_out && --ss->due_out == 0) ss->due_busy = 0;
+    }
+  }
+}
+
+/* The recipient has no live session or the push failed: retry later (store-and-forward) or
+ * fail the delivery. */
+static void conclude_unreached(delivery_t *dv, uint64_t id, uint32_t attempts, int sto_fwd,
+                               uint64_t sid, int from_due) {
+  if (sto_fwd)
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + backoff_ms(attempts + 1), attempts + 1,
+             sid, from_due);
+  else
+    conclude(dv, M5_STORE_MARK_FAILED, id, M5_CAUSE_UNREACHABLE, 0, attempts + 1, sid, from_due);
+}
+
+static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const uint8_t *body,
+                         size_t len) {
+  (void)body;
+  (void)len;
+  push_t *p = arg;
+  delivery_t *dv = p->dv;
+  char code[8];
+  if (status == 0 && resp->code == M5_COAP_CHANGED) {
+    M5_LOGD(DOM, "MSG %s delivered to %s", p->msg_id, p->dest);
+    conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, p->sid, p->from_due);
+  } else {
+    if (status == 0)
+      M5_LOGW(DOM, "MSG %s to %s: the UE answered %s", p->msg_id, p->dest,
+              m5_coap_code_str(resp->code, code, sizeof code));
+    else
+      M5_LOGI(DOM, "MSG %s to %s: not delivered (%s)%s", p->msg_id, p->dest, m5_strerror(status),
+              p->sto_fwd ? ", kept for a retry" : "");
+    conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, p->sid, p->from_due);
+  }
+  free(p->body);
+  free(p);
+  dv->pushes--;
+  check_idle(dv);
+}
+
+enum { FROM_NEW = 0, FROM_DUE = 1, FROM_TIMER = 2 };
+
+/* Pushes delivery id (body taken) over the live session sid of dest, on this worker. Every
+ * outcome ends in the store: delivered, rescheduled or failed. from: FROM_NEW (just
+ * accepted), FROM_DUE (the session's DUE), FROM_TIMER (the back-off timer). */
+static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, char *body, size_t len,
+                          const char *msg_id, uint64_t id, uint32_t attempts, int sto_fwd,
+                          int from) {
+  int from_due = from == FROM_DUE;
+  if (m5_hmap_get(dv->recent, &id, sizeof id)) { /* delivered or failed meanwhile */
+    free(body);
+    return;
+  }
+  if (m5_hmap_get(dv->inflight, &id, sizeof id)) { /* its push still runs */
+    free(body);
+    if (!from_due)
+      conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + INFLIGHT_SKIP_MS, attempts, 0, 0);
+    return;
+  }
+  peer_t *ss = peer_find(dv, sid);
+  if (!ss || !ss->registered || strcmp(ss->ue_svc_id, dest) != 0) {
+    free(body);
+    conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
+    return;
+  }
+  if (from == FROM_TIMER && ss->due_busy) {
+    /* The session's DUE is draining this recipient's queue in priority order and covers it
+     * (it was PENDING before that DUE or comes with its next batch). */
+    free(body);
+    return;
+  }
+  push_t *p = calloc(1, sizeof *p);
+  if (!p || m5_hmap_put(dv->inflight, &id, sizeof id, dv, NULL) != 0) {
+    free(p);
+    free(body);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    return;
+  }
+  p->dv = dv;
+  p->body = body;
+  p->id = id;
+  p->attempts = attempts;
+  p->sto_fwd = sto_fwd;
+  p->sid = sid;
+  p->from_due = from_due;
+  snprintf(p->msg_id, sizeof p->msg_id, "%s", msg_id);
+  snprintf(p->dest, sizeof p->dest, "%s", dest);
+  int rc = m5_coap_ep_request(ss->s->ep, M5_COAP_POST, RESOURCE, M5_COAP_FORMAT_JSON,
+                              (const uint8_t *)body, len, on_push_done, p);
+  if (rc != 0) {
+    free(p->body);
+    free(p);
+    m5_hmap_del(dv->inflight, &id, sizeof id);
+    if (rc == M5_EFULL) /* the session's outgoing queue is full: not an attempt */
+      conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    else
+      conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
+    return;
+  }
+  dv->pushes++;
+  if (from_due) ss->due_out++;
+}
+
+/* The body the server sends for a delivery: the MSG, or the IMDN of a stored report. */
+static int encode_delivery(const m5_store_delivery_t *d, char **body, size_t *len) {
+  m5_msg_t m;
+  memset(&m, 0, sizeof m);
+  m.ori = d->msg.ori;
+  m.dest = d->msg.dest;
+  m.prio = d->msg.prio;
+  snprintf(m.msg_id, sizeof m.msg_id, "%s", d->msg.msg_id);
+  if (is_report(&d->msg)) {
+    /* payload: "delivSt" or "delivSt failureCause" */
+    m.type = M5_MSG_IMDN;
+    char buf[sizeof m.deliv_st + sizeof m.failure_cause + 2];
+    size_t n = d->msg.payload_len < sizeof buf - 1 ? d->msg.payload_len : sizeof buf - 1;
+    memcpy(buf, d->msg.payload ? (const char *)d->msg.payload : "", n);
+    buf[n] = '\0';
+    char *sp = strchr(buf, ' ');
+    if (sp) {
+      *sp = '\0';
+      snprintf(m.failure_cause, sizeof m.failure_cause, "%.*s", (int)sizeof m.failure_cause - 1,
+               sp + 1);
+    }
+    snprintf(m.deliv_st, sizeof m.deliv_st, "%.*s", (int)sizeof m.deliv_st - 1, buf);
+  } else {
+    m.type = M5_MSG_MSG;
+    snprintf(m.app_id, sizeof m.app_id, "%s", d->msg.app_id);
+    m.payload = d->msg.payload;
+    m.payload_len = d->msg.payload_len;
+    m.deliv_st_req = d->msg.deliv_st_req;
+    m.sto_fwd = d->msg.sto_fwd;
+    if (d->msg.sto_fwd) m.expr_time = d->msg.expr_time;
+  }
+  return m5_msg_encode(&m, body, len);
+}
+
+/* Hands delivery d to the worker holding its recipient's live session (this one or another,
+ * through the router), or concludes it when there is none. from: see push_delivery. */
+static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
+  char *body = NULL;
+  size_t len = 0;
+  if (encode_delivery(d, &body, &len) != 0) {
+    M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
+    conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
+    return;
+  }
+  router_loc_t loc;
+  if (strcmp(d->rcpt.type, "UE") != 0 || router_find(dv->opts.router, d->rcpt.addr, &loc) != 0) {
+    free(body);
+    conclude_unreached(dv, d->id, d->attempts, d->msg.sto_fwd, 0, 0);
+    return;
+  }
+  if (loc.worker == dv->opts.worker) {
+    push_delivery(dv, loc.sid, d->rcpt.addr, body, len, d->msg.msg_id, d->id, d->attempts,
+                  d->msg.sto_fwd, from);
+    return;
+  }
+  router_msg_t *rm = router_msg_new(ROUTER_DELIVER);
+  if (!rm) {
+    free(body);
+    conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    return;
+  }
+  rm->sid = loc.sid;
+  rm->origin = dv->opts.worker;
+  rm->body = body;
+  rm->len = len;
+  rm->deliv_id = d->id;
+  rm->attempts = d->attempts;
+  rm->sto_fwd = d->msg.sto_fwd;
+  rm->from_timer = from == FROM_TIMER;
+  snprintf(rm->ue_svc_id, sizeof rm->ue_svc_id, "%s", d->rcpt.addr);
+  snprintf(rm->msg_id, sizeof rm->msg_id, "%s", d->msg.msg_id);
+  if (router_post(dv->opts.router, loc.worker, rm) != 0) {
+    router_msg_free(rm);
+    conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+  }
+}
+
+/* The originator asked for a report (delivStReqInd) and d will not be delivered: an IMDN from
+ * the original recipient to the originator, stored and forwarded like a message. */
+static void report_failure(delivery_t *dv, const m5_store_delivery_t *d, const char *cause) {
+  if (!d->msg.deliv_st_req || is_report(&d->msg) || strcmp(d->msg.ori.type, "UE") != 0) return;
+  sjob_t *j = sjob_new(dv, SJ_REPORT, M5_STORE_ACCEPT);
+  char text[96];
+  int n = snprintf(text, sizeof text, "REPT_DELY_FAILED %s", cause && cause[0] ? cause : "EXPIRED");
+  if (j) j->payload = malloc((size_t)n + 1);
+  if (!j || !j->payload) {
+    M5_LOGE(DOM, "out of memory: the failure report of MSG %s is lost", d->msg.msg_id);
+    if (j) sjob_free(j);
+    return;
+  }
+  memcpy(j->payload, text, (size_t)n + 1);
+  m5_store_msg_t *m = &j->job.msg;
+  m->ori = d->rcpt;
+  m->dest = d->msg.ori;
+  snprintf(m->msg_id, sizeof m->msg_id, "%s", d->msg.msg_id);
+  snprintf(m->app_id, sizeof m->app_id, "%s", DELIVERY_IMDN_APP);
+  m->prio = d->msg.prio;
+  m->sto_fwd = true;
+  m->expr_time = (int64_t)time(NULL) + dv->opts.max_ttl_s;
+  m->payload = j->payload;
+  m->payload_len = (size_t)n;
+  j->rcpt.addr = d->msg.ori;
+  j->rcpt.next_attempt_ms = wall_ms() + BACKOFF_FIRST_MS;
+  j->job.rcpts = &j->rcpt;
+  j->job.n_rcpts = 1;
+  if (sjob_submit(dv, j) != 0) {
+    M5_LOGE(DOM, "the message store is busy: the failure report of MSG %s is lost", d->msg.msg_id);
+    sjob_free(j);
+  }
+}
+
+static void start_due(delivery_t *dv, peer_t *ss) {
+  if (ss->due_busy || !ss->registered) return;
+  sjob_t *j = sjob_new(dv, SJ_DUE, M5_STORE_DUE);
+  if (!j) return;
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "UE");
+  snprintf(j->job.rcpt.addr, sizeof j->job.rcpt.addr, "%s", ss->ue_svc_id);
+  j->job.limit = DUE_BATCH;
+  j->sid = ss->s->id;
+  ss->last_due_ms = wall_ms();
+  if (sjob_submit(dv, j) != 0) {
+    sjob_free(j);
+    return;
+  }
+  ss->due_busy = 1;
+}
+
+static void done_report(sjob_t *j) {
+  m5_store_job_t *sj = &j->job;
+  if (sj->status != 0 || sj->outcome != M5_STORE_ACCEPTED || !j->rcpt.id) {
+    M5_LOGW(DOM, "the failure report of MSG %s to %s is lost: %s", sj->msg.msg_id,
+            sj->msg.dest.addr,
+            sj->status ? m5_strerror(sj->status) : m5_store_outcome_name(sj->outcome));
+    return;
+  }
+  M5_LOGI(DOM, "failure report of MSG %s queued for %s", sj->msg.msg_id, sj->msg.dest.addr);
+  m5_store_delivery_t d;
+  memset(&d, 0, sizeof d);
+  d.id = j->rcpt.id;
+  d.rcpt = j->rcpt.addr;
+  d.msg = sj->msg;
+  dispatch(j->dv, &d, FROM_NEW);
+}
+
+static void done_mark(sjob_t *j) {
+  delivery_t *dv = j->dv;
+  m5_store_job_t *sj = &j->job;
+  m5_hmap_del(dv->inflight, &sj->id, sizeof sj->id);
+  if (sj->op != M5_STORE_RESCHEDULE && sj->status == 0) recent_add(dv, sj->id);
+  if (sj->op == M5_STORE_MARK_FAILED && sj->status == 0 && sj->n_items)
+    report_failure(dv, &sj->items[0], sj->items[0].failure_cause);
+  if (j->from_due) {
+    peer_t *ss = peer_find(dv, j->sid);
+    if (ss && ss->due_out && --ss->due_out == 0) {
+      ss->due_busy = 0;
+      if (ss->due_more && !dv->draining) start_due(dv, ss);
+    }
+  }
+}
+
+static void done_due(sjob_t *j) {
+  delivery_t *dv = j->dv;
+  peer_t *ss = peer_find(dv, j->sid);
+  if (!ss) return; /* the items stay PENDING: the back-off timer or the next REG */
+  if (j->job.status == 0) {
+    for (size_t i = 0; i < j->job.n_items; i++)
+      dispatch(dv, &j->job.items[i], FROM_DUE);
+    if (j->job.n_items)
+      M5_LOGI(DOM, "%s: %zu stored message(s) pushed", ss->ue_svc_id, j->job.n_items);
+  }
+  ss->due_more = j->job.status == 0 && j->job.n_items == j->job.limit;
+  if (ss->due_out == 0) ss->due_busy = 0;
+}
+
+static void done_due_any(sjob_t *j) {
+  j->dv->due_any_busy = 0;
+  if (j->job.status != 0) return;
+  for (size_t i = 0; i < j->job.n_items; i++)
+    dispatch(j->dv, &j->job.items[i], FROM_TIMER);
+}
+
+static void done_expire(sjob_t *j) {
+  j->dv->expire_busy = 0;
+  if (j->job.status != 0) return;
+  for (size_t i = 0; i < j->job.n_items; i++) {
+    const m5_store_delivery_t *d = &j->job.items[i];
+    M5_LOGI(DOM, "%s %s from %s to %s expired", is_report(&d->msg) ? "report of" : "MSG",
+            d->msg.msg_id, d->msg.ori.addr, d->rcpt.addr);
+    report_failure(j->dv, d, M5_CAUSE_EXPIRED);
+  }
+}
+
+static void on_store_reply(void *msg, void *arg) {
+  delivery_t *dv = arg;
+  sjob_t *j = msg; /* job.base is the first member */
+  dv->store_inflight--;
+  switch (j->kind) {
+  case SJ_REPORT:
+    done_report(j);
+    break;
+  case SJ_MARK:
+    done_mark(j);
+    break;
+  case SJ_DUE:
+    done_due(j);
+    break;
+  case SJ_DUE_ANY:
+    done_due_any(j);
+    break;
+  case SJ_EXPIRE:
+    done_expire(j);
+    break;
+  }
+  sjob_free(j);
+  check_idle(dv);
+}
+
+/* The back-off and expiry timer (one worker): bounded batches, one of each at a time. */
+static void on_tick(m5_loop_t *loop, void *arg) {
+  delivery_t *dv = arg;
+  dv->tick = 0;
+  if (dv->draining) return;
+  int64_t now = wall_ms();
+  if (!dv->due_any_busy) {
+    sjob_t *j = sjob_new(dv, SJ_DUE_ANY, M5_STORE_DUE_ANY);
+    if (j) {
+      j->job.now_ms = now;
+      j->job.limit = TICK_BUDGET;
+      if (sjob_submit(dv, j) == 0)
+        dv->due_any_busy = 1;
+      else
+        sjob_free(j);
+    }
+  }
+  if (!dv->expire_busy) {
+    sjob_t *j = sjob_new(dv, SJ_EXPIRE, M5_STORE_EXPIRE);
+    if (j) {
+      j->job.now_ms = now;
+      j->job.limit = EXPIRE_BATCH;
+      if (sjob_submit(dv, j) == 0)
+        dv->expire_busy = 1;
+      else
+        sjob_free(j);
+    }
+  }
+  dv->tick = m5_loop_timer_add(loop, TICK_MS, on_tick, dv);
+}
+
+/* ---- life cycle and what ue_api.c tells ---- */
+
+delivery_t *delivery_new(m5_loop_t *loop, const delivery_opts_t *opts) {
+  delivery_t *dv = calloc(1, sizeof *dv);
+  if (!dv) return NULL;
+  dv->loop = loop;
+  dv->opts = *opts;
+  if (!dv->opts.max_store_inflight) dv->opts.max_store_inflight = 8192;
+  if (!dv->opts.max_ttl_s) dv->opts.max_ttl_s = 86400;
+  dv->peers = m5_hmap_new();
+  dv->inflight = m5_hmap_new();
+  dv->recent = m5_hmap_new();
+  /* Room for every job outstanding, plus the tick's two, so no reply post ever fails. */
+  dv->store_replies = m5_mailbox_new(loop, dv->opts.max_store_inflight + 2, on_store_reply, dv);
+  if (!dv->peers || !dv->inflight || !dv->recent || !dv->store_replies || !dv->opts.store) {
+    delivery_free(dv);
+    return NULL;
+  }
+  if (dv->opts.timers) dv->tick = m5_loop_timer_add(loop, TICK_MS, on_tick, dv);
+  return dv;
+}
+
+/* A store reply that arrived after the loop stopped (the store was closed after it). */
+static void drop_sjob(void *msg) {
+  sjob_free(msg);
+}
+
+void delivery_free(delivery_t *dv) {
+  if (!dv) return;
+  if (dv->store_replies) m5_mailbox_free(dv->store_replies, drop_sjob);
+  if (dv->tick) m5_loop_timer_cancel(dv->loop, dv->tick);
+  if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);
+  if (dv->peers) m5_hmap_free(dv->peers, free);
+  if (dv->inflight) m5_hmap_free(dv->inflight, NULL);
+  if (dv->recent) m5_hmap_free(dv->recent, NULL);
+  free(dv);
+}
+
+int64_t delivery_first_retry_ms(void) {
+  return wall_ms() + BACKOFF_FIRST_MS;
+}
+
+int delivery_session_opened(delivery_t *dv, ue_session_t *s) {
+  peer_t *ss = calloc(1, sizeof *ss);
+  if (!ss || m5_hmap_put(dv->peers, &s->id, sizeof s->id, ss, NULL) != 0) {
+    free(ss);
+    return M5_ENOMEM;
+  }
+  ss->s = s;
+  return 0;
+}
+
+void delivery_registered(delivery_t *dv, uint64_t sid, const char *ue_svc_id) {
+  peer_t *ss = peer_find(dv, sid);
+  if (!ss) return;
+  ss->registered = 1;
+  snprintf(ss->ue_svc_id, sizeof ss->ue_svc_id, "%s", ue_svc_id);
+  start_due(dv, ss);
+}
+
+void delivery_deregistered(delivery_t *dv, uint64_t sid) {
+  peer_t *ss = peer_find(dv, sid);
+  if (ss) ss->registered = 0;
+}
+
+void delivery_ue_active(delivery_t *dv, uint64_t sid) {
+  peer_t *ss = peer_find(dv, sid);
+  if (ss && wall_ms() - ss->last_due_ms >= DUE_PERIOD_MS) start_due(dv, ss);
+}
+
+void delivery_session_closed(delivery_t *dv, uint64_t sid) {
+  free(m5_hmap_del(dv->peers, &sid, sizeof sid));
+}
+
+void delivery_accepted(delivery_t *dv, const m5_store_delivery_t *d) {
+  dispatch(dv, d, FROM_NEW);
+}
+
+void delivery_routed(delivery_t *dv, router_msg_t *m) {
+  char *body = m->body;
+  m->body = NULL;
+  push_delivery(dv, m->sid, m->ue_svc_id, body, m->len, m->msg_id, m->deliv_id, m->attempts,
+                m->sto_fwd, m->from_timer ? FROM_TIMER : FROM_NEW);
+}
+
+static void on_drain_timeout(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  delivery_t *dv = arg;
+  dv->drain_timer = 0;
+  if (dv->pushes) M5_LOGW(DOM, "drain: %zu pushes to UEs still unanswered", dv->pushes);
+  check_idle(dv);
+}
+
+void delivery_drain(delivery_t *dv, uint32_t timeout_ms) {
+  dv->draining = 1;
+  if (dv->tick) m5_loop_timer_cancel(dv->loop, dv->tick);
+  dv->tick = 0;
+  dv->drain_timer = m5_loop_timer_add(dv->loop, timeout_ms, on_drain_timeout, dv);
+  if (!dv->drain_timer && dv->pushes)
+    M5_LOGW(DOM, "drain: %zu pushes to UEs still unanswered", dv->pushes);
+}
+
+void delivery_when_idle(delivery_t *dv, void (*done)(void *arg), void *arg) {
+  dv->idle_done = done;
+  dv->idle_arg = arg;
+  check_idle(dv);
+}

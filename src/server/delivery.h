@@ -1,0 +1,76 @@
+/* Forwarding from the message store to the UEs (docs/delivery.md; TS 23.554 cl. 8.3.2,
+ * 8.7.1.1): pushes a stored delivery to its recipient's live session, on this worker or, through
+ * the router, on the one holding it; concludes every attempt in the store (delivered on the UE's
+ * 2.04, rescheduled with back-off when store-and-forward was asked for, else failed); pushes what
+ * was stored for a UE when it registers or sends anything; runs the back-off and expiry timer
+ * (worker `timers`), and stores a failure report (IMDN) for an originator who asked for one.
+ *
+ * ue_api.c feeds it: the sessions that register, deregister and close, the deliveries it has
+ * just accepted into the store, and DELIVERs routed from other workers. It never answers a UE's
+ * request. One delivery_t per worker loop; everything runs on that loop. */
+#ifndef M5_SERVER_DELIVERY_H
+#define M5_SERVER_DELIVERY_H
+
+#include "core/loop.h"
+#include "server/router.h"
+#include "server/ue_session.h"
+#include "store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* app_id of a stored delivery report (an IMDN): a UE's appId cannot start with a control
+ * character. Its payload is "delivSt" or "delivSt failureCause". */
+#define DELIVERY_IMDN_APP                                                                          \
+  "\x1f"                                                                                           \
+  "IMDN"
+
+typedef struct delivery delivery_t;
+
+typedef struct {
+  unsigned worker;
+  router_t *router;
+  m5_store_t *store;
+  int64_t max_ttl_s;         /* expiry of a stored failure report; 0 = 86400 */
+  int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
+  size_t max_store_inflight; /* store jobs outstanding; beyond, an attempt waits for the back-off
+                                timer; 0 = 8192 */
+} delivery_opts_t;
+
+/* NULL when out of memory or without a store. */
+delivery_t *delivery_new(m5_loop_t *loop, const delivery_opts_t *opts);
+/* After the loop has stopped and the store is closed. */
+void delivery_free(delivery_t *d);
+
+/* Wall-clock time (ms) of the first retry of a delivery accepted now: the first attempt is
+ * delivery_accepted()'s. */
+int64_t delivery_first_retry_ms(void);
+
+/* Session s opened (borrowed until delivery_session_closed): 0, or M5_ENOMEM. */
+int delivery_session_opened(delivery_t *d, ue_session_t *s);
+/* Session sid registered as ue_svc_id: it becomes the target of pushes to that UE, and what was
+ * stored for it goes out now. */
+void delivery_registered(delivery_t *d, uint64_t sid, const char *ue_svc_id);
+/* Session sid deregistered: no more pushes to it. */
+void delivery_deregistered(delivery_t *d, uint64_t sid);
+/* The registered UE of session sid sent something: what was stored for it goes out (looked for
+ * at most every few seconds). */
+void delivery_ue_active(delivery_t *d, uint64_t sid);
+/* Session sid is gone (its pushes conclude through the endpoint's callbacks). */
+void delivery_session_closed(delivery_t *d, uint64_t sid);
+
+/* Delivery dl was just accepted into the store (borrowed): its first attempt. */
+void delivery_accepted(delivery_t *d, const m5_store_delivery_t *dl);
+/* A ROUTER_DELIVER from another worker for a session of this one; takes m->body (m stays the
+ * caller's). */
+void delivery_routed(delivery_t *d, router_msg_t *m);
+
+/* Stops the timers and the stored-message pushes; pushes running are waited for by
+ * delivery_when_idle() up to timeout_ms from now (their deliveries stay PENDING afterwards and go
+ * out after a restart). */
+void delivery_drain(delivery_t *d, uint32_t timeout_ms);
+/* After delivery_drain: done(arg) on the loop once no store job is outstanding and no push is
+ * waited for (at once if so already). */
+void delivery_when_idle(delivery_t *d, void (*done)(void *arg), void *arg);
+
+#endif
