@@ -403,14 +403,14 @@ static int cause_valid(const char *s) {
 
 /* Short keys stay readable; a long destAddr is hashed so the key fits M5_STORE_KEY_MAX. */
 static void report_key(char *out, size_t outlen, const char *msg_id, const char *dest) {
-  if (strlen(IMDN_KEY) + strlen(msg_id) + 1 + strlen(dest) < outlen) {
-    snprintf(out, outlen, IMDN_KEY "%s/%s", msg_id, dest);
-    return;
-  }
+  int n = snprintf(out, outlen, IMDN_KEY "%s/%s", msg_id, dest);
+  if (n >= 0 && (size_t)n < outlen) return;
+  /* Too long for the key: the destination is replaced by its hash (a msgId is at most 64). */
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
   for (const char *p = dest; *p; p++)
     h = (h ^ (uint8_t)*p) * 1099511628211ull;
-  snprintf(out, outlen, IMDN_KEY "%s/#%016llx", msg_id, (unsigned long long)h);
+  n = snprintf(out, outlen, IMDN_KEY "%s/#%016llx", msg_id, (unsigned long long)h);
+  if (n < 0 || (size_t)n >= outlen) out[0] = '\0'; /* cannot happen with the sizes in store.h */
 }
 
 /* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
