@@ -17,6 +17,8 @@
 #include "crypto/codec.h"
 
 #include <getopt.h>
+#include <time.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -73,17 +75,17 @@ static int make_cred(int i, const char *fqdn, m5_akma_cred_t *c) {
   return 0;
 }
 
-/* libm5c's channel does not set TCP_NODELAY on its socket; with pipelined requests and
- * answers, Nagle's algorithm then holds small writes until the peer's (delayed) ACK, up to
- * 40 ms. mqload's clients and both servers use TCP_NODELAY, so m5load does too: the link
- * option -Wl,--wrap=connect routes chan.c's connect() through here (bench/CMakeLists.txt). */
+/* libm5c's channel sets TCP_NODELAY before connect(), as mqload's clients and both servers
+ * do. --nagle turns it back off to measure what Nagle's algorithm costs pipelined small
+ * requests (a delayed ACK can hold them up to 40 ms): the link option -Wl,--wrap=connect
+ * routes chan.c's connect() through here (bench/CMakeLists.txt). */
 int __real_connect(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len) {
-  int one = 1, type = 0;
+  int on = nodelay ? 1 : 0, type = 0;
   socklen_t tl = sizeof type;
-  if (nodelay && !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && type == SOCK_STREAM)
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && type == SOCK_STREAM)
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   return __real_connect(fd, sa, len);
 }
 
@@ -168,14 +170,21 @@ static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   cl_t *s = &cl[2 * pair];
   if (s->st != C_READY) return -1;
   static uint64_t *seqs;
-  if (!seqs) seqs = calloc((size_t)n_cl, sizeof *seqs);
+  /* msgIds must differ from run to run: m5s's dedup window (10 min) outlives a run and would
+   * answer a repeated (oriAddr, msgId) with its first ack without forwarding it. */
+  static unsigned run_nonce;
+  if (!seqs) {
+    seqs = calloc((size_t)n_cl, sizeof *seqs);
+    run_nonce = (unsigned)getpid() ^ (unsigned)time(NULL);
+  }
   char b64[4 * LC_PAYLOAD / 3 + 8], body[512];
   b64_enc(payload, LC_PAYLOAD, b64);
   int n = snprintf(body, sizeof body,
                    "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},"
-                   "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%d-%llu\","
+                   "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%x-%d-%llu\","
                    "\"payload\":\"%s\"}",
-                   s->id, cl[2 * pair + 1].id, pair, (unsigned long long)seqs[pair]++, b64);
+                   s->id, cl[2 * pair + 1].id, run_nonce, pair, (unsigned long long)seqs[pair]++,
+                   b64);
   return m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON, (const uint8_t *)body,
                             (size_t)n, msg_done, (void *)(intptr_t)pair);
 }
@@ -304,7 +313,7 @@ static void usage(void) {
           "       m5load [--host 127.0.0.1] --port P [--fqdn localhost] --pairs N [--window 20]\n"
           "              [--warm S] [--secs S] [--half F] [--drain S] [--server-pid PID]\n"
           "              [--label NAME] [--nagle]\n"
-          "  --nagle: leave Nagle's algorithm on, as libm5c does today\n");
+          "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n");
   exit(2);
 }
 
