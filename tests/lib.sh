@@ -324,6 +324,13 @@ m5c_config() {
     >"$M5_TMP/$1.yaml"
 }
 
+# setup_ue UE SUPI KAUSF: provision_ue, then m5c_config: the UE exists at the AAnF and in m5s,
+# and $M5_TMP/UE.yaml holds its client configuration.
+setup_ue() {
+  provision_ue "$@"
+  m5c_config "$@"
+}
+
 # m5c_uri dtls|tls: the running m5s's MSGin5G-1 URI for that transport.
 m5c_uri() {
   if [[ $1 == dtls ]]; then echo "coaps://127.0.0.1:$M5S_PORT"; else

@@ -26,7 +26,7 @@ cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -o "$CLIENT" \
 make_pki
 start_aanf
 start_m5s
-provision_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
 provision_ue ue2 "$SUPI2" "$KAUSF2"
 
 AKID2=$(akma_derive "$SUPI2" "$KAUSF2" tls13 | kv_field akid)
@@ -37,7 +37,6 @@ for suite in ccac 00a8 c0a8; do # m5s's (D)TLS 1.2 suites (docs/protocol.md §1)
   KAFS+=(--kaf "$suite=$k")
 done
 
-m5c_config ue1 "$SUPI1" "$KAUSF1"
 
 # --- ue2 = libcoap: register, then wait for one pushed MSG ---
 timeout 60 "$CLIENT" --port "$M5S_PORT" "${KAFS[@]}" --akid "$AKID2" --ue ue2 --timeout 30 \

@@ -28,14 +28,10 @@ STREAM=1500 # messages the sender would send if m5s stayed up
 make_pki
 start_aanf
 start_m5s
-provision_ue ue1 "$SUPI1" "$KAUSF1"
-provision_ue ue2 "$SUPI2" "$KAUSF2"
-provision_ue ue3 "$SUPI3" "$KAUSF3"
-provision_ue ue4 "$SUPI4" "$KAUSF4"
-m5c_config ue1 "$SUPI1" "$KAUSF1"
-m5c_config ue2 "$SUPI2" "$KAUSF2"
-m5c_config ue3 "$SUPI3" "$KAUSF3"
-m5c_config ue4 "$SUPI4" "$KAUSF4"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue2 "$SUPI2" "$KAUSF2"
+setup_ue ue3 "$SUPI3" "$KAUSF3"
+setup_ue ue4 "$SUPI4" "$KAUSF4"
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)
 [[ -n $AKID1 && -n $KAF1 ]] || fail "m5ctl akma derive gave nothing"

@@ -37,12 +37,9 @@ grep -q '"IMDN")' "$RAW" || fail "cannot adapt coap_raw.py to IMDN"
 make_pki
 start_aanf
 start_m5s "store: {max_per_recipient: 3}"
-provision_ue ue1 "$SUPI1" "$KAUSF1"
-provision_ue ue2 "$SUPI2" "$KAUSF2"
-provision_ue ue3 "$SUPI3" "$KAUSF3"
-m5c_config ue1 "$SUPI1" "$KAUSF1"
-m5c_config ue2 "$SUPI2" "$KAUSF2"
-m5c_config ue3 "$SUPI3" "$KAUSF3"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue2 "$SUPI2" "$KAUSF2"
+setup_ue ue3 "$SUPI3" "$KAUSF3"
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)
 AKID2=$(akma_derive "$SUPI2" "$KAUSF2" tls13 | kv_field akid)

@@ -27,10 +27,8 @@ KAUSF2=c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0
 make_pki
 start_aanf
 start_m5s "coap: {max_body: $MAX_BODY}"
-provision_ue ue1 "$SUPI1" "$KAUSF1"
-provision_ue ue2 "$SUPI2" "$KAUSF2"
-m5c_config ue1 "$SUPI1" "$KAUSF1"
-m5c_config ue2 "$SUPI2" "$KAUSF2"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue2 "$SUPI2" "$KAUSF2"
 
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAKMA1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kakma)

@@ -32,14 +32,10 @@ make_pki
 start_aanf
 mapfile -t OPTS < <(m5s_opts)
 start_m5s "${OPTS[@]}"
-provision_ue ue1 "$SUPI1" "$KAUSF1"
-provision_ue ue2 "$SUPI2" "$KAUSF2"
-provision_ue ue3 "$SUPI3" "$KAUSF3"
-provision_ue ue4 "$SUPI4" "$KAUSF4"
-m5c_config ue1 "$SUPI1" "$KAUSF1"
-m5c_config ue2 "$SUPI2" "$KAUSF2"
-m5c_config ue3 "$SUPI3" "$KAUSF3"
-m5c_config ue4 "$SUPI4" "$KAUSF4"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue2 "$SUPI2" "$KAUSF2"
+setup_ue ue3 "$SUPI3" "$KAUSF3"
+setup_ue ue4 "$SUPI4" "$KAUSF4"
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 AKID3=$(akma_derive "$SUPI3" "$KAUSF3" tls13 | kv_field akid)
 [[ -n $AKID1 && -n $AKID3 ]] || fail "m5ctl akma derive gave no A-KID"

@@ -27,10 +27,8 @@ KAUSF2=2122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f41
 make_pki
 start_aanf
 start_m5s
-provision_ue ue1 "$SUPI1" "$KAUSF1"
-provision_ue ue2 "$SUPI2" "$KAUSF2"
-m5c_config ue1 "$SUPI1" "$KAUSF1"
-m5c_config ue2 "$SUPI2" "$KAUSF2"
+setup_ue ue1 "$SUPI1" "$KAUSF1"
+setup_ue ue2 "$SUPI2" "$KAUSF2"
 
 # check_metrics FILE: Prometheus text exposition format 0.0.4, with every figure of issue 4.
 check_metrics() {
