@@ -47,6 +47,17 @@ pick_port() {
   fail "no free port found"
 }
 
+# pick_ports VAR...: a distinct free port (pick_port) into each named variable.
+pick_ports() {
+  local v p used=" "
+  for v in "$@"; do
+    p=$(pick_port)
+    while [[ $used == *" $p "* ]]; do p=$(pick_port); done
+    used+="$p "
+    printf -v "$v" '%s' "$p"
+  done
+}
+
 # wait_health PORT PID [SECONDS]: until /healthz answers 200; fails if PID dies first.
 wait_health() {
   local port=$1 pid=$2 secs=${3:-10} i
@@ -122,9 +133,7 @@ stop_daemon() {
 write_aanf_config() {
   local file=$1
   shift
-  AANF_PORT=$(pick_port)
-  AANF_MGMT=$(pick_port)
-  [[ $AANF_PORT != "$AANF_MGMT" ]] || AANF_MGMT=$(pick_port)
+  pick_ports AANF_PORT AANF_MGMT
   local defaults=(
     "listen: {host: 127.0.0.1, port: $AANF_PORT}"
     "mgmt: {host: 127.0.0.1, port: $AANF_MGMT}"
@@ -214,9 +223,7 @@ expect_problem() {
 write_m5s_config() {
   local file=$1
   shift
-  M5S_PORT=$(pick_port)
-  M5S_MGMT=$(pick_port)
-  [[ $M5S_PORT != "$M5S_MGMT" ]] || M5S_MGMT=$(pick_port)
+  pick_ports M5S_PORT M5S_MGMT
   local defaults=(
     "ue: {host: 127.0.0.1, port: $M5S_PORT}"
     "mgmt: {host: 127.0.0.1, port: $M5S_MGMT}"
