@@ -85,6 +85,19 @@ static double gen_cpu_s(void) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+int lc_option(lc_opts_t *o, int opt, const char *arg) {
+  switch (opt) {
+  case 'n': o->pairs = atoi(arg); return 1;
+  case 'w': o->window = atoi(arg); return 1;
+  case 'W': o->warm_s = atof(arg); return 1;
+  case 's': o->meas_s = atof(arg); return 1;
+  case 'H': o->half = atof(arg); return 1;
+  case 'd': o->drain_s = atof(arg); return 1;
+  case 'P': o->server_pid = atoi(arg); return 1;
+  default: return 0;
+  }
+}
+
 int lc_init(const lc_opts_t *o) {
   O = *o;
   P = calloc((size_t)O.pairs, sizeof *P);

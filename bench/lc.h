@@ -36,6 +36,13 @@ typedef struct {
   void *arg;
 } lc_opts_t;
 
+/* The pattern options both generators take, for their getopt_long tables; lc_option() parses
+ * them. Returns 1 when opt was one of them, 0 otherwise. */
+#define LC_LONG_OPTIONS                                                                            \
+  {"pairs", 1, 0, 'n'}, {"window", 1, 0, 'w'}, {"warm", 1, 0, 'W'}, {"secs", 1, 0, 's'},          \
+      {"half", 1, 0, 'H'}, {"drain", 1, 0, 'd'}, {"server-pid", 1, 0, 'P'}
+int lc_option(lc_opts_t *o, int opt, const char *arg);
+
 int lc_init(const lc_opts_t *o);
 void lc_start(void);
 /* Call about every ms; paces the rate-limited window and moves the phases on. */

@@ -322,11 +322,8 @@ int main(int argc, char **argv) {
   int port = 0, print = 0;
   lc_opts_t o = {.pairs = 50, .window = 20, .warm_s = 3, .meas_s = 10, .half = 0.5, .drain_s = 5};
   static const struct option lo[] = {
-      {"host", 1, 0, 'h'},   {"port", 1, 0, 'p'},   {"fqdn", 1, 0, 'f'},
-      {"pairs", 1, 0, 'n'},  {"window", 1, 0, 'w'}, {"warm", 1, 0, 'W'},
-      {"secs", 1, 0, 's'},   {"half", 1, 0, 'H'},   {"drain", 1, 0, 'd'},
-      {"server-pid", 1, 0, 'P'}, {"label", 1, 0, 'l'}, {"print-subscribers", 0, 0, 'x'},
-      {"nagle", 0, 0, 'N'},
+      {"host", 1, 0, 'h'},  {"port", 1, 0, 'p'},  {"fqdn", 1, 0, 'f'}, LC_LONG_OPTIONS,
+      {"label", 1, 0, 'l'}, {"print-subscribers", 0, 0, 'x'}, {"nagle", 0, 0, 'N'},
       {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -334,17 +331,11 @@ int main(int argc, char **argv) {
     case 'h': host = optarg; break;
     case 'p': port = atoi(optarg); break;
     case 'f': fqdn = optarg; break;
-    case 'n': o.pairs = atoi(optarg); break;
-    case 'w': o.window = atoi(optarg); break;
-    case 'W': o.warm_s = atof(optarg); break;
-    case 's': o.meas_s = atof(optarg); break;
-    case 'H': o.half = atof(optarg); break;
-    case 'd': o.drain_s = atof(optarg); break;
-    case 'P': o.server_pid = atoi(optarg); break;
     case 'l': label = optarg; break;
     case 'x': print = 1; break;
     case 'N': nodelay = 0; break;
-    default: usage();
+    default:
+      if (!lc_option(&o, opt, optarg)) usage();
     }
   }
   if (o.pairs < 1 || o.window < 1) usage();
