@@ -4,11 +4,13 @@
 # TLS-PSK), same pattern, same machine, runs alternated.
 #
 # Usage: bench/run.sh [--quick | --full] [--build DIR] [--pairs N] [--runs R] [--secs S]
-#                     [--warm S] [--name NAME] [--no-w1] [--callgrind] [--out FILE]
+#                     [--warm S] [--name NAME] [--no-w1] [--only SYSTEM] [--callgrind] [--out FILE]
 #   --quick (make bench):      50 pairs, 3 runs per system, 2 s warm-up, 10 s windows
 #   --full  (make bench-full): 100 pairs, 5 runs per system, 3 s warm-up, 20 s windows
 #   each run: warm-up, saturation window, warm-up, window at 50 % of that run's saturation
 #   rate, drain. Systems per round: mosquitto, m5s with 2 workers, m5s with 1 worker.
+#   --only SYSTEM: run just one of mosquitto, m5s-w2, m5s-w1 (to iterate on one side; a
+#   result without its peer is not a comparison).
 #   --callgrind: afterwards, instructions per message of m5s (1 worker) under callgrind.
 #   Environment: M5LOAD_ARGS, extra m5load arguments (e.g. --nagle for libm5c's own socket).
 # Raw RESULT lines and the summary (medians, min-max, ratios) go to
@@ -19,7 +21,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$REPO/build/release
 MODE=quick
-PAIRS= RUNS= SECS= WARM= NAME= OUT= W1=1 CALLGRIND=0
+PAIRS= RUNS= SECS= WARM= NAME= OUT= W1=1 ONLY= CALLGRIND=0
 while (($#)); do
   case $1 in
   --quick) MODE=quick ;;
@@ -32,6 +34,7 @@ while (($#)); do
   --name) NAME=$2; shift ;;
   --out) OUT=$2; shift ;;
   --no-w1) W1=0 ;;
+  --only) ONLY=$2; shift ;;
   --callgrind) CALLGRIND=1 ;;
   *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -219,6 +222,7 @@ run_one() { # SYSTEM RUN
 
 SYSTEMS=(mosquitto m5s-w2)
 ((W1)) && SYSTEMS+=(m5s-w1)
+[[ -n $ONLY ]] && SYSTEMS=("$ONLY")
 START=$(date +%s)
 for ((r = 1; r <= RUNS; r++)); do
   for sys in "${SYSTEMS[@]}"; do run_one "$sys" "$r"; done

@@ -143,6 +143,7 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
   c->closing = 1;
   if (c->state != UE_CONN_OPEN) l->n_handshakes--;
   if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal) {
+    l->ops->flush(c); /* what the transport still holds goes before the close_notify */
     ERR_clear_error();
     SSL_shutdown(c->ssl); /* close_notify; we do not wait for the peer's */
     ERR_clear_error();

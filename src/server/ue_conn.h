@@ -27,7 +27,8 @@ typedef struct {
   void (*resume)(ue_conn_t *c);
   /* TLS 1.3 only, paused in the ClientHello callback without a key: a fatal alert. */
   void (*alert)(ue_conn_t *c, uint8_t alert);
-  /* SSL_write of one datagram / a run of stream bytes, then flush; 0 or M5_E*. */
+  /* One datagram (DTLS: SSL_write and flush now) / a run of stream bytes (TLS: collected and
+   * written at the next flush or the end of the loop iteration); 0 or M5_E*. */
   int (*send)(ue_conn_t *c, const uint8_t *p, size_t n);
   /* Frees the transport's part of a connection (not c itself, not the SSL). */
   void (*release)(ue_conn_t *c);

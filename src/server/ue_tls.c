@@ -50,6 +50,8 @@ typedef struct {
   m5_buf_t in;     /* read from the socket, not yet given to OpenSSL */
   size_t held;     /* bytes at the front of in that wait for K_AF */
   m5_buf_t out;    /* ciphertext not yet written */
+  m5_buf_t plain;  /* CoAP bytes not yet given to SSL_write (see tls_send) */
+  m5_defer_t push; /* the end-of-iteration write of plain */
 } tls_conn_t;
 
 /* ---- output ---- */
@@ -93,8 +95,37 @@ static void write_out(tls_conn_t *tc) {
   }
 }
 
+/* Encrypts the pending CoAP bytes, as few records as fit (16 KiB each). */
+static void push_plain(tls_conn_t *tc) {
+  ue_conn_t *c = &tc->base;
+  m5_loop_defer_cancel(c->l->loop, &tc->push);
+  if (c->state != UE_CONN_OPEN || c->shut || (c->closing && c->fatal)) {
+    m5_buf_reset(&tc->plain);
+    return;
+  }
+  size_t off = 0;
+  while (off < tc->plain.len) {
+    size_t n = tc->plain.len - off;
+    if (n > 16384) n = 16384;
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, tc->plain.data + off, (int)n);
+    if (r <= 0) {
+      char e[256];
+      M5_LOGD(DOM, "%s: TLS write failed: %s", c->peer, m5_tls_last_error(e, sizeof e));
+      m5_buf_reset(&tc->plain);
+      c->fatal = 1;
+      ue_conn_close(c, "TLS write failed");
+      return;
+    }
+    off += (size_t)r;
+  }
+  m5_buf_reset(&tc->plain);
+}
+
+/* Puts the pending CoAP bytes, then whatever OpenSSL wrote, on the wire. */
 static void tls_flush(ue_conn_t *c) {
   tls_conn_t *tc = (tls_conn_t *)c;
+  if (tc->plain.len) push_plain(tc);
   char *data = NULL;
   long n = BIO_get_mem_data(c->wbio, &data);
   if (n > 0 && data) {
@@ -113,18 +144,24 @@ static void tls_flush(ue_conn_t *c) {
   update_events(tc);
 }
 
+static void push_deferred(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  tls_conn_t *tc = arg;
+  if (!tc->base.closing) tls_flush(&tc->base);
+}
+
+/* CoAP messages are collected and written at the end of the loop iteration (or at the next
+ * flush, e.g. after the records read in one go were handled), in as few TLS records and
+ * send() calls as possible: a peer with 20 requests in flight gets its 20 answers in one
+ * record rather than twenty. Order is kept, since every CoAP byte goes through plain. A
+ * write error closes the connection, which fails whatever still waits on it. */
 static int tls_send(ue_conn_t *c, const uint8_t *p, size_t n) {
   tls_conn_t *tc = (tls_conn_t *)c;
-  if (n > OUT_MAX || tc->out.len + n > OUT_MAX) return M5_EFULL;
-  ERR_clear_error();
-  int r = SSL_write(c->ssl, p, (int)n);
-  tls_flush(c);
-  if (r <= 0) {
-    char e[256];
-    M5_LOGD(DOM, "%s: TLS write failed: %s", c->peer, m5_tls_last_error(e, sizeof e));
-    return M5_EIO;
-  }
-  return c->closing && c->fatal ? M5_EIO : M5_OK;
+  if (c->closing || c->state != UE_CONN_OPEN) return M5_EIO;
+  if (n > OUT_MAX || tc->out.len + tc->plain.len + n > OUT_MAX) return M5_EFULL;
+  if (m5_buf_append(&tc->plain, p, n) != M5_OK) return M5_ENOMEM;
+  m5_loop_defer(c->l->loop, &tc->push, push_deferred, tc);
+  return M5_OK;
 }
 
 /* A plaintext fatal alert record (RFC 8446 §6): the handshake paused before our first
@@ -259,8 +296,10 @@ static void tls_release(ue_conn_t *c) {
     close(tc->fd);
     tc->fd = -1;
   }
+  m5_loop_defer_cancel(c->l->loop, &tc->push);
   m5_buf_free(&tc->in);
   m5_buf_free(&tc->out);
+  m5_buf_free(&tc->plain);
 }
 
 static void tls_free_listener(ue_listener_t *l) {
@@ -322,6 +361,7 @@ static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *ar
   tc->fd = fd;
   m5_buf_init(&tc->in, IN_MAX);
   m5_buf_init(&tc->out, OUT_MAX);
+  m5_buf_init(&tc->plain, OUT_MAX);
   if (m5_loop_add_fd(l->loop, fd, M5_EV_READ, io_cb, tc) != M5_OK) {
     ue_conn_close(&tc->base, "cannot watch the socket");
     return;

@@ -1,8 +1,10 @@
 /* Unit tests for the event loop: fd readiness, timers (order, cancel, stale ids), mailboxes
- * across threads (order, bound, drop on free), stop from another thread, signals. */
+ * across threads (order, bound, drop on free), stop from another thread, signals, deferred
+ * calls (once per iteration, after the events; cancel and re-queue from a callback). */
 #include "core/err.h"
 #include "core/loop.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -297,6 +299,91 @@ static void test_signal_delivery(void **state) {
   m5_loop_free(loop);
 }
 
+/* ---- deferred calls ---- */
+
+typedef struct {
+  trace_t *t;
+  m5_defer_t d, other;
+  int asked; /* how often the flush was asked for */
+} defer_ctx_t;
+
+static void on_flush_then_stop(m5_loop_t *loop, void *arg) {
+  defer_ctx_t *c = arg;
+  record(c->t, 'F');
+  m5_loop_stop(loop);
+}
+
+/* Reads the bytes there are and asks for the flush after each: a connection answering
+ * requests. */
+static void on_requests(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
+  defer_ctx_t *c = arg;
+  (void)events;
+  char b;
+  while (read(fd, &b, 1) == 1) {
+    record(c->t, b);
+    m5_loop_defer(loop, &c->d, on_flush_then_stop, c);
+    c->asked++;
+  }
+}
+
+/* Three requests, one flush, after them, in the same iteration. */
+static void test_defer_once_after_events(void **state) {
+  (void)state;
+  m5_loop_t *loop = m5_loop_new();
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+  trace_t t = {.loop = loop};
+  defer_ctx_t c = {.t = &t};
+  assert_int_equal(m5_loop_add_fd(loop, p[0], M5_EV_READ, on_requests, &c), M5_OK);
+  assert_int_equal(write(p[1], "abc", 3), 3);
+  assert_int_equal(m5_loop_run(loop), M5_OK);
+  assert_int_equal(c.asked, 3);
+  assert_int_equal(t.n, 4);
+  assert_int_equal(t.order[0], 'a');
+  assert_int_equal(t.order[2], 'c');
+  assert_int_equal(t.order[3], 'F');
+  assert_false(c.d.queued);
+  m5_loop_del_fd(loop, p[0]);
+  close(p[0]);
+  close(p[1]);
+  m5_loop_free(loop);
+}
+
+static void on_other(m5_loop_t *loop, void *arg) {
+  defer_ctx_t *c = arg;
+  (void)loop;
+  record(c->t, 'O');
+}
+
+/* Cancels the call queued behind it and queues itself again: that one runs in the next
+ * iteration, the cancelled one never. */
+static void on_cancel_other(m5_loop_t *loop, void *arg) {
+  defer_ctx_t *c = arg;
+  record(c->t, 'C');
+  m5_loop_defer_cancel(loop, &c->other);
+  m5_loop_defer_cancel(loop, &c->other); /* twice: a no-op */
+  m5_loop_defer(loop, &c->d, on_flush_then_stop, c);
+}
+
+static void test_defer_cancel_and_requeue(void **state) {
+  (void)state;
+  m5_loop_t *loop = m5_loop_new();
+  trace_t t = {.loop = loop};
+  defer_ctx_t c = {.t = &t};
+  m5_loop_defer(loop, &c.d, on_cancel_other, &c);
+  m5_loop_defer(loop, &c.d, on_other, &c); /* already queued: ignored */
+  m5_loop_defer(loop, &c.other, on_other, &c);
+  m5_defer_t gone = {0};
+  m5_loop_defer(loop, &gone, on_other, &c);
+  m5_loop_defer_cancel(loop, &gone);
+  assert_int_equal(m5_loop_run(loop), M5_OK);
+  assert_int_equal(t.n, 2);
+  assert_int_equal(t.order[0], 'C');
+  assert_int_equal(t.order[1], 'F');
+  m5_loop_free(loop);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fd_readiness),
@@ -308,6 +395,8 @@ int main(void) {
       cmocka_unit_test(test_mailbox_free_right_after_last_message),
       cmocka_unit_test(test_stop_from_other_thread),
       cmocka_unit_test(test_signal_delivery),
+      cmocka_unit_test(test_defer_once_after_events),
+      cmocka_unit_test(test_defer_cancel_and_requeue),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,8 @@
 #include "core/err.h"
 #include "msg/msg.h"
 
+#include <jansson.h>
+
 static int parse(const char *text, m5_msg_t *m, char *diag, size_t dl) {
   return m5_msg_parse((const uint8_t *)text, strlen(text), m, diag, dl);
 }
@@ -451,6 +453,41 @@ static void test_encode_refuses_invalid(void **state) {
   assert_null(text);
 }
 
+/* The encoder writes JSON by hand: its text must be what jansson itself writes for the same
+ * object (quotes and backslashes escaped, UTF-8 kept as is), and text that is not UTF-8 is
+ * refused rather than written. */
+static void test_encode_escapes_like_jansson(void **state) {
+  (void)state;
+  m5_msg_t m = blank(M5_MSG_MSG);
+  set_addr(&m.ori, "UE", "ue\\\"1");
+  set_addr(&m.dest, "UE", "b");
+  strcpy(m.msg_id, "x");
+  strcpy(m.app_id, "caf\xc3\xa9 \"quoted\" back\\slash \xf0\x9f\x93\xa1");
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(m5_msg_encode(&m, &text, &len), M5_OK);
+  json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+  assert_non_null(v);
+  char *canon = json_dumps(v, JSON_COMPACT);
+  assert_string_equal(text, canon);
+  assert_string_equal(json_string_value(json_object_get(v, "appId")), m.app_id);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(v, "oriAddr"), "addr")),
+                      m.ori.addr);
+  free(canon);
+  json_decref(v);
+  free(text);
+  round_trip(&m, NULL);
+
+  const char *bad_utf8[] = {"\xc3", "a\xff", "\xed\xa0\x80" /* a surrogate */,
+                            "\xc0\xaf" /* overlong */, "\xf4\x90\x80\x80" /* > U+10FFFF */};
+  for (size_t i = 0; i < sizeof bad_utf8 / sizeof bad_utf8[0]; i++) {
+    snprintf(m.app_id, sizeof m.app_id, "%s", bad_utf8[i]);
+    text = NULL;
+    assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+    assert_null(text);
+  }
+}
+
 static void test_names(void **state) {
   (void)state;
   assert_string_equal(m5_msg_type_name(M5_MSG_TOPICUNSUB), "TOPICUNSUB");
@@ -475,6 +512,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_members_ignored_open_enums_kept),
       cmocka_unit_test(test_rfc3339_forms),
       cmocka_unit_test(test_encode_refuses_invalid),
+      cmocka_unit_test(test_encode_escapes_like_jansson),
       cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,25 @@ int ep_gone(const m5_coap_ep_t *ep) {
   return ep->dead || ep->failed;
 }
 
+
+/* Tokens, first message ids and retransmission jitter need unpredictable bytes (RFC 7252
+ * §5.3.1), not secret ones. They come from OpenSSL's DRBG through a per-thread pool, refilled
+ * 512 bytes at a time: one RAND_bytes call (each makes a getpid() system call for its fork
+ * check) serves a hundred messages instead of one. */
+static int ep_random(void *p, size_t n) {
+  static _Thread_local uint8_t pool[512];
+  static _Thread_local size_t avail;
+  if (n > sizeof pool) return m5_random_bytes(p, n);
+  if (avail < n) {
+    int rc = m5_random_bytes(pool, sizeof pool);
+    if (rc) return rc;
+    avail = sizeof pool;
+  }
+  memcpy(p, pool + sizeof pool - avail, n);
+  avail -= n;
+  return 0;
+}
+
 m5_coap_ep_t *m5_coap_ep_new(m5_loop_t *loop, const m5_coap_ep_opts_t *opts,
                              const m5_coap_ep_cbs_t *cbs, void *io, void *arg) {
   if (!loop || !opts || !cbs || !cbs->send || !cbs->on_request) return NULL;
@@ -57,7 +76,7 @@ m5_coap_ep_t *m5_coap_ep_new(m5_loop_t *loop, const m5_coap_ep_opts_t *opts,
   if (!ep->o.exchange_timeout_ms) ep->o.exchange_timeout_ms = 60000;
   if (!ep->o.max_message_size) ep->o.max_message_size = 1152 + ep->o.max_body;
   ep->peer_max = 1152;
-  if (m5_random_bytes(&ep->next_mid, sizeof ep->next_mid)) {
+  if (ep_random(&ep->next_mid, sizeof ep->next_mid)) {
     free(ep);
     return NULL;
   }
@@ -238,7 +257,7 @@ int ep_xmit_start(m5_coap_ep_t *ep, out_t *o, const m5_coap_msg_t *m) {
   x->mid = m->mid;
   m5_buf_init(&x->wire, 0);
   uint32_t r = 0;
-  m5_random_bytes(&r, sizeof r);
+  ep_random(&r, sizeof r);
   uint64_t ack = ep->o.ack_timeout_ms;
   x->timeout_ms = ack + (ack / 2 ? r % (ack / 2 + 1) : 0); /* ACK_RANDOM_FACTOR 1.5 */
   x->next = ep->xmits;
@@ -286,7 +305,7 @@ static int out_send(m5_coap_ep_t *ep, out_t *o) {
   m.type = M5_COAP_CON;
   m.code = o->method;
   /* A fresh token per message: a late answer to an earlier block cannot be taken for this. */
-  int rc = m5_random_bytes(o->token, sizeof o->token);
+  int rc = ep_random(o->token, sizeof o->token);
   if (rc) return rc;
   m.token_len = sizeof o->token;
   memcpy(m.token, o->token, sizeof o->token);

@@ -65,6 +65,8 @@ struct m5_loop {
 
   signal_watch_t signals[M5_LOOP_MAX_SIGNALS];
   size_t nsignals;
+
+  m5_defer_t *defer_head, *defer_tail; /* deferred calls, in the order they were asked */
 };
 
 struct m5_mailbox {
@@ -302,6 +304,7 @@ static void run_due_timers(m5_loop_t *loop) {
 }
 
 static int next_timeout_ms(m5_loop_t *loop) {
+  if (loop->defer_head) return 0;
   if (loop->heap_len == 0) return -1;
   uint64_t when = loop->slots[loop->heap[0]].when, now = m5_clock_mono_ms();
   if (when <= now) return 0;
@@ -359,6 +362,51 @@ void m5_loop_stop(m5_loop_t *loop) {
   if (write(loop->wakefd, &one, sizeof one) < 0) return;
 }
 
+/* ---- deferred calls ---- */
+
+void m5_loop_defer(m5_loop_t *loop, m5_defer_t *d, m5_timer_cb cb, void *arg) {
+  if (d->queued) return;
+  d->cb = cb;
+  d->arg = arg;
+  d->queued = 1;
+  d->next = NULL;
+  d->prev = loop->defer_tail;
+  if (loop->defer_tail)
+    loop->defer_tail->next = d;
+  else
+    loop->defer_head = d;
+  loop->defer_tail = d;
+}
+
+void m5_loop_defer_cancel(m5_loop_t *loop, m5_defer_t *d) {
+  if (!d->queued) return;
+  if (d->prev)
+    d->prev->next = d->next;
+  else
+    loop->defer_head = d->next;
+  if (d->next)
+    d->next->prev = d->prev;
+  else
+    loop->defer_tail = d->prev;
+  d->prev = d->next = NULL;
+  d->queued = 0;
+}
+
+/* Runs the calls queued before this point; those they queue go behind a marker node and wait
+ * for the next iteration. A callback may cancel any other queued call and free its owner: we
+ * hold no pointer into the list but the marker, which lives on this stack. */
+static void run_deferred(m5_loop_t *loop) {
+  if (!loop->defer_head) return;
+  m5_defer_t marker = {0};
+  m5_loop_defer(loop, &marker, NULL, NULL);
+  while (loop->defer_head != &marker) {
+    m5_defer_t *d = loop->defer_head;
+    m5_loop_defer_cancel(loop, d);
+    d->cb(loop, d->arg);
+  }
+  m5_loop_defer_cancel(loop, &marker);
+}
+
 int m5_loop_run(m5_loop_t *loop) {
   struct epoll_event evs[M5_LOOP_MAX_EVENTS];
   while (!atomic_load(&loop->stop)) {
@@ -387,6 +435,7 @@ int m5_loop_run(m5_loop_t *loop) {
     }
     loop->now = m5_clock_mono_ms();
     run_due_timers(loop);
+    run_deferred(loop);
   }
   /* Reset here rather than on entry: a stop requested before run() must not be lost. */
   atomic_store(&loop->stop, false);

@@ -35,6 +35,22 @@ m5_timer_id_t m5_loop_timer_add(m5_loop_t *loop, uint64_t delay_ms, m5_timer_cb 
 /* Cancels a pending timer; unknown or already-fired ids are ignored (returns M5_ENOENT). */
 int m5_loop_timer_cancel(m5_loop_t *loop, m5_timer_id_t id);
 
+/* Deferred call: runs cb(loop, arg) once, at the end of the current loop iteration (after the
+ * events and timers that are due), before the loop waits again. For work that should happen
+ * once per iteration however many events asked for it, e.g. writing out a connection's
+ * responses in one go. The caller owns the m5_defer_t (zeroed before first use) and keeps it
+ * alive until it ran or was cancelled; deferring an already queued one does nothing. A call
+ * deferred from inside a deferred callback runs in the next iteration (without waiting). */
+typedef struct m5_defer {
+  struct m5_defer *prev, *next;
+  m5_timer_cb cb;
+  void *arg;
+  int queued;
+} m5_defer_t;
+
+void m5_loop_defer(m5_loop_t *loop, m5_defer_t *d, m5_timer_cb cb, void *arg);
+void m5_loop_defer_cancel(m5_loop_t *loop, m5_defer_t *d); /* no-op when not queued */
+
 /* Monotonic milliseconds, refreshed once per loop iteration. */
 uint64_t m5_loop_now_ms(m5_loop_t *loop);
 /* Monotonic milliseconds read from the clock now. */

@@ -9,8 +9,10 @@
  *
  * Group commit: jobs are also kept in a FIFO of our own, in the order the job thread's
  * mailbox holds them. When the job thread runs the oldest unfinished job, we take every job
- * waiting in that FIFO (up to SQ_BATCH_MAX), run them all in one transaction, each inside a
- * savepoint so that one failing job does not undo the others, and COMMIT once. The job
+ * waiting in that FIFO (up to SQ_BATCH_MAX), run them all in one transaction and COMMIT once
+ * (should a job fail half-way, which takes a full disk or an I/O error, the transaction is
+ * rolled back and the batch runs again with a savepoint per job, so that one failing job
+ * does not undo the others: see run_jobs). The job
  * thread then replies to them in order, finding the rest already done. So no reply leaves
  * before the commit that carries its writes, and a burst of N jobs costs about N /
  * SQ_BATCH_MAX fsyncs rather than N. */
@@ -87,7 +89,12 @@ static const char *const sql[ST_COUNT] = {
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
                       " expr_time, attempts, next_attempt_ms, cause) VALUES"
                       " (?1, ?2, ?3, ?4, 0, ?5, ?6, 0, ?7, '')",
-    [ST_DLV_GET] = "SELECT " DLV_COLS DLV_FROM " WHERE d.id = ?1",
+    /* DLV_COLS with the payload left out (NULL): what a final state needs. */
+    [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
+                   " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
+                   " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
+                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv" DLV_FROM
+                   " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
@@ -270,6 +277,54 @@ static void fail_all(m5_store_job_t **batch, size_t n) {
   }
 }
 
+/* A job failed in a way that leaves its writes half done (not M5_ENOENT or M5_EINVAL, which
+ * are returned before anything is written). */
+static int job_failed_hard(const m5_store_job_t *job) {
+  return job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL;
+}
+
+/* Runs the batch's jobs inside the open transaction. Fast mode: no savepoints (each costs
+ * statements and a statement journal); the first hard failure stops it and returns 1, and
+ * the caller rolls everything back and runs the batch again in careful mode, where each job
+ * has its own savepoint so that one failing job does not undo the others. */
+static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
+  if (careful && exec_st(s, ST_SAVEPOINT) == 0) {
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0) exec_st(s, ST_ROLLBACK_TO);
+    exec_st(s, ST_RELEASE);
+  } else if (!careful && sq_dedup_sweep(s, sq_now_ms(s)) != 0) {
+    return 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    m5_store_job_t *job = batch[i];
+    memset(&s->job_delta, 0, sizeof s->job_delta);
+    if (careful && exec_st(s, ST_SAVEPOINT) != 0) {
+      job->status = M5_EIO;
+      continue;
+    }
+    sq_run_op(s, job);
+    if (job_failed_hard(job)) {
+      if (!careful) return 1;
+      exec_st(s, ST_ROLLBACK_TO);
+      m5_store_job_clear(job);
+      s->counts_dirty = 1;
+    } else {
+      merge(&s->batch_delta, &s->job_delta);
+    }
+    if (careful) exec_st(s, ST_RELEASE);
+  }
+  return 0;
+}
+
+/* Undoes a batch's effects on the in-memory state after a ROLLBACK: its counters, the
+ * items its jobs got, and the queue counts and dedup figures (reloaded from the tables). */
+static void forget_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
+  memset(&s->batch_delta, 0, sizeof s->batch_delta);
+  for (size_t i = 0; i < n; i++) m5_store_job_clear(batch[i]);
+  s->swept_bucket = -1;
+  s->counts_dirty = 1;
+  if (load_counts(s) == 0) s->counts_dirty = 0;
+}
+
 static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
   memset(&s->batch_delta, 0, sizeof s->batch_delta);
   if (exec_st(s, ST_BEGIN) != 0) {
@@ -278,26 +333,17 @@ static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
     return;
   }
   int64_t changes = sqlite3_total_changes64(s->db);
-  if (exec_st(s, ST_SAVEPOINT) == 0) {
-    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0) exec_st(s, ST_ROLLBACK_TO);
-    exec_st(s, ST_RELEASE);
-  }
-  for (size_t i = 0; i < n; i++) {
-    m5_store_job_t *job = batch[i];
-    memset(&s->job_delta, 0, sizeof s->job_delta);
-    if (exec_st(s, ST_SAVEPOINT) != 0) {
-      job->status = M5_EIO;
-      continue;
+  if (run_jobs(s, batch, n, 0) != 0) {
+    M5_LOGW(SQ_DOM, "%s: a job failed; running its batch of %zu again job by job", s->path, n);
+    exec_st(s, ST_ROLLBACK);
+    forget_batch(s, batch, n);
+    if (s->counts_dirty || exec_st(s, ST_BEGIN) != 0) {
+      fail_all(batch, n);
+      publish(s, n, 0);
+      return;
     }
-    sq_run_op(s, job);
-    if (job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL) {
-      exec_st(s, ST_ROLLBACK_TO);
-      m5_store_job_clear(job);
-      s->counts_dirty = 1;
-    } else {
-      merge(&s->batch_delta, &s->job_delta);
-    }
-    exec_st(s, ST_RELEASE);
+    changes = sqlite3_total_changes64(s->db);
+    run_jobs(s, batch, n, 1);
   }
   int wrote = sqlite3_total_changes64(s->db) != changes;
   int committed = exec_st(s, ST_COMMIT) == 0;
@@ -424,8 +470,25 @@ static int pragma_text(sq_t *s, const char *q, char *out, size_t outlen, char *e
   return 0;
 }
 
+/* Pragmas that only affect speed, set before WAL is first used. locking_mode=EXCLUSIVE:
+ * this process is the only user of the file (a second m5s on it is refused while we hold
+ * it), so SQLite keeps the WAL index in heap memory instead of a shared-memory file and
+ * takes no file locks per transaction. temp_store=MEMORY keeps statement journals (one per
+ * job savepoint) off the disk. A large page cache keeps the hot pages of the queue indexes
+ * in memory (reads would otherwise be pread calls). */
+static const char speed_pragmas[] = "PRAGMA locking_mode=EXCLUSIVE;"
+                                    "PRAGMA temp_store=MEMORY;"
+                                    "PRAGMA cache_size=-65536;";
+
 static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   char v[256];
+  char *perr = NULL;
+  int prc = sqlite3_exec(s->db, speed_pragmas, NULL, NULL, &perr);
+  sqlite3_free(perr);
+  if (prc != SQLITE_OK) {
+    open_error(s, prc, "reading its header", err, errlen);
+    return M5_EIO;
+  }
   if (pragma_text(s, "PRAGMA journal_mode=WAL", v, sizeof v, err, errlen) != 0) return M5_EIO;
   if (strcmp(v, "wal") != 0) {
     snprintf(err, errlen, "store %s: cannot switch to WAL journaling (got %s)", s->path, v);

@@ -74,7 +74,9 @@ typedef struct {
   uint64_t id;             /* out: the delivery id when stored, else 0 */
 } m5_store_rcpt_t;
 
-/* A delivery with its message, as due/due_any/expire/mark_* return it. */
+/* A delivery with its message, as due/due_any/expire/mark_* return it. MARK_* and EXPIRE
+ * leave the payload out (NULL, 0): what follows a final state (a report) does not carry it,
+ * and not reading it back keeps the common "delivered" path cheap. */
 typedef struct {
   uint64_t id;
   m5_msg_addr_t rcpt;
