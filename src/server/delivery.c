@@ -26,6 +26,7 @@
 #define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
 #define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
+#define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
 
 /* Per-session state: the UE it registered as, and its stored deliveries being pushed from a
  * DUE (one DUE at a time per session). */
@@ -49,6 +50,7 @@ typedef struct {
   uint8_t *payload;     /* SJ_REPORT: owned, borrowed by the store */
   uint64_t sid;         /* SJ_DUE, SJ_MARK: the session (0: none) */
   int from_due;         /* SJ_MARK: the push came from that session's DUE */
+  void *held_next;      /* SJ_MARK not taken by the store yet: dv->held list */
 } sjob_t;
 
 /* A push in flight towards a UE; keeps the body until the endpoint is done with it. */
@@ -80,6 +82,12 @@ struct delivery {
   m5_timer_id_t drain_timer;
   void (*idle_done)(void *arg);
   void *idle_arg;
+  /* Conclusions (SJ_MARK) the store could not take (busy): offered again in order. A
+   * delivery pushed right after its accept is in flight in the store and invisible to the
+   * back-off timer, so its conclusion must not be dropped. */
+  sjob_t *held, *held_tail;
+  size_t n_held;
+  m5_timer_id_t held_timer;
 };
 
 static peer_t *peer_find(delivery_t *dv, uint64_t sid) {
@@ -88,7 +96,7 @@ static peer_t *peer_find(delivery_t *dv, uint64_t sid) {
 
 static void check_idle(delivery_t *dv) {
   if (!dv->idle_done) return;
-  if (dv->store_inflight || (dv->pushes && dv->drain_timer)) return;
+  if (dv->store_inflight || dv->n_held || (dv->pushes && dv->drain_timer)) return;
   if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);
   dv->drain_timer = 0;
   void (*done)(void *) = dv->idle_done;
@@ -147,30 +155,61 @@ static void recent_add(delivery_t *dv, uint64_t id) {
   dv->recent_pos = (dv->recent_pos + 1) % RECENT_MAX;
 }
 
+static void held_retry(m5_loop_t *loop, void *arg);
+
+static void hold(delivery_t *dv, sjob_t *j) {
+  if (!dv->n_held)
+    M5_LOGW(DOM, "delivery %llu: the message store is busy; its conclusion waits",
+            (unsigned long long)j->job.id);
+  j->held_next = NULL;
+  if (dv->held_tail)
+    dv->held_tail->held_next = j;
+  else
+    dv->held = j;
+  dv->held_tail = j;
+  dv->n_held++;
+  if (!dv->held_timer) dv->held_timer = m5_loop_timer_add(dv->loop, HELD_RETRY_MS, held_retry, dv);
+}
+
+/* Offers the held conclusions again, oldest first, until the store is busy again. */
+static void held_retry(m5_loop_t *loop, void *arg) {
+  delivery_t *dv = arg;
+  dv->held_timer = 0;
+  while (dv->held && sjob_submit(dv, dv->held) == 0) {
+    dv->held = dv->held->held_next;
+    if (!dv->held) dv->held_tail = NULL;
+    dv->n_held--;
+  }
+  if (dv->held)
+    dv->held_timer = m5_loop_timer_add(loop, HELD_RETRY_MS, held_retry, dv);
+  else
+    check_idle(dv);
+}
+
 /* Concludes delivery id in the store (op MARK_DELIVERED, MARK_FAILED with cause, RESCHEDULE
- * to next_ms with attempts), from a push of session sid (0: none). */
+ * to next_ms with attempts), from a push of session sid (0: none). A busy store holds the
+ * conclusion back (hold), it is never dropped. */
 static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *cause,
                      int64_t next_ms, uint32_t attempts, uint64_t sid, int from_due) {
   sjob_t *j = sjob_new(dv, SJ_MARK, op);
-  if (j) {
-    j->job.id = id;
-    if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
-    j->job.next_attempt_ms = next_ms;
-    j->job.attempts = attempts;
-    j->sid = sid;
-    j->from_due = from_due;
-  }
-  if (!j || sjob_submit(dv, j) != 0) {
-    /* Still PENDING in the store: the back-off timer finds it again. */
-    M5_LOGW(DOM, "delivery %llu: the message store is busy; it will be retried",
+  if (!j) {
+    /* Out of memory: the delivery stays in the store, queued again at the next start. */
+    M5_LOGE(DOM, "delivery %llu: out of memory, its outcome is not recorded",
             (unsigned long long)id);
     m5_hmap_del(dv->inflight, &id, sizeof id);
-    if (j) sjob_free(j);
     if (from_due) {
       peer_t *ss = m5_hmap_get(dv->peers, &sid, sizeof sid);
       if (ss && ss->due_out && --ss->due_out == 0) ss->due_busy = 0;
     }
+    return;
   }
+  j->job.id = id;
+  if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
+  j->job.next_attempt_ms = next_ms;
+  j->job.attempts = attempts;
+  j->sid = sid;
+  j->from_due = from_due;
+  if (dv->held || sjob_submit(dv, j) != 0) hold(dv, j); /* keeps the order of conclusions */
 }
 
 /* The recipient has no live session or the push failed: retry later (store-and-forward) or
@@ -549,6 +588,15 @@ static void drop_sjob(void *msg) {
 
 void delivery_free(delivery_t *dv) {
   if (!dv) return;
+  if (dv->n_held)
+    M5_LOGW(DOM, "%zu delivery outcomes not recorded: those deliveries are queued again at the"
+                 " next start", dv->n_held);
+  while (dv->held) {
+    sjob_t *j = dv->held;
+    dv->held = j->held_next;
+    sjob_free(j);
+  }
+  if (dv->held_timer) m5_loop_timer_cancel(dv->loop, dv->held_timer);
   if (dv->store_replies) m5_mailbox_free(dv->store_replies, drop_sjob);
   if (dv->tick) m5_loop_timer_cancel(dv->loop, dv->tick);
   if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);

@@ -495,6 +495,9 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
   if (!cause) {
     j->rcpt.addr = m->dest;
     j->rcpt.next_attempt_ms = delivery_first_retry_ms();
+    /* A live recipient is pushed as soon as the accept is committed (done_accept), and that
+     * push always ends in a conclusion (delivery.c): in flight until then. */
+    j->rcpt.in_flight = status == NULL;
     sj->rcpts = &j->rcpt;
     sj->n_rcpts = 1;
   }

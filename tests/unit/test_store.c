@@ -525,6 +525,72 @@ static void test_reschedule_due_any(void **state) {
   m5_store_close(s);
 }
 
+/* An accept whose recipient is pushed at once (in_flight): DUE, DUE_ANY and EXPIRE leave it
+ * alone until it is concluded; RESCHEDULE queues it; reopening the store (after a crash)
+ * queues what was still in flight; it counts as pending throughout. */
+static m5_store_outcome_t accept_in_flight(fx_t *f, m5_store_t *s, const char *msg_id,
+                                           int64_t expr_time, uint64_t *id) {
+  accept_t a;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", msg_id, M5_PRIO_MIDDLE, to, 1);
+  a.rcpts[0].in_flight = true;
+  j->msg.expr_time = expr_time;
+  assert_int_equal(run(f, s, j), 0);
+  *id = a.rcpts[0].id;
+  return j->outcome;
+}
+
+static size_t count_listed(fx_t *f, m5_store_t *s, m5_store_op_t op, int64_t now_ms) {
+  m5_store_job_t k = {.op = op, .now_ms = now_ms, .limit = 10};
+  addr(&k.rcpt, "UE", "ue2");
+  assert_int_equal(run(f, s, &k), 0);
+  size_t n = k.n_items;
+  m5_store_job_clear(&k);
+  return n;
+}
+
+static void test_in_flight(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  int64_t later = fake_now + 3600 * 1000;
+  int64_t expr = fake_now / 1000 + 60;
+  uint64_t a, b, c;
+  assert_int_equal(accept_in_flight(f, s, "i1", expr, &a), M5_STORE_ACCEPTED);
+  assert_int_equal(accept_in_flight(f, s, "i2", expr, &b), M5_STORE_ACCEPTED);
+  assert_int_equal(accept_in_flight(f, s, "i3", expr, &c), M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue2"), 3);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE, 0), 0);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE_ANY, later), 0);
+  assert_int_equal(count_listed(f, s, M5_STORE_EXPIRE, later), 0); /* past its exprTime */
+
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a, &k), 0);
+  assert_int_equal(k.items[0].state, M5_DELIV_DELIVERED);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){
+      .op = M5_STORE_RESCHEDULE, .id = b, .next_attempt_ms = fake_now + 2000, .attempts = 1};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE, 0), 1);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE_ANY, fake_now + 2000), 1);
+  assert_int_equal(pending_of(f, s, "ue2"), 2);
+
+  /* c is still in flight when the process goes: after a reopen it is queued, due at once */
+  m5_store_close(s);
+  s = open_store(&o);
+  assert_int_equal(pending_of(f, s, "ue2"), 2);
+  m5_store_job_t d;
+  due(f, s, "ue2", 10, &d);
+  assert_int_equal(d.n_items, 2);
+  assert_int_equal(d.items[0].id, b);
+  assert_int_equal(d.items[1].id, c);
+  assert_int_equal(d.items[1].state, M5_DELIV_PENDING);
+  m5_store_job_clear(&d);
+  assert_int_equal(count_listed(f, s, M5_STORE_EXPIRE, later), 2);
+  m5_store_close(s);
+}
+
 #define BURST 500
 
 static void test_group_commit(void **state) {
@@ -875,6 +941,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_store_cap, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_expire, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),

@@ -88,7 +88,7 @@ static const char *const sql[ST_COUNT] = {
                       " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
                       " expr_time, attempts, next_attempt_ms, cause) VALUES"
-                      " (?1, ?2, ?3, ?4, 0, ?5, ?6, 0, ?7, '')",
+                      " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '')",
     /* DLV_COLS with the payload left out (NULL): what a final state needs. */
     [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
@@ -99,8 +99,8 @@ static const char *const sql[ST_COUNT] = {
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
     [ST_MSG_DEL] = "DELETE FROM messages WHERE id = ?1",
-    [ST_RESCHEDULE] = "UPDATE deliveries SET next_attempt_ms = ?2, attempts = ?3"
-                      " WHERE id = ?1 AND state = 0",
+    [ST_RESCHEDULE] = "UPDATE deliveries SET next_attempt_ms = ?2, attempts = ?3, state = 0"
+                      " WHERE id = ?1 AND state IN (0, 4)", /* 4: SQ_STATE_IN_FLIGHT */
     [ST_DUE] = "SELECT " DLV_COLS DLV_FROM " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2"
                " AND d.state = 0 ORDER BY d.prio DESC, d.id LIMIT ?3",
     [ST_DUE_ANY] = "SELECT " DLV_COLS DLV_FROM " WHERE d.state = 0 AND d.next_attempt_ms <= ?1"
@@ -119,6 +119,11 @@ static const char *const sql[ST_COUNT] = {
     [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
 };
+
+void m5_store_process_init(void) {
+  /* SQLITE_MISUSE once SQLite is initialised: then the setting simply stays as it was. */
+  (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
 
 static const m5_store_ops_t sq_ops;
 static void sq_stats(m5_store_t *base, m5_store_stats_t *out);
@@ -195,8 +200,8 @@ static int load_counts(sq_t *s) {
   sqlite3_stmt *st = NULL;
   int rc = M5_EIO;
   if (sqlite3_prepare_v2(s->db,
-                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries WHERE state = 0"
-                         " GROUP BY rcpt_addr, rcpt_type",
+                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries"
+                         " WHERE state IN (0, 4) GROUP BY rcpt_addr, rcpt_type",
                          -1, &st, NULL) != SQLITE_OK)
     goto out;
   int r;
@@ -237,6 +242,8 @@ out:
 /* ---- the writer thread ---- */
 
 static int exec_st(sq_t *s, int which) {
+  /* What is undone in the tables must not stay in the cache of dedup_buckets rows. */
+  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) sq_dbkt_forget(s);
   return sq_step_done(s, s->st[which], sql[which]);
 }
 
@@ -321,6 +328,7 @@ static void forget_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
   memset(&s->batch_delta, 0, sizeof s->batch_delta);
   for (size_t i = 0; i < n; i++) m5_store_job_clear(batch[i]);
   s->swept_bucket = -1;
+  sq_dbkt_forget(s);
   s->counts_dirty = 1;
   if (load_counts(s) == 0) s->counts_dirty = 0;
 }
@@ -427,6 +435,7 @@ static void sq_free(sq_t *s) {
     sqlite3_finalize(s->st[i]);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free_val);
+  sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
   free(s);
@@ -605,6 +614,15 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
                sqlite3_errmsg(s->db));
       goto fail;
     }
+  }
+  /* Deliveries that were being pushed when the last run ended are queued like any other. */
+  char *uerr = NULL;
+  if (sqlite3_exec(s->db, "UPDATE deliveries SET state = 0 WHERE state = 4", NULL, NULL, &uerr) !=
+      SQLITE_OK) {
+    snprintf(err, errlen, "store %s: cannot queue the deliveries in flight: %s", s->path,
+             uerr ? uerr : "?");
+    sqlite3_free(uerr);
+    goto fail;
   }
   if (load_counts(s) != 0) {
     snprintf(err, errlen, "store %s: cannot load the queues: %s", s->path, sqlite3_errmsg(s->db));

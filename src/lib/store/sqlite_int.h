@@ -16,6 +16,11 @@
 
 #define SQ_DOM "store"
 
+/* deliveries.state beyond m5_deliv_state_t: PENDING, but being pushed right after its
+ * accept (m5_store_rcpt_t.in_flight), so outside the partial indexes on state = 0. Read back
+ * as M5_DELIV_PENDING; reopening the store turns it into 0. */
+#define SQ_STATE_IN_FLIGHT 4
+
 enum {
   ST_BEGIN,
   ST_COMMIT,
@@ -71,6 +76,7 @@ typedef struct {
   int64_t bucket_ms;
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
+  m5_hmap_t *dbkt;  /* originator -> sq_dbkt_t: its dedup_buckets rows (sqlite_ops.c) */
   sq_delta_t job_delta, batch_delta;
 
   /* ---- any thread ---- */
@@ -90,5 +96,8 @@ int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta);
 void sq_run_op(sq_t *s, m5_store_job_t *job);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
+/* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */
+void sq_dbkt_forget(sq_t *s);
+void sq_dbkt_free(sq_t *s);
 
 #endif

@@ -65,11 +65,16 @@ typedef struct {
   size_t payload_len;
 } m5_store_msg_t;
 
-/* One recipient of an accept: addr and next_attempt_ms in; status and id out. */
+/* One recipient of an accept: addr, next_attempt_ms and in_flight in; status and id out. */
 typedef struct {
   m5_msg_addr_t addr;
   int64_t next_attempt_ms; /* when due_any() first returns it (e.g. now + first back-off,
                               since the caller tries at once itself) */
+  bool in_flight;          /* the caller pushes it at once and will conclude it (MARK_* or
+                              RESCHEDULE): until then DUE, DUE_ANY and EXPIRE do not return
+                              it, which spares the store the queue indexes on the common path.
+                              Reopening the store (after a crash) queues such deliveries as
+                              usual, due at once. */
   int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL for this one */
   uint64_t id;             /* out: the delivery id when stored, else 0 */
 } m5_store_rcpt_t;
@@ -102,7 +107,8 @@ typedef enum {
                               out: outcome, rcpts[].status/id, orig_ack (DUPLICATE) */
   M5_STORE_MARK_DELIVERED, /* in: id. out: items[0] (the delivery, now DELIVERED) */
   M5_STORE_MARK_FAILED,    /* in: id, cause. out: items[0] (now FAILED) */
-  M5_STORE_RESCHEDULE,     /* in: id, next_attempt_ms, attempts */
+  M5_STORE_RESCHEDULE,     /* in: id, next_attempt_ms, attempts (an in-flight delivery
+                              is queued again by it) */
   M5_STORE_DUE,            /* in: rcpt, limit. out: items, PENDING for rcpt, priority
                               (HIGH, MIDDLE, LOW) then arrival order, back-off ignored */
   M5_STORE_DUE_ANY,        /* in: now_ms, limit. out: items, PENDING with next_attempt_ms <=
@@ -182,6 +188,12 @@ typedef struct {
 
 /* Fills the defaults. */
 void m5_store_opts_init(m5_store_opts_t *o);
+
+/* Process-wide settings of the backend's library, taken before anything in the process uses
+ * it (for SQLite: the registry and m5-aanf's database too): call first thing in main. Turns
+ * off SQLite's allocation statistics, which take a global mutex on every allocation of every
+ * connection. Later calls, or calls after SQLite started, change nothing. */
+void m5_store_process_init(void);
 
 /* Opens (creating a missing store), checks it and starts its thread, on the calling thread
  * so start-up errors come first: a corrupt, truncated or foreign file is refused with an
