@@ -904,6 +904,59 @@ static void test_corrupt_truncated(void **state) {
   assert_int_equal(file_size(db_path), 0); /* and left as it was */
 }
 
+static long user_version(void) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  long v = (long)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+/* A store written by the first schema (with the dedup index on (ori, bucket)) opens, is
+ * upgraded in place and keeps its messages and its dedup window. */
+static void test_schema_1_upgraded(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  uint64_t id;
+  assert_int_equal(accept1(f, s, "ue1", "old1", M5_PRIO_MIDDLE, "ue2", &id), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
+                                "PRAGMA user_version = 1;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(user_version(), 1);
+  s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "old1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  m5_store_job_t j;
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 1);
+  assert_int_equal(j.items[0].id, id);
+  m5_store_job_clear(&j);
+  m5_store_close(s); /* the store holds its file exclusively while open */
+  assert_int_equal(user_version(), 2);
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT count(*) FROM sqlite_schema"
+                                      " WHERE name = 'dedup_sender_bucket'",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 static void test_not_a_store(void **state) {
   (void)state;
   char parent[320];
@@ -942,6 +995,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_expire, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),

@@ -30,7 +30,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 1
+#define SQ_SCHEMA_VERSION 2
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -61,12 +61,17 @@ static const char schema[] =
     " ori TEXT NOT NULL, msg_id TEXT NOT NULL, bucket INTEGER NOT NULL,"
     " status TEXT NOT NULL, cause TEXT NOT NULL,"
     " PRIMARY KEY (ori, msg_id)) WITHOUT ROWID;"
-    "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
     "CREATE TABLE dedup_buckets ("
     " ori TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
     " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
     "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+/* From version 1: the dedup index on (ori, bucket) is gone. Dropping an originator's bucket
+ * reads its entries through the primary key (at most dedup_max_per_sender, once a bucket),
+ * while the index cost a scattered B-tree write for every message. */
+static const char migrate_1_to_2[] = "DROP INDEX IF EXISTS dedup_sender_bucket;"
+                                     "PRAGMA user_version = 2;";
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -487,7 +492,8 @@ static int pragma_text(sq_t *s, const char *q, char *out, size_t outlen, char *e
  * in memory (reads would otherwise be pread calls). */
 static const char speed_pragmas[] = "PRAGMA locking_mode=EXCLUSIVE;"
                                     "PRAGMA temp_store=MEMORY;"
-                                    "PRAGMA cache_size=-65536;";
+                                    "PRAGMA cache_size=-65536;"
+                                    "PRAGMA wal_autocheckpoint=8192;";
 
 static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   char v[256];
@@ -518,6 +524,19 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   if (pragma_text(s, "PRAGMA user_version", v, sizeof v, err, errlen) != 0) return M5_EIO;
   long version = strtol(v, NULL, 10);
   if (version == SQ_SCHEMA_VERSION) return 0;
+  if (version == 1) {
+    rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+      snprintf(err, errlen, "store %s: cannot upgrade schema 1 to 2: %s", s->path,
+               msg ? msg : "?");
+      sqlite3_free(msg);
+      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+      return M5_EIO;
+    }
+    return 0;
+  }
   if (version != 0) {
     snprintf(err, errlen,
              "store %s has schema version %ld; this build reads version %d (a newer m5s "
