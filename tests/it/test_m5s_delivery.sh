@@ -13,6 +13,8 @@
 #  - queue cap: the 4th stored message for ue3 -> DELY_FAILED QUEUE_FULL (again on a retry);
 #  - durability across a restart: m5s is stopped and started again; ue3 then gets its 3
 #    stored messages, each once;
+#  - store full (store.max_total 2): the 3rd stored message -> 5.03 with Max-Age 30, counted
+#    in /metrics, not remembered (accepted once there is room again);
 #  - delivery reports: ue2's IMDN to ue1 (offline) -> DELY_STORED, its repeat the same ack;
 #    ue1 registers and gets the IMDN once; an IMDN whose oriAddr is not the session's: 4.03;
 #  - a corrupt store file at start-up: exit 1 with an error naming store.path and the file.
@@ -129,6 +131,29 @@ listen ue3 4 6 cap-listen.out
 got=$(listen_ids cap-listen.out | tr '\n' ' ')
 [[ $got == "q-1 q-2 q-3 " ]] || m5s_fail "ue3 after the restart: got '$got', want 'q-1 q-2 q-3 '"
 echo "ok: stored messages survive a restart"
+
+# ---- a full store is overload: 5.03 with Max-Age, nothing kept -------------------------------
+stop_m5s
+start_m5s "store: {max_per_recipient: 3, max_total: 2}"
+raw ue1 full.out reg:ue1 expect:2.01\|2.04 \
+  "json:$(msg full-1 ue3 "$SF")" "expect:2.04:status=DELY_STORED" \
+  "json:$(msg full-2 ue3 "$SF")" "expect:2.04:status=DELY_STORED" \
+  "json:$(msg full-3 ue3 "$SF")" "expect:5.03:max-age=30:diag~overloaded" \
+  "json:$(msg full-3 ue3 "$SF")" "expect:5.03:max-age=30"
+curl -sf "http://127.0.0.1:$M5S_MGMT/metrics" >full-metrics.out || m5s_fail "GET /metrics failed"
+grep -q '^msgin5g_messages_refused_total{reason="store_full"} 2$' full-metrics.out ||
+  m5s_fail "/metrics does not count the 2 refusals: $(grep refused full-metrics.out)"
+listen ue3 2 6 full-listen.out
+got=$(listen_ids full-listen.out | tr '\n' ' ')
+[[ $got == "full-1 full-2 " ]] || m5s_fail "ue3 with a full store: got '$got', want 'full-1 full-2 '"
+# the refused message was not remembered: once there is room it is judged afresh
+raw ue1 full2.out reg:ue1 expect:2.01\|2.04 \
+  "json:$(msg full-3 ue3 "$SF")" "expect:2.04:status=DELY_STORED"
+stop_m5s
+start_m5s "store: {max_per_recipient: 3}"
+listen ue3 1 6 full-listen2.out
+[[ $(listen_ids full-listen2.out) == full-3 ]] || m5s_fail "full-3 did not reach ue3: $(cat full-listen2.out)"
+echo "ok: a full store answers 5.03 with Max-Age and keeps nothing"
 
 # ---- delivery reports from a UE ------------------------------------------------------------------
 IMDN='{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue2"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"sf-1","delivSt":"REPT_DELY_SUCCESS"}'
