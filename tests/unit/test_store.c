@@ -957,6 +957,23 @@ static void test_schema_1_upgraded(void **state) {
   sqlite3_close(db);
 }
 
+/* The store holds its file exclusively: a second store on the same file (another m5s) is
+ * refused at open with an error that says so, and the first one goes on. */
+static void test_second_open_refused(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "x1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  char err[512];
+  m5_store_t *again = m5_store_open(&o, err, sizeof err);
+  assert_null(again);
+  print_message("second open: %s\n", err);
+  assert_non_null(strstr(err, "in use by another process"));
+  assert_int_equal(accept1(f, s, "ue1", "x2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 static void test_not_a_store(void **state) {
   (void)state;
   char parent[320];
@@ -996,6 +1013,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),

@@ -461,6 +461,10 @@ static void open_error(sq_t *s, int rc, const char *what, char *err, size_t errl
   int prim = rc & 0xff;
   if (prim == SQLITE_NOTADB)
     snprintf(err, errlen, "store %s is not an SQLite database (%s); %s", s->path, what, fix_hint);
+  else if (prim == SQLITE_BUSY || prim == SQLITE_LOCKED)
+    snprintf(err, errlen,
+             "store %s is in use by another process (is another m5s running on it?) (%s)",
+             s->path, what);
   else if (prim == SQLITE_CORRUPT)
     snprintf(err, errlen, "store %s is corrupt (%s: %s); %s", s->path, what, sqlite3_errmsg(s->db),
              fix_hint);
