@@ -1,7 +1,7 @@
 /* Management handlers: /healthz, /admin/v1/bindings/{ueSvcId}, /metrics (Prometheus text
  * exposition format 0.0.4) and /admin/v1/stats (see admin.h and docs/admin-api.md). Errors are RFC
  * 9457 problem details with invalidParams naming the offending member. */
-#include "admin.h"
+#include "admin_int.h"
 
 #include "core/err.h"
 #include "core/log.h"
@@ -20,25 +20,8 @@
 #define STATS "/admin/v1/stats"
 #define METRICS "/metrics"
 #define CT_PROM "text/plain; version=0.0.4; charset=utf-8"
-#define CT_JSON "application/json"
-#define CT_PROBLEM "application/problem+json"
 
-struct admin {
-  m5_loop_t *loop;
-  admin_opts_t opts;
-  m5_mailbox_t *replies;
-  size_t inflight;
-  void (*idle_cb)(void *arg);
-  void *idle_arg;
-};
-
-typedef struct {
-  registry_job_t job; /* first: the reply is &job.base */
-  admin_t *a;
-  m5_http_exchange_t *ex;
-} pending_t;
-
-static void respond_json(m5_http_exchange_t *ex, int status, json_t *o) {
+void admin_respond_json(m5_http_exchange_t *ex, int status, json_t *o) {
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!text) {
@@ -49,8 +32,7 @@ static void respond_json(m5_http_exchange_t *ex, int status, json_t *o) {
   free(text);
 }
 
-/* param/reason: one invalidParams entry, or NULL. */
-static void problem(m5_http_exchange_t *ex, int status, const char *title, const char *detail,
+void admin_problem(m5_http_exchange_t *ex, int status, const char *title, const char *detail,
                     const char *param, const char *reason, const m5_http_header_t *extra) {
   json_t *o = json_pack("{s:s, s:i, s:s}", "title", title, "status", status, "detail", detail);
   if (o && param)
@@ -73,8 +55,9 @@ static json_t *binding_json(const char *id, const char *supi, int registered) {
   return json_pack("{s:s, s:s, s:b}", "ueSvcId", id, "supi", supi, "registered", registered);
 }
 
-static void finish(pending_t *p) {
+void admin_finish(pending_t *p) {
   admin_t *a = p->a;
+  free(p->as);
   free(p);
   a->inflight--;
   if (a->inflight == 0 && a->idle_cb) {
@@ -98,10 +81,14 @@ static void on_reply(void *msg, void *arg) {
   (void)arg;
   pending_t *p = msg;
   registry_job_t *job = &p->job;
+  if (job->as) {
+    admin_as_done(p);
+    return;
+  }
   if (job->status == M5_ENOENT) {
-    problem(p->ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
+    admin_problem(p->ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
   } else if (job->status != 0) {
-    problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log", NULL,
+    admin_problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log", NULL,
             NULL, NULL);
   } else if (job->op == REGISTRY_UNBIND) {
     M5_LOGI(DOM, "%s: binding removed", job->ue_svc_id);
@@ -114,13 +101,13 @@ static void on_reply(void *msg, void *arg) {
     int registered =
         registry_lookup(p->a->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &e) == 0 &&
         e.registered;
-    respond_json(p->ex, job->created ? 201 : 200,
+    admin_respond_json(p->ex, job->created ? 201 : 200,
                  binding_json(job->ue_svc_id, job->supi, registered));
   }
-  finish(p);
+  admin_finish(p);
 }
 
-static void submit(admin_t *a, pending_t *p) {
+void admin_submit(admin_t *a, pending_t *p) {
   static const m5_http_header_t retry = {"retry-after", "1"};
   p->job.base.reply = a->replies;
   int rc = a->inflight >= a->opts.max_inflight ? M5_EFULL : registry_submit(a->opts.reg, &p->job);
@@ -128,7 +115,7 @@ static void submit(admin_t *a, pending_t *p) {
     a->inflight++;
     return;
   }
-  problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
+  admin_problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
           &retry);
   free(p);
 }
@@ -140,9 +127,7 @@ static int hexval(char c) {
   return -1;
 }
 
-/* Percent-decodes one path segment (RFC 3986); M5_EINVAL for a bad escape, '/', or a result
- * that is not a valid UE Service ID. */
-static int decode_id(const char *seg, char out[M5_MSG_ADDR_MAX + 1]) {
+int admin_decode_segment(const char *seg, char *out, size_t cap) {
   size_t j = 0;
   for (size_t i = 0; seg[i]; i++) {
     char c = seg[i];
@@ -153,10 +138,16 @@ static int decode_id(const char *seg, char out[M5_MSG_ADDR_MAX + 1]) {
       c = (char)(hi * 16 + lo);
       i += 2;
     }
-    if (j >= M5_MSG_ADDR_MAX) return M5_EINVAL;
+    if (j + 1 >= cap) return M5_EINVAL;
     out[j++] = c;
   }
   out[j] = '\0';
+  return 0;
+}
+
+/* A path segment that decodes to a valid UE Service ID. */
+static int decode_id(const char *seg, char out[M5_MSG_ADDR_MAX + 1]) {
+  if (admin_decode_segment(seg, out, M5_MSG_ADDR_MAX + 1) != 0) return M5_EINVAL;
   return m5_msg_svc_id_valid(out) ? 0 : M5_EINVAL;
 }
 
@@ -174,7 +165,7 @@ static pending_t *pending_new(admin_t *a, m5_http_exchange_t *ex, registry_op_t 
 static void put_binding(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
                         const char *id) {
   if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL, NULL,
+    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL, NULL,
             NULL);
     return;
   }
@@ -183,21 +174,21 @@ static void put_binding(admin_t *a, m5_http_exchange_t *ex, const m5_http_reques
   json_t *supi = o && json_is_object(o) ? json_object_get(o, "supi") : NULL;
   char digits[REGISTRY_SUPI_MAX + 1];
   if (!o || !json_is_object(o)) {
-    problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
+    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
             o ? "not an object" : jerr.text, NULL);
   } else if (!supi) {
-    problem(ex, 400, "Bad Request", "supi is missing", "supi", "missing", NULL);
+    admin_problem(ex, 400, "Bad Request", "supi is missing", "supi", "missing", NULL);
   } else if (!json_is_string(supi) ||
              registry_normalise_supi(json_string_value(supi), digits) != 0) {
-    problem(ex, 400, "Bad Request", "supi must be 5-15 digits (an IMSI), optionally imsi-", "supi",
+    admin_problem(ex, 400, "Bad Request", "supi must be 5-15 digits (an IMSI), optionally imsi-", "supi",
             "not an IMSI", NULL);
   } else {
     pending_t *p = pending_new(a, ex, REGISTRY_BIND, id);
     if (!p) {
-      problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+      admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
     } else {
       memcpy(p->job.supi, digits, sizeof digits);
-      submit(a, p);
+      admin_submit(a, p);
     }
   }
   json_decref(o);
@@ -206,17 +197,17 @@ static void put_binding(admin_t *a, m5_http_exchange_t *ex, const m5_http_reques
 static void get_binding(admin_t *a, m5_http_exchange_t *ex, const char *id) {
   registry_entry_t e;
   if (registry_lookup(a->opts.reg, id, (int64_t)time(NULL), &e) != 0) {
-    problem(ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
+    admin_problem(ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
     return;
   }
-  respond_json(ex, 200, binding_json(e.ue_svc_id, e.supi, e.registered));
+  admin_respond_json(ex, 200, binding_json(e.ue_svc_id, e.supi, e.registered));
 }
 
 static void bindings(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   static const m5_http_header_t allow = {"allow", "GET, PUT, DELETE"};
   char id[M5_MSG_ADDR_MAX + 1];
   if (decode_id(req->path + strlen(BINDINGS), id) != 0) {
-    problem(ex, 400, "Bad Request",
+    admin_problem(ex, 400, "Bad Request",
             "the UE Service ID in the path must be 1-128 printable characters without spaces",
             "ueSvcId", "invalid", NULL);
     return;
@@ -228,11 +219,11 @@ static void bindings(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t
   } else if (!strcmp(req->method, "DELETE")) {
     pending_t *p = pending_new(a, ex, REGISTRY_UNBIND, id);
     if (p)
-      submit(a, p);
+      admin_submit(a, p);
     else
-      problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+      admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
   } else {
-    problem(ex, 405, "Method Not Allowed", "a binding accepts GET, PUT and DELETE", NULL, NULL,
+    admin_problem(ex, 405, "Method Not Allowed", "a binding accepts GET, PUT and DELETE", NULL, NULL,
             &allow);
   }
 }
@@ -304,7 +295,7 @@ static int get_only(m5_http_exchange_t *ex, const m5_http_request_t *req, const 
   if (!strcmp(req->method, "GET")) return 1;
   char detail[64];
   snprintf(detail, sizeof detail, "%s accepts GET only", what);
-  problem(ex, 405, "Method Not Allowed", detail, NULL, NULL, &allow);
+  admin_problem(ex, 405, "Method Not Allowed", detail, NULL, NULL, &allow);
   return 0;
 }
 
@@ -350,7 +341,7 @@ static void get_stats(admin_t *a, m5_http_exchange_t *ex) {
     }
     json_object_set_new(inner, m->sub, v);
   }
-  respond_json(ex, 200, o);
+  admin_respond_json(ex, 200, o);
 }
 
 void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
@@ -358,7 +349,7 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
   if (!strcmp(req->path, "/healthz")) {
     static const m5_http_header_t allow = {"allow", "GET"};
     if (strcmp(req->method, "GET") != 0) {
-      problem(ex, 405, "Method Not Allowed", "/healthz accepts GET only", NULL, NULL, &allow);
+      admin_problem(ex, 405, "Method Not Allowed", "/healthz accepts GET only", NULL, NULL, &allow);
     } else if (atomic_load(a->opts.ready)) {
       static const char ok[] = "{\"status\":\"ok\"}";
       m5_http_respond(ex, 200, CT_JSON, ok, sizeof ok - 1);
@@ -372,6 +363,11 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     bindings(a, ex, req);
     return;
   }
+  if (!strncmp(req->path, ADMIN_AS_CLIENTS, strlen(ADMIN_AS_CLIENTS)) &&
+      req->path[strlen(ADMIN_AS_CLIENTS)]) {
+    admin_as_clients(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, METRICS)) {
     if (get_only(ex, req, METRICS)) get_metrics(a, ex);
     return;
@@ -380,9 +376,9 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     if (get_only(ex, req, STATS)) get_stats(a, ex);
     return;
   }
-  problem(ex, 404, "Not Found",
-          "the management port serves /healthz, /metrics, /admin/v1/stats and "
-          "/admin/v1/bindings/{id}",
+  admin_problem(ex, 404, "Not Found",
+          "the management port serves /healthz, /metrics, /admin/v1/stats, "
+          "/admin/v1/bindings/{id} and /admin/v1/as-clients/{asSvcId}",
           NULL, NULL, NULL);
 }
 
@@ -401,7 +397,9 @@ admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
 }
 
 static void drop_pending(void *msg) {
-  free(msg);
+  pending_t *p = msg;
+  free(p->as);
+  free(p);
 }
 
 void admin_free(admin_t *a) {

@@ -2,7 +2,7 @@
  * Pragmas: WAL so that the writer's fsync never blocks a reader; synchronous per statement
  * kind, as registry.h explains; foreign keys so that a registration cannot outlive the
  * binding it was authorised by. */
-#include "registry.h"
+#include "registry_int.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -17,17 +17,7 @@
 
 #define DOM "registry"
 
-struct registry {
-  sqlite3 *conn;
-  sqlite3_stmt *st_bind;
-  sqlite3_stmt *st_unbind;
-  sqlite3_stmt *st_reg_put;
-  sqlite3_stmt *st_reg_del;
-  m5_jobthread_t *thread;
-  pthread_rwlock_t lock; /* guards map; written only by the DB thread (and at open) */
-  m5_hmap_t *map;        /* ue_svc_id -> registry_entry_t */
-};
-
+/* The AS tables were added later with IF NOT EXISTS: an older file gains them at open. */
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS bindings ("
     " ue_svc_id TEXT PRIMARY KEY,"
@@ -36,6 +26,15 @@ static const char schema[] =
     " ue_svc_id TEXT PRIMARY KEY REFERENCES bindings(ue_svc_id) ON DELETE CASCADE,"
     " registered_at INTEGER NOT NULL,"
     " expiry INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS as_clients ("
+    " as_svc_id TEXT PRIMARY KEY,"
+    " targets TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS as_registrations ("
+    " as_svc_id TEXT PRIMARY KEY REFERENCES as_clients(as_svc_id) ON DELETE CASCADE,"
+    " registration_id TEXT NOT NULL UNIQUE,"
+    " target_uri TEXT NOT NULL,"
+    " app_id TEXT NOT NULL,"
+    " registered_at INTEGER NOT NULL) WITHOUT ROWID;"
     "PRAGMA user_version = 1;";
 
 int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]) {
@@ -48,7 +47,7 @@ int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]) {
   return 0;
 }
 
-static int prepare(registry_t *r, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
+int registry_prepare(registry_t *r, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
   if (sqlite3_prepare_v3(r->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
     snprintf(err, errlen, "database: cannot prepare statement: %s", sqlite3_errmsg(r->conn));
     return M5_EIO;
@@ -62,6 +61,7 @@ static void free_entry(void *e) {
 
 static void registry_free(registry_t *r) {
   m5_jobthread_free(r->thread);
+  registry_as_free(r);
   sqlite3_finalize(r->st_bind);
   sqlite3_finalize(r->st_unbind);
   sqlite3_finalize(r->st_reg_put);
@@ -86,7 +86,7 @@ static int column_copy(sqlite3_stmt *st, int col, char *out, size_t outlen) {
 
 static int load(registry_t *r, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  if (prepare(r,
+  if (registry_prepare(r,
               "SELECT b.ue_svc_id, b.supi, r.registered_at, r.expiry FROM bindings b "
               "LEFT JOIN registrations r ON r.ue_svc_id = b.ue_svc_id",
               &st, err, errlen) != 0)
@@ -153,19 +153,19 @@ registry_t *registry_open(const char *path, char *err, size_t errlen) {
     sqlite3_free(msg);
     goto fail;
   }
-  if (prepare(r,
+  if (registry_prepare(r,
               "INSERT INTO bindings (ue_svc_id, supi) VALUES (?1, ?2) "
               "ON CONFLICT (ue_svc_id) DO UPDATE SET supi = excluded.supi",
               &r->st_bind, err, errlen) ||
-      prepare(r, "DELETE FROM bindings WHERE ue_svc_id = ?1", &r->st_unbind, err, errlen) ||
-      prepare(r,
+      registry_prepare(r, "DELETE FROM bindings WHERE ue_svc_id = ?1", &r->st_unbind, err, errlen) ||
+      registry_prepare(r,
               "INSERT INTO registrations (ue_svc_id, registered_at, expiry) VALUES (?1, ?2, ?3) "
               "ON CONFLICT (ue_svc_id) DO UPDATE SET registered_at = excluded.registered_at, "
               "expiry = excluded.expiry",
               &r->st_reg_put, err, errlen) ||
-      prepare(r, "DELETE FROM registrations WHERE ue_svc_id = ?1", &r->st_reg_del, err, errlen))
+      registry_prepare(r, "DELETE FROM registrations WHERE ue_svc_id = ?1", &r->st_reg_del, err, errlen))
     goto fail;
-  if (load(r, err, errlen) != 0) goto fail;
+  if (load(r, err, errlen) != 0 || registry_as_open(r, err, errlen) != 0) goto fail;
   r->thread = m5_jobthread_new(run_job, r);
   if (!r->thread) {
     snprintf(err, errlen, "registry: cannot create its thread's event loop");
@@ -179,7 +179,7 @@ fail:
 
 /* ---- the DB thread ---- */
 
-static int exec_simple(registry_t *r, const char *sql) {
+int registry_exec(registry_t *r, const char *sql) {
   if (sqlite3_exec(r->conn, sql, NULL, NULL, NULL) != SQLITE_OK) {
     M5_LOGE(DOM, "%s failed: %s", sql, sqlite3_errmsg(r->conn));
     return M5_EIO;
@@ -187,7 +187,7 @@ static int exec_simple(registry_t *r, const char *sql) {
   return 0;
 }
 
-static int step_done(registry_t *r, sqlite3_stmt *st, const char *what) {
+int registry_step_done(registry_t *r, sqlite3_stmt *st, const char *what) {
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
@@ -211,20 +211,20 @@ static int do_bind(registry_t *r, registry_job_t *job) {
   int supi_changed = e && strcmp(e->supi, job->supi) != 0;
   registry_entry_t *fresh = NULL;
   if (!e && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
-  if (exec_simple(r, "PRAGMA synchronous=FULL") != 0 || exec_simple(r, "BEGIN IMMEDIATE") != 0) {
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0 || registry_exec(r, "BEGIN IMMEDIATE") != 0) {
     free(fresh);
     return M5_EIO;
   }
   sqlite3_bind_text(r->st_bind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(r->st_bind, 2, job->supi, -1, SQLITE_STATIC);
-  int rc = step_done(r, r->st_bind, "storing a binding");
+  int rc = registry_step_done(r, r->st_bind, "storing a binding");
   if (rc == 0 && supi_changed) {
     sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
-    rc = step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
+    rc = registry_step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
   }
-  if (rc == 0) rc = exec_simple(r, "COMMIT");
+  if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
-    exec_simple(r, "ROLLBACK");
+    registry_exec(r, "ROLLBACK");
     free(fresh);
     return rc;
   }
@@ -250,9 +250,9 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   if (!e) return M5_ENOENT;
   snprintf(job->old_supi, sizeof job->old_supi, "%s", e->supi);
-  if (exec_simple(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
   sqlite3_bind_text(r->st_unbind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
-  int rc = step_done(r, r->st_unbind, "removing a binding"); /* cascades */
+  int rc = registry_step_done(r, r->st_unbind, "removing a binding"); /* cascades */
   if (rc != 0) return rc;
   pthread_rwlock_wrlock(&r->lock);
   m5_hmap_del(r->map, job->ue_svc_id, strlen(job->ue_svc_id));
@@ -265,11 +265,11 @@ static int do_register(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   if (!e || strcmp(e->supi, job->supi) != 0) return M5_EPERM;
   job->created = !(e->registered_at != 0 && e->expiry > job->registered_at);
-  if (exec_simple(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
+  if (registry_exec(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
   sqlite3_bind_text(r->st_reg_put, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(r->st_reg_put, 2, job->registered_at);
   sqlite3_bind_int64(r->st_reg_put, 3, job->expiry);
-  int rc = step_done(r, r->st_reg_put, "storing a registration");
+  int rc = registry_step_done(r, r->st_reg_put, "storing a registration");
   if (rc != 0) return rc;
   pthread_rwlock_wrlock(&r->lock);
   e->registered_at = job->registered_at;
@@ -281,9 +281,9 @@ static int do_register(registry_t *r, registry_job_t *job) {
 static int do_deregister(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   if (!e || e->registered_at == 0) return M5_ENOENT;
-  if (exec_simple(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
+  if (registry_exec(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
   sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
-  int rc = step_done(r, r->st_reg_del, "removing a registration");
+  int rc = registry_step_done(r, r->st_reg_del, "removing a registration");
   if (rc != 0) return rc;
   pthread_rwlock_wrlock(&r->lock);
   e->registered_at = e->expiry = 0;
@@ -308,6 +308,12 @@ static void run_job(m5_job_t *base, void *ctx) {
     break;
   case REGISTRY_DEREGISTER:
     job->status = do_deregister(r, job);
+    break;
+  case REGISTRY_AS_PUT:
+  case REGISTRY_AS_DEL:
+  case REGISTRY_AS_REGISTER:
+  case REGISTRY_AS_DEREGISTER:
+    job->status = job->as ? registry_as_run(r, job) : M5_EINVAL;
     break;
   default:
     job->status = M5_EINVAL;

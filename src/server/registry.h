@@ -33,6 +33,26 @@ typedef struct {
   int64_t expiry;
 } registry_entry_t;
 
+/* An Application Server client of MSGin5G-3 (architecture §3.2), configured through the admin
+ * API: its asSvcId (= its certificate's SAN URI urn:msgin5g:as:<asSvcId> = its token's sub),
+ * the host:port pairs its targetUri may name, and its registration (TS 29.538
+ * ASRegistration), at most one: a new one replaces it. */
+#define REGISTRY_AS_ID_MAX 64
+#define REGISTRY_AS_TARGETS_MAX 16
+#define REGISTRY_HOSTPORT_MAX 262 /* a DNS name (253) or [IPv6], ':', port */
+#define REGISTRY_URI_MAX 1024
+#define REGISTRY_REG_ID_LEN 32 /* hex of 128 random bits */
+
+typedef struct {
+  char as_svc_id[REGISTRY_AS_ID_MAX + 1];
+  size_t n_targets;
+  char targets[REGISTRY_AS_TARGETS_MAX][REGISTRY_HOSTPORT_MAX + 1]; /* "host:port", lowercase */
+  char registration_id[REGISTRY_REG_ID_LEN + 1];                   /* "" = not registered */
+  char target_uri[REGISTRY_URI_MAX + 1];
+  char app_id[M5_MSG_ADDR_MAX + 1];
+  int64_t registered_at;
+} registry_as_t;
+
 typedef enum {
   REGISTRY_BIND,       /* in: ue_svc_id, supi. out: created, old_supi. A new SUPI drops the
                           registration made under the old one */
@@ -41,6 +61,16 @@ typedef enum {
                           no unexpired registration); M5_EPERM when the binding is gone or
                           names another SUPI now */
   REGISTRY_DEREGISTER, /* in: ue_svc_id; M5_ENOENT when not registered */
+  /* Application Servers; `as` points to the caller's record (borrowed until the reply). */
+  REGISTRY_AS_PUT,        /* in: as->as_svc_id, targets. out: created. A registration whose
+                             targetUri the new list no longer allows is dropped */
+  REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration */
+  REGISTRY_AS_REGISTER,   /* in: as->as_svc_id, registration_id, target_uri, app_id,
+                             registered_at. out: created (no earlier registration), *as = the
+                             stored record. M5_ENOENT: no such AS client. The caller checks
+                             target_uri against the targets first */
+  REGISTRY_AS_DEREGISTER, /* in: as->as_svc_id, registration_id; M5_ENOENT unless that is
+                             the AS's registration */
 } registry_op_t;
 
 typedef struct registry_job {
@@ -53,7 +83,8 @@ typedef struct registry_job {
   char old_supi[REGISTRY_SUPI_MAX + 1]; /* "" when there was no binding */
   int64_t registered_at;
   int64_t expiry;
-  void *arg; /* the submitter's */
+  registry_as_t *as; /* REGISTRY_AS_* */
+  void *arg;         /* the submitter's */
 } registry_job_t;
 
 /* Opens (creating the directory 0700, the file and the schema) and loads the tables into
@@ -72,6 +103,19 @@ int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_
 /* From any thread: the bindings, and the registrations whose expiry has not passed at `now`. */
 size_t registry_count(registry_t *r);
 size_t registry_registrations(registry_t *r, int64_t now);
+
+/* From any thread: 0 and *out, or M5_ENOENT when no AS client has that asSvcId. */
+int registry_as_lookup(registry_t *r, const char *as_svc_id, registry_as_t *out);
+size_t registry_as_count(registry_t *r);
+/* An asSvcId as accepted anywhere (admin API, certificates, tokens): 1-64 characters of
+ * A-Z a-z 0-9 . _ - (it is part of a URI and of file names). */
+int registry_as_id_valid(const char *id);
+/* "host:port" of an https URI, host lowercased, port 443 when absent; M5_EINVAL for anything
+ * but https://host[:port][/path], with host a DNS name, an IPv4 address or [IPv6]. No
+ * userinfo, no query or fragment. */
+int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]);
+/* 1 if uri's host:port is one of a's targets. */
+int registry_as_target_allowed(const registry_as_t *a, const char *uri);
 
 /* "001010123456789" from that or "imsi-001010123456789"; M5_EINVAL unless 5-15 digits. */
 int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]);

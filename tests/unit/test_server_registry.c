@@ -1,6 +1,7 @@
-/* Unit tests for src/server/registry.c: bindings and registrations through the DB thread,
- * the in-memory copy workers read, expiry, the SUPI check on REG, cascade on unbind and
- * persistence across a reopen. */
+/* Unit tests for src/server/registry.c and registry_as.c: bindings and registrations through
+ * the DB thread, the in-memory copy workers read, expiry, the SUPI check on REG, cascade on
+ * unbind and persistence across a reopen; Application Server clients (allow-list of targets)
+ * and their registrations; targetUri parsing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,6 +197,153 @@ static int teardown(void **state) {
   return tu_rmtree(dir_template);
 }
 
+/* ---- Application Servers ---- */
+
+static int as_job(fixture_t *f, registry_t *r, registry_op_t op, registry_as_t *a,
+                  registry_job_t *job) {
+  memset(job, 0, sizeof *job);
+  job->op = op;
+  job->as = a;
+  return run_job(f, r, job);
+}
+
+static registry_as_t as_client(const char *id, const char *t1, const char *t2) {
+  registry_as_t a;
+  memset(&a, 0, sizeof a);
+  snprintf(a.as_svc_id, sizeof a.as_svc_id, "%s", id);
+  if (t1) snprintf(a.targets[a.n_targets++], sizeof a.targets[0], "%s", t1);
+  if (t2) snprintf(a.targets[a.n_targets++], sizeof a.targets[0], "%s", t2);
+  return a;
+}
+
+static void test_as_clients_and_registrations(void **state) {
+  (void)state;
+  fixture_t f = {.loop = m5_loop_new()};
+  f.replies = m5_mailbox_new(f.loop, 4, on_reply, &f);
+  registry_t *r = open_started();
+  registry_job_t job;
+  registry_as_t out;
+
+  registry_as_t a = as_client("meter-as", "as.example:8443", "127.0.0.1:9443");
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &a, &job), 0);
+  assert_true(job.created);
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_int_equal(out.n_targets, 2);
+  assert_string_equal(out.targets[1], "127.0.0.1:9443");
+  assert_string_equal(out.registration_id, "");
+  assert_int_equal(registry_as_count(r), 1);
+
+  /* registration: only for a configured client; the stored record comes back */
+  registry_as_t g = as_client("nobody", NULL, NULL);
+  snprintf(g.registration_id, sizeof g.registration_id, "%032d", 7);
+  snprintf(g.target_uri, sizeof g.target_uri, "https://as.example:8443/cb");
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_REGISTER, &g, &job), M5_ENOENT);
+  snprintf(g.as_svc_id, sizeof g.as_svc_id, "meter-as");
+  snprintf(g.app_id, sizeof g.app_id, "meter-app");
+  g.registered_at = 1700000000;
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_REGISTER, &g, &job), 0);
+  assert_true(job.created);
+  assert_int_equal(g.n_targets, 2); /* *as is the stored record now */
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_string_equal(out.target_uri, "https://as.example:8443/cb");
+  assert_string_equal(out.app_id, "meter-app");
+
+  /* persisted: a reopen sees client and registration */
+  registry_close(r);
+  r = open_started();
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_int_equal(out.n_targets, 2);
+  assert_string_equal(out.registration_id, g.registration_id);
+  assert_int_equal(out.registered_at, 1700000000);
+
+  /* deregistration needs the right id */
+  registry_as_t d = as_client("meter-as", NULL, NULL);
+  snprintf(d.registration_id, sizeof d.registration_id, "%032d", 8);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_DEREGISTER, &d, &job), M5_ENOENT);
+  snprintf(d.registration_id, sizeof d.registration_id, "%032d", 7);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_DEREGISTER, &d, &job), 0);
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_string_equal(out.registration_id, "");
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_DEREGISTER, &d, &job), M5_ENOENT);
+
+  /* a new allow-list keeps a registration it still allows and drops one it does not */
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_REGISTER, &g, &job), 0);
+  registry_as_t a2 = as_client("meter-as", "as.example:8443", NULL);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &a2, &job), 0);
+  assert_false(job.created);
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_string_equal(out.registration_id, g.registration_id);
+  registry_as_t a3 = as_client("meter-as", "other.example:443", NULL);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &a3, &job), 0);
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), 0);
+  assert_string_equal(out.registration_id, "");
+  assert_int_equal(out.n_targets, 1);
+
+  /* removal cascades; a bad id is refused */
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_DEL, &a3, &job), 0);
+  assert_int_equal(registry_as_lookup(r, "meter-as", &out), M5_ENOENT);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_DEL, &a3, &job), M5_ENOENT);
+  registry_as_t bad = as_client("a b", "x:1", NULL);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &bad, &job), M5_EINVAL);
+  registry_close(r);
+  r = open_started();
+  assert_int_equal(registry_as_count(r), 0);
+  registry_close(r);
+  m5_mailbox_free(f.replies, NULL);
+  m5_loop_free(f.loop);
+}
+
+static void test_as_ids_and_target_uris(void **state) {
+  (void)state;
+  assert_true(registry_as_id_valid("as1"));
+  assert_true(registry_as_id_valid("Meter_AS-2.eu"));
+  assert_false(registry_as_id_valid(""));
+  assert_false(registry_as_id_valid("a b"));
+  assert_false(registry_as_id_valid("a/b"));
+  assert_false(registry_as_id_valid("urn:x"));
+  char id65[66];
+  memset(id65, 'a', 65);
+  id65[65] = '\0';
+  assert_false(registry_as_id_valid(id65));
+  id65[64] = '\0';
+  assert_true(registry_as_id_valid(id65));
+
+  static const struct {
+    const char *uri, *want; /* want NULL: refused */
+  } cases[] = {
+      {"https://AS.Example:8443/msgin5g", "as.example:8443"},
+      {"https://as.example", "as.example:443"},
+      {"HTTPS://as.example./cb", "as.example:443"},
+      {"https://127.0.0.1:9443", "127.0.0.1:9443"},
+      {"https://[::1]:9443/x", "[::1]:9443"},
+      {"https://[::1]/x", "[::1]:443"},
+      {"http://as.example/cb", NULL},
+      {"https://user@as.example/cb", NULL},
+      {"https://as.example/cb?x=1", NULL},
+      {"https://as.example/cb#f", NULL},
+      {"https://as.example:0/", NULL},
+      {"https://as.example:65536/", NULL},
+      {"https://as.example:/", NULL},
+      {"https://as.exa mple/", NULL},
+      {"https://as_example/", NULL},
+      {"https://[::1/", NULL},
+      {"https:///cb", NULL},
+      {"https://", NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char hp[REGISTRY_HOSTPORT_MAX + 1] = "";
+    int rc = registry_uri_hostport(cases[i].uri, hp);
+    if (cases[i].want ? rc != 0 || strcmp(hp, cases[i].want) != 0 : rc == 0)
+      fail_msg("%s: rc %d '%s', want %s", cases[i].uri, rc, hp,
+               cases[i].want ? cases[i].want : "refused");
+  }
+  registry_as_t a = as_client("x", "as.example:443", "[::1]:9443");
+  assert_true(registry_as_target_allowed(&a, "https://AS.example/any/path"));
+  assert_true(registry_as_target_allowed(&a, "https://[::1]:9443"));
+  assert_false(registry_as_target_allowed(&a, "https://as.example:444/"));
+  assert_false(registry_as_target_allowed(&a, "http://as.example/"));
+}
+
 static int fresh(void **state) {
   (void)state;
   char p[300];
@@ -212,6 +360,8 @@ int main(void) {
       cmocka_unit_test_setup(test_bind_register_persist, fresh),
       cmocka_unit_test_setup(test_rebind_and_unbind_drop_registration, fresh),
       cmocka_unit_test(test_normalise_supi),
+      cmocka_unit_test_setup(test_as_clients_and_registrations, fresh),
+      cmocka_unit_test(test_as_ids_and_target_uris),
       cmocka_unit_test(test_bad_path),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,168 @@
+/* /admin/v1/as-clients/{asSvcId} (docs/admin-api.md): the Application Server clients of the
+ * northbound MSGin5G-3 API. PUT {"targets": ["host:port", ...]} creates (201) or replaces
+ * (200) one: the host:port pairs its registration's targetUri may name (architecture §3.2);
+ * GET shows it with its registration; DELETE removes it and its registration (204). */
+#include "admin_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DOM "admin"
+
+static json_t *as_json(const registry_as_t *a) {
+  json_t *t = json_array();
+  for (size_t i = 0; t && i < a->n_targets; i++)
+    json_array_append_new(t, json_string(a->targets[i]));
+  json_t *o = json_pack("{s:s, s:o, s:b}", "asSvcId", a->as_svc_id, "targets", t, "registered",
+                        a->registration_id[0] != '\0');
+  if (o && a->registration_id[0]) {
+    json_object_set_new(o, "registrationId", json_string(a->registration_id));
+    json_object_set_new(o, "targetUri", json_string(a->target_uri));
+  }
+  return o;
+}
+
+/* Fills a->targets from the body's "targets"; 0, or answers 400 and returns M5_EINVAL. */
+static int read_targets(m5_http_exchange_t *ex, json_t *body, registry_as_t *a) {
+  json_t *t = json_object_get(body, "targets");
+  if (!t) {
+    admin_problem(ex, 400, "Bad Request", "targets is missing", "targets", "missing", NULL);
+    return M5_EINVAL;
+  }
+  if (!json_is_array(t) || json_array_size(t) == 0 ||
+      json_array_size(t) > REGISTRY_AS_TARGETS_MAX) {
+    admin_problem(ex, 400, "Bad Request", "targets must be an array of 1-16 host:port strings",
+                  "targets", "not an array of 1-16 entries", NULL);
+    return M5_EINVAL;
+  }
+  for (size_t i = 0; i < json_array_size(t); i++) {
+    json_t *v = json_array_get(t, i);
+    char uri[REGISTRY_HOSTPORT_MAX + 16], hp[REGISTRY_HOSTPORT_MAX + 1];
+    const char *text = json_is_string(v) ? json_string_value(v) : NULL;
+    /* host:port exactly as a targetUri's authority gives it: what comes back from parsing
+     * "https://<text>" must be the text itself (so the port is explicit, nothing follows) */
+    int ok = text && strlen(text) <= REGISTRY_HOSTPORT_MAX &&
+             snprintf(uri, sizeof uri, "https://%s", text) < (int)sizeof uri &&
+             registry_uri_hostport(uri, hp) == 0 && strcasecmp(hp, text) == 0;
+    if (!ok) {
+      char param[32];
+      snprintf(param, sizeof param, "targets[%zu]", i);
+      admin_problem(ex, 400, "Bad Request",
+                    "each target must be host:port (a DNS name, an IPv4 address or [IPv6], and "
+                    "a port 1-65535)",
+                    param, "not host:port", NULL);
+      return M5_EINVAL;
+    }
+    for (size_t k = 0; k < a->n_targets; k++)
+      if (!strcmp(a->targets[k], hp)) ok = 0;
+    if (ok) memcpy(a->targets[a->n_targets++], hp, sizeof hp);
+  }
+  return 0;
+}
+
+static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                       const char *id) {
+  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
+    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
+                  NULL, NULL);
+    return;
+  }
+  json_error_t jerr;
+  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!o || !json_is_object(o)) {
+    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
+                  o ? "not an object" : jerr.text, NULL);
+    json_decref(o);
+    return;
+  }
+  pending_t *p = calloc(1, sizeof *p);
+  registry_as_t *as = p ? calloc(1, sizeof *as) : NULL;
+  if (!as) {
+    free(p);
+    json_decref(o);
+    admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+    return;
+  }
+  snprintf(as->as_svc_id, sizeof as->as_svc_id, "%s", id);
+  if (read_targets(ex, o, as) != 0) {
+    free(as);
+    free(p);
+    json_decref(o);
+    return;
+  }
+  json_decref(o);
+  p->a = a;
+  p->ex = ex;
+  p->as = as;
+  p->job.op = REGISTRY_AS_PUT;
+  p->job.as = as;
+  admin_submit(a, p);
+}
+
+void admin_as_done(pending_t *p) {
+  registry_job_t *job = &p->job;
+  if (job->status == M5_ENOENT) {
+    admin_problem(p->ex, 404, "Not Found", "no AS client with this asSvcId", NULL, NULL, NULL);
+  } else if (job->status != 0) {
+    admin_problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log",
+                  NULL, NULL, NULL);
+  } else if (job->op == REGISTRY_AS_DEL) {
+    M5_LOGI(DOM, "AS client %s removed", p->as->as_svc_id);
+    m5_http_respond(p->ex, 204, NULL, NULL, 0);
+  } else {
+    M5_LOGI(DOM, "AS client %s %s (%zu targets)", p->as->as_svc_id,
+            job->created ? "created" : "updated", p->as->n_targets);
+    registry_as_t now;
+    if (registry_as_lookup(p->a->opts.reg, p->as->as_svc_id, &now) != 0) now = *p->as;
+    admin_respond_json(p->ex, job->created ? 201 : 200, as_json(&now));
+  }
+  admin_finish(p);
+}
+
+void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
+  static const m5_http_header_t allow = {"allow", "GET, PUT, DELETE"};
+  char id[REGISTRY_AS_ID_MAX + 1];
+  if (admin_decode_segment(req->path + strlen(ADMIN_AS_CLIENTS), id, sizeof id) != 0 ||
+      !registry_as_id_valid(id)) {
+    admin_problem(ex, 400, "Bad Request",
+                  "the asSvcId in the path must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                  "asSvcId", "invalid", NULL);
+    return;
+  }
+  if (!strcmp(req->method, "GET")) {
+    registry_as_t *as = malloc(sizeof *as);
+    if (!as) {
+      admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+    } else if (registry_as_lookup(a->opts.reg, id, as) != 0) {
+      admin_problem(ex, 404, "Not Found", "no AS client with this asSvcId", NULL, NULL, NULL);
+    } else {
+      admin_respond_json(ex, 200, as_json(as));
+    }
+    free(as);
+  } else if (!strcmp(req->method, "PUT")) {
+    put_client(a, ex, req, id);
+  } else if (!strcmp(req->method, "DELETE")) {
+    pending_t *p = calloc(1, sizeof *p);
+    registry_as_t *as = p ? calloc(1, sizeof *as) : NULL;
+    if (!as) {
+      free(p);
+      admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+      return;
+    }
+    snprintf(as->as_svc_id, sizeof as->as_svc_id, "%s", id);
+    p->a = a;
+    p->ex = ex;
+    p->as = as;
+    p->job.op = REGISTRY_AS_DEL;
+    p->job.as = as;
+    admin_submit(a, p);
+  } else {
+    admin_problem(ex, 405, "Method Not Allowed", "an AS client accepts GET, PUT and DELETE", NULL,
+                  NULL, &allow);
+  }
+}

@@ -1,0 +1,49 @@
+/* Shared by the management handlers: admin.c (health, bindings, metrics) and admin_as.c
+ * (Application Server clients). */
+#ifndef M5_SERVER_ADMIN_INT_H
+#define M5_SERVER_ADMIN_INT_H
+
+#include "admin.h"
+
+#include <jansson.h>
+
+#define ADMIN_AS_CLIENTS "/admin/v1/as-clients/"
+#define CT_JSON "application/json"
+#define CT_PROBLEM "application/problem+json"
+
+struct admin {
+  m5_loop_t *loop;
+  admin_opts_t opts;
+  m5_mailbox_t *replies;
+  size_t inflight;
+  void (*idle_cb)(void *arg);
+  void *idle_arg;
+};
+
+/* A registry job waiting for its commit, with the exchange to answer. */
+typedef struct {
+  registry_job_t job; /* first: the reply is &job.base */
+  admin_t *a;
+  m5_http_exchange_t *ex;
+  registry_as_t *as; /* owned; job.as points to it for the REGISTRY_AS_* ops */
+} pending_t;
+
+/* Sends o (taken) as JSON. */
+void admin_respond_json(m5_http_exchange_t *ex, int status, json_t *o);
+/* RFC 9457 problem details; param/reason: one invalidParams entry, or NULL; extra: one more
+ * header or NULL. */
+void admin_problem(m5_http_exchange_t *ex, int status, const char *title, const char *detail,
+                   const char *param, const char *reason, const m5_http_header_t *extra);
+/* Submits p's job (503 and p freed when the registry is busy). */
+void admin_submit(admin_t *a, pending_t *p);
+/* Frees p after its answer; reports idle. */
+void admin_finish(pending_t *p);
+/* Percent-decodes one path segment into out (cap bytes with the NUL); M5_EINVAL for a bad
+ * escape, a '/', or a result that does not fit. */
+int admin_decode_segment(const char *seg, char *out, size_t cap);
+
+/* admin_as.c */
+void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
+
+#endif

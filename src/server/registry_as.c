@@ -1,0 +1,363 @@
+/* Application Server clients of MSGin5G-3 and their registrations (registry.h): the admin API
+ * configures a client (asSvcId and the host:port pairs its targetUri may name); the AS itself
+ * registers (TS 29.538 ASRegistration) and deregisters. Committed with synchronous=FULL (they
+ * are configuration, and rare), then copied into memory under the registry's lock. */
+#include "registry_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DOM "registry"
+
+int registry_as_id_valid(const char *id) {
+  size_t n = 0;
+  for (; id[n]; n++) {
+    unsigned char c = (unsigned char)id[n];
+    if (!(isalnum(c) || c == '.' || c == '_' || c == '-') || n >= REGISTRY_AS_ID_MAX) return 0;
+  }
+  return n > 0;
+}
+
+/* ---- targetUri ---- */
+
+static int dns_name_valid(const char *h, size_t n) {
+  if (n == 0 || n > 253) return 0;
+  size_t label = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)h[i];
+    if (c == '.') {
+      if (label == 0) return 0;
+      label = 0;
+    } else if (isalnum(c) || c == '-') {
+      if (++label > 63) return 0;
+    } else {
+      return 0;
+    }
+  }
+  return label > 0 || h[n - 1] == '.';
+}
+
+static int ipv6_literal_valid(const char *h, size_t n) {
+  if (n < 2 || n > 47 || h[0] != '[' || h[n - 1] != ']') return 0;
+  for (size_t i = 1; i + 1 < n; i++)
+    if (!isxdigit((unsigned char)h[i]) && h[i] != ':' && h[i] != '.') return 0;
+  return 1;
+}
+
+int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]) {
+  static const char scheme[] = "https://";
+  if (strncasecmp(uri, scheme, sizeof scheme - 1) != 0) return M5_EINVAL;
+  const char *h = uri + sizeof scheme - 1;
+  size_t auth = strcspn(h, "/?#");
+  if (h[auth] == '?' || h[auth] == '#' || strpbrk(h, "?#")) return M5_EINVAL;
+  if (memchr(h, '@', auth)) return M5_EINVAL; /* no userinfo */
+  for (const char *p = h; *p; p++) /* no spaces, no control characters in the whole URI */
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return M5_EINVAL;
+  size_t hostlen = auth;
+  const char *port = NULL;
+  if (h[0] == '[') {
+    const char *close = memchr(h, ']', auth);
+    if (!close) return M5_EINVAL;
+    hostlen = (size_t)(close - h) + 1;
+    if (hostlen < auth) {
+      if (h[hostlen] != ':') return M5_EINVAL;
+      port = h + hostlen + 1;
+    }
+    if (!ipv6_literal_valid(h, hostlen)) return M5_EINVAL;
+  } else {
+    const char *colon = memchr(h, ':', auth);
+    if (colon) {
+      hostlen = (size_t)(colon - h);
+      port = colon + 1;
+    }
+    if (!dns_name_valid(h, hostlen)) return M5_EINVAL; /* IPv4 literals pass as names */
+  }
+  long p = 443;
+  if (port) {
+    size_t plen = (size_t)(h + auth - port);
+    if (plen == 0 || plen > 5) return M5_EINVAL;
+    p = 0;
+    for (size_t i = 0; i < plen; i++) {
+      if (!isdigit((unsigned char)port[i])) return M5_EINVAL;
+      p = p * 10 + (port[i] - '0');
+    }
+    if (p < 1 || p > 65535) return M5_EINVAL;
+  }
+  if (hostlen + 7 > REGISTRY_HOSTPORT_MAX) return M5_EINVAL;
+  for (size_t i = 0; i < hostlen; i++)
+    out[i] = (char)tolower((unsigned char)h[i]);
+  if (hostlen > 1 && out[hostlen - 1] == '.' && out[0] != '[') hostlen--; /* FQDN dot */
+  snprintf(out + hostlen, REGISTRY_HOSTPORT_MAX + 1 - hostlen, ":%ld", p);
+  return 0;
+}
+
+int registry_as_target_allowed(const registry_as_t *a, const char *uri) {
+  char hp[REGISTRY_HOSTPORT_MAX + 1];
+  if (registry_uri_hostport(uri, hp) != 0) return 0;
+  for (size_t i = 0; i < a->n_targets; i++)
+    if (strcmp(a->targets[i], hp) == 0) return 1;
+  return 0;
+}
+
+/* ---- open ---- */
+
+/* "h1:p1 h2:p2" <-> targets[] */
+static int targets_from_text(registry_as_t *a, const char *t) {
+  a->n_targets = 0;
+  while (*t) {
+    size_t n = strcspn(t, " ");
+    if (n) {
+      if (a->n_targets == REGISTRY_AS_TARGETS_MAX || n > REGISTRY_HOSTPORT_MAX) return M5_EINVAL;
+      memcpy(a->targets[a->n_targets], t, n);
+      a->targets[a->n_targets++][n] = '\0';
+    }
+    t += n;
+    while (*t == ' ')
+      t++;
+  }
+  return 0;
+}
+
+static void targets_to_text(const registry_as_t *a, char *out, size_t outlen) {
+  size_t off = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i < a->n_targets && off < outlen; i++)
+    off += (size_t)snprintf(out + off, outlen - off, "%s%s", i ? " " : "", a->targets[i]);
+}
+
+static void copy_col(sqlite3_stmt *st, int col, char *out, size_t outlen) {
+  const unsigned char *t = sqlite3_column_text(st, col);
+  snprintf(out, outlen, "%s", t ? (const char *)t : "");
+}
+
+static int load_as(registry_t *r, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  if (registry_prepare(r,
+                       "SELECT c.as_svc_id, c.targets, g.registration_id, g.target_uri, g.app_id,"
+                       " g.registered_at FROM as_clients c"
+                       " LEFT JOIN as_registrations g ON g.as_svc_id = c.as_svc_id",
+                       &st, err, errlen) != 0)
+    return M5_EIO;
+  int rc = 0, s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    registry_as_t *a = calloc(1, sizeof *a);
+    if (!a) {
+      rc = M5_ENOMEM;
+      break;
+    }
+    copy_col(st, 0, a->as_svc_id, sizeof a->as_svc_id);
+    const unsigned char *t = sqlite3_column_text(st, 1);
+    if (!registry_as_id_valid(a->as_svc_id) || targets_from_text(a, t ? (const char *)t : "")) {
+      M5_LOGE(DOM, "skipping a corrupt AS client row");
+      free(a);
+      continue;
+    }
+    if (sqlite3_column_type(st, 2) == SQLITE_TEXT) {
+      copy_col(st, 2, a->registration_id, sizeof a->registration_id);
+      copy_col(st, 3, a->target_uri, sizeof a->target_uri);
+      copy_col(st, 4, a->app_id, sizeof a->app_id);
+      a->registered_at = sqlite3_column_int64(st, 5);
+    }
+    if (m5_hmap_put(r->as_map, a->as_svc_id, strlen(a->as_svc_id), a, NULL) != 0) {
+      free(a);
+      rc = M5_ENOMEM;
+      break;
+    }
+  }
+  if (rc == 0 && s != SQLITE_DONE) rc = M5_EIO;
+  if (rc != 0)
+    snprintf(err, errlen, "cannot load the AS clients: %s",
+             rc == M5_ENOMEM ? "out of memory" : sqlite3_errmsg(r->conn));
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int registry_as_open(registry_t *r, char *err, size_t errlen) {
+  if (!(r->as_map = m5_hmap_new())) {
+    snprintf(err, errlen, "registry: out of memory");
+    return M5_ENOMEM;
+  }
+  if (registry_prepare(r,
+                       "INSERT INTO as_clients (as_svc_id, targets) VALUES (?1, ?2)"
+                       " ON CONFLICT (as_svc_id) DO UPDATE SET targets = excluded.targets",
+                       &r->st_as_put, err, errlen) ||
+      registry_prepare(r, "DELETE FROM as_clients WHERE as_svc_id = ?1", &r->st_as_del, err,
+                       errlen) ||
+      registry_prepare(r,
+                       "INSERT INTO as_registrations (as_svc_id, registration_id, target_uri,"
+                       " app_id, registered_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+                       " ON CONFLICT (as_svc_id) DO UPDATE SET"
+                       " registration_id = excluded.registration_id,"
+                       " target_uri = excluded.target_uri, app_id = excluded.app_id,"
+                       " registered_at = excluded.registered_at",
+                       &r->st_as_reg_put, err, errlen) ||
+      registry_prepare(r, "DELETE FROM as_registrations WHERE as_svc_id = ?1",
+                       &r->st_as_reg_del, err, errlen))
+    return M5_EIO;
+  return load_as(r, err, errlen);
+}
+
+static void free_as(void *v) {
+  free(v);
+}
+
+void registry_as_free(registry_t *r) {
+  sqlite3_finalize(r->st_as_put);
+  sqlite3_finalize(r->st_as_del);
+  sqlite3_finalize(r->st_as_reg_put);
+  sqlite3_finalize(r->st_as_reg_del);
+  if (r->as_map) m5_hmap_free(r->as_map, free_as);
+  r->as_map = NULL;
+}
+
+/* ---- jobs (DB thread) ---- */
+
+static registry_as_t *as_get(registry_t *r, const char *id) {
+  return m5_hmap_get(r->as_map, id, strlen(id));
+}
+
+static void forget_registration(registry_as_t *a) {
+  a->registration_id[0] = a->target_uri[0] = a->app_id[0] = '\0';
+  a->registered_at = 0;
+}
+
+static int do_put(registry_t *r, registry_job_t *job) {
+  registry_as_t *in = job->as, *cur = as_get(r, in->as_svc_id);
+  if (!registry_as_id_valid(in->as_svc_id) || in->n_targets > REGISTRY_AS_TARGETS_MAX)
+    return M5_EINVAL;
+  job->created = cur == NULL;
+  registry_as_t *fresh = NULL;
+  if (!cur && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
+  /* The kept registration must still be allowed by the new list. */
+  int drop = cur && cur->registration_id[0] && !registry_as_target_allowed(in, cur->target_uri);
+  char text[REGISTRY_AS_TARGETS_MAX * (REGISTRY_HOSTPORT_MAX + 1) + 1];
+  targets_to_text(in, text, sizeof text);
+  int rc = registry_exec(r, "PRAGMA synchronous=FULL");
+  if (rc == 0) rc = registry_exec(r, "BEGIN IMMEDIATE");
+  if (rc == 0) {
+    sqlite3_bind_text(r->st_as_put, 1, in->as_svc_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(r->st_as_put, 2, text, -1, SQLITE_STATIC);
+    rc = registry_step_done(r, r->st_as_put, "storing an AS client");
+    if (rc == 0 && drop) {
+      sqlite3_bind_text(r->st_as_reg_del, 1, in->as_svc_id, -1, SQLITE_STATIC);
+      rc = registry_step_done(r, r->st_as_reg_del, "dropping an AS registration");
+    }
+    rc = rc == 0 ? registry_exec(r, "COMMIT") : rc;
+    if (rc != 0) registry_exec(r, "ROLLBACK");
+  }
+  if (rc != 0) {
+    free(fresh);
+    return rc;
+  }
+  pthread_rwlock_wrlock(&r->lock);
+  registry_as_t *a = cur ? cur : fresh;
+  if (fresh) memcpy(a->as_svc_id, in->as_svc_id, sizeof a->as_svc_id);
+  a->n_targets = in->n_targets;
+  memcpy(a->targets, in->targets, sizeof a->targets);
+  if (drop) forget_registration(a);
+  if (fresh && m5_hmap_put(r->as_map, a->as_svc_id, strlen(a->as_svc_id), a, NULL) != 0) {
+    free(fresh);
+    M5_LOGE(DOM, "out of memory: AS client %s stored but not loaded until restart",
+            in->as_svc_id);
+    rc = M5_ENOMEM;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  if (drop)
+    M5_LOGI(DOM, "AS %s: its registration's targetUri is no longer allowed: deregistered",
+            in->as_svc_id);
+  return rc;
+}
+
+static int do_del(registry_t *r, registry_job_t *job) {
+  registry_as_t *a = as_get(r, job->as->as_svc_id);
+  if (!a) return M5_ENOENT;
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  sqlite3_bind_text(r->st_as_del, 1, a->as_svc_id, -1, SQLITE_STATIC);
+  int rc = registry_step_done(r, r->st_as_del, "removing an AS client"); /* cascades */
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  m5_hmap_del(r->as_map, a->as_svc_id, strlen(a->as_svc_id));
+  pthread_rwlock_unlock(&r->lock);
+  free(a);
+  return 0;
+}
+
+static int do_register(registry_t *r, registry_job_t *job) {
+  registry_as_t *in = job->as, *a = as_get(r, in->as_svc_id);
+  if (!a) return M5_ENOENT;
+  if (strlen(in->registration_id) != REGISTRY_REG_ID_LEN || !in->target_uri[0]) return M5_EINVAL;
+  job->created = a->registration_id[0] == '\0';
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  sqlite3_stmt *st = r->st_as_reg_put;
+  sqlite3_bind_text(st, 1, in->as_svc_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, in->registration_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, in->target_uri, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, in->app_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, in->registered_at);
+  int rc = registry_step_done(r, st, "storing an AS registration");
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  memcpy(a->registration_id, in->registration_id, sizeof a->registration_id);
+  memcpy(a->target_uri, in->target_uri, sizeof a->target_uri);
+  memcpy(a->app_id, in->app_id, sizeof a->app_id);
+  a->registered_at = in->registered_at;
+  *in = *a;
+  pthread_rwlock_unlock(&r->lock);
+  return 0;
+}
+
+static int do_deregister(registry_t *r, registry_job_t *job) {
+  registry_as_t *a = as_get(r, job->as->as_svc_id);
+  if (!a || !a->registration_id[0] || strcmp(a->registration_id, job->as->registration_id) != 0)
+    return M5_ENOENT;
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  sqlite3_bind_text(r->st_as_reg_del, 1, a->as_svc_id, -1, SQLITE_STATIC);
+  int rc = registry_step_done(r, r->st_as_reg_del, "removing an AS registration");
+  if (rc != 0) return rc;
+  pthread_rwlock_wrlock(&r->lock);
+  forget_registration(a);
+  pthread_rwlock_unlock(&r->lock);
+  return 0;
+}
+
+int registry_as_run(registry_t *r, registry_job_t *job) {
+  switch (job->op) {
+  case REGISTRY_AS_PUT:
+    return do_put(r, job);
+  case REGISTRY_AS_DEL:
+    return do_del(r, job);
+  case REGISTRY_AS_REGISTER:
+    return do_register(r, job);
+  case REGISTRY_AS_DEREGISTER:
+    return do_deregister(r, job);
+  default:
+    return M5_EINVAL;
+  }
+}
+
+/* ---- any thread ---- */
+
+int registry_as_lookup(registry_t *r, const char *as_svc_id, registry_as_t *out) {
+  int rc = M5_ENOENT;
+  pthread_rwlock_rdlock(&r->lock);
+  const registry_as_t *a = m5_hmap_get(r->as_map, as_svc_id, strlen(as_svc_id));
+  if (a) {
+    *out = *a;
+    rc = 0;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  return rc;
+}
+
+size_t registry_as_count(registry_t *r) {
+  pthread_rwlock_rdlock(&r->lock);
+  size_t n = m5_hmap_count(r->as_map);
+  pthread_rwlock_unlock(&r->lock);
+  return n;
+}

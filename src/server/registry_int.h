@@ -1,0 +1,37 @@
+/* The registry's state, shared by registry.c (UE bindings and registrations, the DB thread)
+ * and registry_as.c (Application Server clients and their registrations). */
+#ifndef M5_SERVER_REGISTRY_INT_H
+#define M5_SERVER_REGISTRY_INT_H
+
+#include "registry.h"
+
+#include "core/hmap.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+struct registry {
+  sqlite3 *conn;
+  sqlite3_stmt *st_bind;
+  sqlite3_stmt *st_unbind;
+  sqlite3_stmt *st_reg_put;
+  sqlite3_stmt *st_reg_del;
+  sqlite3_stmt *st_as_put, *st_as_del, *st_as_reg_put, *st_as_reg_del;
+  m5_jobthread_t *thread;
+  pthread_rwlock_t lock; /* guards map and as_map; written only by the DB thread (and at open) */
+  m5_hmap_t *map;        /* ue_svc_id -> registry_entry_t */
+  m5_hmap_t *as_map;     /* as_svc_id -> registry_as_t */
+};
+
+/* registry.c */
+int registry_prepare(registry_t *r, const char *sql, sqlite3_stmt **st, char *err, size_t errlen);
+int registry_exec(registry_t *r, const char *sql);
+int registry_step_done(registry_t *r, sqlite3_stmt *st, const char *what); /* resets st */
+
+/* registry_as.c: statements and the memory copy at open (r->lock initialised), their release,
+ * and the REGISTRY_AS_* jobs on the DB thread. */
+int registry_as_open(registry_t *r, char *err, size_t errlen);
+void registry_as_free(registry_t *r);
+int registry_as_run(registry_t *r, registry_job_t *job);
+
+#endif
