@@ -12,6 +12,7 @@
 
 int m5ctl_akma_derive(int argc, char **argv);    /* ctl_akma.c */
 int m5ctl_pki_init(int argc, char **argv);       /* ctl_pki.c */
+int m5ctl_pki_issue(int argc, char **argv);      /* ctl_pki_issue.c */
 int m5ctl_subscriber_add(int argc, char **argv); /* ctl_subscriber.c */
 int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
 

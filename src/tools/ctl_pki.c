@@ -1,10 +1,14 @@
 /* m5ctl pki init: the development PKI (architecture §4, msgin5g-security.md §5.4): one CA and
  * the leaf certificates of the AAnF, the MSGin5G server, the AUSF role, an AS and a gateway,
- * built with the OpenSSL 3 C API. Profile after TS 33.310 cl. 6.1.3c: EC P-256 keys,
- * ecdsa-with-SHA256, X.509 v3, random positive serials of at most 20 octets, SKI/AKI, critical
- * keyUsage and basicConstraints, EKU per role. Private keys are PEM (PKCS#8) with mode 0600.
+ * built with the OpenSSL 3 C API, plus the key m5s signs its MSGin5G-3 access tokens with (ES256,
+ * TS 33.210 cl. 6.3). Profile after TS 33.310 cl. 6.1.3c: EC P-256 keys, ecdsa-with-SHA256,
+ * X.509 v3, random positive serials of at most 20 octets, SKI/AKI, critical keyUsage and
+ * basicConstraints, EKU per role. Private keys are PEM (PKCS#8) with mode 0600.
  * Every file is first written as <name>.tmp and renamed only once the whole set exists, so an
- * interrupted run never leaves a mixture of old and new certificates. */
+ * interrupted run never leaves a mixture of old and new certificates.
+ * The issuing and writing helpers are shared with `pki issue` (ctl_pki.h). */
+#include "ctl_pki.h"
+
 #include "ctl.h"
 
 #include "crypto/akma.h"
@@ -15,36 +19,21 @@
 #include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PKI_DEFAULT_DIR "./var/pki"
 #define CA_DAYS 3650
-#define LEAF_DAYS 825   /* the CA/Browser Forum's former ceiling, which TLS clients still enforce */
-#define SERIAL_BITS 159 /* top bit of 20 octets clear: positive and at most 20 octets (RFC 5280)   \
-                         */
+/* The top bit of 20 octets clear: positive and at most 20 octets (RFC 5280 cl. 4.1.2.2). */
+#define SERIAL_BITS 159
 #define N_ENTITIES 6
+/* Not a certificate and signed by nobody: it is kept, or made, on its own (see init). */
+#define TOKEN_STEM "m5s-token"
 
-typedef struct {
-  const char *stem; /* <stem>.crt and <stem>.key */
-  const char *cn;
-  const char *san; /* NULL for the CA */
-  const char *eku; /* NULL for the CA */
-} pki_entity_t;
-
-typedef struct {
-  EVP_PKEY *key;
-  X509 *crt;
-} pki_pair_t;
-
-/* Prints the OpenSSL error queue's first reason after "m5ctl: <what>: ". */
-static int ossl_fail(const char *what, const char *file) {
+int m5ctl_pki_ossl_fail(const char *what, const char *file) {
   char reason[256] = "unknown OpenSSL error";
   unsigned long e = ERR_get_error();
   if (e) ERR_error_string_n(e, reason, sizeof reason);
@@ -69,8 +58,8 @@ static int set_random_serial(X509 *crt) {
   return ok ? 0 : -1;
 }
 
-/* Issues a certificate for e's fresh key; issuer NULL means self-signed (the CA). */
-static int issue(const pki_entity_t *e, const pki_pair_t *issuer, pki_pair_t *out) {
+int m5ctl_pki_pair_new(const m5ctl_pki_entity_t *e, const m5ctl_pki_pair_t *issuer, int days,
+                       m5ctl_pki_pair_t *out) {
   X509 *crt = NULL;
   X509_NAME *name = NULL;
   EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -81,8 +70,7 @@ static int issue(const pki_entity_t *e, const pki_pair_t *issuer, pki_pair_t *ou
       !X509_set_subject_name(crt, name) ||
       !X509_set_issuer_name(crt, issuer ? X509_get_subject_name(issuer->crt) : name) ||
       !X509_gmtime_adj(X509_getm_notBefore(crt), 0) ||
-      !X509_time_adj_ex(X509_getm_notAfter(crt), issuer ? LEAF_DAYS : CA_DAYS, 0, NULL) ||
-      !X509_set_pubkey(crt, key))
+      !X509_time_adj_ex(X509_getm_notAfter(crt), days, 0, NULL) || !X509_set_pubkey(crt, key))
     goto fail;
 
   X509V3_CTX ctx;
@@ -114,15 +102,22 @@ fail:
   return -1;
 }
 
-static int path_join(char *out, size_t outlen, const char *dir, const char *stem,
-                     const char *suffix) {
+void m5ctl_pki_pair_free(m5ctl_pki_pair_t *p) {
+  EVP_PKEY_free(p->key);
+  X509_free(p->crt);
+  p->key = NULL;
+  p->crt = NULL;
+}
+
+int m5ctl_pki_path(char *out, size_t outlen, const char *dir, const char *stem,
+                   const char *suffix) {
   int n = snprintf(out, outlen, "%s/%s%s", dir, stem, suffix);
   return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
 
 /* Writes one PEM object to path with exactly the given mode (umask cannot widen it, and the
  * fchmod narrows a stale file left by an earlier interrupted run). */
-static int write_pem(const char *path, mode_t mode, const pki_pair_t *p, int is_key) {
+static int write_pem(const char *path, mode_t mode, const m5ctl_pki_pair_t *p, int is_key) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0 || fchmod(fd, mode)) {
     fprintf(stderr,
@@ -141,11 +136,46 @@ static int write_pem(const char *path, mode_t mode, const pki_pair_t *p, int is_
   int ok = is_key ? PEM_write_PrivateKey(f, p->key, NULL, NULL, 0, NULL, NULL)
                   : PEM_write_X509(f, p->crt);
   if (fclose(f) || !ok) {
-    if (!ok) return ossl_fail("write", path);
+    if (!ok) return m5ctl_pki_ossl_fail("write", path);
     fprintf(stderr, "m5ctl: cannot write %s: %s; is the disk full?\n", path, strerror(errno));
     return 1;
   }
   return 0;
+}
+
+/* The final and the temporary name of f; -1 if they do not fit. */
+static int set_paths(const char *dir, const m5ctl_pki_file_t *f, char path[PATH_MAX],
+                     char tmp[PATH_MAX]) {
+  const char *suffix = f->is_key ? ".key" : ".crt";
+  if (m5ctl_pki_path(path, PATH_MAX, dir, f->stem, suffix)) return -1;
+  int n = snprintf(tmp, PATH_MAX, "%s.tmp", path);
+  return n < 0 || n >= PATH_MAX ? -1 : 0;
+}
+
+int m5ctl_pki_write_set(const char *dir, const m5ctl_pki_file_t *files, size_t n,
+                        const char *prefix) {
+  char path[PATH_MAX], tmp[PATH_MAX];
+  int rc = 1;
+  for (size_t i = 0; i < n; i++) {
+    if (set_paths(dir, &files[i], path, tmp)) {
+      fprintf(stderr, "m5ctl: --dir: path too long\n");
+      goto out;
+    }
+    if (write_pem(tmp, files[i].is_key ? 0600 : 0644, files[i].pair, files[i].is_key)) goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (set_paths(dir, &files[i], path, tmp) || rename(tmp, path)) {
+      fprintf(stderr, "m5ctl: cannot rename %s to %s: %s; rerun with --force\n", tmp, path,
+              strerror(errno));
+      goto out;
+    }
+    printf("%s%s\n", prefix, path);
+  }
+  rc = 0;
+out:
+  for (size_t i = 0; rc && i < n; i++)
+    if (!set_paths(dir, &files[i], path, tmp)) unlink(tmp);
+  return rc;
 }
 
 /* mkdir -p; the last component (the directory holding private keys) gets mode 0700. */
@@ -182,13 +212,14 @@ static int make_dir(const char *dir) {
 }
 
 /* Counts which of the 2 * N_ENTITIES files exist; *missing names the first absent one. */
-static int count_existing(const char *dir, const pki_entity_t *ents, char *missing, size_t mlen) {
+static int count_existing(const char *dir, const m5ctl_pki_entity_t *ents, char *missing,
+                          size_t mlen) {
   int present = 0;
   missing[0] = '\0';
   for (int i = 0; i < N_ENTITIES; i++) {
     for (int k = 0; k < 2; k++) {
       char path[PATH_MAX];
-      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt")) return -1;
+      if (m5ctl_pki_path(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt")) return -1;
       if (access(path, F_OK) == 0)
         present++;
       else if (!missing[0])
@@ -198,54 +229,37 @@ static int count_existing(const char *dir, const pki_entity_t *ents, char *missi
   return present;
 }
 
-static void unlink_tmp(const char *dir, const pki_entity_t *ents) {
-  for (int i = 0; i < N_ENTITIES; i++) {
-    char path[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp")) unlink(path);
-    if (!path_join(path, sizeof path, dir, ents[i].stem, ".key.tmp")) unlink(path);
-  }
-}
-
-static int generate(const char *dir, const pki_entity_t *ents) {
-  pki_pair_t pairs[N_ENTITIES];
-  memset(pairs, 0, sizeof pairs);
-  char path[PATH_MAX], tmp[PATH_MAX];
+/* Makes the certificates (certs) and the token key (token) and writes them as one set. */
+static int generate(const char *dir, const m5ctl_pki_entity_t *ents, int certs, int token) {
+  m5ctl_pki_pair_t pairs[N_ENTITIES + 1]; /* the last one holds the token key */
+  m5ctl_pki_file_t files[2 * N_ENTITIES + 1];
+  size_t n = 0;
+  char path[PATH_MAX];
   int rc = 1;
+  memset(pairs, 0, sizeof pairs);
 
-  for (int i = 0; i < N_ENTITIES; i++) {
-    if (issue(&ents[i], i ? &pairs[0] : NULL, &pairs[i])) {
-      if (path_join(path, sizeof path, dir, ents[i].stem, ".crt")) path[0] = '\0';
-      ossl_fail("create certificate", path);
+  for (int i = 0; certs && i < N_ENTITIES; i++) {
+    if (m5ctl_pki_pair_new(&ents[i], i ? &pairs[0] : NULL, i ? M5CTL_PKI_LEAF_DAYS : CA_DAYS,
+                           &pairs[i])) {
+      if (m5ctl_pki_path(path, sizeof path, dir, ents[i].stem, ".crt")) path[0] = '\0';
+      m5ctl_pki_ossl_fail("create certificate", path);
       goto out;
     }
+    files[n++] = (m5ctl_pki_file_t){ents[i].stem, &pairs[i], 0};
+    files[n++] = (m5ctl_pki_file_t){ents[i].stem, &pairs[i], 1};
   }
-  for (int i = 0; i < N_ENTITIES; i++) {
-    if (path_join(tmp, sizeof tmp, dir, ents[i].stem, ".key.tmp") ||
-        path_join(path, sizeof path, dir, ents[i].stem, ".crt.tmp")) {
-      fprintf(stderr, "m5ctl: --dir: path too long\n");
+  if (token) {
+    if (!(pairs[N_ENTITIES].key = EVP_EC_gen("P-256"))) {
+      if (m5ctl_pki_path(path, sizeof path, dir, TOKEN_STEM, ".key")) path[0] = '\0';
+      m5ctl_pki_ossl_fail("create key", path);
       goto out;
     }
-    if (write_pem(tmp, 0600, &pairs[i], 1) || write_pem(path, 0644, &pairs[i], 0)) goto out;
+    files[n++] = (m5ctl_pki_file_t){TOKEN_STEM, &pairs[N_ENTITIES], 1};
   }
-  for (int i = 0; i < N_ENTITIES; i++) {
-    for (int k = 0; k < 2; k++) {
-      if (path_join(path, sizeof path, dir, ents[i].stem, k ? ".key" : ".crt") ||
-          path_join(tmp, sizeof tmp, dir, ents[i].stem, k ? ".key.tmp" : ".crt.tmp") ||
-          rename(tmp, path)) {
-        fprintf(stderr, "m5ctl: cannot rename %s to %s: %s; rerun with --force\n", tmp, path,
-                strerror(errno));
-        goto out;
-      }
-      printf("pki: wrote %s\n", path);
-    }
-  }
-  rc = 0;
+  rc = m5ctl_pki_write_set(dir, files, n, "pki: wrote ");
 out:
-  if (rc) unlink_tmp(dir, ents);
-  for (int i = 0; i < N_ENTITIES; i++) {
-    EVP_PKEY_free(pairs[i].key); /* EC private keys are cleansed by OpenSSL when freed */
-    X509_free(pairs[i].crt);
-  }
+  for (int i = 0; i <= N_ENTITIES; i++)
+    m5ctl_pki_pair_free(&pairs[i]);
   return rc;
 }
 
@@ -257,7 +271,7 @@ int m5ctl_pki_init(int argc, char **argv) {
       {"fqdn", required_argument, NULL, OPT_FQDN},
       {NULL, 0, NULL, 0},
   };
-  const char *dir = PKI_DEFAULT_DIR, *fqdn = "localhost";
+  const char *dir = M5CTL_PKI_DEFAULT_DIR, *fqdn = "localhost";
   int force = 0, c, rc;
   opterr = 0;
   optind = 1;
@@ -286,7 +300,7 @@ int m5ctl_pki_init(int argc, char **argv) {
   char m5s_san[M5_AKMA_FQDN_MAX + 32];
   snprintf(m5s_san, sizeof m5s_san, "DNS:%s,IP:127.0.0.1", fqdn);
   /* The CA comes first: the others are signed with its key. */
-  const pki_entity_t ents[N_ENTITIES] = {
+  const m5ctl_pki_entity_t ents[N_ENTITIES] = {
       {"ca", "msgin5g dev CA", NULL, NULL},
       {"aanf", "aanf.localhost", "DNS:localhost,DNS:aanf.localhost,IP:127.0.0.1", "serverAuth"},
       /* m5s is both the MSGin5G server and, towards the AAnF, an AF whose afId is its dNSName. */
@@ -297,23 +311,25 @@ int m5ctl_pki_init(int argc, char **argv) {
   };
 
   if (make_dir(dir)) return 1;
-  char missing[PATH_MAX];
+  char missing[PATH_MAX], token_path[PATH_MAX];
   int present = count_existing(dir, ents, missing, sizeof missing);
-  if (present < 0) {
+  if (present < 0 || m5ctl_pki_path(token_path, sizeof token_path, dir, TOKEN_STEM, ".key")) {
     fprintf(stderr, "m5ctl: --dir: path too long\n");
     return 1;
   }
-  if (!force && present == 2 * N_ENTITIES) {
-    printf("pki: kept existing %s\n", dir);
-    return 0;
-  }
   /* Never overwrite part of someone's PKI silently: keys may already be deployed. */
-  if (!force && present > 0) {
+  if (!force && present > 0 && present < 2 * N_ENTITIES) {
     fprintf(stderr,
             "m5ctl: %s holds an incomplete PKI (%s is missing); run `m5ctl pki init "
             "--dir %s --force` to regenerate all of it\n",
             dir, missing, dir);
     return 1;
   }
-  return generate(dir, ents);
+  /* The token key depends on no certificate, so a PKI made before it existed just gains one;
+   * like the certificates, an existing one is replaced only with --force. */
+  int certs = force || present == 0;
+  int token = force || access(token_path, F_OK) != 0;
+  if (!certs) printf("pki: kept existing %s\n", dir);
+  if (!certs && !token) return 0;
+  return generate(dir, ents, certs, token);
 }

@@ -17,8 +17,14 @@ static const m5ctl_cmd_t commands[] = {
      "--kausf HEX --supi DIGITS --af-fqdn FQDN [--ua tls13|tls12:XXXX] [--rid RID]\n"
      "            [--realm REALM | --mnc-len 2|3]   print K_AKMA, A-TID, A-KID and K_AF"},
     {"pki", "init", m5ctl_pki_init,
-     "[--dir DIR] [--force] [--fqdn NAME]   create the development CA and certificates\n"
-     "            (default ./var/pki; NAME = the MSGin5G server's FQDN, default localhost)"},
+     "[--dir DIR] [--force] [--fqdn NAME]   create the development CA, certificates and\n"
+     "            m5s's token signing key m5s-token.key (default ./var/pki; NAME = the MSGin5G\n"
+     "            server's FQDN, default localhost)"},
+    {"pki", "issue", m5ctl_pki_issue,
+     "--as-svc-id ID | --gw-id ID [--dir DIR] [--days N] [--force]   issue an Application\n"
+     "            Server's or a message gateway's client certificate from the CA in DIR as\n"
+     "            as-ID.crt/.key or gw-ID.crt/.key (ID: 1-64 of A-Z a-z 0-9 . _ -;\n"
+     "            N <= 1095, default 825)"},
     {"subscriber", "add", m5ctl_subscriber_add,
      "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
      "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL]]   register the subscriber's\n"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# m5ctl pki init (development PKI, TS 33.310-style profile) checked with the openssl CLI:
-# chains, SANs, EKUs, key modes, idempotence, --force and the refusal to touch a partial PKI.
+# m5ctl pki init and pki issue (development PKI, TS 33.310-style profile) checked with the openssl
+# CLI: chains, SANs, EKUs, validity, key modes, the token signing key, idempotence, --force, the
+# refusal to touch a partial PKI or an issued certificate, and usage errors that write nothing.
 # Env: M5_BIN (directory holding m5ctl), M5_TMP (scratch directory, recreated here).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ M5CTL="$M5_BIN/m5ctl"
 DIR="$M5_TMP/pki"
 FILES=(ca.crt ca.key aanf.crt aanf.key m5s.crt m5s.key ausf.crt ausf.key as1.crt as1.key
        gw1.crt gw1.key)
+TOKEN=m5s-token.key # m5s's access token signing key: no certificate
 failures=0
 
 fail() {
@@ -22,16 +24,28 @@ fail() {
 }
 
 pki() { timeout 60 "$M5CTL" pki init "$@"; }
-digests() { (cd "$DIR" && sha256sum "${FILES[@]}"); }
+issue() { timeout 60 "$M5CTL" pki issue "$@"; }
+digests() { (cd "$DIR" && sha256sum "${FILES[@]}" "$TOKEN"); }
+digest() { sha256sum <"$1"; }
+
+# check_key PATH: an EC P-256 private key in PKCS#8 PEM, mode 0600.
+check_key() {
+  local key=$1
+  [[ $(stat -c %a "$key") == 600 ]] || fail "$key mode $(stat -c %a "$key"), want 600"
+  [[ $(head -n1 "$key") == '-----BEGIN PRIVATE KEY-----' ]] || fail "$key: not PKCS#8 PEM"
+  openssl pkey -in "$key" -text -noout | grep -qx 'NIST CURVE: P-256' || fail "$key: not P-256"
+}
 
 out=$(pki --dir "$DIR")
-[[ $(grep -c '^pki: wrote ' <<<"$out") -eq ${#FILES[@]} ]] || fail "one line per file: $out"
+[[ $(grep -c '^pki: wrote ' <<<"$out") -eq $((${#FILES[@]} + 1)) ]] ||
+  fail "one line per file: $out"
+grep -qxF "pki: wrote $DIR/$TOKEN" <<<"$out" || fail "token key not reported: $out"
 [[ $(stat -c %a "$DIR") == 700 ]] || fail "directory mode $(stat -c %a "$DIR"), want 700"
 
-for f in "${FILES[@]}"; do
+for f in "${FILES[@]}" "$TOKEN"; do
   [[ -s "$DIR/$f" ]] || fail "$f missing"
-  if [[ $f == *.key ]]; then
-    [[ $(stat -c %a "$DIR/$f") == 600 ]] || fail "$f mode $(stat -c %a "$DIR/$f"), want 600"
+  [[ $f == *.key ]] && check_key "$DIR/$f"
+  if [[ $f == *.key && $f != "$TOKEN" ]]; then
     # The key must belong to the certificate next to it.
     [[ "$(openssl pkey -in "$DIR/$f" -pubout)" == \
        "$(openssl x509 -in "$DIR/${f%.key}.crt" -noout -pubkey)" ]] || fail "$f does not match"
@@ -46,9 +60,9 @@ grep -A1 'Basic Constraints: critical' <<<"$ca_text" | grep -q 'CA:TRUE' ||
 grep -A1 'Key Usage: critical' <<<"$ca_text" | grep -q 'Certificate Sign, CRL Sign' ||
   fail "CA keyUsage"
 
-# check_leaf NAME PURPOSE SAN EKU
+# check_leaf NAME PURPOSE SAN EKU [DAYS]: $DIR/NAME.crt, a leaf of $DIR/ca.crt (DAYS: 825).
 check_leaf() {
-  local name=$1 purpose=$2 san=$3 eku=$4 crt="$DIR/$1.crt" text ext
+  local name=$1 purpose=$2 san=$3 eku=$4 days=${5:-825} crt="$DIR/$1.crt" text ext
   openssl verify -CAfile "$DIR/ca.crt" "$crt" >/dev/null || fail "$name: does not verify"
   openssl verify -CAfile "$DIR/ca.crt" -purpose "$purpose" "$crt" >/dev/null ||
     fail "$name: not valid for $purpose"
@@ -70,11 +84,18 @@ check_leaf() {
   serial=$(openssl x509 -in "$crt" -noout -serial | cut -d= -f2)
   ((${#serial} <= 40)) || fail "$name: serial longer than 20 octets"
   [[ ${serial:0:1} =~ [0-7] || ${#serial} -lt 40 ]] || fail "$name: serial not positive"
-  # 825 days of validity.
+  # DAYS days of validity, from now.
   local start end
   start=$(date -d "$(openssl x509 -in "$crt" -noout -startdate | cut -d= -f2)" +%s)
   end=$(date -d "$(openssl x509 -in "$crt" -noout -enddate | cut -d= -f2)" +%s)
-  (((end - start) / 86400 == 825)) || fail "$name: validity $(((end - start) / 86400)) days"
+  (((end - start) / 86400 == days)) || fail "$name: validity $(((end - start) / 86400)) days"
+  openssl x509 -in "$crt" -noout -checkend $(((days - 1) * 86400)) >/dev/null ||
+    fail "$name: expires within $((days - 1)) days"
+  openssl x509 -in "$crt" -noout -checkend $(((days + 1) * 86400)) >/dev/null &&
+    fail "$name: still valid in $((days + 1)) days"
+  # The key next to it belongs to it.
+  [[ "$(openssl pkey -in "$DIR/$name.key" -pubout)" == \
+     "$(openssl x509 -in "$crt" -noout -pubkey)" ]] || fail "$name.key does not match"
 }
 check_leaf aanf sslserver 'DNS:localhost, DNS:aanf.localhost, IP Address:127.0.0.1' \
   'TLS Web Server Authentication'
@@ -88,17 +109,29 @@ check_leaf gw1 sslclient 'URI:urn:msgin5g:gw:gw1' 'TLS Web Client Authentication
 openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver "$DIR/ausf.crt" >/dev/null 2>&1 &&
   fail "ausf must not be usable as a TLS server"
 
-# A second run keeps everything.
+# A second run keeps everything, the token key included.
 before=$(digests)
 out=$(pki --dir "$DIR")
 [[ $out == "pki: kept existing $DIR" ]] || fail "second run printed: $out"
 [[ "$(digests)" == "$before" ]] || fail "second run changed files"
 
+# A PKI made before the token key existed gains one and keeps its certificates.
+rm "$DIR/$TOKEN"
+old_token=$(grep " $TOKEN\$" <<<"$before" | cut -d' ' -f1)
+out=$(pki --dir "$DIR")
+[[ $out == "pki: kept existing $DIR"$'\n'"pki: wrote $DIR/$TOKEN" ]] ||
+  fail "run without the token key printed: $out"
+check_key "$DIR/$TOKEN"
+[[ "$(digests | grep -v " $TOKEN\$")" == "$(grep -v " $TOKEN\$" <<<"$before")" ]] ||
+  fail "adding the token key changed certificates"
+[[ $(digest "$DIR/$TOKEN" | cut -d' ' -f1) != "$old_token" ]] || fail "token key not new"
+before=$(digests)
+
 # --force regenerates every file.
 out=$(pki --force --dir "$DIR" --fqdn m5s.example.org)
-[[ $(grep -c '^pki: wrote ' <<<"$out") -eq ${#FILES[@]} ]] || fail "--force output: $out"
+[[ $(grep -c '^pki: wrote ' <<<"$out") -eq $((${#FILES[@]} + 1)) ]] || fail "--force output: $out"
 after=$(digests)
-for f in "${FILES[@]}"; do
+for f in "${FILES[@]}" "$TOKEN"; do
   old=$(grep " $f\$" <<<"$before" | cut -d' ' -f1)
   new=$(grep " $f\$" <<<"$after" | cut -d' ' -f1)
   [[ $old != "$new" ]] || fail "--force kept $f"
@@ -106,9 +139,84 @@ done
 openssl x509 -in "$DIR/m5s.crt" -noout -ext subjectAltName | grep -qxF \
   '    DNS:m5s.example.org, IP Address:127.0.0.1' || fail "--fqdn not in the m5s SAN"
 openssl verify -CAfile "$DIR/ca.crt" "$DIR/m5s.crt" >/dev/null || fail "m5s after --force"
+check_key "$DIR/$TOKEN"
 
-# A partial PKI is neither kept nor overwritten without --force.
-rm "$DIR/gw1.key"
+# pki issue: client certificates of an AS (MSGin5G-3) and a gateway from the CA in --dir.
+out=$(issue --as-svc-id as7 --dir "$DIR")
+[[ $out == "$DIR/as-as7.crt"$'\n'"$DIR/as-as7.key" ]] || fail "issue --as-svc-id printed: $out"
+check_leaf as-as7 sslclient 'URI:urn:msgin5g:as:as7' 'TLS Web Client Authentication'
+check_key "$DIR/as-as7.key"
+[[ $(openssl x509 -in "$DIR/as-as7.crt" -noout -subject) == 'subject=CN = as7' ]] ||
+  fail "as7: subject $(openssl x509 -in "$DIR/as-as7.crt" -noout -subject)"
+openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver "$DIR/as-as7.crt" >/dev/null 2>&1 &&
+  fail "as7 must not be usable as a TLS server"
+out=$(issue --gw-id Gw_7.x-1 --days 30 --dir "$DIR")
+[[ $out == "$DIR/gw-Gw_7.x-1.crt"$'\n'"$DIR/gw-Gw_7.x-1.key" ]] ||
+  fail "issue --gw-id printed: $out"
+check_leaf gw-Gw_7.x-1 sslclient 'URI:urn:msgin5g:gw:Gw_7.x-1' 'TLS Web Client Authentication' 30
+check_key "$DIR/gw-Gw_7.x-1.key"
+id64=$(printf 'a%.0s' {1..64})
+issue --as-svc-id "$id64" --days 1095 --dir "$DIR" >/dev/null || fail "64-character ID refused"
+check_leaf "as-$id64" sslclient "URI:urn:msgin5g:as:$id64" 'TLS Web Client Authentication' 1095
+ls "$DIR"/*.tmp >/dev/null 2>&1 && fail "issue left temporary files behind"
+# Issued certificates are not part of the set init manages.
+[[ $(pki --dir "$DIR") == "pki: kept existing $DIR" ]] || fail "init after issue"
+
+# --force replaces an issued certificate and its key.
+as7_before=$(digest "$DIR/as-as7.crt")$(digest "$DIR/as-as7.key")
+issue --as-svc-id as7 --dir "$DIR" --force >/dev/null || fail "issue --force failed"
+[[ $(digest "$DIR/as-as7.crt")$(digest "$DIR/as-as7.key") != "$as7_before" ]] ||
+  fail "issue --force kept as-as7"
+check_leaf as-as7 sslclient 'URI:urn:msgin5g:as:as7' 'TLS Web Client Authentication'
+
+# expect_refusal RC WORD ARGS...: pki issue ARGS exits RC with one line on stderr containing
+# WORD, prints nothing and changes nothing in $DIR.
+state() { (cd "$DIR" && ls -A && sha256sum -- *); }
+expect_refusal() {
+  local want=$1 word=$2 rc=0 before
+  shift 2
+  before=$(state)
+  issue "$@" >"$M5_TMP/out" 2>"$M5_TMP/err" || rc=$?
+  [[ $rc -eq $want ]] || fail "issue $*: exit $rc, want $want"
+  [[ $(wc -l <"$M5_TMP/err") -eq 1 ]] || fail "issue $*: stderr: $(cat "$M5_TMP/err")"
+  grep -qF -- "$word" "$M5_TMP/err" || fail "issue $*: message: $(cat "$M5_TMP/err")"
+  [[ ! -s "$M5_TMP/out" ]] || fail "issue $*: printed $(cat "$M5_TMP/out")"
+  [[ "$(state)" == "$before" ]] || fail "issue $*: changed $DIR"
+}
+# Usage errors: exit 2.
+expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id ''
+expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id 'a b'
+expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id 'a/b'
+expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id "${id64}b"
+expect_refusal 2 --gw-id --dir "$DIR" --gw-id '../x'
+expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 2000
+expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 1096
+expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 0
+expect_refusal 2 --gw-id --dir "$DIR" --as-svc-id as8 --gw-id gw8
+expect_refusal 2 --as-svc-id --dir "$DIR"
+expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id
+expect_refusal 2 --bogus --dir "$DIR" --as-svc-id as8 --bogus
+expect_refusal 2 extra --dir "$DIR" --as-svc-id as8 extra
+# Refusals of the operation: exit 1, as for init's partial PKI.
+expect_refusal 1 --force --dir "$DIR" --as-svc-id as7
+expect_refusal 1 'pki init' --dir "$M5_TMP/nopki" --as-svc-id as8
+[[ -e "$M5_TMP/nopki" ]] && fail "issue without a CA created $M5_TMP/nopki"
+
+# A CA made by openssl: pki issue signs with it, but never past its end.
+mkdir "$M5_TMP/short"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=short CA' \
+  -days 10 -keyout "$M5_TMP/short/ca.key" -out "$M5_TMP/short/ca.crt" 2>/dev/null
+main_dir=$DIR
+DIR="$M5_TMP/short"
+expect_refusal 1 'expires before' --dir "$DIR" --gw-id gw8 --days 30
+issue --dir "$DIR" --gw-id gw8 --days 5 >/dev/null || fail "issue from the openssl CA failed"
+check_leaf gw-gw8 sslclient 'URI:urn:msgin5g:gw:gw8' 'TLS Web Client Authentication' 5
+cp "$main_dir/ca.key" "$DIR/ca.key"
+expect_refusal 1 'does not belong' --dir "$DIR" --gw-id gw9
+DIR=$main_dir
+
+# A partial PKI is neither kept nor overwritten (nor given a token key) without --force.
+rm "$DIR/gw1.key" "$DIR/$TOKEN"
 before=$(cd "$DIR" && sha256sum ca.key)
 rc=0
 pki --dir "$DIR" >/dev/null 2>"$M5_TMP/err" || rc=$?
@@ -116,6 +224,7 @@ pki --dir "$DIR" >/dev/null 2>"$M5_TMP/err" || rc=$?
 { grep -q 'gw1.key' "$M5_TMP/err" && grep -q -- '--force' "$M5_TMP/err"; } ||
   fail "partial PKI message: $(cat "$M5_TMP/err")"
 [[ "$(cd "$DIR" && sha256sum ca.key)" == "$before" ]] || fail "partial PKI was modified"
+[[ -e "$DIR/$TOKEN" ]] && fail "partial PKI was given a token key"
 
 # Usage errors: exit 2, one line.
 rc=0
