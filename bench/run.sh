@@ -129,11 +129,13 @@ AANF_PID=$!
 PIDS+=("$AANF_PID")
 wait_health "$AANF_MGMT" "$AANF_PID" || { tail "$T/aanf.log" >&2; echo "bench: m5-aanf not healthy" >&2; exit 1; }
 
-M5S_PORT=$(pick_port) M5S_MGMT=$(pick_port)
+M5S_PORT=$(pick_port) M5S_MGMT=$(pick_port) M5S_NORTH=$(pick_port)
 m5s_config() { # WORKERS
   cat >"$T/m5s.yaml" <<EOF
 ue: {host: 127.0.0.1, port: $M5S_PORT}
 mgmt: {host: 127.0.0.1, port: $M5S_MGMT}
+north: {host: 127.0.0.1, port: $M5S_NORTH}
+oauth: {key: $T/pki/m5s-token.key}
 aanf: {url: https://localhost:$AANF_PORT}
 tls: {cert: $T/pki/m5s.crt, key: $T/pki/m5s.key, ca: $T/pki/ca.crt}
 server: {fqdns: [localhost]}

@@ -223,10 +223,12 @@ expect_problem() {
 write_m5s_config() {
   local file=$1
   shift
-  pick_ports M5S_PORT M5S_MGMT
+  pick_ports M5S_PORT M5S_MGMT M5S_NORTH
   local defaults=(
     "ue: {host: 127.0.0.1, port: $M5S_PORT}"
     "mgmt: {host: 127.0.0.1, port: $M5S_MGMT}"
+    "north: {host: 127.0.0.1, port: $M5S_NORTH}"
+    "oauth: {key: $M5_TMP/pki/m5s-token.key}"
     "aanf: {url: ${AANF_URL:-https://localhost:7443}}"
     "tls: {cert: $M5_TMP/pki/m5s.crt, key: $M5_TMP/pki/m5s.key, ca: $M5_TMP/pki/ca.crt}"
     "server: {fqdns: [localhost]}"
@@ -239,7 +241,8 @@ write_m5s_config() {
 
 # start_m5s [extra YAML lines...]: starts m5s (after start_aanf) on random ports and waits for
 # its /healthz. Sets M5S_PID, M5S_PORT (MSGin5G-1, udp and tcp), M5S_MGMT, M5S_ADMIN (the
-# management base URL for m5ctl --m5s-admin), M5S_LOG. Retries on a lost port race.
+# management base URL for m5ctl --m5s-admin), M5S_NORTH (the northbound port), M5S_LOG.
+# Retries on a lost port race.
 start_m5s() {
   M5S_LOG="$M5_TMP/m5s.log"
   launch_daemon "$M5_BIN/m5s" write_m5s_config "$M5_TMP/m5s.yaml" "$M5S_LOG" M5S_MGMT "$@" ||

@@ -22,6 +22,7 @@
 #   M5_AANF_MGMT  m5-aanf management port, /healthz (default 9091)
 #   M5_UE_PORT    m5s MSGin5G-1 port, udp (DTLS) and tcp (TLS) (default 5684)
 #   M5_MGMT_PORT  m5s management port, /healthz and admin API (default 9090)
+#   M5_NORTH_PORT m5s northbound port, MSGin5G-3 for Application Servers (default 8443)
 # m5s gets a config file var/run/m5s.yaml because it listens on 127.0.0.1 here (its default is
 # every interface, and the demo keys below are public); m5-aanf gets var/run/m5-aanf.yaml only
 # when a port is overridden. Everything else is the daemons' defaults.
@@ -74,6 +75,7 @@ AANF_PORT=$(port_var M5_AANF_PORT 7443)
 AANF_MGMT=$(port_var M5_AANF_MGMT 9091)
 UE_PORT=$(port_var M5_UE_PORT 5684)
 MGMT_PORT=$(port_var M5_MGMT_PORT 9090)
+NORTH_PORT=$(port_var M5_NORTH_PORT 8443)
 AANF_URL=https://localhost:$AANF_PORT
 M5S_ADMIN=http://127.0.0.1:$MGMT_PORT
 
@@ -186,18 +188,17 @@ wait_healthy() {
 }
 
 # Another process on one of our TCP ports would answer our health checks: refuse to start.
-for p in "$AANF_PORT" "$AANF_MGMT" "$UE_PORT" "$MGMT_PORT"; do
+for p in "$AANF_PORT" "$AANF_MGMT" "$UE_PORT" "$MGMT_PORT" "$NORTH_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "run-dev: 127.0.0.1:$p/tcp is already in use (another make run?); stop it, or choose" \
-      "other ports with M5_AANF_PORT, M5_AANF_MGMT, M5_UE_PORT, M5_MGMT_PORT" >&2
+      "other ports with M5_AANF_PORT, M5_AANF_MGMT, M5_UE_PORT, M5_MGMT_PORT, M5_NORTH_PORT" >&2
     exit 1
   fi
 done
 
-# 1. The development PKI, on first run only.
-if [[ ! -f var/pki/ca.crt ]]; then
-  "$BIN/m5ctl" pki init --dir var/pki
-fi
+# 1. The development PKI: made on the first run; later runs add what a newer m5ctl makes
+# (e.g. the token signing key) and keep everything that exists.
+"$BIN/m5ctl" pki init --dir var/pki >/dev/null
 
 # 2. m5-aanf.
 aanf_args=()
@@ -211,8 +212,8 @@ AANF_PID=$STARTED_PID
 wait_healthy m5-aanf "$AANF_PID" "$AANF_MGMT" "$AANF_LOG"
 
 # 3. m5s.
-printf 'ue: {host: 127.0.0.1, port: %s}\nmgmt: {host: 127.0.0.1, port: %s}\naanf: {url: %s}\n' \
-  "$UE_PORT" "$MGMT_PORT" "$AANF_URL" >var/run/m5s.yaml
+printf 'ue: {host: 127.0.0.1, port: %s}\nmgmt: {host: 127.0.0.1, port: %s}\naanf: {url: %s}\nnorth: {host: 127.0.0.1, port: %s}\n' \
+  "$UE_PORT" "$MGMT_PORT" "$AANF_URL" "$NORTH_PORT" >var/run/m5s.yaml
 start m5s "$M5S_LOG" --config var/run/m5s.yaml
 M5S_PID=$STARTED_PID
 wait_healthy m5s "$M5S_PID" "$MGMT_PORT" "$M5S_LOG"

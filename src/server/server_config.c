@@ -37,6 +37,18 @@ static const m5_cfg_item_t items[] = {
      "CA bundle the AAnF's certificate must chain to"},
     {"server.fqdns", M5_CFG_STRLIST, offsetof(server_config_t, fqdns), "localhost", 0, 0,
      "the server's names (SNI; K_AF is derived for them); the first is the primary"},
+    {"north.host", M5_CFG_STR, offsetof(server_config_t, north_host), "0.0.0.0", 0, 0,
+     "address of the northbound listener (MSGin5G-3 for Application Servers, HTTP/2 + mTLS)"},
+    {"north.port", M5_CFG_INT, offsetof(server_config_t, north_port), "8443", 0, 65535,
+     "its port; 0 = no northbound listener"},
+    {"north.base_url", M5_CFG_STR, offsetof(server_config_t, north_base_url), "", 0, 0,
+     "the northbound API root as ASes reach it (the tokens' aud and iss); empty = "
+     "https://<server.fqdns[0]>:<north.port>"},
+    {"oauth.key", M5_CFG_STR, offsetof(server_config_t, oauth_key), "var/pki/m5s-token.key", 0, 0,
+     "EC P-256 key (PEM) that signs the access tokens of POST /oauth2/token; empty = no token "
+     "endpoint"},
+    {"oauth.token_lifetime_s", M5_CFG_INT, offsetof(server_config_t, oauth_token_lifetime_s),
+     "300", 30, 86400, "lifetime of an issued access token"},
     {"db.path", M5_CFG_STR, offsetof(server_config_t, db_path), "var/m5s/m5s.db", 0, 0,
      "SQLite file holding bindings and registrations (created with its directory)"},
     {"store.path", M5_CFG_STR, offsetof(server_config_t, store_path), "", 0, 0,
@@ -80,6 +92,21 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
   if (cfg->mgmt_port == cfg->ue_port) {
     snprintf(err, errlen, "%s: mgmt.port: %lld is also ue.port; choose another", src,
              (long long)cfg->mgmt_port);
+    return M5_EINVAL;
+  }
+  if (cfg->north_port && (cfg->north_port == cfg->ue_port || cfg->north_port == cfg->mgmt_port)) {
+    snprintf(err, errlen, "%s: north.port: %lld is also ue.port or mgmt.port; choose another",
+             src, (long long)cfg->north_port);
+    return M5_EINVAL;
+  }
+  if (cfg->north_port &&
+      m5_daemon_check_address(src, "north.host", cfg->north_host, err, errlen) != 0)
+    return M5_EINVAL;
+  if (cfg->north_base_url[0] && (strncasecmp(cfg->north_base_url, "https://", 8) != 0 ||
+                                 cfg->north_base_url[8] == '\0' ||
+                                 cfg->north_base_url[strlen(cfg->north_base_url) - 1] == '/')) {
+    snprintf(err, errlen, "%s: north.base_url: expected https://host[:port] without a trailing "
+             "'/', got '%s'", src, cfg->north_base_url);
     return M5_EINVAL;
   }
   if (cfg->fqdns.n == 0) {

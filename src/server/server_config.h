@@ -22,6 +22,13 @@ typedef struct {
   char *tls_key;
   char *tls_ca;
   m5_strlist_t fqdns; /* server.fqdns: the names K_AF is derived for; [0] is the primary */
+  /* MSGin5G-3 for Application Servers (docs/northbound.md): HTTP/2 over TLS with client
+   * certificates, OAuth2 bearer tokens */
+  char *north_host;
+  int64_t north_port;     /* 0 = no northbound listener */
+  char *north_base_url;   /* "" = https://<server.fqdns[0]>:<north.port> (tokens' aud) */
+  char *oauth_key;        /* our token signing key (EC P-256 PEM); "" = no token endpoint */
+  int64_t oauth_token_lifetime_s;
   char *db_path;
   char *store_path; /* the message store (store-and-forward, dedup); "" = beside db.path */
   int64_t store_max_per_recipient;

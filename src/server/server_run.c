@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/workers.h"
 #include "http/server.h"
+#include "north.h"
 #include "router.h"
 #include "tls/akma.h"
 #include "ue_api.h"
@@ -41,6 +42,7 @@ typedef struct {
   ue_api_t *api;
   ue_listener_t *udp, *tcp;
   m5_http_server_t *mgmt; /* worker 0 only */
+  north_t *north;         /* NULL when north.port is 0 */
   admin_t *admin;         /* worker 0 only */
   int waiting;            /* drain steps still running */
 } worker_t;
@@ -56,6 +58,7 @@ struct run {
   registry_t *reg;
   m5_store_t *store;
   SSL_CTX *dtls, *tls;
+  north_ctx_t *north; /* NULL when north.port is 0 */
 };
 
 static void step_done(void *arg) {
@@ -90,8 +93,9 @@ static void on_mgmt_drained(void *arg) {
 
 static void on_drain(void *arg, size_t index) {
   worker_t *w = &((worker_t *)arg)[index];
-  w->waiting = w->mgmt ? 2 : 1;
+  w->waiting = 1 + (w->mgmt != NULL) + (w->north != NULL);
   if (w->mgmt) m5_http_server_drain(w->mgmt, DRAIN_MS, on_mgmt_drained, w);
+  if (w->north) north_drain(w->north, DRAIN_MS, step_done, w);
   ue_api_drain(w->api, DRAIN_MS, step_done, w);
 }
 
@@ -144,6 +148,17 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
     fprintf(stderr, "m5s: ue.host/ue.port (tcp): %s\n", err);
     return M5_EIO;
   }
+  if (run->north) {
+    north_opts_t no = {.ctx = run->north,
+                       .reg = run->reg,
+                       .host = cfg->north_host,
+                       .port = (uint16_t)cfg->north_port};
+    w->north = north_new(w->loop, &no, err, sizeof err);
+    if (!w->north) {
+      fprintf(stderr, "m5s: north.host/north.port: %s\n", err);
+      return M5_EIO;
+    }
+  }
   if (index != 0) return 0;
   admin_opts_t mo = {.reg = run->reg,
                      .router = run->router,
@@ -176,6 +191,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
  * this runs before the store is closed; the rest (worker_teardown) after it. */
 static void worker_teardown_listeners(worker_t *w) {
   if (w->mgmt) m5_http_server_free(w->mgmt);
+  north_free(w->north);
+  w->north = NULL;
   if (w->udp) ue_listener_free(w->udp);
   if (w->tcp) ue_listener_free(w->tcp);
   w->mgmt = NULL;
@@ -201,6 +218,10 @@ static int contexts(run_t *run, const server_config_t *cfg) {
     fprintf(stderr, "m5s: server.fqdns: cannot set up (D)TLS: %s\n", err);
     return M5_ECRYPTO;
   }
+  if (cfg->north_port && !(run->north = north_ctx_new(cfg, err, sizeof err))) {
+    fprintf(stderr, "m5s: %s\n", err);
+    return M5_ECRYPTO;
+  }
   return 0;
 }
 
@@ -221,6 +242,9 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
     rc = m5_daemon_probe("m5s", "ue.host/ue.port", cfg->ue_host, cfg->ue_port, SOCK_STREAM);
   if (rc == 0)
     rc = m5_daemon_probe("m5s", "mgmt.host/mgmt.port", cfg->mgmt_host, cfg->mgmt_port, SOCK_STREAM);
+  if (rc == 0 && cfg->north_port)
+    rc = m5_daemon_probe("m5s", "north.host/north.port", cfg->north_host, cfg->north_port,
+                         SOCK_STREAM);
   if (rc == 0) rc = contexts(&run, cfg);
   m5_workers_opts_t wo = {.name = "m5s",
                           .dom = DOM,
@@ -240,9 +264,10 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
     if (rc == 0)
       M5_LOGI(DOM,
               "ready: MSGin5G-1 on coaps://%s:%lld (udp) and coaps+tcp://%s:%lld, %zu workers, "
-              "%zu bindings; management on http://%s:%lld",
+              "%zu bindings; management on http://%s:%lld; northbound %s%s",
               cfg->ue_host, (long long)cfg->ue_port, cfg->ue_host, (long long)cfg->ue_port,
-              n_workers, registry_count(reg), cfg->mgmt_host, (long long)cfg->mgmt_port);
+              n_workers, registry_count(reg), cfg->mgmt_host, (long long)cfg->mgmt_port,
+              run.north ? run.north->base_url : "off", run.north && !run.north->key ? " (no token endpoint)" : "");
     int run_rc = m5_workers_run(run.ws);
     if (run_rc != 0) rc = run_rc;
   }
@@ -257,6 +282,7 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   router_free(run.router);
   if (run.dtls) SSL_CTX_free(run.dtls);
   if (run.tls) SSL_CTX_free(run.tls);
+  north_ctx_free(run.north);
   free(run.w);
   pthread_mutex_destroy(&run.lock);
   return rc;

@@ -51,12 +51,13 @@ daemons_here() {
 start_run_dev() {
   : >"$OUT"
   local ports=() p
-  while ((${#ports[@]} < 4)); do
+  while ((${#ports[@]} < 5)); do
     p=$(pick_port)
     [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
   done
   M5_RUN_DIR=$M5_TMP M5_AANF_PORT=${ports[0]} M5_AANF_MGMT=${ports[1]} \
-    M5_UE_PORT=${ports[2]} M5_MGMT_PORT=${ports[3]} "$RUN_DEV" "$M5_BIN/.." >"$OUT" 2>&1 &
+    M5_UE_PORT=${ports[2]} M5_MGMT_PORT=${ports[3]} M5_NORTH_PORT=${ports[4]} \
+    "$RUN_DEV" "$M5_BIN/.." >"$OUT" 2>&1 &
   RD_PID=$!
   track_pid "$RD_PID"
   wait_file_line "$OUT" '^READY' 60 "$RD_PID" || rd_fail "no READY line within 60 s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the schema validator's npm packages (pinned by package-lock.json) when missing.
+# Installs the tests' npm packages (pinned by package-lock.json) when missing: the schema
+# validator's (ajv, js-yaml) and jose, the JOSE peer of the northbound interop test.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [[ ! -d node_modules/ajv || package-lock.json -nt node_modules/.package-lock.json ]]; then
+if [[ ! -d node_modules/ajv || ! -d node_modules/jose || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -1,0 +1,57 @@
+/* The northbound listener of m5s: MSGin5G-3 for Application Servers (architecture §3.2, §4;
+ * TS 29.538; TS 33.501 Y.3, Y.4; docs/northbound.md). HTTP/2 over TLS 1.2/1.3 with ALPN h2 on
+ * every worker (SO_REUSEPORT), client certificates required and verified against tls.ca: an
+ * AS is known by its SAN URI urn:msgin5g:as:<asSvcId> and must be a configured AS client
+ * (admin API). On top, OAuth2: m5s's own token endpoint (client credentials, the client
+ * authenticated by its certificate, tokens bound to it, RFC 8705), its JWKS and metadata, and
+ * bearer tokens checked on every MSGin5G-3 request.
+ *
+ * The shared part (north_ctx_t: TLS context, signing key, key set) is made on the main thread
+ * before any worker runs and only read afterwards; each worker has its north_t. */
+#ifndef M5_SERVER_NORTH_H
+#define M5_SERVER_NORTH_H
+
+#include "core/loop.h"
+#include "http/server.h"
+#include "oauth/jwt.h"
+#include "server/registry.h"
+#include "server/server_config.h"
+
+#include <openssl/ssl.h>
+
+#define NORTH_SCOPE_REG "msgs-asregistration"
+#define NORTH_SCOPE_DELIVERY "msgs-msgdelivery"
+#define NORTH_AS_URI_PREFIX "urn:msgin5g:as:"
+
+typedef struct {
+  SSL_CTX *tls;
+  m5_jwk_t *key;   /* NULL: no token endpoint (oauth.key empty) */
+  m5_jwks_t *keys; /* the keys tokens are checked with (ours) */
+  char *jwks_json; /* GET /.well-known/jwks.json */
+  char base_url[512];
+  int64_t token_lifetime_s;
+  /* the server's own listeners, refused as targetUri ("host:port", lowercase) */
+  char own[8][REGISTRY_HOSTPORT_MAX + 1];
+  size_t n_own;
+} north_ctx_t;
+
+/* From the configuration; NULL with a message naming the key in err. */
+north_ctx_t *north_ctx_new(const server_config_t *cfg, char *err, size_t errlen);
+void north_ctx_free(north_ctx_t *c);
+
+typedef struct north north_t;
+
+typedef struct {
+  const north_ctx_t *ctx;
+  registry_t *reg;
+  const char *host;
+  uint16_t port;
+} north_opts_t;
+
+north_t *north_new(m5_loop_t *loop, const north_opts_t *o, char *err, size_t errlen);
+/* Stops accepting and closes idle connections; done(arg) once all are closed. */
+void north_drain(north_t *n, uint32_t timeout_ms, void (*done)(void *arg), void *arg);
+/* Only once the registry replies it waits for are in (after north_drain's done). */
+void north_free(north_t *n);
+
+#endif

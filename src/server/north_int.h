@@ -1,0 +1,62 @@
+/* Shared by the northbound handlers: north.c (listener, routing, who is calling, bearer
+ * tokens, problem details), north_token.c (token endpoint, JWKS, metadata) and north_asreg.c
+ * (MSGS_ASRegistration). */
+#ifndef M5_SERVER_NORTH_INT_H
+#define M5_SERVER_NORTH_INT_H
+
+#include "north.h"
+
+#include <jansson.h>
+
+#define NORTH_CT_JSON "application/json"
+#define NORTH_CT_PROBLEM "application/problem+json"
+
+struct north {
+  m5_loop_t *loop;
+  north_opts_t o;
+  m5_http_server_t *http;
+  m5_mailbox_t *replies; /* registry jobs come back here */
+  size_t inflight;
+  int http_drained;
+  void (*idle_cb)(void *arg);
+  void *idle_arg;
+};
+
+/* The calling AS: its asSvcId from its certificate, which is a configured AS client, and the
+ * certificate's x5t#S256. */
+typedef struct {
+  char as_svc_id[REGISTRY_AS_ID_MAX + 1];
+  char x5t[M5_JWT_X5T_LEN + 1];
+} north_caller_t;
+
+/* TS 29.571 ProblemDetails (status, title, detail, cause, invalidParams[0] = param/reason). */
+void north_problem(m5_http_exchange_t *ex, int status, const char *cause, const char *detail,
+                   const char *param, const char *reason);
+/* Sends o (taken) as application/json with the given extra headers. */
+void north_json(m5_http_exchange_t *ex, int status, json_t *o, const m5_http_header_t *hdrs,
+                size_t n_hdrs);
+/* 0 and *c; or answers (403: no AS identity in the certificate or not a configured client). */
+int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                 north_caller_t *c);
+/* Checks the bearer token for scope and the caller; 0 and *claims, or answers 401/403 with
+ * the RFC 6750 WWW-Authenticate challenge. */
+int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                 const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims);
+/* Reads a JSON object body (415/400 answered on failure: NULL). */
+json_t *north_body(m5_http_exchange_t *ex, const m5_http_request_t *req);
+
+/* north_token.c */
+void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void north_jwks(north_t *n, m5_http_exchange_t *ex);
+void north_metadata(north_t *n, m5_http_exchange_t *ex);
+
+/* north_asreg.c */
+#define NORTH_ASREG "/msgs-asregistration/v1/registrations"
+void north_asreg(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void north_asreg_done(registry_job_t *job); /* a registry reply (the job heads its record) */
+
+/* Counts a registry job in flight / done (for the drain). */
+void north_job_started(north_t *n);
+void north_job_finished(north_t *n);
+
+#endif

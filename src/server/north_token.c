@@ -1,0 +1,256 @@
+/* m5s as an OAuth 2.0 authorization server for its own northbound API (architecture §3.2):
+ * POST /oauth2/token (RFC 6749 §4.4 client credentials; the client is authenticated by its
+ * TLS certificate, RFC 8705 §2.1 tls_client_auth, and the token is bound to that certificate,
+ * §3.1 cnf x5t#S256), GET /.well-known/jwks.json (RFC 7517) and
+ * GET /.well-known/oauth-authorization-server (RFC 8414). Tokens are RFC 9068 JWTs signed
+ * ES256 (src/lib/oauth/jwt.h). A token is never logged. */
+#include "north_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "crypto/codec.h"
+#include "tls/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DOM "north"
+#define CT_FORM "application/x-www-form-urlencoded"
+#define FORM_MAX_PARAMS 16
+#define FORM_VALUE_MAX 512
+
+/* RFC 6749 §5.2 error response. */
+static void oauth_error(m5_http_exchange_t *ex, int status, const char *error, const char *why) {
+  static const m5_http_header_t no_store[] = {{"cache-control", "no-store"}, {"pragma", "no-cache"}};
+  json_t *o = json_pack("{s:s, s:s}", "error", error, "error_description", why);
+  if (status == 401) {
+    /* the client authenticated by TLS: the challenge names that scheme-less method */
+    static const m5_http_header_t h[] = {{"cache-control", "no-store"},
+                                         {"pragma", "no-cache"},
+                                         {"www-authenticate", "Bearer realm=\"msgin5g\""}};
+    north_json(ex, status, o, h, 3);
+    return;
+  }
+  north_json(ex, status, o, no_store, 2);
+}
+
+/* ---- application/x-www-form-urlencoded (the WHATWG/HTML form encoding RFC 6749 uses) ---- */
+
+typedef struct {
+  char name[32];
+  char value[FORM_VALUE_MAX + 1];
+} param_t;
+
+static int hexv(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Decodes [p, p+n) into out (cap with the NUL); M5_EINVAL for a bad escape, a NUL or a
+ * control character, or too long. */
+static int form_decode(const char *p, size_t n, char *out, size_t cap) {
+  size_t j = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c == '+') {
+      c = ' ';
+    } else if (c == '%') {
+      if (i + 2 >= n) return M5_EINVAL;
+      int hi = hexv(p[i + 1]), lo = hexv(p[i + 2]);
+      if (hi < 0 || lo < 0) return M5_EINVAL;
+      c = (unsigned char)(hi * 16 + lo);
+      i += 2;
+    }
+    if (c < 0x20 || c == 0x7f || j + 1 >= cap) return M5_EINVAL;
+    out[j++] = (char)c;
+  }
+  out[j] = '\0';
+  return 0;
+}
+
+/* Splits the body into at most FORM_MAX_PARAMS parameters; a repeated name is an error
+ * (RFC 6749 §3.2). 0, or M5_EINVAL with why. */
+static int form_parse(const char *body, size_t len, param_t *ps, size_t *n, const char **why) {
+  *n = 0;
+  size_t i = 0;
+  while (i < len) {
+    size_t end = i;
+    while (end < len && body[end] != '&') end++;
+    if (end > i) {
+      const char *eq = memchr(body + i, '=', end - i);
+      if (!eq) {
+        *why = "a parameter without '='";
+        return M5_EINVAL;
+      }
+      if (*n == FORM_MAX_PARAMS) {
+        *why = "too many parameters";
+        return M5_EINVAL;
+      }
+      param_t *p = &ps[*n];
+      if (form_decode(body + i, (size_t)(eq - (body + i)), p->name, sizeof p->name) != 0 ||
+          form_decode(eq + 1, (size_t)(body + end - eq - 1), p->value, sizeof p->value) != 0) {
+        *why = "a parameter that is not form-encoded text, or too long";
+        return M5_EINVAL;
+      }
+      for (size_t k = 0; k < *n; k++)
+        if (!strcmp(ps[k].name, p->name)) {
+          *why = "a parameter given twice";
+          return M5_EINVAL;
+        }
+      (*n)++;
+    }
+    i = end + 1;
+  }
+  return 0;
+}
+
+static const char *param(const param_t *ps, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(ps[i].name, name)) return ps[i].value;
+  return NULL;
+}
+
+/* The granted scope: the requested one if every token is one of ours (default: both). */
+static int grant_scope(const char *req, char *out, size_t outlen) {
+  if (!req || !req[0]) {
+    snprintf(out, outlen, "%s %s", NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY);
+    return 0;
+  }
+  int reg = 0, dlv = 0;
+  const char *p = req;
+  while (*p) {
+    size_t k = strcspn(p, " ");
+    if (k == strlen(NORTH_SCOPE_REG) && !strncmp(p, NORTH_SCOPE_REG, k))
+      reg = 1;
+    else if (k == strlen(NORTH_SCOPE_DELIVERY) && !strncmp(p, NORTH_SCOPE_DELIVERY, k))
+      dlv = 1;
+    else if (k)
+      return M5_EINVAL;
+    p += k;
+    while (*p == ' ') p++;
+  }
+  if (!reg && !dlv) return M5_EINVAL;
+  snprintf(out, outlen, "%s%s%s", reg ? NORTH_SCOPE_REG : "", reg && dlv ? " " : "",
+           dlv ? NORTH_SCOPE_DELIVERY : "");
+  return 0;
+}
+
+void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
+  const north_ctx_t *ctx = n->o.ctx;
+  if (!ctx->key) {
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND",
+                  "this server issues no tokens (oauth.key is empty): use the configured issuer",
+                  NULL, NULL);
+    return;
+  }
+  if (!req->content_type || strncasecmp(req->content_type, CT_FORM, strlen(CT_FORM)) != 0) {
+    oauth_error(ex, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
+    return;
+  }
+  param_t ps[FORM_MAX_PARAMS];
+  size_t np;
+  const char *why = NULL;
+  if (form_parse((const char *)req->body, req->body_len, ps, &np, &why) != 0) {
+    oauth_error(ex, 400, "invalid_request", why);
+    return;
+  }
+  const char *grant = param(ps, np, "grant_type");
+  if (!grant) {
+    oauth_error(ex, 400, "invalid_request", "grant_type is missing");
+    return;
+  }
+  if (strcmp(grant, "client_credentials") != 0) {
+    oauth_error(ex, 400, "unsupported_grant_type", "only client_credentials is supported");
+    return;
+  }
+  if (param(ps, np, "client_secret") || req->authorization) {
+    oauth_error(ex, 400, "invalid_request",
+                "clients authenticate with their TLS certificate (tls_client_auth), not a secret");
+    return;
+  }
+  north_caller_t c;
+  memset(&c, 0, sizeof c);
+  X509 *cert = req->ssl ? SSL_get0_peer_certificate(req->ssl) : NULL;
+  registry_as_t *as = malloc(sizeof *as);
+  int ok = cert && as &&
+           m5_tls_peer_san_uri_suffix(req->ssl, NORTH_AS_URI_PREFIX, c.as_svc_id,
+                                      sizeof c.as_svc_id) == 0 &&
+           registry_as_id_valid(c.as_svc_id) && registry_as_lookup(n->o.reg, c.as_svc_id, as) == 0;
+  free(as);
+  if (!ok) {
+    oauth_error(ex, 401, "invalid_client",
+                "the client certificate names no configured Application Server");
+    return;
+  }
+  const char *cid = param(ps, np, "client_id");
+  if (cid && strcmp(cid, c.as_svc_id) != 0) {
+    oauth_error(ex, 401, "invalid_client", "client_id is not the certificate's asSvcId");
+    return;
+  }
+  char scope[M5_JWT_SCOPE_MAX + 1];
+  if (grant_scope(param(ps, np, "scope"), scope, sizeof scope) != 0) {
+    oauth_error(ex, 400, "invalid_scope",
+                "scope may hold only " NORTH_SCOPE_REG " and " NORTH_SCOPE_DELIVERY);
+    return;
+  }
+  if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {
+    oauth_error(ex, 500, "server_error", "cannot hash the client certificate");
+    return;
+  }
+  int64_t now = (int64_t)time(NULL);
+  m5_jwt_issue_t claims = {.iss = ctx->base_url,
+                           .sub = c.as_svc_id,
+                           .aud = ctx->base_url,
+                           .client_id = c.as_svc_id,
+                           .scope = scope,
+                           .iat = now,
+                           .exp = now + ctx->token_lifetime_s,
+                           .cnf_x5t_s256 = c.x5t};
+  char *token = NULL;
+  if (m5_jwt_issue(ctx->key, &claims, &token) != 0) {
+    oauth_error(ex, 500, "server_error", "cannot sign the token");
+    return;
+  }
+  M5_LOGI(DOM, "%s: access token issued (scope %s, %lld s)", c.as_svc_id, scope,
+          (long long)ctx->token_lifetime_s);
+  static const m5_http_header_t no_store[] = {{"cache-control", "no-store"}, {"pragma", "no-cache"}};
+  json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type", "Bearer",
+                        "expires_in", (json_int_t)ctx->token_lifetime_s, "scope", scope);
+  m5_wipe(token, strlen(token));
+  free(token);
+  north_json(ex, 200, o, no_store, 2);
+}
+
+void north_jwks(north_t *n, m5_http_exchange_t *ex) {
+  const north_ctx_t *ctx = n->o.ctx;
+  if (!ctx->jwks_json) {
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND", "this server issues no tokens", NULL, NULL);
+    return;
+  }
+  m5_http_header_t h[] = {{"content-type", "application/jwk-set+json"},
+                          {"cache-control", "max-age=300"}};
+  m5_http_respond_headers(ex, 200, h, 2, ctx->jwks_json, strlen(ctx->jwks_json));
+}
+
+void north_metadata(north_t *n, m5_http_exchange_t *ex) {
+  const north_ctx_t *ctx = n->o.ctx;
+  if (!ctx->key) {
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND", "this server issues no tokens", NULL, NULL);
+    return;
+  }
+  char token_ep[600], jwks[600];
+  snprintf(token_ep, sizeof token_ep, "%s/oauth2/token", ctx->base_url);
+  snprintf(jwks, sizeof jwks, "%s/.well-known/jwks.json", ctx->base_url);
+  json_t *o = json_pack(
+      "{s:s, s:s, s:s, s:[s], s:[s], s:[s, s], s:b, s:[]}", "issuer", ctx->base_url,
+      "token_endpoint", token_ep, "jwks_uri", jwks, "grant_types_supported", "client_credentials",
+      "token_endpoint_auth_methods_supported", "tls_client_auth", "scopes_supported",
+      NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, "tls_client_certificate_bound_access_tokens", 1,
+      "response_types_supported");
+  north_json(ex, 200, o, NULL, 0);
+}
