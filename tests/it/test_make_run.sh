@@ -50,7 +50,8 @@ daemons_here() {
 # the first run creates the PKI). Sets RD_PID and READY_LINE.
 start_run_dev() {
   : >"$OUT"
-  local ports=() p
+  ports=()
+  local p
   while ((${#ports[@]} < 5)); do
     p=$(pick_port)
     [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
@@ -109,6 +110,16 @@ for want in '"oriAddr":{"addrType":"UE","addr":"ue1"}' '"destAddr":{"addrType":"
   '"payload":"aGk="' '"payloadText":"hi"'; do
   [[ $MSG == *"$want"* ]] || rd_fail "listen: want $want in $MSG"
 done
+
+# The AS side of the tour: docs/northbound.md's "Try it" commands exactly as written (only the
+# default ports 9090 and 8443 swapped for this run's), from this directory.
+TRY=$(awk '/^## Try it/{f=1} f&&/^```sh$/{c=1; next} c&&/^```$/{exit} c' "$M5_SRC/docs/northbound.md")
+[[ $TRY == *"/oauth2/token"* ]] || rd_fail "no Try-it block in docs/northbound.md"
+TRY=${TRY//:9090/:${ports[3]}}
+TRY=${TRY//:8443/:${ports[4]}}
+(cd "$M5_TMP" && timeout 60 bash -euo pipefail -c "$TRY") >"$M5_TMP/try.out" 2>&1 ||
+  rd_fail "docs/northbound.md's Try-it commands failed: $(cat "$M5_TMP/try.out")"
+grep -q 'HTTP/2 201' "$M5_TMP/try.out" || rd_fail "Try-it: the AS did not register: $(cat "$M5_TMP/try.out")"
 
 # Ctrl-C: run-dev.sh exits 0 within 6 s, m5s stopped before the AAnF, nothing left running.
 kill -INT "$RD_PID"
