@@ -158,6 +158,13 @@ void north_problem(m5_http_exchange_t *ex, int status, const char *cause, const 
   problem_with(ex, status, problem_json(status, cause, detail, param, reason), NULL);
 }
 
+void north_problem_retry(m5_http_exchange_t *ex, int status, const char *detail,
+                         const char *retry_after) {
+  m5_http_header_t h = {"retry-after", retry_after};
+  problem_with(ex, status, problem_json(status, NULL, detail ? detail : "retry later", NULL, NULL),
+               &h);
+}
+
 /* ---- who is calling ---- */
 
 int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
@@ -277,6 +284,8 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
     north_jwks(n, ex);
   } else if (!strcmp(p, "/.well-known/oauth-authorization-server")) {
     north_metadata(n, ex);
+  } else if (!strncmp(p, NORTH_MSGDELIVERY "/", strlen(NORTH_MSGDELIVERY) + 1)) {
+    north_msgdelivery(n, ex, req);
   } else if (!strncmp(p, NORTH_ASREG, strlen(NORTH_ASREG)) &&
              (p[strlen(NORTH_ASREG)] == '\0' || p[strlen(NORTH_ASREG)] == '/')) {
     north_asreg(n, ex, req);

@@ -16,6 +16,7 @@
 #include "oauth/jwt.h"
 #include "server/registry.h"
 #include "server/server_config.h"
+#include "server/ue_api.h"
 
 #include <openssl/ssl.h>
 
@@ -44,6 +45,7 @@ typedef struct north north_t;
 typedef struct {
   const north_ctx_t *ctx;
   registry_t *reg;
+  ue_api_t *api; /* this worker's: messages from ASes go through its accept path */
   const char *host;
   uint16_t port;
 } north_opts_t;

@@ -32,6 +32,9 @@ typedef struct {
 /* TS 29.571 ProblemDetails (status, title, detail, cause, invalidParams[0] = param/reason). */
 void north_problem(m5_http_exchange_t *ex, int status, const char *cause, const char *detail,
                    const char *param, const char *reason);
+/* 503/500 ProblemDetails with Retry-After (seconds). */
+void north_problem_retry(m5_http_exchange_t *ex, int status, const char *detail,
+                         const char *retry_after);
 /* Sends o (taken) as application/json with the given extra headers. */
 void north_json(m5_http_exchange_t *ex, int status, json_t *o, const m5_http_header_t *hdrs,
                 size_t n_hdrs);
@@ -54,6 +57,10 @@ void north_metadata(north_t *n, m5_http_exchange_t *ex);
 #define NORTH_ASREG "/msgs-asregistration/v1/registrations"
 void north_asreg(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void north_asreg_done(registry_job_t *job); /* a registry reply (the job heads its record) */
+
+/* north_msg.c */
+#define NORTH_MSGDELIVERY "/msgs-msgdelivery/v1"
+void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
 /* Counts a registry job in flight / done (for the drain). */
 void north_job_started(north_t *n);

@@ -151,6 +151,7 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
   if (run->north) {
     north_opts_t no = {.ctx = run->north,
                        .reg = run->reg,
+                       .api = w->api,
                        .host = cfg->north_host,
                        .port = (uint16_t)cfg->north_port};
     w->north = north_new(w->loop, &no, err, sizeof err);

@@ -50,7 +50,9 @@ typedef struct pending {
 typedef struct {
   m5_store_job_t job;
   ue_api_t *api;
-  m5_coap_req_t *req; /* the MSG / IMDN to answer */
+  m5_coap_req_t *req;    /* the MSG / IMDN to answer, or NULL for an AS's */
+  ue_api_reply_fn reply; /* an AS's: the northbound answer */
+  void *reply_ctx;
   int is_imdn;
   m5_store_rcpt_t rcpt;
   uint8_t *payload; /* owned, borrowed by the store */
@@ -171,41 +173,58 @@ static int accept_submit(ue_api_t *api, accept_t *j) {
   return rc;
 }
 
+/* The answers of an accept, to a UE (CoAP) or to an AS (reply callback). */
+static void answer_ack(accept_t *j, const char *status, const char *cause) {
+  m5_store_msg_t *sm = &j->job.msg;
+  if (j->req)
+    respond_ack(j->req, sm->msg_id, &sm->ori, status, cause);
+  else
+    j->reply(j->reply_ctx, UE_API_ACK, status, cause, 0, NULL);
+}
+
+static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
+  if (j->req)
+    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, seconds, why);
+  else
+    j->reply(j->reply_ctx, UE_API_BUSY, NULL, NULL, seconds, why);
+}
+
 static void done_accept(accept_t *j) {
   m5_store_job_t *sj = &j->job;
   const char *what = j->is_imdn ? "IMDN" : "MSG";
   if (sj->status != 0) {
     M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
             sj->msg.ori.addr, m5_strerror(sj->status));
-    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store failed");
+    if (j->req)
+      respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store failed");
+    else
+      j->reply(j->reply_ctx, UE_API_ERROR, NULL, NULL, RETRY_AFTER_S, "the message store failed");
     return;
   }
   switch (sj->outcome) {
   case M5_STORE_DUPLICATE:
     M5_LOGI(DOM, "%s %s from %s: a duplicate, answered as before", what, sj->msg.msg_id,
             sj->msg.ori.addr);
-    respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori,
-                sj->orig_ack.status[0] ? sj->orig_ack.status : NULL,
-                sj->orig_ack.failure_cause[0] ? sj->orig_ack.failure_cause : NULL);
+    answer_ack(j, sj->orig_ack.status[0] ? sj->orig_ack.status : NULL,
+               sj->orig_ack.failure_cause[0] ? sj->orig_ack.failure_cause : NULL);
     return;
   case M5_STORE_QUEUE_FULL:
     M5_LOGI(DOM, "%s %s from %s to %s: the recipient's queue is full", what, sj->msg.msg_id,
             sj->msg.ori.addr, sj->msg.dest.addr);
-    respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
+    answer_ack(j, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
     return;
   case M5_STORE_STORE_FULL:
     M5_LOGW(DOM, "%s %s from %s: the message store is full (store.max_total)", what, sj->msg.msg_id,
             sj->msg.ori.addr);
-    respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, STORE_FULL_RETRY_S,
-                  "overloaded: the message store is full");
+    answer_retry(j, STORE_FULL_RETRY_S, "overloaded: the message store is full");
     return;
   case M5_STORE_ACCEPTED:
     break;
   }
   M5_LOGD(DOM, "%s %s from %s to %s: accepted (%s)", what, sj->msg.msg_id, sj->msg.ori.addr,
           sj->msg.dest.addr, sj->ack.status[0] ? sj->ack.status : "for delivery");
-  respond_ack(j->req, sj->msg.msg_id, &sj->msg.ori, sj->ack.status[0] ? sj->ack.status : NULL,
-              sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
+  answer_ack(j, sj->ack.status[0] ? sj->ack.status : NULL,
+             sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
   if (sj->n_rcpts && j->rcpt.id) {
     m5_store_delivery_t d;
     memset(&d, 0, sizeof d);
@@ -415,6 +434,9 @@ static void report_key(char *out, size_t outlen, const char *msg_id, const char 
 
 /* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
  * store (the ack is committed with it for dedup), answer from the store's reply. */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_req_t *req,
+                       ue_api_reply_fn reply, void *reply_ctx);
+
 static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
   if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
     m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN,
@@ -434,6 +456,14 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
                              "failureCause: letters, digits, '_', '-', '.' only");
     return;
   }
+  accept_msg(api, m, is_imdn, req, NULL, NULL);
+}
+
+/* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
+ * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
+ * request) or through reply(ctx) (an AS's). */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_req_t *req,
+                       ue_api_reply_fn reply, void *reply_ctx) {
   /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
    * report is always stored for its recipient (the originator) while that one is away. */
   int sto = is_imdn || m->sto_fwd;
@@ -459,9 +489,17 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
   accept_t *j = accept_new(api);
   size_t plen = is_imdn ? strlen(m->deliv_st) + 1 + strlen(m->failure_cause) : m->payload_len;
   if (j) j->payload = malloc(plen + 1);
+  if (j) {
+    j->req = req;
+    j->reply = reply;
+    j->reply_ctx = reply_ctx;
+  }
   if (!j || !j->payload) {
     if (j) accept_free(j);
-    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "out of memory");
+    if (req)
+      respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "out of memory");
+    else
+      reply(reply_ctx, UE_API_BUSY, NULL, NULL, RETRY_AFTER_S, "out of memory");
     return;
   }
   if (is_imdn) {
@@ -471,7 +509,6 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
   } else if (plen) {
     memcpy(j->payload, m->payload, plen);
   }
-  j->req = req;
   j->is_imdn = is_imdn;
   m5_store_job_t *sj = &j->job;
   m5_store_msg_t *sm = &sj->msg;
@@ -485,7 +522,7 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
   sm->expr_time = expr;
   sm->payload = j->payload;
   sm->payload_len = plen;
-  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "UE:%s", m->ori.addr);
+  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
   if (is_imdn)
     report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
   else
@@ -502,9 +539,17 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
     sj->n_rcpts = 1;
   }
   if (accept_submit(api, j) != 0) {
+    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
     accept_free(j);
-    respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store is busy");
   }
+}
+
+void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, ue_api_reply_fn reply, void *ctx) {
+  if (api->draining) {
+    reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
+    return;
+  }
+  accept_msg(api, m, 0, NULL, reply, ctx);
 }
 
 /* ---- messages from other workers ---- */
@@ -659,6 +704,8 @@ static void drop_accept(void *msg) {
   accept_t *j = msg;
   if (j->req)
     respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
+  else if (j->reply) /* the northbound listener is gone: only its record is freed */
+    j->reply(j->reply_ctx, UE_API_DROPPED, NULL, NULL, 0, NULL);
   accept_free(j);
 }
 

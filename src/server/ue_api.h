@@ -15,6 +15,7 @@
 #include "core/loop.h"
 #include "server/registry.h"
 #include "server/router.h"
+#include "msg/msg.h"
 #include "server/ue_session.h"
 #include "store/store.h"
 
@@ -52,5 +53,21 @@ ue_session_hooks_t ue_api_hooks(ue_api_t *api);
  * registry and store jobs always are (their threads answer every job). */
 void ue_api_drain(ue_api_t *api, uint32_t timeout_ms, void (*done)(void *arg), void *arg);
 size_t ue_api_sessions(const ue_api_t *api);
+
+/* ---- messages from Application Servers (north_msg.c) ---- */
+
+/* How a message from an AS ended: ack = answered MessageDeliveryAck (status NULL = accepted for
+ * delivery, or DELY_STORED / DELY_FAILED with cause); busy = overload, retry after retry_s
+ * (the store or its queue is full, or the server drains); error = the store failed; dropped =
+ * the server stopped before the answer (the exchange is gone: free ctx, answer nothing). */
+typedef enum { UE_API_ACK, UE_API_BUSY, UE_API_ERROR, UE_API_DROPPED } ue_api_outcome_t;
+typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *status,
+                                const char *cause, uint32_t retry_s, const char *detail);
+
+/* Accepts m, a MSG from the AS m->ori.addr (the caller has authenticated it; m->ori.type is
+ * "AS"), into the store exactly as a UE's MSG (target resolution, dedup by ("AS:" + asSvcId,
+ * msgId), store-and-forward, expiry) and forwards it. reply(ctx, ...) runs later on this loop,
+ * exactly once. m is only read. */
+void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, ue_api_reply_fn reply, void *ctx);
 
 #endif

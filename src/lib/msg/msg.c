@@ -411,6 +411,8 @@ static int duplicate_diag(const json_error_t *e, char *diag, size_t dl) {
   return fail(diag, dl, "body: duplicate key");
 }
 
+static int parse_members(json_t *root, m5_msg_t *out, char *diag, size_t diag_len);
+
 int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
   memset(out, 0, sizeof *out);
   out->prio = M5_PRIO_MIDDLE;
@@ -446,21 +448,48 @@ int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, siz
     goto out;
   }
   out->type = (m5_msg_type_t)ti;
+  rc = parse_members(root, out, diag, diag_len);
+out:
+  json_decref(root);
+  if (rc) m5_msg_free(out);
+  return rc;
+}
+
+/* The members of type out->type from root, by the table. */
+static int parse_members(json_t *root, m5_msg_t *out, char *diag, size_t diag_len) {
+  unsigned ti = (unsigned)out->type;
+  int rc;
   for (size_t i = 0; i < N_MEMBERS; i++) {
     const member_t *mb = &members[i];
     if (!((mb->mandatory | mb->optional) & T(ti))) continue;
     json_t *v = json_object_get(root, mb->name);
     if (!v) {
-      if (mb->mandatory & T(ti)) {
-        rc = fail(diag, diag_len, "%s: missing", mb->name);
-        goto out;
-      }
+      if (mb->mandatory & T(ti)) return fail(diag, diag_len, "%s: missing", mb->name);
       continue;
     }
-    if ((rc = get_member(mb, v, out, diag, diag_len))) goto out;
+    if ((rc = get_member(mb, v, out, diag, diag_len))) return rc;
   }
-  rc = 0;
-out:
+  out->sto_fwd_given = json_object_get(root, "stoAndFwInd") != NULL;
+  return 0;
+}
+
+int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
+                    char *diag, size_t diag_len) {
+  memset(out, 0, sizeof *out);
+  out->prio = M5_PRIO_MIDDLE;
+  out->type = type;
+  if (diag && diag_len) diag[0] = '\0';
+  if ((size_t)type >= N_TYPES) return fail(diag, diag_len, "body: unknown type");
+  if (!body || !len) return fail(diag, diag_len, "body: empty");
+  json_error_t err;
+  json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+  if (!root) {
+    if (json_error_code(&err) == json_error_duplicate_key)
+      return duplicate_diag(&err, diag, diag_len);
+    return fail(diag, diag_len, "body: not JSON (%s at offset %d)", err.text, err.position);
+  }
+  int rc = json_is_object(root) ? parse_members(root, out, diag, diag_len)
+                                : fail(diag, diag_len, "body: not a JSON object");
   json_decref(root);
   if (rc) m5_msg_free(out);
   return rc;

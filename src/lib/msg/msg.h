@@ -52,6 +52,8 @@ typedef struct {
   bool deliv_st_req;   /* delivStReqInd, default false */
   m5_msg_prio_t prio;  /* priority, default MIDDLE */
   bool sto_fwd;        /* stoAndFwInd, default false */
+  bool sto_fwd_given;  /* parse: stoAndFwInd was in the body (mandatory in TS 29.538's
+                          ASMessageDelivery) */
   int64_t expr_time;   /* stoAndFwParams.exprTime as Unix seconds, 0 = absent */
   /* IMDN */
   char deliv_st[32];   /* delivSt: REPT_DELY_SUCCESS / REPT_DELY_FAILED */
@@ -61,6 +63,12 @@ typedef struct {
   /* REG answer */
   int64_t expiry;      /* REG response: registration expiry, Unix seconds */
 } m5_msg_t;
+
+/* Parses a TS 29.538 body of the same members without msgType (ASMessageDelivery is a MSG,
+ * DeliveryStatusReport an IMDN, MessageDeliveryAck a MSGRESP), as the given type; a msgType
+ * member is ignored like any unknown one. Diagnostics as m5_msg_parse. */
+int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
+                    char *diag, size_t diag_len);
 
 /* Parses a body. On failure returns M5_EINVAL and writes a diagnostic naming the IE
  * ("msgId: missing", "payload: not base64", "body: duplicate key 'msgId'") into diag. */

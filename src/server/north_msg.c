@@ -1,0 +1,103 @@
+/* MSGS_MSGDelivery for Application Servers (TS 29.538 cl. 5.3; TS 23.554 cl. 8.3.1):
+ * POST /msgs-msgdelivery/v1/deliver-as-message with an ASMessageDelivery (the members of a
+ * MSGin5G-1 MSG, stoAndFwInd mandatory): accepted into the message store like a UE's MSG
+ * (ue_api_accept_from_as) and answered 200 + MessageDeliveryAck once committed.
+ * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. */
+#include "north_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DOM "north"
+
+/* The answer to send once the store replied. */
+typedef struct {
+  m5_http_exchange_t *ex;
+  m5_msg_addr_t ori;
+  char msg_id[M5_MSG_ID_MAX + 1];
+} msg_pending_t;
+
+static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, const char *cause,
+                        uint32_t retry_s, const char *detail) {
+  msg_pending_t *p = ctx;
+  if (how == UE_API_ACK) {
+    json_t *o = json_pack("{s:{s:s, s:s}, s:s}", "oriAddr", "addrType", p->ori.type, "addr",
+                          p->ori.addr, "msgId", p->msg_id);
+    if (o && status) json_object_set_new(o, "status", json_string(status));
+    if (o && cause) json_object_set_new(o, "failureCause", json_string(cause));
+    north_json(p->ex, 200, o, NULL, 0);
+  } else if (how != UE_API_DROPPED) {
+    char after[16];
+    snprintf(after, sizeof after, "%u", retry_s);
+    north_problem_retry(p->ex, how == UE_API_BUSY ? 503 : 500, detail, after);
+  }
+  free(p);
+}
+
+static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                               const north_caller_t *c) {
+  if (!req->content_type ||
+      strncasecmp(req->content_type, NORTH_CT_JSON, strlen(NORTH_CT_JSON)) != 0 ||
+      (req->content_type[strlen(NORTH_CT_JSON)] && req->content_type[strlen(NORTH_CT_JSON)] != ';')) {
+    north_problem(ex, 415, NULL, "the body must be application/json", NULL, NULL);
+    return;
+  }
+  m5_msg_t m;
+  char diag[160];
+  if (m5_msg_parse_as(req->body, req->body_len, M5_MSG_MSG, &m, diag, sizeof diag) != 0) {
+    /* diag names the member first: "destAddr: missing", "payload: not base64 ..." */
+    char param[40];
+    size_t k = strcspn(diag, ":.");
+    snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), diag);
+    north_problem(ex, 400, strstr(diag, "missing") ? "MANDATORY_IE_MISSING" : "INVALID_MSG_FORMAT",
+                  diag, param, diag);
+    return;
+  }
+  if (!m.sto_fwd_given) {
+    north_problem(ex, 400, "MANDATORY_IE_MISSING", "stoAndFwInd: missing", "stoAndFwInd",
+                  "missing");
+  } else if (strcmp(m.ori.type, "AS") != 0 || strcmp(m.ori.addr, c->as_svc_id) != 0) {
+    north_problem(ex, 403, "AS_ID_MISMATCH", "oriAddr must be {\"addrType\":\"AS\", \"addr\": "
+                  "the authenticated AS's asSvcId}", "oriAddr", "not the authenticated AS");
+  } else {
+    msg_pending_t *p = calloc(1, sizeof *p);
+    if (!p) {
+      north_problem(ex, 500, NULL, "out of memory", NULL, NULL);
+    } else {
+      p->ex = ex;
+      p->ori = m.ori;
+      snprintf(p->msg_id, sizeof p->msg_id, "%s", m.msg_id);
+      M5_LOGD(DOM, "MSG %s from AS %s to %s:%s", m.msg_id, c->as_svc_id, m.dest.type,
+              m.dest.addr);
+      ue_api_accept_from_as(n->o.api, &m, on_accepted, p);
+    }
+  }
+  m5_msg_free(&m);
+}
+
+void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
+  const char *op = req->path + strlen(NORTH_MSGDELIVERY);
+  if (strcmp(op, "/deliver-as-message") != 0) {
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND",
+                  strcmp(op, "/deliver-report") == 0 || strcmp(op, "/deliver-ue-message") == 0
+                      ? "not served yet by this server (docs/northbound.md)"
+                      : "no such resource on the northbound API",
+                  NULL, NULL);
+    return;
+  }
+  if (strcmp(req->method, "POST") != 0) {
+    north_problem(ex, 405, NULL, "deliver-as-message accepts POST", NULL, NULL);
+    return;
+  }
+  north_caller_t c;
+  m5_jwt_claims_t claims;
+  if (north_caller(n, ex, req, &c) != 0 ||
+      north_bearer(n, ex, req, &c, NORTH_SCOPE_DELIVERY, &claims) != 0)
+    return;
+  deliver_as_message(n, ex, req, &c);
+}
