@@ -7,6 +7,10 @@
 #include "core/log.h"
 #include "tls/tls.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +23,100 @@
 
 /* ---- the shared context ---- */
 
-static void add_own(north_ctx_t *c, const char *host, int64_t port) {
-  if (!port || c->n_own == sizeof c->own / sizeof c->own[0]) return;
-  char uri[300];
-  snprintf(uri, sizeof uri, "https://%s:%lld", host, (long long)port);
-  if (registry_uri_hostport(uri, c->own[c->n_own]) == 0) c->n_own++;
+/* ---- the server's own listeners (targetUri must not name them) ---- */
+
+static int add_name(north_ctx_t *c, const char *name, size_t n) {
+  if (n == 0 || (n == 7 && !strncmp(name, "0.0.0.0", 7)) || (n == 2 && !strncmp(name, "::", 2)))
+    return 0;
+  char **v = realloc(c->own_names, (c->n_own_names + 1) * sizeof *v);
+  if (!v) return M5_ENOMEM;
+  c->own_names = v;
+  if (!(v[c->n_own_names] = strndup(name, n))) return M5_ENOMEM;
+  for (char *p = v[c->n_own_names]; *p; p++) *p = (char)tolower((unsigned char)*p);
+  if (n > 1 && v[c->n_own_names][n - 1] == '.') v[c->n_own_names][n - 1] = '\0';
+  c->n_own_names++;
+  return 0;
+}
+
+static int add_addr(north_ctx_t *c, const struct in6_addr *a) {
+  struct in6_addr *v = realloc(c->own_addrs, (c->n_own_addrs + 1) * sizeof *v);
+  if (!v) return M5_ENOMEM;
+  c->own_addrs = v;
+  v[c->n_own_addrs++] = *a;
+  return 0;
+}
+
+static void v4_mapped(struct in_addr v4, struct in6_addr *out) {
+  memset(out, 0, sizeof *out);
+  out->s6_addr[10] = out->s6_addr[11] = 0xff;
+  memcpy(&out->s6_addr[12], &v4, 4);
+}
+
+static int own_setup(north_ctx_t *c, const server_config_t *cfg) {
+  c->own_ports[0] = (uint16_t)cfg->north_port;
+  c->own_ports[1] = (uint16_t)cfg->ue_port;
+  c->own_ports[2] = (uint16_t)cfg->mgmt_port;
+  int rc = add_name(c, "localhost", 9);
+  for (size_t i = 0; rc == 0 && i < cfg->fqdns.n; i++)
+    rc = add_name(c, cfg->fqdns.v[i], strlen(cfg->fqdns.v[i]));
+  if (rc == 0) rc = add_name(c, cfg->north_host, strlen(cfg->north_host));
+  const char *h = c->base_url + 8; /* after https:// */
+  size_t hn = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+  if (rc == 0) rc = add_name(c, h, hn);
+  struct ifaddrs *ifs = NULL;
+  if (rc == 0 && getifaddrs(&ifs) == 0) {
+    for (struct ifaddrs *i = ifs; rc == 0 && i; i = i->ifa_next) {
+      if (!i->ifa_addr) continue;
+      struct in6_addr a;
+      if (i->ifa_addr->sa_family == AF_INET) {
+        v4_mapped(((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr, &a);
+        rc = add_addr(c, &a);
+      } else if (i->ifa_addr->sa_family == AF_INET6) {
+        rc = add_addr(c, &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr);
+      }
+    }
+    freeifaddrs(ifs);
+  }
+  return rc;
+}
+
+/* An IP literal in any spelling inet_aton / inet_pton take, as v4-mapped IPv6; 0 if it is one. */
+static int ip_literal(const char *host, struct in6_addr *out) {
+  struct in_addr v4;
+  if (host[0] == '[') {
+    char inner[64];
+    size_t n = strlen(host);
+    if (n < 3 || n - 2 >= sizeof inner) return M5_EINVAL;
+    memcpy(inner, host + 1, n - 2);
+    inner[n - 2] = '\0';
+    return inet_pton(AF_INET6, inner, out) == 1 ? 0 : M5_EINVAL;
+  }
+  if (inet_aton(host, &v4) == 0) return M5_EINVAL; /* also 127.1, 2130706433, 0x7f.1 */
+  v4_mapped(v4, out);
+  return 0;
+}
+
+int north_target_is_own(const north_ctx_t *c, const char *uri) {
+  char hp[REGISTRY_HOSTPORT_MAX + 1];
+  if (registry_uri_hostport(uri, hp) != 0) return 0;
+  char *colon = strrchr(hp, ':');
+  long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+  int ours = 0;
+  for (size_t i = 0; i < 3; i++)
+    if (c->own_ports[i] && port == c->own_ports[i]) ours = 1;
+  if (!ours) return 0;
+  *colon = '\0';
+  for (size_t i = 0; i < c->n_own_names; i++)
+    if (!strcmp(hp, c->own_names[i])) return 1;
+  struct in6_addr a;
+  if (ip_literal(hp, &a) != 0) return 0;
+  if (IN6_IS_ADDR_LOOPBACK(&a) || IN6_IS_ADDR_UNSPECIFIED(&a)) return 1;
+  if (IN6_IS_ADDR_V4MAPPED(&a) && (a.s6_addr[12] == 127 || (!a.s6_addr[12] && !a.s6_addr[13] &&
+                                                            !a.s6_addr[14] && !a.s6_addr[15])))
+    return 1;
+  for (size_t i = 0; i < c->n_own_addrs; i++)
+    if (!memcmp(&a, &c->own_addrs[i], sizeof a)) return 1;
+  return 0;
 }
 
 north_ctx_t *north_ctx_new(const server_config_t *cfg, char *err, size_t errlen) {
@@ -65,12 +158,9 @@ north_ctx_t *north_ctx_new(const server_config_t *cfg, char *err, size_t errlen)
       goto fail;
     }
   }
-  /* Our own listeners under the names a targetUri could give them. */
-  const char *hosts[] = {"localhost", "127.0.0.1", "[::1]", cfg->north_host};
-  const int64_t ports[] = {cfg->north_port, cfg->ue_port, cfg->mgmt_port};
-  for (size_t p = 0; p < 3; p++) {
-    for (size_t h = 0; h < sizeof hosts / sizeof hosts[0]; h++) add_own(c, hosts[h], ports[p]);
-    for (size_t f = 0; f < cfg->fqdns.n && f < 1; f++) add_own(c, cfg->fqdns.v[f], ports[p]);
+  if (own_setup(c, cfg) != 0) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
   }
   return c;
 fail:
@@ -84,6 +174,9 @@ void north_ctx_free(north_ctx_t *c) {
   m5_jwk_free(c->key);
   m5_jwks_free(c->keys);
   free(c->jwks_json);
+  for (size_t i = 0; i < c->n_own_names; i++) free(c->own_names[i]);
+  free(c->own_names);
+  free(c->own_addrs);
   free(c);
 }
 
@@ -280,10 +373,14 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
       north_problem(ex, 405, NULL, "the token endpoint accepts POST", NULL, NULL);
     else
       north_token(n, ex, req);
-  } else if (!strcmp(p, "/.well-known/jwks.json")) {
-    north_jwks(n, ex);
-  } else if (!strcmp(p, "/.well-known/oauth-authorization-server")) {
-    north_metadata(n, ex);
+  } else if (!strcmp(p, "/.well-known/jwks.json") ||
+             !strcmp(p, "/.well-known/oauth-authorization-server")) {
+    if (strcmp(req->method, "GET") != 0)
+      north_problem(ex, 405, NULL, "this resource accepts GET", NULL, NULL);
+    else if (p[13] == 'j')
+      north_jwks(n, ex);
+    else
+      north_metadata(n, ex);
   } else if (!strncmp(p, NORTH_MSGDELIVERY "/", strlen(NORTH_MSGDELIVERY) + 1)) {
     north_msgdelivery(n, ex, req);
   } else if (!strncmp(p, NORTH_ASREG, strlen(NORTH_ASREG)) &&

@@ -18,6 +18,7 @@
 #include "server/server_config.h"
 #include "server/ue_api.h"
 
+#include <netinet/in.h>
 #include <openssl/ssl.h>
 
 #define NORTH_SCOPE_REG "msgs-asregistration"
@@ -31,10 +32,19 @@ typedef struct {
   char *jwks_json; /* GET /.well-known/jwks.json */
   char base_url[512];
   int64_t token_lifetime_s;
-  /* the server's own listeners, refused as targetUri ("host:port", lowercase) */
-  char own[8][REGISTRY_HOSTPORT_MAX + 1];
-  size_t n_own;
+  /* The server's own listeners, refused as targetUri (north_target_is_own): their ports, the
+   * names it answers to, and the addresses of this host. */
+  uint16_t own_ports[3];
+  char **own_names; /* lowercase: server.fqdns, localhost, north.base_url's and north.host */
+  size_t n_own_names;
+  struct in6_addr *own_addrs; /* IPv4 as v4-mapped */
+  size_t n_own_addrs;
 } north_ctx_t;
+
+/* 1 if uri (an https URI) names one of this server's listeners: one of its ports on one of
+ * its names, a loopback or unspecified address in any spelling (127.1, 2130706433,
+ * [::ffff:127.0.0.1], [0::1]), or an address of this host. Names are not resolved. */
+int north_target_is_own(const north_ctx_t *c, const char *uri);
 
 /* From the configuration; NULL with a message naming the key in err. */
 north_ctx_t *north_ctx_new(const server_config_t *cfg, char *err, size_t errlen);

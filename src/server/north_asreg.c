@@ -37,7 +37,12 @@ void north_asreg_done(registry_job_t *job) {
   if (job->op == REGISTRY_AS_REGISTER) {
     if (job->status == M5_ENOENT) {
       north_problem(p->ex, 403, "UNKNOWN_AS", "the AS client was removed meanwhile", NULL, NULL);
+    } else if (job->status == M5_EPERM) {
+      north_problem(p->ex, 403, "TARGET_NOT_ALLOWED",
+                    "targetUri's host:port is not on this AS client's allow-list", "targetUri",
+                    "not allowed");
     } else if (job->status != 0) {
+      M5_LOGE(DOM, "AS %s: registering failed: %s", p->as.as_svc_id, m5_strerror(job->status));
       north_problem(p->ex, 500, NULL, "the registry failed; see the server's log", NULL, NULL);
     } else {
       char loc[REGISTRY_URI_MAX + 128];
@@ -54,6 +59,7 @@ void north_asreg_done(registry_job_t *job) {
       north_problem(p->ex, 404, "RESOURCE_NOT_FOUND", "no such registration of this AS", NULL,
                     NULL);
     } else if (job->status != 0) {
+      M5_LOGE(DOM, "AS %s: deregistering failed: %s", p->as.as_svc_id, m5_strerror(job->status));
       north_problem(p->ex, 500, NULL, "the registry failed; see the server's log", NULL, NULL);
     } else {
       M5_LOGI(DOM, "AS %s deregistered (%s)", p->as.as_svc_id, p->as.registration_id);
@@ -67,21 +73,14 @@ void north_asreg_done(registry_job_t *job) {
 static void submit(north_t *n, pending_t *p) {
   p->job.base.reply = n->replies;
   p->job.as = &p->as;
-  if (registry_submit(n->o.reg, &p->job) != 0) {
-    north_problem(p->ex, 503, NULL, "the registry is busy; retry later", NULL, NULL);
+  /* Bounded: the reply mailbox has room for NORTH_MAX_REG_INFLIGHT, and registrations share
+   * the registry thread with every UE's REG. */
+  if (n->inflight >= NORTH_MAX_REG_INFLIGHT || registry_submit(n->o.reg, &p->job) != 0) {
+    north_problem_retry(p->ex, 503, "the registry is busy; retry later", "1");
     free(p);
     return;
   }
   north_job_started(n);
-}
-
-/* 1 if uri names one of this server's own listeners. */
-static int own_listener(const north_ctx_t *ctx, const char *uri) {
-  char hp[REGISTRY_HOSTPORT_MAX + 1];
-  if (registry_uri_hostport(uri, hp) != 0) return 0;
-  for (size_t i = 0; i < ctx->n_own; i++)
-    if (!strcmp(ctx->own[i], hp)) return 1;
-  return 0;
 }
 
 /* An optional string member of 1..max characters without control characters. */
@@ -127,12 +126,12 @@ static void do_register(north_t *n, m5_http_exchange_t *ex, const m5_http_reques
     north_problem(ex, 403, "UNKNOWN_AS", "this Application Server is not a configured AS client",
                   NULL, NULL);
   } else if (target && (!registry_as_target_allowed(client, target) ||
-                        own_listener(n->o.ctx, target))) {
+                        north_target_is_own(n->o.ctx, target))) {
     char hp[REGISTRY_HOSTPORT_MAX + 1];
     int https = registry_uri_hostport(target, hp) == 0;
     north_problem(ex, https ? 403 : 400, https ? "TARGET_NOT_ALLOWED" : "OPTIONAL_IE_INCORRECT",
                   !https ? "targetUri must be https://host[:port][/path]"
-                  : own_listener(n->o.ctx, target)
+                  : north_target_is_own(n->o.ctx, target)
                       ? "targetUri names this server's own listener"
                       : "targetUri's host:port is not on this AS client's allow-list",
                   "targetUri", https ? "not allowed" : "not an https URI");

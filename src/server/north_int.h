@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #define NORTH_CT_JSON "application/json"
+#define NORTH_MAX_REG_INFLIGHT 64 /* registry jobs per worker (the reply mailbox holds 256) */
 #define NORTH_CT_PROBLEM "application/problem+json"
 
 struct north {

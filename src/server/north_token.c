@@ -19,8 +19,8 @@
 
 #define DOM "north"
 #define CT_FORM "application/x-www-form-urlencoded"
-#define FORM_MAX_PARAMS 16
-#define FORM_VALUE_MAX 512
+#define FORM_MAX_PARAMS 64 /* parameters looked at; more is refused */
+#define FORM_VALUE_MAX 512 /* of the parameters we use; others are skipped unread */
 
 /* RFC 6749 §5.2 error response. */
 static void oauth_error(m5_http_exchange_t *ex, int status, const char *error, const char *why) {
@@ -73,36 +73,48 @@ static int form_decode(const char *p, size_t n, char *out, size_t cap) {
   return 0;
 }
 
-/* Splits the body into at most FORM_MAX_PARAMS parameters; a repeated name is an error
- * (RFC 6749 §3.2). 0, or M5_EINVAL with why. */
+/* The parameters the token endpoint uses; RFC 6749 §3.2 says others are ignored. */
+static const char *const known[] = {"grant_type", "scope", "client_id", "client_secret"};
+#define N_KNOWN (sizeof known / sizeof known[0])
+
+/* Splits the body (at most FORM_MAX_PARAMS parameters) and keeps the known ones; a known
+ * parameter given twice is an error, one with an empty value counts as omitted (RFC 6749
+ * §3.1, §3.2). 0, or M5_EINVAL with why. */
 static int form_parse(const char *body, size_t len, param_t *ps, size_t *n, const char **why) {
   *n = 0;
-  size_t i = 0;
+  size_t i = 0, seen = 0;
   while (i < len) {
     size_t end = i;
     while (end < len && body[end] != '&') end++;
     if (end > i) {
-      const char *eq = memchr(body + i, '=', end - i);
-      if (!eq) {
-        *why = "a parameter without '='";
-        return M5_EINVAL;
-      }
-      if (*n == FORM_MAX_PARAMS) {
+      if (++seen > FORM_MAX_PARAMS) {
         *why = "too many parameters";
         return M5_EINVAL;
       }
-      param_t *p = &ps[*n];
-      if (form_decode(body + i, (size_t)(eq - (body + i)), p->name, sizeof p->name) != 0 ||
-          form_decode(eq + 1, (size_t)(body + end - eq - 1), p->value, sizeof p->value) != 0) {
-        *why = "a parameter that is not form-encoded text, or too long";
-        return M5_EINVAL;
-      }
-      for (size_t k = 0; k < *n; k++)
-        if (!strcmp(ps[k].name, p->name)) {
+      const char *eq = memchr(body + i, '=', end - i);
+      size_t nlen = eq ? (size_t)(eq - (body + i)) : end - i;
+      char name[32];
+      if (form_decode(body + i, nlen, name, sizeof name) != 0) name[0] = '\0'; /* not ours */
+      size_t k = 0;
+      while (k < N_KNOWN && strcmp(name, known[k])) k++;
+      if (k < N_KNOWN && eq && eq + 1 < body + end) {
+        param_t *p = &ps[*n];
+        if (*n == N_KNOWN) { /* cannot happen: a repeat is refused below */
           *why = "a parameter given twice";
           return M5_EINVAL;
         }
-      (*n)++;
+        snprintf(p->name, sizeof p->name, "%s", name);
+        if (form_decode(eq + 1, (size_t)(body + end - eq - 1), p->value, sizeof p->value) != 0) {
+          *why = "a parameter that is not form-encoded text, or too long";
+          return M5_EINVAL;
+        }
+        for (size_t j = 0; j < *n; j++)
+          if (!strcmp(ps[j].name, p->name)) {
+            *why = "a parameter given twice";
+            return M5_EINVAL;
+          }
+        (*n)++;
+      }
     }
     i = end + 1;
   }
@@ -148,7 +160,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                   NULL, NULL);
     return;
   }
-  if (!req->content_type || strncasecmp(req->content_type, CT_FORM, strlen(CT_FORM)) != 0) {
+  if (!req->content_type || strncasecmp(req->content_type, CT_FORM, strlen(CT_FORM)) != 0 ||
+      (req->content_type[strlen(CT_FORM)] && req->content_type[strlen(CT_FORM)] != ';')) {
     oauth_error(ex, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
     return;
   }
@@ -218,12 +231,28 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   }
   M5_LOGI(DOM, "%s: access token issued (scope %s, %lld s)", c.as_svc_id, scope,
           (long long)ctx->token_lifetime_s);
-  static const m5_http_header_t no_store[] = {{"cache-control", "no-store"}, {"pragma", "no-cache"}};
-  json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type", "Bearer",
-                        "expires_in", (json_int_t)ctx->token_lifetime_s, "scope", scope);
+  /* Written by hand so that every copy of the token is ours to wipe (a JWS compact
+   * serialisation and the scope words need no JSON escaping). */
+  static const m5_http_header_t h[] = {{"content-type", NORTH_CT_JSON},
+                                       {"cache-control", "no-store"},
+                                       {"pragma", "no-cache"}};
+  size_t cap = strlen(token) + strlen(scope) + 128;
+  char *text = malloc(cap);
+  int len = text ? snprintf(text, cap,
+                            "{\"access_token\":\"%s\",\"token_type\":\"Bearer\","
+                            "\"expires_in\":%lld,\"scope\":\"%s\"}",
+                            token, (long long)ctx->token_lifetime_s, scope)
+                 : -1;
   m5_wipe(token, strlen(token));
   free(token);
-  north_json(ex, 200, o, no_store, 2);
+  if (len < 0 || (size_t)len >= cap) {
+    free(text);
+    oauth_error(ex, 500, "server_error", "out of memory");
+    return;
+  }
+  m5_http_respond_headers(ex, 200, h, 3, text, (size_t)len);
+  m5_wipe(text, (size_t)len);
+  free(text);
 }
 
 void north_jwks(north_t *n, m5_http_exchange_t *ex) {

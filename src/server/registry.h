@@ -67,8 +67,9 @@ typedef enum {
   REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration */
   REGISTRY_AS_REGISTER,   /* in: as->as_svc_id, registration_id, target_uri, app_id,
                              registered_at. out: created (no earlier registration), *as = the
-                             stored record. M5_ENOENT: no such AS client. The caller checks
-                             target_uri against the targets first */
+                             stored record. M5_ENOENT: no such AS client; M5_EPERM: target_uri
+                             ("" = none) is not on the client's list (checked here against
+                             the list as it is when the job runs) */
   REGISTRY_AS_DEREGISTER, /* in: as->as_svc_id, registration_id; M5_ENOENT unless that is
                              the AS's registration */
 } registry_op_t;

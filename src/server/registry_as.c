@@ -291,7 +291,10 @@ static int do_del(registry_t *r, registry_job_t *job) {
 static int do_register(registry_t *r, registry_job_t *job) {
   registry_as_t *in = job->as, *a = as_get(r, in->as_svc_id);
   if (!a) return M5_ENOENT;
-  if (strlen(in->registration_id) != REGISTRY_REG_ID_LEN || !in->target_uri[0]) return M5_EINVAL;
+  if (strlen(in->registration_id) != REGISTRY_REG_ID_LEN) return M5_EINVAL;
+  /* Checked again here, against the list as it is now: an admin change may have come between
+   * the worker's check and this job. */
+  if (in->target_uri[0] && !registry_as_target_allowed(a, in->target_uri)) return M5_EPERM;
   job->created = a->registration_id[0] == '\0';
   if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
   sqlite3_stmt *st = r->st_as_reg_put;

@@ -65,7 +65,7 @@ FORM=(-H 'content-type: application/x-www-form-urlencoded')
 nb as1 POST /oauth2/token "${FORM[@]}" -d grant_type=client_credentials
 want 401
 [[ $(field error) == invalid_client ]] || m5s_fail "unknown AS: $(cat out.json)"
-admin_put as1 "[\"127.0.0.1:9\",\"localhost:$M5S_NORTH\"]"
+admin_put as1 "[\"127.0.0.1:9\",\"localhost:$M5S_NORTH\",\"localhost:$M5S_MGMT\",\"127.0.0.2:$M5S_NORTH\",\"[0::1]:$M5S_PORT\",\"2130706433:$M5S_NORTH\"]"
 admin_put as2 '["127.0.0.1:9"]'
 nb as1 POST /oauth2/token "${FORM[@]}" -d grant_type=client_credentials
 want 200
@@ -82,6 +82,16 @@ for bad in "grant_type=password" "x=1" "grant_type=client_credentials&grant_type
 done
 nb as1 POST /oauth2/token -H 'content-type: application/json' -d '{}'
 want 400
+nb as1 POST /oauth2/token -H 'content-type: application/x-www-form-urlencodedXYZ' \
+  -d grant_type=client_credentials
+want 400
+# RFC 6749 §3.1/§3.2: parameters we do not know are ignored (even long ones, or without '='),
+# an empty value counts as omitted
+nb as1 POST /oauth2/token "${FORM[@]}" \
+  -d "grant_type=client_credentials&client_id=&flag&an_unknown_parameter_with_a_long_name=$(printf 'v%.0s' {1..900})"
+want 200
+nb as1 DELETE /.well-known/jwks.json
+want 405
 nb as1 GET /oauth2/token
 want 405
 nb as1 GET /.well-known/jwks.json
@@ -115,8 +125,13 @@ nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as2"}'
 want 403
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as1","targetUri":"https://127.0.0.1:10/x"}'
 want 403
-nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "{\"asSvcId\":\"as1\",\"targetUri\":\"https://localhost:$M5S_NORTH/x\"}"
-want 403 # allowed by the list, but it is m5s itself
+# allowed by the list, but m5s itself (its three ports, in several spellings of itself)
+for own in "localhost:$M5S_NORTH" "localhost:$M5S_MGMT" "127.0.0.2:$M5S_NORTH" "[0::1]:$M5S_PORT" \
+  "2130706433:$M5S_NORTH"; do
+  nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "{\"asSvcId\":\"as1\",\"targetUri\":\"https://$own/x\"}"
+  want 403
+  grep -q "own listener" out.json || m5s_fail "$own: $(cat out.json)"
+done
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as1","targetUri":"http://127.0.0.1:9/x"}'
 want 400
 for bad in '{}' '{"asSvcId":7}' '[1]' 'nope' '{"asSvcId":"as1","asSvcId":"as1"}' \
@@ -127,6 +142,8 @@ for bad in '{}' '{"asSvcId":7}' '[1]' 'nope' '{"asSvcId":"as1","asSvcId":"as1"}'
 done
 nb as1 POST $ASREG -H 'content-type: text/plain' -H "$A" -d "$REG"
 want 415
+nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as1","appId":"no-callback"}'
+want 201 # targetUri is optional
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "$REG"
 want 201
 validate TS29538_MSGS_ASRegistration.yaml ASRegistrationAck out.json
