@@ -5,6 +5,7 @@
 #include "delivery.h"
 
 #include "coap/coap.h"
+#include "http/client.h"
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
@@ -27,6 +28,7 @@
 #define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
+#define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
 
 /* Per-session state: the UE it registered as, and its stored deliveries being pushed from a
  * DUE (one DUE at a time per session). */
@@ -88,7 +90,19 @@ struct delivery {
   sjob_t *held, *held_tail;
   size_t n_held;
   m5_timer_id_t held_timer;
+  m5_http_client_t *http; /* pushes to Application Servers; made at the first one */
+  int freeing;            /* delivery_free runs: the store is closed, conclude nothing */
 };
+
+/* A push in flight towards an Application Server (POST to its targetUri). */
+typedef struct {
+  delivery_t *dv;
+  uint64_t id;
+  uint32_t attempts;
+  int sto_fwd;
+  char msg_id[M5_MSG_ID_MAX + 1];
+  char dest[M5_MSG_ADDR_MAX + 1];
+} as_push_t;
 
 static peer_t *peer_find(delivery_t *dv, uint64_t sid) {
   return m5_hmap_get(dv->peers, &sid, sizeof sid);
@@ -311,8 +325,10 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, char *
   if (from_due) ss->due_out++;
 }
 
-/* The body the server sends for a delivery: the MSG, or the IMDN of a stored report. */
-static int encode_delivery(const m5_store_delivery_t *d, char **body, size_t *len) {
+/* The body the server sends for a delivery: the MSG, or the IMDN of a stored report; for an
+ * Application Server (for_as) the TS 29.538 form without msgType (UEMessageDelivery,
+ * DeliveryStatusReport). */
+static int encode_delivery(const m5_store_delivery_t *d, int for_as, char **body, size_t *len) {
   m5_msg_t m;
   memset(&m, 0, sizeof m);
   m.ori = d->msg.ori;
@@ -342,7 +358,88 @@ static int encode_delivery(const m5_store_delivery_t *d, char **body, size_t *le
     m.sto_fwd = d->msg.sto_fwd;
     if (d->msg.sto_fwd) m.expr_time = d->msg.expr_time;
   }
-  return m5_msg_encode(&m, body, len);
+  return for_as ? m5_msg_encode_as(&m, body, len) : m5_msg_encode(&m, body, len);
+}
+
+/* ---- point-to-application: POST to the AS's targetUri (architecture §3.2) ---- */
+
+static void on_as_done(void *arg, int status, long http, const uint8_t *body, size_t len) {
+  (void)body;
+  (void)len;
+  as_push_t *p = arg;
+  delivery_t *dv = p->dv;
+  if (dv->freeing) { /* stays in flight in the store: queued again at the next start */
+    free(p);
+    return;
+  }
+  if (status == 0 && http >= 200 && http < 300) {
+    M5_LOGD(DOM, "MSG %s delivered to AS %s (HTTP %ld)", p->msg_id, p->dest, http);
+    conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, 0, 0);
+  } else if (status == 0 && http >= 400 && http < 500) {
+    M5_LOGW(DOM, "MSG %s: AS %s refused it (HTTP %ld)", p->msg_id, p->dest, http);
+    conclude(dv, M5_STORE_MARK_FAILED, p->id, M5_CAUSE_REJECTED, 0, p->attempts + 1, 0, 0);
+  } else {
+    M5_LOGI(DOM, "MSG %s to AS %s: not delivered (%s)%s", p->msg_id, p->dest,
+            status ? m5_strerror(status) : "HTTP 5xx or other", p->sto_fwd ? ", kept for a retry" : "");
+    conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, 0, 0);
+  }
+  free(p);
+  dv->pushes--;
+  check_idle(dv);
+}
+
+/* Pushes delivery d (body taken) to the Application Server d->rcpt.addr. */
+static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, size_t len) {
+  uint64_t id = d->id;
+  if (m5_hmap_get(dv->recent, &id, sizeof id) || m5_hmap_get(dv->inflight, &id, sizeof id)) {
+    free(body); /* concluded meanwhile, or its push still runs */
+    return;
+  }
+  registry_as_t *as = dv->opts.reg ? malloc(sizeof *as) : NULL;
+  int known = as && registry_as_lookup(dv->opts.reg, d->rcpt.addr, as) == 0;
+  if (!known || !as->registration_id[0] || !as->target_uri[0]) {
+    free(as);
+    free(body);
+    conclude_unreached(dv, id, d->attempts, d->msg.sto_fwd, 0, 0);
+    return;
+  }
+  char url[REGISTRY_URI_MAX + 32];
+  size_t n = strlen(as->target_uri);
+  while (n && as->target_uri[n - 1] == '/') n--;
+  snprintf(url, sizeof url, "%.*s/%s", (int)n, as->target_uri,
+           is_report(&d->msg) ? "deliver-report" : "deliver-message");
+  free(as);
+  char err[200];
+  if (!dv->http) {
+    m5_http_client_opts_t ho = {.cert_file = dv->opts.tls_cert,
+                                .key_file = dv->opts.tls_key,
+                                .ca_file = dv->opts.tls_ca,
+                                .timeout_ms = AS_TIMEOUT_MS};
+    if (!(dv->http = m5_http_client_new(dv->loop, &ho, err, sizeof err)))
+      M5_LOGE(DOM, "cannot make the HTTP client for Application Servers: %s", err);
+  }
+  as_push_t *p = calloc(1, sizeof *p);
+  if (!dv->http || !p || m5_hmap_put(dv->inflight, &id, sizeof id, dv, NULL) != 0) {
+    free(p);
+    free(body);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    return;
+  }
+  p->dv = dv;
+  p->id = id;
+  p->attempts = d->attempts;
+  p->sto_fwd = d->msg.sto_fwd;
+  snprintf(p->msg_id, sizeof p->msg_id, "%s", d->msg.msg_id);
+  snprintf(p->dest, sizeof p->dest, "%s", d->rcpt.addr);
+  int rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
+  free(body);
+  if (rc != 0) {
+    free(p);
+    m5_hmap_del(dv->inflight, &id, sizeof id);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    return;
+  }
+  dv->pushes++;
 }
 
 /* Hands delivery d to the worker holding its recipient's live session (this one or another,
@@ -350,9 +447,14 @@ static int encode_delivery(const m5_store_delivery_t *d, char **body, size_t *le
 static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
   char *body = NULL;
   size_t len = 0;
-  if (encode_delivery(d, &body, &len) != 0) {
+  int to_as = !strcmp(d->rcpt.type, "AS");
+  if (encode_delivery(d, to_as, &body, &len) != 0) {
     M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
     conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
+    return;
+  }
+  if (to_as) {
+    as_push(dv, d, body, len);
     return;
   }
   router_loc_t loc;
@@ -597,6 +699,8 @@ void delivery_free(delivery_t *dv) {
     sjob_free(j);
   }
   if (dv->held_timer) m5_loop_timer_cancel(dv->loop, dv->held_timer);
+  dv->freeing = 1;
+  if (dv->http) m5_http_client_free(dv->http); /* its pushes end now (M5_ECLOSED) */
   if (dv->store_replies) m5_mailbox_free(dv->store_replies, drop_sjob);
   if (dv->tick) m5_loop_timer_cancel(dv->loop, dv->tick);
   if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);

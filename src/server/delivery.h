@@ -12,6 +12,7 @@
 #define M5_SERVER_DELIVERY_H
 
 #include "core/loop.h"
+#include "server/registry.h"
 #include "server/router.h"
 #include "server/ue_session.h"
 #include "store/store.h"
@@ -35,6 +36,10 @@ typedef struct {
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* store jobs outstanding; beyond, an attempt waits for the back-off
                                 timer; 0 = 8192 */
+  /* Application Servers (point-to-application): the registry holds their targetUri; pushes
+   * are HTTP/2 POSTs with the server's certificate (tls.*). NULL reg: no AS recipients. */
+  registry_t *reg;
+  const char *tls_cert, *tls_key, *tls_ca;
 } delivery_opts_t;
 
 /* NULL when out of memory or without a store. */

@@ -120,6 +120,9 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                       .reg_lifetime_s = cfg->reg_lifetime_s,
                       .store = run->store,
                       .max_ttl_s = cfg->store_max_ttl_s,
+                      .tls_cert = cfg->tls_cert,
+                      .tls_key = cfg->tls_key,
+                      .tls_ca = cfg->tls_ca,
                       .timers = index == 0};
   w->api = ue_api_new(w->loop, &ao);
   if (!w->api) {

@@ -471,7 +471,21 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   registry_entry_t e;
   router_loc_t loc;
   const char *status = NULL, *cause = NULL;
-  if (strcmp(m->dest.type, "UE") != 0 || registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
+  registry_as_t *as = NULL;
+  if (!strcmp(m->dest.type, "AS")) {
+    /* point-to-application: "live" = registered with a targetUri (delivery.c POSTs to it) */
+    as = malloc(sizeof *as);
+    if (!as || registry_as_lookup(api->opts.reg, m->dest.addr, as) != 0)
+      status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
+    else if (as->registration_id[0] && as->target_uri[0])
+      status = NULL;
+    else if (sto)
+      status = "DELY_STORED";
+    else
+      status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
+    free(as);
+  } else if (strcmp(m->dest.type, "UE") != 0 ||
+             registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
     status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
   else if (router_find(api->opts.router, m->dest.addr, &loc) == 0)
     status = NULL; /* live: accepted for delivery */
@@ -674,7 +688,11 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
   if (!api->opts.inbox_cap) api->opts.inbox_cap = 16384;
   if (!api->opts.max_store_inflight) api->opts.max_store_inflight = 8192;
   if (!api->opts.max_ttl_s) api->opts.max_ttl_s = 86400;
-  delivery_opts_t dopts = {.worker = api->opts.worker,
+  delivery_opts_t dopts = {.reg = api->opts.reg,
+                           .tls_cert = api->opts.tls_cert,
+                           .tls_key = api->opts.tls_key,
+                           .tls_ca = api->opts.tls_ca,
+                           .worker = api->opts.worker,
                            .router = api->opts.router,
                            .store = api->opts.store,
                            .max_ttl_s = api->opts.max_ttl_s,

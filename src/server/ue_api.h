@@ -36,6 +36,7 @@ typedef struct {
   int64_t max_ttl_s;         /* caps exprTime; the expiry of a message without one; 0 = 86400 */
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
+  const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */

@@ -120,6 +120,8 @@ TRY=${TRY//:8443/:${ports[4]}}
 (cd "$M5_TMP" && timeout 60 bash -euo pipefail -c "$TRY") >"$M5_TMP/try.out" 2>&1 ||
   rd_fail "docs/northbound.md's Try-it commands failed: $(cat "$M5_TMP/try.out")"
 grep -q 'HTTP/2 201' "$M5_TMP/try.out" || rd_fail "Try-it: the AS did not register: $(cat "$M5_TMP/try.out")"
+grep -q '"msgId":"as1-1","status":"DELY_STORED"' "$M5_TMP/try.out" ||
+  rd_fail "Try-it: the AS's message to ue2 was not stored: $(cat "$M5_TMP/try.out")"
 
 # Ctrl-C: run-dev.sh exits 0 within 6 s, m5s stopped before the AAnF, nothing left running.
 kill -INT "$RD_PID"

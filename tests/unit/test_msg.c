@@ -488,6 +488,59 @@ static void test_encode_escapes_like_jansson(void **state) {
   }
 }
 
+/* TS 29.538 bodies: the same members without msgType, both ways; stoAndFwInd's presence is
+ * reported (mandatory in ASMessageDelivery). */
+static void test_29538_bodies(void **state) {
+  (void)state;
+  m5_msg_t m = blank(M5_MSG_MSG);
+  set_addr(&m.ori, "UE", "ue1");
+  set_addr(&m.dest, "AS", "as1");
+  strcpy(m.msg_id, "p2a-1");
+  uint8_t bin[] = {1, 2, 3};
+  m.payload = bin;
+  m.payload_len = sizeof bin;
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(m5_msg_encode_as(&m, &text, &len), M5_OK);
+  assert_string_equal(text, "{\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+                            "\"destAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},"
+                            "\"msgId\":\"p2a-1\",\"payload\":\"AQID\",\"stoAndFwInd\":false}");
+  assert_int_equal(len, strlen(text));
+  m5_msg_t back;
+  char diag[128];
+  assert_int_equal(m5_msg_parse_as((const uint8_t *)text, len, M5_MSG_MSG, &back, diag, sizeof diag),
+                   M5_OK);
+  assert_true(back.sto_fwd_given); /* mandatory in UEMessageDelivery: always written */
+  assert_string_equal(back.dest.addr, "as1");
+  assert_int_equal(back.payload_len, 3);
+  m5_msg_free(&back);
+  free(text);
+  const char *as_msg = "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},\"destAddr\":"
+                       "{\"addrType\":\"UE\",\"addr\":\"ue1\"},\"msgId\":\"a\",\"payload\":\"aGk=\","
+                       "\"stoAndFwInd\":false}";
+  assert_int_equal(m5_msg_parse_as((const uint8_t *)as_msg, strlen(as_msg), M5_MSG_MSG, &back, diag,
+                                   sizeof diag),
+                   M5_OK);
+  assert_true(back.sto_fwd_given);
+  assert_false(back.sto_fwd);
+  m5_msg_free(&back);
+  assert_int_equal(m5_msg_parse_as((const uint8_t *)"{\"msgId\":\"a\"}", 13, M5_MSG_MSG, &back, diag,
+                                   sizeof diag),
+                   M5_EINVAL);
+  assert_string_equal(diag, "oriAddr: missing");
+  m5_msg_t r = blank(M5_MSG_IMDN);
+  set_addr(&r.ori, "UE", "ue1");
+  set_addr(&r.dest, "AS", "as1");
+  strcpy(r.msg_id, "m");
+  strcpy(r.deliv_st, "REPT_DELY_SUCCESS");
+  assert_int_equal(m5_msg_encode_as(&r, &text, &len), M5_OK);
+  assert_null(strstr(text, "msgType"));
+  assert_non_null(strstr(text, "\"delivSt\":\"REPT_DELY_SUCCESS\""));
+  assert_int_equal(text[0], '{');
+  assert_int_equal(text[1], '"');
+  free(text);
+}
+
 static void test_names(void **state) {
   (void)state;
   assert_string_equal(m5_msg_type_name(M5_MSG_TOPICUNSUB), "TOPICUNSUB");
@@ -513,6 +566,7 @@ int main(void) {
       cmocka_unit_test(test_rfc3339_forms),
       cmocka_unit_test(test_encode_refuses_invalid),
       cmocka_unit_test(test_encode_escapes_like_jansson),
+      cmocka_unit_test(test_29538_bodies),
       cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

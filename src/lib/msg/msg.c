@@ -515,7 +515,8 @@ void m5_msg_free(m5_msg_t *m) {
 typedef struct {
   char *p;
   size_t len, cap;
-  int err; /* first error: M5_ENOMEM */
+  int err;          /* first error: M5_ENOMEM */
+  int sto_fwd_always; /* TS 29.538 form: stoAndFwInd is mandatory, written even when false */
 } jw_t;
 
 static void jw_put(jw_t *w, const char *s, size_t n) {
@@ -652,6 +653,9 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     if (*(const bool *)(const void *)field) {
       jw_key(w, mb->name);
       jw_lit(w, "true");
+    } else if (w->sto_fwd_always && !strcmp(mb->name, "stoAndFwInd")) {
+      jw_key(w, mb->name);
+      jw_lit(w, "false");
     }
     return 0;
   case K_PRIO:
@@ -692,19 +696,35 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
   return M5_EINVAL;
 }
 
+static int encode(const m5_msg_t *m, int with_type, char **out, size_t *len);
+
 int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len) {
+  return encode(m, 1, out, len);
+}
+
+int m5_msg_encode_as(const m5_msg_t *m, char **out, size_t *len) {
+  return encode(m, 0, out, len);
+}
+
+static int encode(const m5_msg_t *m, int with_type, char **out, size_t *len) {
   *out = NULL;
   if (len) *len = 0;
   if ((size_t)m->type >= N_TYPES) return M5_EINVAL;
   jw_t w = {0};
+  w.sto_fwd_always = !with_type;
   size_t b64 = m->payload_len / 3 * 4 + 4;
   if (b64 < SIZE_MAX / 2 - 512) { /* one allocation for a usual body */
     w.cap = 512 + b64;
     if (!(w.p = malloc(w.cap))) return M5_ENOMEM;
   }
-  jw_lit(&w, "{\"msgType\":\"");
-  jw_lit(&w, type_names[m->type]);
-  jw_put(&w, "\"", 1);
+  if (with_type) {
+    jw_lit(&w, "{\"msgType\":\"");
+    jw_lit(&w, type_names[m->type]);
+    jw_put(&w, "\"", 1);
+  } else {
+    jw_put(&w, "{", 1);
+  }
+  size_t start = w.len; /* the members follow, each written with a leading comma */
   int rc = 0;
   for (size_t i = 0; !rc && i < N_MEMBERS; i++) {
     const member_t *mb = &members[i];
@@ -716,6 +736,10 @@ int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len) {
   if (rc) {
     free(w.p);
     return rc;
+  }
+  if (!with_type && w.len > start + 1 && w.p[start] == ',') { /* "{," -> "{" */
+    memmove(w.p + start, w.p + start + 1, w.len - start);
+    w.len--;
   }
   *out = w.p;
   if (len) *len = w.len;

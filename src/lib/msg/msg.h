@@ -78,6 +78,9 @@ void m5_msg_free(m5_msg_t *m);
 /* Encodes a body of m->type with the members that type carries (defaults omitted). Returns a
  * malloc'd NUL-terminated string in *out (free() it), or NULL on failure. */
 int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len);
+/* The same members without msgType: the TS 29.538 body of that type (a MSG is a
+ * UEMessageDelivery, an IMDN a DeliveryStatusReport, a MSGRESP a MessageDeliveryAck). */
+int m5_msg_encode_as(const m5_msg_t *m, char **out, size_t *len);
 
 /* Validators shared with the server logic. */
 bool m5_msg_id_valid(const char *id);
@@ -92,5 +95,6 @@ const char *m5_msg_prio_name(m5_msg_prio_t p);
 #define M5_CAUSE_NOT_AUTHORIZED "NOT_AUTHORIZED"
 #define M5_CAUSE_EXPIRED "EXPIRED"
 #define M5_CAUSE_QUEUE_FULL "QUEUE_FULL"
+#define M5_CAUSE_REJECTED "REJECTED_BY_RECIPIENT" /* an AS answered 4xx */
 
 #endif

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Integration: point-to-application (docs/northbound.md): a UE sends to as:as1 (m5c over TLS);
+# m5s POSTs a UEMessageDelivery to {targetUri}/deliver-message over HTTP/2 with its own
+# certificate (the AS, a node HTTP/2 server, requires one from the CA), and a UE's report to
+# {targetUri}/deliver-report as a DeliveryStatusReport; bodies valid against TS 29.538.
+#  - live registered AS: the UE's MSG is accepted for delivery and arrives once;
+#  - the AS answers 503: stored (stoAndFwInd) and delivered by the back-off once it answers 204;
+#  - an AS that is configured but not registered: DELY_STORED / RECIPIENT_NOT_REGISTERED;
+#    an unknown AS: UNKNOWN_RECIPIENT.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+make_pki
+start_aanf
+start_m5s
+setup_ue ue1 001010000000701 a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
+PKI=$M5_TMP/pki
+NB="https://localhost:$M5S_NORTH"
+AS_PORT=$(pick_port)
+AS_LOG=$M5_TMP/as.log
+MODE=$M5_TMP/as.mode
+: >"$AS_LOG"
+echo 204 >"$MODE"
+node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
+  "$PKI/ca.crt" "$AS_LOG" "$MODE" >"$M5_TMP/as_server.out" 2>&1 &
+track_pid $!
+wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
+
+curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
+  -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
+curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
+  -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as2"
+
+send() { # TO ID [m5c send options...]: the MSGRESP in send.out (m5c exits 1 on DELY_FAILED)
+  local to=$1 id=$2
+  shift 2
+  timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" send \
+    --to "$to" --msg-id "$id" --payload "hello $id" "$@" >send.out 2>&1 || true
+  grep -q '"msgType":"MSGRESP"' send.out || m5s_fail "m5c send $id: no MSGRESP: $(cat send.out)"
+}
+as_got() { grep -c "\"msgId\\\\\":\\\\\"$1\\\\\"" "$AS_LOG" || true; }
+wait_as() { # ID COUNT SECONDS
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    [[ $(as_got "$1") -ge $2 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# not registered yet: stored or failed; unknown AS
+send as:as1 p2a-early --store-forward
+grep -q '"status":"DELY_STORED"' send.out || m5s_fail "as1 not registered, sto: $(cat send.out)"
+send as:as2 p2a-nosf
+grep -q '"failureCause":"RECIPIENT_NOT_REGISTERED"' send.out || m5s_fail "as2 not registered: $(cat send.out)"
+send as:nobody p2a-who
+grep -q '"failureCause":"UNKNOWN_RECIPIENT"' send.out || m5s_fail "unknown AS: $(cat send.out)"
+
+# as1 registers with its targetUri: the stored message follows (back-off), then a live one
+TOKEN=$(curl -s --http2 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" --key "$PKI/as1.key" \
+  -d grant_type=client_credentials "$NB/oauth2/token" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+st=$(curl -s --http2 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" --key "$PKI/as1.key" \
+  -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -o reg.out -w '%{http_code}' \
+  -d "{\"asSvcId\":\"as1\",\"targetUri\":\"https://localhost:$AS_PORT/msgin5g/\"}" \
+  "$NB/msgs-asregistration/v1/registrations")
+[[ $st == 201 ]] || m5s_fail "as1 registration: $st $(cat reg.out)"
+wait_as p2a-early 1 15 || m5s_fail "the stored message did not reach as1: $(cat "$AS_LOG")"
+send as:as1 p2a-live
+! grep -q '"status"' send.out || m5s_fail "live AS: want accepted for delivery: $(cat send.out)"
+wait_as p2a-live 1 10 || m5s_fail "p2a-live did not reach as1: $(cat "$AS_LOG")"
+echo "ok: UE -> AS, stored until registered, then live"
+
+# what the AS saw
+node -e '
+const fs = require("fs");
+for (const l of fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean)) {
+  const r = JSON.parse(l);
+  if (r.method !== "POST" || r.path !== "/msgin5g/deliver-message" || !/^application\/json/.test(r.contentType))
+    throw new Error("request: " + l);
+  if (!/DNS:localhost/.test(r.peer.san)) throw new Error("client certificate: " + JSON.stringify(r.peer));
+  fs.writeFileSync(process.argv[2] + "/body-" + JSON.parse(r.body).msgId + ".json", r.body);
+}' "$AS_LOG" "$M5_TMP"
+validate TS29538_MSGS_MSGDelivery.yaml UEMessageDelivery "$M5_TMP/body-p2a-live.json"
+grep -q '"oriAddr":{"addrType":"UE","addr":"ue1"}' "$M5_TMP/body-p2a-live.json" &&
+  grep -q '"destAddr":{"addrType":"AS","addr":"as1"}' "$M5_TMP/body-p2a-live.json" &&
+  ! grep -q msgType "$M5_TMP/body-p2a-live.json" || m5s_fail "body: $(cat "$M5_TMP/body-p2a-live.json")"
+[[ $(as_got p2a-early) == 1 && $(as_got p2a-live) == 1 ]] || m5s_fail "duplicates at the AS: $(cat "$AS_LOG")"
+echo "ok: POST {targetUri}/deliver-message with m5s's certificate, a valid UEMessageDelivery, once"
+
+# the AS fails (503): stored, retried with back-off, delivered once it answers again
+echo 503 >"$MODE"
+send as:as1 p2a-retry --store-forward
+wait_as p2a-retry 1 10 || m5s_fail "no first attempt of p2a-retry"
+echo 204 >"$MODE"
+wait_as p2a-retry 2 20 || m5s_fail "p2a-retry was not retried: $(cat "$AS_LOG")"
+sleep 3
+[[ $(as_got p2a-retry) == 2 ]] || m5s_fail "p2a-retry attempts: $(as_got p2a-retry), want 2"
+echo "ok: a failing AS: stored and retried until delivered"
+stop_m5s
