@@ -1,7 +1,9 @@
 /* MSGS_MSGDelivery for Application Servers (TS 29.538 cl. 5.3; TS 23.554 cl. 8.3.1):
  * POST /msgs-msgdelivery/v1/deliver-as-message with an ASMessageDelivery (the members of a
  * MSGin5G-1 MSG, stoAndFwInd mandatory): accepted into the message store like a UE's MSG
- * (ue_api_accept_from_as) and answered 200 + MessageDeliveryAck once committed.
+ * (ue_api_accept_from_as) and answered 200 + MessageDeliveryAck once committed; and
+ * POST .../deliver-report with a DeliveryStatusReport (the members of an IMDN), a report on a
+ * UE's message, stored and forwarded to that UE like a UE's IMDN.
  * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. */
 #include "north_int.h"
 
@@ -31,6 +33,11 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
     if (o && status) json_object_set_new(o, "status", json_string(status));
     if (o && cause) json_object_set_new(o, "failureCause", json_string(cause));
     north_json(p->ex, 200, o, NULL, 0);
+  } else if (how == UE_API_INVALID) {
+    char param[40];
+    size_t k = strcspn(detail, ":");
+    snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), detail);
+    north_problem(p->ex, 400, "INVALID_MSG_FORMAT", detail, param, detail);
   } else if (how != UE_API_DROPPED) {
     char after[16];
     snprintf(after, sizeof after, "%u", retry_s);
@@ -39,8 +46,9 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
   free(p);
 }
 
-static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
-                               const north_caller_t *c) {
+/* deliver-as-message (a MSG) or deliver-report (is_report: a DeliveryStatusReport, an IMDN). */
+static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                    const north_caller_t *c, int is_report) {
   if (!req->content_type ||
       strncasecmp(req->content_type, NORTH_CT_JSON, strlen(NORTH_CT_JSON)) != 0 ||
       (req->content_type[strlen(NORTH_CT_JSON)] && req->content_type[strlen(NORTH_CT_JSON)] != ';')) {
@@ -49,7 +57,8 @@ static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http
   }
   m5_msg_t m;
   char diag[160];
-  if (m5_msg_parse_as(req->body, req->body_len, M5_MSG_MSG, &m, diag, sizeof diag) != 0) {
+  if (m5_msg_parse_as(req->body, req->body_len, is_report ? M5_MSG_IMDN : M5_MSG_MSG, &m, diag,
+                      sizeof diag) != 0) {
     /* diag names the member first: "destAddr: missing", "payload: not base64 ..." */
     char param[40];
     size_t k = strcspn(diag, ":.");
@@ -58,7 +67,7 @@ static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http
                   diag, param, diag);
     return;
   }
-  if (!m.sto_fwd_given) {
+  if (!is_report && !m.sto_fwd_given) {
     north_problem(ex, 400, "MANDATORY_IE_MISSING", "stoAndFwInd: missing", "stoAndFwInd",
                   "missing");
   } else if (strcmp(m.ori.type, "AS") != 0 || strcmp(m.ori.addr, c->as_svc_id) != 0) {
@@ -72,9 +81,9 @@ static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http
       p->ex = ex;
       p->ori = m.ori;
       snprintf(p->msg_id, sizeof p->msg_id, "%s", m.msg_id);
-      M5_LOGD(DOM, "MSG %s from AS %s to %s:%s", m.msg_id, c->as_svc_id, m.dest.type,
-              m.dest.addr);
-      ue_api_accept_from_as(n->o.api, &m, on_accepted, p);
+      M5_LOGD(DOM, "%s %s from AS %s to %s:%s", is_report ? "report" : "MSG", m.msg_id,
+              c->as_svc_id, m.dest.type, m.dest.addr);
+      ue_api_accept_from_as(n->o.api, &m, is_report, on_accepted, p);
     }
   }
   m5_msg_free(&m);
@@ -82,16 +91,17 @@ static void deliver_as_message(north_t *n, m5_http_exchange_t *ex, const m5_http
 
 void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   const char *op = req->path + strlen(NORTH_MSGDELIVERY);
-  if (strcmp(op, "/deliver-as-message") != 0) {
+  int is_report = strcmp(op, "/deliver-report") == 0;
+  if (!is_report && strcmp(op, "/deliver-as-message") != 0) {
     north_problem(ex, 404, "RESOURCE_NOT_FOUND",
-                  strcmp(op, "/deliver-report") == 0 || strcmp(op, "/deliver-ue-message") == 0
-                      ? "not served yet by this server (docs/northbound.md)"
+                  strcmp(op, "/deliver-ue-message") == 0
+                      ? "deliver-ue-message is for message gateways, not served yet"
                       : "no such resource on the northbound API",
                   NULL, NULL);
     return;
   }
   if (strcmp(req->method, "POST") != 0) {
-    north_problem(ex, 405, NULL, "deliver-as-message accepts POST", NULL, NULL);
+    north_problem(ex, 405, NULL, "this resource accepts POST", NULL, NULL);
     return;
   }
   north_caller_t c;
@@ -99,5 +109,5 @@ void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request
   if (north_caller(n, ex, req, &c) != 0 ||
       north_bearer(n, ex, req, &c, NORTH_SCOPE_DELIVERY, &claims) != 0)
     return;
-  deliver_as_message(n, ex, req, &c);
+  deliver(n, ex, req, &c, is_report);
 }

@@ -558,12 +558,21 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   }
 }
 
-void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, ue_api_reply_fn reply, void *ctx) {
+void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
+                           void *ctx) {
+  if (is_report && (!m->deliv_st[0] || !cause_valid(m->deliv_st))) {
+    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "delivSt: expected e.g. REPT_DELY_SUCCESS");
+    return;
+  }
+  if (is_report && !cause_valid(m->failure_cause)) {
+    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "failureCause: letters, digits, '_', '-', '.' only");
+    return;
+  }
   if (api->draining) {
     reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
     return;
   }
-  accept_msg(api, m, 0, NULL, reply, ctx);
+  accept_msg(api, m, is_report, NULL, reply, ctx);
 }
 
 /* ---- messages from other workers ---- */

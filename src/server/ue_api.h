@@ -61,14 +61,22 @@ size_t ue_api_sessions(const ue_api_t *api);
  * delivery, or DELY_STORED / DELY_FAILED with cause); busy = overload, retry after retry_s
  * (the store or its queue is full, or the server drains); error = the store failed; dropped =
  * the server stopped before the answer (the exchange is gone: free ctx, answer nothing). */
-typedef enum { UE_API_ACK, UE_API_BUSY, UE_API_ERROR, UE_API_DROPPED } ue_api_outcome_t;
+typedef enum {
+  UE_API_ACK,
+  UE_API_BUSY,
+  UE_API_ERROR,
+  UE_API_DROPPED,
+  UE_API_INVALID /* detail names the IE (a report's delivSt or failureCause) */
+} ue_api_outcome_t;
 typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *status,
                                 const char *cause, uint32_t retry_s, const char *detail);
 
-/* Accepts m, a MSG from the AS m->ori.addr (the caller has authenticated it; m->ori.type is
- * "AS"), into the store exactly as a UE's MSG (target resolution, dedup by ("AS:" + asSvcId,
- * msgId), store-and-forward, expiry) and forwards it. reply(ctx, ...) runs later on this loop,
- * exactly once. m is only read. */
-void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, ue_api_reply_fn reply, void *ctx);
+/* Accepts m, a MSG (or, with is_report, an IMDN: a DeliveryStatusReport) from the AS
+ * m->ori.addr (the caller has authenticated it; m->ori.type is "AS"), into the store exactly
+ * as a UE's (target resolution, dedup by ("AS:" + asSvcId, msgId), store-and-forward, expiry;
+ * a report is always stored for an absent recipient) and forwards it. reply(ctx, ...) runs
+ * exactly once, later on this loop or (UE_API_INVALID) at once. m is only read. */
+void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
+                           void *ctx);
 
 #endif

@@ -44,8 +44,11 @@ msg() { # ID DEST STO [EXTRA]: an ASMessageDelivery body
   printf '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"%s"},"msgId":"%s","appId":"meter","payload":"aGVsbG8gZnJvbSBhczE=","stoAndFwInd":%s%s}' \
     "$2" "$1" "$3" "${4:-}"
 }
-send() { # ID DEST STO [EXTRA] -> 200 expected; the ack in out.json
-  nb POST /msgs-msgdelivery/v1/deliver-as-message "${JSON[@]}" -H "$A" -d "$(msg "$@")"
+send() { # ID DEST STO [EXTRA] -> 200 expected; the ack in out.json. The request is a valid
+  # ASMessageDelivery too (checked against TS 29.538 like the answer).
+  msg "$@" >req.json
+  validate TS29538_MSGS_MSGDelivery.yaml ASMessageDelivery req.json
+  nb POST /msgs-msgdelivery/v1/deliver-as-message "${JSON[@]}" -H "$A" -d @req.json
   want 200
   validate TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
   [[ $(json_get out.json msgId) == "$1" ]] || m5s_fail "ack of $1: $(cat out.json)"

@@ -144,6 +144,8 @@ nb as1 POST $ASREG -H 'content-type: text/plain' -H "$A" -d "$REG"
 want 415
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as1","appId":"no-callback"}'
 want 201 # targetUri is optional
+echo "$REG" >req.json
+validate TS29538_MSGS_ASRegistration.yaml ASRegistration req.json
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "$REG"
 want 201
 validate TS29538_MSGS_ASRegistration.yaml ASRegistrationAck out.json

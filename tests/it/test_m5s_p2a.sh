@@ -6,7 +6,10 @@
 #  - live registered AS: the UE's MSG is accepted for delivery and arrives once;
 #  - the AS answers 503: stored (stoAndFwInd) and delivered by the back-off once it answers 204;
 #  - an AS that is configured but not registered: DELY_STORED / RECIPIENT_NOT_REGISTERED;
-#    an unknown AS: UNKNOWN_RECIPIENT.
+#    an unknown AS: UNKNOWN_RECIPIENT;
+#  - reports both ways: the AS's DeliveryStatusReport (POST deliver-report) reaches the UE as an
+#    IMDN from as:as1; the UE's IMDN on the AS's message (delivStReqInd) reaches the AS as a
+#    DeliveryStatusReport POSTed to {targetUri}/deliver-report.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -96,4 +99,45 @@ wait_as p2a-retry 2 20 || m5s_fail "p2a-retry was not retried: $(cat "$AS_LOG")"
 sleep 3
 [[ $(as_got p2a-retry) == 2 ]] || m5s_fail "p2a-retry attempts: $(as_got p2a-retry), want 2"
 echo "ok: a failing AS: stored and retried until delivered"
+# ---- reports both ways --------------------------------------------------------------------
+nb() { # METHOD PATH [curl args]: as1 -> $ST, out.json
+  local method=$1 path=$2
+  shift 2
+  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
+    --key "$PKI/as1.key" -X "$method" -o out.json -w '%{http_code}' \
+    -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' "$@" "$NB$path")
+}
+echo '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"p2a-live","delivSt":"REPT_DELY_SUCCESS"}' >req.json
+validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport req.json
+nb POST /msgs-msgdelivery/v1/deliver-report -d @req.json
+[[ $ST == 200 ]] || m5s_fail "deliver-report: $ST $(cat out.json)"
+validate TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
+[[ $(json_get out.json status) == DELY_STORED ]] || m5s_fail "report to an offline UE: $(cat out.json)"
+nb POST /msgs-msgdelivery/v1/deliver-report \
+  -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"p2a-live","delivSt":"bad value"}'
+[[ $ST == 400 ]] || m5s_fail "a bad delivSt: $ST $(cat out.json)"
+grep -q '"param":"delivSt"' out.json || m5s_fail "bad delivSt not named: $(cat out.json)"
+nb POST /msgs-msgdelivery/v1/deliver-as-message \
+  -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"a2p-rep","payload":"aGk=","stoAndFwInd":true,"delivStReqInd":true}'
+[[ $ST == 200 ]] || m5s_fail "A2P with a report: $ST $(cat out.json)"
+timeout 60 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" listen \
+  --count 2 --timeout 10 >rep-listen.out 2>&1 || m5s_fail "ue1 listen: $(cat rep-listen.out)"
+grep -q '"msgType":"IMDN".*"oriAddr":{"addrType":"AS","addr":"as1"}.*"msgId":"p2a-live".*"delivSt":"REPT_DELY_SUCCESS"' rep-listen.out ||
+  m5s_fail "the AS's report did not reach ue1: $(cat rep-listen.out)"
+grep -q '"msgId":"a2p-rep"' rep-listen.out || m5s_fail "a2p-rep did not reach ue1: $(cat rep-listen.out)"
+for ((i = 0; i < 100; i++)); do
+  grep -q '"path":"/msgin5g/deliver-report"' "$AS_LOG" && break
+  sleep 0.1
+done
+node -e '
+const fs = require("fs");
+const r = fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse)
+  .find((x) => x.path === "/msgin5g/deliver-report");
+if (!r) throw new Error("no report reached the AS");
+fs.writeFileSync(process.argv[2], r.body);' "$AS_LOG" "$M5_TMP/report.json" ||
+  m5s_fail "ue1's report did not reach as1: $(cat "$AS_LOG")"
+validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport "$M5_TMP/report.json"
+grep -q '"oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"AS","addr":"as1"},"msgId":"a2p-rep"' \
+  "$M5_TMP/report.json" || m5s_fail "report body: $(cat "$M5_TMP/report.json")"
+echo "ok: reports both ways (AS -> UE IMDN, UE -> AS DeliveryStatusReport)"
 stop_m5s
