@@ -146,6 +146,18 @@ north_ctx_t *north_ctx_new(const server_config_t *cfg, char *err, size_t errlen)
     goto fail;
   }
   c->token_lifetime_s = cfg->oauth_token_lifetime_s;
+  if (cfg->oauth_issuer_url[0]) {
+    if (strlen(cfg->oauth_issuer_url) > M5_JWT_URL_MAX ||
+        strlen(cfg->oauth_jwks_url) >= sizeof c->ext_jwks_url) {
+      snprintf(err, errlen, "oauth.issuer_url / oauth.jwks_url: too long");
+      goto fail;
+    }
+    snprintf(c->ext_issuer, sizeof c->ext_issuer, "%s", cfg->oauth_issuer_url);
+    snprintf(c->ext_jwks_url, sizeof c->ext_jwks_url, "%s", cfg->oauth_jwks_url);
+    snprintf(c->ext_ca, sizeof c->ext_ca, "%s",
+             cfg->oauth_jwks_ca[0] ? cfg->oauth_jwks_ca : cfg->tls_ca);
+    c->ext_refresh_s = cfg->oauth_jwks_refresh_s;
+  }
   if (cfg->oauth_key[0]) {
     if (!(c->key = m5_jwk_load_pem(cfg->oauth_key, e, sizeof e))) {
       snprintf(err, errlen, "oauth.key: %s", e);
@@ -304,6 +316,48 @@ static void bearer_error(m5_http_exchange_t *ex, int status, const char *error, 
                &h);
 }
 
+/* ---- the external issuer's JWKS (per worker, refreshed without blocking) ---- */
+
+#define JWKS_MIN_INTERVAL_MS 5000 /* an unknown kid fetches again at most this often */
+
+static void jwks_fetch(north_t *n);
+
+static void on_jwks(void *arg, int status, long http, const uint8_t *body, size_t len) {
+  north_t *n = arg;
+  n->fetching = 0;
+  if (n->freeing) return;
+  const char *url = n->o.ctx->ext_jwks_url;
+  if (status != 0 || http != 200) {
+    M5_LOGW(DOM, "JWKS %s: %s%ld; keeping the keys we have (%zu)", url,
+            status ? m5_strerror(status) : "HTTP ", status ? 0L : http, m5_jwks_count(n->ext_keys));
+    return;
+  }
+  char err[256];
+  m5_jwks_t *k = m5_jwks_parse((const char *)body, len, err, sizeof err);
+  if (!k) {
+    M5_LOGW(DOM, "JWKS %s: %s; keeping the keys we have", url, err);
+    return;
+  }
+  m5_jwks_free(n->ext_keys);
+  n->ext_keys = k;
+  M5_LOGD(DOM, "JWKS %s: %zu keys", url, m5_jwks_count(k));
+}
+
+static void jwks_fetch(north_t *n) {
+  uint64_t now = m5_loop_now_ms(n->loop);
+  if (!n->jwks_http || n->fetching || (n->last_fetch_ms && now - n->last_fetch_ms < JWKS_MIN_INTERVAL_MS))
+    return;
+  n->last_fetch_ms = now;
+  if (m5_http_client_get(n->jwks_http, n->o.ctx->ext_jwks_url, on_jwks, n) == 0) n->fetching = 1;
+}
+
+static void on_refresh(m5_loop_t *loop, void *arg) {
+  north_t *n = arg;
+  n->last_fetch_ms = 0; /* the periodic fetch is never rate-limited away */
+  jwks_fetch(n);
+  n->refresh_timer = m5_loop_timer_add(loop, (uint64_t)n->o.ctx->ext_refresh_s * 1000, on_refresh, n);
+}
+
 int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims) {
   const north_ctx_t *ctx = n->o.ctx;
@@ -313,7 +367,7 @@ int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                  "an Authorization: Bearer access token is required", NULL);
     return M5_EPERM;
   }
-  if (!ctx->keys) {
+  if (!ctx->keys && !ctx->ext_issuer[0]) {
     bearer_error(ex, 401, "invalid_token", "this server has no token issuer configured", NULL);
     return M5_EPERM;
   }
@@ -325,7 +379,23 @@ int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                        .cert_x5t_s256 = c->x5t,
                        .require_cnf = 1};
   char diag[160];
-  m5_jwt_err_t e = m5_jwt_verify(tok, strlen(tok), ctx->keys, &x, claims, diag, sizeof diag);
+  m5_jwt_err_t e = ctx->keys
+                       ? m5_jwt_verify(tok, strlen(tok), ctx->keys, &x, claims, diag, sizeof diag)
+                       : M5_JWT_UNKNOWN_KID;
+  /* Not one of ours: the external issuer's, whose tokens need not be bound (a cnf they carry
+   * is checked all the same). */
+  if ((e == M5_JWT_UNKNOWN_KID || e == M5_JWT_BAD_ISSUER) && ctx->ext_issuer[0]) {
+    x.issuer = ctx->ext_issuer;
+    x.require_cnf = 0;
+    if (!n->ext_keys) {
+      e = M5_JWT_UNKNOWN_KID;
+      snprintf(diag, sizeof diag, "the token issuer's keys are not available yet; retry");
+      jwks_fetch(n);
+    } else {
+      e = m5_jwt_verify(tok, strlen(tok), n->ext_keys, &x, claims, diag, sizeof diag);
+      if (e == M5_JWT_UNKNOWN_KID) jwks_fetch(n); /* a rotated key: fetch, the retry may pass */
+    }
+  }
   if (e != M5_JWT_OK) {
     M5_LOGI(DOM, "%s: token refused: %s", c->as_svc_id, m5_jwt_err_name(e));
     bearer_error(ex, 401, "invalid_token", diag, NULL);
@@ -436,6 +506,17 @@ north_t *north_new(m5_loop_t *loop, const north_opts_t *o, char *err, size_t err
     north_free(n);
     return NULL;
   }
+  if (o->ctx->ext_issuer[0]) {
+    m5_http_client_opts_t ho = {.ca_file = o->ctx->ext_ca, .timeout_ms = 10000,
+                                .max_response = M5_JWKS_MAX};
+    if (!(n->jwks_http = m5_http_client_new(loop, &ho, err, errlen))) {
+      north_free(n);
+      return NULL;
+    }
+    jwks_fetch(n);
+    n->refresh_timer =
+        m5_loop_timer_add(loop, (uint64_t)o->ctx->ext_refresh_s * 1000, on_refresh, n);
+  }
   return n;
 }
 
@@ -459,6 +540,10 @@ static void drop_reply(void *msg) {
 
 void north_free(north_t *n) {
   if (!n) return;
+  n->freeing = 1;
+  if (n->refresh_timer) m5_loop_timer_cancel(n->loop, n->refresh_timer);
+  if (n->jwks_http) m5_http_client_free(n->jwks_http);
+  m5_jwks_free(n->ext_keys);
   if (n->http) m5_http_server_free(n->http);
   if (n->replies) m5_mailbox_free(n->replies, drop_reply);
   free(n);

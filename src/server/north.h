@@ -32,6 +32,11 @@ typedef struct {
   char *jwks_json; /* GET /.well-known/jwks.json */
   char base_url[512];
   int64_t token_lifetime_s;
+  /* An external issuer (oauth.issuer_url): each worker fetches its JWKS (north_t). */
+  char ext_issuer[M5_JWT_URL_MAX + 1];
+  char ext_jwks_url[1024];
+  char ext_ca[1024];
+  int64_t ext_refresh_s;
   /* The server's own listeners, refused as targetUri (north_target_is_own): their ports, the
    * names it answers to, and the addresses of this host. */
   uint16_t own_ports[3];

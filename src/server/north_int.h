@@ -6,6 +6,8 @@
 
 #include "north.h"
 
+#include "http/client.h"
+
 #include <jansson.h>
 
 #define NORTH_CT_JSON "application/json"
@@ -19,6 +21,12 @@ struct north {
   m5_mailbox_t *replies; /* registry jobs come back here */
   size_t inflight;
   int http_drained;
+  /* the external issuer's keys (this worker's copy) */
+  m5_http_client_t *jwks_http;
+  m5_jwks_t *ext_keys;
+  int fetching, freeing;
+  uint64_t last_fetch_ms;
+  m5_timer_id_t refresh_timer;
   void (*idle_cb)(void *arg);
   void *idle_arg;
 };

@@ -49,6 +49,16 @@ static const m5_cfg_item_t items[] = {
      "endpoint"},
     {"oauth.token_lifetime_s", M5_CFG_INT, offsetof(server_config_t, oauth_token_lifetime_s),
      "300", 30, 86400, "lifetime of an issued access token"},
+    {"oauth.issuer_url", M5_CFG_STR, offsetof(server_config_t, oauth_issuer_url), "", 0, 0,
+     "an external OAuth2 issuer (its tokens' iss) whose ES256 access tokens are accepted too; "
+     "empty = only ours"},
+    {"oauth.jwks_url", M5_CFG_STR, offsetof(server_config_t, oauth_jwks_url), "", 0, 0,
+     "the external issuer's JWKS (https), fetched at start, every oauth.jwks_refresh_s and "
+     "when a token names an unknown kid"},
+    {"oauth.jwks_ca", M5_CFG_STR, offsetof(server_config_t, oauth_jwks_ca), "", 0, 0,
+     "CA bundle for the JWKS server; empty = tls.ca"},
+    {"oauth.jwks_refresh_s", M5_CFG_INT, offsetof(server_config_t, oauth_jwks_refresh_s), "300", 1,
+     86400, "how often the external issuer's JWKS is fetched again"},
     {"db.path", M5_CFG_STR, offsetof(server_config_t, db_path), "var/m5s/m5s.db", 0, 0,
      "SQLite file holding bindings and registrations (created with its directory)"},
     {"store.path", M5_CFG_STR, offsetof(server_config_t, store_path), "", 0, 0,
@@ -107,6 +117,15 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
                                  cfg->north_base_url[strlen(cfg->north_base_url) - 1] == '/')) {
     snprintf(err, errlen, "%s: north.base_url: expected https://host[:port] without a trailing "
              "'/', got '%s'", src, cfg->north_base_url);
+    return M5_EINVAL;
+  }
+  if (!cfg->oauth_issuer_url[0] != !cfg->oauth_jwks_url[0]) {
+    snprintf(err, errlen, "%s: oauth.issuer_url and oauth.jwks_url go together", src);
+    return M5_EINVAL;
+  }
+  if (cfg->oauth_jwks_url[0] && strncasecmp(cfg->oauth_jwks_url, "https://", 8) != 0) {
+    snprintf(err, errlen, "%s: oauth.jwks_url: expected an https:// URL, got '%s'", src,
+             cfg->oauth_jwks_url);
     return M5_EINVAL;
   }
   if (cfg->fqdns.n == 0) {

@@ -29,6 +29,10 @@ typedef struct {
   char *north_base_url;   /* "" = https://<server.fqdns[0]>:<north.port> (tokens' aud) */
   char *oauth_key;        /* our token signing key (EC P-256 PEM); "" = no token endpoint */
   int64_t oauth_token_lifetime_s;
+  char *oauth_issuer_url; /* an external issuer whose tokens are accepted too ("" = none) */
+  char *oauth_jwks_url;   /* its JWKS */
+  char *oauth_jwks_ca;    /* CA for the JWKS server; "" = tls.ca */
+  int64_t oauth_jwks_refresh_s;
   char *db_path;
   char *store_path; /* the message store (store-and-forward, dedup); "" = beside db.path */
   int64_t store_max_per_recipient;

@@ -221,6 +221,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
   return k;
 }
 
+/* r->body NULL: a GET. */
 static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
   CURL *h = r->easy;
   int bad = 0;
@@ -243,13 +244,40 @@ static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
     bad |= curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file) != CURLE_OK;
   }
   bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
+  if (r->body) {
+    bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
+  } else {
+    bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+  }
   bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
   bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, r) != CURLE_OK;
   return bad ? M5_EINVAL : M5_OK;
+}
+
+int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg) {
+  if (!c || !url || !cb) return M5_EINVAL;
+  if (c->closing) return M5_ECLOSED;
+  if (c->inflight >= c->max_inflight) return M5_EFULL;
+  req_t *r = calloc(1, sizeof *r);
+  if (!r) return M5_ENOMEM;
+  r->c = c;
+  r->cb = cb;
+  r->arg = arg;
+  int rc = (r->easy = curl_easy_init()) ? setup_easy(c, r, url) : M5_ENOMEM;
+  if (rc == M5_OK && curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) rc = M5_ENOMEM;
+  if (rc != M5_OK) {
+    if (r->easy) curl_easy_cleanup(r->easy);
+    free(r);
+    return rc;
+  }
+  r->next = c->reqs;
+  if (c->reqs) c->reqs->prev = r;
+  c->reqs = r;
+  c->inflight++;
+  return M5_OK;
 }
 
 int m5_http_client_post_json(m5_http_client_t *c, const char *url, const char *json, size_t len,

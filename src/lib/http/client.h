@@ -37,6 +37,8 @@ typedef void (*m5_http_client_fn)(void *arg, int status, long http_status, const
 /* POSTs a JSON body (copied, wiped after sending). */
 int m5_http_client_post_json(m5_http_client_t *c, const char *url, const char *json, size_t len,
                              m5_http_client_fn cb, void *arg);
+/* GETs url (e.g. a JWKS document); the same callback contract. */
+int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg);
 size_t m5_http_client_inflight(const m5_http_client_t *c);
 
 #endif
