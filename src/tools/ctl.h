@@ -5,9 +5,12 @@
 #ifndef M5_TOOLS_CTL_H
 #define M5_TOOLS_CTL_H
 
+#include "core/buf.h"
 #include "crypto/akma.h"
 
+#include <curl/curl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int m5ctl_akma_derive(int argc, char **argv);    /* ctl_akma.c */
@@ -15,6 +18,8 @@ int m5ctl_pki_init(int argc, char **argv);       /* ctl_pki.c */
 int m5ctl_pki_issue(int argc, char **argv);      /* ctl_pki_issue.c */
 int m5ctl_subscriber_add(int argc, char **argv); /* ctl_subscriber.c */
 int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
+int m5ctl_as_add(int argc, char **argv);         /* ctl_as.c */
+int m5ctl_as_remove(int argc, char **argv);      /* ctl_as.c */
 
 /* Prints "m5ctl: <msg>" on stderr and returns 2, for usage errors. */
 int m5ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -24,6 +29,49 @@ int m5ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 int m5ctl_option_error(int c, char **argv);
 /* After getopt_long returned -1: 2 with a usage error if an operand is left over, else 0. */
 int m5ctl_operand_error(int argc, char **argv);
+
+/* An asSvcId or gwId as m5s accepts it: 1 to M5CTL_ID_MAX characters of A-Z a-z 0-9 . _ -
+ * (it goes into URNs, URL paths and file names unescaped). 1 = valid. */
+#define M5CTL_ID_MAX 64
+int m5ctl_id_valid(const char *id);
+
+/* ---- HTTP (ctl_common.c): a command brackets these with curl_global_init/cleanup ---------- */
+
+/* One request: a JSON body (if any) sent with method (NULL: POST with a body, GET without). */
+typedef struct {
+  const char *url;
+  const char *protocols;       /* CURLOPT_PROTOCOLS_STR: "https", "http,https" */
+  const char *method;
+  const char *accept;          /* an "Accept: ..." header line, or NULL */
+  const char *cert, *key, *ca; /* all or none: HTTP/2 over TLS 1.2+ with this client cert */
+  const char *body;            /* sent as application/json; NULL = no body */
+  size_t len;
+} m5ctl_request_t;
+
+/* Performs r, appending the answer's body to answer (whose max bounds it; the caller frees or
+ * wipes it). Returns -1 after printing when libcurl cannot be set up, 1 when the transfer
+ * failed (why in errbuf, nothing printed), else 0 with the HTTP status in *status. */
+int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
+                       char errbuf[CURL_ERROR_SIZE]);
+
+/* m5s's management port (docs/admin-api.md), the --m5s-admin option of every command. */
+#define M5CTL_DEFAULT_M5S_ADMIN "http://127.0.0.1:9090"
+
+/* Checks the value of --m5s-admin: 0 and *url = arg, or 2 after a usage error. */
+int m5ctl_m5s_admin_option(const char *arg, const char **url);
+
+/* method {admin}{path}{segment} on the management port, segment (NULL = none) percent-encoded
+ * as one path segment, body (NULL = none) as JSON. 0 with the status in *status and its body
+ * appended to answer; 1 after printing one line when m5s cannot be reached; 2 after a usage
+ * error when the URL is too long. */
+int m5ctl_admin_request(const char *admin, const char *method, const char *path,
+                        const char *segment, const char *body, m5_buf_t *answer, long *status);
+
+/* Prints "m5ctl: <fmt ...>: <status> <detail> (<param>: <reason>)" on one line from the
+ * problem+json answer (RFC 9457: detail, invalidParams[0]) of a refused admin request and
+ * returns 1. */
+int m5ctl_admin_refused(long status, const m5_buf_t *answer, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The subscriber as its AUSF knows it, shared by the AKMA commands (ctl_common.c): --kausf,
  * --supi, --rid, --realm, --mnc-len. Start from all zeroes; kausf is a secret the owner wipes

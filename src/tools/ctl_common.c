@@ -1,11 +1,16 @@
-/* m5ctl: what several commands share. The getopt error wording, and the subscriber inputs of
- * the AKMA commands (akma derive, subscriber add) with their validation and the derivation of
- * K_AKMA and the A-KID (TS 33.535 Annex A.2, A.3; A-KID text form of architecture §4), so both
- * commands accept the same arguments and agree on the keys. */
+/* m5ctl: what several commands share. The getopt error wording; the ID rule of asSvcId and
+ * gwId; the HTTP requests (libcurl) and the calls of m5s's management API (docs/admin-api.md)
+ * with their one-line reports; and the subscriber inputs of the AKMA commands (akma derive,
+ * subscriber add) with their validation and the derivation of K_AKMA and the A-KID (TS 33.535
+ * Annex A.2, A.3; A-KID text form of architecture §4), so both commands accept the same
+ * arguments and agree on the keys. */
 #include "ctl.h"
 
+#include "core/err.h"
 #include "crypto/codec.h"
 
+#include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +30,158 @@ int m5ctl_operand_error(int argc, char **argv) {
     return m5ctl_usage_error("%s: unexpected argument; see m5ctl --help", argv[optind]);
   return 0;
 }
+
+int m5ctl_id_valid(const char *id) {
+  size_t len = strlen(id);
+  return len >= 1 && len <= M5CTL_ID_MAX &&
+         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+/* ---- HTTP ---- */
+
+#define TIMEOUT_S 10L
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg) {
+  return m5_buf_append(arg, p, size * n) == 0 ? size * n : 0;
+}
+
+/* Appends line to list; on failure keeps list and sets *oom. */
+static struct curl_slist *add_header(struct curl_slist *list, const char *line, int *oom) {
+  struct curl_slist *l = line && !*oom ? curl_slist_append(list, line) : list;
+  if (!l) *oom = 1;
+  return l ? l : list;
+}
+
+int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
+                       char errbuf[CURL_ERROR_SIZE]) {
+  CURL *c = curl_easy_init();
+  int oom = !c;
+  struct curl_slist *hdrs = add_header(NULL, r->accept, &oom);
+  if (r->body) {
+    hdrs = add_header(hdrs, "Content-Type: application/json", &oom);
+    /* No 100-continue round trip before a larger body: the peer answers the request anyway. */
+    hdrs = add_header(hdrs, "Expect:", &oom);
+  }
+  if (oom) {
+    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    return -1;
+  }
+  errbuf[0] = '\0';
+  curl_easy_setopt(c, CURLOPT_URL, r->url);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, r->protocols);
+  if (r->method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+  if (r->cert) {
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_SSLCERT, r->cert);
+    curl_easy_setopt(c, CURLOPT_SSLKEY, r->key);
+    curl_easy_setopt(c, CURLOPT_CAINFO, r->ca);
+  }
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  if (r->body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)r->len);
+  }
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode cc = curl_easy_perform(c);
+  *status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(c);
+  if (cc == CURLE_OK) return 0;
+  if (!errbuf[0]) snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));
+  return 1;
+}
+
+/* ---- m5s's management API ---- */
+
+int m5ctl_m5s_admin_option(const char *arg, const char **url) {
+  if ((strncmp(arg, "http://", 7) != 0 || arg[7] == '\0') &&
+      (strncmp(arg, "https://", 8) != 0 || arg[8] == '\0'))
+    return m5ctl_usage_error("--m5s-admin: expected an http:// URL such as %s, got '%s'",
+                             M5CTL_DEFAULT_M5S_ADMIN, arg);
+  *url = arg;
+  return 0;
+}
+
+/* Appends text percent-encoded as one URL path segment (RFC 3986: all but unreserved). */
+static int append_segment(m5_buf_t *b, const char *text) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+    int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
+    char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+    if (m5_buf_append(b, unreserved ? (const char *)p : esc, unreserved ? 1 : 3) != 0)
+      return M5_ERANGE;
+  }
+  return 0;
+}
+
+int m5ctl_admin_request(const char *admin, const char *method, const char *path,
+                        const char *segment, const char *body, m5_buf_t *answer, long *status) {
+  char errbuf[CURL_ERROR_SIZE];
+  m5_buf_t url;
+  m5_buf_init(&url, 4096);
+  size_t base = strlen(admin);
+  while (base > 8 && admin[base - 1] == '/')
+    base--;
+  if (m5_buf_append(&url, admin, base) != 0 || m5_buf_append(&url, path, strlen(path)) != 0 ||
+      (segment && append_segment(&url, segment) != 0) || m5_buf_append(&url, "", 1) != 0) {
+    m5_buf_free(&url);
+    return m5ctl_usage_error("--m5s-admin: the URL is too long");
+  }
+  const m5ctl_request_t r = {.url = (const char *)url.data,
+                             .protocols = "http,https",
+                             .method = method,
+                             .accept = "Accept: application/json, application/problem+json",
+                             .body = body,
+                             .len = body ? strlen(body) : 0};
+  int rc = m5ctl_http_perform(&r, answer, status, errbuf);
+  if (rc > 0)
+    fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
+            (const char *)url.data, errbuf);
+  m5_buf_free(&url);
+  return rc ? 1 : 0;
+}
+
+/* Peer text on our one line: control characters and non-ASCII as '?'. */
+static void put_text(const char *s) {
+  for (; *s; s++)
+    fputc(*s >= 0x20 && *s < 0x7f ? *s : '?', stderr);
+}
+
+int m5ctl_admin_refused(long status, const m5_buf_t *answer, const char *fmt, ...) {
+  json_t *pd = json_loadb((const char *)answer->data, answer->len, 0, NULL);
+  const char *detail = json_string_value(json_object_get(pd, "detail"));
+  json_t *bad = json_array_get(json_object_get(pd, "invalidParams"), 0);
+  const char *param = json_string_value(json_object_get(bad, "param"));
+  const char *reason = json_string_value(json_object_get(bad, "reason"));
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("m5ctl: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, ": %ld ", status);
+  put_text(detail ? detail : "(no problem details)");
+  if (param) {
+    fputs(" (", stderr);
+    put_text(param);
+    if (reason) fputs(": ", stderr);
+    put_text(reason ? reason : "");
+    fputc(')', stderr);
+  }
+  fputc('\n', stderr);
+  json_decref(pd);
+  return 1;
+}
+
+/* ---- AKMA inputs ---- */
 
 /* --kausf: 64 hex digits. */
 static int parse_kausf(m5ctl_akma_in_t *in, char *text) {

@@ -11,9 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define DEFAULT_M5S_ADMIN "http://127.0.0.1:9090"
 #define STATS_PATH "/admin/v1/stats"
-#define TIMEOUT_S 10L
 #define MAX_ANSWER 65536
 
 /* The /metrics sample for each member (key, or key.sub) of the JSON answer. */
@@ -32,10 +30,6 @@ static const struct {
     {"registrations", NULL, "msgin5g_registrations"},
 };
 
-static size_t on_data(char *p, size_t size, size_t n, void *arg) {
-  return m5_buf_append(arg, p, size * n) == 0 ? size * n : 0;
-}
-
 static int parse_args(int argc, char **argv, const char **admin) {
   enum { OPT_M5S_ADMIN = M5CTL_OPT_OWN, OPT_HELP };
   static const struct option opts[] = {
@@ -43,20 +37,17 @@ static int parse_args(int argc, char **argv, const char **admin) {
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
-  int c;
+  int c, rc;
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     if (c == OPT_HELP) {
-      printf("usage: m5ctl stats [--m5s-admin URL]   (default URL %s)\n", DEFAULT_M5S_ADMIN);
+      printf("usage: m5ctl stats [--m5s-admin URL]   (default URL %s)\n",
+             M5CTL_DEFAULT_M5S_ADMIN);
       return -1;
     }
     if (c != OPT_M5S_ADMIN) return m5ctl_option_error(c, argv);
-    if ((strncmp(optarg, "http://", 7) != 0 || optarg[7] == '\0') &&
-        (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0'))
-      return m5ctl_usage_error("--m5s-admin: expected an http:// URL such as %s, got '%s'",
-                               DEFAULT_M5S_ADMIN, optarg);
-    *admin = optarg;
+    if ((rc = m5ctl_m5s_admin_option(optarg, admin))) return rc;
   }
   return m5ctl_operand_error(argc, argv);
 }
@@ -79,45 +70,19 @@ static int print_stats(const m5_buf_t *answer) {
 }
 
 static int fetch(const char *admin) {
-  char url[2048], errbuf[CURL_ERROR_SIZE] = "";
-  size_t base = strlen(admin);
-  while (base > 8 && admin[base - 1] == '/')
-    base--;
-  if ((size_t)snprintf(url, sizeof url, "%.*s%s", (int)base, admin, STATS_PATH) >= sizeof url)
-    return m5ctl_usage_error("--m5s-admin: the URL is too long");
-  CURL *c = curl_easy_init();
-  if (!c) {
-    fputs("m5ctl: cannot set up libcurl\n", stderr);
-    return 1;
-  }
   m5_buf_t answer;
   m5_buf_init(&answer, MAX_ANSWER);
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cc = curl_easy_perform(c);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(c);
-  int rc = 1;
-  if (cc != CURLE_OK) {
-    fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
-            url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
-  } else if (status != 200) {
-    fprintf(stderr, "m5ctl: m5s answered %ld to GET %s\n", status, url);
-  } else {
-    rc = print_stats(&answer);
-  }
+  long status;
+  int rc = m5ctl_admin_request(admin, "GET", STATS_PATH, NULL, NULL, &answer, &status);
+  if (rc == 0)
+    rc = status == 200 ? print_stats(&answer)
+                       : m5ctl_admin_refused(status, &answer, "m5s refused GET " STATS_PATH);
   m5_buf_free(&answer);
   return rc;
 }
 
 int m5ctl_stats(int argc, char **argv) {
-  const char *admin = DEFAULT_M5S_ADMIN;
+  const char *admin = M5CTL_DEFAULT_M5S_ADMIN;
   int rc = parse_args(argc, argv, &admin);
   if (rc) return rc < 0 ? 0 : rc;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

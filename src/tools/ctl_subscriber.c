@@ -23,10 +23,8 @@
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 #define DEFAULT_AANF "https://localhost:7443"
 #define DEFAULT_PKI "./var/pki"
-#define DEFAULT_M5S_ADMIN "http://127.0.0.1:9090"
 #define BINDINGS_PATH "/admin/v1/bindings/"
 #define REGISTER_PATH "/naanf-akma/v1/register-anchorkey"
-#define TIMEOUT_S 10L
 #define MAX_ANSWER 65536
 
 typedef struct {
@@ -71,11 +69,7 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
       a->ue_svc_id = optarg;
       break;
     case OPT_M5S_ADMIN:
-      if ((strncmp(optarg, "http://", 7) != 0 || optarg[7] == '\0') &&
-          (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0'))
-        return m5ctl_usage_error("--m5s-admin: expected an http:// URL such as %s, got '%s'",
-                                 DEFAULT_M5S_ADMIN, optarg);
-      a->m5s_admin = optarg;
+      if ((rc = m5ctl_m5s_admin_option(optarg, &a->m5s_admin))) return rc;
       break;
     default:
       return m5ctl_option_error(c, argv);
@@ -90,7 +84,7 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
   if (!a->pki) a->pki = DEFAULT_PKI;
   if (a->m5s_admin && !a->ue_svc_id)
     return m5ctl_usage_error("--m5s-admin: only meaningful with --ue-svc-id");
-  if (!a->m5s_admin) a->m5s_admin = DEFAULT_M5S_ADMIN;
+  if (!a->m5s_admin) a->m5s_admin = M5CTL_DEFAULT_M5S_ADMIN;
   return 0;
 }
 
@@ -103,11 +97,6 @@ static int pki_file(const char *dir, const char *name, char *out, size_t outlen)
     return 1;
   }
   return 0;
-}
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg) {
-  /* The answer echoes kAkma: it goes to a buffer that is wiped when released. */
-  return m5_buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
 /* Prints the AAnF's ProblemDetails (TS 29.571) in one line; 1 = the operation failed. */
@@ -136,57 +125,6 @@ static int check_answer(const m5_buf_t *answer, const char *akid) {
   return ok ? 0 : 1;
 }
 
-/* One request of this command: a JSON body sent with method (NULL: POST). */
-typedef struct {
-  const char *url, *protocols, *method;
-  const char *accept;          /* an "Accept: ..." header line, or NULL */
-  const char *cert, *key, *ca; /* all or none: HTTP/2 over TLS 1.2+ with this client cert */
-  const char *body;
-  size_t len;
-} request_t;
-
-/* Performs r, the answer's body into answer. Returns -1 after printing when libcurl cannot be
- * set up, 1 when the transfer failed (why in errbuf), else 0 with the HTTP status in *status. */
-static int perform(const request_t *r, m5_buf_t *answer, long *status,
-                   char errbuf[CURL_ERROR_SIZE]) {
-  CURL *c = curl_easy_init();
-  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  struct curl_slist *more = hdrs && r->accept ? curl_slist_append(hdrs, r->accept) : hdrs;
-  if (!c || !more) {
-    fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    return -1;
-  }
-  errbuf[0] = '\0';
-  curl_easy_setopt(c, CURLOPT_URL, r->url);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, r->protocols);
-  if (r->method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
-  if (r->cert) {
-    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    curl_easy_setopt(c, CURLOPT_SSLCERT, r->cert);
-    curl_easy_setopt(c, CURLOPT_SSLKEY, r->key);
-    curl_easy_setopt(c, CURLOPT_CAINFO, r->ca);
-  }
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, TIMEOUT_S);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)r->len);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cc = curl_easy_perform(c);
-  *status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(c);
-  if (cc == CURLE_OK) return 0;
-  if (!errbuf[0]) snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));
-  return 1;
-}
-
 static int post(const sub_args_t *a, const char *body, size_t len, const char *akid) {
   char cert[4096], key[4096], ca[4096], url[2048], errbuf[CURL_ERROR_SIZE];
   int rc = pki_file(a->pki, "ausf.crt", cert, sizeof cert);
@@ -199,7 +137,7 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
   if ((size_t)snprintf(url, sizeof url, "%.*s%s", (int)base, a->aanf, REGISTER_PATH) >= sizeof url)
     return m5ctl_usage_error("--aanf: the URL is too long");
 
-  request_t r = {.url = url,
+  const m5ctl_request_t r = {.url = url,
                  .protocols = "https",
                  .accept = "Accept: application/json, application/problem+json",
                  .cert = cert,
@@ -207,10 +145,10 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
                  .ca = ca,
                  .body = body,
                  .len = len};
-  m5_buf_t answer;
+  m5_buf_t answer; /* echoes kAkma: wiped when released */
   m5_buf_init(&answer, MAX_ANSWER);
   long status;
-  rc = perform(&r, &answer, &status, errbuf);
+  rc = m5ctl_http_perform(&r, &answer, &status, errbuf);
   if (rc < 0) {
     rc = 1;
   } else if (rc > 0) {
@@ -225,58 +163,20 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
   return rc;
 }
 
-/* Appends text percent-encoded as one URL path segment (RFC 3986: all but unreserved). */
-static int append_segment(m5_buf_t *b, const char *text) {
-  static const char hex[] = "0123456789ABCDEF";
-  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-    int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
-    char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-    if (m5_buf_append(b, unreserved ? (const char *)p : esc, unreserved ? 1 : 3) != 0)
-      return M5_ERANGE;
-  }
-  return 0;
-}
-
 /* PUT {m5s-admin}/admin/v1/bindings/{ueSvcId} {"supi": "<digits>"}: 201 created, 200
  * updated; anything else is reported with the problem's detail. */
 static int bind_ue(const sub_args_t *a) {
-  char body[128], errbuf[CURL_ERROR_SIZE];
-  m5_buf_t url, answer;
-  m5_buf_init(&url, 4096);
-  m5_buf_init(&answer, MAX_ANSWER);
-  size_t base = strlen(a->m5s_admin);
-  while (base > 8 && a->m5s_admin[base - 1] == '/')
-    base--;
-  int rc = 1;
+  char body[128];
   int n = snprintf(body, sizeof body, "{\"supi\":\"%s\"}", a->in.supi);
-  if (n < 0 || (size_t)n >= sizeof body || m5_buf_append(&url, a->m5s_admin, base) != 0 ||
-      m5_buf_append(&url, BINDINGS_PATH, strlen(BINDINGS_PATH)) != 0 ||
-      append_segment(&url, a->ue_svc_id) != 0 || m5_buf_append(&url, "", 1) != 0) {
-    m5_buf_free(&url);
-    return m5ctl_usage_error("--m5s-admin: the URL is too long");
-  }
-  request_t r = {.url = (const char *)url.data,
-                 .protocols = "http,https",
-                 .method = "PUT",
-                 .body = body,
-                 .len = (size_t)n};
+  if (n < 0 || (size_t)n >= sizeof body) return 1; /* a SUPI is at most 15 digits */
+  m5_buf_t answer;
+  m5_buf_init(&answer, MAX_ANSWER);
   long status;
-  int t = perform(&r, &answer, &status, errbuf);
-  if (t > 0) {
-    fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
-            (const char *)url.data, errbuf);
-  } else if (t == 0 && (status == 200 || status == 201)) {
-    rc = 0;
-  } else if (t == 0) {
-    json_t *pd = json_loadb((const char *)answer.data, answer.len, 0, NULL);
-    const char *detail = json_string_value(json_object_get(pd, "detail"));
-    fprintf(stderr, "m5ctl: m5s refused the binding of %s: %ld %s\n", a->ue_svc_id, status,
-            detail ? detail : "(no problem details)");
-    json_decref(pd);
-  }
+  int rc =
+      m5ctl_admin_request(a->m5s_admin, "PUT", BINDINGS_PATH, a->ue_svc_id, body, &answer, &status);
+  if (rc == 0 && status != 200 && status != 201)
+    rc = m5ctl_admin_refused(status, &answer, "m5s refused the binding of %s", a->ue_svc_id);
   m5_buf_free(&answer);
-  m5_buf_free(&url);
   return rc;
 }
 

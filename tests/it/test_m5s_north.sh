@@ -142,6 +142,9 @@ for bad in '{}' '{"asSvcId":7}' '[1]' 'nope' '{"asSvcId":"as1","asSvcId":"as1"}'
 done
 nb as1 POST $ASREG -H 'content-type: text/plain' -H "$A" -d "$REG"
 want 415
+head -c 70000 /dev/zero | tr '\0' ' ' >big.json # over the 64 KiB body limit
+nb as1 POST $ASREG "${JSON[@]}" -H "$A" --data-binary @big.json
+want 413
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d '{"asSvcId":"as1","appId":"no-callback"}'
 want 201 # targetUri is optional
 echo "$REG" >req.json

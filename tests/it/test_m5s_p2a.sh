@@ -5,6 +5,7 @@
 # {targetUri}/deliver-report as a DeliveryStatusReport; bodies valid against TS 29.538.
 #  - live registered AS: the UE's MSG is accepted for delivery and arrives once;
 #  - the AS answers 503: stored (stoAndFwInd) and delivered by the back-off once it answers 204;
+#    the AS is down (its port closed): stored, delivered once it is back;
 #  - an AS that is configured but not registered: DELY_STORED / RECIPIENT_NOT_REGISTERED;
 #    an unknown AS: UNKNOWN_RECIPIENT;
 #  - reports both ways: the AS's DeliveryStatusReport (POST deliver-report) reaches the UE as an
@@ -26,7 +27,8 @@ MODE=$M5_TMP/as.mode
 echo 204 >"$MODE"
 node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
   "$PKI/ca.crt" "$AS_LOG" "$MODE" >"$M5_TMP/as_server.out" 2>&1 &
-track_pid $!
+AS_SERVER_PID=$!
+track_pid "$AS_SERVER_PID"
 wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
 
 curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
@@ -99,6 +101,20 @@ wait_as p2a-retry 2 20 || m5s_fail "p2a-retry was not retried: $(cat "$AS_LOG")"
 sleep 3
 [[ $(as_got p2a-retry) == 2 ]] || m5s_fail "p2a-retry attempts: $(as_got p2a-retry), want 2"
 echo "ok: a failing AS: stored and retried until delivered"
+
+# the AS is down (nothing listens on its port): stored, delivered once it is back
+kill "$AS_SERVER_PID"
+wait "$AS_SERVER_PID" 2>/dev/null || true
+send as:as1 p2a-down --store-forward
+sleep 3 # at least one attempt fails on the closed port
+[[ $(as_got p2a-down) == 0 ]] || m5s_fail "p2a-down reached a stopped AS?"
+node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
+  "$PKI/ca.crt" "$AS_LOG" "$MODE" >"$M5_TMP/as_server2.out" 2>&1 &
+AS_SERVER_PID=$!
+track_pid "$AS_SERVER_PID"
+wait_file_line "$M5_TMP/as_server2.out" 'listening' 10 || fail "the AS server did not restart"
+wait_as p2a-down 1 20 || m5s_fail "p2a-down was lost while the AS was down: $(cat "$AS_LOG")"
+echo "ok: an AS that is down: stored, delivered when it is back"
 # ---- reports both ways --------------------------------------------------------------------
 nb() { # METHOD PATH [curl args]: as1 -> $ST, out.json
   local method=$1 path=$2
