@@ -16,15 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ID_MAX 64
-
-/* An ID goes into a URN and a file name: 1-64 of [A-Za-z0-9._-], so neither needs escaping. */
-static int id_valid(const char *id) {
-  size_t len = strlen(id);
-  return len >= 1 && len <= ID_MAX &&
-         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
-}
-
 static int parse_days(const char *text, int *days) {
   char *end;
   errno = 0;
@@ -122,10 +113,10 @@ int m5ctl_pki_issue(int argc, char **argv) {
     switch (c) {
     case OPT_AS:
     case OPT_GW:
-      if (!id_valid(optarg))
+      if (!m5ctl_id_valid(optarg))
         return m5ctl_usage_error("%s: expected 1 to %d of the characters A-Z a-z 0-9 . _ -, "
                                  "got '%s'",
-                                 c == OPT_AS ? "--as-svc-id" : "--gw-id", ID_MAX, optarg);
+                                 c == OPT_AS ? "--as-svc-id" : "--gw-id", M5CTL_ID_MAX, optarg);
       if (c == OPT_AS)
         as_id = optarg;
       else
@@ -151,7 +142,7 @@ int m5ctl_pki_issue(int argc, char **argv) {
     return m5ctl_usage_error("--as-svc-id or --gw-id: required (whose certificate to issue)");
 
   const char *id = as_id ? as_id : gw_id, *kind = as_id ? "as" : "gw";
-  char stem[ID_MAX + 4], san[ID_MAX + 32];
+  char stem[M5CTL_ID_MAX + 4], san[M5CTL_ID_MAX + 32];
   snprintf(stem, sizeof stem, "%s-%s", kind, id);
   snprintf(san, sizeof san, "URI:urn:msgin5g:%s:%s", kind, id);
   const m5ctl_pki_entity_t ent = {stem, id, san, "clientAuth"};

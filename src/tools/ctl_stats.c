@@ -9,7 +9,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
-#include <string.h>
 
 #define STATS_PATH "/admin/v1/stats"
 #define MAX_ANSWER 65536
