@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,11 +44,27 @@ static int dns_name_valid(const char *h, size_t n) {
   return label > 0 || h[n - 1] == '.';
 }
 
+/* "[...]" holding an IPv6 address inet_pton takes (no zone id). */
 static int ipv6_literal_valid(const char *h, size_t n) {
-  if (n < 2 || n > 47 || h[0] != '[' || h[n - 1] != ']') return 0;
-  for (size_t i = 1; i + 1 < n; i++)
-    if (!isxdigit((unsigned char)h[i]) && h[i] != ':' && h[i] != '.') return 0;
-  return 1;
+  if (n < 4 || n > 47 || h[0] != '[' || h[n - 1] != ']') return 0;
+  char inner[48];
+  memcpy(inner, h + 1, n - 2);
+  inner[n - 2] = '\0';
+  struct in6_addr a;
+  return inet_pton(AF_INET6, inner, &a) == 1;
+}
+
+/* A host of digits and dots only is an IPv4 address, and then it must be a dotted quad
+ * (999.1.1.1, 127.1 or 2130706433 are neither names nor addresses). */
+static int numeric_host_valid(const char *h, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isdigit((unsigned char)h[i]) && h[i] != '.') return 1; /* a name: not this rule's */
+  char v4[16];
+  if (n >= sizeof v4) return 0;
+  memcpy(v4, h, n);
+  v4[n] = '\0';
+  struct in_addr a;
+  return inet_pton(AF_INET, v4, &a) == 1;
 }
 
 int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]) {
@@ -76,7 +93,7 @@ int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]) 
       hostlen = (size_t)(colon - h);
       port = colon + 1;
     }
-    if (!dns_name_valid(h, hostlen)) return M5_EINVAL; /* IPv4 literals pass as names */
+    if (!dns_name_valid(h, hostlen) || !numeric_host_valid(h, hostlen)) return M5_EINVAL;
   }
   long p = 443;
   if (port) {

@@ -40,7 +40,7 @@ int m5ctl_id_valid(const char *id);
 /* One request: a JSON body (if any) sent with method (NULL: POST with a body, GET without). */
 typedef struct {
   const char *url;
-  const char *protocols;       /* CURLOPT_PROTOCOLS_STR: "https", "http,https" */
+  const char *protocols; /* CURLOPT_PROTOCOLS_STR: "https", "http,https" */
   const char *method;
   const char *accept;          /* an "Accept: ..." header line, or NULL */
   const char *cert, *key, *ca; /* all or none: HTTP/2 over TLS 1.2+ with this client cert */

@@ -41,8 +41,7 @@ static int parse_args(int argc, char **argv, const char **admin) {
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     if (c == OPT_HELP) {
-      printf("usage: m5ctl stats [--m5s-admin URL]   (default URL %s)\n",
-             M5CTL_DEFAULT_M5S_ADMIN);
+      printf("usage: m5ctl stats [--m5s-admin URL]   (default URL %s)\n", M5CTL_DEFAULT_M5S_ADMIN);
       return -1;
     }
     if (c != OPT_M5S_ADMIN) return m5ctl_option_error(c, argv);

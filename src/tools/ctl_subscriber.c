@@ -138,13 +138,13 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
     return m5ctl_usage_error("--aanf: the URL is too long");
 
   const m5ctl_request_t r = {.url = url,
-                 .protocols = "https",
-                 .accept = "Accept: application/json, application/problem+json",
-                 .cert = cert,
-                 .key = key,
-                 .ca = ca,
-                 .body = body,
-                 .len = len};
+                             .protocols = "https",
+                             .accept = "Accept: application/json, application/problem+json",
+                             .cert = cert,
+                             .key = key,
+                             .ca = ca,
+                             .body = body,
+                             .len = len};
   m5_buf_t answer; /* echoes kAkma: wiped when released */
   m5_buf_init(&answer, MAX_ANSWER);
   long status;

@@ -30,6 +30,13 @@ static const m5ctl_cmd_t commands[] = {
      "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL]]   register the subscriber's\n"
      "            anchor key at the AAnF and, with --ue-svc-id, bind that UE Service ID to it\n"
      "            at the MSGin5G server"},
+    {"as", "add", m5ctl_as_add,
+     "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--m5s-admin URL]\n"
+     "            allow the Application Server ID on the northbound API, or replace its targets:\n"
+     "            the 1-16 HOST:PORTs its targetUri may name (a DNS name, IPv4 or [IPv6], and a\n"
+     "            port; ID: 1-64 of A-Z a-z 0-9 . _ -; default URL http://127.0.0.1:9090)"},
+    {"as", "remove", m5ctl_as_remove,
+     "--as-svc-id ID [--m5s-admin URL]   remove that Application Server and its registration"},
     {"stats", NULL, m5ctl_stats,
      "[--m5s-admin URL]   print the MSGin5G server's delivery counters and gauges, one\n"
      "            'name value' line each (as on its /metrics; default URL http://127.0.0.1:9090)"},

@@ -327,6 +327,12 @@ static void test_as_ids_and_target_uris(void **state) {
       {"https://as.exa mple/", NULL},
       {"https://as_example/", NULL},
       {"https://[::1/", NULL},
+      {"https://[]:443/", NULL},
+      {"https://[1:2:3]:443/", NULL},
+      {"https://999.1.1.1/", NULL},
+      {"https://127.1/", NULL},
+      {"https://2130706433:9/", NULL},
+      {"https://1.2.3.4.example/", "1.2.3.4.example:443"},
       {"https:///cb", NULL},
       {"https://", NULL},
   };

@@ -1,0 +1,226 @@
+/* m5ctl as add|remove: the Application Server clients of the northbound MSGin5G-3 API
+ * (architecture §3.2; docs/northbound.md, "Who may call"), configured on m5s's management
+ * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...]} and
+ * DELETE (docs/admin-api.md, "Application Server clients"). The asSvcId and every target are
+ * checked here first by m5s's rules (src/server/registry_as.c: registry_as_id_valid, and a
+ * target must read back unchanged from registry_uri_hostport; an [IPv6] literal must also be
+ * an address), so a typo is a usage error that changes nothing; m5s checks them again. */
+#include "ctl.h"
+
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#define AS_PATH "/admin/v1/as-clients/"
+#define TARGETS_MAX 16   /* m5s: REGISTRY_AS_TARGETS_MAX */
+#define DNS_NAME_MAX 253 /* RFC 1035 text form, without the final dot */
+#define DNS_LABEL_MAX 63
+#define MAX_ANSWER 65536
+
+typedef struct {
+  const char *id, *admin;
+  const char *targets[TARGETS_MAX];
+  size_t n_targets;
+} as_args_t;
+
+static int is_alnum(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* n octets of labels of A-Z a-z 0-9 - separated by dots (an IPv4 address is such a name). */
+static int dns_name_valid(const char *h, size_t n) {
+  size_t label = 0;
+  if (n == 0 || n > DNS_NAME_MAX) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (h[i] == '.') {
+      if (label == 0) return 0;
+      label = 0;
+    } else if (!(is_alnum(h[i]) || h[i] == '-') || ++label > DNS_LABEL_MAX) {
+      return 0;
+    }
+  }
+  return label > 0; /* m5s stores a name without its final dot: "name.:1" would not read back */
+}
+
+/* The text between '[' and ']'. m5s only checks its characters; an address that inet_pton does
+ * not take could never be connected to, so it is refused here. */
+static int ipv6_valid(const char *h, size_t n) {
+  char text[INET6_ADDRSTRLEN];
+  struct in6_addr addr;
+  if (n == 0 || n >= sizeof text) return 0;
+  memcpy(text, h, n);
+  text[n] = '\0';
+  return inet_pton(AF_INET6, text, &addr) == 1;
+}
+
+/* What is wrong with text as a target, or NULL when m5s takes it. */
+static const char *target_problem(const char *text) {
+  const char *port;
+  if (strstr(text, "://")) return "a URL, not host:port";
+  if (text[0] == '[') {
+    const char *close = strchr(text, ']');
+    if (!close || !ipv6_valid(text + 1, (size_t)(close - text) - 1))
+      return "the host is not an IPv6 address in [ ]";
+    if (close[1] == '\0') return "no port";
+    if (close[1] != ':') return "expected ':' and the port after ']'";
+    port = close + 2;
+  } else {
+    const char *colon = strchr(text, ':');
+    size_t hostlen = colon ? (size_t)(colon - text) : strlen(text);
+    if (!dns_name_valid(text, hostlen))
+      return "the host is not a DNS name, an IPv4 address or [IPv6]";
+    if (!colon) return "no port";
+    port = colon + 1;
+  }
+  size_t plen = strspn(port, "0123456789");
+  long p = 0;
+  if (plen > 0 && port[plen] != '\0') return "nothing may follow the port";
+  if (plen == 0 || plen > 5) return "the port must be a number 1-65535";
+  if (port[0] == '0' && plen > 1) return "the port must be written without leading zeros";
+  for (size_t i = 0; i < plen; i++)
+    p = p * 10 + (port[i] - '0');
+  return p >= 1 && p <= 65535 ? NULL : "the port must be a number 1-65535";
+}
+
+static void usage(int add) {
+  if (add)
+    printf("usage: m5ctl as add --as-svc-id ID --target HOST:PORT [--target HOST:PORT ...]\n"
+           "                    [--m5s-admin URL]   (at most %d targets; default URL %s)\n",
+           TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN);
+  else
+    printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL]   (default URL %s)\n",
+           M5CTL_DEFAULT_M5S_ADMIN);
+}
+
+/* 0, 2 after a usage error, -1 after --help. */
+static int parse_args(int argc, char **argv, int add, as_args_t *a) {
+  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_HELP };
+  static const struct option opts[] = {
+      {"as-svc-id", required_argument, NULL, OPT_ID},
+      {"target", required_argument, NULL, OPT_TARGET},
+      {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
+      {"help", no_argument, NULL, OPT_HELP},
+      {NULL, 0, NULL, 0},
+  };
+  const char *why;
+  int c, rc;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    switch (c) {
+    case OPT_ID:
+      if (a->id) return m5ctl_usage_error("--as-svc-id: given twice");
+      if (!m5ctl_id_valid(optarg))
+        return m5ctl_usage_error("--as-svc-id: expected 1 to %d of the characters "
+                                 "A-Z a-z 0-9 . _ -, got '%s'",
+                                 M5CTL_ID_MAX, optarg);
+      a->id = optarg;
+      break;
+    case OPT_TARGET:
+      if (!add) return m5ctl_usage_error("--target: only for `m5ctl as add`");
+      if (a->n_targets == TARGETS_MAX)
+        return m5ctl_usage_error("--target: at most %d per AS client", TARGETS_MAX);
+      if ((why = target_problem(optarg)))
+        return m5ctl_usage_error("--target: '%s': %s; expected HOST:PORT such as "
+                                 "as1.example:9443",
+                                 optarg, why);
+      a->targets[a->n_targets++] = optarg;
+      break;
+    case OPT_M5S_ADMIN:
+      if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
+      break;
+    case OPT_HELP:
+      usage(add);
+      return -1;
+    default:
+      return m5ctl_option_error(c, argv);
+    }
+  }
+  if ((rc = m5ctl_operand_error(argc, argv))) return rc;
+  if (!a->id) return m5ctl_usage_error("--as-svc-id: required (the AS's asSvcId)");
+  if (add && !a->n_targets)
+    return m5ctl_usage_error("--target: required, once per host:port the AS's targetUri may "
+                             "name");
+  if (!a->admin) a->admin = M5CTL_DEFAULT_M5S_ADMIN;
+  return 0;
+}
+
+/* "<id>: created|updated, targets a b ...": the targets as m5s stored them (lowercase, each
+ * once), or as sent when its answer does not list them. */
+static void print_added(const as_args_t *a, long status, const m5_buf_t *answer) {
+  json_t *o = json_loadb((const char *)answer->data, answer->len, 0, NULL);
+  json_t *t = json_object_get(o, "targets");
+  printf("%s: %s, targets", a->id, status == 201 ? "created" : "updated");
+  if (json_array_size(t) > 0) {
+    for (size_t i = 0; i < json_array_size(t); i++) {
+      const char *s = json_string_value(json_array_get(t, i));
+      printf(" %s", s ? s : "?");
+    }
+  } else {
+    for (size_t i = 0; i < a->n_targets; i++)
+      printf(" %s", a->targets[i]);
+  }
+  putchar('\n');
+  json_decref(o);
+}
+
+/* The body, NUL-terminated: every target is checked text of A-Z a-z 0-9 - . : [ ], so none
+ * needs JSON escaping. */
+static int build_body(const as_args_t *a, m5_buf_t *body) {
+  int rc = m5_buf_printf(body, "{\"targets\":[");
+  for (size_t i = 0; !rc && i < a->n_targets; i++)
+    rc = m5_buf_printf(body, "%s\"%s\"", i ? "," : "", a->targets[i]);
+  return rc ? rc : m5_buf_printf(body, "]}");
+}
+
+static int run(const as_args_t *a, int add) {
+  m5_buf_t body, answer;
+  long status;
+  int rc = 1;
+  m5_buf_init(&body, 0);
+  m5_buf_init(&answer, MAX_ANSWER);
+  if (add && build_body(a, &body) != 0) {
+    fputs("m5ctl: cannot build the request: out of memory\n", stderr);
+    goto out;
+  }
+  rc = m5ctl_admin_request(a->admin, add ? "PUT" : "DELETE", AS_PATH, a->id,
+                           add ? (const char *)body.data : NULL, &answer, &status);
+  if (rc) goto out;
+  if (add && (status == 201 || status == 200)) {
+    print_added(a, status, &answer);
+  } else if (!add && status == 204) {
+    printf("%s: removed\n", a->id);
+  } else {
+    rc = m5ctl_admin_refused(status, &answer,
+                             add ? "m5s refused AS client %s" : "m5s cannot remove AS client %s",
+                             a->id);
+  }
+out:
+  m5_buf_free(&answer);
+  m5_buf_free(&body);
+  return rc;
+}
+
+static int as_command(int argc, char **argv, int add) {
+  as_args_t a;
+  memset(&a, 0, sizeof a);
+  int rc = parse_args(argc, argv, add, &a);
+  if (rc) return rc < 0 ? 0 : rc;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    fputs("m5ctl: cannot initialise libcurl\n", stderr);
+    return 1;
+  }
+  rc = run(&a, add);
+  curl_global_cleanup();
+  return rc;
+}
+
+int m5ctl_as_add(int argc, char **argv) {
+  return as_command(argc, argv, 1);
+}
+
+int m5ctl_as_remove(int argc, char **argv) {
+  return as_command(argc, argv, 0);
+}
