@@ -54,11 +54,18 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=r
   -addext subjectAltName=URI:urn:msgin5g:as:as1 -keyout "$PKI/rogue.key" -out "$PKI/rogue.crt" 2>/dev/null
 nb rogue GET /.well-known/jwks.json
 [[ $ST == curl-exit-* || $ST == 000 ]] || m5s_fail "self-signed client certificate: want refused, got $ST"
+# an RSA-1024 client certificate from the right CA: below TS 33.310's RSA-2048
+openssl req -new -newkey rsa:1024 -nodes -subj /CN=weak -keyout "$PKI/weak.key" -out "$PKI/weak.csr" 2>/dev/null
+printf 'subjectAltName=URI:urn:msgin5g:as:as1\nextendedKeyUsage=clientAuth\n' >"$PKI/weak.ext"
+openssl x509 -req -in "$PKI/weak.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 1 \
+  -sha256 -extfile "$PKI/weak.ext" -out "$PKI/weak.crt" 2>/dev/null
+nb weak GET /.well-known/jwks.json
+[[ $ST == curl-exit-* || $ST == 000 ]] || m5s_fail "RSA-1024 client certificate: want refused, got $ST"
 alpn=$(timeout 10 openssl s_client -connect "127.0.0.1:$M5S_NORTH" -alpn http/1.1 \
   -cert "$PKI/as1.crt" -key "$PKI/as1.key" -CAfile "$PKI/ca.crt" </dev/null 2>&1 || true)
 grep -qi "no application protocol\|alert number 120" <<<"$alpn" ||
   m5s_fail "ALPN http/1.1 only: want no_application_protocol: $alpn"
-echo "ok: handshake refused without a CA-signed client certificate, and without h2 in ALPN"
+echo "ok: handshake refused without a CA-signed client certificate, with an RSA-1024 one, and without h2 in ALPN"
 
 # ---- token endpoint ---------------------------------------------------------------------------
 FORM=(-H 'content-type: application/x-www-form-urlencoded')

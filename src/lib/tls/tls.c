@@ -246,6 +246,10 @@ static SSL_CTX *ctx_new(const m5_tls_opts_t *opts, int server, char *err, size_t
     return NULL;
   }
   if (apply_profile(ctx, err, errlen) != M5_OK) goto fail;
+  /* Level 2 (112-bit security): RSA and DH keys of at least 2048 bits, EC of at least 224,
+   * no SHA-1 signatures, for every certificate either side shows, ours included (TS 33.310:
+   * P-256 or RSA-2048 and more). */
+  SSL_CTX_set_security_level(ctx, 2);
   if (opts->cert_file && load_identity(ctx, opts, err, errlen) != M5_OK) goto fail;
   if (opts->ca_file && load_ca(ctx, opts->ca_file, server, err, errlen) != M5_OK) goto fail;
   if (opts->alpn && set_alpn(ctx, opts->alpn, server, err, errlen) != M5_OK) goto fail;
