@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,22 +43,27 @@ static int read_targets(m5_http_exchange_t *ex, json_t *body, registry_as_t *a) 
   }
   for (size_t i = 0; i < json_array_size(t); i++) {
     json_t *v = json_array_get(t, i);
-    char uri[REGISTRY_HOSTPORT_MAX + 16], hp[REGISTRY_HOSTPORT_MAX + 1];
     const char *text = json_is_string(v) ? json_string_value(v) : NULL;
-    /* host:port exactly as a targetUri's authority gives it: what comes back from parsing
-     * "https://<text>" must be the text itself (so the port is explicit, nothing follows) */
-    int ok = text && strlen(text) <= REGISTRY_HOSTPORT_MAX &&
-             snprintf(uri, sizeof uri, "https://%s", text) < (int)sizeof uri &&
-             registry_uri_hostport(uri, hp) == 0 && strcasecmp(hp, text) == 0;
-    if (!ok) {
+    char hp[REGISTRY_HOSTPORT_MAX + 1];
+    /* Lowercase on the way in (the stored form); otherwise exactly what a targetUri's
+     * authority gives (core/net.h), so the allow-list compares as text. */
+    size_t tl = text ? strlen(text) : 0;
+    for (size_t k = 0; k < tl && k < sizeof hp - 1; k++)
+      hp[k] = (char)tolower((unsigned char)text[k]);
+    hp[tl < sizeof hp - 1 ? tl : sizeof hp - 1] = '\0';
+    const char *why = !text               ? "not a string"
+                      : tl >= sizeof hp  ? "too long"
+                                         : m5_net_hostport_problem(hp);
+    if (why) {
       char param[32];
       snprintf(param, sizeof param, "targets[%zu]", i);
       admin_problem(ex, 400, "Bad Request",
                     "each target must be host:port (a DNS name, an IPv4 address or [IPv6], and "
                     "a port 1-65535)",
-                    param, "not host:port", NULL);
+                    param, why, NULL);
       return M5_EINVAL;
     }
+    int ok = 1;
     for (size_t k = 0; k < a->n_targets; k++)
       if (!strcmp(a->targets[k], hp)) ok = 0;
     if (ok) memcpy(a->targets[a->n_targets++], hp, sizeof hp);

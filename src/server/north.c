@@ -98,7 +98,7 @@ static int ip_literal(const char *host, struct in6_addr *out) {
 
 int north_target_is_own(const north_ctx_t *c, const char *uri) {
   char hp[REGISTRY_HOSTPORT_MAX + 1];
-  if (registry_uri_hostport(uri, hp) != 0) return 0;
+  if (m5_net_https_hostport(uri, hp) != 0) return 0;
   char *colon = strrchr(hp, ':');
   long port = colon ? strtol(colon + 1, NULL, 10) : 0;
   int ours = 0;

@@ -128,7 +128,7 @@ static void do_register(north_t *n, m5_http_exchange_t *ex, const m5_http_reques
   } else if (target && (!registry_as_target_allowed(client, target) ||
                         north_target_is_own(n->o.ctx, target))) {
     char hp[REGISTRY_HOSTPORT_MAX + 1];
-    int https = registry_uri_hostport(target, hp) == 0;
+    int https = m5_net_https_hostport(target, hp) == 0;
     north_problem(ex, https ? 403 : 400, https ? "TARGET_NOT_ALLOWED" : "OPTIONAL_IE_INCORRECT",
                   !https ? "targetUri must be https://host[:port][/path]"
                   : north_target_is_own(n->o.ctx, target)

@@ -14,6 +14,7 @@
 #define M5_SERVER_REGISTRY_H
 
 #include "core/jobthread.h"
+#include "core/net.h"
 #include "msg/msg.h"
 #include "tls/akma.h"
 
@@ -39,7 +40,7 @@ typedef struct {
  * ASRegistration), at most one: a new one replaces it. */
 #define REGISTRY_AS_ID_MAX 64
 #define REGISTRY_AS_TARGETS_MAX 16
-#define REGISTRY_HOSTPORT_MAX 262 /* a DNS name (253) or [IPv6], ':', port */
+#define REGISTRY_HOSTPORT_MAX M5_NET_HOSTPORT_MAX /* core/net.h */
 #define REGISTRY_URI_MAX 1024
 #define REGISTRY_REG_ID_LEN 32 /* hex of 128 random bits */
 
@@ -111,10 +112,6 @@ size_t registry_as_count(registry_t *r);
 /* An asSvcId as accepted anywhere (admin API, certificates, tokens): 1-64 characters of
  * A-Z a-z 0-9 . _ - (it is part of a URI and of file names). */
 int registry_as_id_valid(const char *id);
-/* "host:port" of an https URI, host lowercased, port 443 when absent; M5_EINVAL for anything
- * but https://host[:port][/path], with host a DNS name, an IPv4 address or [IPv6]. No
- * userinfo, no query or fragment. */
-int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]);
 /* 1 if uri's host:port is one of a's targets. */
 int registry_as_target_allowed(const registry_as_t *a, const char *uri);
 

@@ -6,8 +6,8 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/net.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,96 +27,9 @@ int registry_as_id_valid(const char *id) {
 
 /* ---- targetUri ---- */
 
-static int dns_name_valid(const char *h, size_t n) {
-  if (n == 0 || n > 253) return 0;
-  size_t label = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)h[i];
-    if (c == '.') {
-      if (label == 0) return 0;
-      label = 0;
-    } else if (isalnum(c) || c == '-') {
-      if (++label > 63) return 0;
-    } else {
-      return 0;
-    }
-  }
-  return label > 0 || h[n - 1] == '.';
-}
-
-/* "[...]" holding an IPv6 address inet_pton takes (no zone id). */
-static int ipv6_literal_valid(const char *h, size_t n) {
-  if (n < 4 || n > 47 || h[0] != '[' || h[n - 1] != ']') return 0;
-  char inner[48];
-  memcpy(inner, h + 1, n - 2);
-  inner[n - 2] = '\0';
-  struct in6_addr a;
-  return inet_pton(AF_INET6, inner, &a) == 1;
-}
-
-/* A host of digits and dots only is an IPv4 address, and then it must be a dotted quad
- * (999.1.1.1, 127.1 or 2130706433 are neither names nor addresses). */
-static int numeric_host_valid(const char *h, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isdigit((unsigned char)h[i]) && h[i] != '.') return 1; /* a name: not this rule's */
-  char v4[16];
-  if (n >= sizeof v4) return 0;
-  memcpy(v4, h, n);
-  v4[n] = '\0';
-  struct in_addr a;
-  return inet_pton(AF_INET, v4, &a) == 1;
-}
-
-int registry_uri_hostport(const char *uri, char out[REGISTRY_HOSTPORT_MAX + 1]) {
-  static const char scheme[] = "https://";
-  if (strncasecmp(uri, scheme, sizeof scheme - 1) != 0) return M5_EINVAL;
-  const char *h = uri + sizeof scheme - 1;
-  size_t auth = strcspn(h, "/?#");
-  if (h[auth] == '?' || h[auth] == '#' || strpbrk(h, "?#")) return M5_EINVAL;
-  if (memchr(h, '@', auth)) return M5_EINVAL; /* no userinfo */
-  for (const char *p = h; *p; p++) /* no spaces, no control characters in the whole URI */
-    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return M5_EINVAL;
-  size_t hostlen = auth;
-  const char *port = NULL;
-  if (h[0] == '[') {
-    const char *close = memchr(h, ']', auth);
-    if (!close) return M5_EINVAL;
-    hostlen = (size_t)(close - h) + 1;
-    if (hostlen < auth) {
-      if (h[hostlen] != ':') return M5_EINVAL;
-      port = h + hostlen + 1;
-    }
-    if (!ipv6_literal_valid(h, hostlen)) return M5_EINVAL;
-  } else {
-    const char *colon = memchr(h, ':', auth);
-    if (colon) {
-      hostlen = (size_t)(colon - h);
-      port = colon + 1;
-    }
-    if (!dns_name_valid(h, hostlen) || !numeric_host_valid(h, hostlen)) return M5_EINVAL;
-  }
-  long p = 443;
-  if (port) {
-    size_t plen = (size_t)(h + auth - port);
-    if (plen == 0 || plen > 5) return M5_EINVAL;
-    p = 0;
-    for (size_t i = 0; i < plen; i++) {
-      if (!isdigit((unsigned char)port[i])) return M5_EINVAL;
-      p = p * 10 + (port[i] - '0');
-    }
-    if (p < 1 || p > 65535) return M5_EINVAL;
-  }
-  if (hostlen + 7 > REGISTRY_HOSTPORT_MAX) return M5_EINVAL;
-  for (size_t i = 0; i < hostlen; i++)
-    out[i] = (char)tolower((unsigned char)h[i]);
-  if (hostlen > 1 && out[hostlen - 1] == '.' && out[0] != '[') hostlen--; /* FQDN dot */
-  snprintf(out + hostlen, REGISTRY_HOSTPORT_MAX + 1 - hostlen, ":%ld", p);
-  return 0;
-}
-
 int registry_as_target_allowed(const registry_as_t *a, const char *uri) {
   char hp[REGISTRY_HOSTPORT_MAX + 1];
-  if (registry_uri_hostport(uri, hp) != 0) return 0;
+  if (m5_net_https_hostport(uri, hp) != 0) return 0;
   for (size_t i = 0; i < a->n_targets; i++)
     if (strcmp(a->targets[i], hp) == 0) return 1;
   return 0;

@@ -2,12 +2,14 @@
  * (architecture §3.2; docs/northbound.md, "Who may call"), configured on m5s's management
  * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...]} and
  * DELETE (docs/admin-api.md, "Application Server clients"). The asSvcId and every target are
- * checked here first by m5s's rules (src/server/registry_as.c: registry_as_id_valid, and a
- * target must read back unchanged from registry_uri_hostport; an [IPv6] literal must also be
- * an address), so a typo is a usage error that changes nothing; m5s checks them again. */
+ * checked here first by m5s's rules (the ID rule of m5ctl_id_valid, the host:port rule of
+ * core/net.h that m5s applies too), so a typo is a usage error that changes nothing; m5s
+ * checks them again. */
 #include "ctl.h"
 
-#include <arpa/inet.h>
+#include "core/net.h"
+
+#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -15,8 +17,6 @@
 
 #define AS_PATH "/admin/v1/as-clients/"
 #define TARGETS_MAX 16   /* m5s: REGISTRY_AS_TARGETS_MAX */
-#define DNS_NAME_MAX 253 /* RFC 1035 text form, without the final dot */
-#define DNS_LABEL_MAX 63
 #define MAX_ANSWER 65536
 
 typedef struct {
@@ -25,63 +25,15 @@ typedef struct {
   size_t n_targets;
 } as_args_t;
 
-static int is_alnum(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* n octets of labels of A-Z a-z 0-9 - separated by dots (an IPv4 address is such a name). */
-static int dns_name_valid(const char *h, size_t n) {
-  size_t label = 0;
-  if (n == 0 || n > DNS_NAME_MAX) return 0;
-  for (size_t i = 0; i < n; i++) {
-    if (h[i] == '.') {
-      if (label == 0) return 0;
-      label = 0;
-    } else if (!(is_alnum(h[i]) || h[i] == '-') || ++label > DNS_LABEL_MAX) {
-      return 0;
-    }
-  }
-  return label > 0; /* m5s stores a name without its final dot: "name.:1" would not read back */
-}
-
-/* The text between '[' and ']'. m5s only checks its characters; an address that inet_pton does
- * not take could never be connected to, so it is refused here. */
-static int ipv6_valid(const char *h, size_t n) {
-  char text[INET6_ADDRSTRLEN];
-  struct in6_addr addr;
-  if (n == 0 || n >= sizeof text) return 0;
-  memcpy(text, h, n);
-  text[n] = '\0';
-  return inet_pton(AF_INET6, text, &addr) == 1;
-}
-
-/* What is wrong with text as a target, or NULL when m5s takes it. */
+/* What is wrong with text as a target, or NULL when m5s takes it: the same rule as m5s's
+ * (core/net.h), after the lowercasing m5s does too. */
 static const char *target_problem(const char *text) {
-  const char *port;
-  if (strstr(text, "://")) return "a URL, not host:port";
-  if (text[0] == '[') {
-    const char *close = strchr(text, ']');
-    if (!close || !ipv6_valid(text + 1, (size_t)(close - text) - 1))
-      return "the host is not an IPv6 address in [ ]";
-    if (close[1] == '\0') return "no port";
-    if (close[1] != ':') return "expected ':' and the port after ']'";
-    port = close + 2;
-  } else {
-    const char *colon = strchr(text, ':');
-    size_t hostlen = colon ? (size_t)(colon - text) : strlen(text);
-    if (!dns_name_valid(text, hostlen))
-      return "the host is not a DNS name, an IPv4 address or [IPv6]";
-    if (!colon) return "no port";
-    port = colon + 1;
-  }
-  size_t plen = strspn(port, "0123456789");
-  long p = 0;
-  if (plen > 0 && port[plen] != '\0') return "nothing may follow the port";
-  if (plen == 0 || plen > 5) return "the port must be a number 1-65535";
-  if (port[0] == '0' && plen > 1) return "the port must be written without leading zeros";
-  for (size_t i = 0; i < plen; i++)
-    p = p * 10 + (port[i] - '0');
-  return p >= 1 && p <= 65535 ? NULL : "the port must be a number 1-65535";
+  char lower[M5_NET_HOSTPORT_MAX + 1];
+  size_t n = strlen(text);
+  if (n > M5_NET_HOSTPORT_MAX) return "too long";
+  for (size_t i = 0; i <= n; i++)
+    lower[i] = (char)tolower((unsigned char)text[i]);
+  return m5_net_hostport_problem(lower);
 }
 
 static void usage(int add) {

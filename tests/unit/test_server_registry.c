@@ -338,7 +338,7 @@ static void test_as_ids_and_target_uris(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char hp[REGISTRY_HOSTPORT_MAX + 1] = "";
-    int rc = registry_uri_hostport(cases[i].uri, hp);
+    int rc = m5_net_https_hostport(cases[i].uri, hp);
     if (cases[i].want ? rc != 0 || strcmp(hp, cases[i].want) != 0 : rc == 0)
       fail_msg("%s: rc %d '%s', want %s", cases[i].uri, rc, hp,
                cases[i].want ? cases[i].want : "refused");

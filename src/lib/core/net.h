@@ -12,6 +12,21 @@ int m5_net_is_address(const char *host);
 /* 1 if host is a literal loopback address (127.0.0.0/8 or ::1). */
 int m5_net_is_loopback(const char *host);
 
+/* The longest "host:port" of the two functions below: a DNS name (253) or [IPv6], ':', port. */
+#define M5_NET_HOSTPORT_MAX 262
+
+/* "host:port" of an https URI, host lowercased (a final dot dropped), port 443 when absent.
+ * M5_EINVAL for anything but https://host[:port][/path] with host a DNS name, a dotted-quad
+ * IPv4 address or a bracketed IPv6 address inet_pton takes (a host of digits and dots that is
+ * not a dotted quad, such as 127.1 or 2130706433, is refused); no userinfo, query, fragment,
+ * spaces or control characters. Used wherever a targetUri is checked (m5s) or a host:port is
+ * given for one (m5ctl, the admin API), so that all agree. */
+int m5_net_https_hostport(const char *uri, char out[M5_NET_HOSTPORT_MAX + 1]);
+/* NULL when text is a host:port exactly as m5_net_https_hostport gives it for
+ * "https://<text>" (explicit port, lowercase, no final dot), else what is wrong with it, in
+ * words for an error message. */
+const char *m5_net_hostport_problem(const char *text);
+
 /* Workers bind with SO_REUSEPORT, which would also let a second daemon of the same user share
  * a port and silently take part of its traffic. A bind without SO_REUSEPORT fails while anyone
  * uses the port, so this probe, run before the workers bind, tells the operator instead.
