@@ -414,10 +414,14 @@ int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   return 0;
 }
 
+int north_media_type_is(const char *content_type, const char *type) {
+  size_t n = strlen(type);
+  return content_type && strncasecmp(content_type, type, n) == 0 &&
+         (content_type[n] == '\0' || content_type[n] == ';');
+}
+
 json_t *north_body(m5_http_exchange_t *ex, const m5_http_request_t *req) {
-  if (!req->content_type ||
-      strncasecmp(req->content_type, NORTH_CT_JSON, strlen(NORTH_CT_JSON)) != 0 ||
-      (req->content_type[strlen(NORTH_CT_JSON)] && req->content_type[strlen(NORTH_CT_JSON)] != ';')) {
+  if (!north_media_type_is(req->content_type, NORTH_CT_JSON)) {
     north_problem(ex, 415, NULL, "the body must be application/json", NULL, NULL);
     return NULL;
   }

@@ -54,6 +54,8 @@ int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
  * the RFC 6750 WWW-Authenticate challenge. */
 int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims);
+/* 1 if content_type is type (case-insensitive), with or without parameters after ';'. */
+int north_media_type_is(const char *content_type, const char *type);
 /* Reads a JSON object body (415/400 answered on failure: NULL). */
 json_t *north_body(m5_http_exchange_t *ex, const m5_http_request_t *req);
 

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "north"
 
@@ -49,9 +48,7 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
 /* deliver-as-message (a MSG) or deliver-report (is_report: a DeliveryStatusReport, an IMDN). */
 static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                     const north_caller_t *c, int is_report) {
-  if (!req->content_type ||
-      strncasecmp(req->content_type, NORTH_CT_JSON, strlen(NORTH_CT_JSON)) != 0 ||
-      (req->content_type[strlen(NORTH_CT_JSON)] && req->content_type[strlen(NORTH_CT_JSON)] != ';')) {
+  if (!north_media_type_is(req->content_type, NORTH_CT_JSON)) {
     north_problem(ex, 415, NULL, "the body must be application/json", NULL, NULL);
     return;
   }

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define DOM "north"
@@ -160,8 +159,7 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                   NULL, NULL);
     return;
   }
-  if (!req->content_type || strncasecmp(req->content_type, CT_FORM, strlen(CT_FORM)) != 0 ||
-      (req->content_type[strlen(CT_FORM)] && req->content_type[strlen(CT_FORM)] != ';')) {
+  if (!north_media_type_is(req->content_type, CT_FORM)) {
     oauth_error(ex, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
     return;
   }
