@@ -41,7 +41,7 @@ typedef struct {
   int64_t last_due_ms;
 } peer_t;
 
-typedef enum { SJ_REPORT, SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE } sjob_kind_t;
+typedef enum { SJ_REPORT, SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE, SJ_DUE_AS } sjob_kind_t;
 
 /* A message store job. job is first: the store hands back &job.base == the sjob_t. */
 typedef struct {
@@ -594,6 +594,16 @@ static void done_due_any(sjob_t *j) {
     dispatch(j->dv, &j->job.items[i], FROM_TIMER);
 }
 
+/* What was stored for an Application Server that just registered: pushed now, not at its next
+ * back-off time. */
+static void done_due_as(sjob_t *j) {
+  if (j->job.status != 0) return;
+  for (size_t i = 0; i < j->job.n_items; i++)
+    dispatch(j->dv, &j->job.items[i], FROM_TIMER);
+  if (j->job.n_items)
+    M5_LOGI(DOM, "AS %s: %zu stored message(s) pushed", j->job.rcpt.addr, j->job.n_items);
+}
+
 static void done_expire(sjob_t *j) {
   j->dv->expire_busy = 0;
   if (j->job.status != 0) return;
@@ -621,6 +631,9 @@ static void on_store_reply(void *msg, void *arg) {
     break;
   case SJ_DUE_ANY:
     done_due_any(j);
+    break;
+  case SJ_DUE_AS:
+    done_due_as(j);
     break;
   case SJ_EXPIRE:
     done_expire(j);
@@ -744,6 +757,16 @@ void delivery_ue_active(delivery_t *dv, uint64_t sid) {
 
 void delivery_session_closed(delivery_t *dv, uint64_t sid) {
   free(m5_hmap_del(dv->peers, &sid, sizeof sid));
+}
+
+void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
+  if (dv->draining) return;
+  sjob_t *j = sjob_new(dv, SJ_DUE_AS, M5_STORE_DUE);
+  if (!j) return;
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "AS");
+  snprintf(j->job.rcpt.addr, sizeof j->job.rcpt.addr, "%s", as_svc_id);
+  j->job.limit = M5_STORE_LIST_MAX;
+  if (sjob_submit(dv, j) != 0) sjob_free(j); /* the back-off timer finds them */
 }
 
 void delivery_accepted(delivery_t *dv, const m5_store_delivery_t *d) {

@@ -64,6 +64,9 @@ void delivery_ue_active(delivery_t *d, uint64_t sid);
 /* Session sid is gone (its pushes conclude through the endpoint's callbacks). */
 void delivery_session_closed(delivery_t *d, uint64_t sid);
 
+/* The Application Server as_svc_id registered (with a targetUri): what was stored for it is
+ * pushed now (up to the store's list limit; the rest follows with the back-off timer). */
+void delivery_as_registered(delivery_t *d, const char *as_svc_id);
 /* Delivery dl was just accepted into the store (borrowed): its first attempt. */
 void delivery_accepted(delivery_t *d, const m5_store_delivery_t *dl);
 /* A ROUTER_DELIVER from another worker for a session of this one; takes m->body (m stays the

@@ -50,6 +50,7 @@ void north_asreg_done(registry_job_t *job) {
                p->as.registration_id);
       M5_LOGI(DOM, "AS %s registered (%s), targetUri %s", p->as.as_svc_id,
               p->as.registration_id, p->as.target_uri[0] ? p->as.target_uri : "none");
+      if (p->as.target_uri[0] && n->o.api) ue_api_as_registered(n->o.api, p->as.as_svc_id);
       m5_http_header_t h = {"location", loc};
       north_json(p->ex, 201, ack(p->as.as_svc_id, 201, "Created", "the AS is registered", loc), &h,
                  1);

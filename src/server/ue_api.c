@@ -558,6 +558,10 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   }
 }
 
+void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
+  delivery_as_registered(api->dl, as_svc_id);
+}
+
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx) {
   if (is_report && (!m->deliv_st[0] || !cause_valid(m->deliv_st))) {

@@ -76,6 +76,9 @@ typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *sta
  * as a UE's (target resolution, dedup by ("AS:" + asSvcId, msgId), store-and-forward, expiry;
  * a report is always stored for an absent recipient) and forwards it. reply(ctx, ...) runs
  * exactly once, later on this loop or (UE_API_INVALID) at once. m is only read. */
+/* The AS as_svc_id registered: its stored messages go out now (delivery_as_registered). */
+void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
+
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx);
 
