@@ -8,21 +8,14 @@
 #include "core/log.h"
 #include "core/net.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "registry"
 
 int registry_as_id_valid(const char *id) {
-  size_t n = 0;
-  for (; id[n]; n++) {
-    unsigned char c = (unsigned char)id[n];
-    if (!(isalnum(c) || c == '.' || c == '_' || c == '-') || n >= REGISTRY_AS_ID_MAX) return 0;
-  }
-  return n > 0;
+  return m5_msg_as_id_valid(id);
 }
 
 /* ---- targetUri ---- */

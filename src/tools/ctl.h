@@ -32,7 +32,7 @@ int m5ctl_operand_error(int argc, char **argv);
 
 /* An asSvcId or gwId as m5s accepts it: 1 to M5CTL_ID_MAX characters of A-Z a-z 0-9 . _ -
  * (it goes into URNs, URL paths and file names unescaped). 1 = valid. */
-#define M5CTL_ID_MAX 64
+#define M5CTL_ID_MAX 64 /* = M5_MSG_AS_ID_MAX */
 int m5ctl_id_valid(const char *id);
 
 /* ---- HTTP (ctl_common.c): a command brackets these with curl_global_init/cleanup ---------- */

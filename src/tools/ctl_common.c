@@ -6,6 +6,8 @@
  * arguments and agree on the keys. */
 #include "ctl.h"
 
+#include "msg/msg.h"
+
 #include "core/err.h"
 #include "crypto/codec.h"
 
@@ -32,9 +34,7 @@ int m5ctl_operand_error(int argc, char **argv) {
 }
 
 int m5ctl_id_valid(const char *id) {
-  size_t len = strlen(id);
-  return len >= 1 && len <= M5CTL_ID_MAX &&
-         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+  return m5_msg_as_id_valid(id); /* the rule m5s applies */
 }
 
 /* ---- HTTP ---- */

@@ -118,6 +118,12 @@ static bool text_valid(const char *s, size_t max) {
   return n > 0;
 }
 
+bool m5_msg_as_id_valid(const char *id) {
+  size_t n = strlen(id);
+  return n >= 1 && n <= M5_MSG_AS_ID_MAX &&
+         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
 const char *m5_msg_type_name(m5_msg_type_t t) {
   return (size_t)t < N_TYPES ? type_names[t] : "?";
 }

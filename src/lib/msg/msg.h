@@ -85,6 +85,11 @@ int m5_msg_encode_as(const m5_msg_t *m, char **out, size_t *len);
 /* Validators shared with the server logic. */
 bool m5_msg_id_valid(const char *id);
 bool m5_msg_svc_id_valid(const char *id); /* UE Service ID: 1-128 printable, no spaces */
+/* An AS Service ID (asSvcId) or a gateway id as the northbound API, the certificates
+ * (urn:msgin5g:as:<id>) and the file names of m5ctl pki take it: 1-M5_MSG_AS_ID_MAX
+ * characters of A-Z a-z 0-9 . _ - */
+#define M5_MSG_AS_ID_MAX 64
+bool m5_msg_as_id_valid(const char *id);
 const char *m5_msg_type_name(m5_msg_type_t t);
 const char *m5_msg_prio_name(m5_msg_prio_t p);
 
