@@ -395,20 +395,18 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
     free(body); /* concluded meanwhile, or its push still runs */
     return;
   }
-  registry_as_t *as = dv->opts.reg ? malloc(sizeof *as) : NULL;
-  int known = as && registry_as_lookup(dv->opts.reg, d->rcpt.addr, as) == 0;
-  if (!known || !as->registration_id[0] || !as->target_uri[0]) {
-    free(as);
+  char target[REGISTRY_URI_MAX + 1];
+  if (!dv->opts.reg || registry_as_target(dv->opts.reg, d->rcpt.addr, target, sizeof target) != 0 ||
+      !target[0]) {
     free(body);
     conclude_unreached(dv, id, d->attempts, d->msg.sto_fwd, 0, 0);
     return;
   }
   char url[REGISTRY_URI_MAX + 32];
-  size_t n = strlen(as->target_uri);
-  while (n && as->target_uri[n - 1] == '/') n--;
-  snprintf(url, sizeof url, "%.*s/%s", (int)n, as->target_uri,
+  size_t n = strlen(target);
+  while (n && target[n - 1] == '/') n--;
+  snprintf(url, sizeof url, "%.*s/%s", (int)n, target,
            is_report(&d->msg) ? "deliver-report" : "deliver-message");
-  free(as);
   char err[200];
   if (!dv->http) {
     m5_http_client_opts_t ho = {.cert_file = dv->opts.tls_cert,

@@ -285,10 +285,7 @@ int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                   NULL, NULL);
     return M5_EPERM;
   }
-  registry_as_t *as = malloc(sizeof *as);
-  int known = as && registry_as_lookup(n->o.reg, c->as_svc_id, as) == 0;
-  free(as);
-  if (!known) {
+  if (registry_as_target(n->o.reg, c->as_svc_id, NULL, 0) != 0) {
     north_problem(ex, 403, "UNKNOWN_AS", "this Application Server is not a configured AS client",
                   NULL, NULL);
     return M5_EPERM;

@@ -187,12 +187,11 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   north_caller_t c;
   memset(&c, 0, sizeof c);
   X509 *cert = req->ssl ? SSL_get0_peer_certificate(req->ssl) : NULL;
-  registry_as_t *as = malloc(sizeof *as);
-  int ok = cert && as &&
+  int ok = cert &&
            m5_tls_peer_san_uri_suffix(req->ssl, NORTH_AS_URI_PREFIX, c.as_svc_id,
                                       sizeof c.as_svc_id) == 0 &&
-           registry_as_id_valid(c.as_svc_id) && registry_as_lookup(n->o.reg, c.as_svc_id, as) == 0;
-  free(as);
+           registry_as_id_valid(c.as_svc_id) &&
+           registry_as_target(n->o.reg, c.as_svc_id, NULL, 0) == 0;
   if (!ok) {
     oauth_error(ex, 401, "invalid_client",
                 "the client certificate names no configured Application Server");

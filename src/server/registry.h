@@ -109,6 +109,10 @@ size_t registry_registrations(registry_t *r, int64_t now);
 /* From any thread: 0 and *out, or M5_ENOENT when no AS client has that asSvcId. */
 int registry_as_lookup(registry_t *r, const char *as_svc_id, registry_as_t *out);
 size_t registry_as_count(registry_t *r);
+/* On the message path, without copying the record: M5_ENOENT when no AS client has that
+ * asSvcId; else 0, with its registration's targetUri in target ("" when it is not registered
+ * or registered without one; NULL target: not wanted). */
+int registry_as_target(registry_t *r, const char *as_svc_id, char *target, size_t target_len);
 /* An asSvcId as accepted anywhere (admin API, certificates, tokens): 1-64 characters of
  * A-Z a-z 0-9 . _ - (it is part of a URI and of file names). */
 int registry_as_id_valid(const char *id);

@@ -281,6 +281,19 @@ int registry_as_lookup(registry_t *r, const char *as_svc_id, registry_as_t *out)
   return rc;
 }
 
+int registry_as_target(registry_t *r, const char *as_svc_id, char *target, size_t target_len) {
+  int rc = M5_ENOENT;
+  pthread_rwlock_rdlock(&r->lock);
+  const registry_as_t *a = m5_hmap_get(r->as_map, as_svc_id, strlen(as_svc_id));
+  if (a) {
+    if (target && target_len)
+      snprintf(target, target_len, "%s", a->registration_id[0] ? a->target_uri : "");
+    rc = 0;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  return rc;
+}
+
 size_t registry_as_count(registry_t *r) {
   pthread_rwlock_rdlock(&r->lock);
   size_t n = m5_hmap_count(r->as_map);

@@ -471,19 +471,17 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   registry_entry_t e;
   router_loc_t loc;
   const char *status = NULL, *cause = NULL;
-  registry_as_t *as = NULL;
+  char target[2]; /* only whether the AS has a targetUri: its first character is enough */
   if (!strcmp(m->dest.type, "AS")) {
     /* point-to-application: "live" = registered with a targetUri (delivery.c POSTs to it) */
-    as = malloc(sizeof *as);
-    if (!as || registry_as_lookup(api->opts.reg, m->dest.addr, as) != 0)
+    if (registry_as_target(api->opts.reg, m->dest.addr, target, sizeof target) != 0)
       status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
-    else if (as->registration_id[0] && as->target_uri[0])
+    else if (target[0])
       status = NULL;
     else if (sto)
       status = "DELY_STORED";
     else
       status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
-    free(as);
   } else if (strcmp(m->dest.type, "UE") != 0 ||
              registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
     status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
