@@ -209,32 +209,10 @@ void north_json(m5_http_exchange_t *ex, int status, json_t *o, const m5_http_hea
   free(text);
 }
 
-static const char *status_title(int status) {
-  switch (status) {
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 404:
-    return "Not Found";
-  case 405:
-    return "Method Not Allowed";
-  case 413:
-    return "Payload Too Large";
-  case 415:
-    return "Unsupported Media Type";
-  case 503:
-    return "Service Unavailable";
-  default:
-    return "Internal Server Error";
-  }
-}
 
 static json_t *problem_json(int status, const char *cause, const char *detail, const char *param,
                             const char *reason) {
-  json_t *o = json_pack("{s:s, s:i, s:s}", "title", status_title(status), "status", status,
+  json_t *o = json_pack("{s:s, s:i, s:s}", "title", m5_http_reason(status), "status", status,
                         "detail", detail);
   if (o && cause) json_object_set_new(o, "cause", json_string(cause));
   if (o && param)

@@ -111,7 +111,6 @@ size_t m5_http_conn_dispatched(const m5_http_conn_t *c);
 void m5_http_ex_problem(m5_http_exchange_t *ex, int status, const char *title);
 /* After a response outside the connection's I/O callback: process, write, maybe close. */
 void m5_http_conn_kick(m5_http_conn_t *c);
-const char *m5_http_reason(int status);
 int m5_http_status_has_body(int status);
 
 /* h2.c */

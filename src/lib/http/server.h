@@ -69,6 +69,9 @@ int m5_http_respond(m5_http_exchange_t *ex, int status, const char *content_type
                     size_t len);
 int m5_http_respond_headers(m5_http_exchange_t *ex, int status, const m5_http_header_t *hdrs,
                             size_t n_hdrs, const void *body, size_t len);
+/* The reason phrase of an HTTP status ("Not Found"; "Status" for one it does not know): the
+ * HTTP/1.1 status line, and the title of problem details. */
+const char *m5_http_reason(int status);
 /* The loop the exchange belongs to (for handlers that answer later). */
 m5_loop_t *m5_http_exchange_loop(const m5_http_exchange_t *ex);
 
