@@ -23,6 +23,15 @@ typedef struct {
   char msg_id[M5_MSG_ID_MAX + 1];
 } msg_pending_t;
 
+/* 400 for a body whose diagnostic names the IE first ("destAddr: missing", "oriAddr.addr:
+ * ...", "delivSt: ..."): that IE goes into invalidParams. */
+static void bad_ie(m5_http_exchange_t *ex, const char *cause, const char *diag) {
+  char param[40];
+  size_t k = strcspn(diag, ":.");
+  snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), diag);
+  north_problem(ex, 400, cause, diag, param, diag);
+}
+
 static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, const char *cause,
                         uint32_t retry_s, const char *detail) {
   msg_pending_t *p = ctx;
@@ -33,10 +42,7 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
     if (o && cause) json_object_set_new(o, "failureCause", json_string(cause));
     north_json(p->ex, 200, o, NULL, 0);
   } else if (how == UE_API_INVALID) {
-    char param[40];
-    size_t k = strcspn(detail, ":");
-    snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), detail);
-    north_problem(p->ex, 400, "INVALID_MSG_FORMAT", detail, param, detail);
+    bad_ie(p->ex, "INVALID_MSG_FORMAT", detail);
   } else if (how != UE_API_DROPPED) {
     char after[16];
     snprintf(after, sizeof after, "%u", retry_s);
@@ -56,12 +62,7 @@ static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
   char diag[160];
   if (m5_msg_parse_as(req->body, req->body_len, is_report ? M5_MSG_IMDN : M5_MSG_MSG, &m, diag,
                       sizeof diag) != 0) {
-    /* diag names the member first: "destAddr: missing", "payload: not base64 ..." */
-    char param[40];
-    size_t k = strcspn(diag, ":.");
-    snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), diag);
-    north_problem(ex, 400, strstr(diag, "missing") ? "MANDATORY_IE_MISSING" : "INVALID_MSG_FORMAT",
-                  diag, param, diag);
+    bad_ie(ex, strstr(diag, "missing") ? "MANDATORY_IE_MISSING" : "INVALID_MSG_FORMAT", diag);
     return;
   }
   if (!is_report && !m.sto_fwd_given) {
