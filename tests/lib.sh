@@ -7,7 +7,7 @@
 : "${M5_SRC:?set M5_SRC to the repository root}"
 : "${M5_TMP:?set M5_TMP to a scratch directory for this test}"
 
-M5_OPENAPI="$M5_SRC/../shared/spec/openapi"
+M5_OPENAPI="$M5_SRC/spec/openapi"
 M5_PIDS=()
 
 rm -rf "$M5_TMP"

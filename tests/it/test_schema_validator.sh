@@ -2,7 +2,7 @@
 # The schema check the HTTP tests rely on must itself tell valid from invalid bodies,
 # or a drift from TS 29.535 / 29.522 / 29.571 would pass unnoticed.
 set -euo pipefail
-S="$M5_SRC/../shared/spec/openapi"
+S="$M5_SRC/spec/openapi"
 V="node $M5_SRC/tests/schema/validate.mjs"
 rm -rf "$M5_TMP" && mkdir -p "$M5_TMP" && cd "$M5_TMP"
 
