@@ -50,7 +50,7 @@ send() { # ID DEST STO [EXTRA] -> 200 expected; the ack in out.json. The request
   validate TS29538_MSGS_MSGDelivery.yaml ASMessageDelivery req.json
   nb POST /msgs-msgdelivery/v1/deliver-as-message "${JSON[@]}" -H "$A" -d @req.json
   want 200
-  validate TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
+  validate_sent TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
   [[ $(json_get out.json msgId) == "$1" ]] || m5s_fail "ack of $1: $(cat out.json)"
 }
 listen() { # UE COUNT SECONDS OUT
@@ -104,7 +104,7 @@ for bad in '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE
   'not json' '[]'; do
   nb POST $P "${JSON[@]}" -H "$A" -d "$bad"
   want 400
-  validate TS29571_CommonData.yaml ProblemDetails out.json
+  validate_sent TS29571_CommonData.yaml ProblemDetails out.json
 done
 nb POST $P "${JSON[@]}" -H "$A" -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"msgId":"x","stoAndFwInd":true}'
 grep -q '"param":"destAddr"' out.json || m5s_fail "the missing IE is not named: $(cat out.json)"

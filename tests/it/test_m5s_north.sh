@@ -144,7 +144,7 @@ for bad in '{}' '{"asSvcId":7}' '[1]' 'nope' '{"asSvcId":"as1","asSvcId":"as1"}'
   '{"asSvcId":"as1","asProf":3}'; do
   nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "$bad"
   want 400
-  validate TS29571_CommonData.yaml ProblemDetails out.json
+  validate_sent TS29571_CommonData.yaml ProblemDetails out.json
 done
 nb as1 POST $ASREG -H 'content-type: text/plain' -H "$A" -d "$REG"
 want 415
@@ -157,7 +157,7 @@ echo "$REG" >req.json
 validate TS29538_MSGS_ASRegistration.yaml ASRegistration req.json
 nb as1 POST $ASREG "${JSON[@]}" -H "$A" -d "$REG"
 want 201
-validate TS29538_MSGS_ASRegistration.yaml ASRegistrationAck out.json
+validate_sent TS29538_MSGS_ASRegistration.yaml ASRegistrationAck out.json
 LOC=$(sed -n 's/^location: *//Ip' hdr.txt | tr -d '\r')
 [[ $LOC == "$NB$ASREG/"* ]] || m5s_fail "Location: '$LOC'"
 curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true' ||
