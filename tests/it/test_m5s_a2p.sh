@@ -29,7 +29,13 @@ nb() { # METHOD PATH [curl args]: as1 -> $ST, out.json, hdr.txt
   ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
     --key "$PKI/as1.key" -X "$method" -D hdr.txt -o out.json -w '%{http_code}' "$@" "$NB$path")
 }
-want() { [[ $ST == "$1" ]] || m5s_fail "want $1, got $ST: $(cat out.json)"; }
+want() {
+  [[ $ST == "$1" ]] || m5s_fail "want $1, got $ST: $(cat out.json)"
+  # every ProblemDetails m5s answers carries only the members TS 29.571 declares
+  if grep -qi '^content-type: application/problem+json' hdr.txt 2>/dev/null; then
+    validate_sent TS29571_CommonData.yaml ProblemDetails out.json
+  fi
+}
 token() { # [SCOPE] -> $TOKEN
   local form=grant_type=client_credentials
   [[ -n ${1:-} ]] && form+="&scope=$1"

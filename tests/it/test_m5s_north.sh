@@ -31,7 +31,13 @@ nb() {
   ST=$(curl -s --http2 --max-time 10 --cacert "$PKI/ca.crt" "${auth[@]}" -X "$method" \
     -D hdr.txt -o out.json -w '%{http_code}' "$@" "$NB$path") || ST="curl-exit-$?"
 }
-want() { [[ $ST == "$1" ]] || m5s_fail "want $1, got $ST: $(cat out.json 2>/dev/null)"; }
+want() {
+  [[ $ST == "$1" ]] || m5s_fail "want $1, got $ST: $(cat out.json 2>/dev/null)"
+  # every ProblemDetails m5s answers carries only the members TS 29.571 declares
+  if grep -qi '^content-type: application/problem+json' hdr.txt 2>/dev/null; then
+    validate_sent TS29571_CommonData.yaml ProblemDetails out.json
+  fi
+}
 field() { json_get out.json "$1"; }
 token() { # AS [SCOPE]: an access token for AS
   local form="grant_type=client_credentials"
