@@ -185,11 +185,20 @@ aanf_post() {
     -w '%{http_code}' "$@" "$AANF_URL/naanf-akma/v1/$path"
 }
 
-# validate YAML_FILE SCHEMA JSON_FILE: the body must match the 3GPP schema.
+# validate YAML_FILE SCHEMA JSON_FILE: the body must match the 3GPP schema. For bodies the
+# tests (third parties) send: undeclared members pass, as the schemas allow.
 validate() {
   local out
   out=$(node "$M5_SRC/tests/schema/validate.mjs" "$M5_OPENAPI/$1" "$2" "$3" 2>&1) ||
     fail "$3 is not a valid $2 ($1): $out"
+}
+
+# validate_sent YAML_FILE SCHEMA JSON_FILE: a body m5s or m5-aanf sent must match the 3GPP
+# schema and carry only the members the schemas declare (validate.mjs --strict).
+validate_sent() {
+  local out
+  out=$(node "$M5_SRC/tests/schema/validate.mjs" --strict "$M5_OPENAPI/$1" "$2" "$3" 2>&1) ||
+    fail "$3 is not a valid $2 with only its declared members ($1): $out"
 }
 
 # json_get FILE MEMBER: a top-level member's value as text (empty if absent).
@@ -203,7 +212,7 @@ json_get() {
 # when given, invalidParams[0].param.
 expect_problem() {
   local file=$1 status=$2 cause=$3 param=${4:-}
-  validate TS29571_CommonData.yaml ProblemDetails "$file"
+  validate_sent TS29571_CommonData.yaml ProblemDetails "$file"
   [[ $(json_get "$file" status) == "$status" ]] || fail "$file: status $(cat "$file")"
   [[ $(json_get "$file" cause) == "$cause" ]] || fail "$file: want cause $cause: $(cat "$file")"
   if [[ -n $param ]]; then

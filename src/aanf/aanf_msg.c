@@ -5,9 +5,9 @@
 
 #include "core/err.h"
 #include "crypto/codec.h"
+#include "crypto/json_wipe.h"
 
 #include <jansson.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,15 +21,9 @@
 
 /* jansson frees the text of every string it parsed or built (K_AKMA and K_AF in hex among
  * them) with its free hook; wiping each block there means no key text lingers in freed heap,
- * including the lexer's scratch buffers that no caller could reach. */
-static void wipe_free(void *p) {
-  if (!p) return;
-  m5_wipe(p, malloc_usable_size(p));
-  free(p);
-}
-
+ * including the lexer's scratch buffers that no caller could reach (crypto/json_wipe.h). */
 void aanf_msg_init(void) {
-  json_set_alloc_funcs(malloc, wipe_free);
+  m5_json_wipe_install();
 }
 
 void aanf_problem_set(aanf_problem_t *pb, int status, const char *title, const char *cause,

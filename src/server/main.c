@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   m5_daemon_setup(cfg.log_level);
-  m5_store_process_init(); /* before the registry opens its SQLite database */
+  server_process_init(); /* before the registry opens its SQLite database or JSON is read */
 
   registry_t *reg = registry_open(cfg.db_path, err, sizeof err);
   if (!reg) {

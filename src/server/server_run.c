@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/workers.h"
+#include "crypto/json_wipe.h"
 #include "http/server.h"
 #include "north.h"
 #include "router.h"
@@ -227,6 +228,11 @@ static int contexts(run_t *run, const server_config_t *cfg) {
     return M5_ECRYPTO;
   }
   return 0;
+}
+
+void server_process_init(void) {
+  m5_store_process_init();
+  m5_json_wipe_install();
 }
 
 int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers) {

@@ -11,6 +11,11 @@
 
 #include <stddef.h>
 
+/* Process-wide setup, first thing in main (before any thread, database or JSON): SQLite's
+ * memory statistics off (m5_store_process_init) and jansson's freed buffers wiped (the K_AF
+ * of every AkmaAfKeyData m5s reads passes through them in hex: crypto/json_wipe.h). */
+void server_process_init(void);
+
 /* Sets everything up (listeners bound before any error is returned), runs until SIGTERM or
  * SIGINT, drains (new requests 5.03, outstanding ones answered, at most about 3 s) and tears
  * down. Takes reg (opened, not started) and store (open) and closes both. Returns 0, or a

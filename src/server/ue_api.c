@@ -412,7 +412,9 @@ static void op_dereg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg
 
 /* ---- MSG and IMDN: acceptance into the store ---- */
 
-static int cause_valid(const char *s) {
+/* delivSt: a word (REPT_DELY_SUCCESS, ...). failureCause is free text, checked by the codec
+ * (1-256 bytes of UTF-8 without control characters) and passed through as given. */
+static int deliv_st_valid(const char *s) {
   for (; *s; s++)
     if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
           *s == '_' || *s == '-' || *s == '.'))
@@ -447,13 +449,8 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "appId: starts with a control character");
     return;
   }
-  if (is_imdn && (!m->deliv_st[0] || !cause_valid(m->deliv_st))) {
+  if (is_imdn && (!m->deliv_st[0] || !deliv_st_valid(m->deliv_st))) {
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
-    return;
-  }
-  if (is_imdn && !cause_valid(m->failure_cause)) {
-    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST,
-                             "failureCause: letters, digits, '_', '-', '.' only");
     return;
   }
   accept_msg(api, m, is_imdn, req, NULL, NULL);
@@ -562,12 +559,8 @@ void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
 
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx) {
-  if (is_report && (!m->deliv_st[0] || !cause_valid(m->deliv_st))) {
+  if (is_report && (!m->deliv_st[0] || !deliv_st_valid(m->deliv_st))) {
     reply(ctx, UE_API_INVALID, NULL, NULL, 0, "delivSt: expected e.g. REPT_DELY_SUCCESS");
-    return;
-  }
-  if (is_report && !cause_valid(m->failure_cause)) {
-    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "failureCause: letters, digits, '_', '-', '.' only");
     return;
   }
   if (api->draining) {

@@ -1,6 +1,7 @@
 /* m5ctl: entry point and command table. A row with verb NULL is a one-word command
  * ("m5ctl stats"). */
 #include "ctl.h"
+#include "crypto/json_wipe.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+  m5_json_wipe_install(); /* K_AKMA in hex passes through jansson (subscriber add) */
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     usage(stdout);
     return 0;

@@ -2,7 +2,7 @@
  * through the three request parsers; an accepted body must satisfy the invariants the
  * handlers rely on, a refused one must yield a complete 400 ProblemDetails.
  * M5_FUZZ_SOURCES: src/aanf/aanf_msg.c src/lib/crypto/akma.c src/lib/crypto/kdf.c
- * M5_FUZZ_SOURCES: src/lib/crypto/codec.c src/lib/core/err.c
+ * M5_FUZZ_SOURCES: src/lib/crypto/codec.c src/lib/crypto/json_wipe.c src/lib/core/err.c
  * M5_FUZZ_PKGS: jansson openssl */
 #include "../../src/aanf/aanf_msg.h"
 

@@ -28,7 +28,8 @@ and waits for its answer, which the next `expect` checks):
   reg:UE                       REG  {"msgType":"REG","ueSvcId":UE}
   dereg:UE                     DEREG
   msg:ORI:DEST:MSGID:B64       MSG  from UE ORI to UE DEST (MSGID may contain ':')
-  json:BODY                    any body text (not checked), e.g. for 4.00 tests
+  json:BODY                    any body text (not checked; its bytes as given, also when they
+                               are not UTF-8), e.g. for 4.00 tests
   req:PATH:FORMAT:BODY         any Uri-Path and Content-Format (FORMAT "-" = no option)
   expect:CODE[:CHECK...]       the last answer's code (e.g. 2.01, or 2.01|2.04 for either)
                                and body checks. A CHECK is
@@ -597,8 +598,10 @@ def run_steps(ch, steps, timeout):
             ans = ch.request("msgin5g", FORMAT_JSON, jbody(body), timeout)
             last = (kind, body, ans)
         elif kind == "json":
-            ans = ch.request("msgin5g", FORMAT_JSON, rest.encode(), timeout)
-            last = (kind, parse_json_object(rest.encode()), ans)
+            # the argument's bytes as given, also when they are not UTF-8 (surrogateescape)
+            raw = rest.encode("utf-8", "surrogateescape")
+            ans = ch.request("msgin5g", FORMAT_JSON, raw, timeout)
+            last = (kind, parse_json_object(raw), ans)
         elif kind == "req":
             f = rest.split(":", 2)
             if len(f) != 3:

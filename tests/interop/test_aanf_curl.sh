@@ -33,7 +33,7 @@ printf '{"supi":"imsi-%s","aKId":"%s","kAkma":"%s"}' "$SUPI" "$AKID" "$KAKMA" >r
 validate TS29535_Naanf_AKMA.yaml AkmaKeyInfo reg.json
 st=$(aanf_post register-anchorkey reg.json ausf reg.out)
 [[ $st == 200 ]] || fail "register-anchorkey: $st $(cat reg.out)"
-validate TS29535_Naanf_AKMA.yaml AkmaKeyInfo reg.out
+validate_sent TS29535_Naanf_AKMA.yaml AkmaKeyInfo reg.out
 [[ $(json_get reg.out aKId) == "$AKID" && $(json_get reg.out supi) == "imsi-$SUPI" &&
    $(json_get reg.out kAkma) == "$KAKMA" ]] || fail "register echo: $(cat reg.out)"
 
@@ -44,7 +44,7 @@ before=$(date -u +%s)
 st=$(aanf_post retrieve-applicationkey get13.json m5s get13.out)
 after=$(date -u +%s)
 [[ $st == 200 ]] || fail "retrieve (tls13): $st $(cat get13.out)"
-validate TS29522_AKMA.yaml AkmaAfKeyData get13.out
+validate_sent TS29522_AKMA.yaml AkmaAfKeyData get13.out
 [[ $(json_get get13.out kaf) == "$(derive "$KAUSF" tls13 | field kaf)" ]] ||
   fail "K_AF (TLS 1.3) differs from m5ctl akma derive: $(json_get get13.out kaf)"
 [[ $(json_get get13.out supi) == "imsi-$SUPI" ]] || fail "supi: $(cat get13.out)"
@@ -58,7 +58,7 @@ expiry=$(date -u -d "$(json_get get13.out expiry)" +%s)
 printf '{"afId":"localhost","aKId":"%s","uaSecProtId":"01000100a8"}' "$AKID" >get12.json
 st=$(aanf_post retrieve-applicationkey get12.json m5s get12.out)
 [[ $st == 200 ]] || fail "retrieve (tls12): $st $(cat get12.out)"
-validate TS29522_AKMA.yaml AkmaAfKeyData get12.out
+validate_sent TS29522_AKMA.yaml AkmaAfKeyData get12.out
 [[ $(json_get get12.out kaf) == "$(derive "$KAUSF" tls12:00a8 | field kaf)" ]] ||
   fail "K_AF (TLS 1.2, 0x00A8) differs from m5ctl akma derive"
 [[ $(json_get get12.out kaf) != "$(json_get get13.out kaf)" ]] || fail "Ua* id ignored"
@@ -68,7 +68,7 @@ printf '{"afId":"localhost","aKId":"%s","anonInd":true}' "$AKID" >anon.json
 validate TS29522_AKMA.yaml AkmaAfKeyRequest anon.json
 st=$(aanf_post retrieve-applicationkey anon.json m5s anon.out)
 [[ $st == 200 ]] || fail "retrieve (anon): $st"
-validate TS29522_AKMA.yaml AkmaAfKeyData anon.out
+validate_sent TS29522_AKMA.yaml AkmaAfKeyData anon.out
 [[ -z $(json_get anon.out supi) ]] || fail "anonInd answered with a supi: $(cat anon.out)"
 
 # --- unknown A-KID: 204, no body ---

@@ -25,7 +25,7 @@ still_serving() {
   local st
   st=$(aanf_post retrieve-applicationkey good.json m5s good.out)
   [[ $st == 200 ]] || fail "after $1: the good request got $st"
-  validate TS29522_AKMA.yaml AkmaAfKeyData good.out
+  validate_sent TS29522_AKMA.yaml AkmaAfKeyData good.out
 }
 
 # bad NAME PATH CERT BODY STATUS CAUSE [PARAM]: one bad request and its exact answer.
@@ -80,7 +80,7 @@ st=$(curl -s --http2 --max-time 10 --cacert pki/ca.crt --cert pki/m5s.crt --key 
   -H 'content-type: text/plain' --data-binary @good.json -o ct.out -w '%{http_code}' \
   "$AANF_URL/naanf-akma/v1/$G")
 [[ $st == 415 ]] || fail "text/plain: $st"
-validate TS29571_CommonData.yaml ProblemDetails ct.out
+validate_sent TS29571_CommonData.yaml ProblemDetails ct.out
 still_serving content-type
 
 # Wrong method: 405 with Allow.

@@ -27,7 +27,7 @@ MODE=$M5_TMP/as.mode
 : >"$AS_LOG"
 echo 204 >"$MODE"
 node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$MODE" >"$M5_TMP/as_server.out" 2>&1 &
+  "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
 AS_SERVER_PID=$!
 track_pid "$AS_SERVER_PID"
 wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
@@ -73,7 +73,7 @@ st=$(curl -s --http2 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" --key "$PKI/as
   "$NB/msgs-asregistration/v1/registrations")
 [[ $st == 201 ]] || m5s_fail "as1 registration: $st $(cat reg.out)"
 wait_as p2a-early 1 2 || m5s_fail "the stored message did not reach as1 at its registration: $(cat "$AS_LOG")"
-send as:as1 p2a-live
+send as:as1 p2a-live --priority high # not a member of UEMessageDelivery: must not reach the AS
 ! grep -q '"status"' send.out || m5s_fail "live AS: want accepted for delivery: $(cat send.out)"
 wait_as p2a-live 1 10 || m5s_fail "p2a-live did not reach as1: $(cat "$AS_LOG")"
 echo "ok: UE -> AS, stored until registered, then live"
@@ -88,7 +88,7 @@ for (const l of fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Bool
   if (!/DNS:localhost/.test(r.peer.san)) throw new Error("client certificate: " + JSON.stringify(r.peer));
   fs.writeFileSync(process.argv[2] + "/body-" + JSON.parse(r.body).msgId + ".json", r.body);
 }' "$AS_LOG" "$M5_TMP"
-validate TS29538_MSGS_MSGDelivery.yaml UEMessageDelivery "$M5_TMP/body-p2a-live.json"
+validate_sent TS29538_MSGS_MSGDelivery.yaml UEMessageDelivery "$M5_TMP/body-p2a-live.json"
 grep -q '"oriAddr":{"addrType":"UE","addr":"ue1"}' "$M5_TMP/body-p2a-live.json" &&
   grep -q '"destAddr":{"addrType":"AS","addr":"as1"}' "$M5_TMP/body-p2a-live.json" &&
   ! grep -q msgType "$M5_TMP/body-p2a-live.json" || m5s_fail "body: $(cat "$M5_TMP/body-p2a-live.json")"
@@ -97,7 +97,7 @@ echo "ok: POST {targetUri}/deliver-message with m5s's certificate, a valid UEMes
 
 # the AS fails (503): stored, retried with back-off, delivered once it answers again
 echo 503 >"$MODE"
-send as:as1 p2a-retry --store-forward
+send as:as1 p2a-retry --store-forward --expire 600
 wait_as p2a-retry 1 10 || m5s_fail "no first attempt of p2a-retry"
 echo 204 >"$MODE"
 wait_as p2a-retry 2 20 || m5s_fail "p2a-retry was not retried: $(cat "$AS_LOG")"
@@ -112,7 +112,7 @@ send as:as1 p2a-down --store-forward
 sleep 3 # at least one attempt fails on the closed port
 [[ $(as_got p2a-down) == 0 ]] || m5s_fail "p2a-down reached a stopped AS?"
 node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$MODE" >"$M5_TMP/as_server2.out" 2>&1 &
+  "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server2.out" 2>&1 &
 AS_SERVER_PID=$!
 track_pid "$AS_SERVER_PID"
 wait_file_line "$M5_TMP/as_server2.out" 'listening' 10 || fail "the AS server did not restart"
@@ -130,7 +130,7 @@ echo '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","add
 validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport req.json
 nb POST /msgs-msgdelivery/v1/deliver-report -d @req.json
 [[ $ST == 200 ]] || m5s_fail "deliver-report: $ST $(cat out.json)"
-validate TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
+validate_sent TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
 [[ $(json_get out.json status) == DELY_STORED ]] || m5s_fail "report to an offline UE: $(cat out.json)"
 nb POST /msgs-msgdelivery/v1/deliver-report \
   -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"p2a-live","delivSt":"bad value"}'
@@ -155,8 +155,18 @@ const r = fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).m
 if (!r) throw new Error("no report reached the AS");
 fs.writeFileSync(process.argv[2], r.body);' "$AS_LOG" "$M5_TMP/report.json" ||
   m5s_fail "ue1's report did not reach as1: $(cat "$AS_LOG")"
-validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport "$M5_TMP/report.json"
+validate_sent TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport "$M5_TMP/report.json"
 grep -q '"oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"AS","addr":"as1"},"msgId":"a2p-rep"' \
   "$M5_TMP/report.json" || m5s_fail "report body: $(cat "$M5_TMP/report.json")"
 echo "ok: reports both ways (AS -> UE IMDN, UE -> AS DeliveryStatusReport)"
+
+# every body m5s POSTed to the AS carried only the members TS 29.538 declares (the AS server
+# checked each in strict mode: tests/schema/openapi.mjs)
+node -e '
+const fs = require("fs");
+const rs = fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse);
+const bad = rs.filter((r) => r.schema !== "ok");
+if (bad.length) throw new Error(bad.map((r) => r.path + " " + r.body + ": " + JSON.stringify(r.schema)).join("\n"));
+console.log("ok: " + rs.length + " bodies to the AS, each a strictly valid TS 29.538 body");' "$AS_LOG" ||
+  m5s_fail "m5s sent the AS a body with undeclared members or not valid"
 stop_m5s

@@ -541,6 +541,157 @@ static void test_29538_bodies(void **state) {
   free(text);
 }
 
+/* TS 29.538 forms carry only the members their schema declares: priority is a member of
+ * ASMessageDelivery (read) but not of UEMessageDelivery (never written to an AS, while the
+ * MSGin5G-1 MSG to a UE keeps it); payload is optional in ASMessageDelivery (an absent one is
+ * an empty message, written on as "payload":""). */
+static void test_29538_members_as_declared(void **state) {
+  (void)state;
+  m5_msg_t m = blank(M5_MSG_MSG);
+  set_addr(&m.ori, "UE", "ue1");
+  set_addr(&m.dest, "AS", "as1");
+  strcpy(m.msg_id, "p2a-2");
+  strcpy(m.app_id, "meter");
+  m.prio = M5_PRIO_HIGH;
+  m.deliv_st_req = true;
+  m.sto_fwd = true;
+  m.expr_time = 1780000000;
+  uint8_t bin[] = {1, 2, 3};
+  m.payload = bin;
+  m.payload_len = sizeof bin;
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(m5_msg_encode_as(&m, &text, &len), M5_OK);
+  assert_string_equal(text, "{\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+                            "\"destAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},"
+                            "\"msgId\":\"p2a-2\",\"appId\":\"meter\",\"delivStReqInd\":true,"
+                            "\"payload\":\"AQID\",\"stoAndFwInd\":true,"
+                            "\"stoAndFwParams\":{\"exprTime\":\"2026-05-28T20:26:40Z\"}}");
+  assert_int_equal(len, strlen(text));
+  free(text);
+  assert_int_equal(m5_msg_encode(&m, &text, &len), M5_OK); /* MSGin5G-1 keeps it */
+  assert_non_null(strstr(text, "\"priority\":\"HIGH\""));
+  free(text);
+
+  const char *no_payload = "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},\"destAddr\":"
+                           "{\"addrType\":\"UE\",\"addr\":\"ue1\"},\"msgId\":\"e\","
+                           "\"priority\":\"LOW\",\"stoAndFwInd\":true}";
+  m5_msg_t back;
+  char diag[160];
+  assert_int_equal(m5_msg_parse_as((const uint8_t *)no_payload, strlen(no_payload), M5_MSG_MSG,
+                                   &back, diag, sizeof diag),
+                   M5_OK);
+  assert_int_equal(back.payload_len, 0);
+  assert_int_equal(back.prio, M5_PRIO_LOW);
+  back.type = M5_MSG_MSG;
+  assert_int_equal(m5_msg_encode(&back, &text, &len), M5_OK); /* to the UE */
+  assert_non_null(strstr(text, "\"payload\":\"\""));
+  free(text);
+  m5_msg_free(&back);
+  /* on MSGin5G-1 payload stays mandatory */
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},"
+              "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"msgId\":\"1\"}",
+              "payload: missing");
+}
+
+/* Parses an IMDN with this failureCause JSON text (quoted), expects rc and, on failure, diag;
+ * the TS 29.538 DeliveryStatusReport the same. */
+static void imdn_cause(const char *cause_json, int want_rc, const char *want_diag,
+                       const char *want_cause) {
+  char body[1024], as_body[1024], diag[160];
+  snprintf(as_body, sizeof as_body,
+           "{\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":{\"addrType\":\"UE\","
+           "\"addr\":\"b\"},\"msgId\":\"1\",\"delivSt\":\"REPT_DELY_FAILED\",\"failureCause\":%s}",
+           cause_json);
+  snprintf(body, sizeof body, "{\"msgType\":\"IMDN\",%s", as_body + 1);
+  for (int as = 0; as < 2; as++) {
+    m5_msg_t m;
+    const char *b = as ? as_body : body;
+    int rc = as ? m5_msg_parse_as((const uint8_t *)b, strlen(b), M5_MSG_IMDN, &m, diag, sizeof diag)
+                : parse(b, &m, diag, sizeof diag);
+    if (rc != want_rc || (want_diag && strcmp(diag, want_diag))) {
+      print_error("%s: rc %d diag '%s', want %d '%s'\n", b, rc, diag, want_rc,
+                  want_diag ? want_diag : "");
+      fail();
+    }
+    if (rc) continue;
+    assert_string_equal(m.failure_cause, want_cause);
+    /* passed on intact, in both forms */
+    char *text = NULL;
+    assert_int_equal(as ? m5_msg_encode_as(&m, &text, NULL) : m5_msg_encode(&m, &text, NULL),
+                     M5_OK);
+    /* the text as it came, raw UTF-8 (quotes and backslashes are escaped) */
+    if (!strpbrk(want_cause, "\"\\") && !strstr(text, want_cause)) {
+      print_error("encoded %s, want %s in it\n", text, want_cause);
+      fail();
+    }
+    m5_msg_t back;
+    assert_int_equal(as ? m5_msg_parse_as((const uint8_t *)text, strlen(text), M5_MSG_IMDN, &back,
+                                          diag, sizeof diag)
+                        : parse(text, &back, diag, sizeof diag),
+                     M5_OK);
+    assert_string_equal(back.failure_cause, want_cause);
+    m5_msg_free(&back);
+    m5_msg_free(&m);
+    free(text);
+  }
+}
+
+/* failureCause (IMDN, DeliveryStatusReport): 1-256 bytes of printable UTF-8, passed through;
+ * control characters, invalid UTF-8 and 257 bytes are refused naming the IE. */
+static void test_failure_cause_utf8(void **state) {
+  (void)state;
+  const char *bad = "failureCause: expected 1-256 bytes of UTF-8 text without control characters";
+  imdn_cause("\"RECIPIENT_GONE\"", M5_OK, NULL, "RECIPIENT_GONE");
+  imdn_cause("\"disk full: sensor 7 (réservoir Nord) \xe6\xb0\xb4\xe4\xbd\x8d \xf0\x9f\x92\xa7\"",
+             M5_OK, NULL,
+             "disk full: sensor 7 (réservoir Nord) \xe6\xb0\xb4\xe4\xbd\x8d \xf0\x9f\x92\xa7");
+  imdn_cause("\"quote \\\" and \\\\ kept\"", M5_OK, NULL, "quote \" and \\ kept");
+  imdn_cause("\"\\u00e9t\\u00e9\"", M5_OK, NULL, "\xc3\xa9t\xc3\xa9"); /* escapes decode */
+  /* 256 bytes (128 two-byte characters) pass, 257 do not */
+  char c256[600] = "\"", c257[600] = "\"x", want[300] = "";
+  for (int i = 0; i < 128; i++) {
+    strcat(c256, "\xc3\xa9");
+    strcat(c257, "\xc3\xa9");
+    strcat(want, "\xc3\xa9");
+  }
+  strcat(c256, "\"");
+  strcat(c257, "\"");
+  imdn_cause(c256, M5_OK, NULL, want);
+  imdn_cause(c257, M5_EINVAL, bad, NULL);
+  imdn_cause("\"\"", M5_EINVAL, bad, NULL);
+  imdn_cause("\"tab\\there\"", M5_EINVAL, bad, NULL);
+  imdn_cause("\"line\\nbreak\"", M5_EINVAL, bad, NULL);
+  imdn_cause("\"del\\u007f\"", M5_EINVAL, bad, NULL);
+  imdn_cause("\"c1\\u0085\"", M5_EINVAL, bad, NULL);      /* NEL, a C1 control */
+  imdn_cause("\"c1\xc2\x9b\"", M5_EINVAL, bad, NULL);      /* CSI as raw UTF-8 */
+  imdn_cause("\"nbsp\xc2\xa0ok\"", M5_OK, NULL, "nbsp\xc2\xa0ok"); /* U+00A0 is printable */
+  imdn_cause("\"nul\\u0000\"", M5_EINVAL, "failureCause: contains \\u0000", NULL);
+  imdn_cause("\"bad \xff byte\"", M5_EINVAL, "failureCause: not valid UTF-8", NULL);
+  imdn_cause("\"cut \xc3\"", M5_EINVAL, "failureCause: not valid UTF-8", NULL);
+  imdn_cause("\"overlong \xc0\xaf\"", M5_EINVAL, "failureCause: not valid UTF-8", NULL);
+  imdn_cause("\"surrogate \xed\xa0\x80\"", M5_EINVAL, "failureCause: not valid UTF-8", NULL);
+  imdn_cause("\"\\ud800\"", M5_EINVAL, "failureCause: an invalid \\u escape (a lone surrogate)",
+             NULL);
+  imdn_cause("7", M5_EINVAL, "failureCause: expected a string", NULL);
+  /* the IE is named wherever the bytes are; a key or the top level is "body" */
+  expect_diag("{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\xff\"}}",
+              "oriAddr.addr: not valid UTF-8");
+  expect_diag("{\"msgType\":\"MSG\",\"k\xff\":1}", "body: not valid UTF-8");
+  expect_diag("[\"\xff\"]", "body: not valid UTF-8");
+  expect_diag("{\"msgType\":\"MSG\",\"a\":[\"\xff\"]}", "body: not valid UTF-8");
+  /* an encoder given a bad cause refuses it */
+  m5_msg_t m = blank(M5_MSG_IMDN);
+  set_addr(&m.ori, "UE", "a");
+  set_addr(&m.dest, "UE", "b");
+  strcpy(m.msg_id, "1");
+  strcpy(m.deliv_st, "REPT_DELY_FAILED");
+  strcpy(m.failure_cause, "bell\a");
+  char *text = NULL;
+  assert_int_equal(m5_msg_encode_as(&m, &text, NULL), M5_EINVAL);
+  assert_null(text);
+}
+
 static void test_names(void **state) {
   (void)state;
   assert_string_equal(m5_msg_type_name(M5_MSG_TOPICUNSUB), "TOPICUNSUB");
@@ -567,6 +718,8 @@ int main(void) {
       cmocka_unit_test(test_encode_refuses_invalid),
       cmocka_unit_test(test_encode_escapes_like_jansson),
       cmocka_unit_test(test_29538_bodies),
+      cmocka_unit_test(test_29538_members_as_declared),
+      cmocka_unit_test(test_failure_cause_utf8),
       cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,6 +36,7 @@ typedef enum {
   K_SVC_ID,  /* char[]: m5_msg_svc_id_valid */
   K_MSG_ID,  /* char[]: m5_msg_id_valid */
   K_TEXT,    /* char[]: 1..cap-1 bytes, no control characters */
+  K_CAUSE,   /* char[]: 1..cap-1 bytes of UTF-8 without control characters (C0, DEL, C1) */
   K_ADDR,    /* m5_msg_addr_t: {addrType, addr} */
   K_B64,     /* payload / payload_len */
   K_BOOL,    /* bool, omitted when false */
@@ -54,6 +55,9 @@ typedef struct {
   unsigned mandatory; /* T(type) bits */
   unsigned optional;
   json_type jtype; /* K_CHECKED only */
+  /* The TS 29.538 forms (m5_msg_parse_as / m5_msg_encode_as), T(type) bits: */
+  unsigned ts_optional; /* mandatory on MSGin5G-1, optional there (ASMessageDelivery.payload) */
+  unsigned ts_omit;     /* not a member of the schema written (UEMessageDelivery.priority) */
 } member_t;
 
 #define F(field) offsetof(m5_msg_t, field), sizeof(((m5_msg_t *)0)->field)
@@ -62,26 +66,26 @@ typedef struct {
 #define TOPIC (T(M5_MSG_TOPICSUB) | T(M5_MSG_TOPICUNSUB))
 
 static const member_t members[] = {
-    {"ueSvcId", K_SVC_ID, F(ue_svc_id), T(M5_MSG_REG) | T(M5_MSG_DEREG), 0, 0},
-    {"clientProfile", K_OBJECT, F(client_profile_json), 0, T(M5_MSG_REG), 0},
-    {"expiry", K_TIME, F(expiry), 0, T(M5_MSG_REG), 0},
-    {"oriAddr", K_ADDR, F(ori), ADDRESSED, T(M5_MSG_MSGRESP), 0},
-    {"destAddr", K_ADDR, F(dest), ADDRESSED, 0, 0},
-    {"msgId", K_MSG_ID, F(msg_id), ADDRESSED | T(M5_MSG_MSGRESP), 0, 0},
-    {"appId", K_TEXT, F(app_id), 0, T(M5_MSG_MSG), 0},
-    {"delivStReqInd", K_BOOL, F(deliv_st_req), 0, T(M5_MSG_MSG), 0},
-    {"payload", K_B64, F(payload), T(M5_MSG_MSG), 0, 0},
-    {"priority", K_PRIO, F(prio), 0, T(M5_MSG_MSG), 0},
-    {"stoAndFwInd", K_BOOL, F(sto_fwd), 0, T(M5_MSG_MSG), 0},
-    {"stoAndFwParams", K_SAF, F(expr_time), 0, T(M5_MSG_MSG), 0},
-    {"delivSt", K_TEXT, F(deliv_st), T(M5_MSG_IMDN), 0, 0},
-    {"status", K_TEXT, F(status), 0, T(M5_MSG_MSGRESP), 0},
-    {"failureCause", K_TEXT, F(failure_cause), 0, T(M5_MSG_MSGRESP) | T(M5_MSG_IMDN), 0},
-    {"segInd", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_TRUE},
-    {"segParams", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_OBJECT},
-    {"segId", K_CHECKED, 0, 0, SEG, 0, JSON_STRING},
-    {"segNumb", K_CHECKED, 0, 0, 0, SEG, JSON_ARRAY},
-    {"msgTopics", K_CHECKED, 0, 0, TOPIC, 0, JSON_ARRAY},
+    {"ueSvcId", K_SVC_ID, F(ue_svc_id), T(M5_MSG_REG) | T(M5_MSG_DEREG), 0, 0, 0, 0},
+    {"clientProfile", K_OBJECT, F(client_profile_json), 0, T(M5_MSG_REG), 0, 0, 0},
+    {"expiry", K_TIME, F(expiry), 0, T(M5_MSG_REG), 0, 0, 0},
+    {"oriAddr", K_ADDR, F(ori), ADDRESSED, T(M5_MSG_MSGRESP), 0, 0, 0},
+    {"destAddr", K_ADDR, F(dest), ADDRESSED, 0, 0, 0, 0},
+    {"msgId", K_MSG_ID, F(msg_id), ADDRESSED | T(M5_MSG_MSGRESP), 0, 0, 0, 0},
+    {"appId", K_TEXT, F(app_id), 0, T(M5_MSG_MSG), 0, 0, 0},
+    {"delivStReqInd", K_BOOL, F(deliv_st_req), 0, T(M5_MSG_MSG), 0, 0, 0},
+    {"payload", K_B64, F(payload), T(M5_MSG_MSG), 0, 0, T(M5_MSG_MSG), 0},
+    {"priority", K_PRIO, F(prio), 0, T(M5_MSG_MSG), 0, 0, T(M5_MSG_MSG)},
+    {"stoAndFwInd", K_BOOL, F(sto_fwd), 0, T(M5_MSG_MSG), 0, 0, 0},
+    {"stoAndFwParams", K_SAF, F(expr_time), 0, T(M5_MSG_MSG), 0, 0, 0},
+    {"delivSt", K_TEXT, F(deliv_st), T(M5_MSG_IMDN), 0, 0, 0, 0},
+    {"status", K_TEXT, F(status), 0, T(M5_MSG_MSGRESP), 0, 0, 0},
+    {"failureCause", K_CAUSE, F(failure_cause), 0, T(M5_MSG_MSGRESP) | T(M5_MSG_IMDN), 0, 0, 0},
+    {"segInd", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_TRUE, 0, 0},
+    {"segParams", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_OBJECT, 0, 0},
+    {"segId", K_CHECKED, 0, 0, SEG, 0, JSON_STRING, 0, 0},
+    {"segNumb", K_CHECKED, 0, 0, 0, SEG, JSON_ARRAY, 0, 0},
+    {"msgTopics", K_CHECKED, 0, 0, TOPIC, 0, JSON_ARRAY, 0, 0},
 };
 #define N_MEMBERS (sizeof members / sizeof members[0])
 
@@ -114,6 +118,21 @@ static bool text_valid(const char *s, size_t max) {
   for (; s[n]; n++) {
     unsigned char c = (unsigned char)s[n];
     if (c < 0x20 || c == 0x7f || n >= max) return false;
+  }
+  return n > 0;
+}
+
+static size_t utf8_seq(const unsigned char *s);
+
+/* 1..max bytes of UTF-8 without control characters: C0, DEL and C1 (U+0080-U+009F). */
+static bool cause_valid(const char *s, size_t max) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t n = 0;
+  while (u[n]) {
+    size_t k = utf8_seq(u + n);
+    if (!k || u[n] < 0x20 || u[n] == 0x7f || (u[n] == 0xc2 && u[n + 1] < 0xa0) || n + k > max)
+      return false;
+    n += k;
   }
   return n > 0;
 }
@@ -315,6 +334,13 @@ static int get_text(json_t *v, const char *name, kind_t kind, char *dst, size_t 
     ok = m5_msg_svc_id_valid(s);
     what = "expected 1-128 printable characters without spaces";
     break;
+  case K_CAUSE:
+    ok = cause_valid(s, cap - 1);
+    what = NULL;
+    if (!ok)
+      return fail(diag, dl, "%s: expected 1-%zu bytes of UTF-8 text without control characters",
+                  name, cap - 1);
+    break;
   default:
     ok = text_valid(s, cap - 1);
     what = NULL;
@@ -352,6 +378,7 @@ static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, si
   case K_SVC_ID:
   case K_MSG_ID:
   case K_TEXT:
+  case K_CAUSE:
     return get_text(v, mb->name, mb->kind, field, mb->cap, diag, dl);
   case K_ADDR:
     return get_addr(v, mb->name, (m5_msg_addr_t *)(void *)field, diag, dl);
@@ -417,7 +444,82 @@ static int duplicate_diag(const json_error_t *e, char *diag, size_t dl) {
   return fail(diag, dl, "body: duplicate key");
 }
 
-static int parse_members(json_t *root, m5_msg_t *out, char *diag, size_t diag_len);
+/* The member whose string value holds byte `pos` of a body that is JSON up to there (jansson
+ * stops in a string it cannot decode: the error position is inside it or just after its
+ * closing quote): "oriAddr.addr" into out, or "" when it is not inside a member's value (a key,
+ * an array, the top level). Only keys of nested objects, at most 3 deep, are named. */
+static void member_at(const uint8_t *b, size_t len, size_t pos, char *out, size_t outlen) {
+  enum { DEPTH = 3 };
+  char keys[DEPTH][40];
+  int depth = 0;            /* of the object or array we are in (0 = top) */
+  bool in_obj[DEPTH + 1];   /* per depth: an object (keys) or an array */
+  bool want_key = false;    /* in an object, the next string is a key */
+  int str_is = 0;           /* the last string started: 1 key, 2 a member's value, 3 other */
+  int str_depth = 0;
+  out[0] = '\0';
+  in_obj[0] = false;
+  for (size_t i = 0; i < len && i < pos; i++) {
+    uint8_t c = b[i];
+    if (c == '"') {
+      size_t start = ++i;
+      while (i < len && i < pos && b[i] != '"')
+        i += b[i] == '\\' ? 2 : 1;
+      str_depth = depth;
+      if (want_key && in_obj[depth]) {
+        str_is = 1;
+        if (depth >= 1 && depth <= DEPTH) {
+          size_t n = (i < len ? i : len) - start;
+          snprintf(keys[depth - 1], sizeof keys[0], "%.*s", (int)(n < 39 ? n : 39),
+                   (const char *)b + start);
+        }
+        want_key = false;
+      } else {
+        str_is = depth >= 1 && in_obj[depth] ? 2 : 3;
+      }
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      if (depth >= DEPTH) return; /* deeper than we name */
+      in_obj[++depth] = c == '{';
+      want_key = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (depth > 0) depth--;
+      want_key = false;
+    } else if (c == ',') {
+      want_key = in_obj[depth];
+    }
+  }
+  if (str_is != 2 || str_depth < 1) return;
+  size_t o = 0;
+  for (int d = 0; d < str_depth && o < outlen; d++) {
+    if (!in_obj[d + 1]) return; /* inside an array: no member name */
+    int n = snprintf(out + o, outlen - o, "%s%s", d ? "." : "", keys[d]);
+    if (n < 0) return;
+    o += (size_t)n;
+  }
+}
+
+/* The diagnostic of a body jansson refused: a duplicate key, or text that is not UTF-8 (or a
+ * \u0000 or an unpaired surrogate escape) named by the member holding it; else "not JSON". */
+static int load_diag(const uint8_t *body, size_t len, const json_error_t *e, char *diag,
+                     size_t dl) {
+  enum json_error_code code = json_error_code(e);
+  if (code == json_error_duplicate_key) return duplicate_diag(e, diag, dl);
+  const char *what = code == json_error_invalid_utf8       ? "not valid UTF-8"
+                     : code == json_error_null_character   ? "contains \\u0000"
+                     : strstr(e->text, "invalid Unicode ") ? "an invalid \\u escape (a lone surrogate)"
+                                                           : NULL;
+  if (what) {
+    char name[128];
+    member_at(body, len, e->position > 0 ? (size_t)e->position : 0, name, sizeof name);
+    return fail(diag, dl, "%s: %s", name[0] ? name : "body", what);
+  }
+  return fail(diag, dl, "body: not JSON (%s at offset %d)", e->text, e->position);
+}
+
+static int parse_members(json_t *root, m5_msg_t *out, bool ts, char *diag, size_t diag_len);
+static int load_diag(const uint8_t *body, size_t len, const json_error_t *e, char *diag,
+                     size_t dl);
 
 int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
   memset(out, 0, sizeof *out);
@@ -427,11 +529,7 @@ int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, siz
   json_error_t err;
   json_t *root =
       json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
-  if (!root) {
-    if (json_error_code(&err) == json_error_duplicate_key)
-      return duplicate_diag(&err, diag, diag_len);
-    return fail(diag, diag_len, "body: not JSON (%s at offset %d)", err.text, err.position);
-  }
+  if (!root) return load_diag(body, len, &err, diag, diag_len);
   int rc;
   if (!json_is_object(root)) {
     rc = fail(diag, diag_len, "body: not a JSON object");
@@ -454,15 +552,15 @@ int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, siz
     goto out;
   }
   out->type = (m5_msg_type_t)ti;
-  rc = parse_members(root, out, diag, diag_len);
+  rc = parse_members(root, out, false, diag, diag_len);
 out:
   json_decref(root);
   if (rc) m5_msg_free(out);
   return rc;
 }
 
-/* The members of type out->type from root, by the table. */
-static int parse_members(json_t *root, m5_msg_t *out, char *diag, size_t diag_len) {
+/* The members of type out->type from root, by the table (ts: the TS 29.538 form). */
+static int parse_members(json_t *root, m5_msg_t *out, bool ts, char *diag, size_t diag_len) {
   unsigned ti = (unsigned)out->type;
   int rc;
   for (size_t i = 0; i < N_MEMBERS; i++) {
@@ -470,7 +568,8 @@ static int parse_members(json_t *root, m5_msg_t *out, char *diag, size_t diag_le
     if (!((mb->mandatory | mb->optional) & T(ti))) continue;
     json_t *v = json_object_get(root, mb->name);
     if (!v) {
-      if (mb->mandatory & T(ti)) return fail(diag, diag_len, "%s: missing", mb->name);
+      if ((mb->mandatory & T(ti)) && !(ts && (mb->ts_optional & T(ti))))
+        return fail(diag, diag_len, "%s: missing", mb->name);
       continue;
     }
     if ((rc = get_member(mb, v, out, diag, diag_len))) return rc;
@@ -489,12 +588,8 @@ int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_
   if (!body || !len) return fail(diag, diag_len, "body: empty");
   json_error_t err;
   json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
-  if (!root) {
-    if (json_error_code(&err) == json_error_duplicate_key)
-      return duplicate_diag(&err, diag, diag_len);
-    return fail(diag, diag_len, "body: not JSON (%s at offset %d)", err.text, err.position);
-  }
-  int rc = json_is_object(root) ? parse_members(root, out, diag, diag_len)
+  if (!root) return load_diag(body, len, &err, diag, diag_len);
+  int rc = json_is_object(root) ? parse_members(root, out, true, diag, diag_len)
                                 : fail(diag, diag_len, "body: not a JSON object");
   json_decref(root);
   if (rc) m5_msg_free(out);
@@ -623,9 +718,11 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
   case K_SVC_ID:
   case K_MSG_ID:
   case K_TEXT:
+  case K_CAUSE:
     if (!field[0]) return mand ? M5_EINVAL : 0;
     if (mb->kind == K_SVC_ID   ? !m5_msg_svc_id_valid(field)
         : mb->kind == K_MSG_ID ? !m5_msg_id_valid(field)
+        : mb->kind == K_CAUSE  ? !cause_valid(field, mb->cap - 1)
                                : !text_valid(field, mb->cap - 1))
       return M5_EINVAL;
     jw_key(w, mb->name);
@@ -734,7 +831,8 @@ static int encode(const m5_msg_t *m, int with_type, char **out, size_t *len) {
   int rc = 0;
   for (size_t i = 0; !rc && i < N_MEMBERS; i++) {
     const member_t *mb = &members[i];
-    if ((mb->mandatory | mb->optional) & T(m->type))
+    if (((mb->mandatory | mb->optional) & T(m->type)) &&
+        !(!with_type && (mb->ts_omit & T(m->type))))
       rc = put_member(mb, m, mb->mandatory & T(m->type), &w);
   }
   jw_put(&w, "}", 1);

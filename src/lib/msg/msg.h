@@ -4,8 +4,9 @@
  * type, mandatory for which types) so the names can be aligned with TS 24.538 cl. 7 later.
  *
  * Parsing rejects duplicate keys, a non-object, an unknown msgType, a missing mandatory IE or
- * a wrongly typed one, naming the IE in the diagnostic ("4.00 msgId: missing"); unknown members
- * are ignored and unknown enum values of open enums (addrType, priority) are kept as text. */
+ * a wrongly typed one, naming the IE in the diagnostic ("4.00 msgId: missing"; text that is not
+ * UTF-8 is named too: "failureCause: not valid UTF-8"); unknown members are ignored and unknown
+ * enum values of open enums (addrType, priority) are kept as text. */
 #ifndef M5_MSG_MSG_H
 #define M5_MSG_MSG_H
 
@@ -27,7 +28,11 @@ typedef enum {
 
 #define M5_MSG_ID_MAX 64    /* msgId: 1-64 of [A-Za-z0-9._:-] */
 #define M5_MSG_ADDR_MAX 128 /* service ids */
-#define M5_MSG_CAUSE_MAX 64
+#define M5_MSG_CAUSE_MAX 64 /* the failure causes m5s itself gives (stored with a delivery) */
+/* failureCause as a UE's IMDN or an AS's DeliveryStatusReport carries it (free text of the
+ * reporting party, passed through to the recipient of the report): 1-256 bytes of UTF-8
+ * without control characters (C0, DEL, C1). */
+#define M5_MSG_FAILURE_CAUSE_MAX 256
 
 typedef struct {
   char type[16]; /* addrType: "UE", "AS", "GROUP", "BC", "TOPIC" (open enum) */
@@ -59,14 +64,15 @@ typedef struct {
   char deliv_st[32];   /* delivSt: REPT_DELY_SUCCESS / REPT_DELY_FAILED */
   /* MSGRESP (MessageDeliveryAck) and IMDN */
   char status[32];     /* "" = accepted; DELY_STORED, DELY_FAILED */
-  char failure_cause[M5_MSG_CAUSE_MAX + 1];
+  char failure_cause[M5_MSG_FAILURE_CAUSE_MAX + 1];
   /* REG answer */
   int64_t expiry;      /* REG response: registration expiry, Unix seconds */
 } m5_msg_t;
 
 /* Parses a TS 29.538 body of the same members without msgType (ASMessageDelivery is a MSG,
  * DeliveryStatusReport an IMDN, MessageDeliveryAck a MSGRESP), as the given type; a msgType
- * member is ignored like any unknown one. Diagnostics as m5_msg_parse. */
+ * member is ignored like any unknown one. `payload` is optional there (TS 29.538: an absent
+ * payload is an empty message, payload_len 0). Diagnostics as m5_msg_parse. */
 int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
                     char *diag, size_t diag_len);
 
@@ -79,7 +85,8 @@ void m5_msg_free(m5_msg_t *m);
  * malloc'd NUL-terminated string in *out (free() it), or NULL on failure. */
 int m5_msg_encode(const m5_msg_t *m, char **out, size_t *len);
 /* The same members without msgType: the TS 29.538 body of that type (a MSG is a
- * UEMessageDelivery, an IMDN a DeliveryStatusReport, a MSGRESP a MessageDeliveryAck). */
+ * UEMessageDelivery, an IMDN a DeliveryStatusReport, a MSGRESP a MessageDeliveryAck), with
+ * only the members that schema declares (a UEMessageDelivery has no `priority`). */
 int m5_msg_encode_as(const m5_msg_t *m, char **out, size_t *len);
 
 /* Validators shared with the server logic. */
