@@ -13,12 +13,6 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
-m5s_fail() {
-  echo "--- m5s log (last 40 lines) ---" >&2
-  tail -n 40 "${M5S_LOG:-/dev/null}" >&2 || true
-  fail "$@"
-}
-
 SUPI1=001010000000301
 KAUSF1=303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f
 N=5000
