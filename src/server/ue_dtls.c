@@ -247,7 +247,8 @@ static void dtls_release(ue_conn_t *c) {
     dtls_conn_t *succ = dc->succ;
     dc->succ = NULL;
     succ->pred = NULL;
-    if (m5_hmap_get(dl->peers, key, kl) == dc && m5_hmap_put(dl->peers, key, kl, succ, NULL) != M5_OK)
+    if (m5_hmap_get(dl->peers, key, kl) == dc &&
+        m5_hmap_put(dl->peers, key, kl, succ, NULL) != M5_OK)
       m5_hmap_del(dl->peers, key, kl);
     return;
   }
