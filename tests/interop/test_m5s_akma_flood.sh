@@ -123,6 +123,8 @@ echo "defaults: flood $(cat flood.out); AAnF saw $COUNT flood requests in ${SECS
 curl -sf --max-time 5 "$M5S_ADMIN/metrics" | grep '^msgin5g_akma' || true
 ((COUNT <= BOUND)) || m5s_fail "the AAnF saw $COUNT flood requests, more than $BOUND"
 ((COUNT < N / 2)) || m5s_fail "the AAnF saw $COUNT of $N flood requests"
+# m5s's own count (the real UE's fetch included) holds the same bound.
+((FETCHES <= BOUND + 1)) || m5s_fail "m5s started $FETCHES AAnF fetches, more than $BOUND + 1"
 ((REFUSED > 0)) || m5s_fail "m5s counted no refused handshakes in /metrics"
 curl -sf --max-time 5 "$M5S_ADMIN/healthz" >/dev/null || m5s_fail "m5s is not healthy after the flood"
 kill -0 "$M5S_PID" 2>/dev/null || m5s_fail "m5s died during the flood"
