@@ -263,6 +263,26 @@ static const metric_t metrics[] = {
     {"msgin5g_sessions", "transport=\"tls\"", NULL, NULL, "sessions", "tls", OFF(sessions_tls)},
     {"msgin5g_registrations", NULL, "gauge", "Unexpired UE registrations.", "registrations", NULL,
      OFF(registrations)},
+    {"msgin5g_akma_fetches_total", NULL, "counter",
+     "K_AF requests sent to the AAnF for UE handshakes, since start.", "akmaFetches", NULL,
+     OFF(akma_fetches)},
+    {"msgin5g_akma_refused_total", "reason=\"handshakes\"", "counter",
+     "UE handshakes refused by a bound before the UE proved a K_AF (docs/m5s.md), since start.",
+     "akmaRefused", "handshakes", OFF(akma_refused_handshakes)},
+    {"msgin5g_akma_refused_total", "reason=\"handshakes_per_addr\"", NULL, NULL, "akmaRefused",
+     "handshakesPerAddr", OFF(akma_refused_handshakes_addr)},
+    {"msgin5g_akma_refused_total", "reason=\"handshakes_per_prefix\"", NULL, NULL, "akmaRefused",
+     "handshakesPerPrefix", OFF(akma_refused_handshakes_prefix)},
+    {"msgin5g_akma_refused_total", "reason=\"fetches\"", NULL, NULL, "akmaRefused", "fetches",
+     OFF(akma_refused_fetches)},
+    {"msgin5g_akma_refused_total", "reason=\"fetches_per_addr\"", NULL, NULL, "akmaRefused",
+     "fetchesPerAddr", OFF(akma_refused_fetches_addr)},
+    {"msgin5g_akma_refused_total", "reason=\"fetches_per_prefix\"", NULL, NULL, "akmaRefused",
+     "fetchesPerPrefix", OFF(akma_refused_fetches_prefix)},
+    {"msgin5g_akma_refused_total", "reason=\"unknown_akid_rate\"", NULL, NULL, "akmaRefused",
+     "unknownAkidRate", OFF(akma_refused_unknown_rate)},
+    {"msgin5g_akma_refused_total", "reason=\"source_table_full\"", NULL, NULL, "akmaRefused",
+     "sourceTableFull", OFF(akma_refused_table_full)},
 };
 #undef OFF
 #define N_METRICS (sizeof metrics / sizeof metrics[0])
@@ -302,7 +322,7 @@ static int get_only(m5_http_exchange_t *ex, const m5_http_request_t *req, const 
 static void get_metrics(admin_t *a, m5_http_exchange_t *ex) {
   admin_stats_t st;
   read_stats(a, &st);
-  char text[4096];
+  char text[8192];
   size_t n = 0;
   for (size_t i = 0; i < N_METRICS && n < sizeof text; i++) {
     const metric_t *m = &metrics[i];

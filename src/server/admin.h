@@ -31,6 +31,12 @@ typedef struct {
   uint64_t refused_queue_full, refused_store_full; /* counters since start */
   uint64_t sessions_dtls, sessions_tls;            /* gauges: live MSGin5G-1 sessions */
   uint64_t registrations;                          /* gauge: unexpired UE registrations */
+  /* AKMA key fetches (counters since start): AAnF requests started, and handshakes refused by
+   * a bound (src_limits.h), by reason */
+  uint64_t akma_fetches;
+  uint64_t akma_refused_handshakes, akma_refused_handshakes_addr, akma_refused_handshakes_prefix;
+  uint64_t akma_refused_fetches, akma_refused_fetches_addr, akma_refused_fetches_prefix;
+  uint64_t akma_refused_unknown_rate, akma_refused_table_full;
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must

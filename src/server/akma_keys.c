@@ -14,7 +14,12 @@
  * KEY and NOENT entries sit in a min-heap by the time they stop being valid; a sweep (at each
  * get() and on a 1 s timer while the heap is not empty) wipes the expired ones, and when
  * max_cached entries are held the earliest-expiring one makes room. PENDING entries are
- * bounded by max_waiting instead (each started with a waiter).
+ * bounded by max_fetches (requests in flight), and their waiters by max_waiting.
+ *
+ * A PENDING entry whose last waiter goes (every handshake that wanted the key has ended) is
+ * abandoned: its HTTP request is cancelled (an HTTP/2 stream reset) and the entry dropped, so
+ * a peer that sends a ClientHello and hangs up holds no request slot (architecture §4; the
+ * per-source bounds in front of this are src_limits.h's).
  *
  * Waiters are indexed by their pointer, so akma_keys_cancel() is O(1) and a waiter can wait
  * for one key at a time. Callbacks run from the loop (the HTTP client's completion), never
@@ -39,6 +44,7 @@
 #define DEFAULT_TIMEOUT_MS 3000u
 #define DEFAULT_MAX_CACHED 100000u
 #define DEFAULT_MAX_WAITING 10000u
+#define DEFAULT_MAX_FETCHES 512u
 #define NOENT_TTL_MS 1000u
 #define SWEEP_MS 1000u
 #define API_PATH "/naanf-akma/v1/retrieve-applicationkey"
@@ -51,14 +57,17 @@ typedef struct {
   wnode_t *head, *tail;
 } wlist_t;
 
+typedef struct entry entry_t;
+
 struct wnode {
+  entry_t *e; /* the PENDING entry waited on; NULL once its answer is being delivered */
   void *waiter;
   akma_keys_fn done;
   wlist_t *list;
   wnode_t *prev, *next;
 };
 
-typedef struct entry {
+struct entry {
   akma_keys_t *k;
   int state;
   m5_akma_key_t key;
@@ -68,13 +77,14 @@ typedef struct entry {
   wlist_t waiters;
   size_t klen;
   unsigned char hkey[]; /* akid NUL fqdn NUL ua[5]: the map key */
-} entry_t;
+};
 
 struct akma_keys {
   m5_loop_t *loop;
   m5_http_client_t *http;
   char *url;
-  size_t max_cached, max_waiting;
+  size_t max_cached, max_waiting, max_fetches;
+  size_t n_pending;   /* PENDING entries = AAnF requests in flight */
   m5_hmap_t *entries; /* hkey -> entry_t */
   m5_hmap_t *waiters; /* the waiter pointer's bytes -> wnode_t */
   entry_t **heap;     /* KEY and NOENT entries, earliest until_ms first */
@@ -234,6 +244,7 @@ static int waiter_add(akma_keys_t *k, entry_t *e, void *waiter, akma_keys_fn don
   if (m5_hmap_get(k->waiters, &waiter, sizeof waiter)) return M5_EEXIST;
   wnode_t *n = calloc(1, sizeof *n);
   if (!n) return M5_ENOMEM;
+  n->e = e;
   n->waiter = waiter;
   n->done = done;
   if (m5_hmap_put(k->waiters, &waiter, sizeof waiter, n, NULL) != M5_OK) {
@@ -244,13 +255,32 @@ static int waiter_add(akma_keys_t *k, entry_t *e, void *waiter, akma_keys_fn don
   return M5_OK;
 }
 
+static void on_answer(void *arg, int status, long http_status, const uint8_t *body, size_t len);
+
+/* Last waiter gone: the request no longer serves anyone and must not hold a slot. */
+static void abandon(akma_keys_t *k, entry_t *e) {
+  m5_http_client_cancel(k->http, on_answer, e);
+  m5_hmap_del(k->entries, e->hkey, e->klen);
+  k->n_pending--;
+  entry_free(e);
+}
+
+/* Removes a waiter without abandoning its entry (the entry is being set up). */
+static void n_detach(akma_keys_t *k, void *waiter) {
+  wnode_t *n = m5_hmap_del(k->waiters, &waiter, sizeof waiter);
+  if (!n) return;
+  wlist_unlink(n);
+  free(n);
+}
+
 void akma_keys_cancel(akma_keys_t *k, void *waiter) {
   if (!k) return;
   wnode_t *n = m5_hmap_del(k->waiters, &waiter, sizeof waiter);
   if (!n) return;
-  /* The entry's request goes on: its answer is still worth caching. */
+  entry_t *e = n->e;
   wlist_unlink(n);
   free(n);
+  if (e && e->state == E_PENDING && !e->waiters.head && !k->dying) abandon(k, e);
 }
 
 static void destroy(akma_keys_t *k) {
@@ -390,9 +420,12 @@ static void on_answer(void *arg, int status, long http_status, const uint8_t *bo
   else if (rc != M5_OK && rc != M5_ENOENT)
     M5_LOGD("akma", "AAnF request failed: %s", m5_strerror(rc));
 
+  k->n_pending--;
   wlist_t waiting = e->waiters;
-  for (wnode_t *n = waiting.head; n; n = n->next)
+  for (wnode_t *n = waiting.head; n; n = n->next) {
     n->list = &waiting;
+    n->e = NULL;
+  }
   e->waiters.head = e->waiters.tail = NULL;
 
   int cached = 0;
@@ -460,6 +493,7 @@ int akma_keys_get(akma_keys_t *k, const m5_akma_want_t *want, m5_akma_key_t *key
     return rc == M5_OK ? M5_EAGAIN : rc;
   }
   if (m5_hmap_get(k->waiters, &waiter, sizeof waiter)) return M5_EEXIST;
+  if (k->n_pending >= k->max_fetches) return M5_EFULL;
 
   size_t blen = 0;
   char *body = request_body(want, &blen);
@@ -482,8 +516,10 @@ int akma_keys_get(akma_keys_t *k, const m5_akma_want_t *want, m5_akma_key_t *key
   if (rc == M5_OK) {
     rc = m5_http_client_post_json(k->http, k->url, body, blen, on_answer, e);
     if (rc != M5_OK) {
-      akma_keys_cancel(k, waiter);
+      n_detach(k, waiter);
       m5_hmap_del(k->entries, hkey, klen);
+    } else {
+      k->n_pending++;
     }
   }
   free(body);
@@ -492,6 +528,22 @@ int akma_keys_get(akma_keys_t *k, const m5_akma_want_t *want, m5_akma_key_t *key
     return rc;
   }
   return M5_EAGAIN;
+}
+
+int akma_keys_peek(akma_keys_t *k, const m5_akma_want_t *want) {
+  unsigned char hkey[M5_AKMA_AKID_MAX + M5_AKMA_FQDN_MAX + 2 + M5_AKMA_UA_LEN];
+  size_t klen;
+  if (!k || !want || make_hkey(want, hkey, sizeof hkey, &klen) != M5_OK) return AKMA_KEYS_HIT;
+  const entry_t *e = m5_hmap_get(k->entries, hkey, klen);
+  if (!e) return AKMA_KEYS_MISS;
+  if (e->state == E_PENDING) return AKMA_KEYS_PENDING;
+  if (e->state == E_KEY && e->until_ms > wall_ms()) return AKMA_KEYS_HIT;
+  if (e->state == E_NOENT && m5_clock_mono_ms() < e->noent_mono_ms) return AKMA_KEYS_HIT;
+  return AKMA_KEYS_MISS;
+}
+
+size_t akma_keys_pending(const akma_keys_t *k) {
+  return k ? k->n_pending : 0;
 }
 
 akma_keys_t *akma_keys_new(m5_loop_t *loop, const akma_keys_opts_t *opts, char *err,
@@ -513,6 +565,7 @@ akma_keys_t *akma_keys_new(m5_loop_t *loop, const akma_keys_opts_t *opts, char *
   k->loop = loop;
   k->max_cached = opts->max_cached ? opts->max_cached : DEFAULT_MAX_CACHED;
   k->max_waiting = opts->max_waiting ? opts->max_waiting : DEFAULT_MAX_WAITING;
+  k->max_fetches = opts->max_fetches ? opts->max_fetches : DEFAULT_MAX_FETCHES;
   size_t ul = strlen(opts->aanf_url);
   while (ul > 8 && opts->aanf_url[ul - 1] == '/')
     ul--;
@@ -525,13 +578,13 @@ akma_keys_t *akma_keys_new(m5_loop_t *loop, const akma_keys_opts_t *opts, char *
   }
   memcpy(k->url, opts->aanf_url, ul);
   memcpy(k->url + ul, API_PATH, sizeof API_PATH);
-  /* Every waiter may need a request of its own (distinct A-KIDs). */
+  /* Abandoned requests are cancelled, so the client never holds more than max_fetches. */
   m5_http_client_opts_t ho = {.cert_file = opts->cert_file,
                               .key_file = opts->key_file,
                               .ca_file = opts->ca_file,
                               .timeout_ms =
                                   opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS,
-                              .max_inflight = k->max_waiting,
+                              .max_inflight = k->max_fetches,
                               .max_response = 16384};
   k->http = m5_http_client_new(loop, &ho, err, errlen);
   if (!k->http) goto fail;

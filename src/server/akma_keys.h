@@ -19,6 +19,7 @@ typedef struct {
   uint32_t timeout_ms;   /* per AAnF request; 0 = 3000 */
   size_t max_cached;     /* entries; the oldest expiring go first; 0 = 100000 */
   size_t max_waiting;    /* handshakes waiting at once; beyond: M5_EFULL; 0 = 10000 */
+  size_t max_fetches;    /* AAnF requests in flight; beyond: M5_EFULL; 0 = 512 */
 } akma_keys_opts_t;
 
 akma_keys_t *akma_keys_new(m5_loop_t *loop, const akma_keys_opts_t *opts, char *err,
@@ -35,7 +36,16 @@ typedef void (*akma_keys_fn)(void *waiter, int status, const m5_akma_key_t *key)
  * an error at once (M5_EFULL). */
 int akma_keys_get(akma_keys_t *k, const m5_akma_want_t *want, m5_akma_key_t *key,
                   akma_keys_fn done, void *waiter);
-/* Forgets a waiter whose handshake died; its callback will not run. */
+/* Forgets a waiter whose handshake died; its callback will not run. When it was the last
+ * waiter of a request in flight, the request is cancelled: it no longer holds a slot. */
 void akma_keys_cancel(akma_keys_t *k, void *waiter);
+
+/* What akma_keys_get would do for want, without doing it: answer from the cache (HIT: a
+ * key, or a remembered "no context"), join a request in flight (PENDING) or start one (MISS).
+ * The transport charges per-source bounds by it before calling get. */
+enum { AKMA_KEYS_HIT, AKMA_KEYS_PENDING, AKMA_KEYS_MISS };
+int akma_keys_peek(akma_keys_t *k, const m5_akma_want_t *want);
+/* AAnF requests in flight now. */
+size_t akma_keys_pending(const akma_keys_t *k);
 
 #endif

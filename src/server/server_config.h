@@ -14,6 +14,14 @@ typedef struct {
   int64_t ue_port;
   int64_t ue_max_sessions; /* per worker */
   int64_t ue_idle_timeout_s;
+  /* Bounds on what a peer gets before it has proved a K_AF (src_limits.h), per worker */
+  int64_t ue_max_handshakes; /* per worker and transport, all sources */
+  int64_t ue_max_handshakes_per_addr, ue_max_handshakes_per_prefix;
+  int64_t ue_source_table_size;
+  int64_t ue_dtls_cookie_rotate_s;
+  int64_t aanf_max_fetches; /* AAnF requests in flight */
+  int64_t aanf_max_fetches_per_addr, aanf_max_fetches_per_prefix;
+  int64_t aanf_unknown_akid_burst, aanf_unknown_akid_per_s;
   char *mgmt_host; /* /healthz and the admin API: HTTP/1.1 and h2c, loopback only */
   int64_t mgmt_port;
   char *aanf_url;

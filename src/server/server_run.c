@@ -40,12 +40,15 @@ typedef struct {
   run_t *run;
   m5_loop_t *loop;
   akma_keys_t *keys;
+  src_limits_t *limits; /* per-source bounds of this worker's listeners */
   ue_api_t *api;
   ue_listener_t *udp, *tcp;
   m5_http_server_t *mgmt; /* worker 0 only */
   north_t *north;         /* NULL when north.port is 0 */
   admin_t *admin;         /* worker 0 only */
   int waiting;            /* drain steps still running */
+  m5_timer_id_t cookie_timer; /* worker 0: rotates the DTLS cookie key */
+  uint32_t cookie_ms;
 } worker_t;
 
 struct run {
@@ -85,6 +88,28 @@ static void fill_stats(void *arg, admin_stats_t *out) {
   }
   pthread_mutex_unlock(&run->lock);
   out->registrations = registry_registrations(run->reg, (int64_t)time(NULL));
+  /* The tables live until every loop has stopped; their counters are atomics. */
+  for (size_t i = 0; i < run->n_workers; i++) {
+    const src_limits_t *s = run->w[i].limits;
+    out->akma_fetches += src_fetches_count(s);
+    out->akma_refused_handshakes += src_refused_count(s, SRC_HANDSHAKES);
+    out->akma_refused_handshakes_addr += src_refused_count(s, SRC_HANDSHAKES_ADDR);
+    out->akma_refused_handshakes_prefix += src_refused_count(s, SRC_HANDSHAKES_PREFIX);
+    out->akma_refused_fetches += src_refused_count(s, SRC_FETCHES);
+    out->akma_refused_fetches_addr += src_refused_count(s, SRC_FETCHES_ADDR);
+    out->akma_refused_fetches_prefix += src_refused_count(s, SRC_FETCHES_PREFIX);
+    out->akma_refused_unknown_rate += src_refused_count(s, SRC_UNKNOWN_RATE);
+    out->akma_refused_table_full += src_refused_count(s, SRC_TABLE_FULL);
+  }
+}
+
+/* Worker 0: a fresh DTLS cookie key every ue.dtls_cookie_rotate_s (the context is shared). */
+static void cookie_rotate_cb(m5_loop_t *loop, void *arg) {
+  worker_t *w = arg;
+  w->cookie_timer = 0;
+  if (m5_akma_ctx_rotate_cookie_key(w->run->dtls) != M5_OK)
+    M5_LOGW(DOM, "cannot rotate the DTLS cookie key (no random bytes); the old one stays");
+  w->cookie_timer = m5_loop_timer_add(loop, w->cookie_ms, cookie_rotate_cb, w);
 }
 
 static void on_mgmt_drained(void *arg) {
@@ -94,6 +119,8 @@ static void on_mgmt_drained(void *arg) {
 
 static void on_drain(void *arg, size_t index) {
   worker_t *w = &((worker_t *)arg)[index];
+  if (w->cookie_timer) m5_loop_timer_cancel(w->loop, w->cookie_timer);
+  w->cookie_timer = 0;
   w->waiting = 1 + (w->mgmt != NULL) + (w->north != NULL);
   if (w->mgmt) m5_http_server_drain(w->mgmt, DRAIN_MS, on_mgmt_drained, w);
   if (w->north) north_drain(w->north, DRAIN_MS, step_done, w);
@@ -109,11 +136,24 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                          .cert_file = cfg->tls_cert,
                          .key_file = cfg->tls_key,
                          .ca_file = cfg->tls_ca,
-                         .timeout_ms = (uint32_t)cfg->aanf_timeout_ms};
+                         .timeout_ms = (uint32_t)cfg->aanf_timeout_ms,
+                         .max_fetches = (size_t)cfg->aanf_max_fetches};
   w->keys = akma_keys_new(w->loop, &ko, err, sizeof err);
   if (!w->keys) {
     fprintf(stderr, "m5s: aanf.url / tls.*: %s\n", err);
     return M5_EIO;
+  }
+  src_limits_opts_t lim = {.hs_per_addr = (uint32_t)cfg->ue_max_handshakes_per_addr,
+                           .hs_per_prefix = (uint32_t)cfg->ue_max_handshakes_per_prefix,
+                           .fetch_per_addr = (uint32_t)cfg->aanf_max_fetches_per_addr,
+                           .fetch_per_prefix = (uint32_t)cfg->aanf_max_fetches_per_prefix,
+                           .unknown_burst = (uint32_t)cfg->aanf_unknown_akid_burst,
+                           .unknown_per_s = (uint32_t)cfg->aanf_unknown_akid_per_s,
+                           .max_nodes = (size_t)cfg->ue_source_table_size};
+  w->limits = src_limits_new(&lim);
+  if (!w->limits) {
+    fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
+    return M5_ENOMEM;
   }
   ue_api_opts_t ao = {.worker = index,
                       .reg = run->reg,
@@ -139,6 +179,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                                     .nstart = (unsigned)cfg->coap_nstart,
                                     .window = (unsigned)cfg->coap_window},
                            .max_sessions = (size_t)cfg->ue_max_sessions,
+                           .max_handshakes = (size_t)cfg->ue_max_handshakes,
+                           .limits = w->limits,
                            .idle_timeout_ms = (uint32_t)(cfg->ue_idle_timeout_s * 1000),
                            .hooks = ue_api_hooks(w->api)};
   w->udp = ue_dtls_listener_new(w->loop, &lo, err, sizeof err);
@@ -165,6 +207,12 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
     }
   }
   if (index != 0) return 0;
+  w->cookie_ms = (uint32_t)(cfg->ue_dtls_cookie_rotate_s * 1000);
+  w->cookie_timer = m5_loop_timer_add(w->loop, w->cookie_ms, cookie_rotate_cb, w);
+  if (!w->cookie_timer) {
+    fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
+    return M5_ENOMEM;
+  }
   admin_opts_t mo = {.reg = run->reg,
                      .router = run->router,
                      .ready = m5_workers_ready(run->ws),
@@ -209,6 +257,8 @@ static void worker_teardown(worker_t *w) {
   ue_api_free(w->api);
   admin_free(w->admin);
   if (w->keys) akma_keys_free(w->keys);
+  src_limits_free(w->limits);
+  w->limits = NULL;
 }
 
 static int contexts(run_t *run, const server_config_t *cfg) {

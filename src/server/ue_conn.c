@@ -138,10 +138,18 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
   if (c->idle_timer) m5_loop_timer_cancel(l->loop, c->idle_timer);
   if (c->expiry_timer) m5_loop_timer_cancel(l->loop, c->expiry_timer);
   c->hs_timer = c->idle_timer = c->expiry_timer = 0;
-  if (c->waiting) akma_keys_cancel(l->o.keys, c);
+  if (c->waiting) {
+    /* Its request is cancelled if nobody else waits for it; the token stays spent. */
+    akma_keys_cancel(l->o.keys, c);
+    src_fetch_end(&c->src);
+  }
   c->waiting = 0;
   c->closing = 1;
-  if (c->state != UE_CONN_OPEN) l->n_handshakes--;
+  if (c->state != UE_CONN_OPEN) {
+    l->n_handshakes--;
+    src_hs_end(&c->src);
+  }
+  src_unref(l->o.limits, &c->src);
   if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal) {
     l->ops->flush(c); /* what the transport still holds goes before the close_notify */
     ERR_clear_error();
@@ -246,11 +254,30 @@ void ue_conn_touch(ue_conn_t *c) {
 
 /* ---- connections ---- */
 
+void ue_conn_refused(ue_listener_t *l, src_reason_t why, const struct sockaddr *sa) {
+  l->dropped++;
+  if (!l->o.limits) return;
+  char peer[64];
+  ue_addr_str(sa, peer, sizeof peer);
+  src_refused(l->o.limits, why, peer, m5_loop_now_ms(l->loop));
+}
+
+src_reason_t ue_conn_admit(ue_listener_t *l, const struct sockaddr *sa, src_ref_t *src) {
+  src_reason_t why = src_ref(l->o.limits, sa, src);
+  if (why == SRC_OK) why = src_hs_check(l->o.limits, src);
+  if (why != SRC_OK) {
+    src_unref(l->o.limits, src);
+    ue_conn_refused(l, why, sa);
+  }
+  return why;
+}
+
 ue_conn_t *ue_conn_new(ue_listener_t *l, size_t size, SSL *ssl, const struct sockaddr *sa,
-                       socklen_t salen) {
+                       socklen_t salen, src_ref_t *src) {
   ue_conn_t *c = size >= sizeof *c && salen <= sizeof c->addr ? calloc(1, size) : NULL;
   if (!c) {
     SSL_free(ssl);
+    src_unref(l->o.limits, src);
     return NULL;
   }
   c->l = l;
@@ -264,9 +291,13 @@ ue_conn_t *ue_conn_new(ue_listener_t *l, size_t size, SSL *ssl, const struct soc
   c->hs_timer = m5_loop_timer_add(l->loop, l->o.handshake_timeout_ms, hs_timeout_cb, c);
   if (!c->hs_timer) {
     SSL_free(ssl);
+    src_unref(l->o.limits, src);
     free(c);
     return NULL;
   }
+  c->src = *src;
+  memset(src, 0, sizeof *src);
+  src_hs_begin(&c->src);
   c->next = l->conns;
   if (l->conns) l->conns->prev = c;
   l->conns = c;
@@ -312,6 +343,9 @@ static void conn_established(ue_conn_t *c) {
   ue_listener_t *l = c->l;
   c->state = UE_CONN_OPEN;
   l->n_handshakes--;
+  /* Proved by K_AF: the session no longer counts against its source. */
+  src_hs_end(&c->src);
+  src_unref(l->o.limits, &c->src);
   if (c->hs_timer) m5_loop_timer_cancel(l->loop, c->hs_timer);
   c->hs_timer = 0;
   const m5_akma_key_t *key = m5_akma_ssl_key(c->ssl);
@@ -364,6 +398,10 @@ static void conn_established(ue_conn_t *c) {
   }
   c->s = s;
   l->n_sessions++;
+  if (l->ops->opened) {
+    l->ops->opened(c);
+    if (c->closing) return;
+  }
   M5_LOGI(DOM, "%s: session %llu open over %s (%s, %s), A-KID %s, K_AF expires in %lld s", c->peer,
           (unsigned long long)s->id, s->transport, SSL_get_version(c->ssl),
           SSL_get_cipher_name(c->ssl), s->akid, (long long)(left_ms / 1000));
@@ -465,22 +503,74 @@ static void key_result(ue_conn_t *c, int status, const m5_akma_key_t *key) {
   l->ops->resume(c);
 }
 
+/* A bound refused the key fetch: end the handshake at once. TLS gets an internal_error
+ * alert (the ClientHello or the held ClientKeyExchange is never answered otherwise); DTLS is
+ * dropped without a word (its alert op does nothing), as RFC 6347 §4.1.2.7 allows. */
+static void refuse(ue_conn_t *c, src_reason_t why) {
+  ue_listener_t *l = c->l;
+  ue_conn_refused(l, why, (const struct sockaddr *)&c->addr);
+  c->key_failed = 1;
+  c->wait_ch = 0;
+  l->ops->alert(c, 80 /* internal_error */);
+  c->fatal = 1;
+  char msg[64];
+  snprintf(msg, sizeof msg, "refused: %s", src_reason_name(why));
+  ue_conn_close(c, msg);
+}
+
+/* The bucket's token comes back when the A-KID proved good, or when the AAnF failed (not the
+ * source's doing); a "no context" answer keeps it. */
+static void settle_token(ue_conn_t *c, int status) {
+  if (!c->charged) return;
+  c->charged = 0;
+  if (status != M5_ENOENT)
+    src_unknown_refund(c->l->o.limits, &c->src, m5_loop_now_ms(c->l->loop));
+}
+
 static void key_done(void *waiter, int status, const m5_akma_key_t *key) {
   ue_conn_t *c = waiter;
   c->waiting = 0;
+  src_fetch_end(&c->src);
+  settle_token(c, status);
   key_result(c, status, key);
 }
 
 void ue_conn_want_key(ue_conn_t *c) {
+  ue_listener_t *l = c->l;
   m5_akma_key_t key;
   c->state = UE_CONN_WAIT_KEY;
-  c->l->ops->flush(c);
-  int rc = akma_keys_get(c->l->o.keys, &c->want, &key, key_done, c);
+  l->ops->flush(c);
+  /* A cached answer costs the AAnF nothing; joining or starting a request is bounded per
+   * source, and starting one for an A-KID nobody has proved takes a token. */
+  int look = akma_keys_peek(l->o.keys, &c->want);
+  if (look != AKMA_KEYS_HIT) {
+    src_reason_t why = src_fetch_check(l->o.limits, &c->src);
+    if (why == SRC_OK && look == AKMA_KEYS_MISS) {
+      why = src_unknown_take(l->o.limits, &c->src, m5_loop_now_ms(l->loop));
+      c->charged = why == SRC_OK && l->o.limits && c->src.net;
+    }
+    if (why != SRC_OK) {
+      refuse(c, why);
+      return;
+    }
+  }
+  int rc = akma_keys_get(l->o.keys, &c->want, &key, key_done, c);
   if (rc == M5_EAGAIN) {
     c->waiting = 1;
+    src_fetch_begin(&c->src);
+    if (look == AKMA_KEYS_MISS) src_fetch_started(l->o.limits);
     M5_LOGD(DOM, "%s: waiting for the K_AF of A-KID %s", c->peer, c->want.akid);
     return;
   }
+  if (rc == M5_EFULL) {
+    if (c->charged) { /* no request was made */
+      c->charged = 0;
+      src_unknown_refund(l->o.limits, &c->src, m5_loop_now_ms(l->loop));
+    }
+    refuse(c, SRC_FETCHES);
+    return;
+  }
+  settle_token(c, rc);
   key_result(c, rc, rc == M5_OK ? &key : NULL);
   OPENSSL_cleanse(&key, sizeof key);
 }

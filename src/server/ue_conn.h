@@ -30,6 +30,8 @@ typedef struct {
   /* One datagram (DTLS: SSL_write and flush now) / a run of stream bytes (TLS: collected and
    * written at the next flush or the end of the loop iteration); 0 or M5_E*. */
   int (*send)(ue_conn_t *c, const uint8_t *p, size_t n);
+  /* Optional: the handshake completed and the session is open (before the opened hook). */
+  void (*opened)(ue_conn_t *c);
   /* Frees the transport's part of a connection (not c itself, not the SSL). */
   void (*release)(ue_conn_t *c);
   /* Sets up the transport's part of a bound listener and watches its socket; 0, or M5_E* with
@@ -73,6 +75,9 @@ struct ue_conn {
   unsigned no_notify : 1;  /* close without close_notify (the peer address has a new owner) */
   unsigned fatal : 1;      /* OpenSSL reported a fatal error: no SSL_shutdown */
   unsigned shut : 1;       /* being torn down: nothing more is sent */
+  unsigned charged : 1;    /* this handshake started an AAnF fetch: a token of its prefix's
+                              bucket of unproven A-KIDs (src_limits.h) */
+  src_ref_t src;           /* its address and prefix in l->o.limits while half-open */
   char why[96];
   m5_akma_want_t want;
   m5_timer_id_t hs_timer, idle_timer, expiry_timer;
@@ -91,10 +96,17 @@ ue_listener_t *ue_listener_new(m5_loop_t *loop, const ue_listener_opts_t *opts,
 /* A new server SSL on memory BIOs with the AKMA state attached; NULL on failure. */
 SSL *ue_ssl_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio);
 
-/* Allocates size bytes (>= sizeof(ue_conn_t)), zeroed, takes ssl, links it and counts it as a
- * handshake; starts the handshake timer. NULL on failure (ssl is freed then). */
+/* Whether a new handshake from sa may start: holds sa's nodes of the per-source table in *src
+ * and checks its half-open bounds. Otherwise counts and logs the refusal (and l->dropped) and
+ * returns why, holding nothing. */
+src_reason_t ue_conn_admit(ue_listener_t *l, const struct sockaddr *sa, src_ref_t *src);
+/* Counts and logs (rate-limited) a handshake refused for why; l->dropped too. */
+void ue_conn_refused(ue_listener_t *l, src_reason_t why, const struct sockaddr *sa);
+/* Allocates size bytes (>= sizeof(ue_conn_t)), zeroed, takes ssl and src (from
+ * ue_conn_admit), links it and counts it as a handshake; starts the handshake timer. NULL on
+ * failure (ssl and src are released then). */
 ue_conn_t *ue_conn_new(ue_listener_t *l, size_t size, SSL *ssl, const struct sockaddr *sa,
-                       socklen_t salen);
+                       socklen_t salen, src_ref_t *src);
 /* Runs the handshake one step after input was fed (or a key set), opens the session when it
  * completes, then reads application records into the endpoint. */
 void ue_conn_drive(ue_conn_t *c);

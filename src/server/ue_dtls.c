@@ -7,7 +7,16 @@
  * costs bounded memory. Before any handshake datagram reaches OpenSSL it is scanned for the
  * ClientKeyExchange; when K_AF is not known yet that datagram is held (with at most a few
  * that follow it in the client's flight; retransmissions are dropped) until the AAnF answers.
- * Handshake retransmission uses OpenSSL's DTLS timer on the loop. */
+ * Handshake retransmission uses OpenSSL's DTLS timer on the loop.
+ *
+ * A ClientHello with a valid cookie from the address of an open association (the client
+ * restarted, or a NAT gave its port to someone else; RFC 6347 §4.2.8) starts a new handshake
+ * beside the association, which goes on: only when the new handshake completes (its Finished
+ * verified with a K_AF) does the old association end. Until then the address's datagrams are
+ * split: those with an epoch-0 record or a handshake record go to the new handshake, the rest
+ * (application data and alerts under the old keys) to the old association. A cookie is
+ * therefore no licence to tear down a session; and the cookie key rotates on a timer
+ * (m5_akma_ctx_rotate_cookie_key), so a cookie seen once does not stay valid. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +50,18 @@ typedef struct {
   uint8_t rx[RX_MAX];
 } dtls_listener_t;
 
-typedef struct {
+typedef struct dtls_conn dtls_conn_t;
+
+struct dtls_conn {
   ue_conn_t base;
+  /* An open association with a new handshake from its address (succ), and that handshake's
+   * way back (pred). The peers map points at the open one until the new one completes. */
+  dtls_conn_t *succ, *pred;
   m5_timer_id_t rt_timer;
   uint8_t *held[MAX_HELD];
   size_t held_len[MAX_HELD];
   unsigned n_held;
-} dtls_conn_t;
+};
 
 static size_t addr_key(const struct sockaddr *sa, uint8_t out[ADDR_KEY_MAX]) {
   if (sa->sa_family == AF_INET6) {
@@ -225,8 +239,41 @@ static void dtls_release(ue_conn_t *c) {
   dc->n_held = 0;
   uint8_t key[ADDR_KEY_MAX];
   size_t kl = addr_key((struct sockaddr *)&c->addr, key);
+  if (dc->pred) { /* a new handshake that did not complete: the association stays */
+    dc->pred->succ = NULL;
+    dc->pred = NULL;
+  }
+  if (dc->succ) { /* the association ends first: its address goes to the new handshake */
+    dtls_conn_t *succ = dc->succ;
+    dc->succ = NULL;
+    succ->pred = NULL;
+    if (m5_hmap_get(dl->peers, key, kl) == dc &&
+        m5_hmap_put(dl->peers, key, kl, succ, NULL) != M5_OK)
+      m5_hmap_del(dl->peers, key, kl);
+    return;
+  }
   /* The address may already belong to the peer's new association. */
   if (m5_hmap_get(dl->peers, key, kl) == dc) m5_hmap_del(dl->peers, key, kl);
+}
+
+/* The new handshake beside an open association completed: it takes the address, and the old
+ * association ends silently (RFC 6347 §4.2.8: the client has shown it holds a K_AF). */
+static void dtls_opened(ue_conn_t *c) {
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  dtls_conn_t *old = dc->pred;
+  if (!old) return;
+  dc->pred = NULL;
+  old->succ = NULL;
+  uint8_t key[ADDR_KEY_MAX];
+  size_t kl = addr_key((struct sockaddr *)&c->addr, key);
+  if (m5_hmap_put(dl->peers, key, kl, dc, NULL) != M5_OK) {
+    ue_conn_close(c, "out of memory");
+    return;
+  }
+  M5_LOGD(DOM, "%s: the new DTLS association replaces the open one", c->peer);
+  old->base.no_notify = 1;
+  ue_conn_close(&old->base, "peer started a new association");
 }
 
 static void dtls_free_listener(ue_listener_t *l) {
@@ -246,6 +293,7 @@ static const ue_conn_ops_t dtls_ops = {
     .alert = dtls_alert,
     .send = dtls_send,
     .release = dtls_release,
+    .opened = dtls_opened,
     .start_listener = dtls_start_listener,
     .free_listener = dtls_free_listener,
 };
@@ -282,8 +330,12 @@ static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockadd
     }
     return;
   }
-  if (!old && l->n_handshakes >= l->o.max_handshakes) {
-    l->dropped++;
+  if (old && old->succ) {
+    /* One new handshake per association at a time: its retransmissions reach it in udp_cb. */
+    return;
+  }
+  if (l->n_handshakes >= l->o.max_handshakes) {
+    ue_conn_refused(l, SRC_HANDSHAKES, sa);
     if (m5_log_enabled(M5_LOG_DEBUG, DOM)) {
       ue_addr_str(sa, peer, sizeof peer);
       M5_LOGD(DOM, "%s: ClientHello dropped: %zu handshakes in progress (max_handshakes)", peer,
@@ -291,15 +343,22 @@ static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockadd
     }
     return;
   }
+  /* Per-source bounds before any work: a peer over them is dropped without an answer. */
+  src_ref_t src;
+  if (ue_conn_admit(l, sa, &src) != SRC_OK) return;
   SSL *ssl = listen_ssl(dl);
   if (!ssl) {
+    src_unref(l->o.limits, &src);
     M5_LOGW(DOM, "%s: cannot create the DTLS listening state: out of memory", l->name);
     return;
   }
   BIO *rbio = SSL_get_rbio(ssl), *wbio = SSL_get_wbio(ssl);
   (void)BIO_reset(rbio);
   (void)BIO_reset(wbio);
-  if (m5_akma_ssl_set_peer(ssl, sa, sl) != M5_OK || BIO_write(rbio, p, (int)n) != (int)n) return;
+  if (m5_akma_ssl_set_peer(ssl, sa, sl) != M5_OK || BIO_write(rbio, p, (int)n) != (int)n) {
+    src_unref(l->o.limits, &src);
+    return;
+  }
   ERR_clear_error();
   int r = DTLSv1_listen(ssl, dl->listen_peer);
   /* The HelloVerifyRequest, if any, goes straight back: no state is kept for this peer. */
@@ -309,6 +368,7 @@ static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockadd
   drain_wbio(&tmp, wbio);
   (void)BIO_reset(rbio);
   if (r <= 0) {
+    src_unref(l->o.limits, &src);
     if (r < 0) {
       char e[256];
       M5_LOGD(DOM, "%s: ClientHello rejected: %s", tmp.peer, m5_tls_last_error(e, sizeof e));
@@ -317,28 +377,41 @@ static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockadd
     }
     return;
   }
-  /* The cookie is valid: the peer owns its address. The SSL becomes its own. */
+  /* The cookie is valid: the peer can receive at its address. The SSL becomes its own. */
   dl->listen_ssl = NULL;
-  if (old) {
-    /* RFC 6347 §4.2.8: a new handshake from the address of an open association (the client
-     * restarted, or a NAT reused the port): the old one ends silently. */
-    M5_LOGD(DOM, "%s: new DTLS handshake replaces the open association", tmp.peer);
-    old->base.no_notify = 1;
-    ue_conn_close(&old->base, "peer started a new association");
-  }
   uint8_t key[ADDR_KEY_MAX];
   size_t kl = addr_key(sa, key);
-  dtls_conn_t *dc = (dtls_conn_t *)ue_conn_new(l, sizeof *dc, ssl, sa, sl);
+  dtls_conn_t *dc = (dtls_conn_t *)ue_conn_new(l, sizeof *dc, ssl, sa, sl, &src);
   if (!dc) {
     M5_LOGW(DOM, "%s: cannot accept a DTLS handshake: out of memory", tmp.peer);
     return;
   }
-  if (m5_hmap_put(dl->peers, key, kl, dc, NULL) != M5_OK) {
+  if (old) {
+    /* RFC 6347 §4.2.8: a new handshake from the address of an open association (the client
+     * restarted, or a NAT reused the port). It runs beside the association, which ends only
+     * if it completes (dtls_opened). */
+    M5_LOGD(DOM, "%s: new DTLS handshake beside the open association", tmp.peer);
+    old->succ = dc;
+    dc->pred = old;
+  } else if (m5_hmap_put(dl->peers, key, kl, dc, NULL) != M5_OK) {
     ue_conn_close(&dc->base, "out of memory");
     return;
   }
   /* DTLSv1_listen consumed the ClientHello from the memory BIO (it cannot peek): again. */
   feed(&dc->base, p, n);
+}
+
+/* Beside an open association: whether a datagram belongs to the new handshake, i.e. has a
+ * record of epoch 0 (ClientHello, ClientKeyExchange, ChangeCipherSpec, a plaintext alert) or
+ * a handshake record (the Finished, epoch 1; the open association does no renegotiation). */
+static int for_new_handshake(const uint8_t *p, size_t n) {
+  for (size_t i = 0; n - i >= DTLS_REC_HDR;) {
+    const uint8_t *rec = p + i;
+    if (rec[0] == 22 || (rec[3] == 0 && rec[4] == 0)) return 1;
+    i += DTLS_REC_HDR + (((size_t)rec[11] << 8) | rec[12]);
+    if (i > n) break;
+  }
+  return 0;
 }
 
 static void udp_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
@@ -361,6 +434,10 @@ static void udp_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
     uint8_t key[ADDR_KEY_MAX];
     size_t kl = addr_key((struct sockaddr *)&ss, key);
     dtls_conn_t *dc = m5_hmap_get(dl->peers, key, kl);
+    if (dc && dc->succ && (dc->base.closing || for_new_handshake(dl->rx, (size_t)n))) {
+      conn_input(dc->succ, dl->rx, (size_t)n);
+      continue;
+    }
     if (dc && dc->base.closing) continue;
     if (!dc || (dc->base.state == UE_CONN_OPEN && looks_like_client_hello(dl->rx, (size_t)n)))
       new_peer(dl, dc, (struct sockaddr *)&ss, sl, dl->rx, (size_t)n);

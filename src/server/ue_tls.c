@@ -336,12 +336,18 @@ static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *ar
   ue_listener_t *l = &tl->base;
   char peer[64];
   if (l->n_handshakes >= l->o.max_handshakes || l->n_sessions >= l->o.max_sessions) {
-    l->dropped++;
+    ue_conn_refused(l, SRC_HANDSHAKES, sa);
     if (m5_log_enabled(M5_LOG_DEBUG, DOM)) {
       ue_addr_str(sa, peer, sizeof peer);
       M5_LOGD(DOM, "%s: connection refused: %zu handshakes, %zu sessions (limits %zu, %zu)", peer,
               l->n_handshakes, l->n_sessions, l->o.max_handshakes, l->o.max_sessions);
     }
+    close(fd);
+    return;
+  }
+  /* Per-source bounds: refused before any TLS state exists, by closing the connection. */
+  src_ref_t src;
+  if (ue_conn_admit(l, sa, &src) != SRC_OK) {
     close(fd);
     return;
   }
@@ -351,7 +357,8 @@ static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *ar
     M5_LOGD(DOM, "%s: TCP_NODELAY: %s", l->name, strerror(errno));
   BIO *r, *w;
   SSL *ssl = ue_ssl_new(l->o.ctx, &r, &w);
-  tls_conn_t *tc = ssl ? (tls_conn_t *)ue_conn_new(l, sizeof *tc, ssl, sa, sl) : NULL;
+  tls_conn_t *tc = ssl ? (tls_conn_t *)ue_conn_new(l, sizeof *tc, ssl, sa, sl, &src) : NULL;
+  if (!ssl) src_unref(l->o.limits, &src);
   if (!tc) {
     ue_addr_str(sa, peer, sizeof peer);
     M5_LOGW(DOM, "%s: cannot accept a connection: out of memory", peer);

@@ -7,6 +7,7 @@
 #include "coap/endpoint.h"
 #include "core/loop.h"
 #include "server/akma_keys.h"
+#include "server/src_limits.h"
 #include "server/ue_session.h"
 
 #include <openssl/ssl.h>
@@ -24,6 +25,8 @@ typedef struct {
   m5_coap_ep_opts_t coap;        /* endpoint options (transport is set by the listener) */
   size_t max_sessions;           /* established sessions; 0 = 100000 */
   size_t max_handshakes;         /* half-open handshakes at once (ClientHello floods); 0 = 1024 */
+  src_limits_t *limits;          /* this worker's per-source bounds (shared by its listeners);
+                                    NULL = none */
   uint32_t handshake_timeout_ms; /* 0 = 10000 (includes waiting for the AAnF) */
   uint32_t idle_timeout_ms;      /* 0 = 600000 */
   ue_session_hooks_t hooks;

@@ -27,6 +27,18 @@ static const struct {
     {"sessions", "dtls", "msgin5g_sessions{transport=\"dtls\"}"},
     {"sessions", "tls", "msgin5g_sessions{transport=\"tls\"}"},
     {"registrations", NULL, "msgin5g_registrations"},
+    {"akmaFetches", NULL, "msgin5g_akma_fetches_total"},
+    {"akmaRefused", "handshakes", "msgin5g_akma_refused_total{reason=\"handshakes\"}"},
+    {"akmaRefused", "handshakesPerAddr",
+     "msgin5g_akma_refused_total{reason=\"handshakes_per_addr\"}"},
+    {"akmaRefused", "handshakesPerPrefix",
+     "msgin5g_akma_refused_total{reason=\"handshakes_per_prefix\"}"},
+    {"akmaRefused", "fetches", "msgin5g_akma_refused_total{reason=\"fetches\"}"},
+    {"akmaRefused", "fetchesPerAddr", "msgin5g_akma_refused_total{reason=\"fetches_per_addr\"}"},
+    {"akmaRefused", "fetchesPerPrefix",
+     "msgin5g_akma_refused_total{reason=\"fetches_per_prefix\"}"},
+    {"akmaRefused", "unknownAkidRate", "msgin5g_akma_refused_total{reason=\"unknown_akid_rate\"}"},
+    {"akmaRefused", "sourceTableFull", "msgin5g_akma_refused_total{reason=\"source_table_full\"}"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

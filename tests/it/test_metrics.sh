@@ -123,6 +123,15 @@ paths = {
     'msgin5g_sessions{transport="dtls"}': ("sessions", "dtls"),
     'msgin5g_sessions{transport="tls"}': ("sessions", "tls"),
     "msgin5g_registrations": ("registrations",),
+    "msgin5g_akma_fetches_total": ("akmaFetches",),
+    'msgin5g_akma_refused_total{reason="handshakes"}': ("akmaRefused", "handshakes"),
+    'msgin5g_akma_refused_total{reason="handshakes_per_addr"}': ("akmaRefused", "handshakesPerAddr"),
+    'msgin5g_akma_refused_total{reason="handshakes_per_prefix"}': ("akmaRefused", "handshakesPerPrefix"),
+    'msgin5g_akma_refused_total{reason="fetches"}': ("akmaRefused", "fetches"),
+    'msgin5g_akma_refused_total{reason="fetches_per_addr"}': ("akmaRefused", "fetchesPerAddr"),
+    'msgin5g_akma_refused_total{reason="fetches_per_prefix"}': ("akmaRefused", "fetchesPerPrefix"),
+    'msgin5g_akma_refused_total{reason="unknown_akid_rate"}': ("akmaRefused", "unknownAkidRate"),
+    'msgin5g_akma_refused_total{reason="source_table_full"}': ("akmaRefused", "sourceTableFull"),
 }
 for name, value in ctl:
     v = o

@@ -139,6 +139,8 @@ typedef struct {
   m5_akma_key_t key;
 } fixture_t;
 
+static size_t g_max_fetches; /* for the next fixture_init; 0 = the default */
+
 static void fixture_init(fixture_t *f, const char *stem, uint32_t timeout_ms, size_t max_waiting,
                          size_t max_cached) {
   memset(f, 0, sizeof *f);
@@ -154,7 +156,8 @@ static void fixture_init(fixture_t *f, const char *stem, uint32_t timeout_ms, si
                         .ca_file = ca,
                         .timeout_ms = timeout_ms,
                         .max_waiting = max_waiting,
-                        .max_cached = max_cached};
+                        .max_cached = max_cached,
+                        .max_fetches = g_max_fetches};
   f->k = akma_keys_new(f->loop, &o, err, sizeof err);
   if (!f->k) fail_msg("akma_keys_new: %s", err);
   m5_akma_ua_tls13(f->ua);
@@ -341,6 +344,45 @@ static void test_cancel(void **state) {
   fixture_free(&f);
 }
 
+/* A request whose every waiter has gone (the handshakes that wanted it ended) holds no slot:
+ * it is cancelled, and a new request fits under max_fetches at once, with the AAnF hung. */
+static void test_abandoned_request_frees_its_slot(void **state) {
+  (void)state;
+  fixture_t f;
+  g_max_fetches = 2;
+  fixture_init(&f, "m5s", 5000, 0, 0);
+  g_max_fetches = 0;
+  m5_akma_want_t a = f.want, b, c;
+  want_for(&b, "0000.YmJi@5gc.mnc001.mcc001.3gppnetwork.org", "localhost", f.ua);
+  want_for(&c, "0000.Y2Nj@5gc.mnc001.mcc001.3gppnetwork.org", "localhost", f.ua);
+  waiter_t w[4];
+  memset(w, 0, sizeof w);
+  assert_int_equal(kill(g_aanf.pid, SIGSTOP), 0);
+  assert_int_equal(akma_keys_peek(f.k, &a), AKMA_KEYS_MISS);
+  assert_int_equal(akma_keys_get(f.k, &a, &f.key, on_key, &w[0]), M5_EAGAIN);
+  assert_int_equal(akma_keys_get(f.k, &a, &f.key, on_key, &w[3]), M5_EAGAIN); /* joins */
+  assert_int_equal(akma_keys_peek(f.k, &a), AKMA_KEYS_PENDING);
+  assert_int_equal(akma_keys_get(f.k, &b, &f.key, on_key, &w[1]), M5_EAGAIN);
+  assert_int_equal(akma_keys_pending(f.k), 2);
+  assert_int_equal(akma_keys_get(f.k, &c, &f.key, on_key, &w[2]), M5_EFULL);
+  akma_keys_cancel(f.k, &w[0]); /* one waiter of a left: the request goes on */
+  assert_int_equal(akma_keys_pending(f.k), 2);
+  akma_keys_cancel(f.k, &w[3]); /* the last one: cancelled, its slot free */
+  assert_int_equal(akma_keys_pending(f.k), 1);
+  assert_int_equal(akma_keys_peek(f.k, &a), AKMA_KEYS_MISS);
+  assert_int_equal(akma_keys_get(f.k, &c, &f.key, on_key, &w[2]), M5_EAGAIN);
+  assert_int_equal(kill(g_aanf.pid, SIGCONT), 0);
+  run_until(f.loop, 2, 10000);
+  run_until(f.loop, 100, 100);
+  assert_int_equal(w[0].calls + w[3].calls, 0);
+  assert_int_equal(w[1].calls, 1);
+  assert_int_equal(w[1].status, M5_ENOENT);
+  assert_int_equal(w[2].calls, 1);
+  assert_int_equal(akma_keys_pending(f.k), 0);
+  assert_int_equal(akma_keys_peek(f.k, &b), AKMA_KEYS_HIT); /* "no context" remembered */
+  fixture_free(&f);
+}
+
 static void test_bounds_and_free(void **state) {
   (void)state;
   fixture_t f;
@@ -372,6 +414,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_share), cmocka_unit_test(test_unknown_akid),
       cmocka_unit_test(test_af_not_allowed),   cmocka_unit_test(test_aanf_hung),
       cmocka_unit_test(test_cancel),           cmocka_unit_test(test_bounds_and_free),
+      cmocka_unit_test(test_abandoned_request_frees_its_slot),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

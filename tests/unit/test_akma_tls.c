@@ -442,6 +442,33 @@ static void test_dtls_cookie_bound_to_peer(void **state) {
   pair_free(&p);
 }
 
+/* The cookie key rotates: a cookie handed out under the previous key still verifies (the
+ * client answering a HelloVerifyRequest sent just before a rotation), one from two keys back
+ * does not. */
+static void test_dtls_cookie_rotation(void **state) {
+  (void)state;
+  for (int rotations = 0; rotations <= 2; rotations++) {
+    pair_t p;
+    pair_init(&p, 1, NULL, 0, FQDN);
+    step(p.c, &p.c_done, &p.c_failed);
+    move(p.c_out, p.s_in);
+    step(p.s, &p.s_done, &p.s_failed); /* HelloVerifyRequest with a cookie under the key now */
+    assert_int_equal(p.hvr_sent, 1);
+    for (int i = 0; i < rotations; i++)
+      assert_int_equal(m5_akma_ctx_rotate_cookie_key(p.sctx), M5_OK);
+    run(&p);
+    if (rotations < 2) {
+      uint8_t ua[M5_AKMA_UA_LEN];
+      ua12(0xccac, ua);
+      assert_keyed(&p, ua);
+    } else {
+      assert_refused(&p, SSL_AD_HANDSHAKE_FAILURE); /* the cookie's key is gone */
+    }
+    pair_free(&p);
+  }
+  assert_int_equal(m5_akma_ctx_rotate_cookie_key(NULL), M5_EINVAL);
+}
+
 static void test_wrong_kaf(void **state) {
   (void)state;
   for (int dtls = 0; dtls <= 1; dtls++) {
@@ -658,6 +685,7 @@ int main(void) {
       cmocka_unit_test(test_dtls12_each_suite),
       cmocka_unit_test(test_dtls12_server_preference),
       cmocka_unit_test(test_dtls_cookie_bound_to_peer),
+      cmocka_unit_test(test_dtls_cookie_rotation),
       cmocka_unit_test(test_wrong_kaf),
       cmocka_unit_test(test_sni_not_ours),
       cmocka_unit_test(test_sni_second_name_and_none),

@@ -75,9 +75,14 @@ typedef struct {
   SSL_CTX *dctx, *tctx;
   ue_listener_t *dtls, *tls;
   uint16_t dport, tport;
+  src_limits_t *limits;
 } server_t;
 
-static server_t g_srv[2]; /* [1]: K_AF lifetime SHORT_LIFETIME_S */
+/* [1]: K_AF lifetime SHORT_LIFETIME_S; [2]: AAnF 0 with per-source bounds (BUCKET unproven
+ * A-KIDs per prefix, never refilled) */
+#define N_SRV 3
+#define BUCKET 3
+static server_t g_srv[N_SRV];
 static m5_loop_t *g_loop;
 static tu_loop_thread_t g_lt;
 static char g_setup_err[512];
@@ -136,7 +141,8 @@ static void srv_start(void *arg) {
   snprintf(key, sizeof key, "%s/m5s.key", g_pki);
   snprintf(ca, sizeof ca, "%s/ca.crt", g_pki);
   akma_keys_opts_t ko = {
-      .aanf_url = g_aanf[which].url, .cert_file = crt, .key_file = key, .ca_file = ca};
+      .aanf_url = g_aanf[which == 2 ? 0 : which].url, .cert_file = crt, .key_file = key,
+      .ca_file = ca};
   static const char *const names[] = {"localhost"};
   m5_akma_server_opts_t ao = {.fqdns = names, .n_fqdns = 1, .allow_psk_ke = 1, .allow_tls12 = 1};
   if (!(s->keys = akma_keys_new(g_loop, &ko, err, sizeof err)) ||
@@ -154,6 +160,14 @@ static void srv_start(void *arg) {
       .idle_timeout_ms = 30000,
       .hooks = {.opened = h_opened, .request = h_request, .closed = h_closed},
   };
+  if (which == 2) {
+    src_limits_opts_t so = {.unknown_burst = BUCKET, .unknown_per_s = 0};
+    if (!(s->limits = src_limits_new(&so))) {
+      snprintf(g_setup_err, sizeof g_setup_err, "server %d: out of memory", which);
+      return;
+    }
+    lo.limits = s->limits;
+  }
   if (!(s->dtls = ue_dtls_listener_new(g_loop, &lo, err, sizeof err))) {
     snprintf(g_setup_err, sizeof g_setup_err, "server %d dtls: %s", which, err);
     return;
@@ -177,6 +191,8 @@ static void srv_stop(void *arg) {
   SSL_CTX_free(s->dctx);
   SSL_CTX_free(s->tctx);
   s->dctx = s->tctx = NULL;
+  src_limits_free(s->limits);
+  s->limits = NULL;
 }
 
 typedef struct {
@@ -454,7 +470,7 @@ static int setup(void **state) {
   g_loop = m5_loop_new();
   g_cloop = m5_loop_new();
   if (!g_loop || !g_cloop || tu_loop_thread_start(&g_lt, g_loop) != 0) return -1;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < N_SRV; i++) {
     tu_loop_thread_call(&g_lt, srv_start, &i);
     if (g_setup_err[0]) {
       fprintf(stderr, "%s\n", g_setup_err);
@@ -467,7 +483,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   (void)state;
   if (g_lt.running) {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N_SRV; i++)
       tu_loop_thread_call(&g_lt, srv_stop, &i);
     tu_loop_thread_stop(&g_lt);
   }
@@ -586,6 +602,54 @@ static void test_unknown_akid(void **state) {
   }
   assert_int_equal(wait_counts(0, 0, 0, 0, 3000).handshakes, 0);
   assert_int_equal(wait_counts(0, 1, 0, 0, 3000).handshakes, 0);
+}
+
+/* The per-source bucket of unproven A-KIDs holds on every transport (TLS 1.3 reads the A-KID
+ * from the ClientHello, TLS 1.2 and DTLS 1.2 from the ClientKeyExchange): BUCKET unknown
+ * A-KIDs from 127.0.0.1 are asked of the AAnF (and refused with unknown_psk_identity); after
+ * that a new unknown A-KID is refused without asking (TLS: internal_error alert at once; DTLS:
+ * dropped, the client hears nothing), while a UE whose K_AF is cached still gets in. */
+static void test_source_bucket_all_transports(void **state) {
+  (void)state;
+  server_t *s = &g_srv[2];
+  struct {
+    int dtls, tls12;
+  } kinds[] = {{1, 0}, {0, 0}, {0, 1}};
+  client_t c;
+  /* The known UE first: its fetch takes a token and gives it back (K_AF); cached from now. */
+  for (int dtls = 0; dtls < 2; dtls++) {
+    assert_int_equal(client_open(&c, dtls, 0, dtls ? s->dport : s->tport, &g_cred, NULL, 0), 0);
+    client_echo(&c, (const uint8_t *)"{}", 2);
+    client_free(&c);
+  }
+  m5_akma_cred_t unknown = g_unknown;
+  for (int round = 0; round < 2; round++) {
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+      snprintf(unknown.akid, sizeof unknown.akid, "0000.dW5rbm93bg%d%zu@example.org", round, k);
+      client_init(&c, kinds[k].dtls, kinds[k].tls12, kinds[k].dtls ? s->dport : s->tport,
+                  &unknown, NULL, 0);
+      int rc = drive(&c, kinds[k].dtls ? 2500 : 5000);
+      if (round == 0) { /* asked: the AAnF has no context */
+        assert_int_equal(rc, -1);
+        assert_int_equal(c.reason, ALERT(SSL_AD_UNKNOWN_PSK_IDENTITY));
+      } else if (kinds[k].dtls) { /* refused: dropped */
+        assert_int_equal(rc, -2);
+      } else { /* refused: internal_error */
+        assert_int_equal(rc, -1);
+        assert_int_equal(c.reason, ALERT(SSL_AD_INTERNAL_ERROR));
+      }
+      client_free(&c);
+    }
+  }
+  assert_int_equal(src_refused_count(s->limits, SRC_UNKNOWN_RATE), 3);
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    assert_int_equal(client_open(&c, kinds[k].dtls, kinds[k].tls12,
+                                 kinds[k].dtls ? s->dport : s->tport, &g_cred, NULL, 0),
+                     0);
+    client_echo(&c, (const uint8_t *)"{}", 2);
+    client_free(&c);
+  }
+  assert_int_equal(src_refused_count(s->limits, SRC_UNKNOWN_RATE), 3);
 }
 
 static void test_foreign_sni(void **state) {
@@ -861,6 +925,7 @@ int main(void) {
       cmocka_unit_test(test_alpn_without_coap_refused),
       cmocka_unit_test(test_unknown_akid),
       cmocka_unit_test(test_foreign_sni),
+      cmocka_unit_test(test_source_bucket_all_transports),
       cmocka_unit_test(test_vanishing_peers_and_max_handshakes),
       cmocka_unit_test(test_flood),
       cmocka_unit_test(test_dtls_restart_same_port),

@@ -316,6 +316,18 @@ fail:
   return rc;
 }
 
+int m5_http_client_cancel(m5_http_client_t *c, m5_http_client_fn cb, void *arg) {
+  if (!c || c->closing) return M5_ENOENT;
+  for (req_t *r = c->reqs; r; r = r->next) {
+    if (r->cb != cb || r->arg != arg) continue;
+    /* Removing the handle resets its HTTP/2 stream; the connection stays for the others. */
+    req_release(r);
+    req_free(r);
+    return M5_OK;
+  }
+  return M5_ENOENT;
+}
+
 size_t m5_http_client_inflight(const m5_http_client_t *c) {
   return c ? c->inflight : 0;
 }

@@ -39,6 +39,10 @@ int m5_http_client_post_json(m5_http_client_t *c, const char *url, const char *j
                              m5_http_client_fn cb, void *arg);
 /* GETs url (e.g. a JWKS document); the same callback contract. */
 int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg);
+/* Abandons the running request started with (cb, arg): its callback will not run, its slot
+ * is free at once (an HTTP/2 request is reset). M5_ENOENT if there is none. Not from inside
+ * that request's own callback. */
+int m5_http_client_cancel(m5_http_client_t *c, m5_http_client_fn cb, void *arg);
 size_t m5_http_client_inflight(const m5_http_client_t *c);
 
 #endif

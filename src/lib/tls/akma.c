@@ -47,11 +47,14 @@
 /* The part of a ClientKeyExchange that names the PSK: identity length and identity. */
 #define CKE_ID_MAX (2 + PSK_MAX_IDENTITY_LEN)
 
-/* The server's names and cookie key, kept with the SSL_CTX. */
+/* The server's names and cookie keys, kept with the SSL_CTX. The context is shared by every
+ * worker thread: the keys are read and rotated under the lock. */
 typedef struct {
   size_t n_fqdns;
   char (*fqdns)[M5_AKMA_FQDN_MAX + 1];
-  uint8_t cookie_key[32];
+  pthread_mutex_t cookie_lock;
+  int lock_ok;
+  uint8_t cookie_key[2][32]; /* [0] makes new cookies; [1] (the one before) still verifies */
 } ctx_data_t;
 
 /* Where the scan of a TLS byte stream stands between calls (the transport feeds every byte
@@ -110,6 +113,7 @@ static void ctx_data_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, 
   (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
   ctx_data_t *d = ptr;
   if (!d) return;
+  if (d->lock_ok) pthread_mutex_destroy(&d->cookie_lock);
   OPENSSL_free(d->fqdns);
   OPENSSL_clear_free(d, sizeof *d);
 }
@@ -394,30 +398,53 @@ static unsigned int psk_server_cb(SSL *ssl, const char *identity, unsigned char 
 
 /* ---- DTLS cookies (RFC 6347 §4.2.1): HMAC-SHA256 of the peer address ---- */
 
-static int cookie_mac(SSL *ssl, uint8_t out[COOKIE_LEN]) {
+/* The cookie for this SSL's peer under key `which` (0 current, 1 previous). */
+static int cookie_mac(SSL *ssl, int which, uint8_t out[COOKIE_LEN]) {
   const akma_state_t *st = state_of(ssl);
-  const ctx_data_t *d = ctx_data_of(ssl);
+  ctx_data_t *d = (ctx_data_t *)ctx_data_of(ssl);
   /* Without a peer the cookie would prove nothing: refuse rather than bind to "". */
-  if (!st || !d || st->peer_len == 0) return 0;
+  if (!st || !d || !d->lock_ok || st->peer_len == 0) return 0;
+  uint8_t key[sizeof d->cookie_key[0]];
+  pthread_mutex_lock(&d->cookie_lock);
+  memcpy(key, d->cookie_key[which], sizeof key);
+  pthread_mutex_unlock(&d->cookie_lock);
   unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), d->cookie_key, sizeof d->cookie_key, st->peer, st->peer_len, out, &len) ||
-      len != COOKIE_LEN)
-    return 0;
-  return 1;
+  int ok = HMAC(EVP_sha256(), key, sizeof key, st->peer, st->peer_len, out, &len) != NULL &&
+           len == COOKIE_LEN;
+  OPENSSL_cleanse(key, sizeof key);
+  return ok;
 }
 
 static int cookie_generate_cb(SSL *ssl, unsigned char *cookie, unsigned int *cookie_len) {
   uint8_t mac[COOKIE_LEN];
-  if (!cookie_mac(ssl, mac)) return 0;
+  if (!cookie_mac(ssl, 0, mac)) return 0;
   memcpy(cookie, mac, COOKIE_LEN);
   *cookie_len = COOKIE_LEN;
   return 1;
 }
 
+/* A cookie made under the current key or the one before it: one that was handed out just
+ * before a rotation still works for the client's answer. */
 static int cookie_verify_cb(SSL *ssl, const unsigned char *cookie, unsigned int cookie_len) {
   uint8_t mac[COOKIE_LEN];
-  if (cookie_len != COOKIE_LEN || !cookie_mac(ssl, mac)) return 0;
-  return m5_ct_equal(mac, cookie, COOKIE_LEN);
+  if (cookie_len != COOKIE_LEN) return 0;
+  for (int which = 0; which < 2; which++)
+    if (cookie_mac(ssl, which, mac) && m5_ct_equal(mac, cookie, COOKIE_LEN)) return 1;
+  return 0;
+}
+
+int m5_akma_ctx_rotate_cookie_key(SSL_CTX *ctx) {
+  pthread_once(&idx_once, idx_init);
+  ctx_data_t *d = ctx && ctx_idx >= 0 ? SSL_CTX_get_ex_data(ctx, ctx_idx) : NULL;
+  if (!d || !d->lock_ok) return M5_EINVAL;
+  uint8_t fresh[sizeof d->cookie_key[0]];
+  if (m5_random_bytes(fresh, sizeof fresh) != M5_OK) return M5_EIO;
+  pthread_mutex_lock(&d->cookie_lock);
+  memcpy(d->cookie_key[1], d->cookie_key[0], sizeof fresh);
+  memcpy(d->cookie_key[0], fresh, sizeof fresh);
+  pthread_mutex_unlock(&d->cookie_lock);
+  OPENSSL_cleanse(fresh, sizeof fresh);
+  return M5_OK;
 }
 
 int m5_akma_ssl_set_peer(SSL *ssl, const struct sockaddr *sa, socklen_t len) {
@@ -497,7 +524,8 @@ SSL_CTX *m5_akma_server_ctx_new(int dtls, const m5_akma_server_opts_t *opts, cha
   d->n_fqdns = opts->n_fqdns;
   for (size_t i = 0; i < opts->n_fqdns; i++)
     snprintf(d->fqdns[i], sizeof d->fqdns[i], "%s", opts->fqdns[i]);
-  if (m5_random_bytes(d->cookie_key, sizeof d->cookie_key) != M5_OK) {
+  d->lock_ok = pthread_mutex_init(&d->cookie_lock, NULL) == 0;
+  if (!d->lock_ok || m5_random_bytes(d->cookie_key, sizeof d->cookie_key) != M5_OK) {
     ctx_data_free(NULL, d, NULL, 0, 0, NULL);
     ctx_err(err, errlen, "cannot create the AKMA server context: no random bytes");
     return NULL;

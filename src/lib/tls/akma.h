@@ -52,6 +52,11 @@ typedef struct {
 SSL_CTX *m5_akma_server_ctx_new(int dtls, const m5_akma_server_opts_t *opts, char *err,
                                 size_t errlen);
 
+/* DTLS server context: a fresh cookie key; the one it replaces still verifies cookies until
+ * the next rotation (call it on a timer: a cookie then lives one to two periods). Any thread.
+ * M5_EINVAL for a context not from m5_akma_server_ctx_new. */
+int m5_akma_ctx_rotate_cookie_key(SSL_CTX *ctx);
+
 /* Per-SSL AKMA state; call once after SSL_new on a server or client SSL. The state (and the
  * key in it, wiped) is freed with the SSL. */
 int m5_akma_ssl_attach(SSL *ssl);
