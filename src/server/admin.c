@@ -117,6 +117,7 @@ void admin_submit(admin_t *a, pending_t *p) {
   }
   admin_problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
           &retry);
+  free(p->as);
   free(p);
 }
 
