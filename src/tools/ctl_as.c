@@ -1,7 +1,8 @@
 /* m5ctl as add|remove: the Application Server clients of the northbound MSGin5G-3 API
  * (architecture §3.2; docs/northbound.md, "Who may call"), configured on m5s's management
  * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...]} and
- * DELETE (docs/admin-api.md, "Application Server clients"). The asSvcId and every target are
+ * DELETE (docs/admin-api.md, "Application Server clients"), with the management token
+ * (--admin-token). The asSvcId and every target are
  * checked here first by m5s's rules (the ID rule of m5ctl_id_valid, the host:port rule of
  * core/net.h that m5s applies too), so a typo is a usage error that changes nothing; m5s
  * checks them again. */
@@ -21,6 +22,7 @@
 
 typedef struct {
   const char *id, *admin;
+  const char *admin_token; /* --admin-token FILE; NULL = the default's */
   const char *targets[TARGETS_MAX];
   size_t n_targets;
 } as_args_t;
@@ -39,20 +41,24 @@ static const char *target_problem(const char *text) {
 static void usage(int add) {
   if (add)
     printf("usage: m5ctl as add --as-svc-id ID --target HOST:PORT [--target HOST:PORT ...]\n"
-           "                    [--m5s-admin URL]   (at most %d targets; default URL %s)\n",
-           TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN);
+           "                    [--m5s-admin URL] [--admin-token FILE]\n"
+           "  (at most %d targets; default URL %s; token file --admin-token, else $%s, else\n"
+           "  %s)\n",
+           TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN, M5CTL_ADMIN_TOKEN_ENV, M5CTL_DEFAULT_ADMIN_TOKEN);
   else
-    printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL]   (default URL %s)\n",
-           M5CTL_DEFAULT_M5S_ADMIN);
+    printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL] [--admin-token FILE]\n"
+           "  (default URL %s; token file --admin-token, else $%s, else %s)\n",
+           M5CTL_DEFAULT_M5S_ADMIN, M5CTL_ADMIN_TOKEN_ENV, M5CTL_DEFAULT_ADMIN_TOKEN);
 }
 
 /* 0, 2 after a usage error, -1 after --help. */
 static int parse_args(int argc, char **argv, int add, as_args_t *a) {
-  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_HELP };
+  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_ADMIN_TOKEN, OPT_HELP };
   static const struct option opts[] = {
       {"as-svc-id", required_argument, NULL, OPT_ID},
       {"target", required_argument, NULL, OPT_TARGET},
       {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
+      {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -82,6 +88,9 @@ static int parse_args(int argc, char **argv, int add, as_args_t *a) {
       break;
     case OPT_M5S_ADMIN:
       if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
+      break;
+    case OPT_ADMIN_TOKEN:
+      a->admin_token = optarg;
       break;
     case OPT_HELP:
       usage(add);
@@ -137,7 +146,8 @@ static int run(const as_args_t *a, int add) {
     fputs("m5ctl: cannot build the request: out of memory\n", stderr);
     goto out;
   }
-  rc = m5ctl_admin_request(a->admin, add ? "PUT" : "DELETE", AS_PATH, a->id,
+  rc = m5ctl_admin_request(a->admin, m5ctl_admin_token_file(a->admin_token),
+                           add ? "PUT" : "DELETE", AS_PATH, a->id,
                            add ? (const char *)body.data : NULL, &answer, &status);
   if (rc) goto out;
   if (add && (status == 201 || status == 200)) {
