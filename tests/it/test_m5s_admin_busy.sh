@@ -13,7 +13,7 @@ start_m5s
 # flood: 3 connections x 100 streams; FLOOD = its JSON line. Retried (3 times at most) until
 # some were refused: whether the registry keeps up with a burst depends on the machine.
 for attempt in 1 2 3; do
-  FLOOD=$(node "$M5_SRC/tests/it/admin_flood.mjs" "$M5S_ADMIN" 3 100) ||
+  FLOOD=$(node "$M5_SRC/tests/it/admin_flood.mjs" "$M5S_ADMIN" 3 100 "$M5S_TOKEN_FILE") ||
     m5s_fail "admin_flood.mjs failed"
   echo "flood $attempt: $FLOOD"
   refused=$(node -e 'process.stdout.write(String(JSON.parse(process.argv[1]).refused.length))' "$FLOOD")
@@ -29,7 +29,7 @@ node -e '
 
 # A refused PUT changed nothing (unless a later attempt created that client).
 first_refused=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).refused[0])' "$FLOOD")
-ST=$(curl -s --max-time 5 -o get.json -w '%{http_code}' \
+ST=$(admin_curl -s --max-time 5 -o get.json -w '%{http_code}' \
   "$M5S_ADMIN/admin/v1/as-clients/$first_refused")
 [[ $ST == 404 ]] || m5s_fail "$first_refused was refused (503) but exists: HTTP $ST $(cat get.json)"
 
