@@ -31,11 +31,12 @@ static const m5ctl_cmd_t commands[] = {
      "            register the subscriber's anchor key at the AAnF and, with --ue-svc-id, bind\n"
      "            that UE Service ID to it at the MSGin5G server"},
     {"as", "add", m5ctl_as_add,
-     "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--m5s-admin URL]\n"
-     "            [--admin-token FILE]   allow the Application Server ID on the northbound API,\n"
-     "            or replace its targets: the 1-16 HOST:PORTs its targetUri may name (a DNS\n"
-     "            name, IPv4 or [IPv6], and a port; ID: 1-64 of A-Z a-z 0-9 . _ -; default URL\n"
-     "            http://127.0.0.1:9090)"},
+     "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--auth token|mtls]\n"
+     "            [--m5s-admin URL] [--admin-token FILE]   allow the Application Server ID on\n"
+     "            the northbound API, or replace its targets: the 1-16 HOST:PORTs its targetUri\n"
+     "            may name (a DNS name, IPv4 or [IPv6], and a port; ID: 1-64 of A-Z a-z 0-9 . _\n"
+     "            -; default URL http://127.0.0.1:9090); --auth mtls: it may call without an\n"
+     "            access token, on the strength of its client certificate (default: token)"},
     {"as", "remove", m5ctl_as_remove,
      "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
      "            and its registration"},
