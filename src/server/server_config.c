@@ -27,8 +27,9 @@ static const m5_cfg_item_t items[] = {
      "port of the management listener"},
     {"mgmt.token_file", M5_CFG_STR, offsetof(server_config_t, mgmt_token_file),
      "var/m5s/admin.token", 0, 0,
-     "the admin API's bearer token (Authorization: Bearer <token> on every change); written "
-     "with 256 random bits at the first start (mode 0600, directory 0700), read at later ones"},
+     "the admin API's bearer token (Authorization: Bearer <token> on every request but "
+     "/healthz, /metrics, /admin/v1/stats); written with 256 random bits at the first start "
+     "(mode 0600, directory 0700), read at later ones"},
     {"aanf.url", M5_CFG_STR, offsetof(server_config_t, aanf_url), "https://localhost:7443", 0, 0,
      "base URL of the AAnF (Naanf_AKMA over HTTP/2 with mutual TLS)"},
     {"aanf.timeout_ms", M5_CFG_INT, offsetof(server_config_t, aanf_timeout_ms), "3000", 100, 60000,
