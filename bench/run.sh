@@ -133,7 +133,7 @@ M5S_PORT=$(pick_port) M5S_MGMT=$(pick_port) M5S_NORTH=$(pick_port)
 m5s_config() { # WORKERS
   cat >"$T/m5s.yaml" <<EOF
 ue: {host: 127.0.0.1, port: $M5S_PORT}
-mgmt: {host: 127.0.0.1, port: $M5S_MGMT}
+mgmt: {host: 127.0.0.1, port: $M5S_MGMT, token_file: $T/m5s/admin.token}
 north: {host: 127.0.0.1, port: $M5S_NORTH}
 oauth: {key: $T/pki/m5s-token.key}
 aanf: {url: https://localhost:$AANF_PORT}
@@ -161,7 +161,7 @@ start_m5s 2
 export BIN T AANF_PORT M5S_MGMT
 xargs -P 4 -L 1 bash -c 'out=$("$BIN/m5ctl" subscriber add --ue-svc-id "$0" --supi "$1" \
   --kausf "$2" --aanf "https://localhost:$AANF_PORT" --m5s-admin "http://127.0.0.1:$M5S_MGMT" \
-  --pki "$T/pki" 2>&1) || { echo "bench: provisioning $0: $out" >&2; exit 255; }' <"$T/subs.txt"
+  --admin-token "$T/m5s/admin.token" --pki "$T/pki" 2>&1) || { echo "bench: provisioning $0: $out" >&2; exit 255; }' <"$T/subs.txt"
 stop_pid "$SRV_PID" m5s
 
 # ---- the Mosquitto side ----

@@ -260,6 +260,18 @@ start_m5s() {
   M5S_ADMIN="http://127.0.0.1:$M5S_MGMT"
 }
 
+# The management token m5s writes at its first start (mgmt.token_file's default
+# var/m5s/admin.token, relative to $M5_TMP where the daemons and m5ctl run, so m5ctl finds it by
+# its default path too).
+M5S_TOKEN_FILE="$M5_TMP/var/m5s/admin.token"
+
+# admin_curl CURL_ARGS...: curl with "authorization: Bearer <the management token>", for the
+# admin API calls that change or read state (all but GET /healthz, /metrics, /admin/v1/stats).
+admin_curl() {
+  [[ -s $M5S_TOKEN_FILE ]] || m5s_fail "no management token in $M5S_TOKEN_FILE (m5s not started?)"
+  curl -H "authorization: Bearer $(<"$M5S_TOKEN_FILE")" "$@"
+}
+
 # stop_m5s: SIGTERM; it must exit 0 within 5 s.
 stop_m5s() { stop_daemon "$M5S_PID" m5s || m5s_fail "m5s did not stop cleanly"; }
 
@@ -294,7 +306,7 @@ provision_ue() {
   fi
   out=$("$M5_BIN/m5ctl" subscriber add --supi "$2" --kausf "$3" --aanf "$AANF_URL" \
     --pki "$M5_TMP/pki" 2>&1) || m5s_fail "m5ctl subscriber add ($1): $out"
-  st=$(curl -s --max-time 10 -X PUT -H 'content-type: application/json' \
+  st=$(admin_curl -s --max-time 10 -X PUT -H 'content-type: application/json' \
     --data-binary "{\"supi\":\"$2\"}" -o "$M5_TMP/bind-$1.out" -w '%{http_code}' \
     "$M5S_ADMIN/admin/v1/bindings/$1")
   [[ $st == 20? ]] || m5s_fail "binding $1 -> $2: HTTP $st $(cat "$M5_TMP/bind-$1.out")"

@@ -12,7 +12,8 @@
 # other one is stopped and run-dev.sh exits 1. Every run is idempotent: the PKI and the
 # databases are kept, the demo subscribers are provisioned again (which replaces them).
 #
-# Files, all under $M5_RUN_DIR/var: pki/ (dev PKI), aanf/, m5s/ (databases), log/m5-aanf.log,
+# Files, all under $M5_RUN_DIR/var: pki/ (dev PKI), aanf/, m5s/ (databases; admin.token, the
+# management port's bearer token, which m5s writes at its first start), log/m5-aanf.log,
 # log/m5s.log, run/*.pid (while running), run/*.yaml (daemon configs), demo/ue{1,2}.yaml.
 #
 # Environment (all optional):
@@ -222,7 +223,8 @@ wait_healthy m5s "$M5S_PID" "$MGMT_PORT" "$M5S_LOG"
 # binding with 200 when it exists) and their client configs.
 for ue in "${DEMO_UES[@]}"; do
   if ! out=$("$BIN/m5ctl" subscriber add --supi "${DEMO_SUPI[$ue]}" --kausf "${DEMO_KAUSF[$ue]}" \
-    --ue-svc-id "$ue" --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki var/pki 2>&1); then
+    --ue-svc-id "$ue" --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki var/pki \
+    --admin-token var/m5s/admin.token 2>&1); then
     echo "run-dev: provisioning the demo subscriber $ue failed: $out" >&2
     failed "provisioning $ue failed" "$M5S_LOG"
   fi

@@ -1,6 +1,7 @@
-/* Management handlers: /healthz, /admin/v1/bindings/{ueSvcId}, /metrics (Prometheus text
- * exposition format 0.0.4) and /admin/v1/stats (see admin.h and docs/admin-api.md). Errors are RFC
- * 9457 problem details with invalidParams naming the offending member. */
+/* Management handlers: the bearer token check in front of everything but GET /healthz,
+ * /metrics and /admin/v1/stats; /healthz, /admin/v1/bindings/{ueSvcId}, /metrics (Prometheus
+ * text exposition format 0.0.4) and /admin/v1/stats (see admin.h and docs/admin-api.md).
+ * Errors are RFC 9457 problem details with invalidParams naming the offending member. */
 #include "admin_int.h"
 
 #include "core/err.h"
@@ -8,6 +9,8 @@
 #include "msg/msg.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +120,7 @@ void admin_submit(admin_t *a, pending_t *p) {
   }
   admin_problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
           &retry);
+  free(p->as);
   free(p);
 }
 
@@ -364,8 +368,57 @@ static void get_stats(admin_t *a, m5_http_exchange_t *ex) {
   admin_respond_json(ex, 200, o);
 }
 
+/* ---- authentication ---- */
+
+/* /healthz, /metrics and /admin/v1/stats need no token: health checks and monitoring read
+ * figures that change nothing and name no subscriber. They serve GET only; any other method
+ * on them is 405 with or without a token, as it changes nothing either. */
+static int open_request(const m5_http_request_t *req) {
+  return !strcmp(req->path, "/healthz") || !strcmp(req->path, METRICS) ||
+         !strcmp(req->path, STATS);
+}
+
+/* 1 if the request carries "Authorization: Bearer <our token>". The token is compared as a
+ * SHA-256 digest with CRYPTO_memcmp: the time taken says nothing about how much of it, or of
+ * its length, was right. */
+static int authorized(const admin_t *a, const m5_http_request_t *req) {
+  const char *h = req->authorization;
+  if (!a->have_token || !h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+  const char *t = h + 7;
+  while (*t == ' ')
+    t++;
+  size_t n = strlen(t);
+  while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+    n--;
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  if (!n || !SHA256((const unsigned char *)t, n, d)) return 0;
+  int ok = CRYPTO_memcmp(d, a->token_sha256, sizeof d) == 0;
+  OPENSSL_cleanse(d, sizeof d);
+  return ok;
+}
+
+/* 401 with the RFC 6750 challenge; the log names the request, never what it carried. */
+static void unauthorized(m5_http_exchange_t *ex, const m5_http_request_t *req) {
+  static const m5_http_header_t none = {"www-authenticate", "Bearer realm=\"m5s-admin\""};
+  static const m5_http_header_t bad = {
+      "www-authenticate", "Bearer realm=\"m5s-admin\", error=\"invalid_token\", "
+                          "error_description=\"not the token of mgmt.token_file\""};
+  int given = req->authorization != NULL;
+  M5_LOGI(DOM, "%s %s refused: %s", req->method, req->path,
+          given ? "wrong credentials" : "no Authorization header");
+  admin_problem(ex, 401, "Unauthorized",
+                given ? "the Authorization header does not carry the management token"
+                      : "the management API needs Authorization: Bearer <the token in "
+                        "mgmt.token_file>",
+                NULL, NULL, given ? &bad : &none);
+}
+
 void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
   admin_t *a = arg;
+  if (!open_request(req) && !authorized(a, req)) {
+    unauthorized(ex, req);
+    return;
+  }
   if (!strcmp(req->path, "/healthz")) {
     static const m5_http_header_t allow = {"allow", "GET"};
     if (strcmp(req->method, "GET") != 0) {
@@ -407,6 +460,14 @@ admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
   if (!a) return NULL;
   a->loop = loop;
   a->opts = *opts;
+  a->opts.token = NULL;
+  if (opts->token && opts->token[0]) {
+    if (!SHA256((const unsigned char *)opts->token, strlen(opts->token), a->token_sha256)) {
+      free(a);
+      return NULL;
+    }
+    a->have_token = 1;
+  }
   if (!a->opts.max_inflight) a->opts.max_inflight = 64;
   a->replies = m5_mailbox_new(loop, a->opts.max_inflight, on_reply, a);
   if (!a->replies) {
@@ -425,6 +486,7 @@ static void drop_pending(void *msg) {
 void admin_free(admin_t *a) {
   if (!a) return;
   m5_mailbox_free(a->replies, drop_pending);
+  OPENSSL_cleanse(a->token_sha256, sizeof a->token_sha256);
   free(a);
 }
 

@@ -1,10 +1,12 @@
 /* m5s management API on the management port (architecture §3.3; docs/admin-api.md):
  * /healthz and the UE Service ID bindings (the SEAL CM role of TS 33.501 Y.2: which
- * subscriber, by SUPI, may register which UE Service ID). HTTP/1.1 or h2c, loopback only,
- * no authentication (the configuration refuses any other address). Changes go through the
- * registry's DB thread and are answered once committed; a changed or removed binding closes
- * the UE's live session. Also /metrics (Prometheus text) and /admin/v1/stats (the same figures
- * as JSON): see admin_stats_t. */
+ * subscriber, by SUPI, may register which UE Service ID). HTTP/1.1 or h2c, loopback only (the
+ * configuration refuses any other address: off loopback it would need mutual TLS too). Every
+ * request but GET /healthz, /metrics and /admin/v1/stats must carry Authorization: Bearer
+ * <the token of mgmt.token_file> (admin_token.h), else 401 and nothing changes. Changes go
+ * through the registry's DB thread and are answered once committed; a changed or removed
+ * binding closes the UE's live session. Also /metrics (Prometheus text) and /admin/v1/stats
+ * (the same figures as JSON): see admin_stats_t. */
 #ifndef M5_SERVER_ADMIN_H
 #define M5_SERVER_ADMIN_H
 
@@ -51,6 +53,9 @@ typedef struct {
   m5_store_t *store;       /* NULL: the store's figures are 0 */
   admin_stats_fn stats;    /* NULL: sessions and registrations are 0 */
   void *stats_arg;
+  /* The bearer token (admin_token.h), borrowed by admin_new, which keeps only its SHA-256;
+   * NULL or "": every request but the open ones is refused. */
+  const char *token;
 } admin_opts_t;
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts);

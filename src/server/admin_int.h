@@ -13,7 +13,9 @@
 
 struct admin {
   m5_loop_t *loop;
-  admin_opts_t opts;
+  admin_opts_t opts; /* .token is not kept: see token_sha256 */
+  unsigned char token_sha256[32];
+  int have_token;
   m5_mailbox_t *replies;
   size_t inflight;
   void (*idle_cb)(void *arg);

@@ -1,6 +1,7 @@
 /* The northbound listener (north.h): its shared context, one HTTP/2 server per worker, the
  * routing, and the checks every request goes through: who is calling (the client
- * certificate) and, on the MSGin5G-3 APIs, the bearer token. */
+ * certificate) and, on the MSGin5G-3 APIs, the bearer token (not needed by an AS client
+ * configured with auth mtls). */
 #include "north_int.h"
 
 #include "core/err.h"
@@ -263,7 +264,7 @@ int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                   NULL, NULL);
     return M5_EPERM;
   }
-  if (registry_as_target(n->o.reg, c->as_svc_id, NULL, 0) != 0) {
+  if (registry_as_auth(n->o.reg, c->as_svc_id, &c->auth) != 0) {
     north_problem(ex, 403, "UNKNOWN_AS", "this Application Server is not a configured AS client",
                   NULL, NULL);
     return M5_EPERM;
@@ -337,6 +338,12 @@ int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
                  const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims) {
   const north_ctx_t *ctx = n->o.ctx;
   const char *a = req->authorization;
+  if (!a && c->auth == REGISTRY_AS_AUTH_MTLS) {
+    memset(claims, 0, sizeof *claims);
+    M5_LOGD(DOM, "%s: no access token; its client certificate suffices (auth mtls)",
+            c->as_svc_id);
+    return 0;
+  }
   if (!a || strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) {
     bearer_error(ex, 401, a ? "invalid_request" : NULL,
                  "an Authorization: Bearer access token is required", NULL);

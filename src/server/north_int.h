@@ -31,10 +31,11 @@ struct north {
   void *idle_arg;
 };
 
-/* The calling AS: its asSvcId from its certificate, which is a configured AS client, and the
- * certificate's x5t#S256. */
+/* The calling AS: its asSvcId from its certificate, which is a configured AS client, that
+ * client's authentication mode, and the certificate's x5t#S256. */
 typedef struct {
   char as_svc_id[REGISTRY_AS_ID_MAX + 1];
+  registry_as_auth_t auth;
   char x5t[M5_JWT_X5T_LEN + 1];
 } north_caller_t;
 
@@ -51,7 +52,9 @@ void north_json(m5_http_exchange_t *ex, int status, json_t *o, const m5_http_hea
 int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  north_caller_t *c);
 /* Checks the bearer token for scope and the caller; 0 and *claims, or answers 401/403 with
- * the RFC 6750 WWW-Authenticate challenge. */
+ * the RFC 6750 WWW-Authenticate challenge. A caller whose AS client has auth mtls may send no
+ * Authorization at all: 0 with *claims zeroed (its certificate, checked by north_caller, is
+ * the credential); a token it does send is checked like anyone's. */
 int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims);
 /* 1 if content_type is type (case-insensitive), with or without parameters after ';'. */

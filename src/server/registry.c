@@ -17,7 +17,8 @@
 
 #define DOM "registry"
 
-/* The AS tables were added later with IF NOT EXISTS: an older file gains them at open. */
+/* The AS tables were added later with IF NOT EXISTS: an older file gains them at open; and
+ * as_clients.auth later still: registry_as_open adds it to an older table. */
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS bindings ("
     " ue_svc_id TEXT PRIMARY KEY,"
@@ -28,7 +29,8 @@ static const char schema[] =
     " expiry INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS as_clients ("
     " as_svc_id TEXT PRIMARY KEY,"
-    " targets TEXT NOT NULL) WITHOUT ROWID;"
+    " targets TEXT NOT NULL,"
+    " auth TEXT NOT NULL DEFAULT 'token') WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS as_registrations ("
     " as_svc_id TEXT PRIMARY KEY REFERENCES as_clients(as_svc_id) ON DELETE CASCADE,"
     " registration_id TEXT NOT NULL UNIQUE,"

@@ -44,8 +44,17 @@ typedef struct {
 #define REGISTRY_URI_MAX 1024
 #define REGISTRY_REG_ID_LEN 32 /* hex of 128 random bits */
 
+/* How an AS client authenticates its MSGin5G-3 requests besides its client certificate
+ * (which it always needs): with an OAuth2 access token (the default), or with the certificate
+ * alone (TS 33.501 Annex Y.4 is TLS-based; TS 29.538's security schemes allow no token). */
+typedef enum {
+  REGISTRY_AS_AUTH_TOKEN = 0,
+  REGISTRY_AS_AUTH_MTLS = 1,
+} registry_as_auth_t;
+
 typedef struct {
   char as_svc_id[REGISTRY_AS_ID_MAX + 1];
+  registry_as_auth_t auth;
   size_t n_targets;
   char targets[REGISTRY_AS_TARGETS_MAX][REGISTRY_HOSTPORT_MAX + 1]; /* "host:port", lowercase */
   char registration_id[REGISTRY_REG_ID_LEN + 1];                   /* "" = not registered */
@@ -63,7 +72,7 @@ typedef enum {
                           names another SUPI now */
   REGISTRY_DEREGISTER, /* in: ue_svc_id; M5_ENOENT when not registered */
   /* Application Servers; `as` points to the caller's record (borrowed until the reply). */
-  REGISTRY_AS_PUT,        /* in: as->as_svc_id, targets. out: created. A registration whose
+  REGISTRY_AS_PUT,        /* in: as->as_svc_id, auth, targets. out: created. A registration whose
                              targetUri the new list no longer allows is dropped */
   REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration */
   REGISTRY_AS_REGISTER,   /* in: as->as_svc_id, registration_id, target_uri, app_id,
@@ -113,6 +122,11 @@ size_t registry_as_count(registry_t *r);
  * asSvcId; else 0, with its registration's targetUri in target ("" when it is not registered
  * or registered without one; NULL target: not wanted). */
 int registry_as_target(registry_t *r, const char *as_svc_id, char *target, size_t target_len);
+/* From any thread: 0 and the AS client's authentication mode in *auth, or M5_ENOENT. */
+int registry_as_auth(registry_t *r, const char *as_svc_id, registry_as_auth_t *auth);
+/* "token" / "mtls" and back (M5_EINVAL for anything else). */
+const char *registry_as_auth_name(registry_as_auth_t auth);
+int registry_as_auth_parse(const char *name, registry_as_auth_t *auth);
 /* An asSvcId as accepted anywhere (admin API, certificates, tokens): 1-64 characters of
  * A-Z a-z 0-9 . _ - (it is part of a URI and of file names). */
 int registry_as_id_valid(const char *id);

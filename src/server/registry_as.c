@@ -1,7 +1,8 @@
 /* Application Server clients of MSGin5G-3 and their registrations (registry.h): the admin API
- * configures a client (asSvcId and the host:port pairs its targetUri may name); the AS itself
- * registers (TS 29.538 ASRegistration) and deregisters. Committed with synchronous=FULL (they
- * are configuration, and rare), then copied into memory under the registry's lock. */
+ * configures a client (asSvcId, how it authenticates, and the host:port pairs its targetUri
+ * may name); the AS itself registers (TS 29.538 ASRegistration) and deregisters. Committed
+ * with synchronous=FULL (they are configuration, and rare), then copied into memory under the
+ * registry's lock. */
 #include "registry_int.h"
 
 #include "core/err.h"
@@ -16,6 +17,20 @@
 
 int registry_as_id_valid(const char *id) {
   return m5_msg_as_id_valid(id);
+}
+
+const char *registry_as_auth_name(registry_as_auth_t auth) {
+  return auth == REGISTRY_AS_AUTH_MTLS ? "mtls" : "token";
+}
+
+int registry_as_auth_parse(const char *name, registry_as_auth_t *auth) {
+  if (!strcmp(name, "token"))
+    *auth = REGISTRY_AS_AUTH_TOKEN;
+  else if (!strcmp(name, "mtls"))
+    *auth = REGISTRY_AS_AUTH_MTLS;
+  else
+    return M5_EINVAL;
+  return 0;
 }
 
 /* ---- targetUri ---- */
@@ -63,7 +78,7 @@ static int load_as(registry_t *r, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   if (registry_prepare(r,
                        "SELECT c.as_svc_id, c.targets, g.registration_id, g.target_uri, g.app_id,"
-                       " g.registered_at FROM as_clients c"
+                       " g.registered_at, c.auth FROM as_clients c"
                        " LEFT JOIN as_registrations g ON g.as_svc_id = c.as_svc_id",
                        &st, err, errlen) != 0)
     return M5_EIO;
@@ -80,6 +95,13 @@ static int load_as(registry_t *r, char *err, size_t errlen) {
       M5_LOGE(DOM, "skipping a corrupt AS client row");
       free(a);
       continue;
+    }
+    /* An unknown mode (a newer m5s's, or a hand edit) falls back to the stricter one. */
+    const unsigned char *auth = sqlite3_column_text(st, 6);
+    if (!auth || registry_as_auth_parse((const char *)auth, &a->auth) != 0) {
+      M5_LOGE(DOM, "AS client %s: unknown auth '%s'; using token", a->as_svc_id,
+              auth ? (const char *)auth : "");
+      a->auth = REGISTRY_AS_AUTH_TOKEN;
     }
     if (sqlite3_column_type(st, 2) == SQLITE_TEXT) {
       copy_col(st, 2, a->registration_id, sizeof a->registration_id);
@@ -101,14 +123,40 @@ static int load_as(registry_t *r, char *err, size_t errlen) {
   return rc;
 }
 
+/* A database from before as_clients.auth gains the column, every client keeping the token
+ * mode it had; in place, once. */
+static int upgrade_auth(registry_t *r, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  if (registry_prepare(r, "SELECT 1 FROM pragma_table_info('as_clients') WHERE name = 'auth'",
+                       &st, err, errlen) != 0)
+    return M5_EIO;
+  int s = sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (s == SQLITE_ROW) return 0;
+  char *msg = NULL;
+  if (s != SQLITE_DONE ||
+      sqlite3_exec(r->conn,
+                   "ALTER TABLE as_clients ADD COLUMN auth TEXT NOT NULL DEFAULT 'token'", NULL,
+                   NULL, &msg) != SQLITE_OK) {
+    snprintf(err, errlen, "cannot add as_clients.auth to the database: %s",
+             msg ? msg : sqlite3_errmsg(r->conn));
+    sqlite3_free(msg);
+    return M5_EIO;
+  }
+  M5_LOGI(DOM, "database upgraded: AS clients have an auth mode now (all token)");
+  return 0;
+}
+
 int registry_as_open(registry_t *r, char *err, size_t errlen) {
   if (!(r->as_map = m5_hmap_new())) {
     snprintf(err, errlen, "registry: out of memory");
     return M5_ENOMEM;
   }
+  if (upgrade_auth(r, err, errlen) != 0) return M5_EIO;
   if (registry_prepare(r,
-                       "INSERT INTO as_clients (as_svc_id, targets) VALUES (?1, ?2)"
-                       " ON CONFLICT (as_svc_id) DO UPDATE SET targets = excluded.targets",
+                       "INSERT INTO as_clients (as_svc_id, targets, auth) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (as_svc_id) DO UPDATE SET targets = excluded.targets,"
+                       " auth = excluded.auth",
                        &r->st_as_put, err, errlen) ||
       registry_prepare(r, "DELETE FROM as_clients WHERE as_svc_id = ?1", &r->st_as_del, err,
                        errlen) ||
@@ -166,6 +214,7 @@ static int do_put(registry_t *r, registry_job_t *job) {
   if (rc == 0) {
     sqlite3_bind_text(r->st_as_put, 1, in->as_svc_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(r->st_as_put, 2, text, -1, SQLITE_STATIC);
+    sqlite3_bind_text(r->st_as_put, 3, registry_as_auth_name(in->auth), -1, SQLITE_STATIC);
     rc = registry_step_done(r, r->st_as_put, "storing an AS client");
     if (rc == 0 && drop) {
       sqlite3_bind_text(r->st_as_reg_del, 1, in->as_svc_id, -1, SQLITE_STATIC);
@@ -181,6 +230,7 @@ static int do_put(registry_t *r, registry_job_t *job) {
   pthread_rwlock_wrlock(&r->lock);
   registry_as_t *a = cur ? cur : fresh;
   if (fresh) memcpy(a->as_svc_id, in->as_svc_id, sizeof a->as_svc_id);
+  a->auth = in->auth;
   a->n_targets = in->n_targets;
   memcpy(a->targets, in->targets, sizeof a->targets);
   if (drop) forget_registration(a);
@@ -288,6 +338,18 @@ int registry_as_target(registry_t *r, const char *as_svc_id, char *target, size_
   if (a) {
     if (target && target_len)
       snprintf(target, target_len, "%s", a->registration_id[0] ? a->target_uri : "");
+    rc = 0;
+  }
+  pthread_rwlock_unlock(&r->lock);
+  return rc;
+}
+
+int registry_as_auth(registry_t *r, const char *as_svc_id, registry_as_auth_t *auth) {
+  int rc = M5_ENOENT;
+  pthread_rwlock_rdlock(&r->lock);
+  const registry_as_t *a = m5_hmap_get(r->as_map, as_svc_id, strlen(as_svc_id));
+  if (a) {
+    *auth = a->auth;
     rc = 0;
   }
   pthread_rwlock_unlock(&r->lock);

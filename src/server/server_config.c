@@ -54,6 +54,11 @@ static const m5_cfg_item_t items[] = {
      "address of the management listener (/healthz, admin API); must be a loopback address"},
     {"mgmt.port", M5_CFG_INT, offsetof(server_config_t, mgmt_port), "9090", 1, 65535,
      "port of the management listener"},
+    {"mgmt.token_file", M5_CFG_STR, offsetof(server_config_t, mgmt_token_file),
+     "var/m5s/admin.token", 0, 0,
+     "the admin API's bearer token (Authorization: Bearer <token> on every request but "
+     "/healthz, /metrics, /admin/v1/stats); written with 256 random bits at the first start "
+     "(mode 0600, directory 0700), read at later ones"},
     {"aanf.url", M5_CFG_STR, offsetof(server_config_t, aanf_url), "https://localhost:7443", 0, 0,
      "base URL of the AAnF (Naanf_AKMA over HTTP/2 with mutual TLS)"},
     {"aanf.timeout_ms", M5_CFG_INT, offsetof(server_config_t, aanf_timeout_ms), "3000", 100, 60000,
@@ -117,14 +122,19 @@ static const m5_cfg_item_t items[] = {
 
 static int check(const server_config_t *cfg, const char *src, char *err, size_t errlen) {
   if (m5_daemon_check_address(src, "ue.host", cfg->ue_host, err, errlen) != 0) return M5_EINVAL;
-  /* The management port has no authentication; the architecture (§3.3) requires mutual TLS
-   * as soon as it leaves loopback, which is not implemented yet, so the server refuses. */
+  /* The management port authenticates with a bearer token only; the architecture (§3.3)
+   * requires mutual TLS with an operator certificate as well as soon as it leaves loopback,
+   * which is not implemented yet, so the server refuses (docs/admin-api.md). */
   if (!m5_net_is_loopback(cfg->mgmt_host)) {
     snprintf(err, errlen,
-             "%s: mgmt.host: '%s' is not a loopback address; the management port has no "
-             "authentication (mutual TLS on it is not implemented yet), so it may only listen "
-             "on 127.0.0.0/8 or ::1",
+             "%s: mgmt.host: '%s' is not a loopback address; off loopback the management port "
+             "needs mutual TLS with an operator client certificate besides its token, which is "
+             "not implemented yet, so it may only listen on 127.0.0.0/8 or ::1",
              src, cfg->mgmt_host);
+    return M5_EINVAL;
+  }
+  if (!cfg->mgmt_token_file[0]) {
+    snprintf(err, errlen, "%s: mgmt.token_file: empty; the admin API needs its token file", src);
     return M5_EINVAL;
   }
   /* Both would bind with SO_REUSEPORT and share the tcp port without an error. */

@@ -24,6 +24,7 @@ typedef struct {
   int64_t aanf_unknown_akid_burst, aanf_unknown_akid_per_s;
   char *mgmt_host; /* /healthz and the admin API: HTTP/1.1 and h2c, loopback only */
   int64_t mgmt_port;
+  char *mgmt_token_file; /* the admin API's bearer token (admin_token.h) */
   char *aanf_url;
   int64_t aanf_timeout_ms;
   char *tls_cert; /* the AF's client certificate towards the AAnF (SAN dNSName = FQDN) */

@@ -11,11 +11,13 @@
 #include "server_run.h"
 
 #include "admin.h"
+#include "admin_token.h"
 #include "akma_keys.h"
 #include "core/daemon.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/workers.h"
+#include "crypto/codec.h"
 #include "crypto/json_wipe.h"
 #include "http/server.h"
 #include "north.h"
@@ -63,6 +65,7 @@ struct run {
   m5_store_t *store;
   SSL_CTX *dtls, *tls;
   north_ctx_t *north; /* NULL when north.port is 0 */
+  char admin_token[ADMIN_TOKEN_MAX + 1]; /* until worker 0's admin API has hashed it */
 };
 
 static void step_done(void *arg) {
@@ -218,7 +221,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                      .ready = m5_workers_ready(run->ws),
                      .store = run->store,
                      .stats = fill_stats,
-                     .stats_arg = run};
+                     .stats_arg = run,
+                     .token = run->admin_token};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");
@@ -285,6 +289,20 @@ void server_process_init(void) {
   m5_json_wipe_install();
 }
 
+/* The admin API's token (admin_token.h): read, or written on the first start. */
+static int admin_token_setup(run_t *run, const server_config_t *cfg) {
+  char err[512];
+  int created = 0;
+  if (admin_token_load(cfg->mgmt_token_file, run->admin_token, &created, err, sizeof err) != 0) {
+    fprintf(stderr, "m5s: %s\n", err);
+    return M5_EPERM;
+  }
+  if (created)
+    M5_LOGI(DOM, "mgmt.token_file: wrote a new management token to %s (mode 0600)",
+            cfg->mgmt_token_file);
+  return 0;
+}
+
 int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers) {
   run_t run = {.reg = reg, .store = store, .n_workers = n_workers};
   run.w = calloc(n_workers, sizeof *run.w);
@@ -305,6 +323,7 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   if (rc == 0 && cfg->north_port)
     rc = m5_daemon_probe("m5s", "north.host/north.port", cfg->north_host, cfg->north_port,
                          SOCK_STREAM);
+  if (rc == 0) rc = admin_token_setup(&run, cfg);
   if (rc == 0) rc = contexts(&run, cfg);
   m5_workers_opts_t wo = {.name = "m5s",
                           .dom = DOM,
@@ -315,6 +334,7 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   if (rc == 0 && !(run.ws = m5_workers_new(&wo))) rc = M5_ENOMEM;
   for (size_t i = 0; i < n_workers && rc == 0; i++)
     rc = worker_setup(&run, (unsigned)i, cfg);
+  m5_wipe(run.admin_token, sizeof run.admin_token);
   if (rc == 0 && registry_start(reg, REG_QUEUE) != 0) {
     fprintf(stderr, "m5s: cannot start the registry's database thread\n");
     rc = M5_EIO;

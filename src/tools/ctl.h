@@ -43,6 +43,7 @@ typedef struct {
   const char *protocols; /* CURLOPT_PROTOCOLS_STR: "https", "http,https" */
   const char *method;
   const char *accept;          /* an "Accept: ..." header line, or NULL */
+  const char *authorization;   /* an "Authorization: ..." header line, or NULL */
   const char *cert, *key, *ca; /* all or none: HTTP/2 over TLS 1.2+ with this client cert */
   const char *body;            /* sent as application/json; NULL = no body */
   size_t len;
@@ -60,12 +61,23 @@ int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
 /* Checks the value of --m5s-admin: 0 and *url = arg, or 2 after a usage error. */
 int m5ctl_m5s_admin_option(const char *arg, const char **url);
 
+/* The management port's bearer token (docs/admin-api.md, "Authentication"), which m5s writes
+ * to its mgmt.token_file: read from --admin-token FILE, else $M5_ADMIN_TOKEN_FILE, else
+ * var/m5s/admin.token (m5s's default, relative to where both run). */
+#define M5CTL_DEFAULT_ADMIN_TOKEN "var/m5s/admin.token"
+#define M5CTL_ADMIN_TOKEN_ENV "M5_ADMIN_TOKEN_FILE"
+/* The file to read: opt (--admin-token's value, NULL if not given), else the environment's,
+ * else the default. */
+const char *m5ctl_admin_token_file(const char *opt);
+
 /* method {admin}{path}{segment} on the management port, segment (NULL = none) percent-encoded
- * as one path segment, body (NULL = none) as JSON. 0 with the status in *status and its body
- * appended to answer; 1 after printing one line when m5s cannot be reached; 2 after a usage
- * error when the URL is too long. */
-int m5ctl_admin_request(const char *admin, const char *method, const char *path,
-                        const char *segment, const char *body, m5_buf_t *answer, long *status);
+ * as one path segment, body (NULL = none) as JSON, with "Authorization: Bearer <token>" read
+ * from token_file (NULL = no token: the open GET /admin/v1/stats). 0 with the status in
+ * *status and its body appended to answer; 1 after printing one line when the token file
+ * cannot be read or m5s cannot be reached; 2 after a usage error when the URL is too long. */
+int m5ctl_admin_request(const char *admin, const char *token_file, const char *method,
+                        const char *path, const char *segment, const char *body,
+                        m5_buf_t *answer, long *status);
 
 /* Prints "m5ctl: <fmt ...>: <status> <detail> (<param>: <reason>)" on one line from the
  * problem+json answer (RFC 9457: detail, invalidParams[0]) of a refused admin request and

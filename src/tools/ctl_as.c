@@ -1,7 +1,8 @@
 /* m5ctl as add|remove: the Application Server clients of the northbound MSGin5G-3 API
  * (architecture §3.2; docs/northbound.md, "Who may call"), configured on m5s's management
- * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...]} and
- * DELETE (docs/admin-api.md, "Application Server clients"). The asSvcId and every target are
+ * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...],
+ * "auth": "token"|"mtls"} and DELETE (docs/admin-api.md, "Application Server clients"), with
+ * the management token (--admin-token). The asSvcId and every target are
  * checked here first by m5s's rules (the ID rule of m5ctl_id_valid, the host:port rule of
  * core/net.h that m5s applies too), so a typo is a usage error that changes nothing; m5s
  * checks them again. */
@@ -21,6 +22,8 @@
 
 typedef struct {
   const char *id, *admin;
+  const char *admin_token; /* --admin-token FILE; NULL = the default's */
+  const char *auth;        /* --auth token|mtls; NULL = not given (m5s: token) */
   const char *targets[TARGETS_MAX];
   size_t n_targets;
 } as_args_t;
@@ -39,20 +42,26 @@ static const char *target_problem(const char *text) {
 static void usage(int add) {
   if (add)
     printf("usage: m5ctl as add --as-svc-id ID --target HOST:PORT [--target HOST:PORT ...]\n"
-           "                    [--m5s-admin URL]   (at most %d targets; default URL %s)\n",
-           TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN);
+           "                    [--auth token|mtls] [--m5s-admin URL] [--admin-token FILE]\n"
+           "  (at most %d targets; --auth mtls: the AS may call without an access token, on the\n"
+           "  strength of its client certificate; default token; default URL %s; token file\n"
+           "  --admin-token, else $%s, else %s)\n",
+           TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN, M5CTL_ADMIN_TOKEN_ENV, M5CTL_DEFAULT_ADMIN_TOKEN);
   else
-    printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL]   (default URL %s)\n",
-           M5CTL_DEFAULT_M5S_ADMIN);
+    printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL] [--admin-token FILE]\n"
+           "  (default URL %s; token file --admin-token, else $%s, else %s)\n",
+           M5CTL_DEFAULT_M5S_ADMIN, M5CTL_ADMIN_TOKEN_ENV, M5CTL_DEFAULT_ADMIN_TOKEN);
 }
 
 /* 0, 2 after a usage error, -1 after --help. */
 static int parse_args(int argc, char **argv, int add, as_args_t *a) {
-  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_HELP };
+  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_ADMIN_TOKEN, OPT_AUTH, OPT_HELP };
   static const struct option opts[] = {
       {"as-svc-id", required_argument, NULL, OPT_ID},
       {"target", required_argument, NULL, OPT_TARGET},
       {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
+      {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
+      {"auth", required_argument, NULL, OPT_AUTH},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -83,6 +92,15 @@ static int parse_args(int argc, char **argv, int add, as_args_t *a) {
     case OPT_M5S_ADMIN:
       if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
       break;
+    case OPT_ADMIN_TOKEN:
+      a->admin_token = optarg;
+      break;
+    case OPT_AUTH:
+      if (!add) return m5ctl_usage_error("--auth: only for `m5ctl as add`");
+      if (strcmp(optarg, "token") != 0 && strcmp(optarg, "mtls") != 0)
+        return m5ctl_usage_error("--auth: expected token or mtls, got '%s'", optarg);
+      a->auth = optarg;
+      break;
     case OPT_HELP:
       usage(add);
       return -1;
@@ -99,11 +117,12 @@ static int parse_args(int argc, char **argv, int add, as_args_t *a) {
   return 0;
 }
 
-/* "<id>: created|updated, targets a b ...": the targets as m5s stored them (lowercase, each
- * once), or as sent when its answer does not list them. */
+/* "<id>: created|updated, targets a b ...[, auth mtls ...]": the targets as m5s stored them
+ * (lowercase, each once), or as sent when its answer does not list them. */
 static void print_added(const as_args_t *a, long status, const m5_buf_t *answer) {
   json_t *o = json_loadb((const char *)answer->data, answer->len, 0, NULL);
   json_t *t = json_object_get(o, "targets");
+  const char *auth = json_string_value(json_object_get(o, "auth"));
   printf("%s: %s, targets", a->id, status == 201 ? "created" : "updated");
   if (json_array_size(t) > 0) {
     for (size_t i = 0; i < json_array_size(t); i++) {
@@ -114,17 +133,23 @@ static void print_added(const as_args_t *a, long status, const m5_buf_t *answer)
     for (size_t i = 0; i < a->n_targets; i++)
       printf(" %s", a->targets[i]);
   }
+  /* Only the exception is named: "token" is what every AS client had before --auth. */
+  if (auth ? !strcmp(auth, "mtls") : a->auth && !strcmp(a->auth, "mtls"))
+    printf(", auth mtls (no access token needed)");
   putchar('\n');
   json_decref(o);
 }
 
-/* The body, NUL-terminated: every target is checked text of A-Z a-z 0-9 - . : [ ], so none
- * needs JSON escaping. */
+/* The body, NUL-terminated: every target is checked text of A-Z a-z 0-9 - . : [ ], and auth
+ * token or mtls, so none needs JSON escaping. */
 static int build_body(const as_args_t *a, m5_buf_t *body) {
   int rc = m5_buf_printf(body, "{\"targets\":[");
   for (size_t i = 0; !rc && i < a->n_targets; i++)
     rc = m5_buf_printf(body, "%s\"%s\"", i ? "," : "", a->targets[i]);
-  return rc ? rc : m5_buf_printf(body, "]}");
+  if (!rc)
+    rc = m5_buf_printf(body, "]%s%s%s}", a->auth ? ",\"auth\":\"" : "", a->auth ? a->auth : "",
+                       a->auth ? "\"" : "");
+  return rc;
 }
 
 static int run(const as_args_t *a, int add) {
@@ -137,7 +162,8 @@ static int run(const as_args_t *a, int add) {
     fputs("m5ctl: cannot build the request: out of memory\n", stderr);
     goto out;
   }
-  rc = m5ctl_admin_request(a->admin, add ? "PUT" : "DELETE", AS_PATH, a->id,
+  rc = m5ctl_admin_request(a->admin, m5ctl_admin_token_file(a->admin_token),
+                           add ? "PUT" : "DELETE", AS_PATH, a->id,
                            add ? (const char *)body.data : NULL, &answer, &status);
   if (rc) goto out;
   if (add && (status == 201 || status == 200)) {

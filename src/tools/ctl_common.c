@@ -1,6 +1,6 @@
 /* m5ctl: what several commands share. The getopt error wording; the ID rule of asSvcId and
  * gwId; the HTTP requests (libcurl) and the calls of m5s's management API (docs/admin-api.md)
- * with their one-line reports; and the subscriber inputs of the AKMA commands (akma derive,
+ * with its bearer token and their one-line reports; and the subscriber inputs of the AKMA commands (akma derive,
  * subscriber add) with their validation and the derivation of K_AKMA and the A-KID (TS 33.535
  * Annex A.2, A.3; A-KID text form of architecture §4), so both commands accept the same
  * arguments and agree on the keys. */
@@ -11,10 +11,14 @@
 #include "core/err.h"
 #include "crypto/codec.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 
@@ -57,6 +61,7 @@ int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
   CURL *c = curl_easy_init();
   int oom = !c;
   struct curl_slist *hdrs = add_header(NULL, r->accept, &oom);
+  hdrs = add_header(hdrs, r->authorization, &oom);
   if (r->body) {
     hdrs = add_header(hdrs, "Content-Type: application/json", &oom);
     /* No 100-continue round trip before a larger body: the peer answers the request anyway. */
@@ -123,9 +128,42 @@ static int append_segment(m5_buf_t *b, const char *text) {
   return 0;
 }
 
-int m5ctl_admin_request(const char *admin, const char *method, const char *path,
-                        const char *segment, const char *body, m5_buf_t *answer, long *status) {
-  char errbuf[CURL_ERROR_SIZE];
+const char *m5ctl_admin_token_file(const char *opt) {
+  const char *env = getenv(M5CTL_ADMIN_TOKEN_ENV);
+  return opt ? opt : env && env[0] ? env : M5CTL_DEFAULT_ADMIN_TOKEN;
+}
+
+#define TOKEN_MAX 128
+
+/* "Authorization: Bearer <token>" from the token file into line; 0, or 1 after printing why. */
+static int token_header(const char *file, char *line, size_t cap) {
+  char buf[TOKEN_MAX + 2];
+  const char *why = NULL;
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+  if (n < 0) why = strerror(errno);
+  if (fd >= 0) close(fd);
+  size_t len = n > 0 ? (size_t)n : 0;
+  while (!why && len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+    len--;
+  for (size_t i = 0; !why && i < len; i++)
+    if (buf[i] <= 0x20 || buf[i] >= 0x7f) why = "not a token (one line without spaces)";
+  if (!why && (len == 0 || len > TOKEN_MAX)) why = "not a token (one line of 64 hex digits)";
+  int w = why ? 0 : snprintf(line, cap, "Authorization: Bearer %.*s", (int)len, buf);
+  m5_wipe(buf, sizeof buf);
+  if (!why && (w < 0 || (size_t)w >= cap)) why = "too long";
+  if (!why) return 0;
+  fprintf(stderr,
+          "m5ctl: cannot read admin token %s: %s; start m5s once or pass --admin-token FILE\n",
+          file, why);
+  return 1;
+}
+
+int m5ctl_admin_request(const char *admin, const char *token_file, const char *method,
+                        const char *path, const char *segment, const char *body,
+                        m5_buf_t *answer, long *status) {
+  char errbuf[CURL_ERROR_SIZE], auth[TOKEN_MAX + 32];
+  if (token_file && token_header(token_file, auth, sizeof auth) != 0) return 1;
   m5_buf_t url;
   m5_buf_init(&url, 4096);
   size_t base = strlen(admin);
@@ -140,6 +178,7 @@ int m5ctl_admin_request(const char *admin, const char *method, const char *path,
                              .protocols = "http,https",
                              .method = method,
                              .accept = "Accept: application/json, application/problem+json",
+                             .authorization = token_file ? auth : NULL,
                              .body = body,
                              .len = body ? strlen(body) : 0};
   int rc = m5ctl_http_perform(&r, answer, status, errbuf);
@@ -147,6 +186,7 @@ int m5ctl_admin_request(const char *admin, const char *method, const char *path,
     fprintf(stderr, "m5ctl: cannot reach the m5s admin API %s: %s; is m5s running (--m5s-admin)?\n",
             (const char *)url.data, errbuf);
   m5_buf_free(&url);
+  m5_wipe(auth, sizeof auth);
   return rc ? 1 : 0;
 }
 
@@ -176,6 +216,7 @@ int m5ctl_admin_refused(long status, const m5_buf_t *answer, const char *fmt, ..
     put_text(reason ? reason : "");
     fputc(')', stderr);
   }
+  if (status == 401) fputs("; is --admin-token the token file of this m5s?", stderr);
   fputc('\n', stderr);
   json_decref(pd);
   return 1;

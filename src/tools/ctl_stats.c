@@ -83,7 +83,7 @@ static int fetch(const char *admin) {
   m5_buf_t answer;
   m5_buf_init(&answer, MAX_ANSWER);
   long status;
-  int rc = m5ctl_admin_request(admin, "GET", STATS_PATH, NULL, NULL, &answer, &status);
+  int rc = m5ctl_admin_request(admin, NULL, "GET", STATS_PATH, NULL, NULL, &answer, &status);
   if (rc == 0)
     rc = status == 200 ? print_stats(&answer)
                        : m5ctl_admin_refused(status, &answer, "m5s refused GET " STATS_PATH);

@@ -31,16 +31,18 @@ typedef struct {
   m5ctl_akma_in_t in;
   const char *aanf, *pki;
   const char *ue_svc_id, *m5s_admin; /* NULL = no binding in m5s */
+  const char *admin_token;           /* --admin-token FILE; NULL = the default's */
 } sub_args_t;
 
 static int parse_args(int argc, char **argv, sub_args_t *a) {
-  enum { OPT_AANF = M5CTL_OPT_OWN, OPT_PKI, OPT_UE_SVC_ID, OPT_M5S_ADMIN };
+  enum { OPT_AANF = M5CTL_OPT_OWN, OPT_PKI, OPT_UE_SVC_ID, OPT_M5S_ADMIN, OPT_ADMIN_TOKEN };
   static const struct option opts[] = {
       M5CTL_AKMA_IN_OPTIONS,
       {"aanf", required_argument, NULL, OPT_AANF},
       {"pki", required_argument, NULL, OPT_PKI},
       {"ue-svc-id", required_argument, NULL, OPT_UE_SVC_ID},
       {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
+      {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
       {NULL, 0, NULL, 0},
   };
   int c, rc;
@@ -71,6 +73,9 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
     case OPT_M5S_ADMIN:
       if ((rc = m5ctl_m5s_admin_option(optarg, &a->m5s_admin))) return rc;
       break;
+    case OPT_ADMIN_TOKEN:
+      a->admin_token = optarg;
+      break;
     default:
       return m5ctl_option_error(c, argv);
     }
@@ -84,6 +89,8 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
   if (!a->pki) a->pki = DEFAULT_PKI;
   if (a->m5s_admin && !a->ue_svc_id)
     return m5ctl_usage_error("--m5s-admin: only meaningful with --ue-svc-id");
+  if (a->admin_token && !a->ue_svc_id)
+    return m5ctl_usage_error("--admin-token: only meaningful with --ue-svc-id");
   if (!a->m5s_admin) a->m5s_admin = M5CTL_DEFAULT_M5S_ADMIN;
   return 0;
 }
@@ -173,7 +180,8 @@ static int bind_ue(const sub_args_t *a) {
   m5_buf_init(&answer, MAX_ANSWER);
   long status;
   int rc =
-      m5ctl_admin_request(a->m5s_admin, "PUT", BINDINGS_PATH, a->ue_svc_id, body, &answer, &status);
+      m5ctl_admin_request(a->m5s_admin, m5ctl_admin_token_file(a->admin_token), "PUT",
+                          BINDINGS_PATH, a->ue_svc_id, body, &answer, &status);
   if (rc == 0 && status != 200 && status != 201)
     rc = m5ctl_admin_refused(status, &answer, "m5s refused the binding of %s", a->ue_svc_id);
   m5_buf_free(&answer);

@@ -28,16 +28,19 @@ static const m5ctl_cmd_t commands[] = {
      "            N <= 1095, default 825)"},
     {"subscriber", "add", m5ctl_subscriber_add,
      "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
-     "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL]]   register the subscriber's\n"
-     "            anchor key at the AAnF and, with --ue-svc-id, bind that UE Service ID to it\n"
-     "            at the MSGin5G server"},
+     "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL] [--admin-token FILE]]\n"
+     "            register the subscriber's anchor key at the AAnF and, with --ue-svc-id, bind\n"
+     "            that UE Service ID to it at the MSGin5G server"},
     {"as", "add", m5ctl_as_add,
-     "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--m5s-admin URL]\n"
-     "            allow the Application Server ID on the northbound API, or replace its targets:\n"
-     "            the 1-16 HOST:PORTs its targetUri may name (a DNS name, IPv4 or [IPv6], and a\n"
-     "            port; ID: 1-64 of A-Z a-z 0-9 . _ -; default URL http://127.0.0.1:9090)"},
+     "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--auth token|mtls]\n"
+     "            [--m5s-admin URL] [--admin-token FILE]   allow the Application Server ID on\n"
+     "            the northbound API, or replace its targets: the 1-16 HOST:PORTs its targetUri\n"
+     "            may name (a DNS name, IPv4 or [IPv6], and a port; ID: 1-64 of A-Z a-z 0-9 . _\n"
+     "            -; default URL http://127.0.0.1:9090); --auth mtls: it may call without an\n"
+     "            access token, on the strength of its client certificate (default: token)"},
     {"as", "remove", m5ctl_as_remove,
-     "--as-svc-id ID [--m5s-admin URL]   remove that Application Server and its registration"},
+     "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
+     "            and its registration"},
     {"stats", NULL, m5ctl_stats,
      "[--m5s-admin URL]   print the MSGin5G server's delivery counters and gauges, one\n"
      "            'name value' line each (as on its /metrics; default URL http://127.0.0.1:9090)"},
@@ -58,6 +61,10 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
             commands[i].verb ? commands[i].verb : "", commands[i].summary);
+  fputs("\nThe commands that change m5s (subscriber add --ue-svc-id, as add, as remove) send its\n"
+        "management token, read from --admin-token FILE, else $" M5CTL_ADMIN_TOKEN_ENV ", else\n"
+        M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its first start).\n",
+        out);
 }
 
 int main(int argc, char **argv) {

@@ -24,7 +24,7 @@ JWKS_PORT=$(pick_port)
 start_aanf
 start_m5s "oauth: {key: $PKI/m5s-token.key, issuer_url: https://issuer.test, jwks_url: https://localhost:$JWKS_PORT/jwks.json, jwks_refresh_s: 2}"
 NB="https://localhost:$M5S_NORTH"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as1"
 
 register() { # TOKEN -> $ST

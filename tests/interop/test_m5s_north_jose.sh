@@ -17,9 +17,9 @@ start_m5s
 PKI=$M5_TMP/pki
 NB="https://localhost:$M5S_NORTH"
 JOSE=("node" "$M5_SRC/tests/schema/north_tokens.mjs")
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as1"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as2"
 
 nb() { # METHOD PATH [curl args]: as1 over HTTP/2 -> $ST, out.json, hdr.txt

@@ -41,7 +41,7 @@ refused() {
 }
 # get ID: GET the AS client -> $ST, body in get.json
 get() {
-  ST=$(curl -s --max-time 5 -o get.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/as-clients/$1")
+  ST=$(admin_curl -s --max-time 5 -o get.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/as-clients/$1")
 }
 # targets_are ID LIST: GET shows the AS client with exactly these targets (comma-separated).
 targets_are() {

@@ -20,7 +20,7 @@ setup_ue ue1 001010000000601 a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9b
 setup_ue ue2 001010000000602 c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0
 PKI=$M5_TMP/pki
 NB="https://localhost:$M5S_NORTH"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as1"
 
 nb() { # METHOD PATH [curl args]: as1 -> $ST, out.json, hdr.txt

@@ -13,7 +13,7 @@ start_m5s
 req() {
   local args=(-s --max-time 5 -o out.json -w '%{http_code}' -X "$1")
   [[ $# -ge 3 ]] && args+=(-H "content-type: ${4:-application/json}" --data-binary "$3")
-  ST=$(curl "${args[@]}" "$M5S_ADMIN$2")
+  ST=$(admin_curl "${args[@]}" "$M5S_ADMIN$2")
 }
 want() { # STATUS [PARAM]: the last answer
   [[ $ST == "$1" ]] || m5s_fail "want HTTP $1, got $ST: $(cat out.json)"

@@ -48,7 +48,7 @@ token() { # AS [SCOPE]: an access token for AS
 }
 admin_put() { # ID TARGETS_JSON
   local st
-  st=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  st=$(admin_curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
     -d "{\"targets\":$2}" "$M5S_ADMIN/admin/v1/as-clients/$1")
   [[ $st == 200 || $st == 201 ]] || m5s_fail "admin PUT as-clients/$1: $st"
 }
@@ -166,7 +166,7 @@ want 201
 validate_sent TS29538_MSGS_ASRegistration.yaml ASRegistrationAck out.json
 LOC=$(sed -n 's/^location: *//Ip' hdr.txt | tr -d '\r')
 [[ $LOC == "$NB$ASREG/"* ]] || m5s_fail "Location: '$LOC'"
-curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true' ||
+admin_curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true' ||
   m5s_fail "the admin API does not show the registration"
 nb as1 DELETE "${LOC#"$NB"}" -H "$A"
 want 204

@@ -32,9 +32,9 @@ AS_SERVER_PID=$!
 track_pid "$AS_SERVER_PID"
 wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
 
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
+admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as2"
 
 send() { # TO ID [m5c send options...]: the MSGRESP in send.out (m5c exits 1 on DELY_FAILED)

@@ -241,12 +241,12 @@ stop_m5s
 mapfile -t OPTS < <(m5s_opts)
 start_m5s "${OPTS[@]}"
 for ue in ue1 ue2 ue3; do
-  st=$(curl -s --max-time 5 -o "binding-$ue.json" -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/$ue")
+  st=$(admin_curl -s --max-time 5 -o "binding-$ue.json" -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/$ue")
   [[ $st == 200 ]] || m5s_fail "GET bindings/$ue after restart: HTTP $st $(cat "binding-$ue.json")"
   [[ $(json_get "binding-$ue.json" registered) == true ]] ||
     m5s_fail "$ue not registered after the restart: $(cat "binding-$ue.json")"
 done
-st=$(curl -s --max-time 5 -o binding-ue4.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/ue4")
+st=$(admin_curl -s --max-time 5 -o binding-ue4.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/ue4")
 [[ $st == 200 && $(json_get binding-ue4.json registered) == false ]] ||
   m5s_fail "ue4 (never registered) after restart: HTTP $st $(cat binding-ue4.json)"
 m5c_listen_bg ue2 dtls listen-restart.out 1 30

@@ -1,7 +1,8 @@
 /* Unit tests for src/server/registry.c and registry_as.c: bindings and registrations through
  * the DB thread, the in-memory copy workers read, expiry, the SUPI check on REG, cascade on
- * unbind and persistence across a reopen; Application Server clients (allow-list of targets)
- * and their registrations; targetUri parsing. */
+ * unbind and persistence across a reopen; Application Server clients (allow-list of targets,
+ * auth mode, the in-place upgrade that adds the mode) and their registrations; targetUri
+ * parsing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
 
 #include "core/err.h"
 #include "core/loop.h"
@@ -350,6 +353,70 @@ static void test_as_ids_and_target_uris(void **state) {
   assert_false(registry_as_target_allowed(&a, "http://as.example/"));
 }
 
+/* An AS client's auth mode: stored, read back, switched, persisted; and a database from
+ * before the mode existed gains the column in place, its clients keeping token. */
+static void test_as_auth_mode_and_upgrade(void **state) {
+  (void)state;
+  /* The AS tables as an older m5s made them (no as_clients.auth), with one client. */
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/sub", dir_template);
+  mkdir(dir, 0700);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE as_clients (as_svc_id TEXT PRIMARY KEY,"
+                                " targets TEXT NOT NULL) WITHOUT ROWID;"
+                                "INSERT INTO as_clients VALUES ('old-as', 'old.example:443');",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+
+  fixture_t f = {.loop = m5_loop_new()};
+  f.replies = m5_mailbox_new(f.loop, 4, on_reply, &f);
+  registry_t *r = open_started();
+  registry_job_t job;
+  registry_as_t out;
+  registry_as_auth_t auth = REGISTRY_AS_AUTH_MTLS;
+  assert_int_equal(registry_as_lookup(r, "old-as", &out), 0);
+  assert_int_equal(out.auth, REGISTRY_AS_AUTH_TOKEN);
+  assert_string_equal(out.targets[0], "old.example:443");
+  assert_int_equal(registry_as_auth(r, "old-as", &auth), 0);
+  assert_int_equal(auth, REGISTRY_AS_AUTH_TOKEN);
+  assert_int_equal(registry_as_auth(r, "nobody", &auth), M5_ENOENT);
+
+  registry_as_t a = as_client("old-as", "old.example:443", NULL);
+  a.auth = REGISTRY_AS_AUTH_MTLS;
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &a, &job), 0);
+  assert_false(job.created);
+  assert_int_equal(registry_as_auth(r, "old-as", &auth), 0);
+  assert_int_equal(auth, REGISTRY_AS_AUTH_MTLS);
+  registry_as_t b = as_client("new-as", "new.example:443", NULL);
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &b, &job), 0);
+
+  registry_close(r); /* persisted */
+  r = open_started();
+  assert_int_equal(registry_as_lookup(r, "old-as", &out), 0);
+  assert_int_equal(out.auth, REGISTRY_AS_AUTH_MTLS);
+  assert_int_equal(registry_as_lookup(r, "new-as", &out), 0);
+  assert_int_equal(out.auth, REGISTRY_AS_AUTH_TOKEN);
+  a.auth = REGISTRY_AS_AUTH_TOKEN; /* and back */
+  assert_int_equal(as_job(&f, r, REGISTRY_AS_PUT, &a, &job), 0);
+  registry_close(r);
+  r = open_started();
+  assert_int_equal(registry_as_lookup(r, "old-as", &out), 0);
+  assert_int_equal(out.auth, REGISTRY_AS_AUTH_TOKEN);
+  registry_close(r);
+  m5_mailbox_free(f.replies, NULL);
+  m5_loop_free(f.loop);
+
+  assert_string_equal(registry_as_auth_name(REGISTRY_AS_AUTH_MTLS), "mtls");
+  assert_string_equal(registry_as_auth_name(REGISTRY_AS_AUTH_TOKEN), "token");
+  assert_int_equal(registry_as_auth_parse("mtls", &auth), 0);
+  assert_int_equal(auth, REGISTRY_AS_AUTH_MTLS);
+  assert_int_equal(registry_as_auth_parse("MTLS", &auth), M5_EINVAL);
+  assert_int_equal(registry_as_auth_parse("", &auth), M5_EINVAL);
+}
+
 static int fresh(void **state) {
   (void)state;
   char p[300];
@@ -367,6 +434,7 @@ int main(void) {
       cmocka_unit_test_setup(test_rebind_and_unbind_drop_registration, fresh),
       cmocka_unit_test(test_normalise_supi),
       cmocka_unit_test_setup(test_as_clients_and_registrations, fresh),
+      cmocka_unit_test_setup(test_as_auth_mode_and_upgrade, fresh),
       cmocka_unit_test(test_as_ids_and_target_uris),
       cmocka_unit_test(test_bad_path),
   };
