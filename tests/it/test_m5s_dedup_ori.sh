@@ -20,7 +20,7 @@ setup_ue ue3 001010000000803 0102030405060708090a0b0c0d0e0f101112131415161718191
 PKI=$M5_TMP/pki
 NB="https://localhost:$M5S_NORTH"
 ID=same-id-1
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as1"
 
 send() { # UE OUT [options]: UE sends $ID to ue3 over TLS; the MSGRESP in OUT

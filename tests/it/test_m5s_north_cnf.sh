@@ -16,7 +16,7 @@ start_m5s
 PKI=$M5_TMP/pki
 NB="https://localhost:$M5S_NORTH"
 FORGE="$M5_BIN/token_forge"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
+admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' -d '{"targets":["127.0.0.1:9"]}' \
   "$M5S_ADMIN/admin/v1/as-clients/as1"
 X5T=$(openssl x509 -in "$PKI/as1.crt" -outform DER | openssl dgst -sha256 -binary | base64 -w0 |
   tr '+/' '-_' | tr -d '=')
@@ -34,7 +34,7 @@ forge() { # X5T|-: a token for as1 with every scope m5s grants
   "$FORGE" "$PKI/m5s-token.key" "$NB" "$NB" as1 "msgs-asregistration msgs-msgdelivery" "$1" ||
     m5s_fail "token_forge $1 failed"
 }
-registered() { curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true'; }
+registered() { admin_curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true'; }
 
 # without cnf
 register "$(forge -)"

@@ -34,7 +34,7 @@ node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf
   "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
 track_pid $!
 wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
-curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
+admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
 
 nb() { # PATH BODY_FILE: as1 POSTs it -> $ST, out.json
