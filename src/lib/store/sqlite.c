@@ -30,7 +30,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -66,12 +66,25 @@ static const char schema[] =
     " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
     "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
     "PRAGMA user_version = 2;";
+/* A new store is created as schema 2 and upgraded by the same steps as an old one. */
 
 /* From version 1: the dedup index on (ori, bucket) is gone. Dropping an originator's bucket
  * reads its entries through the primary key (at most dedup_max_per_sender, once a bucket),
  * while the index cost a scattered B-tree write for every message. */
 static const char migrate_1_to_2[] = "DROP INDEX IF EXISTS dedup_sender_bucket;"
                                      "PRAGMA user_version = 2;";
+
+/* ---- schema 3 (issue 9: reports written with their failure, quotas per originator) ----
+ * messages.kind: SQ_KIND_MSG (0) for what was ACCEPTed, charged to its originator's quota;
+ * SQ_KIND_REPORT (1) for a failure/expiry report the store wrote itself in the transaction
+ * of the failure, counted against the recipient's max_reports_per_recipient instead of
+ * max_per_recipient and charged to nobody. Existing rows are messages (0). */
+static const char migrate_2_to_3[] = "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL"
+                                     " DEFAULT 0;"
+                                     "PRAGMA user_version = 3;";
+
+/* Upgrades, in order: migrations[v] takes schema v to v + 1. */
+static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -89,17 +102,19 @@ static const char *const sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
     [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
                       " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
-                      " first_dlv, n_dlv, payload) VALUES"
-                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                      " first_dlv, n_dlv, payload, kind) VALUES"
+                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+                      " ?17)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
                       " expr_time, attempts, next_attempt_ms, cause) VALUES"
                       " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '')",
-    /* DLV_COLS with the payload left out (NULL): what a final state needs. */
+    /* DLV_COLS with the payload left out (NULL): what a final state needs, and the message's
+     * kind and payload length (for the quota; length() of a blob does not read it). */
     [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
                    " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
-                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv" DLV_FROM
-                   " WHERE d.id = ?1",
+                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, m.kind,"
+                   " length(m.payload)" DLV_FROM " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
@@ -123,6 +138,7 @@ static const char *const sql[ST_COUNT] = {
     [ST_DBKT_DEC] = "UPDATE dedup_buckets SET n = n - 1 WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
+    [ST_REQUEUE] = "UPDATE deliveries SET state = 0 WHERE id = ?1 AND state = 4",
 };
 
 void m5_store_process_init(void) {
@@ -152,27 +168,74 @@ int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
   return rc == SQLITE_DONE ? 0 : M5_EIO;
 }
 
-/* ---- PENDING counts per recipient (key: type NUL addr) ---- */
+/* ---- PENDING counts per (kind, recipient) (key: kind type NUL addr), quota use per
+ * originator (key: type NUL addr), the in-flight set ---- */
 
-static size_t pending_key(const m5_msg_addr_t *a, char *key, size_t keylen) {
+static size_t pending_key(const m5_msg_addr_t *a, int kind, char *key, size_t keylen) {
   size_t t = strnlen(a->type, sizeof a->type), n = strnlen(a->addr, sizeof a->addr);
-  if (t + 1 + n > keylen) return 0;
-  memcpy(key, a->type, t);
-  key[t] = '\0';
-  memcpy(key + t + 1, a->addr, n);
-  return t + 1 + n;
+  size_t k = kind >= 0 ? 1 : 0;
+  if (k + t + 1 + n > keylen) return 0;
+  if (k) key[0] = (char)('0' + kind);
+  memcpy(key + k, a->type, t);
+  key[k + t] = '\0';
+  memcpy(key + k + t + 1, a->addr, n);
+  return k + t + 1 + n;
 }
 
-uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a) {
-  char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, key, sizeof key);
+uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind) {
+  char key[1 + sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, kind, key, sizeof key);
   const uint64_t *n = klen ? m5_hmap_get(s->pending, key, klen) : NULL;
   return n ? *n : 0;
 }
 
-int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta) {
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a) {
   char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, key, sizeof key);
+  size_t klen = pending_key(a, -1, key, sizeof key);
+  const sq_ori_t *o = klen ? m5_hmap_get(s->oris, key, klen) : NULL;
+  sq_ori_t none = {0, 0};
+  return o ? *o : none;
+}
+
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
+  char key[sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, -1, key, sizeof key);
+  if (!klen) return M5_EINVAL;
+  sq_ori_t *o = m5_hmap_get(s->oris, key, klen);
+  if (!o) {
+    if (msgs <= 0) return 0;
+    if (!(o = calloc(1, sizeof *o))) return M5_ENOMEM;
+    if (m5_hmap_put(s->oris, key, klen, o, NULL) != 0) {
+      free(o);
+      return M5_ENOMEM;
+    }
+  }
+  o->msgs = msgs < 0 && (uint64_t)-msgs >= o->msgs ? 0 : (uint64_t)((int64_t)o->msgs + msgs);
+  o->bytes = bytes < 0 && (uint64_t)-bytes >= o->bytes ? 0 : (uint64_t)((int64_t)o->bytes + bytes);
+  if (o->msgs == 0) free(m5_hmap_del(s->oris, key, klen));
+  return 0;
+}
+
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms) {
+  int64_t *v = malloc(sizeof *v);
+  if (!v) return M5_ENOMEM;
+  *v = since_ms;
+  void *old = NULL;
+  if (m5_hmap_put(s->inflight, &id, sizeof id, v, &old) != 0) {
+    free(v);
+    return M5_ENOMEM;
+  }
+  free(old);
+  return 0;
+}
+
+void sq_inflight_del(sq_t *s, uint64_t id) {
+  free(m5_hmap_del(s->inflight, &id, sizeof id));
+}
+
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta) {
+  char key[1 + sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, kind, key, sizeof key);
   if (!klen) return M5_EINVAL;
   uint64_t *n = m5_hmap_get(s->pending, key, klen);
   if (!n) {
@@ -195,18 +258,27 @@ static void free_val(void *v) {
   free(v);
 }
 
-/* (Re)builds the counts from the tables: at open, and after a batch that failed half-way. */
+/* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:
+ * the queues per (kind, recipient), the quota use per originator, the in-flight set. */
 static int load_counts(sq_t *s) {
-  m5_hmap_t *fresh = m5_hmap_new();
-  if (!fresh) return M5_ENOMEM;
-  m5_hmap_t *old = s->pending;
+  m5_hmap_t *fresh = m5_hmap_new(), *fresh_oris = m5_hmap_new(), *fresh_inflight = m5_hmap_new();
+  if (!fresh || !fresh_oris || !fresh_inflight) {
+    if (fresh) m5_hmap_free(fresh, free_val);
+    if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
+    if (fresh_inflight) m5_hmap_free(fresh_inflight, free_val);
+    return M5_ENOMEM;
+  }
+  m5_hmap_t *old = s->pending, *old_oris = s->oris, *old_inflight = s->inflight;
   s->pending = fresh;
+  s->oris = fresh_oris;
+  s->inflight = fresh_inflight;
   s->queued = 0;
   sqlite3_stmt *st = NULL;
   int rc = M5_EIO;
   if (sqlite3_prepare_v2(s->db,
-                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries"
-                         " WHERE state IN (0, 4) GROUP BY rcpt_addr, rcpt_type",
+                         "SELECT d.rcpt_type, d.rcpt_addr, m.kind, count(*) FROM deliveries d"
+                         " JOIN messages m ON m.id = d.msg"
+                         " WHERE d.state IN (0, 4) GROUP BY d.rcpt_addr, d.rcpt_type, m.kind",
                          -1, &st, NULL) != SQLITE_OK)
     goto out;
   int r;
@@ -214,12 +286,45 @@ static int load_counts(sq_t *s) {
     m5_msg_addr_t a = {0};
     snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
     snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
-    int64_t n = sqlite3_column_int64(st, 2);
-    if (sq_pending_add(s, &a, n) != 0) {
+    int kind = sqlite3_column_int(st, 2) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
+    int64_t n = sqlite3_column_int64(st, 3);
+    if (sq_pending_add(s, &a, kind, n) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }
     s->queued += (uint64_t)n;
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)) FROM messages"
+                         " WHERE kind = 0 GROUP BY ori_addr, ori_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    if (sq_ori_add(s, &a, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3)) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  /* Only after a rollback can rows be in flight here (open queues them all first); the scan
+   * has no index, which the common path does not pay for. */
+  if (sqlite3_prepare_v2(s->db, "SELECT id, next_attempt_ms FROM deliveries WHERE state = 4", -1,
+                         &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sq_inflight_put(s, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)) !=
+        0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
   }
   if (r != SQLITE_DONE) goto out;
   sqlite3_finalize(st);
@@ -241,6 +346,8 @@ out:
   if (rc != 0) sq_log_error(s, "loading the queue counts");
   sqlite3_finalize(st);
   if (old) m5_hmap_free(old, free_val);
+  if (old_oris) m5_hmap_free(old_oris, free_val);
+  if (old_inflight) m5_hmap_free(old_inflight, free_val);
   return rc;
 }
 
@@ -268,6 +375,10 @@ static void publish(sq_t *s, size_t jobs, int committed) {
   t->duplicates += d->duplicates;
   t->refused_queue_full += d->refused_queue_full;
   t->refused_store_full += d->refused_store_full;
+  t->reports += d->reports;
+  t->reports_dropped += d->reports_dropped;
+  t->refused_originator_quota += d->refused_originator_quota;
+  t->requeued += d->requeued;
   pthread_mutex_unlock(&s->stats_lock);
 }
 
@@ -279,6 +390,10 @@ static void merge(sq_delta_t *into, const sq_delta_t *d) {
   into->duplicates += d->duplicates;
   into->refused_queue_full += d->refused_queue_full;
   into->refused_store_full += d->refused_store_full;
+  into->reports += d->reports;
+  into->reports_dropped += d->reports_dropped;
+  into->refused_originator_quota += d->refused_originator_quota;
+  into->requeued += d->requeued;
 }
 
 static void fail_all(m5_store_job_t **batch, size_t n) {
@@ -440,6 +555,8 @@ static void sq_free(sq_t *s) {
     sqlite3_finalize(s->st[i]);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free_val);
+  if (s->oris) m5_hmap_free(s->oris, free_val);
+  if (s->inflight) m5_hmap_free(s->inflight, free_val);
   sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
@@ -499,6 +616,23 @@ static const char speed_pragmas[] = "PRAGMA locking_mode=EXCLUSIVE;"
                                     "PRAGMA cache_size=-65536;"
                                     "PRAGMA wal_autocheckpoint=8192;";
 
+/* Upgrades schema `from` to SQ_SCHEMA_VERSION in one transaction (all steps or none). */
+static int upgrade(sq_t *s, long from, char *err, size_t errlen) {
+  char *msg = NULL;
+  int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+  for (long v = from; rc == SQLITE_OK && v < SQ_SCHEMA_VERSION; v++)
+    rc = sqlite3_exec(s->db, migrations[v], NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "store %s: cannot upgrade schema %ld to %d: %s", s->path, from,
+             SQ_SCHEMA_VERSION, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return M5_EIO;
+  }
+  return 0;
+}
+
 static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   char v[256];
   char *perr = NULL;
@@ -520,6 +654,13 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
     open_error(s, rc, "PRAGMA synchronous", err, errlen);
     return M5_EIO;
   }
+  /* What SQLite will really do (a build or a pragma elsewhere could differ): reported in the
+   * stats and the log, and tested. */
+  if (pragma_text(s, "PRAGMA synchronous", v, sizeof v, err, errlen) != 0) return M5_EIO;
+  s->stats.synchronous = (uint64_t)strtoul(v, NULL, 10);
+  static const char *const levels[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+  M5_LOGI(SQ_DOM, "%s: WAL, synchronous=%s", s->path,
+          s->stats.synchronous < 4 ? levels[s->stats.synchronous] : v);
   if (pragma_text(s, "PRAGMA quick_check", v, sizeof v, err, errlen) != 0) return M5_EIO;
   if (strcmp(v, "ok") != 0) {
     snprintf(err, errlen, "store %s is corrupt (quick_check: %s); %s", s->path, v, fix_hint);
@@ -527,20 +668,8 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   }
   if (pragma_text(s, "PRAGMA user_version", v, sizeof v, err, errlen) != 0) return M5_EIO;
   long version = strtol(v, NULL, 10);
+  if (version >= 1 && version < SQ_SCHEMA_VERSION) return upgrade(s, version, err, errlen);
   if (version == SQ_SCHEMA_VERSION) return 0;
-  if (version == 1) {
-    rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-      snprintf(err, errlen, "store %s: cannot upgrade schema 1 to 2: %s", s->path,
-               msg ? msg : "?");
-      sqlite3_free(msg);
-      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-      return M5_EIO;
-    }
-    return 0;
-  }
   if (version != 0) {
     snprintf(err, errlen,
              "store %s has schema version %ld; this build reads version %d (a newer m5s "
@@ -564,7 +693,7 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return M5_EIO;
   }
-  return 0;
+  return upgrade(s, 2, err, errlen);
 }
 
 /* A missing file becomes a new store; an existing empty one is refused, because a store
@@ -598,10 +727,12 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   }
   if (o->queue_cap == 0 || o->max_per_recipient == 0 || o->max_queued == 0 ||
       o->dedup_window_ms <= 0 || o->dedup_buckets == 0 || o->dedup_buckets > 60 ||
-      o->dedup_max_per_sender == 0) {
+      o->dedup_max_per_sender == 0 || o->max_msgs_per_originator == 0 ||
+      o->max_bytes_per_originator == 0 || o->max_reports_per_recipient == 0 ||
+      o->report_ttl_s <= 0) {
     snprintf(err, errlen,
-             "store: limits must be positive (queue, caps, dedup window) and dedup buckets "
-             "at most 60");
+             "store: limits must be positive (queue, caps, quotas, dedup window, report TTL) and "
+             "dedup buckets at most 60");
     return NULL;
   }
   sq_t *s = calloc(1, sizeof *s);
