@@ -156,6 +156,8 @@ as_send qa-2 ue3
 as_send qa-3 ue3
 [[ $(json_get out.json status) == DELY_FAILED &&
   $(json_get out.json failureCause) == ORIGINATOR_QUOTA ]] || m5s_fail "as1 over its quota: $(cat out.json)"
+[[ $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}') == 2 ]] ||
+  m5s_fail "refused for the quota: $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}'), want 2"
 echo "ok: over its quota a sender gets DELY_FAILED ORIGINATOR_QUOTA (2.04 / 200), others go on"
 
 set +e

@@ -125,6 +125,8 @@ done
 grep -q 'could not record its outcome' "$M5S_LOG" || m5s_fail "the injected fault did not happen"
 grep -q 'deliveries in flight were never concluded: queued again' "$M5S_LOG" ||
   m5s_fail "no re-queue logged"
+[[ $(metric msgin5g_deliveries_requeued_total) == 1 ]] ||
+  m5s_fail "requeued: $(metric msgin5g_deliveries_requeued_total), want 1"
 kill -TERM "$LISTEN_PID"
 wait_pid_rc "$LISTEN_PID" 15
 [[ $(ids_of live.out | tr '\n' ' ') == "stuck-1 " ]] || m5s_fail "ue2 got: $(cat live.out)"
