@@ -687,6 +687,7 @@ static void test_report_with_failure(void **state) {
   m5_store_stats_t st;
   m5_store_stats(s, &st);
   assert_int_equal(st.queued, 3); /* filler + the two reports */
+  assert_int_equal(pending_of(f, s, "ue1"), 1); /* the report is not in max_per_recipient's count */
 
   /* ue1's report bound (2): a second report fits, a third is not written */
   uint64_t id3, id4;

@@ -276,9 +276,8 @@ static int load_counts(sq_t *s) {
   sqlite3_stmt *st = NULL;
   int rc = M5_EIO;
   if (sqlite3_prepare_v2(s->db,
-                         "SELECT d.rcpt_type, d.rcpt_addr, m.kind, count(*) FROM deliveries d"
-                         " JOIN messages m ON m.id = d.msg"
-                         " WHERE d.state IN (0, 4) GROUP BY d.rcpt_addr, d.rcpt_type, m.kind",
+                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries"
+                         " WHERE state IN (0, 4) GROUP BY rcpt_addr, rcpt_type",
                          -1, &st, NULL) != SQLITE_OK)
     goto out;
   int r;
@@ -286,13 +285,34 @@ static int load_counts(sq_t *s) {
     m5_msg_addr_t a = {0};
     snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
     snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
-    int kind = sqlite3_column_int(st, 2) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
-    int64_t n = sqlite3_column_int64(st, 3);
-    if (sq_pending_add(s, &a, kind, n) != 0) {
+    int64_t n = sqlite3_column_int64(st, 2);
+    if (sq_pending_add(s, &a, SQ_KIND_MSG, n) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }
     s->queued += (uint64_t)n;
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  /* Of those, the reports the store wrote (one delivery each, at first_dlv) have their own
+   * bound: moved from the messages' count to the reports'. */
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT d.rcpt_type, d.rcpt_addr, count(*) FROM messages m"
+                         " JOIN deliveries d ON d.id = m.first_dlv"
+                         " WHERE m.kind = 1 AND d.state IN (0, 4) GROUP BY d.rcpt_addr, d.rcpt_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    int64_t n = sqlite3_column_int64(st, 2);
+    if (sq_pending_add(s, &a, SQ_KIND_REPORT, n) != 0 ||
+        sq_pending_add(s, &a, SQ_KIND_MSG, -n) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
   }
   if (r != SQLITE_DONE) goto out;
   sqlite3_finalize(st);
