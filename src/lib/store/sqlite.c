@@ -197,6 +197,42 @@ sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a) {
   return o ? *o : none;
 }
 
+/* Originators at zero keep their entry (a sender whose messages are delivered at once would
+ * otherwise cost an allocation per message); past this many entries those are dropped. */
+#define ORI_ENTRIES_MAX 65536
+
+typedef struct {
+  char (*keys)[sizeof(m5_msg_addr_t)];
+  size_t *lens, n;
+} zero_oris_t;
+
+static void count_zero(const void *key, size_t klen, void *val, void *arg) {
+  (void)key;
+  (void)klen;
+  size_t *n = arg;
+  if (((const sq_ori_t *)val)->msgs == 0) (*n)++;
+}
+
+static void collect_zero(const void *key, size_t klen, void *val, void *arg) {
+  zero_oris_t *z = arg;
+  if (((const sq_ori_t *)val)->msgs != 0 || klen > sizeof z->keys[0]) return;
+  memcpy(z->keys[z->n], key, klen);
+  z->lens[z->n++] = klen;
+}
+
+static void drop_zero_oris(sq_t *s) {
+  size_t n = 0;
+  m5_hmap_foreach(s->oris, count_zero, &n);
+  zero_oris_t z = {calloc(n ? n : 1, sizeof z.keys[0]), calloc(n ? n : 1, sizeof *z.lens), 0};
+  if (z.keys && z.lens) {
+    m5_hmap_foreach(s->oris, collect_zero, &z);
+    for (size_t i = 0; i < z.n; i++)
+      free(m5_hmap_del(s->oris, z.keys[i], z.lens[i]));
+  }
+  free(z.keys);
+  free(z.lens);
+}
+
 int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
   char key[sizeof a->type + sizeof a->addr];
   size_t klen = pending_key(a, -1, key, sizeof key);
@@ -204,6 +240,7 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
   sq_ori_t *o = m5_hmap_get(s->oris, key, klen);
   if (!o) {
     if (msgs <= 0) return 0;
+    if (m5_hmap_count(s->oris) >= ORI_ENTRIES_MAX) drop_zero_oris(s);
     if (!(o = calloc(1, sizeof *o))) return M5_ENOMEM;
     if (m5_hmap_put(s->oris, key, klen, o, NULL) != 0) {
       free(o);
@@ -212,25 +249,18 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
   }
   o->msgs = msgs < 0 && (uint64_t)-msgs >= o->msgs ? 0 : (uint64_t)((int64_t)o->msgs + msgs);
   o->bytes = bytes < 0 && (uint64_t)-bytes >= o->bytes ? 0 : (uint64_t)((int64_t)o->bytes + bytes);
-  if (o->msgs == 0) free(m5_hmap_del(s->oris, key, klen));
   return 0;
 }
 
+/* The set's values are the times themselves (no allocation per delivery). */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms) {
-  int64_t *v = malloc(sizeof *v);
-  if (!v) return M5_ENOMEM;
-  *v = since_ms;
-  void *old = NULL;
-  if (m5_hmap_put(s->inflight, &id, sizeof id, v, &old) != 0) {
-    free(v);
-    return M5_ENOMEM;
-  }
-  free(old);
-  return 0;
+  return m5_hmap_put(s->inflight, &id, sizeof id, (void *)(intptr_t)since_ms, NULL) == 0
+             ? 0
+             : M5_ENOMEM;
 }
 
 void sq_inflight_del(sq_t *s, uint64_t id) {
-  free(m5_hmap_del(s->inflight, &id, sizeof id));
+  m5_hmap_del(s->inflight, &id, sizeof id);
 }
 
 int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta) {
@@ -265,7 +295,7 @@ static int load_counts(sq_t *s) {
   if (!fresh || !fresh_oris || !fresh_inflight) {
     if (fresh) m5_hmap_free(fresh, free_val);
     if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
-    if (fresh_inflight) m5_hmap_free(fresh_inflight, free_val);
+    if (fresh_inflight) m5_hmap_free(fresh_inflight, NULL);
     return M5_ENOMEM;
   }
   m5_hmap_t *old = s->pending, *old_oris = s->oris, *old_inflight = s->inflight;
@@ -367,7 +397,7 @@ out:
   sqlite3_finalize(st);
   if (old) m5_hmap_free(old, free_val);
   if (old_oris) m5_hmap_free(old_oris, free_val);
-  if (old_inflight) m5_hmap_free(old_inflight, free_val);
+  if (old_inflight) m5_hmap_free(old_inflight, NULL);
   return rc;
 }
 
@@ -576,7 +606,7 @@ static void sq_free(sq_t *s) {
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free_val);
   if (s->oris) m5_hmap_free(s->oris, free_val);
-  if (s->inflight) m5_hmap_free(s->inflight, free_val);
+  if (s->inflight) m5_hmap_free(s->inflight, NULL);
   sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);

@@ -83,7 +83,7 @@ typedef struct {
   /* ---- writer thread only ---- */
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
   m5_hmap_t *oris;    /* originator key -> sq_ori_t: its quota use */
-  m5_hmap_t *inflight; /* delivery id -> int64_t * next_attempt_ms: rows in state 4 */
+  m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
   uint64_t queued, messages;
   uint64_t next_msg_id, next_dlv_id;
   int64_t bucket_ms;

@@ -600,7 +600,7 @@ typedef struct {
 static void collect_stale(const void *key, size_t klen, void *val, void *arg) {
   stale_t *c = arg;
   uint64_t id;
-  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || *(const int64_t *)val > c->cutoff) return;
+  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || (int64_t)(intptr_t)val > c->cutoff) return;
   memcpy(&id, key, sizeof id);
   c->ids[c->n++] = id;
 }
