@@ -111,6 +111,8 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes);
 /* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
 void sq_inflight_del(sq_t *s, uint64_t id);
+/* Rebuilds all three from the tables (0, or M5_EIO / M5_ENOMEM with counts_dirty kept). */
+int sq_load_counts(sq_t *s);
 
 /* sqlite_ops.c: one job inside the open transaction (status in job->status). */
 void sq_run_op(sq_t *s, m5_store_job_t *job);
