@@ -1,5 +1,6 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
- * thread with group commit. What each job does is in sqlite_ops.c.
+ * thread with group commit. What each job does is in sqlite_ops.c; the in-memory figures
+ * (queues, quotas, the in-flight set) in sqlite_counts.c.
  *
  * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
  * that returned survives a crash and a power loss. One connection on one thread (a

@@ -1,5 +1,6 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
- * commit) and sqlite_ops.c (what each job does inside the batch's transaction). Everything
+ * commit), sqlite_ops.c (what each job does inside the batch's transaction) and
+ * sqlite_counts.c (the in-memory figures). Everything
  * below "writer thread only" is touched by the store's thread alone (and by open, before
  * that thread exists). */
 #ifndef M5_STORE_SQLITE_INT_H
