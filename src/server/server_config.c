@@ -77,6 +77,10 @@ static const m5_cfg_item_t items[] = {
     {"store.max_bytes_per_originator", M5_CFG_INT,
      offsetof(server_config_t, store_max_bytes_per_originator), "67108864", 1, 1099511627776,
      "payload bytes one sender may have stored (beyond: DELY_FAILED/ORIGINATOR_QUOTA)"},
+    {"store.max_per_recipient_per_originator", M5_CFG_INT,
+     offsetof(server_config_t, store_max_per_recipient_per_originator), "0", 0, 100000000,
+     "pending messages one sender may have for one recipient (beyond: DELY_FAILED/"
+     "ORIGINATOR_QUOTA); 0 = half of store.max_per_recipient"},
     {"store.max_reports_per_recipient", M5_CFG_INT,
      offsetof(server_config_t, store_max_reports_per_recipient), "1000", 1, 100000000,
      "failure/expiry reports waiting per originator, apart from max_per_recipient (beyond: "

@@ -8,10 +8,12 @@
 #    its targetUri, gets a DeliveryStatusReport POSTed to {targetUri}/deliver-report (the node
 #    HTTP/2 AS of tests/interop/as_server.mjs; valid against TS 29.538): the store wrote each
 #    report in the transaction of the expiry, and an AS originator gets one too;
-#  - quotas (store.max_msgs_per_originator 2): ue1's third stored message to ue3 gets
-#    DELY_FAILED / ORIGINATOR_QUOTA (2.04 MSGRESP) while ue2 still gets through to ue3; as1's
-#    third gets 200 + MessageDeliveryAck DELY_FAILED / ORIGINATOR_QUOTA; nothing of the refused
-#    ones reaches ue3, everything accepted does, and once it has, ue1 may send again.
+#  - quotas (store.max_msgs_per_originator 3, store.max_per_recipient 4, so a sender's share of
+#    one queue is 2): ue1's third stored message to ue3 gets DELY_FAILED / ORIGINATOR_QUOTA
+#    (2.04 MSGRESP: its share of ue3's queue) while ue2 still gets through to ue3; ue1's third
+#    body (to ue2) is stored, its fourth refused (its quota); as1's fourth gets 200 +
+#    MessageDeliveryAck DELY_FAILED / ORIGINATOR_QUOTA; nothing of the refused ones is
+#    delivered, everything accepted is, and once it is, ue1 may send again.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -19,7 +21,7 @@ PY=/usr/bin/python3
 
 make_pki
 start_aanf
-start_m5s "store: {max_msgs_per_originator: 2}"
+start_m5s "store: {max_msgs_per_originator: 3, max_per_recipient: 4}"
 setup_ue ue1 001010000000901 a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf01
 setup_ue ue2 001010000000902 c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf02
 setup_ue ue3 001010000000903 e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff03
@@ -140,36 +142,44 @@ validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport "$M5_TMP/report.json
 echo "ok: an AS's expiry report survives kill -9 and is POSTed to {targetUri}/deliver-report"
 
 # ---- quotas per originator ----------------------------------------------------------------------
-ue_send ue1 ue3 q-1 --store-forward
-grep -q '"status":"DELY_STORED"' send.out || m5s_fail "q-1: $(cat send.out)"
-ue_send ue1 ue3 q-2 --store-forward
-grep -q '"status":"DELY_STORED"' send.out || m5s_fail "q-2: $(cat send.out)"
-ue_send ue1 ue3 q-3 --store-forward
-grep -q '"status":"DELY_FAILED"' send.out && grep -q '"failureCause":"ORIGINATOR_QUOTA"' send.out ||
-  m5s_fail "ue1 over its quota: $(cat send.out)"
-ue_send ue2 ue3 q-ue2 --store-forward
-grep -q '"status":"DELY_STORED"' send.out || m5s_fail "ue2 to the same recipient: $(cat send.out)"
-as_send qa-1 ue3
-[[ $(json_get out.json status) == DELY_STORED ]] || m5s_fail "qa-1: $(cat out.json)"
-as_send qa-2 ue3
-[[ $(json_get out.json status) == DELY_STORED ]] || m5s_fail "qa-2: $(cat out.json)"
-as_send qa-3 ue3
-[[ $(json_get out.json status) == DELY_FAILED &&
-  $(json_get out.json failureCause) == ORIGINATOR_QUOTA ]] || m5s_fail "as1 over its quota: $(cat out.json)"
-[[ $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}') == 2 ]] ||
-  m5s_fail "refused for the quota: $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}'), want 2"
-echo "ok: over its quota a sender gets DELY_FAILED ORIGINATOR_QUOTA (2.04 / 200), others go on"
+want_stored() { grep -q '"status":"DELY_STORED"' send.out || m5s_fail "$1: want DELY_STORED: $(cat send.out)"; }
+want_quota() {
+  grep -q '"status":"DELY_FAILED"' send.out && grep -q '"failureCause":"ORIGINATOR_QUOTA"' send.out ||
+    m5s_fail "$1: want DELY_FAILED ORIGINATOR_QUOTA: $(cat send.out)"
+}
+ue_send ue1 ue3 q-1 --store-forward && want_stored q-1
+ue_send ue1 ue3 q-2 --store-forward && want_stored q-2
+ue_send ue1 ue3 q-3 --store-forward && want_quota "q-3 (ue1's share of ue3's queue)"
+ue_send ue2 ue3 q-ue2 --store-forward && want_stored "q-ue2 (another sender, same queue)"
+ue_send ue1 ue2 q-4 --store-forward && want_stored "q-4 (ue1's third body)"
+ue_send ue1 ue2 q-5 --store-forward && want_quota "q-5 (ue1's quota of 3)"
+as_ack() { # ID STATUS [CAUSE]
+  [[ $(json_get out.json status) == "$2" && $(json_get out.json failureCause) == "${3:-}" ]] ||
+    m5s_fail "$1: want $2 ${3:-}: $(cat out.json)"
+}
+as_send qa-1 ue2 && as_ack qa-1 DELY_STORED
+as_send qa-2 ue3 && as_ack qa-2 DELY_STORED
+as_send qa-3 ue2 && as_ack qa-3 DELY_STORED
+as_send qa-4 ue2 && as_ack "qa-4 (as1's quota of 3)" DELY_FAILED ORIGINATOR_QUOTA
+[[ $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}') == 3 ]] ||
+  m5s_fail "refused for the quota: $(metric 'msgin5g_messages_refused_total{reason="originator_quota"}'), want 3"
+echo "ok: over its quota or its share of a queue a sender gets DELY_FAILED ORIGINATOR_QUOTA (2.04 / 200), others go on"
 
-set +e
-timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue3.yaml" --server "$(m5c_uri tls)" listen \
-  --count 6 --timeout 4 >listen3.out 2>listen3.err
-rc=$?
-set -e
-[[ $rc == 4 ]] || m5s_fail "ue3 listen --count 6: exit $rc: $(cat listen3.err)"
-got=$($PY -c 'import json,sys
-print(" ".join(sorted(json.loads(l)["msgId"] for l in open(sys.argv[1]) if l.startswith("{"))))' listen3.out)
-[[ $got == "q-1 q-2 q-ue2 qa-1 qa-2" ]] || m5s_fail "ue3 got: $got"
-ue_send ue1 ue3 q-3 --store-forward
-grep -q '"status":"DELY_STORED"' send.out || m5s_fail "q-3 once ue1's messages are delivered: $(cat send.out)"
+listen_ids() { # UE COUNT: the msgIds its m5c listen got, sorted, in $got
+  local rc
+  set +e
+  timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/$1.yaml" --server "$(m5c_uri tls)" listen \
+    --count "$2" --timeout 4 >"listen-$1.out" 2>"listen-$1.err"
+  rc=$?
+  set -e
+  [[ $rc == 4 ]] || m5s_fail "$1 listen --count $2: exit $rc: $(cat "listen-$1.err")"
+  got=$($PY -c 'import json,sys
+print(" ".join(sorted(json.loads(l)["msgId"] for l in open(sys.argv[1]) if l.startswith("{"))))' "listen-$1.out")
+}
+listen_ids ue3 6
+[[ $got == "q-1 q-2 q-ue2 qa-2" ]] || m5s_fail "ue3 got: $got"
+listen_ids ue2 5
+[[ $got == "q-4 qa-1 qa-3" ]] || m5s_fail "ue2 got: $got"
+ue_send ue1 ue3 q-3 --store-forward && want_stored "q-3 once ue1's messages are delivered"
 echo "ok: refused messages were not stored; the quota frees up as messages are delivered"
 stop_m5s

@@ -372,6 +372,7 @@ static void test_queue_cap(void **state) {
   m5_store_opts_t o;
   default_opts(&o);
   o.max_per_recipient = 2;
+  o.max_per_recipient_per_originator = 2; /* one sender fills the queue here */
   m5_store_t *s = open_store(&o);
   uint64_t id1;
   assert_int_equal(accept1(f, s, "ue1", "m1", M5_PRIO_MIDDLE, "ue2", &id1), M5_STORE_ACCEPTED);
@@ -767,6 +768,46 @@ static void test_originator_quota(void **state) {
   m5_store_close(s);
 }
 
+/* One sender holds at most max_per_recipient_per_originator (by default half) of a victim's
+ * queue: beyond, ORIGINATOR_QUOTA, and the queue keeps room for the others. */
+static void test_originator_share(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 4; /* a share of 2 */
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(accept1(f, s, "bad", "s1", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "bad", "s2", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  /* the queue has 2 (= the share): now counted; "bad" is at its share */
+  assert_int_equal(accept1(f, s, "bad", "s3", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(accept1(f, s, "bad", "s3", M5_PRIO_MIDDLE, "other", NULL), M5_STORE_ACCEPTED);
+  /* a group: non-partial is refused whole, partial skips the queue of its share */
+  accept_t a;
+  const char *grp[] = {"victim", "third"};
+  m5_store_job_t *j = mk_accept(&a, "bad", "g1", M5_PRIO_MIDDLE, grp, 2);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(pending_of(f, s, "third"), 0);
+  j = mk_accept(&a, "bad", "g1", M5_PRIO_MIDDLE, grp, 2);
+  j->partial = true;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(a.rcpts[0].status, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(a.rcpts[1].status, M5_STORE_ACCEPTED);
+  /* the others still get in, up to the queue's own cap */
+  assert_int_equal(accept1(f, s, "good", "s1", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "good2", "s1", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "good3", "s1", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_QUEUE_FULL);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.refused_originator_quota, 2);
+  assert_int_equal(st.refused_queue_full, 1);
+  m5_store_close(s);
+}
+
 /* ---- nothing stays in flight ---- */
 
 /* A conclusion that fails (here a trigger makes deleting an in-flight row fail, as a full disk
@@ -1042,6 +1083,7 @@ static void child_main(int fd) {
   m5_store_opts_init(&o);
   o.path = db_path;
   o.max_per_recipient = CRASH_MAX;
+  o.max_per_recipient_per_originator = CRASH_MAX;
   char err[512];
   child.s = m5_store_open(&o, err, sizeof err);
   child.fd = fd;
@@ -1100,6 +1142,7 @@ static void test_crash_durability(void **state) {
   m5_store_opts_init(&o);
   o.path = db_path;
   o.max_per_recipient = CRASH_MAX;
+  o.max_per_recipient_per_originator = CRASH_MAX;
   m5_store_t *s = open_store(&o);
   static unsigned char seen[CRASH_MAX];
   memset(seen, 0, sizeof seen);
@@ -1314,6 +1357,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_report_with_failure, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_quota, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_originator_share, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),

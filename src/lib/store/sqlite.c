@@ -140,6 +140,11 @@ static const char *const sql[ST_COUNT] = {
     [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
     [ST_REQUEUE] = "UPDATE deliveries SET state = 0 WHERE id = ?1 AND state = 4",
+    /* An originator's share of one recipient's queue (the queue index; in-flight rows are
+     * pushed now, not waiting, and left out). */
+    [ST_ORI_SHARE] = "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg"
+                     " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2 AND d.state = 0"
+                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = 0",
 };
 
 void m5_store_process_init(void) {
@@ -564,6 +569,9 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   s->o = *o;
   snprintf(s->path, sizeof s->path, "%s", o->path);
   s->o.path = s->path;
+  if (!s->o.max_per_recipient_per_originator)
+    s->o.max_per_recipient_per_originator =
+        o->max_per_recipient / 2 ? o->max_per_recipient / 2 : 1;
   s->bucket_ms = o->dedup_window_ms / (int64_t)o->dedup_buckets;
   if (s->bucket_ms < 1) s->bucket_ms = 1;
   s->swept_bucket = -1;

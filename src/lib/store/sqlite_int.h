@@ -54,6 +54,7 @@ enum {
   ST_DBKT_DEL,
   ST_DBKT_STALE,
   ST_REQUEUE,
+  ST_ORI_SHARE,
   ST_COUNT
 };
 

@@ -367,6 +367,23 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
   return sq_step_done(s, st, "storing a message");
 }
 
+/* How many PENDING deliveries of messages from ori wait in rcpt's queue. */
+static int ori_share(sq_t *s, const m5_msg_addr_t *ori, const m5_msg_addr_t *rcpt,
+                     uint64_t *n) {
+  sqlite3_stmt *st = s->st[ST_ORI_SHARE];
+  BIND_STR(st, 1, rcpt->addr);
+  BIND_STR(st, 2, rcpt->type);
+  BIND_STR(st, 3, ori->addr);
+  BIND_STR(st, 4, ori->type);
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW) *n = (uint64_t)sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (r == SQLITE_ROW) return 0;
+  sq_log_error(s, "counting an originator's share of a queue");
+  return M5_EIO;
+}
+
 static int do_accept(sq_t *s, m5_store_job_t *job) {
   if (!accept_valid(job)) return M5_EINVAL;
   int64_t now = sq_now_ms(s);
@@ -401,19 +418,32 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     s->job_delta.refused_store_full++;
     return 0;
   }
-  /* The cap counts each queue as it was before this message. */
-  size_t stored = 0, full = 0;
+  /* The cap counts each queue as it was before this message; so does the originator's share
+   * of it, read only for a queue that could hold that many. */
+  size_t stored = 0, full = 0, over = 0;
   for (size_t i = 0; i < job->n_rcpts; i++) {
-    if (sq_pending_get(s, &job->rcpts[i].addr, SQ_KIND_MSG) >= s->o.max_per_recipient) {
+    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, SQ_KIND_MSG), share = 0;
+    if (q < s->o.max_per_recipient && q >= s->o.max_per_recipient_per_originator) {
+      int rc = ori_share(s, &job->msg.ori, &job->rcpts[i].addr, &share);
+      if (rc != 0) return rc;
+    }
+    if (q >= s->o.max_per_recipient) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       full++;
+    } else if (share >= s->o.max_per_recipient_per_originator) {
+      job->rcpts[i].status = M5_STORE_ORIGINATOR_QUOTA;
+      full++;
+      over++;
     } else {
       stored++;
     }
   }
   if (full && (!job->partial || stored == 0)) {
-    job->outcome = M5_STORE_QUEUE_FULL;
-    s->job_delta.refused_queue_full++;
+    job->outcome = over ? M5_STORE_ORIGINATOR_QUOTA : M5_STORE_QUEUE_FULL;
+    if (over)
+      s->job_delta.refused_originator_quota++;
+    else
+      s->job_delta.refused_queue_full++;
     return 0;
   }
   if (stored) {

@@ -82,7 +82,8 @@ typedef struct {
                               it, which spares the store the queue indexes on the common path.
                               Reopening the store (after a crash) queues such deliveries as
                               usual, due at once. */
-  int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL for this one */
+  int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL /
+                              M5_STORE_ORIGINATOR_QUOTA for this one */
   uint64_t id;             /* out: the delivery id when stored, else 0 */
 } m5_store_rcpt_t;
 
@@ -149,8 +150,9 @@ typedef enum {
   M5_STORE_DUPLICATE,    /* (dedup_ori, dedup_id) seen in the window: orig_ack; nothing written */
   M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient: nothing written */
   M5_STORE_STORE_FULL,   /* the store is at max_queued: nothing written (overload, 5.03) */
-  M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored: nothing
-                                written */
+  M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
+                                max_per_recipient_per_originator in a recipient's queue:
+                                nothing written */
 } m5_store_outcome_t;
 
 typedef struct m5_store_job {
@@ -214,6 +216,11 @@ typedef struct {
    * itself are charged to nobody. */
   uint64_t max_msgs_per_originator;
   uint64_t max_bytes_per_originator;
+  /* PENDING deliveries one originator may have in one recipient's queue (0 = default: half of
+   * max_per_recipient, at least 1), so that one sender cannot fill a victim's queue; beyond,
+   * ORIGINATOR_QUOTA. Counted (an index range of that queue) only once the queue holds at
+   * least this many. */
+  uint64_t max_per_recipient_per_originator;
   /* Failure/expiry reports the store writes, waiting per recipient (default 1000), apart from
    * max_per_recipient so a full queue never refuses a report; beyond, the report is not
    * written (stats.reports_dropped). report_ttl_s: their exprTime, from now (default 86400). */
