@@ -259,6 +259,8 @@ static const metric_t metrics[] = {
      "messagesRefused", "queueFull", OFF(refused_queue_full)},
     {"msgin5g_messages_refused_total", "reason=\"store_full\"", NULL, NULL, "messagesRefused",
      "storeFull", OFF(refused_store_full)},
+    {"msgin5g_messages_refused_total", "reason=\"originator_quota\"", NULL, NULL,
+     "messagesRefused", "originatorQuota", OFF(refused_originator_quota)},
     {"msgin5g_duplicates_total", NULL, "counter",
      "Repeated (oriAddr, msgId) answered from the dedup window, since start.", "duplicates", NULL,
      OFF(duplicates)},
@@ -287,6 +289,15 @@ static const metric_t metrics[] = {
      "unknownAkidRate", OFF(akma_refused_unknown_rate)},
     {"msgin5g_akma_refused_total", "reason=\"source_table_full\"", NULL, NULL, "akmaRefused",
      "sourceTableFull", OFF(akma_refused_table_full)},
+    {"msgin5g_reports_dropped_total", NULL, "counter",
+     "Failure reports not written: the originator had store.max_reports_per_recipient waiting.",
+     "reportsDropped", NULL, OFF(reports_dropped)},
+    {"msgin5g_deliveries_requeued_total", NULL, "counter",
+     "Deliveries whose outcome could not be recorded, queued again after store.in_flight_max_s.",
+     "deliveriesRequeued", NULL, OFF(requeued)},
+    {"msgin5g_store_synchronous", NULL, "gauge",
+     "The message store's SQLite synchronous level as read back (0 OFF, 1 NORMAL, 2 FULL).",
+     "storeSynchronous", NULL, OFF(synchronous)},
 };
 #undef OFF
 #define N_METRICS (sizeof metrics / sizeof metrics[0])
@@ -309,6 +320,10 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->duplicates = ss.duplicates;
     st->refused_queue_full = ss.refused_queue_full;
     st->refused_store_full = ss.refused_store_full;
+    st->refused_originator_quota = ss.refused_originator_quota;
+    st->reports_dropped = ss.reports_dropped;
+    st->requeued = ss.requeued;
+    st->synchronous = ss.synchronous;
   }
   if (a->opts.stats) a->opts.stats(a->opts.stats_arg, st);
 }

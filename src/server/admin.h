@@ -24,8 +24,9 @@ typedef struct admin admin_t;
 
 /* The figures of GET /metrics and GET /admin/v1/stats (docs/admin-api.md). With
  * admin_opts_t.store the store's come from m5_store_stats() (queued = .queued, delivered =
- * .delivered, expired = .expired, failed = .failed, refused_queue_full / refused_store_full
- * and duplicates = the same names); sessions and registrations are the server's own gauges,
+ * .delivered, expired = .expired, failed = .failed, refused_queue_full / refused_store_full /
+ * refused_originator_quota, reports_dropped, requeued, synchronous and duplicates = the same
+ * names); sessions and registrations are the server's own gauges,
  * filled by admin_opts_t.stats. */
 typedef struct {
   uint64_t queued;                                 /* gauge: deliveries PENDING now */
@@ -39,6 +40,10 @@ typedef struct {
   uint64_t akma_refused_handshakes, akma_refused_handshakes_addr, akma_refused_handshakes_prefix;
   uint64_t akma_refused_fetches, akma_refused_fetches_addr, akma_refused_fetches_prefix;
   uint64_t akma_refused_unknown_rate, akma_refused_table_full;
+  uint64_t refused_originator_quota;               /* counter: a sender over its quota */
+  uint64_t reports_dropped;  /* counter: failure reports beyond max_reports_per_recipient */
+  uint64_t requeued;         /* counter: in-flight deliveries never concluded, queued again */
+  uint64_t synchronous;      /* gauge: the store's PRAGMA synchronous (2 = FULL) */
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must

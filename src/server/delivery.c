@@ -1,7 +1,10 @@
 /* Forwarding from the message store (see delivery.h, docs/delivery.md). Every attempt ends in
  * the store: a push_t waits for the UE's answer, then an sjob_t (MARK_DELIVERED, RESCHEDULE or
  * MARK_FAILED) for the store's DB thread. Pushes and jobs carry a session's id, never its pointer:
- * the session may close meanwhile. */
+ * the session may close meanwhile. A failure or expiry report is written by the store in the
+ * transaction of the failure (MARK_FAILED, EXPIRE); this file only pushes it at once. A
+ * conclusion that fails in the store leaves its delivery in flight: the timer worker's
+ * REQUEUE_STALE queues such deliveries again after in_flight_max_ms. */
 #include "delivery.h"
 
 #include "coap/coap.h"
@@ -29,6 +32,7 @@
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
 #define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
+#define REQUEUE_PERIOD_MAX_MS 30000 /* REQUEUE_STALE at least this often (timer worker) */
 
 /* Per-session state: the UE it registered as, and its stored deliveries being pushed from a
  * DUE (one DUE at a time per session). */
@@ -41,15 +45,13 @@ typedef struct {
   int64_t last_due_ms;
 } peer_t;
 
-typedef enum { SJ_REPORT, SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE, SJ_DUE_AS } sjob_kind_t;
+typedef enum { SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE, SJ_DUE_AS, SJ_REQUEUE } sjob_kind_t;
 
 /* A message store job. job is first: the store hands back &job.base == the sjob_t. */
 typedef struct {
   m5_store_job_t job;
   delivery_t *dv;
   sjob_kind_t kind;
-  m5_store_rcpt_t rcpt; /* SJ_REPORT */
-  uint8_t *payload;     /* SJ_REPORT: owned, borrowed by the store */
   uint64_t sid;         /* SJ_DUE, SJ_MARK: the session (0: none) */
   int from_due;         /* SJ_MARK: the push came from that session's DUE */
   void *held_next;      /* SJ_MARK not taken by the store yet: dv->held list */
@@ -78,7 +80,8 @@ struct delivery {
   m5_hmap_t *recent;   /* delivery id -> dv: delivered or failed lately */
   uint64_t recent_ring[RECENT_MAX];
   size_t recent_pos;
-  int due_any_busy, expire_busy;
+  int due_any_busy, expire_busy, requeue_busy;
+  int64_t last_requeue_ms;
   m5_timer_id_t tick;
   int draining;
   m5_timer_id_t drain_timer;
@@ -136,6 +139,8 @@ static int is_report(const m5_store_msg_t *m) {
   return strcmp(m->app_id, DELIVERY_IMDN_APP) == 0;
 }
 
+static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from);
+
 static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
   sjob_t *j = calloc(1, sizeof *j);
   if (!j) return NULL;
@@ -149,7 +154,6 @@ static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
 
 static void sjob_free(sjob_t *j) {
   m5_store_job_clear(&j->job);
-  free(j->payload);
   free(j);
 }
 
@@ -207,9 +211,9 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
                      int64_t next_ms, uint32_t attempts, uint64_t sid, int from_due) {
   sjob_t *j = sjob_new(dv, SJ_MARK, op);
   if (!j) {
-    /* Out of memory: the delivery stays in the store, queued again at the next start. */
-    M5_LOGE(DOM, "delivery %llu: out of memory, its outcome is not recorded",
-            (unsigned long long)id);
+    /* Out of memory: the delivery stays in flight in the store until REQUEUE_STALE. */
+    M5_LOGE(DOM, "delivery %llu: out of memory, its outcome is not recorded (queued again "
+            "after store.in_flight_max_s)", (unsigned long long)id);
     m5_hmap_del(dv->inflight, &id, sizeof id);
     if (from_due) {
       peer_t *ss = m5_hmap_get(dv->peers, &sid, sizeof sid);
@@ -219,7 +223,10 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
   }
   j->job.id = id;
   if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
-  j->job.next_attempt_ms = next_ms;
+  /* MARK_FAILED: its failure report is pushed at once (done_mark); the back-off timer's first
+   * look at it is one back-off later. */
+  j->job.next_attempt_ms =
+      op == M5_STORE_MARK_FAILED && !next_ms ? wall_ms() + BACKOFF_FIRST_MS : next_ms;
   j->job.attempts = attempts;
   j->sid = sid;
   j->from_due = from_due;
@@ -244,7 +251,13 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
   push_t *p = arg;
   delivery_t *dv = p->dv;
   char code[8];
-  if (status == 0 && resp->code == M5_COAP_CHANGED) {
+  if (status == M5_EAGAIN) {
+    /* Never sent: its UE deregistered (delivery_deregistered). Not an attempt; pending again,
+     * for the next REG or the back-off timer. */
+    M5_LOGD(DOM, "MSG %s to %s: not sent, the UE deregistered", p->msg_id, p->dest);
+    conclude(dv, M5_STORE_RESCHEDULE, p->id, NULL, wall_ms() + BACKOFF_FIRST_MS, p->attempts,
+             p->sid, p->from_due);
+  } else if (status == 0 && resp->code == M5_COAP_CHANGED) {
     M5_LOGD(DOM, "MSG %s delivered to %s", p->msg_id, p->dest);
     conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, p->sid, p->from_due);
   } else {
@@ -488,38 +501,20 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
   }
 }
 
-/* The originator asked for a report (delivStReqInd) and d will not be delivered: an IMDN from
- * the original recipient to the originator, stored and forwarded like a message. */
-static void report_failure(delivery_t *dv, const m5_store_delivery_t *d, const char *cause) {
-  if (!d->msg.deliv_st_req || is_report(&d->msg) || strcmp(d->msg.ori.type, "UE") != 0) return;
-  sjob_t *j = sjob_new(dv, SJ_REPORT, M5_STORE_ACCEPT);
-  char text[96];
-  int n = snprintf(text, sizeof text, "REPT_DELY_FAILED %s", cause && cause[0] ? cause : "EXPIRED");
-  if (j) j->payload = malloc((size_t)n + 1);
-  if (!j || !j->payload) {
-    M5_LOGE(DOM, "out of memory: the failure report of MSG %s is lost", d->msg.msg_id);
-    if (j) sjob_free(j);
+/* The failure report the store wrote with the failure or expiry of d (d->report_id), pushed
+ * at once; should that push not happen, the back-off timer finds it. */
+static void push_report(delivery_t *dv, const m5_store_delivery_t *d) {
+  if (!d->report_id) return;
+  m5_store_delivery_t r;
+  if (m5_store_report_of(d, 0, &r) != 0) {
+    M5_LOGW(DOM, "out of memory: the failure report of MSG %s waits for the back-off timer",
+            d->msg.msg_id);
     return;
   }
-  memcpy(j->payload, text, (size_t)n + 1);
-  m5_store_msg_t *m = &j->job.msg;
-  m->ori = d->rcpt;
-  m->dest = d->msg.ori;
-  snprintf(m->msg_id, sizeof m->msg_id, "%s", d->msg.msg_id);
-  snprintf(m->app_id, sizeof m->app_id, "%s", DELIVERY_IMDN_APP);
-  m->prio = d->msg.prio;
-  m->sto_fwd = true;
-  m->expr_time = (int64_t)time(NULL) + dv->opts.max_ttl_s;
-  m->payload = j->payload;
-  m->payload_len = (size_t)n;
-  j->rcpt.addr = d->msg.ori;
-  j->rcpt.next_attempt_ms = wall_ms() + BACKOFF_FIRST_MS;
-  j->job.rcpts = &j->rcpt;
-  j->job.n_rcpts = 1;
-  if (sjob_submit(dv, j) != 0) {
-    M5_LOGE(DOM, "the message store is busy: the failure report of MSG %s is lost", d->msg.msg_id);
-    sjob_free(j);
-  }
+  M5_LOGI(DOM, "failure report of MSG %s queued for %s:%s", d->msg.msg_id, r.rcpt.type,
+          r.rcpt.addr);
+  dispatch(dv, &r, FROM_NEW);
+  free(r.msg.payload);
 }
 
 static void start_due(delivery_t *dv, peer_t *ss) {
@@ -538,30 +533,17 @@ static void start_due(delivery_t *dv, peer_t *ss) {
   ss->due_busy = 1;
 }
 
-static void done_report(sjob_t *j) {
-  m5_store_job_t *sj = &j->job;
-  if (sj->status != 0 || sj->outcome != M5_STORE_ACCEPTED || !j->rcpt.id) {
-    M5_LOGW(DOM, "the failure report of MSG %s to %s is lost: %s", sj->msg.msg_id,
-            sj->msg.dest.addr,
-            sj->status ? m5_strerror(sj->status) : m5_store_outcome_name(sj->outcome));
-    return;
-  }
-  M5_LOGI(DOM, "failure report of MSG %s queued for %s", sj->msg.msg_id, sj->msg.dest.addr);
-  m5_store_delivery_t d;
-  memset(&d, 0, sizeof d);
-  d.id = j->rcpt.id;
-  d.rcpt = j->rcpt.addr;
-  d.msg = sj->msg;
-  dispatch(j->dv, &d, FROM_NEW);
-}
-
 static void done_mark(sjob_t *j) {
   delivery_t *dv = j->dv;
   m5_store_job_t *sj = &j->job;
   m5_hmap_del(dv->inflight, &sj->id, sizeof sj->id);
   if (sj->op != M5_STORE_RESCHEDULE && sj->status == 0) recent_add(dv, sj->id);
   if (sj->op == M5_STORE_MARK_FAILED && sj->status == 0 && sj->n_items)
-    report_failure(dv, &sj->items[0], sj->items[0].failure_cause);
+    push_report(dv, &sj->items[0]);
+  if (sj->status != 0 && sj->status != M5_ENOENT)
+    M5_LOGE(DOM, "delivery %llu: the message store could not record its outcome (%s); it is "
+            "queued again after store.in_flight_max_s", (unsigned long long)sj->id,
+            m5_strerror(sj->status));
   if (j->from_due) {
     peer_t *ss = peer_find(dv, j->sid);
     if (ss && ss->due_out && --ss->due_out == 0) {
@@ -609,7 +591,7 @@ static void done_expire(sjob_t *j) {
     const m5_store_delivery_t *d = &j->job.items[i];
     M5_LOGI(DOM, "%s %s from %s to %s expired", is_report(&d->msg) ? "report of" : "MSG",
             d->msg.msg_id, d->msg.ori.addr, d->rcpt.addr);
-    report_failure(j->dv, d, M5_CAUSE_EXPIRED);
+    push_report(j->dv, d);
   }
 }
 
@@ -618,8 +600,8 @@ static void on_store_reply(void *msg, void *arg) {
   sjob_t *j = msg; /* job.base is the first member */
   dv->store_inflight--;
   switch (j->kind) {
-  case SJ_REPORT:
-    done_report(j);
+  case SJ_REQUEUE:
+    dv->requeue_busy = 0;
     break;
   case SJ_MARK:
     done_mark(j);
@@ -658,10 +640,26 @@ static void on_tick(m5_loop_t *loop, void *arg) {
         sjob_free(j);
     }
   }
+  /* Deliveries in flight whose conclusion never reached the store go back to the queue. */
+  int64_t period = dv->opts.in_flight_max_ms / 2;
+  if (period > REQUEUE_PERIOD_MAX_MS) period = REQUEUE_PERIOD_MAX_MS;
+  if (!dv->requeue_busy && now - dv->last_requeue_ms >= period) {
+    sjob_t *j = sjob_new(dv, SJ_REQUEUE, M5_STORE_REQUEUE_STALE);
+    if (j) {
+      j->job.now_ms = now - dv->opts.in_flight_max_ms;
+      if (sjob_submit(dv, j) == 0) {
+        dv->requeue_busy = 1;
+        dv->last_requeue_ms = now;
+      } else {
+        sjob_free(j);
+      }
+    }
+  }
   if (!dv->expire_busy) {
     sjob_t *j = sjob_new(dv, SJ_EXPIRE, M5_STORE_EXPIRE);
     if (j) {
       j->job.now_ms = now;
+      j->job.next_attempt_ms = now + BACKOFF_FIRST_MS; /* its reports: pushed at once */
       j->job.limit = EXPIRE_BATCH;
       if (sjob_submit(dv, j) == 0)
         dv->expire_busy = 1;
@@ -681,11 +679,12 @@ delivery_t *delivery_new(m5_loop_t *loop, const delivery_opts_t *opts) {
   dv->opts = *opts;
   if (!dv->opts.max_store_inflight) dv->opts.max_store_inflight = 8192;
   if (!dv->opts.max_ttl_s) dv->opts.max_ttl_s = 86400;
+  if (dv->opts.in_flight_max_ms <= 0) dv->opts.in_flight_max_ms = 300000;
   dv->peers = m5_hmap_new();
   dv->inflight = m5_hmap_new();
   dv->recent = m5_hmap_new();
-  /* Room for every job outstanding, plus the tick's two, so no reply post ever fails. */
-  dv->store_replies = m5_mailbox_new(loop, dv->opts.max_store_inflight + 2, on_store_reply, dv);
+  /* Room for every job outstanding, plus the tick's three, so no reply post ever fails. */
+  dv->store_replies = m5_mailbox_new(loop, dv->opts.max_store_inflight + 3, on_store_reply, dv);
   if (!dv->peers || !dv->inflight || !dv->recent || !dv->store_replies || !dv->opts.store) {
     delivery_free(dv);
     return NULL;
@@ -745,7 +744,12 @@ void delivery_registered(delivery_t *dv, uint64_t sid, const char *ue_svc_id) {
 
 void delivery_deregistered(delivery_t *dv, uint64_t sid) {
   peer_t *ss = peer_find(dv, sid);
-  if (ss) ss->registered = 0;
+  if (!ss) return;
+  ss->registered = 0;
+  /* Pushes still queued behind NSTART / the window must not reach a UE that deregistered:
+   * they end now (on_push_done, M5_EAGAIN) and go back to the store, pending. */
+  size_t n = m5_coap_ep_cancel_queued(ss->s->ep, M5_EAGAIN);
+  if (n) M5_LOGI(DOM, "%s deregistered: %zu queued pushes kept for later", ss->ue_svc_id, n);
 }
 
 void delivery_ue_active(delivery_t *dv, uint64_t sid) {

@@ -2,8 +2,9 @@
  * 8.7.1.1): pushes a stored delivery to its recipient's live session, on this worker or, through
  * the router, on the one holding it; concludes every attempt in the store (delivered on the UE's
  * 2.04, rescheduled with back-off when store-and-forward was asked for, else failed); pushes what
- * was stored for a UE when it registers or sends anything; runs the back-off and expiry timer
- * (worker `timers`), and stores a failure report (IMDN) for an originator who asked for one.
+ * was stored for a UE when it registers or sends anything; runs the back-off, expiry and
+ * re-queue timer (worker `timers`), and pushes the failure report (IMDN) the store wrote with a
+ * failure or an expiry for an originator who asked for one.
  *
  * ue_api.c feeds it: the sessions that register, deregister and close, the deliveries it has
  * just accepted into the store, and DELIVERs routed from other workers. It never answers a UE's
@@ -20,11 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* app_id of a stored delivery report (an IMDN): a UE's appId cannot start with a control
- * character. Its payload is "delivSt" or "delivSt failureCause". */
-#define DELIVERY_IMDN_APP                                                                          \
-  "\x1f"                                                                                           \
-  "IMDN"
+/* app_id of a stored delivery report (an IMDN), the store's (store.h): its payload is
+ * "delivSt" or "delivSt failureCause". */
+#define DELIVERY_IMDN_APP M5_STORE_REPORT_APP
 
 typedef struct delivery delivery_t;
 
@@ -32,7 +31,9 @@ typedef struct {
   unsigned worker;
   router_t *router;
   m5_store_t *store;
-  int64_t max_ttl_s;         /* expiry of a stored failure report; 0 = 86400 */
+  int64_t max_ttl_s;         /* longest time a message is kept; 0 = 86400 */
+  int64_t in_flight_max_ms;  /* a delivery pushed at once whose outcome the store did not record
+                                (a failed conclusion) is queued again after this; 0 = 300000 */
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* store jobs outstanding; beyond, an attempt waits for the back-off
                                 timer; 0 = 8192 */
@@ -56,7 +57,8 @@ int delivery_session_opened(delivery_t *d, ue_session_t *s);
 /* Session sid registered as ue_svc_id: it becomes the target of pushes to that UE, and what was
  * stored for it goes out now. */
 void delivery_registered(delivery_t *d, uint64_t sid, const char *ue_svc_id);
-/* Session sid deregistered: no more pushes to it. */
+/* Session sid deregistered: no more pushes to it; those queued on it and not sent yet go back
+ * to the store, pending. */
 void delivery_deregistered(delivery_t *d, uint64_t sid);
 /* The registered UE of session sid sent something: what was stored for it goes out (looked for
  * at most every few seconds). */

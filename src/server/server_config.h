@@ -48,6 +48,10 @@ typedef struct {
   int64_t store_max_total;
   int64_t store_dedup_window_s;
   int64_t store_max_ttl_s;
+  int64_t store_max_msgs_per_originator, store_max_bytes_per_originator;
+  int64_t store_max_per_recipient_per_originator;
+  int64_t store_max_reports_per_recipient;
+  int64_t store_in_flight_max_s;
   int64_t workers;
   int64_t coap_max_body;
   int64_t coap_nstart;

@@ -164,6 +164,7 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                       .reg_lifetime_s = cfg->reg_lifetime_s,
                       .store = run->store,
                       .max_ttl_s = cfg->store_max_ttl_s,
+                      .in_flight_max_ms = cfg->store_in_flight_max_s * 1000,
                       .tls_cert = cfg->tls_cert,
                       .tls_key = cfg->tls_key,
                       .tls_ca = cfg->tls_ca,

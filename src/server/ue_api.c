@@ -213,6 +213,11 @@ static void done_accept(accept_t *j) {
             sj->msg.ori.addr, sj->msg.dest.addr);
     answer_ack(j, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
     return;
+  case M5_STORE_ORIGINATOR_QUOTA:
+    M5_LOGI(DOM, "%s %s from %s: the sender has its quota of stored messages", what,
+            sj->msg.msg_id, sj->msg.ori.addr);
+    answer_ack(j, "DELY_FAILED", M5_CAUSE_ORIGINATOR_QUOTA);
+    return;
   case M5_STORE_STORE_FULL:
     M5_LOGW(DOM, "%s %s from %s: the message store is full (store.max_total)", what, sj->msg.msg_id,
             sj->msg.ori.addr);
@@ -700,6 +705,7 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
                            .router = api->opts.router,
                            .store = api->opts.store,
                            .max_ttl_s = api->opts.max_ttl_s,
+                           .in_flight_max_ms = api->opts.in_flight_max_ms,
                            .timers = api->opts.timers,
                            .max_store_inflight = api->opts.max_store_inflight};
   api->dl = delivery_new(loop, &dopts);

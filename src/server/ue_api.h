@@ -34,6 +34,7 @@ typedef struct {
   size_t inbox_cap;          /* messages from other workers waiting; 0 = 16384 */
   m5_store_t *store;         /* the message store (every MSG and IMDN is accepted into it) */
   int64_t max_ttl_s;         /* caps exprTime; the expiry of a message without one; 0 = 86400 */
+  int64_t in_flight_max_ms;  /* delivery's (delivery.h); 0 = 300000 */
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
   const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */

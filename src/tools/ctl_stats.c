@@ -23,6 +23,8 @@ static const struct {
     {"messagesFailed", NULL, "msgin5g_messages_failed_total"},
     {"messagesRefused", "queueFull", "msgin5g_messages_refused_total{reason=\"queue_full\"}"},
     {"messagesRefused", "storeFull", "msgin5g_messages_refused_total{reason=\"store_full\"}"},
+    {"messagesRefused", "originatorQuota",
+     "msgin5g_messages_refused_total{reason=\"originator_quota\"}"},
     {"duplicates", NULL, "msgin5g_duplicates_total"},
     {"sessions", "dtls", "msgin5g_sessions{transport=\"dtls\"}"},
     {"sessions", "tls", "msgin5g_sessions{transport=\"tls\"}"},
@@ -39,6 +41,9 @@ static const struct {
      "msgin5g_akma_refused_total{reason=\"fetches_per_prefix\"}"},
     {"akmaRefused", "unknownAkidRate", "msgin5g_akma_refused_total{reason=\"unknown_akid_rate\"}"},
     {"akmaRefused", "sourceTableFull", "msgin5g_akma_refused_total{reason=\"source_table_full\"}"},
+    {"reportsDropped", NULL, "msgin5g_reports_dropped_total"},
+    {"deliveriesRequeued", NULL, "msgin5g_deliveries_requeued_total"},
+    {"storeSynchronous", NULL, "msgin5g_store_synchronous"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

@@ -44,6 +44,9 @@ and waits for its answer, which the next `expect` checks):
                                to=UE (destAddr.addr), msgid=ID, payload=B64, answer=CODE (answer
                                with that code instead, no body), and KEY=VALUE as for expect.
                                Prints "RECV <body>" on one line.
+  hold                         wait for a server-pushed request and do not answer it yet (it
+                               keeps its slot of NSTART / the window); prints "HELD <body>"
+  answer-held                  answer the held request 2.04 with a MSGRESP
   sleep:S                      pause S seconds (pushed requests are still answered)
   quiet:S                      S seconds in which no request may be pushed to us
 
@@ -582,6 +585,7 @@ def parse_json_object(payload):
 
 def run_steps(ch, steps, timeout):
     last = None  # (kind, request body obj, answer Msg)
+    held = None  # a pushed request not answered yet (hold)
     for step in steps:
         kind, _, rest = step.partition(":")
         if kind in ("reg", "dereg"):
@@ -682,6 +686,16 @@ def run_steps(ch, steps, timeout):
                                                  "msgId": obj.get("msgId", "")}))
             else:
                 ch.answer(m, answer_code, b"")
+        elif kind == "hold":
+            m = ch.wait_pushed(timeout)
+            if m is None:
+                fail("no request pushed by the server within %gs" % timeout)
+            print("HELD " + m.payload.decode("utf-8", "replace"), flush=True)
+            held = m
+        elif kind == "answer-held":
+            obj = parse_json_object(held.payload) or {}
+            ch.answer(held, code("2.04"), jbody({"msgType": "MSGRESP",
+                                                 "msgId": obj.get("msgId", "")}))
         elif kind in ("sleep", "quiet"):
             end = time.monotonic() + float(rest)
             while True:

@@ -38,7 +38,7 @@ grep -q '"IMDN")' "$RAW" || fail "cannot adapt coap_raw.py to IMDN"
 
 make_pki
 start_aanf
-start_m5s "store: {max_per_recipient: 3}"
+start_m5s "store: {max_per_recipient: 3, max_per_recipient_per_originator: 3}"
 setup_ue ue1 "$SUPI1" "$KAUSF1"
 setup_ue ue2 "$SUPI2" "$KAUSF2"
 setup_ue ue3 "$SUPI3" "$KAUSF3"
@@ -126,7 +126,7 @@ echo "ok: queue cap"
 
 # ---- a restart keeps what was accepted ---------------------------------------------------------
 stop_m5s
-start_m5s "store: {max_per_recipient: 3}"
+start_m5s "store: {max_per_recipient: 3, max_per_recipient_per_originator: 3}"
 listen ue3 4 6 cap-listen.out
 got=$(listen_ids cap-listen.out | tr '\n' ' ')
 [[ $got == "q-1 q-2 q-3 " ]] || m5s_fail "ue3 after the restart: got '$got', want 'q-1 q-2 q-3 '"
@@ -134,7 +134,7 @@ echo "ok: stored messages survive a restart"
 
 # ---- a full store is overload: 5.03 with Max-Age, nothing kept -------------------------------
 stop_m5s
-start_m5s "store: {max_per_recipient: 3, max_total: 2}"
+start_m5s "store: {max_per_recipient: 3, max_per_recipient_per_originator: 3, max_total: 2}"
 raw ue1 full.out reg:ue1 expect:2.01\|2.04 \
   "json:$(msg full-1 ue3 "$SF")" "expect:2.04:status=DELY_STORED" \
   "json:$(msg full-2 ue3 "$SF")" "expect:2.04:status=DELY_STORED" \
@@ -150,7 +150,7 @@ got=$(listen_ids full-listen.out | tr '\n' ' ')
 raw ue1 full2.out reg:ue1 expect:2.01\|2.04 \
   "json:$(msg full-3 ue3 "$SF")" "expect:2.04:status=DELY_STORED"
 stop_m5s
-start_m5s "store: {max_per_recipient: 3}"
+start_m5s "store: {max_per_recipient: 3, max_per_recipient_per_originator: 3}"
 listen ue3 1 6 full-listen2.out
 [[ $(listen_ids full-listen2.out) == full-3 ]] || m5s_fail "full-3 did not reach ue3: $(cat full-listen2.out)"
 echo "ok: a full store answers 5.03 with Max-Age and keeps nothing"

@@ -2,7 +2,8 @@
 # Integration: the m5s management figures (docs/admin-api.md "Metrics and stats", issue 4):
 #  - GET /metrics is Prometheus text 0.0.4: every line a `# HELP`/`# TYPE` comment or a sample
 #    `name{labels} number`, each metric TYPEd before its samples, every figure of the issue
-#    present (refused by reason, sessions by transport); other methods get 405;
+#    present (refused by reason, sessions by transport); other methods get 405; the store runs
+#    with synchronous=FULL as read back from SQLite (msgin5g_store_synchronous 2);
 #  - GET /admin/v1/stats gives the same figures as JSON, and `m5ctl stats` prints exactly the
 #    /metrics sample names with the JSON's values; m5ctl's usage errors exit 2, an unreachable
 #    admin port exits 1;
@@ -65,6 +66,10 @@ want = {
     "msgin5g_messages_failed_total": "counter",
     'msgin5g_messages_refused_total{reason="queue_full"}': "counter",
     'msgin5g_messages_refused_total{reason="store_full"}': "counter",
+    'msgin5g_messages_refused_total{reason="originator_quota"}': "counter",
+    "msgin5g_reports_dropped_total": "counter",
+    "msgin5g_deliveries_requeued_total": "counter",
+    "msgin5g_store_synchronous": "gauge",
     "msgin5g_duplicates_total": "counter",
     'msgin5g_sessions{transport="dtls"}': "gauge",
     'msgin5g_sessions{transport="tls"}': "gauge",
@@ -119,6 +124,10 @@ paths = {
     "msgin5g_messages_failed_total": ("messagesFailed",),
     'msgin5g_messages_refused_total{reason="queue_full"}': ("messagesRefused", "queueFull"),
     'msgin5g_messages_refused_total{reason="store_full"}': ("messagesRefused", "storeFull"),
+    'msgin5g_messages_refused_total{reason="originator_quota"}': ("messagesRefused", "originatorQuota"),
+    "msgin5g_reports_dropped_total": ("reportsDropped",),
+    "msgin5g_deliveries_requeued_total": ("deliveriesRequeued",),
+    "msgin5g_store_synchronous": ("storeSynchronous",),
     "msgin5g_duplicates_total": ("duplicates",),
     'msgin5g_sessions{transport="dtls"}': ("sessions", "dtls"),
     'msgin5g_sessions{transport="tls"}': ("sessions", "tls"),
@@ -144,6 +153,9 @@ EOF2
 
 snapshot before
 check_snapshot before
+# the store commits with synchronous=FULL (read back from SQLite), so an ack survives a power loss
+grep -qx 'msgin5g_store_synchronous 2' before.metrics ||
+  m5s_fail "the store does not run with synchronous=FULL: $(grep synchronous before.metrics)"
 
 # ---- one message with every delivery option, and its report -----------------------------------
 m5c_listen_bg ue2 dtls listen2.out 1 30

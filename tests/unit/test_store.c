@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -371,6 +372,7 @@ static void test_queue_cap(void **state) {
   m5_store_opts_t o;
   default_opts(&o);
   o.max_per_recipient = 2;
+  o.max_per_recipient_per_originator = 2; /* one sender fills the queue here */
   m5_store_t *s = open_store(&o);
   uint64_t id1;
   assert_int_equal(accept1(f, s, "ue1", "m1", M5_PRIO_MIDDLE, "ue2", &id1), M5_STORE_ACCEPTED);
@@ -465,7 +467,8 @@ static void test_expire(void **state) {
   assert_string_equal(k.items[0].msg.msg_id, "short");
   assert_int_equal(k.items[0].state, M5_DELIV_EXPIRED);
   assert_string_equal(k.items[0].failure_cause, M5_CAUSE_EXPIRED);
-  assert_true(k.items[0].msg.deliv_st_req); /* the caller sends the failure report */
+  assert_true(k.items[0].msg.deliv_st_req);
+  assert_true(k.items[0].report_id != 0); /* its failure report, written with the expiry */
   assert_string_equal(k.items[0].msg.ori.addr, "ue1");
   m5_store_job_clear(&k);
   k = (m5_store_job_t){.op = M5_STORE_EXPIRE, .now_ms = fake_now + 20000, .limit = 10};
@@ -478,7 +481,8 @@ static void test_expire(void **state) {
   m5_store_stats_t st;
   m5_store_stats(s, &st);
   assert_int_equal(st.expired, 1);
-  assert_int_equal(st.queued, 2);
+  assert_int_equal(st.queued, 3); /* "long", "never" and the report to ue1 */
+  assert_int_equal(st.reports, 1);
   m5_store_close(s);
 }
 
@@ -588,6 +592,335 @@ static void test_in_flight(void **state) {
   assert_int_equal(d.items[1].state, M5_DELIV_PENDING);
   m5_store_job_clear(&d);
   assert_int_equal(count_listed(f, s, M5_STORE_EXPIRE, later), 2);
+  m5_store_close(s);
+}
+
+/* ---- reports written with their failure (docs/store.md "Reports") ---- */
+
+/* A delivery report waiting for `to`, as DUE returns it (after a reopen: it is durable). */
+static void expect_report(fx_t *f, m5_store_t *s, const char *type, const char *to,
+                          const char *from, const char *msg_id, const char *text) {
+  m5_store_job_t d;
+  memset(&d, 0, sizeof d);
+  d.op = M5_STORE_DUE;
+  addr(&d.rcpt, type, to);
+  d.limit = 10;
+  assert_int_equal(run(f, s, &d), 0);
+  size_t found = 0;
+  for (size_t i = 0; i < d.n_items; i++) {
+    const m5_store_msg_t *m = &d.items[i].msg;
+    if (strcmp(m->app_id, M5_STORE_REPORT_APP) != 0 || strcmp(m->msg_id, msg_id) != 0) continue;
+    found++;
+    assert_string_equal(m->ori.addr, from);
+    assert_string_equal(m->dest.addr, to);
+    assert_int_equal(m->payload_len, strlen(text));
+    assert_memory_equal(m->payload, text, strlen(text));
+    assert_true(m->sto_fwd);
+  }
+  assert_int_equal(found, 1);
+  m5_store_job_clear(&d);
+}
+
+static m5_store_outcome_t accept_report_req(fx_t *f, m5_store_t *s, const char *ori_type,
+                                            const char *ori, const char *msg_id, const char *to,
+                                            int64_t expr, uint64_t *id) {
+  accept_t a;
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(&a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
+  addr(&j->msg.ori, ori_type, ori);
+  j->msg.deliv_st_req = true;
+  j->msg.expr_time = expr;
+  assert_int_equal(run(f, s, j), 0);
+  if (id) *id = a.rcpts[0].id;
+  return j->outcome;
+}
+
+/* MARK_FAILED and EXPIRE write the failure report in their own transaction: once their reply
+ * is in, a reopened store has it, for a UE and for an AS originator; a full queue of the
+ * originator does not refuse it; the reports have their own bound. */
+static void test_report_with_failure(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 1;
+  o.max_reports_per_recipient = 2;
+  m5_store_t *s = open_store(&o);
+  int64_t expr = fake_now / 1000 + 10;
+  uint64_t id1, id2;
+  assert_int_equal(accept_report_req(f, s, "UE", "ue1", "m-fail", "ue2", 0, &id1),
+                   M5_STORE_ACCEPTED);
+  assert_int_equal(accept_report_req(f, s, "AS", "as1", "m-exp", "ue3", expr, &id2),
+                   M5_STORE_ACCEPTED);
+  /* ue1's queue is full (max_per_recipient 1): its failure report still goes in */
+  assert_int_equal(accept1(f, s, "ue9", "filler", M5_PRIO_MIDDLE, "ue1", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue8", "filler2", M5_PRIO_MIDDLE, "ue1", NULL),
+                   M5_STORE_QUEUE_FULL);
+
+  m5_store_job_t k;
+  memset(&k, 0, sizeof k);
+  k.op = M5_STORE_MARK_FAILED;
+  k.id = id1;
+  snprintf(k.cause, sizeof k.cause, "%s", M5_CAUSE_UNREACHABLE);
+  k.next_attempt_ms = fake_now + 2000;
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  uint64_t rep1 = k.items[0].report_id;
+  assert_true(rep1 != 0);
+  /* what the caller pushes at once is what the store wrote */
+  m5_store_delivery_t r;
+  assert_int_equal(m5_store_report_of(&k.items[0], 0, &r), 0);
+  assert_int_equal(r.id, rep1);
+  assert_string_equal(r.rcpt.addr, "ue1");
+  assert_string_equal((const char *)r.msg.payload, "REPT_DELY_FAILED RECIPIENT_UNREACHABLE");
+  free(r.msg.payload);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_EXPIRE, .now_ms = fake_now + 10000, .limit = 10};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  assert_true(k.items[0].report_id != 0);
+  m5_store_job_clear(&k);
+  /* a report is not itself reported on, and a report expires without one */
+  m5_store_close(s);
+
+  s = open_store(&o); /* the reports were committed with the failure and the expiry */
+  expect_report(f, s, "UE", "ue1", "ue2", "m-fail", "REPT_DELY_FAILED RECIPIENT_UNREACHABLE");
+  expect_report(f, s, "AS", "as1", "ue3", "m-exp", "REPT_DELY_FAILED EXPIRED");
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.queued, 3); /* filler + the two reports */
+  assert_int_equal(pending_of(f, s, "ue1"), 1); /* the report is not in max_per_recipient's count */
+
+  /* ue1's report bound (2): a second report fits, a third is not written */
+  uint64_t id3, id4;
+  assert_int_equal(accept_report_req(f, s, "UE", "ue1", "m-3", "ue4", 0, &id3), M5_STORE_ACCEPTED);
+  assert_int_equal(accept_report_req(f, s, "UE", "ue1", "m-4", "ue5", 0, &id4), M5_STORE_ACCEPTED);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, id3, &k), 0);
+  assert_true(k.items[0].report_id != 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, id4, &k), 0);
+  assert_int_equal(k.items[0].report_id, 0);
+  m5_store_job_clear(&k);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.reports, 1);
+  assert_int_equal(st.reports_dropped, 1);
+  /* the reports are charged to no originator: ue2 can still send */
+  m5_store_close(s);
+  o.max_msgs_per_originator = 1;
+  s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue2", "after", M5_PRIO_MIDDLE, "ue7", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
+/* ---- quotas per originator ---- */
+
+static void test_originator_quota(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 2;
+  o.max_bytes_per_originator = 1000;
+  m5_store_t *s = open_store(&o);
+  uint64_t id1;
+  assert_int_equal(accept1(f, s, "ue1", "q1", M5_PRIO_MIDDLE, "ue2", &id1), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "q2", M5_PRIO_MIDDLE, "ue3", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "q3", M5_PRIO_MIDDLE, "ue2", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  /* another sender to the same recipient is unaffected */
+  assert_int_equal(accept1(f, s, "ue4", "q1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.refused_originator_quota, 1);
+  assert_int_equal(st.queued, 3);
+  /* nothing was written for q3, not even its msgId: once a body is gone it goes through */
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id1, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(accept1(f, s, "ue1", "q3", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "q4", M5_PRIO_MIDDLE, "ue2", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  /* the bytes: an AS with one large body */
+  accept_t a;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&a, "as1", "big", M5_PRIO_MIDDLE, to, 1);
+  addr(&j->msg.ori, "AS", "as1");
+  static uint8_t big[1001];
+  j->msg.payload = big;
+  j->msg.payload_len = sizeof big;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ORIGINATOR_QUOTA);
+  j = mk_accept(&a, "as1", "big", M5_PRIO_MIDDLE, to, 1);
+  addr(&j->msg.ori, "AS", "as1");
+  j->msg.payload = big;
+  j->msg.payload_len = sizeof big - 1;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  /* a DELY_FAILED ack (no recipient) stores no body and is never refused by the quota */
+  j = mk_accept(&a, "ue1", "q5", M5_PRIO_MIDDLE, NULL, 0);
+  snprintf(j->ack.status, sizeof j->ack.status, "DELY_FAILED");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  /* the use is read back from the tables at open */
+  m5_store_close(s);
+  s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "q6", M5_PRIO_MIDDLE, "ue2", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(accept1(f, s, "ue5", "q6", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
+/* One sender holds at most max_per_recipient_per_originator (by default half) of a victim's
+ * queue: beyond, ORIGINATOR_QUOTA, and the queue keeps room for the others. */
+static void test_originator_share(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 4; /* a share of 2 */
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(accept1(f, s, "bad", "s1", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "bad", "s2", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  /* the queue has 2 (= the share): now counted; "bad" is at its share */
+  assert_int_equal(accept1(f, s, "bad", "s3", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(accept1(f, s, "bad", "s3", M5_PRIO_MIDDLE, "other", NULL), M5_STORE_ACCEPTED);
+  /* a group: non-partial is refused whole, partial skips the queue of its share */
+  accept_t a;
+  const char *grp[] = {"victim", "third"};
+  m5_store_job_t *j = mk_accept(&a, "bad", "g1", M5_PRIO_MIDDLE, grp, 2);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(pending_of(f, s, "third"), 0);
+  j = mk_accept(&a, "bad", "g1", M5_PRIO_MIDDLE, grp, 2);
+  j->partial = true;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(a.rcpts[0].status, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(a.rcpts[1].status, M5_STORE_ACCEPTED);
+  /* the others still get in, up to the queue's own cap */
+  assert_int_equal(accept1(f, s, "good", "s1", M5_PRIO_MIDDLE, "victim", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "good2", "s1", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "good3", "s1", M5_PRIO_MIDDLE, "victim", NULL),
+                   M5_STORE_QUEUE_FULL);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.refused_originator_quota, 2);
+  assert_int_equal(st.refused_queue_full, 1);
+  m5_store_close(s);
+}
+
+/* ---- nothing stays in flight ---- */
+
+/* A conclusion that fails (here a trigger makes deleting an in-flight row fail, as a full disk
+ * would) leaves its delivery in flight; REQUEUE_STALE queues it again once its time has
+ * passed, without a restart, and it can then be concluded. */
+static void test_requeue_stale(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  m5_store_close(s);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TRIGGER stuck BEFORE DELETE ON deliveries"
+                                " WHEN OLD.state = 4 BEGIN SELECT RAISE(ABORT, 'stuck'); END;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  int64_t expr = fake_now / 1000 + 3600;
+  uint64_t a, b;
+  assert_int_equal(accept_in_flight(f, s, "r1", expr, &a), M5_STORE_ACCEPTED);
+  assert_int_equal(accept_in_flight(f, s, "r2", expr, &b), M5_STORE_ACCEPTED);
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a, &k), M5_EIO);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){
+      .op = M5_STORE_RESCHEDULE, .id = b, .next_attempt_ms = fake_now + 5000, .attempts = 1};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE, 0), 1); /* b; a is stuck in flight */
+  /* not yet: a's push could still be running */
+  k = (m5_store_job_t){.op = M5_STORE_REQUEUE_STALE, .now_ms = fake_now};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.pending, 0);
+  k = (m5_store_job_t){.op = M5_STORE_REQUEUE_STALE, .now_ms = fake_now + 1000};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.pending, 1); /* a only: b was concluded */
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE, 0), 2);
+  assert_int_equal(count_listed(f, s, M5_STORE_DUE_ANY, fake_now + 1000), 1);
+  k = (m5_store_job_t){.op = M5_STORE_REQUEUE_STALE, .now_ms = fake_now + 9000};
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.pending, 0); /* once */
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a, &k), 0); /* PENDING now */
+  m5_store_job_clear(&k);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.requeued, 1);
+  assert_int_equal(st.delivered, 1);
+  assert_int_equal(st.queued, 1);
+  m5_store_close(s);
+}
+
+/* ---- durability level ---- */
+
+/* SQLite's syncs of the WAL, counted by wrapping fsync/fdatasync in this program (the
+ * executable's definitions come first for libsqlite3's calls). */
+static int wal_syncs;
+
+static int is_wal_fd(int fd) {
+  char link[64], target[512];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n < 4) return 0;
+  target[n] = '\0';
+  return strcmp(target + n - 4, "-wal") == 0;
+}
+
+typedef int (*sync_fn)(int);
+
+static int counted_sync(const char *name, int fd) {
+  void *sym = dlsym(RTLD_NEXT, name);
+  sync_fn real;
+  memcpy(&real, &sym, sizeof real);
+  if (is_wal_fd(fd)) __atomic_add_fetch(&wal_syncs, 1, __ATOMIC_SEQ_CST);
+  return real ? real(fd) : -1;
+}
+
+int fsync(int fd) {
+  return counted_sync("fsync", fd);
+}
+
+int fdatasync(int fd) {
+  return counted_sync("fdatasync", fd);
+}
+
+/* The store runs with synchronous=FULL (read back from SQLite) and every commit that carries
+ * an accept syncs the WAL before the reply: a kill -9 cannot tell (the page cache survives
+ * it), so the syscalls are counted. */
+static void test_synchronous_full(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.synchronous, 2); /* FULL */
+  uint64_t commits0 = st.commits;
+  int syncs0 = __atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST);
+  for (int i = 0; i < 20; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "sync-%d", i);
+    int before = __atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST);
+    assert_int_equal(accept1(f, s, "ue1", id, M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+    /* the reply came after the sync of its commit */
+    assert_true(__atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST) > before);
+  }
+  m5_store_stats(s, &st);
+  int syncs = __atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST) - syncs0;
+  print_message("%d WAL syncs for %llu commits\n", syncs,
+                (unsigned long long)(st.commits - commits0));
+  assert_true(st.commits - commits0 == 20);
+  assert_true(syncs >= 20);
   m5_store_close(s);
 }
 
@@ -750,6 +1083,7 @@ static void child_main(int fd) {
   m5_store_opts_init(&o);
   o.path = db_path;
   o.max_per_recipient = CRASH_MAX;
+  o.max_per_recipient_per_originator = CRASH_MAX;
   char err[512];
   child.s = m5_store_open(&o, err, sizeof err);
   child.fd = fd;
@@ -808,6 +1142,7 @@ static void test_crash_durability(void **state) {
   m5_store_opts_init(&o);
   o.path = db_path;
   o.max_per_recipient = CRASH_MAX;
+  o.max_per_recipient_per_originator = CRASH_MAX;
   m5_store_t *s = open_store(&o);
   static unsigned char seen[CRASH_MAX];
   memset(seen, 0, sizeof seen);
@@ -929,6 +1264,7 @@ static void test_schema_1_upgraded(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "ALTER TABLE messages DROP COLUMN kind;" /* schema 3's */
                                 "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
                                 "PRAGMA user_version = 1;",
                                 NULL, NULL, NULL),
@@ -942,8 +1278,15 @@ static void test_schema_1_upgraded(void **state) {
   assert_int_equal(j.n_items, 1);
   assert_int_equal(j.items[0].id, id);
   m5_store_job_clear(&j);
+  /* the old message is the sender's (schema 3's quota counts it) */
+  m5_store_opts_t q = o;
+  q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 2);
+  assert_int_equal(user_version(), 3);
+  s = open_store(&q);
+  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_close(s);
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
   assert_int_equal(sqlite3_prepare_v2(db,
@@ -1012,6 +1355,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_expire, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_report_with_failure, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_originator_quota, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_originator_share, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),

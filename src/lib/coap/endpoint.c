@@ -390,6 +390,18 @@ void ep_kick(m5_coap_ep_t *ep) {
   ep->kick = m5_loop_timer_add(ep->loop, 0, kick_fire, ep);
 }
 
+size_t m5_coap_ep_cancel_queued(m5_coap_ep_t *ep, int status) {
+  if (!ep || ep->dead) return 0;
+  size_t n = 0;
+  ep_enter(ep); /* the callbacks may call back in */
+  while (ep->queue && !ep->dead) {
+    out_complete(ep, ep->queue, status, NULL, NULL, 0);
+    n++;
+  }
+  ep_leave(ep);
+  return n;
+}
+
 int m5_coap_ep_request(m5_coap_ep_t *ep, uint8_t method, const char *path, int format,
                        const uint8_t *body, size_t len, m5_coap_resp_fn cb, void *arg) {
   if (!ep || !path || !cb || (len && !body) || method < 1 || method > 31 || format > 65535)

@@ -96,6 +96,12 @@ typedef void (*m5_coap_resp_fn)(void *arg, int status, const m5_coap_msg_t *resp
 int m5_coap_ep_request(m5_coap_ep_t *ep, uint8_t method, const char *path, int format,
                        const uint8_t *body, size_t len, m5_coap_resp_fn cb, void *arg);
 
+/* Completes every outgoing request still queued (not sent yet: beyond NSTART / the window)
+ * with status, callbacks run from inside this call; those sent are left to finish. Returns
+ * how many. For a peer that may no longer receive what was queued for it (a UE that
+ * deregistered). */
+size_t m5_coap_ep_cancel_queued(m5_coap_ep_t *ep, int status);
+
 /* Outstanding + queued outgoing requests, and incoming requests not answered yet. */
 size_t m5_coap_ep_pending(const m5_coap_ep_t *ep);
 /* Stream: the peer's Max-Message-Size from its CSM (before it arrives: 1152, RFC 8323). */

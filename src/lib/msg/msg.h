@@ -107,6 +107,7 @@ const char *m5_msg_prio_name(m5_msg_prio_t p);
 #define M5_CAUSE_NOT_AUTHORIZED "NOT_AUTHORIZED"
 #define M5_CAUSE_EXPIRED "EXPIRED"
 #define M5_CAUSE_QUEUE_FULL "QUEUE_FULL"
+#define M5_CAUSE_ORIGINATOR_QUOTA "ORIGINATOR_QUOTA" /* the sender has too much stored */
 #define M5_CAUSE_REJECTED "REJECTED_BY_RECIPIENT" /* an AS answered 4xx */
 
 #endif

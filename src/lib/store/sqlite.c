@@ -1,5 +1,6 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
- * thread with group commit. What each job does is in sqlite_ops.c.
+ * thread with group commit. What each job does is in sqlite_ops.c; the in-memory figures
+ * (queues, quotas, the in-flight set) in sqlite_counts.c.
  *
  * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
  * that returned survives a crash and a power loss. One connection on one thread (a
@@ -30,7 +31,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -66,12 +67,25 @@ static const char schema[] =
     " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
     "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
     "PRAGMA user_version = 2;";
+/* A new store is created as schema 2 and upgraded by the same steps as an old one. */
 
 /* From version 1: the dedup index on (ori, bucket) is gone. Dropping an originator's bucket
  * reads its entries through the primary key (at most dedup_max_per_sender, once a bucket),
  * while the index cost a scattered B-tree write for every message. */
 static const char migrate_1_to_2[] = "DROP INDEX IF EXISTS dedup_sender_bucket;"
                                      "PRAGMA user_version = 2;";
+
+/* ---- schema 3 (issue 9: reports written with their failure, quotas per originator) ----
+ * messages.kind: SQ_KIND_MSG (0) for what was ACCEPTed, charged to its originator's quota;
+ * SQ_KIND_REPORT (1) for a failure/expiry report the store wrote itself in the transaction
+ * of the failure, counted against the recipient's max_reports_per_recipient instead of
+ * max_per_recipient and charged to nobody. Existing rows are messages (0). */
+static const char migrate_2_to_3[] = "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL"
+                                     " DEFAULT 0;"
+                                     "PRAGMA user_version = 3;";
+
+/* Upgrades, in order: migrations[v] takes schema v to v + 1. */
+static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -89,17 +103,19 @@ static const char *const sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
     [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
                       " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
-                      " first_dlv, n_dlv, payload) VALUES"
-                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                      " first_dlv, n_dlv, payload, kind) VALUES"
+                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+                      " ?17)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
                       " expr_time, attempts, next_attempt_ms, cause) VALUES"
                       " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '')",
-    /* DLV_COLS with the payload left out (NULL): what a final state needs. */
+    /* DLV_COLS with the payload left out (NULL): what a final state needs, and the message's
+     * kind and payload length (for the quota; length() of a blob does not read it). */
     [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
                    " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
-                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv" DLV_FROM
-                   " WHERE d.id = ?1",
+                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, m.kind,"
+                   " length(m.payload)" DLV_FROM " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
@@ -123,6 +139,12 @@ static const char *const sql[ST_COUNT] = {
     [ST_DBKT_DEC] = "UPDATE dedup_buckets SET n = n - 1 WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
     [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
+    [ST_REQUEUE] = "UPDATE deliveries SET state = 0 WHERE id = ?1 AND state = 4",
+    /* An originator's share of one recipient's queue (the queue index; in-flight rows are
+     * pushed now, not waiting, and left out). */
+    [ST_ORI_SHARE] = "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg"
+                     " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2 AND d.state = 0"
+                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = 0",
 };
 
 void m5_store_process_init(void) {
@@ -152,98 +174,6 @@ int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
   return rc == SQLITE_DONE ? 0 : M5_EIO;
 }
 
-/* ---- PENDING counts per recipient (key: type NUL addr) ---- */
-
-static size_t pending_key(const m5_msg_addr_t *a, char *key, size_t keylen) {
-  size_t t = strnlen(a->type, sizeof a->type), n = strnlen(a->addr, sizeof a->addr);
-  if (t + 1 + n > keylen) return 0;
-  memcpy(key, a->type, t);
-  key[t] = '\0';
-  memcpy(key + t + 1, a->addr, n);
-  return t + 1 + n;
-}
-
-uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a) {
-  char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, key, sizeof key);
-  const uint64_t *n = klen ? m5_hmap_get(s->pending, key, klen) : NULL;
-  return n ? *n : 0;
-}
-
-int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta) {
-  char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, key, sizeof key);
-  if (!klen) return M5_EINVAL;
-  uint64_t *n = m5_hmap_get(s->pending, key, klen);
-  if (!n) {
-    if (delta <= 0) return 0;
-    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
-    if (m5_hmap_put(s->pending, key, klen, n, NULL) != 0) {
-      free(n);
-      return M5_ENOMEM;
-    }
-  }
-  if (delta < 0 && (uint64_t)-delta >= *n) {
-    free(m5_hmap_del(s->pending, key, klen));
-    return 0;
-  }
-  *n = (uint64_t)((int64_t)*n + delta);
-  return 0;
-}
-
-static void free_val(void *v) {
-  free(v);
-}
-
-/* (Re)builds the counts from the tables: at open, and after a batch that failed half-way. */
-static int load_counts(sq_t *s) {
-  m5_hmap_t *fresh = m5_hmap_new();
-  if (!fresh) return M5_ENOMEM;
-  m5_hmap_t *old = s->pending;
-  s->pending = fresh;
-  s->queued = 0;
-  sqlite3_stmt *st = NULL;
-  int rc = M5_EIO;
-  if (sqlite3_prepare_v2(s->db,
-                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries"
-                         " WHERE state IN (0, 4) GROUP BY rcpt_addr, rcpt_type",
-                         -1, &st, NULL) != SQLITE_OK)
-    goto out;
-  int r;
-  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-    m5_msg_addr_t a = {0};
-    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
-    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
-    int64_t n = sqlite3_column_int64(st, 2);
-    if (sq_pending_add(s, &a, n) != 0) {
-      rc = M5_ENOMEM;
-      goto out;
-    }
-    s->queued += (uint64_t)n;
-  }
-  if (r != SQLITE_DONE) goto out;
-  sqlite3_finalize(st);
-  st = NULL;
-  if (sqlite3_prepare_v2(s->db,
-                         "SELECT count(*), (SELECT coalesce(max(id), 0) FROM deliveries)"
-                         ", coalesce(max(id), 0) FROM messages",
-                         -1, &st, NULL) != SQLITE_OK ||
-      sqlite3_step(st) != SQLITE_ROW)
-    goto out;
-  s->messages = (uint64_t)sqlite3_column_int64(st, 0);
-  uint64_t max_dlv = (uint64_t)sqlite3_column_int64(st, 1);
-  uint64_t max_msg = (uint64_t)sqlite3_column_int64(st, 2);
-  /* Ids only grow (a rolled-back batch leaves a gap): arrival order is id order. */
-  if (s->next_dlv_id <= max_dlv) s->next_dlv_id = max_dlv + 1;
-  if (s->next_msg_id <= max_msg) s->next_msg_id = max_msg + 1;
-  rc = 0;
-out:
-  if (rc != 0) sq_log_error(s, "loading the queue counts");
-  sqlite3_finalize(st);
-  if (old) m5_hmap_free(old, free_val);
-  return rc;
-}
-
 /* ---- the writer thread ---- */
 
 static int exec_st(sq_t *s, int which) {
@@ -268,6 +198,10 @@ static void publish(sq_t *s, size_t jobs, int committed) {
   t->duplicates += d->duplicates;
   t->refused_queue_full += d->refused_queue_full;
   t->refused_store_full += d->refused_store_full;
+  t->reports += d->reports;
+  t->reports_dropped += d->reports_dropped;
+  t->refused_originator_quota += d->refused_originator_quota;
+  t->requeued += d->requeued;
   pthread_mutex_unlock(&s->stats_lock);
 }
 
@@ -279,6 +213,10 @@ static void merge(sq_delta_t *into, const sq_delta_t *d) {
   into->duplicates += d->duplicates;
   into->refused_queue_full += d->refused_queue_full;
   into->refused_store_full += d->refused_store_full;
+  into->reports += d->reports;
+  into->reports_dropped += d->reports_dropped;
+  into->refused_originator_quota += d->refused_originator_quota;
+  into->requeued += d->requeued;
 }
 
 static void fail_all(m5_store_job_t **batch, size_t n) {
@@ -335,7 +273,7 @@ static void forget_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
   s->swept_bucket = -1;
   sq_dbkt_forget(s);
   s->counts_dirty = 1;
-  if (load_counts(s) == 0) s->counts_dirty = 0;
+  if (sq_load_counts(s) == 0) s->counts_dirty = 0;
 }
 
 static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
@@ -366,7 +304,7 @@ static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
     memset(&s->batch_delta, 0, sizeof s->batch_delta);
     s->counts_dirty = 1;
   }
-  if (s->counts_dirty && load_counts(s) == 0) s->counts_dirty = 0;
+  if (s->counts_dirty && sq_load_counts(s) == 0) s->counts_dirty = 0;
   uint64_t commit_no = 0;
   if (committed && wrote) {
     pthread_mutex_lock(&s->stats_lock);
@@ -439,7 +377,9 @@ static void sq_free(sq_t *s) {
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
   if (s->db) sqlite3_close(s->db);
-  if (s->pending) m5_hmap_free(s->pending, free_val);
+  if (s->pending) m5_hmap_free(s->pending, free);
+  if (s->oris) m5_hmap_free(s->oris, free);
+  if (s->inflight) m5_hmap_free(s->inflight, NULL);
   sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
@@ -499,6 +439,23 @@ static const char speed_pragmas[] = "PRAGMA locking_mode=EXCLUSIVE;"
                                     "PRAGMA cache_size=-65536;"
                                     "PRAGMA wal_autocheckpoint=8192;";
 
+/* Upgrades schema `from` to SQ_SCHEMA_VERSION in one transaction (all steps or none). */
+static int upgrade(sq_t *s, long from, char *err, size_t errlen) {
+  char *msg = NULL;
+  int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+  for (long v = from; rc == SQLITE_OK && v < SQ_SCHEMA_VERSION; v++)
+    rc = sqlite3_exec(s->db, migrations[v], NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "store %s: cannot upgrade schema %ld to %d: %s", s->path, from,
+             SQ_SCHEMA_VERSION, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return M5_EIO;
+  }
+  return 0;
+}
+
 static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   char v[256];
   char *perr = NULL;
@@ -520,6 +477,13 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
     open_error(s, rc, "PRAGMA synchronous", err, errlen);
     return M5_EIO;
   }
+  /* What SQLite will really do (a build or a pragma elsewhere could differ): reported in the
+   * stats and the log, and tested. */
+  if (pragma_text(s, "PRAGMA synchronous", v, sizeof v, err, errlen) != 0) return M5_EIO;
+  s->stats.synchronous = (uint64_t)strtoul(v, NULL, 10);
+  static const char *const levels[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+  M5_LOGI(SQ_DOM, "%s: WAL, synchronous=%s", s->path,
+          s->stats.synchronous < 4 ? levels[s->stats.synchronous] : v);
   if (pragma_text(s, "PRAGMA quick_check", v, sizeof v, err, errlen) != 0) return M5_EIO;
   if (strcmp(v, "ok") != 0) {
     snprintf(err, errlen, "store %s is corrupt (quick_check: %s); %s", s->path, v, fix_hint);
@@ -527,20 +491,8 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   }
   if (pragma_text(s, "PRAGMA user_version", v, sizeof v, err, errlen) != 0) return M5_EIO;
   long version = strtol(v, NULL, 10);
+  if (version >= 1 && version < SQ_SCHEMA_VERSION) return upgrade(s, version, err, errlen);
   if (version == SQ_SCHEMA_VERSION) return 0;
-  if (version == 1) {
-    rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-      snprintf(err, errlen, "store %s: cannot upgrade schema 1 to 2: %s", s->path,
-               msg ? msg : "?");
-      sqlite3_free(msg);
-      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-      return M5_EIO;
-    }
-    return 0;
-  }
   if (version != 0) {
     snprintf(err, errlen,
              "store %s has schema version %ld; this build reads version %d (a newer m5s "
@@ -564,7 +516,7 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return M5_EIO;
   }
-  return 0;
+  return upgrade(s, 2, err, errlen);
 }
 
 /* A missing file becomes a new store; an existing empty one is refused, because a store
@@ -598,10 +550,12 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   }
   if (o->queue_cap == 0 || o->max_per_recipient == 0 || o->max_queued == 0 ||
       o->dedup_window_ms <= 0 || o->dedup_buckets == 0 || o->dedup_buckets > 60 ||
-      o->dedup_max_per_sender == 0) {
+      o->dedup_max_per_sender == 0 || o->max_msgs_per_originator == 0 ||
+      o->max_bytes_per_originator == 0 || o->max_reports_per_recipient == 0 ||
+      o->report_ttl_s <= 0) {
     snprintf(err, errlen,
-             "store: limits must be positive (queue, caps, dedup window) and dedup buckets "
-             "at most 60");
+             "store: limits must be positive (queue, caps, quotas, dedup window, report TTL) and "
+             "dedup buckets at most 60");
     return NULL;
   }
   sq_t *s = calloc(1, sizeof *s);
@@ -615,6 +569,9 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   s->o = *o;
   snprintf(s->path, sizeof s->path, "%s", o->path);
   s->o.path = s->path;
+  if (!s->o.max_per_recipient_per_originator)
+    s->o.max_per_recipient_per_originator =
+        o->max_per_recipient / 2 ? o->max_per_recipient / 2 : 1;
   s->bucket_ms = o->dedup_window_ms / (int64_t)o->dedup_buckets;
   if (s->bucket_ms < 1) s->bucket_ms = 1;
   s->swept_bucket = -1;
@@ -647,7 +604,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
     sqlite3_free(uerr);
     goto fail;
   }
-  if (load_counts(s) != 0) {
+  if (sq_load_counts(s) != 0) {
     snprintf(err, errlen, "store %s: cannot load the queues: %s", s->path, sqlite3_errmsg(s->db));
     goto fail;
   }

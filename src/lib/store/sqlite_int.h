@@ -1,5 +1,6 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
- * commit) and sqlite_ops.c (what each job does inside the batch's transaction). Everything
+ * commit), sqlite_ops.c (what each job does inside the batch's transaction) and
+ * sqlite_counts.c (the in-memory figures). Everything
  * below "writer thread only" is touched by the store's thread alone (and by open, before
  * that thread exists). */
 #ifndef M5_STORE_SQLITE_INT_H
@@ -20,6 +21,10 @@
  * accept (m5_store_rcpt_t.in_flight), so outside the partial indexes on state = 0. Read back
  * as M5_DELIV_PENDING; reopening the store turns it into 0. */
 #define SQ_STATE_IN_FLIGHT 4
+
+/* messages.kind (schema 3): what accepted it, and so what bounds it. */
+#define SQ_KIND_MSG 0    /* ACCEPTed from a UE or an AS: charged to its originator */
+#define SQ_KIND_REPORT 1 /* a failure/expiry report the store wrote: max_reports_per_recipient */
 
 enum {
   ST_BEGIN,
@@ -48,6 +53,8 @@ enum {
   ST_DBKT_DEC,
   ST_DBKT_DEL,
   ST_DBKT_STALE,
+  ST_REQUEUE,
+  ST_ORI_SHARE,
   ST_COUNT
 };
 
@@ -55,7 +62,13 @@ enum {
 typedef struct {
   uint64_t accepted, delivered, failed, expired, duplicates;
   uint64_t refused_queue_full, refused_store_full;
+  uint64_t reports, reports_dropped, refused_originator_quota, requeued;
 } sq_delta_t;
+
+/* What an originator has stored (message bodies of kind SQ_KIND_MSG). */
+typedef struct {
+  uint64_t msgs, bytes;
+} sq_ori_t;
 
 typedef struct {
   m5_store_t base;
@@ -70,7 +83,9 @@ typedef struct {
   m5_store_job_t *head, *tail;
 
   /* ---- writer thread only ---- */
-  m5_hmap_t *pending; /* recipient key -> uint64_t * PENDING deliveries */
+  m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
+  m5_hmap_t *oris;    /* originator key -> sq_ori_t: its quota use */
+  m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
   uint64_t queued, messages;
   uint64_t next_msg_id, next_dlv_id;
   int64_t bucket_ms;
@@ -88,9 +103,18 @@ typedef struct {
 int64_t sq_now_ms(sq_t *s);
 int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what); /* resets the statement */
 void sq_log_error(sq_t *s, const char *what);
-/* The in-memory PENDING count per recipient. */
-uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a);
-int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta);
+/* The in-memory PENDING count per recipient, for deliveries of messages of kind SQ_KIND_*
+ * (each kind has its own bound). */
+uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind);
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
+/* The in-memory quota use of an originator. */
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a);
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes);
+/* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
+void sq_inflight_del(sq_t *s, uint64_t id);
+/* Rebuilds all three from the tables (0, or M5_EIO / M5_ENOMEM with counts_dirty kept). */
+int sq_load_counts(sq_t *s);
 
 /* sqlite_ops.c: one job inside the open transaction (status in job->status). */
 void sq_run_op(sq_t *s, m5_store_job_t *job);

@@ -43,6 +43,8 @@ static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
 /* Message bookkeeping of a delivery row, for the transition to a final state. */
 typedef struct {
   int64_t msg, open, first, n;
+  int kind;     /* SQ_KIND_* (ST_DLV_GET only) */
+  int64_t plen; /* payload length (ST_DLV_GET only) */
 } row_msg_t;
 
 /* Reads one row of DLV_COLS (sqlite.c) into d (payload copied). */
@@ -341,9 +343,8 @@ static int accept_valid(const m5_store_job_t *job) {
   return 1;
 }
 
-static int insert_message(sq_t *s, m5_store_job_t *job, uint64_t msg_id, uint64_t first,
-                          uint64_t n) {
-  const m5_store_msg_t *m = &job->msg;
+static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t msg_id,
+                          uint64_t first, uint64_t n) {
   sqlite3_stmt *st = s->st[ST_MSG_INSERT];
   sqlite3_bind_int64(st, 1, (int64_t)msg_id);
   BIND_STR(st, 2, m->ori.type);
@@ -362,7 +363,25 @@ static int insert_message(sq_t *s, m5_store_job_t *job, uint64_t msg_id, uint64_
   sqlite3_bind_int64(st, 15, (int64_t)n);
   sqlite3_bind_blob(st, 16, m->payload ? (const void *)m->payload : "", (int)m->payload_len,
                     SQLITE_STATIC);
+  sqlite3_bind_int(st, 17, kind);
   return sq_step_done(s, st, "storing a message");
+}
+
+/* How many PENDING deliveries of messages from ori wait in rcpt's queue. */
+static int ori_share(sq_t *s, const m5_msg_addr_t *ori, const m5_msg_addr_t *rcpt,
+                     uint64_t *n) {
+  sqlite3_stmt *st = s->st[ST_ORI_SHARE];
+  BIND_STR(st, 1, rcpt->addr);
+  BIND_STR(st, 2, rcpt->type);
+  BIND_STR(st, 3, ori->addr);
+  BIND_STR(st, 4, ori->type);
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW) *n = (uint64_t)sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (r == SQLITE_ROW) return 0;
+  sq_log_error(s, "counting an originator's share of a queue");
+  return M5_EIO;
 }
 
 static int do_accept(sq_t *s, m5_store_job_t *job) {
@@ -383,31 +402,55 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       return 0;
     }
   }
+  /* The originator's quota: what it has stored, plus this body. Checked before the global
+   * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
+  if (job->n_rcpts) {
+    sq_ori_t use = sq_ori_get(s, &job->msg.ori);
+    if (use.msgs + 1 > s->o.max_msgs_per_originator ||
+        use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
+      job->outcome = M5_STORE_ORIGINATOR_QUOTA;
+      s->job_delta.refused_originator_quota++;
+      return 0;
+    }
+  }
   if (s->queued + job->n_rcpts > s->o.max_queued) {
     job->outcome = M5_STORE_STORE_FULL;
     s->job_delta.refused_store_full++;
     return 0;
   }
-  /* The cap counts each queue as it was before this message. */
-  size_t stored = 0, full = 0;
+  /* The cap counts each queue as it was before this message; so does the originator's share
+   * of it, read only for a queue that could hold that many. */
+  size_t stored = 0, full = 0, over = 0;
   for (size_t i = 0; i < job->n_rcpts; i++) {
-    if (sq_pending_get(s, &job->rcpts[i].addr) >= s->o.max_per_recipient) {
+    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, SQ_KIND_MSG), share = 0;
+    if (q < s->o.max_per_recipient && q >= s->o.max_per_recipient_per_originator) {
+      int rc = ori_share(s, &job->msg.ori, &job->rcpts[i].addr, &share);
+      if (rc != 0) return rc;
+    }
+    if (q >= s->o.max_per_recipient) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       full++;
+    } else if (share >= s->o.max_per_recipient_per_originator) {
+      job->rcpts[i].status = M5_STORE_ORIGINATOR_QUOTA;
+      full++;
+      over++;
     } else {
       stored++;
     }
   }
   if (full && (!job->partial || stored == 0)) {
-    job->outcome = M5_STORE_QUEUE_FULL;
-    s->job_delta.refused_queue_full++;
+    job->outcome = over ? M5_STORE_ORIGINATOR_QUOTA : M5_STORE_QUEUE_FULL;
+    if (over)
+      s->job_delta.refused_originator_quota++;
+    else
+      s->job_delta.refused_queue_full++;
     return 0;
   }
   if (stored) {
     uint64_t msg_id = s->next_msg_id++;
     uint64_t first = s->next_dlv_id;
     s->next_dlv_id += stored;
-    if (insert_message(s, job, msg_id, first, stored) != 0) return M5_EIO;
+    if (insert_message(s, &job->msg, SQ_KIND_MSG, msg_id, first, stored) != 0) return M5_EIO;
     uint64_t id = first;
     sqlite3_stmt *st = s->st[ST_DLV_INSERT];
     for (size_t i = 0; i < job->n_rcpts; i++) {
@@ -426,10 +469,17 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     }
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
-  for (size_t i = 0; i < job->n_rcpts; i++)
-    if (job->rcpts[i].id && sq_pending_add(s, &job->rcpts[i].addr, 1) != 0) s->counts_dirty = 1;
+  for (size_t i = 0; i < job->n_rcpts; i++) {
+    const m5_store_rcpt_t *r = &job->rcpts[i];
+    if (!r->id) continue;
+    if (sq_pending_add(s, &r->addr, SQ_KIND_MSG, 1) != 0) s->counts_dirty = 1;
+    if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms) != 0) s->counts_dirty = 1;
+  }
   s->queued += stored;
-  if (stored) s->messages++;
+  if (stored) {
+    s->messages++;
+    if (sq_ori_add(s, &job->msg.ori, 1, (int64_t)job->msg.payload_len) != 0) s->counts_dirty = 1;
+  }
   job->outcome = M5_STORE_ACCEPTED;
   s->job_delta.accepted++;
   return 0;
@@ -437,17 +487,65 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
 
 /* ---- final states ---- */
 
+/* The failure report on d (now FAILED or EXPIRED), written in the transaction of the failure
+ * when its originator asked for one: a message of kind SQ_KIND_REPORT from d's recipient to
+ * d's originator and its PENDING delivery, due at next_ms. Not written (0, d->report_id 0)
+ * when the originator has max_reports_per_recipient reports waiting. */
+static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
+  d->report_id = 0;
+  if (!d->msg.deliv_st_req || strcmp(d->msg.app_id, M5_STORE_REPORT_APP) == 0 ||
+      (strcmp(d->msg.ori.type, "UE") != 0 && strcmp(d->msg.ori.type, "AS") != 0))
+    return 0;
+  if (sq_pending_get(s, &d->msg.ori, SQ_KIND_REPORT) >= s->o.max_reports_per_recipient) {
+    M5_LOGW(SQ_DOM, "%s: %s:%s has %llu reports waiting (the bound): the failure report of MSG "
+            "%s is not written", s->path, d->msg.ori.type, d->msg.ori.addr,
+            (unsigned long long)s->o.max_reports_per_recipient, d->msg.msg_id);
+    s->job_delta.reports_dropped++;
+    return 0;
+  }
+  m5_store_delivery_t rep;
+  int64_t now = sq_now_ms(s);
+  if (m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep) != 0) return M5_ENOMEM;
+  rep.msg.accepted_at_ms = now;
+  uint64_t msg_id = s->next_msg_id++;
+  uint64_t id = s->next_dlv_id++;
+  int rc = insert_message(s, &rep.msg, SQ_KIND_REPORT, msg_id, id, 1);
+  if (rc == 0) {
+    sqlite3_stmt *st = s->st[ST_DLV_INSERT];
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    sqlite3_bind_int64(st, 2, (int64_t)msg_id);
+    BIND_STR(st, 3, rep.rcpt.type);
+    BIND_STR(st, 4, rep.rcpt.addr);
+    sqlite3_bind_int(st, 5, (int)rep.msg.prio);
+    sqlite3_bind_int64(st, 6, rep.msg.expr_time);
+    sqlite3_bind_int64(st, 7, next_ms ? next_ms : now);
+    sqlite3_bind_int(st, 8, M5_DELIV_PENDING);
+    rc = sq_step_done(s, st, "storing a failure report");
+  }
+  free(rep.msg.payload);
+  if (rc != 0) return M5_EIO;
+  if (sq_pending_add(s, &rep.rcpt, SQ_KIND_REPORT, 1) != 0) s->counts_dirty = 1;
+  s->queued++;
+  s->messages++;
+  s->job_delta.reports++;
+  d->report_id = id;
+  return 0;
+}
+
 /* Moves the PENDING delivery id to state (cause) and returns it in *out; the last open
- * delivery of a message takes the message and its rows with it. */
+ * delivery of a message takes the message and its rows with it. A FAILED or EXPIRED one
+ * gets its failure report (write_report, due at report_ms) in the same transaction. */
 static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
-                  m5_store_delivery_t *out) {
+                  int64_t report_ms, m5_store_delivery_t *out) {
   sqlite3_stmt *st = s->st[ST_DLV_GET];
   sqlite3_bind_int64(st, 1, (int64_t)id);
   int r = sqlite3_step(st), rc = 0;
   row_msg_t rm = {0};
-  if (r == SQLITE_ROW)
+  if (r == SQLITE_ROW) {
     rc = read_delivery(st, out, &rm);
-  else if (r == SQLITE_DONE)
+    rm.kind = sqlite3_column_int(st, 23) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
+    rm.plen = sqlite3_column_int64(st, 24);
+  } else if (r == SQLITE_DONE)
     rc = M5_ENOENT;
   else {
     sq_log_error(s, "reading a delivery");
@@ -471,6 +569,8 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
+    if (rc == 0 && rm.kind == SQ_KIND_MSG && sq_ori_add(s, &out->msg.ori, -1, -rm.plen) != 0)
+      s->counts_dirty = 1;
   } else {
     sqlite3_stmt *us = s->st[ST_DLV_SET_STATE], *um = s->st[ST_MSG_DEC_OPEN];
     sqlite3_bind_int64(us, 1, (int64_t)id);
@@ -487,7 +587,11 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     sqlite3_reset(s->st[ST_MSG_DEC_OPEN]);
     return rc;
   }
-  if (sq_pending_add(s, &out->rcpt, -1) != 0) s->counts_dirty = 1;
+  if ((state == M5_DELIV_FAILED || state == M5_DELIV_EXPIRED) && rm.kind == SQ_KIND_MSG &&
+      (rc = write_report(s, out, report_ms)) != 0)
+    return rc;
+  if (sq_pending_add(s, &out->rcpt, rm.kind, -1) != 0) s->counts_dirty = 1;
+  sq_inflight_del(s, id);
   if (s->queued) s->queued--;
   if (state == M5_DELIV_DELIVERED) s->job_delta.delivered++;
   if (state == M5_DELIV_FAILED) s->job_delta.failed++;
@@ -498,7 +602,7 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
 static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
   if (!(job->items = calloc(1, sizeof *job->items))) return M5_ENOMEM;
   const char *cause = state == M5_DELIV_FAILED ? job->cause : "";
-  int rc = finish(s, job->id, state, cause, &job->items[0]);
+  int rc = finish(s, job->id, state, cause, job->next_attempt_ms, &job->items[0]);
   if (rc == 0)
     job->n_items = 1;
   else
@@ -512,7 +616,48 @@ static int do_reschedule(sq_t *s, m5_store_job_t *job) {
   sqlite3_bind_int64(st, 2, job->next_attempt_ms);
   sqlite3_bind_int64(st, 3, (int64_t)job->attempts);
   if (sq_step_done(s, st, "rescheduling a delivery") != 0) return M5_EIO;
-  return sqlite3_changes(s->db) == 1 ? 0 : M5_ENOENT;
+  if (sqlite3_changes(s->db) != 1) return M5_ENOENT;
+  sq_inflight_del(s, job->id);
+  return 0;
+}
+
+typedef struct {
+  int64_t cutoff;
+  uint64_t ids[M5_STORE_LIST_MAX];
+  size_t n;
+} stale_t;
+
+static void collect_stale(const void *key, size_t klen, void *val, void *arg) {
+  stale_t *c = arg;
+  uint64_t id;
+  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || (int64_t)(intptr_t)val > c->cutoff) return;
+  memcpy(&id, key, sizeof id);
+  c->ids[c->n++] = id;
+}
+
+/* In-flight deliveries never concluded (their MARK_* / RESCHEDULE failed or was never
+ * submitted) become PENDING, due at once (their next_attempt_ms has passed). The set holds
+ * what is in flight as of this transaction (load_counts rebuilds it after a rollback), so a
+ * conclusion that failed leaves its delivery in it. */
+static int do_requeue(sq_t *s, m5_store_job_t *job) {
+  stale_t *c = calloc(1, sizeof *c);
+  if (!c) return M5_ENOMEM;
+  c->cutoff = job->now_ms;
+  m5_hmap_foreach(s->inflight, collect_stale, c);
+  int rc = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    sqlite3_stmt *st = s->st[ST_REQUEUE];
+    sqlite3_bind_int64(st, 1, (int64_t)c->ids[i]);
+    if ((rc = sq_step_done(s, st, "queueing a delivery in flight again")) != 0) break;
+    if (sqlite3_changes(s->db) == 1) job->pending++;
+    sq_inflight_del(s, c->ids[i]);
+  }
+  free(c);
+  if (rc == 0 && job->pending)
+    M5_LOGW(SQ_DOM, "%s: %llu deliveries in flight were never concluded: queued again", s->path,
+            (unsigned long long)job->pending);
+  s->job_delta.requeued += job->pending;
+  return rc;
 }
 
 static int do_expire(sq_t *s, m5_store_job_t *job) {
@@ -537,7 +682,8 @@ static int do_expire(sq_t *s, m5_store_job_t *job) {
   }
   if (rc == 0 && n && !(job->items = calloc(n, sizeof *job->items))) rc = M5_ENOMEM;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    rc = finish(s, ids[i], M5_DELIV_EXPIRED, M5_CAUSE_EXPIRED, &job->items[job->n_items]);
+    rc = finish(s, ids[i], M5_DELIV_EXPIRED, M5_CAUSE_EXPIRED, job->next_attempt_ms,
+                &job->items[job->n_items]);
     if (rc == 0) job->n_items++;
   }
   free(ids);
@@ -581,8 +727,11 @@ void sq_run_op(sq_t *s, m5_store_job_t *job) {
     job->status = do_expire(s, job);
     break;
   case M5_STORE_COUNTS:
-    job->pending = sq_pending_get(s, &job->rcpt);
+    job->pending = sq_pending_get(s, &job->rcpt, SQ_KIND_MSG);
     job->status = 0;
+    break;
+  case M5_STORE_REQUEUE_STALE:
+    job->status = do_requeue(s, job);
     break;
   default:
     job->status = M5_EINVAL;

@@ -16,6 +16,10 @@ void m5_store_opts_init(m5_store_opts_t *o) {
   o->dedup_window_ms = 10 * 60 * 1000;
   o->dedup_buckets = 10;
   o->dedup_max_per_sender = 10000;
+  o->max_msgs_per_originator = 10000;
+  o->max_bytes_per_originator = 64u * 1024 * 1024;
+  o->max_reports_per_recipient = 1000;
+  o->report_ttl_s = 86400;
 }
 
 m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
@@ -28,7 +32,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
 }
 
 int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
-  if ((unsigned)job->op > (unsigned)M5_STORE_COUNTS) return M5_EINVAL;
+  if ((unsigned)job->op > (unsigned)M5_STORE_REQUEUE_STALE) return M5_EINVAL;
   return s->ops->submit(s, job);
 }
 
@@ -48,6 +52,29 @@ void m5_store_job_clear(m5_store_job_t *job) {
   job->n_items = 0;
 }
 
+int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store_delivery_t *out) {
+  memset(out, 0, sizeof *out);
+  char text[sizeof d->failure_cause + 32];
+  int n = snprintf(text, sizeof text, "REPT_DELY_FAILED %s",
+                   d->failure_cause[0] ? d->failure_cause : M5_CAUSE_EXPIRED);
+  if (n < 0) return M5_EINVAL;
+  if (!(out->msg.payload = malloc((size_t)n + 1))) return M5_ENOMEM;
+  memcpy(out->msg.payload, text, (size_t)n + 1);
+  out->msg.payload_len = (size_t)n;
+  out->id = d->report_id;
+  out->rcpt = d->msg.ori;
+  out->state = M5_DELIV_PENDING;
+  m5_store_msg_t *m = &out->msg;
+  m->ori = d->rcpt;
+  m->dest = d->msg.ori;
+  snprintf(m->msg_id, sizeof m->msg_id, "%s", d->msg.msg_id);
+  snprintf(m->app_id, sizeof m->app_id, "%s", M5_STORE_REPORT_APP);
+  m->prio = d->msg.prio;
+  m->sto_fwd = true;
+  m->expr_time = expr_time;
+  return 0;
+}
+
 const char *m5_store_outcome_name(m5_store_outcome_t o) {
   switch (o) {
   case M5_STORE_ACCEPTED:
@@ -58,6 +85,8 @@ const char *m5_store_outcome_name(m5_store_outcome_t o) {
     return "QUEUE_FULL";
   case M5_STORE_STORE_FULL:
     return "STORE_FULL";
+  case M5_STORE_ORIGINATOR_QUOTA:
+    return "ORIGINATOR_QUOTA";
   }
   return "?";
 }

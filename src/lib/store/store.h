@@ -34,6 +34,13 @@
 #define M5_STORE_RCPT_MAX 100000 /* most recipients of one message */
 #define M5_STORE_PAYLOAD_MAX (16u * 1024 * 1024)
 
+/* app_id of a stored delivery report (an IMDN): a UE's appId cannot start with a control
+ * character. Its payload is "delivSt" or "delivSt failureCause". The failure and expiry
+ * reports the store writes itself (MARK_FAILED, EXPIRE) have this form too. */
+#define M5_STORE_REPORT_APP                                                                        \
+  "\x1f"                                                                                           \
+  "IMDN"
+
 typedef struct m5_store m5_store_t;
 
 typedef enum {
@@ -75,7 +82,8 @@ typedef struct {
                               it, which spares the store the queue indexes on the common path.
                               Reopening the store (after a crash) queues such deliveries as
                               usual, due at once. */
-  int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL for this one */
+  int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL /
+                              M5_STORE_ORIGINATOR_QUOTA for this one */
   uint64_t id;             /* out: the delivery id when stored, else 0 */
 } m5_store_rcpt_t;
 
@@ -90,6 +98,12 @@ typedef struct {
   int64_t next_attempt_ms;
   char failure_cause[M5_MSG_CAUSE_MAX + 1];
   m5_store_msg_t msg;
+  /* MARK_FAILED, EXPIRE: the delivery id of the failure report (REPT_DELY_FAILED, from rcpt to
+   * msg.ori) the store wrote in the same transaction, PENDING and due at the job's
+   * next_attempt_ms; 0 when none was asked for (no delivStReqInd, a report itself, an
+   * originator neither UE nor AS) or the originator's report bound was reached. The report's
+   * body is what m5_store_report_of() builds. */
+  uint64_t report_id;
 } m5_store_delivery_t;
 
 typedef struct {
@@ -100,22 +114,35 @@ typedef struct {
   uint64_t refused_queue_full, refused_store_full;
   /* Group commit (also a test hook): durable commits, batches, jobs served. */
   uint64_t commits, batches, jobs;
+  /* Failure/expiry reports written with their failure (reports), and not written because the
+   * originator had max_reports_per_recipient reports waiting (reports_dropped); messages
+   * refused by the originator's quota; in-flight deliveries queued again by REQUEUE_STALE. */
+  uint64_t reports, reports_dropped, refused_originator_quota, requeued;
+  /* The durability level SQLite runs with, read back after open (PRAGMA synchronous: 0 OFF,
+   * 1 NORMAL, 2 FULL, 3 EXTRA); the store sets FULL. */
+  uint64_t synchronous;
 } m5_store_stats_t;
 
 typedef enum {
   M5_STORE_ACCEPT,         /* in: msg, rcpts/n_rcpts, partial, dedup_ori/dedup_id, ack.
                               out: outcome, rcpts[].status/id, orig_ack (DUPLICATE) */
   M5_STORE_MARK_DELIVERED, /* in: id. out: items[0] (the delivery, now DELIVERED) */
-  M5_STORE_MARK_FAILED,    /* in: id, cause. out: items[0] (now FAILED) */
+  M5_STORE_MARK_FAILED,    /* in: id, cause, next_attempt_ms (when the failure report it
+                              writes is first due). out: items[0] (now FAILED, report_id) */
   M5_STORE_RESCHEDULE,     /* in: id, next_attempt_ms, attempts (an in-flight delivery
                               is queued again by it) */
   M5_STORE_DUE,            /* in: rcpt, limit. out: items, PENDING for rcpt, priority
                               (HIGH, MIDDLE, LOW) then arrival order, back-off ignored */
   M5_STORE_DUE_ANY,        /* in: now_ms, limit. out: items, PENDING with next_attempt_ms <=
                               now_ms, earliest first */
-  M5_STORE_EXPIRE,         /* in: now_ms, limit. out: items whose expr_time passed, moved to
-                              EXPIRED (cause EXPIRED); each is returned once */
+  M5_STORE_EXPIRE,         /* in: now_ms, limit, next_attempt_ms (reports, as MARK_FAILED).
+                              out: items whose expr_time passed, moved to EXPIRED (cause
+                              EXPIRED, report_id); each is returned once */
   M5_STORE_COUNTS,         /* in: rcpt. out: pending (for rcpt), stats */
+  M5_STORE_REQUEUE_STALE,  /* in: now_ms. Deliveries in flight (m5_store_rcpt_t.in_flight)
+                              whose next_attempt_ms <= now_ms and that were never concluded
+                              (the caller's MARK_* / RESCHEDULE failed or was lost) become
+                              PENDING again, due at once. out: pending = how many */
 } m5_store_op_t;
 
 typedef enum {
@@ -123,6 +150,9 @@ typedef enum {
   M5_STORE_DUPLICATE,    /* (dedup_ori, dedup_id) seen in the window: orig_ack; nothing written */
   M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient: nothing written */
   M5_STORE_STORE_FULL,   /* the store is at max_queued: nothing written (overload, 5.03) */
+  M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
+                                max_per_recipient_per_originator in a recipient's queue:
+                                nothing written */
 } m5_store_outcome_t;
 
 typedef struct m5_store_job {
@@ -142,7 +172,7 @@ typedef struct m5_store_job {
   char dedup_ori[M5_STORE_KEY_MAX + 1]; /* the originator, e.g. "UE:ue1" */
   char dedup_id[M5_STORE_KEY_MAX + 1];  /* msgId; "" = no dedup for this job */
   m5_store_ack_t ack;                   /* remembered for repeats of this key */
-  /* MARK_*, RESCHEDULE */
+  /* MARK_*, RESCHEDULE; next_attempt_ms also for MARK_FAILED and EXPIRE (their reports) */
   uint64_t id;
   char cause[M5_MSG_CAUSE_MAX + 1];
   int64_t next_attempt_ms;
@@ -160,7 +190,7 @@ typedef struct m5_store_job {
   m5_store_ack_t orig_ack;
   m5_store_delivery_t *items; /* owned: m5_store_job_clear() */
   size_t n_items;
-  uint64_t pending;
+  uint64_t pending; /* COUNTS: PENDING for rcpt; REQUEUE_STALE: deliveries queued again */
   m5_store_stats_t stats;
   uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
 
@@ -181,6 +211,21 @@ typedef struct {
   int64_t dedup_window_ms;       /* default 10 min */
   unsigned dedup_buckets;        /* the window is cut into this many buckets (default 10) */
   uint64_t dedup_max_per_sender; /* entries per originator (default 10000) */
+  /* Stored per originator (msg.ori, a UE or an AS): message bodies (default 10000) and payload
+   * bytes (default 64 MiB); beyond, ACCEPT answers ORIGINATOR_QUOTA. Reports the store writes
+   * itself are charged to nobody. */
+  uint64_t max_msgs_per_originator;
+  uint64_t max_bytes_per_originator;
+  /* PENDING deliveries one originator may have in one recipient's queue (0 = default: half of
+   * max_per_recipient, at least 1), so that one sender cannot fill a victim's queue; beyond,
+   * ORIGINATOR_QUOTA. Counted (an index range of that queue) only once the queue holds at
+   * least this many. */
+  uint64_t max_per_recipient_per_originator;
+  /* Failure/expiry reports the store writes, waiting per recipient (default 1000), apart from
+   * max_per_recipient so a full queue never refuses a report; beyond, the report is not
+   * written (stats.reports_dropped). report_ttl_s: their exprTime, from now (default 86400). */
+  uint64_t max_reports_per_recipient;
+  int64_t report_ttl_s;
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
   void *clock_arg;
@@ -210,6 +255,12 @@ void m5_store_close(m5_store_t *s);
 
 /* Frees a finished job's items (keeps the inputs); safe on a cleared or zeroed job. */
 void m5_store_job_clear(m5_store_job_t *job);
+
+/* The failure report on delivery d (cause d->failure_cause, "EXPIRED" if empty) as the store
+ * writes it: an IMDN REPT_DELY_FAILED from d->rcpt to d->msg.ori about d->msg.msg_id, app_id
+ * M5_STORE_REPORT_APP, store-and-forward, exprTime expr_time; id = d->report_id. out->msg.payload
+ * is allocated (free it, or m5_store_job_clear frees it in a job's items). 0 or M5_ENOMEM. */
+int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store_delivery_t *out);
 
 const char *m5_store_outcome_name(m5_store_outcome_t o);
 const char *m5_deliv_state_name(m5_deliv_state_t s);

@@ -1,0 +1,245 @@
+/* The SQLite backend's in-memory figures (sqlite_int.h): PENDING deliveries per (kind,
+ * recipient) for the per-recipient caps, quota use per originator, the set of deliveries in
+ * flight for REQUEUE_STALE; and their rebuild from the tables (at open and after a rollback).
+ * Writer thread only. */
+#include "sqlite_int.h"
+
+#include "core/err.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- PENDING counts per (kind, recipient) (key: kind type NUL addr), quota use per
+ * originator (key: type NUL addr), the in-flight set ---- */
+
+static size_t pending_key(const m5_msg_addr_t *a, int kind, char *key, size_t keylen) {
+  size_t t = strnlen(a->type, sizeof a->type), n = strnlen(a->addr, sizeof a->addr);
+  size_t k = kind >= 0 ? 1 : 0;
+  if (k + t + 1 + n > keylen) return 0;
+  if (k) key[0] = (char)('0' + kind);
+  memcpy(key + k, a->type, t);
+  key[k + t] = '\0';
+  memcpy(key + k + t + 1, a->addr, n);
+  return k + t + 1 + n;
+}
+
+uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind) {
+  char key[1 + sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, kind, key, sizeof key);
+  const uint64_t *n = klen ? m5_hmap_get(s->pending, key, klen) : NULL;
+  return n ? *n : 0;
+}
+
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a) {
+  char key[sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, -1, key, sizeof key);
+  const sq_ori_t *o = klen ? m5_hmap_get(s->oris, key, klen) : NULL;
+  sq_ori_t none = {0, 0};
+  return o ? *o : none;
+}
+
+/* Originators at zero keep their entry (a sender whose messages are delivered at once would
+ * otherwise cost an allocation per message); past this many entries those are dropped. */
+#define ORI_ENTRIES_MAX 65536
+
+typedef struct {
+  char (*keys)[sizeof(m5_msg_addr_t)];
+  size_t *lens, n;
+} zero_oris_t;
+
+static void count_zero(const void *key, size_t klen, void *val, void *arg) {
+  (void)key;
+  (void)klen;
+  size_t *n = arg;
+  if (((const sq_ori_t *)val)->msgs == 0) (*n)++;
+}
+
+static void collect_zero(const void *key, size_t klen, void *val, void *arg) {
+  zero_oris_t *z = arg;
+  if (((const sq_ori_t *)val)->msgs != 0 || klen > sizeof z->keys[0]) return;
+  memcpy(z->keys[z->n], key, klen);
+  z->lens[z->n++] = klen;
+}
+
+static void drop_zero_oris(sq_t *s) {
+  size_t n = 0;
+  m5_hmap_foreach(s->oris, count_zero, &n);
+  zero_oris_t z = {calloc(n ? n : 1, sizeof z.keys[0]), calloc(n ? n : 1, sizeof *z.lens), 0};
+  if (z.keys && z.lens) {
+    m5_hmap_foreach(s->oris, collect_zero, &z);
+    for (size_t i = 0; i < z.n; i++)
+      free(m5_hmap_del(s->oris, z.keys[i], z.lens[i]));
+  }
+  free(z.keys);
+  free(z.lens);
+}
+
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
+  char key[sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, -1, key, sizeof key);
+  if (!klen) return M5_EINVAL;
+  sq_ori_t *o = m5_hmap_get(s->oris, key, klen);
+  if (!o) {
+    if (msgs <= 0) return 0;
+    if (m5_hmap_count(s->oris) >= ORI_ENTRIES_MAX) drop_zero_oris(s);
+    if (!(o = calloc(1, sizeof *o))) return M5_ENOMEM;
+    if (m5_hmap_put(s->oris, key, klen, o, NULL) != 0) {
+      free(o);
+      return M5_ENOMEM;
+    }
+  }
+  o->msgs = msgs < 0 && (uint64_t)-msgs >= o->msgs ? 0 : (uint64_t)((int64_t)o->msgs + msgs);
+  o->bytes = bytes < 0 && (uint64_t)-bytes >= o->bytes ? 0 : (uint64_t)((int64_t)o->bytes + bytes);
+  return 0;
+}
+
+/* The set's values are the times themselves (no allocation per delivery). */
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms) {
+  return m5_hmap_put(s->inflight, &id, sizeof id, (void *)(intptr_t)since_ms, NULL) == 0
+             ? 0
+             : M5_ENOMEM;
+}
+
+void sq_inflight_del(sq_t *s, uint64_t id) {
+  m5_hmap_del(s->inflight, &id, sizeof id);
+}
+
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta) {
+  char key[1 + sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, kind, key, sizeof key);
+  if (!klen) return M5_EINVAL;
+  uint64_t *n = m5_hmap_get(s->pending, key, klen);
+  if (!n) {
+    if (delta <= 0) return 0;
+    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
+    if (m5_hmap_put(s->pending, key, klen, n, NULL) != 0) {
+      free(n);
+      return M5_ENOMEM;
+    }
+  }
+  if (delta < 0 && (uint64_t)-delta >= *n) {
+    free(m5_hmap_del(s->pending, key, klen));
+    return 0;
+  }
+  *n = (uint64_t)((int64_t)*n + delta);
+  return 0;
+}
+
+static void free_val(void *v) {
+  free(v);
+}
+
+/* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:
+ * the queues per (kind, recipient), the quota use per originator, the in-flight set. */
+int sq_load_counts(sq_t *s) {
+  m5_hmap_t *fresh = m5_hmap_new(), *fresh_oris = m5_hmap_new(), *fresh_inflight = m5_hmap_new();
+  if (!fresh || !fresh_oris || !fresh_inflight) {
+    if (fresh) m5_hmap_free(fresh, free_val);
+    if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
+    if (fresh_inflight) m5_hmap_free(fresh_inflight, NULL);
+    return M5_ENOMEM;
+  }
+  m5_hmap_t *old = s->pending, *old_oris = s->oris, *old_inflight = s->inflight;
+  s->pending = fresh;
+  s->oris = fresh_oris;
+  s->inflight = fresh_inflight;
+  s->queued = 0;
+  sqlite3_stmt *st = NULL;
+  int rc = M5_EIO;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT rcpt_type, rcpt_addr, count(*) FROM deliveries"
+                         " WHERE state IN (0, 4) GROUP BY rcpt_addr, rcpt_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  int r;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    int64_t n = sqlite3_column_int64(st, 2);
+    if (sq_pending_add(s, &a, SQ_KIND_MSG, n) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+    s->queued += (uint64_t)n;
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  /* Of those, the reports the store wrote (one delivery each, at first_dlv) have their own
+   * bound: moved from the messages' count to the reports'. */
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT d.rcpt_type, d.rcpt_addr, count(*) FROM messages m"
+                         " JOIN deliveries d ON d.id = m.first_dlv"
+                         " WHERE m.kind = 1 AND d.state IN (0, 4) GROUP BY d.rcpt_addr, d.rcpt_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    int64_t n = sqlite3_column_int64(st, 2);
+    if (sq_pending_add(s, &a, SQ_KIND_REPORT, n) != 0 ||
+        sq_pending_add(s, &a, SQ_KIND_MSG, -n) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)) FROM messages"
+                         " WHERE kind = 0 GROUP BY ori_addr, ori_type",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    m5_msg_addr_t a = {0};
+    snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
+    if (sq_ori_add(s, &a, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3)) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  /* Only after a rollback can rows be in flight here (open queues them all first); the scan
+   * has no index, which the common path does not pay for. */
+  if (sqlite3_prepare_v2(s->db, "SELECT id, next_attempt_ms FROM deliveries WHERE state = 4", -1,
+                         &st, NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sq_inflight_put(s, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)) !=
+        0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT count(*), (SELECT coalesce(max(id), 0) FROM deliveries)"
+                         ", coalesce(max(id), 0) FROM messages",
+                         -1, &st, NULL) != SQLITE_OK ||
+      sqlite3_step(st) != SQLITE_ROW)
+    goto out;
+  s->messages = (uint64_t)sqlite3_column_int64(st, 0);
+  uint64_t max_dlv = (uint64_t)sqlite3_column_int64(st, 1);
+  uint64_t max_msg = (uint64_t)sqlite3_column_int64(st, 2);
+  /* Ids only grow (a rolled-back batch leaves a gap): arrival order is id order. */
+  if (s->next_dlv_id <= max_dlv) s->next_dlv_id = max_dlv + 1;
+  if (s->next_msg_id <= max_msg) s->next_msg_id = max_msg + 1;
+  rc = 0;
+out:
+  if (rc != 0) sq_log_error(s, "loading the queue counts");
+  sqlite3_finalize(st);
+  if (old) m5_hmap_free(old, free_val);
+  if (old_oris) m5_hmap_free(old_oris, free_val);
+  if (old_inflight) m5_hmap_free(old_inflight, NULL);
+  return rc;
+}
