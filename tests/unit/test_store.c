@@ -930,6 +930,11 @@ static void test_schema_1_upgraded(void **state) {
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
+                                /* and without what schema 3 added */
+                                "DROP INDEX report_tickets_age; DROP TABLE report_tickets;"
+                                "DROP TABLE binding_gens;"
+                                "ALTER TABLE messages DROP COLUMN ori_gen;"
+                                "ALTER TABLE deliveries DROP COLUMN rcpt_gen;"
                                 "PRAGMA user_version = 1;",
                                 NULL, NULL, NULL),
                    SQLITE_OK);
@@ -941,9 +946,10 @@ static void test_schema_1_upgraded(void **state) {
   due(f, s, "ue2", 10, &j);
   assert_int_equal(j.n_items, 1);
   assert_int_equal(j.items[0].id, id);
+  assert_int_equal(j.items[0].rcpt_gen, 1); /* rows from before generations: generation 1 */
   m5_store_job_clear(&j);
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 2);
+  assert_int_equal(user_version(), 3);
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
   assert_int_equal(sqlite3_prepare_v2(db,
@@ -955,6 +961,174 @@ static void test_schema_1_upgraded(void **state) {
   assert_int_equal(sqlite3_column_int(st, 0), 0);
   sqlite3_finalize(st);
   sqlite3_close(db);
+}
+
+/* ---- re-bound UE Service IDs (M5_STORE_REBIND, binding generations, report tickets) ---- */
+
+static int rebind(fx_t *f, m5_store_t *s, const char *ue, uint64_t gen, uint64_t *failed) {
+  m5_store_job_t j;
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_REBIND;
+  addr(&j.rcpt, "UE", ue);
+  j.gen = gen;
+  j.report_expr_time = fake_now / 1000 + 3600;
+  int rc = run(f, s, &j);
+  if (failed) *failed = j.rebind_failed;
+  return rc;
+}
+
+/* An accept from ori (type "UE" or "AS") at generation ori_gen to the UE `to` at to_gen. */
+static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const char *ori,
+                                     uint64_t ori_gen, const char *msg_id, const char *to,
+                                     uint64_t to_gen, bool report_req) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
+  addr(&j->msg.ori, ori_type, ori);
+  snprintf(j->dedup_ori, sizeof j->dedup_ori, "%s:%s", ori_type, ori);
+  j->msg.ori_gen = ori_gen;
+  j->msg.deliv_st_req = report_req;
+  j->ticket_put = report_req && !strcmp(ori_type, "UE");
+  a->rcpts[0].gen = to_gen;
+  return j;
+}
+
+/* A report (as ue_api.c stores an IMDN) from UE ori to the UE `to` about msg_id. */
+static m5_store_job_t *mk_report(accept_t *a, const char *ori, const char *msg_id,
+                                 const char *to) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
+  snprintf(j->msg.app_id, sizeof j->msg.app_id, "%s", M5_STORE_REPORT_APP);
+  snprintf(j->dedup_id, sizeof j->dedup_id, "IMDN/%s/%s", msg_id, to);
+  j->ticket_check = true;
+  return j;
+}
+
+/* Re-binding ue2 fails its queue in one job, with a RECIPIENT_REBOUND report to each
+ * originator that asked (a UE, for its own generation, and an AS), drops ue2's dedup window
+ * and report tickets, refuses what the old ue2 still sends, and is a no-op when repeated
+ * (after a reopen too: what m5s does at every start). */
+static void test_rebind(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  uint64_t failed = 99;
+  assert_int_equal(rebind(f, s, "ue1", 10, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  /* Queued for ue2 (generation 20): from ue1 with and without a report asked, from an AS. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m1", "ue2", 20, true)), 0);
+  assert_int_equal(a.rcpts[0].gen, 20);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m2", "ue2", 20, false)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "AS", "as1", 0, "a3", "ue2", 20, true)), 0);
+  /* What the old ue2 sent: m5 asked for a report (a ticket at generation 20). */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "m5", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "m5", "ue2")), 0); /* before: forwarded */
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 20);
+  assert_int_equal(pending_of(f, s, "ue2"), 4);
+
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 4); /* m1, m2, a3 and the report on m5 */
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  m5_store_job_t j;
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 0);
+  m5_store_job_clear(&j);
+  /* The originators that asked got their report, addressed to their own generation. */
+  due(f, s, "ue1", 10, &j);
+  size_t reports = 0;
+  for (size_t i = 0; i < j.n_items; i++) {
+    const m5_store_delivery_t *d = &j.items[i];
+    if (strcmp(d->msg.app_id, M5_STORE_REPORT_APP) != 0) continue;
+    reports++;
+    assert_string_equal(d->msg.msg_id, "m1");
+    assert_string_equal(d->msg.ori.addr, "ue2");
+    assert_int_equal(d->rcpt_gen, 10);
+    assert_int_equal(d->msg.payload_len, strlen("REPT_DELY_FAILED RECIPIENT_REBOUND"));
+    assert_memory_equal(d->msg.payload, "REPT_DELY_FAILED RECIPIENT_REBOUND", d->msg.payload_len);
+  }
+  assert_int_equal(reports, 1); /* none for m2, which asked for none */
+  m5_store_job_clear(&j);
+  m5_store_job_t ja;
+  memset(&ja, 0, sizeof ja);
+  ja.op = M5_STORE_DUE;
+  addr(&ja.rcpt, "AS", "as1");
+  ja.limit = 10;
+  assert_int_equal(run(f, s, &ja), 0);
+  assert_int_equal(ja.n_items, 1);
+  assert_string_equal(ja.items[0].msg.msg_id, "a3");
+  assert_string_equal(ja.items[0].msg.app_id, M5_STORE_REPORT_APP);
+  m5_store_job_clear(&ja);
+
+  /* The old ue2 (generation 20) may not send any more; the new one starts without its
+   * dedup window: m5 again is a new message, not a duplicate. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "m6", "ue1", 10, false)),
+                   M5_EPERM);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m5", "ue1", 10, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  /* A report on what the old ue2 sent is dropped (its ticket went), also a retransmitted one;
+   * a report nobody asked for too. */
+  assert_int_equal(run(f, s, mk_report(&a, "ue3", "m5", "ue2")), 0);
+  assert_true(a.job.discarded);
+  assert_int_equal(a.rcpts[0].id, 0);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "nobody-asked", "ue2")), 0);
+  assert_true(a.job.discarded);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  /* A report on what the new ue2 sends reaches it. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  /* A message resolved before the re-bind but stored after it is for the new ue2. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m8", "ue2", 20, false)), 0);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  /* A server-made report to the old generation of a re-bound ID is dropped. */
+  const char *to1[] = {"ue2"};
+  m5_store_job_t *rj = mk_accept(&a, "ue1", "m9", M5_PRIO_MIDDLE, to1, 1);
+  snprintf(rj->msg.app_id, sizeof rj->msg.app_id, "%s", M5_STORE_REPORT_APP);
+  rj->dedup_id[0] = '\0';
+  a.rcpts[0].gen = 20;
+  assert_int_equal(run(f, s, rj), 0);
+  assert_true(rj->discarded);
+  assert_int_equal(pending_of(f, s, "ue2"), 2); /* the report on m7 and m8 */
+
+  /* Repeats and older generations change nothing, also after a reopen. */
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue2", 25, &failed), 0);
+  assert_int_equal(failed, 0);
+  m5_store_close(s);
+  s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 2);
+
+  /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
+   * RESCHEDULE (the push failed) fails it as RECIPIENT_REBOUND instead of queueing it. */
+  assert_int_equal(rebind(f, s, "ue4", 40, NULL), 0);
+  m5_store_job_t *fj = mk_gen_accept(&a, "UE", "ue1", 10, "m10", "ue4", 40, true);
+  a.rcpts[0].in_flight = true;
+  assert_int_equal(run(f, s, fj), 0);
+  uint64_t id = a.rcpts[0].id;
+  assert_int_equal(rebind(f, s, "ue4", 50, &failed), 0);
+  assert_int_equal(failed, 0);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_RESCHEDULE;
+  j.id = id;
+  j.next_attempt_ms = fake_now + 2000;
+  j.attempts = 1;
+  assert_int_equal(run(f, s, &j), 0);
+  assert_int_equal(pending_of(f, s, "ue4"), 0);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id, &j), M5_ENOENT);
+  due(f, s, "ue1", 100, &j);
+  reports = 0;
+  for (size_t i = 0; i < j.n_items; i++)
+    if (!strcmp(j.items[i].msg.msg_id, "m10")) reports++;
+  assert_int_equal(reports, 1);
+  m5_store_job_clear(&j);
+  m5_store_close(s);
 }
 
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
@@ -1013,6 +1187,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

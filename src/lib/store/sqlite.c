@@ -30,7 +30,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3 /* 3: sqlite_rebind.c's sq_rebind_ddl on top of 2 */
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -77,7 +77,7 @@ static const char migrate_1_to_2[] = "DROP INDEX IF EXISTS dedup_sender_bucket;"
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
   " m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id, m.app_id, m.prio,"                 \
   " m.deliv_st_req, m.sto_fwd, m.expr_time, m.accepted_at_ms, m.payload,"                          \
-  " m.id, m.open, m.first_dlv, m.n_dlv"
+  " m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen, m.ori_gen"
 #define DLV_FROM " FROM deliveries d JOIN messages m ON m.id = d.msg"
 
 static const char *const sql[ST_COUNT] = {
@@ -89,16 +89,17 @@ static const char *const sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
     [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
                       " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
-                      " first_dlv, n_dlv, payload) VALUES"
-                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                      " first_dlv, n_dlv, payload, ori_gen) VALUES"
+                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
-                      " expr_time, attempts, next_attempt_ms, cause) VALUES"
-                      " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '')",
+                      " expr_time, attempts, next_attempt_ms, cause, rcpt_gen) VALUES"
+                      " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '', ?9)",
     /* DLV_COLS with the payload left out (NULL): what a final state needs. */
     [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
                    " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
-                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv" DLV_FROM
+                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen,"
+                   " m.ori_gen" DLV_FROM
                    " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
@@ -292,7 +293,8 @@ static void fail_all(m5_store_job_t **batch, size_t n) {
 /* A job failed in a way that leaves its writes half done (not M5_ENOENT or M5_EINVAL, which
  * are returned before anything is written). */
 static int job_failed_hard(const m5_store_job_t *job) {
-  return job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL;
+  return job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL &&
+         job->status != M5_EPERM;
 }
 
 /* Runs the batch's jobs inside the open transaction. Fast mode: no savepoints (each costs
@@ -301,9 +303,11 @@ static int job_failed_hard(const m5_store_job_t *job) {
  * has its own savepoint so that one failing job does not undo the others. */
 static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
   if (careful && exec_st(s, ST_SAVEPOINT) == 0) {
-    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0) exec_st(s, ST_ROLLBACK_TO);
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)
+      exec_st(s, ST_ROLLBACK_TO);
     exec_st(s, ST_RELEASE);
-  } else if (!careful && sq_dedup_sweep(s, sq_now_ms(s)) != 0) {
+  } else if (!careful &&
+             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)) {
     return 1;
   }
   for (size_t i = 0; i < n; i++) {
@@ -438,6 +442,7 @@ static void sq_free(sq_t *s) {
   m5_jobthread_free(s->thread);
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
+  sq_rebind_finalize(s);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free_val);
   sq_dbkt_free(s);
@@ -528,13 +533,14 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   if (pragma_text(s, "PRAGMA user_version", v, sizeof v, err, errlen) != 0) return M5_EIO;
   long version = strtol(v, NULL, 10);
   if (version == SQ_SCHEMA_VERSION) return 0;
-  if (version == 1) {
+  if (version == 1 || version == 2) {
     rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &msg);
+    if (rc == SQLITE_OK && version == 1) rc = sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, sq_rebind_ddl, NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-      snprintf(err, errlen, "store %s: cannot upgrade schema 1 to 2: %s", s->path,
-               msg ? msg : "?");
+      snprintf(err, errlen, "store %s: cannot upgrade schema %ld to %d: %s", s->path, version,
+               SQ_SCHEMA_VERSION, msg ? msg : "?");
       sqlite3_free(msg);
       sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
       return M5_EIO;
@@ -557,6 +563,7 @@ static int check_and_migrate(sq_t *s, char *err, size_t errlen) {
   }
   rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, schema, NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, sq_rebind_ddl, NULL, NULL, &msg);
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "store %s: cannot create the schema: %s", s->path, msg ? msg : "?");
@@ -637,6 +644,11 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
                sqlite3_errmsg(s->db));
       goto fail;
     }
+  }
+  if (sq_rebind_prepare(s) != 0) {
+    snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
+             sqlite3_errmsg(s->db));
+    goto fail;
   }
   /* Deliveries that were being pushed when the last run ended are queued like any other. */
   char *uerr = NULL;

@@ -51,6 +51,23 @@ enum {
   ST_COUNT
 };
 
+/* Statements of sqlite_rebind.c (binding generations, report tickets, M5_STORE_REBIND). */
+enum {
+  RB_GEN_GET,
+  RB_GEN_PUT,
+  RB_STALE_IDS,
+  RB_DEDUP_DROP,
+  RB_DBKT_DROP,
+  RB_TICKETS_DROP,
+  RB_TICKET_PUT,
+  RB_TICKET_GET,
+  RB_TICKET_SWEEP,
+  RB_DLV_RCPT,
+  RB_MSG_INSERT,
+  RB_DLV_INSERT,
+  RB_COUNT
+};
+
 /* Counters a job or a batch adds to the published stats once it is committed. */
 typedef struct {
   uint64_t accepted, delivered, failed, expired, duplicates;
@@ -63,6 +80,8 @@ typedef struct {
   char path[PATH_MAX];
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
+  sqlite3_stmt *rb[RB_COUNT]; /* sqlite_rebind.c */
+  int64_t tickets_swept_ms;
   m5_jobthread_t *thread;
 
   /* Submitted jobs in submission order (the job thread's mailbox holds the same order). */
@@ -94,6 +113,27 @@ int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int64_t delta);
 
 /* sqlite_ops.c: one job inside the open transaction (status in job->status). */
 void sq_run_op(sq_t *s, m5_store_job_t *job);
+/* Moves the PENDING delivery id to a final state (its message goes with its last one). */
+int sq_finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+              m5_store_delivery_t *out);
+
+/* sqlite_rebind.c: re-bound UE Service IDs (docs/delivery.md). Schema version 3 adds what it
+ * needs (sq_rebind_ddl, run after the version 2 schema or upgrade). */
+extern const char sq_rebind_ddl[];
+int sq_rebind_prepare(sq_t *s);
+void sq_rebind_finalize(sq_t *s);
+/* ACCEPT, before anything is written: M5_EPERM for a UE originator older than the store's
+ * generation for it; stamps each UE recipient's generation; resolves ticket_check (sets
+ * job->discarded). */
+int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job);
+/* ACCEPT, once the message is stored: its report ticket (job->ticket_put). */
+int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* RESCHEDULE of a delivery whose recipient was re-bound since: failed (RECIPIENT_REBOUND,
+ * with its report) instead; *done = 1 then. */
+int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done);
+int sq_rebind_run(sq_t *s, m5_store_job_t *job);
+/* Drops a few expired report tickets (at most once a second). */
+int sq_rebind_sweep(sq_t *s, int64_t now_ms);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
 /* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */

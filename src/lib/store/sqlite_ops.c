@@ -81,6 +81,8 @@ static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm
     rm->first = sqlite3_column_int64(st, 21);
     rm->n = sqlite3_column_int64(st, 22);
   }
+  d->rcpt_gen = (uint64_t)sqlite3_column_int64(st, 23);
+  m->ori_gen = (uint64_t)sqlite3_column_int64(st, 24);
   return 0;
 }
 
@@ -362,6 +364,7 @@ static int insert_message(sq_t *s, m5_store_job_t *job, uint64_t msg_id, uint64_
   sqlite3_bind_int64(st, 15, (int64_t)n);
   sqlite3_bind_blob(st, 16, m->payload ? (const void *)m->payload : "", (int)m->payload_len,
                     SQLITE_STATIC);
+  sqlite3_bind_int64(st, 17, (int64_t)m->ori_gen);
   return sq_step_done(s, st, "storing a message");
 }
 
@@ -374,6 +377,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     job->rcpts[i].status = M5_STORE_ACCEPTED;
     job->rcpts[i].id = 0;
   }
+  /* Binding generations (sqlite_rebind.c), before anything is written. */
+  int grc = sq_rebind_accept_check(s, job);
+  if (grc != 0) return grc;
   if (job->dedup_id[0]) {
     int dup, rc = dedup_lookup(s, job, cur, &dup);
     if (rc != 0) return rc;
@@ -382,6 +388,11 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       s->job_delta.duplicates++;
       return 0;
     }
+  }
+  if (job->discarded) { /* a report nobody asked for, or for a re-bound originator */
+    if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
+    job->outcome = M5_STORE_ACCEPTED;
+    return 0;
   }
   if (s->queued + job->n_rcpts > s->o.max_queued) {
     job->outcome = M5_STORE_STORE_FULL;
@@ -421,9 +432,11 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       sqlite3_bind_int64(st, 6, job->msg.expr_time);
       sqlite3_bind_int64(st, 7, r->next_attempt_ms);
       sqlite3_bind_int(st, 8, r->in_flight ? SQ_STATE_IN_FLIGHT : M5_DELIV_PENDING);
+      sqlite3_bind_int64(st, 9, (int64_t)r->gen);
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
+    if (sq_rebind_ticket_put(s, job, now) != 0) return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
   for (size_t i = 0; i < job->n_rcpts; i++)
@@ -495,6 +508,11 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
   return 0;
 }
 
+int sq_finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+              m5_store_delivery_t *out) {
+  return finish(s, id, state, cause, out);
+}
+
 static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
   if (!(job->items = calloc(1, sizeof *job->items))) return M5_ENOMEM;
   const char *cause = state == M5_DELIV_FAILED ? job->cause : "";
@@ -507,6 +525,8 @@ static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
 }
 
 static int do_reschedule(sq_t *s, m5_store_job_t *job) {
+  int failed, rc = sq_rebind_reschedule(s, job, &failed);
+  if (rc != 0 || failed) return rc; /* its recipient was re-bound: failed instead */
   sqlite3_stmt *st = s->st[ST_RESCHEDULE];
   sqlite3_bind_int64(st, 1, (int64_t)job->id);
   sqlite3_bind_int64(st, 2, job->next_attempt_ms);
@@ -583,6 +603,9 @@ void sq_run_op(sq_t *s, m5_store_job_t *job) {
   case M5_STORE_COUNTS:
     job->pending = sq_pending_get(s, &job->rcpt);
     job->status = 0;
+    break;
+  case M5_STORE_REBIND:
+    job->status = sq_rebind_run(s, job);
     break;
   default:
     job->status = M5_EINVAL;

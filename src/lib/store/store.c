@@ -16,6 +16,7 @@ void m5_store_opts_init(m5_store_opts_t *o) {
   o->dedup_window_ms = 10 * 60 * 1000;
   o->dedup_buckets = 10;
   o->dedup_max_per_sender = 10000;
+  o->report_window_ms = 2 * 86400 * 1000;
 }
 
 m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
@@ -28,7 +29,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
 }
 
 int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
-  if ((unsigned)job->op > (unsigned)M5_STORE_COUNTS) return M5_EINVAL;
+  if ((unsigned)job->op > (unsigned)M5_STORE_REBIND) return M5_EINVAL;
   return s->ops->submit(s, job);
 }
 

@@ -36,6 +36,13 @@
 
 typedef struct m5_store m5_store_t;
 
+/* app_id of a delivery report the store writes itself (M5_STORE_REBIND): the server's
+ * DELIVERY_IMDN_APP. Its payload is "REPT_DELY_FAILED <cause>". */
+#define M5_STORE_REPORT_APP                                                                        \
+  "\x1f"                                                                                           \
+  "IMDN"
+#define M5_STORE_CAUSE_REBOUND "RECIPIENT_REBOUND"
+
 typedef enum {
   M5_DELIV_PENDING = 0,
   M5_DELIV_DELIVERED = 1,
@@ -63,6 +70,10 @@ typedef struct {
   int64_t accepted_at_ms; /* set by the store on accept */
   uint8_t *payload;
   size_t payload_len;
+  /* A UE originator's binding generation when it sent (registry.h; 0: not a UE, or not
+   * known). An accept whose UE originator is older than the generation the store knows for
+   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. */
+  uint64_t ori_gen;
 } m5_store_msg_t;
 
 /* One recipient of an accept: addr, next_attempt_ms and in_flight in; status and id out. */
@@ -77,6 +88,11 @@ typedef struct {
                               usual, due at once. */
   int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL for this one */
   uint64_t id;             /* out: the delivery id when stored, else 0 */
+  /* A UE recipient's binding generation (in; out: the one stored). The store raises it to
+   * the generation it knows for the ID when that is newer (the message is for whoever holds
+   * the ID when it is accepted). A delivery is pushed only to a session registered under
+   * its generation. */
+  uint64_t gen;
 } m5_store_rcpt_t;
 
 /* A delivery with its message, as due/due_any/expire/mark_* return it. MARK_* and EXPIRE
@@ -90,6 +106,7 @@ typedef struct {
   int64_t next_attempt_ms;
   char failure_cause[M5_MSG_CAUSE_MAX + 1];
   m5_store_msg_t msg;
+  uint64_t rcpt_gen; /* the recipient's binding generation (m5_store_rcpt_t.gen) */
 } m5_store_delivery_t;
 
 typedef struct {
@@ -116,6 +133,14 @@ typedef enum {
   M5_STORE_EXPIRE,         /* in: now_ms, limit. out: items whose expr_time passed, moved to
                               EXPIRED (cause EXPIRED); each is returned once */
   M5_STORE_COUNTS,         /* in: rcpt. out: pending (for rcpt), stats */
+  M5_STORE_REBIND,         /* in: rcpt (a UE), gen (its binding's new generation),
+                              report_expr_time. In one transaction: every queued delivery to
+                              rcpt of an older generation is FAILED (RECIPIENT_REBOUND) with a
+                              failure report to each originator that asked for one; the dedup
+                              window and report tickets of rcpt as an originator are dropped
+                              (and its subscriptions, once there are any); gen is remembered.
+                              Nothing when the store knows gen or a newer one already (so it
+                              can be repeated, e.g. at start-up). out: rebind_failed */
 } m5_store_op_t;
 
 typedef enum {
@@ -152,10 +177,22 @@ typedef struct m5_store_job {
   /* DUE, DUE_ANY, EXPIRE: limit is capped at M5_STORE_LIST_MAX */
   int64_t now_ms;
   size_t limit;
+  /* ACCEPT: report tickets (docs/delivery.md "Re-bound UE Service IDs"). ticket_put: msg
+   * asks for a report (delivStReqInd) from a UE: remember (originator, msgId, ori_gen) for
+   * report_window_ms. ticket_check: msg is a report to the UE rcpts[0] about msgId: it takes
+   * its recipient's generation from the ticket, and is discarded (stored for nobody, only
+   * its dedup entry written; `discarded` out) when there is no ticket or the UE Service ID
+   * has been re-bound since. */
+  bool ticket_put, ticket_check;
+  /* REBIND (rcpt too) */
+  uint64_t gen;
+  int64_t report_expr_time; /* exprTime (Unix s) of the failure reports it writes */
 
   /* ---- out ---- */
   int status; /* 0; M5_EINVAL (bad job), M5_ENOENT (no PENDING delivery with that id),
-                 M5_EIO (nothing of this job is stored), M5_ENOMEM */
+                 M5_EPERM (ACCEPT: the UE originator's generation is older than the store's:
+                 it was re-bound; nothing written), M5_EIO (nothing of this job is stored),
+                 M5_ENOMEM */
   m5_store_outcome_t outcome;
   m5_store_ack_t orig_ack;
   m5_store_delivery_t *items; /* owned: m5_store_job_clear() */
@@ -163,6 +200,8 @@ typedef struct m5_store_job {
   uint64_t pending;
   m5_store_stats_t stats;
   uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
+  bool discarded;          /* ACCEPT with ticket_check: the report was dropped */
+  uint64_t rebind_failed;  /* REBIND: deliveries failed */
 
   struct { /* private to the backend */
     struct m5_store_job *link;
@@ -181,6 +220,7 @@ typedef struct {
   int64_t dedup_window_ms;       /* default 10 min */
   unsigned dedup_buckets;        /* the window is cut into this many buckets (default 10) */
   uint64_t dedup_max_per_sender; /* entries per originator (default 10000) */
+  int64_t report_window_ms;      /* life of a report ticket (default 2 days) */
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
   void *clock_arg;
