@@ -1066,16 +1066,21 @@ static void test_rebind(void **state) {
    * dedup window: m5 again is a new message, not a duplicate. */
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "m6", "ue1", 10, false)),
                    M5_EPERM);
-  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m5", "ue1", 10, false)), 0);
-  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
-  /* A report on what the old ue2 sent is dropped (its ticket went), also a retransmitted one;
-   * a report nobody asked for too. */
+  /* A report on what the old ue2 sent is dropped (its ticket and dedup window went); a
+   * report nobody asked for too. */
   assert_int_equal(run(f, s, mk_report(&a, "ue3", "m5", "ue2")), 0);
   assert_true(a.job.discarded);
   assert_int_equal(a.rcpts[0].id, 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m5", "ue1", 10, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "nobody-asked", "ue2")), 0);
   assert_true(a.job.discarded);
-  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  /* Without a ticket, a report on a msgId the new ue2 sent lately (its dedup window) is its. */
+  assert_int_equal(run(f, s, mk_report(&a, "ue5", "m5", "ue2")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
   /* A report on what the new ue2 sends reaches it. */
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
@@ -1092,7 +1097,7 @@ static void test_rebind(void **state) {
   a.rcpts[0].gen = 20;
   assert_int_equal(run(f, s, rj), 0);
   assert_true(rj->discarded);
-  assert_int_equal(pending_of(f, s, "ue2"), 2); /* the report on m7 and m8 */
+  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the reports on m5 and m7, and m8 */
 
   /* Repeats and older generations change nothing, also after a reopen. */
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
@@ -1103,7 +1108,7 @@ static void test_rebind(void **state) {
   s = open_store(&o);
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
   assert_int_equal(failed, 0);
-  assert_int_equal(pending_of(f, s, "ue2"), 2);
+  assert_int_equal(pending_of(f, s, "ue2"), 3);
 
   /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
    * RESCHEDULE (the push failed) fails it as RECIPIENT_REBOUND instead of queueing it. */

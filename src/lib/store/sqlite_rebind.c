@@ -16,8 +16,10 @@
  * Report tickets: a UE's IMDN names only a msgId and the originator's UE Service ID. To know
  * whether it reports on something the current subscriber sent, a MSG that asks for a report
  * (delivStReqInd) leaves a ticket (originator, msgId) -> originator's generation for
- * report_window_ms; a report to a UE takes its generation from the ticket and is dropped when
- * there is none (nobody asked for it, or the ID was re-bound, which drops the tickets). */
+ * report_window_ms; a report to a UE takes its generation from the ticket. Without a ticket it
+ * goes to the current subscriber only when its dedup window holds that msgId (sent lately by
+ * it: a re-bind drops the window), and is dropped otherwise (nobody asked for it, or the ID
+ * was re-bound since). */
 #include "sqlite_int.h"
 
 #include "core/err.h"
@@ -59,6 +61,7 @@ static const char *const rb_sql[RB_COUNT] = {
                       " AND until_ms > ?3",
     [RB_TICKET_SWEEP] = "DELETE FROM report_tickets WHERE (ori, msg_id) IN (SELECT ori, msg_id"
                         " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2)",
+    [RB_DEDUP_HAS] = "SELECT 1 FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
     [RB_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
@@ -145,10 +148,27 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     sq_log_error(s, "reading a report ticket");
     return M5_EIO;
   }
-  if (!tgen || tgen < job->rcpts[0].gen)
-    job->discarded = true;
-  else
-    job->rcpts[0].gen = tgen;
+  if (tgen) { /* the message asked for a report: the generation that sent it gets it */
+    if (tgen < job->rcpts[0].gen)
+      job->discarded = true;
+    else
+      job->rcpts[0].gen = tgen;
+    return 0;
+  }
+  /* No ticket: a message within the dedup window (which a re-bind drops) is the current
+   * subscriber's; anything else is nobody's. */
+  char key[M5_STORE_KEY_MAX + 1];
+  snprintf(key, sizeof key, "UE:%s", job->rcpts[0].addr.addr);
+  st = s->rb[RB_DEDUP_HAS];
+  bind_str(st, 1, key, sizeof key);
+  bind_str(st, 2, m->msg_id, sizeof m->msg_id);
+  r = sqlite3_step(st);
+  done_st(st);
+  if (r != SQLITE_ROW && r != SQLITE_DONE) {
+    sq_log_error(s, "looking up a reported msgId");
+    return M5_EIO;
+  }
+  if (r == SQLITE_DONE) job->discarded = true;
   return 0;
 }
 
