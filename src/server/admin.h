@@ -42,7 +42,8 @@ typedef struct {
   router_t *router;
   const atomic_int *ready; /* /healthz answers 200 once this is non-zero */
   size_t max_inflight;     /* registry jobs outstanding; beyond: 503; 0 = 64 */
-  m5_store_t *store;       /* NULL: the store's figures are 0 */
+  m5_store_t *store;       /* NULL: the store's figures are 0, and a re-bind fails no queue */
+  int64_t max_ttl_s;       /* exprTime of the RECIPIENT_REBOUND reports; 0 = 86400 */
   admin_stats_fn stats;    /* NULL: sessions and registrations are 0 */
   void *stats_arg;
 } admin_opts_t;

@@ -15,6 +15,7 @@ struct admin {
   m5_loop_t *loop;
   admin_opts_t opts;
   m5_mailbox_t *replies;
+  m5_mailbox_t *store_replies; /* M5_STORE_REBIND after a binding changed (admin.c) */
   size_t inflight;
   void (*idle_cb)(void *arg);
   void *idle_arg;

@@ -2,6 +2,7 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
+#include "server/rebind_sync.h"
 #include "server/registry.h"
 #include "server/server_config.h"
 #include "server/server_run.h"
@@ -63,9 +64,19 @@ int main(int argc, char **argv) {
   so.max_per_recipient = (uint64_t)cfg.store_max_per_recipient;
   so.max_queued = (uint64_t)cfg.store_max_total;
   so.dedup_window_ms = cfg.store_dedup_window_s * 1000;
+  /* a report can come as late as its message may live, after it was delivered */
+  so.report_window_ms = 2 * cfg.store_max_ttl_s * 1000;
   m5_store_t *store = m5_store_open(&so, err, sizeof err);
   if (!store) {
     fprintf(stderr, "m5s: store.path: %s\n", err);
+    registry_close(reg);
+    server_config_free(&cfg);
+    return 1;
+  }
+  /* The store catches up with binding changes it missed (a crash between the commits). */
+  if (rebind_sync(reg, store, cfg.store_max_ttl_s, err, sizeof err) != 0) {
+    fprintf(stderr, "m5s: %s\n", err);
+    m5_store_close(store);
     registry_close(reg);
     server_config_free(&cfg);
     return 1;

@@ -168,6 +168,7 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                      .router = run->router,
                      .ready = m5_workers_ready(run->ws),
                      .store = run->store,
+                     .max_ttl_s = cfg->store_max_ttl_s,
                      .stats = fill_stats,
                      .stats_arg = run};
   w->admin = admin_new(w->loop, &mo);
