@@ -44,6 +44,9 @@ and waits for its answer, which the next `expect` checks):
                                with that code instead, no body), and KEY=VALUE as for expect.
                                Prints "RECV <body>" on one line.
   sleep:S                      pause S seconds (pushed requests are still answered)
+  touch:PATH                   create the file PATH (tells a test script where we are)
+  waitfile:PATH                wait until the file PATH exists (the script's go-ahead), at
+                               most --timeout seconds; pushed requests are still answered
   quiet:S                      S seconds in which no request may be pushed to us
 
 Output: one line per message sent (">") and received ("<"), "RECV <json>" per pushed MSG,
@@ -679,6 +682,17 @@ def run_steps(ch, steps, timeout):
                                                  "msgId": obj.get("msgId", "")}))
             else:
                 ch.answer(m, answer_code, b"")
+        elif kind == "touch":
+            with open(rest, "a"):
+                pass
+        elif kind == "waitfile":
+            end = time.monotonic() + timeout
+            while not os.path.exists(rest):
+                if time.monotonic() > end:
+                    fail("waitfile: %s did not appear within %gs" % (rest, timeout))
+                m = ch.next_msg(min(end, time.monotonic() + 0.05))
+                if m is not None:
+                    ch.handle_other(m)
         elif kind in ("sleep", "quiet"):
             end = time.monotonic() + float(rest)
             while True:
