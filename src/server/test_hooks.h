@@ -7,7 +7,9 @@
  *  - "reg-write": a REG waits between its registry write and the session's router entry;
  *    both until the file is removed (ue_api.c), so a test can change the binding in between;
  *  - "drop-close": the CLOSE the admin API posts to the worker of a session whose binding
- *    changed is dropped, as a full mailbox would (router.c). */
+ *    changed is dropped, as a full mailbox would (router.c);
+ *  - "kill-before-store-rebind": m5s kills itself (SIGKILL) after a binding change is
+ *    committed in the registry and before the message store is told (admin.c). */
 #ifndef M5_SERVER_TEST_HOOKS_H
 #define M5_SERVER_TEST_HOOKS_H
 

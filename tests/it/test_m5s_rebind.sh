@@ -12,7 +12,10 @@
 #    what stays queued is ue3's message and the two reports (ue1's and the AS's);
 #  - ue1 is re-bound too; ue3 then gets the old ue1's message and reports on it (IMDN): m5s
 #    accepts the report (2.04) but the new ue1 never gets it; the new ue1 may reuse a msgId
-#    the old one sent (no dedup state handed over).
+#    the old one sent (no dedup state handed over);
+#  - kill -9 between the two commits (test hook: m5s dies after the registry committed the
+#    re-bind of ue2, before the store heard of it): after the restart the store catches up,
+#    ue3 gets its RECIPIENT_REBOUND report and the new subscriber of ue2 gets nothing.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -36,6 +39,9 @@ grep -q '"IMDN")' "$RAW" || fail "cannot adapt coap_raw.py to IMDN"
 
 make_pki
 start_aanf
+HOOKS=$M5_TMP/hooks
+mkdir -p "$HOOKS"
+export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
 start_m5s
 setup_ue ue1 "$SUPI1" "$KAUSF1"
 setup_ue ue2 "$SUPI2" "$KAUSF2"
@@ -150,6 +156,33 @@ set -e
 raw "$SUPI1B" "$KAUSF1B" reuse.out reg:ue1 'expect:2.01|2.04' \
   "json:$(msg im-1 ue1 nobody)" expect:2.04:status=DELY_FAILED:failureCause=UNKNOWN_RECIPIENT
 echo "ok: a report on the old ue1's message is not delivered to the new ue1; no dedup handed over"
+
+# ---- kill -9 between the registry's commit and the store's ---------------------------------
+raw "$SUPI3" "$KAUSF3" k.out reg:ue3 'expect:2.01|2.04' \
+  "json:$(msg k-1 ue3 ue2 "$REP")" expect:2.04:status=DELY_STORED
+touch "$HOOKS/kill-before-store-rebind"
+"$M5_BIN/m5ctl" subscriber add --supi "$SUPI2" --kausf "$KAUSF2" --ue-svc-id ue2 \
+  --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >kill.out 2>&1 &&
+  m5s_fail "m5ctl succeeded although m5s was to die: $(cat kill.out)"
+[[ -e $HOOKS/kill-before-store-rebind.reached ]] || m5s_fail "the kill hook was not reached"
+for ((i = 0; i < 100; i++)); do kill -0 "$M5S_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$M5S_PID" 2>/dev/null && m5s_fail "m5s did not die at the hook"
+wait "$M5S_PID" 2>/dev/null || true
+rm -f "$HOOKS/kill-before-store-rebind"
+start_m5s
+grep -q 'failed at start-up (RECIPIENT_REBOUND)' "$M5S_LOG" ||
+  m5s_fail "the store did not catch up at start-up"
+curl -s --max-time 10 "$M5S_ADMIN/admin/v1/bindings/ue2" >b2.json
+[[ $(json_get b2.json supi) == "$SUPI2" ]] || m5s_fail "the re-bind was not committed: $(cat b2.json)"
+set +e
+timeout 60 "$M5_BIN/m5c" --config "$M5_TMP/ue2.yaml" --server "$(m5c_uri dtls)" listen \
+  --count 1 --timeout 4 >k2.out 2>k2.err
+rc=$?
+set -e
+[[ $rc == 4 ]] || m5s_fail "ue2 after the crash: listen exit $rc: $(cat k2.out k2.err)"
+raw "$SUPI3" "$KAUSF3" k3.out reg:ue3 'expect:2.01|2.04' \
+  "recv:msgid=k-1:from=ue2:to=ue3:msgType=IMDN:delivSt=REPT_DELY_FAILED:failureCause=RECIPIENT_REBOUND"
+echo "ok: kill -9 between the two commits: the store catches up at start-up"
 stop_m5s
 stop_aanf
 echo "PASS"
