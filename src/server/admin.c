@@ -180,7 +180,9 @@ static void on_reply(void *msg, void *arg) {
       M5_LOGI(DOM, "%s: binding removed", job->ue_svc_id);
     else
       M5_LOGI(DOM, "%s: binding %s", job->ue_svc_id,
-              job->created ? "created" : job->gen != job->old_gen ? "re-bound" : "unchanged");
+              job->created                ? "created"
+              : job->gen != job->old_gen ? "updated (re-bound to another subscriber)"
+                                         : "updated (the same subscriber: nothing changed)");
     if (job->op == REGISTRY_UNBIND || (job->old_supi[0] && strcmp(job->old_supi, job->supi) != 0))
       kick(p->a, job->ue_svc_id);
     if (job->gen != job->old_gen) {
