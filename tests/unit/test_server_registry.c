@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "core/err.h"
 #include "core/loop.h"
 #include "server/registry.h"
@@ -253,6 +255,39 @@ static void test_generations(void **state) {
   m5_loop_free(f.loop);
 }
 
+/* A registry file from before generations (user_version 1): its bindings get generation 1,
+ * as the store's rows from before do, so the first start after the upgrade fails nothing. */
+static void test_generations_upgrade(void **state) {
+  (void)state;
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE bindings (ue_svc_id TEXT PRIMARY KEY,"
+                                " supi TEXT NOT NULL) WITHOUT ROWID;"
+                                "CREATE TABLE registrations (ue_svc_id TEXT PRIMARY KEY"
+                                " REFERENCES bindings(ue_svc_id) ON DELETE CASCADE,"
+                                " registered_at INTEGER NOT NULL, expiry INTEGER NOT NULL)"
+                                " WITHOUT ROWID;"
+                                "INSERT INTO bindings VALUES ('old', '001010000000007');"
+                                "PRAGMA user_version = 1;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  fixture_t f = {.loop = m5_loop_new()};
+  f.replies = m5_mailbox_new(f.loop, 4, on_reply, &f);
+  registry_t *r = open_started();
+  registry_entry_t e;
+  assert_int_equal(registry_lookup(r, "old", 1000, &e), 0);
+  assert_int_equal(e.gen, 1);
+  registry_job_t job;
+  assert_int_equal(do_bind(&f, r, "old", "001010000000008", &job), 0);
+  assert_int_equal(job.old_gen, 1);
+  assert_true(job.gen > 1);
+  registry_close(r);
+  m5_mailbox_free(f.replies, NULL);
+  m5_loop_free(f.loop);
+}
+
 static void test_normalise_supi(void **state) {
   (void)state;
   char out[REGISTRY_SUPI_MAX + 1];
@@ -453,6 +488,7 @@ int main(void) {
       cmocka_unit_test_setup(test_bind_register_persist, fresh),
       cmocka_unit_test_setup(test_rebind_and_unbind_drop_registration, fresh),
       cmocka_unit_test_setup(test_generations, fresh),
+      cmocka_unit_test_setup(test_generations_upgrade, fresh),
       cmocka_unit_test(test_normalise_supi),
       cmocka_unit_test_setup(test_as_clients_and_registrations, fresh),
       cmocka_unit_test(test_as_ids_and_target_uris),
