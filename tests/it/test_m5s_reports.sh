@@ -32,7 +32,7 @@ AS_LOG=$M5_TMP/as.log
 : >"$AS_LOG"
 echo 204 >"$M5_TMP/as.mode"
 node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" >"$M5_TMP/as_server.out" 2>&1 &
+  "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
 track_pid $!
 wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
 admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' \
