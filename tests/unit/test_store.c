@@ -1600,6 +1600,63 @@ static void test_rebind_reports(void **state) {
   m5_store_close(s);
 }
 
+/* A REBIND that fails half-way (its second report cannot be written) is rolled back whole,
+ * and the in-memory figures it had changed (queue counts, the originator's quota, the
+ * generation) are rebuilt: the queue is as before, the quota still full, and the re-bind, once
+ * it can be written, fails both deliveries. */
+static void test_rebind_rollback(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 2;
+  m5_store_t *s = open_store(&o);
+  m5_store_close(s);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TRIGGER boom BEFORE INSERT ON messages"
+                                " WHEN NEW.kind = 1 AND NEW.msg_id = 'r2'"
+                                " BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r1", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r2", "ue2", 20, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_stats_t st0, st;
+  m5_store_stats(s, &st0);
+  assert_int_equal(rebind(f, s, "ue2", 21, NULL), M5_EIO);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.queued, st0.queued);
+  assert_int_equal(st.messages, st0.messages);
+  assert_int_equal(st.failed, st0.failed);
+  assert_int_equal(st.reports, st0.reports);
+  assert_int_equal(pending_of(f, s, "ue2"), 2);
+  m5_store_job_t j;
+  due(f, s, "ue1", 10, &j);
+  assert_int_equal(j.n_items, 0); /* r1's report went with the rollback */
+  m5_store_job_clear(&j);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  /* the generation was rolled back too: a repeat is not taken for done */
+  m5_store_close(s);
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "DROP TRIGGER boom;", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  uint64_t failed = 0;
+  assert_int_equal(rebind(f, s, "ue2", 21, &failed), 0);
+  assert_int_equal(failed, 2);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
  * refused at open with an error that says so, and the first one goes on. */
 static void test_second_open_refused(void **state) {
@@ -1664,6 +1721,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
