@@ -19,11 +19,11 @@ deps:
 	@./tools/ensure-deps.sh $(APT_PKGS)
 
 build: deps
-	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF >/dev/null
+	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_TEST_HOOKS=OFF >/dev/null
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
 build-test: deps
-	@cmake -S . -B $(BUILD_TEST) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM5_SANITIZE=ON -DM5_BENCH=ON >/dev/null
+	@cmake -S . -B $(BUILD_TEST) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM5_SANITIZE=ON -DM5_BENCH=ON -DM5_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 
 # make test also builds the release tree: `make run` builds with -O2 and _FORTIFY_SOURCE, whose
@@ -43,7 +43,7 @@ BENCH_PKGS := mosquitto libmosquitto-dev
 
 bench-build: deps
 	@./tools/ensure-deps.sh $(BENCH_PKGS)
-	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_BENCH=ON >/dev/null
+	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_BENCH=ON -DM5_TEST_HOOKS=OFF >/dev/null
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
 bench: bench-build

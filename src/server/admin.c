@@ -7,10 +7,12 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "msg/msg.h"
+#include "test_hooks.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,88 @@ static void kick(admin_t *a, const char *id) {
             m5_strerror(rc));
 }
 
+/* ---- a binding that changed: its queue in the message store (docs/delivery.md) ---- */
+
+#define REBIND_RETRY_MS 200
+
+/* M5_STORE_REBIND for a binding that changed (job.base is first: the store hands it back). */
+typedef struct {
+  m5_store_job_t job;
+  pending_t *p; /* the HTTP exchange, answered with the count of failed deliveries */
+} rebind_t;
+
+/* The answer of a PUT or DELETE once the message store knows of the change (failed: the
+ * deliveries it failed; -1: it could not be told, see the log). */
+static void answer_binding(pending_t *p, int64_t failed) {
+  registry_job_t *job = &p->job;
+  json_t *o;
+  int status;
+  if (job->op == REGISTRY_UNBIND) {
+    o = json_pack("{s:s}", "ueSvcId", job->ue_svc_id);
+    status = 200;
+  } else {
+    registry_entry_t e;
+    int registered =
+        registry_lookup(p->a->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &e) == 0 &&
+        e.registered;
+    o = binding_json(job->ue_svc_id, job->supi, registered);
+    status = job->created ? 201 : 200;
+  }
+  if (o && failed >= 0) json_object_set_new(o, "failedDeliveries", json_integer(failed));
+  admin_respond_json(p->ex, status, o);
+  admin_finish(p);
+}
+
+static void rebind_submit(m5_loop_t *loop, void *arg) {
+  rebind_t *rb = arg;
+  if (m5_store_submit(rb->p->a->opts.store, &rb->job) == 0) return;
+  /* The store's queue is full: the change is committed in the registry and must reach the
+   * store too; until it does, deliveries of the old generation are never pushed to a new
+   * session (delivery.c), and m5s repeats it at its next start. */
+  if (m5_loop_timer_add(loop, REBIND_RETRY_MS, rebind_submit, rb)) return;
+  M5_LOGE(DOM, "%s: cannot tell the message store of the binding change; it is told at the next "
+               "start", rb->job.rcpt.addr);
+  answer_binding(rb->p, -1);
+  free(rb);
+}
+
+static void on_rebind_reply(void *msg, void *arg) {
+  (void)arg;
+  rebind_t *rb = msg;
+  if (rb->job.status != 0) {
+    M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); it does at the next start",
+            rb->job.rcpt.addr, m5_strerror(rb->job.status));
+    answer_binding(rb->p, -1);
+  } else {
+    M5_LOGI(DOM, "%s: %llu queued deliveries failed (RECIPIENT_REBOUND)", rb->job.rcpt.addr,
+            (unsigned long long)rb->job.rebind_failed);
+    answer_binding(rb->p, (int64_t)rb->job.rebind_failed);
+  }
+  m5_store_job_clear(&rb->job);
+  free(rb);
+}
+
+/* The binding of p's job got a new generation: the store fails the old subscriber's queue and
+ * drops its dedup state, then the exchange is answered. */
+static void start_rebind(pending_t *p) {
+  admin_t *a = p->a;
+  char hook[4096]; /* test builds: m5s dies between the registry's commit and the store's */
+  if (m5_test_hook_armed("kill-before-store-rebind", hook, sizeof hook)) raise(SIGKILL);
+  rebind_t *rb = a->opts.store ? calloc(1, sizeof *rb) : NULL;
+  if (!rb) {
+    answer_binding(p, a->opts.store ? -1 : 0);
+    return;
+  }
+  rb->p = p;
+  rb->job.op = M5_STORE_REBIND;
+  rb->job.arg = rb;
+  rb->job.base.reply = a->store_replies;
+  snprintf(rb->job.rcpt.type, sizeof rb->job.rcpt.type, "UE");
+  snprintf(rb->job.rcpt.addr, sizeof rb->job.rcpt.addr, "%s", p->job.ue_svc_id);
+  rb->job.gen = p->job.gen;
+  rebind_submit(a->loop, rb);
+}
+
 static void on_reply(void *msg, void *arg) {
   (void)arg;
   pending_t *p = msg;
@@ -93,19 +177,22 @@ static void on_reply(void *msg, void *arg) {
   } else if (job->status != 0) {
     admin_problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log", NULL,
             NULL, NULL);
-  } else if (job->op == REGISTRY_UNBIND) {
-    M5_LOGI(DOM, "%s: binding removed", job->ue_svc_id);
-    kick(p->a, job->ue_svc_id);
-    m5_http_respond(p->ex, 204, NULL, NULL, 0);
   } else {
-    M5_LOGI(DOM, "%s: binding %s", job->ue_svc_id, job->created ? "created" : "updated");
-    if (job->old_supi[0] && strcmp(job->old_supi, job->supi) != 0) kick(p->a, job->ue_svc_id);
-    registry_entry_t e;
-    int registered =
-        registry_lookup(p->a->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &e) == 0 &&
-        e.registered;
-    admin_respond_json(p->ex, job->created ? 201 : 200,
-                 binding_json(job->ue_svc_id, job->supi, registered));
+    if (job->op == REGISTRY_UNBIND)
+      M5_LOGI(DOM, "%s: binding removed", job->ue_svc_id);
+    else
+      M5_LOGI(DOM, "%s: binding %s", job->ue_svc_id,
+              job->created                ? "created"
+              : job->gen != job->old_gen ? "updated (re-bound to another subscriber)"
+                                         : "updated (the same subscriber: nothing changed)");
+    if (job->op == REGISTRY_UNBIND || (job->old_supi[0] && strcmp(job->old_supi, job->supi) != 0))
+      kick(p->a, job->ue_svc_id);
+    if (job->gen != job->old_gen) {
+      start_rebind(p); /* answers once the store has it */
+      return;
+    }
+    answer_binding(p, 0);
+    return;
   }
   admin_finish(p);
 }
@@ -485,7 +572,10 @@ admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
   }
   if (!a->opts.max_inflight) a->opts.max_inflight = 64;
   a->replies = m5_mailbox_new(loop, a->opts.max_inflight, on_reply, a);
-  if (!a->replies) {
+  a->store_replies = m5_mailbox_new(loop, a->opts.max_inflight, on_rebind_reply, a);
+  if (!a->replies || !a->store_replies) {
+    if (a->replies) m5_mailbox_free(a->replies, NULL);
+    if (a->store_replies) m5_mailbox_free(a->store_replies, NULL);
     free(a);
     return NULL;
   }
@@ -498,10 +588,18 @@ static void drop_pending(void *msg) {
   free(p);
 }
 
+static void drop_rebind(void *msg) {
+  rebind_t *rb = msg;
+  m5_store_job_clear(&rb->job);
+  drop_pending(rb->p);
+  free(rb);
+}
+
 void admin_free(admin_t *a) {
   if (!a) return;
   m5_mailbox_free(a->replies, drop_pending);
   OPENSSL_cleanse(a->token_sha256, sizeof a->token_sha256);
+  m5_mailbox_free(a->store_replies, drop_rebind);
   free(a);
 }
 

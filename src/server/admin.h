@@ -55,7 +55,7 @@ typedef struct {
   router_t *router;
   const atomic_int *ready; /* /healthz answers 200 once this is non-zero */
   size_t max_inflight;     /* registry jobs outstanding; beyond: 503; 0 = 64 */
-  m5_store_t *store;       /* NULL: the store's figures are 0 */
+  m5_store_t *store;       /* NULL: the store's figures are 0, and a re-bind fails no queue */
   admin_stats_fn stats;    /* NULL: sessions and registrations are 0 */
   void *stats_arg;
   /* The bearer token (admin_token.h), borrowed by admin_new, which keeps only its SHA-256;

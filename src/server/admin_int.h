@@ -17,6 +17,7 @@ struct admin {
   unsigned char token_sha256[32];
   int have_token;
   m5_mailbox_t *replies;
+  m5_mailbox_t *store_replies; /* M5_STORE_REBIND after a binding changed (admin.c) */
   size_t inflight;
   void (*idle_cb)(void *arg);
   void *idle_arg;

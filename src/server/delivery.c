@@ -40,6 +40,7 @@ typedef struct {
   ue_session_t *s;
   int registered;
   char ue_svc_id[M5_MSG_ADDR_MAX + 1];
+  uint64_t gen; /* the binding generation it registered under */
   int due_busy, due_more;
   size_t due_out;
   int64_t last_due_ms;
@@ -280,9 +281,9 @@ enum { FROM_NEW = 0, FROM_DUE = 1, FROM_TIMER = 2 };
 /* Pushes delivery id (body taken) over the live session sid of dest, on this worker. Every
  * outcome ends in the store: delivered, rescheduled or failed. from: FROM_NEW (just
  * accepted), FROM_DUE (the session's DUE), FROM_TIMER (the back-off timer). */
-static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, char *body, size_t len,
-                          const char *msg_id, uint64_t id, uint32_t attempts, int sto_fwd,
-                          int from) {
+static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64_t gen, char *body,
+                          size_t len, const char *msg_id, uint64_t id, uint32_t attempts,
+                          int sto_fwd, int from) {
   int from_due = from == FROM_DUE;
   if (m5_hmap_get(dv->recent, &id, sizeof id)) { /* delivered or failed meanwhile */
     free(body);
@@ -298,6 +299,16 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, char *
   if (!ss || !ss->registered || strcmp(ss->ue_svc_id, dest) != 0) {
     free(body);
     conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
+    return;
+  }
+  if (ss->gen != gen) {
+    /* Queued for another subscriber of this UE Service ID (it was re-bound): never pushed to
+     * this session. Not an attempt; the store fails it (RECIPIENT_REBOUND) when it learns of
+     * the re-bind, at the latest when this reschedule reaches it. */
+    M5_LOGI(DOM, "MSG %s to %s: queued under binding generation %llu, the session has %llu; "
+                 "not pushed", msg_id, dest, (unsigned long long)gen, (unsigned long long)ss->gen);
+    free(body);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
     return;
   }
   if (from == FROM_TIMER && ss->due_busy) {
@@ -475,8 +486,8 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
     return;
   }
   if (loc.worker == dv->opts.worker) {
-    push_delivery(dv, loc.sid, d->rcpt.addr, body, len, d->msg.msg_id, d->id, d->attempts,
-                  d->msg.sto_fwd, from);
+    push_delivery(dv, loc.sid, d->rcpt.addr, d->rcpt_gen, body, len, d->msg.msg_id, d->id,
+                  d->attempts, d->msg.sto_fwd, from);
     return;
   }
   router_msg_t *rm = router_msg_new(ROUTER_DELIVER);
@@ -493,6 +504,7 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
   rm->attempts = d->attempts;
   rm->sto_fwd = d->msg.sto_fwd;
   rm->from_timer = from == FROM_TIMER;
+  rm->gen = d->rcpt_gen;
   snprintf(rm->ue_svc_id, sizeof rm->ue_svc_id, "%s", d->rcpt.addr);
   snprintf(rm->msg_id, sizeof rm->msg_id, "%s", d->msg.msg_id);
   if (router_post(dv->opts.router, loc.worker, rm) != 0) {
@@ -734,10 +746,11 @@ int delivery_session_opened(delivery_t *dv, ue_session_t *s) {
   return 0;
 }
 
-void delivery_registered(delivery_t *dv, uint64_t sid, const char *ue_svc_id) {
+void delivery_registered(delivery_t *dv, uint64_t sid, const char *ue_svc_id, uint64_t gen) {
   peer_t *ss = peer_find(dv, sid);
   if (!ss) return;
   ss->registered = 1;
+  ss->gen = gen;
   snprintf(ss->ue_svc_id, sizeof ss->ue_svc_id, "%s", ue_svc_id);
   start_due(dv, ss);
 }
@@ -778,8 +791,8 @@ void delivery_accepted(delivery_t *dv, const m5_store_delivery_t *d) {
 void delivery_routed(delivery_t *dv, router_msg_t *m) {
   char *body = m->body;
   m->body = NULL;
-  push_delivery(dv, m->sid, m->ue_svc_id, body, m->len, m->msg_id, m->deliv_id, m->attempts,
-                m->sto_fwd, m->from_timer ? FROM_TIMER : FROM_NEW);
+  push_delivery(dv, m->sid, m->ue_svc_id, m->gen, body, m->len, m->msg_id, m->deliv_id,
+                m->attempts, m->sto_fwd, m->from_timer ? FROM_TIMER : FROM_NEW);
 }
 
 static void on_drain_timeout(m5_loop_t *loop, void *arg) {

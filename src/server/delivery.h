@@ -54,9 +54,10 @@ int64_t delivery_first_retry_ms(void);
 
 /* Session s opened (borrowed until delivery_session_closed): 0, or M5_ENOMEM. */
 int delivery_session_opened(delivery_t *d, ue_session_t *s);
-/* Session sid registered as ue_svc_id: it becomes the target of pushes to that UE, and what was
- * stored for it goes out now. */
-void delivery_registered(delivery_t *d, uint64_t sid, const char *ue_svc_id);
+/* Session sid registered as ue_svc_id under binding generation gen: it becomes the target of
+ * pushes to that UE of that generation (never of another: docs/delivery.md "Re-bound UE
+ * Service IDs"), and what was stored for it goes out now. */
+void delivery_registered(delivery_t *d, uint64_t sid, const char *ue_svc_id, uint64_t gen);
 /* Session sid deregistered: no more pushes to it; those queued on it and not sent yet go back
  * to the store, pending. */
 void delivery_deregistered(delivery_t *d, uint64_t sid);

@@ -2,6 +2,7 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
+#include "server/rebind_sync.h"
 #include "server/registry.h"
 #include "server/server_config.h"
 #include "server/server_run.h"
@@ -68,9 +69,19 @@ int main(int argc, char **argv) {
   so.max_per_recipient_per_originator = (uint64_t)cfg.store_max_per_recipient_per_originator;
   so.max_reports_per_recipient = (uint64_t)cfg.store_max_reports_per_recipient;
   so.report_ttl_s = cfg.store_max_ttl_s;
+  /* a report can come as late as its message may live, after it was delivered */
+  so.report_window_ms = 2 * cfg.store_max_ttl_s * 1000;
   m5_store_t *store = m5_store_open(&so, err, sizeof err);
   if (!store) {
     fprintf(stderr, "m5s: store.path: %s\n", err);
+    registry_close(reg);
+    server_config_free(&cfg);
+    return 1;
+  }
+  /* The store catches up with binding changes it missed (a crash between the commits). */
+  if (rebind_sync(reg, store, err, sizeof err) != 0) {
+    fprintf(stderr, "m5s: %s\n", err);
+    m5_store_close(store);
     registry_close(reg);
     server_config_free(&cfg);
     return 1;

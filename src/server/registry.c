@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DOM "registry"
 
@@ -37,7 +38,13 @@ static const char schema[] =
     " target_uri TEXT NOT NULL,"
     " app_id TEXT NOT NULL,"
     " registered_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "PRAGMA user_version = 1;";
+    /* Version 2: the generation of each UE Service ID (registry.h), kept after a removal so
+     * that generations only grow per ID. Bindings from version 1 get generation 1. */
+    "CREATE TABLE IF NOT EXISTS binding_gens ("
+    " ue_svc_id TEXT PRIMARY KEY,"
+    " gen INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO binding_gens (ue_svc_id, gen) SELECT ue_svc_id, 1 FROM bindings;"
+    "PRAGMA user_version = 2;";
 
 int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]) {
   if (!strncmp(in, "imsi-", 5)) in += 5;
@@ -68,6 +75,7 @@ static void registry_free(registry_t *r) {
   sqlite3_finalize(r->st_unbind);
   sqlite3_finalize(r->st_reg_put);
   sqlite3_finalize(r->st_reg_del);
+  sqlite3_finalize(r->st_gen_put);
   if (r->conn) sqlite3_close(r->conn);
   if (r->map) {
     m5_hmap_free(r->map, free_entry);
@@ -89,8 +97,9 @@ static int column_copy(sqlite3_stmt *st, int col, char *out, size_t outlen) {
 static int load(registry_t *r, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   if (registry_prepare(r,
-              "SELECT b.ue_svc_id, b.supi, r.registered_at, r.expiry FROM bindings b "
-              "LEFT JOIN registrations r ON r.ue_svc_id = b.ue_svc_id",
+              "SELECT b.ue_svc_id, b.supi, r.registered_at, r.expiry, coalesce(g.gen, 1) "
+              "FROM bindings b LEFT JOIN registrations r ON r.ue_svc_id = b.ue_svc_id "
+              "LEFT JOIN binding_gens g ON g.ue_svc_id = b.ue_svc_id",
               &st, err, errlen) != 0)
     return M5_EIO;
   int rc = 0, s;
@@ -110,6 +119,7 @@ static int load(registry_t *r, char *err, size_t errlen) {
       e->registered_at = sqlite3_column_int64(st, 2);
       e->expiry = sqlite3_column_int64(st, 3);
     }
+    e->gen = (uint64_t)sqlite3_column_int64(st, 4);
     if (m5_hmap_put(r->map, e->ue_svc_id, strlen(e->ue_svc_id), e, NULL) != 0) {
       free(e);
       rc = M5_ENOMEM;
@@ -117,6 +127,16 @@ static int load(registry_t *r, char *err, size_t errlen) {
     }
   }
   if (rc == 0 && s != SQLITE_DONE) rc = M5_EIO;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (rc == 0) {
+    if (sqlite3_prepare_v2(r->conn, "SELECT coalesce(max(gen), 1) FROM binding_gens", -1, &st,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+      rc = M5_EIO;
+    else
+      r->last_gen = (uint64_t)sqlite3_column_int64(st, 0);
+  }
   if (rc != 0)
     snprintf(err, errlen, "cannot load the registry: %s",
              rc == M5_ENOMEM ? "out of memory" : sqlite3_errmsg(r->conn));
@@ -165,7 +185,11 @@ registry_t *registry_open(const char *path, char *err, size_t errlen) {
               "ON CONFLICT (ue_svc_id) DO UPDATE SET registered_at = excluded.registered_at, "
               "expiry = excluded.expiry",
               &r->st_reg_put, err, errlen) ||
-      registry_prepare(r, "DELETE FROM registrations WHERE ue_svc_id = ?1", &r->st_reg_del, err, errlen))
+      registry_prepare(r, "DELETE FROM registrations WHERE ue_svc_id = ?1", &r->st_reg_del, err, errlen) ||
+      registry_prepare(r,
+              "INSERT INTO binding_gens (ue_svc_id, gen) VALUES (?1, ?2) "
+              "ON CONFLICT (ue_svc_id) DO UPDATE SET gen = excluded.gen",
+              &r->st_gen_put, err, errlen))
     goto fail;
   if (load(r, err, errlen) != 0 || registry_as_open(r, err, errlen) != 0) goto fail;
   r->thread = m5_jobthread_new(run_job, r);
@@ -206,20 +230,40 @@ static registry_entry_t *mem_get(registry_t *r, const char *id) {
   return m5_hmap_get(r->map, id, strlen(id));
 }
 
+/* A new generation: above every one handed out, and at least the wall clock in ms, so that
+ * generations keep growing even if m5s.db is lost and re-created while the message store
+ * (which remembers the generations it has seen) is kept. */
+static uint64_t next_gen(registry_t *r) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  return now > r->last_gen ? now : r->last_gen + 1;
+}
+
+static int put_gen(registry_t *r, const char *id, uint64_t gen) {
+  sqlite3_bind_text(r->st_gen_put, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(r->st_gen_put, 2, (int64_t)gen);
+  return registry_step_done(r, r->st_gen_put, "storing a binding generation");
+}
+
 static int do_bind(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   job->created = e == NULL;
   snprintf(job->old_supi, sizeof job->old_supi, "%s", e ? e->supi : "");
+  job->old_gen = job->gen = e ? e->gen : 0;
   int supi_changed = e && strcmp(e->supi, job->supi) != 0;
+  if (e && !supi_changed) return 0; /* the same SUPI: nothing changes (queues, registration) */
   registry_entry_t *fresh = NULL;
   if (!e && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
   if (registry_exec(r, "PRAGMA synchronous=FULL") != 0 || registry_exec(r, "BEGIN IMMEDIATE") != 0) {
     free(fresh);
     return M5_EIO;
   }
+  uint64_t gen = next_gen(r);
   sqlite3_bind_text(r->st_bind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(r->st_bind, 2, job->supi, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_bind, "storing a binding");
+  if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
   if (rc == 0 && supi_changed) {
     sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
     rc = registry_step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
@@ -230,10 +274,12 @@ static int do_bind(registry_t *r, registry_job_t *job) {
     free(fresh);
     return rc;
   }
+  r->last_gen = job->gen = gen;
   pthread_rwlock_wrlock(&r->lock);
   if (fresh) {
     memcpy(fresh->ue_svc_id, job->ue_svc_id, sizeof fresh->ue_svc_id);
     memcpy(fresh->supi, job->supi, sizeof fresh->supi);
+    fresh->gen = gen;
     if (m5_hmap_put(r->map, fresh->ue_svc_id, strlen(fresh->ue_svc_id), fresh, NULL) != 0) {
       free(fresh);
       rc = M5_ENOMEM; /* committed, but not visible until a restart: say so */
@@ -242,7 +288,8 @@ static int do_bind(registry_t *r, registry_job_t *job) {
     }
   } else {
     memcpy(e->supi, job->supi, sizeof e->supi);
-    if (supi_changed) e->registered_at = e->expiry = 0;
+    e->gen = gen;
+    e->registered_at = e->expiry = 0;
   }
   pthread_rwlock_unlock(&r->lock);
   return rc;
@@ -252,10 +299,21 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   if (!e) return M5_ENOENT;
   snprintf(job->old_supi, sizeof job->old_supi, "%s", e->supi);
-  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
+  job->old_gen = e->gen;
+  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0 || registry_exec(r, "BEGIN IMMEDIATE") != 0)
+    return M5_EIO;
+  /* The removal takes a generation of its own, kept for the ID: whatever was queued for the
+   * old subscriber is older than it, and so is everything of a later binding's. */
+  uint64_t gen = next_gen(r);
   sqlite3_bind_text(r->st_unbind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_unbind, "removing a binding"); /* cascades */
-  if (rc != 0) return rc;
+  if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
+  if (rc == 0) rc = registry_exec(r, "COMMIT");
+  if (rc != 0) {
+    registry_exec(r, "ROLLBACK");
+    return rc;
+  }
+  r->last_gen = job->gen = gen;
   pthread_rwlock_wrlock(&r->lock);
   m5_hmap_del(r->map, job->ue_svc_id, strlen(job->ue_svc_id));
   pthread_rwlock_unlock(&r->lock);
@@ -265,7 +323,9 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
 
 static int do_register(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
-  if (!e || strcmp(e->supi, job->supi) != 0) return M5_EPERM;
+  /* The binding is checked again here, as it is when the job runs: the worker looked it up
+   * before submitting, and the admin API may have re-bound or removed it since. */
+  if (!e || strcmp(e->supi, job->supi) != 0 || e->gen != job->gen) return M5_EPERM;
   job->created = !(e->registered_at != 0 && e->expiry > job->registered_at);
   if (registry_exec(r, "PRAGMA synchronous=NORMAL") != 0) return M5_EIO;
   sqlite3_bind_text(r->st_reg_put, 1, job->ue_svc_id, -1, SQLITE_STATIC);
@@ -298,6 +358,7 @@ static void run_job(m5_job_t *base, void *ctx) {
   registry_job_t *job = (registry_job_t *)base;
   job->created = 0;
   job->old_supi[0] = '\0';
+  if (job->op == REGISTRY_BIND || job->op == REGISTRY_UNBIND) job->gen = job->old_gen = 0;
   switch (job->op) {
   case REGISTRY_BIND:
     job->status = do_bind(r, job);
@@ -348,6 +409,29 @@ int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_
   pthread_rwlock_unlock(&r->lock);
   if (rc == 0) out->registered = out->registered_at != 0 && out->expiry > now;
   return rc;
+}
+
+int registry_gen_current(registry_t *r, const char *ue_svc_id, uint64_t gen) {
+  pthread_rwlock_rdlock(&r->lock);
+  const registry_entry_t *e = m5_hmap_get(r->map, ue_svc_id, strlen(ue_svc_id));
+  int ok = e && e->gen == gen;
+  pthread_rwlock_unlock(&r->lock);
+  return ok;
+}
+
+int registry_gens_foreach(registry_t *r, void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen),
+                          void *arg) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(r->conn, "SELECT ue_svc_id, gen FROM binding_gens", -1, &st, NULL) !=
+      SQLITE_OK)
+    return M5_EIO;
+  int s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    const unsigned char *id = sqlite3_column_text(st, 0);
+    if (id) fn(arg, (const char *)id, (uint64_t)sqlite3_column_int64(st, 1));
+  }
+  sqlite3_finalize(st);
+  return s == SQLITE_DONE ? 0 : M5_EIO;
 }
 
 size_t registry_count(registry_t *r) {

@@ -32,6 +32,12 @@ typedef struct {
   int registered;        /* a registration exists and its expiry has not passed */
   int64_t registered_at; /* Unix seconds; 0 when there is no registration */
   int64_t expiry;
+  /* The binding's generation (docs/delivery.md "Re-bound UE Service IDs"): assigned by the
+   * registry when the ID is bound to a SUPI it was not bound to (created, re-bound to another
+   * SUPI, or created again after a removal), persisted, strictly increasing per ID across
+   * all of these (a removal also takes one). A PUT of the same SUPI keeps it. Sessions,
+   * deliveries and reports carry the generation they were made under. */
+  uint64_t gen;
 } registry_entry_t;
 
 /* An Application Server client of MSGin5G-3 (architecture §3.2), configured through the admin
@@ -64,12 +70,16 @@ typedef struct {
 } registry_as_t;
 
 typedef enum {
-  REGISTRY_BIND,       /* in: ue_svc_id, supi. out: created, old_supi. A new SUPI drops the
-                          registration made under the old one */
-  REGISTRY_UNBIND,     /* in: ue_svc_id. out: old_supi; M5_ENOENT. Drops the registration */
-  REGISTRY_REGISTER,   /* in: ue_svc_id, supi, registered_at, expiry. out: created (there was
-                          no unexpired registration); M5_EPERM when the binding is gone or
-                          names another SUPI now */
+  REGISTRY_BIND,       /* in: ue_svc_id, supi. out: created, old_supi, gen, old_gen. A new
+                          SUPI drops the registration made under the old one and takes a
+                          new generation (gen != old_gen: the message store must start the
+                          ID clean, M5_STORE_REBIND); the same SUPI changes nothing */
+  REGISTRY_UNBIND,     /* in: ue_svc_id. out: old_supi, old_gen, gen (the removal's own
+                          generation, kept for the ID); M5_ENOENT. Drops the registration */
+  REGISTRY_REGISTER,   /* in: ue_svc_id, supi, gen (as registry_lookup gave it),
+                          registered_at, expiry. out: created (there was no unexpired
+                          registration); M5_EPERM when the binding is gone, names another
+                          SUPI or has another generation now */
   REGISTRY_DEREGISTER, /* in: ue_svc_id; M5_ENOENT when not registered */
   /* Application Servers; `as` points to the caller's record (borrowed until the reply). */
   REGISTRY_AS_PUT,        /* in: as->as_svc_id, auth, targets. out: created. A registration whose
@@ -94,7 +104,8 @@ typedef struct registry_job {
   char old_supi[REGISTRY_SUPI_MAX + 1]; /* "" when there was no binding */
   int64_t registered_at;
   int64_t expiry;
-  registry_as_t *as; /* REGISTRY_AS_* */
+  uint64_t gen, old_gen; /* see the ops; old_gen 0: there was no binding */
+  registry_as_t *as;     /* REGISTRY_AS_* */
   void *arg;         /* the submitter's */
 } registry_job_t;
 
@@ -111,6 +122,14 @@ void registry_close(registry_t *r);
 /* From any thread, without waiting for the disk: 0 and *out, or M5_ENOENT when the UE Service
  * ID is not bound. `now` (Unix seconds) decides whether the registration is still valid. */
 int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_entry_t *out);
+/* From any thread: 1 when ue_svc_id is bound now at generation gen (a session registered
+ * under gen may go on), else 0. The check every request of a registered session makes. */
+int registry_gen_current(registry_t *r, const char *ue_svc_id, uint64_t gen);
+/* Before registry_start, on the calling thread: fn(arg, ue_svc_id, gen) for every UE Service
+ * ID the registry has ever bound, with its last generation (removed IDs included), so the
+ * message store can catch up with changes it missed (a crash between the two commits). */
+int registry_gens_foreach(registry_t *r, void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen),
+                          void *arg);
 /* From any thread: the bindings, and the registrations whose expiry has not passed at `now`. */
 size_t registry_count(registry_t *r);
 size_t registry_registrations(registry_t *r, int64_t now);

@@ -16,6 +16,8 @@ struct registry {
   sqlite3_stmt *st_unbind;
   sqlite3_stmt *st_reg_put;
   sqlite3_stmt *st_reg_del;
+  sqlite3_stmt *st_gen_put; /* binding_gens: the last generation of every ID ever bound */
+  uint64_t last_gen;        /* the highest generation handed out (DB thread, and open) */
   sqlite3_stmt *st_as_put, *st_as_del, *st_as_reg_put, *st_as_reg_del;
   m5_jobthread_t *thread;
   pthread_rwlock_t lock; /* guards map and as_map; written only by the DB thread (and at open) */

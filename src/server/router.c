@@ -3,6 +3,7 @@
 
 #include "core/err.h"
 #include "core/hmap.h"
+#include "test_hooks.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -134,7 +135,9 @@ int router_kick(router_t *r, const char *ue_svc_id) {
   if (!m) return M5_ENOMEM;
   m->sid = loc.sid;
   snprintf(m->ue_svc_id, sizeof m->ue_svc_id, "%s", ue_svc_id);
-  int rc = router_post(r, loc.worker, m);
+  char path[4096];
+  int rc = m5_test_hook_armed("drop-close", path, sizeof path) ? M5_EFULL /* test builds */
+                                                                : router_post(r, loc.worker, m);
   if (rc != 0) router_msg_free(m);
   return rc;
 }

@@ -18,6 +18,7 @@ typedef struct router router_t;
 typedef struct {
   unsigned worker;
   uint64_t sid; /* ue_session_t.id */
+  uint64_t gen; /* the binding generation the session registered under (registry.h) */
 } router_loc_t;
 
 typedef enum {
@@ -45,6 +46,7 @@ typedef struct {
   uint32_t attempts;              /* DELIVER: attempts before this one */
   int sto_fwd;                    /* DELIVER: retry on failure (else the delivery fails) */
   int from_timer;                 /* DELIVER: handed out by the back-off timer */
+  uint64_t gen;                   /* DELIVER: the recipient generation of the delivery */
 } router_msg_t;
 
 router_msg_t *router_msg_new(router_kind_t kind);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "delivery.h"
 #include "msg/msg.h"
+#include "test_hooks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ typedef struct {
   ue_session_t *s;
   int registered;
   char ue_svc_id[M5_MSG_ADDR_MAX + 1];
+  uint64_t gen; /* the binding generation it registered under (registry.h) */
 } sess_t;
 
 typedef enum { P_REG, P_DEREG } pending_kind_t;
@@ -192,6 +194,13 @@ static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
 static void done_accept(accept_t *j) {
   m5_store_job_t *sj = &j->job;
   const char *what = j->is_imdn ? "IMDN" : "MSG";
+  if (sj->status == M5_EPERM && j->req) {
+    M5_LOGI(DOM, "%s %s from %s refused: its binding changed while it was being stored", what,
+            sj->msg.msg_id, sj->msg.ori.addr);
+    m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
+                             "oriAddr: the binding of this UE Service ID changed");
+    return;
+  }
   if (sj->status != 0) {
     M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
             sj->msg.ori.addr, m5_strerror(sj->status));
@@ -230,11 +239,16 @@ static void done_accept(accept_t *j) {
           sj->msg.dest.addr, sj->ack.status[0] ? sj->ack.status : "for delivery");
   answer_ack(j, sj->ack.status[0] ? sj->ack.status : NULL,
              sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
+  if (sj->discarded)
+    M5_LOGI(DOM, "%s %s from %s to %s: dropped (%s asked for no report on it, or was re-bound "
+                 "since)", what, sj->msg.msg_id, sj->msg.ori.addr, sj->msg.dest.addr,
+            sj->msg.dest.addr);
   if (sj->n_rcpts && j->rcpt.id) {
     m5_store_delivery_t d;
     memset(&d, 0, sizeof d);
     d.id = j->rcpt.id;
     d.rcpt = j->rcpt.addr;
+    d.rcpt_gen = j->rcpt.gen;
     d.msg = sj->msg; /* the payload is j's, still valid */
     delivery_accepted(j->api->dl, &d);
   }
@@ -295,7 +309,7 @@ static void done_reg(pending_t *p) {
     return;
   }
   router_loc_t old;
-  router_loc_t here = {api->opts.worker, p->sid};
+  router_loc_t here = {api->opts.worker, p->sid, job->gen};
   int rc = router_bind(api->opts.router, job->ue_svc_id, here, &old);
   if (rc < 0) {
     m5_coap_ep_respond_error(p->req, M5_COAP_SERVICE_UNAVAILABLE, "out of memory");
@@ -305,9 +319,7 @@ static void done_reg(pending_t *p) {
    * thread accepted this REG; its kick (router_kick after that commit) may already have run
    * and found no session. Checking the binding only after router_bind closes that window:
    * either this lookup sees the new binding, or the kick runs after our bind and finds us. */
-  registry_entry_t now;
-  if (registry_lookup(api->opts.reg, job->ue_svc_id, (int64_t)time(NULL), &now) != 0 ||
-      strcmp(now.supi, ss->s->key.supi) != 0) {
+  if (!registry_gen_current(api->opts.reg, job->ue_svc_id, job->gen)) {
     router_unbind(api->opts.router, job->ue_svc_id, p->sid);
     /* The session we displaced belongs to the old subscriber too, and the kick may miss it. */
     if (rc == 1) close_replaced(api, job->ue_svc_id, old);
@@ -317,6 +329,7 @@ static void done_reg(pending_t *p) {
   }
   if (rc == 1) close_replaced(api, job->ue_svc_id, old);
   ss->registered = 1;
+  ss->gen = job->gen;
   snprintf(ss->ue_svc_id, sizeof ss->ue_svc_id, "%s", job->ue_svc_id);
   M5_LOGI(DOM, "%s: registered (%s, %s, %s)", job->ue_svc_id, job->created ? "new" : "again",
           ss->s->transport, ss->s->peer);
@@ -327,7 +340,8 @@ static void done_reg(pending_t *p) {
   snprintf(a.ue_svc_id, sizeof a.ue_svc_id, "%s", job->ue_svc_id);
   a.expiry = job->expiry;
   respond_msg(p->req, job->created ? M5_COAP_CREATED : M5_COAP_CHANGED, &a);
-  delivery_registered(api->dl, p->sid, job->ue_svc_id); /* what was stored for it goes out */
+  /* what was stored for it (under this generation) goes out */
+  delivery_registered(api->dl, p->sid, job->ue_svc_id, job->gen);
 }
 
 static void done_dereg(pending_t *p) {
@@ -345,9 +359,39 @@ static void done_dereg(pending_t *p) {
   m5_coap_ep_respond(p->req, M5_COAP_DELETED, -1, NULL, 0, NULL, 0);
 }
 
-static void on_reg_reply(void *msg, void *arg) {
-  ue_api_t *api = arg;
-  pending_t *p = msg; /* job.base is the first member */
+/* Test builds: a REG held at an armed point (test_hooks.h) goes on with fn(p) once the
+ * point's file is gone, polled on the loop (nothing blocks). Elsewhere fn(p) runs at once. */
+typedef struct {
+  pending_t *p;
+  void (*fn)(pending_t *p);
+  char path[4096];
+} hold_t;
+
+static void hold_poll(m5_loop_t *loop, void *arg) {
+  hold_t *h = arg;
+  if (m5_test_hook_held(h->path) && m5_loop_timer_add(loop, 10, hold_poll, h)) return;
+  h->fn(h->p);
+  free(h);
+}
+
+static void hold_or_go(ue_api_t *api, const char *point, pending_t *p, void (*fn)(pending_t *)) {
+  char path[4096];
+  if (m5_test_hook_armed(point, path, sizeof path)) {
+    hold_t *h = calloc(1, sizeof *h);
+    if (h) {
+      h->p = p;
+      h->fn = fn;
+      memcpy(h->path, path, sizeof h->path);
+      M5_LOGI(DOM, "test hook %s: REG %s held", point, p->job.ue_svc_id);
+      if (m5_loop_timer_add(api->loop, 10, hold_poll, h)) return;
+      free(h);
+    }
+  }
+  fn(p);
+}
+
+static void finish_reg_reply(pending_t *p) {
+  ue_api_t *api = p->api;
   if (p->kind == P_REG)
     done_reg(p);
   else
@@ -357,8 +401,20 @@ static void on_reg_reply(void *msg, void *arg) {
   check_drained(api);
 }
 
+static void on_reg_reply(void *msg, void *arg) {
+  pending_t *p = msg; /* job.base is the first member */
+  /* test builds: between the registry's write and the session's router entry */
+  hold_or_go(arg, "reg-write", p, finish_reg_reply);
+}
+
 static void submit_job(ue_api_t *api, pending_t *p) {
   p->job.base.reply = api->reg_replies;
+  if (api->draining) { /* held by a test hook across the start of a drain */
+    respond_retry(p->req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
+    pending_free(p);
+    check_drained(api);
+    return;
+  }
   int rc = api->reg_inflight >= api->opts.max_reg_inflight
                ? M5_EFULL
                : registry_submit(api->opts.reg, &p->job);
@@ -368,6 +424,10 @@ static void submit_job(ue_api_t *api, pending_t *p) {
   }
   respond_retry(p->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "registry busy");
   pending_free(p);
+}
+
+static void submit_reg(pending_t *p) {
+  submit_job(p->api, p);
 }
 
 static void op_reg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg_t *m) {
@@ -394,9 +454,10 @@ static void op_reg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg_t
   p->job.op = REGISTRY_REGISTER;
   snprintf(p->job.ue_svc_id, sizeof p->job.ue_svc_id, "%s", m->ue_svc_id);
   snprintf(p->job.supi, sizeof p->job.supi, "%s", s->key.supi);
+  p->job.gen = e.gen; /* the registry refuses the REG if the binding changes before it runs */
   p->job.registered_at = (int64_t)now;
   p->job.expiry = (int64_t)now + api->opts.reg_lifetime_s;
-  submit_job(api, p);
+  hold_or_go(api, "reg-lookup", p, submit_reg); /* test builds: between lookup and write */
 }
 
 static void op_dereg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg_t *m) {
@@ -441,8 +502,8 @@ static void report_key(char *out, size_t outlen, const char *msg_id, const char 
 
 /* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
  * store (the ack is committed with it for dedup), answer from the store's reply. */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_req_t *req,
-                       ue_api_reply_fn reply, void *reply_ctx);
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
+                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx);
 
 static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
   if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
@@ -458,19 +519,20 @@ static void op_accept(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
     return;
   }
-  accept_msg(api, m, is_imdn, req, NULL, NULL);
+  accept_msg(api, m, is_imdn, ss->gen, req, NULL, NULL);
 }
 
 /* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
  * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
  * request) or through reply(ctx) (an AS's). */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_req_t *req,
-                       ue_api_reply_fn reply, void *reply_ctx) {
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
+                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx) {
   /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
    * report is always stored for its recipient (the originator) while that one is away. */
   int sto = is_imdn || m->sto_fwd;
   int64_t now = (int64_t)time(NULL);
   registry_entry_t e;
+  e.gen = 0;
   router_loc_t loc;
   const char *status = NULL, *cause = NULL;
   char target[2]; /* only whether the AS has a targetUri: its first character is enough */
@@ -536,6 +598,13 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   sm->expr_time = expr;
   sm->payload = j->payload;
   sm->payload_len = plen;
+  /* Binding generations (docs/delivery.md "Re-bound UE Service IDs"): the store refuses a
+   * UE originator that was re-bound meanwhile; a MSG asking for a report leaves a ticket, and
+   * a report to a UE goes to the generation that sent the message, or to nobody. */
+  sm->ori_gen = ori_gen;
+  int to_ue = !strcmp(m->dest.type, "UE");
+  sj->ticket_put = !is_imdn && m->deliv_st_req && !strcmp(m->ori.type, "UE");
+  sj->ticket_check = is_imdn && to_ue;
   snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
   if (is_imdn)
     report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
@@ -545,6 +614,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, m5_coap_re
   if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
   if (!cause) {
     j->rcpt.addr = m->dest;
+    j->rcpt.gen = to_ue ? e.gen : 0; /* e is set: a UE recipient without a cause is bound */
     j->rcpt.next_attempt_ms = delivery_first_retry_ms();
     /* A live recipient is pushed as soon as the accept is committed (done_accept), and that
      * push always ends in a conclusion (delivery.c): in flight until then. */
@@ -572,7 +642,7 @@ void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_a
     reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
     return;
   }
-  accept_msg(api, m, is_report, NULL, reply, ctx);
+  accept_msg(api, m, is_report, 0, NULL, reply, ctx);
 }
 
 /* ---- messages from other workers ---- */
@@ -662,6 +732,18 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
   const uint8_t *body = m5_coap_req_body(req, &len);
   if (m5_msg_parse(body, len, &m, diag, sizeof diag) != 0) {
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, diag);
+    return;
+  }
+  /* Revocation does not depend on the CLOSE the admin API posts to this worker (its mailbox
+   * may be full): every request of a registered session checks that its binding still has
+   * the generation it registered under. */
+  if (ss->registered && !registry_gen_current(api->opts.reg, ss->ue_svc_id, ss->gen)) {
+    M5_LOGI(DOM, "%s: session %llu is stale (its binding changed or was removed); closing it",
+            ss->ue_svc_id, (unsigned long long)s->id);
+    m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN,
+                             "ueSvcId: the binding of this UE Service ID changed; session closed");
+    ue_session_close(s, "binding changed");
+    m5_msg_free(&m);
     return;
   }
   if (m.type != M5_MSG_REG && !ss->registered) {

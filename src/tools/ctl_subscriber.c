@@ -172,7 +172,7 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
 
 /* PUT {m5s-admin}/admin/v1/bindings/{ueSvcId} {"supi": "<digits>"}: 201 created, 200
  * updated; anything else is reported with the problem's detail. */
-static int bind_ue(const sub_args_t *a) {
+static int bind_ue(const sub_args_t *a, long long *failed) {
   char body[128];
   int n = snprintf(body, sizeof body, "{\"supi\":\"%s\"}", a->in.supi);
   if (n < 0 || (size_t)n >= sizeof body) return 1; /* a SUPI is at most 15 digits */
@@ -184,6 +184,13 @@ static int bind_ue(const sub_args_t *a) {
                           BINDINGS_PATH, a->ue_svc_id, body, &answer, &status);
   if (rc == 0 && status != 200 && status != 201)
     rc = m5ctl_admin_refused(status, &answer, "m5s refused the binding of %s", a->ue_svc_id);
+  /* failedDeliveries: what was queued for the previous subscriber of a re-bound ID (absent
+   * when m5s could not tell yet, see its log) */
+  *failed = -1;
+  json_t *o = rc == 0 ? json_loadb((const char *)answer.data, answer.len, 0, NULL) : NULL;
+  json_t *f = json_object_get(o, "failedDeliveries");
+  if (json_is_integer(f)) *failed = (long long)json_integer_value(f);
+  json_decref(o);
   m5_buf_free(&answer);
   return rc;
 }
@@ -204,8 +211,13 @@ static int add(const sub_args_t *a) {
   rc = post(a, body, (size_t)n, akid);
   if (rc == 0) printf("registered supi=%s akid=%s\n", a->in.supi, akid);
   if (rc == 0 && a->ue_svc_id) {
-    rc = bind_ue(a);
-    if (rc == 0) printf("bound ue_svc_id=%s supi=%s\n", a->ue_svc_id, a->in.supi);
+    long long failed;
+    rc = bind_ue(a, &failed);
+    if (rc == 0 && failed >= 0)
+      printf("bound ue_svc_id=%s supi=%s failed_deliveries=%lld\n", a->ue_svc_id, a->in.supi,
+             failed);
+    else if (rc == 0)
+      printf("bound ue_svc_id=%s supi=%s\n", a->ue_svc_id, a->in.supi);
   }
 out:
   m5_wipe(kakma, sizeof kakma);

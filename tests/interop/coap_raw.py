@@ -48,6 +48,9 @@ and waits for its answer, which the next `expect` checks):
                                keeps its slot of NSTART / the window); prints "HELD <body>"
   answer-held                  answer the held request 2.04 with a MSGRESP
   sleep:S                      pause S seconds (pushed requests are still answered)
+  touch:PATH                   create the file PATH (tells a test script where we are)
+  waitfile:PATH                wait until the file PATH exists (the script's go-ahead), at
+                               most --timeout seconds; pushed requests are still answered
   quiet:S                      S seconds in which no request may be pushed to us
 
 Output: one line per message sent (">") and received ("<"), "RECV <json>" per pushed MSG,
@@ -696,6 +699,17 @@ def run_steps(ch, steps, timeout):
             obj = parse_json_object(held.payload) or {}
             ch.answer(held, code("2.04"), jbody({"msgType": "MSGRESP",
                                                  "msgId": obj.get("msgId", "")}))
+        elif kind == "touch":
+            with open(rest, "a"):
+                pass
+        elif kind == "waitfile":
+            end = time.monotonic() + timeout
+            while not os.path.exists(rest):
+                if time.monotonic() > end:
+                    fail("waitfile: %s did not appear within %gs" % (rest, timeout))
+                m = ch.next_msg(min(end, time.monotonic() + 0.05))
+                if m is not None:
+                    ch.handle_other(m)
         elif kind in ("sleep", "quiet"):
             end = time.monotonic() + float(rest)
             while True:

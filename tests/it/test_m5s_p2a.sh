@@ -30,7 +30,8 @@ node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf
   "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
 AS_SERVER_PID=$!
 track_pid "$AS_SERVER_PID"
-wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
+wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
+  fail "the AS server did not start: $(cat "$M5_TMP/as_server.out")"
 
 admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
@@ -115,7 +116,8 @@ node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf
   "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server2.out" 2>&1 &
 AS_SERVER_PID=$!
 track_pid "$AS_SERVER_PID"
-wait_file_line "$M5_TMP/as_server2.out" 'listening' 10 || fail "the AS server did not restart"
+wait_file_line "$M5_TMP/as_server2.out" 'listening' 30 ||
+  fail "the AS server did not restart: $(cat "$M5_TMP/as_server2.out")"
 wait_as p2a-down 1 20 || m5s_fail "p2a-down was lost while the AS was down: $(cat "$AS_LOG")"
 echo "ok: an AS that is down: stored, delivered when it is back"
 # ---- reports both ways --------------------------------------------------------------------

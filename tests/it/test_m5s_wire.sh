@@ -4,9 +4,9 @@
 #  - an ASMessageDelivery without payload (optional in the schema) is accepted and reaches the
 #    UE as "payload":"";
 #  - failureCause is 1-256 bytes of printable UTF-8 on both report paths and is passed through
-#    intact: the AS's deliver-report with a multi-byte failureCause reaches the UE's IMDN byte for
-#    byte; a UE's IMDN (raw CoAP, coap_raw.py) with one reaches the AS's deliver-report (the AS
-#    stand-in checks every body strictly against TS 29.538);
+#    intact: the AS's deliver-report (on a message the UE sent) with a multi-byte failureCause
+#    reaches the UE's IMDN byte for byte; a UE's IMDN (raw CoAP, coap_raw.py) with one reaches
+#    the AS's deliver-report (the AS stand-in checks every body strictly against TS 29.538);
 #  - refused naming failureCause: a control character, invalid UTF-8, 257 bytes, empty (400
 #    INVALID_MSG_FORMAT with invalidParams[0].param failureCause / 4.00 with the IE in the
 #    diagnostic), and nothing of it is stored or forwarded.
@@ -33,7 +33,8 @@ AS_LOG=$M5_TMP/as.log
 node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
   "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
 track_pid $!
-wait_file_line "$M5_TMP/as_server.out" 'listening' 10 || fail "the AS server did not start"
+wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
+  fail "the AS server did not start: $(cat "$M5_TMP/as_server.out")"
 admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
 
@@ -62,6 +63,15 @@ nb /msgs-msgdelivery/v1/deliver-as-message empty.json
 [[ $ST == 200 ]] || m5s_fail "an ASMessageDelivery without payload: $ST $(cat out.json)"
 validate_sent TS29538_MSGS_MSGDelivery.yaml MessageDeliveryAck out.json
 [[ $(json_get out.json status) == DELY_STORED ]] || m5s_fail "no payload, UE offline: $(cat out.json)"
+
+# ue1's messages m-1 and m-2 to as1, asking for a report: the AS's reports below are on them (a
+# report to a UE on nothing it sent is dropped: docs/delivery.md "Re-bound UE Service IDs").
+sent() {
+  printf '{"msgType":"MSG","oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"AS","addr":"as1"},"msgId":"%s","payload":"aGk=","delivStReqInd":true}' "$1"
+}
+timeout 60 "$PY" "$RAW" --tls --port "$M5S_PORT" --kaf "$KAF1_TLS" --akid "$AKID1" --timeout 10 -- \
+  reg:ue1 'expect:2.01|2.04' "json:$(sent m-1)" expect:2.04 "json:$(sent m-2)" expect:2.04 \
+  >sent.out 2>&1 || m5s_fail "ue1's messages to as1: $(cat sent.out)"
 
 report() { # FILE CAUSE_JSON [MSGID]: a DeliveryStatusReport of as1 on ue1's message (m-1)
   printf '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"%s","delivSt":"REPT_DELY_FAILED","failureCause":%s}' "${3:-m-1}" "$2" >"$1"

@@ -16,6 +16,8 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include "core/err.h"
 #include "core/loop.h"
 #include "server/registry.h"
@@ -62,6 +64,8 @@ static int do_reg(fixture_t *f, registry_t *r, const char *id, const char *supi,
   snprintf(job->supi, sizeof job->supi, "%s", supi);
   job->registered_at = at;
   job->expiry = at + 100;
+  registry_entry_t e; /* a REG names the generation it looked up (op_reg) */
+  if (registry_lookup(r, id, at, &e) == 0) job->gen = e.gen;
   return run_job(f, r, job);
 }
 
@@ -164,6 +168,124 @@ static void test_rebind_and_unbind_drop_registration(void **state) {
   assert_int_equal(do_bind(&f, r, "dev/7", "001010000000004", &job), 0);
   assert_int_equal(registry_lookup(r, "dev/7", 1001, &e), 0);
   assert_false(e.registered);
+  registry_close(r);
+  m5_mailbox_free(f.replies, NULL);
+  m5_loop_free(f.loop);
+}
+
+typedef struct {
+  char id[64];
+  uint64_t gen;
+} gen_seen_t;
+
+static void gen_seen(void *arg, const char *id, uint64_t gen) {
+  gen_seen_t *g = arg;
+  if (!strcmp(id, g->id)) g->gen = gen;
+}
+
+/* Binding generations (registry.h; docs/delivery.md "Re-bound UE Service IDs"): a new one for
+ * a new subscriber, for a removal and for a re-creation, never for the same SUPI; strictly
+ * increasing per ID across all of them and across a restart; a REG of an older generation is
+ * refused; removed IDs keep theirs for the store's catch-up at start-up. */
+static void test_generations(void **state) {
+  (void)state;
+  fixture_t f = {.loop = m5_loop_new()};
+  f.replies = m5_mailbox_new(f.loop, 4, on_reply, &f);
+  registry_t *r = open_started();
+  registry_job_t job;
+  registry_entry_t e;
+
+  assert_int_equal(do_bind(&f, r, "ue1", "001010000000001", &job), 0);
+  uint64_t g1 = job.gen;
+  assert_true(g1 > 0);
+  assert_int_equal(job.old_gen, 0);
+  assert_int_equal(registry_lookup(r, "ue1", 1000, &e), 0);
+  assert_int_equal(e.gen, g1);
+  /* The same SUPI again changes nothing. */
+  assert_int_equal(do_bind(&f, r, "ue1", "001010000000001", &job), 0);
+  assert_int_equal(job.gen, g1);
+  assert_int_equal(job.old_gen, g1);
+  assert_true(registry_gen_current(r, "ue1", g1));
+  /* Another SUPI: a new generation; a REG of the old one is refused even with the new SUPI. */
+  assert_int_equal(do_bind(&f, r, "ue1", "001010000000002", &job), 0);
+  uint64_t g2 = job.gen;
+  assert_true(g2 > g1);
+  assert_int_equal(job.old_gen, g1);
+  assert_false(registry_gen_current(r, "ue1", g1));
+  assert_true(registry_gen_current(r, "ue1", g2));
+  registry_job_t reg = {.op = REGISTRY_REGISTER, .gen = g1, .registered_at = 1000, .expiry = 1100};
+  snprintf(reg.ue_svc_id, sizeof reg.ue_svc_id, "ue1");
+  snprintf(reg.supi, sizeof reg.supi, "001010000000002");
+  assert_int_equal(run_job(&f, r, &reg), M5_EPERM);
+  reg.gen = g2;
+  assert_int_equal(run_job(&f, r, &reg), 0);
+  /* Removal: a generation of its own; re-creation with the first SUPI: a newer one still. */
+  job = (registry_job_t){.op = REGISTRY_UNBIND};
+  snprintf(job.ue_svc_id, sizeof job.ue_svc_id, "ue1");
+  assert_int_equal(run_job(&f, r, &job), 0);
+  uint64_t g3 = job.gen;
+  assert_true(g3 > g2);
+  assert_int_equal(job.old_gen, g2);
+  assert_false(registry_gen_current(r, "ue1", g2));
+  assert_int_equal(do_bind(&f, r, "ue1", "001010000000001", &job), 0);
+  assert_true(job.created);
+  uint64_t g4 = job.gen;
+  assert_true(g4 > g3);
+  /* A removed ID keeps its last generation for the store. */
+  assert_int_equal(do_bind(&f, r, "gone", "001010000000009", &job), 0);
+  job = (registry_job_t){.op = REGISTRY_UNBIND};
+  snprintf(job.ue_svc_id, sizeof job.ue_svc_id, "gone");
+  assert_int_equal(run_job(&f, r, &job), 0);
+  uint64_t ggone = job.gen;
+  registry_close(r);
+
+  /* After a restart: the same generations, and newer ones only. */
+  char err[256];
+  r = registry_open(db_path, err, sizeof err);
+  assert_non_null(r);
+  gen_seen_t seen = {"ue1", 0}, seen_gone = {"gone", 0};
+  assert_int_equal(registry_gens_foreach(r, gen_seen, &seen), 0);
+  assert_int_equal(registry_gens_foreach(r, gen_seen, &seen_gone), 0);
+  assert_int_equal(seen.gen, g4);
+  assert_int_equal(seen_gone.gen, ggone);
+  assert_int_equal(registry_start(r, 16), 0);
+  assert_int_equal(registry_lookup(r, "ue1", 1000, &e), 0);
+  assert_int_equal(e.gen, g4);
+  assert_int_equal(do_bind(&f, r, "ue1", "001010000000002", &job), 0);
+  assert_true(job.gen > ggone && job.gen > g4);
+  registry_close(r);
+  m5_mailbox_free(f.replies, NULL);
+  m5_loop_free(f.loop);
+}
+
+/* A registry file from before generations (user_version 1): its bindings get generation 1,
+ * as the store's rows from before do, so the first start after the upgrade fails nothing. */
+static void test_generations_upgrade(void **state) {
+  (void)state;
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE bindings (ue_svc_id TEXT PRIMARY KEY,"
+                                " supi TEXT NOT NULL) WITHOUT ROWID;"
+                                "CREATE TABLE registrations (ue_svc_id TEXT PRIMARY KEY"
+                                " REFERENCES bindings(ue_svc_id) ON DELETE CASCADE,"
+                                " registered_at INTEGER NOT NULL, expiry INTEGER NOT NULL)"
+                                " WITHOUT ROWID;"
+                                "INSERT INTO bindings VALUES ('old', '001010000000007');"
+                                "PRAGMA user_version = 1;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  fixture_t f = {.loop = m5_loop_new()};
+  f.replies = m5_mailbox_new(f.loop, 4, on_reply, &f);
+  registry_t *r = open_started();
+  registry_entry_t e;
+  assert_int_equal(registry_lookup(r, "old", 1000, &e), 0);
+  assert_int_equal(e.gen, 1);
+  registry_job_t job;
+  assert_int_equal(do_bind(&f, r, "old", "001010000000008", &job), 0);
+  assert_int_equal(job.old_gen, 1);
+  assert_true(job.gen > 1);
   registry_close(r);
   m5_mailbox_free(f.replies, NULL);
   m5_loop_free(f.loop);
@@ -432,6 +554,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_bind_register_persist, fresh),
       cmocka_unit_test_setup(test_rebind_and_unbind_drop_registration, fresh),
+      cmocka_unit_test_setup(test_generations, fresh),
+      cmocka_unit_test_setup(test_generations_upgrade, fresh),
       cmocka_unit_test(test_normalise_supi),
       cmocka_unit_test_setup(test_as_clients_and_registrations, fresh),
       cmocka_unit_test_setup(test_as_auth_mode_and_upgrade, fresh),

@@ -14,12 +14,12 @@
 static void test_directory(void **state) {
   (void)state;
   router_t *r = router_new(2);
-  router_loc_t loc, old = {99, 99};
+  router_loc_t loc, old = {99, 99, 0};
   assert_int_equal(router_find(r, "ue1", &loc), M5_ENOENT);
-  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 1}, &old), 0);
+  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 1, 0}, &old), 0);
   assert_int_equal(old.sid, 99); /* untouched: nothing was replaced */
-  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 1}, &old), 0); /* same session */
-  assert_int_equal(router_bind(r, "ue1", (router_loc_t){1, 7}, &old), 1);
+  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 1, 0}, &old), 0); /* same session */
+  assert_int_equal(router_bind(r, "ue1", (router_loc_t){1, 7, 0}, &old), 1);
   assert_int_equal(old.worker, 0);
   assert_int_equal(old.sid, 1);
   assert_int_equal(router_find(r, "ue1", &loc), 0);
@@ -74,7 +74,7 @@ static void test_post_and_kick(void **state) {
 
   /* kick: a CLOSE for the live session, to the worker holding it; none without one. */
   assert_int_equal(router_kick(r, "ue1"), M5_ENOENT);
-  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 42}, NULL), 0);
+  assert_int_equal(router_bind(r, "ue1", (router_loc_t){0, 42, 0}, NULL), 0);
   assert_int_equal(router_kick(r, "ue1"), 0);
   /* The inbox holds one message: a second one is refused, not lost silently. */
   assert_int_equal(router_kick(r, "ue1"), M5_EFULL);

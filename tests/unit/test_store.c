@@ -1251,10 +1251,12 @@ static long user_version(void) {
   return v;
 }
 
-/* A store written by the first schema (with the dedup index on (ori, bucket)) opens, is
- * upgraded in place and keeps its messages and its dedup window. */
-static void test_schema_1_upgraded(void **state) {
-  fx_t *f = *state;
+/* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
+ * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
+ * reports and quotas, the binding generations and report tickets) and keeps its messages and
+ * its dedup window. The file is made from a schema 3 store by undoing what 2 -> 3 (and
+ * 1 -> 2) did, which leaves the tables as the older versions created them. */
+static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
   default_opts(&o);
   m5_store_t *s = open_store(&o);
@@ -1264,21 +1266,32 @@ static void test_schema_1_upgraded(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
-                                "ALTER TABLE messages DROP COLUMN kind;" /* schema 3's */
-                                "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
-                                "PRAGMA user_version = 1;",
+                                "DROP INDEX report_tickets_age; DROP TABLE report_tickets;"
+                                "DROP TABLE binding_gens;"
+                                "ALTER TABLE messages DROP COLUMN kind;"
+                                "ALTER TABLE messages DROP COLUMN ori_gen;"
+                                "ALTER TABLE deliveries DROP COLUMN rcpt_gen;"
+                                "PRAGMA user_version = 2;",
                                 NULL, NULL, NULL),
                    SQLITE_OK);
+  if (from == 1)
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE INDEX dedup_sender_bucket ON dedup (ori, bucket);"
+                                  "PRAGMA user_version = 1;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
   sqlite3_close(db);
-  assert_int_equal(user_version(), 1);
+  assert_int_equal(user_version(), from);
   s = open_store(&o);
   assert_int_equal(accept1(f, s, "ue1", "old1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
   m5_store_job_t j;
   due(f, s, "ue2", 10, &j);
   assert_int_equal(j.n_items, 1);
   assert_int_equal(j.items[0].id, id);
+  assert_int_equal(j.items[0].rcpt_gen, 1); /* rows from before generations: generation 1 */
+  assert_int_equal(j.items[0].msg.ori_gen, 1);
   m5_store_job_clear(&j);
-  /* the old message is the sender's (schema 3's quota counts it) */
+  /* the old message is the sender's (messages.kind 0: the quota counts it) */
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
@@ -1286,6 +1299,17 @@ static void test_schema_1_upgraded(void **state) {
   s = open_store(&q);
   assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL),
                    M5_STORE_ORIGINATOR_QUOTA);
+  /* binding_gens and rcpt_gen work: a re-bind of ue2 fails the old message (generation 1),
+   * which frees ue1's quota */
+  m5_store_job_t rb;
+  memset(&rb, 0, sizeof rb);
+  rb.op = M5_STORE_REBIND;
+  addr(&rb.rcpt, "UE", "ue2");
+  rb.gen = 2;
+  assert_int_equal(run(f, s, &rb), 0);
+  assert_int_equal(rb.rebind_failed, 1);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
   m5_store_close(s);
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
@@ -1298,6 +1322,339 @@ static void test_schema_1_upgraded(void **state) {
   assert_int_equal(sqlite3_column_int(st, 0), 0);
   sqlite3_finalize(st);
   sqlite3_close(db);
+}
+
+static void test_schema_1_upgraded(void **state) {
+  schema_upgraded(*state, 1);
+}
+
+static void test_schema_2_upgraded(void **state) {
+  schema_upgraded(*state, 2);
+}
+
+/* ---- re-bound UE Service IDs (M5_STORE_REBIND, binding generations, report tickets) ---- */
+
+static int rebind(fx_t *f, m5_store_t *s, const char *ue, uint64_t gen, uint64_t *failed) {
+  m5_store_job_t j;
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_REBIND;
+  addr(&j.rcpt, "UE", ue);
+  j.gen = gen;
+  int rc = run(f, s, &j);
+  if (failed) *failed = j.rebind_failed;
+  return rc;
+}
+
+/* An accept from ori (type "UE" or "AS") at generation ori_gen to the UE `to` at to_gen. */
+static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const char *ori,
+                                     uint64_t ori_gen, const char *msg_id, const char *to,
+                                     uint64_t to_gen, bool report_req) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
+  addr(&j->msg.ori, ori_type, ori);
+  snprintf(j->dedup_ori, sizeof j->dedup_ori, "%s:%s", ori_type, ori);
+  j->msg.ori_gen = ori_gen;
+  j->msg.deliv_st_req = report_req;
+  j->ticket_put = report_req && !strcmp(ori_type, "UE");
+  a->rcpts[0].gen = to_gen;
+  return j;
+}
+
+/* A report (as ue_api.c stores an IMDN) from UE ori to the UE `to` about msg_id. */
+static m5_store_job_t *mk_report(accept_t *a, const char *ori, const char *msg_id,
+                                 const char *to) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
+  snprintf(j->msg.app_id, sizeof j->msg.app_id, "%s", M5_STORE_REPORT_APP);
+  snprintf(j->dedup_id, sizeof j->dedup_id, "IMDN/%s/%s", msg_id, to);
+  j->ticket_check = true;
+  return j;
+}
+
+/* Re-binding ue2 fails its queue in one job, with a RECIPIENT_REBOUND report to each
+ * originator that asked (a UE, for its own generation, and an AS), drops ue2's dedup window
+ * and report tickets, refuses what the old ue2 still sends, and is a no-op when repeated
+ * (after a reopen too: what m5s does at every start). */
+static void test_rebind(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  uint64_t failed = 99;
+  assert_int_equal(rebind(f, s, "ue1", 10, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  /* Queued for ue2 (generation 20): from ue1 with and without a report asked, from an AS. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m1", "ue2", 20, true)), 0);
+  assert_int_equal(a.rcpts[0].gen, 20);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m2", "ue2", 20, false)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "AS", "as1", 0, "a3", "ue2", 20, true)), 0);
+  /* What the old ue2 sent: m5 asked for a report (a ticket at generation 20). */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "m5", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "m5", "ue2")), 0); /* before: forwarded */
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 20);
+  assert_int_equal(pending_of(f, s, "ue2"), 4);
+
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 4); /* m1, m2, a3 and the report on m5 */
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  m5_store_job_t j;
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 0);
+  m5_store_job_clear(&j);
+  /* The originators that asked got their report, addressed to their own generation. */
+  due(f, s, "ue1", 10, &j);
+  size_t reports = 0;
+  for (size_t i = 0; i < j.n_items; i++) {
+    const m5_store_delivery_t *d = &j.items[i];
+    if (strcmp(d->msg.app_id, M5_STORE_REPORT_APP) != 0) continue;
+    reports++;
+    assert_string_equal(d->msg.msg_id, "m1");
+    assert_string_equal(d->msg.ori.addr, "ue2");
+    assert_int_equal(d->rcpt_gen, 10);
+    assert_int_equal(d->msg.payload_len, strlen("REPT_DELY_FAILED RECIPIENT_REBOUND"));
+    assert_memory_equal(d->msg.payload, "REPT_DELY_FAILED RECIPIENT_REBOUND", d->msg.payload_len);
+  }
+  assert_int_equal(reports, 1); /* none for m2, which asked for none */
+  m5_store_job_clear(&j);
+  m5_store_job_t ja;
+  memset(&ja, 0, sizeof ja);
+  ja.op = M5_STORE_DUE;
+  addr(&ja.rcpt, "AS", "as1");
+  ja.limit = 10;
+  assert_int_equal(run(f, s, &ja), 0);
+  assert_int_equal(ja.n_items, 1);
+  assert_string_equal(ja.items[0].msg.msg_id, "a3");
+  assert_string_equal(ja.items[0].msg.app_id, M5_STORE_REPORT_APP);
+  m5_store_job_clear(&ja);
+
+  /* The old ue2 (generation 20) may not send any more; the new one starts without its
+   * dedup window: m5 again is a new message, not a duplicate. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "m6", "ue1", 10, false)),
+                   M5_EPERM);
+  /* A report on what the old ue2 sent is dropped (its ticket and dedup window went); a
+   * report nobody asked for too. */
+  assert_int_equal(run(f, s, mk_report(&a, "ue3", "m5", "ue2")), 0);
+  assert_true(a.job.discarded);
+  assert_int_equal(a.rcpts[0].id, 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m5", "ue1", 10, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "nobody-asked", "ue2")), 0);
+  assert_true(a.job.discarded);
+  /* Without a ticket, a report on a msgId the new ue2 sent lately (its dedup window) is its. */
+  assert_int_equal(run(f, s, mk_report(&a, "ue5", "m5", "ue2")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  /* A report on what the new ue2 sends reaches it. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  /* A message resolved before the re-bind but stored after it is for the new ue2. */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "m8", "ue2", 20, false)), 0);
+  assert_int_equal(a.rcpts[0].gen, 30);
+  /* A server-made report to the old generation of a re-bound ID is dropped. */
+  const char *to1[] = {"ue2"};
+  m5_store_job_t *rj = mk_accept(&a, "ue1", "m9", M5_PRIO_MIDDLE, to1, 1);
+  snprintf(rj->msg.app_id, sizeof rj->msg.app_id, "%s", M5_STORE_REPORT_APP);
+  rj->dedup_id[0] = '\0';
+  a.rcpts[0].gen = 20;
+  assert_int_equal(run(f, s, rj), 0);
+  assert_true(rj->discarded);
+  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the reports on m5 and m7, and m8 */
+
+  /* Repeats and older generations change nothing, also after a reopen. */
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue2", 25, &failed), 0);
+  assert_int_equal(failed, 0);
+  m5_store_close(s);
+  s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
+  assert_int_equal(failed, 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 3);
+
+  /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
+   * RESCHEDULE (the push failed) fails it as RECIPIENT_REBOUND instead of queueing it. */
+  assert_int_equal(rebind(f, s, "ue4", 40, NULL), 0);
+  m5_store_job_t *fj = mk_gen_accept(&a, "UE", "ue1", 10, "m10", "ue4", 40, true);
+  a.rcpts[0].in_flight = true;
+  assert_int_equal(run(f, s, fj), 0);
+  uint64_t id = a.rcpts[0].id;
+  assert_int_equal(rebind(f, s, "ue4", 50, &failed), 0);
+  assert_int_equal(failed, 0);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_RESCHEDULE;
+  j.id = id;
+  j.next_attempt_ms = fake_now + 2000;
+  j.attempts = 1;
+  assert_int_equal(run(f, s, &j), 0);
+  assert_int_equal(pending_of(f, s, "ue4"), 0);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, id, &j), M5_ENOENT);
+  due(f, s, "ue1", 100, &j);
+  reports = 0;
+  for (size_t i = 0; i < j.n_items; i++)
+    if (!strcmp(j.items[i].msg.msg_id, "m10")) reports++;
+  assert_int_equal(reports, 1);
+  m5_store_job_clear(&j);
+  m5_store_close(s);
+}
+
+/* The failure reports a re-bind writes are the store's one kind of failure report (as
+ * MARK_FAILED's): kind 1, outside the originator's max_per_recipient count, bounded by
+ * max_reports_per_recipient, queued for the generation that sent the message, and none for a
+ * UE re-bound since it sent; the failed messages leave their originator's quota; an in-flight
+ * delivery failed by its RESCHEDULE leaves the in-flight set. */
+static void test_rebind_reports(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_reports_per_recipient = 2;
+  o.max_msgs_per_originator = 3;
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue3", 30, NULL), 0);
+  accept_t a;
+  const char *ids[] = {"q1", "q2", "q3"};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, ids[i], "ue2", 20, true)), 0);
+    assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "q4", "ue3", 30, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_stats_t st0, st;
+  m5_store_stats(s, &st0);
+  uint64_t failed = 0;
+  assert_int_equal(rebind(f, s, "ue2", 21, &failed), 0);
+  assert_int_equal(failed, 3);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.failed - st0.failed, 3);
+  assert_int_equal(st.reports - st0.reports, 2); /* ue1's report bound */
+  assert_int_equal(st.reports_dropped - st0.reports_dropped, 1);
+  assert_int_equal(pending_of(f, s, "ue1"), 0); /* not in max_per_recipient's count */
+  m5_store_job_t j;
+  due(f, s, "ue1", 10, &j);
+  assert_int_equal(j.n_items, 2);
+  for (size_t i = 0; i < j.n_items; i++) {
+    const m5_store_delivery_t *d = &j.items[i];
+    assert_string_equal(d->msg.app_id, M5_STORE_REPORT_APP);
+    assert_string_equal(d->msg.ori.addr, "ue2");
+    assert_int_equal(d->rcpt_gen, 10);
+    assert_int_equal(d->msg.payload_len, strlen("REPT_DELY_FAILED RECIPIENT_REBOUND"));
+    assert_memory_equal(d->msg.payload, "REPT_DELY_FAILED RECIPIENT_REBOUND", d->msg.payload_len);
+  }
+  m5_store_job_clear(&j);
+  /* ue1's quota went with its failed messages */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "q4", "ue3", 30, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  uint64_t q4 = a.rcpts[0].id;
+
+  /* ue1 re-bound: the reports queued for its old subscriber fail (and are not reported on),
+   * and a failure of what the old subscriber sent writes no report for anybody */
+  m5_store_stats(s, &st0);
+  assert_int_equal(rebind(f, s, "ue1", 11, &failed), 0);
+  assert_int_equal(failed, 2);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.reports - st0.reports, 0);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, q4, &j), 0);
+  assert_int_equal(j.items[0].report_id, 0);
+  m5_store_job_clear(&j);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 11, "q5", "ue3", 30, true)), 0);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_FAILED, a.rcpts[0].id, &j), 0);
+  assert_true(j.items[0].report_id != 0);
+  assert_int_equal(j.items[0].report_gen, 11);
+  m5_store_delivery_t r;
+  assert_int_equal(m5_store_report_of(&j.items[0], 0, &r), 0);
+  assert_int_equal(r.rcpt_gen, 11); /* what delivery.c pushes at once */
+  free(r.msg.payload);
+  m5_store_job_clear(&j);
+
+  /* In flight at ue3's re-bind: its RESCHEDULE fails it, with its report, and it leaves the
+   * in-flight set (REQUEUE_STALE finds nothing) */
+  m5_store_job_t *fj = mk_gen_accept(&a, "UE", "ue1", 11, "q6", "ue3", 30, true);
+  a.rcpts[0].in_flight = true;
+  assert_int_equal(run(f, s, fj), 0);
+  uint64_t q6 = a.rcpts[0].id;
+  assert_int_equal(rebind(f, s, "ue3", 31, &failed), 0);
+  assert_int_equal(failed, 0);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_RESCHEDULE;
+  j.id = q6;
+  j.next_attempt_ms = fake_now + 2000;
+  j.attempts = 1;
+  assert_int_equal(run(f, s, &j), 0);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_REQUEUE_STALE;
+  j.now_ms = fake_now + 86400 * 1000;
+  assert_int_equal(run(f, s, &j), 0);
+  assert_int_equal(j.pending, 0);
+  due(f, s, "ue1", 10, &j);
+  assert_int_equal(j.n_items, 2); /* the reports on q5 and q6 */
+  for (size_t i = 0; i < j.n_items; i++) assert_int_equal(j.items[i].rcpt_gen, 11);
+  m5_store_job_clear(&j);
+  m5_store_close(s);
+}
+
+/* A REBIND that fails half-way (its second report cannot be written) is rolled back whole,
+ * and the in-memory figures it had changed (queue counts, the originator's quota, the
+ * generation) are rebuilt: the queue is as before, the quota still full, and the re-bind, once
+ * it can be written, fails both deliveries. */
+static void test_rebind_rollback(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 2;
+  m5_store_t *s = open_store(&o);
+  m5_store_close(s);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TRIGGER boom BEFORE INSERT ON messages"
+                                " WHEN NEW.kind = 1 AND NEW.msg_id = 'r2'"
+                                " BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r1", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r2", "ue2", 20, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_stats_t st0, st;
+  m5_store_stats(s, &st0);
+  assert_int_equal(rebind(f, s, "ue2", 21, NULL), M5_EIO);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.queued, st0.queued);
+  assert_int_equal(st.messages, st0.messages);
+  assert_int_equal(st.failed, st0.failed);
+  assert_int_equal(st.reports, st0.reports);
+  assert_int_equal(pending_of(f, s, "ue2"), 2);
+  m5_store_job_t j;
+  due(f, s, "ue1", 10, &j);
+  assert_int_equal(j.n_items, 0); /* r1's report went with the rollback */
+  m5_store_job_clear(&j);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  /* the generation was rolled back too: a repeat is not taken for done */
+  m5_store_close(s);
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "DROP TRIGGER boom;", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  uint64_t failed = 0;
+  assert_int_equal(rebind(f, s, "ue2", 21, &failed), 0);
+  assert_int_equal(failed, 2);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "r3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_close(s);
 }
 
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
@@ -1361,6 +1718,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

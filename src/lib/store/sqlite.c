@@ -1,6 +1,7 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
- * thread with group commit. What each job does is in sqlite_ops.c; the in-memory figures
- * (queues, quotas, the in-flight set) in sqlite_counts.c.
+ * thread with group commit. What each job does is in sqlite_ops.c (binding generations and
+ * REBIND in sqlite_rebind.c); the in-memory figures (queues, quotas, the in-flight set) in
+ * sqlite_counts.c.
  *
  * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
  * that returned survives a crash and a power loss. One connection on one thread (a
@@ -75,14 +76,27 @@ static const char schema[] =
 static const char migrate_1_to_2[] = "DROP INDEX IF EXISTS dedup_sender_bucket;"
                                      "PRAGMA user_version = 2;";
 
-/* ---- schema 3 (issue 9: reports written with their failure, quotas per originator) ----
- * messages.kind: SQ_KIND_MSG (0) for what was ACCEPTed, charged to its originator's quota;
- * SQ_KIND_REPORT (1) for a failure/expiry report the store wrote itself in the transaction
- * of the failure, counted against the recipient's max_reports_per_recipient instead of
- * max_per_recipient and charged to nobody. Existing rows are messages (0). */
-static const char migrate_2_to_3[] = "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL"
-                                     " DEFAULT 0;"
-                                     "PRAGMA user_version = 3;";
+/* ---- schema 3 (issue 9) ----
+ * Reports written with their failure, quotas per originator: messages.kind, SQ_KIND_MSG (0)
+ * for what was ACCEPTed, charged to its originator's quota; SQ_KIND_REPORT (1) for a
+ * failure/expiry report the store wrote itself in the transaction of the failure, counted
+ * against the recipient's max_reports_per_recipient instead of max_per_recipient and charged
+ * to nobody. Existing rows are messages (0).
+ * Re-bound UE Service IDs (sqlite_rebind.c): the binding generation a message's UE
+ * originator sent under (messages.ori_gen) and a delivery's UE recipient is queued for
+ * (deliveries.rcpt_gen); the last generation the store was told per UE Service ID
+ * (binding_gens); report tickets (originator, msgId) -> the generation that asked for a
+ * report. Existing rows belong to generation 1, which the registry gives existing bindings. */
+static const char migrate_2_to_3[] =
+    "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE messages ADD COLUMN ori_gen INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE deliveries ADD COLUMN rcpt_gen INTEGER NOT NULL DEFAULT 1;"
+    "CREATE TABLE binding_gens (addr TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE report_tickets ("
+    " ori TEXT NOT NULL, msg_id TEXT NOT NULL, gen INTEGER NOT NULL, until_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (ori, msg_id)) WITHOUT ROWID;"
+    "CREATE INDEX report_tickets_age ON report_tickets (until_ms);"
+    "PRAGMA user_version = 3;";
 
 /* Upgrades, in order: migrations[v] takes schema v to v + 1. */
 static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3};
@@ -91,7 +105,7 @@ static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3};
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
   " m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id, m.app_id, m.prio,"                 \
   " m.deliv_st_req, m.sto_fwd, m.expr_time, m.accepted_at_ms, m.payload,"                          \
-  " m.id, m.open, m.first_dlv, m.n_dlv"
+  " m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen, m.ori_gen"
 #define DLV_FROM " FROM deliveries d JOIN messages m ON m.id = d.msg"
 
 static const char *const sql[ST_COUNT] = {
@@ -103,19 +117,19 @@ static const char *const sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
     [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
                       " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
-                      " first_dlv, n_dlv, payload, kind) VALUES"
+                      " first_dlv, n_dlv, payload, kind, ori_gen) VALUES"
                       " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
-                      " ?17)",
+                      " ?17, ?18)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
-                      " expr_time, attempts, next_attempt_ms, cause) VALUES"
-                      " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '')",
+                      " expr_time, attempts, next_attempt_ms, cause, rcpt_gen) VALUES"
+                      " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '', ?9)",
     /* DLV_COLS with the payload left out (NULL): what a final state needs, and the message's
      * kind and payload length (for the quota; length() of a blob does not read it). */
     [ST_DLV_GET] = "SELECT d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms,"
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
                    " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
-                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, m.kind,"
-                   " length(m.payload)" DLV_FROM " WHERE d.id = ?1",
+                   " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen,"
+                   " m.ori_gen, m.kind, length(m.payload)" DLV_FROM " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
@@ -227,10 +241,11 @@ static void fail_all(m5_store_job_t **batch, size_t n) {
   }
 }
 
-/* A job failed in a way that leaves its writes half done (not M5_ENOENT or M5_EINVAL, which
- * are returned before anything is written). */
+/* A job failed in a way that leaves its writes half done (not M5_ENOENT, M5_EINVAL or
+ * M5_EPERM, which are returned before anything is written). */
 static int job_failed_hard(const m5_store_job_t *job) {
-  return job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL;
+  return job->status != 0 && job->status != M5_ENOENT && job->status != M5_EINVAL &&
+         job->status != M5_EPERM;
 }
 
 /* Runs the batch's jobs inside the open transaction. Fast mode: no savepoints (each costs
@@ -239,9 +254,11 @@ static int job_failed_hard(const m5_store_job_t *job) {
  * has its own savepoint so that one failing job does not undo the others. */
 static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
   if (careful && exec_st(s, ST_SAVEPOINT) == 0) {
-    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0) exec_st(s, ST_ROLLBACK_TO);
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)
+      exec_st(s, ST_ROLLBACK_TO);
     exec_st(s, ST_RELEASE);
-  } else if (!careful && sq_dedup_sweep(s, sq_now_ms(s)) != 0) {
+  } else if (!careful &&
+             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)) {
     return 1;
   }
   for (size_t i = 0; i < n; i++) {
@@ -376,6 +393,7 @@ static void sq_free(sq_t *s) {
   m5_jobthread_free(s->thread);
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
+  sq_rebind_finalize(s);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
@@ -594,6 +612,11 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
                sqlite3_errmsg(s->db));
       goto fail;
     }
+  }
+  if (sq_rebind_prepare(s) != 0) {
+    snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
+             sqlite3_errmsg(s->db));
+    goto fail;
   }
   /* Deliveries that were being pushed when the last run ended are queued like any other. */
   char *uerr = NULL;

@@ -1,6 +1,6 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
- * commit), sqlite_ops.c (what each job does inside the batch's transaction) and
- * sqlite_counts.c (the in-memory figures). Everything
+ * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_rebind.c
+ * (binding generations, REBIND) and sqlite_counts.c (the in-memory figures). Everything
  * below "writer thread only" is touched by the store's thread alone (and by open, before
  * that thread exists). */
 #ifndef M5_STORE_SQLITE_INT_H
@@ -58,6 +58,22 @@ enum {
   ST_COUNT
 };
 
+/* Statements of sqlite_rebind.c (binding generations, report tickets, M5_STORE_REBIND). */
+enum {
+  RB_GEN_GET,
+  RB_GEN_PUT,
+  RB_STALE_IDS,
+  RB_DEDUP_DROP,
+  RB_DBKT_DROP,
+  RB_TICKETS_DROP,
+  RB_TICKET_PUT,
+  RB_TICKET_GET,
+  RB_TICKET_SWEEP,
+  RB_DEDUP_HAS,
+  RB_DLV_RCPT,
+  RB_COUNT
+};
+
 /* Counters a job or a batch adds to the published stats once it is committed. */
 typedef struct {
   uint64_t accepted, delivered, failed, expired, duplicates;
@@ -76,6 +92,8 @@ typedef struct {
   char path[PATH_MAX];
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
+  sqlite3_stmt *rb[RB_COUNT]; /* sqlite_rebind.c */
+  int64_t tickets_swept_ms;
   m5_jobthread_t *thread;
 
   /* Submitted jobs in submission order (the job thread's mailbox holds the same order). */
@@ -118,6 +136,33 @@ int sq_load_counts(sq_t *s);
 
 /* sqlite_ops.c: one job inside the open transaction (status in job->status). */
 void sq_run_op(sq_t *s, m5_store_job_t *job);
+/* Moves the PENDING delivery id to a final state (its message goes with its last one); a
+ * FAILED or EXPIRED one gets the failure report its originator asked for, due at report_ms
+ * (0: now), in the same transaction (out->report_id). */
+int sq_finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause, int64_t report_ms,
+              m5_store_delivery_t *out);
+
+/* sqlite_rebind.c: re-bound UE Service IDs (docs/delivery.md). Its tables and columns are
+ * part of schema version 3 (sqlite.c). */
+int sq_rebind_prepare(sq_t *s);
+void sq_rebind_finalize(sq_t *s);
+/* ACCEPT, before anything is written: M5_EPERM for a UE originator older than the store's
+ * generation for it; stamps each UE recipient's generation; resolves ticket_check (sets
+ * job->discarded). */
+int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job);
+/* ACCEPT, once the message is stored: its report ticket (job->ticket_put). */
+int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* RESCHEDULE of a delivery whose recipient was re-bound since: failed (RECIPIENT_REBOUND,
+ * with its report) instead; *done = 1 then. */
+int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done);
+int sq_rebind_run(sq_t *s, m5_store_job_t *job);
+/* The recipient generation of the failure report on d to its originator: for a UE, the
+ * generation that sent d's message (msg.ori_gen; the store's current one when that is 0);
+ * 0 for an AS. *stale = 1 (write no report) when the UE originator was re-bound since: only
+ * the subscriber that sent the message may get its report. */
+int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, int *stale);
+/* Drops a few expired report tickets (at most once a second). */
+int sq_rebind_sweep(sq_t *s, int64_t now_ms);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
 /* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */

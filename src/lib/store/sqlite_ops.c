@@ -1,7 +1,7 @@
 /* The jobs of the SQLite backend (store.h), each run by the writer thread inside the batch's
  * transaction and its own savepoint (sqlite.c). A job that returns a status other than 0,
- * M5_ENOENT or M5_EINVAL is rolled back to its savepoint; those two are returned before
- * anything is written.
+ * M5_ENOENT, M5_EINVAL or M5_EPERM is rolled back to its savepoint; those three are returned
+ * before anything is written. REBIND and the generation checks are in sqlite_rebind.c.
  *
  * Dedup window (architecture §5): time is cut into buckets of window / dedup_buckets. A key
  * is a duplicate while its bucket is within the last dedup_buckets buckets, so it is
@@ -83,6 +83,8 @@ static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm
     rm->first = sqlite3_column_int64(st, 21);
     rm->n = sqlite3_column_int64(st, 22);
   }
+  d->rcpt_gen = (uint64_t)sqlite3_column_int64(st, 23);
+  m->ori_gen = (uint64_t)sqlite3_column_int64(st, 24);
   return 0;
 }
 
@@ -364,6 +366,7 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
   sqlite3_bind_blob(st, 16, m->payload ? (const void *)m->payload : "", (int)m->payload_len,
                     SQLITE_STATIC);
   sqlite3_bind_int(st, 17, kind);
+  sqlite3_bind_int64(st, 18, (int64_t)m->ori_gen);
   return sq_step_done(s, st, "storing a message");
 }
 
@@ -393,6 +396,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     job->rcpts[i].status = M5_STORE_ACCEPTED;
     job->rcpts[i].id = 0;
   }
+  /* Binding generations (sqlite_rebind.c), before anything is written. */
+  int grc = sq_rebind_accept_check(s, job);
+  if (grc != 0) return grc;
   if (job->dedup_id[0]) {
     int dup, rc = dedup_lookup(s, job, cur, &dup);
     if (rc != 0) return rc;
@@ -401,6 +407,11 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       s->job_delta.duplicates++;
       return 0;
     }
+  }
+  if (job->discarded) { /* a report nobody asked for, or for a re-bound originator */
+    if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
+    job->outcome = M5_STORE_ACCEPTED;
+    return 0;
   }
   /* The originator's quota: what it has stored, plus this body. Checked before the global
    * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
@@ -464,9 +475,11 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       sqlite3_bind_int64(st, 6, job->msg.expr_time);
       sqlite3_bind_int64(st, 7, r->next_attempt_ms);
       sqlite3_bind_int(st, 8, r->in_flight ? SQ_STATE_IN_FLIGHT : M5_DELIV_PENDING);
+      sqlite3_bind_int64(st, 9, (int64_t)r->gen);
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
+    if (sq_rebind_ticket_put(s, job, now) != 0) return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
   for (size_t i = 0; i < job->n_rcpts; i++) {
@@ -489,13 +502,24 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
 
 /* The failure report on d (now FAILED or EXPIRED), written in the transaction of the failure
  * when its originator asked for one: a message of kind SQ_KIND_REPORT from d's recipient to
- * d's originator and its PENDING delivery, due at next_ms. Not written (0, d->report_id 0)
- * when the originator has max_reports_per_recipient reports waiting. */
+ * d's originator and its PENDING delivery, due at next_ms (0: now), queued for the
+ * originator's generation (sq_rebind_report_gen). Not written (0, d->report_id 0) when the
+ * originator has max_reports_per_recipient reports waiting, or is a UE re-bound since. One
+ * writer for every failure report: MARK_FAILED, EXPIRE, REBIND and a RESCHEDULE after one. */
 static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
   d->report_id = 0;
+  d->report_gen = 0;
   if (!d->msg.deliv_st_req || strcmp(d->msg.app_id, M5_STORE_REPORT_APP) == 0 ||
       (strcmp(d->msg.ori.type, "UE") != 0 && strcmp(d->msg.ori.type, "AS") != 0))
     return 0;
+  uint64_t gen;
+  int stale;
+  if (sq_rebind_report_gen(s, d, &gen, &stale) != 0) return M5_EIO;
+  if (stale) {
+    M5_LOGI(SQ_DOM, "%s: the failure report of MSG %s is not written: UE %s was re-bound since "
+            "it sent it", s->path, d->msg.msg_id, d->msg.ori.addr);
+    return 0;
+  }
   if (sq_pending_get(s, &d->msg.ori, SQ_KIND_REPORT) >= s->o.max_reports_per_recipient) {
     M5_LOGW(SQ_DOM, "%s: %s:%s has %llu reports waiting (the bound): the failure report of MSG "
             "%s is not written", s->path, d->msg.ori.type, d->msg.ori.addr,
@@ -505,6 +529,7 @@ static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
   }
   m5_store_delivery_t rep;
   int64_t now = sq_now_ms(s);
+  d->report_gen = gen;
   if (m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep) != 0) return M5_ENOMEM;
   rep.msg.accepted_at_ms = now;
   uint64_t msg_id = s->next_msg_id++;
@@ -520,6 +545,7 @@ static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
     sqlite3_bind_int64(st, 6, rep.msg.expr_time);
     sqlite3_bind_int64(st, 7, next_ms ? next_ms : now);
     sqlite3_bind_int(st, 8, M5_DELIV_PENDING);
+    sqlite3_bind_int64(st, 9, (int64_t)d->report_gen);
     rc = sq_step_done(s, st, "storing a failure report");
   }
   free(rep.msg.payload);
@@ -543,8 +569,8 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
   row_msg_t rm = {0};
   if (r == SQLITE_ROW) {
     rc = read_delivery(st, out, &rm);
-    rm.kind = sqlite3_column_int(st, 23) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
-    rm.plen = sqlite3_column_int64(st, 24);
+    rm.kind = sqlite3_column_int(st, 25) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
+    rm.plen = sqlite3_column_int64(st, 26);
   } else if (r == SQLITE_DONE)
     rc = M5_ENOENT;
   else {
@@ -599,6 +625,11 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
   return 0;
 }
 
+int sq_finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause, int64_t report_ms,
+              m5_store_delivery_t *out) {
+  return finish(s, id, state, cause, report_ms, out);
+}
+
 static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
   if (!(job->items = calloc(1, sizeof *job->items))) return M5_ENOMEM;
   const char *cause = state == M5_DELIV_FAILED ? job->cause : "";
@@ -611,6 +642,8 @@ static int do_mark(sq_t *s, m5_store_job_t *job, m5_deliv_state_t state) {
 }
 
 static int do_reschedule(sq_t *s, m5_store_job_t *job) {
+  int failed, rc = sq_rebind_reschedule(s, job, &failed);
+  if (rc != 0 || failed) return rc; /* its recipient was re-bound: failed instead */
   sqlite3_stmt *st = s->st[ST_RESCHEDULE];
   sqlite3_bind_int64(st, 1, (int64_t)job->id);
   sqlite3_bind_int64(st, 2, job->next_attempt_ms);
@@ -732,6 +765,9 @@ void sq_run_op(sq_t *s, m5_store_job_t *job) {
     break;
   case M5_STORE_REQUEUE_STALE:
     job->status = do_requeue(s, job);
+    break;
+  case M5_STORE_REBIND:
+    job->status = sq_rebind_run(s, job);
     break;
   default:
     job->status = M5_EINVAL;

@@ -20,6 +20,7 @@ void m5_store_opts_init(m5_store_opts_t *o) {
   o->max_bytes_per_originator = 64u * 1024 * 1024;
   o->max_reports_per_recipient = 1000;
   o->report_ttl_s = 86400;
+  o->report_window_ms = 2 * 86400 * 1000;
 }
 
 m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
@@ -32,7 +33,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
 }
 
 int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
-  if ((unsigned)job->op > (unsigned)M5_STORE_REQUEUE_STALE) return M5_EINVAL;
+  if ((unsigned)job->op > (unsigned)M5_STORE_REBIND) return M5_EINVAL; /* the last op */
   return s->ops->submit(s, job);
 }
 
@@ -63,6 +64,7 @@ int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store
   out->msg.payload_len = (size_t)n;
   out->id = d->report_id;
   out->rcpt = d->msg.ori;
+  out->rcpt_gen = d->report_gen; /* a UE originator: the generation that sent d's message */
   out->state = M5_DELIV_PENDING;
   m5_store_msg_t *m = &out->msg;
   m->ori = d->rcpt;

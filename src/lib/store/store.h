@@ -43,6 +43,9 @@
 
 typedef struct m5_store m5_store_t;
 
+/* failureCause of the deliveries M5_STORE_REBIND (and a RESCHEDULE after a re-bind) fail. */
+#define M5_STORE_CAUSE_REBOUND "RECIPIENT_REBOUND"
+
 typedef enum {
   M5_DELIV_PENDING = 0,
   M5_DELIV_DELIVERED = 1,
@@ -70,6 +73,10 @@ typedef struct {
   int64_t accepted_at_ms; /* set by the store on accept */
   uint8_t *payload;
   size_t payload_len;
+  /* A UE originator's binding generation when it sent (registry.h; 0: not a UE, or not
+   * known). An accept whose UE originator is older than the generation the store knows for
+   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. */
+  uint64_t ori_gen;
 } m5_store_msg_t;
 
 /* One recipient of an accept: addr, next_attempt_ms and in_flight in; status and id out. */
@@ -85,6 +92,11 @@ typedef struct {
   int status;              /* out: M5_STORE_ACCEPTED, or M5_STORE_QUEUE_FULL /
                               M5_STORE_ORIGINATOR_QUOTA for this one */
   uint64_t id;             /* out: the delivery id when stored, else 0 */
+  /* A UE recipient's binding generation (in; out: the one stored). The store raises it to
+   * the generation it knows for the ID when that is newer (the message is for whoever holds
+   * the ID when it is accepted). A delivery is pushed only to a session registered under
+   * its generation. */
+  uint64_t gen;
 } m5_store_rcpt_t;
 
 /* A delivery with its message, as due/due_any/expire/mark_* return it. MARK_* and EXPIRE
@@ -101,9 +113,12 @@ typedef struct {
   /* MARK_FAILED, EXPIRE: the delivery id of the failure report (REPT_DELY_FAILED, from rcpt to
    * msg.ori) the store wrote in the same transaction, PENDING and due at the job's
    * next_attempt_ms; 0 when none was asked for (no delivStReqInd, a report itself, an
-   * originator neither UE nor AS) or the originator's report bound was reached. The report's
-   * body is what m5_store_report_of() builds. */
+   * originator neither UE nor AS), the originator's report bound was reached, or a UE
+   * originator was re-bound since it sent. The report's body is what m5_store_report_of()
+   * builds; its recipient generation is report_gen. */
   uint64_t report_id;
+  uint64_t report_gen;
+  uint64_t rcpt_gen; /* the recipient's binding generation (m5_store_rcpt_t.gen) */
 } m5_store_delivery_t;
 
 typedef struct {
@@ -143,6 +158,15 @@ typedef enum {
                               whose next_attempt_ms <= now_ms and that were never concluded
                               (the caller's MARK_* / RESCHEDULE failed or was lost) become
                               PENDING again, due at once. out: pending = how many */
+  M5_STORE_REBIND,         /* in: rcpt (a UE), gen (its binding's new generation). In one
+                              transaction: every queued delivery to rcpt of an older
+                              generation is FAILED (RECIPIENT_REBOUND), with the failure report
+                              its originator asked for written as MARK_FAILED writes it (due
+                              at once); the dedup window and report tickets of rcpt as an
+                              originator are dropped (and its subscriptions, once there are
+                              any); gen is remembered. Nothing when the store knows gen or a
+                              newer one already (so it can be repeated, e.g. at start-up).
+                              out: rebind_failed. The last op (m5_store_submit's range). */
 } m5_store_op_t;
 
 typedef enum {
@@ -182,10 +206,21 @@ typedef struct m5_store_job {
   /* DUE, DUE_ANY, EXPIRE: limit is capped at M5_STORE_LIST_MAX */
   int64_t now_ms;
   size_t limit;
+  /* ACCEPT: report tickets (docs/delivery.md "Re-bound UE Service IDs"). ticket_put: msg
+   * asks for a report (delivStReqInd) from a UE: remember (originator, msgId, ori_gen) for
+   * report_window_ms. ticket_check: msg is a report to the UE rcpts[0] about msgId: it takes
+   * its recipient's generation from the ticket, and is discarded (stored for nobody, only
+   * its dedup entry written; `discarded` out) when there is no ticket or the UE Service ID
+   * has been re-bound since. */
+  bool ticket_put, ticket_check;
+  /* REBIND (rcpt too) */
+  uint64_t gen;
 
   /* ---- out ---- */
   int status; /* 0; M5_EINVAL (bad job), M5_ENOENT (no PENDING delivery with that id),
-                 M5_EIO (nothing of this job is stored), M5_ENOMEM */
+                 M5_EPERM (ACCEPT: the UE originator's generation is older than the store's:
+                 it was re-bound; nothing written), M5_EIO (nothing of this job is stored),
+                 M5_ENOMEM */
   m5_store_outcome_t outcome;
   m5_store_ack_t orig_ack;
   m5_store_delivery_t *items; /* owned: m5_store_job_clear() */
@@ -193,6 +228,8 @@ typedef struct m5_store_job {
   uint64_t pending; /* COUNTS: PENDING for rcpt; REQUEUE_STALE: deliveries queued again */
   m5_store_stats_t stats;
   uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
+  bool discarded;          /* ACCEPT with ticket_check: the report was dropped */
+  uint64_t rebind_failed;  /* REBIND: deliveries failed */
 
   struct { /* private to the backend */
     struct m5_store_job *link;
@@ -226,6 +263,7 @@ typedef struct {
    * written (stats.reports_dropped). report_ttl_s: their exprTime, from now (default 86400). */
   uint64_t max_reports_per_recipient;
   int64_t report_ttl_s;
+  int64_t report_window_ms; /* life of a report ticket (default 2 days) */
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
   void *clock_arg;
@@ -258,8 +296,9 @@ void m5_store_job_clear(m5_store_job_t *job);
 
 /* The failure report on delivery d (cause d->failure_cause, "EXPIRED" if empty) as the store
  * writes it: an IMDN REPT_DELY_FAILED from d->rcpt to d->msg.ori about d->msg.msg_id, app_id
- * M5_STORE_REPORT_APP, store-and-forward, exprTime expr_time; id = d->report_id. out->msg.payload
- * is allocated (free it, or m5_store_job_clear frees it in a job's items). 0 or M5_ENOMEM. */
+ * M5_STORE_REPORT_APP, store-and-forward, exprTime expr_time; id = d->report_id, recipient
+ * generation d->report_gen. out->msg.payload is allocated (free it, or m5_store_job_clear
+ * frees it in a job's items). 0 or M5_ENOMEM. */
 int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store_delivery_t *out);
 
 const char *m5_store_outcome_name(m5_store_outcome_t o);
