@@ -118,7 +118,7 @@ static void usage(FILE *out) {
         "                        derive K_AKMA and the A-KID (as m5ctl akma derive)\n"
         "  --kakma HEX --akid TEXT\n"
         "                        or give them directly\n"
-        "  --timeout S           per exchange for register/deregister/send (default 10)\n"
+        "  --timeout S           per exchange (default 10); listen: total time\n"
         "  --tls12               allow TLS 1.2 on coaps+tcp (test aid)\n"
         "  --help                this text\n"
         "\n"
