@@ -1,4 +1,5 @@
-/* libm5c (m5c.h): registration on every new session, MSG/DEREG exchanges, the answers to
+/* libm5c (m5c.h): registration on every new session, MSG/DEREG/TOPICSUB/TOPICUNSUB exchanges
+ * (TS 23.554 cl. 8.3.2, 8.8.1), the answers to
  * server pushes (2.04 + MSGRESP after the application saw the message), the delivery reports
  * (IMDN) for pushed messages that ask for one, and the receive-side duplicate filter by
  * (oriAddr, msgId) that makes at-least-once delivery exactly-once for the application
@@ -394,6 +395,20 @@ static int refused(m5c_t *c, const char *what, op_t *op) {
   return M5_EPERM;
 }
 
+/* The body of a 2.04 answer, which must be a `want` body; M5_EPROTO (resp zeroed) if not. */
+static int answer_body(m5c_t *c, const char *what, const op_t *op, m5_msg_type_t want,
+                       m5_msg_t *resp) {
+  char diag[160];
+  diag[0] = '\0';
+  if (m5_msg_parse(op->body, op->len, resp, diag, sizeof diag) == 0 && resp->type == want)
+    return 0;
+  if (!diag[0]) snprintf(diag, sizeof diag, "not a %s body", m5_msg_type_name(want));
+  m5_msg_free(resp);
+  memset(resp, 0, sizeof *resp);
+  set_err(c, op->code, "%s: the server's answer is malformed: %s", what, diag);
+  return M5_EPROTO;
+}
+
 int m5c_send(m5c_t *c, const m5_msg_t *m, m5_msg_t *resp) {
   memset(resp, 0, sizeof *resp);
   c->last_code = 0;
@@ -417,17 +432,65 @@ int m5c_send(m5c_t *c, const m5_msg_t *m, m5_msg_t *resp) {
     resp->type = M5_MSG_MSGRESP; /* an empty 2.04: accepted */
     snprintf(resp->msg_id, sizeof resp->msg_id, "%s", m->msg_id);
   } else {
-    char diag[160];
-    if (m5_msg_parse(op->body, op->len, resp, diag, sizeof diag) || resp->type != M5_MSG_MSGRESP) {
-      if (resp->type != M5_MSG_MSGRESP && !diag[0]) snprintf(diag, sizeof diag, "not a MSGRESP");
-      m5_msg_free(resp);
-      memset(resp, 0, sizeof *resp);
-      set_err(c, op->code, "MSG: the server's answer is malformed: %s", diag);
-      rc = M5_EPROTO;
-    }
+    rc = answer_body(c, "MSG", op, M5_MSG_MSGRESP, resp);
   }
   op_free(op);
   return rc;
+}
+
+/* TOPICSUB / TOPICUNSUB: 2.04 with a body of the request's msgType (docs/protocol.md §4). */
+static int topics(m5c_t *c, m5_msg_type_t type, const char *const *names, size_t n,
+                  int64_t expiry, m5_msg_t *resp) {
+  memset(resp, 0, sizeof *resp);
+  c->last_code = 0;
+  c->last_err[0] = '\0';
+  const char *what = m5_msg_type_name(type);
+  if (!n || n > M5_MSG_TOPICS_MAX || expiry < 0) {
+    set_err(c, 0, "%s: expected 1-%d topics and an expiry >= 0", what, M5_MSG_TOPICS_MAX);
+    return M5_EINVAL;
+  }
+  m5_msg_name_t list[M5_MSG_TOPICS_MAX];
+  for (size_t i = 0; i < n; i++) {
+    if (!names[i] || !m5_msg_name_valid(names[i])) {
+      set_err(c, 0, "%s: topic %zu: expected 1-%d characters of A-Z a-z 0-9 . _ : -", what, i + 1,
+              M5_MSG_NAME_MAX);
+      return M5_EINVAL;
+    }
+    snprintf(list[i], sizeof list[i], "%s", names[i]);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(list[i], list[j])) {
+        set_err(c, 0, "%s: topic '%s' given twice", what, list[i]);
+        return M5_EINVAL;
+      }
+  }
+  m5_msg_t m;
+  memset(&m, 0, sizeof m);
+  m.type = type;
+  m.prio = M5_PRIO_MIDDLE;
+  m.topics = list;
+  m.n_topics = n;
+  m.expiry = type == M5_MSG_TOPICSUB ? expiry : 0;
+  op_t *op;
+  int rc = exchange(c, what, &m, &op);
+  if (rc) return rc;
+  c->last_code = op->code;
+  if (op->code != M5_COAP_CHANGED) {
+    rc = refused(c, what, op);
+  } else if (!op->len) {
+    resp->type = type; /* an empty 2.04: done, without details */
+  } else {
+    rc = answer_body(c, what, op, type, resp);
+  }
+  op_free(op);
+  return rc;
+}
+
+int m5c_subscribe(m5c_t *c, const char *const *names, size_t n, int64_t expiry, m5_msg_t *resp) {
+  return topics(c, M5_MSG_TOPICSUB, names, n, expiry, resp);
+}
+
+int m5c_unsubscribe(m5c_t *c, const char *const *names, size_t n, m5_msg_t *resp) {
+  return topics(c, M5_MSG_TOPICUNSUB, names, n, 0, resp);
 }
 
 int m5c_deregister(m5c_t *c) {

@@ -79,6 +79,28 @@ int m5c_deregister(m5c_t *c);
  * M5_ETIMEDOUT, M5_ECLOSED (session lost). Opens the session first if needed. */
 int m5c_send(m5c_t *c, const m5_msg_t *m, m5_msg_t *resp);
 
+/* Messaging Topics (TS 23.554 cl. 8.8.1; docs/protocol.md §4): subscribes this UE to the n
+ * topics (1..M5_MSG_TOPICS_MAX names, each m5_msg_name_valid, no two equal; checked before
+ * anything is sent: M5_EINVAL) until expiry (Unix seconds; 0 = the server's default), and
+ * waits for the answer. 0 with *resp filled (m5_msg_free() it) when the server answered 2.04:
+ * resp->type M5_MSG_TOPICSUB, resp->topics / n_topics the subscribed topics and resp->expiry
+ * the subscriptions' end as the server set it (0 if the server's 2.04 had no body). Other
+ * answers as m5c_send (M5_EINVAL for 4.00, e.g. a server without topics; M5_EPERM for 4.03, a
+ * topic this UE may not subscribe to). Opens the session first if needed. The subscriptions
+ * belong to the UE Service ID and outlive the session. */
+int m5c_subscribe(m5c_t *c, const char *const *topics, size_t n, int64_t expiry,
+                  m5_msg_t *resp);
+/* TOPICUNSUB of the n topics (same rules; a topic not subscribed is not an error): 0 with
+ * *resp (type M5_MSG_TOPICUNSUB) on 2.04, other answers as m5c_subscribe. */
+int m5c_unsubscribe(m5c_t *c, const char *const *topics, size_t n, m5_msg_t *resp);
+
+/* The JSON line m5c listen prints for a pushed body (m parsed from body, as on_message gets
+ * them): the body as received, plus "payloadText" when a MSG's payload is UTF-8 and, for a
+ * MSG whose destAddr is a GROUP, BC or TOPIC address (it came through a group, a broadcast
+ * area or a topic), "via": {"addrType": ..., "addr": ...}. malloc'd text without a newline
+ * (free() it); NULL when out of memory or body is not a JSON object. */
+char *m5c_push_line(const m5_msg_t *m, const uint8_t *body, size_t len);
+
 /* Runs the loop for up to timeout_ms (0 = until m5c_stop()), handing pushes to on_message and
  * re-opening a lost session with back-off. 0 when stopped, M5_ETIMEDOUT when the time ran
  * out, M5_ECRYPTO when re-authentication failed for good (4.01 / handshake refused), M5_EIO. */

@@ -12,7 +12,6 @@
 
 #include <arpa/inet.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,7 +24,16 @@ enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_TIMEOUT = 4 };
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 #define DEFAULT_TIMEOUT_MS 10000
 
-typedef enum { CMD_NONE, CMD_REGISTER, CMD_DEREGISTER, CMD_SEND, CMD_LISTEN } cmd_t;
+typedef enum {
+  CMD_NONE,
+  CMD_REGISTER,
+  CMD_DEREGISTER,
+  CMD_SEND,
+  CMD_LISTEN,
+  CMD_SUBSCRIBE,
+  CMD_UNSUBSCRIBE
+} cmd_t;
+#define COMMANDS "register, deregister, send, listen, subscribe or unsubscribe"
 
 /* Settings from the YAML file: keys = the long option names. */
 typedef struct {
@@ -61,6 +69,8 @@ typedef struct {
       *timeout, *to, *payload, *msg_id, *count, *expire, *priority;
   uint8_t kausf[M5_AKMA_KEY_LEN], kakma[M5_AKMA_KEY_LEN];
   int have_kausf, have_kakma, mnc_len, tls12, report, store_fwd;
+  const char *const *topics; /* subscribe / unsubscribe: the TOPIC arguments (in argv) */
+  size_t n_topics;
 } args_t;
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -86,9 +96,15 @@ static void usage(FILE *out) {
         "       [--store-forward]            store if the recipient is unreachable (stoAndFwInd)\n"
         "       [--expire S]                 expiry: now + S seconds (stoAndFwParams.exprTime)\n"
         "       [--priority high|middle|low] (default middle)\n"
+        "       (--to also as:ID, group:ID, bc:AREA, topic:NAME)\n"
         "  listen [--count N] [--timeout S]  print each message or delivery report pushed to this\n"
-        "                                    UE as one JSON line; without --count until --timeout\n"
+        "                                    UE as one JSON line (\"via\" for a group, area or\n"
+        "                                    topic message); without --count until --timeout\n"
         "                                    or Ctrl-C\n"
+        "  subscribe TOPIC... [--expire S]   subscribe to Messaging Topics (TOPICSUB; at most 32,\n"
+        "                                    until now + S seconds, default: the server's), print\n"
+        "                                    the server's answer\n"
+        "  unsubscribe TOPIC...              end those subscriptions (TOPICUNSUB)\n"
         "\n"
         "options (before or after the command):\n"
         "  --config FILE         YAML file whose keys are these long option names\n"
@@ -102,7 +118,7 @@ static void usage(FILE *out) {
         "                        derive K_AKMA and the A-KID (as m5ctl akma derive)\n"
         "  --kakma HEX --akid TEXT\n"
         "                        or give them directly\n"
-        "  --timeout S           per exchange for register/deregister/send (default 10)\n"
+        "  --timeout S           per exchange (default 10); listen: total time\n"
         "  --tls12               allow TLS 1.2 on coaps+tcp (test aid)\n"
         "  --help                this text\n"
         "\n"
@@ -265,29 +281,33 @@ static int parse_args(int argc, char **argv, args_t *a) {
       return usage_error("%s: unknown option; see m5c --help", argv[optind - 1]);
     }
   }
-  if (optind >= argc)
-    return usage_error("COMMAND: missing; expected register, deregister, send or listen");
+  if (optind >= argc) return usage_error("COMMAND: missing; expected " COMMANDS);
   static const struct {
     const char *name;
     cmd_t cmd;
-  } cmds[] = {{"register", CMD_REGISTER},
-              {"deregister", CMD_DEREGISTER},
-              {"send", CMD_SEND},
-              {"listen", CMD_LISTEN}};
+  } cmds[] = {{"register", CMD_REGISTER},     {"deregister", CMD_DEREGISTER},
+              {"send", CMD_SEND},             {"listen", CMD_LISTEN},
+              {"subscribe", CMD_SUBSCRIBE},   {"unsubscribe", CMD_UNSUBSCRIBE}};
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     if (!strcmp(argv[optind], cmds[i].name)) a->cmd = cmds[i].cmd;
   if (a->cmd == CMD_NONE)
-    return usage_error("%s: unknown command; expected register, deregister, send or listen",
-                       argv[optind]);
-  if (optind + 1 < argc)
+    return usage_error("%s: unknown command; expected " COMMANDS, argv[optind]);
+  if (a->cmd == CMD_SUBSCRIBE || a->cmd == CMD_UNSUBSCRIBE) {
+    /* getopt_long moved every non-option to the end: the command, then the topics ("--"
+     * ends the options, for a topic that starts with '-'). */
+    a->topics = (const char *const *)argv + optind + 1;
+    a->n_topics = (size_t)(argc - optind - 1);
+  } else if (optind + 1 < argc) {
     return usage_error("%s: unexpected argument; see m5c --help", argv[optind + 1]);
+  }
+  if (a->cmd != CMD_SEND && a->cmd != CMD_SUBSCRIBE && a->expire)
+    return usage_error("--expire: only for send and subscribe");
   if (a->cmd != CMD_SEND) {
     if (a->to) return usage_error("--to: only for send");
     if (a->payload) return usage_error("--payload: only for send");
     if (a->msg_id) return usage_error("--msg-id: only for send");
     if (a->report) return usage_error("--report: only for send");
     if (a->store_fwd) return usage_error("--store-forward: only for send");
-    if (a->expire) return usage_error("--expire: only for send");
     if (a->priority) return usage_error("--priority: only for send");
   }
   if (a->cmd != CMD_LISTEN && a->count) return usage_error("--count: only for listen");
@@ -508,22 +528,16 @@ static void on_signal(m5_loop_t *loop, int signo, void *arg) {
   m5c_stop(l->c);
 }
 
-/* One line per message: the body as received plus payloadText when the payload is UTF-8. */
+/* One line per message (m5c_push_line: the body as received, payloadText, via). */
 static void print_message(m5c_t *c, const m5_msg_t *m, const uint8_t *body, size_t len, void *arg) {
   listen_t *l = arg;
-  json_t *o = json_loadb((const char *)body, len, 0, NULL);
-  if (o && m->type == M5_MSG_MSG) {
-    json_t *text = json_stringn((const char *)m->payload, m->payload_len);
-    if (text) json_object_set_new(o, "payloadText", text);
-  }
-  char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  char *line = m5c_push_line(m, body, len);
   if (line)
     printf("%s\n", line);
   else
     printf("%.*s\n", (int)(len > INT32_MAX ? INT32_MAX : len), (const char *)body);
   fflush(stdout);
   free(line);
-  json_decref(o);
   if (l->want && ++l->got >= l->want) m5c_stop(c);
 }
 
@@ -607,6 +621,16 @@ static int do_send(m5c_t *c, const args_t *a, const char *ue) {
   return code;
 }
 
+/* --expire S (send, subscribe): whole seconds from now, at most ten years (an RFC 3339 time). */
+static int check_expire(const args_t *a) {
+  if (!a->expire) return 0;
+  const char *p = a->expire;
+  size_t n = strspn(p, "0123456789");
+  if (!n || p[n] || n > 9 || strtoll(p, NULL, 10) <= 0 || strtoll(p, NULL, 10) > 315360000)
+    return usage_error("--expire: expected whole seconds from now, 1..315360000, got '%s'", p);
+  return 0;
+}
+
 static int check_send_args(const args_t *a) {
   if (a->cmd != CMD_SEND) return 0;
   if (!a->to) return usage_error("--to: required for send (ue:ID)");
@@ -617,6 +641,9 @@ static int check_send_args(const args_t *a) {
   if (i == sizeof prefixes / sizeof prefixes[0] ||
       !m5_msg_svc_id_valid(a->to + strlen(prefixes[i])))
     return usage_error("--to: expected ue:ID (or as:, group:, bc:, topic:), got '%s'", a->to);
+  if (i >= 2 && !m5_msg_name_valid(a->to + strlen(prefixes[i])))
+    return usage_error("--to: a %s name is 1-128 characters of A-Z a-z 0-9 . _ : -, got '%s'",
+                       prefixes[i], a->to);
   if (!a->payload) return usage_error("--payload: required for send");
   if (strlen(a->payload) > 65536) return usage_error("--payload: longer than 65536 bytes");
   if (a->msg_id && !m5_msg_id_valid(a->msg_id))
@@ -625,13 +652,48 @@ static int check_send_args(const args_t *a) {
   if (a->priority && strcmp(a->priority, "high") && strcmp(a->priority, "middle") &&
       strcmp(a->priority, "low"))
     return usage_error("--priority: expected high, middle or low, got '%s'", a->priority);
-  if (a->expire) {
-    /* Whole seconds from now, at most ten years (exprTime is an RFC 3339 time). */
-    const char *p = a->expire;
-    size_t n = strspn(p, "0123456789");
-    if (!n || p[n] || n > 9 || strtoll(p, NULL, 10) <= 0 || strtoll(p, NULL, 10) > 315360000)
-      return usage_error("--expire: expected whole seconds from now, 1..315360000, got '%s'", p);
+  return check_expire(a);
+}
+
+/* subscribe / unsubscribe: 1..M5_MSG_TOPICS_MAX distinct names, refused before connecting. */
+static int check_topic_args(const args_t *a) {
+  if (a->cmd != CMD_SUBSCRIBE && a->cmd != CMD_UNSUBSCRIBE) return 0;
+  if (!a->n_topics) return usage_error("TOPIC: missing; give one or more topic names");
+  if (a->n_topics > M5_MSG_TOPICS_MAX)
+    return usage_error("TOPIC: %zu topics, at most %d in one request", a->n_topics,
+                       M5_MSG_TOPICS_MAX);
+  for (size_t i = 0; i < a->n_topics; i++) {
+    if (!m5_msg_name_valid(a->topics[i]))
+      return usage_error("TOPIC: expected 1-128 characters of A-Z a-z 0-9 . _ : -, got '%s'",
+                         a->topics[i]);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(a->topics[i], a->topics[j]))
+        return usage_error("TOPIC: '%s' given twice", a->topics[i]);
   }
+  return check_expire(a);
+}
+
+/* subscribe / unsubscribe: prints the server's answer as one JSON line (TOPICSUB: msgTopics
+ * and the expiry the server set), exit codes as send's. */
+static int do_topics(m5c_t *c, const args_t *a) {
+  const char *cmd = a->cmd == CMD_SUBSCRIBE ? "subscribe" : "unsubscribe";
+  int rc = m5c_connect(c);
+  if (rc) return fail_exit(c, cmd, rc, 1);
+  m5_msg_t resp;
+  int64_t expiry = a->expire ? (int64_t)time(NULL) + strtoll(a->expire, NULL, 10) : 0;
+  rc = a->cmd == CMD_SUBSCRIBE ? m5c_subscribe(c, a->topics, a->n_topics, expiry, &resp)
+                               : m5c_unsubscribe(c, a->topics, a->n_topics, &resp);
+  if (rc) return fail_exit(c, cmd, rc, 0);
+  m5_msg_t out = resp; /* a 2.04 without body: the request's topics were taken */
+  m5_msg_name_t list[M5_MSG_TOPICS_MAX];
+  if (!out.n_topics) {
+    for (size_t i = 0; i < a->n_topics; i++)
+      snprintf(list[i], sizeof list[i], "%s", a->topics[i]);
+    out.topics = list;
+    out.n_topics = a->n_topics;
+  }
+  print_msg_json(&out);
+  m5_msg_free(&resp);
   return 0;
 }
 
@@ -694,6 +756,10 @@ static int run(args_t *a, const settings_t *s) {
   case CMD_SEND:
     code = do_send(c, a, s->ue_svc_id);
     break;
+  case CMD_SUBSCRIBE:
+  case CMD_UNSUBSCRIBE:
+    code = do_topics(c, a);
+    break;
   case CMD_LISTEN:
     if ((rc = m5c_connect(c))) {
       code = fail_exit(c, "listen", rc, 1);
@@ -741,7 +807,9 @@ int main(int argc, char **argv) {
     code = usage_error("%s%s", a.config && rc == M5_EIO ? "--config: " : "", err);
     goto out;
   }
-  if ((code = check_send_args(&a)) || (code = build_settings(&a, &f, &s))) goto out;
+  if ((code = check_send_args(&a)) || (code = check_topic_args(&a)) ||
+      (code = build_settings(&a, &f, &s)))
+    goto out;
   code = run(&a, &s);
 out:
   if (cfg_loaded) {

@@ -68,6 +68,9 @@ static void round_trip(const m5_msg_t *m, const char *want_text) {
     assert_string_equal(back.client_profile_json, m->client_profile_json);
   else
     assert_null(back.client_profile_json);
+  assert_int_equal(back.n_topics, m->n_topics);
+  for (size_t i = 0; i < m->n_topics; i++)
+    assert_string_equal(back.topics[i], m->topics[i]);
   m5_msg_free(&back);
   free(text);
 }
@@ -146,7 +149,7 @@ static void test_round_trip_msgresp_imdn(void **state) {
 
 /* The types whose mandatory IEs m5_msg_t does not hold parse (members checked) but cannot be
  * encoded rather than being encoded without them. */
-static void test_seg_and_topic_types(void **state) {
+static void test_seg_types(void **state) {
   (void)state;
   m5_msg_t m;
   char diag[128];
@@ -155,18 +158,179 @@ static void test_seg_and_topic_types(void **state) {
       M5_OK);
   assert_int_equal(m.type, M5_MSG_SEGREC);
   m5_msg_free(&m);
-  assert_int_equal(parse("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"t\"]}", &m, diag, sizeof diag),
-                   M5_OK);
-  assert_int_equal(m.type, M5_MSG_TOPICSUB);
-  m5_msg_free(&m);
   expect_diag("{\"msgType\":\"SEGCONFIR\"}", "segId: missing");
   expect_diag("{\"msgType\":\"SEGREC\",\"segId\":1}", "segId: expected a string");
-  expect_diag("{\"msgType\":\"TOPICUNSUB\"}", "msgTopics: missing");
-  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":\"t\"}", "msgTopics: expected an array");
   m5_msg_t e = blank(M5_MSG_SEGREC);
   char *text = NULL;
   assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL);
   assert_null(text);
+}
+
+/* TOPICSUB / TOPICUNSUB (TS 23.554 cl. 8.8.1, docs/protocol.md §4): msgTopics kept in the
+ * struct, in order; the optional expiry of TOPICSUB; both directions (request and answer). */
+static void test_round_trip_topics(void **state) {
+  (void)state;
+  m5_msg_name_t names[3] = {"meters.east", "alarm:fire_1", "a-b"};
+  m5_msg_t m = blank(M5_MSG_TOPICSUB);
+  m.topics = names;
+  m.n_topics = 1;
+  round_trip(&m, "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"meters.east\"]}");
+  m.n_topics = 3;
+  m.expiry = 1748779200;
+  round_trip(&m, "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"meters.east\",\"alarm:fire_1\","
+                 "\"a-b\"],\"expiry\":\"2025-06-01T12:00:00Z\"}");
+  /* TOPICUNSUB has no expiry: not written, ignored when read (unknown member). */
+  m.type = M5_MSG_TOPICUNSUB;
+  char *text = NULL;
+  assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_OK);
+  assert_string_equal(text, "{\"msgType\":\"TOPICUNSUB\",\"msgTopics\":[\"meters.east\","
+                            "\"alarm:fire_1\",\"a-b\"]}");
+  free(text);
+  m5_msg_t p;
+  char diag[128];
+  assert_int_equal(parse("{\"msgType\":\"TOPICUNSUB\",\"expiry\":\"x\",\"msgTopics\":[\"t\"]}", &p,
+                         diag, sizeof diag),
+                   M5_OK);
+  assert_int_equal(p.type, M5_MSG_TOPICUNSUB);
+  assert_int_equal(p.n_topics, 1);
+  assert_string_equal(p.topics[0], "t");
+  assert_int_equal(p.expiry, 0);
+  m5_msg_free(&p);
+  assert_null(p.topics);
+  assert_int_equal(p.n_topics, 0);
+  /* The most a request may carry: M5_MSG_TOPICS_MAX names of M5_MSG_NAME_MAX characters. */
+  static m5_msg_name_t many[M5_MSG_TOPICS_MAX];
+  for (size_t i = 0; i < M5_MSG_TOPICS_MAX; i++) {
+    memset(many[i], 'x', M5_MSG_NAME_MAX);
+    many[i][M5_MSG_NAME_MAX] = '\0';
+    snprintf(many[i], 8, "t%03zu", i);
+    many[i][4] = '.'; /* snprintf's NUL replaced: still 128 characters */
+  }
+  m5_msg_t big = blank(M5_MSG_TOPICSUB);
+  big.topics = many;
+  big.n_topics = M5_MSG_TOPICS_MAX;
+  round_trip(&big, NULL);
+}
+
+/* Each bad msgTopics is refused naming the IE (and the entry), and nothing leaks. */
+static void test_topics_refused(void **state) {
+  (void)state;
+  expect_diag("{\"msgType\":\"TOPICUNSUB\"}", "msgTopics: missing");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":\"t\"}", "msgTopics: expected an array");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[]}",
+              "msgTopics: empty (expected 1-32 topic names)");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"a\",7]}", "msgTopics[1]: expected a string");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"\"]}",
+              "msgTopics[0]: expected a topic name of 1-128 characters of A-Z a-z 0-9 . _ : -");
+  expect_diag("{\"msgType\":\"TOPICUNSUB\",\"msgTopics\":[\"ok\",\"a b\"]}",
+              "msgTopics[1]: expected a topic name of 1-128 characters of A-Z a-z 0-9 . _ : -");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"a/b\"]}",
+              "msgTopics[0]: expected a topic name of 1-128 characters of A-Z a-z 0-9 . _ : -");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"caf\u00e9\"]}",
+              "msgTopics[0]: expected a topic name of 1-128 characters of A-Z a-z 0-9 . _ : -");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"a\",\"b\",\"a\"]}",
+              "msgTopics[2]: duplicate of msgTopics[0]");
+  expect_diag("{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"t\"],\"expiry\":\"tomorrow\"}",
+              "expiry: expected an RFC 3339 date-time after 1970");
+  /* 129 characters, and 33 topics. */
+  char body[8192];
+  char long_name[M5_MSG_NAME_MAX + 2];
+  memset(long_name, 'n', M5_MSG_NAME_MAX + 1);
+  long_name[M5_MSG_NAME_MAX + 1] = '\0';
+  snprintf(body, sizeof body, "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"%s\"]}", long_name);
+  expect_diag(body, "msgTopics[0]: expected a topic name of 1-128 characters of A-Z a-z 0-9 . _ : -");
+  long_name[M5_MSG_NAME_MAX] = '\0'; /* 128: accepted */
+  snprintf(body, sizeof body, "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"%s\"]}", long_name);
+  m5_msg_t m;
+  char diag[256];
+  assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
+  m5_msg_free(&m);
+  size_t o = (size_t)snprintf(body, sizeof body, "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[");
+  for (int i = 0; i <= M5_MSG_TOPICS_MAX; i++)
+    o += (size_t)snprintf(body + o, sizeof body - o, "%s\"t%d\"", i ? "," : "", i);
+  snprintf(body + o, sizeof body - o, "]}");
+  expect_diag(body, "msgTopics: 33 topics, at most 32 in one request");
+  /* The encoder refuses what the parser would: a bad name, a duplicate, none, too many. */
+  m5_msg_name_t names[2] = {"a", "a"};
+  m5_msg_t e = blank(M5_MSG_TOPICSUB);
+  char *text = NULL;
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL); /* no topics */
+  e.topics = names;
+  e.n_topics = 2;
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL); /* duplicate */
+  strcpy(names[1], "b c");
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL); /* bad name */
+  strcpy(names[1], "b");
+  e.n_topics = M5_MSG_TOPICS_MAX + 1;
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_EINVAL); /* too many */
+  assert_null(text);
+  e.n_topics = 2;
+  assert_int_equal(m5_msg_encode(&e, &text, NULL), M5_OK);
+  free(text);
+}
+
+/* GROUP, BC and TOPIC addresses follow the name rule (UE and AS addresses keep theirs). */
+static void test_named_addresses(void **state) {
+  (void)state;
+  assert_true(m5_msg_name_valid("g"));
+  assert_true(m5_msg_name_valid("Fleet-7.area_3:north"));
+  assert_false(m5_msg_name_valid(""));
+  assert_false(m5_msg_name_valid("a b"));
+  assert_false(m5_msg_name_valid("a@b"));
+  assert_false(m5_msg_name_valid("a/b"));
+  assert_false(m5_msg_name_valid("a\xc3\xa9"));
+  char n[M5_MSG_NAME_MAX + 2];
+  memset(n, 'a', sizeof n - 1);
+  n[M5_MSG_NAME_MAX] = '\0';
+  assert_true(m5_msg_name_valid(n));
+  n[M5_MSG_NAME_MAX] = 'a';
+  n[M5_MSG_NAME_MAX + 1] = '\0';
+  assert_false(m5_msg_name_valid(n));
+  assert_true(m5_msg_addr_is_named("GROUP"));
+  assert_true(m5_msg_addr_is_named("BC"));
+  assert_true(m5_msg_addr_is_named("TOPIC"));
+  assert_false(m5_msg_addr_is_named("UE"));
+  assert_false(m5_msg_addr_is_named("group"));
+
+  static const char *const types[] = {"GROUP", "BC", "TOPIC"};
+  for (size_t i = 0; i < 3; i++) {
+    char body[512], want[256];
+    m5_msg_t m;
+    char diag[256];
+    snprintf(body, sizeof body,
+             "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue@1\"},"
+             "\"destAddr\":{\"addrType\":\"%s\",\"addr\":\"fleet.7\"},\"msgId\":\"m\",\"payload\":\"\"}",
+             types[i]);
+    assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
+    assert_string_equal(m.dest.type, types[i]);
+    assert_string_equal(m.dest.addr, "fleet.7");
+    char *text = NULL;
+    assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_OK);
+    free(text);
+    strcpy(m.dest.addr, "fleet@7"); /* a valid UE Service ID, not a name */
+    assert_int_equal(m5_msg_encode(&m, &text, NULL), M5_EINVAL);
+    assert_null(text);
+    m5_msg_free(&m);
+    snprintf(body, sizeof body,
+             "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},"
+             "\"destAddr\":{\"addrType\":\"%s\",\"addr\":\"fleet@7\"},\"msgId\":\"m\",\"payload\":\"\"}",
+             types[i]);
+    snprintf(want, sizeof want,
+             "destAddr.addr: expected a %s name of 1-128 characters of A-Z a-z 0-9 . _ : -",
+             types[i]);
+    expect_diag(body, want);
+  }
+  /* The same rule on the TS 29.538 form (an AS's ASMessageDelivery to a group). */
+  static const char as_body[] = "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},"
+                                "\"destAddr\":{\"addrType\":\"GROUP\",\"addr\":\"g#1\"},"
+                                "\"msgId\":\"m\",\"stoAndFwInd\":false}";
+  m5_msg_t a;
+  char diag[256];
+  assert_int_equal(m5_msg_parse_as((const uint8_t *)as_body, strlen(as_body), M5_MSG_MSG, &a, diag,
+                                   sizeof diag),
+                   M5_EINVAL);
+  assert_string_equal(diag, "destAddr.addr: expected a GROUP name of 1-128 characters of A-Z a-z "
+                            "0-9 . _ : -");
 }
 
 static void test_every_mandatory_ie_missing_is_named(void **state) {
@@ -359,7 +523,7 @@ static void test_unknown_members_ignored_open_enums_kept(void **state) {
   char diag[128];
   const char *body = "{\"msgType\":\"MSG\",\"future\":{\"x\":[1,2]},"
                      "\"oriAddr\":{\"addrType\":\"MQTT\",\"addr\":\"a\",\"extra\":1},"
-                     "\"destAddr\":{\"addrType\":\"TOPIC\",\"addr\":\"t/1\"},\"msgId\":\"1\","
+                     "\"destAddr\":{\"addrType\":\"TOPIC\",\"addr\":\"t.1\"},\"msgId\":\"1\","
                      "\"payload\":\"aGk=\",\"priority\":\"URGENT\",\"ueSvcId\":17}";
   assert_int_equal(parse(body, &m, diag, sizeof diag), M5_OK);
   assert_string_equal(m.ori.type, "MQTT");
@@ -706,7 +870,10 @@ int main(void) {
       cmocka_unit_test(test_round_trip_reg_dereg),
       cmocka_unit_test(test_round_trip_msg),
       cmocka_unit_test(test_round_trip_msgresp_imdn),
-      cmocka_unit_test(test_seg_and_topic_types),
+      cmocka_unit_test(test_seg_types),
+      cmocka_unit_test(test_round_trip_topics),
+      cmocka_unit_test(test_topics_refused),
+      cmocka_unit_test(test_named_addresses),
       cmocka_unit_test(test_every_mandatory_ie_missing_is_named),
       cmocka_unit_test(test_wrong_types_are_named),
       cmocka_unit_test(test_body_level_errors),

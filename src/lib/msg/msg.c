@@ -44,6 +44,7 @@ typedef enum {
   K_TIME,    /* int64_t Unix seconds as RFC 3339, omitted when 0 */
   K_SAF,     /* stoAndFwParams {exprTime} -> expr_time */
   K_OBJECT,  /* char *: the member's object as compact JSON text */
+  K_TOPICS,  /* topics / n_topics: an array of 1-M5_MSG_TOPICS_MAX distinct names */
   K_CHECKED, /* not kept in m5_msg_t: only its JSON type is checked */
 } kind_t;
 
@@ -66,9 +67,10 @@ typedef struct {
 #define TOPIC (T(M5_MSG_TOPICSUB) | T(M5_MSG_TOPICUNSUB))
 
 static const member_t members[] = {
+    {"msgTopics", K_TOPICS, F(topics), TOPIC, 0, 0, 0, 0},
     {"ueSvcId", K_SVC_ID, F(ue_svc_id), T(M5_MSG_REG) | T(M5_MSG_DEREG), 0, 0, 0, 0},
     {"clientProfile", K_OBJECT, F(client_profile_json), 0, T(M5_MSG_REG), 0, 0, 0},
-    {"expiry", K_TIME, F(expiry), 0, T(M5_MSG_REG), 0, 0, 0},
+    {"expiry", K_TIME, F(expiry), 0, T(M5_MSG_REG) | T(M5_MSG_TOPICSUB), 0, 0, 0},
     {"oriAddr", K_ADDR, F(ori), ADDRESSED, T(M5_MSG_MSGRESP), 0, 0, 0},
     {"destAddr", K_ADDR, F(dest), ADDRESSED, 0, 0, 0, 0},
     {"msgId", K_MSG_ID, F(msg_id), ADDRESSED | T(M5_MSG_MSGRESP), 0, 0, 0, 0},
@@ -85,7 +87,6 @@ static const member_t members[] = {
     {"segParams", K_CHECKED, 0, 0, 0, T(M5_MSG_MSG), JSON_OBJECT, 0, 0},
     {"segId", K_CHECKED, 0, 0, SEG, 0, JSON_STRING, 0, 0},
     {"segNumb", K_CHECKED, 0, 0, 0, SEG, JSON_ARRAY, 0, 0},
-    {"msgTopics", K_CHECKED, 0, 0, TOPIC, 0, JSON_ARRAY, 0, 0},
 };
 #define N_MEMBERS (sizeof members / sizeof members[0])
 
@@ -141,6 +142,18 @@ bool m5_msg_as_id_valid(const char *id) {
   size_t n = strlen(id);
   return n >= 1 && n <= M5_MSG_AS_ID_MAX &&
          strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+#define NAME_CHARSET "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+#define NAME_RULE "1-128 characters of A-Z a-z 0-9 . _ : -"
+
+bool m5_msg_name_valid(const char *name) {
+  size_t n = strnlen(name, M5_MSG_NAME_MAX + 1);
+  return n >= 1 && n <= M5_MSG_NAME_MAX && strspn(name, NAME_CHARSET) == n;
+}
+
+bool m5_msg_addr_is_named(const char *addr_type) {
+  return !strcmp(addr_type, "GROUP") || !strcmp(addr_type, "BC") || !strcmp(addr_type, "TOPIC");
 }
 
 const char *m5_msg_type_name(m5_msg_type_t t) {
@@ -369,7 +382,36 @@ static int get_addr(json_t *v, const char *name, m5_msg_addr_t *a, char *diag, s
   strcpy(a->type, json_string_value(t));
   if (!x) return fail(diag, dl, "%s.addr: missing", name);
   snprintf(sub, sizeof sub, "%s.addr", name);
-  return get_text(x, sub, K_SVC_ID, a->addr, sizeof a->addr, diag, dl);
+  int rc = get_text(x, sub, K_SVC_ID, a->addr, sizeof a->addr, diag, dl);
+  if (!rc && m5_msg_addr_is_named(a->type) && !m5_msg_name_valid(a->addr))
+    return fail(diag, dl, "%s: expected a %s name of " NAME_RULE, sub, a->type);
+  return rc;
+}
+
+/* msgTopics: an array of 1..M5_MSG_TOPICS_MAX names, no two equal (a duplicate is a sender's
+ * mistake, and refusing it keeps "one entry, one subscription" for the server). */
+static int get_topics(json_t *v, const char *name, m5_msg_t *m, char *diag, size_t dl) {
+  if (!json_is_array(v)) return fail(diag, dl, "%s: expected an array", name);
+  size_t n = json_array_size(v);
+  if (!n) return fail(diag, dl, "%s: empty (expected 1-%d topic names)", name, M5_MSG_TOPICS_MAX);
+  if (n > M5_MSG_TOPICS_MAX)
+    return fail(diag, dl, "%s: %zu topics, at most %d in one request", name, n,
+                M5_MSG_TOPICS_MAX);
+  m5_msg_name_t *t = calloc(n, sizeof *t);
+  if (!t) return M5_ENOMEM;
+  m->topics = t; /* m5_msg_free releases it, also when an entry below is refused */
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(v, i);
+    if (!json_is_string(e)) return fail(diag, dl, "%s[%zu]: expected a string", name, i);
+    const char *s = json_string_value(e);
+    if (json_string_length(e) != strlen(s) || !m5_msg_name_valid(s))
+      return fail(diag, dl, "%s[%zu]: expected a topic name of " NAME_RULE, name, i);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(t[j], s)) return fail(diag, dl, "%s[%zu]: duplicate of %s[%zu]", name, i, name, j);
+    strcpy(t[i], s);
+    m->n_topics = i + 1;
+  }
+  return 0;
 }
 
 static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, size_t dl) {
@@ -425,6 +467,8 @@ static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, si
     *(char **)(void *)field = text;
     return 0;
   }
+  case K_TOPICS:
+    return get_topics(v, mb->name, m, diag, dl);
   case K_CHECKED:
     if (mb->jtype == JSON_TRUE ? !json_is_boolean(v) : json_typeof(v) != mb->jtype)
       return fail(diag, dl, "%s: expected %s", mb->name, json_type_word(mb->jtype));
@@ -603,6 +647,9 @@ void m5_msg_free(m5_msg_t *m) {
   m->payload_len = 0;
   free(m->client_profile_json);
   m->client_profile_json = NULL;
+  free(m->topics);
+  m->topics = NULL;
+  m->n_topics = 0;
 }
 
 /* ---- encoding ----
@@ -731,7 +778,7 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     const m5_msg_addr_t *a = (const m5_msg_addr_t *)(const void *)field;
     if (!a->type[0] && !a->addr[0]) return mand ? M5_EINVAL : 0;
     if (!m5_msg_svc_id_valid(a->type) || strlen(a->type) >= sizeof a->type ||
-        !m5_msg_svc_id_valid(a->addr))
+        !m5_msg_svc_id_valid(a->addr) || (m5_msg_addr_is_named(a->type) && !m5_msg_name_valid(a->addr)))
       return M5_EINVAL;
     jw_key(w, mb->name);
     jw_lit(w, "{\"addrType\":");
@@ -790,6 +837,23 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     jw_key(w, mb->name);
     jw_lit(w, again);
     free(again);
+    return 0;
+  }
+  case K_TOPICS: {
+    /* The same rules as parsing: what we send, we would accept. */
+    if (!m->n_topics) return mand ? M5_EINVAL : 0;
+    if (!m->topics || m->n_topics > M5_MSG_TOPICS_MAX) return M5_EINVAL;
+    for (size_t i = 0; i < m->n_topics; i++) {
+      if (!m5_msg_name_valid(m->topics[i])) return M5_EINVAL;
+      for (size_t j = 0; j < i; j++)
+        if (!strcmp(m->topics[i], m->topics[j])) return M5_EINVAL;
+    }
+    jw_key(w, mb->name);
+    for (size_t i = 0; i < m->n_topics; i++) {
+      jw_put(w, i ? "," : "[", 1);
+      jw_str(w, m->topics[i]); /* checked: ASCII without quotes or backslashes */
+    }
+    jw_put(w, "]", 1);
     return 0;
   }
   case K_CHECKED:

@@ -6,7 +6,11 @@
  * Parsing rejects duplicate keys, a non-object, an unknown msgType, a missing mandatory IE or
  * a wrongly typed one, naming the IE in the diagnostic ("4.00 msgId: missing"; text that is not
  * UTF-8 is named too: "failureCause: not valid UTF-8"); unknown members are ignored and unknown
- * enum values of open enums (addrType, priority) are kept as text. */
+ * enum values of open enums (addrType, priority) are kept as text.
+ *
+ * Names (TS 23.554 cl. 8.7.4 groups, 8.6.1 broadcast areas, 8.8 Messaging Topics; our binding,
+ * docs/protocol.md §4): a GROUP, BC or TOPIC address and every msgTopics entry is 1-128
+ * characters of A-Z a-z 0-9 . _ : - (m5_msg_name_valid), checked when parsing and encoding. */
 #ifndef M5_MSG_MSG_H
 #define M5_MSG_MSG_H
 
@@ -33,6 +37,14 @@ typedef enum {
  * reporting party, passed through to the recipient of the report): 1-256 bytes of UTF-8
  * without control characters (C0, DEL, C1). */
 #define M5_MSG_FAILURE_CAUSE_MAX 256
+/* Group (valGroupId), broadcast area and Messaging Topic names: 1-M5_MSG_NAME_MAX characters
+ * of A-Z a-z 0-9 . _ : - */
+#define M5_MSG_NAME_MAX 128
+/* msgTopics of one TOPICSUB / TOPICUNSUB: 1-M5_MSG_TOPICS_MAX names, no two equal. A bound of
+ * this binding (TS 23.554 Table 8.8.1-1 says "one or more"), so a request's work is bounded. */
+#define M5_MSG_TOPICS_MAX 32
+
+typedef char m5_msg_name_t[M5_MSG_NAME_MAX + 1];
 
 typedef struct {
   char type[16]; /* addrType: "UE", "AS", "GROUP", "BC", "TOPIC" (open enum) */
@@ -65,8 +77,14 @@ typedef struct {
   /* MSGRESP (MessageDeliveryAck) and IMDN */
   char status[32];     /* "" = accepted; DELY_STORED, DELY_FAILED */
   char failure_cause[M5_MSG_FAILURE_CAUSE_MAX + 1];
-  /* REG answer */
-  int64_t expiry;      /* REG response: registration expiry, Unix seconds */
+  /* REG answer; TOPICSUB and its answer */
+  int64_t expiry;      /* REG response: registration expiry; TOPICSUB: the subscription's end
+                          (TS 23.554 Table 8.8.1-1 "Expiration"), 0 = absent; Unix seconds */
+  /* TOPICSUB / TOPICUNSUB and their answers: msgTopics, n_topics names. m5_msg_parse
+   * allocates the array (m5_msg_free releases it); to encode, point it at the caller's array
+   * (and do not m5_msg_free that message, as with payload). */
+  m5_msg_name_t *topics;
+  size_t n_topics;
 } m5_msg_t;
 
 /* Parses a TS 29.538 body of the same members without msgType (ASMessageDelivery is a MSG,
@@ -97,6 +115,11 @@ bool m5_msg_svc_id_valid(const char *id); /* UE Service ID: 1-128 printable, no 
  * characters of A-Z a-z 0-9 . _ - */
 #define M5_MSG_AS_ID_MAX 64
 bool m5_msg_as_id_valid(const char *id);
+/* A group, broadcast area or topic name: 1-M5_MSG_NAME_MAX characters of A-Z a-z 0-9 . _ : - */
+bool m5_msg_name_valid(const char *name);
+/* addrType GROUP, BC or TOPIC: an address whose addr is a name (m5_msg_name_valid) and which
+ * reaches several UEs (a "via" address for the recipient). */
+bool m5_msg_addr_is_named(const char *addr_type);
 const char *m5_msg_type_name(m5_msg_type_t t);
 const char *m5_msg_prio_name(m5_msg_prio_t p);
 
