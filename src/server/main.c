@@ -2,8 +2,8 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
-#include "server/rebind_sync.h"
-#include "server/registry.h"
+#include "server/registry/rebind_sync.h"
+#include "server/registry/registry.h"
 #include "server/server_config.h"
 #include "server/server_run.h"
 #include "store/store.h"

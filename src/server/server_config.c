@@ -1,5 +1,5 @@
 /* m5s configuration table and the checks beyond what the generic loader does. */
-#include "server_config.h"
+#include "server/server_config.h"
 
 #include "core/daemon.h"
 #include "core/err.h"

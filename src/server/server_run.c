@@ -8,11 +8,8 @@
  * (sessions closed, their closed hooks run) and the loop stops. The registry is closed only
  * after every worker has stopped and before any ue_api is freed, so each DB reply lands in a
  * mailbox that still exists; the message store likewise. */
-#include "server_run.h"
+#include "server/server_run.h"
 
-#include "admin.h"
-#include "admin_token.h"
-#include "akma_keys.h"
 #include "core/daemon.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -20,11 +17,14 @@
 #include "crypto/codec.h"
 #include "crypto/json_wipe.h"
 #include "http/server.h"
-#include "north.h"
-#include "router.h"
+#include "server/delivery/router.h"
+#include "server/mgmt/admin.h"
+#include "server/mgmt/admin_token.h"
+#include "server/north/north.h"
+#include "server/ue/akma_keys.h"
+#include "server/ue/ue_api.h"
+#include "server/ue/ue_transport.h"
 #include "tls/akma.h"
-#include "ue_api.h"
-#include "ue_transport.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
 #ifndef M5_SERVER_RUN_H
 #define M5_SERVER_RUN_H
 
-#include "server/registry.h"
+#include "server/registry/registry.h"
 #include "server/server_config.h"
 #include "store/store.h"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Integration: the management port under more changes than it keeps in flight (64 registry
-# jobs, src/server/admin.c). 300 AS-client PUTs at once over h2c: each is answered 201 or 503
+# jobs, src/server/mgmt/admin.c). 300 AS-client PUTs at once over h2c: each is answered 201 or 503
 # with Retry-After: 1; a refused one created nothing; and m5s, built with LeakSanitizer here,
 # still exits 0 after SIGTERM: a refused PUT frees its record (issue 9, point 9: it leaked).
 set -euo pipefail

@@ -2,11 +2,11 @@
  * from `m5ctl pki init`, the AAnF started on random loopback ports with a generated config,
  * a subscriber registered with `m5ctl subscriber add`. K_AF is checked against our own
  * derivation (TS 33.535 A.2/A.4) from K_AUSF, for the TLS 1.3 and a TLS 1.2 Ua* id. */
-#include "../../src/server/akma_keys.h" /* m5server exports no include directory */
 #include "core/err.h"
 #include "core/loop.h"
 #include "crypto/akma.h"
 #include "crypto/codec.h"
+#include "server/ue/akma_keys.h"
 
 #include "testutil.h"
 

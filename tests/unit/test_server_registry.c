@@ -1,4 +1,4 @@
-/* Unit tests for src/server/registry.c and registry_as.c: bindings and registrations through
+/* Unit tests for src/server/registry/registry.c and registry_as.c: bindings and registrations through
  * the DB thread, the in-memory copy workers read, expiry, the SUPI check on REG, cascade on
  * unbind and persistence across a reopen; Application Server clients (allow-list of targets,
  * auth mode, the in-place upgrade that adds the mode) and their registrations; targetUri
@@ -20,7 +20,7 @@
 
 #include "core/err.h"
 #include "core/loop.h"
-#include "server/registry.h"
+#include "server/registry/registry.h"
 #include "testutil.h"
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* Unit tests for src/server/router.c: the session directory (the newer session wins, a
+/* Unit tests for src/server/delivery/router.c: the session directory (the newer session wins, a
  * replaced session cannot unbind its successor) and posting between workers' mailboxes. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include "core/err.h"
 #include "core/loop.h"
-#include "server/router.h"
+#include "server/delivery/router.h"
 
 static void test_directory(void **state) {
   (void)state;

@@ -1,4 +1,4 @@
-/* Unit tests of the per-source bounds (src/server/src_limits.c): addresses and their /24 or
+/* Unit tests of the per-source bounds (src/server/ue/src_limits.c): addresses and their /24 or
  * /64, the half-open and fetch bounds, the bucket of unproven A-KIDs and its refill, the fixed
  * table (nodes in use stay, idle ones go oldest first), the refusal counters. */
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/loop.h"
-#include "server/src_limits.h"
+#include "server/ue/src_limits.h"
 
 static struct sockaddr_storage v4(const char *ip, uint16_t port) {
   struct sockaddr_storage ss;

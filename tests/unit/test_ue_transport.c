@@ -12,8 +12,8 @@
 #include "core/loop.h"
 #include "crypto/akma.h"
 #include "crypto/codec.h"
-#include "server/akma_keys.h"
-#include "server/ue_conn.h"
+#include "server/ue/akma_keys.h"
+#include "server/ue/ue_conn.h"
 #include "tls/akma.h"
 
 #include "testutil.h"

@@ -3,7 +3,7 @@
  * UE session and its CoAP endpoint, the handshake / idle / K_AF-expiry timers ("K_AF never
  * outlives its expiry"), and closing, which always happens from a 0 ms timer so nothing is
  * freed under a caller that still uses it. */
-#include "server/ue_conn.h"
+#include "server/ue/ue_conn.h"
 
 #include <arpa/inet.h>
 #include <stdatomic.h>

@@ -2,7 +2,7 @@
  * Pragmas: WAL so that the writer's fsync never blocks a reader; synchronous per statement
  * kind, as registry.h explains; foreign keys so that a registration cannot outlive the
  * binding it was authorised by. */
-#include "registry_int.h"
+#include "server/registry/registry_int.h"
 
 #include "core/err.h"
 #include "core/fs.h"

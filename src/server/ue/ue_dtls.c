@@ -29,7 +29,7 @@
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
-#include "server/ue_conn.h"
+#include "server/ue/ue_conn.h"
 #include "tls/tls.h"
 
 #define DOM "ue"

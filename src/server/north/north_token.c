@@ -4,7 +4,7 @@
  * §3.1 cnf x5t#S256), GET /.well-known/jwks.json (RFC 7517) and
  * GET /.well-known/oauth-authorization-server (RFC 8414). Tokens are RFC 9068 JWTs signed
  * ES256 (src/lib/oauth/jwt.h). A token is never logged. */
-#include "north_int.h"
+#include "server/north/north_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

@@ -26,7 +26,7 @@
  * from inside akma_keys_get(); one of them may call get, cancel or even akma_keys_free.
  * K_AF is wiped when an entry goes and is never logged; so is the kaf text in the parsed
  * answer (the HTTP client wipes the response body). */
-#include "akma_keys.h"
+#include "server/ue/akma_keys.h"
 
 #include "core/err.h"
 #include "core/hmap.h"

@@ -14,9 +14,9 @@
 #include "core/loop.h"
 #include "http/server.h"
 #include "oauth/jwt.h"
-#include "server/registry.h"
+#include "server/registry/registry.h"
 #include "server/server_config.h"
-#include "server/ue_api.h"
+#include "server/ue/ue_api.h"
 
 #include <netinet/in.h>
 #include <openssl/ssl.h>

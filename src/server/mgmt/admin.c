@@ -2,12 +2,12 @@
  * /metrics and /admin/v1/stats; /healthz, /admin/v1/bindings/{ueSvcId}, /metrics (Prometheus
  * text exposition format 0.0.4) and /admin/v1/stats (see admin.h and docs/admin-api.md).
  * Errors are RFC 9457 problem details with invalidParams naming the offending member. */
-#include "admin_int.h"
+#include "server/mgmt/admin_int.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "msg/msg.h"
-#include "test_hooks.h"
+#include "server/test_hooks.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>

@@ -5,7 +5,7 @@
  * POST .../deliver-report with a DeliveryStatusReport (the members of an IMDN), a report on a
  * UE's message, stored and forwarded to that UE like a UE's IMDN.
  * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. */
-#include "north_int.h"
+#include "server/north/north_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

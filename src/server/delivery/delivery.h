@@ -13,9 +13,9 @@
 #define M5_SERVER_DELIVERY_H
 
 #include "core/loop.h"
-#include "server/registry.h"
-#include "server/router.h"
-#include "server/ue_session.h"
+#include "server/delivery/router.h"
+#include "server/registry/registry.h"
+#include "server/ue/ue_session.h"
 #include "store/store.h"
 
 #include <stddef.h>

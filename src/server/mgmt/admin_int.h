@@ -3,7 +3,7 @@
 #ifndef M5_SERVER_ADMIN_INT_H
 #define M5_SERVER_ADMIN_INT_H
 
-#include "admin.h"
+#include "server/mgmt/admin.h"
 
 #include <jansson.h>
 

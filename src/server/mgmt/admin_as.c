@@ -4,7 +4,7 @@
  * name (architecture §3.2), and whether it needs an access token (the default) or its client
  * certificate suffices (mtls);
  * GET shows it with its registration; DELETE removes it and its registration (204). */
-#include "admin_int.h"
+#include "server/mgmt/admin_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

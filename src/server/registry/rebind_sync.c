@@ -1,5 +1,5 @@
 /* Start-up catch-up of the store with the registry's binding generations (rebind_sync.h). */
-#include "rebind_sync.h"
+#include "server/registry/rebind_sync.h"
 
 #include "core/err.h"
 #include "core/log.h"

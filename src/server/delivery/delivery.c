@@ -5,7 +5,7 @@
  * transaction of the failure (MARK_FAILED, EXPIRE); this file only pushes it at once. A
  * conclusion that fails in the store leaves its delivery in flight: the timer worker's
  * REQUEUE_STALE queues such deliveries again after in_flight_max_ms. */
-#include "delivery.h"
+#include "server/delivery/delivery.h"
 
 #include "coap/coap.h"
 #include "http/client.h"

@@ -8,7 +8,7 @@
 #ifndef M5_SERVER_UE_CONN_H
 #define M5_SERVER_UE_CONN_H
 
-#include "server/ue_transport.h"
+#include "server/ue/ue_transport.h"
 
 #include <netinet/in.h>
 #include <stdatomic.h>

@@ -13,10 +13,10 @@
 #define M5_SERVER_UE_API_H
 
 #include "core/loop.h"
-#include "server/registry.h"
-#include "server/router.h"
 #include "msg/msg.h"
-#include "server/ue_session.h"
+#include "server/delivery/router.h"
+#include "server/registry/registry.h"
+#include "server/ue/ue_session.h"
 #include "store/store.h"
 
 #include <stddef.h>

@@ -6,9 +6,9 @@
 
 #include "coap/endpoint.h"
 #include "core/loop.h"
-#include "server/akma_keys.h"
-#include "server/src_limits.h"
-#include "server/ue_session.h"
+#include "server/ue/akma_keys.h"
+#include "server/ue/src_limits.h"
+#include "server/ue/ue_session.h"
 
 #include <openssl/ssl.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* The management token file (admin_token.h). */
-#include "admin_token.h"
+#include "server/mgmt/admin_token.h"
 
 #include "core/err.h"
 #include "core/fs.h"

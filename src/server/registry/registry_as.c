@@ -3,7 +3,7 @@
  * may name); the AS itself registers (TS 29.538 ASRegistration) and deregisters. Committed
  * with synchronous=FULL (they are configuration, and rare), then copied into memory under the
  * registry's lock. */
-#include "registry_int.h"
+#include "server/registry/registry_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

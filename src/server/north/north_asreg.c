@@ -4,7 +4,7 @@
  * its own asSvcId (certificate = token sub = body asSvcId), with the scope
  * msgs-asregistration, and with a targetUri on its allow-list that is not one of this server's
  * own listeners. At most one registration per AS: a new one replaces the old. */
-#include "north_int.h"
+#include "server/north/north_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

@@ -9,7 +9,7 @@
  * whose oldest node makes room when the table is full. Without that list an attacker could
  * refill its own bucket by making the table forget it; with it, forgetting takes max_nodes
  * other sources. */
-#include "server/src_limits.h"
+#include "server/ue/src_limits.h"
 
 #include "core/err.h"
 #include "core/hmap.h"

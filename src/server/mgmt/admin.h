@@ -12,8 +12,8 @@
 
 #include "core/loop.h"
 #include "http/server.h"
-#include "server/registry.h"
-#include "server/router.h"
+#include "server/delivery/router.h"
+#include "server/registry/registry.h"
 #include "store/store.h"
 
 #include <stdatomic.h>

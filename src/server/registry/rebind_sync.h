@@ -6,7 +6,7 @@
 #ifndef M5_SERVER_REBIND_SYNC_H
 #define M5_SERVER_REBIND_SYNC_H
 
-#include "server/registry.h"
+#include "server/registry/registry.h"
 #include "store/store.h"
 
 #include <stdint.h>

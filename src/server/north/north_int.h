@@ -4,7 +4,7 @@
 #ifndef M5_SERVER_NORTH_INT_H
 #define M5_SERVER_NORTH_INT_H
 
-#include "north.h"
+#include "server/north/north.h"
 
 #include "http/client.h"
 

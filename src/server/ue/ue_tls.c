@@ -24,7 +24,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/net.h"
-#include "server/ue_conn.h"
+#include "server/ue/ue_conn.h"
 #include "tls/tls.h"
 
 #define DOM "ue"

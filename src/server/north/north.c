@@ -2,7 +2,7 @@
  * routing, and the checks every request goes through: who is calling (the client
  * certificate) and, on the MSGin5G-3 APIs, the bearer token (not needed by an AS client
  * configured with auth mtls). */
-#include "north_int.h"
+#include "server/north/north_int.h"
 
 #include "core/err.h"
 #include "core/log.h"

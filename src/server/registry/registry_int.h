@@ -3,7 +3,7 @@
 #ifndef M5_SERVER_REGISTRY_INT_H
 #define M5_SERVER_REGISTRY_INT_H
 
-#include "registry.h"
+#include "server/registry/registry.h"
 
 #include "core/hmap.h"
 

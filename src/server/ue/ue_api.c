@@ -4,15 +4,15 @@
  * that waits for the registry's DB thread, or from an accept_t that waits for the message store.
  * Pending requests carry the session's id, never its pointer: the session may close meanwhile (the
  * answer then goes to an orphaned request, which the endpoint frees). */
-#include "ue_api.h"
+#include "server/ue/ue_api.h"
 
 #include "coap/coap.h"
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
-#include "delivery.h"
 #include "msg/msg.h"
-#include "test_hooks.h"
+#include "server/delivery/delivery.h"
+#include "server/test_hooks.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* Session directory and worker mailboxes (see router.h). */
-#include "router.h"
+#include "server/delivery/router.h"
 
 #include "core/err.h"
 #include "core/hmap.h"
-#include "test_hooks.h"
+#include "server/test_hooks.h"
 
 #include <pthread.h>
 #include <stdio.h>
