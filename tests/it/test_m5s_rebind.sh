@@ -16,6 +16,7 @@
 #  - kill -9 between the two commits (test hook: m5s dies after the registry committed the
 #    re-bind of ue2, before the store heard of it): after the restart the store catches up,
 #    ue3 gets its RECIPIENT_REBOUND report and the new subscriber of ue2 gets nothing.
+# needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 

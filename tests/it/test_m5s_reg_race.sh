@@ -13,6 +13,7 @@
 #    that window; 4.03 and no registration, which fails if the job's check is removed;
 #  - the same with an un-bind and a re-creation for the same SUPI (only the generation
 #    tells the two bindings apart).
+# needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 

@@ -8,6 +8,7 @@
 #    nothing is stored;
 #  - re-bind to another SUPI: a message sent to the UE Service ID for the new subscriber is
 #    not pushed to the old session, whose next MSG gets 4.03 too.
+# needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
