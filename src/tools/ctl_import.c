@@ -8,9 +8,12 @@
  * SUPI is counted as re-bound (the PUT's 200 alone cannot tell the two apart).
  *
  * Speed comes from concurrency, not from other APIs: a libcurl multi handle keeps up to
- * --parallel lines (default and maximum 64) in progress, each with one request in flight,
- * multiplexed as HTTP/2 streams over one connection to the AAnF (TLS, ALPN h2) and one to the
- * management port (h2c with prior knowledge; TLS with ALPN for an https:// URL). 64 is the
+ * --parallel lines (default and maximum 64) in progress, each with one request in flight:
+ * HTTP/2 streams multiplexed over one TLS connection to the AAnF, and HTTP/1.1 keep-alive
+ * connections to the management port, one per line in progress. Not h2c there, although m5s
+ * speaks it: libcurl before 8.0 (7.88 is Debian 12's) fails every request after the first on
+ * a reused prior-knowledge connection ("Error in the HTTP2 framing layer", curl issue 10634);
+ * an https:// management URL gets HTTP/2 over TLS, multiplexed like the AAnF's. 64 is the
  * number of changes the management port lets wait for its database before it answers 503, so
  * this command alone never meets that bound; a 503 from either server (someone else is busy
  * too) is waited out for its Retry-After and the request repeated, up to MAX_RETRIES times. */
@@ -167,7 +170,8 @@ static int attach(import_t *im, slot_t *s) {
   curl_easy_setopt(h, CURLOPT_PRIVATE, s);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TIMEOUT, TIMEOUT_S);
-  curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L); /* wait for the connection rather than open another */
+  /* An HTTP/2 request waits for the connection being set up rather than open another. */
+  curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &s->answer);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, s->errbuf);
@@ -422,9 +426,8 @@ static int import_all(import_t *im, m5ctl_import_list_t *l) {
   im->get_hdrs = headers(get_h, 2);
   im->put_hdrs = headers(put_h, 4);
   m5_wipe(auth, sizeof auth);
-  im->admin_version = strncmp(a->m5s_admin, "http://", 7) == 0
-                          ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
-                          : (long)CURL_HTTP_VERSION_2TLS;
+  im->admin_version = strncmp(a->m5s_admin, "http://", 7) == 0 ? (long)CURL_HTTP_VERSION_1_1
+                                                                : (long)CURL_HTTP_VERSION_2TLS;
   size_t nslots = (size_t)a->parallel < l->n ? (size_t)a->parallel : l->n;
   slot_t *slots = calloc(nslots ? nslots : 1, sizeof *slots);
   im->multi = curl_multi_init();
@@ -435,9 +438,10 @@ static int import_all(import_t *im, m5ctl_import_list_t *l) {
     if (!(slots[i].h = curl_easy_init())) rc = -1;
   }
   if (rc == 0) {
-    /* One connection to each server, every line a stream on it. */
+    /* HTTP/2: one connection, every line a stream on it; HTTP/1.1: a connection per slot. */
     curl_multi_setopt(im->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(im->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
+    curl_multi_setopt(im->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)nslots);
+    curl_multi_setopt(im->multi, CURLMOPT_MAXCONNECTS, (long)nslots + 1);
     rc = run(im, l, slots, nslots);
   }
   if (rc) fputs("m5ctl: libcurl failed (out of memory?)\n", stderr);
