@@ -12,6 +12,9 @@
 #  - importing the same file again is idempotent: exit 0, 0 re-bound, no binding written
 #    (m5s logs no binding change);
 #  - lines giving known UE Service IDs new SUPIs are counted as re-bound;
+#  - a management port answering 503 with Retry-After (busy_admin.py in front of m5s refuses
+#    the first PUT of every UE Service ID; 64 lines, 32 at once): each is waited out and
+#    repeated, exit 0, all bound;
 #  - the AAnF killed during an import: exit 1, each failed line on stderr as
 #    FILE:LINE: ueSvcId: error, the lines that succeeded are bound and the failed ones are not;
 #    with the AAnF back, the same file again completes the fleet (exit 0).
@@ -148,6 +151,27 @@ grep -Eqx "imported 5 subscribers \(5 re-bound, [0-9]+ failed deliveries\) in [0
 [[ $(bindings_count) == "$N" ]] || fail "re-binding changed the number of bindings: $(bindings_count)"
 CTX=$((N + 5)) # the AAnF keeps the old SUPIs' contexts besides the 5 new ones
 [[ $(aanf_count) == "$CTX" ]] || fail "the AAnF holds $(aanf_count) contexts, want $CTX"
+
+# ---- 503 Retry-After from the management port: waited out, not a failure ------------------
+$PY "$M5_SRC/tests/it/busy_admin.py" "$M5_TMP/busy.port" "$M5S_MGMT" &
+BUSY_PID=$!
+track_pid "$BUSY_PID"
+wait_file_line "$M5_TMP/busy.port" '^[0-9]+$' 10 "$BUSY_PID" || fail "busy_admin.py did not start"
+BUSY="http://127.0.0.1:$(<"$M5_TMP/busy.port")"
+gen "$M5_TMP/busy.txt" 64 busy "$RANDOM-busy"
+IMP_RC=0
+timeout 120 "${CTL[@]}" subscriber import "$M5_TMP/busy.txt" --aanf "$AANF_URL" --pki "$M5_TMP/pki" \
+  --m5s-admin "$BUSY" --parallel 32 >"$M5_TMP/imp.out" 2>"$M5_TMP/imp.err" || IMP_RC=$?
+refused=$(curl -s --max-time 10 -X POST "$BUSY/refused")
+kill "$BUSY_PID"
+echo "503 stand-in: refused $refused PUTs; $(cat "$M5_TMP/imp.out")"
+[[ $IMP_RC == 0 ]] || fail "import through 503s: exit $IMP_RC: $(head -3 "$M5_TMP/imp.err")"
+[[ $refused == 64 ]] || fail "the stand-in refused $refused PUTs, want 64"
+grep -Eqx "imported 64 subscribers \(0 re-bound, 0 failed deliveries\) in [0-9.]+ s" \
+  "$M5_TMP/imp.out" || fail "503 summary: $(cat "$M5_TMP/imp.out")"
+[[ $(bindings_count) == $((N + 64)) ]] || fail "after the 503s: $(bindings_count) bindings"
+N=$((N + 64))
+CTX=$((CTX + 64))
 
 # ---- the AAnF killed in the middle -------------------------------------------------------
 PART="$M5_TMP/part.txt"
