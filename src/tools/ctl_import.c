@@ -379,12 +379,17 @@ static int run(import_t *im, m5ctl_import_list_t *l, slot_t *slots, size_t nslot
     int running = 0, left = 0;
     if (curl_multi_perform(im->multi, &running) != CURLM_OK) return -1;
     CURLMsg *m;
+    int progress = 0;
     while ((m = curl_multi_info_read(im->multi, &left))) {
       char *priv = NULL;
       if (m->msg != CURLMSG_DONE) continue;
       curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
       done(im, (slot_t *)(void *)priv, m->data.result);
+      progress = 1;
     }
+    /* A request that ended made a next one or freed its slot for the next line: start those
+     * before waiting, for nothing may wake the wait until they are sent. */
+    if (progress) continue;
     int ms = (int)((wake - now_s()) * 1000.0);
     if (curl_multi_poll(im->multi, NULL, 0, ms < 1 ? 1 : ms > 1000 ? 1000 : ms, NULL) !=
         CURLM_OK)
