@@ -32,13 +32,13 @@ static const m5ctl_cmd_t commands[] = {
      "            register the subscriber's anchor key at the AAnF and, with --ue-svc-id, bind\n"
      "            that UE Service ID to it at the MSGin5G server"},
     {"subscriber", "import", m5ctl_subscriber_import,
-     "FILE [--parallel N] [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL] [--pki DIR]\n"
-     "            [--m5s-admin URL] [--admin-token FILE]   `subscriber add --ue-svc-id` for\n"
-     "            every line 'SUPI K_AUSF ueSvcId' of FILE (- = stdin; blank lines and # comments\n"
-     "            ignored), checked whole before anything is sent (exit 2 naming FILE:LINE),\n"
-     "            then N lines at once (1-64, default 64); prints 'imported N subscribers\n"
-     "            (M re-bound, K failed deliveries) in X s', each failed line on stderr, exit 1\n"
-     "            if any failed"},
+     "FILE [--parallel N] [--rid RID] [--realm REALM | --mnc-len 2|3]\n"
+     "            [--aanf URL] [--pki DIR] [--m5s-admin URL] [--admin-token FILE]\n"
+     "            `subscriber add --ue-svc-id` for every line 'SUPI K_AUSF ueSvcId' of FILE\n"
+     "            (- = stdin; blank lines and # comments ignored), checked whole before\n"
+     "            anything is sent (exit 2 naming FILE:LINE), then N lines at once (1-64,\n"
+     "            default 64); prints 'imported N subscribers (M re-bound, K failed\n"
+     "            deliveries) in X s', each failed line on stderr; exit 1 if any failed"},
     {"as", "add", m5ctl_as_add,
      "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--auth token|mtls]\n"
      "            [--m5s-admin URL] [--admin-token FILE]   allow the Application Server ID on\n"
