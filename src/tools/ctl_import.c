@@ -113,8 +113,8 @@ static int check_realms(const import_args_t *a, const m5ctl_import_list_t *l) {
                                  sizeof realm))
       continue;
     if (++bad <= M5CTL_IMPORT_ERRORS_SHOWN)
-      fprintf(stderr, "%s:%u: supi: too short for an MCC and a %d-digit MNC (--mnc-len)\n",
-              a->path, l->v[i].line, a->in.mnc_len ? a->in.mnc_len : 2);
+      fprintf(stderr, "%s:%u: supi: too short for an MCC and a %d-digit MNC (--mnc-len)\n", a->path,
+              l->v[i].line, a->in.mnc_len ? a->in.mnc_len : 2);
   }
   if (bad)
     fprintf(stderr, "m5ctl: %s: refused (%zu bad line%s); nothing was sent\n", a->path, bad,
@@ -130,9 +130,9 @@ typedef struct {
   CURL *h;
   m5ctl_import_entry_t *e; /* the line in progress; NULL = free */
   step_t step;
-  int attached;     /* h is in the multi handle */
-  double retry_at;  /* waiting out a 503 until then (monotonic seconds) */
-  unsigned retries; /* of the current request */
+  int attached;                        /* h is in the multi handle */
+  double retry_at;                     /* waiting out a 503 until then (monotonic seconds) */
+  unsigned retries;                    /* of the current request */
   char body[M5CTL_ANCHORKEY_BODY_MAX]; /* holds K_AKMA while registering: wiped */
   size_t body_len;
   char akid[M5_AKMA_AKID_MAX];
@@ -391,8 +391,7 @@ static int run(import_t *im, m5ctl_import_list_t *l, slot_t *slots, size_t nslot
      * before waiting, for nothing may wake the wait until they are sent. */
     if (progress) continue;
     int ms = (int)((wake - now_s()) * 1000.0);
-    if (curl_multi_poll(im->multi, NULL, 0, ms < 1 ? 1 : ms > 1000 ? 1000 : ms, NULL) !=
-        CURLM_OK)
+    if (curl_multi_poll(im->multi, NULL, 0, ms < 1 ? 1 : ms > 1000 ? 1000 : ms, NULL) != CURLM_OK)
       return -1;
   }
 }
@@ -417,11 +416,29 @@ static void headers_free(struct curl_slist *l) {
   curl_slist_free_all(l);
 }
 
+/* Before any key leaves: one GET of the first line's binding, so that an m5s that cannot be
+ * reached or refuses the token is one line and exit 1 with nothing sent, not one failed line
+ * per subscriber after each has been registered at the AAnF. */
+static int preflight(const import_args_t *a, const m5ctl_import_list_t *l) {
+  m5_buf_t answer;
+  m5_buf_init(&answer, MAX_ANSWER);
+  long status = 0;
+  int rc = m5ctl_admin_request(a->m5s_admin, m5ctl_admin_token_file(a->admin_token), "GET",
+                               BINDINGS_PATH, l->v[0].ue_svc_id, NULL, &answer, &status);
+  if (rc == 0 && status != 200 && status != 404 && status != 503)
+    rc = m5ctl_admin_refused(status, &answer, "m5s refused to read the binding of %s",
+                             l->v[0].ue_svc_id);
+  if (rc) fprintf(stderr, "m5ctl: %s: nothing was sent\n", a->path);
+  m5_buf_free(&answer);
+  return rc;
+}
+
 static int import_all(import_t *im, m5ctl_import_list_t *l) {
   const import_args_t *a = im->a;
   char auth[M5CTL_AUTH_LINE_MAX];
   int rc = m5ctl_aanf_setup(a->aanf, a->pki, &im->aanf);
   if (rc) return rc;
+  if (l->n && (rc = preflight(a, l)) != 0) return rc;
   if (m5ctl_admin_auth_header(m5ctl_admin_token_file(a->admin_token), auth, sizeof auth)) return 1;
   static const char accept[] = "Accept: application/json, application/problem+json";
   const char *aanf_h[] = {accept, "Content-Type: application/json", "Expect:"};
@@ -432,7 +449,7 @@ static int import_all(import_t *im, m5ctl_import_list_t *l) {
   im->put_hdrs = headers(put_h, 4);
   m5_wipe(auth, sizeof auth);
   im->admin_version = strncmp(a->m5s_admin, "http://", 7) == 0 ? (long)CURL_HTTP_VERSION_1_1
-                                                                : (long)CURL_HTTP_VERSION_2TLS;
+                                                               : (long)CURL_HTTP_VERSION_2TLS;
   size_t nslots = (size_t)a->parallel < l->n ? (size_t)a->parallel : l->n;
   slot_t *slots = calloc(nslots ? nslots : 1, sizeof *slots);
   im->multi = curl_multi_init();
@@ -490,8 +507,9 @@ int m5ctl_subscriber_import(int argc, char **argv) {
     printf("imported %zu subscribers (%zu re-bound, %lld failed deliveries) in %.1f s\n", im.ok,
            im.rebound, im.failed_deliveries, now_s() - t0);
     if (im.failed)
-      fprintf(stderr, "m5ctl: %s: %zu of %zu lines failed (listed above); the others are "
-                      "provisioned\n",
+      fprintf(stderr,
+              "m5ctl: %s: %zu of %zu lines failed (listed above); the others are "
+              "provisioned\n",
               a.path, im.failed, list.n);
     if (fflush(stdout)) rc = 1;
     if (im.failed) rc = 1;

@@ -16,7 +16,9 @@
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
 #define WHY_MAX 160
 
-static int is_blank(char c) { return c == ' ' || c == '\t'; }
+static int is_blank(char c) {
+  return c == ' ' || c == '\t';
+}
 
 /* The next field of *p (up to a blank or the end) as [*start, *len); 0 when there is none. */
 static int next_field(const char **p, const char **start, size_t *len) {
@@ -261,8 +263,7 @@ int m5ctl_import_read(const char *path, FILE *err, m5ctl_import_list_t *list) {
   int rc = read_lines(f, name, err, list, &bad);
   fclose(f);
   m5_wipe(iobuf, sizeof iobuf);
-  if (rc == 0)
-    rc = find_duplicates(list, offsetof(m5ctl_import_entry_t, supi), "supi", &bad);
+  if (rc == 0) rc = find_duplicates(list, offsetof(m5ctl_import_entry_t, supi), "supi", &bad);
   if (rc == 0)
     rc = find_duplicates(list, offsetof(m5ctl_import_entry_t, ue_svc_id), "ueSvcId", &bad);
   if (rc == M5_ENOMEM) fprintf(err, "m5ctl: %s: out of memory\n", name);
@@ -274,8 +275,8 @@ int m5ctl_import_read(const char *path, FILE *err, m5ctl_import_list_t *list) {
     if (bad.n + bad.more > shown)
       fprintf(err, "%s: %zu more bad line%s\n", name, bad.n + bad.more - shown,
               bad.n + bad.more - shown == 1 ? "" : "s");
-    fprintf(err, "m5ctl: %s: refused (%zu bad line%s); nothing was sent\n", name,
-            bad.n + bad.more, bad.n + bad.more == 1 ? "" : "s");
+    fprintf(err, "m5ctl: %s: refused (%zu bad line%s); nothing was sent\n", name, bad.n + bad.more,
+            bad.n + bad.more == 1 ? "" : "s");
     rc = M5_EINVAL;
   }
   free(bad.v);

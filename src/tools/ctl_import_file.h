@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define M5CTL_IMPORT_LINE_MAX 1024    /* characters of one line, without its newline */
-#define M5CTL_IMPORT_MAX 1000000      /* subscribers in one file */
+#define M5CTL_IMPORT_LINE_MAX 1024   /* characters of one line, without its newline */
+#define M5CTL_IMPORT_MAX 1000000     /* subscribers in one file */
 #define M5CTL_IMPORT_ERRORS_SHOWN 20 /* bad lines printed; a count says how many more */
 
 typedef struct {

@@ -2,8 +2,9 @@
 # Integration: `m5ctl subscriber import FILE` against the real m5-aanf and m5s
 # (docs/operations.md, "m5ctl subscriber import"):
 #  - bad files (a non-hex K_AUSF, a missing field, a duplicated ueSvcId and SUPI, an extra
-#    field) are refused whole with exit 2 and FILE:LINE errors in line order, and nothing was
-#    sent: the AAnF's and m5s's tables are still empty and their logs name no request;
+#    field) are refused whole with exit 2 and FILE:LINE errors in line order, a wrong management
+#    token and an m5s that is not there with exit 1 and one line, and nothing was sent: the
+#    AAnF's and m5s's tables are still empty and the AAnF's log names no request;
 #  - a fleet of M5_IMPORT_N (default 10,000) random subscribers is imported (exit 0, the
 #    summary line; the time taken and the rate are logged, not asserted): the AAnF holds
 #    exactly that many AKMA contexts and m5s that many bindings (their SQLite tables, read with
@@ -94,12 +95,30 @@ grep -q "$K\|${K:0:63}" "$M5_TMP/imp.err" && fail "bad file: a K_AUSF in the err
 IMP_RC=0
 "${CTL[@]}" subscriber import - --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" \
   <"$B" >/dev/null 2>"$M5_TMP/imp.err" || IMP_RC=$?
-[[ $IMP_RC == 2 ]] && grep -qx -- "-:3: kausf: expected 64 hex digits, found a non-hex character" \
-  "$M5_TMP/imp.err" || fail "bad stdin: exit $IMP_RC: $(cat "$M5_TMP/imp.err")"
+if [[ $IMP_RC != 2 ]] ||
+  ! grep -qx -- "-:3: kausf: expected 64 hex digits, found a non-hex character" "$M5_TMP/imp.err"; then
+  fail "bad stdin: exit $IMP_RC: $(cat "$M5_TMP/imp.err")"
+fi
+# m5s refusing the token, or not there: one line, exit 1, nothing sent to the AAnF either
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$M5_TMP/wrong.token"
+chmod 600 "$M5_TMP/wrong.token"
+head -2 "$B" >"$M5_TMP/good.txt" # the comment and line 2, good
+import "$M5_TMP/good.txt" --admin-token "$M5_TMP/wrong.token"
+if [[ $IMP_RC != 1 || $(wc -l <"$M5_TMP/imp.err") != 2 ]] ||
+  ! grep -q "^m5ctl: m5s refused to read the binding of bad-1: 401 .*is --admin-token the token file" \
+    "$M5_TMP/imp.err" || ! grep -qx "m5ctl: $M5_TMP/good.txt: nothing was sent" "$M5_TMP/imp.err"; then
+  fail "a refused token: exit $IMP_RC: $(cat "$M5_TMP/imp.err")"
+fi
+IMP_RC=0
+"${CTL[@]}" subscriber import "$M5_TMP/good.txt" --aanf "$AANF_URL" --pki "$M5_TMP/pki" \
+  --m5s-admin "http://127.0.0.1:$(pick_port)" >/dev/null 2>"$M5_TMP/imp.err" || IMP_RC=$?
+if [[ $IMP_RC != 1 ]] || ! grep -q "^m5ctl: cannot reach the m5s admin API" "$M5_TMP/imp.err"; then
+  fail "m5s not there: exit $IMP_RC: $(cat "$M5_TMP/imp.err")"
+fi
 [[ $(aanf_count) == 0 && $(bindings_count) == 0 ]] ||
   fail "a refused file changed the AAnF ($(aanf_count)) or m5s ($(bindings_count))"
 grep -q register-anchorkey "$AANF_LOG" && fail "a refused file reached the AAnF"
-grep -Eq "binding (created|updated)|admin/v1/bindings" "$M5S_LOG" && m5s_fail "a refused file reached m5s's admin API"
+grep -Eq "binding (created|updated)" "$M5S_LOG" && m5s_fail "a refused file changed a binding in m5s"
 echo "bad files refused, nothing sent"
 
 # ---- the fleet -------------------------------------------------------------------------------

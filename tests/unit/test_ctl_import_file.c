@@ -156,13 +156,13 @@ static void test_file_many(void **state) {
 
 static void test_file_refused(void **state) {
   (void)state;
-  write_file("001010000000001 " K1 " ue1\n"          /* 1 */
-             "001010000000002 " K1 "\n"              /* 2: missing ueSvcId */
-             "001010000000003 " K1 " ue3\n"          /* 3 */
-             "001010000000001 " K2 " ue4\n"          /* 4: SUPI of line 1 */
-             "001010000000005 " K1 " ue3\n"          /* 5: ueSvcId of line 3 */
-             "001010000000006 0123 ue6\n"            /* 6: short key */
-             "001010000000001 " K2 " ue7\n");        /* 7: SUPI of line 1 again */
+  write_file("001010000000001 " K1 " ue1\n"   /* 1 */
+             "001010000000002 " K1 "\n"       /* 2: missing ueSvcId */
+             "001010000000003 " K1 " ue3\n"   /* 3 */
+             "001010000000001 " K2 " ue4\n"   /* 4: SUPI of line 1 */
+             "001010000000005 " K1 " ue3\n"   /* 5: ueSvcId of line 3 */
+             "001010000000006 0123 ue6\n"     /* 6: short key */
+             "001010000000001 " K2 " ue7\n"); /* 7: SUPI of line 1 again */
   m5ctl_import_list_t l = {0};
   char *err = NULL;
   assert_int_equal(read_file(&l, &err), M5_EINVAL);
@@ -224,7 +224,8 @@ static void test_file_missing(void **state) {
   FILE *f = open_memstream(&err, &len);
   assert_int_equal(m5ctl_import_read("/nonexistent/fleet.txt", f, &l), M5_EIO);
   fclose(f);
-  assert_string_equal(err, "m5ctl: cannot open /nonexistent/fleet.txt: No such file or directory\n");
+  assert_string_equal(err,
+                      "m5ctl: cannot open /nonexistent/fleet.txt: No such file or directory\n");
   free(err);
 }
 
