@@ -194,7 +194,7 @@ CTX=$((CTX + 64))
 
 # ---- the AAnF killed in the middle -------------------------------------------------------
 PART="$M5_TMP/part.txt"
-M=$((N / 2 > 1000 ? N / 2 : 1000))
+M=$((N / 5 > 1000 ? N / 5 : 1000))
 gen "$PART" "$M" part "$RANDOM-part"
 before=$(aanf_count)
 IMP_RC=0
