@@ -17,6 +17,7 @@ int m5ctl_akma_derive(int argc, char **argv);    /* ctl_akma.c */
 int m5ctl_pki_init(int argc, char **argv);       /* ctl_pki.c */
 int m5ctl_pki_issue(int argc, char **argv);      /* ctl_pki_issue.c */
 int m5ctl_subscriber_add(int argc, char **argv); /* ctl_subscriber.c */
+int m5ctl_subscriber_import(int argc, char **argv); /* ctl_import.c */
 int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
 int m5ctl_as_add(int argc, char **argv);         /* ctl_as.c */
 int m5ctl_as_remove(int argc, char **argv);      /* ctl_as.c */
@@ -70,6 +71,16 @@ int m5ctl_m5s_admin_option(const char *arg, const char **url);
  * else the default. */
 const char *m5ctl_admin_token_file(const char *opt);
 
+/* "Authorization: Bearer <token>" from the token file into line (cap: M5CTL_AUTH_LINE_MAX);
+ * 0, or 1 after printing why. A secret: the caller wipes line. */
+#define M5CTL_TOKEN_MAX 128
+#define M5CTL_AUTH_LINE_MAX (M5CTL_TOKEN_MAX + 32)
+int m5ctl_admin_auth_header(const char *token_file, char *line, size_t cap);
+
+/* {admin}{path}{segment} (segment NULL = none, else percent-encoded as one path segment) with
+ * a terminating NUL appended to url, whose max bounds it; 0, or M5_ERANGE when too long. */
+int m5ctl_admin_url(const char *admin, const char *path, const char *segment, m5_buf_t *url);
+
 /* method {admin}{path}{segment} on the management port, segment (NULL = none) percent-encoded
  * as one path segment, body (NULL = none) as JSON, with "Authorization: Bearer <token>" read
  * from token_file (NULL = no token: the open GET /admin/v1/stats). 0 with the status in
@@ -78,6 +89,10 @@ const char *m5ctl_admin_token_file(const char *opt);
 int m5ctl_admin_request(const char *admin, const char *token_file, const char *method,
                         const char *path, const char *segment, const char *body,
                         m5_buf_t *answer, long *status);
+
+/* "<status> <detail> (<param>: <reason>)" from a refused admin request's problem+json answer
+ * (RFC 9457: detail, invalidParams[0]) into out, peer text made printable. */
+void m5ctl_admin_problem_text(long status, const m5_buf_t *answer, char *out, size_t cap);
 
 /* Prints "m5ctl: <fmt ...>: <status> <detail> (<param>: <reason>)" on one line from the
  * problem+json answer (RFC 9457: detail, invalidParams[0]) of a refused admin request and
@@ -127,5 +142,39 @@ int m5ctl_akma_in_option(m5ctl_akma_in_t *in, int c, char *arg);
  * message. On failure kakma holds no key material. */
 int m5ctl_akma_in_derive(const m5ctl_akma_in_t *in, uint8_t kakma[M5_AKMA_KEY_LEN],
                          uint8_t atid[M5_AKMA_KEY_LEN], char akid[M5_AKMA_AKID_MAX]);
+
+/* ---- the AAnF as the AUSF calls it (ctl_subscriber.c; subscriber add and import) ---------- */
+
+#define M5CTL_DEFAULT_AANF "https://localhost:7443"
+#define M5CTL_DEFAULT_PKI "./var/pki"
+
+/* Checks the value of --aanf (https only: K_AKMA never travels in clear): 0 and *url = arg,
+ * or 2 after a usage error. */
+int m5ctl_aanf_option(const char *arg, const char **url);
+
+/* Where and how Naanf_AKMA_AnchorKey_Register is called: its URL and the AUSF's client
+ * certificate, key and the CA in the PKI directory. */
+typedef struct {
+  char url[2048], cert[4096], key[4096], ca[4096];
+} m5ctl_aanf_t;
+
+/* Fills out from --aanf's URL and --pki's directory: 0; 1 after printing which file cannot be
+ * read; 2 after a usage error. */
+int m5ctl_aanf_setup(const char *aanf, const char *pki, m5ctl_aanf_t *out);
+
+/* The register-anchorkey body (AkmaKeyInfo: supi, aKId, kAkma) for in, with K_AKMA and the
+ * A-KID derived by m5ctl_akma_in_derive; akid receives the A-KID. Returns what that returns
+ * (0; 1 or 2 after printing). The body holds K_AKMA: the caller wipes it. */
+#define M5CTL_ANCHORKEY_BODY_MAX (M5_AKMA_AKID_MAX + 2 * M5_AKMA_KEY_LEN + 128)
+int m5ctl_anchorkey_body(const m5ctl_akma_in_t *in, char body[M5CTL_ANCHORKEY_BODY_MAX],
+                         size_t *len, char akid[M5_AKMA_AKID_MAX]);
+
+/* Whether a 200 answer to it is the AkmaKeyInfo registered with our akid (1) or not (0); the
+ * kAkma it echoes is wiped in the parsed copy (the caller wipes answer). */
+int m5ctl_anchorkey_confirmed(const m5_buf_t *answer, const char *akid);
+
+/* "<status> <title>: <detail> (<cause>)" from the AAnF's ProblemDetails (TS 29.571) into out,
+ * peer text made printable. */
+void m5ctl_aanf_problem_text(long status, const m5_buf_t *answer, char *out, size_t cap);
 
 #endif

@@ -141,11 +141,8 @@ const char *m5ctl_admin_token_file(const char *opt) {
   return opt ? opt : env && env[0] ? env : M5CTL_DEFAULT_ADMIN_TOKEN;
 }
 
-#define TOKEN_MAX 128
-
-/* "Authorization: Bearer <token>" from the token file into line; 0, or 1 after printing why. */
-static int token_header(const char *file, char *line, size_t cap) {
-  char buf[TOKEN_MAX + 2];
+int m5ctl_admin_auth_header(const char *file, char *line, size_t cap) {
+  char buf[M5CTL_TOKEN_MAX + 2];
   const char *why = NULL;
   int fd = open(file, O_RDONLY | O_CLOEXEC);
   ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
@@ -156,7 +153,7 @@ static int token_header(const char *file, char *line, size_t cap) {
     len--;
   for (size_t i = 0; !why && i < len; i++)
     if (buf[i] <= 0x20 || buf[i] >= 0x7f) why = "not a token (one line without spaces)";
-  if (!why && (len == 0 || len > TOKEN_MAX)) why = "not a token (one line of 64 hex digits)";
+  if (!why && (len == 0 || len > M5CTL_TOKEN_MAX)) why = "not a token (one line of 64 hex digits)";
   int w = why ? 0 : snprintf(line, cap, "Authorization: Bearer %.*s", (int)len, buf);
   m5_wipe(buf, sizeof buf);
   if (!why && (w < 0 || (size_t)w >= cap)) why = "too long";
@@ -167,19 +164,26 @@ static int token_header(const char *file, char *line, size_t cap) {
   return 1;
 }
 
-int m5ctl_admin_request(const char *admin, const char *token_file, const char *method,
-                        const char *path, const char *segment, const char *body,
-                        m5_buf_t *answer, long *status) {
-  char errbuf[CURL_ERROR_SIZE], auth[TOKEN_MAX + 32];
-  if (token_file && token_header(token_file, auth, sizeof auth) != 0) return 1;
-  m5_buf_t url;
-  m5_buf_init(&url, 4096);
+int m5ctl_admin_url(const char *admin, const char *path, const char *segment, m5_buf_t *url) {
   size_t base = strlen(admin);
   while (base > 8 && admin[base - 1] == '/')
     base--;
-  if (m5_buf_append(&url, admin, base) != 0 || m5_buf_append(&url, path, strlen(path)) != 0 ||
-      (segment && append_segment(&url, segment) != 0) || m5_buf_append(&url, "", 1) != 0) {
+  if (m5_buf_append(url, admin, base) != 0 || m5_buf_append(url, path, strlen(path)) != 0 ||
+      (segment && append_segment(url, segment) != 0) || m5_buf_append(url, "", 1) != 0)
+    return M5_ERANGE;
+  return 0;
+}
+
+int m5ctl_admin_request(const char *admin, const char *token_file, const char *method,
+                        const char *path, const char *segment, const char *body,
+                        m5_buf_t *answer, long *status) {
+  char errbuf[CURL_ERROR_SIZE], auth[M5CTL_AUTH_LINE_MAX];
+  if (token_file && m5ctl_admin_auth_header(token_file, auth, sizeof auth) != 0) return 1;
+  m5_buf_t url;
+  m5_buf_init(&url, 4096);
+  if (m5ctl_admin_url(admin, path, segment, &url) != 0) {
     m5_buf_free(&url);
+    m5_wipe(auth, sizeof auth);
     return m5ctl_usage_error("--m5s-admin: the URL is too long");
   }
   const m5ctl_request_t r = {.url = (const char *)url.data,
@@ -198,35 +202,47 @@ int m5ctl_admin_request(const char *admin, const char *token_file, const char *m
   return rc ? 1 : 0;
 }
 
-/* Peer text on our one line: control characters and non-ASCII as '?'. */
-static void put_text(const char *s) {
-  for (; *s; s++)
-    fputc(*s >= 0x20 && *s < 0x7f ? *s : '?', stderr);
+/* Appends peer text to b: control characters and non-ASCII as '?'. */
+static void put_text(m5_buf_t *b, const char *s) {
+  for (; *s; s++) {
+    char c = *s >= 0x20 && *s < 0x7f ? *s : '?';
+    m5_buf_append(b, &c, 1); /* a full buffer cuts the line short */
+  }
 }
 
-int m5ctl_admin_refused(long status, const m5_buf_t *answer, const char *fmt, ...) {
+void m5ctl_admin_problem_text(long status, const m5_buf_t *answer, char *out, size_t cap) {
   json_t *pd = json_loadb((const char *)answer->data, answer->len, 0, NULL);
   const char *detail = json_string_value(json_object_get(pd, "detail"));
   json_t *bad = json_array_get(json_object_get(pd, "invalidParams"), 0);
   const char *param = json_string_value(json_object_get(bad, "param"));
   const char *reason = json_string_value(json_object_get(bad, "reason"));
+  m5_buf_t b;
+  m5_buf_init(&b, cap > 1 ? cap - 1 : 1); /* max 0 would mean no bound */
+  m5_buf_printf(&b, "%ld ", status);
+  put_text(&b, detail ? detail : "(no problem details)");
+  if (param) {
+    put_text(&b, " (");
+    put_text(&b, param);
+    if (reason) put_text(&b, ": ");
+    put_text(&b, reason ? reason : "");
+    put_text(&b, ")");
+  }
+  if (cap > 0) snprintf(out, cap, "%.*s", (int)b.len, b.data ? (const char *)b.data : "");
+  m5_buf_free(&b);
+  json_decref(pd);
+}
+
+int m5ctl_admin_refused(long status, const m5_buf_t *answer, const char *fmt, ...) {
+  char text[1024];
+  m5ctl_admin_problem_text(status, answer, text, sizeof text);
   va_list ap;
   va_start(ap, fmt);
   fputs("m5ctl: ", stderr);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, ": %ld ", status);
-  put_text(detail ? detail : "(no problem details)");
-  if (param) {
-    fputs(" (", stderr);
-    put_text(param);
-    if (reason) fputs(": ", stderr);
-    put_text(reason ? reason : "");
-    fputc(')', stderr);
-  }
+  fprintf(stderr, ": %s", text);
   if (status == 401) fputs("; is --admin-token the token file of this m5s?", stderr);
   fputc('\n', stderr);
-  json_decref(pd);
   return 1;
 }
 

@@ -4,7 +4,9 @@
  * (TS 29.535: POST {apiRoot}/naanf-akma/v1/register-anchorkey, AkmaKeyInfo) over HTTP/2 with
  * the AUSF's client certificate (SAN URI urn:msgin5g:ausf, architecture §3.4). With
  * --ue-svc-id it then binds that UE Service ID to the SUPI in m5s through its admin API
- * (PUT {m5s-admin}/admin/v1/bindings/{ueSvcId}, docs/admin-api.md), so the UE may register. */
+ * (PUT {m5s-admin}/admin/v1/bindings/{ueSvcId}, docs/admin-api.md), so the UE may register.
+ * The AAnF side (URL, certificate files, the body with its derived keys, the answer's check)
+ * is exported through ctl.h for `subscriber import` (ctl_import.c), which sends the same. */
 #include "ctl.h"
 
 #include "core/buf.h"
@@ -17,12 +19,11 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define KEY_HEX_LEN (2 * M5_AKMA_KEY_LEN)
-#define DEFAULT_AANF "https://localhost:7443"
-#define DEFAULT_PKI "./var/pki"
 #define BINDINGS_PATH "/admin/v1/bindings/"
 #define REGISTER_PATH "/naanf-akma/v1/register-anchorkey"
 #define MAX_ANSWER 65536
@@ -55,11 +56,7 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
     }
     switch (c) {
     case OPT_AANF:
-      /* Only https: K_AKMA must never travel in clear text. */
-      if (strncmp(optarg, "https://", 8) != 0 || optarg[8] == '\0')
-        return m5ctl_usage_error("--aanf: expected an https:// URL such as %s, got '%s'",
-                                 DEFAULT_AANF, optarg);
-      a->aanf = optarg;
+      if ((rc = m5ctl_aanf_option(optarg, &a->aanf))) return rc;
       break;
     case OPT_PKI:
       a->pki = optarg;
@@ -85,8 +82,8 @@ static int parse_args(int argc, char **argv, sub_args_t *a) {
   if (!a->in.have_kausf) return m5ctl_usage_error("--kausf: required (K_AUSF as 64 hex digits)");
   if (a->in.realm && a->in.mnc_len)
     return m5ctl_usage_error("--mnc-len: cannot be combined with --realm");
-  if (!a->aanf) a->aanf = DEFAULT_AANF;
-  if (!a->pki) a->pki = DEFAULT_PKI;
+  if (!a->aanf) a->aanf = M5CTL_DEFAULT_AANF;
+  if (!a->pki) a->pki = M5CTL_DEFAULT_PKI;
   if (a->m5s_admin && !a->ue_svc_id)
     return m5ctl_usage_error("--m5s-admin: only meaningful with --ue-svc-id");
   if (a->admin_token && !a->ue_svc_id)
@@ -106,50 +103,85 @@ static int pki_file(const char *dir, const char *name, char *out, size_t outlen)
   return 0;
 }
 
-/* Prints the AAnF's ProblemDetails (TS 29.571) in one line; 1 = the operation failed. */
-static int report_refusal(long status, const m5_buf_t *answer) {
+int m5ctl_aanf_option(const char *arg, const char **url) {
+  /* Only https: K_AKMA must never travel in clear text. */
+  if (strncmp(arg, "https://", 8) != 0 || arg[8] == '\0')
+    return m5ctl_usage_error("--aanf: expected an https:// URL such as %s, got '%s'",
+                             M5CTL_DEFAULT_AANF, arg);
+  *url = arg;
+  return 0;
+}
+
+int m5ctl_aanf_setup(const char *aanf, const char *pki, m5ctl_aanf_t *out) {
+  int rc = pki_file(pki, "ausf.crt", out->cert, sizeof out->cert);
+  if (!rc) rc = pki_file(pki, "ausf.key", out->key, sizeof out->key);
+  if (!rc) rc = pki_file(pki, "ca.crt", out->ca, sizeof out->ca);
+  if (rc) return rc;
+  size_t base = strlen(aanf);
+  while (base > 8 && aanf[base - 1] == '/')
+    base--;
+  if ((size_t)snprintf(out->url, sizeof out->url, "%.*s%s", (int)base, aanf, REGISTER_PATH) >=
+      sizeof out->url)
+    return m5ctl_usage_error("--aanf: the URL is too long");
+  return 0;
+}
+
+void m5ctl_aanf_problem_text(long status, const m5_buf_t *answer, char *out, size_t cap) {
   json_t *pd = json_loadb((const char *)answer->data, answer->len, 0, NULL);
   const char *title = json_string_value(json_object_get(pd, "title"));
   const char *detail = json_string_value(json_object_get(pd, "detail"));
   const char *cause = json_string_value(json_object_get(pd, "cause"));
-  fprintf(stderr, "m5ctl: the AAnF refused the registration: %ld %s%s%s%s%s%s\n", status,
-          title ? title : "(no ProblemDetails)", detail ? ": " : "", detail ? detail : "",
-          cause ? " (" : "", cause ? cause : "", cause ? ")" : "");
+  snprintf(out, cap, "%ld %s%s%s%s%s%s", status, title ? title : "(no ProblemDetails)",
+           detail ? ": " : "", detail ? detail : "", cause ? " (" : "", cause ? cause : "",
+           cause ? ")" : "");
+  for (char *c = out; *c; c++) /* peer text on our one line */
+    if (*c < 0x20 || *c >= 0x7f) *c = '?';
   json_decref(pd);
+}
+
+/* Prints the AAnF's ProblemDetails (TS 29.571) in one line; 1 = the operation failed. */
+static int report_refusal(long status, const m5_buf_t *answer) {
+  char text[1024];
+  m5ctl_aanf_problem_text(status, answer, text, sizeof text);
+  fprintf(stderr, "m5ctl: the AAnF refused the registration: %s\n", text);
   return 1;
 }
 
-/* The 200 answer is the registered AkmaKeyInfo; its aKId must be ours. */
-static int check_answer(const m5_buf_t *answer, const char *akid) {
+int m5ctl_anchorkey_confirmed(const m5_buf_t *answer, const char *akid) {
   json_t *ki = json_loadb((const char *)answer->data, answer->len, 0, NULL);
   const char *got = json_string_value(json_object_get(ki, "aKId"));
   int ok = got && !strcmp(got, akid);
   json_t *key = json_object_get(ki, "kAkma");
   if (json_is_string(key)) m5_wipe((char *)json_string_value(key), json_string_length(key));
   json_decref(ki);
-  if (!ok)
-    fputs("m5ctl: the AAnF answered 200 without our aKId; registration unconfirmed\n", stderr);
-  return ok ? 0 : 1;
+  return ok;
+}
+
+/* The 200 answer is the registered AkmaKeyInfo; its aKId must be ours. */
+static int check_answer(const m5_buf_t *answer, const char *akid) {
+  if (m5ctl_anchorkey_confirmed(answer, akid)) return 0;
+  fputs("m5ctl: the AAnF answered 200 without our aKId; registration unconfirmed\n", stderr);
+  return 1;
 }
 
 static int post(const sub_args_t *a, const char *body, size_t len, const char *akid) {
-  char cert[4096], key[4096], ca[4096], url[2048], errbuf[CURL_ERROR_SIZE];
-  int rc = pki_file(a->pki, "ausf.crt", cert, sizeof cert);
-  if (!rc) rc = pki_file(a->pki, "ausf.key", key, sizeof key);
-  if (!rc) rc = pki_file(a->pki, "ca.crt", ca, sizeof ca);
-  if (rc) return rc;
-  size_t base = strlen(a->aanf);
-  while (base > 8 && a->aanf[base - 1] == '/')
-    base--;
-  if ((size_t)snprintf(url, sizeof url, "%.*s%s", (int)base, a->aanf, REGISTER_PATH) >= sizeof url)
-    return m5ctl_usage_error("--aanf: the URL is too long");
-
-  const m5ctl_request_t r = {.url = url,
+  char errbuf[CURL_ERROR_SIZE];
+  m5ctl_aanf_t *aanf = calloc(1, sizeof *aanf);
+  if (!aanf) {
+    fputs("m5ctl: out of memory\n", stderr);
+    return 1;
+  }
+  int rc = m5ctl_aanf_setup(a->aanf, a->pki, aanf);
+  if (rc) {
+    free(aanf);
+    return rc;
+  }
+  const m5ctl_request_t r = {.url = aanf->url,
                              .protocols = "https",
                              .accept = "Accept: application/json, application/problem+json",
-                             .cert = cert,
-                             .key = key,
-                             .ca = ca,
+                             .cert = aanf->cert,
+                             .key = aanf->key,
+                             .ca = aanf->ca,
                              .body = body,
                              .len = len};
   m5_buf_t answer; /* echoes kAkma: wiped when released */
@@ -160,13 +192,14 @@ static int post(const sub_args_t *a, const char *body, size_t len, const char *a
     rc = 1;
   } else if (rc > 0) {
     fprintf(stderr, "m5ctl: cannot register at the AAnF %s: %s; is m5-aanf running (--aanf)?\n",
-            url, errbuf);
+            aanf->url, errbuf);
   } else if (status == 200) {
     rc = check_answer(&answer, akid);
   } else {
     rc = report_refusal(status, &answer);
   }
   m5_buf_wipe_free(&answer);
+  free(aanf);
   return rc;
 }
 
@@ -195,19 +228,36 @@ static int bind_ue(const sub_args_t *a, long long *failed) {
   return rc;
 }
 
-/* Derives K_AKMA and the A-KID, registers them, prints the confirmation line. */
-static int add(const sub_args_t *a) {
+int m5ctl_anchorkey_body(const m5ctl_akma_in_t *in, char body[M5CTL_ANCHORKEY_BODY_MAX],
+                         size_t *len, char akid[M5_AKMA_AKID_MAX]) {
   uint8_t kakma[M5_AKMA_KEY_LEN], atid[M5_AKMA_KEY_LEN];
-  char kakma_hex[KEY_HEX_LEN + 1] = "", akid[M5_AKMA_AKID_MAX];
-  char body[M5_AKMA_AKID_MAX + KEY_HEX_LEN + 128];
-  int rc = m5ctl_akma_in_derive(&a->in, kakma, atid, akid);
+  char kakma_hex[KEY_HEX_LEN + 1] = "";
+  int rc = m5ctl_akma_in_derive(in, kakma, atid, akid);
   if (rc) goto out;
   rc = 1;
   m5_hex_encode(kakma, sizeof kakma, kakma_hex, sizeof kakma_hex);
   /* Every value is digits, hex, base64url or LDH text: nothing needs JSON escaping. */
-  int n = snprintf(body, sizeof body, "{\"supi\":\"imsi-%s\",\"aKId\":\"%s\",\"kAkma\":\"%s\"}",
-                   a->in.supi, akid, kakma_hex);
-  if (n < 0 || (size_t)n >= sizeof body) goto out;
+  int n = snprintf(body, M5CTL_ANCHORKEY_BODY_MAX,
+                   "{\"supi\":\"imsi-%s\",\"aKId\":\"%s\",\"kAkma\":\"%s\"}", in->supi, akid,
+                   kakma_hex);
+  if (n < 0 || n >= M5CTL_ANCHORKEY_BODY_MAX) {
+    m5_wipe(body, M5CTL_ANCHORKEY_BODY_MAX);
+    goto out;
+  }
+  *len = (size_t)n;
+  rc = 0;
+out:
+  m5_wipe(kakma, sizeof kakma);
+  m5_wipe(kakma_hex, sizeof kakma_hex);
+  return rc;
+}
+
+/* Derives K_AKMA and the A-KID, registers them, prints the confirmation line. */
+static int add(const sub_args_t *a) {
+  char akid[M5_AKMA_AKID_MAX], body[M5CTL_ANCHORKEY_BODY_MAX];
+  size_t n = 0;
+  int rc = m5ctl_anchorkey_body(&a->in, body, &n, akid);
+  if (rc) goto out;
   rc = post(a, body, (size_t)n, akid);
   if (rc == 0) printf("registered supi=%s akid=%s\n", a->in.supi, akid);
   if (rc == 0 && a->ue_svc_id) {
@@ -220,8 +270,6 @@ static int add(const sub_args_t *a) {
       printf("bound ue_svc_id=%s supi=%s\n", a->ue_svc_id, a->in.supi);
   }
 out:
-  m5_wipe(kakma, sizeof kakma);
-  m5_wipe(kakma_hex, sizeof kakma_hex);
   m5_wipe(body, sizeof body);
   return rc;
 }

@@ -31,6 +31,14 @@ static const m5ctl_cmd_t commands[] = {
      "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL] [--admin-token FILE]]\n"
      "            register the subscriber's anchor key at the AAnF and, with --ue-svc-id, bind\n"
      "            that UE Service ID to it at the MSGin5G server"},
+    {"subscriber", "import", m5ctl_subscriber_import,
+     "FILE [--parallel N] [--rid RID] [--realm REALM | --mnc-len 2|3]\n"
+     "            [--aanf URL] [--pki DIR] [--m5s-admin URL] [--admin-token FILE]\n"
+     "            `subscriber add --ue-svc-id` for every line 'SUPI K_AUSF ueSvcId' of FILE\n"
+     "            (- = stdin; blank lines and # comments ignored), checked whole before\n"
+     "            anything is sent (exit 2 naming FILE:LINE), then N lines at once (1-64,\n"
+     "            default 64); prints 'imported N subscribers (M re-bound, K failed\n"
+     "            deliveries) in X s', each failed line on stderr; exit 1 if any failed"},
     {"as", "add", m5ctl_as_add,
      "--as-svc-id ID --target HOST:PORT [--target HOST:PORT ...] [--auth token|mtls]\n"
      "            [--m5s-admin URL] [--admin-token FILE]   allow the Application Server ID on\n"
@@ -61,9 +69,10 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
             commands[i].verb ? commands[i].verb : "", commands[i].summary);
-  fputs("\nThe commands that change m5s (subscriber add --ue-svc-id, as add, as remove) send its\n"
-        "management token, read from --admin-token FILE, else $" M5CTL_ADMIN_TOKEN_ENV ", else\n"
-        M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its first start).\n",
+  fputs("\nThe commands that change m5s (subscriber add --ue-svc-id, subscriber import, as add,\n"
+        "as remove) send its management token, read from --admin-token FILE, else\n"
+        "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
+        "first start).\n",
         out);
 }
 
