@@ -76,6 +76,8 @@ const char *m5ctl_admin_token_file(const char *opt);
 #define M5CTL_TOKEN_MAX 128
 #define M5CTL_AUTH_LINE_MAX (M5CTL_TOKEN_MAX + 32)
 int m5ctl_admin_auth_header(const char *token_file, char *line, size_t cap);
+/* Frees a libcurl header list, wiping each line first (one may hold the management token). */
+void m5ctl_headers_free(struct curl_slist *list);
 
 /* {admin}{path}{segment} (segment NULL = none, else percent-encoded as one path segment) with
  * a terminating NUL appended to url, whose max bounds it; 0, or M5_ERANGE when too long. */

@@ -58,7 +58,7 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *line, 
 
 /* Frees a header list, wiping each line first: libcurl keeps its own copy of the
  * "Authorization: Bearer <management token>" line, which must not outlive the request. */
-static void free_headers(struct curl_slist *list) {
+void m5ctl_headers_free(struct curl_slist *list) {
   for (struct curl_slist *l = list; l; l = l->next)
     if (l->data) m5_wipe(l->data, strlen(l->data));
   curl_slist_free_all(list);
@@ -77,7 +77,7 @@ int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
   }
   if (oom) {
     fputs("m5ctl: cannot set up libcurl: out of memory\n", stderr);
-    free_headers(hdrs);
+    m5ctl_headers_free(hdrs);
     curl_easy_cleanup(c);
     return -1;
   }
@@ -105,7 +105,7 @@ int m5ctl_http_perform(const m5ctl_request_t *r, m5_buf_t *answer, long *status,
   CURLcode cc = curl_easy_perform(c);
   *status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-  free_headers(hdrs);
+  m5ctl_headers_free(hdrs);
   curl_easy_cleanup(c);
   if (cc == CURLE_OK) return 0;
   if (!errbuf[0]) snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));

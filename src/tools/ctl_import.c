@@ -401,7 +401,7 @@ static struct curl_slist *headers(const char *const *lines, size_t n) {
   for (size_t i = 0; i < n; i++) {
     struct curl_slist *t = curl_slist_append(l, lines[i]);
     if (!t) {
-      curl_slist_free_all(l);
+      m5ctl_headers_free(l);
       return NULL;
     }
     l = t;
@@ -409,12 +409,6 @@ static struct curl_slist *headers(const char *const *lines, size_t n) {
   return l;
 }
 
-/* Frees a header list after wiping its lines (one holds the management token). */
-static void headers_free(struct curl_slist *l) {
-  for (struct curl_slist *p = l; p; p = p->next)
-    m5_wipe(p->data, strlen(p->data));
-  curl_slist_free_all(l);
-}
 
 /* Before any key leaves: one GET of the first line's binding, so that an m5s that cannot be
  * reached or refuses the token is one line and exit 1 with nothing sent, not one failed line
@@ -476,9 +470,9 @@ static int import_all(import_t *im, m5ctl_import_list_t *l) {
   }
   free(slots);
   if (im->multi) curl_multi_cleanup(im->multi);
-  headers_free(im->aanf_hdrs);
-  headers_free(im->get_hdrs);
-  headers_free(im->put_hdrs);
+  m5ctl_headers_free(im->aanf_hdrs);
+  m5ctl_headers_free(im->get_hdrs);
+  m5ctl_headers_free(im->put_hdrs);
   return rc ? 1 : 0;
 }
 
