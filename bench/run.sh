@@ -72,7 +72,7 @@ trap 'exit 130' INT TERM
 pick_port() {
   local p i
   for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40001))
+    p=$((20000 + RANDOM % 12768))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "bench: no free port" >&2

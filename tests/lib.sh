@@ -34,11 +34,13 @@ fail() {
   exit 1
 }
 
-# pick_port: a random loopback TCP port in 20000..60000 that nothing listens on.
+# pick_port: a random loopback TCP port in 20000..32767 that nothing listens on: below Linux's
+# ephemeral range (32768..60999), so a client socket of a concurrent test (the AKMA flood opens
+# thousands) cannot take it between a daemon's stop and its restart on the same port.
 pick_port() {
   local p i
   for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40001))
+    p=$((20000 + RANDOM % 12768))
     if ! bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null; then
       echo "$p"
       return 0
