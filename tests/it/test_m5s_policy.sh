@@ -14,6 +14,7 @@
 #    ProblemDetails (strict TS 29.571 schema) cause NOT_AUTHORIZED to ue2, to an unknown UE, to a
 #    GROUP and to another AS (asToAs is false by default), again for a retransmission, and
 #    nothing stored; asToUe false refuses sensor-1 too;
+#  - an `m5ctl as add` without --ue-svc-ids widens the client to every UE again;
 #  - DELETE brings the configuration's policy back; the policy.* keys set it.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -85,6 +86,10 @@ policy_req PUT '{"ueToUe":true,"ueToAs":["*"],"asToUe":true}'
 [[ $ST == 400 ]] && grep -q '"param":"asToAs"' pol.json || m5s_fail "PUT without asToAs: HTTP $ST $(cat pol.json)"
 policy_req PUT '{"ueToUe":true,"ueToAs":["a b"],"asToUe":true,"asToAs":false}'
 [[ $ST == 400 ]] && grep -q '"param":"ueToAs"' pol.json || m5s_fail "PUT bad pattern: HTTP $ST $(cat pol.json)"
+policy_req PUT '{"ueToUe":true,"ueToAs":[],"asToUe":true,"asToAs":false,"groups":true}'
+[[ $ST == 400 ]] && grep -q '"param":"groups"' pol.json || m5s_fail "PUT unknown member: HTTP $ST $(cat pol.json)"
+policy_req POST "$ALLOW_ALL"
+[[ $ST == 405 ]] || m5s_fail "POST policy: HTTP $ST, want 405"
 policy_is false admin # the bad PUTs changed nothing
 refused_ue ue1 ue:ue2 p-no --store-forward
 refused_ue ue1 ue:ue2 p-no --store-forward # the retransmission
@@ -145,6 +150,9 @@ rc=0
 timeout 30 "$M5CTL" as add --as-svc-id as1 --target 127.0.0.1:9 --ue-svc-ids 'a,,b' \
   --m5s-admin "$M5S_ADMIN" >/dev/null 2>err.txt || rc=$?
 [[ $rc == 2 ]] && grep -q -- '--ue-svc-ids' err.txt || m5s_fail "empty pattern: exit $rc $(cat err.txt)"
+ST=$(admin_curl -s -o bad.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d '{"targets":["127.0.0.1:9"],"ueSvcIds":"sensor-*"}' "$M5S_ADMIN/admin/v1/as-clients/as1")
+[[ $ST == 400 ]] && grep -q '"param":"ueSvcIds"' bad.json || m5s_fail "ueSvcIds not a list: HTTP $ST $(cat bad.json)"
 
 nb() { # METHOD PATH [curl args]: as1 -> $ST, out.json, hdr.txt
   local method=$1 path=$2
@@ -180,6 +188,13 @@ as_refused AS as2 a-no-4
 [[ $(queued) == "$q0" ]] || m5s_fail "a refused message was stored: queued $(queued), was $q0"
 policy_req PUT '{"ueToUe":true,"ueToAs":["*"],"asToUe":false,"asToAs":false}'
 as_refused UE sensor-1 a-no-5
+# an `as add` without --ue-svc-ids replaces the client: every UE again (with asToUe back on)
+out=$(timeout 30 "$M5CTL" as add --as-svc-id as1 --target 127.0.0.1:9 --m5s-admin "$M5S_ADMIN" 2>&1) ||
+  m5s_fail "m5ctl as add: $out"
+[[ $out == "as1: updated, targets 127.0.0.1:9" ]] || m5s_fail "m5ctl printed: $out"
+policy_req PUT "$ALLOW_ALL"
+as_send UE ue2 a-ok-3
+[[ $ST == 200 ]] || m5s_fail "as1 widened again -> ue2: HTTP $ST $(cat out.json)"
 echo "ok: as1 narrowed to sensor-*: 200 to sensor-1, 403 NOT_AUTHORIZED elsewhere, nothing stored"
 
 # ---- DELETE: the configuration's policy; the policy.* keys ------------------------------------
