@@ -47,6 +47,9 @@ int main(int argc, char **argv) {
     server_config_free(&cfg);
     return 1;
   }
+  policy_t policy; /* who may message whom: unless the admin API stored one */
+  server_config_policy(&cfg, &policy);
+  registry_policy_configure(reg, &policy);
   /* The message store: store.path, or store.db beside db.path. */
   char spath[4096];
   if (cfg.store_path && cfg.store_path[0]) {

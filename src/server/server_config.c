@@ -131,6 +131,16 @@ static const m5_cfg_item_t items[] = {
      "TCP: requests outstanding towards one UE (pipelining window)"},
     {"reg.lifetime_s", M5_CFG_INT, offsetof(server_config_t, reg_lifetime_s), "86400", 60, 31536000,
      "registration lifetime: the expiry returned in the REG answer"},
+    /* Who may message whom (docs/delivery.md); PUT /admin/v1/policy replaces these at run
+     * time, and what it stores wins over them until DELETE /admin/v1/policy. */
+    {"policy.ue_to_ue", M5_CFG_BOOL, offsetof(server_config_t, policy_ue_to_ue), "true", 0, 0,
+     "a UE may message another UE (false: DELY_FAILED/NOT_AUTHORIZED)"},
+    {"policy.ue_to_as", M5_CFG_STRLIST, offsetof(server_config_t, policy_ue_to_as), "*", 0, 0,
+     "asSvcId patterns a UE may message ('*' = any run of characters; [] = no AS)"},
+    {"policy.as_to_ue", M5_CFG_BOOL, offsetof(server_config_t, policy_as_to_ue), "true", 0, 0,
+     "an AS may message the UEs its ueSvcIds match (m5ctl as add --ue-svc-ids; false: none)"},
+    {"policy.as_to_as", M5_CFG_BOOL, offsetof(server_config_t, policy_as_to_as), "false", 0, 0,
+     "an AS may message another AS through deliver-as-message"},
     {"log.level", M5_CFG_STR, offsetof(server_config_t, log_level), "info", 0, 0,
      "error, warn, info or debug"},
 };
@@ -197,7 +207,27 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
     snprintf(err, errlen, "%s: aanf.url: expected an https:// URL, got '%s'", src, cfg->aanf_url);
     return M5_EINVAL;
   }
+  policy_patterns_t pats = {0};
+  for (size_t i = 0; i < cfg->policy_ue_to_as.n; i++) {
+    int rc = policy_patterns_add(&pats, cfg->policy_ue_to_as.v[i]);
+    if (rc != 0) {
+      snprintf(err, errlen, "%s: policy.ue_to_as: %s", src,
+               rc == M5_ERANGE ? "at most 16 patterns"
+                               : "a pattern is 1-128 printable characters without spaces");
+      return M5_EINVAL;
+    }
+  }
   return m5_daemon_check_log_level(src, cfg->log_level, err, errlen);
+}
+
+void server_config_policy(const server_config_t *cfg, policy_t *out) {
+  policy_defaults(out);
+  out->ue_to_ue = cfg->policy_ue_to_ue;
+  out->as_to_ue = cfg->policy_as_to_ue;
+  out->as_to_as = cfg->policy_as_to_as;
+  out->ue_to_as.n = 0;
+  for (size_t i = 0; i < cfg->policy_ue_to_as.n; i++)
+    policy_patterns_add(&out->ue_to_as, cfg->policy_ue_to_as.v[i]);
 }
 
 int server_config_load(const char *path, server_config_t *cfg, char *err, size_t errlen) {

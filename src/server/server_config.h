@@ -5,6 +5,7 @@
 #define M5_SERVER_CONFIG_H
 
 #include "core/config.h"
+#include "server/policy/policy.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +58,12 @@ typedef struct {
   int64_t coap_nstart;
   int64_t coap_window;
   int64_t reg_lifetime_s;
+  /* Who may message whom (policy.h; docs/delivery.md): the initial policy; one stored through
+   * the admin API (PUT /admin/v1/policy) takes precedence */
+  int policy_ue_to_ue;
+  m5_strlist_t policy_ue_to_as; /* asSvcId patterns */
+  int policy_as_to_ue;
+  int policy_as_to_as;
   char *log_level;
 } server_config_t;
 
@@ -65,5 +72,7 @@ typedef struct {
 int server_config_load(const char *path, server_config_t *cfg, char *err, size_t errlen);
 void server_config_free(server_config_t *cfg);
 void server_config_print_help(void *stream /* FILE * */);
+/* The policy.* keys as a policy (checked by server_config_load: cannot fail after it). */
+void server_config_policy(const server_config_t *cfg, policy_t *out);
 
 #endif

@@ -1,7 +1,7 @@
 /* m5ctl as add|remove: the Application Server clients of the northbound MSGin5G-3 API
  * (architecture §3.2; docs/northbound.md, "Who may call"), configured on m5s's management
  * port: PUT {m5s-admin}/admin/v1/as-clients/{asSvcId} {"targets": ["host:port", ...],
- * "auth": "token"|"mtls"} and DELETE (docs/admin-api.md, "Application Server clients"), with
+ * "auth": "token"|"mtls", "ueSvcIds": ["pattern", ...]} and DELETE (docs/admin-api.md, "Application Server clients"), with
  * the management token (--admin-token). The asSvcId and every target are
  * checked here first by m5s's rules (the ID rule of m5ctl_id_valid, the host:port rule of
  * core/net.h that m5s applies too), so a typo is a usage error that changes nothing; m5s
@@ -18,6 +18,8 @@
 
 #define AS_PATH "/admin/v1/as-clients/"
 #define TARGETS_MAX 16   /* m5s: REGISTRY_AS_TARGETS_MAX */
+#define PATTERNS_MAX 16  /* m5s: POLICY_PATTERNS_MAX */
+#define PATTERN_MAX 128  /* m5s: POLICY_PATTERN_MAX (a UE Service ID's length) */
 #define MAX_ANSWER 65536
 
 typedef struct {
@@ -26,7 +28,24 @@ typedef struct {
   const char *auth;        /* --auth token|mtls; NULL = not given (m5s: token) */
   const char *targets[TARGETS_MAX];
   size_t n_targets;
+  const char *ue_svc_ids; /* --ue-svc-ids P[,P...]; NULL = not given (m5s: "*") */
 } as_args_t;
+
+/* --ue-svc-ids: 1-16 comma-separated patterns of 1-128 printable characters without spaces
+ * (m5s's rule, policy.h); '"' and '\\' are refused too, so the body needs no escaping. */
+static int patterns_valid(const char *s) {
+  size_t n = 0, len = 0;
+  for (;; s++) {
+    if (*s == ',' || *s == '\0') {
+      if (len == 0 || ++n > PATTERNS_MAX) return 0;
+      if (*s == '\0') return 1;
+      len = 0;
+      continue;
+    }
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x21 || c > 0x7e || c == '"' || c == '\\' || ++len > PATTERN_MAX) return 0;
+  }
+}
 
 /* What is wrong with text as a target, or NULL when m5s takes it: the same rule as m5s's
  * (core/net.h), after the lowercasing m5s does too. */
@@ -42,10 +61,12 @@ static const char *target_problem(const char *text) {
 static void usage(int add) {
   if (add)
     printf("usage: m5ctl as add --as-svc-id ID --target HOST:PORT [--target HOST:PORT ...]\n"
-           "                    [--auth token|mtls] [--m5s-admin URL] [--admin-token FILE]\n"
+           "                    [--auth token|mtls] [--ue-svc-ids PATTERN[,PATTERN...]]\n"
+           "                    [--m5s-admin URL] [--admin-token FILE]\n"
            "  (at most %d targets; --auth mtls: the AS may call without an access token, on the\n"
-           "  strength of its client certificate; default token; default URL %s; token file\n"
-           "  --admin-token, else $%s, else %s)\n",
+           "  strength of its client certificate; default token; --ue-svc-ids: the UE Service\n"
+           "  IDs it may message, '*' matching any run of characters, e.g. sensor-*; default *;\n"
+           "  default URL %s; token file --admin-token, else $%s, else %s)\n",
            TARGETS_MAX, M5CTL_DEFAULT_M5S_ADMIN, M5CTL_ADMIN_TOKEN_ENV, M5CTL_DEFAULT_ADMIN_TOKEN);
   else
     printf("usage: m5ctl as remove --as-svc-id ID [--m5s-admin URL] [--admin-token FILE]\n"
@@ -55,13 +76,22 @@ static void usage(int add) {
 
 /* 0, 2 after a usage error, -1 after --help. */
 static int parse_args(int argc, char **argv, int add, as_args_t *a) {
-  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_M5S_ADMIN, OPT_ADMIN_TOKEN, OPT_AUTH, OPT_HELP };
+  enum {
+    OPT_ID = M5CTL_OPT_OWN,
+    OPT_TARGET,
+    OPT_M5S_ADMIN,
+    OPT_ADMIN_TOKEN,
+    OPT_AUTH,
+    OPT_UE_SVC_IDS,
+    OPT_HELP
+  };
   static const struct option opts[] = {
       {"as-svc-id", required_argument, NULL, OPT_ID},
       {"target", required_argument, NULL, OPT_TARGET},
       {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
       {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
       {"auth", required_argument, NULL, OPT_AUTH},
+      {"ue-svc-ids", required_argument, NULL, OPT_UE_SVC_IDS},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -101,6 +131,16 @@ static int parse_args(int argc, char **argv, int add, as_args_t *a) {
         return m5ctl_usage_error("--auth: expected token or mtls, got '%s'", optarg);
       a->auth = optarg;
       break;
+    case OPT_UE_SVC_IDS:
+      if (!add) return m5ctl_usage_error("--ue-svc-ids: only for `m5ctl as add`");
+      if (a->ue_svc_ids) return m5ctl_usage_error("--ue-svc-ids: given twice");
+      if (!patterns_valid(optarg))
+        return m5ctl_usage_error("--ue-svc-ids: '%s': expected 1-%d comma-separated patterns of "
+                                 "1-%d printable characters without spaces, quotes or "
+                                 "backslashes, such as sensor-*",
+                                 optarg, PATTERNS_MAX, PATTERN_MAX);
+      a->ue_svc_ids = optarg;
+      break;
     case OPT_HELP:
       usage(add);
       return -1;
@@ -136,19 +176,40 @@ static void print_added(const as_args_t *a, long status, const m5_buf_t *answer)
   /* Only the exception is named: "token" is what every AS client had before --auth. */
   if (auth ? !strcmp(auth, "mtls") : a->auth && !strcmp(a->auth, "mtls"))
     printf(", auth mtls (no access token needed)");
+  /* Likewise the UEs only when narrowed: ["*"] is every AS client's default. */
+  json_t *u = json_object_get(o, "ueSvcIds");
+  const char *first = json_string_value(json_array_get(u, 0));
+  if (u && !(json_array_size(u) == 1 && first && !strcmp(first, "*"))) {
+    printf(", ueSvcIds");
+    for (size_t i = 0; i < json_array_size(u); i++) {
+      const char *s = json_string_value(json_array_get(u, i));
+      printf("%s%s", i ? "," : " ", s ? s : "?");
+    }
+  }
   putchar('\n');
   json_decref(o);
 }
 
-/* The body, NUL-terminated: every target is checked text of A-Z a-z 0-9 - . : [ ], and auth
- * token or mtls, so none needs JSON escaping. */
+/* The body, NUL-terminated: every target is checked text of A-Z a-z 0-9 - . : [ ], auth
+ * token or mtls, and the patterns have no '"' or '\\', so none needs JSON escaping. */
 static int build_body(const as_args_t *a, m5_buf_t *body) {
   int rc = m5_buf_printf(body, "{\"targets\":[");
   for (size_t i = 0; !rc && i < a->n_targets; i++)
     rc = m5_buf_printf(body, "%s\"%s\"", i ? "," : "", a->targets[i]);
   if (!rc)
-    rc = m5_buf_printf(body, "]%s%s%s}", a->auth ? ",\"auth\":\"" : "", a->auth ? a->auth : "",
+    rc = m5_buf_printf(body, "]%s%s%s", a->auth ? ",\"auth\":\"" : "", a->auth ? a->auth : "",
                        a->auth ? "\"" : "");
+  if (!rc && a->ue_svc_ids) {
+    rc = m5_buf_printf(body, ",\"ueSvcIds\":[");
+    for (const char *p = a->ue_svc_ids; !rc && *p;) {
+      size_t n = strcspn(p, ",");
+      rc = m5_buf_printf(body, "%s\"%.*s\"", p == a->ue_svc_ids ? "" : ",", (int)n, p);
+      p += n;
+      if (*p == ',') p++;
+    }
+    if (!rc) rc = m5_buf_printf(body, "]");
+  }
+  if (!rc) rc = m5_buf_printf(body, "}");
   return rc;
 }
 

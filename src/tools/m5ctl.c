@@ -45,7 +45,9 @@ static const m5ctl_cmd_t commands[] = {
      "            the northbound API, or replace its targets: the 1-16 HOST:PORTs its targetUri\n"
      "            may name (a DNS name, IPv4 or [IPv6], and a port; ID: 1-64 of A-Z a-z 0-9 . _\n"
      "            -; default URL http://127.0.0.1:9090); --auth mtls: it may call without an\n"
-     "            access token, on the strength of its client certificate (default: token)"},
+     "            access token, on the strength of its client certificate (default: token);\n"
+     "            [--ue-svc-ids PATTERN[,PATTERN...]]: the UE Service IDs it may message\n"
+     "            ('*' matches any run of characters, e.g. sensor-*; default *)"},
     {"as", "remove", m5ctl_as_remove,
      "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
      "            and its registration"},

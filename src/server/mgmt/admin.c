@@ -172,6 +172,10 @@ static void on_reply(void *msg, void *arg) {
     admin_as_done(p);
     return;
   }
+  if (job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL) {
+    admin_policy_done(p);
+    return;
+  }
   if (job->status == M5_ENOENT) {
     admin_problem(p->ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
   } else if (job->status != 0) {
@@ -543,6 +547,10 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     admin_as_clients(a, ex, req);
     return;
   }
+  if (!strcmp(req->path, ADMIN_POLICY)) {
+    admin_policy(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, METRICS)) {
     if (get_only(ex, req, METRICS)) get_metrics(a, ex);
     return;
@@ -553,7 +561,7 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
   }
   admin_problem(ex, 404, "Not Found",
           "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id} and /admin/v1/as-clients/{asSvcId}",
+          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId} and /admin/v1/policy",
           NULL, NULL, NULL);
 }
 

@@ -1,8 +1,9 @@
 /* /admin/v1/as-clients/{asSvcId} (docs/admin-api.md): the Application Server clients of the
- * northbound MSGin5G-3 API. PUT {"targets": ["host:port", ...], "auth": "token"|"mtls"}
- * creates (201) or replaces (200) one: the host:port pairs its registration's targetUri may
- * name (architecture §3.2), and whether it needs an access token (the default) or its client
- * certificate suffices (mtls);
+ * northbound MSGin5G-3 API. PUT {"targets": ["host:port", ...], "auth": "token"|"mtls",
+ * "ueSvcIds": ["pattern", ...]} creates (201) or replaces (200) one: the host:port pairs its
+ * registration's targetUri may name (architecture §3.2), whether it needs an access token
+ * (the default) or its client certificate suffices (mtls), and the UE Service IDs it may
+ * message (policy.h; default ["*"]);
  * GET shows it with its registration; DELETE removes it and its registration (204). */
 #include "server/mgmt/admin_int.h"
 
@@ -21,8 +22,9 @@ static json_t *as_json(const registry_as_t *a) {
   json_t *t = json_array();
   for (size_t i = 0; t && i < a->n_targets; i++)
     json_array_append_new(t, json_string(a->targets[i]));
-  json_t *o = json_pack("{s:s, s:s, s:o, s:b}", "asSvcId", a->as_svc_id, "auth",
-                        registry_as_auth_name(a->auth), "targets", t, "registered",
+  json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:b}", "asSvcId", a->as_svc_id, "auth",
+                        registry_as_auth_name(a->auth), "targets", t, "ueSvcIds",
+                        policy_patterns_json(&a->ue_svc_ids), "registered",
                         a->registration_id[0] != '\0');
   if (o && a->registration_id[0]) {
     json_object_set_new(o, "registrationId", json_string(a->registration_id));
@@ -89,6 +91,25 @@ static int read_auth(m5_http_exchange_t *ex, json_t *body, registry_as_t *a) {
   return 0;
 }
 
+/* a->ue_svc_ids from the body's optional "ueSvcIds" (absent: ["*"], every UE, as a PUT
+ * replaces the whole client); 0, or answers 400 and returns M5_EINVAL. */
+static int read_ue_svc_ids(m5_http_exchange_t *ex, json_t *body, registry_as_t *a) {
+  json_t *v = json_object_get(body, "ueSvcIds");
+  char why[160];
+  if (!v) {
+    policy_patterns_from_text(&a->ue_svc_ids, "*");
+    return 0;
+  }
+  if (policy_patterns_from_json(v, &a->ue_svc_ids, why, sizeof why) != 0) {
+    admin_problem(ex, 400, "Bad Request",
+                  "ueSvcIds must be an array of 0-16 UE Service ID patterns ('*' matches any "
+                  "run of characters)",
+                  "ueSvcIds", why, NULL);
+    return M5_EINVAL;
+  }
+  return 0;
+}
+
 static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
                        const char *id) {
   if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
@@ -113,7 +134,8 @@ static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request
     return;
   }
   snprintf(as->as_svc_id, sizeof as->as_svc_id, "%s", id);
-  if (read_auth(ex, o, as) != 0 || read_targets(ex, o, as) != 0) {
+  if (read_auth(ex, o, as) != 0 || read_targets(ex, o, as) != 0 ||
+      read_ue_svc_ids(ex, o, as) != 0) {
     free(as);
     free(p);
     json_decref(o);
@@ -139,9 +161,9 @@ void admin_as_done(pending_t *p) {
     M5_LOGI(DOM, "AS client %s removed", p->as->as_svc_id);
     m5_http_respond(p->ex, 204, NULL, NULL, 0);
   } else {
-    M5_LOGI(DOM, "AS client %s %s (auth %s, %zu targets)", p->as->as_svc_id,
-            job->created ? "created" : "updated", registry_as_auth_name(p->as->auth),
-            p->as->n_targets);
+    M5_LOGI(DOM, "AS client %s %s (auth %s, %zu targets, %zu ueSvcIds patterns)",
+            p->as->as_svc_id, job->created ? "created" : "updated",
+            registry_as_auth_name(p->as->auth), p->as->n_targets, p->as->ue_svc_ids.n);
     registry_as_t now;
     if (registry_as_lookup(p->a->opts.reg, p->as->as_svc_id, &now) != 0) now = *p->as;
     admin_respond_json(p->ex, job->created ? 201 : 200, as_json(&now));

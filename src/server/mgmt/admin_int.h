@@ -1,5 +1,5 @@
-/* Shared by the management handlers: admin.c (health, bindings, metrics) and admin_as.c
- * (Application Server clients). */
+/* Shared by the management handlers: admin.c (health, bindings, metrics), admin_as.c
+ * (Application Server clients) and admin_policy.c (who may message whom). */
 #ifndef M5_SERVER_ADMIN_INT_H
 #define M5_SERVER_ADMIN_INT_H
 
@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #define ADMIN_AS_CLIENTS "/admin/v1/as-clients/"
+#define ADMIN_POLICY "/admin/v1/policy"
 #define CT_JSON "application/json"
 #define CT_PROBLEM "application/problem+json"
 
@@ -48,5 +49,9 @@ int admin_decode_segment(const char *seg, char *out, size_t cap);
 /* admin_as.c */
 void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
+
+/* admin_policy.c */
+void admin_policy(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void admin_policy_done(pending_t *p); /* the reply of a REGISTRY_POLICY_* job */
 
 #endif

@@ -4,7 +4,8 @@
  * (ue_api_accept_from_as) and answered 200 + MessageDeliveryAck once committed; and
  * POST .../deliver-report with a DeliveryStatusReport (the members of an IMDN), a report on a
  * UE's message, stored and forwarded to that UE like a UE's IMDN.
- * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. */
+ * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. A message the policy
+ * refuses (who may message whom, policy.h) is 403 with cause NOT_AUTHORIZED. */
 #include "server/north/north_int.h"
 
 #include "core/err.h"
@@ -35,7 +36,11 @@ static void bad_ie(m5_http_exchange_t *ex, const char *cause, const char *diag) 
 static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, const char *cause,
                         uint32_t retry_s, const char *detail) {
   msg_pending_t *p = ctx;
-  if (how == UE_API_ACK) {
+  if (how == UE_API_ACK && cause && !strcmp(cause, M5_CAUSE_NOT_AUTHORIZED)) {
+    /* who may message whom refused it (policy.h): 403, the same for an unknown recipient */
+    north_problem(p->ex, 403, M5_CAUSE_NOT_AUTHORIZED,
+                  "this AS is not authorized to message this recipient", NULL, NULL);
+  } else if (how == UE_API_ACK) {
     json_t *o = json_pack("{s:{s:s, s:s}, s:s}", "oriAddr", "addrType", p->ori.type, "addr",
                           p->ori.addr, "msgId", p->msg_id);
     if (o && status) json_object_set_new(o, "status", json_string(status));

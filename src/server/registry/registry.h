@@ -16,6 +16,7 @@
 #include "core/jobthread.h"
 #include "core/net.h"
 #include "msg/msg.h"
+#include "server/policy/policy.h"
 #include "tls/akma.h"
 
 #include <stddef.h>
@@ -67,6 +68,8 @@ typedef struct {
   char target_uri[REGISTRY_URI_MAX + 1];
   char app_id[M5_MSG_ADDR_MAX + 1];
   int64_t registered_at;
+  /* The UE Service IDs this AS may message (policy.h; default "*", n = 0: none). */
+  policy_patterns_t ue_svc_ids;
 } registry_as_t;
 
 typedef enum {
@@ -82,7 +85,7 @@ typedef enum {
                           SUPI or has another generation now */
   REGISTRY_DEREGISTER, /* in: ue_svc_id; M5_ENOENT when not registered */
   /* Application Servers; `as` points to the caller's record (borrowed until the reply). */
-  REGISTRY_AS_PUT,        /* in: as->as_svc_id, auth, targets. out: created. A registration whose
+  REGISTRY_AS_PUT,        /* in: as->as_svc_id, auth, targets, ue_svc_ids. out: created. A registration whose
                              targetUri the new list no longer allows is dropped */
   REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration */
   REGISTRY_AS_REGISTER,   /* in: as->as_svc_id, registration_id, target_uri, app_id,
@@ -92,6 +95,11 @@ typedef enum {
                              the list as it is when the job runs) */
   REGISTRY_AS_DEREGISTER, /* in: as->as_svc_id, registration_id; M5_ENOENT unless that is
                              the AS's registration */
+  /* Who may message whom (registry_policy.c); `policy` points to the caller's record. */
+  REGISTRY_POLICY_PUT, /* in: *policy. Stored: it replaces the configured one, also after a
+                          restart */
+  REGISTRY_POLICY_DEL, /* drops the stored one: the configured one applies again. out:
+                          created = 1 if there was a stored one */
 } registry_op_t;
 
 typedef struct registry_job {
@@ -106,6 +114,7 @@ typedef struct registry_job {
   int64_t expiry;
   uint64_t gen, old_gen; /* see the ops; old_gen 0: there was no binding */
   registry_as_t *as;     /* REGISTRY_AS_* */
+  policy_t *policy;      /* REGISTRY_POLICY_PUT */
   void *arg;         /* the submitter's */
 } registry_job_t;
 
@@ -151,6 +160,18 @@ int registry_as_auth_parse(const char *name, registry_as_auth_t *auth);
 int registry_as_id_valid(const char *id);
 /* 1 if uri's host:port is one of a's targets. */
 int registry_as_target_allowed(const registry_as_t *a, const char *uri);
+
+/* ---- who may message whom (registry_policy.c; docs/delivery.md) ----
+ * The policy in force: the one stored by the admin API (REGISTRY_POLICY_PUT) if there is one,
+ * else the configured one given here (m5s's policy.* keys). Before registry_start. */
+void registry_policy_configure(registry_t *r, const policy_t *configured);
+/* From any thread: a copy of the policy in force, and whether it is the stored one. */
+void registry_policy_get(registry_t *r, policy_t *out, int *stored);
+/* From any thread, on the message path: policy_check() for a message from ori to dest, with
+ * the policy in force and (for an AS originator) its AS client's ueSvcIds, under the
+ * registry's read lock (nothing copied). */
+policy_verdict_t registry_policy_check(registry_t *r, const m5_msg_addr_t *ori,
+                                       const m5_msg_addr_t *dest, const char **why);
 
 /* "001010123456789" from that or "imsi-001010123456789"; M5_EINVAL unless 5-15 digits. */
 int registry_normalise_supi(const char *in, char out[REGISTRY_SUPI_MAX + 1]);

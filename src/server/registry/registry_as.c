@@ -78,7 +78,7 @@ static int load_as(registry_t *r, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   if (registry_prepare(r,
                        "SELECT c.as_svc_id, c.targets, g.registration_id, g.target_uri, g.app_id,"
-                       " g.registered_at, c.auth FROM as_clients c"
+                       " g.registered_at, c.auth, c.ue_svc_ids FROM as_clients c"
                        " LEFT JOIN as_registrations g ON g.as_svc_id = c.as_svc_id",
                        &st, err, errlen) != 0)
     return M5_EIO;
@@ -102,6 +102,12 @@ static int load_as(registry_t *r, char *err, size_t errlen) {
       M5_LOGE(DOM, "AS client %s: unknown auth '%s'; using token", a->as_svc_id,
               auth ? (const char *)auth : "");
       a->auth = REGISTRY_AS_AUTH_TOKEN;
+    }
+    /* A corrupt list allows nothing rather than everything. */
+    const unsigned char *pats = sqlite3_column_text(st, 7);
+    if (policy_patterns_from_text(&a->ue_svc_ids, pats ? (const char *)pats : "") != 0) {
+      M5_LOGE(DOM, "AS client %s: corrupt ue_svc_ids; it may message no UE", a->as_svc_id);
+      a->ue_svc_ids.n = 0;
     }
     if (sqlite3_column_type(st, 2) == SQLITE_TEXT) {
       copy_col(st, 2, a->registration_id, sizeof a->registration_id);
@@ -147,16 +153,44 @@ static int upgrade_auth(registry_t *r, char *err, size_t errlen) {
   return 0;
 }
 
+/* A database from before as_clients.ue_svc_ids gains the column, every client keeping what
+ * it could do before: message every UE ("*"); in place, once. */
+static int upgrade_ue_svc_ids(registry_t *r, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  if (registry_prepare(r,
+                       "SELECT 1 FROM pragma_table_info('as_clients') WHERE name = 'ue_svc_ids'",
+                       &st, err, errlen) != 0)
+    return M5_EIO;
+  int s = sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (s == SQLITE_ROW) return 0;
+  char *msg = NULL;
+  if (s != SQLITE_DONE ||
+      sqlite3_exec(r->conn,
+                   "ALTER TABLE as_clients ADD COLUMN ue_svc_ids TEXT NOT NULL DEFAULT '*'", NULL,
+                   NULL, &msg) != SQLITE_OK) {
+    snprintf(err, errlen, "cannot add as_clients.ue_svc_ids to the database: %s",
+             msg ? msg : sqlite3_errmsg(r->conn));
+    sqlite3_free(msg);
+    return M5_EIO;
+  }
+  M5_LOGI(DOM, "database: as_clients.ue_svc_ids added (the clients there may message every "
+               "UE, \"*\")");
+  return 0;
+}
+
 int registry_as_open(registry_t *r, char *err, size_t errlen) {
   if (!(r->as_map = m5_hmap_new())) {
     snprintf(err, errlen, "registry: out of memory");
     return M5_ENOMEM;
   }
-  if (upgrade_auth(r, err, errlen) != 0) return M5_EIO;
+  if (upgrade_auth(r, err, errlen) != 0 || upgrade_ue_svc_ids(r, err, errlen) != 0)
+    return M5_EIO;
   if (registry_prepare(r,
-                       "INSERT INTO as_clients (as_svc_id, targets, auth) VALUES (?1, ?2, ?3)"
+                       "INSERT INTO as_clients (as_svc_id, targets, auth, ue_svc_ids)"
+                       " VALUES (?1, ?2, ?3, ?4)"
                        " ON CONFLICT (as_svc_id) DO UPDATE SET targets = excluded.targets,"
-                       " auth = excluded.auth",
+                       " auth = excluded.auth, ue_svc_ids = excluded.ue_svc_ids",
                        &r->st_as_put, err, errlen) ||
       registry_prepare(r, "DELETE FROM as_clients WHERE as_svc_id = ?1", &r->st_as_del, err,
                        errlen) ||
@@ -209,12 +243,15 @@ static int do_put(registry_t *r, registry_job_t *job) {
   int drop = cur && cur->registration_id[0] && !registry_as_target_allowed(in, cur->target_uri);
   char text[REGISTRY_AS_TARGETS_MAX * (REGISTRY_HOSTPORT_MAX + 1) + 1];
   targets_to_text(in, text, sizeof text);
+  char pats[POLICY_PATTERNS_MAX * (POLICY_PATTERN_MAX + 1) + 1];
+  policy_patterns_to_text(&in->ue_svc_ids, pats, sizeof pats);
   int rc = registry_exec(r, "PRAGMA synchronous=FULL");
   if (rc == 0) rc = registry_exec(r, "BEGIN IMMEDIATE");
   if (rc == 0) {
     sqlite3_bind_text(r->st_as_put, 1, in->as_svc_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(r->st_as_put, 2, text, -1, SQLITE_STATIC);
     sqlite3_bind_text(r->st_as_put, 3, registry_as_auth_name(in->auth), -1, SQLITE_STATIC);
+    sqlite3_bind_text(r->st_as_put, 4, pats, -1, SQLITE_STATIC);
     rc = registry_step_done(r, r->st_as_put, "storing an AS client");
     if (rc == 0 && drop) {
       sqlite3_bind_text(r->st_as_reg_del, 1, in->as_svc_id, -1, SQLITE_STATIC);
@@ -233,6 +270,7 @@ static int do_put(registry_t *r, registry_job_t *job) {
   a->auth = in->auth;
   a->n_targets = in->n_targets;
   memcpy(a->targets, in->targets, sizeof a->targets);
+  a->ue_svc_ids = in->ue_svc_ids;
   if (drop) forget_registration(a);
   if (fresh && m5_hmap_put(r->as_map, a->as_svc_id, strlen(a->as_svc_id), a, NULL) != 0) {
     free(fresh);

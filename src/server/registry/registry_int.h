@@ -23,6 +23,11 @@ struct registry {
   pthread_rwlock_t lock; /* guards map and as_map; written only by the DB thread (and at open) */
   m5_hmap_t *map;        /* ue_svc_id -> registry_entry_t */
   m5_hmap_t *as_map;     /* as_svc_id -> registry_as_t */
+  /* who may message whom (registry_policy.c), guarded by lock */
+  sqlite3_stmt *st_policy_put, *st_policy_del;
+  policy_t policy, policy_configured;
+  int policy_stored; /* policy is the one stored by the admin API */
+  int policy_loaded; /* a stored one was read at open (policy_configure keeps it) */
 };
 
 /* registry.c */
@@ -35,5 +40,11 @@ int registry_step_done(registry_t *r, sqlite3_stmt *st, const char *what); /* re
 int registry_as_open(registry_t *r, char *err, size_t errlen);
 void registry_as_free(registry_t *r);
 int registry_as_run(registry_t *r, registry_job_t *job);
+
+/* registry_policy.c: its table (created if missing) and the stored policy at open; its
+ * statements' release; the REGISTRY_POLICY_* jobs on the DB thread. */
+int registry_policy_open(registry_t *r, char *err, size_t errlen);
+void registry_policy_free(registry_t *r);
+int registry_policy_run(registry_t *r, registry_job_t *job);
 
 #endif

@@ -536,7 +536,15 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   router_loc_t loc;
   const char *status = NULL, *cause = NULL;
   char target[2]; /* only whether the AS has a targetUri: its first character is enough */
-  if (!strcmp(m->dest.type, "AS")) {
+  const char *why = NULL;
+  /* Who may message whom (TS 23.554 cl. 8.3.2 step 3), before the recipient is resolved: a
+   * refusal says nothing about whether it exists. Reports are not messages (policy.h). Stored
+   * as a DELY_FAILED answer without delivery, so a retransmission gets it again. */
+  if (!is_imdn && registry_policy_check(api->opts.reg, &m->ori, &m->dest, &why) != POLICY_ALLOW) {
+    M5_LOGI(DOM, "MSG %s from %s:%s to %s:%s refused: %s", m->msg_id, m->ori.type, m->ori.addr,
+            m->dest.type, m->dest.addr, why ? why : "not authorized");
+    status = "DELY_FAILED", cause = M5_CAUSE_NOT_AUTHORIZED;
+  } else if (!strcmp(m->dest.type, "AS")) {
     /* point-to-application: "live" = registered with a targetUri (delivery.c POSTs to it) */
     if (registry_as_target(api->opts.reg, m->dest.addr, target, sizeof target) != 0)
       status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
