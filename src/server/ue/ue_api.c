@@ -232,6 +232,8 @@ static void done_accept(accept_t *j) {
             sj->msg.ori.addr);
     answer_retry(j, STORE_FULL_RETRY_S, "overloaded: the message store is full");
     return;
+  case M5_STORE_SUBS_FULL: /* TOPIC_SUB's only */
+  case M5_STORE_TOPIC_FULL:
   case M5_STORE_ACCEPTED:
     break;
   }
