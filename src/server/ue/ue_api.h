@@ -16,6 +16,7 @@
 #include "msg/msg.h"
 #include "server/delivery/router.h"
 #include "server/registry/registry.h"
+#include "server/topics/topics.h"
 #include "server/ue/ue_session.h"
 #include "store/store.h"
 
@@ -38,6 +39,7 @@ typedef struct {
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
   const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */
+  topics_opts_t topics; /* Messaging Topics (topics.h); its store is this one's */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */
