@@ -173,7 +173,7 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                       .topics = {.rules = run->topic_rules,
                                  .default_expiry_s = cfg->topics_default_expiry_s,
                                  .max_expiry_s = cfg->topics_max_expiry_s,
-                                 .max_per_ue = (uint64_t)cfg->topics_max_per_ue,
+                                 .max_per_subscriber = (uint64_t)cfg->topics_max_per_subscriber,
                                  .max_subscribers = (uint64_t)cfg->topics_max_subscribers}};
   w->api = ue_api_new(w->loop, &ao);
   if (!w->api) {

@@ -12,6 +12,9 @@
 #  - the topic rules (topics.rules): a UE not allowed gets 4.03 msgTopics[0]: NOT_AUTHORIZED on
 #    subscribe; a publisher not allowed gets DELY_FAILED NOT_AUTHORIZED (m5c) or 403
 #    NOT_AUTHORIZED (the AS), the same for a topic nobody subscribed to;
+#  - an AS subscribes through our northbound resource (POST /msgs-topicsubscription/v1/
+#    subscriptions, scope msgs-topicsub; 201 + Location; DELETE 204) and gets a UE's message
+#    on its targetUri (a local HTTPS receiver); a forbidden topic is 403 NOT_AUTHORIZED;
 #  - re-binding ue1 to another subscriber drops its subscriptions: the new ue1 gets nothing.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -183,6 +186,7 @@ for topic in secret.plans secret.nobody; do
 done
 echo "ok: topic rules refuse subscribers and publishers, the same for an unused topic"
 
+
 # ---- a re-bind drops the old subscriber's subscriptions --------------------------------------------
 "$M5_BIN/m5ctl" subscriber add --supi "$SUPI1B" --kausf "$KAUSF1B" --ue-svc-id ue1 \
   --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >rebind.out 2>&1 ||
@@ -196,5 +200,57 @@ wait_file_line "$M5S_LOG" 'MSG t-5 from ue3 to topic meters.east: no subscribers
 listen ue1 1 3 ue1c.out
 [[ -z $(listen_ids ue1c.out) ]] || m5s_fail "the re-bound ue1 got: $(cat ue1c.out)"
 echo "ok: a re-bind drops the subscriptions"
+# ---- an AS subscribes --------------------------------------------------------------------------
+as_sub() { # BODY-TOPICS-JSON [SCOPE]: POST a subscription for as1 -> $ST, out.json, hdr.txt
+  local tok=$TOKEN
+  if [[ -n ${2:-} ]]; then
+    nb /oauth2/token -d "grant_type=client_credentials&scope=$2"
+    tok=$(json_get out.json access_token)
+  fi
+  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
+    --key "$PKI/as1.key" -D hdr.txt -o out.json -w '%{http_code}' -H "authorization: Bearer $tok" \
+    -H 'content-type: application/json' \
+    -d "{\"asSvcId\":\"as1\",\"msgTopics\":$1}" \
+    "https://localhost:$M5S_NORTH/msgs-topicsubscription/v1/subscriptions")
+}
+as_sub '["secret.plans"]' msgs-msgdelivery
+[[ $ST == 403 ]] && grep -qi 'insufficient_scope' hdr.txt || m5s_fail "AS subscribe without msgs-topicsub: $ST"
+as_sub '["secret.plans"]' msgs-topicsub # the rule lets as:* subscribe to secret.
+[[ $ST == 201 ]] || m5s_fail "AS subscribe secret.plans: $ST $(cat out.json)"
+as_sub '["bad name"]'
+[[ $ST == 400 ]] || m5s_fail "AS subscribe with a bad name: $ST $(cat out.json)"
+as_sub '["meters.east"]'
+[[ $ST == 201 && $(json_get out.json expiry) == 20* ]] || m5s_fail "AS subscribe: $ST $(cat out.json)"
+grep -qi "^location: https://localhost:$M5S_NORTH/msgs-topicsubscription/v1/subscriptions/meters.east" hdr.txt ||
+  m5s_fail "AS subscribe: Location: $(cat hdr.txt)"
+# as1 registers a targetUri on a stand-in AS (tests/interop/as_server.mjs), then ue3 publishes
+AS_PORT=$(pick_port)
+AS_LOG=$M5_TMP/as.log
+: >"$AS_LOG"
+echo 204 >"$M5_TMP/as.mode"
+node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
+  "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
+track_pid $!
+wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
+  fail "the AS server did not start: $(cat "$M5_TMP/as_server.out")"
+ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1")
+[[ $ST == 20? ]] || m5s_fail "PUT as-client as1 targets: $ST $(cat as1.json)"
+nb /msgs-asregistration/v1/registrations -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' \
+  -d "{\"asSvcId\":\"as1\",\"targetUri\":\"https://localhost:$AS_PORT/as1\"}"
+[[ $ST == 201 ]] || m5s_fail "AS registration: $ST $(cat out.json)"
+publish ue3 t-as meters.east
+[[ $RC == 0 ]] || m5s_fail "ue3 -> topic (t-as): $(cat pub.out.err)"
+wait_file_line "$AS_LOG" 't-as' 15 || m5s_fail "as1 did not get t-as: $(cat "$AS_LOG")"
+grep -q 'TOPIC.*meters.east.*"schema":"ok"' "$AS_LOG" || m5s_fail "as1's copy (TOPIC destAddr, TS 29.538 schema): $(cat "$AS_LOG")"
+ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
+  --key "$PKI/as1.key" -o out.json -w '%{http_code}' -X DELETE -H "authorization: Bearer $TOKEN" \
+  "https://localhost:$M5S_NORTH/msgs-topicsubscription/v1/subscriptions/meters.east")
+[[ $ST == 204 ]] || m5s_fail "AS unsubscribe: $ST $(cat out.json)"
+publish ue3 t-as2 meters.east
+wait_file_line "$M5S_LOG" 'MSG t-as2 from ue3 to topic meters.east: no subscribers' 10 ||
+  m5s_fail "t-as2 was stored for someone after as1 unsubscribed"
+echo "ok: an AS subscribes and unsubscribes"
 stop_m5s
 echo "PASS test_m5s_topics"

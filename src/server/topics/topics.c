@@ -27,7 +27,9 @@ struct topics {
 typedef struct {
   m5_store_job_t job;
   topics_t *t;
-  m5_coap_req_t *req;
+  m5_coap_req_t *req;    /* a UE's, or NULL for an AS's: */
+  topics_as_reply_fn fn; /* the northbound answer */
+  void *ctx;
   m5_msg_type_t type;
   m5_msg_name_t *topics; /* owned, borrowed by the job */
   size_t n_topics;
@@ -68,31 +70,45 @@ static void respond_done(sub_t *s) {
   free(body);
 }
 
+/* Answers a refusal: CoAP code and diagnostic to a UE, status and detail to an AS. */
+static void refuse(sub_t *s, uint8_t code, int status, const char *diag) {
+  if (s->req) {
+    if (code == M5_COAP_SERVICE_UNAVAILABLE)
+      respond_retry(s->req, diag);
+    else
+      m5_coap_ep_respond_error(s->req, code, diag);
+  } else {
+    s->fn(s->ctx, status, diag, 0);
+  }
+}
+
 static void done_sub(sub_t *s) {
   m5_store_job_t *j = &s->job;
   const char *what = m5_msg_type_name(s->type);
   char diag[96];
   if (j->status == M5_EPERM) {
     M5_LOGI(DOM, "%s from %s refused: its binding changed", what, j->rcpt.addr);
-    m5_coap_ep_respond_error(s->req, M5_COAP_FORBIDDEN,
-                             "ueSvcId: the binding of this UE Service ID changed");
+    refuse(s, M5_COAP_FORBIDDEN, M5_EPERM, "ueSvcId: the binding of this UE Service ID changed");
   } else if (j->status != 0) {
     M5_LOGE(DOM, "%s from %s: the message store failed (%s)", what, j->rcpt.addr,
             m5_strerror(j->status));
-    respond_retry(s->req, "the message store failed");
+    refuse(s, M5_COAP_SERVICE_UNAVAILABLE, M5_EAGAIN, "the message store failed");
   } else if (j->outcome == M5_STORE_SUBS_FULL) {
-    M5_LOGI(DOM, "%s from %s: at topics.max_per_ue", what, j->rcpt.addr);
-    m5_coap_ep_respond_error(s->req, M5_COAP_FORBIDDEN, "msgTopics: too many subscriptions");
+    M5_LOGI(DOM, "%s from %s: at topics.max_per_subscriber", what, j->rcpt.addr);
+    refuse(s, M5_COAP_FORBIDDEN, M5_EFULL, "msgTopics: too many subscriptions");
   } else if (j->outcome == M5_STORE_TOPIC_FULL) {
     M5_LOGI(DOM, "%s from %s: topic %s at topics.max_subscribers", what, j->rcpt.addr,
             s->topics[j->topic_index]);
     snprintf(diag, sizeof diag, "msgTopics[%zu]: the topic has its maximum of subscribers",
              j->topic_index);
-    m5_coap_ep_respond_error(s->req, M5_COAP_FORBIDDEN, diag);
+    refuse(s, M5_COAP_FORBIDDEN, M5_EFULL, diag);
   } else {
-    M5_LOGI(DOM, "%s from %s: %zu topic(s) (first %s)", what, j->rcpt.addr, s->n_topics,
-            s->topics[0]);
-    respond_done(s);
+    M5_LOGI(DOM, "%s from %s %s: %zu topic(s) (first %s)", what, j->rcpt.type, j->rcpt.addr,
+            s->n_topics, s->topics[0]);
+    if (s->req)
+      respond_done(s);
+    else
+      s->fn(s->ctx, 0, NULL, j->topic_expiry);
   }
 }
 
@@ -105,62 +121,85 @@ static void on_reply(void *msg, void *arg) {
   if (t->idle) t->idle(t->idle_arg);
 }
 
+/* A TOPICSUB (type) or TOPICUNSUB from who (generation gen), answered on req or through
+ * fn(ctx). expiry_req: the one asked for (0: the default). */
+static void request(topics_t *t, const m5_msg_addr_t *who, uint64_t gen,
+                    const m5_msg_name_t *topics, size_t n, m5_msg_type_t type, int64_t expiry_req,
+                    m5_coap_req_t *req, topics_as_reply_fn fn, void *ctx) {
+  sub_t tmp = {.req = req, .fn = fn, .ctx = ctx};
+  int sub = type == M5_MSG_TOPICSUB;
+  time_t now = time(NULL);
+  int64_t expiry = 0;
+  if (sub) {
+    /* The policy first, all or nothing: nothing changes when one topic is refused. */
+    for (size_t i = 0; i < n; i++)
+      if (t->o.rules && !topics_rules_may(t->o.rules, topics[i], who, TOPICS_SUBSCRIBE)) {
+        char diag[48];
+        snprintf(diag, sizeof diag, "msgTopics[%zu]: NOT_AUTHORIZED", i);
+        M5_LOGI(DOM, "TOPICSUB from %s %s: %s may not be subscribed by it", who->type, who->addr,
+                topics[i]);
+        refuse(&tmp, M5_COAP_FORBIDDEN, M5_EPERM, diag);
+        return;
+      }
+    int64_t cap = (int64_t)now + t->o.max_expiry_s;
+    expiry = expiry_req ? expiry_req : (int64_t)now + t->o.default_expiry_s;
+    if (expiry <= (int64_t)now) {
+      refuse(&tmp, M5_COAP_BAD_REQUEST, M5_EINVAL, "expiry: already passed");
+      return;
+    }
+    if (expiry > cap) expiry = cap;
+  }
+  sub_t *s = calloc(1, sizeof *s);
+  if (s) s->topics = calloc(n, sizeof *s->topics);
+  if (!s || !s->topics || t->inflight >= t->o.max_inflight) {
+    refuse(&tmp, M5_COAP_SERVICE_UNAVAILABLE, M5_EAGAIN,
+           s && s->topics ? "the message store is busy" : "out of memory");
+    if (s) sub_free(s);
+    return;
+  }
+  memcpy(s->topics, topics, n * sizeof *s->topics);
+  s->n_topics = n;
+  s->t = t;
+  s->req = req;
+  s->fn = fn;
+  s->ctx = ctx;
+  s->type = type;
+  m5_store_job_t *j = &s->job;
+  j->op = sub ? M5_STORE_TOPIC_SUB : M5_STORE_TOPIC_UNSUB;
+  j->arg = s;
+  j->base.reply = t->replies;
+  j->rcpt = *who;
+  j->gen = gen;
+  j->topics = s->topics;
+  j->n_topics = s->n_topics;
+  j->topic_expiry = expiry;
+  j->max_subs = t->o.max_per_subscriber;
+  j->max_subscribers = t->o.max_subscribers;
+  if (m5_store_submit(t->o.store, j) != 0) {
+    refuse(s, M5_COAP_SERVICE_UNAVAILABLE, M5_EAGAIN, "the message store is busy");
+    sub_free(s);
+    return;
+  }
+  t->inflight++;
+}
+
 void topics_ue_request(topics_t *t, m5_coap_req_t *req, const char *ue_svc_id, uint64_t gen,
                        const m5_msg_t *m) {
   m5_msg_addr_t who;
   memset(&who, 0, sizeof who);
   snprintf(who.type, sizeof who.type, "UE");
   snprintf(who.addr, sizeof who.addr, "%s", ue_svc_id);
-  int sub = m->type == M5_MSG_TOPICSUB;
-  time_t now = time(NULL);
-  int64_t expiry = 0;
-  if (sub) {
-    /* The policy first, all or nothing: nothing changes when one topic is refused. */
-    for (size_t i = 0; i < m->n_topics; i++)
-      if (t->o.rules && !topics_rules_may(t->o.rules, m->topics[i], &who, TOPICS_SUBSCRIBE)) {
-        char diag[48];
-        snprintf(diag, sizeof diag, "msgTopics[%zu]: NOT_AUTHORIZED", i);
-        M5_LOGI(DOM, "TOPICSUB from %s: %s may not be subscribed by it", ue_svc_id, m->topics[i]);
-        m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN, diag);
-        return;
-      }
-    int64_t cap = (int64_t)now + t->o.max_expiry_s;
-    expiry = m->expiry ? m->expiry : (int64_t)now + t->o.default_expiry_s;
-    if (expiry <= (int64_t)now) {
-      m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "expiry: already passed");
-      return;
-    }
-    if (expiry > cap) expiry = cap;
-  }
-  sub_t *s = calloc(1, sizeof *s);
-  if (s) s->topics = calloc(m->n_topics, sizeof *s->topics);
-  if (!s || !s->topics || t->inflight >= t->o.max_inflight) {
-    if (s) sub_free(s);
-    respond_retry(req, s ? "the message store is busy" : "out of memory");
-    return;
-  }
-  memcpy(s->topics, m->topics, m->n_topics * sizeof *s->topics);
-  s->n_topics = m->n_topics;
-  s->t = t;
-  s->req = req;
-  s->type = m->type;
-  m5_store_job_t *j = &s->job;
-  j->op = sub ? M5_STORE_TOPIC_SUB : M5_STORE_TOPIC_UNSUB;
-  j->arg = s;
-  j->base.reply = t->replies;
-  j->rcpt = who;
-  j->gen = gen;
-  j->topics = s->topics;
-  j->n_topics = s->n_topics;
-  j->topic_expiry = expiry;
-  j->max_subs = t->o.max_per_ue;
-  j->max_subscribers = t->o.max_subscribers;
-  if (m5_store_submit(t->o.store, j) != 0) {
-    sub_free(s);
-    respond_retry(req, "the message store is busy");
-    return;
-  }
-  t->inflight++;
+  request(t, &who, gen, m->topics, m->n_topics, m->type, m->type == M5_MSG_TOPICSUB ? m->expiry : 0,
+          req, NULL, NULL);
+}
+
+void topics_as_request(topics_t *t, const char *as_svc_id, const m5_msg_name_t *topics, size_t n,
+                       int sub, int64_t expiry, topics_as_reply_fn fn, void *ctx) {
+  m5_msg_addr_t who;
+  memset(&who, 0, sizeof who);
+  snprintf(who.type, sizeof who.type, "AS");
+  snprintf(who.addr, sizeof who.addr, "%s", as_svc_id);
+  request(t, &who, 0, topics, n, sub ? M5_MSG_TOPICSUB : M5_MSG_TOPICUNSUB, expiry, NULL, fn, ctx);
 }
 
 int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t *ori) {
@@ -211,7 +250,7 @@ topics_t *topics_new(m5_loop_t *loop, const topics_opts_t *o, void (*idle)(void 
   t->o = *o;
   if (!t->o.default_expiry_s) t->o.default_expiry_s = 86400;
   if (!t->o.max_expiry_s) t->o.max_expiry_s = 30 * 86400;
-  if (!t->o.max_per_ue) t->o.max_per_ue = 100;
+  if (!t->o.max_per_subscriber) t->o.max_per_subscriber = 100;
   if (!t->o.max_subscribers) t->o.max_subscribers = 10000;
   if (!t->o.max_inflight) t->o.max_inflight = 1024;
   t->idle = idle;
@@ -226,7 +265,10 @@ topics_t *topics_new(m5_loop_t *loop, const topics_opts_t *o, void (*idle)(void 
 
 static void drop_sub(void *msg) {
   sub_t *s = msg;
-  respond_retry(s->req, "server shutting down");
+  if (s->req)
+    respond_retry(s->req, "server shutting down");
+  else
+    s->fn(s->ctx, M5_ECLOSED, NULL, 0); /* the listener is gone: only ctx is freed */
   sub_free(s);
 }
 

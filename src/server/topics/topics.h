@@ -27,7 +27,7 @@ typedef struct {
   topics_rules_t *rules;    /* shared by the workers; NULL: everyone may do everything */
   int64_t default_expiry_s; /* a TOPICSUB without expiry: now + this; 0 = 86400 */
   int64_t max_expiry_s;     /* the latest expiry: now + this; 0 = 30 days */
-  uint64_t max_per_ue;      /* subscriptions of one UE Service ID; 0 = 100 */
+  uint64_t max_per_subscriber;      /* subscriptions of one UE or AS; 0 = 100 */
   uint64_t max_subscribers; /* subscribers of one topic; 0 = 10000 */
   size_t max_inflight;      /* store jobs outstanding (beyond: 5.03); 0 = 1024 */
 } topics_opts_t;
@@ -43,6 +43,16 @@ size_t topics_inflight(const topics_t *t);
  * req: answered once, now or when the store replied. m is only read. */
 void topics_ue_request(topics_t *t, m5_coap_req_t *req, const char *ue_svc_id, uint64_t gen,
                        const m5_msg_t *m);
+
+/* The answer to an AS's subscription request: status 0 (done; expiry: the one set, for a
+ * subscription), M5_EPERM (a topic it may not subscribe to; detail names it), M5_EFULL (a
+ * bound; detail), M5_EINVAL (expiry already passed), M5_EAGAIN (the store is busy or failed:
+ * retry), M5_ECLOSED (the server stopped: free ctx, answer nothing). */
+typedef void (*topics_as_reply_fn)(void *ctx, int status, const char *detail, int64_t expiry);
+/* The AS as_svc_id subscribes to (sub) or unsubscribes from the n topics; expiry 0: the
+ * default. fn(ctx, ...) runs exactly once, now or later on this loop. */
+void topics_as_request(topics_t *t, const char *as_svc_id, const m5_msg_name_t *topics, size_t n,
+                       int sub, int64_t expiry, topics_as_reply_fn fn, void *ctx);
 
 /* Whether ori (a UE or an AS) may publish on topic. */
 int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t *ori);

@@ -717,6 +717,10 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   }
 }
 
+topics_t *ue_api_topics(ue_api_t *api) {
+  return api->topics;
+}
+
 void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
   delivery_as_registered(api->dl, as_svc_id);
 }

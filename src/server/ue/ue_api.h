@@ -79,6 +79,8 @@ typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *sta
  * as a UE's (target resolution, dedup by ("AS:" + asSvcId, msgId), store-and-forward, expiry;
  * a report is always stored for an absent recipient) and forwards it. reply(ctx, ...) runs
  * exactly once, later on this loop or (UE_API_INVALID) at once. m is only read. */
+/* This worker's Messaging Topics (an AS's subscriptions, north_topicsub.c). */
+topics_t *ue_api_topics(ue_api_t *api);
 /* The AS as_svc_id registered: its stored messages go out now (delivery_as_registered). */
 void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
 
