@@ -229,7 +229,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                      .store = run->store,
                      .stats = fill_stats,
                      .stats_arg = run,
-                     .token = run->admin_token};
+                     .token = run->admin_token,
+                     .topic_rules = run->topic_rules};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");

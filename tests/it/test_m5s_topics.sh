@@ -186,6 +186,25 @@ for topic in secret.plans secret.nobody; do
 done
 echo "ok: topic rules refuse subscribers and publishers, the same for an unused topic"
 
+# ---- the rules on the admin API -----------------------------------------------------------------
+ST=$(curl -s -o rules.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/topic-rules")
+[[ $ST == 401 ]] || m5s_fail "GET topic-rules without the token: $ST"
+ST=$(admin_curl -s -o rules.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/topic-rules")
+[[ $ST == 200 ]] && grep -qF '{"rules":["secret. subscribe=ue:ue1,as:* publish=as:as9"]}' rules.json ||
+  m5s_fail "GET topic-rules: $ST $(cat rules.json)"
+ST=$(admin_curl -s -o rules.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d '{"rules":["secret. subscribe=ue:ue1,ue:ue2,as:* publish=as:as9","bad prefix!"]}' \
+  "$M5S_ADMIN/admin/v1/topic-rules")
+[[ $ST == 400 ]] && grep -qF 'topics.rules[1]' rules.json || m5s_fail "PUT a bad rule: $ST $(cat rules.json)"
+m5c ue2 forb.out subscribe secret.plans # a refused PUT changed nothing
+[[ $RC == 1 ]] || m5s_fail "ue2 subscribe secret.plans after a refused PUT: exit $RC"
+ST=$(admin_curl -s -o rules.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d '{"rules":["secret. subscribe=ue:ue1,ue:ue2,as:* publish=as:as9"]}' \
+  "$M5S_ADMIN/admin/v1/topic-rules")
+[[ $ST == 200 ]] || m5s_fail "PUT topic-rules: $ST $(cat rules.json)"
+subscribe ue2 secret.plans
+echo "ok: the rules are read and replaced on the admin API"
+
 
 # ---- a re-bind drops the old subscriber's subscriptions --------------------------------------------
 "$M5_BIN/m5ctl" subscriber add --supi "$SUPI1B" --kausf "$KAUSF1B" --ue-svc-id ue1 \

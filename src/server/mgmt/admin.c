@@ -543,6 +543,10 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     admin_as_clients(a, ex, req);
     return;
   }
+  if (!strcmp(req->path, ADMIN_TOPIC_RULES)) {
+    admin_topic_rules(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, METRICS)) {
     if (get_only(ex, req, METRICS)) get_metrics(a, ex);
     return;
@@ -553,7 +557,7 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
   }
   admin_problem(ex, 404, "Not Found",
           "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id} and /admin/v1/as-clients/{asSvcId}",
+          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId} and /admin/v1/topic-rules",
           NULL, NULL, NULL);
 }
 

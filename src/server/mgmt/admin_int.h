@@ -1,5 +1,5 @@
 /* Shared by the management handlers: admin.c (health, bindings, metrics) and admin_as.c
- * (Application Server clients). */
+ * (Application Server clients), admin_topics.c (Messaging Topic rules). */
 #ifndef M5_SERVER_ADMIN_INT_H
 #define M5_SERVER_ADMIN_INT_H
 
@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #define ADMIN_AS_CLIENTS "/admin/v1/as-clients/"
+#define ADMIN_TOPIC_RULES "/admin/v1/topic-rules"
 #define CT_JSON "application/json"
 #define CT_PROBLEM "application/problem+json"
 
@@ -48,5 +49,8 @@ int admin_decode_segment(const char *seg, char *out, size_t cap);
 /* admin_as.c */
 void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
+
+/* admin_topics.c */
+void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
 #endif
