@@ -316,8 +316,8 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   run.w = calloc(n_workers, sizeof *run.w);
   run.router = router_new(n_workers);
   char terr[256] = "out of memory";
-  run.topic_rules = topics_rules_new((const char *const *)cfg->topics_rules.v,
-                                     cfg->topics_rules.n, terr, sizeof terr);
+  run.topic_rules = topics_rules_new((const char *const *)cfg->topics_rules.v, cfg->topics_rules.n,
+                                     terr, sizeof terr);
   if (!run.w || !run.router || !run.topic_rules || pthread_mutex_init(&run.lock, NULL) != 0) {
     fprintf(stderr, "m5s: %s\n", run.topic_rules ? "out of memory" : terr);
     free(run.w);

@@ -1253,9 +1253,9 @@ static long user_version(void) {
 
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and on to 4, and keeps its messages and
- * its dedup window. The file is made from a schema 4 store by undoing what 3 -> 4, 2 -> 3 (and
- * 1 -> 2) did, which leaves the tables as the older versions created them. */
+ * reports and quotas, the binding generations and report tickets) and on to 4, and keeps its
+ * messages and its dedup window. The file is made from a schema 4 store by undoing what 3 -> 4,
+ * 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
   default_opts(&o);
@@ -1723,8 +1723,8 @@ static void test_topics(void **state) {
   assert_string_equal(subscribers(f, s, "t.c"), "");
   /* renewing is no new subscription; the bound counts unexpired subscriptions of ue1 */
   assert_int_equal(sub(f, s, "ue1", 5, "t.a", now_s + 200), M5_STORE_ACCEPTED);
-  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 5, "t.c t.d",
-                             now_s + 100, &j), 0);
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 5, "t.c t.d", now_s + 100, &j),
+                   0);
   assert_int_equal(j.outcome, M5_STORE_ACCEPTED);
   memset(&j, 0, sizeof j);
   j.op = M5_STORE_TOPIC_SUB;

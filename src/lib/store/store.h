@@ -187,7 +187,8 @@ typedef enum {
   M5_STORE_TOPIC_UNSUB,       /* in: rcpt, topics/n_topics (one not subscribed is no error) */
   M5_STORE_TOPIC_SUBSCRIBERS, /* in: topics[0], limit (0 or more: M5_STORE_RCPT_MAX).
                                  out: subs/n_subs, the subscriptions of that topic unexpired
-                                 by the store's clock, oldest first. The last op (m5_store_submit's range). */
+                                 by the store's clock, oldest first. The last op
+                                 (m5_store_submit's range). */
 } m5_store_op_t;
 
 typedef enum {
@@ -198,7 +199,7 @@ typedef enum {
   M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
                                 max_per_recipient_per_originator in a recipient's queue:
                                 nothing written */
-  M5_STORE_SUBS_FULL,  /* TOPIC_SUB: the subscriber is at max_subs: nothing written */
+  M5_STORE_SUBS_FULL,        /* TOPIC_SUB: the subscriber is at max_subs: nothing written */
   M5_STORE_TOPIC_FULL, /* TOPIC_SUB: topics[topic_index] is at max_subscribers: nothing written */
 } m5_store_outcome_t;
 
@@ -259,8 +260,8 @@ typedef struct m5_store_job {
   uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
   bool discarded;          /* ACCEPT with ticket_check: the report was dropped */
   uint64_t rebind_failed;  /* REBIND: deliveries failed */
-  size_t topic_index;      /* TOPIC_SUB: the topic at its bound (TOPIC_FULL) */
-  m5_store_sub_t *subs;    /* TOPIC_SUBSCRIBERS, owned: m5_store_job_clear() */
+  size_t topic_index;     /* TOPIC_SUB: the topic at its bound (TOPIC_FULL) */
+  m5_store_sub_t *subs;   /* TOPIC_SUBSCRIBERS, owned: m5_store_job_clear() */
   size_t n_subs;
 
   struct { /* private to the backend */

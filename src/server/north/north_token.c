@@ -127,7 +127,8 @@ static const char *param(const param_t *ps, size_t n, const char *name) {
 }
 
 /* Our scopes, in the order a grant lists them. */
-static const char *const our_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_TOPICSUB};
+static const char *const our_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY,
+                                         NORTH_SCOPE_TOPICSUB};
 #define N_SCOPES (sizeof our_scopes / sizeof our_scopes[0])
 
 /* The granted scope: the requested one if every token is one of ours (default: all). */
@@ -211,8 +212,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   char scope[M5_JWT_SCOPE_MAX + 1];
   if (grant_scope(param(ps, np, "scope"), scope, sizeof scope) != 0) {
     oauth_error(ex, 400, "invalid_scope",
-                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY " and "
-                NORTH_SCOPE_TOPICSUB);
+                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY
+                " and " NORTH_SCOPE_TOPICSUB);
     return;
   }
   if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {

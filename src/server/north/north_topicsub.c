@@ -56,8 +56,8 @@ static void on_done(void *ctx, int status, const char *detail, int64_t expiry) {
     json_t *list = json_array();
     for (size_t i = 0; list && i < p->n_topics; i++)
       json_array_append_new(list, json_string(p->topics[i]));
-    json_t *o = json_pack("{s:s, s:o, s:s}", "asSvcId", p->as_svc_id, "msgTopics", list,
-                          "expiry", when);
+    json_t *o =
+        json_pack("{s:s, s:o, s:s}", "asSvcId", p->as_svc_id, "msgTopics", list, "expiry", when);
     m5_http_header_t h = {"location", loc};
     north_json(p->ex, 201, o, &h, 1);
   }
@@ -114,8 +114,7 @@ void north_topicsub(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
   const char *rest = req->path + strlen(NORTH_TOPICSUB);
   int collection = rest[0] == '\0';
   if (!collection && (rest[0] != '/' || !m5_msg_name_valid(rest + 1))) {
-    north_problem(ex, 404, "RESOURCE_NOT_FOUND", "no such topic subscription resource", NULL,
-                  NULL);
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND", "no such topic subscription resource", NULL, NULL);
     return;
   }
   if (strcmp(req->method, collection ? "POST" : "DELETE") != 0) {

@@ -65,8 +65,8 @@ static void respond_done(sub_t *s) {
     m5_coap_ep_respond_error(s->req, M5_COAP_INTERNAL_ERROR, "cannot encode the answer");
     return;
   }
-  m5_coap_ep_respond(s->req, M5_COAP_CHANGED, M5_COAP_FORMAT_JSON, (const uint8_t *)body, len,
-                     NULL, 0);
+  m5_coap_ep_respond(s->req, M5_COAP_CHANGED, M5_COAP_FORMAT_JSON, (const uint8_t *)body, len, NULL,
+                     0);
   free(body);
 }
 
@@ -229,8 +229,8 @@ int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_ad
     if (!strcmp(s->addr.type, "UE"))
       x->in_flight = router_find(router, s->addr.addr, &loc) == 0;
     else
-      x->in_flight = reg && registry_as_target(reg, s->addr.addr, target, sizeof target) == 0 &&
-                     target[0];
+      x->in_flight =
+          reg && registry_as_target(reg, s->addr.addr, target, sizeof target) == 0 && target[0];
   }
   if (k == 0) {
     free(r);

@@ -24,12 +24,12 @@ typedef struct topics topics_t;
 
 typedef struct {
   m5_store_t *store;
-  topics_rules_t *rules;    /* shared by the workers; NULL: everyone may do everything */
-  int64_t default_expiry_s; /* a TOPICSUB without expiry: now + this; 0 = 86400 */
-  int64_t max_expiry_s;     /* the latest expiry: now + this; 0 = 30 days */
-  uint64_t max_per_subscriber;      /* subscriptions of one UE or AS; 0 = 100 */
-  uint64_t max_subscribers; /* subscribers of one topic; 0 = 10000 */
-  size_t max_inflight;      /* store jobs outstanding (beyond: 5.03); 0 = 1024 */
+  topics_rules_t *rules;       /* shared by the workers; NULL: everyone may do everything */
+  int64_t default_expiry_s;    /* a TOPICSUB without expiry: now + this; 0 = 86400 */
+  int64_t max_expiry_s;        /* the latest expiry: now + this; 0 = 30 days */
+  uint64_t max_per_subscriber; /* subscriptions of one UE or AS; 0 = 100 */
+  uint64_t max_subscribers;    /* subscribers of one topic; 0 = 10000 */
+  size_t max_inflight;         /* store jobs outstanding (beyond: 5.03); 0 = 1024 */
 } topics_opts_t;
 
 /* idle(arg) runs on the loop whenever a store job of this module comes back (the drain

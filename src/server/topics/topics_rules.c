@@ -14,8 +14,8 @@
 #define PATTERN_MAX (M5_MSG_ADDR_MAX + 4)
 
 typedef struct {
-  int given;   /* the part was written (else: everyone) */
-  size_t n;    /* patterns; 0 with given: nobody */
+  int given; /* the part was written (else: everyone) */
+  size_t n;  /* patterns; 0 with given: nobody */
   char p[PATTERNS_MAX][PATTERN_MAX + 1];
 } pats_t;
 
@@ -95,8 +95,8 @@ static int parse_rule(const char *line, rule_t *r, size_t idx, char *err, size_t
   if (strcmp(tok, "*") != 0) {
     if (strlen(tok) > M5_MSG_NAME_MAX || !prefix_valid(tok)) {
       snprintf(err, errlen,
-               "%s: prefix '%s': expected * or up to %d characters of A-Z a-z 0-9 . _ : -",
-               where, tok, M5_MSG_NAME_MAX);
+               "%s: prefix '%s': expected * or up to %d characters of A-Z a-z 0-9 . _ : -", where,
+               tok, M5_MSG_NAME_MAX);
       return M5_EINVAL;
     }
     snprintf(r->prefix, sizeof r->prefix, "%s", tok);

@@ -899,8 +899,8 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
   api->reg_replies = m5_mailbox_new(loop, api->opts.max_reg_inflight, on_reg_reply, api);
   api->inbox = m5_mailbox_new(loop, api->opts.inbox_cap, on_inbox, api);
   api->results = m5_mailbox_new(loop, api->opts.max_routed, on_result, api);
-  if (!api->dl || !api->topics || !api->sessions || !api->store_replies || !api->reg_replies || !api->inbox ||
-      !api->results || !api->opts.store ||
+  if (!api->dl || !api->topics || !api->sessions || !api->store_replies || !api->reg_replies ||
+      !api->inbox || !api->results || !api->opts.store ||
       router_attach(api->opts.router, api->opts.worker, api->inbox, api->results) != 0) {
     ue_api_free(api);
     return NULL;
