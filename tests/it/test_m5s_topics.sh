@@ -270,6 +270,17 @@ ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" 
 publish ue3 t-as2 meters.east
 wait_file_line "$M5S_LOG" 'MSG t-as2 from ue3 to topic meters.east: no subscribers' 10 ||
   m5s_fail "t-as2 was stored for someone after as1 unsubscribed"
-echo "ok: an AS subscribes and unsubscribes"
+# removing the AS client ends its subscriptions (a later AS client of that asSvcId starts clean)
+as_sub '["meters.east"]'
+[[ $ST == 201 ]] || m5s_fail "AS subscribe again: $ST $(cat out.json)"
+ST=$(admin_curl -s -o del.json -w '%{http_code}' -X DELETE "$M5S_ADMIN/admin/v1/as-clients/as1")
+[[ $ST == 204 ]] || m5s_fail "DELETE as-client as1: $ST $(cat del.json)"
+ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1")
+[[ $ST == 201 ]] || m5s_fail "PUT as-client as1 again: $ST $(cat as1.json)"
+publish ue3 t-as3 meters.east
+wait_file_line "$M5S_LOG" 'MSG t-as3 from ue3 to topic meters.east: no subscribers' 10 ||
+  m5s_fail "t-as3 was stored for the removed AS client's subscription"
+echo "ok: an AS subscribes and unsubscribes; removing its client ends its subscriptions"
 stop_m5s
 echo "PASS test_m5s_topics"

@@ -1772,6 +1772,14 @@ static void test_topics(void **state) {
                    M5_EPERM);
   assert_int_equal(sub(f, s, "ue1", 6, "t.a", now_s + 100), M5_STORE_ACCEPTED);
   assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@6 UE:ue4@7");
+  /* every subscription of a subscriber at once (an AS client removed) */
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "AS", "as2", 0, "t.x t.y", now_s + 9, &j),
+                   0);
+  assert_string_equal(subscribers(f, s, "t.y"), "AS:as2@0");
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_UNSUB, "AS", "as2", 0, "", 0, &j), 0);
+  assert_string_equal(subscribers(f, s, "t.x"), "");
+  assert_string_equal(subscribers(f, s, "t.y"), "");
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@6 UE:ue4@7");
   /* bad jobs */
   assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 6, "t.a", 0, &j), M5_EINVAL);
   assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "GROUP", "g", 0, "t.a", now_s + 9, &j),

@@ -83,6 +83,7 @@ enum {
   TP_PUT,
   TP_DEL,
   TP_LIST,
+  TP_DROP_ALL_OF,
   TP_DROP_REBOUND,
   TP_SWEEP,
   TP_COUNT

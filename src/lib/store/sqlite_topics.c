@@ -31,6 +31,7 @@ static const char *const tp_sql[TP_COUNT] = {
     [TP_DEL] = "DELETE FROM topic_subs WHERE topic = ?1 AND sub_type = ?2 AND sub_addr = ?3",
     [TP_LIST] = "SELECT sub_type, sub_addr, gen, expiry FROM topic_subs WHERE topic = ?1"
                 " AND expiry > ?2 ORDER BY since_ms, sub_addr LIMIT ?3",
+    [TP_DROP_ALL_OF] = "DELETE FROM topic_subs WHERE sub_addr = ?1 AND sub_type = ?2",
     [TP_DROP_REBOUND] = "DELETE FROM topic_subs WHERE sub_addr = ?1 AND sub_type = 'UE'"
                         " AND gen < ?2",
     [TP_SWEEP] = "DELETE FROM topic_subs WHERE (topic, sub_type, sub_addr) IN (SELECT topic,"
@@ -149,8 +150,16 @@ int sq_topics_sub(sq_t *s, m5_store_job_t *job) {
 }
 
 int sq_topics_unsub(sq_t *s, m5_store_job_t *job) {
-  if (!sub_valid(job)) return M5_EINVAL;
   const m5_msg_addr_t *a = &job->rcpt;
+  if (job->n_topics == 0 && a->addr[0] && (!strcmp(a->type, "UE") || !strcmp(a->type, "AS"))) {
+    sqlite3_stmt *st = s->tp[TP_DROP_ALL_OF];
+    bind_str(st, 1, a->addr, sizeof a->addr);
+    bind_str(st, 2, a->type, sizeof a->type);
+    if (sq_step_done(s, st, "removing a subscriber's subscriptions") != 0) return M5_EIO;
+    job->outcome = M5_STORE_ACCEPTED;
+    return 0;
+  }
+  if (!sub_valid(job)) return M5_EINVAL;
   for (size_t i = 0; i < job->n_topics; i++) {
     sqlite3_stmt *st = s->tp[TP_DEL];
     bind_str(st, 1, job->topics[i], sizeof job->topics[i]);

@@ -184,7 +184,8 @@ typedef enum {
                                  topic already subscribed is renewed. out: outcome ACCEPTED,
                                  SUBS_FULL (rcpt has max_subs unexpired subscriptions) or
                                  TOPIC_FULL (topics[topic_index] has max_subscribers) */
-  M5_STORE_TOPIC_UNSUB,       /* in: rcpt, topics/n_topics (one not subscribed is no error) */
+  M5_STORE_TOPIC_UNSUB,       /* in: rcpt, topics/n_topics (one not subscribed is no error);
+                                 n_topics 0: every subscription of rcpt (an AS client removed) */
   M5_STORE_TOPIC_SUBSCRIBERS, /* in: topics[0], limit (0 or more: M5_STORE_RCPT_MAX).
                                  out: subs/n_subs, the subscriptions of that topic unexpired
                                  by the store's clock, oldest first. The last op

@@ -129,6 +129,10 @@ static void rebind_submit(m5_loop_t *loop, void *arg) {
 
 static void on_rebind_reply(void *msg, void *arg) {
   (void)arg;
+  if (((m5_store_job_t *)msg)->op == M5_STORE_TOPIC_UNSUB) { /* admin_topics.c */
+    admin_as_topics_done(msg);
+    return;
+  }
   rebind_t *rb = msg;
   if (rb->job.status != 0) {
     M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); it does at the next start",

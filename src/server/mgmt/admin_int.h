@@ -51,6 +51,12 @@ void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_
 void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
 
 /* admin_topics.c */
+/* A removed AS client's topic subscriptions go too (an asSvcId may be given to another AS
+ * later): 1 when p is answered (204) once the store has dropped them, 0 when there is no store
+ * (answer now). */
+int admin_as_drop_topics(pending_t *p);
+/* The store's reply to admin_as_drop_topics' job (admin.c's store mailbox). */
+void admin_as_topics_done(m5_store_job_t *job);
 void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
 #endif

@@ -3,7 +3,8 @@
  * ({"rules": ["PREFIX [subscribe=PATTERNS] [publish=PATTERNS]", ...]}; all or nothing, a bad
  * rule is 400 naming it). Every worker reads the same rule set, so a PUT applies to the next
  * TOPICSUB or topic message everywhere. It is not written back to the configuration file:
- * topics.rules applies again at the next start. Behind the admin token like every change. */
+ * topics.rules applies again at the next start. Behind the admin token like every change.
+ * Also: the topic subscriptions of an AS client removed (DELETE /admin/v1/as-clients/{id}). */
 #include "server/mgmt/admin_int.h"
 
 #include "core/err.h"
@@ -86,4 +87,56 @@ void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request
     admin_problem(ex, 405, "Method Not Allowed", "topic-rules accepts GET and PUT", NULL, NULL,
                   &allow);
   }
+}
+
+/* ---- a removed AS client's subscriptions ---- */
+
+typedef struct {
+  m5_store_job_t job; /* first: the store hands back &job.base */
+  pending_t *p;
+} drop_t;
+
+#define DROP_RETRY_MS 200
+
+static void drop_submit(m5_loop_t *loop, void *arg) {
+  drop_t *d = arg;
+  if (m5_store_submit(d->p->a->opts.store, &d->job) == 0) return;
+  if (m5_loop_timer_add(loop, DROP_RETRY_MS, drop_submit, d)) return;
+  M5_LOGE(DOM, "AS client %s: cannot drop its topic subscriptions (the store is busy)",
+          d->job.rcpt.addr);
+  m5_http_respond(d->p->ex, 204, NULL, NULL, 0);
+  admin_finish(d->p);
+  free(d);
+}
+
+int admin_as_drop_topics(pending_t *p) {
+  admin_t *a = p->a;
+  drop_t *d = a->opts.store ? calloc(1, sizeof *d) : NULL;
+  if (!d) {
+    if (a->opts.store)
+      M5_LOGE(DOM,
+              "AS client %s: out of memory dropping its topic "
+              "subscriptions",
+              p->as->as_svc_id);
+    return 0;
+  }
+  d->p = p;
+  d->job.op = M5_STORE_TOPIC_UNSUB; /* no topics: all of them */
+  d->job.arg = d;
+  d->job.base.reply = a->store_replies;
+  snprintf(d->job.rcpt.type, sizeof d->job.rcpt.type, "AS");
+  snprintf(d->job.rcpt.addr, sizeof d->job.rcpt.addr, "%s", p->as->as_svc_id);
+  drop_submit(a->loop, d);
+  return 1;
+}
+
+void admin_as_topics_done(m5_store_job_t *job) {
+  drop_t *d = (drop_t *)job;
+  if (job->status != 0)
+    M5_LOGE(DOM, "AS client %s: the store failed to drop its topic subscriptions (%s)",
+            job->rcpt.addr, m5_strerror(job->status));
+  m5_http_respond(d->p->ex, 204, NULL, NULL, 0);
+  admin_finish(d->p);
+  m5_store_job_clear(job);
+  free(d);
 }
