@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/net.h"
 #include "crypto/akma.h"
+#include "server/topics/topics_rules.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -121,6 +122,18 @@ static const m5_cfg_item_t items[] = {
      "not written)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
+    {"topics.default_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_default_expiry_s),
+     "86400", 60, 31536000, "Messaging Topics: life of a TOPICSUB without expiry"},
+    {"topics.max_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_max_expiry_s), "2592000",
+     60, 31536000, "Messaging Topics: the latest expiry a TOPICSUB gets, from now (caps it)"},
+    {"topics.max_per_subscriber", M5_CFG_INT, offsetof(server_config_t, topics_max_per_subscriber),
+     "100", 1, 100000,
+     "Messaging Topics: subscriptions of one UE Service ID or AS (beyond: 4.03 / 403)"},
+    {"topics.max_subscribers", M5_CFG_INT, offsetof(server_config_t, topics_max_subscribers),
+     "10000", 1, 100000, "Messaging Topics: subscribers of one topic (beyond: 4.03)"},
+    {"topics.rules", M5_CFG_STRLIST, offsetof(server_config_t, topics_rules), NULL, 0, 0,
+     "Messaging Topics: who may subscribe/publish, one 'PREFIX [subscribe=PATTERNS] "
+     "[publish=PATTERNS]' per entry (docs/m5s.md); none = every registered UE and AS"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,
      "worker threads; 0 = one per online CPU"},
     {"coap.max_body", M5_CFG_INT, offsetof(server_config_t, coap_max_body), "65536", 1024, 1048576,
@@ -148,6 +161,14 @@ static const m5_cfg_item_t items[] = {
 
 static int check(const server_config_t *cfg, const char *src, char *err, size_t errlen) {
   if (m5_daemon_check_address(src, "ue.host", cfg->ue_host, err, errlen) != 0) return M5_EINVAL;
+  char terr[256];
+  topics_rules_t *tr = topics_rules_new((const char *const *)cfg->topics_rules.v,
+                                        cfg->topics_rules.n, terr, sizeof terr);
+  if (!tr) {
+    snprintf(err, errlen, "%s: %s", src, terr);
+    return M5_EINVAL;
+  }
+  topics_rules_free(tr);
   /* The management port authenticates with a bearer token only; the architecture (§3.3)
    * requires mutual TLS with an operator certificate as well as soon as it leaves loopback,
    * which is not implemented yet, so the server refuses (docs/admin-api.md). */

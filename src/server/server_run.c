@@ -63,6 +63,7 @@ struct run {
   router_t *router;
   registry_t *reg;
   m5_store_t *store;
+  topics_rules_t *topic_rules; /* topics.rules, shared by the workers */
   SSL_CTX *dtls, *tls;
   north_ctx_t *north; /* NULL when north.port is 0 */
   char admin_token[ADMIN_TOKEN_MAX + 1]; /* until worker 0's admin API has hashed it */
@@ -168,7 +169,12 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                       .tls_cert = cfg->tls_cert,
                       .tls_key = cfg->tls_key,
                       .tls_ca = cfg->tls_ca,
-                      .timers = index == 0};
+                      .timers = index == 0,
+                      .topics = {.rules = run->topic_rules,
+                                 .default_expiry_s = cfg->topics_default_expiry_s,
+                                 .max_expiry_s = cfg->topics_max_expiry_s,
+                                 .max_per_subscriber = (uint64_t)cfg->topics_max_per_subscriber,
+                                 .max_subscribers = (uint64_t)cfg->topics_max_subscribers}};
   w->api = ue_api_new(w->loop, &ao);
   if (!w->api) {
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
@@ -223,7 +229,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                      .store = run->store,
                      .stats = fill_stats,
                      .stats_arg = run,
-                     .token = run->admin_token};
+                     .token = run->admin_token,
+                     .topic_rules = run->topic_rules};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");
@@ -308,10 +315,14 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   run_t run = {.reg = reg, .store = store, .n_workers = n_workers};
   run.w = calloc(n_workers, sizeof *run.w);
   run.router = router_new(n_workers);
-  if (!run.w || !run.router || pthread_mutex_init(&run.lock, NULL) != 0) {
-    fprintf(stderr, "m5s: out of memory\n");
+  char terr[256] = "out of memory";
+  run.topic_rules = topics_rules_new((const char *const *)cfg->topics_rules.v, cfg->topics_rules.n,
+                                     terr, sizeof terr);
+  if (!run.w || !run.router || !run.topic_rules || pthread_mutex_init(&run.lock, NULL) != 0) {
+    fprintf(stderr, "m5s: %s\n", run.topic_rules ? "out of memory" : terr);
     free(run.w);
     router_free(run.router);
+    topics_rules_free(run.topic_rules);
     registry_close(reg);
     m5_store_close(store);
     return M5_ENOMEM;
@@ -361,6 +372,7 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
     worker_teardown(&run.w[i]);
   m5_workers_free(run.ws);
   router_free(run.router);
+  topics_rules_free(run.topic_rules);
   if (run.dtls) SSL_CTX_free(run.dtls);
   if (run.tls) SSL_CTX_free(run.tls);
   north_ctx_free(run.north);

@@ -1253,9 +1253,9 @@ static long user_version(void) {
 
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and keeps its messages and
- * its dedup window. The file is made from a schema 3 store by undoing what 2 -> 3 (and
- * 1 -> 2) did, which leaves the tables as the older versions created them. */
+ * reports and quotas, the binding generations and report tickets) and on to 4, and keeps its
+ * messages and its dedup window. The file is made from a schema 4 store by undoing what 3 -> 4,
+ * 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
   default_opts(&o);
@@ -1266,6 +1266,7 @@ static void schema_upgraded(fx_t *f, int from) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "DROP TABLE topic_subs;"
                                 "DROP INDEX report_tickets_age; DROP TABLE report_tickets;"
                                 "DROP TABLE binding_gens;"
                                 "ALTER TABLE messages DROP COLUMN kind;"
@@ -1295,7 +1296,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 3);
+  assert_int_equal(user_version(), 4);
   s = open_store(&q);
   assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL),
                    M5_STORE_ORIGINATOR_QUOTA);
@@ -1659,6 +1660,161 @@ static void test_rebind_rollback(void **state) {
 
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
  * refused at open with an error that says so, and the first one goes on. */
+/* ---- Messaging Topic subscriptions (M5_STORE_TOPIC_*) ---- */
+
+static m5_msg_name_t topic_names[M5_STORE_TOPICS_MAX];
+
+static int topic_job(fx_t *f, m5_store_t *s, m5_store_op_t op, const char *type, const char *who,
+                     uint64_t gen, const char *topics, int64_t expiry, m5_store_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->op = op;
+  addr(&j->rcpt, type, who);
+  j->gen = gen;
+  size_t n = 0;
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s", topics);
+  for (char *save = NULL, *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save))
+    snprintf(topic_names[n++], sizeof topic_names[0], "%s", t);
+  j->topics = topic_names;
+  j->n_topics = n;
+  j->topic_expiry = expiry;
+  return run(f, s, j);
+}
+
+static m5_store_outcome_t sub(fx_t *f, m5_store_t *s, const char *ue, uint64_t gen,
+                              const char *topics, int64_t expiry) {
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", ue, gen, topics, expiry, &j), 0);
+  return j.outcome;
+}
+
+/* The subscribers of topic, "UE:a@gen UE:b@gen ..." in the store's order. */
+static const char *subscribers(fx_t *f, m5_store_t *s, const char *topic) {
+  static char out[1024];
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUBSCRIBERS, "UE", "x", 0, topic, 0, &j), 0);
+  out[0] = '\0';
+  for (size_t i = 0; i < j.n_subs; i++) {
+    size_t l = strlen(out);
+    snprintf(out + l, sizeof out - l, "%s%s:%s@%llu", i ? " " : "", j.subs[i].addr.type,
+             j.subs[i].addr.addr, (unsigned long long)j.subs[i].gen);
+  }
+  m5_store_job_clear(&j);
+  assert_null(j.subs);
+  return out;
+}
+
+/* Subscribe, renew, unsubscribe; the bounds per subscriber and per topic (all or nothing);
+ * expiry; a reopen keeps them; a re-bind drops the old generation's only, in its job; a
+ * subscription from a generation older than the store's is refused. */
+static void test_topics(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  int64_t now_s = fake_now / 1000;
+  assert_int_equal(rebind(f, s, "ue1", 5, NULL), 0);
+  assert_int_equal(sub(f, s, "ue1", 5, "t.a t.b", now_s + 100), M5_STORE_ACCEPTED);
+  assert_int_equal(sub(f, s, "ue2", 1, "t.a", now_s + 100), M5_STORE_ACCEPTED);
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "AS", "as1", 0, "t.a", now_s + 100, &j), 0);
+  assert_string_equal(subscribers(f, s, "t.a"), "AS:as1@0 UE:ue1@5 UE:ue2@1"); /* same ms */
+  assert_string_equal(subscribers(f, s, "t.b"), "UE:ue1@5");
+  assert_string_equal(subscribers(f, s, "t.c"), "");
+  /* renewing is no new subscription; the bound counts unexpired subscriptions of ue1 */
+  assert_int_equal(sub(f, s, "ue1", 5, "t.a", now_s + 200), M5_STORE_ACCEPTED);
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 5, "t.c t.d", now_s + 100, &j),
+                   0);
+  assert_int_equal(j.outcome, M5_STORE_ACCEPTED);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_TOPIC_SUB;
+  addr(&j.rcpt, "UE", "ue1");
+  snprintf(topic_names[0], sizeof topic_names[0], "t.e");
+  j.topics = topic_names;
+  j.n_topics = 1;
+  j.topic_expiry = now_s + 100;
+  j.max_subs = 4;
+  assert_int_equal(run(f, s, &j), 0);
+  assert_int_equal(j.outcome, M5_STORE_SUBS_FULL);
+  /* the topic bound: t.a has 3; t.b then t.a for ue3, refused as a whole at index 1 */
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_TOPIC_SUB;
+  addr(&j.rcpt, "UE", "ue3");
+  snprintf(topic_names[0], sizeof topic_names[0], "t.b");
+  snprintf(topic_names[1], sizeof topic_names[1], "t.a");
+  j.topics = topic_names;
+  j.n_topics = 2;
+  j.topic_expiry = now_s + 100;
+  j.max_subscribers = 3;
+  assert_int_equal(run(f, s, &j), 0);
+  assert_int_equal(j.outcome, M5_STORE_TOPIC_FULL);
+  assert_int_equal(j.topic_index, 1);
+  assert_string_equal(subscribers(f, s, "t.b"), "UE:ue1@5");
+  /* unsubscribe (one not subscribed is no error) */
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_UNSUB, "AS", "as1", 0, "t.a t.zz", 0, &j), 0);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@5 UE:ue2@1");
+  /* expiry: ue2's ends at +100, ue1's renewed one at +200 */
+  set_now(fake_now + 150 * 1000);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@5");
+  /* a reopen keeps them */
+  m5_store_close(s);
+  s = open_store(&o);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@5");
+  /* ue1 re-bound to generation 6: what it made under 5 goes; the new subscriber's stays */
+  now_s = fake_now / 1000;
+  assert_int_equal(sub(f, s, "ue4", 7, "t.a", now_s + 100), M5_STORE_ACCEPTED);
+  assert_int_equal(rebind(f, s, "ue4", 7, NULL), 0); /* already under 7: kept */
+  assert_int_equal(rebind(f, s, "ue1", 6, NULL), 0);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue4@7");
+  assert_string_equal(subscribers(f, s, "t.b"), "");
+  /* the old ue1 (generation 5) can subscribe no more; the new one can */
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 5, "t.a", now_s + 100, &j),
+                   M5_EPERM);
+  assert_int_equal(sub(f, s, "ue1", 6, "t.a", now_s + 100), M5_STORE_ACCEPTED);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@6 UE:ue4@7");
+  /* every subscription of a subscriber at once (an AS client removed) */
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "AS", "as2", 0, "t.x t.y", now_s + 9, &j),
+                   0);
+  assert_string_equal(subscribers(f, s, "t.y"), "AS:as2@0");
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_UNSUB, "AS", "as2", 0, "", 0, &j), 0);
+  assert_string_equal(subscribers(f, s, "t.x"), "");
+  assert_string_equal(subscribers(f, s, "t.y"), "");
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue1@6 UE:ue4@7");
+  /* bad jobs */
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "UE", "ue1", 6, "t.a", 0, &j), M5_EINVAL);
+  assert_int_equal(topic_job(f, s, M5_STORE_TOPIC_SUB, "GROUP", "g", 0, "t.a", now_s + 9, &j),
+                   M5_EINVAL);
+  m5_store_close(s);
+}
+
+/* A schema 3 store (before topics) is upgraded in place to 4, keeping its messages. */
+static void test_schema_3_upgraded(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  uint64_t id;
+  assert_int_equal(accept1(f, s, "ue1", "old1", M5_PRIO_MIDDLE, "ue2", &id), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(
+      sqlite3_exec(db, "DROP TABLE topic_subs; PRAGMA user_version = 3;", NULL, NULL, NULL),
+      SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(user_version(), 3);
+  s = open_store(&o);
+  m5_store_job_t j;
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 1);
+  assert_int_equal(j.items[0].id, id);
+  m5_store_job_clear(&j);
+  assert_int_equal(sub(f, s, "ue2", 1, "t.a", fake_now / 1000 + 60), M5_STORE_ACCEPTED);
+  assert_string_equal(subscribers(f, s, "t.a"), "UE:ue2@1");
+  m5_store_close(s);
+  assert_int_equal(user_version(), 4);
+}
+
 static void test_second_open_refused(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -1719,6 +1875,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_3_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_topics, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),

@@ -32,7 +32,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 3
+#define SQ_SCHEMA_VERSION 4
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -98,8 +98,21 @@ static const char migrate_2_to_3[] =
     "CREATE INDEX report_tickets_age ON report_tickets (until_ms);"
     "PRAGMA user_version = 3;";
 
+/* ---- schema 4 (issue 10) ----
+ * Messaging Topic subscriptions (sqlite_topics.c): (topic, subscriber) -> the subscriber's
+ * binding generation (a UE's; 0 for an AS) and the subscription's expiry (Unix seconds). By
+ * subscriber for its bound, TOPIC_UNSUB and REBIND; by expiry for the sweep. */
+static const char migrate_3_to_4[] =
+    "CREATE TABLE topic_subs ("
+    " topic TEXT NOT NULL, sub_type TEXT NOT NULL, sub_addr TEXT NOT NULL,"
+    " gen INTEGER NOT NULL, expiry INTEGER NOT NULL, since_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (topic, sub_type, sub_addr)) WITHOUT ROWID;"
+    "CREATE INDEX topic_subs_by_sub ON topic_subs (sub_addr, sub_type);"
+    "CREATE INDEX topic_subs_age ON topic_subs (expiry);"
+    "PRAGMA user_version = 4;";
+
 /* Upgrades, in order: migrations[v] takes schema v to v + 1. */
-static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3};
+static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -254,11 +267,13 @@ static int job_failed_hard(const m5_store_job_t *job) {
  * has its own savepoint so that one failing job does not undo the others. */
 static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
   if (careful && exec_st(s, ST_SAVEPOINT) == 0) {
-    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0 ||
+        sq_topics_sweep(s, sq_now_ms(s)) != 0)
       exec_st(s, ST_ROLLBACK_TO);
     exec_st(s, ST_RELEASE);
   } else if (!careful &&
-             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0)) {
+             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0 ||
+              sq_topics_sweep(s, sq_now_ms(s)) != 0)) {
     return 1;
   }
   for (size_t i = 0; i < n; i++) {
@@ -369,6 +384,8 @@ static int sq_submit(m5_store_t *base, m5_store_job_t *job) {
   job->priv.done = 0;
   job->items = NULL;
   job->n_items = 0;
+  job->subs = NULL;
+  job->n_subs = 0;
   pthread_mutex_lock(&s->qlock);
   int rc = m5_jobthread_submit(s->thread, &job->base);
   if (rc == 0) {
@@ -394,6 +411,7 @@ static void sq_free(sq_t *s) {
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
   sq_rebind_finalize(s);
+  sq_topics_finalize(s);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
@@ -613,7 +631,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
       goto fail;
     }
   }
-  if (sq_rebind_prepare(s) != 0) {
+  if (sq_rebind_prepare(s) != 0 || sq_topics_prepare(s) != 0) {
     snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
              sqlite3_errmsg(s->db));
     goto fail;

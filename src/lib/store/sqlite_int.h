@@ -74,6 +74,21 @@ enum {
   RB_COUNT
 };
 
+/* Statements of sqlite_topics.c (Messaging Topic subscriptions). */
+enum {
+  TP_DROP_EXPIRED_OF,
+  TP_COUNT_OF,
+  TP_HAS,
+  TP_COUNT_TOPIC,
+  TP_PUT,
+  TP_DEL,
+  TP_LIST,
+  TP_DROP_ALL_OF,
+  TP_DROP_REBOUND,
+  TP_SWEEP,
+  TP_COUNT
+};
+
 /* Counters a job or a batch adds to the published stats once it is committed. */
 typedef struct {
   uint64_t accepted, delivered, failed, expired, duplicates;
@@ -94,6 +109,8 @@ typedef struct {
   sqlite3_stmt *st[ST_COUNT];
   sqlite3_stmt *rb[RB_COUNT]; /* sqlite_rebind.c */
   int64_t tickets_swept_ms;
+  sqlite3_stmt *tp[TP_COUNT]; /* sqlite_topics.c */
+  int64_t topics_swept_ms;
   m5_jobthread_t *thread;
 
   /* Submitted jobs in submission order (the job thread's mailbox holds the same order). */
@@ -163,6 +180,19 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job);
 int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, int *stale);
 /* Drops a few expired report tickets (at most once a second). */
 int sq_rebind_sweep(sq_t *s, int64_t now_ms);
+/* The generation the store knows for the UE Service ID addr (0: none); 0 or M5_EIO. */
+int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen);
+
+/* sqlite_topics.c: Messaging Topic subscriptions (schema 4). */
+int sq_topics_prepare(sq_t *s);
+void sq_topics_finalize(sq_t *s);
+int sq_topics_sub(sq_t *s, m5_store_job_t *job);
+int sq_topics_unsub(sq_t *s, m5_store_job_t *job);
+int sq_topics_list(sq_t *s, m5_store_job_t *job);
+/* REBIND: the subscriptions of UE addr made under a generation older than gen. */
+int sq_topics_drop_rebound(sq_t *s, const char *addr, uint64_t gen);
+/* Drops a few expired subscriptions (at most once a second). */
+int sq_topics_sweep(sq_t *s, int64_t now_ms);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
 /* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */

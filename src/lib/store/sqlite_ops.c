@@ -769,6 +769,15 @@ void sq_run_op(sq_t *s, m5_store_job_t *job) {
   case M5_STORE_REBIND:
     job->status = sq_rebind_run(s, job);
     break;
+  case M5_STORE_TOPIC_SUB:
+    job->status = sq_topics_sub(s, job);
+    break;
+  case M5_STORE_TOPIC_UNSUB:
+    job->status = sq_topics_unsub(s, job);
+    break;
+  case M5_STORE_TOPIC_SUBSCRIBERS:
+    job->status = sq_topics_list(s, job);
+    break;
   default:
     job->status = M5_EINVAL;
     break;

@@ -78,7 +78,7 @@ static int bind_str(sqlite3_stmt *st, int i, const char *t, size_t max) {
 }
 
 /* The generation the store knows for the UE Service ID addr (0: none); M5_EIO. */
-static int gen_of(sq_t *s, const char *addr, uint64_t *gen) {
+int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen) {
   sqlite3_stmt *st = s->rb[RB_GEN_GET];
   bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
   int r = sqlite3_step(st);
@@ -102,7 +102,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   uint64_t known;
   m5_store_msg_t *m = &job->msg;
   if (is_ue(&m->ori)) {
-    if (gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
+    if (sq_gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
     if (m->ori_gen && m->ori_gen < known) return M5_EPERM; /* its binding changed */
     if (!m->ori_gen) m->ori_gen = known;
   }
@@ -112,7 +112,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   for (size_t i = 0; i < job->n_rcpts; i++) {
     m5_store_rcpt_t *r = &job->rcpts[i];
     if (!is_ue(&r->addr)) continue;
-    if (gen_of(s, r->addr.addr, &known) != 0) return M5_EIO;
+    if (sq_gen_of(s, r->addr.addr, &known) != 0) return M5_EIO;
     if (report && r->gen && r->gen < known && job->n_rcpts == 1) job->discarded = true;
     if (r->gen < known) r->gen = known;
   }
@@ -183,7 +183,7 @@ int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, i
   *stale = 0;
   if (!is_ue(&m->ori)) return 0;
   uint64_t known;
-  if (gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
+  if (sq_gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
   if (m->ori_gen && m->ori_gen < known)
     *stale = 1; /* nobody would get it: a delivery is pushed only to its own generation */
   else
@@ -225,7 +225,7 @@ int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done) {
   }
   uint64_t known;
   if (!is_ue(&a)) return 0;
-  if (gen_of(s, a.addr, &known) != 0) return M5_EIO;
+  if (sq_gen_of(s, a.addr, &known) != 0) return M5_EIO;
   if (dgen >= known) return 0;
   *done = 1;
   return fail_rebound(s, job->id);
@@ -240,11 +240,10 @@ static int drop_by_key(sq_t *s, int which, const char *key, uint64_t gen, const 
   return sq_step_done(s, st, what);
 }
 
-/* Issue 10 adds topic subscriptions: the old subscriber's go here, in this transaction. */
-static int drop_subscriptions(sq_t *s, const char *addr) {
-  (void)s;
-  (void)addr;
-  return 0;
+/* The old subscriber's Messaging Topic subscriptions, in this transaction: the new one of the
+ * ID starts with none (those it made already under gen stay). */
+static int drop_subscriptions(sq_t *s, const char *addr, uint64_t gen) {
+  return sq_topics_drop_rebound(s, addr, gen);
 }
 
 int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
@@ -252,7 +251,7 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   const char *addr = job->rcpt.addr;
   if (!is_ue(&job->rcpt) || !addr[0] || job->gen == 0) return M5_EINVAL;
   uint64_t known;
-  if (gen_of(s, addr, &known) != 0) return M5_EIO;
+  if (sq_gen_of(s, addr, &known) != 0) return M5_EIO;
   if (known >= job->gen) return 0; /* done already (a repeat at start-up) */
   /* The new generation first, so that the failures below write no report to the old
    * subscriber of this very ID (sq_rebind_report_gen finds it stale). */
@@ -302,7 +301,7 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
         drop_by_key(s, RB_DBKT_DROP, key, 0, "dropping a re-bound sender's dedup buckets") != 0)) ||
       drop_by_key(s, RB_TICKETS_DROP, addr, job->gen,
                   "dropping a re-bound sender's report tickets") != 0 ||
-      drop_subscriptions(s, addr) != 0)
+      drop_subscriptions(s, addr, job->gen) != 0)
     return M5_EIO;
   if (known) sq_dbkt_forget(s); /* its cached bucket counts */
   if (known || job->rebind_failed)

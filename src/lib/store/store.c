@@ -33,7 +33,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
 }
 
 int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
-  if ((unsigned)job->op > (unsigned)M5_STORE_REBIND) return M5_EINVAL; /* the last op */
+  if ((unsigned)job->op > (unsigned)M5_STORE_TOPIC_SUBSCRIBERS) return M5_EINVAL; /* the last op */
   return s->ops->submit(s, job);
 }
 
@@ -51,6 +51,9 @@ void m5_store_job_clear(m5_store_job_t *job) {
   free(job->items);
   job->items = NULL;
   job->n_items = 0;
+  free(job->subs);
+  job->subs = NULL;
+  job->n_subs = 0;
 }
 
 int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store_delivery_t *out) {
@@ -89,6 +92,10 @@ const char *m5_store_outcome_name(m5_store_outcome_t o) {
     return "STORE_FULL";
   case M5_STORE_ORIGINATOR_QUOTA:
     return "ORIGINATOR_QUOTA";
+  case M5_STORE_SUBS_FULL:
+    return "SUBS_FULL";
+  case M5_STORE_TOPIC_FULL:
+    return "TOPIC_FULL";
   }
   return "?";
 }

@@ -33,6 +33,7 @@
 #define M5_STORE_LIST_MAX 1024   /* most items one due/due_any/expire job returns */
 #define M5_STORE_RCPT_MAX 100000 /* most recipients of one message */
 #define M5_STORE_PAYLOAD_MAX (16u * 1024 * 1024)
+#define M5_STORE_TOPICS_MAX M5_MSG_TOPICS_MAX /* topics of one TOPIC_SUB / TOPIC_UNSUB */
 
 /* app_id of a stored delivery report (an IMDN): a UE's appId cannot start with a control
  * character. Its payload is "delivSt" or "delivSt failureCause". The failure and expiry
@@ -121,6 +122,13 @@ typedef struct {
   uint64_t rcpt_gen; /* the recipient's binding generation (m5_store_rcpt_t.gen) */
 } m5_store_delivery_t;
 
+/* A Messaging Topic subscription (TS 23.554 cl. 8.8), as TOPIC_SUBSCRIBERS lists it. */
+typedef struct {
+  m5_msg_addr_t addr; /* the subscriber: a UE Service ID ("UE") or an AS ("AS") */
+  uint64_t gen;       /* a UE's binding generation when it subscribed (0 for an AS) */
+  int64_t expiry;     /* Unix seconds */
+} m5_store_sub_t;
+
 typedef struct {
   uint64_t queued;   /* deliveries PENDING now */
   uint64_t messages; /* bodies stored now */
@@ -163,10 +171,25 @@ typedef enum {
                               generation is FAILED (RECIPIENT_REBOUND), with the failure report
                               its originator asked for written as MARK_FAILED writes it (due
                               at once); the dedup window and report tickets of rcpt as an
-                              originator are dropped (and its subscriptions, once there are
-                              any); gen is remembered. Nothing when the store knows gen or a
+                              originator are dropped, and its topic subscriptions made under
+                              an older generation; gen is remembered. Nothing when the store knows gen or a
                               newer one already (so it can be repeated, e.g. at start-up).
-                              out: rebind_failed. The last op (m5_store_submit's range). */
+                              out: rebind_failed. */
+  /* Messaging Topics (TS 23.554 cl. 8.8; sqlite_topics.c). A subscription is (topic,
+   * subscriber) with the subscriber's binding generation and an expiry; it survives restarts,
+   * ends with TOPIC_UNSUB, its expiry, or a REBIND of the UE (in REBIND's transaction). */
+  M5_STORE_TOPIC_SUB,         /* in: rcpt (subscriber, UE or AS), gen (a UE's generation: older
+                                 than the store's is M5_EPERM), topics/n_topics, topic_expiry,
+                                 max_subs / max_subscribers (0: no bound). All or nothing; a
+                                 topic already subscribed is renewed. out: outcome ACCEPTED,
+                                 SUBS_FULL (rcpt has max_subs unexpired subscriptions) or
+                                 TOPIC_FULL (topics[topic_index] has max_subscribers) */
+  M5_STORE_TOPIC_UNSUB,       /* in: rcpt, topics/n_topics (one not subscribed is no error);
+                                 n_topics 0: every subscription of rcpt (an AS client removed) */
+  M5_STORE_TOPIC_SUBSCRIBERS, /* in: topics[0], limit (0 or more: M5_STORE_RCPT_MAX).
+                                 out: subs/n_subs, the subscriptions of that topic unexpired
+                                 by the store's clock, oldest first. The last op
+                                 (m5_store_submit's range). */
 } m5_store_op_t;
 
 typedef enum {
@@ -177,6 +200,8 @@ typedef enum {
   M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
                                 max_per_recipient_per_originator in a recipient's queue:
                                 nothing written */
+  M5_STORE_SUBS_FULL,        /* TOPIC_SUB: the subscriber is at max_subs: nothing written */
+  M5_STORE_TOPIC_FULL, /* TOPIC_SUB: topics[topic_index] is at max_subscribers: nothing written */
 } m5_store_outcome_t;
 
 typedef struct m5_store_job {
@@ -215,6 +240,12 @@ typedef struct m5_store_job {
   bool ticket_put, ticket_check;
   /* REBIND (rcpt too) */
   uint64_t gen;
+  /* TOPIC_SUB, TOPIC_UNSUB, TOPIC_SUBSCRIBERS (rcpt, gen and limit too). topics is
+   * borrowed until the reply. */
+  const m5_msg_name_t *topics;
+  size_t n_topics;
+  int64_t topic_expiry; /* Unix seconds */
+  uint64_t max_subs, max_subscribers;
 
   /* ---- out ---- */
   int status; /* 0; M5_EINVAL (bad job), M5_ENOENT (no PENDING delivery with that id),
@@ -230,6 +261,9 @@ typedef struct m5_store_job {
   uint64_t commit_no; /* the durable commit that carried this job's writes (0: none) */
   bool discarded;          /* ACCEPT with ticket_check: the report was dropped */
   uint64_t rebind_failed;  /* REBIND: deliveries failed */
+  size_t topic_index;     /* TOPIC_SUB: the topic at its bound (TOPIC_FULL) */
+  m5_store_sub_t *subs;   /* TOPIC_SUBSCRIBERS, owned: m5_store_job_clear() */
+  size_t n_subs;
 
   struct { /* private to the backend */
     struct m5_store_job *link;

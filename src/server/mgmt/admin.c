@@ -129,6 +129,10 @@ static void rebind_submit(m5_loop_t *loop, void *arg) {
 
 static void on_rebind_reply(void *msg, void *arg) {
   (void)arg;
+  if (((m5_store_job_t *)msg)->op == M5_STORE_TOPIC_UNSUB) { /* admin_topics.c */
+    admin_as_topics_done(msg);
+    return;
+  }
   rebind_t *rb = msg;
   if (rb->job.status != 0) {
     M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); it does at the next start",
@@ -551,6 +555,10 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     admin_policy(a, ex, req);
     return;
   }
+  if (!strcmp(req->path, ADMIN_TOPIC_RULES)) {
+    admin_topic_rules(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, METRICS)) {
     if (get_only(ex, req, METRICS)) get_metrics(a, ex);
     return;
@@ -561,7 +569,8 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
   }
   admin_problem(ex, 404, "Not Found",
           "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId} and /admin/v1/policy",
+          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/policy and "
+          "/admin/v1/topic-rules",
           NULL, NULL, NULL);
 }
 

@@ -14,6 +14,7 @@
 #include "http/server.h"
 #include "server/delivery/router.h"
 #include "server/registry/registry.h"
+#include "server/topics/topics_rules.h"
 #include "store/store.h"
 
 #include <stdatomic.h>
@@ -61,6 +62,7 @@ typedef struct {
   /* The bearer token (admin_token.h), borrowed by admin_new, which keeps only its SHA-256;
    * NULL or "": every request but the open ones is refused. */
   const char *token;
+  topics_rules_t *topic_rules; /* GET/PUT /admin/v1/topic-rules; NULL: 404 */
 } admin_opts_t;
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts);

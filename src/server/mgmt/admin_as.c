@@ -159,6 +159,7 @@ void admin_as_done(pending_t *p) {
                   NULL, NULL, NULL);
   } else if (job->op == REGISTRY_AS_DEL) {
     M5_LOGI(DOM, "AS client %s removed", p->as->as_svc_id);
+    if (admin_as_drop_topics(p)) return; /* answers once the store has it */
     m5_http_respond(p->ex, 204, NULL, NULL, 0);
   } else {
     M5_LOGI(DOM, "AS client %s %s (auth %s, %zu targets, %zu ueSvcIds patterns)",

@@ -1,5 +1,6 @@
 /* Shared by the management handlers: admin.c (health, bindings, metrics), admin_as.c
- * (Application Server clients) and admin_policy.c (who may message whom). */
+ * (Application Server clients), admin_policy.c (who may message whom) and admin_topics.c
+ * (Messaging Topic rules). */
 #ifndef M5_SERVER_ADMIN_INT_H
 #define M5_SERVER_ADMIN_INT_H
 
@@ -9,6 +10,7 @@
 
 #define ADMIN_AS_CLIENTS "/admin/v1/as-clients/"
 #define ADMIN_POLICY "/admin/v1/policy"
+#define ADMIN_TOPIC_RULES "/admin/v1/topic-rules"
 #define CT_JSON "application/json"
 #define CT_PROBLEM "application/problem+json"
 
@@ -53,5 +55,13 @@ void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
 /* admin_policy.c */
 void admin_policy(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void admin_policy_done(pending_t *p); /* the reply of a REGISTRY_POLICY_* job */
+/* admin_topics.c */
+/* A removed AS client's topic subscriptions go too (an asSvcId may be given to another AS
+ * later): 1 when p is answered (204) once the store has dropped them, 0 when there is no store
+ * (answer now). */
+int admin_as_drop_topics(pending_t *p);
+/* The store's reply to admin_as_drop_topics' job (admin.c's store mailbox). */
+void admin_as_topics_done(m5_store_job_t *job);
+void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
 #endif

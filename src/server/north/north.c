@@ -439,6 +439,9 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
       north_metadata(n, ex);
   } else if (!strncmp(p, NORTH_MSGDELIVERY "/", strlen(NORTH_MSGDELIVERY) + 1)) {
     north_msgdelivery(n, ex, req);
+  } else if (!strncmp(p, NORTH_TOPICSUB, strlen(NORTH_TOPICSUB)) &&
+             (p[strlen(NORTH_TOPICSUB)] == '\0' || p[strlen(NORTH_TOPICSUB)] == '/')) {
+    north_topicsub(n, ex, req);
   } else if (!strncmp(p, NORTH_ASREG, strlen(NORTH_ASREG)) &&
              (p[strlen(NORTH_ASREG)] == '\0' || p[strlen(NORTH_ASREG)] == '/')) {
     north_asreg(n, ex, req);

@@ -1,6 +1,7 @@
 /* Shared by the northbound handlers: north.c (listener, routing, who is calling, bearer
  * tokens, problem details), north_token.c (token endpoint, JWKS, metadata) and north_asreg.c
- * (MSGS_ASRegistration). */
+ * (MSGS_ASRegistration), north_msg.c (MSGS_MSGDelivery), north_topicsub.c (topic
+ * subscriptions). */
 #ifndef M5_SERVER_NORTH_INT_H
 #define M5_SERVER_NORTH_INT_H
 
@@ -75,6 +76,10 @@ void north_asreg_done(registry_job_t *job); /* a registry reply (the job heads i
 /* north_msg.c */
 #define NORTH_MSGDELIVERY "/msgs-msgdelivery/v1"
 void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+
+/* north_topicsub.c (Messaging Topic subscriptions of ASs, our design) */
+#define NORTH_TOPICSUB "/msgs-topicsubscription/v1/subscriptions"
+void north_topicsub(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
 /* Counts a registry job in flight / done (for the drain). */
 void north_job_started(north_t *n);

@@ -33,13 +33,22 @@ static void bad_ie(m5_http_exchange_t *ex, const char *cause, const char *diag) 
   north_problem(ex, 400, cause, diag, param, diag);
 }
 
+/* A message the server's policy refuses (a topic the AS may not publish on: TS 23.554 cl.
+ * 8.3.2 step 3) is a 403 with cause NOT_AUTHORIZED on the northbound API, not a
+ * MessageDeliveryAck; the same answer for a target that does not exist. */
+static int refused_by_policy(msg_pending_t *p, ue_api_outcome_t how, const char *cause) {
+  if (how != UE_API_ACK || !cause || strcmp(cause, M5_CAUSE_NOT_AUTHORIZED) != 0) return 0;
+  north_problem(p->ex, 403, M5_CAUSE_NOT_AUTHORIZED,
+                "the server's policy does not let this AS send to destAddr", "destAddr",
+                "NOT_AUTHORIZED");
+  return 1;
+}
+
 static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, const char *cause,
                         uint32_t retry_s, const char *detail) {
   msg_pending_t *p = ctx;
-  if (how == UE_API_ACK && cause && !strcmp(cause, M5_CAUSE_NOT_AUTHORIZED)) {
-    /* who may message whom refused it (policy.h): 403, the same for an unknown recipient */
-    north_problem(p->ex, 403, M5_CAUSE_NOT_AUTHORIZED,
-                  "this AS is not authorized to message this recipient", NULL, NULL);
+  if (refused_by_policy(p, how, cause)) {
+    /* answered */
   } else if (how == UE_API_ACK) {
     json_t *o = json_pack("{s:{s:s, s:s}, s:s}", "oriAddr", "addrType", p->ori.type, "addr",
                           p->ori.addr, "msgId", p->msg_id);

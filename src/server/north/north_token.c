@@ -126,28 +126,35 @@ static const char *param(const param_t *ps, size_t n, const char *name) {
   return NULL;
 }
 
-/* The granted scope: the requested one if every token is one of ours (default: both). */
+/* Our scopes, in the order a grant lists them. */
+static const char *const our_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY,
+                                         NORTH_SCOPE_TOPICSUB};
+#define N_SCOPES (sizeof our_scopes / sizeof our_scopes[0])
+
+/* The granted scope: the requested one if every token is one of ours (default: all). */
 static int grant_scope(const char *req, char *out, size_t outlen) {
+  int want[N_SCOPES] = {0}, any = 0;
   if (!req || !req[0]) {
-    snprintf(out, outlen, "%s %s", NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY);
-    return 0;
+    for (size_t i = 0; i < N_SCOPES; i++)
+      want[i] = 1;
+    any = 1;
   }
-  int reg = 0, dlv = 0;
-  const char *p = req;
-  while (*p) {
-    size_t k = strcspn(p, " ");
-    if (k == strlen(NORTH_SCOPE_REG) && !strncmp(p, NORTH_SCOPE_REG, k))
-      reg = 1;
-    else if (k == strlen(NORTH_SCOPE_DELIVERY) && !strncmp(p, NORTH_SCOPE_DELIVERY, k))
-      dlv = 1;
-    else if (k)
-      return M5_EINVAL;
+  for (const char *p = req ? req : ""; *p;) {
+    size_t k = strcspn(p, " "), i;
+    for (i = 0; k && i < N_SCOPES; i++)
+      if (k == strlen(our_scopes[i]) && !strncmp(p, our_scopes[i], k)) break;
+    if (k && i == N_SCOPES) return M5_EINVAL;
+    if (k) want[i] = any = 1;
     p += k;
     while (*p == ' ') p++;
   }
-  if (!reg && !dlv) return M5_EINVAL;
-  snprintf(out, outlen, "%s%s%s", reg ? NORTH_SCOPE_REG : "", reg && dlv ? " " : "",
-           dlv ? NORTH_SCOPE_DELIVERY : "");
+  if (!any) return M5_EINVAL;
+  out[0] = '\0';
+  for (size_t i = 0; i < N_SCOPES; i++) {
+    if (!want[i]) continue;
+    size_t l = strlen(out);
+    snprintf(out + l, outlen - l, "%s%s", l ? " " : "", our_scopes[i]);
+  }
   return 0;
 }
 
@@ -205,7 +212,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   char scope[M5_JWT_SCOPE_MAX + 1];
   if (grant_scope(param(ps, np, "scope"), scope, sizeof scope) != 0) {
     oauth_error(ex, 400, "invalid_scope",
-                "scope may hold only " NORTH_SCOPE_REG " and " NORTH_SCOPE_DELIVERY);
+                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY
+                " and " NORTH_SCOPE_TOPICSUB);
     return;
   }
   if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {
@@ -273,10 +281,11 @@ void north_metadata(north_t *n, m5_http_exchange_t *ex) {
   snprintf(token_ep, sizeof token_ep, "%s/oauth2/token", ctx->base_url);
   snprintf(jwks, sizeof jwks, "%s/.well-known/jwks.json", ctx->base_url);
   json_t *o = json_pack(
-      "{s:s, s:s, s:s, s:[s], s:[s], s:[s, s], s:b, s:[]}", "issuer", ctx->base_url,
+      "{s:s, s:s, s:s, s:[s], s:[s], s:[s, s, s], s:b, s:[]}", "issuer", ctx->base_url,
       "token_endpoint", token_ep, "jwks_uri", jwks, "grant_types_supported", "client_credentials",
       "token_endpoint_auth_methods_supported", "tls_client_auth", "scopes_supported",
-      NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, "tls_client_certificate_bound_access_tokens", 1,
+      NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_TOPICSUB,
+      "tls_client_certificate_bound_access_tokens", 1,
       "response_types_supported");
   north_json(ex, 200, o, NULL, 0);
 }

@@ -58,12 +58,17 @@ typedef struct {
   int is_imdn;
   m5_store_rcpt_t rcpt;
   uint8_t *payload; /* owned, borrowed by the store */
+  /* A MSG to a TOPIC address: first TOPIC_SUBSCRIBERS, then the ACCEPT to them (topic_*). */
+  m5_msg_name_t topic;
+  m5_store_rcpt_t *fan; /* owned, borrowed by the store */
+  size_t n_fan;
 } accept_t;
 
 struct ue_api {
   m5_loop_t *loop;
   ue_api_opts_t opts;
   delivery_t *dl;              /* forwarding from the store */
+  topics_t *topics;            /* TOPICSUB / TOPICUNSUB, topic rules */
   m5_hmap_t *sessions;         /* session id (8 bytes) -> sess_t */
   m5_mailbox_t *reg_replies;   /* registry jobs come back here */
   m5_mailbox_t *store_replies; /* accept jobs come back here */
@@ -119,7 +124,7 @@ static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_add
  * left is delivery.c's. */
 static void check_drained(ue_api_t *api) {
   if (!api->draining || !api->drain_done) return;
-  if (api->reg_inflight || api->store_inflight) return;
+  if (api->reg_inflight || api->store_inflight || topics_inflight(api->topics)) return;
   void (*done)(void *) = api->drain_done;
   api->drain_done = NULL;
   delivery_when_idle(api->dl, done, api->drain_arg);
@@ -164,6 +169,7 @@ static accept_t *accept_new(ue_api_t *api) {
 static void accept_free(accept_t *j) {
   m5_store_job_clear(&j->job);
   free(j->payload);
+  free(j->fan);
   free(j);
 }
 
@@ -189,6 +195,75 @@ static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
     respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, seconds, why);
   else
     j->reply(j->reply_ctx, UE_API_BUSY, NULL, NULL, seconds, why);
+}
+
+/* ---- a MSG to a TOPIC address (TS 23.554 cl. 8.8.3; docs/delivery.md "Messaging Topics") ----
+ * accept_msg checks the publisher against the topic rules (a refusal is DELY_FAILED
+ * NOT_AUTHORIZED, the same for a topic nobody ever used), then asks the store for the
+ * topic's subscribers (TOPIC_SUBSCRIBERS); topic_resolved turns them into the recipients of
+ * one ACCEPT (partial: a full queue skips its subscriber), and topic_dispatch pushes those
+ * live at once. The sender's answer is the ACCEPT's: no status once stored for the current
+ * subscribers, even none. */
+
+static void topic_dispatch(accept_t *j) {
+  m5_store_job_t *sj = &j->job;
+  if (sj->n_rcpts == 0)
+    M5_LOGI(DOM, "MSG %s from %s to topic %s: no subscribers, stored for nobody", sj->msg.msg_id,
+            sj->msg.ori.addr, sj->msg.dest.addr);
+  for (size_t i = 0; i < sj->n_rcpts; i++) {
+    const m5_store_rcpt_t *r = &sj->rcpts[i];
+    if (!r->id || !r->in_flight) continue; /* queued: goes out at its REG or back-off */
+    m5_store_delivery_t d;
+    memset(&d, 0, sizeof d);
+    d.id = r->id;
+    d.rcpt = r->addr;
+    d.rcpt_gen = r->gen;
+    d.msg = sj->msg; /* the payload is j's, still valid */
+    delivery_accepted(j->api->dl, &d);
+  }
+}
+
+static int accept_submit(ue_api_t *api, accept_t *j);
+static void answer_retry(accept_t *j, uint32_t seconds, const char *why);
+
+/* The subscribers came back (status 0): the same job becomes the ACCEPT to them. */
+static void topic_resolved(accept_t *j) {
+  ue_api_t *api = j->api;
+  m5_store_job_t *sj = &j->job;
+  int rc = topics_recipients(sj->subs, sj->n_subs, &sj->msg.ori, api->opts.router, api->opts.reg,
+                             delivery_first_retry_ms(), &j->fan, &j->n_fan);
+  m5_store_job_clear(sj); /* the subscriptions list */
+  sj->topics = NULL;
+  sj->n_topics = 0;
+  sj->op = M5_STORE_ACCEPT;
+  sj->rcpts = j->fan;
+  sj->n_rcpts = j->n_fan;
+  sj->partial = true;
+  if (rc != 0) {
+    answer_retry(j, RETRY_AFTER_S, "out of memory");
+    accept_free(j);
+    return;
+  }
+  if (accept_submit(api, j) != 0) {
+    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
+    accept_free(j);
+  }
+}
+
+/* accept_msg's resolution of a TOPIC address: NULL (the subscribers are looked up) or the
+ * refusal's cause. */
+static const char *topic_target(ue_api_t *api, const m5_msg_t *m) {
+  return topics_may_publish(api->topics, m->dest.addr, &m->ori) ? NULL : M5_CAUSE_NOT_AUTHORIZED;
+}
+
+/* accept_msg's job for a TOPIC address that may be published on: the lookup first. */
+static void topic_lookup(accept_t *j, const char *topic) {
+  m5_store_job_t *sj = &j->job;
+  snprintf(j->topic, sizeof j->topic, "%s", topic);
+  sj->op = M5_STORE_TOPIC_SUBSCRIBERS;
+  sj->topics = &j->topic;
+  sj->n_topics = 1;
+  sj->limit = M5_STORE_RCPT_MAX;
 }
 
 static void done_accept(accept_t *j) {
@@ -232,6 +307,8 @@ static void done_accept(accept_t *j) {
             sj->msg.ori.addr);
     answer_retry(j, STORE_FULL_RETRY_S, "overloaded: the message store is full");
     return;
+  case M5_STORE_SUBS_FULL: /* TOPIC_SUB's only */
+  case M5_STORE_TOPIC_FULL:
   case M5_STORE_ACCEPTED:
     break;
   }
@@ -243,7 +320,9 @@ static void done_accept(accept_t *j) {
     M5_LOGI(DOM, "%s %s from %s to %s: dropped (%s asked for no report on it, or was re-bound "
                  "since)", what, sj->msg.msg_id, sj->msg.ori.addr, sj->msg.dest.addr,
             sj->msg.dest.addr);
-  if (sj->n_rcpts && j->rcpt.id) {
+  if (j->topic[0]) {
+    topic_dispatch(j);
+  } else if (sj->n_rcpts && j->rcpt.id) {
     m5_store_delivery_t d;
     memset(&d, 0, sizeof d);
     d.id = j->rcpt.id;
@@ -258,6 +337,11 @@ static void on_store_reply(void *msg, void *arg) {
   ue_api_t *api = arg;
   accept_t *j = msg; /* job.base is the first member */
   api->store_inflight--;
+  if (j->job.op == M5_STORE_TOPIC_SUBSCRIBERS && j->job.status == 0) {
+    topic_resolved(j);
+    check_drained(api);
+    return;
+  }
   done_accept(j);
   accept_free(j);
   check_drained(api);
@@ -537,6 +621,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   const char *status = NULL, *cause = NULL;
   char target[2]; /* only whether the AS has a targetUri: its first character is enough */
   const char *why = NULL;
+  int topic = !is_imdn && !strcmp(m->dest.type, "TOPIC");
   /* Who may message whom (TS 23.554 cl. 8.3.2 step 3), before the recipient is resolved: a
    * refusal says nothing about whether it exists. Reports are not messages (policy.h). Stored
    * as a DELY_FAILED answer without delivery, so a retransmission gets it again. */
@@ -544,6 +629,9 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     M5_LOGI(DOM, "MSG %s from %s:%s to %s:%s refused: %s", m->msg_id, m->ori.type, m->ori.addr,
             m->dest.type, m->dest.addr, why ? why : "not authorized");
     status = "DELY_FAILED", cause = M5_CAUSE_NOT_AUTHORIZED;
+  } else if (topic) {
+    /* the topic's own rule (topics.rules), also before anything is looked up */
+    if ((cause = topic_target(api, m))) status = "DELY_FAILED";
   } else if (!strcmp(m->dest.type, "AS")) {
     /* point-to-application: "live" = registered with a targetUri (delivery.c POSTs to it) */
     if (registry_as_target(api->opts.reg, m->dest.addr, target, sizeof target) != 0)
@@ -620,7 +708,9 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     snprintf(sj->dedup_id, sizeof sj->dedup_id, "%s", m->msg_id);
   if (status) snprintf(sj->ack.status, sizeof sj->ack.status, "%s", status);
   if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
-  if (!cause) {
+  if (!cause && topic) {
+    topic_lookup(j, m->dest.addr);
+  } else if (!cause) {
     j->rcpt.addr = m->dest;
     j->rcpt.gen = to_ue ? e.gen : 0; /* e is set: a UE recipient without a cause is bound */
     j->rcpt.next_attempt_ms = delivery_first_retry_ms();
@@ -634,6 +724,10 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     answer_retry(j, RETRY_AFTER_S, "the message store is busy");
     accept_free(j);
   }
+}
+
+topics_t *ue_api_topics(ue_api_t *api) {
+  return api->topics;
 }
 
 void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
@@ -764,6 +858,9 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
   } else if (m.type == M5_MSG_MSG || m.type == M5_MSG_IMDN) {
     delivery_ue_active(api->dl, s->id); /* the UE is here: what was stored for it goes out */
     op_accept(api, ss, req, &m, m.type == M5_MSG_IMDN);
+  } else if (m.type == M5_MSG_TOPICSUB || m.type == M5_MSG_TOPICUNSUB) {
+    delivery_ue_active(api->dl, s->id);
+    topics_ue_request(api->topics, req, ss->ue_svc_id, ss->gen, &m);
   } else if (m.type == M5_MSG_MSGRESP) {
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST,
                              "msgType MSGRESP: only an answer body, never a request");
@@ -776,6 +873,10 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
 }
 
 /* ---- life cycle ---- */
+
+static void topics_idle(void *arg) {
+  check_drained(arg);
+}
 
 ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
   ue_api_t *api = calloc(1, sizeof *api);
@@ -799,13 +900,16 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
                            .timers = api->opts.timers,
                            .max_store_inflight = api->opts.max_store_inflight};
   api->dl = delivery_new(loop, &dopts);
+  topics_opts_t topts = api->opts.topics;
+  topts.store = api->opts.store;
+  api->topics = topics_new(loop, &topts, topics_idle, api);
   api->sessions = m5_hmap_new();
   api->store_replies = m5_mailbox_new(loop, api->opts.max_store_inflight, on_store_reply, api);
   api->reg_replies = m5_mailbox_new(loop, api->opts.max_reg_inflight, on_reg_reply, api);
   api->inbox = m5_mailbox_new(loop, api->opts.inbox_cap, on_inbox, api);
   api->results = m5_mailbox_new(loop, api->opts.max_routed, on_result, api);
-  if (!api->dl || !api->sessions || !api->store_replies || !api->reg_replies || !api->inbox ||
-      !api->results || !api->opts.store ||
+  if (!api->dl || !api->topics || !api->sessions || !api->store_replies || !api->reg_replies ||
+      !api->inbox || !api->results || !api->opts.store ||
       router_attach(api->opts.router, api->opts.worker, api->inbox, api->results) != 0) {
     ue_api_free(api);
     return NULL;
@@ -833,6 +937,7 @@ void ue_api_free(ue_api_t *api) {
   if (api->reg_replies) m5_mailbox_free(api->reg_replies, NULL);
   if (api->store_replies) m5_mailbox_free(api->store_replies, drop_accept);
   delivery_free(api->dl);
+  topics_free(api->topics);
   if (api->results) m5_mailbox_free(api->results, drop_router_msg);
   if (api->inbox) m5_mailbox_free(api->inbox, drop_router_msg);
   while (api->pending) {

@@ -16,6 +16,7 @@
 #include "msg/msg.h"
 #include "server/delivery/router.h"
 #include "server/registry/registry.h"
+#include "server/topics/topics.h"
 #include "server/ue/ue_session.h"
 #include "store/store.h"
 
@@ -38,6 +39,7 @@ typedef struct {
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
   size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
   const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */
+  topics_opts_t topics; /* Messaging Topics (topics.h); its store is this one's */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */
@@ -77,6 +79,8 @@ typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *sta
  * as a UE's (target resolution, dedup by ("AS:" + asSvcId, msgId), store-and-forward, expiry;
  * a report is always stored for an absent recipient) and forwards it. reply(ctx, ...) runs
  * exactly once, later on this loop or (UE_API_INVALID) at once. m is only read. */
+/* This worker's Messaging Topics (an AS's subscriptions, north_topicsub.c). */
+topics_t *ue_api_topics(ue_api_t *api);
 /* The AS as_svc_id registered: its stored messages go out now (delivery_as_registered). */
 void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
 
