@@ -2,6 +2,7 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
+#include "server/groups/groups.h"
 #include "server/registry/rebind_sync.h"
 #include "server/registry/registry.h"
 #include "server/server_config.h"
@@ -47,6 +48,9 @@ int main(int argc, char **argv) {
     server_config_free(&cfg);
     return 1;
   }
+  groups_limits_t gl = {(size_t)cfg.groups_max_groups, (size_t)cfg.groups_max_members,
+                        (size_t)cfg.groups_max_total_members, (size_t)cfg.groups_max_grants};
+  groups_set_limits(reg, &gl);
   /* The message store: store.path, or store.db beside db.path. */
   char spath[4096];
   if (cfg.store_path && cfg.store_path[0]) {

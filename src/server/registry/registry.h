@@ -92,6 +92,8 @@ typedef enum {
                              the list as it is when the job runs) */
   REGISTRY_AS_DEREGISTER, /* in: as->as_svc_id, registration_id; M5_ENOENT unless that is
                              the AS's registration */
+  REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
+                             this job first; submitted by groups_submit */
 } registry_op_t;
 
 typedef struct registry_job {

@@ -23,6 +23,7 @@ struct registry {
   pthread_rwlock_t lock; /* guards map and as_map; written only by the DB thread (and at open) */
   m5_hmap_t *map;        /* ue_svc_id -> registry_entry_t */
   m5_hmap_t *as_map;     /* as_svc_id -> registry_as_t */
+  struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
 };
 
 /* registry.c */
