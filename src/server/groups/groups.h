@@ -96,8 +96,10 @@ typedef enum {
                         out: created = 1; M5_EEXIST when it exists (nothing changes) */
   GROUPS_DELETE,     /* in: kind, id. M5_ENOENT */
   GROUPS_UPDATE,     /* in: kind, id; members when set_members (the new list, replacing the
-                        old: members kept keep their since); attrs when set: a JSON object
-                        merged into the kept ones (RFC 7396: a null value removes). M5_ENOENT */
+                        old: members kept keep their since; keep_as_members: and the AS
+                        members stay); attrs when set: a JSON object merged into the kept ones
+                        (RFC 7396: a null value removes), or, with replace_attrs, replacing
+                        them. M5_ENOENT */
   GROUPS_ADD_MEMBER, /* in: kind, id, principal. out: created (was not a member); M5_ENOENT */
   GROUPS_DEL_MEMBER, /* in: kind, id, principal. M5_ENOENT: no group, or not a member
                         (found = 1 tells the second apart) */
@@ -116,7 +118,9 @@ typedef struct groups_job {
   groups_principal_t *members; /* owned (groups_job_clear frees it) */
   size_t n_members;
   int set_members;
+  int keep_as_members; /* UPDATE with set_members: the AS members stay (SEAL GM lists UEs only) */
   char *attrs; /* owned, a JSON object text, or NULL */
+  int replace_attrs;   /* UPDATE: attrs replace the kept ones whole (NULL: none are kept) */
   /* out */
   int status;       /* 0, M5_ENOENT, M5_EEXIST, M5_EINVAL, M5_ERANGE (a bound: see why), M5_EIO */
   int created;

@@ -529,7 +529,9 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
   if (rc != 0) return rc;
   uint64_t gen = next_gen(s);
   char *attrs = NULL;
-  if (job->attrs && (rc = apply_attrs(g->attrs, job->attrs, &attrs)) != 0) {
+  int set_attrs = job->attrs || job->replace_attrs;
+  if (job->attrs &&
+      (rc = apply_attrs(job->replace_attrs ? NULL : g->attrs, job->attrs, &attrs)) != 0) {
     job->why = rc == M5_ERANGE ? "the attributes are too long" : "attributes";
     return rc;
   }
@@ -550,7 +552,31 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
         free(dup);
       }
     }
+    list_t kept = {0};
+    if (rc == 0 && job->keep_as_members) {
+      size_t n = m5_hmap_count(g->members);
+      if (!(kept.v = calloc(n ? n : 1, sizeof *kept.v))) rc = M5_ENOMEM;
+      if (rc == 0) m5_hmap_foreach(g->members, collect, &kept);
+      for (size_t i = 0; rc == 0 && i < kept.n; i++) {
+        if (strncmp(kept.v[i], "as:", 3) != 0) continue;
+        uint64_t *old = m5_hmap_get(g->members, kept.v[i], strlen(kept.v[i]));
+        uint64_t *v = malloc(sizeof *v);
+        void *dup = NULL;
+        if (!v || m5_hmap_put(fresh, kept.v[i], strlen(kept.v[i]), v, &dup) != 0) {
+          free(v);
+          rc = M5_ENOMEM;
+        } else {
+          *v = *old;
+          free(dup);
+        }
+      }
+      free(kept.v);
+    }
     size_t n_old = m5_hmap_count(g->members), n_new = fresh ? m5_hmap_count(fresh) : 0;
+    if (rc == 0 && n_new > s->lim.max_members) {
+      job->why = "more members than groups.max_members";
+      rc = M5_ERANGE;
+    }
     if (rc == 0 && n_new > n_old && s->total_members + (n_new - n_old) > s->lim.max_total_members) {
       job->why = "more members in all than groups.max_total_members";
       rc = M5_ERANGE;
@@ -572,7 +598,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
     return rc;
   }
   rc = exec_stmt(r, &q->upd_group, "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2",
-                 3, k, job->id, job->attrs ? attrs : g->attrs, NULL, 1, (int64_t)gen, 0);
+                 3, k, job->id, set_attrs ? attrs : g->attrs, NULL, 1, (int64_t)gen, 0);
   if (rc == 0 && job->set_members) {
     rc = exec_stmt(r, &q->del_members, "DELETE FROM group_members WHERE kind = ?1 AND id = ?2", 2,
                    k, job->id, NULL, NULL, 0, 0, 0);
@@ -587,7 +613,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
   s->last_gen = job->gen = gen;
   pthread_rwlock_wrlock(&s->lock);
   g->gen = gen;
-  if (job->attrs) {
+  if (set_attrs) {
     free(g->attrs);
     g->attrs = attrs;
   }

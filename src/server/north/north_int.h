@@ -76,6 +76,12 @@ void north_asreg_done(registry_job_t *job); /* a registry reply (the job heads i
 #define NORTH_MSGDELIVERY "/msgs-msgdelivery/v1"
 void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
 
+/* north_gm.c (SEAL SS_GroupManagement) */
+#define NORTH_GM "/ss-gm/v1/group-documents"
+void north_gm(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void north_gm_done(void *job); /* a REGISTRY_GROUPS reply */
+void north_gm_drop(void *job); /* one that came after the loop stopped */
+
 /* Counts a registry job in flight / done (for the drain). */
 void north_job_started(north_t *n);
 void north_job_finished(north_t *n);
