@@ -151,8 +151,8 @@ static int load(registry_t *r, struct groups_state *s) {
     char key[GROUPS_KEY_MAX];
     if (rc == 0 && m5_hmap_put(s->map, key, groups_key(kind, id, key), g, NULL) != 0)
       rc = M5_ENOMEM;
+    if (rc == 0 && g->gen > s->last_gen) s->last_gen = g->gen;
     if (rc != 0) group_free(g);
-    if (g->gen > s->last_gen) s->last_gen = g->gen;
   }
   if (rc == 0 && step != SQLITE_DONE) rc = M5_EIO;
   sqlite3_finalize(st);

@@ -137,7 +137,7 @@ void admin_groups_done(void *msg) {
   gpending_t *p = msg;
   groups_job_t *job = &p->job;
   const char *w = what(job->kind);
-  char d[160];
+  char d[GROUPS_PRINCIPAL_MAX + 64];
   if (job->status == M5_ENOENT) {
     if (!job->found)
       snprintf(d, sizeof d, "no such %s", w);
