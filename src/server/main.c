@@ -49,7 +49,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   groups_limits_t gl = {(size_t)cfg.groups_max_groups, (size_t)cfg.groups_max_members,
-                        (size_t)cfg.groups_max_total_members, (size_t)cfg.groups_max_grants};
+                        (size_t)cfg.groups_max_total_members, (size_t)cfg.groups_max_grants,
+                        (size_t)cfg.groups_max_groups_per_as};
   groups_set_limits(reg, &gl);
   /* The message store: store.path, or store.db beside db.path. */
   char spath[4096];

@@ -128,6 +128,8 @@ static const m5_cfg_item_t items[] = {
     {"groups.max_total_members", M5_CFG_INT,
      offsetof(server_config_t, groups_max_total_members), "1000000", 0, 1000000000,
      "members of all groups and areas together (they are held in memory)"},
+    {"groups.max_groups_per_as", M5_CFG_INT, offsetof(server_config_t, groups_max_groups_per_as),
+     "1000", 1, 100000000, "groups one Application Server may create through SEAL GM"},
     {"groups.max_grants", M5_CFG_INT, offsetof(server_config_t, groups_max_grants), "64", 0,
      100000, "grants (who may send or manage without being a member) per group or area"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,

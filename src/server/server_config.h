@@ -54,6 +54,7 @@ typedef struct {
   int64_t store_in_flight_max_s;
   /* groups and broadcast areas (server/groups/groups.h) */
   int64_t groups_max_groups, groups_max_members, groups_max_total_members, groups_max_grants;
+  int64_t groups_max_groups_per_as;
   int64_t workers;
   int64_t coap_max_body;
   int64_t coap_nstart;

@@ -259,7 +259,7 @@ static void test_members_grants_send_manage(void **state) {
 static void test_bounds_and_big_group(void **state) {
   (void)state;
   groups_limits_t lim = {.max_groups = 3, .max_members = 10000, .max_total_members = 10003,
-                         .max_grants = 2};
+                         .max_grants = 2, .max_per_as = 1};
   registry_t *r = open_started(&lim);
   groups_job_t j;
   assert_int_equal(create(r, GROUPS_GROUP, "big", "", 10000, "ue:member-", &j), 0);
@@ -274,6 +274,11 @@ static void test_bounds_and_big_group(void **state) {
   assert_int_equal(create(r, GROUPS_GROUP, "over", "", 10001, "ue:m", &j), M5_ERANGE);
   assert_int_equal(create(r, GROUPS_GROUP, "total", "", 4, "ue:m", &j), M5_ERANGE);
   assert_non_null(strstr(j.why, "max_total_members"));
+  /* one AS may not take the whole name space */
+  assert_int_equal(create(r, GROUPS_GROUP, "by-as1", "as:as1", 0, "", &j), 0);
+  assert_int_equal(create(r, GROUPS_GROUP, "by-as1.b", "as:as1", 0, "", &j), M5_ERANGE);
+  assert_non_null(strstr(j.why, "max_groups_per_as"));
+  assert_int_equal(op(r, GROUPS_DELETE, GROUPS_GROUP, "by-as1", NULL, 0, NULL), 0);
   assert_int_equal(create(r, GROUPS_GROUP, "g2", "", 3, "ue:m", &j), 0);
   assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "g2", "ue:x", 0, &j), M5_ERANGE);
   assert_int_equal(create(r, GROUPS_AREA, "a3", "", 0, "", &j), 0);

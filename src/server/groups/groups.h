@@ -70,12 +70,15 @@ typedef struct {
   size_t max_members;       /* per group or area; default 100000 */
   size_t max_total_members; /* over all of them; default 1000000 */
   size_t max_grants;        /* per group or area; default 64 */
+  size_t max_per_as;        /* groups one AS may have created (SEAL GM); default 1000; so that
+                               no AS can take the whole name space (0 = the default) */
 } groups_limits_t;
 
 #define GROUPS_DEFAULT_MAX_GROUPS 10000
 #define GROUPS_DEFAULT_MAX_MEMBERS 100000
 #define GROUPS_DEFAULT_MAX_TOTAL_MEMBERS 1000000
 #define GROUPS_DEFAULT_MAX_GRANTS 64
+#define GROUPS_DEFAULT_MAX_PER_AS 1000
 
 /* "group" / "area" */
 const char *groups_kind_name(groups_kind_t kind);

@@ -228,7 +228,8 @@ int groups_open(registry_t *r, char *err, size_t errlen) {
   }
   r->groups = s;
   s->lim = (groups_limits_t){GROUPS_DEFAULT_MAX_GROUPS, GROUPS_DEFAULT_MAX_MEMBERS,
-                             GROUPS_DEFAULT_MAX_TOTAL_MEMBERS, GROUPS_DEFAULT_MAX_GRANTS};
+                             GROUPS_DEFAULT_MAX_TOTAL_MEMBERS, GROUPS_DEFAULT_MAX_GRANTS,
+                             GROUPS_DEFAULT_MAX_PER_AS};
   /* An m5s.db from before groups lacks the tables: they are added, in place, once. */
   sqlite3_stmt *st = NULL;
   int present = 0;
@@ -264,6 +265,19 @@ void groups_free(registry_t *r) {
 
 void groups_set_limits(registry_t *r, const groups_limits_t *lim) {
   r->groups->lim = *lim;
+  if (!lim->max_per_as) r->groups->lim.max_per_as = GROUPS_DEFAULT_MAX_PER_AS;
+}
+
+typedef struct {
+  const char *creator;
+  size_t n;
+} by_creator_t;
+
+static void count_creator(const void *key, size_t klen, void *val, void *arg) {
+  (void)key;
+  (void)klen;
+  by_creator_t *c = arg;
+  if (!strcmp(((const group_t *)val)->creator, c->creator)) c->n++;
 }
 
 void groups_set_hook(registry_t *r, groups_hook_fn fn, void *arg) {
@@ -435,6 +449,14 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
   if (m5_hmap_count(s->map) >= s->lim.max_groups) {
     job->why = "as many groups and areas as groups.max_groups";
     return M5_ERANGE;
+  }
+  if (job->creator[0]) {
+    by_creator_t c = {job->creator, 0};
+    m5_hmap_foreach(s->map, count_creator, &c);
+    if (c.n >= s->lim.max_per_as) {
+      job->why = "this AS created as many groups as groups.max_groups_per_as";
+      return M5_ERANGE;
+    }
   }
   uint64_t gen = next_gen(s);
   group_t *g = group_new(job->kind, job->id);
