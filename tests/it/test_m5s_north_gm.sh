@@ -126,7 +126,7 @@ a.forEach((d, i) => fs.writeFileSync(`doc${i}.json`, JSON.stringify(d)));
 if (a[0].valGroupId !== "fleet.a" || a[1].valGroupId !== "fleet:b.2") process.exit(1);' ||
   m5s_fail "the collection: $(cat out.json)"
 validate_sent "$YAML" VALGroupDocument doc0.json VALGroupDocument doc1.json
-nb as1 GET "$GM?val-group-id=fleet:b.2" "${A1[@]}"
+nb as1 GET "$GM?val-group-id=fleet%3Ab.2" "${A1[@]}" # percent-encoded
 want 200
 grep -q '^\[{"valGroupId":"fleet:b.2"' out.json && [[ $(grep -o valGroupId out.json | wc -l) == 1 ]] ||
   m5s_fail "val-group-id filter: $(cat out.json)"

@@ -288,10 +288,35 @@ static int has_service(json_t *doc, const char *svc) {
   return 0;
 }
 
+static int hexv(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* groupDocId, percent-decoded (a client may write ':' as %3A), as a valid name; M5_EINVAL. */
+static int decode_id(const char *seg, char id[M5_MSG_NAME_MAX + 1]) {
+  size_t j = 0;
+  for (size_t i = 0; seg[i]; i++) {
+    int c = (unsigned char)seg[i];
+    if (c == '%') {
+      int hi = hexv(seg[i + 1]), lo = hi >= 0 ? hexv(seg[i + 2]) : -1;
+      if (lo < 0) return M5_EINVAL;
+      c = hi * 16 + lo;
+      i += 2;
+    }
+    if (j == M5_MSG_NAME_MAX) return M5_EINVAL;
+    id[j++] = (char)c;
+  }
+  id[j] = '\0';
+  return m5_msg_name_valid(id) ? 0 : M5_EINVAL;
+}
+
 static void list(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  const north_caller_t *c) {
-  char want_id[M5_MSG_NAME_MAX + 2] = "", svc[M5_MSG_ADDR_MAX + 2] = "";
-  int by_id = query_get(req->query, "val-group-id", want_id, sizeof want_id);
+  char raw[3 * M5_MSG_NAME_MAX + 2] = "", want_id[M5_MSG_NAME_MAX + 1] = "";
+  char svc[M5_MSG_ADDR_MAX + 2] = "";
+  int by_id = query_get(req->query, "val-group-id", raw, sizeof raw);
+  if (by_id && decode_id(raw, want_id) != 0) want_id[0] = '\0'; /* no name: matches none */
   int by_svc = query_get(req->query, "val-service-id", svc, sizeof svc);
   groups_principal_t me;
   snprintf(me, sizeof me, "as:%s", c->as_svc_id);
@@ -380,29 +405,6 @@ static void change(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *
     submit(n, p);
   }
   json_decref(body);
-}
-
-static int hexv(char c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* groupDocId, percent-decoded (a client may write ':' as %3A), as a valid name; M5_EINVAL. */
-static int decode_id(const char *seg, char id[M5_MSG_NAME_MAX + 1]) {
-  size_t j = 0;
-  for (size_t i = 0; seg[i]; i++) {
-    int c = (unsigned char)seg[i];
-    if (c == '%') {
-      int hi = hexv(seg[i + 1]), lo = hi >= 0 ? hexv(seg[i + 2]) : -1;
-      if (lo < 0) return M5_EINVAL;
-      c = hi * 16 + lo;
-      i += 2;
-    }
-    if (j == M5_MSG_NAME_MAX) return M5_EINVAL;
-    id[j++] = (char)c;
-  }
-  id[j] = '\0';
-  return m5_msg_name_valid(id) ? 0 : M5_EINVAL;
 }
 
 void north_gm(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
