@@ -48,7 +48,7 @@ problem() { # STATUS [PARAM]: a valid ProblemDetails with that status and invali
   want "$1"
   validate_sent TS29571_CommonData.yaml ProblemDetails api.json
   if [[ -n ${2:-} ]]; then
-    grep -q "\"param\":\"$2\"" api.json || m5s_fail "want invalidParams $2: $(cat api.json)"
+    grep -qF "\"param\":\"$2\"" api.json || m5s_fail "want invalidParams $2: $(cat api.json)"
   fi
 }
 
@@ -165,6 +165,28 @@ problem 405
 api GET /admin/v1/groups/fleet:north.1/members/ue:x
 problem 405
 echo "ok: admin API refusals (400 invalidParams, 404, 405)"
+
+# ---- a batch of members: POST .../members --------------------------------------------------------
+JSONH=(-H 'content-type: application/json')
+ok "group batch: created" group create batch
+api POST /admin/v1/groups/batch/members "${JSONH[@]}" -d '["ue:b1","ue:b2","ue:b1"]'
+want 200
+[[ $(json_get api.json added) == 2 && $(json_get api.json members) == 2 ]] || m5s_fail "batch: $(cat api.json)"
+api POST /admin/v1/groups/batch/members "${JSONH[@]}" -d '["ue:b2","as:b3"]'
+want 200
+[[ $(json_get api.json added) == 1 && $(json_get api.json members) == 3 ]] || m5s_fail "batch 2: $(cat api.json)"
+api POST /admin/v1/groups/batch/members "${JSONH[@]}" -d '["ue:b4"]'
+problem 409
+api POST /admin/v1/groups/batch/members "${JSONH[@]}" -d '["ue:ok", "xx:1"]'
+problem 400 '[1]'
+api POST /admin/v1/groups/batch/members "${JSONH[@]}" -d '[]'
+problem 400 body
+api POST /admin/v1/areas/cell-8/members "${JSONH[@]}" -d '["as:as1"]'
+problem 400 '[0]'
+api POST /admin/v1/groups/nope/members "${JSONH[@]}" -d '["ue:x"]'
+problem 404
+ok $'as:b3\nue:b1\nue:b2' group list batch
+echo "ok: a batch of members in one request (POST .../members)"
 
 # ---- persistence --------------------------------------------------------------------------------
 stop_m5s

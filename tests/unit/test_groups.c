@@ -238,6 +238,27 @@ static void test_members_grants_send_manage(void **state) {
   assert_int_equal(info.n_members, 2);
   assert_string_equal(info.attrs, "{\"valGrpConf\":\"c\",\"valSvcInf\":\"i\"}");
   groups_info_clear(&info);
+  /* a batch of members: one transaction; present ones keep their since */
+  assert_int_equal(create(r, GROUPS_GROUP, "batch", "", 0, "", &j), 0);
+  const char *const b1[] = {"ue:a", "ue:b", "ue:a"}, *const b2[] = {"ue:b", "ue:c"};
+  uint64_t gb = 0;
+  for (int round = 0; round < 2; round++) {
+    memset(&u, 0, sizeof u);
+    u.op = GROUPS_ADD_MEMBERS;
+    u.kind = GROUPS_GROUP;
+    snprintf(u.id, sizeof u.id, "batch");
+    u.n_members = round ? 2 : 3;
+    u.members = calloc(u.n_members, sizeof *u.members);
+    for (size_t i = 0; i < u.n_members; i++)
+      snprintf(u.members[i], sizeof u.members[i], "%s", round ? b2[i] : b1[i]);
+    assert_int_equal(run(r, &u), 0);
+    assert_int_equal(u.created, round ? 1 : 2);
+    groups_job_clear(&u);
+    if (!round) gb = u.gen;
+  }
+  assert_int_equal(groups_delivery_valid(r, GROUPS_GROUP, "batch", "ue:b", gb), 0);
+  assert_int_equal(groups_delivery_valid(r, GROUPS_GROUP, "batch", "ue:c", gb), M5_ENOENT);
+  assert_int_equal(op(r, GROUPS_DELETE, GROUPS_GROUP, "batch", NULL, 0, NULL), 0);
   assert_int_equal(groups_count(r, GROUPS_GROUP), 1);
   assert_int_equal(groups_count(r, GROUPS_AREA), 1);
   registry_close(r);

@@ -104,6 +104,8 @@ typedef enum {
                         (RFC 7396: a null value removes), or, with replace_attrs, replacing
                         them. M5_ENOENT */
   GROUPS_ADD_MEMBER, /* in: kind, id, principal. out: created (was not a member); M5_ENOENT */
+  GROUPS_ADD_MEMBERS, /* in: kind, id, members (a batch, one transaction). out: created = how
+                         many were not members yet (the others keep their since); M5_ENOENT */
   GROUPS_DEL_MEMBER, /* in: kind, id, principal. M5_ENOENT: no group, or not a member
                         (found = 1 tells the second apart) */
   GROUPS_GRANT,      /* in: kind, id, principal, rights (replacing its rights). out: created */

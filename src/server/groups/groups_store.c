@@ -712,6 +712,79 @@ static int do_member(registry_t *r, struct groups_state *s, groups_job_t *job, s
   return rc;
 }
 
+static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
+  const char *k = groups_kind_name(job->kind);
+  group_t *g = mem_get(s, job->kind, job->id);
+  if (!g) return M5_ENOENT;
+  job->found = 1;
+  int rc = check_members(s, job);
+  if (rc != 0) return rc;
+  job->gen = g->gen;
+  /* the new ones, each once */
+  m5_hmap_t *fresh = m5_hmap_new();
+  if (!fresh) return M5_ENOMEM;
+  uint64_t gen = next_gen(s);
+  for (size_t i = 0; rc == 0 && i < job->n_members; i++) {
+    const char *m = job->members[i];
+    if (m5_hmap_get(g->members, m, strlen(m)) || m5_hmap_get(fresh, m, strlen(m))) continue;
+    uint64_t *v = malloc(sizeof *v);
+    if (!v || m5_hmap_put(fresh, m, strlen(m), v, NULL) != 0) {
+      free(v);
+      rc = M5_ENOMEM;
+    } else {
+      *v = gen;
+    }
+  }
+  size_t n = m5_hmap_count(fresh);
+  if (rc == 0 && m5_hmap_count(g->members) + n > s->lim.max_members) {
+    job->why = "more members than groups.max_members";
+    rc = M5_ERANGE;
+  }
+  if (rc == 0 && s->total_members + n > s->lim.max_total_members) {
+    job->why = "more members in all than groups.max_total_members";
+    rc = M5_ERANGE;
+  }
+  list_t l = {NULL, 0};
+  if (rc == 0 && n && !(l.v = calloc(n, sizeof *l.v))) rc = M5_ENOMEM;
+  if (rc != 0 || n == 0) {
+    m5_hmap_free(fresh, free_since);
+    return rc;
+  }
+  m5_hmap_foreach(fresh, collect, &l);
+  rc = begin(r);
+  if (rc == 0) {
+    rc = insert_all(r, q, k, job->id, fresh);
+    if (rc == 0)
+      rc = exec_stmt(r, &q->upd_group,
+                     "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2", 3, k,
+                     job->id, g->attrs, NULL, 1, (int64_t)gen, 0);
+    rc = commit(r, q, gen, rc);
+  }
+  if (rc != 0) {
+    m5_hmap_free(fresh, free_since);
+    free(l.v);
+    return rc;
+  }
+  s->last_gen = job->gen = gen;
+  pthread_rwlock_wrlock(&s->lock);
+  g->gen = gen;
+  for (size_t i = 0; i < l.n; i++) {
+    uint64_t *v = m5_hmap_del(fresh, l.v[i], strlen(l.v[i]));
+    if (v && m5_hmap_put(g->members, l.v[i], strlen(l.v[i]), v, NULL) != 0) {
+      free(v);
+      rc = M5_ENOMEM;
+    } else if (v) {
+      s->total_members++;
+    }
+  }
+  pthread_rwlock_unlock(&s->lock);
+  if (rc != 0) M5_LOGE(DOM, "out of memory: members of %s stored but not loaded until restart", job->id);
+  m5_hmap_free(fresh, free_since);
+  free(l.v);
+  job->created = (int)n;
+  return rc;
+}
+
 static int do_grant(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
   const char *k = groups_kind_name(job->kind), *p = job->principal;
   group_t *g = mem_get(s, job->kind, job->id);
@@ -804,6 +877,9 @@ void groups_run(registry_t *r, registry_job_t *rj) {
     case GROUPS_ADD_MEMBER:
     case GROUPS_DEL_MEMBER:
       job->status = do_member(r, s, job, &q);
+      break;
+    case GROUPS_ADD_MEMBERS:
+      job->status = do_add_members(r, s, job, &q);
       break;
     case GROUPS_GRANT:
     case GROUPS_REVOKE:

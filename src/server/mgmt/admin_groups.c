@@ -5,6 +5,8 @@
  *   GET    {base}/{id}                      the group: creator, member count, grants
  *   DELETE {base}/{id}                      delete it with its members and grants (204)
  *   GET    {base}/{id}/members              the members, one JSON array of "ue:ID" / "as:ID"
+ *   POST   {base}/{id}/members              add a batch: a JSON array of principals, one
+ *                                           transaction (200 {"id", "added", "members"})
  *   PUT    {base}/{id}/members/{ue:ID|as:ID}  add (201; 200 when it was a member)
  *   DELETE {base}/{id}/members/{ue:ID|as:ID}  remove (204)
  *   PUT    {base}/{id}/grants/{as:ID|ue:ID}   grant; optional body {"rights": ["send",
@@ -172,6 +174,17 @@ void admin_groups_done(void *msg) {
               job->principal, "");
       m5_http_respond(p->ex, 204, NULL, NULL, 0);
       break;
+    case GROUPS_ADD_MEMBERS: {
+      groups_info_t info;
+      json_int_t total = groups_get(p->a->opts.reg, job->kind, job->id, &info) == 0
+                             ? (json_int_t)info.n_members
+                             : -1;
+      if (total >= 0) groups_info_clear(&info);
+      M5_LOGI(DOM, "%s %s: %d members added", w, job->id, job->created);
+      admin_respond_json(p->ex, 200, json_pack("{s:s, s:i, s:I}", "id", job->id, "added",
+                                               job->created, "members", total));
+      break;
+    }
     default: {
       if (created)
         M5_LOGI(DOM, "%s %s: %s %s", w, job->id,
@@ -226,9 +239,58 @@ static int read_rights(m5_http_exchange_t *ex, const m5_http_request_t *req, uns
   return rc;
 }
 
+/* POST {base}/{id}/members ["ue:ID", "as:ID", ...]: adds a batch in one transaction. */
+static void add_members(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                        groups_kind_t kind, const char *id) {
+  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
+    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
+                  NULL, NULL);
+    return;
+  }
+  json_error_t je;
+  json_t *v = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+  size_t n = json_array_size(v);
+  if (!json_is_array(v) || n == 0) {
+    admin_problem(ex, 400, "Bad Request", "the body must be a non-empty JSON array of principals",
+                  "body", v ? "not a non-empty array" : je.text, NULL);
+    json_decref(v);
+    return;
+  }
+  gpending_t *p = calloc(1, sizeof *p);
+  if (!p || !(p->job.members = calloc(n, sizeof *p->job.members))) {
+    free(p);
+    json_decref(v);
+    admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *m = json_string_value(json_array_get(v, i));
+    if (!m || !groups_principal_valid(m, kind == GROUPS_AREA)) {
+      char param[32];
+      snprintf(param, sizeof param, "[%zu]", i);
+      admin_problem(ex, 400, "Bad Request",
+                    kind == GROUPS_AREA ? "an area's member is ue:<UE Service ID>"
+                                        : "a member is ue:<UE Service ID> or as:<asSvcId>",
+                    param, "invalid", NULL);
+      admin_groups_drop(p);
+      json_decref(v);
+      return;
+    }
+    snprintf(p->job.members[i], sizeof p->job.members[i], "%s", m);
+  }
+  json_decref(v);
+  p->job.n_members = n;
+  p->a = a;
+  p->ex = ex;
+  p->job.op = GROUPS_ADD_MEMBERS;
+  p->job.kind = kind;
+  memcpy(p->job.id, id, strlen(id) + 1); /* valid: fits */
+  submit(a, p);
+}
+
 void admin_groups(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   static const m5_http_header_t allow_doc = {"allow", "GET, PUT, DELETE"};
-  static const m5_http_header_t allow_get = {"allow", "GET"};
+  static const m5_http_header_t allow_get = {"allow", "GET, POST"};
   static const m5_http_header_t allow_put = {"allow", "PUT, DELETE"};
   groups_kind_t kind = strncmp(req->path, AREAS_BASE, strlen(AREAS_BASE)) ? GROUPS_GROUP
                                                                             : GROUPS_AREA;
@@ -264,9 +326,11 @@ void admin_groups(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *r
   }
   const char *id = seg[0], *m = req->method;
   if (nseg == 1 || (members && nseg == 2)) {
-    if (nseg == 2 && strcmp(m, "GET") != 0) {
-      admin_problem(ex, 405, "Method Not Allowed", "the member list accepts GET", NULL, NULL,
-                    &allow_get);
+    if (nseg == 2 && !strcmp(m, "POST")) {
+      add_members(a, ex, req, kind, id);
+    } else if (nseg == 2 && strcmp(m, "GET") != 0) {
+      admin_problem(ex, 405, "Method Not Allowed", "the member list accepts GET and POST", NULL,
+                    NULL, &allow_get);
     } else if (nseg == 2) {
       get_members(a, ex, kind, id);
     } else if (!strcmp(m, "GET")) {
