@@ -2,6 +2,7 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
+#include "server/groups/groups.h"
 #include "server/registry/rebind_sync.h"
 #include "server/registry/registry.h"
 #include "server/server_config.h"
@@ -50,6 +51,10 @@ int main(int argc, char **argv) {
   policy_t policy; /* who may message whom: unless the admin API stored one */
   server_config_policy(&cfg, &policy);
   registry_policy_configure(reg, &policy);
+  groups_limits_t gl = {(size_t)cfg.groups_max_groups, (size_t)cfg.groups_max_members,
+                        (size_t)cfg.groups_max_total_members, (size_t)cfg.groups_max_grants,
+                        (size_t)cfg.groups_max_groups_per_as};
+  groups_set_limits(reg, &gl);
   /* The message store: store.path, or store.db beside db.path. */
   char spath[4096];
   if (cfg.store_path && cfg.store_path[0]) {

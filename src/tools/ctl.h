@@ -21,6 +21,8 @@ int m5ctl_subscriber_import(int argc, char **argv); /* ctl_import.c */
 int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
 int m5ctl_as_add(int argc, char **argv);         /* ctl_as.c */
 int m5ctl_as_remove(int argc, char **argv);      /* ctl_as.c */
+int m5ctl_group(int argc, char **argv);          /* ctl_group.c: m5ctl group VERB ... */
+int m5ctl_area(int argc, char **argv);           /* ctl_group.c: m5ctl area VERB ... */
 
 /* Prints "m5ctl: <msg>" on stderr and returns 2, for usage errors. */
 int m5ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -51,6 +51,15 @@ static const m5ctl_cmd_t commands[] = {
     {"as", "remove", m5ctl_as_remove,
      "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
      "            and its registration"},
+    {"group", NULL, m5ctl_group,
+     "create|delete|list GROUP | add|remove GROUP ue:ID|as:ID | grant|revoke GROUP\n"
+     "            as:ID|ue:ID [--manage]  [--m5s-admin URL] [--admin-token FILE]   the groups of\n"
+     "            group messages (list: one member a line; grant: may send without being a\n"
+     "            member, --manage: an AS may also manage it through SEAL GM)"},
+    {"area", NULL, m5ctl_area,
+     "create|delete|list AREA | add|remove AREA ue:ID | grant|revoke AREA as:ID|ue:ID\n"
+     "            [--m5s-admin URL] [--admin-token FILE]   the broadcast areas (members: UEs;\n"
+     "            grant: who may broadcast to it)"},
     {"stats", NULL, m5ctl_stats,
      "[--m5s-admin URL]   print the MSGin5G server's delivery counters and gauges, one\n"
      "            'name value' line each (as on its /metrics; default URL http://127.0.0.1:9090)"},
@@ -71,8 +80,8 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
             commands[i].verb ? commands[i].verb : "", commands[i].summary);
-  fputs("\nThe commands that change m5s (subscriber add --ue-svc-id, subscriber import, as add,\n"
-        "as remove) send its management token, read from --admin-token FILE, else\n"
+  fputs("\nThe commands that change or read m5s (subscriber add --ue-svc-id, subscriber import, as,\n"
+        "group, area) send its management token, read from --admin-token FILE, else\n"
         "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
         "first start).\n",
         out);

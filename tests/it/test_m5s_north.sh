@@ -82,7 +82,7 @@ admin_put as1 "[\"127.0.0.1:9\",\"localhost:$M5S_NORTH\",\"localhost:$M5S_MGMT\"
 admin_put as2 '["127.0.0.1:9"]'
 nb as1 POST /oauth2/token "${FORM[@]}" -d grant_type=client_credentials
 want 200
-[[ $(field token_type) == Bearer && $(field scope) == "msgs-asregistration msgs-msgdelivery msgs-topicsub" &&
+[[ $(field token_type) == Bearer && $(field scope) == "msgs-asregistration msgs-msgdelivery ss-gm msgs-topicsub" &&
   $(field expires_in) == 300 ]] || m5s_fail "token answer: $(cat out.json)"
 grep -qi '^cache-control: no-store' hdr.txt || m5s_fail "token answer without Cache-Control: no-store"
 TOKEN1=$(field access_token)

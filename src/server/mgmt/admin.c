@@ -64,6 +64,10 @@ void admin_finish(pending_t *p) {
   admin_t *a = p->a;
   free(p->as);
   free(p);
+  admin_job_done(a);
+}
+
+void admin_job_done(admin_t *a) {
   a->inflight--;
   if (a->inflight == 0 && a->idle_cb) {
     void (*cb)(void *) = a->idle_cb;
@@ -172,6 +176,10 @@ static void on_reply(void *msg, void *arg) {
   (void)arg;
   pending_t *p = msg;
   registry_job_t *job = &p->job;
+  if (job->op == REGISTRY_GROUPS) {
+    admin_groups_done(msg);
+    return;
+  }
   if (job->as) {
     admin_as_done(p);
     return;
@@ -559,6 +567,10 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     admin_topic_rules(a, ex, req);
     return;
   }
+  if (admin_groups_path(req->path)) {
+    admin_groups(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, METRICS)) {
     if (get_only(ex, req, METRICS)) get_metrics(a, ex);
     return;
@@ -569,8 +581,8 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
   }
   admin_problem(ex, 404, "Not Found",
           "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/policy and "
-          "/admin/v1/topic-rules",
+          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/policy, "
+          "/admin/v1/topic-rules, /admin/v1/groups/{id} and /admin/v1/areas/{id}",
           NULL, NULL, NULL);
 }
 
@@ -601,6 +613,10 @@ admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
 
 static void drop_pending(void *msg) {
   pending_t *p = msg;
+  if (p->job.op == REGISTRY_GROUPS) {
+    admin_groups_drop(msg);
+    return;
+  }
   free(p->as);
   free(p);
 }

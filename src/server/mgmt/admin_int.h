@@ -44,6 +44,8 @@ void admin_problem(m5_http_exchange_t *ex, int status, const char *title, const 
 void admin_submit(admin_t *a, pending_t *p);
 /* Frees p after its answer; reports idle. */
 void admin_finish(pending_t *p);
+/* One registry job of a fewer outstanding (admin_finish's second half); reports idle. */
+void admin_job_done(admin_t *a);
 /* Percent-decodes one path segment into out (cap bytes with the NUL); M5_EINVAL for a bad
  * escape, a '/', or a result that does not fit. */
 int admin_decode_segment(const char *seg, char *out, size_t cap);
@@ -63,5 +65,10 @@ int admin_as_drop_topics(pending_t *p);
 /* The store's reply to admin_as_drop_topics' job (admin.c's store mailbox). */
 void admin_as_topics_done(m5_store_job_t *job);
 void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
+/* admin_groups.c: /admin/v1/groups/... and /admin/v1/areas/... */
+int admin_groups_path(const char *path); /* 1 if path is one of theirs */
+void admin_groups(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void admin_groups_done(void *job); /* the reply of a REGISTRY_GROUPS job */
+void admin_groups_drop(void *job); /* one that came after the loop stopped */
 
 #endif

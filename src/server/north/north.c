@@ -445,6 +445,9 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
   } else if (!strncmp(p, NORTH_ASREG, strlen(NORTH_ASREG)) &&
              (p[strlen(NORTH_ASREG)] == '\0' || p[strlen(NORTH_ASREG)] == '/')) {
     north_asreg(n, ex, req);
+  } else if (!strncmp(p, NORTH_GM, strlen(NORTH_GM)) &&
+             (p[strlen(NORTH_GM)] == '\0' || p[strlen(NORTH_GM)] == '/')) {
+    north_gm(n, ex, req);
   } else {
     north_problem(ex, 404, "RESOURCE_NOT_FOUND", "no such resource on the northbound API", NULL,
                   NULL);
@@ -455,7 +458,10 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
 
 static void on_reply(void *msg, void *arg) {
   (void)arg;
-  north_asreg_done(msg);
+  if (((registry_job_t *)msg)->op == REGISTRY_GROUPS)
+    north_gm_done(msg);
+  else
+    north_asreg_done(msg);
 }
 
 /* The drain's done() once the HTTP server drained and no registry job is outstanding. */
@@ -522,9 +528,12 @@ void north_drain(north_t *n, uint32_t timeout_ms, void (*done)(void *arg), void 
 }
 
 /* A registry reply that came after the loop stopped: the job is the first member of its
- * pending record (north_asreg.c). */
+ * pending record (north_asreg.c, north_gm.c). */
 static void drop_reply(void *msg) {
-  free(msg);
+  if (((registry_job_t *)msg)->op == REGISTRY_GROUPS)
+    north_gm_drop(msg);
+  else
+    free(msg);
 }
 
 void north_free(north_t *n) {

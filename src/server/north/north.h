@@ -24,6 +24,7 @@
 #define NORTH_SCOPE_REG "msgs-asregistration"
 #define NORTH_SCOPE_DELIVERY "msgs-msgdelivery"
 #define NORTH_SCOPE_TOPICSUB "msgs-topicsub" /* our topic subscriptions (north_topicsub.c) */
+#define NORTH_SCOPE_GM "ss-gm" /* SEAL group management (north_gm.c) */
 #define NORTH_AS_URI_PREFIX "urn:msgin5g:as:"
 
 typedef struct {

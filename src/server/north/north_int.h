@@ -80,6 +80,11 @@ void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request
 /* north_topicsub.c (Messaging Topic subscriptions of ASs, our design) */
 #define NORTH_TOPICSUB "/msgs-topicsubscription/v1/subscriptions"
 void north_topicsub(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+/* north_gm.c (SEAL SS_GroupManagement) */
+#define NORTH_GM "/ss-gm/v1/group-documents"
+void north_gm(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void north_gm_done(void *job); /* a REGISTRY_GROUPS reply */
+void north_gm_drop(void *job); /* one that came after the loop stopped */
 
 /* Counts a registry job in flight / done (for the drain). */
 void north_job_started(north_t *n);

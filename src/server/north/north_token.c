@@ -126,35 +126,35 @@ static const char *param(const param_t *ps, size_t n, const char *name) {
   return NULL;
 }
 
-/* Our scopes, in the order a grant lists them. */
-static const char *const our_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY,
-                                         NORTH_SCOPE_TOPICSUB};
-#define N_SCOPES (sizeof our_scopes / sizeof our_scopes[0])
+/* The scopes m5s grants, in the order a granted scope lists them. A token request without
+ * scope gets all of them (every configured AS client may use every API). */
+static const char *const scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GM,
+                                      NORTH_SCOPE_TOPICSUB};
+#define N_SCOPES (sizeof scopes / sizeof scopes[0])
 
 /* The granted scope: the requested one if every token is one of ours (default: all). */
 static int grant_scope(const char *req, char *out, size_t outlen) {
   int want[N_SCOPES] = {0}, any = 0;
-  if (!req || !req[0]) {
-    for (size_t i = 0; i < N_SCOPES; i++)
-      want[i] = 1;
-    any = 1;
-  }
-  for (const char *p = req ? req : ""; *p;) {
-    size_t k = strcspn(p, " "), i;
-    for (i = 0; k && i < N_SCOPES; i++)
-      if (k == strlen(our_scopes[i]) && !strncmp(p, our_scopes[i], k)) break;
-    if (k && i == N_SCOPES) return M5_EINVAL;
-    if (k) want[i] = any = 1;
+  const char *p = req ? req : "";
+  while (*p) {
+    size_t k = strcspn(p, " "), i = 0;
+    while (i < N_SCOPES && !(k == strlen(scopes[i]) && !strncmp(p, scopes[i], k))) i++;
+    if (i < N_SCOPES)
+      want[i] = any = 1;
+    else if (k)
+      return M5_EINVAL;
     p += k;
     while (*p == ' ') p++;
   }
-  if (!any) return M5_EINVAL;
+  if (req && req[0] && !any) return M5_EINVAL;
+  size_t off = 0;
   out[0] = '\0';
-  for (size_t i = 0; i < N_SCOPES; i++) {
-    if (!want[i]) continue;
-    size_t l = strlen(out);
-    snprintf(out + l, outlen - l, "%s%s", l ? " " : "", our_scopes[i]);
-  }
+  for (size_t i = 0; i < N_SCOPES; i++)
+    if (want[i] || !any) {
+      int w = snprintf(out + off, outlen - off, "%s%s", off ? " " : "", scopes[i]);
+      if (w < 0 || (size_t)w >= outlen - off) return M5_ERANGE;
+      off += (size_t)w;
+    }
   return 0;
 }
 
@@ -212,8 +212,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   char scope[M5_JWT_SCOPE_MAX + 1];
   if (grant_scope(param(ps, np, "scope"), scope, sizeof scope) != 0) {
     oauth_error(ex, 400, "invalid_scope",
-                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY
-                " and " NORTH_SCOPE_TOPICSUB);
+                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY ", "
+                NORTH_SCOPE_GM " and " NORTH_SCOPE_TOPICSUB);
     return;
   }
   if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {
@@ -281,11 +281,12 @@ void north_metadata(north_t *n, m5_http_exchange_t *ex) {
   snprintf(token_ep, sizeof token_ep, "%s/oauth2/token", ctx->base_url);
   snprintf(jwks, sizeof jwks, "%s/.well-known/jwks.json", ctx->base_url);
   json_t *o = json_pack(
-      "{s:s, s:s, s:s, s:[s], s:[s], s:[s, s, s], s:b, s:[]}", "issuer", ctx->base_url,
+      "{s:s, s:s, s:s, s:[s], s:[s], s:[], s:b, s:[]}", "issuer", ctx->base_url,
       "token_endpoint", token_ep, "jwks_uri", jwks, "grant_types_supported", "client_credentials",
       "token_endpoint_auth_methods_supported", "tls_client_auth", "scopes_supported",
-      NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_TOPICSUB,
-      "tls_client_certificate_bound_access_tokens", 1,
-      "response_types_supported");
+      "tls_client_certificate_bound_access_tokens", 1, "response_types_supported");
+  json_t *sv = json_object_get(o, "scopes_supported");
+  for (size_t i = 0; sv && i < N_SCOPES; i++)
+    json_array_append_new(sv, json_string(scopes[i]));
   north_json(ex, 200, o, NULL, 0);
 }

@@ -8,6 +8,7 @@
 #include "core/fs.h"
 #include "core/hmap.h"
 #include "core/log.h"
+#include "server/groups/groups_int.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -70,6 +71,7 @@ static void free_entry(void *e) {
 
 static void registry_free(registry_t *r) {
   m5_jobthread_free(r->thread);
+  groups_free(r);
   registry_as_free(r);
   registry_policy_free(r);
   sqlite3_finalize(r->st_bind);
@@ -193,7 +195,7 @@ registry_t *registry_open(const char *path, char *err, size_t errlen) {
               &r->st_gen_put, err, errlen))
     goto fail;
   if (load(r, err, errlen) != 0 || registry_as_open(r, err, errlen) != 0 ||
-      registry_policy_open(r, err, errlen) != 0)
+      registry_policy_open(r, err, errlen) != 0 || groups_open(r, err, errlen) != 0)
     goto fail;
   r->thread = m5_jobthread_new(run_job, r);
   if (!r->thread) {
@@ -384,6 +386,9 @@ static void run_job(m5_job_t *base, void *ctx) {
   case REGISTRY_POLICY_PUT:
   case REGISTRY_POLICY_DEL:
     job->status = registry_policy_run(r, job);
+    break;
+  case REGISTRY_GROUPS:
+    groups_run(r, job);
     break;
   default:
     job->status = M5_EINVAL;

@@ -100,6 +100,8 @@ typedef enum {
                           restart */
   REGISTRY_POLICY_DEL, /* drops the stored one: the configured one applies again. out:
                           created = 1 if there was a stored one */
+  REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
+                             this job first; submitted by groups_submit */
 } registry_op_t;
 
 typedef struct registry_job {

@@ -28,6 +28,7 @@ struct registry {
   policy_t policy, policy_configured;
   int policy_stored; /* policy is the one stored by the admin API */
   int policy_loaded; /* a stored one was read at open (policy_configure keeps it) */
+  struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
 };
 
 /* registry.c */

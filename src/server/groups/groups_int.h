@@ -1,0 +1,49 @@
+/* The groups module's state, shared by groups_store.c (tables, loading, the jobs on the
+ * registry's DB thread) and groups_read.c (the reads any thread makes), and the calls the
+ * registry makes (it owns the database connection and the thread). */
+#ifndef M5_SERVER_GROUPS_INT_H
+#define M5_SERVER_GROUPS_INT_H
+
+#include "server/groups/groups.h"
+
+#include "core/hmap.h"
+
+#include <pthread.h>
+
+/* One group or area in memory. */
+typedef struct {
+  groups_kind_t kind;
+  char id[M5_MSG_NAME_MAX + 1];
+  groups_principal_t creator;
+  uint64_t gen;
+  int64_t created_at;
+  char *attrs;          /* JSON object text or NULL */
+  m5_hmap_t *members;   /* principal -> uint64_t * (since) */
+  size_t n_grants;
+  groups_grant_t *grants;
+} group_t;
+
+struct groups_state {
+  pthread_rwlock_t lock; /* guards map, every group_t and total_members; written only by the
+                            registry's DB thread (and at open) */
+  m5_hmap_t *map;        /* key() -> group_t */
+  groups_limits_t lim;
+  size_t total_members;
+  uint64_t last_gen;     /* the DB thread's */
+  groups_hook_fn hook;
+  void *hook_arg;
+};
+
+/* The map key of a group: "g:" or "a:" and the id, into out (M5_MSG_NAME_MAX + 3 bytes). */
+#define GROUPS_KEY_MAX (M5_MSG_NAME_MAX + 3)
+size_t groups_key(groups_kind_t kind, const char *id, char out[GROUPS_KEY_MAX]);
+
+/* Called by the registry (registry.c): at registry_open after its own tables (creates the
+ * group tables if absent, loads them); at its free; and for a REGISTRY_GROUPS job. */
+int groups_open(registry_t *r, char *err, size_t errlen);
+void groups_free(registry_t *r);
+void groups_run(registry_t *r, registry_job_t *job);
+
+struct groups_state *groups_state(registry_t *r);
+
+#endif
