@@ -117,8 +117,8 @@ static const m5_cfg_item_t items[] = {
      "ORIGINATOR_QUOTA); 0 = half of store.max_per_recipient"},
     {"store.max_reports_per_recipient", M5_CFG_INT,
      offsetof(server_config_t, store_max_reports_per_recipient), "1000", 1, 100000000,
-     "failure/expiry reports waiting per originator, apart from max_per_recipient (beyond: "
-     "not written)"},
+     "reports (m5s's failure reports, peers' IMDNs / deliver-reports) waiting per originator, "
+     "apart from max_per_recipient (beyond: not written / QUEUE_FULL)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,

@@ -711,6 +711,83 @@ static void test_report_with_failure(void **state) {
   m5_store_close(s);
 }
 
+static m5_store_job_t *mk_report(accept_t *a, const char *ori, const char *msg_id,
+                                 const char *to);
+
+/* A delivery report from a peer (a UE's IMDN, an AS's deliver-report) has the reports' own
+ * bound: a full queue of its recipient does not refuse it, nor does the reporter's quota or
+ * its share of that queue, and it is charged to neither; beyond max_reports_per_recipient it
+ * is refused with QUEUE_FULL, nothing written, also after a reopen. */
+static void test_peer_report_own_bound(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 4;
+  o.max_per_recipient_per_originator = 4;
+  o.max_reports_per_recipient = 3;
+  o.max_msgs_per_originator = 4;
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  /* ue1 asks ue2 for reports on r-1 .. r-4; ue3 fills ue1's queue and uses up its quota */
+  const char *ids[] = {"r-1", "r-2", "r-3", "r-4"};
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(accept_report_req(f, s, "UE", "ue1", ids[i], "ue2", 0, NULL),
+                     M5_STORE_ACCEPTED);
+  for (int i = 0; i < 4; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "fill-%d", i);
+    assert_int_equal(accept1(f, s, "ue3", id, M5_PRIO_MIDDLE, "ue1", NULL), M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(accept1(f, s, "ue4", "one-more", M5_PRIO_MIDDLE, "ue1", NULL),
+                   M5_STORE_QUEUE_FULL);
+  /* ue3 reports too (its quota is used up): refused by nothing but the reports' bound */
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-1", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_false(a.job.discarded);
+  assert_true(a.rcpts[0].id != 0);
+  m5_store_job_t *j = mk_report(&a, "ue3", "r-2", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  /* an AS's deliver-report to ue1 (no ticket check) */
+  j = mk_report(&a, "as1", "r-3", "ue1");
+  addr(&j->msg.ori, "AS", "as1");
+  snprintf(j->dedup_ori, sizeof j->dedup_ori, "AS:as1");
+  j->ticket_check = false;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue1"), 4); /* the reports are not in the messages' count */
+  /* ue3 (4 bodies stored) and ue2 were charged nothing: ue2 can still send 4 */
+  for (int i = 0; i < 4; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "ue2-%d", i);
+    assert_int_equal(accept1(f, s, "ue2", id, M5_PRIO_MIDDLE, "ue9", NULL), M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(accept1(f, s, "ue2", "ue2-4", M5_PRIO_MIDDLE, "ue9", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_close(s);
+  /* after a reopen the bound still counts the three waiting reports: the fourth is refused,
+   * nothing written (a retry once one is delivered is judged afresh) */
+  s = open_store(&o);
+  assert_int_equal(pending_of(f, s, "ue1"), 4);
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_QUEUE_FULL);
+  assert_int_equal(a.rcpts[0].id, 0);
+  m5_store_job_t d;
+  due(f, s, "ue1", 100, &d);
+  assert_int_equal(d.n_items, 7);
+  uint64_t rep = 0;
+  for (size_t i = 0; i < d.n_items; i++)
+    if (!strcmp(d.items[i].msg.app_id, M5_STORE_REPORT_APP)) rep = d.items[i].id;
+  m5_store_job_clear(&d);
+  assert_true(rep != 0);
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, rep, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 /* ---- quotas per originator ---- */
 
 static void test_originator_quota(void **state) {
@@ -1395,7 +1472,7 @@ static void test_rebind(void **state) {
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m5", "ue2")), 0); /* before: forwarded */
   assert_false(a.job.discarded);
   assert_int_equal(a.rcpts[0].gen, 20);
-  assert_int_equal(pending_of(f, s, "ue2"), 4);
+  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the report has the reports' own bound */
 
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
   assert_int_equal(failed, 4); /* m1, m2, a3 and the report on m5 */
@@ -1448,7 +1525,8 @@ static void test_rebind(void **state) {
   assert_false(a.job.discarded);
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
   assert_int_equal(a.rcpts[0].gen, 30);
-  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  assert_true(a.rcpts[0].id != 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 0); /* (a report: not in the messages' count) */
   /* A report on what the new ue2 sends reaches it. */
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
@@ -1465,7 +1543,7 @@ static void test_rebind(void **state) {
   a.rcpts[0].gen = 20;
   assert_int_equal(run(f, s, rj), 0);
   assert_true(rj->discarded);
-  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the reports on m5 and m7, and m8 */
+  assert_int_equal(pending_of(f, s, "ue2"), 1); /* m8 (and the reports on m5 and m7) */
 
   /* Repeats and older generations change nothing, also after a reopen. */
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
@@ -1476,7 +1554,10 @@ static void test_rebind(void **state) {
   s = open_store(&o);
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
   assert_int_equal(failed, 0);
-  assert_int_equal(pending_of(f, s, "ue2"), 3);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 3); /* m8 and the reports on m5 and m7 */
+  m5_store_job_clear(&j);
 
   /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
    * RESCHEDULE (the push failed) fails it as RECIPIENT_REBOUND instead of queueing it. */
@@ -1713,6 +1794,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_report_with_failure, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_peer_report_own_bound, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_quota, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_share, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),

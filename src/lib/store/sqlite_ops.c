@@ -413,9 +413,16 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     job->outcome = M5_STORE_ACCEPTED;
     return 0;
   }
+  /* A delivery report (a UE's IMDN, an AS's deliver-report) is bounded like the reports the
+   * store writes itself: by max_reports_per_recipient of its recipient (the originator of
+   * what it reports on), charged to no originator's quota or share, so that neither a full
+   * queue of that originator nor the reporter's own use refuses it. */
+  int kind = job->n_rcpts == 1 && !strcmp(job->msg.app_id, M5_STORE_REPORT_APP) ? SQ_KIND_REPORT
+                                                                                 : SQ_KIND_MSG;
+  uint64_t qcap = kind == SQ_KIND_REPORT ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
   /* The originator's quota: what it has stored, plus this body. Checked before the global
    * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
-  if (job->n_rcpts) {
+  if (job->n_rcpts && kind == SQ_KIND_MSG) {
     sq_ori_t use = sq_ori_get(s, &job->msg.ori);
     if (use.msgs + 1 > s->o.max_msgs_per_originator ||
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
@@ -433,15 +440,15 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
    * of it, read only for a queue that could hold that many. */
   size_t stored = 0, full = 0, over = 0;
   for (size_t i = 0; i < job->n_rcpts; i++) {
-    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, SQ_KIND_MSG), share = 0;
-    if (q < s->o.max_per_recipient && q >= s->o.max_per_recipient_per_originator) {
+    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, kind), share = 0;
+    if (kind == SQ_KIND_MSG && q < qcap && q >= s->o.max_per_recipient_per_originator) {
       int rc = ori_share(s, &job->msg.ori, &job->rcpts[i].addr, &share);
       if (rc != 0) return rc;
     }
-    if (q >= s->o.max_per_recipient) {
+    if (q >= qcap) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       full++;
-    } else if (share >= s->o.max_per_recipient_per_originator) {
+    } else if (kind == SQ_KIND_MSG && share >= s->o.max_per_recipient_per_originator) {
       job->rcpts[i].status = M5_STORE_ORIGINATOR_QUOTA;
       full++;
       over++;
@@ -461,7 +468,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     uint64_t msg_id = s->next_msg_id++;
     uint64_t first = s->next_dlv_id;
     s->next_dlv_id += stored;
-    if (insert_message(s, &job->msg, SQ_KIND_MSG, msg_id, first, stored) != 0) return M5_EIO;
+    if (insert_message(s, &job->msg, kind, msg_id, first, stored) != 0) return M5_EIO;
     uint64_t id = first;
     sqlite3_stmt *st = s->st[ST_DLV_INSERT];
     for (size_t i = 0; i < job->n_rcpts; i++) {
@@ -485,13 +492,14 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   for (size_t i = 0; i < job->n_rcpts; i++) {
     const m5_store_rcpt_t *r = &job->rcpts[i];
     if (!r->id) continue;
-    if (sq_pending_add(s, &r->addr, SQ_KIND_MSG, 1) != 0) s->counts_dirty = 1;
+    if (sq_pending_add(s, &r->addr, kind, 1) != 0) s->counts_dirty = 1;
     if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms) != 0) s->counts_dirty = 1;
   }
   s->queued += stored;
   if (stored) {
     s->messages++;
-    if (sq_ori_add(s, &job->msg.ori, 1, (int64_t)job->msg.payload_len) != 0) s->counts_dirty = 1;
+    if (kind == SQ_KIND_MSG && sq_ori_add(s, &job->msg.ori, 1, (int64_t)job->msg.payload_len) != 0)
+      s->counts_dirty = 1;
   }
   job->outcome = M5_STORE_ACCEPTED;
   s->job_delta.accepted++;

@@ -172,7 +172,8 @@ typedef enum {
 typedef enum {
   M5_STORE_ACCEPTED = 0, /* stored (or, with no recipients, only remembered for dedup) */
   M5_STORE_DUPLICATE,    /* (dedup_ori, dedup_id) seen in the window: orig_ack; nothing written */
-  M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient: nothing written */
+  M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient (a report: at
+                            max_reports_per_recipient): nothing written */
   M5_STORE_STORE_FULL,   /* the store is at max_queued: nothing written (overload, 5.03) */
   M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
                                 max_per_recipient_per_originator in a recipient's queue:
@@ -249,8 +250,8 @@ typedef struct {
   unsigned dedup_buckets;        /* the window is cut into this many buckets (default 10) */
   uint64_t dedup_max_per_sender; /* entries per originator (default 10000) */
   /* Stored per originator (msg.ori, a UE or an AS): message bodies (default 10000) and payload
-   * bytes (default 64 MiB); beyond, ACCEPT answers ORIGINATOR_QUOTA. Reports the store writes
-   * itself are charged to nobody. */
+   * bytes (default 64 MiB); beyond, ACCEPT answers ORIGINATOR_QUOTA. Reports (the store's own and
+   * peers') are charged to nobody. */
   uint64_t max_msgs_per_originator;
   uint64_t max_bytes_per_originator;
   /* PENDING deliveries one originator may have in one recipient's queue (0 = default: half of
@@ -258,9 +259,11 @@ typedef struct {
    * ORIGINATOR_QUOTA. Counted (an index range of that queue) only once the queue holds at
    * least this many. */
   uint64_t max_per_recipient_per_originator;
-  /* Failure/expiry reports the store writes, waiting per recipient (default 1000), apart from
-   * max_per_recipient so a full queue never refuses a report; beyond, the report is not
-   * written (stats.reports_dropped). report_ttl_s: their exprTime, from now (default 86400). */
+  /* Reports waiting per recipient (default 1000), apart from max_per_recipient so a full
+   * queue never refuses a report: failure/expiry reports the store writes (beyond: not
+   * written, stats.reports_dropped) and reports an ACCEPT brings (app_id M5_STORE_REPORT_APP,
+   * one recipient: beyond, QUEUE_FULL), charged to no originator's quota. report_ttl_s: the
+   * store's reports' exprTime, from now (default 86400). */
   uint64_t max_reports_per_recipient;
   int64_t report_ttl_s;
   int64_t report_window_ms; /* life of a report ticket (default 2 days) */
