@@ -119,6 +119,10 @@ static const m5_cfg_item_t items[] = {
      offsetof(server_config_t, store_max_reports_per_recipient), "1000", 1, 100000000,
      "reports (m5s's failure reports, peers' IMDNs / deliver-reports) waiting per originator, "
      "apart from max_per_recipient (beyond: not written / QUEUE_FULL)"},
+    {"store.max_report_tickets_per_originator", M5_CFG_INT,
+     offsetof(server_config_t, store_max_report_tickets_per_originator), "10000", 0, 100000000,
+     "MSGs asking for a report whose report ticket one UE may hold (beyond: no ticket; the "
+     "report then reaches the sender only within store.dedup_window_s)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,

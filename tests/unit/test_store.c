@@ -1740,6 +1740,68 @@ static void test_rebind_rollback(void **state) {
 
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
  * refused at open with an error that says so, and the first one goes on. */
+/* One number from the closed store's file (the store holds it exclusively while open). */
+static long sql_count(const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  long v = (long)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+/* Report tickets are bounded per originating UE (max_tickets_per_originator, counted across
+ * reopens), a ticket goes when the report it admits is stored, and expired ones free their
+ * place: further MSGs asking for a report do not grow the table. A MSG beyond the bound is
+ * still accepted, and a report on it still reaches its sender within the dedup window. */
+static void test_ticket_cap(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_tickets_per_originator = 3;
+  o.report_window_ms = 60000;
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  char id[16];
+  for (int i = 1; i <= 5; i++) {
+    snprintf(id, sizeof id, "t-%d", i);
+    assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, id, "ue2", 20, true)), 0);
+    assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "t-1", "ue1")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 10);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 2);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id IN"
+                             " ('t-1', 't-4', 't-5')"),
+                   0);
+  s = open_store(&o); /* the count is read back: one place is free */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-6", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-7", "ue2", 20, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  /* without a ticket, the report on t-5 goes to ue1 while t-5 is in its dedup window */
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "t-5", "ue1")), 0);
+  assert_false(a.job.discarded);
+  assert_true(a.rcpts[0].id != 0);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 3);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-7'"), 0);
+  /* once expired (and swept at the start of a batch) they make room again */
+  s = open_store(&o);
+  set_now(fake_now + 61000);
+  (void)pending_of(f, s, "ue1");
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-8", "ue2", 20, true)), 0);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 1);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-8'"), 1);
+}
+
 static void test_second_open_refused(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -1804,6 +1866,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_ticket_cap, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

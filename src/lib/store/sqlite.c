@@ -398,6 +398,7 @@ static void sq_free(sq_t *s) {
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
   if (s->inflight) m5_hmap_free(s->inflight, NULL);
+  if (s->tickets) m5_hmap_free(s->tickets, free);
   sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);

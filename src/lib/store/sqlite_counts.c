@@ -131,20 +131,49 @@ static void free_val(void *v) {
   free(v);
 }
 
+uint64_t sq_tickets_get(sq_t *s, const char *ue) {
+  const uint64_t *n = s->tickets ? m5_hmap_get(s->tickets, ue, strlen(ue)) : NULL;
+  return n ? *n : 0;
+}
+
+int sq_tickets_add(sq_t *s, const char *ue, int64_t delta) {
+  size_t len = strlen(ue);
+  uint64_t *n = m5_hmap_get(s->tickets, ue, len);
+  if (!n) {
+    if (delta <= 0) return 0;
+    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
+    if (m5_hmap_put(s->tickets, ue, len, n, NULL) != 0) {
+      free(n);
+      return M5_ENOMEM;
+    }
+  }
+  if (delta < 0 && (uint64_t)-delta >= *n) {
+    free(m5_hmap_del(s->tickets, ue, len));
+    return 0;
+  }
+  *n = (uint64_t)((int64_t)*n + delta);
+  return 0;
+}
+
 /* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:
- * the queues per (kind, recipient), the quota use per originator, the in-flight set. */
+ * the queues per (kind, recipient), the quota use per originator, the in-flight set, the
+ * report tickets per originator. */
 int sq_load_counts(sq_t *s) {
   m5_hmap_t *fresh = m5_hmap_new(), *fresh_oris = m5_hmap_new(), *fresh_inflight = m5_hmap_new();
-  if (!fresh || !fresh_oris || !fresh_inflight) {
+  m5_hmap_t *fresh_tickets = m5_hmap_new();
+  if (!fresh || !fresh_oris || !fresh_inflight || !fresh_tickets) {
     if (fresh) m5_hmap_free(fresh, free_val);
     if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
     if (fresh_inflight) m5_hmap_free(fresh_inflight, NULL);
+    if (fresh_tickets) m5_hmap_free(fresh_tickets, free_val);
     return M5_ENOMEM;
   }
   m5_hmap_t *old = s->pending, *old_oris = s->oris, *old_inflight = s->inflight;
+  m5_hmap_t *old_tickets = s->tickets;
   s->pending = fresh;
   s->oris = fresh_oris;
   s->inflight = fresh_inflight;
+  s->tickets = fresh_tickets;
   s->queued = 0;
   sqlite3_stmt *st = NULL;
   int rc = M5_EIO;
@@ -207,6 +236,19 @@ int sq_load_counts(sq_t *s) {
   if (r != SQLITE_DONE) goto out;
   sqlite3_finalize(st);
   st = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT ori, count(*) FROM report_tickets GROUP BY ori", -1, &st,
+                         NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sq_tickets_add(s, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1)) !=
+        0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
   /* Only after a rollback can rows be in flight here (open queues them all first); the scan
    * has no index, which the common path does not pay for. */
   if (sqlite3_prepare_v2(s->db, "SELECT id, next_attempt_ms FROM deliveries WHERE state = 4", -1,
@@ -241,5 +283,6 @@ out:
   if (old) m5_hmap_free(old, free_val);
   if (old_oris) m5_hmap_free(old_oris, free_val);
   if (old_inflight) m5_hmap_free(old_inflight, NULL);
+  if (old_tickets) m5_hmap_free(old_tickets, free_val);
   return rc;
 }

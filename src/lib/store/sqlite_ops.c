@@ -486,7 +486,8 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
-    if (sq_rebind_ticket_put(s, job, now) != 0) return M5_EIO;
+    if (sq_rebind_ticket_put(s, job, now) != 0 || sq_rebind_ticket_used(s, job) != 0)
+      return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
   for (size_t i = 0; i < job->n_rcpts; i++) {

@@ -44,12 +44,14 @@ static const char *const rb_sql[RB_COUNT] = {
     [RB_DBKT_DROP] = "DELETE FROM dedup_buckets WHERE ori = ?1",
     [RB_TICKETS_DROP] = "DELETE FROM report_tickets WHERE ori = ?1 AND gen < ?2",
     [RB_TICKET_PUT] = "INSERT INTO report_tickets (ori, msg_id, gen, until_ms)"
-                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ori, msg_id) DO UPDATE SET"
-                      " gen = excluded.gen, until_ms = excluded.until_ms",
+                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ori, msg_id) DO NOTHING",
+    [RB_TICKET_UPD] = "UPDATE report_tickets SET gen = ?3, until_ms = ?4"
+                      " WHERE ori = ?1 AND msg_id = ?2",
+    [RB_TICKET_DEL] = "DELETE FROM report_tickets WHERE ori = ?1 AND msg_id = ?2",
     [RB_TICKET_GET] = "SELECT gen FROM report_tickets WHERE ori = ?1 AND msg_id = ?2"
                       " AND until_ms > ?3",
     [RB_TICKET_SWEEP] = "DELETE FROM report_tickets WHERE (ori, msg_id) IN (SELECT ori, msg_id"
-                        " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2)",
+                        " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2) RETURNING ori",
     [RB_DEDUP_HAS] = "SELECT 1 FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
@@ -99,6 +101,7 @@ static int is_ue(const m5_msg_addr_t *a) {
 
 int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   job->discarded = false;
+  s->ticket_hit = 0;
   uint64_t known;
   m5_store_msg_t *m = &job->msg;
   if (is_ue(&m->ori)) {
@@ -131,6 +134,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     return M5_EIO;
   }
   if (tgen) { /* the message asked for a report: the generation that sent it gets it */
+    s->ticket_hit = 1; /* used up once the report is stored (sq_rebind_ticket_used) */
     if (tgen < job->rcpts[0].gen)
       job->discarded = true;
     else
@@ -154,15 +158,48 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   return 0;
 }
 
+/* A ticket per MSG asking for a report, but at most max_tickets_per_originator per UE (an
+ * in-memory count, rebuilt from the table with the other figures): an authenticated UE sending
+ * unique msgIds would otherwise add rows for as long as report_window_ms. Beyond the bound the
+ * MSG is still accepted, without a ticket: a report on it then reaches its sender only while the
+ * msgId is in the sender's dedup window (the fallback above), and is dropped after that. */
 int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
   const m5_store_msg_t *m = &job->msg;
   if (!job->ticket_put || !is_ue(&m->ori)) return 0;
-  sqlite3_stmt *st = s->rb[RB_TICKET_PUT];
-  bind_str(st, 1, m->ori.addr, sizeof m->ori.addr);
-  bind_str(st, 2, m->msg_id, sizeof m->msg_id);
-  sqlite3_bind_int64(st, 3, (int64_t)m->ori_gen);
-  sqlite3_bind_int64(st, 4, now_ms + s->o.report_window_ms);
-  return sq_step_done(s, st, "storing a report ticket");
+  if (sq_tickets_get(s, m->ori.addr) >= s->o.max_tickets_per_originator) {
+    M5_LOGD(SQ_DOM, "%s: UE %s has %llu report tickets (the bound): none kept for MSG %s",
+            s->path, m->ori.addr, (unsigned long long)s->o.max_tickets_per_originator, m->msg_id);
+    return 0;
+  }
+  for (int which = RB_TICKET_PUT; which <= RB_TICKET_UPD; which++) {
+    sqlite3_stmt *st = s->rb[which];
+    bind_str(st, 1, m->ori.addr, sizeof m->ori.addr);
+    bind_str(st, 2, m->msg_id, sizeof m->msg_id);
+    sqlite3_bind_int64(st, 3, (int64_t)m->ori_gen);
+    sqlite3_bind_int64(st, 4, now_ms + s->o.report_window_ms);
+    if (sq_step_done(s, st, "storing a report ticket") != 0) return M5_EIO;
+    if (which == RB_TICKET_PUT && sqlite3_changes(s->db) == 1) { /* a new one, not a renewal */
+      if (sq_tickets_add(s, m->ori.addr, 1) != 0) s->counts_dirty = 1;
+      break;
+    }
+  }
+  return 0;
+}
+
+/* The report the ticket admitted is stored: the ticket is used up. A MSG from a UE has one
+ * recipient, so one report; a message with several recipients (groups, later) would need a
+ * count of reports still expected: until then the later reports fall back to the sender's
+ * dedup window. */
+int sq_rebind_ticket_used(sq_t *s, const m5_store_job_t *job) {
+  if (!s->ticket_hit || job->n_rcpts != 1) return 0;
+  s->ticket_hit = 0;
+  sqlite3_stmt *st = s->rb[RB_TICKET_DEL];
+  bind_str(st, 1, job->rcpts[0].addr.addr, sizeof job->rcpts[0].addr.addr);
+  bind_str(st, 2, job->msg.msg_id, sizeof job->msg.msg_id);
+  if (sq_step_done(s, st, "dropping a used report ticket") != 0) return M5_EIO;
+  if (sqlite3_changes(s->db) == 1 && sq_tickets_add(s, job->rcpts[0].addr.addr, -1) != 0)
+    s->counts_dirty = 1;
+  return 0;
 }
 
 int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
@@ -170,8 +207,17 @@ int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
   sqlite3_stmt *st = s->rb[RB_TICKET_SWEEP];
   sqlite3_bind_int64(st, 1, now_ms);
   sqlite3_bind_int(st, 2, TICKET_SWEEP_MAX);
-  if (sq_step_done(s, st, "dropping expired report tickets") != 0) return M5_EIO;
-  if (sqlite3_changes(s->db) < TICKET_SWEEP_MAX) s->tickets_swept_ms = now_ms;
+  int r, n = 0;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) { /* RETURNING ori: each one's count */
+    n++;
+    if (sq_tickets_add(s, (const char *)sqlite3_column_text(st, 0), -1) != 0) s->counts_dirty = 1;
+  }
+  done_st(st);
+  if (r != SQLITE_DONE) {
+    sq_log_error(s, "dropping expired report tickets");
+    return M5_EIO;
+  }
+  if (n < TICKET_SWEEP_MAX) s->tickets_swept_ms = now_ms;
   return 0;
 }
 
@@ -237,7 +283,11 @@ static int drop_by_key(sq_t *s, int which, const char *key, uint64_t gen, const 
   sqlite3_stmt *st = s->rb[which];
   bind_str(st, 1, key, M5_STORE_KEY_MAX + 1);
   if (which == RB_TICKETS_DROP) sqlite3_bind_int64(st, 2, (int64_t)gen);
-  return sq_step_done(s, st, what);
+  if (sq_step_done(s, st, what) != 0) return M5_EIO;
+  if (which == RB_TICKETS_DROP && sqlite3_changes(s->db) > 0 &&
+      sq_tickets_add(s, key, -(int64_t)sqlite3_changes(s->db)) != 0)
+    s->counts_dirty = 1;
+  return 0;
 }
 
 /* Issue 10 adds topic subscriptions: the old subscriber's go here, in this transaction. */

@@ -210,7 +210,8 @@ typedef struct m5_store_job {
   /* ACCEPT: report tickets (docs/delivery.md "Re-bound UE Service IDs"). ticket_put: msg
    * asks for a report (delivStReqInd) from a UE: remember (originator, msgId, ori_gen) for
    * report_window_ms. ticket_check: msg is a report to the UE rcpts[0] about msgId: it takes
-   * its recipient's generation from the ticket, and is discarded (stored for nobody, only
+   * its recipient's generation from the ticket (used up once the report is stored; beyond
+   * max_tickets_per_originator no ticket is kept), and is discarded (stored for nobody, only
    * its dedup entry written; `discarded` out) when there is no ticket or the UE Service ID
    * has been re-bound since. */
   bool ticket_put, ticket_check;
@@ -267,6 +268,10 @@ typedef struct {
   uint64_t max_reports_per_recipient;
   int64_t report_ttl_s;
   int64_t report_window_ms; /* life of a report ticket (default 2 days) */
+  /* Report tickets kept per originating UE (default 10000; 0 = none): beyond, a MSG asking
+   * for a report is accepted without one (its report then reaches the sender only while the
+   * msgId is in its dedup window). A ticket goes when the report it admits is stored. */
+  uint64_t max_tickets_per_originator;
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
   void *clock_arg;
