@@ -713,6 +713,9 @@ static void test_report_with_failure(void **state) {
 
 static m5_store_job_t *mk_report(accept_t *a, const char *ori, const char *msg_id,
                                  const char *to);
+static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const char *ori,
+                                     uint64_t ori_gen, const char *msg_id, const char *to,
+                                     uint64_t to_gen, bool report_req);
 
 /* A delivery report from a peer (a UE's IMDN, an AS's deliver-report) has the reports' own
  * bound: a full queue of its recipient does not refuse it, nor does the reporter's quota or
@@ -1374,8 +1377,11 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_close(s); /* the store holds its file exclusively while open */
   assert_int_equal(user_version(), 3);
   s = open_store(&q);
-  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL),
-                   M5_STORE_ORIGINATOR_QUOTA);
+  /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
+   * quota use is per generation) */
+  accept_t ga;
+  assert_int_equal(run(f, s, mk_gen_accept(&ga, "UE", "ue1", 1, "old2", "ue2", 0, false)), 0);
+  assert_int_equal(ga.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
   /* binding_gens and rcpt_gen work: a re-bind of ue2 fails the old message (generation 1),
    * which frees ue1's quota */
   m5_store_job_t rb;
@@ -1386,7 +1392,8 @@ static void schema_upgraded(fx_t *f, int from) {
   assert_int_equal(run(f, s, &rb), 0);
   assert_int_equal(rb.rebind_failed, 1);
   assert_int_equal(pending_of(f, s, "ue2"), 0);
-  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&ga, "UE", "ue1", 1, "old2", "ue2", 0, false)), 0);
+  assert_int_equal(ga.job.outcome, M5_STORE_ACCEPTED);
   m5_store_close(s);
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
@@ -1740,6 +1747,48 @@ static void test_rebind_rollback(void **state) {
 
 /* The store holds its file exclusively: a second store on the same file (another m5s) is
  * refused at open with an error that says so, and the first one goes on. */
+/* The quota use and the queue share of a UE originator belong to its binding generation: the
+ * subscriber a UE Service ID is re-bound to is not refused ORIGINATOR_QUOTA for what the
+ * previous one stored, and the previous one's messages still queued stay charged to it (also
+ * after a reopen, which rebuilds the use from the tables). */
+static void test_quota_per_generation(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 2;
+  o.max_per_recipient = 4; /* a share of 2 */
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  uint64_t old1;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-1", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  old1 = a.rcpts[0].id;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-2", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  /* ue1 re-bound: the new subscriber has its own quota and its own share of ue2's queue */
+  assert_int_equal(rebind(f, s, "ue1", 30, NULL), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-1", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-2", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(pending_of(f, s, "ue2"), 4);
+  m5_store_close(s);
+  s = open_store(&o);
+  /* the old subscriber's message leaving frees nothing of the new one's quota */
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, old1, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_close(s);
+}
+
 /* One number from the closed store's file (the store holds it exclusively while open). */
 static long sql_count(const char *sql) {
   sqlite3 *db = NULL;
@@ -1867,6 +1916,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_ticket_cap, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_quota_per_generation, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

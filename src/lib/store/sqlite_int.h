@@ -104,7 +104,7 @@ typedef struct {
 
   /* ---- writer thread only ---- */
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
-  m5_hmap_t *oris;    /* originator key -> sq_ori_t: its quota use */
+  m5_hmap_t *oris;    /* (originator, generation) key -> sq_ori_t: its quota use */
   m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
   m5_hmap_t *tickets;  /* UE Service ID -> uint64_t *: its rows in report_tickets */
   int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_rebind.c) */
@@ -129,9 +129,10 @@ void sq_log_error(sq_t *s, const char *what);
  * (each kind has its own bound). */
 uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind);
 int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
-/* The in-memory quota use of an originator. */
-sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a);
-int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes);
+/* The in-memory quota use of an originator at a binding generation (msg.ori_gen: a re-bound
+ * UE Service ID starts with none of the previous subscriber's use). */
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen);
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes);
 /* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
 void sq_inflight_del(sq_t *s, uint64_t id);

@@ -370,14 +370,16 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
   return sq_step_done(s, st, "storing a message");
 }
 
-/* How many PENDING deliveries of messages from ori wait in rcpt's queue. */
-static int ori_share(sq_t *s, const m5_msg_addr_t *ori, const m5_msg_addr_t *rcpt,
+/* How many PENDING deliveries of messages from ori (at binding generation gen) wait in rcpt's
+ * queue. */
+static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, const m5_msg_addr_t *rcpt,
                      uint64_t *n) {
   sqlite3_stmt *st = s->st[ST_ORI_SHARE];
   BIND_STR(st, 1, rcpt->addr);
   BIND_STR(st, 2, rcpt->type);
   BIND_STR(st, 3, ori->addr);
   BIND_STR(st, 4, ori->type);
+  sqlite3_bind_int64(st, 5, (int64_t)gen);
   int r = sqlite3_step(st);
   if (r == SQLITE_ROW) *n = (uint64_t)sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -423,7 +425,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   /* The originator's quota: what it has stored, plus this body. Checked before the global
    * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
   if (job->n_rcpts && kind == SQ_KIND_MSG) {
-    sq_ori_t use = sq_ori_get(s, &job->msg.ori);
+    sq_ori_t use = sq_ori_get(s, &job->msg.ori, job->msg.ori_gen);
     if (use.msgs + 1 > s->o.max_msgs_per_originator ||
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
       job->outcome = M5_STORE_ORIGINATOR_QUOTA;
@@ -442,7 +444,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   for (size_t i = 0; i < job->n_rcpts; i++) {
     uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, kind), share = 0;
     if (kind == SQ_KIND_MSG && q < qcap && q >= s->o.max_per_recipient_per_originator) {
-      int rc = ori_share(s, &job->msg.ori, &job->rcpts[i].addr, &share);
+      int rc = ori_share(s, &job->msg.ori, job->msg.ori_gen, &job->rcpts[i].addr, &share);
       if (rc != 0) return rc;
     }
     if (q >= qcap) {
@@ -499,7 +501,8 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   s->queued += stored;
   if (stored) {
     s->messages++;
-    if (kind == SQ_KIND_MSG && sq_ori_add(s, &job->msg.ori, 1, (int64_t)job->msg.payload_len) != 0)
+    if (kind == SQ_KIND_MSG &&
+        sq_ori_add(s, &job->msg.ori, job->msg.ori_gen, 1, (int64_t)job->msg.payload_len) != 0)
       s->counts_dirty = 1;
   }
   job->outcome = M5_STORE_ACCEPTED;
@@ -604,7 +607,8 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
-    if (rc == 0 && rm.kind == SQ_KIND_MSG && sq_ori_add(s, &out->msg.ori, -1, -rm.plen) != 0)
+    if (rc == 0 && rm.kind == SQ_KIND_MSG &&
+        sq_ori_add(s, &out->msg.ori, out->msg.ori_gen, -1, -rm.plen) != 0)
       s->counts_dirty = 1;
   } else {
     sqlite3_stmt *us = s->st[ST_DLV_SET_STATE], *um = s->st[ST_MSG_DEC_OPEN];
