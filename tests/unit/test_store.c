@@ -1789,6 +1789,58 @@ static void test_quota_per_generation(void **state) {
   m5_store_close(s);
 }
 
+/* A REBIND that never reached the store (it failed, or m5s could not queue it) is caught up
+ * by the first job that brings the newer generation, in that job's transaction: from the new
+ * subscriber as a sender (its reused msgId is not a duplicate of the old one's, the old queue
+ * is failed with its reports, the old tickets go) and as a recipient. The REBIND arriving later
+ * changes nothing. */
+static void test_rebind_caught_up(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue3", 40, NULL), 0);
+  accept_t a;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "dup-1", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "q-1", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "x-1", "ue3", 40, true)), 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  /* ue2 re-bound to generation 30, but the store was not told: the new ue2 sends dup-1 */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "dup-1", "ue1", 10, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue2"), 0); /* q-1 failed (RECIPIENT_REBOUND) */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "late", "ue1", 10, false)),
+                   M5_EPERM); /* the old ue2 may not send any more */
+  /* ue3 re-bound to 50 unknown to the store: a message for the new ue3 catches it up */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "x-2", "ue3", 50, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_job_t j;
+  due(f, s, "ue3", 10, &j);
+  assert_int_equal(j.n_items, 1);
+  assert_string_equal(j.items[0].msg.msg_id, "x-2");
+  assert_int_equal(j.items[0].rcpt_gen, 50);
+  m5_store_job_clear(&j);
+  /* ue1 asked for reports on q-1 and x-1: both failed RECIPIENT_REBOUND */
+  due(f, s, "ue1", 100, &j);
+  size_t reports = 0;
+  for (size_t i = 0; i < j.n_items; i++) {
+    const m5_store_msg_t *m = &j.items[i].msg;
+    if (strcmp(m->app_id, M5_STORE_REPORT_APP) != 0 || !strcmp(m->msg_id, "dup-1")) continue;
+    reports++;
+    assert_memory_equal(m->payload, "REPT_DELY_FAILED RECIPIENT_REBOUND", m->payload_len);
+  }
+  assert_int_equal(reports, 2);
+  m5_store_job_clear(&j);
+  uint64_t failed = 99;
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0); /* the late REBIND: a no-op */
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue3", 50, &failed), 0);
+  assert_int_equal(failed, 0);
+  m5_store_close(s);
+}
+
 /* One number from the closed store's file (the store holds it exclusively while open). */
 static long sql_count(const char *sql) {
   sqlite3 *db = NULL;
@@ -1917,6 +1969,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_ticket_cap, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_quota_per_generation, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_caught_up, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

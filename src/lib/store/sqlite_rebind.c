@@ -97,7 +97,27 @@ static int is_ue(const m5_msg_addr_t *a) {
   return !strcmp(a->type, "UE");
 }
 
+static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed);
+
 /* ---- ACCEPT ---- */
+
+/* A generation newer than the store's for addr comes with a job: the REBIND of that change
+ * failed or never reached the store (admin.c retries it, start-up repeats it). Until it runs,
+ * the old subscriber's dedup window would swallow the new one's msgIds and its quota, queue
+ * and tickets would be taken for the new one's: the store catches up here, in this job's
+ * transaction, before the job looks at any of them. */
+static int catch_up(sq_t *s, const char *addr, uint64_t gen, uint64_t *known) {
+  if (gen <= *known) return 0;
+  uint64_t failed = 0;
+  int rc = rebind_to(s, addr, gen, &failed);
+  if (rc != 0) return rc;
+  if (*known)
+    M5_LOGW(SQ_DOM, "%s: UE %s came with generation %llu, newer than the store's %llu: its "
+            "re-bind caught up (%llu queued deliveries failed)", s->path, addr,
+            (unsigned long long)gen, (unsigned long long)*known, (unsigned long long)failed);
+  *known = gen;
+  return 0;
+}
 
 int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   job->discarded = false;
@@ -107,6 +127,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   if (is_ue(&m->ori)) {
     if (gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
     if (m->ori_gen && m->ori_gen < known) return M5_EPERM; /* its binding changed */
+    if (m->ori_gen && catch_up(s, m->ori.addr, m->ori_gen, &known) != 0) return M5_EIO;
     if (!m->ori_gen) m->ori_gen = known;
   }
   /* A message goes to whoever holds the ID when it is accepted; a report, to the generation
@@ -116,6 +137,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     m5_store_rcpt_t *r = &job->rcpts[i];
     if (!is_ue(&r->addr)) continue;
     if (gen_of(s, r->addr.addr, &known) != 0) return M5_EIO;
+    if (catch_up(s, r->addr.addr, r->gen, &known) != 0) return M5_EIO;
     if (report && r->gen && r->gen < known && job->n_rcpts == 1) job->discarded = true;
     if (r->gen < known) r->gen = known;
   }
@@ -299,23 +321,30 @@ static int drop_subscriptions(sq_t *s, const char *addr) {
 
 int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   job->rebind_failed = 0;
-  const char *addr = job->rcpt.addr;
-  if (!is_ue(&job->rcpt) || !addr[0] || job->gen == 0) return M5_EINVAL;
+  if (!is_ue(&job->rcpt) || !job->rcpt.addr[0] || job->gen == 0) return M5_EINVAL;
+  return rebind_to(s, job->rcpt.addr, job->gen, &job->rebind_failed);
+}
+
+/* REBIND of the UE Service ID addr to generation gen (M5_STORE_REBIND, or an ACCEPT catching
+ * up); *failed: the queued deliveries it failed. */
+static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) {
+  *failed = 0;
+  size_t alen = strnlen(addr, M5_MSG_ADDR_MAX + 1);
   uint64_t known;
   if (gen_of(s, addr, &known) != 0) return M5_EIO;
-  if (known >= job->gen) return 0; /* done already (a repeat at start-up) */
+  if (known >= gen) return 0; /* done already (a repeat at start-up) */
   /* The new generation first, so that the failures below write no report to the old
    * subscriber of this very ID (sq_rebind_report_gen finds it stale). */
   sqlite3_stmt *put = s->rb[RB_GEN_PUT];
-  bind_str(put, 1, addr, sizeof job->rcpt.addr);
-  sqlite3_bind_int64(put, 2, (int64_t)job->gen);
+  bind_str(put, 1, addr, alen + 1);
+  sqlite3_bind_int64(put, 2, (int64_t)gen);
   if (sq_step_done(s, put, "storing a binding generation") != 0) return M5_EIO;
   /* The old generations' queue: collected first (the finish statements change the index). */
   uint64_t *ids = NULL;
   size_t n = 0, cap = 0;
   sqlite3_stmt *st = s->rb[RB_STALE_IDS];
-  bind_str(st, 1, addr, sizeof job->rcpt.addr);
-  sqlite3_bind_int64(st, 2, (int64_t)job->gen);
+  bind_str(st, 1, addr, alen + 1);
+  sqlite3_bind_int64(st, 2, (int64_t)gen);
   int r, rc = 0;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
     if (n == cap) {
@@ -337,7 +366,7 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   }
   for (size_t i = 0; rc == 0 && i < n; i++) {
     rc = fail_rebound(s, ids[i]);
-    if (rc == 0) job->rebind_failed++;
+    if (rc == 0) (*failed)++;
   }
   free(ids);
   if (rc != 0) return rc;
@@ -350,13 +379,13 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   if ((known &&
        (drop_by_key(s, RB_DEDUP_DROP, key, 0, "dropping a re-bound sender's dedup entries") != 0 ||
         drop_by_key(s, RB_DBKT_DROP, key, 0, "dropping a re-bound sender's dedup buckets") != 0)) ||
-      drop_by_key(s, RB_TICKETS_DROP, addr, job->gen,
+      drop_by_key(s, RB_TICKETS_DROP, addr, gen,
                   "dropping a re-bound sender's report tickets") != 0 ||
       drop_subscriptions(s, addr) != 0)
     return M5_EIO;
   if (known) sq_dbkt_forget(s); /* its cached bucket counts */
-  if (known || job->rebind_failed)
+  if (known || *failed)
     M5_LOGI(SQ_DOM, "UE %s re-bound (generation %llu): %llu queued deliveries failed", addr,
-          (unsigned long long)job->gen, (unsigned long long)job->rebind_failed);
+          (unsigned long long)gen, (unsigned long long)*failed);
   return 0;
 }

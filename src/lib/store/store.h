@@ -75,7 +75,10 @@ typedef struct {
   size_t payload_len;
   /* A UE originator's binding generation when it sent (registry.h; 0: not a UE, or not
    * known). An accept whose UE originator is older than the generation the store knows for
-   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. */
+   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. A
+   * generation (this or a UE recipient's) newer than the store's is a REBIND the store
+   * missed: the accept runs it first, in its transaction (committed even if the message is
+   * then refused). The quota use is kept per (originator, generation). */
   uint64_t ori_gen;
 } m5_store_msg_t;
 
