@@ -720,7 +720,8 @@ static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const ch
 /* A delivery report from a peer (a UE's IMDN, an AS's deliver-report) has the reports' own
  * bound: a full queue of its recipient does not refuse it, nor does the reporter's quota or
  * its share of that queue, and it is charged to neither; beyond max_reports_per_recipient it
- * is refused with QUEUE_FULL, nothing written, also after a reopen. */
+ * is refused with QUEUE_FULL, nothing written, also after a reopen; one reporter holds at most
+ * half of a recipient's reports (ORIGINATOR_QUOTA beyond). */
 static void test_peer_report_own_bound(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -787,6 +788,8 @@ static void test_peer_report_own_bound(void **state) {
   assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, rep, &k), 0);
   m5_store_job_clear(&k);
   assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA); /* ue2 holds 1 of 3 (half) */
+  assert_int_equal(run(f, s, mk_report(&a, "ue5", "r-4", "ue1")), 0);
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
   m5_store_close(s);
 }

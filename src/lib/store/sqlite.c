@@ -158,7 +158,7 @@ static const char *const sql[ST_COUNT] = {
      * pushed now, not waiting, and left out). */
     [ST_ORI_SHARE] = "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg"
                      " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2 AND d.state = 0"
-                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = 0 AND m.ori_gen = ?5",
+                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = ?6 AND m.ori_gen = ?5",
 };
 
 void m5_store_process_init(void) {

@@ -256,8 +256,8 @@ int sq_load_counts(sq_t *s) {
                          NULL) != SQLITE_OK)
     goto out;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-    if (sq_tickets_add(s, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1)) !=
-        0) {
+    const char *ori = (const char *)sqlite3_column_text(st, 0);
+    if (ori && sq_tickets_add(s, ori, sqlite3_column_int64(st, 1)) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }

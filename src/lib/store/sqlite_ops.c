@@ -370,16 +370,17 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
   return sq_step_done(s, st, "storing a message");
 }
 
-/* How many PENDING deliveries of messages from ori (at binding generation gen) wait in rcpt's
- * queue. */
-static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, const m5_msg_addr_t *rcpt,
-                     uint64_t *n) {
+/* How many PENDING deliveries of messages of kind SQ_KIND_* from ori (at binding generation
+ * gen) wait in rcpt's queue. */
+static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, int kind,
+                     const m5_msg_addr_t *rcpt, uint64_t *n) {
   sqlite3_stmt *st = s->st[ST_ORI_SHARE];
   BIND_STR(st, 1, rcpt->addr);
   BIND_STR(st, 2, rcpt->type);
   BIND_STR(st, 3, ori->addr);
   BIND_STR(st, 4, ori->type);
   sqlite3_bind_int64(st, 5, (int64_t)gen);
+  sqlite3_bind_int(st, 6, kind);
   int r = sqlite3_step(st);
   if (r == SQLITE_ROW) *n = (uint64_t)sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -417,11 +418,16 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   }
   /* A delivery report (a UE's IMDN, an AS's deliver-report) is bounded like the reports the
    * store writes itself: by max_reports_per_recipient of its recipient (the originator of
-   * what it reports on), charged to no originator's quota or share, so that neither a full
-   * queue of that originator nor the reporter's own use refuses it. */
+   * what it reports on), charged to no originator's quota, so that neither a full queue of
+   * that originator nor the reporter's own use refuses it. One reporter may hold half of
+   * those (as a sender half of a queue), so that it cannot take every report slot of an AS
+   * (reports to an AS have no ticket to check). */
   int kind = job->n_rcpts == 1 && !strcmp(job->msg.app_id, M5_STORE_REPORT_APP) ? SQ_KIND_REPORT
                                                                                  : SQ_KIND_MSG;
   uint64_t qcap = kind == SQ_KIND_REPORT ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
+  uint64_t scap = kind == SQ_KIND_MSG ? s->o.max_per_recipient_per_originator
+                  : qcap / 2          ? qcap / 2
+                                      : 1;
   /* The originator's quota: what it has stored, plus this body. Checked before the global
    * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
   if (job->n_rcpts && kind == SQ_KIND_MSG) {
@@ -443,14 +449,14 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   size_t stored = 0, full = 0, over = 0;
   for (size_t i = 0; i < job->n_rcpts; i++) {
     uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, kind), share = 0;
-    if (kind == SQ_KIND_MSG && q < qcap && q >= s->o.max_per_recipient_per_originator) {
-      int rc = ori_share(s, &job->msg.ori, job->msg.ori_gen, &job->rcpts[i].addr, &share);
+    if (q < qcap && q >= scap) {
+      int rc = ori_share(s, &job->msg.ori, job->msg.ori_gen, kind, &job->rcpts[i].addr, &share);
       if (rc != 0) return rc;
     }
     if (q >= qcap) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       full++;
-    } else if (kind == SQ_KIND_MSG && share >= s->o.max_per_recipient_per_originator) {
+    } else if (share >= scap) {
       job->rcpts[i].status = M5_STORE_ORIGINATOR_QUOTA;
       full++;
       over++;

@@ -232,7 +232,8 @@ int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
   int r, n = 0;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) { /* RETURNING ori: each one's count */
     n++;
-    if (sq_tickets_add(s, (const char *)sqlite3_column_text(st, 0), -1) != 0) s->counts_dirty = 1;
+    const char *ori = (const char *)sqlite3_column_text(st, 0);
+    if (ori && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
   }
   done_st(st);
   if (r != SQLITE_DONE) {
