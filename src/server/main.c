@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
   so.report_ttl_s = cfg.store_max_ttl_s;
   /* a report can come as late as its message may live, after it was delivered */
   so.report_window_ms = 2 * cfg.store_max_ttl_s * 1000;
+  so.max_tickets_per_originator = (uint64_t)cfg.store_max_report_tickets_per_originator;
   m5_store_t *store = m5_store_open(&so, err, sizeof err);
   if (!store) {
     fprintf(stderr, "m5s: store.path: %s\n", err);

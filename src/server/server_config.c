@@ -118,8 +118,12 @@ static const m5_cfg_item_t items[] = {
      "ORIGINATOR_QUOTA); 0 = half of store.max_per_recipient"},
     {"store.max_reports_per_recipient", M5_CFG_INT,
      offsetof(server_config_t, store_max_reports_per_recipient), "1000", 1, 100000000,
-     "failure/expiry reports waiting per originator, apart from max_per_recipient (beyond: "
-     "not written)"},
+     "reports (m5s's failure reports, peers' IMDNs / deliver-reports) waiting per originator, "
+     "apart from max_per_recipient (beyond: not written / QUEUE_FULL)"},
+    {"store.max_report_tickets_per_originator", M5_CFG_INT,
+     offsetof(server_config_t, store_max_report_tickets_per_originator), "10000", 0, 100000000,
+     "MSGs asking for a report whose report ticket one UE may hold (beyond: no ticket; the "
+     "report then reaches the sender only within store.dedup_window_s)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
     {"topics.default_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_default_expiry_s),

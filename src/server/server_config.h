@@ -52,6 +52,7 @@ typedef struct {
   int64_t store_max_msgs_per_originator, store_max_bytes_per_originator;
   int64_t store_max_per_recipient_per_originator;
   int64_t store_max_reports_per_recipient;
+  int64_t store_max_report_tickets_per_originator;
   int64_t store_in_flight_max_s;
   int64_t topics_default_expiry_s, topics_max_expiry_s; /* Messaging Topics (topics/) */
   int64_t topics_max_per_subscriber, topics_max_subscribers;

@@ -46,7 +46,8 @@ and waits for its answer, which the next `expect` checks):
                                Prints "RECV <body>" on one line.
   hold                         wait for a server-pushed request and do not answer it yet (it
                                keeps its slot of NSTART / the window); prints "HELD <body>"
-  answer-held                  answer the held request 2.04 with a MSGRESP
+  answer-held[:CODE]           answer the held request 2.04 with a MSGRESP (or CODE, e.g. 5.03,
+                               without a body)
   sleep:S                      pause S seconds (pushed requests are still answered)
   touch:PATH                   create the file PATH (tells a test script where we are)
   waitfile:PATH                wait until the file PATH exists (the script's go-ahead), at
@@ -697,8 +698,11 @@ def run_steps(ch, steps, timeout):
             held = m
         elif kind == "answer-held":
             obj = parse_json_object(held.payload) or {}
-            ch.answer(held, code("2.04"), jbody({"msgType": "MSGRESP",
-                                                 "msgId": obj.get("msgId", "")}))
+            if rest and rest != "2.04":
+                ch.answer(held, code(rest), b"")
+            else:
+                ch.answer(held, code("2.04"), jbody({"msgType": "MSGRESP",
+                                                     "msgId": obj.get("msgId", "")}))
         elif kind == "touch":
             with open(rest, "a"):
                 pass

@@ -711,6 +711,89 @@ static void test_report_with_failure(void **state) {
   m5_store_close(s);
 }
 
+static m5_store_job_t *mk_report(accept_t *a, const char *ori, const char *msg_id,
+                                 const char *to);
+static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const char *ori,
+                                     uint64_t ori_gen, const char *msg_id, const char *to,
+                                     uint64_t to_gen, bool report_req);
+
+/* A delivery report from a peer (a UE's IMDN, an AS's deliver-report) has the reports' own
+ * bound: a full queue of its recipient does not refuse it, nor does the reporter's quota or
+ * its share of that queue, and it is charged to neither; beyond max_reports_per_recipient it
+ * is refused with QUEUE_FULL, nothing written, also after a reopen; one reporter holds at most
+ * half of a recipient's reports (ORIGINATOR_QUOTA beyond). */
+static void test_peer_report_own_bound(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 4;
+  o.max_per_recipient_per_originator = 4;
+  o.max_reports_per_recipient = 3;
+  o.max_msgs_per_originator = 4;
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  /* ue1 asks ue2 for reports on r-1 .. r-4; ue3 fills ue1's queue and uses up its quota */
+  const char *ids[] = {"r-1", "r-2", "r-3", "r-4"};
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(accept_report_req(f, s, "UE", "ue1", ids[i], "ue2", 0, NULL),
+                     M5_STORE_ACCEPTED);
+  for (int i = 0; i < 4; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "fill-%d", i);
+    assert_int_equal(accept1(f, s, "ue3", id, M5_PRIO_MIDDLE, "ue1", NULL), M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(accept1(f, s, "ue4", "one-more", M5_PRIO_MIDDLE, "ue1", NULL),
+                   M5_STORE_QUEUE_FULL);
+  /* ue3 reports too (its quota is used up): refused by nothing but the reports' bound */
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-1", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_false(a.job.discarded);
+  assert_true(a.rcpts[0].id != 0);
+  m5_store_job_t *j = mk_report(&a, "ue3", "r-2", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  /* an AS's deliver-report to ue1 (no ticket check) */
+  j = mk_report(&a, "as1", "r-3", "ue1");
+  addr(&j->msg.ori, "AS", "as1");
+  snprintf(j->dedup_ori, sizeof j->dedup_ori, "AS:as1");
+  j->ticket_check = false;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue1"), 4); /* the reports are not in the messages' count */
+  /* ue3 (4 bodies stored) and ue2 were charged nothing: ue2 can still send 4 */
+  for (int i = 0; i < 4; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "ue2-%d", i);
+    assert_int_equal(accept1(f, s, "ue2", id, M5_PRIO_MIDDLE, "ue9", NULL), M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(accept1(f, s, "ue2", "ue2-4", M5_PRIO_MIDDLE, "ue9", NULL),
+                   M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_close(s);
+  /* after a reopen the bound still counts the three waiting reports: the fourth is refused,
+   * nothing written (a retry once one is delivered is judged afresh) */
+  s = open_store(&o);
+  assert_int_equal(pending_of(f, s, "ue1"), 4);
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_QUEUE_FULL);
+  assert_int_equal(a.rcpts[0].id, 0);
+  m5_store_job_t d;
+  due(f, s, "ue1", 100, &d);
+  assert_int_equal(d.n_items, 7);
+  uint64_t rep = 0;
+  for (size_t i = 0; i < d.n_items; i++)
+    if (!strcmp(d.items[i].msg.app_id, M5_STORE_REPORT_APP)) rep = d.items[i].id;
+  m5_store_job_clear(&d);
+  assert_true(rep != 0);
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, rep, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA); /* ue2 holds 1 of 3 (half) */
+  assert_int_equal(run(f, s, mk_report(&a, "ue5", "r-4", "ue1")), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 /* ---- quotas per originator ---- */
 
 static void test_originator_quota(void **state) {
@@ -1298,8 +1381,11 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_close(s); /* the store holds its file exclusively while open */
   assert_int_equal(user_version(), 4);
   s = open_store(&q);
-  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL),
-                   M5_STORE_ORIGINATOR_QUOTA);
+  /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
+   * quota use is per generation) */
+  accept_t ga;
+  assert_int_equal(run(f, s, mk_gen_accept(&ga, "UE", "ue1", 1, "old2", "ue2", 0, false)), 0);
+  assert_int_equal(ga.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
   /* binding_gens and rcpt_gen work: a re-bind of ue2 fails the old message (generation 1),
    * which frees ue1's quota */
   m5_store_job_t rb;
@@ -1310,7 +1396,8 @@ static void schema_upgraded(fx_t *f, int from) {
   assert_int_equal(run(f, s, &rb), 0);
   assert_int_equal(rb.rebind_failed, 1);
   assert_int_equal(pending_of(f, s, "ue2"), 0);
-  assert_int_equal(accept1(f, s, "ue1", "old2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&ga, "UE", "ue1", 1, "old2", "ue2", 0, false)), 0);
+  assert_int_equal(ga.job.outcome, M5_STORE_ACCEPTED);
   m5_store_close(s);
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
@@ -1396,7 +1483,7 @@ static void test_rebind(void **state) {
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m5", "ue2")), 0); /* before: forwarded */
   assert_false(a.job.discarded);
   assert_int_equal(a.rcpts[0].gen, 20);
-  assert_int_equal(pending_of(f, s, "ue2"), 4);
+  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the report has the reports' own bound */
 
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
   assert_int_equal(failed, 4); /* m1, m2, a3 and the report on m5 */
@@ -1449,7 +1536,8 @@ static void test_rebind(void **state) {
   assert_false(a.job.discarded);
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
   assert_int_equal(a.rcpts[0].gen, 30);
-  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  assert_true(a.rcpts[0].id != 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 0); /* (a report: not in the messages' count) */
   /* A report on what the new ue2 sends reaches it. */
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
@@ -1466,7 +1554,7 @@ static void test_rebind(void **state) {
   a.rcpts[0].gen = 20;
   assert_int_equal(run(f, s, rj), 0);
   assert_true(rj->discarded);
-  assert_int_equal(pending_of(f, s, "ue2"), 3); /* the reports on m5 and m7, and m8 */
+  assert_int_equal(pending_of(f, s, "ue2"), 1); /* m8 (and the reports on m5 and m7) */
 
   /* Repeats and older generations change nothing, also after a reopen. */
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
@@ -1477,7 +1565,10 @@ static void test_rebind(void **state) {
   s = open_store(&o);
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
   assert_int_equal(failed, 0);
-  assert_int_equal(pending_of(f, s, "ue2"), 3);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  due(f, s, "ue2", 10, &j);
+  assert_int_equal(j.n_items, 3); /* m8 and the reports on m5 and m7 */
+  m5_store_job_clear(&j);
 
   /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
    * RESCHEDULE (the push failed) fails it as RECIPIENT_REBOUND instead of queueing it. */
@@ -1815,6 +1906,162 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(user_version(), 4);
 }
 
+/* The quota use and the queue share of a UE originator belong to its binding generation: the
+ * subscriber a UE Service ID is re-bound to is not refused ORIGINATOR_QUOTA for what the
+ * previous one stored, and the previous one's messages still queued stay charged to it (also
+ * after a reopen, which rebuilds the use from the tables). */
+static void test_quota_per_generation(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 2;
+  o.max_per_recipient = 4; /* a share of 2 */
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  uint64_t old1;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-1", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  old1 = a.rcpts[0].id;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-2", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "o-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  /* ue1 re-bound: the new subscriber has its own quota and its own share of ue2's queue */
+  assert_int_equal(rebind(f, s, "ue1", 30, NULL), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-1", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-2", "ue2", 20, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  assert_int_equal(pending_of(f, s, "ue2"), 4);
+  m5_store_close(s);
+  s = open_store(&o);
+  /* the old subscriber's message leaving frees nothing of the new one's quota */
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, old1, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 30, "n-3", "ue3", 0, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA);
+  m5_store_close(s);
+}
+
+/* A REBIND that never reached the store (it failed, or m5s could not queue it) is caught up
+ * by the first job that brings the newer generation, in that job's transaction: from the new
+ * subscriber as a sender (its reused msgId is not a duplicate of the old one's, the old queue
+ * is failed with its reports, the old tickets go) and as a recipient. The REBIND arriving later
+ * changes nothing. */
+static void test_rebind_caught_up(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue3", 40, NULL), 0);
+  accept_t a;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "dup-1", "ue1", 10, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "q-1", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "x-1", "ue3", 40, true)), 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 1);
+  /* ue2 re-bound to generation 30, but the store was not told: the new ue2 sends dup-1 */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "dup-1", "ue1", 10, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(pending_of(f, s, "ue2"), 0); /* q-1 failed (RECIPIENT_REBOUND) */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 20, "late", "ue1", 10, false)),
+                   M5_EPERM); /* the old ue2 may not send any more */
+  /* ue3 re-bound to 50 unknown to the store: a message for the new ue3 catches it up */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "x-2", "ue3", 50, false)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  m5_store_job_t j;
+  due(f, s, "ue3", 10, &j);
+  assert_int_equal(j.n_items, 1);
+  assert_string_equal(j.items[0].msg.msg_id, "x-2");
+  assert_int_equal(j.items[0].rcpt_gen, 50);
+  m5_store_job_clear(&j);
+  /* ue1 asked for reports on q-1 and x-1: both failed RECIPIENT_REBOUND */
+  due(f, s, "ue1", 100, &j);
+  size_t reports = 0;
+  for (size_t i = 0; i < j.n_items; i++) {
+    const m5_store_msg_t *m = &j.items[i].msg;
+    if (strcmp(m->app_id, M5_STORE_REPORT_APP) != 0 || !strcmp(m->msg_id, "dup-1")) continue;
+    reports++;
+    assert_memory_equal(m->payload, "REPT_DELY_FAILED RECIPIENT_REBOUND", m->payload_len);
+  }
+  assert_int_equal(reports, 2);
+  m5_store_job_clear(&j);
+  uint64_t failed = 99;
+  assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0); /* the late REBIND: a no-op */
+  assert_int_equal(failed, 0);
+  assert_int_equal(rebind(f, s, "ue3", 50, &failed), 0);
+  assert_int_equal(failed, 0);
+  m5_store_close(s);
+}
+
+/* One number from the closed store's file (the store holds it exclusively while open). */
+static long sql_count(const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  long v = (long)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+/* Report tickets are bounded per originating UE (max_tickets_per_originator, counted across
+ * reopens), a ticket goes when the report it admits is stored, and expired ones free their
+ * place: further MSGs asking for a report do not grow the table. A MSG beyond the bound is
+ * still accepted, and a report on it still reaches its sender within the dedup window. */
+static void test_ticket_cap(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_tickets_per_originator = 3;
+  o.report_window_ms = 60000;
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 10, NULL), 0);
+  assert_int_equal(rebind(f, s, "ue2", 20, NULL), 0);
+  accept_t a;
+  char id[16];
+  for (int i = 1; i <= 5; i++) {
+    snprintf(id, sizeof id, "t-%d", i);
+    assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, id, "ue2", 20, true)), 0);
+    assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  }
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "t-1", "ue1")), 0);
+  assert_false(a.job.discarded);
+  assert_int_equal(a.rcpts[0].gen, 10);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 2);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id IN"
+                             " ('t-1', 't-4', 't-5')"),
+                   0);
+  s = open_store(&o); /* the count is read back: one place is free */
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-6", "ue2", 20, true)), 0);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-7", "ue2", 20, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  /* without a ticket, the report on t-5 goes to ue1 while t-5 is in its dedup window */
+  assert_int_equal(run(f, s, mk_report(&a, "ue2", "t-5", "ue1")), 0);
+  assert_false(a.job.discarded);
+  assert_true(a.rcpts[0].id != 0);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 3);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-7'"), 0);
+  /* once expired (and swept at the start of a batch) they make room again */
+  s = open_store(&o);
+  set_now(fake_now + 61000);
+  (void)pending_of(f, s, "ue1");
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-8", "ue2", 20, true)), 0);
+  m5_store_close(s);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 1);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-8'"), 1);
+}
+
 static void test_second_open_refused(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -1869,6 +2116,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_report_with_failure, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_peer_report_own_bound, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_quota, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_share, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),
@@ -1880,6 +2128,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_reports, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind_rollback, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_ticket_cap, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_quota_per_generation, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_caught_up, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),

@@ -171,7 +171,7 @@ static const char *const sql[ST_COUNT] = {
      * pushed now, not waiting, and left out). */
     [ST_ORI_SHARE] = "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg"
                      " WHERE d.rcpt_addr = ?1 AND d.rcpt_type = ?2 AND d.state = 0"
-                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = 0",
+                     " AND m.ori_addr = ?3 AND m.ori_type = ?4 AND m.kind = ?6 AND m.ori_gen = ?5",
 };
 
 void m5_store_process_init(void) {
@@ -416,6 +416,7 @@ static void sq_free(sq_t *s) {
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
   if (s->inflight) m5_hmap_free(s->inflight, NULL);
+  if (s->tickets) m5_hmap_free(s->tickets, free);
   sq_dbkt_free(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);

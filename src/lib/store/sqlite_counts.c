@@ -12,7 +12,11 @@
 #include <string.h>
 
 /* ---- PENDING counts per (kind, recipient) (key: kind type NUL addr), quota use per
- * originator (key: type NUL addr), the in-flight set ---- */
+ * originator (key: type NUL addr NUL gen), the in-flight set ----
+ *
+ * The quota use is per binding generation of a UE originator (messages.ori_gen; 0 for an AS):
+ * a UE Service ID re-bound to another subscriber starts with none of the previous one's use,
+ * while the previous one's messages still queued stay charged to it until they go. */
 
 static size_t pending_key(const m5_msg_addr_t *a, int kind, char *key, size_t keylen) {
   size_t t = strnlen(a->type, sizeof a->type), n = strnlen(a->addr, sizeof a->addr);
@@ -32,9 +36,20 @@ uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind) {
   return n ? *n : 0;
 }
 
-sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a) {
-  char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, -1, key, sizeof key);
+/* The quota key of (a, gen): type NUL addr NUL gen (8 bytes). */
+static size_t ori_key(const m5_msg_addr_t *a, uint64_t gen, char *key, size_t keylen) {
+  size_t klen = pending_key(a, -1, key, keylen);
+  if (!klen || klen + 1 + sizeof gen > keylen) return 0;
+  key[klen] = '\0';
+  memcpy(key + klen + 1, &gen, sizeof gen);
+  return klen + 1 + sizeof gen;
+}
+
+#define ORI_KEY_MAX (sizeof(m5_msg_addr_t) + 1 + sizeof(uint64_t))
+
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen) {
+  char key[ORI_KEY_MAX];
+  size_t klen = ori_key(a, gen, key, sizeof key);
   const sq_ori_t *o = klen ? m5_hmap_get(s->oris, key, klen) : NULL;
   sq_ori_t none = {0, 0};
   return o ? *o : none;
@@ -45,7 +60,7 @@ sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a) {
 #define ORI_ENTRIES_MAX 65536
 
 typedef struct {
-  char (*keys)[sizeof(m5_msg_addr_t)];
+  char (*keys)[ORI_KEY_MAX];
   size_t *lens, n;
 } zero_oris_t;
 
@@ -76,9 +91,9 @@ static void drop_zero_oris(sq_t *s) {
   free(z.lens);
 }
 
-int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes) {
-  char key[sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, -1, key, sizeof key);
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes) {
+  char key[ORI_KEY_MAX];
+  size_t klen = ori_key(a, gen, key, sizeof key);
   if (!klen) return M5_EINVAL;
   sq_ori_t *o = m5_hmap_get(s->oris, key, klen);
   if (!o) {
@@ -131,20 +146,49 @@ static void free_val(void *v) {
   free(v);
 }
 
+uint64_t sq_tickets_get(sq_t *s, const char *ue) {
+  const uint64_t *n = s->tickets ? m5_hmap_get(s->tickets, ue, strlen(ue)) : NULL;
+  return n ? *n : 0;
+}
+
+int sq_tickets_add(sq_t *s, const char *ue, int64_t delta) {
+  size_t len = strlen(ue);
+  uint64_t *n = m5_hmap_get(s->tickets, ue, len);
+  if (!n) {
+    if (delta <= 0) return 0;
+    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
+    if (m5_hmap_put(s->tickets, ue, len, n, NULL) != 0) {
+      free(n);
+      return M5_ENOMEM;
+    }
+  }
+  if (delta < 0 && (uint64_t)-delta >= *n) {
+    free(m5_hmap_del(s->tickets, ue, len));
+    return 0;
+  }
+  *n = (uint64_t)((int64_t)*n + delta);
+  return 0;
+}
+
 /* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:
- * the queues per (kind, recipient), the quota use per originator, the in-flight set. */
+ * the queues per (kind, recipient), the quota use per originator, the in-flight set, the
+ * report tickets per originator. */
 int sq_load_counts(sq_t *s) {
   m5_hmap_t *fresh = m5_hmap_new(), *fresh_oris = m5_hmap_new(), *fresh_inflight = m5_hmap_new();
-  if (!fresh || !fresh_oris || !fresh_inflight) {
+  m5_hmap_t *fresh_tickets = m5_hmap_new();
+  if (!fresh || !fresh_oris || !fresh_inflight || !fresh_tickets) {
     if (fresh) m5_hmap_free(fresh, free_val);
     if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
     if (fresh_inflight) m5_hmap_free(fresh_inflight, NULL);
+    if (fresh_tickets) m5_hmap_free(fresh_tickets, free_val);
     return M5_ENOMEM;
   }
   m5_hmap_t *old = s->pending, *old_oris = s->oris, *old_inflight = s->inflight;
+  m5_hmap_t *old_tickets = s->tickets;
   s->pending = fresh;
   s->oris = fresh_oris;
   s->inflight = fresh_inflight;
+  s->tickets = fresh_tickets;
   s->queued = 0;
   sqlite3_stmt *st = NULL;
   int rc = M5_EIO;
@@ -191,15 +235,29 @@ int sq_load_counts(sq_t *s) {
   sqlite3_finalize(st);
   st = NULL;
   if (sqlite3_prepare_v2(s->db,
-                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)) FROM messages"
-                         " WHERE kind = 0 GROUP BY ori_addr, ori_type",
+                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)), ori_gen"
+                         " FROM messages WHERE kind = 0 GROUP BY ori_addr, ori_type, ori_gen",
                          -1, &st, NULL) != SQLITE_OK)
     goto out;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
     m5_msg_addr_t a = {0};
     snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
     snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
-    if (sq_ori_add(s, &a, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3)) != 0) {
+    if (sq_ori_add(s, &a, (uint64_t)sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 2),
+                   sqlite3_column_int64(st, 3)) != 0) {
+      rc = M5_ENOMEM;
+      goto out;
+    }
+  }
+  if (r != SQLITE_DONE) goto out;
+  sqlite3_finalize(st);
+  st = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT ori, count(*) FROM report_tickets GROUP BY ori", -1, &st,
+                         NULL) != SQLITE_OK)
+    goto out;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *ori = (const char *)sqlite3_column_text(st, 0);
+    if (ori && sq_tickets_add(s, ori, sqlite3_column_int64(st, 1)) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }
@@ -241,5 +299,6 @@ out:
   if (old) m5_hmap_free(old, free_val);
   if (old_oris) m5_hmap_free(old_oris, free_val);
   if (old_inflight) m5_hmap_free(old_inflight, NULL);
+  if (old_tickets) m5_hmap_free(old_tickets, free_val);
   return rc;
 }

@@ -67,6 +67,8 @@ enum {
   RB_DBKT_DROP,
   RB_TICKETS_DROP,
   RB_TICKET_PUT,
+  RB_TICKET_UPD, /* right after RB_TICKET_PUT (sq_rebind_ticket_put) */
+  RB_TICKET_DEL,
   RB_TICKET_GET,
   RB_TICKET_SWEEP,
   RB_DEDUP_HAS,
@@ -119,8 +121,10 @@ typedef struct {
 
   /* ---- writer thread only ---- */
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
-  m5_hmap_t *oris;    /* originator key -> sq_ori_t: its quota use */
+  m5_hmap_t *oris;    /* (originator, generation) key -> sq_ori_t: its quota use */
   m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
+  m5_hmap_t *tickets;  /* UE Service ID -> uint64_t *: its rows in report_tickets */
+  int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_rebind.c) */
   uint64_t queued, messages;
   uint64_t next_msg_id, next_dlv_id;
   int64_t bucket_ms;
@@ -142,13 +146,17 @@ void sq_log_error(sq_t *s, const char *what);
  * (each kind has its own bound). */
 uint64_t sq_pending_get(sq_t *s, const m5_msg_addr_t *a, int kind);
 int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
-/* The in-memory quota use of an originator. */
-sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a);
-int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, int64_t msgs, int64_t bytes);
+/* The in-memory quota use of an originator at a binding generation (msg.ori_gen: a re-bound
+ * UE Service ID starts with none of the previous subscriber's use). */
+sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen);
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes);
 /* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
 void sq_inflight_del(sq_t *s, uint64_t id);
-/* Rebuilds all three from the tables (0, or M5_EIO / M5_ENOMEM with counts_dirty kept). */
+/* Report tickets per originating UE (report_tickets rows), for max_tickets_per_originator. */
+uint64_t sq_tickets_get(sq_t *s, const char *ue);
+int sq_tickets_add(sq_t *s, const char *ue, int64_t delta);
+/* Rebuilds all four from the tables (0, or M5_EIO / M5_ENOMEM with counts_dirty kept). */
 int sq_load_counts(sq_t *s);
 
 /* sqlite_ops.c: one job inside the open transaction (status in job->status). */
@@ -169,6 +177,8 @@ void sq_rebind_finalize(sq_t *s);
 int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job);
 /* ACCEPT, once the message is stored: its report ticket (job->ticket_put). */
 int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* ACCEPT, once a report is stored: drops the ticket that admitted it. */
+int sq_rebind_ticket_used(sq_t *s, const m5_store_job_t *job);
 /* RESCHEDULE of a delivery whose recipient was re-bound since: failed (RECIPIENT_REBOUND,
  * with its report) instead; *done = 1 then. */
 int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done);

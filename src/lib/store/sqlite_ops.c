@@ -370,14 +370,17 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
   return sq_step_done(s, st, "storing a message");
 }
 
-/* How many PENDING deliveries of messages from ori wait in rcpt's queue. */
-static int ori_share(sq_t *s, const m5_msg_addr_t *ori, const m5_msg_addr_t *rcpt,
-                     uint64_t *n) {
+/* How many PENDING deliveries of messages of kind SQ_KIND_* from ori (at binding generation
+ * gen) wait in rcpt's queue. */
+static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, int kind,
+                     const m5_msg_addr_t *rcpt, uint64_t *n) {
   sqlite3_stmt *st = s->st[ST_ORI_SHARE];
   BIND_STR(st, 1, rcpt->addr);
   BIND_STR(st, 2, rcpt->type);
   BIND_STR(st, 3, ori->addr);
   BIND_STR(st, 4, ori->type);
+  sqlite3_bind_int64(st, 5, (int64_t)gen);
+  sqlite3_bind_int(st, 6, kind);
   int r = sqlite3_step(st);
   if (r == SQLITE_ROW) *n = (uint64_t)sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -413,10 +416,22 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     job->outcome = M5_STORE_ACCEPTED;
     return 0;
   }
+  /* A delivery report (a UE's IMDN, an AS's deliver-report) is bounded like the reports the
+   * store writes itself: by max_reports_per_recipient of its recipient (the originator of
+   * what it reports on), charged to no originator's quota, so that neither a full queue of
+   * that originator nor the reporter's own use refuses it. One reporter may hold half of
+   * those (as a sender half of a queue), so that it cannot take every report slot of an AS
+   * (reports to an AS have no ticket to check). */
+  int kind = job->n_rcpts == 1 && !strcmp(job->msg.app_id, M5_STORE_REPORT_APP) ? SQ_KIND_REPORT
+                                                                                 : SQ_KIND_MSG;
+  uint64_t qcap = kind == SQ_KIND_REPORT ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
+  uint64_t scap = kind == SQ_KIND_MSG ? s->o.max_per_recipient_per_originator
+                  : qcap / 2          ? qcap / 2
+                                      : 1;
   /* The originator's quota: what it has stored, plus this body. Checked before the global
    * cap, so that one sender over its share is told so instead of everyone getting 5.03. */
-  if (job->n_rcpts) {
-    sq_ori_t use = sq_ori_get(s, &job->msg.ori);
+  if (job->n_rcpts && kind == SQ_KIND_MSG) {
+    sq_ori_t use = sq_ori_get(s, &job->msg.ori, job->msg.ori_gen);
     if (use.msgs + 1 > s->o.max_msgs_per_originator ||
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
       job->outcome = M5_STORE_ORIGINATOR_QUOTA;
@@ -433,15 +448,15 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
    * of it, read only for a queue that could hold that many. */
   size_t stored = 0, full = 0, over = 0;
   for (size_t i = 0; i < job->n_rcpts; i++) {
-    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, SQ_KIND_MSG), share = 0;
-    if (q < s->o.max_per_recipient && q >= s->o.max_per_recipient_per_originator) {
-      int rc = ori_share(s, &job->msg.ori, &job->rcpts[i].addr, &share);
+    uint64_t q = sq_pending_get(s, &job->rcpts[i].addr, kind), share = 0;
+    if (q < qcap && q >= scap) {
+      int rc = ori_share(s, &job->msg.ori, job->msg.ori_gen, kind, &job->rcpts[i].addr, &share);
       if (rc != 0) return rc;
     }
-    if (q >= s->o.max_per_recipient) {
+    if (q >= qcap) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       full++;
-    } else if (share >= s->o.max_per_recipient_per_originator) {
+    } else if (share >= scap) {
       job->rcpts[i].status = M5_STORE_ORIGINATOR_QUOTA;
       full++;
       over++;
@@ -461,7 +476,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     uint64_t msg_id = s->next_msg_id++;
     uint64_t first = s->next_dlv_id;
     s->next_dlv_id += stored;
-    if (insert_message(s, &job->msg, SQ_KIND_MSG, msg_id, first, stored) != 0) return M5_EIO;
+    if (insert_message(s, &job->msg, kind, msg_id, first, stored) != 0) return M5_EIO;
     uint64_t id = first;
     sqlite3_stmt *st = s->st[ST_DLV_INSERT];
     for (size_t i = 0; i < job->n_rcpts; i++) {
@@ -479,19 +494,22 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
-    if (sq_rebind_ticket_put(s, job, now) != 0) return M5_EIO;
+    if (sq_rebind_ticket_put(s, job, now) != 0 || sq_rebind_ticket_used(s, job) != 0)
+      return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
   for (size_t i = 0; i < job->n_rcpts; i++) {
     const m5_store_rcpt_t *r = &job->rcpts[i];
     if (!r->id) continue;
-    if (sq_pending_add(s, &r->addr, SQ_KIND_MSG, 1) != 0) s->counts_dirty = 1;
+    if (sq_pending_add(s, &r->addr, kind, 1) != 0) s->counts_dirty = 1;
     if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms) != 0) s->counts_dirty = 1;
   }
   s->queued += stored;
   if (stored) {
     s->messages++;
-    if (sq_ori_add(s, &job->msg.ori, 1, (int64_t)job->msg.payload_len) != 0) s->counts_dirty = 1;
+    if (kind == SQ_KIND_MSG &&
+        sq_ori_add(s, &job->msg.ori, job->msg.ori_gen, 1, (int64_t)job->msg.payload_len) != 0)
+      s->counts_dirty = 1;
   }
   job->outcome = M5_STORE_ACCEPTED;
   s->job_delta.accepted++;
@@ -595,7 +613,8 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
-    if (rc == 0 && rm.kind == SQ_KIND_MSG && sq_ori_add(s, &out->msg.ori, -1, -rm.plen) != 0)
+    if (rc == 0 && rm.kind == SQ_KIND_MSG &&
+        sq_ori_add(s, &out->msg.ori, out->msg.ori_gen, -1, -rm.plen) != 0)
       s->counts_dirty = 1;
   } else {
     sqlite3_stmt *us = s->st[ST_DLV_SET_STATE], *um = s->st[ST_MSG_DEC_OPEN];

@@ -44,12 +44,14 @@ static const char *const rb_sql[RB_COUNT] = {
     [RB_DBKT_DROP] = "DELETE FROM dedup_buckets WHERE ori = ?1",
     [RB_TICKETS_DROP] = "DELETE FROM report_tickets WHERE ori = ?1 AND gen < ?2",
     [RB_TICKET_PUT] = "INSERT INTO report_tickets (ori, msg_id, gen, until_ms)"
-                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ori, msg_id) DO UPDATE SET"
-                      " gen = excluded.gen, until_ms = excluded.until_ms",
+                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ori, msg_id) DO NOTHING",
+    [RB_TICKET_UPD] = "UPDATE report_tickets SET gen = ?3, until_ms = ?4"
+                      " WHERE ori = ?1 AND msg_id = ?2",
+    [RB_TICKET_DEL] = "DELETE FROM report_tickets WHERE ori = ?1 AND msg_id = ?2",
     [RB_TICKET_GET] = "SELECT gen FROM report_tickets WHERE ori = ?1 AND msg_id = ?2"
                       " AND until_ms > ?3",
     [RB_TICKET_SWEEP] = "DELETE FROM report_tickets WHERE (ori, msg_id) IN (SELECT ori, msg_id"
-                        " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2)",
+                        " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2) RETURNING ori",
     [RB_DEDUP_HAS] = "SELECT 1 FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
@@ -95,15 +97,37 @@ static int is_ue(const m5_msg_addr_t *a) {
   return !strcmp(a->type, "UE");
 }
 
+static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed);
+
 /* ---- ACCEPT ---- */
+
+/* A generation newer than the store's for addr comes with a job: the REBIND of that change
+ * failed or never reached the store (admin.c retries it, start-up repeats it). Until it runs,
+ * the old subscriber's dedup window would swallow the new one's msgIds and its quota, queue
+ * and tickets would be taken for the new one's: the store catches up here, in this job's
+ * transaction, before the job looks at any of them. */
+static int catch_up(sq_t *s, const char *addr, uint64_t gen, uint64_t *known) {
+  if (gen <= *known) return 0;
+  uint64_t failed = 0;
+  int rc = rebind_to(s, addr, gen, &failed);
+  if (rc != 0) return rc;
+  if (*known)
+    M5_LOGW(SQ_DOM, "%s: UE %s came with generation %llu, newer than the store's %llu: its "
+            "re-bind caught up (%llu queued deliveries failed)", s->path, addr,
+            (unsigned long long)gen, (unsigned long long)*known, (unsigned long long)failed);
+  *known = gen;
+  return 0;
+}
 
 int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   job->discarded = false;
+  s->ticket_hit = 0;
   uint64_t known;
   m5_store_msg_t *m = &job->msg;
   if (is_ue(&m->ori)) {
     if (sq_gen_of(s, m->ori.addr, &known) != 0) return M5_EIO;
     if (m->ori_gen && m->ori_gen < known) return M5_EPERM; /* its binding changed */
+    if (m->ori_gen && catch_up(s, m->ori.addr, m->ori_gen, &known) != 0) return M5_EIO;
     if (!m->ori_gen) m->ori_gen = known;
   }
   /* A message goes to whoever holds the ID when it is accepted; a report, to the generation
@@ -113,6 +137,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     m5_store_rcpt_t *r = &job->rcpts[i];
     if (!is_ue(&r->addr)) continue;
     if (sq_gen_of(s, r->addr.addr, &known) != 0) return M5_EIO;
+    if (catch_up(s, r->addr.addr, r->gen, &known) != 0) return M5_EIO;
     if (report && r->gen && r->gen < known && job->n_rcpts == 1) job->discarded = true;
     if (r->gen < known) r->gen = known;
   }
@@ -131,6 +156,7 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     return M5_EIO;
   }
   if (tgen) { /* the message asked for a report: the generation that sent it gets it */
+    s->ticket_hit = 1; /* used up once the report is stored (sq_rebind_ticket_used) */
     if (tgen < job->rcpts[0].gen)
       job->discarded = true;
     else
@@ -154,15 +180,48 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
   return 0;
 }
 
+/* A ticket per MSG asking for a report, but at most max_tickets_per_originator per UE (an
+ * in-memory count, rebuilt from the table with the other figures): an authenticated UE sending
+ * unique msgIds would otherwise add rows for as long as report_window_ms. Beyond the bound the
+ * MSG is still accepted, without a ticket: a report on it then reaches its sender only while the
+ * msgId is in the sender's dedup window (the fallback above), and is dropped after that. */
 int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
   const m5_store_msg_t *m = &job->msg;
   if (!job->ticket_put || !is_ue(&m->ori)) return 0;
-  sqlite3_stmt *st = s->rb[RB_TICKET_PUT];
-  bind_str(st, 1, m->ori.addr, sizeof m->ori.addr);
-  bind_str(st, 2, m->msg_id, sizeof m->msg_id);
-  sqlite3_bind_int64(st, 3, (int64_t)m->ori_gen);
-  sqlite3_bind_int64(st, 4, now_ms + s->o.report_window_ms);
-  return sq_step_done(s, st, "storing a report ticket");
+  if (sq_tickets_get(s, m->ori.addr) >= s->o.max_tickets_per_originator) {
+    M5_LOGD(SQ_DOM, "%s: UE %s has %llu report tickets (the bound): none kept for MSG %s",
+            s->path, m->ori.addr, (unsigned long long)s->o.max_tickets_per_originator, m->msg_id);
+    return 0;
+  }
+  for (int which = RB_TICKET_PUT; which <= RB_TICKET_UPD; which++) {
+    sqlite3_stmt *st = s->rb[which];
+    bind_str(st, 1, m->ori.addr, sizeof m->ori.addr);
+    bind_str(st, 2, m->msg_id, sizeof m->msg_id);
+    sqlite3_bind_int64(st, 3, (int64_t)m->ori_gen);
+    sqlite3_bind_int64(st, 4, now_ms + s->o.report_window_ms);
+    if (sq_step_done(s, st, "storing a report ticket") != 0) return M5_EIO;
+    if (which == RB_TICKET_PUT && sqlite3_changes(s->db) == 1) { /* a new one, not a renewal */
+      if (sq_tickets_add(s, m->ori.addr, 1) != 0) s->counts_dirty = 1;
+      break;
+    }
+  }
+  return 0;
+}
+
+/* The report the ticket admitted is stored: the ticket is used up. A MSG from a UE has one
+ * recipient, so one report; a message with several recipients (groups, later) would need a
+ * count of reports still expected: until then the later reports fall back to the sender's
+ * dedup window. */
+int sq_rebind_ticket_used(sq_t *s, const m5_store_job_t *job) {
+  if (!s->ticket_hit || job->n_rcpts != 1) return 0;
+  s->ticket_hit = 0;
+  sqlite3_stmt *st = s->rb[RB_TICKET_DEL];
+  bind_str(st, 1, job->rcpts[0].addr.addr, sizeof job->rcpts[0].addr.addr);
+  bind_str(st, 2, job->msg.msg_id, sizeof job->msg.msg_id);
+  if (sq_step_done(s, st, "dropping a used report ticket") != 0) return M5_EIO;
+  if (sqlite3_changes(s->db) == 1 && sq_tickets_add(s, job->rcpts[0].addr.addr, -1) != 0)
+    s->counts_dirty = 1;
+  return 0;
 }
 
 int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
@@ -170,8 +229,18 @@ int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
   sqlite3_stmt *st = s->rb[RB_TICKET_SWEEP];
   sqlite3_bind_int64(st, 1, now_ms);
   sqlite3_bind_int(st, 2, TICKET_SWEEP_MAX);
-  if (sq_step_done(s, st, "dropping expired report tickets") != 0) return M5_EIO;
-  if (sqlite3_changes(s->db) < TICKET_SWEEP_MAX) s->tickets_swept_ms = now_ms;
+  int r, n = 0;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) { /* RETURNING ori: each one's count */
+    n++;
+    const char *ori = (const char *)sqlite3_column_text(st, 0);
+    if (ori && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
+  }
+  done_st(st);
+  if (r != SQLITE_DONE) {
+    sq_log_error(s, "dropping expired report tickets");
+    return M5_EIO;
+  }
+  if (n < TICKET_SWEEP_MAX) s->tickets_swept_ms = now_ms;
   return 0;
 }
 
@@ -237,7 +306,11 @@ static int drop_by_key(sq_t *s, int which, const char *key, uint64_t gen, const 
   sqlite3_stmt *st = s->rb[which];
   bind_str(st, 1, key, M5_STORE_KEY_MAX + 1);
   if (which == RB_TICKETS_DROP) sqlite3_bind_int64(st, 2, (int64_t)gen);
-  return sq_step_done(s, st, what);
+  if (sq_step_done(s, st, what) != 0) return M5_EIO;
+  if (which == RB_TICKETS_DROP && sqlite3_changes(s->db) > 0 &&
+      sq_tickets_add(s, key, -(int64_t)sqlite3_changes(s->db)) != 0)
+    s->counts_dirty = 1;
+  return 0;
 }
 
 /* The old subscriber's Messaging Topic subscriptions, in this transaction: the new one of the
@@ -248,23 +321,30 @@ static int drop_subscriptions(sq_t *s, const char *addr, uint64_t gen) {
 
 int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   job->rebind_failed = 0;
-  const char *addr = job->rcpt.addr;
-  if (!is_ue(&job->rcpt) || !addr[0] || job->gen == 0) return M5_EINVAL;
+  if (!is_ue(&job->rcpt) || !job->rcpt.addr[0] || job->gen == 0) return M5_EINVAL;
+  return rebind_to(s, job->rcpt.addr, job->gen, &job->rebind_failed);
+}
+
+/* REBIND of the UE Service ID addr to generation gen (M5_STORE_REBIND, or an ACCEPT catching
+ * up); *failed: the queued deliveries it failed. */
+static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) {
+  *failed = 0;
+  size_t alen = strnlen(addr, M5_MSG_ADDR_MAX + 1);
   uint64_t known;
   if (sq_gen_of(s, addr, &known) != 0) return M5_EIO;
-  if (known >= job->gen) return 0; /* done already (a repeat at start-up) */
+  if (known >= gen) return 0; /* done already (a repeat at start-up) */
   /* The new generation first, so that the failures below write no report to the old
    * subscriber of this very ID (sq_rebind_report_gen finds it stale). */
   sqlite3_stmt *put = s->rb[RB_GEN_PUT];
-  bind_str(put, 1, addr, sizeof job->rcpt.addr);
-  sqlite3_bind_int64(put, 2, (int64_t)job->gen);
+  bind_str(put, 1, addr, alen + 1);
+  sqlite3_bind_int64(put, 2, (int64_t)gen);
   if (sq_step_done(s, put, "storing a binding generation") != 0) return M5_EIO;
   /* The old generations' queue: collected first (the finish statements change the index). */
   uint64_t *ids = NULL;
   size_t n = 0, cap = 0;
   sqlite3_stmt *st = s->rb[RB_STALE_IDS];
-  bind_str(st, 1, addr, sizeof job->rcpt.addr);
-  sqlite3_bind_int64(st, 2, (int64_t)job->gen);
+  bind_str(st, 1, addr, alen + 1);
+  sqlite3_bind_int64(st, 2, (int64_t)gen);
   int r, rc = 0;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
     if (n == cap) {
@@ -286,7 +366,7 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   }
   for (size_t i = 0; rc == 0 && i < n; i++) {
     rc = fail_rebound(s, ids[i]);
-    if (rc == 0) job->rebind_failed++;
+    if (rc == 0) (*failed)++;
   }
   free(ids);
   if (rc != 0) return rc;
@@ -299,13 +379,13 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job) {
   if ((known &&
        (drop_by_key(s, RB_DEDUP_DROP, key, 0, "dropping a re-bound sender's dedup entries") != 0 ||
         drop_by_key(s, RB_DBKT_DROP, key, 0, "dropping a re-bound sender's dedup buckets") != 0)) ||
-      drop_by_key(s, RB_TICKETS_DROP, addr, job->gen,
+      drop_by_key(s, RB_TICKETS_DROP, addr, gen,
                   "dropping a re-bound sender's report tickets") != 0 ||
       drop_subscriptions(s, addr, job->gen) != 0)
     return M5_EIO;
   if (known) sq_dbkt_forget(s); /* its cached bucket counts */
-  if (known || job->rebind_failed)
+  if (known || *failed)
     M5_LOGI(SQ_DOM, "UE %s re-bound (generation %llu): %llu queued deliveries failed", addr,
-          (unsigned long long)job->gen, (unsigned long long)job->rebind_failed);
+          (unsigned long long)gen, (unsigned long long)*failed);
   return 0;
 }

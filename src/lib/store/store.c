@@ -21,6 +21,7 @@ void m5_store_opts_init(m5_store_opts_t *o) {
   o->max_reports_per_recipient = 1000;
   o->report_ttl_s = 86400;
   o->report_window_ms = 2 * 86400 * 1000;
+  o->max_tickets_per_originator = 10000;
 }
 
 m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {

@@ -76,7 +76,10 @@ typedef struct {
   size_t payload_len;
   /* A UE originator's binding generation when it sent (registry.h; 0: not a UE, or not
    * known). An accept whose UE originator is older than the generation the store knows for
-   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. */
+   * it is refused (M5_EPERM); a report to the originator carries it as its recipient's. A
+   * generation (this or a UE recipient's) newer than the store's is a REBIND the store
+   * missed: the accept runs it first, in its transaction (committed even if the message is
+   * then refused). The quota use is kept per (originator, generation). */
   uint64_t ori_gen;
 } m5_store_msg_t;
 
@@ -195,7 +198,8 @@ typedef enum {
 typedef enum {
   M5_STORE_ACCEPTED = 0, /* stored (or, with no recipients, only remembered for dedup) */
   M5_STORE_DUPLICATE,    /* (dedup_ori, dedup_id) seen in the window: orig_ack; nothing written */
-  M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient: nothing written */
+  M5_STORE_QUEUE_FULL,   /* a recipient's queue is at max_per_recipient (a report: at
+                            max_reports_per_recipient): nothing written */
   M5_STORE_STORE_FULL,   /* the store is at max_queued: nothing written (overload, 5.03) */
   M5_STORE_ORIGINATOR_QUOTA, /* msg.ori has max_msgs/bytes_per_originator stored, or
                                 max_per_recipient_per_originator in a recipient's queue:
@@ -234,7 +238,8 @@ typedef struct m5_store_job {
   /* ACCEPT: report tickets (docs/delivery.md "Re-bound UE Service IDs"). ticket_put: msg
    * asks for a report (delivStReqInd) from a UE: remember (originator, msgId, ori_gen) for
    * report_window_ms. ticket_check: msg is a report to the UE rcpts[0] about msgId: it takes
-   * its recipient's generation from the ticket, and is discarded (stored for nobody, only
+   * its recipient's generation from the ticket (used up once the report is stored; beyond
+   * max_tickets_per_originator no ticket is kept), and is discarded (stored for nobody, only
    * its dedup entry written; `discarded` out) when there is no ticket or the UE Service ID
    * has been re-bound since. */
   bool ticket_put, ticket_check;
@@ -283,8 +288,8 @@ typedef struct {
   unsigned dedup_buckets;        /* the window is cut into this many buckets (default 10) */
   uint64_t dedup_max_per_sender; /* entries per originator (default 10000) */
   /* Stored per originator (msg.ori, a UE or an AS): message bodies (default 10000) and payload
-   * bytes (default 64 MiB); beyond, ACCEPT answers ORIGINATOR_QUOTA. Reports the store writes
-   * itself are charged to nobody. */
+   * bytes (default 64 MiB); beyond, ACCEPT answers ORIGINATOR_QUOTA. Reports (the store's own and
+   * peers') are charged to nobody. */
   uint64_t max_msgs_per_originator;
   uint64_t max_bytes_per_originator;
   /* PENDING deliveries one originator may have in one recipient's queue (0 = default: half of
@@ -292,12 +297,18 @@ typedef struct {
    * ORIGINATOR_QUOTA. Counted (an index range of that queue) only once the queue holds at
    * least this many. */
   uint64_t max_per_recipient_per_originator;
-  /* Failure/expiry reports the store writes, waiting per recipient (default 1000), apart from
-   * max_per_recipient so a full queue never refuses a report; beyond, the report is not
-   * written (stats.reports_dropped). report_ttl_s: their exprTime, from now (default 86400). */
+  /* Reports waiting per recipient (default 1000), apart from max_per_recipient so a full
+   * queue never refuses a report: failure/expiry reports the store writes (beyond: not
+   * written, stats.reports_dropped) and reports an ACCEPT brings (app_id M5_STORE_REPORT_APP,
+   * one recipient: beyond, QUEUE_FULL), charged to no originator's quota. report_ttl_s: the
+   * store's reports' exprTime, from now (default 86400). */
   uint64_t max_reports_per_recipient;
   int64_t report_ttl_s;
   int64_t report_window_ms; /* life of a report ticket (default 2 days) */
+  /* Report tickets kept per originating UE (default 10000; 0 = none): beyond, a MSG asking
+   * for a report is accepted without one (its report then reaches the sender only while the
+   * msgId is in its dedup window). A ticket goes when the report it admits is stored. */
+  uint64_t max_tickets_per_originator;
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
   void *clock_arg;

@@ -311,6 +311,18 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
     conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
     return;
   }
+  if (dv->opts.reg && !registry_gen_current(dv->opts.reg, dest, gen)) {
+    /* The session's generation (and the delivery's) is no longer the binding's: the ID was
+     * un-bound or re-bound and the CLOSE to this worker was lost (a full mailbox). Nothing
+     * more goes to that session: it is closed (deferred: the caller may still hold its state),
+     * and the delivery goes back to the store, not as an attempt, where REBIND fails it. */
+    M5_LOGI(DOM, "MSG %s to %s: the binding changed since session %llu registered; not pushed, "
+                 "the session is closed", msg_id, dest, (unsigned long long)sid);
+    free(body);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    ue_session_close(ss->s, "binding changed");
+    return;
+  }
   if (from == FROM_TIMER && ss->due_busy) {
     /* The session's DUE is draining this recipient's queue in priority order and covers it
      * (it was PENDING before that DUE or comes with its next batch). */

@@ -60,6 +60,14 @@ static json_t *binding_json(const char *id, const char *supi, int registered) {
   return json_pack("{s:s, s:s, s:b}", "ueSvcId", id, "supi", supi, "registered", registered);
 }
 
+static void idle_check(admin_t *a) {
+  if (a->inflight == 0 && a->idle_cb) {
+    void (*cb)(void *) = a->idle_cb;
+    a->idle_cb = NULL;
+    cb(a->idle_arg);
+  }
+}
+
 void admin_finish(pending_t *p) {
   admin_t *a = p->a;
   free(p->as);
@@ -69,11 +77,7 @@ void admin_finish(pending_t *p) {
 
 void admin_job_done(admin_t *a) {
   a->inflight--;
-  if (a->inflight == 0 && a->idle_cb) {
-    void (*cb)(void *) = a->idle_cb;
-    a->idle_cb = NULL;
-    cb(a->idle_arg);
-  }
+  idle_check(a);
 }
 
 /* The subscriber behind a UE Service ID changed or went away: its session must not stay. */
@@ -89,11 +93,23 @@ static void kick(admin_t *a, const char *id) {
 /* ---- a binding that changed: its queue in the message store (docs/delivery.md) ---- */
 
 #define REBIND_RETRY_MS 200
+/* A REBIND the store failed (I/O error, full disk) is retried on a timer, from this delay
+ * doubling up to the most, until the store has it; at most RETRIES_MAX at once (beyond, and at
+ * shutdown, it is left to the next start, and to the store's catch-up: a message from or to
+ * the new subscriber runs the missed REBIND itself, docs/store.md). */
+#define REBIND_FAIL_RETRY_MS 1000
+#define REBIND_FAIL_RETRY_MAX_MS 60000
+#define RETRIES_MAX 16
 
 /* M5_STORE_REBIND for a binding that changed (job.base is first: the store hands it back). */
-typedef struct {
+typedef struct admin_rebind {
   m5_store_job_t job;
-  pending_t *p; /* the HTTP exchange, answered with the count of failed deliveries */
+  pending_t *p; /* the HTTP exchange, answered with the count of failed deliveries; NULL once
+                   answered (a retry) */
+  admin_t *a;
+  uint64_t delay_ms;          /* a retry's next delay */
+  m5_timer_id_t timer;        /* a retry waiting */
+  struct admin_rebind *next;  /* in a->retries while waiting */
 } rebind_t;
 
 /* The answer of a PUT or DELETE once the message store knows of the change (failed: the
@@ -131,24 +147,92 @@ static void rebind_submit(m5_loop_t *loop, void *arg) {
   free(rb);
 }
 
+static void retry_unlink(admin_t *a, rebind_t *rb) {
+  for (rebind_t **pp = &a->retries; *pp; pp = &(*pp)->next)
+    if (*pp == rb) {
+      *pp = rb->next;
+      a->n_retries--;
+      return;
+    }
+}
+
+/* A retry's timer: submitted again (counted in inflight while the store has it, so that a
+ * shutdown waits for its reply), or, with the store's queue full, after the same delay. */
+static void retry_fire(m5_loop_t *loop, void *arg) {
+  rebind_t *rb = arg;
+  admin_t *a = rb->a;
+  rb->timer = 0;
+  m5_store_job_clear(&rb->job);
+  rb->job.status = 0;
+  if (m5_store_submit(a->opts.store, &rb->job) == 0) {
+    retry_unlink(a, rb);
+    a->inflight++;
+    return;
+  }
+  if ((rb->timer = m5_loop_timer_add(loop, rb->delay_ms, retry_fire, rb)) != 0) return;
+  retry_unlink(a, rb);
+  M5_LOGE(DOM, "%s: cannot retry telling the message store of the binding change; it is told at "
+               "the next start", rb->job.rcpt.addr);
+  free(rb);
+}
+
+/* Keeps rb for a retry after its delay (doubling); 0, or -1 when it cannot (rb is the
+ * caller's to free). */
+static int retry_later(admin_t *a, rebind_t *rb) {
+  if (a->idle_cb || a->n_retries >= RETRIES_MAX) return -1; /* shutting down, or too many */
+  rb->delay_ms = rb->delay_ms ? rb->delay_ms * 2 : REBIND_FAIL_RETRY_MS;
+  if (rb->delay_ms > REBIND_FAIL_RETRY_MAX_MS) rb->delay_ms = REBIND_FAIL_RETRY_MAX_MS;
+  if (!(rb->timer = m5_loop_timer_add(a->loop, rb->delay_ms, retry_fire, rb))) return -1;
+  rb->next = a->retries;
+  a->retries = rb;
+  a->n_retries++;
+  return 0;
+}
+
 static void on_rebind_reply(void *msg, void *arg) {
-  (void)arg;
+  admin_t *a = arg;
   if (((m5_store_job_t *)msg)->op == M5_STORE_TOPIC_UNSUB) { /* admin_topics.c */
     admin_as_topics_done(msg);
     return;
   }
   rebind_t *rb = msg;
+  pending_t *p = rb->p;
+  rb->p = NULL;
   if (rb->job.status != 0) {
-    M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); it does at the next start",
+    if (p) answer_binding(p, -1);
+    else a->inflight--;
+    if (retry_later(a, rb) == 0) {
+      M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); retrying in %llu ms",
+              rb->job.rcpt.addr, m5_strerror(rb->job.status), (unsigned long long)rb->delay_ms);
+      idle_check(a);
+      return;
+    }
+    M5_LOGE(DOM, "%s: the message store failed to start it clean (%s); it does at the next "
+                 "start, or with the first message from or to the new subscriber",
             rb->job.rcpt.addr, m5_strerror(rb->job.status));
-    answer_binding(rb->p, -1);
   } else {
-    M5_LOGI(DOM, "%s: %llu queued deliveries failed (RECIPIENT_REBOUND)", rb->job.rcpt.addr,
-            (unsigned long long)rb->job.rebind_failed);
-    answer_binding(rb->p, (int64_t)rb->job.rebind_failed);
+    M5_LOGI(DOM, "%s: %llu queued deliveries failed (RECIPIENT_REBOUND)%s", rb->job.rcpt.addr,
+            (unsigned long long)rb->job.rebind_failed, p ? "" : " (retried)");
+    if (p) answer_binding(p, (int64_t)rb->job.rebind_failed);
+    else a->inflight--;
   }
   m5_store_job_clear(&rb->job);
   free(rb);
+  idle_check(a);
+}
+
+/* Drops the retries waiting for their timer (shutdown): the next start repeats them. */
+static void drop_retries(admin_t *a) {
+  while (a->retries) {
+    rebind_t *rb = a->retries;
+    a->retries = rb->next;
+    if (rb->timer) m5_loop_timer_cancel(a->loop, rb->timer);
+    M5_LOGW(DOM, "%s: shutting down before the message store had the binding change; it is told "
+                 "at the next start", rb->job.rcpt.addr);
+    m5_store_job_clear(&rb->job);
+    free(rb);
+  }
+  a->n_retries = 0;
 }
 
 /* The binding of p's job got a new generation: the store fails the old subscriber's queue and
@@ -163,6 +247,7 @@ static void start_rebind(pending_t *p) {
     return;
   }
   rb->p = p;
+  rb->a = a;
   rb->job.op = M5_STORE_REBIND;
   rb->job.arg = rb;
   rb->job.base.reply = a->store_replies;
@@ -601,7 +686,7 @@ admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
   }
   if (!a->opts.max_inflight) a->opts.max_inflight = 64;
   a->replies = m5_mailbox_new(loop, a->opts.max_inflight, on_reply, a);
-  a->store_replies = m5_mailbox_new(loop, a->opts.max_inflight, on_rebind_reply, a);
+  a->store_replies = m5_mailbox_new(loop, a->opts.max_inflight + RETRIES_MAX, on_rebind_reply, a);
   if (!a->replies || !a->store_replies) {
     if (a->replies) m5_mailbox_free(a->replies, NULL);
     if (a->store_replies) m5_mailbox_free(a->store_replies, NULL);
@@ -624,12 +709,13 @@ static void drop_pending(void *msg) {
 static void drop_rebind(void *msg) {
   rebind_t *rb = msg;
   m5_store_job_clear(&rb->job);
-  drop_pending(rb->p);
+  if (rb->p) drop_pending(rb->p);
   free(rb);
 }
 
 void admin_free(admin_t *a) {
   if (!a) return;
+  drop_retries(a);
   m5_mailbox_free(a->replies, drop_pending);
   OPENSSL_cleanse(a->token_sha256, sizeof a->token_sha256);
   m5_mailbox_free(a->store_replies, drop_rebind);
@@ -637,6 +723,7 @@ void admin_free(admin_t *a) {
 }
 
 void admin_when_idle(admin_t *a, void (*done)(void *arg), void *arg) {
+  drop_retries(a);
   if (a->inflight == 0) {
     done(arg);
     return;

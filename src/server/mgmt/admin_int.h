@@ -22,6 +22,8 @@ struct admin {
   m5_mailbox_t *replies;
   m5_mailbox_t *store_replies; /* M5_STORE_REBIND after a binding changed (admin.c) */
   size_t inflight;
+  struct admin_rebind *retries; /* REBINDs the store failed, waiting for their retry (admin.c) */
+  size_t n_retries;
   void (*idle_cb)(void *arg);
   void *idle_arg;
 };
