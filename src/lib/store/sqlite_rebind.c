@@ -381,7 +381,7 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
         drop_by_key(s, RB_DBKT_DROP, key, 0, "dropping a re-bound sender's dedup buckets") != 0)) ||
       drop_by_key(s, RB_TICKETS_DROP, addr, gen,
                   "dropping a re-bound sender's report tickets") != 0 ||
-      drop_subscriptions(s, addr, job->gen) != 0)
+      drop_subscriptions(s, addr, gen) != 0)
     return M5_EIO;
   if (known) sq_dbkt_forget(s); /* its cached bucket counts */
   if (known || *failed)
