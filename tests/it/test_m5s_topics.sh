@@ -282,5 +282,23 @@ publish ue3 t-as3 meters.east
 wait_file_line "$M5S_LOG" 'MSG t-as3 from ue3 to topic meters.east: no subscribers' 10 ||
   m5s_fail "t-as3 was stored for the removed AS client's subscription"
 echo "ok: an AS subscribes and unsubscribes; removing its client ends its subscriptions"
+
+# ---- the policy of who may message whom holds for the fan-out ------------------------------------
+# as1 narrowed to ue2: publishing on a topic that ue1 and ue2 subscribed to reaches ue2 only
+ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d "{\"targets\":[\"localhost:$AS_PORT\"],\"ueSvcIds\":[\"ue2\"]}" \
+  "$M5S_ADMIN/admin/v1/as-clients/as1")
+[[ $ST == 200 ]] || m5s_fail "PUT as-client as1 with ueSvcIds: $ST $(cat as1.json)"
+subscribe ue1 policy.t
+subscribe ue2 policy.t
+as_token
+as_publish p-1 policy.t
+[[ $ST == 200 && -z $(json_get out.json status) ]] || m5s_fail "AS -> policy.t: $ST $(cat out.json)"
+listen ue2 1 10 ue2p.out
+[[ $(listen_ids ue2p.out) == "p-1 " ]] || m5s_fail "ue2 did not get p-1: $(cat ue2p.out ue2p.out.err)"
+listen ue1 1 3 ue1p.out
+[[ -z $(listen_ids ue1p.out) ]] ||
+  m5s_fail "ue1, outside as1's ueSvcIds, got the topic message: $(cat ue1p.out)"
+echo "ok: a topic's fan-out leaves out the subscribers the policy keeps from the publisher"
 stop_m5s
 echo "PASS test_m5s_topics"

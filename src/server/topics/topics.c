@@ -220,6 +220,10 @@ int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_ad
     const m5_store_sub_t *s = &subs[i];
     if (!strcmp(s->addr.type, publisher->type) && !strcmp(s->addr.addr, publisher->addr))
       continue; /* the publisher does not get its own message */
+    /* Who may message whom holds for a topic's fan-out too (TS 23.554 cl. 8.3.2 step 3): a
+     * subscriber the policy keeps from this publisher (an AS's ueSvcIds, ueToUe, asToUe, ...)
+     * is left out silently, so the answer tells nothing about who subscribed. */
+    if (reg && registry_policy_check(reg, publisher, &s->addr, NULL) != POLICY_ALLOW) continue;
     m5_store_rcpt_t *x = &r[k++];
     x->addr = s->addr;
     x->gen = s->gen;

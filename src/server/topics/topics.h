@@ -58,7 +58,8 @@ void topics_as_request(topics_t *t, const char *as_svc_id, const m5_msg_name_t *
 int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t *ori);
 
 /* The recipients of a message from publisher to a topic whose subscriptions are subs: one
- * per subscriber but the publisher, stamped with its generation; in flight (pushed at once by
+ * per subscriber but the publisher and those the policy of who may message whom keeps from
+ * it (reg's registry_policy_check), stamped with its generation; in flight (pushed at once by
  * the caller) when it is live now (a UE with a session on some worker, an AS with a
  * targetUri), else queued, first due at first_retry_ms. *out is malloc'd (NULL when *n is 0).
  * 0 or M5_ENOMEM. */
