@@ -121,25 +121,31 @@ void sq_inflight_del(sq_t *s, uint64_t id) {
   m5_hmap_del(s->inflight, &id, sizeof id);
 }
 
-int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta) {
-  char key[1 + sizeof a->type + sizeof a->addr];
-  size_t klen = pending_key(a, kind, key, sizeof key);
-  if (!klen) return M5_EINVAL;
-  uint64_t *n = m5_hmap_get(s->pending, key, klen);
+/* A count in map under key moved by delta: created when it rises from nothing, removed when
+ * it falls to zero (so a map holds only what is in use). 0, or M5_ENOMEM. */
+static int counter_add(m5_hmap_t *map, const void *key, size_t klen, int64_t delta) {
+  uint64_t *n = m5_hmap_get(map, key, klen);
   if (!n) {
     if (delta <= 0) return 0;
     if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
-    if (m5_hmap_put(s->pending, key, klen, n, NULL) != 0) {
+    if (m5_hmap_put(map, key, klen, n, NULL) != 0) {
       free(n);
       return M5_ENOMEM;
     }
   }
   if (delta < 0 && (uint64_t)-delta >= *n) {
-    free(m5_hmap_del(s->pending, key, klen));
+    free(m5_hmap_del(map, key, klen));
     return 0;
   }
   *n = (uint64_t)((int64_t)*n + delta);
   return 0;
+}
+
+int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta) {
+  char key[1 + sizeof a->type + sizeof a->addr];
+  size_t klen = pending_key(a, kind, key, sizeof key);
+  if (!klen) return M5_EINVAL;
+  return counter_add(s->pending, key, klen, delta);
 }
 
 static void free_val(void *v) {
@@ -152,22 +158,7 @@ uint64_t sq_tickets_get(sq_t *s, const char *ue) {
 }
 
 int sq_tickets_add(sq_t *s, const char *ue, int64_t delta) {
-  size_t len = strlen(ue);
-  uint64_t *n = m5_hmap_get(s->tickets, ue, len);
-  if (!n) {
-    if (delta <= 0) return 0;
-    if (!(n = calloc(1, sizeof *n))) return M5_ENOMEM;
-    if (m5_hmap_put(s->tickets, ue, len, n, NULL) != 0) {
-      free(n);
-      return M5_ENOMEM;
-    }
-  }
-  if (delta < 0 && (uint64_t)-delta >= *n) {
-    free(m5_hmap_del(s->tickets, ue, len));
-    return 0;
-  }
-  *n = (uint64_t)((int64_t)*n + delta);
-  return 0;
+  return counter_add(s->tickets, ue, strlen(ue), delta);
 }
 
 /* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:
