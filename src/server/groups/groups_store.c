@@ -434,6 +434,13 @@ static int insert_all(registry_t *r, stmts_t *q, const char *k, const char *id, 
   return rc;
 }
 
+/* The group's row after a change: its attributes and the generation of the change. */
+static int touch_group(registry_t *r, stmts_t *q, const char *k, const char *id,
+                       const char *attrs, uint64_t gen) {
+  return exec_stmt(r, &q->upd_group, "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2",
+                   3, k, id, attrs, NULL, 1, (int64_t)gen, 0);
+}
+
 static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
   const char *k = groups_kind_name(job->kind);
   if (mem_get(s, job->kind, job->id)) {
@@ -619,8 +626,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
     free(attrs);
     return rc;
   }
-  rc = exec_stmt(r, &q->upd_group, "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2",
-                 3, k, job->id, set_attrs ? attrs : g->attrs, NULL, 1, (int64_t)gen, 0);
+  rc = touch_group(r, q, k, job->id, set_attrs ? attrs : g->attrs, gen);
   if (rc == 0 && job->set_members) {
     rc = exec_stmt(r, &q->del_members, "DELETE FROM group_members WHERE kind = ?1 AND id = ?2", 2,
                    k, job->id, NULL, NULL, 0, 0, 0);
@@ -684,8 +690,7 @@ static int do_member(registry_t *r, struct groups_state *s, groups_job_t *job, s
                          "DELETE FROM group_members WHERE kind = ?1 AND id = ?2 AND member = ?3",
                          3, k, job->id, m, NULL, 0, 0, 0);
   if (rc == 0)
-    rc = exec_stmt(r, &q->upd_group, "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2",
-                   3, k, job->id, g->attrs, NULL, 1, (int64_t)gen, 0);
+    rc = touch_group(r, q, k, job->id, g->attrs, gen);
   if ((rc = commit(r, q, gen, rc)) != 0) {
     free(v);
     return rc;
@@ -755,9 +760,7 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
   if (rc == 0) {
     rc = insert_all(r, q, k, job->id, fresh);
     if (rc == 0)
-      rc = exec_stmt(r, &q->upd_group,
-                     "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2", 3, k,
-                     job->id, g->attrs, NULL, 1, (int64_t)gen, 0);
+      rc = touch_group(r, q, k, job->id, g->attrs, gen);
     rc = commit(r, q, gen, rc);
   }
   if (rc != 0) {
@@ -826,8 +829,7 @@ static int do_grant(registry_t *r, struct groups_state *s, groups_job_t *job, st
                            "DELETE FROM group_grants WHERE kind = ?1 AND id = ?2 AND principal = ?3",
                            3, k, job->id, p, NULL, 0, 0, 0);
   if (rc == 0)
-    rc = exec_stmt(r, &q->upd_group, "UPDATE groups SET attrs = ?3, gen = ?4 WHERE kind = ?1 AND id = ?2",
-                   3, k, job->id, g->attrs, NULL, 1, (int64_t)gen, 0);
+    rc = touch_group(r, q, k, job->id, g->attrs, gen);
   if ((rc = commit(r, q, gen, rc)) != 0) {
     free(v);
     return rc;
