@@ -132,5 +132,10 @@ const char *m5_msg_prio_name(m5_msg_prio_t p);
 #define M5_CAUSE_QUEUE_FULL "QUEUE_FULL"
 #define M5_CAUSE_ORIGINATOR_QUOTA "ORIGINATOR_QUOTA" /* the sender has too much stored */
 #define M5_CAUSE_REJECTED "REJECTED_BY_RECIPIENT" /* an AS answered 4xx */
+/* Group and broadcast messages (docs/delivery.md "Groups and broadcast") */
+#define M5_CAUSE_LEFT_GROUP "RECIPIENT_LEFT_GROUP" /* removed from the group or area meanwhile */
+#define M5_CAUSE_GROUP_DELETED "GROUP_DELETED"      /* the group or area was deleted meanwhile */
+#define M5_CAUSE_NO_MEMBERS "NO_MEMBERS" /* an accepted message's ack (no status): stored for
+                                            nobody, the group or area has no other member */
 
 #endif

@@ -34,7 +34,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
 }
 
 int m5_store_submit(m5_store_t *s, m5_store_job_t *job) {
-  if ((unsigned)job->op > (unsigned)M5_STORE_TOPIC_SUBSCRIBERS) return M5_EINVAL; /* the last op */
+  if ((unsigned)job->op > (unsigned)M5_STORE_GROUP_SWEEP) return M5_EINVAL; /* the last op */
   return s->ops->submit(s, job);
 }
 

@@ -81,6 +81,11 @@ typedef struct {
    * missed: the accept runs it first, in its transaction (committed even if the message is
    * then refused). The quota use is kept per (originator, generation). */
   uint64_t ori_gen;
+  /* A message to a GROUP or BC address (dest): the generation of the group or area its
+   * recipients were read at (server/groups/groups.h, "the contract with the fan-out"), kept
+   * with the body so that each of its deliveries can be checked against the membership before
+   * it is pushed, and swept by M5_STORE_GROUP_SWEEP. 0 for every other message. */
+  uint64_t group_gen;
 } m5_store_msg_t;
 
 /* One recipient of an accept: addr, next_attempt_ms and in_flight in; status and id out. */
@@ -191,8 +196,24 @@ typedef enum {
                                  n_topics 0: every subscription of rcpt (an AS client removed) */
   M5_STORE_TOPIC_SUBSCRIBERS, /* in: topics[0], limit (0 or more: M5_STORE_RCPT_MAX).
                                  out: subs/n_subs, the subscriptions of that topic unexpired
-                                 by the store's clock, oldest first. The last op
-                                 (m5_store_submit's range). */
+                                 by the store's clock, oldest first. */
+  /* Group and broadcast messages (the fan-out's catch-up with membership changes,
+   * sqlite_groups.c). Looks at PENDING deliveries (not those in flight: their pusher checks
+   * them) of messages with group_gen > 0, calls group_check(group_check_arg, &msg.dest,
+   * &rcpt, group_gen) on the store's thread for each, and fails (state FAILED, the cause it
+   * returned) those for which it returns a cause, each with the failure report its originator
+   * asked for, written as MARK_FAILED writes it (due at once), in this job's transaction.
+   *   in: msg.dest: the group or area (type "GROUP" / "BC" and addr), or type "" for the
+   *       messages of every group and area (start-up catch-up);
+   *       rcpt: one member (type "UE" / "AS" and addr: only its deliveries of that group;
+   *       msg.dest required), or type "" for every recipient;
+   *       id: a cursor, 0 at first (the value the previous job gave back);
+   *       limit: messages looked at, at most (0: 64; capped at M5_STORE_LIST_MAX);
+   *       group_check, group_check_arg (required).
+   *   out: group_failed (deliveries failed), id (the cursor for the next job), more (there may
+   *        be more messages after the cursor: run again with it). The last op
+   *        (m5_store_submit's range). */
+  M5_STORE_GROUP_SWEEP,
 } m5_store_op_t;
 
 typedef enum {
@@ -251,6 +272,12 @@ typedef struct m5_store_job {
   size_t n_topics;
   int64_t topic_expiry; /* Unix seconds */
   uint64_t max_subs, max_subscribers;
+  /* GROUP_SWEEP (msg.dest, rcpt, id, limit too): NULL keeps the delivery, else the
+   * failureCause (static text) to fail it with. Called on the store's thread: must not block
+   * for long (the groups' in-memory copy, under its lock). */
+  const char *(*group_check)(void *arg, const m5_msg_addr_t *dest, const m5_msg_addr_t *rcpt,
+                             uint64_t group_gen);
+  void *group_check_arg;
 
   /* ---- out ---- */
   int status; /* 0; M5_EINVAL (bad job), M5_ENOENT (no PENDING delivery with that id),
@@ -269,6 +296,8 @@ typedef struct m5_store_job {
   size_t topic_index;     /* TOPIC_SUB: the topic at its bound (TOPIC_FULL) */
   m5_store_sub_t *subs;   /* TOPIC_SUBSCRIBERS, owned: m5_store_job_clear() */
   size_t n_subs;
+  uint64_t group_failed;  /* GROUP_SWEEP: deliveries failed */
+  bool more;              /* GROUP_SWEEP: run again from id */
 
   struct { /* private to the backend */
     struct m5_store_job *link;
