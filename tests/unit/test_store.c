@@ -1336,9 +1336,9 @@ static long user_version(void) {
 
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and on to 4, and keeps its
- * messages and its dedup window. The file is made from a schema 4 store by undoing what 3 -> 4,
- * 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
+ * reports and quotas, the binding generations and report tickets) and on to 5, and keeps its
+ * messages and its dedup window. The file is made from a schema 5 store by undoing what 4 -> 5,
+ * 3 -> 4, 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
   default_opts(&o);
@@ -1349,6 +1349,8 @@ static void schema_upgraded(fx_t *f, int from) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "DROP INDEX messages_group; DROP INDEX messages_group_all;"
+                                "ALTER TABLE messages DROP COLUMN group_gen;"
                                 "DROP TABLE topic_subs;"
                                 "DROP INDEX report_tickets_age; DROP TABLE report_tickets;"
                                 "DROP TABLE binding_gens;"
@@ -1379,7 +1381,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 4);
+  assert_int_equal(user_version(), 5);
   s = open_store(&q);
   /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
    * quota use is per generation) */
@@ -1878,7 +1880,7 @@ static void test_topics(void **state) {
   m5_store_close(s);
 }
 
-/* A schema 3 store (before topics) is upgraded in place to 4, keeping its messages. */
+/* A schema 3 store (before topics) is upgraded in place to 5, keeping its messages. */
 static void test_schema_3_upgraded(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -1890,7 +1892,11 @@ static void test_schema_3_upgraded(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(
-      sqlite3_exec(db, "DROP TABLE topic_subs; PRAGMA user_version = 3;", NULL, NULL, NULL),
+      sqlite3_exec(db,
+                   "DROP INDEX messages_group; DROP INDEX messages_group_all;"
+                   "ALTER TABLE messages DROP COLUMN group_gen;"
+                   "DROP TABLE topic_subs; PRAGMA user_version = 3;",
+                   NULL, NULL, NULL),
       SQLITE_OK);
   sqlite3_close(db);
   assert_int_equal(user_version(), 3);
@@ -1903,7 +1909,7 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(sub(f, s, "ue2", 1, "t.a", fake_now / 1000 + 60), M5_STORE_ACCEPTED);
   assert_string_equal(subscribers(f, s, "t.a"), "UE:ue2@1");
   m5_store_close(s);
-  assert_int_equal(user_version(), 4);
+  assert_int_equal(user_version(), 5);
 }
 
 /* The quota use and the queue share of a UE originator belong to its binding generation: the

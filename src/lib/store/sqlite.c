@@ -1,6 +1,7 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
  * thread with group commit. What each job does is in sqlite_ops.c (binding generations and
- * REBIND in sqlite_rebind.c); the in-memory figures (queues, quotas, the in-flight set) in
+ * REBIND in sqlite_rebind.c, topic subscriptions in sqlite_topics.c, GROUP_SWEEP in
+ * sqlite_groups.c); the in-memory figures (queues, quotas, the in-flight set) in
  * sqlite_counts.c.
  *
  * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
@@ -32,7 +33,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 4
+#define SQ_SCHEMA_VERSION 5
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -111,14 +112,31 @@ static const char migrate_3_to_4[] =
     "CREATE INDEX topic_subs_age ON topic_subs (expiry);"
     "PRAGMA user_version = 4;";
 
+/* ---- schema 5 (issue 10) ----
+ * Group and broadcast messages (sqlite_groups.c): messages.group_gen, the generation of the
+ * group or area a GROUP / BC message's recipients were read at (0 for every other message, and
+ * so for every existing row). Two partial indexes hold only the group messages, so a
+ * point-to-point message writes neither: by (dest, id) for the sweep of one group or one member
+ * of it, by id for the sweep of every group at start-up. Both carry what the sweep reads
+ * (the generation and the range of the message's deliveries), so it never reads a message's
+ * row, whose payload comes before group_gen in the record. */
+static const char migrate_4_to_5[] =
+    "ALTER TABLE messages ADD COLUMN group_gen INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX messages_group ON messages"
+    " (dest_type, dest_addr, id, group_gen, first_dlv, n_dlv) WHERE group_gen > 0;"
+    "CREATE INDEX messages_group_all ON messages"
+    " (id, dest_type, dest_addr, group_gen, first_dlv, n_dlv) WHERE group_gen > 0;"
+    "PRAGMA user_version = 5;";
+
 /* Upgrades, in order: migrations[v] takes schema v to v + 1. */
-static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4};
+static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4,
+                                         migrate_4_to_5};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
   " m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id, m.app_id, m.prio,"                 \
   " m.deliv_st_req, m.sto_fwd, m.expr_time, m.accepted_at_ms, m.payload,"                          \
-  " m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen, m.ori_gen"
+  " m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen, m.ori_gen, m.group_gen"
 #define DLV_FROM " FROM deliveries d JOIN messages m ON m.id = d.msg"
 
 static const char *const sql[ST_COUNT] = {
@@ -130,9 +148,9 @@ static const char *const sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO job",
     [ST_MSG_INSERT] = "INSERT INTO messages (id, ori_type, ori_addr, dest_type, dest_addr, msg_id,"
                       " app_id, prio, deliv_st_req, sto_fwd, expr_time, accepted_at_ms, open,"
-                      " first_dlv, n_dlv, payload, kind, ori_gen) VALUES"
+                      " first_dlv, n_dlv, payload, kind, ori_gen, group_gen) VALUES"
                       " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
-                      " ?17, ?18)",
+                      " ?17, ?18, ?19)",
     [ST_DLV_INSERT] = "INSERT INTO deliveries (id, msg, rcpt_type, rcpt_addr, state, prio,"
                       " expr_time, attempts, next_attempt_ms, cause, rcpt_gen) VALUES"
                       " (?1, ?2, ?3, ?4, ?8, ?5, ?6, 0, ?7, '', ?9)",
@@ -142,7 +160,7 @@ static const char *const sql[ST_COUNT] = {
                    " d.cause, m.ori_type, m.ori_addr, m.dest_type, m.dest_addr, m.msg_id,"
                    " m.app_id, m.prio, m.deliv_st_req, m.sto_fwd, m.expr_time,"
                    " m.accepted_at_ms, NULL, m.id, m.open, m.first_dlv, m.n_dlv, d.rcpt_gen,"
-                   " m.ori_gen, m.kind, length(m.payload)" DLV_FROM " WHERE d.id = ?1",
+                   " m.ori_gen, m.group_gen, m.kind, length(m.payload)" DLV_FROM " WHERE d.id = ?1",
     [ST_DLV_SET_STATE] = "UPDATE deliveries SET state = ?2, cause = ?3 WHERE id = ?1",
     [ST_DLV_DEL_RANGE] = "DELETE FROM deliveries WHERE id BETWEEN ?1 AND ?2",
     [ST_MSG_DEC_OPEN] = "UPDATE messages SET open = open - 1 WHERE id = ?1",
@@ -251,6 +269,11 @@ static void fail_all(m5_store_job_t **batch, size_t n) {
     m5_store_job_clear(batch[i]);
     batch[i]->status = M5_EIO;
     batch[i]->commit_no = 0;
+    if (batch[i]->op == M5_STORE_GROUP_SWEEP) { /* nothing of it is stored: */
+      batch[i]->id = batch[i]->priv.from;       /* its cursor stays where it was */
+      batch[i]->group_failed = 0;
+      batch[i]->more = false;
+    }
   }
 }
 
@@ -382,6 +405,7 @@ static int sq_submit(m5_store_t *base, m5_store_job_t *job) {
   sq_t *s = (sq_t *)base;
   job->priv.link = NULL;
   job->priv.done = 0;
+  job->priv.from = job->id;
   job->items = NULL;
   job->n_items = 0;
   job->subs = NULL;
@@ -412,6 +436,7 @@ static void sq_free(sq_t *s) {
     sqlite3_finalize(s->st[i]);
   sq_rebind_finalize(s);
   sq_topics_finalize(s);
+  sq_groups_finalize(s);
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
@@ -632,7 +657,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
       goto fail;
     }
   }
-  if (sq_rebind_prepare(s) != 0 || sq_topics_prepare(s) != 0) {
+  if (sq_rebind_prepare(s) != 0 || sq_topics_prepare(s) != 0 || sq_groups_prepare(s) != 0) {
     snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
              sqlite3_errmsg(s->db));
     goto fail;

@@ -1,6 +1,7 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
  * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_rebind.c
- * (binding generations, REBIND) and sqlite_counts.c (the in-memory figures). Everything
+ * (binding generations, REBIND), sqlite_topics.c (topic subscriptions), sqlite_groups.c
+ * (GROUP_SWEEP) and sqlite_counts.c (the in-memory figures). Everything
  * below "writer thread only" is touched by the store's thread alone (and by open, before
  * that thread exists). */
 #ifndef M5_STORE_SQLITE_INT_H
@@ -91,6 +92,15 @@ enum {
   TP_COUNT
 };
 
+/* Statements of sqlite_groups.c (M5_STORE_GROUP_SWEEP). */
+enum {
+  GR_MSGS_OF,  /* the messages of one group or area, by id */
+  GR_MSGS_ALL, /* the messages of every group and area, by id */
+  GR_DLVS,     /* the PENDING deliveries of one message (its id range) */
+  GR_MEMBER,   /* one recipient's PENDING deliveries of one group's messages */
+  GR_COUNT
+};
+
 /* Counters a job or a batch adds to the published stats once it is committed. */
 typedef struct {
   uint64_t accepted, delivered, failed, expired, duplicates;
@@ -113,6 +123,7 @@ typedef struct {
   int64_t tickets_swept_ms;
   sqlite3_stmt *tp[TP_COUNT]; /* sqlite_topics.c */
   int64_t topics_swept_ms;
+  sqlite3_stmt *gr[GR_COUNT]; /* sqlite_groups.c */
   m5_jobthread_t *thread;
 
   /* Submitted jobs in submission order (the job thread's mailbox holds the same order). */
@@ -203,6 +214,10 @@ int sq_topics_list(sq_t *s, m5_store_job_t *job);
 int sq_topics_drop_rebound(sq_t *s, const char *addr, uint64_t gen);
 /* Drops a few expired subscriptions (at most once a second). */
 int sq_topics_sweep(sq_t *s, int64_t now_ms);
+/* sqlite_groups.c: group and broadcast messages (schema 5). */
+int sq_groups_prepare(sq_t *s);
+void sq_groups_finalize(sq_t *s);
+int sq_groups_sweep(sq_t *s, m5_store_job_t *job);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
 /* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */

@@ -85,6 +85,7 @@ static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm
   }
   d->rcpt_gen = (uint64_t)sqlite3_column_int64(st, 23);
   m->ori_gen = (uint64_t)sqlite3_column_int64(st, 24);
+  m->group_gen = (uint64_t)sqlite3_column_int64(st, 25);
   return 0;
 }
 
@@ -367,6 +368,7 @@ static int insert_message(sq_t *s, const m5_store_msg_t *m, int kind, uint64_t m
                     SQLITE_STATIC);
   sqlite3_bind_int(st, 17, kind);
   sqlite3_bind_int64(st, 18, (int64_t)m->ori_gen);
+  sqlite3_bind_int64(st, 19, (int64_t)m->group_gen);
   return sq_step_done(s, st, "storing a message");
 }
 
@@ -587,8 +589,8 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
   row_msg_t rm = {0};
   if (r == SQLITE_ROW) {
     rc = read_delivery(st, out, &rm);
-    rm.kind = sqlite3_column_int(st, 25) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
-    rm.plen = sqlite3_column_int64(st, 26);
+    rm.kind = sqlite3_column_int(st, 26) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
+    rm.plen = sqlite3_column_int64(st, 27);
   } else if (r == SQLITE_DONE)
     rc = M5_ENOENT;
   else {
@@ -796,6 +798,9 @@ void sq_run_op(sq_t *s, m5_store_job_t *job) {
     break;
   case M5_STORE_TOPIC_SUBSCRIBERS:
     job->status = sq_topics_list(s, job);
+    break;
+  case M5_STORE_GROUP_SWEEP:
+    job->status = sq_groups_sweep(s, job);
     break;
   default:
     job->status = M5_EINVAL;

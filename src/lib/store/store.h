@@ -302,6 +302,8 @@ typedef struct m5_store_job {
   struct { /* private to the backend */
     struct m5_store_job *link;
     int done;
+    uint64_t from; /* GROUP_SWEEP: id as submitted (a batch run again after a rollback
+                      starts from it, not from the cursor the rolled-back run gave back) */
   } priv;
 } m5_store_job_t;
 
