@@ -212,7 +212,12 @@ typedef enum {
    *       group_check, group_check_arg (required).
    *   out: group_failed (deliveries failed), id (the cursor for the next job), more (there may
    *        be more messages after the cursor: run again with it). The last op
-   *        (m5_store_submit's range). */
+   *        (m5_store_submit's range).
+   *   The cursor is opaque (SQLite: a message id, a delivery id for one member); a job that
+   *   fails gives back the one it got. A job also stops (more) before a message that would
+   *   take the deliveries it reads past M5_STORE_RCPT_MAX (what one ACCEPT may write; its
+   *   first message is always taken), so it reads no more deliveries than the largest
+   *   accept writes. */
   M5_STORE_GROUP_SWEEP,
 } m5_store_op_t;
 
