@@ -776,8 +776,18 @@ static void test_sweep_budget(void **state) {
   assert_false(j.more);
   assert_int_equal(model.calls, 2 * n);
   assert_int_equal(j.group_failed, 0);
-  print_message("sweep of %zu deliveries: %llu ms (one job, not asserted)\n", n,
-                (unsigned long long)(t1 - t0));
+  /* the group deleted: the first job fails the first message's deliveries, whole */
+  model.g[0].deleted = true;
+  uint64_t t2 = tu_now_ms();
+  mk_sweep(&j, "", "", 0, 2);
+  assert_int_equal(run(f, s, &j), 0);
+  assert_true(j.more);
+  assert_int_equal(j.group_failed, n);
+  uint64_t t3 = tu_now_ms();
+  assert_int_equal(pending_of(f, s, "UE:u000007"), 1);
+  print_message("sweep job over %zu deliveries: %llu ms keeping them, %llu ms failing them (not "
+                "asserted)\n",
+                n, (unsigned long long)(t1 - t0), (unsigned long long)(t3 - t2));
   m5_store_close(s);
 }
 
