@@ -3,6 +3,7 @@
 #include "core/daemon.h"
 #include "core/log.h"
 #include "server/groups/groups.h"
+#include "server/groups/groups_sync.h"
 #include "server/registry/rebind_sync.h"
 #include "server/registry/registry.h"
 #include "server/server_config.h"
@@ -89,6 +90,14 @@ int main(int argc, char **argv) {
   }
   /* The store catches up with binding changes it missed (a crash between the commits). */
   if (rebind_sync(reg, store, err, sizeof err) != 0) {
+    fprintf(stderr, "m5s: %s\n", err);
+    m5_store_close(store);
+    registry_close(reg);
+    server_config_free(&cfg);
+    return 1;
+  }
+  /* ... and with membership changes it missed (groups_sync.h). */
+  if (groups_sync_startup(reg, store, err, sizeof err) != 0) {
     fprintf(stderr, "m5s: %s\n", err);
     m5_store_close(store);
     registry_close(reg);

@@ -149,6 +149,9 @@ static const m5_cfg_item_t items[] = {
      "1000", 1, 100000000, "groups one Application Server may create through SEAL GM"},
     {"groups.max_grants", M5_CFG_INT, offsetof(server_config_t, groups_max_grants), "64", 0,
      100000, "grants (who may send or manage without being a member) per group or area"},
+    {"broadcast.rate", M5_CFG_INT, offsetof(server_config_t, broadcast_rate), "1000", 1, 10000000,
+     "broadcast messages: deliveries a second over the whole server (paced so that a large "
+     "area never starves point-to-point traffic)"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,
      "worker threads; 0 = one per online CPU"},
     {"coap.max_body", M5_CFG_INT, offsetof(server_config_t, coap_max_body), "65536", 1024, 1048576,

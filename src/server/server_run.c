@@ -17,7 +17,9 @@
 #include "crypto/codec.h"
 #include "crypto/json_wipe.h"
 #include "http/server.h"
+#include "server/delivery/fanout.h"
 #include "server/delivery/router.h"
+#include "server/groups/groups_sync.h"
 #include "server/mgmt/admin.h"
 #include "server/mgmt/admin_token.h"
 #include "server/north/north.h"
@@ -64,6 +66,8 @@ struct run {
   registry_t *reg;
   m5_store_t *store;
   topics_rules_t *topic_rules; /* topics.rules, shared by the workers */
+  fanout_pace_t *bc_pace;       /* broadcast.rate, shared by the workers */
+  groups_sync_t *groups_sync;   /* on worker 0: the store's sweeps after membership changes */
   SSL_CTX *dtls, *tls;
   north_ctx_t *north; /* NULL when north.port is 0 */
   char admin_token[ADMIN_TOKEN_MAX + 1]; /* until worker 0's admin API has hashed it */
@@ -174,7 +178,9 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                                  .default_expiry_s = cfg->topics_default_expiry_s,
                                  .max_expiry_s = cfg->topics_max_expiry_s,
                                  .max_per_subscriber = (uint64_t)cfg->topics_max_per_subscriber,
-                                 .max_subscribers = (uint64_t)cfg->topics_max_subscribers}};
+                                 .max_subscribers = (uint64_t)cfg->topics_max_subscribers},
+                      .bc_pace = run->bc_pace,
+                      .bc_rate = (uint32_t)cfg->broadcast_rate};
   w->api = ue_api_new(w->loop, &ao);
   if (!w->api) {
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
@@ -220,6 +226,11 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
   w->cookie_ms = (uint32_t)(cfg->ue_dtls_cookie_rotate_s * 1000);
   w->cookie_timer = m5_loop_timer_add(w->loop, w->cookie_ms, cookie_rotate_cb, w);
   if (!w->cookie_timer) {
+    fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
+    return M5_ENOMEM;
+  }
+  run->groups_sync = groups_sync_new(w->loop, run->reg, run->store);
+  if (!run->groups_sync) {
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
     return M5_ENOMEM;
   }
@@ -318,11 +329,14 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   char terr[256] = "out of memory";
   run.topic_rules = topics_rules_new((const char *const *)cfg->topics_rules.v, cfg->topics_rules.n,
                                      terr, sizeof terr);
-  if (!run.w || !run.router || !run.topic_rules || pthread_mutex_init(&run.lock, NULL) != 0) {
+  run.bc_pace = fanout_pace_new((uint32_t)cfg->broadcast_rate);
+  if (!run.w || !run.router || !run.topic_rules || !run.bc_pace ||
+      pthread_mutex_init(&run.lock, NULL) != 0) {
     fprintf(stderr, "m5s: %s\n", run.topic_rules ? "out of memory" : terr);
     free(run.w);
     router_free(run.router);
     topics_rules_free(run.topic_rules);
+    fanout_pace_free(run.bc_pace);
     registry_close(reg);
     m5_store_close(store);
     return M5_ENOMEM;
@@ -370,8 +384,10 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   m5_store_close(store);
   for (size_t i = 0; i < n_workers; i++)
     worker_teardown(&run.w[i]);
+  groups_sync_free(run.groups_sync);
   m5_workers_free(run.ws);
   router_free(run.router);
+  fanout_pace_free(run.bc_pace);
   topics_rules_free(run.topic_rules);
   if (run.dtls) SSL_CTX_free(run.dtls);
   if (run.tls) SSL_CTX_free(run.tls);

@@ -175,8 +175,8 @@ static void test_each_switch(void **state) {
   assert_int_equal(check(&p, "AS", "as1", "AS", "as2", NULL), POLICY_DENY);
 }
 
-/* GROUP and BC: refused for everyone, existing or not, whatever the policy allows; TOPIC is
- * left to the topic's own rule. */
+/* GROUP, BC and TOPIC: left to the group's, area's or topic's own members, grants and rules
+ * (the fan-out then checks each recipient), whatever the directions say. */
 static void test_group_bc_topic(void **state) {
   (void)state;
   policy_t p;
@@ -186,8 +186,8 @@ static void test_group_bc_topic(void **state) {
   policy_patterns_add(&star, "*");
   const char *types[] = {"GROUP", "BC"};
   for (size_t i = 0; i < 2; i++) {
-    assert_int_equal(check(&p, "UE", "ue1", types[i], "g1", NULL), POLICY_DENY);
-    assert_int_equal(check(&p, "AS", "as1", types[i], "g1", &star), POLICY_DENY);
+    assert_int_equal(check(&p, "UE", "ue1", types[i], "g1", NULL), POLICY_ALLOW);
+    assert_int_equal(check(&p, "AS", "as1", types[i], "g1", &star), POLICY_ALLOW);
   }
   assert_int_equal(check(&p, "UE", "ue1", "TOPIC", "t1", NULL), POLICY_ALLOW);
   assert_int_equal(check(&p, "AS", "as1", "TOPIC", "t1", &star), POLICY_ALLOW);

@@ -13,6 +13,7 @@
 #include "core/hmap.h"
 #include "core/log.h"
 #include "msg/msg.h"
+#include "server/groups/groups_fanout.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -482,6 +483,18 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
   char *body = NULL;
   size_t len = 0;
   int to_as = !strcmp(d->rcpt.type, "AS");
+  /* A group or broadcast message goes only to who is still a member (groups.h, "the contract
+   * with the fan-out"): checked before every push, on the memory the removal's commit
+   * updated, so nothing goes out after a member left or the group was deleted. */
+  const char *left = dv->opts.reg && d->msg.group_gen
+                         ? groups_fanout_check(dv->opts.reg, &d->msg.dest, &d->rcpt, d->msg.group_gen)
+                         : NULL;
+  if (left) {
+    M5_LOGI(DOM, "MSG %s to %s %s: not pushed to %s:%s (%s)", d->msg.msg_id, d->msg.dest.type,
+            d->msg.dest.addr, d->rcpt.type, d->rcpt.addr, left);
+    conclude(dv, M5_STORE_MARK_FAILED, d->id, left, 0, d->attempts, 0, 0);
+    return;
+  }
   if (encode_delivery(d, to_as, &body, &len) != 0) {
     M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
     conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
@@ -746,6 +759,10 @@ void delivery_free(delivery_t *dv) {
 
 int64_t delivery_first_retry_ms(void) {
   return wall_ms() + BACKOFF_FIRST_MS;
+}
+
+int64_t delivery_stored_retry_ms(void) {
+  return wall_ms() + BACKOFF_MAX_MS;
 }
 
 int delivery_session_opened(delivery_t *dv, ue_session_t *s) {

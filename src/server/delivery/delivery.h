@@ -51,6 +51,9 @@ void delivery_free(delivery_t *d);
 /* Wall-clock time (ms) of the first retry of a delivery accepted now: the first attempt is
  * delivery_accepted()'s. */
 int64_t delivery_first_retry_ms(void);
+/* The same for a delivery stored for a recipient that is away (store-and-forward): the
+ * longest back-off from now; its registration pushes it before that (a DUE). */
+int64_t delivery_stored_retry_ms(void);
 
 /* Session s opened (borrowed until delivery_session_closed): 0, or M5_ENOMEM. */
 int delivery_session_opened(delivery_t *d, ue_session_t *s);

@@ -190,6 +190,8 @@ int groups_may_manage(registry_t *r, const char *id, const char *as_svc_id);
 int groups_delivery_valid(registry_t *r, groups_kind_t kind, const char *id, const char *member,
                           uint64_t gen);
 
+/* 1 if the group (or area) exists now. */
+int groups_exists(registry_t *r, groups_kind_t kind, const char *id);
 /* The number of groups (or areas). */
 size_t groups_count(registry_t *r, groups_kind_t kind);
 

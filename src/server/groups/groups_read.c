@@ -193,6 +193,14 @@ static void count_kind(const void *key, size_t klen, void *val, void *arg) {
   if (((const group_t *)val)->kind == c->kind) c->n++;
 }
 
+int groups_exists(registry_t *r, groups_kind_t kind, const char *id) {
+  struct groups_state *s = groups_state(r);
+  pthread_rwlock_rdlock(&s->lock);
+  int ok = find(s, kind, id) != NULL;
+  pthread_rwlock_unlock(&s->lock);
+  return ok;
+}
+
 size_t groups_count(registry_t *r, groups_kind_t kind) {
   struct groups_state *s = groups_state(r);
   count_t c = {kind, 0};

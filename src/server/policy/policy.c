@@ -177,14 +177,9 @@ policy_verdict_t policy_check(const policy_t *p, const m5_msg_addr_t *ori,
   const char *dummy;
   if (!why) why = &dummy;
   *why = NULL;
-  /* Group and broadcast first, whoever sends: until group messaging exists every GROUP or BC
-   * address is refused the same way, so the answer never tells a group that exists from one
-   * that does not (the issue's "authorization is checked first"). */
-  if (!strcmp(dest->type, "GROUP") || !strcmp(dest->type, "BC")) {
-    *why = "no sender is granted on this group or area";
-    return POLICY_DENY;
-  }
-  if (!strcmp(dest->type, "TOPIC")) return POLICY_ALLOW; /* the topic's own rule decides */
+  /* A group, an area or a topic decides itself who may send to it (its members and grants,
+   * the topic rules), and the fan-out asks this function again for each of its recipients. */
+  if (m5_msg_addr_is_named(dest->type)) return POLICY_ALLOW;
   int to_ue = !strcmp(dest->type, "UE"), to_as = !strcmp(dest->type, "AS");
   if (!strcmp(ori->type, "UE")) {
     if (to_ue && !p->ue_to_ue) {
@@ -206,8 +201,6 @@ policy_verdict_t policy_check(const policy_t *p, const m5_msg_addr_t *ori,
       *why = "policy asToUe is false";
       return POLICY_DENY;
     }
-    /* Group grants (an AS granted on a group may message its members) come with group
-     * messaging: they will be a second way to pass here. */
     if (to_ue && !policy_patterns_match(ori_as_ue_svc_ids, dest->addr)) {
       *why = "the UE Service ID matches none of this AS client's ueSvcIds";
       return POLICY_DENY;

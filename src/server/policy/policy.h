@@ -70,12 +70,12 @@ int policy_from_json(const json_t *o, policy_t *p, char *param, size_t paramlen,
  *   UE -> UE     p->ue_to_ue
  *   UE -> AS     dest asSvcId matches p->ue_to_as (an unknown AS allowed by it stays
  *                UNKNOWN_RECIPIENT: resolution's answer, as for an unknown UE)
- *   AS -> UE     p->as_to_ue and the UE Service ID matches the AS's ueSvcIds (group grants
- *                will add UEs here when group messaging lands)
+ *   AS -> UE     p->as_to_ue and the UE Service ID matches the AS's ueSvcIds
  *   AS -> AS     p->as_to_as
- *   -> GROUP, BC refused until group and broadcast messaging exist (then: members and the
- *                ASs granted on the group / area); an unknown group gets the same answer
- *   -> TOPIC     not decided here: the topic's own per-prefix rule (topics/) decides; allowed
+ *   -> GROUP, BC, TOPIC  not decided here (allowed): the group's or area's members and
+ *                grants (groups/), the topic's per-prefix rule (topics/) decide; the fan-out
+ *                then asks again for each recipient (sender -> member), so a group never
+ *                reaches a UE the sender could not message directly
  *   other types  allowed (resolution answers UNKNOWN_RECIPIENT) */
 policy_verdict_t policy_check(const policy_t *p, const m5_msg_addr_t *ori,
                               const m5_msg_addr_t *dest,

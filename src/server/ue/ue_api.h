@@ -14,6 +14,7 @@
 
 #include "core/loop.h"
 #include "msg/msg.h"
+#include "server/delivery/fanout.h"
 #include "server/delivery/router.h"
 #include "server/registry/registry.h"
 #include "server/topics/topics.h"
@@ -40,6 +41,8 @@ typedef struct {
   size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
   const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */
   topics_opts_t topics; /* Messaging Topics (topics.h); its store is this one's */
+  fanout_pace_t *bc_pace; /* broadcast pushes, shared by the workers (fanout.h); NULL: unpaced */
+  uint32_t bc_rate;       /* its rate (deliveries a second), to spread the first attempts */
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */

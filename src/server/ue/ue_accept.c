@@ -1,0 +1,462 @@
+/* MSGin5G-1 message acceptance (TS 23.554 cl. 8.3.2, 8.7, 8.8; docs/delivery.md): a MSG or IMDN
+ * from a UE, or an AS's deliver-as-message / deliver-report, is checked (who may message whom,
+ * the group's or topic's own rules), resolved to its recipients (a UE, an AS, a topic's
+ * subscribers, a group's or area's members) and accepted into the message store with the ack
+ * it gets (remembered for dedup); the answer comes from the store's reply, after the commit.
+ * Then the live recipients are pushed (delivery.c, or fanout.c for many). */
+#include "server/ue/ue_api_int.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "msg/msg.h"
+#include "server/groups/groups_fanout.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_FULL_RETRY_S 30 /* Max-Age of a 5.03 when the store is at store.max_total */
+#define IMDN_KEY "IMDN/" /* dedup key space of reports: '/' is not allowed in a msgId */
+
+/* 2.04 with a MSGRESP (MessageDeliveryAck) body; status NULL = accepted for delivery. */
+static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_addr_t *ori,
+                        const char *status, const char *cause) {
+  m5_msg_t a;
+  memset(&a, 0, sizeof a);
+  a.type = M5_MSG_MSGRESP;
+  a.prio = M5_PRIO_MIDDLE;
+  snprintf(a.msg_id, sizeof a.msg_id, "%s", msg_id);
+  a.ori = *ori;
+  if (status) snprintf(a.status, sizeof a.status, "%s", status);
+  if (cause) snprintf(a.failure_cause, sizeof a.failure_cause, "%s", cause);
+  ue_respond_msg(req, M5_COAP_CHANGED, &a);
+}
+
+/* ---- acceptance into the message store ---- */
+
+static accept_t *accept_new(ue_api_t *api) {
+  accept_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  j->api = api;
+  j->job.op = M5_STORE_ACCEPT;
+  j->job.arg = j;
+  j->job.base.reply = api->store_replies;
+  return j;
+}
+
+static void accept_free(accept_t *j) {
+  m5_store_job_clear(&j->job);
+  free(j->payload);
+  free(j->fan);
+  free(j);
+}
+
+/* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
+static int accept_submit(ue_api_t *api, accept_t *j) {
+  if (api->store_inflight >= api->opts.max_store_inflight) return M5_EFULL;
+  int rc = m5_store_submit(api->opts.store, &j->job);
+  if (rc == 0) api->store_inflight++;
+  return rc;
+}
+
+/* The answers of an accept, to a UE (CoAP) or to an AS (reply callback). */
+static void answer_ack(accept_t *j, const char *status, const char *cause) {
+  m5_store_msg_t *sm = &j->job.msg;
+  if (j->req)
+    respond_ack(j->req, sm->msg_id, &sm->ori, status, cause);
+  else
+    j->reply(j->reply_ctx, UE_API_ACK, status, cause, 0, NULL);
+}
+
+static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
+  if (j->req)
+    ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, seconds, why);
+  else
+    j->reply(j->reply_ctx, UE_API_BUSY, NULL, NULL, seconds, why);
+}
+
+/* ---- a MSG to a TOPIC address (TS 23.554 cl. 8.8.3; docs/delivery.md "Messaging Topics") ----
+ * accept_msg checks the publisher against the topic rules (a refusal is DELY_FAILED
+ * NOT_AUTHORIZED, the same for a topic nobody ever used), then asks the store for the
+ * topic's subscribers (TOPIC_SUBSCRIBERS); topic_resolved turns them into the recipients of
+ * one ACCEPT (partial: a full queue skips its subscriber), and fanout.c pushes those
+ * live (done_accept). The sender's answer is the ACCEPT's: no status once stored for the current
+ * subscribers, even none. */
+
+
+/* The subscribers came back (status 0): the same job becomes the ACCEPT to them. */
+static void topic_resolved(accept_t *j) {
+  ue_api_t *api = j->api;
+  m5_store_job_t *sj = &j->job;
+  int rc = topics_recipients(sj->subs, sj->n_subs, &sj->msg.ori, api->opts.router, api->opts.reg,
+                             delivery_first_retry_ms(), &j->fan, &j->n_fan);
+  m5_store_job_clear(sj); /* the subscriptions list */
+  sj->topics = NULL;
+  sj->n_topics = 0;
+  sj->op = M5_STORE_ACCEPT;
+  sj->rcpts = j->fan;
+  sj->n_rcpts = j->n_fan;
+  sj->partial = true;
+  if (rc != 0) {
+    answer_retry(j, RETRY_AFTER_S, "out of memory");
+    accept_free(j);
+    return;
+  }
+  if (accept_submit(api, j) != 0) {
+    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
+    accept_free(j);
+  }
+}
+
+/* accept_msg's resolution of a TOPIC address: NULL (the subscribers are looked up) or the
+ * refusal's cause. */
+static const char *topic_target(ue_api_t *api, const m5_msg_t *m) {
+  return topics_may_publish(api->topics, m->dest.addr, &m->ori) ? NULL : M5_CAUSE_NOT_AUTHORIZED;
+}
+
+/* accept_msg's job for a TOPIC address that may be published on: the lookup first. */
+static void topic_lookup(accept_t *j, const char *topic) {
+  m5_store_job_t *sj = &j->job;
+  snprintf(j->topic, sizeof j->topic, "%s", topic);
+  j->many = 1;
+  sj->op = M5_STORE_TOPIC_SUBSCRIBERS;
+  sj->topics = &j->topic;
+  sj->n_topics = 1;
+  sj->limit = M5_STORE_RCPT_MAX;
+}
+
+/* ---- a MSG to a GROUP or BC address (TS 23.554 cl. 8.7.4, 8.6.1; docs/delivery.md "Groups
+ * and broadcast") ----
+ * accept_msg checks the sender first (a member or a SEND grant; an unknown group gets the
+ * same NOT_AUTHORIZED), then group_resolve reads the members as of now, in memory: the
+ * recipients of one ACCEPT (partial), the group's generation on the body (group_gen), so that
+ * every delivery is checked against the membership before it goes out (delivery.c) and swept
+ * when a member leaves or the group goes (groups_sync.c). The sender's answer is the ACCEPT's:
+ * no status once stored for the current members, even none online; NO_MEMBERS as its
+ * failureCause when there is nobody to store it for. */
+
+/* 0 (j is ready to submit), or -1 (answered and freed). */
+static int group_resolve(accept_t *j) {
+  ue_api_t *api = j->api;
+  m5_store_job_t *sj = &j->job;
+  m5_store_msg_t *sm = &sj->msg;
+  uint64_t gen = 0;
+  int64_t first = delivery_first_retry_ms();
+  int rc = groups_fanout_recipients(api->opts.reg, api->opts.router, &sm->ori, &sm->dest, first,
+                                    &j->fan, &j->n_fan, &gen);
+  if (rc == M5_ENOENT) { /* deleted since the sender was authorized: the same refusal */
+    snprintf(sj->ack.status, sizeof sj->ack.status, "DELY_FAILED");
+    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NOT_AUTHORIZED);
+    return 0;
+  }
+  if (rc != 0) {
+    answer_retry(j, RETRY_AFTER_S, "out of memory");
+    accept_free(j);
+    return -1;
+  }
+  j->many = 1;
+  j->paced = !strcmp(sm->dest.type, "BC");
+  sm->group_gen = gen;
+  sj->rcpts = j->fan;
+  sj->n_rcpts = j->n_fan;
+  sj->partial = true;
+  if (j->paced) { /* a broadcast has no per-UE reports: delivStReqInd is ignored */
+    sm->deliv_st_req = false;
+    sj->ticket_put = false;
+  }
+  uint32_t rate = api->opts.bc_rate ? api->opts.bc_rate : 1;
+  size_t live = 0;
+  for (size_t i = 0; i < j->n_fan; i++) {
+    m5_store_rcpt_t *r = &j->fan[i];
+    if (r->in_flight && j->paced) /* fanout.c's pace: the timers leave it alone until then */
+      r->next_attempt_ms = first + (int64_t)(live++ * 1000 / rate);
+    else if (!r->in_flight && sm->sto_fwd) /* away: its REG's DUE pushes it */
+      r->next_attempt_ms = delivery_stored_retry_ms();
+  }
+  if (j->n_fan == 0)
+    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NO_MEMBERS);
+  return 0;
+}
+
+static void done_accept(accept_t *j) {
+  m5_store_job_t *sj = &j->job;
+  const char *what = j->is_imdn ? "IMDN" : "MSG";
+  if (sj->status == M5_EPERM && j->req) {
+    M5_LOGI(DOM, "%s %s from %s refused: its binding changed while it was being stored", what,
+            sj->msg.msg_id, sj->msg.ori.addr);
+    m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
+                             "oriAddr: the binding of this UE Service ID changed");
+    return;
+  }
+  if (sj->status != 0) {
+    M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
+            sj->msg.ori.addr, m5_strerror(sj->status));
+    if (j->req)
+      ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store failed");
+    else
+      j->reply(j->reply_ctx, UE_API_ERROR, NULL, NULL, RETRY_AFTER_S, "the message store failed");
+    return;
+  }
+  switch (sj->outcome) {
+  case M5_STORE_DUPLICATE:
+    M5_LOGI(DOM, "%s %s from %s: a duplicate, answered as before", what, sj->msg.msg_id,
+            sj->msg.ori.addr);
+    answer_ack(j, sj->orig_ack.status[0] ? sj->orig_ack.status : NULL,
+               sj->orig_ack.failure_cause[0] ? sj->orig_ack.failure_cause : NULL);
+    return;
+  case M5_STORE_QUEUE_FULL:
+    M5_LOGI(DOM, "%s %s from %s to %s: the recipient's queue is full", what, sj->msg.msg_id,
+            sj->msg.ori.addr, sj->msg.dest.addr);
+    answer_ack(j, "DELY_FAILED", M5_CAUSE_QUEUE_FULL);
+    return;
+  case M5_STORE_ORIGINATOR_QUOTA:
+    M5_LOGI(DOM, "%s %s from %s: the sender has its quota of stored messages", what,
+            sj->msg.msg_id, sj->msg.ori.addr);
+    answer_ack(j, "DELY_FAILED", M5_CAUSE_ORIGINATOR_QUOTA);
+    return;
+  case M5_STORE_STORE_FULL:
+    M5_LOGW(DOM, "%s %s from %s: the message store is full (store.max_total)", what, sj->msg.msg_id,
+            sj->msg.ori.addr);
+    answer_retry(j, STORE_FULL_RETRY_S, "overloaded: the message store is full");
+    return;
+  case M5_STORE_SUBS_FULL: /* TOPIC_SUB's only */
+  case M5_STORE_TOPIC_FULL:
+  case M5_STORE_ACCEPTED:
+    break;
+  }
+  M5_LOGD(DOM, "%s %s from %s to %s: accepted (%s)", what, sj->msg.msg_id, sj->msg.ori.addr,
+          sj->msg.dest.addr, sj->ack.status[0] ? sj->ack.status : "for delivery");
+  answer_ack(j, sj->ack.status[0] ? sj->ack.status : NULL,
+             sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
+  if (sj->discarded)
+    M5_LOGI(DOM, "%s %s from %s to %s: dropped (%s asked for no report on it, or was re-bound "
+                 "since)", what, sj->msg.msg_id, sj->msg.ori.addr, sj->msg.dest.addr,
+            sj->msg.dest.addr);
+  if (j->many) {
+    int topic = !strcmp(sj->msg.dest.type, "TOPIC"), area = !strcmp(sj->msg.dest.type, "BC");
+    if (sj->n_rcpts == 0)
+      M5_LOGI(DOM, "MSG %s from %s to %s %s: no %s, stored for nobody", sj->msg.msg_id,
+              sj->msg.ori.addr, topic ? "topic" : area ? "area" : "group", sj->msg.dest.addr,
+              topic ? "subscribers" : "members");
+    fanout_start(j->api->fan, &sj->msg, sj->rcpts, sj->n_rcpts, j->paced);
+  } else if (sj->n_rcpts && j->rcpt.id) {
+    m5_store_delivery_t d;
+    memset(&d, 0, sizeof d);
+    d.id = j->rcpt.id;
+    d.rcpt = j->rcpt.addr;
+    d.rcpt_gen = j->rcpt.gen;
+    d.msg = sj->msg; /* the payload is j's, still valid */
+    delivery_accepted(j->api->dl, &d);
+  }
+}
+
+void ue_accept_on_store_reply(void *msg, void *arg) {
+  ue_api_t *api = arg;
+  accept_t *j = msg; /* job.base is the first member */
+  api->store_inflight--;
+  if (j->job.op == M5_STORE_TOPIC_SUBSCRIBERS && j->job.status == 0) {
+    topic_resolved(j);
+    ue_api_check_drained(api);
+    return;
+  }
+  done_accept(j);
+  accept_free(j);
+  ue_api_check_drained(api);
+}
+
+/* ---- MSG and IMDN: acceptance into the store ---- */
+
+/* delivSt: a word (REPT_DELY_SUCCESS, ...). failureCause is free text, checked by the codec
+ * (1-256 bytes of UTF-8 without control characters) and passed through as given. */
+static int deliv_st_valid(const char *s) {
+  for (; *s; s++)
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+          *s == '_' || *s == '-' || *s == '.'))
+      return 0;
+  return 1;
+}
+
+/* Short keys stay readable; a long destAddr is hashed so the key fits M5_STORE_KEY_MAX. */
+static void report_key(char *out, size_t outlen, const char *msg_id, const char *dest) {
+  int n = snprintf(out, outlen, IMDN_KEY "%s/%s", msg_id, dest);
+  if (n >= 0 && (size_t)n < outlen) return;
+  /* Too long for the key: the destination is replaced by its hash (a msgId is at most 64). */
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (const char *p = dest; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ull;
+  n = snprintf(out, outlen, IMDN_KEY "%s/#%016llx", msg_id, (unsigned long long)h);
+  if (n < 0 || (size_t)n >= outlen) out[0] = '\0'; /* cannot happen with the sizes in store.h */
+}
+
+/* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
+ * store (the ack is committed with it for dedup), answer from the store's reply. */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
+                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx);
+
+void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
+  if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
+    m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN,
+                             "oriAddr: not the UE Service ID this session registered");
+    return;
+  }
+  if (!is_imdn && (unsigned char)m->app_id[0] != 0 && (unsigned char)m->app_id[0] < 0x20) {
+    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "appId: starts with a control character");
+    return;
+  }
+  if (is_imdn && (!m->deliv_st[0] || !deliv_st_valid(m->deliv_st))) {
+    m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
+    return;
+  }
+  accept_msg(api, m, is_imdn, ss->gen, req, NULL, NULL);
+}
+
+/* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
+ * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
+ * request) or through reply(ctx) (an AS's). */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
+                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx) {
+  /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
+   * report is always stored for its recipient (the originator) while that one is away. */
+  int sto = is_imdn || m->sto_fwd;
+  int64_t now = (int64_t)time(NULL);
+  registry_entry_t e;
+  e.gen = 0;
+  router_loc_t loc;
+  const char *status = NULL, *cause = NULL;
+  char target[2]; /* only whether the AS has a targetUri: its first character is enough */
+  const char *why = NULL;
+  int topic = !is_imdn && !strcmp(m->dest.type, "TOPIC");
+  int group = !is_imdn && (!strcmp(m->dest.type, "GROUP") || !strcmp(m->dest.type, "BC"));
+  /* Who may message whom (TS 23.554 cl. 8.3.2 step 3), before the recipient is resolved: a
+   * refusal says nothing about whether it exists. Reports are not messages (policy.h). Stored
+   * as a DELY_FAILED answer without delivery, so a retransmission gets it again. */
+  if (!is_imdn && registry_policy_check(api->opts.reg, &m->ori, &m->dest, &why) != POLICY_ALLOW) {
+    M5_LOGI(DOM, "MSG %s from %s:%s to %s:%s refused: %s", m->msg_id, m->ori.type, m->ori.addr,
+            m->dest.type, m->dest.addr, why ? why : "not authorized");
+    status = "DELY_FAILED", cause = M5_CAUSE_NOT_AUTHORIZED;
+  } else if (topic) {
+    /* the topic's own rule (topics.rules), also before anything is looked up */
+    if ((cause = topic_target(api, m))) status = "DELY_FAILED";
+  } else if (group) {
+    /* a member or a SEND grant, before anything is looked up (unknown: the same answer) */
+    if (!groups_fanout_may_send(api->opts.reg, &m->ori, &m->dest))
+      status = "DELY_FAILED", cause = M5_CAUSE_NOT_AUTHORIZED;
+  } else if (!strcmp(m->dest.type, "AS")) {
+    /* point-to-application: "live" = registered with a targetUri (delivery.c POSTs to it) */
+    if (registry_as_target(api->opts.reg, m->dest.addr, target, sizeof target) != 0)
+      status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
+    else if (target[0])
+      status = NULL;
+    else if (sto)
+      status = "DELY_STORED";
+    else
+      status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
+  } else if (strcmp(m->dest.type, "UE") != 0 ||
+             registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
+    status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
+  else if (router_find(api->opts.router, m->dest.addr, &loc) == 0)
+    status = NULL; /* live: accepted for delivery */
+  else if (sto)
+    status = "DELY_STORED";
+  else if (!e.registered)
+    status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
+  else
+    status = "DELY_FAILED", cause = M5_CAUSE_UNREACHABLE;
+  int64_t cap = now + api->opts.max_ttl_s;
+  int64_t expr = !is_imdn && m->expr_time ? m->expr_time : cap;
+  if (expr > cap) expr = cap;
+  if (!cause && expr <= now) status = "DELY_FAILED", cause = M5_CAUSE_EXPIRED;
+
+  accept_t *j = accept_new(api);
+  size_t plen = is_imdn ? strlen(m->deliv_st) + 1 + strlen(m->failure_cause) : m->payload_len;
+  if (j) j->payload = malloc(plen + 1);
+  if (j) {
+    j->req = req;
+    j->reply = reply;
+    j->reply_ctx = reply_ctx;
+  }
+  if (!j || !j->payload) {
+    if (j) accept_free(j);
+    if (req)
+      ue_respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "out of memory");
+    else
+      reply(reply_ctx, UE_API_BUSY, NULL, NULL, RETRY_AFTER_S, "out of memory");
+    return;
+  }
+  if (is_imdn) {
+    snprintf((char *)j->payload, plen + 1, "%s%s%s", m->deliv_st, m->failure_cause[0] ? " " : "",
+             m->failure_cause);
+    plen = strlen((char *)j->payload);
+  } else if (plen) {
+    memcpy(j->payload, m->payload, plen);
+  }
+  j->is_imdn = is_imdn;
+  m5_store_job_t *sj = &j->job;
+  m5_store_msg_t *sm = &sj->msg;
+  sm->ori = m->ori;
+  sm->dest = m->dest;
+  snprintf(sm->msg_id, sizeof sm->msg_id, "%s", m->msg_id);
+  snprintf(sm->app_id, sizeof sm->app_id, "%s", is_imdn ? DELIVERY_IMDN_APP : m->app_id);
+  sm->prio = m->prio;
+  sm->deliv_st_req = !is_imdn && m->deliv_st_req;
+  sm->sto_fwd = sto;
+  sm->expr_time = expr;
+  sm->payload = j->payload;
+  sm->payload_len = plen;
+  /* Binding generations (docs/delivery.md "Re-bound UE Service IDs"): the store refuses a
+   * UE originator that was re-bound meanwhile; a MSG asking for a report leaves a ticket, and
+   * a report to a UE goes to the generation that sent the message, or to nobody. */
+  sm->ori_gen = ori_gen;
+  int to_ue = !strcmp(m->dest.type, "UE");
+  sj->ticket_put = !is_imdn && m->deliv_st_req && !strcmp(m->ori.type, "UE");
+  sj->ticket_check = is_imdn && to_ue;
+  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
+  if (is_imdn)
+    report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
+  else
+    snprintf(sj->dedup_id, sizeof sj->dedup_id, "%s", m->msg_id);
+  if (status) snprintf(sj->ack.status, sizeof sj->ack.status, "%s", status);
+  if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
+  if (!cause && topic) {
+    topic_lookup(j, m->dest.addr);
+  } else if (!cause && group) {
+    if (group_resolve(j) != 0) return;
+  } else if (!cause) {
+    j->rcpt.addr = m->dest;
+    j->rcpt.gen = to_ue ? e.gen : 0; /* e is set: a UE recipient without a cause is bound */
+    j->rcpt.next_attempt_ms = delivery_first_retry_ms();
+    /* A live recipient is pushed as soon as the accept is committed (done_accept), and that
+     * push always ends in a conclusion (delivery.c): in flight until then. */
+    j->rcpt.in_flight = status == NULL;
+    sj->rcpts = &j->rcpt;
+    sj->n_rcpts = 1;
+  }
+  if (accept_submit(api, j) != 0) {
+    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
+    accept_free(j);
+  }
+}
+
+void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
+                           void *ctx) {
+  if (is_report && (!m->deliv_st[0] || !deliv_st_valid(m->deliv_st))) {
+    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "delivSt: expected e.g. REPT_DELY_SUCCESS");
+    return;
+  }
+  if (api->draining) {
+    reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
+    return;
+  }
+  accept_msg(api, m, is_report, 0, NULL, reply, ctx);
+}
+
+/* An accept reply that arrived after the loop stopped (the store was closed after it). */
+void ue_accept_drop(void *msg) {
+  accept_t *j = msg;
+  if (j->req)
+    ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
+  else if (j->reply) /* the northbound listener is gone: only its record is freed */
+    j->reply(j->reply_ctx, UE_API_DROPPED, NULL, NULL, 0, NULL);
+  accept_free(j);
+}
