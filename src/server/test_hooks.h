@@ -9,7 +9,10 @@
  *  - "drop-close": the CLOSE the admin API posts to the worker of a session whose binding
  *    changed is dropped, as a full mailbox would (router.c);
  *  - "kill-before-store-rebind": m5s kills itself (SIGKILL) after a binding change is
- *    committed in the registry and before the message store is told (admin.c). */
+ *    committed in the registry and before the message store is told (admin.c);
+ *  - "hold-group-sweep": the store's sweeps after a group member's removal or a group's
+ *    deletion wait while the file exists (groups_sync.c), so a test can kill m5s between the
+ *    registry's commit and the store's. */
 #ifndef M5_SERVER_TEST_HOOKS_H
 #define M5_SERVER_TEST_HOOKS_H
 
