@@ -6,7 +6,7 @@
  * re-queue timer (worker `timers`), and pushes the failure report (IMDN) the store wrote with a
  * failure or an expiry for an originator who asked for one.
  *
- * ue_api.c feeds it: the sessions that register, deregister and close, the deliveries it has
+ * ue_api.c and ue_accept.c feed it: the sessions that register, deregister and close, the deliveries it has
  * just accepted into the store, and DELIVERs routed from other workers. It never answers a UE's
  * request. One delivery_t per worker loop; everything runs on that loop. */
 #ifndef M5_SERVER_DELIVERY_H
