@@ -72,6 +72,9 @@ typedef struct {
   size_t max_grants;        /* per group or area; default 64 */
   size_t max_per_as;        /* groups one AS may have created (SEAL GM); default 1000; so that
                                no AS can take the whole name space (0 = the default) */
+  size_t max_members_per_as; /* members of all the groups one AS created together (whoever
+                                adds them); default 100000; so that no AS can take the whole
+                                max_total_members (0 = the default) */
 } groups_limits_t;
 
 #define GROUPS_DEFAULT_MAX_GROUPS 10000
@@ -79,6 +82,7 @@ typedef struct {
 #define GROUPS_DEFAULT_MAX_TOTAL_MEMBERS 1000000
 #define GROUPS_DEFAULT_MAX_GRANTS 64
 #define GROUPS_DEFAULT_MAX_PER_AS 1000
+#define GROUPS_DEFAULT_MAX_MEMBERS_PER_AS 100000
 
 /* "group" / "area" */
 const char *groups_kind_name(groups_kind_t kind);
