@@ -39,7 +39,11 @@
  * thread calls after each commit with what changed; the hook must not block (post to a
  * mailbox). Since a crash can come between the registry's commit and the store's, the fan-out
  * must also, at start-up, fail every queued group delivery for which groups_delivery_valid()
- * is no longer 0 (the same catch-up rebind_sync does for UE Service IDs). */
+ * is no longer 0 (the same catch-up rebind_sync does for UE Service IDs).
+ * Removals also come from the registry's own jobs, the hand-over of an identifier
+ * (groups_int.h): a UE Service ID re-bound or un-bound leaves every group and area, a deleted
+ * AS client's grants, memberships and created groups go; the hook is called for them the same
+ * way, after that job's commit. */
 #ifndef M5_SERVER_GROUPS_H
 #define M5_SERVER_GROUPS_H
 
