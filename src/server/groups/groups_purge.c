@@ -106,12 +106,13 @@ int groups_purge_stage(registry_t *r, const char *principal, int drop_created,
       continue;
     }
     if (e->member)
-      rc = run(r, "DELETE FROM group_members WHERE kind = ?1 AND id = ?2 AND member = ?3", 3, t,
-               0, 0);
+      rc = run(r, "DELETE FROM group_members WHERE kind = ?1 AND id = ?2 AND member = ?3", 3, t, 0,
+               0);
     if (rc == 0 && e->grant)
-      rc = run(r, "DELETE FROM group_grants WHERE kind = ?1 AND id = ?2 AND principal = ?3", 3,
-               t, 0, 0);
-    if (rc == 0) rc = run(r, "UPDATE groups SET gen = ?3 WHERE kind = ?1 AND id = ?2", 2, t, gen, 1);
+      rc = run(r, "DELETE FROM group_grants WHERE kind = ?1 AND id = ?2 AND principal = ?3", 3, t,
+               0, 0);
+    if (rc == 0)
+      rc = run(r, "UPDATE groups SET gen = ?3 WHERE kind = ?1 AND id = ?2", 2, t, gen, 1);
   }
   if (rc == 0)
     rc = run(r,
