@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
   registry_policy_configure(reg, &policy);
   groups_limits_t gl = {(size_t)cfg.groups_max_groups, (size_t)cfg.groups_max_members,
                         (size_t)cfg.groups_max_total_members, (size_t)cfg.groups_max_grants,
-                        (size_t)cfg.groups_max_groups_per_as};
+                        (size_t)cfg.groups_max_groups_per_as,
+                        (size_t)cfg.groups_max_members_per_as};
   groups_set_limits(reg, &gl);
   /* The message store: store.path, or store.db beside db.path. */
   char spath[4096];

@@ -59,7 +59,7 @@ typedef struct {
   m5_strlist_t topics_rules; /* topics_rules.h lines */
   /* groups and broadcast areas (server/groups/groups.h) */
   int64_t groups_max_groups, groups_max_members, groups_max_total_members, groups_max_grants;
-  int64_t groups_max_groups_per_as;
+  int64_t groups_max_groups_per_as, groups_max_members_per_as;
   int64_t broadcast_rate; /* broadcast pushes a second, server-wide (delivery/fanout.h) */
   int64_t workers;
   int64_t coap_max_body;

@@ -5,7 +5,8 @@
 #  - a token requested without scope carries ss-gm and works; one without ss-gm gets 403
 #    insufficient_scope;
 #  - as1 creates a group (201 + Location + VALGroupDocument), reads it whole, its members only
-#    and its configuration only, lists its groups (with the query filters), patches it (RFC 7396
+#    and its configuration only, lists its groups (with the query filters; the listed
+#    documents come without their members), patches it (RFC 7396
 #    merge patch: members replaced, an operator-added AS member kept), replaces it (PUT) and
 #    deletes it (204); every body m5s sends is valid against TS 29.549 with only declared
 #    members, every body the test sends is checked against the schema too;
@@ -110,6 +111,13 @@ members_are ue-1,ue-2
 nb as1 GET "$GM/fleet.a?group-configuration=true" "${A1[@]}"
 want 200
 members_are ""
+# the member list is written as text: a UE Service ID with " and \ comes back as it is
+admin_curl -s -o /dev/null -X PUT "$M5S_ADMIN/admin/v1/groups/fleet.a/members/ue:ue-%22q%5C"
+nb as1 GET "$GM/fleet.a?group-members=true" "${A1[@]}"
+want 200
+validate_sent "$YAML" VALGroupDocument out.json
+members_are 'ue-"q\,ue-1,ue-2'
+admin_curl -s -o /dev/null -X DELETE "$M5S_ADMIN/admin/v1/groups/fleet.a/members/ue:ue-%22q%5C"
 nb as1 GET "$GM/fleet.a?group-members=yes" "${A1[@]}"
 want 400
 DOC2='{"valGroupId":"fleet:b.2","members":[{"valUeId":"ue-9"}]}'
@@ -123,7 +131,9 @@ const fs = require("fs");
 const a = JSON.parse(fs.readFileSync("out.json", "utf8"));
 if (!Array.isArray(a) || a.length !== 2) { console.error(JSON.stringify(a)); process.exit(1); }
 a.forEach((d, i) => fs.writeFileSync(`doc${i}.json`, JSON.stringify(d)));
-if (a[0].valGroupId !== "fleet.a" || a[1].valGroupId !== "fleet:b.2") process.exit(1);' ||
+if (a[0].valGroupId !== "fleet.a" || a[1].valGroupId !== "fleet:b.2") process.exit(1);
+// the collection lists documents without members (bounded by groups, not members)
+if (a.some(d => "members" in d) || a[0].valServiceIds[0] !== "meter") process.exit(1);' ||
   m5s_fail "the collection: $(cat out.json)"
 validate_sent "$YAML" VALGroupDocument doc0.json VALGroupDocument doc1.json
 nb as1 GET "$GM?val-group-id=fleet%3Ab.2" "${A1[@]}" # percent-encoded

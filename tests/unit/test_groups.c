@@ -2,8 +2,10 @@
  * database through its DB thread, and the in-memory copy the message path will read: create,
  * members (UEs and ASs; areas UEs only), grants and who may send / manage, the generation and
  * since contract with the fan-out (a removed member, a deleted and re-created group), the
- * change hook, every bound, a 10,000-member group, persistence across a reopen, and the
- * in-place upgrade of an m5s.db from before groups. */
+ * change hook, every bound, a 10,000-member group, persistence across a reopen, the
+ * in-place upgrade of an m5s.db from before groups, the hand-over of a re-bound UE Service ID
+ * and of a deleted AS client (nothing of the old holder's stays), and the per-AS member
+ * budget. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -337,6 +339,195 @@ static void test_bounds_and_big_group(void **state) {
   registry_close(r);
 }
 
+static int run_reg(registry_t *r, registry_job_t *job) {
+  job->base.reply = F.replies;
+  F.done = NULL;
+  assert_int_equal(registry_submit(r, job), 0);
+  assert_int_equal(m5_loop_run(F.loop), 0);
+  assert_ptr_equal(F.done, &job->base);
+  return job->status;
+}
+
+static int bind_ue(registry_t *r, const char *id, const char *supi) {
+  registry_job_t j;
+  memset(&j, 0, sizeof j);
+  j.op = supi ? REGISTRY_BIND : REGISTRY_UNBIND;
+  snprintf(j.ue_svc_id, sizeof j.ue_svc_id, "%s", id);
+  if (supi) snprintf(j.supi, sizeof j.supi, "%s", supi);
+  return run_reg(r, &j);
+}
+
+static int as_client(registry_t *r, const char *id, int del) {
+  registry_as_t as;
+  memset(&as, 0, sizeof as);
+  snprintf(as.as_svc_id, sizeof as.as_svc_id, "%s", id);
+  if (!del) {
+    as.n_targets = 1;
+    snprintf(as.targets[0], sizeof as.targets[0], "as.example:443");
+  }
+  registry_job_t j;
+  memset(&j, 0, sizeof j);
+  j.op = del ? REGISTRY_AS_DEL : REGISTRY_AS_PUT;
+  j.as = &as;
+  return run_reg(r, &j);
+}
+
+static int is_member(registry_t *r, groups_kind_t kind, const char *id, const char *p) {
+  groups_member_t *m;
+  size_t n;
+  int found = 0;
+  if (groups_members(r, kind, id, &m, &n, NULL) != 0) return 0;
+  for (size_t i = 0; i < n; i++)
+    found |= !strcmp(m[i].principal, p);
+  free(m);
+  return found;
+}
+
+static size_t n_grants(registry_t *r, groups_kind_t kind, const char *id) {
+  groups_info_t info;
+  assert_int_equal(groups_get(r, kind, id, &info), 0);
+  size_t n = info.n_grants;
+  groups_info_clear(&info);
+  return n;
+}
+
+/* The hand-over of an identifier (groups_int.h): a re-bound or un-bound UE Service ID leaves
+ * every group and area, its grants go; a deleted AS client's grants, memberships and created
+ * groups go; each in the registry job's transaction, each removal told to the hook. */
+static void test_handover(void **state) {
+  (void)state;
+  char err[256];
+  registry_t *r = registry_open(db_path, err, sizeof err);
+  assert_non_null(r);
+  hook_log_t h;
+  memset(&h, 0, sizeof h);
+  groups_set_hook(r, hook, &h);
+  assert_int_equal(registry_start(r, 16), 0);
+  groups_job_t j;
+  assert_int_equal(bind_ue(r, "u1", "001010000000001"), 0);
+  assert_int_equal(as_client(r, "as1", 0), 0);
+  assert_int_equal(create(r, GROUPS_GROUP, "g1", "", 0, "", NULL), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "g1", "ue:u1", 0, NULL), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "g1", "ue:u2", 0, NULL), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "g1", "as:as1", 0, NULL), 0);
+  assert_int_equal(op(r, GROUPS_GRANT, GROUPS_GROUP, "g1", "as:as1", 3, NULL), 0);
+  assert_int_equal(create(r, GROUPS_AREA, "a1", "", 0, "", NULL), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_AREA, "a1", "ue:u1", 0, NULL), 0);
+  assert_int_equal(op(r, GROUPS_GRANT, GROUPS_AREA, "a1", "ue:u1", GROUPS_RIGHT_SEND, NULL), 0);
+  assert_int_equal(op(r, GROUPS_GRANT, GROUPS_AREA, "a1", "as:as1", GROUPS_RIGHT_SEND, NULL), 0);
+  assert_int_equal(create(r, GROUPS_GROUP, "mine", "as:as1", 3, "ue:m", &j), 0);
+  uint64_t g_before = j.gen;
+  uint64_t at;
+  groups_member_t *m;
+  size_t n;
+  assert_int_equal(groups_members(r, GROUPS_GROUP, "g1", &m, &n, &at), 0);
+  free(m);
+
+  /* the same SUPI again: nothing changes */
+  assert_int_equal(bind_ue(r, "u1", "001010000000001"), 0);
+  assert_true(is_member(r, GROUPS_GROUP, "g1", "ue:u1"));
+  assert_int_equal(h.removed, 0);
+  /* another SUPI: ue:u1 leaves g1 and a1, its grant on a1 goes; u2 stays */
+  assert_int_equal(bind_ue(r, "u1", "001010000000002"), 0);
+  assert_false(is_member(r, GROUPS_GROUP, "g1", "ue:u1"));
+  assert_false(is_member(r, GROUPS_AREA, "a1", "ue:u1"));
+  assert_false(groups_may_send(r, GROUPS_AREA, "a1", "ue:u1"));
+  assert_false(groups_may_send(r, GROUPS_GROUP, "g1", "ue:u1"));
+  assert_true(is_member(r, GROUPS_GROUP, "g1", "ue:u2"));
+  assert_int_equal(n_grants(r, GROUPS_AREA, "a1"), 1);
+  assert_int_equal(h.removed, 2); /* one MEMBER_REMOVED per membership */
+  assert_string_equal(h.last_member, "ue:u1");
+  /* a delivery made for the old holder fails */
+  assert_int_equal(groups_delivery_valid(r, GROUPS_GROUP, "g1", "ue:u1", at), M5_ENOENT);
+  assert_int_equal(groups_delivery_valid(r, GROUPS_GROUP, "g1", "ue:u2", at), 0);
+  /* added again, then un-bound: gone again */
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "g1", "ue:u1", 0, NULL), 0);
+  assert_int_equal(bind_ue(r, "u1", NULL), 0);
+  assert_false(is_member(r, GROUPS_GROUP, "g1", "ue:u1"));
+  assert_int_equal(h.removed, 3);
+
+  /* deleting the AS client: its created group is deleted (hook DELETED), its membership
+   * and grants elsewhere go */
+  h.removed = 0;
+  assert_int_equal(as_client(r, "as1", 1), 0);
+  assert_int_equal(groups_get(r, GROUPS_GROUP, "mine", &(groups_info_t){0}), M5_ENOENT);
+  assert_int_equal(h.deleted, 1);
+  assert_int_equal(h.removed, 1);
+  assert_false(is_member(r, GROUPS_GROUP, "g1", "as:as1"));
+  assert_int_equal(n_grants(r, GROUPS_GROUP, "g1"), 0);
+  assert_int_equal(n_grants(r, GROUPS_AREA, "a1"), 0);
+  assert_false(groups_may_manage(r, "g1", "as1"));
+  char(*ids)[M5_MSG_NAME_MAX + 1] = NULL;
+  assert_int_equal(groups_managed_by(r, GROUPS_GROUP, "as:as1", &ids, &n), 0);
+  assert_int_equal(n, 0);
+  free(ids);
+  /* the deleted group's members left the total: a group of them fits again */
+  groups_info_t info;
+  assert_int_equal(groups_get(r, GROUPS_GROUP, "g1", &info), 0);
+  assert_true(info.gen > g_before);
+  assert_int_equal(info.n_members, 1);
+  groups_info_clear(&info);
+  /* re-created under the same asSvcId: it starts with nothing */
+  assert_int_equal(as_client(r, "as1", 0), 0);
+  assert_false(groups_may_manage(r, "g1", "as1"));
+  assert_false(groups_may_send(r, GROUPS_AREA, "a1", "as:as1"));
+  assert_int_equal(as_client(r, "nobody", 1), M5_ENOENT);
+  registry_close(r);
+  /* committed: the rows are gone too */
+  r = open_started(NULL);
+  assert_int_equal(groups_get(r, GROUPS_GROUP, "mine", &(groups_info_t){0}), M5_ENOENT);
+  assert_false(is_member(r, GROUPS_GROUP, "g1", "as:as1"));
+  assert_false(is_member(r, GROUPS_GROUP, "g1", "ue:u1"));
+  assert_int_equal(n_grants(r, GROUPS_AREA, "a1"), 0);
+  assert_int_equal(n_grants(r, GROUPS_GROUP, "g1"), 0);
+  assert_true(is_member(r, GROUPS_GROUP, "g1", "ue:u2"));
+  registry_close(r);
+}
+
+/* groups.max_members_per_as: the members of all the groups one AS created, together. */
+static void test_members_per_as(void **state) {
+  (void)state;
+  groups_limits_t lim = {.max_groups = 100, .max_members = 100, .max_total_members = 1000,
+                         .max_grants = 8, .max_per_as = 10, .max_members_per_as = 5};
+  registry_t *r = open_started(&lim);
+  groups_job_t j;
+  assert_int_equal(create(r, GROUPS_GROUP, "x1", "as:x", 4, "ue:a", &j), 0);
+  assert_int_equal(create(r, GROUPS_GROUP, "x2", "as:x", 2, "ue:b", &j), M5_ERANGE);
+  assert_non_null(strstr(j.why, "max_members_per_as"));
+  assert_int_equal(create(r, GROUPS_GROUP, "x2", "as:x", 1, "ue:b", &j), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "x1", "ue:c", 0, &j), M5_ERANGE);
+  assert_non_null(strstr(j.why, "max_members_per_as"));
+  /* the same budget through a replacing list and a batch */
+  groups_job_t u;
+  memset(&u, 0, sizeof u);
+  u.op = GROUPS_UPDATE;
+  u.kind = GROUPS_GROUP;
+  snprintf(u.id, sizeof u.id, "x2");
+  u.set_members = 1;
+  u.n_members = 2;
+  u.members = calloc(2, sizeof *u.members);
+  snprintf(u.members[0], sizeof u.members[0], "ue:b0");
+  snprintf(u.members[1], sizeof u.members[1], "ue:b1");
+  assert_int_equal(run(r, &u), M5_ERANGE);
+  groups_job_clear(&u);
+  memset(&u, 0, sizeof u);
+  u.op = GROUPS_ADD_MEMBERS;
+  u.kind = GROUPS_GROUP;
+  snprintf(u.id, sizeof u.id, "x2");
+  u.n_members = 1;
+  u.members = calloc(1, sizeof *u.members);
+  snprintf(u.members[0], sizeof u.members[0], "ue:z");
+  assert_int_equal(run(r, &u), M5_ERANGE);
+  groups_job_clear(&u);
+  /* another AS, and the operator, have budgets of their own */
+  assert_int_equal(create(r, GROUPS_GROUP, "y1", "as:y", 5, "ue:a", &j), 0);
+  assert_int_equal(create(r, GROUPS_GROUP, "op", "", 50, "ue:a", &j), 0);
+  /* leaving frees the budget */
+  assert_int_equal(op(r, GROUPS_DEL_MEMBER, GROUPS_GROUP, "x1", "ue:a0", 0, NULL), 0);
+  assert_int_equal(op(r, GROUPS_ADD_MEMBER, GROUPS_GROUP, "x2", "ue:b9", 0, NULL), 0);
+  registry_close(r);
+}
+
 /* An m5s.db from before groups (bindings and AS clients only) gains the tables in place and
  * keeps what it had. */
 static void test_upgrade(void **state) {
@@ -406,6 +597,8 @@ int main(void) {
       cmocka_unit_test_setup(test_members_grants_send_manage, fresh),
       cmocka_unit_test_setup(test_bounds_and_big_group, fresh),
       cmocka_unit_test_setup(test_upgrade, fresh),
+      cmocka_unit_test_setup(test_handover, fresh),
+      cmocka_unit_test_setup(test_members_per_as, fresh),
       cmocka_unit_test(test_principals),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -39,7 +39,11 @@
  * thread calls after each commit with what changed; the hook must not block (post to a
  * mailbox). Since a crash can come between the registry's commit and the store's, the fan-out
  * must also, at start-up, fail every queued group delivery for which groups_delivery_valid()
- * is no longer 0 (the same catch-up rebind_sync does for UE Service IDs). */
+ * is no longer 0 (the same catch-up rebind_sync does for UE Service IDs).
+ * Removals also come from the registry's own jobs, the hand-over of an identifier
+ * (groups_int.h): a UE Service ID re-bound or un-bound leaves every group and area, a deleted
+ * AS client's grants, memberships and created groups go; the hook is called for them the same
+ * way, after that job's commit. */
 #ifndef M5_SERVER_GROUPS_H
 #define M5_SERVER_GROUPS_H
 
@@ -72,6 +76,9 @@ typedef struct {
   size_t max_grants;        /* per group or area; default 64 */
   size_t max_per_as;        /* groups one AS may have created (SEAL GM); default 1000; so that
                                no AS can take the whole name space (0 = the default) */
+  size_t max_members_per_as; /* members of all the groups one AS created together (whoever
+                                adds them); default 100000; so that no AS can take the whole
+                                max_total_members (0 = the default) */
 } groups_limits_t;
 
 #define GROUPS_DEFAULT_MAX_GROUPS 10000
@@ -79,6 +86,7 @@ typedef struct {
 #define GROUPS_DEFAULT_MAX_TOTAL_MEMBERS 1000000
 #define GROUPS_DEFAULT_MAX_GRANTS 64
 #define GROUPS_DEFAULT_MAX_PER_AS 1000
+#define GROUPS_DEFAULT_MAX_MEMBERS_PER_AS 100000
 
 /* "group" / "area" */
 const char *groups_kind_name(groups_kind_t kind);

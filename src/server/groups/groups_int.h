@@ -46,4 +46,27 @@ void groups_run(registry_t *r, registry_job_t *job);
 
 struct groups_state *groups_state(registry_t *r);
 
+/* groups_store.c, for groups_purge.c: a group's release, the next generation (DB thread),
+ * and the hook's call for g (with its gen). */
+void groups_group_free(void *g);
+uint64_t groups_next_gen(struct groups_state *s);
+void groups_tell(struct groups_state *s, group_t *g, groups_event_t ev, const char *member);
+
+/* ---- hand-over (groups_purge.c): called by the registry's own jobs on its DB thread ----
+ * When an identifier passes to someone else (a UE Service ID re-bound to another SUPI or
+ * un-bound, an AS client deleted), nothing the old holder had in groups may stay for the new
+ * one. Inside the registry job's open transaction, groups_purge_stage() writes the removal of
+ * every membership and grant of principal ("ue:ID" / "as:ID") on every group and area, and,
+ * with drop_created, the deletion of every group principal created through SEAL GM; *out is
+ * the plan (NULL when there is nothing to remove). After the job's COMMIT,
+ * groups_purge_apply() updates the memory copy and calls the hook as the GROUPS_* jobs do
+ * (GROUPS_EV_MEMBER_REMOVED per membership, GROUPS_EV_DELETED per deleted group), then frees
+ * the plan; after a ROLLBACK, groups_purge_abort() frees it. 0, M5_EIO or M5_ENOMEM (the
+ * caller rolls back: the hand-over does not happen without the purge). */
+typedef struct groups_purge groups_purge_t;
+int groups_purge_stage(registry_t *r, const char *principal, int drop_created,
+                       groups_purge_t **out);
+void groups_purge_apply(registry_t *r, groups_purge_t *p);
+void groups_purge_abort(groups_purge_t *p);
+
 #endif

@@ -70,7 +70,7 @@ static void free_since(void *v) {
   free(v);
 }
 
-static void group_free(void *v) {
+void groups_group_free(void *v) {
   group_t *g = v;
   if (!g) return;
   if (g->members) m5_hmap_free(g->members, free_since);
@@ -152,7 +152,7 @@ static int load(registry_t *r, struct groups_state *s) {
     if (rc == 0 && m5_hmap_put(s->map, key, groups_key(kind, id, key), g, NULL) != 0)
       rc = M5_ENOMEM;
     if (rc == 0 && g->gen > s->last_gen) s->last_gen = g->gen;
-    if (rc != 0) group_free(g);
+    if (rc != 0) groups_group_free(g);
   }
   if (rc == 0 && step != SQLITE_DONE) rc = M5_EIO;
   sqlite3_finalize(st);
@@ -229,7 +229,7 @@ int groups_open(registry_t *r, char *err, size_t errlen) {
   r->groups = s;
   s->lim = (groups_limits_t){GROUPS_DEFAULT_MAX_GROUPS, GROUPS_DEFAULT_MAX_MEMBERS,
                              GROUPS_DEFAULT_MAX_TOTAL_MEMBERS, GROUPS_DEFAULT_MAX_GRANTS,
-                             GROUPS_DEFAULT_MAX_PER_AS};
+                             GROUPS_DEFAULT_MAX_PER_AS, GROUPS_DEFAULT_MAX_MEMBERS_PER_AS};
   /* An m5s.db from before groups lacks the tables: they are added, in place, once. */
   sqlite3_stmt *st = NULL;
   int present = 0;
@@ -257,7 +257,7 @@ int groups_open(registry_t *r, char *err, size_t errlen) {
 void groups_free(registry_t *r) {
   struct groups_state *s = r->groups;
   if (!s) return;
-  m5_hmap_free(s->map, group_free);
+  m5_hmap_free(s->map, groups_group_free);
   pthread_rwlock_destroy(&s->lock);
   free(s);
   r->groups = NULL;
@@ -266,18 +266,40 @@ void groups_free(registry_t *r) {
 void groups_set_limits(registry_t *r, const groups_limits_t *lim) {
   r->groups->lim = *lim;
   if (!lim->max_per_as) r->groups->lim.max_per_as = GROUPS_DEFAULT_MAX_PER_AS;
+  if (!lim->max_members_per_as)
+    r->groups->lim.max_members_per_as = GROUPS_DEFAULT_MAX_MEMBERS_PER_AS;
 }
 
 typedef struct {
   const char *creator;
-  size_t n;
+  size_t n;       /* groups it created */
+  size_t members; /* their members together */
 } by_creator_t;
 
 static void count_creator(const void *key, size_t klen, void *val, void *arg) {
   (void)key;
   (void)klen;
+  const group_t *g = val;
   by_creator_t *c = arg;
-  if (!strcmp(((const group_t *)val)->creator, c->creator)) c->n++;
+  if (strcmp(g->creator, c->creator) != 0) return;
+  c->n++;
+  c->members += m5_hmap_count(g->members);
+}
+
+/* M5_ERANGE (with why) when adding `more` members to groups creator made would exceed
+ * groups.max_members_per_as (an operator's group, creator "", has no such budget). O(groups),
+ * on the DB thread, once per change. */
+static int creator_budget(struct groups_state *s, groups_job_t *job, const char *creator,
+                          size_t more) {
+  if (!creator[0] || !more) return 0;
+  by_creator_t c = {creator, 0, 0};
+  m5_hmap_foreach(s->map, count_creator, &c);
+  if (c.members + more > s->lim.max_members_per_as) {
+    job->why = "the groups this AS created would have more members than "
+               "groups.max_members_per_as";
+    return M5_ERANGE;
+  }
+  return 0;
 }
 
 void groups_set_hook(registry_t *r, groups_hook_fn fn, void *arg) {
@@ -300,7 +322,7 @@ void groups_job_clear(groups_job_t *job) {
 
 /* ---- the DB thread ---- */
 
-static uint64_t next_gen(struct groups_state *s) {
+uint64_t groups_next_gen(struct groups_state *s) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -458,14 +480,14 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
     return M5_ERANGE;
   }
   if (job->creator[0]) {
-    by_creator_t c = {job->creator, 0};
+    by_creator_t c = {job->creator, 0, 0};
     m5_hmap_foreach(s->map, count_creator, &c);
     if (c.n >= s->lim.max_per_as) {
       job->why = "this AS created as many groups as groups.max_groups_per_as";
       return M5_ERANGE;
     }
   }
-  uint64_t gen = next_gen(s);
+  uint64_t gen = groups_next_gen(s);
   group_t *g = group_new(job->kind, job->id);
   if (!g) return M5_ENOMEM;
   snprintf(g->creator, sizeof g->creator, "%s", job->creator);
@@ -479,6 +501,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
     job->why = "more members in all than groups.max_total_members";
     rc = M5_ERANGE;
   }
+  if (rc == 0) rc = creator_budget(s, job, job->creator, n);
   if (rc == 0 && job->creator[0]) {
     if (!(g->grants = calloc(1, sizeof *g->grants))) rc = M5_ENOMEM;
     else {
@@ -489,7 +512,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
   }
   if (rc == 0) rc = begin(r);
   if (rc != 0) {
-    group_free(g);
+    groups_group_free(g);
     return rc;
   }
   rc = exec_stmt(r, &q->ins_group,
@@ -504,7 +527,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
                    3, k, job->id, g->grants[0].principal, NULL, 1, g->grants[0].rights, 0);
   rc = commit(r, q, gen, rc);
   if (rc != 0) {
-    group_free(g);
+    groups_group_free(g);
     return rc;
   }
   s->last_gen = job->gen = gen;
@@ -513,7 +536,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
   pthread_rwlock_wrlock(&s->lock);
   if (m5_hmap_put(s->map, key, groups_key(job->kind, job->id, key), g, NULL) != 0) {
     M5_LOGE(DOM, "out of memory: %s %s stored but not loaded until restart", k, job->id);
-    group_free(g);
+    groups_group_free(g);
     g = NULL;
     rc = M5_ENOMEM;
   } else {
@@ -523,7 +546,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
   return rc;
 }
 
-static void tell(struct groups_state *s, group_t *g, groups_event_t ev, const char *member) {
+void groups_tell(struct groups_state *s, group_t *g, groups_event_t ev, const char *member) {
   if (s->hook) s->hook(s->hook_arg, g->kind, g->id, ev, member, g->gen);
 }
 
@@ -531,7 +554,7 @@ static int do_delete(registry_t *r, struct groups_state *s, groups_job_t *job, s
   group_t *g = mem_get(s, job->kind, job->id);
   if (!g) return M5_ENOENT;
   job->found = 1;
-  uint64_t gen = next_gen(s);
+  uint64_t gen = groups_next_gen(s);
   int rc = begin(r);
   if (rc != 0) return rc;
   rc = exec_stmt(r, &q->del_group, "DELETE FROM groups WHERE kind = ?1 AND id = ?2",
@@ -544,8 +567,8 @@ static int do_delete(registry_t *r, struct groups_state *s, groups_job_t *job, s
   s->total_members -= m5_hmap_count(g->members);
   pthread_rwlock_unlock(&s->lock);
   g->gen = gen;
-  tell(s, g, GROUPS_EV_DELETED, "");
-  group_free(g);
+  groups_tell(s, g, GROUPS_EV_DELETED, "");
+  groups_group_free(g);
   return 0;
 }
 
@@ -556,7 +579,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
   job->found = 1;
   int rc = job->set_members ? check_members(s, job) : 0;
   if (rc != 0) return rc;
-  uint64_t gen = next_gen(s);
+  uint64_t gen = groups_next_gen(s);
   char *attrs = NULL;
   int set_attrs = job->attrs || job->replace_attrs;
   if (job->attrs &&
@@ -610,6 +633,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
       job->why = "more members in all than groups.max_total_members";
       rc = M5_ERANGE;
     }
+    if (rc == 0 && n_new > n_old) rc = creator_budget(s, job, g->creator, n_new - n_old);
     if (rc == 0 && !(removed.v = calloc(n_old ? n_old : 1, sizeof *removed.v))) rc = M5_ENOMEM;
     if (rc == 0) {
       list_t all = {removed.v, 0};
@@ -652,7 +676,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
   }
   pthread_rwlock_unlock(&s->lock);
   for (size_t i = 0; i < removed.n; i++)
-    tell(s, g, GROUPS_EV_MEMBER_REMOVED, removed.v[i]);
+    groups_tell(s, g, GROUPS_EV_MEMBER_REMOVED, removed.v[i]);
   free(removed.v);
   return 0;
 }
@@ -680,7 +704,8 @@ static int do_member(registry_t *r, struct groups_state *s, groups_job_t *job, s
     job->why = "as many members in all as groups.max_total_members";
     return M5_ERANGE;
   }
-  uint64_t gen = next_gen(s);
+  if (add && creator_budget(s, job, g->creator, 1) != 0) return M5_ERANGE;
+  uint64_t gen = groups_next_gen(s);
   uint64_t *v = add ? malloc(sizeof *v) : NULL;
   if (add && !v) return M5_ENOMEM;
   int rc = begin(r);
@@ -713,7 +738,7 @@ static int do_member(registry_t *r, struct groups_state *s, groups_job_t *job, s
   }
   pthread_rwlock_unlock(&s->lock);
   job->created = add;
-  if (!add) tell(s, g, GROUPS_EV_MEMBER_REMOVED, m);
+  if (!add) groups_tell(s, g, GROUPS_EV_MEMBER_REMOVED, m);
   return rc;
 }
 
@@ -728,7 +753,7 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
   /* the new ones, each once */
   m5_hmap_t *fresh = m5_hmap_new();
   if (!fresh) return M5_ENOMEM;
-  uint64_t gen = next_gen(s);
+  uint64_t gen = groups_next_gen(s);
   for (size_t i = 0; rc == 0 && i < job->n_members; i++) {
     const char *m = job->members[i];
     if (m5_hmap_get(g->members, m, strlen(m)) || m5_hmap_get(fresh, m, strlen(m))) continue;
@@ -749,6 +774,7 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
     job->why = "more members in all than groups.max_total_members";
     rc = M5_ERANGE;
   }
+  if (rc == 0) rc = creator_budget(s, job, g->creator, n);
   list_t l = {NULL, 0};
   if (rc == 0 && n && !(l.v = calloc(n, sizeof *l.v))) rc = M5_ENOMEM;
   if (rc != 0 || n == 0) {
@@ -817,7 +843,7 @@ static int do_grant(registry_t *r, struct groups_state *s, groups_job_t *job, st
     if (!(v = malloc((g->n_grants + 1) * sizeof *v))) return M5_ENOMEM;
     if (g->n_grants) memcpy(v, g->grants, g->n_grants * sizeof *v);
   }
-  uint64_t gen = next_gen(s);
+  uint64_t gen = groups_next_gen(s);
   int rc = begin(r);
   if (rc == 0)
     rc = grant ? exec_stmt(r, &q->put_grant,

@@ -3,7 +3,8 @@
  * (docs/northbound.md, "Groups: SEAL group management"):
  *   POST   /ss-gm/v1/group-documents              create (201 + Location + VALGroupDocument)
  *   GET    /ss-gm/v1/group-documents              the caller's groups [?val-group-id=]
- *                                                 [&val-service-id=] (an array)
+ *                                                 [&val-service-id=] (an array of documents
+ *                                                 without members: bounded by groups)
  *   GET    /ss-gm/v1/group-documents/{groupDocId} one [?group-members=][&group-configuration=]
  *   PUT    /ss-gm/v1/group-documents/{groupDocId} replace (200 + VALGroupDocument)
  *   PATCH  /ss-gm/v1/group-documents/{groupDocId} RFC 7396 merge patch (200 + VALGroupDocument)
@@ -39,15 +40,21 @@ typedef struct {
 
 /* ---- the document ---- */
 
+static void not_authorized(m5_http_exchange_t *ex) {
+  north_problem(ex, 403, "NOT_AUTHORIZED",
+                "this AS may not manage a group of that groupDocId (or there is none)", NULL,
+                NULL);
+}
+
 /* What m5s keeps of a document besides its id and members (groups.h attrs). */
 static const char *const kept_strings[] = {"grpDesc", "valGrpConf", "valSvcInf"};
 #define N_KEPT_STRINGS 3
 #define ATTR_TEXT_MAX 1024
 #define SERVICE_IDS_MAX 16
 
-/* The VALGroupDocument of (kind group) id: valGroupId, the kept attributes, the UE members
- * (all, or none), resUri. NULL when the group is gone or out of memory. */
-static json_t *doc_json(north_t *n, const char *id, int members, int config, int rest) {
+/* The VALGroupDocument of (kind group) id without its members: valGroupId, the kept
+ * attributes, resUri. NULL when the group is gone or out of memory. */
+static json_t *doc_json(north_t *n, const char *id, int config, int rest) {
   groups_info_t info;
   if (groups_get(n->o.reg, GROUPS_GROUP, id, &info) != 0) return NULL;
   json_t *o = json_pack("{s:s}", "valGroupId", id);
@@ -60,25 +67,90 @@ static json_t *doc_json(north_t *n, const char *id, int members, int config, int
     if (o && ((is_conf && config) || (!is_conf && rest))) json_object_set(o, k, v);
   }
   json_decref(attrs);
-  groups_member_t *m = NULL;
-  size_t nm = 0;
-  if (o && members && groups_members(n->o.reg, GROUPS_GROUP, id, &m, &nm, NULL) == 0) {
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < nm; i++)
-      if (!strncmp(m[i].principal, "ue:", 3))
-        json_array_append_new(arr, json_pack("{s:s}", "valUeId", m[i].principal + 3));
-    if (json_array_size(arr)) /* minItems 1: an empty list is left out */
-      json_object_set_new(o, "members", arr);
-    else
-      json_decref(arr);
-    free(m);
-  }
   if (o && rest) {
     char uri[1024];
     snprintf(uri, sizeof uri, "%s%s/%s", n->o.ctx->base_url, NORTH_GM, id);
     json_object_set_new(o, "resUri", json_string(uri));
   }
   return o;
+}
+
+/* `"members":[{"valUeId":"..."},...]`: the UE members, sorted, written straight to text from
+ * one snapshot (no JSON value per member: a 100,000-member group costs one snapshot, one sort
+ * and one buffer of the answer's size, and the answer is at most groups.max_members entries).
+ * 0 and *out (malloc'd, *len bytes, not terminated), or *out NULL when there is no UE member
+ * (minItems 1: the member is left out); M5_ENOMEM. */
+static int members_text(north_t *n, const char *id, char **out, size_t *len) {
+  groups_member_t *m = NULL;
+  size_t nm = 0, cap = 0;
+  *out = NULL;
+  *len = 0;
+  int rc = groups_members(n->o.reg, GROUPS_GROUP, id, &m, &nm, NULL);
+  if (rc != 0) return rc == M5_ENOMEM ? rc : 0; /* gone: as with none */
+  /* a UE Service ID is printable ASCII: only " and \ are escaped */
+  for (size_t i = 0; i < nm; i++)
+    if (!strncmp(m[i].principal, "ue:", 3)) cap += 16 + 2 * strlen(m[i].principal + 3);
+  char *t = cap ? malloc(cap + 16) : NULL;
+  if (cap && !t) rc = M5_ENOMEM;
+  size_t o = 0;
+  if (t) {
+    memcpy(t, "\"members\":[", 11);
+    o = 11;
+  }
+  for (size_t i = 0; t && i < nm; i++) {
+    if (strncmp(m[i].principal, "ue:", 3) != 0) continue;
+    if (o > 11) t[o++] = ',';
+    memcpy(t + o, "{\"valUeId\":\"", 12);
+    o += 12;
+    for (const char *c = m[i].principal + 3; *c; c++) {
+      if (*c == '"' || *c == '\\') t[o++] = '\\';
+      t[o++] = *c;
+    }
+    t[o++] = '"';
+    t[o++] = '}';
+  }
+  free(m);
+  if (t) {
+    t[o++] = ']';
+    *out = t;
+    *len = o;
+  }
+  return rc;
+}
+
+/* Answers with the document of id (doc_json's o, taken) and, with members, its UE members
+ * spliced in before the closing brace; o NULL: the group is gone (403, as for any group the AS
+ * may not manage). */
+static void respond_doc(north_t *n, m5_http_exchange_t *ex, int status, const char *id, json_t *o,
+                        int members, const m5_http_header_t *hdrs, size_t n_hdrs) {
+  if (!o) {
+    not_authorized(ex);
+    return;
+  }
+  char *text = json_dumps(o, JSON_COMPACT), *mt = NULL, *body = NULL;
+  json_decref(o);
+  size_t tl = text ? strlen(text) : 0, ml = 0;
+  int rc = text && tl >= 2 && text[tl - 1] == '}' ? 0 : M5_ENOMEM;
+  if (rc == 0 && members) rc = members_text(n, id, &mt, &ml);
+  if (rc == 0 && mt && (body = malloc(tl + ml + 1)) == NULL) rc = M5_ENOMEM;
+  if (body) {
+    memcpy(body, text, tl - 1);
+    body[tl - 1] = ',';
+    memcpy(body + tl, mt, ml);
+    body[tl + ml] = '}';
+    tl += ml + 1;
+  }
+  free(mt);
+  if (rc != 0) {
+    north_problem(ex, 500, NULL, "out of memory", NULL, NULL);
+  } else {
+    m5_http_header_t h[4] = {{"content-type", NORTH_CT_JSON}};
+    size_t nh = 1;
+    for (size_t i = 0; i < n_hdrs && nh < 4; i++) h[nh++] = hdrs[i];
+    m5_http_respond_headers(ex, status, h, nh, body ? body : text, tl);
+  }
+  free(body);
+  free(text);
 }
 
 /* A body that breaks the schema (or m5s's bounds on it): 400 naming the member. */
@@ -187,12 +259,6 @@ static void submit(north_t *n, gpending_t *p) {
   north_job_started(n);
 }
 
-static void not_authorized(m5_http_exchange_t *ex) {
-  north_problem(ex, 403, "NOT_AUTHORIZED",
-                "this AS may not manage a group of that groupDocId (or there is none)", NULL,
-                NULL);
-}
-
 void north_gm_done(void *msg) {
   gpending_t *p = msg;
   north_t *n = p->n;
@@ -216,18 +282,16 @@ void north_gm_done(void *msg) {
     M5_LOGI(DOM, "AS %s deleted group %s", p->as, job->id);
     m5_http_respond(p->ex, 204, NULL, NULL, 0);
   } else {
-    json_t *o = doc_json(n, job->id, 1, 1, 1);
-    if (!o) {
-      not_authorized(p->ex); /* gone again already */
-    } else if (job->op == GROUPS_CREATE) {
+    json_t *o = doc_json(n, job->id, 1, 1); /* NULL: gone again already (403) */
+    if (o && job->op == GROUPS_CREATE) {
       M5_LOGI(DOM, "AS %s created group %s (%zu members)", p->as, job->id, job->n_members);
       char loc[1024];
       snprintf(loc, sizeof loc, "%s", json_string_value(json_object_get(o, "resUri")));
       m5_http_header_t h = {"location", loc};
-      north_json(p->ex, 201, o, &h, 1);
+      respond_doc(n, p->ex, 201, job->id, o, 1, &h, 1);
     } else {
-      M5_LOGI(DOM, "AS %s changed group %s", p->as, job->id);
-      north_json(p->ex, 200, o, NULL, 0);
+      if (o) M5_LOGI(DOM, "AS %s changed group %s", p->as, job->id);
+      respond_doc(n, p->ex, 200, job->id, o, 1, NULL, 0);
     }
   }
   north_gm_drop(p);
@@ -328,9 +392,11 @@ static void list(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
     north_problem(ex, 500, NULL, "out of memory", NULL, NULL);
     return;
   }
+  /* The documents without their members (read one document for them): the answer and the
+   * work stay bounded by the number of groups the AS manages, not by their members. */
   for (size_t i = 0; i < nids; i++) {
     if (by_id && strcmp(ids[i], want_id) != 0) continue;
-    json_t *d = doc_json(n, ids[i], 1, 1, 1);
+    json_t *d = doc_json(n, ids[i], 1, 1);
     if (d && by_svc && !has_service(d, svc)) {
       json_decref(d);
       continue;
@@ -443,11 +509,7 @@ void north_gm(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) 
         query_bool(ex, req->query, "group-configuration", &config) != 0)
       return;
     int whole = !members && !config;
-    json_t *o = doc_json(n, id, members || whole, config || whole, whole);
-    if (!o)
-      not_authorized(ex);
-    else
-      north_json(ex, 200, o, NULL, 0);
+    respond_doc(n, ex, 200, id, doc_json(n, id, config || whole, whole), members || whole, NULL, 0);
   } else if (!strcmp(m, "DELETE")) {
     gpending_t *p = pending(n, ex, &c, GROUPS_DELETE, id);
     if (p) {

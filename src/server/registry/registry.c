@@ -251,6 +251,15 @@ static int put_gen(registry_t *r, const char *id, uint64_t gen) {
   return registry_step_done(r, r->st_gen_put, "storing a binding generation");
 }
 
+/* In the open transaction: the removal of ue:<id> from every group and area (groups_int.h
+ * "hand-over"), applied after the COMMIT. */
+static int purge_stage(registry_t *r, const char *ue_svc_id, groups_purge_t **purge) {
+  groups_principal_t p;
+  if (strlen(ue_svc_id) > M5_MSG_ADDR_MAX) return 0; /* no such member */
+  snprintf(p, sizeof p, "ue:%s", ue_svc_id);
+  return groups_purge_stage(r, p, 0, purge);
+}
+
 static int do_bind(registry_t *r, registry_job_t *job) {
   registry_entry_t *e = mem_get(r, job->ue_svc_id);
   job->created = e == NULL;
@@ -269,13 +278,17 @@ static int do_bind(registry_t *r, registry_job_t *job) {
   sqlite3_bind_text(r->st_bind, 2, job->supi, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_bind, "storing a binding");
   if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
+  groups_purge_t *purge = NULL;
   if (rc == 0 && supi_changed) {
     sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
     rc = registry_step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
+    /* the new subscriber starts in no group: the old one's memberships and grants go */
+    if (rc == 0) rc = purge_stage(r, job->ue_svc_id, &purge);
   }
   if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
     registry_exec(r, "ROLLBACK");
+    groups_purge_abort(purge);
     free(fresh);
     return rc;
   }
@@ -297,6 +310,7 @@ static int do_bind(registry_t *r, registry_job_t *job) {
     e->registered_at = e->expiry = 0;
   }
   pthread_rwlock_unlock(&r->lock);
+  groups_purge_apply(r, purge);
   return rc;
 }
 
@@ -313,9 +327,12 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
   sqlite3_bind_text(r->st_unbind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_unbind, "removing a binding"); /* cascades */
   if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
+  groups_purge_t *purge = NULL;
+  if (rc == 0) rc = purge_stage(r, job->ue_svc_id, &purge);
   if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
     registry_exec(r, "ROLLBACK");
+    groups_purge_abort(purge);
     return rc;
   }
   r->last_gen = job->gen = gen;
@@ -323,6 +340,7 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
   m5_hmap_del(r->map, job->ue_svc_id, strlen(job->ue_svc_id));
   pthread_rwlock_unlock(&r->lock);
   free(e);
+  groups_purge_apply(r, purge);
   return 0;
 }
 

@@ -76,9 +76,12 @@ typedef enum {
   REGISTRY_BIND,       /* in: ue_svc_id, supi. out: created, old_supi, gen, old_gen. A new
                           SUPI drops the registration made under the old one and takes a
                           new generation (gen != old_gen: the message store must start the
-                          ID clean, M5_STORE_REBIND); the same SUPI changes nothing */
+                          ID clean, M5_STORE_REBIND) and, in the same transaction, drops
+                          every group and area membership and grant of ue:<id> (groups_int.h
+                          "hand-over"); the same SUPI changes nothing */
   REGISTRY_UNBIND,     /* in: ue_svc_id. out: old_supi, old_gen, gen (the removal's own
-                          generation, kept for the ID); M5_ENOENT. Drops the registration */
+                          generation, kept for the ID); M5_ENOENT. Drops the registration
+                          and, in the same transaction, ue:<id>'s group memberships and grants */
   REGISTRY_REGISTER,   /* in: ue_svc_id, supi, gen (as registry_lookup gave it),
                           registered_at, expiry. out: created (there was no unexpired
                           registration); M5_EPERM when the binding is gone, names another
@@ -87,7 +90,9 @@ typedef enum {
   /* Application Servers; `as` points to the caller's record (borrowed until the reply). */
   REGISTRY_AS_PUT,        /* in: as->as_svc_id, auth, targets, ue_svc_ids. out: created. A registration whose
                              targetUri the new list no longer allows is dropped */
-  REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration */
+  REGISTRY_AS_DEL,        /* in: as->as_svc_id; M5_ENOENT. Drops its registration and, in
+                             the same transaction, every grant to and membership of as:<id>
+                             and every group it created (SEAL GM), as DELETE does (the hook) */
   REGISTRY_AS_REGISTER,   /* in: as->as_svc_id, registration_id, target_uri, app_id,
                              registered_at. out: created (no earlier registration), *as = the
                              stored record. M5_ENOENT: no such AS client; M5_EPERM: target_uri

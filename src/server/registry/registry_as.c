@@ -8,6 +8,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "server/groups/groups_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,17 +286,31 @@ static int do_put(registry_t *r, registry_job_t *job) {
   return rc;
 }
 
+/* The client goes with everything it had in groups, in one transaction: a client created
+ * again under the same asSvcId is someone else (groups_int.h "hand-over"). */
 static int do_del(registry_t *r, registry_job_t *job) {
   registry_as_t *a = as_get(r, job->as->as_svc_id);
   if (!a) return M5_ENOENT;
-  if (registry_exec(r, "PRAGMA synchronous=FULL") != 0) return M5_EIO;
-  sqlite3_bind_text(r->st_as_del, 1, a->as_svc_id, -1, SQLITE_STATIC);
-  int rc = registry_step_done(r, r->st_as_del, "removing an AS client"); /* cascades */
+  groups_principal_t who;
+  snprintf(who, sizeof who, "as:%s", a->as_svc_id);
+  groups_purge_t *purge = NULL;
+  int rc = registry_exec(r, "PRAGMA synchronous=FULL");
+  if (rc == 0) rc = registry_exec(r, "BEGIN IMMEDIATE");
   if (rc != 0) return rc;
+  sqlite3_bind_text(r->st_as_del, 1, a->as_svc_id, -1, SQLITE_STATIC);
+  rc = registry_step_done(r, r->st_as_del, "removing an AS client"); /* cascades */
+  if (rc == 0) rc = groups_purge_stage(r, who, 1, &purge);
+  if (rc == 0) rc = registry_exec(r, "COMMIT");
+  if (rc != 0) {
+    registry_exec(r, "ROLLBACK");
+    groups_purge_abort(purge);
+    return rc;
+  }
   pthread_rwlock_wrlock(&r->lock);
   m5_hmap_del(r->as_map, a->as_svc_id, strlen(a->as_svc_id));
   pthread_rwlock_unlock(&r->lock);
   free(a);
+  groups_purge_apply(r, purge);
   return 0;
 }
 
