@@ -50,6 +50,7 @@ typedef struct {
   int64_t store_dedup_window_s;
   int64_t store_max_ttl_s;
   int64_t store_max_msgs_per_originator, store_max_bytes_per_originator;
+  int64_t store_max_deliveries_per_originator;
   int64_t store_max_per_recipient_per_originator;
   int64_t store_max_reports_per_recipient;
   int64_t store_max_report_tickets_per_originator;

@@ -27,6 +27,7 @@
 static char dir[256];
 static char db_path[320];
 static int64_t fake_now; /* Unix ms */
+static uint64_t opt_max_dlvs; /* max_deliveries_per_originator, 0: the default */
 
 static int64_t fake_clock(void *arg) {
   (void)arg;
@@ -137,6 +138,7 @@ static int fx_setup(void **state) {
   snprintf(db_path, sizeof db_path, "%s/var/store.db", dir);
   set_now(1700000000000);
   memset(&model, 0, sizeof model);
+  opt_max_dlvs = 0;
   *state = f;
   return f->loop && f->replies ? 0 : -1;
 }
@@ -153,6 +155,7 @@ static int fx_teardown(void **state) {
 static m5_store_t *open_store(void) {
   m5_store_opts_t o;
   m5_store_opts_init(&o);
+  if (opt_max_dlvs) o.max_deliveries_per_originator = opt_max_dlvs;
   o.path = db_path;
   o.clock_ms = fake_clock;
   char err[512];
@@ -737,6 +740,7 @@ static void test_sweep_all_paged(void **state) {
  * jobs even with a limit of 2 messages, the first saying `more`. */
 static void test_sweep_budget(void **state) {
   fx_t *f = *state;
+  opt_max_dlvs = 2 * M5_STORE_RCPT_MAX; /* one sender's two big messages */
   m5_store_t *s = open_store();
   group_new("GROUP", "big")->everyone = true;
   size_t n = M5_STORE_RCPT_MAX / 2 + 1;
@@ -907,6 +911,37 @@ static void test_sweep_einval(void **state) {
   m5_store_close(s);
 }
 
+/* A sender's deliveries not final yet are bounded (max_deliveries_per_originator): a message to
+ * a group counts one per stored recipient, so a few messages to large groups cannot fill the
+ * store for everyone; final deliveries give room back; the figure is rebuilt at a reopen. */
+static void test_originator_deliveries(void **state) {
+  fx_t *f = *state;
+  opt_max_dlvs = 5;
+  m5_store_t *s = open_store();
+  gaccept_t a1, a;
+  const char *four[] = {"UE:m1", "UE:m2", "UE:m3", "UE:m4"}, *two[] = {"UE:m5", "UE:m6"};
+  accept_msg(f, s, &a1, "AS:as1", "GROUP:g1", 1, "g-1", four, 4, false, 0);
+  mk_msg(&a, "AS:as1", "GROUP:g1", 1, "g-2", two, 2, false, 0);
+  assert_int_equal(run(f, s, &a.job), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA); /* 4 + 2 > 5 */
+  assert_int_equal(pending_of(f, s, "UE:m5"), 0);
+  accept_msg(f, s, &a, "AS:as2", "GROUP:g1", 1, "g-x", two, 2, false, 0); /* others unaffected */
+  m5_store_job_t j;
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_MARK_DELIVERED;
+  j.id = a1.rcpts[0].id;
+  assert_int_equal(run(f, s, &j), 0);
+  m5_store_job_clear(&j);
+  accept_msg(f, s, &a, "AS:as1", "GROUP:g1", 1, "g-3", two, 2, false, 0); /* 3 + 2 */
+  m5_store_close(s);
+  s = open_store();
+  const char *one[] = {"UE:m7"};
+  mk_msg(&a, "AS:as1", "GROUP:g1", 1, "g-4", one, 1, false, 0);
+  assert_int_equal(run(f, s, &a.job), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ORIGINATOR_QUOTA); /* still 5 after the reopen */
+  m5_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_group_gen_round_trip, fx_setup, fx_teardown),
@@ -917,6 +952,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sweep_budget, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sweep_rerun_after_rollback, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sweep_einval, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_originator_deliveries, fx_setup, fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -613,6 +613,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   if (o->queue_cap == 0 || o->max_per_recipient == 0 || o->max_queued == 0 ||
       o->dedup_window_ms <= 0 || o->dedup_buckets == 0 || o->dedup_buckets > 60 ||
       o->dedup_max_per_sender == 0 || o->max_msgs_per_originator == 0 ||
+      o->max_deliveries_per_originator == 0 ||
       o->max_bytes_per_originator == 0 || o->max_reports_per_recipient == 0 ||
       o->report_ttl_s <= 0) {
     snprintf(err, errlen,

@@ -51,7 +51,7 @@ sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen) {
   char key[ORI_KEY_MAX];
   size_t klen = ori_key(a, gen, key, sizeof key);
   const sq_ori_t *o = klen ? m5_hmap_get(s->oris, key, klen) : NULL;
-  sq_ori_t none = {0, 0};
+  sq_ori_t none = {0, 0, 0};
   return o ? *o : none;
 }
 
@@ -91,7 +91,8 @@ static void drop_zero_oris(sq_t *s) {
   free(z.lens);
 }
 
-int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes) {
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes,
+               int64_t dlvs) {
   char key[ORI_KEY_MAX];
   size_t klen = ori_key(a, gen, key, sizeof key);
   if (!klen) return M5_EINVAL;
@@ -107,6 +108,7 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int6
   }
   o->msgs = msgs < 0 && (uint64_t)-msgs >= o->msgs ? 0 : (uint64_t)((int64_t)o->msgs + msgs);
   o->bytes = bytes < 0 && (uint64_t)-bytes >= o->bytes ? 0 : (uint64_t)((int64_t)o->bytes + bytes);
+  o->dlvs = dlvs < 0 && (uint64_t)-dlvs >= o->dlvs ? 0 : (uint64_t)((int64_t)o->dlvs + dlvs);
   return 0;
 }
 
@@ -226,7 +228,8 @@ int sq_load_counts(sq_t *s) {
   sqlite3_finalize(st);
   st = NULL;
   if (sqlite3_prepare_v2(s->db,
-                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)), ori_gen"
+                         "SELECT ori_type, ori_addr, count(*), sum(length(payload)), ori_gen,"
+                         " sum(open)"
                          " FROM messages WHERE kind = 0 GROUP BY ori_addr, ori_type, ori_gen",
                          -1, &st, NULL) != SQLITE_OK)
     goto out;
@@ -235,7 +238,7 @@ int sq_load_counts(sq_t *s) {
     snprintf(a.type, sizeof a.type, "%s", (const char *)sqlite3_column_text(st, 0));
     snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
     if (sq_ori_add(s, &a, (uint64_t)sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 2),
-                   sqlite3_column_int64(st, 3)) != 0) {
+                   sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 5)) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }

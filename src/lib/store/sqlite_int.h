@@ -111,6 +111,7 @@ typedef struct {
 /* What an originator has stored (message bodies of kind SQ_KIND_MSG). */
 typedef struct {
   uint64_t msgs, bytes;
+  uint64_t dlvs; /* deliveries of those messages not final yet */
 } sq_ori_t;
 
 typedef struct {
@@ -160,7 +161,8 @@ int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
 /* The in-memory quota use of an originator at a binding generation (msg.ori_gen: a re-bound
  * UE Service ID starts with none of the previous subscriber's use). */
 sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen);
-int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes);
+int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes,
+               int64_t dlvs);
 /* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
 void sq_inflight_del(sq_t *s, uint64_t id);

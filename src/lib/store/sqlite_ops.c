@@ -435,6 +435,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   if (job->n_rcpts && kind == SQ_KIND_MSG) {
     sq_ori_t use = sq_ori_get(s, &job->msg.ori, job->msg.ori_gen);
     if (use.msgs + 1 > s->o.max_msgs_per_originator ||
+        use.dlvs + job->n_rcpts > s->o.max_deliveries_per_originator ||
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
       job->outcome = M5_STORE_ORIGINATOR_QUOTA;
       s->job_delta.refused_originator_quota++;
@@ -510,7 +511,8 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   if (stored) {
     s->messages++;
     if (kind == SQ_KIND_MSG &&
-        sq_ori_add(s, &job->msg.ori, job->msg.ori_gen, 1, (int64_t)job->msg.payload_len) != 0)
+        sq_ori_add(s, &job->msg.ori, job->msg.ori_gen, 1, (int64_t)job->msg.payload_len,
+                   (int64_t)stored) != 0)
       s->counts_dirty = 1;
   }
   job->outcome = M5_STORE_ACCEPTED;
@@ -616,7 +618,7 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
     if (rc == 0 && rm.kind == SQ_KIND_MSG &&
-        sq_ori_add(s, &out->msg.ori, out->msg.ori_gen, -1, -rm.plen) != 0)
+        sq_ori_add(s, &out->msg.ori, out->msg.ori_gen, -1, -rm.plen, -1) != 0)
       s->counts_dirty = 1;
   } else {
     sqlite3_stmt *us = s->st[ST_DLV_SET_STATE], *um = s->st[ST_MSG_DEC_OPEN];
@@ -626,6 +628,9 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     sqlite3_bind_int64(um, 1, rm.msg);
     if (sq_step_done(s, us, "updating a delivery") != 0) rc = M5_EIO;
     if (rc == 0 && sq_step_done(s, um, "updating a message") != 0) rc = M5_EIO;
+    if (rc == 0 && rm.kind == SQ_KIND_MSG &&
+        sq_ori_add(s, &out->msg.ori, out->msg.ori_gen, 0, 0, -1) != 0)
+      s->counts_dirty = 1;
   }
   if (rc != 0) {
     sqlite3_reset(s->st[ST_DLV_DEL_RANGE]);
