@@ -12,7 +12,9 @@
  *    committed in the registry and before the message store is told (admin.c);
  *  - "hold-group-sweep": the store's sweeps after a group member's removal or a group's
  *    deletion wait while the file exists (groups_sync.c), so a test can kill m5s between the
- *    registry's commit and the store's. */
+ *    registry's commit and the store's;
+ *  - "fail-as-topics-drop": dropping a removed AS client's topic subscriptions fails, as a
+ *    failing store would make it (mgmt/admin_topics.c). */
 #ifndef M5_SERVER_TEST_HOOKS_H
 #define M5_SERVER_TEST_HOOKS_H
 

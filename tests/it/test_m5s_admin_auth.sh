@@ -44,6 +44,8 @@ unchanged() {
   st=$(admin_curl -s -o b.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/ue1")
   [[ $st == 200 && $(json_get b.json supi) == "$SUPI_A" ]] ||
     m5s_fail "$1: the binding changed: HTTP $st $(cat b.json)"
+  st=$(admin_curl -s -o b.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/bindings/ue1%00x")
+  [[ $st == 400 ]] || m5s_fail "GET bindings/ue1%00x: HTTP $st, want 400 (not ue1's binding)"
   st=$(admin_curl -s -o a.json -w '%{http_code}' "$M5S_ADMIN/admin/v1/as-clients/as1")
   [[ $st == 200 && $(json_get a.json targets) == "$AS1_TARGETS" ]] ||
     m5s_fail "$1: the AS client changed: HTTP $st $(cat a.json)"

@@ -103,6 +103,8 @@ validate_sent "$YAML" VALGroupDocument out.json
 members_are ue-1,ue-2
 nb as1 GET "$GM/fleet%3Aa" "${A1[@]}" # not the same name: fleet:a
 want 403
+nb as1 GET "$GM/fleet.a%00x" "${A1[@]}" # %00 does not cut the name short to fleet.a
+want 403
 nb as1 GET "$GM/fleet.a?group-members=true" "${A1[@]}"
 want 200
 validate_sent "$YAML" VALGroupDocument out.json

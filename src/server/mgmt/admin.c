@@ -329,6 +329,7 @@ int admin_decode_segment(const char *seg, char *out, size_t cap) {
       if (lo < 0) return M5_EINVAL;
       c = (char)(hi * 16 + lo);
       i += 2;
+      if (c == '\0') return M5_EINVAL; /* %00 would cut the identifier short */
     }
     if (j + 1 >= cap) return M5_EINVAL;
     out[j++] = c;

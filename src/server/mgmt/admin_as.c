@@ -152,7 +152,12 @@ static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request
 
 void admin_as_done(pending_t *p) {
   registry_job_t *job = &p->job;
-  if (job->status == M5_ENOENT) {
+  if (job->status == M5_ENOENT && job->op == REGISTRY_AS_DEL) {
+    /* A DELETE repeated after its topic subscriptions could not be dropped: drop them now
+     * (no client, nothing else to do), then 404. */
+    if (admin_as_drop_topics(p)) return;
+    admin_problem(p->ex, 404, "Not Found", "no AS client with this asSvcId", NULL, NULL, NULL);
+  } else if (job->status == M5_ENOENT) {
     admin_problem(p->ex, 404, "Not Found", "no AS client with this asSvcId", NULL, NULL, NULL);
   } else if (job->status != 0) {
     admin_problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log",

@@ -61,11 +61,15 @@ void admin_policy(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *r
 void admin_policy_done(pending_t *p); /* the reply of a REGISTRY_POLICY_* job */
 /* admin_topics.c */
 /* A removed AS client's topic subscriptions go too (an asSvcId may be given to another AS
- * later): 1 when p is answered (204) once the store has dropped them, 0 when there is no store
- * (answer now). */
+ * later): 1 when p is answered (and finished) here: 204 once the store has dropped them (404
+ * for a repeated DELETE, p's job ENOENT), 500 when they could not be dropped; 0 when there is
+ * no store (answer now). */
 int admin_as_drop_topics(pending_t *p);
 /* The store's reply to admin_as_drop_topics' job (admin.c's store mailbox). */
 void admin_as_topics_done(m5_store_job_t *job);
+/* Answers p's DELETE: the client is removed, its topic subscriptions could not be dropped
+ * (500: DELETE again, which drops them). */
+void admin_as_topics_failed(pending_t *p);
 void admin_topic_rules(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 /* admin_groups.c: /admin/v1/groups/... and /admin/v1/areas/... */
 int admin_groups_path(const char *path); /* 1 if path is one of theirs */

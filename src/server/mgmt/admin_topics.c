@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "server/test_hooks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,21 +105,35 @@ static void drop_submit(m5_loop_t *loop, void *arg) {
   if (m5_loop_timer_add(loop, DROP_RETRY_MS, drop_submit, d)) return;
   M5_LOGE(DOM, "AS client %s: cannot drop its topic subscriptions (the store is busy)",
           d->job.rcpt.addr);
-  m5_http_respond(d->p->ex, 204, NULL, NULL, 0);
+  admin_as_topics_failed(d->p);
   admin_finish(d->p);
   free(d);
+}
+
+/* The client is gone but its subscriptions are not: a later client of that asSvcId must not
+ * inherit them, so the operator is told to DELETE again (which drops them, then 404). */
+void admin_as_topics_failed(pending_t *p) {
+  admin_problem(p->ex, 500, "Internal Server Error",
+                "the AS client is removed but its topic subscriptions could not be dropped; "
+                "DELETE it again",
+                NULL, NULL, NULL);
 }
 
 int admin_as_drop_topics(pending_t *p) {
   admin_t *a = p->a;
   drop_t *d = a->opts.store ? calloc(1, sizeof *d) : NULL;
+  if (!d && !a->opts.store) return 0;
+  char hook[4096]; /* test builds: the drop fails, as a failing store would make it */
+  if (d && m5_test_hook_armed("fail-as-topics-drop", hook, sizeof hook)) {
+    free(d);
+    d = NULL;
+  }
   if (!d) {
-    if (a->opts.store)
-      M5_LOGE(DOM,
-              "AS client %s: out of memory dropping its topic "
-              "subscriptions",
-              p->as->as_svc_id);
-    return 0;
+    M5_LOGE(DOM, "AS client %s: cannot drop its topic subscriptions (out of memory)",
+            p->as->as_svc_id);
+    admin_as_topics_failed(p);
+    admin_finish(p);
+    return 1;
   }
   d->p = p;
   d->job.op = M5_STORE_TOPIC_UNSUB; /* no topics: all of them */
@@ -132,10 +147,15 @@ int admin_as_drop_topics(pending_t *p) {
 
 void admin_as_topics_done(m5_store_job_t *job) {
   drop_t *d = (drop_t *)job;
-  if (job->status != 0)
+  if (job->status != 0) {
     M5_LOGE(DOM, "AS client %s: the store failed to drop its topic subscriptions (%s)",
             job->rcpt.addr, m5_strerror(job->status));
-  m5_http_respond(d->p->ex, 204, NULL, NULL, 0);
+    admin_as_topics_failed(d->p);
+  } else if (d->p->job.status == M5_ENOENT) { /* a repeated DELETE */
+    admin_problem(d->p->ex, 404, "Not Found", "no AS client with this asSvcId", NULL, NULL, NULL);
+  } else {
+    m5_http_respond(d->p->ex, 204, NULL, NULL, 0);
+  }
   admin_finish(d->p);
   m5_store_job_clear(job);
   free(d);

@@ -367,6 +367,7 @@ static int decode_id(const char *seg, char id[M5_MSG_NAME_MAX + 1]) {
       if (lo < 0) return M5_EINVAL;
       c = hi * 16 + lo;
       i += 2;
+      if (c == 0) return M5_EINVAL; /* %00 would cut the name short */
     }
     if (j == M5_MSG_NAME_MAX) return M5_EINVAL;
     id[j++] = (char)c;
