@@ -1,6 +1,6 @@
 /* Unit tests for src/server/topics/topics_rules.c: the Messaging Topic rules per name prefix
  * (who may subscribe and publish): no rules = everyone; the longest matching prefix decides;
- * patterns on ue:/as: with * and ?; a part left out allows everyone, an empty one nobody; bad
+ * patterns on ue:/as: with * (every other character literal, as policy_glob); a part left out allows everyone, an empty one nobody; bad
  * lines are refused naming the entry; a replacement is all or nothing; the canonical form. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,6 +58,15 @@ static void test_longest_prefix(void **state) {
   /* "alarm.fire" is longer: nobody subscribes; publish left out: everyone */
   assert_false(may(r, "alarm.fire.3", "UE", "sensor-12", TOPICS_SUBSCRIBE));
   assert_true(may(r, "alarm.fire.3", "UE", "ue1", TOPICS_PUBLISH));
+  /* only `*` is special: `?` and `[` are the characters of a UE Service ID */
+  const char *lit[] = {"lit. subscribe=ue:a?,ue:b[12]"};
+  topics_rules_t *r2 = topics_rules_new(lit, 1, err, sizeof err);
+  assert_non_null(r2);
+  assert_true(may(r2, "lit.x", "UE", "a?", TOPICS_SUBSCRIBE));
+  assert_false(may(r2, "lit.x", "UE", "ab", TOPICS_SUBSCRIBE));
+  assert_true(may(r2, "lit.x", "UE", "b[12]", TOPICS_SUBSCRIBE));
+  assert_false(may(r2, "lit.x", "UE", "b1", TOPICS_SUBSCRIBE));
+  topics_rules_free(r2);
   /* "open": everything */
   assert_true(may(r, "open.x", "UE", "ue1", TOPICS_PUBLISH));
   /* the canonical form */

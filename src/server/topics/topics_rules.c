@@ -2,9 +2,9 @@
 #include "server/topics/topics_rules.h"
 
 #include "core/err.h"
+#include "server/policy/policy.h"
 
 #include <ctype.h>
-#include <fnmatch.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,7 +245,7 @@ int topics_rules_may(topics_rules_t *r, const char *topic, const m5_msg_addr_t *
   if (best && best->right[what].given) {
     ok = 0;
     for (size_t k = 0; !ok && k < best->right[what].n; k++)
-      ok = fnmatch(best->right[what].p[k], who, 0) == 0;
+      ok = policy_glob(best->right[what].p[k], who);
   }
   pthread_rwlock_unlock(&r->lock);
   return ok;

@@ -5,8 +5,10 @@
  *
  * A rule is one text line: "PREFIX [subscribe=PATTERNS] [publish=PATTERNS]". PREFIX is the
  * start of a topic name, or `*` for every topic. PATTERNS is a comma-separated list of
- * patterns on the party, written "ue:<ueSvcId>" or "as:<asSvcId>", with the shell's `*` and `?`
- * (fnmatch): `ue:*`, `as:as1`, `ue:sensor-*`, `*`. A part left out allows everyone
+ * patterns on the party, written "ue:<ueSvcId>" or "as:<asSvcId>", where `*` matches any run of
+ * characters and every other character itself (policy_glob, the same patterns as an AS
+ * client's ueSvcIds; a UE Service ID may contain `?`, `[` or `\`, which match only
+ * themselves): `ue:*`, `as:as1`, `ue:sensor-*`, `*`. A part left out allows everyone
  * registered (`*`); an empty one (`subscribe=`) allows nobody. The rule with the longest
  * matching prefix decides; a topic no rule matches is open to everyone registered. */
 #ifndef M5_SERVER_TOPICS_RULES_H
