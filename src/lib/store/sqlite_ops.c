@@ -422,8 +422,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
    * store writes itself: by max_reports_per_recipient of its recipient (the originator of
    * what it reports on), charged to no originator's quota, so that neither a full queue of
    * that originator nor the reporter's own use refuses it. One reporter may hold half of
-   * those (as a sender half of a queue), so that it cannot take every report slot of an AS
-   * (reports to an AS have no ticket to check). */
+   * those (as a sender half of a queue), so that it cannot take every report slot of its
+   * recipient (a report needs a ticket naming its reporter, sqlite_tickets.c, but a member of
+   * a large group holds one per message it got). */
   int kind = job->n_rcpts == 1 && !strcmp(job->msg.app_id, M5_STORE_REPORT_APP) ? SQ_KIND_REPORT
                                                                                  : SQ_KIND_MSG;
   uint64_t qcap = kind == SQ_KIND_REPORT ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
@@ -496,7 +497,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
-    if (sq_rebind_ticket_put(s, job, now) != 0 || sq_rebind_ticket_used(s, job) != 0)
+    if (sq_tickets_put(s, job, now) != 0 || sq_tickets_used(s, job) != 0)
       return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
