@@ -4,7 +4,8 @@
  * ticket names the reporter), once per recipient; anybody else who knows the msgId gets the
  * same answer and reaches nobody; a group message gives each stored member one ticket; the
  * bound per originator; a UE Service ID re-bound since it received the message reports on
- * nothing; the upgrade of a schema 5 store; the cost of a large group's tickets (logged). */
+ * nothing; a delivery that fails or expires takes its ticket; the upgrade of a schema 5 store;
+ * the cost of a large group's tickets (logged). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -403,6 +404,44 @@ static void test_reporter_rebound(void **state) {
   m5_store_close(s);
 }
 
+/* A delivery that fails (MARK_FAILED) or expires (EXPIRE) takes its recipient's ticket: the
+ * sender gets the store's failure report and no later report of that recipient, and the
+ * ticket no longer counts in the sender's bound. */
+static void test_failed_delivery_drops_ticket(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  opts(&o);
+  m5_store_t *s = open_with(&o);
+  acc_t a;
+  const char *rc[] = {"UE:ue2", "UE:ue3"};
+  m5_store_job_t *j = mk_msg(&a, "AS:as1", "GROUP:g1", "f-1", rc, 2, true);
+  j->msg.expr_time = fake_now / 1000 + 10;
+  assert_int_equal(run(f, s, j), 0);
+  uint64_t to_ue2 = a.rcpts[0].id;
+  assert_int_equal(tickets_of(&s, &o, "AS:as1"), 2);
+  m5_store_job_t k;
+  memset(&k, 0, sizeof k);
+  k.op = M5_STORE_MARK_FAILED;
+  k.id = to_ue2;
+  snprintf(k.cause, sizeof k.cause, "RECIPIENT_UNREACHABLE");
+  assert_int_equal(run(f, s, &k), 0);
+  assert_true(k.items[0].report_id != 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(report(f, s, "UE:ue2", "f-1", "AS:as1", NULL), DROPPED);
+  __atomic_store_n(&fake_now, fake_now + 11000, __ATOMIC_SEQ_CST);
+  memset(&k, 0, sizeof k);
+  k.op = M5_STORE_EXPIRE;
+  k.now_ms = fake_now;
+  k.limit = 10;
+  assert_int_equal(run(f, s, &k), 0);
+  assert_int_equal(k.n_items, 1);
+  m5_store_job_clear(&k);
+  assert_int_equal(report(f, s, "UE:ue3", "f-1", "AS:as1", NULL), DROPPED);
+  assert_string_equal(reports_of(f, s, "AS:as1"), "f-1<ue2,f-1<ue3"); /* the store's own */
+  assert_int_equal(tickets_of(&s, &o, "AS:as1"), 0);
+  m5_store_close(s);
+}
+
 /* A schema 5 store is upgraded in place to 6: a ticket of schema 5 (originator, msgId) keeps
  * working for one report from any reporter, as it did; an AS's message still queued asking for
  * a report gets a ticket for its recipient, living twice its own time to live. */
@@ -519,6 +558,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_group_each_member_once, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_ticket_bound, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_reporter_rebound, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_failed_delivery_drops_ticket, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_5_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_5_as_ticket_life, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_large_group_cost, fx_setup, fx_teardown),

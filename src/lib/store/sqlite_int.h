@@ -218,6 +218,8 @@ int sq_tickets_check(sq_t *s, m5_store_job_t *job);
 int sq_tickets_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
 /* ACCEPT, once a report is stored: drops the ticket that admitted it. */
 int sq_tickets_used(sq_t *s, const m5_store_job_t *job);
+/* A delivery d (not a report) FAILED or EXPIRED: its recipient's ticket goes. */
+int sq_tickets_drop_failed(sq_t *s, const m5_store_delivery_t *d);
 /* REBIND: the tickets of UE ue as an originator, of generations older than gen. */
 int sq_tickets_drop_rebound(sq_t *s, const char *ue, uint64_t gen);
 /* Drops a few expired report tickets (at most once a second). */

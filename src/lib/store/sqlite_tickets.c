@@ -20,6 +20,10 @@
  * the previous one received (those tickets stay until they expire, useless, and count in their
  * originator's bound until then).
  *
+ * A delivery that fails or expires takes its recipient's ticket with it (in the transaction
+ * that writes the store's own failure report): the sender has its report, and the recipient
+ * never got the message.
+ *
  * Bound: at most max_tickets_per_originator per originator (an in-memory count per typed key,
  * rebuilt from the table with the other figures, sqlite_counts.c), so that an authenticated
  * sender of unique msgIds, or of group messages, cannot grow the table. Beyond it a stored
@@ -181,6 +185,21 @@ int sq_tickets_used(sq_t *s, const m5_store_job_t *job) {
                     SQLITE_STATIC);
   bind_key(st, 3, s->ticket_rep);
   if (sq_step_done(s, st, "dropping a used report ticket") != 0) return M5_EIO;
+  if (sqlite3_changes(s->db) == 1 && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
+  return 0;
+}
+
+int sq_tickets_drop_failed(sq_t *s, const m5_store_delivery_t *d) {
+  if (!d->msg.deliv_st_req || !reportable(&d->msg.ori) || !reportable(&d->rcpt)) return 0;
+  char ori[M5_STORE_KEY_MAX + 1], rep[M5_STORE_KEY_MAX + 1];
+  key_of(ori, &d->msg.ori);
+  key_of(rep, &d->rcpt);
+  sqlite3_stmt *st = s->tk[TK_DEL];
+  bind_key(st, 1, ori);
+  sqlite3_bind_text(st, 2, d->msg.msg_id, (int)strnlen(d->msg.msg_id, sizeof d->msg.msg_id),
+                    SQLITE_STATIC);
+  bind_key(st, 3, rep);
+  if (sq_step_done(s, st, "dropping the report ticket of a failed delivery") != 0) return M5_EIO;
   if (sqlite3_changes(s->db) == 1 && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
   return 0;
 }

@@ -348,8 +348,8 @@ typedef struct {
   /* Report tickets kept per originator, UE or AS (default 10000; 0 = none), one per recipient
    * of a message asking for a report: beyond, a recipient gets none, and its report on that
    * message is discarded (the store's own failure and expiry reports need none). A ticket goes
-   * when the report it admits is stored, when it expires, and at a REBIND of its UE
-   * originator. */
+   * when the report it admits is stored, when the delivery to its recipient fails or expires,
+   * when it expires, and at a REBIND of its UE originator. */
   uint64_t max_tickets_per_originator;
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);
