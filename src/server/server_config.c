@@ -126,8 +126,8 @@ static const m5_cfg_item_t items[] = {
      "apart from max_per_recipient (beyond: not written / QUEUE_FULL)"},
     {"store.max_report_tickets_per_originator", M5_CFG_INT,
      offsetof(server_config_t, store_max_report_tickets_per_originator), "10000", 0, 100000000,
-     "MSGs asking for a report whose report ticket one UE may hold (beyond: no ticket; the "
-     "report then reaches the sender only within store.dedup_window_s)"},
+     "report tickets one sender (UE or AS) may hold, one per stored recipient of a message "
+     "asking for a report (beyond: that recipient gets none and its report is dropped)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
     {"topics.default_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_default_expiry_s),

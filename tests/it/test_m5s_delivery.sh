@@ -15,7 +15,8 @@
 #    stored messages, each once;
 #  - store full (store.max_total 2): the 3rd stored message -> 5.03 with Max-Age 30, counted
 #    in /metrics, not remembered (accepted once there is room again);
-#  - delivery reports: ue2's IMDN to ue1 (offline) -> DELY_STORED, its repeat the same ack;
+#  - delivery reports: ue2's IMDN to ue1 (offline) on ue1's rp-1, which asked for one ->
+#    DELY_STORED, its repeat the same ack;
 #    ue1 registers and gets the IMDN once; an IMDN whose oriAddr is not the session's: 4.03;
 #  - a corrupt store file at start-up: exit 1 with an error naming store.path and the file.
 set -euo pipefail
@@ -156,14 +157,18 @@ listen ue3 1 6 full-listen2.out
 echo "ok: a full store answers 5.03 with Max-Age and keeps nothing"
 
 # ---- delivery reports from a UE ------------------------------------------------------------------
-IMDN='{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue2"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"sf-1","delivSt":"REPT_DELY_SUCCESS"}'
+# ue1's rp-1 asks ue2 for a report (a report on a message that asked for none, or from another
+# UE, is dropped: docs/delivery.md "Who may report on what"); ue1 is offline when it comes.
+raw ue1 rp.out reg:ue1 expect:2.01\|2.04 \
+  "json:$(msg rp-1 ue2 "$SF,\"delivStReqInd\":true")" "expect:2.04:msgId=rp-1:status=DELY_STORED"
+IMDN='{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue2"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"rp-1","delivSt":"REPT_DELY_SUCCESS"}'
 raw ue2 imdn.out reg:ue2 expect:2.01\|2.04 \
-  "json:$IMDN" "expect:2.04:msgId=sf-1:status=DELY_STORED" \
-  "json:$IMDN" "expect:2.04:msgId=sf-1:status=DELY_STORED" \
+  "json:$IMDN" "expect:2.04:msgId=rp-1:status=DELY_STORED" \
+  "json:$IMDN" "expect:2.04:msgId=rp-1:status=DELY_STORED" \
   'json:{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"UE","addr":"ue2"},"msgId":"x","delivSt":"REPT_DELY_SUCCESS"}' \
   "expect:4.03"
 raw ue1 imdn-recv.out reg:ue1 expect:2.01\|2.04 \
-  "recv:msgid=sf-1:from=ue2:to=ue1:msgType=IMDN:delivSt=REPT_DELY_SUCCESS:failureCause=-" \
+  "recv:msgid=rp-1:from=ue2:to=ue1:msgType=IMDN:delivSt=REPT_DELY_SUCCESS:failureCause=-" \
   quiet:3
 [[ $(grep -c '^RECV ' imdn-recv.out) == 1 ]] || m5s_fail "ue1 got the report more than once"
 echo "ok: delivery reports"

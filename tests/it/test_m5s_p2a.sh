@@ -9,8 +9,8 @@
 #    the AS is down (its port closed): stored, delivered once it is back;
 #  - an AS that is configured but not registered: DELY_STORED / RECIPIENT_NOT_REGISTERED;
 #    an unknown AS: UNKNOWN_RECIPIENT;
-#  - reports both ways: the AS's DeliveryStatusReport (POST deliver-report) reaches the UE as an
-#    IMDN from as:as1; the UE's IMDN on the AS's message (delivStReqInd) reaches the AS as a
+#  - reports both ways: the AS's DeliveryStatusReport (POST deliver-report) on the UE's message
+#    that asked for one (delivStReqInd) reaches the UE as an IMDN from as:as1; the UE's IMDN on the AS's message (delivStReqInd) reaches the AS as a
 #    DeliveryStatusReport POSTed to {targetUri}/deliver-report.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -74,7 +74,9 @@ st=$(curl -s --http2 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" --key "$PKI/as
   "$NB/msgs-asregistration/v1/registrations")
 [[ $st == 201 ]] || m5s_fail "as1 registration: $st $(cat reg.out)"
 wait_as p2a-early 1 2 || m5s_fail "the stored message did not reach as1 at its registration: $(cat "$AS_LOG")"
-send as:as1 p2a-live --priority high # not a member of UEMessageDelivery: must not reach the AS
+# --priority: not a member of UEMessageDelivery, must not reach the AS; --report: the AS's
+# report on it below is taken (one on a message that asked for none would be dropped)
+send as:as1 p2a-live --priority high --report
 ! grep -q '"status"' send.out || m5s_fail "live AS: want accepted for delivery: $(cat send.out)"
 wait_as p2a-live 1 10 || m5s_fail "p2a-live did not reach as1: $(cat "$AS_LOG")"
 echo "ok: UE -> AS, stored until registered, then live"

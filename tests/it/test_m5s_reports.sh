@@ -13,7 +13,12 @@
 #    (2.04 MSGRESP: its share of ue3's queue) while ue2 still gets through to ue3; ue1's third
 #    body (to ue2) is stored, its fourth refused (its quota); as1's fourth gets 200 +
 #    MessageDeliveryAck DELY_FAILED / ORIGINATOR_QUOTA; nothing of the refused ones is
-#    delivered, everything accepted is, and once it is, ue1 may send again.
+#    delivered, everything accepted is, and once it is, ue1 may send again;
+#  - who may report (report tickets): ue1 (m5c) and as1 send to ue2 (offline) asking for a
+#    report; ue3 (raw CoAP) and as1 (deliver-report), which know the msgIds, report on them first
+#    and get the answers any report gets (2.04 DELY_STORED / accepted, 200 DELY_STORED), but
+#    nothing of theirs is delivered: ue1 gets one IMDN, ue2's, and as1 one deliver-report, ue2's
+#    (m5c listen reports on what asked for it).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -183,4 +188,44 @@ listen_ids ue2 5
 [[ $got == "q-4 qa-1 qa-3" ]] || m5s_fail "ue2 got: $got"
 ue_send ue1 ue3 q-3 --store-forward && want_stored "q-3 once ue1's messages are delivered"
 echo "ok: refused messages were not stored; the quota frees up as messages are delivered"
+
+# ---- who may report: the recipient a message asked ----------------------------------------------
+ue_send ue1 ue2 t-ue --store-forward --report && want_stored t-ue
+as_send t-as ue2 ',"delivStReqInd":true' && as_ack t-as DELY_STORED
+# ue3 and as1 know both msgIds and report first: answered as any report is, and dropped
+forged() { # MSGID DEST_TYPE DEST: ue3's IMDN
+  printf '{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue3"},"destAddr":{"addrType":"%s","addr":"%s"},"msgId":"%s","delivSt":"REPT_DELY_FAILED","failureCause":"forged by ue3"}' "$2" "$3" "$1"
+}
+AKID3=$(akma_derive 001010000000903 e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff03 tls13 | kv_field akid)
+KAF3=$(akma_derive 001010000000903 e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff03 tls13 | kv_field kaf)
+timeout 60 "$PY" "$M5_SRC/tests/interop/coap_raw.py" --tls --port "$M5S_PORT" --kaf "$KAF3" \
+  --akid "$AKID3" --timeout 10 -- reg:ue3 'expect:2.01|2.04' recv:msgid=q-3 \
+  "json:$(forged t-ue UE ue1)" 'expect:2.04:msgId=t-ue:status=DELY_STORED' \
+  "json:$(forged t-as AS as1)" 'expect:2.04:msgId=t-as' >forged.out 2>&1 ||
+  m5s_fail "ue3's reports: $(cat forged.out)"
+printf '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"t-ue","delivSt":"REPT_DELY_FAILED","failureCause":"forged by as1"}' >forged.json
+nb POST /msgs-msgdelivery/v1/deliver-report -H 'content-type: application/json' \
+  -H "authorization: Bearer $TOKEN" -d @forged.json
+[[ $ST == 200 && $(json_get out.json status) == DELY_STORED ]] || m5s_fail "as1's report: $ST $(cat out.json)"
+# ue2 gets both and m5c reports on each (REPT_DELY_SUCCESS): those are the ones delivered
+listen_ids ue2 3 # (a count it never reaches: nothing more comes)
+[[ $got == "t-as t-ue" ]] || m5s_fail "ue2 got: $got"
+listen_ids ue1 2
+[[ $got == t-ue ]] || m5s_fail "ue1 got reports on: $got: $(cat listen-ue1.out)"
+grep -q '"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue2"}.*"delivSt":"REPT_DELY_SUCCESS"' listen-ue1.out ||
+  m5s_fail "ue1's report is not ue2's: $(cat listen-ue1.out)"
+for ((i = 0; i < 100; i++)); do
+  grep -q '"msgId\\":\\"t-as' "$AS_LOG" && break
+  sleep 0.1
+done
+sleep 1 # a second report, were one forwarded, would be POSTed right after the first
+node -e '
+const fs = require("fs");
+const rs = fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse)
+  .filter((r) => r.path === "/msgin5g/deliver-report" && JSON.parse(r.body).msgId === "t-as");
+if (rs.length !== 1) throw new Error("want one report on t-as: " + JSON.stringify(rs));
+const b = JSON.parse(rs[0].body);
+if (b.oriAddr.addr !== "ue2" || b.delivSt !== "REPT_DELY_SUCCESS") throw new Error(rs[0].body);' \
+  "$AS_LOG" || m5s_fail "as1's report on t-as: $(cat "$AS_LOG")"
+echo "ok: a UE or AS that knows a msgId cannot report on it (2.04 / 200 as for any report); the recipient's report reaches a UE and an AS sender"
 stop_m5s

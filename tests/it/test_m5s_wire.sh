@@ -6,7 +6,8 @@
 #  - failureCause is 1-256 bytes of printable UTF-8 on both report paths and is passed through
 #    intact: the AS's deliver-report (on a message the UE sent) with a multi-byte failureCause
 #    reaches the UE's IMDN byte for byte; a UE's IMDN (raw CoAP, coap_raw.py) with one reaches
-#    the AS's deliver-report (the AS stand-in checks every body strictly against TS 29.538);
+#    the AS's deliver-report (on the AS's message that asked for one; the AS stand-in checks
+#    every body strictly against TS 29.538);
 #  - refused naming failureCause: a control character, invalid UTF-8, 257 bytes, empty (400
 #    INVALID_MSG_FORMAT with invalidParams[0].param failureCause / 4.00 with the IE in the
 #    diagnostic), and nothing of it is stored or forwarded.
@@ -108,11 +109,15 @@ grep -qF "\"failureCause\":\"$LONG256\"}" listen.out || m5s_fail "the 256-byte f
 echo "ok: a message without payload reaches the UE as \"payload\":\"\"; failureCause passed through intact"
 
 # ---- UE -> AS: IMDN over raw CoAP (TLS) ------------------------------------------------------
+# as1's a-1 asks ue1 for a report (stored: ue1 is offline; pushed when it registers below)
+printf '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"a-1","payload":"aGk=","stoAndFwInd":true,"delivStReqInd":true}' >a-1.json
+nb /msgs-msgdelivery/v1/deliver-as-message a-1.json
+[[ $ST == 200 ]] || m5s_fail "a-1: $ST $(cat out.json)"
 imdn() { # CAUSE_JSON: ue1's IMDN to as1 on as1's message a-1
   printf '{"msgType":"IMDN","oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"AS","addr":"as1"},"msgId":"a-1","delivSt":"REPT_DELY_FAILED","failureCause":%s}' "$1"
 }
 timeout 60 "$PY" "$RAW" --tls --port "$M5S_PORT" --kaf "$KAF1_TLS" --akid "$AKID1" --timeout 10 -- \
-  reg:ue1 'expect:2.01|2.04' \
+  reg:ue1 'expect:2.01|2.04' recv:msgid=a-1 \
   "json:$(imdn '"bell\u0007"')" 'expect:4.00:diag~failureCause' \
   "json:$(imdn "\"$LONG257\"")" 'expect:4.00:diag~failureCause' \
   "json:$(imdn '""')" 'expect:4.00:diag~failureCause' \

@@ -629,6 +629,7 @@ static m5_store_outcome_t accept_report_req(fx_t *f, m5_store_t *s, const char *
   m5_store_job_t *j = mk_accept(&a, ori, msg_id, M5_PRIO_MIDDLE, rc, 1);
   addr(&j->msg.ori, ori_type, ori);
   j->msg.deliv_st_req = true;
+  j->ticket_put = true; /* as m5s asks for every message with delivStReqInd */
   j->msg.expr_time = expr;
   assert_int_equal(run(f, s, j), 0);
   if (id) *id = a.rcpts[0].id;
@@ -732,11 +733,19 @@ static void test_peer_report_own_bound(void **state) {
   o.max_msgs_per_originator = 4;
   m5_store_t *s = open_store(&o);
   accept_t a;
-  /* ue1 asks ue2 for reports on r-1 .. r-4; ue3 fills ue1's queue and uses up its quota */
-  const char *ids[] = {"r-1", "r-2", "r-3", "r-4"};
-  for (int i = 0; i < 4; i++)
-    assert_int_equal(accept_report_req(f, s, "UE", "ue1", ids[i], "ue2", 0, NULL),
-                     M5_STORE_ACCEPTED);
+  /* ue1 asks for reports on r-1 .. r-4: r-2 from ue3, r-3 from as1 (a message to an AS),
+   * r-4 from ue2 and ue5 (two recipients), r-1 from ue2; ue3 fills ue1's queue and uses up its
+   * quota */
+  const char *ids[] = {"r-1", "r-2", "r-3", "r-4"}, *tos[] = {"ue2", "ue3", "as1", "ue2"};
+  for (int i = 0; i < 4; i++) {
+    const char *rc[] = {tos[i], "ue5"};
+    m5_store_job_t *mj = mk_accept(&a, "ue1", ids[i], M5_PRIO_MIDDLE, rc, i == 3 ? 2 : 1);
+    if (i == 2) addr(&a.rcpts[0].addr, "AS", "as1");
+    mj->msg.deliv_st_req = mj->ticket_put = true;
+    mj->partial = true;
+    assert_int_equal(run(f, s, mj), 0);
+    assert_int_equal(mj->outcome, M5_STORE_ACCEPTED);
+  }
   for (int i = 0; i < 4; i++) {
     char id[16];
     snprintf(id, sizeof id, "fill-%d", i);
@@ -752,11 +761,10 @@ static void test_peer_report_own_bound(void **state) {
   m5_store_job_t *j = mk_report(&a, "ue3", "r-2", "ue1");
   assert_int_equal(run(f, s, j), 0);
   assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
-  /* an AS's deliver-report to ue1 (no ticket check) */
+  /* an AS's deliver-report to ue1 */
   j = mk_report(&a, "as1", "r-3", "ue1");
   addr(&j->msg.ori, "AS", "as1");
   snprintf(j->dedup_ori, sizeof j->dedup_ori, "AS:as1");
-  j->ticket_check = false;
   assert_int_equal(run(f, s, j), 0);
   assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
   assert_int_equal(pending_of(f, s, "ue1"), 4); /* the reports are not in the messages' count */
@@ -1336,9 +1344,9 @@ static long user_version(void) {
 
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and on to 5, and keeps its
- * messages and its dedup window. The file is made from a schema 5 store by undoing what 4 -> 5,
- * 3 -> 4, 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
+ * reports and quotas, the binding generations and report tickets) and on to 6, and keeps its
+ * messages and its dedup window. The file is made from a schema 6 store by undoing what 5 -> 6,
+ * 4 -> 5, 3 -> 4, 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
   default_opts(&o);
@@ -1381,7 +1389,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 5);
+  assert_int_equal(user_version(), 6);
   s = open_store(&q);
   /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
    * quota use is per generation) */
@@ -1445,7 +1453,7 @@ static m5_store_job_t *mk_gen_accept(accept_t *a, const char *ori_type, const ch
   snprintf(j->dedup_ori, sizeof j->dedup_ori, "%s:%s", ori_type, ori);
   j->msg.ori_gen = ori_gen;
   j->msg.deliv_st_req = report_req;
-  j->ticket_put = report_req && !strcmp(ori_type, "UE");
+  j->ticket_put = report_req; /* as m5s asks, for UE and AS senders alike */
   a->rcpts[0].gen = to_gen;
   return j;
 }
@@ -1533,13 +1541,13 @@ static void test_rebind(void **state) {
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "nobody-asked", "ue2")), 0);
   assert_true(a.job.discarded);
-  /* Without a ticket, a report on a msgId the new ue2 sent lately (its dedup window) is its. */
+  /* Without a ticket, a report on a msgId the new ue2 sent lately (in its dedup window, but
+   * asking for no report) is nobody's either. */
   assert_int_equal(run(f, s, mk_report(&a, "ue5", "m5", "ue2")), 0);
-  assert_false(a.job.discarded);
+  assert_true(a.job.discarded);
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
-  assert_int_equal(a.rcpts[0].gen, 30);
-  assert_true(a.rcpts[0].id != 0);
-  assert_int_equal(pending_of(f, s, "ue2"), 0); /* (a report: not in the messages' count) */
+  assert_int_equal(a.rcpts[0].id, 0);
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
   /* A report on what the new ue2 sends reaches it. */
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue2", 30, "m7", "ue1", 10, true)), 0);
   assert_int_equal(run(f, s, mk_report(&a, "ue1", "m7", "ue2")), 0);
@@ -1556,7 +1564,7 @@ static void test_rebind(void **state) {
   a.rcpts[0].gen = 20;
   assert_int_equal(run(f, s, rj), 0);
   assert_true(rj->discarded);
-  assert_int_equal(pending_of(f, s, "ue2"), 1); /* m8 (and the reports on m5 and m7) */
+  assert_int_equal(pending_of(f, s, "ue2"), 1); /* m8 (and the report on m7) */
 
   /* Repeats and older generations change nothing, also after a reopen. */
   assert_int_equal(rebind(f, s, "ue2", 30, &failed), 0);
@@ -1569,7 +1577,7 @@ static void test_rebind(void **state) {
   assert_int_equal(failed, 0);
   assert_int_equal(pending_of(f, s, "ue2"), 1);
   due(f, s, "ue2", 10, &j);
-  assert_int_equal(j.n_items, 3); /* m8 and the reports on m5 and m7 */
+  assert_int_equal(j.n_items, 2); /* m8 and the report on m7 */
   m5_store_job_clear(&j);
 
   /* In flight at the re-bind (being pushed to the old session): not failed by it, but its
@@ -1880,7 +1888,7 @@ static void test_topics(void **state) {
   m5_store_close(s);
 }
 
-/* A schema 3 store (before topics) is upgraded in place to 5, keeping its messages. */
+/* A schema 3 store (before topics) is upgraded in place to 6, keeping its messages. */
 static void test_schema_3_upgraded(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -1893,6 +1901,11 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(
       sqlite3_exec(db,
+                   "DROP TABLE report_tickets;" /* schema 3's, below */
+                   "CREATE TABLE report_tickets (ori TEXT NOT NULL, msg_id TEXT NOT NULL,"
+                   " gen INTEGER NOT NULL, until_ms INTEGER NOT NULL,"
+                   " PRIMARY KEY (ori, msg_id)) WITHOUT ROWID;"
+                   "CREATE INDEX report_tickets_age ON report_tickets (until_ms);"
                    "DROP INDEX messages_group; DROP INDEX messages_group_all;"
                    "ALTER TABLE messages DROP COLUMN group_gen;"
                    "DROP TABLE topic_subs; PRAGMA user_version = 3;",
@@ -1909,7 +1922,7 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(sub(f, s, "ue2", 1, "t.a", fake_now / 1000 + 60), M5_STORE_ACCEPTED);
   assert_string_equal(subscribers(f, s, "t.a"), "UE:ue2@1");
   m5_store_close(s);
-  assert_int_equal(user_version(), 5);
+  assert_int_equal(user_version(), 6);
 }
 
 /* The quota use and the queue share of a UE originator belong to its binding generation: the
@@ -2022,7 +2035,8 @@ static long sql_count(const char *sql) {
 /* Report tickets are bounded per originating UE (max_tickets_per_originator, counted across
  * reopens), a ticket goes when the report it admits is stored, and expired ones free their
  * place: further MSGs asking for a report do not grow the table. A MSG beyond the bound is
- * still accepted, and a report on it still reaches its sender within the dedup window. */
+ * still accepted, and a report on it is dropped (no dedup-window fallback: see
+ * test_store_tickets.c for the reporter and the AS side). */
 static void test_ticket_cap(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -2043,7 +2057,7 @@ static void test_ticket_cap(void **state) {
   assert_false(a.job.discarded);
   assert_int_equal(a.rcpts[0].gen, 10);
   m5_store_close(s);
-  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 2);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'UE:ue1'"), 2);
   assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id IN"
                              " ('t-1', 't-4', 't-5')"),
                    0);
@@ -2051,12 +2065,12 @@ static void test_ticket_cap(void **state) {
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-6", "ue2", 20, true)), 0);
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-7", "ue2", 20, true)), 0);
   assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
-  /* without a ticket, the report on t-5 goes to ue1 while t-5 is in its dedup window */
+  /* without a ticket, the report on t-5 is dropped, although t-5 is in ue1's dedup window */
   assert_int_equal(run(f, s, mk_report(&a, "ue2", "t-5", "ue1")), 0);
-  assert_false(a.job.discarded);
-  assert_true(a.rcpts[0].id != 0);
+  assert_true(a.job.discarded);
+  assert_int_equal(a.rcpts[0].id, 0);
   m5_store_close(s);
-  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 3);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'UE:ue1'"), 3);
   assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-7'"), 0);
   /* once expired (and swept at the start of a batch) they make room again */
   s = open_store(&o);
@@ -2064,7 +2078,7 @@ static void test_ticket_cap(void **state) {
   (void)pending_of(f, s, "ue1");
   assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 10, "t-8", "ue2", 20, true)), 0);
   m5_store_close(s);
-  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'ue1'"), 1);
+  assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE ori = 'UE:ue1'"), 1);
   assert_int_equal(sql_count("SELECT count(*) FROM report_tickets WHERE msg_id = 't-8'"), 1);
 }
 

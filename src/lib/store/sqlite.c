@@ -1,7 +1,7 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
  * thread with group commit. What each job does is in sqlite_ops.c (binding generations and
- * REBIND in sqlite_rebind.c, topic subscriptions in sqlite_topics.c, GROUP_SWEEP in
- * sqlite_groups.c); the in-memory figures (queues, quotas, the in-flight set) in
+ * REBIND in sqlite_rebind.c, report tickets in sqlite_tickets.c, topic subscriptions in
+ * sqlite_topics.c, GROUP_SWEEP in sqlite_groups.c); the in-memory figures (queues, quotas, the in-flight set) in
  * sqlite_counts.c.
  *
  * Pragmas: WAL with synchronous=FULL, so each COMMIT is one fsync of the WAL and a commit
@@ -33,7 +33,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 5
+#define SQ_SCHEMA_VERSION 6
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -128,9 +128,42 @@ static const char migrate_4_to_5[] =
     " (id, dest_type, dest_addr, group_gen, first_dlv, n_dlv) WHERE group_gen > 0;"
     "PRAGMA user_version = 5;";
 
+/* ---- schema 6 (issue 10) ----
+ * Report tickets name their reporter (sqlite_tickets.c): (originator, msgId, reporter) ->
+ * the originator's generation, the reporter's generation (a UE recipient's when the message
+ * was stored), until_ms. Originator and reporter are typed keys ("UE:ue1", "AS:as1"): every
+ * originator kind gets tickets now, one per stored recipient. The key changes, so the table is
+ * made again:
+ *  - a ticket of schema 5 (a UE's MSG, before reporters were named) becomes one with reporter
+ *    "" (any reporter, its reporter generation unchecked): the report it was kept for, which
+ *    may come from any recipient of that message, still reaches its sender; such tickets end
+ *    within report_window_ms like the others (no new one is ever written);
+ *  - a message of an AS asking for a report that is still queued gets a ticket per queued
+ *    recipient (an AS had none before), living twice the message's own time to live from its
+ *    acceptance (as m5s gives a ticket 2 x store.max_ttl_s); reports on an AS's messages
+ *    delivered before the upgrade have no ticket and are dropped. */
+static const char migrate_5_to_6[] =
+    "CREATE TABLE report_tickets_6 ("
+    " ori TEXT NOT NULL, msg_id TEXT NOT NULL, rep TEXT NOT NULL,"
+    " gen INTEGER NOT NULL, rep_gen INTEGER NOT NULL, until_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (ori, msg_id, rep)) WITHOUT ROWID;"
+    "INSERT INTO report_tickets_6 (ori, msg_id, rep, gen, rep_gen, until_ms)"
+    " SELECT 'UE:' || ori, msg_id, '', gen, 0, until_ms FROM report_tickets;"
+    "INSERT OR IGNORE INTO report_tickets_6 (ori, msg_id, rep, gen, rep_gen, until_ms)"
+    " SELECT m.ori_type || ':' || m.ori_addr, m.msg_id, d.rcpt_type || ':' || d.rcpt_addr,"
+    " m.ori_gen, d.rcpt_gen, CASE WHEN m.expr_time > 0"
+    " THEN max(m.accepted_at_ms, 2 * m.expr_time * 1000 - m.accepted_at_ms)"
+    " ELSE m.accepted_at_ms + 172800000 END"
+    " FROM deliveries d JOIN messages m ON m.id = d.msg"
+    " WHERE d.state IN (0, 4) AND m.kind = 0 AND m.deliv_st_req = 1 AND m.ori_type = 'AS';"
+    "DROP TABLE report_tickets;"
+    "ALTER TABLE report_tickets_6 RENAME TO report_tickets;"
+    "CREATE INDEX report_tickets_age ON report_tickets (until_ms);"
+    "PRAGMA user_version = 6;";
+
 /* Upgrades, in order: migrations[v] takes schema v to v + 1. */
-static const char *const migrations[] = {NULL, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4,
-                                         migrate_4_to_5};
+static const char *const migrations[] = {NULL,           migrate_1_to_2, migrate_2_to_3,
+                                         migrate_3_to_4, migrate_4_to_5, migrate_5_to_6};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -290,12 +323,12 @@ static int job_failed_hard(const m5_store_job_t *job) {
  * has its own savepoint so that one failing job does not undo the others. */
 static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
   if (careful && exec_st(s, ST_SAVEPOINT) == 0) {
-    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0 ||
+    if (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_tickets_sweep(s, sq_now_ms(s)) != 0 ||
         sq_topics_sweep(s, sq_now_ms(s)) != 0)
       exec_st(s, ST_ROLLBACK_TO);
     exec_st(s, ST_RELEASE);
   } else if (!careful &&
-             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_rebind_sweep(s, sq_now_ms(s)) != 0 ||
+             (sq_dedup_sweep(s, sq_now_ms(s)) != 0 || sq_tickets_sweep(s, sq_now_ms(s)) != 0 ||
               sq_topics_sweep(s, sq_now_ms(s)) != 0)) {
     return 1;
   }
@@ -435,6 +468,7 @@ static void sq_free(sq_t *s) {
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
   sq_rebind_finalize(s);
+  sq_tickets_finalize(s);
   sq_topics_finalize(s);
   sq_groups_finalize(s);
   if (s->db) sqlite3_close(s->db);
@@ -658,7 +692,8 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
       goto fail;
     }
   }
-  if (sq_rebind_prepare(s) != 0 || sq_topics_prepare(s) != 0 || sq_groups_prepare(s) != 0) {
+  if (sq_rebind_prepare(s) != 0 || sq_tickets_prepare(s) != 0 || sq_topics_prepare(s) != 0 ||
+      sq_groups_prepare(s) != 0) {
     snprintf(err, errlen, "store %s: cannot prepare a statement: %s", s->path,
              sqlite3_errmsg(s->db));
     goto fail;

@@ -154,13 +154,14 @@ static void free_val(void *v) {
   free(v);
 }
 
-uint64_t sq_tickets_get(sq_t *s, const char *ue) {
-  const uint64_t *n = s->tickets ? m5_hmap_get(s->tickets, ue, strlen(ue)) : NULL;
+/* ori: the typed key of report_tickets.ori ("UE:ue1", "AS:as1") */
+uint64_t sq_tickets_get(sq_t *s, const char *ori) {
+  const uint64_t *n = s->tickets ? m5_hmap_get(s->tickets, ori, strlen(ori)) : NULL;
   return n ? *n : 0;
 }
 
-int sq_tickets_add(sq_t *s, const char *ue, int64_t delta) {
-  return counter_add(s->tickets, ue, strlen(ue), delta);
+int sq_tickets_add(sq_t *s, const char *ori, int64_t delta) {
+  return counter_add(s->tickets, ori, strlen(ori), delta);
 }
 
 /* (Re)builds the counts from the tables: at open, and after a batch that failed half-way:

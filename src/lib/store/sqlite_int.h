@@ -1,6 +1,7 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
  * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_rebind.c
- * (binding generations, REBIND), sqlite_topics.c (topic subscriptions), sqlite_groups.c
+ * (binding generations, REBIND), sqlite_tickets.c (report tickets), sqlite_topics.c (topic
+ * subscriptions), sqlite_groups.c
  * (GROUP_SWEEP) and sqlite_counts.c (the in-memory figures). Everything
  * below "writer thread only" is touched by the store's thread alone (and by open, before
  * that thread exists). */
@@ -59,22 +60,26 @@ enum {
   ST_COUNT
 };
 
-/* Statements of sqlite_rebind.c (binding generations, report tickets, M5_STORE_REBIND). */
+/* Statements of sqlite_rebind.c (binding generations, M5_STORE_REBIND). */
 enum {
   RB_GEN_GET,
   RB_GEN_PUT,
   RB_STALE_IDS,
   RB_DEDUP_DROP,
   RB_DBKT_DROP,
-  RB_TICKETS_DROP,
-  RB_TICKET_PUT,
-  RB_TICKET_UPD, /* right after RB_TICKET_PUT (sq_rebind_ticket_put) */
-  RB_TICKET_DEL,
-  RB_TICKET_GET,
-  RB_TICKET_SWEEP,
-  RB_DEDUP_HAS,
   RB_DLV_RCPT,
   RB_COUNT
+};
+
+/* Statements of sqlite_tickets.c (report tickets). */
+enum {
+  TK_PUT,
+  TK_UPD, /* right after TK_PUT (sq_tickets_put) */
+  TK_GET,
+  TK_DEL,
+  TK_DROP_REBOUND,
+  TK_SWEEP,
+  TK_COUNT
 };
 
 /* Statements of sqlite_topics.c (Messaging Topic subscriptions). */
@@ -121,6 +126,7 @@ typedef struct {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
   sqlite3_stmt *rb[RB_COUNT]; /* sqlite_rebind.c */
+  sqlite3_stmt *tk[TK_COUNT]; /* sqlite_tickets.c */
   int64_t tickets_swept_ms;
   sqlite3_stmt *tp[TP_COUNT]; /* sqlite_topics.c */
   int64_t topics_swept_ms;
@@ -135,8 +141,9 @@ typedef struct {
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
   m5_hmap_t *oris;    /* (originator, generation) key -> sq_ori_t: its quota use */
   m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
-  m5_hmap_t *tickets;  /* UE Service ID -> uint64_t *: its rows in report_tickets */
-  int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_rebind.c) */
+  m5_hmap_t *tickets;  /* originator key ("UE:ue1") -> uint64_t *: its rows in report_tickets */
+  int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_tickets.c) */
+  char ticket_rep[M5_STORE_KEY_MAX + 1]; /* ... naming this reporter ("": any) */
   uint64_t queued, messages;
   uint64_t next_msg_id, next_dlv_id;
   int64_t bucket_ms;
@@ -166,9 +173,10 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int6
 /* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
 int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
 void sq_inflight_del(sq_t *s, uint64_t id);
-/* Report tickets per originating UE (report_tickets rows), for max_tickets_per_originator. */
-uint64_t sq_tickets_get(sq_t *s, const char *ue);
-int sq_tickets_add(sq_t *s, const char *ue, int64_t delta);
+/* Report tickets per originator key ("UE:ue1", "AS:as1": report_tickets rows), for
+ * max_tickets_per_originator. */
+uint64_t sq_tickets_get(sq_t *s, const char *ori);
+int sq_tickets_add(sq_t *s, const char *ori, int64_t delta);
 /* Rebuilds all four from the tables (0, or M5_EIO / M5_ENOMEM with counts_dirty kept). */
 int sq_load_counts(sq_t *s);
 
@@ -185,13 +193,9 @@ int sq_finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause, i
 int sq_rebind_prepare(sq_t *s);
 void sq_rebind_finalize(sq_t *s);
 /* ACCEPT, before anything is written: M5_EPERM for a UE originator older than the store's
- * generation for it; stamps each UE recipient's generation; resolves ticket_check (sets
- * job->discarded). */
+ * generation for it; stamps each UE recipient's generation; resolves ticket_check
+ * (sq_tickets_check: sets job->discarded). */
 int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job);
-/* ACCEPT, once the message is stored: its report ticket (job->ticket_put). */
-int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
-/* ACCEPT, once a report is stored: drops the ticket that admitted it. */
-int sq_rebind_ticket_used(sq_t *s, const m5_store_job_t *job);
 /* RESCHEDULE of a delivery whose recipient was re-bound since: failed (RECIPIENT_REBOUND,
  * with its report) instead; *done = 1 then. */
 int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done);
@@ -201,11 +205,27 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job);
  * 0 for an AS. *stale = 1 (write no report) when the UE originator was re-bound since: only
  * the subscriber that sent the message may get its report. */
 int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, int *stale);
-/* Drops a few expired report tickets (at most once a second). */
-int sq_rebind_sweep(sq_t *s, int64_t now_ms);
 /* The generation the store knows for the UE Service ID addr (0: none); 0 or M5_EIO. */
 int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen);
 
+/* sqlite_tickets.c: report tickets (schema 6). */
+int sq_tickets_prepare(sq_t *s);
+void sq_tickets_finalize(sq_t *s);
+/* ACCEPT with ticket_check, after the generations are stamped: a report to rcpts[0] is kept
+ * only on a ticket naming its reporter (msg.ori), whose originator generation it takes;
+ * else job->discarded. */
+int sq_tickets_check(sq_t *s, m5_store_job_t *job);
+/* ACCEPT with ticket_put, once the deliveries are stored: a ticket per stored recipient,
+ * within max_tickets_per_originator. */
+int sq_tickets_put(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* ACCEPT, once a report is stored: drops the ticket that admitted it. */
+int sq_tickets_used(sq_t *s, const m5_store_job_t *job);
+/* A delivery d (not a report) FAILED or EXPIRED: its recipient's ticket goes. */
+int sq_tickets_drop_failed(sq_t *s, const m5_store_delivery_t *d);
+/* REBIND: the tickets of UE ue as an originator, of generations older than gen. */
+int sq_tickets_drop_rebound(sq_t *s, const char *ue, uint64_t gen);
+/* Drops a few expired report tickets (at most once a second). */
+int sq_tickets_sweep(sq_t *s, int64_t now_ms);
 /* sqlite_topics.c: Messaging Topic subscriptions (schema 4). */
 int sq_topics_prepare(sq_t *s);
 void sq_topics_finalize(sq_t *s);

@@ -422,8 +422,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
    * store writes itself: by max_reports_per_recipient of its recipient (the originator of
    * what it reports on), charged to no originator's quota, so that neither a full queue of
    * that originator nor the reporter's own use refuses it. One reporter may hold half of
-   * those (as a sender half of a queue), so that it cannot take every report slot of an AS
-   * (reports to an AS have no ticket to check). */
+   * those (as a sender half of a queue), so that it cannot take every report slot of its
+   * recipient (a report needs a ticket naming its reporter, sqlite_tickets.c, but a member of
+   * a large group holds one per message it got). */
   int kind = job->n_rcpts == 1 && !strcmp(job->msg.app_id, M5_STORE_REPORT_APP) ? SQ_KIND_REPORT
                                                                                  : SQ_KIND_MSG;
   uint64_t qcap = kind == SQ_KIND_REPORT ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
@@ -497,7 +498,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       if (sq_step_done(s, st, "storing a delivery") != 0) return M5_EIO;
       r->id = id++;
     }
-    if (sq_rebind_ticket_put(s, job, now) != 0 || sq_rebind_ticket_used(s, job) != 0)
+    if (sq_tickets_put(s, job, now) != 0 || sq_tickets_used(s, job) != 0)
       return M5_EIO;
   }
   if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
@@ -526,14 +527,17 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
  * when its originator asked for one: a message of kind SQ_KIND_REPORT from d's recipient to
  * d's originator and its PENDING delivery, due at next_ms (0: now), queued for the
  * originator's generation (sq_rebind_report_gen). Not written (0, d->report_id 0) when the
- * originator has max_reports_per_recipient reports waiting, or is a UE re-bound since. One
- * writer for every failure report: MARK_FAILED, EXPIRE, REBIND and a RESCHEDULE after one. */
+ * originator has max_reports_per_recipient reports waiting, or is a UE re-bound since. The
+ * recipient's report ticket goes either way. One writer for every failure report:
+ * MARK_FAILED, EXPIRE, REBIND, GROUP_SWEEP and a RESCHEDULE after one. */
 static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
   d->report_id = 0;
   d->report_gen = 0;
   if (!d->msg.deliv_st_req || strcmp(d->msg.app_id, M5_STORE_REPORT_APP) == 0 ||
       (strcmp(d->msg.ori.type, "UE") != 0 && strcmp(d->msg.ori.type, "AS") != 0))
     return 0;
+  /* this report is the one the originator asked for: the recipient reports on nothing now */
+  if (sq_tickets_drop_failed(s, d) != 0) return M5_EIO;
   uint64_t gen;
   int stale;
   if (sq_rebind_report_gen(s, d, &gen, &stale) != 0) return M5_EIO;

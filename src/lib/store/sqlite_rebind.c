@@ -14,13 +14,9 @@
  * even before this job has run (a crash between the registry's commit and this one: m5s
  * repeats REBIND for every ID at start-up, and a repeat is a no-op).
  *
- * Report tickets: a UE's IMDN names only a msgId and the originator's UE Service ID. To know
- * whether it reports on something the current subscriber sent, a MSG that asks for a report
- * (delivStReqInd) leaves a ticket (originator, msgId) -> originator's generation for
- * report_window_ms; a report to a UE takes its generation from the ticket. Without a ticket it
- * goes to the current subscriber only when its dedup window holds that msgId (sent lately by
- * it: a re-bind drops the window), and is dropped otherwise (nobody asked for it, or the ID
- * was re-bound since). */
+ * Report tickets (sqlite_tickets.c) are checked here, in ACCEPT, once the generations are
+ * stamped: a report to a UE goes to the generation in its ticket, and a REBIND drops the old
+ * subscriber's tickets as an originator. */
 #include "sqlite_int.h"
 
 #include "core/err.h"
@@ -29,9 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TICKET_SWEEP_MAX 64
-#define TICKET_SWEEP_EVERY_MS 1000
 
 static const char *const rb_sql[RB_COUNT] = {
     [RB_GEN_GET] = "SELECT gen FROM binding_gens WHERE addr = ?1",
@@ -42,17 +35,6 @@ static const char *const rb_sql[RB_COUNT] = {
                      " AND state = 0 AND rcpt_gen < ?2",
     [RB_DEDUP_DROP] = "DELETE FROM dedup WHERE ori = ?1",
     [RB_DBKT_DROP] = "DELETE FROM dedup_buckets WHERE ori = ?1",
-    [RB_TICKETS_DROP] = "DELETE FROM report_tickets WHERE ori = ?1 AND gen < ?2",
-    [RB_TICKET_PUT] = "INSERT INTO report_tickets (ori, msg_id, gen, until_ms)"
-                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ori, msg_id) DO NOTHING",
-    [RB_TICKET_UPD] = "UPDATE report_tickets SET gen = ?3, until_ms = ?4"
-                      " WHERE ori = ?1 AND msg_id = ?2",
-    [RB_TICKET_DEL] = "DELETE FROM report_tickets WHERE ori = ?1 AND msg_id = ?2",
-    [RB_TICKET_GET] = "SELECT gen FROM report_tickets WHERE ori = ?1 AND msg_id = ?2"
-                      " AND until_ms > ?3",
-    [RB_TICKET_SWEEP] = "DELETE FROM report_tickets WHERE (ori, msg_id) IN (SELECT ori, msg_id"
-                        " FROM report_tickets WHERE until_ms <= ?1 LIMIT ?2) RETURNING ori",
-    [RB_DEDUP_HAS] = "SELECT 1 FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
 };
@@ -142,106 +124,8 @@ int sq_rebind_accept_check(sq_t *s, m5_store_job_t *job) {
     if (r->gen < known) r->gen = known;
   }
   if (job->discarded) return 0;
-  if (!job->ticket_check || job->n_rcpts != 1 || !is_ue(&job->rcpts[0].addr)) return 0;
-  /* A report to a UE: on a message of the generation that sent it, or on nothing. */
-  sqlite3_stmt *st = s->rb[RB_TICKET_GET];
-  bind_str(st, 1, job->rcpts[0].addr.addr, sizeof job->rcpts[0].addr.addr);
-  bind_str(st, 2, m->msg_id, sizeof m->msg_id);
-  sqlite3_bind_int64(st, 3, sq_now_ms(s));
-  int r = sqlite3_step(st);
-  uint64_t tgen = r == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-  done_st(st);
-  if (r != SQLITE_ROW && r != SQLITE_DONE) {
-    sq_log_error(s, "reading a report ticket");
-    return M5_EIO;
-  }
-  if (tgen) { /* the message asked for a report: the generation that sent it gets it */
-    s->ticket_hit = 1; /* used up once the report is stored (sq_rebind_ticket_used) */
-    if (tgen < job->rcpts[0].gen)
-      job->discarded = true;
-    else
-      job->rcpts[0].gen = tgen;
-    return 0;
-  }
-  /* No ticket: a message within the dedup window (which a re-bind drops) is the current
-   * subscriber's; anything else is nobody's. */
-  char key[M5_STORE_KEY_MAX + 1];
-  snprintf(key, sizeof key, "UE:%s", job->rcpts[0].addr.addr);
-  st = s->rb[RB_DEDUP_HAS];
-  bind_str(st, 1, key, sizeof key);
-  bind_str(st, 2, m->msg_id, sizeof m->msg_id);
-  r = sqlite3_step(st);
-  done_st(st);
-  if (r != SQLITE_ROW && r != SQLITE_DONE) {
-    sq_log_error(s, "looking up a reported msgId");
-    return M5_EIO;
-  }
-  if (r == SQLITE_DONE) job->discarded = true;
-  return 0;
-}
-
-/* A ticket per MSG asking for a report, but at most max_tickets_per_originator per UE (an
- * in-memory count, rebuilt from the table with the other figures): an authenticated UE sending
- * unique msgIds would otherwise add rows for as long as report_window_ms. Beyond the bound the
- * MSG is still accepted, without a ticket: a report on it then reaches its sender only while the
- * msgId is in the sender's dedup window (the fallback above), and is dropped after that. */
-int sq_rebind_ticket_put(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
-  const m5_store_msg_t *m = &job->msg;
-  if (!job->ticket_put || !is_ue(&m->ori)) return 0;
-  if (sq_tickets_get(s, m->ori.addr) >= s->o.max_tickets_per_originator) {
-    M5_LOGD(SQ_DOM, "%s: UE %s has %llu report tickets (the bound): none kept for MSG %s",
-            s->path, m->ori.addr, (unsigned long long)s->o.max_tickets_per_originator, m->msg_id);
-    return 0;
-  }
-  for (int which = RB_TICKET_PUT; which <= RB_TICKET_UPD; which++) {
-    sqlite3_stmt *st = s->rb[which];
-    bind_str(st, 1, m->ori.addr, sizeof m->ori.addr);
-    bind_str(st, 2, m->msg_id, sizeof m->msg_id);
-    sqlite3_bind_int64(st, 3, (int64_t)m->ori_gen);
-    sqlite3_bind_int64(st, 4, now_ms + s->o.report_window_ms);
-    if (sq_step_done(s, st, "storing a report ticket") != 0) return M5_EIO;
-    if (which == RB_TICKET_PUT && sqlite3_changes(s->db) == 1) { /* a new one, not a renewal */
-      if (sq_tickets_add(s, m->ori.addr, 1) != 0) s->counts_dirty = 1;
-      break;
-    }
-  }
-  return 0;
-}
-
-/* The report the ticket admitted is stored: the ticket is used up. A MSG from a UE has one
- * recipient, so one report; a message with several recipients (groups, later) would need a
- * count of reports still expected: until then the later reports fall back to the sender's
- * dedup window. */
-int sq_rebind_ticket_used(sq_t *s, const m5_store_job_t *job) {
-  if (!s->ticket_hit || job->n_rcpts != 1) return 0;
-  s->ticket_hit = 0;
-  sqlite3_stmt *st = s->rb[RB_TICKET_DEL];
-  bind_str(st, 1, job->rcpts[0].addr.addr, sizeof job->rcpts[0].addr.addr);
-  bind_str(st, 2, job->msg.msg_id, sizeof job->msg.msg_id);
-  if (sq_step_done(s, st, "dropping a used report ticket") != 0) return M5_EIO;
-  if (sqlite3_changes(s->db) == 1 && sq_tickets_add(s, job->rcpts[0].addr.addr, -1) != 0)
-    s->counts_dirty = 1;
-  return 0;
-}
-
-int sq_rebind_sweep(sq_t *s, int64_t now_ms) {
-  if (now_ms - s->tickets_swept_ms < TICKET_SWEEP_EVERY_MS) return 0;
-  sqlite3_stmt *st = s->rb[RB_TICKET_SWEEP];
-  sqlite3_bind_int64(st, 1, now_ms);
-  sqlite3_bind_int(st, 2, TICKET_SWEEP_MAX);
-  int r, n = 0;
-  while ((r = sqlite3_step(st)) == SQLITE_ROW) { /* RETURNING ori: each one's count */
-    n++;
-    const char *ori = (const char *)sqlite3_column_text(st, 0);
-    if (ori && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
-  }
-  done_st(st);
-  if (r != SQLITE_DONE) {
-    sq_log_error(s, "dropping expired report tickets");
-    return M5_EIO;
-  }
-  if (n < TICKET_SWEEP_MAX) s->tickets_swept_ms = now_ms;
-  return 0;
+  /* A report to a UE or an AS: on a message that asked its reporter for one, or on nothing. */
+  return sq_tickets_check(s, job);
 }
 
 /* ---- the failure report of a delivery failed ---- */
@@ -302,15 +186,10 @@ int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done) {
 
 /* ---- REBIND ---- */
 
-static int drop_by_key(sq_t *s, int which, const char *key, uint64_t gen, const char *what) {
+static int drop_by_key(sq_t *s, int which, const char *key, const char *what) {
   sqlite3_stmt *st = s->rb[which];
   bind_str(st, 1, key, M5_STORE_KEY_MAX + 1);
-  if (which == RB_TICKETS_DROP) sqlite3_bind_int64(st, 2, (int64_t)gen);
-  if (sq_step_done(s, st, what) != 0) return M5_EIO;
-  if (which == RB_TICKETS_DROP && sqlite3_changes(s->db) > 0 &&
-      sq_tickets_add(s, key, -(int64_t)sqlite3_changes(s->db)) != 0)
-    s->counts_dirty = 1;
-  return 0;
+  return sq_step_done(s, st, what);
 }
 
 /* The old subscriber's Messaging Topic subscriptions, in this transaction: the new one of the
@@ -377,11 +256,9 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
   char key[M5_STORE_KEY_MAX + 1];
   snprintf(key, sizeof key, "UE:%s", addr);
   if ((known &&
-       (drop_by_key(s, RB_DEDUP_DROP, key, 0, "dropping a re-bound sender's dedup entries") != 0 ||
-        drop_by_key(s, RB_DBKT_DROP, key, 0, "dropping a re-bound sender's dedup buckets") != 0)) ||
-      drop_by_key(s, RB_TICKETS_DROP, addr, gen,
-                  "dropping a re-bound sender's report tickets") != 0 ||
-      drop_subscriptions(s, addr, gen) != 0)
+       (drop_by_key(s, RB_DEDUP_DROP, key, "dropping a re-bound sender's dedup entries") != 0 ||
+        drop_by_key(s, RB_DBKT_DROP, key, "dropping a re-bound sender's dedup buckets") != 0)) ||
+      sq_tickets_drop_rebound(s, addr, gen) != 0 || drop_subscriptions(s, addr, gen) != 0)
     return M5_EIO;
   if (known) sq_dbkt_forget(s); /* its cached bucket counts */
   if (known || *failed)

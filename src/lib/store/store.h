@@ -180,7 +180,8 @@ typedef enum {
                               its originator asked for written as MARK_FAILED writes it (due
                               at once); the dedup window and report tickets of rcpt as an
                               originator are dropped, and its topic subscriptions made under
-                              an older generation; gen is remembered. Nothing when the store knows gen or a
+                              an older generation; gen is remembered (tickets naming rcpt as
+                              the reporter admit no report of gen). Nothing when the store knows gen or a
                               newer one already (so it can be repeated, e.g. at start-up).
                               out: rebind_failed. */
   /* Messaging Topics (TS 23.554 cl. 8.8; sqlite_topics.c). A subscription is (topic,
@@ -261,13 +262,16 @@ typedef struct m5_store_job {
   /* DUE, DUE_ANY, EXPIRE: limit is capped at M5_STORE_LIST_MAX */
   int64_t now_ms;
   size_t limit;
-  /* ACCEPT: report tickets (docs/delivery.md "Re-bound UE Service IDs"). ticket_put: msg
-   * asks for a report (delivStReqInd) from a UE: remember (originator, msgId, ori_gen) for
-   * report_window_ms. ticket_check: msg is a report to the UE rcpts[0] about msgId: it takes
-   * its recipient's generation from the ticket (used up once the report is stored; beyond
-   * max_tickets_per_originator no ticket is kept), and is discarded (stored for nobody, only
-   * its dedup entry written; `discarded` out) when there is no ticket or the UE Service ID
-   * has been re-bound since. */
+  /* ACCEPT: report tickets (docs/delivery.md "Who may report on what"). ticket_put: msg
+   * asks for a report (delivStReqInd; from a UE or an AS): for every recipient it is stored
+   * for (rcpts[i].id set), remember (originator, msgId, that recipient) -> ori_gen and the
+   * recipient's generation for report_window_ms, within max_tickets_per_originator (beyond:
+   * that recipient gets none). ticket_check: msg is a report from msg.ori to rcpts[0] (a UE or
+   * an AS, the originator of msgId): it is stored only on the ticket naming msg.ori as its
+   * reporter, which it uses up, and to a UE for the generation in the ticket; it is discarded
+   * (stored for nobody, only its dedup entry written, the same outcome as a stored one;
+   * `discarded` out) when there is no such ticket, the originator UE has been re-bound since,
+   * or msg.ori is a UE of another generation than the one the message was stored for. */
   bool ticket_put, ticket_check;
   /* REBIND (rcpt too) */
   uint64_t gen;
@@ -345,9 +349,11 @@ typedef struct {
   uint64_t max_reports_per_recipient;
   int64_t report_ttl_s;
   int64_t report_window_ms; /* life of a report ticket (default 2 days) */
-  /* Report tickets kept per originating UE (default 10000; 0 = none): beyond, a MSG asking
-   * for a report is accepted without one (its report then reaches the sender only while the
-   * msgId is in its dedup window). A ticket goes when the report it admits is stored. */
+  /* Report tickets kept per originator, UE or AS (default 10000; 0 = none), one per recipient
+   * of a message asking for a report: beyond, a recipient gets none, and its report on that
+   * message is discarded (the store's own failure and expiry reports need none). A ticket goes
+   * when the report it admits is stored, when the delivery to its recipient fails or expires,
+   * when it expires, and at a REBIND of its UE originator. */
   uint64_t max_tickets_per_originator;
   /* Unix milliseconds; NULL = CLOCK_REALTIME. Called on the store's thread (tests inject). */
   int64_t (*clock_ms)(void *arg);

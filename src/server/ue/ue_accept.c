@@ -230,9 +230,9 @@ static void done_accept(accept_t *j) {
   answer_ack(j, sj->ack.status[0] ? sj->ack.status : NULL,
              sj->ack.failure_cause[0] ? sj->ack.failure_cause : NULL);
   if (sj->discarded)
-    M5_LOGI(DOM, "%s %s from %s to %s: dropped (%s asked for no report on it, or was re-bound "
-                 "since)", what, sj->msg.msg_id, sj->msg.ori.addr, sj->msg.dest.addr,
-            sj->msg.dest.addr);
+    M5_LOGI(DOM, "%s %s from %s to %s: dropped (%s asked %s for no report on it, or one of them "
+                 "was re-bound since)", what, sj->msg.msg_id, sj->msg.ori.addr, sj->msg.dest.addr,
+            sj->msg.dest.addr, sj->msg.ori.addr);
   if (j->many) {
     int topic = !strcmp(sj->msg.dest.type, "TOPIC"), area = !strcmp(sj->msg.dest.type, "BC");
     if (sj->n_rcpts == 0)
@@ -405,12 +405,15 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   sm->payload = j->payload;
   sm->payload_len = plen;
   /* Binding generations (docs/delivery.md "Re-bound UE Service IDs"): the store refuses a
-   * UE originator that was re-bound meanwhile; a MSG asking for a report leaves a ticket, and
-   * a report to a UE goes to the generation that sent the message, or to nobody. */
+   * UE originator that was re-bound meanwhile. Report tickets (docs/delivery.md "Who may
+   * report on what"): a MSG asking for a report, from a UE or an AS, leaves one per recipient
+   * it is stored for; a report (a UE's IMDN, an AS's deliver-report) is stored only on the
+   * ticket naming its reporter, and to a UE for the generation that sent the message; else it
+   * is dropped, with the answer a stored one gets. */
   sm->ori_gen = ori_gen;
   int to_ue = !strcmp(m->dest.type, "UE");
-  sj->ticket_put = !is_imdn && m->deliv_st_req && !strcmp(m->ori.type, "UE");
-  sj->ticket_check = is_imdn && to_ue;
+  sj->ticket_put = !is_imdn && m->deliv_st_req;
+  sj->ticket_check = is_imdn;
   snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
   if (is_imdn)
     report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
