@@ -15,9 +15,11 @@
  *
  * What a member must get: every msgId this run sent and every one a `S` line of the state file
  * names (an earlier run sent it), each exactly once over all runs sharing the state file. The
- * state file (append-only, text): `S <msgId>` before a message is sent, `R <member> <msgId>`
- * when a member first gets one; a second run after a server restart reads it, so a message a
- * member already got in the first run and gets again is a duplicate. The run ends when every
+ * state file (append-only, text): `S <msgId>` before a message is sent (`X <msgId>` when the
+ * server refused it), `R <member> <msgId>` when a member first gets one (`D ...` again); a
+ * second run after a server restart reads it, so a message a member already got in the first
+ * run and gets again is a duplicate. A run that meets a refusal or a failed session stops as
+ * soon as its sends are answered. The run ends when every
  * registered member has every expected msgId (then after --quiet seconds, which catch late
  * duplicates) or at --timeout, and prints one line:
  *
@@ -181,6 +183,12 @@ static int state_load(const char *path, int pass) {
         int i = msg_add(id, strlen(id));
         if (i >= 0) got_test_set(mem - F.from, i);
       }
+    } else if (line[0] == 'X' && sscanf(line, "X %129s", id) == 1) { /* refused: not expected */
+      int i = pass == 1 ? msg_find(id, strlen(id)) : -1;
+      if (i >= 0 && F.msgs[i].expected) {
+        F.msgs[i].expected = 0;
+        F.n_expected--;
+      }
     } else if (line[0] == 'D') { /* a duplicate an earlier run saw (it failed then) */
     } else {
       fprintf(stderr, "m5fan: %s:%d: not a state line (S msgId | R member msgId)\n", path, ln);
@@ -317,6 +325,10 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
     fprintf(stderr, "m5fan: MSG %s to %s:%s: %s %.*s\n", m->id, F.to_type, F.to_addr,
             status ? m5_strerror(status) : m5_coap_code_str(resp->code, code, sizeof code),
             (int)(len > 200 ? 200 : len), body ? (const char *)body : "");
+    /* nobody is to get it (the run has failed anyway) */
+    m->expected = 0;
+    F.n_expected--;
+    state_write('X', m->id, -1);
   }
 }
 
@@ -458,6 +470,13 @@ static void tick(m5_loop_t *l, void *arg) {
   if (settled && F.sending && F.pool.ue[F.n_mem].st == BU_READY) send_more();
   if (now - F.t_start > (uint64_t)(F.timeout_s * 1e9)) {
     fprintf(stderr, "m5fan: timeout after %.0f s\n", F.timeout_s);
+    finish();
+    return;
+  }
+  if (settled && sends_done() && !F.t_complete &&
+      (F.refused || F.pool.n_dead || F.pool.n_refused)) {
+    fprintf(stderr, "m5fan: giving up: %llu refused, %d sessions failed or lost\n",
+            (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), F.pool.n_dead);
     finish();
     return;
   }
