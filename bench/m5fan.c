@@ -25,17 +25,26 @@
  *
  *   RESULT system=LABEL members= connected= registered= subscribed= sent= expected= received=
  *          duplicates= missing= unexpected= lost= refused= retries= seconds= connect_s=
- *          hs_per_s= fanout_s= deliveries_per_s= reach_p50_ms= reach_max_ms=
+ *          hs_per_s= fanout_s= deliveries_per_s= reach_p50_ms= reach_max_ms= reach_one_ms=
+ *          srv_cpu_s= srv_us_per_delivery=
  *
  * connected: handshakes completed (one per member at best); registered: REG answered 2.01 /
  * 2.04; received: first deliveries in this run; missing: expected (member, msgId) pairs of
  * registered members not received; unexpected: pushes of msgIds nobody sent (or to the
  * sender); lost: registered sessions that went down; refused: REG, TOPICSUB or MSG answered
- * other than 2.xx (or DELY_FAILED); fanout_s: from the first send of this run (without sends:
- * from the first handshake) to the last first delivery; reach_*: per message sent in this
- * run, from its send to its last member's delivery. Exit 1 on any duplicate, missing,
- * unexpected, lost, refused, or member not registered; 2 on a usage error. */
+ * other than 2.xx (or DELY_FAILED); connect_s, hs_per_s: from the first handshake to the last
+ * REG answer; fanout_s: from the first send of this run (without sends: from the first
+ * handshake) to the last first delivery, and deliveries_per_s the deliveries over it;
+ * reach_*: per message sent in this run, from its send to its last member's delivery.
+ * --one-first (the benchmark's pattern): the first message goes alone (reach_one_ms: the time
+ * it takes to reach every registered member), the other K-1 back to back (at most 20
+ * unanswered) once it arrived everywhere; then fanout_s and deliveries_per_s are those of that
+ * burst, and with --server-pid, srv_us_per_delivery is the server's CPU (utime + stime of
+ * /proc/PID/stat, from the burst's first send to the completion) per delivery of the burst.
+ * Exit 1 on any duplicate, missing, unexpected, lost, refused, or member not registered; 2 on a
+ * usage error. */
 #include "bu.h"
+#include "lc.h"
 
 #include "core/err.h"
 #include "core/log.h"
@@ -72,7 +81,7 @@ typedef struct {
 static struct {
   /* options */
   const char *label, *topic, *state_path, *to_type, *to_addr;
-  int members, from, to, send_k, payload_len;
+  int members, from, to, send_k, payload_len, one_first, server_pid;
   double quiet_s, timeout_s;
   /* run */
   m5_loop_t *loop;
@@ -92,6 +101,9 @@ static struct {
   int subscribed, sub_pending, sent, send_inflight, next_send;
   uint64_t received, dups, unexpected, refused;
   uint64_t t_start, t_first_send, t_last_delivery, t_complete, t_last_progress, t_last_check;
+  uint64_t t_burst; /* the send of the first message of the burst (all of them without --one-first) */
+  int first_msg;    /* the index of this run's first message, -1 before */
+  double cpu0, cpu1; /* the server's CPU seconds at the burst's start and at completion */
   int stopping, exit_code;
 } F;
 
@@ -334,7 +346,11 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
 
 static void send_more(void) {
   bu_ue_t *s = &F.pool.ue[F.n_mem];
+  if (F.refused) F.next_send = F.send_k; /* the run has failed: send no more */
   while (F.next_send < F.send_k && F.send_inflight < SEND_WINDOW) {
+    /* --one-first: message 0 alone, the others once it reached every registered member */
+    if (F.one_first && F.next_send == 1 && F.msgs[F.first_msg].got < (uint64_t)F.pool.n_ready - 1)
+      return;
     char mid[64];
     snprintf(mid, sizeof mid, "%08x-%d", F.nonce, F.next_send);
     int i = msg_add(mid, strlen(mid));
@@ -364,7 +380,14 @@ static void send_more(void) {
                      "\"stoAndFwInd\":true,\"payload\":\"%s\"}",
                      s->id, F.to_type, F.to_addr, m->id, b64);
     m->sent_ns = bu_now_ns();
-    if (!F.t_first_send) F.t_first_send = m->sent_ns;
+    if (!F.t_first_send) {
+      F.t_first_send = m->sent_ns;
+      F.first_msg = i;
+    }
+    if (!F.t_burst && (!F.one_first || F.next_send == 1 || F.send_k == 1)) {
+      F.t_burst = m->sent_ns;
+      F.cpu0 = lc_proc_cpu_s(F.server_pid, NULL);
+    }
     int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
                                 (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)i);
     free(body);
@@ -417,8 +440,19 @@ static void report(void) {
   if (reach) qsort(reach, nr, sizeof *reach, cmp_u64);
   double p50 = nr ? (double)reach[(nr - 1) / 2] / 1e6 : 0, pmax = nr ? (double)reach[nr - 1] / 1e6 : 0;
   free(reach);
-  uint64_t t0 = F.t_first_send ? F.t_first_send : F.pool.t_first_open;
-  double fan = F.received && F.t_last_delivery > t0 ? (double)(F.t_last_delivery - t0) / 1e9 : 0;
+  /* the burst: this run's messages sent from t_burst on (without sends: every delivery) */
+  uint64_t t0 = F.t_burst ? F.t_burst : F.pool.t_first_open, burst = 0, last = 0;
+  for (int m = 0; m < F.n_msgs; m++) {
+    if (F.t_burst && F.msgs[m].sent_ns < F.t_burst) continue;
+    burst += F.msgs[m].got;
+    if (F.msgs[m].last_ns > last) last = F.msgs[m].last_ns;
+  }
+  if (!F.t_burst) last = F.t_last_delivery;
+  double fan = burst && last > t0 ? (double)(last - t0) / 1e9 : 0;
+  double one = F.one_first && F.t_first_send && F.msgs[F.first_msg].last_ns > F.t_first_send
+                   ? (double)(F.msgs[F.first_msg].last_ns - F.t_first_send) / 1e6
+                   : 0;
+  double cpu = F.cpu1 > F.cpu0 ? F.cpu1 - F.cpu0 : 0;
   double con = F.pool.t_last_ready > F.pool.t_first_open
                    ? (double)(F.pool.t_last_ready - F.pool.t_first_open) / 1e9
                    : 0;
@@ -429,13 +463,15 @@ static void report(void) {
   printf("RESULT system=%s members=%d connected=%d registered=%d subscribed=%d sent=%d "
          "expected=%d received=%llu duplicates=%llu missing=%llu unexpected=%llu lost=%d "
          "refused=%llu retries=%d seconds=%.2f connect_s=%.2f hs_per_s=%.0f fanout_s=%.3f "
-         "deliveries_per_s=%.0f reach_p50_ms=%.1f reach_max_ms=%.1f\n",
+         "deliveries_per_s=%.0f reach_p50_ms=%.1f reach_max_ms=%.1f reach_one_ms=%.1f "
+         "srv_cpu_s=%.2f srv_us_per_delivery=%.1f\n",
          F.label, F.n_mem, connected, regd, F.subscribed, F.sent, F.n_expected,
          (unsigned long long)F.received, (unsigned long long)F.dups, (unsigned long long)miss,
          (unsigned long long)F.unexpected, F.pool.n_lost,
          (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), F.pool.retries,
          (double)(now - F.t_start) / 1e9, con, con > 0 ? (double)(regd + F.sending) / con : 0, fan,
-         fan > 0 ? (double)F.received / fan : 0, p50, pmax);
+         fan > 0 ? (double)burst / fan : 0, p50, pmax, one, cpu,
+         burst ? 1e6 * cpu / (double)burst : 0);
   fflush(stdout);
   int bad = F.dups || miss || F.unexpected || F.pool.n_lost || F.refused || F.pool.n_refused ||
             regd != F.n_mem || (F.sending && F.pool.ue[F.n_mem].st != BU_READY);
@@ -489,6 +525,7 @@ static void tick(m5_loop_t *l, void *arg) {
     F.t_last_check = now;
     if (!missing_now()) {
       F.t_complete = now;
+      F.cpu1 = lc_proc_cpu_s(F.server_pid, NULL);
       fprintf(stderr, "m5fan: complete after %.2f s; quiet period %.1f s\n",
               (double)(now - F.t_start) / 1e9, F.quiet_s);
       if (F.quiet_s <= 0) {
@@ -505,7 +542,8 @@ static void usage(void) {
           "usage: m5fan --print-subscribers --members N\n"
           "       m5fan [--host 127.0.0.1] --port P [--fqdn localhost] --members N [--range A:B]\n"
           "             [--parallel 32] [--topic NAME] [--send K --to group:ID|topic:NAME]\n"
-          "             [--payload BYTES] [--state FILE] [--quiet S] [--timeout S] [--label NAME]\n");
+          "             [--payload BYTES] [--state FILE] [--quiet S] [--timeout S] [--label NAME]\n"
+          "             [--one-first] [--server-pid PID]\n");
   exit(2);
 }
 
@@ -531,12 +569,14 @@ int main(int argc, char **argv) {
   F.quiet_s = 2;
   F.timeout_s = 300;
   F.payload_len = 64;
+  F.first_msg = -1;
   static const struct option lo[] = {
       {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},    {"fqdn", 1, 0, 'f'},
       {"members", 1, 0, 'n'},  {"range", 1, 0, 'r'},   {"to", 1, 0, 'd'},
       {"parallel", 1, 0, 'P'}, {"topic", 1, 0, 't'},   {"send", 1, 0, 'k'},
       {"state", 1, 0, 's'},    {"quiet", 1, 0, 'q'},
       {"timeout", 1, 0, 'T'},  {"label", 1, 0, 'l'},   {"payload", 1, 0, 'y'},
+      {"one-first", 0, 0, 'o'}, {"server-pid", 1, 0, 'S'},
       {"print-subscribers", 0, 0, 'x'}, {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -558,6 +598,8 @@ int main(int argc, char **argv) {
     case 'l': F.label = optarg; break;
     case 'y': F.payload_len = atoi(optarg); break;
     case 'x': print = 1; break;
+    case 'o': F.one_first = 1; break;
+    case 'S': F.server_pid = atoi(optarg); break;
     default: usage();
     }
   }
