@@ -24,7 +24,7 @@
  * duplicates) or at --timeout, and prints one line:
  *
  *   RESULT system=LABEL members= connected= registered= subscribed= sent= expected= received=
- *          duplicates= missing= unexpected= lost= refused= retries= seconds= connect_s=
+ *          duplicates= missing= unexpected= lost= refused= busy= retries= seconds= connect_s=
  *          hs_per_s= fanout_s= deliveries_per_s= reach_p50_ms= reach_max_ms= reach_one_ms=
  *          srv_cpu_s= srv_us_per_delivery=
  *
@@ -32,7 +32,10 @@
  * 2.04; received: first deliveries in this run; missing: expected (member, msgId) pairs of
  * registered members not received; unexpected: pushes of msgIds nobody sent (or to the
  * sender); lost: registered sessions that went down; refused: REG, TOPICSUB or MSG answered
- * other than 2.xx (or DELY_FAILED); connect_s, hs_per_s: from the first handshake to the last
+ * other than 2.xx (or DELY_FAILED); busy: 5.03 answers to the sender's MSGs (the server's
+ * back-pressure: each is sent again after its Max-Age, with the same msgId; not a failure);
+ * retries: handshakes or REGs that failed and were tried again (m5s's per-source bounds refuse
+ * handshakes beyond them; not a failure); connect_s, hs_per_s: from the first handshake to the last
  * REG answer; fanout_s: from the first send of this run (without sends: from the first
  * handshake) to the last first delivery, and deliveries_per_s the deliveries over it;
  * reach_*: per message sent in this run, from its send to its last member's delivery.
@@ -52,6 +55,7 @@
 
 #include <getopt.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +78,8 @@ typedef struct {
   char id[M5_MSG_ID_MAX + 1];
   int expected;     /* sent by this run or named by a state file's S line */
   uint64_t sent_ns; /* this run's send time; 0: not sent by this run */
-  int answered;
+  int answered;     /* finally (a 5.03 is not final) */
+  uint64_t retry_ns; /* after a 5.03: when to send it again; 0 = not waiting */
   uint64_t got, last_ns; /* first deliveries in this run, the time of the last one */
 } fmsg_t;
 
@@ -99,7 +104,7 @@ static struct {
   unsigned nonce;
   /* counters */
   int subscribed, sub_pending, sent, send_inflight, next_send;
-  uint64_t received, dups, unexpected, refused;
+  uint64_t received, dups, unexpected, refused, busy;
   uint64_t t_start, t_first_send, t_last_delivery, t_complete, t_last_progress, t_last_check;
   uint64_t t_burst; /* the send of the first message of the burst (all of them without --one-first) */
   int first_msg;    /* the index of this run's first message, -1 before */
@@ -330,8 +335,21 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
                      size_t len) {
   fmsg_t *m = &F.msgs[(intptr_t)arg];
   F.send_inflight--;
-  m->answered = 1;
   char code[8];
+  if (!status && resp->code == M5_COAP_SERVICE_UNAVAILABLE) {
+    /* back-pressure (the store's queue is full): the same msgId again after Max-Age (its
+     * dedup makes a repeat safe), as a sender of a real fleet would */
+    const m5_coap_opt_t *o = m5_coap_msg_opt(resp, M5_COAP_OPT_MAX_AGE, 0);
+    uint32_t age = 60; /* RFC 7252's default Max-Age */
+    if (o && m5_coap_opt_uint(o, &age)) age = 60;
+    if (age < 1) age = 1;
+    m->retry_ns = bu_now_ns() + (uint64_t)age * 1000000000u;
+    if (F.busy++ < 3)
+      fprintf(stderr, "m5fan: MSG %s: 5.03 %.*s; again in %u s\n", m->id,
+              (int)(len > 100 ? 100 : len), body ? (const char *)body : "", age);
+    return;
+  }
+  m->answered = 1;
   if (status || resp->code != M5_COAP_CHANGED || (len && memmem(body, len, "DELY_FAILED", 11))) {
     F.refused++;
     fprintf(stderr, "m5fan: MSG %s to %s:%s: %s %.*s\n", m->id, F.to_type, F.to_addr,
@@ -344,9 +362,45 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
   }
 }
 
-static void send_more(void) {
+/* Sends MSG i (again, after a 5.03) with stoAndFwInd. 0, or -1 when it could not be sent. */
+static int send_one(int i) {
   bu_ue_t *s = &F.pool.ue[F.n_mem];
+  fmsg_t *m = &F.msgs[i];
+  uint8_t raw[4096];
+  char b64[4096 * 4 / 3 + 8];
+  size_t pl = (size_t)F.payload_len, il = strlen(m->id);
+  memset(raw, 'f', pl);
+  memcpy(raw, m->id, il < pl ? il : pl);
+  bu_b64_enc(raw, pl, b64);
+  size_t cap = strlen(b64) + 1024;
+  char *body = malloc(cap);
+  if (!body) abort();
+  int n = snprintf(body, cap,
+                   "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},"
+                   "\"destAddr\":{\"addrType\":\"%s\",\"addr\":\"%s\"},\"msgId\":\"%s\","
+                   "\"stoAndFwInd\":true,\"payload\":\"%s\"}",
+                   s->id, F.to_type, F.to_addr, m->id, b64);
+  int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
+                              (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)i);
+  free(body);
+  if (rc) {
+    fprintf(stderr, "m5fan: MSG %s: cannot send: %s\n", m->id, m5_strerror(rc));
+    F.refused++;
+    m->answered = 1;
+    return -1;
+  }
+  F.send_inflight++;
+  return 0;
+}
+
+static void send_more(void) {
   if (F.refused) F.next_send = F.send_k; /* the run has failed: send no more */
+  uint64_t now = bu_now_ns();
+  for (int i = 0; i < F.n_msgs && F.send_inflight < SEND_WINDOW && !F.refused; i++) {
+    if (!F.msgs[i].retry_ns || F.msgs[i].retry_ns > now) continue;
+    F.msgs[i].retry_ns = 0;
+    send_one(i);
+  }
   while (F.next_send < F.send_k && F.send_inflight < SEND_WINDOW) {
     /* --one-first: message 0 alone, the others once it reached every registered member */
     if (F.one_first && F.next_send == 1 && F.msgs[F.first_msg].got < (uint64_t)F.pool.n_ready - 1)
@@ -365,20 +419,6 @@ static void send_more(void) {
     m->expected = 1;
     state_write('S', m->id, -1);
     state_flush(1); /* on disk before anyone can receive it */
-    uint8_t raw[4096];
-    char b64[4096 * 4 / 3 + 8];
-    size_t pl = (size_t)F.payload_len;
-    memset(raw, 'f', pl);
-    memcpy(raw, mid, strlen(mid) < pl ? strlen(mid) : pl);
-    bu_b64_enc(raw, pl, b64);
-    size_t cap = strlen(b64) + 1024;
-    char *body = malloc(cap);
-    if (!body) abort();
-    int n = snprintf(body, cap,
-                     "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},"
-                     "\"destAddr\":{\"addrType\":\"%s\",\"addr\":\"%s\"},\"msgId\":\"%s\","
-                     "\"stoAndFwInd\":true,\"payload\":\"%s\"}",
-                     s->id, F.to_type, F.to_addr, m->id, b64);
     m->sent_ns = bu_now_ns();
     if (!F.t_first_send) {
       F.t_first_send = m->sent_ns;
@@ -388,18 +428,9 @@ static void send_more(void) {
       F.t_burst = m->sent_ns;
       F.cpu0 = lc_proc_cpu_s(F.server_pid, NULL);
     }
-    int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
-                                (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)i);
-    free(body);
-    if (rc) {
-      fprintf(stderr, "m5fan: MSG %s: cannot send: %s\n", m->id, m5_strerror(rc));
-      F.refused++;
-      m->answered = 1;
-    } else {
-      F.send_inflight++;
-    }
     F.next_send++;
     F.sent++;
+    send_one(i);
   }
 }
 
@@ -426,7 +457,7 @@ static int sends_done(void) {
   if (!F.sending) return 1;
   if (F.next_send < F.send_k) return 0;
   for (int m = 0; m < F.n_msgs; m++)
-    if (F.msgs[m].sent_ns && !F.msgs[m].answered) return 0;
+    if (F.msgs[m].sent_ns && (!F.msgs[m].answered || F.msgs[m].retry_ns)) return 0;
   return 1;
 }
 
@@ -462,13 +493,14 @@ static void report(void) {
   for (int i = 0; i < F.n_mem; i++) connected += F.pool.ue[i].up;
   printf("RESULT system=%s members=%d connected=%d registered=%d subscribed=%d sent=%d "
          "expected=%d received=%llu duplicates=%llu missing=%llu unexpected=%llu lost=%d "
-         "refused=%llu retries=%d seconds=%.2f connect_s=%.2f hs_per_s=%.0f fanout_s=%.3f "
+         "refused=%llu busy=%llu retries=%d seconds=%.2f connect_s=%.2f hs_per_s=%.0f fanout_s=%.3f "
          "deliveries_per_s=%.0f reach_p50_ms=%.1f reach_max_ms=%.1f reach_one_ms=%.1f "
          "srv_cpu_s=%.2f srv_us_per_delivery=%.1f\n",
          F.label, F.n_mem, connected, regd, F.subscribed, F.sent, F.n_expected,
          (unsigned long long)F.received, (unsigned long long)F.dups, (unsigned long long)miss,
          (unsigned long long)F.unexpected, F.pool.n_lost,
-         (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), F.pool.retries,
+         (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), (unsigned long long)F.busy,
+         F.pool.retries,
          (double)(now - F.t_start) / 1e9, con, con > 0 ? (double)(regd + F.sending) / con : 0, fan,
          fan > 0 ? (double)burst / fan : 0, p50, pmax, one, cpu,
          burst ? 1e6 * cpu / (double)burst : 0);
@@ -687,7 +719,11 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  F.nonce = (unsigned)getpid() ^ (unsigned)time(NULL) << 8;
+  /* msgIds differ from run to run (m5s's dedup window outlives a run) */
+  if (RAND_bytes((unsigned char *)&F.nonce, sizeof F.nonce) != 1) {
+    fprintf(stderr, "m5fan: no random bytes\n");
+    return 1;
+  }
   F.t_start = F.t_last_progress = bu_now_ns();
   fprintf(stderr, "m5fan: members %d..%d (%d)%s%s%s, %d handshakes at once, %d expected msgIds "
           "from the state file\n",

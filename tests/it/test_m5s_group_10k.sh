@@ -14,6 +14,10 @@
 #  - all 10,000 come online: each of the half that was offline gets each message once, the other
 #    half gets nothing again (m5fan keeps waiting for a quiet period once everything arrived,
 #    and its state file carries what the first run got, so a re-delivery counts as duplicate).
+#  - with the default 32 handshakes at once, m5s refuses none of the fleet's handshakes (its
+#    per-source bounds, docs/m5s.md: the test sets no m5s key; measured: 128 at once passed
+#    without a refusal, 600 at once met ue.max_handshakes_per_addr and aanf.max_fetches_per_addr
+#    and m5fan's retries got every member in).
 # Timings (import, group, handshakes/s, registrations, fan-out deliveries/s, restart) are logged,
 # never asserted. Environment: FANOUT=group|topic, M5_FAN_N (10000), M5_FAN_K (3),
 # M5_FAN_PARALLEL (handshakes at once, 32), M5_FAN_BIN (a directory with m5s, m5-aanf, m5ctl and
@@ -65,6 +69,11 @@ fan() {
   echo "$name: $RES"
 }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$RES"; }
+# With at most 32 handshakes + REGs at once (the default), the fleet from 127.0.0.1 stays inside
+# m5s's per-source bounds (ue.max_handshakes_per_addr 256 and aanf.max_fetches_per_addr 64 per
+# worker; docs/m5s.md): no handshake may be refused (m5fan would retry it: retries=N).
+RETRIES=()
+[[ $PAR -le 32 ]] && RETRIES=(retries=0)
 expect() { # RUN NAME=VALUE...: fields of RES
   local run=$1 kv
   shift
@@ -100,7 +109,7 @@ for k in range(0, len(ids), 500):
 else
   fan sub --range "$HALF:$N" --topic "$TOPIC" --quiet 0
   [[ $FAN_RC == 0 ]] || m5s_fail "subscribing $HALF..$((N - 1)): exit $FAN_RC: $(tail -5 sub.err)"
-  expect sub registered=$((N - HALF)) subscribed=$((N - HALF)) received=0
+  expect sub registered=$((N - HALF)) subscribed=$((N - HALF)) received=0 "${RETRIES[@]}"
   timings sub
 fi
 
@@ -114,7 +123,7 @@ if [[ $FAN_RC != 0 ]] && grep -q 'NOT_AUTHORIZED' first.err && [[ $FANOUT == gro
 fi
 [[ $FAN_RC == 0 ]] || m5s_fail "first run: exit $FAN_RC: $(grep -v '^m5fan: [0-9]* s:' first.err | tail -8)"
 expect first members=$HALF registered=$HALF sent="$K" expected="$K" received=$((HALF * K)) \
-  duplicates=0 missing=0 unexpected=0 lost=0 refused=0
+  duplicates=0 missing=0 unexpected=0 lost=0 refused=0 "${RETRIES[@]}"
 timings first
 
 # ---- restart m5s on the same store and database ---------------------------------------------------
@@ -129,7 +138,7 @@ echo "timing: m5s stopped and healthy again in $(($(now_ms) - t0)) ms (pid $OLD_
 fan second --range "0:$N" --state state.txt --quiet 3
 [[ $FAN_RC == 0 ]] || m5s_fail "second run: exit $FAN_RC: $(grep -v '^m5fan: [0-9]* s:' second.err | tail -8)"
 expect second members="$N" registered="$N" expected="$K" received=$(((N - HALF) * K)) \
-  duplicates=0 missing=0 unexpected=0 lost=0 refused=0
+  duplicates=0 missing=0 unexpected=0 lost=0 refused=0 "${RETRIES[@]}"
 timings second
 # every (member, msgId) exactly once over both runs, from the state file itself
 [[ $(grep -c '^R ' state.txt) == $((N * K)) && $(grep -c '^D ' state.txt || true) == 0 ]] ||
@@ -137,5 +146,6 @@ timings second
 [[ $(grep '^R ' state.txt | sort -u | wc -l) == $((N * K)) ]] || fail "state file: a pair twice"
 refused=$(curl -s --max-time 5 "$M5S_ADMIN/metrics" | awk '/^msgin5g_akma_refused_total/ {s += $2} END {print s + 0}')
 echo "handshakes refused by m5s's per-source bounds after the restart: $refused"
+[[ ${#RETRIES[@]} == 0 || $refused == 0 ]] || m5s_fail "m5s refused $refused handshakes of the fleet"
 stop_m5s
 echo "group 10k ($FANOUT): ok in $(($(now_ms) - T_ALL)) ms"
