@@ -53,7 +53,7 @@ start_m5s "${M5S_EXTRA[@]}"
 # ---- provisioning: 10,000 members + the sender, in bulk ---------------------------------------
 "$FAN" --print-subscribers --members "$N" >subs.txt
 t0=$(now_ms)
-timeout 240 "$M5_BIN/m5ctl" subscriber import subs.txt --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" \
+timeout 120 "$M5_BIN/m5ctl" subscriber import subs.txt --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" \
   --pki "$M5_TMP/pki" >import.out 2>import.err || m5s_fail "import: $(head -5 import.err)"
 echo "timing: imported $((N + 1)) subscribers in $(($(now_ms) - t0)) ms: $(cat import.out)"
 
@@ -62,8 +62,8 @@ fan() {
   local name=$1
   shift
   FAN_RC=0
-  timeout 280 "$FAN" --port "$M5S_PORT" --members "$N" --parallel "$PAR" --label "$name" \
-    --timeout 240 "$@" >"$name.out" 2>"$name.err" || FAN_RC=$?
+  timeout 150 "$FAN" --port "$M5S_PORT" --members "$N" --parallel "$PAR" --label "$name" \
+    --timeout 120 "$@" >"$name.out" 2>"$name.err" || FAN_RC=$?
   RES=$(grep "^RESULT system=$name " "$name.out") ||
     m5s_fail "$name: no RESULT (exit $FAN_RC): $(tail -5 "$name.err")"
   echo "$name: $RES"
