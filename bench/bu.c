@@ -165,8 +165,7 @@ static void chan_down(m5c_chan_t *ch, int status, const char *why, void *arg) {
     ue_dead(u, 0, line);
     return;
   }
-  if (!p->quiet && p->retries < 5)
-    fprintf(stderr, "bench: %s: %s; retrying\n", u->id, line);
+  if (!p->quiet && p->retries < 5) fprintf(stderr, "bench: %s: %s; retrying\n", u->id, line);
   p->retries++;
   u->st = BU_IDLE;
   if (u->idx < p->next) p->next = u->idx;

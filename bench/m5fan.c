@@ -68,18 +68,18 @@
 #define PATH "msgin5g"
 #define MEMBER_PREFIX "fan-"
 #define SENDER_ID "fan-sender"
-#define EXTRA_MSGS 64     /* room for msgIds nobody announced (counted as unexpected) */
-#define SEND_WINDOW 20    /* MSGs of the sender without an answer yet */
+#define EXTRA_MSGS 64  /* room for msgIds nobody announced (counted as unexpected) */
+#define SEND_WINDOW 20 /* MSGs of the sender without an answer yet */
 #define TICK_MS 5
 #define CHECK_MS 50
 #define PROGRESS_S 5
 
 typedef struct {
   char id[M5_MSG_ID_MAX + 1];
-  int expected;     /* sent by this run or named by a state file's S line */
-  uint64_t sent_ns; /* this run's send time; 0: not sent by this run */
-  int answered;     /* finally (a 5.03 is not final) */
-  uint64_t retry_ns; /* after a 5.03: when to send it again; 0 = not waiting */
+  int expected;          /* sent by this run or named by a state file's S line */
+  uint64_t sent_ns;      /* this run's send time; 0: not sent by this run */
+  int answered;          /* finally (a 5.03 is not final) */
+  uint64_t retry_ns;     /* after a 5.03: when to send it again; 0 = not waiting */
   uint64_t got, last_ns; /* first deliveries in this run, the time of the last one */
 } fmsg_t;
 
@@ -106,8 +106,9 @@ static struct {
   int subscribed, sub_pending, sent, send_inflight, next_send;
   uint64_t received, dups, unexpected, refused, busy;
   uint64_t t_start, t_first_send, t_last_delivery, t_complete, t_last_progress, t_last_check;
-  uint64_t t_burst; /* the send of the first message of the burst (all of them without --one-first) */
-  int first_msg;    /* the index of this run's first message, -1 before */
+  uint64_t
+      t_burst;   /* the send of the first message of the burst (all of them without --one-first) */
+  int first_msg; /* the index of this run's first message, -1 before */
   double cpu0, cpu1; /* the server's CPU seconds at the burst's start and at completion */
   int stopping, exit_code;
 } F;
@@ -136,7 +137,8 @@ static void subscriber(int i, char *id, size_t idcap, char supi[16], uint8_t kau
 
 static uint64_t fnv(const char *s, size_t n) {
   uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
   return h;
 }
 
@@ -157,7 +159,8 @@ static int msg_add(const char *id, size_t n) {
   memcpy(F.msgs[i].id, id, n);
   F.msgs[i].id[n] = 0;
   size_t k = fnv(id, n) & (F.hash_cap - 1);
-  while (F.hash[k]) k = (k + 1) & (F.hash_cap - 1);
+  while (F.hash[k])
+    k = (k + 1) & (F.hash_cap - 1);
   F.hash[k] = i + 1;
   return i;
 }
@@ -273,8 +276,8 @@ static void on_request(bu_ue_t *u, m5_coap_req_t *req, void *arg) {
   int m = msg_add(mid, idl);
   if (m < 0) {
     if (F.unexpected++ < 5)
-      fprintf(stderr, "m5fan: %s: msgId %s: more unknown msgIds than there is room for\n",
-              u->id, mid);
+      fprintf(stderr, "m5fan: %s: msgId %s: more unknown msgIds than there is room for\n", u->id,
+              mid);
     return;
   }
   int gi = F.from + u->idx;
@@ -380,8 +383,8 @@ static int send_one(int i) {
                    "\"destAddr\":{\"addrType\":\"%s\",\"addr\":\"%s\"},\"msgId\":\"%s\","
                    "\"stoAndFwInd\":true,\"payload\":\"%s\"}",
                    s->id, F.to_type, F.to_addr, m->id, b64);
-  int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
-                              (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)i);
+  int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON, (const uint8_t *)body,
+                              (size_t)n, msg_done, (void *)(intptr_t)i);
   free(body);
   if (rc) {
     fprintf(stderr, "m5fan: MSG %s: cannot send: %s\n", m->id, m5_strerror(rc));
@@ -469,7 +472,8 @@ static void report(void) {
     if (F.msgs[m].sent_ns && F.msgs[m].got && F.msgs[m].last_ns > F.msgs[m].sent_ns && reach)
       reach[nr++] = F.msgs[m].last_ns - F.msgs[m].sent_ns;
   if (reach) qsort(reach, nr, sizeof *reach, cmp_u64);
-  double p50 = nr ? (double)reach[(nr - 1) / 2] / 1e6 : 0, pmax = nr ? (double)reach[nr - 1] / 1e6 : 0;
+  double p50 = nr ? (double)reach[(nr - 1) / 2] / 1e6 : 0,
+         pmax = nr ? (double)reach[nr - 1] / 1e6 : 0;
   free(reach);
   /* the burst: this run's messages sent from t_burst on (without sends: every delivery) */
   uint64_t t0 = F.t_burst ? F.t_burst : F.pool.t_first_open, burst = 0, last = 0;
@@ -488,22 +492,24 @@ static void report(void) {
                    ? (double)(F.pool.t_last_ready - F.pool.t_first_open) / 1e9
                    : 0;
   int regd = 0;
-  for (int i = 0; i < F.n_mem; i++) regd += F.pool.ue[i].st == BU_READY;
+  for (int i = 0; i < F.n_mem; i++)
+    regd += F.pool.ue[i].st == BU_READY;
   int connected = 0;
-  for (int i = 0; i < F.n_mem; i++) connected += F.pool.ue[i].up;
-  printf("RESULT system=%s members=%d connected=%d registered=%d subscribed=%d sent=%d "
-         "expected=%d received=%llu duplicates=%llu missing=%llu unexpected=%llu lost=%d "
-         "refused=%llu busy=%llu retries=%d seconds=%.2f connect_s=%.2f hs_per_s=%.0f fanout_s=%.3f "
-         "deliveries_per_s=%.0f reach_p50_ms=%.1f reach_max_ms=%.1f reach_one_ms=%.1f "
-         "srv_cpu_s=%.2f srv_us_per_delivery=%.1f\n",
-         F.label, F.n_mem, connected, regd, F.subscribed, F.sent, F.n_expected,
-         (unsigned long long)F.received, (unsigned long long)F.dups, (unsigned long long)miss,
-         (unsigned long long)F.unexpected, F.pool.n_lost,
-         (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), (unsigned long long)F.busy,
-         F.pool.retries,
-         (double)(now - F.t_start) / 1e9, con, con > 0 ? (double)(regd + F.sending) / con : 0, fan,
-         fan > 0 ? (double)burst / fan : 0, p50, pmax, one, cpu,
-         burst ? 1e6 * cpu / (double)burst : 0);
+  for (int i = 0; i < F.n_mem; i++)
+    connected += F.pool.ue[i].up;
+  printf(
+      "RESULT system=%s members=%d connected=%d registered=%d subscribed=%d sent=%d "
+      "expected=%d received=%llu duplicates=%llu missing=%llu unexpected=%llu lost=%d "
+      "refused=%llu busy=%llu retries=%d seconds=%.2f connect_s=%.2f hs_per_s=%.0f fanout_s=%.3f "
+      "deliveries_per_s=%.0f reach_p50_ms=%.1f reach_max_ms=%.1f reach_one_ms=%.1f "
+      "srv_cpu_s=%.2f srv_us_per_delivery=%.1f\n",
+      F.label, F.n_mem, connected, regd, F.subscribed, F.sent, F.n_expected,
+      (unsigned long long)F.received, (unsigned long long)F.dups, (unsigned long long)miss,
+      (unsigned long long)F.unexpected, F.pool.n_lost,
+      (unsigned long long)(F.refused + (uint64_t)F.pool.n_refused), (unsigned long long)F.busy,
+      F.pool.retries, (double)(now - F.t_start) / 1e9, con,
+      con > 0 ? (double)(regd + F.sending) / con : 0, fan, fan > 0 ? (double)burst / fan : 0, p50,
+      pmax, one, cpu, burst ? 1e6 * cpu / (double)burst : 0);
   fflush(stdout);
   int bad = F.dups || miss || F.unexpected || F.pool.n_lost || F.refused || F.pool.n_refused ||
             regd != F.n_mem || (F.sending && F.pool.ue[F.n_mem].st != BU_READY);
@@ -602,37 +608,80 @@ int main(int argc, char **argv) {
   F.timeout_s = 300;
   F.payload_len = 64;
   F.first_msg = -1;
-  static const struct option lo[] = {
-      {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},    {"fqdn", 1, 0, 'f'},
-      {"members", 1, 0, 'n'},  {"range", 1, 0, 'r'},   {"to", 1, 0, 'd'},
-      {"parallel", 1, 0, 'P'}, {"topic", 1, 0, 't'},   {"send", 1, 0, 'k'},
-      {"state", 1, 0, 's'},    {"quiet", 1, 0, 'q'},
-      {"timeout", 1, 0, 'T'},  {"label", 1, 0, 'l'},   {"payload", 1, 0, 'y'},
-      {"one-first", 0, 0, 'o'}, {"server-pid", 1, 0, 'S'},
-      {"print-subscribers", 0, 0, 'x'}, {0, 0, 0, 0}};
+  static const struct option lo[] = {{"host", 1, 0, 'h'},
+                                     {"port", 1, 0, 'p'},
+                                     {"fqdn", 1, 0, 'f'},
+                                     {"members", 1, 0, 'n'},
+                                     {"range", 1, 0, 'r'},
+                                     {"to", 1, 0, 'd'},
+                                     {"parallel", 1, 0, 'P'},
+                                     {"topic", 1, 0, 't'},
+                                     {"send", 1, 0, 'k'},
+                                     {"state", 1, 0, 's'},
+                                     {"quiet", 1, 0, 'q'},
+                                     {"timeout", 1, 0, 'T'},
+                                     {"label", 1, 0, 'l'},
+                                     {"payload", 1, 0, 'y'},
+                                     {"one-first", 0, 0, 'o'},
+                                     {"server-pid", 1, 0, 'S'},
+                                     {"print-subscribers", 0, 0, 'x'},
+                                     {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
-    case 'h': host = optarg; break;
-    case 'p': port = atoi(optarg); break;
-    case 'f': fqdn = optarg; break;
-    case 'n': F.members = atoi(optarg); break;
+    case 'h':
+      host = optarg;
+      break;
+    case 'p':
+      port = atoi(optarg);
+      break;
+    case 'f':
+      fqdn = optarg;
+      break;
+    case 'n':
+      F.members = atoi(optarg);
+      break;
     case 'r':
       if (sscanf(optarg, "%d:%d", &F.from, &F.to) != 2) usage();
       break;
-    case 'd': to = optarg; break;
-    case 'P': parallel = atoi(optarg); break;
-    case 't': F.topic = optarg; break;
-    case 'k': F.send_k = atoi(optarg); break;
-    case 's': F.state_path = optarg; break;
-    case 'q': F.quiet_s = atof(optarg); break;
-    case 'T': F.timeout_s = atof(optarg); break;
-    case 'l': F.label = optarg; break;
-    case 'y': F.payload_len = atoi(optarg); break;
-    case 'x': print = 1; break;
-    case 'o': F.one_first = 1; break;
-    case 'S': F.server_pid = atoi(optarg); break;
-    default: usage();
+    case 'd':
+      to = optarg;
+      break;
+    case 'P':
+      parallel = atoi(optarg);
+      break;
+    case 't':
+      F.topic = optarg;
+      break;
+    case 'k':
+      F.send_k = atoi(optarg);
+      break;
+    case 's':
+      F.state_path = optarg;
+      break;
+    case 'q':
+      F.quiet_s = atof(optarg);
+      break;
+    case 'T':
+      F.timeout_s = atof(optarg);
+      break;
+    case 'l':
+      F.label = optarg;
+      break;
+    case 'y':
+      F.payload_len = atoi(optarg);
+      break;
+    case 'x':
+      print = 1;
+      break;
+    case 'o':
+      F.one_first = 1;
+      break;
+    case 'S':
+      F.server_pid = atoi(optarg);
+      break;
+    default:
+      usage();
     }
   }
   if (F.members < 1 || F.members > 100000000) usage();
@@ -674,7 +723,8 @@ int main(int argc, char **argv) {
   /* msgIds: those of the state file, this run's, and some room for strays. */
   if (F.state_path && state_load(F.state_path, 0)) return 1;
   F.cap_msgs += F.send_k + EXTRA_MSGS;
-  for (F.hash_cap = 64; F.hash_cap < 2 * (size_t)F.cap_msgs;) F.hash_cap *= 2;
+  for (F.hash_cap = 64; F.hash_cap < 2 * (size_t)F.cap_msgs;)
+    F.hash_cap *= 2;
   F.words = ((size_t)F.cap_msgs + 63) / 64;
   F.msgs = calloc((size_t)F.cap_msgs, sizeof *F.msgs);
   F.hash = calloc(F.hash_cap, sizeof *F.hash);
@@ -710,8 +760,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < F.pool.n; i++) {
     char supi[16];
     uint8_t kausf[32];
-    subscriber(i < F.n_mem ? F.from + i : -1, F.pool.ue[i].id, sizeof F.pool.ue[i].id, supi,
-               kausf);
+    subscriber(i < F.n_mem ? F.from + i : -1, F.pool.ue[i].id, sizeof F.pool.ue[i].id, supi, kausf);
     int rc = bu_cred(supi, kausf, fqdn, &F.pool.ue[i].cred);
     OPENSSL_cleanse(kausf, sizeof kausf);
     if (rc) {
@@ -725,7 +774,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   F.t_start = F.t_last_progress = bu_now_ns();
-  fprintf(stderr, "m5fan: members %d..%d (%d)%s%s%s, %d handshakes at once, %d expected msgIds "
+  fprintf(stderr,
+          "m5fan: members %d..%d (%d)%s%s%s, %d handshakes at once, %d expected msgIds "
           "from the state file\n",
           F.from, F.to - 1, F.n_mem, F.topic ? ", topic " : "", F.topic ? F.topic : "",
           F.sending ? ", with the sender" : "", parallel, F.n_expected);
