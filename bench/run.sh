@@ -364,12 +364,12 @@ DATE=$(date -u +%Y-%m-%d)
 mkdir -p "$REPO/bench/results"
 OUT=${OUT:-$REPO/bench/results/$DATE-$NAME.txt}
 {
-  echo "# bench/run.sh --$MODE: $(date -u +%FT%TZ), $ELAPSED s of runs"
+  echo "# bench/run.sh --$MODE${ONLY:+ --only $ONLY}: $(date -u +%FT%TZ), $ELAPSED s of point-to-point runs"
   echo "# machine: nproc $(nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
     "kernel $(uname -r), $(openssl version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -n 1)," \
     "$(sed -n 's/^PRETTY_NAME="\(.*\)"/\1/p' /etc/os-release)"
   echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (with local changes)')"
-  echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
+  ((${#SYSTEMS[@]})) && echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
     "windows $SECS s (saturation, then 50 % of it), $RUNS runs per system, alternated"
   echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS-PSK, QoS 1, persistence off"
   ((FAN)) && echo "# fan-out: $FAN_N members online, one sender, $FAN_K messages (the first alone, then a burst" \
