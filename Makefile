@@ -35,10 +35,12 @@ test: build build-test
 run: build
 	@./tools/run-dev.sh $(BUILD_REL)
 
-# Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side. Their own dependencies
-# (mosquitto, libmosquitto-dev; valgrind for bench-full's callgrind count) are installed here,
-# not for make test. `make bench` takes
-# about 5 minutes, `make bench-full` about 20; results in bench/results/.
+# Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side, point-to-point then group
+# fan-out. Their own dependencies (mosquitto, libmosquitto-dev; valgrind for bench-full's
+# callgrind count) are installed here, not for make test. `make bench` takes about 6 minutes,
+# `make bench-full` about 20; results in bench/results/. BENCH_ARGS adds bench/run.sh options,
+# e.g. BENCH_ARGS="--fan-via topic" (the fan-out through a Messaging Topic instead of a group).
+BENCH_ARGS ?=
 BENCH_PKGS := mosquitto libmosquitto-dev
 
 bench-build: deps
@@ -47,11 +49,11 @@ bench-build: deps
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
 bench: bench-build
-	@./bench/run.sh --quick --build $(BUILD_REL)
+	@./bench/run.sh --quick --build $(BUILD_REL) $(BENCH_ARGS)
 
 bench-full: bench-build
 	@./tools/ensure-deps.sh valgrind
-	@./bench/run.sh --full --callgrind --build $(BUILD_REL)
+	@./bench/run.sh --full --callgrind --build $(BUILD_REL) $(BENCH_ARGS)
 
 clean:
 	rm -rf build

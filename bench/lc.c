@@ -46,10 +46,14 @@ uint64_t lc_now_ns(void) {
 
 /* The server's CPU seconds (user + system; *sys gets the system part). */
 static double srv_cpu_s2(double *sys) {
+  return lc_proc_cpu_s(O.server_pid, sys);
+}
+
+double lc_proc_cpu_s(int pid, double *sys) {
   if (sys) *sys = 0;
-  if (!O.server_pid) return 0;
+  if (!pid) return 0;
   char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", O.server_pid);
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   size_t n = fread(buf, 1, sizeof buf - 1, f);

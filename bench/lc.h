@@ -56,5 +56,8 @@ void lc_failed(int pair, const char *why);
 void lc_pump(int pair);
 int lc_sending(void);
 uint64_t lc_now_ns(void);
+/* CPU seconds of process pid so far (user + system; *sys, when not NULL, the system part), from
+ * /proc/PID/stat; 0 when pid is 0 or unreadable. */
+double lc_proc_cpu_s(int pid, double *sys);
 
 #endif

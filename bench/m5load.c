@@ -1,19 +1,18 @@
 /* m5load: the MSGin5G-1 load generator of docs/benchmarks.md. One process, one m5_loop, 2N
  * UE sessions over CoAP over TLS 1.3 (coaps+tcp, AKMA PSK: K_AF derived from K_AKMA in the
  * handshake, the server asks the real m5-aanf), built on libm5c's channel (src/client/chan.h:
- * non-blocking socket + TLS + CoAP endpoint), so every client shares the one loop. Sender k
- * (UE Service ID bs<k>) sends MSG to receiver k (br<k>); the pattern and the report are
- * lc.c's.
+ * non-blocking socket + TLS + CoAP endpoint), so every client shares the one loop; the
+ * sessions, credentials and body helpers are bu.c's (shared with m5fan). Sender k (UE Service
+ * ID bs<k>) sends MSG to receiver k (br<k>); the pattern and the report are lc.c's.
  *
  *   m5load --print-subscribers --pairs N      "ueSvcId supi kausf" per line, for provisioning
  *   m5load --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F] [--server-pid PID]
  */
 #include "lc.h"
 
-#include "chan.h"
+#include "bu.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "crypto/akma.h"
 #include "crypto/codec.h"
 
 #include <getopt.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,26 +28,10 @@
 #include <string.h>
 
 #define PATH "msgin5g"
-#define MAX_OPENING 32
-#define MAX_ATTEMPTS 5
-
-typedef enum { C_IDLE, C_OPENING, C_REGISTERING, C_READY, C_DEAD } cstate_t;
-
-typedef struct {
-  int idx, pair, sender;
-  char id[32];
-  m5_akma_cred_t cred;
-  m5c_chan_t *ch;
-  m5_coap_ep_t *ep;
-  cstate_t st;
-  int attempts;
-} cl_t;
 
 static m5_loop_t *loop;
-static SSL_CTX *ctx;
-static m5c_opts_t copts;
-static cl_t *cl;
-static int n_cl, n_ready, n_opening, started, lost_sessions;
+static bu_pool_t pool;
+static int started;
 static uint64_t setup_deadline;
 static int nodelay = 1;
 
@@ -62,19 +46,6 @@ static void subscriber(int i, char id[32], char supi[16], uint8_t kausf[32]) {
   kausf[31] = (uint8_t)i;
 }
 
-static int make_cred(int i, const char *fqdn, m5_akma_cred_t *c) {
-  char id[32], supi[16], realm[128];
-  uint8_t kausf[32], atid[32];
-  subscriber(i, id, supi, kausf);
-  memset(c, 0, sizeof *c);
-  if (m5_akma_kakma(kausf, supi, c->kakma) || m5_akma_atid(kausf, supi, atid) ||
-      m5_akma_realm_from_supi(supi, 2, realm, sizeof realm) ||
-      m5_akma_akid(M5_AKMA_DEFAULT_RID, atid, realm, c->akid, sizeof c->akid))
-    return -1;
-  snprintf(c->fqdn, sizeof c->fqdn, "%s", fqdn);
-  return 0;
-}
-
 /* libm5c's channel sets TCP_NODELAY before connect(), as mqload's clients and both servers
  * do. --nagle turns it back off to measure what Nagle's algorithm costs pipelined small
  * requests (a delayed ACK can hold them up to 40 ms): the link option -Wl,--wrap=connect
@@ -87,64 +58,6 @@ int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len) {
   if (!getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && type == SOCK_STREAM)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   return __real_connect(fd, sa, len);
-}
-
-/* ---- base64 (RFC 4648 §4, padded), as the MSG payload is on the wire ---- */
-
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static size_t b64_enc(const uint8_t *in, size_t n, char *out) {
-  size_t o = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
-    if (i + 2 < n) v |= in[i + 2];
-    out[o++] = B64[v >> 18 & 63];
-    out[o++] = B64[v >> 12 & 63];
-    out[o++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-    out[o++] = i + 2 < n ? B64[v & 63] : '=';
-  }
-  out[o] = 0;
-  return o;
-}
-
-static int b64_val(int c) {
-  const char *p = c ? strchr(B64, c) : NULL;
-  return p ? (int)(p - B64) : -1;
-}
-
-/* Decodes until the closing quote; returns the byte count or -1. */
-static long b64_dec(const char *s, const char *end, uint8_t *out, size_t cap) {
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t o = 0;
-  for (; s < end && *s != '"'; s++) {
-    if (*s == '=' || *s == '\\') continue;
-    int v = b64_val(*s);
-    if (v < 0) return -1;
-    acc = acc << 6 | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (o >= cap) return -1;
-      out[o++] = (uint8_t)(acc >> bits);
-    }
-  }
-  return (long)o;
-}
-
-/* The string value of "key": in a JSON text (no unescaping: ids and base64 need none). */
-static const char *json_str(const char *body, size_t len, const char *key, size_t *vlen) {
-  char pat[32];
-  int pn = snprintf(pat, sizeof pat, "\"%s\":\"", key);
-  const char *end = body + len;
-  const char *p = memmem(body, len, pat, (size_t)pn);
-  if (!p) return NULL;
-  p += pn;
-  const char *q = memchr(p, '"', (size_t)(end - p));
-  if (!q) return NULL;
-  *vlen = (size_t)(q - p);
-  return p;
 }
 
 /* ---- traffic ---- */
@@ -167,37 +80,37 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
 
 static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   (void)arg;
-  cl_t *s = &cl[2 * pair];
-  if (s->st != C_READY) return -1;
+  bu_ue_t *s = &pool.ue[2 * pair];
+  if (s->st != BU_READY) return -1;
   static uint64_t *seqs;
   /* msgIds must differ from run to run: m5s's dedup window (10 min) outlives a run and would
    * answer a repeated (oriAddr, msgId) with its first ack without forwarding it. */
   static unsigned run_nonce;
   if (!seqs) {
-    seqs = calloc((size_t)n_cl, sizeof *seqs);
+    seqs = calloc((size_t)pool.n, sizeof *seqs);
     run_nonce = (unsigned)getpid() ^ (unsigned)time(NULL);
   }
   char b64[4 * LC_PAYLOAD / 3 + 8], body[512];
-  b64_enc(payload, LC_PAYLOAD, b64);
+  bu_b64_enc(payload, LC_PAYLOAD, b64);
   int n = snprintf(body, sizeof body,
                    "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},"
                    "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%x-%d-%llu\","
                    "\"payload\":\"%s\"}",
-                   s->id, cl[2 * pair + 1].id, run_nonce, pair, (unsigned long long)seqs[pair]++,
+                   s->id, pool.ue[2 * pair + 1].id, run_nonce, pair, (unsigned long long)seqs[pair]++,
                    b64);
   return m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON, (const uint8_t *)body,
                             (size_t)n, msg_done, (void *)(intptr_t)pair);
 }
 
-static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
-  (void)ep;
-  cl_t *c = arg;
+static void on_request(bu_ue_t *c, m5_coap_req_t *req, void *arg) {
+  (void)arg;
+  int pair = c->idx / 2;
   size_t len, idl = 0, pl = 0;
   const char *body = (const char *)m5_coap_req_body(req, &len);
-  const char *id = json_str(body, len, "msgId", &idl);
-  const char *p = json_str(body, len, "payload", &pl);
+  const char *id = bu_json_str(body, len, "msgId", &idl);
+  const char *p = bu_json_str(body, len, "payload", &pl);
   uint8_t payload[LC_PAYLOAD + 8];
-  long n = p ? b64_dec(p, p + pl, payload, sizeof payload) : -1;
+  long n = p ? bu_b64_dec(p, p + pl, payload, sizeof payload) : -1;
   if (!id || n < 0 || idl > M5_MSG_ID_MAX) {
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "bench: not a MSG");
     return;
@@ -206,76 +119,17 @@ static void on_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
   int an = snprintf(ans, sizeof ans,
                     "{\"msgType\":\"MSGRESP\",\"msgId\":\"%.*s\",\"oriAddr\":{\"addrType\":\"UE\","
                     "\"addr\":\"%s\"}}",
-                    (int)idl, id, cl[2 * c->pair].id);
+                    (int)idl, id, pool.ue[2 * pair].id);
   m5_coap_ep_respond(req, M5_COAP_CHANGED, M5_COAP_FORMAT_JSON, (const uint8_t *)ans, (size_t)an,
                      NULL, 0);
-  lc_received(c->pair, payload, (size_t)n);
+  lc_received(pair, payload, (size_t)n);
 }
 
 /* ---- sessions ---- */
 
-static void reg_done(void *arg, int status, const m5_coap_msg_t *resp, const uint8_t *body,
-                     size_t len) {
-  cl_t *c = arg;
-  if (c->st != C_REGISTERING) return;
-  if (status || (resp->code != M5_COAP_CREATED && resp->code != M5_COAP_CHANGED)) {
-    char code[8];
-    fprintf(stderr, "m5load: %s: REG failed: %s %.*s\n", c->id,
-            status ? m5_strerror(status) : m5_coap_code_str(resp->code, code, sizeof code),
-            (int)(len > 100 ? 100 : len), body ? (const char *)body : "");
-    c->st = C_DEAD;
-    return;
-  }
-  c->st = C_READY;
-  n_ready++;
-}
-
-static void chan_up(m5c_chan_t *ch, m5_coap_ep_t *ep, void *arg) {
-  (void)ch;
-  cl_t *c = arg;
-  n_opening--;
-  c->ep = ep;
-  c->st = C_REGISTERING;
-  char body[128];
-  int n = snprintf(body, sizeof body, "{\"msgType\":\"REG\",\"ueSvcId\":\"%s\"}", c->id);
-  if (m5_coap_ep_request(ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON, (const uint8_t *)body,
-                         (size_t)n, reg_done, c))
-    c->st = C_DEAD;
-}
-
-static void chan_down(m5c_chan_t *ch, int status, const char *why, void *arg) {
-  cl_t *c = arg;
-  if (c->st == C_OPENING) n_opening--;
-  if (c->st == C_READY) n_ready--;
-  m5c_chan_free(ch);
-  c->ch = NULL;
-  c->ep = NULL;
-  if (started) {
-    if (lost_sessions++ < 5) fprintf(stderr, "m5load: %s: session lost: %s\n", c->id, why);
-    c->st = C_DEAD;
-    return;
-  }
-  fprintf(stderr, "m5load: %s: %s (%s)%s\n", c->id, why, m5_strerror(status),
-          c->attempts < MAX_ATTEMPTS ? "; retrying" : "");
-  c->st = c->attempts < MAX_ATTEMPTS ? C_IDLE : C_DEAD;
-}
-
-static void open_more(void) {
-  static const m5c_chan_cbs_t cbs = {chan_up, on_request, chan_down};
-  for (int i = 0; i < n_cl && n_opening < MAX_OPENING; i++) {
-    cl_t *c = &cl[i];
-    if (c->st != C_IDLE) continue;
-    char err[200];
-    c->attempts++;
-    c->ch = m5c_chan_open(loop, ctx, &copts, &c->cred, &cbs, c, err, sizeof err);
-    if (!c->ch) {
-      fprintf(stderr, "m5load: %s: %s\n", c->id, err);
-      c->st = C_DEAD;
-      continue;
-    }
-    c->st = C_OPENING;
-    n_opening++;
-  }
+static void on_down(bu_ue_t *u, int lost, const char *why, void *arg) {
+  (void)arg;
+  if (!lost || pool.n_lost <= 5) fprintf(stderr, "m5load: %s: %s\n", u->id, why);
 }
 
 static int exit_code;
@@ -283,15 +137,13 @@ static int exit_code;
 static void tick(m5_loop_t *l, void *arg) {
   (void)arg;
   if (!started) {
-    open_more();
-    if (n_ready == n_cl) {
-      started = 1;
+    bu_pool_open(&pool);
+    if (pool.n_ready == pool.n) {
+      started = pool.frozen = 1;
       lc_start();
-    } else if (lc_now_ns() > setup_deadline) {
-      int dead = 0;
-      for (int i = 0; i < n_cl; i++) dead += cl[i].st == C_DEAD;
-      fprintf(stderr, "m5load: only %d of %d sessions registered (%d failed) in time\n", n_ready,
-              n_cl, dead);
+    } else if (lc_now_ns() > setup_deadline || pool.n_dead) {
+      fprintf(stderr, "m5load: only %d of %d sessions registered (%d failed)\n", pool.n_ready,
+              pool.n, pool.n_dead);
       exit_code = 1;
       m5_loop_stop(l);
       return;
@@ -354,24 +206,20 @@ int main(int argc, char **argv) {
   m5_log_set_level(M5_LOG_WARN);
   char err[256];
   loop = m5_loop_new();
-  ctx = m5_akma_client_ctx_new(0, 0, err, sizeof err);
+  SSL_CTX *ctx = m5_akma_client_ctx_new(0, 0, err, sizeof err);
   if (!loop || !ctx) {
     fprintf(stderr, "m5load: %s\n", ctx ? "out of memory" : err);
     return 1;
   }
-  copts.host = host;
-  copts.port = (uint16_t)port;
-  copts.transport = M5C_TLS;
-  n_cl = 2 * o.pairs;
-  cl = calloc((size_t)n_cl, sizeof *cl);
-  for (int i = 0; i < n_cl; i++) {
+  static const bu_cbs_t cbs = {NULL, on_request, on_down};
+  if (bu_pool_init(&pool, loop, ctx, host, (uint16_t)port, 2 * o.pairs, &cbs, NULL)) return 1;
+  for (int i = 0; i < pool.n; i++) {
     char supi[16];
     uint8_t kausf[32];
-    cl[i].idx = i;
-    cl[i].pair = i / 2;
-    cl[i].sender = !(i % 2);
-    subscriber(i, cl[i].id, supi, kausf);
-    if (make_cred(i, fqdn, &cl[i].cred)) {
+    subscriber(i, pool.ue[i].id, supi, kausf);
+    int rc = bu_cred(supi, kausf, fqdn, &pool.ue[i].cred);
+    OPENSSL_cleanse(kausf, sizeof kausf);
+    if (rc) {
       fprintf(stderr, "m5load: cannot derive the AKMA credentials\n");
       return 1;
     }

@@ -5,6 +5,7 @@
 #
 # Usage: bench/run.sh [--quick | --full] [--build DIR] [--pairs N] [--runs R] [--secs S]
 #                     [--warm S] [--name NAME] [--no-w1] [--only SYSTEM] [--callgrind] [--out FILE]
+#                     [--fan-members N] [--fan-msgs K] [--fan-via group|topic] [--no-fan]
 #   --quick (make bench):      50 pairs, 3 runs per system, 2 s warm-up, 10 s windows
 #   --full  (make bench-full): 100 pairs, 5 runs per system, 3 s warm-up, 20 s windows
 #   each run: warm-up, saturation window, warm-up, window at 50 % of that run's saturation
@@ -12,6 +13,12 @@
 #   --only SYSTEM: run just one of mosquitto, m5s-w2, m5s-w1 (to iterate on one side; a
 #   result without its peer is not a comparison).
 #   --callgrind: afterwards, instructions per message of m5s (1 worker) under callgrind.
+#   Then the group fan-out (docs/benchmarks.md "Group fan-out"), R rounds of mosquitto and m5s
+#   (2 workers): --fan-members (1000) members online, one sender, --fan-msgs (50) messages:
+#   the first alone (the time to reach every member), the others back to back (deliveries/s).
+#   m5s: bench/m5fan, a GROUP address (--fan-via group, the default) or a Messaging Topic
+#   (--fan-via topic); Mosquitto: mqload --fanout, QoS 1 subscribers of one topic. --no-fan
+#   skips it; --only fan runs only it.
 #   Environment: M5LOAD_ARGS, extra m5load arguments (e.g. --nagle for libm5c's own socket).
 # Raw RESULT lines and the summary (medians, min-max, ratios) go to
 # bench/results/<date>-<name>.txt (or --out) and stdout.
@@ -22,6 +29,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$REPO/build/release
 MODE=quick
 PAIRS= RUNS= SECS= WARM= NAME= OUT= W1=1 ONLY= CALLGRIND=0
+FAN=1 FAN_N=1000 FAN_K=50 FAN_VIA=group
 while (($#)); do
   case $1 in
   --quick) MODE=quick ;;
@@ -36,6 +44,10 @@ while (($#)); do
   --no-w1) W1=0 ;;
   --only) ONLY=$2; shift ;;
   --callgrind) CALLGRIND=1 ;;
+  --fan-members) FAN_N=$2; shift ;;
+  --fan-msgs) FAN_K=$2; shift ;;
+  --fan-via) FAN_VIA=$2; shift ;;
+  --no-fan) FAN=0 ;;
   *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -45,11 +57,14 @@ if [[ $MODE == full ]]; then
 else
   : "${PAIRS:=50}" "${RUNS:=3}" "${SECS:=10}" "${WARM:=2}" "${NAME:=quick}"
 fi
+[[ $FAN_VIA == group || $FAN_VIA == topic ]] || { echo "bench: --fan-via group|topic" >&2; exit 2; }
+((FAN_K >= 2 && FAN_N >= 1)) || { echo "bench: --fan-msgs needs 2 or more, --fan-members 1 or more" >&2; exit 2; }
+[[ $ONLY == fan ]] && FAN=1
 BUILD=$(cd "$BUILD" && pwd)
 BIN=$BUILD/bin
 
 # ---- dependencies (the bench's own: not make test's) ----
-for b in m5-aanf m5s m5ctl m5load; do
+for b in m5-aanf m5s m5ctl m5load m5fan; do
   [[ -x $BIN/$b ]] || { echo "bench: $BIN/$b missing (make bench builds it)" >&2; exit 1; }
 done
 command -v mosquitto >/dev/null || { echo "bench: mosquitto missing: apt-get install mosquitto" >&2; exit 1; }
@@ -162,11 +177,36 @@ export BIN T AANF_PORT M5S_MGMT
 xargs -P 4 -L 1 bash -c 'out=$("$BIN/m5ctl" subscriber add --ue-svc-id "$0" --supi "$1" \
   --kausf "$2" --aanf "https://localhost:$AANF_PORT" --m5s-admin "http://127.0.0.1:$M5S_MGMT" \
   --admin-token "$T/m5s/admin.token" --pki "$T/pki" 2>&1) || { echo "bench: provisioning $0: $out" >&2; exit 255; }' <"$T/subs.txt"
+FAN_NAME=bench.fan
+if ((FAN)); then
+  echo "bench: provisioning $FAN_N fan-out members and their sender (m5ctl subscriber import)" >&2
+  "$BIN/m5fan" --print-subscribers --members "$FAN_N" >"$T/fansubs.txt"
+  timeout 300 "$BIN/m5ctl" subscriber import "$T/fansubs.txt" --aanf "https://localhost:$AANF_PORT" \
+    --m5s-admin "http://127.0.0.1:$M5S_MGMT" --admin-token "$T/m5s/admin.token" --pki "$T/pki" \
+    >"$T/import.out" 2>&1 || { cat "$T/import.out" >&2; echo "bench: provisioning the fan-out members failed" >&2; exit 1; }
+  if [[ $FAN_VIA == group ]]; then
+    # the group: every member and the sender (a member may send to its group), 500 a request
+    admin() { curl -s --max-time 30 -H "authorization: Bearer $(<"$T/m5s/admin.token")" "$@"; }
+    st=$(admin -o "$T/grp.json" -w '%{http_code}' -X PUT "http://127.0.0.1:$M5S_MGMT/admin/v1/groups/$FAN_NAME")
+    [[ $st == 20? ]] || { echo "bench: PUT group: $st $(cat "$T/grp.json")" >&2; exit 1; }
+    python3 -c 'import json, sys
+ids = [l.split()[2] for l in open(sys.argv[1]) if l.strip()]
+for k in range(0, len(ids), 500):
+    open("%s.%05d.json" % (sys.argv[2], k), "w").write(json.dumps(["ue:" + i for i in ids[k:k + 500]]))' \
+      "$T/fansubs.txt" "$T/fanbatch"
+    for b in "$T"/fanbatch.*.json; do
+      st=$(admin -o "$T/grp.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+        --data-binary "@$b" "http://127.0.0.1:$M5S_MGMT/admin/v1/groups/$FAN_NAME/members")
+      [[ $st == 200 ]] || { echo "bench: POST group members: $st $(cat "$T/grp.json")" >&2; exit 1; }
+    done
+  fi
+fi
 stop_pid "$SRV_PID" m5s
 
 # ---- the Mosquitto side ----
 MQ_PORT=$(pick_port)
 "$BIN/mqload" --print-psk --pairs "$PAIRS" >"$T/psk.txt"
+((FAN)) && "$BIN/mqload" --print-psk --fanout "$FAN_N" >>"$T/psk.txt"
 chmod 600 "$T/psk.txt"
 {
   echo "per_listener_settings false"
@@ -225,11 +265,59 @@ run_one() { # SYSTEM RUN
 SYSTEMS=(mosquitto m5s-w2)
 ((W1)) && SYSTEMS+=(m5s-w1)
 [[ -n $ONLY ]] && SYSTEMS=("$ONLY")
+[[ $ONLY == fan ]] && SYSTEMS=()
 START=$(date +%s)
 for ((r = 1; r <= RUNS; r++)); do
   for sys in "${SYSTEMS[@]}"; do run_one "$sys" "$r"; done
 done
 ELAPSED=$(($(date +%s) - START))
+
+# ---- group fan-out: mosquitto and m5s (2 workers), alternated ----
+FAN_FAILED=
+fan_one() { # SYSTEM RUN
+  local sys=$1 run=$2 rc=0 out=$T/fan.out dest=group:$FAN_NAME extra=()
+  [[ $FAN_VIA == topic ]] && dest=topic:$FAN_NAME extra=(--topic "$FAN_NAME")
+  case $sys in
+  mosquitto)
+    mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
+    SRV_PID=$!
+    PIDS+=("$SRV_PID")
+    wait_port "$MQ_PORT" "$SRV_PID" || { tail "$T/mosquitto.log" >&2; echo "bench: mosquitto did not start" >&2; exit 1; }
+    timeout 240 "$BIN/mqload" --port "$MQ_PORT" --server-pid "$SRV_PID" --label mosquitto \
+      --fanout "$FAN_N" --msgs "$FAN_K" --quiet 0.5 >"$out" 2>"$T/gen.err" || rc=$?
+    ;;
+  m5s-w2)
+    start_m5s 2
+    timeout 240 "$BIN/m5fan" --port "$M5S_PORT" --server-pid "$SRV_PID" --label m5s-w2 \
+      --members "$FAN_N" "${extra[@]}" --send "$FAN_K" --to "$dest" --one-first --quiet 0.5 \
+      --timeout 200 >"$out" 2>"$T/gen.err" || rc=$?
+    ;;
+  esac
+  stop_pid "$SRV_PID" "$sys"
+  if ((rc)) || ! grep -q '^RESULT ' "$out"; then
+    echo "bench: fan-out $sys run $run failed (generator exit $rc):" >&2
+    grep -v '^m5fan: [0-9]* s:' "$T/gen.err" | tail -n 8 >&2
+    if [[ $sys == m5s-w2 && $FAN_VIA == group ]] && grep -q NOT_AUTHORIZED "$T/gen.err"; then
+      echo "bench: this m5s refuses group messages (no group fan-out yet): --fan-via topic" \
+        "measures the same fan-out through a Messaging Topic" >&2
+    fi
+    echo "# fan-out: $sys run $run failed (generator exit $rc)" >>"$RAW"
+    FAN_FAILED=1
+    return 0
+  fi
+  sed "s/^RESULT /RESULT run=$run phase=fan /" "$out" >>"$RAW"
+  awk -v s="$sys" -v r="$run" '/^RESULT/ {for(i=1;i<=NF;i++){split($i,a,"=");v[a[1]]=a[2]}
+    printf "bench: fan-out %-9s run %d: %s deliveries/s, one message reaches all %s members in %s ms, server %s us/delivery, dup %s missing %s\n",
+      s, r, v["deliveries_per_s"], v["members"], v["reach_one_ms"], v["srv_us_per_delivery"], v["duplicates"], v["missing"]}' "$out" >&2
+}
+FAN_START=$(date +%s)
+if ((FAN)); then
+  echo "bench: group fan-out, $FAN_N members, $FAN_K messages, m5s via $FAN_VIA" >&2
+  for ((r = 1; r <= RUNS; r++)); do
+    for sys in mosquitto m5s-w2; do fan_one "$sys" "$r"; done
+  done
+fi
+FAN_ELAPSED=$(($(date +%s) - FAN_START))
 
 # ---- optional: callgrind instructions per message (m5s, 1 worker) ----
 CG_LINES=()
@@ -276,14 +364,17 @@ DATE=$(date -u +%Y-%m-%d)
 mkdir -p "$REPO/bench/results"
 OUT=${OUT:-$REPO/bench/results/$DATE-$NAME.txt}
 {
-  echo "# bench/run.sh --$MODE: $(date -u +%FT%TZ), $ELAPSED s of runs"
+  echo "# bench/run.sh --$MODE${ONLY:+ --only $ONLY}: $(date -u +%FT%TZ), $ELAPSED s of point-to-point runs"
   echo "# machine: nproc $(nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
     "kernel $(uname -r), $(openssl version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -n 1)," \
     "$(sed -n 's/^PRETTY_NAME="\(.*\)"/\1/p' /etc/os-release)"
   echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (with local changes)')"
-  echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
+  ((${#SYSTEMS[@]})) && echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
     "windows $SECS s (saturation, then 50 % of it), $RUNS runs per system, alternated"
   echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS-PSK, QoS 1, persistence off"
+  ((FAN)) && echo "# fan-out: $FAN_N members online, one sender, $FAN_K messages (the first alone, then a burst" \
+    "of $((FAN_K - 1)), at most 20 unanswered), m5s via a $FAN_VIA with stoAndFwInd, 2 workers; mosquitto: QoS 1" \
+    "subscribers of one topic; $RUNS runs per system, alternated, $FAN_ELAPSED s"
   cat "$RAW"
   echo
   python3 "$REPO/bench/summarize.py" "$RAW"
@@ -291,3 +382,7 @@ OUT=${OUT:-$REPO/bench/results/$DATE-$NAME.txt}
 python3 "$REPO/bench/summarize.py" "$RAW"
 for l in "${CG_LINES[@]}"; do echo "$l"; done
 echo "bench: raw results and summary in ${OUT#"$REPO"/}"
+if [[ -n $FAN_FAILED ]]; then
+  echo "bench: a fan-out run failed (see above and the results file)" >&2
+  exit 1
+fi

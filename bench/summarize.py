@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summary of bench/run.sh's RESULT lines: per system the median (min-max) of each metric over
 the runs, and the ratios m5s(2 workers)/mosquitto and m5s 2 workers/1 worker (median over
-median). Usage: summarize.py RAW_FILE"""
+median); then the group fan-out (phase=fan lines) the same way. Usage: summarize.py RAW_FILE"""
 import statistics
 import sys
 from collections import defaultdict
@@ -57,28 +57,63 @@ def cell(s, ph, k, dec):
     return f"{fmt(m, dec)} ({fmt(min(v), dec)}-{fmt(max(v), dec)})", m
 
 
+FAN_ROWS = [
+    ("fan", "deliveries_per_s", "burst: deliveries/s", 0),
+    ("fan", "fanout_s", "burst: s until every member has every message", 3),
+    ("fan", "reach_one_ms", "one message alone: ms until every member has it", 1),
+    ("fan", "reach_p50_ms", "burst: ms from a message's send to its last member (median message)", 1),
+    ("fan", "srv_us_per_delivery", "burst: server CPU us per delivery", 1),
+    ("fan", "connect_s", "members' handshakes + REG: s", 2),
+    ("fan", "hs_per_s", "members' handshakes + REG per s", 0),
+    ("fan", "duplicates", "duplicated deliveries per run", 0),
+    ("fan", "missing", "missing deliveries per run", 0),
+    ("fan", "busy", "sender's messages answered 5.03 (sent again after Max-Age) per run", 0),
+]
+
 mq = "mosquitto" if "mosquitto" in systems else None
 w2 = "m5s-w2" if "m5s-w2" in systems else None
 w1 = "m5s-w1" if "m5s-w1" in systems else None
 runs = max((len(vals.get((s, "sat", "rate"), [])) for s in systems), default=0)
-print(f"Medians over {runs} runs (min-max).\n")
-head = ["metric"] + systems
-if mq and w2:
-    head.append("m5s-w2 / mosquitto")
-if w1 and w2:
-    head.append("m5s w2 / w1")
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
-for ph, k, label, dec in ROWS:
-    row, med = [label], {}
-    for s in systems:
-        c, m = cell(s, ph, k, dec)
-        row.append(c)
-        med[s] = m
+fan_runs = max((len(vals.get((s, "fan", "deliveries_per_s"), [])) for s in systems), default=0)
+if runs:
+    print(f"Medians over {runs} runs (min-max).\n")
+    head = ["metric"] + systems
     if mq and w2:
-        a, b = med.get(w2), med.get(mq)
-        row.append(f"{a / b:.2f}" if a is not None and b else "-")
+        head.append("m5s-w2 / mosquitto")
     if w1 and w2:
-        a, b = med.get(w2), med.get(w1)
-        row.append(f"{a / b:.2f}" if a is not None and b else "-")
-    print("| " + " | ".join(row) + " |")
+        head.append("m5s w2 / w1")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for ph, k, label, dec in ROWS:
+        row, med = [label], {}
+        for s in systems:
+            c, m = cell(s, ph, k, dec)
+            row.append(c)
+            med[s] = m
+        if mq and w2:
+            a, b = med.get(w2), med.get(mq)
+            row.append(f"{a / b:.2f}" if a is not None and b else "-")
+        if w1 and w2:
+            a, b = med.get(w2), med.get(w1)
+            row.append(f"{a / b:.2f}" if a is not None and b else "-")
+        print("| " + " | ".join(row) + " |")
+
+if fan_runs:
+    fsys = [x for x in systems if (x, "fan", "deliveries_per_s") in vals]
+    members = vals.get((fsys[0], "fan", "members"), [0])[0]
+    print(f"\nGroup fan-out, {members:,.0f} members online: medians over {fan_runs} runs (min-max).\n")
+    head = ["metric"] + fsys
+    if mq in fsys and w2 in fsys:
+        head.append("m5s-w2 / mosquitto")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for ph, k, label, dec in FAN_ROWS:
+        row, med = [label], {}
+        for x in fsys:
+            c, m = cell(x, ph, k, dec)
+            row.append(c)
+            med[x] = m
+        if mq in fsys and w2 in fsys:
+            a, b = med.get(w2), med.get(mq)
+            row.append(f"{a / b:.2f}" if a is not None and b else "-")
+        print("| " + " | ".join(row) + " |")
