@@ -244,6 +244,28 @@ void sq_log_error(sq_t *s, const char *what) {
   M5_LOGE(SQ_DOM, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
+int sq_prepare_set(sq_t *s, const char *const *texts, sqlite3_stmt **st, int n) {
+  for (int i = 0; i < n; i++)
+    if (sqlite3_prepare_v3(s->db, texts[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i], NULL) !=
+        SQLITE_OK)
+      return M5_EIO;
+  return 0;
+}
+
+void sq_finalize_set(sqlite3_stmt **st, int n) {
+  for (int i = 0; i < n; i++)
+    sqlite3_finalize(st[i]);
+}
+
+void sq_done(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+int sq_bind_str(sqlite3_stmt *st, int i, const char *t, size_t max) {
+  return sqlite3_bind_text(st, i, t, (int)strnlen(t, max), SQLITE_STATIC);
+}
+
 int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
   int rc = sqlite3_step(st);
   if (rc != SQLITE_DONE) sq_log_error(s, what);

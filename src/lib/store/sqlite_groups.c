@@ -52,25 +52,11 @@ static const char *const gr_sql[GR_COUNT] = {
 };
 
 int sq_groups_prepare(sq_t *s) {
-  for (int i = 0; i < GR_COUNT; i++)
-    if (sqlite3_prepare_v3(s->db, gr_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->gr[i], NULL) !=
-        SQLITE_OK)
-      return M5_EIO;
-  return 0;
+  return sq_prepare_set(s, gr_sql, s->gr, GR_COUNT);
 }
 
 void sq_groups_finalize(sq_t *s) {
-  for (int i = 0; i < GR_COUNT; i++)
-    sqlite3_finalize(s->gr[i]);
-}
-
-static void done_st(sqlite3_stmt *st) {
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-}
-
-static void bind_str(sqlite3_stmt *st, int i, const char *t, size_t max) {
-  sqlite3_bind_text(st, i, t, (int)strnlen(t, max), SQLITE_STATIC);
+  sq_finalize_set(s->gr, GR_COUNT);
 }
 
 static void col_text(sqlite3_stmt *st, int col, char *out, size_t outlen) {
@@ -140,10 +126,10 @@ static int sweep_valid(const m5_store_job_t *job) {
  * from the cursor. */
 static int sweep_member(sq_t *s, m5_store_job_t *job, size_t limit, fails_t *f) {
   sqlite3_stmt *st = s->gr[GR_MEMBER];
-  bind_str(st, 1, job->rcpt.addr, sizeof job->rcpt.addr);
-  bind_str(st, 2, job->rcpt.type, sizeof job->rcpt.type);
-  bind_str(st, 3, job->msg.dest.type, sizeof job->msg.dest.type);
-  bind_str(st, 4, job->msg.dest.addr, sizeof job->msg.dest.addr);
+  sq_bind_str(st, 1, job->rcpt.addr, sizeof job->rcpt.addr);
+  sq_bind_str(st, 2, job->rcpt.type, sizeof job->rcpt.type);
+  sq_bind_str(st, 3, job->msg.dest.type, sizeof job->msg.dest.type);
+  sq_bind_str(st, 4, job->msg.dest.addr, sizeof job->msg.dest.addr);
   sqlite3_bind_int64(st, 5, (int64_t)job->priv.from);
   sqlite3_bind_int64(st, 6, (int64_t)limit);
   size_t n = 0;
@@ -157,7 +143,7 @@ static int sweep_member(sq_t *s, m5_store_job_t *job, size_t limit, fails_t *f) 
     const char *cause = job->group_check(job->group_check_arg, &job->msg.dest, &job->rcpt, gen);
     if (cause) rc = fails_push(f, id, cause);
   }
-  done_st(st);
+  sq_done(st);
   if (rc != 0) return rc;
   if (n < limit && r != SQLITE_DONE) {
     sq_log_error(s, "listing a member's group deliveries");
@@ -182,8 +168,8 @@ static int list_messages(sq_t *s, m5_store_job_t *job, size_t limit, gmsg_t *out
   sqlite3_stmt *st;
   if (job->msg.dest.type[0]) {
     st = s->gr[GR_MSGS_OF];
-    bind_str(st, 1, job->msg.dest.type, sizeof job->msg.dest.type);
-    bind_str(st, 2, job->msg.dest.addr, sizeof job->msg.dest.addr);
+    sq_bind_str(st, 1, job->msg.dest.type, sizeof job->msg.dest.type);
+    sq_bind_str(st, 2, job->msg.dest.addr, sizeof job->msg.dest.addr);
     sqlite3_bind_int64(st, 3, (int64_t)job->priv.from);
     sqlite3_bind_int64(st, 4, (int64_t)limit);
   } else {
@@ -210,7 +196,7 @@ static int list_messages(sq_t *s, m5_store_job_t *job, size_t limit, gmsg_t *out
     dlvs += m->n;
     (*n)++;
   }
-  done_st(st);
+  sq_done(st);
   if (!*cut && *n < limit && r != SQLITE_DONE) {
     sq_log_error(s, "listing group messages");
     return M5_EIO;
@@ -233,7 +219,7 @@ static int check_message(sq_t *s, m5_store_job_t *job, const gmsg_t *m, fails_t 
     const char *cause = job->group_check(job->group_check_arg, &m->dest, &rcpt, m->gen);
     if (cause) rc = fails_push(f, id, cause);
   }
-  done_st(st);
+  sq_done(st);
   if (rc != 0) return rc;
   if (r != SQLITE_DONE) {
     sq_log_error(s, "listing a group message's deliveries");

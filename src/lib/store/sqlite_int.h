@@ -157,6 +157,15 @@ typedef struct {
   m5_store_stats_t stats;
 } sq_t;
 
+/* The statements of one module (sqlite_rebind.c, sqlite_tickets.c, sqlite_topics.c,
+ * sqlite_groups.c): texts[0..n) prepared into st (persistent); M5_EIO. */
+int sq_prepare_set(sq_t *s, const char *const *texts, sqlite3_stmt **st, int n);
+void sq_finalize_set(sqlite3_stmt **st, int n);
+/* A statement back to its unbound state after its last step. */
+void sq_done(sqlite3_stmt *st);
+/* Binds t (at most max bytes, not copied: it must live until the step). */
+int sq_bind_str(sqlite3_stmt *st, int i, const char *t, size_t max);
+
 /* sqlite.c */
 int64_t sq_now_ms(sq_t *s);
 int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what); /* resets the statement */

@@ -40,34 +40,20 @@ static const char *const rb_sql[RB_COUNT] = {
 };
 
 int sq_rebind_prepare(sq_t *s) {
-  for (int i = 0; i < RB_COUNT; i++)
-    if (sqlite3_prepare_v3(s->db, rb_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->rb[i], NULL) !=
-        SQLITE_OK)
-      return M5_EIO;
-  return 0;
+  return sq_prepare_set(s, rb_sql, s->rb, RB_COUNT);
 }
 
 void sq_rebind_finalize(sq_t *s) {
-  for (int i = 0; i < RB_COUNT; i++)
-    sqlite3_finalize(s->rb[i]);
-}
-
-static void done_st(sqlite3_stmt *st) {
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-}
-
-static int bind_str(sqlite3_stmt *st, int i, const char *t, size_t max) {
-  return sqlite3_bind_text(st, i, t, (int)strnlen(t, max), SQLITE_STATIC);
+  sq_finalize_set(s->rb, RB_COUNT);
 }
 
 /* The generation the store knows for the UE Service ID addr (0: none); M5_EIO. */
 int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen) {
   sqlite3_stmt *st = s->rb[RB_GEN_GET];
-  bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
+  sq_bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
   int r = sqlite3_step(st);
   *gen = r == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-  done_st(st);
+  sq_done(st);
   if (r != SQLITE_ROW && r != SQLITE_DONE) {
     sq_log_error(s, "reading a binding generation");
     return M5_EIO;
@@ -170,7 +156,7 @@ int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done) {
     snprintf(a.addr, sizeof a.addr, "%s", (const char *)sqlite3_column_text(st, 1));
     dgen = (uint64_t)sqlite3_column_int64(st, 2);
   }
-  done_st(st);
+  sq_done(st);
   if (r == SQLITE_DONE) return 0; /* not PENDING: the caller's update finds nothing */
   if (r != SQLITE_ROW) {
     sq_log_error(s, "reading a delivery's recipient");
@@ -188,7 +174,7 @@ int sq_rebind_reschedule(sq_t *s, m5_store_job_t *job, int *done) {
 
 static int drop_by_key(sq_t *s, int which, const char *key, const char *what) {
   sqlite3_stmt *st = s->rb[which];
-  bind_str(st, 1, key, M5_STORE_KEY_MAX + 1);
+  sq_bind_str(st, 1, key, M5_STORE_KEY_MAX + 1);
   return sq_step_done(s, st, what);
 }
 
@@ -215,14 +201,14 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
   /* The new generation first, so that the failures below write no report to the old
    * subscriber of this very ID (sq_rebind_report_gen finds it stale). */
   sqlite3_stmt *put = s->rb[RB_GEN_PUT];
-  bind_str(put, 1, addr, alen + 1);
+  sq_bind_str(put, 1, addr, alen + 1);
   sqlite3_bind_int64(put, 2, (int64_t)gen);
   if (sq_step_done(s, put, "storing a binding generation") != 0) return M5_EIO;
   /* The old generations' queue: collected first (the finish statements change the index). */
   uint64_t *ids = NULL;
   size_t n = 0, cap = 0;
   sqlite3_stmt *st = s->rb[RB_STALE_IDS];
-  bind_str(st, 1, addr, alen + 1);
+  sq_bind_str(st, 1, addr, alen + 1);
   sqlite3_bind_int64(st, 2, (int64_t)gen);
   int r, rc = 0;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -238,7 +224,7 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
     }
     ids[n++] = (uint64_t)sqlite3_column_int64(st, 0);
   }
-  done_st(st);
+  sq_done(st);
   if (rc == 0 && r != SQLITE_DONE) {
     sq_log_error(s, "listing a re-bound recipient's queue");
     rc = M5_EIO;

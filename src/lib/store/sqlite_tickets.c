@@ -55,21 +55,11 @@ static const char *const tk_sql[TK_COUNT] = {
 };
 
 int sq_tickets_prepare(sq_t *s) {
-  for (int i = 0; i < TK_COUNT; i++)
-    if (sqlite3_prepare_v3(s->db, tk_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->tk[i], NULL) !=
-        SQLITE_OK)
-      return M5_EIO;
-  return 0;
+  return sq_prepare_set(s, tk_sql, s->tk, TK_COUNT);
 }
 
 void sq_tickets_finalize(sq_t *s) {
-  for (int i = 0; i < TK_COUNT; i++)
-    sqlite3_finalize(s->tk[i]);
-}
-
-static void done_st(sqlite3_stmt *st) {
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
+  sq_finalize_set(s->tk, TK_COUNT);
 }
 
 static void bind_key(sqlite3_stmt *st, int i, const char *key) {
@@ -110,7 +100,7 @@ int sq_tickets_check(sq_t *s, m5_store_job_t *job) {
   }
   uint64_t gen = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 1) : 0;
   uint64_t rep_gen = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 2) : 0;
-  done_st(st);
+  sq_done(st);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     sq_log_error(s, "reading a report ticket");
     return M5_EIO;
@@ -227,7 +217,7 @@ int sq_tickets_sweep(sq_t *s, int64_t now_ms) {
     const char *ori = (const char *)sqlite3_column_text(st, 0);
     if (ori && sq_tickets_add(s, ori, -1) != 0) s->counts_dirty = 1;
   }
-  done_st(st);
+  sq_done(st);
   if (r != SQLITE_DONE) {
     sq_log_error(s, "dropping expired report tickets");
     return M5_EIO;

@@ -39,32 +39,18 @@ static const char *const tp_sql[TP_COUNT] = {
 };
 
 int sq_topics_prepare(sq_t *s) {
-  for (int i = 0; i < TP_COUNT; i++)
-    if (sqlite3_prepare_v3(s->db, tp_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->tp[i], NULL) !=
-        SQLITE_OK)
-      return M5_EIO;
-  return 0;
+  return sq_prepare_set(s, tp_sql, s->tp, TP_COUNT);
 }
 
 void sq_topics_finalize(sq_t *s) {
-  for (int i = 0; i < TP_COUNT; i++)
-    sqlite3_finalize(s->tp[i]);
-}
-
-static void done_st(sqlite3_stmt *st) {
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-}
-
-static void bind_str(sqlite3_stmt *st, int i, const char *t, size_t max) {
-  sqlite3_bind_text(st, i, t, (int)strnlen(t, max), SQLITE_STATIC);
+  sq_finalize_set(s->tp, TP_COUNT);
 }
 
 /* Runs a one-row count/exists query; *n = its first column, 0 without a row. */
 static int scalar(sq_t *s, sqlite3_stmt *st, int64_t *n, const char *what) {
   int r = sqlite3_step(st);
   *n = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-  done_st(st);
+  sq_done(st);
   if (r == SQLITE_ROW || r == SQLITE_DONE) return 0;
   sq_log_error(s, what);
   return M5_EIO;
@@ -98,21 +84,21 @@ int sq_topics_sub(sq_t *s, m5_store_job_t *job) {
   /* Everything is checked before anything is written (all or nothing without a savepoint),
    * except dropping the subscriber's own expired rows, which changes nothing it could see. */
   sqlite3_stmt *st = s->tp[TP_DROP_EXPIRED_OF];
-  bind_str(st, 1, a->addr, sizeof a->addr);
-  bind_str(st, 2, a->type, sizeof a->type);
+  sq_bind_str(st, 1, a->addr, sizeof a->addr);
+  sq_bind_str(st, 2, a->type, sizeof a->type);
   sqlite3_bind_int64(st, 3, now_s);
   if (sq_step_done(s, st, "dropping a subscriber's expired subscriptions") != 0) return M5_EIO;
   int64_t have = 0, n_new = 0, has;
   st = s->tp[TP_COUNT_OF];
-  bind_str(st, 1, a->addr, sizeof a->addr);
-  bind_str(st, 2, a->type, sizeof a->type);
+  sq_bind_str(st, 1, a->addr, sizeof a->addr);
+  sq_bind_str(st, 2, a->type, sizeof a->type);
   if (scalar(s, st, &have, "counting a subscriber's subscriptions") != 0) return M5_EIO;
   int is_new[M5_STORE_TOPICS_MAX];
   for (size_t i = 0; i < job->n_topics; i++) {
     st = s->tp[TP_HAS];
-    bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
-    bind_str(st, 2, a->type, sizeof a->type);
-    bind_str(st, 3, a->addr, sizeof a->addr);
+    sq_bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
+    sq_bind_str(st, 2, a->type, sizeof a->type);
+    sq_bind_str(st, 3, a->addr, sizeof a->addr);
     if (scalar(s, st, &has, "looking up a subscription") != 0) return M5_EIO;
     is_new[i] = !has;
     n_new += !has;
@@ -125,7 +111,7 @@ int sq_topics_sub(sq_t *s, m5_store_job_t *job) {
     if (!is_new[i]) continue;
     int64_t subscribers;
     st = s->tp[TP_COUNT_TOPIC];
-    bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
+    sq_bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
     sqlite3_bind_int64(st, 2, now_s);
     if (scalar(s, st, &subscribers, "counting a topic's subscribers") != 0) return M5_EIO;
     if ((uint64_t)subscribers >= job->max_subscribers) {
@@ -136,9 +122,9 @@ int sq_topics_sub(sq_t *s, m5_store_job_t *job) {
   }
   for (size_t i = 0; i < job->n_topics; i++) {
     st = s->tp[TP_PUT];
-    bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
-    bind_str(st, 2, a->type, sizeof a->type);
-    bind_str(st, 3, a->addr, sizeof a->addr);
+    sq_bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
+    sq_bind_str(st, 2, a->type, sizeof a->type);
+    sq_bind_str(st, 3, a->addr, sizeof a->addr);
     sqlite3_bind_int64(st, 4, (int64_t)gen);
     sqlite3_bind_int64(st, 5, job->topic_expiry);
     sqlite3_bind_int64(st, 6, now_ms);
@@ -153,8 +139,8 @@ int sq_topics_unsub(sq_t *s, m5_store_job_t *job) {
   const m5_msg_addr_t *a = &job->rcpt;
   if (job->n_topics == 0 && a->addr[0] && (!strcmp(a->type, "UE") || !strcmp(a->type, "AS"))) {
     sqlite3_stmt *st = s->tp[TP_DROP_ALL_OF];
-    bind_str(st, 1, a->addr, sizeof a->addr);
-    bind_str(st, 2, a->type, sizeof a->type);
+    sq_bind_str(st, 1, a->addr, sizeof a->addr);
+    sq_bind_str(st, 2, a->type, sizeof a->type);
     if (sq_step_done(s, st, "removing a subscriber's subscriptions") != 0) return M5_EIO;
     job->outcome = M5_STORE_ACCEPTED;
     return 0;
@@ -162,9 +148,9 @@ int sq_topics_unsub(sq_t *s, m5_store_job_t *job) {
   if (!sub_valid(job)) return M5_EINVAL;
   for (size_t i = 0; i < job->n_topics; i++) {
     sqlite3_stmt *st = s->tp[TP_DEL];
-    bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
-    bind_str(st, 2, a->type, sizeof a->type);
-    bind_str(st, 3, a->addr, sizeof a->addr);
+    sq_bind_str(st, 1, job->topics[i], sizeof job->topics[i]);
+    sq_bind_str(st, 2, a->type, sizeof a->type);
+    sq_bind_str(st, 3, a->addr, sizeof a->addr);
     if (sq_step_done(s, st, "removing a subscription") != 0) return M5_EIO;
   }
   job->outcome = M5_STORE_ACCEPTED;
@@ -175,7 +161,7 @@ int sq_topics_list(sq_t *s, m5_store_job_t *job) {
   if (!job->topics || job->n_topics < 1 || !job->topics[0][0]) return M5_EINVAL;
   size_t limit = job->limit && job->limit < M5_STORE_RCPT_MAX ? job->limit : M5_STORE_RCPT_MAX;
   sqlite3_stmt *st = s->tp[TP_LIST];
-  bind_str(st, 1, job->topics[0], sizeof job->topics[0]);
+  sq_bind_str(st, 1, job->topics[0], sizeof job->topics[0]);
   sqlite3_bind_int64(st, 2, sq_now_ms(s) / 1000);
   sqlite3_bind_int64(st, 3, (int64_t)limit);
   size_t cap = 0;
@@ -200,7 +186,7 @@ int sq_topics_list(sq_t *s, m5_store_job_t *job) {
     sub->gen = (uint64_t)sqlite3_column_int64(st, 2);
     sub->expiry = sqlite3_column_int64(st, 3);
   }
-  done_st(st);
+  sq_done(st);
   if (rc == 0 && r != SQLITE_DONE) {
     sq_log_error(s, "listing a topic's subscribers");
     rc = M5_EIO;
@@ -216,7 +202,7 @@ int sq_topics_list(sq_t *s, m5_store_job_t *job) {
 
 int sq_topics_drop_rebound(sq_t *s, const char *addr, uint64_t gen) {
   sqlite3_stmt *st = s->tp[TP_DROP_REBOUND];
-  bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
+  sq_bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
   sqlite3_bind_int64(st, 2, (int64_t)gen);
   return sq_step_done(s, st, "dropping a re-bound UE's subscriptions");
 }
