@@ -415,3 +415,21 @@ m5c_listen_bg() {
 
 # now_ms: wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# as1_client: the AS client as1 on m5s (targets 127.0.0.1:9, no registration), and TOKEN, an
+# access token for it from m5s's token endpoint. nb PATH [curl args]: a northbound request as
+# as1 (its certificate), status in ST and body in out.json.
+nb() {
+  local path=$1
+  shift
+  ST=$(curl -s --http2 --max-time 15 --cacert "$M5_TMP/pki/ca.crt" --cert "$M5_TMP/pki/as1.crt" \
+    --key "$M5_TMP/pki/as1.key" -o out.json -w '%{http_code}' "$@" "https://localhost:$M5S_NORTH$path")
+}
+as1_client() {
+  ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+    -d '{"targets":["127.0.0.1:9"]}' "$M5S_ADMIN/admin/v1/as-clients/as1")
+  [[ $ST == 20? ]] || m5s_fail "PUT as-client as1: $ST $(cat as1.json)"
+  nb /oauth2/token -d grant_type=client_credentials
+  [[ $ST == 200 ]] || m5s_fail "AS token: $ST $(cat out.json)"
+  TOKEN=$(json_get out.json access_token)
+}

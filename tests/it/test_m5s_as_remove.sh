@@ -14,23 +14,12 @@ mkdir -p "$HOOKS"
 export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
 start_m5s
 setup_ue ue1 001010000004001 4141414141414141414141414141414141414141414141414141414141414141
-PKI=$M5_TMP/pki
 put_as1() {
   ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
     -d '{"targets":["127.0.0.1:9"]}' "$M5S_ADMIN/admin/v1/as-clients/as1")
 }
 del_as1() { ST=$(admin_curl -s -o del.json -w '%{http_code}' -X DELETE "$M5S_ADMIN/admin/v1/as-clients/as1"); }
-put_as1
-[[ $ST == 201 ]] || m5s_fail "PUT as-client as1: $ST $(cat as1.json)"
-nb() { # PATH [curl args]: as1 -> $ST, out.json
-  local path=$1
-  shift
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
-    --key "$PKI/as1.key" -o out.json -w '%{http_code}' "$@" "https://localhost:$M5S_NORTH$path")
-}
-nb /oauth2/token -d grant_type=client_credentials
-[[ $ST == 200 ]] || m5s_fail "AS token: $ST $(cat out.json)"
-TOKEN=$(json_get out.json access_token)
+as1_client
 nb /msgs-topicsubscription/v1/subscriptions -H "authorization: Bearer $TOKEN" \
   -H 'content-type: application/json' -d '{"asSvcId":"as1","msgTopics":["alerts"]}'
 [[ $ST == 201 ]] || m5s_fail "as1 subscribes to alerts: $ST $(cat out.json)"

@@ -80,19 +80,7 @@ listen_bg() { # UE COUNT SECONDS OUT: in the background (LPID), once m5s logged 
 queued() { admin_curl -s --max-time 5 "$M5S_ADMIN/admin/v1/stats" >stats.json && json_get stats.json messagesQueued; }
 
 # ---- the AS as1 (token, registration without a targetUri) -------------------------------------
-PKI=$M5_TMP/pki
-ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
-  -d '{"targets":["127.0.0.1:9"]}' "$M5S_ADMIN/admin/v1/as-clients/as1")
-[[ $ST == 20? ]] || m5s_fail "PUT as-client as1: $ST $(cat as1.json)"
-nb() { # PATH [curl args]: as1 -> $ST, out.json
-  local path=$1
-  shift
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
-    --key "$PKI/as1.key" -o out.json -w '%{http_code}' "$@" "https://localhost:$M5S_NORTH$path")
-}
-nb /oauth2/token -d grant_type=client_credentials
-[[ $ST == 200 ]] || m5s_fail "AS token: $ST $(cat out.json)"
-TOKEN=$(json_get out.json access_token)
+as1_client
 as_send() { # ID TYPE ADDR [EXTRA JSON MEMBERS] -> $ST, out.json
   nb /msgs-msgdelivery/v1/deliver-as-message -H "authorization: Bearer $TOKEN" \
     -H 'content-type: application/json' \
