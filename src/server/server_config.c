@@ -113,7 +113,7 @@ static const m5_cfg_item_t items[] = {
      offsetof(server_config_t, store_max_bytes_per_originator), "67108864", 1, 1099511627776,
      "payload bytes one sender may have stored (beyond: DELY_FAILED/ORIGINATOR_QUOTA)"},
     {"store.max_deliveries_per_originator", M5_CFG_INT,
-     offsetof(server_config_t, store_max_deliveries_per_originator), "100000", 1, 1000000000,
+     offsetof(server_config_t, store_max_deliveries_per_originator), "250000", 1, 1000000000,
      "deliveries of one sender's messages not final yet: a group, area or topic message counts "
      "one per recipient (beyond: DELY_FAILED/ORIGINATOR_QUOTA)"},
     {"store.max_per_recipient_per_originator", M5_CFG_INT,

@@ -18,7 +18,7 @@ void m5_store_opts_init(m5_store_opts_t *o) {
   o->dedup_max_per_sender = 10000;
   o->max_msgs_per_originator = 10000;
   o->max_bytes_per_originator = 64u * 1024 * 1024;
-  o->max_deliveries_per_originator = 100000;
+  o->max_deliveries_per_originator = 250000;
   o->max_reports_per_recipient = 1000;
   o->report_ttl_s = 86400;
   o->report_window_ms = 2 * 86400 * 1000;

@@ -332,9 +332,11 @@ typedef struct {
    * peers') are charged to nobody. */
   uint64_t max_msgs_per_originator;
   uint64_t max_bytes_per_originator;
-  /* Deliveries of one originator's messages not final yet (default 100000): a message to a
+  /* Deliveries of one originator's messages not final yet (default 250000): a message to a
    * group, an area or a topic counts one per stored recipient, so that one sender cannot fill
-   * the store (max_queued) with a few messages to large groups; beyond, ORIGINATOR_QUOTA. */
+   * the store (max_queued) with a few messages to large groups; a message whose recipients
+   * (all of them, before any is skipped) would take it beyond is refused whole:
+   * ORIGINATOR_QUOTA. */
   uint64_t max_deliveries_per_originator;
   /* PENDING deliveries one originator may have in one recipient's queue (0 = default: half of
    * max_per_recipient, at least 1), so that one sender cannot fill a victim's queue; beyond,

@@ -63,6 +63,7 @@ typedef struct {
 typedef struct {
   delivery_t *dv;
   char *body;
+  size_t len;
   uint64_t id; /* the store's delivery */
   uint32_t attempts;
   int sto_fwd;
@@ -78,6 +79,7 @@ struct delivery {
   m5_hmap_t *peers;            /* session id (8 bytes) -> peer_t */
   m5_mailbox_t *store_replies; /* message store jobs come back here */
   size_t store_inflight, pushes;
+  size_t push_bytes; /* bodies of the pushes to UEs in flight on this worker */
   m5_hmap_t *inflight; /* delivery id -> dv: pushed, not concluded in the store yet */
   m5_hmap_t *recent;   /* delivery id -> dv: delivered or failed lately */
   uint64_t recent_ring[RECENT_MAX];
@@ -271,6 +273,7 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
               p->sto_fwd ? ", kept for a retry" : "");
     conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, p->sid, p->from_due);
   }
+  dv->push_bytes -= p->len;
   free(p->body);
   free(p);
   dv->pushes--;
@@ -359,6 +362,8 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
     return;
   }
   dv->pushes++;
+  p->len = len;
+  dv->push_bytes += len;
   if (from_due) ss->due_out++;
 }
 
@@ -759,6 +764,10 @@ void delivery_free(delivery_t *dv) {
 
 int64_t delivery_first_retry_ms(void) {
   return wall_ms() + BACKOFF_FIRST_MS;
+}
+
+size_t delivery_push_bytes(const delivery_t *dv) {
+  return dv->push_bytes;
 }
 
 int64_t delivery_stored_retry_ms(void) {

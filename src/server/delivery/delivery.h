@@ -55,6 +55,10 @@ int64_t delivery_first_retry_ms(void);
  * longest back-off from now; its registration pushes it before that (a DUE). */
 int64_t delivery_stored_retry_ms(void);
 
+/* The bodies of this worker's pushes to UEs in flight, in bytes (fanout.c holds back while
+ * they are many). */
+size_t delivery_push_bytes(const delivery_t *d);
+
 /* Session s opened (borrowed until delivery_session_closed): 0, or M5_ENOMEM. */
 int delivery_session_opened(delivery_t *d, ue_session_t *s);
 /* Session sid registered as ue_svc_id under binding generation gen: it becomes the target of

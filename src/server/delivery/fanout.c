@@ -5,15 +5,20 @@
 #include "core/log.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DOM "ue"
 #define CHUNK 256       /* deliveries handed to delivery.c per loop iteration */
 #define PACE_TICK_MS 20 /* how often paced batches take from the bucket */
+#define PUSH_BYTES_MAX (16u << 20) /* pushes in flight on this worker before chunks wait */
+#define PUSH_WAIT_MS 5
 
 typedef struct {
   uint64_t id, gen;
+  int64_t next_ms; /* the store's in-flight mark of the delivery (m5_store_rcpt_t) */
   m5_msg_addr_t addr;
 } item_t;
 
@@ -40,10 +45,12 @@ struct fanout {
   delivery_t *dv;
   fanout_pace_t *pace;
   int pacer;                 /* this worker pushes the broadcast queue */
+  int64_t stale_ms;          /* a paced delivery this late is left to the store's re-queue */
   batch_t *fast, *fast_tail; /* group and topic messages: FIFO, a chunk per iteration */
   size_t waiting;
   m5_defer_t defer;
   m5_timer_id_t timer;
+  m5_timer_id_t wait; /* chunks wait for pushes in flight to conclude */
 };
 
 fanout_pace_t *fanout_pace_new(uint32_t per_s) {
@@ -61,6 +68,13 @@ fanout_pace_t *fanout_pace_new(uint32_t per_s) {
 }
 
 static void batch_free(batch_t *b);
+
+size_t fanout_pace_backlog(fanout_pace_t *p) {
+  pthread_mutex_lock(&p->lock);
+  size_t n = p->waiting;
+  pthread_mutex_unlock(&p->lock);
+  return n;
+}
 
 void fanout_pace_free(fanout_pace_t *p) {
   if (!p) return;
@@ -94,13 +108,15 @@ static void batch_free(batch_t *b) {
 
 static void run_paced(m5_loop_t *loop, void *arg);
 
-fanout_t *fanout_new(m5_loop_t *loop, delivery_t *dv, fanout_pace_t *pace, int pacer) {
+fanout_t *fanout_new(m5_loop_t *loop, delivery_t *dv, fanout_pace_t *pace, int pacer,
+                     int64_t in_flight_max_ms) {
   fanout_t *f = calloc(1, sizeof *f);
   if (!f) return NULL;
   f->loop = loop;
   f->dv = dv;
   f->pace = pace;
   f->pacer = pace && pacer;
+  f->stale_ms = (in_flight_max_ms > 0 ? in_flight_max_ms : 300000) / 2;
   if (f->pacer && !(f->timer = m5_loop_timer_add(loop, PACE_TICK_MS, run_paced, f))) {
     free(f);
     return NULL;
@@ -112,6 +128,7 @@ void fanout_free(fanout_t *f) {
   if (!f) return;
   m5_loop_defer_cancel(f->loop, &f->defer);
   if (f->timer) m5_loop_timer_cancel(f->loop, f->timer);
+  if (f->wait) m5_loop_timer_cancel(f->loop, f->wait);
   if (f->waiting)
     M5_LOGI(DOM, "%zu deliveries of group or broadcast messages not pushed yet: they go out "
                  "after the restart", f->waiting);
@@ -126,13 +143,28 @@ size_t fanout_waiting(const fanout_t *f) {
   return f->waiting;
 }
 
-/* Pushes deliveries [from, to) of b. */
-static void push_range(fanout_t *f, batch_t *b, size_t from, size_t to) {
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Pushes deliveries [from, to) of b. A paced one whose turn came more than half of
+ * store.in_flight_max_s after its in-flight mark is not pushed: the store queues it again at
+ * that limit (REQUEUE_STALE) and the back-off timer pushes it, unpaced but once; pushing it
+ * here too could deliver it twice. */
+static void push_range(fanout_t *f, batch_t *b, size_t from, size_t to, int paced) {
   m5_store_delivery_t d;
   memset(&d, 0, sizeof d);
   d.msg = b->msg; /* borrowed: delivery_accepted encodes it at once */
+  int64_t late = paced ? wall_ms() - f->stale_ms : INT64_MIN;
   for (size_t i = from; i < to; i++) {
     const item_t *it = &b->items[i];
+    if (it->next_ms < late) {
+      M5_LOGW(DOM, "MSG %s to %s:%s: its paced turn came too late; left to the store's re-queue",
+              b->msg.msg_id, it->addr.type, it->addr.addr);
+      continue;
+    }
     d.id = it->id;
     d.rcpt = it->addr;
     d.rcpt_gen = it->gen;
@@ -145,7 +177,7 @@ static size_t push_some(fanout_t *f, batch_t *b, size_t budget) {
   size_t from = b->pos;
   size_t k = b->n - from < budget ? b->n - from : budget;
   b->pos += k;
-  push_range(f, b, from, b->pos);
+  push_range(f, b, from, b->pos, 0);
   f->waiting -= k;
   return k;
 }
@@ -156,9 +188,20 @@ static void schedule(fanout_t *f) {
   if (f->fast) m5_loop_defer(f->loop, &f->defer, run_fast, f);
 }
 
-static void run_fast(m5_loop_t *loop, void *arg) {
-  (void)loop;
+static void run_fast_later(m5_loop_t *loop, void *arg) {
   fanout_t *f = arg;
+  f->wait = 0;
+  run_fast(loop, arg);
+}
+
+static void run_fast(m5_loop_t *loop, void *arg) {
+  fanout_t *f = arg;
+  if (delivery_push_bytes(f->dv) > PUSH_BYTES_MAX) {
+    /* Each push holds its own encoded body until the UE answers: a message to a large group
+     * must not make the worker hold a copy per member at once. */
+    if (!f->wait) f->wait = m5_loop_timer_add(loop, PUSH_WAIT_MS, run_fast_later, f);
+    if (f->wait) return;
+  }
   size_t budget = CHUNK;
   while (f->fast && budget) {
     batch_t *b = f->fast;
@@ -190,7 +233,7 @@ static void run_paced(m5_loop_t *loop, void *arg) {
     }
     pthread_mutex_unlock(&p->lock);
     if (!k) break;
-    push_range(f, b, from, from + k);
+    push_range(f, b, from, from + k, 1);
     if (b->pos == b->n) batch_free(b);
   }
   f->timer = m5_loop_timer_add(loop, PACE_TICK_MS, run_paced, f);
@@ -223,6 +266,7 @@ int fanout_start(fanout_t *f, const m5_store_msg_t *msg, const m5_store_rcpt_t *
     item_t *it = &b->items[b->n++];
     it->id = rcpts[i].id;
     it->gen = rcpts[i].gen;
+    it->next_ms = rcpts[i].next_attempt_ms;
     it->addr = rcpts[i].addr;
   }
   if (paced && f->pace) {

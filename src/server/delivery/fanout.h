@@ -30,10 +30,15 @@ typedef struct fanout fanout_t;
 fanout_pace_t *fanout_pace_new(uint32_t per_s);
 /* After every worker stopped: what is still queued stays in flight in the store. */
 void fanout_pace_free(fanout_pace_t *p);
+/* From any thread: broadcast deliveries queued now (to place a new broadcast's turns). */
+size_t fanout_pace_backlog(fanout_pace_t *p);
 
 /* pace may be NULL: broadcast messages are then pushed like the others. pacer: this worker
- * pushes the broadcast queue (exactly one worker of those sharing pace). */
-fanout_t *fanout_new(m5_loop_t *loop, delivery_t *dv, fanout_pace_t *pace, int pacer);
+ * pushes the broadcast queue (exactly one worker of those sharing pace). in_flight_max_ms:
+ * store.in_flight_max_s (delivery.h): a paced delivery whose turn comes more than half of it
+ * after its in-flight mark is left to the store's re-queue, so that it never goes out twice. */
+fanout_t *fanout_new(m5_loop_t *loop, delivery_t *dv, fanout_pace_t *pace, int pacer,
+                     int64_t in_flight_max_ms);
 /* On the loop's thread after it stopped: what is still waiting stays in flight in the store. */
 void fanout_free(fanout_t *f);
 

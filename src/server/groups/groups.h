@@ -198,6 +198,8 @@ int groups_may_manage(registry_t *r, const char *id, const char *as_svc_id);
 int groups_delivery_valid(registry_t *r, groups_kind_t kind, const char *id, const char *member,
                           uint64_t gen);
 
+/* The members of the group (or area) now; 0 when it has none or does not exist. */
+size_t groups_size(registry_t *r, groups_kind_t kind, const char *id);
 /* 1 if the group (or area) exists now. */
 int groups_exists(registry_t *r, groups_kind_t kind, const char *id);
 /* The number of groups (or areas). */

@@ -46,6 +46,11 @@ int groups_fanout_may_send(registry_t *reg, const m5_msg_addr_t *ori, const m5_m
   return groups_may_send(reg, kind, dest->addr, sender);
 }
 
+size_t groups_fanout_size(registry_t *reg, const m5_msg_addr_t *dest) {
+  groups_kind_t kind;
+  return groups_kind_of(dest->type, &kind) == 0 ? groups_size(reg, kind, dest->addr) : 0;
+}
+
 int groups_fanout_recipients(registry_t *reg, router_t *router, const m5_msg_addr_t *ori,
                              const m5_msg_addr_t *dest, int64_t first_retry_ms,
                              m5_store_rcpt_t **out, size_t *n, uint64_t *gen) {

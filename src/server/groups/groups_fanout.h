@@ -23,6 +23,9 @@ int groups_principal_of(const m5_msg_addr_t *a, groups_principal_t p);
  * that the refusal reveals nothing. */
 int groups_fanout_may_send(registry_t *reg, const m5_msg_addr_t *ori, const m5_msg_addr_t *dest);
 
+/* The members of the group or area dest now (0 for none or no such group). */
+size_t groups_fanout_size(registry_t *reg, const m5_msg_addr_t *dest);
+
 /* The recipients of a message from ori to dest (GROUP or BC), as one ACCEPT's rcpts: every
  * member as of now except ori itself, less the members the policy keeps from ori (the same
  * registry_policy_check a direct message passes, so a group never reaches a UE its sender may

@@ -193,6 +193,15 @@ static void count_kind(const void *key, size_t klen, void *val, void *arg) {
   if (((const group_t *)val)->kind == c->kind) c->n++;
 }
 
+size_t groups_size(registry_t *r, groups_kind_t kind, const char *id) {
+  struct groups_state *s = groups_state(r);
+  pthread_rwlock_rdlock(&s->lock);
+  const group_t *g = find(s, kind, id);
+  size_t n = g ? m5_hmap_count(g->members) : 0;
+  pthread_rwlock_unlock(&s->lock);
+  return n;
+}
+
 int groups_exists(registry_t *r, groups_kind_t kind, const char *id) {
   struct groups_state *s = groups_state(r);
   pthread_rwlock_rdlock(&s->lock);

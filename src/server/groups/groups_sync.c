@@ -33,6 +33,7 @@ struct groups_sync {
   m5_mailbox_t *events;  /* ev_t from the registry's DB thread */
   m5_mailbox_t *replies; /* the sweep's store job */
   ev_t *head, *tail;     /* waiting for the running sweep */
+  size_t n_waiting;      /* at most EVENTS_MAX: beyond, one sweep of everything replaces them */
   atomic_int lost;       /* a change could not be posted: sweep everything */
   m5_store_job_t job;    /* the one sweep running (job.base first: the store hands it back) */
   ev_t *cur;             /* its change */
@@ -91,11 +92,13 @@ static void next(groups_sync_t *g) {
     g->cur->all = 1;
     free_list(g->head);
     g->head = g->tail = NULL;
+    g->n_waiting = 0;
     set_job(g, g->cur, 0);
   } else if (!g->cur && g->head) {
     g->cur = g->head;
     g->head = g->head->next;
     if (!g->head) g->tail = NULL;
+    g->n_waiting--;
     set_job(g, g->cur, 0);
   }
   if (!g->cur) return;
@@ -113,6 +116,18 @@ static void next(groups_sync_t *g) {
 static void on_event(void *msg, void *arg) {
   groups_sync_t *g = arg;
   ev_t *e = msg;
+  if (g->n_waiting >= EVENTS_MAX) {
+    /* Changes come faster than their sweeps (e.g. a group emptied and filled again and
+     * again): one sweep of every group message covers them all, in bounded memory. */
+    free(e);
+    free_list(g->head);
+    g->head = g->tail = NULL;
+    g->n_waiting = 0;
+    atomic_store(&g->lost, 1);
+    next(g);
+    return;
+  }
+  g->n_waiting++;
   e->next = NULL;
   if (g->tail)
     g->tail->next = e;

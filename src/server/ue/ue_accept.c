@@ -17,6 +17,7 @@
 #include <time.h>
 
 #define STORE_FULL_RETRY_S 30 /* Max-Age of a 5.03 when the store is at store.max_total */
+#define FAN_RCPTS_MAX 200000  /* fan_charge(): about 40 MB of recipients per worker */
 #define IMDN_KEY "IMDN/" /* dedup key space of reports: '/' is not allowed in a msgId */
 
 /* 2.04 with a MSGRESP (MessageDeliveryAck) body; status NULL = accepted for delivery. */
@@ -46,6 +47,7 @@ static accept_t *accept_new(ue_api_t *api) {
 }
 
 static void accept_free(accept_t *j) {
+  j->api->fan_rcpts -= j->fan_charged;
   m5_store_job_clear(&j->job);
   free(j->payload);
   free(j->fan);
@@ -85,10 +87,28 @@ static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
  * subscribers, even none. */
 
 
+/* Recipients of group, area and topic messages resolved on this worker whose accept is not
+ * answered yet are bounded: each holds a member or subscriber entry and an m5_store_rcpt_t
+ * (about 200 bytes) until the store replies, and a sender in a 100,000-member group could
+ * otherwise make the worker hold gigabytes by sending fast, before its quota refuses it. One
+ * message of any size goes when nothing else is held. 0, or -1 (answered 5.03 and freed). */
+static int fan_charge(accept_t *j, size_t n) {
+  ue_api_t *api = j->api;
+  if (api->fan_rcpts > 0 && api->fan_rcpts + n > FAN_RCPTS_MAX) {
+    answer_retry(j, RETRY_AFTER_S, "busy: too many group recipients being stored");
+    accept_free(j);
+    return -1;
+  }
+  api->fan_rcpts += n;
+  j->fan_charged = n;
+  return 0;
+}
+
 /* The subscribers came back (status 0): the same job becomes the ACCEPT to them. */
 static void topic_resolved(accept_t *j) {
   ue_api_t *api = j->api;
   m5_store_job_t *sj = &j->job;
+  if (fan_charge(j, sj->n_subs) != 0) return;
   int rc = topics_recipients(sj->subs, sj->n_subs, &sj->msg.ori, api->opts.router, api->opts.reg,
                              delivery_first_retry_ms(), &j->fan, &j->n_fan);
   m5_store_job_clear(sj); /* the subscriptions list */
@@ -143,6 +163,7 @@ static int group_resolve(accept_t *j) {
   m5_store_msg_t *sm = &sj->msg;
   uint64_t gen = 0;
   int64_t first = delivery_first_retry_ms();
+  if (fan_charge(j, groups_fanout_size(api->opts.reg, &sm->dest)) != 0) return -1;
   int rc = groups_fanout_recipients(api->opts.reg, api->opts.router, &sm->ori, &sm->dest, first,
                                     &j->fan, &j->n_fan, &gen);
   if (rc == M5_ENOENT) { /* deleted since the sender was authorized: the same refusal */
@@ -166,7 +187,9 @@ static int group_resolve(accept_t *j) {
     sj->ticket_put = false;
   }
   uint32_t rate = api->opts.bc_rate ? api->opts.bc_rate : 1;
-  size_t live = 0;
+  /* the paced turns start behind what is queued already (a HIGH broadcast coming later may
+   * still overtake: fanout.c then leaves a delivery whose turn comes too late to the store) */
+  size_t live = j->paced && api->opts.bc_pace ? fanout_pace_backlog(api->opts.bc_pace) : 0;
   for (size_t i = 0; i < j->n_fan; i++) {
     m5_store_rcpt_t *r = &j->fan[i];
     if (r->in_flight && j->paced) /* fanout.c's pace: the timers leave it alone until then */

@@ -451,7 +451,8 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
                            .timers = api->opts.timers,
                            .max_store_inflight = api->opts.max_store_inflight};
   api->dl = delivery_new(loop, &dopts);
-  if (api->dl) api->fan = fanout_new(loop, api->dl, api->opts.bc_pace, api->opts.timers);
+  if (api->dl) api->fan = fanout_new(loop, api->dl, api->opts.bc_pace, api->opts.timers,
+                                      api->opts.in_flight_max_ms);
   topics_opts_t topts = api->opts.topics;
   topts.store = api->opts.store;
   api->topics = topics_new(loop, &topts, topics_idle, api);

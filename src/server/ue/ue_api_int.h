@@ -51,6 +51,7 @@ typedef struct {
   size_t n_fan;
   int many;  /* a GROUP, BC or TOPIC message: its live recipients go to fanout.c */
   int paced; /* a BC message: paced (broadcast.rate) */
+  size_t fan_charged; /* its share of api->fan_rcpts */
 } accept_t;
 
 struct ue_api {
@@ -66,6 +67,7 @@ struct ue_api {
   m5_mailbox_t *results;       /* RESULT of DELIVERs (unused: DELIVERs conclude where pushed) */
   pending_t *pending;          /* every pending_t, for drain and free */
   size_t reg_inflight, store_inflight;
+  size_t fan_rcpts; /* recipients of group, area and topic accepts not answered yet (ue_accept.c) */
   int draining;
   void (*drain_done)(void *arg);
   void *drain_arg;
