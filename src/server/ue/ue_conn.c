@@ -150,7 +150,7 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
     src_hs_end(&c->src);
   }
   src_unref(l->o.limits, &c->src);
-  if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal) {
+  if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal && ue_conn_bufs(c) == M5_OK) {
     l->ops->flush(c); /* what the transport still holds goes before the close_notify */
     ERR_clear_error();
     SSL_shutdown(c->ssl); /* close_notify; we do not wait for the peer's */
@@ -451,8 +451,24 @@ static void read_app(ue_conn_t *c) {
   c->l->ops->flush(c);
 }
 
+int ue_conn_bufs(ue_conn_t *c) {
+  if (!c->bufs_off) return M5_OK;
+  if (!SSL_alloc_buffers(c->ssl)) return M5_ENOMEM;
+  c->bufs_off = 0;
+  return M5_OK;
+}
+
+void ue_conn_bufs_release(ue_conn_t *c) {
+  if (c->bufs_off || c->closing || c->state != UE_CONN_OPEN) return;
+  if (SSL_free_buffers(c->ssl)) c->bufs_off = 1; /* 0: bytes still pending, kept */
+}
+
 void ue_conn_drive(ue_conn_t *c) {
   if (c->closing || c->state == UE_CONN_WAIT_KEY) return;
+  if (ue_conn_bufs(c) != M5_OK) {
+    ue_conn_close(c, "out of memory");
+    return;
+  }
   if (c->state == UE_CONN_HANDSHAKE) {
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
