@@ -194,7 +194,7 @@ ST_PID=$!
 PIDS+=("$ST_PID")
 wait_port "$ST_PORT" "$ST_PID" || { tail "$T/storm.log" >&2; echo "idle: storm server did not start" >&2; exit 1; }
 rc=0
-timeout "$TMO" "$BIN/storm" --port "$ST_PORT" --connects "$N" --parallel "$PAR" \
+timeout "$TMO" "$BIN/storm" --port "$ST_PORT" --connects "$N" --parallel "$PAR" --server-pid "$ST_PID" \
   --timeout $((TMO - 10)) >"$T/storm.out" 2>>"$T/storm.log" || rc=$?
 stop_pid "$ST_PID" storm
 if ((rc)) || ! grep -q '^RESULT ' "$T/storm.out"; then

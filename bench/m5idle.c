@@ -17,7 +17,9 @@
  *     Prints one line:
  *       RESULT system=<label> transport=tls|dtls clients=N registered= dead= lost= refused=
  *       retries= connect_s= connects_per_s= rss0_kib= rss1_kib= sqlite0_kib= sqlite1_kib=
- *       kib_per_client= gen_rss_kib=
+ *       kib_per_client= gen_rss_kib= srv_cpu_us_per_connect= gen_cpu_us_per_connect=
+ *     (CPU: utime + stime of the server, and of m5idle itself, from the first open to the last
+ *     REG answer, per registered UE)
  *     Exit 0 when every UE registered and none was lost, 1 otherwise. */
 #include "bu.h"
 
@@ -49,6 +51,7 @@ static struct {
   double settle_s, hold_s, timeout_s;
   uint64_t t_start, t_settled, t_measured;
   long rss0, rss1, sq0, sq1;
+  double srv_cpu0, srv_cpu1, gen_cpu0, gen_cpu1; /* over the connect phase */
   int exit_code, printed;
 } G;
 
@@ -60,6 +63,22 @@ static void subscriber(int i, char *id, size_t idcap, char supi[16], uint8_t kau
   kausf[29] = (uint8_t)(i >> 16);
   kausf[30] = (uint8_t)(i >> 8);
   kausf[31] = (uint8_t)i;
+}
+
+/* utime + stime of pid (0 = this process) in microseconds; 0 when unreadable. */
+static double cpu_us(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, pid > 0 ? "/proc/%d/stat" : "/proc/self/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long ut = 0, st = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    return 0;
+  return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* VmRSS of pid in KiB (0 = self); -1 when unreadable. */
@@ -116,11 +135,13 @@ static void finish(void) {
       per = ((double)(G.rss1 - G.rss0) - (double)(G.sq1 - G.sq0)) / (double)p->n_ready;
     printf("RESULT system=%s transport=%s clients=%d registered=%d dead=%d lost=%d refused=%d "
            "retries=%d connect_s=%.3f connects_per_s=%.1f rss0_kib=%ld rss1_kib=%ld "
-           "sqlite0_kib=%ld sqlite1_kib=%ld kib_per_client=%.2f gen_rss_kib=%ld\n",
+           "sqlite0_kib=%ld sqlite1_kib=%ld kib_per_client=%.2f gen_rss_kib=%ld "
+           "srv_cpu_us_per_connect=%.1f gen_cpu_us_per_connect=%.1f\n",
            G.label, G.dtls ? "dtls" : "tls", G.n, G.t_settled ? p->n_ready : p->n_ready,
            p->n_dead, p->n_lost, p->n_refused, p->retries, cs,
            cs > 0 ? (double)p->n_ready / cs : 0.0, G.rss0, G.rss1, G.sq0, G.sq1, per,
-           rss_kib(0));
+           rss_kib(0), p->n_ready ? (G.srv_cpu1 - G.srv_cpu0) / p->n_ready : 0.0,
+           p->n_ready ? (G.gen_cpu1 - G.gen_cpu0) / p->n_ready : 0.0);
     fflush(stdout);
     if (!G.t_measured || p->n_dead || p->n_lost || p->n_ready != G.n) G.exit_code = 1;
   }
@@ -149,6 +170,8 @@ static void tick(m5_loop_t *l, void *arg) {
   }
   if (!G.t_settled && bu_pool_settled(&G.pool)) {
     G.t_settled = now;
+    G.srv_cpu1 = G.server_pid ? cpu_us(G.server_pid) : 0;
+    G.gen_cpu1 = cpu_us(0);
     G.pool.frozen = 1; /* from here on a session going down is lost */
     fprintf(stderr, "m5idle: %d registered, %d failed in %.2f s; idle for %.1f s\n",
             G.pool.n_ready, G.pool.n_dead,
@@ -272,6 +295,8 @@ int main(int argc, char **argv) {
             G.sq0 < 0 ? "msgin5g_store_sqlite_memory_bytes (--metrics-port)" : "RSS");
     return 1;
   }
+  G.srv_cpu0 = G.server_pid ? cpu_us(G.server_pid) : 0;
+  G.gen_cpu0 = cpu_us(0);
   G.t_start = bu_now_ns();
   fprintf(stderr, "m5idle: %d UEs over %s, %d handshakes at once; server RSS %ld KiB\n", G.n,
           G.dtls ? "DTLS 1.2" : "TLS 1.3", parallel, G.rss0);

@@ -6,10 +6,12 @@
  *     (as m5s's workers), non-blocking SSL_accept, the PSK found from the identity by one
  *     HMAC (what a warm K_AF lookup would cost at most), no ALPN, no application data: the
  *     connection is kept until the client closes it. Runs until SIGTERM.
- *   storm --port P --connects N [--parallel 32] [--label raw_psk] [--timeout S]
- *     N handshakes, --parallel at once; each connection closed (close_notify) as soon as its
- *     handshake is done. Prints
+ *   storm --port P --connects N [--parallel 32] [--label raw_psk] [--timeout S] [--server-pid PID]
+ *     N handshakes, --parallel at once; each connection is kept open (as m5idle keeps its UEs,
+ *     so that both servers end up holding N connections) and all are closed (close_notify)
+ *     once every handshake is done. Prints
  *       RESULT system=<label> connects=N done= failed= seconds= connects_per_s= suite= group=
+ *       srv_cpu_us_per_connect= gen_cpu_us_per_connect=   (utime + stime per handshake)
  *
  * `openssl s_server`/`s_time` cannot be the reference: s_server serves one connection at a
  * time on one thread, and s_time has no PSK option. Both sides here use what m5s and libm5c
@@ -41,9 +43,10 @@
 #define SUITES "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 #define GROUPS "X25519:P-256"
 
-typedef struct {
+typedef struct conn {
   int fd, idx, up;
   SSL *ssl;
+  struct conn *next; /* client: the connections held open */
 } conn_t;
 
 static int port, workers = 2;
@@ -111,6 +114,22 @@ static void conn_free(conn_t *c) {
   if (c->ssl) SSL_free(c->ssl);
   close(c->fd);
   free(c);
+}
+
+/* utime + stime of pid (0 = this process) in microseconds; 0 when unreadable. */
+static double cpu_us(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, pid > 0 ? "/proc/%d/stat" : "/proc/self/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long ut = 0, st = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    return 0;
+  return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* ---- server ---- */
@@ -181,12 +200,14 @@ static void on_term(int sig) {
 
 /* ---- client ---- */
 
-static int run_client(int n, int parallel, const char *label, double timeout_s) {
+static int run_client(int n, int parallel, const char *label, double timeout_s, int srv_pid) {
   SSL_CTX *ctx = ctx_new(0);
   int ep = epoll_create1(0);
   if (!ctx || ep < 0) return 1;
   int next = 0, open = 0, done = 0, failed = 0;
+  conn_t *held = NULL;
   char suite[64] = "none", group[32] = "none";
+  double srv0 = srv_pid ? cpu_us(srv_pid) : 0, gen0 = cpu_us(0);
   uint64_t t0 = now_ns(), t_last = t0;
   while (done + failed < n) {
     while (next < n && open < parallel) {
@@ -222,8 +243,16 @@ static int run_client(int n, int parallel, const char *label, double timeout_s) 
           int g = (int)SSL_get_negotiated_group(c->ssl);
           snprintf(group, sizeof group, "%s", g ? OBJ_nid2sn(g) : "none");
         }
-        SSL_shutdown(c->ssl);
         done++;
+        /* kept open until every handshake is done, as m5idle keeps its UEs: the server
+         * side then pays for the connections it holds, as m5s does */
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        c->up = 1;
+        c->next = held;
+        held = c;
+        open--;
+        t_last = now_ns();
+        continue;
       } else {
         int err = SSL_get_error(c->ssl, r);
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
@@ -245,9 +274,17 @@ static int run_client(int n, int parallel, const char *label, double timeout_s) 
     }
   }
   double s = (double)(t_last - t0) / 1e9;
+  double srv1 = srv_pid ? cpu_us(srv_pid) : 0, gen1 = cpu_us(0);
   printf("RESULT system=%s connects=%d done=%d failed=%d seconds=%.3f connects_per_s=%.1f "
-         "suite=%s group=%s\n",
-         label, n, done, failed, s, s > 0 ? done / s : 0.0, suite, group);
+         "suite=%s group=%s srv_cpu_us_per_connect=%.1f gen_cpu_us_per_connect=%.1f\n",
+         label, n, done, failed, s, s > 0 ? done / s : 0.0, suite, group,
+         done ? (srv1 - srv0) / done : 0.0, done ? (gen1 - gen0) / done : 0.0);
+  while (held) {
+    conn_t *c = held;
+    held = c->next;
+    SSL_shutdown(c->ssl);
+    conn_free(c);
+  }
   SSL_CTX_free(ctx);
   return done == n ? 0 : 1;
 }
@@ -255,18 +292,19 @@ static int run_client(int n, int parallel, const char *label, double timeout_s) 
 static void usage(void) {
   fprintf(stderr, "usage: storm --serve --port P [--workers 2]\n"
                   "       storm --port P --connects N [--parallel 32] [--label raw_psk] "
-                  "[--timeout 120]\n");
+                  "[--timeout 120] [--server-pid PID]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  int serve = 0, n = 0, parallel = 32;
+  int serve = 0, n = 0, parallel = 32, srv_pid = 0;
   double timeout_s = 120;
   const char *label = "raw_psk";
   static const struct option lo[] = {{"serve", 0, 0, 'x'},    {"port", 1, 0, 'p'},
                                      {"workers", 1, 0, 'w'},  {"connects", 1, 0, 'n'},
                                      {"parallel", 1, 0, 'P'}, {"label", 1, 0, 'l'},
-                                     {"timeout", 1, 0, 'T'},  {0, 0, 0, 0}};
+                                     {"timeout", 1, 0, 'T'},  {"server-pid", 1, 0, 'S'},
+                                     {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -277,6 +315,7 @@ int main(int argc, char **argv) {
     case 'P': parallel = atoi(optarg); break;
     case 'l': label = optarg; break;
     case 'T': timeout_s = atof(optarg); break;
+    case 'S': srv_pid = atoi(optarg); break;
     default: usage();
     }
   }
@@ -284,7 +323,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (!serve) {
     if (n < 1) usage();
-    return run_client(n, parallel, label, timeout_s);
+    return run_client(n, parallel, label, timeout_s, srv_pid);
   }
   signal(SIGTERM, on_term);
   signal(SIGINT, on_term);
