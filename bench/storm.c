@@ -11,7 +11,10 @@
  *     so that both servers end up holding N connections) and all are closed (close_notify)
  *     once every handshake is done. Prints
  *       RESULT system=<label> connects=N done= failed= seconds= connects_per_s= suite= group=
- *       srv_cpu_us_per_connect= gen_cpu_us_per_connect=   (utime + stime per handshake)
+ *       srv_cpu_us_per_connect= gen_cpu_us_per_connect= rss_kib_per_conn=
+ *     (utime + stime per handshake; the server's RSS growth per connection held, read once
+ *     the last handshake is done: what OpenSSL alone keeps per idle TLS session, with
+ *     SSL_MODE_RELEASE_BUFFERS, plus a socket and a 40-byte record)
  *
  * `openssl s_server`/`s_time` cannot be the reference: s_server serves one connection at a
  * time on one thread, and s_time has no PSK option. Both sides here use what m5s and libm5c
@@ -132,6 +135,19 @@ static double cpu_us(int pid) {
   return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* VmRSS of pid in KiB; -1 when unreadable. */
+static long rss_kib(int pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  long v = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
+  fclose(f);
+  return v;
+}
+
 /* ---- server ---- */
 
 static void *serve_thread(void *arg) {
@@ -208,6 +224,7 @@ static int run_client(int n, int parallel, const char *label, double timeout_s, 
   conn_t *held = NULL;
   char suite[64] = "none", group[32] = "none";
   double srv0 = srv_pid ? cpu_us(srv_pid) : 0, gen0 = cpu_us(0);
+  long rss0 = srv_pid ? rss_kib(srv_pid) : -1, rss1 = -1;
   uint64_t t0 = now_ns(), t_last = t0;
   while (done + failed < n) {
     while (next < n && open < parallel) {
@@ -273,12 +290,15 @@ static int run_client(int n, int parallel, const char *label, double timeout_s, 
       break;
     }
   }
+  if (srv_pid) rss1 = rss_kib(srv_pid); /* every connection still open */
   double s = (double)(t_last - t0) / 1e9;
   double srv1 = srv_pid ? cpu_us(srv_pid) : 0, gen1 = cpu_us(0);
   printf("RESULT system=%s connects=%d done=%d failed=%d seconds=%.3f connects_per_s=%.1f "
-         "suite=%s group=%s srv_cpu_us_per_connect=%.1f gen_cpu_us_per_connect=%.1f\n",
+         "suite=%s group=%s srv_cpu_us_per_connect=%.1f gen_cpu_us_per_connect=%.1f "
+         "rss_kib_per_conn=%.2f\n",
          label, n, done, failed, s, s > 0 ? done / s : 0.0, suite, group,
-         done ? (srv1 - srv0) / done : 0.0, done ? (gen1 - gen0) / done : 0.0);
+         done ? (srv1 - srv0) / done : 0.0, done ? (gen1 - gen0) / done : 0.0,
+         done && rss0 >= 0 && rss1 >= 0 ? (double)(rss1 - rss0) / done : 0.0);
   while (held) {
     conn_t *c = held;
     held = c->next;
