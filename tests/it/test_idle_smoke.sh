@@ -35,7 +35,7 @@ for want in 'system=m5s transport=tls clients=4 registered=4 dead=0 lost=0' \
   grep -q "^RESULT $want " "$f1" || fail "results file lacks '$want': $(grep RESULT "$f1")"
 done
 # the key exchange and suite of the raw reference and of Mosquitto are logged
-grep -q '^RESULT system=raw_psk .* suite=TLS_AES_128_GCM_SHA256 group=X25519$' "$f1" || fail "raw suite: $(grep raw_psk "$f1")"
+grep -q '^RESULT system=raw_psk .* suite=TLS_AES_128_GCM_SHA256 group=X25519 ' "$f1" || fail "raw suite: $(grep raw_psk "$f1")"
 cp "$f1" first.txt
 run 2
 [[ $(ls "$RES" | wc -l) == 2 ]] || fail "the second run did not write a second file: $(ls "$RES")"

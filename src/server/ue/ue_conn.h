@@ -80,7 +80,7 @@ struct ue_conn {
   unsigned bufs_off : 1;   /* the SSL's record buffers are released (ue_conn_bufs_release) */
   src_ref_t src;           /* its address and prefix in l->o.limits while half-open */
   char why[96];
-  m5_akma_want_t want;
+  m5_akma_want_t *want; /* the A-KID and names the handshake waits for; freed once open (512 B) */
   m5_timer_id_t hs_timer, idle_timer, expiry_timer;
   uint64_t last_rx_ms;
   ue_session_t *s; /* once open */

@@ -202,7 +202,7 @@ static void conn_input(dtls_conn_t *dc, const uint8_t *p, size_t n) {
     return;
   }
   if (c->state == UE_CONN_HANDSHAKE && !c->key_failed) {
-    int rc = m5_akma_scan_input(c->ssl, p, n, &c->want);
+    int rc = m5_akma_scan_input(c->ssl, p, n, c->want);
     if (rc == 1) {
       if (hold(dc, p, n) != M5_OK) {
         ue_conn_close(c, "out of memory");

@@ -241,7 +241,7 @@ static void process_input(tls_conn_t *tc) {
     /* Handshake: whole records only, so the scan sees a ClientKeyExchange in one piece. */
     size_t n = complete_records(tc->in.data, tc->in.len);
     if (n == 0) return;
-    if (!c->key_failed && m5_akma_scan_input(c->ssl, tc->in.data, n, &c->want) == 1) {
+    if (!c->key_failed && m5_akma_scan_input(c->ssl, tc->in.data, n, c->want) == 1) {
       tc->held = n;
       ue_conn_want_key(c);
       return;
