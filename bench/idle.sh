@@ -178,7 +178,7 @@ m5s_run() { # TRANSPORT(tls|dtls): a fresh m5s (cold K_AF cache) on a copy of th
     exit 1
   fi
   cat "$out" >>"$RAW"
-  echo "# m5s over $tr at the measurement's end: $metrics" >>"$RAW"
+  echo "# m5s over $tr once the UEs had left (the sessions closed): $metrics" >>"$RAW"
   echo "idle: m5s $tr: $(grep '^RESULT' "$out")" >&2
 }
 
