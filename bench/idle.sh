@@ -264,7 +264,7 @@ while [[ -e $OUT ]]; do OUT=$BASE.$k.txt; k=$((k + 1)); done
   echo "# bench/idle.sh --idle-clients $N --parallel $PAR --settle $SETTLE: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "# machine: nproc $(nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
     "kernel $(uname -r), $(openssl version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -n 1)"
-  echo "# git: $COMMIT$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'), build $BUILD"
+  echo "# git: $COMMIT$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'), build ${BUILD#"$REPO"/}"
   echo "# m5s: 2 workers, fresh process and K_AF cache per transport, real m5-aanf, store under /tmp;" \
     "kib_per_client = (RSS growth - msgin5g_store_sqlite_memory_bytes growth) / clients (store cache excluded)"
   echo "# mosquitto: TLS-PSK (TLS 1.3, psk_dhe_ke), persistence true (autosave_interval 1800), store under /tmp;" \
