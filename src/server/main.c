@@ -10,6 +10,7 @@
 #include "server/server_run.h"
 #include "store/store.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +43,8 @@ int main(int argc, char **argv) {
   }
   m5_daemon_setup(cfg.log_level);
   server_process_init(); /* before the registry opens its SQLite database or JSON is read */
+  /* store.sqlite_memstatus: counting back on, still before SQLite initialises */
+  if (cfg.store_sqlite_memstatus) (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1);
 
   registry_t *reg = registry_open(cfg.db_path, err, sizeof err);
   if (!reg) {

@@ -130,6 +130,10 @@ static const m5_cfg_item_t items[] = {
      "asking for a report (beyond: that recipient gets none and its report is dropped)"},
     {"store.in_flight_max_s", M5_CFG_INT, offsetof(server_config_t, store_in_flight_max_s), "300",
      1, 86400, "a push whose outcome could not be recorded is queued again after this"},
+    {"store.sqlite_memstatus", M5_CFG_BOOL, offsetof(server_config_t, store_sqlite_memstatus),
+     "false", 0, 0,
+     "count SQLite's heap (msgin5g_store_sqlite_memory_bytes; off: the gauge reads 0): a "
+     "process-wide lock per SQLite allocation, for memory measurements (bench/idle.sh)"},
     {"topics.default_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_default_expiry_s),
      "86400", 60, 31536000, "Messaging Topics: life of a TOPICSUB without expiry"},
     {"topics.max_expiry_s", M5_CFG_INT, offsetof(server_config_t, topics_max_expiry_s), "2592000",

@@ -55,6 +55,7 @@ typedef struct {
   int64_t store_max_reports_per_recipient;
   int64_t store_max_report_tickets_per_originator;
   int64_t store_in_flight_max_s;
+  int store_sqlite_memstatus; /* SQLite counts its heap (the sqlite memory gauge) */
   int64_t topics_default_expiry_s, topics_max_expiry_s; /* Messaging Topics (topics/) */
   int64_t topics_max_per_subscriber, topics_max_subscribers;
   m5_strlist_t topics_rules; /* topics_rules.h lines */

@@ -44,6 +44,7 @@ static const struct {
     {"reportsDropped", NULL, "msgin5g_reports_dropped_total"},
     {"deliveriesRequeued", NULL, "msgin5g_deliveries_requeued_total"},
     {"storeSynchronous", NULL, "msgin5g_store_synchronous"},
+    {"storeSqliteMemory", NULL, "msgin5g_store_sqlite_memory_bytes"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

@@ -113,7 +113,10 @@ struct m5_coap_ep {
   /* incoming requests */
   m5_coap_req_t *reqs;
   size_t n_reqs;
-  dedup_t dedup[EP_DEDUP];
+  /* EP_DEDUP slots, allocated when a datagram endpoint first needs one and freed once every
+   * slot is free again: a stream endpoint (no message ids to deduplicate, RFC 8323 §3) and an
+   * idle datagram one keep none (3.5 KiB each, per session: docs/benchmarks.md, idle devices) */
+  dedup_t *dedup;
   size_t dedup_next;
   blk_t b1;
   blk_t b2[EP_B2_SLOTS];

@@ -21,20 +21,30 @@
 /* ---- deduplication ---- */
 
 dedup_t *ep_dedup_find(m5_coap_ep_t *ep, uint16_t mid) {
+  if (!ep->dedup) return NULL;
   uint64_t now = m5_loop_now_ms(ep->loop);
+  dedup_t *found = NULL;
+  int used = 0;
   for (size_t i = 0; i < EP_DEDUP; i++) {
     dedup_t *d = &ep->dedup[i];
     if (d->state == DEDUP_DONE && now >= d->expires) {
       m5_buf_free(&d->answer);
       d->state = DEDUP_FREE;
     }
-    if (d->state != DEDUP_FREE && d->mid == mid) return d;
+    if (d->state != DEDUP_FREE) used = 1;
+    if (d->state != DEDUP_FREE && d->mid == mid) found = d;
   }
-  return NULL;
+  if (!used) { /* every exchange is over: an idle session keeps no table */
+    free(ep->dedup);
+    ep->dedup = NULL;
+    ep->dedup_next = 0;
+  }
+  return found;
 }
 
 /* Takes the oldest slot not held by a request in the handler's hands; NULL when all are. */
 dedup_t *ep_dedup_add(m5_coap_ep_t *ep, uint16_t mid, int state) {
+  if (!ep->dedup && !(ep->dedup = calloc(EP_DEDUP, sizeof *ep->dedup))) return NULL;
   for (size_t k = 0; k < EP_DEDUP; k++) {
     size_t i = (ep->dedup_next + k) % EP_DEDUP;
     dedup_t *d = &ep->dedup[i];
@@ -433,8 +443,10 @@ void ep_in_request(m5_coap_ep_t *ep, const m5_coap_msg_t *q, const uint8_t *raw,
 void ep_in_free_all(m5_coap_ep_t *ep) {
   while (ep->reqs)
     req_unlink(ep, ep->reqs); /* orphans: the handler still owns them */
-  for (size_t i = 0; i < EP_DEDUP; i++)
+  for (size_t i = 0; ep->dedup && i < EP_DEDUP; i++)
     m5_buf_free(&ep->dedup[i].answer);
+  free(ep->dedup);
+  ep->dedup = NULL;
   blk_clear(&ep->b1);
   for (size_t i = 0; i < EP_B2_SLOTS; i++)
     blk_clear(&ep->b2[i]);

@@ -45,6 +45,7 @@ typedef struct {
   uint64_t reports_dropped;  /* counter: failure reports beyond max_reports_per_recipient */
   uint64_t requeued;         /* counter: in-flight deliveries never concluded, queued again */
   uint64_t synchronous;      /* gauge: the store's PRAGMA synchronous (2 = FULL) */
+  uint64_t sqlite_memory;    /* gauge: bytes SQLite holds in the process (page cache included) */
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must

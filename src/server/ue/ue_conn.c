@@ -150,7 +150,7 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
     src_hs_end(&c->src);
   }
   src_unref(l->o.limits, &c->src);
-  if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal) {
+  if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal && ue_conn_bufs(c) == M5_OK) {
     l->ops->flush(c); /* what the transport still holds goes before the close_notify */
     ERR_clear_error();
     SSL_shutdown(c->ssl); /* close_notify; we do not wait for the peer's */
@@ -173,6 +173,7 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
     l->n_sessions--;
   }
   l->ops->release(c);
+  free(c->want);
   SSL_free(c->ssl); /* wipes the AKMA state and its key */
   if (c->prev)
     c->prev->next = c->next;
@@ -282,16 +283,19 @@ ue_conn_t *ue_conn_new(ue_listener_t *l, size_t size, SSL *ssl, const struct soc
   }
   c->l = l;
   c->ssl = ssl;
+  c->want = calloc(1, sizeof *c->want);
   c->rbio = SSL_get_rbio(ssl);
   c->wbio = SSL_get_wbio(ssl);
   memcpy(&c->addr, sa, salen);
   c->addrlen = salen;
   ue_addr_str(sa, c->peer, sizeof c->peer);
   c->state = UE_CONN_HANDSHAKE;
-  c->hs_timer = m5_loop_timer_add(l->loop, l->o.handshake_timeout_ms, hs_timeout_cb, c);
+  c->hs_timer = c->want ? m5_loop_timer_add(l->loop, l->o.handshake_timeout_ms, hs_timeout_cb, c)
+                        : 0;
   if (!c->hs_timer) {
     SSL_free(ssl);
     src_unref(l->o.limits, src);
+    free(c->want);
     free(c);
     return NULL;
   }
@@ -398,6 +402,8 @@ static void conn_established(ue_conn_t *c) {
   }
   c->s = s;
   l->n_sessions++;
+  free(c->want); /* only a handshake waits for a key */
+  c->want = NULL;
   if (l->ops->opened) {
     l->ops->opened(c);
     if (c->closing) return;
@@ -451,8 +457,24 @@ static void read_app(ue_conn_t *c) {
   c->l->ops->flush(c);
 }
 
+int ue_conn_bufs(ue_conn_t *c) {
+  if (!c->bufs_off) return M5_OK;
+  if (!SSL_alloc_buffers(c->ssl)) return M5_ENOMEM;
+  c->bufs_off = 0;
+  return M5_OK;
+}
+
+void ue_conn_bufs_release(ue_conn_t *c) {
+  if (c->bufs_off || c->closing || c->state != UE_CONN_OPEN) return;
+  if (SSL_free_buffers(c->ssl)) c->bufs_off = 1; /* 0: bytes still pending, kept */
+}
+
 void ue_conn_drive(ue_conn_t *c) {
   if (c->closing || c->state == UE_CONN_WAIT_KEY) return;
+  if (ue_conn_bufs(c) != M5_OK) {
+    ue_conn_close(c, "out of memory");
+    return;
+  }
   if (c->state == UE_CONN_HANDSHAKE) {
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
@@ -461,7 +483,7 @@ void ue_conn_drive(ue_conn_t *c) {
     if (r != 1) {
       if (err == SSL_ERROR_WANT_READ) return;
       if (err == SSL_ERROR_WANT_CLIENT_HELLO_CB && !c->key_failed &&
-          m5_akma_ssl_wanted(c->ssl, &c->want) == M5_OK) {
+          m5_akma_ssl_wanted(c->ssl, c->want) == M5_OK) {
         c->wait_ch = 1;
         ue_conn_want_key(c);
         return;
@@ -485,8 +507,8 @@ static void key_result(ue_conn_t *c, int status, const m5_akma_key_t *key) {
   if (c->closing) return;
   if (status == M5_OK) status = m5_akma_ssl_set_key(c->ssl, key);
   if (status != M5_OK) {
-    M5_LOGI(DOM, "%s: handshake refused: no K_AF for A-KID %s (AF %s): %s", c->peer, c->want.akid,
-            c->want.fqdn, status == M5_ENOENT ? "unknown to the AAnF" : m5_strerror(status));
+    M5_LOGI(DOM, "%s: handshake refused: no K_AF for A-KID %s (AF %s): %s", c->peer, c->want->akid,
+            c->want->fqdn, status == M5_ENOENT ? "unknown to the AAnF" : m5_strerror(status));
     c->key_failed = 1;
     if (c->wait_ch) {
       /* TLS 1.3: OpenSSL would only pause again; answer the ClientHello ourselves. */
@@ -542,7 +564,7 @@ void ue_conn_want_key(ue_conn_t *c) {
   l->ops->flush(c);
   /* A cached answer costs the AAnF nothing; joining or starting a request is bounded per
    * source, and starting one for an A-KID nobody has proved takes a token. */
-  int look = akma_keys_peek(l->o.keys, &c->want);
+  int look = akma_keys_peek(l->o.keys, c->want);
   if (look != AKMA_KEYS_HIT) {
     src_reason_t why = src_fetch_check(l->o.limits, &c->src);
     if (why == SRC_OK && look == AKMA_KEYS_MISS) {
@@ -554,12 +576,12 @@ void ue_conn_want_key(ue_conn_t *c) {
       return;
     }
   }
-  int rc = akma_keys_get(l->o.keys, &c->want, &key, key_done, c);
+  int rc = akma_keys_get(l->o.keys, c->want, &key, key_done, c);
   if (rc == M5_EAGAIN) {
     c->waiting = 1;
     src_fetch_begin(&c->src);
     if (look == AKMA_KEYS_MISS) src_fetch_started(l->o.limits);
-    M5_LOGD(DOM, "%s: waiting for the K_AF of A-KID %s", c->peer, c->want.akid);
+    M5_LOGD(DOM, "%s: waiting for the K_AF of A-KID %s", c->peer, c->want->akid);
     return;
   }
   if (rc == M5_EFULL) {

@@ -77,9 +77,10 @@ struct ue_conn {
   unsigned shut : 1;       /* being torn down: nothing more is sent */
   unsigned charged : 1;    /* this handshake started an AAnF fetch: a token of its prefix's
                               bucket of unproven A-KIDs (src_limits.h) */
+  unsigned bufs_off : 1;   /* the SSL's record buffers are released (ue_conn_bufs_release) */
   src_ref_t src;           /* its address and prefix in l->o.limits while half-open */
   char why[96];
-  m5_akma_want_t want;
+  m5_akma_want_t *want; /* the A-KID and names the handshake waits for; freed once open (512 B) */
   m5_timer_id_t hs_timer, idle_timer, expiry_timer;
   uint64_t last_rx_ms;
   ue_session_t *s; /* once open */
@@ -110,6 +111,13 @@ ue_conn_t *ue_conn_new(ue_listener_t *l, size_t size, SSL *ssl, const struct soc
 /* Runs the handshake one step after input was fed (or a key set), opens the session when it
  * completes, then reads application records into the endpoint. */
 void ue_conn_drive(ue_conn_t *c);
+/* An established DTLS session's record buffers (about 34 KiB: OpenSSL's
+ * SSL_MODE_RELEASE_BUFFERS frees them for TLS only) are released once a datagram or a send
+ * is done (SSL_free_buffers; kept while OpenSSL still holds unread or unsent bytes), and
+ * allocated again before the next SSL call: ue_conn_drive and the close_notify do it, the
+ * transport before its own SSL_write or timer call. ue_conn_bufs: M5_OK or M5_ENOMEM. */
+int ue_conn_bufs(ue_conn_t *c);
+void ue_conn_bufs_release(ue_conn_t *c);
 /* (D)TLS 1.2: the scan found the ClientKeyExchange (c->want filled); the input is held. */
 void ue_conn_want_key(ue_conn_t *c);
 /* Input arrived from the peer (idle timer). */

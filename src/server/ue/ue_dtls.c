@@ -133,6 +133,10 @@ static void rt_cb(m5_loop_t *loop, void *arg) {
   dtls_conn_t *dc = arg;
   ue_conn_t *c = &dc->base;
   dc->rt_timer = 0;
+  if (ue_conn_bufs(c) != M5_OK) {
+    ue_conn_close(c, "out of memory");
+    return;
+  }
   ERR_clear_error();
   long r = DTLSv1_handle_timeout(c->ssl);
   if (r < 0) {
@@ -148,9 +152,11 @@ static void rt_cb(m5_loop_t *loop, void *arg) {
 
 static int dtls_send(ue_conn_t *c, const uint8_t *p, size_t n) {
   if (n == 0 || n > 16384) return M5_ERANGE;
+  if (ue_conn_bufs(c) != M5_OK) return M5_ENOMEM;
   ERR_clear_error();
   int r = SSL_write(c->ssl, p, (int)n);
   dtls_flush(c);
+  ue_conn_bufs_release(c);
   if (r <= 0) {
     char e[256];
     M5_LOGD(DOM, "%s: DTLS write failed: %s", c->peer, m5_tls_last_error(e, sizeof e));
@@ -196,7 +202,7 @@ static void conn_input(dtls_conn_t *dc, const uint8_t *p, size_t n) {
     return;
   }
   if (c->state == UE_CONN_HANDSHAKE && !c->key_failed) {
-    int rc = m5_akma_scan_input(c->ssl, p, n, &c->want);
+    int rc = m5_akma_scan_input(c->ssl, p, n, c->want);
     if (rc == 1) {
       if (hold(dc, p, n) != M5_OK) {
         ue_conn_close(c, "out of memory");
@@ -207,6 +213,7 @@ static void conn_input(dtls_conn_t *dc, const uint8_t *p, size_t n) {
     }
   }
   feed(c, p, n);
+  ue_conn_bufs_release(c); /* an idle association keeps no record buffers */
 }
 
 static void dtls_resume(ue_conn_t *c) {

@@ -52,6 +52,7 @@ typedef struct {
   m5_buf_t out;    /* ciphertext not yet written */
   m5_buf_t plain;  /* CoAP bytes not yet given to SSL_write (see tls_send) */
   m5_defer_t push; /* the end-of-iteration write of plain */
+  int bios_fresh;  /* the handshake's memory BIOs were replaced (trim_idle) */
 } tls_conn_t;
 
 /* ---- output ---- */
@@ -122,6 +123,37 @@ static void push_plain(tls_conn_t *tc) {
   m5_buf_reset(&tc->plain);
 }
 
+/* An idle session holds no I/O buffers of its own (docs/benchmarks.md, idle devices): each is
+ * freed once empty and allocated again by the next append. And once the handshake is over,
+ * the memory BIOs that carried its flights (sized for them: a ClientHello with its key share
+ * and PSK binder) are swapped for fresh ones while both are empty, so that an established
+ * session's BIOs only grow as large as its own records. */
+static BIO *fresh_mem_bio(void) {
+  BIO *b = BIO_new(BIO_s_mem());
+  if (b) BIO_set_mem_eof_return(b, -1);
+  return b;
+}
+
+static void trim_idle(tls_conn_t *tc) {
+  ue_conn_t *c = &tc->base;
+  if (!tc->in.len) m5_buf_free(&tc->in);
+  if (!tc->out.len) m5_buf_free(&tc->out);
+  if (!tc->plain.len) m5_buf_free(&tc->plain);
+  if (tc->bios_fresh || c->state != UE_CONN_OPEN || c->closing) return;
+  if (BIO_ctrl_pending(c->rbio) || BIO_ctrl_pending(c->wbio)) return;
+  BIO *r = fresh_mem_bio(), *w = fresh_mem_bio();
+  if (!r || !w) { /* keep the old ones: nothing lost but memory */
+    BIO_free(r);
+    BIO_free(w);
+    return;
+  }
+  SSL_set0_rbio(c->ssl, r); /* frees the old BIO */
+  SSL_set0_wbio(c->ssl, w);
+  c->rbio = r;
+  c->wbio = w;
+  tc->bios_fresh = 1;
+}
+
 /* Puts the pending CoAP bytes, then whatever OpenSSL wrote, on the wire. */
 static void tls_flush(ue_conn_t *c) {
   tls_conn_t *tc = (tls_conn_t *)c;
@@ -147,7 +179,9 @@ static void tls_flush(ue_conn_t *c) {
 static void push_deferred(m5_loop_t *loop, void *arg) {
   (void)loop;
   tls_conn_t *tc = arg;
-  if (!tc->base.closing) tls_flush(&tc->base);
+  if (tc->base.closing) return;
+  tls_flush(&tc->base);
+  if (!tc->base.closing) trim_idle(tc);
 }
 
 /* CoAP messages are collected and written at the end of the loop iteration (or at the next
@@ -207,7 +241,7 @@ static void process_input(tls_conn_t *tc) {
     /* Handshake: whole records only, so the scan sees a ClientKeyExchange in one piece. */
     size_t n = complete_records(tc->in.data, tc->in.len);
     if (n == 0) return;
-    if (!c->key_failed && m5_akma_scan_input(c->ssl, tc->in.data, n, &c->want) == 1) {
+    if (!c->key_failed && m5_akma_scan_input(c->ssl, tc->in.data, n, c->want) == 1) {
       tc->held = n;
       ue_conn_want_key(c);
       return;
@@ -287,6 +321,7 @@ static void io_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
     update_events(tc);
   else if (tc->events && m5_loop_mod_fd(c->l->loop, tc->fd, 0) == M5_OK)
     tc->events = 0;
+  if (!c->closing) trim_idle(tc);
 }
 
 static void tls_release(ue_conn_t *c) {
