@@ -259,6 +259,8 @@ static double max_us(hist_t *h) {
 }
 
 static void report_win(const char *name, win_t *w) {
+  if (!w->start_ns) return; /* the run ended before this window began */
+  if (!w->end_ns) win_end(w);
   double secs = (double)(w->end_ns - w->start_ns) / 1e9, hz = (double)sysconf(_SC_CLK_TCK);
   double rate = (double)w->delivered / secs, srv = w->srv_cpu1 - w->srv_cpu0;
   double gen = w->gen_cpu1 - w->gen_cpu0, gen_pct = 100.0 * gen / secs;
@@ -334,6 +336,10 @@ void lc_start(void) {
 void lc_tick(void) {
   uint64_t now = lc_now_ns();
   double el = (double)(now - ph_start) / 1e9;
+  if (sessions_lost && ph != P_DONE) { /* not a result any more: report what there is, stop */
+    finish();
+    return;
+  }
   switch (ph) {
   case P_WARM1:
     if (el >= O.warm_s) {

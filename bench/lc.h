@@ -27,7 +27,8 @@
  * the message left (or is queued in the client library), LC_WAIT when the pair must wait
  * for a later tick (nothing was sent), LC_REFUSED when the client library refused it at once
  * (counted as sent and refused). A refusal, a lost or duplicated message or a lost session
- * makes lc_exit_code() non-zero: such a run is not a result. */
+ * makes lc_exit_code() non-zero: such a run is not a result (a lost session ends it at the
+ * next tick, with the report of what there is). */
 #ifndef M5_BENCH_LC_H
 #define M5_BENCH_LC_H
 
