@@ -51,7 +51,7 @@ for line in open(a.raw):
     elif f[0] == "FAILED":
         failed.add(int(kv(f[1:])["run"]))
     elif f[0] == "IDLE" and len(f) >= 3:
-        idle.append((f[1], kv(f[2:])))
+        idle.append((f[1], kv(f[2:]), " ".join(f[1:])))
     elif f[0] == "#":
         notes.append(line[2:].rstrip())
 
@@ -170,9 +170,9 @@ p99 = lambda s: None if med(s, "paced", "p99_us") is None else med(s, "paced", "
 line("p99_ms_at_half_load", p99(M5), p99(MQ), 3)
 line("cpu_us_per_msg", med(M5, "sat", "mach_us_per_msg"), med(MQ, "sat", "mach_us_per_msg"), 2)
 line("cpu_us_per_msg_at_half_load", med(M5, "paced", "mach_us_per_msg"), med(MQ, "paced", "mach_us_per_msg"), 2)
-for name, d in idle:
-    metrics[name] = {"m5s": d.get("m5s"), "mosquitto": d.get("mosquitto"), "ratio": d.get("ratio")}
-    print(f"{name} " + " ".join(f"{k}={v}" for k, v in d.items()))
+for name, d, text in idle:  # bench/idle.sh's lines, printed as it wrote them
+    metrics[name] = d
+    print(text)
 rm5, rmq = refused(M5), refused(MQ)
 metrics["refused"] = {"m5s": rm5, "mosquitto": rmq, "ratio": (rm5 / rmq) if rm5 and rmq else None}
 print(f"refused m5s={rm5} mosquitto={rmq}" + (f" ratio={rm5 / rmq:.3f}" if rm5 and rmq else ""))
