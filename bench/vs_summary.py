@@ -9,12 +9,17 @@ the metric lines
     NAME m5s=<value> mosquitto=<value> ratio=<m5s/mosquitto>
 
 (m5s = m5s with 2 workers), then writes everything as JSON (--json FILE).
-Usage: vs_summary.py RAW --json FILE [--results PATH] [--keep-generator-bound] [--meta k=v ...]
+With --plot BASE, the paced runs of the sweep (kind=sweep: latency against offered load) go to
+BASE.dat and, when gnuplot is installed, to BASE.png (p50 and p99 against the offered rate).
+Usage: vs_summary.py RAW --json FILE [--results PATH] [--keep-generator-bound] [--plot BASE]
+                     [--meta k=v ...]
 Exit status 1 when a run was generator-bound (the run is listed, not counted); with
 --keep-generator-bound (the smoke test) such runs are listed and counted, exit status 0."""
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 
 ap = argparse.ArgumentParser()
@@ -23,6 +28,7 @@ ap.add_argument("--json", required=True)
 ap.add_argument("--results", default="")
 ap.add_argument("--meta", nargs="*", default=[])
 ap.add_argument("--keep-generator-bound", action="store_true")
+ap.add_argument("--plot", default="")
 a = ap.parse_args()
 
 
@@ -189,9 +195,50 @@ for n in gen_bound:
 for n in sorted(failed):
     print(f"# run {n} ({runs[n].get('system', '?')} {runs[n].get('kind', '?')}) FAILED: not a result")
 
+# ---- latency against offered load (the sweep) ----
+sweep = []
+for r in runs.values():
+    if r.get("kind") != "sweep" or "paced" not in r:
+        continue
+    w = r["paced"]
+    sweep.append({"system": r["system"], "run": r["run"], "offered": w["target_rate"],
+                  "delivered": w["rate"], "p50_ms": w["p50_us"] / 1000, "p99_ms": w["p99_us"] / 1000,
+                  "missed": w.get("missed") == 1, "counts": r["counts"],
+                  "generator_bound": r["generator_bound"], "failed": r["failed"]})
+sweep.sort(key=lambda x: (x["system"], x["offered"]))
+if sweep and a.plot:
+    ssys = [s_ for s_ in systems if any(x["system"] == s_ for x in sweep)]
+    with open(a.plot + ".dat", "w") as fh:
+        fh.write("# latency against offered load (open loop); per system a block:\n"
+                 "# offered_msgs_per_s delivered_msgs_per_s p50_ms p99_ms missed counts\n")
+        for s_ in ssys:
+            fh.write(f"# {s_}\n")
+            for x in sweep:
+                if x["system"] == s_:
+                    fh.write(f"{x['offered']:.0f} {x['delivered']:.0f} {x['p50_ms']:.3f} {x['p99_ms']:.3f} "
+                             f"{int(x['missed'])} {int(x['counts'])}\n")
+            fh.write("\n\n")
+    print(f"# latency against offered load: {a.plot}.dat")
+    if shutil.which("gnuplot"):
+        plots = []
+        for i, s_ in enumerate(ssys):
+            plots.append(f"'{a.plot}.dat' index {i} using 1:4 with linespoints title '{s_} p99'")
+            plots.append(f"'{a.plot}.dat' index {i} using 1:3 with linespoints dashtype 2 title '{s_} p50'")
+        for i, s_ in enumerate(ssys):  # a run below 95 % of its offered rate: circled
+            plots.append(f"'{a.plot}.dat' index {i} using 1:($5 > 0 ? $4 : 1/0) with points pointtype 6 "
+                         f"pointsize 3 lc rgb 'red' " + ("title 'missed its rate'" if i == 0 else "notitle"))
+        gp = (f"set terminal png size 900,600\nset output '{a.plot}.png'\n"
+              "set title 'Latency against offered load (open loop, 64-byte point-to-point)'\n"
+              "set xlabel 'offered msg/s'\nset ylabel 'latency ms (from the scheduled send)'\n"
+              "set logscale y\nset key left top\nset grid\nplot " + ", ".join(plots) + "\n")
+        rc = subprocess.run(["gnuplot"], input=gp, text=True).returncode
+        print(f"# plot: {a.plot}.png" if rc == 0 else "# plot: gnuplot failed")
+    else:
+        print("# plot: gnuplot not installed (make bench-full installs gnuplot-nox)")
+
 meta = dict(m.split("=", 1) for m in a.meta if "=" in m)
 doc = {"results_file": a.results, "meta": meta, "metrics": metrics, "table": table, "tls": tls,
-       "runs": [runs[n] for n in sorted(runs)], "notes": notes}
+       "runs": [runs[n] for n in sorted(runs)], "notes": notes, "sweep": sweep}
 with open(a.json, "w") as fh:
     json.dump(doc, fh, indent=1, sort_keys=True)
 sys.exit(1 if gen_bound and not a.keep_generator_bound else 0)
