@@ -6,7 +6,7 @@ SHELL := /bin/bash
 APT_PKGS := build-essential cmake ninja-build pkg-config openssl libssl-dev libnghttp2-dev \
   nghttp2-client libcurl4-openssl-dev curl libjansson-dev libcjose-dev libhttp-parser-dev \
   libsqlite3-dev sqlite3 libyaml-dev libcmocka-dev libcoap3-dev python3 nodejs npm \
-  mosquitto
+  mosquitto libmosquitto-dev
 
 BUILD_TEST := build/asan
 BUILD_REL  := build/release
@@ -36,11 +36,16 @@ test: build build-test
 run: build
 	@./tools/run-dev.sh $(BUILD_REL)
 
-# Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side, point-to-point then group
-# fan-out. Their own dependencies (mosquitto, libmosquitto-dev; valgrind for bench-full's
-# callgrind count) are installed here, not for make test. `make bench` takes about 6 minutes,
-# `make bench-full` about 20; results in bench/results/. BENCH_ARGS adds bench/run.sh options,
-# e.g. BENCH_ARGS="--fan-via topic" (the fan-out through a Messaging Topic instead of a group).
+# Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side with bench/vs-mosquitto (the
+# fair harness: same TLS 1.3 suite and group, Mosquitto with persistence, fresh stores, pinned
+# cores, rotated order, latency open-loop at half of Mosquitto's saturation), then the group
+# fan-out of bench/run.sh. Their own dependencies (mosquitto and libmosquitto-dev are also
+# make test's, for the harness's smoke test; valgrind for bench-full's callgrind count and
+# gnuplot-nox for its latency-against-offered-load plot) are
+# installed here. `make bench` takes about 6-8 minutes, `make bench-full` about 35; results in
+# bench/results/<date>-<commit>-*.txt (+ .json). VS_ARGS adds bench/vs-mosquitto options (e.g.
+# VS_ARGS="--pairs 1000"), BENCH_ARGS bench/run.sh options (e.g. BENCH_ARGS="--fan-via topic").
+VS_ARGS ?=
 BENCH_ARGS ?=
 BENCH_PKGS := mosquitto libmosquitto-dev
 
@@ -49,12 +54,16 @@ bench-build: deps
 	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_BENCH=ON -DM5_TEST_HOOKS=OFF >/dev/null
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
+# Both parts run; the target fails when either did (a lost / refused message, a lost session,
+# a generator-bound run).
 bench: bench-build
-	@./bench/run.sh --quick --build $(BUILD_REL) $(BENCH_ARGS)
+	@rc=0; ./bench/vs-mosquitto --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
+	  ./bench/run.sh --only fan --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
 
 bench-full: bench-build
-	@./tools/ensure-deps.sh valgrind
-	@./bench/run.sh --full --callgrind --build $(BUILD_REL) $(BENCH_ARGS)
+	@./tools/ensure-deps.sh valgrind gnuplot-nox
+	@rc=0; ./bench/vs-mosquitto --full --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
+	  ./bench/run.sh --only fan --runs 5 --callgrind --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
 
 clean:
 	rm -rf build

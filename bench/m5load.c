@@ -6,7 +6,9 @@
  * ID bs<k>) sends MSG to receiver k (br<k>); the pattern and the report are lc.c's.
  *
  *   m5load --print-subscribers --pairs N      "ueSvcId supi kausf" per line, for provisioning
- *   m5load --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F] [--server-pid PID]
+ *   m5load --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F | --rate R]
+ *          [--server-pid PID]      (exit status 1: a message lost / duplicated / refused or a
+ *                                   session lost; lc.h)
  */
 #include "lc.h"
 
@@ -21,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,7 +84,7 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
 static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   (void)arg;
   bu_ue_t *s = &pool.ue[2 * pair];
-  if (s->st != BU_READY) return -1;
+  if (s->st != BU_READY) return LC_WAIT; /* a lost session is counted by on_down */
   static uint64_t *seqs;
   /* msgIds must differ from run to run: m5s's dedup window (10 min) outlives a run and would
    * answer a repeated (oriAddr, msgId) with its first ack without forwarding it. */
@@ -98,8 +101,14 @@ static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
                    "\"payload\":\"%s\"}",
                    s->id, pool.ue[2 * pair + 1].id, run_nonce, pair, (unsigned long long)seqs[pair]++,
                    b64);
-  return m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON, (const uint8_t *)body,
-                            (size_t)n, msg_done, (void *)(intptr_t)pair);
+  int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
+                              (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)pair);
+  if (rc == M5_EFULL) { /* the endpoint's queue is full: the message waits in lc */
+    seqs[pair]--;
+    return LC_WAIT;
+  }
+  if (rc) fprintf(stderr, "m5load: pair %d: %s\n", pair, m5_strerror(rc));
+  return rc ? LC_REFUSED : LC_SENT;
 }
 
 static void on_request(bu_ue_t *c, m5_coap_req_t *req, void *arg) {
@@ -129,7 +138,16 @@ static void on_request(bu_ue_t *c, m5_coap_req_t *req, void *arg) {
 
 static void on_down(bu_ue_t *u, int lost, const char *why, void *arg) {
   (void)arg;
-  if (!lost || pool.n_lost <= 5) fprintf(stderr, "m5load: %s: %s\n", u->id, why);
+  if (lost)
+    lc_session_lost(u->id, why);
+  else
+    fprintf(stderr, "m5load: %s: %s\n", u->id, why);
+}
+
+/* The suite and key exchange of the first session, in the report (lc_tls_report). */
+static void tls_info(const SSL *ssl, int where, int ret) {
+  (void)ret;
+  if (where & SSL_CB_HANDSHAKE_DONE) lc_tls_report(ssl);
 }
 
 static int exit_code;
@@ -163,9 +181,9 @@ static void usage(void) {
   fprintf(stderr,
           "usage: m5load --print-subscribers --pairs N\n"
           "       m5load [--host 127.0.0.1] --port P [--fqdn localhost] --pairs N [--window 20]\n"
-          "              [--warm S] [--secs S] [--half F] [--drain S] [--server-pid PID]\n"
-          "              [--label NAME] [--nagle]\n"
-          "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n");
+          "              [--warm S] [--secs S] [--half F | --rate R] [--drain S]\n"
+          "              [--server-pid PID] [--label NAME] [--nagle]\n"
+          "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n" LC_USAGE);
   exit(2);
 }
 
@@ -211,6 +229,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "m5load: %s\n", ctx ? "out of memory" : err);
     return 1;
   }
+  SSL_CTX_set_info_callback(ctx, tls_info);
   static const bu_cbs_t cbs = {NULL, on_request, on_down};
   if (bu_pool_init(&pool, loop, ctx, host, (uint16_t)port, 2 * o.pairs, &cbs, NULL)) return 1;
   for (int i = 0; i < pool.n; i++) {
@@ -231,5 +250,5 @@ int main(int argc, char **argv) {
   setup_deadline = lc_now_ns() + 60000000000ull;
   m5_loop_timer_add(loop, 0, tick, NULL);
   m5_loop_run(loop);
-  return exit_code;
+  return exit_code ? exit_code : lc_exit_code();
 }

@@ -5,7 +5,9 @@
  * pattern and the report are lc.c's, as for m5load.
  *
  *   mqload --print-psk --pairs N      the broker's psk_file lines ("identity:hexkey")
- *   mqload --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F] [--server-pid PID]
+ *   mqload --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F | --rate R]
+ *          [--server-pid PID]      (exit status 1: a message lost / duplicated / refused or a
+ *                                   session lost; lc.h)
  *
  * Fan-out mode (docs/benchmarks.md "Group fan-out", the peer of bench/m5fan.c): N subscribers
  * of the one topic fan/all (QoS 1) and one publisher (QoS 1), pattern and RESULT line as
@@ -185,14 +187,17 @@ static void update(cl_t *c) {
 static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   (void)arg;
   cl_t *s = &cl[2 * pair];
-  if (s->st != C_READY) return -1;
+  if (s->st != C_READY) return LC_WAIT; /* a lost session is counted by on_disconnect */
+  /* libmosquitto queues the publish (beyond its 20 in flight) and never makes us wait. A
+   * refusal here is reported to lc as a message sent and refused: calling lc_failed() before
+   * lc counted it as sent made its in-flight count wrap. */
   int rc = mosquitto_publish(s->m, NULL, s->topic, LC_PAYLOAD, payload, 1, false);
   if (rc) {
-    lc_failed(pair, mosquitto_strerror(rc));
-    return -1;
+    fprintf(stderr, "mqload: pair %d: publish: %s\n", pair, mosquitto_strerror(rc));
+    return LC_REFUSED;
   }
   update(s);
-  return 0;
+  return LC_SENT;
 }
 
 static void on_connect(struct mosquitto *m, void *obj, int rc) {
@@ -238,6 +243,11 @@ static void on_disconnect(struct mosquitto *m, void *obj, int rc) {
                                    mosquitto_strerror(rc));
   if (c->st == C_READY) n_ready--;
   c->st = C_DEAD;
+  if (!fan_n && started) {
+    char who[32];
+    snprintf(who, sizeof who, "%s%d", c->sender ? "sender" : "receiver", c->pair);
+    lc_session_lost(who, mosquitto_strerror(rc));
+  }
   if (c->fd >= 0) epoll_ctl(ep_fd, EPOLL_CTL_DEL, c->fd, NULL);
   c->fd = -1;
 }
@@ -253,7 +263,8 @@ static void usage(void) {
           "       mqload [--host 127.0.0.1] --port P --fanout N --msgs K [--server-pid PID]\n"
           "              [--label NAME] [--quiet S]\n"
           "       mqload [--host 127.0.0.1] --port P --pairs N [--window 20] [--warm S]\n"
-          "              [--secs S] [--half F] [--drain S] [--server-pid PID] [--label NAME]\n");
+          "              [--secs S] [--half F | --rate R] [--drain S] [--server-pid PID]\n"
+          "              [--label NAME]\n" LC_USAGE);
   exit(2);
 }
 
@@ -369,7 +380,10 @@ int main(int argc, char **argv) {
           SSL *ssl = mosquitto_ssl_get(cl[0].m);
           if (ssl && !printed_tls++)
             fprintf(stderr, "mqload: %s %s\n", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
-          if (!fan_n) lc_start();
+          if (!fan_n) {
+            lc_start();
+            lc_tls_report(ssl);
+          }
         } else if (now > deadline) {
           fprintf(stderr, "mqload: only %d of %d clients ready in time\n", n_ready, n_cl);
           return 1;
@@ -390,5 +404,5 @@ int main(int argc, char **argv) {
     fan_report();
     return FN.dups || FN.bad || lost_sessions || FN.received != (uint64_t)fan_n * (uint64_t)FN.k;
   }
-  return 0;
+  return lc_exit_code();
 }

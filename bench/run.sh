@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark of docs/benchmarks.md: m5s point-to-point (MSGin5G-1, CoAP over
 # TLS 1.3 PSK keyed by AKMA with the real m5-aanf) against Mosquitto 2.0 (MQTT QoS 1 over
-# TLS-PSK), same pattern, same machine, runs alternated.
+# TLS-PSK), same pattern, same machine, runs alternated. `make bench` uses it for the group
+# fan-out only (--only fan); its point-to-point comparison is bench/vs-mosquitto (fresh stores,
+# pinning, rotated order, paced at Mosquitto's half load), this one's is kept to iterate on one
+# side (--only m5s-w2).
 #
 # Usage: bench/run.sh [--quick | --full] [--build DIR] [--pairs N] [--runs R] [--secs S]
 #                     [--warm S] [--name NAME] [--no-w1] [--only SYSTEM] [--callgrind] [--out FILE]
@@ -21,7 +24,7 @@
 #   skips it; --only fan runs only it.
 #   Environment: M5LOAD_ARGS, extra m5load arguments (e.g. --nagle for libm5c's own socket).
 # Raw RESULT lines and the summary (medians, min-max, ratios) go to
-# bench/results/<date>-<name>.txt (or --out) and stdout.
+# bench/results/<date>-<commit>-<name>[-N].txt (or --out; never overwritten) and stdout.
 # Every process is started by this script, tracked by pid and stopped by pid; loopback only.
 set -euo pipefail
 
@@ -211,7 +214,10 @@ chmod 600 "$T/psk.txt"
 {
   echo "per_listener_settings false"
   echo "allow_anonymous true"
-  echo "persistence false"
+  # as bench/vs-mosquitto: persistence on (a fresh store per run), m5s's TLS 1.3 suite
+  echo "persistence true"
+  echo "persistence_location $T/mqstore/"
+  echo "autosave_interval 1"
   echo "log_dest stderr"
   echo "log_type error"
   echo "log_type warning"
@@ -221,7 +227,15 @@ chmod 600 "$T/psk.txt"
   echo "psk_hint bench"
   echo "psk_file $T/psk.txt"
   echo "use_identity_as_username false"
+  echo "ciphers_tls1.3 TLS_AES_128_GCM_SHA256"
 } >"$T/mosquitto.conf"
+start_mosquitto() { # [wrapper...]: on a fresh store
+  rm -rf "$T/mqstore"
+  mkdir -p "$T/mqstore"
+  "$@" mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
+  SRV_PID=$!
+  PIDS+=("$SRV_PID")
+}
 
 # ---- runs ----
 RAW=$T/raw.txt
@@ -233,9 +247,7 @@ run_one() { # SYSTEM RUN
   local sys=$1 run=$2 rc=0 out=$T/gen.out
   case $sys in
   mosquitto)
-    mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
-    SRV_PID=$!
-    PIDS+=("$SRV_PID")
+    start_mosquitto
     wait_port "$MQ_PORT" "$SRV_PID" || { tail "$T/mosquitto.log" >&2; echo "bench: mosquitto did not start" >&2; exit 1; }
     timeout "$GEN_TIMEOUT" "$BIN/mqload" --port "$MQ_PORT" --server-pid "$SRV_PID" \
       --label mosquitto "${GEN_ARGS[@]}" >"$out" 2>"$T/gen.err" || rc=$?
@@ -279,9 +291,7 @@ fan_one() { # SYSTEM RUN
   [[ $FAN_VIA == topic ]] && dest=topic:$FAN_NAME extra=(--topic "$FAN_NAME")
   case $sys in
   mosquitto)
-    mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
-    SRV_PID=$!
-    PIDS+=("$SRV_PID")
+    start_mosquitto
     wait_port "$MQ_PORT" "$SRV_PID" || { tail "$T/mosquitto.log" >&2; echo "bench: mosquitto did not start" >&2; exit 1; }
     timeout 240 "$BIN/mqload" --port "$MQ_PORT" --server-pid "$SRV_PID" --label mosquitto \
       --fanout "$FAN_N" --msgs "$FAN_K" --quiet 0.5 >"$out" 2>"$T/gen.err" || rc=$?
@@ -330,9 +340,7 @@ if ((CALLGRIND)); then
       start_m5s 1 "${vg[@]}"
       gen=(m5load --port "$M5S_PORT")
     else
-      "${vg[@]}" mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
-      SRV_PID=$!
-      PIDS+=("$SRV_PID")
+      start_mosquitto "${vg[@]}"
       wait_port "$MQ_PORT" "$SRV_PID" || { echo "bench: mosquitto (callgrind) did not start" >&2; exit 1; }
       gen=(mqload --port "$MQ_PORT")
     fi
@@ -362,7 +370,11 @@ stop_pid "$AANF_PID" m5-aanf
 # ---- report ----
 DATE=$(date -u +%Y-%m-%d)
 mkdir -p "$REPO/bench/results"
-OUT=${OUT:-$REPO/bench/results/$DATE-$NAME.txt}
+if [[ -z $OUT ]]; then # named by date and commit, never overwritten
+  base=$REPO/bench/results/$DATE-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit)-$NAME
+  OUT=$base.txt k=1
+  while [[ -e $OUT ]]; do k=$((k + 1)); OUT=$base-$k.txt; done
+fi
 {
   echo "# bench/run.sh --$MODE${ONLY:+ --only $ONLY}: $(date -u +%FT%TZ), $ELAPSED s of point-to-point runs"
   echo "# machine: nproc $(nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
@@ -371,7 +383,7 @@ OUT=${OUT:-$REPO/bench/results/$DATE-$NAME.txt}
   echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (with local changes)')"
   ((${#SYSTEMS[@]})) && echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
     "windows $SECS s (saturation, then 50 % of it), $RUNS runs per system, alternated"
-  echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS-PSK, QoS 1, persistence off"
+  echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256), QoS 1, persistence true, autosave_interval 1, fresh store per run"
   ((FAN)) && echo "# fan-out: $FAN_N members online, one sender, $FAN_K messages (the first alone, then a burst" \
     "of $((FAN_K - 1)), at most 20 unanswered), m5s via a $FAN_VIA with stoAndFwInd, 2 workers; mosquitto: QoS 1" \
     "subscribers of one topic; $RUNS runs per system, alternated, $FAN_ELAPSED s"
