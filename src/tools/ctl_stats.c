@@ -44,6 +44,12 @@ static const struct {
     {"reportsDropped", NULL, "msgin5g_reports_dropped_total"},
     {"deliveriesRequeued", NULL, "msgin5g_deliveries_requeued_total"},
     {"storeSynchronous", NULL, "msgin5g_store_synchronous"},
+    {"inFlight", "accepts", "msgin5g_accepts_in_flight"},
+    {"inFlight", "acceptBytes", "msgin5g_accepts_in_flight_bytes"},
+    {"inFlight", "waiting", "msgin5g_requests_waiting"},
+    {"inFlight", "waitingBytes", "msgin5g_requests_waiting_bytes"},
+    {"inFlight", "waitedTotal", "msgin5g_requests_waited_total"},
+    {"inFlight", "busyTotal", "msgin5g_requests_busy_total"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

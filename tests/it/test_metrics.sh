@@ -74,6 +74,12 @@ want = {
     'msgin5g_sessions{transport="dtls"}': "gauge",
     'msgin5g_sessions{transport="tls"}': "gauge",
     "msgin5g_registrations": "gauge",
+    "msgin5g_accepts_in_flight": "gauge",
+    "msgin5g_accepts_in_flight_bytes": "gauge",
+    "msgin5g_requests_waiting": "gauge",
+    "msgin5g_requests_waiting_bytes": "gauge",
+    "msgin5g_requests_waited_total": "counter",
+    "msgin5g_requests_busy_total": "counter",
 }
 for key, kind in want.items():
     assert key in seen, "missing sample " + key
@@ -141,6 +147,12 @@ paths = {
     'msgin5g_akma_refused_total{reason="fetches_per_prefix"}': ("akmaRefused", "fetchesPerPrefix"),
     'msgin5g_akma_refused_total{reason="unknown_akid_rate"}': ("akmaRefused", "unknownAkidRate"),
     'msgin5g_akma_refused_total{reason="source_table_full"}': ("akmaRefused", "sourceTableFull"),
+    "msgin5g_accepts_in_flight": ("inFlight", "accepts"),
+    "msgin5g_accepts_in_flight_bytes": ("inFlight", "acceptBytes"),
+    "msgin5g_requests_waiting": ("inFlight", "waiting"),
+    "msgin5g_requests_waiting_bytes": ("inFlight", "waitingBytes"),
+    "msgin5g_requests_waited_total": ("inFlight", "waitedTotal"),
+    "msgin5g_requests_busy_total": ("inFlight", "busyTotal"),
 }
 for name, value in ctl:
     v = o

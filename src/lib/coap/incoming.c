@@ -462,6 +462,11 @@ const uint8_t *m5_coap_req_body(const m5_coap_req_t *r, size_t *len) {
   return r ? r->body : NULL;
 }
 
+size_t m5_coap_req_bytes(const m5_coap_req_t *r) {
+  if (!r) return 0;
+  return sizeof *r + r->raw_len + (r->body ? r->body_len + 1 : 0) + (r->path ? strlen(r->path) + 1 : 0);
+}
+
 const m5_coap_msg_t *m5_coap_req_msg(const m5_coap_req_t *r) {
   return r ? &r->msg : NULL;
 }
