@@ -191,15 +191,25 @@ static void hold(delivery_t *dv, sjob_t *j) {
   if (!dv->held_timer) dv->held_timer = m5_loop_timer_add(dv->loop, HELD_RETRY_MS, held_retry, dv);
 }
 
-/* Offers the held conclusions again, oldest first, until the store is busy again. */
-static void held_retry(m5_loop_t *loop, void *arg) {
-  delivery_t *dv = arg;
-  dv->held_timer = 0;
+/* Offers the held conclusions again, oldest first, until the store is busy again. Each store
+ * reply of ours makes room for one, so they go out as soon as there is room (on_store_reply),
+ * not a timer period later; the timer only covers a store full of other workers' jobs. */
+static void held_offer(delivery_t *dv) {
   while (dv->held && sjob_submit(dv, dv->held) == 0) {
     dv->held = dv->held->held_next;
     if (!dv->held) dv->held_tail = NULL;
     dv->n_held--;
   }
+}
+
+size_t delivery_held(const delivery_t *dv) {
+  return dv->n_held;
+}
+
+static void held_retry(m5_loop_t *loop, void *arg) {
+  delivery_t *dv = arg;
+  dv->held_timer = 0;
+  held_offer(dv);
   if (dv->held)
     dv->held_timer = m5_loop_timer_add(loop, HELD_RETRY_MS, held_retry, dv);
   else
@@ -657,6 +667,7 @@ static void on_store_reply(void *msg, void *arg) {
     break;
   }
   sjob_free(j);
+  if (dv->held && !dv->freeing) held_offer(dv);
   check_idle(dv);
 }
 

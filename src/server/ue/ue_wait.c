@@ -26,7 +26,8 @@ struct wait_req {
 #define WAIT_RETRY_MS 1 /* the store's queue is full of other workers' jobs: look again */
 
 int ue_wait_busy(const ue_api_t *api) {
-  return api->store_inflight >= api->opts.max_store_inflight || api->held_head || api->round_head;
+  return api->store_inflight >= api->opts.max_store_inflight || api->held_head ||
+         api->round_head || delivery_held(api->dl);
 }
 
 static void round_add(ue_api_t *api, sess_t *ss) {
@@ -107,14 +108,15 @@ static void retry_cb(m5_loop_t *loop, void *arg) {
 
 void ue_wait_rearm(ue_api_t *api) {
   /* A store reply of ours pumps again; with none outstanding only the timer will. */
-  if ((api->held_head || api->round_head) && api->store_inflight == 0 && !api->wait_timer &&
-      !api->draining)
+  if ((api->held_head || api->round_head) && (api->store_inflight == 0 || delivery_held(api->dl)) &&
+      !api->wait_timer && !api->draining)
     api->wait_timer = m5_loop_timer_add(api->loop, WAIT_RETRY_MS, retry_cb, api);
 }
 
 void ue_wait_pump(ue_api_t *api) {
   if (!ue_accept_retry_held(api)) {
-    while (api->round_head && api->store_inflight < api->opts.max_store_inflight) {
+    while (api->round_head && api->store_inflight < api->opts.max_store_inflight &&
+           !delivery_held(api->dl)) {
       sess_t *ss = api->round_head;
       round_del(api, ss);
       m5_coap_req_t *req = take(api, ss);
