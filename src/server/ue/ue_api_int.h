@@ -87,6 +87,8 @@ struct ue_api {
   accept_t *held_head, *held_tail;
   size_t n_waiting, n_held, max_waiting;
   m5_timer_id_t wait_timer; /* retries when the store is full of other workers' jobs */
+  wait_req_t *orphans;      /* of sessions that closed: freed once their endpoint is gone */
+  m5_timer_id_t orphan_timer;
   /* Figures read by the admin thread (ue_api_figures). */
   _Atomic uint64_t fig_waiting, fig_waiting_bytes, fig_waited, fig_busy;
   _Atomic uint64_t fig_accepts, fig_accept_bytes;

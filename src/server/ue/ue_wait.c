@@ -128,12 +128,40 @@ void ue_wait_pump(ue_api_t *api) {
   ue_wait_rearm(api);
 }
 
+/* The orphans' endpoints are freed by now: answering one only frees it (endpoint.h). */
+static void free_orphans(ue_api_t *api) {
+  while (api->orphans) {
+    wait_req_t *w = api->orphans;
+    api->orphans = w->next;
+    ue_respond_retry(w->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "session closed");
+    free(w);
+  }
+}
+
+static void orphan_cb(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  ue_api_t *api = arg;
+  api->orphan_timer = 0;
+  free_orphans(api);
+}
+
 void ue_wait_session_closed(ue_api_t *api, sess_t *ss) {
+  /* Its endpoint is freed right after this hook: the requests are let go afterwards, never
+   * answered into a connection being torn down. */
   round_del(api, ss);
   while (ss->n_wait) {
-    m5_coap_req_t *req = take(api, ss);
-    ue_respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "session closed");
+    wait_req_t *w = ss->wait_head;
+    ss->wait_head = w->next;
+    ss->n_wait--;
+    api->n_waiting--;
+    atomic_fetch_sub_explicit(&api->fig_waiting_bytes, w->bytes, memory_order_relaxed);
+    w->next = api->orphans;
+    api->orphans = w;
   }
+  ss->wait_tail = NULL;
+  figures(api);
+  if (api->orphans && !api->orphan_timer)
+    api->orphan_timer = m5_loop_timer_add(api->loop, 0, orphan_cb, api);
 }
 
 void ue_wait_flush(ue_api_t *api) {
@@ -148,6 +176,9 @@ void ue_wait_flush(ue_api_t *api) {
   ue_accept_flush_held(api);
   if (api->wait_timer) m5_loop_timer_cancel(api->loop, api->wait_timer);
   api->wait_timer = 0;
+  if (api->orphan_timer) m5_loop_timer_cancel(api->loop, api->orphan_timer);
+  api->orphan_timer = 0;
+  free_orphans(api);
 }
 
 void ue_api_figures(ue_api_t *api, ue_api_figures_t *out) {
