@@ -50,6 +50,7 @@ static const struct {
     {"inFlight", "waitingBytes", "msgin5g_requests_waiting_bytes"},
     {"inFlight", "waitedTotal", "msgin5g_requests_waited_total"},
     {"inFlight", "busyTotal", "msgin5g_requests_busy_total"},
+    {"storeCacheBytes", NULL, "msgin5g_store_cache_bytes"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

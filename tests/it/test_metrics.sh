@@ -80,6 +80,7 @@ want = {
     "msgin5g_requests_waiting_bytes": "gauge",
     "msgin5g_requests_waited_total": "counter",
     "msgin5g_requests_busy_total": "counter",
+    "msgin5g_store_cache_bytes": "gauge",
 }
 for key, kind in want.items():
     assert key in seen, "missing sample " + key
@@ -153,6 +154,7 @@ paths = {
     "msgin5g_requests_waiting_bytes": ("inFlight", "waitingBytes"),
     "msgin5g_requests_waited_total": ("inFlight", "waitedTotal"),
     "msgin5g_requests_busy_total": ("inFlight", "busyTotal"),
+    "msgin5g_store_cache_bytes": ("storeCacheBytes",),
 }
 for name, value in ctl:
     v = o
@@ -185,6 +187,8 @@ v = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
 assert v['msgin5g_sessions{transport="dtls"}'] == 1, v
 assert v['msgin5g_sessions{transport="tls"}'] == 1, v
 assert v["msgin5g_registrations"] == 2, v
+# the store's page cache is reported (part of RSS): it holds at least what the open read
+assert v["msgin5g_store_cache_bytes"] > 0, v
 EOF2
 kill -TERM "$L1" 2>/dev/null || true
 wait_pid_rc "$L1" 10

@@ -505,6 +505,9 @@ static const metric_t metrics[] = {
     {"msgin5g_requests_busy_total", NULL, "counter",
      "UE requests answered 5.03 busy: 65536 waiting in their worker already, since start.",
      "inFlight", "busyTotal", OFF(requests_busy)},
+    {"msgin5g_store_cache_bytes", NULL, "gauge",
+     "Memory of the message store's SQLite page cache (up to 64 MiB), part of the RSS.",
+     "storeCacheBytes", NULL, OFF(store_cache_bytes)},
 };
 #undef OFF
 #define N_METRICS (sizeof metrics / sizeof metrics[0])
@@ -531,6 +534,7 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->reports_dropped = ss.reports_dropped;
     st->requeued = ss.requeued;
     st->synchronous = ss.synchronous;
+    st->store_cache_bytes = ss.cache_bytes;
   }
   if (a->opts.stats) a->opts.stats(a->opts.stats_arg, st);
 }

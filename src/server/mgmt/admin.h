@@ -50,6 +50,7 @@ typedef struct {
    * counters of requests that waited and that were refused 5.03 busy. */
   uint64_t accepts_in_flight, accept_bytes, requests_waiting, requests_waiting_bytes;
   uint64_t requests_waited, requests_busy;
+  uint64_t store_cache_bytes; /* gauge: SQLite's page cache (m5_store_stats_t.cache_bytes) */
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must
