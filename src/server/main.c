@@ -76,6 +76,7 @@ int main(int argc, char **argv) {
   so.path = spath;
   so.max_per_recipient = (uint64_t)cfg.store_max_per_recipient;
   so.max_queued = (uint64_t)cfg.store_max_total;
+  so.queue_cap = (size_t)cfg.store_queue;
   so.dedup_window_ms = cfg.store_dedup_window_s * 1000;
   so.max_msgs_per_originator = (uint64_t)cfg.store_max_msgs_per_originator;
   so.max_bytes_per_originator = (uint64_t)cfg.store_max_bytes_per_originator;

@@ -102,6 +102,9 @@ static const m5_cfg_item_t items[] = {
      "1000", 1, 100000000, "pending messages per recipient (beyond: DELY_FAILED/QUEUE_FULL)"},
     {"store.max_total", M5_CFG_INT, offsetof(server_config_t, store_max_total), "1000000", 1,
      1000000000, "pending messages in all (beyond: 5.03, the server is overloaded)"},
+    {"store.queue", M5_CFG_INT, offsetof(server_config_t, store_queue), "4096", 8, 1048576,
+     "jobs waiting for the store's writer; each worker's accepts share half (more MSGs wait, "
+     "unanswered, and the devices' CoAP windows hold back the rest)"},
     {"store.dedup_window_s", M5_CFG_INT, offsetof(server_config_t, store_dedup_window_s), "600", 10,
      604800, "a repeated (oriAddr, msgId) within this time gets the original answer"},
     {"store.max_ttl_s", M5_CFG_INT, offsetof(server_config_t, store_max_ttl_s), "86400", 1,

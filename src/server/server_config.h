@@ -47,6 +47,7 @@ typedef struct {
   char *store_path; /* the message store (store-and-forward, dedup); "" = beside db.path */
   int64_t store_max_per_recipient;
   int64_t store_max_total;
+  int64_t store_queue;
   int64_t store_dedup_window_s;
   int64_t store_max_ttl_s;
   int64_t store_max_msgs_per_originator, store_max_bytes_per_originator;

@@ -93,6 +93,15 @@ static void fill_stats(void *arg, admin_stats_t *out) {
   for (size_t i = 0; i < run->n_workers; i++) {
     out->sessions_dtls += ue_listener_sessions(run->w[i].udp);
     out->sessions_tls += ue_listener_sessions(run->w[i].tcp);
+    ue_api_figures_t f;
+    if (!run->w[i].api) continue;
+    ue_api_figures(run->w[i].api, &f);
+    out->accepts_in_flight += f.accepts;
+    out->accept_bytes += f.accept_bytes;
+    out->requests_waiting += f.waiting;
+    out->requests_waiting_bytes += f.waiting_bytes;
+    out->requests_waited += f.waited_total;
+    out->requests_busy += f.busy_total;
   }
   pthread_mutex_unlock(&run->lock);
   out->registrations = registry_registrations(run->reg, (int64_t)time(NULL));
@@ -163,7 +172,11 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
     return M5_ENOMEM;
   }
+  /* Each worker's accepts, and its deliveries' conclusions, get an equal share of the store's
+   * queue: they wait in the worker (back-pressure, ue_wait.c) rather than overflow it. */
+  size_t share = (size_t)cfg->store_queue / (2 * run->n_workers);
   ue_api_opts_t ao = {.worker = index,
+                      .max_store_inflight = share ? share : 1,
                       .reg = run->reg,
                       .router = run->router,
                       .reg_lifetime_s = cfg->reg_lifetime_s,
@@ -181,7 +194,10 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                                  .max_subscribers = (uint64_t)cfg->topics_max_subscribers},
                       .bc_pace = run->bc_pace,
                       .bc_rate = (uint32_t)cfg->broadcast_rate};
-  w->api = ue_api_new(w->loop, &ao);
+  ue_api_t *api = ue_api_new(w->loop, &ao);
+  pthread_mutex_lock(&run->lock); /* fill_stats reads it from worker 0 */
+  w->api = api;
+  pthread_mutex_unlock(&run->lock);
   if (!w->api) {
     fprintf(stderr, "m5s: out of memory setting up worker %u\n", index);
     return M5_ENOMEM;

@@ -45,6 +45,13 @@ static const struct {
     {"deliveriesRequeued", NULL, "msgin5g_deliveries_requeued_total"},
     {"storeSynchronous", NULL, "msgin5g_store_synchronous"},
     {"storeSqliteMemory", NULL, "msgin5g_store_sqlite_memory_bytes"},
+    {"inFlight", "accepts", "msgin5g_accepts_in_flight"},
+    {"inFlight", "acceptBytes", "msgin5g_accepts_in_flight_bytes"},
+    {"inFlight", "waiting", "msgin5g_requests_waiting"},
+    {"inFlight", "waitingBytes", "msgin5g_requests_waiting_bytes"},
+    {"inFlight", "waitedTotal", "msgin5g_requests_waited_total"},
+    {"inFlight", "busyTotal", "msgin5g_requests_busy_total"},
+    {"storeCacheBytes", NULL, "msgin5g_store_cache_bytes"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

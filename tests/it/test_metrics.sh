@@ -75,6 +75,13 @@ want = {
     'msgin5g_sessions{transport="dtls"}': "gauge",
     'msgin5g_sessions{transport="tls"}': "gauge",
     "msgin5g_registrations": "gauge",
+    "msgin5g_accepts_in_flight": "gauge",
+    "msgin5g_accepts_in_flight_bytes": "gauge",
+    "msgin5g_requests_waiting": "gauge",
+    "msgin5g_requests_waiting_bytes": "gauge",
+    "msgin5g_requests_waited_total": "counter",
+    "msgin5g_requests_busy_total": "counter",
+    "msgin5g_store_cache_bytes": "gauge",
 }
 for key, kind in want.items():
     assert key in seen, "missing sample " + key
@@ -143,6 +150,13 @@ paths = {
     'msgin5g_akma_refused_total{reason="fetches_per_prefix"}': ("akmaRefused", "fetchesPerPrefix"),
     'msgin5g_akma_refused_total{reason="unknown_akid_rate"}': ("akmaRefused", "unknownAkidRate"),
     'msgin5g_akma_refused_total{reason="source_table_full"}': ("akmaRefused", "sourceTableFull"),
+    "msgin5g_accepts_in_flight": ("inFlight", "accepts"),
+    "msgin5g_accepts_in_flight_bytes": ("inFlight", "acceptBytes"),
+    "msgin5g_requests_waiting": ("inFlight", "waiting"),
+    "msgin5g_requests_waiting_bytes": ("inFlight", "waitingBytes"),
+    "msgin5g_requests_waited_total": ("inFlight", "waitedTotal"),
+    "msgin5g_requests_busy_total": ("inFlight", "busyTotal"),
+    "msgin5g_store_cache_bytes": ("storeCacheBytes",),
 }
 for name, value in ctl:
     v = o
@@ -175,6 +189,8 @@ v = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
 assert v['msgin5g_sessions{transport="dtls"}'] == 1, v
 assert v['msgin5g_sessions{transport="tls"}'] == 1, v
 assert v["msgin5g_registrations"] == 2, v
+# the store's page cache is reported (part of RSS): it holds at least what the open read
+assert v["msgin5g_store_cache_bytes"] > 0, v
 EOF2
 kill -TERM "$L1" 2>/dev/null || true
 wait_pid_rc "$L1" 10

@@ -70,6 +70,8 @@ const char *m5_coap_req_path(const m5_coap_req_t *r);
 int m5_coap_req_format(const m5_coap_req_t *r);
 /* The (reassembled) body, NUL-terminated for convenience; len excludes the NUL. */
 const uint8_t *m5_coap_req_body(const m5_coap_req_t *r, size_t *len);
+/* The memory the request holds until it is answered (struct, message copy, body, path). */
+size_t m5_coap_req_bytes(const m5_coap_req_t *r);
 /* The whole request message (options included), valid until the answer. */
 const m5_coap_msg_t *m5_coap_req_msg(const m5_coap_req_t *r);
 

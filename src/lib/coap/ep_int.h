@@ -81,7 +81,8 @@ struct m5_coap_req {
   size_t raw_len;
   m5_coap_msg_t msg;
   char *path;
-  uint8_t *body; /* NUL-terminated */
+  uint8_t *body;     /* NUL-terminated */
+  uint8_t *raw_body; /* body when it is the end of raw (not a copy of its own) */
   size_t body_len;
   m5_coap_type_t type;
   uint16_t mid;

@@ -283,9 +283,9 @@ static int join_path(const m5_coap_msg_t *m, char **out) {
 }
 
 static void req_free(m5_coap_req_t *r) {
-  if (r->body) m5_wipe(r->body, r->body_len + 1);
-  free(r->body);
-  if (r->raw) m5_wipe(r->raw, r->raw_len);
+  if (r->body && r->body != r->raw_body) m5_wipe(r->body, r->body_len + 1);
+  if (r->body != r->raw_body) free(r->body);
+  if (r->raw) m5_wipe(r->raw, r->raw_len + 1);
   free(r->raw);
   free(r->path);
   free(r);
@@ -322,9 +322,10 @@ static void deliver(m5_coap_ep_t *ep, const m5_coap_msg_t *q, dedup_t *d, const 
                     size_t len, char *path, m5_buf_t *blocks, int has_b1, uint32_t b1_num,
                     unsigned b1_szx, int has_b2, uint32_t b2_num, unsigned b2_szx) {
   m5_coap_req_t *r = calloc(1, sizeof *r);
-  if (r) r->raw = malloc(len);
+  if (r) r->raw = malloc(len + 1);
   if (!r || !r->raw) goto oom;
   memcpy(r->raw, raw, len);
+  r->raw[len] = '\0'; /* the payload ends the message: in place, it is NUL-terminated too */
   r->raw_len = len;
   size_t used, need;
   int rc = ep->o.transport == M5_COAP_DGRAM
@@ -336,6 +337,11 @@ static void deliver(m5_coap_ep_t *ep, const m5_coap_msg_t *q, dedup_t *d, const 
     r->body = blocks->data;
     r->body_len = blocks->len - 1;
     m5_buf_init(blocks, 0);
+  } else if (r->msg.payload_len && r->msg.payload + r->msg.payload_len == r->raw + len) {
+    /* The body is the end of the message copy: held once, not twice (a waiting request,
+     * ue_wait.c, costs what its message does). */
+    r->body = r->raw_body = r->raw + (r->msg.payload - r->raw);
+    r->body_len = r->msg.payload_len;
   } else {
     r->body = malloc(q->payload_len + 1);
     if (!r->body) goto oom;
@@ -472,6 +478,12 @@ int m5_coap_req_format(const m5_coap_req_t *r) {
 const uint8_t *m5_coap_req_body(const m5_coap_req_t *r, size_t *len) {
   if (len) *len = r ? r->body_len : 0;
   return r ? r->body : NULL;
+}
+
+size_t m5_coap_req_bytes(const m5_coap_req_t *r) {
+  if (!r) return 0;
+  return sizeof *r + r->raw_len + 1 + (r->body && r->body != r->raw_body ? r->body_len + 1 : 0) +
+         (r->path ? strlen(r->path) + 1 : 0);
 }
 
 const m5_coap_msg_t *m5_coap_req_msg(const m5_coap_req_t *r) {

@@ -283,7 +283,11 @@ static int exec_st(sq_t *s, int which) {
 }
 
 static void publish(sq_t *s, size_t jobs, int committed) {
+  int cache = 0, cache_hi = 0;
+  if (sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_USED, &cache, &cache_hi, 0) != SQLITE_OK)
+    cache = 0;
   pthread_mutex_lock(&s->stats_lock);
+  s->stats.cache_bytes = cache > 0 ? (uint64_t)cache : 0;
   m5_store_stats_t *t = &s->stats;
   t->queued = s->queued;
   t->messages = s->messages;

@@ -152,6 +152,9 @@ typedef struct {
   /* The durability level SQLite runs with, read back after open (PRAGMA synchronous: 0 OFF,
    * 1 NORMAL, 2 FULL, 3 EXTRA); the store sets FULL. */
   uint64_t synchronous;
+  /* Memory of SQLite's page cache after the last batch (SQLITE_DBSTATUS_CACHE_USED; it grows to
+   * cache_size, 64 MiB, with the pages a long run touches): part of the process's RSS. */
+  uint64_t cache_bytes;
 } m5_store_stats_t;
 
 typedef enum {

@@ -143,7 +143,8 @@ static int is_report(const m5_store_msg_t *m) {
   return strcmp(m->app_id, DELIVERY_IMDN_APP) == 0;
 }
 
-static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from);
+static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, const char *ue_body,
+                     size_t ue_len);
 
 static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
   sjob_t *j = calloc(1, sizeof *j);
@@ -193,15 +194,25 @@ static void hold(delivery_t *dv, sjob_t *j) {
   if (!dv->held_timer) dv->held_timer = m5_loop_timer_add(dv->loop, HELD_RETRY_MS, held_retry, dv);
 }
 
-/* Offers the held conclusions again, oldest first, until the store is busy again. */
-static void held_retry(m5_loop_t *loop, void *arg) {
-  delivery_t *dv = arg;
-  dv->held_timer = 0;
+/* Offers the held conclusions again, oldest first, until the store is busy again. Each store
+ * reply of ours makes room for one, so they go out as soon as there is room (on_store_reply),
+ * not a timer period later; the timer only covers a store full of other workers' jobs. */
+static void held_offer(delivery_t *dv) {
   while (dv->held && sjob_submit(dv, dv->held) == 0) {
     dv->held = dv->held->held_next;
     if (!dv->held) dv->held_tail = NULL;
     dv->n_held--;
   }
+}
+
+size_t delivery_held(const delivery_t *dv) {
+  return dv->n_held;
+}
+
+static void held_retry(m5_loop_t *loop, void *arg) {
+  delivery_t *dv = arg;
+  dv->held_timer = 0;
+  held_offer(dv);
   if (dv->held)
     dv->held_timer = m5_loop_timer_add(loop, HELD_RETRY_MS, held_retry, dv);
   else
@@ -370,7 +381,7 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
 /* The body the server sends for a delivery: the MSG, or the IMDN of a stored report; for an
  * Application Server (for_as) the TS 29.538 form without msgType (UEMessageDelivery,
  * DeliveryStatusReport). */
-static int encode_delivery(const m5_store_delivery_t *d, int for_as, char **body, size_t *len) {
+int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_t *len) {
   m5_msg_t m;
   memset(&m, 0, sizeof m);
   m.ori = d->msg.ori;
@@ -484,7 +495,8 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
 
 /* Hands delivery d to the worker holding its recipient's live session (this one or another,
  * through the router), or concludes it when there is none. from: see push_delivery. */
-static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
+static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, const char *ue_body,
+                     size_t ue_len) {
   char *body = NULL;
   size_t len = 0;
   int to_as = !strcmp(d->rcpt.type, "AS");
@@ -500,7 +512,14 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from) {
     conclude(dv, M5_STORE_MARK_FAILED, d->id, left, 0, d->attempts, 0, 0);
     return;
   }
-  if (encode_delivery(d, to_as, &body, &len) != 0) {
+  if (ue_body && !to_as) { /* the fan-out's one encoding of the message: a copy to own */
+    if ((body = malloc(ue_len + 1))) {
+      memcpy(body, ue_body, ue_len);
+      body[ue_len] = '\0';
+      len = ue_len;
+    }
+  }
+  if (!body && delivery_encode(d, to_as, &body, &len) != 0) {
     M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
     conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
     return;
@@ -555,7 +574,7 @@ static void push_report(delivery_t *dv, const m5_store_delivery_t *d) {
   }
   M5_LOGI(DOM, "failure report of MSG %s queued for %s:%s", d->msg.msg_id, r.rcpt.type,
           r.rcpt.addr);
-  dispatch(dv, &r, FROM_NEW);
+  dispatch(dv, &r, FROM_NEW, NULL, 0);
   free(r.msg.payload);
 }
 
@@ -601,7 +620,7 @@ static void done_due(sjob_t *j) {
   if (!ss) return; /* the items stay PENDING: the back-off timer or the next REG */
   if (j->job.status == 0) {
     for (size_t i = 0; i < j->job.n_items; i++)
-      dispatch(dv, &j->job.items[i], FROM_DUE);
+      dispatch(dv, &j->job.items[i], FROM_DUE, NULL, 0);
     if (j->job.n_items)
       M5_LOGI(DOM, "%s: %zu stored message(s) pushed", ss->ue_svc_id, j->job.n_items);
   }
@@ -613,7 +632,7 @@ static void done_due_any(sjob_t *j) {
   j->dv->due_any_busy = 0;
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++)
-    dispatch(j->dv, &j->job.items[i], FROM_TIMER);
+    dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
 }
 
 /* What was stored for an Application Server that just registered: pushed now, not at its next
@@ -621,7 +640,7 @@ static void done_due_any(sjob_t *j) {
 static void done_due_as(sjob_t *j) {
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++)
-    dispatch(j->dv, &j->job.items[i], FROM_TIMER);
+    dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
   if (j->job.n_items)
     M5_LOGI(DOM, "AS %s: %zu stored message(s) pushed", j->job.rcpt.addr, j->job.n_items);
 }
@@ -662,6 +681,7 @@ static void on_store_reply(void *msg, void *arg) {
     break;
   }
   sjob_free(j);
+  if (dv->held && !dv->freeing) held_offer(dv);
   check_idle(dv);
 }
 
@@ -823,7 +843,12 @@ void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
 }
 
 void delivery_accepted(delivery_t *dv, const m5_store_delivery_t *d) {
-  dispatch(dv, d, FROM_NEW);
+  dispatch(dv, d, FROM_NEW, NULL, 0);
+}
+
+void delivery_accepted_encoded(delivery_t *dv, const m5_store_delivery_t *d, const char *ue_body,
+                               size_t ue_len) {
+  dispatch(dv, d, FROM_NEW, ue_body, ue_len);
 }
 
 void delivery_routed(delivery_t *dv, router_msg_t *m) {

@@ -51,6 +51,9 @@ void delivery_free(delivery_t *d);
 /* Wall-clock time (ms) of the first retry of a delivery accepted now: the first attempt is
  * delivery_accepted()'s. */
 int64_t delivery_first_retry_ms(void);
+/* Conclusions (delivered, failed, rescheduled) waiting for room in the store: while there are
+ * any, the worker's new MSGs wait too (ue_wait.c), so acceptance cannot outrun delivery. */
+size_t delivery_held(const delivery_t *dv);
 /* The same for a delivery stored for a recipient that is away (store-and-forward): the
  * longest back-off from now; its registration pushes it before that (a DUE). */
 int64_t delivery_stored_retry_ms(void);
@@ -79,6 +82,13 @@ void delivery_session_closed(delivery_t *d, uint64_t sid);
 void delivery_as_registered(delivery_t *d, const char *as_svc_id);
 /* Delivery dl was just accepted into the store (borrowed): its first attempt. */
 void delivery_accepted(delivery_t *d, const m5_store_delivery_t *dl);
+/* The same, with the body a UE recipient gets already encoded (ue_body, borrowed): the fan-out
+ * encodes a message once for all its members, not once each (an AS recipient's own form is
+ * still encoded for it). */
+void delivery_accepted_encoded(delivery_t *d, const m5_store_delivery_t *dl, const char *ue_body,
+                               size_t ue_len);
+/* The body of d's push: MSGin5G-1 JSON for a UE, the northbound form for an AS (for_as). */
+int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_t *len);
 /* A ROUTER_DELIVER from another worker for a session of this one; takes m->body (m stays the
  * caller's). */
 void delivery_routed(delivery_t *d, router_msg_t *m);

@@ -492,6 +492,27 @@ static const metric_t metrics[] = {
      "Heap bytes SQLite holds in this process (page caches, statements): what memory figures "
      "per session exclude.",
      "storeSqliteMemory", NULL, OFF(sqlite_memory)},
+    {"msgin5g_accepts_in_flight", NULL, "gauge",
+     "MSGs and reports being accepted: waiting for the message store's commit.", "inFlight",
+     "accepts", OFF(accepts_in_flight)},
+    {"msgin5g_accepts_in_flight_bytes", NULL, "gauge",
+     "Memory those accepts hold (job, payload, recipients).", "inFlight", "acceptBytes",
+     OFF(accept_bytes)},
+    {"msgin5g_requests_waiting", NULL, "gauge",
+     "UE requests held unanswered until the message store has room (back-pressure).", "inFlight",
+     "waiting", OFF(requests_waiting)},
+    {"msgin5g_requests_waiting_bytes", NULL, "gauge",
+     "Memory those waiting requests hold (the CoAP request).", "inFlight", "waitingBytes",
+     OFF(requests_waiting_bytes)},
+    {"msgin5g_requests_waited_total", NULL, "counter",
+     "UE requests that waited for room in the message store, since start.", "inFlight",
+     "waitedTotal", OFF(requests_waited)},
+    {"msgin5g_requests_busy_total", NULL, "counter",
+     "UE requests answered 5.03 busy: 65536 waiting in their worker already, since start.",
+     "inFlight", "busyTotal", OFF(requests_busy)},
+    {"msgin5g_store_cache_bytes", NULL, "gauge",
+     "Memory of the message store's SQLite page cache (up to 64 MiB), part of the RSS.",
+     "storeCacheBytes", NULL, OFF(store_cache_bytes)},
 };
 #undef OFF
 #define N_METRICS (sizeof metrics / sizeof metrics[0])
@@ -518,6 +539,7 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->reports_dropped = ss.reports_dropped;
     st->requeued = ss.requeued;
     st->synchronous = ss.synchronous;
+    st->store_cache_bytes = ss.cache_bytes;
   }
   /* process-wide, so also the caches of stores opened by other modules of this process */
   sqlite3_int64 cur = 0, high = 0;

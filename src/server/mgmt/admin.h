@@ -46,6 +46,12 @@ typedef struct {
   uint64_t requeued;         /* counter: in-flight deliveries never concluded, queued again */
   uint64_t synchronous;      /* gauge: the store's PRAGMA synchronous (2 = FULL) */
   uint64_t sqlite_memory;    /* gauge: bytes SQLite holds in the process (page cache included) */
+  /* Messages in flight in the workers (ue_api_figures): gauges of the accepts waiting for the
+   * store and the UE requests waiting for room (back-pressure), with the bytes each holds;
+   * counters of requests that waited and that were refused 5.03 busy. */
+  uint64_t accepts_in_flight, accept_bytes, requests_waiting, requests_waiting_bytes;
+  uint64_t requests_waited, requests_busy;
+  uint64_t store_cache_bytes; /* gauge: SQLite's page cache (m5_store_stats_t.cache_bytes) */
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must

@@ -43,11 +43,22 @@ static accept_t *accept_new(ue_api_t *api) {
   j->job.op = M5_STORE_ACCEPT;
   j->job.arg = j;
   j->job.base.reply = api->store_replies;
+  j->bytes = sizeof *j;
+  atomic_fetch_add_explicit(&api->fig_accepts, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&api->fig_accept_bytes, j->bytes, memory_order_relaxed);
   return j;
+}
+
+/* j holds n more bytes (its payload, its recipients): counted in the worker's figures. */
+static void accept_charge(accept_t *j, size_t n) {
+  j->bytes += n;
+  atomic_fetch_add_explicit(&j->api->fig_accept_bytes, n, memory_order_relaxed);
 }
 
 static void accept_free(accept_t *j) {
   j->api->fan_rcpts -= j->fan_charged;
+  atomic_fetch_sub_explicit(&j->api->fig_accepts, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&j->api->fig_accept_bytes, j->bytes, memory_order_relaxed);
   m5_store_job_clear(&j->job);
   free(j->payload);
   free(j->fan);
@@ -76,6 +87,48 @@ static void answer_retry(accept_t *j, uint32_t seconds, const char *why) {
     ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, seconds, why);
   else
     j->reply(j->reply_ctx, UE_API_BUSY, NULL, NULL, seconds, why);
+}
+
+/* Submits j; when the store cannot take it now, a UE's waits in held (back-pressure, ue_wait.c)
+ * and an AS's is answered busy (its HTTP/2 client retries). Past max_waiting held: busy. */
+static void accept_submit_or_hold(ue_api_t *api, accept_t *j) {
+  if (!api->held_head && accept_submit(api, j) == 0) return;
+  if (j->req && api->n_held < api->max_waiting && !api->draining) {
+    j->held_next = NULL;
+    if (api->held_tail)
+      api->held_tail->held_next = j;
+    else
+      api->held_head = j;
+    api->held_tail = j;
+    api->n_held++;
+    ue_wait_rearm(api);
+    return;
+  }
+  atomic_fetch_add_explicit(&api->fig_busy, 1, memory_order_relaxed);
+  answer_retry(j, RETRY_AFTER_S, "the message store is busy");
+  accept_free(j);
+}
+
+int ue_accept_retry_held(ue_api_t *api) {
+  while (api->held_head) {
+    accept_t *j = api->held_head;
+    if (accept_submit(api, j) != 0) return 1;
+    api->held_head = j->held_next;
+    if (!api->held_head) api->held_tail = NULL;
+    api->n_held--;
+  }
+  return 0;
+}
+
+void ue_accept_flush_held(ue_api_t *api) {
+  while (api->held_head) {
+    accept_t *j = api->held_head;
+    api->held_head = j->held_next;
+    api->n_held--;
+    answer_retry(j, DRAIN_RETRY_S, "server shutting down");
+    accept_free(j);
+  }
+  api->held_tail = NULL;
 }
 
 /* ---- a MSG to a TOPIC address (TS 23.554 cl. 8.8.3; docs/delivery.md "Messaging Topics") ----
@@ -123,10 +176,8 @@ static void topic_resolved(accept_t *j) {
     accept_free(j);
     return;
   }
-  if (accept_submit(api, j) != 0) {
-    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
-    accept_free(j);
-  }
+  accept_charge(j, j->n_fan * sizeof *j->fan);
+  accept_submit_or_hold(api, j);
 }
 
 /* accept_msg's resolution of a TOPIC address: NULL (the subscribers are looked up) or the
@@ -176,6 +227,7 @@ static int group_resolve(accept_t *j) {
     accept_free(j);
     return -1;
   }
+  accept_charge(j, j->n_fan * sizeof *j->fan);
   j->many = 1;
   j->paced = !strcmp(sm->dest.type, "BC");
   sm->group_gen = gen;
@@ -280,11 +332,11 @@ void ue_accept_on_store_reply(void *msg, void *arg) {
   api->store_inflight--;
   if (j->job.op == M5_STORE_TOPIC_SUBSCRIBERS && j->job.status == 0) {
     topic_resolved(j);
-    ue_api_check_drained(api);
-    return;
+  } else {
+    done_accept(j);
+    accept_free(j);
   }
-  done_accept(j);
-  accept_free(j);
+  ue_wait_pump(api); /* room for one more: held accepts, then the waiting sessions in turn */
   ue_api_check_drained(api);
 }
 
@@ -407,6 +459,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
       reply(reply_ctx, UE_API_BUSY, NULL, NULL, RETRY_AFTER_S, "out of memory");
     return;
   }
+  accept_charge(j, plen + 1);
   if (is_imdn) {
     snprintf((char *)j->payload, plen + 1, "%s%s%s", m->deliv_st, m->failure_cause[0] ? " " : "",
              m->failure_cause);
@@ -458,10 +511,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     sj->rcpts = &j->rcpt;
     sj->n_rcpts = 1;
   }
-  if (accept_submit(api, j) != 0) {
-    answer_retry(j, RETRY_AFTER_S, "the message store is busy");
-    accept_free(j);
-  }
+  accept_submit_or_hold(api, j);
 }
 
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,

@@ -349,6 +349,7 @@ static void on_closed(ue_session_t *s, const char *why, void *arg) {
     M5_LOGI(DOM, "%s: session closed (%s); registered but unreachable", ss->ue_svc_id, why);
   else
     M5_LOGD(DOM, "session %llu closed (%s)", (unsigned long long)s->id, why);
+  ue_wait_session_closed(api, ss);
   delivery_session_closed(api->dl, s->id);
   m5_hmap_del(api->sessions, &s->id, sizeof s->id);
   s->app = NULL;
@@ -358,8 +359,6 @@ static void on_closed(ue_session_t *s, const char *why, void *arg) {
 static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
   ue_api_t *api = arg;
   sess_t *ss = s->app;
-  char diag[160];
-  m5_msg_t m;
   if (!ss) {
     m5_coap_ep_respond_error(req, M5_COAP_INTERNAL_ERROR, "session state missing");
     return;
@@ -368,6 +367,17 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
     ue_respond_retry(req, M5_COAP_SERVICE_UNAVAILABLE, DRAIN_RETRY_S, "server shutting down");
     return;
   }
+  if (ss->n_wait) { /* behind its waiting ones, whatever it is: the session's order holds */
+    ue_wait_park(api, ss, req);
+    return;
+  }
+  ue_api_serve(api, ss, req, 0);
+}
+
+void ue_api_serve(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, int resumed) {
+  ue_session_t *s = ss->s;
+  char diag[160];
+  m5_msg_t m;
   if (strcmp(m5_coap_req_path(req), RESOURCE) != 0) {
     m5_coap_ep_respond_error(req, M5_COAP_NOT_FOUND, "Uri-Path: the resource is msgin5g");
     return;
@@ -406,6 +416,8 @@ static void on_request(ue_session_t *s, m5_coap_req_t *req, void *arg) {
     op_reg(api, ss, req, &m);
   } else if (m.type == M5_MSG_DEREG) {
     op_dereg(api, ss, req, &m);
+  } else if ((m.type == M5_MSG_MSG || m.type == M5_MSG_IMDN) && !resumed && ue_wait_busy(api)) {
+    ue_wait_park(api, ss, req); /* back-pressure: served once the store has room */
   } else if (m.type == M5_MSG_MSG || m.type == M5_MSG_IMDN) {
     delivery_ue_active(api->dl, s->id); /* the UE is here: what was stored for it goes out */
     ue_accept_request(api, ss, req, &m, m.type == M5_MSG_IMDN);
@@ -438,6 +450,7 @@ ue_api_t *ue_api_new(m5_loop_t *loop, const ue_api_opts_t *opts) {
   if (!api->opts.max_routed) api->opts.max_routed = 4096;
   if (!api->opts.inbox_cap) api->opts.inbox_cap = 16384;
   if (!api->opts.max_store_inflight) api->opts.max_store_inflight = 8192;
+  api->max_waiting = api->opts.max_waiting ? api->opts.max_waiting : 65536;
   if (!api->opts.max_ttl_s) api->opts.max_ttl_s = 86400;
   delivery_opts_t dopts = {.reg = api->opts.reg,
                            .tls_cert = api->opts.tls_cert,
@@ -477,6 +490,7 @@ static void drop_router_msg(void *msg) {
 void ue_api_free(ue_api_t *api) {
   if (!api) return;
   /* The pending list owns every pending_t, wherever its job or result message is. */
+  ue_wait_flush(api); /* the sessions are closed: only held accepts can be left */
   if (api->reg_replies) m5_mailbox_free(api->reg_replies, NULL);
   if (api->store_replies) m5_mailbox_free(api->store_replies, ue_accept_drop);
   fanout_free(api->fan);
@@ -504,6 +518,7 @@ void ue_api_drain(ue_api_t *api, uint32_t timeout_ms, void (*done)(void *arg), v
   api->draining = 1;
   api->drain_done = done;
   api->drain_arg = arg;
+  ue_wait_flush(api);
   delivery_drain(api->dl, timeout_ms);
   ue_api_check_drained(api);
 }

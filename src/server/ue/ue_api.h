@@ -38,7 +38,9 @@ typedef struct {
   int64_t max_ttl_s;         /* caps exprTime; the expiry of a message without one; 0 = 86400 */
   int64_t in_flight_max_ms;  /* delivery's (delivery.h); 0 = 300000 */
   int timers;                /* this worker runs the back-off (DUE_ANY) and expiry timers */
-  size_t max_store_inflight; /* accepts outstanding (beyond: 5.03), and delivery's; 0 = 8192 */
+  size_t max_store_inflight; /* accepts outstanding (beyond, a UE's request waits and an AS's
+                                gets 503), and delivery's; 0 = 8192 */
+  size_t max_waiting;        /* UE requests waiting for the store (beyond: 5.03); 0 = 65536 */
   const char *tls_cert, *tls_key, *tls_ca; /* for pushes to Application Servers */
   topics_opts_t topics; /* Messaging Topics (topics.h); its store is this one's */
   fanout_pace_t *bc_pace; /* broadcast pushes, shared by the workers (fanout.h); NULL: unpaced */
@@ -60,6 +62,17 @@ ue_session_hooks_t ue_api_hooks(ue_api_t *api);
  * registry and store jobs always are (their threads answer every job). */
 void ue_api_drain(ue_api_t *api, uint32_t timeout_ms, void (*done)(void *arg), void *arg);
 size_t ue_api_sessions(const ue_api_t *api);
+
+/* Memory of the messages in flight on this worker (docs/delivery.md "Back-pressure"), from any
+ * thread: accepts waiting for the store (count and the bytes they hold: the accept with its
+ * job, payload and recipients), and UE requests waiting for room (count, bytes held by their
+ * CoAP requests), with the counters of requests that waited and that were refused 5.03 busy. */
+typedef struct {
+  uint64_t accepts, accept_bytes;
+  uint64_t waiting, waiting_bytes;
+  uint64_t waited_total, busy_total;
+} ue_api_figures_t;
+void ue_api_figures(ue_api_t *api, ue_api_figures_t *out);
 
 /* ---- messages from Application Servers (north_msg.c) ---- */
 
