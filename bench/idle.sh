@@ -65,46 +65,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pick_port() {
-  local p i
-  for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 12768))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "idle: no free port" >&2
-  exit 1
-}
-wait_health() { # PORT PID
-  local i
-  for ((i = 0; i < 100; i++)); do
-    curl -sf --max-time 1 "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-wait_port() { # PORT PID
-  local i
-  for ((i = 0; i < 100; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-stop_pid() { # PID NAME: SIGTERM, 10 s, then SIGKILL
-  local i
-  kill -TERM "$1" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$1" 2>/dev/null; then
-    echo "idle: $2 (pid $1) still running 10 s after SIGTERM: killed" >&2
-    kill -KILL "$1" 2>/dev/null || true
-  fi
-  wait "$1" 2>/dev/null || true
-}
+BENCH_WHO=idle STOP_WAIT_S=10
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/proc.sh"
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 RAW=$T/raw.txt
 : >"$RAW"
