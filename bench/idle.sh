@@ -73,20 +73,7 @@ RAW=$T/raw.txt
 TMO=$((120 + N / 20))
 
 # ---- m5-aanf and the subscribers ----
-timeout 60 "$BIN/m5ctl" pki init --dir "$T/pki" >/dev/null
-AANF_PORT=$(pick_port) AANF_MGMT=$(pick_port)
-cat >"$T/aanf.yaml" <<EOF
-listen: {host: 127.0.0.1, port: $AANF_PORT}
-mgmt: {host: 127.0.0.1, port: $AANF_MGMT}
-tls: {cert: $T/pki/aanf.crt, key: $T/pki/aanf.key, ca: $T/pki/ca.crt}
-db: {path: $T/aanf/aanf.db}
-workers: 1
-log: {level: warn}
-EOF
-"$BIN/m5-aanf" --config "$T/aanf.yaml" >>"$T/aanf.log" 2>&1 &
-AANF_PID=$!
-PIDS+=("$AANF_PID")
-wait_health "$AANF_MGMT" "$AANF_PID" || { tail "$T/aanf.log" >&2; echo "idle: m5-aanf not healthy" >&2; exit 1; }
+start_bench_aanf
 
 M5S_PORT=$(pick_port) M5S_MGMT=$(pick_port) M5S_NORTH=$(pick_port)
 SRV_PID=

@@ -1,6 +1,7 @@
 # Process helpers of the bench scripts (bench/run.sh, bench/vs-mosquitto, bench/idle.sh),
-# sourced by them: free loopback ports, waiting for a daemon, stopping one by its pid. Messages
-# start with "$BENCH_WHO: "; stop_pid waits STOP_WAIT_S seconds (default 5) after SIGTERM.
+# sourced by them: free loopback ports, waiting for a daemon, stopping one by its pid, and the
+# PKI and m5-aanf they all start. Messages start with "$BENCH_WHO: "; stop_pid waits
+# STOP_WAIT_S seconds (default 5) after SIGTERM.
 
 # pick_port: a loopback TCP port nothing listens on, from 20000..32767.
 pick_port() {
@@ -48,4 +49,28 @@ stop_pid() {
     kill -KILL "$1" 2>/dev/null || true
   fi
   wait "$1" 2>/dev/null || true
+}
+
+# start_bench_aanf [COMMAND PREFIX...]: the development PKI in $T/pki and m5-aanf (1 worker) on
+# free loopback ports, run under the prefix (e.g. taskset); its pid goes to PIDS. Sets
+# AANF_PORT, AANF_MGMT, AANF_PID; exits when it does not become healthy. Needs BIN and T.
+start_bench_aanf() {
+  timeout 60 "$BIN/m5ctl" pki init --dir "$T/pki" >/dev/null
+  AANF_PORT=$(pick_port) AANF_MGMT=$(pick_port)
+  cat >"$T/aanf.yaml" <<YAML
+listen: {host: 127.0.0.1, port: $AANF_PORT}
+mgmt: {host: 127.0.0.1, port: $AANF_MGMT}
+tls: {cert: $T/pki/aanf.crt, key: $T/pki/aanf.key, ca: $T/pki/ca.crt}
+db: {path: $T/aanf/aanf.db}
+workers: 1
+log: {level: warn}
+YAML
+  "$@" "$BIN/m5-aanf" --config "$T/aanf.yaml" >>"$T/aanf.log" 2>&1 &
+  AANF_PID=$!
+  PIDS+=("$AANF_PID")
+  wait_health "$AANF_MGMT" "$AANF_PID" || {
+    tail "$T/aanf.log" >&2
+    echo "${BENCH_WHO:-bench}: m5-aanf not healthy" >&2
+    exit 1
+  }
 }

@@ -91,20 +91,7 @@ BENCH_WHO=bench STOP_WAIT_S=5
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/proc.sh"
 
 # ---- the m5 side: PKI, m5-aanf (up for the whole bench), provisioning ----
-timeout 60 "$BIN/m5ctl" pki init --dir "$T/pki" >/dev/null
-AANF_PORT=$(pick_port) AANF_MGMT=$(pick_port)
-cat >"$T/aanf.yaml" <<EOF
-listen: {host: 127.0.0.1, port: $AANF_PORT}
-mgmt: {host: 127.0.0.1, port: $AANF_MGMT}
-tls: {cert: $T/pki/aanf.crt, key: $T/pki/aanf.key, ca: $T/pki/ca.crt}
-db: {path: $T/aanf/aanf.db}
-workers: 1
-log: {level: warn}
-EOF
-"$BIN/m5-aanf" --config "$T/aanf.yaml" >>"$T/aanf.log" 2>&1 &
-AANF_PID=$!
-PIDS+=("$AANF_PID")
-wait_health "$AANF_MGMT" "$AANF_PID" || { tail "$T/aanf.log" >&2; echo "bench: m5-aanf not healthy" >&2; exit 1; }
+start_bench_aanf
 
 M5S_PORT=$(pick_port) M5S_MGMT=$(pick_port) M5S_NORTH=$(pick_port)
 m5s_config() { # WORKERS
