@@ -43,15 +43,22 @@ struct groups_sync {
 
 /* The sweep job of change e from cursor: every delivery of that group to that member, or of
  * that group, or of every group and area. */
-static void set_job(groups_sync_t *g, const ev_t *e, uint64_t cursor) {
-  m5_store_job_t *j = &g->job;
+/* A sweep of every group and area message from cursor (its reply to reply): the start-up one,
+ * and the base of the others. */
+static void sweep_all_job(m5_store_job_t *j, registry_t *reg, m5_mailbox_t *reply,
+                          uint64_t cursor) {
   memset(j, 0, sizeof *j);
   j->op = M5_STORE_GROUP_SWEEP;
-  j->base.reply = g->replies;
+  j->base.reply = reply;
   j->group_check = groups_fanout_check;
-  j->group_check_arg = g->reg;
+  j->group_check_arg = reg;
   j->limit = SWEEP_MESSAGES;
   j->id = cursor;
+}
+
+static void set_job(groups_sync_t *g, const ev_t *e, uint64_t cursor) {
+  m5_store_job_t *j = &g->job;
+  sweep_all_job(j, g->reg, g->replies, cursor);
   if (e->all) return;
   snprintf(j->msg.dest.type, sizeof j->msg.dest.type, "%s",
            e->kind == GROUPS_AREA ? "BC" : "GROUP");
@@ -245,13 +252,7 @@ int groups_sync_startup(registry_t *reg, m5_store_t *store, char *err, size_t er
   uint64_t failed = 0, cursor = 0;
   m5_store_job_t j;
   for (int more = 1; rc == 0 && more;) {
-    memset(&j, 0, sizeof j);
-    j.op = M5_STORE_GROUP_SWEEP;
-    j.base.reply = mb;
-    j.group_check = groups_fanout_check;
-    j.group_check_arg = reg;
-    j.limit = SWEEP_MESSAGES;
-    j.id = cursor;
+    sweep_all_job(&j, reg, mb, cursor);
     w.done = 0;
     rc = m5_store_submit(store, &j);
     if (rc == 0) m5_loop_run(w.loop);
