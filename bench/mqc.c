@@ -262,7 +262,7 @@ void mqc_keepalive(mqc_t *c, uint64_t now) {
   if (now - c->last_tx_ns < (uint64_t)KEEPALIVE_S * 500000000u) return;
   uint8_t *p = out_room(c, 2);
   if (!p) return; /* the output is full: something leaves anyway */
-  p[0] = 0xc0; /* PINGREQ */
+  p[0] = 0xc0;    /* PINGREQ */
   p[1] = 0;
   c->last_tx_ns = now; /* one PINGREQ per half keep-alive, whatever flush does */
 }
@@ -497,6 +497,6 @@ int mqc_poll(int timeout_ms) {
 
 void mqc_io_report(void) {
   fprintf(stderr, "mqload: io: %llu send(), %llu recv(), %llu SSL_write, %llu epoll_wait\n",
-          (unsigned long long)G.n_send, (unsigned long long)G.n_recv,
-          (unsigned long long)G.n_write, (unsigned long long)G.n_poll);
+          (unsigned long long)G.n_send, (unsigned long long)G.n_recv, (unsigned long long)G.n_write,
+          (unsigned long long)G.n_poll);
 }

@@ -35,7 +35,7 @@ typedef struct mqc mqc_t;
 typedef struct {
   void (*ready)(mqc_t *c); /* CONNACK accepted (and the subscription granted QoS 1) */
   void (*message)(mqc_t *c, const uint8_t *topic, size_t tlen, const uint8_t *pl, size_t n);
-  void (*puback)(mqc_t *c); /* one of c's publishes was acknowledged */
+  void (*puback)(mqc_t *c);                /* one of c's publishes was acknowledged */
   void (*down)(mqc_t *c, const char *why); /* c is dead (refused, malformed input, closed) */
 } mqc_cbs_t;
 
@@ -62,8 +62,7 @@ int mqc_init(const mqc_cbs_t *cbs, const char *host, int port);
 /* Starts client c (zeroed, idx and arg set): TCP connect, TLS with (psk_id, key), CONNECT as
  * cid, then SUBSCRIBE to sub (QoS 1) unless sub is NULL. The key is copied (wiped when c
  * dies). 0, or -1 when it could not even start (down() is not called then). */
-int mqc_open(mqc_t *c, const char *cid, const char *psk_id, const uint8_t key[32],
-             const char *sub);
+int mqc_open(mqc_t *c, const char *cid, const char *psk_id, const uint8_t key[32], const char *sub);
 /* Queues a QoS 1 PUBLISH; MQC_OK, MQC_WAIT (MQC_INFLIGHT unacknowledged, or not ready yet),
  * MQC_ERR (dead, or the output would exceed its bound). */
 int mqc_publish(mqc_t *c, const char *topic, const uint8_t *pl, size_t n);

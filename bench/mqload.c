@@ -192,8 +192,8 @@ static void on_message(mqc_t *m, const uint8_t *topic, size_t tlen, const uint8_
   cl_t *c = (cl_t *)m;
   if (c->sender || tlen != strlen(c->topic) || memcmp(topic, c->topic, tlen)) {
     /* the broker delivered what this client never subscribed to: not a result */
-    if (bad_topic++ < 5) fprintf(stderr, "mqload: client %d: a PUBLISH on a topic it did not "
-                                         "subscribe to\n", m->idx);
+    if (bad_topic++ < 5)
+      fprintf(stderr, "mqload: client %d: a PUBLISH on a topic it did not subscribe to\n", m->idx);
     if (fan_n)
       FN.bad++;
     else
