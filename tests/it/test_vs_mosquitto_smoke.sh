@@ -6,7 +6,8 @@
 # never a figure (performance is claimed from `make bench`, not from tests; a generator-bound
 # run, which depends on the machine's speed, is counted here: --keep-generator-bound).
 # Then the generators' accounting: a server killed mid-run must fail the run (m5load, mqload
-# exit 1 with lost_sessions > 0) instead of reporting a result.
+# exit 1 with lost_sessions > 0) instead of reporting a result; and mqload's fan-out mode (its
+# own MQTT client, bench/mqc.c): each subscriber gets each message once.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -50,6 +51,7 @@ echo "vs-mosquitto smoke: $(grep -E "^[a-z0-9_]+ m5s=" vs.out | tr "\n" ";")"
 # ---- a lost session fails the run: Mosquitto killed mid-run ----
 PORT=$(pick_port)
 "$M5_BIN/mqload" --print-psk --pairs 2 >psk.txt
+"$M5_BIN/mqload" --print-psk --fanout 3 >>psk.txt
 chmod 600 psk.txt
 {
   echo "allow_anonymous true"
@@ -62,6 +64,11 @@ chmod 600 psk.txt
 mosquitto -c mq.conf >mq.log 2>&1 &
 MQ=$!
 track_pid "$MQ"
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+"$M5_BIN/mqload" --port "$PORT" --fanout 3 --msgs 5 --quiet 0.1 >fan.out 2>fan.err ||
+  fail "mqload --fanout failed: $(cat fan.out fan.err)"
+grep -Eq '^RESULT .* members=3 registered=3 sent=5 expected=5 received=15 duplicates=0 missing=0 unexpected=0 lost=0 ' fan.out ||
+  fail "fan-out: $(cat fan.out)"
 "$M5_BIN/mqload" --port "$PORT" --pairs 2 --warm 0.2 --secs 30 --half 0 --drain 1 >mql.out 2>mql.err &
 GEN=$!
 track_pid "$GEN"
