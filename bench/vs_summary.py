@@ -184,6 +184,11 @@ for name, d, text in idle:  # bench/idle.sh's lines, printed as it wrote them
 rm5, rmq = refused(M5), refused(MQ)
 metrics["refused"] = {"m5s": rm5, "mosquitto": rmq, "ratio": (rm5 / rmq) if rm5 and rmq else None}
 print(f"refused m5s={rm5} mosquitto={rmq}" + (f" ratio={rm5 / rmq:.3f}" if rm5 and rmq else ""))
+# m5s's paths Mosquitto has no peer for: no ratio
+for name, s_ in (("dtls_p2p_msgs_per_s", "m5s-dtls"), ("north_a2p_msgs_per_s", "m5s-north")):
+    if s_ in systems:
+        metrics[name] = {"m5s": med(s_, "sat", "rate")}
+        print(f"{name} m5s={num(metrics[name]['m5s'], 0)}")
 if "m5s-w1" in systems:
     w1 = med("m5s-w1", "sat", "rate")
     w2 = med(M5, "sat", "rate")
