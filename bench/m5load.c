@@ -50,7 +50,7 @@ static uint64_t setup_deadline;
 static int nodelay = 1;
 
 /* --north: the AS sending to the receivers; only receivers are in the pool then. */
-#define NORTH_INFLIGHT 4096 /* requests in flight at once on the AS's HTTP/2 client */
+#define NORTH_INFLIGHT 100 /* in flight at once: m5s's HTTP/2 streams per connection (100) */
 static int npairs;
 static struct {
   const char *url, *as_id;
