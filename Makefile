@@ -6,7 +6,7 @@ SHELL := /bin/bash
 APT_PKGS := build-essential cmake ninja-build pkg-config openssl libssl-dev libnghttp2-dev \
   nghttp2-client libcurl4-openssl-dev curl libjansson-dev libcjose-dev libhttp-parser-dev \
   libsqlite3-dev sqlite3 libyaml-dev libcmocka-dev libcoap3-dev python3 nodejs npm \
-  mosquitto libmosquitto-dev
+  mosquitto
 
 BUILD_TEST := build/asan
 BUILD_REL  := build/release
@@ -39,15 +39,15 @@ run: build
 # Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side with bench/vs-mosquitto (the
 # fair harness: same TLS 1.3 suite and group, Mosquitto with persistence, fresh stores, pinned
 # cores, rotated order, latency open-loop at half of Mosquitto's saturation), then the group
-# fan-out of bench/run.sh. Their own dependencies (mosquitto and libmosquitto-dev are also
-# make test's, for the harness's smoke test; valgrind for bench-full's callgrind count,
-# gnuplot-nox for its latency-against-offered-load plot, rabbitmq-server for its durable
-# peer) are installed here. `make bench` takes about 6-8 minutes, `make bench-full` about 35; results in
+# fan-out of bench/run.sh. Their own dependencies (mosquitto is also make test's, for the
+# harness's smoke test; valgrind for bench-full's callgrind count, gnuplot-nox for its
+# latency-against-offered-load plot, rabbitmq-server for its durable peer) are installed
+# here. `make bench` takes about 6-8 minutes, `make bench-full` about 35; results in
 # bench/results/<date>-<commit>-*.txt (+ .json). VS_ARGS adds bench/vs-mosquitto options (e.g.
 # VS_ARGS="--pairs 1000"), BENCH_ARGS bench/run.sh options (e.g. BENCH_ARGS="--fan-via topic").
 VS_ARGS ?=
 BENCH_ARGS ?=
-BENCH_PKGS := mosquitto libmosquitto-dev
+BENCH_PKGS := mosquitto
 
 bench-build: deps
 	@./tools/ensure-deps.sh $(BENCH_PKGS)

@@ -1,8 +1,9 @@
-/* mqload: the Mosquitto side of docs/benchmarks.md. One process, one epoll loop, 2N
- * libmosquitto clients over TLS-PSK (the broker negotiates TLS 1.3), driven through
- * mosquitto_loop_read / _write / _misc on their sockets (no libmosquitto threads). Sender k
- * publishes QoS 1 to its own topic bench/<k>; receiver k is its only subscriber (QoS 1). The
- * pattern and the report are lc.c's, as for m5load.
+/* mqload: the Mosquitto side of docs/benchmarks.md. One process, one epoll loop, 2N MQTT
+ * 3.1.1 clients over TLS 1.3 PSK of our own (bench/mqc.h: raw sockets + OpenSSL, each
+ * client's packets of one loop iteration written with one SSL_write and one send(), the
+ * discipline libm5c's channel follows on the m5load side). Sender k publishes QoS 1 to its
+ * own topic bench/<k>; receiver k is its only subscriber (QoS 1). The pattern and the report
+ * are lc.c's, as for m5load.
  *
  *   mqload --print-psk --pairs N      the broker's psk_file lines ("identity:hexkey")
  *   mqload --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F | --rate R]
@@ -19,41 +20,34 @@
  *   mqload --port P --fanout N --msgs K [--server-pid PID] [--label NAME] [--quiet S]
  */
 #include "lc.h"
+#include "mqc.h"
 
-#include <errno.h>
 #include <getopt.h>
-#include <mosquitto.h>
-#include <openssl/ssl.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
-typedef enum { C_NEW, C_CONNECTING, C_SUBSCRIBING, C_READY, C_DEAD } cstate_t;
+#define CONNECT_PARALLEL 32 /* handshakes at once while the clients come up */
 
 typedef struct {
-  int idx, pair, sender;
-  struct mosquitto *m;
-  int fd;
-  int wout; /* EPOLLOUT armed */
-  cstate_t st;
+  mqc_t m; /* first: the mqc_t * of a callback is the cl_t * */
+  int pair, sender, waiting, ready;
   char topic[32];
 } cl_t;
 
 static cl_t *cl;
-static int n_cl, n_ready, started, stop, ep_fd, lost_sessions;
+static int n_cl, n_ready, n_opening, started, stop, lost_sessions, bad_topic;
 static int fan_n; /* fan-out mode: subscribers (cl[1..fan_n]; cl[0] publishes); 0 = pairs */
 
-static void psk(int i, char id[32], char hex[65]) {
+static void psk(int i, char id[32], uint8_t key[32]) {
   snprintf(id, 32, fan_n ? "fan%d" : "bench%d", i);
   for (int k = 0; k < 32; k++)
-    snprintf(hex + 2 * k, 3, "%02x", k < 28 ? (fan_n ? 0xf5 : 0xa5) : (i >> (8 * (31 - k))) & 0xff);
+    key[k] = (uint8_t)(k < 28 ? (fan_n ? 0xf5 : 0xa5) : (i >> (8 * (31 - k))) & 0xff);
 }
 
 /* ---- fan-out mode ---- */
-
-static void update(cl_t *c);
 
 #define FAN_TOPIC "fan/all"
 #define FAN_WINDOW 20
@@ -79,44 +73,35 @@ static void fan_publish(void) {
     memset(pl, 'f', sizeof pl);
     memcpy(pl, &t, 8);
     memcpy(pl + 8, &idx, 4);
+    int rc = mqc_publish(&p->m, FAN_TOPIC, pl, LC_PAYLOAD);
+    if (rc == MQC_WAIT) return;
+    if (rc) {
+      fprintf(stderr, "mqload: publish %u: the publisher is down or its output full\n", idx);
+      FN.bad++;
+      stop = 1;
+      return;
+    }
     FN.send_ns[idx] = t;
     if (!FN.t_burst && (FN.sent == 1 || FN.k == 1)) {
       FN.t_burst = t;
       FN.cpu0 = lc_proc_cpu_s(FN.server_pid, NULL);
     }
-    int rc = mosquitto_publish(p->m, NULL, FAN_TOPIC, LC_PAYLOAD, pl, 1, false);
-    if (rc) {
-      fprintf(stderr, "mqload: publish %u: %s\n", idx, mosquitto_strerror(rc));
-      FN.bad++;
-      stop = 1;
-      return;
-    }
     FN.sent++;
-    update(p);
   }
 }
 
-static void fan_on_publish(struct mosquitto *m, void *obj, int mid) {
-  (void)m;
-  (void)obj;
-  (void)mid;
-  FN.acked++;
-}
-
-static void fan_on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg) {
-  (void)m;
-  cl_t *c = obj;
+static void fan_on_message(cl_t *c, const uint8_t *pl, size_t n) {
   uint32_t idx;
-  if (c->sender || msg->payloadlen < 12) {
+  if (c->sender || n < 12) {
     FN.bad++;
     return;
   }
-  memcpy(&idx, (const uint8_t *)msg->payload + 8, 4);
+  memcpy(&idx, pl + 8, 4);
   if (idx >= (uint32_t)FN.k) {
     FN.bad++;
     return;
   }
-  uint64_t *w = &FN.seen[(size_t)(c->idx - 1) * FN.words + idx / 64], bit = 1ull << (idx % 64);
+  uint64_t *w = &FN.seen[(size_t)(c->m.idx - 1) * FN.words + idx / 64], bit = 1ull << (idx % 64);
   if (*w & bit) {
     FN.dups++;
     return;
@@ -131,7 +116,6 @@ static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }
-
 static void fan_report(void) {
   uint64_t want = (uint64_t)fan_n * (uint64_t)FN.k, burst = 0, last = 0;
   uint64_t *reach = calloc((size_t)FN.k, sizeof *reach);
@@ -175,81 +159,78 @@ static int fan_tick(void) {
   return lost_sessions || FN.bad;
 }
 
-static void update(cl_t *c) {
-  if (c->fd < 0) return;
-  int want = mosquitto_want_write(c->m) ? 1 : 0;
-  if (want == c->wout) return;
-  struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
-  epoll_ctl(ep_fd, EPOLL_CTL_MOD, c->fd, &ev);
-  c->wout = want;
-}
+/* ---- point to point ---- */
 
 static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   (void)arg;
   cl_t *s = &cl[2 * pair];
-  if (s->st != C_READY) return LC_WAIT; /* a lost session is counted by on_disconnect */
-  /* libmosquitto queues the publish (beyond its 20 in flight) and never makes us wait. A
-   * refusal here is reported to lc as a message sent and refused: calling lc_failed() before
-   * lc counted it as sent made its in-flight count wrap. */
-  int rc = mosquitto_publish(s->m, NULL, s->topic, LC_PAYLOAD, payload, 1, false);
+  int rc = mqc_publish(&s->m, s->topic, payload, LC_PAYLOAD);
+  if (rc == MQC_WAIT) { /* MQC_INFLIGHT unacknowledged: on_puback pumps the pair again */
+    s->waiting = 1;
+    return LC_WAIT;
+  }
+  if (rc && s->m.st == MQC_DEAD) return LC_WAIT; /* a lost session is counted by on_down */
+  /* A refusal is reported to lc as a message sent and refused (lc_failed() before lc counted
+   * it as sent would make its in-flight count wrap). */
   if (rc) {
-    fprintf(stderr, "mqload: pair %d: publish: %s\n", pair, mosquitto_strerror(rc));
+    fprintf(stderr, "mqload: pair %d: publish refused: the client's output is full\n", pair);
     return LC_REFUSED;
   }
-  update(s);
   return LC_SENT;
 }
 
-static void on_connect(struct mosquitto *m, void *obj, int rc) {
-  cl_t *c = obj;
-  if (rc) {
-    fprintf(stderr, "mqload: client %d: CONNACK %d (%s)\n", c->idx, rc,
-            mosquitto_connack_string(rc));
-    c->st = C_DEAD;
-    return;
-  }
-  if (c->sender) {
-    c->st = C_READY;
-    n_ready++;
-    return;
-  }
-  c->st = C_SUBSCRIBING;
-  if (mosquitto_subscribe(m, NULL, c->topic, 1)) c->st = C_DEAD;
-}
+/* ---- client events ---- */
 
-static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *qos) {
-  (void)m;
-  (void)mid;
-  cl_t *c = obj;
-  if (n < 1 || qos[0] != 1) {
-    fprintf(stderr, "mqload: client %d: subscription refused\n", c->idx);
-    c->st = C_DEAD;
-    return;
-  }
-  c->st = C_READY;
+static void on_ready(mqc_t *m) {
+  cl_t *c = (cl_t *)m;
+  c->ready = 1;
+  n_opening--;
   n_ready++;
 }
 
-static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg) {
-  (void)m;
-  cl_t *c = obj;
-  lc_received(c->pair, msg->payload, (size_t)msg->payloadlen);
+static void on_message(mqc_t *m, const uint8_t *topic, size_t tlen, const uint8_t *pl, size_t n) {
+  cl_t *c = (cl_t *)m;
+  if (c->sender || tlen != strlen(c->topic) || memcmp(topic, c->topic, tlen)) {
+    /* the broker delivered what this client never subscribed to: not a result */
+    if (bad_topic++ < 5)
+      fprintf(stderr, "mqload: client %d: a PUBLISH on a topic it did not subscribe to\n", m->idx);
+    if (fan_n)
+      FN.bad++;
+    else
+      lc_session_lost(c->topic, "a PUBLISH on a topic it did not subscribe to");
+    return;
+  }
+  if (fan_n)
+    fan_on_message(c, pl, n);
+  else
+    lc_received(c->pair, pl, n);
 }
 
-static void on_disconnect(struct mosquitto *m, void *obj, int rc) {
-  (void)m;
-  cl_t *c = obj;
-  if (lost_sessions++ < 5) fprintf(stderr, "mqload: client %d: disconnected (%d: %s)\n", c->idx, rc,
-                                   mosquitto_strerror(rc));
-  if (c->st == C_READY) n_ready--;
-  c->st = C_DEAD;
+static void on_puback(mqc_t *m) {
+  cl_t *c = (cl_t *)m;
+  if (fan_n) {
+    FN.acked++;
+    return;
+  }
+  if (c->waiting) {
+    c->waiting = 0;
+    lc_pump(c->pair);
+  }
+}
+
+static void on_down(mqc_t *m, const char *why) {
+  cl_t *c = (cl_t *)m;
+  if (lost_sessions++ < 5) fprintf(stderr, "mqload: client %d: %s\n", m->idx, why);
+  if (c->ready)
+    n_ready--;
+  else
+    n_opening--;
+  c->ready = 0;
   if (!fan_n && started) {
     char who[32];
     snprintf(who, sizeof who, "%s%d", c->sender ? "sender" : "receiver", c->pair);
-    lc_session_lost(who, mosquitto_strerror(rc));
+    lc_session_lost(who, why);
   }
-  if (c->fd >= 0) epoll_ctl(ep_fd, EPOLL_CTL_DEL, c->fd, NULL);
-  c->fd = -1;
 }
 
 static void done(void *arg) {
@@ -266,6 +247,32 @@ static void usage(void) {
           "              [--secs S] [--half F | --rate R] [--drain S] [--server-pid PID]\n"
           "              [--label NAME]\n" LC_USAGE);
   exit(2);
+}
+
+/* Starts the next clients, CONNECT_PARALLEL handshakes at once. */
+static int open_more(int *next) {
+  while (*next < n_cl && n_opening < CONNECT_PARALLEL) {
+    cl_t *c = &cl[*next];
+    char id[32], cid[40];
+    uint8_t key[32];
+    c->m.idx = *next;
+    c->pair = *next / 2;
+    c->sender = fan_n ? *next == 0 : !(*next % 2);
+    if (fan_n) {
+      snprintf(c->topic, sizeof c->topic, FAN_TOPIC);
+      snprintf(cid, sizeof cid, "f%d", *next);
+    } else {
+      snprintf(c->topic, sizeof c->topic, "bench/%d", c->pair);
+      snprintf(cid, sizeof cid, "b%c%d", c->sender ? 's' : 'r', c->pair);
+    }
+    psk(*next, id, key);
+    int rc = mqc_open(&c->m, cid, id, key, c->sender ? NULL : c->topic);
+    OPENSSL_cleanse(key, sizeof key);
+    if (rc) return -1;
+    n_opening++;
+    (*next)++;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -294,9 +301,13 @@ int main(int argc, char **argv) {
   n_cl = fan_n ? fan_n + 1 : 2 * o.pairs;
   if (print) {
     for (int i = 0; i < n_cl; i++) {
-      char id[32], hex[65];
-      psk(i, id, hex);
-      printf("%s:%s\n", id, hex);
+      char id[32];
+      uint8_t key[32];
+      psk(i, id, key);
+      printf("%s:", id);
+      for (int k = 0; k < 32; k++)
+        printf("%02x", key[k]);
+      printf("\n");
     }
     return 0;
   }
@@ -313,79 +324,35 @@ int main(int argc, char **argv) {
     if (!FN.send_ns || !FN.got || !FN.last_ns || !FN.seen) return 1;
   }
   signal(SIGPIPE, SIG_IGN);
-  mosquitto_lib_init();
-  ep_fd = epoll_create1(EPOLL_CLOEXEC);
+  static const mqc_cbs_t cbs = {on_ready, on_message, on_puback, on_down};
   cl = calloc((size_t)n_cl, sizeof *cl);
   o.system = label;
   o.send = send_msg;
   o.done = done;
-  if (!cl || ep_fd < 0 || (!fan_n && lc_init(&o))) return 1;
+  if (!cl || mqc_init(&cbs, host, port) || (!fan_n && lc_init(&o))) return 1;
 
-  /* Sequential blocking connects (TCP + TLS-PSK handshake), then everything on the loop. */
-  for (int i = 0; i < n_cl; i++) {
-    cl_t *c = &cl[i];
-    char id[32], hex[65], cid[40];
-    c->idx = i;
-    c->pair = i / 2;
-    c->sender = fan_n ? i == 0 : !(i % 2);
-    c->fd = -1;
-    if (fan_n) {
-      snprintf(c->topic, sizeof c->topic, FAN_TOPIC);
-      snprintf(cid, sizeof cid, "f%d", i);
-    } else {
-      snprintf(c->topic, sizeof c->topic, "bench/%d", c->pair);
-      snprintf(cid, sizeof cid, "b%c%d", c->sender ? 's' : 'r', c->pair);
-    }
-    psk(i, id, hex);
-    c->m = mosquitto_new(cid, true, c);
-    if (!c->m) return 1;
-    mosquitto_int_option(c->m, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_connect_callback_set(c->m, on_connect);
-    mosquitto_subscribe_callback_set(c->m, on_subscribe);
-    mosquitto_message_callback_set(c->m, fan_n ? fan_on_message : on_message);
-    if (fan_n && c->sender) mosquitto_publish_callback_set(c->m, fan_on_publish);
-    mosquitto_disconnect_callback_set(c->m, on_disconnect);
-    int rc = mosquitto_tls_psk_set(c->m, hex, id, NULL);
-    if (!rc) rc = mosquitto_connect(c->m, host, port, 60);
-    if (rc) {
-      fprintf(stderr, "mqload: client %d: connect: %s\n", i, mosquitto_strerror(rc));
-      return 1;
-    }
-    c->fd = mosquitto_socket(c->m);
-    c->st = C_CONNECTING;
-    c->wout = 1;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, c->fd, &ev)) return 1;
-  }
-
+  /* One loop: events, the 1 ms tick, the keep-alive once a second, then every client's
+   * output of this iteration leaves (mqc_flush). */
   uint64_t last_tick = 0, last_misc = lc_now_ns(), deadline = lc_now_ns() + 60000000000ull;
-  int printed_tls = 0;
-  struct epoll_event evs[256];
+  int next = 0;
   while (!stop) {
-    int n = epoll_wait(ep_fd, evs, 256, 1);
-    if (n < 0 && errno != EINTR) return 1;
-    for (int k = 0; k < n; k++) {
-      cl_t *c = evs[k].data.ptr;
-      if (c->fd < 0) continue;
-      if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mosquitto_loop_read(c->m, 1);
-      if (c->fd >= 0 && (evs[k].events & EPOLLOUT)) mosquitto_loop_write(c->m, 1);
-      update(c);
-    }
+    if (!started && open_more(&next)) return 1;
+    if (mqc_poll(1) < 0) return 1;
     uint64_t now = lc_now_ns();
     if (now - last_tick >= 1000000) {
       last_tick = now;
       if (!started) {
         if (n_ready == n_cl) {
           started = 1;
-          SSL *ssl = mosquitto_ssl_get(cl[0].m);
-          if (ssl && !printed_tls++)
-            fprintf(stderr, "mqload: %s %s\n", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+          SSL *ssl = cl[0].m.ssl;
+          fprintf(stderr, "mqload: %s %s\n", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
           if (!fan_n) {
             lc_start();
             lc_tls_report(ssl);
           }
-        } else if (now > deadline) {
-          fprintf(stderr, "mqload: only %d of %d clients ready in time\n", n_ready, n_cl);
+        } else if (lost_sessions || now > deadline) {
+          fprintf(stderr, "mqload: only %d of %d clients ready%s\n", n_ready, n_cl,
+                  lost_sessions ? " (a client failed)" : " in time");
           return 1;
         }
       } else if (fan_n) {
@@ -397,9 +364,11 @@ int main(int argc, char **argv) {
     if (now - last_misc >= 1000000000) {
       last_misc = now;
       for (int i = 0; i < n_cl; i++)
-        if (cl[i].fd >= 0) mosquitto_loop_misc(cl[i].m);
+        mqc_keepalive(&cl[i].m, now);
     }
+    mqc_flush();
   }
+  mqc_io_report();
   if (fan_n) {
     fan_report();
     return FN.dups || FN.bad || lost_sessions || FN.received != (uint64_t)fan_n * (uint64_t)FN.k;

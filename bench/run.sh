@@ -71,7 +71,7 @@ for b in m5-aanf m5s m5ctl m5load m5fan; do
   [[ -x $BIN/$b ]] || { echo "bench: $BIN/$b missing (make bench builds it)" >&2; exit 1; }
 done
 command -v mosquitto >/dev/null || { echo "bench: mosquitto missing: apt-get install mosquitto" >&2; exit 1; }
-[[ -x $BIN/mqload ]] || { echo "bench: $BIN/mqload missing (needs libmosquitto-dev)" >&2; exit 1; }
+[[ -x $BIN/mqload ]] || { echo "bench: $BIN/mqload missing (make bench builds it)" >&2; exit 1; }
 if ((CALLGRIND)) && ! command -v valgrind >/dev/null; then
   echo "bench: --callgrind needs valgrind (apt-get install valgrind)" >&2
   exit 1

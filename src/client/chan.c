@@ -3,7 +3,16 @@
  *
  * DTLS uses BIO_dgram on a connected UDP socket: the socket filters foreign senders and turns
  * an ICMP port-unreachable into ECONNREFUSED, which moves on to the host's next address (a
- * "localhost" that resolves to ::1 first while the server listens on 127.0.0.1). */
+ * "localhost" that resolves to ::1 first while the server listens on 127.0.0.1).
+ *
+ * Over TLS the channel writes and reads in bulk, as m5s's UE transport does (ue_tls.c): the
+ * CoAP messages the endpoint sends during one loop iteration (a client with 20 requests in
+ * flight answering the pushes read in one go, or sending its next requests) are collected in
+ * ch->out and leave with one SSL_write at the end of the iteration (m5_loop_defer), so one
+ * TLS record and one send() rather than one per message; and reads use OpenSSL's read-ahead,
+ * one read() of up to a record buffer instead of a header and a body read per record. System
+ * calls and records per message are what a client holding many sessions (bench/m5load) pays
+ * most for; a lone m5c is not slowed: the flush happens before the loop waits again. */
 #include "chan.h"
 
 #include "core/err.h"
@@ -45,7 +54,9 @@ struct m5c_chan {
   int fail_status;
   char fail_why[200];
   m5_coap_ep_t *ep;
-  m5_buf_t out; /* TLS: plaintext SSL_write could not take yet */
+  m5_buf_t out;       /* TLS: plaintext queued this iteration, or SSL_write could not take yet */
+  m5_defer_t flush_d; /* TLS: ch->out leaves at the end of the iteration */
+  m5_defer_t pend_d;  /* TLS: records read ahead with the handshake's last flight */
 };
 
 static void on_io(m5_loop_t *loop, int fd, uint32_t events, void *arg);
@@ -68,6 +79,8 @@ static void teardown(m5c_chan_t *ch, int polite) {
   }
   if (ch->dtls_timer) m5_loop_timer_cancel(ch->loop, ch->dtls_timer);
   ch->dtls_timer = 0;
+  m5_loop_defer_cancel(ch->loop, &ch->flush_d);
+  m5_loop_defer_cancel(ch->loop, &ch->pend_d);
   if (ch->ssl) {
     if (polite && SSL_is_init_finished(ch->ssl)) SSL_shutdown(ch->ssl);
     SSL_free(ch->ssl);
@@ -130,6 +143,15 @@ static int flush_out(m5c_chan_t *ch) {
   return 0;
 }
 
+/* The end of the loop iteration: what the endpoint sent during it leaves in one SSL_write. A
+ * socket that cannot take it keeps it for on_io's M5_EV_WRITE (the channel then watches it). */
+static void flush_deferred(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  m5c_chan_t *ch = arg;
+  if (ch->state != CH_UP || !ch->ssl || (ch->watching & M5_EV_WRITE)) return;
+  if (flush_out(ch)) go_down(ch, M5_ECLOSED, "connection lost while sending");
+}
+
 static int ep_send(void *io, const uint8_t *p, size_t n) {
   m5c_chan_t *ch = io;
   if (ch->state != CH_UP || !ch->ssl) return M5_ECLOSED;
@@ -145,7 +167,8 @@ static int ep_send(void *io, const uint8_t *p, size_t n) {
   }
   if (ch->out.len + n > TLS_OUT_MAX) return M5_EFULL;
   int rc = m5_buf_append(&ch->out, p, n);
-  return rc ? rc : flush_out(ch);
+  if (!rc) m5_loop_defer(ch->loop, &ch->flush_d, flush_deferred, ch);
+  return rc;
 }
 
 static void ep_request(m5_coap_ep_t *ep, m5_coap_req_t *req, void *arg) {
@@ -200,6 +223,16 @@ static void handshake_failed(m5c_chan_t *ch, int ssl_err) {
   go_down(ch, M5_ECRYPTO, why);
 }
 
+static int read_session(m5c_chan_t *ch);
+
+/* Records read ahead together with the server's last handshake flight: the socket will not
+ * signal them again. */
+static void pending_read(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  m5c_chan_t *ch = arg;
+  if (ch->state == CH_UP) read_session(ch);
+}
+
 static void session_up(m5c_chan_t *ch) {
   if (ch->dtls_timer) m5_loop_timer_cancel(ch->loop, ch->dtls_timer);
   ch->dtls_timer = 0;
@@ -219,6 +252,7 @@ static void session_up(m5c_chan_t *ch) {
     return;
   }
   M5_LOGD(DOM, "session up (%s, %s)", SSL_get_version(ch->ssl), SSL_get_cipher_name(ch->ssl));
+  if (!ch->dtls && SSL_has_pending(ch->ssl)) m5_loop_defer(ch->loop, &ch->pend_d, pending_read, ch);
   ch->cbs.on_up(ch, ch->ep, ch->arg);
 }
 
@@ -268,6 +302,7 @@ static int start_tls(m5c_chan_t *ch) {
     if (!SSL_set_fd(ch->ssl, ch->fd) || SSL_set_alpn_protos(ch->ssl, alpn, sizeof alpn - 1))
       return M5_ENOMEM;
     SSL_set_mode(ch->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_read_ahead(ch->ssl, 1);
   }
   SSL_set_connect_state(ch->ssl);
   ch->state = CH_HANDSHAKE;
@@ -311,7 +346,9 @@ static void try_connect(m5c_chan_t *ch) {
 
 /* ---- established session ---- */
 
-/* 1 when the channel went down (and may be freed already). */
+/* 1 when the channel went down (and may be freed already). Over TLS it stops once OpenSSL
+ * holds nothing more (SSL_has_pending): the socket is level-triggered, so what is still in it
+ * is read at the next iteration, and the read() that would only say EAGAIN is saved. */
 static int read_session(m5c_chan_t *ch) {
   uint8_t buf[READ_CHUNK];
   while (ch->state == CH_UP) {
@@ -320,6 +357,7 @@ static int read_session(m5c_chan_t *ch) {
     int n = SSL_read(ch->ssl, buf, sizeof buf);
     if (n > 0) {
       m5_coap_ep_input(ch->ep, buf, (size_t)n);
+      if (!ch->dtls && ch->state == CH_UP && !SSL_has_pending(ch->ssl)) return 0;
       continue;
     }
     int e = SSL_get_error(ch->ssl, n);

@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
 for b in m5load mqload; do
-  [[ -x $M5_BIN/$b ]] || fail "$M5_BIN/$b missing (make test installs libmosquitto-dev and builds it)"
+  [[ -x $M5_BIN/$b ]] || fail "$M5_BIN/$b missing (make build-test builds it)"
 done
 command -v mosquitto >/dev/null || fail "mosquitto missing (make test installs it)"
 
