@@ -40,9 +40,9 @@ run: build
 # fair harness: same TLS 1.3 suite and group, Mosquitto with persistence, fresh stores, pinned
 # cores, rotated order, latency open-loop at half of Mosquitto's saturation), then the group
 # fan-out of bench/run.sh. Their own dependencies (mosquitto is also make test's, for the
-# harness's smoke test; valgrind for bench-full's callgrind count and
-# gnuplot-nox for its latency-against-offered-load plot) are
-# installed here. `make bench` takes about 6-8 minutes, `make bench-full` about 35; results in
+# harness's smoke test; valgrind for bench-full's callgrind count, gnuplot-nox for its
+# latency-against-offered-load plot, rabbitmq-server for its durable peer) are installed
+# here. `make bench` takes about 6-8 minutes, `make bench-full` about 35; results in
 # bench/results/<date>-<commit>-*.txt (+ .json). VS_ARGS adds bench/vs-mosquitto options (e.g.
 # VS_ARGS="--pairs 1000"), BENCH_ARGS bench/run.sh options (e.g. BENCH_ARGS="--fan-via topic").
 VS_ARGS ?=
@@ -61,7 +61,7 @@ bench: bench-build
 	  ./bench/run.sh --only fan --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
 
 bench-full: bench-build
-	@./tools/ensure-deps.sh valgrind gnuplot-nox
+	@./tools/ensure-deps.sh valgrind gnuplot-nox rabbitmq-server
 	@rc=0; ./bench/vs-mosquitto --full --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
 	  ./bench/run.sh --only fan --runs 5 --callgrind --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
 

@@ -7,8 +7,18 @@
  *
  *   m5load --print-subscribers --pairs N      "ueSvcId supi kausf" per line, for provisioning
  *   m5load --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F | --rate R]
- *          [--server-pid PID]      (exit status 1: a message lost / duplicated / refused or a
- *                                   session lost; lc.h)
+ *          [--server-pid PID] [--dtls]   (exit status 1: a message lost / duplicated / refused
+ *                                         or a session lost; lc.h)
+ *
+ * --dtls: the same over CoAP over DTLS 1.2 (coaps, UDP, same port number), libm5c's DTLS
+ * channel (CoAP confirmable messages, retransmitted by the CoAP layer).
+ *
+ * Application-to-point (--north URL): the senders are one Application Server instead of the
+ * UEs bs<k>: every message of pair k is a POST of an ASMessageDelivery to URL (m5s's
+ * northbound deliver-as-message, HTTP/2 over TLS with the AS's certificate, --as-cert / --as-key
+ * / --ca, and its bearer token read from --token-file) from --as-id to br<k>; only the N
+ * receivers connect. The HTTP/2 client is libm5c's sibling in src/lib/http (libcurl's multi
+ * interface on the same loop); a 200 without DELY_FAILED is an accepted message.
  */
 #include "lc.h"
 
@@ -16,6 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "crypto/codec.h"
+#include "http/client.h"
 
 #include <getopt.h>
 #include <time.h>
@@ -37,6 +48,21 @@ static bu_pool_t pool;
 static int started;
 static uint64_t setup_deadline;
 static int nodelay = 1;
+
+/* --north: the AS sending to the receivers; only receivers are in the pool then. */
+#define NORTH_INFLIGHT 100 /* in flight at once: m5s's HTTP/2 streams per connection (100) */
+static int npairs;
+static struct {
+  const char *url, *as_id;
+  m5_http_client_t *http;
+} north;
+/* The pool index of pair k's receiver, and the pair of a pool index. */
+static int rcv_ue(int pair) {
+  return north.url ? pair : 2 * pair + 1;
+}
+static int ue_pair(int idx) {
+  return north.url ? idx : idx / 2;
+}
 
 /* Deterministic test subscribers: UE i (sender of pair k = 2k, receiver = 2k+1). */
 static void subscriber(int i, char id[32], char supi[16], uint8_t kausf[32]) {
@@ -81,39 +107,73 @@ static void msg_done(void *arg, int status, const m5_coap_msg_t *resp, const uin
   }
 }
 
+/* msgIds must differ from run to run: m5s's dedup window (10 min) outlives a run and would
+ * answer a repeated (oriAddr, msgId) with its first ack without forwarding it. */
+static int next_msg_id(int pair, char *out, size_t cap) {
+  static uint64_t *seqs;
+  static unsigned run_nonce;
+  if (!seqs) {
+    if (!(seqs = calloc((size_t)npairs, sizeof *seqs))) return -1;
+    run_nonce = (unsigned)getpid() ^ (unsigned)time(NULL);
+  }
+  return snprintf(out, cap, "%x-%d-%llu", run_nonce, pair, (unsigned long long)seqs[pair]++);
+}
+
 static int send_msg(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
   (void)arg;
   bu_ue_t *s = &pool.ue[2 * pair];
   if (s->st != BU_READY) return LC_WAIT; /* a lost session is counted by on_down */
-  static uint64_t *seqs;
-  /* msgIds must differ from run to run: m5s's dedup window (10 min) outlives a run and would
-   * answer a repeated (oriAddr, msgId) with its first ack without forwarding it. */
-  static unsigned run_nonce;
-  if (!seqs) {
-    seqs = calloc((size_t)pool.n, sizeof *seqs);
-    run_nonce = (unsigned)getpid() ^ (unsigned)time(NULL);
-  }
-  char b64[4 * LC_PAYLOAD / 3 + 8], body[512];
+  char b64[4 * LC_PAYLOAD / 3 + 8], body[512], id[48];
+  if (next_msg_id(pair, id, sizeof id) < 0) return LC_REFUSED;
   bu_b64_enc(payload, LC_PAYLOAD, b64);
   int n = snprintf(body, sizeof body,
                    "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},"
-                   "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%x-%d-%llu\","
+                   "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%s\","
                    "\"payload\":\"%s\"}",
-                   s->id, pool.ue[2 * pair + 1].id, run_nonce, pair, (unsigned long long)seqs[pair]++,
-                   b64);
+                   s->id, pool.ue[2 * pair + 1].id, id, b64);
   int rc = m5_coap_ep_request(s->ep, M5_COAP_POST, PATH, M5_COAP_FORMAT_JSON,
                               (const uint8_t *)body, (size_t)n, msg_done, (void *)(intptr_t)pair);
-  if (rc == M5_EFULL) { /* the endpoint's queue is full: the message waits in lc */
-    seqs[pair]--;
-    return LC_WAIT;
+  if (rc == M5_EFULL) return LC_WAIT; /* the endpoint's queue is full: the message waits in lc */
+  if (rc) fprintf(stderr, "m5load: pair %d: %s\n", pair, m5_strerror(rc));
+  return rc ? LC_REFUSED : LC_SENT;
+}
+
+/* ---- application-to-point (--north) ---- */
+
+static void north_done(void *arg, int status, long http_status, const uint8_t *body, size_t len) {
+  int pair = (int)(intptr_t)arg;
+  char why[200];
+  if (status) {
+    lc_failed(pair, m5_strerror(status));
+  } else if (http_status != 200 || (len && memmem(body, len, "DELY_FAILED", 11))) {
+    snprintf(why, sizeof why, "HTTP %ld %.*s", http_status, (int)(len > 150 ? 150 : len),
+             (const char *)body);
+    lc_failed(pair, why);
   }
+}
+
+static int send_north(void *arg, int pair, const uint8_t payload[LC_PAYLOAD]) {
+  (void)arg;
+  if (pool.ue[rcv_ue(pair)].st != BU_READY) return LC_WAIT;
+  if (m5_http_client_inflight(north.http) >= NORTH_INFLIGHT) return LC_WAIT;
+  char b64[4 * LC_PAYLOAD / 3 + 8], body[512], id[48];
+  if (next_msg_id(pair, id, sizeof id) < 0) return LC_REFUSED;
+  bu_b64_enc(payload, LC_PAYLOAD, b64);
+  int n = snprintf(body, sizeof body,
+                   "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"%s\"},"
+                   "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"%s\"},\"msgId\":\"%s\","
+                   "\"payload\":\"%s\",\"stoAndFwInd\":false}",
+                   north.as_id, pool.ue[rcv_ue(pair)].id, id, b64);
+  int rc = m5_http_client_post_json(north.http, north.url, body, (size_t)n, north_done,
+                                    (void *)(intptr_t)pair);
+  if (rc == M5_EFULL) return LC_WAIT;
   if (rc) fprintf(stderr, "m5load: pair %d: %s\n", pair, m5_strerror(rc));
   return rc ? LC_REFUSED : LC_SENT;
 }
 
 static void on_request(bu_ue_t *c, m5_coap_req_t *req, void *arg) {
   (void)arg;
-  int pair = c->idx / 2;
+  int pair = ue_pair(c->idx);
   size_t len, idl = 0, pl = 0;
   const char *body = (const char *)m5_coap_req_body(req, &len);
   const char *id = bu_json_str(body, len, "msgId", &idl);
@@ -126,9 +186,9 @@ static void on_request(bu_ue_t *c, m5_coap_req_t *req, void *arg) {
   }
   char ans[256];
   int an = snprintf(ans, sizeof ans,
-                    "{\"msgType\":\"MSGRESP\",\"msgId\":\"%.*s\",\"oriAddr\":{\"addrType\":\"UE\","
+                    "{\"msgType\":\"MSGRESP\",\"msgId\":\"%.*s\",\"oriAddr\":{\"addrType\":\"%s\","
                     "\"addr\":\"%s\"}}",
-                    (int)idl, id, pool.ue[2 * pair].id);
+                    (int)idl, id, north.url ? "AS" : "UE", north.url ? north.as_id : pool.ue[2 * pair].id);
   m5_coap_ep_respond(req, M5_COAP_CHANGED, M5_COAP_FORMAT_JSON, (const uint8_t *)ans, (size_t)an,
                      NULL, 0);
   lc_received(pair, payload, (size_t)n);
@@ -177,24 +237,52 @@ static void done(void *arg) {
   m5_loop_stop(loop);
 }
 
+/* The AS's HTTP/2 client: its certificate, the server's CA, its bearer token (one line). */
+static m5_http_client_t *north_client(const char *cert, const char *key, const char *ca,
+                                      const char *token_file) {
+  char tok[4096], err[256];
+  FILE *f = fopen(token_file, "r");
+  size_t n = f ? fread(tok, 1, sizeof tok - 1, f) : 0;
+  if (f) fclose(f);
+  while (n && (tok[n - 1] == '\n' || tok[n - 1] == '\r')) n--;
+  tok[n] = '\0';
+  if (!n) {
+    fprintf(stderr, "m5load: no token in %s\n", token_file);
+    return NULL;
+  }
+  m5_http_client_opts_t ho = {.cert_file = cert, .key_file = key, .ca_file = ca,
+                              .bearer_token = tok, .timeout_ms = 30000,
+                              .max_inflight = NORTH_INFLIGHT};
+  m5_http_client_t *c = m5_http_client_new(loop, &ho, err, sizeof err);
+  OPENSSL_cleanse(tok, sizeof tok);
+  if (!c) fprintf(stderr, "m5load: %s\n", err);
+  return c;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: m5load --print-subscribers --pairs N\n"
           "       m5load [--host 127.0.0.1] --port P [--fqdn localhost] --pairs N [--window 20]\n"
           "              [--warm S] [--secs S] [--half F | --rate R] [--drain S]\n"
-          "              [--server-pid PID] [--label NAME] [--nagle]\n"
-          "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n" LC_USAGE);
+          "              [--server-pid PID] [--label NAME] [--nagle] [--dtls]\n"
+          "              [--north URL --as-id ID --as-cert F --as-key F --ca F --token-file F]\n"
+          "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n"
+          "  --dtls: CoAP over DTLS 1.2 (UDP, same port) instead of TLS 1.3 on TCP\n"
+          "  --north: the senders are the Application Server ID posting deliver-as-message to URL\n"
+          "    (HTTP/2, its certificate and key, the CA of the server, its bearer token in F)\n" LC_USAGE);
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *fqdn = "localhost", *label = "m5s";
-  int port = 0, print = 0;
+  int port = 0, print = 0, dtls = 0;
+  const char *as_cert = NULL, *as_key = NULL, *ca = NULL, *token_file = NULL;
   lc_opts_t o = {.pairs = 50, .window = 20, .warm_s = 3, .meas_s = 10, .half = 0.5, .drain_s = 5};
   static const struct option lo[] = {
       {"host", 1, 0, 'h'},  {"port", 1, 0, 'p'},  {"fqdn", 1, 0, 'f'}, LC_LONG_OPTIONS,
       {"label", 1, 0, 'l'}, {"print-subscribers", 0, 0, 'x'}, {"nagle", 0, 0, 'N'},
-      {0, 0, 0, 0}};
+      {"dtls", 0, 0, 'D'},  {"north", 1, 0, 'U'}, {"as-id", 1, 0, 'A'},  {"as-cert", 1, 0, 'C'},
+      {"as-key", 1, 0, 'K'}, {"ca", 1, 0, 'c'},   {"token-file", 1, 0, 'T'}, {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -204,11 +292,20 @@ int main(int argc, char **argv) {
     case 'l': label = optarg; break;
     case 'x': print = 1; break;
     case 'N': nodelay = 0; break;
+    case 'D': dtls = 1; break;
+    case 'U': north.url = optarg; break;
+    case 'A': north.as_id = optarg; break;
+    case 'C': as_cert = optarg; break;
+    case 'K': as_key = optarg; break;
+    case 'c': ca = optarg; break;
+    case 'T': token_file = optarg; break;
     default:
       if (!lc_option(&o, opt, optarg)) usage();
     }
   }
   if (o.pairs < 1 || o.window < 1) usage();
+  if (north.url && (!north.as_id || !as_cert || !as_key || !ca || !token_file || dtls)) usage();
+  npairs = o.pairs;
   if (print) {
     for (int i = 0; i < 2 * o.pairs; i++) {
       char id[32], supi[16], hex[65];
@@ -224,18 +321,21 @@ int main(int argc, char **argv) {
   m5_log_set_level(M5_LOG_WARN);
   char err[256];
   loop = m5_loop_new();
-  SSL_CTX *ctx = m5_akma_client_ctx_new(0, 0, err, sizeof err);
+  SSL_CTX *ctx = m5_akma_client_ctx_new(dtls, 0, err, sizeof err);
   if (!loop || !ctx) {
     fprintf(stderr, "m5load: %s\n", ctx ? "out of memory" : err);
     return 1;
   }
   SSL_CTX_set_info_callback(ctx, tls_info);
   static const bu_cbs_t cbs = {NULL, on_request, on_down};
-  if (bu_pool_init(&pool, loop, ctx, host, (uint16_t)port, 2 * o.pairs, &cbs, NULL)) return 1;
+  if (bu_pool_init(&pool, loop, ctx, host, (uint16_t)port, north.url ? o.pairs : 2 * o.pairs,
+                   &cbs, NULL))
+    return 1;
+  pool.copts.transport = dtls ? M5C_DTLS : M5C_TLS;
   for (int i = 0; i < pool.n; i++) {
     char supi[16];
     uint8_t kausf[32];
-    subscriber(i, pool.ue[i].id, supi, kausf);
+    subscriber(north.url ? 2 * i + 1 : i, pool.ue[i].id, supi, kausf);
     int rc = bu_cred(supi, kausf, fqdn, &pool.ue[i].cred);
     OPENSSL_cleanse(kausf, sizeof kausf);
     if (rc) {
@@ -243,8 +343,9 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  if (north.url && !(north.http = north_client(as_cert, as_key, ca, token_file))) return 1;
   o.system = label;
-  o.send = send_msg;
+  o.send = north.url ? send_north : send_msg;
   o.done = done;
   if (lc_init(&o)) return 1;
   setup_deadline = lc_now_ns() + 60000000000ull;

@@ -29,6 +29,8 @@ static struct {
   int ep;
   struct sockaddr_in sa;
   mqc_t *dirty;
+  int verify;     /* the broker presents a certificate (mqc_init's ca_file) instead of a PSK */
+  int persistent; /* CONNECT with clean session 0 */
   uint64_t n_send, n_recv, n_poll, n_write; /* for mqc_io_report */
 } G;
 
@@ -51,7 +53,8 @@ static unsigned int psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id
   return (unsigned int)sizeof c->key;
 }
 
-int mqc_init(const mqc_cbs_t *cbs, const char *host, int port) {
+int mqc_init(const mqc_cbs_t *cbs, const char *host, int port, const char *ca_file,
+             int persistent) {
   G.cbs = *cbs;
   G.sa.sin_family = AF_INET;
   G.sa.sin_port = htons((uint16_t)port);
@@ -66,6 +69,16 @@ int mqc_init(const mqc_cbs_t *cbs, const char *host, int port) {
       !SSL_CTX_set1_groups_list(G.ctx, "X25519")) {
     fprintf(stderr, "mqload: cannot set up OpenSSL\n");
     return -1;
+  }
+  G.persistent = persistent;
+  if (ca_file) { /* a broker without TLS 1.3 PSK (RabbitMQ): its certificate, for localhost */
+    G.verify = 1;
+    if (SSL_CTX_load_verify_locations(G.ctx, ca_file, NULL) != 1) {
+      fprintf(stderr, "mqload: cannot read the CA %s\n", ca_file);
+      return -1;
+    }
+    SSL_CTX_set_verify(G.ctx, SSL_VERIFY_PEER, NULL);
+    return 0;
   }
   SSL_CTX_set_verify(G.ctx, SSL_VERIFY_NONE, NULL); /* the PSK authenticates the broker */
   SSL_CTX_set_psk_client_callback(G.ctx, psk_cb);
@@ -155,8 +168,9 @@ static int queue_connect(mqc_t *c) {
   uint8_t *p = out_room(c, header_len(rem) + rem);
   if (!p) return -1;
   p += put_header(p, 0x10, rem);
-  /* protocol name "MQTT", level 4 (3.1.1), flags: clean session */
-  memcpy(p, "\0\4MQTT\4\2", 8);
+  /* protocol name "MQTT", level 4 (3.1.1), flags: clean session, or none (a persistent
+   * session: the broker keeps the subscription, a durable queue on RabbitMQ) */
+  memcpy(p, G.persistent ? "\0\4MQTT\4\0" : "\0\4MQTT\4\2", 8);
   put16(p + 8, KEEPALIVE_S);
   put16(p + 10, idn);
   memcpy(p + 12, c->cid, idn);
@@ -440,6 +454,10 @@ int mqc_open(mqc_t *c, const char *cid, const char *psk_id, const uint8_t key[32
   }
   SSL_set_bio(c->ssl, c->rb, c->wb);
   SSL_set_app_data(c->ssl, c);
+  if (G.verify && (!SSL_set1_host(c->ssl, "localhost") || !SSL_set_tlsext_host_name(c->ssl, "localhost"))) {
+    fprintf(stderr, "mqload: client %s: cannot set the broker's name\n", cid);
+    return -1;
+  }
   SSL_set_connect_state(c->ssl);
   c->wout = 1;
   c->st = MQC_TCP;

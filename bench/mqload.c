@@ -7,8 +7,13 @@
  *
  *   mqload --print-psk --pairs N      the broker's psk_file lines ("identity:hexkey")
  *   mqload --port P --pairs N [--window 20] [--warm S] [--secs S] [--half F | --rate R]
- *          [--server-pid PID]      (exit status 1: a message lost / duplicated / refused or a
+ *          [--server-pid PID] [--ca FILE] [--persistent]
+ *                                  (exit status 1: a message lost / duplicated / refused or a
  *                                   session lost; lc.h)
+ *   --ca FILE: the broker presents a certificate (for localhost) from this CA instead of
+ *   taking the PSKs (RabbitMQ, the durable peer: Erlang's TLS has no TLS 1.3 external PSK);
+ *   --persistent: sessions without clean session, so a subscription outlives its connection
+ *   (a durable queue on RabbitMQ).
  *
  * Fan-out mode (docs/benchmarks.md "Group fan-out", the peer of bench/m5fan.c): N subscribers
  * of the one topic fan/all (QoS 1) and one publisher (QoS 1), pattern and RESULT line as
@@ -245,7 +250,7 @@ static void usage(void) {
           "              [--label NAME] [--quiet S]\n"
           "       mqload [--host 127.0.0.1] --port P --pairs N [--window 20] [--warm S]\n"
           "              [--secs S] [--half F | --rate R] [--drain S] [--server-pid PID]\n"
-          "              [--label NAME]\n" LC_USAGE);
+          "              [--label NAME] [--ca FILE] [--persistent]\n" LC_USAGE);
   exit(2);
 }
 
@@ -277,12 +282,14 @@ static int open_more(int *next) {
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *label = "mosquitto";
-  int port = 0, print = 0;
+  int port = 0, print = 0, persistent = 0;
+  const char *ca = NULL;
   lc_opts_t o = {.pairs = 50, .window = 20, .warm_s = 3, .meas_s = 10, .half = 0.5, .drain_s = 5};
   static const struct option lo[] = {
       {"host", 1, 0, 'h'},  {"port", 1, 0, 'p'}, LC_LONG_OPTIONS,
       {"label", 1, 0, 'l'}, {"print-psk", 0, 0, 'x'}, {"fanout", 1, 0, 'F'},
-      {"msgs", 1, 0, 'K'},  {"quiet", 1, 0, 'Q'}, {0, 0, 0, 0}};
+      {"msgs", 1, 0, 'K'},  {"quiet", 1, 0, 'Q'}, {"ca", 1, 0, 'c'},
+      {"persistent", 0, 0, 'S'}, {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -293,6 +300,8 @@ int main(int argc, char **argv) {
     case 'F': fan_n = atoi(optarg); break;
     case 'K': FN.k = atoi(optarg); break;
     case 'Q': FN.quiet_s = atof(optarg); break;
+    case 'c': ca = optarg; break;
+    case 'S': persistent = 1; break;
     default:
       if (!lc_option(&o, opt, optarg)) usage();
     }
@@ -329,7 +338,7 @@ int main(int argc, char **argv) {
   o.system = label;
   o.send = send_msg;
   o.done = done;
-  if (!cl || mqc_init(&cbs, host, port) || (!fan_n && lc_init(&o))) return 1;
+  if (!cl || mqc_init(&cbs, host, port, ca, persistent) || (!fan_n && lc_init(&o))) return 1;
 
   /* One loop: events, the 1 ms tick, the keep-alive once a second, then every client's
    * output of this iteration leaves (mqc_flush). */

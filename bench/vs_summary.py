@@ -128,8 +128,10 @@ def fmt(x, dec):
     return f"{x:,.{dec}f}"
 
 
-print("| metric | " + " | ".join(systems) + (" | m5s-w2 / mosquitto" if "m5s-w2" in systems and "mosquitto" in systems else "") + (" | m5s w2 / w1" if "m5s-w1" in systems else "") + " |")
-print("|---|" + "---|" * (len(systems) + ("m5s-w2" in systems and "mosquitto" in systems) + ("m5s-w1" in systems)))
+RATIOS = [(x, y, t) for x, y, t in (("m5s-w2", "mosquitto", "m5s-w2 / mosquitto"), ("m5s-w2", "m5s-w1", "m5s w2 / w1"),
+                                     ("m5s-w2", "rabbitmq", "m5s-w2 / rabbitmq")) if x in systems and y in systems]
+print("| metric | " + " | ".join(systems) + "".join(f" | {t}" for _, _, t in RATIOS) + " |")
+print("|---|" + "---|" * (len(systems) + len(RATIOS)))
 table = {}
 for kind, key, label, dec in ROWS:
     row, m = [label], {}
@@ -139,11 +141,8 @@ for kind, key, label, dec in ROWS:
         row.append("-" if not v else fmt(m[s], dec) + (f" ({fmt(min(v), dec)}-{fmt(max(v), dec)})" if len(v) > 1 else ""))
         table.setdefault(f"{kind}.{key}", {})[s] = {"median": m[s], "min": min(v) if v else None,
                                                    "max": max(v) if v else None, "runs": len(v)}
-    if "m5s-w2" in systems and "mosquitto" in systems:
-        x, y = m.get("m5s-w2"), m.get("mosquitto")
-        row.append(f"{x / y:.2f}" if x is not None and y else "-")
-    if "m5s-w1" in systems:
-        x, y = m.get("m5s-w2"), m.get("m5s-w1")
+    for sx, sy, _ in RATIOS:
+        x, y = m.get(sx), m.get(sy)
         row.append(f"{x / y:.2f}" if x is not None and y else "-")
     print("| " + " | ".join(row) + " |")
 counted = {s: sum(1 for r in runs.values() if r.get("system") == s and r["counts"]) for s in systems}
@@ -184,6 +183,20 @@ for name, d, text in idle:  # bench/idle.sh's lines, printed as it wrote them
 rm5, rmq = refused(M5), refused(MQ)
 metrics["refused"] = {"m5s": rm5, "mosquitto": rmq, "ratio": (rm5 / rmq) if rm5 and rmq else None}
 print(f"refused m5s={rm5} mosquitto={rmq}" + (f" ratio={rm5 / rmq:.3f}" if rm5 and rmq else ""))
+# the durable peer (--rabbitmq): the same metrics against RabbitMQ's MQTT plugin
+if "rabbitmq" in systems:
+    RB = "rabbitmq"
+    for name, x, y, dec in (("rabbitmq_p2p_msgs_per_s", med(M5, "sat", "rate"), med(RB, "sat", "rate"), 0),
+                            ("rabbitmq_p99_ms_at_half_load", p99(M5), p99(RB), 3),
+                            ("rabbitmq_cpu_us_per_msg", med(M5, "sat", "mach_us_per_msg"), med(RB, "sat", "mach_us_per_msg"), 2)):
+        metrics[name] = {"m5s": x, "rabbitmq": y, "ratio": (x / y) if x is not None and y else None}
+        print(f"{name} m5s={num(x, dec)} rabbitmq={num(y, dec)}"
+              + (f" ratio={metrics[name]['ratio']:.3f}" if metrics[name]["ratio"] is not None else ""))
+# m5s's paths Mosquitto has no peer for: no ratio
+for name, s_ in (("dtls_p2p_msgs_per_s", "m5s-dtls"), ("north_a2p_msgs_per_s", "m5s-north")):
+    if s_ in systems:
+        metrics[name] = {"m5s": med(s_, "sat", "rate")}
+        print(f"{name} m5s={num(metrics[name]['m5s'], 0)}")
 if "m5s-w1" in systems:
     w1 = med("m5s-w1", "sat", "rate")
     w2 = med(M5, "sat", "rate")

@@ -30,8 +30,8 @@ register() { # TOKEN: as1 POSTs a registration with it -> $ST, out.json, hdr.txt
     -d '{"asSvcId":"as1","targetUri":"https://127.0.0.1:9/cb"}' \
     "$NB/msgs-asregistration/v1/registrations")
 }
-forge() { # X5T|-: a token for as1 with every scope m5s grants
-  "$FORGE" "$PKI/m5s-token.key" "$NB" "$NB" as1 "msgs-asregistration msgs-msgdelivery" "$1" ||
+forge() { # X5T|- [EXP_IN_S]: a token for as1 with every scope m5s grants
+  "$FORGE" "$PKI/m5s-token.key" "$NB" "$NB" as1 "msgs-asregistration msgs-msgdelivery" "$@" ||
     m5s_fail "token_forge $1 failed"
 }
 registered() { admin_curl -s "$M5S_ADMIN/admin/v1/as-clients/as1" | grep -q '"registered":true'; }
@@ -57,4 +57,22 @@ register "$(forge "$X5T")"
 [[ $ST == 201 ]] || m5s_fail "a bound token from token_forge: want 201, got $ST $(cat out.json)"
 registered || m5s_fail "the bound token's registration is not shown"
 echo "ok: the same token bound to as1's certificate: 201"
+
+# A token in use when it expires: m5s remembers verified tokens (north_tokcache.c) but not past
+# their exp. This one's exp + m5s's leeway of 30 s is 10 s from now: accepted now (and
+# remembered), refused once that passed, whatever m5s remembers of it.
+T=$(forge "$X5T" -20)
+register "$T"
+[[ $ST == 20? ]] || m5s_fail "a token 10 s before its exp + leeway: want 2xx, got $ST $(cat out.json)"
+ok=1
+for ((i = 0; i < 300; i++)); do
+  register "$T"
+  [[ $ST == 401 ]] && break
+  [[ $ST == 20? ]] || m5s_fail "an expiring token: want 2xx then 401, got $ST $(cat out.json)"
+  ok=$((ok + 1))
+  sleep 0.1
+done
+[[ $ST == 401 ]] || m5s_fail "a token past its exp + leeway is still accepted"
+grep -qi 'error_description="token has expired"' hdr.txt || m5s_fail "expired: $(cat hdr.txt)"
+echo "ok: a token accepted $ok times until its exp + leeway, then 401 token has expired"
 stop_m5s

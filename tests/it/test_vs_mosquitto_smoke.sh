@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke run of the fair side-by-side harness (bench/vs-mosquitto, docs/benchmarks.md) so the
 # comparison keeps working: 2 pairs, 1 round of 1-second windows against the real m5-aanf, m5s
-# and Mosquitto. It asserts only that the metric lines and the JSON come out, that both sides
+# and Mosquitto, with m5s's DTLS and application-to-point runs. It asserts only that the metric lines and the JSON come out, that both sides
 # negotiated the same TLS 1.3 suite and group, and that nothing was lost, duplicated or refused;
 # never a figure (performance is claimed from `make bench`, not from tests; a generator-bound
 # run, which depends on the machine's speed, is counted here: --keep-generator-bound).
@@ -25,6 +25,10 @@ for m in p2p_msgs_per_s p99_ms_at_half_load cpu_us_per_msg cpu_us_per_msg_at_hal
   grep -Eq "^$m m5s=[0-9.]+ mosquitto=[0-9.]+ ratio=[0-9.]+$" vs.out || fail "no line for $m: $(cat vs.out)"
 done
 grep -qx 'refused m5s=0 mosquitto=0' vs.out || fail "refusals: $(grep refused vs.out)"
+# m5s's paths without a Mosquitto peer (DTLS, application-to-point over HTTP/2): no ratio
+for m in dtls_p2p_msgs_per_s north_a2p_msgs_per_s; do
+  grep -Eq "^$m m5s=[0-9]+$" vs.out || fail "no line for $m: $(cat vs.out)"
+done
 res=$(ls "$M5_TMP"/results/*-vs-mosquitto.txt) || fail "no results file"
 json=${res%.txt}.json
 [[ -s $json ]] || fail "no JSON next to $res"
@@ -33,15 +37,19 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["metrics"]["p2p_msgs_per_s"]["m5s"] > 0 and d["metrics"]["p2p_msgs_per_s"]["mosquitto"] > 0
 runs = d["runs"]
-assert len(runs) == 4, runs  # a saturation and a paced run of each system
+# a saturation and a paced run of each system, a saturation run of m5s-dtls and m5s-north
+assert sorted((r["system"], r["kind"]) for r in runs) == sorted(
+    [(s, k) for s in ("mosquitto", "m5s-w2") for k in ("sat", "paced")]
+    + [("m5s-dtls", "sat"), ("m5s-north", "sat")]), runs
 for r in runs:
     assert not r["failed"], r
     t = r["total"]
     assert t["lost"] == 0 and t["dup"] == 0 and t["failed"] == 0 and t["lost_sessions"] == 0, r
     assert t["delivered"] > 0 and t["delivered"] == t["sent"], r
-suites = {(x["system"], x["suite"], x["group"], x["kex"]) for x in d["tls"]}
+suites = {(x["system"], x["suite"], x["group"], x["kex"]) for x in d["tls"] if x["system"] != "m5s-dtls"}
 assert {s[1:] for s in suites} == {("TLS_AES_128_GCM_SHA256", "X25519", "psk_dhe_ke")}, suites
-assert {s[0] for s in suites} == {"mosquitto", "m5s-w2"}, suites
+assert {s[0] for s in suites} == {"mosquitto", "m5s-w2", "m5s-north"}, suites
+assert any(x["system"] == "m5s-dtls" and x["version"] == "DTLSv1.2" for x in d["tls"]), d["tls"]
 EOF
 grep -q '^# mosquitto: persistence true, autosave_interval' "$res" || fail "persistence not in $res"
 grep -q '^# stores: a fresh directory per run under .*filesystem: ' "$res" || fail "store filesystem not in $res"

@@ -100,13 +100,19 @@ static int map_curl_error(CURLcode rc, const req_t *r) {
   return M5_EIO;
 }
 
+/* The header lines may carry a bearer token: wiped before libcurl frees them. */
+static void free_headers(struct curl_slist *h) {
+  for (struct curl_slist *l = h; l; l = l->next) OPENSSL_cleanse(l->data, strlen(l->data));
+  curl_slist_free_all(h);
+}
+
 static void client_destroy(m5_http_client_t *c) {
   if (c->timer) m5_loop_timer_cancel(c->loop, c->timer);
   c->timer = 0;
   /* cleanup calls the socket callback (REMOVE) for connections still open. */
   curl_multi_cleanup(c->multi);
   if (c->timer) m5_loop_timer_cancel(c->loop, c->timer);
-  curl_slist_free_all(c->headers);
+  free_headers(c->headers);
   free(c->cert_file);
   free(c->key_file);
   free(c->ca_file);
@@ -374,6 +380,17 @@ m5_http_client_t *m5_http_client_new(m5_loop_t *loop, const m5_http_client_opts_
   if (h) c->headers = h;
   h = h ? curl_slist_append(c->headers, "Accept: application/json") : NULL;
   h = h ? curl_slist_append(c->headers, "Expect:") : NULL;
+  if (h && opts->bearer_token) {
+    size_t n = strlen(opts->bearer_token) + sizeof "Authorization: Bearer ";
+    char *line = malloc(n);
+    if (line) {
+      snprintf(line, n, "Authorization: Bearer %s", opts->bearer_token);
+      h = curl_slist_append(c->headers, line);
+      wipe_free(line, n);
+    } else {
+      h = NULL;
+    }
+  }
   if (!h) bad = 1;
   c->multi = curl_multi_init();
   if (!c->multi || bad) goto fail;
@@ -387,7 +404,7 @@ m5_http_client_t *m5_http_client_new(m5_loop_t *loop, const m5_http_client_opts_
 fail:
   snprintf(err, errlen, "http client: cannot set up libcurl (out of memory?)");
   if (c->multi) curl_multi_cleanup(c->multi);
-  curl_slist_free_all(c->headers);
+  free_headers(c->headers);
   free(c->cert_file);
   free(c->key_file);
   free(c->ca_file);

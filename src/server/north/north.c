@@ -316,6 +316,7 @@ static void on_jwks(void *arg, int status, long http, const uint8_t *body, size_
   }
   m5_jwks_free(n->ext_keys);
   n->ext_keys = k;
+  n->ext_keys_gen++; /* tokens verified with the old set are verified again */
   M5_LOGD(DOM, "JWKS %s: %zu keys", url, m5_jwks_count(k));
 }
 
@@ -354,29 +355,41 @@ int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
     return M5_EPERM;
   }
   const char *tok = a + 7;
-  m5_jwt_expect_t x = {.issuer = ctx->base_url,
-                       .audience = ctx->base_url,
-                       .now = (int64_t)time(NULL),
-                       .leeway_s = LEEWAY_S,
-                       .cert_x5t_s256 = c->x5t,
-                       .require_cnf = 1};
+  size_t tok_len = strlen(tok);
+  int64_t now = (int64_t)time(NULL);
+  uint8_t digest[32];
+  m5_jwt_err_t e = M5_JWT_OK;
   char diag[160];
-  m5_jwt_err_t e = ctx->keys
-                       ? m5_jwt_verify(tok, strlen(tok), ctx->keys, &x, claims, diag, sizeof diag)
-                       : M5_JWT_UNKNOWN_KID;
-  /* Not one of ours: the external issuer's, whose tokens need not be bound (a cnf they carry
-   * is checked all the same). */
-  if ((e == M5_JWT_UNKNOWN_KID || e == M5_JWT_BAD_ISSUER) && ctx->ext_issuer[0]) {
-    x.issuer = ctx->ext_issuer;
-    x.require_cnf = 0;
-    if (!n->ext_keys) {
-      e = M5_JWT_UNKNOWN_KID;
-      snprintf(diag, sizeof diag, "the token issuer's keys are not available yet; retry");
-      jwks_fetch(n);
-    } else {
-      e = m5_jwt_verify(tok, strlen(tok), n->ext_keys, &x, claims, diag, sizeof diag);
-      if (e == M5_JWT_UNKNOWN_KID) jwks_fetch(n); /* a rotated key: fetch, the retry may pass */
+  /* A token verified on this certificate lately is not verified again (north_tokcache.c). */
+  int cached = tok_len <= M5_JWT_MAX
+                   ? north_tok_lookup(n, tok, tok_len, c->x5t, now, LEEWAY_S, claims, digest)
+                   : -1;
+  if (cached != 1) {
+    m5_jwt_expect_t x = {.issuer = ctx->base_url,
+                         .audience = ctx->base_url,
+                         .now = now,
+                         .leeway_s = LEEWAY_S,
+                         .cert_x5t_s256 = c->x5t,
+                         .require_cnf = 1};
+    int ext = 0;
+    e = ctx->keys ? m5_jwt_verify(tok, tok_len, ctx->keys, &x, claims, diag, sizeof diag)
+                  : M5_JWT_UNKNOWN_KID;
+    /* Not one of ours: the external issuer's, whose tokens need not be bound (a cnf they
+     * carry is checked all the same). */
+    if ((e == M5_JWT_UNKNOWN_KID || e == M5_JWT_BAD_ISSUER) && ctx->ext_issuer[0]) {
+      x.issuer = ctx->ext_issuer;
+      x.require_cnf = 0;
+      ext = 1;
+      if (!n->ext_keys) {
+        e = M5_JWT_UNKNOWN_KID;
+        snprintf(diag, sizeof diag, "the token issuer's keys are not available yet; retry");
+        jwks_fetch(n);
+      } else {
+        e = m5_jwt_verify(tok, tok_len, n->ext_keys, &x, claims, diag, sizeof diag);
+        if (e == M5_JWT_UNKNOWN_KID) jwks_fetch(n); /* a rotated key: fetch, the retry may pass */
+      }
     }
+    if (e == M5_JWT_OK && cached == 0) north_tok_store(n, digest, c->x5t, ext, claims);
   }
   if (e != M5_JWT_OK) {
     M5_LOGI(DOM, "%s: token refused: %s", c->as_svc_id, m5_jwt_err_name(e));
@@ -542,6 +555,7 @@ void north_free(north_t *n) {
   if (n->refresh_timer) m5_loop_timer_cancel(n->loop, n->refresh_timer);
   if (n->jwks_http) m5_http_client_free(n->jwks_http);
   m5_jwks_free(n->ext_keys);
+  north_tok_free(n);
   if (n->http) m5_http_server_free(n->http);
   if (n->replies) m5_mailbox_free(n->replies, drop_reply);
   free(n);

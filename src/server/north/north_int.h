@@ -15,6 +15,10 @@
 #define NORTH_MAX_REG_INFLIGHT 64 /* registry jobs per worker (the reply mailbox holds 256) */
 #define NORTH_CT_PROBLEM "application/problem+json"
 
+/* Bearer tokens verified lately, per worker (north_tokcache.c). */
+#define NORTH_TOK_SLOTS 64
+typedef struct north_tok north_tok_t;
+
 struct north {
   m5_loop_t *loop;
   north_opts_t o;
@@ -25,6 +29,8 @@ struct north {
   /* the external issuer's keys (this worker's copy) */
   m5_http_client_t *jwks_http;
   m5_jwks_t *ext_keys;
+  uint64_t ext_keys_gen; /* +1 whenever ext_keys is replaced */
+  north_tok_t *toks;     /* NORTH_TOK_SLOTS, made at the first verified token */
   int fetching, freeing;
   uint64_t last_fetch_ms;
   m5_timer_id_t refresh_timer;
@@ -56,6 +62,18 @@ int north_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
  * the RFC 6750 WWW-Authenticate challenge. A caller whose AS client has auth mtls may send no
  * Authorization at all: 0 with *claims zeroed (its certificate, checked by north_caller, is
  * the credential); a token it does send is checked like anyone's. */
+/* 1 and *out = the claims when this worker verified token on a connection with the client
+ * certificate x5t and it is still good at now (exp + leeway_s; for an external issuer's token,
+ * the same key set); 0 otherwise, with digest = the token's SHA-256 for north_tok_store; -1
+ * when the digest could not be computed (verify, do not remember). */
+int north_tok_lookup(north_t *n, const char *tok, size_t len, const char *x5t, int64_t now,
+                     int64_t leeway_s, m5_jwt_claims_t *out, uint8_t digest[32]);
+/* Remembers a token that verified (ext: with the external issuer's keys). */
+void north_tok_store(north_t *n, const uint8_t digest[32], const char *x5t, int ext,
+                     const m5_jwt_claims_t *claims);
+void north_tok_forget(north_tok_t *t);
+void north_tok_free(north_t *n);
+
 int north_bearer(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
                  const north_caller_t *c, const char *scope, m5_jwt_claims_t *claims);
 /* 1 if content_type is type (case-insensitive), with or without parameters after ';'. */
