@@ -278,7 +278,10 @@ int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
 
 static int exec_st(sq_t *s, int which) {
   /* What is undone in the tables must not stay in the cache of dedup_buckets rows. */
-  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) sq_dbkt_forget(s);
+  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) {
+    sq_dbkt_forget(s);
+    sq_gens_forget(s); /* and of binding_gens rows */
+  }
   return sq_step_done(s, s->st[which], sql[which]);
 }
 
@@ -500,9 +503,10 @@ static void sq_free(sq_t *s) {
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
-  if (s->inflight) m5_hmap_free(s->inflight, NULL);
+  if (s->inflight) m5_hmap_free(s->inflight, free);
   if (s->tickets) m5_hmap_free(s->tickets, free);
   sq_dbkt_free(s);
+  sq_gens_forget(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
   free(s);

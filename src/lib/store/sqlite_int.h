@@ -140,7 +140,7 @@ typedef struct {
   /* ---- writer thread only ---- */
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
   m5_hmap_t *oris;    /* (originator, generation) key -> sq_ori_t: its quota use */
-  m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
+  m5_hmap_t *inflight; /* delivery id -> sq_flight_t: rows in state 4 */
   m5_hmap_t *tickets;  /* originator key ("UE:ue1") -> uint64_t *: its rows in report_tickets */
   int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_tickets.c) */
   char ticket_rep[M5_STORE_KEY_MAX + 1]; /* ... naming this reporter ("": any) */
@@ -150,6 +150,7 @@ typedef struct {
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
   m5_hmap_t *dbkt;  /* originator -> sq_dbkt_t: its dedup_buckets rows (sqlite_ops.c) */
+  m5_hmap_t *gens;  /* UE Service ID -> its binding_gens generation + 1 (sqlite_rebind.c) */
   sq_delta_t job_delta, batch_delta;
 
   /* ---- any thread ---- */
@@ -179,9 +180,25 @@ int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
 sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen);
 int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes,
                int64_t dlvs);
-/* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
-int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
+/* Message bookkeeping of a delivery row, for the transition to a final state. */
+typedef struct {
+  int64_t msg, open, first, n;
+  int kind;     /* SQ_KIND_* */
+  int64_t plen; /* payload length */
+  int cached;   /* from the in-flight set (sq_inflight_row), not read */
+} sq_row_t;
+
+/* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE; for one accepted
+ * as the only recipient of its message (m, r, its message's row msg_row of kind; NULL, NULL:
+ * none), also what its row holds, so that its conclusion need not read it back. */
+typedef struct sq_flight sq_flight_t;
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms, const m5_store_msg_t *m,
+                    const m5_store_rcpt_t *r, uint64_t msg_row, int kind);
 void sq_inflight_del(sq_t *s, uint64_t id);
+int64_t sq_flight_since(const sq_flight_t *f);
+/* 1 with *d (payload left out) and *rm as reading the row would give them, when the in-flight
+ * entry of id has them; else 0. */
+int sq_inflight_row(sq_t *s, uint64_t id, m5_store_delivery_t *d, sq_row_t *rm);
 /* Report tickets per originator key ("UE:ue1", "AS:as1": report_tickets rows), for
  * max_tickets_per_originator. */
 uint64_t sq_tickets_get(sq_t *s, const char *ori);
@@ -216,6 +233,8 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job);
 int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, int *stale);
 /* The generation the store knows for the UE Service ID addr (0: none); 0 or M5_EIO. */
 int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen);
+/* Forgets the cached binding_gens rows (after a rollback) and frees the cache at close. */
+void sq_gens_forget(sq_t *s);
 
 /* sqlite_tickets.c: report tickets (schema 6). */
 int sq_tickets_prepare(sq_t *s);

@@ -31,7 +31,10 @@
  * writes never produce). */
 static void col_text(sqlite3_stmt *st, int col, char *out, size_t outlen) {
   const unsigned char *t = sqlite3_column_text(st, col);
-  snprintf(out, outlen, "%s", t ? (const char *)t : "");
+  size_t n = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+  if (n >= outlen) n = outlen - 1;
+  if (n) memcpy(out, t, n); /* not snprintf: a dozen columns a row, on the hot path */
+  out[n] = 0;
 }
 
 static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
@@ -40,15 +43,8 @@ static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
 
 #define BIND_STR(st, i, arr) bind_text(st, i, arr, sizeof(arr))
 
-/* Message bookkeeping of a delivery row, for the transition to a final state. */
-typedef struct {
-  int64_t msg, open, first, n;
-  int kind;     /* SQ_KIND_* (ST_DLV_GET only) */
-  int64_t plen; /* payload length (ST_DLV_GET only) */
-} row_msg_t;
-
 /* Reads one row of DLV_COLS (sqlite.c) into d (payload copied). */
-static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm) {
+static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, sq_row_t *rm) {
   memset(d, 0, sizeof *d);
   d->id = (uint64_t)sqlite3_column_int64(st, 0);
   col_text(st, 1, d->rcpt.type, sizeof d->rcpt.type);
@@ -476,8 +472,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       s->job_delta.refused_queue_full++;
     return 0;
   }
+  uint64_t msg_row = 0;
   if (stored) {
-    uint64_t msg_id = s->next_msg_id++;
+    uint64_t msg_id = msg_row = s->next_msg_id++;
     uint64_t first = s->next_dlv_id;
     s->next_dlv_id += stored;
     if (insert_message(s, &job->msg, kind, msg_id, first, stored) != 0) return M5_EIO;
@@ -506,7 +503,9 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     const m5_store_rcpt_t *r = &job->rcpts[i];
     if (!r->id) continue;
     if (sq_pending_add(s, &r->addr, kind, 1) != 0) s->counts_dirty = 1;
-    if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms) != 0) s->counts_dirty = 1;
+    if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms, stored == 1 ? &job->msg : NULL,
+                                        stored == 1 ? r : NULL, msg_row, kind) != 0)
+      s->counts_dirty = 1;
   }
   s->queued += stored;
   if (stored) {
@@ -584,15 +583,20 @@ static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
   return 0;
 }
 
+static int conclude(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+                    int64_t report_ms, m5_store_delivery_t *out, const sq_row_t *row);
+
 /* Moves the PENDING delivery id to state (cause) and returns it in *out; the last open
  * delivery of a message takes the message and its rows with it. A FAILED or EXPIRED one
  * gets its failure report (write_report, due at report_ms) in the same transaction. */
 static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
                   int64_t report_ms, m5_store_delivery_t *out) {
+  sq_row_t rm = {0};
+  if (sq_inflight_row(s, id, out, &rm)) /* in flight since its accept: nothing to read */
+    return conclude(s, id, state, cause, report_ms, out, &rm);
   sqlite3_stmt *st = s->st[ST_DLV_GET];
   sqlite3_bind_int64(st, 1, (int64_t)id);
   int r = sqlite3_step(st), rc = 0;
-  row_msg_t rm = {0};
   if (r == SQLITE_ROW) {
     rc = read_delivery(st, out, &rm);
     rm.kind = sqlite3_column_int(st, 26) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
@@ -611,6 +615,14 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     memset(out, 0, sizeof *out);
     return rc;
   }
+  return conclude(s, id, state, cause, report_ms, out, &rm);
+}
+
+/* finish() once the row is known (out, rm): the writes. */
+static int conclude(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+                    int64_t report_ms, m5_store_delivery_t *out, const sq_row_t *row) {
+  sq_row_t rm = *row;
+  int rc = 0;
   out->state = state;
   snprintf(out->failure_cause, sizeof out->failure_cause, "%s", cause);
   if (rm.open <= 1) {
@@ -619,6 +631,14 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     sqlite3_bind_int64(dr, 2, rm.first + rm.n - 1);
     sqlite3_bind_int64(dm, 1, rm.msg);
     if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
+    if (rc == 0 && rm.cached && sqlite3_changes(s->db) != 1) {
+      /* Never seen: the copy would be of a row rolled back. Nothing was written. */
+      sqlite3_reset(dm);
+      sqlite3_clear_bindings(dm);
+      sq_inflight_del(s, id);
+      memset(out, 0, sizeof *out);
+      return M5_ENOENT;
+    }
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
     if (rc == 0 && rm.kind == SQ_KIND_MSG &&
@@ -693,7 +713,7 @@ typedef struct {
 static void collect_stale(const void *key, size_t klen, void *val, void *arg) {
   stale_t *c = arg;
   uint64_t id;
-  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || (int64_t)(intptr_t)val > c->cutoff) return;
+  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || sq_flight_since(val) > c->cutoff) return;
   memcpy(&id, key, sizeof id);
   c->ids[c->n++] = id;
 }
