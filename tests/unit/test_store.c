@@ -1342,10 +1342,18 @@ static long user_version(void) {
   return v;
 }
 
+/* What 6 -> 7 did, undone: dedup_buckets back, with the counts it would hold. */
+#define UNDO_7_TO_6                                                                                \
+  "CREATE TABLE dedup_buckets (ori TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL," \
+  " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"                                                   \
+  "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"                                    \
+  "INSERT INTO dedup_buckets SELECT ori, bucket, count(*) FROM dedup GROUP BY ori, bucket;"      \
+  "PRAGMA user_version = 6;"
+
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and on to 6, and keeps its
- * messages and its dedup window. The file is made from a schema 6 store by undoing what 5 -> 6,
+ * reports and quotas, the binding generations and report tickets) and on to 7, and keeps its
+ * messages and its dedup window. The file is made from a schema 7 store by undoing what 6 -> 7, 5 -> 6,
  * 4 -> 5, 3 -> 4, 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
@@ -1356,6 +1364,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_close(s);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "DROP INDEX messages_group; DROP INDEX messages_group_all;"
                                 "ALTER TABLE messages DROP COLUMN group_gen;"
@@ -1389,7 +1398,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 6);
+  assert_int_equal(user_version(), 7);
   s = open_store(&q);
   /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
    * quota use is per generation) */
@@ -1428,6 +1437,47 @@ static void test_schema_1_upgraded(void **state) {
 
 static void test_schema_2_upgraded(void **state) {
   schema_upgraded(*state, 2);
+}
+
+static long sql_count(const char *sql);
+
+/* A schema 6 store (dedup_buckets holding the counts per originator and bucket) is upgraded
+ * in place to 7 (the counts in memory, rebuilt from dedup at open) and keeps its whole dedup
+ * window: its msgIds are still duplicates, and they still count in their originator's
+ * dedup_max_per_sender, so the bound drops the oldest bucket as before the upgrade. */
+static void test_schema_6_upgraded(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_window_ms = 10000;
+  o.dedup_buckets = 10;
+  o.dedup_max_per_sender = 4;
+  set_now(1700000000000); /* a bucket boundary: 1 s buckets */
+  m5_store_t *s = open_store(&o);
+  const char *ids[] = {"a", "b", "c", "d"};
+  for (size_t i = 0; i < 4; i++)
+    assert_int_equal(accept1(f, s, "ue1", ids[i], M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(user_version(), 6);
+  assert_int_equal(sql_count("SELECT sum(n) FROM dedup_buckets"), 5);
+  s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "d", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  set_now(fake_now + 1000);
+  /* the fifth entry of ue1 pushes its oldest bucket (a-d, from before the upgrade) out */
+  assert_int_equal(accept1(f, s, "ue1", "e", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  m5_store_close(s);
+  assert_int_equal(user_version(), 7);
+  assert_int_equal(sql_count("SELECT count(*) FROM sqlite_schema WHERE name = 'dedup_buckets'"),
+                   0);
+  assert_int_equal(sql_count("SELECT count(*) FROM dedup WHERE ori = 'UE:ue1'"), 2); /* e, a */
 }
 
 /* ---- re-bound UE Service IDs (M5_STORE_REBIND, binding generations, report tickets) ---- */
@@ -1899,6 +1949,7 @@ static void test_schema_3_upgraded(void **state) {
   m5_store_close(s);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
   assert_int_equal(
       sqlite3_exec(db,
                    "DROP TABLE report_tickets;" /* schema 3's, below */
@@ -1922,7 +1973,7 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(sub(f, s, "ue2", 1, "t.a", fake_now / 1000 + 60), M5_STORE_ACCEPTED);
   assert_string_equal(subscribers(f, s, "t.a"), "UE:ue2@1");
   m5_store_close(s);
-  assert_int_equal(user_version(), 6);
+  assert_int_equal(user_version(), 7);
 }
 
 /* The quota use and the queue share of a UE originator belong to its binding generation: the
@@ -2143,6 +2194,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_6_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_3_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_topics, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),

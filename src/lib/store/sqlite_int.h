@@ -50,11 +50,7 @@ enum {
   ST_DEDUP_DEL_ONE,
   ST_DEDUP_PUT,
   ST_DEDUP_DEL_BUCKET,
-  ST_DBKT_LIST,
-  ST_DBKT_BUMP,
-  ST_DBKT_DEC,
-  ST_DBKT_DEL,
-  ST_DBKT_STALE,
+  ST_DEDUP_ALL,
   ST_REQUEUE,
   ST_ORI_SHARE,
   ST_COUNT
@@ -66,7 +62,6 @@ enum {
   RB_GEN_PUT,
   RB_STALE_IDS,
   RB_DEDUP_DROP,
-  RB_DBKT_DROP,
   RB_DLV_RCPT,
   RB_COUNT
 };
@@ -149,7 +144,10 @@ typedef struct {
   int64_t bucket_ms;
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
-  m5_hmap_t *dbkt;  /* originator -> sq_dbkt_t: its dedup_buckets rows (sqlite_ops.c) */
+  m5_hmap_t *dbkt;  /* originator -> its dedup entries per bucket (sqlite_dedup.c) */
+  int dbkt_dirty;   /* dbkt must be rebuilt from the table before its next use */
+  struct sq_stale **stale; /* stale (originator, bucket) pairs the sweep still has to drop */
+  size_t n_stale, stale_next;
   m5_hmap_t *gens;  /* UE Service ID -> its binding_gens generation + 1 (sqlite_rebind.c) */
   sq_delta_t job_delta, batch_delta;
 
@@ -268,10 +266,22 @@ int sq_topics_sweep(sq_t *s, int64_t now_ms);
 int sq_groups_prepare(sq_t *s);
 void sq_groups_finalize(sq_t *s);
 int sq_groups_sweep(sq_t *s, m5_store_job_t *job);
+/* sqlite_dedup.c: the dedup window (schema 7: the table dedup, the counts per originator and
+ * bucket in memory). */
+/* The counts from the table (at open; 0, M5_EIO or M5_ENOMEM). */
+int sq_dedup_load(sq_t *s);
+/* After a rollback: the counts are rebuilt from the table before their next use. */
+void sq_dedup_invalidate(sq_t *s);
+void sq_dedup_free(sq_t *s);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
-/* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */
-void sq_dbkt_forget(sq_t *s);
-void sq_dbkt_free(sq_t *s);
+/* ACCEPT: *dup = 1 and job->orig_ack when (dedup_ori, dedup_id) is live at now_ms; 0 when
+ * it is new (a stale entry is removed). */
+int sq_dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup);
+/* ACCEPT: records the key with job->ack in the current bucket, first dropping the
+ * originator's stale buckets and, when it is at its bound, its oldest live ones. */
+int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* REBIND: the originator's entries were deleted (RB_DEDUP_DROP): its counts go too. */
+void sq_dedup_forget_ori(sq_t *s, const char *ori);
 
 #endif

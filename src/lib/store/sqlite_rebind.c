@@ -34,7 +34,6 @@ static const char *const rb_sql[RB_COUNT] = {
     [RB_STALE_IDS] = "SELECT id FROM deliveries WHERE rcpt_addr = ?1 AND rcpt_type = 'UE'"
                      " AND state = 0 AND rcpt_gen < ?2",
     [RB_DEDUP_DROP] = "DELETE FROM dedup WHERE ori = ?1",
-    [RB_DBKT_DROP] = "DELETE FROM dedup_buckets WHERE ori = ?1",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
 };
@@ -269,11 +268,10 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
   char key[M5_STORE_KEY_MAX + 1];
   snprintf(key, sizeof key, "UE:%s", addr);
   if ((known &&
-       (drop_by_key(s, RB_DEDUP_DROP, key, "dropping a re-bound sender's dedup entries") != 0 ||
-        drop_by_key(s, RB_DBKT_DROP, key, "dropping a re-bound sender's dedup buckets") != 0)) ||
+       drop_by_key(s, RB_DEDUP_DROP, key, "dropping a re-bound sender's dedup entries") != 0) ||
       sq_tickets_drop_rebound(s, addr, gen) != 0 || drop_subscriptions(s, addr, gen) != 0)
     return M5_EIO;
-  if (known) sq_dbkt_forget(s); /* its cached bucket counts */
+  if (known) sq_dedup_forget_ori(s, key); /* its counts per bucket */
   if (known || *failed)
     M5_LOGI(SQ_DOM, "UE %s re-bound (generation %llu): %llu queued deliveries failed", addr,
           (unsigned long long)gen, (unsigned long long)*failed);
