@@ -1,5 +1,6 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
- * thread with group commit. What each job does is in sqlite_ops.c (binding generations and
+ * thread with group commit. What each job does is in sqlite_ops.c (the dedup window in
+ * sqlite_dedup.c, binding generations and
  * REBIND in sqlite_rebind.c, report tickets in sqlite_tickets.c, topic subscriptions in
  * sqlite_topics.c, GROUP_SWEEP in sqlite_groups.c); the in-memory figures (queues, quotas, the in-flight set) in
  * sqlite_counts.c.

@@ -1,5 +1,6 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
- * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_rebind.c
+ * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_dedup.c
+ * (the dedup window), sqlite_rebind.c
  * (binding generations, REBIND), sqlite_tickets.c (report tickets), sqlite_topics.c (topic
  * subscriptions), sqlite_groups.c
  * (GROUP_SWEEP) and sqlite_counts.c (the in-memory figures). Everything
