@@ -364,6 +364,13 @@ static void test_dedup_sender_bound(void **state) {
   assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
   /* other originators keep theirs */
   assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  /* all of an originator's entries in the current bucket: the fifth drops that bucket and is
+   * then its only entry */
+  const char *xs[] = {"x1", "x2", "x3", "x4", "x5"};
+  for (size_t i = 0; i < 5; i++)
+    assert_int_equal(accept1(f, s, "ue5", xs[i], M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue5", "x5", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue5", "x1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
   m5_store_close(s);
 }
 

@@ -220,7 +220,9 @@ static const char *const sql[ST_COUNT] = {
     [ST_DEDUP_GET] = "SELECT bucket, status, cause FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_DEL_ONE] = "DELETE FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_PUT] = "INSERT INTO dedup (ori, msg_id, bucket, status, cause)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                     " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (ori, msg_id) DO NOTHING",
+    [ST_DEDUP_RENEW] = "UPDATE dedup SET bucket = ?3, status = ?4, cause = ?5"
+                       " WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_DEL_BUCKET] = "DELETE FROM dedup WHERE ori = ?1 AND bucket = ?2",
     /* primary-key order: an originator's rows come together (sqlite_dedup.c load) */
     [ST_DEDUP_ALL] = "SELECT ori, bucket FROM dedup",

@@ -13,8 +13,14 @@
  * originator's rows come together and no sort is needed) and, lazily, after any rollback.
  * Schema 6 kept those counts in a table too (dedup_buckets), which cost an upsert to a second
  * B-tree per message and a read per new originator; the counts are a function of `dedup`, so
- * the table added nothing to what a crash keeps. Each message now costs a point lookup and one
- * insert, and the bound and the sweep cost no statement until a bucket really goes. */
+ * the table added nothing to what a crash keeps.
+ *
+ * An ACCEPT claims its key first (sq_dedup_claim): one INSERT that does nothing when the key
+ * exists, so a new key, the common case, costs one statement; only an existing one is read
+ * (a duplicate, or a stale entry taken over). A message then refused gives the key back
+ * (sq_dedup_unclaim, in the same transaction: nothing of a refusal is kept); one stored or
+ * discarded is counted (sq_dedup_record), after its originator's bound is enforced. The bound
+ * and the sweep cost no statement until a bucket really goes. */
 #include "sqlite_int.h"
 
 #include "core/err.h"
@@ -232,10 +238,25 @@ int sq_dedup_sweep(sq_t *s, int64_t now_ms) {
   return 0;
 }
 
-int sq_dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup) {
+static int put_key(sq_t *s, sqlite3_stmt *st, const m5_store_job_t *job, int64_t cur) {
+  bind_key(st, 1, job->dedup_ori);
+  bind_key(st, 2, job->dedup_id);
+  sqlite3_bind_int64(st, 3, cur);
+  sqlite3_bind_text(st, 4, job->ack.status, (int)strnlen(job->ack.status, sizeof job->ack.status),
+                    SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, job->ack.failure_cause,
+                    (int)strnlen(job->ack.failure_cause, sizeof job->ack.failure_cause),
+                    SQLITE_STATIC);
+  return sq_step_done(s, st, "recording a msgId");
+}
+
+int sq_dedup_claim(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup) {
   *dup = 0;
   int64_t cur = bucket_of(s, now_ms);
   if (ready(s) != 0) return M5_EIO;
+  /* the common case, a new key, in one statement */
+  if (put_key(s, s->st[ST_DEDUP_PUT], job, cur) != 0) return M5_EIO;
+  if (sqlite3_changes(s->db) == 1) return 0;
   sqlite3_stmt *st = s->st[ST_DEDUP_GET];
   bind_key(st, 1, job->dedup_ori);
   bind_key(st, 2, job->dedup_id);
@@ -251,7 +272,6 @@ int sq_dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup) {
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
-  if (r == SQLITE_DONE) return 0;
   if (r != SQLITE_ROW) {
     sq_log_error(s, "looking up a msgId");
     return M5_EIO;
@@ -260,13 +280,18 @@ int sq_dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup) {
     *dup = 1;
     return 0;
   }
+  /* a stale entry: the key is new again, and taken over for this message */
   memset(&job->orig_ack, 0, sizeof job->orig_ack);
+  if (put_key(s, s->st[ST_DEDUP_RENEW], job, cur) != 0) return M5_EIO;
+  dbkt_add(s, job->dedup_ori, strnlen(job->dedup_ori, M5_STORE_KEY_MAX + 1), bucket, -1);
+  return 0;
+}
+
+int sq_dedup_unclaim(sq_t *s, const m5_store_job_t *job) {
   sqlite3_stmt *del = s->st[ST_DEDUP_DEL_ONE];
   bind_key(del, 1, job->dedup_ori);
   bind_key(del, 2, job->dedup_id);
-  if (sq_step_done(s, del, "removing a stale msgId") != 0) return M5_EIO;
-  dbkt_add(s, job->dedup_ori, strnlen(job->dedup_ori, M5_STORE_KEY_MAX + 1), bucket, -1);
-  return 0;
+  return sq_step_done(s, del, "removing a msgId") == 0 ? 0 : M5_EIO;
 }
 
 int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
@@ -274,28 +299,21 @@ int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
   if (ready(s) != 0) return M5_EIO;
   size_t olen = strnlen(job->dedup_ori, M5_STORE_KEY_MAX + 1);
   const sq_dbkt_t *d = m5_hmap_get(s->dbkt, job->dedup_ori, olen);
-  int64_t live = 0;
+  int64_t live = 0; /* the claimed key is not counted yet */
   for (size_t i = 0; d && i < d->nb; i++)
     if (d->b[i].bucket >= live_from(s, cur)) live += d->b[i].n;
   /* ascending bucket order: the stale ones, then the oldest live ones while over the bound
    * (drop_bucket may free d: look it up again each time) */
+  int took_key = 0;
   while ((d = m5_hmap_get(s->dbkt, job->dedup_ori, olen)) && d->nb) {
     int64_t b = d->b[0].bucket, n = d->b[0].n;
     int stale = b < live_from(s, cur);
     if (!stale && (uint64_t)live + 1 <= s->o.dedup_max_per_sender) break;
     if (drop_bucket(s, job->dedup_ori, b) != 0) return M5_EIO;
+    if (b == cur) took_key = 1; /* the whole current bucket went, the claimed key with it */
     if (!stale) live -= n;
   }
-  sqlite3_stmt *put = s->st[ST_DEDUP_PUT];
-  bind_key(put, 1, job->dedup_ori);
-  bind_key(put, 2, job->dedup_id);
-  sqlite3_bind_int64(put, 3, cur);
-  sqlite3_bind_text(put, 4, job->ack.status, (int)strnlen(job->ack.status, sizeof job->ack.status),
-                    SQLITE_STATIC);
-  sqlite3_bind_text(put, 5, job->ack.failure_cause,
-                    (int)strnlen(job->ack.failure_cause, sizeof job->ack.failure_cause),
-                    SQLITE_STATIC);
-  if (sq_step_done(s, put, "recording a msgId") != 0) return M5_EIO;
+  if (took_key && put_key(s, s->st[ST_DEDUP_PUT], job, cur) != 0) return M5_EIO;
   dbkt_add(s, job->dedup_ori, olen, cur, 1);
   return 0;
 }

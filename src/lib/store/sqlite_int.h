@@ -50,6 +50,7 @@ enum {
   ST_DEDUP_GET,
   ST_DEDUP_DEL_ONE,
   ST_DEDUP_PUT,
+  ST_DEDUP_RENEW,
   ST_DEDUP_DEL_BUCKET,
   ST_DEDUP_ALL,
   ST_REQUEUE,
@@ -276,11 +277,14 @@ void sq_dedup_invalidate(sq_t *s);
 void sq_dedup_free(sq_t *s);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
-/* ACCEPT: *dup = 1 and job->orig_ack when (dedup_ori, dedup_id) is live at now_ms; 0 when
- * it is new (a stale entry is removed). */
-int sq_dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup);
-/* ACCEPT: records the key with job->ack in the current bucket, first dropping the
- * originator's stale buckets and, when it is at its bound, its oldest live ones. */
+/* ACCEPT, before anything else is written: *dup = 1 and job->orig_ack when (dedup_ori,
+ * dedup_id) is live at now_ms; else the key is written with job->ack in the current bucket
+ * (a stale entry taken over), not counted yet. */
+int sq_dedup_claim(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup);
+/* ACCEPT refused: the key claimed goes again. */
+int sq_dedup_unclaim(sq_t *s, const m5_store_job_t *job);
+/* ACCEPT stored or discarded: the claimed key is counted, first dropping the originator's
+ * stale buckets and, when it is at its bound, its oldest live ones. */
 int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms);
 /* REBIND: the originator's entries were deleted (RB_DEDUP_DROP): its counts go too. */
 void sq_dedup_forget_ori(sq_t *s, const char *ori);

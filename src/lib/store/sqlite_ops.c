@@ -163,6 +163,12 @@ static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, int kind,
   return M5_EIO;
 }
 
+/* A refusal keeps nothing: the msgId claimed (sq_dedup_claim) goes again, so that the
+ * sender's retry is judged afresh. */
+static int refused(sq_t *s, m5_store_job_t *job) {
+  return job->dedup_id[0] ? sq_dedup_unclaim(s, job) : 0;
+}
+
 static int do_accept(sq_t *s, m5_store_job_t *job) {
   if (!accept_valid(job)) return M5_EINVAL;
   int64_t now = sq_now_ms(s);
@@ -175,7 +181,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   int grc = sq_rebind_accept_check(s, job);
   if (grc != 0) return grc;
   if (job->dedup_id[0]) {
-    int dup, rc = sq_dedup_lookup(s, job, now, &dup);
+    int dup, rc = sq_dedup_claim(s, job, now, &dup);
     if (rc != 0) return rc;
     if (dup) {
       job->outcome = M5_STORE_DUPLICATE;
@@ -210,13 +216,13 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
       job->outcome = M5_STORE_ORIGINATOR_QUOTA;
       s->job_delta.refused_originator_quota++;
-      return 0;
+      return refused(s, job);
     }
   }
   if (s->queued + job->n_rcpts > s->o.max_queued) {
     job->outcome = M5_STORE_STORE_FULL;
     s->job_delta.refused_store_full++;
-    return 0;
+    return refused(s, job);
   }
   /* The cap counts each queue as it was before this message; so does the originator's share
    * of it, read only for a queue that could hold that many. */
@@ -244,7 +250,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       s->job_delta.refused_originator_quota++;
     else
       s->job_delta.refused_queue_full++;
-    return 0;
+    return refused(s, job);
   }
   uint64_t msg_row = 0;
   if (stored) {
