@@ -103,9 +103,10 @@ static int dbkt_add(sq_t *s, const char *ori, size_t olen, int64_t bucket, int64
     }
   } else if (delta > 0) {
     if (d->nb == d->cap) {
-      sq_dbkt_t *g = realloc(d, sizeof *d + 2 * d->cap * sizeof d->b[0]);
+      /* linear growth: an originator uses at most dedup_buckets + 1 buckets but most use 1 */
+      sq_dbkt_t *g = realloc(d, sizeof *d + (d->cap + 4) * sizeof d->b[0]);
       if (!g) goto nomem;
-      g->cap *= 2;
+      g->cap += 4;
       if (g != d) m5_hmap_put(s->dbkt, ori, olen, g, NULL); /* the key exists: no allocation */
       d = g;
     }
