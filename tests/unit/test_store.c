@@ -1861,6 +1861,55 @@ static void test_rebind_reports(void **state) {
   m5_store_close(s);
 }
 
+/* A job rolled back to its savepoint (a batch run again job by job) takes its changes to the
+ * in-memory dedup counts with it. An accept from ue1 at a generation newer than the store's
+ * catches the missed re-bind up, which drops ue1's dedup window (rows and counts), and then
+ * fails (a trigger refuses its delivery): the rows come back with the rollback, so the counts
+ * must too. ue1's two msgIds then still count in its dedup_max_per_sender (2): a third drops
+ * their bucket, and "a" is new again. Were the counts left as the failed job made them (none),
+ * "a" would stay a duplicate and ue1 would keep more entries than its bound. */
+static void test_dedup_counts_after_failed_job(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_max_per_sender = 2;
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 1, NULL), 0);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "b", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TRIGGER boom BEFORE INSERT ON deliveries"
+                                " WHEN NEW.rcpt_addr = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  /* one batch: an accept of ue9 (which reads the dedup counts), then the failing one */
+  accept_t z, y;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *zj = mk_accept(&z, "ue9", "z", M5_PRIO_MIDDLE, to, 1);
+  m5_store_job_t *yj = mk_gen_accept(&y, "UE", "ue1", 2, "c", "boom", 0, false);
+  zj->base.reply = yj->base.reply = f->replies;
+  f->done = 0;
+  f->want = 2;
+  assert_int_equal(m5_store_submit(s, zj), 0);
+  assert_int_equal(m5_store_submit(s, yj), 0);
+  uint64_t t = tu_now_ms();
+  while (f->done < 2 && tu_now_ms() - t < 20000)
+    assert_int_equal(m5_loop_run(f->loop), 0);
+  assert_int_equal(f->done, 2);
+  assert_int_equal(zj->status, 0);
+  assert_int_equal(zj->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(yj->status, M5_EIO);
+  assert_int_equal(accept1(f, s, "ue1", "b", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue1", "c", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 /* A REBIND that fails half-way (its second report cannot be written) is rolled back whole,
  * and the in-memory figures it had changed (queue counts, the originator's quota, the
  * generation) are rebuilt: the queue is as before, the quota still full, and the re-bind, once
@@ -2315,6 +2364,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind_caught_up, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_dedup_counts_after_failed_job, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_overwritten, fx_setup, fx_teardown),

@@ -226,6 +226,7 @@ static const char *const sql[ST_COUNT] = {
     [ST_DEDUP_DEL_BUCKET] = "DELETE FROM dedup WHERE ori = ?1 AND bucket = ?2",
     /* primary-key order: an originator's rows come together (sqlite_dedup.c load) */
     [ST_DEDUP_ALL] = "SELECT ori, bucket FROM dedup",
+    [ST_DEDUP_ORI] = "SELECT bucket, count(*) FROM dedup WHERE ori = ?1 GROUP BY bucket",
     [ST_REQUEUE] = "UPDATE deliveries SET state = 0 WHERE id = ?1 AND state = 4",
     /* An originator's share of one recipient's queue (the queue index; in-flight rows are
      * pushed now, not waiting, and left out). */
@@ -286,13 +287,19 @@ int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
 /* ---- the writer thread ---- */
 
 static int exec_st(sq_t *s, int which) {
-  /* What is undone in the tables must not stay in memory: the dedup counts are rebuilt, the
-   * cache of binding_gens rows emptied. */
-  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) {
-    sq_dedup_invalidate(s);
-    sq_gens_forget(s);
+  /* What is undone in the tables must not stay in memory: the dedup counts are rebuilt (of
+   * the job's originators only after a ROLLBACK TO), the cache of binding_gens rows emptied. */
+  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) sq_gens_forget(s);
+  if (which == ST_ROLLBACK) sq_dedup_invalidate(s);
+  if (which == ST_SAVEPOINT) sq_dedup_job_begin(s);
+  int rc = sq_step_done(s, s->st[which], sql[which]);
+  if (which == ST_ROLLBACK_TO) {
+    if (rc == 0)
+      sq_dedup_job_undone(s);
+    else
+      sq_dedup_invalidate(s);
   }
-  return sq_step_done(s, s->st[which], sql[which]);
+  return rc;
 }
 
 static void publish(sq_t *s, size_t jobs, int committed) {

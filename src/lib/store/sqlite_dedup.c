@@ -79,9 +79,57 @@ void sq_dedup_invalidate(sq_t *s) {
   s->dbkt_dirty = 1;
 }
 
+/* The originators whose counts the job being run changed, so that a job rolled back to its
+ * savepoint (a batch run again job by job) costs a reload of those few, not of the table. */
+static void touch(sq_t *s, const char *ori, size_t olen) {
+  if (olen > M5_STORE_KEY_MAX) olen = M5_STORE_KEY_MAX;
+  for (size_t i = 0; i < s->n_touched; i++)
+    if (!strncmp(s->touched[i], ori, olen) && !s->touched[i][olen]) return;
+  if (s->n_touched == SQ_TOUCHED_MAX) {
+    s->touched_over = 1;
+    return;
+  }
+  memcpy(s->touched[s->n_touched], ori, olen);
+  s->touched[s->n_touched][olen] = 0;
+  s->n_touched++;
+}
+
+void sq_dedup_job_begin(sq_t *s) {
+  s->n_touched = 0;
+  s->touched_over = 0;
+}
+
+static int dbkt_add(sq_t *s, const char *ori, size_t olen, int64_t bucket, int64_t delta);
+
+/* One originator's counts from the table again. */
+static int reload_ori(sq_t *s, const char *ori) {
+  size_t olen = strlen(ori);
+  free(m5_hmap_del(s->dbkt, ori, olen));
+  sqlite3_stmt *st = s->st[ST_DEDUP_ORI];
+  bind_key(st, 1, ori);
+  int r, rc = 0;
+  while (rc == 0 && (r = sqlite3_step(st)) == SQLITE_ROW)
+    rc = dbkt_add(s, ori, olen, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1));
+  if (rc == 0 && r != SQLITE_DONE) {
+    sq_log_error(s, "reloading an originator's dedup counts");
+    rc = M5_EIO;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc;
+}
+
+void sq_dedup_job_undone(sq_t *s) {
+  if (s->touched_over || !s->dbkt) s->dbkt_dirty = 1;
+  for (size_t i = 0; i < s->n_touched && !s->dbkt_dirty; i++)
+    if (reload_ori(s, s->touched[i]) != 0) s->dbkt_dirty = 1;
+  sq_dedup_job_begin(s);
+}
+
 /* "count of (ori, bucket) += delta" (INT64_MIN: the bucket goes; a count at 0 goes). 0, or
  * M5_ENOMEM (the counts are then reloaded before they are used again). */
 static int dbkt_add(sq_t *s, const char *ori, size_t olen, int64_t bucket, int64_t delta) {
+  touch(s, ori, olen);
   sq_dbkt_t *d = m5_hmap_get(s->dbkt, ori, olen);
   if (!d) {
     if (delta <= 0) return 0;
@@ -320,5 +368,7 @@ int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms) {
 }
 
 void sq_dedup_forget_ori(sq_t *s, const char *ori) {
-  if (s->dbkt) free(m5_hmap_del(s->dbkt, ori, strnlen(ori, M5_STORE_KEY_MAX + 1)));
+  size_t olen = strnlen(ori, M5_STORE_KEY_MAX + 1);
+  touch(s, ori, olen);
+  if (s->dbkt) free(m5_hmap_del(s->dbkt, ori, olen));
 }

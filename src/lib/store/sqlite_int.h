@@ -53,6 +53,7 @@ enum {
   ST_DEDUP_RENEW,
   ST_DEDUP_DEL_BUCKET,
   ST_DEDUP_ALL,
+  ST_DEDUP_ORI,
   ST_REQUEUE,
   ST_ORI_SHARE,
   ST_COUNT
@@ -149,6 +150,10 @@ typedef struct {
   m5_hmap_t *dbkt;  /* originator -> its dedup entries per bucket (sqlite_dedup.c) */
   int dbkt_dirty;   /* dbkt must be rebuilt from the table before its next use */
   struct sq_stale **stale; /* stale (originator, bucket) pairs the sweep still has to drop */
+#define SQ_TOUCHED_MAX 8
+  char touched[SQ_TOUCHED_MAX][M5_STORE_KEY_MAX + 1]; /* originators the job changed ... */
+  size_t n_touched;
+  int touched_over; /* ... or more than SQ_TOUCHED_MAX */
   size_t n_stale, stale_next;
   m5_hmap_t *gens;  /* UE Service ID -> its binding_gens generation + 1 (sqlite_rebind.c) */
   sq_delta_t job_delta, batch_delta;
@@ -274,6 +279,10 @@ int sq_groups_sweep(sq_t *s, m5_store_job_t *job);
 int sq_dedup_load(sq_t *s);
 /* After a rollback: the counts are rebuilt from the table before their next use. */
 void sq_dedup_invalidate(sq_t *s);
+/* A job's savepoint opens; after its ROLLBACK TO, the counts of the originators it changed
+ * are read again from the table (all of them when it changed many). */
+void sq_dedup_job_begin(sq_t *s);
+void sq_dedup_job_undone(sq_t *s);
 void sq_dedup_free(sq_t *s);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
