@@ -82,6 +82,7 @@ void sq_dedup_invalidate(sq_t *s) {
 /* The originators whose counts the job being run changed, so that a job rolled back to its
  * savepoint (a batch run again job by job) costs a reload of those few, not of the table. */
 static void touch(sq_t *s, const char *ori, size_t olen) {
+  if (s->touched_over) return; /* also the fast run of a batch, which has no savepoints */
   if (olen > M5_STORE_KEY_MAX) olen = M5_STORE_KEY_MAX;
   for (size_t i = 0; i < s->n_touched; i++)
     if (!strncmp(s->touched[i], ori, olen) && !s->touched[i][olen]) return;
