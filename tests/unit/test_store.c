@@ -364,6 +364,13 @@ static void test_dedup_sender_bound(void **state) {
   assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
   /* other originators keep theirs */
   assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  /* all of an originator's entries in the current bucket: the fifth drops that bucket and is
+   * then its only entry */
+  const char *xs[] = {"x1", "x2", "x3", "x4", "x5"};
+  for (size_t i = 0; i < 5; i++)
+    assert_int_equal(accept1(f, s, "ue5", xs[i], M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue5", "x5", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue5", "x1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
   m5_store_close(s);
 }
 
@@ -592,6 +599,102 @@ static void test_in_flight(void **state) {
   assert_int_equal(d.items[1].state, M5_DELIV_PENDING);
   m5_store_job_clear(&d);
   assert_int_equal(count_listed(f, s, M5_STORE_EXPIRE, later), 2);
+  m5_store_close(s);
+}
+
+/* A delivery in flight since its accept, as the only recipient of its message, is concluded
+ * from the copy of its row the store keeps in memory: MARK_DELIVERED and MARK_FAILED return
+ * what reading the row gives (the same as for a delivery that was read: compared field by
+ * field), the message goes with it (counts, quota), and MARK_FAILED writes its report. A copy
+ * never outlives its row: a second conclusion is M5_ENOENT. */
+static void expect_same_delivery(const m5_store_delivery_t *x, const m5_store_delivery_t *y) {
+  assert_string_equal(x->rcpt.type, y->rcpt.type);
+  assert_string_equal(x->rcpt.addr, y->rcpt.addr);
+  assert_int_equal(x->state, y->state);
+  assert_int_equal(x->attempts, y->attempts);
+  assert_string_equal(x->failure_cause, y->failure_cause);
+  assert_string_equal(x->msg.ori.type, y->msg.ori.type);
+  assert_string_equal(x->msg.ori.addr, y->msg.ori.addr);
+  assert_string_equal(x->msg.dest.type, y->msg.dest.type);
+  assert_string_equal(x->msg.dest.addr, y->msg.dest.addr);
+  assert_string_equal(x->msg.app_id, y->msg.app_id);
+  assert_int_equal(x->msg.prio, y->msg.prio);
+  assert_int_equal(x->msg.deliv_st_req, y->msg.deliv_st_req);
+  assert_int_equal(x->msg.sto_fwd, y->msg.sto_fwd);
+  assert_int_equal(x->msg.expr_time, y->msg.expr_time);
+  assert_int_equal(x->msg.accepted_at_ms, y->msg.accepted_at_ms);
+  assert_null(x->msg.payload);
+  assert_null(y->msg.payload);
+  assert_int_equal(x->msg.ori_gen, y->msg.ori_gen);
+  assert_int_equal(x->msg.group_gen, y->msg.group_gen);
+  assert_int_equal(x->rcpt_gen, y->rcpt_gen);
+  assert_int_equal(x->report_id != 0, y->report_id != 0);
+}
+
+static void test_in_flight_conclusion(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_msgs_per_originator = 4;
+  m5_store_t *s = open_store(&o);
+  int64_t expr = fake_now / 1000 + 60;
+  accept_t a[4];
+  const char *to[] = {"ue2"};
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "c%d", i);
+    m5_store_job_t *j = mk_accept(&a[i], "ue1", id, M5_PRIO_HIGH, to, 1);
+    a[i].rcpts[0].in_flight = i % 2 == 0; /* c0, c2 in flight; c1, c3 read back */
+    a[i].rcpts[0].next_attempt_ms = fake_now + 1000;
+    j->msg.expr_time = expr;
+    j->msg.deliv_st_req = true;
+    j->msg.sto_fwd = true;
+    snprintf(j->msg.app_id, sizeof j->msg.app_id, "app.x");
+    assert_int_equal(run(f, s, j), 0);
+    assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  }
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  assert_int_equal(st.messages, 4);
+  m5_store_job_t k[4];
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a[0].rcpts[0].id, &k[0]), 0);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a[1].rcpts[0].id, &k[1]), 0);
+  memset(&k[2], 0, sizeof k[2]);
+  k[2].op = M5_STORE_MARK_FAILED;
+  k[2].id = a[2].rcpts[0].id;
+  snprintf(k[2].cause, sizeof k[2].cause, M5_CAUSE_UNREACHABLE);
+  assert_int_equal(run(f, s, &k[2]), 0);
+  memset(&k[3], 0, sizeof k[3]);
+  k[3].op = M5_STORE_MARK_FAILED;
+  k[3].id = a[3].rcpts[0].id;
+  snprintf(k[3].cause, sizeof k[3].cause, M5_CAUSE_UNREACHABLE);
+  assert_int_equal(run(f, s, &k[3]), 0);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(k[i].n_items, 1);
+    assert_int_equal(k[i].items[0].id, a[i].rcpts[0].id);
+    char id[8];
+    snprintf(id, sizeof id, "c%d", i);
+    assert_string_equal(k[i].items[0].msg.msg_id, id);
+  }
+  assert_int_equal(k[0].items[0].state, M5_DELIV_DELIVERED);
+  assert_int_equal(k[2].items[0].state, M5_DELIV_FAILED);
+  assert_string_equal(k[2].items[0].failure_cause, M5_CAUSE_UNREACHABLE);
+  assert_true(k[2].items[0].report_id != 0); /* its report, in the same transaction */
+  expect_same_delivery(&k[0].items[0], &k[1].items[0]);
+  expect_same_delivery(&k[2].items[0], &k[3].items[0]);
+  for (int i = 0; i < 4; i++)
+    m5_store_job_clear(&k[i]);
+  /* the messages went with their deliveries: counts, and the sender's quota of 4 */
+  m5_store_stats(s, &st);
+  assert_int_equal(st.messages, 2); /* the two reports */
+  assert_int_equal(pending_of(f, s, "ue2"), 0);
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "d%d", i);
+    assert_int_equal(accept1(f, s, "ue1", id, M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  }
+  m5_store_job_t again;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a[0].rcpts[0].id, &again), M5_ENOENT);
   m5_store_close(s);
 }
 
@@ -1069,6 +1172,7 @@ static void test_failing_job_in_batch(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
   default_opts(&o);
+  o.dedup_max_per_sender = FAILING_BURST - FAILING_BURST / 3 + 1; /* what is kept, and one */
   m5_store_t *s = open_store(&o);
   m5_store_close(s);
   sqlite3 *db;
@@ -1118,6 +1222,11 @@ static void test_failing_job_in_batch(void **state) {
   due(f, s, "ue2", 100, &j);
   assert_int_equal(j.n_items, 6);
   m5_store_job_clear(&j);
+  /* The dedup counts (in memory, schema 7) are those of what was kept: the rolled-back run
+   * of the batch counted ue1's first msgIds once already. ue1 has 6 entries, so one more
+   * fits its bound and its window stays whole. */
+  assert_int_equal(accept1(f, s, "ue1", "g1", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "f0", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
   /* nothing of a failed job was kept, not even its msgId: a retransmission goes through
    * once the cause is gone */
   m5_store_close(s);
@@ -1125,9 +1234,9 @@ static void test_failing_job_in_batch(void **state) {
   assert_int_equal(sqlite3_exec(db, "DROP TRIGGER boom", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "f2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
   assert_int_equal(accept1(f, s, "ue1", "f1", M5_PRIO_MIDDLE, "boom", NULL), M5_STORE_ACCEPTED);
-  assert_int_equal(accept1(f, s, "ue1", "f0", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
-  assert_int_equal(pending_of(f, s, "ue2"), 6);
+  assert_int_equal(pending_of(f, s, "ue2"), 7);
   assert_int_equal(pending_of(f, s, "boom"), 1);
   m5_store_close(s);
 }
@@ -1342,10 +1451,18 @@ static long user_version(void) {
   return v;
 }
 
+/* What 6 -> 7 did, undone: dedup_buckets back, with the counts it would hold. */
+#define UNDO_7_TO_6                                                                                \
+  "CREATE TABLE dedup_buckets (ori TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL," \
+  " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"                                                   \
+  "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"                                    \
+  "INSERT INTO dedup_buckets SELECT ori, bucket, count(*) FROM dedup GROUP BY ori, bucket;"      \
+  "PRAGMA user_version = 6;"
+
 /* A store written by schema `from` (1: the first, with the dedup index on (ori, bucket); 2:
  * without it) opens, is upgraded in place to 3 (both of its parts: messages.kind for the
- * reports and quotas, the binding generations and report tickets) and on to 6, and keeps its
- * messages and its dedup window. The file is made from a schema 6 store by undoing what 5 -> 6,
+ * reports and quotas, the binding generations and report tickets) and on to 7, and keeps its
+ * messages and its dedup window. The file is made from a schema 7 store by undoing what 6 -> 7, 5 -> 6,
  * 4 -> 5, 3 -> 4, 2 -> 3 (and 1 -> 2) did, which leaves the tables as the older versions created them. */
 static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t o;
@@ -1356,6 +1473,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_close(s);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "DROP INDEX messages_group; DROP INDEX messages_group_all;"
                                 "ALTER TABLE messages DROP COLUMN group_gen;"
@@ -1389,7 +1507,7 @@ static void schema_upgraded(fx_t *f, int from) {
   m5_store_opts_t q = o;
   q.max_msgs_per_originator = 1;
   m5_store_close(s); /* the store holds its file exclusively while open */
-  assert_int_equal(user_version(), 6);
+  assert_int_equal(user_version(), 7);
   s = open_store(&q);
   /* (ue1's binding from before generations is generation 1 too, as the registry's is; the
    * quota use is per generation) */
@@ -1428,6 +1546,47 @@ static void test_schema_1_upgraded(void **state) {
 
 static void test_schema_2_upgraded(void **state) {
   schema_upgraded(*state, 2);
+}
+
+static long sql_count(const char *sql);
+
+/* A schema 6 store (dedup_buckets holding the counts per originator and bucket) is upgraded
+ * in place to 7 (the counts in memory, rebuilt from dedup at open) and keeps its whole dedup
+ * window: its msgIds are still duplicates, and they still count in their originator's
+ * dedup_max_per_sender, so the bound drops the oldest bucket as before the upgrade. */
+static void test_schema_6_upgraded(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_window_ms = 10000;
+  o.dedup_buckets = 10;
+  o.dedup_max_per_sender = 4;
+  set_now(1700000000000); /* a bucket boundary: 1 s buckets */
+  m5_store_t *s = open_store(&o);
+  const char *ids[] = {"a", "b", "c", "d"};
+  for (size_t i = 0; i < 4; i++)
+    assert_int_equal(accept1(f, s, "ue1", ids[i], M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(user_version(), 6);
+  assert_int_equal(sql_count("SELECT sum(n) FROM dedup_buckets"), 5);
+  s = open_store(&o);
+  assert_int_equal(accept1(f, s, "ue1", "d", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  set_now(fake_now + 1000);
+  /* the fifth entry of ue1 pushes its oldest bucket (a-d, from before the upgrade) out */
+  assert_int_equal(accept1(f, s, "ue1", "e", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue7", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  m5_store_close(s);
+  assert_int_equal(user_version(), 7);
+  assert_int_equal(sql_count("SELECT count(*) FROM sqlite_schema WHERE name = 'dedup_buckets'"),
+                   0);
+  assert_int_equal(sql_count("SELECT count(*) FROM dedup WHERE ori = 'UE:ue1'"), 2); /* e, a */
 }
 
 /* ---- re-bound UE Service IDs (M5_STORE_REBIND, binding generations, report tickets) ---- */
@@ -1702,6 +1861,55 @@ static void test_rebind_reports(void **state) {
   m5_store_close(s);
 }
 
+/* A job rolled back to its savepoint (a batch run again job by job) takes its changes to the
+ * in-memory dedup counts with it. An accept from ue1 at a generation newer than the store's
+ * catches the missed re-bind up, which drops ue1's dedup window (rows and counts), and then
+ * fails (a trigger refuses its delivery): the rows come back with the rollback, so the counts
+ * must too. ue1's two msgIds then still count in its dedup_max_per_sender (2): a third drops
+ * their bucket, and "a" is new again. Were the counts left as the failed job made them (none),
+ * "a" would stay a duplicate and ue1 would keep more entries than its bound. */
+static void test_dedup_counts_after_failed_job(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.dedup_max_per_sender = 2;
+  m5_store_t *s = open_store(&o);
+  assert_int_equal(rebind(f, s, "ue1", 1, NULL), 0);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "b", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "CREATE TRIGGER boom BEFORE INSERT ON deliveries"
+                                " WHEN NEW.rcpt_addr = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(&o);
+  /* one batch: an accept of ue9 (which reads the dedup counts), then the failing one */
+  accept_t z, y;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *zj = mk_accept(&z, "ue9", "z", M5_PRIO_MIDDLE, to, 1);
+  m5_store_job_t *yj = mk_gen_accept(&y, "UE", "ue1", 2, "c", "boom", 0, false);
+  zj->base.reply = yj->base.reply = f->replies;
+  f->done = 0;
+  f->want = 2;
+  assert_int_equal(m5_store_submit(s, zj), 0);
+  assert_int_equal(m5_store_submit(s, yj), 0);
+  uint64_t t = tu_now_ms();
+  while (f->done < 2 && tu_now_ms() - t < 20000)
+    assert_int_equal(m5_loop_run(f->loop), 0);
+  assert_int_equal(f->done, 2);
+  assert_int_equal(zj->status, 0);
+  assert_int_equal(zj->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(yj->status, M5_EIO);
+  assert_int_equal(accept1(f, s, "ue1", "b", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_DUPLICATE);
+  assert_int_equal(accept1(f, s, "ue1", "c", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_int_equal(accept1(f, s, "ue1", "a", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  m5_store_close(s);
+}
+
 /* A REBIND that fails half-way (its second report cannot be written) is rolled back whole,
  * and the in-memory figures it had changed (queue counts, the originator's quota, the
  * generation) are rebuilt: the queue is as before, the quota still full, and the re-bind, once
@@ -1899,6 +2107,7 @@ static void test_schema_3_upgraded(void **state) {
   m5_store_close(s);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, UNDO_7_TO_6, NULL, NULL, NULL), SQLITE_OK);
   assert_int_equal(
       sqlite3_exec(db,
                    "DROP TABLE report_tickets;" /* schema 3's, below */
@@ -1922,7 +2131,7 @@ static void test_schema_3_upgraded(void **state) {
   assert_int_equal(sub(f, s, "ue2", 1, "t.a", fake_now / 1000 + 60), M5_STORE_ACCEPTED);
   assert_string_equal(subscribers(f, s, "t.a"), "UE:ue2@1");
   m5_store_close(s);
-  assert_int_equal(user_version(), 6);
+  assert_int_equal(user_version(), 7);
 }
 
 /* The quota use and the queue share of a UE originator belong to its binding generation: the
@@ -2135,6 +2344,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_expire, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_reschedule_due_any, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_in_flight, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_in_flight_conclusion, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_report_with_failure, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_peer_report_own_bound, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_originator_quota, fx_setup, fx_teardown),
@@ -2143,6 +2353,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_6_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_3_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_topics, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rebind, fx_setup, fx_teardown),
@@ -2153,6 +2364,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rebind_caught_up, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_second_open_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_failing_job_in_batch, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_dedup_counts_after_failed_job, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_durability, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_overwritten, fx_setup, fx_teardown),

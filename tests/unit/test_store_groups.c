@@ -429,7 +429,7 @@ static long sql_long(const char *q) {
   return v;
 }
 
-/* A schema 4 store (before group messages) is upgraded in place (to 6) at open: its messages
+/* A schema 4 store (before group messages) is upgraded in place (to 7) at open: its messages
  * stay (group_gen 0), group messages can then be stored and swept. The file is a schema 5
  * store with what 4 -> 5 added taken away again, as the tables of version 4 were. */
 static void test_schema_4_upgraded(void **state) {
@@ -440,6 +440,10 @@ static void test_schema_4_upgraded(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE dedup_buckets (ori TEXT NOT NULL," /* 6 -> 7 */
+                                " bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
+                                " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
+                                "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
                                 "DROP TABLE report_tickets;" /* schema 3's (to 5) */
                                 "CREATE TABLE report_tickets (ori TEXT NOT NULL,"
                                 " msg_id TEXT NOT NULL, gen INTEGER NOT NULL,"
@@ -474,7 +478,7 @@ static void test_schema_4_upgraded(void **state) {
   assert_string_equal(queue_of(f, s, "UE:ue1"), "old1,new1");
   assert_string_equal(queue_of(f, s, "UE:ue2"), "");
   m5_store_close(s);
-  assert_int_equal(sql_long("PRAGMA user_version"), 6);
+  assert_int_equal(sql_long("PRAGMA user_version"), 7);
   assert_int_equal(sql_long("SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
                             " AND name IN ('messages_group', 'messages_group_all')"),
                    2);

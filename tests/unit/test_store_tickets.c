@@ -458,6 +458,10 @@ static void test_schema_5_upgraded(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE dedup_buckets (ori TEXT NOT NULL," /* 6 -> 7 */
+                                " bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
+                                " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
+                                "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
                                 "DROP TABLE report_tickets;" /* schema 3 to 5's */
                                 "CREATE TABLE report_tickets (ori TEXT NOT NULL,"
                                 " msg_id TEXT NOT NULL, gen INTEGER NOT NULL,"
@@ -479,7 +483,7 @@ static void test_schema_5_upgraded(void **state) {
   send1(f, s, "UE:ue1", "UE:ue2", "new-ue", true);
   assert_int_equal(report(f, s, "UE:ue7", "new-ue", "UE:ue1", NULL), DROPPED);
   m5_store_close(s);
-  assert_int_equal(sql_long("PRAGMA user_version"), 6);
+  assert_int_equal(sql_long("PRAGMA user_version"), 7);
   assert_int_equal(sql_long("SELECT count(*) FROM report_tickets"), 1); /* new-ue's */
 }
 
@@ -496,6 +500,10 @@ static void test_schema_5_as_ticket_life(void **state) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
+                                "CREATE TABLE dedup_buckets (ori TEXT NOT NULL,"
+                                " bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
+                                " PRIMARY KEY (ori, bucket)) WITHOUT ROWID;"
+                                "CREATE INDEX dedup_buckets_age ON dedup_buckets (bucket);"
                                 "DROP TABLE report_tickets;"
                                 "CREATE TABLE report_tickets (ori TEXT NOT NULL,"
                                 " msg_id TEXT NOT NULL, gen INTEGER NOT NULL,"

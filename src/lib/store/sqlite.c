@@ -1,5 +1,6 @@
 /* m5_store on SQLite (store.h, docs/store.md): open and checks, schema, and the writer
- * thread with group commit. What each job does is in sqlite_ops.c (binding generations and
+ * thread with group commit. What each job does is in sqlite_ops.c (the dedup window in
+ * sqlite_dedup.c, binding generations and
  * REBIND in sqlite_rebind.c, report tickets in sqlite_tickets.c, topic subscriptions in
  * sqlite_topics.c, GROUP_SWEEP in sqlite_groups.c); the in-memory figures (queues, quotas, the in-flight set) in
  * sqlite_counts.c.
@@ -33,7 +34,7 @@
 #include <time.h>
 
 #define SQ_BATCH_MAX 256
-#define SQ_SCHEMA_VERSION 6
+#define SQ_SCHEMA_VERSION 7
 
 /* Deliveries keep prio and expr_time of their message so that the queue, retry and expiry
  * scans each read one partial index that holds only PENDING rows. Delivery ids of one
@@ -161,9 +162,19 @@ static const char migrate_5_to_6[] =
     "CREATE INDEX report_tickets_age ON report_tickets (until_ms);"
     "PRAGMA user_version = 6;";
 
+/* ---- schema 7 (issue 11) ----
+ * The dedup counts per (originator, bucket) are kept in memory alone (sqlite_dedup.c),
+ * rebuilt from dedup at open: dedup_buckets goes. Its rows were a function of dedup's, so a
+ * store of version 6 keeps its whole dedup window; each message no longer pays an upsert to
+ * this second B-tree. */
+static const char migrate_6_to_7[] = "DROP INDEX IF EXISTS dedup_buckets_age;"
+                                     "DROP TABLE IF EXISTS dedup_buckets;"
+                                     "PRAGMA user_version = 7;";
+
 /* Upgrades, in order: migrations[v] takes schema v to v + 1. */
 static const char *const migrations[] = {NULL,           migrate_1_to_2, migrate_2_to_3,
-                                         migrate_3_to_4, migrate_4_to_5, migrate_5_to_6};
+                                         migrate_3_to_4, migrate_4_to_5, migrate_5_to_6,
+                                         migrate_6_to_7};
 
 #define DLV_COLS                                                                                   \
   "d.id, d.rcpt_type, d.rcpt_addr, d.state, d.attempts, d.next_attempt_ms, d.cause,"               \
@@ -209,14 +220,13 @@ static const char *const sql[ST_COUNT] = {
     [ST_DEDUP_GET] = "SELECT bucket, status, cause FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_DEL_ONE] = "DELETE FROM dedup WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_PUT] = "INSERT INTO dedup (ori, msg_id, bucket, status, cause)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                     " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (ori, msg_id) DO NOTHING",
+    [ST_DEDUP_RENEW] = "UPDATE dedup SET bucket = ?3, status = ?4, cause = ?5"
+                       " WHERE ori = ?1 AND msg_id = ?2",
     [ST_DEDUP_DEL_BUCKET] = "DELETE FROM dedup WHERE ori = ?1 AND bucket = ?2",
-    [ST_DBKT_LIST] = "SELECT bucket, n FROM dedup_buckets WHERE ori = ?1 ORDER BY bucket",
-    [ST_DBKT_BUMP] = "INSERT INTO dedup_buckets (ori, bucket, n) VALUES (?1, ?2, 1)"
-                     " ON CONFLICT (ori, bucket) DO UPDATE SET n = n + 1",
-    [ST_DBKT_DEC] = "UPDATE dedup_buckets SET n = n - 1 WHERE ori = ?1 AND bucket = ?2",
-    [ST_DBKT_DEL] = "DELETE FROM dedup_buckets WHERE ori = ?1 AND bucket = ?2",
-    [ST_DBKT_STALE] = "SELECT ori, bucket FROM dedup_buckets WHERE bucket < ?1 LIMIT ?2",
+    /* primary-key order: an originator's rows come together (sqlite_dedup.c load) */
+    [ST_DEDUP_ALL] = "SELECT ori, bucket FROM dedup",
+    [ST_DEDUP_ORI] = "SELECT bucket, count(*) FROM dedup WHERE ori = ?1 GROUP BY bucket",
     [ST_REQUEUE] = "UPDATE deliveries SET state = 0 WHERE id = ?1 AND state = 4",
     /* An originator's share of one recipient's queue (the queue index; in-flight rows are
      * pushed now, not waiting, and left out). */
@@ -277,9 +287,19 @@ int sq_step_done(sq_t *s, sqlite3_stmt *st, const char *what) {
 /* ---- the writer thread ---- */
 
 static int exec_st(sq_t *s, int which) {
-  /* What is undone in the tables must not stay in the cache of dedup_buckets rows. */
-  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) sq_dbkt_forget(s);
-  return sq_step_done(s, s->st[which], sql[which]);
+  /* What is undone in the tables must not stay in memory: the dedup counts are rebuilt (of
+   * the job's originators only after a ROLLBACK TO), the cache of binding_gens rows emptied. */
+  if (which == ST_ROLLBACK || which == ST_ROLLBACK_TO) sq_gens_forget(s);
+  if (which == ST_ROLLBACK) sq_dedup_invalidate(s);
+  if (which == ST_SAVEPOINT) sq_dedup_job_begin(s);
+  int rc = sq_step_done(s, s->st[which], sql[which]);
+  if (which == ST_ROLLBACK_TO) {
+    if (rc == 0)
+      sq_dedup_job_undone(s);
+    else
+      sq_dedup_invalidate(s);
+  }
+  return rc;
 }
 
 static void publish(sq_t *s, size_t jobs, int committed) {
@@ -384,8 +404,7 @@ static int run_jobs(sq_t *s, m5_store_job_t **batch, size_t n, int careful) {
 static void forget_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
   memset(&s->batch_delta, 0, sizeof s->batch_delta);
   for (size_t i = 0; i < n; i++) m5_store_job_clear(batch[i]);
-  s->swept_bucket = -1;
-  sq_dbkt_forget(s);
+  sq_dedup_invalidate(s);
   s->counts_dirty = 1;
   if (sq_load_counts(s) == 0) s->counts_dirty = 0;
 }
@@ -500,9 +519,10 @@ static void sq_free(sq_t *s) {
   if (s->db) sqlite3_close(s->db);
   if (s->pending) m5_hmap_free(s->pending, free);
   if (s->oris) m5_hmap_free(s->oris, free);
-  if (s->inflight) m5_hmap_free(s->inflight, NULL);
+  if (s->inflight) m5_hmap_free(s->inflight, free);
   if (s->tickets) m5_hmap_free(s->tickets, free);
-  sq_dbkt_free(s);
+  sq_dedup_free(s);
+  sq_gens_forget(s);
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
   free(s);
@@ -733,7 +753,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
     sqlite3_free(uerr);
     goto fail;
   }
-  if (sq_load_counts(s) != 0) {
+  if (sq_load_counts(s) != 0 || sq_dedup_load(s) != 0) {
     snprintf(err, errlen, "store %s: cannot load the queues: %s", s->path, sqlite3_errmsg(s->db));
     goto fail;
   }

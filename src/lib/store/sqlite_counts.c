@@ -112,15 +112,128 @@ int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int6
   return 0;
 }
 
-/* The set's values are the times themselves (no allocation per delivery). */
-int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms) {
-  return m5_hmap_put(s->inflight, &id, sizeof id, (void *)(intptr_t)since_ms, NULL) == 0
-             ? 0
-             : M5_ENOMEM;
+/* The in-flight set: delivery id -> sq_flight_t. For a delivery accepted in flight as the one
+ * recipient of its message, the entry also keeps what reading its row back would give (the
+ * strings packed in one allocation, ~100-200 bytes), so that its conclusion (MARK_DELIVERED
+ * on the common path) writes without reading: sq_inflight_row. Entries rebuilt from the table
+ * (sq_load_counts, after a rollback) have no copy: their conclusion reads the row. The copy is
+ * only ever what this process wrote in the same transactions as the row, and goes with the
+ * entry (a conclusion, a RESCHEDULE, REQUEUE_STALE, a reload). */
+enum { FS_RTYPE, FS_RADDR, FS_OTYPE, FS_OADDR, FS_DTYPE, FS_DADDR, FS_MSGID, FS_APPID, FS_N };
+
+struct sq_flight {
+  int64_t since_ms; /* next_attempt_ms of the row: REQUEUE_STALE's cutoff */
+  int has_row;      /* the fields below are the row's */
+  uint64_t msg_row;
+  int kind;
+  int64_t plen;
+  m5_msg_prio_t prio;
+  bool deliv_st_req, sto_fwd;
+  int64_t expr_time, accepted_at_ms;
+  uint64_t rcpt_gen, ori_gen, group_gen;
+  uint16_t len[FS_N];
+  char str[]; /* the FS_N strings, each with its NUL */
+};
+
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms, const m5_store_msg_t *m,
+                    const m5_store_rcpt_t *r, uint64_t msg_row, int kind) {
+  const char *src[FS_N] = {0};
+  size_t lens[FS_N] = {0}, total = 0;
+  if (m && r) {
+    src[FS_RTYPE] = r->addr.type, src[FS_RADDR] = r->addr.addr;
+    src[FS_OTYPE] = m->ori.type, src[FS_OADDR] = m->ori.addr;
+    src[FS_DTYPE] = m->dest.type, src[FS_DADDR] = m->dest.addr;
+    src[FS_MSGID] = m->msg_id, src[FS_APPID] = m->app_id;
+    static const size_t max[FS_N] = {sizeof r->addr.type, sizeof r->addr.addr,
+                                     sizeof m->ori.type,  sizeof m->ori.addr,
+                                     sizeof m->dest.type, sizeof m->dest.addr,
+                                     sizeof m->msg_id,    sizeof m->app_id};
+    for (int i = 0; i < FS_N; i++) {
+      lens[i] = strnlen(src[i], max[i] - 1);
+      total += lens[i] + 1;
+    }
+  }
+  sq_flight_t *f = malloc(sizeof *f + total);
+  if (!f) return M5_ENOMEM;
+  f->since_ms = since_ms;
+  f->has_row = m && r;
+  if (f->has_row) {
+    f->msg_row = msg_row;
+    f->kind = kind;
+    f->plen = (int64_t)m->payload_len;
+    f->prio = m->prio;
+    f->deliv_st_req = m->deliv_st_req;
+    f->sto_fwd = m->sto_fwd;
+    f->expr_time = m->expr_time;
+    f->accepted_at_ms = m->accepted_at_ms;
+    f->rcpt_gen = r->gen;
+    f->ori_gen = m->ori_gen;
+    f->group_gen = m->group_gen;
+    char *p = f->str;
+    for (int i = 0; i < FS_N; i++) {
+      f->len[i] = (uint16_t)lens[i];
+      memcpy(p, src[i], lens[i]);
+      p[lens[i]] = 0;
+      p += lens[i] + 1;
+    }
+  }
+  void *old = NULL;
+  if (m5_hmap_put(s->inflight, &id, sizeof id, f, &old) != 0) {
+    free(f);
+    return M5_ENOMEM;
+  }
+  free(old);
+  return 0;
 }
 
 void sq_inflight_del(sq_t *s, uint64_t id) {
-  m5_hmap_del(s->inflight, &id, sizeof id);
+  free(m5_hmap_del(s->inflight, &id, sizeof id));
+}
+
+int64_t sq_flight_since(const sq_flight_t *f) {
+  return f->since_ms;
+}
+
+static void unpack(char *dst, size_t cap, const char **p, size_t len) {
+  if (len >= cap) len = cap - 1;
+  memcpy(dst, *p, len);
+  dst[len] = 0;
+  *p += strlen(*p) + 1;
+}
+
+int sq_inflight_row(sq_t *s, uint64_t id, m5_store_delivery_t *d, sq_row_t *rm) {
+  const sq_flight_t *f = m5_hmap_get(s->inflight, &id, sizeof id);
+  if (!f || !f->has_row) return 0;
+  memset(d, 0, sizeof *d);
+  d->id = id;
+  d->state = M5_DELIV_PENDING;
+  d->next_attempt_ms = f->since_ms;
+  d->rcpt_gen = f->rcpt_gen;
+  m5_store_msg_t *m = &d->msg;
+  const char *p = f->str;
+  unpack(d->rcpt.type, sizeof d->rcpt.type, &p, f->len[FS_RTYPE]);
+  unpack(d->rcpt.addr, sizeof d->rcpt.addr, &p, f->len[FS_RADDR]);
+  unpack(m->ori.type, sizeof m->ori.type, &p, f->len[FS_OTYPE]);
+  unpack(m->ori.addr, sizeof m->ori.addr, &p, f->len[FS_OADDR]);
+  unpack(m->dest.type, sizeof m->dest.type, &p, f->len[FS_DTYPE]);
+  unpack(m->dest.addr, sizeof m->dest.addr, &p, f->len[FS_DADDR]);
+  unpack(m->msg_id, sizeof m->msg_id, &p, f->len[FS_MSGID]);
+  unpack(m->app_id, sizeof m->app_id, &p, f->len[FS_APPID]);
+  m->prio = f->prio;
+  m->deliv_st_req = f->deliv_st_req;
+  m->sto_fwd = f->sto_fwd;
+  m->expr_time = f->expr_time;
+  m->accepted_at_ms = f->accepted_at_ms;
+  m->ori_gen = f->ori_gen;
+  m->group_gen = f->group_gen;
+  rm->msg = (int64_t)f->msg_row;
+  rm->open = 1;
+  rm->first = (int64_t)id;
+  rm->n = 1;
+  rm->kind = f->kind;
+  rm->plen = f->plen;
+  rm->cached = 1;
+  return 1;
 }
 
 /* A count in map under key moved by delta: created when it rises from nothing, removed when
@@ -173,7 +286,7 @@ int sq_load_counts(sq_t *s) {
   if (!fresh || !fresh_oris || !fresh_inflight || !fresh_tickets) {
     if (fresh) m5_hmap_free(fresh, free_val);
     if (fresh_oris) m5_hmap_free(fresh_oris, free_val);
-    if (fresh_inflight) m5_hmap_free(fresh_inflight, NULL);
+    if (fresh_inflight) m5_hmap_free(fresh_inflight, free_val);
     if (fresh_tickets) m5_hmap_free(fresh_tickets, free_val);
     return M5_ENOMEM;
   }
@@ -266,8 +379,8 @@ int sq_load_counts(sq_t *s) {
                          &st, NULL) != SQLITE_OK)
     goto out;
   while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-    if (sq_inflight_put(s, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)) !=
-        0) {
+    if (sq_inflight_put(s, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), NULL,
+                        NULL, 0, 0) != 0) {
       rc = M5_ENOMEM;
       goto out;
     }
@@ -293,7 +406,7 @@ out:
   sqlite3_finalize(st);
   if (old) m5_hmap_free(old, free_val);
   if (old_oris) m5_hmap_free(old_oris, free_val);
-  if (old_inflight) m5_hmap_free(old_inflight, NULL);
+  if (old_inflight) m5_hmap_free(old_inflight, free_val);
   if (old_tickets) m5_hmap_free(old_tickets, free_val);
   return rc;
 }

@@ -1,5 +1,6 @@
 /* The SQLite backend's state, shared by sqlite.c (open, checks, the writer thread, group
- * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_rebind.c
+ * commit), sqlite_ops.c (what each job does inside the batch's transaction), sqlite_dedup.c
+ * (the dedup window), sqlite_rebind.c
  * (binding generations, REBIND), sqlite_tickets.c (report tickets), sqlite_topics.c (topic
  * subscriptions), sqlite_groups.c
  * (GROUP_SWEEP) and sqlite_counts.c (the in-memory figures). Everything
@@ -49,12 +50,10 @@ enum {
   ST_DEDUP_GET,
   ST_DEDUP_DEL_ONE,
   ST_DEDUP_PUT,
+  ST_DEDUP_RENEW,
   ST_DEDUP_DEL_BUCKET,
-  ST_DBKT_LIST,
-  ST_DBKT_BUMP,
-  ST_DBKT_DEC,
-  ST_DBKT_DEL,
-  ST_DBKT_STALE,
+  ST_DEDUP_ALL,
+  ST_DEDUP_ORI,
   ST_REQUEUE,
   ST_ORI_SHARE,
   ST_COUNT
@@ -66,7 +65,6 @@ enum {
   RB_GEN_PUT,
   RB_STALE_IDS,
   RB_DEDUP_DROP,
-  RB_DBKT_DROP,
   RB_DLV_RCPT,
   RB_COUNT
 };
@@ -140,7 +138,7 @@ typedef struct {
   /* ---- writer thread only ---- */
   m5_hmap_t *pending; /* (kind, recipient) key -> uint64_t * PENDING deliveries */
   m5_hmap_t *oris;    /* (originator, generation) key -> sq_ori_t: its quota use */
-  m5_hmap_t *inflight; /* delivery id -> next_attempt_ms (the pointer's value): rows in state 4 */
+  m5_hmap_t *inflight; /* delivery id -> sq_flight_t: rows in state 4 */
   m5_hmap_t *tickets;  /* originator key ("UE:ue1") -> uint64_t *: its rows in report_tickets */
   int ticket_hit;      /* the ACCEPT being run found a report ticket (sqlite_tickets.c) */
   char ticket_rep[M5_STORE_KEY_MAX + 1]; /* ... naming this reporter ("": any) */
@@ -149,7 +147,15 @@ typedef struct {
   int64_t bucket_ms;
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
-  m5_hmap_t *dbkt;  /* originator -> sq_dbkt_t: its dedup_buckets rows (sqlite_ops.c) */
+  m5_hmap_t *dbkt;  /* originator -> its dedup entries per bucket (sqlite_dedup.c) */
+  int dbkt_dirty;   /* dbkt must be rebuilt from the table before its next use */
+  struct sq_stale **stale; /* stale (originator, bucket) pairs the sweep still has to drop */
+#define SQ_TOUCHED_MAX 8
+  char touched[SQ_TOUCHED_MAX][M5_STORE_KEY_MAX + 1]; /* originators the job changed ... */
+  size_t n_touched;
+  int touched_over; /* ... or more than SQ_TOUCHED_MAX */
+  size_t n_stale, stale_next;
+  m5_hmap_t *gens;  /* UE Service ID -> its binding_gens generation + 1 (sqlite_rebind.c) */
   sq_delta_t job_delta, batch_delta;
 
   /* ---- any thread ---- */
@@ -179,9 +185,25 @@ int sq_pending_add(sq_t *s, const m5_msg_addr_t *a, int kind, int64_t delta);
 sq_ori_t sq_ori_get(sq_t *s, const m5_msg_addr_t *a, uint64_t gen);
 int sq_ori_add(sq_t *s, const m5_msg_addr_t *a, uint64_t gen, int64_t msgs, int64_t bytes,
                int64_t dlvs);
-/* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE. */
-int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms);
+/* Message bookkeeping of a delivery row, for the transition to a final state. */
+typedef struct {
+  int64_t msg, open, first, n;
+  int kind;     /* SQ_KIND_* */
+  int64_t plen; /* payload length */
+  int cached;   /* from the in-flight set (sq_inflight_row), not read */
+} sq_row_t;
+
+/* The in-memory set of in-flight deliveries (state 4), for REQUEUE_STALE; for one accepted
+ * as the only recipient of its message (m, r, its message's row msg_row of kind; NULL, NULL:
+ * none), also what its row holds, so that its conclusion need not read it back. */
+typedef struct sq_flight sq_flight_t;
+int sq_inflight_put(sq_t *s, uint64_t id, int64_t since_ms, const m5_store_msg_t *m,
+                    const m5_store_rcpt_t *r, uint64_t msg_row, int kind);
 void sq_inflight_del(sq_t *s, uint64_t id);
+int64_t sq_flight_since(const sq_flight_t *f);
+/* 1 with *d (payload left out) and *rm as reading the row would give them, when the in-flight
+ * entry of id has them; else 0. */
+int sq_inflight_row(sq_t *s, uint64_t id, m5_store_delivery_t *d, sq_row_t *rm);
 /* Report tickets per originator key ("UE:ue1", "AS:as1": report_tickets rows), for
  * max_tickets_per_originator. */
 uint64_t sq_tickets_get(sq_t *s, const char *ori);
@@ -216,6 +238,8 @@ int sq_rebind_run(sq_t *s, m5_store_job_t *job);
 int sq_rebind_report_gen(sq_t *s, const m5_store_delivery_t *d, uint64_t *gen, int *stale);
 /* The generation the store knows for the UE Service ID addr (0: none); 0 or M5_EIO. */
 int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen);
+/* Forgets the cached binding_gens rows (after a rollback) and frees the cache at close. */
+void sq_gens_forget(sq_t *s);
 
 /* sqlite_tickets.c: report tickets (schema 6). */
 int sq_tickets_prepare(sq_t *s);
@@ -249,10 +273,29 @@ int sq_topics_sweep(sq_t *s, int64_t now_ms);
 int sq_groups_prepare(sq_t *s);
 void sq_groups_finalize(sq_t *s);
 int sq_groups_sweep(sq_t *s, m5_store_job_t *job);
+/* sqlite_dedup.c: the dedup window (schema 7: the table dedup, the counts per originator and
+ * bucket in memory). */
+/* The counts from the table (at open; 0, M5_EIO or M5_ENOMEM). */
+int sq_dedup_load(sq_t *s);
+/* After a rollback: the counts are rebuilt from the table before their next use. */
+void sq_dedup_invalidate(sq_t *s);
+/* A job's savepoint opens; after its ROLLBACK TO, the counts of the originators it changed
+ * are read again from the table (all of them when it changed many). */
+void sq_dedup_job_begin(sq_t *s);
+void sq_dedup_job_undone(sq_t *s);
+void sq_dedup_free(sq_t *s);
 /* Drops up to a fixed number of dedup buckets that fell out of the window. */
 int sq_dedup_sweep(sq_t *s, int64_t now_ms);
-/* Forgets the cached dedup_buckets rows (after a rollback) and frees the cache at close. */
-void sq_dbkt_forget(sq_t *s);
-void sq_dbkt_free(sq_t *s);
+/* ACCEPT, before anything else is written: *dup = 1 and job->orig_ack when (dedup_ori,
+ * dedup_id) is live at now_ms; else the key is written with job->ack in the current bucket
+ * (a stale entry taken over), not counted yet. */
+int sq_dedup_claim(sq_t *s, m5_store_job_t *job, int64_t now_ms, int *dup);
+/* ACCEPT refused: the key claimed goes again. */
+int sq_dedup_unclaim(sq_t *s, const m5_store_job_t *job);
+/* ACCEPT stored or discarded: the claimed key is counted, first dropping the originator's
+ * stale buckets and, when it is at its bound, its oldest live ones. */
+int sq_dedup_record(sq_t *s, m5_store_job_t *job, int64_t now_ms);
+/* REBIND: the originator's entries were deleted (RB_DEDUP_DROP): its counts go too. */
+void sq_dedup_forget_ori(sq_t *s, const char *ori);
 
 #endif

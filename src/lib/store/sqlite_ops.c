@@ -3,18 +3,7 @@
  * M5_ENOENT, M5_EINVAL or M5_EPERM is rolled back to its savepoint; those three are returned
  * before anything is written. REBIND and the generation checks are in sqlite_rebind.c.
  *
- * Dedup window (architecture §5): time is cut into buckets of window / dedup_buckets. A key
- * is a duplicate while its bucket is within the last dedup_buckets buckets, so it is
- * recognised for at least the window and at most one bucket longer. dedup_buckets counts
- * entries per (originator, bucket), so that the per-originator bound is a sum over a few
- * rows, and whole buckets go at once: an originator's stale buckets when it sends again,
- * its oldest live bucket when it is over its bound, and the stale buckets of originators
- * that went quiet a few at a time at the start of each batch. Each message thus costs a
- * fixed number of index operations however large the window is.
- *
- * The dedup_buckets rows of recent originators are also kept in memory (a write-through
- * cache, bounded, emptied after a rollback), so that an accept reads none of them from the
- * table: one statement fewer per message. */
+ * The dedup window is in sqlite_dedup.c. */
 #include "sqlite_int.h"
 
 #include "core/err.h"
@@ -24,14 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SWEEP_PER_BATCH 64
-#define SENDER_BUCKETS_MAX 64
 
 /* Copies a text column into a fixed buffer (truncating what cannot fit, which our own
  * writes never produce). */
 static void col_text(sqlite3_stmt *st, int col, char *out, size_t outlen) {
   const unsigned char *t = sqlite3_column_text(st, col);
-  snprintf(out, outlen, "%s", t ? (const char *)t : "");
+  size_t n = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+  if (n >= outlen) n = outlen - 1;
+  if (n) memcpy(out, t, n); /* not snprintf: a dozen columns a row, on the hot path */
+  out[n] = 0;
 }
 
 static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
@@ -40,15 +30,8 @@ static int bind_text(sqlite3_stmt *st, int i, const char *t, size_t max) {
 
 #define BIND_STR(st, i, arr) bind_text(st, i, arr, sizeof(arr))
 
-/* Message bookkeeping of a delivery row, for the transition to a final state. */
-typedef struct {
-  int64_t msg, open, first, n;
-  int kind;     /* SQ_KIND_* (ST_DLV_GET only) */
-  int64_t plen; /* payload length (ST_DLV_GET only) */
-} row_msg_t;
-
 /* Reads one row of DLV_COLS (sqlite.c) into d (payload copied). */
-static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, row_msg_t *rm) {
+static int read_delivery(sqlite3_stmt *st, m5_store_delivery_t *d, sq_row_t *rm) {
   memset(d, 0, sizeof *d);
   d->id = (uint64_t)sqlite3_column_int64(st, 0);
   col_text(st, 1, d->rcpt.type, sizeof d->rcpt.type);
@@ -123,218 +106,6 @@ out:
   return rc;
 }
 
-/* ---- dedup: the cache of dedup_buckets rows ---- */
-
-#define DBKT_CACHE_MAX 16384 /* originators; the cache is emptied when it is full */
-
-typedef struct {
-  int64_t bucket, n;
-} sq_bkt_t;
-
-typedef struct {
-  size_t nb;
-  sq_bkt_t b[]; /* ascending bucket order, at most SENDER_BUCKETS_MAX */
-} sq_dbkt_t;
-
-static void free_dbkt(void *v) {
-  free(v);
-}
-
-void sq_dbkt_forget(sq_t *s) {
-  if (s->dbkt) m5_hmap_free(s->dbkt, free_dbkt);
-  s->dbkt = NULL;
-}
-
-void sq_dbkt_free(sq_t *s) {
-  sq_dbkt_forget(s);
-}
-
-static sq_dbkt_t *dbkt_cached(sq_t *s, const char *ori) {
-  return s->dbkt ? m5_hmap_get(s->dbkt, ori, strlen(ori)) : NULL;
-}
-
-/* Caches an originator's rows as read from the table (a failure only costs a later read). */
-static void dbkt_put(sq_t *s, const char *ori, const sq_bkt_t *b, size_t nb) {
-  if (s->dbkt && m5_hmap_count(s->dbkt) >= DBKT_CACHE_MAX) sq_dbkt_forget(s);
-  if (!s->dbkt && !(s->dbkt = m5_hmap_new())) return;
-  sq_dbkt_t *d = malloc(sizeof *d + SENDER_BUCKETS_MAX * sizeof d->b[0]);
-  if (!d) return;
-  d->nb = nb;
-  memcpy(d->b, b, nb * sizeof *b);
-  void *old = NULL;
-  if (m5_hmap_put(s->dbkt, ori, strlen(ori), d, &old) != 0) {
-    free(d);
-    return;
-  }
-  free(old);
-}
-
-/* Applies "count of (ori, bucket) += delta" (a row at 0 or below is gone) to the cache, as
- * the same statement does to the table. */
-static void dbkt_add(sq_t *s, const char *ori, int64_t bucket, int64_t delta) {
-  sq_dbkt_t *d = dbkt_cached(s, ori);
-  if (!d) return;
-  size_t i = 0;
-  while (i < d->nb && d->b[i].bucket < bucket) i++;
-  if (i < d->nb && d->b[i].bucket == bucket) {
-    d->b[i].n += delta;
-    if (d->b[i].n <= 0 || delta == INT64_MIN) {
-      memmove(&d->b[i], &d->b[i + 1], (d->nb - i - 1) * sizeof d->b[0]);
-      d->nb--;
-    }
-  } else if (delta > 0) {
-    if (d->nb == SENDER_BUCKETS_MAX) { /* more rows than the cache holds: read them again */
-      free(m5_hmap_del(s->dbkt, ori, strlen(ori)));
-      return;
-    }
-    memmove(&d->b[i + 1], &d->b[i], (d->nb - i) * sizeof d->b[0]);
-    d->b[i].bucket = bucket;
-    d->b[i].n = delta;
-    d->nb++;
-  }
-}
-
-/* ---- dedup ---- */
-
-static int64_t bucket_of(sq_t *s, int64_t now_ms) {
-  return now_ms / s->bucket_ms;
-}
-
-/* The oldest bucket still in the window. */
-static int64_t live_from(sq_t *s, int64_t cur) {
-  return cur - (int64_t)s->o.dedup_buckets;
-}
-
-static int drop_bucket(sq_t *s, const char *ori, int64_t bucket) {
-  sqlite3_stmt *d = s->st[ST_DEDUP_DEL_BUCKET], *b = s->st[ST_DBKT_DEL];
-  bind_text(d, 1, ori, M5_STORE_KEY_MAX + 1);
-  sqlite3_bind_int64(d, 2, bucket);
-  bind_text(b, 1, ori, M5_STORE_KEY_MAX + 1);
-  sqlite3_bind_int64(b, 2, bucket);
-  if (sq_step_done(s, d, "dropping a dedup bucket") != 0) {
-    sqlite3_reset(b);
-    sqlite3_clear_bindings(b);
-    return M5_EIO;
-  }
-  if (sq_step_done(s, b, "dropping a dedup bucket count") != 0) return M5_EIO;
-  dbkt_add(s, ori, bucket, INT64_MIN);
-  return 0;
-}
-
-int sq_dedup_sweep(sq_t *s, int64_t now_ms) {
-  int64_t cur = bucket_of(s, now_ms);
-  if (cur == s->swept_bucket) return 0;
-  struct {
-    char ori[M5_STORE_KEY_MAX + 1];
-    int64_t bucket;
-  } stale[SWEEP_PER_BATCH];
-  size_t n = 0;
-  sqlite3_stmt *st = s->st[ST_DBKT_STALE];
-  sqlite3_bind_int64(st, 1, live_from(s, cur));
-  sqlite3_bind_int(st, 2, SWEEP_PER_BATCH);
-  while (n < SWEEP_PER_BATCH && sqlite3_step(st) == SQLITE_ROW) {
-    col_text(st, 0, stale[n].ori, sizeof stale[n].ori);
-    stale[n].bucket = sqlite3_column_int64(st, 1);
-    n++;
-  }
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  for (size_t i = 0; i < n; i++)
-    if (drop_bucket(s, stale[i].ori, stale[i].bucket) != 0) return M5_EIO;
-  if (n < SWEEP_PER_BATCH) s->swept_bucket = cur; /* done until the next bucket */
-  return 0;
-}
-
-/* 1 and job->orig_ack when the key is live; 0 when it is new (a stale entry is removed). */
-static int dedup_lookup(sq_t *s, m5_store_job_t *job, int64_t cur, int *dup) {
-  *dup = 0;
-  sqlite3_stmt *st = s->st[ST_DEDUP_GET];
-  BIND_STR(st, 1, job->dedup_ori);
-  BIND_STR(st, 2, job->dedup_id);
-  int r = sqlite3_step(st);
-  int64_t bucket = 0;
-  if (r == SQLITE_ROW) {
-    bucket = sqlite3_column_int64(st, 0);
-    col_text(st, 1, job->orig_ack.status, sizeof job->orig_ack.status);
-    col_text(st, 2, job->orig_ack.failure_cause, sizeof job->orig_ack.failure_cause);
-  }
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  if (r == SQLITE_DONE) return 0;
-  if (r != SQLITE_ROW) {
-    sq_log_error(s, "looking up a msgId");
-    return M5_EIO;
-  }
-  if (bucket >= live_from(s, cur)) {
-    *dup = 1;
-    return 0;
-  }
-  memset(&job->orig_ack, 0, sizeof job->orig_ack);
-  sqlite3_stmt *del = s->st[ST_DEDUP_DEL_ONE], *dec = s->st[ST_DBKT_DEC];
-  BIND_STR(del, 1, job->dedup_ori);
-  BIND_STR(del, 2, job->dedup_id);
-  BIND_STR(dec, 1, job->dedup_ori);
-  sqlite3_bind_int64(dec, 2, bucket);
-  if (sq_step_done(s, del, "removing a stale msgId") != 0) {
-    sqlite3_reset(dec);
-    sqlite3_clear_bindings(dec);
-    return M5_EIO;
-  }
-  if (sq_step_done(s, dec, "counting a stale msgId out") != 0) return M5_EIO;
-  dbkt_add(s, job->dedup_ori, bucket, -1);
-  return 0;
-}
-
-/* Records the key in the current bucket, first dropping the originator's stale buckets and,
- * when it is at its bound, its oldest live ones. */
-static int dedup_record(sq_t *s, m5_store_job_t *job, int64_t cur) {
-  sq_bkt_t b[SENDER_BUCKETS_MAX];
-  size_t nb = 0;
-  const sq_dbkt_t *cached = dbkt_cached(s, job->dedup_ori);
-  if (cached) {
-    nb = cached->nb;
-    memcpy(b, cached->b, nb * sizeof b[0]);
-  } else {
-    sqlite3_stmt *st = s->st[ST_DBKT_LIST];
-    BIND_STR(st, 1, job->dedup_ori);
-    int r;
-    while (nb < SENDER_BUCKETS_MAX && (r = sqlite3_step(st)) == SQLITE_ROW) {
-      b[nb].bucket = sqlite3_column_int64(st, 0);
-      b[nb].n = sqlite3_column_int64(st, 1);
-      nb++;
-    }
-    int more = nb == SENDER_BUCKETS_MAX && r == SQLITE_ROW;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (nb < SENDER_BUCKETS_MAX && r != SQLITE_DONE) {
-      sq_log_error(s, "reading an originator's dedup buckets");
-      return M5_EIO;
-    }
-    if (!more) dbkt_put(s, job->dedup_ori, b, nb);
-  }
-  int64_t live = 0;
-  for (size_t i = 0; i < nb; i++)
-    if (b[i].bucket >= live_from(s, cur)) live += b[i].n;
-  for (size_t i = 0; i < nb; i++) { /* ascending bucket order */
-    int stale = b[i].bucket < live_from(s, cur);
-    if (!stale && (uint64_t)live + 1 <= s->o.dedup_max_per_sender) break;
-    if (drop_bucket(s, job->dedup_ori, b[i].bucket) != 0) return M5_EIO;
-    if (!stale) live -= b[i].n;
-  }
-  sqlite3_stmt *put = s->st[ST_DEDUP_PUT], *bump = s->st[ST_DBKT_BUMP];
-  BIND_STR(put, 1, job->dedup_ori);
-  BIND_STR(put, 2, job->dedup_id);
-  sqlite3_bind_int64(put, 3, cur);
-  BIND_STR(put, 4, job->ack.status);
-  BIND_STR(put, 5, job->ack.failure_cause);
-  if (sq_step_done(s, put, "recording a msgId") != 0) return M5_EIO;
-  BIND_STR(bump, 1, job->dedup_ori);
-  sqlite3_bind_int64(bump, 2, cur);
-  if (sq_step_done(s, bump, "counting a msgId") != 0) return M5_EIO;
-  dbkt_add(s, job->dedup_ori, cur, 1);
-  return 0;
-}
-
 /* ---- accept ---- */
 
 static int accept_valid(const m5_store_job_t *job) {
@@ -392,10 +163,15 @@ static int ori_share(sq_t *s, const m5_msg_addr_t *ori, uint64_t gen, int kind,
   return M5_EIO;
 }
 
+/* A refusal keeps nothing: the msgId claimed (sq_dedup_claim) goes again, so that the
+ * sender's retry is judged afresh. */
+static int refused(sq_t *s, m5_store_job_t *job) {
+  return job->dedup_id[0] ? sq_dedup_unclaim(s, job) : 0;
+}
+
 static int do_accept(sq_t *s, m5_store_job_t *job) {
   if (!accept_valid(job)) return M5_EINVAL;
   int64_t now = sq_now_ms(s);
-  int64_t cur = bucket_of(s, now);
   job->msg.accepted_at_ms = now;
   for (size_t i = 0; i < job->n_rcpts; i++) {
     job->rcpts[i].status = M5_STORE_ACCEPTED;
@@ -405,7 +181,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
   int grc = sq_rebind_accept_check(s, job);
   if (grc != 0) return grc;
   if (job->dedup_id[0]) {
-    int dup, rc = dedup_lookup(s, job, cur, &dup);
+    int dup, rc = sq_dedup_claim(s, job, now, &dup);
     if (rc != 0) return rc;
     if (dup) {
       job->outcome = M5_STORE_DUPLICATE;
@@ -414,7 +190,7 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     }
   }
   if (job->discarded) { /* a report nobody asked for, or for a re-bound originator */
-    if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
+    if (job->dedup_id[0] && sq_dedup_record(s, job, now) != 0) return M5_EIO;
     job->outcome = M5_STORE_ACCEPTED;
     return 0;
   }
@@ -440,13 +216,13 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
         use.bytes + job->msg.payload_len > s->o.max_bytes_per_originator) {
       job->outcome = M5_STORE_ORIGINATOR_QUOTA;
       s->job_delta.refused_originator_quota++;
-      return 0;
+      return refused(s, job);
     }
   }
   if (s->queued + job->n_rcpts > s->o.max_queued) {
     job->outcome = M5_STORE_STORE_FULL;
     s->job_delta.refused_store_full++;
-    return 0;
+    return refused(s, job);
   }
   /* The cap counts each queue as it was before this message; so does the originator's share
    * of it, read only for a queue that could hold that many. */
@@ -474,10 +250,11 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
       s->job_delta.refused_originator_quota++;
     else
       s->job_delta.refused_queue_full++;
-    return 0;
+    return refused(s, job);
   }
+  uint64_t msg_row = 0;
   if (stored) {
-    uint64_t msg_id = s->next_msg_id++;
+    uint64_t msg_id = msg_row = s->next_msg_id++;
     uint64_t first = s->next_dlv_id;
     s->next_dlv_id += stored;
     if (insert_message(s, &job->msg, kind, msg_id, first, stored) != 0) return M5_EIO;
@@ -501,12 +278,14 @@ static int do_accept(sq_t *s, m5_store_job_t *job) {
     if (sq_tickets_put(s, job, now) != 0 || sq_tickets_used(s, job) != 0)
       return M5_EIO;
   }
-  if (job->dedup_id[0] && dedup_record(s, job, cur) != 0) return M5_EIO;
+  if (job->dedup_id[0] && sq_dedup_record(s, job, now) != 0) return M5_EIO;
   for (size_t i = 0; i < job->n_rcpts; i++) {
     const m5_store_rcpt_t *r = &job->rcpts[i];
     if (!r->id) continue;
     if (sq_pending_add(s, &r->addr, kind, 1) != 0) s->counts_dirty = 1;
-    if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms) != 0) s->counts_dirty = 1;
+    if (r->in_flight && sq_inflight_put(s, r->id, r->next_attempt_ms, stored == 1 ? &job->msg : NULL,
+                                        stored == 1 ? r : NULL, msg_row, kind) != 0)
+      s->counts_dirty = 1;
   }
   s->queued += stored;
   if (stored) {
@@ -584,15 +363,20 @@ static int write_report(sq_t *s, m5_store_delivery_t *d, int64_t next_ms) {
   return 0;
 }
 
+static int conclude(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+                    int64_t report_ms, m5_store_delivery_t *out, const sq_row_t *row);
+
 /* Moves the PENDING delivery id to state (cause) and returns it in *out; the last open
  * delivery of a message takes the message and its rows with it. A FAILED or EXPIRED one
  * gets its failure report (write_report, due at report_ms) in the same transaction. */
 static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
                   int64_t report_ms, m5_store_delivery_t *out) {
+  sq_row_t rm = {0};
+  if (sq_inflight_row(s, id, out, &rm)) /* in flight since its accept: nothing to read */
+    return conclude(s, id, state, cause, report_ms, out, &rm);
   sqlite3_stmt *st = s->st[ST_DLV_GET];
   sqlite3_bind_int64(st, 1, (int64_t)id);
   int r = sqlite3_step(st), rc = 0;
-  row_msg_t rm = {0};
   if (r == SQLITE_ROW) {
     rc = read_delivery(st, out, &rm);
     rm.kind = sqlite3_column_int(st, 26) == SQ_KIND_REPORT ? SQ_KIND_REPORT : SQ_KIND_MSG;
@@ -611,6 +395,14 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     memset(out, 0, sizeof *out);
     return rc;
   }
+  return conclude(s, id, state, cause, report_ms, out, &rm);
+}
+
+/* finish() once the row is known (out, rm): the writes. */
+static int conclude(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *cause,
+                    int64_t report_ms, m5_store_delivery_t *out, const sq_row_t *row) {
+  sq_row_t rm = *row;
+  int rc = 0;
   out->state = state;
   snprintf(out->failure_cause, sizeof out->failure_cause, "%s", cause);
   if (rm.open <= 1) {
@@ -619,6 +411,14 @@ static int finish(sq_t *s, uint64_t id, m5_deliv_state_t state, const char *caus
     sqlite3_bind_int64(dr, 2, rm.first + rm.n - 1);
     sqlite3_bind_int64(dm, 1, rm.msg);
     if (sq_step_done(s, dr, "removing deliveries") != 0) rc = M5_EIO;
+    if (rc == 0 && rm.cached && sqlite3_changes(s->db) != 1) {
+      /* Never seen: the copy would be of a row rolled back. Nothing was written. */
+      sqlite3_reset(dm);
+      sqlite3_clear_bindings(dm);
+      sq_inflight_del(s, id);
+      memset(out, 0, sizeof *out);
+      return M5_ENOENT;
+    }
     if (rc == 0 && sq_step_done(s, dm, "removing a message") != 0) rc = M5_EIO;
     if (rc == 0 && s->messages) s->messages--;
     if (rc == 0 && rm.kind == SQ_KIND_MSG &&
@@ -693,7 +493,7 @@ typedef struct {
 static void collect_stale(const void *key, size_t klen, void *val, void *arg) {
   stale_t *c = arg;
   uint64_t id;
-  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || (int64_t)(intptr_t)val > c->cutoff) return;
+  if (klen != sizeof id || c->n == M5_STORE_LIST_MAX || sq_flight_since(val) > c->cutoff) return;
   memcpy(&id, key, sizeof id);
   c->ids[c->n++] = id;
 }

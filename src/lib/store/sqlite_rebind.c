@@ -34,7 +34,6 @@ static const char *const rb_sql[RB_COUNT] = {
     [RB_STALE_IDS] = "SELECT id FROM deliveries WHERE rcpt_addr = ?1 AND rcpt_type = 'UE'"
                      " AND state = 0 AND rcpt_gen < ?2",
     [RB_DEDUP_DROP] = "DELETE FROM dedup WHERE ori = ?1",
-    [RB_DBKT_DROP] = "DELETE FROM dedup_buckets WHERE ori = ?1",
     [RB_DLV_RCPT] = "SELECT rcpt_type, rcpt_addr, rcpt_gen FROM deliveries"
                     " WHERE id = ?1 AND state IN (0, 4)",
 };
@@ -47,8 +46,33 @@ void sq_rebind_finalize(sq_t *s) {
   sq_finalize_set(s->rb, RB_COUNT);
 }
 
+/* binding_gens rows of recent IDs (none: generation 0) are also kept in memory, a
+ * write-through cache (RB_GEN_PUT is its only writer, rebind_to), emptied when it is full and
+ * after any rollback: an ACCEPT reads the generation of its originator and of its recipient,
+ * two SELECTs per message otherwise. The value is gen + 1 (NULL: not cached). */
+#define GENS_CACHE_MAX 65536
+
+void sq_gens_forget(sq_t *s) {
+  if (s->gens) m5_hmap_free(s->gens, NULL);
+  s->gens = NULL;
+}
+
+static void gens_put(sq_t *s, const char *addr, size_t alen, uint64_t gen) {
+  if (gen == UINT64_MAX) return;
+  if (s->gens && m5_hmap_count(s->gens) >= GENS_CACHE_MAX) sq_gens_forget(s);
+  if (!s->gens && !(s->gens = m5_hmap_new())) return;
+  if (m5_hmap_put(s->gens, addr, alen, (void *)(uintptr_t)(gen + 1), NULL) != 0)
+    sq_gens_forget(s); /* out of memory: a stale value must not stay */
+}
+
 /* The generation the store knows for the UE Service ID addr (0: none); M5_EIO. */
 int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen) {
+  size_t alen = strnlen(addr, M5_MSG_ADDR_MAX + 1);
+  uintptr_t v = s->gens ? (uintptr_t)m5_hmap_get(s->gens, addr, alen) : 0;
+  if (v) {
+    *gen = (uint64_t)v - 1;
+    return 0;
+  }
   sqlite3_stmt *st = s->rb[RB_GEN_GET];
   sq_bind_str(st, 1, addr, M5_MSG_ADDR_MAX + 1);
   int r = sqlite3_step(st);
@@ -58,6 +82,7 @@ int sq_gen_of(sq_t *s, const char *addr, uint64_t *gen) {
     sq_log_error(s, "reading a binding generation");
     return M5_EIO;
   }
+  gens_put(s, addr, alen, *gen);
   return 0;
 }
 
@@ -204,6 +229,7 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
   sq_bind_str(put, 1, addr, alen + 1);
   sqlite3_bind_int64(put, 2, (int64_t)gen);
   if (sq_step_done(s, put, "storing a binding generation") != 0) return M5_EIO;
+  gens_put(s, addr, alen, gen);
   /* The old generations' queue: collected first (the finish statements change the index). */
   uint64_t *ids = NULL;
   size_t n = 0, cap = 0;
@@ -242,11 +268,10 @@ static int rebind_to(sq_t *s, const char *addr, uint64_t gen, uint64_t *failed) 
   char key[M5_STORE_KEY_MAX + 1];
   snprintf(key, sizeof key, "UE:%s", addr);
   if ((known &&
-       (drop_by_key(s, RB_DEDUP_DROP, key, "dropping a re-bound sender's dedup entries") != 0 ||
-        drop_by_key(s, RB_DBKT_DROP, key, "dropping a re-bound sender's dedup buckets") != 0)) ||
+       drop_by_key(s, RB_DEDUP_DROP, key, "dropping a re-bound sender's dedup entries") != 0) ||
       sq_tickets_drop_rebound(s, addr, gen) != 0 || drop_subscriptions(s, addr, gen) != 0)
     return M5_EIO;
-  if (known) sq_dbkt_forget(s); /* its cached bucket counts */
+  if (known) sq_dedup_forget_ori(s, key); /* its counts per bucket */
   if (known || *failed)
     M5_LOGI(SQ_DOM, "UE %s re-bound (generation %llu): %llu queued deliveries failed", addr,
           (unsigned long long)gen, (unsigned long long)*failed);
