@@ -5,7 +5,10 @@
 #    directions, each request gets the server's own KeyUpdate, and close_notify is answered
 #    with close_notify (RFC 8446 §4.6.3, §6.1);
 #  - tamper: a record with one bit flipped gets a bad_record_mac alert and the connection is
-#    closed (RFC 8446 §5.2); the server stays healthy and a new session works.
+#    closed (RFC 8446 §5.2);
+#  - plain / overflow: a plaintext handshake record after the handshake gets
+#    unexpected_message, a record longer than 2^14 + 256 record_overflow, each closing;
+# the server stays healthy and a new session works after each.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -24,7 +27,7 @@ AKID=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)
 [[ -n $AKID && -n $KAF ]] || fail "m5ctl akma derive gave no A-KID or K_AF"
 
-for mode in keyupdate tamper keyupdate; do
+for mode in keyupdate tamper plain overflow keyupdate; do
   rc=0
   timeout 60 "$TOOL" "$M5S_PORT" "$KAF" "$AKID" ue1 "$mode" >"$mode.out" 2>"$mode.err" || rc=$?
   [[ $rc == 0 && $(cat "$mode.out") == OK ]] ||

@@ -2,17 +2,24 @@
  * tests/interop/test_m5s_tls13_records.sh: m5s does the records of an established
  * TLS_AES_128_GCM_SHA256 session itself (src/server/ue/ue_rec13.c), and this checks them
  * against OpenSSL's client. Identity "3GPP-AKMA" + A-KID, PSK = K_AF, SNI localhost, ALPN
- * coap, CoAP over TLS (RFC 8323): a CSM, then a REG of UE (2.01 or 2.04 expected).
+ * coap, CoAP over TLS (RFC 8323): a CSM, sent in one TCP write with our Finished (so the
+ * server finds application data behind the handshake), then a REG of UE (2.01 or 2.04).
  *  - keyupdate: three rounds of KeyUpdate with update_requested, each followed by a REG that
  *    must be answered (the server reads under our new key, we read under its new one), and
  *    the server must have sent one KeyUpdate of its own per request; then a KeyUpdate without
  *    request and a REG; then our close_notify, which the server answers with its own before
  *    closing the connection (RFC 8446 §4.6.3, §6.1).
  *  - tamper: a REG whose record has one bit flipped: the server must answer with a
- *    bad_record_mac alert and close the connection (RFC 8446 §5.2).
+ *    bad_record_mac alert and close the connection (RFC 8446 §5.2);
+ *  - plain: a KeyUpdate in a plaintext handshake record after the handshake:
+ *    unexpected_message and close (§5);
+ *  - overflow: a record header announcing 2^14 + 257 bytes: record_overflow and close
+ *    (§5.2), before the body arrives.
  * Prints "OK" and exits 0, or "FAIL ..." and exits 1.
- * Usage: tls13_rec PORT KAF_HEX AKID UE keyupdate|tamper */
+ * Usage: tls13_rec PORT KAF_HEX AKID UE keyupdate|tamper|plain|overflow */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -187,6 +194,23 @@ static int reg(const char *ue, uint8_t tok, int tamper) {
   return 0;
 }
 
+/* After something the server must refuse: its alert (protected, read by OpenSSL), then the
+ * end of the connection. */
+static int expect_alert(int want, const char *what) {
+  long t0 = now_ms();
+  while (!g_eof && now_ms() - t0 < 5000) {
+    pump_in(200);
+    if (app_read() < 0) ERR_clear_error();
+  }
+  if (g_alert != want || !g_eof) {
+    printf("FAIL %s: alert %d (want %d), connection %s\n", what, g_alert, want,
+           g_eof ? "closed" : "still open");
+    return 0;
+  }
+  fprintf(stderr, "%s: alert %d, connection closed\n", what, want);
+  return 1;
+}
+
 static int ok_code(int code) {
   return code == 0x41 /* 2.01 */ || code == 0x44 /* 2.04 */;
 }
@@ -224,8 +248,8 @@ int main(int argc, char **argv) {
   long t0 = now_ms();
   for (;;) {
     int r = SSL_do_handshake(g_ssl);
+    if (r == 1) break; /* our Finished waits for the CSM: both in one send (below) */
     flush_out(0);
-    if (r == 1) break;
     if (SSL_get_error(g_ssl, r) != SSL_ERROR_WANT_READ) die("handshake");
     if (now_ms() - t0 > 5000) die("handshake timeout");
     pump_in(200);
@@ -282,15 +306,15 @@ int main(int argc, char **argv) {
       printf("FAIL a tampered REG got code 0x%02x\n", code);
       return 1;
     }
-    t0 = now_ms();
-    while (!g_eof && now_ms() - t0 < 5000)
-      pump_in(200);
-    if (g_alert != SSL_AD_BAD_RECORD_MAC || !g_eof) {
-      printf("FAIL tampered record: alert %d (want %d), connection %s\n", g_alert,
-             SSL_AD_BAD_RECORD_MAC, g_eof ? "closed" : "still open");
-      return 1;
-    }
-    fprintf(stderr, "tampered record: alert bad_record_mac, connection closed\n");
+    if (!expect_alert(SSL_AD_BAD_RECORD_MAC, "tampered record")) return 1;
+  } else if (strcmp(mode, "plain") == 0) {
+    static const uint8_t rec[] = {22, 3, 3, 0, 5, 24, 0, 0, 1, 0};
+    if (send(g_fd, rec, sizeof rec, MSG_NOSIGNAL) != (ssize_t)sizeof rec) die("send");
+    if (!expect_alert(SSL_AD_UNEXPECTED_MESSAGE, "plaintext handshake record")) return 1;
+  } else if (strcmp(mode, "overflow") == 0) {
+    static const uint8_t hdr[] = {23, 3, 3, (16384 + 257) >> 8, (uint8_t)(16384 + 257)};
+    if (send(g_fd, hdr, sizeof hdr, MSG_NOSIGNAL) != (ssize_t)sizeof hdr) die("send");
+    if (!expect_alert(SSL_AD_RECORD_OVERFLOW, "record too long")) return 1;
   } else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
