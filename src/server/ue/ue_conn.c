@@ -384,7 +384,7 @@ static void conn_established(ue_conn_t *c) {
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->worker = l->o.worker;
   s->transport = l->ops->name;
-  snprintf(s->peer, sizeof s->peer, "%s", c->peer);
+  s->peer = c->peer;
   s->key = *key;
   OPENSSL_cleanse(s->key.kaf, sizeof s->key.kaf);
   /* The SSL's AKMA state would otherwise keep K_AF until the session ends (conventions:

@@ -68,7 +68,11 @@ struct ue_conn {
   ue_conn_t *prev, *next, *reap_next;
   SSL *ssl;         /* NULL once the transport does the records itself (ops->opened) */
   BIO *rbio, *wbio; /* owned by ssl */
-  struct sockaddr_storage addr;
+  union { /* IPv4 or IPv6 (28 bytes; a sockaddr_storage is 128, per idle session) */
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+  } addr;
   socklen_t addrlen;
   char peer[64];
   int state;
