@@ -9,8 +9,8 @@
  * the kernel but hide the memory from RSS, which the comparison with Mosquitto must count, and
  * needs the tls module. What is left is small: AES-128-GCM with a per-record nonce, the
  * content type inside the record, KeyUpdate, alerts. A session holds 136 bytes of keys, ivs,
- * secrets and sequence numbers; the cipher context belongs to the worker and is re-keyed per
- * record.
+ * secrets and sequence numbers; the cipher context (and the HMAC of the key schedule) belongs
+ * to the worker, and the cipher is re-keyed per record.
  *
  * Only TLS_AES_128_GCM_SHA256 is done here (the suite our server prefers); another negotiated
  * suite keeps OpenSSL's record layer (ue_tls.c). The traffic secrets come from OpenSSL's key
@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/params.h>
 
 #include "core/err.h"
 
@@ -62,53 +64,71 @@ void ue_rec13_keylog(ue_rec13_t *r, const char *line) {
   r->got |= bit;
 }
 
-/* HKDF-Expand-Label(secret, label, "", len) with SHA-256 (§7.1), len <= 32: one HMAC block,
- * T(1) = HMAC(secret, HkdfLabel || 0x01) (RFC 5869 §2.3). */
-static int expand_label(const uint8_t *secret, const char *label, uint8_t *out, size_t len) {
+/* HKDF-Expand-Label(secret, label[i], "", len[i]) with SHA-256 (§7.1) for n labels, len <= 32:
+ * one HMAC block each, T(1) = HMAC(secret, HkdfLabel || 0x01) (RFC 5869 §2.3), one HMAC
+ * context keyed once and freed (wiped) at the end. */
+static int expand_labels(const ue_rec13_ctx_t *x, const uint8_t *secret,
+                         const char *const *label, uint8_t *const *out, const size_t *len,
+                         size_t n) {
+  EVP_MAC_CTX *m = EVP_MAC_CTX_new(x->hmac);
+  if (!m) return M5_ENOMEM;
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                         OSSL_PARAM_construct_end()};
   uint8_t info[2 + 1 + 6 + 32 + 1 + 1], mac[32];
-  size_t ll = strlen(label), n = 0, maclen = 0;
-  if (len > sizeof mac || ll > 32) return M5_EINVAL;
-  info[n++] = (uint8_t)(len >> 8);
-  info[n++] = (uint8_t)len;
-  info[n++] = (uint8_t)(6 + ll);
-  memcpy(info + n, "tls13 ", 6);
-  n += 6;
-  memcpy(info + n, label, ll);
-  n += ll;
-  info[n++] = 0; /* empty context */
-  info[n++] = 1; /* the block counter */
-  if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, UE_REC13_SECRET, info, n, mac,
-                 sizeof mac, &maclen) ||
-      maclen != sizeof mac) {
-    OPENSSL_cleanse(mac, sizeof mac);
-    return M5_ECRYPTO;
+  int rc = M5_OK;
+  for (size_t i = 0; i < n && rc == M5_OK; i++) {
+    size_t ll = strlen(label[i]), k = 0, maclen = 0;
+    if (len[i] > sizeof mac || ll > 32) {
+      rc = M5_EINVAL;
+      break;
+    }
+    info[k++] = (uint8_t)(len[i] >> 8);
+    info[k++] = (uint8_t)len[i];
+    info[k++] = (uint8_t)(6 + ll);
+    memcpy(info + k, "tls13 ", 6);
+    k += 6;
+    memcpy(info + k, label[i], ll);
+    k += ll;
+    info[k++] = 0; /* empty context */
+    info[k++] = 1; /* the block counter */
+    /* The first init sets the key; the next ones start over with it (key NULL). */
+    if (!EVP_MAC_init(m, i ? NULL : secret, i ? 0 : UE_REC13_SECRET, i ? NULL : params) ||
+        !EVP_MAC_update(m, info, k) || !EVP_MAC_final(m, mac, &maclen, sizeof mac) ||
+        maclen != sizeof mac) {
+      rc = M5_ECRYPTO;
+      break;
+    }
+    memcpy(out[i], mac, len[i]);
   }
-  memcpy(out, mac, len);
   OPENSSL_cleanse(mac, sizeof mac);
-  return M5_OK;
+  EVP_MAC_CTX_free(m); /* frees the keyed state, wiped by OpenSSL */
+  return rc;
 }
 
 /* The key and iv of one direction from its secret (§7.3); a new sequence of records. */
-static int dir_keys(ue_rec13_dir_t *d) {
+static int dir_keys(const ue_rec13_ctx_t *x, ue_rec13_dir_t *d) {
+  static const char *const labels[] = {"key", "iv"};
+  uint8_t *const outs[] = {d->key, d->iv};
+  static const size_t lens[] = {KEY_LEN, IV_LEN};
   d->seq = 0;
-  if (expand_label(d->secret, "key", d->key, KEY_LEN) != M5_OK ||
-      expand_label(d->secret, "iv", d->iv, IV_LEN) != M5_OK)
-    return M5_ECRYPTO;
-  return M5_OK;
+  return expand_labels(x, d->secret, labels, outs, lens, 2);
 }
 
 /* application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N, "traffic upd", "", 32). */
-static int dir_update(ue_rec13_dir_t *d) {
+static int dir_update(const ue_rec13_ctx_t *x, ue_rec13_dir_t *d) {
+  static const char *const labels[] = {"traffic upd"};
+  static const size_t lens[] = {UE_REC13_SECRET};
   uint8_t next[UE_REC13_SECRET];
-  int rc = expand_label(d->secret, "traffic upd", next, sizeof next);
+  uint8_t *const outs[] = {next};
+  int rc = expand_labels(x, d->secret, labels, outs, lens, 1);
   if (rc == M5_OK) memcpy(d->secret, next, sizeof next);
   OPENSSL_cleanse(next, sizeof next);
-  return rc == M5_OK ? dir_keys(d) : rc;
+  return rc == M5_OK ? dir_keys(x, d) : rc;
 }
 
-int ue_rec13_start(ue_rec13_t *r) {
+int ue_rec13_start(const ue_rec13_ctx_t *x, ue_rec13_t *r) {
   if (r->got != 3) return M5_EINVAL;
-  if (dir_keys(&r->rx) != M5_OK || dir_keys(&r->tx) != M5_OK) return M5_ECRYPTO;
+  if (dir_keys(x, &r->rx) != M5_OK || dir_keys(x, &r->tx) != M5_OK) return M5_ECRYPTO;
   r->hs_len = 0;
   return M5_OK;
 }
@@ -117,17 +137,25 @@ void ue_rec13_wipe(ue_rec13_t *r) {
   OPENSSL_cleanse(r, sizeof *r);
 }
 
-EVP_CIPHER_CTX *ue_rec13_cipher_new(void) {
-  EVP_CIPHER_CTX *cx = EVP_CIPHER_CTX_new();
+int ue_rec13_ctx_init(ue_rec13_ctx_t *x) {
+  x->cx = EVP_CIPHER_CTX_new();
+  x->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   EVP_CIPHER *gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
   /* The cipher is bound once; each record only sets key and nonce. */
-  int ok = cx && gcm && EVP_CipherInit_ex(cx, gcm, NULL, NULL, NULL, 1);
+  int ok = x->cx && x->hmac && gcm && EVP_CipherInit_ex(x->cx, gcm, NULL, NULL, NULL, 1);
   EVP_CIPHER_free(gcm); /* the context holds its own reference */
   if (!ok) {
-    EVP_CIPHER_CTX_free(cx);
-    return NULL;
+    ue_rec13_ctx_free(x);
+    return M5_ENOMEM;
   }
-  return cx;
+  return M5_OK;
+}
+
+void ue_rec13_ctx_free(ue_rec13_ctx_t *x) {
+  EVP_CIPHER_CTX_free(x->cx);
+  EVP_MAC_free(x->hmac);
+  x->cx = NULL;
+  x->hmac = NULL;
 }
 
 /* The per-record nonce: the iv XOR the 64-bit sequence number, left-padded (§5.3). */
@@ -137,7 +165,7 @@ static void nonce(const ue_rec13_dir_t *d, uint8_t out[IV_LEN]) {
     out[IV_LEN - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
 }
 
-int ue_rec13_seal(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t ct, const uint8_t *p, size_t n,
+int ue_rec13_seal(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t ct, const uint8_t *p, size_t n,
                   m5_buf_t *out) {
   if (n > UE_REC13_PLAIN_MAX) return M5_EINVAL;
   if (r->tx.seq == UINT64_MAX) return M5_EFULL;
@@ -157,11 +185,11 @@ int ue_rec13_seal(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t ct, const uint8_t *
   int l1 = 0, l2 = 0, l3 = 0;
   nonce(&r->tx, iv);
   /* In place: the plaintext and the content type, then the tag behind them. */
-  int ok = EVP_CipherInit_ex(cx, NULL, NULL, r->tx.key, iv, 1) &&
-           EVP_CipherUpdate(cx, NULL, &l1, rec, UE_REC13_HDR) &&
-           EVP_CipherUpdate(cx, rec + UE_REC13_HDR, &l2, rec + UE_REC13_HDR, (int)(n + 1)) &&
-           EVP_CipherFinal_ex(cx, rec + UE_REC13_HDR + l2, &l3) &&
-           EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_GET_TAG, UE_REC13_TAG,
+  int ok = EVP_CipherInit_ex(x->cx, NULL, NULL, r->tx.key, iv, 1) &&
+           EVP_CipherUpdate(x->cx, NULL, &l1, rec, UE_REC13_HDR) &&
+           EVP_CipherUpdate(x->cx, rec + UE_REC13_HDR, &l2, rec + UE_REC13_HDR, (int)(n + 1)) &&
+           EVP_CipherFinal_ex(x->cx, rec + UE_REC13_HDR + l2, &l3) &&
+           EVP_CIPHER_CTX_ctrl(x->cx, EVP_CTRL_AEAD_GET_TAG, UE_REC13_TAG,
                                rec + UE_REC13_HDR + n + 1);
   if (!ok || (size_t)(l2 + l3) != n + 1) {
     out->len = start;
@@ -171,7 +199,7 @@ int ue_rec13_seal(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t ct, const uint8_t *
   return M5_OK;
 }
 
-int ue_rec13_open(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t *rec, size_t len, uint8_t *ct,
+int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t len, uint8_t *ct,
                   uint8_t **pt, size_t *ptlen) {
   size_t body = len - UE_REC13_HDR;
   /* After the handshake every record is protected: a plaintext alert, handshake or
@@ -184,11 +212,11 @@ int ue_rec13_open(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t *rec, size_t len, u
   uint8_t iv[IV_LEN], *data = rec + UE_REC13_HDR;
   int l1 = 0, l2 = 0, l3 = 0;
   nonce(&r->rx, iv);
-  int ok = EVP_CipherInit_ex(cx, NULL, NULL, r->rx.key, iv, 0) &&
-           EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, UE_REC13_TAG, data + n) &&
-           EVP_CipherUpdate(cx, NULL, &l1, rec, UE_REC13_HDR) &&
-           EVP_CipherUpdate(cx, data, &l2, data, (int)n) &&
-           EVP_CipherFinal_ex(cx, data + l2, &l3) > 0;
+  int ok = EVP_CipherInit_ex(x->cx, NULL, NULL, r->rx.key, iv, 0) &&
+           EVP_CIPHER_CTX_ctrl(x->cx, EVP_CTRL_AEAD_SET_TAG, UE_REC13_TAG, data + n) &&
+           EVP_CipherUpdate(x->cx, NULL, &l1, rec, UE_REC13_HDR) &&
+           EVP_CipherUpdate(x->cx, data, &l2, data, (int)n) &&
+           EVP_CipherFinal_ex(x->cx, data + l2, &l3) > 0;
   if (!ok || (size_t)(l2 + l3) != n) return UE_ALERT_BAD_RECORD_MAC;
   r->rx.seq++;
   /* TLSInnerPlaintext: content, the type, zero padding (§5.2, §5.4). */
@@ -203,7 +231,7 @@ int ue_rec13_open(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t *rec, size_t len, u
   return 0;
 }
 
-int ue_rec13_handshake(ue_rec13_t *r, const uint8_t *p, size_t n, int *respond) {
+int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n, int *respond) {
   *respond = 0;
   /* "Implementations MUST NOT send zero-length fragments of Handshake types" (§5.1). */
   if (n == 0) return UE_ALERT_UNEXPECTED_MESSAGE;
@@ -217,15 +245,15 @@ int ue_rec13_handshake(ue_rec13_t *r, const uint8_t *p, size_t n, int *respond) 
     if (req > 1) return UE_ALERT_ILLEGAL_PARAMETER; /* §4.6.3 */
     /* The key changes here: nothing may follow in this record (§5.1). */
     if (i + 1 != n) return UE_ALERT_UNEXPECTED_MESSAGE;
-    if (dir_update(&r->rx) != M5_OK) return UE_ALERT_INTERNAL_ERROR;
+    if (dir_update(x, &r->rx) != M5_OK) return UE_ALERT_INTERNAL_ERROR;
     *respond = req;
   }
   return 0;
 }
 
-int ue_rec13_key_update(EVP_CIPHER_CTX *cx, ue_rec13_t *r, m5_buf_t *out) {
+int ue_rec13_key_update(const ue_rec13_ctx_t *x, ue_rec13_t *r, m5_buf_t *out) {
   static const uint8_t ku[] = {24, 0, 0, 1, 0 /* update_not_requested */};
-  int rc = ue_rec13_seal(cx, r, UE_CT_HANDSHAKE, ku, sizeof ku, out);
-  if (rc == M5_OK) rc = dir_update(&r->tx);
+  int rc = ue_rec13_seal(x, r, UE_CT_HANDSHAKE, ku, sizeof ku, out);
+  if (rc == M5_OK) rc = dir_update(x, &r->tx);
   return rc;
 }

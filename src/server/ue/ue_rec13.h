@@ -51,29 +51,35 @@ typedef struct {
 /* Takes a TLS 1.3 key log line (SSL_CTX_set_keylog_callback): CLIENT_TRAFFIC_SECRET_0 and
  * SERVER_TRAFFIC_SECRET_0 of SHA-256 size are kept in binary, anything else is ignored. */
 void ue_rec13_keylog(ue_rec13_t *r, const char *line);
+/* A worker's crypto, shared by its sessions: AES-128-GCM re-keyed per record (sessions hold
+ * no cipher state) and HMAC-SHA256 for the key schedule. M5_OK or M5_ENOMEM. */
+typedef struct {
+  EVP_CIPHER_CTX *cx;
+  EVP_MAC *hmac;
+} ue_rec13_ctx_t;
+int ue_rec13_ctx_init(ue_rec13_ctx_t *x);
+void ue_rec13_ctx_free(ue_rec13_ctx_t *x);
+
 /* Both secrets were captured: derives the keys and ivs; M5_OK, else M5_EINVAL / M5_ENOMEM
  * (the caller keeps OpenSSL then). */
-int ue_rec13_start(ue_rec13_t *r);
+int ue_rec13_start(const ue_rec13_ctx_t *x, ue_rec13_t *r);
 /* Wipes everything (OPENSSL_cleanse). */
 void ue_rec13_wipe(ue_rec13_t *r);
-
-/* A worker's AES-128-GCM context, re-keyed per record: sessions hold no cipher state. */
-EVP_CIPHER_CTX *ue_rec13_cipher_new(void);
 
 /* Appends one record of inner type ct carrying p[0..n) (n <= UE_REC13_PLAIN_MAX) to out.
  * M5_OK; M5_ERANGE / M5_ENOMEM (out full); M5_EFULL when the sequence number would wrap
  * (the caller closes: §5.3); M5_ECRYPTO on a cipher failure. */
-int ue_rec13_seal(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t ct, const uint8_t *p, size_t n,
+int ue_rec13_seal(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t ct, const uint8_t *p, size_t n,
                   m5_buf_t *out);
 /* Removes the protection of the complete record rec[0..len) (header included) in place:
  * 0 with *ct, *pt, *ptlen set (padding stripped), or the alert to send. */
-int ue_rec13_open(EVP_CIPHER_CTX *cx, ue_rec13_t *r, uint8_t *rec, size_t len, uint8_t *ct,
+int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t len, uint8_t *ct,
                   uint8_t **pt, size_t *ptlen);
 /* The plaintext of a handshake record: 0 with *respond = 1 when the peer asked for our own
  * KeyUpdate (send it with ue_rec13_key_update, then it is done), or the alert to send. Only
  * KeyUpdate is accepted; the client's keys are updated here. */
-int ue_rec13_handshake(ue_rec13_t *r, const uint8_t *p, size_t n, int *respond);
+int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n, int *respond);
 /* Seals our KeyUpdate (update_not_requested) with the current keys, then moves ours on. */
-int ue_rec13_key_update(EVP_CIPHER_CTX *cx, ue_rec13_t *r, m5_buf_t *out);
+int ue_rec13_key_update(const ue_rec13_ctx_t *x, ue_rec13_t *r, m5_buf_t *out);
 
 #endif

@@ -48,7 +48,7 @@
 typedef struct {
   ue_listener_t base;
   m5_timer_id_t accept_timer; /* accepting paused after EMFILE & co */
-  EVP_CIPHER_CTX *cx;         /* this worker's AES-128-GCM, re-keyed per record (ue_rec13.h) */
+  ue_rec13_ctx_t rec;         /* this worker's record crypto (ue_rec13.h); rec.cx NULL: none */
 } tls_listener_t;
 
 typedef struct {
@@ -67,8 +67,8 @@ typedef struct {
 
 static int conn_idx = -1; /* SSL ex_data: its tls_conn_t (keylog_cb) */
 
-static EVP_CIPHER_CTX *conn_cx(tls_conn_t *tc) {
-  return ((tls_listener_t *)tc->base.l)->cx;
+static const ue_rec13_ctx_t *conn_cx(tls_conn_t *tc) {
+  return &((tls_listener_t *)tc->base.l)->rec;
 }
 
 /* ---- output ---- */
@@ -304,7 +304,7 @@ static void rec_alert_in(tls_conn_t *tc, const uint8_t *p, size_t n) {
 static void rec_handshake_in(tls_conn_t *tc, const uint8_t *p, size_t n) {
   ue_conn_t *c = &tc->base;
   int respond = 0;
-  int alert = ue_rec13_handshake(&tc->rec, p, n, &respond);
+  int alert = ue_rec13_handshake(conn_cx(tc), &tc->rec, p, n, &respond);
   if (alert) {
     rec_fatal(tc, alert, alert == UE_ALERT_UNEXPECTED_MESSAGE
                              ? "post-handshake message other than KeyUpdate"
@@ -394,8 +394,8 @@ static void tls_opened(ue_conn_t *c) {
   m5_buf_init(&in, IN_MAX);
   int ok = SSL_version(ssl) == TLS1_3_VERSION && suite &&
            SSL_CIPHER_get_id(suite) == TLS1_3_CK_AES_128_GCM_SHA256 && !SSL_has_pending(ssl) &&
-           SSL_get_num_tickets(ssl) == 0 && BIO_ctrl_pending(c->wbio) == 0 && conn_cx(tc) &&
-           ue_rec13_start(&tc->rec) == M5_OK;
+           SSL_get_num_tickets(ssl) == 0 && BIO_ctrl_pending(c->wbio) == 0 && conn_cx(tc)->cx &&
+           ue_rec13_start(conn_cx(tc), &tc->rec) == M5_OK;
   if (ok && held) { /* whole records that came with the client's Finished */
     uint8_t *tmp = malloc(held);
     ok = tmp && BIO_read(c->rbio, tmp, (int)held) == (int)held &&
@@ -571,7 +571,7 @@ static void tls_release(ue_conn_t *c) {
 static void tls_free_listener(ue_listener_t *l) {
   tls_listener_t *tl = (tls_listener_t *)l;
   if (tl->accept_timer) m5_loop_timer_cancel(l->loop, tl->accept_timer);
-  EVP_CIPHER_CTX_free(tl->cx);
+  ue_rec13_ctx_free(&tl->rec);
 }
 
 static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen);
@@ -713,7 +713,8 @@ static int install_alpn(SSL_CTX *ctx) {
 static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
   tls_listener_t *tl = (tls_listener_t *)l;
   /* Without it (no AES-128-GCM in this OpenSSL) sessions keep their SSL (tls_opened). */
-  tl->cx = ue_rec13_cipher_new();
+  if (ue_rec13_ctx_init(&tl->rec) != M5_OK)
+    M5_LOGW(DOM, "%s: no AES-128-GCM / HMAC: TLS sessions keep OpenSSL's record layer", l->name);
   if (install_alpn(l->o.ctx) != M5_OK ||
       m5_loop_add_fd(l->loop, l->fd, M5_EV_READ, listen_cb, l) != M5_OK) {
     snprintf(err, errlen, "MSGin5G-1 TLS listener %s: out of memory", l->name);
