@@ -5,10 +5,10 @@
  * even with SSL_MODE_RELEASE_BUFFERS (the SSL, its SSL_SESSION, the record layer's cipher and
  * hash contexts, the memory BIOs), which alone is more than the 12 KiB a whole idle UE may cost
  * (docs/benchmarks.md). No well-kept library offers an OpenSSL-compatible TLS 1.3 record layer
- * that runs without the SSL object it came from; kernel TLS (kTLS) would move the keys into
- * the kernel but hide the memory from RSS, which the comparison with Mosquitto must count, and
- * needs the tls module. What is left is small: AES-128-GCM with a per-record nonce, the
- * content type inside the record, KeyUpdate, alerts. A session holds 136 bytes of keys, ivs,
+ * that runs without the SSL object it came from. Kernel TLS (kTLS) is not used: it would move
+ * the record state into kernel memory, which RSS does not show, and the issue compares memory
+ * in RSS with neither side using kTLS (it also needs the tls module). What is left is small: AES-128-GCM with a per-record nonce, the
+ * content type inside the record, KeyUpdate, alerts. A session holds 152 bytes of keys, ivs,
  * secrets and sequence numbers; the cipher context (and the HMAC of the key schedule) belongs
  * to the worker, and the cipher is re-keyed per record.
  *
