@@ -161,9 +161,11 @@ void m5_coap_ep_free(m5_coap_ep_t *ep) {
 void ep_fail(m5_coap_ep_t *ep, int status, const char *why) {
   if (ep->failed || ep->dead) return;
   ep->failed = 1;
-  snprintf(ep->why, sizeof ep->why, "%s", why);
-  M5_LOGI(DOM, "endpoint failed: %s (%s)", ep->why, m5_strerror(status));
-  if (ep->cbs.on_error) ep->cbs.on_error(ep, status, ep->why, ep->arg);
+  /* A copy on the stack, not in every endpoint: why may point into what on_error frees. */
+  char text[160];
+  snprintf(text, sizeof text, "%s", why);
+  M5_LOGI(DOM, "endpoint failed: %s (%s)", text, m5_strerror(status));
+  if (ep->cbs.on_error) ep->cbs.on_error(ep, status, text, ep->arg);
 }
 
 int ep_send(m5_coap_ep_t *ep, const uint8_t *p, size_t n) {

@@ -127,7 +127,6 @@ struct m5_coap_ep {
   int rx_busy; /* parsing rx: a nested input only appends */
   int aborted; /* we sent Abort: input reports M5_EPROTO */
   size_t peer_max;
-  char why[160];
 };
 
 /* endpoint.c */

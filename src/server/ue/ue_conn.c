@@ -152,9 +152,13 @@ static void conn_destroy(ue_conn_t *c, const char *why) {
   src_unref(l->o.limits, &c->src);
   if (c->state == UE_CONN_OPEN && !c->no_notify && !c->fatal && ue_conn_bufs(c) == M5_OK) {
     l->ops->flush(c); /* what the transport still holds goes before the close_notify */
-    ERR_clear_error();
-    SSL_shutdown(c->ssl); /* close_notify; we do not wait for the peer's */
-    ERR_clear_error();
+    if (c->ssl) {
+      ERR_clear_error();
+      SSL_shutdown(c->ssl); /* close_notify; we do not wait for the peer's */
+      ERR_clear_error();
+    } else if (l->ops->close_notify) {
+      l->ops->close_notify(c);
+    }
     c->shut = 1;
     l->ops->flush(c);
   }
@@ -380,7 +384,7 @@ static void conn_established(ue_conn_t *c) {
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->worker = l->o.worker;
   s->transport = l->ops->name;
-  snprintf(s->peer, sizeof s->peer, "%s", c->peer);
+  s->peer = c->peer;
   s->key = *key;
   OPENSSL_cleanse(s->key.kaf, sizeof s->key.kaf);
   /* The SSL's AKMA state would otherwise keep K_AF until the session ends (conventions:
@@ -404,13 +408,14 @@ static void conn_established(ue_conn_t *c) {
   l->n_sessions++;
   free(c->want); /* only a handshake waits for a key */
   c->want = NULL;
+  const char *version = SSL_get_version(c->ssl), *suite = SSL_get_cipher_name(c->ssl); /* static */
   if (l->ops->opened) {
     l->ops->opened(c);
     if (c->closing) return;
   }
   M5_LOGI(DOM, "%s: session %llu open over %s (%s, %s), A-KID %s, K_AF expires in %lld s", c->peer,
-          (unsigned long long)s->id, s->transport, SSL_get_version(c->ssl),
-          SSL_get_cipher_name(c->ssl), s->akid, (long long)(left_ms / 1000));
+          (unsigned long long)s->id, s->transport, version, suite, s->akid,
+          (long long)(left_ms / 1000));
   if (l->ops->coap == M5_COAP_STREAM) {
     int rc = m5_coap_ep_start(s->ep);
     if (rc != M5_OK) {
@@ -432,6 +437,10 @@ static void conn_fail(ue_conn_t *c, const char *what) {
 }
 
 static void read_app(ue_conn_t *c) {
+  if (!c->ssl) { /* the transport reads its records itself */
+    c->l->ops->flush(c);
+    return;
+  }
   uint8_t buf[APP_READ_MAX];
   while (!c->closing && c->s) {
     ERR_clear_error();
@@ -458,14 +467,14 @@ static void read_app(ue_conn_t *c) {
 }
 
 int ue_conn_bufs(ue_conn_t *c) {
-  if (!c->bufs_off) return M5_OK;
+  if (!c->bufs_off || !c->ssl) return M5_OK;
   if (!SSL_alloc_buffers(c->ssl)) return M5_ENOMEM;
   c->bufs_off = 0;
   return M5_OK;
 }
 
 void ue_conn_bufs_release(ue_conn_t *c) {
-  if (c->bufs_off || c->closing || c->state != UE_CONN_OPEN) return;
+  if (c->bufs_off || c->closing || c->state != UE_CONN_OPEN || !c->ssl) return;
   if (SSL_free_buffers(c->ssl)) c->bufs_off = 1; /* 0: bytes still pending, kept */
 }
 

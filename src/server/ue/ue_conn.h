@@ -30,8 +30,12 @@ typedef struct {
   /* One datagram (DTLS: SSL_write and flush now) / a run of stream bytes (TLS: collected and
    * written at the next flush or the end of the loop iteration); 0 or M5_E*. */
   int (*send)(ue_conn_t *c, const uint8_t *p, size_t n);
-  /* Optional: the handshake completed and the session is open (before the opened hook). */
+  /* Optional: the handshake completed and the session is open (before the opened hook). It
+   * may free c->ssl (and set it and the BIOs to NULL): the transport then protects its records
+   * itself and reads them without ue_conn_drive. */
   void (*opened)(ue_conn_t *c);
+  /* With c->ssl freed: our close_notify at the end of a session that did not fail. */
+  void (*close_notify)(ue_conn_t *c);
   /* Frees the transport's part of a connection (not c itself, not the SSL). */
   void (*release)(ue_conn_t *c);
   /* Sets up the transport's part of a bound listener and watches its socket; 0, or M5_E* with
@@ -62,9 +66,13 @@ enum { UE_CONN_HANDSHAKE, UE_CONN_WAIT_KEY, UE_CONN_OPEN };
 struct ue_conn {
   ue_listener_t *l;
   ue_conn_t *prev, *next, *reap_next;
-  SSL *ssl;
+  SSL *ssl;         /* NULL once the transport does the records itself (ops->opened) */
   BIO *rbio, *wbio; /* owned by ssl */
-  struct sockaddr_storage addr;
+  union { /* IPv4 or IPv6 (28 bytes; a sockaddr_storage is 128, per idle session) */
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+  } addr;
   socklen_t addrlen;
   char peer[64];
   int state;

@@ -370,7 +370,7 @@ static void new_peer(dtls_listener_t *dl, dtls_conn_t *old, const struct sockadd
   int r = DTLSv1_listen(ssl, dl->listen_peer);
   /* The HelloVerifyRequest, if any, goes straight back: no state is kept for this peer. */
   ue_conn_t tmp = {.l = l, .addrlen = sl};
-  memcpy(&tmp.addr, sa, sl);
+  memcpy(&tmp.addr, sa, sl < sizeof tmp.addr ? sl : sizeof tmp.addr);
   ue_addr_str(sa, tmp.peer, sizeof tmp.peer);
   drain_wbio(&tmp, wbio);
   (void)BIO_reset(rbio);

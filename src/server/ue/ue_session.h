@@ -16,7 +16,7 @@ struct ue_session {
   unsigned worker;       /* index of the owning worker */
   m5_coap_ep_t *ep;      /* the CoAP endpoint over the secure channel */
   const char *transport; /* "dtls" or "tls" */
-  char peer[64];         /* "ip:port" for logs */
+  const char *peer;      /* "ip:port" for logs (the transport's copy, which outlives s) */
   m5_akma_key_t key;     /* kaf wiped right after the handshake: only supi and expiry remain */
   char akid[M5_AKMA_AKID_MAX + 1];
   void *app;             /* the server logic's state for this session */

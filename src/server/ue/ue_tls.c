@@ -7,7 +7,12 @@
  * buffer until the AAnF answers. TLS 1.3 pauses in the ClientHello callback instead. Output
  * is queued with backpressure: above OUT_HIGH queued bytes the connection is not read, above
  * OUT_MAX it fails. ALPN: "coap" is selected, a list without it is refused with
- * no_application_protocol, no ALPN at all is fine (RFC 8323 §4.1). */
+ * no_application_protocol, no ALPN at all is fine (RFC 8323 §4.1).
+ *
+ * Once a TLS 1.3 handshake with TLS_AES_128_GCM_SHA256 is done, the SSL object is freed and
+ * the records are protected here (ue_rec13.c, with the traffic secrets from the key log
+ * callback): an idle session then holds its keys and sequence numbers, not OpenSSL's ~14 KiB.
+ * Other suites and TLS 1.2 keep OpenSSL to the end. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,12 +24,14 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/tls1.h>
 
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "server/ue/ue_conn.h"
+#include "server/ue/ue_rec13.h"
 #include "tls/tls.h"
 
 #define DOM "ue"
@@ -41,6 +48,7 @@
 typedef struct {
   ue_listener_t base;
   m5_timer_id_t accept_timer; /* accepting paused after EMFILE & co */
+  ue_rec13_ctx_t rec;         /* this worker's record crypto (ue_rec13.h); rec.cx NULL: none */
 } tls_listener_t;
 
 typedef struct {
@@ -53,7 +61,15 @@ typedef struct {
   m5_buf_t plain;  /* CoAP bytes not yet given to SSL_write (see tls_send) */
   m5_defer_t push; /* the end-of-iteration write of plain */
   int bios_fresh;  /* the handshake's memory BIOs were replaced (trim_idle) */
+  int rec_on;      /* TLS 1.3 records are ours, the SSL is freed (c->ssl NULL) */
+  ue_rec13_t rec;  /* the traffic secrets from the key log, then the record keys */
 } tls_conn_t;
+
+static int conn_idx = -1; /* SSL ex_data: its tls_conn_t (keylog_cb) */
+
+static const ue_rec13_ctx_t *conn_cx(tls_conn_t *tc) {
+  return &((tls_listener_t *)tc->base.l)->rec;
+}
 
 /* ---- output ---- */
 
@@ -105,6 +121,22 @@ static void push_plain(tls_conn_t *tc) {
     return;
   }
   size_t off = 0;
+  if (tc->rec_on) {
+    int rc = M5_OK;
+    while (rc == M5_OK && off < tc->plain.len) {
+      size_t n = tc->plain.len - off;
+      if (n > UE_REC13_PLAIN_MAX) n = UE_REC13_PLAIN_MAX;
+      rc = ue_rec13_seal(conn_cx(tc), &tc->rec, UE_CT_APP, tc->plain.data + off, n, &tc->out);
+      off += n;
+    }
+    m5_buf_reset(&tc->plain);
+    if (rc != M5_OK) {
+      m5_buf_reset(&tc->out);
+      c->fatal = 1;
+      ue_conn_close(c, rc == M5_ERANGE ? "output backlog too large" : "TLS write failed");
+    }
+    return;
+  }
   while (off < tc->plain.len) {
     size_t n = tc->plain.len - off;
     if (n > 16384) n = 16384;
@@ -139,7 +171,7 @@ static void trim_idle(tls_conn_t *tc) {
   if (!tc->in.len) m5_buf_free(&tc->in);
   if (!tc->out.len) m5_buf_free(&tc->out);
   if (!tc->plain.len) m5_buf_free(&tc->plain);
-  if (tc->bios_fresh || c->state != UE_CONN_OPEN || c->closing) return;
+  if (tc->bios_fresh || !c->ssl || c->state != UE_CONN_OPEN || c->closing) return;
   if (BIO_ctrl_pending(c->rbio) || BIO_ctrl_pending(c->wbio)) return;
   BIO *r = fresh_mem_bio(), *w = fresh_mem_bio();
   if (!r || !w) { /* keep the old ones: nothing lost but memory */
@@ -157,6 +189,13 @@ static void trim_idle(tls_conn_t *tc) {
 /* Puts the pending CoAP bytes, then whatever OpenSSL wrote, on the wire. */
 static void tls_flush(ue_conn_t *c) {
   tls_conn_t *tc = (tls_conn_t *)c;
+  if (tc->rec_on) { /* records are sealed into out: written from there */
+    size_t before = tc->out.len;
+    if (tc->plain.len) push_plain(tc);
+    if (!before && tc->out.len) write_out(tc);
+    update_events(tc);
+    return;
+  }
   if (tc->plain.len) push_plain(tc);
   char *data = NULL;
   long n = BIO_get_mem_data(c->wbio, &data);
@@ -205,6 +244,186 @@ static void tls_alert(ue_conn_t *c, uint8_t alert) {
   if (BIO_write(c->wbio, rec, (int)sizeof rec) == (int)sizeof rec) tls_flush(c);
 }
 
+/* ---- our own TLS 1.3 records (ue_rec13.h) ---- */
+
+/* Seals one record of type ct and puts it on the wire behind what is queued. */
+static int rec_send(tls_conn_t *tc, uint8_t ct, const uint8_t *p, size_t n) {
+  size_t before = tc->out.len;
+  int rc = ue_rec13_seal(conn_cx(tc), &tc->rec, ct, p, n, &tc->out);
+  if (rc == M5_OK && !before) write_out(tc);
+  return rc;
+}
+
+/* A fatal alert, protected like every record after the handshake (RFC 8446 §6), and the
+ * end of the connection: nothing is sent after it, no close_notify. */
+static void rec_fatal(tls_conn_t *tc, int alert, const char *why) {
+  ue_conn_t *c = &tc->base;
+  char msg[64];
+  snprintf(msg, sizeof msg, "TLS alert %d sent: %s", alert, why);
+  M5_LOGD(DOM, "%s: %s", c->peer, msg);
+  if (!c->closing) {
+    if (tc->plain.len) push_plain(tc); /* what was answered before goes first */
+    const uint8_t a[2] = {2 /* fatal */, (uint8_t)alert};
+    if (!c->closing) (void)rec_send(tc, UE_CT_ALERT, a, sizeof a);
+  }
+  c->fatal = 1;
+  ue_conn_close(c, msg);
+}
+
+/* conn_destroy: our close_notify (RFC 8446 §6.1) after whatever is still pending. */
+static void rec_close_notify(ue_conn_t *c) {
+  tls_conn_t *tc = (tls_conn_t *)c;
+  if (!tc->rec_on || c->fatal) return;
+  if (tc->plain.len) push_plain(tc);
+  const uint8_t a[2] = {1 /* warning */, UE_ALERT_CLOSE_NOTIFY};
+  size_t before = tc->out.len;
+  if (ue_rec13_seal(conn_cx(tc), &tc->rec, UE_CT_ALERT, a, sizeof a, &tc->out) == M5_OK &&
+      !before)
+    write_out(tc);
+}
+
+static void rec_alert_in(tls_conn_t *tc, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &tc->base;
+  if (n != 2) {
+    rec_fatal(tc, UE_ALERT_DECODE_ERROR, "alert of a wrong length");
+    return;
+  }
+  if (p[1] == UE_ALERT_CLOSE_NOTIFY) {
+    M5_LOGD(DOM, "%s: close_notify from the peer", c->peer);
+    ue_conn_close(c, "peer closed"); /* ours follows at the close */
+    return;
+  }
+  if (p[1] == UE_ALERT_USER_CANCELED) return; /* a close_notify follows (§6.1) */
+  char msg[64];
+  snprintf(msg, sizeof msg, "TLS alert %u from the peer", (unsigned)p[1]);
+  M5_LOGD(DOM, "%s: %s", c->peer, msg);
+  c->fatal = 1;
+  ue_conn_close(c, msg);
+}
+
+static void rec_handshake_in(tls_conn_t *tc, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &tc->base;
+  int respond = 0;
+  int alert = ue_rec13_handshake(conn_cx(tc), &tc->rec, p, n, &respond);
+  if (alert) {
+    rec_fatal(tc, alert, alert == UE_ALERT_UNEXPECTED_MESSAGE
+                             ? "post-handshake message other than KeyUpdate"
+                             : "malformed KeyUpdate");
+    return;
+  }
+  if (!respond || tc->rec.hs_len) return;
+  /* update_requested: our KeyUpdate before any more application data (§4.6.3); the CoAP
+   * bytes already answered go first, under the old key. */
+  if (tc->plain.len) push_plain(tc);
+  if (c->closing) return;
+  size_t before = tc->out.len;
+  int rc = ue_rec13_key_update(conn_cx(tc), &tc->rec, &tc->out);
+  if (rc != M5_OK) {
+    m5_buf_reset(&tc->out);
+    c->fatal = 1;
+    ue_conn_close(c, rc == M5_ERANGE ? "output backlog too large" : "TLS write failed");
+    return;
+  }
+  M5_LOGD(DOM, "%s: KeyUpdate answered", c->peer);
+  if (!before) write_out(tc);
+}
+
+/* Handles the complete records at the front of p[0..n) (decrypted in place); returns the
+ * bytes used. A record error sends its alert and closes. */
+static size_t rec_input(tls_conn_t *tc, uint8_t *p, size_t n) {
+  ue_conn_t *c = &tc->base;
+  size_t off = 0;
+  while (!c->closing && c->s && n - off >= UE_REC13_HDR) {
+    size_t body = ((size_t)p[off + 3] << 8) | p[off + 4];
+    if (body > UE_REC13_CIPHER_MAX) {
+      rec_fatal(tc, UE_ALERT_RECORD_OVERFLOW, "record too long");
+      return n;
+    }
+    if (UE_REC13_HDR + body > n - off) break;
+    uint8_t ct = 0, *pt = NULL;
+    size_t ptn = 0;
+    int alert = ue_rec13_open(conn_cx(tc), &tc->rec, p + off, UE_REC13_HDR + body, &ct, &pt, &ptn);
+    off += UE_REC13_HDR + body;
+    if (alert) {
+      rec_fatal(tc, alert, alert == UE_ALERT_BAD_RECORD_MAC ? "record does not authenticate"
+                                                            : "malformed record");
+      return n;
+    }
+    /* A handshake message split over records is never interleaved with others (§5.1). */
+    if (tc->rec.hs_len && ct != UE_CT_HANDSHAKE) {
+      rec_fatal(tc, UE_ALERT_UNEXPECTED_MESSAGE, "record inside a handshake message");
+      return n;
+    }
+    if (ct == UE_CT_APP) {
+      if (!ptn) continue;
+      int rc = m5_coap_ep_input(c->s->ep, pt, ptn);
+      if (rc != M5_OK) {
+        M5_LOGD(DOM, "%s: CoAP stream input failed: %s", c->peer, m5_strerror(rc));
+        ue_conn_close(c, "coap: bad stream");
+      }
+    } else if (ct == UE_CT_ALERT) {
+      rec_alert_in(tc, pt, ptn);
+    } else if (ct == UE_CT_HANDSHAKE) {
+      rec_handshake_in(tc, pt, ptn);
+    } else {
+      rec_fatal(tc, UE_ALERT_UNEXPECTED_MESSAGE, "unknown content type");
+      return n;
+    }
+  }
+  return off;
+}
+
+/* The records held in tc->in, then the answers on the wire. */
+static void rec_drive(tls_conn_t *tc) {
+  size_t used = rec_input(tc, tc->in.data, tc->in.len);
+  m5_buf_consume(&tc->in, used < tc->in.len ? used : tc->in.len);
+  if (tc->base.closing) m5_buf_reset(&tc->in);
+  tls_flush(&tc->base);
+}
+
+/* The handshake is done (ue_conn.c calls this before anything is sent on the session): with
+ * TLS 1.3 and TLS_AES_128_GCM_SHA256, both traffic secrets captured and nothing left inside
+ * OpenSSL, the bytes still in its read BIO go back in front of tc->in and the SSL is freed.
+ * Otherwise the secrets are wiped and OpenSSL stays. */
+static void tls_opened(ue_conn_t *c) {
+  tls_conn_t *tc = (tls_conn_t *)c;
+  SSL *ssl = c->ssl;
+  const SSL_CIPHER *suite = SSL_get_current_cipher(ssl);
+  size_t held = BIO_ctrl_pending(c->rbio);
+  m5_buf_t in;
+  m5_buf_init(&in, IN_MAX);
+  int ok = SSL_version(ssl) == TLS1_3_VERSION && suite &&
+           SSL_CIPHER_get_id(suite) == TLS1_3_CK_AES_128_GCM_SHA256 && !SSL_has_pending(ssl) &&
+           SSL_get_num_tickets(ssl) == 0 && BIO_ctrl_pending(c->wbio) == 0 && conn_cx(tc)->cx &&
+           ue_rec13_start(conn_cx(tc), &tc->rec) == M5_OK;
+  if (ok && held) { /* whole records that came with the client's Finished */
+    uint8_t *tmp = malloc(held);
+    ok = tmp && BIO_read(c->rbio, tmp, (int)held) == (int)held &&
+         m5_buf_append(&in, tmp, held) == M5_OK &&
+         m5_buf_append(&in, tc->in.data, tc->in.len) == M5_OK;
+    free(tmp);
+    if (!ok) { /* the read BIO is drained: cannot go back to OpenSSL */
+      m5_buf_free(&in);
+      ue_rec13_wipe(&tc->rec);
+      ue_conn_close(c, "out of memory");
+      return;
+    }
+  }
+  if (!ok) {
+    ue_rec13_wipe(&tc->rec);
+    return;
+  }
+  if (held) {
+    m5_buf_free(&tc->in);
+    tc->in = in;
+  }
+  SSL_free(ssl); /* wipes the AKMA state too */
+  c->ssl = NULL;
+  c->rbio = c->wbio = NULL;
+  tc->rec_on = 1;
+  M5_LOGD(DOM, "%s: TLS 1.3 records handled by m5s from here", c->peer);
+}
+
 /* ---- input ---- */
 
 /* Bytes of the complete records at the front of p; all of it if p is not TLS at all (OpenSSL
@@ -235,7 +454,10 @@ static void process_input(tls_conn_t *tc) {
   ue_conn_t *c = &tc->base;
   while (!c->closing && c->state != UE_CONN_WAIT_KEY) {
     if (c->state == UE_CONN_OPEN) {
-      if (feed(tc, tc->in.len) == M5_OK) ue_conn_drive(c);
+      if (tc->rec_on)
+        rec_drive(tc);
+      else if (feed(tc, tc->in.len) == M5_OK)
+        ue_conn_drive(c);
       return;
     }
     /* Handshake: whole records only, so the scan sees a ClientKeyExchange in one piece. */
@@ -273,7 +495,15 @@ static void read_input(tls_conn_t *tc) {
     ssize_t r = recv(tc->fd, buf, room < sizeof buf ? room : sizeof buf, 0);
     if (r > 0) {
       ue_conn_touch(c);
-      if (c->state == UE_CONN_OPEN && tc->in.len == 0) {
+      if (tc->rec_on && tc->in.len == 0) { /* straight from buf; a partial record is kept */
+        size_t used = rec_input(tc, buf, (size_t)r);
+        if (!c->closing && used < (size_t)r &&
+            m5_buf_append(&tc->in, buf + used, (size_t)r - used) != M5_OK) {
+          ue_conn_close(c, "out of memory");
+          return;
+        }
+        tls_flush(c);
+      } else if (c->state == UE_CONN_OPEN && tc->in.len == 0) {
         if (BIO_write(c->rbio, buf, (int)r) != (int)r) {
           ue_conn_close(c, "out of memory");
           return;
@@ -335,11 +565,13 @@ static void tls_release(ue_conn_t *c) {
   m5_buf_free(&tc->in);
   m5_buf_free(&tc->out);
   m5_buf_free(&tc->plain);
+  ue_rec13_wipe(&tc->rec);
 }
 
 static void tls_free_listener(ue_listener_t *l) {
   tls_listener_t *tl = (tls_listener_t *)l;
   if (tl->accept_timer) m5_loop_timer_cancel(l->loop, tl->accept_timer);
+  ue_rec13_ctx_free(&tl->rec);
 }
 
 static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen);
@@ -351,6 +583,8 @@ static const ue_conn_ops_t tls_ops = {
     .resume = tls_resume,
     .alert = tls_alert,
     .send = tls_send,
+    .opened = tls_opened,
+    .close_notify = rec_close_notify,
     .release = tls_release,
     .start_listener = tls_start_listener,
     .free_listener = tls_free_listener,
@@ -401,6 +635,7 @@ static void accept_one(int fd, const struct sockaddr *sa, socklen_t sl, void *ar
     return;
   }
   tc->fd = fd;
+  if (conn_idx >= 0) SSL_set_ex_data(ssl, conn_idx, tc); /* for keylog_cb */
   m5_buf_init(&tc->in, IN_MAX);
   m5_buf_init(&tc->out, OUT_MAX);
   m5_buf_init(&tc->plain, OUT_MAX);
@@ -442,14 +677,22 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
   return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol */
 }
 
-/* The ALPN callback belongs to the context, which the workers share: the first listener sets
- * it, before any handshake on that context can read it; the others find it marked. */
+/* The ALPN and key log callbacks belong to the context, which the workers share: the first
+ * listener sets them, before any handshake on that context can read them; the others find it
+ * marked. */
 static pthread_mutex_t alpn_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t alpn_once = PTHREAD_ONCE_INIT;
 static int alpn_idx = -1;
 
 static void alpn_idx_init(void) {
   alpn_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* The traffic secrets of our own connections (ue_rec13.h); OpenSSL wipes the line after. */
+static void keylog_cb(const SSL *ssl, const char *line) {
+  tls_conn_t *tc = conn_idx >= 0 ? SSL_get_ex_data(ssl, conn_idx) : NULL;
+  if (tc) ue_rec13_keylog(&tc->rec, line);
 }
 
 static int install_alpn(SSL_CTX *ctx) {
@@ -460,6 +703,7 @@ static int install_alpn(SSL_CTX *ctx) {
   pthread_mutex_lock(&alpn_lock);
   if (SSL_CTX_get_ex_data(ctx, alpn_idx) != &mark) {
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     if (!SSL_CTX_set_ex_data(ctx, alpn_idx, &mark)) rc = M5_ENOMEM;
   }
   pthread_mutex_unlock(&alpn_lock);
@@ -467,6 +711,10 @@ static int install_alpn(SSL_CTX *ctx) {
 }
 
 static int tls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
+  tls_listener_t *tl = (tls_listener_t *)l;
+  /* Without it (no AES-128-GCM in this OpenSSL) sessions keep their SSL (tls_opened). */
+  if (ue_rec13_ctx_init(&tl->rec) != M5_OK)
+    M5_LOGW(DOM, "%s: no AES-128-GCM / HMAC: TLS sessions keep OpenSSL's record layer", l->name);
   if (install_alpn(l->o.ctx) != M5_OK ||
       m5_loop_add_fd(l->loop, l->fd, M5_EV_READ, listen_cb, l) != M5_OK) {
     snprintf(err, errlen, "MSGin5G-1 TLS listener %s: out of memory", l->name);
