@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
 
@@ -27,10 +28,10 @@ static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_add
   memset(&a, 0, sizeof a);
   a.type = M5_MSG_MSGRESP;
   a.prio = M5_PRIO_MIDDLE;
-  snprintf(a.msg_id, sizeof a.msg_id, "%s", msg_id);
+  m5_str_copy(a.msg_id, sizeof a.msg_id, msg_id);
   a.ori = *ori;
-  if (status) snprintf(a.status, sizeof a.status, "%s", status);
-  if (cause) snprintf(a.failure_cause, sizeof a.failure_cause, "%s", cause);
+  if (status) m5_str_copy(a.status, sizeof a.status, status);
+  if (cause) m5_str_copy(a.failure_cause, sizeof a.failure_cause, cause);
   ue_respond_msg(req, M5_COAP_CHANGED, &a);
 }
 
@@ -189,7 +190,7 @@ static const char *topic_target(ue_api_t *api, const m5_msg_t *m) {
 /* accept_msg's job for a TOPIC address that may be published on: the lookup first. */
 static void topic_lookup(accept_t *j, const char *topic) {
   m5_store_job_t *sj = &j->job;
-  snprintf(j->topic, sizeof j->topic, "%s", topic);
+  m5_str_copy(j->topic, sizeof j->topic, topic);
   j->many = 1;
   sj->op = M5_STORE_TOPIC_SUBSCRIBERS;
   sj->topics = &j->topic;
@@ -219,7 +220,7 @@ static int group_resolve(accept_t *j) {
                                     &j->fan, &j->n_fan, &gen);
   if (rc == M5_ENOENT) { /* deleted since the sender was authorized: the same refusal */
     snprintf(sj->ack.status, sizeof sj->ack.status, "DELY_FAILED");
-    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NOT_AUTHORIZED);
+    m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, M5_CAUSE_NOT_AUTHORIZED);
     return 0;
   }
   if (rc != 0) {
@@ -250,7 +251,7 @@ static int group_resolve(accept_t *j) {
       r->next_attempt_ms = delivery_stored_retry_ms();
   }
   if (j->n_fan == 0)
-    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NO_MEMBERS);
+    m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, M5_CAUSE_NO_MEMBERS);
   return 0;
 }
 
@@ -472,8 +473,8 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   m5_store_msg_t *sm = &sj->msg;
   sm->ori = m->ori;
   sm->dest = m->dest;
-  snprintf(sm->msg_id, sizeof sm->msg_id, "%s", m->msg_id);
-  snprintf(sm->app_id, sizeof sm->app_id, "%s", is_imdn ? DELIVERY_IMDN_APP : m->app_id);
+  m5_str_copy(sm->msg_id, sizeof sm->msg_id, m->msg_id);
+  m5_str_copy(sm->app_id, sizeof sm->app_id, is_imdn ? DELIVERY_IMDN_APP : m->app_id);
   sm->prio = m->prio;
   sm->deliv_st_req = !is_imdn && m->deliv_st_req;
   sm->sto_fwd = sto;
@@ -490,13 +491,13 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   int to_ue = !strcmp(m->dest.type, "UE");
   sj->ticket_put = !is_imdn && m->deliv_st_req;
   sj->ticket_check = is_imdn;
-  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
+  m5_str_join(sj->dedup_ori, sizeof sj->dedup_ori, m->ori.type, ':', m->ori.addr);
   if (is_imdn)
     report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
   else
-    snprintf(sj->dedup_id, sizeof sj->dedup_id, "%s", m->msg_id);
-  if (status) snprintf(sj->ack.status, sizeof sj->ack.status, "%s", status);
-  if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
+    m5_str_copy(sj->dedup_id, sizeof sj->dedup_id, m->msg_id);
+  if (status) m5_str_copy(sj->ack.status, sizeof sj->ack.status, status);
+  if (cause) m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, cause);
   if (!cause && topic) {
     topic_lookup(j, m->dest.addr);
   } else if (!cause && group) {
