@@ -182,24 +182,6 @@ bad:
   return M5_EINVAL;
 }
 
-static char *b64_encode(const uint8_t *in, size_t n) {
-  if (n > (SIZE_MAX - 1) / 4 * 3 - 3) return NULL;
-  char *out = malloc((n + 2) / 3 * 4 + 1);
-  if (!out) return NULL;
-  size_t o = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t w = (uint32_t)in[i] << 16;
-    if (i + 1 < n) w |= (uint32_t)in[i + 1] << 8;
-    if (i + 2 < n) w |= in[i + 2];
-    out[o++] = b64_alphabet[w >> 18 & 63];
-    out[o++] = b64_alphabet[w >> 12 & 63];
-    out[o++] = i + 1 < n ? b64_alphabet[w >> 6 & 63] : '=';
-    out[o++] = i + 2 < n ? b64_alphabet[w & 63] : '=';
-  }
-  out[o] = '\0';
-  return out;
-}
-
 /* ---- RFC 3339 date-time <-> Unix seconds: parsed by hand (offsets, no TZ), printed as UTC ---- */
 
 static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
@@ -687,13 +669,35 @@ static void jw_put(jw_t *w, const char *s, size_t n) {
     w->p = np;
     w->cap = ncap;
   }
-  memcpy(w->p + w->len, s, n);
+  if (s) memcpy(w->p + w->len, s, n);
   w->len += n;
   w->p[w->len] = '\0';
 }
 
 static void jw_lit(jw_t *w, const char *s) {
   jw_put(w, s, strlen(s));
+}
+
+/* base64 of in[n] (RFC 4648 §4, padded), written straight into the buffer. */
+static void jw_b64(jw_t *w, const uint8_t *in, size_t n) {
+  if (n > (SIZE_MAX / 2 - 4) / 4 * 3) {
+    w->err = M5_ENOMEM;
+    return;
+  }
+  size_t out = (n + 2) / 3 * 4;
+  size_t at = w->len;
+  jw_put(w, NULL, out); /* room (and the NUL after it), filled below */
+  if (w->err) return;
+  char *o = w->p + at;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+    if (i + 2 < n) v |= in[i + 2];
+    *o++ = b64_alphabet[v >> 18 & 63];
+    *o++ = b64_alphabet[v >> 12 & 63];
+    *o++ = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
+    *o++ = i + 2 < n ? b64_alphabet[v & 63] : '=';
+  }
 }
 
 /* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid (RFC 3629: no overlongs, no
@@ -737,6 +741,10 @@ static int jw_str(jw_t *w, const char *s) {
       jw_put(w, u[run] == '"' ? "\\\"" : "\\\\", 2);
       u += run + 1;
       run = 0;
+      continue;
+    }
+    if (u[run] < 0x80) { /* ASCII: what msg_utf8_seq says (1), without the call */
+      run++;
       continue;
     }
     size_t n = msg_utf8_seq(u + run);
@@ -791,17 +799,13 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     jw_put(w, "}", 1);
     return 0;
   }
-  case K_B64: {
+  case K_B64:
     if (!m->payload && m->payload_len) return M5_EINVAL;
-    char *text = b64_encode(m->payload, m->payload_len);
-    if (!text) return M5_ENOMEM;
     jw_key(w, mb->name);
     jw_put(w, "\"", 1);
-    jw_lit(w, text);
+    jw_b64(w, m->payload, m->payload_len);
     jw_put(w, "\"", 1);
-    free(text);
     return 0;
-  }
   case K_BOOL:
     if (*(const bool *)(const void *)field) {
       jw_key(w, mb->name);
