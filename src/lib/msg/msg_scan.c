@@ -55,19 +55,27 @@ static int add_tok(scan_t *sc, tk_t type, size_t off, size_t len) {
   return (int)sc->n - 1;
 }
 
+/* 1 for the bytes that end a run of plain string text: the quote, the backslash, control
+ * characters and everything above 0x7e. */
+static const uint8_t not_plain[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 /* A string at sc->pos (its opening quote): printable ASCII without a backslash. */
 static int scan_string(scan_t *sc) {
-  size_t start = ++sc->pos;
-  while (sc->pos < sc->len) {
-    uint8_t c = sc->b[sc->pos];
-    if (c == '"') {
-      sc->pos++;
-      return add_tok(sc, TK_STRING, start, sc->pos - 1 - start);
-    }
-    if (c < 0x20 || c > 0x7e || c == '\\') return -1;
-    sc->pos++;
-  }
-  return -1;
+  size_t start = ++sc->pos, i = start;
+  while (i < sc->len && !not_plain[sc->b[i]])
+    i++;
+  if (i >= sc->len || sc->b[i] != '"') return -1; /* an escape, a byte we leave to jansson */
+  sc->pos = i + 1;
+  return add_tok(sc, TK_STRING, start, i - start);
 }
 
 static int scan_literal(scan_t *sc, const char *word, tk_t type) {
