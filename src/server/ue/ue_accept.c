@@ -367,8 +367,9 @@ static void report_key(char *out, size_t outlen, const char *msg_id, const char 
 
 /* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
  * store (the ack is committed with it for dedup), answer from the store's reply. */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
-                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx);
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_imdn,
+                       uint64_t ori_gen, m5_coap_req_t *req, ue_api_reply_fn reply,
+                       void *reply_ctx);
 
 void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
   if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
@@ -384,14 +385,17 @@ void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
     return;
   }
-  accept_msg(api, m, is_imdn, ss->gen, req, NULL, NULL);
+  /* the decoded payload (m5_msg_parse's) becomes the accept's: no second copy */
+  accept_msg(api, m, is_imdn ? NULL : &m->payload, is_imdn, ss->gen, req, NULL, NULL);
 }
 
 /* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
  * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
- * request) or through reply(ctx) (an AS's). */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
-                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx) {
+ * request) or through reply(ctx) (an AS's). take: &m->payload, a malloc'd buffer of the MSG's
+ * payload_len bytes the accept may keep (setting it NULL), or NULL: the payload is copied. */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_imdn,
+                       uint64_t ori_gen, m5_coap_req_t *req, ue_api_reply_fn reply,
+                       void *reply_ctx) {
   /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
    * report is always stored for its recipient (the originator) while that one is away. */
   int sto = is_imdn || m->sto_fwd;
@@ -446,7 +450,13 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
 
   accept_t *j = accept_new(api);
   size_t plen = is_imdn ? strlen(m->deliv_st) + 1 + strlen(m->failure_cause) : m->payload_len;
-  if (j) j->payload = malloc(plen + 1);
+  int taken = j && take && *take;
+  if (taken) {
+    j->payload = *take;
+    *take = NULL; /* m->payload too: the same pointer */
+  } else if (j) {
+    j->payload = malloc(plen + 1);
+  }
   if (j) {
     j->req = req;
     j->reply = reply;
@@ -465,7 +475,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     snprintf((char *)j->payload, plen + 1, "%s%s%s", m->deliv_st, m->failure_cause[0] ? " " : "",
              m->failure_cause);
     plen = strlen((char *)j->payload);
-  } else if (plen) {
+  } else if (plen && !taken) {
     memcpy(j->payload, m->payload, plen);
   }
   j->is_imdn = is_imdn;
@@ -525,7 +535,7 @@ void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_a
     reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
     return;
   }
-  accept_msg(api, m, is_report, 0, NULL, reply, ctx);
+  accept_msg(api, m, NULL, is_report, 0, NULL, reply, ctx);
 }
 
 /* An accept reply that arrived after the loop stopped (the store was closed after it). */
