@@ -89,6 +89,14 @@ static bool tok_is(const scan_t *sc, const tok_t *t, const char *s, size_t n) {
   return t->len == n && !memcmp(sc->b + t->off, s, n);
 }
 
+/* Whether string token t is the text of s (NUL-terminated; t holds no NUL). */
+static bool tok_eq(const scan_t *sc, const tok_t *t, const char *s) {
+  const uint8_t *p = sc->b + t->off;
+  for (size_t i = 0; i < t->len; i++)
+    if (p[i] != (uint8_t)s[i]) return false; /* also where s ends first: p[i] is never 0 */
+  return s[t->len] == '\0';
+}
+
 static int scan_object(scan_t *sc, int depth);
 
 static int scan_value(scan_t *sc, int depth) {
@@ -147,9 +155,8 @@ static int scan_object(scan_t *sc, int depth) {
 
 /* The value of member `name` of object obj, or NULL. */
 static const tok_t *obj_get(const scan_t *sc, unsigned obj, const char *name) {
-  size_t n = strlen(name);
   for (unsigned i = obj + 1; i < sc->tok[obj].end; i = sc->tok[i + 1].end)
-    if (tok_is(sc, &sc->tok[i], name, n)) return &sc->tok[i + 1];
+    if (tok_eq(sc, &sc->tok[i], name)) return &sc->tok[i + 1];
   return NULL;
 }
 
@@ -207,7 +214,7 @@ static bool get_member(const scan_t *sc, const member_t *mb, const tok_t *v, m5_
     /* Open enum: a value we do not know is accepted and handled as the default. */
     m->prio = M5_PRIO_MIDDLE;
     for (size_t i = 0; i < MSG_N_PRIOS; i++)
-      if (tok_is(sc, v, msg_prio_names[i], strlen(msg_prio_names[i]))) m->prio = (m5_msg_prio_t)i;
+      if (tok_eq(sc, v, msg_prio_names[i])) m->prio = (m5_msg_prio_t)i;
     return true;
   case K_TIME:
     return get_time(sc, v, (int64_t *)(void *)field);
@@ -244,11 +251,29 @@ int msg_scan_parse(const uint8_t *body, size_t len, int type, bool ts, m5_msg_t 
   if (sc.pos >= len || body[sc.pos] != '{' || scan_object(&sc, 0) != 0) return 1;
   skip_ws(&sc);
   if (sc.pos != len) return 1; /* something after the object */
+  /* One pass over the body's keys: which member of the table each one is (keys are
+   * distinct: duplicates went to jansson). */
+  const tok_t *vals[MSG_N_MEMBERS] = {0}, *t = NULL;
+  bool sto_fwd_given = false;
+  for (unsigned k = 1; k < sc.tok[0].end; k = sc.tok[k + 1].end) {
+    const tok_t *key = &sc.tok[k];
+    uint8_t c0 = key->len ? body[key->off] : 0;
+    if (c0 == 'm' && tok_eq(&sc, key, "msgType")) {
+      t = key + 1;
+      continue;
+    }
+    for (size_t i = 0; i < MSG_N_MEMBERS; i++) {
+      if ((uint8_t)msg_members[i].name[0] == c0 && tok_eq(&sc, key, msg_members[i].name)) {
+        vals[i] = key + 1;
+        sto_fwd_given |= !strcmp(msg_members[i].name, "stoAndFwInd");
+        break;
+      }
+    }
+  }
   if (type < 0) {
-    const tok_t *t = obj_get(&sc, 0, "msgType");
     if (!t || t->type != TK_STRING) return 1;
     size_t ti = 0;
-    while (ti < MSG_N_TYPES && !tok_is(&sc, t, msg_type_names[ti], strlen(msg_type_names[ti])))
+    while (ti < MSG_N_TYPES && !tok_eq(&sc, t, msg_type_names[ti]))
       ti++;
     if (ti == MSG_N_TYPES) return 1;
     type = (int)ti;
@@ -258,13 +283,13 @@ int msg_scan_parse(const uint8_t *body, size_t len, int type, bool ts, m5_msg_t 
   for (size_t i = 0; i < MSG_N_MEMBERS; i++) {
     const member_t *mb = &msg_members[i];
     if (!((mb->mandatory | mb->optional) & bit)) continue;
-    const tok_t *v = obj_get(&sc, 0, mb->name);
+    const tok_t *v = vals[i];
     if (!v) {
       if ((mb->mandatory & bit) && !(ts && (mb->ts_optional & bit))) return 1;
       continue;
     }
     if (!get_member(&sc, mb, v, out)) return 1;
   }
-  out->sto_fwd_given = obj_get(&sc, 0, "stoAndFwInd") != NULL;
+  out->sto_fwd_given = sto_fwd_given;
   return 0;
 }
