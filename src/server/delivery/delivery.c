@@ -31,6 +31,7 @@
 #define DUE_BATCH 32           /* stored deliveries pushed to one recipient at a time */
 #define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
 #define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
+#define SPARE_MAX 128          /* finished store jobs kept for reuse (sjob_new) */
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
 #define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
@@ -96,6 +97,8 @@ struct delivery {
    * delivery pushed right after its accept is in flight in the store and invisible to the
    * back-off timer, so its conclusion must not be dropped. */
   sjob_t *held, *held_tail;
+  sjob_t *spare; /* finished jobs kept for reuse (sjob_new), n_spare of them */
+  size_t n_spare;
   size_t n_held;
   m5_timer_id_t held_timer;
   m5_http_client_t *http; /* pushes to Application Servers; made at the first one */
@@ -147,9 +150,17 @@ static int is_report(const m5_store_msg_t *m) {
 static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, const char *ue_body,
                      size_t ue_len);
 
+/* Finished jobs are kept for the next ones (at most SPARE_MAX): an sjob_t is about 1.8 KB, above
+ * malloc's per-thread cache, so each fresh one costs a trip through the allocator's bins. */
 static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
-  sjob_t *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
+  sjob_t *j = dv->spare;
+  if (j) {
+    dv->spare = j->held_next;
+    dv->n_spare--;
+    memset(j, 0, sizeof *j);
+  } else if (!(j = calloc(1, sizeof *j))) {
+    return NULL;
+  }
   j->dv = dv;
   j->kind = kind;
   j->job.op = op;
@@ -160,7 +171,14 @@ static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
 
 static void sjob_free(sjob_t *j) {
   m5_store_job_clear(&j->job);
-  free(j);
+  delivery_t *dv = j->dv;
+  if (dv->freeing || dv->n_spare >= SPARE_MAX) {
+    free(j);
+    return;
+  }
+  j->held_next = dv->spare;
+  dv->spare = j;
+  dv->n_spare++;
 }
 
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
@@ -780,6 +798,11 @@ void delivery_free(delivery_t *dv) {
   if (dv->peers) m5_hmap_free(dv->peers, free);
   if (dv->inflight) m5_hmap_free(dv->inflight, NULL);
   if (dv->recent) m5_hmap_free(dv->recent, NULL);
+  while (dv->spare) {
+    sjob_t *j = dv->spare;
+    dv->spare = j->held_next;
+    free(j);
+  }
   free(dv);
 }
 

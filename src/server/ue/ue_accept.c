@@ -20,6 +20,7 @@
 #define STORE_FULL_RETRY_S 30 /* Max-Age of a 5.03 when the store is at store.max_total */
 #define FAN_RCPTS_MAX 200000  /* fan_charge(): about 40 MB of recipients per worker */
 #define IMDN_KEY "IMDN/" /* dedup key space of reports: '/' is not allowed in a msgId */
+#define SPARE_MAX 128    /* finished accepts kept for reuse (accept_new) */
 
 /* 2.04 with a MSGRESP (MessageDeliveryAck) body; status NULL = accepted for delivery. */
 static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_addr_t *ori,
@@ -37,9 +38,18 @@ static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_add
 
 /* ---- acceptance into the message store ---- */
 
+/* Finished accepts are kept for the next ones (at most SPARE_MAX): an accept_t is about 2 KB,
+ * above malloc's per-thread cache, so each fresh one costs a trip through the allocator's
+ * bins (a large share of the worker's malloc time per message). */
 static accept_t *accept_new(ue_api_t *api) {
-  accept_t *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
+  accept_t *j = api->spare;
+  if (j) {
+    api->spare = j->held_next;
+    api->n_spare--;
+    memset(j, 0, sizeof *j);
+  } else if (!(j = calloc(1, sizeof *j))) {
+    return NULL;
+  }
   j->api = api;
   j->job.op = M5_STORE_ACCEPT;
   j->job.arg = j;
@@ -63,7 +73,23 @@ static void accept_free(accept_t *j) {
   m5_store_job_clear(&j->job);
   free(j->payload);
   free(j->fan);
-  free(j);
+  ue_api_t *api = j->api;
+  if (api->n_spare >= SPARE_MAX) {
+    free(j);
+    return;
+  }
+  j->held_next = api->spare;
+  api->spare = j;
+  api->n_spare++;
+}
+
+void ue_accept_free_spares(ue_api_t *api) {
+  while (api->spare) {
+    accept_t *j = api->spare;
+    api->spare = j->held_next;
+    free(j);
+  }
+  api->n_spare = 0;
 }
 
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */

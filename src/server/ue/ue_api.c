@@ -506,6 +506,7 @@ void ue_api_free(ue_api_t *api) {
     pending_free(p);
   }
   if (api->sessions) m5_hmap_free(api->sessions, free);
+  ue_accept_free_spares(api);
   free(api);
 }
 
