@@ -1,7 +1,7 @@
 /* Bounded string copies for the per-message paths: snprintf(dst, cap, "%s", src) costs about
  * 600 instructions through vfprintf for what strnlen + memcpy do in a few dozen
- * (docs/benchmarks.md, "where the worker's instructions go"). Same result: at most cap - 1
- * bytes, always NUL-terminated (when cap > 0). */
+ * (docs/benchmarks.md, "Where the worker threads' instructions per message went"). Same
+ * result: at most cap - 1 bytes, always NUL-terminated (when cap > 0). */
 #ifndef M5_CORE_STR_H
 #define M5_CORE_STR_H
 

@@ -172,8 +172,18 @@ int msg_b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
   size_t n = len / 4 * 3 - pad;
   uint8_t *buf = malloc(n ? n : 1);
   if (!buf) return M5_ENOMEM;
-  size_t o = 0;
-  for (size_t i = 0; i < len; i += 4) {
+  size_t o = 0, i = 0;
+  /* Every quad but the last: four characters, three bytes, no padding allowed. */
+  for (; i + 4 < len; i += 4) {
+    int a = b64_values[(unsigned char)in[i]], b = b64_values[(unsigned char)in[i + 1]],
+        c = b64_values[(unsigned char)in[i + 2]], d = b64_values[(unsigned char)in[i + 3]];
+    if ((a | b | c | d) < 0) goto bad;
+    uint32_t w = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+    buf[o++] = (uint8_t)(w >> 16);
+    buf[o++] = (uint8_t)(w >> 8);
+    buf[o++] = (uint8_t)w;
+  }
+  for (; i < len; i += 4) {
     int v[4];
     bool last = i + 4 == len;
     for (size_t j = 0; j < 4; j++) {
@@ -747,9 +757,22 @@ size_t msg_utf8_seq(const unsigned char *s) {
 /* A JSON string: quotes and backslashes escaped (the checked values hold no control
  * characters); M5_EINVAL for text that is not UTF-8. */
 static int jw_str(jw_t *w, const char *s) {
-  jw_put(w, "\"", 1);
   const unsigned char *u = (const unsigned char *)s;
   size_t run = 0;
+  /* The usual value, ASCII without a quote or backslash: written in one piece. */
+  while (u[run] && u[run] < 0x80 && u[run] != '"' && u[run] != '\\')
+    run++;
+  if (!u[run]) {
+    size_t at = w->len;
+    jw_put(w, NULL, run + 2);
+    if (w->err) return 0; /* encode reports it */
+    w->p[at] = '"';
+    memcpy(w->p + at + 1, s, run);
+    w->p[at + run + 1] = '"';
+    return 0;
+  }
+  run = 0;
+  jw_put(w, "\"", 1);
   while (u[run]) {
     if (u[run] == '"' || u[run] == '\\') {
       jw_put(w, (const char *)u, run);
