@@ -1,20 +1,48 @@
 /* libFuzzer harness for the MSGin5G-1 body codec (msg/msg.h): bodies come from every UE and
  * from the server. A body that parses must encode (except the types whose IEs m5_msg_t does not
  * hold: SEGREC, SEGCONFIR), and the encoding must parse back to the same message and encode to the same text.
- * M5_FUZZ_SOURCES: src/lib/msg/msg.c src/lib/core/err.c
+ * Every body is also read by jansson alone (msg_parse_tree): the scanning parser (msg_scan.c)
+ * must agree with it, status, diagnostic and message.
+ * M5_FUZZ_SOURCES: src/lib/msg/msg.c src/lib/msg/msg_scan.c src/lib/core/err.c
  * M5_FUZZ_PKGS: jansson */
 #include "core/err.h"
 #include "msg/msg.h"
+#include "msg/msg_int.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* m (from m5_msg_parse, rc) and what jansson alone makes of the same body. */
+static void same_as_tree(const uint8_t *data, size_t size, int rc, const m5_msg_t *m,
+                         const char *diag) {
+  m5_msg_t t;
+  char tdiag[128];
+  if (msg_parse_tree(data, size, -1, &t, tdiag, sizeof tdiag) != rc || strcmp(diag, tdiag))
+    __builtin_trap();
+  if (rc) return;
+  if (t.payload_len != m->payload_len ||
+      (m->payload_len && memcmp(t.payload, m->payload, m->payload_len)) ||
+      t.n_topics != m->n_topics ||
+      (m->n_topics && memcmp(t.topics, m->topics, m->n_topics * sizeof *m->topics)) ||
+      !t.client_profile_json != !m->client_profile_json ||
+      (m->client_profile_json && strcmp(t.client_profile_json, m->client_profile_json)))
+    __builtin_trap();
+  m5_msg_t a = *m, b = t;
+  a.payload = b.payload = NULL;
+  a.topics = b.topics = NULL;
+  a.client_profile_json = b.client_profile_json = NULL;
+  if (memcmp(&a, &b, sizeof a)) __builtin_trap();
+  m5_msg_free(&t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > 65536) return 0;
   m5_msg_t m;
   char diag[128];
-  if (m5_msg_parse(data, size, &m, diag, sizeof diag) != M5_OK) {
+  int prc = m5_msg_parse(data, size, &m, diag, sizeof diag);
+  same_as_tree(data, size, prc, &m, diag);
+  if (prc != M5_OK) {
     if (!memchr(diag, '\0', sizeof diag) || !diag[0]) __builtin_trap();
     return 0;
   }

@@ -698,6 +698,65 @@ static int all_done(void *arg) {
   return 1;
 }
 
+static int all_done_3_4_held(void *arg) {
+  return ((net_t *)arg)->side[1].n_held >= 4;
+}
+static int held_3(void *arg) {
+  return ((side_t *)arg)->n_held >= 3;
+}
+
+static int r0_r2_done(void *arg) {
+  res_t *r = arg;
+  return r[0].done && r[2].done;
+}
+
+/* Exchange timeouts (one list and one timer per endpoint): requests the peer never answers
+ * fail with M5_ETIMEDOUT, oldest first, each once; an answered one between them is not
+ * touched; the endpoint goes on working (and timing out) afterwards. */
+static void test_stream_exchange_timeout(void **state) {
+  (void)state;
+  m5_coap_ep_opts_t a = {.transport = M5_COAP_STREAM, .exchange_timeout_ms = 150};
+  m5_coap_ep_opts_t b = {.transport = M5_COAP_STREAM};
+  net_t t;
+  net_init(&t, &a, &b);
+  t.side[1].hold = 1;
+  assert_int_equal(m5_coap_ep_start(t.ep[0]), M5_OK);
+  assert_int_equal(m5_coap_ep_start(t.ep[1]), M5_OK);
+  res_t r[5] = {{0}};
+  assert_int_equal(post(&t, "{\"n\":0}", &r[0]), M5_OK);
+  wait_for(&t, NULL, NULL, 40);
+  assert_int_equal(post(&t, "{\"n\":1}", &r[1]), M5_OK);
+  assert_int_equal(post(&t, "{\"n\":2}", &r[2]), M5_OK);
+  assert_true(wait_for(&t, held_3, &t.side[1], 2000));
+  /* the middle one is answered: it leaves the list from its middle */
+  assert_int_equal(m5_coap_ep_respond(t.side[1].held[1], M5_COAP_CHANGED, -1, NULL, 0, NULL, 0),
+                   M5_OK);
+  t.side[1].held[1] = t.side[1].held[2];
+  t.side[1].n_held = 2;
+  assert_true(wait_for(&t, r0_r2_done, r, 5000));
+  assert_int_equal(r[1].done, 1);
+  assert_int_equal(r[1].status, M5_OK);
+  assert_int_equal(r[0].done, 1);
+  assert_int_equal(r[0].status, M5_ETIMEDOUT);
+  assert_int_equal(r[2].done, 1);
+  assert_int_equal(r[2].status, M5_ETIMEDOUT);
+  assert_true(r[1].order < r[0].order && r[0].order < r[2].order);
+  /* afterwards: one answered, one timed out, as before */
+  assert_int_equal(post(&t, "{\"n\":3}", &r[3]), M5_OK);
+  assert_int_equal(post(&t, "{\"n\":4}", &r[4]), M5_OK);
+  assert_true(wait_for(&t, all_done_3_4_held, &t, 2000));
+  assert_int_equal(m5_coap_ep_respond(t.side[1].held[2], M5_COAP_CHANGED, -1, NULL, 0, NULL, 0),
+                   M5_OK);
+  t.side[1].held[2] = t.side[1].held[3];
+  t.side[1].n_held = 3; /* the unanswered ones are answered (too late) by net_free */
+  assert_true(wait_for(&t, all_done, r, 5000));
+  assert_int_equal(r[3].status, M5_OK);
+  assert_int_equal(r[4].status, M5_ETIMEDOUT);
+  assert_int_equal(r[0].done + r[1].done + r[2].done + r[3].done + r[4].done, 5);
+  assert_int_equal(t.side[0].errors + t.side[1].errors, 0);
+  net_free(&t);
+}
+
 static void test_stream_csm_and_pipeline(void **state) {
   (void)state;
   m5_coap_ep_opts_t a = {.transport = M5_COAP_STREAM, .max_message_size = 4000};
@@ -850,6 +909,7 @@ int main(void) {
       cmocka_unit_test(test_free_completes_outstanding),
       cmocka_unit_test(test_free_inside_callback),
       cmocka_unit_test(test_stream_csm_and_pipeline),
+      cmocka_unit_test(test_stream_exchange_timeout),
       cmocka_unit_test(test_stream_ping_abort_and_size),
       cmocka_unit_test(test_stream_oversized_and_missing_csm),
       cmocka_unit_test(test_stream_release),

@@ -13,6 +13,7 @@
 
 #include "core/err.h"
 #include "msg/msg.h"
+#include "msg/msg_int.h"
 
 #include <jansson.h>
 
@@ -865,6 +866,141 @@ static void test_names(void **state) {
   assert_string_equal(m5_msg_prio_name(M5_PRIO_HIGH), "HIGH");
 }
 
+/* ---- the scanning parser (msg_scan.c) against the jansson one ----
+ * m5_msg_parse reads the usual bodies without jansson and hands everything else to it. The two
+ * must never differ: same status, same diagnostic, same message, byte for byte. */
+
+static void same_as_tree(const uint8_t *body, size_t len, int type) {
+  m5_msg_t a, b;
+  char da[160], db[160];
+  int ra = type < 0 ? m5_msg_parse(body, len, &a, da, sizeof da)
+                    : m5_msg_parse_as(body, len, (m5_msg_type_t)type, &a, da, sizeof da);
+  int rb = msg_parse_tree(body, len, type, &b, db, sizeof db);
+  if (ra != rb || strcmp(da, db)) {
+    print_error("body %.*s: %d '%s', jansson %d '%s'\n", (int)len, (const char *)body, ra, da, rb,
+                db);
+    fail();
+  }
+  if (ra) return;
+  assert_int_equal(a.payload_len, b.payload_len);
+  if (a.payload_len) assert_memory_equal(a.payload, b.payload, a.payload_len);
+  assert_int_equal(a.n_topics, b.n_topics);
+  if (a.n_topics) assert_memory_equal(a.topics, b.topics, a.n_topics * sizeof *a.topics);
+  if (a.client_profile_json || b.client_profile_json)
+    assert_string_equal(a.client_profile_json, b.client_profile_json);
+  m5_msg_t ca = a, cb = b;
+  ca.payload = cb.payload = NULL;
+  ca.topics = cb.topics = NULL;
+  ca.client_profile_json = cb.client_profile_json = NULL;
+  if (memcmp(&ca, &cb, sizeof ca)) {
+    print_error("body %.*s: parsed differently\n", (int)len, (const char *)body);
+    fail();
+  }
+  m5_msg_free(&a);
+  m5_msg_free(&b);
+}
+
+static void same_as_tree_s(const char *text, int type) {
+  same_as_tree((const uint8_t *)text, strlen(text), type);
+}
+
+#define USUAL_MSG                                                                              \
+  "{\"msgType\":\"MSG\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue-a.1\"},"                \
+  "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"ue-b.1\"},\"msgId\":\"m-17\",\"appId\":\"x\","  \
+  "\"delivStReqInd\":true,\"payload\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\","       \
+  "\"priority\":\"HIGH\",\"stoAndFwInd\":false,"                                               \
+  "\"stoAndFwParams\":{\"exprTime\":\"2030-01-02T03:04:05Z\"}}"
+
+static void test_scan_takes_the_usual_bodies(void **state) {
+  (void)state;
+  /* The bodies libm5c and m5load send are read without jansson. */
+  const char *usual[] = {
+      USUAL_MSG,
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"ue-a.1\"}",
+      "{\"msgType\":\"IMDN\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"b\"},\"destAddr\":"
+      "{\"addrType\":\"UE\",\"addr\":\"a\"},\"msgId\":\"m\",\"delivSt\":\"REPT_DELY_SUCCESS\"}",
+      " {\n\t\"msgType\" : \"MSGRESP\" ,\r\n \"msgId\":\"m\", \"x\":{\"y\":{}} , \"z\":null } \n",
+  };
+  for (size_t i = 0; i < sizeof usual / sizeof usual[0]; i++) {
+    m5_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.prio = M5_PRIO_MIDDLE;
+    if (msg_scan_parse((const uint8_t *)usual[i], strlen(usual[i]), -1, false, &m) != 0) {
+      print_error("not scanned: %s\n", usual[i]);
+      fail();
+    }
+    m5_msg_free(&m);
+    same_as_tree_s(usual[i], -1);
+  }
+  /* TS 29.538 forms (northbound), payload optional there */
+  same_as_tree_s("{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},\"destAddr\":{\"addrType\":"
+                 "\"UE\",\"addr\":\"u\"},\"msgId\":\"m\",\"stoAndFwInd\":true}",
+                 M5_MSG_MSG);
+  same_as_tree_s(USUAL_MSG, M5_MSG_MSG);
+  same_as_tree_s(USUAL_MSG, M5_MSG_IMDN);
+  same_as_tree_s(USUAL_MSG, 99);
+}
+
+static void test_scan_agrees_with_jansson(void **state) {
+  (void)state;
+  /* What the scan must hand over (or refuse exactly as jansson does). */
+  const char *edge[] = {
+      "{}", "{ }", "[]", "\"MSG\"", "true", "null", "", " ", "{\"msgType\":\"MSG\"", "{\"msgType\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\"}x", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\"}{}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",}", "{,\"msgType\":\"REG\",\"ueSvcId\":\"u\"}",
+      "{\"msgType\":\"REG\" \"ueSvcId\":\"u\"}", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":truex}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":tru}", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":nul}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":1}", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":[1]}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":-0.5e3}", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":{\"b\":1,\"b\":2}}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{}}}}}}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"a\":{\"b\":{\"c\":{}}}}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\x7f\"}", "{\"msgType\":\"REG\",\"ueSvcId\":\"u\\u0041\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\\/\"}", "{\"msgType\":\"RE\\u0047\",\"ueSvcId\":\"u\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"msgTyp\\u0065\":\"MSG\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"\"}", "{\"msgType\":\"REG\",\"ueSvcId\":\"a b\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"clientProfile\":{\"a\":\"b\"}}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"2030-01-02T03:04:05.123456789012345678901234567890123456789012345+01:00\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":\"1970-01-01T00:00:00Z\"}",
+      "{\"msgType\":\"REG\",\"ueSvcId\":\"u\",\"expiry\":null}",
+      "{\"msgType\":\"TOPICSUB\",\"msgTopics\":[\"a\"]}", "{\"msgType\":\"MSG\",\"segInd\":true}",
+      "{\"msgType\":\"MSG\",\"msgId\":\"m\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":"
+      "{\"addrType\":\"GROUP\",\"addr\":\"g!\"},\"payload\":\"\"}",
+      "{\"msgType\":\"MSG\",\"msgId\":\"m\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":"
+      "{\"addrType\":\"TOPIC\",\"addr\":\"t.1\"},\"payload\":\"\",\"segInd\":false,\"segParams\":{}}",
+      "{\"msgType\":\"MSG\",\"msgId\":\"m\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":"
+      "{\"addrType\":\"UE\",\"addr\":\"b\",\"addr\":\"c\"},\"payload\":\"\"}",
+      "{\"msgType\":\"MSG\",\"msgId\":\"m\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":"
+      "{\"addrType\":\"0123456789abcdef\",\"addr\":\"b\"},\"payload\":\"\"}",
+      "{\"msgType\":\"MSG\",\"msgId\":\"m\",\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"a\"},\"destAddr\":"
+      "{\"addrType\":\"UE\",\"addr\":\"b\"},\"payload\":\"AA==\",\"priority\":\"URGENT\",\"appId\":null}",
+  };
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+    same_as_tree_s(edge[i], -1);
+    same_as_tree_s(edge[i], M5_MSG_MSG);
+  }
+  /* Every one-byte change of a full MSG: deleted, or replaced by a byte that matters to JSON. */
+  const char *base = USUAL_MSG;
+  size_t n = strlen(base);
+  char *buf = malloc(n + 1);
+  assert_non_null(buf);
+  static const char repl[] = "\"\\{}[],: \t\n0aA=\x01\x7f\x80\xff";
+  for (size_t i = 0; i < n; i++) {
+    memcpy(buf, base, i);
+    memcpy(buf + i, base + i + 1, n - i - 1);
+    same_as_tree((const uint8_t *)buf, n - 1, -1);
+    memcpy(buf, base, n);
+    for (size_t k = 0; k < sizeof repl - 1; k++) {
+      buf[i] = repl[k];
+      same_as_tree((const uint8_t *)buf, n, -1);
+      same_as_tree((const uint8_t *)buf, n, M5_MSG_MSG);
+    }
+  }
+  /* and cut short at every length */
+  for (size_t i = 0; i < n; i++)
+    same_as_tree((const uint8_t *)base, i, -1);
+  free(buf);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_reg_dereg),
@@ -888,6 +1024,8 @@ int main(void) {
       cmocka_unit_test(test_29538_members_as_declared),
       cmocka_unit_test(test_failure_cause_utf8),
       cmocka_unit_test(test_names),
+      cmocka_unit_test(test_scan_takes_the_usual_bodies),
+      cmocka_unit_test(test_scan_agrees_with_jansson),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

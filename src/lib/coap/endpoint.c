@@ -123,13 +123,14 @@ static void out_unlink(m5_coap_ep_t *ep, out_t *o) {
   o->prev = o->next = NULL;
 }
 
+static void out_disarm(m5_coap_ep_t *ep, out_t *o);
+
 /* Finishes an outgoing request: unlinks it, runs its callback once, frees it. */
 static void out_complete(m5_coap_ep_t *ep, out_t *o, int status, const m5_coap_msg_t *m,
                          const uint8_t *body, size_t len) {
   out_unlink(ep, o);
   if (o->x) xmit_free(ep, o->x);
-  if (o->timer) m5_loop_timer_cancel(ep->loop, o->timer);
-  o->timer = 0;
+  out_disarm(ep, o);
   if (!ep->dead) ep_kick(ep); /* a slot is free: start the next queued request */
   char cs[8];
   M5_LOGD(DOM, "request %s: %s%s", o->path, status ? m5_strerror(status) : "",
@@ -147,6 +148,8 @@ void m5_coap_ep_free(m5_coap_ep_t *ep) {
   ep->depth++; /* callbacks below may call back in */
   if (ep->kick) m5_loop_timer_cancel(ep->loop, ep->kick);
   ep->kick = 0;
+  if (ep->to_timer) m5_loop_timer_cancel(ep->loop, ep->to_timer);
+  ep->to_timer = 0;
   while (ep->active)
     out_complete(ep, ep->active, M5_ECLOSED, NULL, NULL, 0);
   while (ep->queue)
@@ -283,20 +286,65 @@ int ep_xmit_start(m5_coap_ep_t *ep, out_t *o, const m5_coap_msg_t *m) {
 
 /* ---- outgoing requests ---- */
 
-static void out_timeout(m5_loop_t *loop, void *arg) {
-  (void)loop;
-  out_t *o = arg;
-  m5_coap_ep_t *ep = o->ep;
-  o->timer = 0;
+/* ---- exchange timeouts ----
+ * A request's exchange timeout is armed when it is queued (stream) and again when its message
+ * goes out. All last exchange_timeout_ms, so the list in arming order is the list in deadline
+ * order: arming appends, completing unlinks, and one loop timer per endpoint waits for the
+ * head (re-armed when it fires, not when the head leaves early). A push costs two list
+ * operations instead of two timer-heap insertions and removals among every session's timers. */
+
+static void out_disarm(m5_coap_ep_t *ep, out_t *o) {
+  if (!o->timed) return;
+  if (o->tprev)
+    o->tprev->tnext = o->tnext;
+  else
+    ep->to_head = o->tnext;
+  if (o->tnext)
+    o->tnext->tprev = o->tprev;
+  else
+    ep->to_tail = o->tprev;
+  o->tprev = o->tnext = NULL;
+  o->timed = 0;
+}
+
+static void to_fire(m5_loop_t *loop, void *arg);
+
+static int to_arm(m5_coap_ep_t *ep, uint64_t now) {
+  if (ep->to_timer || !ep->to_head || ep->dead) return M5_OK;
+  uint64_t when = ep->to_head->deadline;
+  ep->to_timer = m5_loop_timer_add(ep->loop, when > now ? when - now : 0, to_fire, ep);
+  return ep->to_timer ? M5_OK : M5_ENOMEM;
+}
+
+static void to_fire(m5_loop_t *loop, void *arg) {
+  m5_coap_ep_t *ep = arg;
+  ep->to_timer = 0;
+  uint64_t now = m5_loop_now_ms(loop);
   ep_enter(ep);
-  out_complete(ep, o, M5_ETIMEDOUT, NULL, NULL, 0);
+  while (ep->to_head && ep->to_head->deadline <= now && !ep->dead)
+    out_complete(ep, ep->to_head, M5_ETIMEDOUT, NULL, NULL, 0); /* unlinks it */
+  /* A timer that cannot be armed: the next arming or completion tries again. */
+  if (!ep->dead && to_arm(ep, now) != M5_OK)
+    M5_LOGW(DOM, "cannot arm the exchange timeout timer");
   ep_leave(ep);
 }
 
 static int out_arm_timeout(m5_coap_ep_t *ep, out_t *o) {
-  if (o->timer) m5_loop_timer_cancel(ep->loop, o->timer);
-  o->timer = m5_loop_timer_add(ep->loop, ep->o.exchange_timeout_ms, out_timeout, o);
-  return o->timer ? M5_OK : M5_ENOMEM;
+  out_disarm(ep, o);
+  uint64_t now = m5_clock_mono_ms();
+  o->deadline = now + ep->o.exchange_timeout_ms;
+  o->timed = 1;
+  o->tprev = ep->to_tail;
+  if (ep->to_tail)
+    ep->to_tail->tnext = o;
+  else
+    ep->to_head = o;
+  ep->to_tail = o;
+  if (to_arm(ep, now) != M5_OK) {
+    out_disarm(ep, o);
+    return M5_ENOMEM;
+  }
+  return M5_OK;
 }
 
 /* Sends the next message of o: the whole request, its next Block1 block, or a Block2
@@ -352,8 +400,7 @@ static int out_send(m5_coap_ep_t *ep, out_t *o) {
     return rc ? rc : out_arm_timeout(ep, o);
   }
   m.mid = ep_new_mid(ep);
-  if (o->timer) m5_loop_timer_cancel(ep->loop, o->timer);
-  o->timer = 0;
+  out_disarm(ep, o);
   return ep_xmit_start(ep, o, &m);
 }
 
@@ -471,8 +518,7 @@ out_t *ep_out_by_token(m5_coap_ep_t *ep, const m5_coap_msg_t *m) {
 /* A response to o's message in flight: next Block1 block, next Block2 block, or done. */
 void ep_out_response(m5_coap_ep_t *ep, out_t *o, const m5_coap_msg_t *m) {
   if (o->x) xmit_free(ep, o->x);
-  if (o->timer) m5_loop_timer_cancel(ep->loop, o->timer);
-  o->timer = 0;
+  out_disarm(ep, o);
   uint32_t num;
   int more, rc;
   unsigned szx;

@@ -51,7 +51,11 @@ struct out {
   uint32_t b2_next;    /* block number asked for */
   m5_buf_t b2;         /* response body so far */
   xmit_t *x;           /* datagram: our CON in flight, NULL once acknowledged */
-  m5_timer_id_t timer; /* exchange timeout (stream; datagram after an empty ACK) */
+  /* Exchange timeout (stream; datagram after an empty ACK): due at `deadline`, in the
+   * endpoint's deadline list (tprev / tnext) while timed. */
+  int timed;
+  uint64_t deadline;
+  out_t *tprev, *tnext;
 };
 
 enum { DEDUP_FREE = 0, DEDUP_HANDLING, DEDUP_DONE };
@@ -108,6 +112,11 @@ struct m5_coap_ep {
   out_t *active, *queue, *queue_tail;
   size_t n_active, n_queued;
   m5_timer_id_t kick;
+  /* Exchange timeouts: every one is exchange_timeout_ms long, so the requests' deadlines come
+   * in the order they were armed; one list in that order and one loop timer, for the oldest,
+   * per endpoint rather than a timer per request (endpoint.c, "exchange timeouts"). */
+  out_t *to_head, *to_tail;
+  m5_timer_id_t to_timer;
   uint16_t next_mid;
   xmit_t *xmits;
   size_t n_sep;

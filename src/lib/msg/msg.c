@@ -7,6 +7,7 @@
 #include "msg/msg.h"
 
 #include "core/err.h"
+#include "msg/msg_int.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -15,9 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#define T(x) (1u << (x))
-
-static const char *const type_names[] = {
+const char *const msg_type_names[MSG_N_TYPES] = {
     [M5_MSG_REG] = "REG",
     [M5_MSG_DEREG] = "DEREG",
     [M5_MSG_MSG] = "MSG",
@@ -28,45 +27,16 @@ static const char *const type_names[] = {
     [M5_MSG_TOPICSUB] = "TOPICSUB",
     [M5_MSG_TOPICUNSUB] = "TOPICUNSUB",
 };
-#define N_TYPES (sizeof type_names / sizeof type_names[0])
 
-static const char *const prio_names[] = {"LOW", "MIDDLE", "HIGH"};
+const char *const msg_prio_names[MSG_N_PRIOS] = {"LOW", "MIDDLE", "HIGH"};
 
-typedef enum {
-  K_SVC_ID,  /* char[]: m5_msg_svc_id_valid */
-  K_MSG_ID,  /* char[]: m5_msg_id_valid */
-  K_TEXT,    /* char[]: 1..cap-1 bytes, no control characters */
-  K_CAUSE,   /* char[]: 1..cap-1 bytes of UTF-8 without control characters (C0, DEL, C1) */
-  K_ADDR,    /* m5_msg_addr_t: {addrType, addr} */
-  K_B64,     /* payload / payload_len */
-  K_BOOL,    /* bool, omitted when false */
-  K_PRIO,    /* m5_msg_prio_t, omitted when MIDDLE */
-  K_TIME,    /* int64_t Unix seconds as RFC 3339, omitted when 0 */
-  K_SAF,     /* stoAndFwParams {exprTime} -> expr_time */
-  K_OBJECT,  /* char *: the member's object as compact JSON text */
-  K_TOPICS,  /* topics / n_topics: an array of 1-M5_MSG_TOPICS_MAX distinct names */
-  K_CHECKED, /* not kept in m5_msg_t: only its JSON type is checked */
-} kind_t;
-
-typedef struct {
-  const char *name;
-  kind_t kind;
-  size_t off;         /* into m5_msg_t */
-  size_t cap;         /* char[] size */
-  unsigned mandatory; /* T(type) bits */
-  unsigned optional;
-  json_type jtype; /* K_CHECKED only */
-  /* The TS 29.538 forms (m5_msg_parse_as / m5_msg_encode_as), T(type) bits: */
-  unsigned ts_optional; /* mandatory on MSGin5G-1, optional there (ASMessageDelivery.payload) */
-  unsigned ts_omit;     /* not a member of the schema written (UEMessageDelivery.priority) */
-} member_t;
 
 #define F(field) offsetof(m5_msg_t, field), sizeof(((m5_msg_t *)0)->field)
 #define ADDRESSED (T(M5_MSG_MSG) | T(M5_MSG_IMDN))
 #define SEG (T(M5_MSG_SEGREC) | T(M5_MSG_SEGCONFIR))
 #define TOPIC (T(M5_MSG_TOPICSUB) | T(M5_MSG_TOPICUNSUB))
 
-static const member_t members[] = {
+const member_t msg_members[MSG_N_MEMBERS] = {
     {"msgTopics", K_TOPICS, F(topics), TOPIC, 0, 0, 0, 0},
     {"ueSvcId", K_SVC_ID, F(ue_svc_id), T(M5_MSG_REG) | T(M5_MSG_DEREG), 0, 0, 0, 0},
     {"clientProfile", K_OBJECT, F(client_profile_json), 0, T(M5_MSG_REG), 0, 0, 0},
@@ -88,7 +58,6 @@ static const member_t members[] = {
     {"segId", K_CHECKED, 0, 0, SEG, 0, JSON_STRING, 0, 0},
     {"segNumb", K_CHECKED, 0, 0, 0, SEG, JSON_ARRAY, 0, 0},
 };
-#define N_MEMBERS (sizeof members / sizeof members[0])
 
 /* ---- validators ---- */
 
@@ -114,7 +83,7 @@ bool m5_msg_svc_id_valid(const char *id) {
 }
 
 /* 1..max bytes without control characters (the text came through jansson: valid UTF-8). */
-static bool text_valid(const char *s, size_t max) {
+bool msg_text_valid(const char *s, size_t max) {
   size_t n = 0;
   for (; s[n]; n++) {
     unsigned char c = (unsigned char)s[n];
@@ -123,14 +92,13 @@ static bool text_valid(const char *s, size_t max) {
   return n > 0;
 }
 
-static size_t utf8_seq(const unsigned char *s);
 
 /* 1..max bytes of UTF-8 without control characters: C0, DEL and C1 (U+0080-U+009F). */
-static bool cause_valid(const char *s, size_t max) {
+bool msg_cause_valid(const char *s, size_t max) {
   const unsigned char *u = (const unsigned char *)s;
   size_t n = 0;
   while (u[n]) {
-    size_t k = utf8_seq(u + n);
+    size_t k = msg_utf8_seq(u + n);
     if (!k || u[n] < 0x20 || u[n] == 0x7f || (u[n] == 0xc2 && u[n + 1] < 0xa0) || n + k > max)
       return false;
     n += k;
@@ -157,11 +125,11 @@ bool m5_msg_addr_is_named(const char *addr_type) {
 }
 
 const char *m5_msg_type_name(m5_msg_type_t t) {
-  return (size_t)t < N_TYPES ? type_names[t] : "?";
+  return (size_t)t < MSG_N_TYPES ? msg_type_names[t] : "?";
 }
 
 const char *m5_msg_prio_name(m5_msg_prio_t p) {
-  return (size_t)p < sizeof prio_names / sizeof prio_names[0] ? prio_names[p] : "?";
+  return (size_t)p < MSG_N_PRIOS ? msg_prio_names[p] : "?";
 }
 
 /* ---- base64, RFC 4648 §4: the standard alphabet with padding, nothing else accepted ---- */
@@ -169,18 +137,33 @@ const char *m5_msg_prio_name(m5_msg_prio_t p) {
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* The value of each base64 character, -1 for any other byte. */
+static const int8_t b64_values[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+    -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
 static int b64_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
+  return b64_values[c];
 }
 
 /* Strict: length a multiple of 4, '=' only as the last one or two characters, and the unused
  * bits before the padding zero (RFC 4648 §3.5), so every accepted text has one encoding. */
-static int b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
+int msg_b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
   *out = NULL;
   *outn = 0;
   if (len % 4) return M5_EINVAL;
@@ -189,8 +172,18 @@ static int b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
   size_t n = len / 4 * 3 - pad;
   uint8_t *buf = malloc(n ? n : 1);
   if (!buf) return M5_ENOMEM;
-  size_t o = 0;
-  for (size_t i = 0; i < len; i += 4) {
+  size_t o = 0, i = 0;
+  /* Every quad but the last: four characters, three bytes, no padding allowed. */
+  for (; i + 4 < len; i += 4) {
+    int a = b64_values[(unsigned char)in[i]], b = b64_values[(unsigned char)in[i + 1]],
+        c = b64_values[(unsigned char)in[i + 2]], d = b64_values[(unsigned char)in[i + 3]];
+    if ((a | b | c | d) < 0) goto bad;
+    uint32_t w = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+    buf[o++] = (uint8_t)(w >> 16);
+    buf[o++] = (uint8_t)(w >> 8);
+    buf[o++] = (uint8_t)w;
+  }
+  for (; i < len; i += 4) {
     int v[4];
     bool last = i + 4 == len;
     for (size_t j = 0; j < 4; j++) {
@@ -212,24 +205,6 @@ static int b64_decode(const char *in, size_t len, uint8_t **out, size_t *outn) {
 bad:
   free(buf);
   return M5_EINVAL;
-}
-
-static char *b64_encode(const uint8_t *in, size_t n) {
-  if (n > (SIZE_MAX - 1) / 4 * 3 - 3) return NULL;
-  char *out = malloc((n + 2) / 3 * 4 + 1);
-  if (!out) return NULL;
-  size_t o = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t w = (uint32_t)in[i] << 16;
-    if (i + 1 < n) w |= (uint32_t)in[i + 1] << 8;
-    if (i + 2 < n) w |= in[i + 2];
-    out[o++] = b64_alphabet[w >> 18 & 63];
-    out[o++] = b64_alphabet[w >> 12 & 63];
-    out[o++] = i + 1 < n ? b64_alphabet[w >> 6 & 63] : '=';
-    out[o++] = i + 2 < n ? b64_alphabet[w & 63] : '=';
-  }
-  out[o] = '\0';
-  return out;
 }
 
 /* ---- RFC 3339 date-time <-> Unix seconds: parsed by hand (offsets, no TZ), printed as UTC ---- */
@@ -258,7 +233,7 @@ static bool digits(const char **p, int n, int64_t *out) {
 
 /* "2025-06-01T12:00:00Z", "2025-06-01t12:00:00.250+02:00": fractions are truncated, a leap
  * second counts as the next second. */
-static int time_parse(const char *s, int64_t *out) {
+int msg_time_parse(const char *s, int64_t *out) {
   static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   const char *p = s;
   int64_t y, mo, d, h, mi, sec, oh = 0, om = 0;
@@ -348,14 +323,14 @@ static int get_text(json_t *v, const char *name, kind_t kind, char *dst, size_t 
     what = "expected 1-128 printable characters without spaces";
     break;
   case K_CAUSE:
-    ok = cause_valid(s, cap - 1);
+    ok = msg_cause_valid(s, cap - 1);
     what = NULL;
     if (!ok)
       return fail(diag, dl, "%s: expected 1-%zu bytes of UTF-8 text without control characters",
                   name, cap - 1);
     break;
   default:
-    ok = text_valid(s, cap - 1);
+    ok = msg_text_valid(s, cap - 1);
     what = NULL;
     break;
   }
@@ -426,7 +401,7 @@ static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, si
     return get_addr(v, mb->name, (m5_msg_addr_t *)(void *)field, diag, dl);
   case K_B64: {
     if (!json_is_string(v)) return fail(diag, dl, "%s: expected a string", mb->name);
-    int rc = b64_decode(json_string_value(v), json_string_length(v), &m->payload, &m->payload_len);
+    int rc = msg_b64_decode(json_string_value(v), json_string_length(v), &m->payload, &m->payload_len);
     if (rc == M5_ENOMEM) return rc;
     if (rc) return fail(diag, dl, "%s: not base64 (RFC 4648 §4, with padding)", mb->name);
     return 0;
@@ -440,13 +415,13 @@ static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, si
     const char *s = json_string_value(v);
     /* Open enum: a value we do not know is accepted and handled as the default. */
     m->prio = M5_PRIO_MIDDLE;
-    for (size_t i = 0; i < sizeof prio_names / sizeof prio_names[0]; i++)
-      if (!strcmp(s, prio_names[i])) m->prio = (m5_msg_prio_t)i;
+    for (size_t i = 0; i < MSG_N_PRIOS; i++)
+      if (!strcmp(s, msg_prio_names[i])) m->prio = (m5_msg_prio_t)i;
     return 0;
   }
   case K_TIME: {
     int64_t t;
-    if (!json_is_string(v) || time_parse(json_string_value(v), &t) || t <= 0)
+    if (!json_is_string(v) || msg_time_parse(json_string_value(v), &t) || t <= 0)
       return fail(diag, dl, "%s: expected an RFC 3339 date-time after 1970", mb->name);
     *(int64_t *)(void *)field = t;
     return 0;
@@ -455,7 +430,7 @@ static int get_member(const member_t *mb, json_t *v, m5_msg_t *m, char *diag, si
     if (!json_is_object(v)) return fail(diag, dl, "%s: expected an object", mb->name);
     json_t *e = json_object_get(v, "exprTime");
     int64_t t;
-    if (e && (!json_is_string(e) || time_parse(json_string_value(e), &t) || t <= 0))
+    if (e && (!json_is_string(e) || msg_time_parse(json_string_value(e), &t) || t <= 0))
       return fail(diag, dl, "%s.exprTime: expected an RFC 3339 date-time after 1970", mb->name);
     if (e) m->expr_time = t;
     return 0;
@@ -565,7 +540,7 @@ static int parse_members(json_t *root, m5_msg_t *out, bool ts, char *diag, size_
 static int load_diag(const uint8_t *body, size_t len, const json_error_t *e, char *diag,
                      size_t dl);
 
-int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
+static int tree_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
   memset(out, 0, sizeof *out);
   out->prio = M5_PRIO_MIDDLE;
   if (diag && diag_len) diag[0] = '\0';
@@ -589,9 +564,9 @@ int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, siz
     goto out;
   }
   size_t ti = 0;
-  while (ti < N_TYPES && strcmp(type_names[ti], json_string_value(t)))
+  while (ti < MSG_N_TYPES && strcmp(msg_type_names[ti], json_string_value(t)))
     ti++;
-  if (ti == N_TYPES) {
+  if (ti == MSG_N_TYPES) {
     rc = fail(diag, diag_len, "msgType: unknown value '%.32s'", json_string_value(t));
     goto out;
   }
@@ -607,8 +582,8 @@ out:
 static int parse_members(json_t *root, m5_msg_t *out, bool ts, char *diag, size_t diag_len) {
   unsigned ti = (unsigned)out->type;
   int rc;
-  for (size_t i = 0; i < N_MEMBERS; i++) {
-    const member_t *mb = &members[i];
+  for (size_t i = 0; i < MSG_N_MEMBERS; i++) {
+    const member_t *mb = &msg_members[i];
     if (!((mb->mandatory | mb->optional) & T(ti))) continue;
     json_t *v = json_object_get(root, mb->name);
     if (!v) {
@@ -622,13 +597,13 @@ static int parse_members(json_t *root, m5_msg_t *out, bool ts, char *diag, size_
   return 0;
 }
 
-int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
-                    char *diag, size_t diag_len) {
+static int tree_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
+                         char *diag, size_t diag_len) {
   memset(out, 0, sizeof *out);
   out->prio = M5_PRIO_MIDDLE;
   out->type = type;
   if (diag && diag_len) diag[0] = '\0';
-  if ((size_t)type >= N_TYPES) return fail(diag, diag_len, "body: unknown type");
+  if ((size_t)type >= MSG_N_TYPES) return fail(diag, diag_len, "body: unknown type");
   if (!body || !len) return fail(diag, diag_len, "body: empty");
   json_error_t err;
   json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
@@ -638,6 +613,41 @@ int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_
   json_decref(root);
   if (rc) m5_msg_free(out);
   return rc;
+}
+
+int msg_parse_tree(const uint8_t *body, size_t len, int type, m5_msg_t *out, char *diag,
+                   size_t diag_len) {
+  return type < 0 ? tree_parse(body, len, out, diag, diag_len)
+                  : tree_parse_as(body, len, (m5_msg_type_t)type, out, diag, diag_len);
+}
+
+/* The usual body is read by msg_scan.c without building a tree: jansson allocates a node per
+ * value and a string per member (and frees them through the wiping hook, json_wipe.h), about
+ * 50,000 instructions for a 64-byte MSG, a quarter of the server's whole cost per message
+ * (docs/benchmarks.md). Anything else, every refusal included, goes through jansson, which
+ * gives the diagnostic: the scan only ever says "accepted, with this result" or "ask jansson". */
+static int parse(const uint8_t *body, size_t len, int type, m5_msg_t *out, char *diag,
+                 size_t diag_len) {
+  if (body && len && (type < 0 || (size_t)type < MSG_N_TYPES)) {
+    memset(out, 0, sizeof *out);
+    out->prio = M5_PRIO_MIDDLE;
+    if (type >= 0) out->type = (m5_msg_type_t)type;
+    if (msg_scan_parse(body, len, type, type >= 0, out) == 0) {
+      if (diag && diag_len) diag[0] = '\0';
+      return 0;
+    }
+    m5_msg_free(out);
+  }
+  return msg_parse_tree(body, len, type, out, diag, diag_len);
+}
+
+int m5_msg_parse(const uint8_t *body, size_t len, m5_msg_t *out, char *diag, size_t diag_len) {
+  return parse(body, len, -1, out, diag, diag_len);
+}
+
+int m5_msg_parse_as(const uint8_t *body, size_t len, m5_msg_type_t type, m5_msg_t *out,
+                    char *diag, size_t diag_len) {
+  return parse(body, len, (int)type, out, diag, diag_len);
 }
 
 void m5_msg_free(m5_msg_t *m) {
@@ -684,7 +694,7 @@ static void jw_put(jw_t *w, const char *s, size_t n) {
     w->p = np;
     w->cap = ncap;
   }
-  memcpy(w->p + w->len, s, n);
+  if (s) memcpy(w->p + w->len, s, n);
   w->len += n;
   w->p[w->len] = '\0';
 }
@@ -693,9 +703,31 @@ static void jw_lit(jw_t *w, const char *s) {
   jw_put(w, s, strlen(s));
 }
 
+/* base64 of in[n] (RFC 4648 §4, padded), written straight into the buffer. */
+static void jw_b64(jw_t *w, const uint8_t *in, size_t n) {
+  if (n > (SIZE_MAX / 2 - 4) / 4 * 3) {
+    w->err = M5_ENOMEM;
+    return;
+  }
+  size_t out = (n + 2) / 3 * 4;
+  size_t at = w->len;
+  jw_put(w, NULL, out); /* room (and the NUL after it), filled below */
+  if (w->err) return;
+  char *o = w->p + at;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+    if (i + 2 < n) v |= in[i + 2];
+    *o++ = b64_alphabet[v >> 18 & 63];
+    *o++ = b64_alphabet[v >> 12 & 63];
+    *o++ = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
+    *o++ = i + 2 < n ? b64_alphabet[v & 63] : '=';
+  }
+}
+
 /* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid (RFC 3629: no overlongs, no
  * surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s) {
+size_t msg_utf8_seq(const unsigned char *s) {
   unsigned char c = s[0];
   if (c < 0x80) return 1;
   size_t n;
@@ -725,9 +757,22 @@ static size_t utf8_seq(const unsigned char *s) {
 /* A JSON string: quotes and backslashes escaped (the checked values hold no control
  * characters); M5_EINVAL for text that is not UTF-8. */
 static int jw_str(jw_t *w, const char *s) {
-  jw_put(w, "\"", 1);
   const unsigned char *u = (const unsigned char *)s;
   size_t run = 0;
+  /* The usual value, ASCII without a quote or backslash: written in one piece. */
+  while (u[run] && u[run] < 0x80 && u[run] != '"' && u[run] != '\\')
+    run++;
+  if (!u[run]) {
+    size_t at = w->len;
+    jw_put(w, NULL, run + 2);
+    if (w->err) return 0; /* encode reports it */
+    w->p[at] = '"';
+    memcpy(w->p + at + 1, s, run);
+    w->p[at + run + 1] = '"';
+    return 0;
+  }
+  run = 0;
+  jw_put(w, "\"", 1);
   while (u[run]) {
     if (u[run] == '"' || u[run] == '\\') {
       jw_put(w, (const char *)u, run);
@@ -736,7 +781,11 @@ static int jw_str(jw_t *w, const char *s) {
       run = 0;
       continue;
     }
-    size_t n = utf8_seq(u + run);
+    if (u[run] < 0x80) { /* ASCII: what msg_utf8_seq says (1), without the call */
+      run++;
+      continue;
+    }
+    size_t n = msg_utf8_seq(u + run);
     if (!n) return M5_EINVAL;
     run += n;
   }
@@ -747,9 +796,15 @@ static int jw_str(jw_t *w, const char *s) {
 
 /* ,"name": */
 static void jw_key(jw_t *w, const char *name) {
-  jw_put(w, ",\"", 2);
-  jw_lit(w, name);
-  jw_put(w, "\":", 2);
+  size_t n = strlen(name), at = w->len;
+  jw_put(w, NULL, n + 4); /* room, filled below: one capacity check per key */
+  if (w->err) return;
+  char *o = w->p + at;
+  o[0] = ',';
+  o[1] = '"';
+  memcpy(o + 2, name, n);
+  o[n + 2] = '"';
+  o[n + 3] = ':';
 }
 
 static int jw_time(jw_t *w, int64_t t) {
@@ -769,8 +824,8 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     if (!field[0]) return mand ? M5_EINVAL : 0;
     if (mb->kind == K_SVC_ID   ? !m5_msg_svc_id_valid(field)
         : mb->kind == K_MSG_ID ? !m5_msg_id_valid(field)
-        : mb->kind == K_CAUSE  ? !cause_valid(field, mb->cap - 1)
-                               : !text_valid(field, mb->cap - 1))
+        : mb->kind == K_CAUSE  ? !msg_cause_valid(field, mb->cap - 1)
+                               : !msg_text_valid(field, mb->cap - 1))
       return M5_EINVAL;
     jw_key(w, mb->name);
     return jw_str(w, field);
@@ -788,17 +843,13 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     jw_put(w, "}", 1);
     return 0;
   }
-  case K_B64: {
+  case K_B64:
     if (!m->payload && m->payload_len) return M5_EINVAL;
-    char *text = b64_encode(m->payload, m->payload_len);
-    if (!text) return M5_ENOMEM;
     jw_key(w, mb->name);
     jw_put(w, "\"", 1);
-    jw_lit(w, text);
+    jw_b64(w, m->payload, m->payload_len);
     jw_put(w, "\"", 1);
-    free(text);
     return 0;
-  }
   case K_BOOL:
     if (*(const bool *)(const void *)field) {
       jw_key(w, mb->name);
@@ -810,9 +861,9 @@ static int put_member(const member_t *mb, const m5_msg_t *m, bool mand, jw_t *w)
     return 0;
   case K_PRIO:
     if (m->prio == M5_PRIO_MIDDLE) return 0;
-    if ((size_t)m->prio >= sizeof prio_names / sizeof prio_names[0]) return M5_EINVAL;
+    if ((size_t)m->prio >= MSG_N_PRIOS) return M5_EINVAL;
     jw_key(w, mb->name);
-    return jw_str(w, prio_names[m->prio]);
+    return jw_str(w, msg_prio_names[m->prio]);
   case K_TIME: {
     int64_t t = *(const int64_t *)(const void *)field;
     if (!t) return 0;
@@ -876,7 +927,7 @@ int m5_msg_encode_as(const m5_msg_t *m, char **out, size_t *len) {
 static int encode(const m5_msg_t *m, int with_type, char **out, size_t *len) {
   *out = NULL;
   if (len) *len = 0;
-  if ((size_t)m->type >= N_TYPES) return M5_EINVAL;
+  if ((size_t)m->type >= MSG_N_TYPES) return M5_EINVAL;
   jw_t w = {0};
   w.sto_fwd_always = !with_type;
   size_t b64 = m->payload_len / 3 * 4 + 4;
@@ -886,15 +937,15 @@ static int encode(const m5_msg_t *m, int with_type, char **out, size_t *len) {
   }
   if (with_type) {
     jw_lit(&w, "{\"msgType\":\"");
-    jw_lit(&w, type_names[m->type]);
+    jw_lit(&w, msg_type_names[m->type]);
     jw_put(&w, "\"", 1);
   } else {
     jw_put(&w, "{", 1);
   }
   size_t start = w.len; /* the members follow, each written with a leading comma */
   int rc = 0;
-  for (size_t i = 0; !rc && i < N_MEMBERS; i++) {
-    const member_t *mb = &members[i];
+  for (size_t i = 0; !rc && i < MSG_N_MEMBERS; i++) {
+    const member_t *mb = &msg_members[i];
     if (((mb->mandatory | mb->optional) & T(m->type)) &&
         !(!with_type && (mb->ts_omit & T(m->type))))
       rc = put_member(mb, m, mb->mandatory & T(m->type), &w);

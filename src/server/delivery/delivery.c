@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
 
@@ -30,6 +31,7 @@
 #define DUE_BATCH 32           /* stored deliveries pushed to one recipient at a time */
 #define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
 #define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
+#define SPARE_MAX 128          /* finished store jobs kept for reuse (sjob_new) */
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
 #define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
@@ -95,6 +97,8 @@ struct delivery {
    * delivery pushed right after its accept is in flight in the store and invisible to the
    * back-off timer, so its conclusion must not be dropped. */
   sjob_t *held, *held_tail;
+  sjob_t *spare; /* finished jobs kept for reuse (sjob_new), n_spare of them */
+  size_t n_spare;
   size_t n_held;
   m5_timer_id_t held_timer;
   m5_http_client_t *http; /* pushes to Application Servers; made at the first one */
@@ -146,9 +150,17 @@ static int is_report(const m5_store_msg_t *m) {
 static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, const char *ue_body,
                      size_t ue_len);
 
+/* Finished jobs are kept for the next ones (at most SPARE_MAX): an sjob_t is about 1.8 KB, above
+ * malloc's per-thread cache, so each fresh one costs a trip through the allocator's bins. */
 static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
-  sjob_t *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
+  sjob_t *j = dv->spare;
+  if (j) {
+    dv->spare = j->held_next;
+    dv->n_spare--;
+    memset(j, 0, sizeof *j);
+  } else if (!(j = calloc(1, sizeof *j))) {
+    return NULL;
+  }
   j->dv = dv;
   j->kind = kind;
   j->job.op = op;
@@ -159,7 +171,14 @@ static sjob_t *sjob_new(delivery_t *dv, sjob_kind_t kind, m5_store_op_t op) {
 
 static void sjob_free(sjob_t *j) {
   m5_store_job_clear(&j->job);
-  free(j);
+  delivery_t *dv = j->dv;
+  if (dv->freeing || dv->n_spare >= SPARE_MAX) {
+    free(j);
+    return;
+  }
+  j->held_next = dv->spare;
+  dv->spare = j;
+  dv->n_spare++;
 }
 
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
@@ -237,7 +256,7 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
     return;
   }
   j->job.id = id;
-  if (cause) snprintf(j->job.cause, sizeof j->job.cause, "%s", cause);
+  if (cause) m5_str_copy(j->job.cause, sizeof j->job.cause, cause);
   /* MARK_FAILED: its failure report is pushed at once (done_mark); the back-off timer's first
    * look at it is one back-off later. */
   j->job.next_attempt_ms =
@@ -358,8 +377,8 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
   p->sto_fwd = sto_fwd;
   p->sid = sid;
   p->from_due = from_due;
-  snprintf(p->msg_id, sizeof p->msg_id, "%s", msg_id);
-  snprintf(p->dest, sizeof p->dest, "%s", dest);
+  m5_str_copy(p->msg_id, sizeof p->msg_id, msg_id);
+  m5_str_copy(p->dest, sizeof p->dest, dest);
   int rc = m5_coap_ep_request(ss->s->ep, M5_COAP_POST, RESOURCE, M5_COAP_FORMAT_JSON,
                               (const uint8_t *)body, len, on_push_done, p);
   if (rc != 0) {
@@ -387,7 +406,7 @@ int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_
   m.ori = d->msg.ori;
   m.dest = d->msg.dest;
   m.prio = d->msg.prio;
-  snprintf(m.msg_id, sizeof m.msg_id, "%s", d->msg.msg_id);
+  m5_str_copy(m.msg_id, sizeof m.msg_id, d->msg.msg_id);
   if (is_report(&d->msg)) {
     /* payload: "delivSt" or "delivSt failureCause" */
     m.type = M5_MSG_IMDN;
@@ -404,7 +423,7 @@ int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_
     snprintf(m.deliv_st, sizeof m.deliv_st, "%.*s", (int)sizeof m.deliv_st - 1, buf);
   } else {
     m.type = M5_MSG_MSG;
-    snprintf(m.app_id, sizeof m.app_id, "%s", d->msg.app_id);
+    m5_str_copy(m.app_id, sizeof m.app_id, d->msg.app_id);
     m.payload = d->msg.payload;
     m.payload_len = d->msg.payload_len;
     m.deliv_st_req = d->msg.deliv_st_req;
@@ -480,8 +499,8 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
   p->id = id;
   p->attempts = d->attempts;
   p->sto_fwd = d->msg.sto_fwd;
-  snprintf(p->msg_id, sizeof p->msg_id, "%s", d->msg.msg_id);
-  snprintf(p->dest, sizeof p->dest, "%s", d->rcpt.addr);
+  m5_str_copy(p->msg_id, sizeof p->msg_id, d->msg.msg_id);
+  m5_str_copy(p->dest, sizeof p->dest, d->rcpt.addr);
   int rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
   free(body);
   if (rc != 0) {
@@ -554,8 +573,8 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
   rm->sto_fwd = d->msg.sto_fwd;
   rm->from_timer = from == FROM_TIMER;
   rm->gen = d->rcpt_gen;
-  snprintf(rm->ue_svc_id, sizeof rm->ue_svc_id, "%s", d->rcpt.addr);
-  snprintf(rm->msg_id, sizeof rm->msg_id, "%s", d->msg.msg_id);
+  m5_str_copy(rm->ue_svc_id, sizeof rm->ue_svc_id, d->rcpt.addr);
+  m5_str_copy(rm->msg_id, sizeof rm->msg_id, d->msg.msg_id);
   if (router_post(dv->opts.router, loc.worker, rm) != 0) {
     router_msg_free(rm);
     conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
@@ -583,7 +602,7 @@ static void start_due(delivery_t *dv, peer_t *ss) {
   sjob_t *j = sjob_new(dv, SJ_DUE, M5_STORE_DUE);
   if (!j) return;
   snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "UE");
-  snprintf(j->job.rcpt.addr, sizeof j->job.rcpt.addr, "%s", ss->ue_svc_id);
+  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, ss->ue_svc_id);
   j->job.limit = DUE_BATCH;
   j->sid = ss->s->id;
   ss->last_due_ms = wall_ms();
@@ -779,6 +798,11 @@ void delivery_free(delivery_t *dv) {
   if (dv->peers) m5_hmap_free(dv->peers, free);
   if (dv->inflight) m5_hmap_free(dv->inflight, NULL);
   if (dv->recent) m5_hmap_free(dv->recent, NULL);
+  while (dv->spare) {
+    sjob_t *j = dv->spare;
+    dv->spare = j->held_next;
+    free(j);
+  }
   free(dv);
 }
 
@@ -809,7 +833,7 @@ void delivery_registered(delivery_t *dv, uint64_t sid, const char *ue_svc_id, ui
   if (!ss) return;
   ss->registered = 1;
   ss->gen = gen;
-  snprintf(ss->ue_svc_id, sizeof ss->ue_svc_id, "%s", ue_svc_id);
+  m5_str_copy(ss->ue_svc_id, sizeof ss->ue_svc_id, ue_svc_id);
   start_due(dv, ss);
 }
 
@@ -837,7 +861,7 @@ void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
   sjob_t *j = sjob_new(dv, SJ_DUE_AS, M5_STORE_DUE);
   if (!j) return;
   snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "AS");
-  snprintf(j->job.rcpt.addr, sizeof j->job.rcpt.addr, "%s", as_svc_id);
+  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, as_svc_id);
   j->job.limit = M5_STORE_LIST_MAX;
   if (sjob_submit(dv, j) != 0) sjob_free(j); /* the back-off timer finds them */
 }

@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
 
@@ -19,6 +20,7 @@
 #define STORE_FULL_RETRY_S 30 /* Max-Age of a 5.03 when the store is at store.max_total */
 #define FAN_RCPTS_MAX 200000  /* fan_charge(): about 40 MB of recipients per worker */
 #define IMDN_KEY "IMDN/" /* dedup key space of reports: '/' is not allowed in a msgId */
+#define SPARE_MAX 128    /* finished accepts kept for reuse (accept_new) */
 
 /* 2.04 with a MSGRESP (MessageDeliveryAck) body; status NULL = accepted for delivery. */
 static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_addr_t *ori,
@@ -27,18 +29,27 @@ static void respond_ack(m5_coap_req_t *req, const char *msg_id, const m5_msg_add
   memset(&a, 0, sizeof a);
   a.type = M5_MSG_MSGRESP;
   a.prio = M5_PRIO_MIDDLE;
-  snprintf(a.msg_id, sizeof a.msg_id, "%s", msg_id);
+  m5_str_copy(a.msg_id, sizeof a.msg_id, msg_id);
   a.ori = *ori;
-  if (status) snprintf(a.status, sizeof a.status, "%s", status);
-  if (cause) snprintf(a.failure_cause, sizeof a.failure_cause, "%s", cause);
+  if (status) m5_str_copy(a.status, sizeof a.status, status);
+  if (cause) m5_str_copy(a.failure_cause, sizeof a.failure_cause, cause);
   ue_respond_msg(req, M5_COAP_CHANGED, &a);
 }
 
 /* ---- acceptance into the message store ---- */
 
+/* Finished accepts are kept for the next ones (at most SPARE_MAX): an accept_t is about 2 KB,
+ * above malloc's per-thread cache, so each fresh one costs a trip through the allocator's
+ * bins (a large share of the worker's malloc time per message). */
 static accept_t *accept_new(ue_api_t *api) {
-  accept_t *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
+  accept_t *j = api->spare;
+  if (j) {
+    api->spare = j->held_next;
+    api->n_spare--;
+    memset(j, 0, sizeof *j);
+  } else if (!(j = calloc(1, sizeof *j))) {
+    return NULL;
+  }
   j->api = api;
   j->job.op = M5_STORE_ACCEPT;
   j->job.arg = j;
@@ -62,7 +73,23 @@ static void accept_free(accept_t *j) {
   m5_store_job_clear(&j->job);
   free(j->payload);
   free(j->fan);
-  free(j);
+  ue_api_t *api = j->api;
+  if (api->n_spare >= SPARE_MAX) {
+    free(j);
+    return;
+  }
+  j->held_next = api->spare;
+  api->spare = j;
+  api->n_spare++;
+}
+
+void ue_accept_free_spares(ue_api_t *api) {
+  while (api->spare) {
+    accept_t *j = api->spare;
+    api->spare = j->held_next;
+    free(j);
+  }
+  api->n_spare = 0;
 }
 
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
@@ -189,7 +216,7 @@ static const char *topic_target(ue_api_t *api, const m5_msg_t *m) {
 /* accept_msg's job for a TOPIC address that may be published on: the lookup first. */
 static void topic_lookup(accept_t *j, const char *topic) {
   m5_store_job_t *sj = &j->job;
-  snprintf(j->topic, sizeof j->topic, "%s", topic);
+  m5_str_copy(j->topic, sizeof j->topic, topic);
   j->many = 1;
   sj->op = M5_STORE_TOPIC_SUBSCRIBERS;
   sj->topics = &j->topic;
@@ -219,7 +246,7 @@ static int group_resolve(accept_t *j) {
                                     &j->fan, &j->n_fan, &gen);
   if (rc == M5_ENOENT) { /* deleted since the sender was authorized: the same refusal */
     snprintf(sj->ack.status, sizeof sj->ack.status, "DELY_FAILED");
-    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NOT_AUTHORIZED);
+    m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, M5_CAUSE_NOT_AUTHORIZED);
     return 0;
   }
   if (rc != 0) {
@@ -250,7 +277,7 @@ static int group_resolve(accept_t *j) {
       r->next_attempt_ms = delivery_stored_retry_ms();
   }
   if (j->n_fan == 0)
-    snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", M5_CAUSE_NO_MEMBERS);
+    m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, M5_CAUSE_NO_MEMBERS);
   return 0;
 }
 
@@ -366,8 +393,9 @@ static void report_key(char *out, size_t outlen, const char *msg_id, const char 
 
 /* A MSG or (is_imdn) an IMDN from the session's UE: resolve the recipient, accept into the
  * store (the ack is committed with it for dedup), answer from the store's reply. */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
-                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx);
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_imdn,
+                       uint64_t ori_gen, m5_coap_req_t *req, ue_api_reply_fn reply,
+                       void *reply_ctx);
 
 void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *m, int is_imdn) {
   if (strcmp(m->ori.type, "UE") != 0 || strcmp(m->ori.addr, ss->ue_svc_id) != 0) {
@@ -383,14 +411,17 @@ void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *
     m5_coap_ep_respond_error(req, M5_COAP_BAD_REQUEST, "delivSt: expected e.g. REPT_DELY_SUCCESS");
     return;
   }
-  accept_msg(api, m, is_imdn, ss->gen, req, NULL, NULL);
+  /* the decoded payload (m5_msg_parse's) becomes the accept's: no second copy */
+  accept_msg(api, m, is_imdn ? NULL : &m->payload, is_imdn, ss->gen, req, NULL, NULL);
 }
 
 /* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
  * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
- * request) or through reply(ctx) (an AS's). */
-static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t ori_gen,
-                       m5_coap_req_t *req, ue_api_reply_fn reply, void *reply_ctx) {
+ * request) or through reply(ctx) (an AS's). take: &m->payload, a malloc'd buffer of the MSG's
+ * payload_len bytes the accept may keep (setting it NULL), or NULL: the payload is copied. */
+static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_imdn,
+                       uint64_t ori_gen, m5_coap_req_t *req, ue_api_reply_fn reply,
+                       void *reply_ctx) {
   /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
    * report is always stored for its recipient (the originator) while that one is away. */
   int sto = is_imdn || m->sto_fwd;
@@ -445,7 +476,13 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
 
   accept_t *j = accept_new(api);
   size_t plen = is_imdn ? strlen(m->deliv_st) + 1 + strlen(m->failure_cause) : m->payload_len;
-  if (j) j->payload = malloc(plen + 1);
+  int taken = j && take && *take;
+  if (taken) {
+    j->payload = *take;
+    *take = NULL; /* m->payload too: the same pointer */
+  } else if (j) {
+    j->payload = malloc(plen + 1);
+  }
   if (j) {
     j->req = req;
     j->reply = reply;
@@ -464,7 +501,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
     snprintf((char *)j->payload, plen + 1, "%s%s%s", m->deliv_st, m->failure_cause[0] ? " " : "",
              m->failure_cause);
     plen = strlen((char *)j->payload);
-  } else if (plen) {
+  } else if (plen && !taken) {
     memcpy(j->payload, m->payload, plen);
   }
   j->is_imdn = is_imdn;
@@ -472,8 +509,8 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   m5_store_msg_t *sm = &sj->msg;
   sm->ori = m->ori;
   sm->dest = m->dest;
-  snprintf(sm->msg_id, sizeof sm->msg_id, "%s", m->msg_id);
-  snprintf(sm->app_id, sizeof sm->app_id, "%s", is_imdn ? DELIVERY_IMDN_APP : m->app_id);
+  m5_str_copy(sm->msg_id, sizeof sm->msg_id, m->msg_id);
+  m5_str_copy(sm->app_id, sizeof sm->app_id, is_imdn ? DELIVERY_IMDN_APP : m->app_id);
   sm->prio = m->prio;
   sm->deliv_st_req = !is_imdn && m->deliv_st_req;
   sm->sto_fwd = sto;
@@ -490,13 +527,13 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, int is_imdn, uint64_t o
   int to_ue = !strcmp(m->dest.type, "UE");
   sj->ticket_put = !is_imdn && m->deliv_st_req;
   sj->ticket_check = is_imdn;
-  snprintf(sj->dedup_ori, sizeof sj->dedup_ori, "%s:%s", m->ori.type, m->ori.addr);
+  m5_str_join(sj->dedup_ori, sizeof sj->dedup_ori, m->ori.type, ':', m->ori.addr);
   if (is_imdn)
     report_key(sj->dedup_id, sizeof sj->dedup_id, m->msg_id, m->dest.addr);
   else
-    snprintf(sj->dedup_id, sizeof sj->dedup_id, "%s", m->msg_id);
-  if (status) snprintf(sj->ack.status, sizeof sj->ack.status, "%s", status);
-  if (cause) snprintf(sj->ack.failure_cause, sizeof sj->ack.failure_cause, "%s", cause);
+    m5_str_copy(sj->dedup_id, sizeof sj->dedup_id, m->msg_id);
+  if (status) m5_str_copy(sj->ack.status, sizeof sj->ack.status, status);
+  if (cause) m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, cause);
   if (!cause && topic) {
     topic_lookup(j, m->dest.addr);
   } else if (!cause && group) {
@@ -524,7 +561,7 @@ void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_a
     reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
     return;
   }
-  accept_msg(api, m, is_report, 0, NULL, reply, ctx);
+  accept_msg(api, m, NULL, is_report, 0, NULL, reply, ctx);
 }
 
 /* An accept reply that arrived after the loop stopped (the store was closed after it). */

@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "msg/msg.h"
 #include "server/test_hooks.h"
 
@@ -90,7 +91,7 @@ static void close_replaced(ue_api_t *api, const char *id, router_loc_t old) {
   router_msg_t *m = router_msg_new(ROUTER_CLOSE);
   if (m) {
     m->sid = old.sid;
-    snprintf(m->ue_svc_id, sizeof m->ue_svc_id, "%s", id);
+    m5_str_copy(m->ue_svc_id, sizeof m->ue_svc_id, id);
   }
   if (!m || router_post(api->opts.router, old.worker, m) != 0) {
     M5_LOGW(DOM, "%s: cannot ask worker %u to close the replaced session", id, old.worker);
@@ -144,14 +145,14 @@ static void done_reg(pending_t *p) {
   if (rc == 1) close_replaced(api, job->ue_svc_id, old);
   ss->registered = 1;
   ss->gen = job->gen;
-  snprintf(ss->ue_svc_id, sizeof ss->ue_svc_id, "%s", job->ue_svc_id);
+  m5_str_copy(ss->ue_svc_id, sizeof ss->ue_svc_id, job->ue_svc_id);
   M5_LOGI(DOM, "%s: registered (%s, %s, %s)", job->ue_svc_id, job->created ? "new" : "again",
           ss->s->transport, ss->s->peer);
   m5_msg_t a;
   memset(&a, 0, sizeof a);
   a.type = M5_MSG_REG;
   a.prio = M5_PRIO_MIDDLE;
-  snprintf(a.ue_svc_id, sizeof a.ue_svc_id, "%s", job->ue_svc_id);
+  m5_str_copy(a.ue_svc_id, sizeof a.ue_svc_id, job->ue_svc_id);
   a.expiry = job->expiry;
   ue_respond_msg(p->req, job->created ? M5_COAP_CREATED : M5_COAP_CHANGED, &a);
   /* what was stored for it (under this generation) goes out */
@@ -266,8 +267,8 @@ static void op_reg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg_t
     return;
   }
   p->job.op = REGISTRY_REGISTER;
-  snprintf(p->job.ue_svc_id, sizeof p->job.ue_svc_id, "%s", m->ue_svc_id);
-  snprintf(p->job.supi, sizeof p->job.supi, "%s", s->key.supi);
+  m5_str_copy(p->job.ue_svc_id, sizeof p->job.ue_svc_id, m->ue_svc_id);
+  m5_str_copy(p->job.supi, sizeof p->job.supi, s->key.supi);
   p->job.gen = e.gen; /* the registry refuses the REG if the binding changes before it runs */
   p->job.registered_at = (int64_t)now;
   p->job.expiry = (int64_t)now + api->opts.reg_lifetime_s;
@@ -286,7 +287,7 @@ static void op_dereg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg
     return;
   }
   p->job.op = REGISTRY_DEREGISTER;
-  snprintf(p->job.ue_svc_id, sizeof p->job.ue_svc_id, "%s", m->ue_svc_id);
+  m5_str_copy(p->job.ue_svc_id, sizeof p->job.ue_svc_id, m->ue_svc_id);
   submit_job(api, p);
 }
 
@@ -505,6 +506,7 @@ void ue_api_free(ue_api_t *api) {
     pending_free(p);
   }
   if (api->sessions) m5_hmap_free(api->sessions, free);
+  ue_accept_free_spares(api);
   free(api);
 }
 

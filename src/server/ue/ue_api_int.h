@@ -87,6 +87,8 @@ struct ue_api {
    * ready but refused by the store's full queue wait in held. At most max_waiting of each. */
   sess_t *round_head, *round_tail;
   accept_t *held_head, *held_tail;
+  accept_t *spare; /* finished accepts kept for reuse (ue_accept.c), n_spare of them */
+  size_t n_spare;
   size_t n_waiting, n_held, max_waiting;
   m5_timer_id_t wait_timer; /* retries when the store is full of other workers' jobs */
   wait_req_t *orphans;      /* of sessions that closed: freed once their endpoint is gone */
@@ -137,5 +139,7 @@ void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *
 void ue_accept_on_store_reply(void *msg, void *arg);
 /* An accept reply that arrived after the loop stopped (the store was closed after it). */
 void ue_accept_drop(void *msg);
+/* Frees the accepts kept for reuse (ue_api_free, once no accept is left). */
+void ue_accept_free_spares(ue_api_t *api);
 
 #endif

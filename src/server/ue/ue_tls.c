@@ -140,7 +140,7 @@ static void push_plain(tls_conn_t *tc) {
   while (off < tc->plain.len) {
     size_t n = tc->plain.len - off;
     if (n > 16384) n = 16384;
-    ERR_clear_error();
+    if (ERR_peek_error()) ERR_clear_error(); /* as read_app (ue_conn.c) */
     int r = SSL_write(c->ssl, tc->plain.data + off, (int)n);
     if (r <= 0) {
       char e[256];
