@@ -31,7 +31,7 @@ static const m5_cfg_item_t items[] = {
     {"afs.allowed", M5_CFG_STRLIST, offsetof(aanf_config_t, afs_allowed), "localhost", 0, 0,
      "FQDNs of the AFs that may retrieve K_AF (the AF's certificate must carry it as SAN DNS)"},
     {"workers", M5_CFG_INT, offsetof(aanf_config_t, workers), "0", 0, 256,
-     "worker threads; 0 = one per online CPU"},
+     "worker threads; 0 = one per CPU this process may run on"},
     {"http.max_body", M5_CFG_INT, offsetof(aanf_config_t, max_body), "16384", 1024, 1048576,
      "largest accepted request body in bytes (larger ones get 413)"},
     {"log.level", M5_CFG_STR, offsetof(aanf_config_t, log_level), "info", 0, 0,

@@ -19,7 +19,7 @@ typedef struct {
   char *db_path;
   int64_t kaf_lifetime_s;   /* K_AF expiry = time of the request + this (TS 33.535 6.2) */
   m5_strlist_t afs_allowed; /* AF FQDNs that may retrieve K_AF */
-  int64_t workers;          /* 0 = one per online CPU */
+  int64_t workers;          /* 0 = one per CPU it may run on */
   int64_t max_body;         /* request bodies above this get 413 */
   char *log_level;
 } aanf_config_t;

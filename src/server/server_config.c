@@ -167,7 +167,7 @@ static const m5_cfg_item_t items[] = {
      "broadcast messages: deliveries a second over the whole server (paced so that a large "
      "area never starves point-to-point traffic)"},
     {"workers", M5_CFG_INT, offsetof(server_config_t, workers), "0", 0, 256,
-     "worker threads; 0 = one per online CPU"},
+     "worker threads; 0 = one per CPU this process may run on"},
     {"coap.max_body", M5_CFG_INT, offsetof(server_config_t, coap_max_body), "65536", 1024, 1048576,
      "largest CoAP body in bytes (larger requests get 4.13)"},
     {"coap.nstart", M5_CFG_INT, offsetof(server_config_t, coap_nstart), "1", 1, 64,

@@ -1,11 +1,14 @@
 /* Unit tests for the event loop: fd readiness, timers (order, cancel, stale ids), mailboxes
  * across threads (order, bound, drop on free), stop from another thread, signals, deferred
- * calls (once per iteration, after the events; cancel and re-queue from a callback). */
+ * calls (once per iteration, after the events; cancel and re-queue from a callback); and how
+ * many worker loops a daemon runs (m5_daemon_workers). */
+#include "core/daemon.h"
 #include "core/err.h"
 #include "core/loop.h"
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -384,6 +387,31 @@ static void test_defer_cancel_and_requeue(void **state) {
   m5_loop_free(loop);
 }
 
+/* ---- workers ---- */
+
+/* "workers: 0" is one worker per CPU the daemon may run on (taskset, a cpuset), not per CPU
+ * of the machine: pinned to one core, m5s must not start two workers that take turns on it. */
+static void test_workers_follow_affinity(void **state) {
+  (void)state;
+  cpu_set_t old, one;
+  assert_int_equal(sched_getaffinity(0, sizeof old, &old), 0);
+  size_t all = (size_t)CPU_COUNT(&old);
+  assert_int_equal(m5_daemon_workers(0), all > 64 ? 64 : all);
+  CPU_ZERO(&one);
+  for (int i = 0; i < CPU_SETSIZE; i++) {
+    if (CPU_ISSET(i, &old)) {
+      CPU_SET(i, &one);
+      break;
+    }
+  }
+  assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+  size_t pinned = m5_daemon_workers(0);
+  assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+  assert_int_equal(pinned, 1);
+  assert_int_equal(m5_daemon_workers(3), 3); /* a configured count is taken as it is */
+  assert_int_equal(m5_daemon_workers(1000), 64);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fd_readiness),
@@ -397,6 +425,7 @@ int main(void) {
       cmocka_unit_test(test_signal_delivery),
       cmocka_unit_test(test_defer_once_after_events),
       cmocka_unit_test(test_defer_cancel_and_requeue),
+      cmocka_unit_test(test_workers_follow_affinity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include "loop.h"
 #include "net.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,8 +60,18 @@ void m5_daemon_setup(const char *log_level) {
   m5_signals_block(sigs, sizeof sigs / sizeof sigs[0]);
 }
 
+/* The CPUs this process may run on (taskset, a cgroup cpuset, a container's CPU set), not
+ * those the machine has: a worker more than the CPUs it gets only adds thread switches (on
+ * one core, 2 workers delivered 0.67x what 1 did: docs/benchmarks.md). */
+static long usable_cpus(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 size_t m5_daemon_workers(int64_t configured) {
-  long n = configured > 0 ? (long)configured : sysconf(_SC_NPROCESSORS_ONLN);
+  long n = configured > 0 ? (long)configured : usable_cpus();
   if (n < 1) n = 1;
   if (n > MAX_WORKERS) n = MAX_WORKERS;
   return (size_t)n;

@@ -28,7 +28,8 @@ int m5_daemon_check_address(const char *src, const char *key, const char *value,
                             size_t errlen);
 int m5_daemon_check_log_level(const char *src, const char *value, char *err, size_t errlen);
 
-/* Worker threads for the "workers" setting: configured if positive, else one per online CPU;
+/* Worker threads for the "workers" setting: configured if positive, else one per CPU this
+ * process may run on (its affinity mask: taskset, cpusets; else the online CPUs);
  * always 1..64. */
 size_t m5_daemon_workers(int64_t configured);
 
