@@ -8,11 +8,12 @@ the metric lines
 
     NAME m5s=<value> mosquitto=<value> ratio=<m5s/mosquitto>
 
-(m5s = m5s with 2 workers), then writes everything as JSON (--json FILE).
+(m5s = the system --main names: m5s with one worker per server core, m5s-w1 on a 2-core
+machine), then writes everything as JSON (--json FILE).
 With --plot BASE, the paced runs of the sweep (kind=sweep: latency against offered load) go to
 BASE.dat and, when gnuplot is installed, to BASE.png (p50 and p99 against the offered rate).
-Usage: vs_summary.py RAW --json FILE [--results PATH] [--keep-generator-bound] [--plot BASE]
-                     [--meta k=v ...]
+Usage: vs_summary.py RAW --json FILE [--main m5s-wN] [--results PATH] [--keep-generator-bound]
+                     [--plot BASE] [--meta k=v ...]
 Exit status 1 when a run was generator-bound (the run is listed, not counted); with
 --keep-generator-bound (the smoke test) such runs are listed and counted, exit status 0."""
 import argparse
@@ -29,6 +30,7 @@ ap.add_argument("--results", default="")
 ap.add_argument("--meta", nargs="*", default=[])
 ap.add_argument("--keep-generator-bound", action="store_true")
 ap.add_argument("--plot", default="")
+ap.add_argument("--main", default="m5s-w2")
 a = ap.parse_args()
 
 
@@ -128,8 +130,8 @@ def fmt(x, dec):
     return f"{x:,.{dec}f}"
 
 
-RATIOS = [(x, y, t) for x, y, t in (("m5s-w2", "mosquitto", "m5s-w2 / mosquitto"), ("m5s-w2", "m5s-w1", "m5s w2 / w1"),
-                                     ("m5s-w2", "rabbitmq", "m5s-w2 / rabbitmq")) if x in systems and y in systems]
+RATIOS = [(x, y, t) for x, y, t in ((a.main, "mosquitto", f"{a.main} / mosquitto"), ("m5s-w2", "m5s-w1", "m5s w2 / w1"),
+                                     (a.main, "rabbitmq", f"{a.main} / rabbitmq")) if x in systems and y in systems]
 print("| metric | " + " | ".join(systems) + "".join(f" | {t}" for _, _, t in RATIOS) + " |")
 print("|---|" + "---|" * (len(systems) + len(RATIOS)))
 table = {}
@@ -171,7 +173,7 @@ def line(name, m5, mq, dec, ratio=True):
     print(f"{name} m5s={num(m5, dec)} mosquitto={num(mq, dec)}" + (f" ratio={r:.3f}" if r is not None else ""))
 
 
-M5, MQ = "m5s-w2", "mosquitto"
+M5, MQ = a.main, "mosquitto"
 line("p2p_msgs_per_s", med(M5, "sat", "rate"), med(MQ, "sat", "rate"), 0)
 p99 = lambda s: None if med(s, "paced", "p99_us") is None else med(s, "paced", "p99_us") / 1000
 line("p99_ms_at_half_load", p99(M5), p99(MQ), 3)
@@ -197,9 +199,9 @@ for name, s_ in (("dtls_p2p_msgs_per_s", "m5s-dtls"), ("north_a2p_msgs_per_s", "
     if s_ in systems:
         metrics[name] = {"m5s": med(s_, "sat", "rate")}
         print(f"{name} m5s={num(metrics[name]['m5s'], 0)}")
-if "m5s-w1" in systems:
+if "m5s-w1" in systems and "m5s-w2" in systems:
     w1 = med("m5s-w1", "sat", "rate")
-    w2 = med(M5, "sat", "rate")
+    w2 = med("m5s-w2", "sat", "rate")
     metrics["w2_over_w1_msgs_per_s"] = {"m5s": w2 / w1 if w1 and w2 else None}
     print(f"w2_over_w1_msgs_per_s m5s={num(metrics['w2_over_w1_msgs_per_s']['m5s'], 3)}")
 for n in gen_bound:

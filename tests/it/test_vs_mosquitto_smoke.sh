@@ -37,9 +37,11 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["metrics"]["p2p_msgs_per_s"]["m5s"] > 0 and d["metrics"]["p2p_msgs_per_s"]["mosquitto"] > 0
 runs = d["runs"]
+main = d["meta"]["m5s_main"]  # m5s with one worker per server core: m5s-w1 on 2 cores
+assert main in ("m5s-w%d" % n for n in range(1, 257)), main
 # a saturation and a paced run of each system, a saturation run of m5s-dtls and m5s-north
 assert sorted((r["system"], r["kind"]) for r in runs) == sorted(
-    [(s, k) for s in ("mosquitto", "m5s-w2") for k in ("sat", "paced")]
+    [(s, k) for s in ("mosquitto", main) for k in ("sat", "paced")]
     + [("m5s-dtls", "sat"), ("m5s-north", "sat")]), runs
 for r in runs:
     assert not r["failed"], r
@@ -48,7 +50,7 @@ for r in runs:
     assert t["delivered"] > 0 and t["delivered"] == t["sent"], r
 suites = {(x["system"], x["suite"], x["group"], x["kex"]) for x in d["tls"] if x["system"] != "m5s-dtls"}
 assert {s[1:] for s in suites} == {("TLS_AES_128_GCM_SHA256", "X25519", "psk_dhe_ke")}, suites
-assert {s[0] for s in suites} == {"mosquitto", "m5s-w2", "m5s-north"}, suites
+assert {s[0] for s in suites} == {"mosquitto", main, "m5s-north"}, suites
 assert any(x["system"] == "m5s-dtls" and x["version"] == "DTLSv1.2" for x in d["tls"]), d["tls"]
 EOF
 grep -q '^# mosquitto: persistence true, autosave_interval' "$res" || fail "persistence not in $res"
