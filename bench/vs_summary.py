@@ -195,10 +195,20 @@ if "rabbitmq" in systems:
         print(f"{name} m5s={num(x, dec)} rabbitmq={num(y, dec)}"
               + (f" ratio={metrics[name]['ratio']:.3f}" if metrics[name]["ratio"] is not None else ""))
 # m5s's paths Mosquitto has no peer for: no ratio
+# A generator-bound run of these is not a result, but it compares with nothing either: when
+# every run of one was generator-bound, the line gives "-" and the rate m5s reached anyway as
+# a lower bound, and the session does not fail for it (the generator, not m5s, ran out).
+UNPAIRED = ("m5s-dtls", "m5s-north")
 for name, s_ in (("dtls_p2p_msgs_per_s", "m5s-dtls"), ("north_a2p_msgs_per_s", "m5s-north")):
     if s_ in systems:
         metrics[name] = {"m5s": med(s_, "sat", "rate")}
-        print(f"{name} m5s={num(metrics[name]['m5s'], 0)}")
+        low = [float(r["sat"]["rate"]) for r in runs.values() if r.get("system") == s_
+               and r.get("generator_bound") and not r["failed"] and "sat" in r]
+        if metrics[name]["m5s"] is None and low:
+            metrics[name]["m5s_at_least"] = statistics.median(low)
+            print(f"{name} m5s=- (generator-bound: m5s delivered at least {statistics.median(low):.0f})")
+        else:
+            print(f"{name} m5s={num(metrics[name]['m5s'], 0)}")
 if "m5s-w1" in systems and "m5s-w2" in systems:
     w1 = med("m5s-w1", "sat", "rate")
     w2 = med("m5s-w2", "sat", "rate")
@@ -256,4 +266,5 @@ doc = {"results_file": a.results, "meta": meta, "metrics": metrics, "table": tab
        "runs": [runs[n] for n in sorted(runs)], "notes": notes, "sweep": sweep}
 with open(a.json, "w") as fh:
     json.dump(doc, fh, indent=1, sort_keys=True)
-sys.exit(1 if gen_bound and not a.keep_generator_bound else 0)
+paired_gen_bound = [n for n in gen_bound if runs[n].get("system") not in UNPAIRED]
+sys.exit(1 if paired_gen_bound and not a.keep_generator_bound else 0)
