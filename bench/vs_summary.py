@@ -18,6 +18,7 @@ Exit status 1 when a run was generator-bound (the run is listed, not counted); w
 --keep-generator-bound (the smoke test) such runs are listed and counted, exit status 0."""
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -243,7 +244,8 @@ if sweep and a.plot:
                     fh.write(f"{x['offered']:.0f} {x['delivered']:.0f} {x['p50_ms']:.3f} {x['p99_ms']:.3f} "
                              f"{int(x['missed'])} {int(x['counts'])}\n")
             fh.write("\n\n")
-    print(f"# latency against offered load: {a.plot}.dat")
+    # named without their directory: results files must not carry a path of this machine
+    print(f"# latency against offered load: {os.path.basename(a.plot)}.dat")
     if shutil.which("gnuplot"):
         plots = []
         for i, s_ in enumerate(ssys):
@@ -257,7 +259,7 @@ if sweep and a.plot:
               "set xlabel 'offered msg/s'\nset ylabel 'latency ms (from the scheduled send)'\n"
               "set logscale y\nset key left top\nset grid\nplot " + ", ".join(plots) + "\n")
         rc = subprocess.run(["gnuplot"], input=gp, text=True).returncode
-        print(f"# plot: {a.plot}.png" if rc == 0 else "# plot: gnuplot failed")
+        print(f"# plot: {os.path.basename(a.plot)}.png" if rc == 0 else "# plot: gnuplot failed")
     else:
         print("# plot: gnuplot not installed (make bench-full installs gnuplot-nox)")
 
