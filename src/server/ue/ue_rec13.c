@@ -165,6 +165,14 @@ static void nonce(const ue_rec13_dir_t *d, uint8_t out[IV_LEN]) {
     out[IV_LEN - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
 }
 
+/* The worker's cipher context is keyed per record: it is given a zero key again after each
+ * one, so no session's key stays in it once the record is done (a session's own keys are
+ * wiped when it ends; this copy would otherwise wait for the next record on the worker). */
+static void forget_key(const ue_rec13_ctx_t *x) {
+  static const uint8_t zero[KEY_LEN];
+  (void)EVP_CipherInit_ex(x->cx, NULL, NULL, zero, NULL, -1);
+}
+
 int ue_rec13_seal(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t ct, const uint8_t *p, size_t n,
                   m5_buf_t *out) {
   if (n > UE_REC13_PLAIN_MAX) return M5_EINVAL;
@@ -191,6 +199,7 @@ int ue_rec13_seal(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t ct, const uint
            EVP_CipherFinal_ex(x->cx, rec + UE_REC13_HDR + l2, &l3) &&
            EVP_CIPHER_CTX_ctrl(x->cx, EVP_CTRL_AEAD_GET_TAG, UE_REC13_TAG,
                                rec + UE_REC13_HDR + n + 1);
+  forget_key(x);
   if (!ok || (size_t)(l2 + l3) != n + 1) {
     out->len = start;
     return M5_ECRYPTO;
@@ -217,6 +226,7 @@ int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t l
            EVP_CipherUpdate(x->cx, NULL, &l1, rec, UE_REC13_HDR) &&
            EVP_CipherUpdate(x->cx, data, &l2, data, (int)n) &&
            EVP_CipherFinal_ex(x->cx, data + l2, &l3) > 0;
+  forget_key(x);
   if (!ok || (size_t)(l2 + l3) != n) return UE_ALERT_BAD_RECORD_MAC;
   r->rx.seq++;
   /* TLSInnerPlaintext: content, the type, zero padding (§5.2, §5.4). */

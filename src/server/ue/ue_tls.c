@@ -126,6 +126,12 @@ static void push_plain(tls_conn_t *tc) {
     while (rc == M5_OK && off < tc->plain.len) {
       size_t n = tc->plain.len - off;
       if (n > UE_REC13_PLAIN_MAX) n = UE_REC13_PLAIN_MAX;
+      /* RFC 8446 §5.5: AES-GCM keys SHOULD be updated before about 2^24.5 full records; our
+       * own KeyUpdate (update_not_requested) goes under the old key, the next record under
+       * the new one. */
+      if (tc->rec.tx.seq >= UE_REC13_TX_RECORDS_PER_KEY)
+        rc = ue_rec13_key_update(conn_cx(tc), &tc->rec, &tc->out);
+      if (rc != M5_OK) break;
       rc = ue_rec13_seal(conn_cx(tc), &tc->rec, UE_CT_APP, tc->plain.data + off, n, &tc->out);
       off += n;
     }
