@@ -1,11 +1,12 @@
 /* Bearer tokens this worker verified lately (north_int.h). Verifying an ES256 token is an
- * ECDSA verification plus two JSON parses: about a third of a deliver-as-message's CPU when
- * every request pays it (bench/vs-mosquitto, m5s-north). An AS sends the same token on every
- * request for its whole lifetime (oauth.token_lifetime_s), so each worker remembers, for a
- * few tokens, the claims it verified: keyed by the token's SHA-256 (the token itself, a
- * bearer credential, is never kept), valid only on a connection with the same client
- * certificate, only until the token's exp (with the same leeway as the verification), and for
- * an external issuer's token only while the key set it was verified with is still in use.
+ * ECDSA verification plus two JSON parses: the largest single cost of a deliver-as-message
+ * when every request pays it (a perf profile under bench/vs-mosquitto's m5s-north run). An AS
+ * sends the same token on every request for its whole lifetime (oauth.token_lifetime_s), so
+ * each worker remembers, for a few tokens, the claims it verified: keyed by the token's
+ * SHA-256 (the token itself, a bearer credential, is never kept), valid only on a connection
+ * with the same client certificate, only until the token's exp (with the same leeway as the
+ * verification), and for an external issuer's token only while the key set it was verified
+ * with is still in use.
  * Everything else (nbf and iat were in the past at the verification and stay so; issuer and
  * audience are this server's constants) cannot change while the entry lives. A token that
  * fails verification is never remembered. Whatever a hit skips, the caller's checks (who the
