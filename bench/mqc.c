@@ -454,7 +454,8 @@ int mqc_open(mqc_t *c, const char *cid, const char *psk_id, const uint8_t key[32
   }
   SSL_set_bio(c->ssl, c->rb, c->wb);
   SSL_set_app_data(c->ssl, c);
-  if (G.verify && (!SSL_set1_host(c->ssl, "localhost") || !SSL_set_tlsext_host_name(c->ssl, "localhost"))) {
+  if (G.verify &&
+      (!SSL_set1_host(c->ssl, "localhost") || !SSL_set_tlsext_host_name(c->ssl, "localhost"))) {
     fprintf(stderr, "mqload: client %s: cannot set the broker's name\n", cid);
     return -1;
   }

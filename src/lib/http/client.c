@@ -102,7 +102,8 @@ static int map_curl_error(CURLcode rc, const req_t *r) {
 
 /* The header lines may carry a bearer token: wiped before libcurl frees them. */
 static void free_headers(struct curl_slist *h) {
-  for (struct curl_slist *l = h; l; l = l->next) OPENSSL_cleanse(l->data, strlen(l->data));
+  for (struct curl_slist *l = h; l; l = l->next)
+    OPENSSL_cleanse(l->data, strlen(l->data));
   curl_slist_free_all(h);
 }
 

@@ -143,7 +143,8 @@ static int dbkt_add(sq_t *s, const char *ori, size_t olen, int64_t bucket, int64
     }
   }
   size_t i = 0;
-  while (i < d->nb && d->b[i].bucket < bucket) i++;
+  while (i < d->nb && d->b[i].bucket < bucket)
+    i++;
   if (i < d->nb && d->b[i].bucket == bucket) {
     d->b[i].n = delta == INT64_MIN ? 0 : d->b[i].n + delta;
     if (d->b[i].n <= 0) {

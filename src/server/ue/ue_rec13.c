@@ -7,10 +7,10 @@
  * (docs/benchmarks.md). No well-kept library offers an OpenSSL-compatible TLS 1.3 record layer
  * that runs without the SSL object it came from. Kernel TLS (kTLS) is not used: it would move
  * the record state into kernel memory, which RSS does not show, and the issue compares memory
- * in RSS with neither side using kTLS (it also needs the tls module). What is left is small: AES-128-GCM with a per-record nonce, the
- * content type inside the record, KeyUpdate, alerts. A session holds 152 bytes of keys, ivs,
- * secrets and sequence numbers; the cipher context (and the HMAC of the key schedule) belongs
- * to the worker, and the cipher is re-keyed per record.
+ * in RSS with neither side using kTLS (it also needs the tls module). What is left is small:
+ * AES-128-GCM with a per-record nonce, the content type inside the record, KeyUpdate, alerts. A
+ * session holds 152 bytes of keys, ivs, secrets and sequence numbers; the cipher context (and the
+ * HMAC of the key schedule) belongs to the worker, and the cipher is re-keyed per record.
  *
  * Only TLS_AES_128_GCM_SHA256 is done here (the suite our server prefers); another negotiated
  * suite keeps OpenSSL's record layer (ue_tls.c). The traffic secrets come from OpenSSL's key
@@ -49,7 +49,7 @@ void ue_rec13_keylog(ue_rec13_t *r, const char *line) {
   } else {
     return;
   }
-  const char *p = strchr(line + sizeof cl - 1, ' '); /* after the client random */
+  const char *p = strchr(line + sizeof cl - 1, ' ');      /* after the client random */
   if (!p || strlen(p + 1) != 2 * UE_REC13_SECRET) return; /* not SHA-256: not ours */
   p++;
   for (size_t i = 0; i < UE_REC13_SECRET; i++) {
@@ -67,9 +67,8 @@ void ue_rec13_keylog(ue_rec13_t *r, const char *line) {
 /* HKDF-Expand-Label(secret, label[i], "", len[i]) with SHA-256 (§7.1) for n labels, len <= 32:
  * one HMAC block each, T(1) = HMAC(secret, HkdfLabel || 0x01) (RFC 5869 §2.3), one HMAC
  * context keyed once and freed (wiped) at the end. */
-static int expand_labels(const ue_rec13_ctx_t *x, const uint8_t *secret,
-                         const char *const *label, uint8_t *const *out, const size_t *len,
-                         size_t n) {
+static int expand_labels(const ue_rec13_ctx_t *x, const uint8_t *secret, const char *const *label,
+                         uint8_t *const *out, const size_t *len, size_t n) {
   EVP_MAC_CTX *m = EVP_MAC_CTX_new(x->hmac);
   if (!m) return M5_ENOMEM;
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
@@ -193,12 +192,12 @@ int ue_rec13_seal(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t ct, const uint
   int l1 = 0, l2 = 0, l3 = 0;
   nonce(&r->tx, iv);
   /* In place: the plaintext and the content type, then the tag behind them. */
-  int ok = EVP_CipherInit_ex(x->cx, NULL, NULL, r->tx.key, iv, 1) &&
-           EVP_CipherUpdate(x->cx, NULL, &l1, rec, UE_REC13_HDR) &&
-           EVP_CipherUpdate(x->cx, rec + UE_REC13_HDR, &l2, rec + UE_REC13_HDR, (int)(n + 1)) &&
-           EVP_CipherFinal_ex(x->cx, rec + UE_REC13_HDR + l2, &l3) &&
-           EVP_CIPHER_CTX_ctrl(x->cx, EVP_CTRL_AEAD_GET_TAG, UE_REC13_TAG,
-                               rec + UE_REC13_HDR + n + 1);
+  int ok =
+      EVP_CipherInit_ex(x->cx, NULL, NULL, r->tx.key, iv, 1) &&
+      EVP_CipherUpdate(x->cx, NULL, &l1, rec, UE_REC13_HDR) &&
+      EVP_CipherUpdate(x->cx, rec + UE_REC13_HDR, &l2, rec + UE_REC13_HDR, (int)(n + 1)) &&
+      EVP_CipherFinal_ex(x->cx, rec + UE_REC13_HDR + l2, &l3) &&
+      EVP_CIPHER_CTX_ctrl(x->cx, EVP_CTRL_AEAD_GET_TAG, UE_REC13_TAG, rec + UE_REC13_HDR + n + 1);
   forget_key(x);
   if (!ok || (size_t)(l2 + l3) != n + 1) {
     out->len = start;
@@ -215,7 +214,7 @@ int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t l
    * change_cipher_spec record is out of place (§5, §5.1). */
   if (rec[0] != UE_CT_APP) return UE_ALERT_UNEXPECTED_MESSAGE;
   if (body > UE_REC13_CIPHER_MAX) return UE_ALERT_RECORD_OVERFLOW;
-  if (body < UE_REC13_TAG + 1) return UE_ALERT_DECODE_ERROR; /* no room for a content type */
+  if (body < UE_REC13_TAG + 1) return UE_ALERT_DECODE_ERROR;   /* no room for a content type */
   if (r->rx.seq == UINT64_MAX) return UE_ALERT_INTERNAL_ERROR; /* never: 2^64 records */
   size_t n = body - UE_REC13_TAG;
   uint8_t iv[IV_LEN], *data = rec + UE_REC13_HDR;
@@ -241,7 +240,8 @@ int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t l
   return 0;
 }
 
-int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n, int *respond) {
+int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n,
+                       int *respond) {
   *respond = 0;
   /* "Implementations MUST NOT send zero-length fragments of Handshake types" (§5.1). */
   if (n == 0) return UE_ALERT_UNEXPECTED_MESSAGE;

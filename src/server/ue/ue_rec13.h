@@ -78,7 +78,8 @@ int ue_rec13_open(const ue_rec13_ctx_t *x, ue_rec13_t *r, uint8_t *rec, size_t l
 /* The plaintext of a handshake record: 0 with *respond = 1 when the peer asked for our own
  * KeyUpdate (send it with ue_rec13_key_update, then it is done), or the alert to send. Only
  * KeyUpdate is accepted; the client's keys are updated here. */
-int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n, int *respond);
+int ue_rec13_handshake(const ue_rec13_ctx_t *x, ue_rec13_t *r, const uint8_t *p, size_t n,
+                       int *respond);
 /* Records m5s seals under one key before it updates its own (RFC 8446 §5.5). */
 #define UE_REC13_TX_RECORDS_PER_KEY (1ull << 24)
 /* Seals our KeyUpdate (update_not_requested) with the current keys, then moves ours on. */

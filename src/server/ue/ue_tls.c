@@ -283,8 +283,7 @@ static void rec_close_notify(ue_conn_t *c) {
   if (tc->plain.len) push_plain(tc);
   const uint8_t a[2] = {1 /* warning */, UE_ALERT_CLOSE_NOTIFY};
   size_t before = tc->out.len;
-  if (ue_rec13_seal(conn_cx(tc), &tc->rec, UE_CT_ALERT, a, sizeof a, &tc->out) == M5_OK &&
-      !before)
+  if (ue_rec13_seal(conn_cx(tc), &tc->rec, UE_CT_ALERT, a, sizeof a, &tc->out) == M5_OK && !before)
     write_out(tc);
 }
 
@@ -312,9 +311,9 @@ static void rec_handshake_in(tls_conn_t *tc, const uint8_t *p, size_t n) {
   int respond = 0;
   int alert = ue_rec13_handshake(conn_cx(tc), &tc->rec, p, n, &respond);
   if (alert) {
-    rec_fatal(tc, alert, alert == UE_ALERT_UNEXPECTED_MESSAGE
-                             ? "post-handshake message other than KeyUpdate"
-                             : "malformed KeyUpdate");
+    rec_fatal(tc, alert,
+              alert == UE_ALERT_UNEXPECTED_MESSAGE ? "post-handshake message other than KeyUpdate"
+                                                   : "malformed KeyUpdate");
     return;
   }
   if (!respond || tc->rec.hs_len) return;
@@ -351,8 +350,9 @@ static size_t rec_input(tls_conn_t *tc, uint8_t *p, size_t n) {
     int alert = ue_rec13_open(conn_cx(tc), &tc->rec, p + off, UE_REC13_HDR + body, &ct, &pt, &ptn);
     off += UE_REC13_HDR + body;
     if (alert) {
-      rec_fatal(tc, alert, alert == UE_ALERT_BAD_RECORD_MAC ? "record does not authenticate"
-                                                            : "malformed record");
+      rec_fatal(tc, alert,
+                alert == UE_ALERT_BAD_RECORD_MAC ? "record does not authenticate"
+                                                 : "malformed record");
       return n;
     }
     /* A handshake message split over records is never interleaved with others (§5.1). */
