@@ -12,7 +12,9 @@
  *       and a REG over A must not be (the server replaced A by B).
  * Prints "OK" and exits 0, or "FAIL ..." and exits 1.
  * Usage: dtls_rehello PORT KAF_HEX AKID UE forge|complete */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,26 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static unsigned char g_kaf[32];
-static char g_identity[300];
+#include "akma_psk_ue.h"
+
 static int g_fd;
-
-static void die(const char *what) {
-  char e[256] = "";
-  unsigned long x = ERR_get_error();
-  if (x) ERR_error_string_n(x, e, sizeof e);
-  printf("FAIL %s %s\n", what, e);
-  exit(1);
-}
-
-static unsigned int psk_cb(SSL *ssl, const char *hint, char *id, unsigned int max_id,
-                           unsigned char *psk, unsigned int max_psk) {
-  (void)ssl, (void)hint;
-  if (strlen(g_identity) + 1 > max_id || max_psk < sizeof g_kaf) return 0;
-  strcpy(id, g_identity);
-  memcpy(psk, g_kaf, sizeof g_kaf);
-  return sizeof g_kaf;
-}
 
 static SSL_CTX *client_ctx(void) {
   SSL_CTX *ctx = SSL_CTX_new(DTLS_client_method());
@@ -120,9 +105,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: dtls_rehello PORT KAF_HEX AKID UE forge|complete\n");
     return 2;
   }
-  for (int i = 0; i < 32; i++)
-    sscanf(argv[2] + 2 * i, "%2hhx", &g_kaf[i]);
-  snprintf(g_identity, sizeof g_identity, "3GPP-AKMA%s", argv[3]);
+  akma_psk_args(argv[2], argv[3]);
   const char *ue = argv[4];
   int complete = strcmp(argv[5], "complete") == 0;
   struct sockaddr_in da = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};

@@ -33,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static unsigned char g_kaf[32];
-static char g_identity[300];
+#include "akma_psk_ue.h"
+
 static int g_fd;
 static SSL *g_ssl;
 static BIO *g_rbio, *g_wbio;
@@ -43,23 +43,6 @@ static int g_server_key_updates; /* KeyUpdate messages received */
 static int g_alert = -1;         /* last alert received */
 static uint8_t g_stream[65536];  /* CoAP bytes read, not parsed yet */
 static size_t g_stream_len;
-
-static void die(const char *what) {
-  char e[256] = "";
-  unsigned long x = ERR_get_error();
-  if (x) ERR_error_string_n(x, e, sizeof e);
-  printf("FAIL %s %s\n", what, e);
-  exit(1);
-}
-
-static unsigned int psk_cb(SSL *ssl, const char *hint, char *id, unsigned int max_id,
-                           unsigned char *psk, unsigned int max_psk) {
-  (void)ssl, (void)hint;
-  if (strlen(g_identity) + 1 > max_id || max_psk < sizeof g_kaf) return 0;
-  strcpy(id, g_identity);
-  memcpy(psk, g_kaf, sizeof g_kaf);
-  return sizeof g_kaf;
-}
 
 /* Counts what the server sends after the handshake: its KeyUpdates, its alerts. */
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
@@ -217,12 +200,10 @@ static int ok_code(int code) {
 
 int main(int argc, char **argv) {
   if (argc != 6 || strlen(argv[2]) != 64) {
-    fprintf(stderr, "usage: tls13_rec PORT KAF_HEX AKID UE keyupdate|tamper\n");
+    fprintf(stderr, "usage: tls13_rec PORT KAF_HEX AKID UE keyupdate|tamper|plain|overflow\n");
     return 2;
   }
-  for (int i = 0; i < 32; i++)
-    sscanf(argv[2] + 2 * i, "%2hhx", &g_kaf[i]);
-  snprintf(g_identity, sizeof g_identity, "3GPP-AKMA%s", argv[3]);
+  akma_psk_args(argv[2], argv[3]);
   const char *ue = argv[4], *mode = argv[5];
 
   g_fd = socket(AF_INET, SOCK_STREAM, 0);
