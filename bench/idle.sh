@@ -55,18 +55,10 @@ if (($(ulimit -n) < N + 256)); then
   echo "idle: warning: ulimit -n $(ulimit -n) is below $N clients + 256" >&2
 fi
 
-T=$(mktemp -d /tmp/m5idle.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 BENCH_WHO=idle STOP_WAIT_S=10
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/proc.sh"
+T=$(mktemp -d /tmp/m5idle.XXXXXX)
+bench_cleanup_on_exit "$T"
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 RAW=$T/raw.txt
 : >"$RAW"

@@ -1,7 +1,22 @@
 # Process helpers of the bench scripts (bench/run.sh, bench/vs-mosquitto, bench/idle.sh),
-# sourced by them: free loopback ports, waiting for a daemon, stopping one by its pid, and the
-# PKI and m5-aanf they all start. Messages start with "$BENCH_WHO: "; stop_pid waits
+# sourced by them: what is left behind at exit, free loopback ports, waiting for a daemon,
+# stopping one by its pid, and the PKI and m5-aanf they all start. Messages start with "$BENCH_WHO: "; stop_pid waits
 # STOP_WAIT_S seconds (default 5) after SIGTERM.
+
+# bench_cleanup_on_exit DIR...: PIDS (the script adds every pid it starts) empty, and at exit,
+# however the script ends (Ctrl-C and SIGTERM exit 130 through it), every pid in PIDS killed
+# and DIR... removed.
+bench_cleanup_on_exit() {
+  PIDS=()
+  BENCH_CLEANUP_DIRS=("$@")
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+bench_cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "${BENCH_CLEANUP_DIRS[@]}"
+}
 
 # pick_port: a loopback TCP port nothing listens on, from 20000..32767.
 pick_port() {

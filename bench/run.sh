@@ -77,18 +77,10 @@ if ((CALLGRIND)) && ! command -v valgrind >/dev/null; then
   exit 1
 fi
 
-T=$(mktemp -d /tmp/m5bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 BENCH_WHO=bench STOP_WAIT_S=5
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/proc.sh"
+T=$(mktemp -d /tmp/m5bench.XXXXXX)
+bench_cleanup_on_exit "$T"
 
 # ---- the m5 side: PKI, m5-aanf (up for the whole bench), provisioning ----
 start_bench_aanf
