@@ -3,6 +3,8 @@
  * CPU from /proc/stat. */
 #include "lc.h"
 
+#include "procstat.h"
+
 #include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -62,22 +64,11 @@ uint64_t lc_now_ns(void) {
 }
 
 double lc_proc_cpu_s(int pid, double *sys) {
-  if (sys) *sys = 0;
-  if (!pid) return 0;
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')'); /* comm may hold spaces */
-  if (!p) return 0;
-  unsigned long ut = 0, st = 0;
-  /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
-  if (sys) *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  if (!pid) { /* no server given: no server figures (not this process's) */
+    if (sys) *sys = 0;
+    return 0;
+  }
+  return bench_proc_cpu_s(pid, sys);
 }
 
 /* Every core: user nice system idle iowait irq softirq steal (guest is inside user). Busy is

@@ -47,6 +47,7 @@
  * Exit 1 on any duplicate, missing, unexpected, lost, refused, or member not registered; 2 on a
  * usage error. */
 #include "bu.h"
+#include "procstat.h"
 #include "lc.h"
 
 #include "core/err.h"
@@ -585,18 +586,6 @@ static void usage(void) {
   exit(2);
 }
 
-static void raise_nofile(int need) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl)) return;
-  if (rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    (void)setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur < (rlim_t)need + 64)
-    fprintf(stderr, "m5fan: warning: RLIMIT_NOFILE %llu is below %d sessions (ulimit -n)\n",
-            (unsigned long long)rl.rlim_cur, need);
-}
-
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *fqdn = "localhost", *to = NULL;
   int port = 0, print = 0, parallel = 32;
@@ -744,7 +733,7 @@ int main(int argc, char **argv) {
 
   signal(SIGPIPE, SIG_IGN);
   m5_log_set_level(M5_LOG_WARN);
-  raise_nofile(F.n_mem + F.sending);
+  bench_raise_nofile("m5fan", F.n_mem + F.sending);
   char err[256];
   F.loop = m5_loop_new();
   SSL_CTX *ctx = m5_akma_client_ctx_new(0, 0, err, sizeof err);

@@ -22,6 +22,7 @@
  *     REG answer, per registered UE)
  *     Exit 0 when every UE registered and none was lost, 1 otherwise. */
 #include "bu.h"
+#include "procstat.h"
 
 #include "core/err.h"
 #include "core/log.h"
@@ -63,38 +64,6 @@ static void subscriber(int i, char *id, size_t idcap, char supi[16], uint8_t kau
   kausf[29] = (uint8_t)(i >> 16);
   kausf[30] = (uint8_t)(i >> 8);
   kausf[31] = (uint8_t)i;
-}
-
-/* utime + stime of pid (0 = this process) in microseconds; 0 when unreadable. */
-static double cpu_us(int pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, pid > 0 ? "/proc/%d/stat" : "/proc/self/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  unsigned long ut = 0, st = 0;
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-    return 0;
-  return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* VmRSS of pid in KiB (0 = self); -1 when unreadable. */
-static long rss_kib(int pid) {
-  char path[64], line[256];
-  if (pid > 0)
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-  else
-    snprintf(path, sizeof path, "/proc/self/status");
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  long v = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
-  fclose(f);
-  return v;
 }
 
 /* msgin5g_store_sqlite_memory_bytes from m5s's /metrics (plain HTTP/1.1 on loopback), in KiB;
@@ -140,7 +109,7 @@ static void finish(void) {
            G.label, G.dtls ? "dtls" : "tls", G.n, G.t_settled ? p->n_ready : p->n_ready,
            p->n_dead, p->n_lost, p->n_refused, p->retries, cs,
            cs > 0 ? (double)p->n_ready / cs : 0.0, G.rss0, G.rss1, G.sq0, G.sq1, per,
-           rss_kib(0), p->n_ready ? (G.srv_cpu1 - G.srv_cpu0) / p->n_ready : 0.0,
+           bench_proc_rss_kib(0), p->n_ready ? (G.srv_cpu1 - G.srv_cpu0) / p->n_ready : 0.0,
            p->n_ready ? (G.gen_cpu1 - G.gen_cpu0) / p->n_ready : 0.0);
     fflush(stdout);
     if (!G.t_measured || p->n_dead || p->n_lost || p->n_ready != G.n) G.exit_code = 1;
@@ -170,8 +139,8 @@ static void tick(m5_loop_t *l, void *arg) {
   }
   if (!G.t_settled && bu_pool_settled(&G.pool)) {
     G.t_settled = now;
-    G.srv_cpu1 = G.server_pid ? cpu_us(G.server_pid) : 0;
-    G.gen_cpu1 = cpu_us(0);
+    G.srv_cpu1 = G.server_pid ? 1e6 * bench_proc_cpu_s(G.server_pid, NULL) : 0;
+    G.gen_cpu1 = 1e6 * bench_proc_cpu_s(0, NULL);
     G.pool.frozen = 1; /* from here on a session going down is lost */
     fprintf(stderr, "m5idle: %d registered, %d failed in %.2f s; idle for %.1f s\n",
             G.pool.n_ready, G.pool.n_dead,
@@ -183,7 +152,7 @@ static void tick(m5_loop_t *l, void *arg) {
   }
   if (G.t_settled && !G.t_measured && now - G.t_settled >= (uint64_t)(G.settle_s * 1e9)) {
     G.t_measured = now;
-    G.rss1 = rss_kib(G.server_pid);
+    G.rss1 = bench_proc_rss_kib(G.server_pid);
     G.sq1 = sqlite_kib();
   }
   if (G.t_measured && now - G.t_measured >= (uint64_t)(G.hold_s * 1e9)) {
@@ -200,18 +169,6 @@ static void usage(void) {
           "              [--parallel 32] [--server-pid PID] [--metrics-port P] [--settle 2]\n"
           "              [--hold 0] [--timeout 300] [--label m5s]\n");
   exit(2);
-}
-
-static void raise_nofile(int need) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl)) return;
-  if (rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    (void)setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur < (rlim_t)need + 64)
-    fprintf(stderr, "m5idle: warning: RLIMIT_NOFILE %llu is below %d sessions (ulimit -n)\n",
-            (unsigned long long)rl.rlim_cur, need);
 }
 
 int main(int argc, char **argv) {
@@ -264,7 +221,7 @@ int main(int argc, char **argv) {
 
   signal(SIGPIPE, SIG_IGN);
   m5_log_set_level(M5_LOG_WARN);
-  raise_nofile(G.n);
+  bench_raise_nofile("m5idle", G.n);
   char err[256];
   G.loop = m5_loop_new();
   SSL_CTX *ctx = m5_akma_client_ctx_new(G.dtls, 0, err, sizeof err);
@@ -288,15 +245,15 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  G.rss0 = rss_kib(G.server_pid);
+  G.rss0 = bench_proc_rss_kib(G.server_pid);
   G.sq0 = sqlite_kib();
   if ((G.server_pid && G.rss0 < 0) || G.sq0 < 0) {
     fprintf(stderr, "m5idle: cannot read the server's %s\n",
             G.sq0 < 0 ? "msgin5g_store_sqlite_memory_bytes (--metrics-port)" : "RSS");
     return 1;
   }
-  G.srv_cpu0 = G.server_pid ? cpu_us(G.server_pid) : 0;
-  G.gen_cpu0 = cpu_us(0);
+  G.srv_cpu0 = G.server_pid ? 1e6 * bench_proc_cpu_s(G.server_pid, NULL) : 0;
+  G.gen_cpu0 = 1e6 * bench_proc_cpu_s(0, NULL);
   G.t_start = bu_now_ns();
   fprintf(stderr, "m5idle: %d UEs over %s, %d handshakes at once; server RSS %ld KiB\n", G.n,
           G.dtls ? "DTLS 1.2" : "TLS 1.3", parallel, G.rss0);

@@ -16,6 +16,8 @@
  *   RESULT system=<label> transport=tls clients=N connected= failed= connect_s= connects_per_s=
  *   rss0_kib= rss1_kib= kib_per_client= gen_rss_kib= suite= group=
  * and exits 0 when every client connected and none was dropped. */
+#include "procstat.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,18 +64,6 @@ static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static long rss_kib(int pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, pid > 0 ? "/proc/%d/status" : "/proc/self/status", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  long v = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
-  fclose(f);
-  return v;
 }
 
 /* The PSK of client i: HMAC-SHA256("mqidle", identity), 32 bytes. */
@@ -275,11 +265,7 @@ int main(int argc, char **argv) {
   }
   if (M.port < 1 || M.port > 65535 || M.parallel < 1 || M.timeout_s <= 0) usage();
   signal(SIGPIPE, SIG_IGN);
-  struct rlimit rl;
-  if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  bench_raise_nofile("mqidle", M.n);
   M.ctx = SSL_CTX_new(TLS_client_method());
   if (!M.ctx || !SSL_CTX_set_min_proto_version(M.ctx, TLS1_3_VERSION) ||
       !SSL_CTX_set_ciphersuites(M.ctx, "TLS_AES_128_GCM_SHA256") ||
@@ -295,7 +281,7 @@ int main(int argc, char **argv) {
   if (!M.c || M.epfd < 0) return 1;
   for (int i = 0; i < M.n; i++)
     M.c[i].idx = i;
-  long rss0 = rss_kib(M.server_pid), rss1 = -1;
+  long rss0 = bench_proc_rss_kib(M.server_pid), rss1 = -1;
   fprintf(stderr, "mqidle: %d clients, %d at once; broker RSS %ld KiB\n", M.n, M.parallel, rss0);
   uint64_t t0 = now_ns(), t_settled = 0, t_meas = 0;
   M.t_first = t0;
@@ -326,7 +312,7 @@ int main(int argc, char **argv) {
     }
     if (t_settled && !t_meas && now - t_settled >= (uint64_t)(M.settle_s * 1e9)) {
       t_meas = now;
-      rss1 = rss_kib(M.server_pid);
+      rss1 = bench_proc_rss_kib(M.server_pid);
     }
     if (t_meas && now - t_meas >= (uint64_t)(M.hold_s * 1e9)) break;
   }
@@ -335,7 +321,7 @@ int main(int argc, char **argv) {
          "connects_per_s=%.1f rss0_kib=%ld rss1_kib=%ld kib_per_client=%.2f gen_rss_kib=%ld "
          "suite=%s group=%s\n",
          M.label, M.n, M.up, M.dead, cs, cs > 0 ? M.up / cs : 0.0, rss0, rss1,
-         t_meas && M.up ? (double)(rss1 - rss0) / M.up : 0.0, rss_kib(0),
+         t_meas && M.up ? (double)(rss1 - rss0) / M.up : 0.0, bench_proc_rss_kib(0),
          M.suite[0] ? M.suite : "none", M.group[0] ? M.group : "none");
   fflush(stdout);
   if (!t_meas) rc = 1;

@@ -21,6 +21,8 @@
  * use: TLS 1.3 only, TLS_AES_128_GCM_SHA256 first (server preference) then ChaCha20-Poly1305,
  * groups X25519 then P-256, psk_dhe_ke, no session tickets, SSL_MODE_RELEASE_BUFFERS. The
  * negotiated suite and group are printed. */
+#include "procstat.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -119,35 +121,6 @@ static void conn_free(conn_t *c) {
   free(c);
 }
 
-/* utime + stime of pid (0 = this process) in microseconds; 0 when unreadable. */
-static double cpu_us(int pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, pid > 0 ? "/proc/%d/stat" : "/proc/self/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  unsigned long ut = 0, st = 0;
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-    return 0;
-  return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* VmRSS of pid in KiB; -1 when unreadable. */
-static long rss_kib(int pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  long v = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
-  fclose(f);
-  return v;
-}
-
 /* ---- server ---- */
 
 static void *serve_thread(void *arg) {
@@ -223,8 +196,8 @@ static int run_client(int n, int parallel, const char *label, double timeout_s, 
   int next = 0, open = 0, done = 0, failed = 0;
   conn_t *held = NULL;
   char suite[64] = "none", group[32] = "none";
-  double srv0 = srv_pid ? cpu_us(srv_pid) : 0, gen0 = cpu_us(0);
-  long rss0 = srv_pid ? rss_kib(srv_pid) : -1, rss1 = -1;
+  double srv0 = srv_pid ? 1e6 * bench_proc_cpu_s(srv_pid, NULL) : 0, gen0 = 1e6 * bench_proc_cpu_s(0, NULL);
+  long rss0 = srv_pid ? bench_proc_rss_kib(srv_pid) : -1, rss1 = -1;
   uint64_t t0 = now_ns(), t_last = t0;
   while (done + failed < n) {
     while (next < n && open < parallel) {
@@ -290,9 +263,9 @@ static int run_client(int n, int parallel, const char *label, double timeout_s, 
       break;
     }
   }
-  if (srv_pid) rss1 = rss_kib(srv_pid); /* every connection still open */
+  if (srv_pid) rss1 = bench_proc_rss_kib(srv_pid); /* every connection still open */
   double s = (double)(t_last - t0) / 1e9;
-  double srv1 = srv_pid ? cpu_us(srv_pid) : 0, gen1 = cpu_us(0);
+  double srv1 = srv_pid ? 1e6 * bench_proc_cpu_s(srv_pid, NULL) : 0, gen1 = 1e6 * bench_proc_cpu_s(0, NULL);
   printf("RESULT system=%s connects=%d done=%d failed=%d seconds=%.3f connects_per_s=%.1f "
          "suite=%s group=%s srv_cpu_us_per_connect=%.1f gen_cpu_us_per_connect=%.1f "
          "rss_kib_per_conn=%.2f\n",
