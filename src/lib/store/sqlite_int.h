@@ -147,6 +147,7 @@ typedef struct {
   int64_t bucket_ms;
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
+  int sync_full;    /* PRAGMA synchronous is FULL now (1 from open), else NORMAL (run_batch) */
   m5_hmap_t *dbkt;  /* originator -> its dedup entries per bucket (sqlite_dedup.c) */
   int dbkt_dirty;   /* dbkt must be rebuilt from the table before its next use */
   struct sq_stale **stale; /* stale (originator, bucket) pairs the sweep still has to drop */

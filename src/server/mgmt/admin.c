@@ -488,6 +488,11 @@ static const metric_t metrics[] = {
     {"msgin5g_store_synchronous", NULL, "gauge",
      "The message store's SQLite synchronous level as read back (0 OFF, 1 NORMAL, 2 FULL).",
      "storeSynchronous", NULL, OFF(synchronous)},
+    {"msgin5g_store_commits_total", "synced=\"yes\"", "counter",
+     "Message store commits that fsync'd the WAL before their replies (accepts among them).",
+     "storeCommits", "synced", OFF(commits_synced)},
+    {"msgin5g_store_commits_total", "synced=\"no\"", NULL, NULL, "storeCommits", "unsynced",
+     OFF(commits_unsynced)},
     {"msgin5g_store_sqlite_memory_bytes", NULL, "gauge",
      "Heap bytes SQLite holds in this process (page caches, statements): what memory figures "
      "per session exclude.",
@@ -539,6 +544,8 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->reports_dropped = ss.reports_dropped;
     st->requeued = ss.requeued;
     st->synchronous = ss.synchronous;
+    st->commits_synced = ss.commits - ss.unsynced_commits;
+    st->commits_unsynced = ss.unsynced_commits;
     st->store_cache_bytes = ss.cache_bytes;
   }
   /* process-wide, so also the caches of stores opened by other modules of this process */

@@ -45,6 +45,8 @@ typedef struct {
   uint64_t reports_dropped;  /* counter: failure reports beyond max_reports_per_recipient */
   uint64_t requeued;         /* counter: in-flight deliveries never concluded, queued again */
   uint64_t synchronous;      /* gauge: the store's PRAGMA synchronous (2 = FULL) */
+  uint64_t commits_synced, commits_unsynced; /* counters: the store's commits with and without
+                                                their own fsync (conclusions alone) */
   uint64_t sqlite_memory;    /* gauge: bytes SQLite holds in the process (page cache included) */
   /* Messages in flight in the workers (ue_api_figures): gauges of the accepts waiting for the
    * store and the UE requests waiting for room (back-pressure), with the bytes each holds;
