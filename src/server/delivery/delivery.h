@@ -54,6 +54,9 @@ int64_t delivery_first_retry_ms(void);
 /* Conclusions (delivered, failed, rescheduled) waiting for room in the store: while there are
  * any, the worker's new MSGs wait too (ue_wait.c), so acceptance cannot outrun delivery. */
 size_t delivery_held(const delivery_t *dv);
+/* Submits the delivery conclusions waiting to ride with the next accept (delivery.c
+ * LATER_WAIT_MS): called by the accept path right before it submits to the store. */
+void delivery_flush_conclusions(delivery_t *dv);
 /* The same for a delivery stored for a recipient that is away (store-and-forward): the
  * longest back-off from now; its registration pushes it before that (a DUE). */
 int64_t delivery_stored_retry_ms(void);

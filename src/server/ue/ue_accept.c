@@ -95,6 +95,7 @@ void ue_accept_free_spares(ue_api_t *api) {
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
 static int accept_submit(ue_api_t *api, accept_t *j) {
   if (api->store_inflight >= api->opts.max_store_inflight) return M5_EFULL;
+  if (api->dl) delivery_flush_conclusions(api->dl); /* they ride with this accept */
   int rc = m5_store_submit(api->opts.store, &j->job);
   if (rc == 0) api->store_inflight++;
   return rc;
