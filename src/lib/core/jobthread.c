@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -29,6 +30,7 @@ struct m5_jobthread {
   m5_defer_t flush;
   m5_timer_id_t retry_timer;
   int stopping;
+  char name[16];
 };
 
 /* A job pointer that is not a job: posted by m5_jobthread_free() after every real job, so
@@ -123,8 +125,13 @@ static void on_job(void *msg, void *arg) {
   m5_loop_defer(t->loop, &t->flush, flush_replies, t);
 }
 
+void m5_jobthread_set_name(m5_jobthread_t *t, const char *name) {
+  snprintf(t->name, sizeof t->name, "%s", name);
+}
+
 static void *thread_main(void *arg) {
   m5_jobthread_t *t = arg;
+  if (t->name[0]) pthread_setname_np(pthread_self(), t->name);
   int rc = m5_loop_run(t->loop);
   if (rc != 0) M5_LOGE(DOM, "job thread loop failed: %s", m5_strerror(rc));
   return NULL;

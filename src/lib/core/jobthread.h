@@ -24,6 +24,8 @@ typedef struct m5_jobthread m5_jobthread_t;
 
 /* run(job, ctx) executes each job on the thread (it may block: that is the point). */
 m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx);
+/* Names the thread (at most 15 characters kept) for top -H, perf and /proc; before start. */
+void m5_jobthread_set_name(m5_jobthread_t *t, const char *name);
 /* Starts the thread; queue_cap bounds the jobs waiting for it. */
 int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap);
 /* From any thread. M5_EFULL when the queue is full (the caller keeps the job), M5_ECLOSED

@@ -827,6 +827,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   s->stats.messages = s->messages;
   if (sq_ckpt_start(s, err, errlen) != 0) goto fail;
   s->thread = m5_jobthread_new(run_job, s);
+  if (s->thread) m5_jobthread_set_name(s->thread, "store");
   if (!s->thread || m5_jobthread_start(s->thread, o->queue_cap) != 0) {
     snprintf(err, errlen, "store %s: cannot start its thread", s->path);
     goto fail;

@@ -26,6 +26,7 @@
 
 static void *ckpt_main(void *arg) {
   sq_t *s = arg;
+  pthread_setname_np(pthread_self(), "store-ckpt");
   pthread_mutex_lock(&s->ckpt_lock);
   for (;;) {
     while (!s->ckpt_stop && !s->ckpt_wanted) pthread_cond_wait(&s->ckpt_cond, &s->ckpt_lock);

@@ -417,6 +417,7 @@ static void run_job(m5_job_t *base, void *ctx) {
 /* ---- any thread ---- */
 
 int registry_start(registry_t *r, size_t queue_cap) {
+  m5_jobthread_set_name(r->thread, "registry");
   return m5_jobthread_start(r->thread, queue_cap);
 }
 
