@@ -325,7 +325,7 @@ fi
   echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (with local changes)')"
   ((${#SYSTEMS[@]})) && echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
     "windows $SECS s (saturation, then 50 % of it), $RUNS runs per system, alternated"
-  echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256), QoS 1, persistence true, autosave_interval 1, fresh store per run"
+  echo "# m5s: ${M5LOAD_ARGS:+m5load $M5LOAD_ARGS (the TLS line names the protocol and suite), }TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256), QoS 1, persistence true, autosave_interval 1, fresh store per run"
   ((FAN)) && echo "# fan-out: $FAN_N members online, one sender, $FAN_K messages (the first alone, then a burst" \
     "of $((FAN_K - 1)), at most 20 unanswered), m5s via a $FAN_VIA with stoAndFwInd, 2 workers; mosquitto: QoS 1" \
     "subscribers of one topic; $RUNS runs per system, alternated, $FAN_ELAPSED s"
