@@ -324,6 +324,14 @@ static void run_suite(const char *suite, int aead) {
   assert_int_equal(SSL_get_error(a.c, r), SSL_ERROR_SSL);
   ERR_clear_error();
 
+  /* At the end the worker's cipher context lets go of the session's key. */
+  assert_ptr_equal(p.x.key[aead], &p.r);
+  ue_d12_forget(&p.x, &q.r); /* another session: nothing to do */
+  assert_ptr_equal(p.x.key[aead], &p.r);
+  ue_d12_forget(&p.x, &p.r);
+  assert_null(p.x.key[aead]);
+  server_send(&p, (const uint8_t *)"after", 5); /* the context is re-keyed per record */
+
   /* Wiped means zero. */
   ue_d12_wipe(&p.r);
   static const ue_d12_t zero;

@@ -455,6 +455,7 @@ static void dtls_release(ue_conn_t *c) {
   dtls_listener_t *dl = (dtls_listener_t *)c->l;
   if (dc->rt_timer) m5_loop_timer_cancel(c->l->loop, dc->rt_timer);
   dc->rt_timer = 0;
+  ue_d12_forget(&dl->rec, &dc->rec); /* its key leaves the worker's cipher context */
   for (unsigned i = 0; i < dc->n_held; i++)
     free(dc->held[i]);
   dc->n_held = 0;

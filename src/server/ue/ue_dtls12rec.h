@@ -44,7 +44,8 @@ typedef struct {
 /* A worker's crypto, shared by its sessions: one cipher context per AEAD, re-keyed per record
  * (sessions hold no cipher state), and the TLS 1.2 PRF. */
 typedef struct {
-  EVP_CIPHER_CTX *cx[4]; /* by UE_D12_* (cx[0] unused) */
+  EVP_CIPHER_CTX *cx[4];  /* by UE_D12_* (cx[0] unused) */
+  const ue_d12_t *key[4]; /* whose key cx[i] holds (ue_d12_forget) */
   EVP_KDF *prf;
 } ue_d12_ctx_t;
 
@@ -64,12 +65,15 @@ void ue_d12_saw_tx(ue_d12_t *r, const uint8_t *p, size_t n);
  * master secret and randoms (RFC 5246 §6.3) and starts the read window with the client's
  * Finished (epoch 1, sequence number 0). M5_OK; M5_EINVAL (not our suite, no epoch-1 record
  * of OpenSSL's seen) or M5_ECRYPTO: the caller keeps OpenSSL. */
-int ue_d12_start(const ue_d12_ctx_t *x, ue_d12_t *r, SSL *ssl);
+int ue_d12_start(ue_d12_ctx_t *x, ue_d12_t *r, SSL *ssl);
 /* The same from the parts (for tests): master secret (48 bytes) and the two randoms. */
-int ue_d12_start_keys(const ue_d12_ctx_t *x, ue_d12_t *r, int aead, const uint8_t master[48],
+int ue_d12_start_keys(ue_d12_ctx_t *x, ue_d12_t *r, int aead, const uint8_t master[48],
                       const uint8_t client_random[32], const uint8_t server_random[32]);
 /* Wipes everything (OPENSSL_cleanse). */
 void ue_d12_wipe(ue_d12_t *r);
+/* The session r ends: if the worker's cipher context still holds one of its keys (it did the
+ * last record), the context gets a zero key, so no ended session's key stays in it. */
+void ue_d12_forget(ue_d12_ctx_t *x, const ue_d12_t *r);
 
 /* The length of the record at the front of p[0..n): 0 when p does not hold a whole record
  * header and body (the rest of a datagram is then dropped, RFC 6347 §4.1.2.7). */
@@ -79,7 +83,7 @@ size_t ue_d12_record_len(const uint8_t *p, size_t n);
  * (room for n + UE_D12_HDR + UE_D12_OVERHEAD bytes): M5_OK with *outlen set; M5_EFULL when
  * every sequence number is used (the caller ends the session: RFC 6347 §4.1); M5_EINVAL;
  * M5_ECRYPTO. */
-int ue_d12_seal(const ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n,
+int ue_d12_seal(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n,
                 uint8_t *out, size_t *outlen);
 
 /* What ue_d12_open found. DROP: not epoch 1, not DTLS 1.2, a replay, older than the window,
@@ -88,7 +92,7 @@ int ue_d12_seal(const ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p
 enum { UE_D12_OK = 0, UE_D12_DROP = 1 };
 /* Removes the protection of the whole record rec[0..len) (header included) in place: OK with
  * *pt, *ptlen (the content type is rec[0]) and the record marked in the window, or DROP. */
-int ue_d12_open(const ue_d12_ctx_t *x, ue_d12_t *r, uint8_t *rec, size_t len, uint8_t **pt,
+int ue_d12_open(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t *rec, size_t len, uint8_t **pt,
                 size_t *ptlen);
 
 #endif
