@@ -138,11 +138,12 @@ static size_t reg_record(const char *ue, uint16_t mid, uint8_t *rec, size_t cap)
   uint8_t m[200];
   size_t n = 0;
   m[n++] = 0x41, m[n++] = 0x02, m[n++] = (uint8_t)(mid >> 8), m[n++] = (uint8_t)mid;
-  m[n++] = 0x77;                        /* token */
-  m[n++] = 0xb7;                        /* Uri-Path, 7 bytes */
+  m[n++] = 0x77; /* token */
+  m[n++] = 0xb7; /* Uri-Path, 7 bytes */
   memcpy(m + n, "msgin5g", 7), n += 7;
   m[n++] = 0x11, m[n++] = 50, m[n++] = 0xff; /* Content-Format 50, payload marker */
-  n += (size_t)snprintf((char *)m + n, sizeof m - n, "{\"msgType\":\"REG\",\"ueSvcId\":\"%s\"}", ue);
+  n +=
+      (size_t)snprintf((char *)m + n, sizeof m - n, "{\"msgType\":\"REG\",\"ueSvcId\":\"%s\"}", ue);
   if (SSL_write(g_ssl, m, (int)n) != (int)n) die("SSL_write REG");
   return take_record(rec, cap);
 }
@@ -179,8 +180,10 @@ int main(int argc, char **argv) {
   int done = 0;
   for (int round = 0; round < 60 && !done; round++) {
     int r = SSL_do_handshake(g_ssl);
-    if (r == 1) done = 1;
-    else if (SSL_get_error(g_ssl, r) != SSL_ERROR_WANT_READ) die("handshake");
+    if (r == 1)
+      done = 1;
+    else if (SSL_get_error(g_ssl, r) != SSL_ERROR_WANT_READ)
+      die("handshake");
     flush_out();
     if (!done && !pump(1000)) DTLSv1_handle_timeout(g_ssl);
   }
@@ -202,7 +205,8 @@ int main(int argc, char **argv) {
       uint8_t b[64];
       if (SSL_read(g_ssl, b, sizeof b) <= 0) ERR_clear_error();
     }
-    if (g_alert != 0 || g_alert_level != 1) fail("%s (last alert %ld)", "no close_notify back", g_alert);
+    if (g_alert != 0 || g_alert_level != 1)
+      fail("%s (last alert %ld)", "no close_notify back", g_alert);
     fprintf(stderr, "close_notify answered\n");
     printf("OK\n");
     return 0;

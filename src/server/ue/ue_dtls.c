@@ -342,10 +342,16 @@ static void rec_record(dtls_conn_t *dc, uint8_t ct, uint8_t *p, size_t n) {
     }
     if (n && c->s) (void)m5_coap_ep_input(c->s->ep, p, n); /* errors: the endpoint's hooks */
     return;
-  case UE_D12_ALERT: rec_alert_in(dc, p, n); return;
-  case UE_D12_HANDSHAKE: rec_handshake_in(dc, p, n); return;
-  case UE_D12_CCS: return; /* a late ChangeCipherSpec: dropped (OpenSSL does too) */
-  default: rec_fatal(dc, 10 /* unexpected_message */, "unknown content type");
+  case UE_D12_ALERT:
+    rec_alert_in(dc, p, n);
+    return;
+  case UE_D12_HANDSHAKE:
+    rec_handshake_in(dc, p, n);
+    return;
+  case UE_D12_CCS:
+    return; /* a late ChangeCipherSpec: dropped (OpenSSL does too) */
+  default:
+    rec_fatal(dc, 10 /* unexpected_message */, "unknown content type");
   }
 }
 
@@ -677,8 +683,10 @@ static int dtls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
   dtls_listener_t *dl = (dtls_listener_t *)l;
   /* Without it (no such ciphers in this OpenSSL) sessions keep their SSL (rec_begin). */
   if (ue_d12_ctx_init(&dl->rec) != M5_OK)
-    M5_LOGW(DOM, "%s: no AES-128-GCM / AES-128-CCM / ChaCha20-Poly1305 / TLS1-PRF: DTLS sessions "
-                 "keep OpenSSL's record layer", l->name);
+    M5_LOGW(DOM,
+            "%s: no AES-128-GCM / AES-128-CCM / ChaCha20-Poly1305 / TLS1-PRF: DTLS sessions "
+            "keep OpenSSL's record layer",
+            l->name);
   dl->peers = m5_hmap_new();
   dl->listen_peer = BIO_ADDR_new();
   if (!dl->peers || !dl->listen_peer || !listen_ssl(dl)) {

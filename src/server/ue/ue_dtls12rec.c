@@ -103,10 +103,14 @@ int ue_d12_suite(const SSL *ssl) {
   const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
   if (SSL_version(ssl) != DTLS1_2_VERSION || !c) return UE_D12_NONE;
   switch (SSL_CIPHER_get_id(c)) {
-  case TLS1_CK_PSK_WITH_AES_128_GCM_SHA256: return UE_D12_AES128_GCM;
-  case TLS1_CK_PSK_WITH_AES_128_CCM_8: return UE_D12_AES128_CCM8;
-  case TLS1_CK_ECDHE_PSK_WITH_CHACHA20_POLY1305: return UE_D12_CHACHA20;
-  default: return UE_D12_NONE;
+  case TLS1_CK_PSK_WITH_AES_128_GCM_SHA256:
+    return UE_D12_AES128_GCM;
+  case TLS1_CK_PSK_WITH_AES_128_CCM_8:
+    return UE_D12_AES128_CCM8;
+  case TLS1_CK_ECDHE_PSK_WITH_CHACHA20_POLY1305:
+    return UE_D12_CHACHA20;
+  default:
+    return UE_D12_NONE;
   }
 }
 
@@ -222,9 +226,8 @@ void ue_d12_forget(ue_d12_ctx_t *x, const ue_d12_t *r) {
 }
 
 /* AEAD in place over d[0..n) with the tag at tag (sealed: written; opened: checked). */
-static int aead_run(ue_d12_ctx_t *x, const ue_d12_t *r, const uint8_t *key,
-                    const uint8_t iv[12], const uint8_t a[UE_D12_HDR], uint8_t *d, size_t n,
-                    uint8_t *tag, int enc) {
+static int aead_run(ue_d12_ctx_t *x, const ue_d12_t *r, const uint8_t *key, const uint8_t iv[12],
+                    const uint8_t a[UE_D12_HDR], uint8_t *d, size_t n, uint8_t *tag, int enc) {
   EVP_CIPHER_CTX *cx = x->cx[r->aead];
   x->key[r->aead] = r;
   int ccm = r->aead == UE_D12_AES128_CCM8, tl = (int)aeads[r->aead].tag, l = 0, l2 = 0;
@@ -239,8 +242,8 @@ static int aead_run(ue_d12_ctx_t *x, const ue_d12_t *r, const uint8_t *key,
   return ok;
 }
 
-int ue_d12_seal(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n,
-                uint8_t *out, size_t *outlen) {
+int ue_d12_seal(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n, uint8_t *out,
+                size_t *outlen) {
   if (n > UE_D12_PLAIN_MAX || r->aead == UE_D12_NONE) return M5_EINVAL;
   if (r->tx.seq > UE_D12_SEQ_LAST) return M5_EFULL; /* never wrap (RFC 6347 §4.1) */
   size_t ex = aeads[r->aead].explicit_len, body = ex + n + aeads[r->aead].tag;

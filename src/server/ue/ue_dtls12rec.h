@@ -12,12 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UE_D12_HDR 13                                     /* type, version, epoch, seq, length */
-#define UE_D12_PLAIN_MAX 16384u                           /* 2^14 (RFC 5246 §6.2.1) */
-#define UE_D12_CIPHER_MAX (16384u + 2048u)                /* DTLSCiphertext.length limit */
-#define UE_D12_OVERHEAD 24                                /* explicit nonce + tag, at most */
+#define UE_D12_HDR 13                      /* type, version, epoch, seq, length */
+#define UE_D12_PLAIN_MAX 16384u            /* 2^14 (RFC 5246 §6.2.1) */
+#define UE_D12_CIPHER_MAX (16384u + 2048u) /* DTLSCiphertext.length limit */
+#define UE_D12_OVERHEAD 24                 /* explicit nonce + tag, at most */
 #define UE_D12_REC_MAX (UE_D12_HDR + UE_D12_PLAIN_MAX + UE_D12_OVERHEAD)
-#define UE_D12_SEQ_LAST ((UINT64_C(1) << 48) - 1)         /* the last sequence number */
+#define UE_D12_SEQ_LAST ((UINT64_C(1) << 48) - 1) /* the last sequence number */
 
 /* Content types (RFC 5246 §6.2.1). */
 enum { UE_D12_CCS = 20, UE_D12_ALERT = 21, UE_D12_HANDSHAKE = 22, UE_D12_APP = 23 };
@@ -83,8 +83,8 @@ size_t ue_d12_record_len(const uint8_t *p, size_t n);
  * (room for n + UE_D12_HDR + UE_D12_OVERHEAD bytes): M5_OK with *outlen set; M5_EFULL when
  * every sequence number is used (the caller ends the session: RFC 6347 §4.1); M5_EINVAL;
  * M5_ECRYPTO. */
-int ue_d12_seal(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n,
-                uint8_t *out, size_t *outlen);
+int ue_d12_seal(ue_d12_ctx_t *x, ue_d12_t *r, uint8_t ct, const uint8_t *p, size_t n, uint8_t *out,
+                size_t *outlen);
 
 /* What ue_d12_open found. DROP: not epoch 1, not DTLS 1.2, a replay, older than the window,
  * too short, or it does not authenticate: discarded without a word (RFC 6347 §4.1.2.1,
