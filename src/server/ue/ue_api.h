@@ -102,5 +102,13 @@ void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
 
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx);
+/* The same for a message gateway's device (m->ori a UE Service ID the gateway holds, checked
+ * by the caller, under generation ori_gen): deliver-ue-message, deliver-report. */
+void ue_api_accept_from_gw(ue_api_t *api, const m5_msg_t *m, int is_report, uint64_t ori_gen,
+                           ue_api_reply_fn reply, void *ctx);
+/* A UE Service ID changed holder (a gateway registered or released it) under generation gen:
+ * the message store fails what it kept for the previous holder and drops its dedup state
+ * (M5_STORE_REBIND, through this worker's delivery_rebind). */
+void ue_api_rebind(ue_api_t *api, const char *ue_svc_id, uint64_t gen);
 
 #endif
