@@ -51,6 +51,17 @@ static const m5ctl_cmd_t commands[] = {
     {"as", "remove", m5ctl_as_remove,
      "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
      "            and its registration"},
+    {"gateway", "add", m5ctl_gateway_add,
+     "--gw-id ID --kind sms|mqtt --target HOST:PORT --ue-svc-ids PATTERN [--m5s-admin URL]\n"
+     "            [--admin-token FILE]   allow the message gateway ID (sms: Legacy 3GPP, MSGin5G-2;\n"
+     "            mqtt: Non-3GPP, MSGin5G-4), or replace it: its delivery service's HOST:PORT\n"
+     "            and the UE Service IDs it may register (an exact ID or a prefix ending in '*')"},
+    {"gateway", "remove", m5ctl_gateway_remove,
+     "--gw-id ID [--m5s-admin URL] [--admin-token FILE]   remove that message gateway and the\n"
+     "            UE Service IDs it registered"},
+    {"gateway", "list", m5ctl_gateway_list,
+     "[--m5s-admin URL] [--admin-token FILE]   the message gateways, one a line: gwId kind\n"
+     "            target pattern registered-UEs"},
     {"group", NULL, m5ctl_group,
      "create|delete|list GROUP | add|remove GROUP ue:ID|as:ID | grant|revoke GROUP\n"
      "            as:ID|ue:ID [--manage]  [--m5s-admin URL] [--admin-token FILE]   the groups of\n"
