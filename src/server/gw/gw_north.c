@@ -128,6 +128,10 @@ void north_gwreg_done(registry_job_t *job) {
     snprintf(why, sizeof why, "%s: bound to an MSGin5G subscriber or held by another gateway",
              bad);
     north_problem(p->ex, 409, "UE_SVC_ID_IN_USE", why, param, "in use");
+  } else if (job->status == M5_ERANGE) {
+    north_problem(p->ex, 403, "LIMIT_REACHED",
+                  "a message gateway may hold at most 100000 UE Service IDs", "ueSvcIds",
+                  "too many for this gateway");
   } else if (job->status == M5_EINVAL) {
     snprintf(why, sizeof why, "%s: not a valid UE Service ID", bad);
     north_problem(p->ex, 400, "INVALID_MSG_FORMAT", why, param, "not a valid UE Service ID");

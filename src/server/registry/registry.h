@@ -115,7 +115,7 @@ typedef enum {
   REGISTRY_GW_UE_REG,  /* in: gw->gw_id, ids/n_ids (the caller's). All or nothing: M5_ENOENT
                           (no such gateway), M5_EPERM (ids[bad] outside its pattern),
                           M5_EEXIST (ids[bad] bound to a subscriber or held by another
-                          gateway). An ID this gateway holds already keeps its generation; a
+                          gateway), M5_ERANGE (it would hold more than REGISTRY_GW_HELD_MAX). An ID this gateway holds already keeps its generation; a
                           new one takes one. out: gens[i] for each (the caller's array) */
   REGISTRY_GW_UE_DEREG, /* in: gw->gw_id, ue_svc_id; M5_ENOENT unless this gateway holds it.
                           out: gen (the release's own generation) */
@@ -196,7 +196,8 @@ int registry_as_target_allowed(const registry_as_t *a, const char *uri);
  * gateway, never both; each hand-over (gateway <-> subscriber, gateway <-> gateway) gives
  * the ID a new binding generation, so what the message store kept for the previous holder is
  * failed and its dedup state dropped (M5_STORE_REBIND, docs/delivery.md). */
-#define REGISTRY_GW_UES_MAX 1000 /* UE Service IDs per registration request */
+#define REGISTRY_GW_UES_MAX 1000      /* UE Service IDs per registration request */
+#define REGISTRY_GW_HELD_MAX 100000   /* UE Service IDs one gateway may hold (memory: ~25 MB) */
 typedef enum { REGISTRY_GW_SMS = 0, REGISTRY_GW_MQTT = 1 } registry_gw_kind_t;
 typedef struct registry_gw {
   char gw_id[REGISTRY_AS_ID_MAX + 1];

@@ -131,6 +131,7 @@ static int load(registry_t *r, char *err, size_t errlen) {
     }
   }
   sqlite3_finalize(st);
+  atomic_store(&r->gw_held, m5_hmap_count(r->gwue_map));
   if (rc != 0)
     snprintf(err, errlen, "cannot load the gateway clients: %s",
              rc == M5_ENOMEM ? "out of memory" : sqlite3_errmsg(r->conn));
@@ -242,6 +243,7 @@ static void release_apply(registry_t *r, registry_job_t *job, registry_gw_t *g) 
     free(m5_hmap_del(r->gwue_map, job->ids[i], strlen(job->ids[i])));
     if (g && g->n_ues) g->n_ues--;
   }
+  atomic_store(&r->gw_held, m5_hmap_count(r->gwue_map));
 }
 
 static void purges_end(registry_t *r, groups_purge_t **purges, size_t n, int apply) {
@@ -384,6 +386,10 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
     if (!u) fresh_n++;
   }
   if (fresh_n == 0) return 0; /* all held already: idempotent */
+  if (g->n_ues + fresh_n > REGISTRY_GW_HELD_MAX) { /* bounds a gateway's memory in m5s */
+    job->bad = 0;
+    return M5_ERANGE;
+  }
   gw_ue_t **made = calloc(fresh_n, sizeof *made);
   groups_purge_t **purges = calloc(fresh_n, sizeof *purges);
   int rc = made && purges ? 0 : M5_ENOMEM;
@@ -447,6 +453,7 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
       g->n_ues++;
     }
   }
+  atomic_store(&r->gw_held, m5_hmap_count(r->gwue_map));
   pthread_rwlock_unlock(&r->lock);
   free(made);
   purges_end(r, purges, fresh_n, 1);
@@ -524,10 +531,9 @@ size_t registry_gw_count(registry_t *r) {
 
 int registry_gw_holder(registry_t *r, const char *ue_svc_id, registry_gw_t *gw, uint64_t *gen) {
   int rc = M5_ENOENT;
+  if (atomic_load_explicit(&r->gw_held, memory_order_acquire) == 0) return rc; /* no gateway */
   pthread_rwlock_rdlock(&r->lock);
-  const gw_ue_t *u = m5_hmap_count(r->gwue_map)
-                         ? m5_hmap_get(r->gwue_map, ue_svc_id, strlen(ue_svc_id))
-                         : NULL;
+  const gw_ue_t *u = m5_hmap_get(r->gwue_map, ue_svc_id, strlen(ue_svc_id));
   const registry_gw_t *g = u ? m5_hmap_get(r->gw_map, u->gw_id, strlen(u->gw_id)) : NULL;
   if (g) {
     if (gw) *gw = *g;

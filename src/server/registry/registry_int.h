@@ -8,6 +8,7 @@
 #include "core/hmap.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 struct registry {
@@ -31,6 +32,7 @@ struct registry {
   /* message gateways (registry_gw.c), guarded by lock */
   m5_hmap_t *gw_map;   /* gw_id -> registry_gw_t */
   m5_hmap_t *gwue_map; /* ue_svc_id -> gw_ue_t (registry_gw.c) */
+  atomic_size_t gw_held; /* its count: 0 spares the message path the lock */
   sqlite3_stmt *st_gw_put, *st_gw_del, *st_gwue_put, *st_gwue_del;
   struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
 };
