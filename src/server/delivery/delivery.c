@@ -726,14 +726,15 @@ static void done_due_any(sjob_t *j) {
     dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
 }
 
-/* What was stored for an Application Server that just registered: pushed now, not at its next
- * back-off time. */
+/* What was stored for an Application Server that just registered, or for a device its gateway
+ * just registered: pushed now, not at its next back-off time. */
 static void done_due_as(sjob_t *j) {
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++)
     dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
   if (j->job.n_items)
-    M5_LOGI(DOM, "AS %s: %zu stored message(s) pushed", j->job.rcpt.addr, j->job.n_items);
+    M5_LOGI(DOM, "%s %s: %zu stored message(s) pushed", j->job.rcpt.type, j->job.rcpt.addr,
+            j->job.n_items);
 }
 
 static void done_expire(sjob_t *j) {
@@ -938,14 +939,23 @@ void delivery_session_closed(delivery_t *dv, uint64_t sid) {
   free(m5_hmap_del(dv->peers, &sid, sizeof sid));
 }
 
-void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
+/* What was stored for type:addr goes out now (up to `limit`; the back-off timer has the rest). */
+static void due_now(delivery_t *dv, const char *type, const char *addr, size_t limit) {
   if (dv->draining) return;
   sjob_t *j = sjob_new(dv, SJ_DUE_AS, M5_STORE_DUE);
   if (!j) return;
-  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "AS");
-  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, as_svc_id);
-  j->job.limit = M5_STORE_LIST_MAX;
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "%s", type);
+  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, addr);
+  j->job.limit = limit;
   if (sjob_submit(dv, j) != 0) sjob_free(j); /* the back-off timer finds them */
+}
+
+void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
+  due_now(dv, "AS", as_svc_id, M5_STORE_LIST_MAX);
+}
+
+void delivery_gw_registered(delivery_t *dv, const char *ue_svc_id) {
+  due_now(dv, "UE", ue_svc_id, DUE_BATCH);
 }
 
 void delivery_rebind(delivery_t *dv, const char *ue_svc_id, uint64_t gen) {

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define DOM "north"
+#define GW_DUE_MAX 64 /* devices of one registration whose stored messages are pushed at once */
 
 int north_peer_is_gw(const m5_http_request_t *req) {
   char id[REGISTRY_AS_ID_MAX + 1];
@@ -144,6 +145,10 @@ void north_gwreg_done(registry_job_t *job) {
       if (p->fresh[i]) {
         fresh++;
         if (n->o.api) ue_api_rebind(n->o.api, p->ids[i], p->gens[i]);
+      } else if (n->o.api && i < GW_DUE_MAX) {
+        /* registered again: the gateway is back, what waits for the device goes out now (the
+         * first GW_DUE_MAX of a request; the others with the back-off timer) */
+        ue_api_gw_registered(n->o.api, p->ids[i]);
       }
     M5_LOGI(DOM, "gateway %s registered %zu UE Service ID(s), %zu new", gw, job->n_ids, fresh);
     char loc[600];

@@ -102,6 +102,8 @@ void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
 
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx);
+/* A message gateway registered ue_svc_id (delivery_gw_registered): its stored messages go out. */
+void ue_api_gw_registered(ue_api_t *api, const char *ue_svc_id);
 /* The same for a message gateway's device (m->ori a UE Service ID the gateway holds, checked
  * by the caller, under generation ori_gen): deliver-ue-message, deliver-report. */
 void ue_api_accept_from_gw(ue_api_t *api, const m5_msg_t *m, int is_report, uint64_t ori_gen,
