@@ -118,7 +118,7 @@ static void put_gw(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *
 static void tell_store(pending_t *p) {
   registry_job_t *job = &p->job;
   for (size_t i = 0; i < job->n_ids; i++) {
-    M5_LOGI(DOM, "gateway %s: %s released", p->gw->gw_id, job->ids[i]);
+    M5_LOGD(DOM, "gateway %s: %s released", p->gw->gw_id, job->ids[i]);
     if (p->a->opts.api) ue_api_rebind(p->a->opts.api, job->ids[i], job->gens[i]);
   }
 }
