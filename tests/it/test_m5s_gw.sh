@@ -11,7 +11,7 @@
 #    another gateway; a binding PUT of an ID a gateway holds is 409; deregistration 204 / 404;
 #  - identities: an AS certificate on the gateway APIs and a gateway certificate on the AS APIs
 #    are 403; a token without the scope is 403;
-#  - UE -> device: POST {target}/msgg-n3gdelivery/v1/deliver-message (N3gMessageDelivery; an
+#  - UE -> device and AS -> device: POST {target}/msgg-n3gdelivery/v1/deliver-message (N3gMessageDelivery; an
 #    sms gateway's under msgg-l3gdelivery, L3gMessageDelivery), 204 = delivered; the device's
 #    report (deliver-report) reaches the UE;
 #  - device -> UE: deliver-ue-message, 200 MessageDeliveryAck, stored for an offline UE,
@@ -260,7 +260,18 @@ timeout 60 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" l
   --count 1 --timeout 10 >listen2.out 2>&1 || m5s_fail "ue1 listen: $(cat listen2.out)"
 grep -q '"msgType":"IMDN".*"oriAddr":{"addrType":"UE","addr":"mq1"}.*"msgId":"dn-1".*"delivSt":"REPT_DELY_SUCCESS"' listen2.out ||
   m5s_fail "the device's report did not reach ue1: $(cat listen2.out)"
-echo "ok: UE -> device (N3g / L3g deliver-message, strictly valid, 204 delivered), the device's report to the UE"
+# an AS's message to a device goes the same way (as1 may message every UE: its ueSvcIds is *)
+nb /msgs-msgdelivery/v1/deliver-as-message -X POST -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' \
+  -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"mq1"},"msgId":"a2d-1","payload":"aGk=","stoAndFwInd":true}'
+[[ $ST == 200 ]] || m5s_fail "AS -> device: $ST $(cat out.json)"
+! grep -q '"status"' out.json || fail "AS -> device: want accepted for delivery: $(cat out.json)"
+wait_gw a2d-1 1 10 || m5s_fail "a2d-1 did not reach gw1"
+body_of a2d-1 a2d.json >/dev/null
+validate_sent TS29538_MSGG_N3GDelivery.yaml N3gMessageDelivery a2d.json
+grep -q '"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"mq1"}' a2d.json ||
+  fail "a2d-1 body: $(cat a2d.json)"
+echo "ok: UE -> device and AS -> device (N3g / L3g deliver-message, strictly valid, 204 delivered), the device's report to the UE"
 
 # ---- the gateway cannot deliver: stored, retried; down; 404 ------------------------------------
 echo 503 >"$MODE"
