@@ -66,8 +66,15 @@ static const char *target_problem(const char *text) {
 
 /* 0, 2 after a usage error, -1 after --help. */
 static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
-  enum { OPT_ID = M5CTL_OPT_OWN, OPT_KIND, OPT_TARGET, OPT_PATTERN, OPT_M5S_ADMIN, OPT_TOKEN,
-         OPT_HELP };
+  enum {
+    OPT_ID = M5CTL_OPT_OWN,
+    OPT_KIND,
+    OPT_TARGET,
+    OPT_PATTERN,
+    OPT_M5S_ADMIN,
+    OPT_TOKEN,
+    OPT_HELP
+  };
   static const struct option opts[] = {
       {"gw-id", required_argument, NULL, OPT_ID},
       {"kind", required_argument, NULL, OPT_KIND},
@@ -89,7 +96,8 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
       if (a->id) return m5ctl_usage_error("--gw-id: given twice");
       if (!m5ctl_id_valid(optarg))
         return m5ctl_usage_error("--gw-id: expected 1 to %d of the characters A-Z a-z 0-9 . _ -, "
-                                 "got '%s'", M5CTL_ID_MAX, optarg);
+                                 "got '%s'",
+                                 M5CTL_ID_MAX, optarg);
       a->id = optarg;
       break;
     case OPT_KIND:
@@ -112,7 +120,8 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
       if (!pattern_valid(optarg))
         return m5ctl_usage_error("--ue-svc-ids: '%s': expected a UE Service ID or a prefix of one "
                                  "ending in '*' (1-%d printable characters without spaces, "
-                                 "quotes or backslashes), such as mq*", optarg, PATTERN_MAX);
+                                 "quotes or backslashes), such as mq*",
+                                 optarg, PATTERN_MAX);
       a->pattern = optarg;
       break;
     case OPT_M5S_ADMIN:
@@ -129,10 +138,12 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
     }
   }
   if ((rc = m5ctl_operand_error(argc, argv))) return rc;
-  if (v != GW_LIST_CMD && !a->id) return m5ctl_usage_error("--gw-id: required (the gateway's gwId)");
+  if (v != GW_LIST_CMD && !a->id)
+    return m5ctl_usage_error("--gw-id: required (the gateway's gwId)");
   if (v == GW_ADD && !a->kind) return m5ctl_usage_error("--kind: required (sms or mqtt)");
   if (v == GW_ADD && !a->target)
-    return m5ctl_usage_error("--target: required (the HOST:PORT of the gateway's delivery service)");
+    return m5ctl_usage_error(
+        "--target: required (the HOST:PORT of the gateway's delivery service)");
   if (v == GW_ADD && !a->pattern)
     return m5ctl_usage_error("--ue-svc-ids: required (the UE Service IDs it may register)");
   if (!a->admin) a->admin = M5CTL_DEFAULT_M5S_ADMIN;
@@ -153,9 +164,8 @@ static int run(const gw_args_t *a, gw_verb_t v) {
   int rc = 1;
   m5_buf_init(&body, 0);
   m5_buf_init(&answer, MAX_ANSWER);
-  if (v == GW_ADD &&
-      m5_buf_printf(&body, "{\"kind\":\"%s\",\"target\":\"%s\",\"ueSvcIds\":\"%s\"}", a->kind,
-                    a->target, a->pattern) != 0) {
+  if (v == GW_ADD && m5_buf_printf(&body, "{\"kind\":\"%s\",\"target\":\"%s\",\"ueSvcIds\":\"%s\"}",
+                                   a->kind, a->target, a->pattern) != 0) {
     fputs("m5ctl: cannot build the request: out of memory\n", stderr);
     goto out;
   }
@@ -165,8 +175,8 @@ static int run(const gw_args_t *a, gw_verb_t v) {
                            v == GW_ADD ? (const char *)body.data : NULL, &answer, &status);
   if (rc) goto out;
   if (v == GW_ADD && (status == 201 || status == 200)) {
-    printf("%s: %s, kind %s, target %s, ueSvcIds %s\n", a->id, status == 201 ? "created" : "updated",
-           a->kind, a->target, a->pattern);
+    printf("%s: %s, kind %s, target %s, ueSvcIds %s\n", a->id,
+           status == 201 ? "created" : "updated", a->kind, a->target, a->pattern);
   } else if (v == GW_REMOVE && status == 204) {
     printf("%s: removed\n", a->id);
   } else if (v == GW_LIST_CMD && status == 200) {

@@ -101,8 +101,8 @@ static int gw_reg(fixture_t *f, registry_t *r, const char *gw, const char *const
   for (size_t i = 0; i < n; i++)
     snprintf(ids[i], sizeof ids[i], "%s", list[i]);
   memset(gens, 0, sizeof gens);
-  registry_job_t job = {.op = REGISTRY_GW_UE_REG, .gw = &g, .ids = ids, .gens = gens,
-                        .fresh = fresh, .n_ids = n};
+  registry_job_t job = {
+      .op = REGISTRY_GW_UE_REG, .gw = &g, .ids = ids, .gens = gens, .fresh = fresh, .n_ids = n};
   int rc = run_job(f, r, &job);
   if (bad) *bad = job.bad;
   return rc;

@@ -35,8 +35,9 @@ int north_gw_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
   c->gw = 1;
   c->auth = REGISTRY_AS_AUTH_TOKEN; /* a gateway always shows a token */
   X509 *cert = req->ssl ? SSL_get0_peer_certificate(req->ssl) : NULL;
-  if (!cert || m5_tls_peer_san_uri_suffix(req->ssl, NORTH_GW_URI_PREFIX, c->as_svc_id,
-                                          sizeof c->as_svc_id) != 0 ||
+  if (!cert ||
+      m5_tls_peer_san_uri_suffix(req->ssl, NORTH_GW_URI_PREFIX, c->as_svc_id,
+                                 sizeof c->as_svc_id) != 0 ||
       !registry_as_id_valid(c->as_svc_id)) {
     north_problem(ex, 403, "NOT_A_GATEWAY",
                   "this API is for message gateways: the client certificate names none (SAN URI "
@@ -120,14 +121,13 @@ void north_gwreg_done(registry_job_t *job) {
     north_problem(p->ex, 403, "UNKNOWN_GATEWAY", "the gateway client was removed meanwhile", NULL,
                   NULL);
   } else if (job->status == M5_ENOENT) {
-    north_problem(p->ex, 404, "RESOURCE_NOT_FOUND",
-                  "this gateway holds no such UE Service ID", NULL, NULL);
+    north_problem(p->ex, 404, "RESOURCE_NOT_FOUND", "this gateway holds no such UE Service ID",
+                  NULL, NULL);
   } else if (job->status == M5_EPERM) {
     snprintf(why, sizeof why, "%s: outside the gateway's pattern", bad);
     north_problem(p->ex, 403, "NOT_AUTHORIZED", why, param, "outside the gateway's pattern");
   } else if (job->status == M5_EEXIST) {
-    snprintf(why, sizeof why, "%s: bound to an MSGin5G subscriber or held by another gateway",
-             bad);
+    snprintf(why, sizeof why, "%s: bound to an MSGin5G subscriber or held by another gateway", bad);
     north_problem(p->ex, 409, "UE_SVC_ID_IN_USE", why, param, "in use");
   } else if (job->status == M5_ERANGE) {
     north_problem(p->ex, 403, "LIMIT_REACHED",
@@ -210,7 +210,8 @@ static void reg_post(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t
   json_t *gw = json_object_get(o, "gwId"), *ids = json_object_get(o, "ueSvcIds");
   if (!json_is_string(gw)) {
     north_problem(ex, 400, gw ? "INVALID_MSG_FORMAT" : "MANDATORY_IE_MISSING",
-                  gw ? "gwId: not a string" : "gwId: missing", "gwId", gw ? "not a string" : "missing");
+                  gw ? "gwId: not a string" : "gwId: missing", "gwId",
+                  gw ? "not a string" : "missing");
     json_decref(o);
     return;
   }
@@ -223,8 +224,8 @@ static void reg_post(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t
     return;
   }
   if (strcmp(json_string_value(gw), c->as_svc_id) != 0) {
-    north_problem(ex, 403, "GW_ID_MISMATCH", "gwId must be the authenticated gateway's",
-                  "gwId", "not the authenticated gateway");
+    north_problem(ex, 403, "GW_ID_MISMATCH", "gwId must be the authenticated gateway's", "gwId",
+                  "not the authenticated gateway");
     json_decref(o);
     return;
   }
@@ -247,8 +248,10 @@ static void reg_post(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t
     if (!s || strlen(s) > REGISTRY_ID_MAX || !m5_msg_svc_id_valid(s)) {
       char param[32];
       snprintf(param, sizeof param, "ueSvcIds[%zu]", i);
-      north_problem(ex, 400, "INVALID_MSG_FORMAT", "ueSvcIds: each a UE Service ID (1-128 "
-                    "printable characters, no spaces)", param, "not a valid UE Service ID");
+      north_problem(ex, 400, "INVALID_MSG_FORMAT",
+                    "ueSvcIds: each a UE Service ID (1-128 "
+                    "printable characters, no spaces)",
+                    param, "not a valid UE Service ID");
       pending_free(p);
       json_decref(o);
       return;

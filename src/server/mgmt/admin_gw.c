@@ -36,13 +36,14 @@ static int read_gw(m5_http_exchange_t *ex, json_t *o, registry_gw_t *g) {
   json_t *kind = json_object_get(o, "kind"), *target = json_object_get(o, "target"),
          *pat = json_object_get(o, "ueSvcIds");
   if (!json_is_string(kind) || registry_gw_kind_parse(json_string_value(kind), &g->kind) != 0) {
-    admin_problem(ex, 400, "Bad Request", "kind must be \"sms\" (MSGin5G-2) or \"mqtt\" (MSGin5G-4)",
-                  "kind", kind ? "not sms or mqtt" : "missing", NULL);
+    admin_problem(ex, 400, "Bad Request",
+                  "kind must be \"sms\" (MSGin5G-2) or \"mqtt\" (MSGin5G-4)", "kind",
+                  kind ? "not sms or mqtt" : "missing", NULL);
     return M5_EINVAL;
   }
   const char *t = json_is_string(target) ? json_string_value(target) : NULL;
   size_t tl = t ? strlen(t) : 0;
-  const char *why = !t ? (target ? "not a string" : "missing")
+  const char *why = !t                       ? (target ? "not a string" : "missing")
                     : tl >= sizeof g->target ? "too long"
                                              : NULL;
   if (!why) {
@@ -138,8 +139,8 @@ void admin_gw_done(pending_t *p) {
     m5_http_respond(p->ex, 204, NULL, NULL, 0);
   } else {
     M5_LOGI(DOM, "gateway client %s %s (kind %s, target %s, ueSvcIds %s)", p->gw->gw_id,
-            job->created ? "created" : "updated", registry_gw_kind_name(p->gw->kind),
-            p->gw->target, p->gw->pattern);
+            job->created ? "created" : "updated", registry_gw_kind_name(p->gw->kind), p->gw->target,
+            p->gw->pattern);
     tell_store(p);
     registry_gw_t now;
     if (registry_gw_lookup(p->a->opts.reg, p->gw->gw_id, &now) != 0) now = *p->gw;

@@ -25,18 +25,17 @@ typedef struct {
   uint64_t gen;
 } gw_ue_t;
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS gw_clients ("
-    " gw_id TEXT PRIMARY KEY,"
-    " kind TEXT NOT NULL,"
-    " target TEXT NOT NULL,"
-    " pattern TEXT NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS gw_ues ("
-    " ue_svc_id TEXT PRIMARY KEY,"
-    " gw_id TEXT NOT NULL REFERENCES gw_clients(gw_id) ON DELETE CASCADE,"
-    " gen INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS gw_ues_by_gw ON gw_ues (gw_id);"
-    "PRAGMA user_version = 3;";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS gw_clients ("
+                             " gw_id TEXT PRIMARY KEY,"
+                             " kind TEXT NOT NULL,"
+                             " target TEXT NOT NULL,"
+                             " pattern TEXT NOT NULL) WITHOUT ROWID;"
+                             "CREATE TABLE IF NOT EXISTS gw_ues ("
+                             " ue_svc_id TEXT PRIMARY KEY,"
+                             " gw_id TEXT NOT NULL REFERENCES gw_clients(gw_id) ON DELETE CASCADE,"
+                             " gen INTEGER NOT NULL) WITHOUT ROWID;"
+                             "CREATE INDEX IF NOT EXISTS gw_ues_by_gw ON gw_ues (gw_id);"
+                             "PRAGMA user_version = 3;";
 
 const char *registry_gw_kind_name(registry_gw_kind_t k) {
   return k == REGISTRY_GW_MQTT ? "mqtt" : "sms";
@@ -149,19 +148,19 @@ int registry_gw_open(registry_t *r, char *err, size_t errlen) {
     sqlite3_free(msg);
     return M5_EIO;
   }
-  if (registry_prepare(r,
-                       "INSERT INTO gw_clients (gw_id, kind, target, pattern) VALUES (?1, ?2, ?3, ?4)"
-                       " ON CONFLICT (gw_id) DO UPDATE SET kind = excluded.kind,"
-                       " target = excluded.target, pattern = excluded.pattern",
-                       &r->st_gw_put, err, errlen) ||
+  if (registry_prepare(
+          r,
+          "INSERT INTO gw_clients (gw_id, kind, target, pattern) VALUES (?1, ?2, ?3, ?4)"
+          " ON CONFLICT (gw_id) DO UPDATE SET kind = excluded.kind,"
+          " target = excluded.target, pattern = excluded.pattern",
+          &r->st_gw_put, err, errlen) ||
       registry_prepare(r, "DELETE FROM gw_clients WHERE gw_id = ?1", &r->st_gw_del, err, errlen) ||
       registry_prepare(r,
                        "INSERT INTO gw_ues (ue_svc_id, gw_id, gen) VALUES (?1, ?2, ?3)"
                        " ON CONFLICT (ue_svc_id) DO UPDATE SET gw_id = excluded.gw_id,"
                        " gen = excluded.gen",
                        &r->st_gwue_put, err, errlen) ||
-      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err,
-                       errlen))
+      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err, errlen))
     return M5_EIO;
   return load(r, err, errlen);
 }
@@ -266,8 +265,7 @@ static void release_list_free(registry_job_t *job) {
 
 static int do_put(registry_t *r, registry_job_t *job) {
   registry_gw_t *in = job->gw, *cur = gw_get(r, in->gw_id);
-  if (!m5_msg_as_id_valid(in->gw_id) || !registry_gw_pattern_valid(in->pattern) ||
-      !in->target[0])
+  if (!m5_msg_as_id_valid(in->gw_id) || !registry_gw_pattern_valid(in->pattern) || !in->target[0])
     return M5_EINVAL;
   job->created = cur == NULL;
   job->ids = NULL;
@@ -385,7 +383,7 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
     job->gens[i] = u ? u->gen : 0;
     if (!u) fresh_n++;
   }
-  if (fresh_n == 0) return 0; /* all held already: idempotent */
+  if (fresh_n == 0) return 0;                      /* all held already: idempotent */
   if (g->n_ues + fresh_n > REGISTRY_GW_HELD_MAX) { /* bounds a gateway's memory in m5s */
     job->bad = 0;
     return M5_ERANGE;
@@ -436,7 +434,8 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
   }
   if (rc != 0) {
     r->last_gen = last_gen;
-    for (size_t k = 0; made && k < fresh_n; k++) free(made[k]);
+    for (size_t k = 0; made && k < fresh_n; k++)
+      free(made[k]);
     free(made);
     purges_end(r, purges, fresh_n, 0);
     return rc;
