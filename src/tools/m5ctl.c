@@ -88,11 +88,12 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
             commands[i].verb ? commands[i].verb : "", commands[i].summary);
-  fputs("\nThe commands that change or read m5s (subscriber add --ue-svc-id, subscriber import, as,\n"
-        "gateway, group, area) send its management token, read from --admin-token FILE, else\n"
-        "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
-        "first start).\n",
-        out);
+  fputs(
+      "\nThe commands that change or read m5s (subscriber add --ue-svc-id, subscriber import, as,\n"
+      "gateway, group, area) send its management token, read from --admin-token FILE, else\n"
+      "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
+      "first start).\n",
+      out);
 }
 
 int main(int argc, char **argv) {

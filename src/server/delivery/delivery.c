@@ -8,11 +8,11 @@
 #include "server/delivery/delivery.h"
 
 #include "coap/coap.h"
-#include "http/client.h"
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "http/client.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
 #include "server/gw/gw_deliver.h"
@@ -50,7 +50,15 @@ typedef struct {
   int64_t last_due_ms;
 } peer_t;
 
-typedef enum { SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE, SJ_DUE_AS, SJ_REQUEUE, SJ_REBIND } sjob_kind_t;
+typedef enum {
+  SJ_MARK,
+  SJ_DUE,
+  SJ_DUE_ANY,
+  SJ_EXPIRE,
+  SJ_DUE_AS,
+  SJ_REQUEUE,
+  SJ_REBIND
+} sjob_kind_t;
 
 /* A message store job. job is first: the store hands back &job.base == the sjob_t. */
 typedef struct {
@@ -517,9 +525,11 @@ static void gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry
   if (m5_hmap_get(dv->recent, &id, sizeof id) || m5_hmap_get(dv->inflight, &id, sizeof id))
     return; /* concluded meanwhile, or its push still runs */
   if (d->rcpt_gen != gen) {
-    M5_LOGI(DOM, "MSG %s to %s: queued under generation %llu, the ID is gateway %s's under "
-                 "%llu; not pushed", d->msg.msg_id, d->rcpt.addr,
-            (unsigned long long)d->rcpt_gen, g->gw_id, (unsigned long long)gen);
+    M5_LOGI(DOM,
+            "MSG %s to %s: queued under generation %llu, the ID is gateway %s's under "
+            "%llu; not pushed",
+            d->msg.msg_id, d->rcpt.addr, (unsigned long long)d->rcpt_gen, g->gw_id,
+            (unsigned long long)gen);
     conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
     return;
   }
@@ -527,7 +537,8 @@ static void gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry
   char *as_body = NULL, *body = NULL;
   size_t as_len = 0, len = 0;
   int rep = is_report(&d->msg);
-  if (gw_deliver_url(g, rep, url, sizeof url) != 0 || delivery_encode(d, 1, &as_body, &as_len) != 0 ||
+  if (gw_deliver_url(g, rep, url, sizeof url) != 0 ||
+      delivery_encode(d, 1, &as_body, &as_len) != 0 ||
       gw_deliver_body(as_body, as_len, rep, &body, &len) != 0) {
     free(as_body);
     M5_LOGE(DOM, "delivery %llu: cannot make its body for gateway %s", (unsigned long long)id,
@@ -758,13 +769,15 @@ static void on_store_reply(void *msg, void *arg) {
     break;
   case SJ_REBIND:
     if (j->job.status != 0)
-      M5_LOGW(DOM, "%s changed holder: the store could not be told now (%s); it catches up at "
-                   "the next message from or to it, or at the next start",
+      M5_LOGW(DOM,
+              "%s changed holder: the store could not be told now (%s); it catches up at "
+              "the next message from or to it, or at the next start",
               j->job.rcpt.addr, m5_strerror(j->job.status));
     else if (j->job.rebind_failed)
-      M5_LOGI(DOM, "%s changed holder: %llu queued deliveries of the previous one failed "
-                   "(RECIPIENT_REBOUND)", j->job.rcpt.addr,
-              (unsigned long long)j->job.rebind_failed);
+      M5_LOGI(DOM,
+              "%s changed holder: %llu queued deliveries of the previous one failed "
+              "(RECIPIENT_REBOUND)",
+              j->job.rcpt.addr, (unsigned long long)j->job.rebind_failed);
     break;
   case SJ_MARK:
     done_mark(j);

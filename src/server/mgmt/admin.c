@@ -721,12 +721,13 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     if (get_only(ex, req, STATS)) get_stats(a, ex);
     return;
   }
-  admin_problem(ex, 404, "Not Found",
-          "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/gateways[/{gwId}], "
-          "/admin/v1/policy, "
-          "/admin/v1/topic-rules, /admin/v1/groups/{id} and /admin/v1/areas/{id}",
-          NULL, NULL, NULL);
+  admin_problem(
+      ex, 404, "Not Found",
+      "the management port serves /healthz, /metrics, /admin/v1/stats, "
+      "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/gateways[/{gwId}], "
+      "/admin/v1/policy, "
+      "/admin/v1/topic-rules, /admin/v1/groups/{id} and /admin/v1/areas/{id}",
+      NULL, NULL, NULL);
 }
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {

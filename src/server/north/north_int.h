@@ -42,7 +42,7 @@ struct north {
  * client's authentication mode, and the certificate's x5t#S256. */
 typedef struct {
   char as_svc_id[REGISTRY_AS_ID_MAX + 1]; /* or a gateway's gwId (gw) */
-  int gw;                                  /* a message gateway (north_gw_caller) */
+  int gw;                                 /* a message gateway (north_gw_caller) */
   registry_as_auth_t auth;
   char x5t[M5_JWT_X5T_LEN + 1];
 } north_caller_t;

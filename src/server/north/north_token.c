@@ -136,7 +136,7 @@ static const char *const gw_scopes[] = {NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GWREG}
 #define N_GW_SCOPES (sizeof gw_scopes / sizeof gw_scopes[0])
 /* every scope the server knows, for its metadata */
 static const char *const all_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GM,
-                                          NORTH_SCOPE_TOPICSUB, NORTH_SCOPE_GWREG};
+                                         NORTH_SCOPE_TOPICSUB, NORTH_SCOPE_GWREG};
 #define N_ALL_SCOPES (sizeof all_scopes / sizeof all_scopes[0])
 
 /* The granted scope: the requested one if every token is one of sc (default: all of sc). */
@@ -146,7 +146,8 @@ static int grant_scope(const char *req, const char *const *sc, size_t nsc, char 
   const char *p = req ? req : "";
   while (*p) {
     size_t k = strcspn(p, " "), i = 0;
-    while (i < nsc && !(k == strlen(sc[i]) && !strncmp(p, sc[i], k))) i++;
+    while (i < nsc && !(k == strlen(sc[i]) && !strncmp(p, sc[i], k)))
+      i++;
     if (i < nsc)
       want[i] = any = 1;
     else if (k)
@@ -229,10 +230,10 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   if (grant_scope(param(ps, np, "scope"), gw ? gw_scopes : scopes, gw ? N_GW_SCOPES : N_SCOPES,
                   scope, sizeof scope) != 0) {
     oauth_error(ex, 400, "invalid_scope",
-                gw ? "a message gateway's scope may hold only " NORTH_SCOPE_DELIVERY " and "
-                     NORTH_SCOPE_GWREG
-                   : "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY ", "
-                     NORTH_SCOPE_GM " and " NORTH_SCOPE_TOPICSUB);
+                gw ? "a message gateway's scope may hold only " NORTH_SCOPE_DELIVERY
+                     " and " NORTH_SCOPE_GWREG
+                   : "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY
+                     ", " NORTH_SCOPE_GM " and " NORTH_SCOPE_TOPICSUB);
     return;
   }
   if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {
@@ -253,8 +254,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
     oauth_error(ex, 500, "server_error", "cannot sign the token");
     return;
   }
-  M5_LOGI(DOM, "%s%s: access token issued (scope %s, %lld s)", gw ? "gateway " : "", c.as_svc_id, scope,
-          (long long)ctx->token_lifetime_s);
+  M5_LOGI(DOM, "%s%s: access token issued (scope %s, %lld s)", gw ? "gateway " : "", c.as_svc_id,
+          scope, (long long)ctx->token_lifetime_s);
   /* Written by hand so that every copy of the token is ours to wipe (a JWS compact
    * serialisation and the scope words need no JSON escaping). */
   static const m5_http_header_t h[] = {{"content-type", NORTH_CT_JSON},

@@ -196,8 +196,8 @@ registry_t *registry_open(const char *path, char *err, size_t errlen) {
               &r->st_gen_put, err, errlen))
     goto fail;
   if (load(r, err, errlen) != 0 || registry_as_open(r, err, errlen) != 0 ||
-      registry_gw_open(r, err, errlen) != 0 ||
-      registry_policy_open(r, err, errlen) != 0 || groups_open(r, err, errlen) != 0)
+      registry_gw_open(r, err, errlen) != 0 || registry_policy_open(r, err, errlen) != 0 ||
+      groups_open(r, err, errlen) != 0)
     goto fail;
   r->thread = m5_jobthread_new(run_job, r);
   if (!r->thread) {
@@ -271,7 +271,8 @@ static int do_bind(registry_t *r, registry_job_t *job) {
   if (e && !supi_changed) return 0;
   /* One space of UE Service IDs: one a gateway holds is not bound until it lets go
    * (registry.h, "message gateways"). */
-  if (!e && registry_gw_holds(r, job->ue_svc_id)) return M5_EEXIST; /* the same SUPI: nothing changes (queues, registration) */
+  if (!e && registry_gw_holds(r, job->ue_svc_id))
+    return M5_EEXIST; /* the same SUPI: nothing changes (queues, registration) */
   registry_entry_t *fresh = NULL;
   if (!e && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
   if (registry_exec(r, "PRAGMA synchronous=FULL") != 0 || registry_exec(r, "BEGIN IMMEDIATE") != 0) {

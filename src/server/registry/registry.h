@@ -115,8 +115,10 @@ typedef enum {
   REGISTRY_GW_UE_REG,  /* in: gw->gw_id, ids/n_ids (the caller's). All or nothing: M5_ENOENT
                           (no such gateway), M5_EPERM (ids[bad] outside its pattern),
                           M5_EEXIST (ids[bad] bound to a subscriber or held by another
-                          gateway), M5_ERANGE (it would hold more than REGISTRY_GW_HELD_MAX). An ID this gateway holds already keeps its generation; a
-                          new one takes one. out: gens[i] for each (the caller's array) */
+                          gateway), M5_ERANGE (it would hold more than
+                          REGISTRY_GW_HELD_MAX). An ID this gateway holds already keeps its
+                          generation; a new one takes one. out: gens[i] for each (the
+                          caller's array), fresh[i] (or NULL) */
   REGISTRY_GW_UE_DEREG, /* in: gw->gw_id, ue_svc_id; M5_ENOENT unless this gateway holds it.
                           out: gen (the release's own generation) */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
