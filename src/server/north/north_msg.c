@@ -60,6 +60,8 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
     north_json(p->ex, 200, o, NULL, 0);
   } else if (how == UE_API_INVALID) {
     bad_ie(p->ex, "INVALID_MSG_FORMAT", detail);
+  } else if (how == UE_API_FORBIDDEN) {
+    north_problem(p->ex, 403, M5_CAUSE_NOT_AUTHORIZED, detail, "oriAddr", "changed holder");
   } else if (how != UE_API_DROPPED) {
     char after[16];
     snprintf(after, sizeof after, "%u", retry_s);

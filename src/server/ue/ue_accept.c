@@ -284,11 +284,15 @@ static int group_resolve(accept_t *j) {
 static void done_accept(accept_t *j) {
   m5_store_job_t *sj = &j->job;
   const char *what = j->is_imdn ? "IMDN" : "MSG";
-  if (sj->status == M5_EPERM && j->req) {
+  if (sj->status == M5_EPERM && (j->req || !strcmp(sj->msg.ori.type, "UE"))) {
     M5_LOGI(DOM, "%s %s from %s refused: its binding changed while it was being stored", what,
             sj->msg.msg_id, sj->msg.ori.addr);
-    m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
-                             "oriAddr: the binding of this UE Service ID changed");
+    if (j->req)
+      m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
+                               "oriAddr: the binding of this UE Service ID changed");
+    else /* a gateway's device, whose ID changed holder meanwhile */
+      j->reply(j->reply_ctx, UE_API_FORBIDDEN, NULL, NULL, 0,
+               "oriAddr: this UE Service ID changed holder while the message was stored");
     return;
   }
   if (sj->status != 0) {

@@ -85,7 +85,8 @@ typedef enum {
   UE_API_BUSY,
   UE_API_ERROR,
   UE_API_DROPPED,
-  UE_API_INVALID /* detail names the IE (a report's delivSt or failureCause) */
+  UE_API_INVALID, /* detail names the IE (a report's delivSt or failureCause) */
+  UE_API_FORBIDDEN /* the originator (a gateway's device) changed holder while it was stored */
 } ue_api_outcome_t;
 typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *status,
                                 const char *cause, uint32_t retry_s, const char *detail);
