@@ -72,6 +72,7 @@ typedef struct {
    * NULL or "": every request but the open ones is refused. */
   const char *token;
   topics_rules_t *topic_rules; /* GET/PUT /admin/v1/topic-rules; NULL: 404 */
+  struct ue_api *api; /* this worker's: a removed gateway's IDs are told to the store; or NULL */
 } admin_opts_t;
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts);
