@@ -12,6 +12,7 @@
  *                               nothing until "release")
  *   release                     ACCEPTED for every held uplink
  *   register ok|fail            how m5gw_register answers
+ *   ping                        -> "PONG" (everything before it was handled)
  *   quit                        stop() the adapter and exit
  * stdout, one event a line: READY, REGISTER <n> <ids>, UP <msgId> <oriType>:<ori>
  *   <destType>:<dest> <report> <hex payload>, REPORT_UP <ori> <dest> <msgId> <delivSt> <cause>,
@@ -252,6 +253,8 @@ static void command(char *l) {
     char *mode = strtok_r(NULL, " ", &save);
     core.reg_fail = mode && !strcmp(mode, "fail");
     out("OK register");
+  } else if (!strcmp(cmd, "ping")) {
+    out("PONG");
   } else if (!strcmp(cmd, "quit")) {
     quit();
   } else {
