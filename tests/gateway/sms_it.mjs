@@ -7,6 +7,11 @@ import { setup, sync, mo, waitFor, log, smpp, hex, utf8hex } from './sms_harness
 const DEV1 = '491700000001', DEV2 = '491700000002';
 const GSM_HI = Buffer.from([0x48, 0x69, 0x20, 0x1b, 0x3c, 0x1b, 0x65, 0x1b, 0x3e]); // "Hi [€]"
 
+// The driver's stderr (the adapter's log) arrives apart from its stdout and the socket.
+function logged(drv, re) {
+  return waitFor(`log line ${re}`, () => re.test(drv.stderr));
+}
+
 function upLine(drv, from) {
   return drv.lines.slice(from).find((l) => l.startsWith('UP '));
 }
@@ -79,7 +84,7 @@ async function uplink() {
   r = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
     short_message: Buffer.from([0x41, 0xe9]) }));
   assert.equal(r.command_status, smpp.ESME_RX_P_APPN);
-  assert.match(drv.stderr, /octet 233 at 1 is not a GSM 7-bit septet/);
+  await logged(drv, /octet 233 at 1 is not a GSM 7-bit septet/);
   await sync(smsc, drv);
   assert.equal(upLine(drv, from), undefined, 'nothing refused reached the core');
   drv.cmd('uplink refuse');
@@ -283,9 +288,8 @@ async function link() {
   await waitFor('3 more binds', () => smsc.binds.length === b0 + 3);
   const at = smsc.binds.slice(b0).map((p) => p.at);
   log(`bind attempts after refusals: +${at[1] - at[0]} ms, +${at[2] - at[1]} ms (back-off)`);
-  assert.match(drv.stderr, /bind_transceiver refused: command_status 0x0000000d/);
+  await logged(drv, /bind_transceiver refused: command_status 0x0000000d/);
   await waitFor('bound a third time', () => (drv.stderr.match(/bound to SMSC/g) || []).length === 3);
-  // While not bound, a delivery is handed back at once as RETRY.
 
   // 3. The SMSC stops answering: the gateway's enquire_link goes unanswered, it reconnects.
   const s0 = smsc.sessions;
@@ -304,7 +308,7 @@ async function link() {
   drv.cmd(`deliver k4 AS as1 sms1 0 ${utf8hex('quiet')}`);
   await drv.wait('DL k4', 10000);
   assert.match(drv.find('DL k4'), /^DL k4 RETRY SMSC link lost/);
-  assert.match(drv.stderr, /submit_sm unanswered|enquire_link unanswered/);
+  await logged(drv, /submit_sm unanswered|enquire_link unanswered/);
   smsc.mode.silent = false;
   await waitFor('bound a fifth time', () => (drv.stderr.match(/bound to SMSC/g) || []).length === 5, 10000);
 
@@ -313,6 +317,35 @@ async function link() {
   const u = await smsc.request('unbind', {});
   assert.equal(u.command_status, 0);
   await waitFor('rebind after unbind', () => smsc.binds.length === b1 + 1);
+  await waitFor('bound a sixth time', () => (drv.stderr.match(/bound to SMSC/g) || []).length === 6, 10000);
+
+  // 5. A device message waiting for m5s when the link drops: the SMSC delivers it again on
+  //    the new connection; it is answered there once m5s accepted it, and sent to m5s once.
+  drv.cmd('uplink hold');
+  const once = mo({ source_addr: DEV1, destination_addr: '1000', short_message: Buffer.from('once') });
+  smsc.send('deliver_sm', once);
+  await waitFor('UP', () => drv.all('UP ').length === 1);
+  const b2 = smsc.binds.length;
+  smsc.drop();
+  await waitFor('rebind', () => smsc.binds.length === b2 + 1);
+  await waitFor('bound a seventh time', () => (drv.stderr.match(/bound to SMSC/g) || []).length === 7, 10000);
+  const again = smsc.send('deliver_sm', once);
+  let ans = null;
+  again.resp.then((x) => { ans = x; });
+  await sync(smsc, drv);
+  assert.equal(ans, null);
+  await logged(drv, /redelivered by the SMSC: waiting for m5s/);
+  drv.cmd('release');
+  await waitFor('answer on the new connection', () => ans);
+  assert.equal(ans.command_status, 0);
+  assert.equal(drv.all('UP ').length, 1, 'the redelivered message went to m5s once');
+  // While not bound, a delivery is handed back at once.
+  smsc.mode.bind = 'refuse';
+  smsc.drop();
+  await waitFor('refused bind', () => /bind_transceiver refused/.test(drv.stderr.split('bound to SMSC').pop()));
+  drv.cmd(`deliver k5 AS as1 sms1 0 ${utf8hex('unbound')}`);
+  await drv.wait('DL k5');
+  assert.equal(drv.find('DL k5'), 'DL k5 RETRY not bound to the SMSC');
   await teardown();
 }
 
@@ -391,7 +424,7 @@ async function malformed() {
   await waitFor('6 nacks', () => nacks().length === 6);
   const bySeq = Object.fromEntries(nacks().map((p) => [p.sequence_number, p.command_status]));
   assert.deepEqual(bySeq, { 9001: 2, 9002: 2, 9003: 2, 9004: 2, 9005: 2, 9006: 3 });
-  assert.match(drv.stderr, /malformed deliver_sm \(sequence 9003\): more than 16 optional parameters/);
+  await logged(drv, /malformed deliver_sm \(sequence 9003\): more than 16 optional parameters/);
   // The link is still up and a good message goes through.
   const from = drv.lines.length;
   const r = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
@@ -403,7 +436,7 @@ async function malformed() {
   const b0 = smsc.binds.length;
   smsc.raw(rawPdu(0x5, 9007, Buffer.alloc(0), 8));
   await waitFor('reconnect', () => smsc.binds.length === b0 + 1);
-  assert.match(drv.stderr, /malformed PDU: command_length 8/);
+  await logged(drv, /malformed PDU: command_length 8/);
   await teardown();
 }
 
@@ -419,7 +452,7 @@ async function concatMissing() {
   log(`parts refused after ${Date.now() - t0} ms (sms.reassembly_timeout_ms 1500)`);
   assert.equal(r1.command_status, smpp.ESME_RX_P_APPN);
   assert.equal(r3.command_status, smpp.ESME_RX_P_APPN);
-  assert.match(drv.stderr,
+  await logged(drv,
     /concatenated SMS from 491700000001 to 1000 \(ref 66\): part\(s\) 2 of 3 missing after 1500 ms; part\(s\) 1,3 refused with ESME_RX_P_APPN/);
   assert.equal(drv.all('UP ').length, 0, 'an incomplete message never reaches m5s');
   // A part whose UDH is broken is refused on its own.
@@ -427,7 +460,7 @@ async function concatMissing() {
     short_message: Buffer.from([9, 0, 3, 1]) });
   const r = await smsc.request('deliver_sm', bad);
   assert.equal(r.command_status, smpp.ESME_RX_P_APPN);
-  assert.match(drv.stderr, /UDH: length 9 overruns the 4-octet message/);
+  await logged(drv, /UDH: length 9 overruns the 4-octet message/);
   await teardown();
 }
 

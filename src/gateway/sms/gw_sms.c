@@ -104,6 +104,7 @@ typedef struct sms_rs {
 struct sms_rcpt {
   sms_rcpt_t *prev, *next;
   sms_t *s;
+  sms_job_t *job; /* while its parts are being submitted */
   char *msg_id, *ori_type, *ori_addr, *ue;
   unsigned n_parts, n_final;
   char **ids;
@@ -113,8 +114,12 @@ struct sms_rcpt {
   uint64_t expires_ms;
 };
 
+/* The registration of the devices with m5s: one record for all batches of a round. */
 typedef struct sms_reg {
-  sms_t *s;
+  sms_t *s; /* NULL once the adapter stopped */
+  unsigned pending;
+  int status;
+  char reason[160];
 } sms_reg_t;
 
 /* ---- small helpers ---- */
@@ -149,6 +154,7 @@ static void resp(sms_t *s, uint32_t seq, uint32_t status) {
 /* ---- receipts ---- */
 
 static void rcpt_free(sms_t *s, sms_rcpt_t *r) {
+  if (r->job) r->job->rcpt = NULL;
   for (unsigned i = 0; i < r->n_ids; i++) {
     if (r->ids[i] && m5_hmap_del(s->rcpt_by_id, r->ids[i], strlen(r->ids[i]))) s->n_rcpt_ids--;
     free(r->ids[i]);
@@ -617,6 +623,7 @@ __attribute__((format(printf, 3, 4))) static void job_finish(sms_job_t *j, m5gw_
   if (j->rcpt) {
     sms_rcpt_t *r = j->rcpt;
     j->rcpt = NULL;
+    r->job = NULL;
     if (res == M5GW_DL_DELIVERED) {
       r->job_done = true;
       if (r->n_final == r->n_parts) { /* every receipt came before the last submit_sm_resp */
@@ -782,8 +789,10 @@ static int sms_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void
     job_finish(j, M5GW_DL_RETRY, "out of memory");
     return M5_OK;
   }
-  if (msg->report_requested && s->cfg->receipts_max > 0)
+  if (msg->report_requested && s->cfg->receipts_max > 0) {
     j->rcpt = rcpt_new(s, msg, (unsigned)k);
+    if (j->rcpt) j->rcpt->job = j;
+  }
   M5_LOGI(SMS_DOM, "message %s to %s (%s): %d SMS, data_coding %u", msg->msg_id, msg->dest_addr,
           msisdn, k, j->dc);
   sms_link_pump(s);
@@ -893,7 +902,15 @@ static void reg_start(m5_loop_t *loop, void *arg);
 
 static void on_reg(void *arg, int status, const char *reason) {
   sms_reg_t *g = arg;
+  if (status && !g->status) {
+    g->status = status;
+    snprintf(g->reason, sizeof(g->reason), "%s", reason ? reason : "");
+  }
+  if (--g->pending) return;
   sms_t *s = g->s;
+  status = g->status;
+  char why[160];
+  snprintf(why, sizeof(why), "%s", g->reason);
   free(g);
   if (!s) return;
   s->reg = NULL;
@@ -901,38 +918,42 @@ static void on_reg(void *arg, int status, const char *reason) {
     M5_LOGI(SMS_DOM, "%zu device(s) registered with m5s", s->cfg->devices.n);
     return;
   }
-  M5_LOGW(SMS_DOM, "registering the devices failed (%d: %s): again in %llu ms", status,
-          reason ? reason : "", (unsigned long long)s->reg_backoff_ms);
+  M5_LOGW(SMS_DOM, "registering the devices failed (%d: %s): again in %llu ms", status, why,
+          (unsigned long long)s->reg_backoff_ms);
   s->t_reg = m5_loop_timer_add(s->loop, s->reg_backoff_ms, reg_start, s);
   s->reg_backoff_ms = s->reg_backoff_ms * 2 > 60000 ? 60000 : s->reg_backoff_ms * 2;
 }
 
-/* All devices in one call while they fit the contract's 1,000; more are registered in
- * batches, each batch retried until it succeeds. */
+/* Every device, in calls of at most the contract's 1,000 IDs (registering is idempotent for
+ * IDs the gateway holds, so a failed round is simply done again). */
 static void reg_start(m5_loop_t *loop, void *arg) {
   sms_t *s = arg;
   (void)loop;
   s->t_reg = 0;
   size_t n = s->cfg->devices.n;
   const char **ids = calloc(n ? n : 1, sizeof(char *));
-  if (!ids) return;
-  for (size_t i = 0; i < n; i++) {
-    const char *eq = strchr(s->cfg->devices.v[i], '=');
-    ids[i] = eq + 1;
+  sms_reg_t *g = calloc(1, sizeof(*g));
+  if (!ids || !g) {
+    free(ids), free(g);
+    return;
   }
+  for (size_t i = 0; i < n; i++)
+    ids[i] = strchr(s->cfg->devices.v[i], '=') + 1;
+  g->s = s;
+  g->pending = 1; /* held until every batch is asked */
+  s->reg = g;
   for (size_t off = 0; off < n; off += 1000) {
-    sms_reg_t *g = calloc(1, sizeof(*g));
-    if (!g) break;
-    g->s = s;
-    s->reg = g;
     size_t k = n - off > 1000 ? 1000 : n - off;
-    if (m5gw_register(s->core, ids + off, k, on_reg, g) < 0) {
-      s->reg = NULL;
-      free(g);
+    g->pending++;
+    int rc = m5gw_register(s->core, ids + off, k, on_reg, g);
+    if (rc < 0) {
+      g->pending--;
+      if (!g->status) g->status = rc, snprintf(g->reason, sizeof(g->reason), "not sent");
       break;
     }
   }
   free(ids);
+  on_reg(g, 0, NULL); /* the hold */
 }
 
 /* ---- start / stop ---- */

@@ -82,6 +82,7 @@ struct sms {
   uint64_t backoff_ms, deadline_ms, last_rx_ms, enq_sent_ms;
   uint32_t bind_seq, enq_seq;
   uint64_t throttle_until_ms;
+  bool out_stuck;
   m5_timer_id_t t_tick, t_reconnect;
   /* downlink */
   sms_part_t *q_head, *q_tail; /* waiting to be sent */

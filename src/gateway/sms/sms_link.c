@@ -39,7 +39,12 @@ static void want_write(sms_t *s) {
 int sms_link_send(sms_t *s, const uint8_t *pdu, size_t len) {
   if (s->fd < 0) return M5_ECLOSED;
   int rc = m5_buf_append(&s->out, pdu, len);
-  if (rc) return rc;
+  if (rc) {
+    /* 1 MiB the SMSC does not read: the link is dropped at the next tick (not here, in the
+     * middle of handling a PDU). */
+    s->out_stuck = true;
+    return rc;
+  }
   want_write(s);
   return M5_OK;
 }
@@ -83,6 +88,7 @@ void sms_link_close(sms_t *s, const char *why) {
   if (s->out.data) explicit_bzero(s->out.data, s->out.cap);
   m5_buf_reset(&s->out);
   s->bind_seq = s->enq_seq = 0;
+  s->out_stuck = false;
   (void)was_bound;
   sms_on_link_down(s);
   if (!s->stopping) schedule_reconnect(s);
@@ -200,8 +206,8 @@ void sms_link_pump(sms_t *s) {
     uint8_t out[512];
     int n = pack_part(s, p, out, sizeof(out));
     if (n < 0 || sms_link_send(s, out, (size_t)n) != M5_OK) {
-      /* Cannot happen with what gw_sms.c builds; fail the message rather than loop. */
-      p->next = s->inflight, s->inflight = p, s->n_inflight++, p->job->inflight++;
+      /* A part gw_sms.c built that the library refuses, or the SMSC not reading what we
+       * send: the message goes back to m5s rather than round this loop again. */
       sms_on_submit_resp(s, p, ESME_RSYSERR, NULL);
       continue;
     }
@@ -336,7 +342,8 @@ static void handle_pdu(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu) {
 }
 
 static void on_readable(sms_t *s) {
-  for (;;) {
+  /* At most 16 reads a turn: an SMSC sending without pause cannot hold the loop. */
+  for (int turn = 0; turn < 16; turn++) {
     uint8_t tmp[8192];
     ssize_t r = read(s->fd, tmp, sizeof(tmp));
     if (r == 0) {
@@ -425,6 +432,10 @@ static void on_tick(m5_loop_t *loop, void *arg) {
   sms_t *s = arg;
   s->t_tick = 0;
   uint64_t now = m5_loop_now_ms(loop);
+  if (s->fd >= 0 && s->out_stuck) {
+    s->out_stuck = false;
+    sms_link_close(s, "the SMSC does not read what the gateway sends");
+  }
   if (s->fd >= 0) {
     if ((s->st == LINK_CONNECTING || s->st == LINK_BINDING) && now >= s->deadline_ms) {
       sms_link_close(s, s->st == LINK_CONNECTING ? "connect timed out"
