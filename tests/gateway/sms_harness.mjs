@@ -92,9 +92,14 @@ export class Smsc {
     });
   }
   // Sends a request without waiting; returns its PDU (sequence_number set once sent).
-  send(command, opts) {
+  send(command, opts, ms = 20000) {
     const pdu = new smpp.PDU(command, opts);
-    const p = new Promise((resolve) => this.session.send(pdu, (r) => resolve(r)));
+    const p = new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no response to ${command}`)), ms);
+      t.unref();
+      this.session.send(pdu, (r) => { clearTimeout(t); resolve(r); });
+    });
+    p.catch(() => {}); // a test that drops the session on purpose never awaits it
     return { pdu, resp: p };
   }
   raw(buf) { this.session.socket.write(buf); }

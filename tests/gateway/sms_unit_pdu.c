@@ -81,7 +81,9 @@ static void test_deliver_sm_checked_and_unpacked(void **state) {
   const tlv_t *t = m5_smpp_tlv(d.tlv, TLVID_message_state);
   assert_non_null(t);
   assert_int_equal(t->value.val08, 2);
+  assert_int_equal(m5_smpp_lib_blocks(), 1);
   m5_smpp_unpack_end();
+  assert_int_equal(m5_smpp_lib_blocks(), 0);
 }
 
 static void test_malformed_deliver_sm_refused(void **state) {
@@ -117,6 +119,7 @@ static void test_malformed_deliver_sm_refused(void **state) {
   memset(&d, 0, sizeof(d));
   assert_int_equal(m5_smpp_unpack(DELIVER_SM, p.b, p.n, &d, why, sizeof(why)), M5_EPROTO);
   m5_smpp_unpack_end();
+  assert_int_equal(m5_smpp_lib_blocks(), 0);
   /* Refused in the middle of the optional parameters (a receipted_message_id of 70 octets,
    * above the library's 65): the one it was reading is freed too. */
   deliver_sm(&p, "4917", 5, 2);
@@ -127,7 +130,11 @@ static void test_malformed_deliver_sm_refused(void **state) {
   assert_int_equal(m5_smpp_check_deliver_sm(p.b, p.n, why, sizeof(why)), M5_OK);
   memset(&d, 0, sizeof(d));
   assert_int_equal(m5_smpp_unpack(DELIVER_SM, p.b, p.n, &d, why, sizeof(why)), M5_EPROTO);
+  /* Two parameters were linked into d.tlv, the third was being read: the library frees none
+   * of them on failure; all three are ours to free. */
+  assert_int_equal(m5_smpp_lib_blocks(), 3);
   m5_smpp_unpack_end();
+  assert_int_equal(m5_smpp_lib_blocks(), 0);
 }
 
 static void test_worst_case_library_log_bounded(void **state) {

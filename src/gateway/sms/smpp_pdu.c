@@ -154,6 +154,13 @@ void m5_smpp_unpack_end(void) {
     trk_free(live->pad);
 }
 
+size_t m5_smpp_lib_blocks(void) {
+  size_t n = 0;
+  for (blk_t *b = live; b; b = b->next)
+    n++;
+  return n;
+}
+
 int m5_smpp_unpack(uint32_t id, const uint8_t *pdu, size_t len, void *out, char *why,
                    size_t whylen) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;

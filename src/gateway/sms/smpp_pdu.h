@@ -50,6 +50,9 @@ int m5_smpp_check_resp_id(const uint8_t *pdu, size_t len, size_t id_max, char *w
 int m5_smpp_unpack(uint32_t id, const uint8_t *pdu, size_t len, void *out, char *why,
                    size_t whylen);
 void m5_smpp_unpack_end(void);
+/* Blocks the library allocated on this thread and nobody freed yet (0 after
+ * m5_smpp_unpack_end()). */
+size_t m5_smpp_lib_blocks(void);
 
 /* Packs a libsmpp34 struct (command_id and sequence_number set) into out; returns the length
  * or M5_EINVAL (the library refused it: a field out of range). */
