@@ -164,7 +164,8 @@ async function downlink() {
 
   // 3. A long message: concatenated SMS, one reference, each part's TP-UD within 140 octets,
   //    DELIVERED only when the SMSC took every part.
-  const long = 'x'.repeat(300) + '€'.repeat(10) + 'end';
+  // (305 septets of 'x': the second part's last septet would be the escape of the first euro)
+  const long = 'x'.repeat(305) + '€'.repeat(10) + 'end';
   smsc.holdSubmits = true;
   let n0 = smsc.submits.length;
   drv.cmd(`deliver d4 AS as1 sms2 0 ${utf8hex(long)}`);
@@ -182,7 +183,8 @@ async function downlink() {
     assert.notEqual(body[body.length - 1], 0x1b, 'an escape is never cut from its code');
     septets.push(...body);
   });
-  const expect = [...Buffer.from('x'.repeat(300))];
+  assert.equal(parts[1].short_message.length - 6, 152, 'the cut moved before the escape');
+  const expect = [...Buffer.from('x'.repeat(305))];
   for (let i = 0; i < 10; i++) expect.push(0x1b, 0x65);
   expect.push(...Buffer.from('end'));
   assert.deepEqual(septets, expect);
@@ -289,6 +291,8 @@ async function link() {
   const at = smsc.binds.slice(b0).map((p) => p.at);
   log(`bind attempts after refusals: +${at[1] - at[0]} ms, +${at[2] - at[1]} ms (back-off)`);
   await logged(drv, /bind_transceiver refused: command_status 0x0000000d/);
+  // Each refusal doubles the delay before the next attempt (sms.reconnect_min_ms 100).
+  await logged(drv, /refused: command_status 0x0000000d\n.*reconnecting to the SMSC in 200 ms\n(.*\n)*.*refused: command_status 0x0000000d\n.*reconnecting to the SMSC in 400 ms/);
   await waitFor('bound a third time', () => (drv.stderr.match(/bound to SMSC/g) || []).length === 3);
 
   // 3. The SMSC stops answering: the gateway's enquire_link goes unanswered, it reconnects.
