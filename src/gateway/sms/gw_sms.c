@@ -519,8 +519,8 @@ void sms_on_deliver_sm(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu) {
     return;
   }
   char msisdn[22], dest[22];
-  snprintf(msisdn, sizeof(msisdn), "%s", norm_addr((const char *)d.source_addr));
-  snprintf(dest, sizeof(dest), "%s", norm_addr((const char *)d.destination_addr));
+  snprintf(msisdn, sizeof(msisdn), "%.20s", norm_addr((const char *)d.source_addr));
+  snprintf(dest, sizeof(dest), "%.20s", norm_addr((const char *)d.destination_addr));
   uint32_t status = ESME_ROK;
   if (!m5_hmap_get(s->by_msisdn, msisdn, strlen(msisdn))) {
     M5_LOGW(SMS_DOM, "deliver_sm from %s: not a device of this gateway: ESME_RINVSRCADR", msisdn);
