@@ -104,6 +104,47 @@ struct sms {
   bool stopping;
 };
 
+/* A device message waiting for m5s (deliver_sm_resp held). */
+typedef struct sms_mo {
+  struct sms_mo *next;
+  sms_t *s; /* NULL once the adapter stopped */
+  char msg_id[25];
+  uint64_t gen; /* the connection its sequence numbers belong to */
+  uint8_t *key; /* msisdn, dest, data_coding and the raw content: a redelivery's identity */
+  size_t keylen;
+  unsigned n_seqs;
+  uint32_t seqs[M5_SMS_MAX_PARTS];
+} sms_mo_t;
+
+/* A concatenated SMS being reassembled. */
+typedef struct sms_rs {
+  struct sms_rs *next;
+  char msisdn[22], dest[22];
+  uint16_t ref;
+  uint8_t total, have, dc;
+  bool report;
+  uint64_t deadline_ms;
+  struct {
+    uint8_t *data;
+    uint16_t len;
+    uint32_t seq;
+  } part[];
+} sms_rs_t;
+
+/* Delivery receipts awaited for one downlink message. */
+struct sms_rcpt {
+  sms_rcpt_t *prev, *next;
+  sms_t *s;
+  sms_job_t *job; /* while its parts are being submitted */
+  char *msg_id, *ori_type, *ori_addr, *ue;
+  unsigned n_parts, n_final;
+  char **ids;
+  unsigned n_ids;
+  bool failed, expired, job_done;
+  char cause[160];
+  uint64_t expires_ms;
+};
+
 /* sms_link.c */
 void sms_link_start(sms_t *s);
 void sms_link_stop(sms_t *s);
@@ -120,5 +161,16 @@ void sms_on_submit_resp(sms_t *s, sms_part_t *p, uint32_t status, const char *sm
 void sms_on_link_down(sms_t *s);
 void sms_on_bound(sms_t *s);
 void sms_tick(sms_t *s, uint64_t now);
+
+/* sms_up.c */
+const char *sms_norm_addr(const char *a); /* without a leading '+' */
+void sms_resp(sms_t *s, uint32_t seq, uint32_t status); /* deliver_sm_resp */
+sms_rcpt_t *sms_rcpt_new(sms_t *s, const m5gw_msg_t *m, unsigned n_parts);
+void sms_rcpt_map(sms_t *s, sms_rcpt_t *r, const char *smsc_id);
+void sms_rcpt_free(sms_t *s, sms_rcpt_t *r);
+int sms_rcpt_report(sms_t *s, sms_rcpt_t *r, bool failed, const char *cause);
+void sms_up_tick(sms_t *s, uint64_t now);
+void sms_up_link_down(sms_t *s);
+void sms_up_stop(sms_t *s);
 
 #endif
