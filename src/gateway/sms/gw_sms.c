@@ -207,9 +207,6 @@ void sms_on_submit_resp(sms_t *s, sms_part_t *p, uint32_t status, const char *sm
   }
 }
 
-/* The free side of sms_on_submit_resp: a part whose answer arrived is freed there by the
- * caller; here the parts live in the job's array, so nothing to free per part. */
-
 static const char *src_for(sms_t *s, const char *type, const char *addr, char *buf, size_t cap) {
   if (type && addr) {
     snprintf(buf, cap, "%s:%s", type, addr);
