@@ -42,11 +42,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   m5_smpp_hdr_t h;
   if (m5_smpp_hdr(data, size, &h) != M5_OK || size < h.len) return 0;
   char why[300];
+  static uint8_t chk[M5_SMPP_MAX_PDU];
   if (h.id == DELIVER_SM) {
     deliver_sm_t d;
     memset(&d, 0, sizeof(d));
-    if (m5_smpp_check_deliver_sm(data, h.len, why, sizeof(why)) == M5_OK &&
-        m5_smpp_unpack(DELIVER_SM, data, h.len, &d, why, sizeof(why)) == M5_OK)
+    int cl = m5_smpp_check_deliver_sm(data, h.len, chk, why, sizeof(why));
+    if (cl >= 0 && m5_smpp_unpack(DELIVER_SM, chk, (size_t)cl, &d, why, sizeof(why)) == M5_OK)
       body(&d);
   } else if (h.id == BIND_TRANSCEIVER_RESP || h.id == SUBMIT_SM_RESP) {
     union {
@@ -54,9 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       submit_sm_resp_t s;
     } u;
     memset(&u, 0, sizeof(u));
-    if (m5_smpp_check_resp_id(data, h.len, h.id == SUBMIT_SM_RESP ? 65 : 16, why,
-                              sizeof(why)) == M5_OK)
-      m5_smpp_unpack(h.id, data, h.len, &u, why, sizeof(why));
+    int cl = m5_smpp_check_resp_id(data, h.len, h.id == SUBMIT_SM_RESP ? 65 : 16, chk, why,
+                                   sizeof(why));
+    if (cl >= 0) m5_smpp_unpack(h.id, chk, (size_t)cl, &u, why, sizeof(why));
   }
   m5_smpp_unpack_end();
   if (m5_smpp_lib_blocks() != 0) abort();

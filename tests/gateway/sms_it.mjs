@@ -436,6 +436,16 @@ async function malformed() {
   assert.equal(r.command_status, 0);
   assert.equal(parseUp(upLine(drv, from)).payload, utf8hex('still here'));
   assert.equal(drv.all('UP ').length, 1, 'no malformed PDU became a message');
+  // Optional parameters the adapter does not read are ignored: a vendor's, and a
+  // user_message_reference with a 1-octet length (libsmpp34 alone would refuse the PDU).
+  const vendor = new smpp.PDU('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
+    short_message: Buffer.from('vendor tlv') })).toBuffer().subarray(16);
+  smsc.raw(rawPdu(0x5, 9010, Buffer.concat([vendor, Buffer.from([0x14, 0x01, 0, 2, 0xab, 0xcd]),
+    Buffer.from([0x02, 0x04, 0, 1, 7])])));
+  await waitFor('answer 9010', () => smsc.rx.find((p) => p.command === 'deliver_sm_resp' && p.sequence_number === 9010));
+  assert.equal(smsc.rx.find((p) => p.sequence_number === 9010 && p.command === 'deliver_sm_resp').command_status, 0);
+  await waitFor('UP 2', () => drv.all('UP ').length === 2);
+  assert.equal(parseUp(drv.all('UP ')[1]).payload, utf8hex('vendor tlv'));
   // 7. A command_length below 16: the stream cannot be followed: generic_nack, reconnect.
   const b0 = smsc.binds.length;
   smsc.raw(rawPdu(0x5, 9007, Buffer.alloc(0), 8));

@@ -294,7 +294,8 @@ static int sms_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void
                msg->payload_len, (long long)s->cfg->max_parts);
     return M5_OK;
   }
-  if (msg->report_requested) j->registered_delivery = SMPP34_DELIVERY_RECEIPT_ON;
+  if (msg->report_requested && s->cfg->receipts_max > 0)
+    j->registered_delivery = SMPP34_DELIVERY_RECEIPT_ON;
   int k = job_fill(s, j, msg->payload, msg->payload_len, false);
   if (k == M5_ERANGE) {
     job_finish(j, M5GW_DL_FAILED_CONTENT, "%zu octets need more than sms.max_parts (%lld) SMS",

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,36 +53,66 @@ static int cstr(const uint8_t *p, size_t len, size_t *i, size_t max, const char 
   return M5_EPROTO;
 }
 
-static int tlvs(const uint8_t *p, size_t len, size_t i, char *why, size_t whylen) {
+/* The optional parameters the adapter reads, with the sizes libsmpp34 reads them at (min..max
+ * octets). SMPP 3.4 has a receiver ignore the optional parameters it does not support: the
+ * others are left out of the library's copy (smpp_pdu.h says why). */
+static const struct {
+  uint16_t tag;
+  uint16_t min, max;
+} kept[] = {{0x0424, 0, 1024}, /* message_payload */
+            {0x020C, 2, 2},    /* sar_msg_ref_num */
+            {0x020E, 1, 1},    /* sar_total_segments */
+            {0x020F, 1, 1},    /* sar_segment_seqnum */
+            {0x001E, 1, 65},   /* receipted_message_id */
+            {0x0427, 1, 1}};   /* message_state */
+
+/* Copies the optional parameters from p[i..len) that keep[] (or none, when keep is false)
+ * lists into out[o..], after checking that every one is whole. Returns the new length. */
+static int tlvs(const uint8_t *p, size_t len, size_t i, bool keep, uint8_t *out, size_t o,
+                char *why, size_t whylen) {
   unsigned n = 0;
   while (i < len) {
     if (len - i < 4) {
       set_why(why, whylen, "optional parameter at %zu: truncated header", i);
       return M5_EPROTO;
     }
+    unsigned tag = (unsigned)p[i] << 8 | p[i + 1];
     size_t l = (size_t)p[i + 2] << 8 | p[i + 3];
-    if (l > MAX_TLV_SIZE || l > len - i - 4) {
-      set_why(why, whylen, "optional parameter 0x%04x: length %zu overruns the PDU",
-              (unsigned)(p[i] << 8 | p[i + 1]), l);
+    if (l > len - i - 4) {
+      set_why(why, whylen, "optional parameter 0x%04x: length %zu overruns the PDU", tag, l);
       return M5_EPROTO;
     }
-    if (++n > M5_SMPP_MAX_TLVS) {
-      set_why(why, whylen, "more than %u optional parameters", M5_SMPP_MAX_TLVS);
-      return M5_EPROTO;
+    for (size_t k = 0; keep && k < sizeof(kept) / sizeof(kept[0]); k++) {
+      if (kept[k].tag != tag) continue;
+      if (l < kept[k].min || l > kept[k].max) {
+        set_why(why, whylen, "optional parameter 0x%04x: length %zu (%u..%u)", tag, l,
+                kept[k].min, kept[k].max);
+        return M5_EPROTO;
+      }
+      if (++n > M5_SMPP_MAX_TLVS) {
+        set_why(why, whylen, "more than %u optional parameters", M5_SMPP_MAX_TLVS);
+        return M5_EPROTO;
+      }
+      memcpy(out + o, p + i, 4 + l);
+      o += 4 + l;
     }
     i += 4 + l;
   }
-  return M5_OK;
+  uint32_t v = htonl((uint32_t)o);
+  memcpy(out, &v, 4);
+  return (int)o;
 }
 
-int m5_smpp_check_deliver_sm(const uint8_t *p, size_t len, char *why, size_t whylen) {
+int m5_smpp_check_deliver_sm(const uint8_t *p, size_t len, uint8_t *out, char *why,
+                             size_t whylen) {
   size_t i = M5_SMPP_HDR;
   static const struct {
     const char *name;
-    size_t max;   /* C-Octet String size, 0 for a run of fixed octets */
+    size_t max;   /* C-Octet String size */
     size_t fixed; /* fixed octets after it */
   } f[] = {{"service_type", 6, 2},  {"source_addr", 21, 2},         {"destination_addr", 21, 3},
            {"schedule_delivery_time", 17, 0}, {"validity_period", 17, 5}};
+  if (len > M5_SMPP_MAX_PDU) return M5_EPROTO;
   for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
     if (cstr(p, len, &i, f[k].max, f[k].name, why, whylen)) return M5_EPROTO;
     if (len - i < f[k].fixed) {
@@ -95,14 +126,17 @@ int m5_smpp_check_deliver_sm(const uint8_t *p, size_t len, char *why, size_t why
     set_why(why, whylen, "sm_length %zu overruns the PDU", sm_len);
     return M5_EPROTO;
   }
-  return tlvs(p, len, i + sm_len, why, whylen);
+  memcpy(out, p, i + sm_len);
+  return tlvs(p, len, i + sm_len, true, out, i + sm_len, why, whylen);
 }
 
-int m5_smpp_check_resp_id(const uint8_t *p, size_t len, size_t id_max, char *why,
+int m5_smpp_check_resp_id(const uint8_t *p, size_t len, size_t id_max, uint8_t *out, char *why,
                           size_t whylen) {
   size_t i = M5_SMPP_HDR;
+  if (len > M5_SMPP_MAX_PDU) return M5_EPROTO;
   if (cstr(p, len, &i, id_max, "message_id/system_id", why, whylen)) return M5_EPROTO;
-  return tlvs(p, len, i, why, whylen);
+  memcpy(out, p, i);
+  return tlvs(p, len, i, false, out, i, why, whylen);
 }
 
 /* ---- the library's allocations, tracked so a failed unpack leaks nothing ---- */

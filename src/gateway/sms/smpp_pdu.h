@@ -10,7 +10,11 @@
  *  - it logs every field into a fixed 2,048-octet global with a running length that can go
  *    negative: a PDU reaches it only with at most M5_SMPP_MAX_TLVS optional parameters and the
  *    sizes SMPP 3.4 allows, which keeps that log far below its size (unit test
- *    sms_unit_pdu proves the worst case). */
+ *    sms_unit_pdu proves the worst case);
+ *  - it reads a scalar optional parameter at its own size whatever its length field says, and
+ *    then refuses the PDU or misreads the rest: it only gets the optional parameters the
+ *    adapter reads, each checked to be of its size; the others (a vendor's, ...) are left
+ *    out of its copy, which also keeps the log bound however many the SMSC sends. */
 #ifndef M5_GATEWAY_SMPP_PDU_H
 #define M5_GATEWAY_SMPP_PDU_H
 
@@ -34,15 +38,19 @@ typedef struct {
  * cannot be followed any further). */
 int m5_smpp_hdr(const uint8_t *buf, size_t n, m5_smpp_hdr_t *h);
 
-/* Checks the body of a complete deliver_sm (pdu[0..len)) against SMPP 3.4 cl. 4.6.1:
- * every C-Octet String terminated within its maximum size, sm_length within the PDU, the
- * optional parameters whole (tag + length + value), at most M5_SMPP_MAX_TLVS of them, none
- * longer than 1,024 octets. M5_EPROTO with why naming the field. */
-int m5_smpp_check_deliver_sm(const uint8_t *pdu, size_t len, char *why, size_t whylen);
-/* The same for bind_transceiver_resp (system_id + optional sc_interface_version) and
- * submit_sm_resp (message_id) with command_status 0. */
-int m5_smpp_check_resp_id(const uint8_t *pdu, size_t len, size_t id_max, char *why,
-                          size_t whylen);
+/* Checks a complete deliver_sm (pdu[0..len)) against SMPP 3.4 cl. 4.6.1: every C-Octet String
+ * terminated within its maximum size, sm_length within the PDU, every optional parameter
+ * whole. Writes into out (M5_SMPP_MAX_PDU octets) the PDU for m5_smpp_unpack(): the same,
+ * with only the optional parameters the adapter reads (message_payload, sar_*,
+ * receipted_message_id, message_state; each of its size, at most M5_SMPP_MAX_TLVS of them)
+ * and command_length set to match; the others are ignored, as SMPP 3.4 wants of a receiver
+ * that does not support them. Returns out's length, or M5_EPROTO with why naming the field. */
+int m5_smpp_check_deliver_sm(const uint8_t *pdu, size_t len, uint8_t *out, char *why,
+                             size_t whylen);
+/* The same for bind_transceiver_resp (system_id) and submit_sm_resp (message_id) with
+ * command_status 0: out gets the header and the string, no optional parameters. */
+int m5_smpp_check_resp_id(const uint8_t *pdu, size_t len, size_t id_max, uint8_t *out,
+                          char *why, size_t whylen);
 
 /* Unpacks a checked PDU into *out (the libsmpp34 struct of its command_id); M5_EPROTO (why:
  * the library's own account) when the library refuses it. Call m5_smpp_unpack_end() when

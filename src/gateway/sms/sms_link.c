@@ -245,8 +245,9 @@ static void on_submit_resp(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu)
   if (status == ESME_ROK && h->id == SUBMIT_SM_RESP) {
     submit_sm_resp_t r;
     memset(&r, 0, sizeof(r));
-    if (m5_smpp_check_resp_id(pdu, h->len, 65, why, sizeof(why)) ||
-        m5_smpp_unpack(SUBMIT_SM_RESP, pdu, h->len, &r, why, sizeof(why))) {
+    uint8_t chk[M5_SMPP_MAX_PDU];
+    int cl = m5_smpp_check_resp_id(pdu, h->len, 65, chk, why, sizeof(why));
+    if (cl < 0 || m5_smpp_unpack(SUBMIT_SM_RESP, chk, (size_t)cl, &r, why, sizeof(why))) {
       m5_smpp_unpack_end();
       M5_LOGW(SMS_DOM, "malformed submit_sm_resp (sequence %u): %s", h->seq, why);
       /* The SMSC took the message (status 0) but its id is unreadable: no receipt can be
@@ -273,8 +274,9 @@ static void on_bind_resp(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu) {
   }
   bind_transceiver_resp_t r;
   memset(&r, 0, sizeof(r));
-  if (m5_smpp_check_resp_id(pdu, h->len, 16, why, sizeof(why)) ||
-      m5_smpp_unpack(BIND_TRANSCEIVER_RESP, pdu, h->len, &r, why, sizeof(why))) {
+  uint8_t chk[M5_SMPP_MAX_PDU];
+  int cl = m5_smpp_check_resp_id(pdu, h->len, 16, chk, why, sizeof(why));
+  if (cl < 0 || m5_smpp_unpack(BIND_TRANSCEIVER_RESP, chk, (size_t)cl, &r, why, sizeof(why))) {
     m5_smpp_unpack_end();
     char w2[400];
     snprintf(w2, sizeof(w2), "malformed bind_transceiver_resp: %s", why);

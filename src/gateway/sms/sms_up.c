@@ -387,8 +387,9 @@ void sms_on_deliver_sm(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu) {
   char why[300] = "";
   deliver_sm_t d;
   memset(&d, 0, sizeof(d));
-  if (m5_smpp_check_deliver_sm(pdu, h->len, why, sizeof(why)) ||
-      m5_smpp_unpack(DELIVER_SM, pdu, h->len, &d, why, sizeof(why))) {
+  uint8_t chk[M5_SMPP_MAX_PDU];
+  int cl = m5_smpp_check_deliver_sm(pdu, h->len, chk, why, sizeof(why));
+  if (cl < 0 || m5_smpp_unpack(DELIVER_SM, chk, (size_t)cl, &d, why, sizeof(why))) {
     m5_smpp_unpack_end();
     M5_LOGW(SMS_DOM, "malformed deliver_sm (sequence %u): %s: generic_nack", h->seq, why);
     sms_link_send_hdr(s, GENERIC_NACK, ESME_RINVCMDLEN, h->seq);
