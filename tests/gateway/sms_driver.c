@@ -3,7 +3,8 @@
  * calls, so tests/gateway/sms_* can drive both ends. The core itself (src/gateway/core) links
  * the same adapter.
  *
- *   m5gw_sms_driver CONFIG.yaml      (the adapter's sms.* keys)
+ *   m5gw_sms_driver CONFIG.yaml [N]   (the adapter's sms.* keys; the first N m5gw_register
+ *                                     calls fail, as when m5s is unreachable)
  *
  * stdin, one command a line:
  *   deliver TAG ORI_TYPE ORI_ADDR DEST_UE REPORT(0|1) HEX   -> "DL TAG RESULT reason"
@@ -11,7 +12,7 @@
  *   uplink accept|refuse|hold   how m5gw_uplink answers (SPOOLED, then ACCEPTED / REFUSED /
  *                               nothing until "release")
  *   release                     ACCEPTED for every held uplink
- *   register ok|fail            how m5gw_register answers
+ *   register ok|fail            how m5gw_register answers from now on
  *   ping                        -> "PONG" (everything before it was handled)
  *   quit                        stop() the adapter and exit
  * stdout, one event a line: READY, REGISTER <n> <ids>, UP <msgId> <oriType>:<ori>
@@ -142,8 +143,10 @@ int m5gw_register(m5gw_core_t *c, const char *const *ids, size_t n, m5gw_reg_fn 
   out("REGISTER %zu %s", n, buf);
   held_t *h = calloc(1, sizeof(*h));
   if (!h) return M5_ENOMEM;
-  h->reg = done, h->arg = arg, h->status = c->reg_fail ? M5_EIO : 0;
-  snprintf(h->reason, sizeof(h->reason), "%s", c->reg_fail ? "m5s unreachable" : "");
+  int fail = c->reg_fail > 0;
+  if (fail) c->reg_fail--;
+  h->reg = done, h->arg = arg, h->status = fail ? M5_EIO : 0;
+  snprintf(h->reason, sizeof(h->reason), "%s", fail ? "m5s unreachable" : "");
   schedule(h, 1);
   return M5_OK;
 }
@@ -251,7 +254,7 @@ static void command(char *l) {
     out("OK release");
   } else if (!strcmp(cmd, "register")) {
     char *mode = strtok_r(NULL, " ", &save);
-    core.reg_fail = mode && !strcmp(mode, "fail");
+    core.reg_fail = mode && !strcmp(mode, "fail") ? 1000000 : 0;
     out("OK register");
   } else if (!strcmp(cmd, "ping")) {
     out("PONG");
@@ -290,10 +293,11 @@ static void on_signal(m5_loop_t *loop, int signo, void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s CONFIG.yaml\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    fprintf(stderr, "usage: %s CONFIG.yaml [REGISTER_FAILURES]\n", argv[0]);
     return 2;
   }
+  if (argc == 3) core.reg_fail = atoi(argv[2]);
   m5_log_set_level(M5_LOG_DEBUG);
   core.ops = &m5gw_sms_adapter;
   void *cfg = calloc(1, core.ops->cfg_size);

@@ -128,9 +128,9 @@ export class Driver {
     this.stderr = '';
     this.exited = null;
   }
-  start() {
+  start(args = []) {
     const bin = join(process.env.M5_BIN, 'm5gw_sms_driver');
-    this.p = spawn(bin, [this.cfgPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.p = spawn(bin, [this.cfgPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const errlog = createWriteStream(join(this.tmp, 'driver.log'));
     let buf = '';
     this.p.stdout.on('data', (d) => {
@@ -165,7 +165,7 @@ export class Driver {
 }
 
 // The adapter's configuration; extra lines ("  key: value") replace or add keys.
-export function config(port, extra = '') {
+export function config(port, extra = '', devices = ['+491700000001=sms1', '491700000002=sms2']) {
   const keys = new Map(Object.entries({
     host: '127.0.0.1', port: String(port), system_id: 'gw1', password: 's3cr3tpw',
     response_timeout_ms: '1500', enquire_link_ms: '30000', reconnect_min_ms: '100',
@@ -178,8 +178,7 @@ export function config(port, extra = '') {
   let y = 'sms:\n';
   for (const [k, v] of keys) y += `  ${k}: ${v}\n`;
   return y + `  devices:
-    - "+491700000001=sms1"
-    - "491700000002=sms2"
+${devices.map((d) => `    - "${d}"`).join('\n')}
   routes:
     - "1000=AS:as1"
     - "2000=UE:ue1"
@@ -188,11 +187,11 @@ export function config(port, extra = '') {
 
 // Sets up an SMSC and a bound driver; returns both and a teardown that checks the driver
 // exited cleanly (0, no sanitizer report).
-export async function setup(name, extra = '') {
+export async function setup(name, extra = '', { devices, args } = {}) {
   const smsc = new Smsc();
   const port = await smsc.listen();
-  const drv = new Driver(join(process.env.M5_TMP, name), config(port, extra));
-  await drv.start();
+  const drv = new Driver(join(process.env.M5_TMP, name), config(port, extra, devices));
+  await drv.start(args);
   assert.ok(!drv.exited, `driver exited at start: ${drv.stderr}`);
   await waitFor('bound', () => /bound to SMSC/.test(drv.stderr));
   const teardown = async () => {

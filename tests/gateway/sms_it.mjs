@@ -1,6 +1,6 @@
 // SMS gateway integration scenarios (run by tests/gateway/sms_test_*.sh): the adapter
 // (m5gw_sms_adapter in tests/gateway/sms_driver.c) against the npm `smpp` package's SMSC.
-//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing
+//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing|register
 import assert from 'node:assert/strict';
 import { setup, sync, mo, waitFor, log, smpp, hex, utf8hex } from './sms_harness.mjs';
 
@@ -386,7 +386,13 @@ async function throttle() {
   drv.cmd(`deliver t2 AS as1 sms1 0 ${utf8hex('give up')}`);
   await drv.wait('DL t2');
   assert.match(drv.find('DL t2'), /^DL t2 RETRY SMSC throttling .* after 3 retries/);
+  // 4. Stopping with a delivery in flight: it completes with RETRY first.
+  smsc.holdSubmits = true;
+  const n1 = smsc.submits.length;
+  drv.cmd(`deliver t3 AS as1 sms1 0 ${utf8hex('in flight')}`);
+  await waitFor('submit t3', () => smsc.submits.length === n1 + 1);
   await teardown();
+  assert.equal(drv.find('DL t3'), 'DL t3 RETRY the gateway is stopping');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -478,7 +484,24 @@ async function concatMissing() {
   await teardown();
 }
 
-const scenarios = { uplink, downlink, link, throttle, malformed, concat_missing: concatMissing };
+// ---------------------------------------------------------------------------------------
+async function register() {
+  // 1,500 devices: registered in calls of at most 1,000 IDs; m5s unreachable for the first
+  // round (both calls fail): the round is repeated after a pause until it succeeds.
+  const devices = [];
+  for (let i = 0; i < 1500; i++) devices.push(`4917${String(i).padStart(8, '0')}=dev${i}`);
+  const { drv, teardown } = await setup('register', '', { devices, args: ['2'] });
+  await waitFor('4 REGISTER', () => drv.all('REGISTER').length === 4, 10000);
+  const regs = drv.all('REGISTER').map((l) => l.split(' ')[1]);
+  assert.deepEqual(regs, ['1000', '500', '1000', '500']);
+  assert.ok(drv.all('REGISTER')[0].startsWith('REGISTER 1000 dev0,dev1,'));
+  await logged(drv, /registering the devices failed \(-3: m5s unreachable\): again in 1000 ms/);
+  await logged(drv, /1500 device\(s\) registered with m5s/);
+  await teardown();
+}
+
+const scenarios = { uplink, downlink, link, throttle, malformed, concat_missing: concatMissing,
+  register };
 const name = process.argv[2];
 if (!scenarios[name]) {
   console.error(`usage: sms_it.mjs ${Object.keys(scenarios).join('|')}`);
