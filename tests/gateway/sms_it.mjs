@@ -237,7 +237,16 @@ async function downlink() {
   assert.equal(drv.all('REPORT_UP').length, 1, 'no report before every part has its receipt');
   rr = await smsc.request('deliver_sm', rcpt(b.smsc_id, 5));
   await waitFor('2nd report', () => drv.all('REPORT_UP').length === 2);
-  assert.match(drv.all('REPORT_UP')[1], /^REPORT_UP UE:sms2 UE:ue1 r2 REPT_DELY_FAILED SMSC receipt: stat state 5/);
+  assert.match(drv.all('REPORT_UP')[1], /^REPORT_UP UE:sms2 UE:ue1 r2 REPT_DELY_FAILED SMSC receipt: stat UNDELIVERABLE$/);
+  // A failed receipt in text form: its stat and err words in failureCause.
+  n0 = smsc.submits.length;
+  drv.cmd(`deliver r3 AS as1 sms1 1 ${utf8hex('expire me')}`);
+  await drv.wait('DL r3');
+  rr = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
+    esm_class: 0x04, short_message: Buffer.from(`id:${smsc.submits[n0].smsc_id} sub:001 dlvrd:000 stat:EXPIRED err:\x01x7`) }));
+  assert.equal(rr.command_status, 0);
+  await waitFor('3rd report', () => drv.all('REPORT_UP').length === 3);
+  assert.equal(drv.all('REPORT_UP')[2], 'REPORT_UP UE:sms1 AS:as1 r3 REPT_DELY_FAILED SMSC receipt: stat EXPIRED err ?x7');
   // A receipt for an id the gateway does not know: acknowledged, nothing reported.
   rr = await smsc.request('deliver_sm', rcpt('nope', 2));
   assert.equal(rr.command_status, 0);

@@ -134,8 +134,13 @@ static void on_receipt(sms_t *s, uint32_t seq, const deliver_sm_t *d, const uint
   }
   t = m5_smpp_tlv(d->tlv, TLVID_message_state);
   if (t && t->length == 1) {
-    st = m5_sms_rcpt_from_message_state(t->value.val08);
-    snprintf(stat, sizeof(stat), "state %u", t->value.val08);
+    static const char *const names[] = {"state 0",     "ENROUTE",  "DELIVERED",
+                                        "EXPIRED",     "DELETED",  "UNDELIVERABLE",
+                                        "ACCEPTED",    "UNKNOWN",  "REJECTED"};
+    uint8_t v = t->value.val08;
+    st = m5_sms_rcpt_from_message_state(v);
+    if (v < sizeof(names) / sizeof(names[0])) snprintf(stat, sizeof(stat), "%s", names[v]);
+    else snprintf(stat, sizeof(stat), "state %u", v);
     have_st = true;
   }
   if (!id[0] || !have_st) {
@@ -151,6 +156,9 @@ static void on_receipt(sms_t *s, uint32_t seq, const deliver_sm_t *d, const uint
     if (!id[0]) snprintf(id, sizeof(id), "%s", tid);
     if (!have_st) st = tst;
   }
+  /* The SMSC's words go into a failureCause: printable ASCII only. */
+  for (char *c = err; *c; c++)
+    if (*c < 0x21 || *c > 0x7E) *c = '?';
   sms_rcpt_t *r = m5_hmap_get(s->rcpt_by_id, id, strlen(id));
   if (!r || st == M5_SMS_RCPT_PENDING) {
     M5_LOGD(SMS_DOM, "receipt for SMSC id %s (%s): nothing to report", id, stat);
