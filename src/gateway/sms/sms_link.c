@@ -321,6 +321,10 @@ static void handle_pdu(sms_t *s, const m5_smpp_hdr_t *h, const uint8_t *pdu) {
       sms_link_close(s, "bind_transceiver answered with generic_nack");
       return;
     }
+    if (h->id == GENERIC_NACK && h->seq == s->enq_seq) { /* an answer all the same */
+      s->enq_seq = 0;
+      return;
+    }
     on_submit_resp(s, h, pdu);
     return;
   case DELIVER_SM:
