@@ -141,6 +141,7 @@ async function downlink() {
   assert.equal(s.destination_addr, DEV1);
   assert.equal(s.dest_addr_ton, 1);
   assert.equal(s.source_addr, '1000');
+  assert.equal(s.source_addr_ton, 0, 'a short code: TON unknown');
   assert.equal(s.data_coding, 0);
   assert.equal(s.esm_class, 0);
   assert.equal(s.registered_delivery, 0);
@@ -153,6 +154,7 @@ async function downlink() {
   s = smsc.submits[1];
   assert.equal(s.data_coding, 8);
   assert.equal(s.source_addr, DEV2);
+  assert.equal(s.source_addr_ton, 1, 'a device: international');
   assert.equal(hex(s.short_message), Buffer.from('Привет', 'utf16le').swap16().toString('hex'));
   drv.cmd(`deliver d3 UE nobody sms2 0 ${hex([0xff, 0xfe, 0x00, 0x81])}`);
   await drv.wait('DL d3');

@@ -207,25 +207,34 @@ void sms_on_submit_resp(sms_t *s, sms_part_t *p, uint32_t status, const char *sm
   }
 }
 
-static const char *src_for(sms_t *s, const char *type, const char *addr, char *buf, size_t cap) {
+/* The source_addr of an SMS from type:addr (see docs/gateways-sms.md, "Mapping"). */
+static const char *src_for(sms_t *s, const char *type, const char *addr, bool *is_msisdn,
+                           char *buf, size_t cap) {
+  *is_msisdn = false;
   if (type && addr) {
     snprintf(buf, cap, "%s:%s", type, addr);
     const char *a = m5_hmap_get(s->route_by_id, buf, strlen(buf));
     if (a) return a;
     if (!strcmp(type, "UE")) {
       const char *m = m5_hmap_get(s->by_ue, addr, strlen(addr));
-      if (m) return m;
+      if (m) {
+        *is_msisdn = true;
+        return m;
+      }
     }
   }
   return s->cfg->source_addr;
 }
 
-static sms_job_t *job_new(sms_t *s, const char *msisdn, const char *src) {
+static sms_job_t *job_new(sms_t *s, const char *msisdn, const char *ori_type,
+                          const char *ori_addr) {
   sms_job_t *j = calloc(1, sizeof(*j));
   if (!j) return NULL;
   j->s = s;
   snprintf(j->msisdn, sizeof(j->msisdn), "%s", msisdn);
-  snprintf(j->src, sizeof(j->src), "%s", src);
+  char buf[300];
+  snprintf(j->src, sizeof(j->src), "%s",
+           src_for(s, ori_type, ori_addr, &j->src_msisdn, buf, sizeof(buf)));
   j->next = s->jobs, s->jobs = j;
   return j;
 }
@@ -271,9 +280,7 @@ static int sms_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void
   const char *msisdn = msg->dest_type && !strcmp(msg->dest_type, "UE") && msg->dest_addr
                            ? m5_hmap_get(s->by_ue, msg->dest_addr, strlen(msg->dest_addr))
                            : NULL;
-  char sb[300];
-  sms_job_t *j = job_new(s, msisdn ? msisdn : "", src_for(s, msg->ori_type, msg->ori_addr, sb,
-                                                           sizeof(sb)));
+  sms_job_t *j = job_new(s, msisdn ? msisdn : "", msg->ori_type, msg->ori_addr);
   if (!j) return M5_ENOMEM;
   j->done = done, j->arg = arg;
   if (!msisdn) {
@@ -338,10 +345,9 @@ static int sms_report(void *state, const m5gw_report_t *r) {
                               : '?');
       cause[o] = 0;
     }
-  char sb[300];
   snprintf(text, sizeof(text), "id:%.64s sub:001 dlvrd:%s stat:%s err:000 text:%s", r->msg_id,
            ok ? "001" : "000", ok ? "DELIVRD" : "UNDELIV", cause);
-  sms_job_t *j = job_new(s, msisdn, src_for(s, r->ori_type, r->ori_addr, sb, sizeof(sb)));
+  sms_job_t *j = job_new(s, msisdn, r->ori_type, r->ori_addr);
   if (!j) return M5_ENOMEM;
   j->esm = SMPP34_DELIVERY_ACK; /* ESME Delivery Acknowledgement (SMPP 3.4 cl. 5.2.12) */
   size_t tl = strlen(text);

@@ -53,6 +53,7 @@ struct sms_job {
   void *arg;
   char msisdn[21];
   char src[21];
+  bool src_msisdn; /* src is one of our devices' MSISDNs */
   uint8_t dc, esm, registered_delivery;
   uint8_t n_parts, n_acked;
   unsigned inflight; /* parts sent and not answered */

@@ -178,8 +178,12 @@ static int pack_part(sms_t *s, sms_part_t *p, uint8_t *out, size_t cap) {
   memset(&m, 0, sizeof(m));
   m.command_id = SUBMIT_SM;
   m.sequence_number = p->seq = sms_link_seq(s);
+  /* A device's MSISDN is international; a route's or sms.source_addr's digits (a short code)
+   * go as TON unknown, letters as alphanumeric. */
   bool src_digits = j->src[0] && strspn(j->src, "0123456789") == strlen(j->src);
-  m.source_addr_ton = src_digits ? TON_International : TON_Alphanumeric;
+  m.source_addr_ton = j->src_msisdn ? TON_International
+                      : src_digits  ? TON_Unknown
+                                    : TON_Alphanumeric;
   m.source_addr_npi = src_digits ? NPI_ISDN_E163_E164 : NPI_Unknown;
   snprintf((char *)m.source_addr, sizeof(m.source_addr), "%s", j->src);
   m.dest_addr_ton = TON_International;
