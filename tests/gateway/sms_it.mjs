@@ -400,7 +400,7 @@ async function throttle() {
   // 4. Stopping with a delivery in flight: it completes with RETRY first.
   smsc.holdSubmits = true;
   const n1 = smsc.submits.length;
-  drv.cmd(`deliver t3 AS as1 sms1 0 ${utf8hex('in flight')}`);
+  drv.cmd(`deliver t3 AS as1 sms1 1 ${utf8hex('in flight')}`); // (with receipts expected)
   await waitFor('submit t3', () => smsc.submits.length === n1 + 1);
   await teardown();
   assert.equal(drv.find('DL t3'), 'DL t3 RETRY the gateway is stopping');

@@ -580,13 +580,13 @@ static void sms_stop(void *state) {
   if (started) sms_link_stop(s);
   if (s->t_reg) m5_loop_timer_cancel(s->loop, s->t_reg);
   if (s->reg) s->reg->s = NULL; /* its callback may still come */
+  sms_up_stop(s); /* before the jobs: a receipt record points at its job */
   while (s->jobs) {
     sms_job_t *j = s->jobs;
     s->jobs = j->next;
     free(j->parts);
     free(j);
   }
-  sms_up_stop(s);
   m5_hmap_free(s->rcpt_by_id, NULL);
   m5_hmap_free(s->by_msisdn, free), m5_hmap_free(s->by_ue, free);
   m5_hmap_free(s->route_by_addr, free), m5_hmap_free(s->route_by_id, free);

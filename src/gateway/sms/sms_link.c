@@ -99,9 +99,11 @@ static void send_bind(sms_t *s) {
   memset(&b, 0, sizeof(b));
   b.command_id = BIND_TRANSCEIVER;
   b.sequence_number = s->bind_seq = sms_link_seq(s);
-  snprintf((char *)b.system_id, sizeof(b.system_id), "%s", s->cfg->system_id);
-  snprintf((char *)b.password, sizeof(b.password), "%s", s->cfg->password);
-  snprintf((char *)b.system_type, sizeof(b.system_type), "%s", s->cfg->system_type);
+  const sms_cfg_t *c = s->cfg;
+  snprintf((char *)b.system_id, sizeof(b.system_id), "%s", c->system_id);
+  snprintf((char *)b.password, sizeof(b.password), "%s", c->password ? c->password : "");
+  snprintf((char *)b.system_type, sizeof(b.system_type), "%s",
+           c->system_type ? c->system_type : "");
   b.interface_version = SMPP_VERSION;
   uint8_t out[128];
   int n = m5_smpp_pack(BIND_TRANSCEIVER, &b, out, sizeof(out));
