@@ -1,6 +1,6 @@
 // SMS gateway integration scenarios (run by tests/gateway/sms_test_*.sh): the adapter
 // (m5gw_sms_adapter in tests/gateway/sms_driver.c) against the npm `smpp` package's SMSC.
-//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing|register
+//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing|register|bounds
 import assert from 'node:assert/strict';
 import { setup, sync, mo, waitFor, log, smpp, hex, utf8hex } from './sms_harness.mjs';
 
@@ -511,8 +511,45 @@ async function register() {
   await teardown();
 }
 
+// ---------------------------------------------------------------------------------------
+async function bounds() {
+  // What the SMSC can make the gateway hold is bounded: device messages waiting for m5s
+  // (sms.max_pending_mo, reassemblies included) and SMS parts waiting for the window
+  // (sms.queue_max); past them, "try again later" both ways, and nothing else changes.
+  const { smsc, drv, teardown } = await setup('bounds',
+    '  max_pending_mo: 2\n  queue_max: 3\n  window: 1\n');
+  drv.cmd('uplink hold');
+  const m = (t) => smsc.send('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
+    short_message: Buffer.from(t) }));
+  const a = m('one'), b = m('two');
+  await waitFor('2 UP', () => drv.all('UP ').length === 2);
+  const c = await m('three').resp;
+  assert.equal(c.command_status, smpp.ESME_RX_T_APPN, 'past sms.max_pending_mo: temporary');
+  const part = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
+    esm_class: 0x40, short_message: Buffer.from([5, 0, 3, 9, 2, 1, 0x41]) }));
+  assert.equal(part.command_status, smpp.ESME_RX_T_APPN, 'a reassembly counts too');
+  assert.equal(drv.all('UP ').length, 2);
+  drv.cmd('release');
+  assert.equal((await a.resp).command_status, 0);
+  assert.equal((await b.resp).command_status, 0);
+  drv.cmd('uplink accept');
+  const d = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
+    short_message: Buffer.from('four') }));
+  assert.equal(d.command_status, 0, 'room again once m5s took them');
+
+  smsc.holdSubmits = true;
+  for (let i = 1; i <= 5; i++) drv.cmd(`deliver q${i} AS as1 sms1 0 ${utf8hex('q' + i)}`);
+  await drv.wait('DL q5');
+  assert.equal(drv.find('DL q5'), 'DL q5 RETRY sms.queue_max parts already wait for the SMSC');
+  assert.equal(smsc.submits.length, 1, 'sms.window 1');
+  smsc.holdSubmits = false;
+  smsc.releaseSubmits();
+  await waitFor('q1..q4 delivered', () => [1, 2, 3, 4].every((i) => drv.find(`DL q${i} DELIVERED`)));
+  await teardown();
+}
+
 const scenarios = { uplink, downlink, link, throttle, malformed, concat_missing: concatMissing,
-  register };
+  register, bounds };
 const name = process.argv[2];
 if (!scenarios[name]) {
   console.error(`usage: sms_it.mjs ${Object.keys(scenarios).join('|')}`);
