@@ -175,14 +175,15 @@ export function config(port, extra = '', devices = ['+491700000001=sms1', '49170
     const m = /^\s*(\w+):\s*(.*)$/.exec(l);
     if (m) keys.set(m[1], m[2]);
   }
+  const routes = keys.has('routes') ? '' : `  routes:
+    - "1000=AS:as1"
+    - "2000=UE:ue1"
+`;
   let y = 'sms:\n';
   for (const [k, v] of keys) y += `  ${k}: ${v}\n`;
   return y + `  devices:
 ${devices.map((d) => `    - "${d}"`).join('\n')}
-  routes:
-    - "1000=AS:as1"
-    - "2000=UE:ue1"
-`;
+` + routes;
 }
 
 // Sets up an SMSC and a bound driver; returns both and a teardown that checks the driver

@@ -1,6 +1,6 @@
 // SMS gateway integration scenarios (run by tests/gateway/sms_test_*.sh): the adapter
 // (m5gw_sms_adapter in tests/gateway/sms_driver.c) against the npm `smpp` package's SMSC.
-//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing|register|bounds
+//   node sms_it.mjs uplink|downlink|link|throttle|malformed|concat_missing|register|bounds|config
 import assert from 'node:assert/strict';
 import { setup, sync, mo, waitFor, log, smpp, hex, utf8hex } from './sms_harness.mjs';
 
@@ -548,8 +548,36 @@ async function bounds() {
   await teardown();
 }
 
+// ---------------------------------------------------------------------------------------
+async function config() {
+  // A bad sms.* configuration stops the gateway at start with the key and the entry named.
+  const { Driver, config: cfg } = await import('./sms_harness.mjs');
+  const cases = [
+    ['devices', ['491700000001'], /sms.devices: '491700000001': expected MSISDN=ueSvcId/],
+    ['devices', ['49170000000x=d1'], /sms.devices: '49170000000x=d1': expected MSISDN=ueSvcId/],
+    ['devices', ['4917=d1', '4917=d2'], /sms.devices: '4917=d2' repeats an address or an ID/],
+    ['devices', ['4917=d1', '4918=d1'], /sms.devices: '4918=d1' repeats an address or an ID/],
+    ['extra', '  system_id: ""\n', /sms.system_id: required, 1-15 characters/],
+    ['extra', '  password: "123456789"\n', /sms.password: at most 8 characters/],
+    ['extra', '  source_addr: "TOOLONGNAME12"\n', /sms.source_addr: 1-20 digits or 1-11 characters/],
+    ['extra', '  window: 0\n', /sms.window: expected an integer in 1..1000/],
+    ['extra', '  routes: ["1000=as1"]\n', /sms.routes: '1000=as1': expected ADDR=TYPE:ID/],
+    ['extra', '  routes: ["491700000001=AS:as1"]\n', /sms.routes: '491700000001=AS:as1': 491700000001 is a device's MSISDN/],
+  ];
+  let k = 0;
+  for (const [what, v, re] of cases) {
+    const text = what === 'devices' ? cfg(1, '', v) : cfg(1, v);
+    const d = new Driver(`${process.env.M5_TMP}/config${k++}`, text);
+    await d.start();
+    await waitFor('exit', () => d.exited);
+    assert.equal(d.exited.code, 2, `${re}: exit ${d.exited.code}`);
+    assert.match(d.stderr, re);
+    assert.ok(!d.lines.includes('READY'));
+  }
+}
+
 const scenarios = { uplink, downlink, link, throttle, malformed, concat_missing: concatMissing,
-  register, bounds };
+  register, bounds, config };
 const name = process.argv[2];
 if (!scenarios[name]) {
   console.error(`usage: sms_it.mjs ${Object.keys(scenarios).join('|')}`);
