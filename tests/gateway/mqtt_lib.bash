@@ -37,7 +37,10 @@ wait_port_open() {
 
 # stop_broker: SIGTERM (a graceful stop: Mosquitto saves its persistence file) and its exit.
 stop_broker() {
-  kill -TERM "$MQ_PID"
+  if ! kill -TERM "$MQ_PID" 2>/dev/null; then
+    wait "$MQ_PID" 2>/dev/null && WAIT_RC=0 || WAIT_RC=$?
+    fail "mosquitto was gone before its stop (exit status $WAIT_RC): $(tail -5 "$MQ_LOG")"
+  fi
   wait_pid_rc "$MQ_PID" 10
   ((WAIT_RC != 124)) || fail "mosquitto did not stop within 10 s"
 }
@@ -75,14 +78,23 @@ dev_sub_start() {
 }
 
 # dev_sub_resume ID OUT [args...]: the device's subscriber back on its persistent session (what
-# the broker queued meanwhile arrives first), in the background (SUB_PID).
+# the broker queued meanwhile arrives first), in the background (SUB_PID); returns once the
+# broker logged its connection. (Also so that no signal reaches the background job before it
+# has exec'd: a forked bash that is still a copy of this shell would run its EXIT trap.)
 dev_sub_resume() {
-  local id=$1 outf=$2
+  local id=$1 outf=$2 before i
   shift 2
+  before=$(count_lines "$MQ_LOG" "New client connected from .* as $id \\(")
   mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -u "$id" -P "$(dev_pw "$id")" -i "$id" -c -q 1 \
     -t "msgin5g/$id/in" -F '%t|%P|%p' "$@" >>"$outf" 2>&1 &
   SUB_PID=$!
   track_pid "$SUB_PID"
+  for ((i = 0; i < 100; i++)); do
+    (($(count_lines "$MQ_LOG" "New client connected from .* as $id \\(") > before)) && return 0
+    kill -0 "$SUB_PID" 2>/dev/null || fail "mosquitto_sub ($id) exited: $(cat "$outf")"
+    sleep 0.1
+  done
+  fail "mosquitto_sub ($id) did not connect within 10 s"
 }
 
 # dev_sub_stop: ends the background subscriber (its session stays on the broker).
