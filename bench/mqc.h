@@ -20,6 +20,8 @@
 #ifndef M5_BENCH_MQC_H
 #define M5_BENCH_MQC_H
 
+#include "core/buf.h"
+
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,8 +50,9 @@ struct mqc {
   int fd, wout, dirty;
   SSL *ssl;
   BIO *rb, *wb;
-  uint8_t *in, *out; /* plaintext: read but not parsed yet / queued this iteration */
-  size_t in_len, out_len, out_cap;
+  uint8_t *in;  /* plaintext read but not parsed yet */
+  size_t in_len;
+  m5_buf_t out; /* plaintext queued this iteration (at most OUT_MAX) */
   uint16_t pid, sub_pid, infl[MQC_INFLIGHT];
   uint64_t last_tx_ns;
   mqc_t *next_dirty;
