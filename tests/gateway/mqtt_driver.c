@@ -280,27 +280,33 @@ int main(int argc, char **argv) {
   void *cfg = calloc(1, ops->cfg_size);
   char err[512];
   if (!cfg || m5_config_load(config, ops->cfg_items, ops->n_cfg_items, cfg, err, sizeof err)) {
-    fprintf(stderr, "mqtt_driver: %s\n", err);
+    fprintf(stderr, "mqtt_driver: %s\n", cfg ? err : "out of memory");
+    free(cfg);
     return 2;
   }
   int sigs[] = {SIGTERM, SIGINT};
   m5_signals_block(sigs, 2);
   signal(SIGPIPE, SIG_IGN);
   loop = m5_loop_new();
+  int rc = 1;
   if (!loop || m5_loop_signal(loop, SIGTERM, on_signal, NULL) ||
-      m5_loop_signal(loop, SIGINT, on_signal, NULL) ||
-      m5_loop_add_fd(loop, 0, M5_EV_READ, on_stdin, NULL)) {
+      m5_loop_signal(loop, SIGINT, on_signal, NULL)) {
     fprintf(stderr, "mqtt_driver: cannot set up the loop\n");
-    return 1;
+    goto done;
   }
+  /* stdin that cannot be polled (/dev/null): no commands, SIGTERM stops it */
+  if (m5_loop_add_fd(loop, 0, M5_EV_READ, on_stdin, NULL))
+    fprintf(stderr, "mqtt_driver: stdin cannot be polled: no commands\n");
   if (ops->start(loop, cfg, (m5gw_core_t *)loop, &state, err, sizeof err)) {
     fprintf(stderr, "mqtt_driver: %s\n", err);
-    return 1;
+    goto done;
   }
   out("ready");
   m5_loop_run(loop);
-  m5_loop_free(loop);
+  rc = 0;
+done:
+  if (loop) m5_loop_free(loop);
   m5_config_free(ops->cfg_items, ops->n_cfg_items, cfg);
   free(cfg);
-  return 0;
+  return rc;
 }

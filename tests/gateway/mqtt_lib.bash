@@ -5,16 +5,18 @@
 # devices played by mosquitto_pub / mosquitto_sub (MQTT 3.1.1, or 5 with -V mqttv5).
 
 BROKER_DIR=$M5_TMP/broker
+BROKER_ARGS=()
 MQ_LOG=$M5_TMP/mosquitto.log
 
 # start_broker [DEVICES]: writes the broker's config (devices mq1 mq2 mq3 by default) on a free
-# port (MQ_PORT, kept across restarts) and starts it (MQ_PID).
+# port (MQ_PORT, kept across restarts) and starts it (MQ_PID). BROKER_ARGS (an array) adds
+# mqtt-broker-conf.sh options (--tls-cert ...).
 start_broker() {
   local devices=${1:-mq1 mq2 mq3} _
   for _ in 1 2 3; do
     [[ -n ${MQ_PORT:-} ]] || pick_ports MQ_PORT
     "$M5_SRC/tools/mqtt-broker-conf.sh" --dir "$BROKER_DIR" --port "$MQ_PORT" \
-      --devices "$devices" --autosave 1 2>>"$MQ_LOG" || fail "mqtt-broker-conf.sh failed"
+      --devices "$devices" --autosave 1 "${BROKER_ARGS[@]}" 2>>"$MQ_LOG" || fail "mqtt-broker-conf.sh failed"
     mosquitto -c "$BROKER_DIR/mosquitto.conf" >>"$MQ_LOG" 2>&1 &
     MQ_PID=$!
     track_pid "$MQ_PID"
