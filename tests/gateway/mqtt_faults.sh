@@ -68,6 +68,18 @@ wait_for "$DRV_OUT" "payload=$(hex 'after restart')$"
 n=$(count_lines "$DRV_OUT" "^uplink ")
 ((n == 2)) || fail "$n uplinks after the restart, want 2 (a refused one came back?): $(grep '^uplink' "$DRV_OUT")"
 
+# the spool refusing a message (full): not acknowledged, so the broker redelivers it after
+# the gateway's reconnection, and once the spool takes it, it passes
+drv spool refuse
+wait_for "$DRV_OUT" "^spool refuse$"
+dev_pub mq1 -V mqttv5 -D publish user-property msgId sp-1 -t msgin5g/mq1/out/UE/ue2 -m 'refused by the spool'
+wait_for "$DRV_ERR" "the spool refused it \\(spool full \\(test\\)\\); the broker keeps it"
+drv spool ok
+wait_for "$DRV_OUT" "^spool ok$"
+wait_for "$DRV_OUT" "^spooled sp-1$" 15 "the message the spool refused was not redelivered"
+n=$(count_lines "$DRV_OUT" "^uplink .* msgId=sp-1 ")
+echo "the message the spool refused came $n times before it was spooled" >&2
+
 # the spy saw nothing of mq1's inbox although a message went there
 drv deliver mq1 dl-1 UE:ue1 for mq1 only
 wait_for "$DRV_OUT" "^dl dl-1 DELIVERED"

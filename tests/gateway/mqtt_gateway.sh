@@ -41,6 +41,14 @@ wait_for "$M5_TMP/mq2.in" "^msgin5g/mq2/in\|\|plain bytes$" 10 "mq2 (MQTT 3.1.1)
 drv report mq2 m2-1 AS:as1 DELIVERED
 wait_for "$DRV_OUT" "^report rc=0$"
 wait_for "$M5_TMP/mq2.in" '"msgType":"REPORT","msgId":"m2-1","destAddr":\{"addrType":"AS","addr":"as1"\},"delivSt":"DELIVERED"' 10 "no report on mq2's inbox"
+# m5s refusing mq2's message for good: the gateway's own FAILED report, with the reason
+drv m5s refuse
+wait_for "$DRV_OUT" "^m5s refuse$"
+dev_pub mq2 -V mqttv5 -D publish user-property msgId m2-2 -D publish user-property delivStReqInd true \
+  -t msgin5g/mq2/out/UE/ue9 -m 'refused'
+wait_for "$M5_TMP/mq2.in" '"msgId":"m2-2","destAddr":\{"addrType":"UE","addr":"ue9"\},"delivSt":"FAILED","failureCause":"forbidden by the test"' 10 "no FAILED report after m5s refused"
+drv m5s ok
+wait_for "$DRV_OUT" "^m5s ok$"
 drv report mq3 m9 AS:as1 DELIVERED # not ours
 wait_for "$DRV_OUT" "^report rc=-4$" 10 "a report for a device the gateway does not serve was taken"
 

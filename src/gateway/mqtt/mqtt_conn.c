@@ -23,6 +23,7 @@
 #define DOM "mqtt"
 #define CONNECT_TIMEOUT_MS 10000 /* TCP + TLS + CONNACK */
 #define RECV_CHUNK 16384
+#define STABLE_MS 10000 /* a session this long resets the reconnection back-off */
 
 typedef enum { ST_IDLE, ST_TCP, ST_TLS, ST_CONNACK, ST_UP } st_t;
 
@@ -41,7 +42,7 @@ struct gwmq_conn {
   size_t out_off;   /* bytes of out already handed to the socket / SSL_write */
   m5_defer_t flush;
   m5_timer_id_t t_retry, t_tick;
-  uint64_t last_rx_ms, last_tx_ms, started_ms;
+  uint64_t last_rx_ms, last_tx_ms, started_ms, up_ms;
   uint32_t backoff_ms;
 };
 
@@ -90,6 +91,9 @@ static void drop(gwmq_conn_t *c, const char *fmt, ...) {
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
   bool was_up = c->st == ST_UP;
+  /* the back-off starts again only after a session that lasted: a broker that accepts and
+   * then drops us at once is not hammered */
+  if (was_up && m5_loop_now_ms(c->loop) - c->up_ms >= STABLE_MS) c->backoff_ms = 0;
   close_socket(c);
   c->st = ST_IDLE;
   M5_LOGW(DOM, "broker %s:%u: %s%s", c->host, c->o.port, was_up ? "connection lost: " : "", why);
@@ -177,7 +181,7 @@ static void on_packet(gwmq_conn_t *c, uint8_t tf, const uint8_t *b, size_t len) 
       return;
     }
     c->st = ST_UP;
-    c->backoff_ms = 0;
+    c->up_ms = m5_loop_now_ms(c->loop);
     M5_LOGI(DOM, "broker %s:%u: connected as %s (session %s)", c->host, c->o.port, c->client_id,
             ca.session_present ? "resumed" : "new");
     c->cbs.up(c->arg, &ca);
