@@ -60,13 +60,17 @@ wait_for "$DRV_OUT" "^uplink ori=UE:mq1 dest=UE:ue2 .* payload=$(hex 'good one')
 n=$(count_lines "$DRV_OUT" "^uplink ")
 ((n == 1)) || fail "$n uplinks, want only the good one: $(grep '^uplink' "$DRV_OUT")"
 
+# a retained message is handed on once, not again at the gateway's next subscription
+dev_pub mq1 -r -t msgin5g/mq1/out/UE/ue2 -m 'retained'
+wait_for "$DRV_OUT" "payload=$(hex 'retained')$"
+
 # the refused ones were acknowledged: after a gateway restart the broker redelivers none
 stop_driver
 start_driver "max_payload: 1000"
 dev_pub mq1 -t msgin5g/mq1/out/UE/ue2 -m 'after restart'
 wait_for "$DRV_OUT" "payload=$(hex 'after restart')$"
 n=$(count_lines "$DRV_OUT" "^uplink ")
-((n == 2)) || fail "$n uplinks after the restart, want 2 (a refused one came back?): $(grep '^uplink' "$DRV_OUT")"
+((n == 3)) || fail "$n uplinks after the restart, want 3 (a refused or the retained one came back?): $(grep '^uplink' "$DRV_OUT")"
 
 # the spool refusing a message (full): not acknowledged, so the broker redelivers it after
 # the gateway's reconnection, and once the spool takes it, it passes

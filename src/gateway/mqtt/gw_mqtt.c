@@ -545,8 +545,10 @@ static void on_up(void *arg, const m5_mqtt_connack_t *ca) {
     }
   g->subscribed = false;
   g->sub_pid = next_pid(g);
+  /* no retained messages: a device's retained publish would come again at every subscription
+   * (every reconnection) and be handed to m5s again */
   if (m5_mqtt_put_subscribe(gwmq_conn_out(g->conn), M5_MQTT_V5, g->sub_pid, "msgin5g/+/out/#",
-                            1)) {
+                            1 | M5_MQTT_SUB_NO_RETAINED)) {
     gwmq_conn_drop(g->conn, "cannot queue SUBSCRIBE");
     return;
   }

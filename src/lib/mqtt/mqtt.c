@@ -139,7 +139,7 @@ int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *fi
   p = put16(p, pid);
   if (v5) *p++ = 0; /* no properties */
   p = put_str(p, filter, fl);
-  *p = qos; /* v5 subscription options: Maximum QoS only */
+  *p = v5 ? qos : (uint8_t)(qos & 3); /* v5: the subscription options byte */
   return 0;
 }
 

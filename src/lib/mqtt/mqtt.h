@@ -116,7 +116,10 @@ int m5_mqtt_frame(const uint8_t *p, size_t avail, size_t max_rem, uint8_t *type_
  * failure. ---- */
 
 int m5_mqtt_put_connect(m5_buf_t *b, const m5_mqtt_connect_t *c);
-/* One topic filter, one QoS; v5 subscription options: QoS only (no No Local etc.). */
+/* MQTT 5 subscription option (§3.8.3.1, Retain Handling 2): send no retained messages when
+ * the subscription is made. OR it into put_subscribe's qos; ignored for 3.1.1. */
+#define M5_MQTT_SUB_NO_RETAINED 0x20
+/* One topic filter: the maximum QoS, with MQTT 5 options ORed in (M5_MQTT_SUB_*). */
 int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *filter,
                           uint8_t qos);
 /* QoS 0 or 1 (pid ignored for 0); user properties only with version 5. */
