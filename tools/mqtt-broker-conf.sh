@@ -8,23 +8,25 @@
 #
 #   tools/mqtt-broker-conf.sh --dir DIR [--port 1883] [--host 127.0.0.1]
 #       [--gateway-user gateway] [--devices "mq1 mq2"] [--devices-file FILE]
-#       [--tls-cert FILE --tls-key FILE] [--user NAME] [--autosave SECONDS]
+#       [--tls-cert FILE --tls-key FILE] [--user NAME] [--autosave SECONDS] [--cred-dir DIR2]
 #
 # Writes, in DIR: mosquitto.conf (start: mosquitto -c DIR/mosquitto.conf), passwd, acl,
 # gateway.password (the gateway's mqtt.password_file), <deviceId>.mqtt for each device (lines
 # username=<id> and password=<secret>, what the device configures), data/ (the broker's
-# persistence). Everything secret is mode 0600. Run again with more devices: existing
+# persistence). --cred-dir puts the <deviceId>.mqtt files in DIR2 instead (make run's
+# var/demo/). Everything secret is mode 0600. Run again with more devices: existing
 # passwords are kept, new ones generated. Passwords never appear on a command line.
 # --host other than a loopback address needs --tls-cert/--tls-key (no passwords in clear).
 # --user: the account Mosquitto drops to when started as root (default: whoever runs this;
 # "mosquitto" for the Debian service, which must then be able to read DIR).
 set -euo pipefail
 
-DIR= PORT=1883 HOST=127.0.0.1 GW_USER=gateway DEVICES=() TLS_CERT= TLS_KEY= RUN_USER= AUTOSAVE=60
+DIR= CRED_DIR= PORT=1883 HOST=127.0.0.1 GW_USER=gateway DEVICES=() TLS_CERT= TLS_KEY= RUN_USER= AUTOSAVE=60
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
   --dir) DIR=$2; shift 2 ;;
+  --cred-dir) CRED_DIR=$2; shift 2 ;;
   --port) PORT=$2; shift 2 ;;
   --host) HOST=$2; shift 2 ;;
   --gateway-user) GW_USER=$2; shift 2 ;;
@@ -61,8 +63,9 @@ for id in "${DEVICES[@]}"; do
 done
 
 umask 077
-mkdir -p "$DIR/data"
+mkdir -p "$DIR/data" "${CRED_DIR:-$DIR}"
 DIR=$(cd "$DIR" && pwd)
+CRED_DIR=$(cd "${CRED_DIR:-$DIR}" && pwd)
 secret() { openssl rand -hex 24; }
 # password_of FILE: the password= line of a credentials file, if any.
 password_of() { [[ -f $1 ]] && sed -n 's/^password=//p' "$1" || true; }
@@ -74,18 +77,19 @@ trap 'rm -f "$plain"' EXIT
 printf '%s:%s\n' "$GW_USER" "$(head -n 1 "$DIR/gateway.password")" >"$plain"
 # every device ever configured here keeps its password (a re-run adds, never rotates)
 declare -A seen=()
-for f in "$DIR"/*.mqtt; do
+for f in "$CRED_DIR"/*.mqtt; do
   [[ -e $f ]] || continue
   id=$(basename "$f" .mqtt)
+  [[ ${#id} -le 128 && $id =~ ^[!-~]+$ && $id != *[/+#:]* ]] || die "$f: not a device ID"
   DEVICES+=("$id")
 done
 for id in "${DEVICES[@]}"; do
   [[ -z ${seen[$id]:-} ]] || continue
   seen[$id]=1
-  pw=$(password_of "$DIR/$id.mqtt")
+  pw=$(password_of "$CRED_DIR/$id.mqtt")
   [[ -n $pw ]] || pw=$(secret)
-  printf 'username=%s\npassword=%s\n' "$id" "$pw" >"$DIR/$id.mqtt"
-  chmod 600 "$DIR/$id.mqtt"
+  printf 'username=%s\npassword=%s\n' "$id" "$pw" >"$CRED_DIR/$id.mqtt"
+  chmod 600 "$CRED_DIR/$id.mqtt"
   printf '%s:%s\n' "$id" "$pw" >>"$plain"
 done
 mosquitto_passwd -U "$plain" >/dev/null # hashes every line in place (PBKDF2-SHA512)
