@@ -127,6 +127,7 @@ struct gw {
   gwmq_conn_t *conn;
   m5_hmap_t *devices;
   uint16_t pid, sub_pid, peer_recv_max;
+  uint32_t peer_max_packet; /* the broker's Maximum Packet Size; 0: none */
   bool subscribed;
   dl_t *wait_head, *wait_tail, *done_head, *done_tail;
   size_t n_wait;
@@ -179,7 +180,9 @@ static void run_done(m5_loop_t *loop, void *arg) {
 /* d's outcome goes to its caller on the loop, never inside the call that handed it over. */
 static void complete(gw_t *g, dl_t *d, m5gw_dl_result_t res, const char *reason) {
   d->res = res;
-  snprintf(d->reason, sizeof d->reason, "%s", reason ? reason : "");
+  size_t n = reason ? strnlen(reason, sizeof d->reason - 1) : 0; /* cut a long one short */
+  if (n) memcpy(d->reason, reason, n);
+  d->reason[n] = '\0';
   d->next = NULL;
   if (g->done_tail)
     g->done_tail->next = d;
@@ -195,6 +198,14 @@ static void pump(gw_t *g) {
   bool sent = false;
   while (g->wait_head && g->n_infl < window && gwmq_conn_is_up(g->conn)) {
     dl_t *d = g->wait_head;
+    if (g->peer_max_packet && d->pkt.len > g->peer_max_packet) {
+      /* the broker would end the session over it (MQTT 5 §3.2.2.3.6): it cannot be carried */
+      g->wait_head = d->next;
+      if (!g->wait_head) g->wait_tail = NULL;
+      g->n_wait--;
+      complete(g, d, M5GW_DL_FAILED_CONTENT, "larger than the broker's maximum packet size");
+      continue;
+    }
     d->pid = next_pid(g);
     d->pkt.data[d->pid_off] = (uint8_t)(d->pid >> 8);
     d->pkt.data[d->pid_off + 1] = (uint8_t)d->pid;
@@ -537,6 +548,7 @@ static void on_publish(gw_t *g, uint8_t tf, const uint8_t *b, size_t len) {
 static void on_up(void *arg, const m5_mqtt_connack_t *ca) {
   gw_t *g = arg;
   g->peer_recv_max = ca->receive_max;
+  g->peer_max_packet = ca->max_packet;
   if (!ca->session_present) /* what we owed the old session is moot: nobody will ask again */
     while (g->n_pend) {
       up_t *e = g->pend[0];

@@ -275,6 +275,8 @@ static int queue_connect(gwmq_conn_t *c) {
 
 static void connected(gwmq_conn_t *c) {
   c->st = ST_CONNACK;
+  m5_buf_reset(&c->out); /* CONNECT comes first, whatever was queued while we were away */
+  c->out_off = 0;
   if (queue_connect(c)) {
     drop(c, "cannot queue CONNECT");
     return;
