@@ -383,8 +383,12 @@ static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
 /* Refuses one device message for good: acknowledged to the broker (it would come back
  * forever otherwise), logged, not passed on. */
 static void refuse(gw_t *g, const m5_mqtt_publish_t *p, const char *why) {
-  M5_LOGW(DOM, "refused a message on '%.*s': %s", (int)(p->tlen > 200 ? 200 : p->tlen),
-          (const char *)p->topic, why);
+  char t[201]; /* the device's topic, printable only: a log line is not the device's to shape */
+  size_t n = p->tlen < sizeof t - 1 ? p->tlen : sizeof t - 1;
+  for (size_t i = 0; i < n; i++)
+    t[i] = p->topic[i] >= 0x20 && p->topic[i] < 0x7f ? (char)p->topic[i] : '?';
+  t[n] = '\0';
+  M5_LOGW(DOM, "refused a message on '%s': %s", t, why);
   if (p->qos) send_puback(g, p->pid, M5_MQTT_RC_TOPIC_INVALID);
 }
 
