@@ -14,7 +14,9 @@
  * Output lines: "register ID,ID,...", "uplink ori=UE:mq1 dest=UE:ue2 msgId=.. appId=..
  * report=0|1 payload=HEX", "spooled MSGID", "dl ...", "report rc=N", "ready", "stopped".
  *
- *   mqtt_driver --config FILE [--debug]    (FILE: the adapter's mqtt.* keys, YAML) */
+ *   mqtt_driver --config FILE [--debug] [--reg-fail N]
+ *   (FILE: the adapter's mqtt.* keys, YAML; --reg-fail: the first N registrations fail, as
+ *   with m5s unreachable) */
 #include "../../src/gateway/gw_adapter.h"
 
 #include "core/err.h"
@@ -33,6 +35,7 @@ static const m5gw_adapter_ops_t *ops = &m5gw_mqtt_adapter;
 
 static enum { SP_OK, SP_HOLD, SP_REFUSE } spool_mode;
 static int m5s_refuse;
+static int reg_fail; /* registrations still to fail */
 
 typedef struct held {
   struct held *next;
@@ -109,12 +112,13 @@ int m5gw_report_up(m5gw_core_t *core, const m5gw_report_t *r) {
 typedef struct {
   m5gw_reg_fn done;
   void *arg;
+  int status;
 } reg_call_t;
 
 static void reg_answer(m5_loop_t *l, void *arg) {
   (void)l;
   reg_call_t *c = arg;
-  c->done(c->arg, 0, NULL);
+  c->done(c->arg, c->status, c->status ? "m5s unreachable (test)" : NULL);
   free(c);
 }
 
@@ -126,11 +130,13 @@ int m5gw_register(m5gw_core_t *core, const char *const *ids, size_t n, m5gw_reg_
     strncat(line, ids[i], sizeof line - strlen(line) - 2);
     if (i + 1 < n) strncat(line, ",", sizeof line - strlen(line) - 1);
   }
-  out("%s", line);
   reg_call_t *c = malloc(sizeof *c);
   if (!c) return M5_ENOMEM;
   c->done = done;
   c->arg = arg;
+  c->status = reg_fail > 0 ? M5_EIO : 0;
+  if (reg_fail > 0) reg_fail--;
+  out("%s%s", line, c->status ? " (failing)" : "");
   m5_loop_timer_add(loop, 0, reg_answer, c);
   return 0;
 }
@@ -142,6 +148,7 @@ int m5gw_deregister(m5gw_core_t *core, const char *id, m5gw_reg_fn done, void *a
   if (!c) return M5_ENOMEM;
   c->done = done;
   c->arg = arg;
+  c->status = 0;
   m5_loop_timer_add(loop, 0, reg_answer, c);
   return 0;
 }
@@ -272,6 +279,8 @@ int main(int argc, char **argv) {
       config = argv[++i];
     else if (!strcmp(argv[i], "--debug"))
       m5_log_set_level(M5_LOG_DEBUG);
+    else if (!strcmp(argv[i], "--reg-fail") && i + 1 < argc)
+      reg_fail = atoi(argv[++i]);
   }
   if (!config) {
     fprintf(stderr, "usage: mqtt_driver --config FILE [--debug]\n");

@@ -4,14 +4,19 @@
 # msgin5g/<id>/out/<addrType>/<addr> and the adapter hands m5gw_uplink the message (the
 # driver records it); deliver() reaches the device's inbox with the MQTT 5 user properties
 # oriAddr and msgId, DELIVERED only at the broker's PUBACK; a report() arrives on the inbox;
-# an unknown device, an oversized payload and an inbox nobody subscribed answer precisely.
+# an unknown device, an oversized payload and an inbox nobody subscribed answer precisely; the
+# devices' registration is retried until the core says it is done.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/gateway/mqtt_lib.bash"
 
 start_broker
+DRV_ARGS=(--reg-fail 2) # m5s unreachable for the first two registrations: retried with back-off
 start_driver
-wait_for "$DRV_OUT" "^register mq1,mq2$" 10 "the adapter did not register its devices"
+wait_for "$DRV_OUT" "^register mq1,mq2$" 15 "the adapter did not register its devices after two failures"
+n=$(count_lines "$DRV_OUT" "^register mq1,mq2 \\(failing\\)$")
+((n == 2)) || fail "$n failed registrations before the good one, want 2"
+wait_for "$DRV_ERR" "registering devices mq1 .. mq2 with m5s failed: .*m5s unreachable \\(test\\).*; again in 2000 ms"
 
 # ---- uplink: an MQTT 3.1.1 device, then an MQTT 5 one with msgId / appId / delivStReqInd ----
 dev_pub mq1 -t msgin5g/mq1/out/UE/ue2 -m 'hello ue2' || fail "mq1's publish failed"

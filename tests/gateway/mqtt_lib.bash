@@ -106,10 +106,12 @@ dev_sub_stop() {
 }
 
 DRV_OUT=$M5_TMP/driver.out
+DRV_ARGS=()
 DRV_ERR=$M5_TMP/driver.err
 
 # start_driver [extra YAML lines under mqtt:]: the adapter on its loop (DRV_PID), serving mq1
 # and mq2 (not mq3), connected to the broker as the gateway user; returns once subscribed.
+# DRV_ARGS (an array) adds mqtt_driver options.
 start_driver() {
   local cfg=$M5_TMP/gw.yaml line
   {
@@ -126,7 +128,8 @@ start_driver() {
   mkfifo "$M5_TMP/ctl"
   local before
   before=$(grep -c "subscribed to msgin5g" "$DRV_ERR" 2>/dev/null || echo 0)
-  "$M5_BIN/mqtt_driver" --config "$cfg" --debug <"$M5_TMP/ctl" >>"$DRV_OUT" 2>>"$DRV_ERR" &
+  "$M5_BIN/mqtt_driver" --config "$cfg" --debug "${DRV_ARGS[@]}" <"$M5_TMP/ctl" >>"$DRV_OUT" \
+    2>>"$DRV_ERR" &
   DRV_PID=$!
   track_pid "$DRV_PID"
   exec {DRV_FD}>"$M5_TMP/ctl"
