@@ -9,6 +9,7 @@
 #   tools/mqtt-broker-conf.sh --dir DIR [--port 1883] [--host 127.0.0.1]
 #       [--gateway-user gateway] [--devices "mq1 mq2"] [--devices-file FILE]
 #       [--tls-cert FILE --tls-key FILE] [--user NAME] [--autosave SECONDS] [--cred-dir DIR2]
+#       [--max-queued N]
 #
 # Writes, in DIR: mosquitto.conf (start: mosquitto -c DIR/mosquitto.conf), passwd, acl,
 # gateway.password (the gateway's mqtt.password_file), <deviceId>.mqtt for each device (lines
@@ -21,7 +22,7 @@
 # "mosquitto" for the Debian service, which must then be able to read DIR).
 set -euo pipefail
 
-DIR= CRED_DIR= PORT=1883 HOST=127.0.0.1 GW_USER=gateway DEVICES=() TLS_CERT= TLS_KEY= RUN_USER= AUTOSAVE=60
+DIR= CRED_DIR= PORT=1883 HOST=127.0.0.1 GW_USER=gateway DEVICES=() TLS_CERT= TLS_KEY= RUN_USER= AUTOSAVE=60 MAX_QUEUED=1000
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -36,6 +37,7 @@ while (($#)); do
   --tls-key) TLS_KEY=$2; shift 2 ;;
   --user) RUN_USER=$2; shift 2 ;;
   --autosave) AUTOSAVE=$2; shift 2 ;;
+  --max-queued) MAX_QUEUED=$2; shift 2 ;;
   -h | --help) usage ;;
   *) echo "mqtt-broker-conf: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
@@ -44,6 +46,7 @@ die() { echo "mqtt-broker-conf: $*" >&2; exit 1; }
 [[ -n $DIR ]] || die "--dir is required (--help)"
 [[ $PORT =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "--port: expected 1..65535"
 [[ $AUTOSAVE =~ ^[0-9]+$ ]] || die "--autosave: expected whole seconds"
+[[ $MAX_QUEUED =~ ^[1-9][0-9]*$ ]] || die "--max-queued: expected a positive integer"
 if [[ -n $TLS_CERT || -n $TLS_KEY ]]; then
   [[ -r $TLS_CERT && -r $TLS_KEY ]] || die "--tls-cert and --tls-key: both, readable"
 fi
@@ -119,7 +122,8 @@ EOF
   echo "persistence true"
   echo "persistence_location $DIR/data/"
   echo "autosave_interval $AUTOSAVE"
-  echo "max_queued_messages 1000"
+  echo "# QoS 1 messages kept per offline device session; beyond it Mosquitto drops"
+  echo "max_queued_messages $MAX_QUEUED"
   echo "log_dest stderr"
   echo "log_type error"
   echo "log_type warning"

@@ -20,7 +20,7 @@ start_driver "max_payload: 1000"
 dev_pub mq1 -t msgin5g/mq2/out/UE/ue2 -m 'spoofed 311' || true
 out=$(dev_pub mq1 -V mqttv5 -t msgin5g/mq2/out/UE/ue2 -m 'spoofed v5' 2>&1) && true
 [[ $out == *"not authorised"* || $out == *"not authorized"* || $out == *"Not authorized"* ]] ||
-  echo "note: mosquitto_pub -V mqttv5 said: $out" >&2
+  fail "the broker did not tell the MQTT 5 device it is not authorized: $out"
 # mq2 reads mq1's inbox: subscribes (the broker may grant it) but must get nothing
 timeout 10 mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -u mq2 -P "$(dev_pw mq2)" -i spy -q 1 \
   -t msgin5g/mq1/in -F '%t|%p' >"$M5_TMP/spy.out" 2>&1 &
