@@ -230,7 +230,7 @@ void mqc_keepalive(mqc_t *c, uint64_t now) {
   if (c->st < MQC_CONNACK || c->st == MQC_DEAD) return;
   if (now - c->last_tx_ns < (uint64_t)KEEPALIVE_S * 500000000u) return;
   if (queued(c, m5_mqtt_put_empty(&c->out, M5_MQTT_PINGREQ)))
-    return; /* the output is full: something leaves anyway */
+    return;            /* the output is full: something leaves anyway */
   c->last_tx_ns = now; /* one PINGREQ per half keep-alive, whatever flush does */
 }
 
@@ -242,8 +242,7 @@ static void on_packet(mqc_t *c, uint8_t tf, const uint8_t *b, size_t len) {
   switch (tf >> 4) {
   case M5_MQTT_CONNACK: {
     m5_mqtt_connack_t ca;
-    if (c->st != MQC_CONNACK || tf & 15 || m5_mqtt_parse_connack(M5_MQTT_V311, b, len, &ca))
-      break;
+    if (c->st != MQC_CONNACK || tf & 15 || m5_mqtt_parse_connack(M5_MQTT_V311, b, len, &ca)) break;
     if (ca.code) {
       down(c, "CONNACK refused the connection (return code %u)", ca.code);
       return;
@@ -313,8 +312,9 @@ static void parse(mqc_t *c) {
     int r = m5_mqtt_frame(c->in + off, c->in_len - off, MAX_PACKET, &tf, &hdr, &rem);
     if (r == 0) break;
     if (r < 0) {
-      down(c, r == M5_ERANGE ? "a packet of more than %d bytes from the broker"
-                             : "malformed remaining length from the broker (at most %d bytes)",
+      down(c,
+           r == M5_ERANGE ? "a packet of more than %d bytes from the broker"
+                          : "malformed remaining length from the broker (at most %d bytes)",
            MAX_PACKET);
       return;
     }

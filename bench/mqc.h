@@ -50,7 +50,7 @@ struct mqc {
   int fd, wout, dirty;
   SSL *ssl;
   BIO *rb, *wb;
-  uint8_t *in;  /* plaintext read but not parsed yet */
+  uint8_t *in; /* plaintext read but not parsed yet */
   size_t in_len;
   m5_buf_t out; /* plaintext queued this iteration (at most OUT_MAX) */
   uint16_t pid, sub_pid, infl[MQC_INFLIGHT];
@@ -63,8 +63,7 @@ struct mqc {
 /* The TLS context and the epoll set of every client; 0 or -1. ca_file NULL: the broker is
  * authenticated by each client's PSK (mqc_open); otherwise it must present a certificate for
  * "localhost" from that CA (no PSK offered). persistent: CONNECT without clean session. */
-int mqc_init(const mqc_cbs_t *cbs, const char *host, int port, const char *ca_file,
-             int persistent);
+int mqc_init(const mqc_cbs_t *cbs, const char *host, int port, const char *ca_file, int persistent);
 /* Starts client c (zeroed, idx and arg set): TCP connect, TLS with (psk_id, key), CONNECT as
  * cid, then SUBSCRIBE to sub (QoS 1) unless sub is NULL. The key is copied (wiped when c
  * dies). 0, or -1 when it could not even start (down() is not called then). */

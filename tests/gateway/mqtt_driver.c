@@ -157,10 +157,14 @@ int m5gw_deregister(m5gw_core_t *core, const char *id, m5gw_reg_fn done, void *a
 
 static const char *dl_name(m5gw_dl_result_t r) {
   switch (r) {
-  case M5GW_DL_DELIVERED: return "DELIVERED";
-  case M5GW_DL_RETRY: return "RETRY";
-  case M5GW_DL_FAILED_UNKNOWN: return "FAILED_UNKNOWN";
-  case M5GW_DL_FAILED_CONTENT: return "FAILED_CONTENT";
+  case M5GW_DL_DELIVERED:
+    return "DELIVERED";
+  case M5GW_DL_RETRY:
+    return "RETRY";
+  case M5GW_DL_FAILED_UNKNOWN:
+    return "FAILED_UNKNOWN";
+  case M5GW_DL_FAILED_CONTENT:
+    return "FAILED_CONTENT";
   }
   return "?";
 }

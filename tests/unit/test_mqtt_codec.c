@@ -17,10 +17,11 @@ static void test_connect_311_bytes(void **state) {
   (void)state;
   m5_buf_t b;
   m5_buf_init(&b, 0);
-  m5_mqtt_connect_t c = {.version = M5_MQTT_V311, .client_id = "ab", .clean = true,
-                         .keepalive_s = 60};
+  m5_mqtt_connect_t c = {
+      .version = M5_MQTT_V311, .client_id = "ab", .clean = true, .keepalive_s = 60};
   assert_int_equal(m5_mqtt_put_connect(&b, &c), 0);
-  static const uint8_t want[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 2, 'a', 'b'};
+  static const uint8_t want[] = {0x10, 14,   0, 4,  'M', 'Q', 'T', 'T',
+                                 4,    0x02, 0, 60, 0,   2,   'a', 'b'};
   assert_int_equal(b.len, sizeof want);
   assert_memory_equal(b.data, want, sizeof want);
   m5_buf_free(&b);
@@ -30,13 +31,20 @@ static void test_connect_v5_props_and_credentials(void **state) {
   (void)state;
   m5_buf_t b;
   m5_buf_init(&b, 0);
-  m5_mqtt_connect_t c = {.version = M5_MQTT_V5, .client_id = "gw", .keepalive_s = 30,
-                         .username = "u", .password = (const uint8_t *)"pw", .password_len = 2,
-                         .session_expiry_s = 0xffffffffu, .receive_max = 100, .max_packet = 70000};
+  m5_mqtt_connect_t c = {.version = M5_MQTT_V5,
+                         .client_id = "gw",
+                         .keepalive_s = 30,
+                         .username = "u",
+                         .password = (const uint8_t *)"pw",
+                         .password_len = 2,
+                         .session_expiry_s = 0xffffffffu,
+                         .receive_max = 100,
+                         .max_packet = 70000};
   assert_int_equal(m5_mqtt_put_connect(&b, &c), 0);
-  static const uint8_t want[] = {0x10, 35, 0, 4, 'M', 'Q', 'T', 'T', 5, 0xc0, 0, 30,
-                                 13, 0x11, 0xff, 0xff, 0xff, 0xff, 0x21, 0, 100,
-                                 0x27, 0, 1, 0x11, 0x70, 0, 2, 'g', 'w', 0, 1, 'u', 0, 2, 'p', 'w'};
+  static const uint8_t want[] = {0x10, 35,   0,   4,    'M',  'Q',  'T',  'T',  5,    0xc0,
+                                 0,    30,   13,  0x11, 0xff, 0xff, 0xff, 0xff, 0x21, 0,
+                                 100,  0x27, 0,   1,    0x11, 0x70, 0,    2,    'g',  'w',
+                                 0,    1,    'u', 0,    2,    'p',  'w'};
   assert_int_equal(b.len, 2 + 35);
   assert_memory_equal(b.data, want, sizeof want);
   m5_buf_free(&b);
@@ -108,9 +116,12 @@ static void test_publish_malformed(void **state) {
   assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x32, body, sizeof body, &p), M5_EPROTO);
   static const uint8_t ok[] = {0, 1, 't', 0, 7, 'x'};
   assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x32, ok, sizeof ok, &p), 0);
-  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x36, ok, sizeof ok, &p), M5_EPROTO); /* QoS 3 */
-  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x34, ok, sizeof ok, &p), M5_EPROTO); /* QoS 2 */
-  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x38, ok, sizeof ok, &p), M5_EPROTO); /* DUP, QoS 0 */
+  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x36, ok, sizeof ok, &p),
+                   M5_EPROTO); /* QoS 3 */
+  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x34, ok, sizeof ok, &p),
+                   M5_EPROTO); /* QoS 2 */
+  assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x38, ok, sizeof ok, &p),
+                   M5_EPROTO); /* DUP, QoS 0 */
   static const uint8_t long_topic[] = {0, 9, 't'};
   assert_int_equal(m5_mqtt_parse_publish(M5_MQTT_V311, 0x30, long_topic, sizeof long_topic, &p),
                    M5_EPROTO);

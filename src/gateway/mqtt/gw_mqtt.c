@@ -13,137 +13,23 @@
  *  - report(): a QoS 1 message on the device's inbox with msgType=REPORT (docs).
  * The gateway speaks MQTT 5 to the broker (user properties exist only there; the broker
  * strips them for MQTT 3.1.1 devices, which get the bare payload). */
-#include "../gw_adapter.h"
-#include "mqtt_conn.h"
+#include "gw_mqtt_int.h"
 
 #include "core/err.h"
-#include "core/hmap.h"
 #include "core/log.h"
-#include "core/net.h"
-#include "msg/msg.h"
-#include "tls/tls.h"
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#define DOM "mqtt"
-#define REG_CHUNK 1000         /* IDs per m5gw_register call (the contract's bound) */
-#define REG_RETRY_MAX_MS 60000 /* the back-off of a failed registration, at most */
-#define PASSWORD_MAX 1024
-
-typedef struct {
-  char *host;
-  int64_t port;
-  int tls;
-  char *ca, *cert, *key, *tls_name;
-  char *client_id, *username, *password_file;
-  m5_strlist_t devices;
-  int64_t keepalive_s, session_expiry_s, max_inflight, receive_max, queue_max, max_payload;
-  int64_t reconnect_min_ms, reconnect_max_ms;
-} cfg_t;
-
-#define O(f) offsetof(cfg_t, f)
-static const m5_cfg_item_t cfg_items[] = {
-    {"mqtt.host", M5_CFG_STR, O(host), "127.0.0.1", 0, 0,
-     "the broker's IP address (a literal: no DNS lookup on the loop)"},
-    {"mqtt.port", M5_CFG_INT, O(port), "1883", 1, 65535, "the broker's port"},
-    {"mqtt.tls", M5_CFG_BOOL, O(tls), "false", 0, 0,
-     "TLS to the broker (production); plain TCP only for a loopback broker (the demo)"},
-    {"mqtt.ca", M5_CFG_STR, O(ca), NULL, 0, 0, "CA bundle the broker's certificate must chain to"},
-    {"mqtt.cert", M5_CFG_STR, O(cert), NULL, 0, 0, "our client certificate (PEM), if the broker asks"},
-    {"mqtt.key", M5_CFG_STR, O(key), NULL, 0, 0, "its private key"},
-    {"mqtt.tls_name", M5_CFG_STR, O(tls_name), NULL, 0, 0,
-     "the DNS name the broker's certificate must carry (default: mqtt.host)"},
-    {"mqtt.client_id", M5_CFG_STR, O(client_id), "msgin5g-gw", 0, 0,
-     "our MQTT client identifier (the persistent session's name on the broker)"},
-    {"mqtt.username", M5_CFG_STR, O(username), "gateway", 0, 0, "our user name at the broker"},
-    {"mqtt.password_file", M5_CFG_STR, O(password_file), NULL, 0, 0,
-     "file holding our broker password (first line; mode 0600); empty: no password"},
-    {"mqtt.devices", M5_CFG_STRLIST, O(devices), NULL, 0, 0,
-     "the device IDs (= UE Service IDs) this gateway serves and registers with m5s"},
-    {"mqtt.keepalive_s", M5_CFG_INT, O(keepalive_s), "60", 5, 3600, "MQTT keep-alive (seconds)"},
-    {"mqtt.session_expiry_s", M5_CFG_INT, O(session_expiry_s), "4294967295", 60, 4294967295,
-     "how long the broker keeps our session while we are away (4294967295: forever)"},
-    {"mqtt.max_inflight", M5_CFG_INT, O(max_inflight), "64", 1, 65535,
-     "downlink publishes waiting for the broker's PUBACK, at most"},
-    {"mqtt.receive_max", M5_CFG_INT, O(receive_max), "100", 1, 65535,
-     "device messages the broker may hand us before we acknowledge (they wait for the spool)"},
-    {"mqtt.queue_max", M5_CFG_INT, O(queue_max), "1000", 1, 1000000,
-     "downlinks and reports waiting for an in-flight slot, at most (beyond: RETRY)"},
-    {"mqtt.max_payload", M5_CFG_INT, O(max_payload), "65536", 1, 16777216,
-     "largest message payload either way (bytes)"},
-    {"mqtt.reconnect_min_ms", M5_CFG_INT, O(reconnect_min_ms), "200", 10, 600000,
-     "first reconnection delay; doubles up to mqtt.reconnect_max_ms"},
-    {"mqtt.reconnect_max_ms", M5_CFG_INT, O(reconnect_max_ms), "30000", 10, 3600000,
-     "longest reconnection delay"},
-};
-#undef O
-
-typedef struct gw gw_t;
-
-/* A device message between its PUBLISH and its final phase. */
-typedef struct up {
-  struct up *prev, *next;
-  gw_t *gw; /* NULL once the adapter stopped */
-  uint16_t pid;
-  bool in_table; /* its PUBACK is still owed to the broker (pid in gw->pend) */
-  bool spooled, final, report_req;
-  char dev[M5_MSG_ADDR_MAX + 1], msg_id[M5_MSG_ID_MAX + 1];
-  char dest[M5_MSG_ADDR_MAX + 16];
-} up_t;
-
-/* A downlink message or a report, as a ready PUBLISH whose packet id is patched at sending. */
-typedef struct dl {
-  struct dl *next;
-  m5gw_dl_fn done; /* NULL for a report */
-  void *arg;
-  m5_buf_t pkt;
-  size_t pid_off;
-  uint16_t pid;
-  m5gw_dl_result_t res;
-  char reason[160];
-  char what[M5_MSG_ID_MAX + M5_MSG_ADDR_MAX + 8]; /* "msgId -> device", for logs */
-} dl_t;
-
-typedef struct reg {
-  gw_t *gw; /* NULL once the adapter stopped */
-  size_t off, n;
-  uint32_t delay_ms;
-  m5_timer_id_t timer;
-  bool waiting; /* a m5gw_register call is outstanding */
-} reg_t;
-
-struct gw {
-  m5_loop_t *loop;
-  m5gw_core_t *core;
-  const cfg_t *cfg;
-  SSL_CTX *tls;
-  gwmq_conn_t *conn;
-  m5_hmap_t *devices;
-  uint16_t pid, sub_pid, peer_recv_max;
-  uint32_t peer_max_packet; /* the broker's Maximum Packet Size; 0: none */
-  bool subscribed;
-  dl_t *wait_head, *wait_tail, *done_head, *done_tail;
-  size_t n_wait;
-  dl_t **infl; /* cfg->max_inflight slots */
-  size_t n_infl;
-  up_t **pend; /* cfg->receive_max slots: device messages whose PUBACK we owe */
-  size_t n_pend;
-  up_t *ups; /* every live up_t */
-  reg_t **regs;
-  size_t n_regs;
-  m5_defer_t done_defer;
-};
+#define DOM GWMQ_DOM
 
 /* ---- helpers ---- */
 
-static bool device_id_ok(const char *id) {
+bool gwmq_device_id_ok(const char *id) {
   return m5_msg_svc_id_valid(id) && !strpbrk(id, "/+#");
 }
 
@@ -265,8 +151,8 @@ static int publish_report(gw_t *g, const char *dev, const char *msg_id, const ch
   m5_mqtt_pair_t props[5] = {pair("msgType", "REPORT"), pair("msgId", msg_id),
                              pair("oriAddr", from), pair("delivSt", deliv_st),
                              cause_ok ? pair("failureCause", cause) : pair("", "")};
-  if (!body || !d || build_publish(d, topic, props, cause_ok ? 5 : 4, (uint8_t *)body,
-                                   strlen(body))) {
+  if (!body || !d ||
+      build_publish(d, topic, props, cause_ok ? 5 : 4, (uint8_t *)body, strlen(body))) {
     free(body);
     if (d) m5_buf_free(&d->pkt);
     free(d);
@@ -332,8 +218,7 @@ static void pend_remove(gw_t *g, up_t *e) {
 }
 
 static void send_puback(gw_t *g, uint16_t pid, uint8_t reason) {
-  if (!m5_mqtt_put_puback(gwmq_conn_out(g->conn), M5_MQTT_V5, pid, reason))
-    gwmq_conn_kick(g->conn);
+  if (!m5_mqtt_put_puback(gwmq_conn_out(g->conn), M5_MQTT_V5, pid, reason)) gwmq_conn_kick(g->conn);
 }
 
 static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
@@ -413,7 +298,7 @@ static const char *parse_topic(const uint8_t *t, size_t n, char dev[M5_MSG_ADDR_
   if (!l[0] || l[0] > M5_MSG_ADDR_MAX || memchr(f[0], '\0', l[0])) return "bad device ID";
   memcpy(dev, f[0], l[0]);
   dev[l[0]] = '\0';
-  if (!device_id_ok(dev)) return "bad device ID";
+  if (!gwmq_device_id_ok(dev)) return "bad device ID";
   static const char *const types[] = {"UE", "AS", "GROUP", "BC", "TOPIC"};
   bool ok = false;
   for (size_t i = 0; i < sizeof types / sizeof *types && !ok; i++)
@@ -542,8 +427,9 @@ static void on_publish(gw_t *g, uint8_t tf, const uint8_t *b, size_t len) {
     up_free_if_done(e);
     M5_LOGW(DOM, "%s -> %s:%s: the spool refused it (%s); the broker keeps it", dev, type, addr,
             m5_strerror(rc));
-    if (p.qos) gwmq_conn_drop(g->conn, "reconnecting so that the broker redelivers what the "
-                                       "spool refused");
+    if (p.qos)
+      gwmq_conn_drop(g->conn, "reconnecting so that the broker redelivers what the "
+                              "spool refused");
   }
 }
 
@@ -625,194 +511,7 @@ static void on_packet(void *arg, uint8_t tf, const uint8_t *b, size_t len) {
   gwmq_conn_drop(g->conn, why);
 }
 
-/* ---- registration of the served devices with m5s (through the core) ---- */
-
-static void reg_send(m5_loop_t *loop, void *arg);
-
-static void reg_done(void *arg, int status, const char *reason) {
-  reg_t *r = arg;
-  r->waiting = false;
-  if (!r->gw) {
-    free(r);
-    return;
-  }
-  const cfg_t *cfg = r->gw->cfg;
-  if (!status) {
-    M5_LOGI(DOM, "registered %zu devices with m5s (%s ...)", r->n, cfg->devices.v[r->off]);
-    return;
-  }
-  r->delay_ms = r->delay_ms ? r->delay_ms * 2 : 1000;
-  if (r->delay_ms > REG_RETRY_MAX_MS) r->delay_ms = REG_RETRY_MAX_MS;
-  M5_LOGE(DOM, "registering devices %s .. %s with m5s failed: %s (%s); again in %u ms",
-          cfg->devices.v[r->off], cfg->devices.v[r->off + r->n - 1], m5_strerror(status),
-          reason ? reason : "no reason", r->delay_ms);
-  r->timer = m5_loop_timer_add(r->gw->loop, r->delay_ms, reg_send, r);
-}
-
-static void reg_send(m5_loop_t *loop, void *arg) {
-  (void)loop;
-  reg_t *r = arg;
-  r->timer = 0;
-  r->waiting = true;
-  int rc = m5gw_register(r->gw->core, (const char *const *)r->gw->cfg->devices.v + r->off, r->n,
-                         reg_done, r);
-  if (rc) {
-    r->waiting = false;
-    reg_done(r, rc, "the core did not take the request");
-  }
-}
-
-/* ---- the adapter's operations ---- */
-
-static int read_password(const char *path, uint8_t *out, size_t *n, char *err, size_t errlen) {
-  FILE *f = fopen(path, "r");
-  struct stat st;
-  if (!f) {
-    snprintf(err, errlen, "mqtt.password_file %s: cannot read it", path);
-    return M5_EIO;
-  }
-  if (fstat(fileno(f), &st) || (st.st_mode & 077)) {
-    fclose(f);
-    snprintf(err, errlen, "mqtt.password_file %s: must not be readable by group or others "
-             "(chmod 600)", path);
-    return M5_EPERM;
-  }
-  char buf[PASSWORD_MAX + 2];
-  size_t k = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[k] = '\0';
-  k = strcspn(buf, "\r\n");
-  int rc = 0;
-  if (!k || k > PASSWORD_MAX) {
-    snprintf(err, errlen, "mqtt.password_file %s: expected one line of 1-%d bytes", path,
-             PASSWORD_MAX);
-    rc = M5_EINVAL;
-  } else {
-    memcpy(out, buf, k);
-    *n = k;
-  }
-  OPENSSL_cleanse(buf, sizeof buf);
-  return rc;
-}
-
-static void gw_free(gw_t *g) {
-  gwmq_conn_free(g->conn);
-  SSL_CTX_free(g->tls);
-  m5_hmap_free(g->devices, NULL);
-  free(g->infl);
-  free(g->pend);
-  free(g->regs);
-  free(g);
-}
-
-static int start(m5_loop_t *loop, const void *cfgp, m5gw_core_t *core, void **state, char *err,
-                 size_t errlen) {
-  const cfg_t *cfg = cfgp;
-  if (cfg->reconnect_min_ms > cfg->reconnect_max_ms) {
-    snprintf(err, errlen, "mqtt.reconnect_min_ms must not exceed mqtt.reconnect_max_ms");
-    return M5_EINVAL;
-  }
-  if (!cfg->tls && !m5_net_is_loopback(cfg->host)) {
-    snprintf(err, errlen, "mqtt.host %s is not a loopback address: set mqtt.tls (plain TCP "
-             "carries the password in clear)", cfg->host);
-    return M5_EINVAL;
-  }
-  if (cfg->tls && (!cfg->ca || !cfg->ca[0])) {
-    snprintf(err, errlen, "mqtt.tls needs mqtt.ca (the CA of the broker's certificate)");
-    return M5_EINVAL;
-  }
-  if (!cfg->client_id || !cfg->client_id[0] || strlen(cfg->client_id) > 64) {
-    snprintf(err, errlen, "mqtt.client_id: expected 1-64 characters");
-    return M5_EINVAL;
-  }
-  gw_t *g = calloc(1, sizeof *g);
-  if (!g || !(g->devices = m5_hmap_new()) ||
-      !(g->infl = calloc((size_t)cfg->max_inflight, sizeof *g->infl)) ||
-      !(g->pend = calloc((size_t)cfg->receive_max, sizeof *g->pend))) {
-    if (g) gw_free(g);
-    snprintf(err, errlen, "out of memory");
-    return M5_ENOMEM;
-  }
-  g->loop = loop;
-  g->core = core;
-  g->cfg = cfg;
-  for (size_t i = 0; i < cfg->devices.n; i++) {
-    const char *id = cfg->devices.v[i];
-    if (!device_id_ok(id)) {
-      snprintf(err, errlen, "mqtt.devices: '%.130s' is not a device ID (1-128 printable "
-               "characters without spaces, '/', '+' or '#')", id);
-      gw_free(g);
-      return M5_EINVAL;
-    }
-    if (m5_hmap_put(g->devices, id, strlen(id), (void *)1, NULL)) {
-      gw_free(g);
-      snprintf(err, errlen, "out of memory");
-      return M5_ENOMEM;
-    }
-  }
-  if (cfg->tls) {
-    m5_tls_opts_t to = {.cert_file = cfg->cert && cfg->cert[0] ? cfg->cert : NULL,
-                        .key_file = cfg->key && cfg->key[0] ? cfg->key : NULL,
-                        .ca_file = cfg->ca,
-                        .verify_peer = 1};
-    g->tls = m5_tls_client_ctx_new(&to, err, errlen);
-    if (!g->tls) {
-      gw_free(g);
-      return M5_EINVAL;
-    }
-  }
-  uint8_t pw[PASSWORD_MAX];
-  size_t pwn = 0;
-  bool has_pw = cfg->password_file && cfg->password_file[0];
-  if (has_pw) {
-    int rc = read_password(cfg->password_file, pw, &pwn, err, errlen);
-    if (rc) {
-      gw_free(g);
-      return rc;
-    }
-  }
-  gwmq_conn_opts_t o = {
-      .host = cfg->host,
-      .port = (uint16_t)cfg->port,
-      .tls = g->tls,
-      .tls_name = cfg->tls_name && cfg->tls_name[0] ? cfg->tls_name : cfg->host,
-      .client_id = cfg->client_id,
-      .username = cfg->username && cfg->username[0] ? cfg->username : NULL,
-      .password = has_pw ? pw : NULL,
-      .password_len = pwn,
-      .keepalive_s = (uint16_t)cfg->keepalive_s,
-      .session_expiry_s = (uint32_t)cfg->session_expiry_s,
-      .receive_max = (uint16_t)cfg->receive_max,
-      .max_packet = (uint32_t)cfg->max_payload + 65536 + 1024, /* topic, properties */
-      .reconnect_min_ms = (uint32_t)cfg->reconnect_min_ms,
-      .reconnect_max_ms = (uint32_t)cfg->reconnect_max_ms,
-  };
-  static const gwmq_conn_cbs_t cbs = {on_up, on_packet, on_down};
-  g->conn = gwmq_conn_new(loop, &o, &cbs, g);
-  OPENSSL_cleanse(pw, sizeof pw);
-  size_t n_regs = (cfg->devices.n + REG_CHUNK - 1) / REG_CHUNK;
-  if (!g->conn || (n_regs && !(g->regs = calloc(n_regs, sizeof *g->regs)))) {
-    gw_free(g);
-    snprintf(err, errlen, "out of memory");
-    return M5_ENOMEM;
-  }
-  for (size_t i = 0; i < n_regs; i++) {
-    reg_t *r = calloc(1, sizeof *r);
-    if (!r) break; /* the rest: no registration; logged below */
-    r->gw = g;
-    r->off = i * REG_CHUNK;
-    r->n = cfg->devices.n - r->off < REG_CHUNK ? cfg->devices.n - r->off : REG_CHUNK;
-    g->regs[g->n_regs++] = r;
-    r->timer = m5_loop_timer_add(loop, 0, reg_send, r); /* from the loop, not inside start */
-  }
-  if (g->n_regs < n_regs) M5_LOGE(DOM, "out of memory: not every device is registered");
-  M5_LOGI(DOM, "MQTT adapter: broker %s:%lld (%s), %zu devices", cfg->host,
-          (long long)cfg->port, cfg->tls ? "TLS" : "plain TCP on loopback", cfg->devices.n);
-  *state = g;
-  return 0;
-}
-
-static int deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg) {
+int gwmq_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg) {
   gw_t *g = state;
   dl_t *d = calloc(1, sizeof *d);
   if (!d) return M5_ENOMEM;
@@ -851,7 +550,7 @@ static int deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *ar
   return 0;
 }
 
-static int report(void *state, const m5gw_report_t *r) {
+int gwmq_report(void *state, const m5gw_report_t *r) {
   gw_t *g = state;
   const char *dev = r->ori_addr ? r->ori_addr : "";
   if (!r->ori_type || strcmp(r->ori_type, "UE") || !served(g, dev, strlen(dev)) || !r->msg_id ||
@@ -861,40 +560,10 @@ static int report(void *state, const m5gw_report_t *r) {
                         r->failure_cause);
 }
 
-static void stop(void *state) {
-  gw_t *g = state;
-  /* outstanding deliveries: RETRY now (m5s keeps them), before the adapter goes */
-  on_down(g, "the gateway is stopping");
+void gwmq_fail_all(gw_t *g, const char *why) {
+  on_down(g, why);
   m5_loop_defer_cancel(g->loop, &g->done_defer);
   run_done(g->loop, g);
-  for (up_t *e = g->ups, *next; e; e = next) { /* the core may still call up_cb */
-    next = e->next;
-    e->gw = NULL;
-    e->prev = e->next = NULL;
-    if (e->in_table) {
-      e->in_table = false;
-      if (e->final) free(e);
-    }
-  }
-  for (size_t i = 0; i < g->n_regs; i++) {
-    reg_t *r = g->regs[i];
-    m5_loop_timer_cancel(g->loop, r->timer);
-    if (r->waiting)
-      r->gw = NULL; /* freed by reg_done */
-    else
-      free(r);
-  }
-  gw_free(g);
 }
 
-const m5gw_adapter_ops_t m5gw_mqtt_adapter = {
-    .kind = "mqtt",
-    .api = "msgg-n3gdelivery",
-    .cfg_items = cfg_items,
-    .n_cfg_items = sizeof cfg_items / sizeof *cfg_items,
-    .cfg_size = sizeof(cfg_t),
-    .start = start,
-    .deliver = deliver,
-    .report = report,
-    .stop = stop,
-};
+const gwmq_conn_cbs_t gwmq_conn_cbs = {on_up, on_packet, on_down};

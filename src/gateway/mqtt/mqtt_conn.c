@@ -404,8 +404,7 @@ static void schedule_reconnect(gwmq_conn_t *c) {
   uint16_t r = 0;
   RAND_bytes((unsigned char *)&r, sizeof r);
   uint64_t d = b - (uint64_t)b * r / 65535u / 4u;
-  M5_LOGI(DOM, "broker %s:%u: next attempt in %llu ms", c->host, c->o.port,
-          (unsigned long long)d);
+  M5_LOGI(DOM, "broker %s:%u: next attempt in %llu ms", c->host, c->o.port, (unsigned long long)d);
   c->t_retry = m5_loop_timer_add(c->loop, d, start, c);
 }
 

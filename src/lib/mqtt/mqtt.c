@@ -7,8 +7,8 @@
 
 #define REM_MAX 268435455u /* the largest remaining length four bytes can say (§2.1.4) */
 
-int m5_mqtt_frame(const uint8_t *p, size_t avail, size_t max_rem, uint8_t *type_flags,
-                  size_t *hdr, size_t *rem) {
+int m5_mqtt_frame(const uint8_t *p, size_t avail, size_t max_rem, uint8_t *type_flags, size_t *hdr,
+                  size_t *rem) {
   if (avail < 2) return 0;
   size_t v = 0;
   for (size_t i = 0;; i++) {
@@ -127,8 +127,7 @@ int m5_mqtt_put_connect(m5_buf_t *b, const m5_mqtt_connect_t *c) {
   return 0;
 }
 
-int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *filter,
-                          uint8_t qos) {
+int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *filter, uint8_t qos) {
   size_t fl = strlen(filter);
   if (fl > 65535) return M5_EINVAL;
   bool v5 = version == M5_MQTT_V5;
@@ -233,23 +232,43 @@ int m5_mqtt_prop_next(const uint8_t **p, const uint8_t *end, m5_mqtt_prop_t *pro
   prop->id = (uint8_t)id;
   size_t left = (size_t)(end - *p);
   switch (id) {
-  case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2a:
+  case 0x01:
+  case 0x17:
+  case 0x19:
+  case 0x24:
+  case 0x25:
+  case 0x28:
+  case 0x29:
+  case 0x2a:
     if (left < 1) return M5_EPROTO;
     prop->num = *(*p)++;
     return 1;
-  case 0x13: case 0x21: case 0x22: case 0x23:
+  case 0x13:
+  case 0x21:
+  case 0x22:
+  case 0x23:
     if (left < 2) return M5_EPROTO;
     prop->num = get16(*p);
     *p += 2;
     return 1;
-  case 0x02: case 0x11: case 0x18: case 0x27:
+  case 0x02:
+  case 0x11:
+  case 0x18:
+  case 0x27:
     if (left < 4) return M5_EPROTO;
     prop->num = get32(*p);
     *p += 4;
     return 1;
   case 0x0b:
     return get_vbi(p, end, &prop->num) ? M5_EPROTO : 1;
-  case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c:
+  case 0x03:
+  case 0x08:
+  case 0x09:
+  case 0x12:
+  case 0x15:
+  case 0x16:
+  case 0x1a:
+  case 0x1c:
   case 0x1f:
     return get_str(p, end, &prop->data, &prop->len) ? M5_EPROTO : 1;
   case 0x26:
@@ -317,8 +336,7 @@ int m5_mqtt_parse_publish(int version, uint8_t type_flags, const uint8_t *b, siz
     p += 2;
     if (!out->pid) return M5_EPROTO;
   }
-  if (version == M5_MQTT_V5 && get_props(&p, end, &out->props, &out->props_len))
-    return M5_EPROTO;
+  if (version == M5_MQTT_V5 && get_props(&p, end, &out->props, &out->props_len)) return M5_EPROTO;
   out->payload = p;
   out->plen = (size_t)(end - p);
   return 0;
@@ -339,8 +357,7 @@ int m5_mqtt_parse_puback(int version, const uint8_t *b, size_t len, uint16_t *pi
   return 0;
 }
 
-int m5_mqtt_parse_suback(int version, const uint8_t *b, size_t len, uint16_t *pid,
-                         uint8_t *code) {
+int m5_mqtt_parse_suback(int version, const uint8_t *b, size_t len, uint16_t *pid, uint8_t *code) {
   if (len < 3) return M5_EPROTO;
   *pid = get16(b);
   const uint8_t *p = b + 2, *end = b + len, *props;

@@ -37,12 +37,12 @@ enum {
 
 /* MQTT 5 property identifiers used here (§2.2.2.2). */
 enum {
-  M5_MQTT_P_SESSION_EXPIRY = 0x11,  /* four-byte integer */
-  M5_MQTT_P_RECEIVE_MAX = 0x21,     /* two-byte integer */
-  M5_MQTT_P_MAX_QOS = 0x24,         /* byte */
-  M5_MQTT_P_USER = 0x26,            /* UTF-8 string pair */
-  M5_MQTT_P_MAX_PACKET = 0x27,      /* four-byte integer */
-  M5_MQTT_P_REASON_STRING = 0x1f,   /* UTF-8 string */
+  M5_MQTT_P_SESSION_EXPIRY = 0x11, /* four-byte integer */
+  M5_MQTT_P_RECEIVE_MAX = 0x21,    /* two-byte integer */
+  M5_MQTT_P_MAX_QOS = 0x24,        /* byte */
+  M5_MQTT_P_USER = 0x26,           /* UTF-8 string pair */
+  M5_MQTT_P_MAX_PACKET = 0x27,     /* four-byte integer */
+  M5_MQTT_P_REASON_STRING = 0x1f,  /* UTF-8 string */
 };
 
 /* Reason codes a client acts on (MQTT 5 §2.4; a 3.1.1 CONNACK's return codes 1..5 are the
@@ -66,7 +66,7 @@ typedef struct {
   const char *client_id; /* 1..23 characters is what every server must take */
   bool clean;            /* clean session (3.1.1) / clean start (5) */
   uint16_t keepalive_s;
-  const char *username;   /* or NULL */
+  const char *username;    /* or NULL */
   const uint8_t *password; /* or NULL; password_len bytes */
   size_t password_len;
   /* MQTT 5 only (0 = absent): */
@@ -97,8 +97,8 @@ typedef struct {
 
 typedef struct {
   uint8_t id;
-  uint32_t num;                 /* byte, two- and four-byte integers, Variable Byte Integer */
-  const uint8_t *data, *data2;  /* strings / binary data; data2: a pair's value */
+  uint32_t num;                /* byte, two- and four-byte integers, Variable Byte Integer */
+  const uint8_t *data, *data2; /* strings / binary data; data2: a pair's value */
   size_t len, len2;
 } m5_mqtt_prop_t;
 
@@ -108,8 +108,8 @@ typedef struct {
  * header length), *rem (remaining length) when it is all there; 0 when more input is needed;
  * M5_EPROTO for a remaining length of more than 4 bytes; M5_ERANGE when rem > max_rem (a
  * bound the caller sets, so a peer cannot make it buffer without limit). */
-int m5_mqtt_frame(const uint8_t *p, size_t avail, size_t max_rem, uint8_t *type_flags,
-                  size_t *hdr, size_t *rem);
+int m5_mqtt_frame(const uint8_t *p, size_t avail, size_t max_rem, uint8_t *type_flags, size_t *hdr,
+                  size_t *rem);
 
 /* ---- encoders: append one packet to b; M5_ERANGE (past b's max) / M5_ENOMEM / M5_EINVAL
  * (a string longer than 65535 bytes, a packet over 268,435,455 bytes). b is unchanged on
@@ -120,8 +120,7 @@ int m5_mqtt_put_connect(m5_buf_t *b, const m5_mqtt_connect_t *c);
  * the subscription is made. OR it into put_subscribe's qos; ignored for 3.1.1. */
 #define M5_MQTT_SUB_NO_RETAINED 0x20
 /* One topic filter: the maximum QoS, with MQTT 5 options ORed in (M5_MQTT_SUB_*). */
-int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *filter,
-                          uint8_t qos);
+int m5_mqtt_put_subscribe(m5_buf_t *b, int version, uint16_t pid, const char *filter, uint8_t qos);
 /* QoS 0 or 1 (pid ignored for 0); user properties only with version 5. */
 int m5_mqtt_put_publish(m5_buf_t *b, int version, const char *topic, uint8_t qos, bool dup,
                         uint16_t pid, const m5_mqtt_pair_t *user, size_t n_user,
@@ -138,11 +137,9 @@ int m5_mqtt_parse_connack(int version, const uint8_t *b, size_t len, m5_mqtt_con
 int m5_mqtt_parse_publish(int version, uint8_t type_flags, const uint8_t *b, size_t len,
                           m5_mqtt_publish_t *out);
 /* *reason: 0 for 3.1.1 and for a v5 PUBACK without one. */
-int m5_mqtt_parse_puback(int version, const uint8_t *b, size_t len, uint16_t *pid,
-                         uint8_t *reason);
+int m5_mqtt_parse_puback(int version, const uint8_t *b, size_t len, uint16_t *pid, uint8_t *reason);
 /* A SUBACK for one filter: its packet id and return/reason code. */
-int m5_mqtt_parse_suback(int version, const uint8_t *b, size_t len, uint16_t *pid,
-                         uint8_t *code);
+int m5_mqtt_parse_suback(int version, const uint8_t *b, size_t len, uint16_t *pid, uint8_t *code);
 
 /* Walks v5 properties: 1 with *prop filled and *p advanced, 0 at the end, M5_EPROTO for an
  * unknown identifier or a truncated value. */
