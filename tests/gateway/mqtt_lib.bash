@@ -47,9 +47,14 @@ stop_broker() {
   ((WAIT_RC != 124)) || fail "mosquitto did not stop within 10 s"
 }
 
-# restart_broker: stop_broker, then the same config and port again.
+# restart_broker: stop_broker, then start_broker_again.
 restart_broker() {
   stop_broker
+  start_broker_again
+}
+
+# start_broker_again: the same config and port again (MQ_PID).
+start_broker_again() {
   mosquitto -c "$BROKER_DIR/mosquitto.conf" >>"$MQ_LOG" 2>&1 &
   MQ_PID=$!
   track_pid "$MQ_PID"

@@ -6,7 +6,8 @@
 #     process; once spooled they are acknowledged and never come again;
 #  B. the broker restarted gracefully while device messages wait for the spool: redelivered
 #     to the gateway, which does not pass them on twice, and acknowledged once spooled;
-#  C. the broker restarted gracefully while downlinks are in flight: each deliver() ends
+#  C. the broker stopped gracefully while downlinks are in flight (published, no PUBACK yet:
+#     the broker is frozen with SIGSTOP first) and started again: each deliver() ends
 #     DELIVERED or RETRY; what was DELIVERED reaches the offline device after the restart,
 #     what was RETRY is delivered again (as m5s would): the device gets every message, repeats
 #     only as QoS 1 allows (counted, dropped by msgId);
@@ -76,9 +77,18 @@ done
 dev_sub_start mq1 "$M5_TMP/mq1.in" -V mqttv5
 dev_sub_stop # offline now; its persistent session queues
 N=20
+# the broker frozen (SIGSTOP): the publishes leave the gateway, no PUBACK comes back; then it is
+# stopped gracefully (SIGTERM, then SIGCONT) with all of them in flight
+kill -STOP "$MQ_PID"
 for ((k = 1; k <= N; k++)); do drv deliver mq1 "d-$k" UE:ue1 "down $k"; done
+wait_for "$DRV_ERR" "d-$N -> mq1: published" 10 "the downlinks were not published"
+(($(count_lines "$DRV_OUT" "^dl d-[0-9]+ ") == 0)) || fail "a downlink ended while the broker was frozen"
 s=$(subscribed)
-restart_broker
+kill -TERM "$MQ_PID"
+kill -CONT "$MQ_PID"
+wait_pid_rc "$MQ_PID" 10
+((WAIT_RC != 124)) || fail "mosquitto did not stop within 10 s"
+start_broker_again
 for ((k = 1; k <= N; k++)); do wait_for "$DRV_OUT" "^dl d-$k (DELIVERED|RETRY)" 15; done
 wait_resubscribed $((s + 1))
 delivered_first=$(count_lines "$DRV_OUT" "^dl d-[0-9]+ DELIVERED")
@@ -114,9 +124,7 @@ wait_for "$DRV_OUT" "^dl d-down RETRY the broker is not connected"
 drv report mq1 u-1 UE:ue2 DELIVERED
 wait_for "$DRV_OUT" "^report rc=-6$" 10 "report() while the broker is down: want M5_EAGAIN"
 s=$(subscribed)
-mosquitto -c "$BROKER_DIR/mosquitto.conf" >>"$MQ_LOG" 2>&1 &
-MQ_PID=$!
-track_pid "$MQ_PID"
+start_broker_again
 wait_resubscribed $((s + 1))
 drv deliver mq1 d-back UE:ue1 back
 wait_for "$DRV_OUT" "^dl d-back DELIVERED"

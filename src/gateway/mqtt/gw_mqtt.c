@@ -100,6 +100,7 @@ static void pump(gw_t *g) {
     if (!g->wait_head) g->wait_tail = NULL;
     g->n_wait--;
     g->infl[g->n_infl++] = d;
+    M5_LOGD(DOM, "%s: published (packet id %u)", d->what, d->pid);
     sent = true;
   }
   if (sent) gwmq_conn_kick(g->conn);
