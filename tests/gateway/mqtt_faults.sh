@@ -22,7 +22,8 @@ out=$(dev_pub mq1 -V mqttv5 -t msgin5g/mq2/out/UE/ue2 -m 'spoofed v5' 2>&1) && t
 [[ $out == *"not authorised"* || $out == *"not authorized"* || $out == *"Not authorized"* ]] ||
   fail "the broker did not tell the MQTT 5 device it is not authorized: $out"
 # mq2 reads mq1's inbox: subscribes (the broker may grant it) but must get nothing
-timeout 10 mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -u mq2 -P "$(dev_pw mq2)" -i spy -q 1 \
+# (its own bound -W, no `timeout` wrapper: the pid tracked is mosquitto_sub's own)
+mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -u mq2 -P "$(dev_pw mq2)" -i spy -q 1 -W 60 \
   -t msgin5g/mq1/in -F '%t|%p' >"$M5_TMP/spy.out" 2>&1 &
 SPY=$!
 track_pid "$SPY"
