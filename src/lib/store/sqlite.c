@@ -27,9 +27,6 @@
 #include "core/log.h"
 
 #include <errno.h>
-#include <unistd.h>
-#include <sys/file.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -544,12 +541,10 @@ static void sq_stats(m5_store_t *base, m5_store_stats_t *out) {
   pthread_mutex_lock(&s->stats_lock);
   *out = s->stats;
   pthread_mutex_unlock(&s->stats_lock);
-  out->checkpoints = sq_ckpt_runs(s);
 }
 
 static void sq_free(sq_t *s) {
   m5_jobthread_free(s->thread);
-  sq_ckpt_stop(s);
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->st[i]);
   sq_rebind_finalize(s);
@@ -563,7 +558,6 @@ static void sq_free(sq_t *s) {
   if (s->tickets) m5_hmap_free(s->tickets, free);
   sq_dedup_free(s);
   sq_gens_forget(s);
-  if (s->lock_fd >= 0) close(s->lock_fd); /* after the connections: the store is free now */
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->stats_lock);
   free(s);
@@ -611,15 +605,16 @@ static int pragma_text(sq_t *s, const char *q, char *out, size_t outlen, char *e
   return 0;
 }
 
-/* Pragmas that only affect speed, set before WAL is first used. The locking mode stays
- * NORMAL (the WAL index in a shared-memory file) so that the checkpoint thread can have a
- * connection of its own (sqlite_ckpt.c); one process per store is our own lock (lock_store).
- * temp_store=MEMORY keeps statement journals (one per job savepoint) off the disk. A large
- * page cache keeps the hot pages of the queue indexes in memory (reads would otherwise be
- * pread calls). SQLite's own checkpoints stay off until sq_ckpt_start() replaces them. */
-static const char speed_pragmas[] = "PRAGMA temp_store=MEMORY;"
+/* Pragmas that only affect speed, set before WAL is first used. locking_mode=EXCLUSIVE:
+ * this process is the only user of the file (a second m5s on it is refused while we hold
+ * it), so SQLite keeps the WAL index in heap memory instead of a shared-memory file and
+ * takes no file locks per transaction. temp_store=MEMORY keeps statement journals (one per
+ * job savepoint) off the disk. A large page cache keeps the hot pages of the queue indexes
+ * in memory (reads would otherwise be pread calls). */
+static const char speed_pragmas[] = "PRAGMA locking_mode=EXCLUSIVE;"
+                                    "PRAGMA temp_store=MEMORY;"
                                     "PRAGMA cache_size=-65536;"
-                                    "PRAGMA wal_autocheckpoint=0;";
+                                    "PRAGMA wal_autocheckpoint=8192;";
 
 /* Upgrades schema `from` to SQ_SCHEMA_VERSION in one transaction (all steps or none). */
 static int upgrade(sq_t *s, long from, char *err, size_t errlen) {
@@ -726,30 +721,6 @@ static int check_file(sq_t *s, char *err, size_t errlen) {
   return 0;
 }
 
-/* One process per store (two m5s writing one store would each trust their own in-memory
- * queues): an flock on <path>.lock, held until the store is closed, refused at once when
- * another process holds it. A lock file of its own, since closing any descriptor of the
- * database file would drop SQLite's own locks on it. */
-static int lock_store(sq_t *s, char *err, size_t errlen) {
-  char lp[PATH_MAX + 8];
-  snprintf(lp, sizeof lp, "%s.lock", s->path);
-  s->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (s->lock_fd < 0) {
-    snprintf(err, errlen, "cannot open %s: %s; check the store's directory and its permissions",
-             lp, strerror(errno));
-    return M5_EIO;
-  }
-  if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK)
-      snprintf(err, errlen, "store %s is in use by another process (is another m5s running on "
-               "it?)", s->path);
-    else
-      snprintf(err, errlen, "cannot lock %s: %s", lp, strerror(errno));
-    return M5_EIO;
-  }
-  return 0;
-}
-
 m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t errlen) {
   if (!o->path || !*o->path || strlen(o->path) >= PATH_MAX) {
     snprintf(err, errlen, "store: no database path, or one too long; set the store path");
@@ -773,7 +744,6 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   }
   pthread_mutex_init(&s->qlock, NULL);
   pthread_mutex_init(&s->stats_lock, NULL);
-  s->lock_fd = -1;
   s->base.ops = &sq_ops;
   s->o = *o;
   snprintf(s->path, sizeof s->path, "%s", o->path);
@@ -786,7 +756,7 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   s->swept_bucket = -1;
   s->next_msg_id = s->next_dlv_id = 1;
   if (m5_fs_mkdir_parents(s->path, 0700, "the store", err, errlen) != 0) goto fail;
-  if (check_file(s, err, errlen) != 0 || lock_store(s, err, errlen) != 0) goto fail;
+  if (check_file(s, err, errlen) != 0) goto fail;
   int rc = sqlite3_open_v2(s->path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
@@ -825,7 +795,6 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   }
   s->stats.queued = s->queued;
   s->stats.messages = s->messages;
-  if (sq_ckpt_start(s, err, errlen) != 0) goto fail;
   s->thread = m5_jobthread_new(run_job, s);
   if (s->thread) m5_jobthread_set_name(s->thread, "store");
   if (!s->thread || m5_jobthread_start(s->thread, o->queue_cap) != 0) {
