@@ -5,28 +5,31 @@
 # (core 0) and m5load (core 1), point-to-point over TLS 1.3 as in bench/vs-mosquitto, paced
 # open loop at each RATE; per message: each thread's voluntary and involuntary context switches
 # (/proc/PID/task/*/status, by thread name), and with `perf` (perf trace -s) its system calls
-# by kind (fdatasync, epoll_wait, futex, read, write, sendto, recvfrom, pwrite64).
+# by kind (fdatasync, epoll_wait, futex, read, write, sendto, recvfrom, pwrite64). perf trace
+# slows every system call down, so it runs only at rates up to --trace-max (default 1000):
+# above, m5s would batch as it never does untraced, and only the switches are counted.
 #
-# Usage: bench/hops.sh [--build DIR] [--pairs N] [--secs S] [--name NAME] [RATE ...]
-#   defaults: build/release, 100 pairs, 6 s windows, rates 300 5000.
+# Usage: bench/hops.sh [--build DIR] [--pairs N] [--secs S] [--name NAME] [--trace-max R] [RATE ...]
+#   defaults: build/release, 100 pairs, 6 s windows, rates 300 5000 18000.
 # Output: stdout and bench/results/<date>-<commit>-hops[-N].txt (never overwritten).
 # Every process is started here, tracked by pid and stopped by pid; loopback only.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$REPO/build/release PAIRS=100 SECS=6 NAME=hops RATES=()
+BUILD=$REPO/build/release PAIRS=100 SECS=6 NAME=hops RATES=() TRACE_MAX=1000
 while (($#)); do
   case $1 in
   --build) BUILD=$2; shift ;;
   --pairs) PAIRS=$2; shift ;;
   --secs) SECS=$2; shift ;;
   --name) NAME=$2; shift ;;
-  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \?//'; exit 0 ;;
+  --trace-max) TRACE_MAX=$2; shift ;;
+  -h | --help) sed -n '2,16p' "$0" | sed 's/^# \?//'; exit 0 ;;
   [0-9]*) RATES+=("$1") ;;
   *) echo "hops: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
   shift
 done
-((${#RATES[@]})) || RATES=(300 5000)
+((${#RATES[@]})) || RATES=(300 5000 18000)
 BIN=$(cd "$BUILD" && pwd)/bin
 for b in m5-aanf m5s m5ctl m5load; do
   [[ -x $BIN/$b ]] || { echo "hops: $BIN/$b missing (make bench-build builds it)" >&2; exit 1; }
@@ -83,10 +86,12 @@ while [[ -e $OUT ]]; do k=$((k + 1)); OUT=$base-$k.txt; done
 } | tee "$OUT"
 WIN=3 # seconds of counting, inside the measuring window
 for r in "${RATES[@]}"; do
+  trace=0
+  ((HAVE_PERF && r <= TRACE_MAX)) && trace=1
   (
     sleep $((2 + SECS / 2 - WIN / 2))
     switches >"$T/sw0"
-    if ((HAVE_PERF)); then
+    if ((trace)); then
       timeout $((WIN + 10)) perf trace -s -p "$SRV_PID" -- sleep "$WIN" >"$T/trace" 2>&1 || true
     else
       sleep "$WIN"
@@ -102,7 +107,7 @@ for r in "${RATES[@]}"; do
   msgs=$(awk -v r="${rate:-$r}" -v w="$WIN" 'BEGIN{printf "%.0f", r * w}')
   paste "$T/sw0" "$T/sw1" | awk -v m="$msgs" -v r="$r" \
     '{printf "SWITCHES rate=%s thread=%s vol_per_msg=%.2f invol_per_msg=%.2f\n", r, $1, ($5-$2)/m, ($6-$3)/m}' | tee -a "$OUT"
-  if ((HAVE_PERF)); then
+  if ((trace)); then
     # perf trace -s: one block per thread ("comm (tid), N events"), then "syscall calls errors ..."
     awk -v m="$msgs" -v r="$r" '
       /events,/ {thr = $1; next}
