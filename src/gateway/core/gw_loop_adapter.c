@@ -43,11 +43,14 @@ typedef struct dl {
   m5_timer_id_t timer;
 } dl_t;
 
+typedef struct up up_t;
+
 typedef struct loop_state {
   m5_loop_t *loop;
   const loop_cfg_t *cfg;
   m5gw_core_t *core;
   dl_t *dls;
+  up_t *ups; /* uplinks not final yet: freed at stop (the core calls no one after it) */
 } loop_state_t;
 
 static void log_line(loop_state_t *st, json_t *o) {
@@ -69,16 +72,28 @@ static const char *phase_name(m5gw_up_phase_t p) {
   return p == M5GW_UP_SPOOLED ? "SPOOLED" : p == M5GW_UP_ACCEPTED ? "ACCEPTED" : "REFUSED";
 }
 
-typedef struct {
+struct up {
+  up_t *prev, *next;
   loop_state_t *st;
   char msg_id[65]; /* a msgId: at most 64 characters */
-} up_t;
+};
+
+static void up_unlink(up_t *u) {
+  if (u->prev)
+    u->prev->next = u->next;
+  else
+    u->st->ups = u->next;
+  if (u->next) u->next->prev = u->prev;
+}
 
 static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
   up_t *u = arg;
   log_line(u->st, json_pack("{s:s, s:s, s:s, s:s?}", "event", "up", "msgId", u->msg_id, "phase",
                             phase_name(phase), "reason", reason));
-  if (phase != M5GW_UP_SPOOLED) free(u);
+  if (phase != M5GW_UP_SPOOLED) {
+    up_unlink(u);
+    free(u);
+  }
 }
 
 static void on_reg(void *arg, int status, const char *reason) {
@@ -156,7 +171,13 @@ static int loop_deliver(void *state, const m5gw_msg_t *m, m5gw_dl_fn done, void 
                      .payload = m->payload,
                      .payload_len = m->payload_len,
                      .report_requested = false};
-  if (m5gw_uplink(st->core, &back, on_up, u) != 0) free(u);
+  u->next = st->ups;
+  if (st->ups) st->ups->prev = u;
+  st->ups = u;
+  if (m5gw_uplink(st->core, &back, on_up, u) != 0) {
+    up_unlink(u);
+    free(u);
+  }
   return 0;
 }
 
@@ -200,6 +221,11 @@ static void loop_stop(void *state) {
     if (d->timer) m5_loop_timer_cancel(st->loop, d->timer);
     d->done(d->arg, M5GW_DL_RETRY, "gateway stopping");
     free(d);
+  }
+  while (st->ups) {
+    up_t *u = st->ups;
+    up_unlink(u);
+    free(u);
   }
   log_line(st, json_pack("{s:s}", "event", "stopped"));
   free(st);
