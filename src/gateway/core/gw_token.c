@@ -44,7 +44,7 @@ static void later(m5gw_core_t *core, uint64_t ms) {
 
 static void failed(m5gw_core_t *core, const char *why) {
   core->token_backoff_ms = gw_backoff_next(core->cfg, core->token_backoff_ms);
-  M5_LOGW(GW_DOM, "token: %s; trying again in %llu ms", why,
+  M5_LOGW(GW_DOM, "no access token yet (%s); asking again in %llu ms", why,
           (unsigned long long)core->token_backoff_ms);
   later(core, core->token_backoff_ms);
 }
@@ -95,7 +95,7 @@ static void on_token(void *arg, int status, long http, const uint8_t *body, size
   uint64_t renew_ms = (uint64_t)lifetime * 800;
   if (renew_ms < 1000) renew_ms = 1000;
   later(core, renew_ms);
-  M5_LOGI(GW_DOM, "token: obtained (%lld s; renewal in %llu s)", (long long)lifetime,
+  M5_LOGI(GW_DOM, "access token obtained (%lld s, renewed in %llu s)", (long long)lifetime,
           (unsigned long long)(renew_ms / 1000));
   gw_on_token(core);
 }
