@@ -3,7 +3,8 @@
 # adapters'), and every bad configuration stops it at start with exit 1 and a message naming
 # the key (and the file's line where the loader knows it): no file, no gw_id, a bad gw_id, an
 # unknown kind, another kind's key, a URL that is not https, a management port off loopback,
-# a retry window upside down, a listener certificate without serverAuth, a port in use.
+# a retry window upside down, a listener certificate without serverAuth, a port in use, a
+# spool file another m5gw holds.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -15,7 +16,7 @@ gw_pki
 for k in gw_id kind m5s.url m5s.name tls.cert tls.key tls.ca msgg.host msgg.port msgg.cert \
   msgg.key msgg.max_body msgg.max_inflight mgmt.host mgmt.port spool.path spool.max_msgs \
   spool.max_bytes uplink.window uplink.timeout_ms uplink.retry_min_ms uplink.retry_max_ms \
-  uplink.max_payload log.level loop.log loop.register loop.echo; do
+  uplink.max_payload log.level loop.log loop.register loop.deregister loop.echo; do
   grep -q "^  $k (" help.txt || fail "--help does not list $k"
 done
 rc=0
@@ -41,9 +42,14 @@ bad "uplink: {retry_min_ms: 5000, retry_max_ms: 1000}" 'uplink.retry_min_ms: 500
 bad "msgg: {host: 127.0.0.1, port: 23456}" 'msgg.cert: .*gw1.crt has no extendedKeyUsage serverAuth'
 bad "spool: {max_msgs: 0}" 'spool.max_msgs: expected an integer in 1..1000000'
 
-# a port in use: named, exit 1
+# a port in use: named, exit 1; a spool in use likewise
 start_gw
+first_mgmt=$GW_MGMT
 bad "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw1srv.key}" \
   'msgg.host/msgg.port: 127.0.0.1:[0-9]+/tcp is already in use'
+# a second m5gw on the same spool file: refused, the first one untouched
+bad "spool: {path: $M5_TMP/gw/spool.db}" "spool .*/gw/spool.db: in use by another process"
+GW_MGMT=$first_mgmt
+gw_health && grep -q '"status":"ok"' "$M5_TMP/health.json" || fail "the first m5gw suffered"
 stop_daemon "$GW_PID" m5gw || fail "m5gw did not stop cleanly"
 echo "PASS"

@@ -3,7 +3,8 @@
 // the test CA, with the four resources the gateway calls:
 //   POST /oauth2/token (form: grant_type=client_credentials; the certificate's SAN URI
 //        urn:msgin5g:gw:<gwId>) -> a random token, expires_in from EXPIRES_IN (default 3600)
-//   POST /msgs-gwueregistration/v1/registrations {"gwId","ueSvcIds"} -> 201, same body
+//   POST /msgs-gwueregistration/v1/registrations {"gwId","ueSvcIds"} -> 201, same body (403
+//        when an ID starts with "refuse")
 //   DELETE /msgs-gwueregistration/v1/registrations/{id} -> 204
 //   POST /msgs-msgdelivery/v1/deliver-ue-message (UEMessageDelivery) -> 200 MessageDeliveryAck
 //   POST /msgs-msgdelivery/v1/deliver-report (DeliveryStatusReport) -> 204
@@ -83,6 +84,10 @@ server.on('stream', (stream, headers) => {
       schema = regCheck(body);
       status = schema === 'ok' ? 201 : 400;
       out = schema === 'ok' ? body : { title: 'Bad Request', status: 400, detail: String(schema) };
+      const bad = schema === 'ok' && body.ueSvcIds.find((id) => id.startsWith('refuse'));
+      if (bad)
+        [status, out] = [403, { title: 'Forbidden', status: 403, cause: 'NOT_AUTHORIZED',
+                                detail: `${bad} is outside the gateway's pattern` }];
     } else if (path.startsWith('/msgs-gwueregistration/v1/registrations/') && method === 'DELETE') {
       status = 204;
     } else if (path === '/msgs-msgdelivery/v1/deliver-ue-message' && method === 'POST') {

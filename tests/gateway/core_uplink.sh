@@ -15,7 +15,7 @@ source "$M5_SRC/tests/gateway/core_lib.bash"
 gw_pki
 start_standin 3 # tokens live 3 s: renewed at 2.4 s
 GW_SPOOL="$M5_TMP/gw/spool.db"
-start_gw "loop: {log: $GW_LOOP_LOG, register: [mq1, mq2]}"
+start_gw "loop: {log: $GW_LOOP_LOG, register: [mq1, mq2, mq3], deregister: [mq3]}"
 
 body() { # FILE ORI DEST MSGID [extra members]
   printf '{"oriAddr":{"addrType":"UE","addr":"%s"},"destAddr":{"addrType":"UE","addr":"%s"},"msgId":"%s","payload":"aGk="%s}\n' \
@@ -30,8 +30,12 @@ tok=$(standin_lines 'r.path === "/oauth2/token" && r.status === 200')
 grep -q 'grant_type=client_credentials' <<<"$tok" || fail "token request: $tok"
 grep -q 'URI:urn:msgin5g:gw:gw1' <<<"$tok" || fail "token request without the gateway's certificate: $tok"
 reg=$(standin_lines 'r.path === "/msgs-gwueregistration/v1/registrations" && r.status === 201 && r.auth')
-grep -q '"body":{"gwId":"gw1","ueSvcIds":\["mq1","mq2"\]}' <<<"$reg" ||
+grep -q '"body":{"gwId":"gw1","ueSvcIds":\["mq1","mq2","mq3"\]}' <<<"$reg" ||
   fail "registration: $(cat "$STANDIN_LOG")"
+wait_file_line "$GW_LOOP_LOG" '"event":"deregistered","status":0' 20 "$GW_PID" ||
+  fail "mq3 was not de-registered: $(cat "$GW_LOOP_LOG")"
+[[ -n $(standin_lines 'r.method === "DELETE" && r.path === "/msgs-gwueregistration/v1/registrations/mq3" && r.auth && r.status === 204') ]] ||
+  fail "no DELETE of mq3 with the token: $(cat "$STANDIN_LOG")"
 
 # -- m5s delivers to mq1 asking for a report: the echo comes up, and the report
 body m1.json ue1 mq1 m1 ',"delivStReqInd":true'
@@ -93,7 +97,7 @@ wait "$GW_PID" 2>/dev/null || true
 [[ -z $(standin_lines 'r.status === 200 && /^echo-m1[0-2]$/.test(r.body.msgId)') ]] ||
   fail "accepted before m5s recovered?"
 mv "$GW_LOG" "$M5_TMP/m5gw.1.log"
-start_gw "loop: {log: $GW_LOOP_LOG}" "spool: {path: $GW_SPOOL, max_msgs: 3}"
+start_gw "loop: {log: $GW_LOOP_LOG, register: [mq1, refuse9]}" "spool: {path: $GW_SPOOL, max_msgs: 3}"
 grep -q '3 messages and reports from before the restart' "$GW_LOG" ||
   fail "the spool was not reloaded: $(head -20 "$GW_LOG")"
 # full: a fourth is refused while m5s still fails
@@ -104,6 +108,10 @@ wait_file_line "$GW_LOOP_LOG" '"msgId":"echo-m13","phase":"REFUSED","reason":"th
   fail "a full spool did not refuse: $(tail -3 "$GW_LOOP_LOG")"
 rm -f "$STANDIN_MODE"
 wait_spool 0 30 || fail "the spool did not drain: $(cat "$M5_TMP/health.json")"
+# a registration m5s refuses for good (retried while m5s answered 503): the adapter hears
+# M5_EPERM with the ProblemDetails' detail
+wait_file_line "$GW_LOOP_LOG" "\"event\":\"registered\",\"status\":-9,\"reason\":\"403 refuse9 is outside the gateway's pattern\"" 20 "$GW_PID" ||
+  fail "the refused registration did not reach the adapter as M5_EPERM: $(tail -5 "$GW_LOOP_LOG")"
 for k in 10 11 12; do
   [[ -n $(standin_lines "r.status === 200 && r.body.msgId === 'echo-m$k' && r.schema === 'ok'") ]] ||
     fail "echo-m$k was lost across kill -9"

@@ -21,6 +21,7 @@
 typedef struct {
   char *log_path;
   m5_strlist_t reg;
+  m5_strlist_t dereg;
   int echo;
 } loop_cfg_t;
 
@@ -29,6 +30,8 @@ static const m5_cfg_item_t loop_items[] = {
      "file receiving one JSON line per adapter event (test builds only)"},
     {"loop.register", M5_CFG_STRLIST, offsetof(loop_cfg_t, reg), NULL, 0, 0,
      "UE Service IDs registered with m5s at start"},
+    {"loop.deregister", M5_CFG_STRLIST, offsetof(loop_cfg_t, dereg), NULL, 0, 0,
+     "UE Service IDs de-registered once the registration is done"},
     {"loop.echo", M5_CFG_BOOL, offsetof(loop_cfg_t, echo), "true", 0, 0,
      "send each delivered message back up from its recipient"},
 };
@@ -96,9 +99,18 @@ static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
   }
 }
 
+static void on_dereg(void *arg, int status, const char *reason) {
+  log_line(arg, json_pack("{s:s, s:i, s:s?}", "event", "deregistered", "status", status,
+                          "reason", reason));
+}
+
 static void on_reg(void *arg, int status, const char *reason) {
-  log_line(arg, json_pack("{s:s, s:i, s:s?}", "event", "registered", "status", status, "reason",
-                          reason));
+  loop_state_t *st = arg;
+  log_line(st, json_pack("{s:s, s:i, s:s?}", "event", "registered", "status", status, "reason",
+                         reason));
+  for (size_t i = 0; status == 0 && i < st->cfg->dereg.n; i++)
+    if (m5gw_deregister(st->core, st->cfg->dereg.v[i], on_dereg, st) != 0)
+      on_dereg(st, M5_EINVAL, "refused by the core");
 }
 
 static void dl_fire(m5_loop_t *loop, void *arg) {

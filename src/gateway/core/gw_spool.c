@@ -40,8 +40,21 @@ gw_spool_t *gw_spool_open(const char *path, char *err, size_t errlen) {
   int rc = sqlite3_open_v2(path, &sp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                               SQLITE_OPEN_NOMUTEX, NULL);
   char *msg = NULL;
-  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(sp->db, 2000);
+  /* One process per spool: the lock taken here (a write in exclusive locking mode) is held
+   * until close, so a second m5gw given the same file stops at start instead of sending the
+   * same messages alongside. */
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(sp->db, 100);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "PRAGMA locking_mode=EXCLUSIVE", NULL, NULL, &msg);
   if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, SCHEMA, NULL, NULL, &msg);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "BEGIN IMMEDIATE; COMMIT", NULL, NULL, &msg);
+  if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+    snprintf(err, errlen, "spool %s: in use by another process (another m5gw on this file?)",
+             path);
+    sqlite3_free(msg);
+    gw_spool_close(sp);
+    return NULL;
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(sp->db, 2000);
   if (rc == SQLITE_OK) {
     int v = 0;
     sqlite3_stmt *st;
