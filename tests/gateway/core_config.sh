@@ -4,7 +4,8 @@
 # the key (and the file's line where the loader knows it): no file, no gw_id, a bad gw_id, an
 # unknown kind, another kind's key, a URL that is not https, a management port off loopback,
 # a retry window upside down, a listener certificate without serverAuth, a port in use, a
-# spool file another m5gw holds.
+# spool file another m5gw holds, a certificate that is not this gateway's (an AS's, another
+# gateway's).
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -40,6 +41,9 @@ bad "m5s: {url: 'http://localhost:8443'}" 'm5s.url: expected https://host'
 bad "mgmt: {host: 0.0.0.0, port: 9999}" 'mgmt.host: .0.0.0.0. is not a loopback address'
 bad "uplink: {retry_min_ms: 5000, retry_max_ms: 1000}" 'uplink.retry_min_ms: 5000 is above'
 bad "msgg: {host: 127.0.0.1, port: 23456}" 'msgg.cert: .*gw1.crt has no extendedKeyUsage serverAuth'
+bad "tls: {cert: $PKI/as1.crt, key: $PKI/as1.key, ca: $PKI/ca.crt}" \
+  'tls.cert: .*as1.crt is not gateway gw1.s certificate \(no SAN URI urn:msgin5g:gw:gw1'
+bad "gw_id: gw2" 'tls.cert: .*gw1.crt is not gateway gw2.s certificate'
 bad "spool: {max_msgs: 0}" 'spool.max_msgs: expected an integer in 1..1000000'
 
 # a port in use: named, exit 1; a spool in use likewise

@@ -12,11 +12,13 @@
 // bearer token matches one issued: true/false), body, schema}. The bodies are checked against
 // TS 29.538 in strict mode (only the declared members); a body that fails, or a request
 // without a valid token, is answered 400 / 401. MODE_FILE, when it exists, holds the status
-// every delivery/registration gets instead (e.g. 503: m5s failing).
+// every delivery/registration gets instead (e.g. 503: m5s failing); MODE_FILE.revoke, when it
+// exists, invalidates every token issued so far (and is removed); MODE_FILE.expires, when it
+// exists, holds the expires_in of the tokens issued from then on.
 //   node core_m5s_standin.mjs PORT KEY CERT CA LOG MODE_FILE OPENAPI_DIR [EXPIRES_IN]
 import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, appendFileSync, existsSync } from 'node:fs';
+import { readFileSync, appendFileSync, existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { openapiValidator } from '../schema/openapi.mjs';
 
@@ -55,6 +57,10 @@ server.on('stream', (stream, headers) => {
     const text = Buffer.concat(chunks).toString('utf8');
     const path = headers[':path'];
     const method = headers[':method'];
+    if (existsSync(modeFile + '.revoke')) { // every token issued so far stops being valid
+      tokens.clear();
+      unlinkSync(modeFile + '.revoke');
+    }
     const authz = headers.authorization || '';
     const auth = authz.startsWith('Bearer ') && tokens.has(authz.slice(7));
     const mode = existsSync(modeFile) ? Number(readFileSync(modeFile, 'utf8').trim()) : 0;
@@ -72,7 +78,9 @@ server.on('stream', (stream, headers) => {
         const t = randomBytes(24).toString('base64url');
         tokens.add(t);
         status = 200;
-        out = { access_token: t, token_type: 'Bearer', expires_in: Number(expiresIn || 3600),
+        const exp = existsSync(modeFile + '.expires')
+          ? Number(readFileSync(modeFile + '.expires', 'utf8').trim()) : Number(expiresIn || 3600);
+        out = { access_token: t, token_type: 'Bearer', expires_in: exp,
                 scope: form.get('scope') || '' };
       }
       body = text; // the form, logged as text

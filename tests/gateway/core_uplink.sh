@@ -5,7 +5,7 @@
 # device sends (here: the loop kind's echo) POSTed as a UEMessageDelivery with the token and a
 # report as a DeliveryStatusReport (both schema-checked in strict mode by the stand-in), a 403
 # ending a message as REFUSED; then m5s failing (503): messages held in the spool with bounded
-# back-off, the gateway killed with -9, restarted: everything re-sent, nothing lost; a full
+# back-off, a token m5s stops honouring replaced, the gateway killed with -9, restarted: everything re-sent, nothing lost; a full
 # spool refuses.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
@@ -75,6 +75,24 @@ done
 ((n >= 2)) || fail "the token was not renewed"
 [[ -z $(standin_lines '!r.auth && r.path !== "/oauth2/token"') ]] ||
   fail "a request went without a valid token: $(standin_lines '!r.auth && r.path !== "/oauth2/token"')"
+
+# -- m5s stops honouring the token (401): a new one is fetched and the message goes through.
+# The next token lives an hour, so only the 401 can make the gateway fetch another.
+echo 3600 >"$STANDIN_MODE.expires"
+for ((i = 0; i < 100; i++)); do
+  m=$(standin_lines 'r.path === "/oauth2/token" && r.status === 200' | wc -l)
+  ((m > n)) && break
+  sleep 0.1
+done
+((m > n)) || fail "no token renewal after the 2nd"
+touch "$STANDIN_MODE.revoke"
+body m5.json ue1 mq1 m5
+st=$(gw_post deliver-message m5.json m5s out.json)
+[[ $st == 204 ]] || fail "deliver-message m5: $st"
+wait_file_line "$GW_LOOP_LOG" '"msgId":"echo-m5","phase":"ACCEPTED"' 20 "$GW_PID" ||
+  fail "echo-m5 not accepted after the 401: $(tail -3 "$GW_LOOP_LOG")"
+[[ -n $(standin_lines 'r.status === 401 && r.body.msgId === "echo-m5"') ]] ||
+  fail "the token was not refused first (test set-up): $(tail -5 "$STANDIN_LOG")"
 
 # -- m5s failing: held in the spool, retried with a bounded back-off
 echo 503 >"$STANDIN_MODE"

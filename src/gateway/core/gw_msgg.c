@@ -17,7 +17,9 @@
 #include "tls/tls.h"
 
 #include <jansson.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -311,8 +313,38 @@ static SSL_CTX *listener_tls(const m5gw_config_t *cfg, char *err, size_t errlen)
   return ctx;
 }
 
+/* 0 if the PEM certificate in path carries the SAN URI uri. m5s knows a gateway only by it,
+ * so a gateway started with another certificate (an AS's, another gateway's) would be refused
+ * at every request: said at start instead. */
+static int cert_has_uri(const char *path, const char *uri) {
+  FILE *f = fopen(path, "r");
+  X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+  if (f) fclose(f);
+  GENERAL_NAMES *names = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+  int found = 0;
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+    const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+    if (g->type != GEN_URI) continue;
+    const unsigned char *d = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+    size_t n = (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier);
+    found = n == strlen(uri) && memcmp(d, uri, n) == 0;
+  }
+  GENERAL_NAMES_free(names);
+  X509_free(x);
+  return found ? 0 : M5_ENOENT;
+}
+
 int gw_msgg_start(m5gw_core_t *core, char *err, size_t errlen) {
   const m5gw_config_t *cfg = core->cfg;
+  char uri[128];
+  snprintf(uri, sizeof uri, "urn:msgin5g:gw:%s", cfg->gw_id);
+  if (cert_has_uri(cfg->tls_cert, uri) != 0) {
+    snprintf(err, errlen,
+             "tls.cert: %s is not gateway %s's certificate (no SAN URI %s; `m5ctl pki issue "
+             "--gw-id %s` issues one)",
+             cfg->tls_cert, cfg->gw_id, uri, cfg->gw_id);
+    return M5_EINVAL;
+  }
   core->msgg_tls = listener_tls(cfg, err, errlen);
   if (!core->msgg_tls) return M5_EINVAL;
   char e[256];
