@@ -83,7 +83,9 @@ st=$(gw_post deliver-message ok.json m5s out.json -X PUT)
 [[ $(delivers) == "$n" ]] || fail "a refused body reached the adapter: $(cat "$GW_LOOP_LOG")"
 
 # -- deliver-report: to the adapter, 204; a bad delivSt: 400
-printf '{"oriAddr":{"addrType":"UE","addr":"mq1"},"destAddr":{"addrType":"UE","addr":"ue1"},"msgId":"up1","delivSt":"REPT_DELY_FAILED","failureCause":"EXPIRED"}' >rep.json
+# (oriAddr: the reporter, ue1; destAddr: our device mq1, whose message up1 it reports on; the
+# adapter gets them as the message's sender mq1 and recipient ue1)
+printf '{"oriAddr":{"addrType":"UE","addr":"ue1"},"destAddr":{"addrType":"UE","addr":"mq1"},"msgId":"up1","delivSt":"REPT_DELY_FAILED","failureCause":"EXPIRED"}' >rep.json
 validate TS29538_MSGS_MSGDelivery.yaml DeliveryStatusReport rep.json
 st=$(gw_post deliver-report rep.json m5s out.json)
 [[ $st == 204 ]] || fail "deliver-report: $st $(cat out.json)"

@@ -57,6 +57,8 @@ for ((i = 0; i < 100; i++)); do
 done
 grep -q '"schema":"ok","status":204' <<<"$rep" || fail "the report: $rep $(tail -5 "$STANDIN_LOG")"
 grep -q '"delivSt":"REPT_DELY_SUCCESS"' <<<"$rep" || fail "the report's delivSt: $rep"
+grep -q '"oriAddr":{"addrType":"UE","addr":"mq1"},"destAddr":{"addrType":"UE","addr":"ue1"}' <<<"$rep" ||
+  fail "the report must come from the device (oriAddr) about ue1's message (destAddr): $rep"
 
 # -- m5s refuses one for good (403): REFUSED, not kept
 body r.json refuse1 mq1 m2

@@ -2,7 +2,8 @@
  * `make run` or a release build), so that the core can be tested against real peers (curl as
  * m5s, a node HTTPS server as m5s's API) before and besides the SMS and MQTT adapters. Its
  * devices echo: a message delivered to device D from X comes back as a message from D to X
- * (msgId "echo-<msgId>"), and a report is sent up when one was asked for. A destination whose
+ * (msgId "echo-<msgId>", asking for a report if the original did), and a report is sent up
+ * when one was asked for. A destination whose
  * ID starts with "unknown" is an unknown device (404), "busy" a device side that asks for a
  * retry (503), "toolarge" content it cannot carry (400), "silent" one that never answers
  * until the gateway stops (503 then). Every call is one JSON line in loop.log. */
@@ -182,7 +183,7 @@ static int loop_deliver(void *state, const m5gw_msg_t *m, m5gw_dl_fn done, void 
                      .app_id = m->app_id,
                      .payload = m->payload,
                      .payload_len = m->payload_len,
-                     .report_requested = false};
+                     .report_requested = m->report_requested};
   u->next = st->ups;
   if (st->ups) st->ups->prev = u;
   st->ups = u;

@@ -199,22 +199,24 @@ static void deliver_report(m5gw_core_t *core, m5_http_exchange_t *ex,
   } else if (!core->adapter_live) {
     problem(ex, 503, NULL, "the gateway is stopping; retry later", NULL, NULL);
   } else {
-    m5gw_report_t r = {.ori_type = m.ori.type,
-                       .ori_addr = m.ori.addr,
-                       .dest_type = m.dest.type,
-                       .dest_addr = m.dest.addr,
+    /* oriAddr is the reporter (the recipient of our device's message), destAddr our device,
+     * the message's sender: m5gw_report_t names sender and recipient (gw_adapter.h). */
+    m5gw_report_t r = {.ori_type = m.dest.type,
+                       .ori_addr = m.dest.addr,
+                       .dest_type = m.ori.type,
+                       .dest_addr = m.ori.addr,
                        .msg_id = m.msg_id,
                        .deliv_st = m.deliv_st,
                        .failure_cause = m.failure_cause[0] ? m.failure_cause : NULL};
     int rc = core->ops->report(core->adapter, &r);
     core->reports_down++;
-    M5_LOGI(GW_DOM, "report on %s from %s:%s to %s:%s: %s%s", m.msg_id, m.ori.type, m.ori.addr,
+    M5_LOGI(GW_DOM, "report by %s:%s on %s from %s:%s: %s%s", m.ori.type, m.ori.addr, m.msg_id,
             m.dest.type, m.dest.addr, m.deliv_st, rc ? " (not taken by the device side)" : "");
     if (rc == 0)
       m5_http_respond(ex, 204, NULL, NULL, 0);
     else if (rc == M5_ENOENT)
       problem(ex, 404, "UNKNOWN_DEVICE", "the report names no device behind this gateway",
-              "oriAddr", "unknown device");
+              "destAddr", "unknown device");
     else
       problem(ex, 503, NULL, "the device side cannot take the report now", NULL, NULL);
   }

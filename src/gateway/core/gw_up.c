@@ -328,13 +328,16 @@ int m5gw_report_up(m5gw_core_t *core, const m5gw_report_t *r) {
   if (!addr_ok(r->ori_type, r->ori_addr) || !addr_ok(r->dest_type, r->dest_addr) || !st ||
       !r->msg_id || !m5_msg_id_valid(r->msg_id))
     return M5_EINVAL;
+  /* On the wire a DeliveryStatusReport comes from its reporter: oriAddr is the device (the
+   * reported message's recipient), destAddr the message's sender, as in a UE's IMDN; the
+   * adapter's m5gw_report_t names the message's sender and recipient (gw_adapter.h). */
   m5_msg_t m;
   memset(&m, 0, sizeof m);
   m.type = M5_MSG_IMDN;
-  m5_str_copy(m.ori.type, sizeof m.ori.type, r->ori_type);
-  m5_str_copy(m.ori.addr, sizeof m.ori.addr, r->ori_addr);
-  m5_str_copy(m.dest.type, sizeof m.dest.type, r->dest_type);
-  m5_str_copy(m.dest.addr, sizeof m.dest.addr, r->dest_addr);
+  m5_str_copy(m.ori.type, sizeof m.ori.type, r->dest_type);
+  m5_str_copy(m.ori.addr, sizeof m.ori.addr, r->dest_addr);
+  m5_str_copy(m.dest.type, sizeof m.dest.type, r->ori_type);
+  m5_str_copy(m.dest.addr, sizeof m.dest.addr, r->ori_addr);
   m5_str_copy(m.msg_id, sizeof m.msg_id, r->msg_id);
   m5_str_copy(m.deliv_st, sizeof m.deliv_st, st);
   if (r->failure_cause) m5_str_copy(m.failure_cause, sizeof m.failure_cause, r->failure_cause);
@@ -349,8 +352,7 @@ int m5gw_report_up(m5gw_core_t *core, const m5gw_report_t *r) {
     M5_LOGW(GW_DOM, "spool full: report on %s refused", r->msg_id);
     return M5_EFULL;
   }
-  /* the reporter: the device the report is from, i.e. the original message's recipient */
-  return enqueue(core, true, body, len, r->dest_addr, r->msg_id, NULL, NULL);
+  return enqueue(core, true, body, len, r->dest_addr, r->msg_id, NULL, NULL); /* from the device */
 }
 
 /* ---- start and stop ---- */
@@ -369,7 +371,6 @@ static int load_one(void *arg, int64_t seq, bool is_report, const char *body, si
   json_t *o = json_loadb(body, len, 0, NULL);
   const char *ori = json_string_value(json_object_get(json_object_get(o, "oriAddr"), "addr"));
   const char *id = json_string_value(json_object_get(o, "msgId"));
-  if (is_report) ori = json_string_value(json_object_get(json_object_get(o, "destAddr"), "addr"));
   m5_str_copy(e->ori, sizeof e->ori, ori ? ori : "?");
   m5_str_copy(e->msg_id, sizeof e->msg_id, id ? id : "?");
   json_decref(o);
