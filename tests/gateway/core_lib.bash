@@ -18,7 +18,8 @@ gw_pki() {
 }
 
 # write_gw_config FILE [extra YAML lines...]: a kind loop gateway gw1 on fresh ports, m5s at
-# $STANDIN_URL (default https://localhost:1, nothing there), spool $GW_SPOOL.
+# $STANDIN_URL (default https://localhost:1, nothing there), spool $GW_SPOOL; GW_MSGG_EXTRA
+# adds msgg.* members (", max_inflight: 2").
 write_gw_config() {
   local file=$1
   shift
@@ -28,7 +29,7 @@ write_gw_config() {
     "kind: loop"
     "m5s: {url: ${STANDIN_URL:-https://localhost:1}}"
     "tls: {cert: $PKI/gw1.crt, key: $PKI/gw1.key, ca: $PKI/ca.crt}"
-    "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw1srv.key}"
+    "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw1srv.key${GW_MSGG_EXTRA:-}}"
     "mgmt: {host: 127.0.0.1, port: $GW_MGMT}"
     "spool: {path: ${GW_SPOOL:-$M5_TMP/gw/spool.db}}"
     "uplink: {retry_min_ms: 200, retry_max_ms: 1000, timeout_ms: 3000}"

@@ -4,8 +4,9 @@
 # one of the same CA naming another host, one without clientAuth, none); deliver-message
 # goes to the adapter and its outcome is the answer (204, 404, 503 with Retry-After, 400);
 # deliver-report reaches the adapter (204); bad bodies get a ProblemDetails naming the IE, and
-# the adapter never sees them; a delivery still waiting when SIGTERM comes is answered 503 and
-# m5gw exits 0. Every ProblemDetails validates against TS 29.571.
+# the adapter never sees them; at most msgg.max_inflight deliveries wait for the device side
+# (503 beyond); those still waiting when SIGTERM comes are answered 503 and m5gw exits 0.
+# Every ProblemDetails validates against TS 29.571.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -14,6 +15,7 @@ N3G=TS29538_MSGG_N3GDelivery.yaml
 
 gw_pki
 make_cert rogue "DNS:evil.localhost" clientAuth
+GW_MSGG_EXTRA=", max_inflight: 2"
 start_gw
 
 body() { # FILE DEST [extra members]
@@ -105,13 +107,25 @@ done
 [[ $(delivers) == "$n" ]] || fail "a refused caller reached the adapter"
 grep -q '"event":"deliver"' "$GW_LOOP_LOG"
 
-# -- a delivery still waiting for the device side when SIGTERM comes: 503, exit 0
-body s.json silent1
-gw_post deliver-message s.json m5s silent.json >silent.status &
-cpid=$!
-wait_file_line "$GW_LOOP_LOG" '"dest":"silent1"' 10 || fail "the silent delivery did not start"
+# -- deliveries waiting for the device side: at most msgg.max_inflight (2), a third gets 503;
+# those still waiting when SIGTERM comes are answered 503 and m5gw exits 0
+for k in 1 2; do
+  body "s$k.json" "silent$k"
+  gw_post deliver-message "s$k.json" m5s "silent$k.json" >"silent$k.status" &
+  eval "cpid$k=\$!"
+  wait_file_line "$GW_LOOP_LOG" "\"dest\":\"silent$k\"" 10 || fail "the silent delivery $k did not start"
+done
+n=$(delivers)
+st=$(gw_post deliver-message ok.json m5s out.json)
+[[ $st == 503 ]] || fail "a third delivery while 2 wait: $st, want 503"
+expect_problem out.json 503 ""
+grep -q 'too many deliveries' out.json || fail "503 detail: $(cat out.json)"
+[[ $(delivers) == "$n" ]] || fail "the third delivery reached the adapter"
 stop_daemon "$GW_PID" m5gw || fail "m5gw did not stop cleanly"
-wait_pid_rc "$cpid" 10
-[[ $(cat silent.status) == 503 ]] || fail "the waiting delivery got $(cat silent.status), want 503"
+wait_pid_rc "$cpid1" 10
+wait_pid_rc "$cpid2" 10
+for k in 1 2; do
+  [[ $(cat "silent$k.status") == 503 ]] || fail "waiting delivery $k got $(cat "silent$k.status"), want 503"
+done
 grep -q '"event":"stopped"' "$GW_LOOP_LOG" || fail "the adapter was not stopped"
 echo "PASS"
