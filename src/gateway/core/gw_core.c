@@ -47,19 +47,28 @@ static void on_drained(void *arg) {
   m5_loop_stop(r->core.loop);
 }
 
-static void on_drain(void *arg, size_t index) {
-  (void)index;
+static void drain_listeners(void *arg) {
+  run_t *r = arg;
+  gw_msgg_drain(&r->core, on_drained, r);
+}
+
+/* What devices sent is on disk and the adapter was told so: now it stops (its deliveries still
+ * waiting are answered 503), and what it handed over meanwhile is committed too. */
+static void drain_adapter(void *arg) {
   run_t *r = arg;
   m5gw_core_t *core = &r->core;
-  /* what devices sent is on disk, and the adapter told so, before it stops */
-  gw_up_flush(core);
   if (core->adapter_live) {
     core->ops->stop(core->adapter);
     core->adapter_live = false;
   }
   core->stopping = true;
-  gw_up_flush(core); /* anything the adapter handed over while stopping */
-  gw_msgg_drain(core, on_drained, r);
+  gw_up_when_flushed(core, drain_listeners, r);
+}
+
+static void on_drain(void *arg, size_t index) {
+  (void)index;
+  run_t *r = arg;
+  gw_up_when_flushed(&r->core, drain_adapter, r);
 }
 
 /* The URLs of m5s's resources. */
@@ -153,11 +162,9 @@ int m5gw_run(const m5gw_cfg_t *cfg) {
     core->ops->stop(core->adapter);
     core->adapter_live = false;
   }
-  if (core->spool) gw_up_flush(core);
   if (core->http) m5_http_client_free(core->http); /* callbacks see `stopping` */
   gw_reg_stop(core);
   gw_token_stop(core);
-  if (core->spool) M5_LOGI(GW_DOM, "stopped; %zu left in the spool", core->n_msgs);
   gw_up_stop(core);
   gw_msgg_stop(core);
   m5_workers_free(r->ws);

@@ -66,6 +66,13 @@ struct m5gw_core {
   size_t n_msgs, bytes;   /* in pending + queue (the bounds) */
   size_t up_inflight;
   m5_defer_t commit_defer;
+  struct m5_jobthread *spool_thread; /* runs the commits (gw_spool.c is its connection) */
+  m5_mailbox_t *spool_replies;       /* finished commits come back here */
+  bool commit_busy;                  /* one commit out at a time */
+  m5_timer_id_t commit_timer;
+  void (*flush_cb)(void *arg);       /* gw_up_when_flushed */
+  void *flush_arg;
+  int flush_left;
   m5_timer_id_t up_timer; /* the back-off */
   uint64_t up_backoff_ms;
   bool up_backing_off;
@@ -99,8 +106,11 @@ const char *gw_spool_error(gw_spool_t *sp);
 /* gw_up.c */
 int gw_up_start(m5gw_core_t *core, char *err, size_t errlen); /* loads the spool */
 void gw_up_pump(m5gw_core_t *core);  /* sends what may be sent now */
-void gw_up_flush(m5gw_core_t *core); /* commits what waits (at stop) */
-void gw_up_stop(m5gw_core_t *core);  /* drops the queue from memory; the spool keeps it */
+/* cb(arg) once what waits now is committed (at most two commits on, so that new messages do
+ * not hold it back forever); used by the drain. */
+void gw_up_when_flushed(m5gw_core_t *core, void (*cb)(void *arg), void *arg);
+/* After the loop stopped: commits what still waits on this thread, closes the spool. */
+void gw_up_stop(m5gw_core_t *core);
 
 /* gw_token.c */
 void gw_token_start(m5gw_core_t *core);

@@ -4,7 +4,9 @@
  *
  * A message is encoded into its TS 29.538 body at once and waits in `pending`; once per loop
  * iteration (commit_defer) every pending body is inserted and every finished row deleted in
- * one transaction, and only after its COMMIT (fsync) does the adapter hear SPOOLED. The
+ * one transaction, on the spool's own thread (a job thread: the loop never waits for the
+ * disk; one transaction out at a time, the next gathers what came meanwhile), and only after
+ * its COMMIT (fsync) does the adapter hear SPOOLED. The
  * durable ones wait in `queue`, oldest first; up to uplink.window of them are out to m5s at
  * once. A 2xx or a refusal for good (4xx but 401, 408, 429) ends a message: its row is deleted
  * at the next commit. Anything else (m5s unreachable, a timeout, 429, 5xx) leaves it queued
@@ -15,6 +17,7 @@
 #include "gateway/core/gw_int.h"
 
 #include "core/err.h"
+#include "core/jobthread.h"
 #include "core/log.h"
 #include "core/str.h"
 
@@ -80,6 +83,121 @@ static void finish(m5gw_core_t *core, up_entry_t *e) {
   entry_free(e);
 }
 
+/* ---- the spool's commits, on its own thread ---- */
+
+/* One transaction: the bodies that wait (entries) and the rows that are done (dels). */
+typedef struct {
+  m5_job_t base; /* first: the job thread hands back &base */
+  m5gw_core_t *core;
+  up_list_t entries;
+  int64_t *dels;
+  size_t n_dels;
+  int rc;
+  char why[200];
+} commit_job_t;
+
+/* On the spool's thread (or the main thread once that one is gone). */
+static void run_commit(m5_job_t *job, void *ctx) {
+  gw_spool_t *sp = ctx;
+  commit_job_t *j = (commit_job_t *)job;
+  int rc = gw_spool_begin(sp);
+  for (up_entry_t *e = j->entries.head; e && rc == 0; e = e->next)
+    rc = gw_spool_insert(sp, e->is_report, e->body, e->len, &e->seq);
+  for (size_t i = 0; i < j->n_dels && rc == 0; i++)
+    rc = gw_spool_delete(sp, j->dels[i]);
+  if (rc == 0) rc = gw_spool_commit(sp);
+  if (rc != 0) {
+    snprintf(j->why, sizeof j->why, "%s", gw_spool_error(sp));
+    gw_spool_rollback(sp);
+  }
+  j->rc = rc;
+}
+
+static void flush_check(m5gw_core_t *core);
+
+/* Back on the loop: tell the adapters, queue for sending. */
+static void commit_done(commit_job_t *j) {
+  m5gw_core_t *core = j->core;
+  core->commit_busy = false;
+  if (j->rc != 0) {
+    M5_LOGE(GW_DOM, "spool: cannot commit: %s; %s refused", j->why,
+            j->entries.head ? "new messages" : "nothing");
+    for (up_entry_t *e; (e = j->entries.head) != NULL;) {
+      list_remove(&j->entries, e);
+      core->n_msgs--;
+      core->bytes -= e->len;
+      core->up_refused++;
+      notify(core, e, M5GW_UP_REFUSED, "the gateway's spool cannot be written");
+      entry_free(e);
+    }
+    /* the deletions are tried again with the next commit (if this fails too, the rows are sent
+     * again after a restart and m5s drops the repeats) */
+    for (size_t i = 0; i < j->n_dels; i++) {
+      if (core->n_done == core->cap_done) {
+        size_t cap = core->cap_done ? core->cap_done * 2 : 64;
+        int64_t *d = realloc(core->done_seqs, cap * sizeof *d);
+        if (!d) break;
+        core->done_seqs = d;
+        core->cap_done = cap;
+      }
+      core->done_seqs[core->n_done++] = j->dels[i];
+    }
+  } else {
+    /* A callback may call m5gw_uplink again: that lands in pending for the next commit. */
+    up_list_t now = j->entries;
+    for (up_entry_t *e = now.head, *next; e; e = next) {
+      next = e->next;
+      list_push(&core->queue, e);
+      M5_LOGD(GW_DOM, "spooled %s %s from %s (row %lld)", e->is_report ? "report" : "message",
+              e->msg_id, e->ori, (long long)e->seq);
+    }
+    /* now's entries are the queue's last ones, in order; a callback may end one of them
+     * (never: ends come from m5s's answers, later), so walk by count */
+    for (up_entry_t *e = now.head; e; e = e == now.tail ? NULL : e->next)
+      notify(core, e, M5GW_UP_SPOOLED, NULL);
+  }
+  free(j->dels);
+  free(j);
+  if (core->flush_left) core->flush_left--;
+  if (core->pending.head || core->n_done) schedule_commit(core);
+  flush_check(core);
+  gw_up_pump(core);
+}
+
+static void on_reply(void *msg, void *arg) {
+  (void)arg;
+  commit_done(msg);
+}
+
+/* The job of what waits now, taken out of core; NULL when out of memory. */
+static commit_job_t *job_take(m5gw_core_t *core) {
+  commit_job_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  j->base.reply = core->spool_replies;
+  j->core = core;
+  j->entries = core->pending;
+  core->pending.head = core->pending.tail = NULL;
+  j->dels = core->done_seqs;
+  j->n_dels = core->n_done;
+  core->done_seqs = NULL;
+  core->n_done = core->cap_done = 0;
+  return j;
+}
+
+static void job_give_back(m5gw_core_t *core, commit_job_t *j) {
+  core->pending = j->entries; /* nothing was added meanwhile: same loop iteration */
+  core->done_seqs = j->dels;
+  core->n_done = core->cap_done = j->n_dels;
+  free(j);
+}
+
+static void on_commit_retry(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  m5gw_core_t *core = arg;
+  core->commit_timer = 0;
+  schedule_commit(core);
+}
+
 static void on_commit(m5_loop_t *loop, void *arg) {
   (void)loop;
   m5gw_core_t *core = arg;
@@ -89,42 +207,28 @@ static void on_commit(m5_loop_t *loop, void *arg) {
     notify(core, e, M5GW_UP_REFUSED, e->body);
     entry_free(e);
   }
-  if (!core->pending.head && !core->n_done) return;
-  int rc = gw_spool_begin(core->spool);
-  for (up_entry_t *e = core->pending.head; e && rc == 0; e = e->next)
-    rc = gw_spool_insert(core->spool, e->is_report, e->body, e->len, &e->seq);
-  for (size_t i = 0; i < core->n_done && rc == 0; i++)
-    rc = gw_spool_delete(core->spool, core->done_seqs[i]);
-  if (rc == 0) rc = gw_spool_commit(core->spool);
-  if (rc != 0) {
-    const char *why = gw_spool_error(core->spool);
-    M5_LOGE(GW_DOM, "spool: cannot commit: %s; %s refused", why,
-            core->pending.head ? "new messages" : "nothing");
-    gw_spool_rollback(core->spool);
-    for (up_entry_t *e; (e = core->pending.head) != NULL;) {
-      list_remove(&core->pending, e);
-      core->n_msgs--;
-      core->bytes -= e->len;
-      core->up_refused++;
-      notify(core, e, M5GW_UP_REFUSED, "the gateway's spool cannot be written");
-      entry_free(e);
-    }
-    return; /* the deletions are tried again with the next commit */
+  if (core->commit_busy || (!core->pending.head && !core->n_done)) {
+    flush_check(core);
+    return;
   }
-  core->n_done = 0;
-  /* Durable: tell the adapters, then queue for sending. A callback may call m5gw_uplink
-   * again: that lands in pending for the next commit. */
-  up_list_t now = core->pending;
-  core->pending.head = core->pending.tail = NULL;
-  for (up_entry_t *e = now.head, *next; e; e = next) {
-    next = e->next;
-    list_push(&core->queue, e);
-    M5_LOGD(GW_DOM, "spooled %s %s from %s (row %lld)", e->is_report ? "report" : "message",
-            e->msg_id, e->ori, (long long)e->seq);
+  commit_job_t *j = job_take(core);
+  if (!j || m5_jobthread_submit(core->spool_thread, &j->base) != 0) {
+    if (j) job_give_back(core, j);
+    if (!core->commit_timer) /* out of memory or the queue full: shortly again */
+      core->commit_timer = m5_loop_timer_add(core->loop, 10, on_commit_retry, core);
+    return;
   }
-  for (up_entry_t *e = now.head; e; e = e->next)
-    notify(core, e, M5GW_UP_SPOOLED, NULL);
-  gw_up_pump(core);
+  core->commit_busy = true;
+}
+
+/* Runs the flush callback once what waited when it was asked for is on disk. */
+static void flush_check(m5gw_core_t *core) {
+  if (!core->flush_cb) return;
+  bool idle = !core->commit_busy && !core->pending.head && !core->n_done;
+  if (!idle && core->flush_left) return;
+  void (*cb)(void *) = core->flush_cb;
+  core->flush_cb = NULL;
+  cb(core->flush_arg);
 }
 
 /* ---- sending ---- */
@@ -391,18 +495,51 @@ int gw_up_start(m5gw_core_t *core, char *err, size_t errlen) {
   if (core->n_msgs)
     M5_LOGI(GW_DOM, "spool: %zu messages and reports from before the restart, to be sent again",
             core->n_msgs);
+  /* From here on the connection is the spool thread's: the loop never waits for the disk. */
+  core->spool_replies = m5_mailbox_new(core->loop, 4, on_reply, core);
+  core->spool_thread = core->spool_replies ? m5_jobthread_new(run_commit, core->spool) : NULL;
+  if (!core->spool_thread || m5_jobthread_start(core->spool_thread, 4) != 0) {
+    snprintf(err, errlen, "spool: cannot start its thread");
+    return M5_EIO;
+  }
   return 0;
 }
 
-void gw_up_flush(m5gw_core_t *core) {
-  m5_loop_defer_cancel(core->loop, &core->commit_defer);
-  on_commit(core->loop, core);
+void gw_up_when_flushed(m5gw_core_t *core, void (*cb)(void *arg), void *arg) {
+  core->flush_cb = cb;
+  core->flush_arg = arg;
+  /* at most the commit under way and one more: new messages do not hold a stop forever */
+  core->flush_left = core->commit_busy ? 2 : 1;
+  schedule_commit(core);
+}
+
+/* The commit that was out when the thread stopped, if any: it came back as a reply. */
+static void drop_reply(void *msg) {
+  commit_done(msg);
 }
 
 void gw_up_stop(m5gw_core_t *core) {
   m5_loop_defer_cancel(core->loop, &core->commit_defer);
   if (core->up_timer) m5_loop_timer_cancel(core->loop, core->up_timer);
-  core->up_timer = 0;
+  if (core->commit_timer) m5_loop_timer_cancel(core->loop, core->commit_timer);
+  core->up_timer = core->commit_timer = 0;
+  core->flush_cb = NULL;
+  /* the loop has stopped: the job out finishes, then what still waits is committed here */
+  m5_jobthread_free(core->spool_thread);
+  core->spool_thread = NULL;
+  if (core->spool_replies) m5_mailbox_free(core->spool_replies, drop_reply);
+  core->spool_replies = NULL;
+  m5_loop_defer_cancel(core->loop, &core->commit_defer);
+  if (core->spool && (core->pending.head || core->n_done)) {
+    commit_job_t *j = job_take(core);
+    if (j) {
+      run_commit(&j->base, core->spool);
+      core->commit_busy = true;
+      commit_done(j);
+      m5_loop_defer_cancel(core->loop, &core->commit_defer);
+    }
+  }
+  if (core->spool) M5_LOGI(GW_DOM, "stopped; %zu left in the spool", core->n_msgs);
   up_list_t *lists[] = {&core->pending, &core->queue, &core->refused};
   for (size_t i = 0; i < 3; i++)
     for (up_entry_t *e; (e = lists[i]->head) != NULL;) {
