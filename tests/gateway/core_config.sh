@@ -5,7 +5,7 @@
 # unknown kind, another kind's key, a URL that is not https, a management port off loopback,
 # a retry window upside down, a listener certificate without serverAuth, a port in use, a
 # spool file another m5gw holds, a certificate that is not this gateway's (an AS's, another
-# gateway's).
+# gateway's); SIGINT stops it cleanly.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -55,5 +55,9 @@ bad "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw
 bad "spool: {path: $M5_TMP/gw/spool.db}" "spool .*/gw/spool.db: in use by another process"
 GW_MGMT=$first_mgmt
 gw_health && grep -q '"status":"ok"' "$M5_TMP/health.json" || fail "the first m5gw suffered"
-stop_daemon "$GW_PID" m5gw || fail "m5gw did not stop cleanly"
+# SIGINT (Ctrl-C) stops it like SIGTERM: exit 0 within 5 s
+kill -INT "$GW_PID"
+wait_pid_rc "$GW_PID" 5
+[[ $WAIT_RC == 0 ]] || fail "m5gw after SIGINT: exit $WAIT_RC, want 0 within 5 s"
+grep -q 'SIGINT: committing the spool' "$GW_LOG" || fail "SIGINT not logged: $(tail -3 "$GW_LOG")"
 echo "PASS"
