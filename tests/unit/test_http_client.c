@@ -225,10 +225,8 @@ static void test_request_method_type_bearer(void **state) {
   (void)state;
   server_t *s = server_start();
   m5_loop_t *loop = m5_loop_new();
-  m5_http_client_opts_t o = {.cert_file = g_cli_crt,
-                             .key_file = g_cli_key,
-                             .ca_file = g_ca,
-                             .bearer_token = "client-tok"};
+  m5_http_client_opts_t o = {
+      .cert_file = g_cli_crt, .key_file = g_cli_key, .ca_file = g_ca, .bearer_token = "client-tok"};
   char err[256];
   m5_http_client_t *c = m5_http_client_new(loop, &o, err, sizeof err);
   assert_non_null(c);
@@ -237,13 +235,13 @@ static void test_request_method_type_bearer(void **state) {
   result_t r[4] = {{0}};
   g_done = 0;
   const char form[] = "grant_type=client_credentials";
-  m5_http_req_opts_t f = {.method = "POST", .content_type = "application/x-www-form-urlencoded",
+  m5_http_req_opts_t f = {.method = "POST",
+                          .content_type = "application/x-www-form-urlencoded",
                           .bearer_token = "req-tok"};
   assert_int_equal(m5_http_client_request(c, u, &f, form, strlen(form), on_result, &r[0]), M5_OK);
   m5_http_req_opts_t d = {.method = "DELETE", .bearer_token = "req-tok2"};
   assert_int_equal(m5_http_client_request(c, u, &d, NULL, 0, on_result, &r[1]), M5_OK);
-  assert_int_equal(m5_http_client_request(c, u, NULL, JSON, strlen(JSON), on_result, &r[2]),
-                   M5_OK);
+  assert_int_equal(m5_http_client_request(c, u, NULL, JSON, strlen(JSON), on_result, &r[2]), M5_OK);
   m5_http_req_opts_t bad = {.method = "BREW"};
   assert_int_equal(m5_http_client_request(c, u, &bad, NULL, 0, on_result, &r[3]), M5_EINVAL);
   m5_http_req_opts_t get_body = {.method = "GET"};
@@ -258,8 +256,10 @@ static void test_request_method_type_bearer(void **state) {
                                  "req-tok body=grant_type=client_credentials conns=1");
   assert_string_equal(r[1].body, "m=DELETE ctype=- auth=Bearer req-tok2 body= conns=1");
   char want[256];
-  snprintf(want, sizeof want, "m=POST ctype=application/json auth=Bearer client-tok body=%s "
-                              "conns=1", JSON);
+  snprintf(want, sizeof want,
+           "m=POST ctype=application/json auth=Bearer client-tok body=%s "
+           "conns=1",
+           JSON);
   assert_string_equal(r[2].body, want);
   assert_int_equal(r[3].calls, 0);
   m5_http_client_free(c);

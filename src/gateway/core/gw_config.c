@@ -146,7 +146,8 @@ static int check(m5gw_config_t *c, const char *src, char *err, size_t errlen) {
     return M5_EINVAL;
   }
   size_t ul = strlen(c->m5s_url);
-  while (ul > 0 && c->m5s_url[ul - 1] == '/') c->m5s_url[--ul] = '\0'; /* paths are appended */
+  while (ul > 0 && c->m5s_url[ul - 1] == '/')
+    c->m5s_url[--ul] = '\0'; /* paths are appended */
   if (derive_name(c, hostport) || derive(&c->tls_cert, "var/pki/gw-", c->gw_id, ".crt") ||
       derive(&c->tls_key, "var/pki/gw-", c->gw_id, ".key") ||
       derive(&c->spool_path, "var/gw/", c->gw_id, "/spool.db")) {
@@ -167,8 +168,8 @@ static int check(m5gw_config_t *c, const char *src, char *err, size_t errlen) {
     return M5_EINVAL;
   }
   if (c->up_retry_min_ms > c->up_retry_max_ms) {
-    snprintf(err, errlen, "%s: uplink.retry_min_ms: %lld is above uplink.retry_max_ms (%lld)",
-             src, (long long)c->up_retry_min_ms, (long long)c->up_retry_max_ms);
+    snprintf(err, errlen, "%s: uplink.retry_min_ms: %lld is above uplink.retry_max_ms (%lld)", src,
+             (long long)c->up_retry_min_ms, (long long)c->up_retry_max_ms);
     return M5_EINVAL;
   }
   if (c->up_max_payload * 2 + 4096 > c->spool_max_bytes) {
@@ -185,7 +186,8 @@ int m5gw_config_load(const char *path, m5gw_cfg_t *out, char *err, size_t errlen
   memset(out, 0, sizeof *out);
   const char *src = path ? path : "defaults";
   size_t n_all = 0;
-  while (m5gw_kinds[n_all]) n_all++;
+  while (m5gw_kinds[n_all])
+    n_all++;
   size_t offs[8];
   if (n_all > sizeof offs / sizeof offs[0]) n_all = sizeof offs / sizeof offs[0];
   /* Pass 1: every adapter's keys, to read `kind`. */

@@ -11,10 +11,10 @@
 #include <stdio.h>
 
 typedef struct {
-  char *gw_id;     /* our identity: SAN URI urn:msgin5g:gw:<gw_id> of tls.cert */
-  char *kind;      /* "sms" or "mqtt" (and "loop" in test builds) */
-  char *m5s_url;   /* https://host:port of m5s's MSGin5G-2/-4 (its northbound port) */
-  char *m5s_name;  /* the DNS name or IP m5s's certificate must carry; "" = m5s.url's host */
+  char *gw_id;    /* our identity: SAN URI urn:msgin5g:gw:<gw_id> of tls.cert */
+  char *kind;     /* "sms" or "mqtt" (and "loop" in test builds) */
+  char *m5s_url;  /* https://host:port of m5s's MSGin5G-2/-4 (its northbound port) */
+  char *m5s_name; /* the DNS name or IP m5s's certificate must carry; "" = m5s.url's host */
   char *tls_cert, *tls_key, *tls_ca;
   char *msgg_host;
   int64_t msgg_port;

@@ -75,16 +75,15 @@ static void on_drain(void *arg, size_t index) {
 static int urls(m5gw_core_t *core) {
   const char *b = core->cfg->m5s_url;
   int w1 = snprintf(core->url_token, sizeof core->url_token, "%s/oauth2/token", b);
-  int w2 = snprintf(core->url_reg, sizeof core->url_reg,
-                    "%s/msgs-gwueregistration/v1/registrations", b);
-  int w3 = snprintf(core->url_msg, sizeof core->url_msg,
-                    "%s/msgs-msgdelivery/v1/deliver-ue-message", b);
+  int w2 =
+      snprintf(core->url_reg, sizeof core->url_reg, "%s/msgs-gwueregistration/v1/registrations", b);
+  int w3 =
+      snprintf(core->url_msg, sizeof core->url_msg, "%s/msgs-msgdelivery/v1/deliver-ue-message", b);
   int w4 = snprintf(core->url_report, sizeof core->url_report,
                     "%s/msgs-msgdelivery/v1/deliver-report", b);
   return w1 > 0 && (size_t)w1 < sizeof core->url_token && w2 > 0 &&
-                 (size_t)w2 < sizeof core->url_reg && w3 > 0 &&
-                 (size_t)w3 < sizeof core->url_msg && w4 > 0 &&
-                 (size_t)w4 < sizeof core->url_report
+                 (size_t)w2 < sizeof core->url_reg && w3 > 0 && (size_t)w3 < sizeof core->url_msg &&
+                 w4 > 0 && (size_t)w4 < sizeof core->url_report
              ? 0
              : M5_ERANGE;
 }
@@ -102,11 +101,11 @@ int m5gw_run(const m5gw_cfg_t *cfg) {
   int rc = urls(core);
   if (rc != 0) fprintf(stderr, "m5gw: m5s.url: too long\n");
   if (rc == 0)
-    rc = m5_daemon_probe("m5gw", "msgg.host/msgg.port", cfg->core->msgg_host,
-                         cfg->core->msgg_port, SOCK_STREAM);
+    rc = m5_daemon_probe("m5gw", "msgg.host/msgg.port", cfg->core->msgg_host, cfg->core->msgg_port,
+                         SOCK_STREAM);
   if (rc == 0)
-    rc = m5_daemon_probe("m5gw", "mgmt.host/mgmt.port", cfg->core->mgmt_host,
-                         cfg->core->mgmt_port, SOCK_STREAM);
+    rc = m5_daemon_probe("m5gw", "mgmt.host/mgmt.port", cfg->core->mgmt_host, cfg->core->mgmt_port,
+                         SOCK_STREAM);
   m5_workers_opts_t wo = {.name = "m5gw",
                           .dom = GW_DOM,
                           .drain_msg = "committing the spool, stopping the adapter, draining",
@@ -128,8 +127,7 @@ int m5gw_run(const m5gw_cfg_t *cfg) {
       rc = M5_EIO;
     }
   }
-  if (rc == 0 && (rc = gw_up_start(core, err, sizeof err)) != 0)
-    fprintf(stderr, "m5gw: %s\n", err);
+  if (rc == 0 && (rc = gw_up_start(core, err, sizeof err)) != 0) fprintf(stderr, "m5gw: %s\n", err);
   if (rc == 0 && (rc = gw_msgg_start(core, err, sizeof err)) != 0)
     fprintf(stderr, "m5gw: %s\n", err);
   if (rc == 0) {

@@ -43,17 +43,17 @@ typedef struct gw_reg_op gw_reg_op_t;
 struct m5gw_core {
   const m5gw_config_t *cfg;
   const m5gw_adapter_ops_t *ops;
-  void *adapter;       /* the adapter's state once started */
-  bool adapter_live;   /* between start() and stop(): callbacks into it allowed */
+  void *adapter;     /* the adapter's state once started */
+  bool adapter_live; /* between start() and stop(): callbacks into it allowed */
   bool stopping;
   m5_loop_t *loop;
   m5_http_client_t *http; /* towards m5s, with the gateway's certificate */
   char url_token[600], url_reg[600], url_msg[600], url_report[600];
 
   /* gw_token.c */
-  char *token;       /* the access token (wiped when replaced), NULL until there is one */
+  char *token; /* the access token (wiped when replaced), NULL until there is one */
   size_t token_len;
-  bool token_busy;   /* a token request is out */
+  bool token_busy; /* a token request is out */
   m5_timer_id_t token_timer;
   uint64_t token_backoff_ms;
   uint64_t tokens_fetched;
@@ -61,16 +61,16 @@ struct m5gw_core {
   /* gw_up.c: pending = waiting for the next commit; queue = durable, oldest first */
   gw_spool_t *spool;
   up_list_t pending, queue, refused; /* refused: REFUSED callbacks to run */
-  int64_t *done_seqs;  /* rows to delete at the next commit */
+  int64_t *done_seqs;                /* rows to delete at the next commit */
   size_t n_done, cap_done;
-  size_t n_msgs, bytes;   /* in pending + queue (the bounds) */
+  size_t n_msgs, bytes; /* in pending + queue (the bounds) */
   size_t up_inflight;
   m5_defer_t commit_defer;
   struct m5_jobthread *spool_thread; /* runs the commits (gw_spool.c is its connection) */
   m5_mailbox_t *spool_replies;       /* finished commits come back here */
   bool commit_busy;                  /* one commit out at a time */
   m5_timer_id_t commit_timer;
-  void (*flush_cb)(void *arg);       /* gw_up_when_flushed */
+  void (*flush_cb)(void *arg); /* gw_up_when_flushed */
   void *flush_arg;
   int flush_left;
   m5_timer_id_t up_timer; /* the back-off */
@@ -105,7 +105,7 @@ const char *gw_spool_error(gw_spool_t *sp);
 
 /* gw_up.c */
 int gw_up_start(m5gw_core_t *core, char *err, size_t errlen); /* loads the spool */
-void gw_up_pump(m5gw_core_t *core);  /* sends what may be sent now */
+void gw_up_pump(m5gw_core_t *core);                           /* sends what may be sent now */
 /* cb(arg) once what waits now is committed (at most two commits on, so that new messages do
  * not hold it back forever); used by the drain. */
 void gw_up_when_flushed(m5gw_core_t *core, void (*cb)(void *arg), void *arg);
@@ -115,9 +115,9 @@ void gw_up_stop(m5gw_core_t *core);
 /* gw_token.c */
 void gw_token_start(m5gw_core_t *core);
 const char *gw_token(const m5gw_core_t *core); /* NULL when none */
-void gw_token_rejected(m5gw_core_t *core);      /* m5s answered 401: fetch a new one */
+void gw_token_rejected(m5gw_core_t *core);     /* m5s answered 401: fetch a new one */
 void gw_token_stop(m5gw_core_t *core);
-void gw_on_token(m5gw_core_t *core);            /* gw_core.c: a token arrived */
+void gw_on_token(m5gw_core_t *core); /* gw_core.c: a token arrived */
 
 /* gw_reg.c */
 void gw_reg_pump(m5gw_core_t *core);

@@ -101,14 +101,14 @@ static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
 }
 
 static void on_dereg(void *arg, int status, const char *reason) {
-  log_line(arg, json_pack("{s:s, s:i, s:s?}", "event", "deregistered", "status", status,
-                          "reason", reason));
+  log_line(arg, json_pack("{s:s, s:i, s:s?}", "event", "deregistered", "status", status, "reason",
+                          reason));
 }
 
 static void on_reg(void *arg, int status, const char *reason) {
   loop_state_t *st = arg;
-  log_line(st, json_pack("{s:s, s:i, s:s?}", "event", "registered", "status", status, "reason",
-                         reason));
+  log_line(
+      st, json_pack("{s:s, s:i, s:s?}", "event", "registered", "status", status, "reason", reason));
   for (size_t i = 0; status == 0 && i < st->cfg->dereg.n; i++)
     if (m5gw_deregister(st->core, st->cfg->dereg.v[i], on_dereg, st) != 0)
       on_dereg(st, M5_EINVAL, "refused by the core");
@@ -138,11 +138,11 @@ static int loop_deliver(void *state, const m5gw_msg_t *m, m5gw_dl_fn done, void 
   d->st = st;
   d->done = done;
   d->arg = arg;
-  json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s%, s:b, s:s?}", "event", "deliver",
-                        "oriType", m->ori_type, "ori", m->ori_addr, "destType", m->dest_type,
-                        "dest", m->dest_addr, "msgId", m->msg_id, "payload",
-                        (const char *)m->payload, m->payload_len, "report",
-                        m->report_requested, "appId", m->app_id);
+  json_t *o =
+      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s%, s:b, s:s?}", "event", "deliver", "oriType",
+                m->ori_type, "ori", m->ori_addr, "destType", m->dest_type, "dest", m->dest_addr,
+                "msgId", m->msg_id, "payload", (const char *)m->payload, m->payload_len, "report",
+                m->report_requested, "appId", m->app_id);
   log_line(st, o);
   d->result = M5GW_DL_DELIVERED;
   if (prefixed(m->dest_addr, "unknown")) {
@@ -198,13 +198,12 @@ static int loop_report(void *state, const m5gw_report_t *r) {
   loop_state_t *st = state;
   log_line(st, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "event", "report", "ori",
                          r->ori_addr, "dest", r->dest_addr, "msgId", r->msg_id, "delivSt",
-                         r->deliv_st, "destType", r->dest_type, "failureCause",
-                         r->failure_cause));
+                         r->deliv_st, "destType", r->dest_type, "failureCause", r->failure_cause));
   return prefixed(r->ori_addr, "unknown") ? M5_ENOENT : 0;
 }
 
-static int loop_start(m5_loop_t *loop, const void *cfg, m5gw_core_t *core, void **state,
-                      char *err, size_t errlen) {
+static int loop_start(m5_loop_t *loop, const void *cfg, m5gw_core_t *core, void **state, char *err,
+                      size_t errlen) {
   loop_state_t *st = calloc(1, sizeof *st);
   if (!st) {
     snprintf(err, errlen, "out of memory");
@@ -247,8 +246,8 @@ static void loop_stop(void *state) {
 const m5gw_adapter_ops_t m5gw_loop_adapter = {.kind = "loop",
                                               .api = "msgg-n3gdelivery",
                                               .cfg_items = loop_items,
-                                              .n_cfg_items = sizeof loop_items /
-                                                             sizeof loop_items[0],
+                                              .n_cfg_items =
+                                                  sizeof loop_items / sizeof loop_items[0],
                                               .cfg_size = sizeof(loop_cfg_t),
                                               .start = loop_start,
                                               .deliver = loop_deliver,

@@ -194,8 +194,8 @@ static void deliver_report(m5gw_core_t *core, m5_http_exchange_t *ex,
     return;
   }
   if (strcmp(m.deliv_st, "REPT_DELY_SUCCESS") != 0 && strcmp(m.deliv_st, "REPT_DELY_FAILED") != 0) {
-    problem(ex, 400, "INVALID_MSG_FORMAT", "delivSt: expected REPT_DELY_SUCCESS or REPT_DELY_FAILED",
-            "delivSt", "unknown value");
+    problem(ex, 400, "INVALID_MSG_FORMAT",
+            "delivSt: expected REPT_DELY_SUCCESS or REPT_DELY_FAILED", "delivSt", "unknown value");
   } else if (!core->adapter_live) {
     problem(ex, 503, NULL, "the gateway is stopping; retry later", NULL, NULL);
   } else {
@@ -265,8 +265,8 @@ static void handle_mgmt(m5_http_exchange_t *ex, const m5_http_request_t *req, vo
   int ok = core->adapter_live && !core->stopping;
   json_t *o = json_pack(
       "{s:s, s:s, s:s, s:b, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
-      "status", ok ? "ok" : "stopping", "gwId", core->cfg->gw_id, "kind", core->ops->kind,
-      "token", core->token != NULL, "spool", "messages", (json_int_t)core->n_msgs, "bytes",
+      "status", ok ? "ok" : "stopping", "gwId", core->cfg->gw_id, "kind", core->ops->kind, "token",
+      core->token != NULL, "spool", "messages", (json_int_t)core->n_msgs, "bytes",
       (json_int_t)core->bytes, "uplink", "sent", (json_int_t)core->up_sent, "accepted",
       (json_int_t)core->up_accepted, "refused", (json_int_t)core->up_refused, "retried",
       (json_int_t)core->up_retried, "downlink", "delivered", (json_int_t)core->dl_delivered,
@@ -303,9 +303,8 @@ static SSL_CTX *listener_tls(const m5gw_config_t *cfg, char *err, size_t errlen)
   /* Pinning: the client certificate must chain to tls.ca AND name m5s (OpenSSL checks the
    * peer's name in the handshake when the verify parameters carry one). */
   X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
-  int ok = m5_net_is_address(cfg->m5s_name)
-               ? X509_VERIFY_PARAM_set1_ip_asc(vp, cfg->m5s_name)
-               : X509_VERIFY_PARAM_set1_host(vp, cfg->m5s_name, 0);
+  int ok = m5_net_is_address(cfg->m5s_name) ? X509_VERIFY_PARAM_set1_ip_asc(vp, cfg->m5s_name)
+                                            : X509_VERIFY_PARAM_set1_host(vp, cfg->m5s_name, 0);
   X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
   if (ok != 1) {
     snprintf(err, errlen, "m5s.name: '%s' cannot be used as a certificate name", cfg->m5s_name);

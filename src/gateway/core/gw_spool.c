@@ -20,15 +20,14 @@ struct gw_spool {
   sqlite3_stmt *ins, *del, *sel, *begin, *commit, *rollback;
 };
 
-static const char *const SCHEMA =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=FULL;"
-    "CREATE TABLE IF NOT EXISTS uplink("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " is_report INTEGER NOT NULL CHECK (is_report IN (0, 1)),"
-    " body TEXT NOT NULL,"
-    " created INTEGER NOT NULL DEFAULT (strftime('%s', 'now')));"
-    "PRAGMA user_version=1;";
+static const char *const SCHEMA = "PRAGMA journal_mode=WAL;"
+                                  "PRAGMA synchronous=FULL;"
+                                  "CREATE TABLE IF NOT EXISTS uplink("
+                                  " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                  " is_report INTEGER NOT NULL CHECK (is_report IN (0, 1)),"
+                                  " body TEXT NOT NULL,"
+                                  " created INTEGER NOT NULL DEFAULT (strftime('%s', 'now')));"
+                                  "PRAGMA user_version=1;";
 
 gw_spool_t *gw_spool_open(const char *path, char *err, size_t errlen) {
   if (m5_fs_mkdir_parents(path, 0700, "the spool", err, errlen) != 0) return NULL;
@@ -37,8 +36,8 @@ gw_spool_t *gw_spool_open(const char *path, char *err, size_t errlen) {
     snprintf(err, errlen, "spool: out of memory");
     return NULL;
   }
-  int rc = sqlite3_open_v2(path, &sp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                              SQLITE_OPEN_NOMUTEX, NULL);
+  int rc = sqlite3_open_v2(path, &sp->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   char *msg = NULL;
   /* One process per spool: the lock taken here (a write in exclusive locking mode) is held
    * until close, so a second m5gw given the same file stops at start instead of sending the
@@ -48,8 +47,7 @@ gw_spool_t *gw_spool_open(const char *path, char *err, size_t errlen) {
   if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, SCHEMA, NULL, NULL, &msg);
   if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "BEGIN IMMEDIATE; COMMIT", NULL, NULL, &msg);
   if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
-    snprintf(err, errlen, "spool %s: in use by another process (another m5gw on this file?)",
-             path);
+    snprintf(err, errlen, "spool %s: in use by another process (another m5gw on this file?)", path);
     sqlite3_free(msg);
     gw_spool_close(sp);
     return NULL;

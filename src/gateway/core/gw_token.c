@@ -55,7 +55,8 @@ static void on_token(void *arg, int status, long http, const uint8_t *body, size
   if (core->stopping) return;
   char why[512];
   if (status != 0) {
-    snprintf(why, sizeof why, "m5s unreachable at %.300s (%s)", core->url_token, m5_strerror(status));
+    snprintf(why, sizeof why, "m5s unreachable at %.300s (%s)", core->url_token,
+             m5_strerror(status));
     failed(core, why);
     return;
   }
@@ -108,8 +109,8 @@ static void fetch(m5gw_core_t *core) {
   /* client_id is the certificate's gwId; sent so that m5s can check they agree */
   char body[sizeof form + 16 + 80];
   snprintf(body, sizeof body, "%s&client_id=%s", form, core->cfg->gw_id);
-  int rc = m5_http_client_request(core->http, core->url_token, &o, body, strlen(body), on_token,
-                                  core);
+  int rc =
+      m5_http_client_request(core->http, core->url_token, &o, body, strlen(body), on_token, core);
   if (rc != 0) {
     failed(core, m5_strerror(rc));
     return;

@@ -300,11 +300,11 @@ static void on_sent(void *arg, int status, long http, const uint8_t *body, size_
 void gw_up_pump(m5gw_core_t *core) {
   if (core->stopping || core->up_backing_off || !gw_token(core)) return;
   m5_http_req_opts_t o = {.method = "POST", .bearer_token = gw_token(core)};
-  for (up_entry_t *e = core->queue.head;
-       e && core->up_inflight < (size_t)core->cfg->up_window; e = e->next) {
+  for (up_entry_t *e = core->queue.head; e && core->up_inflight < (size_t)core->cfg->up_window;
+       e = e->next) {
     if (e->inflight) continue;
-    int rc = m5_http_client_request(core->http, e->is_report ? core->url_report : core->url_msg,
-                                    &o, e->body, e->len, on_sent, e);
+    int rc = m5_http_client_request(core->http, e->is_report ? core->url_report : core->url_msg, &o,
+                                    e->body, e->len, on_sent, e);
     if (rc != 0) {
       back_off(core, m5_strerror(rc));
       return;

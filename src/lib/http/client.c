@@ -35,7 +35,7 @@ typedef struct req {
   size_t body_len;
   struct curl_slist *headers; /* this request's own header lines (m5_http_client_request) */
   const char *method;         /* a static string: m5_http_client_request's method, or NULL */
-  uint8_t *resp; /* response body, NUL-terminated, wiped after the callback */
+  uint8_t *resp;              /* response body, NUL-terminated, wiped after the callback */
   size_t resp_len, resp_cap;
   int too_big;
 } req_t;
@@ -263,8 +263,7 @@ static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
     if (r->body) {
       bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
       bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
-      bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) !=
-             CURLE_OK;
+      bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
     } else if (!strcmp(r->method, "GET")) {
       bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     }

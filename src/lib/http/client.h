@@ -17,12 +17,12 @@ typedef struct m5_http_client m5_http_client_t;
 typedef struct {
   const char *cert_file; /* client certificate (PEM), or NULL */
   const char *key_file;
-  const char *ca_file;   /* servers must chain to it, and match the URL's host name */
+  const char *ca_file;      /* servers must chain to it, and match the URL's host name */
   const char *bearer_token; /* sent as "Authorization: Bearer <token>" on every request, or
                                NULL; copied, and the copy wiped when the client is freed */
-  uint32_t timeout_ms;   /* whole request; 0 = 5000 */
-  size_t max_inflight;   /* further requests get M5_EFULL; 0 = 1024 */
-  size_t max_response;   /* larger bodies fail the request with M5_ERANGE; 0 = 1 MiB */
+  uint32_t timeout_ms;      /* whole request; 0 = 5000 */
+  size_t max_inflight;      /* further requests get M5_EFULL; 0 = 1024 */
+  size_t max_response;      /* larger bodies fail the request with M5_ERANGE; 0 = 1 MiB */
 } m5_http_client_opts_t;
 
 m5_http_client_t *m5_http_client_new(m5_loop_t *loop, const m5_http_client_opts_t *opts, char *err,
