@@ -12,8 +12,8 @@ source "$M5_SRC/tests/gateway/core_lib.bash"
 
 probe=$("$M5_BIN/m5ctl" gateway list 2>&1 || true)
 kinds=$("$M5_BIN/m5gw" --help | sed -n 's/^Kinds built into this binary: //p')
-if [[ $probe == *"unknown command 'gateway"* || $kinds != *sms* ]] ||
-  [[ ! -f $M5_SRC/tests/gateway/sms_harness.mjs ]]; then
+# (an m5gw with the sms kind comes with the SMS adapter's test harness, which the SMSC uses)
+if [[ $probe == *"unknown command 'gateway"* || $kinds != *sms* ]]; then
   echo "SKIP: no SMS adapter or no gateway side in m5s in this tree"
   exit 77
 fi
