@@ -6,7 +6,8 @@ SHELL := /bin/bash
 APT_PKGS := build-essential cmake ninja-build pkg-config openssl libssl-dev libnghttp2-dev \
   nghttp2-client libcurl4-openssl-dev curl libjansson-dev libcjose-dev libhttp-parser-dev \
   libsqlite3-dev sqlite3 libyaml-dev libcmocka-dev libcoap3-dev python3 nodejs npm \
-  mosquitto
+  mosquitto mosquitto-clients \
+  libsmpp34-dev
 
 BUILD_TEST := build/asan
 BUILD_REL  := build/release

@@ -1,7 +1,11 @@
-/* mqc (mqc.h): a small MQTT 3.1.1 client over TLS 1.3 PSK for bench/mqload. The packet
- * layouts are MQTT 3.1.1 §2 (fixed header, remaining length) and §3 (CONNECT, CONNACK,
- * PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP). */
+/* mqc (mqc.h): a small MQTT 3.1.1 client over TLS 1.3 PSK for bench/mqload. The packets
+ * (MQTT 3.1.1 §2-§3: CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP)
+ * are the project's codec's (src/lib/mqtt/mqtt.h, shared with the MQTT message gateway);
+ * this file is the bench's I/O discipline around it. */
 #include "mqc.h"
+
+#include "core/err.h"
+#include "mqtt/mqtt.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -110,7 +114,8 @@ static void down(mqc_t *c, const char *fmt, ...) {
   SSL_free(c->ssl); /* and its BIOs */
   c->ssl = NULL;
   c->rb = c->wb = NULL;
-  c->in_len = c->out_len = 0;
+  c->in_len = 0;
+  m5_buf_free(&c->out);
   c->n_infl = 0;
   OPENSSL_cleanse(c->key, sizeof c->key);
   ERR_clear_error();
@@ -124,57 +129,21 @@ static void mark_dirty(mqc_t *c) {
   G.dirty = c;
 }
 
-/* Room for n more plaintext bytes in c->out; NULL when the bound would be passed. */
-static uint8_t *out_room(mqc_t *c, size_t n) {
-  if (c->out_len + n > OUT_MAX) return NULL;
-  if (c->out_len + n > c->out_cap) {
-    size_t cap = c->out_cap ? c->out_cap : 4096;
-    while (cap < c->out_len + n)
-      cap *= 2;
-    uint8_t *p = realloc(c->out, cap);
-    if (!p) return NULL;
-    c->out = p;
-    c->out_cap = cap;
-  }
+/* After a packet was appended to c->out: it leaves at the end of this iteration. */
+static int queued(mqc_t *c, int rc) {
+  if (rc) return -1;
   mark_dirty(c);
-  uint8_t *p = c->out + c->out_len;
-  c->out_len += n;
-  return p;
-}
-
-/* The fixed header (§2.2): type byte and remaining length (7 bits a byte); its size. */
-static size_t put_header(uint8_t *p, uint8_t type, size_t rem) {
-  size_t k = 0;
-  p[k++] = type;
-  do {
-    uint8_t b = (uint8_t)(rem & 127);
-    rem >>= 7;
-    p[k++] = (uint8_t)(b | (rem ? 128 : 0));
-  } while (rem);
-  return k;
-}
-
-static size_t header_len(size_t rem) {
-  return rem < 128 ? 2 : rem < 16384 ? 3 : rem < 2097152 ? 4 : 5;
-}
-
-static void put16(uint8_t *p, size_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
+  return 0;
 }
 
 static int queue_connect(mqc_t *c) {
-  size_t idn = strlen(c->cid), rem = 10 + 2 + idn;
-  uint8_t *p = out_room(c, header_len(rem) + rem);
-  if (!p) return -1;
-  p += put_header(p, 0x10, rem);
-  /* protocol name "MQTT", level 4 (3.1.1), flags: clean session, or none (a persistent
-   * session: the broker keeps the subscription, a durable queue on RabbitMQ) */
-  memcpy(p, G.persistent ? "\0\4MQTT\4\0" : "\0\4MQTT\4\2", 8);
-  put16(p + 8, KEEPALIVE_S);
-  put16(p + 10, idn);
-  memcpy(p + 12, c->cid, idn);
-  return 0;
+  /* level 4 (3.1.1), clean session, or none (a persistent session: the broker keeps the
+   * subscription, a durable queue on RabbitMQ) */
+  m5_mqtt_connect_t m = {.version = M5_MQTT_V311,
+                         .client_id = c->cid,
+                         .clean = !G.persistent,
+                         .keepalive_s = KEEPALIVE_S};
+  return queued(c, m5_mqtt_put_connect(&c->out, &m));
 }
 
 static uint16_t next_pid(mqc_t *c) {
@@ -188,30 +157,16 @@ static uint16_t next_pid(mqc_t *c) {
 }
 
 static int queue_subscribe(mqc_t *c) {
-  size_t tl = strlen(c->sub), rem = 2 + 2 + tl + 1;
-  uint8_t *p = out_room(c, header_len(rem) + rem);
-  if (!p) return -1;
-  p += put_header(p, 0x82, rem);
   c->sub_pid = next_pid(c);
-  put16(p, c->sub_pid);
-  put16(p + 2, tl);
-  memcpy(p + 4, c->sub, tl);
-  p[4 + tl] = 1; /* QoS 1 */
-  return 0;
+  return queued(c, m5_mqtt_put_subscribe(&c->out, M5_MQTT_V311, c->sub_pid, c->sub, 1));
 }
 
 int mqc_publish(mqc_t *c, const char *topic, const uint8_t *pl, size_t n) {
   if (c->st == MQC_DEAD) return MQC_ERR;
   if (c->st != MQC_READY || c->n_infl >= MQC_INFLIGHT) return MQC_WAIT;
-  size_t tl = strlen(topic), rem = 2 + tl + 2 + n;
-  uint8_t *p = out_room(c, header_len(rem) + rem);
-  if (!p) return MQC_ERR;
-  p += put_header(p, 0x32, rem); /* PUBLISH, QoS 1 */
-  put16(p, tl);
-  memcpy(p + 2, topic, tl);
   uint16_t pid = next_pid(c);
-  put16(p + 2 + tl, pid);
-  memcpy(p + 4 + tl, pl, n);
+  if (queued(c, m5_mqtt_put_publish(&c->out, M5_MQTT_V311, topic, 1, 0, pid, NULL, 0, pl, n)))
+    return MQC_ERR;
   c->infl[c->n_infl++] = pid;
   return MQC_OK;
 }
@@ -255,15 +210,15 @@ void mqc_flush(void) {
       c = next;
       continue;
     }
-    if (c->out_len) {
-      int w = SSL_write(c->ssl, c->out, (int)c->out_len); /* a memory BIO takes it all */
+    if (c->out.len) {
+      int w = SSL_write(c->ssl, c->out.data, (int)c->out.len); /* a memory BIO takes it all */
       G.n_write++;
-      if (w != (int)c->out_len) {
+      if (w != (int)c->out.len) {
         down(c, "SSL_write failed");
         c = next;
         continue;
       }
-      c->out_len = 0;
+      m5_buf_reset(&c->out);
       c->last_tx_ns = now_ns();
     }
     if (!c->wout) send_pending(c); /* else EPOLLOUT sends it in order */
@@ -274,25 +229,22 @@ void mqc_flush(void) {
 void mqc_keepalive(mqc_t *c, uint64_t now) {
   if (c->st < MQC_CONNACK || c->st == MQC_DEAD) return;
   if (now - c->last_tx_ns < (uint64_t)KEEPALIVE_S * 500000000u) return;
-  uint8_t *p = out_room(c, 2);
-  if (!p) return; /* the output is full: something leaves anyway */
-  p[0] = 0xc0;    /* PINGREQ */
-  p[1] = 0;
+  if (queued(c, m5_mqtt_put_empty(&c->out, M5_MQTT_PINGREQ)))
+    return;            /* the output is full: something leaves anyway */
   c->last_tx_ns = now; /* one PINGREQ per half keep-alive, whatever flush does */
 }
 
 /* ---- input ---- */
 
-static uint16_t get16(const uint8_t *p) {
-  return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void on_packet(mqc_t *c, uint8_t type, const uint8_t *b, size_t len) {
-  switch (type) {
-  case 0x20: /* CONNACK: session present, return code */
-    if (c->st != MQC_CONNACK || len != 2) break;
-    if (b[1]) {
-      down(c, "CONNACK refused the connection (return code %u)", b[1]);
+static void on_packet(mqc_t *c, uint8_t tf, const uint8_t *b, size_t len) {
+  uint16_t pid;
+  uint8_t code;
+  switch (tf >> 4) {
+  case M5_MQTT_CONNACK: {
+    m5_mqtt_connack_t ca;
+    if (c->st != MQC_CONNACK || tf & 15 || m5_mqtt_parse_connack(M5_MQTT_V311, b, len, &ca)) break;
+    if (ca.code) {
+      down(c, "CONNACK refused the connection (return code %u)", ca.code);
       return;
     }
     if (c->sub[0]) {
@@ -303,18 +255,20 @@ static void on_packet(mqc_t *c, uint8_t type, const uint8_t *b, size_t len) {
     c->st = MQC_READY;
     G.cbs.ready(c);
     return;
-  case 0x90: /* SUBACK: packet id, one return code */
-    if (c->st != MQC_SUBACK || len != 3 || get16(b) != c->sub_pid) break;
-    if (b[2] != 1) {
-      down(c, "subscription to %s refused or not QoS 1 (return code 0x%02x)", c->sub, b[2]);
+  }
+  case M5_MQTT_SUBACK:
+    if (c->st != MQC_SUBACK || m5_mqtt_parse_suback(M5_MQTT_V311, b, len, &pid, &code) ||
+        pid != c->sub_pid)
+      break;
+    if (code != 1) {
+      down(c, "subscription to %s refused or not QoS 1 (return code 0x%02x)", c->sub, code);
       return;
     }
     c->st = MQC_READY;
     G.cbs.ready(c);
     return;
-  case 0x40: { /* PUBACK: packet id of one of our publishes */
-    if (c->st != MQC_READY || len != 2) break;
-    uint16_t pid = get16(b);
+  case M5_MQTT_PUBACK: /* packet id of one of our publishes */
+    if (c->st != MQC_READY || m5_mqtt_parse_puback(M5_MQTT_V311, b, len, &pid, &code)) break;
     for (int i = 0; i < c->n_infl; i++)
       if (c->infl[i] == pid) {
         c->infl[i] = c->infl[--c->n_infl];
@@ -323,36 +277,29 @@ static void on_packet(mqc_t *c, uint8_t type, const uint8_t *b, size_t len) {
       }
     down(c, "PUBACK for packet id %u, not in flight", pid);
     return;
-  }
-  case 0xd0: /* PINGRESP */
+  case M5_MQTT_PINGRESP:
     if (len) break;
     return;
-  default:
-    if ((type & 0xf0) != 0x30) break;
-    /* PUBLISH: topic, packet id when QoS > 0, payload */
-    unsigned qos = (type >> 1) & 3;
-    if (c->st != MQC_READY || qos == 3 || len < 2) break;
-    if (qos == 2) {
-      down(c, "a QoS 2 PUBLISH (the subscription is QoS 1)");
-      return;
-    }
-    size_t tl = get16(b), off = 2 + tl + (qos ? 2 : 0);
-    if (off > len) break;
-    if (qos) {
-      uint16_t pid = get16(b + 2 + tl);
-      uint8_t *p = pid ? out_room(c, 4) : NULL;
-      if (!p) {
-        down(c, pid ? "cannot queue PUBACK" : "PUBLISH with packet id 0");
+  case M5_MQTT_PUBLISH: {
+    m5_mqtt_publish_t p;
+    if (c->st != MQC_READY || m5_mqtt_parse_publish(M5_MQTT_V311, tf, b, len, &p)) {
+      if (((tf >> 1) & 3) == 2) {
+        down(c, "a QoS 2 PUBLISH (the subscription is QoS 1)");
         return;
       }
-      p[0] = 0x40;
-      p[1] = 2;
-      put16(p + 2, pid);
+      break;
     }
-    G.cbs.message(c, b + 2, tl, b + off, len - off);
+    if (p.qos && queued(c, m5_mqtt_put_puback(&c->out, M5_MQTT_V311, p.pid, 0))) {
+      down(c, "cannot queue PUBACK");
+      return;
+    }
+    G.cbs.message(c, p.topic, p.tlen, p.payload, p.plen);
     return;
   }
-  down(c, "malformed or unexpected packet from the broker (type 0x%02x, %zu bytes, state %d)", type,
+  default:
+    break;
+  }
+  down(c, "malformed or unexpected packet from the broker (type 0x%02x, %zu bytes, state %d)", tf,
        len, (int)c->st);
 }
 
@@ -360,28 +307,20 @@ static void on_packet(mqc_t *c, uint8_t type, const uint8_t *b, size_t len) {
 static void parse(mqc_t *c) {
   size_t off = 0;
   while (c->st != MQC_DEAD) {
-    const uint8_t *p = c->in + off;
-    size_t avail = c->in_len - off, rem = 0, i = 0;
-    if (avail < 2) break;
-    for (;; i++) { /* remaining length: at most 4 bytes (§2.2.3) */
-      if (1 + i >= avail) goto more;
-      rem |= (size_t)(p[1 + i] & 127) << (7 * i);
-      if (!(p[1 + i] & 128)) break;
-      if (i == 3) {
-        down(c, "malformed remaining length from the broker");
-        return;
-      }
-    }
-    size_t hdr = 2 + i;
-    if (rem > MAX_PACKET) {
-      down(c, "a %zu-byte packet from the broker (at most %d expected)", rem, MAX_PACKET);
+    uint8_t tf;
+    size_t hdr, rem;
+    int r = m5_mqtt_frame(c->in + off, c->in_len - off, MAX_PACKET, &tf, &hdr, &rem);
+    if (r == 0) break;
+    if (r < 0) {
+      down(c,
+           r == M5_ERANGE ? "a packet of more than %d bytes from the broker"
+                          : "malformed remaining length from the broker (at most %d bytes)",
+           MAX_PACKET);
       return;
     }
-    if (avail - hdr < rem) break;
-    on_packet(c, p[0], p + hdr, rem);
+    on_packet(c, tf, c->in + off + hdr, rem);
     off += hdr + rem;
   }
-more:
   if (c->st == MQC_DEAD) return;
   c->in_len -= off;
   if (off && c->in_len) memmove(c->in, c->in + off, c->in_len);
@@ -438,6 +377,7 @@ int mqc_open(mqc_t *c, const char *cid, const char *psk_id, const uint8_t key[32
   snprintf(c->psk_id, sizeof c->psk_id, "%s", psk_id);
   snprintf(c->sub, sizeof c->sub, "%s", sub ? sub : "");
   memcpy(c->key, key, sizeof c->key);
+  m5_buf_init(&c->out, OUT_MAX);
   c->in = malloc(IN_CAP);
   c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   c->ssl = SSL_new(G.ctx);

@@ -20,6 +20,8 @@
 #ifndef M5_BENCH_MQC_H
 #define M5_BENCH_MQC_H
 
+#include "core/buf.h"
+
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,8 +50,9 @@ struct mqc {
   int fd, wout, dirty;
   SSL *ssl;
   BIO *rb, *wb;
-  uint8_t *in, *out; /* plaintext: read but not parsed yet / queued this iteration */
-  size_t in_len, out_len, out_cap;
+  uint8_t *in; /* plaintext read but not parsed yet */
+  size_t in_len;
+  m5_buf_t out; /* plaintext queued this iteration (at most OUT_MAX) */
   uint16_t pid, sub_pid, infl[MQC_INFLIGHT];
   uint64_t last_tx_ns;
   mqc_t *next_dirty;
@@ -60,8 +63,7 @@ struct mqc {
 /* The TLS context and the epoll set of every client; 0 or -1. ca_file NULL: the broker is
  * authenticated by each client's PSK (mqc_open); otherwise it must present a certificate for
  * "localhost" from that CA (no PSK offered). persistent: CONNECT without clean session. */
-int mqc_init(const mqc_cbs_t *cbs, const char *host, int port, const char *ca_file,
-             int persistent);
+int mqc_init(const mqc_cbs_t *cbs, const char *host, int port, const char *ca_file, int persistent);
 /* Starts client c (zeroed, idx and arg set): TCP connect, TLS with (psk_id, key), CONNECT as
  * cid, then SUBSCRIBE to sub (QoS 1) unless sub is NULL. The key is copied (wiped when c
  * dies). 0, or -1 when it could not even start (down() is not called then). */

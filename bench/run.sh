@@ -15,14 +15,16 @@
 #   rate, drain. Systems per round: mosquitto, m5s with 2 workers, m5s with 1 worker.
 #   --only SYSTEM: run just one of mosquitto, m5s-w2, m5s-w1 (to iterate on one side; a
 #   result without its peer is not a comparison).
-#   --callgrind: afterwards, instructions per message of m5s (1 worker) under callgrind.
+#   --callgrind: afterwards, instructions per message of m5s (1 worker) under callgrind, and of
+#                Mosquitto unless --only names an m5s system.
 #   Then the group fan-out (docs/benchmarks.md "Group fan-out"), R rounds of mosquitto and m5s
 #   (2 workers): --fan-members (1000) members online, one sender, --fan-msgs (50) messages:
 #   the first alone (the time to reach every member), the others back to back (deliveries/s).
 #   m5s: bench/m5fan, a GROUP address (--fan-via group, the default) or a Messaging Topic
 #   (--fan-via topic); Mosquitto: mqload --fanout, QoS 1 subscribers of one topic. --no-fan
 #   skips it; --only fan runs only it.
-#   Environment: M5LOAD_ARGS, extra m5load arguments (e.g. --nagle for libm5c's own socket).
+#   Environment: M5LOAD_ARGS, extra m5load arguments (e.g. --nagle for libm5c's own socket,
+#                --dtls for CoAP over DTLS 1.2), the callgrind run's included.
 # Raw RESULT lines and the summary (medians, min-max, ratios) go to
 # bench/results/<date>-<commit>-<name>[-N].txt (or --out; never overwritten) and stdout.
 # Every process is started by this script, tracked by pid and stopped by pid; loopback only.
@@ -276,7 +278,7 @@ if ((CALLGRIND)); then
     local vg=(valgrind --tool=callgrind --callgrind-out-file="$f" --dump-instr=no)
     if [[ $sys == m5s ]]; then
       start_m5s 1 "${vg[@]}"
-      gen=(m5load --port "$M5S_PORT")
+      gen=(m5load --port "$M5S_PORT" ${M5LOAD_ARGS:-})
     else
       start_mosquitto "${vg[@]}"
       wait_port "$MQ_PORT" "$SRV_PID" || { echo "bench: mosquitto (callgrind) did not start" >&2; exit 1; }
@@ -290,7 +292,9 @@ if ((CALLGRIND)); then
     del=$(sed -n 's/.*phase=total.* delivered=\([0-9]*\).*/\1/p' "$T/cg.gen")
     echo "${ir:-0} ${del:-0}"
   }
-  for sys in m5s mosquitto; do
+  CG_SYSTEMS=(m5s mosquitto)
+  [[ $ONLY == m5s-* ]] && CG_SYSTEMS=(m5s) # one side iterated on: its count only
+  for sys in "${CG_SYSTEMS[@]}"; do
     echo "bench: callgrind ($sys, 1 thread/worker, 10 pairs): a 1 s and a 10 s run, differenced" >&2
     read -r I0 M0 < <(cg_run "$sys" 1)
     read -r I1 M1 < <(cg_run "$sys" 10)
@@ -321,7 +325,7 @@ fi
   echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (with local changes)')"
   ((${#SYSTEMS[@]})) && echo "# pattern: $PAIRS pairs, 64-byte payload, 20 in flight end to end per pair, warm-up $WARM s," \
     "windows $SECS s (saturation, then 50 % of it), $RUNS runs per system, alternated"
-  echo "# m5s: TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256), QoS 1, persistence true, autosave_interval 1, fresh store per run"
+  echo "# m5s: ${M5LOAD_ARGS:+m5load $M5LOAD_ARGS (the TLS line names the protocol and suite), }TLS 1.3 PSK (AKMA), log warn, databases under /tmp; mosquitto: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256), QoS 1, persistence true, autosave_interval 1, fresh store per run"
   ((FAN)) && echo "# fan-out: $FAN_N members online, one sender, $FAN_K messages (the first alone, then a burst" \
     "of $((FAN_K - 1)), at most 20 unanswered), m5s via a $FAN_VIA with stoAndFwInd, 2 workers; mosquitto: QoS 1" \
     "subscribers of one topic; $RUNS runs per system, alternated, $FAN_ELAPSED s"

@@ -191,6 +191,7 @@ static void run_job(m5_job_t *base, void *ctx) {
 }
 
 int aanf_db_start(aanf_db_t *db, size_t queue_cap) {
+  m5_jobthread_set_name(db->thread, "aanf-db");
   return m5_jobthread_start(db->thread, queue_cap);
 }
 

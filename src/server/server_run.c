@@ -257,7 +257,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                      .stats = fill_stats,
                      .stats_arg = run,
                      .token = run->admin_token,
-                     .topic_rules = run->topic_rules};
+                     .topic_rules = run->topic_rules,
+                     .api = w->api};
   w->admin = admin_new(w->loop, &mo);
   if (!w->admin) {
     fprintf(stderr, "m5s: out of memory setting up the admin API\n");

@@ -21,6 +21,9 @@ int m5ctl_subscriber_import(int argc, char **argv); /* ctl_import.c */
 int m5ctl_stats(int argc, char **argv);          /* ctl_stats.c */
 int m5ctl_as_add(int argc, char **argv);         /* ctl_as.c */
 int m5ctl_as_remove(int argc, char **argv);      /* ctl_as.c */
+int m5ctl_gateway_add(int argc, char **argv);    /* ctl_gw.c */
+int m5ctl_gateway_remove(int argc, char **argv); /* ctl_gw.c */
+int m5ctl_gateway_list(int argc, char **argv);   /* ctl_gw.c */
 int m5ctl_group(int argc, char **argv);          /* ctl_group.c: m5ctl group VERB ... */
 int m5ctl_area(int argc, char **argv);           /* ctl_group.c: m5ctl area VERB ... */
 

@@ -44,6 +44,8 @@ static const struct {
     {"reportsDropped", NULL, "msgin5g_reports_dropped_total"},
     {"deliveriesRequeued", NULL, "msgin5g_deliveries_requeued_total"},
     {"storeSynchronous", NULL, "msgin5g_store_synchronous"},
+    {"storeCommits", "synced", "msgin5g_store_commits_total{synced=\"yes\"}"},
+    {"storeCommits", "unsynced", "msgin5g_store_commits_total{synced=\"no\"}"},
     {"storeSqliteMemory", NULL, "msgin5g_store_sqlite_memory_bytes"},
     {"inFlight", "accepts", "msgin5g_accepts_in_flight"},
     {"inFlight", "acceptBytes", "msgin5g_accepts_in_flight_bytes"},

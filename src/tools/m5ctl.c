@@ -51,6 +51,14 @@ static const m5ctl_cmd_t commands[] = {
     {"as", "remove", m5ctl_as_remove,
      "--as-svc-id ID [--m5s-admin URL] [--admin-token FILE]   remove that Application Server\n"
      "            and its registration"},
+    {"gateway", "add", m5ctl_gateway_add,
+     "--gw-id ID --kind sms|mqtt --target HOST:PORT --ue-svc-ids PATTERN [--m5s-admin URL]\n"
+     "            [--admin-token FILE]   allow a message gateway (sms: MSGin5G-2, mqtt:\n"
+     "            MSGin5G-4): its delivery service and the UE Service IDs it may register\n"
+     "            (an ID or a prefix ending in '*')"},
+    {"gateway", "remove", m5ctl_gateway_remove,
+     "--gw-id ID [...]   remove it and the UE Service IDs it registered"},
+    {"gateway", "list", m5ctl_gateway_list, "[...]   one line each: gwId kind target pattern UEs"},
     {"group", NULL, m5ctl_group,
      "create|delete|list GROUP | add|remove GROUP ue:ID|as:ID | grant|revoke GROUP\n"
      "            as:ID|ue:ID [--manage]  [--m5s-admin URL] [--admin-token FILE]   the groups of\n"
@@ -80,16 +88,21 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %s%s%s %s\n", commands[i].group, commands[i].verb ? " " : "",
             commands[i].verb ? commands[i].verb : "", commands[i].summary);
-  fputs("\nThe commands that change or read m5s (subscriber add --ue-svc-id, subscriber import, as,\n"
-        "group, area) send its management token, read from --admin-token FILE, else\n"
-        "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
-        "first start).\n",
-        out);
+  fputs(
+      "\nThe commands that change or read m5s (subscriber add --ue-svc-id, subscriber import, as,\n"
+      "gateway, group, area) send its management token, read from --admin-token FILE, else\n"
+      "$" M5CTL_ADMIN_TOKEN_ENV ", else " M5CTL_DEFAULT_ADMIN_TOKEN " (where m5s writes it at its\n"
+      "first start).\n",
+      out);
 }
 
 int main(int argc, char **argv) {
   m5_json_wipe_install(); /* K_AKMA in hex passes through jansson (subscriber add) */
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    /* One write for the whole text (it is over stdio's 4 KiB block): a reader that stops at
+     * the first line it wants (`m5ctl --help | grep -q ...`) then never costs us a SIGPIPE. */
+    static char buf[1 << 15];
+    setvbuf(stdout, buf, _IOFBF, sizeof buf);
     usage(stdout);
     return 0;
   }

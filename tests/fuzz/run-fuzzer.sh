@@ -12,7 +12,7 @@ pkgs=$(sed -n 's/.*M5_FUZZ_PKGS: *\([^*]*\).*/\1/p' "$src")
 rm -rf "$M5_TMP" && mkdir -p "$M5_TMP/corpus"
 cp -r "$M5_SRC/tests/fuzz/corpus/$name/." "$M5_TMP/corpus/"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
-       -fno-sanitize-recover=all -I"$M5_SRC/src/lib")
+       -fno-sanitize-recover=all -I"$M5_SRC/src/lib" -I"$M5_SRC/src")
 abs_sources=()
 for f in $sources; do abs_sources+=("$M5_SRC/$f"); done
 # shellcheck disable=SC2086

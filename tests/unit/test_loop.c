@@ -1,9 +1,11 @@
 /* Unit tests for the event loop: fd readiness, timers (order, cancel, stale ids), mailboxes
  * across threads (order, bound, drop on free), stop from another thread, signals, deferred
- * calls (once per iteration, after the events; cancel and re-queue from a callback); and how
+ * calls (once per iteration, after the events; cancel and re-queue from a callback); posting
+ * several messages at once; a job thread answering the jobs of one wake-up together; and how
  * many worker loops a daemon runs (m5_daemon_workers). */
 #include "core/daemon.h"
 #include "core/err.h"
+#include "core/jobthread.h"
 #include "core/loop.h"
 
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -391,6 +394,91 @@ static void test_defer_cancel_and_requeue(void **state) {
 
 /* "workers: 0" is one worker per CPU the daemon may run on (taskset, a cpuset), not per CPU
  * of the machine: pinned to one core, m5s must not start two workers that take turns on it. */
+/* ---- posting many at once; the job thread's replies ---- */
+
+static void count_msg(void *msg, void *arg) {
+  (void)msg;
+  (*(int *)arg)++;
+}
+
+static void test_mailbox_post_many_bound(void **state) {
+  (void)state;
+  m5_loop_t *loop = m5_loop_new();
+  int got = 0;
+  m5_mailbox_t *mb = m5_mailbox_new(loop, 4, count_msg, &got);
+  int v[6] = {0};
+  void *msgs[6] = {&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]};
+  assert_int_equal(m5_mailbox_post_many(mb, msgs, 3), 3);
+  assert_int_equal(m5_mailbox_post_many(mb, msgs + 3, 3), 1); /* the bound: 4 */
+  assert_int_equal(m5_mailbox_post(mb, msgs[5]), M5_EFULL);
+  m5_mailbox_free(mb, NULL);
+  m5_loop_free(loop);
+}
+
+typedef struct {
+  m5_job_t base;
+  int no;
+  atomic_int *ran; /* jobs run so far, shared */
+  int ran_at_reply; /* what *ran was when the owner got this reply */
+} tjob_t;
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void run_tjob(m5_job_t *base, void *ctx) {
+  (void)ctx;
+  tjob_t *j = (tjob_t *)base;
+  if (j->no == 0) { /* the first job waits at the gate, so the others queue up behind it */
+    pthread_mutex_lock(&gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+  }
+  if (j->no == 4) { /* the last one is slow: a reply posted before it ran would be seen */
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  atomic_fetch_add(j->ran, 1);
+}
+
+typedef struct {
+  m5_loop_t *loop;
+  int replies;
+} towner_t;
+
+static void on_tjob_reply(void *msg, void *arg) {
+  towner_t *o = arg;
+  tjob_t *j = msg;
+  j->ran_at_reply = atomic_load(j->ran);
+  if (++o->replies == 5) m5_loop_stop(o->loop);
+}
+
+/* Jobs that waited together are answered together: no reply leaves while a job of the same
+ * wake-up is still running, so the submitting worker wakes once for all of them. */
+static void test_jobthread_replies_together(void **state) {
+  (void)state;
+  m5_loop_t *loop = m5_loop_new();
+  towner_t o = {.loop = loop};
+  m5_mailbox_t *replies = m5_mailbox_new(loop, 16, on_tjob_reply, &o);
+  m5_jobthread_t *t = m5_jobthread_new(run_tjob, NULL);
+  assert_int_equal(m5_jobthread_start(t, 16), 0);
+  atomic_int ran = 0;
+  tjob_t jobs[5];
+  pthread_mutex_lock(&gate_lock);
+  for (int i = 0; i < 5; i++) {
+    jobs[i] = (tjob_t){.base.reply = replies, .no = i, .ran = &ran};
+    assert_int_equal(m5_jobthread_submit(t, &jobs[i].base), 0);
+  }
+  /* job 0 is running (or about to), the rest wait in the inbox */
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  pthread_mutex_unlock(&gate_lock);
+  assert_int_equal(m5_loop_run(loop), M5_OK);
+  assert_int_equal(o.replies, 5);
+  /* jobs 1..4 were in the inbox together: each reply came after all four ran */
+  for (int i = 1; i < 5; i++) assert_int_equal(jobs[i].ran_at_reply, 5);
+  m5_jobthread_free(t);
+  m5_mailbox_free(replies, NULL);
+  m5_loop_free(loop);
+}
+
 static void test_workers_follow_affinity(void **state) {
   (void)state;
   cpu_set_t old, one;
@@ -425,6 +513,8 @@ int main(void) {
       cmocka_unit_test(test_signal_delivery),
       cmocka_unit_test(test_defer_once_after_events),
       cmocka_unit_test(test_defer_cancel_and_requeue),
+      cmocka_unit_test(test_mailbox_post_many_bound),
+      cmocka_unit_test(test_jobthread_replies_together),
       cmocka_unit_test(test_workers_follow_affinity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

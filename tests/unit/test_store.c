@@ -1118,6 +1118,98 @@ static void test_synchronous_full(void **state) {
   m5_store_close(s);
 }
 
+/* A batch of delivery conclusions alone does not wait for a WAL sync (nothing is acknowledged
+ * to anyone on its reply), and the next accept's sync covers its frames: the conclusion is on
+ * disk before any later acknowledgement leaves. */
+static void test_conclusions_unsynced(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  const char *to[] = {"ue2", "ue3"};
+  m5_store_job_t *j = mk_accept(&a, "ue1", "c1", M5_PRIO_MIDDLE, to, 2);
+  int syncs = __atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST);
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_true(__atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST) > syncs);
+  m5_store_stats_t st;
+  m5_store_stats(s, &st);
+  uint64_t commits0 = st.commits, unsynced0 = st.unsynced_commits;
+
+  syncs = __atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST);
+  m5_store_job_t k;
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a.rcpts[0].id, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(simple(f, s, M5_STORE_RESCHEDULE, a.rcpts[1].id, &k), 0);
+  m5_store_job_clear(&k);
+  assert_int_equal(__atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST), syncs);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.commits - commits0, 2);
+  assert_int_equal(st.unsynced_commits - unsynced0, 2);
+
+  /* the next accept syncs again (and with it the conclusions' frames) */
+  assert_int_equal(accept1(f, s, "ue1", "c2", M5_PRIO_MIDDLE, "ue2", NULL), M5_STORE_ACCEPTED);
+  assert_true(__atomic_load_n(&wal_syncs, __ATOMIC_SEQ_CST) > syncs);
+  m5_store_stats(s, &st);
+  assert_int_equal(st.unsynced_commits - unsynced0, 2);
+  assert_int_equal(st.synchronous, 2); /* what an accept is committed with */
+  m5_store_close(s);
+}
+
+/* Checkpoints run on the store's own thread (sqlite_ckpt.c), not in the writer's commits,
+ * and keep the WAL bounded: after writing about four times the frames that start a
+ * checkpoint, the -wal file has been started over rather than grown (SQLite does not shrink
+ * it, so its size is the high-water mark). */
+#define CKPT_WAL_FRAMES 4096 /* sqlite_ckpt.c SQ_CKPT_PAGES */
+
+static off_t wal_size(void) {
+  char wal[PATH_MAX + 8];
+  snprintf(wal, sizeof wal, "%s-wal", db_path);
+  struct stat st;
+  return stat(wal, &st) == 0 ? st.st_size : 0;
+}
+
+static void test_checkpoint_in_background(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  m5_store_t *s = open_store(&o);
+  static uint8_t big[12000];
+  memset(big, 'x', sizeof big);
+  const off_t frame = 4096 + 24;
+  m5_store_stats_t st;
+  int n = 0;
+  /* each message is three or four overflow pages and its rows: ~5 frames per commit */
+  while (wal_size() < 4 * CKPT_WAL_FRAMES * frame && n < 20000) {
+    accept_t a;
+    char id[24], ori[16], to[16];
+    snprintf(id, sizeof id, "ck%d", n);
+    snprintf(ori, sizeof ori, "u%d", n % 97);
+    snprintf(to, sizeof to, "r%d", n % 89);
+    const char *rc[] = {to};
+    m5_store_job_t *j = mk_accept(&a, ori, id, M5_PRIO_MIDDLE, rc, 1);
+    j->msg.payload = big;
+    j->msg.payload_len = sizeof big;
+    assert_int_equal(run(f, s, j), 0);
+    assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+    /* its delivery concluded, so that queues and quotas never fill */
+    m5_store_job_t k;
+    assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, a.rcpts[0].id, &k), 0);
+    m5_store_job_clear(&k);
+    n++;
+    m5_store_stats(s, &st);
+    if (st.checkpoints >= 3) break;
+  }
+  m5_store_stats(s, &st);
+  print_message("%d messages, %llu background checkpoints, WAL high-water %lld frames\n", n,
+                (unsigned long long)st.checkpoints, (long long)(wal_size() / frame));
+  assert_true(st.checkpoints >= 3);
+  /* started over after each: never more than about twice the trigger */
+  assert_true(wal_size() < 2 * CKPT_WAL_FRAMES * frame);
+  m5_store_close(s);
+}
+
 #define BURST 500
 
 static void test_group_commit(void **state) {
@@ -2351,6 +2443,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_originator_share, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_requeue_stale, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_synchronous_full, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_conclusions_unsynced, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_in_background, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_1_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_2_upgraded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_schema_6_upgraded, fx_setup, fx_teardown),

@@ -1,10 +1,16 @@
-/* Job thread (see jobthread.h): an m5_loop of its own whose inbox mailbox carries the jobs. */
+/* Job thread (see jobthread.h): an m5_loop of its own whose inbox mailbox carries the jobs.
+ *
+ * The jobs of one wake-up are run first and answered together at the end of the loop
+ * iteration (a deferred call), each owner's replies in one post: a worker that submitted k
+ * jobs in a row is woken once for their k replies, not k times (on a shared core, every
+ * reply posted alone would wake the worker and switch to it). */
 #include "jobthread.h"
 
 #include "err.h"
 #include "log.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -19,8 +25,12 @@ struct m5_jobthread {
   pthread_t thread;
   int started;
   m5_job_t *retry_head; /* finished jobs whose reply mailbox was full */
+  m5_job_t **ran;       /* run, their replies waiting for the end of the iteration */
+  size_t n_ran, cap_ran;
+  m5_defer_t flush;
   m5_timer_id_t retry_timer;
   int stopping;
+  char name[16];
 };
 
 /* A job pointer that is not a job: posted by m5_jobthread_free() after every real job, so
@@ -41,7 +51,7 @@ m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ct
 }
 
 static void maybe_stop(m5_jobthread_t *t) {
-  if (t->stopping && !t->retry_head) m5_loop_stop(t->loop);
+  if (t->stopping && !t->retry_head && !t->n_ran) m5_loop_stop(t->loop);
 }
 
 static void reply(m5_jobthread_t *t, m5_job_t *job);
@@ -71,10 +81,29 @@ static void reply(m5_jobthread_t *t, m5_job_t *job) {
   }
 }
 
+/* Posts the replies of the jobs run in this iteration, in run order, one post per run of
+ * consecutive jobs of one owner. What a full mailbox does not take waits for the retry. */
+static void flush_replies(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  m5_jobthread_t *t = arg;
+  size_t i = 0;
+  while (i < t->n_ran) {
+    m5_mailbox_t *mb = t->ran[i]->reply;
+    size_t k = i + 1;
+    while (k < t->n_ran && t->ran[k]->reply == mb) k++;
+    size_t posted = m5_mailbox_post_many(mb, (void *const *)&t->ran[i], k - i);
+    for (size_t j = i + posted; j < k; j++) reply(t, t->ran[j]);
+    i = k;
+  }
+  t->n_ran = 0;
+  maybe_stop(t);
+}
+
 static void on_job(void *msg, void *arg) {
   m5_jobthread_t *t = arg;
   m5_job_t *job = msg;
   if (job == &stop_marker) {
+    flush_replies(t->loop, t);
     t->stopping = 1;
     maybe_stop(t);
     return;
@@ -82,11 +111,27 @@ static void on_job(void *msg, void *arg) {
   /* A retry timer that could not be armed: every new job is another chance. */
   if (t->retry_head && !t->retry_timer) on_retry(t->loop, t);
   t->run(job, t->ctx);
-  reply(t, job);
+  if (t->n_ran == t->cap_ran) {
+    size_t cap = t->cap_ran ? 2 * t->cap_ran : 64;
+    m5_job_t **v = realloc(t->ran, cap * sizeof *v);
+    if (!v) { /* no room to wait: answered alone, at once */
+      reply(t, job);
+      return;
+    }
+    t->ran = v;
+    t->cap_ran = cap;
+  }
+  t->ran[t->n_ran++] = job;
+  m5_loop_defer(t->loop, &t->flush, flush_replies, t);
+}
+
+void m5_jobthread_set_name(m5_jobthread_t *t, const char *name) {
+  snprintf(t->name, sizeof t->name, "%s", name);
 }
 
 static void *thread_main(void *arg) {
   m5_jobthread_t *t = arg;
+  if (t->name[0]) pthread_setname_np(pthread_self(), t->name);
   int rc = m5_loop_run(t->loop);
   if (rc != 0) M5_LOGE(DOM, "job thread loop failed: %s", m5_strerror(rc));
   return NULL;
@@ -107,6 +152,16 @@ int m5_jobthread_submit(m5_jobthread_t *t, m5_job_t *job) {
   return m5_mailbox_post(t->inbox, job);
 }
 
+int m5_jobthread_submit_start(m5_jobthread_t *t, m5_job_t *job, int *wake) {
+  if (!t->started) return M5_ECLOSED;
+  job->next = NULL;
+  return m5_mailbox_post_start(t->inbox, job, wake);
+}
+
+void m5_jobthread_submit_finish(m5_jobthread_t *t, int wake) {
+  m5_mailbox_post_finish(t->inbox, wake);
+}
+
 void m5_jobthread_free(m5_jobthread_t *t) {
   if (!t) return;
   if (t->started) {
@@ -120,5 +175,6 @@ void m5_jobthread_free(m5_jobthread_t *t) {
   }
   if (t->inbox) m5_mailbox_free(t->inbox, NULL);
   m5_loop_free(t->loop);
+  free(t->ran);
   free(t);
 }

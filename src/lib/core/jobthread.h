@@ -2,7 +2,8 @@
  * the home of a blocking resource such as a SQLite connection (architecture §6: no worker
  * ever waits for the disk). A worker fills a job (an m5_job_t as its first member, naming
  * the worker's reply mailbox), submits it, and gets the same pointer back, finished, through
- * that mailbox on its own loop.
+ * that mailbox on its own loop. The jobs of one wake-up of the thread are all run before any
+ * of them is answered, and each owner's replies then go in one post (one wake-up).
  *
  * A finished job is never dropped, since its owner waits for it: if the reply mailbox is
  * full, the job is parked and posted again about a millisecond later. Owners keep that
@@ -23,11 +24,18 @@ typedef struct m5_jobthread m5_jobthread_t;
 
 /* run(job, ctx) executes each job on the thread (it may block: that is the point). */
 m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx);
+/* Names the thread (at most 15 characters kept) for top -H, perf and /proc; before start. */
+void m5_jobthread_set_name(m5_jobthread_t *t, const char *name);
 /* Starts the thread; queue_cap bounds the jobs waiting for it. */
 int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap);
 /* From any thread. M5_EFULL when the queue is full (the caller keeps the job), M5_ECLOSED
  * before start. */
 int m5_jobthread_submit(m5_jobthread_t *t, m5_job_t *job);
+/* The same in two steps, for a submitter that must submit under a lock of its own (see
+ * m5_mailbox_post_start): _finish exactly once after every successful _start, after the
+ * submitter's lock is released. */
+int m5_jobthread_submit_start(m5_jobthread_t *t, m5_job_t *job, int *wake);
+void m5_jobthread_submit_finish(m5_jobthread_t *t, int wake);
 /* Runs the jobs still queued, delivers every reply, stops and joins the thread, frees. Submit
  * nothing afterwards; the reply mailboxes must still exist. NULL is ignored. */
 void m5_jobthread_free(m5_jobthread_t *t);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -77,6 +78,7 @@ struct m5_mailbox {
   size_t cap, head, count;
   m5_mailbox_fn handler;
   void *arg;
+  atomic_int posting; /* posters between taking the lock and their wake-up write */
 };
 
 uint64_t m5_clock_mono_ms(void) {
@@ -349,10 +351,13 @@ static void dispatch_signals(m5_loop_t *loop) {
 
 /* ---- running ---- */
 
+/* One read takes the whole counter (not a semaphore eventfd); a write after it makes the fd
+ * readable again, so a second read could only ever return EAGAIN: one syscall saved per
+ * wake-up, which at low load is one per message and hop. */
 static void drain_eventfd(int fd) {
   uint64_t v;
-  while (read(fd, &v, sizeof v) == (ssize_t)sizeof v) {
-  }
+  ssize_t r = read(fd, &v, sizeof v);
+  (void)r;
 }
 
 void m5_loop_stop(m5_loop_t *loop) {
@@ -497,31 +502,65 @@ m5_mailbox_t *m5_mailbox_new(m5_loop_t *owner, size_t capacity, m5_mailbox_fn ha
   return mb;
 }
 
-int m5_mailbox_post(m5_mailbox_t *mb, void *msg) {
-  pthread_mutex_lock(&mb->lock);
-  if (mb->count == mb->cap) {
-    pthread_mutex_unlock(&mb->lock);
-    return M5_EFULL;
-  }
-  mb->ring[(mb->head + mb->count) % mb->cap] = msg;
-  /* Only the empty -> non-empty transition needs a wake-up: the owner drains until empty.
-   * The wake-up is written before the unlock: an owner already draining can take this
-   * message as soon as the lock is free, finish, and free the mailbox (a worker whose last
-   * DB reply this is stops and tears down); a poster still touching mb->efd after the unlock
-   * would then read freed memory and write to a closed, possibly reused, descriptor. */
-  if (mb->count++ == 0) {
+/* The wake-up is written after the unlock: written under the lock, it would wake the owner
+ * (on a shared core, switch to it) while we still hold the lock, and the owner would block on
+ * it at once: two more context switches and a futex round trip per hand-off. An owner may
+ * drain this message as soon as the lock is free and then free the mailbox (a worker whose
+ * last DB reply this is stops and tears down): `posting` makes m5_mailbox_free() wait until
+ * we are done with mb->efd. */
+static void wake_after_post(m5_mailbox_t *mb, int wake) {
+  if (wake) {
     uint64_t one = 1;
     /* The message is queued either way; a failed write can only mean the counter is
      * saturated, which already wakes the owner. */
     ssize_t w = write(mb->efd, &one, sizeof one);
     (void)w;
   }
+  atomic_fetch_sub_explicit(&mb->posting, 1, memory_order_release);
+}
+
+int m5_mailbox_post_start(m5_mailbox_t *mb, void *msg, int *wake) {
+  atomic_fetch_add_explicit(&mb->posting, 1, memory_order_acquire);
+  pthread_mutex_lock(&mb->lock);
+  if (mb->count == mb->cap) {
+    pthread_mutex_unlock(&mb->lock);
+    atomic_fetch_sub_explicit(&mb->posting, 1, memory_order_release);
+    return M5_EFULL;
+  }
+  mb->ring[(mb->head + mb->count) % mb->cap] = msg;
+  /* Only the empty -> non-empty transition needs a wake-up: the owner drains until empty. */
+  *wake = mb->count++ == 0;
   pthread_mutex_unlock(&mb->lock);
   return M5_OK;
 }
 
+void m5_mailbox_post_finish(m5_mailbox_t *mb, int wake) {
+  wake_after_post(mb, wake);
+}
+
+int m5_mailbox_post(m5_mailbox_t *mb, void *msg) {
+  int wake;
+  int rc = m5_mailbox_post_start(mb, msg, &wake);
+  if (rc == M5_OK) wake_after_post(mb, wake);
+  return rc;
+}
+
+size_t m5_mailbox_post_many(m5_mailbox_t *mb, void *const *msgs, size_t n) {
+  atomic_fetch_add_explicit(&mb->posting, 1, memory_order_acquire);
+  pthread_mutex_lock(&mb->lock);
+  int was_empty = mb->count == 0;
+  size_t i = 0;
+  for (; i < n && mb->count < mb->cap; i++)
+    mb->ring[(mb->head + mb->count++) % mb->cap] = msgs[i];
+  pthread_mutex_unlock(&mb->lock);
+  wake_after_post(mb, was_empty && i > 0);
+  return i;
+}
+
 void m5_mailbox_free(m5_mailbox_t *mb, void (*drop)(void *msg)) {
   if (!mb) return;
+  /* A poster whose message we drained may still be about to write the wake-up. */
+  while (atomic_load_explicit(&mb->posting, memory_order_acquire) > 0) sched_yield();
   m5_loop_del_fd(mb->owner, mb->efd);
   close(mb->efd);
   while (mb->count > 0) {

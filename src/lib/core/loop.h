@@ -76,6 +76,16 @@ typedef void (*m5_mailbox_fn)(void *msg, void *arg);
 m5_mailbox_t *m5_mailbox_new(m5_loop_t *owner, size_t capacity, m5_mailbox_fn handler, void *arg);
 /* From any thread. M5_EFULL when capacity messages are waiting (the caller keeps msg). */
 int m5_mailbox_post(m5_mailbox_t *mb, void *msg);
+/* Posts msgs[0..n) in order, as many as fit, under one lock and with at most one wake-up of the
+ * owner: returns how many were posted (the caller keeps the rest). */
+size_t m5_mailbox_post_many(m5_mailbox_t *mb, void *const *msgs, size_t n);
+/* A post in two steps, for a caller that posts under a lock of its own: the message is queued
+ * at once (0 or M5_EFULL, as m5_mailbox_post), and the owner is woken by
+ * m5_mailbox_post_finish(mb, wake), to be called exactly once after every successful
+ * m5_mailbox_post_start, once the caller's lock is released (a wake-up under the lock would
+ * switch to an owner that then blocks on that lock). */
+int m5_mailbox_post_start(m5_mailbox_t *mb, void *msg, int *wake);
+void m5_mailbox_post_finish(m5_mailbox_t *mb, int wake);
 /* On the owner thread; messages still queued are passed to drop(msg) if drop is non-NULL. */
 void m5_mailbox_free(m5_mailbox_t *mb, void (*drop)(void *msg));
 

@@ -55,6 +55,11 @@ static void on_signal(m5_loop_t *loop, int signo, void *arg) {
 
 static void *worker_main(void *arg) {
   worker_t *w = arg;
+  /* "m5s-w1" in top -H, perf and /proc/PID/task (worker 0 is the main thread and keeps the
+   * process's own name, which pgrep and pidof look for). */
+  char nm[16];
+  snprintf(nm, sizeof nm, "%.9s-w%zu", w->ws->o.name ? w->ws->o.name : "m5", w->index);
+  pthread_setname_np(pthread_self(), nm);
   int rc = m5_loop_run(w->loop);
   if (rc != 0)
     M5_LOGE(w->ws->o.dom, "worker %zu: event loop failed: %s", w->index, m5_strerror(rc));

@@ -147,6 +147,7 @@ typedef struct {
   int64_t bucket_ms;
   int64_t swept_bucket;
   int counts_dirty; /* a job failed half-way: reload the counts after the batch */
+  int sync_full;    /* PRAGMA synchronous is FULL now (1 from open), else NORMAL (run_batch) */
   m5_hmap_t *dbkt;  /* originator -> its dedup entries per bucket (sqlite_dedup.c) */
   int dbkt_dirty;   /* dbkt must be rebuilt from the table before its next use */
   struct sq_stale **stale; /* stale (originator, bucket) pairs the sweep still has to drop */
@@ -158,10 +159,26 @@ typedef struct {
   m5_hmap_t *gens;  /* UE Service ID -> its binding_gens generation + 1 (sqlite_rebind.c) */
   sq_delta_t job_delta, batch_delta;
 
+  /* ---- the checkpoint thread (sqlite_ckpt.c) ---- */
+  sqlite3 *ckpt_db;
+  pthread_t ckpt_thread;
+  pthread_mutex_t ckpt_lock;
+  pthread_cond_t ckpt_cond;
+  int ckpt_inited, ckpt_started, ckpt_wanted, ckpt_stop;
+  uint64_t ckpt_runs;
+  int lock_fd; /* flock'd <path>.lock: one process per store; -1 when not held */
+
   /* ---- any thread ---- */
   pthread_mutex_t stats_lock;
   m5_store_stats_t stats;
 } sq_t;
+
+/* sqlite_ckpt.c: checkpoints on a thread of their own. _start after the schema is in place
+ * (M5_EIO with err); _stop before the writer's connection closes (safe when never started);
+ * _runs: background checkpoints done. */
+int sq_ckpt_start(sq_t *s, char *err, size_t errlen);
+void sq_ckpt_stop(sq_t *s);
+uint64_t sq_ckpt_runs(sq_t *s);
 
 /* The statements of one module (sqlite_rebind.c, sqlite_tickets.c, sqlite_topics.c,
  * sqlite_groups.c): texts[0..n) prepared into st (persistent); M5_EIO. */

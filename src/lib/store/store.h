@@ -143,8 +143,12 @@ typedef struct {
   /* Counters since open (Prometheus counters: they restart at 0 with the process). */
   uint64_t accepted, delivered, failed, expired, duplicates;
   uint64_t refused_queue_full, refused_store_full;
-  /* Group commit (also a test hook): durable commits, batches, jobs served. */
-  uint64_t commits, batches, jobs;
+  /* Group commit (also a test hook): commits that wrote, batches, jobs served; of the commits,
+   * those of delivery conclusions alone, which do not wait for the fsync (made durable by the
+   * next synced commit; see sqlite.c needs_sync). */
+  uint64_t commits, batches, jobs, unsynced_commits;
+  /* WAL checkpoints run by the store's checkpoint thread (sqlite_ckpt.c), since open. */
+  uint64_t checkpoints;
   /* Failure/expiry reports written with their failure (reports), and not written because the
    * originator had max_reports_per_recipient reports waiting (reports_dropped); messages
    * refused by the originator's quota; in-flight deliveries queued again by REQUEUE_STALE. */

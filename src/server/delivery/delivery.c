@@ -8,13 +8,14 @@
 #include "server/delivery/delivery.h"
 
 #include "coap/coap.h"
-#include "http/client.h"
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "http/client.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
+#include "server/gw/gw_deliver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,13 @@
 #define SPARE_MAX 128          /* finished store jobs kept for reuse (sjob_new) */
 #define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
+/* A conclusion waits up to LATER_WAIT_MS (or until LATER_MAX wait) for this worker's next
+ * accept, so that both reach the store thread in one hand-off and one batch, and their replies
+ * come back in one wake-up: at a steady load one crossing each way per message instead of two.
+ * Nothing a peer sees waits for it (the UE's answer has been handled; a report the conclusion
+ * brings goes out at most LATER_WAIT_MS later). */
+#define LATER_WAIT_MS 5
+#define LATER_MAX 64
 #define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
 #define REQUEUE_PERIOD_MAX_MS 30000 /* REQUEUE_STALE at least this often (timer worker) */
 
@@ -49,7 +57,15 @@ typedef struct {
   int64_t last_due_ms;
 } peer_t;
 
-typedef enum { SJ_MARK, SJ_DUE, SJ_DUE_ANY, SJ_EXPIRE, SJ_DUE_AS, SJ_REQUEUE } sjob_kind_t;
+typedef enum {
+  SJ_MARK,
+  SJ_DUE,
+  SJ_DUE_ANY,
+  SJ_EXPIRE,
+  SJ_DUE_AS,
+  SJ_REQUEUE,
+  SJ_REBIND
+} sjob_kind_t;
 
 /* A message store job. job is first: the store hands back &job.base == the sjob_t. */
 typedef struct {
@@ -101,16 +117,21 @@ struct delivery {
   size_t n_spare;
   size_t n_held;
   m5_timer_id_t held_timer;
+  sjob_t *later, *later_tail; /* conclusions waiting to ride with the next accept */
+  size_t n_later;
+  m5_timer_id_t later_timer;
   m5_http_client_t *http; /* pushes to Application Servers; made at the first one */
   int freeing;            /* delivery_free runs: the store is closed, conclude nothing */
 };
 
-/* A push in flight towards an Application Server (POST to its targetUri). */
+/* A push in flight towards an Application Server (POST to its targetUri) or a message
+ * gateway (POST to its deliver-message / deliver-report, gw). */
 typedef struct {
   delivery_t *dv;
   uint64_t id;
   uint32_t attempts;
   int sto_fwd;
+  int gw;
   char msg_id[M5_MSG_ID_MAX + 1];
   char dest[M5_MSG_ADDR_MAX + 1];
 } as_push_t;
@@ -238,6 +259,45 @@ static void held_retry(m5_loop_t *loop, void *arg) {
     check_idle(dv);
 }
 
+/* Submits the waiting conclusions now, in order (behind any the store could not take). */
+static void later_flush(delivery_t *dv) {
+  if (dv->later_timer) m5_loop_timer_cancel(dv->loop, dv->later_timer);
+  dv->later_timer = 0;
+  while (dv->later) {
+    sjob_t *j = dv->later;
+    dv->later = j->held_next;
+    dv->n_later--;
+    if (dv->held || sjob_submit(dv, j) != 0) hold(dv, j);
+  }
+  dv->later_tail = NULL;
+}
+
+static void later_timeout(m5_loop_t *loop, void *arg) {
+  (void)loop;
+  delivery_t *dv = arg;
+  dv->later_timer = 0;
+  later_flush(dv);
+}
+
+void delivery_flush_conclusions(delivery_t *dv) {
+  if (dv->later) later_flush(dv);
+}
+
+static void later_add(delivery_t *dv, sjob_t *j) {
+  j->held_next = NULL;
+  if (dv->later_tail)
+    dv->later_tail->held_next = j;
+  else
+    dv->later = j;
+  dv->later_tail = j;
+  if (++dv->n_later >= LATER_MAX) {
+    later_flush(dv);
+  } else if (!dv->later_timer) {
+    dv->later_timer = m5_loop_timer_add(dv->loop, LATER_WAIT_MS, later_timeout, dv);
+    if (!dv->later_timer) later_flush(dv);
+  }
+}
+
 /* Concludes delivery id in the store (op MARK_DELIVERED, MARK_FAILED with cause, RESCHEDULE
  * to next_ms with attempts), from a push of session sid (0: none). A busy store holds the
  * conclusion back (hold), it is never dropped. */
@@ -264,6 +324,13 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
   j->job.attempts = attempts;
   j->sid = sid;
   j->from_due = from_due;
+  /* A push from a stored queue (from_due) is not held back: the next page of that queue is
+   * read only once every conclusion of this one is back. */
+  if (!from_due && !dv->draining && !dv->idle_done) {
+    later_add(dv, j);
+    return;
+  }
+  later_flush(dv);
   if (dv->held || sjob_submit(dv, j) != 0) hold(dv, j); /* keeps the order of conclusions */
 }
 
@@ -444,7 +511,26 @@ static void on_as_done(void *arg, int status, long http, const uint8_t *body, si
     free(p);
     return;
   }
-  if (status == 0 && http >= 200 && http < 300) {
+  if (p->gw) {
+    const char *cause;
+    switch (gw_deliver_outcome(status, http, &cause)) {
+    case GW_OUT_DELIVERED:
+      M5_LOGD(DOM, "MSG %s delivered to %s's gateway (HTTP %ld)", p->msg_id, p->dest, http);
+      conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, 0, 0);
+      break;
+    case GW_OUT_FAILED:
+      M5_LOGW(DOM, "MSG %s: %s's gateway refused it (HTTP %ld: %s)", p->msg_id, p->dest, http,
+              cause);
+      conclude(dv, M5_STORE_MARK_FAILED, p->id, cause, 0, p->attempts + 1, 0, 0);
+      break;
+    case GW_OUT_RETRY:
+      M5_LOGI(DOM, "MSG %s to %s's gateway: not delivered (%s, HTTP %ld)%s", p->msg_id, p->dest,
+              status ? m5_strerror(status) : "answered", http,
+              p->sto_fwd ? ", kept for a retry" : "");
+      conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, 0, 0);
+      break;
+    }
+  } else if (status == 0 && http >= 200 && http < 300) {
     M5_LOGD(DOM, "MSG %s delivered to AS %s (HTTP %ld)", p->msg_id, p->dest, http);
     conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, 0, 0);
   } else if (status == 0 && http >= 400 && http < 500) {
@@ -459,6 +545,9 @@ static void on_as_done(void *arg, int status, long http, const uint8_t *body, si
   dv->pushes--;
   check_idle(dv);
 }
+
+static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
+                      char *body, size_t len);
 
 /* Pushes delivery d (body taken) to the Application Server d->rcpt.addr. */
 static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, size_t len) {
@@ -479,6 +568,48 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
   while (n && target[n - 1] == '/') n--;
   snprintf(url, sizeof url, "%.*s/%s", (int)n, target,
            is_report(&d->msg) ? "deliver-report" : "deliver-message");
+  http_push(dv, d, url, 0, body, len);
+}
+
+/* Pushes delivery d to the message gateway g that holds its UE recipient, under the ID's
+ * generation gen (server/gw/gw_deliver.h). A delivery queued for another holder of the ID
+ * (gen differs: the ID changed hands since) is never pushed to this one: not an attempt, the
+ * store fails it (REBIND). */
+static void gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry_gw_t *g,
+                    uint64_t gen) {
+  uint64_t id = d->id;
+  if (m5_hmap_get(dv->recent, &id, sizeof id) || m5_hmap_get(dv->inflight, &id, sizeof id))
+    return; /* concluded meanwhile, or its push still runs */
+  if (d->rcpt_gen != gen) {
+    M5_LOGI(DOM,
+            "MSG %s to %s: queued under generation %llu, the ID is gateway %s's under "
+            "%llu; not pushed",
+            d->msg.msg_id, d->rcpt.addr, (unsigned long long)d->rcpt_gen, g->gw_id,
+            (unsigned long long)gen);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    return;
+  }
+  char url[REGISTRY_HOSTPORT_MAX + 64];
+  char *as_body = NULL, *body = NULL;
+  size_t as_len = 0, len = 0;
+  int rep = is_report(&d->msg);
+  if (gw_deliver_url(g, rep, url, sizeof url) != 0 ||
+      delivery_encode(d, 1, &as_body, &as_len) != 0 ||
+      gw_deliver_body(as_body, as_len, rep, &body, &len) != 0) {
+    free(as_body);
+    M5_LOGE(DOM, "delivery %llu: cannot make its body for gateway %s", (unsigned long long)id,
+            g->gw_id);
+    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    return;
+  }
+  free(as_body);
+  http_push(dv, d, url, 1, body, len);
+}
+
+/* POSTs body (taken) to url for delivery d; the answer concludes it (on_as_done). */
+static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
+                      char *body, size_t len) {
+  uint64_t id = d->id;
   char err[200];
   if (!dv->http) {
     m5_http_client_opts_t ho = {.cert_file = dv->opts.tls_cert,
@@ -499,6 +630,7 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
   p->id = id;
   p->attempts = d->attempts;
   p->sto_fwd = d->msg.sto_fwd;
+  p->gw = gw;
   m5_str_copy(p->msg_id, sizeof p->msg_id, d->msg.msg_id);
   m5_str_copy(p->dest, sizeof p->dest, d->rcpt.addr);
   int rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
@@ -529,6 +661,13 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
     M5_LOGI(DOM, "MSG %s to %s %s: not pushed to %s:%s (%s)", d->msg.msg_id, d->msg.dest.type,
             d->msg.dest.addr, d->rcpt.type, d->rcpt.addr, left);
     conclude(dv, M5_STORE_MARK_FAILED, d->id, left, 0, d->attempts, 0, 0);
+    return;
+  }
+  registry_gw_t g;
+  uint64_t gen;
+  if (!to_as && dv->opts.reg && !strcmp(d->rcpt.type, "UE") &&
+      registry_gw_holder(dv->opts.reg, d->rcpt.addr, &g, &gen) == 0) {
+    gw_push(dv, d, &g, gen); /* a device behind a message gateway */
     return;
   }
   if (ue_body && !to_as) { /* the fan-out's one encoding of the message: a copy to own */
@@ -654,14 +793,15 @@ static void done_due_any(sjob_t *j) {
     dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
 }
 
-/* What was stored for an Application Server that just registered: pushed now, not at its next
- * back-off time. */
+/* What was stored for an Application Server that just registered, or for a device its gateway
+ * just registered: pushed now, not at its next back-off time. */
 static void done_due_as(sjob_t *j) {
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++)
     dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
   if (j->job.n_items)
-    M5_LOGI(DOM, "AS %s: %zu stored message(s) pushed", j->job.rcpt.addr, j->job.n_items);
+    M5_LOGI(DOM, "%s %s: %zu stored message(s) pushed", j->job.rcpt.type, j->job.rcpt.addr,
+            j->job.n_items);
 }
 
 static void done_expire(sjob_t *j) {
@@ -682,6 +822,18 @@ static void on_store_reply(void *msg, void *arg) {
   switch (j->kind) {
   case SJ_REQUEUE:
     dv->requeue_busy = 0;
+    break;
+  case SJ_REBIND:
+    if (j->job.status != 0)
+      M5_LOGW(DOM,
+              "%s changed holder: the store could not be told now (%s); it catches up at "
+              "the next message from or to it, or at the next start",
+              j->job.rcpt.addr, m5_strerror(j->job.status));
+    else if (j->job.rebind_failed)
+      M5_LOGI(DOM,
+              "%s changed holder: %llu queued deliveries of the previous one failed "
+              "(RECIPIENT_REBOUND)",
+              j->job.rcpt.addr, (unsigned long long)j->job.rebind_failed);
     break;
   case SJ_MARK:
     done_mark(j);
@@ -781,6 +933,14 @@ static void drop_sjob(void *msg) {
 
 void delivery_free(delivery_t *dv) {
   if (!dv) return;
+  if (dv->later_timer) m5_loop_timer_cancel(dv->loop, dv->later_timer);
+  while (dv->later) { /* drained before (delivery_drain): none wait but after an error */
+    sjob_t *j = dv->later;
+    dv->later = j->held_next;
+    j->held_next = dv->held;
+    dv->held = j;
+    dv->n_held++;
+  }
   if (dv->n_held)
     M5_LOGW(DOM, "%zu delivery outcomes not recorded: those deliveries are queued again at the"
                  " next start", dv->n_held);
@@ -856,14 +1016,32 @@ void delivery_session_closed(delivery_t *dv, uint64_t sid) {
   free(m5_hmap_del(dv->peers, &sid, sizeof sid));
 }
 
-void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
+/* What was stored for type:addr goes out now (up to `limit`; the back-off timer has the rest). */
+static void due_now(delivery_t *dv, const char *type, const char *addr, size_t limit) {
   if (dv->draining) return;
   sjob_t *j = sjob_new(dv, SJ_DUE_AS, M5_STORE_DUE);
   if (!j) return;
-  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "AS");
-  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, as_svc_id);
-  j->job.limit = M5_STORE_LIST_MAX;
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "%s", type);
+  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, addr);
+  j->job.limit = limit;
   if (sjob_submit(dv, j) != 0) sjob_free(j); /* the back-off timer finds them */
+}
+
+void delivery_as_registered(delivery_t *dv, const char *as_svc_id) {
+  due_now(dv, "AS", as_svc_id, M5_STORE_LIST_MAX);
+}
+
+void delivery_gw_registered(delivery_t *dv, const char *ue_svc_id) {
+  due_now(dv, "UE", ue_svc_id, DUE_BATCH);
+}
+
+void delivery_rebind(delivery_t *dv, const char *ue_svc_id, uint64_t gen) {
+  sjob_t *j = dv->draining ? NULL : sjob_new(dv, SJ_REBIND, M5_STORE_REBIND);
+  if (!j) return; /* the store's catch-up: the next accept from or to the ID, or the start */
+  snprintf(j->job.rcpt.type, sizeof j->job.rcpt.type, "UE");
+  m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, ue_svc_id);
+  j->job.gen = gen;
+  if (sjob_submit(dv, j) != 0) sjob_free(j);
 }
 
 void delivery_accepted(delivery_t *dv, const m5_store_delivery_t *d) {
@@ -892,6 +1070,7 @@ static void on_drain_timeout(m5_loop_t *loop, void *arg) {
 
 void delivery_drain(delivery_t *dv, uint32_t timeout_ms) {
   dv->draining = 1;
+  later_flush(dv);
   if (dv->tick) m5_loop_timer_cancel(dv->loop, dv->tick);
   dv->tick = 0;
   dv->drain_timer = m5_loop_timer_add(dv->loop, timeout_ms, on_drain_timeout, dv);
@@ -900,6 +1079,7 @@ void delivery_drain(delivery_t *dv, uint32_t timeout_ms) {
 }
 
 void delivery_when_idle(delivery_t *dv, void (*done)(void *arg), void *arg) {
+  later_flush(dv);
   dv->idle_done = done;
   dv->idle_arg = arg;
   check_idle(dv);

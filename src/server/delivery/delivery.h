@@ -54,6 +54,9 @@ int64_t delivery_first_retry_ms(void);
 /* Conclusions (delivered, failed, rescheduled) waiting for room in the store: while there are
  * any, the worker's new MSGs wait too (ue_wait.c), so acceptance cannot outrun delivery. */
 size_t delivery_held(const delivery_t *dv);
+/* Submits the delivery conclusions waiting to ride with the next accept (delivery.c
+ * LATER_WAIT_MS): called by the accept path right before it submits to the store. */
+void delivery_flush_conclusions(delivery_t *dv);
 /* The same for a delivery stored for a recipient that is away (store-and-forward): the
  * longest back-off from now; its registration pushes it before that (a DUE). */
 int64_t delivery_stored_retry_ms(void);
@@ -80,6 +83,13 @@ void delivery_session_closed(delivery_t *d, uint64_t sid);
 /* The Application Server as_svc_id registered (with a targetUri): what was stored for it is
  * pushed now (up to the store's list limit; the rest follows with the back-off timer). */
 void delivery_as_registered(delivery_t *d, const char *as_svc_id);
+/* A message gateway registered ue_svc_id (again: it is back): what was stored for the device
+ * is pushed now, a batch of it (the rest with the back-off timer). */
+void delivery_gw_registered(delivery_t *d, const char *ue_svc_id);
+/* ue_svc_id changed holder under generation gen (a message gateway registered or released
+ * it): M5_STORE_REBIND, whose failure reports the back-off timer pushes. Best effort: the
+ * store catches up by itself at the next accept from or to the ID, and at start-up. */
+void delivery_rebind(delivery_t *d, const char *ue_svc_id, uint64_t gen);
 /* Delivery dl was just accepted into the store (borrowed): its first attempt. */
 void delivery_accepted(delivery_t *d, const m5_store_delivery_t *dl);
 /* The same, with the body a UE recipient gets already encoded (ue_body, borrowed): the fan-out

@@ -72,6 +72,11 @@ static void idle_check(admin_t *a) {
 void admin_finish(pending_t *p) {
   admin_t *a = p->a;
   free(p->as);
+  free(p->gw);
+  if (p->job.op == REGISTRY_GW_DEL || p->job.op == REGISTRY_GW_PUT) {
+    free(p->job.ids); /* the released IDs, the registry's */
+    free(p->job.gens);
+  }
   free(p);
   admin_job_done(a);
 }
@@ -270,12 +275,22 @@ static void on_reply(void *msg, void *arg) {
     admin_as_done(p);
     return;
   }
+  if (job->gw) {
+    admin_gw_done(p);
+    return;
+  }
   if (job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL) {
     admin_policy_done(p);
     return;
   }
   if (job->status == M5_ENOENT) {
     admin_problem(p->ex, 404, "Not Found", "no binding for this UE Service ID", NULL, NULL, NULL);
+  } else if (job->status == M5_EEXIST) {
+    /* one space of UE Service IDs (registry.h "message gateways") */
+    admin_problem(p->ex, 409, "Conflict",
+                  "a message gateway holds this UE Service ID: it must deregister it (or the "
+                  "gateway client be removed) before it is bound to a subscriber",
+                  "ueSvcId", "held by a message gateway", NULL);
   } else if (job->status != 0) {
     admin_problem(p->ex, 500, "Internal Server Error", "the registry failed; see the server's log", NULL,
             NULL, NULL);
@@ -310,6 +325,11 @@ void admin_submit(admin_t *a, pending_t *p) {
   admin_problem(p->ex, 503, "Service Unavailable", "the registry is busy; retry later", NULL, NULL,
           &retry);
   free(p->as);
+  free(p->gw);
+  if (p->job.op == REGISTRY_GW_DEL || p->job.op == REGISTRY_GW_PUT) {
+    free(p->job.ids); /* the released IDs, the registry's */
+    free(p->job.gens);
+  }
   free(p);
 }
 
@@ -488,6 +508,11 @@ static const metric_t metrics[] = {
     {"msgin5g_store_synchronous", NULL, "gauge",
      "The message store's SQLite synchronous level as read back (0 OFF, 1 NORMAL, 2 FULL).",
      "storeSynchronous", NULL, OFF(synchronous)},
+    {"msgin5g_store_commits_total", "synced=\"yes\"", "counter",
+     "Message store commits that fsync'd the WAL before their replies (accepts among them).",
+     "storeCommits", "synced", OFF(commits_synced)},
+    {"msgin5g_store_commits_total", "synced=\"no\"", NULL, NULL, "storeCommits", "unsynced",
+     OFF(commits_unsynced)},
     {"msgin5g_store_sqlite_memory_bytes", NULL, "gauge",
      "Heap bytes SQLite holds in this process (page caches, statements): what memory figures "
      "per session exclude.",
@@ -539,6 +564,8 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->reports_dropped = ss.reports_dropped;
     st->requeued = ss.requeued;
     st->synchronous = ss.synchronous;
+    st->commits_synced = ss.commits - ss.unsynced_commits;
+    st->commits_unsynced = ss.unsynced_commits;
     st->store_cache_bytes = ss.cache_bytes;
   }
   /* process-wide, so also the caches of stores opened by other modules of this process */
@@ -680,6 +707,11 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     admin_policy(a, ex, req);
     return;
   }
+  if (!strncmp(req->path, ADMIN_GATEWAYS, strlen(ADMIN_GATEWAYS)) &&
+      (req->path[strlen(ADMIN_GATEWAYS)] == '\0' || req->path[strlen(ADMIN_GATEWAYS)] == '/')) {
+    admin_gateways(a, ex, req);
+    return;
+  }
   if (!strcmp(req->path, ADMIN_TOPIC_RULES)) {
     admin_topic_rules(a, ex, req);
     return;
@@ -696,11 +728,13 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     if (get_only(ex, req, STATS)) get_stats(a, ex);
     return;
   }
-  admin_problem(ex, 404, "Not Found",
-          "the management port serves /healthz, /metrics, /admin/v1/stats, "
-          "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/policy, "
-          "/admin/v1/topic-rules, /admin/v1/groups/{id} and /admin/v1/areas/{id}",
-          NULL, NULL, NULL);
+  admin_problem(
+      ex, 404, "Not Found",
+      "the management port serves /healthz, /metrics, /admin/v1/stats, "
+      "/admin/v1/bindings/{id}, /admin/v1/as-clients/{asSvcId}, /admin/v1/gateways[/{gwId}], "
+      "/admin/v1/policy, "
+      "/admin/v1/topic-rules, /admin/v1/groups/{id} and /admin/v1/areas/{id}",
+      NULL, NULL, NULL);
 }
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts) {
@@ -735,6 +769,11 @@ static void drop_pending(void *msg) {
     return;
   }
   free(p->as);
+  free(p->gw);
+  if (p->job.op == REGISTRY_GW_DEL || p->job.op == REGISTRY_GW_PUT) {
+    free(p->job.ids); /* the released IDs, the registry's */
+    free(p->job.gens);
+  }
   free(p);
 }
 

@@ -45,6 +45,8 @@ typedef struct {
   uint64_t reports_dropped;  /* counter: failure reports beyond max_reports_per_recipient */
   uint64_t requeued;         /* counter: in-flight deliveries never concluded, queued again */
   uint64_t synchronous;      /* gauge: the store's PRAGMA synchronous (2 = FULL) */
+  uint64_t commits_synced, commits_unsynced; /* counters: the store's commits with and without
+                                                their own fsync (conclusions alone) */
   uint64_t sqlite_memory;    /* gauge: bytes SQLite holds in the process (page cache included) */
   /* Messages in flight in the workers (ue_api_figures): gauges of the accepts waiting for the
    * store and the UE requests waiting for room (back-pressure), with the bytes each holds;
@@ -70,6 +72,7 @@ typedef struct {
    * NULL or "": every request but the open ones is refused. */
   const char *token;
   topics_rules_t *topic_rules; /* GET/PUT /admin/v1/topic-rules; NULL: 404 */
+  struct ue_api *api; /* this worker's: a removed gateway's IDs are told to the store; or NULL */
 } admin_opts_t;
 
 admin_t *admin_new(m5_loop_t *loop, const admin_opts_t *opts);

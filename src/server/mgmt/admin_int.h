@@ -10,6 +10,7 @@
 
 #define ADMIN_AS_CLIENTS "/admin/v1/as-clients/"
 #define ADMIN_POLICY "/admin/v1/policy"
+#define ADMIN_GATEWAYS "/admin/v1/gateways"
 #define ADMIN_TOPIC_RULES "/admin/v1/topic-rules"
 #define CT_JSON "application/json"
 #define CT_PROBLEM "application/problem+json"
@@ -34,6 +35,7 @@ typedef struct {
   admin_t *a;
   m5_http_exchange_t *ex;
   registry_as_t *as; /* owned; job.as points to it for the REGISTRY_AS_* ops */
+  registry_gw_t *gw; /* owned; job.gw points to it for the REGISTRY_GW_* ops */
 } pending_t;
 
 /* Sends o (taken) as JSON. */
@@ -55,6 +57,10 @@ int admin_decode_segment(const char *seg, char *out, size_t cap);
 /* admin_as.c */
 void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void admin_as_done(pending_t *p); /* the reply of a REGISTRY_AS_* job */
+
+/* admin_gw.c: /admin/v1/gateways[/{gwId}] (message gateway clients) */
+void admin_gateways(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void admin_gw_done(pending_t *p); /* the reply of a REGISTRY_GW_* job */
 
 /* admin_policy.c */
 void admin_policy(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);

@@ -458,6 +458,9 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
   } else if (!strncmp(p, NORTH_ASREG, strlen(NORTH_ASREG)) &&
              (p[strlen(NORTH_ASREG)] == '\0' || p[strlen(NORTH_ASREG)] == '/')) {
     north_asreg(n, ex, req);
+  } else if (!strncmp(p, NORTH_GWREG, strlen(NORTH_GWREG)) &&
+             (p[strlen(NORTH_GWREG)] == '\0' || p[strlen(NORTH_GWREG)] == '/')) {
+    north_gwreg(n, ex, req);
   } else if (!strncmp(p, NORTH_GM, strlen(NORTH_GM)) &&
              (p[strlen(NORTH_GM)] == '\0' || p[strlen(NORTH_GM)] == '/')) {
     north_gm(n, ex, req);
@@ -469,10 +472,16 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
 
 /* ---- life cycle ---- */
 
+static int is_gwreg(const registry_job_t *j) {
+  return j->op == REGISTRY_GW_UE_REG || j->op == REGISTRY_GW_UE_DEREG;
+}
+
 static void on_reply(void *msg, void *arg) {
   (void)arg;
   if (((registry_job_t *)msg)->op == REGISTRY_GROUPS)
     north_gm_done(msg);
+  else if (is_gwreg(msg))
+    north_gwreg_done(msg);
   else
     north_asreg_done(msg);
 }
@@ -545,6 +554,8 @@ void north_drain(north_t *n, uint32_t timeout_ms, void (*done)(void *arg), void 
 static void drop_reply(void *msg) {
   if (((registry_job_t *)msg)->op == REGISTRY_GROUPS)
     north_gm_drop(msg);
+  else if (is_gwreg(msg))
+    north_gwreg_drop(msg);
   else
     free(msg);
 }

@@ -26,6 +26,10 @@
 #define NORTH_SCOPE_TOPICSUB "msgs-topicsub" /* our topic subscriptions (north_topicsub.c) */
 #define NORTH_SCOPE_GM "ss-gm" /* SEAL group management (north_gm.c) */
 #define NORTH_AS_URI_PREFIX "urn:msgin5g:as:"
+/* Message gateways (server/gw/, docs/northbound.md "Gateways"): their certificates' SAN URI,
+ * and our scope of the UE registration resource (gw/gw_north.c). */
+#define NORTH_GW_URI_PREFIX "urn:msgin5g:gw:"
+#define NORTH_SCOPE_GWREG "msgs-gwueregistration"
 
 typedef struct {
   SSL_CTX *tls;

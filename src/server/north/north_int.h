@@ -41,7 +41,8 @@ struct north {
 /* The calling AS: its asSvcId from its certificate, which is a configured AS client, that
  * client's authentication mode, and the certificate's x5t#S256. */
 typedef struct {
-  char as_svc_id[REGISTRY_AS_ID_MAX + 1];
+  char as_svc_id[REGISTRY_AS_ID_MAX + 1]; /* or a gateway's gwId (gw) */
+  int gw;                                 /* a message gateway (north_gw_caller) */
   registry_as_auth_t auth;
   char x5t[M5_JWT_X5T_LEN + 1];
 } north_caller_t;
@@ -103,6 +104,24 @@ void north_topicsub(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
 void north_gm(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
 void north_gm_done(void *job); /* a REGISTRY_GROUPS reply */
 void north_gm_drop(void *job); /* one that came after the loop stopped */
+
+/* server/gw/gw_north.c: message gateways on this listener (MSGin5G-2/-4).
+ * 1 if the request's client certificate names a gateway (SAN URI urn:msgin5g:gw:<gwId>). */
+int north_peer_is_gw(const m5_http_request_t *req);
+/* Like north_caller, for a gateway: 0 and *c (c->gw = 1, c->as_svc_id = the gwId), or answers
+ * 403 (no gateway identity in the certificate, or not a configured gateway client). */
+int north_gw_caller(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                    north_caller_t *c);
+/* deliver-ue-message / deliver-report from a gateway: 0 when m's oriAddr is a UE Service ID
+ * the gateway's pattern allows and the gateway holds (*ori_gen = its generation), else
+ * answered 403. */
+int north_gw_check_ori(north_t *n, m5_http_exchange_t *ex, const north_caller_t *c,
+                       const m5_msg_t *m, uint64_t *ori_gen);
+/* Our UE registration resource for gateways. */
+#define NORTH_GWREG "/msgs-gwueregistration/v1/registrations"
+void north_gwreg(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req);
+void north_gwreg_done(registry_job_t *job); /* a REGISTRY_GW_UE_* reply */
+void north_gwreg_drop(registry_job_t *job); /* one after the loop stopped */
 
 /* Counts a registry job in flight / done (for the drain). */
 void north_job_started(north_t *n);

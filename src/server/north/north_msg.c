@@ -5,7 +5,10 @@
  * POST .../deliver-report with a DeliveryStatusReport (the members of an IMDN), a report on a
  * UE's message, stored and forwarded to that UE like a UE's IMDN.
  * Scope msgs-msgdelivery; oriAddr must be {AS, the caller's asSvcId}. A message the policy
- * refuses (who may message whom, policy.h) is 403 with cause NOT_AUTHORIZED. */
+ * refuses (who may message whom, policy.h) is 403 with cause NOT_AUTHORIZED.
+ * Message gateways (MSGin5G-2/-4; server/gw/): POST .../deliver-ue-message with a
+ * UEMessageDelivery from one of their devices, and .../deliver-report, oriAddr a UE Service ID
+ * the gateway may originate as and holds (gw/gw_north.c); the same acceptance. */
 #include "server/north/north_int.h"
 
 #include "core/err.h"
@@ -57,6 +60,8 @@ static void on_accepted(void *ctx, ue_api_outcome_t how, const char *status, con
     north_json(p->ex, 200, o, NULL, 0);
   } else if (how == UE_API_INVALID) {
     bad_ie(p->ex, "INVALID_MSG_FORMAT", detail);
+  } else if (how == UE_API_FORBIDDEN) {
+    north_problem(p->ex, 403, M5_CAUSE_NOT_AUTHORIZED, detail, "oriAddr", "changed holder");
   } else if (how != UE_API_DROPPED) {
     char after[16];
     snprintf(after, sizeof after, "%u", retry_s);
@@ -74,6 +79,7 @@ static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
   }
   m5_msg_t m;
   char diag[160];
+  uint64_t ori_gen = 0;
   if (m5_msg_parse_as(req->body, req->body_len, is_report ? M5_MSG_IMDN : M5_MSG_MSG, &m, diag,
                       sizeof diag) != 0) {
     bad_ie(ex, strstr(diag, "missing") ? "MANDATORY_IE_MISSING" : "INVALID_MSG_FORMAT", diag);
@@ -82,9 +88,11 @@ static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
   if (!is_report && !m.sto_fwd_given) {
     north_problem(ex, 400, "MANDATORY_IE_MISSING", "stoAndFwInd: missing", "stoAndFwInd",
                   "missing");
-  } else if (strcmp(m.ori.type, "AS") != 0 || strcmp(m.ori.addr, c->as_svc_id) != 0) {
+  } else if (!c->gw && (strcmp(m.ori.type, "AS") != 0 || strcmp(m.ori.addr, c->as_svc_id) != 0)) {
     north_problem(ex, 403, "AS_ID_MISMATCH", "oriAddr must be {\"addrType\":\"AS\", \"addr\": "
                   "the authenticated AS's asSvcId}", "oriAddr", "not the authenticated AS");
+  } else if (c->gw && north_gw_check_ori(n, ex, c, &m, &ori_gen) != 0) {
+    /* answered: a UE Service ID the gateway may not originate as, or does not hold */
   } else {
     msg_pending_t *p = calloc(1, sizeof *p);
     if (!p) {
@@ -93,9 +101,12 @@ static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
       p->ex = ex;
       p->ori = m.ori;
       snprintf(p->msg_id, sizeof p->msg_id, "%s", m.msg_id);
-      M5_LOGD(DOM, "%s %s from AS %s to %s:%s", is_report ? "report" : "MSG", m.msg_id,
-              c->as_svc_id, m.dest.type, m.dest.addr);
-      ue_api_accept_from_as(n->o.api, &m, is_report, on_accepted, p);
+      M5_LOGD(DOM, "%s %s from %s %s to %s:%s", is_report ? "report" : "MSG", m.msg_id,
+              c->gw ? "gateway" : "AS", c->as_svc_id, m.dest.type, m.dest.addr);
+      if (c->gw)
+        ue_api_accept_from_gw(n->o.api, &m, is_report, ori_gen, on_accepted, p);
+      else
+        ue_api_accept_from_as(n->o.api, &m, is_report, on_accepted, p);
     }
   }
   m5_msg_free(&m);
@@ -104,12 +115,10 @@ static void deliver(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t 
 void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   const char *op = req->path + strlen(NORTH_MSGDELIVERY);
   int is_report = strcmp(op, "/deliver-report") == 0;
-  if (!is_report && strcmp(op, "/deliver-as-message") != 0) {
-    north_problem(ex, 404, "RESOURCE_NOT_FOUND",
-                  strcmp(op, "/deliver-ue-message") == 0
-                      ? "deliver-ue-message is for message gateways, not served yet"
-                      : "no such resource on the northbound API",
-                  NULL, NULL);
+  int from_ue = strcmp(op, "/deliver-ue-message") == 0; /* a gateway's device's message */
+  if (!is_report && !from_ue && strcmp(op, "/deliver-as-message") != 0) {
+    north_problem(ex, 404, "RESOURCE_NOT_FOUND", "no such resource on the northbound API", NULL,
+                  NULL);
     return;
   }
   if (strcmp(req->method, "POST") != 0) {
@@ -118,7 +127,10 @@ void north_msgdelivery(north_t *n, m5_http_exchange_t *ex, const m5_http_request
   }
   north_caller_t c;
   m5_jwt_claims_t claims;
-  if (north_caller(n, ex, req, &c) != 0 ||
+  /* deliver-ue-message is a gateway's only (an AS certificate: 403), deliver-as-message an
+   * AS's only (a gateway certificate: 403); deliver-report either's, by the certificate. */
+  int gw = from_ue || (is_report && north_peer_is_gw(req));
+  if ((gw ? north_gw_caller(n, ex, req, &c) : north_caller(n, ex, req, &c)) != 0 ||
       north_bearer(n, ex, req, &c, NORTH_SCOPE_DELIVERY, &claims) != 0)
     return;
   deliver(n, ex, req, &c, is_report);

@@ -126,20 +126,29 @@ static const char *param(const param_t *ps, size_t n, const char *name) {
   return NULL;
 }
 
-/* The scopes m5s grants, in the order a granted scope lists them. A token request without
- * scope gets all of them (every configured AS client may use every API). */
+/* The scopes m5s grants, in the order a granted scope lists them: an AS client's, and a message
+ * gateway's (docs/northbound.md "Gateways"). A token request without scope gets all of the
+ * client's (every configured AS client may use every AS API; every gateway both of its own). */
 static const char *const scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GM,
                                       NORTH_SCOPE_TOPICSUB};
 #define N_SCOPES (sizeof scopes / sizeof scopes[0])
+static const char *const gw_scopes[] = {NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GWREG};
+#define N_GW_SCOPES (sizeof gw_scopes / sizeof gw_scopes[0])
+/* every scope the server knows, for its metadata */
+static const char *const all_scopes[] = {NORTH_SCOPE_REG, NORTH_SCOPE_DELIVERY, NORTH_SCOPE_GM,
+                                         NORTH_SCOPE_TOPICSUB, NORTH_SCOPE_GWREG};
+#define N_ALL_SCOPES (sizeof all_scopes / sizeof all_scopes[0])
 
-/* The granted scope: the requested one if every token is one of ours (default: all). */
-static int grant_scope(const char *req, char *out, size_t outlen) {
-  int want[N_SCOPES] = {0}, any = 0;
+/* The granted scope: the requested one if every token is one of sc (default: all of sc). */
+static int grant_scope(const char *req, const char *const *sc, size_t nsc, char *out,
+                       size_t outlen) {
+  int want[N_ALL_SCOPES] = {0}, any = 0;
   const char *p = req ? req : "";
   while (*p) {
     size_t k = strcspn(p, " "), i = 0;
-    while (i < N_SCOPES && !(k == strlen(scopes[i]) && !strncmp(p, scopes[i], k))) i++;
-    if (i < N_SCOPES)
+    while (i < nsc && !(k == strlen(sc[i]) && !strncmp(p, sc[i], k)))
+      i++;
+    if (i < nsc)
       want[i] = any = 1;
     else if (k)
       return M5_EINVAL;
@@ -149,9 +158,9 @@ static int grant_scope(const char *req, char *out, size_t outlen) {
   if (req && req[0] && !any) return M5_EINVAL;
   size_t off = 0;
   out[0] = '\0';
-  for (size_t i = 0; i < N_SCOPES; i++)
+  for (size_t i = 0; i < nsc; i++)
     if (want[i] || !any) {
-      int w = snprintf(out + off, outlen - off, "%s%s", off ? " " : "", scopes[i]);
+      int w = snprintf(out + off, outlen - off, "%s%s", off ? " " : "", sc[i]);
       if (w < 0 || (size_t)w >= outlen - off) return M5_ERANGE;
       off += (size_t)w;
     }
@@ -194,26 +203,37 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   north_caller_t c;
   memset(&c, 0, sizeof c);
   X509 *cert = req->ssl ? SSL_get0_peer_certificate(req->ssl) : NULL;
+  /* An Application Server or a message gateway, by its certificate's SAN URI; each gets only
+   * its own APIs' scopes. */
+  int gw = cert && north_peer_is_gw(req);
+  registry_gw_t g;
   int ok = cert &&
-           m5_tls_peer_san_uri_suffix(req->ssl, NORTH_AS_URI_PREFIX, c.as_svc_id,
-                                      sizeof c.as_svc_id) == 0 &&
+           m5_tls_peer_san_uri_suffix(req->ssl, gw ? NORTH_GW_URI_PREFIX : NORTH_AS_URI_PREFIX,
+                                      c.as_svc_id, sizeof c.as_svc_id) == 0 &&
            registry_as_id_valid(c.as_svc_id) &&
-           registry_as_target(n->o.reg, c.as_svc_id, NULL, 0) == 0;
+           (gw ? registry_gw_lookup(n->o.reg, c.as_svc_id, &g) == 0
+               : registry_as_target(n->o.reg, c.as_svc_id, NULL, 0) == 0);
   if (!ok) {
     oauth_error(ex, 401, "invalid_client",
-                "the client certificate names no configured Application Server");
+                gw ? "the client certificate names no configured message gateway"
+                   : "the client certificate names no configured Application Server");
     return;
   }
   const char *cid = param(ps, np, "client_id");
   if (cid && strcmp(cid, c.as_svc_id) != 0) {
-    oauth_error(ex, 401, "invalid_client", "client_id is not the certificate's asSvcId");
+    oauth_error(ex, 401, "invalid_client",
+                gw ? "client_id is not the certificate's gwId"
+                   : "client_id is not the certificate's asSvcId");
     return;
   }
   char scope[M5_JWT_SCOPE_MAX + 1];
-  if (grant_scope(param(ps, np, "scope"), scope, sizeof scope) != 0) {
+  if (grant_scope(param(ps, np, "scope"), gw ? gw_scopes : scopes, gw ? N_GW_SCOPES : N_SCOPES,
+                  scope, sizeof scope) != 0) {
     oauth_error(ex, 400, "invalid_scope",
-                "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY ", "
-                NORTH_SCOPE_GM " and " NORTH_SCOPE_TOPICSUB);
+                gw ? "a message gateway's scope may hold only " NORTH_SCOPE_DELIVERY
+                     " and " NORTH_SCOPE_GWREG
+                   : "scope may hold only " NORTH_SCOPE_REG ", " NORTH_SCOPE_DELIVERY
+                     ", " NORTH_SCOPE_GM " and " NORTH_SCOPE_TOPICSUB);
     return;
   }
   if (m5_jwt_x5t_s256(cert, c.x5t) != 0) {
@@ -234,8 +254,8 @@ void north_token(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
     oauth_error(ex, 500, "server_error", "cannot sign the token");
     return;
   }
-  M5_LOGI(DOM, "%s: access token issued (scope %s, %lld s)", c.as_svc_id, scope,
-          (long long)ctx->token_lifetime_s);
+  M5_LOGI(DOM, "%s%s: access token issued (scope %s, %lld s)", gw ? "gateway " : "", c.as_svc_id,
+          scope, (long long)ctx->token_lifetime_s);
   /* Written by hand so that every copy of the token is ours to wipe (a JWS compact
    * serialisation and the scope words need no JSON escaping). */
   static const m5_http_header_t h[] = {{"content-type", NORTH_CT_JSON},
@@ -286,7 +306,7 @@ void north_metadata(north_t *n, m5_http_exchange_t *ex) {
       "token_endpoint_auth_methods_supported", "tls_client_auth", "scopes_supported",
       "tls_client_certificate_bound_access_tokens", 1, "response_types_supported");
   json_t *sv = json_object_get(o, "scopes_supported");
-  for (size_t i = 0; sv && i < N_SCOPES; i++)
-    json_array_append_new(sv, json_string(scopes[i]));
+  for (size_t i = 0; sv && i < N_ALL_SCOPES; i++)
+    json_array_append_new(sv, json_string(all_scopes[i]));
   north_json(ex, 200, o, NULL, 0);
 }

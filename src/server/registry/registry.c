@@ -73,6 +73,7 @@ static void registry_free(registry_t *r) {
   m5_jobthread_free(r->thread);
   groups_free(r);
   registry_as_free(r);
+  registry_gw_free(r);
   registry_policy_free(r);
   sqlite3_finalize(r->st_bind);
   sqlite3_finalize(r->st_unbind);
@@ -195,7 +196,8 @@ registry_t *registry_open(const char *path, char *err, size_t errlen) {
               &r->st_gen_put, err, errlen))
     goto fail;
   if (load(r, err, errlen) != 0 || registry_as_open(r, err, errlen) != 0 ||
-      registry_policy_open(r, err, errlen) != 0 || groups_open(r, err, errlen) != 0)
+      registry_gw_open(r, err, errlen) != 0 || registry_policy_open(r, err, errlen) != 0 ||
+      groups_open(r, err, errlen) != 0)
     goto fail;
   r->thread = m5_jobthread_new(run_job, r);
   if (!r->thread) {
@@ -238,14 +240,14 @@ static registry_entry_t *mem_get(registry_t *r, const char *id) {
 /* A new generation: above every one handed out, and at least the wall clock in ms, so that
  * generations keep growing even if m5s.db is lost and re-created while the message store
  * (which remembers the generations it has seen) is kept. */
-static uint64_t next_gen(registry_t *r) {
+uint64_t registry_next_gen(registry_t *r) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
   return now > r->last_gen ? now : r->last_gen + 1;
 }
 
-static int put_gen(registry_t *r, const char *id, uint64_t gen) {
+int registry_put_gen(registry_t *r, const char *id, uint64_t gen) {
   sqlite3_bind_text(r->st_gen_put, 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(r->st_gen_put, 2, (int64_t)gen);
   return registry_step_done(r, r->st_gen_put, "storing a binding generation");
@@ -253,7 +255,7 @@ static int put_gen(registry_t *r, const char *id, uint64_t gen) {
 
 /* In the open transaction: the removal of ue:<id> from every group and area (groups_int.h
  * "hand-over"), applied after the COMMIT. */
-static int purge_stage(registry_t *r, const char *ue_svc_id, groups_purge_t **purge) {
+int registry_purge_ue_stage(registry_t *r, const char *ue_svc_id, groups_purge_t **purge) {
   groups_principal_t p;
   if (strlen(ue_svc_id) > M5_MSG_ADDR_MAX) return 0; /* no such member */
   snprintf(p, sizeof p, "ue:%s", ue_svc_id);
@@ -266,24 +268,28 @@ static int do_bind(registry_t *r, registry_job_t *job) {
   snprintf(job->old_supi, sizeof job->old_supi, "%s", e ? e->supi : "");
   job->old_gen = job->gen = e ? e->gen : 0;
   int supi_changed = e && strcmp(e->supi, job->supi) != 0;
-  if (e && !supi_changed) return 0; /* the same SUPI: nothing changes (queues, registration) */
+  if (e && !supi_changed) return 0;
+  /* One space of UE Service IDs: one a gateway holds is not bound until it lets go
+   * (registry.h, "message gateways"). */
+  if (!e && registry_gw_holds(r, job->ue_svc_id))
+    return M5_EEXIST; /* the same SUPI: nothing changes (queues, registration) */
   registry_entry_t *fresh = NULL;
   if (!e && !(fresh = calloc(1, sizeof *fresh))) return M5_ENOMEM;
   if (registry_exec(r, "PRAGMA synchronous=FULL") != 0 || registry_exec(r, "BEGIN IMMEDIATE") != 0) {
     free(fresh);
     return M5_EIO;
   }
-  uint64_t gen = next_gen(r);
+  uint64_t gen = registry_next_gen(r);
   sqlite3_bind_text(r->st_bind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(r->st_bind, 2, job->supi, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_bind, "storing a binding");
-  if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
+  if (rc == 0) rc = registry_put_gen(r, job->ue_svc_id, gen);
   groups_purge_t *purge = NULL;
   if (rc == 0 && supi_changed) {
     sqlite3_bind_text(r->st_reg_del, 1, job->ue_svc_id, -1, SQLITE_STATIC);
     rc = registry_step_done(r, r->st_reg_del, "dropping the old subscriber's registration");
     /* the new subscriber starts in no group: the old one's memberships and grants go */
-    if (rc == 0) rc = purge_stage(r, job->ue_svc_id, &purge);
+    if (rc == 0) rc = registry_purge_ue_stage(r, job->ue_svc_id, &purge);
   }
   if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
@@ -323,12 +329,12 @@ static int do_unbind(registry_t *r, registry_job_t *job) {
     return M5_EIO;
   /* The removal takes a generation of its own, kept for the ID: whatever was queued for the
    * old subscriber is older than it, and so is everything of a later binding's. */
-  uint64_t gen = next_gen(r);
+  uint64_t gen = registry_next_gen(r);
   sqlite3_bind_text(r->st_unbind, 1, job->ue_svc_id, -1, SQLITE_STATIC);
   int rc = registry_step_done(r, r->st_unbind, "removing a binding"); /* cascades */
-  if (rc == 0) rc = put_gen(r, job->ue_svc_id, gen);
+  if (rc == 0) rc = registry_put_gen(r, job->ue_svc_id, gen);
   groups_purge_t *purge = NULL;
-  if (rc == 0) rc = purge_stage(r, job->ue_svc_id, &purge);
+  if (rc == 0) rc = registry_purge_ue_stage(r, job->ue_svc_id, &purge);
   if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
     registry_exec(r, "ROLLBACK");
@@ -405,6 +411,12 @@ static void run_job(m5_job_t *base, void *ctx) {
   case REGISTRY_POLICY_DEL:
     job->status = registry_policy_run(r, job);
     break;
+  case REGISTRY_GW_PUT:
+  case REGISTRY_GW_DEL:
+  case REGISTRY_GW_UE_REG:
+  case REGISTRY_GW_UE_DEREG:
+    job->status = job->gw ? registry_gw_run(r, job) : M5_EINVAL;
+    break;
   case REGISTRY_GROUPS:
     groups_run(r, job);
     break;
@@ -417,6 +429,7 @@ static void run_job(m5_job_t *base, void *ctx) {
 /* ---- any thread ---- */
 
 int registry_start(registry_t *r, size_t queue_cap) {
+  m5_jobthread_set_name(r->thread, "registry");
   return m5_jobthread_start(r->thread, queue_cap);
 }
 

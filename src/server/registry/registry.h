@@ -105,6 +105,22 @@ typedef enum {
                           restart */
   REGISTRY_POLICY_DEL, /* drops the stored one: the configured one applies again. out:
                           created = 1 if there was a stored one */
+  /* Message gateways (registry_gw.c; MSGin5G-2/-4): `gw` points to the caller's record. */
+  REGISTRY_GW_PUT,     /* in: gw->gw_id, kind, target, pattern. out: created. IDs the gateway
+                          holds that the new pattern no longer allows are released (each with
+                          a new generation, listed in ids/gens like GW_DEL's) */
+  REGISTRY_GW_DEL,     /* in: gw->gw_id; M5_ENOENT. In one transaction: the client and every
+                          UE Service ID it holds, each released with a new generation. out:
+                          ids/gens/n_ids (malloc'd by the registry, the submitter frees them) */
+  REGISTRY_GW_UE_REG,  /* in: gw->gw_id, ids/n_ids (the caller's). All or nothing: M5_ENOENT
+                          (no such gateway), M5_EPERM (ids[bad] outside its pattern),
+                          M5_EEXIST (ids[bad] bound to a subscriber or held by another
+                          gateway), M5_ERANGE (it would hold more than
+                          REGISTRY_GW_HELD_MAX). An ID this gateway holds already keeps its
+                          generation; a new one takes one. out: gens[i] for each (the
+                          caller's array), fresh[i] (or NULL) */
+  REGISTRY_GW_UE_DEREG, /* in: gw->gw_id, ue_svc_id; M5_ENOENT unless this gateway holds it.
+                          out: gen (the release's own generation) */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
                              this job first; submitted by groups_submit */
 } registry_op_t;
@@ -122,6 +138,11 @@ typedef struct registry_job {
   uint64_t gen, old_gen; /* see the ops; old_gen 0: there was no binding */
   registry_as_t *as;     /* REGISTRY_AS_* */
   policy_t *policy;      /* REGISTRY_POLICY_PUT */
+  struct registry_gw *gw;                 /* REGISTRY_GW_* */
+  char (*ids)[REGISTRY_ID_MAX + 1];      /* REGISTRY_GW_*: UE Service IDs */
+  uint64_t *gens;                         /* their generations */
+  unsigned char *fresh;                   /* GW_UE_REG (or NULL): 1 = newly taken */
+  size_t n_ids, bad;                      /* bad: the index of the refused ID */
   void *arg;         /* the submitter's */
 } registry_job_t;
 
@@ -167,6 +188,42 @@ int registry_as_auth_parse(const char *name, registry_as_auth_t *auth);
 int registry_as_id_valid(const char *id);
 /* 1 if uri's host:port is one of a's targets. */
 int registry_as_target_allowed(const registry_as_t *a, const char *uri);
+
+/* ---- message gateways (registry_gw.c; docs/northbound.md "Gateways") ----
+ * A gateway client (MSGin5G-2 for kind sms, MSGin5G-4 for kind mqtt): its gwId (= its
+ * certificate's SAN URI urn:msgin5g:gw:<gwId> = its token's sub), the host:port of its
+ * MSGG_L3GDelivery / MSGG_N3GDelivery listener, and the pattern of the UE Service IDs it may
+ * register and originate as (an exact ID, or a prefix ending in '*'). The UE Service IDs it
+ * holds are one space with the subscribers' bindings: an ID is bound to a SUPI or held by one
+ * gateway, never both; each hand-over (gateway <-> subscriber, gateway <-> gateway) gives
+ * the ID a new binding generation, so what the message store kept for the previous holder is
+ * failed and its dedup state dropped (M5_STORE_REBIND, docs/delivery.md). */
+#define REGISTRY_GW_UES_MAX 1000      /* UE Service IDs per registration request */
+#define REGISTRY_GW_HELD_MAX 100000   /* UE Service IDs one gateway may hold (memory: ~25 MB) */
+typedef enum { REGISTRY_GW_SMS = 0, REGISTRY_GW_MQTT = 1 } registry_gw_kind_t;
+typedef struct registry_gw {
+  char gw_id[REGISTRY_AS_ID_MAX + 1];
+  registry_gw_kind_t kind;
+  char target[REGISTRY_HOSTPORT_MAX + 1]; /* "host:port", lowercase */
+  char pattern[REGISTRY_ID_MAX + 1];
+  size_t n_ues; /* out (lookups): the UE Service IDs it holds */
+} registry_gw_t;
+
+/* "sms" / "mqtt" and back (M5_EINVAL for anything else). */
+const char *registry_gw_kind_name(registry_gw_kind_t k);
+int registry_gw_kind_parse(const char *name, registry_gw_kind_t *k);
+/* A pattern: a UE Service ID, or a prefix of one followed by a single trailing '*'. */
+int registry_gw_pattern_valid(const char *p);
+int registry_gw_pattern_match(const char *pattern, const char *ue_svc_id);
+/* From any thread: 0 and *out, or M5_ENOENT. */
+int registry_gw_lookup(registry_t *r, const char *gw_id, registry_gw_t *out);
+size_t registry_gw_count(registry_t *r);
+/* From any thread, on the message path: 0 when a gateway holds ue_svc_id, with that
+ * gateway's record in *gw (or NULL) and the ID's generation in *gen (or NULL); M5_ENOENT. */
+int registry_gw_holder(registry_t *r, const char *ue_svc_id, registry_gw_t *gw, uint64_t *gen);
+/* From any thread: fn(arg, gw) for every gateway client, under the read lock (fn must not
+ * call the registry). */
+void registry_gw_foreach(registry_t *r, void (*fn)(void *arg, const registry_gw_t *gw), void *arg);
 
 /* ---- who may message whom (registry_policy.c; docs/delivery.md) ----
  * The policy in force: the one stored by the admin API (REGISTRY_POLICY_PUT) if there is one,

@@ -8,6 +8,7 @@
 #include "core/hmap.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 struct registry {
@@ -28,6 +29,11 @@ struct registry {
   policy_t policy, policy_configured;
   int policy_stored; /* policy is the one stored by the admin API */
   int policy_loaded; /* a stored one was read at open (policy_configure keeps it) */
+  /* message gateways (registry_gw.c), guarded by lock */
+  m5_hmap_t *gw_map;   /* gw_id -> registry_gw_t */
+  m5_hmap_t *gwue_map; /* ue_svc_id -> gw_ue_t (registry_gw.c) */
+  atomic_size_t gw_held; /* its count: 0 spares the message path the lock */
+  sqlite3_stmt *st_gw_put, *st_gw_del, *st_gwue_put, *st_gwue_del;
   struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
 };
 
@@ -41,6 +47,21 @@ int registry_step_done(registry_t *r, sqlite3_stmt *st, const char *what); /* re
 int registry_as_open(registry_t *r, char *err, size_t errlen);
 void registry_as_free(registry_t *r);
 int registry_as_run(registry_t *r, registry_job_t *job);
+
+/* registry.c, for registry_gw.c: a new binding generation (registry.h), written to
+ * binding_gens in the open transaction; the staging of ue:<id>'s removal from every group
+ * (applied after the COMMIT, or aborted). */
+uint64_t registry_next_gen(registry_t *r);
+int registry_put_gen(registry_t *r, const char *id, uint64_t gen);
+struct groups_purge;
+int registry_purge_ue_stage(registry_t *r, const char *ue_svc_id, struct groups_purge **purge);
+
+/* registry_gw.c: its tables (created if missing) and memory copy at open; their release; the
+ * REGISTRY_GW_* jobs on the DB thread; whether a gateway holds an ID (DB thread, for BIND). */
+int registry_gw_open(registry_t *r, char *err, size_t errlen);
+void registry_gw_free(registry_t *r);
+int registry_gw_run(registry_t *r, registry_job_t *job);
+int registry_gw_holds(registry_t *r, const char *ue_svc_id);
 
 /* registry_policy.c: its table (created if missing) and the stored policy at open; its
  * statements' release; the REGISTRY_POLICY_* jobs on the DB thread. */

@@ -95,6 +95,7 @@ void ue_accept_free_spares(ue_api_t *api) {
 /* 0, or M5_EFULL (too many outstanding, or the store's queue is full): the caller keeps j. */
 static int accept_submit(ue_api_t *api, accept_t *j) {
   if (api->store_inflight >= api->opts.max_store_inflight) return M5_EFULL;
+  if (api->dl) delivery_flush_conclusions(api->dl); /* they ride with this accept */
   int rc = m5_store_submit(api->opts.store, &j->job);
   if (rc == 0) api->store_inflight++;
   return rc;
@@ -284,11 +285,15 @@ static int group_resolve(accept_t *j) {
 static void done_accept(accept_t *j) {
   m5_store_job_t *sj = &j->job;
   const char *what = j->is_imdn ? "IMDN" : "MSG";
-  if (sj->status == M5_EPERM && j->req) {
+  if (sj->status == M5_EPERM && (j->req || !strcmp(sj->msg.ori.type, "UE"))) {
     M5_LOGI(DOM, "%s %s from %s refused: its binding changed while it was being stored", what,
             sj->msg.msg_id, sj->msg.ori.addr);
-    m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
-                             "oriAddr: the binding of this UE Service ID changed");
+    if (j->req)
+      m5_coap_ep_respond_error(j->req, M5_COAP_FORBIDDEN,
+                               "oriAddr: the binding of this UE Service ID changed");
+    else /* a gateway's device, whose ID changed holder meanwhile */
+      j->reply(j->reply_ctx, UE_API_FORBIDDEN, NULL, NULL, 0,
+               "oriAddr: this UE Service ID changed holder while the message was stored");
     return;
   }
   if (sj->status != 0) {
@@ -422,8 +427,9 @@ void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *
 static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_imdn,
                        uint64_t ori_gen, m5_coap_req_t *req, ue_api_reply_fn reply,
                        void *reply_ctx) {
-  /* Target resolution (TS 23.554 cl. 5.3.2.2). Only MSGin5G UEs are reachable so far. A
-   * report is always stored for its recipient (the originator) while that one is away. */
+  /* Target resolution (TS 23.554 cl. 5.3.2.2): MSGin5G UEs, devices behind message gateways,
+   * ASs, topics, groups. A report is always stored for its recipient (the originator) while
+   * that one is away. */
   int sto = is_imdn || m->sto_fwd;
   int64_t now = (int64_t)time(NULL);
   registry_entry_t e;
@@ -458,6 +464,11 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_
       status = "DELY_STORED";
     else
       status = "DELY_FAILED", cause = M5_CAUSE_NOT_REGISTERED;
+  } else if (!strcmp(m->dest.type, "UE") &&
+             registry_gw_holder(api->opts.reg, m->dest.addr, NULL, &e.gen) == 0) {
+    /* a device behind a message gateway (server/gw/): pushed to the gateway's deliver-message
+     * at once, stored and retried like any recipient's when the gateway does not take it */
+    status = NULL;
   } else if (strcmp(m->dest.type, "UE") != 0 ||
              registry_lookup(api->opts.reg, m->dest.addr, now, &e) != 0)
     status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
@@ -562,6 +573,27 @@ void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_a
     return;
   }
   accept_msg(api, m, NULL, is_report, 0, NULL, reply, ctx);
+}
+
+void ue_api_accept_from_gw(ue_api_t *api, const m5_msg_t *m, int is_report, uint64_t ori_gen,
+                           ue_api_reply_fn reply, void *ctx) {
+  if (is_report && (!m->deliv_st[0] || !deliv_st_valid(m->deliv_st))) {
+    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "delivSt: expected e.g. REPT_DELY_SUCCESS");
+    return;
+  }
+  if (!is_report && (unsigned char)m->app_id[0] != 0 && (unsigned char)m->app_id[0] < 0x20) {
+    reply(ctx, UE_API_INVALID, NULL, NULL, 0, "appId: starts with a control character");
+    return;
+  }
+  if (api->draining) {
+    reply(ctx, UE_API_BUSY, NULL, NULL, DRAIN_RETRY_S, "the server is shutting down");
+    return;
+  }
+  accept_msg(api, m, NULL, is_report, ori_gen, NULL, reply, ctx);
+}
+
+void ue_api_rebind(ue_api_t *api, const char *ue_svc_id, uint64_t gen) {
+  delivery_rebind(api->dl, ue_svc_id, gen);
 }
 
 /* An accept reply that arrived after the loop stopped (the store was closed after it). */

@@ -299,6 +299,10 @@ void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
   delivery_as_registered(api->dl, as_svc_id);
 }
 
+void ue_api_gw_registered(ue_api_t *api, const char *ue_svc_id) {
+  delivery_gw_registered(api->dl, ue_svc_id);
+}
+
 /* ---- messages from other workers ---- */
 
 static void on_inbox(void *msg, void *arg) {

@@ -85,7 +85,8 @@ typedef enum {
   UE_API_BUSY,
   UE_API_ERROR,
   UE_API_DROPPED,
-  UE_API_INVALID /* detail names the IE (a report's delivSt or failureCause) */
+  UE_API_INVALID, /* detail names the IE (a report's delivSt or failureCause) */
+  UE_API_FORBIDDEN /* the originator (a gateway's device) changed holder while it was stored */
 } ue_api_outcome_t;
 typedef void (*ue_api_reply_fn)(void *ctx, ue_api_outcome_t how, const char *status,
                                 const char *cause, uint32_t retry_s, const char *detail);
@@ -102,5 +103,15 @@ void ue_api_as_registered(ue_api_t *api, const char *as_svc_id);
 
 void ue_api_accept_from_as(ue_api_t *api, const m5_msg_t *m, int is_report, ue_api_reply_fn reply,
                            void *ctx);
+/* A message gateway registered ue_svc_id (delivery_gw_registered): its stored messages go out. */
+void ue_api_gw_registered(ue_api_t *api, const char *ue_svc_id);
+/* The same for a message gateway's device (m->ori a UE Service ID the gateway holds, checked
+ * by the caller, under generation ori_gen): deliver-ue-message, deliver-report. */
+void ue_api_accept_from_gw(ue_api_t *api, const m5_msg_t *m, int is_report, uint64_t ori_gen,
+                           ue_api_reply_fn reply, void *ctx);
+/* A UE Service ID changed holder (a gateway registered or released it) under generation gen:
+ * the message store fails what it kept for the previous holder and drops its dedup state
+ * (M5_STORE_REBIND, through this worker's delivery_rebind). */
+void ue_api_rebind(ue_api_t *api, const char *ue_svc_id, uint64_t gen);
 
 #endif

@@ -30,9 +30,10 @@ typedef struct {
   /* One datagram (DTLS: SSL_write and flush now) / a run of stream bytes (TLS: collected and
    * written at the next flush or the end of the loop iteration); 0 or M5_E*. */
   int (*send)(ue_conn_t *c, const uint8_t *p, size_t n);
-  /* Optional: the handshake completed and the session is open (before the opened hook). It
-   * may free c->ssl (and set it and the BIOs to NULL): the transport then protects its records
-   * itself and reads them without ue_conn_drive. */
+  /* Optional: the handshake completed and the session is open (before the opened hook). The
+   * transport may free c->ssl, here (TLS) or later (DTLS: once the client has its last flight),
+   * and set it and the BIOs to NULL: it then protects its records itself and reads them
+   * without ue_conn_drive. */
   void (*opened)(ue_conn_t *c);
   /* With c->ssl freed: our close_notify at the end of a session that did not fail. */
   void (*close_notify)(ue_conn_t *c);

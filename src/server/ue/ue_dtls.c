@@ -16,7 +16,15 @@
  * split: those with an epoch-0 record or a handshake record go to the new handshake, the rest
  * (application data and alerts under the old keys) to the old association. A cookie is
  * therefore no licence to tear down a session; and the cookie key rotates on a timer
- * (m5_akma_ctx_rotate_cookie_key), so a cookie seen once does not stay valid. */
+ * (m5_akma_ctx_rotate_cookie_key), so a cookie seen once does not stay valid.
+ *
+ * Once a handshake with one of the suites ue_dtls12rec.c handles is done, the epoch-1 keys are
+ * taken from OpenSSL and the client's application data and alerts are read here; OpenSSL keeps
+ * the rest (a retransmitted flight of the client's, answered with ours) and writes what we
+ * send, until the first application-data record from the client authenticates: the client
+ * has our last flight then (RFC 6347 §4.2.4), the SSL object (40+ KiB) is freed and the
+ * session's records are all ours, with the same keys (the device sees nothing). Sessions of
+ * other suites keep OpenSSL to the end. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +38,7 @@
 #include "core/hmap.h"
 #include "core/log.h"
 #include "server/ue/ue_conn.h"
+#include "server/ue/ue_dtls12rec.h"
 #include "tls/tls.h"
 
 #define DOM "ue"
@@ -47,7 +56,9 @@ typedef struct {
   m5_hmap_t *peers; /* address key -> dtls_conn_t */
   SSL *listen_ssl;  /* stateless cookie exchange; becomes a peer's SSL once it verifies */
   BIO_ADDR *listen_peer;
+  ue_d12_ctx_t rec; /* this worker's record crypto (ue_dtls12rec.h); rec.prf NULL: none */
   uint8_t rx[RX_MAX];
+  uint8_t tx[UE_D12_REC_MAX]; /* the record being sealed */
 } dtls_listener_t;
 
 typedef struct dtls_conn dtls_conn_t;
@@ -61,7 +72,16 @@ struct dtls_conn {
   uint8_t *held[MAX_HELD];
   size_t held_len[MAX_HELD];
   unsigned n_held;
+  uint8_t rec_on;      /* REC_* */
+  uint8_t warn_alerts; /* warning alerts in a row (RFC 5246 §7.2 leaves the limit to us) */
+  ue_d12_t rec;        /* the records' keys, sequence numbers and window (REC_PENDING on) */
 };
+
+/* Who does a session's records: OpenSSL; ue_dtls12rec reads application data and alerts while
+ * OpenSSL keeps the handshake's state and writes (the client may not have our last flight);
+ * ue_dtls12rec alone, the SSL freed. */
+enum { REC_OPENSSL, REC_PENDING, REC_OURS };
+#define MAX_WARN_ALERTS 5
 
 static size_t addr_key(const struct sockaddr *sa, uint8_t out[ADDR_KEY_MAX]) {
   if (sa->sa_family == AF_INET6) {
@@ -124,8 +144,17 @@ static void rt_arm(dtls_conn_t *dc) {
 }
 
 static void dtls_flush(ue_conn_t *c) {
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  if (!c->ssl) return; /* our records go out as they are sealed */
+  /* Where OpenSSL's epoch-1 sequence numbers are, for ours to go on from (its Finished, its
+   * retransmissions, what it sends before the switch). */
+  if (c->state != UE_CONN_OPEN || dc->rec_on == REC_PENDING) {
+    char *data = NULL;
+    long n = BIO_get_mem_data(c->wbio, &data);
+    if (n > 0 && data) ue_d12_saw_tx(&dc->rec, (const uint8_t *)data, (size_t)n);
+  }
   drain_wbio(c, c->wbio);
-  rt_arm((dtls_conn_t *)c);
+  rt_arm(dc);
 }
 
 static void rt_cb(m5_loop_t *loop, void *arg) {
@@ -150,8 +179,27 @@ static void rt_cb(m5_loop_t *loop, void *arg) {
   dtls_flush(c);
 }
 
+/* Seals one record of ours and sends it in a datagram of its own. */
+static int rec_send(dtls_conn_t *dc, uint8_t ct, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  size_t len = 0;
+  int rc = ue_d12_seal(&dl->rec, &dc->rec, ct, p, n, dl->tx, &len);
+  if (rc == M5_OK) send_dgram(c, dl->tx, len);
+  return rc;
+}
+
 static int dtls_send(ue_conn_t *c, const uint8_t *p, size_t n) {
   if (n == 0 || n > 16384) return M5_ERANGE;
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  if (dc->rec_on == REC_OURS) {
+    int rc = rec_send(dc, UE_D12_APP, p, n);
+    if (rc == M5_EFULL) { /* 2^48 records sent: the association ends (RFC 6347 §4.1) */
+      c->fatal = 1;
+      ue_conn_close(c, "DTLS sequence numbers exhausted");
+    }
+    return rc == M5_OK ? M5_OK : M5_EIO;
+  }
   if (ue_conn_bufs(c) != M5_OK) return M5_ENOMEM;
   ERR_clear_error();
   int r = SSL_write(c->ssl, p, (int)n);
@@ -190,10 +238,182 @@ static int hold(dtls_conn_t *dc, const uint8_t *p, size_t n) {
   return M5_OK;
 }
 
-static void conn_input(dtls_conn_t *dc, const uint8_t *p, size_t n) {
+/* ---- our own DTLS 1.2 records (ue_dtls12rec.h) ---- */
+
+/* A fatal alert of ours (once the records are ours; before, OpenSSL's state is the one that
+ * knows the sequence numbers) and the end of the session, without close_notify. */
+static void rec_fatal(dtls_conn_t *dc, uint8_t alert, const char *why) {
+  ue_conn_t *c = &dc->base;
+  char msg[80];
+  snprintf(msg, sizeof msg, "DTLS alert %u sent: %s", (unsigned)alert, why);
+  M5_LOGD(DOM, "%s: %s", c->peer, msg);
+  if (dc->rec_on == REC_OURS && !c->closing) {
+    const uint8_t a[2] = {2 /* fatal */, alert};
+    (void)rec_send(dc, UE_D12_ALERT, a, sizeof a);
+  }
+  c->fatal = 1;
+  ue_conn_close(c, msg);
+}
+
+/* conn_destroy: our close_notify, once the records are ours. */
+static void dtls_close_notify(ue_conn_t *c) {
+  dtls_conn_t *dc = (dtls_conn_t *)c;
+  if (dc->rec_on != REC_OURS || c->fatal) return;
+  const uint8_t a[2] = {1 /* warning */, 0 /* close_notify */};
+  (void)rec_send(dc, UE_D12_ALERT, a, sizeof a);
+}
+
+/* The client's first application data that authenticates: it has our last flight (RFC 6347
+ * §4.2.4), OpenSSL's retransmission state is no longer needed. Everything it wrote has been
+ * sent (dtls_flush after every SSL call), so our sequence numbers go on after its. */
+static void rec_switch(dtls_conn_t *dc) {
+  ue_conn_t *c = &dc->base;
+  SSL_free(c->ssl); /* wipes the AKMA state and OpenSSL's copy of the keys */
+  c->ssl = NULL;
+  c->rbio = c->wbio = NULL;
+  c->bufs_off = 0;
+  dc->rec_on = REC_OURS;
+  M5_LOGD(DOM, "%s: DTLS records handled by m5s from here", c->peer);
+}
+
+static void rec_alert_in(dtls_conn_t *dc, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  if (n != 2) {
+    rec_fatal(dc, 50 /* decode_error */, "alert of a wrong length");
+    return;
+  }
+  if (p[0] == 1 && p[1] == 0) {
+    M5_LOGD(DOM, "%s: close_notify from the peer", c->peer);
+    ue_conn_close(c, "peer closed"); /* ours follows at the close */
+    return;
+  }
+  if (p[0] == 1) { /* another warning: ignored, as OpenSSL does, a few in a row at most */
+    if (++dc->warn_alerts >= MAX_WARN_ALERTS)
+      rec_fatal(dc, 10 /* unexpected_message */, "too many warning alerts");
+    return;
+  }
+  if (p[0] != 2) {
+    rec_fatal(dc, 47 /* illegal_parameter */, "unknown alert level");
+    return;
+  }
+  char msg[64];
+  snprintf(msg, sizeof msg, "DTLS alert %u from the peer", (unsigned)p[1]);
+  M5_LOGD(DOM, "%s: %s", c->peer, msg);
+  c->fatal = 1;
+  ue_conn_close(c, msg);
+}
+
+/* A handshake message at epoch 1 once the records are ours. A Finished is the client's last
+ * flight again, late (it has ours: it sent application data): nothing to answer. A
+ * ClientHello asks for renegotiation, which m5s does not do: a no_renegotiation warning, and
+ * the session goes on, as OpenSSL answers it (SSL_OP_NO_RENEGOTIATION). Anything else is out
+ * of place. Fragments are judged by their message type too. */
+static void rec_handshake_in(dtls_conn_t *dc, const uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  if (n < 12) { /* not even a message header: OpenSSL drops it */
+    M5_LOGD(DOM, "%s: handshake fragment of %zu bytes dropped", c->peer, n);
+    return;
+  }
+  if (p[0] == 20) {
+    M5_LOGD(DOM, "%s: the client's Finished again, after its application data: dropped", c->peer);
+    return;
+  }
+  if (p[0] == 1) {
+    M5_LOGD(DOM, "%s: renegotiation refused (no_renegotiation)", c->peer);
+    const uint8_t a[2] = {1 /* warning */, 100 /* no_renegotiation */};
+    if (rec_send(dc, UE_D12_ALERT, a, sizeof a) == M5_EFULL) {
+      c->fatal = 1;
+      ue_conn_close(c, "DTLS sequence numbers exhausted");
+    }
+    return;
+  }
+  rec_fatal(dc, 10 /* unexpected_message */, "handshake message after the handshake");
+}
+
+static void rec_record(dtls_conn_t *dc, uint8_t ct, uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  switch (ct) {
+  case UE_D12_APP:
+    if (dc->rec_on == REC_PENDING) rec_switch(dc);
+    dc->warn_alerts = 0;
+    if (n > UE_D12_PLAIN_MAX) {
+      rec_fatal(dc, 22 /* record_overflow */, "record too long");
+      return;
+    }
+    if (n && c->s) (void)m5_coap_ep_input(c->s->ep, p, n); /* errors: the endpoint's hooks */
+    return;
+  case UE_D12_ALERT:
+    rec_alert_in(dc, p, n);
+    return;
+  case UE_D12_HANDSHAKE:
+    rec_handshake_in(dc, p, n);
+    return;
+  case UE_D12_CCS:
+    return; /* a late ChangeCipherSpec: dropped (OpenSSL does too) */
+  default:
+    rec_fatal(dc, 10 /* unexpected_message */, "unknown content type");
+  }
+}
+
+/* A datagram of an open session whose records are (partly) ours: each record in turn. Before
+ * the switch, what is not epoch-1 application data or an alert goes to OpenSSL (the client's
+ * last flight again, answered with our own); after it, records of another epoch are dropped,
+ * as OpenSSL drops them (a new ClientHello never gets here: udp_cb). Records that do not
+ * authenticate, replays and records older than the window are dropped without a word (RFC
+ * 6347 §4.1.2.7), so a forged datagram changes nothing. */
+static void rec_input(dtls_conn_t *dc, uint8_t *p, size_t n) {
+  ue_conn_t *c = &dc->base;
+  dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  int to_ssl = 0;
+  for (size_t off = 0, rl; !c->closing && (rl = ue_d12_record_len(p + off, n - off)) != 0;
+       off += rl) {
+    uint8_t *rec = p + off, *pt = NULL;
+    size_t ptn = 0;
+    int epoch1 = rec[3] == 0 && rec[4] == 1;
+    if (dc->rec_on == REC_PENDING &&
+        (!epoch1 || (rec[0] != UE_D12_APP && rec[0] != UE_D12_ALERT))) {
+      if (BIO_write(c->rbio, rec, (int)rl) != (int)rl) {
+        ue_conn_close(c, "out of memory");
+        return;
+      }
+      to_ssl = 1;
+      continue;
+    }
+    if (!epoch1 || ue_d12_open(&dl->rec, &dc->rec, rec, rl, &pt, &ptn) != UE_D12_OK) {
+      M5_LOGD(DOM, "%s: DTLS record dropped (epoch %u, not authentic, replayed or too old)",
+              c->peer, (unsigned)(rec[3] << 8 | rec[4]));
+      continue;
+    }
+    rec_record(dc, rec[0], pt, ptn);
+  }
+  if (to_ssl && c->ssl && !c->closing) {
+    ue_conn_drive(c);
+    ue_conn_bufs_release(c);
+  }
+}
+
+/* The handshake is done (ue_conn.c calls this before anything is sent on the session): with
+ * one of ue_dtls12rec's suites and nothing left inside OpenSSL, the keys are taken and the
+ * client's records are read here from now on (REC_PENDING). Otherwise OpenSSL stays. */
+static void rec_begin(dtls_conn_t *dc) {
+  ue_conn_t *c = &dc->base;
+  dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  if (dl->rec.prf && !SSL_has_pending(c->ssl) && BIO_ctrl_pending(c->rbio) == 0 &&
+      ue_d12_start(&dl->rec, &dc->rec, c->ssl) == M5_OK) {
+    dc->rec_on = REC_PENDING;
+    return;
+  }
+  ue_d12_wipe(&dc->rec);
+}
+
+static void conn_input(dtls_conn_t *dc, uint8_t *p, size_t n) {
   ue_conn_t *c = &dc->base;
   if (c->closing) return;
   ue_conn_touch(c);
+  if (c->state == UE_CONN_OPEN && dc->rec_on != REC_OPENSSL) {
+    rec_input(dc, p, n);
+    return;
+  }
   if (c->state == UE_CONN_WAIT_KEY) {
     m5_akma_want_t w;
     /* A second ClientKeyExchange is the client retransmitting its flight: drop it. */
@@ -241,6 +461,7 @@ static void dtls_release(ue_conn_t *c) {
   dtls_listener_t *dl = (dtls_listener_t *)c->l;
   if (dc->rt_timer) m5_loop_timer_cancel(c->l->loop, dc->rt_timer);
   dc->rt_timer = 0;
+  ue_d12_forget(&dl->rec, &dc->rec); /* its key leaves the worker's cipher context */
   for (unsigned i = 0; i < dc->n_held; i++)
     free(dc->held[i]);
   dc->n_held = 0;
@@ -257,10 +478,12 @@ static void dtls_release(ue_conn_t *c) {
     if (m5_hmap_get(dl->peers, key, kl) == dc &&
         m5_hmap_put(dl->peers, key, kl, succ, NULL) != M5_OK)
       m5_hmap_del(dl->peers, key, kl);
+    ue_d12_wipe(&dc->rec);
     return;
   }
   /* The address may already belong to the peer's new association. */
   if (m5_hmap_get(dl->peers, key, kl) == dc) m5_hmap_del(dl->peers, key, kl);
+  ue_d12_wipe(&dc->rec);
 }
 
 /* The new handshake beside an open association completed: it takes the address, and the old
@@ -268,6 +491,7 @@ static void dtls_release(ue_conn_t *c) {
 static void dtls_opened(ue_conn_t *c) {
   dtls_conn_t *dc = (dtls_conn_t *)c;
   dtls_listener_t *dl = (dtls_listener_t *)c->l;
+  rec_begin(dc);
   dtls_conn_t *old = dc->pred;
   if (!old) return;
   dc->pred = NULL;
@@ -288,6 +512,7 @@ static void dtls_free_listener(ue_listener_t *l) {
   m5_hmap_free(dl->peers, NULL);
   SSL_free(dl->listen_ssl);
   BIO_ADDR_free(dl->listen_peer);
+  ue_d12_ctx_free(&dl->rec);
 }
 
 static int dtls_start_listener(ue_listener_t *l, char *err, size_t errlen);
@@ -301,6 +526,7 @@ static const ue_conn_ops_t dtls_ops = {
     .send = dtls_send,
     .release = dtls_release,
     .opened = dtls_opened,
+    .close_notify = dtls_close_notify,
     .start_listener = dtls_start_listener,
     .free_listener = dtls_free_listener,
 };
@@ -455,6 +681,12 @@ static void udp_cb(m5_loop_t *loop, int fd, uint32_t events, void *arg) {
 
 static int dtls_start_listener(ue_listener_t *l, char *err, size_t errlen) {
   dtls_listener_t *dl = (dtls_listener_t *)l;
+  /* Without it (no such ciphers in this OpenSSL) sessions keep their SSL (rec_begin). */
+  if (ue_d12_ctx_init(&dl->rec) != M5_OK)
+    M5_LOGW(DOM,
+            "%s: no AES-128-GCM / AES-128-CCM / ChaCha20-Poly1305 / TLS1-PRF: DTLS sessions "
+            "keep OpenSSL's record layer",
+            l->name);
   dl->peers = m5_hmap_new();
   dl->listen_peer = BIO_ADDR_new();
   if (!dl->peers || !dl->listen_peer || !listen_ssl(dl)) {
