@@ -89,6 +89,13 @@ static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *
     return;
   }
   char out[512];
+  if (strcmp(req->path, "/req") == 0) { /* m5_http_client_request: what arrived */
+    snprintf(out, sizeof out, "m=%s ctype=%s auth=%s body=%s", req->method,
+             req->content_type ? req->content_type : "-",
+             req->authorization ? req->authorization : "-", (const char *)req->body);
+    answer(s, ex, out);
+    return;
+  }
   snprintf(out, sizeof out, "v=%d ctype=%s body=%s", req->version,
            req->content_type ? req->content_type : "-", (const char *)req->body);
   answer(s, ex, out);
@@ -206,6 +213,55 @@ static void test_post_200_with_body(void **state) {
   snprintf(want, sizeof want, "v=2 ctype=application/json body=%s conns=1", JSON);
   assert_string_equal(r.body, want);
   assert_int_equal(r.len, strlen(want));
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
+/* m5_http_client_request: the method, the body's media type and a bearer token per request
+ * (the gateway's form to /oauth2/token, its DELETE, a renewed token under a running client),
+ * and the client's own token when the request names none. */
+static void test_request_method_type_bearer(void **state) {
+  (void)state;
+  server_t *s = server_start();
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_opts_t o = {
+      .cert_file = g_cli_crt, .key_file = g_cli_key, .ca_file = g_ca, .bearer_token = "client-tok"};
+  char err[256];
+  m5_http_client_t *c = m5_http_client_new(loop, &o, err, sizeof err);
+  assert_non_null(c);
+  char u[128];
+  url(u, sizeof u, s, "/req");
+  result_t r[4] = {{0}};
+  g_done = 0;
+  const char form[] = "grant_type=client_credentials";
+  m5_http_req_opts_t f = {.method = "POST",
+                          .content_type = "application/x-www-form-urlencoded",
+                          .bearer_token = "req-tok"};
+  assert_int_equal(m5_http_client_request(c, u, &f, form, strlen(form), on_result, &r[0]), M5_OK);
+  m5_http_req_opts_t d = {.method = "DELETE", .bearer_token = "req-tok2"};
+  assert_int_equal(m5_http_client_request(c, u, &d, NULL, 0, on_result, &r[1]), M5_OK);
+  assert_int_equal(m5_http_client_request(c, u, NULL, JSON, strlen(JSON), on_result, &r[2]), M5_OK);
+  m5_http_req_opts_t bad = {.method = "BREW"};
+  assert_int_equal(m5_http_client_request(c, u, &bad, NULL, 0, on_result, &r[3]), M5_EINVAL);
+  m5_http_req_opts_t get_body = {.method = "GET"};
+  assert_int_equal(m5_http_client_request(c, u, &get_body, "x", 1, on_result, &r[3]), M5_EINVAL);
+  assert_int_equal(g_done, 0); /* never from inside the call */
+  run_until(loop, 3, 5000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(r[i].status, 0);
+    assert_int_equal(r[i].http_status, 200);
+  }
+  assert_string_equal(r[0].body, "m=POST ctype=application/x-www-form-urlencoded auth=Bearer "
+                                 "req-tok body=grant_type=client_credentials conns=1");
+  assert_string_equal(r[1].body, "m=DELETE ctype=- auth=Bearer req-tok2 body= conns=1");
+  char want[256];
+  snprintf(want, sizeof want,
+           "m=POST ctype=application/json auth=Bearer client-tok body=%s "
+           "conns=1",
+           JSON);
+  assert_string_equal(r[2].body, want);
+  assert_int_equal(r[3].calls, 0);
   m5_http_client_free(c);
   m5_loop_free(loop);
   server_stop(s);
@@ -421,6 +477,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_post_200_with_body),
       cmocka_unit_test(test_concurrent_on_one_connection),
+      cmocka_unit_test(test_request_method_type_bearer),
       cmocka_unit_test(test_timeout_spares_others),
       cmocka_unit_test(test_transport_failures),
       cmocka_unit_test(test_inflight_bound),

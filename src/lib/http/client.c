@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_TIMEOUT_MS 5000u
 #define DEFAULT_MAX_INFLIGHT 1024u
@@ -32,7 +33,9 @@ typedef struct req {
   void *arg;
   char *body; /* our copy of the request body, wiped when the transfer ends */
   size_t body_len;
-  uint8_t *resp; /* response body, NUL-terminated, wiped after the callback */
+  struct curl_slist *headers; /* this request's own header lines (m5_http_client_request) */
+  const char *method;         /* a static string: m5_http_client_request's method, or NULL */
+  uint8_t *resp;              /* response body, NUL-terminated, wiped after the callback */
   size_t resp_len, resp_cap;
   int too_big;
 } req_t;
@@ -67,6 +70,8 @@ static void wipe_free(void *p, size_t n) {
   free(p);
 }
 
+static void free_headers(struct curl_slist *h);
+
 static void req_release(req_t *r) {
   m5_http_client_t *c = r->c;
   if (r->prev)
@@ -79,6 +84,8 @@ static void req_release(req_t *r) {
   curl_easy_cleanup(r->easy);
   wipe_free(r->body, r->body_len);
   r->body = NULL;
+  free_headers(r->headers);
+  r->headers = NULL;
 }
 
 static void req_free(req_t *r) {
@@ -251,7 +258,18 @@ static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
     bad |= curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file) != CURLE_OK;
   }
   bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms) != CURLE_OK;
-  if (r->body) {
+  if (r->method) { /* m5_http_client_request */
+    bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK;
+    if (r->body) {
+      bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
+      bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
+      bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
+    } else if (!strcmp(r->method, "GET")) {
+      bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    }
+    if (strcmp(r->method, "POST") != 0 && strcmp(r->method, "GET") != 0)
+      bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method) != CURLE_OK;
+  } else if (r->body) {
     bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
@@ -319,6 +337,84 @@ nomem:
 fail:
   if (r->easy) curl_easy_cleanup(r->easy);
   wipe_free(r->body, r->body ? len + 1 : 0);
+  free(r);
+  return rc;
+}
+
+/* The header lines of one m5_http_client_request: NULL when out of memory. */
+static struct curl_slist *req_headers(const m5_http_client_t *c, const m5_http_req_opts_t *o,
+                                      int has_body) {
+  struct curl_slist *h = NULL, *n;
+  for (struct curl_slist *l = c->headers; l; l = l->next) {
+    if (!strncasecmp(l->data, "Content-Type:", 13)) continue;
+    if (o->bearer_token && !strncasecmp(l->data, "Authorization:", 14)) continue;
+    if (!(n = curl_slist_append(h, l->data))) goto fail;
+    h = n;
+  }
+  if (has_body) {
+    char line[160];
+    int w = snprintf(line, sizeof line, "Content-Type: %s",
+                     o->content_type ? o->content_type : "application/json");
+    if (w < 0 || (size_t)w >= sizeof line || !(n = curl_slist_append(h, line))) goto fail;
+    h = n;
+  }
+  if (o->bearer_token) {
+    size_t len = strlen(o->bearer_token) + sizeof "Authorization: Bearer ";
+    char *line = malloc(len);
+    if (!line) goto fail;
+    snprintf(line, len, "Authorization: Bearer %s", o->bearer_token);
+    n = curl_slist_append(h, line);
+    wipe_free(line, len);
+    if (!n) goto fail;
+    h = n;
+  }
+  return h;
+fail:
+  free_headers(h);
+  return NULL;
+}
+
+int m5_http_client_request(m5_http_client_t *c, const char *url, const m5_http_req_opts_t *opts,
+                           const void *body, size_t len, m5_http_client_fn cb, void *arg) {
+  static const char *const methods[] = {"POST", "PUT", "DELETE", "GET"};
+  m5_http_req_opts_t def = {0};
+  const m5_http_req_opts_t *o = opts ? opts : &def;
+  const char *method = NULL;
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+    if (!strcmp(o->method ? o->method : "POST", methods[i])) method = methods[i];
+  if (!c || !url || (!body && len) || !cb || !method) return M5_EINVAL;
+  if (body && !strcmp(method, "GET")) return M5_EINVAL;
+  if (c->closing) return M5_ECLOSED;
+  if (c->inflight >= c->max_inflight) return M5_EFULL;
+  req_t *r = calloc(1, sizeof *r);
+  if (!r) return M5_ENOMEM;
+  r->c = c;
+  r->cb = cb;
+  r->arg = arg;
+  r->method = method;
+  int rc = M5_ENOMEM;
+  if (body) {
+    r->body_len = len;
+    if (!(r->body = malloc(len + 1))) goto fail;
+    if (len) memcpy(r->body, body, len);
+    r->body[len] = '\0';
+  }
+  if (!(r->headers = req_headers(c, o, body != NULL))) goto fail;
+  if (!(r->easy = curl_easy_init())) goto fail;
+  if ((rc = setup_easy(c, r, url)) != M5_OK) goto fail;
+  if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+    rc = M5_ENOMEM;
+    goto fail;
+  }
+  r->next = c->reqs;
+  if (c->reqs) c->reqs->prev = r;
+  c->reqs = r;
+  c->inflight++;
+  return M5_OK;
+fail:
+  if (r->easy) curl_easy_cleanup(r->easy);
+  wipe_free(r->body, r->body ? len + 1 : 0);
+  free_headers(r->headers);
   free(r);
   return rc;
 }

@@ -17,12 +17,12 @@ typedef struct m5_http_client m5_http_client_t;
 typedef struct {
   const char *cert_file; /* client certificate (PEM), or NULL */
   const char *key_file;
-  const char *ca_file;   /* servers must chain to it, and match the URL's host name */
+  const char *ca_file;      /* servers must chain to it, and match the URL's host name */
   const char *bearer_token; /* sent as "Authorization: Bearer <token>" on every request, or
                                NULL; copied, and the copy wiped when the client is freed */
-  uint32_t timeout_ms;   /* whole request; 0 = 5000 */
-  size_t max_inflight;   /* further requests get M5_EFULL; 0 = 1024 */
-  size_t max_response;   /* larger bodies fail the request with M5_ERANGE; 0 = 1 MiB */
+  uint32_t timeout_ms;      /* whole request; 0 = 5000 */
+  size_t max_inflight;      /* further requests get M5_EFULL; 0 = 1024 */
+  size_t max_response;      /* larger bodies fail the request with M5_ERANGE; 0 = 1 MiB */
 } m5_http_client_opts_t;
 
 m5_http_client_t *m5_http_client_new(m5_loop_t *loop, const m5_http_client_opts_t *opts, char *err,
@@ -39,6 +39,19 @@ typedef void (*m5_http_client_fn)(void *arg, int status, long http_status, const
 /* POSTs a JSON body (copied, wiped after sending). */
 int m5_http_client_post_json(m5_http_client_t *c, const char *url, const char *json, size_t len,
                              m5_http_client_fn cb, void *arg);
+/* One request with what the client's defaults do not cover (the gateway's token request is a
+ * form, its de-registration a DELETE, its bearer token renewed under a running client). */
+typedef struct {
+  const char *method;       /* "POST", "PUT", "DELETE" or "GET"; NULL = "POST" */
+  const char *content_type; /* of the body; NULL = application/json (no body: not sent) */
+  const char *bearer_token; /* this request's "Authorization: Bearer", overriding the
+                               client's; copied and the copy wiped; NULL = the client's */
+} m5_http_req_opts_t;
+
+/* Sends body (copied, wiped after sending; NULL with len 0 = none) with opts (NULL = a JSON
+ * POST as m5_http_client_post_json); the same callback contract. */
+int m5_http_client_request(m5_http_client_t *c, const char *url, const m5_http_req_opts_t *opts,
+                           const void *body, size_t len, m5_http_client_fn cb, void *arg);
 /* GETs url (e.g. a JWKS document); the same callback contract. */
 int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg);
 /* Abandons the running request started with (cb, arg): its callback will not run, its slot

@@ -1,0 +1,29 @@
+// The SMSC of core_e2e_sms.sh: the npm `smpp` package's server side through the SMS adapter's
+// test harness (tests/gateway/sms_harness.mjs), scripted for one round trip through m5gw:
+// waits for the gateway's bind, for the submit_sm of the message a UE sent to the device
+// (printed as "SUBMIT <destination_addr> <text>"), then sends a mobile-originated deliver_sm
+// from the device to the route 2000 and prints "MO <command_status>" once the gateway answered
+// it (the SMS adapter answers only after m5s acknowledged the message). Prints "PORT <n>"
+// first. Exits 0 when done, 1 on a timeout.
+//   node core_sms_smsc.mjs DEVICE_MSISDN TEXT
+import { Smsc, mo, waitFor } from './sms_harness.mjs';
+
+const [msisdn, text] = process.argv.slice(2);
+const smsc = new Smsc();
+const port = await smsc.listen();
+console.log(`PORT ${port}`);
+try {
+  await waitFor('bind', () => smsc.binds.length > 0, 60000);
+  console.log('BOUND');
+  const sub = await waitFor('submit_sm', () => smsc.submits[0], 60000);
+  const sm = Buffer.from(sub.short_message.message ?? sub.short_message).toString('latin1');
+  console.log(`SUBMIT ${sub.destination_addr} ${sm}`);
+  const r = await smsc.request('deliver_sm', mo({ source_addr: msisdn, destination_addr: '2000',
+    short_message: Buffer.from(text, 'latin1') }), 30000);
+  console.log(`MO ${r.command_status}`);
+  await smsc.close();
+  process.exit(0);
+} catch (e) {
+  console.log(`ERROR ${e.message}`);
+  process.exit(1);
+}
