@@ -82,7 +82,7 @@ OUT=$base.txt k=1
 while [[ -e $OUT ]]; do k=$((k + 1)); OUT=$base-$k.txt; done
 {
   echo "# bench/hops.sh: $PAIRS pairs, $SECS s windows, m5s 1 worker pinned to core 0, m5load core 1"
-  echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit), binaries from $BUILD"
+  echo "# git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo nogit), binaries from ${BUILD#"$REPO"/}"
   echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); perf trace: $([[ $HAVE_PERF == 1 ]] && echo yes || echo no)"
 } | tee "$OUT"
 WIN=3 # seconds of counting, inside the measuring window
