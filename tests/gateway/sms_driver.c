@@ -8,7 +8,8 @@
  *
  * stdin, one command a line:
  *   deliver TAG ORI_TYPE ORI_ADDR DEST_UE REPORT(0|1) HEX   -> "DL TAG RESULT reason"
- *   report ORI_TYPE ORI_ADDR DEST_UE MSGID DELIVST [CAUSE]  -> "REPORT_RC rc"
+ *   report REP_TYPE REP_ADDR DEVICE_UE MSGID DELIVST [CAUSE] -> "REPORT_RC rc" (a report by
+ *                               REP on the device's message MSGID)
  *   uplink accept|refuse|hold   how m5gw_uplink answers (SPOOLED, then ACCEPTED / REFUSED /
  *                               nothing until "release")
  *   release                     ACCEPTED for every held uplink
@@ -16,7 +17,8 @@
  *   ping                        -> "PONG" (everything before it was handled)
  *   quit                        stop() the adapter and exit
  * stdout, one event a line: READY, REGISTER <n> <ids>, UP <msgId> <oriType>:<ori>
- *   <destType>:<dest> <report> <hex payload>, REPORT_UP <ori> <dest> <msgId> <delivSt> <cause>,
+ *   <destType>:<dest> <report> <hex payload>, REPORT_UP <sender> <recipient> <msgId> <delivSt>
+ *   <cause> (the reported message's sender and recipient, gw_adapter.h),
  *   DL <tag> <DELIVERED|RETRY|FAILED_UNKNOWN|FAILED_CONTENT> <reason>. */
 #include "gw_adapter.h"
 
@@ -236,7 +238,8 @@ static void command(char *l) {
       out("ERROR bad report line");
       return;
     }
-    m5gw_report_t r = {.ori_type = ot, .ori_addr = oa, .dest_type = "UE", .dest_addr = ue,
+    /* ot:oa is who reports (the recipient of the device's message), ue the device */
+    m5gw_report_t r = {.ori_type = "UE", .ori_addr = ue, .dest_type = ot, .dest_addr = oa,
                        .msg_id = id, .deliv_st = st, .failure_cause = cause};
     out("REPORT_RC %d", core.ops->report(core.state, &r));
   } else if (!strcmp(cmd, "uplink")) {

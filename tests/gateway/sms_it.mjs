@@ -225,7 +225,7 @@ async function downlink() {
     esm_class: 0x04, short_message: Buffer.from(`id:${s.smsc_id} sub:001 dlvrd:001 submit date:2612071830 done date:2612071831 stat:DELIVRD err:000 text:ack me`) }));
   assert.equal(rr.command_status, 0);
   await drv.wait('REPORT_UP');
-  assert.equal(drv.find('REPORT_UP'), 'REPORT_UP UE:sms1 AS:as1 r1 REPT_DELY_SUCCESS -');
+  assert.equal(drv.find('REPORT_UP'), 'REPORT_UP AS:as1 UE:sms1 r1 REPT_DELY_SUCCESS -');
   // A failed one, receipt by optional parameters, two parts: one report after both receipts.
   n0 = smsc.submits.length;
   drv.cmd(`deliver r2 UE ue1 sms2 1 ${utf8hex('z'.repeat(200))}`);
@@ -239,7 +239,7 @@ async function downlink() {
   assert.equal(drv.all('REPORT_UP').length, 1, 'no report before every part has its receipt');
   rr = await smsc.request('deliver_sm', rcpt(b.smsc_id, 5));
   await waitFor('2nd report', () => drv.all('REPORT_UP').length === 2);
-  assert.match(drv.all('REPORT_UP')[1], /^REPORT_UP UE:sms2 UE:ue1 r2 REPT_DELY_FAILED SMSC receipt: stat UNDELIVERABLE$/);
+  assert.match(drv.all('REPORT_UP')[1], /^REPORT_UP UE:ue1 UE:sms2 r2 REPT_DELY_FAILED SMSC receipt: stat UNDELIVERABLE$/);
   // A failed receipt in text form: its stat and err words in failureCause.
   n0 = smsc.submits.length;
   drv.cmd(`deliver r3 AS as1 sms1 1 ${utf8hex('expire me')}`);
@@ -248,7 +248,7 @@ async function downlink() {
     esm_class: 0x04, short_message: Buffer.from(`id:${smsc.submits[n0].smsc_id} sub:001 dlvrd:000 stat:EXPIRED err:\x01x7`) }));
   assert.equal(rr.command_status, 0);
   await waitFor('3rd report', () => drv.all('REPORT_UP').length === 3);
-  assert.equal(drv.all('REPORT_UP')[2], 'REPORT_UP UE:sms1 AS:as1 r3 REPT_DELY_FAILED SMSC receipt: stat EXPIRED err ?x7');
+  assert.equal(drv.all('REPORT_UP')[2], 'REPORT_UP AS:as1 UE:sms1 r3 REPT_DELY_FAILED SMSC receipt: stat EXPIRED err ?x7');
   // A receipt for an id the gateway does not know: acknowledged, nothing reported.
   rr = await smsc.request('deliver_sm', rcpt('nope', 2));
   assert.equal(rr.command_status, 0);

@@ -323,10 +323,12 @@ static int sms_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void
   return M5_OK;
 }
 
+/* A report on a message one of our devices sent: gw_adapter.h names that message's sender (ori:
+ * our device) and its recipient (dest: who reports). */
 static int sms_report(void *state, const m5gw_report_t *r) {
   sms_t *s = state;
-  const char *msisdn = r->dest_type && !strcmp(r->dest_type, "UE") && r->dest_addr
-                           ? m5_hmap_get(s->by_ue, r->dest_addr, strlen(r->dest_addr))
+  const char *msisdn = r->ori_type && !strcmp(r->ori_type, "UE") && r->ori_addr
+                           ? m5_hmap_get(s->by_ue, r->ori_addr, strlen(r->ori_addr))
                            : NULL;
   if (!msisdn) return M5_ENOENT;
   if (!s->cfg->report_to_device) return M5_OK;
@@ -347,7 +349,7 @@ static int sms_report(void *state, const m5gw_report_t *r) {
     }
   snprintf(text, sizeof(text), "id:%.64s sub:001 dlvrd:%s stat:%s err:000 text:%s", r->msg_id,
            ok ? "001" : "000", ok ? "DELIVRD" : "UNDELIV", cause);
-  sms_job_t *j = job_new(s, msisdn, r->ori_type, r->ori_addr);
+  sms_job_t *j = job_new(s, msisdn, r->dest_type, r->dest_addr);
   if (!j) return M5_ENOMEM;
   j->esm = SMPP34_DELIVERY_ACK; /* ESME Delivery Acknowledgement (SMPP 3.4 cl. 5.2.12) */
   size_t tl = strlen(text);

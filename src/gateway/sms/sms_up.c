@@ -104,10 +104,12 @@ void sms_rcpt_map(sms_t *s, sms_rcpt_t *r, const char *id) {
 
 /* Sends the report once every part's receipt is in; M5_OK or the core's refusal. */
 int sms_rcpt_report(sms_t *s, sms_rcpt_t *r, bool failed, const char *cause) {
-  m5gw_report_t rep = {.ori_type = "UE",
-                       .ori_addr = r->ue,
-                       .dest_type = r->ori_type,
-                       .dest_addr = r->ori_addr,
+  /* gw_adapter.h: a report names the reported message's sender (ori) and recipient (dest, our
+   * device); the core turns it into the wire's form (oriAddr = the reporter). */
+  m5gw_report_t rep = {.ori_type = r->ori_type,
+                       .ori_addr = r->ori_addr,
+                       .dest_type = "UE",
+                       .dest_addr = r->ue,
                        .msg_id = r->msg_id,
                        .deliv_st = failed ? "REPT_DELY_FAILED" : "REPT_DELY_SUCCESS",
                        .failure_cause = failed ? cause : NULL};
