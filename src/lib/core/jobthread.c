@@ -32,6 +32,7 @@ struct m5_jobthread {
   m5_timer_id_t retry_timer;
   int stopping;
   char name[16];
+  int batch_sched; /* m5_jobthread_set_batch_sched */
 };
 
 /* A job pointer that is not a job: posted by m5_jobthread_free() after every real job, so
@@ -130,19 +131,23 @@ void m5_jobthread_set_name(m5_jobthread_t *t, const char *name) {
   snprintf(t->name, sizeof t->name, "%s", name);
 }
 
+void m5_jobthread_set_batch_sched(m5_jobthread_t *t) {
+  t->batch_sched = 1;
+}
+
 static void *thread_main(void *arg) {
   m5_jobthread_t *t = arg;
   if (t->name[0]) pthread_setname_np(pthread_self(), t->name);
-  /* SCHED_BATCH: woken by a job, this thread does not preempt the loop thread that posted it
-   * (the kernel's wake-up preemption skips batch threads); it runs when that thread sleeps or
-   * its time slice ends. On a core the two share, a worker then finishes its loop iteration,
+  /* SCHED_BATCH (when asked for: the message store's thread): woken by a job, this thread does
+   * not preempt the loop thread that posted it (the kernel's wake-up preemption skips batch
+   * threads); it runs when that thread sleeps or its time slice ends. On a core the two share, a worker then finishes its loop iteration,
    * posting everything the iteration produced (a delivery's conclusions and the next accept),
    * before the store takes them as one batch; preempted at its first post, the worker made
    * the store commit each post alone (bench/hops.sh: about half of the commits were
    * conclusions alone before). Its share of the CPU is unchanged; on a core of its own nothing
    * changes at all. */
   struct sched_param sp = {0};
-  if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
+  if (t->batch_sched && pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
     M5_LOGW(DOM, "job thread %s: cannot run as SCHED_BATCH (it will commit in smaller batches)",
             t->name);
   int rc = m5_loop_run(t->loop);

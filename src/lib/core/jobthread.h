@@ -26,6 +26,9 @@ typedef struct m5_jobthread m5_jobthread_t;
 m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx);
 /* Names the thread (at most 15 characters kept) for top -H, perf and /proc; before start. */
 void m5_jobthread_set_name(m5_jobthread_t *t, const char *name);
+/* Runs the thread as SCHED_BATCH (jobthread.c says why); before start. The message store's
+ * thread does: its batches grow; the registry's and the AAnF's stay as they were. */
+void m5_jobthread_set_batch_sched(m5_jobthread_t *t);
 /* Starts the thread; queue_cap bounds the jobs waiting for it. */
 int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap);
 /* From any thread. M5_EFULL when the queue is full (the caller keeps the job), M5_ECLOSED

@@ -796,7 +796,10 @@ m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t err
   s->stats.queued = s->queued;
   s->stats.messages = s->messages;
   s->thread = m5_jobthread_new(run_job, s);
-  if (s->thread) m5_jobthread_set_name(s->thread, "store");
+  if (s->thread) {
+    m5_jobthread_set_name(s->thread, "store");
+    m5_jobthread_set_batch_sched(s->thread);
+  }
   if (!s->thread || m5_jobthread_start(s->thread, o->queue_cap) != 0) {
     snprintf(err, errlen, "store %s: cannot start its thread", s->path);
     goto fail;
