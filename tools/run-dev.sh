@@ -2,19 +2,28 @@
 # `make run`: a working development system with no configuration (architecture §9).
 # Usage: tools/run-dev.sh BUILD_DIR   (the binaries are in BUILD_DIR/bin)
 #
-# In order: the development PKI under var/pki on first run; m5-aanf (waits for its /healthz);
-# m5s (waits for its /healthz); the demo subscribers ue1 and ue2, provisioned through the real
-# APIs (m5ctl subscriber add: K_AKMA to the AAnF, UE Service ID binding to m5s); the demo
-# client configs var/demo/ue1.yaml (CoAP over TLS) and var/demo/ue2.yaml (CoAP over DTLS),
-# mode 0600; then ONE line starting READY with the m5c commands to try, and it waits.
-# Ctrl-C or SIGTERM stops the daemons by pid, m5s first, then m5-aanf: each drains and must
-# exit 0 within 5 s; run-dev.sh then exits 0. If a daemon dies, its log tail is printed, the
-# other one is stopped and run-dev.sh exits 1. Every run is idempotent: the PKI and the
-# databases are kept, the demo subscribers are provisioned again (which replaces them).
+# In order: the development PKI under var/pki on first run (with the MQTT gateway gw1's client
+# certificate, m5ctl pki issue --gw-id gw1, and its MSGG listener's server certificate);
+# m5-aanf (waits for its /healthz); m5s (waits for its /healthz); the demo subscribers ue1 and
+# ue2, provisioned through the real APIs (m5ctl subscriber add: K_AKMA to the AAnF, UE Service
+# ID binding to m5s); the demo client configs var/demo/ue1.yaml (CoAP over TLS) and
+# var/demo/ue2.yaml (CoAP over DTLS), mode 0600; Mosquitto on 127.0.0.1 (plain TCP, loopback
+# only, passwords and the gateway ACL of tools/mqtt-broker-conf.sh; the demo device's
+# credentials in var/demo/mq1.mqtt, mode 0600); the MQTT gateway gw1 on m5s (m5ctl gateway
+# add, devices mq*) and m5gw of kind mqtt (waits for its /healthz, its subscription at the
+# broker and m5s's registration of its device mq1); then ONE line starting READY with the
+# m5c commands to try, and it waits.
+# Ctrl-C or SIGTERM stops the daemons by pid in the reverse order: m5gw, Mosquitto, m5s,
+# m5-aanf: each drains and must exit 0 within 5 s; run-dev.sh then exits 0. If a daemon dies,
+# its log tail is printed, the others are stopped and run-dev.sh exits 1. Every run is
+# idempotent: the PKI, the databases, the broker's passwords and the gateway's spool are kept,
+# the demo subscribers, the gateway and its device are provisioned again (which replaces them).
 #
 # Files, all under $M5_RUN_DIR/var: pki/ (dev PKI), aanf/, m5s/ (databases; admin.token, the
-# management port's bearer token, which m5s writes at its first start), log/m5-aanf.log,
-# log/m5s.log, run/*.pid (while running), run/*.yaml (daemon configs), demo/ue{1,2}.yaml.
+# management port's bearer token, which m5s writes at its first start), mqtt/ (the broker's
+# configuration, password file, ACL, persistence; gateway.password), gw/gw1/ (the gateway's
+# spool), log/{m5-aanf,m5s,mosquitto,m5gw}.log, run/*.pid (while running), run/*.yaml (daemon
+# configs), demo/ue{1,2}.yaml, demo/mq1.mqtt.
 #
 # Environment (all optional):
 #   M5_RUN_DIR    where ./var lives; default: the repository root. The daemons run in this
@@ -24,6 +33,10 @@
 #   M5_UE_PORT    m5s MSGin5G-1 port, udp (DTLS) and tcp (TLS) (default 5684)
 #   M5_MGMT_PORT  m5s management port, /healthz and admin API (default 9090)
 #   M5_NORTH_PORT m5s northbound port, MSGin5G-3 for Application Servers (default 8443)
+#   M5_MQTT_PORT  Mosquitto's MQTT port, plain TCP on 127.0.0.1 (default 1883)
+#   M5_GW_PORT    m5gw's MSGG listener, where m5s delivers to MQTT devices (default 9444: not
+#                 m5gw's own default 9443, the target the README gives the AS as1)
+#   M5_GW_MGMT    m5gw's management port, /healthz (default 9095)
 # m5s gets a config file var/run/m5s.yaml because it listens on 127.0.0.1 here (its default is
 # every interface, and the demo keys below are public); m5-aanf gets var/run/m5-aanf.yaml only
 # when a port is overridden. Everything else is the daemons' defaults.
@@ -55,10 +68,17 @@ BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || {
   echo "run-dev: $BUILD/bin does not exist; build first (make build)" >&2
   exit 1
 }
-for b in m5-aanf m5s m5ctl m5c; do
+for b in m5-aanf m5s m5ctl m5c m5gw; do
   [[ -x $BIN/$b ]] || { echo "run-dev: $BIN/$b is missing; build first (make build)" >&2; exit 1; }
 done
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+# Mosquitto (Debian puts the broker in /usr/sbin, which a user's PATH may not have).
+MOSQUITTO=$(command -v mosquitto || true)
+[[ -n $MOSQUITTO || ! -x /usr/sbin/mosquitto ]] || MOSQUITTO=/usr/sbin/mosquitto
+if [[ -z $MOSQUITTO ]] || ! command -v mosquitto_passwd >/dev/null; then
+  echo "run-dev: Mosquitto is missing; install it: apt-get install mosquitto mosquitto-clients" >&2
+  exit 1
+fi
 RUN_DIR=${M5_RUN_DIR:-$REPO}
 mkdir -p "$RUN_DIR"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
@@ -77,6 +97,9 @@ AANF_MGMT=$(port_var M5_AANF_MGMT 9091)
 UE_PORT=$(port_var M5_UE_PORT 5684)
 MGMT_PORT=$(port_var M5_MGMT_PORT 9090)
 NORTH_PORT=$(port_var M5_NORTH_PORT 8443)
+MQTT_PORT=$(port_var M5_MQTT_PORT 1883)
+GW_PORT=$(port_var M5_GW_PORT 9444)
+GW_MGMT=$(port_var M5_GW_MGMT 9095)
 AANF_URL=https://localhost:$AANF_PORT
 M5S_ADMIN=http://127.0.0.1:$MGMT_PORT
 
@@ -91,11 +114,15 @@ umask 077
 mkdir -p var/log var/run var/demo
 AANF_LOG=var/log/m5-aanf.log
 M5S_LOG=var/log/m5s.log
+MQ_LOG=var/log/mosquitto.log
+GW_LOG=var/log/m5gw.log
 AANF_PID=
 M5S_PID=
+MQ_PID=
+GW_PID=
 
 # A previous run that is still alive would make the daemons fail on their ports: say so.
-for d in m5s m5-aanf; do
+for d in m5gw mosquitto m5s m5-aanf; do
   if [[ -f var/run/$d.pid ]]; then
     p=$(<"var/run/$d.pid")
     if [[ $p =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null &&
@@ -130,10 +157,20 @@ stop_one() {
   return "$rc"
 }
 
-# stop_all: m5s first (it may still need the AAnF while it drains), then m5-aanf. Returns 0
-# when both exited 0; prints the log tail of one that did not.
+# stop_all: the reverse of the start: m5gw (it may still hand the broker a delivery from m5s,
+# or m5s a device's message, while it drains), Mosquitto (it saves its persistence), m5s (it may
+# still need the AAnF while it drains), then m5-aanf. Returns 0 when all exited 0; prints the
+# log tail of one that did not.
 stop_all() {
   local rc=0
+  if [[ -n $GW_PID ]]; then
+    stop_one m5gw "$GW_PID" || { rc=1; tail -n 30 "$GW_LOG" >&2 || true; }
+    GW_PID=
+  fi
+  if [[ -n $MQ_PID ]]; then
+    stop_one mosquitto "$MQ_PID" || { rc=1; tail -n 30 "$MQ_LOG" >&2 || true; }
+    MQ_PID=
+  fi
   if [[ -n $M5S_PID ]]; then
     stop_one m5s "$M5S_PID" || { rc=1; tail -n 30 "$M5S_LOG" >&2 || true; }
     M5S_PID=
@@ -154,7 +191,7 @@ on_signal() {
 }
 trap on_signal INT TERM HUP
 
-# failed WHY LOG: the tail of that daemon's log, then both daemons stopped and exit 1.
+# failed WHY LOG: the tail of that daemon's log, then every daemon stopped and exit 1.
 failed() {
   trap - INT TERM HUP
   echo "run-dev: $1; the end of its log ($RUN_DIR/$2):" >&2
@@ -163,13 +200,17 @@ failed() {
   exit 1
 }
 
-# start NAME LOG ARGS...: the daemon in its own session (so a Ctrl-C in the terminal reaches
-# only this script, which stops the daemons in order); sets STARTED_PID.
+# start NAME LOG ARGS...: the daemon (BIN/NAME, or $MOSQUITTO) in its own session (so a Ctrl-C
+# in the terminal reaches only this script, which stops the daemons in order); sets
+# STARTED_PID, and LOG_MARK: the log's size before this start (what this run wrote follows).
 start() {
-  local name=$1 log=$2
+  local name=$1 log=$2 exe
   shift 2
+  exe=$BIN/$name
+  [[ $name != mosquitto ]] || exe=$MOSQUITTO
   printf '\n--- %s: run-dev starts %s\n' "$(date -u +%FT%TZ)" "$name" >>"$log"
-  setsid "$BIN/$name" "$@" </dev/null >>"$log" 2>&1 &
+  LOG_MARK=$(stat -c %s "$log")
+  setsid "$exe" "$@" </dev/null >>"$log" 2>&1 &
   STARTED_PID=$!
   echo "$STARTED_PID" >"var/run/$name.pid"
 }
@@ -188,11 +229,32 @@ wait_healthy() {
   failed "$name not healthy on http://127.0.0.1:$port/healthz after 10 s" "$log"
 }
 
-# Another process on one of our TCP ports would answer our health checks: refuse to start.
-for p in "$AANF_PORT" "$AANF_MGMT" "$UE_PORT" "$MGMT_PORT" "$NORTH_PORT"; do
+# since_start LOG REGEX: whether the log has a matching line written since the last start().
+since_start() { tail -c "+$((LOG_MARK + 1))" "$1" 2>/dev/null | grep -q -- "$2"; }
+
+# Another process on one of our TCP ports would answer our health checks (or, on the MQTT
+# port, take the gateway's and the devices' connections): refuse to start, naming the port.
+declare -A PORT_OF=([M5_AANF_PORT]=$AANF_PORT [M5_AANF_MGMT]=$AANF_MGMT [M5_UE_PORT]=$UE_PORT
+  [M5_MGMT_PORT]=$MGMT_PORT [M5_NORTH_PORT]=$NORTH_PORT [M5_MQTT_PORT]=$MQTT_PORT
+  [M5_GW_PORT]=$GW_PORT [M5_GW_MGMT]=$GW_MGMT)
+for v in M5_AANF_PORT M5_AANF_MGMT M5_UE_PORT M5_MGMT_PORT M5_NORTH_PORT M5_MQTT_PORT \
+  M5_GW_PORT M5_GW_MGMT; do
+  p=${PORT_OF[$v]}
+  for w in "${!PORT_OF[@]}"; do
+    if [[ $w != "$v" && ${PORT_OF[$w]} == "$p" ]]; then
+      echo "run-dev: $v and $w are both port $p; give them different ports" >&2
+      exit 2
+    fi
+  done
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "run-dev: 127.0.0.1:$p/tcp is already in use (another make run?); stop it, or choose" \
-      "other ports with M5_AANF_PORT, M5_AANF_MGMT, M5_UE_PORT, M5_MGMT_PORT, M5_NORTH_PORT" >&2
+    if [[ $v == M5_MQTT_PORT ]]; then
+      echo "run-dev: the MQTT port 127.0.0.1:$p/tcp is already in use (another make run, or" \
+        "the system's Mosquitto service: systemctl stop mosquitto); stop it, or choose another" \
+        "port with M5_MQTT_PORT (e.g. M5_MQTT_PORT=1884 make run)" >&2
+    else
+      echo "run-dev: 127.0.0.1:$p/tcp ($v) is already in use (another make run?); stop it, or" \
+        "choose another port with $v" >&2
+    fi
     exit 1
   fi
 done
@@ -200,6 +262,28 @@ done
 # 1. The development PKI: made on the first run; later runs add what a newer m5ctl makes
 # (e.g. the token signing key) and keep everything that exists.
 "$BIN/m5ctl" pki init --dir var/pki >/dev/null
+# The MQTT gateway gw1: its client certificate towards m5s (SAN urn:msgin5g:gw:gw1), and its
+# MSGG listener's server certificate (serverAuth, naming 127.0.0.1, the target m5s dials;
+# docs/gateways.md set-up step 2). Both kept once made.
+if [[ ! -s var/pki/gw-gw1.crt || ! -s var/pki/gw-gw1.key ]]; then
+  "$BIN/m5ctl" pki issue --gw-id gw1 --dir var/pki --force >/dev/null
+fi
+if [[ ! -s var/pki/gw1-listener.crt || ! -s var/pki/gw1-listener.key ]]; then
+  printf '%s\n' 'subjectAltName=URI:urn:msgin5g:gw:gw1,DNS:localhost,IP:127.0.0.1' \
+    'extendedKeyUsage=serverAuth,clientAuth' 'basicConstraints=critical,CA:FALSE' \
+    >var/pki/gw1-listener.ext
+  if ! openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=gw1 \
+    -keyout var/pki/gw1-listener.key -out var/pki/gw1-listener.csr 2>/dev/null ||
+    ! openssl x509 -req -in var/pki/gw1-listener.csr -CA var/pki/ca.crt -CAkey var/pki/ca.key \
+      -days 825 -sha256 -extfile var/pki/gw1-listener.ext -out var/pki/gw1-listener.crt \
+      2>/dev/null; then
+    rm -f var/pki/gw1-listener.{crt,key,csr,ext}
+    echo "run-dev: making var/pki/gw1-listener.crt failed (openssl)" >&2
+    exit 1
+  fi
+  rm -f var/pki/gw1-listener.csr var/pki/gw1-listener.ext
+  echo "pki: wrote var/pki/gw1-listener.crt (the MQTT gateway's MSGG listener)"
+fi
 
 # 2. m5-aanf.
 aanf_args=()
@@ -243,25 +327,76 @@ EOF
   mv -f "$cfg.tmp" "$cfg"
 done
 
+# 5. Mosquitto on 127.0.0.1:$MQTT_PORT: passwords (the gateway's in var/mqtt/gateway.password,
+# the demo device mq1's in var/demo/mq1.mqtt, both kept across runs), the ACL that keeps each
+# device to its own topics, persistence in var/mqtt/data/ (docs/gateways-mqtt.md).
+if ! out=$("$REPO/tools/mqtt-broker-conf.sh" --dir var/mqtt --cred-dir var/demo \
+  --port "$MQTT_PORT" --devices mq1 2>&1); then
+  echo "run-dev: tools/mqtt-broker-conf.sh failed: $out" >&2
+  failed "configuring Mosquitto failed" "$M5S_LOG"
+fi
+start mosquitto "$MQ_LOG" -c var/mqtt/mosquitto.conf
+MQ_PID=$STARTED_PID
+for ((i = 0; ; i++)); do
+  kill -0 "$MQ_PID" 2>/dev/null || failed "mosquitto exited during start-up" "$MQ_LOG"
+  (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break
+  ((i < 100)) || failed "mosquitto not listening on 127.0.0.1:$MQTT_PORT after 10 s" "$MQ_LOG"
+  sleep 0.1
+done
+
+# 6. The MQTT gateway gw1: first m5s's side (where it delivers, which UE Service IDs it may
+# register and originate as), then m5gw itself, which registers mq1 with m5s once it has a
+# token. READY waits for that registration and for its subscription at the broker, so that
+# what mq1 publishes from then on reaches m5s.
+if ! out=$("$BIN/m5ctl" gateway add --gw-id gw1 --kind mqtt --target "127.0.0.1:$GW_PORT" \
+  --ue-svc-ids 'mq*' --m5s-admin "$M5S_ADMIN" --admin-token var/m5s/admin.token 2>&1); then
+  echo "run-dev: m5ctl gateway add failed: $out" >&2
+  failed "adding the gateway gw1 to m5s failed" "$M5S_LOG"
+fi
+cat >var/run/m5gw.yaml <<EOF
+# m5gw of kind mqtt for make run (tools/run-dev.sh), written on every run.
+gw_id: gw1
+kind: mqtt
+m5s: {url: "https://localhost:$NORTH_PORT"}
+tls: {cert: var/pki/gw-gw1.crt, key: var/pki/gw-gw1.key, ca: var/pki/ca.crt}
+msgg: {host: 127.0.0.1, port: $GW_PORT, cert: var/pki/gw1-listener.crt, key: var/pki/gw1-listener.key}
+mgmt: {host: 127.0.0.1, port: $GW_MGMT}
+spool: {path: var/gw/gw1/spool.db}
+mqtt: {host: 127.0.0.1, port: $MQTT_PORT, password_file: var/mqtt/gateway.password, devices: [mq1]}
+EOF
+start m5gw "$GW_LOG" --config var/run/m5gw.yaml
+GW_PID=$STARTED_PID
+wait_healthy m5gw "$GW_PID" "$GW_MGMT" "$GW_LOG"
+for ((i = 0; ; i++)); do
+  kill -0 "$GW_PID" 2>/dev/null || failed "m5gw exited during start-up" "$GW_LOG"
+  if since_start "$GW_LOG" 'subscribed to msgin5g/' &&
+    since_start "$GW_LOG" 'registration of mq1: done'; then
+    break
+  fi
+  ((i < 300)) || failed "m5gw did not register mq1 and subscribe at the broker within 30 s" "$GW_LOG"
+  sleep 0.1
+done
+
 M5C=$(disp "$BIN/m5c")
 UE1=$(disp "$RUN_DIR/var/demo/ue1.yaml")
 UE2=$(disp "$RUN_DIR/var/demo/ue2.yaml")
-echo "READY demo configs $UE1 (ue1, TLS) $UE2 (ue2, DTLS); receive:" \
-  "$M5C --config $UE2 listen; send: $M5C --config $UE1 send --to ue:ue2 --payload hi;" \
-  "logs: $(disp "$RUN_DIR/var/log")/; Ctrl-C stops"
+MQ1=$(disp "$RUN_DIR/var/demo/mq1.mqtt")
+echo "READY demo configs $UE1 (ue1, TLS) $UE2 (ue2, DTLS); MQTT device mq1: $MQ1 (broker" \
+  "127.0.0.1:$MQTT_PORT); receive: $M5C --config $UE2 listen; send: $M5C --config $UE1 send" \
+  "--to ue:ue2 --payload hi; logs: $(disp "$RUN_DIR/var/log")/; Ctrl-C stops"
 
-# 5. Wait. A signal interrupts `wait` and runs on_signal; a daemon that exits is a failure.
+# 7. Wait. A signal interrupts `wait` and runs on_signal; a daemon that exits is a failure.
 # (wait -n -p: bash 5.1; it reaps the daemon and gives its status.)
 done_pid=
 set +e
-wait -n -p done_pid "$AANF_PID" "$M5S_PID"
+wait -n -p done_pid "$AANF_PID" "$M5S_PID" "$MQ_PID" "$GW_PID"
 rc=$?
 set -e
-if [[ $done_pid == "$M5S_PID" ]]; then
-  M5S_PID=
-  rm -f var/run/m5s.pid
-  failed "m5s exited unexpectedly (status $rc)" "$M5S_LOG"
-fi
-AANF_PID=
-rm -f var/run/m5-aanf.pid
-failed "m5-aanf exited unexpectedly (status $rc)" "$AANF_LOG"
+case $done_pid in
+"$GW_PID") name=m5gw log=$GW_LOG GW_PID= ;;
+"$MQ_PID") name=mosquitto log=$MQ_LOG MQ_PID= ;;
+"$M5S_PID") name=m5s log=$M5S_LOG M5S_PID= ;;
+*) name=m5-aanf log=$AANF_LOG AANF_PID= ;;
+esac
+rm -f "var/run/$name.pid"
+failed "$name exited unexpectedly (status $rc)" "$log"
