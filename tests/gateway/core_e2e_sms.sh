@@ -2,9 +2,10 @@
 # m5gw of kind sms end to end (needs the SMS adapter, src/gateway/sms, and m5s's gateway side;
 # skipped, exit 77, without either): the real m5s, m5-aanf, m5c and m5ctl, the npm `smpp`
 # SMSC (core_sms_smsc.mjs). The gateway binds, registers its device sm1, gets a UE's message
-# to sm1 through m5s's deliver-message as a submit_sm, and a mobile-originated deliver_sm from
-# the device to the route 2000 (= UE ue1) is answered only after m5s acknowledged it and reaches
-# ue1.
+# to sm1 through m5s's deliver-message as a submit_sm (a report asked for: the SMSC's receipt
+# reaches ue1 as the device's report through deliver-report), and a mobile-originated
+# deliver_sm from the device to the route 2000 (= UE ue1) is answered only after m5s
+# acknowledged it and reaches ue1.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -47,17 +48,24 @@ wait_file_line smsc.out '^BOUND' 30 "$SMSC_PID" || fail "m5gw did not bind: $(ta
 wait_file_line "$GW_LOG" 'registration of sm1: done' 30 "$GW_PID" ||
   m5s_fail "sm1 not registered: $(tail -10 "$GW_LOG")"
 
-# UE -> SMS device
+# UE -> SMS device, with a delivery report asked for: the SMSC's receipt becomes the report
 timeout 30 "$M5_BIN/m5c" --config ue1.yaml --server "$(m5c_uri tls)" send --to ue:sm1 \
-  --payload 'hi sms' >send.out 2>&1 || m5s_fail "m5c send: $(cat send.out)"
+  --payload 'hi sms' --report >send.out 2>&1 || m5s_fail "m5c send: $(cat send.out)"
+SENT_ID=$(grep -o '"msgId":"[^"]*"' send.out | head -n 1)
+[[ -n $SENT_ID ]] || fail "no msgId in the answer: $(cat send.out)"
 wait_file_line smsc.out '^SUBMIT 491700000001 hi sms$' 30 "$SMSC_PID" ||
   m5s_fail "no submit_sm to the device: $(cat smsc.out; tail -10 "$GW_LOG")"
+wait_file_line smsc.out '^RECEIPT 0$' 30 "$SMSC_PID" ||
+  m5s_fail "no receipt asked for, or not acknowledged: $(cat smsc.out; tail -10 "$GW_LOG")"
 
 # SMS device -> UE: answered 0 once m5s has it, then delivered to ue1
 wait_file_line smsc.out '^MO 0$' 30 "$SMSC_PID" ||
   m5s_fail "the deliver_sm was not acknowledged: $(cat smsc.out; tail -10 "$GW_LOG")"
-timeout 40 "$M5_BIN/m5c" --config ue1.yaml --server "$(m5c_uri tls)" listen --count 1 \
-  --timeout 30 >listen.out 2>&1 || m5s_fail "ue1 got nothing: $(cat listen.out)"
+timeout 40 "$M5_BIN/m5c" --config ue1.yaml --server "$(m5c_uri tls)" listen --count 2 \
+  --timeout 30 >listen.out 2>&1 || m5s_fail "ue1 did not get the report and the message: $(cat listen.out)"
+# the report: from the device, on ue1's message, delivered
+grep -q '"msgType":"IMDN".*"oriAddr":{"addrType":"UE","addr":"sm1"}.*'"$SENT_ID"'.*"delivSt":"REPT_DELY_SUCCESS"' listen.out ||
+  fail "no delivery report from sm1 on $SENT_ID: $(cat listen.out; tail -10 "$GW_LOG")"
 grep -q '"oriAddr":{"addrType":"UE","addr":"sm1"},"destAddr":{"addrType":"UE","addr":"ue1"}' listen.out ||
   fail "not from sm1: $(cat listen.out)"
 grep -q '"payloadText":"hello ue1"' listen.out || fail "payload: $(cat listen.out)"
