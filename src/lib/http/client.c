@@ -282,20 +282,41 @@ static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
   return bad ? M5_EINVAL : M5_OK;
 }
 
-int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg) {
-  if (!c || !url || !cb) return M5_EINVAL;
-  if (c->closing) return M5_ECLOSED;
-  if (c->inflight >= c->max_inflight) return M5_EFULL;
+/* A request of c with its callback and a copy of body (none when body is NULL), not started;
+ * NULL when out of memory. */
+static req_t *req_new(m5_http_client_t *c, m5_http_client_fn cb, void *arg, const void *body,
+                      size_t len) {
   req_t *r = calloc(1, sizeof *r);
-  if (!r) return M5_ENOMEM;
+  if (!r) return NULL;
   r->c = c;
   r->cb = cb;
   r->arg = arg;
+  if (body) {
+    if (!(r->body = malloc(len + 1))) {
+      free(r);
+      return NULL;
+    }
+    r->body_len = len;
+    if (len) memcpy(r->body, body, len);
+    r->body[len] = '\0';
+  }
+  return r;
+}
+
+/* Frees a request that never started (its body and headers wiped). */
+static void req_discard(req_t *r) {
+  if (r->easy) curl_easy_cleanup(r->easy);
+  wipe_free(r->body, r->body ? r->body_len + 1 : 0);
+  free_headers(r->headers);
+  free(r);
+}
+
+/* Hands r to libcurl and counts it in flight: M5_OK, or an error with r discarded. */
+static int req_start(m5_http_client_t *c, req_t *r, const char *url) {
   int rc = (r->easy = curl_easy_init()) ? setup_easy(c, r, url) : M5_ENOMEM;
   if (rc == M5_OK && curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) rc = M5_ENOMEM;
   if (rc != M5_OK) {
-    if (r->easy) curl_easy_cleanup(r->easy);
-    free(r);
+    req_discard(r);
     return rc;
   }
   r->next = c->reqs;
@@ -305,40 +326,28 @@ int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn c
   return M5_OK;
 }
 
+/* What every request is checked against before anything is allocated. */
+static int req_admissible(const m5_http_client_t *c) {
+  if (c->closing) return M5_ECLOSED;
+  if (c->inflight >= c->max_inflight) return M5_EFULL;
+  return M5_OK;
+}
+
+int m5_http_client_get(m5_http_client_t *c, const char *url, m5_http_client_fn cb, void *arg) {
+  if (!c || !url || !cb) return M5_EINVAL;
+  int rc = req_admissible(c);
+  if (rc != M5_OK) return rc;
+  req_t *r = req_new(c, cb, arg, NULL, 0);
+  return r ? req_start(c, r, url) : M5_ENOMEM;
+}
+
 int m5_http_client_post_json(m5_http_client_t *c, const char *url, const char *json, size_t len,
                              m5_http_client_fn cb, void *arg) {
   if (!c || !url || (!json && len) || !cb) return M5_EINVAL;
-  if (c->closing) return M5_ECLOSED;
-  if (c->inflight >= c->max_inflight) return M5_EFULL;
-  req_t *r = calloc(1, sizeof *r);
-  if (!r) return M5_ENOMEM;
-  r->c = c;
-  r->cb = cb;
-  r->arg = arg;
-  r->body_len = len;
-  r->body = malloc(len + 1);
-  r->easy = curl_easy_init();
-  if (!r->body || !r->easy) goto nomem;
-  if (len) memcpy(r->body, json, len);
-  r->body[len] = '\0';
-  int rc = setup_easy(c, r, url);
-  if (rc != M5_OK) goto fail;
-  if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
-    rc = M5_ENOMEM;
-    goto fail;
-  }
-  r->next = c->reqs;
-  if (c->reqs) c->reqs->prev = r;
-  c->reqs = r;
-  c->inflight++;
-  return M5_OK;
-nomem:
-  rc = M5_ENOMEM;
-fail:
-  if (r->easy) curl_easy_cleanup(r->easy);
-  wipe_free(r->body, r->body ? len + 1 : 0);
-  free(r);
-  return rc;
+  int rc = req_admissible(c);
+  if (rc != M5_OK) return rc;
+  req_t *r = req_new(c, cb, arg, json ? json : "", len); /* always a body: a POST */
+  return r ? req_start(c, r, url) : M5_ENOMEM;
 }
 
 /* The header lines of one m5_http_client_request: NULL when out of memory. */
@@ -384,39 +393,16 @@ int m5_http_client_request(m5_http_client_t *c, const char *url, const m5_http_r
     if (!strcmp(o->method ? o->method : "POST", methods[i])) method = methods[i];
   if (!c || !url || (!body && len) || !cb || !method) return M5_EINVAL;
   if (body && !strcmp(method, "GET")) return M5_EINVAL;
-  if (c->closing) return M5_ECLOSED;
-  if (c->inflight >= c->max_inflight) return M5_EFULL;
-  req_t *r = calloc(1, sizeof *r);
+  int rc = req_admissible(c);
+  if (rc != M5_OK) return rc;
+  req_t *r = req_new(c, cb, arg, body, len);
   if (!r) return M5_ENOMEM;
-  r->c = c;
-  r->cb = cb;
-  r->arg = arg;
   r->method = method;
-  int rc = M5_ENOMEM;
-  if (body) {
-    r->body_len = len;
-    if (!(r->body = malloc(len + 1))) goto fail;
-    if (len) memcpy(r->body, body, len);
-    r->body[len] = '\0';
+  if (!(r->headers = req_headers(c, o, body != NULL))) {
+    req_discard(r);
+    return M5_ENOMEM;
   }
-  if (!(r->headers = req_headers(c, o, body != NULL))) goto fail;
-  if (!(r->easy = curl_easy_init())) goto fail;
-  if ((rc = setup_easy(c, r, url)) != M5_OK) goto fail;
-  if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
-    rc = M5_ENOMEM;
-    goto fail;
-  }
-  r->next = c->reqs;
-  if (c->reqs) c->reqs->prev = r;
-  c->reqs = r;
-  c->inflight++;
-  return M5_OK;
-fail:
-  if (r->easy) curl_easy_cleanup(r->easy);
-  wipe_free(r->body, r->body ? len + 1 : 0);
-  free_headers(r->headers);
-  free(r);
-  return rc;
+  return req_start(c, r, url);
 }
 
 int m5_http_client_cancel(m5_http_client_t *c, m5_http_client_fn cb, void *arg) {
