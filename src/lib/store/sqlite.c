@@ -440,8 +440,16 @@ static void run_batch(sq_t *s, m5_store_job_t **batch, size_t n) {
   memset(&s->batch_delta, 0, sizeof s->batch_delta);
   int full = 0;
   for (size_t i = 0; i < n && !full; i++) full = needs_sync(batch[i]);
-  /* If switching fails, FULL stays in force (it is where we start): slower, never less safe. */
-  if (set_sync(s, full) != 0) full = s->sync_full;
+  if (set_sync(s, full) != 0) {
+    /* Still NORMAL after a batch of conclusions: this batch's replies could not promise
+     * durability, so it fails like a failed BEGIN. Still FULL: slower, never less safe. */
+    if (full) {
+      fail_all(batch, n);
+      publish(s, n, 0, 0);
+      return;
+    }
+    full = 1;
+  }
   if (exec_st(s, ST_BEGIN) != 0) {
     fail_all(batch, n);
     publish(s, n, 0, full);
