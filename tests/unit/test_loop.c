@@ -458,6 +458,7 @@ static void test_jobthread_replies_together(void **state) {
   towner_t o = {.loop = loop};
   m5_mailbox_t *replies = m5_mailbox_new(loop, 16, on_tjob_reply, &o);
   m5_jobthread_t *t = m5_jobthread_new(run_tjob, NULL);
+  m5_jobthread_set_batch_sched(t); /* a thread that commits a wake-up's jobs together */
   assert_int_equal(m5_jobthread_start(t, 16), 0);
   atomic_int ran = 0;
   tjob_t jobs[5];

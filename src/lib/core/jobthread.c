@@ -1,6 +1,7 @@
 /* Job thread (see jobthread.h): an m5_loop of its own whose inbox mailbox carries the jobs.
  *
- * The jobs of one wake-up are run first and answered together at the end of the loop
+ * For a thread that commits the jobs of a wake-up together (m5_jobthread_set_batch_sched: the
+ * message store), those jobs are run first and answered together at the end of the loop
  * iteration (a deferred call), each owner's replies in one post: a worker that submitted k
  * jobs in a row is woken once for their k replies, not k times (on a shared core, every
  * reply posted alone would wake the worker and switch to it). */
@@ -113,6 +114,12 @@ static void on_job(void *msg, void *arg) {
   /* A retry timer that could not be armed: every new job is another chance. */
   if (t->retry_head && !t->retry_timer) on_retry(t->loop, t);
   t->run(job, t->ctx);
+  /* A thread that commits each job on its own answers it at once: holding the reply until the
+   * wake-up's other jobs (and their fsyncs) are done would only delay it. */
+  if (!t->batch_sched) {
+    reply(t, job);
+    return;
+  }
   if (t->n_ran == t->cap_ran) {
     size_t cap = t->cap_ran ? 2 * t->cap_ran : 64;
     m5_job_t **v = realloc(t->ran, cap * sizeof *v);

@@ -2,8 +2,9 @@
  * the home of a blocking resource such as a SQLite connection (architecture §6: no worker
  * ever waits for the disk). A worker fills a job (an m5_job_t as its first member, naming
  * the worker's reply mailbox), submits it, and gets the same pointer back, finished, through
- * that mailbox on its own loop. The jobs of one wake-up of the thread are all run before any
- * of them is answered, and each owner's replies then go in one post (one wake-up).
+ * that mailbox on its own loop. On a thread that commits the jobs of one wake-up together
+ * (m5_jobthread_set_batch_sched), they are all run before any of them is answered, and each
+ * owner's replies then go in one post (one wake-up).
  *
  * A finished job is never dropped, since its owner waits for it: if the reply mailbox is
  * full, the job is parked and posted again about a millisecond later. Owners keep that
@@ -26,8 +27,9 @@ typedef struct m5_jobthread m5_jobthread_t;
 m5_jobthread_t *m5_jobthread_new(void (*run)(m5_job_t *job, void *ctx), void *ctx);
 /* Names the thread (at most 15 characters kept) for top -H, perf and /proc; before start. */
 void m5_jobthread_set_name(m5_jobthread_t *t, const char *name);
-/* Runs the thread as SCHED_BATCH (jobthread.c says why); before start. The message store's
- * thread does: its batches grow; the registry's and the AAnF's stay as they were. */
+/* For a thread whose run() commits the jobs of a wake-up together (the message store): it runs
+ * as SCHED_BATCH and answers those jobs together (jobthread.c says why); before start. The
+ * registry's and the AAnF's threads, one commit per job, answer each job at once. */
 void m5_jobthread_set_batch_sched(m5_jobthread_t *t);
 /* Starts the thread; queue_cap bounds the jobs waiting for it. */
 int m5_jobthread_start(m5_jobthread_t *t, size_t queue_cap);
