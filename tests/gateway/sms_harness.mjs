@@ -147,6 +147,9 @@ export class Driver {
     return waitFor('driver READY', () => this.lines.includes('READY') || this.exited);
   }
   cmd(l) { this.p.stdin.write(l + '\n'); }
+  // A command that changes how the driver answers (e.g. 'uplink accept'): the driver reads
+  // stdin and the SMSC socket apart, so wait until it has taken the command before the next PDU.
+  async set(l) { this.cmd(l); await this.ping(); }
   find(prefix, from = 0) { return this.lines.slice(from).find((l) => l.startsWith(prefix)); }
   all(prefix) { return this.lines.filter((l) => l.startsWith(prefix)); }
   wait(prefix, ms) { return waitFor(`driver line "${prefix}"`, () => this.find(prefix), ms); }

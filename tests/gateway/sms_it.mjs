@@ -33,7 +33,7 @@ async function uplink() {
 
   // 1. GSM 7-bit (data_coding 0, unpacked septets, extension table) from a device to a route:
   //    deliver_sm_resp is held until m5s acknowledged the message.
-  drv.cmd('uplink hold');
+  await drv.set('uplink hold');
   let from = drv.lines.length;
   const m1 = smsc.send('deliver_sm', mo({ source_addr: '+' + DEV1, destination_addr: '1000',
     short_message: GSM_HI }));
@@ -50,7 +50,7 @@ async function uplink() {
   drv.cmd('release');
   await waitFor('deliver_sm_resp', () => r1);
   assert.equal(r1.command_status, 0);
-  drv.cmd('uplink accept');
+  await drv.set('uplink accept');
 
   // 2. Device to device (by MSISDN), UCS-2, with an SME acknowledgement requested.
   from = drv.lines.length;
@@ -87,18 +87,18 @@ async function uplink() {
   await logged(drv, /octet 233 at 1 is not a GSM 7-bit septet/);
   await sync(smsc, drv);
   assert.equal(upLine(drv, from), undefined, 'nothing refused reached the core');
-  drv.cmd('uplink refuse');
+  await drv.set('uplink refuse');
   r = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
     short_message: Buffer.from('no') }));
   assert.equal(r.command_status, smpp.ESME_RX_P_APPN, 'm5s refused -> ESME_RX_P_APPN');
-  drv.cmd('uplink accept');
+  await drv.set('uplink accept');
 
   // 5. A concatenated SMS (8-bit reference UDH), parts out of order: one message, and each
   //    part answered only once the whole was accepted.
   from = drv.lines.length;
   const text = 'A'.repeat(153) + 'B'.repeat(153) + 'C'.repeat(20);
   const part = (i, s) => Buffer.concat([Buffer.from([5, 0, 3, 0x77, 3, i]), Buffer.from(s)]);
-  drv.cmd('uplink hold');
+  await drv.set('uplink hold');
   const p2 = smsc.send('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000', esm_class: 0x40,
     short_message: part(2, 'B'.repeat(153)) }));
   const p1 = smsc.send('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000', esm_class: 0x40,
@@ -114,7 +114,7 @@ async function uplink() {
   drv.cmd('release');
   await waitFor('3 answers', () => got.length === 3);
   assert.deepEqual(got, [0, 0, 0]);
-  drv.cmd('uplink accept');
+  await drv.set('uplink accept');
 
   // 6. The same through SAR optional parameters (a 16-bit reference), UCS-2.
   from = drv.lines.length;
@@ -336,7 +336,7 @@ async function link() {
 
   // 5. A device message waiting for m5s when the link drops: the SMSC delivers it again on
   //    the new connection; it is answered there once m5s accepted it, and sent to m5s once.
-  drv.cmd('uplink hold');
+  await drv.set('uplink hold');
   const once = mo({ source_addr: DEV1, destination_addr: '1000', short_message: Buffer.from('once') });
   smsc.send('deliver_sm', once);
   await waitFor('UP', () => drv.all('UP ').length === 1);
@@ -518,7 +518,7 @@ async function bounds() {
   // (sms.queue_max); past them, "try again later" both ways, and nothing else changes.
   const { smsc, drv, teardown } = await setup('bounds',
     '  max_pending_mo: 2\n  queue_max: 3\n  window: 1\n');
-  drv.cmd('uplink hold');
+  await drv.set('uplink hold');
   const m = (t) => smsc.send('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
     short_message: Buffer.from(t) }));
   const a = m('one'), b = m('two');
@@ -532,7 +532,7 @@ async function bounds() {
   drv.cmd('release');
   assert.equal((await a.resp).command_status, 0);
   assert.equal((await b.resp).command_status, 0);
-  drv.cmd('uplink accept');
+  await drv.set('uplink accept');
   const d = await smsc.request('deliver_sm', mo({ source_addr: DEV1, destination_addr: '1000',
     short_message: Buffer.from('four') }));
   assert.equal(d.command_status, 0, 'room again once m5s took them');
