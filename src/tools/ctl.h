@@ -124,6 +124,8 @@ enum {
   M5CTL_OPT_RID,
   M5CTL_OPT_REALM,
   M5CTL_OPT_MNC_LEN,
+  M5CTL_OPT_M5S_ADMIN,   /* --m5s-admin URL: M5CTL_ADMIN_OPTIONS */
+  M5CTL_OPT_ADMIN_TOKEN, /* --admin-token FILE: M5CTL_ADMIN_OPTIONS */
   M5CTL_OPT_OWN
 };
 
@@ -149,6 +151,41 @@ int m5ctl_akma_in_option(m5ctl_akma_in_t *in, int c, char *arg);
  * message. On failure kakma holds no key material. */
 int m5ctl_akma_in_derive(const m5ctl_akma_in_t *in, uint8_t kakma[M5_AKMA_KEY_LEN],
                          uint8_t atid[M5_AKMA_KEY_LEN], char akid[M5_AKMA_AKID_MAX]);
+
+/* ---- commands on m5s's management port (ctl_admin_cmd.c): as, gateway, group, area ---- */
+
+/* Where such a command calls: --m5s-admin and --admin-token as given, NULL while not given. */
+typedef struct {
+  const char *url;        /* NULL = M5CTL_DEFAULT_M5S_ADMIN */
+  const char *token_file; /* NULL = m5ctl_admin_token_file's choice */
+} m5ctl_admin_t;
+
+/* Their rows, for a command's struct option table. */
+/* clang-format off */
+#define M5CTL_ADMIN_OPTIONS                                           \
+  {"m5s-admin", required_argument, NULL, M5CTL_OPT_M5S_ADMIN},        \
+  {"admin-token", required_argument, NULL, M5CTL_OPT_ADMIN_TOKEN}
+/* clang-format on */
+
+/* Takes option c with its value arg if it is one of those: 0 when taken, 2 after a usage error,
+ * -1 when c is not one of them (the caller handles it). */
+int m5ctl_admin_option(m5ctl_admin_t *a, int c, const char *arg);
+
+/* m5ctl_admin_request at a's URL with a's token file, defaults filled in. */
+int m5ctl_admin_call(const m5ctl_admin_t *a, const char *method, const char *path,
+                     const char *segment, const char *body, m5_buf_t *answer, long *status);
+
+/* A client's ID option (name: "--as-svc-id", "--gw-id"): 0 and *id = arg; 2 after a usage
+ * error when it is given twice (*id already set) or breaks m5ctl_id_valid. */
+int m5ctl_id_option(const char *name, const char *arg, const char **id);
+
+/* What is wrong with text as a client's HOST:PORT target, or NULL when m5s takes it: m5s's rule
+ * (core/net.h) after the lowercasing m5s does too. */
+const char *m5ctl_target_problem(const char *text);
+
+/* fn(ctx) between curl_global_init and curl_global_cleanup: what fn returns, or 1 after printing
+ * when libcurl cannot be initialised. */
+int m5ctl_with_curl(int (*fn)(const void *ctx), const void *ctx);
 
 /* ---- the AAnF as the AUSF calls it (ctl_subscriber.c; subscriber add and import) ---------- */
 

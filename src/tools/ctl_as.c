@@ -8,9 +8,6 @@
  * checks them again. */
 #include "ctl.h"
 
-#include "core/net.h"
-
-#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -23,8 +20,9 @@
 #define MAX_ANSWER 65536
 
 typedef struct {
-  const char *id, *admin;
-  const char *admin_token; /* --admin-token FILE; NULL = the default's */
+  int add; /* 1: m5ctl as add, 0: m5ctl as remove */
+  m5ctl_admin_t admin;
+  const char *id;
   const char *auth;        /* --auth token|mtls; NULL = not given (m5s: token) */
   const char *targets[TARGETS_MAX];
   size_t n_targets;
@@ -47,17 +45,6 @@ static int patterns_valid(const char *s) {
   }
 }
 
-/* What is wrong with text as a target, or NULL when m5s takes it: the same rule as m5s's
- * (core/net.h), after the lowercasing m5s does too. */
-static const char *target_problem(const char *text) {
-  char lower[M5_NET_HOSTPORT_MAX + 1];
-  size_t n = strlen(text);
-  if (n > M5_NET_HOSTPORT_MAX) return "too long";
-  for (size_t i = 0; i <= n; i++)
-    lower[i] = (char)tolower((unsigned char)text[i]);
-  return m5_net_hostport_problem(lower);
-}
-
 static void usage(int add) {
   if (add)
     printf("usage: m5ctl as add --as-svc-id ID --target HOST:PORT [--target HOST:PORT ...]\n"
@@ -75,55 +62,40 @@ static void usage(int add) {
 }
 
 /* 0, 2 after a usage error, -1 after --help. */
-static int parse_args(int argc, char **argv, int add, as_args_t *a) {
-  enum {
-    OPT_ID = M5CTL_OPT_OWN,
-    OPT_TARGET,
-    OPT_M5S_ADMIN,
-    OPT_ADMIN_TOKEN,
-    OPT_AUTH,
-    OPT_UE_SVC_IDS,
-    OPT_HELP
-  };
+static int parse_args(int argc, char **argv, as_args_t *a) {
+  enum { OPT_ID = M5CTL_OPT_OWN, OPT_TARGET, OPT_AUTH, OPT_UE_SVC_IDS, OPT_HELP };
   static const struct option opts[] = {
       {"as-svc-id", required_argument, NULL, OPT_ID},
       {"target", required_argument, NULL, OPT_TARGET},
-      {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
-      {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
+      M5CTL_ADMIN_OPTIONS,
       {"auth", required_argument, NULL, OPT_AUTH},
       {"ue-svc-ids", required_argument, NULL, OPT_UE_SVC_IDS},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
+  const int add = a->add;
   const char *why;
   int c, rc;
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    if ((rc = m5ctl_admin_option(&a->admin, c, optarg)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
     case OPT_ID:
-      if (a->id) return m5ctl_usage_error("--as-svc-id: given twice");
-      if (!m5ctl_id_valid(optarg))
-        return m5ctl_usage_error("--as-svc-id: expected 1 to %d of the characters "
-                                 "A-Z a-z 0-9 . _ -, got '%s'",
-                                 M5CTL_ID_MAX, optarg);
-      a->id = optarg;
+      if ((rc = m5ctl_id_option("--as-svc-id", optarg, &a->id))) return rc;
       break;
     case OPT_TARGET:
       if (!add) return m5ctl_usage_error("--target: only for `m5ctl as add`");
       if (a->n_targets == TARGETS_MAX)
         return m5ctl_usage_error("--target: at most %d per AS client", TARGETS_MAX);
-      if ((why = target_problem(optarg)))
+      if ((why = m5ctl_target_problem(optarg)))
         return m5ctl_usage_error("--target: '%s': %s; expected HOST:PORT such as "
                                  "as1.example:9443",
                                  optarg, why);
       a->targets[a->n_targets++] = optarg;
-      break;
-    case OPT_M5S_ADMIN:
-      if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
-      break;
-    case OPT_ADMIN_TOKEN:
-      a->admin_token = optarg;
       break;
     case OPT_AUTH:
       if (!add) return m5ctl_usage_error("--auth: only for `m5ctl as add`");
@@ -153,7 +125,6 @@ static int parse_args(int argc, char **argv, int add, as_args_t *a) {
   if (add && !a->n_targets)
     return m5ctl_usage_error("--target: required, once per host:port the AS's targetUri may "
                              "name");
-  if (!a->admin) a->admin = M5CTL_DEFAULT_M5S_ADMIN;
   return 0;
 }
 
@@ -213,7 +184,9 @@ static int build_body(const as_args_t *a, m5_buf_t *body) {
   return rc;
 }
 
-static int run(const as_args_t *a, int add) {
+static int run(const void *ctx) {
+  const as_args_t *a = ctx;
+  const int add = a->add;
   m5_buf_t body, answer;
   long status;
   int rc = 1;
@@ -223,9 +196,8 @@ static int run(const as_args_t *a, int add) {
     fputs("m5ctl: cannot build the request: out of memory\n", stderr);
     goto out;
   }
-  rc = m5ctl_admin_request(a->admin, m5ctl_admin_token_file(a->admin_token),
-                           add ? "PUT" : "DELETE", AS_PATH, a->id,
-                           add ? (const char *)body.data : NULL, &answer, &status);
+  rc = m5ctl_admin_call(&a->admin, add ? "PUT" : "DELETE", AS_PATH, a->id,
+                        add ? (const char *)body.data : NULL, &answer, &status);
   if (rc) goto out;
   if (add && (status == 201 || status == 200)) {
     print_added(a, status, &answer);
@@ -243,17 +215,10 @@ out:
 }
 
 static int as_command(int argc, char **argv, int add) {
-  as_args_t a;
-  memset(&a, 0, sizeof a);
-  int rc = parse_args(argc, argv, add, &a);
+  as_args_t a = {.add = add};
+  int rc = parse_args(argc, argv, &a);
   if (rc) return rc < 0 ? 0 : rc;
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    fputs("m5ctl: cannot initialise libcurl\n", stderr);
-    return 1;
-  }
-  rc = run(&a, add);
-  curl_global_cleanup();
-  return rc;
+  return m5ctl_with_curl(run, &a);
 }
 
 int m5ctl_as_add(int argc, char **argv) {

@@ -20,7 +20,7 @@
 typedef struct {
   int area;
   const char *verb, *name, *who;
-  const char *admin, *admin_token;
+  m5ctl_admin_t admin;
   int manage;
 } grp_args_t;
 
@@ -52,10 +52,9 @@ static int principal_ok(const char *p, int member_of_area) {
 
 /* 0, 2 after a usage error, -1 after --help. argv[0] is "group" or "area". */
 static int parse_args(int argc, char **argv, grp_args_t *a) {
-  enum { OPT_M5S_ADMIN = M5CTL_OPT_OWN, OPT_ADMIN_TOKEN, OPT_MANAGE, OPT_HELP };
+  enum { OPT_MANAGE = M5CTL_OPT_OWN, OPT_HELP };
   static const struct option opts[] = {
-      {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
-      {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
+      M5CTL_ADMIN_OPTIONS,
       {"manage", no_argument, NULL, OPT_MANAGE},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -65,13 +64,11 @@ static int parse_args(int argc, char **argv, grp_args_t *a) {
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    if ((rc = m5ctl_admin_option(&a->admin, c, optarg)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
-    case OPT_M5S_ADMIN:
-      if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
-      break;
-    case OPT_ADMIN_TOKEN:
-      a->admin_token = optarg;
-      break;
     case OPT_MANAGE:
       a->manage = 1;
       break;
@@ -119,11 +116,11 @@ static int parse_args(int argc, char **argv, grp_args_t *a) {
   }
   if (a->manage && (strcmp(a->verb, "grant") != 0 || a->area || strncmp(a->who, "as:", 3) != 0))
     return m5ctl_usage_error("--manage: only for `m5ctl group grant GROUP as:ID`");
-  if (!a->admin) a->admin = M5CTL_DEFAULT_M5S_ADMIN;
   return 0;
 }
 
-static int run(const grp_args_t *a) {
+static int run(const void *ctx) {
+  const grp_args_t *a = ctx;
   const char *k = a->area ? "area" : "group";
   char path[256];
   const char *method = "GET", *body = NULL, *segment = NULL;
@@ -146,8 +143,7 @@ static int run(const grp_args_t *a) {
   m5_buf_t answer;
   long status;
   m5_buf_init(&answer, MAX_ANSWER);
-  int rc = m5ctl_admin_request(a->admin, m5ctl_admin_token_file(a->admin_token), method, path,
-                               segment, body, &answer, &status);
+  int rc = m5ctl_admin_call(&a->admin, method, path, segment, body, &answer, &status);
   if (rc) goto out;
   if (status != 200 && status != 201 && status != 204) {
     rc = m5ctl_admin_refused(status, &answer, "m5s refused %s %s %s%s%s", k, v, a->name,
@@ -184,18 +180,10 @@ out:
 }
 
 static int command(int argc, char **argv, int area) {
-  grp_args_t a;
-  memset(&a, 0, sizeof a);
-  a.area = area;
+  grp_args_t a = {.area = area};
   int rc = parse_args(argc, argv, &a);
   if (rc) return rc < 0 ? 0 : rc;
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    fputs("m5ctl: cannot initialise libcurl\n", stderr);
-    return 1;
-  }
-  rc = run(&a);
-  curl_global_cleanup();
-  return rc;
+  return m5ctl_with_curl(run, &a);
 }
 
 int m5ctl_group(int argc, char **argv) {

@@ -6,9 +6,6 @@
  * so a typo is a usage error that changes nothing; m5s checks them again. */
 #include "ctl.h"
 
-#include "core/net.h"
-
-#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -19,11 +16,13 @@
 #define PATTERN_MAX 128 /* a UE Service ID's length */
 #define MAX_ANSWER (1 << 20)
 
-typedef struct {
-  const char *id, *admin, *admin_token, *kind, *target, *pattern;
-} gw_args_t;
-
 typedef enum { GW_ADD, GW_REMOVE, GW_LIST_CMD } gw_verb_t;
+
+typedef struct {
+  gw_verb_t verb;
+  m5ctl_admin_t admin;
+  const char *id, *kind, *target, *pattern;
+} gw_args_t;
 
 /* A UE Service ID (1-128 printable characters, no spaces; '"' and '\\' refused too, so the body
  * needs no escaping), or a prefix of one followed by one trailing '*'. */
@@ -55,50 +54,32 @@ static void usage(gw_verb_t v) {
            "  (one line per gateway: gwId kind target pattern registered-UEs)\n");
 }
 
-static const char *target_problem(const char *text) {
-  char lower[M5_NET_HOSTPORT_MAX + 1];
-  size_t n = strlen(text);
-  if (n > M5_NET_HOSTPORT_MAX) return "too long";
-  for (size_t i = 0; i <= n; i++)
-    lower[i] = (char)tolower((unsigned char)text[i]);
-  return m5_net_hostport_problem(lower);
-}
-
 /* 0, 2 after a usage error, -1 after --help. */
-static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
-  enum {
-    OPT_ID = M5CTL_OPT_OWN,
-    OPT_KIND,
-    OPT_TARGET,
-    OPT_PATTERN,
-    OPT_M5S_ADMIN,
-    OPT_TOKEN,
-    OPT_HELP
-  };
+static int parse_args(int argc, char **argv, gw_args_t *a) {
+  enum { OPT_ID = M5CTL_OPT_OWN, OPT_KIND, OPT_TARGET, OPT_PATTERN, OPT_HELP };
   static const struct option opts[] = {
       {"gw-id", required_argument, NULL, OPT_ID},
       {"kind", required_argument, NULL, OPT_KIND},
       {"target", required_argument, NULL, OPT_TARGET},
       {"ue-svc-ids", required_argument, NULL, OPT_PATTERN},
-      {"m5s-admin", required_argument, NULL, OPT_M5S_ADMIN},
-      {"admin-token", required_argument, NULL, OPT_TOKEN},
+      M5CTL_ADMIN_OPTIONS,
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
+  const gw_verb_t v = a->verb;
   const char *why;
   int c, rc;
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    if ((rc = m5ctl_admin_option(&a->admin, c, optarg)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
     case OPT_ID:
       if (v == GW_LIST_CMD) return m5ctl_usage_error("--gw-id: not for `m5ctl gateway list`");
-      if (a->id) return m5ctl_usage_error("--gw-id: given twice");
-      if (!m5ctl_id_valid(optarg))
-        return m5ctl_usage_error("--gw-id: expected 1 to %d of the characters A-Z a-z 0-9 . _ -, "
-                                 "got '%s'",
-                                 M5CTL_ID_MAX, optarg);
-      a->id = optarg;
+      if ((rc = m5ctl_id_option("--gw-id", optarg, &a->id))) return rc;
       break;
     case OPT_KIND:
       if (v != GW_ADD) return m5ctl_usage_error("--kind: only for `m5ctl gateway add`");
@@ -109,7 +90,7 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
     case OPT_TARGET:
       if (v != GW_ADD) return m5ctl_usage_error("--target: only for `m5ctl gateway add`");
       if (a->target) return m5ctl_usage_error("--target: given twice");
-      if ((why = target_problem(optarg)))
+      if ((why = m5ctl_target_problem(optarg)))
         return m5ctl_usage_error("--target: '%s': %s; expected HOST:PORT such as gw1.example:9444",
                                  optarg, why);
       a->target = optarg;
@@ -123,12 +104,6 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
                                  "quotes or backslashes), such as mq*",
                                  optarg, PATTERN_MAX);
       a->pattern = optarg;
-      break;
-    case OPT_M5S_ADMIN:
-      if ((rc = m5ctl_m5s_admin_option(optarg, &a->admin))) return rc;
-      break;
-    case OPT_TOKEN:
-      a->admin_token = optarg;
       break;
     case OPT_HELP:
       usage(v);
@@ -146,7 +121,6 @@ static int parse_args(int argc, char **argv, gw_verb_t v, gw_args_t *a) {
         "--target: required (the HOST:PORT of the gateway's delivery service)");
   if (v == GW_ADD && !a->pattern)
     return m5ctl_usage_error("--ue-svc-ids: required (the UE Service IDs it may register)");
-  if (!a->admin) a->admin = M5CTL_DEFAULT_M5S_ADMIN;
   return 0;
 }
 
@@ -158,7 +132,9 @@ static void print_gw(json_t *g) {
          (long long)json_integer_value(json_object_get(g, "registeredUes")));
 }
 
-static int run(const gw_args_t *a, gw_verb_t v) {
+static int run(const void *ctx) {
+  const gw_args_t *a = ctx;
+  const gw_verb_t v = a->verb;
   m5_buf_t body, answer;
   long status;
   int rc = 1;
@@ -170,9 +146,9 @@ static int run(const gw_args_t *a, gw_verb_t v) {
     goto out;
   }
   const char *method = v == GW_ADD ? "PUT" : v == GW_REMOVE ? "DELETE" : "GET";
-  rc = m5ctl_admin_request(a->admin, m5ctl_admin_token_file(a->admin_token), method,
-                           v == GW_LIST_CMD ? GW_LIST : GW_PATH, v == GW_LIST_CMD ? NULL : a->id,
-                           v == GW_ADD ? (const char *)body.data : NULL, &answer, &status);
+  rc = m5ctl_admin_call(&a->admin, method, v == GW_LIST_CMD ? GW_LIST : GW_PATH,
+                        v == GW_LIST_CMD ? NULL : a->id,
+                        v == GW_ADD ? (const char *)body.data : NULL, &answer, &status);
   if (rc) goto out;
   if (v == GW_ADD && (status == 201 || status == 200)) {
     printf("%s: %s, kind %s, target %s, ueSvcIds %s\n", a->id,
@@ -199,17 +175,10 @@ out:
 }
 
 static int gw_command(int argc, char **argv, gw_verb_t v) {
-  gw_args_t a;
-  memset(&a, 0, sizeof a);
-  int rc = parse_args(argc, argv, v, &a);
+  gw_args_t a = {.verb = v};
+  int rc = parse_args(argc, argv, &a);
   if (rc) return rc < 0 ? 0 : rc;
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    fputs("m5ctl: cannot initialise libcurl\n", stderr);
-    return 1;
-  }
-  rc = run(&a, v);
-  curl_global_cleanup();
-  return rc;
+  return m5ctl_with_curl(run, &a);
 }
 
 int m5ctl_gateway_add(int argc, char **argv) {
