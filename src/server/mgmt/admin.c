@@ -378,19 +378,11 @@ static pending_t *pending_new(admin_t *a, m5_http_exchange_t *ex, registry_op_t 
 
 static void put_binding(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
                         const char *id) {
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL, NULL,
-            NULL);
-    return;
-  }
-  json_error_t jerr;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  json_t *supi = o && json_is_object(o) ? json_object_get(o, "supi") : NULL;
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return;
+  json_t *supi = json_object_get(o, "supi");
   char digits[REGISTRY_SUPI_MAX + 1];
-  if (!o || !json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-            o ? "not an object" : jerr.text, NULL);
-  } else if (!supi) {
+  if (!supi) {
     admin_problem(ex, 400, "Bad Request", "supi is missing", "supi", "missing", NULL);
   } else if (!json_is_string(supi) ||
              registry_normalise_supi(json_string_value(supi), digits) != 0) {

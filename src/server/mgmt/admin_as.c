@@ -10,11 +10,9 @@
 #include "core/err.h"
 #include "core/log.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "admin"
 
@@ -50,15 +48,9 @@ static int read_targets(m5_http_exchange_t *ex, json_t *body, registry_as_t *a) 
     json_t *v = json_array_get(t, i);
     const char *text = json_is_string(v) ? json_string_value(v) : NULL;
     char hp[REGISTRY_HOSTPORT_MAX + 1];
-    /* Lowercase on the way in (the stored form); otherwise exactly what a targetUri's
-     * authority gives (core/net.h), so the allow-list compares as text. */
-    size_t tl = text ? strlen(text) : 0;
-    for (size_t k = 0; k < tl && k < sizeof hp - 1; k++)
-      hp[k] = (char)tolower((unsigned char)text[k]);
-    hp[tl < sizeof hp - 1 ? tl : sizeof hp - 1] = '\0';
-    const char *why = !text               ? "not a string"
-                      : tl >= sizeof hp  ? "too long"
-                                         : m5_net_hostport_problem(hp);
+    /* The stored form is what a targetUri's authority gives, so the allow-list compares as
+     * text. */
+    const char *why = text ? admin_hostport(text, hp, sizeof hp) : "not a string";
     if (why) {
       char param[32];
       snprintf(param, sizeof param, "targets[%zu]", i);
@@ -110,44 +102,38 @@ static int read_ue_svc_ids(m5_http_exchange_t *ex, json_t *body, registry_as_t *
   return 0;
 }
 
-static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
-                       const char *id) {
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
-                  NULL, NULL);
-    return;
-  }
-  json_error_t jerr;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!o || !json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-                  o ? "not an object" : jerr.text, NULL);
-    json_decref(o);
-    return;
-  }
+/* A job of op on the AS client id, with its own copy to fill; NULL after answering 500. */
+static pending_t *pending_new(admin_t *a, m5_http_exchange_t *ex, registry_op_t op,
+                              const char *id) {
   pending_t *p = calloc(1, sizeof *p);
   registry_as_t *as = p ? calloc(1, sizeof *as) : NULL;
   if (!as) {
     free(p);
-    json_decref(o);
     admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
-    return;
+    return NULL;
   }
   snprintf(as->as_svc_id, sizeof as->as_svc_id, "%s", id);
-  if (read_auth(ex, o, as) != 0 || read_targets(ex, o, as) != 0 ||
-      read_ue_svc_ids(ex, o, as) != 0) {
-    free(as);
-    free(p);
-    json_decref(o);
-    return;
-  }
-  json_decref(o);
   p->a = a;
   p->ex = ex;
   p->as = as;
-  p->job.op = REGISTRY_AS_PUT;
+  p->job.op = op;
   p->job.as = as;
-  admin_submit(a, p);
+  return p;
+}
+
+static void put_client(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                       const char *id) {
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return;
+  pending_t *p = pending_new(a, ex, REGISTRY_AS_PUT, id);
+  if (p && (read_auth(ex, o, p->as) != 0 || read_targets(ex, o, p->as) != 0 ||
+            read_ue_svc_ids(ex, o, p->as) != 0)) {
+    free(p->as);
+    free(p);
+    p = NULL;
+  }
+  json_decref(o);
+  if (p) admin_submit(a, p);
 }
 
 void admin_as_done(pending_t *p) {
@@ -180,13 +166,7 @@ void admin_as_done(pending_t *p) {
 void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   static const m5_http_header_t allow = {"allow", "GET, PUT, DELETE"};
   char id[REGISTRY_AS_ID_MAX + 1];
-  if (admin_decode_segment(req->path + strlen(ADMIN_AS_CLIENTS), id, sizeof id) != 0 ||
-      !registry_as_id_valid(id)) {
-    admin_problem(ex, 400, "Bad Request",
-                  "the asSvcId in the path must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                  "asSvcId", "invalid", NULL);
-    return;
-  }
+  if (admin_client_id(ex, req->path + strlen(ADMIN_AS_CLIENTS), "asSvcId", id) != 0) return;
   if (!strcmp(req->method, "GET")) {
     registry_as_t *as = malloc(sizeof *as);
     if (!as) {
@@ -200,20 +180,8 @@ void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_
   } else if (!strcmp(req->method, "PUT")) {
     put_client(a, ex, req, id);
   } else if (!strcmp(req->method, "DELETE")) {
-    pending_t *p = calloc(1, sizeof *p);
-    registry_as_t *as = p ? calloc(1, sizeof *as) : NULL;
-    if (!as) {
-      free(p);
-      admin_problem(ex, 500, "Internal Server Error", "out of memory", NULL, NULL, NULL);
-      return;
-    }
-    snprintf(as->as_svc_id, sizeof as->as_svc_id, "%s", id);
-    p->a = a;
-    p->ex = ex;
-    p->as = as;
-    p->job.op = REGISTRY_AS_DEL;
-    p->job.as = as;
-    admin_submit(a, p);
+    pending_t *p = pending_new(a, ex, REGISTRY_AS_DEL, id);
+    if (p) admin_submit(a, p);
   } else {
     admin_problem(ex, 405, "Method Not Allowed", "an AS client accepts GET, PUT and DELETE", NULL,
                   NULL, &allow);

@@ -207,20 +207,11 @@ void admin_groups_done(void *msg) {
 static int read_rights(m5_http_exchange_t *ex, const m5_http_request_t *req, unsigned *rights) {
   *rights = GROUPS_RIGHT_SEND;
   if (req->body_len == 0) return 0;
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
-                  NULL, NULL);
-    return M5_EINVAL;
-  }
-  json_error_t je;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-  json_t *r = json_is_object(o) ? json_object_get(o, "rights") : NULL;
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return M5_EINVAL;
+  json_t *r = json_object_get(o, "rights");
   int rc = 0;
-  if (!json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-                  o ? "not an object" : je.text, NULL);
-    rc = M5_EINVAL;
-  } else if (r) {
+  if (r) {
     *rights = 0;
     for (size_t i = 0; json_is_array(r) && i < json_array_size(r); i++) {
       const char *s = json_string_value(json_array_get(r, i));

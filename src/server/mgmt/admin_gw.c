@@ -14,14 +14,11 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "core/net.h"
 #include "server/ue/ue_api.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "admin"
 
@@ -42,16 +39,9 @@ static int read_gw(m5_http_exchange_t *ex, json_t *o, registry_gw_t *g) {
     return M5_EINVAL;
   }
   const char *t = json_is_string(target) ? json_string_value(target) : NULL;
-  size_t tl = t ? strlen(t) : 0;
-  const char *why = !t                       ? (target ? "not a string" : "missing")
-                    : tl >= sizeof g->target ? "too long"
-                                             : NULL;
-  if (!why) {
-    for (size_t k = 0; k < tl; k++)
-      g->target[k] = (char)tolower((unsigned char)t[k]);
-    g->target[tl] = '\0';
-    why = m5_net_hostport_problem(g->target);
-  }
+  const char *why = t        ? admin_hostport(t, g->target, sizeof g->target)
+                    : target ? "not a string"
+                             : "missing";
   if (why) {
     admin_problem(ex, 400, "Bad Request",
                   "target must be the host:port of the gateway's delivery service (a DNS name, "
@@ -89,19 +79,8 @@ static pending_t *pending_new(admin_t *a, m5_http_exchange_t *ex, const char *id
 
 static void put_gw(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req,
                    const char *id) {
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
-                  NULL, NULL);
-    return;
-  }
-  json_error_t jerr;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!o || !json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-                  o ? "not an object" : jerr.text, NULL);
-    json_decref(o);
-    return;
-  }
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return;
   pending_t *p = pending_new(a, ex, id);
   if (p && read_gw(ex, o, p->gw) != 0) {
     free(p->gw);
@@ -169,12 +148,7 @@ void admin_gateways(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t 
   }
   static const m5_http_header_t allow = {"allow", "GET, PUT, DELETE"};
   char id[REGISTRY_AS_ID_MAX + 1];
-  if (admin_decode_segment(rest + 1, id, sizeof id) != 0 || !registry_as_id_valid(id)) {
-    admin_problem(ex, 400, "Bad Request",
-                  "the gwId in the path must be 1-64 characters of A-Z a-z 0-9 . _ -", "gwId",
-                  "invalid", NULL);
-    return;
-  }
+  if (admin_client_id(ex, rest + 1, "gwId", id) != 0) return;
   if (!strcmp(req->method, "GET")) {
     registry_gw_t g;
     if (registry_gw_lookup(a->opts.reg, id, &g) != 0)

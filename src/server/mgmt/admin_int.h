@@ -1,6 +1,7 @@
 /* Shared by the management handlers: admin.c (health, bindings, metrics), admin_as.c
- * (Application Server clients), admin_policy.c (who may message whom) and admin_topics.c
- * (Messaging Topic rules). */
+ * (Application Server clients), admin_gw.c (message gateway clients), admin_policy.c (who may
+ * message whom), admin_topics.c (Messaging Topic rules), admin_groups.c (groups and areas), and
+ * admin_input.c (what they read from a request alike). */
 #ifndef M5_SERVER_ADMIN_INT_H
 #define M5_SERVER_ADMIN_INT_H
 
@@ -53,6 +54,18 @@ void admin_job_done(admin_t *a);
 /* Percent-decodes one path segment into out (cap bytes with the NUL); M5_EINVAL for a bad
  * escape, a '/', or a result that does not fit. */
 int admin_decode_segment(const char *seg, char *out, size_t cap);
+
+/* admin_input.c: what several handlers read the same way. */
+/* A PUT's body as a JSON object (duplicate members refused), the caller's to decref; NULL after
+ * answering 415 (not application/json) or 400 (not a JSON object). */
+json_t *admin_json_object(m5_http_exchange_t *ex, const m5_http_request_t *req);
+/* A client's ID ({asSvcId}, {gwId}: name) from the path segment seg into id: 0, or answers 400
+ * naming it and returns M5_EINVAL when it is badly escaped or breaks registry_as_id_valid. */
+int admin_client_id(m5_http_exchange_t *ex, const char *seg, const char *name,
+                    char id[REGISTRY_AS_ID_MAX + 1]);
+/* text lowercased into out (cap bytes with the NUL) and checked as host:port (core/net.h):
+ * NULL when it is one, else why not ("too long" when it does not fit). */
+const char *admin_hostport(const char *text, char *out, size_t cap);
 
 /* admin_as.c */
 void admin_as_clients(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req);

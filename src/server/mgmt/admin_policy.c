@@ -10,7 +10,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "admin"
 
@@ -45,19 +44,8 @@ static void submit(admin_t *a, m5_http_exchange_t *ex, registry_op_t op, const p
 }
 
 static void put_policy(admin_t *a, m5_http_exchange_t *ex, const m5_http_request_t *req) {
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
-                  NULL, NULL);
-    return;
-  }
-  json_error_t jerr;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!o || !json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-                  o ? "not an object" : jerr.text, NULL);
-    json_decref(o);
-    return;
-  }
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return;
   json_object_del(o, "source"); /* read-only: a GET's document can be PUT back as it is */
   policy_t pol;
   char param[72], why[160];

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DOM "admin"
 
@@ -34,21 +33,13 @@ static void get_rules(topics_rules_t *r, m5_http_exchange_t *ex) {
 }
 
 static void put_rules(topics_rules_t *r, m5_http_exchange_t *ex, const m5_http_request_t *req) {
-  if (!req->content_type || strncasecmp(req->content_type, CT_JSON, strlen(CT_JSON)) != 0) {
-    admin_problem(ex, 415, "Unsupported Media Type", "the body must be application/json", NULL,
-                  NULL, NULL);
-    return;
-  }
-  json_error_t jerr;
-  json_t *o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  json_t *arr = o && json_is_object(o) ? json_object_get(o, "rules") : NULL;
+  json_t *o = admin_json_object(ex, req);
+  if (!o) return;
+  json_t *arr = json_object_get(o, "rules");
   const char **lines = NULL;
   size_t n = arr && json_is_array(arr) ? json_array_size(arr) : 0;
   char err[256], param[32];
-  if (!o || !json_is_object(o)) {
-    admin_problem(ex, 400, "Bad Request", "the body is not a JSON object", "body",
-                  o ? "not an object" : jerr.text, NULL);
-  } else if (!arr || !json_is_array(arr)) {
+  if (!arr || !json_is_array(arr)) {
     admin_problem(ex, 400, "Bad Request", "rules must be an array of strings", "rules",
                   arr ? "not an array" : "missing", NULL);
   } else if (n > TOPICS_RULES_MAX) {
