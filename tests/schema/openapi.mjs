@@ -1,6 +1,6 @@
 // Validators of JSON bodies against the schemas of the official 3GPP OpenAPI files
 // (spec/openapi/), shared by validate.mjs (the command line the shell tests call) and the node
-// test peers that receive bodies from m5s (tests/interop/as_server.mjs).
+// test peers that receive bodies from m5s (tests/schema/push_receiver.mjs).
 //
 // Every YAML file beside the given one is registered with Ajv under its file name, so the 3GPP
 // cross-file $refs ('TS29571_CommonData.yaml#/components/schemas/Supi') resolve; only the
