@@ -274,6 +274,23 @@ admin_curl() {
   curl -H "authorization: Bearer $(<"$M5S_TOKEN_FILE")" "$@"
 }
 
+# restart_m5s: m5s again with the same config (ports, store) after it died or was stopped, or
+# to pick up what a test changed in its store (a trigger); waits for /healthz. A port the old
+# process still holds is tried again (3 times).
+restart_m5s() {
+  local _
+  for _ in 1 2 3; do
+    "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
+    M5S_PID=$!
+    track_pid "$M5S_PID"
+    wait_health "$M5S_MGMT" "$M5S_PID" 15 && return 0
+    kill -KILL "$M5S_PID" 2>/dev/null || true
+    wait "$M5S_PID" 2>/dev/null || true
+    sleep 0.5 # a port still held: try again
+  done
+  m5s_fail "m5s did not come back on the same ports"
+}
+
 # stop_m5s: SIGTERM; it must exit 0 within 5 s.
 stop_m5s() { stop_daemon "$M5S_PID" m5s || m5s_fail "m5s did not stop cleanly"; }
 

@@ -36,21 +36,6 @@ AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)
 [[ -n $AKID1 && -n $KAF1 ]] || fail "m5ctl akma derive gave nothing"
 
-# restart_m5s: m5s again with the same config (ports, store) after it died or was stopped.
-restart_m5s() {
-  local _
-  for _ in 1 2 3; do
-    "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-    M5S_PID=$!
-    track_pid "$M5S_PID"
-    wait_health "$M5S_MGMT" "$M5S_PID" 15 && return 0
-    kill -KILL "$M5S_PID" 2>/dev/null || true
-    wait "$M5S_PID" 2>/dev/null || true
-    sleep 0.5 # a port still held: try again
-  done
-  m5s_fail "m5s did not come back on the same ports"
-}
-
 # kill9_m5s: SIGKILL, reaped.
 kill9_m5s() {
   kill -KILL "$M5S_PID"

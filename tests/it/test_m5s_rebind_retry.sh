@@ -38,10 +38,7 @@ sqlite3 "$STORE" "CREATE TRIGGER hold_gen_ins BEFORE INSERT ON binding_gens
   CREATE TRIGGER hold_gen_upd BEFORE UPDATE ON binding_gens
     WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
-"$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-M5S_PID=$!
-track_pid "$M5S_PID"
-wait_health "$M5S_MGMT" "$M5S_PID" 15 || m5s_fail "m5s did not start again"
+restart_m5s
 
 ue_send ue1 ue3 rebind-block --store-forward
 st=$(admin_curl -s --max-time 10 -X PUT -H 'content-type: application/json' \

@@ -44,19 +44,6 @@ wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
 admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
 
-restart_m5s() { # m5s again with the same config (ports, store) after it died
-  local _
-  for _ in 1 2 3; do
-    "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-    M5S_PID=$!
-    track_pid "$M5S_PID"
-    wait_health "$M5S_MGMT" "$M5S_PID" 15 && return 0
-    kill -KILL "$M5S_PID" 2>/dev/null || true
-    wait "$M5S_PID" 2>/dev/null || true
-    sleep 0.5 # a port still held: try again
-  done
-  m5s_fail "m5s did not come back on the same ports"
-}
 metric() { # NAME: its value on /metrics
   curl -s "$M5S_ADMIN/metrics" | awk -v n="$1" '$1 == n {print $2}'
 }

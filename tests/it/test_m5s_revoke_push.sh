@@ -40,10 +40,7 @@ sqlite3 "$STORE" "CREATE TRIGGER hold_gen_ins BEFORE INSERT ON binding_gens
   CREATE TRIGGER hold_gen_upd BEFORE UPDATE ON binding_gens
     WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
-"$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-M5S_PID=$!
-track_pid "$M5S_PID"
-wait_health "$M5S_MGMT" "$M5S_PID" 15 || m5s_fail "m5s did not start again"
+restart_m5s
 
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)

@@ -87,10 +87,7 @@ sqlite3 "$STORE" "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.msg_i
   CREATE TRIGGER stuck BEFORE DELETE ON deliveries WHEN OLD.state = 4 AND
   (SELECT msg_id FROM messages WHERE id = OLD.msg) LIKE 'stuck-%'
   BEGIN SELECT RAISE(ABORT, 'injected fault'); END;" || fail "cannot install the triggers"
-"$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-M5S_PID=$!
-track_pid "$M5S_PID"
-wait_health "$M5S_MGMT" "$M5S_PID" 15 || m5s_fail "m5s did not restart"
+restart_m5s
 
 "$M5_BIN/m5c" --config "$M5_TMP/ue2.yaml" --server "$(m5c_uri tls)" listen --timeout 40 \
   >live.out 2>live.err &
