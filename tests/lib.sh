@@ -250,6 +250,15 @@ write_m5s_config() {
   merge_yaml "$file" "${#defaults[@]}" "${defaults[@]}" "$@"
 }
 
+# use_test_hooks: HOOKS, a fresh directory m5s arms its test hooks from (M5_TEST_HOOK_DIR,
+# exported for the m5s started next; honoured by test builds only, src/server/test_hooks.h):
+# a test creates a file named after a hook point in it to arm that point.
+use_test_hooks() {
+  HOOKS=$M5_TMP/hooks
+  mkdir -p "$HOOKS"
+  export M5_TEST_HOOK_DIR=$HOOKS
+}
+
 # start_m5s [extra YAML lines...]: starts m5s (after start_aanf) on random ports and waits for
 # its /healthz. Sets M5S_PID, M5S_PORT (MSGin5G-1, udp and tcp), M5S_MGMT, M5S_ADMIN (the
 # management base URL for m5ctl --m5s-admin), M5S_NORTH (the northbound port), M5S_LOG.

@@ -9,9 +9,7 @@ source "$(dirname "$0")/../lib.sh"
 
 make_pki
 start_aanf
-HOOKS=$M5_TMP/hooks
-mkdir -p "$HOOKS"
-export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
+use_test_hooks
 start_m5s
 setup_ue ue1 001010000004001 4141414141414141414141414141414141414141414141414141414141414141
 put_as1() {

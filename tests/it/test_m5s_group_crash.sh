@@ -13,9 +13,7 @@ PY=/usr/bin/python3
 M5CTL="$M5_BIN/m5ctl"
 make_pki
 start_aanf
-HOOKS=$M5_TMP/hooks
-mkdir -p "$HOOKS"
-export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
+use_test_hooks
 start_m5s
 setup_ue ue1 001010000003001 3131313131313131313131313131313131313131313131313131313131313131
 setup_ue ue2 001010000003002 3232323232323232323232323232323232323232323232323232323232323232

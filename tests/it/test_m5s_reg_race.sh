@@ -26,9 +26,7 @@ RAW="$M5_SRC/tests/interop/coap_raw.py"
 
 make_pki
 start_aanf
-HOOKS=$M5_TMP/hooks
-mkdir -p "$HOOKS"
-export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
+use_test_hooks
 start_m5s
 setup_ue ue1 "$SUPI1" "$KAUSF1"
 "$M5_BIN/m5ctl" subscriber add --supi "$SUPI1B" --kausf "$KAUSF1B" --aanf "$AANF_URL" \

@@ -23,9 +23,7 @@ RAW="$M5_SRC/tests/interop/coap_raw.py"
 
 make_pki
 start_aanf
-HOOKS=$M5_TMP/hooks
-mkdir -p "$HOOKS"
-export M5_TEST_HOOK_DIR=$HOOKS # honoured by test builds only (src/server/test_hooks.h)
+use_test_hooks
 start_m5s
 setup_ue ue1 "$SUPI1" "$KAUSF1"
 setup_ue ue2 "$SUPI2" "$KAUSF2"
