@@ -46,11 +46,8 @@ MODE=$M5_TMP/gw.mode
 : >"$GW_LOG"
 echo 204 >"$MODE"
 start_receiver() { # OUT
-  node "$M5_SRC/tests/it/gw_receiver.mjs" "$GW_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-    "$PKI/ca.crt" "$GW_LOG" "$MODE" "$M5_OPENAPI" >"$1" 2>&1 &
-  GW_RECV_PID=$!
-  track_pid "$GW_RECV_PID"
-  wait_file_line "$1" 'listening' 30 || fail "the gateway receiver did not start: $(cat "$1")"
+  start_push_receiver tests/it/gw_receiver.mjs "$GW_PORT" "$GW_LOG" "$MODE" "$1"
+  GW_RECV_PID=$PUSH_RECEIVER_PID
 }
 start_receiver "$M5_TMP/gw_receiver.out"
 

@@ -26,12 +26,8 @@ AS_LOG=$M5_TMP/as.log
 MODE=$M5_TMP/as.mode
 : >"$AS_LOG"
 echo 204 >"$MODE"
-node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
-AS_SERVER_PID=$!
-track_pid "$AS_SERVER_PID"
-wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
-  fail "the AS server did not start: $(cat "$M5_TMP/as_server.out")"
+start_push_receiver tests/interop/as_server.mjs "$AS_PORT" "$AS_LOG" "$MODE" "$M5_TMP/as_server.out"
+AS_SERVER_PID=$PUSH_RECEIVER_PID
 
 admin_curl -s -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
@@ -114,12 +110,7 @@ wait "$AS_SERVER_PID" 2>/dev/null || true
 send as:as1 p2a-down --store-forward
 sleep 3 # at least one attempt fails on the closed port
 [[ $(as_got p2a-down) == 0 ]] || m5s_fail "p2a-down reached a stopped AS?"
-node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$MODE" "$M5_OPENAPI" >"$M5_TMP/as_server2.out" 2>&1 &
-AS_SERVER_PID=$!
-track_pid "$AS_SERVER_PID"
-wait_file_line "$M5_TMP/as_server2.out" 'listening' 30 ||
-  fail "the AS server did not restart: $(cat "$M5_TMP/as_server2.out")"
+start_push_receiver tests/interop/as_server.mjs "$AS_PORT" "$AS_LOG" "$MODE" "$M5_TMP/as_server2.out"
 wait_as p2a-down 1 20 || m5s_fail "p2a-down was lost while the AS was down: $(cat "$AS_LOG")"
 echo "ok: an AS that is down: stored, delivered when it is back"
 # ---- reports both ways --------------------------------------------------------------------

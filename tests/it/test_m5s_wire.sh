@@ -31,11 +31,8 @@ NB="https://localhost:$M5S_NORTH"
 AS_PORT=$(pick_port)
 AS_LOG=$M5_TMP/as.log
 : >"$AS_LOG"
-node "$M5_SRC/tests/interop/as_server.mjs" "$AS_PORT" "$PKI/aanf.key" "$PKI/aanf.crt" \
-  "$PKI/ca.crt" "$AS_LOG" "$M5_TMP/as.mode" "$M5_OPENAPI" >"$M5_TMP/as_server.out" 2>&1 &
-track_pid $!
-wait_file_line "$M5_TMP/as_server.out" 'listening' 30 ||
-  fail "the AS server did not start: $(cat "$M5_TMP/as_server.out")"
+start_push_receiver tests/interop/as_server.mjs "$AS_PORT" "$AS_LOG" "$M5_TMP/as.mode" \
+  "$M5_TMP/as_server.out"
 admin_curl -sf -o /dev/null -X PUT -H 'content-type: application/json' \
   -d "{\"targets\":[\"localhost:$AS_PORT\"]}" "$M5S_ADMIN/admin/v1/as-clients/as1"
 
