@@ -23,9 +23,7 @@ start_m5s
 setup_ue ue1 001010000000801 b1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 STANDIN_URL="https://localhost:$M5S_NORTH"
 start_gw "loop: {log: $GW_LOOP_LOG, register: [mq1]}"
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
-ctl gateway add --gw-id gw1 --kind mqtt --target "localhost:$GW_MSGG" --ue-svc-ids 'mq*' \
-  >ctl.out 2>&1 || m5s_fail "m5ctl gateway add: $(cat ctl.out)"
+gw_add_at_m5s mqtt 'mq*'
 wait_file_line "$GW_LOOP_LOG" '"event":"registered","status":0' 30 "$GW_PID" ||
   m5s_fail "mq1 not registered: $(cat "$GW_LOOP_LOG"; tail -5 "$GW_LOG")"
 

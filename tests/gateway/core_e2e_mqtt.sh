@@ -25,18 +25,9 @@ start_aanf
 start_m5s
 setup_ue ue1 001010000000801 b1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 STANDIN_URL="https://localhost:$M5S_NORTH"
-write_gw_mqtt() { # the kind mqtt variant of write_gw_config (no loop.* keys)
-  write_gw_config "$@" "kind: mqtt" \
-    "mqtt: {host: 127.0.0.1, port: $MQ_PORT, password_file: $BROKER_DIR/gateway.password, devices: [mq1]}"
-  sed -i '/^loop:/d' "$1"
-}
-GW_LOG="$M5_TMP/m5gw.log"
-launch_daemon "$M5_BIN/m5gw" write_gw_mqtt "$M5_TMP/m5gw.yaml" "$GW_LOG" GW_MGMT ||
-  fail "m5gw (mqtt) did not become healthy: $(tail -20 "$GW_LOG")"
-GW_PID=$LAUNCH_PID
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
-ctl gateway add --gw-id gw1 --kind mqtt --target "localhost:$GW_MSGG" --ue-svc-ids 'mq*' \
-  >ctl.out 2>&1 || m5s_fail "m5ctl gateway add: $(cat ctl.out)"
+start_gw_kind mqtt \
+  "mqtt: {host: 127.0.0.1, port: $MQ_PORT, password_file: $BROKER_DIR/gateway.password, devices: [mq1]}"
+gw_add_at_m5s mqtt 'mq*'
 wait_file_line "$GW_LOG" 'registration of mq1: done' 30 "$GW_PID" ||
   m5s_fail "mq1 not registered: $(tail -10 "$GW_LOG")"
 

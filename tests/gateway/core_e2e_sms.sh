@@ -32,18 +32,9 @@ SMSC_PORT=$(sed -n 's/^PORT //p' smsc.out)
 
 STANDIN_URL="https://localhost:$M5S_NORTH"
 GW_LOOP_LOG=/dev/null
-write_gw_sms() { # the kind sms variant of write_gw_config (no loop.* keys)
-  write_gw_config "$@" "kind: sms" \
-    "sms: {host: 127.0.0.1, port: $SMSC_PORT, system_id: gw1, password: pw, devices: ['491700000001=sm1'], routes: ['2000=UE:ue1']}"
-  sed -i '/^loop:/d' "$1"
-}
-GW_LOG="$M5_TMP/m5gw.log"
-launch_daemon "$M5_BIN/m5gw" write_gw_sms "$M5_TMP/m5gw.yaml" "$GW_LOG" GW_MGMT ||
-  fail "m5gw (sms) did not become healthy: $(tail -20 "$GW_LOG")"
-GW_PID=$LAUNCH_PID
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
-ctl gateway add --gw-id gw1 --kind sms --target "localhost:$GW_MSGG" --ue-svc-ids 'sm*' \
-  >ctl.out 2>&1 || m5s_fail "m5ctl gateway add: $(cat ctl.out)"
+start_gw_kind sms \
+  "sms: {host: 127.0.0.1, port: $SMSC_PORT, system_id: gw1, password: pw, devices: ['491700000001=sm1'], routes: ['2000=UE:ue1']}"
+gw_add_at_m5s sms 'sm*'
 wait_file_line smsc.out '^BOUND' 30 "$SMSC_PID" || fail "m5gw did not bind: $(tail -10 "$GW_LOG")"
 wait_file_line "$GW_LOG" 'registration of sm1: done' 30 "$GW_PID" ||
   m5s_fail "sm1 not registered: $(tail -10 "$GW_LOG")"

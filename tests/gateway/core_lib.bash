@@ -3,7 +3,8 @@
 # the real m5gw of a test build with its test-only "loop" kind (src/gateway/core/
 # gw_loop_adapter.c: its devices echo), the PKI of m5ctl pki init plus the MSGG listener's
 # server certificate, curl playing m5s towards the MSGG listener, and a node stand-in for m5s's
-# side of MSGin5G-2/-4 (core_m5s_standin.mjs) until m5s serves it.
+# side of MSGin5G-2/-4 (core_m5s_standin.mjs); for the core_e2e*.sh tests, an m5gw of an
+# adapter kind made a client of the real m5s.
 
 PKI="$M5_TMP/pki"
 GW_LOOP_LOG="$M5_TMP/loop.log"
@@ -104,4 +105,32 @@ standin_lines() {
            if (!fs.existsSync(process.argv[1])) process.exit(0);
            for (const l of fs.readFileSync(process.argv[1], "utf8").split("\n"))
              if (l && f(JSON.parse(l))) console.log(l);' "$STANDIN_LOG" "$1"
+}
+
+# ---- m5gw against the real m5s (core_e2e*.sh) ----------------------------------------------
+
+# write_gw_kind_config FILE KIND [extra YAML lines...]: write_gw_config for the adapter KIND
+# (mqtt, sms) instead of the test-only loop kind, whose loop.* keys it drops.
+write_gw_kind_config() {
+  local file=$1 kind=$2
+  shift 2
+  write_gw_config "$file" "kind: $kind" "$@"
+  sed -i '/^loop:/d' "$file"
+}
+
+# start_gw_kind KIND [extra YAML lines...]: start_gw with write_gw_kind_config; GW_PID, GW_LOG.
+start_gw_kind() {
+  GW_LOG="$M5_TMP/m5gw.log"
+  launch_daemon "$M5_BIN/m5gw" write_gw_kind_config "$M5_TMP/m5gw.yaml" "$GW_LOG" GW_MGMT "$@" ||
+    fail "m5gw ($1) did not become healthy: $(tail -20 "$GW_LOG")"
+  GW_PID=$LAUNCH_PID
+}
+
+# gw_add_at_m5s KIND PATTERN: makes the running gateway gw1 a client of the running m5s
+# (m5ctl gateway add with the management token): of KIND, its MSGG listener as the delivery
+# target, allowed the UE Service IDs PATTERN.
+gw_add_at_m5s() {
+  timeout 30 "$M5_BIN/m5ctl" gateway add --gw-id gw1 --kind "$1" --target "localhost:$GW_MSGG" \
+    --ue-svc-ids "$2" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE" >ctl.out 2>&1 ||
+    m5s_fail "m5ctl gateway add: $(cat ctl.out)"
 }
