@@ -3,7 +3,7 @@
  * hold: SEGREC, SEGCONFIR), and the encoding must parse back to the same message and encode to the same text.
  * Every body is also read by jansson alone (msg_parse_tree): the scanning parser (msg_scan.c)
  * must agree with it, status, diagnostic and message.
- * M5_FUZZ_SOURCES: src/lib/msg/msg.c src/lib/msg/msg_scan.c src/lib/core/err.c
+ * M5_FUZZ_SOURCES: src/lib/msg/msg.c src/lib/msg/msg_encode.c src/lib/msg/msg_scan.c src/lib/core/err.c
  * M5_FUZZ_PKGS: jansson */
 #include "core/err.h"
 #include "msg/msg.h"

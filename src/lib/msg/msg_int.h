@@ -1,6 +1,6 @@
 /* Internals of the MSGin5G-1 body codec shared by msg.c (the member table, the jansson parser
- * that gives every diagnostic, the writer) and msg_scan.c (the allocation-free parser of the
- * usual bodies). Not for other modules: they use msg.h. */
+ * that gives every diagnostic), msg_encode.c (the writer) and msg_scan.c (the allocation-free
+ * parser of the usual bodies). Not for other modules: they use msg.h. */
 #ifndef M5_MSG_MSG_INT_H
 #define M5_MSG_MSG_INT_H
 
@@ -48,7 +48,7 @@ typedef struct {
 
 extern const char *const msg_type_names[MSG_N_TYPES];
 extern const char *const msg_prio_names[MSG_N_PRIOS];
-/* One row per member, in the order bodies are written (msg.c). */
+/* One row per member, in the order bodies are written (msg.c; msg_encode.c writes them). */
 extern const member_t msg_members[MSG_N_MEMBERS];
 
 /* 1..max bytes without control characters. */
