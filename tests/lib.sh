@@ -399,22 +399,8 @@ m5c_uri() {
 # m5s_log_count REGEX: lines of the m5s log matching REGEX.
 m5s_log_count() { grep -Ec -- "$1" "$M5S_LOG" || true; }
 
-# m5c_listen_start UE dtls|tls OUT: `m5c listen --count 1` in the background (M5C_LISTEN_PID),
-# returning once m5s has logged the UE's registration ("<UE>: registered").
-m5c_listen_start() {
-  local ue=$1 tr=$2 out=$3 before i
-  before=$(m5s_log_count "[: ]$ue: registered")
-  "$M5_BIN/m5c" --config "$M5_TMP/$ue.yaml" --server "$(m5c_uri "$tr")" listen --count 1 \
-    --timeout 30 >"$out" 2>&1 &
-  M5C_LISTEN_PID=$!
-  track_pid "$M5C_LISTEN_PID"
-  for ((i = 0; i < 150; i++)); do
-    (($(m5s_log_count "[: ]$ue: registered") > before)) && return 0
-    kill -0 "$M5C_LISTEN_PID" 2>/dev/null || m5s_fail "m5c listen ($ue, $tr) exited: $(cat "$out")"
-    sleep 0.1
-  done
-  m5s_fail "m5c listen ($ue, $tr) did not register within 15 s: $(cat "$out")"
-}
+# m5c_listen_start UE dtls|tls OUT: m5c_listen_bg for one message within 30 s.
+m5c_listen_start() { m5c_listen_bg "$1" "$2" "$3" 1 30; }
 
 # m5c_send UE dtls|tls DEST TEXT OUT: `m5c send` from UE to ue:DEST; its status is returned.
 m5c_send() {
@@ -422,8 +408,9 @@ m5c_send() {
     send --to "ue:$3" --payload "$4" >"$5" 2>&1
 }
 
-# m5c_listen_bg UE dtls|tls OUT COUNT SECONDS: as m5c_listen_start, but `m5c listen --count
-# COUNT --timeout SECONDS` (M5C_LISTEN_PID); returns once m5s has logged the registration.
+# m5c_listen_bg UE dtls|tls OUT COUNT SECONDS: `m5c listen --count COUNT --timeout SECONDS` in
+# the background (M5C_LISTEN_PID), returning once m5s has logged the UE's registration
+# ("<UE>: registered").
 m5c_listen_bg() {
   local ue=$1 tr=$2 out=$3 count=$4 secs=$5 before i
   before=$(m5s_log_count "[: ]$ue: registered")
