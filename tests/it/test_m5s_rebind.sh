@@ -86,19 +86,7 @@ raw "$SUPI1" "$KAUSF1" send.out reg:ue1 'expect:2.01|2.04' \
   "json:$(msg rb-1 ue1 ue2 "$REP")" expect:2.04:status=DELY_STORED \
   "json:$(msg rb-2 ue1 ue2)" expect:2.04:status=DELY_STORED \
   "json:$(msg im-1 ue1 ue3 "$REP")" expect:2.04:status=DELY_STORED
-PKI=$M5_TMP/pki
-ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
-  -d '{"targets":["127.0.0.1:9"]}' "$M5S_ADMIN/admin/v1/as-clients/as1")
-[[ $ST == 20? ]] || m5s_fail "PUT as-client as1: $ST $(cat as1.json)"
-nb() { # PATH [curl args]: as1 -> $ST, out.json
-  local path=$1
-  shift
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
-    --key "$PKI/as1.key" -o out.json -w '%{http_code}' "$@" "https://localhost:$M5S_NORTH$path")
-}
-nb /oauth2/token -d grant_type=client_credentials
-[[ $ST == 200 ]] || m5s_fail "AS token: $ST $(cat out.json)"
-TOKEN=$(json_get out.json access_token)
+as1_client # tests/lib.sh: as1 on m5s, its TOKEN, and nb
 nb /msgs-msgdelivery/v1/deliver-as-message -H "authorization: Bearer $TOKEN" \
   -H 'content-type: application/json' \
   -d '{"oriAddr":{"addrType":"AS","addr":"as1"},"destAddr":{"addrType":"UE","addr":"ue2"},"msgId":"rb-as","payload":"aGk=","stoAndFwInd":true,"delivStReqInd":true}'

@@ -87,15 +87,7 @@ publish() { # UE ID TOPIC: m5c send, store-and-forward; the MSGRESP in pub.out
 
 # ---- the AS as1 ----------------------------------------------------------------------------------
 PKI=$M5_TMP/pki
-ST=$(admin_curl -s -o as1.json -w '%{http_code}' -X PUT -H 'content-type: application/json' \
-  -d '{"targets":["127.0.0.1:9"]}' "$M5S_ADMIN/admin/v1/as-clients/as1")
-[[ $ST == 20? ]] || m5s_fail "PUT as-client as1: $ST $(cat as1.json)"
-nb() { # PATH [curl args]: as1 -> $ST, out.json
-  local path=$1
-  shift
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/as1.crt" \
-    --key "$PKI/as1.key" -o out.json -w '%{http_code}' "$@" "https://localhost:$M5S_NORTH$path")
-}
+as1_client # tests/lib.sh: as1 on m5s, its TOKEN, and nb
 as_token() {
   nb /oauth2/token -d grant_type=client_credentials
   [[ $ST == 200 ]] || m5s_fail "AS token: $ST $(cat out.json)"
@@ -106,7 +98,6 @@ as_publish() { # ID TOPIC -> $ST, out.json
     -H 'content-type: application/json' \
     -d "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},\"destAddr\":{\"addrType\":\"TOPIC\",\"addr\":\"$2\"},\"msgId\":\"$1\",\"payload\":\"aGk=\",\"stoAndFwInd\":true}"
 }
-as_token
 
 # ---- subscribe, publish from a UE and an AS --------------------------------------------------------
 subscribe ue1 meters.east
