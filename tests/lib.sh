@@ -300,6 +300,24 @@ restart_m5s() {
   m5s_fail "m5s did not come back on the same ports"
 }
 
+# block_rebind_while_stored: stops m5s, makes its message store refuse every write of a binding
+# generation (what a re-bind's REBIND commits) while a message with msgId "rebind-block" is
+# stored (as a full disk would refuse it; SQLite triggers, driven from outside m5s), and
+# starts m5s again: the tests of a failed REBIND lift the refusal by delivering that
+# message.
+block_rebind_while_stored() {
+  local store=$M5_TMP/m5s/store.db
+  stop_m5s
+  [[ -f $store ]] || fail "no store at $store"
+  sqlite3 "$store" "CREATE TRIGGER hold_gen_ins BEFORE INSERT ON binding_gens
+    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
+    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+  CREATE TRIGGER hold_gen_upd BEFORE UPDATE ON binding_gens
+    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
+    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+  restart_m5s
+}
+
 # stop_m5s: SIGTERM; it must exit 0 within 5 s.
 stop_m5s() { stop_daemon "$M5S_PID" m5s || m5s_fail "m5s did not stop cleanly"; }
 

@@ -29,16 +29,7 @@ ue_send() { # UE DEST ID [m5c send options]: the MSGRESP in send.out
 }
 ue_send ue1 ue2 old-1 --report --store-forward
 
-stop_m5s
-STORE=$M5_TMP/m5s/store.db
-[[ -f $STORE ]] || fail "no store at $STORE"
-sqlite3 "$STORE" "CREATE TRIGGER hold_gen_ins BEFORE INSERT ON binding_gens
-    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
-    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
-  CREATE TRIGGER hold_gen_upd BEFORE UPDATE ON binding_gens
-    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
-    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
-restart_m5s
+block_rebind_while_stored
 
 ue_send ue1 ue3 rebind-block --store-forward
 st=$(admin_curl -s --max-time 10 -X PUT -H 'content-type: application/json' \

@@ -29,16 +29,7 @@ start_m5s
 setup_ue ue1 "$SUPI1" "$KAUSF1"
 setup_ue ue2 "$SUPI2" "$KAUSF2"
 setup_ue ue3 "$SUPI3" "$KAUSF3"
-stop_m5s
-STORE=$M5_TMP/m5s/store.db
-[[ -f $STORE ]] || fail "no store at $STORE"
-sqlite3 "$STORE" "CREATE TRIGGER hold_gen_ins BEFORE INSERT ON binding_gens
-    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
-    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
-  CREATE TRIGGER hold_gen_upd BEFORE UPDATE ON binding_gens
-    WHEN EXISTS (SELECT 1 FROM messages WHERE msg_id = 'rebind-block')
-    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
-restart_m5s
+block_rebind_while_stored
 
 AKID1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field akid)
 KAF1=$(akma_derive "$SUPI1" "$KAUSF1" tls13 | kv_field kaf)
