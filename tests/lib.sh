@@ -458,6 +458,18 @@ start_push_receiver() {
   wait_file_line "$out" 'listening' 30 || fail "$script did not start: $(cat "$out")"
 }
 
+# provision_load_pairs PAIRS: the UEs of `m5load --pairs PAIRS` (its --print-subscribers lines
+# "UE SUPI KAUSF") at the running m5-aanf and m5s, one `m5ctl subscriber add` each.
+provision_load_pairs() {
+  local ue supi kausf
+  "$M5_BIN/m5load" --print-subscribers --pairs "$1" >subs.txt
+  while read -r ue supi kausf; do
+    "$M5_BIN/m5ctl" subscriber add --ue-svc-id "$ue" --supi "$supi" --kausf "$kausf" \
+      --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >/dev/null ||
+      fail "provisioning $ue"
+  done <subs.txt
+}
+
 # now_ms: wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 

@@ -17,12 +17,7 @@ make_pki
 start_aanf
 start_m5s "log: {level: warn}
 store: {queue: 8}"
-"$M5_BIN/m5load" --print-subscribers --pairs "$PAIRS" >subs.txt
-while read -r ue supi kausf; do
-  "$M5_BIN/m5ctl" subscriber add --ue-svc-id "$ue" --supi "$supi" --kausf "$kausf" \
-    --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >/dev/null ||
-    fail "provisioning $ue"
-done <subs.txt
+provision_load_pairs "$PAIRS"
 
 timeout 120 "$M5_BIN/m5load" --port "$M5S_PORT" --server-pid "$M5S_PID" --label bp \
   --pairs "$PAIRS" --window 20 --warm 0.5 --secs 2 --half 0.5 --drain 10 >load.out 2>load.err ||

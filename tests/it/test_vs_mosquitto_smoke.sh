@@ -92,11 +92,7 @@ grep -Eq 'phase=total .*lost_sessions=[1-9][0-9]* ok=0' mql.out || fail "no lost
 make_pki
 start_aanf
 start_m5s "log: {level: warn}"
-"$M5_BIN/m5load" --print-subscribers --pairs 1 >subs.txt
-while read -r ue supi kausf; do
-  "$M5_BIN/m5ctl" subscriber add --ue-svc-id "$ue" --supi "$supi" --kausf "$kausf" \
-    --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki "$M5_TMP/pki" >/dev/null || fail "provisioning $ue"
-done <subs.txt
+provision_load_pairs 1
 "$M5_BIN/m5load" --port "$M5S_PORT" --pairs 1 --warm 0.2 --secs 30 --half 0 --drain 1 >m5l.out 2>m5l.err &
 GEN=$!
 track_pid "$GEN"
