@@ -470,6 +470,16 @@ provision_load_pairs() {
   done <subs.txt
 }
 
+# listen_ids OUT: the msgIds of the JSON lines an m5c listener printed into OUT, in order, one
+# per line.
+listen_ids() {
+  /usr/bin/python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    l = l.strip()
+    if l.startswith("{"):
+        print(json.loads(l).get("msgId"))' "$1"
+}
+
 # now_ms: wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 

@@ -42,15 +42,6 @@ kill9_m5s() {
   wait "$M5S_PID" 2>/dev/null || true
 }
 
-# ids_of OUT: the msgIds of the JSON lines an m5c listener printed, one per line.
-ids_of() {
-  $PY -c 'import json,sys
-for l in open(sys.argv[1]):
-    l = l.strip()
-    if l.startswith("{"):
-        print(json.loads(l).get("msgId"))' "$1"
-}
-
 # acked_of OUT: the msgIds coap_raw got a 2.04 MSGRESP for (no status or DELY_STORED).
 acked_of() {
   $PY -c 'import json,sys
@@ -95,7 +86,7 @@ restart_m5s
 # ue2's listener re-registers by itself; wait (bounded) until every acked msgId arrived.
 ok=0
 for ((i = 0; i < 300; i++)); do
-  if ids_of stream-listen.out | sort -u | comm -23 <(sort -u acked.txt) - | grep -q .; then
+  if listen_ids stream-listen.out | sort -u | comm -23 <(sort -u acked.txt) - | grep -q .; then
     kill -0 "$LISTEN_PID" 2>/dev/null || break
     sleep 0.1
   else
@@ -103,16 +94,16 @@ for ((i = 0; i < 300; i++)); do
     break
   fi
 done
-((ok)) || m5s_fail "acked messages missing at ue2: $(ids_of stream-listen.out | sort -u |
+((ok)) || m5s_fail "acked messages missing at ue2: $(listen_ids stream-listen.out | sort -u |
   comm -23 <(sort -u acked.txt) - | head -n 10 | tr '\n' ' ') ($(tail -n 3 stream-listen.err))"
 sleep 2 # a repeated push would be handed over by now
 kill -TERM "$LISTEN_PID"
 wait_pid_rc "$LISTEN_PID" 15
 [[ $WAIT_RC == 0 ]] || m5s_fail "ue2's listener exited $WAIT_RC: $(tail -n 5 stream-listen.err)"
-dups=$(ids_of stream-listen.out | sort | uniq -d | head -n 10 | tr '\n' ' ')
+dups=$(listen_ids stream-listen.out | sort | uniq -d | head -n 10 | tr '\n' ' ')
 [[ -z $dups ]] || m5s_fail "handed to ue2's application more than once: $dups"
 grep -q '"payloadText":"stream"' stream-listen.out || m5s_fail "payload lost: $(head -n 2 stream-listen.out)"
-n_got=$(ids_of stream-listen.out | wc -l)
+n_got=$(listen_ids stream-listen.out | wc -l)
 ((n_got <= n_acked + 1)) || m5s_fail "ue2 got $n_got messages, $n_acked were acked (at most one unacked in flight)"
 echo "ok: kill -9 under a stream: $n_acked acked, each received once ($n_got received)"
 
@@ -133,7 +124,7 @@ timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue4.yaml" --server "$(m5c_uri tls)" l
 rc=$?
 set -e
 [[ $rc == 4 ]] || m5s_fail "ue4 listen --count 2: exit $rc: $(cat listen4.err)"
-[[ $(ids_of listen4.out | tr '\n' ' ') == "r-1 " ]] ||
+[[ $(listen_ids listen4.out | tr '\n' ' ') == "r-1 " ]] ||
   m5s_fail "ue4 after the kill: want r-1 once: $(cat listen4.out)"
 grep -q '"payloadText":"report-me"' listen4.out || m5s_fail "r-1's payload: $(cat listen4.out)"
 

@@ -66,15 +66,6 @@ msg() {
 }
 SF=',"stoAndFwInd":true'
 
-# listen_ids OUT: the msgIds the m5c listener printed, in order, one per line.
-listen_ids() {
-  $PY -c 'import json,sys
-for l in open(sys.argv[1]):
-    l = l.strip()
-    if l.startswith("{"):
-        print(json.loads(l).get("msgId"))' "$1"
-}
-
 # listen UE COUNT SECONDS OUT: m5c listen until COUNT messages or SECONDS; its exit status in
 # LISTEN_RC (0: COUNT arrived, 4: timeout first).
 listen() {

@@ -42,14 +42,9 @@ m5c() {
   timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/$ue.yaml" --server "$(m5c_uri dtls)" "$@" \
     >"$out" 2>"$out.err" || RC=$?
 }
-# listen_ids OUT: the msgIds the m5c listener printed, in order, one per line.
-listen_ids() {
-  $PY -c 'import json,sys
-for l in open(sys.argv[1]):
-    l = l.strip()
-    if l.startswith("{"):
-        print(json.loads(l).get("msgId"))' "$1" | sort | tr '\n' ' '
-}
+# listen_id_set OUT: the msgIds the m5c listener printed (listen_ids), sorted, each followed by
+# a space.
+listen_id_set() { listen_ids "$1" | sort | tr '\n' ' '; }
 # listen UE COUNT SECONDS OUT: m5c listen in the foreground; exit status in LISTEN_RC.
 listen() {
   set +e
@@ -122,7 +117,7 @@ wait_pid_rc "$P1" 30
 wait_pid_rc "$P2" 30
 [[ $WAIT_RC == 4 ]] || m5s_fail "ue2 listen: exit $WAIT_RC"
 for ue in ue1 ue2; do
-  got=$(listen_ids "$ue.out")
+  got=$(listen_id_set "$ue.out")
   [[ $got == "a-1 t-1 " ]] || m5s_fail "$ue got '$got', want 'a-1 t-1 ' (each once): $(cat "$ue.out")"
   [[ $(grep -c '"via":{"addrType":"TOPIC","addr":"meters.east"}' "$ue.out") == 2 ]] ||
     m5s_fail "$ue: no via TOPIC meters.east: $(cat "$ue.out")"
@@ -130,8 +125,8 @@ done
 grep -q '"oriAddr":{"addrType":"UE","addr":"ue3"}.*"msgId":"t-1"' ue1.out ||
   m5s_fail "t-1 lost its originator: $(cat ue1.out)"
 listen ue3 2 3 ue3.out
-[[ $(listen_ids ue3.out) == "a-1 " ]] ||
-  m5s_fail "the publisher ue3: got '$(listen_ids ue3.out)', want only the AS's a-1: $(cat ue3.out)"
+[[ $(listen_id_set ue3.out) == "a-1 " ]] ||
+  m5s_fail "the publisher ue3: got '$(listen_id_set ue3.out)', want only the AS's a-1: $(cat ue3.out)"
 echo "ok: UE and AS publish to the subscribers, once each, not to the publisher"
 
 # ---- unsubscribe, expiry ---------------------------------------------------------------------------
@@ -141,10 +136,10 @@ m5c ue2 unsub.out unsubscribe meters.east
 publish ue3 t-2 meters.east
 [[ $RC == 0 ]] || m5s_fail "ue3 -> topic (t-2): $(cat pub.out.err)"
 listen ue2 1 3 ue2b.out
-[[ -z $(listen_ids ue2b.out) ]] || m5s_fail "ue2 unsubscribed but got: $(cat ue2b.out)"
+[[ -z $(listen_id_set ue2b.out) ]] || m5s_fail "ue2 unsubscribed but got: $(cat ue2b.out)"
 listen ue4 3 3 ue4.out # its subscription (--expire 2) ended before t-2, after a-1
-[[ $(listen_ids ue4.out) == "a-1 t-1 " ]] ||
-  m5s_fail "ue4 (expired subscription): got '$(listen_ids ue4.out)', want only 'a-1 t-1 '"
+[[ $(listen_id_set ue4.out) == "a-1 t-1 " ]] ||
+  m5s_fail "ue4 (expired subscription): got '$(listen_id_set ue4.out)', want only 'a-1 t-1 '"
 echo "ok: unsubscribe and expiry end a subscription"
 
 # ---- a restart keeps the subscriptions -------------------------------------------------------------
@@ -154,8 +149,8 @@ as_token # the new ports make a new issuer
 publish ue3 t-3 meters.east
 [[ $RC == 0 ]] || m5s_fail "ue3 -> topic after the restart: $(cat pub.out.err)"
 listen ue1 2 4 ue1b.out
-[[ $(listen_ids ue1b.out) == "t-2 t-3 " ]] ||
-  m5s_fail "ue1 after the restart: got '$(listen_ids ue1b.out)', want 't-2 t-3 '"
+[[ $(listen_id_set ue1b.out) == "t-2 t-3 " ]] ||
+  m5s_fail "ue1 after the restart: got '$(listen_id_set ue1b.out)', want 't-2 t-3 '"
 echo "ok: subscriptions survive a restart"
 
 # ---- the topic rules ----------------------------------------------------------------------------
@@ -208,7 +203,7 @@ publish ue3 t-5 meters.east
 wait_file_line "$M5S_LOG" 'MSG t-5 from ue3 to topic meters.east: no subscribers' 10 ||
   m5s_fail "t-5 was stored for someone after ue1's re-bind"
 listen ue1 1 3 ue1c.out
-[[ -z $(listen_ids ue1c.out) ]] || m5s_fail "the re-bound ue1 got: $(cat ue1c.out)"
+[[ -z $(listen_id_set ue1c.out) ]] || m5s_fail "the re-bound ue1 got: $(cat ue1c.out)"
 echo "ok: a re-bind drops the subscriptions"
 # ---- an AS subscribes --------------------------------------------------------------------------
 as_sub() { # BODY-TOPICS-JSON [SCOPE]: POST a subscription for as1 -> $ST, out.json, hdr.txt
@@ -283,9 +278,9 @@ as_token
 as_publish p-1 policy.t
 [[ $ST == 200 && -z $(json_get out.json status) ]] || m5s_fail "AS -> policy.t: $ST $(cat out.json)"
 listen ue2 1 10 ue2p.out
-[[ $(listen_ids ue2p.out) == "p-1 " ]] || m5s_fail "ue2 did not get p-1: $(cat ue2p.out ue2p.out.err)"
+[[ $(listen_id_set ue2p.out) == "p-1 " ]] || m5s_fail "ue2 did not get p-1: $(cat ue2p.out ue2p.out.err)"
 listen ue1 1 3 ue1p.out
-[[ -z $(listen_ids ue1p.out) ]] ||
+[[ -z $(listen_id_set ue1p.out) ]] ||
   m5s_fail "ue1, outside as1's ueSvcIds, got the topic message: $(cat ue1p.out)"
 echo "ok: a topic's fan-out leaves out the subscribers the policy keeps from the publisher"
 stop_m5s
