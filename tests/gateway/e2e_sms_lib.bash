@@ -143,13 +143,14 @@ e2e_sms_setup() {
 
 # ---- the UE and the AS -------------------------------------------------------------------------
 
-# ue_send OUT TEXT [m5c send options...]: ue1 sends TEXT to sm1 over TLS; MSGID is its msgId.
+# ue_send OUT TEXT [m5c send options...]: ue1 sends TEXT to sm1 over TLS; MSGID is its msgId
+# (from the MSGRESP: OUT also has what m5s pushed to ue1 on that session).
 ue_send() {
   local out=$1 text=$2
   shift 2
   timeout 30 "$M5_BIN/m5c" --config ue1.yaml --server "$(m5c_uri tls)" send --to ue:sm1 \
     --payload "$text" "$@" >"$out" 2>&1 || m5s_fail "m5c send: $(cat "$out")"
-  MSGID=$(sed -n 's/.*"msgId":"\([^"]*\)".*/\1/p' "$out" | head -n 1)
+  MSGID=$(grep '"msgType":"MSGRESP"' "$out" | sed -n 's/.*"msgId":"\([^"]*\)".*/\1/p' | head -n 1)
   [[ -n $MSGID ]] || fail "no msgId in the answer: $(cat "$out")"
 }
 

@@ -28,7 +28,8 @@
 //   receipts STAT [ERR]            a submit_sm with registered_delivery 1 answered OK gets a
 //        delivery receipt (SMPP 3.4 Appendix B text, stat:STAT err:ERR) once answered;
 //        `receipts off` (the default) sends none
-//   hold on|off                    holds the submit_sm_resp of what comes (on) / sends them (off)
+//   hold on|off                    holds the submit_sm_resp (and receipt) of what comes (on) /
+//                                  sends them (off)
 //   drop                           closes the current session (what is held is never answered)
 //   drop-at-submit                 the next submit_sm is not answered: the session is closed
 //   bind ok|refuse                 how a bind_transceiver is answered
@@ -105,19 +106,26 @@ class E2eSmsc extends Smsc {
       return;
     }
     // the harness answered already unless held: with submitStatus's value or OK
-    const resp = pdu.smsc_id ? 0 : null;
-    if (!held) rec.status = resp ?? this.lastStatus;
+    rec.status = held ? null : (pdu.smsc_id ? 0 : this.lastStatus);
     appendFileSync(submitsFile, JSON.stringify(rec) + '\n');
     out(`SUBMIT ${JSON.stringify(rec)}`);
-    if (!held && rec.status === 0 && (pdu.registered_delivery & 1) && this.receipts) {
-      const text = `id:${pdu.smsc_id} sub:001 dlvrd:${this.receipts.stat === 'DELIVRD' ? '001' : '000'} ` +
-        `submit date:2612072100 done date:2612072100 stat:${this.receipts.stat} ` +
-        `err:${this.receipts.err} text:${sm.subarray(0, 20).toString('latin1')}`;
-      const id = pdu.smsc_id;
-      s.send(new smpp.PDU('deliver_sm', mo({ source_addr: pdu.destination_addr,
-        destination_addr: pdu.source_addr, esm_class: 0x04,
-        short_message: Buffer.from(text, 'latin1') })), (r) => out(`RECEIPT ${id} ${r.command_status}`));
+    const receipt = () => this.receipt(s, pdu, sm);
+    if (!held) receipt();
+    else if (this.held.length) { // sent when released, after the response
+      const respond = this.held.pop();
+      this.held.push(() => { respond(); receipt(); });
     }
+  }
+  receipt(s, pdu, sm) {
+    if (!pdu.smsc_id || !(pdu.registered_delivery & 1) || !this.receipts) return;
+    const { stat, err } = this.receipts;
+    const text = `id:${pdu.smsc_id} sub:001 dlvrd:${stat === 'DELIVRD' ? '001' : '000'} ` +
+      `submit date:2612072100 done date:2612072100 stat:${stat} err:${err} ` +
+      `text:${sm.subarray(0, 20).toString('latin1')}`;
+    const id = pdu.smsc_id;
+    s.send(new smpp.PDU('deliver_sm', mo({ source_addr: pdu.destination_addr,
+      destination_addr: pdu.source_addr, esm_class: 0x04,
+      short_message: Buffer.from(text, 'latin1') })), (r) => out(`RECEIPT ${id} ${r.command_status}`));
   }
 }
 
