@@ -294,7 +294,6 @@ static void mo_submit(sms_t *s, const char *msisdn, const char *dest, uint8_t dc
   }
   mo->s = s, mo->gen = s->gen, mo->key = key, mo->keylen = kl, mo->n_seqs = n_seqs;
   memcpy(mo->seqs, seqs, n_seqs * sizeof(uint32_t));
-  new_id(mo->msg_id);
   char type[16];
   const char *colon = strchr(route, ':');
   snprintf(type, sizeof(type), "%.*s", (int)(colon - route), route);
@@ -306,6 +305,9 @@ static void mo_submit(sms_t *s, const char *msisdn, const char *dest, uint8_t dc
                   .payload = text,
                   .payload_len = tlen,
                   .report_requested = report};
+  /* The SMSC's copy of a message the gateway spooled before a restart (its deliver_sm_resp
+   * never went out): the same msgId, so that m5s takes it as the repeat it is. */
+  if (!m5gw_uplink_restored(s->core, &m, mo->msg_id, sizeof(mo->msg_id))) new_id(mo->msg_id);
   mo->next = s->mo, s->mo = mo, s->n_mo++;
   int rc = m5gw_uplink(s->core, &m, on_up, mo);
   free(text);
