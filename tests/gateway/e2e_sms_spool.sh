@@ -49,6 +49,27 @@ smsc_wait '^MORESP h1\+ 0$' 20 "the redelivered copy answered once m5s has it"
 wait_spool 0 10 || fail "the spool is not empty: $(cat "$M5_TMP/health.json")"
 echo "ok: m5s away: deliver_sm_resp held, a redelivery merged, answered ESME_ROK once m5s has it"
 
+# ---- m5s back while the SMSC is away: the answer has no connection; the redelivery after the
+# next bind is answered at once, not sent to m5s again ----------------------------------------
+stop_m5s
+smsc mo a1 "$SM1" 2000 0 "$(hexof 'accepted while unbound')"
+wait_spool 1 20 || fail "not spooled: $(cat "$M5_TMP/health.json"; gw_tail)"
+smsc bind refuse
+smsc drop
+smsc_wait '^BIND 4 gw1$' 20 "the gateway trying to bind again" # refused
+m5s_restart
+wait_spool 0 20 || fail "m5s did not take the message: $(cat "$M5_TMP/health.json"; gw_tail)"
+n=$(grep -c 'bound to SMSC' "$GW_LOG")
+smsc bind ok
+for ((i = 0; i < 200; i++)); do
+  (($(grep -c 'bound to SMSC' "$GW_LOG") > n)) && break
+  sleep 0.1
+done
+(($(grep -c 'bound to SMSC' "$GW_LOG") > n)) || fail "the gateway did not bind again: $(gw_tail)"
+smsc redeliver
+smsc_wait '^MORESP a1\+ 0$' 20 "the redelivered copy answered ESME_ROK"
+echo "ok: m5s took the message while the SMSC was away: its redelivery answered at once"
+
 # ---- m5gw killed with -9 while device messages wait in its spool ----------------------------------
 stop_m5s
 smsc mo k1 "$SM1" 2000 0 "$(hexof 'reading 1')"
@@ -57,11 +78,12 @@ smsc mo k3 "$SM1" 2000 0 "$(hexof 'reading 2')"
 wait_spool 3 20 || fail "not spooled: $(cat "$M5_TMP/health.json"; gw_tail)"
 kill -KILL "$GW_PID"
 wait "$GW_PID" 2>/dev/null || true
-smsc_wait '^CLOSE 2$' 10 "the SMSC seeing the gateway gone"
+n=$(smsc_count '^BIND ')
+smsc_wait "^CLOSE $n\$" 10 "the SMSC seeing the gateway gone"
 [[ $(smsc_count '^MORESP k') == 0 ]] || fail "deliver_sm answered while m5s is away: $(cat "$SMSC_OUT")"
 m5s_restart
 gw_sms_restart
-smsc_wait '^BIND 3 gw1$' 20 "the restarted gateway binding"
+smsc_wait "^BIND $((n + 1)) gw1\$" 20 "the restarted gateway binding"
 smsc redeliver
 for tag in k1+ k2+ k3+; do
   smsc_wait "^MORESP ${tag/+/\\+} 0$" 30 "the redelivered $tag answered ESME_ROK"
@@ -80,13 +102,14 @@ node -e '
     if (m) ids.set(m[1], true);
   }
   console.log(ids.size);' "$M5S_LOG" >m5s-ids.txt
-[[ $(cat m5s-ids.txt) == 4 ]] || m5s_fail "m5s took $(cat m5s-ids.txt) messages from the gateway, want 4"
-m5c_listen_bg ue1 tls listen.out 4 20
+[[ $(cat m5s-ids.txt) == 5 ]] || m5s_fail "m5s took $(cat m5s-ids.txt) messages from the gateway, want 5"
+m5c_listen_bg ue1 tls listen.out 5 20
 wait_pid_rc "$M5C_LISTEN_PID" 20
 [[ $WAIT_RC == 0 ]] || m5s_fail "ue1 did not get the 4 messages: $(cat listen.out)"
-jcheck listen.out "L.length === 4 && L.every((m) => m.msgType === 'MSG' && m.oriAddr.addr === 'sm1') &&
-  L.map((m) => m.payloadText).sort().join('|') === 'held while m5s is away|reading 1|reading 2|reading 2' &&
-  new Set(L.map((m) => m.msgId)).size === 4" "each device message once at ue1"
+jcheck listen.out "L.length === 5 && L.every((m) => m.msgType === 'MSG' && m.oriAddr.addr === 'sm1') &&
+  L.map((m) => m.payloadText).sort().join('|') ===
+    'accepted while unbound|held while m5s is away|reading 1|reading 2|reading 2' &&
+  new Set(L.map((m) => m.msgId)).size === 5" "each device message once at ue1"
 echo "ok: ue1 got each device message exactly once"
 
 stop_daemon "$GW_PID" m5gw || fail "m5gw did not stop cleanly"
