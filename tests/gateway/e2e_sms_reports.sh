@@ -68,10 +68,10 @@ wait_as deliver-message 2 "device -> AS"
 as_bodies deliver-message >as-msgs.json
 jcheck as-msgs.json "L.length === 2 && L.every((m) => m.oriAddr.addrType === 'UE' && m.oriAddr.addr === 'sm1' &&
   m.destAddr.addrType === 'AS' && m.destAddr.addr === 'as1') &&
-  L[0].payload === b64('temp 21C') && !L[0].delivStReqInd &&
-  L[1].payload === b64('alarm: valve stuck') && L[1].delivStReqInd === true" "device -> AS"
-A2=$(node -e 'const l = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n");
-  process.stdout.write(JSON.parse(l[1]).msgId)' as-msgs.json)
+  L.some((m) => m.payload === b64('temp 21C') && !m.delivStReqInd) &&
+  L.some((m) => m.payload === b64('alarm: valve stuck') && m.delivStReqInd === true)" "device -> AS"
+A2=$(node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n"))
+  if (JSON.parse(l).delivStReqInd) process.stdout.write(JSON.parse(l).msgId)' as-msgs.json)
 # as1 reports a failure on it: the device gets an ESME Delivery Acknowledgement
 as_call /msgs-msgdelivery/v1/deliver-report "${AS_AUTH[@]}" -d \
   "{\"oriAddr\":{\"addrType\":\"AS\",\"addr\":\"as1\"},\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"sm1\"},\"msgId\":\"$A2\",\"delivSt\":\"REPT_DELY_FAILED\",\"failureCause\":\"valve offline\"}"
@@ -104,7 +104,9 @@ submits_check "L[2].status === 0x65 && L[3].status === 0x0b && L[4].status === 0
 echo "ok: three messages the SMSC fails for good"
 
 # ---- device -> UE asking for an acknowledgement; ue1 gets what it has not yet ------------------
-ue1_got() { cat send-1.out send-2.out send-3.out listen.out | grep '^{' >ue1.json || true; }
+# what m5s pushed to ue1, on any session (a push repeated because its acknowledgement was cut
+# off by the end of an m5c send is the same line again: counted once)
+ue1_got() { cat send-1.out send-2.out send-3.out listen.out 2>/dev/null | grep '^{' | awk '!seen[$0]++' >ue1.json || true; }
 ue1_got
 want=$((4 - $(grep -c '"msgType":"IMDN"' ue1.json || true)))
 m5c_listen_bg ue1 tls listen.out "$want" 30
