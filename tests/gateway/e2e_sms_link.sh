@@ -5,6 +5,8 @@
 #  - the SMSC drops the connection with a UE's submit_sm unanswered: the gateway answers m5s
 #    503, binds again, m5s (which kept the message: stoAndFwInd) delivers it again on the new
 #    bind, and ue1 gets one delivery report;
+#  - the SMSC stops answering with a UE's submit_sm out: after sms.response_timeout_ms the
+#    gateway drops the link and answers m5s 503; delivered again on the next bind, one report;
 #  - the SMSC throttles (ESME_RTHROTTLED twice): the gateway pauses and submits again itself,
 #    the SMSC accepts it once, m5s pushed it once;
 #  - throttled more than sms.throttle_retries times (ESME_RTHROTTLED, ESME_RMSGQFUL, ...): the
@@ -43,13 +45,30 @@ grep -q "MSG $ID_DROP to sm1's gateway: not delivered (answered, HTTP 503), kept
   m5s_fail "m5s was not answered 503 for the message in flight"
 echo "ok: the bind dropped with a message on its way: delivered again on the new bind"
 
+# ---- the SMSC stops answering with a message on its way -------------------------------------------
+smsc hold on
+smsc_sync
+ue_send send-4.out 'anyone there' --report --store-forward
+ID_SILENT=$MSGID
+wait_file_line "$GW_LOG" 'link closed: submit_sm unanswered' 20 "$GW_PID" ||
+  m5s_fail "the gateway did not give up on the silent SMSC: $(gw_tail)"
+smsc hold off # its answer goes to the connection the gateway closed
+smsc_wait '^BIND 3 gw1$' 20 "the gateway binding again"
+wait_texts 'anyone there' 1
+submits_check "$(texts 'anyone there').length === 2 && $(texts 'anyone there')[0].session === 2 &&
+  $(texts 'anyone there')[0].status === null && $(texts 'anyone there')[1].session === 3" \
+  "the message again on the new bind"
+grep -q "MSG $ID_SILENT to sm1's gateway: not delivered (answered, HTTP 503), kept for a retry" "$M5S_LOG" ||
+  m5s_fail "m5s was not answered 503 for the message left unanswered"
+echo "ok: the SMSC stopped answering with a message on its way: delivered again on the new bind"
+
 # ---- throttling ---------------------------------------------------------------------------------
 smsc status 0x58 0x58
 ue_send send-2.out 'slow down' --report --store-forward
 ID_THR=$MSGID
 wait_texts 'slow down' 1
 submits_check "$(texts 'slow down').map((s) => s.status).join() === '88,88,0' &&
-  $(texts 'slow down').every((s) => s.session === 2)" "throttled twice, then accepted"
+  $(texts 'slow down').every((s) => s.session === 3)" "throttled twice, then accepted"
 [[ $(m5s_log_count "MSG $ID_THR delivered to sm1's gateway") == 1 &&
   $(m5s_log_count "MSG $ID_THR to sm1's gateway: not delivered") == 0 ]] ||
   m5s_fail "m5s pushed the throttled message more than once"
@@ -67,24 +86,24 @@ grep -q "MSG $ID_THR3 to sm1's gateway: not delivered (answered, HTTP 503), kept
 echo "ok: throttled beyond sms.throttle_retries: retried by m5s, accepted once"
 
 # ---- ue1: one success report on each -----------------------------------------------------------
-smsc_wait '^RECEIPT m4 0$' 10 "the receipts acknowledged"
+smsc_wait '^RECEIPT m6 0$' 10 "the receipts acknowledged"
 # what m5s pushed to ue1 on any session (a push repeated because its acknowledgement was cut
 # off by the end of an m5c send is the same line again: counted once)
 cat send-*.out | grep '^{' | awk '!seen[$0]++' >ue1.json || true
 got=$(grep -c '"msgType":"IMDN"' ue1.json || true)
-if ((got < 3)); then
-  m5c_listen_bg ue1 tls listen.out $((3 - got)) 20
+if ((got < 4)); then
+  m5c_listen_bg ue1 tls listen.out $((4 - got)) 20
   wait_pid_rc "$M5C_LISTEN_PID" 20
-  [[ $WAIT_RC == 0 ]] || m5s_fail "ue1 did not get its 3 reports: $(cat listen.out)"
+  [[ $WAIT_RC == 0 ]] || m5s_fail "ue1 did not get its 4 reports: $(cat listen.out)"
   cat send-*.out listen.out | grep '^{' | awk '!seen[$0]++' >ue1.json || true
 fi
-for id in "$ID_DROP" "$ID_THR" "$ID_THR3"; do
+for id in "$ID_DROP" "$ID_SILENT" "$ID_THR" "$ID_THR3"; do
   jcheck ue1.json "L.filter((m) => m.msgType === 'IMDN' && m.msgId === '$id').length === 1 &&
     L.find((m) => m.msgType === 'IMDN' && m.msgId === '$id').delivSt === 'REPT_DELY_SUCCESS'" \
     "one success report on $id"
 done
 # nothing more went to the SMSC
-submits_check "L.length === 2 + 3 + 4" "no other submit_sm"
+submits_check "L.length === 2 + 2 + 3 + 4" "no other submit_sm"
 echo "ok: ue1 got one delivery report on each"
 
 wait_spool 0 10 || fail "the spool is not empty: $(cat "$M5_TMP/health.json")"
