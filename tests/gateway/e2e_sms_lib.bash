@@ -39,7 +39,7 @@ smsc() { echo "$*" >&"$SMSC_FD"; }
 
 # smsc_sync: every command sent before has been carried out.
 smsc_sync() {
-  local n
+  local n i
   n=$(grep -c '^PONG$' "$SMSC_OUT" || true)
   smsc ping
   for ((i = 0; i < 100; i++)); do
@@ -158,7 +158,7 @@ ue_send() {
 # made, each body checked against TS 29.538), the AS client as1 registered at m5s with its
 # targetUri; AS_TOKEN for the northbound API.
 as_start() {
-  local pki=$M5_TMP/pki st
+  local pki=$M5_TMP/pki
   pick_ports AS_PORT
   AS_LOG=$M5_TMP/as.log
   : >"$AS_LOG"
