@@ -60,6 +60,16 @@ typedef enum { M5GW_UP_SPOOLED, M5GW_UP_ACCEPTED, M5GW_UP_REFUSED } m5gw_up_phas
 typedef void (*m5gw_up_fn)(void *arg, m5gw_up_phase_t phase, const char *reason);
 int m5gw_uplink(m5gw_core_t *core, const m5gw_msg_t *msg, m5gw_up_fn cb, void *arg);
 
+/* For a device side that sends again what it never saw acknowledged (an SMSC delivers a
+ * deliver_sm again until it gets its deliver_sm_resp): after a restart (kill -9 included), a
+ * message restored from the spool was handed over before it and never acknowledged to the
+ * device side, which will send it again. This finds the restored message with the same
+ * oriAddr, destAddr, appId, payload and report_requested as msg (each restored message is
+ * found once, oldest first) and copies its msgId into msg_id (cap bytes): 1, else 0.
+ * Uplinking the copy under that msgId makes it a repeat that m5s drops by (oriAddr, msgId):
+ * the device's message reaches its recipient once. */
+int m5gw_uplink_restored(m5gw_core_t *core, const m5gw_msg_t *msg, char *msg_id, size_t cap);
+
 /* A report the device side produced (an SMSC delivery receipt, ...) about a message m5s
  * delivered to one of our devices: sent to m5s's deliver-report, spooled like a message. */
 int m5gw_report_up(m5gw_core_t *core, const m5gw_report_t *r);

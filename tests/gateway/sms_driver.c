@@ -136,6 +136,11 @@ int m5gw_report_up(m5gw_core_t *c, const m5gw_report_t *r) {
   return M5_OK;
 }
 
+int m5gw_uplink_restored(m5gw_core_t *c, const m5gw_msg_t *m, char *msg_id, size_t cap) {
+  (void)c, (void)m, (void)msg_id, (void)cap;
+  return 0; /* the driver has no spool: nothing is restored */
+}
+
 int m5gw_register(m5gw_core_t *c, const char *const *ids, size_t n, m5gw_reg_fn done,
                   void *arg) {
   char buf[4096] = "";

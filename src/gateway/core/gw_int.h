@@ -77,6 +77,7 @@ struct m5gw_core {
   uint64_t up_backoff_ms;
   bool up_backing_off;
   uint64_t up_sent, up_accepted, up_refused, up_retried;
+  struct up_restored *restored, *restored_tail; /* m5gw_uplink_restored: from the spool at start */
 
   /* gw_reg.c */
   gw_reg_op_t *regs;

@@ -459,6 +459,85 @@ int m5gw_report_up(m5gw_core_t *core, const m5gw_report_t *r) {
   return enqueue(core, true, body, len, r->dest_addr, r->msg_id, NULL, NULL); /* from the device */
 }
 
+/* ---- restored messages (m5gw_uplink_restored) ---- */
+
+/* What identifies the device side's copy of a message restored from the spool at start. */
+typedef struct up_restored {
+  struct up_restored *next;
+  char ori[M5_MSG_ADDR_MAX + 1];
+  m5_msg_addr_t dest;
+  char app_id[M5_MSG_ADDR_MAX + 1];
+  char msg_id[M5_MSG_ID_MAX + 1];
+  bool report;
+  uint8_t *payload;
+  size_t payload_len;
+} up_restored_t;
+
+static void restored_add(m5gw_core_t *core, const char *body, size_t len) {
+  m5_msg_t m;
+  memset(&m, 0, sizeof m);
+  char diag[128];
+  if (m5_msg_parse_as((const uint8_t *)body, len, M5_MSG_MSG, &m, diag, sizeof diag) != 0)
+    return; /* sent as it is; only its copy cannot be recognised */
+  up_restored_t *r = calloc(1, sizeof *r);
+  if (r && m.payload_len && !(r->payload = malloc(m.payload_len))) {
+    free(r);
+    r = NULL;
+  }
+  if (r) {
+    m5_str_copy(r->ori, sizeof r->ori, m.ori.addr);
+    r->dest = m.dest;
+    m5_str_copy(r->app_id, sizeof r->app_id, m.app_id);
+    m5_str_copy(r->msg_id, sizeof r->msg_id, m.msg_id);
+    r->report = m.deliv_st_req;
+    if (m.payload_len) memcpy(r->payload, m.payload, m.payload_len);
+    r->payload_len = m.payload_len;
+    if (core->restored_tail)
+      core->restored_tail->next = r;
+    else
+      core->restored = r;
+    core->restored_tail = r;
+  }
+  m5_msg_free(&m);
+}
+
+int m5gw_uplink_restored(m5gw_core_t *core, const m5gw_msg_t *msg, char *msg_id, size_t cap) {
+  if (!core || !msg || !msg->ori_addr || !msg->dest_type || !msg->dest_addr || !msg_id)
+    return 0;
+  const char *app = msg->app_id ? msg->app_id : "";
+  up_restored_t *prev = NULL;
+  for (up_restored_t *r = core->restored; r; prev = r, r = r->next) {
+    if (r->report != msg->report_requested || r->payload_len != msg->payload_len ||
+        strcmp(r->ori, msg->ori_addr) || strcmp(r->dest.type, msg->dest_type) ||
+        strcmp(r->dest.addr, msg->dest_addr) || strcmp(r->app_id, app) ||
+        (r->payload_len && memcmp(r->payload, msg->payload, r->payload_len)))
+      continue;
+    size_t n = strlen(r->msg_id);
+    if (n >= cap) return 0;
+    memcpy(msg_id, r->msg_id, n + 1);
+    if (prev)
+      prev->next = r->next;
+    else
+      core->restored = r->next;
+    if (core->restored_tail == r) core->restored_tail = prev;
+    free(r->payload);
+    free(r);
+    M5_LOGI(GW_DOM, "message %s from %s: sent again by the device side after the restart; "
+            "the same msgId, so that m5s delivers it once", msg_id, msg->ori_addr);
+    return 1;
+  }
+  return 0;
+}
+
+static void restored_free(m5gw_core_t *core) {
+  for (up_restored_t *r = core->restored, *next; r; r = next) {
+    next = r->next;
+    free(r->payload);
+    free(r);
+  }
+  core->restored = core->restored_tail = NULL;
+}
+
 /* ---- start and stop ---- */
 
 static int load_one(void *arg, int64_t seq, bool is_report, const char *body, size_t len) {
@@ -481,6 +560,7 @@ static int load_one(void *arg, int64_t seq, bool is_report, const char *body, si
   list_push(&core->queue, e);
   core->n_msgs++;
   core->bytes += len;
+  if (!is_report) restored_add(core, body, len);
   return 0;
 }
 
@@ -548,6 +628,7 @@ void gw_up_stop(m5gw_core_t *core) {
     }
   free(core->done_seqs);
   core->done_seqs = NULL;
+  restored_free(core);
   gw_spool_close(core->spool);
   core->spool = NULL;
 }

@@ -94,6 +94,8 @@ struct sms {
   /* uplink and receipts: gw_sms.c */
   struct sms_mo *mo;    /* waiting for m5s (deliver_sm_resp held) */
   unsigned n_mo;
+  struct sms_mo *answered; /* m5s answered them with their connection gone: newest first */
+  unsigned n_answered;
   struct sms_rs *rs;    /* concatenated SMS being reassembled */
   unsigned n_rs;
   m5_hmap_t *rcpt_by_id; /* SMSC message_id -> sms_rcpt_t */
@@ -115,6 +117,8 @@ typedef struct sms_mo {
   size_t keylen;
   unsigned n_seqs;
   uint32_t seqs[M5_SMS_MAX_PARTS];
+  uint32_t status;     /* in s->answered: m5s's answer, for the SMSC's redelivery */
+  uint64_t expires_ms; /* in s->answered: forgotten then */
 } sms_mo_t;
 
 /* A concatenated SMS being reassembled. */

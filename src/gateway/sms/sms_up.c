@@ -214,6 +214,32 @@ static void mo_unlink_free(sms_mo_t *mo) {
   free(mo);
 }
 
+/* How long m5s's answer to a device message whose connection had gone is kept for the
+ * SMSC's redelivery of it (which comes after the next bind). */
+#define ANSWERED_TTL_MS (10u * 60u * 1000u)
+
+/* m5s answered mo but its connection is gone: the SMSC delivers it again after the next bind,
+ * and that copy gets this answer at once instead of going to m5s as a new message. */
+static void mo_keep_answered(sms_t *s, sms_mo_t *mo, uint32_t status) {
+  for (sms_mo_t **pp = &s->mo; *pp; pp = &(*pp)->next)
+    if (*pp == mo) {
+      *pp = mo->next;
+      s->n_mo--;
+      break;
+    }
+  mo->status = status;
+  mo->expires_ms = m5_loop_now_ms(s->loop) + ANSWERED_TTL_MS;
+  mo->next = s->answered, s->answered = mo, s->n_answered++;
+  if (s->n_answered <= (unsigned)s->cfg->max_pending_mo) return;
+  sms_mo_t **pp = &s->answered; /* too many: the oldest is forgotten */
+  while ((*pp)->next)
+    pp = &(*pp)->next;
+  free((*pp)->key);
+  free(*pp);
+  *pp = NULL;
+  s->n_answered--;
+}
+
 static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
   sms_mo_t *mo = arg;
   sms_t *s = mo->s;
@@ -222,14 +248,20 @@ static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
     return;
   }
   if (s) {
-    if (phase == M5GW_UP_ACCEPTED) {
-      M5_LOGI(SMS_DOM, "device message %s accepted by m5s: deliver_sm_resp OK", mo->msg_id);
-      mo_answer(s, mo, ESME_ROK);
-    } else {
-      M5_LOGW(SMS_DOM, "device message %s refused (%s): deliver_sm_resp ESME_RX_P_APPN",
-              mo->msg_id, reason ? reason : "no reason");
-      mo_answer(s, mo, ESME_RX_P_APPN);
+    uint32_t status = phase == M5GW_UP_ACCEPTED ? ESME_ROK : ESME_RX_P_APPN;
+    bool gone = mo->gen != s->gen || s->fd < 0;
+    if (phase == M5GW_UP_ACCEPTED)
+      M5_LOGI(SMS_DOM, "device message %s accepted by m5s: deliver_sm_resp OK%s", mo->msg_id,
+              gone ? " when the SMSC delivers it again (its connection is gone)" : "");
+    else
+      M5_LOGW(SMS_DOM, "device message %s refused (%s): deliver_sm_resp ESME_RX_P_APPN%s",
+              mo->msg_id, reason ? reason : "no reason",
+              gone ? " when the SMSC delivers it again (its connection is gone)" : "");
+    if (gone) {
+      mo_keep_answered(s, mo, status);
+      return;
     }
+    mo_answer(s, mo, status);
   }
   mo_unlink_free(mo);
 }
@@ -267,6 +299,17 @@ static void mo_submit(sms_t *s, const char *msisdn, const char *dest, uint8_t dc
   memcpy(key + o, dest, strlen(dest) + 1), o += strlen(dest) + 1;
   key[o++] = dc;
   if (n) memcpy(key + o, raw, n);
+  for (sms_mo_t **pp = &s->answered; *pp; pp = &(*pp)->next) {
+    sms_mo_t *mo = *pp;
+    if (mo->gen == s->gen || mo->keylen != kl || memcmp(mo->key, key, kl) != 0) continue;
+    M5_LOGI(SMS_DOM, "device message %s redelivered by the SMSC: m5s answered it already: "
+            "deliver_sm_resp 0x%08x", mo->msg_id, mo->status);
+    answer_all(s, seqs, n_seqs, mo->status);
+    *pp = mo->next;
+    s->n_answered--;
+    free(mo->key), free(mo), free(key);
+    return;
+  }
   for (sms_mo_t *mo = s->mo; mo; mo = mo->next)
     if (mo->gen != s->gen && mo->keylen == kl && memcmp(mo->key, key, kl) == 0) {
       M5_LOGI(SMS_DOM, "device message %s redelivered by the SMSC: waiting for m5s", mo->msg_id);
@@ -294,7 +337,6 @@ static void mo_submit(sms_t *s, const char *msisdn, const char *dest, uint8_t dc
   }
   mo->s = s, mo->gen = s->gen, mo->key = key, mo->keylen = kl, mo->n_seqs = n_seqs;
   memcpy(mo->seqs, seqs, n_seqs * sizeof(uint32_t));
-  new_id(mo->msg_id);
   char type[16];
   const char *colon = strchr(route, ':');
   snprintf(type, sizeof(type), "%.*s", (int)(colon - route), route);
@@ -306,6 +348,9 @@ static void mo_submit(sms_t *s, const char *msisdn, const char *dest, uint8_t dc
                   .payload = text,
                   .payload_len = tlen,
                   .report_requested = report};
+  /* The SMSC's copy of a message the gateway spooled before a restart (its deliver_sm_resp
+   * never went out): the same msgId, so that m5s takes it as the repeat it is. */
+  if (!m5gw_uplink_restored(s->core, &m, mo->msg_id, sizeof(mo->msg_id))) new_id(mo->msg_id);
   mo->next = s->mo, s->mo = mo, s->n_mo++;
   int rc = m5gw_uplink(s->core, &m, on_up, mo);
   free(text);
@@ -494,6 +539,16 @@ void sms_up_tick(sms_t *s, uint64_t now) {
       if (r->part[i].data) sms_resp(s, r->part[i].seq, ESME_RX_P_APPN);
     rs_free(s, r);
   }
+  for (sms_mo_t **pp = &s->answered; *pp;) {
+    sms_mo_t *mo = *pp;
+    if (mo->expires_ms > now) {
+      pp = &mo->next;
+      continue;
+    }
+    *pp = mo->next;
+    s->n_answered--;
+    free(mo->key), free(mo);
+  }
   while (s->rcpt_head && s->rcpt_head->job_done && s->rcpt_head->expires_ms <= now) {
     M5_LOGW(SMS_DOM, "no delivery receipt for message %s within sms.receipt_ttl_s",
             s->rcpt_head->msg_id);
@@ -512,6 +567,12 @@ void sms_up_stop(sms_t *s) {
   for (sms_mo_t *mo = s->mo; mo; mo = mo->next)
     mo->s = NULL; /* freed by their callbacks, which the core still owes */
   s->mo = NULL;
+  while (s->answered) {
+    sms_mo_t *mo = s->answered;
+    s->answered = mo->next;
+    free(mo->key), free(mo);
+  }
+  s->n_answered = 0;
   while (s->rs)
     rs_free(s, s->rs);
   while (s->rcpt_head)
