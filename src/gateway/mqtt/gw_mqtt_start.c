@@ -275,6 +275,15 @@ static void stop(void *state) {
   gw_free(g);
 }
 
+/* Every device of mqtt.devices (also none): the core de-registers at m5s what it holds for
+ * the gateway besides them (gw_adapter.h). */
+static int served(void *state, void (*each)(void *arg, const char *ue_svc_id), void *arg) {
+  const gw_t *g = state;
+  for (size_t i = 0; i < g->cfg->devices.n; i++)
+    each(arg, g->cfg->devices.v[i]);
+  return 0;
+}
+
 const m5gw_adapter_ops_t m5gw_mqtt_adapter = {
     .kind = "mqtt",
     .api = "msgg-n3gdelivery",
@@ -284,5 +293,6 @@ const m5gw_adapter_ops_t m5gw_mqtt_adapter = {
     .start = start,
     .deliver = gwmq_deliver,
     .report = gwmq_report,
+    .served = served,
     .stop = stop,
 };
