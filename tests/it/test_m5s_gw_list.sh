@@ -5,7 +5,8 @@
 # serves. curl plays the gateway with real `m5ctl pki issue --gw-id` certificates and tokens:
 #  - pages: ordered by byte, at most `limit` (default 1000) IDs, "more" while others follow,
 #    `after` (percent-encoded, also an ID with '/', '&', '%') continues after that ID; walking
-#    the pages gives every ID once; a deregistered ID is gone from the list;
+#    the pages gives every ID once; a deregistered ID is gone from the list (and a DELETE of
+#    an ID with %00 inside is 404, not the ID cut short at the NUL);
 #  - only the caller's own: another gateway's IDs, even inside the caller's pattern, never show;
 #  - refusals: an AS (certificate and token) 403 NOT_A_GATEWAY, a token without the scope 403,
 #    none 401; a bad limit, a bad after, an unknown or a repeated parameter 400 naming it.
@@ -124,6 +125,8 @@ gw gw1 DELETE "$REG/mq0002" -H "authorization: Bearer $TOK1"
 [[ $ST == 204 ]] || fail "DELETE mq0002: $ST $(cat out.json)"
 list gw1 "$TOK1" "limit=2"
 [[ $(ids_of out.json | tr '\n' ' ') == 'mq%2F mq/a&b ' ]] || fail "after DELETE: $(cat out.json)"
+gw gw1 DELETE "$REG/mq0003%00x" -H "authorization: Bearer $TOK1"
+[[ $ST == 404 ]] || fail "DELETE mq0003%00x (a NUL inside): $ST, want 404 and mq0003 kept"
 list gw1 "$TOK1" "limit=2&after=mq0001"
 [[ $(ids_of out.json | tr '\n' ' ') == 'mq0001 mq0003 ' ]] && fail "the cursor is not exclusive"
 [[ $(ids_of out.json | tr '\n' ' ') == 'mq0003 mq0004 ' ]] || fail "after DELETE mq0002: $(cat out.json)"
