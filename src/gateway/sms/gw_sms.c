@@ -71,7 +71,7 @@ static const m5_cfg_item_t cfg_items[] = {
     {"sms.report_to_device", M5_CFG_BOOL, OFF(report_to_device), "true", 0, 0,
      "send m5s's reports on a device's messages to it as an ESME Delivery Acknowledgement"},
     {"sms.register_devices", M5_CFG_BOOL, OFF(register_devices), "true", 0, 0,
-     "register the devices' UE Service IDs with m5s at start"},
+     "register the devices' UE Service IDs with m5s at start, de-register any other it holds"},
 };
 
 /* The registration of the devices with m5s: one record for all batches of a round. */
