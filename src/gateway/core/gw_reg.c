@@ -28,7 +28,7 @@ struct gw_reg_op {
   size_t len;
   const char *what; /* "registration of 3 IDs" for logs */
   char what_buf[M5_MSG_ADDR_MAX + 64];
-  m5gw_reg_fn done;  /* the adapter's (only while it is live), or */
+  m5gw_reg_fn done;   /* the adapter's (only while it is live), or */
   gw_req_fn req_done; /* the core's own (gw_sync.c), with the answer's body */
   void *arg;
   bool inflight;

@@ -33,10 +33,10 @@ struct gw_sync {
   m5gw_core_t *core;
   char **served; /* sorted, no repeats */
   size_t n_served;
-  bool wanted;  /* a run is asked for */
-  bool running; /* between its first page and its end */
-  sync_id_t after; /* the cursor: the last ID of the page before ("" = from the first) */
-  bool more;       /* m5s has IDs after the cursor */
+  bool wanted;               /* a run is asked for */
+  bool running;              /* between its first page and its end */
+  sync_id_t after;           /* the cursor: the last ID of the page before ("" = from the first) */
+  bool more;                 /* m5s has IDs after the cursor */
   sync_id_t todo[SYNC_PAGE]; /* this page's IDs that are not served */
   size_t n_todo, next_todo, dels_out;
   size_t held, removed, gone, refused; /* this run's counts, for its log line */
@@ -165,8 +165,7 @@ static void list_next(gw_sync_t *s) {
 void gw_sync_kick(m5gw_core_t *core) {
   gw_sync_t *s = core->sync;
   /* at start the token comes after the adapter queued its registrations (gw_on_token) */
-  if (!s || s->running || !s->wanted || core->stopping || !gw_token(core) ||
-      gw_reg_posting(core))
+  if (!s || s->running || !s->wanted || core->stopping || !gw_token(core) || gw_reg_posting(core))
     return;
   s->wanted = false;
   s->running = true;

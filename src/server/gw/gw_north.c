@@ -149,9 +149,8 @@ void north_gwreg_done(registry_job_t *job) {
         json_decref(ids);
         ids = NULL;
       }
-    json_t *o = ids ? json_pack("{s:s, s:o, s:b}", "gwId", gw, "ueSvcIds", ids, "more",
-                                job->more)
-                    : NULL;
+    json_t *o =
+        ids ? json_pack("{s:s, s:o, s:b}", "gwId", gw, "ueSvcIds", ids, "more", job->more) : NULL;
     if (o)
       north_json(p->ex, 200, o, NULL, 0);
     else
@@ -324,8 +323,12 @@ static int list_query(m5_http_exchange_t *ex, const char *q, size_t *limit, char
     size_t nl = eq ? (size_t)(eq - q) : len;
     char name[16], val[3 * REGISTRY_ID_MAX + 1];
     size_t vl = eq ? len - nl - 1 : 0;
-    snprintf(name, sizeof name, "%.*s", (int)(nl < sizeof name ? nl : sizeof name - 1), q);
-    int is_limit = nl == 5 && !strncmp(q, "limit", 5), is_after = nl == 5 && !strncmp(q, "after", 5);
+    size_t i = 0; /* the name as it is named back: printable ASCII, cut at 15 */
+    for (; i < nl && i + 1 < sizeof name; i++)
+      name[i] = q[i] > 0x20 && q[i] < 0x7f ? q[i] : '?';
+    name[i] = '\0';
+    int is_limit = nl == 5 && !strncmp(q, "limit", 5);
+    int is_after = nl == 5 && !strncmp(q, "after", 5);
     if (len == 0) { /* "a&&b", a trailing '&' */
     } else if (!is_limit && !is_after) {
       north_problem(ex, 400, "INVALID_QUERY_PARAM",

@@ -160,7 +160,8 @@ int registry_gw_open(registry_t *r, char *err, size_t errlen) {
                        " ON CONFLICT (ue_svc_id) DO UPDATE SET gw_id = excluded.gw_id,"
                        " gen = excluded.gen",
                        &r->st_gwue_put, err, errlen) ||
-      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err, errlen) ||
+      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err,
+                       errlen) ||
       /* a range of the index gw_ues_by_gw, which holds (gw_id, ue_svc_id): O(page), in order */
       registry_prepare(r,
                        "SELECT ue_svc_id FROM gw_ues WHERE gw_id = ?1 AND ue_svc_id > ?2"
