@@ -39,6 +39,10 @@ ctl gateway add --gw-id gw1 --kind sms --target "localhost:$GW_MSGG" --ue-svc-id
 wait_file_line smsc.out '^BOUND' 30 "$SMSC_PID" || fail "m5gw did not bind: $(tail -10 "$GW_LOG")"
 wait_file_line "$GW_LOG" 'registration of sm1: done' 30 "$GW_PID" ||
   m5s_fail "sm1 not registered: $(tail -10 "$GW_LOG")"
+# the adapter names its devices to the core, which then checks m5s holds nothing else for gw1
+# (docs/gateways.md "Registration"): sm1 is kept, and still served below
+wait_file_line "$GW_LOG" 'registrations: m5s held 1 UE Service ID\(s\) for gw1; 0 not configured' 30 "$GW_PID" ||
+  m5s_fail "no convergence of m5s to the configured devices: $(grep registrations "$GW_LOG")"
 
 # UE -> SMS device, with a delivery report asked for: the SMSC's receipt becomes the report
 timeout 30 "$M5_BIN/m5c" --config ue1.yaml --server "$(m5c_uri tls)" send --to ue:sm1 \
