@@ -106,6 +106,12 @@ typedef struct {
   int (*deliver)(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg);
   /* A report m5s sends about a message one of our devices originated with report_requested. */
   int (*report)(void *state, const m5gw_report_t *r);
+  /* The UE Service IDs this adapter serves by its configuration (the devices it registers),
+   * each passed to each(arg, id) before it returns; 0, or M5_ENOENT when it registers none
+   * of its own accord (then m5s's registrations are left alone). Called once, after start().
+   * The core converges m5s to them: what m5s holds for the gateway besides these is
+   * de-registered (gw_sync.c; docs/gateways.md "Registration"). NULL: as M5_ENOENT. */
+  int (*served)(void *state, void (*each)(void *arg, const char *ue_svc_id), void *arg);
   /* Stops: outstanding deliver() calls complete with M5GW_DL_RETRY first. */
   void (*stop)(void *state);
 } m5gw_adapter_ops_t;

@@ -4,7 +4,7 @@
  * the bindings both ways; a new binding generation at every change of holder, persisted in
  * binding_gens (what the message store's REBIND and its start-up catch-up read); the release of
  * what a narrower pattern no longer allows and of everything a removed gateway held; the bound
- * per gateway; persistence across a reopen. */
+ * per gateway; persistence across a reopen; the listing of one gateway's IDs in pages. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -306,6 +306,68 @@ static void test_release_and_removal_persist(void **state) {
   fixture_free(&f);
 }
 
+/* One page of gw's IDs after `after`, at most `limit`: the job's status; out[]/n/more. */
+static char page[4][REGISTRY_ID_MAX + 1];
+static int gw_list(fixture_t *f, registry_t *r, const char *gw, const char *after, size_t limit,
+                   size_t *n, int *more) {
+  static registry_gw_t g;
+  memset(&g, 0, sizeof g);
+  snprintf(g.gw_id, sizeof g.gw_id, "%s", gw);
+  memset(page, 0, sizeof page);
+  registry_job_t job = {.op = REGISTRY_GW_UE_LIST, .gw = &g, .ids = page, .n_ids = limit};
+  snprintf(job.ue_svc_id, sizeof job.ue_svc_id, "%s", after);
+  int rc = run_job(f, r, &job);
+  *n = job.n_ids;
+  *more = job.more;
+  return rc;
+}
+
+static void test_list_pages(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_init(&f);
+  registry_t *r = open_started();
+  registry_job_t job;
+  size_t n;
+  int more;
+  assert_int_equal(gw_put(&f, r, "gw1", "mq*", &job), 0);
+  assert_int_equal(gw_put(&f, r, "gw2", "*", &job), 0);
+  const char *mine[] = {"mq3", "mq1", "mq2", "mq10"}, *other[] = {"mq15"};
+  assert_int_equal(gw_reg(&f, r, "gw1", mine, 4, NULL), 0);
+  assert_int_equal(gw_reg(&f, r, "gw2", other, 1, NULL), 0);
+  /* byte order, the page full: more; the cursor is exclusive; a last page exactly full: no
+   * more; another gateway's ID inside gw1's pattern never shows */
+  assert_int_equal(gw_list(&f, r, "gw1", "", 2, &n, &more), 0);
+  assert_int_equal(n, 2);
+  assert_true(more);
+  assert_string_equal(page[0], "mq1");
+  assert_string_equal(page[1], "mq10");
+  assert_int_equal(gw_list(&f, r, "gw1", "mq10", 2, &n, &more), 0);
+  assert_int_equal(n, 2);
+  assert_false(more);
+  assert_string_equal(page[0], "mq2");
+  assert_string_equal(page[1], "mq3");
+  assert_int_equal(gw_list(&f, r, "gw1", "mq3", 2, &n, &more), 0);
+  assert_int_equal(n, 0);
+  assert_false(more);
+  assert_int_equal(gw_list(&f, r, "gw2", "", 4, &n, &more), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(page[0], "mq15");
+  /* a released ID leaves the list, which is read from the database (also after a reopen) */
+  assert_int_equal(gw_dereg(&f, r, "gw1", "mq2", NULL), 0);
+  registry_close(r);
+  r = open_started();
+  assert_int_equal(gw_list(&f, r, "gw1", "mq10", 4, &n, &more), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(page[0], "mq3");
+  /* no such gateway; a page of 0 or more than REGISTRY_GW_UES_MAX */
+  assert_int_equal(gw_list(&f, r, "gw9", "", 4, &n, &more), M5_ENOENT);
+  assert_int_equal(gw_list(&f, r, "gw1", "", 0, &n, &more), M5_EINVAL);
+  assert_int_equal(gw_list(&f, r, "gw1", "", REGISTRY_GW_UES_MAX + 1, &n, &more), M5_EINVAL);
+  registry_close(r);
+  fixture_free(&f);
+}
+
 static int setup(void **state) {
   (void)state;
   if (!mkdtemp(dir_template)) return -1;
@@ -335,6 +397,7 @@ int main(void) {
       cmocka_unit_test_setup(test_register_all_or_nothing_one_space, fresh_db),
       cmocka_unit_test_setup(test_handover_generations, fresh_db),
       cmocka_unit_test_setup(test_release_and_removal_persist, fresh_db),
+      cmocka_unit_test_setup(test_list_pages, fresh_db),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -34,6 +34,7 @@ uint64_t gw_backoff_next(const m5gw_config_t *cfg, uint64_t cur) {
 
 void gw_on_token(m5gw_core_t *core) {
   gw_reg_pump(core);
+  gw_sync_kick(core); /* after the pump: the adapter's registrations go first */
   gw_up_pump(core);
 }
 
@@ -140,6 +141,8 @@ int m5gw_run(const m5gw_cfg_t *cfg) {
     if (rc != 0) {
       core->adapter_live = false;
       fprintf(stderr, "m5gw: %s adapter: %s\n", core->ops->kind, err[0] ? err : m5_strerror(rc));
+    } else if ((rc = gw_sync_start(core, err, sizeof err)) != 0) {
+      fprintf(stderr, "m5gw: %s\n", err);
     }
   }
   if (rc == 0) {
@@ -162,6 +165,7 @@ int m5gw_run(const m5gw_cfg_t *cfg) {
   }
   if (core->http) m5_http_client_free(core->http); /* callbacks see `stopping` */
   gw_reg_stop(core);
+  gw_sync_stop(core);
   gw_token_stop(core);
   gw_up_stop(core);
   gw_msgg_stop(core);

@@ -81,6 +81,8 @@ struct m5gw_core {
 
   /* gw_reg.c */
   gw_reg_op_t *regs;
+  /* gw_sync.c (NULL: the adapter has no fixed set of devices) */
+  struct gw_sync *sync;
 
   /* gw_msgg.c */
   m5_http_server_t *msgg, *mgmt;
@@ -123,6 +125,26 @@ void gw_on_token(m5gw_core_t *core); /* gw_core.c: a token arrived */
 /* gw_reg.c */
 void gw_reg_pump(m5gw_core_t *core);
 void gw_reg_stop(m5gw_core_t *core);
+/* One request of the core's own to the registration resource (method "GET" or "DELETE",
+ * url malloc'd and taken), sent and retried like the adapter's; done(arg, status, reason,
+ * body, len) once: 0 with the 2xx answer's body (valid during the call), or a refusal for
+ * good (M5_ENOENT for a 404, ...). Never called after gw_reg_stop. */
+typedef void (*gw_req_fn)(void *arg, int status, const char *reason, const uint8_t *body,
+                          size_t len);
+int gw_reg_request(m5gw_core_t *core, const char *method, char *url, const char *what,
+                   gw_req_fn done, void *arg);
+/* url_reg + sep + id percent-encoded (malloc'd; NULL when out of memory). */
+char *gw_reg_url(const m5gw_core_t *core, const char *sep, const char *id);
+/* Whether a registration (POST) is out or waits for its retry. */
+bool gw_reg_posting(const m5gw_core_t *core);
+
+/* gw_sync.c: converging m5s to the adapter's devices (docs/gateways.md, "Registration").
+ * start: after the adapter started (asks it for the IDs it serves; none: m5s is left alone);
+ * request: converge (again); kick: the token came or a registration ended, go on if due. */
+int gw_sync_start(m5gw_core_t *core, char *err, size_t errlen);
+void gw_sync_request(m5gw_core_t *core);
+void gw_sync_kick(m5gw_core_t *core);
+void gw_sync_stop(m5gw_core_t *core);
 
 /* gw_msgg.c */
 int gw_msgg_start(m5gw_core_t *core, char *err, size_t errlen);

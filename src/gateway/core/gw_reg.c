@@ -3,9 +3,11 @@
  * resource (TS 29.538 has none; docs/gateways.md, "Registration"):
  *   POST   {m5s}/msgs-gwueregistration/v1/registrations  {"gwId":..,"ueSvcIds":[..]} -> 201
  *   DELETE {m5s}/msgs-gwueregistration/v1/registrations/{ueSvcId}                  -> 204
+ *   GET    {m5s}/msgs-gwueregistration/v1/registrations?limit=..&after=..          -> 200
  * with the token (scope msgs-gwueregistration). A refusal for good (4xx) ends the call with
  * its ProblemDetails' detail; m5s unreachable, 429 or 5xx is retried with the back-off until
- * it answers or the gateway stops (m5s is idempotent for IDs the gateway holds already). */
+ * it answers or the gateway stops (m5s is idempotent for IDs the gateway holds already). The
+ * listing is gw_sync.c's (gw_reg_request), which converges m5s to the adapter's devices. */
 #include "gateway/core/gw_int.h"
 
 #include "core/err.h"
@@ -21,11 +23,13 @@ struct gw_reg_op {
   gw_reg_op_t *next;
   m5gw_core_t *core;
   char *url;
-  char *body; /* NULL: a DELETE */
+  const char *method; /* "POST" (with body), "DELETE" or "GET" */
+  char *body;
   size_t len;
   const char *what; /* "registration of 3 IDs" for logs */
   char what_buf[M5_MSG_ADDR_MAX + 64];
-  m5gw_reg_fn done;
+  m5gw_reg_fn done;   /* the adapter's (only while it is live), or */
+  gw_req_fn req_done; /* the core's own (gw_sync.c), with the answer's body */
   void *arg;
   bool inflight;
   m5_timer_id_t timer;
@@ -44,16 +48,38 @@ static void op_unlink_free(m5gw_core_t *core, gw_reg_op_t *op) {
   free(op);
 }
 
-static void op_end(gw_reg_op_t *op, int status, const char *reason) {
+static bool is_post(const gw_reg_op_t *op) {
+  return !strcmp(op->method, "POST");
+}
+
+bool gw_reg_posting(const m5gw_core_t *core) {
+  for (const gw_reg_op_t *op = core->regs; op; op = op->next)
+    if (is_post(op)) return true;
+  return false;
+}
+
+static void op_end(gw_reg_op_t *op, int status, const char *reason, const uint8_t *body,
+                   size_t len) {
   m5gw_core_t *core = op->core;
   m5gw_reg_fn done = op->done;
+  gw_req_fn req_done = op->req_done;
   void *arg = op->arg;
-  if (status == 0)
+  bool registered = status == 0 && is_post(op);
+  if (status == 0 && !strcmp(op->method, "GET"))
+    M5_LOGD(GW_DOM, "%s: done", op->what);
+  else if (status == 0)
     M5_LOGI(GW_DOM, "%s: done", op->what);
   else
     M5_LOGW(GW_DOM, "%s: refused: %s", op->what, reason);
   op_unlink_free(core, op);
-  if (done && core->adapter_live) done(arg, status, reason);
+  if (req_done)
+    req_done(arg, status, reason, body, len);
+  else if (done && core->adapter_live)
+    done(arg, status, reason);
+  /* m5s took a registration: it may hold others from before, which the next convergence
+   * finds; it starts once no registration is out any more */
+  if (registered) gw_sync_request(core);
+  gw_sync_kick(core);
 }
 
 static void op_send(gw_reg_op_t *op);
@@ -95,7 +121,7 @@ static void on_answer(void *arg, int status, long http, const uint8_t *body, siz
     snprintf(why, sizeof why, "m5s unreachable (%s)", m5_strerror(status));
     op_retry(op, why);
   } else if (http == 201 || http == 200 || http == 204) {
-    op_end(op, 0, NULL);
+    op_end(op, 0, NULL, body, len);
   } else if (http == 401) {
     gw_token_rejected(core);
     op_retry(op, "m5s refused the token; fetching another");
@@ -103,7 +129,7 @@ static void on_answer(void *arg, int status, long http, const uint8_t *body, siz
     char detail[200];
     gw_problem_text(body, len, http, detail, sizeof detail);
     snprintf(why, sizeof why, "%ld %s", http, detail);
-    op_end(op, status_of(http), why);
+    op_end(op, status_of(http), why, NULL, 0);
   } else {
     char detail[200];
     gw_problem_text(body, len, http, detail, sizeof detail);
@@ -115,7 +141,7 @@ static void on_answer(void *arg, int status, long http, const uint8_t *body, siz
 static void op_send(gw_reg_op_t *op) {
   m5gw_core_t *core = op->core;
   if (op->inflight || op->timer || core->stopping || !gw_token(core)) return;
-  m5_http_req_opts_t o = {.method = op->body ? "POST" : "DELETE", .bearer_token = gw_token(core)};
+  m5_http_req_opts_t o = {.method = op->method, .bearer_token = gw_token(core)};
   int rc = m5_http_client_request(core->http, op->url, &o, op->body, op->body ? op->len : 0,
                                   on_answer, op);
   if (rc != 0) {
@@ -130,10 +156,11 @@ void gw_reg_pump(m5gw_core_t *core) {
     op_send(op);
 }
 
-static gw_reg_op_t *op_new(m5gw_core_t *core, m5gw_reg_fn done, void *arg) {
+static gw_reg_op_t *op_new(m5gw_core_t *core, const char *method, m5gw_reg_fn done, void *arg) {
   gw_reg_op_t *op = calloc(1, sizeof *op);
   if (!op) return NULL;
   op->core = core;
+  op->method = method;
   op->done = done;
   op->arg = arg;
   op->what = op->what_buf;
@@ -160,7 +187,7 @@ int m5gw_register(m5gw_core_t *core, const char *const *ids, size_t n, m5gw_reg_
   json_t *o = list ? json_pack("{s:s, s:o}", "gwId", core->cfg->gw_id, "ueSvcIds", list) : NULL;
   char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
-  gw_reg_op_t *op = body ? op_new(core, done, arg) : NULL;
+  gw_reg_op_t *op = body ? op_new(core, "POST", done, arg) : NULL;
   if (!op || !(op->url = strdup(core->url_reg))) {
     free(body);
     if (op) free(op);
@@ -176,27 +203,47 @@ int m5gw_register(m5gw_core_t *core, const char *const *ids, size_t n, m5gw_reg_
   return 0;
 }
 
-int m5gw_deregister(m5gw_core_t *core, const char *id, m5gw_reg_fn done, void *arg) {
-  if (!core || !id || !m5_msg_svc_id_valid(id) || core->stopping) return M5_EINVAL;
-  gw_reg_op_t *op = op_new(core, done, arg);
-  if (!op) return M5_ENOMEM;
-  /* the ID as one path segment: every byte outside the unreserved set percent-encoded */
-  size_t cap = strlen(core->url_reg) + 1 + strlen(id) * 3 + 1;
-  op->url = malloc(cap);
-  if (!op->url) {
-    free(op);
-    return M5_ENOMEM;
-  }
-  size_t off = (size_t)snprintf(op->url, cap, "%s/", core->url_reg);
+char *gw_reg_url(const m5gw_core_t *core, const char *sep, const char *id) {
+  /* the ID as one path segment or query value: every byte outside the unreserved set
+   * percent-encoded */
+  size_t cap = strlen(core->url_reg) + strlen(sep) + strlen(id) * 3 + 1;
+  char *url = malloc(cap);
+  if (!url) return NULL;
+  size_t off = (size_t)snprintf(url, cap, "%s%s", core->url_reg, sep);
   for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
     if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
         strchr("-._~", *p))
-      op->url[off++] = (char)*p;
+      url[off++] = (char)*p;
     else
-      off += (size_t)snprintf(op->url + off, cap - off, "%%%02X", *p);
+      off += (size_t)snprintf(url + off, cap - off, "%%%02X", *p);
   }
-  op->url[off] = '\0';
+  url[off] = '\0';
+  return url;
+}
+
+int m5gw_deregister(m5gw_core_t *core, const char *id, m5gw_reg_fn done, void *arg) {
+  if (!core || !id || !m5_msg_svc_id_valid(id) || core->stopping) return M5_EINVAL;
+  gw_reg_op_t *op = op_new(core, "DELETE", done, arg);
+  if (!op) return M5_ENOMEM;
+  if (!(op->url = gw_reg_url(core, "/", id))) {
+    free(op);
+    return M5_ENOMEM;
+  }
   snprintf(op->what_buf, sizeof op->what_buf, "de-registration of %s", id);
+  op_start(core, op);
+  return 0;
+}
+
+int gw_reg_request(m5gw_core_t *core, const char *method, char *url, const char *what,
+                   gw_req_fn done, void *arg) {
+  gw_reg_op_t *op = core->stopping ? NULL : op_new(core, method, NULL, arg);
+  if (!op) {
+    free(url);
+    return core->stopping ? M5_EINVAL : M5_ENOMEM;
+  }
+  op->url = url;
+  op->req_done = done;
+  snprintf(op->what_buf, sizeof op->what_buf, "%s", what);
   op_start(core, op);
   return 0;
 }

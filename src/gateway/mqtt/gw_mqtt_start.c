@@ -40,7 +40,8 @@ static const m5_cfg_item_t cfg_items[] = {
     {"mqtt.password_file", M5_CFG_STR, O(password_file), NULL, 0, 0,
      "file holding our broker password (first line; mode 0600); empty: no password"},
     {"mqtt.devices", M5_CFG_STRLIST, O(devices), NULL, 0, 0,
-     "the device IDs (= UE Service IDs) this gateway serves and registers with m5s"},
+     "the device IDs (= UE Service IDs) this gateway serves and registers with m5s (any other "
+     "m5s holds for it is de-registered)"},
     {"mqtt.keepalive_s", M5_CFG_INT, O(keepalive_s), "60", 5, 3600, "MQTT keep-alive (seconds)"},
     {"mqtt.session_expiry_s", M5_CFG_INT, O(session_expiry_s), "4294967295", 60, 4294967295,
      "how long the broker keeps our session while we are away (4294967295: forever)"},
@@ -275,6 +276,15 @@ static void stop(void *state) {
   gw_free(g);
 }
 
+/* Every device of mqtt.devices (also none): the core de-registers at m5s what it holds for
+ * the gateway besides them (gw_adapter.h). */
+static int served(void *state, void (*each)(void *arg, const char *ue_svc_id), void *arg) {
+  const gw_t *g = state;
+  for (size_t i = 0; i < g->cfg->devices.n; i++)
+    each(arg, g->cfg->devices.v[i]);
+  return 0;
+}
+
 const m5gw_adapter_ops_t m5gw_mqtt_adapter = {
     .kind = "mqtt",
     .api = "msgg-n3gdelivery",
@@ -284,5 +294,6 @@ const m5gw_adapter_ops_t m5gw_mqtt_adapter = {
     .start = start,
     .deliver = gwmq_deliver,
     .report = gwmq_report,
+    .served = served,
     .stop = stop,
 };

@@ -71,7 +71,7 @@ static const m5_cfg_item_t cfg_items[] = {
     {"sms.report_to_device", M5_CFG_BOOL, OFF(report_to_device), "true", 0, 0,
      "send m5s's reports on a device's messages to it as an ESME Delivery Acknowledgement"},
     {"sms.register_devices", M5_CFG_BOOL, OFF(register_devices), "true", 0, 0,
-     "register the devices' UE Service IDs with m5s at start"},
+     "register the devices' UE Service IDs with m5s at start, de-register any other it holds"},
 };
 
 /* The registration of the devices with m5s: one record for all batches of a round. */
@@ -595,6 +595,16 @@ static void sms_stop(void *state) {
   free(s);
 }
 
+/* The UE Service IDs of sms.devices ("MSISDN=ID"), when the adapter registers them: the core
+ * de-registers at m5s what it holds for the gateway besides them (gw_adapter.h). */
+static int sms_served(void *state, void (*each)(void *arg, const char *ue_svc_id), void *arg) {
+  const sms_t *s = state;
+  if (!s->cfg->register_devices) return M5_ENOENT;
+  for (size_t i = 0; i < s->cfg->devices.n; i++)
+    each(arg, strchr(s->cfg->devices.v[i], '=') + 1); /* checked by load_maps at start */
+  return M5_OK;
+}
+
 const m5gw_adapter_ops_t m5gw_sms_adapter = {
     .kind = "sms",
     .api = "msgg-l3gdelivery",
@@ -604,5 +614,6 @@ const m5gw_adapter_ops_t m5gw_sms_adapter = {
     .start = sms_start,
     .deliver = sms_deliver,
     .report = sms_report,
+    .served = sms_served,
     .stop = sms_stop,
 };

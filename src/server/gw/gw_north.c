@@ -6,7 +6,10 @@
  *   POST /msgs-gwueregistration/v1/registrations {"gwId", "ueSvcIds": [1..1000]} -> 201, the
  *        same body; all or nothing; 403 outside the pattern or another gwId; 409 an ID bound
  *        to a subscriber or held by another gateway;
- *   DELETE /msgs-gwueregistration/v1/registrations/{ueSvcId} -> 204 (404: not held by it).
+ *   DELETE /msgs-gwueregistration/v1/registrations/{ueSvcId} -> 204 (404: not held by it);
+ *   GET /msgs-gwueregistration/v1/registrations[?limit=1..1000][&after=<ueSvcId>] -> 200
+ *        {"gwId", "ueSvcIds": [the caller's own, in byte order, after the cursor], "more"}:
+ *        what m5s holds for the gateway, so that it can drop what it no longer serves.
  * Scope msgs-gwueregistration. Each ID that changes holder takes a new binding generation in
  * the registry's transaction; the message store is then told (ue_api_rebind), so what it kept
  * for the previous holder is failed and its dedup state dropped. */
@@ -117,7 +120,7 @@ void north_gwreg_done(registry_job_t *job) {
   char why[REGISTRY_ID_MAX + 96], param[32];
   const char *bad = job->ids && job->bad < job->n_ids ? job->ids[job->bad] : "";
   snprintf(param, sizeof param, "ueSvcIds[%zu]", job->bad);
-  if (job->status == M5_ENOENT && job->op == REGISTRY_GW_UE_REG) {
+  if (job->status == M5_ENOENT && job->op != REGISTRY_GW_UE_DEREG) {
     north_problem(p->ex, 403, "UNKNOWN_GATEWAY", "the gateway client was removed meanwhile", NULL,
                   NULL);
   } else if (job->status == M5_ENOENT) {
@@ -139,6 +142,19 @@ void north_gwreg_done(registry_job_t *job) {
   } else if (job->status != 0) {
     M5_LOGE(DOM, "gateway %s: the registry failed: %s", gw, m5_strerror(job->status));
     north_problem(p->ex, 500, NULL, "the registry failed; see the server's log", NULL, NULL);
+  } else if (job->op == REGISTRY_GW_UE_LIST) {
+    json_t *ids = json_array();
+    for (size_t i = 0; ids && i < job->n_ids; i++)
+      if (json_array_append_new(ids, json_string(p->ids[i])) != 0) {
+        json_decref(ids);
+        ids = NULL;
+      }
+    json_t *o =
+        ids ? json_pack("{s:s, s:o, s:b}", "gwId", gw, "ueSvcIds", ids, "more", job->more) : NULL;
+    if (o)
+      north_json(p->ex, 200, o, NULL, 0);
+    else
+      north_problem(p->ex, 500, NULL, "out of memory", NULL, NULL);
   } else if (job->op == REGISTRY_GW_UE_REG) {
     size_t fresh = 0;
     for (size_t i = 0; i < job->n_ids; i++)
@@ -184,17 +200,19 @@ static int hexv(char c) {
   return -1;
 }
 
-/* A percent-encoded path segment into out: 0, or M5_EINVAL. */
-static int segment_decode(const char *s, char *out, size_t cap) {
+/* A percent-encoded path segment (or, with query set, a query value, where '/' and '?' may
+ * stand unencoded) into out: 0, or M5_EINVAL (also for %00, which would cut it short). */
+static int pct_decode(const char *s, int query, char *out, size_t cap) {
   size_t j = 0;
   for (; *s; s++) {
     int c = (unsigned char)*s;
-    if (c == '/' || c == '?') return M5_EINVAL;
+    if (!query && (c == '/' || c == '?')) return M5_EINVAL;
     if (c == '%') {
       int hi = hexv(s[1]), lo = hi < 0 ? -1 : hexv(s[2]);
       if (lo < 0) return M5_EINVAL;
       c = hi * 16 + lo;
       s += 2;
+      if (c == 0) return M5_EINVAL;
     }
     if (j + 1 >= cap) return M5_EINVAL;
     out[j++] = (char)c;
@@ -278,7 +296,7 @@ static void reg_delete(north_t *n, m5_http_exchange_t *ex, const char *seg,
     north_problem(ex, 500, NULL, "out of memory", NULL, NULL);
     return;
   }
-  if (segment_decode(seg, p->job.ue_svc_id, sizeof p->job.ue_svc_id) != 0 ||
+  if (pct_decode(seg, 0, p->job.ue_svc_id, sizeof p->job.ue_svc_id) != 0 ||
       !m5_msg_svc_id_valid(p->job.ue_svc_id)) {
     north_problem(ex, 404, "RESOURCE_NOT_FOUND", "not a UE Service ID", NULL, NULL);
     pending_free(p);
@@ -291,13 +309,95 @@ static void reg_delete(north_t *n, m5_http_exchange_t *ex, const char *seg,
   submit(n, p);
 }
 
+/* The query of a listing: limit (1..REGISTRY_GW_UES_MAX, default the most) and after (a UE
+ * Service ID, percent-encoded), each at most once; anything else is refused, so that a typo
+ * does not silently list from the start. 0, or answers 400 naming the parameter. */
+static int list_query(m5_http_exchange_t *ex, const char *q, size_t *limit, char *after,
+                      size_t after_cap) {
+  *limit = REGISTRY_GW_UES_MAX;
+  after[0] = '\0';
+  int seen_limit = 0, seen_after = 0;
+  while (q && *q) {
+    size_t len = strcspn(q, "&");
+    const char *eq = memchr(q, '=', len);
+    size_t nl = eq ? (size_t)(eq - q) : len;
+    char name[16], val[3 * REGISTRY_ID_MAX + 1];
+    size_t vl = eq ? len - nl - 1 : 0;
+    size_t i = 0; /* the name as it is named back: printable ASCII, cut at 15 */
+    for (; i < nl && i + 1 < sizeof name; i++)
+      name[i] = q[i] > 0x20 && q[i] < 0x7f ? q[i] : '?';
+    name[i] = '\0';
+    int is_limit = nl == 5 && !strncmp(q, "limit", 5);
+    int is_after = nl == 5 && !strncmp(q, "after", 5);
+    if (len == 0) { /* "a&&b", a trailing '&' */
+    } else if (!is_limit && !is_after) {
+      north_problem(ex, 400, "INVALID_QUERY_PARAM",
+                    "unknown query parameter: the registrations take limit and after", name,
+                    "unknown parameter");
+      return M5_EINVAL;
+    } else if ((is_limit && seen_limit++) || (is_after && seen_after++)) {
+      north_problem(ex, 400, "INVALID_QUERY_PARAM", "a query parameter given twice", name,
+                    "given twice");
+      return M5_EINVAL;
+    } else if (is_limit) {
+      unsigned long v = 0;
+      size_t k = 0;
+      for (; k < vl && k < 5 && eq[1 + k] >= '0' && eq[1 + k] <= '9'; k++)
+        v = v * 10 + (unsigned long)(eq[1 + k] - '0');
+      if (vl == 0 || k != vl || v < 1 || v > REGISTRY_GW_UES_MAX) {
+        north_problem(ex, 400, "INVALID_QUERY_PARAM", "limit: a number from 1 to 1000", "limit",
+                      "not a number from 1 to 1000");
+        return M5_EINVAL;
+      }
+      *limit = (size_t)v;
+    } else {
+      snprintf(val, sizeof val, "%.*s", (int)(vl < sizeof val ? vl : sizeof val - 1),
+               eq ? eq + 1 : "");
+      if (vl >= sizeof val || pct_decode(val, 1, after, after_cap) != 0 ||
+          !m5_msg_svc_id_valid(after)) {
+        north_problem(ex, 400, "INVALID_QUERY_PARAM",
+                      "after: a UE Service ID (percent-encoded), the last of the previous page",
+                      "after", "not a UE Service ID");
+        return M5_EINVAL;
+      }
+    }
+    q += len;
+    if (*q == '&') q++;
+  }
+  return 0;
+}
+
+/* One page of the caller's registrations (the registry reads them from its database). */
+static void reg_list(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req,
+                     const north_caller_t *c) {
+  size_t limit;
+  char after[REGISTRY_ID_MAX + 1];
+  if (list_query(ex, req->query, &limit, after, sizeof after) != 0) return;
+  pending_t *p = calloc(1, sizeof *p);
+  if (p) p->ids = calloc(limit, sizeof *p->ids);
+  if (!p || !p->ids) {
+    if (p) pending_free(p);
+    north_problem(ex, 500, NULL, "out of memory", NULL, NULL);
+    return;
+  }
+  p->n = n;
+  p->ex = ex;
+  snprintf(p->gw.gw_id, sizeof p->gw.gw_id, "%s", c->as_svc_id);
+  snprintf(p->job.ue_svc_id, sizeof p->job.ue_svc_id, "%s", after);
+  p->job.op = REGISTRY_GW_UE_LIST;
+  p->job.ids = p->ids;
+  p->job.n_ids = limit;
+  submit(n, p);
+}
+
 void north_gwreg(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *req) {
   const char *rest = req->path + strlen(NORTH_GWREG);
   int coll = rest[0] == '\0';
-  if (coll ? strcmp(req->method, "POST") != 0 : strcmp(req->method, "DELETE") != 0) {
+  int get = !strcmp(req->method, "GET");
+  if (coll ? strcmp(req->method, "POST") != 0 && !get : strcmp(req->method, "DELETE") != 0) {
     north_problem(ex, 405, NULL,
-                  coll ? "the registrations accept POST" : "a registration accepts DELETE", NULL,
-                  NULL);
+                  coll ? "the registrations accept GET and POST" : "a registration accepts DELETE",
+                  NULL, NULL);
     return;
   }
   if (!coll && !rest[1]) {
@@ -309,7 +409,9 @@ void north_gwreg(north_t *n, m5_http_exchange_t *ex, const m5_http_request_t *re
   if (north_gw_caller(n, ex, req, &c) != 0 ||
       north_bearer(n, ex, req, &c, NORTH_SCOPE_GWREG, &claims) != 0)
     return;
-  if (coll)
+  if (coll && get)
+    reg_list(n, ex, req, &c);
+  else if (coll)
     reg_post(n, ex, req, &c);
   else
     reg_delete(n, ex, rest + 1, &c);

@@ -473,7 +473,8 @@ static void handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *a
 /* ---- life cycle ---- */
 
 static int is_gwreg(const registry_job_t *j) {
-  return j->op == REGISTRY_GW_UE_REG || j->op == REGISTRY_GW_UE_DEREG;
+  return j->op == REGISTRY_GW_UE_REG || j->op == REGISTRY_GW_UE_DEREG ||
+         j->op == REGISTRY_GW_UE_LIST;
 }
 
 static void on_reply(void *msg, void *arg) {

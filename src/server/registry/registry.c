@@ -415,6 +415,7 @@ static void run_job(m5_job_t *base, void *ctx) {
   case REGISTRY_GW_DEL:
   case REGISTRY_GW_UE_REG:
   case REGISTRY_GW_UE_DEREG:
+  case REGISTRY_GW_UE_LIST:
     job->status = job->gw ? registry_gw_run(r, job) : M5_EINVAL;
     break;
   case REGISTRY_GROUPS:

@@ -121,6 +121,11 @@ typedef enum {
                           caller's array), fresh[i] (or NULL) */
   REGISTRY_GW_UE_DEREG, /* in: gw->gw_id, ue_svc_id; M5_ENOENT unless this gateway holds it.
                           out: gen (the release's own generation) */
+  REGISTRY_GW_UE_LIST, /* in: gw->gw_id, ue_svc_id (the cursor: only IDs after it, "" = from
+                          the first), ids (the caller's array of n_ids, 1..REGISTRY_GW_UES_MAX).
+                          out: the IDs this gateway holds, in byte order, in ids/n_ids; more = 1
+                          when others follow the last. M5_ENOENT: no such gateway. Reads the
+                          database (the authority), not the memory copy */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
                              this job first; submitted by groups_submit */
 } registry_op_t;
@@ -143,6 +148,7 @@ typedef struct registry_job {
   uint64_t *gens;                         /* their generations */
   unsigned char *fresh;                   /* GW_UE_REG (or NULL): 1 = newly taken */
   size_t n_ids, bad;                      /* bad: the index of the refused ID */
+  int more;                               /* GW_UE_LIST: IDs follow the page */
   void *arg;         /* the submitter's */
 } registry_job_t;
 

@@ -160,7 +160,13 @@ int registry_gw_open(registry_t *r, char *err, size_t errlen) {
                        " ON CONFLICT (ue_svc_id) DO UPDATE SET gw_id = excluded.gw_id,"
                        " gen = excluded.gen",
                        &r->st_gwue_put, err, errlen) ||
-      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err, errlen))
+      registry_prepare(r, "DELETE FROM gw_ues WHERE ue_svc_id = ?1", &r->st_gwue_del, err,
+                       errlen) ||
+      /* a range of the index gw_ues_by_gw, which holds (gw_id, ue_svc_id): O(page), in order */
+      registry_prepare(r,
+                       "SELECT ue_svc_id FROM gw_ues WHERE gw_id = ?1 AND ue_svc_id > ?2"
+                       " ORDER BY ue_svc_id LIMIT ?3",
+                       &r->st_gwue_list, err, errlen))
     return M5_EIO;
   return load(r, err, errlen);
 }
@@ -174,6 +180,7 @@ void registry_gw_free(registry_t *r) {
   sqlite3_finalize(r->st_gw_del);
   sqlite3_finalize(r->st_gwue_put);
   sqlite3_finalize(r->st_gwue_del);
+  sqlite3_finalize(r->st_gwue_list);
   if (r->gwue_map) m5_hmap_free(r->gwue_map, free_one);
   if (r->gw_map) m5_hmap_free(r->gw_map, free_one);
   r->gwue_map = r->gw_map = NULL;
@@ -492,6 +499,37 @@ static int do_ue_dereg(registry_t *r, registry_job_t *job) {
   return 0;
 }
 
+/* One page of the IDs the gateway holds, from the database: one more row than the page asked
+ * for says whether others follow. */
+static int do_ue_list(registry_t *r, registry_job_t *job) {
+  size_t cap = job->n_ids;
+  job->n_ids = 0;
+  job->more = 0;
+  if (!gw_get(r, job->gw->gw_id)) return M5_ENOENT;
+  if (!job->ids || cap == 0 || cap > REGISTRY_GW_UES_MAX) return M5_EINVAL;
+  sqlite3_stmt *st = r->st_gwue_list;
+  sqlite3_bind_text(st, 1, job->gw->gw_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, job->ue_svc_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (int64_t)cap + 1);
+  int s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    if (job->n_ids == cap) {
+      job->more = 1;
+      break;
+    }
+    copy_col(st, 0, job->ids[job->n_ids], sizeof job->ids[0]);
+    job->n_ids++;
+  }
+  int rc = s == SQLITE_ROW || s == SQLITE_DONE ? 0 : M5_EIO;
+  if (rc != 0)
+    M5_LOGE(DOM, "listing gateway %s's UE Service IDs: %s", job->gw->gw_id,
+            sqlite3_errmsg(r->conn));
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != 0) job->n_ids = 0;
+  return rc;
+}
+
 int registry_gw_run(registry_t *r, registry_job_t *job) {
   switch (job->op) {
   case REGISTRY_GW_PUT:
@@ -502,6 +540,8 @@ int registry_gw_run(registry_t *r, registry_job_t *job) {
     return job->ids && job->gens ? do_ue_reg(r, job) : M5_EINVAL;
   case REGISTRY_GW_UE_DEREG:
     return do_ue_dereg(r, job);
+  case REGISTRY_GW_UE_LIST:
+    return do_ue_list(r, job);
   default:
     return M5_EINVAL;
   }

@@ -33,7 +33,7 @@ struct registry {
   m5_hmap_t *gw_map;   /* gw_id -> registry_gw_t */
   m5_hmap_t *gwue_map; /* ue_svc_id -> gw_ue_t (registry_gw.c) */
   atomic_size_t gw_held; /* its count: 0 spares the message path the lock */
-  sqlite3_stmt *st_gw_put, *st_gw_del, *st_gwue_put, *st_gwue_del;
+  sqlite3_stmt *st_gw_put, *st_gw_del, *st_gwue_put, *st_gwue_del, *st_gwue_list;
   struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
 };
 
