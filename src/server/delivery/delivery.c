@@ -132,6 +132,7 @@ typedef struct {
   uint32_t attempts;
   int sto_fwd;
   int gw;
+  char gw_id[REGISTRY_AS_ID_MAX + 1]; /* gw: the gateway meant, whose certificate must answer */
   char msg_id[M5_MSG_ID_MAX + 1];
   char dest[M5_MSG_ADDR_MAX + 1];
 } as_push_t;
@@ -524,7 +525,14 @@ static void on_as_done(void *arg, int status, long http, const uint8_t *body, si
       conclude(dv, M5_STORE_MARK_FAILED, p->id, cause, 0, p->attempts + 1, 0, 0);
       break;
     case GW_OUT_RETRY:
-      M5_LOGI(DOM, "MSG %s to %s's gateway: not delivered (%s, HTTP %ld)%s", p->msg_id, p->dest,
+      if (status == M5_EPERM) /* an operator's error (target, DNS, certificate): kept, retried */
+        M5_LOGW(DOM,
+                "MSG %s to %s: not delivered: the server at gateway %s's target is not gateway "
+                "%s (its certificate lacks SAN URI urn:msgin5g:gw:%s)%s",
+                p->msg_id, p->dest, p->gw_id, p->gw_id, p->gw_id,
+                p->sto_fwd ? ", kept for a retry" : "");
+      else
+        M5_LOGI(DOM, "MSG %s to %s's gateway: not delivered (%s, HTTP %ld)%s", p->msg_id, p->dest,
               status ? m5_strerror(status) : "answered", http,
               p->sto_fwd ? ", kept for a retry" : "");
       conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, 0, 0);
@@ -546,8 +554,8 @@ static void on_as_done(void *arg, int status, long http, const uint8_t *body, si
   check_idle(dv);
 }
 
-static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
-                      char *body, size_t len);
+static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url,
+                      const char *gw_id, char *body, size_t len);
 
 /* Pushes delivery d (body taken) to the Application Server d->rcpt.addr. */
 static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, size_t len) {
@@ -568,7 +576,7 @@ static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, si
   while (n && target[n - 1] == '/') n--;
   snprintf(url, sizeof url, "%.*s/%s", (int)n, target,
            is_report(&d->msg) ? "deliver-report" : "deliver-message");
-  http_push(dv, d, url, 0, body, len);
+  http_push(dv, d, url, NULL, body, len);
 }
 
 /* Pushes delivery d to the message gateway g that holds its UE recipient, under the ID's
@@ -603,12 +611,15 @@ static void gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry
     return;
   }
   free(as_body);
-  http_push(dv, d, url, 1, body, len);
+  http_push(dv, d, url, g->gw_id, body, len);
 }
 
-/* POSTs body (taken) to url for delivery d; the answer concludes it (on_as_done). */
-static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
-                      char *body, size_t len) {
+/* POSTs body (taken) to url for delivery d; the answer concludes it (on_as_done). For a
+ * gateway (gw_id), only to a server whose certificate carries the SAN URI
+ * urn:msgin5g:gw:<gw_id>: the CA and the target's host name alone would also let another
+ * gateway, or an AS, of the same CA stand at that address. */
+static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url,
+                      const char *gw_id, char *body, size_t len) {
   uint64_t id = d->id;
   char err[200];
   if (!dv->http) {
@@ -630,10 +641,19 @@ static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *
   p->id = id;
   p->attempts = d->attempts;
   p->sto_fwd = d->msg.sto_fwd;
-  p->gw = gw;
+  p->gw = gw_id != NULL;
+  m5_str_copy(p->gw_id, sizeof p->gw_id, gw_id ? gw_id : "");
   m5_str_copy(p->msg_id, sizeof p->msg_id, d->msg.msg_id);
   m5_str_copy(p->dest, sizeof p->dest, d->rcpt.addr);
-  int rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
+  int rc;
+  if (gw_id) {
+    char uri[sizeof p->gw_id + 16];
+    snprintf(uri, sizeof uri, "urn:msgin5g:gw:%s", gw_id);
+    m5_http_req_opts_t ro = {.peer_uri = uri};
+    rc = m5_http_client_request(dv->http, url, &ro, body, len, on_as_done, p);
+  } else {
+    rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
+  }
   free(body);
   if (rc != 0) {
     free(p);
