@@ -444,14 +444,15 @@ m5c_listen_bg() {
   m5s_fail "m5c listen ($ue, $tr) did not register within 15 s: $(cat "$out")"
 }
 
-# start_push_receiver SCRIPT PORT LOG MODE_FILE OUT: a node stand-in receiving what m5s pushes
-# (SCRIPT: tests/interop/as_server.mjs, an AS; tests/it/gw_receiver.mjs, a gateway; both
-# tests/schema/push_receiver.mjs) on PORT with the test PKI's aanf certificate: one JSON line a
+# start_push_receiver SCRIPT PORT LOG MODE_FILE OUT [CERT]: a node stand-in receiving what m5s
+# pushes (SCRIPT: tests/interop/as_server.mjs, an AS; tests/it/gw_receiver.mjs, a gateway; both
+# tests/schema/push_receiver.mjs) on PORT with the test PKI's certificate CERT (default aanf:
+# its host name is all an AS's endpoint needs; a gateway's must name the gateway): one JSON line a
 # request into LOG, answered with MODE_FILE's status (default 204); its output in OUT. Returns
 # once it listens, with its pid in PUSH_RECEIVER_PID.
 start_push_receiver() {
-  local script=$1 port=$2 log=$3 mode=$4 out=$5 pki=$M5_TMP/pki
-  node "$M5_SRC/$script" "$port" "$pki/aanf.key" "$pki/aanf.crt" "$pki/ca.crt" "$log" "$mode" \
+  local script=$1 port=$2 log=$3 mode=$4 out=$5 crt=${6:-aanf} pki=$M5_TMP/pki
+  node "$M5_SRC/$script" "$port" "$pki/$crt.key" "$pki/$crt.crt" "$pki/ca.crt" "$log" "$mode" \
     "$M5_OPENAPI" >"$out" 2>&1 &
   PUSH_RECEIVER_PID=$!
   track_pid "$PUSH_RECEIVER_PID"

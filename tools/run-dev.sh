@@ -2,8 +2,8 @@
 # `make run`: a working development system with no configuration (architecture §9).
 # Usage: tools/run-dev.sh BUILD_DIR   (the binaries are in BUILD_DIR/bin)
 #
-# In order: the development PKI under var/pki on first run (with the MQTT gateway gw1's client
-# certificate, m5ctl pki issue --gw-id gw1, and its MSGG listener's server certificate);
+# In order: the development PKI under var/pki on first run (with the MQTT gateway gw1's
+# certificates, m5ctl pki issue --gw-id gw1: for its calls to m5s and for its MSGG listener);
 # m5-aanf (waits for its /healthz); m5s (waits for its /healthz); the demo subscribers ue1 and
 # ue2, provisioned through the real APIs (m5ctl subscriber add: K_AKMA to the AAnF, UE Service
 # ID binding to m5s); the demo client configs var/demo/ue1.yaml (CoAP over TLS) and
@@ -262,27 +262,14 @@ done
 # 1. The development PKI: made on the first run; later runs add what a newer m5ctl makes
 # (e.g. the token signing key) and keep everything that exists.
 "$BIN/m5ctl" pki init --dir var/pki >/dev/null
-# The MQTT gateway gw1: its client certificate towards m5s (SAN urn:msgin5g:gw:gw1), and its
-# MSGG listener's server certificate (serverAuth, naming 127.0.0.1, the target m5s dials;
-# docs/gateways.md set-up step 2). Both kept once made.
-if [[ ! -s var/pki/gw-gw1.crt || ! -s var/pki/gw-gw1.key ]]; then
+# The MQTT gateway gw1's certificates: gw-gw1 (SAN URI urn:msgin5g:gw:gw1, clientAuth) towards
+# m5s and msgg-gw1 (the same URI, localhost and 127.0.0.1, serverAuth) for its MSGG listener,
+# which m5s dials at 127.0.0.1 and accepts only as gw1 (docs/gateways.md set-up step 1). Kept
+# once made; a var/pki from before msgg-gw1 existed gets both anew (one set, one key pair each).
+if [[ ! -s var/pki/gw-gw1.crt || ! -s var/pki/gw-gw1.key || ! -s var/pki/msgg-gw1.crt ||
+  ! -s var/pki/msgg-gw1.key ]]; then
   "$BIN/m5ctl" pki issue --gw-id gw1 --dir var/pki --force >/dev/null
-fi
-if [[ ! -s var/pki/gw1-listener.crt || ! -s var/pki/gw1-listener.key ]]; then
-  printf '%s\n' 'subjectAltName=URI:urn:msgin5g:gw:gw1,DNS:localhost,IP:127.0.0.1' \
-    'extendedKeyUsage=serverAuth,clientAuth' 'basicConstraints=critical,CA:FALSE' \
-    >var/pki/gw1-listener.ext
-  if ! openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=gw1 \
-    -keyout var/pki/gw1-listener.key -out var/pki/gw1-listener.csr 2>/dev/null ||
-    ! openssl x509 -req -in var/pki/gw1-listener.csr -CA var/pki/ca.crt -CAkey var/pki/ca.key \
-      -days 825 -sha256 -extfile var/pki/gw1-listener.ext -out var/pki/gw1-listener.crt \
-      2>/dev/null; then
-    rm -f var/pki/gw1-listener.{crt,key,csr,ext}
-    echo "run-dev: making var/pki/gw1-listener.crt failed (openssl)" >&2
-    exit 1
-  fi
-  rm -f var/pki/gw1-listener.csr var/pki/gw1-listener.ext
-  echo "pki: wrote var/pki/gw1-listener.crt (the MQTT gateway's MSGG listener)"
+  echo "pki: wrote var/pki/gw-gw1.crt and var/pki/msgg-gw1.crt (the MQTT gateway gw1)"
 fi
 
 # 2. m5-aanf.
@@ -359,7 +346,7 @@ gw_id: gw1
 kind: mqtt
 m5s: {url: "https://localhost:$NORTH_PORT"}
 tls: {cert: var/pki/gw-gw1.crt, key: var/pki/gw-gw1.key, ca: var/pki/ca.crt}
-msgg: {host: 127.0.0.1, port: $GW_PORT, cert: var/pki/gw1-listener.crt, key: var/pki/gw1-listener.key}
+msgg: {host: 127.0.0.1, port: $GW_PORT, cert: var/pki/msgg-gw1.crt, key: var/pki/msgg-gw1.key}
 mgmt: {host: 127.0.0.1, port: $GW_MGMT}
 spool: {path: var/gw/gw1/spool.db}
 mqtt: {host: 127.0.0.1, port: $MQTT_PORT, password_file: var/mqtt/gateway.password, devices: [mq1]}

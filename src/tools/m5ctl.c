@@ -22,10 +22,12 @@ static const m5ctl_cmd_t commands[] = {
      "            m5s's token signing key m5s-token.key (default ./var/pki; NAME = the MSGin5G\n"
      "            server's FQDN, default localhost)"},
     {"pki", "issue", m5ctl_pki_issue,
-     "--as-svc-id ID | --gw-id ID [--dir DIR] [--days N] [--force]   issue an Application\n"
-     "            Server's or a message gateway's client certificate from the CA in DIR as\n"
-     "            as-ID.crt/.key or gw-ID.crt/.key (ID: 1-64 of A-Z a-z 0-9 . _ -;\n"
-     "            N <= 1095, default 825)"},
+     "--as-svc-id ID | --gw-id ID [--host NAME]... [--dir DIR] [--days N] [--force]\n"
+     "            issue from the CA in DIR an Application Server's client certificate\n"
+     "            (as-ID.crt/.key), or a message gateway's client certificate (gw-ID.crt/.key)\n"
+     "            and its MSGG listener's server certificate (msgg-ID.crt/.key) naming the\n"
+     "            host names or IP addresses NAME (up to 8; default localhost and 127.0.0.1)\n"
+     "            (ID: 1-64 of A-Z a-z 0-9 . _ -; N <= 1095, default 825)"},
     {"subscriber", "add", m5ctl_subscriber_add,
      "--supi DIGITS --kausf HEX [--rid RID] [--realm REALM | --mnc-len 2|3] [--aanf URL]\n"
      "            [--pki DIR] [--ue-svc-id ID [--m5s-admin URL] [--admin-token FILE]]\n"

@@ -3,9 +3,9 @@
 # adapters'), and every bad configuration stops it at start with exit 1 and a message naming
 # the key (and the file's line where the loader knows it): no file, no gw_id, a bad gw_id, an
 # unknown kind, another kind's key, a URL that is not https, a management port off loopback,
-# a retry window upside down, a listener certificate without serverAuth, a port in use, a
-# spool file another m5gw holds, a certificate that is not this gateway's (an AS's, another
-# gateway's); SIGINT stops it cleanly.
+# a retry window upside down, a listener certificate without serverAuth or without the
+# gateway's SAN URI, a port in use, a spool file another m5gw holds, a certificate that is not
+# this gateway's (an AS's, another gateway's); SIGINT stops it cleanly.
 # needs: M5_TEST_HOOKS
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -40,7 +40,12 @@ bad "mqtt: {host: 127.0.0.1}" "bad.yaml:[0-9]+: unknown key 'mqtt(\.host)?'"
 bad "m5s: {url: 'http://localhost:8443'}" 'm5s.url: expected https://host'
 bad "mgmt: {host: 0.0.0.0, port: 9999}" 'mgmt.host: .0.0.0.0. is not a loopback address'
 bad "uplink: {retry_min_ms: 5000, retry_max_ms: 1000}" 'uplink.retry_min_ms: 5000 is above'
-bad "msgg: {host: 127.0.0.1, port: 23456}" 'msgg.cert: .*gw1.crt has no extendedKeyUsage serverAuth'
+bad "msgg: {host: 127.0.0.1, port: 23456, cert: $PKI/gw-gw1.crt, key: $PKI/gw-gw1.key}" \
+  'msgg.cert: .*gw-gw1.crt has no extendedKeyUsage serverAuth'
+# a listener certificate without the gateway's SAN URI: m5s would refuse every delivery
+make_cert nogw "DNS:localhost,IP:127.0.0.1" serverAuth
+bad "msgg: {host: 127.0.0.1, port: 23456, cert: $PKI/nogw.crt, key: $PKI/nogw.key}" \
+  'msgg.cert: .*nogw.crt is not gateway gw1.s MSGG listener certificate \(no SAN URI urn:msgin5g:gw:gw1'
 bad "tls: {cert: $PKI/as1.crt, key: $PKI/as1.key, ca: $PKI/ca.crt}" \
   'tls.cert: .*as1.crt is not gateway gw1.s certificate \(no SAN URI urn:msgin5g:gw:gw1'
 bad "gw_id: gw2" 'tls.cert: .*gw1.crt is not gateway gw2.s certificate'
@@ -49,7 +54,7 @@ bad "spool: {max_msgs: 0}" 'spool.max_msgs: expected an integer in 1..1000000'
 # a port in use: named, exit 1; a spool in use likewise
 start_gw
 first_mgmt=$GW_MGMT
-bad "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw1srv.key}" \
+bad "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/msgg-gw1.crt, key: $PKI/msgg-gw1.key}" \
   'msgg.host/msgg.port: 127.0.0.1:[0-9]+/tcp is already in use'
 # a second m5gw on the same spool file: refused, the first one untouched
 bad "spool: {path: $M5_TMP/gw/spool.db}" "spool .*/gw/spool.db: in use by another process"

@@ -1,21 +1,24 @@
 # shellcheck shell=bash
 # Helpers of the gateway core's tests (tests/gateway/core_*.sh), sourced after tests/lib.sh:
 # the real m5gw of a test build with its test-only "loop" kind (src/gateway/core/
-# gw_loop_adapter.c: its devices echo), the PKI of m5ctl pki init plus the MSGG listener's
-# server certificate, curl playing m5s towards the MSGG listener, and a node stand-in for m5s's
-# side of MSGin5G-2/-4 (core_m5s_standin.mjs); for the core_e2e*.sh tests, an m5gw of an
-# adapter kind made a client of the real m5s.
+# gw_loop_adapter.c: its devices echo), the PKI of m5ctl pki init plus the gateway's and its
+# MSGG listener's certificates from m5ctl pki issue, curl playing m5s towards the MSGG listener,
+# and a node stand-in for m5s's side of MSGin5G-2/-4 (core_m5s_standin.mjs); for the
+# core_e2e*.sh tests, an m5gw of an adapter kind made a client of the real m5s.
 
 PKI="$M5_TMP/pki"
 GW_LOOP_LOG="$M5_TMP/loop.log"
 STANDIN_LOG="$M5_TMP/standin.log"
 STANDIN_MODE="$M5_TMP/standin.mode"
 
-# gw_pki: the development PKI, and gw1srv: the MSGG listener's certificate (serverAuth, the
-# name m5s dials), also carrying the gateway's identity.
+# gw_pki: the development PKI, and gw1's certificates as an operator makes them (m5ctl pki
+# issue --gw-id gw1): gw-gw1 (clientAuth, SAN URI urn:msgin5g:gw:gw1) towards m5s and msgg-gw1
+# (serverAuth, the same SAN URI plus localhost and 127.0.0.1, the names m5s dials) for the
+# MSGG listener.
 gw_pki() {
   make_pki || fail "m5ctl pki init failed"
-  make_cert gw1srv "URI:urn:msgin5g:gw:gw1,DNS:localhost,IP:127.0.0.1" "serverAuth,clientAuth"
+  timeout 60 "$M5_BIN/m5ctl" pki issue --gw-id gw1 --dir "$PKI" >/dev/null ||
+    fail "m5ctl pki issue --gw-id gw1 failed"
 }
 
 # write_gw_config FILE [extra YAML lines...]: a kind loop gateway gw1 on fresh ports, m5s at
@@ -29,8 +32,8 @@ write_gw_config() {
     "gw_id: gw1"
     "kind: loop"
     "m5s: {url: ${STANDIN_URL:-https://localhost:1}}"
-    "tls: {cert: $PKI/gw1.crt, key: $PKI/gw1.key, ca: $PKI/ca.crt}"
-    "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/gw1srv.crt, key: $PKI/gw1srv.key${GW_MSGG_EXTRA:-}}"
+    "tls: {cert: $PKI/gw-gw1.crt, key: $PKI/gw-gw1.key, ca: $PKI/ca.crt}"
+    "msgg: {host: 127.0.0.1, port: $GW_MSGG, cert: $PKI/msgg-gw1.crt, key: $PKI/msgg-gw1.key${GW_MSGG_EXTRA:-}}"
     "mgmt: {host: 127.0.0.1, port: $GW_MGMT}"
     "spool: {path: ${GW_SPOOL:-$M5_TMP/gw/spool.db}}"
     "uplink: {retry_min_ms: 200, retry_max_ms: 1000, timeout_ms: 3000}"

@@ -22,7 +22,11 @@
 #  - hand-over: what was stored for a device its gateway then deregistered fails
 #    (RECIPIENT_REBOUND, reported) and never reaches the ID's next holder; a removed gateway's
 #    IDs go with it, and its certificate gets no token; gateways and their IDs survive a
-#    restart.
+#    restart;
+#  - the gateway's identity at its target: m5s pushes to a gateway only when the server there
+#    carries its SAN URI urn:msgin5g:gw:<gwId>; another gateway's certificate (same CA,
+#    serverAuth, right host name) gets nothing, the message stays stored and goes out once the
+#    right gateway answers there.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -38,6 +42,9 @@ for g in gw1 gw2; do
 done
 openssl x509 -in "$PKI/gw-gw1.crt" -noout -ext subjectAltName | grep -q 'URI:urn:msgin5g:gw:gw1' ||
   fail "gw1's certificate has no SAN URI urn:msgin5g:gw:gw1"
+# The stand-in plays both gateways at one address (both targets are localhost:$GW_PORT), so its
+# certificate names both (m5s checks the gwId it calls against the SAN URI).
+make_cert gw12 "URI:urn:msgin5g:gw:gw1,URI:urn:msgin5g:gw:gw2,DNS:localhost" serverAuth
 
 want() { [[ $ST == "$1" ]] || m5s_fail "want HTTP $1, got $ST: $(cat out.json)"; }
 GW_PORT=$(pick_port)
@@ -45,8 +52,8 @@ GW_LOG=$M5_TMP/gw.log
 MODE=$M5_TMP/gw.mode
 : >"$GW_LOG"
 echo 204 >"$MODE"
-start_receiver() { # OUT
-  start_push_receiver tests/it/gw_receiver.mjs "$GW_PORT" "$GW_LOG" "$MODE" "$1"
+start_receiver() { # OUT [CERT_NAME: the stand-in's certificate, default gw12]
+  start_push_receiver tests/it/gw_receiver.mjs "$GW_PORT" "$GW_LOG" "$MODE" "$1" "${2:-gw12}"
   GW_RECV_PID=$PUSH_RECEIVER_PID
 }
 start_receiver "$M5_TMP/gw_receiver.out"
@@ -357,4 +364,35 @@ stop_m5s
 start_m5s
 ctl gateway list >ctl.out || m5s_fail "gateway list after a restart: $(cat ctl.out)"
 [[ $(cat ctl.out) == "gw2 sms localhost:$GW_PORT * 1001" ]] || fail "after a restart: $(cat ctl.out)"
+stop_m5s
+
+# ---- the gateway's identity at its target ------------------------------------------------------
+# gw1's listener certificate (m5ctl pki issue --gw-id gw1: msgg-gw1, serverAuth, DNS:localhost,
+# from the same CA) at gw2's target: valid for the CA and the host name, but not gw2. m5s sends it nothing; the
+# message stays stored. Then gw2 itself answers there: the message goes out.
+kill "$GW_RECV_PID"
+wait "$GW_RECV_PID" 2>/dev/null || true
+openssl verify -CAfile "$PKI/ca.crt" -purpose sslserver "$PKI/msgg-gw1.crt" >/dev/null ||
+  fail "m5ctl pki issue --gw-id: msgg-gw1 is not a TLS server certificate"
+start_receiver "$M5_TMP/gw_receiver3.out" msgg-gw1
+start_m5s
+NB="https://localhost:$M5S_NORTH"
+send ue:mq2 dn-pin --store-forward --expire 600
+! grep -q '"status"' send.out || fail "dn-pin: want accepted for delivery: $(cat send.out)"
+wait_file_line "$M5S_LOG" 'MSG dn-pin to mq2: not delivered: the server at gateway gw2.s target is not gateway gw2' 20 ||
+  m5s_fail "m5s did not refuse gw1's certificate at gw2's target"
+grep -q 'names urn:msgin5g:gw:gw1, not urn:msgin5g:gw:gw2; request not sent' "$M5S_LOG" ||
+  m5s_fail "the log does not say which identity the target presented"
+[[ $(gw_got dn-pin) == 0 ]] || fail "dn-pin was delivered to gw1's certificate at gw2's target"
+kill "$GW_RECV_PID"
+wait "$GW_RECV_PID" 2>/dev/null || true
+start_receiver "$M5_TMP/gw_receiver4.out" msgg-gw2
+# gw2 registers mq2 again (idempotent): what waits for it goes out now, not at its back-off
+TOK2=$(token gw2)
+gwreg gw2 "$TOK2" '{"gwId":"gw2","ueSvcIds":["mq2"]}'
+[[ $ST == 201 ]] || m5s_fail "gw2 registering mq2 again: $ST $(cat out.json)"
+wait_gw dn-pin 1 30 || m5s_fail "dn-pin did not reach gw2 once gw2 answered at its target"
+body_of dn-pin dnpin.json >/dev/null
+validate_sent TS29538_MSGG_L3GDelivery.yaml L3gMessageDelivery dnpin.json
+echo "ok: another gateway's certificate at a gateway's target gets nothing (kept, logged why); the gateway itself gets the message"
 stop_m5s

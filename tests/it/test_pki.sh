@@ -141,7 +141,8 @@ openssl x509 -in "$DIR/m5s.crt" -noout -ext subjectAltName | grep -qxF \
 openssl verify -CAfile "$DIR/ca.crt" "$DIR/m5s.crt" >/dev/null || fail "m5s after --force"
 check_key "$DIR/$TOKEN"
 
-# pki issue: client certificates of an AS (MSGin5G-3) and a gateway from the CA in --dir.
+# pki issue: an AS's client certificate (MSGin5G-3), and a gateway's client certificate plus
+# its MSGG listener's server certificate (named by --host), from the CA in --dir.
 out=$(issue --as-svc-id as7 --dir "$DIR")
 [[ $out == "$DIR/as-as7.crt"$'\n'"$DIR/as-as7.key" ]] || fail "issue --as-svc-id printed: $out"
 check_leaf as-as7 sslclient 'URI:urn:msgin5g:as:as7' 'TLS Web Client Authentication'
@@ -151,10 +152,33 @@ check_key "$DIR/as-as7.key"
 openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver "$DIR/as-as7.crt" >/dev/null 2>&1 &&
   fail "as7 must not be usable as a TLS server"
 out=$(issue --gw-id Gw_7.x-1 --days 30 --dir "$DIR")
-[[ $out == "$DIR/gw-Gw_7.x-1.crt"$'\n'"$DIR/gw-Gw_7.x-1.key" ]] ||
+[[ $out == "$DIR/gw-Gw_7.x-1.crt"$'\n'"$DIR/gw-Gw_7.x-1.key"$'\n'"$DIR/msgg-Gw_7.x-1.crt"$'\n'"$DIR/msgg-Gw_7.x-1.key" ]] ||
   fail "issue --gw-id printed: $out"
 check_leaf gw-Gw_7.x-1 sslclient 'URI:urn:msgin5g:gw:Gw_7.x-1' 'TLS Web Client Authentication' 30
 check_key "$DIR/gw-Gw_7.x-1.key"
+check_leaf msgg-Gw_7.x-1 sslserver 'URI:urn:msgin5g:gw:Gw_7.x-1, DNS:localhost, IP Address:127.0.0.1' \
+  'TLS Web Server Authentication' 30
+check_key "$DIR/msgg-Gw_7.x-1.key"
+# neither can stand in for the other: a client certificate naming hosts would pass where a
+# host name identifies a client (m5gw's pin of m5s, the AAnF's afId)
+openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver "$DIR/gw-Gw_7.x-1.crt" >/dev/null 2>&1 &&
+  fail "gw-Gw_7.x-1 must not be usable as a TLS server"
+openssl verify -CAfile "$DIR/ca.crt" -purpose sslclient "$DIR/msgg-Gw_7.x-1.crt" >/dev/null 2>&1 &&
+  fail "msgg-Gw_7.x-1 must not be usable as a TLS client"
+[[ "$(openssl pkey -in "$DIR/gw-Gw_7.x-1.key" -pubout)" != \
+   "$(openssl pkey -in "$DIR/msgg-Gw_7.x-1.key" -pubout)" ]] || fail "one key for both certificates"
+# --host: the listener's names instead of the default ones, host names and IPv4/IPv6 addresses
+out=$(issue --gw-id gw5 --host gw5.example.net --host 192.0.2.7 --host 2001:db8::5 --dir "$DIR")
+[[ $out == "$DIR/gw-gw5.crt"$'\n'"$DIR/gw-gw5.key"$'\n'"$DIR/msgg-gw5.crt"$'\n'"$DIR/msgg-gw5.key" ]] ||
+  fail "issue --gw-id --host printed: $out"
+check_leaf gw-gw5 sslclient 'URI:urn:msgin5g:gw:gw5' 'TLS Web Client Authentication'
+check_leaf msgg-gw5 sslserver \
+  'URI:urn:msgin5g:gw:gw5, DNS:gw5.example.net, IP Address:192.0.2.7, IP Address:2001:DB8:0:0:0:0:0:5' \
+  'TLS Web Server Authentication'
+openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver -verify_hostname gw5.example.net \
+  "$DIR/msgg-gw5.crt" >/dev/null || fail "msgg-gw5: not valid for host gw5.example.net"
+openssl verify -CAfile "$DIR/ca.crt" -purpose sslserver -verify_hostname localhost \
+  "$DIR/msgg-gw5.crt" >/dev/null 2>&1 && fail "msgg-gw5 names localhost without --host localhost"
 id64=$(printf 'a%.0s' {1..64})
 issue --as-svc-id "$id64" --days 1095 --dir "$DIR" >/dev/null || fail "64-character ID refused"
 check_leaf "as-$id64" sslclient "URI:urn:msgin5g:as:$id64" 'TLS Web Client Authentication' 1095
@@ -193,12 +217,20 @@ expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 2000
 expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 1096
 expect_refusal 2 --days --dir "$DIR" --as-svc-id as8 --days 0
 expect_refusal 2 --gw-id --dir "$DIR" --as-svc-id as8 --gw-id gw8
+expect_refusal 2 --host --dir "$DIR" --as-svc-id as8 --host localhost
+expect_refusal 2 --host --dir "$DIR" --gw-id gw8 --host 'bad_name'
+expect_refusal 2 --host --dir "$DIR" --gw-id gw8 --host 'a..b'
+expect_refusal 2 --host --dir "$DIR" --gw-id gw8 --host ''
+expect_refusal 2 'at most 8' --dir "$DIR" --gw-id gw8 $(printf -- '--host h%d ' {1..9})
 expect_refusal 2 --as-svc-id --dir "$DIR"
 expect_refusal 2 --as-svc-id --dir "$DIR" --as-svc-id
 expect_refusal 2 --bogus --dir "$DIR" --as-svc-id as8 --bogus
 expect_refusal 2 extra --dir "$DIR" --as-svc-id as8 extra
 # Refusals of the operation: exit 1, as for init's partial PKI.
 expect_refusal 1 --force --dir "$DIR" --as-svc-id as7
+# either of a gateway's two files present: both are kept (an all-or-nothing set)
+rm "$DIR/gw-gw5.crt" "$DIR/gw-gw5.key"
+expect_refusal 1 "msgg-gw5.crt exists" --dir "$DIR" --gw-id gw5
 expect_refusal 1 'pki init' --dir "$M5_TMP/nopki" --as-svc-id as8
 [[ -e "$M5_TMP/nopki" ]] && fail "issue without a CA created $M5_TMP/nopki"
 
@@ -211,6 +243,8 @@ DIR="$M5_TMP/short"
 expect_refusal 1 'expires before' --dir "$DIR" --gw-id gw8 --days 30
 issue --dir "$DIR" --gw-id gw8 --days 5 >/dev/null || fail "issue from the openssl CA failed"
 check_leaf gw-gw8 sslclient 'URI:urn:msgin5g:gw:gw8' 'TLS Web Client Authentication' 5
+check_leaf msgg-gw8 sslserver 'URI:urn:msgin5g:gw:gw8, DNS:localhost, IP Address:127.0.0.1' \
+  'TLS Web Server Authentication' 5
 cp "$main_dir/ca.key" "$DIR/ca.key"
 expect_refusal 1 'does not belong' --dir "$DIR" --gw-id gw9
 DIR=$main_dir

@@ -1,7 +1,8 @@
 /* Unit tests for the HTTP/2 client (client.h) against our own HTTP/2 server (server.h) with
  * mutual TLS on loopback. The server runs on an m5_loop in its own thread; the client runs on
  * a second loop driven by the test thread. The certificates are made by the openssl CLI in a
- * scratch directory (as in test_http.c), with a second CA that the server does not chain to. */
+ * scratch directory (as in test_http.c), with a second CA that the server does not chain to,
+ * and a server certificate carrying a gateway's SAN URI (peer_uri). */
 #include "core/err.h"
 #include "core/loop.h"
 #include "http/client.h"
@@ -28,6 +29,8 @@
 
 static char g_dir[64];
 static char g_ca[128], g_ca2[128], g_srv_crt[128], g_srv_key[128], g_cli_crt[128], g_cli_key[128];
+/* a server certificate also carrying urn:msgin5g:gw:gw1 */
+static char g_gw_crt[128], g_gw_key[128];
 
 /* ---- the server: /echo, /late?ms, /big?bytes; every answer names the connection count ---- */
 
@@ -43,7 +46,8 @@ typedef struct late {
 struct server {
   tu_http_server_t h;
   SSL_CTX *tls;
-  late_t *late; /* answers not sent yet */
+  late_t *late;        /* answers not sent yet */
+  atomic_int requests; /* requests that reached the handler */
 };
 
 static void answer(server_t *s, m5_http_exchange_t *ex, const char *what) {
@@ -67,6 +71,7 @@ static void late_cb(m5_loop_t *loop, void *arg) {
 
 static void handler(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
   server_t *s = arg;
+  atomic_fetch_add(&s->requests, 1);
   if (strcmp(req->path, "/late") == 0) {
     late_t *l = calloc(1, sizeof *l);
     assert_non_null(l);
@@ -113,14 +118,11 @@ static void answer_pending(void *arg) {
   }
 }
 
-static server_t *server_start(void) {
+static server_t *server_start_with(const char *crt, const char *key) {
   server_t *s = calloc(1, sizeof *s);
   assert_non_null(s);
-  m5_tls_opts_t t = {.cert_file = g_srv_crt,
-                     .key_file = g_srv_key,
-                     .ca_file = g_ca,
-                     .verify_peer = 1,
-                     .alpn = "h2"};
+  m5_tls_opts_t t = {
+      .cert_file = crt, .key_file = key, .ca_file = g_ca, .verify_peer = 1, .alpn = "h2"};
   char err[512];
   s->tls = m5_tls_server_ctx_new(&t, err, sizeof err);
   if (!s->tls) fail_msg("tls: %s", err);
@@ -128,6 +130,10 @@ static server_t *server_start(void) {
       .host = "127.0.0.1", .tls = s->tls, .max_streams = 100, .handler = handler, .arg = s};
   if (tu_http_server_start(&s->h, &o, err, sizeof err) != 0) fail_msg("server: %s", err);
   return s;
+}
+
+static server_t *server_start(void) {
+  return server_start_with(g_srv_crt, g_srv_key);
 }
 
 static void server_stop(server_t *s) {
@@ -447,6 +453,60 @@ static void test_free_with_pending(void **state) {
   server_stop(s);
 }
 
+/* peer_uri: a request goes out only to a server whose certificate carries the SAN URI asked
+ * for, also on a connection an earlier request (with another or no peer_uri) opened; a
+ * refused one fails with M5_EPERM and never reaches the server. */
+static void test_peer_uri(void **state) {
+  (void)state;
+  server_t *s = server_start_with(g_gw_crt, g_gw_key);
+  m5_loop_t *loop = m5_loop_new();
+  m5_http_client_t *c = client_new(loop, g_ca, 1, 0, 0, 0);
+  char u[128];
+  url(u, sizeof u, s, "/echo");
+  m5_http_req_opts_t gw1 = {.peer_uri = "urn:msgin5g:gw:gw1"};
+  m5_http_req_opts_t gw2 = {.peer_uri = "urn:msgin5g:gw:gw2"};
+  m5_http_req_opts_t prefix = {.peer_uri = "urn:msgin5g:gw:gw"};
+  result_t r[5] = {{0}};
+  g_done = 0;
+  assert_int_equal(m5_http_client_request(c, u, &gw1, JSON, strlen(JSON), on_result, &r[0]), M5_OK);
+  run_until(loop, 1, 5000);
+  assert_int_equal(r[0].status, 0);
+  assert_int_equal(r[0].http_status, 200);
+  /* the connection gw1's request opened is there; gw2's and a prefix's are refused on it */
+  assert_int_equal(m5_http_client_request(c, u, &gw2, JSON, strlen(JSON), on_result, &r[1]), M5_OK);
+  run_until(loop, 2, 5000);
+  assert_int_equal(r[1].calls, 1);
+  assert_int_equal(r[1].status, M5_EPERM);
+  assert_int_equal(m5_http_client_request(c, u, &prefix, JSON, strlen(JSON), on_result, &r[2]),
+                   M5_OK);
+  run_until(loop, 3, 5000);
+  assert_int_equal(r[2].status, M5_EPERM);
+  assert_int_equal(atomic_load(&s->requests), 1);
+  /* without peer_uri, and with the right one again: sent */
+  assert_int_equal(m5_http_client_post_json(c, u, JSON, strlen(JSON), on_result, &r[3]), M5_OK);
+  assert_int_equal(m5_http_client_request(c, u, &gw1, JSON, strlen(JSON), on_result, &r[4]), M5_OK);
+  run_until(loop, 5, 5000);
+  assert_int_equal(r[3].http_status, 200);
+  assert_int_equal(r[4].http_status, 200);
+  assert_int_equal(atomic_load(&s->requests), 3);
+  m5_http_client_free(c);
+  server_stop(s);
+
+  /* a server of the same CA for the same host without any SAN URI */
+  s = server_start();
+  c = client_new(loop, g_ca, 1, 0, 0, 0);
+  url(u, sizeof u, s, "/echo");
+  result_t n = {0};
+  g_done = 0;
+  assert_int_equal(m5_http_client_request(c, u, &gw1, JSON, strlen(JSON), on_result, &n), M5_OK);
+  run_until(loop, 1, 5000);
+  assert_int_equal(n.status, M5_EPERM);
+  assert_int_equal(atomic_load(&s->requests), 0);
+  m5_http_client_free(c);
+  m5_loop_free(loop);
+  server_stop(s);
+}
+
 /* ---- PKI ---- */
 
 static int setup_pki(void **state) {
@@ -455,6 +515,9 @@ static int setup_pki(void **state) {
   if (tu_mkdtemp(g_dir, sizeof g_dir, "m5httpc") || tu_pki_ca(g_dir, "ca", "TestCA") ||
       tu_pki_ca(g_dir, "ca2", "OtherCA") ||
       tu_pki_leaf(g_dir, "ca", "srv", "localhost", TU_EXT_SERVER) ||
+      tu_pki_leaf(g_dir, "ca", "gw", "gw1",
+                  "subjectAltName=URI:urn:msgin5g:gw:gw1,DNS:localhost\n"
+                  "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n") ||
       tu_pki_leaf(g_dir, "ca", "cli", "localhost",
                   "subjectAltName=DNS:localhost\nextendedKeyUsage=clientAuth\n"
                   "basicConstraints=CA:FALSE\n"))
@@ -465,6 +528,8 @@ static int setup_pki(void **state) {
   snprintf(g_srv_key, sizeof g_srv_key, "%s/srv.key", g_dir);
   snprintf(g_cli_crt, sizeof g_cli_crt, "%s/cli.crt", g_dir);
   snprintf(g_cli_key, sizeof g_cli_key, "%s/cli.key", g_dir);
+  snprintf(g_gw_crt, sizeof g_gw_crt, "%s/gw.crt", g_dir);
+  snprintf(g_gw_key, sizeof g_gw_key, "%s/gw.key", g_dir);
   return 0;
 }
 
@@ -482,6 +547,7 @@ int main(void) {
       cmocka_unit_test(test_transport_failures),
       cmocka_unit_test(test_inflight_bound),
       cmocka_unit_test(test_free_with_pending),
+      cmocka_unit_test(test_peer_uri),
   };
   return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

@@ -41,8 +41,10 @@ static const m5_cfg_item_t core_items[] = {
      "port of the MSGG listener (the HOST:PORT given to `m5ctl gateway add --target`)"},
     {"msgg.cert", M5_CFG_STR, C(msgg_cert), NULL, 0, 0,
      "server certificate of the MSGG listener (PEM, extendedKeyUsage serverAuth, SAN naming the "
-     "--target host); empty = tls.cert"},
-    {"msgg.key", M5_CFG_STR, C(msgg_key), NULL, 0, 0, "its private key; empty = tls.key"},
+     "--target host and SAN URI urn:msgin5g:gw:<gw_id>, from `m5ctl pki issue --gw-id`); "
+     "empty = var/pki/msgg-<gw_id>.crt"},
+    {"msgg.key", M5_CFG_STR, C(msgg_key), NULL, 0, 0,
+     "its private key; empty = var/pki/msgg-<gw_id>.key"},
     {"msgg.max_body", M5_CFG_INT, C(msgg_max_body), "262144", 1024, 16777216,
      "largest request body m5s may send, bytes (larger: 413)"},
     {"msgg.max_inflight", M5_CFG_INT, C(msgg_max_inflight), "1024", 1, 65536,
@@ -150,6 +152,8 @@ static int check(m5gw_config_t *c, const char *src, char *err, size_t errlen) {
     c->m5s_url[--ul] = '\0'; /* paths are appended */
   if (derive_name(c, hostport) || derive(&c->tls_cert, "var/pki/gw-", c->gw_id, ".crt") ||
       derive(&c->tls_key, "var/pki/gw-", c->gw_id, ".key") ||
+      derive(&c->msgg_cert, "var/pki/msgg-", c->gw_id, ".crt") ||
+      derive(&c->msgg_key, "var/pki/msgg-", c->gw_id, ".key") ||
       derive(&c->spool_path, "var/gw/", c->gw_id, "/spool.db")) {
     snprintf(err, errlen, "%s: out of memory", src);
     return M5_ENOMEM;

@@ -18,7 +18,7 @@ typedef struct {
   char *tls_cert, *tls_key, *tls_ca;
   char *msgg_host;
   int64_t msgg_port;
-  char *msgg_cert, *msgg_key; /* "" = tls.cert / tls.key */
+  char *msgg_cert, *msgg_key; /* "" = var/pki/msgg-<gw_id>.crt / .key */
   int64_t msgg_max_body, msgg_max_inflight;
   char *mgmt_host;
   int64_t mgmt_port;

@@ -281,8 +281,7 @@ static void handle_mgmt(m5_http_exchange_t *ex, const m5_http_request_t *req, vo
 /* ---- set-up ---- */
 
 static SSL_CTX *listener_tls(const m5gw_config_t *cfg, char *err, size_t errlen) {
-  const char *cert = cfg->msgg_cert && *cfg->msgg_cert ? cfg->msgg_cert : cfg->tls_cert;
-  const char *key = cfg->msgg_key && *cfg->msgg_key ? cfg->msgg_key : cfg->tls_key;
+  const char *cert = cfg->msgg_cert, *key = cfg->msgg_key; /* gw_config.c derived them */
   m5_tls_opts_t to = {
       .cert_file = cert, .key_file = key, .ca_file = cfg->tls_ca, .verify_peer = 1, .alpn = "h2"};
   SSL_CTX *ctx = m5_tls_server_ctx_new(&to, err, errlen);
@@ -348,6 +347,17 @@ int gw_msgg_start(m5gw_core_t *core, char *err, size_t errlen) {
   }
   core->msgg_tls = listener_tls(cfg, err, errlen);
   if (!core->msgg_tls) return M5_EINVAL;
+  /* m5s delivers only to a listener whose certificate names the gateway it delivers for. */
+  if (cert_has_uri(cfg->msgg_cert, uri) != 0) {
+    snprintf(err, errlen,
+             "msgg.cert: %s is not gateway %s's MSGG listener certificate (no SAN URI %s, "
+             "which m5s requires before it delivers; `m5ctl pki issue --gw-id %s` issues one as "
+             "msgg-%s.crt)",
+             cfg->msgg_cert, cfg->gw_id, uri, cfg->gw_id, cfg->gw_id);
+    SSL_CTX_free(core->msgg_tls);
+    core->msgg_tls = NULL;
+    return M5_EINVAL;
+  }
   char e[256];
   m5_http_server_opts_t so = {.host = cfg->msgg_host,
                               .port = (uint16_t)cfg->msgg_port,

@@ -12,6 +12,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "tls/tls.h"
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -35,6 +36,8 @@ typedef struct req {
   size_t body_len;
   struct curl_slist *headers; /* this request's own header lines (m5_http_client_request) */
   const char *method;         /* a static string: m5_http_client_request's method, or NULL */
+  char *peer_uri;             /* SAN URI the server must carry (m5_http_req_opts_t), or NULL */
+  int wrong_peer;             /* on_prereq refused the server: M5_EPERM */
   uint8_t *resp;              /* response body, NUL-terminated, wiped after the callback */
   size_t resp_len, resp_cap;
   int too_big;
@@ -90,6 +93,7 @@ static void req_release(req_t *r) {
 
 static void req_free(req_t *r) {
   wipe_free(r->resp, r->resp_cap);
+  free(r->peer_uri);
   free(r);
 }
 
@@ -103,6 +107,7 @@ static void req_finish(req_t *r, int status, long http_status) {
 
 static int map_curl_error(CURLcode rc, const req_t *r) {
   if (r->too_big) return M5_ERANGE;
+  if (r->wrong_peer) return M5_EPERM;
   if (rc == CURLE_OPERATION_TIMEDOUT) return M5_ETIMEDOUT;
   return M5_EIO;
 }
@@ -235,6 +240,42 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
   return k;
 }
 
+/* libcurl calls this once the connection is up (new or reused, the chain and host name
+ * already verified by libcurl) and before the request goes out: the moment to check that the
+ * server is the one the request is meant for (r->peer_uri). A session resumed by TLS keeps its
+ * peer certificate and verify result, so it is checked like a full handshake. */
+static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port) {
+  (void)local_ip;
+  (void)local_port;
+  req_t *r = clientp;
+  struct curl_tlssessioninfo *ti = NULL;
+  SSL *ssl = NULL;
+  if (curl_easy_getinfo(r->easy, CURLINFO_TLS_SSL_PTR, &ti) == CURLE_OK && ti &&
+      ti->backend == CURLSSLBACKEND_OPENSSL)
+    ssl = ti->internals;
+  if (ssl && m5_tls_peer_has_san_uri(ssl, r->peer_uri)) return CURL_PREREQFUNC_OK;
+  char seen[160] = "";
+  int rc = ssl ? m5_tls_peer_san_uri_suffix(ssl, "", seen, sizeof seen) : M5_EINVAL;
+  if (rc == M5_OK) {
+    for (char *p = seen; *p; p++) /* the peer's text: no control characters into the log */
+      if (*p < 0x20 || *p > 0x7e) *p = '?';
+  } else {
+    snprintf(seen, sizeof seen, "%s",
+             !ssl              ? "(its certificate cannot be read)"
+             : rc == M5_ERANGE ? "(a SAN URI too long to show)"
+                               : "no SAN URI");
+  }
+  const char *url = NULL;
+  curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+  M5_LOGW("http",
+          "%s: refused the server at %s port %d: its certificate (valid for this CA and host) "
+          "names %s, not %s; request not sent",
+          url ? url : "?", primary_ip ? primary_ip : "?", primary_port, seen, r->peer_uri);
+  r->wrong_peer = 1;
+  return CURL_PREREQFUNC_ABORT;
+}
+
 /* r->body NULL: a GET. */
 static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
   CURL *h = r->easy;
@@ -258,6 +299,10 @@ static int setup_easy(m5_http_client_t *c, req_t *r, const char *url) {
     bad |= curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file) != CURLE_OK;
   }
   bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms) != CURLE_OK;
+  if (r->peer_uri) {
+    bad |= curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_PREREQDATA, r) != CURLE_OK;
+  }
   if (r->method) { /* m5_http_client_request */
     bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK;
     if (r->body) {
@@ -308,6 +353,7 @@ static void req_discard(req_t *r) {
   if (r->easy) curl_easy_cleanup(r->easy);
   wipe_free(r->body, r->body ? r->body_len + 1 : 0);
   free_headers(r->headers);
+  free(r->peer_uri);
   free(r);
 }
 
@@ -398,7 +444,8 @@ int m5_http_client_request(m5_http_client_t *c, const char *url, const m5_http_r
   req_t *r = req_new(c, cb, arg, body, len);
   if (!r) return M5_ENOMEM;
   r->method = method;
-  if (!(r->headers = req_headers(c, o, body != NULL))) {
+  if ((o->peer_uri && !(r->peer_uri = strdup(o->peer_uri))) ||
+      !(r->headers = req_headers(c, o, body != NULL))) {
     req_discard(r);
     return M5_ENOMEM;
   }

@@ -31,7 +31,8 @@ m5_http_client_t *m5_http_client_new(m5_loop_t *loop, const m5_http_client_opts_
 void m5_http_client_free(m5_http_client_t *c);
 
 /* status 0: a response arrived (http_status, body; body is NUL-terminated, len excludes it);
- * negative: M5_ETIMEDOUT, M5_EIO (connect/TLS failure), M5_ERANGE, M5_ECLOSED. Runs once, on
+ * negative: M5_ETIMEDOUT, M5_EIO (connect/TLS failure), M5_ERANGE, M5_ECLOSED, M5_EPERM (the
+ * server is not the peer_uri asked for: nothing was sent). Runs once, on
  * the loop, never from inside the call that started the request. */
 typedef void (*m5_http_client_fn)(void *arg, int status, long http_status, const uint8_t *body,
                                   size_t len);
@@ -46,6 +47,11 @@ typedef struct {
   const char *content_type; /* of the body; NULL = application/json (no body: not sent) */
   const char *bearer_token; /* this request's "Authorization: Bearer", overriding the
                                client's; copied and the copy wiped; NULL = the client's */
+  const char *peer_uri;     /* the server's certificate (verified against the CA and the URL's
+                               host) must also carry this SAN URI, e.g. urn:msgin5g:gw:gw1;
+                               checked on every request, a reused connection's too, before
+                               anything is sent; without it the request fails with M5_EPERM
+                               (logged with the URI the certificate names). NULL = no check */
 } m5_http_req_opts_t;
 
 /* Sends body (copied, wiped after sending; NULL with len 0 = none) with opts (NULL = a JSON

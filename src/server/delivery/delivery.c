@@ -4,27 +4,25 @@
  * the session may close meanwhile. A failure or expiry report is written by the store in the
  * transaction of the failure (MARK_FAILED, EXPIRE); this file only pushes it at once. A
  * conclusion that fails in the store leaves its delivery in flight: the timer worker's
- * REQUEUE_STALE queues such deliveries again after in_flight_max_ms. */
+ * REQUEUE_STALE queues such deliveries again after in_flight_max_ms. The pushes to Application
+ * Servers and message gateways over HTTP/2 are in delivery_http.c (delivery_int.h). */
 #include "server/delivery/delivery.h"
+#include "server/delivery/delivery_int.h"
 
 #include "coap/coap.h"
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
 #include "core/str.h"
-#include "http/client.h"
 #include "msg/msg.h"
 #include "server/groups/groups_fanout.h"
-#include "server/gw/gw_deliver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define DOM "ue"
 #define RESOURCE "msgin5g"     /* the one MSGin5G-1 resource, on the UE as on the server */
-#define BACKOFF_FIRST_MS 2000  /* first retry after a failed or impossible attempt */
 #define BACKOFF_MAX_MS 300000  /* doubling up to 5 min */
 #define TICK_MS 1000           /* back-off and expiry timer (worker opts.timers) */
 #define TICK_BUDGET 128        /* deliveries one tick hands out at most */
@@ -33,7 +31,6 @@
 #define DUE_PERIOD_MS 5000     /* "sends anything" looks for stored messages this often */
 #define INFLIGHT_SKIP_MS 10000 /* a due delivery whose push is still running: look later */
 #define SPARE_MAX 128          /* finished store jobs kept for reuse (sjob_new) */
-#define RECENT_MAX 1024        /* finished delivery ids remembered per worker */
 #define HELD_RETRY_MS 200      /* a conclusion the store could not take is offered again */
 /* A conclusion waits up to LATER_WAIT_MS (or until LATER_MAX wait) for this worker's next
  * accept, so that both reach the store thread in one hand-off and one batch, and their replies
@@ -42,7 +39,6 @@
  * brings goes out at most LATER_WAIT_MS later). */
 #define LATER_WAIT_MS 5
 #define LATER_MAX 64
-#define AS_TIMEOUT_MS 10000    /* one POST to an Application Server */
 #define REQUEUE_PERIOD_MAX_MS 30000 /* REQUEUE_STALE at least this often (timer worker) */
 
 /* Per-session state: the UE it registered as, and its stored deliveries being pushed from a
@@ -68,7 +64,7 @@ typedef enum {
 } sjob_kind_t;
 
 /* A message store job. job is first: the store hands back &job.base == the sjob_t. */
-typedef struct {
+typedef struct sjob {
   m5_store_job_t job;
   delivery_t *dv;
   sjob_kind_t kind;
@@ -91,56 +87,13 @@ typedef struct {
   char dest[M5_MSG_ADDR_MAX + 1];
 } push_t;
 
-struct delivery {
-  m5_loop_t *loop;
-  delivery_opts_t opts;
-  m5_hmap_t *peers;            /* session id (8 bytes) -> peer_t */
-  m5_mailbox_t *store_replies; /* message store jobs come back here */
-  size_t store_inflight, pushes;
-  size_t push_bytes; /* bodies of the pushes to UEs in flight on this worker */
-  m5_hmap_t *inflight; /* delivery id -> dv: pushed, not concluded in the store yet */
-  m5_hmap_t *recent;   /* delivery id -> dv: delivered or failed lately */
-  uint64_t recent_ring[RECENT_MAX];
-  size_t recent_pos;
-  int due_any_busy, expire_busy, requeue_busy;
-  int64_t last_requeue_ms;
-  m5_timer_id_t tick;
-  int draining;
-  m5_timer_id_t drain_timer;
-  void (*idle_done)(void *arg);
-  void *idle_arg;
-  /* Conclusions (SJ_MARK) the store could not take (busy): offered again in order. A
-   * delivery pushed right after its accept is in flight in the store and invisible to the
-   * back-off timer, so its conclusion must not be dropped. */
-  sjob_t *held, *held_tail;
-  sjob_t *spare; /* finished jobs kept for reuse (sjob_new), n_spare of them */
-  size_t n_spare;
-  size_t n_held;
-  m5_timer_id_t held_timer;
-  sjob_t *later, *later_tail; /* conclusions waiting to ride with the next accept */
-  size_t n_later;
-  m5_timer_id_t later_timer;
-  m5_http_client_t *http; /* pushes to Application Servers; made at the first one */
-  int freeing;            /* delivery_free runs: the store is closed, conclude nothing */
-};
 
-/* A push in flight towards an Application Server (POST to its targetUri) or a message
- * gateway (POST to its deliver-message / deliver-report, gw). */
-typedef struct {
-  delivery_t *dv;
-  uint64_t id;
-  uint32_t attempts;
-  int sto_fwd;
-  int gw;
-  char msg_id[M5_MSG_ID_MAX + 1];
-  char dest[M5_MSG_ADDR_MAX + 1];
-} as_push_t;
 
 static peer_t *peer_find(delivery_t *dv, uint64_t sid) {
   return m5_hmap_get(dv->peers, &sid, sizeof sid);
 }
 
-static void check_idle(delivery_t *dv) {
+void dlv_check_idle(delivery_t *dv) {
   if (!dv->idle_done) return;
   if (dv->store_inflight || dv->n_held || (dv->pushes && dv->drain_timer)) return;
   if (dv->drain_timer) m5_loop_timer_cancel(dv->loop, dv->drain_timer);
@@ -150,7 +103,7 @@ static void check_idle(delivery_t *dv) {
   done(dv->idle_arg);
 }
 
-static int64_t wall_ms(void) {
+int64_t dlv_wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -164,7 +117,7 @@ static int64_t backoff_ms(uint32_t attempts) {
   return d > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d;
 }
 
-static int is_report(const m5_store_msg_t *m) {
+int dlv_is_report(const m5_store_msg_t *m) {
   return strcmp(m->app_id, DELIVERY_IMDN_APP) == 0;
 }
 
@@ -256,7 +209,7 @@ static void held_retry(m5_loop_t *loop, void *arg) {
   if (dv->held)
     dv->held_timer = m5_loop_timer_add(loop, HELD_RETRY_MS, held_retry, dv);
   else
-    check_idle(dv);
+    dlv_check_idle(dv);
 }
 
 /* Submits the waiting conclusions now, in order (behind any the store could not take). */
@@ -301,7 +254,7 @@ static void later_add(delivery_t *dv, sjob_t *j) {
 /* Concludes delivery id in the store (op MARK_DELIVERED, MARK_FAILED with cause, RESCHEDULE
  * to next_ms with attempts), from a push of session sid (0: none). A busy store holds the
  * conclusion back (hold), it is never dropped. */
-static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *cause,
+void dlv_conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *cause,
                      int64_t next_ms, uint32_t attempts, uint64_t sid, int from_due) {
   sjob_t *j = sjob_new(dv, SJ_MARK, op);
   if (!j) {
@@ -320,7 +273,7 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
   /* MARK_FAILED: its failure report is pushed at once (done_mark); the back-off timer's first
    * look at it is one back-off later. */
   j->job.next_attempt_ms =
-      op == M5_STORE_MARK_FAILED && !next_ms ? wall_ms() + BACKOFF_FIRST_MS : next_ms;
+      op == M5_STORE_MARK_FAILED && !next_ms ? dlv_wall_ms() + BACKOFF_FIRST_MS : next_ms;
   j->job.attempts = attempts;
   j->sid = sid;
   j->from_due = from_due;
@@ -336,13 +289,14 @@ static void conclude(delivery_t *dv, m5_store_op_t op, uint64_t id, const char *
 
 /* The recipient has no live session or the push failed: retry later (store-and-forward) or
  * fail the delivery. */
-static void conclude_unreached(delivery_t *dv, uint64_t id, uint32_t attempts, int sto_fwd,
+void dlv_conclude_unreached(delivery_t *dv, uint64_t id, uint32_t attempts, int sto_fwd,
                                uint64_t sid, int from_due) {
   if (sto_fwd)
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + backoff_ms(attempts + 1), attempts + 1,
-             sid, from_due);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + backoff_ms(attempts + 1),
+                 attempts + 1, sid, from_due);
   else
-    conclude(dv, M5_STORE_MARK_FAILED, id, M5_CAUSE_UNREACHABLE, 0, attempts + 1, sid, from_due);
+    dlv_conclude(dv, M5_STORE_MARK_FAILED, id, M5_CAUSE_UNREACHABLE, 0, attempts + 1, sid,
+                 from_due);
 }
 
 static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const uint8_t *body,
@@ -356,11 +310,11 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
     /* Never sent: its UE deregistered (delivery_deregistered). Not an attempt; pending again,
      * for the next REG or the back-off timer. */
     M5_LOGD(DOM, "MSG %s to %s: not sent, the UE deregistered", p->msg_id, p->dest);
-    conclude(dv, M5_STORE_RESCHEDULE, p->id, NULL, wall_ms() + BACKOFF_FIRST_MS, p->attempts,
-             p->sid, p->from_due);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, p->id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS,
+                 p->attempts, p->sid, p->from_due);
   } else if (status == 0 && resp->code == M5_COAP_CHANGED) {
     M5_LOGD(DOM, "MSG %s delivered to %s", p->msg_id, p->dest);
-    conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, p->sid, p->from_due);
+    dlv_conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, p->sid, p->from_due);
   } else {
     if (status == 0)
       M5_LOGW(DOM, "MSG %s to %s: the UE answered %s", p->msg_id, p->dest,
@@ -368,13 +322,13 @@ static void on_push_done(void *arg, int status, const m5_coap_msg_t *resp, const
     else
       M5_LOGI(DOM, "MSG %s to %s: not delivered (%s)%s", p->msg_id, p->dest, m5_strerror(status),
               p->sto_fwd ? ", kept for a retry" : "");
-    conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, p->sid, p->from_due);
+    dlv_conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, p->sid, p->from_due);
   }
   dv->push_bytes -= p->len;
   free(p->body);
   free(p);
   dv->pushes--;
-  check_idle(dv);
+  dlv_check_idle(dv);
 }
 
 enum { FROM_NEW = 0, FROM_DUE = 1, FROM_TIMER = 2 };
@@ -393,13 +347,14 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
   if (m5_hmap_get(dv->inflight, &id, sizeof id)) { /* its push still runs */
     free(body);
     if (!from_due)
-      conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + INFLIGHT_SKIP_MS, attempts, 0, 0);
+      dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + INFLIGHT_SKIP_MS, attempts, 0,
+                   0);
     return;
   }
   peer_t *ss = peer_find(dv, sid);
   if (!ss || !ss->registered || strcmp(ss->ue_svc_id, dest) != 0) {
     free(body);
-    conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
+    dlv_conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
     return;
   }
   if (ss->gen != gen) {
@@ -409,7 +364,8 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
     M5_LOGI(DOM, "MSG %s to %s: queued under binding generation %llu, the session has %llu; "
                  "not pushed", msg_id, dest, (unsigned long long)gen, (unsigned long long)ss->gen);
     free(body);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS, attempts, 0,
+                 0);
     return;
   }
   if (dv->opts.reg && !registry_gen_current(dv->opts.reg, dest, gen)) {
@@ -420,7 +376,8 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
     M5_LOGI(DOM, "MSG %s to %s: the binding changed since session %llu registered; not pushed, "
                  "the session is closed", msg_id, dest, (unsigned long long)sid);
     free(body);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS, attempts, 0,
+                 0);
     ue_session_close(ss->s, "binding changed");
     return;
   }
@@ -434,7 +391,8 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
   if (!p || m5_hmap_put(dv->inflight, &id, sizeof id, dv, NULL) != 0) {
     free(p);
     free(body);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS, attempts, 0,
+                 0);
     return;
   }
   p->dv = dv;
@@ -453,9 +411,10 @@ static void push_delivery(delivery_t *dv, uint64_t sid, const char *dest, uint64
     free(p);
     m5_hmap_del(dv->inflight, &id, sizeof id);
     if (rc == M5_EFULL) /* the session's outgoing queue is full: not an attempt */
-      conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, attempts, 0, 0);
+      dlv_conclude(dv, M5_STORE_RESCHEDULE, id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS, attempts, 0,
+                   0);
     else
-      conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
+      dlv_conclude_unreached(dv, id, attempts, sto_fwd, 0, 0);
     return;
   }
   dv->pushes++;
@@ -474,7 +433,7 @@ int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_
   m.dest = d->msg.dest;
   m.prio = d->msg.prio;
   m5_str_copy(m.msg_id, sizeof m.msg_id, d->msg.msg_id);
-  if (is_report(&d->msg)) {
+  if (dlv_is_report(&d->msg)) {
     /* payload: "delivSt" or "delivSt failureCause" */
     m.type = M5_MSG_IMDN;
     char buf[sizeof m.deliv_st + sizeof m.failure_cause + 2];
@@ -500,150 +459,6 @@ int delivery_encode(const m5_store_delivery_t *d, int for_as, char **body, size_
   return for_as ? m5_msg_encode_as(&m, body, len) : m5_msg_encode(&m, body, len);
 }
 
-/* ---- point-to-application: POST to the AS's targetUri (architecture §3.2) ---- */
-
-static void on_as_done(void *arg, int status, long http, const uint8_t *body, size_t len) {
-  (void)body;
-  (void)len;
-  as_push_t *p = arg;
-  delivery_t *dv = p->dv;
-  if (dv->freeing) { /* stays in flight in the store: queued again at the next start */
-    free(p);
-    return;
-  }
-  if (p->gw) {
-    const char *cause;
-    switch (gw_deliver_outcome(status, http, &cause)) {
-    case GW_OUT_DELIVERED:
-      M5_LOGD(DOM, "MSG %s delivered to %s's gateway (HTTP %ld)", p->msg_id, p->dest, http);
-      conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, 0, 0);
-      break;
-    case GW_OUT_FAILED:
-      M5_LOGW(DOM, "MSG %s: %s's gateway refused it (HTTP %ld: %s)", p->msg_id, p->dest, http,
-              cause);
-      conclude(dv, M5_STORE_MARK_FAILED, p->id, cause, 0, p->attempts + 1, 0, 0);
-      break;
-    case GW_OUT_RETRY:
-      M5_LOGI(DOM, "MSG %s to %s's gateway: not delivered (%s, HTTP %ld)%s", p->msg_id, p->dest,
-              status ? m5_strerror(status) : "answered", http,
-              p->sto_fwd ? ", kept for a retry" : "");
-      conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, 0, 0);
-      break;
-    }
-  } else if (status == 0 && http >= 200 && http < 300) {
-    M5_LOGD(DOM, "MSG %s delivered to AS %s (HTTP %ld)", p->msg_id, p->dest, http);
-    conclude(dv, M5_STORE_MARK_DELIVERED, p->id, NULL, 0, p->attempts + 1, 0, 0);
-  } else if (status == 0 && http >= 400 && http < 500) {
-    M5_LOGW(DOM, "MSG %s: AS %s refused it (HTTP %ld)", p->msg_id, p->dest, http);
-    conclude(dv, M5_STORE_MARK_FAILED, p->id, M5_CAUSE_REJECTED, 0, p->attempts + 1, 0, 0);
-  } else {
-    M5_LOGI(DOM, "MSG %s to AS %s: not delivered (%s)%s", p->msg_id, p->dest,
-            status ? m5_strerror(status) : "HTTP 5xx or other", p->sto_fwd ? ", kept for a retry" : "");
-    conclude_unreached(dv, p->id, p->attempts, p->sto_fwd, 0, 0);
-  }
-  free(p);
-  dv->pushes--;
-  check_idle(dv);
-}
-
-static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
-                      char *body, size_t len);
-
-/* Pushes delivery d (body taken) to the Application Server d->rcpt.addr. */
-static void as_push(delivery_t *dv, const m5_store_delivery_t *d, char *body, size_t len) {
-  uint64_t id = d->id;
-  if (m5_hmap_get(dv->recent, &id, sizeof id) || m5_hmap_get(dv->inflight, &id, sizeof id)) {
-    free(body); /* concluded meanwhile, or its push still runs */
-    return;
-  }
-  char target[REGISTRY_URI_MAX + 1];
-  if (!dv->opts.reg || registry_as_target(dv->opts.reg, d->rcpt.addr, target, sizeof target) != 0 ||
-      !target[0]) {
-    free(body);
-    conclude_unreached(dv, id, d->attempts, d->msg.sto_fwd, 0, 0);
-    return;
-  }
-  char url[REGISTRY_URI_MAX + 32];
-  size_t n = strlen(target);
-  while (n && target[n - 1] == '/') n--;
-  snprintf(url, sizeof url, "%.*s/%s", (int)n, target,
-           is_report(&d->msg) ? "deliver-report" : "deliver-message");
-  http_push(dv, d, url, 0, body, len);
-}
-
-/* Pushes delivery d to the message gateway g that holds its UE recipient, under the ID's
- * generation gen (server/gw/gw_deliver.h). A delivery queued for another holder of the ID
- * (gen differs: the ID changed hands since) is never pushed to this one: not an attempt, the
- * store fails it (REBIND). */
-static void gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry_gw_t *g,
-                    uint64_t gen) {
-  uint64_t id = d->id;
-  if (m5_hmap_get(dv->recent, &id, sizeof id) || m5_hmap_get(dv->inflight, &id, sizeof id))
-    return; /* concluded meanwhile, or its push still runs */
-  if (d->rcpt_gen != gen) {
-    M5_LOGI(DOM,
-            "MSG %s to %s: queued under generation %llu, the ID is gateway %s's under "
-            "%llu; not pushed",
-            d->msg.msg_id, d->rcpt.addr, (unsigned long long)d->rcpt_gen, g->gw_id,
-            (unsigned long long)gen);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
-    return;
-  }
-  char url[REGISTRY_HOSTPORT_MAX + 64];
-  char *as_body = NULL, *body = NULL;
-  size_t as_len = 0, len = 0;
-  int rep = is_report(&d->msg);
-  if (gw_deliver_url(g, rep, url, sizeof url) != 0 ||
-      delivery_encode(d, 1, &as_body, &as_len) != 0 ||
-      gw_deliver_body(as_body, as_len, rep, &body, &len) != 0) {
-    free(as_body);
-    M5_LOGE(DOM, "delivery %llu: cannot make its body for gateway %s", (unsigned long long)id,
-            g->gw_id);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
-    return;
-  }
-  free(as_body);
-  http_push(dv, d, url, 1, body, len);
-}
-
-/* POSTs body (taken) to url for delivery d; the answer concludes it (on_as_done). */
-static void http_push(delivery_t *dv, const m5_store_delivery_t *d, const char *url, int gw,
-                      char *body, size_t len) {
-  uint64_t id = d->id;
-  char err[200];
-  if (!dv->http) {
-    m5_http_client_opts_t ho = {.cert_file = dv->opts.tls_cert,
-                                .key_file = dv->opts.tls_key,
-                                .ca_file = dv->opts.tls_ca,
-                                .timeout_ms = AS_TIMEOUT_MS};
-    if (!(dv->http = m5_http_client_new(dv->loop, &ho, err, sizeof err)))
-      M5_LOGE(DOM, "cannot make the HTTP client for Application Servers: %s", err);
-  }
-  as_push_t *p = calloc(1, sizeof *p);
-  if (!dv->http || !p || m5_hmap_put(dv->inflight, &id, sizeof id, dv, NULL) != 0) {
-    free(p);
-    free(body);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
-    return;
-  }
-  p->dv = dv;
-  p->id = id;
-  p->attempts = d->attempts;
-  p->sto_fwd = d->msg.sto_fwd;
-  p->gw = gw;
-  m5_str_copy(p->msg_id, sizeof p->msg_id, d->msg.msg_id);
-  m5_str_copy(p->dest, sizeof p->dest, d->rcpt.addr);
-  int rc = m5_http_client_post_json(dv->http, url, body, len, on_as_done, p);
-  free(body);
-  if (rc != 0) {
-    free(p);
-    m5_hmap_del(dv->inflight, &id, sizeof id);
-    conclude(dv, M5_STORE_RESCHEDULE, id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
-    return;
-  }
-  dv->pushes++;
-}
-
 /* Hands delivery d to the worker holding its recipient's live session (this one or another,
  * through the router), or concludes it when there is none. from: see push_delivery. */
 static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, const char *ue_body,
@@ -654,20 +469,21 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
   /* A group or broadcast message goes only to who is still a member (groups.h, "the contract
    * with the fan-out"): checked before every push, on the memory the removal's commit
    * updated, so nothing goes out after a member left or the group was deleted. */
-  const char *left = dv->opts.reg && d->msg.group_gen
-                         ? groups_fanout_check(dv->opts.reg, &d->msg.dest, &d->rcpt, d->msg.group_gen)
-                         : NULL;
+  const char *left =
+      dv->opts.reg && d->msg.group_gen
+          ? groups_fanout_check(dv->opts.reg, &d->msg.dest, &d->rcpt, d->msg.group_gen)
+          : NULL;
   if (left) {
     M5_LOGI(DOM, "MSG %s to %s %s: not pushed to %s:%s (%s)", d->msg.msg_id, d->msg.dest.type,
             d->msg.dest.addr, d->rcpt.type, d->rcpt.addr, left);
-    conclude(dv, M5_STORE_MARK_FAILED, d->id, left, 0, d->attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_MARK_FAILED, d->id, left, 0, d->attempts, 0, 0);
     return;
   }
   registry_gw_t g;
   uint64_t gen;
   if (!to_as && dv->opts.reg && !strcmp(d->rcpt.type, "UE") &&
       registry_gw_holder(dv->opts.reg, d->rcpt.addr, &g, &gen) == 0) {
-    gw_push(dv, d, &g, gen); /* a device behind a message gateway */
+    dlv_gw_push(dv, d, &g, gen); /* a device behind a message gateway */
     return;
   }
   if (ue_body && !to_as) { /* the fan-out's one encoding of the message: a copy to own */
@@ -679,17 +495,17 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
   }
   if (!body && delivery_encode(d, to_as, &body, &len) != 0) {
     M5_LOGE(DOM, "delivery %llu: cannot encode its body", (unsigned long long)d->id);
-    conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_MARK_FAILED, d->id, M5_CAUSE_UNREACHABLE, 0, d->attempts, 0, 0);
     return;
   }
   if (to_as) {
-    as_push(dv, d, body, len);
+    dlv_as_push(dv, d, body, len);
     return;
   }
   router_loc_t loc;
   if (strcmp(d->rcpt.type, "UE") != 0 || router_find(dv->opts.router, d->rcpt.addr, &loc) != 0) {
     free(body);
-    conclude_unreached(dv, d->id, d->attempts, d->msg.sto_fwd, 0, 0);
+    dlv_conclude_unreached(dv, d->id, d->attempts, d->msg.sto_fwd, 0, 0);
     return;
   }
   if (loc.worker == dv->opts.worker) {
@@ -700,7 +516,8 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
   router_msg_t *rm = router_msg_new(ROUTER_DELIVER);
   if (!rm) {
     free(body);
-    conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS,
+                 d->attempts, 0, 0);
     return;
   }
   rm->sid = loc.sid;
@@ -716,7 +533,8 @@ static void dispatch(delivery_t *dv, const m5_store_delivery_t *d, int from, con
   m5_str_copy(rm->msg_id, sizeof rm->msg_id, d->msg.msg_id);
   if (router_post(dv->opts.router, loc.worker, rm) != 0) {
     router_msg_free(rm);
-    conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, wall_ms() + BACKOFF_FIRST_MS, d->attempts, 0, 0);
+    dlv_conclude(dv, M5_STORE_RESCHEDULE, d->id, NULL, dlv_wall_ms() + BACKOFF_FIRST_MS,
+                 d->attempts, 0, 0);
   }
 }
 
@@ -744,7 +562,7 @@ static void start_due(delivery_t *dv, peer_t *ss) {
   m5_str_copy(j->job.rcpt.addr, sizeof j->job.rcpt.addr, ss->ue_svc_id);
   j->job.limit = DUE_BATCH;
   j->sid = ss->s->id;
-  ss->last_due_ms = wall_ms();
+  ss->last_due_ms = dlv_wall_ms();
   if (sjob_submit(dv, j) != 0) {
     sjob_free(j);
     return;
@@ -809,7 +627,7 @@ static void done_expire(sjob_t *j) {
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++) {
     const m5_store_delivery_t *d = &j->job.items[i];
-    M5_LOGI(DOM, "%s %s from %s to %s expired", is_report(&d->msg) ? "report of" : "MSG",
+    M5_LOGI(DOM, "%s %s from %s to %s expired", dlv_is_report(&d->msg) ? "report of" : "MSG",
             d->msg.msg_id, d->msg.ori.addr, d->rcpt.addr);
     push_report(j->dv, d);
   }
@@ -853,7 +671,7 @@ static void on_store_reply(void *msg, void *arg) {
   }
   sjob_free(j);
   if (dv->held && !dv->freeing) held_offer(dv);
-  check_idle(dv);
+  dlv_check_idle(dv);
 }
 
 /* The back-off and expiry timer (one worker): bounded batches, one of each at a time. */
@@ -861,7 +679,7 @@ static void on_tick(m5_loop_t *loop, void *arg) {
   delivery_t *dv = arg;
   dv->tick = 0;
   if (dv->draining) return;
-  int64_t now = wall_ms();
+  int64_t now = dlv_wall_ms();
   if (!dv->due_any_busy) {
     sjob_t *j = sjob_new(dv, SJ_DUE_ANY, M5_STORE_DUE_ANY);
     if (j) {
@@ -967,7 +785,7 @@ void delivery_free(delivery_t *dv) {
 }
 
 int64_t delivery_first_retry_ms(void) {
-  return wall_ms() + BACKOFF_FIRST_MS;
+  return dlv_wall_ms() + BACKOFF_FIRST_MS;
 }
 
 size_t delivery_push_bytes(const delivery_t *dv) {
@@ -975,7 +793,7 @@ size_t delivery_push_bytes(const delivery_t *dv) {
 }
 
 int64_t delivery_stored_retry_ms(void) {
-  return wall_ms() + BACKOFF_MAX_MS;
+  return dlv_wall_ms() + BACKOFF_MAX_MS;
 }
 
 int delivery_session_opened(delivery_t *dv, ue_session_t *s) {
@@ -1009,7 +827,7 @@ void delivery_deregistered(delivery_t *dv, uint64_t sid) {
 
 void delivery_ue_active(delivery_t *dv, uint64_t sid) {
   peer_t *ss = peer_find(dv, sid);
-  if (ss && wall_ms() - ss->last_due_ms >= DUE_PERIOD_MS) start_due(dv, ss);
+  if (ss && dlv_wall_ms() - ss->last_due_ms >= DUE_PERIOD_MS) start_due(dv, ss);
 }
 
 void delivery_session_closed(delivery_t *dv, uint64_t sid) {
@@ -1065,7 +883,7 @@ static void on_drain_timeout(m5_loop_t *loop, void *arg) {
   delivery_t *dv = arg;
   dv->drain_timer = 0;
   if (dv->pushes) M5_LOGW(DOM, "drain: %zu pushes to UEs still unanswered", dv->pushes);
-  check_idle(dv);
+  dlv_check_idle(dv);
 }
 
 void delivery_drain(delivery_t *dv, uint32_t timeout_ms) {
@@ -1082,5 +900,5 @@ void delivery_when_idle(delivery_t *dv, void (*done)(void *arg), void *arg) {
   later_flush(dv);
   dv->idle_done = done;
   dv->idle_arg = arg;
-  check_idle(dv);
+  dlv_check_idle(dv);
 }
