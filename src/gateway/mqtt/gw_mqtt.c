@@ -9,7 +9,8 @@
  *    not made durable stays the broker's, which redelivers it after a reconnection;
  *  - downlink: deliver() publishes QoS 1 to msgin5g/<deviceId>/in with the MQTT 5 user
  *    properties oriAddr and msgId; DELIVERED at the broker's PUBACK (a reason code below
- *    0x80 other than "no matching subscribers"), RETRY when the broker is away;
+ *    0x80 other than "no matching subscribers"), RETRY when the broker is away; at that PUBACK a
+ *    message that asked for a report gets the device's DELIVERED one (m5gw_report_up);
  *  - report(): a QoS 1 message on the device's inbox with msgType=REPORT (docs).
  * The gateway speaks MQTT 5 to the broker (user properties exist only there; the broker
  * strips them for MQTT 3.1.1 devices, which get the bare payload). */
@@ -165,6 +166,22 @@ static int publish_report(gw_t *g, const char *dev, const char *msg_id, const ch
   return 0;
 }
 
+/* The device's report on a message it now has (the broker holds it for the device's session):
+ * DELIVERED, from the device to the message's sender, through the spool to m5s's
+ * deliver-report (docs/gateways-mqtt.md "Reports"). */
+static void report_delivered(gw_t *g, const dl_t *d) {
+  m5gw_report_t r = {.ori_type = d->ori_type,
+                     .ori_addr = d->ori_addr,
+                     .dest_type = "UE",
+                     .dest_addr = d->dev,
+                     .msg_id = d->msg_id,
+                     .deliv_st = "DELIVERED"};
+  int rc = m5gw_report_up(g->core, &r);
+  if (rc)
+    M5_LOGW(DOM, "%s: delivered, but its report to %s:%s is lost (%s)", d->what, d->ori_type,
+            d->ori_addr, m5_strerror(rc));
+}
+
 /* The broker's PUBACK for one of our publishes. */
 static void on_puback(gw_t *g, uint16_t pid, uint8_t rc) {
   for (size_t i = 0; i < g->n_infl; i++) {
@@ -178,6 +195,7 @@ static void on_puback(gw_t *g, uint16_t pid, uint8_t rc) {
       complete(g, d, M5GW_DL_RETRY, "no device session subscribed to its inbox yet");
     } else if (rc < 0x80) {
       M5_LOGD(DOM, "%s: accepted by the broker", d->what);
+      if (d->report_req) report_delivered(g, d);
       complete(g, d, M5GW_DL_DELIVERED, NULL);
     } else if (rc == M5_MQTT_RC_PACKET_TOO_LARGE) {
       complete(g, d, M5GW_DL_FAILED_CONTENT, "the broker refused the message as too large");
@@ -542,6 +560,13 @@ int gwmq_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg)
            msg->ori_addr ? msg->ori_addr : "");
   m5_mqtt_pair_t props[3] = {pair("oriAddr", ori), pair("msgId", msg->msg_id),
                              pair("appId", msg->app_id ? msg->app_id : "")};
+  if (msg->report_requested && msg->ori_type && msg->ori_addr) {
+    d->report_req = true;
+    snprintf(d->ori_type, sizeof d->ori_type, "%s", msg->ori_type);
+    snprintf(d->ori_addr, sizeof d->ori_addr, "%s", msg->ori_addr);
+    snprintf(d->dev, sizeof d->dev, "%s", dev);
+    snprintf(d->msg_id, sizeof d->msg_id, "%s", msg->msg_id);
+  }
   if (build_publish(d, topic, props, msg->app_id ? 3 : 2, msg->payload, msg->payload_len)) {
     m5_buf_free(&d->pkt);
     complete(g, d, M5GW_DL_RETRY, "out of memory");
