@@ -576,14 +576,23 @@ int gwmq_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg)
   return 0;
 }
 
+/* A device reads one vocabulary in delivSt, whoever made the report (docs/gateways-mqtt.md
+ * "Reports"): the core passes m5s's reports with TS 29.538's wire values, the gateway's own
+ * (m5s refused the message) says FAILED. */
+static const char *deliv_st_device(const char *s) {
+  if (!strcmp(s, "REPT_DELY_SUCCESS")) return "DELIVERED";
+  if (!strcmp(s, "REPT_DELY_FAILED")) return "FAILED";
+  return s;
+}
+
 int gwmq_report(void *state, const m5gw_report_t *r) {
   gw_t *g = state;
   const char *dev = r->ori_addr ? r->ori_addr : "";
   if (!r->ori_type || strcmp(r->ori_type, "UE") || !served(g, dev, strlen(dev)) || !r->msg_id ||
       !r->deliv_st || !r->dest_type || !r->dest_addr)
     return M5_ENOENT;
-  return publish_report(g, dev, r->msg_id, r->dest_type, r->dest_addr, r->deliv_st,
-                        r->failure_cause);
+  return publish_report(g, dev, r->msg_id, r->dest_type, r->dest_addr,
+                        deliv_st_device(r->deliv_st), r->failure_cause);
 }
 
 void gwmq_fail_all(gw_t *g, const char *why) {
