@@ -528,6 +528,7 @@ static void imdn_done(void *arg, int status, const m5_coap_msg_t *resp, const ui
   imdn_t *d = arg;
   m5c_t *c = d->c;
   d->inflight = 0;
+  wake(c); /* m5c_flush_reports waits for this: it re-checks, the loop would not return */
   if (status) {
     /* Lost session, time-out or reset: kept for the next session (imdn_flush). */
     if (c->st == S_READY)
