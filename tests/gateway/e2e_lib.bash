@@ -26,7 +26,8 @@ e2e_start_m5s() {
   gw_pki
   start_aanf
   start_m5s
-  STANDIN_URL="https://localhost:$M5S_NORTH" # where write_gw_config points the gateway
+  # shellcheck disable=SC2034 # read by write_gw_config (core_lib.bash): the gateway's m5s.url
+  STANDIN_URL="https://localhost:$M5S_NORTH"
 }
 
 # e2e_m5s_stop: m5s stopped (SIGTERM, exit 0); its database, config and ports stay.
@@ -43,6 +44,12 @@ e2e_m5s_start_again() {
 # ctl ARGS...: m5ctl against the running m5s's management API.
 ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
 
+# e2e_write_gw FILE [YAML lines...]: write_gw_config without the test-only loop kind's keys.
+e2e_write_gw() {
+  write_gw_config "$@"
+  sed -i '/^loop:/d' "$1"
+}
+
 # e2e_gw_start KIND [YAML lines...]: m5gw gw1 of that kind (write_gw_config's core keys, the
 # kind's lines from the caller) on fresh ports, healthy (GW_PID, GW_MSGG, GW_MGMT); then m5s
 # learns it as gateway client gw1 (kind KIND, target its listener, pattern $E2E_GW_PATTERN,
@@ -50,7 +57,6 @@ ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "
 e2e_gw_start() {
   local kind=$1
   shift
-  e2e_write_gw() { write_gw_config "$@"; sed -i '/^loop:/d' "$1"; }
   launch_daemon "$M5_BIN/m5gw" e2e_write_gw "$E2E_GW_CONFIG" "$GW_LOG" GW_MGMT "kind: $kind" "$@" ||
     fail "m5gw ($kind) did not become healthy: $(tail -20 "$GW_LOG")"
   GW_PID=$LAUNCH_PID
