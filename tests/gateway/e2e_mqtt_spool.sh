@@ -9,7 +9,9 @@
 #  - the gateway killed with -9 while those messages wait in its spool, started again (m5s
 #    still away): it loads them and keeps retrying;
 #  - m5s back: every message, the spooled ones and those the broker kept, reaches ue1
-#    exactly once (an MQTT 5 device's msgIds and an MQTT 3.1.1 device's), the spool empties.
+#    exactly once (an MQTT 5 device's msgIds and an MQTT 3.1.1 device's), the spool empties;
+#  - m5s not answering (SIGSTOP): the gateway's requests time out (uplink.timeout_ms) and are
+#    sent again once m5s answers; each message reaches ue1 once.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/gateway/core_lib.bash"
@@ -79,6 +81,31 @@ wait_spool 0 15 || fail "the spool did not empty: $(cat "$M5_TMP/health.json")"
 if ue_listen ue1 1 3 "$M5_TMP/ue1-more.out"; then fail "ue1 got more: $(cat "$M5_TMP/ue1-more.out")"; fi
 [[ -z $(ue_lines "$M5_TMP/ue1-more.out" 'r.msgType') ]] || fail "ue1 got more: $(cat "$M5_TMP/ue1-more.out")"
 echo "ok: m5s back: the $MAX spooled and the 2 the broker kept reached ue1, each once"
+
+# ---- m5s not answering (frozen): the requests time out and are sent again once it answers;
+# m5s drops the repeats by msgId ----
+r0=$(gw_log_count "next attempt in")
+kill -STOP "$M5S_PID"
+for k in 1 2; do
+  dev_pub mq1 -V mqttv5 -D publish user-property msgId "hang-$k" -t msgin5g/mq1/out/UE/ue1 \
+    -m "while m5s hung $k" || { kill -CONT "$M5S_PID"; fail "mq1's publish hang-$k failed"; }
+done
+for ((i = 0; i < 200; i++)); do
+  (($(gw_log_count "next attempt in") > r0)) && break
+  sleep 0.1
+done
+kill -CONT "$M5S_PID"
+(($(gw_log_count "next attempt in") > r0)) || fail "no time-out towards a frozen m5s: $(tail -5 "$GW_LOG")"
+ue_listen ue1 2 30 "$M5_TMP/ue1-hang.out" || m5s_fail "ue1 did not get hang-1/2: $(cat ue1-hang.out)"
+for k in 1 2; do
+  [[ $(ue_lines ue1-hang.out "r.msgId === 'hang-$k' && r.payloadText === 'while m5s hung $k'" | wc -l) == 1 ]] ||
+    fail "hang-$k: $(cat ue1-hang.out)"
+  n=$(m5s_log_count "MSG hang-$k delivered to ue1$")
+  ((n == 1)) || m5s_fail "m5s delivered hang-$k to ue1 $n times"
+done
+wait_spool 0 15 || fail "the spool did not empty: $(cat "$M5_TMP/health.json")"
+echo "ok: m5s frozen: timed out, sent again, each reached ue1 once" \
+  "(m5s dropped $(m5s_log_count 'MSG hang-[0-9] from mq1: a duplicate') repeats)"
 e2e_gw_stop
 stop_m5s
 echo "PASS"
