@@ -240,6 +240,15 @@ static void send_puback(gw_t *g, uint16_t pid, uint8_t reason) {
   if (!m5_mqtt_put_puback(gwmq_conn_out(g->conn), M5_MQTT_V5, pid, reason)) gwmq_conn_kick(g->conn);
 }
 
+/* The gateway's own FAILED report on device message e (it asked for one), cause or NULL. */
+static void report_failed(gw_t *g, up_t *e, const char *cause) {
+  char *colon = strchr(e->dest, ':');
+  if (!colon) return;
+  *colon = '\0';
+  publish_report(g, e->dev, e->msg_id, e->dest, colon + 1, "FAILED", cause);
+  *colon = ':';
+}
+
 static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
   up_t *e = arg;
   gw_t *g = e->gw;
@@ -253,6 +262,14 @@ static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
     break;
   case M5GW_UP_ACCEPTED:
     e->final = true;
+    /* m5s took it but could not deliver it (MessageDeliveryAck status DELY_FAILED, e.g. an
+     * unknown recipient): no report will follow from anyone but us */
+    if (reason && !strncmp(reason, "DELY_FAILED", 11)) {
+      M5_LOGI(DOM, "%s -> %s (%s): m5s cannot deliver it: %s", e->dev, e->dest, e->msg_id,
+              reason);
+      if (g && e->report_req) report_failed(g, e, reason[11] == ':' ? reason + 13 : NULL);
+      break;
+    }
     M5_LOGD(DOM, "%s -> %s (%s): accepted by m5s", e->dev, e->dest, e->msg_id);
     break;
   case M5GW_UP_REFUSED:
@@ -272,13 +289,7 @@ static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
     }
     M5_LOGW(DOM, "%s -> %s (%s): refused by m5s: %s", e->dev, e->dest, e->msg_id,
             reason ? reason : "no reason");
-    if (g && e->report_req) {
-      char *colon = strchr(e->dest, ':');
-      if (colon) {
-        *colon = '\0';
-        publish_report(g, e->dev, e->msg_id, e->dest, colon + 1, "FAILED", reason);
-      }
-    }
+    if (g && e->report_req) report_failed(g, e, reason);
     break;
   }
   up_free_if_done(e);
