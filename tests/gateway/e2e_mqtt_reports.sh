@@ -9,7 +9,9 @@
 #  - mq1 (MQTT 5, user property delivStReqInd=true) -> ue1: ue1's IMDN comes back to
 #    msgin5g/mq1/in as the REPORT (user properties msgType, msgId, oriAddr, delivSt and the
 #    JSON payload);
-#  - mq1 -> as1 asking for a report, as1's deliver-report: the REPORT from AS:as1 on mq1's inbox.
+#  - mq1 -> as1 asking for a report, as1's deliver-report: the REPORT from AS:as1 on mq1's inbox;
+#  - mq1 -> an unknown UE asking for a report (m5s answers DELY_FAILED UNKNOWN_RECIPIENT): the
+#    gateway's FAILED report with that failureCause on mq1's inbox.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/gateway/core_lib.bash"
@@ -62,16 +64,19 @@ ue_listen ue1 1 20 "$M5_TMP/ue1-msg.out" || m5s_fail "ue1 got nothing: $(cat ue1
   fail "ue1 did not get rep-d1 with delivStReqInd: $(cat ue1-msg.out)"
 wait_file_line "$M5_TMP/mq1.in" "msgType:REPORT" 20 ||
   m5s_fail "no report on mq1's inbox: $(cat "$M5_TMP/mq1.in"; tail -10 "$GW_LOG")"
-# expect_report FILTER_MSGID FROM: exactly one REPORT on rep's msgId, from FROM (type:addr),
-# with its user properties and a JSON payload saying the same.
+# expect_report MSGID FROM [DELIVST [CAUSE]]: exactly one REPORT on MSGID from FROM
+# (type:addr), delivSt DELIVST (default DELIVERED), failureCause CAUSE if given, with its user
+# properties and a JSON payload saying the same.
 expect_report() {
-  local id=$1 from=$2 n
-  n=$(dev_inbox "$M5_TMP/mq1.in" "m.topic === 'msgin5g/mq1/in' && m.props.msgType === 'REPORT' &&
-    m.props.msgId === '$id' && m.props.oriAddr === '$from' && m.props.delivSt === 'DELIVERED' &&
-    Object.keys(m.props).length === 4 &&
-    JSON.stringify(JSON.parse(m.payload)) === JSON.stringify({msgType: 'REPORT', msgId: '$id',
-      destAddr: {addrType: '${from%%:*}', addr: '${from#*:}'}, delivSt: 'DELIVERED'})" | wc -l)
-  ((n == 1)) || fail "want one REPORT on $id from $from on mq1's inbox: $(cat "$M5_TMP/mq1.in")"
+  local id=$1 from=$2 st=${3:-DELIVERED} cause=${4:-} n
+  n=$(dev_inbox "$M5_TMP/mq1.in" "m.topic === 'msgin5g/mq1/in' && (() => {
+    const p = {msgType: 'REPORT', msgId: '$id', oriAddr: '$from', delivSt: '$st'};
+    const j = {msgType: 'REPORT', msgId: '$id',
+               destAddr: {addrType: '${from%%:*}', addr: '${from#*:}'}, delivSt: '$st'};
+    if ('$cause') p.failureCause = j.failureCause = '$cause';
+    return JSON.stringify(m.props) === JSON.stringify(p) &&
+      JSON.stringify(JSON.parse(m.payload)) === JSON.stringify(j); })()" | wc -l)
+  ((n == 1)) || fail "want one REPORT on $id from $from ($st $cause) on mq1's inbox: $(cat "$M5_TMP/mq1.in")"
 }
 expect_report rep-d1 UE:ue1
 echo "ok: mq1 -> ue1 with delivStReqInd=true: ue1's report on msgin5g/mq1/in (properties + JSON)"
@@ -91,7 +96,15 @@ wait_file_line "$M5_TMP/mq1.in" "msgId:rep-d2" 20 ||
 expect_report rep-d2 AS:as1
 echo "ok: mq1 -> as1 with delivStReqInd=true: as1's report on msgin5g/mq1/in"
 
-[[ $(dev_inbox "$M5_TMP/mq1.in" | wc -l) == 2 ]] || fail "mq1 got more than the two reports: $(cat "$M5_TMP/mq1.in")"
+# ---- the device's message to an unknown UE, a report asked for: FAILED on mq1's inbox ----
+dev_pub mq1 -V mqttv5 -D publish user-property msgId rep-d3 -D publish user-property \
+  delivStReqInd true -t msgin5g/mq1/out/UE/nobody -m 'to nobody' || fail "mq1's publish failed"
+wait_file_line "$M5_TMP/mq1.in" "msgId:rep-d3" 20 ||
+  m5s_fail "no report on rep-d3 (to an unknown UE): $(cat "$M5_TMP/mq1.in"; tail -10 "$GW_LOG")"
+expect_report rep-d3 UE:nobody FAILED UNKNOWN_RECIPIENT
+echo "ok: mq1 -> an unknown UE with delivStReqInd=true: the FAILED report (UNKNOWN_RECIPIENT)"
+
+[[ $(dev_inbox "$M5_TMP/mq1.in" | wc -l) == 3 ]] || fail "mq1 got more than the three reports: $(cat "$M5_TMP/mq1.in")"
 wait_spool 0 10 || fail "the gateway's spool is not empty: $(cat "$M5_TMP/health.json")"
 kill -TERM "$SUB_PID" 2>/dev/null || true
 e2e_gw_stop
