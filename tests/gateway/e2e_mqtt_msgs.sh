@@ -7,8 +7,8 @@
 # content (payload bytes, user properties, addresses, msgIds):
 #  - UE -> MQTT 5 device: the bytes on msgin5g/mq1/in with user properties oriAddr=UE:ue1 and
 #    the UE's msgId, nothing else;
-#  - MQTT 5 device -> UE: msgin5g/mq1/out/UE/ue1 with the device's msgId reaches ue1 as a MSG
-#    from UE:mq1 with that msgId and those bytes;
+#  - MQTT 5 device -> UE: msgin5g/mq1/out/UE/ue1 with the device's msgId and appId reaches ue1
+#    as a MSG from UE:mq1 with that msgId, appId and those bytes;
 #  - the same both ways for an MQTT 3.1.1 device (bare payload; a msgId drawn by the gateway);
 #  - AS -> device (deliver-as-message, binary payload, appId): the bytes, oriAddr=AS:as1,
 #    msgId and appId; device -> AS (msgin5g/mq1/out/AS/as1, binary payload): as1 gets a strictly
@@ -62,18 +62,18 @@ echo "ok: ue1 -> mq2 (MQTT 3.1.1): the bare bytes"
 
 # ---- MQTT 5 device -> UE, MQTT 3.1.1 device -> UE (stored by m5s until ue1 listens; m5c's
 # sends above would have taken them otherwise) ----
-dev_pub mq1 -V mqttv5 -D publish user-property msgId e2e-a2 -t msgin5g/mq1/out/UE/ue1 \
-  -m 'from mq1 to ue1' || fail "mq1's publish failed"
+dev_pub mq1 -V mqttv5 -D publish user-property msgId e2e-a2 -D publish user-property appId \
+  meter.v1 -t msgin5g/mq1/out/UE/ue1 -m 'from mq1 to ue1' || fail "mq1's publish failed"
 dev_pub mq2 -t msgin5g/mq2/out/UE/ue1 -m 'from mq2 to ue1' || fail "mq2's publish failed"
 
 ue_listen ue1 2 20 "$M5_TMP/ue1.out" || m5s_fail "ue1 did not get both: $(cat ue1.out; tail -10 "$GW_LOG")"
 [[ $(ue_lines ue1.out 'r.msgType === "MSG" && r.oriAddr.addrType === "UE" && r.oriAddr.addr === "mq1" &&
   r.destAddr.addrType === "UE" && r.destAddr.addr === "ue1" && r.msgId === "e2e-a2" &&
-  r.payloadText === "from mq1 to ue1"' | wc -l) == 1 ]] || fail "ue1 did not get mq1's message: $(cat ue1.out)"
+  r.appId === "meter.v1" && r.payloadText === "from mq1 to ue1"' | wc -l) == 1 ]] || fail "ue1 did not get mq1's message: $(cat ue1.out)"
 id2=$(ue_lines ue1.out 'r.msgType === "MSG" && r.oriAddr.addr === "mq2" && r.destAddr.addr === "ue1" &&
   r.payloadText === "from mq2 to ue1"' r.msgId)
 [[ $id2 =~ ^[0-9a-f]{24}$ ]] || fail "ue1 did not get mq2's message (with the gateway's msgId): $(cat ue1.out)"
-echo "ok: mq1 (MQTT 5, msgId e2e-a2) -> ue1 and mq2 (MQTT 3.1.1, msgId $id2 drawn by the gateway) -> ue1"
+echo "ok: mq1 (MQTT 5, msgId e2e-a2, appId) -> ue1 and mq2 (MQTT 3.1.1, msgId $id2 drawn by the gateway) -> ue1"
 
 # ---- AS -> device, device -> AS (binary payloads) ----
 e2e_as_start
