@@ -12,7 +12,9 @@
 #  - the same both ways for an MQTT 3.1.1 device (bare payload; a msgId drawn by the gateway);
 #  - AS -> device (deliver-as-message, binary payload, appId): the bytes, oriAddr=AS:as1,
 #    msgId and appId; device -> AS (msgin5g/mq1/out/AS/as1, binary payload): as1 gets a strictly
-#    valid UEMessageDelivery from UE:mq1 with those bytes, once.
+#    valid UEMessageDelivery from UE:mq1 with those bytes, once;
+#  - a device that never subscribed (no session at the broker): the gateway answers "later",
+#    m5s keeps the message and delivers it after the device's first subscription.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/gateway/core_lib.bash"
@@ -21,9 +23,9 @@ e2e_skip_unless_kind mqtt
 source "$M5_SRC/tests/gateway/mqtt_lib.bash"
 
 e2e_start_m5s
-start_broker "mq1 mq2"
+start_broker "mq1 mq2 mq3"
 setup_ue ue1 001010000000811 c1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
-e2e_mqtt_gw_start "mq1, mq2"
+e2e_mqtt_gw_start "mq1, mq2, mq3"
 DEV_SUB_FMT='%t|%P|%x'
 dev_sub_start mq1 "$M5_TMP/mq1.in" -V mqttv5
 MQ1_SUB=$SUB_PID
@@ -101,12 +103,26 @@ got=$(as_bodies deliver-message 'b.msgId === "e2e-b2"' \
 [[ $got == "UE mq1 AS as1 $BIN_B64" ]] || fail "as1 got: $got, want UE mq1 AS as1 $BIN_B64"
 echo "ok: mq1 -> as1: a strictly valid UEMessageDelivery from UE:mq1 with the bytes, once"
 
+# ---- a device that has not subscribed yet: the broker has no session for its inbox ("no
+# matching subscribers"), so the gateway answers "later" and m5s keeps the message until it
+# can be delivered: after mq3's first subscription ----
+ue_send ue1 ue:mq3 e2e-c1 'kept for mq3' --store-forward || m5s_fail "m5c send: $(cat send-e2e-c1.out)"
+wait_file_line "$GW_LOG" "message e2e-c1 to mq3: later \\(no device session subscribed" 20 ||
+  fail "the gateway did not answer 'later' for mq3: $(tail -5 "$GW_LOG")"
+dev_sub_start mq3 "$M5_TMP/mq3.in" -V mqttv5
+MQ3_SUB=$SUB_PID
+wait_file_line "$M5_TMP/mq3.in" '^msgin5g/mq3/in\|' 40 ||
+  m5s_fail "m5s did not deliver e2e-c1 once mq3 subscribed: $(tail -10 "$GW_LOG")"
+expect_inbox mq3 "$M5_TMP/mq3.in" \
+  "{\"topic\":\"msgin5g/mq3/in\",\"props\":{\"oriAddr\":\"UE:ue1\",\"msgId\":\"e2e-c1\"},\"hex\":\"$(hex 'kept for mq3')\"}"
+echo "ok: a device without a session yet: m5s kept the message and delivered it after its subscription"
+
 # nothing more reached anyone; the spool is empty; every part stops cleanly
 wait_spool 0 10 || fail "the gateway's spool is not empty: $(cat "$M5_TMP/health.json")"
 [[ $(dev_inbox "$M5_TMP/mq2.in" | wc -l) == 1 ]] || fail "mq2 got more: $(cat "$M5_TMP/mq2.in")"
-[[ $(gw_health_get downlink.delivered) == 3 && $(gw_health_get uplink.accepted) == 3 ]] ||
+[[ $(gw_health_get downlink.delivered) == 4 && $(gw_health_get uplink.accepted) == 3 ]] ||
   fail "the gateway's counters: $(cat "$M5_TMP/health.json")"
-kill -TERM "$MQ1_SUB" "$MQ2_SUB" 2>/dev/null || true
+kill -TERM "$MQ1_SUB" "$MQ2_SUB" "$MQ3_SUB" 2>/dev/null || true
 e2e_gw_stop
 stop_m5s
 echo "PASS"
