@@ -51,7 +51,10 @@ typedef struct {
  * started it, once per phase that applies:
  *   M5GW_UP_SPOOLED  : durable in the gateway's spool (fsync'd); survives kill -9, and the core
  *                      will keep sending it to m5s until m5s answers for good;
- *   M5GW_UP_ACCEPTED : m5s acknowledged it (a 2xx); final;
+ *   M5GW_UP_ACCEPTED : m5s acknowledged it (a 2xx); final; reason = the MessageDeliveryAck's
+ *                      "status[: failureCause]" when it has one ("DELY_STORED",
+ *                      "DELY_FAILED: UNKNOWN_RECIPIENT": m5s took it but cannot deliver it),
+ *                      else NULL;
  *   M5GW_UP_REFUSED  : m5s refused it for good (4xx; reason = the ProblemDetails' detail), or
  *                      the spool refused it (full, bad input); final, nothing kept.
  * The MQTT adapter acknowledges its device at SPOOLED, the SMS adapter answers deliver_sm_resp

@@ -84,6 +84,8 @@ dev_sub_start() {
   dev_sub_resume "$id" "$outf" "$@"
 }
 
+# (DEV_SUB_FMT: the subscriber's -F format, default "%t|%P|%p"; "%t|%P|%x" prints the payload
+# in hex, for bytes that are not text.)
 # dev_sub_resume ID OUT [args...]: the device's subscriber back on its persistent session (what
 # the broker queued meanwhile arrives first), in the background (SUB_PID); returns once the
 # broker logged its connection. (Also so that no signal reaches the background job before it
@@ -93,7 +95,7 @@ dev_sub_resume() {
   shift 2
   before=$(count_lines "$MQ_LOG" "New client connected from .* as $id \\(")
   mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -u "$id" -P "$(dev_pw "$id")" -i "$id" -c -q 1 \
-    -t "msgin5g/$id/in" -F '%t|%P|%p' "$@" >>"$outf" 2>&1 &
+    -t "msgin5g/$id/in" -F "${DEV_SUB_FMT:-%t|%P|%p}" "$@" >>"$outf" 2>&1 &
   SUB_PID=$!
   track_pid "$SUB_PID"
   for ((i = 0; i < 100; i++)); do
@@ -168,3 +170,50 @@ count_lines() { grep -Ec -- "$2" "$1" 2>/dev/null || true; }
 
 # hex TEXT: the bytes of TEXT in lower-case hex (the driver's payload= form).
 hex() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
+
+# ---- the real m5gw of kind mqtt (end-to-end tests, tests/gateway/e2e_mqtt_*.sh, with
+# e2e_lib.bash) ----
+
+# e2e_mqtt_gw_start DEVICES [extra mqtt.* members [core YAML lines...]]: m5gw gw1 of kind
+# mqtt on the broker (as its gateway user; quick reconnection back-off), serving DEVICES (a
+# YAML list body: "mq1, mq2"), known to m5s; returns once every device is registered.
+e2e_mqtt_gw_start() {
+  local devs=$1 extra=${2:-}
+  shift 2 || shift $#
+  e2e_gw_start mqtt "mqtt: {host: 127.0.0.1, port: $MQ_PORT, password_file: $BROKER_DIR/gateway.password, reconnect_min_ms: 100, reconnect_max_ms: 500, devices: [$devs]$extra}" "$@"
+  e2e_mqtt_wait_registered
+}
+
+# e2e_mqtt_wait_registered: until the gateway logged a registration (of its devices, one
+# batch) as done since the last call (E2E_REG_SEEN: the count seen so far).
+E2E_REG_SEEN=0
+e2e_mqtt_wait_registered() {
+  local i n
+  for ((i = 0; i < 300; i++)); do
+    n=$(gw_log_count "registration of .*: done")
+    if ((n > E2E_REG_SEEN)); then
+      E2E_REG_SEEN=$n
+      return 0
+    fi
+    kill -0 "$GW_PID" 2>/dev/null || fail "m5gw exited: $(tail -20 "$GW_LOG")"
+    sleep 0.1
+  done
+  m5s_fail "the gateway's devices were not registered within 30 s: $(tail -10 "$GW_LOG")"
+}
+
+# dev_inbox FILE [JS_FILTER]: the messages a DEV_SUB_FMT="%t|%P|%x" subscriber printed, one
+# JSON line each {topic, props: {name: value}, payload: <text of the bytes>, hex}.
+dev_inbox() {
+  node -e 'const f = new Function("m", "return (" + (process.argv[2] || "true") + ")");
+           for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+             const p = l.split("|");
+             if (p.length !== 3 || !p[0].startsWith("msgin5g/")) continue;
+             const props = {};
+             for (const kv of p[1].split(" ").filter(Boolean)) {
+               const i = kv.indexOf(":");
+               props[kv.slice(0, i)] = kv.slice(i + 1);
+             }
+             const m = { topic: p[0], props, hex: p[2], payload: Buffer.from(p[2], "hex").toString("latin1") };
+             if (f(m)) console.log(JSON.stringify(m));
+           }' "$1" "${2:-}"
+}

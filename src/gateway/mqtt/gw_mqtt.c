@@ -9,7 +9,8 @@
  *    not made durable stays the broker's, which redelivers it after a reconnection;
  *  - downlink: deliver() publishes QoS 1 to msgin5g/<deviceId>/in with the MQTT 5 user
  *    properties oriAddr and msgId; DELIVERED at the broker's PUBACK (a reason code below
- *    0x80 other than "no matching subscribers"), RETRY when the broker is away;
+ *    0x80 other than "no matching subscribers"), RETRY when the broker is away; at that PUBACK a
+ *    message that asked for a report gets the device's DELIVERED one (m5gw_report_up);
  *  - report(): a QoS 1 message on the device's inbox with msgType=REPORT (docs).
  * The gateway speaks MQTT 5 to the broker (user properties exist only there; the broker
  * strips them for MQTT 3.1.1 devices, which get the bare payload). */
@@ -165,6 +166,22 @@ static int publish_report(gw_t *g, const char *dev, const char *msg_id, const ch
   return 0;
 }
 
+/* The device's report on a message it now has (the broker holds it for the device's session):
+ * DELIVERED, from the device to the message's sender, through the spool to m5s's
+ * deliver-report (docs/gateways-mqtt.md "Reports"). */
+static void report_delivered(gw_t *g, const dl_t *d) {
+  m5gw_report_t r = {.ori_type = d->ori_type,
+                     .ori_addr = d->ori_addr,
+                     .dest_type = "UE",
+                     .dest_addr = d->dev,
+                     .msg_id = d->msg_id,
+                     .deliv_st = "DELIVERED"};
+  int rc = m5gw_report_up(g->core, &r);
+  if (rc)
+    M5_LOGW(DOM, "%s: delivered, but its report to %s:%s is lost (%s)", d->what, d->ori_type,
+            d->ori_addr, m5_strerror(rc));
+}
+
 /* The broker's PUBACK for one of our publishes. */
 static void on_puback(gw_t *g, uint16_t pid, uint8_t rc) {
   for (size_t i = 0; i < g->n_infl; i++) {
@@ -178,6 +195,7 @@ static void on_puback(gw_t *g, uint16_t pid, uint8_t rc) {
       complete(g, d, M5GW_DL_RETRY, "no device session subscribed to its inbox yet");
     } else if (rc < 0x80) {
       M5_LOGD(DOM, "%s: accepted by the broker", d->what);
+      if (d->report_req) report_delivered(g, d);
       complete(g, d, M5GW_DL_DELIVERED, NULL);
     } else if (rc == M5_MQTT_RC_PACKET_TOO_LARGE) {
       complete(g, d, M5GW_DL_FAILED_CONTENT, "the broker refused the message as too large");
@@ -222,6 +240,15 @@ static void send_puback(gw_t *g, uint16_t pid, uint8_t reason) {
   if (!m5_mqtt_put_puback(gwmq_conn_out(g->conn), M5_MQTT_V5, pid, reason)) gwmq_conn_kick(g->conn);
 }
 
+/* The gateway's own FAILED report on device message e (it asked for one), cause or NULL. */
+static void report_failed(gw_t *g, up_t *e, const char *cause) {
+  char *colon = strchr(e->dest, ':');
+  if (!colon) return;
+  *colon = '\0';
+  publish_report(g, e->dev, e->msg_id, e->dest, colon + 1, "FAILED", cause);
+  *colon = ':';
+}
+
 static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
   up_t *e = arg;
   gw_t *g = e->gw;
@@ -235,6 +262,14 @@ static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
     break;
   case M5GW_UP_ACCEPTED:
     e->final = true;
+    /* m5s took it but could not deliver it (MessageDeliveryAck status DELY_FAILED, e.g. an
+     * unknown recipient): no report will follow from anyone but us */
+    if (reason && !strncmp(reason, "DELY_FAILED", 11)) {
+      M5_LOGI(DOM, "%s -> %s (%s): m5s cannot deliver it: %s", e->dev, e->dest, e->msg_id,
+              reason);
+      if (g && e->report_req) report_failed(g, e, reason[11] == ':' ? reason + 13 : NULL);
+      break;
+    }
     M5_LOGD(DOM, "%s -> %s (%s): accepted by m5s", e->dev, e->dest, e->msg_id);
     break;
   case M5GW_UP_REFUSED:
@@ -254,13 +289,7 @@ static void up_cb(void *arg, m5gw_up_phase_t phase, const char *reason) {
     }
     M5_LOGW(DOM, "%s -> %s (%s): refused by m5s: %s", e->dev, e->dest, e->msg_id,
             reason ? reason : "no reason");
-    if (g && e->report_req) {
-      char *colon = strchr(e->dest, ':');
-      if (colon) {
-        *colon = '\0';
-        publish_report(g, e->dev, e->msg_id, e->dest, colon + 1, "FAILED", reason);
-      }
-    }
+    if (g && e->report_req) report_failed(g, e, reason);
     break;
   }
   up_free_if_done(e);
@@ -542,6 +571,13 @@ int gwmq_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg)
            msg->ori_addr ? msg->ori_addr : "");
   m5_mqtt_pair_t props[3] = {pair("oriAddr", ori), pair("msgId", msg->msg_id),
                              pair("appId", msg->app_id ? msg->app_id : "")};
+  if (msg->report_requested && msg->ori_type && msg->ori_addr) {
+    d->report_req = true;
+    snprintf(d->ori_type, sizeof d->ori_type, "%s", msg->ori_type);
+    snprintf(d->ori_addr, sizeof d->ori_addr, "%s", msg->ori_addr);
+    snprintf(d->dev, sizeof d->dev, "%s", dev);
+    snprintf(d->msg_id, sizeof d->msg_id, "%s", msg->msg_id);
+  }
   if (build_publish(d, topic, props, msg->app_id ? 3 : 2, msg->payload, msg->payload_len)) {
     m5_buf_free(&d->pkt);
     complete(g, d, M5GW_DL_RETRY, "out of memory");
@@ -551,14 +587,23 @@ int gwmq_deliver(void *state, const m5gw_msg_t *msg, m5gw_dl_fn done, void *arg)
   return 0;
 }
 
+/* A device reads one vocabulary in delivSt, whoever made the report (docs/gateways-mqtt.md
+ * "Reports"): the core passes m5s's reports with TS 29.538's wire values, the gateway's own
+ * (m5s refused the message) says FAILED. */
+static const char *deliv_st_device(const char *s) {
+  if (!strcmp(s, "REPT_DELY_SUCCESS")) return "DELIVERED";
+  if (!strcmp(s, "REPT_DELY_FAILED")) return "FAILED";
+  return s;
+}
+
 int gwmq_report(void *state, const m5gw_report_t *r) {
   gw_t *g = state;
   const char *dev = r->ori_addr ? r->ori_addr : "";
   if (!r->ori_type || strcmp(r->ori_type, "UE") || !served(g, dev, strlen(dev)) || !r->msg_id ||
       !r->deliv_st || !r->dest_type || !r->dest_addr)
     return M5_ENOENT;
-  return publish_report(g, dev, r->msg_id, r->dest_type, r->dest_addr, r->deliv_st,
-                        r->failure_cause);
+  return publish_report(g, dev, r->msg_id, r->dest_type, r->dest_addr,
+                        deliv_st_device(r->deliv_st), r->failure_cause);
 }
 
 void gwmq_fail_all(gw_t *g, const char *why) {

@@ -52,6 +52,11 @@ typedef struct dl {
   m5gw_dl_result_t res;
   char reason[160];
   char what[M5_MSG_ID_MAX + M5_MSG_ADDR_MAX + 8]; /* "msgId -> device", for logs */
+  /* a message whose sender asked for a report (delivStReqInd): the device's DELIVERED report
+   * goes up (m5gw_report_up) at the broker's PUBACK */
+  bool report_req;
+  char ori_type[8], ori_addr[M5_MSG_ADDR_MAX + 1], dev[M5_MSG_ADDR_MAX + 1];
+  char msg_id[M5_MSG_ID_MAX + 1];
 } dl_t;
 
 typedef struct reg {
