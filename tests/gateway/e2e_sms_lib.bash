@@ -80,7 +80,7 @@ write_gw_sms() {
   local file=$1
   shift
   write_gw_config "$file" "kind: sms" \
-    "sms: {host: 127.0.0.1, port: $SMSC_PORT, system_id: gw1, password: pw, devices: ['$SM1=sm1'], routes: ['1000=AS:as1', '2000=UE:ue1'], reconnect_min_ms: 100, reconnect_max_ms: 400, throttle_retry_ms: 300, response_timeout_ms: 3000${GW_SMS_EXTRA:-}}" \
+    "sms: {host: 127.0.0.1, port: $SMSC_PORT, system_id: gw1, password: pw, devices: ['$SM1=sm1'], routes: ['1000=AS:as1', '2000=UE:ue1', '3000=UE:nobody'], reconnect_min_ms: 100, reconnect_max_ms: 400, throttle_retry_ms: 300, response_timeout_ms: 3000${GW_SMS_EXTRA:-}}" \
     "$@"
   sed -i '/^loop:/d' "$file"
 }

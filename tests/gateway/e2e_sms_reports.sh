@@ -103,6 +103,14 @@ submits_check "L[2].status === 0x65 && L[3].status === 0x0b && L[4].status === 0
   L.slice(2).every((s) => s.registered_delivery === 1 && s.source_addr === '2000')" "the failed ones"
 echo "ok: three messages the SMSC fails for good"
 
+# ---- device -> a UE nobody is: m5s takes it but cannot deliver it (MessageDeliveryAck
+# DELY_FAILED UNKNOWN_RECIPIENT), so the SMSC hears a permanent failure, not ESME_ROK
+smsc mo f1 "$SM1" 3000 0 "$(hexof 'anyone there?')" registered_delivery=0x01
+smsc_wait '^MORESP f1 101$' 20 "device -> unknown UE answered ESME_RX_P_APPN"
+grep -q 'device message .* refused (DELY_FAILED: UNKNOWN_RECIPIENT)' "$GW_LOG" ||
+  fail "the gateway did not log why: $(grep 'device message' "$GW_LOG" | tail -3)"
+echo "ok: device -> unknown UE: deliver_sm_resp ESME_RX_P_APPN"
+
 # ---- device -> UE asking for an acknowledgement; ue1 gets what it has not yet ------------------
 # what m5s pushed to ue1, on any session (a push repeated because its acknowledgement was cut
 # off by the end of an m5c send is the same line again: counted once)

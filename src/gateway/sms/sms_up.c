@@ -248,6 +248,11 @@ static void on_up(void *arg, m5gw_up_phase_t phase, const char *reason) {
     return;
   }
   if (s) {
+    /* m5s took it but cannot deliver it (MessageDeliveryAck DELY_FAILED, e.g. an unknown
+     * recipient): no report will come from anyone, so the SMSC hears a permanent failure and
+     * tells the device as for a refusal. */
+    bool failed = phase == M5GW_UP_ACCEPTED && reason && !strncmp(reason, "DELY_FAILED", 11);
+    if (failed) phase = M5GW_UP_REFUSED;
     uint32_t status = phase == M5GW_UP_ACCEPTED ? ESME_ROK : ESME_RX_P_APPN;
     bool gone = mo->gen != s->gen || s->fd < 0;
     if (phase == M5GW_UP_ACCEPTED)
