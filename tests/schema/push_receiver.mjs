@@ -6,7 +6,8 @@
 // and SAN), body, schema}. Each body is checked against TS 29.538 in strict mode (openapi.mjs:
 // only the members the schema declares): `schema` is "ok" or the errors, and a body that fails
 // is answered 400 (a peer that checks what it gets refuses it). Otherwise the answer is the
-// status in the file MODE_FILE (default 204), so a test can play a peer that fails.
+// status in the file MODE_FILE (default 204), so a test can play a peer that fails; a second
+// number there holds each answer that many milliseconds (a slow peer: "204 1500").
 // The command line of every such peer: node NAME.mjs PORT KEY CERT CA LOG MODE_FILE OPENAPI_DIR
 import http2 from 'node:http2';
 import { readFileSync, appendFileSync, existsSync } from 'node:fs';
@@ -51,10 +52,15 @@ export function runPushReceiver(name, schemaOf) {
         path: headers[':path'], method: headers[':method'], contentType: headers['content-type'],
         peer: { cn: pc.subject && pc.subject.CN, san: pc.subjectaltname }, body, schema,
       }) + '\n');
-      let status = existsSync(modeFile) ? Number(readFileSync(modeFile, 'utf8').trim()) : 204;
-      if (schema !== 'ok') status = 400;
-      stream.respond({ ':status': status });
-      stream.end();
+      const mode = existsSync(modeFile) ? readFileSync(modeFile, 'utf8').trim().split(/\s+/) : [];
+      const status = schema !== 'ok' ? 400 : Number(mode[0] || 204);
+      const answer = () => {
+        if (stream.destroyed) return;
+        stream.respond({ ':status': status });
+        stream.end();
+      };
+      if (Number(mode[1]) > 0) setTimeout(answer, Number(mode[1]));
+      else answer();
     });
   });
   server.listen(Number(port), '127.0.0.1', () => console.log(`${name}: listening`));

@@ -28,6 +28,8 @@ typedef enum {
   ROUTER_RESULT,  /* to the origin's results mailbox: status of a DELIVER */
   ROUTER_CLOSE,   /* to the target's inbox: close session sid (replaced by a newer one, or its
                      binding changed) */
+  ROUTER_DUE,     /* to the timer worker's inbox: push what is stored for the recipient
+                     rcpt_type:ue_svc_id now (an AS or a gateway's device just registered) */
 } router_kind_t;
 
 /* One message between workers; malloc'd by the sender, owned by the receiver. */
@@ -38,7 +40,8 @@ typedef struct {
   void *token;     /* DELIVER -> RESULT: the origin's pending request, echoed back */
   int status;      /* RESULT: 0 accepted (pushed), M5_ENOENT no such session, M5_EFULL its
                       queue is full */
-  char ue_svc_id[M5_MSG_ADDR_MAX + 1]; /* DELIVER: the recipient; CLOSE: the session's */
+  char ue_svc_id[M5_MSG_ADDR_MAX + 1]; /* DELIVER, DUE: the recipient; CLOSE: the session's */
+  char rcpt_type[4];                   /* DUE: "AS" or "UE" */
   char *body; /* DELIVER: the server-side MSG body (malloc'd, NUL-terminated) */
   size_t len;
   char msg_id[M5_MSG_ID_MAX + 1]; /* DELIVER: for logs */

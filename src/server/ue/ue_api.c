@@ -295,12 +295,42 @@ topics_t *ue_api_topics(ue_api_t *api) {
   return api->topics;
 }
 
+/* What is stored for an AS or a gateway's device that just registered goes out now, from the
+ * timer worker (server_run.c: worker 0): the back-off timer lists stored deliveries there too,
+ * and only on one worker do the two listings share the set of pushes in flight, so a delivery
+ * both hand out at once is pushed once, not twice. Should the post fail, the back-off timer
+ * finds them a little later. */
+#define TIMER_WORKER 0u
+
+static void due_here(ue_api_t *api, const char *type, const char *addr) {
+  if (!strcmp(type, "AS"))
+    delivery_as_registered(api->dl, addr);
+  else
+    delivery_gw_registered(api->dl, addr);
+}
+
+static void due_on_timer_worker(ue_api_t *api, const char *type, const char *addr) {
+  if (api->opts.timers) {
+    due_here(api, type, addr);
+    return;
+  }
+  router_msg_t *m = router_msg_new(ROUTER_DUE);
+  if (m) {
+    m5_str_copy(m->rcpt_type, sizeof m->rcpt_type, type);
+    m5_str_copy(m->ue_svc_id, sizeof m->ue_svc_id, addr);
+  }
+  if (!m || router_post(api->opts.router, TIMER_WORKER, m) != 0) {
+    router_msg_free(m);
+    M5_LOGD(DOM, "%s %s registered: its stored messages wait for the back-off timer", type, addr);
+  }
+}
+
 void ue_api_as_registered(ue_api_t *api, const char *as_svc_id) {
-  delivery_as_registered(api->dl, as_svc_id);
+  due_on_timer_worker(api, "AS", as_svc_id);
 }
 
 void ue_api_gw_registered(ue_api_t *api, const char *ue_svc_id) {
-  delivery_gw_registered(api->dl, ue_svc_id);
+  due_on_timer_worker(api, "UE", ue_svc_id);
 }
 
 /* ---- messages from other workers ---- */
@@ -319,6 +349,7 @@ static void on_inbox(void *msg, void *arg) {
     return;
   }
   if (m->kind == ROUTER_DELIVER) delivery_routed(api->dl, m);
+  if (m->kind == ROUTER_DUE) due_here(api, m->rcpt_type, m->ue_svc_id);
   router_msg_free(m);
 }
 
