@@ -14,7 +14,9 @@
 #    msgId and appId; device -> AS (msgin5g/mq1/out/AS/as1, binary payload): as1 gets a strictly
 #    valid UEMessageDelivery from UE:mq1 with those bytes, once;
 #  - a device that never subscribed (no session at the broker): the gateway answers "later",
-#    m5s keeps the message and delivers it after the device's first subscription.
+#    m5s keeps the message and delivers it after the device's first subscription;
+#  - devices as members of a group (m5ctl group add): ue1's message to the group reaches each
+#    device once, through the gateway, and not ue1.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/gateway/core_lib.bash"
@@ -116,10 +118,29 @@ expect_inbox mq3 "$M5_TMP/mq3.in" \
   "{\"topic\":\"msgin5g/mq3/in\",\"props\":{\"oriAddr\":\"UE:ue1\",\"msgId\":\"e2e-c1\"},\"hex\":\"$(hex 'kept for mq3')\"}"
 echo "ok: a device without a session yet: m5s kept the message and delivered it after its subscription"
 
+# ---- devices behind the gateway as group members: a member's message to the group reaches
+# each other member once (the fan-out's stored deliveries, pushed to the gateway that holds
+# each device's ID) ----
+gctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE" >/dev/null ||
+  fail "m5ctl $*"; }
+gctl group create fleet
+for m in ue:ue1 ue:mq1 ue:mq2; do gctl group add fleet "$m"; done
+: >"$M5_TMP/mq1.in"
+: >"$M5_TMP/mq2.in"
+ue_send ue1 group:fleet e2e-g1 'to the fleet' --store-forward || m5s_fail "m5c send: $(cat send-e2e-g1.out)"
+grep -q '"msgType":"MSGRESP"' send-e2e-g1.out || m5s_fail "ue1 -> group:fleet: $(cat send-e2e-g1.out)"
+! grep -q '"status":"DELY_FAILED"' send-e2e-g1.out || m5s_fail "ue1 -> group:fleet: $(cat send-e2e-g1.out)"
+wait_file_line "$M5_TMP/mq1.in" '^msgin5g/mq1/in\|' 30 || m5s_fail "mq1 got nothing from the group: $(tail -10 "$GW_LOG")"
+wait_file_line "$M5_TMP/mq2.in" '^msgin5g/mq2/in\|' 30 || m5s_fail "mq2 got nothing from the group: $(tail -10 "$GW_LOG")"
+expect_inbox mq1 "$M5_TMP/mq1.in" \
+  "{\"topic\":\"msgin5g/mq1/in\",\"props\":{\"oriAddr\":\"UE:ue1\",\"msgId\":\"e2e-g1\"},\"hex\":\"$(hex 'to the fleet')\"}"
+expect_inbox mq2 "$M5_TMP/mq2.in" "{\"topic\":\"msgin5g/mq2/in\",\"props\":{},\"hex\":\"$(hex 'to the fleet')\"}"
+echo "ok: ue1 -> group:fleet reached the devices mq1 and mq2 once each, through the gateway"
+
 # nothing more reached anyone; the spool is empty; every part stops cleanly
 wait_spool 0 10 || fail "the gateway's spool is not empty: $(cat "$M5_TMP/health.json")"
 [[ $(dev_inbox "$M5_TMP/mq2.in" | wc -l) == 1 ]] || fail "mq2 got more: $(cat "$M5_TMP/mq2.in")"
-[[ $(gw_health_get downlink.delivered) == 4 && $(gw_health_get uplink.accepted) == 3 ]] ||
+[[ $(gw_health_get downlink.delivered) == 6 && $(gw_health_get uplink.accepted) == 3 ]] ||
   fail "the gateway's counters: $(cat "$M5_TMP/health.json")"
 kill -TERM "$MQ1_SUB" "$MQ2_SUB" "$MQ3_SUB" 2>/dev/null || true
 e2e_gw_stop

@@ -41,7 +41,7 @@ static void test_body(void **state) {
                    "\"delivStReqInd\":true}";
   char *body = NULL;
   size_t len = 0;
-  assert_int_equal(gw_deliver_body(as, strlen(as), 0, &body, &len), 0);
+  assert_int_equal(gw_deliver_body(as, strlen(as), 0, "mq1", &body, &len), 0);
   assert_int_equal(len, strlen(body));
   assert_null(strstr(body, "stoAndFw"));
   assert_non_null(strstr(body, "\"payload\":\"aGk=\""));
@@ -49,11 +49,18 @@ static void test_body(void **state) {
   assert_non_null(strstr(body, "\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"}"));
   free(body);
   const char *rep = "{\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},\"msgId\":\"m1\"}";
-  assert_int_equal(gw_deliver_body(rep, strlen(rep), 1, &body, &len), 0);
+  assert_int_equal(gw_deliver_body(rep, strlen(rep), 1, "mq1", &body, &len), 0);
   assert_string_equal(body, rep);
   free(body);
-  assert_int_equal(gw_deliver_body("[1]", 3, 0, &body, &len), M5_EINVAL);
-  assert_int_equal(gw_deliver_body("{", 1, 0, &body, &len), M5_EINVAL);
+  /* a group's message: destAddr becomes the device the gateway delivers to */
+  const char *grp = "{\"oriAddr\":{\"addrType\":\"UE\",\"addr\":\"ue1\"},\"destAddr\":{\"addrType\":"
+                    "\"GROUP\",\"addr\":\"fleet\"},\"msgId\":\"m2\",\"payload\":\"aGk=\"}";
+  assert_int_equal(gw_deliver_body(grp, strlen(grp), 0, "mq2", &body, &len), 0);
+  assert_non_null(strstr(body, "\"destAddr\":{\"addrType\":\"UE\",\"addr\":\"mq2\"}"));
+  assert_null(strstr(body, "GROUP"));
+  free(body);
+  assert_int_equal(gw_deliver_body("[1]", 3, 0, "mq1", &body, &len), M5_EINVAL);
+  assert_int_equal(gw_deliver_body("{", 1, 0, "mq1", &body, &len), M5_EINVAL);
 }
 
 static void test_outcome(void **state) {

@@ -137,7 +137,7 @@ void dlv_gw_push(delivery_t *dv, const m5_store_delivery_t *d, const registry_gw
   int rep = dlv_is_report(&d->msg);
   if (gw_deliver_url(g, rep, url, sizeof url) != 0 ||
       delivery_encode(d, 1, &as_body, &as_len) != 0 ||
-      gw_deliver_body(as_body, as_len, rep, &body, &len) != 0) {
+      gw_deliver_body(as_body, as_len, rep, d->rcpt.addr, &body, &len) != 0) {
     free(as_body);
     M5_LOGE(DOM, "delivery %llu: cannot make its body for gateway %s", (unsigned long long)id,
             g->gw_id);

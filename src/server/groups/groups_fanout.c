@@ -83,9 +83,18 @@ int groups_fanout_recipients(registry_t *reg, router_t *router, const m5_msg_add
     char target[2]; /* only whether the AS has a targetUri */
     if (!strcmp(a.type, "UE")) {
       registry_entry_t e;
-      if (registry_lookup(reg, a.addr, now, &e) != 0) continue; /* not bound: nobody to reach */
-      x->gen = e.gen;
-      x->in_flight = router_find(router, a.addr, &loc) == 0;
+      uint64_t gw_gen;
+      if (registry_gw_holder(reg, a.addr, NULL, &gw_gen) == 0) {
+        /* a device behind a message gateway: pushed to its gateway at once, as a message
+         * addressed to it alone is (ue_accept.c) */
+        x->gen = gw_gen;
+        x->in_flight = 1;
+      } else if (registry_lookup(reg, a.addr, now, &e) == 0) {
+        x->gen = e.gen;
+        x->in_flight = router_find(router, a.addr, &loc) == 0;
+      } else {
+        continue; /* neither bound nor held by a gateway: nobody to reach */
+      }
     } else {
       if (registry_as_target(reg, a.addr, target, sizeof target) != 0) continue; /* removed */
       x->in_flight = target[0] != '\0';

@@ -16,7 +16,8 @@ int gw_deliver_url(const registry_gw_t *g, int is_report, char *url, size_t len)
   return n < 0 || (size_t)n >= len ? M5_ERANGE : 0;
 }
 
-int gw_deliver_body(const char *as_body, size_t as_len, int is_report, char **body, size_t *len) {
+int gw_deliver_body(const char *as_body, size_t as_len, int is_report, const char *ue_svc_id,
+                    char **body, size_t *len) {
   if (is_report) { /* DeliveryStatusReport: the same body an AS gets */
     if (!(*body = malloc(as_len + 1))) return M5_ENOMEM;
     memcpy(*body, as_body, as_len);
@@ -35,6 +36,14 @@ int gw_deliver_body(const char *as_body, size_t as_len, int is_report, char **bo
   }
   json_object_del(o, "stoAndFwInd");
   json_object_del(o, "stoAndFwParams");
+  /* The device the gateway is to deliver to: for a group's, an area's or a topic's message
+   * the message's own destAddr names those, which the two APIs have no member to carry and a
+   * gateway cannot deliver to. */
+  json_t *dest = json_pack("{s:s, s:s}", "addrType", "UE", "addr", ue_svc_id);
+  if (!dest || json_object_set_new(o, "destAddr", dest) != 0) {
+    json_decref(o);
+    return M5_ENOMEM;
+  }
   *body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(o);
   if (!*body) return M5_ENOMEM;

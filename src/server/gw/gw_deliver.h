@@ -17,8 +17,10 @@ int gw_deliver_url(const registry_gw_t *g, int is_report, char *url, size_t len)
 
 /* The body for delivery d (is_report: a DeliveryStatusReport; else an L3gMessageDelivery /
  * N3gMessageDelivery: the members of UEMessageDelivery that schema declares, payload
- * base64), malloc'd into *body. ue_as_body is delivery_encode's AS form of d, borrowed. */
-int gw_deliver_body(const char *as_body, size_t as_len, int is_report, char **body, size_t *len);
+ * base64, destAddr the device ue_svc_id), malloc'd into *body. as_body is delivery_encode's AS
+ * form of d, borrowed. */
+int gw_deliver_body(const char *as_body, size_t as_len, int is_report, const char *ue_svc_id,
+                    char **body, size_t *len);
 
 /* What a gateway's answer means (TS 29.538 cl. 5.x.2: 204 delivered; 404 an unknown device
  * and 400 content it cannot carry, failed for good; 429, 5xx, a timeout or no answer: not
