@@ -283,6 +283,10 @@ admin_curl() {
   curl -H "authorization: Bearer $(<"$M5S_TOKEN_FILE")" "$@"
 }
 
+# ctl ARGS...: m5ctl against the running m5s's management API, with its token (a test that
+# needs another form defines its own).
+ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
+
 # restart_m5s: m5s again with the same config (ports, store) after it died or was stopped, or
 # to pick up what a test changed in its store (a trigger); waits for /healthz. A port the old
 # process still holds is tried again (3 times).

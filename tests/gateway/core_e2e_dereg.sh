@@ -17,7 +17,6 @@ start_aanf
 start_m5s
 setup_ue ue1 001010000000801 b1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 STANDIN_URL="https://localhost:$M5S_NORTH"
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
 held() { # the number of IDs m5s says gw1 holds (m5ctl gateway list's last column)
   ctl gateway list >ctl.out 2>&1 || m5s_fail "m5ctl gateway list: $(cat ctl.out)"
   awk '$1 == "gw1" { print $NF }' ctl.out

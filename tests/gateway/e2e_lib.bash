@@ -22,17 +22,6 @@ e2e_start_m5s() {
 # e2e_m5s_stop: m5s stopped (SIGTERM, exit 0); its database, config and ports stay.
 e2e_m5s_stop() { stop_m5s; }
 
-# e2e_m5s_start_again: m5s on the same config (ports, database) again (M5S_PID).
-e2e_m5s_start_again() {
-  "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-  M5S_PID=$!
-  track_pid "$M5S_PID"
-  wait_health "$M5S_MGMT" "$M5S_PID" 20 || m5s_fail "m5s did not start again"
-}
-
-# ctl ARGS...: m5ctl against the running m5s's management API.
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
-
 # e2e_write_gw FILE [YAML lines...]: write_gw_config without the test-only loop kind's keys.
 e2e_write_gw() {
   write_gw_config "$@"

@@ -58,7 +58,7 @@ done
 echo "ok: killed with -9 and started again: the $MAX spooled messages are back, retried"
 
 # ---- m5s back: everything reaches ue1, once ----
-e2e_m5s_start_again
+restart_m5s
 ue_listen ue1 $((MAX + 2)) 40 "$M5_TMP/ue1.out" ||
   m5s_fail "ue1 did not get the $((MAX + 2)) messages: $(cat ue1.out; tail -20 "$GW_LOG")"
 got=$(ue_lines ue1.out 'r.msgType === "MSG"' '[r.oriAddr.addr, r.payloadText].join(" ")' | sort)

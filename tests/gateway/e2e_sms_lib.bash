@@ -103,15 +103,6 @@ gw_sms_restart() {
   wait_health "$GW_MGMT" "$GW_PID" 15 || m5s_fail "m5gw did not restart: $(gw_tail)"
 }
 
-# m5s_restart: m5s again with the same configuration file, ports and database.
-m5s_restart() {
-  "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
-  M5S_PID=$!
-  track_pid "$M5S_PID"
-  wait_health "$M5S_MGMT" "$M5S_PID" 15 || m5s_fail "m5s did not restart"
-}
-
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
 
 # e2e_sms_setup: PKI, m5-aanf, m5s, the UE ue1, the SMSC, the gateway gw1 (m5ctl gateway add,
 # pattern 'sm*'), bound to the SMSC with sm1 registered at m5s.

@@ -44,7 +44,7 @@ wait_file_line "$GW_LOG" 'redelivered by the SMSC: waiting for m5s' 20 "$GW_PID"
   fail "the redelivery was not merged with the message waiting: $(gw_tail)"
 smsc_sync
 [[ $(smsc_count '^MORESP h1') == 0 ]] || fail "deliver_sm answered while m5s is away: $(cat "$SMSC_OUT")"
-m5s_restart
+restart_m5s
 smsc_wait '^MORESP h1\+ 0$' 20 "the redelivered copy answered once m5s has it"
 wait_spool 0 10 || fail "the spool is not empty: $(cat "$M5_TMP/health.json")"
 echo "ok: m5s away: deliver_sm_resp held, a redelivery merged, answered ESME_ROK once m5s has it"
@@ -57,7 +57,7 @@ wait_spool 1 20 || fail "not spooled: $(cat "$M5_TMP/health.json"; gw_tail)"
 smsc bind refuse
 smsc drop
 smsc_wait '^BIND 4 gw1$' 20 "the gateway trying to bind again" # refused
-m5s_restart
+restart_m5s
 wait_spool 0 20 || fail "m5s did not take the message: $(cat "$M5_TMP/health.json"; gw_tail)"
 n=$(grep -c 'bound to SMSC' "$GW_LOG")
 smsc bind ok
@@ -81,7 +81,7 @@ wait "$GW_PID" 2>/dev/null || true
 n=$(smsc_count '^BIND ')
 smsc_wait "^CLOSE $n\$" 10 "the SMSC seeing the gateway gone"
 [[ $(smsc_count '^MORESP k') == 0 ]] || fail "deliver_sm answered while m5s is away: $(cat "$SMSC_OUT")"
-m5s_restart
+restart_m5s
 gw_sms_restart
 smsc_wait "^BIND $((n + 1)) gw1\$" 20 "the restarted gateway binding"
 smsc redeliver

@@ -59,7 +59,6 @@ start_receiver() { # OUT [CERT_NAME: the stand-in's certificate, default gw12]
 start_receiver "$M5_TMP/gw_receiver.out"
 
 # ---- gateway clients (m5ctl gateway) -------------------------------------------------------
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
 ctl gateway add --gw-id gw1 --kind mqtt --target "localhost:$GW_PORT" --ue-svc-ids 'mq*' >ctl.out ||
   m5s_fail "gateway add gw1: $(cat ctl.out)"
 grep -q '^gw1: created' ctl.out || fail "gateway add gw1: $(cat ctl.out)"
@@ -86,17 +85,7 @@ grep -qx "gw1 mqtt localhost:$GW_PORT mq\\* 0" ctl.out &&
 echo "ok: gateway clients (m5ctl gateway add / list, admin API, authenticated)"
 
 # ---- tokens --------------------------------------------------------------------------------
-gw() { # GW METHOD PATH [curl args]: a northbound request with GW's certificate -> ST, out.json
-  local g=$1 method=$2 path=$3
-  shift 3
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/gw-$g.crt" \
-    --key "$PKI/gw-$g.key" -X "$method" -o out.json -w '%{http_code}' "$@" "$NB$path")
-}
-token() { # GW [scope]
-  gw "$1" POST /oauth2/token -d grant_type=client_credentials ${2:+-d "scope=$2"}
-  [[ $ST == 200 ]] || m5s_fail "token for $1: $ST $(cat out.json)"
-  json_get out.json access_token
-}
+source "$M5_SRC/tests/it/gw_north.bash"
 TOK1=$(token gw1)
 gw gw1 POST /oauth2/token -d grant_type=client_credentials
 [[ $(json_get out.json scope) == "msgs-msgdelivery msgs-gwueregistration" ]] ||

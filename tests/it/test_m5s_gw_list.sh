@@ -23,23 +23,12 @@ for g in gw1 gw2; do
   timeout 60 "$M5_BIN/m5ctl" pki issue --gw-id "$g" --dir "$PKI" >/dev/null ||
     fail "m5ctl pki issue --gw-id $g"
 done
-ctl() { timeout 30 "$M5_BIN/m5ctl" "$@" --m5s-admin "$M5S_ADMIN" --admin-token "$M5S_TOKEN_FILE"; }
 ctl gateway add --gw-id gw1 --kind mqtt --target localhost:9 --ue-svc-ids 'mq*' >ctl.out ||
   m5s_fail "gateway add gw1: $(cat ctl.out)"
 ctl gateway add --gw-id gw2 --kind sms --target localhost:9 --ue-svc-ids '*' >ctl.out ||
   m5s_fail "gateway add gw2: $(cat ctl.out)"
 
-gw() { # GW METHOD PATH [curl args]: a northbound request with GW's certificate -> ST, out.json
-  local g=$1 method=$2 path=$3
-  shift 3
-  ST=$(curl -s --http2 --max-time 15 --cacert "$PKI/ca.crt" --cert "$PKI/gw-$g.crt" \
-    --key "$PKI/gw-$g.key" -X "$method" -o out.json -w '%{http_code}' "$@" "$NB$path")
-}
-token() { # GW [scope]
-  gw "$1" POST /oauth2/token -d grant_type=client_credentials ${2:+-d "scope=$2"}
-  [[ $ST == 200 ]] || m5s_fail "token for $1: $ST $(cat out.json)"
-  json_get out.json access_token
-}
+source "$M5_SRC/tests/it/gw_north.bash"
 TOK1=$(token gw1)
 TOK2=$(token gw2)
 TOK1_DELIVERY=$(token gw1 msgs-msgdelivery)
