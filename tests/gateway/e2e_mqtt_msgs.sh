@@ -19,13 +19,9 @@
 #    device once, through the gateway, and not ue1.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
-source "$M5_SRC/tests/gateway/core_lib.bash"
-source "$M5_SRC/tests/gateway/e2e_lib.bash"
-source "$M5_SRC/tests/gateway/mqtt_lib.bash"
+source "$M5_SRC/tests/gateway/e2e_mqtt_lib.bash"
 
-e2e_start_m5s
-start_broker "mq1 mq2 mq3"
-setup_ue ue1 001010000000811 c1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
+e2e_mqtt_begin "mq1 mq2 mq3" 001010000000811 c1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 e2e_mqtt_gw_start "mq1, mq2, mq3"
 DEV_SUB_FMT='%t|%P|%x'
 dev_sub_start mq1 "$M5_TMP/mq1.in" -V mqttv5

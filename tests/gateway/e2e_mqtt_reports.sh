@@ -14,13 +14,9 @@
 #    gateway's FAILED report with that failureCause on mq1's inbox.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
-source "$M5_SRC/tests/gateway/core_lib.bash"
-source "$M5_SRC/tests/gateway/e2e_lib.bash"
-source "$M5_SRC/tests/gateway/mqtt_lib.bash"
+source "$M5_SRC/tests/gateway/e2e_mqtt_lib.bash"
 
-e2e_start_m5s
-start_broker "mq1"
-setup_ue ue1 001010000000812 d1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
+e2e_mqtt_begin "mq1" 001010000000812 d1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 e2e_mqtt_gw_start "mq1"
 e2e_as_start
 DEV_SUB_FMT='%t|%P|%x'

@@ -14,13 +14,9 @@
 #    sent again once m5s answers; each message reaches ue1 once.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
-source "$M5_SRC/tests/gateway/core_lib.bash"
-source "$M5_SRC/tests/gateway/e2e_lib.bash"
-source "$M5_SRC/tests/gateway/mqtt_lib.bash"
+source "$M5_SRC/tests/gateway/e2e_mqtt_lib.bash"
 
-e2e_start_m5s
-start_broker "mq1 mq2"
-setup_ue ue1 001010000000814 f1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
+e2e_mqtt_begin "mq1 mq2" 001010000000814 f1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0
 MAX=6
 e2e_mqtt_gw_start "mq1, mq2" "" "spool: {path: $M5_TMP/gw/spool.db, max_msgs: $MAX}"
 
