@@ -16,7 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t tl, il;
   if (size <= M5_JS_ID_MAX) {
     if (m5_js_name_encode(data, size, tok, sizeof tok, &tl) != M5_OK) __builtin_trap();
-    if (!tl || strlen(tok) != tl || strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != tl)
+    if (!tl || strlen(tok) != tl ||
+        strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != tl)
       __builtin_trap();
     if (m5_js_name_decode(tok, tl, id, sizeof id, &il, NULL, 0) != M5_OK || il != size ||
         (size && memcmp(id, data, size)))

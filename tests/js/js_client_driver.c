@@ -67,22 +67,25 @@ static int wait_acks(int want, int64_t timeout_ms) {
   return ok;
 }
 
-#define CHECK(cond, ...)                                                                        \
-  do {                                                                                          \
-    if (!(cond)) {                                                                              \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                      \
-      fprintf(stderr, __VA_ARGS__);                                                             \
-      fprintf(stderr, "\n");                                                                    \
-      rc = 1;                                                                                   \
-      goto out;                                                                                 \
-    }                                                                                           \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                         \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      rc = 1;                                                                                      \
+      goto out;                                                                                    \
+    }                                                                                              \
   } while (0)
 
 static const char *subjects[] = {"t.>"};
 
 static m5_js_stream_spec_t stream_spec(int replicas) {
-  return (m5_js_stream_spec_t){.name = "T", .subjects = subjects, .n_subjects = 1,
-                               .replicas = replicas, .duplicate_window_ms = 120000};
+  return (m5_js_stream_spec_t){.name = "T",
+                               .subjects = subjects,
+                               .n_subjects = 1,
+                               .replicas = replicas,
+                               .duplicate_window_ms = 120000};
 }
 
 static int scenario_ensure(m5_js_client_t *c, int r) {
@@ -162,8 +165,8 @@ static int scenario_kv(m5_js_client_t *c, int r) {
   for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
     CHECK(m5_js_name_encode(ids[i], strlen(ids[i]), tok, sizeof tok, NULL) == M5_OK, "encode");
     snprintf(key, sizeof key, "u.%s", tok);
-    CHECK(m5_js_kv_create(kv, key, "v1", 2, &rev1, err, sizeof err) == M5_OK, "create %s: %s",
-          key, err);
+    CHECK(m5_js_kv_create(kv, key, "v1", 2, &rev1, err, sizeof err) == M5_OK, "create %s: %s", key,
+          err);
     int e = m5_js_kv_create(kv, key, "v2", 2, &rev, err, sizeof err);
     CHECK(e == M5_EEXIST, "create-only on an existing key %s gave %d (%s)", key, e, err);
     CHECK(m5_js_kv_get(kv, key, &val, &vl, &rev, err, sizeof err) == M5_OK, "get: %s", err);
@@ -175,7 +178,8 @@ static int scenario_kv(m5_js_client_t *c, int r) {
     e = m5_js_kv_update(kv, key, "v4", 2, rev1, &rev, err, sizeof err);
     CHECK(e == M5_EAGAIN, "update with a stale revision gave %d (%s)", e, err);
     CHECK(m5_js_kv_get(kv, key, &val, &vl, &rev, err, sizeof err) == M5_OK && rev == rev2 &&
-              !memcmp(val, "v3", 2), "after the refused update: %s", err);
+              !memcmp(val, "v3", 2),
+          "after the refused update: %s", err);
     free(val);
     val = NULL;
     printf("kv %s: create %llu, create again refused, update %llu, stale refused: %s\n", key,
@@ -219,8 +223,8 @@ static int scenario_failover(m5_js_client_t *c, int r, int n) {
   }
   CHECK(m5_js_stream_msgs(c, "T", &after, err, sizeof err) == M5_OK, "msgs: %s", err);
   printf("failover: %d acknowledged, %d retried publishes, %d duplicates, stored %llu, longest gap "
-         "between acknowledgements %lld ms\n", n, retries, n_dup,
-         (unsigned long long)(after - before), (long long)gap);
+         "between acknowledgements %lld ms\n",
+         n, retries, n_dup, (unsigned long long)(after - before), (long long)gap);
   CHECK(after - before == (uint64_t)n, "stream grew by %llu, want %d",
         (unsigned long long)(after - before), n);
 out:
@@ -233,7 +237,8 @@ static int scenario_down(m5_js_client_t *c, int64_t max_wait) {
   printf("ready\n");
   fflush(stdout);
   int64_t dl = now_ms() + 30000;
-  while (m5_js_client_connected(c) && now_ms() < dl) usleep(20 * 1000);
+  while (m5_js_client_connected(c) && now_ms() < dl)
+    usleep(20 * 1000);
   CHECK(!m5_js_client_connected(c), "still connected 30 s after ready");
   int64_t t0 = now_ms();
   int e = m5_js_publish_async(c, "t.down", "x", 1, "down/1", max_wait, err, sizeof err);
@@ -261,13 +266,18 @@ int main(int argc, char **argv) {
   char *urls = strdup(argv[1]);
   const char *servers[8];
   size_t n = 0;
-  for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < 8; u = strtok_r(NULL, ",", &save))
+  for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < 8;
+       u = strtok_r(NULL, ",", &save))
     servers[n++] = u;
   int r = atoi(argv[2]);
   const char *sc = argv[3];
   int arg = argc > 4 ? atoi(argv[4]) : 0;
-  m5_js_client_opts_t o = {.servers = servers, .n_servers = n, .timeout_ms = 5000,
-                           .reconnect_wait_ms = 200, .name = "js_client_driver", .on_ack = on_ack};
+  m5_js_client_opts_t o = {.servers = servers,
+                           .n_servers = n,
+                           .timeout_ms = 5000,
+                           .reconnect_wait_ms = 200,
+                           .name = "js_client_driver",
+                           .on_ack = on_ack};
   m5_js_client_t *c = NULL;
   char err[256];
   int rc = 1;

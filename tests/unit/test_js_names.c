@@ -4,13 +4,14 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
 #include <cmocka.h>
 
 #include "core/err.h"
 #include "js/js_names.h"
 #include "msg/msg.h"
-
-#include <string.h>
 
 /* Only characters of both a subject token and a KV key token, and never empty. */
 static void assert_token_chars(const char *t) {
@@ -34,12 +35,16 @@ static void round_trip(const void *id, size_t len) {
 
 static void test_round_trips(void **state) {
   (void)state;
-  const char *ids[] = {"UE:ue1@example.com", "a.b", "*", ">", "a.*.>", "with space", "x/y",
-                       "100%", "caf\xc3\xa9 \xe2\x82\xac", "-_=", ".", "a..b", "\t\n"};
-  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) round_trip(ids[i], strlen(ids[i]));
+  const char *ids[] = {
+      "UE:ue1@example.com",       "a.b", "*", ">",    "a.*.>", "with space", "x/y", "100%",
+      "caf\xc3\xa9 \xe2\x82\xac", "-_=", ".", "a..b", "\t\n"};
+  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
+    round_trip(ids[i], strlen(ids[i]));
   uint8_t bin[256];
-  for (size_t i = 0; i < sizeof bin; i++) bin[i] = (uint8_t)i;
-  for (size_t len = 0; len <= M5_JS_ID_MAX; len++) round_trip(bin + 256 - M5_JS_ID_MAX, len);
+  for (size_t i = 0; i < sizeof bin; i++)
+    bin[i] = (uint8_t)i;
+  for (size_t len = 0; len <= M5_JS_ID_MAX; len++)
+    round_trip(bin + 256 - M5_JS_ID_MAX, len);
   round_trip("", 0);
   round_trip("\0\0", 2);
 }
@@ -75,8 +80,9 @@ static void test_bounds(void **state) {
   uint8_t out[M5_JS_ID_MAX + 8];
   size_t ol;
   char diag[80] = "";
-  assert_int_equal(m5_js_name_decode(tok, M5_JS_TOKEN_MAX + 1, out, sizeof out, &ol, diag,
-                                     sizeof diag), M5_ERANGE);
+  assert_int_equal(
+      m5_js_name_decode(tok, M5_JS_TOKEN_MAX + 1, out, sizeof out, &ol, diag, sizeof diag),
+      M5_ERANGE);
   assert_non_null(strstr(diag, "longer than 171"));
   assert_int_equal(m5_js_name_decode("dWUx", 4, out, 2, &ol, diag, sizeof diag), M5_ERANGE);
   assert_int_equal(m5_js_name_decode("dWUx", 4, out, 3, &ol, NULL, 0), M5_OK);
@@ -96,19 +102,19 @@ static void refused(const char *tok, const char *why) {
 static void test_invalid_refused(void **state) {
   (void)state;
   refused("", "empty");
-  refused("dWUx=", "length 5");     /* padding is never produced */
-  refused("dWU=", "character 3");   /* '=' */
-  refused("dW.x", "character 2");   /* a subject separator */
+  refused("dWUx=", "length 5");   /* padding is never produced */
+  refused("dWU=", "character 3"); /* '=' */
+  refused("dW.x", "character 2"); /* a subject separator */
   refused("d*Ux", "character 1");
   refused("dWU>", "character 3");
   refused("dW x", "character 2");
   refused("dW/x", "character 2");
-  refused("dW+x", "character 2");   /* plain base64, not base64url */
+  refused("dW+x", "character 2"); /* plain base64, not base64url */
   refused("d\xc3\xa9x", "character 1");
   refused("A", "length 1");
   refused("-", "length 1");
-  refused("AB", "unused bits");     /* "AA" is 0x00; "AB" has a stray low bit */
-  refused("AAB", "unused bits");    /* "AAA" is 0x00 0x00 */
+  refused("AB", "unused bits");  /* "AA" is 0x00; "AB" has a stray low bit */
+  refused("AAB", "unused bits"); /* "AAA" is 0x00 0x00 */
   refused("dWUxdWUxB", "length 9");
   /* an embedded NUL is a byte like any other, not an end */
   uint8_t out[8];

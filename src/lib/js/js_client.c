@@ -28,7 +28,7 @@ struct m5_js_kv {
 };
 
 __attribute__((format(printf, 4, 5))) static int say(char *err, size_t err_size, int rc,
-                                                      const char *fmt, ...) {
+                                                     const char *fmt, ...) {
   if (err && err_size) {
     va_list ap;
     va_start(ap, fmt);
@@ -42,6 +42,24 @@ __attribute__((format(printf, 4, 5))) static int say(char *err, size_t err_size,
 static int nats_fail(char *err, size_t err_size, int rc, natsStatus s, const char *what) {
   const char *t = nats_GetLastError(NULL);
   return say(err, err_size, rc, "%s: %s", what, t && *t ? t : natsStatus_GetText(s));
+}
+
+/* The m5 code of a failed libnats call. */
+static int nats_rc(natsStatus s) {
+  switch (s) {
+  case NATS_TIMEOUT:
+    return M5_ETIMEDOUT;
+  case NATS_INVALID_ARG:
+    return M5_EINVAL;
+  case NATS_NOT_FOUND:
+    return M5_ENOENT;
+  case NATS_NO_RESPONDERS:
+    return M5_EAGAIN;
+  case NATS_NO_MEMORY:
+    return M5_ENOMEM;
+  default:
+    return M5_EIO;
+  }
 }
 
 static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
@@ -83,10 +101,12 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
   c->on_ack = o->on_ack;
   c->ack_arg = o->ack_arg;
   natsStatus s = natsOptions_Create(&c->opts);
-  if (s == NATS_OK) s = natsOptions_SetServers(c->opts, (const char **)o->servers, (int)o->n_servers);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(c->opts, (const char **)o->servers, (int)o->n_servers);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(c->opts, -1);
   if (s == NATS_OK)
-    s = natsOptions_SetReconnectWait(c->opts, o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200);
+    s = natsOptions_SetReconnectWait(c->opts,
+                                     o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200);
   if (s == NATS_OK) s = natsOptions_SetTimeout(c->opts, c->timeout_ms);
   /* requests pending when the connection drops fail at once instead of running into the timeout */
   if (s == NATS_OK) s = natsOptions_SetFailRequestsOnDisconnect(c->opts, true);
@@ -98,8 +118,7 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
   }
   s = natsConnection_Connect(&c->nc, c->opts);
   if (s != NATS_OK) {
-    int rc = nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_ETIMEDOUT : M5_EIO, s,
-                       "js client: connect to the NATS servers");
+    int rc = nats_fail(err, err_size, nats_rc(s), s, "js client: connect to the NATS servers");
     m5_js_client_close(c);
     return rc;
   }
@@ -165,7 +184,7 @@ static int stream_info(m5_js_client_t *c, const char *name, jsStreamInfo **si, c
   if (s == NATS_OK) return M5_OK;
   if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
     return say(err, err_size, M5_ENOENT, "stream %s: not found", name);
-  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_ETIMEDOUT : M5_EIO, s, name);
+  return nats_fail(err, err_size, nats_rc(s), s, name);
 }
 
 /* The differences of an existing stream to the wanted settings, into err; M5_EEXIST if any. */
@@ -179,13 +198,15 @@ static int compare_stream(const char *what, const jsStreamConfig *have,
       if (!has_subject(have, s->subjects[i])) diff(&d, "subject %s missing", s->subjects[i]);
     for (int i = 0; i < have->SubjectsLen; i++) {
       bool want = false;
-      for (size_t j = 0; j < s->n_subjects && !want; j++) want = !strcmp(have->Subjects[i], s->subjects[j]);
+      for (size_t j = 0; j < s->n_subjects && !want; j++)
+        want = !strcmp(have->Subjects[i], s->subjects[j]);
       if (!want) diff(&d, "extra subject %s", have->Subjects[i]);
     }
   }
   if (have->Storage != js_FileStorage) diff(&d, "storage memory (want file)");
   if (have->Replicas != (s->replicas > 0 ? s->replicas : 1))
-    diff(&d, "replicas %lld (want %d)", (long long)have->Replicas, s->replicas > 0 ? s->replicas : 1);
+    diff(&d, "replicas %lld (want %d)", (long long)have->Replicas,
+         s->replicas > 0 ? s->replicas : 1);
   if (s->duplicate_window_ms && have->Duplicates != s->duplicate_window_ms * NS_PER_MS)
     diff(&d, "duplicate window %lld ms (want %lld ms)", (long long)(have->Duplicates / NS_PER_MS),
          (long long)s->duplicate_window_ms);
@@ -223,7 +244,7 @@ int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *e
       return M5_OK;
     }
     if (jerr != JSStreamNameExistErr) /* not a concurrent creator: a real failure */
-      return nats_fail(err, err_size, st == NATS_TIMEOUT ? M5_ETIMEDOUT : M5_EIO, st, what);
+      return nats_fail(err, err_size, nats_rc(st), st, what);
     rc = stream_info(c, s->name, &si, err, err_size);
   }
   if (rc) return rc;
@@ -245,8 +266,8 @@ int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, cha
 
 int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
                     size_t err_size) {
-  if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 64 || !kv ||
-      s->history < 1 || s->history > 64 || s->ttl_ms < 0 || (s->ttl_ms && s->ttl_ms < 100))
+  if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 64 || !kv || s->history < 1 ||
+      s->history > 64 || s->ttl_ms < 0 || (s->ttl_ms && s->ttl_ms < 100))
     return say(err, err_size, M5_EINVAL,
                "ensure kv: bucket, history 1-64 and a ttl of 0 or >= 100 ms are required");
   *kv = NULL;
@@ -329,8 +350,8 @@ static bool wrong_last_seq(void) {
   return t && strstr(t, "wrong last sequence");
 }
 
-int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
-                    uint64_t *rev, char *err, size_t err_size) {
+int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                    char *err, size_t err_size) {
   if (!kv || !key || (!data && len) || len > INT32_MAX)
     return say(err, err_size, M5_EINVAL, "kv create: bad arguments");
   uint64_t r = 0;
@@ -340,19 +361,19 @@ int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t le
     return M5_OK;
   }
   if (wrong_last_seq()) return say(err, err_size, M5_EEXIST, "kv create %s: key exists", key);
-  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_ETIMEDOUT : s == NATS_INVALID_ARG ? M5_EINVAL : M5_EIO, s, key);
+  return nats_fail(err, err_size, nats_rc(s), s, key);
 }
 
-int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len,
-                 uint64_t *rev, char *err, size_t err_size) {
-  if (!kv || !key || !val || !val_len) return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
+int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len, uint64_t *rev,
+                 char *err, size_t err_size) {
+  if (!kv || !key || !val || !val_len)
+    return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
   *val = NULL;
   *val_len = 0;
   kvEntry *e = NULL;
   natsStatus s = kvStore_Get(&e, kv->kv, key);
   if (s == NATS_NOT_FOUND) return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
-  if (s != NATS_OK)
-    return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_ETIMEDOUT : s == NATS_INVALID_ARG ? M5_EINVAL : M5_EIO, s, key);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, key);
   int n = kvEntry_ValueLen(e);
   size_t len = n > 0 ? (size_t)n : 0;
   uint8_t *v = malloc(len + 1);
@@ -382,7 +403,9 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
   if (wrong_last_seq())
     return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
-  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_ETIMEDOUT : s == NATS_INVALID_ARG ? M5_EINVAL : M5_EIO, s, key);
+  return nats_fail(err, err_size, nats_rc(s), s, key);
 }
 
-void m5_js_library_close(void) { nats_Close(); }
+void m5_js_library_close(void) {
+  nats_Close();
+}

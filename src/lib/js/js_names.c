@@ -24,7 +24,8 @@ static int val(unsigned char c) {
   return -1;
 }
 
-__attribute__((format(printf, 4, 5))) static int say(char *diag, size_t diag_size, int rc, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static int say(char *diag, size_t diag_size, int rc,
+                                                     const char *fmt, ...) {
   if (diag && diag_size) {
     va_list ap;
     va_start(ap, fmt);
@@ -65,8 +66,7 @@ int m5_js_name_decode(const char *tok, size_t tok_len, uint8_t *out, size_t out_
     return say(diag, diag_size, M5_ERANGE, "token longer than %d characters", M5_JS_TOKEN_MAX);
   if (tok_len == 1 && tok[0] == '_') return M5_OK; /* the empty ID */
   if (tok_len % 4 == 1)
-    return say(diag, diag_size, M5_EINVAL, "token length %zu is not a base64url length",
-               tok_len);
+    return say(diag, diag_size, M5_EINVAL, "token length %zu is not a base64url length", tok_len);
   size_t n = tok_len / 4 * 3 + (tok_len % 4 ? tok_len % 4 - 1 : 0);
   if (n > out_size) return say(diag, diag_size, M5_ERANGE, "decoded ID needs %zu bytes", n);
   for (size_t i = 0; i < tok_len; i++)
@@ -80,8 +80,7 @@ int m5_js_name_decode(const char *tok, size_t tok_len, uint8_t *out, size_t out_
       v = v << 6 | (j < k ? (uint32_t)val((unsigned char)tok[i + j]) : 0u);
     /* k chars carry 6k bits of which 8(k-1) are data: the rest must be zero (canonical). */
     if ((k == 2 && (v & 0xffff)) || (k == 3 && (v & 0xff)))
-      return say(diag, diag_size, M5_EINVAL, "character %zu has non-zero unused bits",
-                 tok_len - 1);
+      return say(diag, diag_size, M5_EINVAL, "character %zu has non-zero unused bits", tok_len - 1);
     out[o++] = (uint8_t)(v >> 16);
     if (k > 2) out[o++] = (uint8_t)(v >> 8);
     if (k > 3) out[o++] = (uint8_t)v;
