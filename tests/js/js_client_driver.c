@@ -24,6 +24,7 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int n_ok, n_err, n_dup, n_acks;
+static int n_timeout, n_noresp; /* of n_err: M5_ETIMEDOUT, M5_EAGAIN (no responders) */
 static int last_status;
 static char last_text[160];
 static pthread_t main_thread;
@@ -41,6 +42,8 @@ static void on_ack(void *arg, const m5_js_ack_t *a) {
     if (a->duplicate) n_dup++;
   } else {
     n_err++;
+    n_timeout += a->status == M5_ETIMEDOUT;
+    n_noresp += a->status == M5_EAGAIN;
   }
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&mu);
@@ -222,9 +225,10 @@ static int scenario_failover(m5_js_client_t *c, int r, int n) {
     usleep(20 * 1000);
   }
   CHECK(m5_js_stream_msgs(c, "T", &after, err, sizeof err) == M5_OK, "msgs: %s", err);
-  printf("failover: %d acknowledged, %d retried publishes, %d duplicates, stored %llu, longest gap "
-         "between acknowledgements %lld ms\n",
-         n, retries, n_dup, (unsigned long long)(after - before), (long long)gap);
+  printf("failover: %d acknowledged, %d retried publishes (%d no responders, %d timeouts), "
+         "%d duplicates, stored %llu, longest gap between acknowledgements %lld ms\n",
+         n, retries, n_noresp, n_timeout, n_dup, (unsigned long long)(after - before),
+         (long long)gap);
   CHECK(after - before == (uint64_t)n, "stream grew by %llu, want %d",
         (unsigned long long)(after - before), n);
 out:
