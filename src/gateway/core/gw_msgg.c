@@ -14,6 +14,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "http/problem.h"
 #include "tls/tls.h"
 
 #include <jansson.h>
@@ -25,7 +26,6 @@
 #include <strings.h>
 
 #define CT_JSON "application/json"
-#define CT_PROBLEM "application/problem+json"
 #define RETRY_AFTER_S "5"
 
 typedef struct gw_dl {
@@ -41,22 +41,9 @@ typedef struct gw_dl {
 
 static void problem(m5_http_exchange_t *ex, int status, const char *cause, const char *detail,
                     const char *param, const char *reason) {
-  json_t *o = json_pack("{s:s, s:i, s:s}", "title", m5_http_reason(status), "status", status,
-                        "detail", detail);
-  if (o && cause) json_object_set_new(o, "cause", json_string(cause));
-  if (o && param)
-    json_object_set_new(o, "invalidParams",
-                        json_pack("[{s:s, s:s}]", "param", param, "reason", reason));
-  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-  json_decref(o);
-  if (!text) {
-    m5_http_respond(ex, 500, NULL, NULL, 0);
-    return;
-  }
-  m5_http_header_t h[2] = {{"content-type", CT_PROBLEM}, {"retry-after", RETRY_AFTER_S}};
-  m5_http_respond_headers(ex, status, h, status == 503 || status == 429 ? 2 : 1, text,
-                          strlen(text));
-  free(text);
+  const m5_http_header_t retry = {"retry-after", RETRY_AFTER_S};
+  m5_problem_respond(ex, status, m5_problem_json(status, NULL, cause, detail, param, reason),
+                     status == 503 || status == 429 ? &retry : NULL);
 }
 
 /* "payload: not base64" -> param "payload" */

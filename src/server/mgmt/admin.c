@@ -6,6 +6,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "http/problem.h"
 #include "msg/msg.h"
 #include "server/test_hooks.h"
 
@@ -39,22 +40,9 @@ void admin_respond_json(m5_http_exchange_t *ex, int status, json_t *o) {
 }
 
 void admin_problem(m5_http_exchange_t *ex, int status, const char *title, const char *detail,
-                    const char *param, const char *reason, const m5_http_header_t *extra) {
-  json_t *o = json_pack("{s:s, s:i, s:s}", "title", title, "status", status, "detail", detail);
-  if (o && param)
-    json_object_set_new(o, "invalidParams",
-                        json_pack("[{s:s, s:s}]", "param", param, "reason", reason));
-  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-  json_decref(o);
-  if (!text) {
-    m5_http_respond(ex, 500, NULL, NULL, 0);
-    return;
-  }
-  m5_http_header_t hdrs[2] = {{"content-type", CT_PROBLEM}};
-  size_t n = 1;
-  if (extra) hdrs[n++] = *extra;
-  m5_http_respond_headers(ex, status, hdrs, n, text, strlen(text));
-  free(text);
+                   const char *param, const char *reason, const m5_http_header_t *extra) {
+  m5_problem_respond(ex, status, m5_problem_json(status, title, NULL, detail, param, reason),
+                     extra);
 }
 
 static json_t *binding_json(const char *id, const char *supi, int registered) {

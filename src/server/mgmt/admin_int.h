@@ -14,7 +14,6 @@
 #define ADMIN_GATEWAYS "/admin/v1/gateways"
 #define ADMIN_TOPIC_RULES "/admin/v1/topic-rules"
 #define CT_JSON "application/json"
-#define CT_PROBLEM "application/problem+json"
 
 struct admin {
   m5_loop_t *loop;

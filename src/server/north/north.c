@@ -6,6 +6,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "http/problem.h"
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
@@ -211,42 +212,18 @@ void north_json(m5_http_exchange_t *ex, int status, json_t *o, const m5_http_hea
 }
 
 
-static json_t *problem_json(int status, const char *cause, const char *detail, const char *param,
-                            const char *reason) {
-  json_t *o = json_pack("{s:s, s:i, s:s}", "title", m5_http_reason(status), "status", status,
-                        "detail", detail);
-  if (o && cause) json_object_set_new(o, "cause", json_string(cause));
-  if (o && param)
-    json_object_set_new(o, "invalidParams",
-                        json_pack("[{s:s, s:s}]", "param", param, "reason", reason));
-  return o;
-}
-
-static void problem_with(m5_http_exchange_t *ex, int status, json_t *o,
-                         const m5_http_header_t *extra) {
-  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-  json_decref(o);
-  if (!text) {
-    m5_http_respond(ex, 500, NULL, NULL, 0);
-    return;
-  }
-  m5_http_header_t h[2] = {{"content-type", NORTH_CT_PROBLEM}};
-  size_t n = 1;
-  if (extra) h[n++] = *extra;
-  m5_http_respond_headers(ex, status, h, n, text, strlen(text));
-  free(text);
-}
-
 void north_problem(m5_http_exchange_t *ex, int status, const char *cause, const char *detail,
                    const char *param, const char *reason) {
-  problem_with(ex, status, problem_json(status, cause, detail, param, reason), NULL);
+  m5_problem_respond(ex, status, m5_problem_json(status, NULL, cause, detail, param, reason),
+                     NULL);
 }
 
 void north_problem_retry(m5_http_exchange_t *ex, int status, const char *detail,
                          const char *retry_after) {
   m5_http_header_t h = {"retry-after", retry_after};
-  problem_with(ex, status, problem_json(status, NULL, detail ? detail : "retry later", NULL, NULL),
-               &h);
+  m5_problem_respond(
+      ex, status,
+      m5_problem_json(status, NULL, NULL, detail ? detail : "retry later", NULL, NULL), &h);
 }
 
 /* ---- who is calling ---- */
@@ -286,10 +263,11 @@ static void bearer_error(m5_http_exchange_t *ex, int status, const char *error, 
   else
     snprintf(hdr, sizeof hdr, "Bearer realm=\"msgin5g\"");
   m5_http_header_t h = {"www-authenticate", hdr};
-  problem_with(ex, status,
-               problem_json(status, status == 403 ? "INSUFFICIENT_SCOPE" : "INVALID_TOKEN", why,
-                            NULL, NULL),
-               &h);
+  m5_problem_respond(ex, status,
+                     m5_problem_json(status, NULL,
+                                     status == 403 ? "INSUFFICIENT_SCOPE" : "INVALID_TOKEN", why,
+                                     NULL, NULL),
+                     &h);
 }
 
 /* ---- the external issuer's JWKS (per worker, refreshed without blocking) ---- */

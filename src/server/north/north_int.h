@@ -13,7 +13,6 @@
 
 #define NORTH_CT_JSON "application/json"
 #define NORTH_MAX_REG_INFLIGHT 64 /* registry jobs per worker (the reply mailbox holds 256) */
-#define NORTH_CT_PROBLEM "application/problem+json"
 
 /* Bearer tokens verified lately, per worker (north_tokcache.c). */
 #define NORTH_TOK_SLOTS 64
