@@ -7,7 +7,7 @@ APT_PKGS := build-essential cmake ninja-build pkg-config openssl libssl-dev libn
   nghttp2-client libcurl4-openssl-dev curl libjansson-dev libcjose-dev libhttp-parser-dev \
   libsqlite3-dev sqlite3 libyaml-dev libcmocka-dev libcoap3-dev python3 nodejs npm \
   mosquitto mosquitto-clients \
-  libsmpp34-dev
+  libsmpp34-dev nats-server libnats-dev
 
 BUILD_TEST := build/asan
 BUILD_REL  := build/release

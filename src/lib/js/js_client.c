@@ -1,0 +1,411 @@
+/* The libnats 3.4.1 wrapper of js_client.h: connection, JetStream context, ensure of streams and
+ * KV buckets, async publishes with a Nats-Msg-Id and a per-client acknowledgement callback
+ * (issue 13). libnats units: jsOptions.Wait and jsPubOptions.MaxWait in ms, stream Duplicates,
+ * MaxAge and kvConfig.TTL in ns (3.4.1; checked against a server in the design work). */
+#include "js/js_client.h"
+
+#include "core/err.h"
+
+#include <nats/nats.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_PER_MS 1000000LL
+
+struct m5_js_client {
+  natsOptions *opts;
+  natsConnection *nc;
+  jsCtx *js;
+  int64_t timeout_ms;
+  m5_js_ack_fn on_ack;
+  void *ack_arg;
+};
+
+struct m5_js_kv {
+  kvStore *kv;
+};
+
+__attribute__((format(printf, 4, 5))) static int say(char *err, size_t err_size, int rc,
+                                                     const char *fmt, ...) {
+  if (err && err_size) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+  }
+  return rc;
+}
+
+/* "what: <libnats' last error of this thread, or the status text>". */
+static int nats_fail(char *err, size_t err_size, int rc, natsStatus s, const char *what) {
+  const char *t = nats_GetLastError(NULL);
+  return say(err, err_size, rc, "%s: %s", what, t && *t ? t : natsStatus_GetText(s));
+}
+
+/* The m5 code of a failed libnats call. */
+static int nats_rc(natsStatus s) {
+  switch (s) {
+  case NATS_TIMEOUT:
+    return M5_ETIMEDOUT;
+  case NATS_INVALID_ARG:
+    return M5_EINVAL;
+  case NATS_NOT_FOUND:
+    return M5_ENOENT;
+  case NATS_NO_RESPONDERS:
+    return M5_EAGAIN;
+  case NATS_NO_MEMORY:
+    return M5_ENOMEM;
+  default:
+    return M5_EIO;
+  }
+}
+
+static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+  (void)js;
+  m5_js_client_t *c = closure;
+  const char *id = "";
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK) id = "";
+  m5_js_ack_t a = {.status = M5_OK, .msg_id = id, .subject = natsMsg_GetSubject(msg), .text = ""};
+  if (pae) {
+    a.js_code = (int)pae->ErrCode;
+    a.text = pae->ErrText && *pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err);
+    if (pae->Err == NATS_TIMEOUT)
+      a.status = M5_ETIMEDOUT;
+    else if (pae->Err == NATS_NO_RESPONDERS)
+      a.status = M5_EAGAIN;
+    else if (pae->ErrCode == JSStreamStoreFailedErr) /* a stream limit with DiscardNew */
+      a.status = M5_EFULL;
+    else
+      a.status = M5_EIO;
+  } else if (pa) {
+    a.seq = pa->Sequence;
+    a.duplicate = pa->Duplicate;
+  } else {
+    a.status = M5_EIO;
+    a.text = "no acknowledgement";
+  }
+  c->on_ack(c->ack_arg, &a);
+  natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
+}
+
+int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *err,
+                      size_t err_size) {
+  if (!out || !o || !o->servers || !o->n_servers || o->n_servers > 64 || !o->on_ack)
+    return say(err, err_size, M5_EINVAL, "js client: servers (1-64) and on_ack are required");
+  *out = NULL;
+  m5_js_client_t *c = calloc(1, sizeof *c);
+  if (!c) return say(err, err_size, M5_ENOMEM, "js client: out of memory");
+  c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
+  c->on_ack = o->on_ack;
+  c->ack_arg = o->ack_arg;
+  natsStatus s = natsOptions_Create(&c->opts);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(c->opts, (const char **)o->servers, (int)o->n_servers);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(c->opts, -1);
+  if (s == NATS_OK)
+    s = natsOptions_SetReconnectWait(c->opts,
+                                     o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(c->opts, c->timeout_ms);
+  /* requests pending when the connection drops fail at once instead of running into the timeout */
+  if (s == NATS_OK) s = natsOptions_SetFailRequestsOnDisconnect(c->opts, true);
+  if (s == NATS_OK && o->name) s = natsOptions_SetName(c->opts, o->name);
+  if (s != NATS_OK) {
+    int rc = nats_fail(err, err_size, M5_EINVAL, s, "js client options");
+    m5_js_client_close(c);
+    return rc;
+  }
+  s = natsConnection_Connect(&c->nc, c->opts);
+  if (s != NATS_OK) {
+    int rc = nats_fail(err, err_size, nats_rc(s), s, "js client: connect to the NATS servers");
+    m5_js_client_close(c);
+    return rc;
+  }
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = c->timeout_ms;
+  jo.PublishAsync.MaxPending = o->max_pending > 0 ? o->max_pending : 4096;
+  jo.PublishAsync.AckHandler = on_pub_ack;
+  jo.PublishAsync.AckHandlerClosure = c;
+  s = natsConnection_JetStream(&c->js, c->nc, &jo);
+  if (s != NATS_OK) {
+    int rc = nats_fail(err, err_size, M5_EIO, s, "js client: JetStream context");
+    m5_js_client_close(c);
+    return rc;
+  }
+  *out = c;
+  return M5_OK;
+}
+
+void m5_js_client_close(m5_js_client_t *c) {
+  if (!c) return;
+  if (c->nc) natsConnection_Close(c->nc);
+  if (c->js) jsCtx_Destroy(c->js);
+  if (c->nc) natsConnection_Destroy(c->nc);
+  if (c->opts) natsOptions_Destroy(c->opts);
+  free(c);
+}
+
+bool m5_js_client_connected(m5_js_client_t *c) {
+  return c && c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* Appends "; what" differences to a buffer. */
+typedef struct {
+  char *p;
+  size_t size, len;
+  int n;
+} diffs_t;
+
+__attribute__((format(printf, 2, 3))) static void diff(diffs_t *d, const char *fmt, ...) {
+  if (d->len + 2 >= d->size) return;
+  if (d->n++) d->len += (size_t)snprintf(d->p + d->len, d->size - d->len, "; ");
+  if (d->len >= d->size) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(d->p + d->len, d->size - d->len, fmt, ap);
+  va_end(ap);
+  if (k > 0) d->len += (size_t)k < d->size - d->len ? (size_t)k : d->size - d->len - 1;
+}
+
+static bool has_subject(const jsStreamConfig *cfg, const char *subj) {
+  for (int i = 0; i < cfg->SubjectsLen; i++)
+    if (!strcmp(cfg->Subjects[i], subj)) return true;
+  return false;
+}
+
+/* Stream info of name: M5_OK (*si set), M5_ENOENT, or an error. */
+static int stream_info(m5_js_client_t *c, const char *name, jsStreamInfo **si, char *err,
+                       size_t err_size) {
+  jsErrCode jerr = 0;
+  *si = NULL;
+  natsStatus s = js_GetStreamInfo(si, c->js, name, NULL, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+    return say(err, err_size, M5_ENOENT, "stream %s: not found", name);
+  return nats_fail(err, err_size, nats_rc(s), s, name);
+}
+
+/* The differences of an existing stream to the wanted settings, into err; M5_EEXIST if any. */
+static int compare_stream(const char *what, const jsStreamConfig *have,
+                          const m5_js_stream_spec_t *s, int64_t history, int64_t max_age_ns,
+                          char *err, size_t err_size) {
+  char buf[512] = "";
+  diffs_t d = {buf, sizeof buf, 0, 0};
+  if (s->subjects) {
+    for (size_t i = 0; i < s->n_subjects; i++)
+      if (!has_subject(have, s->subjects[i])) diff(&d, "subject %s missing", s->subjects[i]);
+    for (int i = 0; i < have->SubjectsLen; i++) {
+      bool want = false;
+      for (size_t j = 0; j < s->n_subjects && !want; j++)
+        want = !strcmp(have->Subjects[i], s->subjects[j]);
+      if (!want) diff(&d, "extra subject %s", have->Subjects[i]);
+    }
+  }
+  if (have->Storage != js_FileStorage) diff(&d, "storage memory (want file)");
+  if (have->Replicas != (s->replicas > 0 ? s->replicas : 1))
+    diff(&d, "replicas %lld (want %d)", (long long)have->Replicas,
+         s->replicas > 0 ? s->replicas : 1);
+  if (s->duplicate_window_ms && have->Duplicates != s->duplicate_window_ms * NS_PER_MS)
+    diff(&d, "duplicate window %lld ms (want %lld ms)", (long long)(have->Duplicates / NS_PER_MS),
+         (long long)s->duplicate_window_ms);
+  if (history && have->MaxMsgsPerSubject != history)
+    diff(&d, "history %lld (want %lld)", (long long)have->MaxMsgsPerSubject, (long long)history);
+  if (history && have->MaxAge != max_age_ns)
+    diff(&d, "ttl %lld ms (want %lld ms)", (long long)(have->MaxAge / NS_PER_MS),
+         (long long)(max_age_ns / NS_PER_MS));
+  if (!d.n) return M5_OK;
+  return say(err, err_size, M5_EEXIST, "%s exists with other settings: %s", what, buf);
+}
+
+int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *err,
+                        size_t err_size) {
+  if (!c || !s || !s->name || !*s->name || !s->subjects || !s->n_subjects || s->n_subjects > 64 ||
+      s->duplicate_window_ms < 0)
+    return say(err, err_size, M5_EINVAL, "ensure stream: name and 1-64 subjects are required");
+  char what[160];
+  snprintf(what, sizeof what, "stream %s", s->name);
+  jsStreamInfo *si = NULL;
+  int rc = stream_info(c, s->name, &si, err, err_size);
+  if (rc == M5_ENOENT) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = s->name;
+    cfg.Subjects = (const char **)s->subjects;
+    cfg.SubjectsLen = (int)s->n_subjects;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = s->replicas > 0 ? s->replicas : 1;
+    cfg.Duplicates = s->duplicate_window_ms * NS_PER_MS;
+    jsErrCode jerr = 0;
+    natsStatus st = js_AddStream(&si, c->js, &cfg, NULL, &jerr);
+    if (st == NATS_OK) {
+      jsStreamInfo_Destroy(si);
+      return M5_OK;
+    }
+    if (jerr != JSStreamNameExistErr) /* not a concurrent creator: a real failure */
+      return nats_fail(err, err_size, nats_rc(st), st, what);
+    rc = stream_info(c, s->name, &si, err, err_size);
+  }
+  if (rc) return rc;
+  rc = compare_stream(what, si->Config, s, 0, 0, err, err_size);
+  jsStreamInfo_Destroy(si);
+  return rc;
+}
+
+int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, char *err,
+                      size_t err_size) {
+  if (!c || !stream || !msgs) return say(err, err_size, M5_EINVAL, "stream msgs: bad arguments");
+  jsStreamInfo *si = NULL;
+  int rc = stream_info(c, stream, &si, err, err_size);
+  if (rc) return rc;
+  *msgs = si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  return M5_OK;
+}
+
+int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
+                    size_t err_size) {
+  if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 64 || !kv || s->history < 1 ||
+      s->history > 64 || s->ttl_ms < 0 || (s->ttl_ms && s->ttl_ms < 100))
+    return say(err, err_size, M5_EINVAL,
+               "ensure kv: bucket, history 1-64 and a ttl of 0 or >= 100 ms are required");
+  *kv = NULL;
+  char what[160], stream[80];
+  snprintf(what, sizeof what, "kv bucket %s", s->bucket);
+  snprintf(stream, sizeof stream, "KV_%s", s->bucket); /* the stream behind a bucket */
+  m5_js_kv_t *k = calloc(1, sizeof *k);
+  if (!k) return say(err, err_size, M5_ENOMEM, "ensure kv: out of memory");
+  jsStreamInfo *si = NULL;
+  int rc = stream_info(c, stream, &si, err, err_size);
+  if (rc == M5_ENOENT) {
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = s->bucket;
+    cfg.History = (uint8_t)s->history;
+    cfg.TTL = s->ttl_ms * NS_PER_MS; /* ns in libnats 3.4.1 */
+    cfg.StorageType = js_FileStorage;
+    cfg.Replicas = s->replicas > 0 ? s->replicas : 1;
+    natsStatus st = js_CreateKeyValue(&k->kv, c->js, &cfg);
+    if (st == NATS_OK) {
+      *kv = k;
+      return M5_OK;
+    }
+    /* a concurrent creator with other settings makes the server refuse; compare below */
+    rc = stream_info(c, stream, &si, err, err_size);
+    if (rc == M5_ENOENT) rc = nats_fail(err, err_size, M5_EIO, st, what);
+  }
+  if (!rc) {
+    m5_js_stream_spec_t want = {.name = stream, .replicas = s->replicas};
+    rc = compare_stream(what, si->Config, &want, s->history, s->ttl_ms * NS_PER_MS, err, err_size);
+    jsStreamInfo_Destroy(si);
+  }
+  if (!rc) {
+    natsStatus st = js_KeyValue(&k->kv, c->js, s->bucket);
+    if (st != NATS_OK) rc = nats_fail(err, err_size, M5_EIO, st, what);
+  }
+  if (rc) {
+    free(k);
+    return rc;
+  }
+  *kv = k;
+  return M5_OK;
+}
+
+void m5_js_kv_close(m5_js_kv_t *kv) {
+  if (!kv) return;
+  kvStore_Destroy(kv->kv);
+  free(kv);
+}
+
+int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data, size_t len,
+                        const char *msg_id, int64_t max_wait_ms, char *err, size_t err_size) {
+  if (!c || !subject || !*subject || (!data && len) || len > INT32_MAX || !msg_id || !*msg_id)
+    return say(err, err_size, M5_EINVAL, "publish: subject and msg_id are required");
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
+  if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, subject);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id;
+  po.MaxWait = max_wait_ms > 0 ? max_wait_ms : c->timeout_ms;
+  s = js_PublishMsgAsync(c->js, &m, &po); /* takes m over on success (m = NULL) */
+  if (s == NATS_OK) return M5_OK;
+  natsMsg_Destroy(m);
+  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, subject);
+}
+
+int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms) {
+  if (!c) return M5_EINVAL;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = timeout_ms > 0 ? timeout_ms : c->timeout_ms;
+  natsStatus s = js_PublishAsyncComplete(c->js, &po);
+  return s == NATS_OK ? M5_OK : s == NATS_TIMEOUT ? M5_ETIMEDOUT : M5_EIO;
+}
+
+/* A compare-and-set refused by the server (create-only on an existing key, stale revision). */
+static bool wrong_last_seq(void) {
+  const char *t = nats_GetLastError(NULL);
+  return t && strstr(t, "wrong last sequence");
+}
+
+int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                    char *err, size_t err_size) {
+  if (!kv || !key || (!data && len) || len > INT32_MAX)
+    return say(err, err_size, M5_EINVAL, "kv create: bad arguments");
+  uint64_t r = 0;
+  natsStatus s = kvStore_Create(&r, kv->kv, key, data, (int)len);
+  if (s == NATS_OK) {
+    if (rev) *rev = r;
+    return M5_OK;
+  }
+  if (wrong_last_seq()) return say(err, err_size, M5_EEXIST, "kv create %s: key exists", key);
+  return nats_fail(err, err_size, nats_rc(s), s, key);
+}
+
+int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len, uint64_t *rev,
+                 char *err, size_t err_size) {
+  if (!kv || !key || !val || !val_len)
+    return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
+  *val = NULL;
+  *val_len = 0;
+  kvEntry *e = NULL;
+  natsStatus s = kvStore_Get(&e, kv->kv, key);
+  if (s == NATS_NOT_FOUND) return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, key);
+  int n = kvEntry_ValueLen(e);
+  size_t len = n > 0 ? (size_t)n : 0;
+  uint8_t *v = malloc(len + 1);
+  if (!v) {
+    kvEntry_Destroy(e);
+    return say(err, err_size, M5_ENOMEM, "kv get: out of memory");
+  }
+  if (len) memcpy(v, kvEntry_Value(e), len);
+  v[len] = 0;
+  if (rev) *rev = kvEntry_Revision(e);
+  kvEntry_Destroy(e);
+  *val = v;
+  *val_len = len;
+  return M5_OK;
+}
+
+int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                    uint64_t last_rev, uint64_t *rev, char *err, size_t err_size) {
+  if (!kv || !key || (!data && len) || len > INT32_MAX)
+    return say(err, err_size, M5_EINVAL, "kv update: bad arguments");
+  uint64_t r = 0;
+  natsStatus s = kvStore_Update(&r, kv->kv, key, data, (int)len, last_rev);
+  if (s == NATS_OK) {
+    if (rev) *rev = r;
+    return M5_OK;
+  }
+  if (wrong_last_seq())
+    return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
+               (unsigned long long)last_rev);
+  return nats_fail(err, err_size, nats_rc(s), s, key);
+}
+
+void m5_js_library_close(void) {
+  nats_Close();
+}

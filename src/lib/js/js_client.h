@@ -1,0 +1,122 @@
+/* A small wrapper over libnats 3.4.1 (NATS JetStream) for the message store's JetStream backend
+ * (issue 13; the store thread model is in the design of docs/store.md's JetStream section): one
+ * connection to a list of servers with reconnect, its JetStream context, idempotent "ensure" of a
+ * stream and of a KV bucket, async publishes that always carry a Nats-Msg-Id, and the
+ * synchronous KV operations the registry needs (create-only, get, compare-and-set update).
+ *
+ * Threads: every call here except m5_js_publish_async BLOCKS for up to the client's timeout
+ * (request/reply to the cluster): call them from a thread that may block (the store's backend
+ * threads), never from a worker. The publish acknowledgement callback runs on a libnats
+ * thread, not the caller's: it must only copy what it needs and post it to a mailbox.
+ *
+ * Errors: m5 codes (core/err.h) and a message in the caller's buffer; messages hold names,
+ * subjects and server texts, never message data or credentials. */
+#ifndef M5_JS_CLIENT_H
+#define M5_JS_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct m5_js_client m5_js_client_t;
+typedef struct m5_js_kv m5_js_kv_t;
+
+/* The outcome of one async publish, as given to the callback (valid during the call only). */
+typedef struct {
+  int status;         /* M5_OK: stored on a quorum; M5_ETIMEDOUT: no answer within max_wait,
+                         which means "unknown" (it may be stored later: re-publish with the
+                         same msg_id); M5_EAGAIN: no responders (no stream leader: election
+                         or cluster down); M5_EFULL: refused by a stream limit; M5_EIO: other */
+  const char *msg_id; /* the Nats-Msg-Id given to m5_js_publish_async */
+  const char *subject;
+  uint64_t seq;     /* stream sequence when M5_OK */
+  bool duplicate;   /* M5_OK for a msg_id already in the stream's duplicate window: not
+                       stored again; seq is the first one's */
+  int js_code;      /* the server's JetStream error code, 0 when none */
+  const char *text; /* the error text, "" when M5_OK */
+} m5_js_ack_t;
+
+/* Called on a libnats thread, once per successful m5_js_publish_async. Must not block and must
+ * not call back into this client. */
+typedef void (*m5_js_ack_fn)(void *arg, const m5_js_ack_t *ack);
+
+typedef struct {
+  const char *const *servers; /* nats://host:port URLs, tried in order, then reconnected to */
+  size_t n_servers;
+  int64_t timeout_ms;        /* connect, and every blocking request; default 5000 */
+  int64_t reconnect_wait_ms; /* between reconnect attempts; default 200 */
+  int max_pending;           /* async publishes outstanding at most; default 4096 */
+  const char *name;          /* connection name shown by the servers; may be NULL */
+  m5_js_ack_fn on_ack;       /* required */
+  void *ack_arg;
+} m5_js_client_opts_t;
+
+/* Connects (to the first server that answers; fails after timeout_ms when none does) and gets
+ * the JetStream context. Reconnects forever afterwards. */
+int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *err,
+                      size_t err_size);
+/* Closes the connection and frees everything; publishes still outstanding are not reported
+ * (m5_js_publish_flush first). */
+void m5_js_client_close(m5_js_client_t *c);
+/* Connected right now (not reconnecting)? */
+bool m5_js_client_connected(m5_js_client_t *c);
+
+typedef struct {
+  const char *name;
+  const char *const *subjects;
+  size_t n_subjects;
+  int replicas;                /* 1 or 3 (odd) */
+  int64_t duplicate_window_ms; /* Nats-Msg-Id dedup window */
+} m5_js_stream_spec_t;
+
+/* Creates the stream (file storage) or, when it exists, checks that it has exactly these
+ * subjects, file storage, replicas and duplicate window: M5_EEXIST with every difference named
+ * in err when not (nothing is changed: updating a live stream is an operator's decision). */
+int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *err,
+                        size_t err_size);
+/* Messages in the stream now (M5_ENOENT when there is no such stream). */
+int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, char *err,
+                      size_t err_size);
+
+typedef struct {
+  const char *bucket;
+  int replicas;
+  int history;    /* values kept per key, 1..64 */
+  int64_t ttl_ms; /* age after the last write at which a key goes; 0 = never */
+} m5_js_kv_spec_t;
+
+/* Creates the bucket or checks the existing one as m5_js_ensure_stream does; *kv is the handle
+ * (m5_js_kv_close), valid while the client is open. */
+int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
+                    size_t err_size);
+void m5_js_kv_close(m5_js_kv_t *kv);
+
+/* Publishes data to subject with the Nats-Msg-Id msg_id (required: a timed-out publish may be
+ * stored later, so a retry must be recognisable: re-publish with the same msg_id, the answer is
+ * then a duplicate if the first one made it). Does not wait for the cluster: M5_OK means the
+ * outcome comes through on_ack within about max_wait_ms (0: the client's timeout), also while
+ * disconnected (then M5_ETIMEDOUT). With max_pending publishes outstanding it stalls up to
+ * 200 ms (libnats's StallWait) and then fails M5_EFULL. Any error here: nothing was sent and
+ * on_ack is not called. */
+int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data, size_t len,
+                        const char *msg_id, int64_t max_wait_ms, char *err, size_t err_size);
+/* Blocks until every outstanding publish has been reported (or timeout_ms): tests, shutdown. */
+int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms);
+
+/* KV, synchronous. Keys must be valid KV keys (js_names.h tokens behind a typed prefix). */
+/* Stores key only when absent (or deleted): M5_EEXIST when it holds a value. */
+int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                    char *err, size_t err_size);
+/* The value (malloc'ed, *val_len bytes, NUL added; free()) and its revision; M5_ENOENT. */
+int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len, uint64_t *rev,
+                 char *err, size_t err_size);
+/* Replaces key's value only when its revision is still last_rev: M5_EAGAIN (stale: read again)
+ * when someone wrote it since. */
+int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                    uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
+
+/* Frees libnats's global state (its threads): once, at process exit, after every client is
+ * closed. */
+void m5_js_library_close(void);
+
+#endif
