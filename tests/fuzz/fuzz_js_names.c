@@ -2,7 +2,8 @@
  * For any input up to M5_JS_ID_MAX bytes the encoding holds only token characters and decodes
  * back to the input; any input read as a token either is refused or re-encodes to exactly that
  * token (canonical: one ID, one token); decode never reads or writes out of bounds.
- * M5_FUZZ_SOURCES: src/lib/js/js_names.c src/lib/core/err.c */
+ * M5_FUZZ_SOURCES: src/lib/js/js_names.c src/lib/crypto/codec.c src/lib/core/err.c
+ * M5_FUZZ_PKGS: openssl */
 #include "core/err.h"
 #include "js/js_names.h"
 
