@@ -278,7 +278,7 @@ int main(int argc, char **argv) {
   int arg = argc > 4 ? atoi(argv[4]) : 0;
   m5_js_client_opts_t o = {.servers = servers,
                            .n_servers = n,
-                           .timeout_ms = 5000,
+                           .timeout_ms = 15000, /* generous: ASan builds on 2 loaded cores */
                            .reconnect_wait_ms = 200,
                            .name = "js_client_driver",
                            .on_ack = on_ack};

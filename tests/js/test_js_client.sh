@@ -52,12 +52,7 @@ for nodes in 1 3; do
     wait_nats_healthy "${leader#n}"
   fi
   echo "=== every server down"
-  # Leak checking off for this run only: once, under the load of a whole make test, LSan
-  # reported the natsMsg of this scenario's one publish (made while libnats reconnects) as
-  # never freed, although its timeout reached the callback, which destroys it. Not reproduced
-  # alone (libnats 3.4.1's reconnect buffer or timer path?); to be settled before the store
-  # publishes through js_client (issue 13's notes).
-  ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$DRV" "$NATS_URLS" "$nodes" down 2000 >down.out 2>&1 &
+  "$DRV" "$NATS_URLS" "$nodes" down 2000 >down.out 2>&1 &
   drv=$!
   track_pid "$drv"
   wait_file_line down.out '^ready$' 60 "$drv" || { cat down.out >&2; fail "down: not ready"; }

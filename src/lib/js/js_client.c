@@ -62,12 +62,21 @@ static int nats_rc(natsStatus s) {
   }
 }
 
+/* The outcome of an async publish, on a libnats thread. The message is destroyed BEFORE the
+ * caller hears of it: the callback may be what lets the owner close the client and exit, and a
+ * message still to be freed after it would race that (seen as a leak at exit under load). So
+ * the subject and msg_id are copied first (both bounded: m5_js_publish_async). */
 static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
   (void)js;
   m5_js_client_t *c = closure;
-  const char *id = "";
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK) id = "";
-  m5_js_ack_t a = {.status = M5_OK, .msg_id = id, .subject = natsMsg_GetSubject(msg), .text = ""};
+  char id[M5_JS_PUB_NAME_MAX + 1] = "", subject[M5_JS_PUB_NAME_MAX + 1] = "";
+  const char *h = NULL;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h)
+    snprintf(id, sizeof id, "%s", h);
+  const char *subj = natsMsg_GetSubject(msg);
+  snprintf(subject, sizeof subject, "%s", subj ? subj : "");
+  natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
+  m5_js_ack_t a = {.status = M5_OK, .msg_id = id, .subject = subject, .text = ""};
   if (pae) {
     a.js_code = (int)pae->ErrCode;
     a.text = pae->ErrText && *pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err);
@@ -87,7 +96,6 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     a.text = "no acknowledgement";
   }
   c->on_ack(c->ack_arg, &a);
-  natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
 }
 
 int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *err,
@@ -322,6 +330,9 @@ int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data
                         const char *msg_id, int64_t max_wait_ms, char *err, size_t err_size) {
   if (!c || !subject || !*subject || (!data && len) || len > INT32_MAX || !msg_id || !*msg_id)
     return say(err, err_size, M5_EINVAL, "publish: subject and msg_id are required");
+  if (strlen(subject) > M5_JS_PUB_NAME_MAX || strlen(msg_id) > M5_JS_PUB_NAME_MAX)
+    return say(err, err_size, M5_EINVAL, "publish: subject and msg_id of at most %d bytes",
+               M5_JS_PUB_NAME_MAX);
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
   if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, subject);

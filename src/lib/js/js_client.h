@@ -18,6 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest subject and msg_id of a publish (the acknowledgement carries copies of both). */
+#define M5_JS_PUB_NAME_MAX 511
+
 typedef struct m5_js_client m5_js_client_t;
 typedef struct m5_js_kv m5_js_kv_t;
 
