@@ -25,6 +25,9 @@ struct m5_js_client {
 
 struct m5_js_kv {
   kvStore *kv;
+  jsCtx *js;       /* the client's: writes are plain publishes (m5_js_kv_create) */
+  char bucket[64]; /* validated by ensure: A-Z a-z 0-9 _ - */
+  char stream[80]; /* KV_<bucket> */
 };
 
 __attribute__((format(printf, 4, 5))) static int say(char *err, size_t err_size, int rc,
@@ -71,8 +74,7 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
   m5_js_client_t *c = closure;
   char id[M5_JS_PUB_NAME_MAX + 1] = "", subject[M5_JS_PUB_NAME_MAX + 1] = "";
   const char *h = NULL;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h)
-    snprintf(id, sizeof id, "%s", h);
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) snprintf(id, sizeof id, "%s", h);
   const char *subj = natsMsg_GetSubject(msg);
   snprintf(subject, sizeof subject, "%s", subj ? subj : "");
   natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
@@ -124,7 +126,13 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
     m5_js_client_close(c);
     return rc;
   }
-  s = natsConnection_Connect(&c->nc, c->opts);
+  /* One attempt tries each server once; a server that is restarting or busy (a cluster coming
+   * up, a loaded machine) may refuse it, so keep trying until the timeout. */
+  int64_t deadline = nats_Now() + c->timeout_ms;
+  int64_t wait = o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200;
+  while ((s = natsConnection_Connect(&c->nc, c->opts)) == NATS_NO_SERVER &&
+         nats_Now() + wait < deadline)
+    nats_Sleep(wait);
   if (s != NATS_OK) {
     int rc = nats_fail(err, err_size, nats_rc(s), s, "js client: connect to the NATS servers");
     m5_js_client_close(c);
@@ -148,6 +156,14 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
 
 void m5_js_client_close(m5_js_client_t *c) {
   if (!c) return;
+  /* Drain first: what the cluster already sent (late acknowledgements, replies) is delivered
+   * and freed by libnats' threads before the connection goes, instead of being left in a
+   * subscription's queue at exit. */
+  if (c->nc && natsConnection_DrainTimeout(c->nc, c->timeout_ms) == NATS_OK) {
+    int64_t deadline = nats_Now() + c->timeout_ms;
+    while (!natsConnection_IsClosed(c->nc) && nats_Now() < deadline)
+      nats_Sleep(10);
+  }
   if (c->nc) natsConnection_Close(c->nc);
   if (c->js) jsCtx_Destroy(c->js);
   if (c->nc) natsConnection_Destroy(c->nc);
@@ -274,7 +290,7 @@ int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, cha
 
 int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
                     size_t err_size) {
-  if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 64 || !kv || s->history < 1 ||
+  if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 63 || !kv || s->history < 1 ||
       s->history > 64 || s->ttl_ms < 0 || (s->ttl_ms && s->ttl_ms < 100))
     return say(err, err_size, M5_EINVAL,
                "ensure kv: bucket, history 1-64 and a ttl of 0 or >= 100 ms are required");
@@ -284,6 +300,9 @@ int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv
   snprintf(stream, sizeof stream, "KV_%s", s->bucket); /* the stream behind a bucket */
   m5_js_kv_t *k = calloc(1, sizeof *k);
   if (!k) return say(err, err_size, M5_ENOMEM, "ensure kv: out of memory");
+  k->js = c->js;
+  snprintf(k->bucket, sizeof k->bucket, "%s", s->bucket);
+  snprintf(k->stream, sizeof k->stream, "%s", stream);
   jsStreamInfo *si = NULL;
   int rc = stream_info(c, stream, &si, err, err_size);
   if (rc == M5_ENOENT) {
@@ -355,47 +374,109 @@ int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms) {
   return s == NATS_OK ? M5_OK : s == NATS_TIMEOUT ? M5_ETIMEDOUT : M5_EIO;
 }
 
-/* A compare-and-set refused by the server (create-only on an existing key, stale revision). */
-static bool wrong_last_seq(void) {
-  const char *t = nats_GetLastError(NULL);
-  return t && strstr(t, "wrong last sequence");
+/* KV writes are publishes to the bucket's subject with a per-subject expected sequence, so the
+ * outcome comes with the server's error code (10071: a concurrent writer won). kvStore_Create /
+ * kvStore_Update report it only as the thread's last error text, which libnats' own follow-up
+ * calls may overwrite: under load a conflict was once seen as a bare "Error". */
+#define KV_OP_HDR "KV-Operation" /* "DEL" / "PURGE" on a delete marker */
+
+/* Publishes data to key, expecting its last revision to be last_rev (0: no message at all). */
+static natsStatus kv_put_expect(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                                uint64_t last_rev, uint64_t *rev, jsErrCode *jerr) {
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  int n = snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  if (n < 0 || (size_t)n >= sizeof subj) return NATS_INVALID_ARG;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  if (last_rev)
+    po.ExpectLastSubjectSeq = last_rev;
+  else
+    po.ExpectNoMessage = true;
+  jsPubAck *pa = NULL;
+  *jerr = 0;
+  natsStatus s = js_Publish(&pa, kv->js, subj, data, (int)len, &po, jerr);
+  if (s == NATS_OK && rev) *rev = pa->Sequence;
+  jsPubAck_Destroy(pa);
+  return s;
+}
+
+/* The revision of key's delete marker, or 0 when its last message is a value (or none). */
+static natsStatus kv_deleted_rev(m5_js_kv_t *kv, const char *key, uint64_t *del_rev) {
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  *del_rev = 0;
+  natsStatus s = js_GetLastMsg(&m, kv->js, kv->stream, subj, NULL, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return NATS_OK;
+  if (s != NATS_OK) return s;
+  const char *op = NULL;
+  if (natsMsgHeader_Get(m, KV_OP_HDR, &op) == NATS_OK && op &&
+      (!strcmp(op, "DEL") || !strcmp(op, "PURGE")))
+    *del_rev = natsMsg_GetSequence(m);
+  natsMsg_Destroy(m);
+  return NATS_OK;
+}
+
+static bool kv_key_ok(const char *key) {
+  return key && *key && strlen(key) <= M5_JS_PUB_NAME_MAX - 80;
 }
 
 int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
                     char *err, size_t err_size) {
-  if (!kv || !key || (!data && len) || len > INT32_MAX)
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
     return say(err, err_size, M5_EINVAL, "kv create: bad arguments");
-  uint64_t r = 0;
-  natsStatus s = kvStore_Create(&r, kv->kv, key, data, (int)len);
-  if (s == NATS_OK) {
-    if (rev) *rev = r;
-    return M5_OK;
-  }
-  if (wrong_last_seq()) return say(err, err_size, M5_EEXIST, "kv create %s: key exists", key);
+  jsErrCode jerr = 0;
+  natsStatus s = kv_put_expect(kv, key, data, len, 0, rev, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  if (jerr != JSStreamWrongLastSequenceErr) return nats_fail(err, err_size, nats_rc(s), s, key);
+  /* the key has messages: a value (it exists), or a delete marker (absent: write over it) */
+  uint64_t del_rev = 0;
+  s = kv_deleted_rev(kv, key, &del_rev);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, key);
+  if (!del_rev) return say(err, err_size, M5_EEXIST, "kv create %s: key exists", key);
+  s = kv_put_expect(kv, key, data, len, del_rev, rev, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  if (jerr == JSStreamWrongLastSequenceErr) /* written by someone else meanwhile */
+    return say(err, err_size, M5_EEXIST, "kv create %s: key exists", key);
   return nats_fail(err, err_size, nats_rc(s), s, key);
 }
 
+/* Read through the stream's leader (a "get last message for subject" request), not
+ * kvStore_Get: with AllowDirect (every bucket has it) libnats reads from any replica, and a
+ * follower that has not applied the last write yet answers "no such key" right after a
+ * successful create (seen on 3 nodes under load). The registry needs to read its own writes. */
 int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len, uint64_t *rev,
                  char *err, size_t err_size) {
-  if (!kv || !key || !val || !val_len)
+  if (!kv || !kv_key_ok(key) || !val || !val_len)
     return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
   *val = NULL;
   *val_len = 0;
-  kvEntry *e = NULL;
-  natsStatus s = kvStore_Get(&e, kv->kv, key);
-  if (s == NATS_NOT_FOUND) return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetLastMsg(&m, kv->js, kv->stream, subj, NULL, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+    return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
   if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, key);
-  int n = kvEntry_ValueLen(e);
+  const char *op = NULL;
+  if (natsMsgHeader_Get(m, KV_OP_HDR, &op) == NATS_OK && op &&
+      (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+    natsMsg_Destroy(m);
+    return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
+  }
+  int n = natsMsg_GetDataLength(m);
   size_t len = n > 0 ? (size_t)n : 0;
   uint8_t *v = malloc(len + 1);
   if (!v) {
-    kvEntry_Destroy(e);
+    natsMsg_Destroy(m);
     return say(err, err_size, M5_ENOMEM, "kv get: out of memory");
   }
-  if (len) memcpy(v, kvEntry_Value(e), len);
+  if (len) memcpy(v, natsMsg_GetData(m), len);
   v[len] = 0;
-  if (rev) *rev = kvEntry_Revision(e);
-  kvEntry_Destroy(e);
+  if (rev) *rev = natsMsg_GetSequence(m);
+  natsMsg_Destroy(m);
   *val = v;
   *val_len = len;
   return M5_OK;
@@ -403,20 +484,20 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
 
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size) {
-  if (!kv || !key || (!data && len) || len > INT32_MAX)
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv update: bad arguments");
-  uint64_t r = 0;
-  natsStatus s = kvStore_Update(&r, kv->kv, key, data, (int)len, last_rev);
-  if (s == NATS_OK) {
-    if (rev) *rev = r;
-    return M5_OK;
-  }
-  if (wrong_last_seq())
+  jsErrCode jerr = 0;
+  natsStatus s = kv_put_expect(kv, key, data, len, last_rev, rev, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  if (jerr == JSStreamWrongLastSequenceErr)
     return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
   return nats_fail(err, err_size, nats_rc(s), s, key);
 }
 
 void m5_js_library_close(void) {
-  nats_Close();
+  /* Wait for libnats' threads: a publish's timeout reaches on_ack through a message that the
+   * delivery thread frees only after the callback returned, so a process that exits right
+   * after hearing of it (nats_Close does not wait) would leave that message behind. */
+  nats_CloseAndWait(10000);
 }

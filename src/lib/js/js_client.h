@@ -118,8 +118,8 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
 
-/* Frees libnats's global state (its threads): once, at process exit, after every client is
- * closed. */
+/* Frees libnats's global state and waits (up to 10 s) for its threads to end: once, at process
+ * exit, after every client is closed. */
 void m5_js_library_close(void);
 
 #endif
