@@ -321,11 +321,25 @@ typedef struct m5_store_job {
   } priv;
 } m5_store_job_t;
 
-typedef enum { M5_STORE_BACKEND_SQLITE = 0 } m5_store_backend_t;
+/* SQLite: one node, one file (the default). JetStream: the store of a cluster of m5s nodes
+ * sharing a NATS JetStream cluster (issue 13, docs/scale-out.md; js_*.c). */
+typedef enum { M5_STORE_BACKEND_SQLITE = 0, M5_STORE_BACKEND_JETSTREAM = 1 } m5_store_backend_t;
+
+/* The JetStream backend's connection and names (ignored by SQLite). */
+typedef struct {
+  const char *const *servers; /* nats://host:port URLs of the NATS cluster */
+  size_t n_servers;
+  int replicas;        /* of every stream and bucket: 1, or 3 in a cluster (default 1) */
+  const char *prefix;  /* of the stream and bucket names and subjects, so that several
+                          deployments (or tests) can share one NATS cluster (default "m5") */
+  const char *node;    /* this m5s node's name, unique in the cluster: its queue subjects */
+  int64_t timeout_ms;  /* connect, and every request to the cluster (default 5000) */
+} m5_store_js_opts_t;
 
 typedef struct {
   m5_store_backend_t backend;
   const char *path;              /* SQLite: the database file (directories made 0700) */
+  m5_store_js_opts_t js;         /* JetStream */
   size_t queue_cap;              /* jobs waiting for the store (default 4096) */
   uint64_t max_per_recipient;    /* PENDING deliveries per recipient (default 1000) */
   uint64_t max_queued;           /* PENDING deliveries in all (default 1000000) */
