@@ -74,6 +74,15 @@ int main(int argc, char **argv) {
   m5_store_opts_t so;
   m5_store_opts_init(&so);
   so.path = spath;
+  if (!strcmp(cfg.store_backend, "jetstream")) {
+    so.backend = M5_STORE_BACKEND_JETSTREAM;
+    so.js.servers = (const char *const *)cfg.store_js_servers.v;
+    so.js.n_servers = cfg.store_js_servers.n;
+    so.js.replicas = (int)cfg.store_js_replicas;
+    so.js.prefix = cfg.store_js_prefix;
+    so.js.node = cfg.node_name;
+    so.js.timeout_ms = cfg.store_js_timeout_ms;
+  }
   so.max_per_recipient = (uint64_t)cfg.store_max_per_recipient;
   so.max_queued = (uint64_t)cfg.store_max_total;
   so.queue_cap = (size_t)cfg.store_queue;
@@ -89,7 +98,7 @@ int main(int argc, char **argv) {
   so.max_tickets_per_originator = (uint64_t)cfg.store_max_report_tickets_per_originator;
   m5_store_t *store = m5_store_open(&so, err, sizeof err);
   if (!store) {
-    fprintf(stderr, "m5s: store.path: %s\n", err);
+    fprintf(stderr, "m5s: store: %s\n", err);
     registry_close(reg);
     server_config_free(&cfg);
     return 1;

@@ -7,6 +7,8 @@
 #include "crypto/akma.h"
 #include "server/topics/topics_rules.h"
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -98,6 +100,21 @@ static const m5_cfg_item_t items[] = {
      "SQLite file holding bindings and registrations (created with its directory)"},
     {"store.path", M5_CFG_STR, offsetof(server_config_t, store_path), "", 0, 0,
      "SQLite file of the message store; empty = store.db in db.path's directory"},
+    {"store.backend", M5_CFG_STR, offsetof(server_config_t, store_backend), "sqlite", 0, 0,
+     "sqlite (one node, store.path) or jetstream (nodes sharing a NATS JetStream cluster: "
+     "store.js.*, node.name; docs/scale-out.md)"},
+    {"store.js.servers", M5_CFG_STRLIST, offsetof(server_config_t, store_js_servers),
+     "nats://127.0.0.1:4222", 0, 0, "the NATS servers (nats://host:port), tried in order"},
+    {"store.js.replicas", M5_CFG_INT, offsetof(server_config_t, store_js_replicas), "1", 1, 5,
+     "replicas of every stream and bucket: 1, or 3 in a cluster of 3 NATS servers"},
+    {"store.js.prefix", M5_CFG_STR, offsetof(server_config_t, store_js_prefix), "m5", 0, 0,
+     "prefix of the stream and bucket names and subjects (letters, digits; one deployment "
+     "per prefix)"},
+    {"store.js.timeout_ms", M5_CFG_INT, offsetof(server_config_t, store_js_timeout_ms), "5000",
+     100, 600000, "connect, and every request to the NATS cluster"},
+    {"node.name", M5_CFG_STR, offsetof(server_config_t, node_name), "", 0, 0,
+     "this m5s node's name, unique in the cluster (letters, digits, '-', '_'; at most 32); "
+     "required with store.backend jetstream"},
     {"store.max_per_recipient", M5_CFG_INT, offsetof(server_config_t, store_max_per_recipient),
      "1000", 1, 100000000, "pending messages per recipient (beyond: DELY_FAILED/QUEUE_FULL)"},
     {"store.max_total", M5_CFG_INT, offsetof(server_config_t, store_max_total), "1000000", 1,
@@ -191,6 +208,15 @@ static const m5_cfg_item_t items[] = {
 };
 #define N_ITEMS (sizeof items / sizeof items[0])
 
+/* 1..max characters, each a letter, a digit or one of extra. */
+static bool name_ok(const char *s, size_t max, const char *extra) {
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0 || n > max) return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr(extra, s[i])) return false;
+  return true;
+}
+
 static int check(const server_config_t *cfg, const char *src, char *err, size_t errlen) {
   if (m5_daemon_check_address(src, "ue.host", cfg->ue_host, err, errlen) != 0) return M5_EINVAL;
   char terr[256];
@@ -245,6 +271,40 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
     snprintf(err, errlen, "%s: oauth.jwks_url: expected an https:// URL, got '%s'", src,
              cfg->oauth_jwks_url);
     return M5_EINVAL;
+  }
+  if (strcmp(cfg->store_backend, "sqlite") && strcmp(cfg->store_backend, "jetstream")) {
+    snprintf(err, errlen, "%s: store.backend: expected sqlite or jetstream, got '%s'", src,
+             cfg->store_backend);
+    return -1;
+  }
+  if (!strcmp(cfg->store_backend, "jetstream")) {
+    if (!name_ok(cfg->node_name, 32, "-_")) {
+      snprintf(err, errlen,
+               "%s: node.name: '%s': with store.backend jetstream each node needs a name of 1-32 "
+               "letters, digits, '-' or '_'",
+               src, cfg->node_name);
+      return -1;
+    }
+    if (!name_ok(cfg->store_js_prefix, 16, "")) {
+      snprintf(err, errlen, "%s: store.js.prefix: '%s': 1-16 letters or digits", src,
+               cfg->store_js_prefix);
+      return -1;
+    }
+    if (cfg->store_js_servers.n == 0) {
+      snprintf(err, errlen, "%s: store.js.servers: the list is empty", src);
+      return -1;
+    }
+    for (size_t i = 0; i < cfg->store_js_servers.n; i++)
+      if (strncmp(cfg->store_js_servers.v[i], "nats://", 7)) {
+        snprintf(err, errlen, "%s: store.js.servers: expected nats://host:port, got '%s'", src,
+                 cfg->store_js_servers.v[i]);
+        return -1;
+      }
+    if (cfg->store_js_replicas % 2 == 0) {
+      snprintf(err, errlen, "%s: store.js.replicas: %lld: an odd number (1, 3, 5)", src,
+               (long long)cfg->store_js_replicas);
+      return -1;
+    }
   }
   if (cfg->fqdns.n == 0) {
     snprintf(err, errlen, "%s: server.fqdns: the list is empty; give at least one name", src);

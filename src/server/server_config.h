@@ -45,6 +45,14 @@ typedef struct {
   int64_t oauth_jwks_refresh_s;
   char *db_path;
   char *store_path; /* the message store (store-and-forward, dedup); "" = beside db.path */
+  /* Scale-out (issue 13, docs/scale-out.md): "sqlite" (one node) or "jetstream" (nodes
+   * sharing a NATS JetStream cluster: store.js.*, node.name). */
+  char *store_backend;
+  m5_strlist_t store_js_servers; /* nats://host:port URLs */
+  int64_t store_js_replicas;
+  char *store_js_prefix; /* stream, bucket and subject prefix */
+  int64_t store_js_timeout_ms;
+  char *node_name; /* this node's name in the cluster (its queue subjects) */
   int64_t store_max_per_recipient;
   int64_t store_max_total;
   int64_t store_queue;

@@ -174,7 +174,7 @@ timeout 20 "$M5_BIN/m5s" --config "$M5_TMP/bad.yaml" >bad.out 2>&1
 rc=$?
 set -e
 [[ $rc == 1 ]] || fail "m5s with a corrupt store exited $rc, want 1: $(cat bad.out)"
-grep -q 'm5s: store.path: .*bad-store.db' bad.out || fail "no clear store error: $(cat bad.out)"
+grep -q 'm5s: store: .*bad-store.db' bad.out || fail "no clear store error: $(cat bad.out)"
 echo "ok: a corrupt store is refused"
 
 stop_aanf
