@@ -52,19 +52,22 @@ for nodes in 1 3; do
     wait_nats_healthy "${leader#n}"
   fi
   echo "=== every server down"
+  # One output file per cluster size: the background driver truncates its file only when it
+  # starts, and a wait that ran first would read the previous run's 'ready' (and kill every
+  # server before the driver connected).
   # Leak checking off for this run only. With every server down the publish's timeout reaches
   # on_ack through a message libnats makes itself (js.c _timeoutPubAsync) and frees on its
   # delivery thread after the callback returns; the driver exits right after the callback, and
   # under load LSan sometimes sees that message still allocated. libnats's, not ours: every
   # other run keeps leak checking on.
-  ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$DRV" "$NATS_URLS" "$nodes" down 2000 >down.out 2>&1 &
+  ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$DRV" "$NATS_URLS" "$nodes" down 2000 >down$nodes.out 2>&1 &
   drv=$!
   track_pid "$drv"
-  wait_file_line down.out '^ready$' 60 "$drv" || { cat down.out >&2; fail "down: not ready"; }
+  wait_file_line down$nodes.out '^ready$' 60 "$drv" || { cat down$nodes.out >&2; fail "down: not ready"; }
   for i in "${!NATS_PID[@]}"; do kill_nats_node "$i"; done
   rc=0
   wait "$drv" || rc=$?
-  cat down.out
+  cat down$nodes.out
   ((rc == 0)) || fail "down scenario failed"
   rm -rf "$M5_TMP/nats"
 done

@@ -130,11 +130,17 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
    * up, a loaded machine) may refuse it, so keep trying until the timeout. */
   int64_t deadline = nats_Now() + c->timeout_ms;
   int64_t wait = o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200;
-  while ((s = natsConnection_Connect(&c->nc, c->opts)) == NATS_NO_SERVER &&
-         nats_Now() + wait < deadline)
+  int attempts = 0;
+  while ((s = natsConnection_Connect(&c->nc, c->opts)) != NATS_OK && s != NATS_INVALID_ARG &&
+         nats_Now() + wait < deadline) {
+    attempts++;
     nats_Sleep(wait);
+  }
   if (s != NATS_OK) {
-    int rc = nats_fail(err, err_size, nats_rc(s), s, "js client: connect to the NATS servers");
+    char what[96];
+    snprintf(what, sizeof what, "js client: connect to the NATS servers (%d attempts, status %d)",
+             attempts + 1, (int)s);
+    int rc = nats_fail(err, err_size, nats_rc(s), s, what);
     m5_js_client_close(c);
     return rc;
   }
