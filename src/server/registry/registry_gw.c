@@ -384,7 +384,11 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
     job->bad = i;
     if (!m5_msg_svc_id_valid(id)) return M5_EINVAL;
     if (!registry_gw_pattern_match(g->pattern, id)) return M5_EPERM;
-    if (m5_hmap_get(r->map, id, strlen(id))) return M5_EEXIST; /* a subscriber's binding */
+    /* a subscriber's binding (read under the lock: with jetstream the KV watcher writes it) */
+    pthread_rwlock_rdlock(&r->lock);
+    int bound = m5_hmap_get(r->map, id, strlen(id)) != NULL;
+    pthread_rwlock_unlock(&r->lock);
+    if (bound) return M5_EEXIST;
     const gw_ue_t *u = m5_hmap_get(r->gwue_map, id, strlen(id));
     if (u && strcmp(u->gw_id, g->gw_id) != 0) return M5_EEXIST; /* another gateway's */
     job->gens[i] = u ? u->gen : 0;
