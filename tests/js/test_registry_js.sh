@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The m5s registry shared through NATS KV (store.backend jetstream; src/server/registry/
+# registry_js.c, issue 13) against a real nats-server: two registry instances, nodes a and b,
+# each with its own SQLite file as two m5s processes have, on one server and prefix
+# (registry_js_driver): a binding made on one node is seen by the other; a re-bind takes a
+# larger generation and runs the other node's change hook (the server closes the sessions it
+# invalidates there); a removal is a tombstone, so binding the ID again still takes a larger
+# generation; a registration carries the node holding the session, a REG under a generation
+# re-bound on the other node a moment ago is refused (the shared binding is read at REG), the
+# UE moving to the other node runs the first node's hook; concurrent binds on both nodes are
+# serialised; a restarted node gets everything back from the buckets.
+set -euo pipefail
+source "$M5_SRC/tests/lib.sh"
+source "$M5_SRC/tests/nats_lib.bash"
+DRV="$M5_BIN/registry_js_driver"
+
+start_nats_cluster 1
+mkdir -p "$M5_TMP/reg"
+if ! timeout 240 "$DRV" "$NATS_URLS" m5t "$M5_TMP/reg" >driver.out 2>&1; then
+  cat driver.out >&2
+  fail "registry_js_driver failed"
+fi
+cat driver.out
+grep -q '^PASS$' driver.out || fail "the driver did not finish"
+[[ $(grep -c '^ok ' driver.out) == 11 ]] || fail "steps missing"
+echo PASS
