@@ -332,7 +332,103 @@ int main(int argc, char **argv) {
   EXPECT(j.status == 0, "unbind id3");
   await_bound(&b, id3, NULL, 0);
 
-  /* 11. node b restarts with an empty SQLite file: everything comes back from the buckets,
+  /* 11. AS clients: made on a, registered on b (node b), a PUT on a dropping the registration
+   * its new targets no longer allow, seen on b; deleted on b, gone on a */
+  static registry_as_t as_in;
+  memset(&as_in, 0, sizeof as_in);
+  snprintf(as_in.as_svc_id, sizeof as_in.as_svc_id, "as1");
+  as_in.auth = REGISTRY_AS_AUTH_MTLS;
+  as_in.n_targets = 1;
+  snprintf(as_in.targets[0], sizeof as_in.targets[0], "127.0.0.1:9000");
+  policy_patterns_add(&as_in.ue_svc_ids, "ue*");
+  registry_as_t as_job = as_in, got;
+  prep(&j, REGISTRY_AS_PUT, "", NULL, 0);
+  j.as = &as_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created, "AS_PUT: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10 && registry_as_lookup(b.r, "as1", &got) != 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_as_lookup(b.r, "as1", &got) == 0 && got.auth == REGISTRY_AS_AUTH_MTLS &&
+             got.n_targets == 1 && !strcmp(got.targets[0], "127.0.0.1:9000") &&
+             got.ue_svc_ids.n == 1 && !strcmp(got.ue_svc_ids.v[0], "ue*"),
+         "b does not see AS client as1 as made on a");
+  as_job = as_in;
+  snprintf(as_job.registration_id, sizeof as_job.registration_id, "%032x", 7);
+  snprintf(as_job.target_uri, sizeof as_job.target_uri, "https://127.0.0.1:9001/cb");
+  prep(&j, REGISTRY_AS_REGISTER, "", NULL, 0);
+  j.as = &as_job;
+  submit(&b, &j);
+  run_all();
+  EXPECT(j.status == M5_EPERM, "AS registration with a targetUri off the list: %d", j.status);
+  snprintf(as_job.target_uri, sizeof as_job.target_uri, "https://127.0.0.1:9000/cb");
+  snprintf(as_job.app_id, sizeof as_job.app_id, "app1");
+  as_job.registered_at = 1000;
+  prep(&j, REGISTRY_AS_REGISTER, "", NULL, 0);
+  j.as = &as_job;
+  submit(&b, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created && !strcmp(as_job.node, "b"), "AS_REGISTER on b: %d",
+         j.status);
+  for (int t = 0; t < WAIT_MS / 10; t++) {
+    if (registry_as_lookup(a.r, "as1", &got) == 0 && got.registration_id[0]) break;
+    sleep_ms(10);
+  }
+  EXPECT(got.registration_id[0] && !strcmp(got.node, "b") &&
+             !strcmp(got.target_uri, "https://127.0.0.1:9000/cb") && !strcmp(got.app_id, "app1"),
+         "a does not see b's AS registration");
+  as_job = as_in;
+  snprintf(as_job.targets[0], sizeof as_job.targets[0], "127.0.0.1:9002");
+  prep(&j, REGISTRY_AS_PUT, "", NULL, 0);
+  j.as = &as_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && !j.created, "AS_PUT again: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10; t++) {
+    if (registry_as_lookup(b.r, "as1", &got) == 0 && !got.registration_id[0] &&
+        !strcmp(got.targets[0], "127.0.0.1:9002"))
+      break;
+    sleep_ms(10);
+  }
+  EXPECT(!got.registration_id[0] && !strcmp(got.targets[0], "127.0.0.1:9002"),
+         "b still has the registration a's PUT dropped");
+  printf("ok AS client made on a, registered on b (node b), re-targeted on a: seen on both\n");
+
+  /* 12. the stored policy: put on a, in force on b; deleted on b, the configured one again on a */
+  policy_t pol, cur_pol;
+  policy_defaults(&pol);
+  pol.ue_to_ue = 0;
+  pol.as_to_as = 1;
+  prep(&j, REGISTRY_POLICY_PUT, "", NULL, 0);
+  j.policy = &pol;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created, "POLICY_PUT: %d", j.status);
+  int stored = 0;
+  for (int t = 0; t < WAIT_MS / 10; t++) {
+    registry_policy_get(b.r, &cur_pol, &stored);
+    if (stored) break;
+    sleep_ms(10);
+  }
+  EXPECT(stored && !cur_pol.ue_to_ue && cur_pol.as_to_as, "b does not apply a's stored policy");
+  j = job(&b, REGISTRY_POLICY_DEL, "", NULL, 0);
+  EXPECT(j.status == 0 && j.created, "POLICY_DEL: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10; t++) {
+    registry_policy_get(a.r, &cur_pol, &stored);
+    if (!stored) break;
+    sleep_ms(10);
+  }
+  EXPECT(!stored && cur_pol.ue_to_ue && !cur_pol.as_to_as, "a still applies the deleted policy");
+  j = job(&b, REGISTRY_POLICY_DEL, "", NULL, 0);
+  EXPECT(j.status == 0 && !j.created, "POLICY_DEL of none: %d %d", j.status, j.created);
+  prep(&j, REGISTRY_POLICY_PUT, "", NULL, 0);
+  j.policy = &pol;
+  submit(&b, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created, "POLICY_PUT again: %d", j.status);
+  printf("ok stored policy put on a applies on b; deleted on b, a back to the configured one\n");
+
+  /* 13. node b restarts with an empty SQLite file: everything comes back from the buckets,
    * the removed ID's generation included */
   registry_close(b.r);
   pthread_mutex_destroy(&b.mu);
@@ -348,7 +444,26 @@ int main(int argc, char **argv) {
          "b after restart: the removed ID's generation is not listed");
   j = job(&b, REGISTRY_BIND, id3, S1, 0);
   EXPECT(j.status == 0 && j.created && j.gen > k3, "bind after restart");
-  printf("ok restart of b: state and removed generations from the buckets\n");
+  EXPECT(registry_as_lookup(b.r, "as1", &got) == 0 && !strcmp(got.targets[0], "127.0.0.1:9002"),
+         "b after restart: AS client lost");
+  registry_policy_get(b.r, &cur_pol, &stored);
+  EXPECT(stored && !cur_pol.ue_to_ue, "b after restart: stored policy lost");
+  as_job = as_in;
+  prep(&j, REGISTRY_AS_DEL, "", NULL, 0);
+  j.as = &as_job;
+  submit(&b, &j);
+  run_all();
+  EXPECT(j.status == 0, "AS_DEL: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10 && registry_as_lookup(a.r, "as1", &got) == 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_as_lookup(a.r, "as1", &got) == M5_ENOENT, "a still has the deleted AS client");
+  as_job = as_in;
+  prep(&j, REGISTRY_AS_DEL, "", NULL, 0);
+  j.as = &as_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == M5_ENOENT, "AS_DEL twice: %d", j.status);
+  printf("ok restart of b: bindings, removed generations, AS clients, policy from the buckets\n");
 
   registry_close(a.r);
   registry_close(b.r);

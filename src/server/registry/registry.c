@@ -390,7 +390,10 @@ static void run_job(m5_job_t *base, void *ctx) {
   job->old_supi[0] = '\0';
   if (job->op == REGISTRY_BIND || job->op == REGISTRY_UNBIND) job->gen = job->old_gen = 0;
   if (r->js && (job->op == REGISTRY_BIND || job->op == REGISTRY_UNBIND ||
-                job->op == REGISTRY_REGISTER || job->op == REGISTRY_DEREGISTER)) {
+                job->op == REGISTRY_REGISTER || job->op == REGISTRY_DEREGISTER ||
+                job->op == REGISTRY_AS_PUT || job->op == REGISTRY_AS_DEL ||
+                job->op == REGISTRY_AS_REGISTER || job->op == REGISTRY_AS_DEREGISTER ||
+                job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL)) {
     job->status = registry_js_run(r, job);
     return;
   }

@@ -74,6 +74,9 @@ typedef struct {
   int64_t registered_at;
   /* The UE Service IDs this AS may message (policy.h; default "*", n = 0: none). */
   policy_patterns_t ue_svc_ids;
+  /* The m5s node that took its registration (node.name; issue 13): the message store queues
+   * its deliveries there. "" on the sqlite backend and when unregistered. */
+  char node[REGISTRY_NODE_MAX + 1];
 } registry_as_t;
 
 typedef enum {
@@ -161,11 +164,11 @@ typedef struct registry_job {
 registry_t *registry_open(const char *path, char *err, size_t errlen);
 /* ---- the registry shared through NATS KV (store.backend: jetstream; registry_js.c,
  * docs/scale-out.md "Registry on NATS KV") ----
- * Bindings (bucket <prefix>_bind) and registrations (<prefix>_reg) are kept in KV instead of
+ * Bindings (bucket <prefix>_bind), registrations (<prefix>_reg), AS clients with their
+ * registration (<prefix>_as) and the stored policy (<prefix>_policy) are kept in KV instead of
  * SQLite, so that every m5s node of a cluster sees the same ones; the memory copy stays (workers
  * read it without waiting) and a watcher thread per bucket applies every change, this node's
- * and the others', to it. The rest of the registry (AS and gateway clients, the policy, groups)
- * stays in this node's SQLite file for now. */
+ * and the others', to it. Gateway clients and groups stay in this node's SQLite file for now. */
 typedef struct {
   const char *const *servers; /* nats:// URLs */
   size_t n_servers;

@@ -71,7 +71,7 @@ void registry_policy_free(registry_t *r);
 int registry_policy_run(registry_t *r, registry_job_t *job);
 
 /* registry_js.c: the ops it takes over when r->js is set (BIND, UNBIND, REGISTER,
- * DEREGISTER), on the DB thread; the generations of every ID (registry_gens_foreach); its
+ * DEREGISTER, AS_*, POLICY_*), on the DB thread; the generations of every ID (registry_gens_foreach); its
  * stop and release (first in registry_free, after the job thread). */
 int registry_js_run(registry_t *r, registry_job_t *job);
 int registry_js_gens_foreach(registry_t *r,

@@ -27,13 +27,11 @@
  * applied that binding, so the check after router_bind (ue_api.c done_reg) sees it too. A
  * binding changed on node A a moment ago is thus never used on node B for a new session; a
  * session B already holds is closed when B's watcher applies the change (milliseconds). */
-#include "server/registry/registry_int.h"
+#include "server/registry/registry_js_int.h"
 
 #include "core/err.h"
 #include "core/hmap.h"
 #include "core/log.h"
-#include "js/js_client.h"
-#include "js/js_names.h"
 #include "server/groups/groups_int.h"
 
 #include <jansson.h>
@@ -45,12 +43,7 @@
 #include <time.h>
 
 #define DOM "registry"
-#define CAS_TRIES 16      /* conflicts in a row before a write gives up (M5_EAGAIN) */
 #define WATCH_POLL_MS 200 /* a watcher's wait per call: how soon it sees the stop flag */
-#define KEY_MAX (2 + M5_JS_TOKEN_MAX)
-#define BUCKET_MAX 63
-
-typedef struct registry_js registry_js_t;
 
 /* A registration as the bucket holds it (js->regs, under r->lock). */
 typedef struct {
@@ -59,50 +52,22 @@ typedef struct {
   char node[REGISTRY_NODE_MAX + 1];
 } js_reg_t;
 
-typedef struct {
-  registry_js_t *js;
-  const char *what; /* "bind" / "reg", for the log */
-  char name[BUCKET_MAX + 1];
-  m5_js_kv_t *kv;
-  m5_js_kv_watch_t *w;
-  pthread_t thread;
-  int started;
-  uint64_t applied; /* the last revision applied to memory (js->mu) */
-  int ready;        /* the initial values are applied (js->mu) */
-  void (*apply)(registry_js_t *js, const char *id, const m5_js_kv_change_t *ch);
-} bucket_t;
-
-struct registry_js {
-  registry_t *r;
-  m5_js_client_t *c;
-  bucket_t bind, reg;
-  pthread_mutex_t mu; /* applied, ready, hook */
-  pthread_cond_t cv;
-  atomic_int stop;
-  int64_t timeout_ms;
-  char node[REGISTRY_NODE_MAX + 1];
-  m5_hmap_t *removed; /* ueSvcId -> uint64_t generation of its removal (r->lock) */
-  m5_hmap_t *regs;    /* ueSvcId -> js_reg_t (r->lock) */
-  void (*hook)(void *arg, const char *ue_svc_id, uint64_t gen, registry_change_t why);
-  void *hook_arg;
-};
-
 /* ---- names and values ---- */
 
-static int key_of(const char *id, char key[KEY_MAX + 1]) {
+int regjs_key(const char *type, const char *id, char key[REGJS_KEY_MAX + 1]) {
   char tok[M5_JS_TOKEN_SIZE];
   if (m5_js_name_encode(id, strlen(id), tok, sizeof tok, NULL) != 0) return M5_ERANGE;
-  snprintf(key, KEY_MAX + 1, "u.%s", tok);
-  return 0;
+  int n = snprintf(key, REGJS_KEY_MAX + 1, "%s.%s", type, tok);
+  return n > 0 && n <= REGJS_KEY_MAX ? 0 : M5_ERANGE;
 }
 
-/* The ueSvcId of a key u.<enc>, or M5_EINVAL (a key some other writer put there). */
-static int id_of(const char *key, char id[REGISTRY_ID_MAX + 1]) {
-  if (strncmp(key, "u.", 2) != 0) return M5_EINVAL;
+int regjs_key_id(const char *key, const char *type, char *id, size_t id_size) {
+  size_t tl = strlen(type);
+  if (strncmp(key, type, tl) != 0 || key[tl] != '.') return M5_EINVAL;
   uint8_t raw[M5_JS_ID_MAX];
   size_t n = 0;
-  if (m5_js_name_decode(key + 2, strlen(key + 2), raw, sizeof raw, &n, NULL, 0) != 0 || n == 0 ||
-      n > REGISTRY_ID_MAX || memchr(raw, 0, n))
+  if (m5_js_name_decode(key + tl + 1, strlen(key + tl + 1), raw, sizeof raw, &n, NULL, 0) != 0 ||
+      n == 0 || n >= id_size || memchr(raw, 0, n))
     return M5_EINVAL;
   memcpy(id, raw, n);
   id[n] = '\0';
@@ -177,14 +142,16 @@ static void merge_reg(registry_js_t *js, registry_entry_t *e) {
   }
 }
 
-static void apply_bind(registry_js_t *js, const char *id, const m5_js_kv_change_t *ch) {
+static void apply_bind(registry_js_t *js, const m5_js_kv_change_t *ch) {
   registry_t *r = js->r;
+  char id[REGISTRY_ID_MAX + 1];
+  if (regjs_key_id(ch->key, "u", id, sizeof id) != 0) return;
   js_bind_t b;
   if (ch->deleted) { /* not written by m5s (removals are tombstones): a removal all the same */
     memset(&b, 0, sizeof b);
     b.removed = 1;
   } else if (bind_parse(ch->val, ch->len, &b) != 0) {
-    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)", js->bind.name,
+    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)", js->b[REGJS_BIND].name,
             ch->key, (unsigned long long)ch->rev);
     return;
   }
@@ -228,13 +195,15 @@ static void apply_bind(registry_js_t *js, const char *id, const m5_js_kv_change_
   if (changed || known != b.gen) run_hook(js, id, b.gen, REGISTRY_CHANGE_BINDING);
 }
 
-static void apply_reg(registry_js_t *js, const char *id, const m5_js_kv_change_t *ch) {
+static void apply_reg(registry_js_t *js, const m5_js_kv_change_t *ch) {
   registry_t *r = js->r;
+  char id[REGISTRY_ID_MAX + 1];
+  if (regjs_key_id(ch->key, "u", id, sizeof id) != 0) return;
   js_reg_t g;
   if (ch->deleted) {
     memset(&g, 0, sizeof g);
   } else if (reg_parse(ch->val, ch->len, &g) != 0) {
-    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)", js->reg.name,
+    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)", js->b[REGJS_REG].name,
             ch->key, (unsigned long long)ch->rev);
     return;
   }
@@ -260,7 +229,7 @@ static void apply_reg(registry_js_t *js, const char *id, const m5_js_kv_change_t
 }
 
 static void *watch_main(void *arg) {
-  bucket_t *b = arg;
+  regjs_bucket_t *b = arg;
   registry_js_t *js = b->js;
   char err[256];
   int failing = 0;
@@ -276,13 +245,7 @@ static void *watch_main(void *arg) {
       continue;
     }
     failing = 0;
-    if (ch.key) {
-      char id[REGISTRY_ID_MAX + 1];
-      if (id_of(ch.key, id) == 0)
-        b->apply(js, id, &ch);
-      else
-        M5_LOGW(DOM, "bucket %s: skipping key %s (not u.<base64url ueSvcId>)", b->name, ch.key);
-    }
+    if (ch.key) b->apply(js, &ch);
     pthread_mutex_lock(&js->mu);
     if (ch.key && ch.rev > b->applied) b->applied = ch.rev;
     if (!ch.key) b->ready = 1;
@@ -293,7 +256,7 @@ static void *watch_main(void *arg) {
 }
 
 /* Until bucket b has applied revision rev (and its initial values): 0, or M5_ETIMEDOUT. */
-static int wait_applied(registry_js_t *js, bucket_t *b, uint64_t rev) {
+int regjs_wait(registry_js_t *js, regjs_bucket_t *b, uint64_t rev) {
   struct timespec dl;
   clock_gettime(CLOCK_REALTIME, &dl);
   dl.tv_sec += (time_t)(js->timeout_ms / 1000);
@@ -317,7 +280,7 @@ static int wait_applied(registry_js_t *js, bucket_t *b, uint64_t rev) {
 /* ---- the jobs (DB thread) ---- */
 
 /* The value of key as JSON text and its revision (0 when absent): 0, or M5_EIO (logged). */
-static int read_key(bucket_t *b, const char *key, uint8_t **val, size_t *len, uint64_t *rev) {
+int regjs_read(regjs_bucket_t *b, const char *key, uint8_t **val, size_t *len, uint64_t *rev) {
   char err[256];
   *rev = 0;
   int rc = m5_js_kv_get(b->kv, key, val, len, rev, err, sizeof err);
@@ -332,7 +295,7 @@ static int read_key(bucket_t *b, const char *key, uint8_t **val, size_t *len, ui
 
 /* Writes text to key: create-only when rev is 0, else compare-and-set on rev. 0 and *new_rev;
  * M5_EAGAIN: someone else wrote it since it was read; M5_EIO (logged). */
-static int write_key(bucket_t *b, const char *key, const char *text, uint64_t rev,
+int regjs_write(regjs_bucket_t *b, const char *key, const char *text, uint64_t rev,
                      uint64_t *new_rev) {
   char err[256];
   size_t n = strlen(text);
@@ -348,9 +311,9 @@ static int read_bind(registry_js_t *js, const char *key, js_bind_t *b, uint64_t 
   uint8_t *v = NULL;
   size_t n = 0;
   memset(b, 0, sizeof b[0]);
-  int rc = read_key(&js->bind, key, &v, &n, rev);
+  int rc = regjs_read(&js->b[REGJS_BIND], key, &v, &n, rev);
   if (rc == 0 && v && bind_parse(v, n, b) != 0) {
-    M5_LOGE(DOM, "bucket %s: the value of %s is malformed", js->bind.name, key);
+    M5_LOGE(DOM, "bucket %s: the value of %s is malformed", js->b[REGJS_BIND].name, key);
     rc = M5_EIO;
   }
   free(v);
@@ -361,9 +324,9 @@ static int read_reg(registry_js_t *js, const char *key, js_reg_t *g, uint64_t *r
   uint8_t *v = NULL;
   size_t n = 0;
   memset(g, 0, sizeof g[0]);
-  int rc = read_key(&js->reg, key, &v, &n, rev);
+  int rc = regjs_read(&js->b[REGJS_REG], key, &v, &n, rev);
   if (rc == 0 && v && reg_parse(v, n, g) != 0) {
-    M5_LOGE(DOM, "bucket %s: the value of %s is malformed", js->reg.name, key);
+    M5_LOGE(DOM, "bucket %s: the value of %s is malformed", js->b[REGJS_REG].name, key);
     rc = M5_EIO;
   }
   free(v);
@@ -414,9 +377,9 @@ static char *reg_text(const js_reg_t *g) {
 /* BIND and UNBIND (registry.h): the outputs as on the sqlite backend. */
 static int js_bind(registry_js_t *js, registry_job_t *job, int unbind) {
   registry_t *r = js->r;
-  char key[KEY_MAX + 1];
-  if (key_of(job->ue_svc_id, key) != 0) return unbind ? M5_ENOENT : M5_EINVAL;
-  for (int tries = 0; tries < CAS_TRIES; tries++) {
+  char key[REGJS_KEY_MAX + 1];
+  if (regjs_key("u", job->ue_svc_id, key) != 0) return unbind ? M5_ENOENT : M5_EINVAL;
+  for (int tries = 0; tries < REGJS_CAS_TRIES; tries++) {
     js_bind_t cur, next;
     uint64_t rev = 0, new_rev = 0;
     int rc = read_bind(js, key, &cur, &rev);
@@ -427,7 +390,7 @@ static int js_bind(registry_js_t *js, registry_job_t *job, int unbind) {
     job->old_gen = job->gen = bound ? cur.gen : 0;
     if (unbind && !bound) return M5_ENOENT;
     if (!unbind && bound && !strcmp(cur.supi, job->supi))
-      return wait_applied(js, &js->bind, rev); /* nothing changes; answered from memory */
+      return regjs_wait(js, &js->b[REGJS_BIND], rev); /* nothing changes; answered from memory */
     /* one space of UE Service IDs (registry.h "message gateways"; gateways: this node's) */
     if (!unbind && !bound && registry_gw_holds(r, job->ue_svc_id)) return M5_EEXIST;
     memset(&next, 0, sizeof next);
@@ -436,23 +399,23 @@ static int js_bind(registry_js_t *js, registry_job_t *job, int unbind) {
     if (!unbind) memcpy(next.supi, job->supi, sizeof next.supi);
     char *text = bind_text(&next);
     if (!text) return M5_ENOMEM;
-    rc = write_key(&js->bind, key, text, rev, &new_rev);
+    rc = regjs_write(&js->b[REGJS_BIND], key, text, rev, &new_rev);
     free(text);
     if (rc == M5_EAGAIN) continue; /* another node changed it meanwhile: judge afresh */
     if (rc) return rc;
     job->gen = next.gen;
-    rc = wait_applied(js, &js->bind, new_rev);
+    rc = regjs_wait(js, &js->b[REGJS_BIND], new_rev);
     if (bound) purge_groups(r, job->ue_svc_id);
     return rc;
   }
-  M5_LOGE(DOM, "%s: the binding kept changing under %d attempts", job->ue_svc_id, CAS_TRIES);
+  M5_LOGE(DOM, "%s: the binding kept changing under %d attempts", job->ue_svc_id, REGJS_CAS_TRIES);
   return M5_EAGAIN;
 }
 
 static int js_register(registry_js_t *js, registry_job_t *job) {
-  char key[KEY_MAX + 1];
-  if (key_of(job->ue_svc_id, key) != 0) return M5_EPERM;
-  for (int tries = 0; tries < CAS_TRIES; tries++) {
+  char key[REGJS_KEY_MAX + 1];
+  if (regjs_key("u", job->ue_svc_id, key) != 0) return M5_EPERM;
+  for (int tries = 0; tries < REGJS_CAS_TRIES; tries++) {
     /* The registration first, then the binding: a re-bind (and any REG after it) between the
      * two reads changes the registration's revision, so the write below fails and the next
      * round sees the new binding. */
@@ -475,22 +438,22 @@ static int js_register(registry_js_t *js, registry_job_t *job) {
     memcpy(next.node, js->node, sizeof next.node);
     char *text = reg_text(&next);
     if (!text) return M5_ENOMEM;
-    rc = write_key(&js->reg, key, text, rev, &new_rev);
+    rc = regjs_write(&js->b[REGJS_REG], key, text, rev, &new_rev);
     free(text);
     if (rc == M5_EAGAIN) continue;
     if (rc) return rc;
     /* this node's memory holds that binding (done_reg checks it) and this registration */
-    rc = wait_applied(js, &js->bind, brev);
-    return rc ? rc : wait_applied(js, &js->reg, new_rev);
+    rc = regjs_wait(js, &js->b[REGJS_BIND], brev);
+    return rc ? rc : regjs_wait(js, &js->b[REGJS_REG], new_rev);
   }
-  M5_LOGE(DOM, "%s: its registration kept changing under %d attempts", job->ue_svc_id, CAS_TRIES);
+  M5_LOGE(DOM, "%s: its registration kept changing under %d attempts", job->ue_svc_id, REGJS_CAS_TRIES);
   return M5_EAGAIN;
 }
 
 static int js_deregister(registry_js_t *js, registry_job_t *job) {
-  char key[KEY_MAX + 1];
-  if (key_of(job->ue_svc_id, key) != 0) return M5_ENOENT;
-  for (int tries = 0; tries < CAS_TRIES; tries++) {
+  char key[REGJS_KEY_MAX + 1];
+  if (regjs_key("u", job->ue_svc_id, key) != 0) return M5_ENOENT;
+  for (int tries = 0; tries < REGJS_CAS_TRIES; tries++) {
     js_reg_t cur;
     uint64_t rev = 0, new_rev = 0;
     int rc = read_reg(js, key, &cur, &rev);
@@ -501,10 +464,10 @@ static int js_deregister(registry_js_t *js, registry_job_t *job) {
     cur.node[0] = '\0';
     char *text = reg_text(&cur);
     if (!text) return M5_ENOMEM;
-    rc = write_key(&js->reg, key, text, rev, &new_rev);
+    rc = regjs_write(&js->b[REGJS_REG], key, text, rev, &new_rev);
     free(text);
     if (rc == M5_EAGAIN) continue;
-    return rc ? rc : wait_applied(js, &js->reg, new_rev);
+    return rc ? rc : regjs_wait(js, &js->b[REGJS_REG], new_rev);
   }
   return M5_EAGAIN;
 }
@@ -519,6 +482,14 @@ int registry_js_run(registry_t *r, registry_job_t *job) {
     return js_register(r->js, job);
   case REGISTRY_DEREGISTER:
     return js_deregister(r->js, job);
+  case REGISTRY_AS_PUT:
+  case REGISTRY_AS_DEL:
+  case REGISTRY_AS_REGISTER:
+  case REGISTRY_AS_DEREGISTER:
+    return job->as ? regjs_as_run(r->js, job) : M5_EINVAL;
+  case REGISTRY_POLICY_PUT:
+  case REGISTRY_POLICY_DEL:
+    return regjs_policy_run(r->js, job);
   default:
     return M5_EINVAL;
   }
@@ -582,15 +553,14 @@ void registry_js_free(registry_t *r) {
   registry_js_t *js = r->js;
   if (!js) return;
   atomic_store(&js->stop, 1);
-  bucket_t *bs[2] = {&js->bind, &js->reg};
-  for (int i = 0; i < 2; i++)
-    if (bs[i]->started) {
-      m5_js_kv_watch_stop(bs[i]->w);
-      pthread_join(bs[i]->thread, NULL);
+  for (int i = 0; i < REGJS_N; i++)
+    if (js->b[i].started) {
+      m5_js_kv_watch_stop(js->b[i].w);
+      pthread_join(js->b[i].thread, NULL);
     }
-  for (int i = 0; i < 2; i++) {
-    m5_js_kv_watch_free(bs[i]->w);
-    m5_js_kv_close(bs[i]->kv);
+  for (int i = 0; i < REGJS_N; i++) {
+    m5_js_kv_watch_free(js->b[i].w);
+    m5_js_kv_close(js->b[i].kv);
   }
   m5_js_client_close(js->c);
   if (js->removed) m5_hmap_free(js->removed, free);
@@ -613,10 +583,9 @@ static int name_ok(const char *s, size_t max) {
   return 1;
 }
 
-static int open_bucket(registry_js_t *js, bucket_t *b, const registry_js_opts_t *o,
+static int open_bucket(registry_js_t *js, regjs_bucket_t *b, const registry_js_opts_t *o,
                        const char *suffix, char *err, size_t errlen) {
   b->js = js;
-  b->what = suffix;
   snprintf(b->name, sizeof b->name, "%s_%s", o->prefix, suffix);
   m5_js_kv_spec_t spec = {.bucket = b->name, .replicas = o->replicas, .history = 1, .ttl_ms = 0};
   char e[384];
@@ -636,9 +605,9 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
              REGISTRY_NODE_MAX);
     return M5_EINVAL;
   }
-  if (!name_ok(o->prefix, BUCKET_MAX - 7)) {
+  if (!name_ok(o->prefix, REGJS_BUCKET_MAX - 7)) {
     snprintf(err, errlen, "registry: store.js.prefix must be 1-%d characters of A-Z a-z 0-9 _ -",
-             BUCKET_MAX - 7);
+             REGJS_BUCKET_MAX - 7);
     return M5_EINVAL;
   }
   registry_js_t *js = calloc(1, sizeof *js);
@@ -651,8 +620,10 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   js->r = r;
   js->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
   snprintf(js->node, sizeof js->node, "%s", o->node);
-  js->bind.apply = apply_bind;
-  js->reg.apply = apply_reg;
+  js->b[REGJS_BIND].apply = apply_bind;
+  js->b[REGJS_REG].apply = apply_reg;
+  js->b[REGJS_AS].apply = regjs_as_apply;
+  js->b[REGJS_POLICY].apply = regjs_policy_apply;
   r->js = js; /* from here on registry_js_free undoes it all */
   js->removed = m5_hmap_new();
   js->regs = m5_hmap_new();
@@ -668,6 +639,11 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   m5_hmap_free(r->map, free);
   r->map = fresh;
   pthread_rwlock_unlock(&r->lock);
+  if (regjs_as_reset(r) != 0) {
+    snprintf(err, errlen, "registry: out of memory");
+    registry_js_free(r);
+    return M5_ENOMEM;
+  }
   char name[96];
   snprintf(name, sizeof name, "m5s-registry-%s", js->node);
   m5_js_client_opts_t co = {.servers = o->servers,
@@ -678,29 +654,30 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   char e[384];
   int rc = m5_js_client_open(&js->c, &co, e, sizeof e);
   if (rc) snprintf(err, errlen, "registry: %s", e);
-  if (rc == 0) rc = open_bucket(js, &js->bind, o, "bind", err, errlen);
-  if (rc == 0) rc = open_bucket(js, &js->reg, o, "reg", err, errlen);
-  bucket_t *bs[2] = {&js->bind, &js->reg};
-  for (int i = 0; i < 2 && rc == 0; i++) {
-    if (pthread_create(&bs[i]->thread, NULL, watch_main, bs[i]) != 0) {
-      snprintf(err, errlen, "registry: cannot start the watcher of %s", bs[i]->name);
+  static const char *const suffix[REGJS_N] = {"bind", "reg", "as", "policy"};
+  for (int i = 0; i < REGJS_N && rc == 0; i++)
+    rc = open_bucket(js, &js->b[i], o, suffix[i], err, errlen);
+  for (int i = 0; i < REGJS_N && rc == 0; i++) {
+    if (pthread_create(&js->b[i].thread, NULL, watch_main, &js->b[i]) != 0) {
+      snprintf(err, errlen, "registry: cannot start the watcher of %s", js->b[i].name);
       rc = M5_ENOMEM;
     } else {
-      bs[i]->started = 1;
+      js->b[i].started = 1;
     }
   }
   /* the buckets' contents are in memory before any session or admin request */
-  for (int i = 0; i < 2 && rc == 0; i++)
-    if (wait_applied(js, bs[i], 0) != 0) {
+  for (int i = 0; i < REGJS_N && rc == 0; i++)
+    if (regjs_wait(js, &js->b[i], 0) != 0) {
       snprintf(err, errlen, "registry: the contents of %s did not arrive within %lld ms",
-               bs[i]->name, (long long)js->timeout_ms);
+               js->b[i].name, (long long)js->timeout_ms);
       rc = M5_ETIMEDOUT;
     }
   if (rc) {
     registry_js_free(r);
     return rc;
   }
-  M5_LOGI(DOM, "shared through NATS KV (%s, %s) as node %s: %zu bindings", js->bind.name,
-          js->reg.name, js->node, registry_count(r));
+  M5_LOGI(DOM, "shared through NATS KV (buckets %s_bind, _reg, _as, _policy) as node %s: %zu "
+               "bindings, %zu AS clients", o->prefix, js->node, registry_count(r),
+          registry_as_count(r));
   return 0;
 }

@@ -1,0 +1,75 @@
+/* The registry shared through NATS KV (registry_js.c: buckets, watchers, bindings and
+ * registrations; registry_js_as.c: AS clients and the stored policy): its state and the
+ * helpers the two share. Only the registry's own files include this. */
+#ifndef M5_SERVER_REGISTRY_JS_INT_H
+#define M5_SERVER_REGISTRY_JS_INT_H
+
+#include "server/registry/registry_int.h"
+
+#include "core/hmap.h"
+#include "js/js_client.h"
+#include "js/js_names.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define REGJS_CAS_TRIES 16 /* conflicts in a row before a write gives up (M5_EAGAIN) */
+#define REGJS_KEY_MAX (2 + M5_JS_TOKEN_MAX)
+#define REGJS_BUCKET_MAX 63
+
+/* The buckets, <prefix>_<suffix>: bind, reg, as, policy. */
+enum { REGJS_BIND, REGJS_REG, REGJS_AS, REGJS_POLICY, REGJS_N };
+
+typedef struct registry_js registry_js_t;
+
+typedef struct {
+  registry_js_t *js;
+  char name[REGJS_BUCKET_MAX + 1];
+  m5_js_kv_t *kv;
+  m5_js_kv_watch_t *w;
+  pthread_t thread;
+  int started;
+  uint64_t applied; /* the last revision applied to memory (js->mu) */
+  int ready;        /* the initial values are applied (js->mu) */
+  /* applies one change to the memory copy (on this bucket's watcher thread) */
+  void (*apply)(registry_js_t *js, const m5_js_kv_change_t *ch);
+} regjs_bucket_t;
+
+struct registry_js {
+  registry_t *r;
+  m5_js_client_t *c;
+  regjs_bucket_t b[REGJS_N];
+  pthread_mutex_t mu; /* applied, ready, hook */
+  pthread_cond_t cv;
+  atomic_int stop;
+  int64_t timeout_ms;
+  char node[REGISTRY_NODE_MAX + 1];
+  m5_hmap_t *removed; /* ueSvcId -> uint64_t generation of its removal (r->lock) */
+  m5_hmap_t *regs;    /* ueSvcId -> registration as stored (registry_js.c; r->lock) */
+  void (*hook)(void *arg, const char *ue_svc_id, uint64_t gen, registry_change_t why);
+  void *hook_arg;
+};
+
+/* "<type>.<enc(id)>" (M5_ERANGE: too long), and back (M5_EINVAL: another shape). */
+int regjs_key(const char *type, const char *id, char key[REGJS_KEY_MAX + 1]);
+int regjs_key_id(const char *key, const char *type, char *id, size_t id_size);
+/* A leader read of key: 0 with the value (malloc'ed, or NULL and *rev 0 when absent), or
+ * M5_EIO (logged). */
+int regjs_read(regjs_bucket_t *b, const char *key, uint8_t **val, size_t *len, uint64_t *rev);
+/* text to key: create-only when rev is 0, else compare-and-set on rev. 0 and *new_rev;
+ * M5_EAGAIN: written by someone else since it was read; M5_EIO (logged). */
+int regjs_write(regjs_bucket_t *b, const char *key, const char *text, uint64_t rev,
+                uint64_t *new_rev);
+/* Until b's watcher has applied revision rev and b's initial values: 0 or M5_ETIMEDOUT. */
+int regjs_wait(registry_js_t *js, regjs_bucket_t *b, uint64_t rev);
+
+/* registry_js_as.c: the AS and policy buckets' watchers and jobs; the reset of what
+ * registry_open loaded from SQLite (at attach, before the watchers). */
+void regjs_as_apply(registry_js_t *js, const m5_js_kv_change_t *ch);
+void regjs_policy_apply(registry_js_t *js, const m5_js_kv_change_t *ch);
+int regjs_as_run(registry_js_t *js, registry_job_t *job);
+int regjs_policy_run(registry_js_t *js, registry_job_t *job);
+int regjs_as_reset(registry_t *r);
+
+#endif
