@@ -428,7 +428,126 @@ int main(int argc, char **argv) {
   EXPECT(j.status == 0 && j.created, "POLICY_PUT again: %d", j.status);
   printf("ok stored policy put on a applies on b; deleted on b, a back to the configured one\n");
 
-  /* 13. node b restarts with an empty SQLite file: everything comes back from the buckets,
+  /* 13. gateways: a client made on a; IDs registered through b, seen held on a; one space
+   * with the bindings; all-or-nothing refusals; pages; a release and a pattern change with
+   * new generations; a deletion releasing what it held */
+  static registry_gw_t gw_in, gw_job, gw_got;
+  memset(&gw_in, 0, sizeof gw_in);
+  snprintf(gw_in.gw_id, sizeof gw_in.gw_id, "gw1");
+  gw_in.kind = REGISTRY_GW_MQTT;
+  snprintf(gw_in.target, sizeof gw_in.target, "gw1.example:9444");
+  snprintf(gw_in.pattern, sizeof gw_in.pattern, "dev*");
+  gw_job = gw_in;
+  prep(&j, REGISTRY_GW_PUT, "", NULL, 0);
+  j.gw = &gw_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created && j.n_ids == 0, "GW_PUT: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_lookup(b.r, "gw1", &gw_got) != 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_gw_lookup(b.r, "gw1", &gw_got) == 0 && gw_got.kind == REGISTRY_GW_MQTT &&
+             !strcmp(gw_got.pattern, "dev*"),
+         "b does not see gateway gw1");
+  static char ids[4][REGISTRY_ID_MAX + 1];
+  static uint64_t gens[4];
+  static unsigned char fresh[4];
+  /* gw_ue JOB NODE N ID...: a GW_UE_REG of gw1 */
+#define GW_UE_REG(node, n, ...)                                                                      do {                                                                                                 const char *list_[] = {__VA_ARGS__};                                                               for (size_t i_ = 0; i_ < (n); i_++)                                                                  snprintf(ids[i_], sizeof ids[i_], "%s", list_[i_]);                                              gw_job = gw_in;                                                                                    prep(&j, REGISTRY_GW_UE_REG, "", NULL, 0);                                                         j.gw = &gw_job;                                                                                    j.ids = ids;                                                                                       j.gens = gens;                                                                                     j.fresh = fresh;                                                                                   j.n_ids = (n);                                                                                     submit((node), &j);                                                                                run_all();                                                                                       } while (0)
+  GW_UE_REG(&b, 3, "dev1", "dev2", "dev1");
+  EXPECT(j.status == 0 && gens[0] && gens[1] && gens[2] == gens[0] && fresh[0] && fresh[1] &&
+             !fresh[2],
+         "GW_UE_REG on b: %d", j.status);
+  uint64_t d1 = gens[0];
+  uint64_t hg = 0;
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_holder(a.r, "dev2", NULL, &hg) != 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_gw_holder(a.r, "dev1", &gw_got, &hg) == 0 && hg == d1 &&
+             !strcmp(gw_got.gw_id, "gw1") && gw_got.n_ues == 2,
+         "a does not see dev1 held by gw1 (n_ues %zu)", gw_got.n_ues);
+  EXPECT(job(&a, REGISTRY_BIND, "dev1", S1, 0).status == M5_EEXIST,
+         "a subscriber bound an ID a gateway holds");
+  GW_UE_REG(&a, 2, "dev3", "ue9");
+  EXPECT(j.status == M5_EPERM && j.bad == 1, "an ID outside the pattern: %d bad %zu", j.status,
+         j.bad);
+  EXPECT(job(&b, REGISTRY_BIND, "dev9", S1, 0).status == 0, "bind dev9");
+  GW_UE_REG(&a, 2, "dev4", "dev9");
+  EXPECT(j.status == M5_EEXIST && j.bad == 1, "a subscriber's ID taken: %d bad %zu", j.status,
+         j.bad);
+  EXPECT(registry_gw_holder(a.r, "dev3", NULL, NULL) == M5_ENOENT &&
+             registry_gw_holder(a.r, "dev4", NULL, NULL) == M5_ENOENT,
+         "a refused request left IDs held");
+  gw_job = gw_in;
+  prep(&j, REGISTRY_GW_UE_LIST, "", NULL, 0);
+  j.gw = &gw_job;
+  j.ids = ids;
+  j.n_ids = 1;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.n_ids == 1 && j.more && !strcmp(ids[0], "dev1"), "list page 1");
+  prep(&j, REGISTRY_GW_UE_LIST, "dev1", NULL, 0);
+  j.gw = &gw_job;
+  j.ids = ids;
+  j.n_ids = 4;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.n_ids == 1 && !j.more && !strcmp(ids[0], "dev2"), "list page 2");
+  prep(&j, REGISTRY_GW_UE_DEREG, "dev2", NULL, 0);
+  j.gw = &gw_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.gen > gens[1], "GW_UE_DEREG: %d", j.status);
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_holder(b.r, "dev2", NULL, NULL) == 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_gw_holder(b.r, "dev2", NULL, NULL) == M5_ENOENT, "b: dev2 still held");
+  gw_job = gw_in;
+  snprintf(gw_job.pattern, sizeof gw_job.pattern, "dex*");
+  prep(&j, REGISTRY_GW_PUT, "", NULL, 0);
+  j.gw = &gw_job;
+  submit(&b, &j);
+  run_all();
+  EXPECT(j.status == 0 && !j.created && j.n_ids == 1 && !strcmp(j.ids[0], "dev1") &&
+             j.gens[0] > d1,
+         "GW_PUT with a new pattern: %d, %zu released", j.status, j.n_ids);
+  free(j.ids);
+  free(j.gens);
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_holder(a.r, "dev1", NULL, NULL) == 0; t++)
+    sleep_ms(10);
+  j = job(&a, REGISTRY_BIND, "dev1", S1, 0);
+  EXPECT(j.status == 0 && j.created && j.gen > d1, "bind of a released ID: %d", j.status);
+  snprintf(gw_in.pattern, sizeof gw_in.pattern, "dex*");
+  GW_UE_REG(&b, 1, "dex1");
+  EXPECT(j.status == 0, "GW_UE_REG dex1: %d", j.status);
+  uint64_t x1 = gens[0];
+  gw_job = gw_in;
+  prep(&j, REGISTRY_GW_DEL, "", NULL, 0);
+  j.gw = &gw_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.n_ids == 1 && !strcmp(j.ids[0], "dex1") && j.gens[0] > x1,
+         "GW_DEL: %d, %zu released", j.status, j.n_ids);
+  free(j.ids);
+  free(j.gens);
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_lookup(b.r, "gw1", &gw_got) == 0; t++)
+    sleep_ms(10);
+  EXPECT(registry_gw_lookup(b.r, "gw1", &gw_got) == M5_ENOENT &&
+             registry_gw_holder(b.r, "dex1", NULL, NULL) == M5_ENOENT,
+         "b still has gw1 or its ID");
+  /* gw2 holding gx1 survives b's restart below */
+  snprintf(gw_in.gw_id, sizeof gw_in.gw_id, "gw2");
+  snprintf(gw_in.pattern, sizeof gw_in.pattern, "gx*");
+  gw_job = gw_in;
+  prep(&j, REGISTRY_GW_PUT, "", NULL, 0);
+  j.gw = &gw_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0 && j.created, "GW_PUT gw2");
+  GW_UE_REG(&a, 1, "gx1");
+  EXPECT(j.status == 0, "GW_UE_REG gx1: %d", j.status);
+  uint64_t gx = gens[0];
+  printf("ok gateways: held IDs shared, one space with bindings, all or nothing, released with "
+         "new generations\n");
+
+  /* 14. node b restarts with an empty SQLite file: everything comes back from the buckets,
    * the removed ID's generation included */
   registry_close(b.r);
   pthread_mutex_destroy(&b.mu);
@@ -437,7 +556,7 @@ int main(int argc, char **argv) {
              !strcmp(e.node, "b"),
          "b after restart: binding or registration of %s lost", id);
   EXPECT(look(&b, id2, &e) == 0 && e.gen == h2 && !e.registered, "b after restart: %s", id2);
-  EXPECT(registry_count(b.r) == 2 && registry_registrations(b.r, (int64_t)time(NULL)) == 1,
+  EXPECT(registry_count(b.r) == 4 && registry_registrations(b.r, (int64_t)time(NULL)) == 1,
          "b after restart: %zu bindings", registry_count(b.r));
   gen_find_t f = {id3, 0, 0};
   EXPECT(registry_gens_foreach(b.r, find_gen, &f) == 0 && f.found == 1 && f.gen == k3,
@@ -446,6 +565,9 @@ int main(int argc, char **argv) {
   EXPECT(j.status == 0 && j.created && j.gen > k3, "bind after restart");
   EXPECT(registry_as_lookup(b.r, "as1", &got) == 0 && !strcmp(got.targets[0], "127.0.0.1:9002"),
          "b after restart: AS client lost");
+  EXPECT(registry_gw_holder(b.r, "gx1", &gw_got, &hg) == 0 && hg == gx && gw_got.n_ues == 1 &&
+             !strcmp(gw_got.gw_id, "gw2"),
+         "b after restart: gateway gw2 or its ID lost");
   registry_policy_get(b.r, &cur_pol, &stored);
   EXPECT(stored && !cur_pol.ue_to_ue, "b after restart: stored policy lost");
   as_job = as_in;
@@ -463,7 +585,7 @@ int main(int argc, char **argv) {
   submit(&a, &j);
   run_all();
   EXPECT(j.status == M5_ENOENT, "AS_DEL twice: %d", j.status);
-  printf("ok restart of b: bindings, removed generations, AS clients, policy from the buckets\n");
+  printf("ok restart of b: bindings, removed generations, AS clients, policy, gateways from the buckets\n");
 
   registry_close(a.r);
   registry_close(b.r);

@@ -8,8 +8,10 @@
 # generation; a registration carries the node holding the session, a REG under a generation
 # re-bound on the other node a moment ago is refused (the shared binding is read at REG), the
 # UE moving to the other node runs the first node's hook; concurrent binds on both nodes are
-# serialised; AS clients and their registration (with its node) and the stored policy made on
-# one node apply on the other; a restarted node gets everything back from the buckets.
+# serialised; AS clients and their registration (with its node), the stored policy and gateway
+# clients with the IDs they hold (one space with the bindings, new generations at each
+# hand-over) made on one node apply on the other; a restarted node gets everything back from
+# the buckets.
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
 source "$M5_SRC/tests/nats_lib.bash"
@@ -23,5 +25,5 @@ if ! timeout 240 "$DRV" "$NATS_URLS" m5t "$M5_TMP/reg" >driver.out 2>&1; then
 fi
 cat driver.out
 grep -q '^PASS$' driver.out || fail "the driver did not finish"
-[[ $(grep -c '^ok ' driver.out) == 13 ]] || fail "steps missing"
+[[ $(grep -c '^ok ' driver.out) == 14 ]] || fail "steps missing"
 echo PASS

@@ -393,7 +393,10 @@ static void run_job(m5_job_t *base, void *ctx) {
                 job->op == REGISTRY_REGISTER || job->op == REGISTRY_DEREGISTER ||
                 job->op == REGISTRY_AS_PUT || job->op == REGISTRY_AS_DEL ||
                 job->op == REGISTRY_AS_REGISTER || job->op == REGISTRY_AS_DEREGISTER ||
-                job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL)) {
+                job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL ||
+                job->op == REGISTRY_GW_PUT || job->op == REGISTRY_GW_DEL ||
+                job->op == REGISTRY_GW_UE_REG || job->op == REGISTRY_GW_UE_DEREG ||
+                job->op == REGISTRY_GW_UE_LIST)) {
     job->status = registry_js_run(r, job);
     return;
   }

@@ -18,13 +18,6 @@
 
 #define DOM "registry"
 
-/* What the memory copy keeps per held ID. */
-typedef struct {
-  char ue_svc_id[REGISTRY_ID_MAX + 1];
-  char gw_id[REGISTRY_AS_ID_MAX + 1];
-  uint64_t gen;
-} gw_ue_t;
-
 static const char schema[] = "CREATE TABLE IF NOT EXISTS gw_clients ("
                              " gw_id TEXT PRIMARY KEY,"
                              " kind TEXT NOT NULL,"

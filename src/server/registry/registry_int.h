@@ -11,6 +11,13 @@
 #include <stdatomic.h>
 #include <sqlite3.h>
 
+/* What the memory copy keeps per UE Service ID a gateway holds (registry_gw.c). */
+typedef struct {
+  char ue_svc_id[REGISTRY_ID_MAX + 1];
+  char gw_id[REGISTRY_AS_ID_MAX + 1];
+  uint64_t gen;
+} gw_ue_t;
+
 struct registry {
   sqlite3 *conn;
   sqlite3_stmt *st_bind;
@@ -71,7 +78,7 @@ void registry_policy_free(registry_t *r);
 int registry_policy_run(registry_t *r, registry_job_t *job);
 
 /* registry_js.c: the ops it takes over when r->js is set (BIND, UNBIND, REGISTER,
- * DEREGISTER, AS_*, POLICY_*), on the DB thread; the generations of every ID (registry_gens_foreach); its
+ * DEREGISTER, AS_*, POLICY_*, GW_*), on the DB thread; the generations of every ID (registry_gens_foreach); its
  * stop and release (first in registry_free, after the job thread). */
 int registry_js_run(registry_t *r, registry_job_t *job);
 int registry_js_gens_foreach(registry_t *r,

@@ -74,16 +74,11 @@ int regjs_key_id(const char *key, const char *type, char *id, size_t id_size) {
   return 0;
 }
 
-typedef struct {
-  char supi[REGISTRY_SUPI_MAX + 1];
-  uint64_t gen;
-  int removed;
-} js_bind_t;
-
-static int bind_parse(const uint8_t *val, size_t len, js_bind_t *b) {
+static int bind_parse(const uint8_t *val, size_t len, regjs_bind_t *b) {
   memset(b, 0, sizeof b[0]);
   json_t *o = json_loadb((const char *)val, len, 0, NULL);
-  json_t *gen = json_object_get(o, "gen"), *supi = json_object_get(o, "supi");
+  json_t *gen = json_object_get(o, "gen"), *supi = json_object_get(o, "supi"),
+         *gw = json_object_get(o, "gw");
   int rc = M5_EINVAL;
   if (json_is_integer(gen) && json_integer_value(gen) > 0) {
     b->gen = (uint64_t)json_integer_value(gen);
@@ -93,6 +88,10 @@ static int bind_parse(const uint8_t *val, size_t len, js_bind_t *b) {
     } else if (json_is_string(supi) && json_string_length(supi) > 0 &&
                json_string_length(supi) <= REGISTRY_SUPI_MAX) {
       memcpy(b->supi, json_string_value(supi), json_string_length(supi) + 1);
+      rc = 0;
+    } else if (json_is_string(gw) && json_string_length(gw) > 0 &&
+               json_string_length(gw) <= REGISTRY_AS_ID_MAX) {
+      memcpy(b->gw, json_string_value(gw), json_string_length(gw) + 1);
       rc = 0;
     }
   }
@@ -146,53 +145,61 @@ static void apply_bind(registry_js_t *js, const m5_js_kv_change_t *ch) {
   registry_t *r = js->r;
   char id[REGISTRY_ID_MAX + 1];
   if (regjs_key_id(ch->key, "u", id, sizeof id) != 0) return;
-  js_bind_t b;
+  regjs_bind_t b;
   if (ch->deleted) { /* not written by m5s (removals are tombstones): a removal all the same */
     memset(&b, 0, sizeof b);
     b.removed = 1;
   } else if (bind_parse(ch->val, ch->len, &b) != 0) {
-    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)", js->b[REGJS_BIND].name,
-            ch->key, (unsigned long long)ch->rev);
+    M5_LOGE(DOM, "bucket %s: skipping the malformed value of %s (revision %llu)",
+            js->b[REGJS_BIND].name, ch->key, (unsigned long long)ch->rev);
     return;
   }
   size_t klen = strlen(id);
-  int changed = 0, oom = 0;
+  int oom = 0;
   pthread_rwlock_wrlock(&r->lock);
   registry_entry_t *e = m5_hmap_get(r->map, id, klen);
+  const gw_ue_t *u = m5_hmap_get(r->gwue_map, id, klen);
   uint64_t *rm = m5_hmap_get(js->removed, id, klen);
-  uint64_t known = e ? e->gen : rm ? *rm : 0;
+  uint64_t known = e ? e->gen : u ? u->gen : rm ? *rm : 0;
+  if (!b.gen) b.gen = known;
+  if (!b.supi[0] && e) {
+    free(m5_hmap_del(r->map, id, klen));
+    e = NULL;
+  }
+  if (!b.gw[0] && u) regjs_gwue_drop(r, id);
   if (b.removed) {
-    if (!b.gen) b.gen = known;
-    if (e) free(m5_hmap_del(r->map, id, klen));
     if (!rm && (rm = malloc(sizeof *rm)) && m5_hmap_put(js->removed, id, klen, rm, NULL) != 0) {
       free(rm);
       rm = NULL;
     }
     if (rm) *rm = b.gen;
-    changed = e != NULL;
   } else {
     if (rm) free(m5_hmap_del(js->removed, id, klen));
-    if (!e && (e = calloc(1, sizeof *e))) {
-      memcpy(e->ue_svc_id, id, klen + 1);
-      if (m5_hmap_put(r->map, e->ue_svc_id, klen, e, NULL) != 0) {
-        free(e);
-        e = NULL;
-      }
-    }
-    if (e) {
-      memcpy(e->supi, b.supi, sizeof e->supi);
-      changed = e->gen != b.gen;
-      e->gen = b.gen;
-      merge_reg(js, e);
+    if (b.gw[0]) {
+      regjs_gwue_set(r, id, b.gw, b.gen);
     } else {
-      oom = 1;
+      if (!e && (e = calloc(1, sizeof *e))) {
+        memcpy(e->ue_svc_id, id, klen + 1);
+        if (m5_hmap_put(r->map, e->ue_svc_id, klen, e, NULL) != 0) {
+          free(e);
+          e = NULL;
+        }
+      }
+      if (e) {
+        memcpy(e->supi, b.supi, sizeof e->supi);
+        e->gen = b.gen;
+        merge_reg(js, e);
+      } else {
+        oom = 1;
+      }
     }
   }
   pthread_rwlock_unlock(&r->lock);
   if (oom)
     M5_LOGE(DOM, "out of memory: the binding of %s (revision %llu) is not applied", id,
             (unsigned long long)ch->rev);
-  if (changed || known != b.gen) run_hook(js, id, b.gen, REGISTRY_CHANGE_BINDING);
+  /* the sessions of another generation (a subscriber's before a hand-over) must go */
+  if (known != b.gen) run_hook(js, id, b.gen, REGISTRY_CHANGE_BINDING);
 }
 
 static void apply_reg(registry_js_t *js, const m5_js_kv_change_t *ch) {
@@ -307,7 +314,7 @@ int regjs_write(regjs_bucket_t *b, const char *key, const char *text, uint64_t r
 }
 
 /* The binding of key through the stream leader: 0 with *b (b->gen 0: never bound) and *rev. */
-static int read_bind(registry_js_t *js, const char *key, js_bind_t *b, uint64_t *rev) {
+int regjs_read_bind(registry_js_t *js, const char *key, regjs_bind_t *b, uint64_t *rev) {
   uint8_t *v = NULL;
   size_t n = 0;
   memset(b, 0, sizeof b[0]);
@@ -335,7 +342,7 @@ static int read_reg(registry_js_t *js, const char *key, js_reg_t *g, uint64_t *r
 
 /* A new generation for an ID whose last one is cur: above it, and at least the wall clock in ms
  * (registry.c registry_next_gen: the store remembers generations across a lost registry). */
-static uint64_t next_gen(uint64_t cur) {
+uint64_t regjs_next_gen(uint64_t cur) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -344,7 +351,7 @@ static uint64_t next_gen(uint64_t cur) {
 
 /* The new subscriber of a re-bound or removed ID starts in no group: ue:<id>'s memberships and
  * grants go, as on the sqlite backend, from this node's groups (not shared yet). */
-static void purge_groups(registry_t *r, const char *id) {
+void regjs_purge_ue_groups(registry_t *r, const char *id) {
   groups_purge_t *purge = NULL;
   if (registry_exec(r, "BEGIN IMMEDIATE") != 0) return;
   int rc = registry_purge_ue_stage(r, id, &purge);
@@ -358,8 +365,9 @@ static void purge_groups(registry_t *r, const char *id) {
   groups_purge_apply(r, purge);
 }
 
-static char *bind_text(const js_bind_t *b) {
+char *regjs_bind_text(const regjs_bind_t *b) {
   json_t *o = b->removed ? json_pack("{s:I, s:b}", "gen", (json_int_t)b->gen, "removed", 1)
+              : b->gw[0] ? json_pack("{s:s, s:I}", "gw", b->gw, "gen", (json_int_t)b->gen)
                          : json_pack("{s:s, s:I}", "supi", b->supi, "gen", (json_int_t)b->gen);
   char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
@@ -380,24 +388,25 @@ static int js_bind(registry_js_t *js, registry_job_t *job, int unbind) {
   char key[REGJS_KEY_MAX + 1];
   if (regjs_key("u", job->ue_svc_id, key) != 0) return unbind ? M5_ENOENT : M5_EINVAL;
   for (int tries = 0; tries < REGJS_CAS_TRIES; tries++) {
-    js_bind_t cur, next;
+    regjs_bind_t cur, next;
     uint64_t rev = 0, new_rev = 0;
-    int rc = read_bind(js, key, &cur, &rev);
+    int rc = regjs_read_bind(js, key, &cur, &rev);
     if (rc) return rc;
-    int bound = cur.gen && !cur.removed;
+    /* an ID a gateway holds is not bound until it lets go (registry.h "message gateways");
+     * one its removed gateway left behind is free */
+    if (cur.gw[0] && regjs_gw_exists(r, cur.gw)) return unbind ? M5_ENOENT : M5_EEXIST;
+    int bound = cur.gen && !cur.removed && cur.supi[0];
     job->created = !bound;
     snprintf(job->old_supi, sizeof job->old_supi, "%s", bound ? cur.supi : "");
     job->old_gen = job->gen = bound ? cur.gen : 0;
     if (unbind && !bound) return M5_ENOENT;
     if (!unbind && bound && !strcmp(cur.supi, job->supi))
       return regjs_wait(js, &js->b[REGJS_BIND], rev); /* nothing changes; answered from memory */
-    /* one space of UE Service IDs (registry.h "message gateways"; gateways: this node's) */
-    if (!unbind && !bound && registry_gw_holds(r, job->ue_svc_id)) return M5_EEXIST;
     memset(&next, 0, sizeof next);
-    next.gen = next_gen(cur.gen);
+    next.gen = regjs_next_gen(cur.gen);
     next.removed = unbind;
     if (!unbind) memcpy(next.supi, job->supi, sizeof next.supi);
-    char *text = bind_text(&next);
+    char *text = regjs_bind_text(&next);
     if (!text) return M5_ENOMEM;
     rc = regjs_write(&js->b[REGJS_BIND], key, text, rev, &new_rev);
     free(text);
@@ -405,7 +414,7 @@ static int js_bind(registry_js_t *js, registry_job_t *job, int unbind) {
     if (rc) return rc;
     job->gen = next.gen;
     rc = regjs_wait(js, &js->b[REGJS_BIND], new_rev);
-    if (bound) purge_groups(r, job->ue_svc_id);
+    if (bound) regjs_purge_ue_groups(r, job->ue_svc_id);
     return rc;
   }
   M5_LOGE(DOM, "%s: the binding kept changing under %d attempts", job->ue_svc_id, REGJS_CAS_TRIES);
@@ -420,14 +429,15 @@ static int js_register(registry_js_t *js, registry_job_t *job) {
      * two reads changes the registration's revision, so the write below fails and the next
      * round sees the new binding. */
     js_reg_t cur, next;
-    js_bind_t b;
+    regjs_bind_t b;
     uint64_t rev = 0, brev = 0, new_rev = 0;
     int rc = read_reg(js, key, &cur, &rev);
-    if (rc == 0) rc = read_bind(js, key, &b, &brev);
+    if (rc == 0) rc = regjs_read_bind(js, key, &b, &brev);
     if (rc) return rc;
     /* gen 0: the worker found no binding in its memory, which may lag one made on another node
      * a moment ago (ue_api.c op_reg): the shared one decides */
-    if (!b.gen || b.removed || strcmp(b.supi, job->supi) != 0 || (job->gen && b.gen != job->gen))
+    if (!b.gen || b.removed || !b.supi[0] || strcmp(b.supi, job->supi) != 0 ||
+        (job->gen && b.gen != job->gen))
       return M5_EPERM;
     job->gen = b.gen;
     job->created = !(cur.gen == b.gen && cur.at != 0 && cur.exp > job->registered_at);
@@ -490,6 +500,12 @@ int registry_js_run(registry_t *r, registry_job_t *job) {
   case REGISTRY_POLICY_PUT:
   case REGISTRY_POLICY_DEL:
     return regjs_policy_run(r->js, job);
+  case REGISTRY_GW_PUT:
+  case REGISTRY_GW_DEL:
+  case REGISTRY_GW_UE_REG:
+  case REGISTRY_GW_UE_DEREG:
+  case REGISTRY_GW_UE_LIST:
+    return job->gw ? regjs_gw_run(r->js, job) : M5_EINVAL;
   default:
     return M5_EINVAL;
   }
@@ -510,6 +526,14 @@ static void each_bound(const void *key, size_t klen, void *val, void *arg) {
   g->fn(g->arg, e->ue_svc_id, e->gen);
 }
 
+static void each_held(const void *key, size_t klen, void *val, void *arg) {
+  (void)key;
+  (void)klen;
+  const gw_ue_t *u = val;
+  gens_t *g = arg;
+  g->fn(g->arg, u->ue_svc_id, u->gen);
+}
+
 static void each_removed(const void *key, size_t klen, void *val, void *arg) {
   gens_t *g = arg;
   char id[REGISTRY_ID_MAX + 1];
@@ -525,6 +549,7 @@ int registry_js_gens_foreach(registry_t *r,
   pthread_rwlock_rdlock(&r->lock);
   m5_hmap_foreach(r->map, each_bound, &g);
   m5_hmap_foreach(r->js->removed, each_removed, &g);
+  m5_hmap_foreach(r->gwue_map, each_held, &g);
   pthread_rwlock_unlock(&r->lock);
   return 0;
 }
@@ -624,6 +649,7 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   js->b[REGJS_REG].apply = apply_reg;
   js->b[REGJS_AS].apply = regjs_as_apply;
   js->b[REGJS_POLICY].apply = regjs_policy_apply;
+  js->b[REGJS_GW].apply = regjs_gw_apply;
   r->js = js; /* from here on registry_js_free undoes it all */
   js->removed = m5_hmap_new();
   js->regs = m5_hmap_new();
@@ -639,7 +665,7 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   m5_hmap_free(r->map, free);
   r->map = fresh;
   pthread_rwlock_unlock(&r->lock);
-  if (regjs_as_reset(r) != 0) {
+  if (regjs_as_reset(r) != 0 || regjs_gw_reset(r) != 0) {
     snprintf(err, errlen, "registry: out of memory");
     registry_js_free(r);
     return M5_ENOMEM;
@@ -654,7 +680,7 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   char e[384];
   int rc = m5_js_client_open(&js->c, &co, e, sizeof e);
   if (rc) snprintf(err, errlen, "registry: %s", e);
-  static const char *const suffix[REGJS_N] = {"bind", "reg", "as", "policy"};
+  static const char *const suffix[REGJS_N] = {"bind", "reg", "as", "policy", "gw"};
   for (int i = 0; i < REGJS_N && rc == 0; i++)
     rc = open_bucket(js, &js->b[i], o, suffix[i], err, errlen);
   for (int i = 0; i < REGJS_N && rc == 0; i++) {
@@ -676,8 +702,8 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
     registry_js_free(r);
     return rc;
   }
-  M5_LOGI(DOM, "shared through NATS KV (buckets %s_bind, _reg, _as, _policy) as node %s: %zu "
-               "bindings, %zu AS clients", o->prefix, js->node, registry_count(r),
-          registry_as_count(r));
+  M5_LOGI(DOM, "shared through NATS KV (buckets %s_bind, _reg, _as, _policy, _gw) as node %s: "
+               "%zu bindings, %zu AS clients, %zu gateways", o->prefix, js->node,
+          registry_count(r), registry_as_count(r), registry_gw_count(r));
   return 0;
 }

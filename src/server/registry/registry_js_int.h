@@ -18,8 +18,8 @@
 #define REGJS_KEY_MAX (2 + M5_JS_TOKEN_MAX)
 #define REGJS_BUCKET_MAX 63
 
-/* The buckets, <prefix>_<suffix>: bind, reg, as, policy. */
-enum { REGJS_BIND, REGJS_REG, REGJS_AS, REGJS_POLICY, REGJS_N };
+/* The buckets, <prefix>_<suffix>: bind, reg, as, policy, gw. */
+enum { REGJS_BIND, REGJS_REG, REGJS_AS, REGJS_POLICY, REGJS_GW, REGJS_N };
 
 typedef struct registry_js registry_js_t;
 
@@ -71,5 +71,33 @@ void regjs_policy_apply(registry_js_t *js, const m5_js_kv_change_t *ch);
 int regjs_as_run(registry_js_t *js, registry_job_t *job);
 int regjs_policy_run(registry_js_t *js, registry_job_t *job);
 int regjs_as_reset(registry_t *r);
+
+/* A new generation for an ID whose last one is cur (registry_js.c). */
+uint64_t regjs_next_gen(uint64_t cur);
+/* ue:<id>'s group memberships and grants dropped from this node's groups (registry_js.c). */
+void regjs_purge_ue_groups(registry_t *r, const char *id);
+
+/* A binding value of <prefix>_bind: a subscriber's (supi), a gateway's (gw), or a removal's
+ * tombstone; gen 0: no value at all. */
+typedef struct {
+  char supi[REGISTRY_SUPI_MAX + 1];
+  char gw[REGISTRY_AS_ID_MAX + 1];
+  uint64_t gen;
+  int removed;
+} regjs_bind_t;
+/* Its leader read (registry_js.c): 0 with *b and *rev (0 when absent). */
+int regjs_read_bind(registry_js_t *js, const char *key, regjs_bind_t *b, uint64_t *rev);
+char *regjs_bind_text(const regjs_bind_t *b);
+
+/* registry_js_gw.c: gateway clients (<prefix>_gw) and the IDs they hold (in <prefix>_bind, so
+ * that an ID is a subscriber's or one gateway's by one compare-and-set). Under r->lock (held for
+ * writing): the memory copy of a held ID set or dropped. */
+void regjs_gw_apply(registry_js_t *js, const m5_js_kv_change_t *ch);
+void regjs_gwue_set(registry_t *r, const char *id, const char *gw_id, uint64_t gen);
+void regjs_gwue_drop(registry_t *r, const char *id);
+/* Whether gateway gw_id exists in memory (a held ID of a removed gateway is free). */
+int regjs_gw_exists(registry_t *r, const char *gw_id);
+int regjs_gw_run(registry_js_t *js, registry_job_t *job);
+int regjs_gw_reset(registry_t *r);
 
 #endif
