@@ -4,7 +4,10 @@
  * the registry's own job interface (what the admin API and the UE API submit) and its memory
  * lookups (what the workers read). Prints "ok <step>" per step; exit 0 only when every
  * expectation held (a failure says which on stderr).
- * Usage: registry_js_driver URL[,URL...] PREFIX DIR */
+ * Usage: registry_js_driver URL[,URL...] PREFIX DIR [RESTARTED_FILE]
+ * With RESTARTED_FILE, at the end: prints "restart nats", waits until the script has restarted
+ * the server and created that file, then a binding made on a must reach b again (the watchers
+ * and the connections come back by themselves). */
 #include "core/err.h"
 #include "core/loop.h"
 #include "js/js_client.h"
@@ -197,8 +200,8 @@ static void find_gen(void *arg, const char *id, uint64_t gen) {
 #define S2 "001010000000002"
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: registry_js_driver URL[,URL...] PREFIX DIR\n");
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: registry_js_driver URL[,URL...] PREFIX DIR [RESTARTED_FILE]\n");
     return 2;
   }
   char *list = strdup(argv[1]);
@@ -586,6 +589,25 @@ int main(int argc, char **argv) {
   run_all();
   EXPECT(j.status == M5_ENOENT, "AS_DEL twice: %d", j.status);
   printf("ok restart of b: bindings, removed generations, AS clients, policy, gateways from the buckets\n");
+
+  if (argc == 5) {
+    printf("restart nats\n");
+    fflush(stdout);
+    for (int t = 0; t < 1200 && access(argv[4], F_OK) != 0; t++)
+      sleep_ms(100);
+    EXPECT(access(argv[4], F_OK) == 0, "the script did not restart the server");
+    /* the first writes may fail while the client reconnects: the admin API would answer 500 */
+    int st = -1, tries = 0;
+    for (; tries < 600 && st != 0; tries++) {
+      j = job(&a, REGISTRY_BIND, "after-restart", S2, 0);
+      st = j.status;
+      if (st != 0) sleep_ms(100);
+    }
+    EXPECT(st == 0, "no binding could be made on a after the server's restart: %d", st);
+    await_bound(&b, "after-restart", S2, j.gen);
+    printf("ok after a restart of nats-server: a binding made on a reaches b (%d attempts)\n",
+           tries);
+  }
 
   registry_close(a.r);
   registry_close(b.r);
