@@ -9,7 +9,9 @@
  * ever see committed state; every change goes through a job. Durability: a binding change is
  * acknowledged after an fsync (synchronous=FULL); a registration after its WAL write
  * (synchronous=NORMAL): it survives a crash of the process, and a power loss may forget the
- * last ones, which the UEs, whose sessions are gone then anyway, re-create with their next REG. */
+ * last ones, which the UEs, whose sessions are gone then anyway, re-create with their next REG.
+ * With store.backend jetstream (several m5s nodes) the same tables live in NATS KV instead and
+ * are the cluster's (registry_js_attach below; registry_js.c). */
 #ifndef M5_SERVER_REGISTRY_H
 #define M5_SERVER_REGISTRY_H
 
@@ -132,7 +134,8 @@ typedef enum {
                           the first), ids (the caller's array of n_ids, 1..REGISTRY_GW_UES_MAX).
                           out: the IDs this gateway holds, in byte order, in ids/n_ids; more = 1
                           when others follow the last. M5_ENOENT: no such gateway. Reads the
-                          database (the authority), not the memory copy */
+                          database (the authority), not the memory copy (with jetstream: the
+                          memory copy, which the cluster's bucket feeds) */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
                              this job first; submitted by groups_submit */
 } registry_op_t;
