@@ -11,6 +11,7 @@
 #include "core/err.h"
 #include "core/loop.h"
 #include "js/js_client.h"
+#include "server/groups/groups.h"
 #include "server/registry/registry.h"
 
 #include <pthread.h>
@@ -550,7 +551,66 @@ int main(int argc, char **argv) {
   printf("ok gateways: held IDs shared, one space with bindings, all or nothing, released with "
          "new generations\n");
 
-  /* 14. node b restarts with an empty SQLite file: everything comes back from the buckets,
+  /* 14. groups stay per node, but a hand-over made on another node reaches them: a re-bind on
+   * a takes the ID out of b's group; deleting an AS client on a deletes the group it created
+   * on b (groups_int.h "hand-over") */
+  j = job(&a, REGISTRY_BIND, "gm1", S1, 0);
+  EXPECT(j.status == 0, "bind gm1");
+  await_bound(&b, "gm1", S1, j.gen);
+  as_job = as_in;
+  snprintf(as_job.as_svc_id, sizeof as_job.as_svc_id, "as2");
+  prep(&j, REGISTRY_AS_PUT, "", NULL, 0);
+  j.as = &as_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0, "AS_PUT as2");
+  for (int t = 0; t < WAIT_MS / 10 && registry_as_lookup(b.r, "as2", &got) != 0; t++)
+    sleep_ms(10);
+  static groups_job_t gj;
+  static groups_principal_t gm[1];
+  const char *gids[2] = {"grp-op", "grp-as2"};
+  for (int k = 0; k < 2; k++) {
+    memset(&gj, 0, sizeof gj);
+    gj.rj.base.reply = replies;
+    gj.op = GROUPS_CREATE;
+    gj.kind = GROUPS_GROUP;
+    snprintf(gj.id, sizeof gj.id, "%s", gids[k]);
+    snprintf(gj.creator, sizeof gj.creator, "%s", k ? "as:as2" : "");
+    snprintf(gm[0], sizeof gm[0], "ue:gm1");
+    gj.members = malloc(sizeof gm);
+    EXPECT(gj.members != NULL, "oom");
+    memcpy(gj.members, gm, sizeof gm);
+    gj.n_members = 1;
+    EXPECT(groups_submit(b.r, &gj) == 0, "groups_submit");
+    waiting++;
+    run_all();
+    EXPECT(gj.status == 0, "GROUPS_CREATE %s on b: %d (%s)", gids[k], gj.status,
+           gj.why ? gj.why : "");
+    groups_job_clear(&gj);
+  }
+  EXPECT(groups_may_send(b.r, GROUPS_GROUP, "grp-op", "ue:gm1"), "ue:gm1 not in b's group");
+  EXPECT(job(&a, REGISTRY_BIND, "gm1", S2, 0).status == 0, "re-bind gm1 on a");
+  for (int t = 0; t < WAIT_MS / 10 && groups_may_send(b.r, GROUPS_GROUP, "grp-op", "ue:gm1");
+       t++)
+    sleep_ms(10);
+  EXPECT(!groups_may_send(b.r, GROUPS_GROUP, "grp-op", "ue:gm1"),
+         "the old subscriber of gm1 is still in b's group after a re-bind on a");
+  EXPECT(groups_exists(b.r, GROUPS_GROUP, "grp-as2"), "b's group of as2 is gone too early");
+  as_job = as_in;
+  snprintf(as_job.as_svc_id, sizeof as_job.as_svc_id, "as2");
+  prep(&j, REGISTRY_AS_DEL, "", NULL, 0);
+  j.as = &as_job;
+  submit(&a, &j);
+  run_all();
+  EXPECT(j.status == 0, "AS_DEL as2 on a");
+  for (int t = 0; t < WAIT_MS / 10 && groups_exists(b.r, GROUPS_GROUP, "grp-as2"); t++)
+    sleep_ms(10);
+  EXPECT(!groups_exists(b.r, GROUPS_GROUP, "grp-as2"),
+         "the group as2 created on b survives the deletion of as2 on a");
+  printf("ok hand-overs made on a reach b's groups (re-bound member out, deleted AS's group "
+         "gone)\n");
+
+  /* 15. node b restarts with an empty SQLite file: everything comes back from the buckets,
    * the removed ID's generation included */
   registry_close(b.r);
   pthread_mutex_destroy(&b.mu);
@@ -559,7 +619,7 @@ int main(int argc, char **argv) {
              !strcmp(e.node, "b"),
          "b after restart: binding or registration of %s lost", id);
   EXPECT(look(&b, id2, &e) == 0 && e.gen == h2 && !e.registered, "b after restart: %s", id2);
-  EXPECT(registry_count(b.r) == 4 && registry_registrations(b.r, (int64_t)time(NULL)) == 1,
+  EXPECT(registry_count(b.r) == 5 && registry_registrations(b.r, (int64_t)time(NULL)) == 1,
          "b after restart: %zu bindings", registry_count(b.r));
   gen_find_t f = {id3, 0, 0};
   EXPECT(registry_gens_foreach(b.r, find_gen, &f) == 0 && f.found == 1 && f.gen == k3,

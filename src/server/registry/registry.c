@@ -70,6 +70,7 @@ static void free_entry(void *e) {
 }
 
 static void registry_free(registry_t *r) {
+  registry_js_quiesce(r);       /* the KV watchers submit no more jobs */
   m5_jobthread_free(r->thread); /* its last jobs may wait for the KV watchers */
   registry_js_free(r);
   groups_free(r);
@@ -396,7 +397,7 @@ static void run_job(m5_job_t *base, void *ctx) {
                 job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL ||
                 job->op == REGISTRY_GW_PUT || job->op == REGISTRY_GW_DEL ||
                 job->op == REGISTRY_GW_UE_REG || job->op == REGISTRY_GW_UE_DEREG ||
-                job->op == REGISTRY_GW_UE_LIST)) {
+                job->op == REGISTRY_GW_UE_LIST || job->op == REGISTRY_JS_PURGE)) {
     job->status = registry_js_run(r, job);
     return;
   }

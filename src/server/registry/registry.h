@@ -138,6 +138,9 @@ typedef enum {
                           memory copy, which the cluster's bucket feeds) */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
                              this job first; submitted by groups_submit */
+  REGISTRY_JS_PURGE,      /* internal to registry_js.c, which submits it with a job of its
+                             own: an ID that changed hands on another node leaves this node's
+                             groups (with store.backend jetstream) */
 } registry_op_t;
 
 typedef struct registry_job {

@@ -83,6 +83,7 @@ int registry_policy_run(registry_t *r, registry_job_t *job);
 int registry_js_run(registry_t *r, registry_job_t *job);
 int registry_js_gens_foreach(registry_t *r,
                              void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen), void *arg);
+void registry_js_quiesce(registry_t *r);
 void registry_js_free(registry_t *r);
 
 #endif

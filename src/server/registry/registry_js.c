@@ -162,6 +162,9 @@ static void apply_bind(registry_js_t *js, const m5_js_kv_change_t *ch) {
   uint64_t *rm = m5_hmap_get(js->removed, id, klen);
   uint64_t known = e ? e->gen : u ? u->gen : rm ? *rm : 0;
   if (!b.gen) b.gen = known;
+  /* a holder (subscriber or gateway) that is not the new one: its groups' state goes */
+  int handed_over = (e && (b.removed || strcmp(e->supi, b.supi) != 0)) ||
+                    (u && (b.removed || strcmp(u->gw_id, b.gw) != 0));
   if (!b.supi[0] && e) {
     free(m5_hmap_del(r->map, id, klen));
     e = NULL;
@@ -198,6 +201,7 @@ static void apply_bind(registry_js_t *js, const m5_js_kv_change_t *ch) {
   if (oom)
     M5_LOGE(DOM, "out of memory: the binding of %s (revision %llu) is not applied", id,
             (unsigned long long)ch->rev);
+  if (handed_over) regjs_purge_later(js, "ue", id, 0);
   /* the sessions of another generation (a subscriber's before a hand-over) must go */
   if (known != b.gen) run_hook(js, id, b.gen, REGISTRY_CHANGE_BINDING);
 }
@@ -351,18 +355,67 @@ uint64_t regjs_next_gen(uint64_t cur) {
 
 /* The new subscriber of a re-bound or removed ID starts in no group: ue:<id>'s memberships and
  * grants go, as on the sqlite backend, from this node's groups (not shared yet). */
-void regjs_purge_ue_groups(registry_t *r, const char *id) {
+/* On the DB thread: principal's memberships and grants (and with drop_created the groups it
+ * created) leave this node's groups, as on the sqlite backend in the change's transaction. */
+static void purge_principal(registry_t *r, const char *who, int drop_created) {
   groups_purge_t *purge = NULL;
   if (registry_exec(r, "BEGIN IMMEDIATE") != 0) return;
-  int rc = registry_purge_ue_stage(r, id, &purge);
+  int rc = groups_purge_stage(r, who, drop_created, &purge);
   if (rc == 0) rc = registry_exec(r, "COMMIT");
   if (rc != 0) {
     registry_exec(r, "ROLLBACK");
     groups_purge_abort(purge);
-    M5_LOGE(DOM, "%s: re-bound, but its group memberships could not be dropped", id);
+    M5_LOGE(DOM, "%s changed hands, but its group memberships could not be dropped", who);
     return;
   }
   groups_purge_apply(r, purge);
+}
+
+/* The new holder of a re-bound or removed ID starts in no group (groups_int.h "hand-over"):
+ * ue:<id>'s memberships and grants go from this node's groups (not shared yet); every other
+ * node does the same when its watcher applies the change (regjs_purge_later). */
+void regjs_purge_ue_groups(registry_t *r, const char *id) {
+  groups_principal_t p;
+  if (strlen(id) > M5_MSG_ADDR_MAX) return; /* no such member */
+  snprintf(p, sizeof p, "ue:%s", id);
+  purge_principal(r, p, 0);
+}
+
+/* A REGISTRY_JS_PURGE job: registry_js.c's own. */
+typedef struct {
+  registry_job_t job; /* first */
+  groups_principal_t who;
+  int drop_created;
+} purge_job_t;
+
+static void purge_done(void *msg, void *arg) {
+  (void)arg;
+  free(msg);
+}
+
+static void *purge_main(void *arg) {
+  m5_loop_run(((registry_js_t *)arg)->purge_loop);
+  return NULL;
+}
+
+void regjs_purge_later(registry_js_t *js, const char *kind, const char *id, int drop_created) {
+  purge_job_t *p = calloc(1, sizeof *p);
+  if (p) {
+    p->job.op = REGISTRY_JS_PURGE;
+    p->job.base.reply = js->purge_mb;
+    snprintf(p->who, sizeof p->who, "%s:%s", kind, id);
+    p->drop_created = drop_created;
+  }
+  pthread_mutex_lock(&js->mu);
+  int rc = !p ? M5_ENOMEM
+           : js->closing || !js->purge_mb ? M5_ECLOSED
+                                          : m5_jobthread_submit(js->r->thread, &p->job.base);
+  pthread_mutex_unlock(&js->mu);
+  if (rc == 0) return;
+  free(p);
+  /* before registry_start (M5_ECLOSED) no group job has run on this node yet either */
+  M5_LOGW(DOM, "%s:%s changed hands on another node; this node's groups could not be told: %s",
+          kind, id, m5_strerror(rc));
 }
 
 char *regjs_bind_text(const regjs_bind_t *b) {
@@ -506,6 +559,11 @@ int registry_js_run(registry_t *r, registry_job_t *job) {
   case REGISTRY_GW_UE_DEREG:
   case REGISTRY_GW_UE_LIST:
     return job->gw ? regjs_gw_run(r->js, job) : M5_EINVAL;
+  case REGISTRY_JS_PURGE: {
+    purge_job_t *p = (purge_job_t *)job; /* submitted by regjs_purge_later only */
+    purge_principal(r, p->who, p->drop_created);
+    return 0;
+  }
   default:
     return M5_EINVAL;
   }
@@ -574,6 +632,13 @@ static void no_ack(void *arg, const m5_js_ack_t *ack) {
   (void)ack; /* the registry never publishes asynchronously */
 }
 
+void registry_js_quiesce(registry_t *r) {
+  if (!r->js) return;
+  pthread_mutex_lock(&r->js->mu);
+  r->js->closing = 1;
+  pthread_mutex_unlock(&r->js->mu);
+}
+
 void registry_js_free(registry_t *r) {
   registry_js_t *js = r->js;
   if (!js) return;
@@ -588,6 +653,13 @@ void registry_js_free(registry_t *r) {
     m5_js_kv_close(js->b[i].kv);
   }
   m5_js_client_close(js->c);
+  /* every purge job came back: the job thread is gone (registry_free) */
+  if (js->purge_started) {
+    m5_loop_stop(js->purge_loop);
+    pthread_join(js->purge_thread, NULL);
+  }
+  if (js->purge_mb) m5_mailbox_free(js->purge_mb, free);
+  if (js->purge_loop) m5_loop_free(js->purge_loop);
   if (js->removed) m5_hmap_free(js->removed, free);
   if (js->regs) m5_hmap_free(js->regs, free);
   pthread_cond_destroy(&js->cv);
@@ -653,8 +725,12 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
   r->js = js; /* from here on registry_js_free undoes it all */
   js->removed = m5_hmap_new();
   js->regs = m5_hmap_new();
+  js->purge_loop = m5_loop_new();
+  js->purge_mb = js->purge_loop ? m5_mailbox_new(js->purge_loop, 1024, purge_done, NULL) : NULL;
+  if (js->purge_mb && pthread_create(&js->purge_thread, NULL, purge_main, js) == 0)
+    js->purge_started = 1;
   m5_hmap_t *fresh = m5_hmap_new();
-  if (!js->removed || !js->regs || !fresh) {
+  if (!js->removed || !js->regs || !fresh || !js->purge_started) {
     if (fresh) m5_hmap_free(fresh, NULL);
     snprintf(err, errlen, "registry: out of memory");
     registry_js_free(r);

@@ -121,6 +121,7 @@ void regjs_as_apply(registry_js_t *js, const m5_js_kv_change_t *ch) {
   size_t klen = strlen(id);
   pthread_rwlock_wrlock(&r->lock);
   registry_as_t *old = m5_hmap_get(r->as_map, id, klen);
+  int deleted = removed && old;
   if (removed) {
     if (old) free(m5_hmap_del(r->as_map, id, klen));
     free(a);
@@ -133,6 +134,8 @@ void regjs_as_apply(registry_js_t *js, const m5_js_kv_change_t *ch) {
             (unsigned long long)ch->rev);
   }
   pthread_rwlock_unlock(&r->lock);
+  /* a client created again under that asSvcId is someone else (groups_int.h "hand-over") */
+  if (deleted) regjs_purge_later(js, "as", id, 1);
 }
 
 /* The client of key through the stream leader: 0 with *exists (0: absent or deleted), *a (its

@@ -7,6 +7,7 @@
 #include "server/registry/registry_int.h"
 
 #include "core/hmap.h"
+#include "core/loop.h"
 #include "js/js_client.h"
 #include "js/js_names.h"
 
@@ -49,6 +50,13 @@ struct registry_js {
   m5_hmap_t *regs;    /* ueSvcId -> registration as stored (registry_js.c; r->lock) */
   void (*hook)(void *arg, const char *ue_svc_id, uint64_t gen, registry_change_t why);
   void *hook_arg;
+  /* the hand-overs made on other nodes, applied to this node's groups on the DB thread
+   * (regjs_purge_later): their jobs come back to purge_mb on purge_thread's loop */
+  m5_loop_t *purge_loop;
+  m5_mailbox_t *purge_mb;
+  pthread_t purge_thread;
+  int purge_started;
+  int closing; /* js->mu: registry_js_quiesce ran, nothing is submitted any more */
 };
 
 /* "<type>.<enc(id)>" (M5_ERANGE: too long), and back (M5_EINVAL: another shape). */
@@ -74,8 +82,11 @@ int regjs_as_reset(registry_t *r);
 
 /* A new generation for an ID whose last one is cur (registry_js.c). */
 uint64_t regjs_next_gen(uint64_t cur);
-/* ue:<id>'s group memberships and grants dropped from this node's groups (registry_js.c). */
+/* ue:<id>'s group memberships and grants dropped from this node's groups (registry_js.c), on
+ * the DB thread; and the same for any principal ("ue:ID", "as:ID"; drop_created: the groups it
+ * created go too) from a watcher: submitted to the DB thread, not waited for. */
 void regjs_purge_ue_groups(registry_t *r, const char *id);
+void regjs_purge_later(registry_js_t *js, const char *kind, const char *id, int drop_created);
 
 /* A binding value of <prefix>_bind: a subscriber's (supi), a gateway's (gw), or a removal's
  * tombstone; gen 0: no value at all. */
