@@ -465,6 +465,7 @@ int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_
   }
   pthread_rwlock_unlock(&r->lock);
   if (rc == 0) out->registered = out->registered_at != 0 && out->expiry > now;
+  if (rc == 0 && !out->registered) out->node[0] = '\0'; /* no session anywhere to route to */
   return rc;
 }
 
