@@ -75,6 +75,12 @@ static int saw(node_t *n, const char *id, uint64_t gen, registry_change_t why) {
   return found;
 }
 
+static int64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -228,7 +234,10 @@ int main(int argc, char **argv) {
   registry_entry_t e;
   EXPECT(look(&a, id, &e) == 0 && !strcmp(e.supi, S1) && e.gen == g1,
          "a's memory lacks its own binding when the job answered");
+  int64_t t0 = mono_us();
   await_bound(&b, id, S1, g1);
+  printf("measure: b saw a's binding %lld us after a's job answered (10 ms polling)\n",
+         (long long)(mono_us() - t0));
   printf("ok bind on a seen by b (gen %llu)\n", (unsigned long long)g1);
 
   /* 2. re-bind on b: a new generation; a's hook runs (its sessions of gen g1 go) */
@@ -622,6 +631,17 @@ int main(int argc, char **argv) {
   EXPECT(registry_count(b.r) == 5 && registry_registrations(b.r, (int64_t)time(NULL)) == 1,
          "b after restart: %zu bindings", registry_count(b.r));
   gen_find_t f = {id3, 0, 0};
+  /* timings, logged only: a REG (2 leader reads, 1 CAS write, the watcher's apply) and a
+   * re-bind, one after the other on node b */
+  int64_t t1 = mono_us();
+  for (int k = 0; k < 50; k++)
+    EXPECT(job(&b, REGISTRY_REGISTER, id, S1, g4).status == 0, "REG %d", k);
+  int64_t t2 = mono_us();
+  for (int k = 0; k < 50; k++)
+    EXPECT(job(&b, REGISTRY_BIND, "timing", k % 2 ? S1 : S2, 0).status == 0, "BIND %d", k);
+  printf("measure: 50 REG in %lld ms (%lld us each), 50 re-binds in %lld ms (%lld us each)\n",
+         (long long)(t2 - t1) / 1000, (long long)(t2 - t1) / 50,
+         (long long)(mono_us() - t2) / 1000, (long long)(mono_us() - t2) / 50);
   EXPECT(registry_gens_foreach(b.r, find_gen, &f) == 0 && f.found == 1 && f.gen == k3,
          "b after restart: the removed ID's generation is not listed");
   j = job(&b, REGISTRY_BIND, id3, S1, 0);
