@@ -4,7 +4,7 @@
  * the registry's own job interface (what the admin API and the UE API submit) and its memory
  * lookups (what the workers read). Prints "ok <step>" per step; exit 0 only when every
  * expectation held (a failure says which on stderr).
- * Usage: registry_js_driver URL[,URL...] PREFIX DIR [RESTARTED_FILE]
+ * Usage: registry_js_driver URL[,URL...] PREFIX DIR REPLICAS [RESTARTED_FILE]
  * With RESTARTED_FILE, at the end: prints "restart nats", waits until the script has restarted
  * the server and created that file, then a binding made on a must reach b again (the watchers
  * and the connections come back by themselves). */
@@ -27,6 +27,7 @@
 static const char *urls[8];
 static size_t n_urls;
 static const char *prefix, *dir;
+static int replicas = 1;
 
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
   va_list ap;
@@ -96,7 +97,7 @@ static void open_node(node_t *n, const char *name, const char *db) {
   if (!n->r) die("registry_open %s: %s", path, err);
   registry_js_opts_t o = {.servers = urls,
                           .n_servers = n_urls,
-                          .replicas = 1,
+                          .replicas = replicas,
                           .prefix = prefix,
                           .node = name,
                           .timeout_ms = 10000};
@@ -207,8 +208,8 @@ static void find_gen(void *arg, const char *id, uint64_t gen) {
 #define S2 "001010000000002"
 
 int main(int argc, char **argv) {
-  if (argc != 4 && argc != 5) {
-    fprintf(stderr, "usage: registry_js_driver URL[,URL...] PREFIX DIR [RESTARTED_FILE]\n");
+  if (argc != 5 && argc != 6) {
+    fprintf(stderr, "usage: registry_js_driver URL[,URL...] PREFIX DIR REPLICAS [RESTARTED_FILE]\n");
     return 2;
   }
   char *list = strdup(argv[1]);
@@ -217,6 +218,7 @@ int main(int argc, char **argv) {
     urls[n_urls++] = u;
   prefix = argv[2];
   dir = argv[3];
+  replicas = atoi(argv[4]);
   loop = m5_loop_new();
   replies = loop ? m5_mailbox_new(loop, 64, on_reply, NULL) : NULL;
   if (!replies) die("loop");
@@ -670,12 +672,12 @@ int main(int argc, char **argv) {
   EXPECT(j.status == M5_ENOENT, "AS_DEL twice: %d", j.status);
   printf("ok restart of b: bindings, removed generations, AS clients, policy, gateways from the buckets\n");
 
-  if (argc == 5) {
+  if (argc == 6) {
     printf("restart nats\n");
     fflush(stdout);
-    for (int t = 0; t < 1200 && access(argv[4], F_OK) != 0; t++)
+    for (int t = 0; t < 1200 && access(argv[5], F_OK) != 0; t++)
       sleep_ms(100);
-    EXPECT(access(argv[4], F_OK) == 0, "the script did not restart the server");
+    EXPECT(access(argv[5], F_OK) == 0, "the script did not restart the server");
     /* the first writes may fail while the client reconnects: the admin API would answer 500 */
     int st = -1, tries = 0;
     for (; tries < 600 && st != 0; tries++) {
