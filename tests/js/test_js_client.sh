@@ -3,7 +3,8 @@
 # (streams and buckets R3): ensure of a stream and a KV bucket is idempotent and a mismatch is
 # named; 100 async publishes all acknowledged, a repeated Nats-Msg-Id a duplicate stored once;
 # KV create-only and compare-and-set; kill -9 of the stream's leader while publishing: the
-# publishes continue after the election and nothing acknowledged is missing; every server
+# publishes continue after the election and nothing acknowledged is missing; a KV watcher gives
+# the current values, an end marker, then later writes, and stops on request; every server
 # down: a publish is reported failed within its max wait (no hang).
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -33,6 +34,8 @@ for nodes in 1 3; do
   grep -q 'published 101 acked 101 duplicates 1 stored 100' "publish$nodes.out" || fail "publish counts"
   run_drv "kv$nodes" "$NATS_URLS" "$nodes" kv
   [[ $(grep -c 'stale refused' "kv$nodes.out") == 5 ]] || fail "kv scenario incomplete"
+  run_drv "watch$nodes" "$NATS_URLS" "$nodes" watch
+  grep -q '^watch: marker on an empty bucket' "watch$nodes.out" || fail "watch scenario incomplete"
   if ((nodes == 3)); then
     echo "=== kill -9 of the stream leader while publishing"
     "$DRV" "$NATS_URLS" 3 failover 300 >failover.out 2>&1 &

@@ -501,6 +501,61 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
   return nats_fail(err, err_size, nats_rc(s), s, key);
 }
 
+struct m5_js_kv_watch {
+  kvWatcher *w;
+  kvEntry *cur; /* the entry handed out last (its key and value), freed by the next call */
+};
+
+int m5_js_kv_watch(m5_js_kv_t *kv, m5_js_kv_watch_t **w, char *err, size_t err_size) {
+  if (!kv || !w) return say(err, err_size, M5_EINVAL, "kv watch: bad arguments");
+  *w = NULL;
+  m5_js_kv_watch_t *x = calloc(1, sizeof *x);
+  if (!x) return say(err, err_size, M5_ENOMEM, "kv watch: out of memory");
+  natsStatus s = kvStore_WatchAll(&x->w, kv->kv, NULL);
+  if (s != NATS_OK) {
+    free(x);
+    return nats_fail(err, err_size, nats_rc(s), s, kv->bucket);
+  }
+  *w = x;
+  return M5_OK;
+}
+
+int m5_js_kv_watch_next(m5_js_kv_watch_t *w, int64_t timeout_ms, m5_js_kv_change_t *ch, char *err,
+                        size_t err_size) {
+  if (!w || !ch || timeout_ms <= 0) return say(err, err_size, M5_EINVAL, "kv watch: bad arguments");
+  memset(ch, 0, sizeof *ch);
+  if (w->cur) {
+    kvEntry_Destroy(w->cur);
+    w->cur = NULL;
+  }
+  kvEntry *e = NULL;
+  natsStatus s = kvWatcher_Next(&e, w->w, timeout_ms);
+  if (s == NATS_TIMEOUT) return M5_ETIMEDOUT;
+  if (s == NATS_ILLEGAL_STATE) return say(err, err_size, M5_ECLOSED, "kv watch: stopped");
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, "kv watch");
+  if (!e) return M5_OK; /* the initial values are done */
+  w->cur = e;
+  ch->key = kvEntry_Key(e);
+  ch->rev = kvEntry_Revision(e);
+  kvOperation op = kvEntry_Operation(e);
+  ch->deleted = op == kvOp_Delete || op == kvOp_Purge;
+  int n = kvEntry_ValueLen(e);
+  ch->len = ch->deleted || n < 0 ? 0 : (size_t)n;
+  ch->val = ch->len ? (const uint8_t *)kvEntry_Value(e) : (const uint8_t *)"";
+  return M5_OK;
+}
+
+void m5_js_kv_watch_stop(m5_js_kv_watch_t *w) {
+  if (w) kvWatcher_Stop(w->w);
+}
+
+void m5_js_kv_watch_free(m5_js_kv_watch_t *w) {
+  if (!w) return;
+  if (w->cur) kvEntry_Destroy(w->cur);
+  kvWatcher_Destroy(w->w);
+  free(w);
+}
+
 void m5_js_library_close(void) {
   /* Wait for libnats' threads: a publish's timeout reaches on_ack through a message that the
    * delivery thread frees only after the callback returned, so a process that exits right

@@ -118,6 +118,29 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
 
+/* A watcher of every key of a bucket (kvStore_WatchAll): first the current value of each key,
+ * then a marker that the initial values are done, then every later write in revision order
+ * (the registry's per-bucket watcher thread, issue 13). One thread calls next; stop may be
+ * called from any thread and makes a blocked next return M5_ECLOSED. */
+typedef struct m5_js_kv_watch m5_js_kv_watch_t;
+
+typedef struct {
+  const char *key;    /* NULL: the marker "initial values done" (every other field 0) */
+  const uint8_t *val; /* the value, len bytes; valid until the next call */
+  size_t len;
+  uint64_t rev;       /* the bucket's revision (stream sequence) of this write */
+  bool deleted;       /* a KV delete or purge (val empty) */
+} m5_js_kv_change_t;
+
+int m5_js_kv_watch(m5_js_kv_t *kv, m5_js_kv_watch_t **w, char *err, size_t err_size);
+/* Blocks up to timeout_ms: M5_OK and *ch; M5_ETIMEDOUT (nothing new); M5_ECLOSED (stopped);
+ * M5_EIO with err. */
+int m5_js_kv_watch_next(m5_js_kv_watch_t *w, int64_t timeout_ms, m5_js_kv_change_t *ch, char *err,
+                        size_t err_size);
+void m5_js_kv_watch_stop(m5_js_kv_watch_t *w);
+/* After the thread calling next is gone. */
+void m5_js_kv_watch_free(m5_js_kv_watch_t *w);
+
 /* Frees libnats's global state and waits (up to 10 s) for its threads to end: once, at process
  * exit, after every client is closed. */
 void m5_js_library_close(void);
