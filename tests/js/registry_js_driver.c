@@ -533,6 +533,11 @@ int main(int argc, char **argv) {
   GW_UE_REG(&b, 1, "dex1");
   EXPECT(j.status == 0, "GW_UE_REG dex1: %d", j.status);
   uint64_t x1 = gens[0];
+  /* GW_DEL releases the IDs this node's memory shows the gateway holding (an ID a removed
+   * gateway still holds counts as free anyway): wait until a has applied b's registration,
+   * which with 3 replicas under load may take a moment */
+  for (int t = 0; t < WAIT_MS / 10 && registry_gw_holder(a.r, "dex1", NULL, NULL) != 0; t++)
+    sleep_ms(10);
   gw_job = gw_in;
   prep(&j, REGISTRY_GW_DEL, "", NULL, 0);
   j.gw = &gw_job;
