@@ -106,6 +106,9 @@ typedef struct {
    * the ID when it is accepted). A delivery is pushed only to a session registered under
    * its generation. */
   uint64_t gen;
+  /* JetStream: the m5s node that holds the recipient's session (the registry's registration),
+   * whose queue subjects the delivery goes to; "" = this node. Ignored by SQLite (one node). */
+  char node[33];
 } m5_store_rcpt_t;
 
 /* A delivery with its message, as due/due_any/expire/mark_* return it. MARK_* and EXPIRE
@@ -157,6 +160,9 @@ typedef struct {
   /* Memory of SQLite's page cache after the last batch (SQLITE_DBSTATUS_CACHE_USED; it grows to
    * cache_size, 64 MiB, with the pages a long run touches): part of the process's RSS. */
   uint64_t cache_bytes;
+  /* JetStream: connected to the NATS cluster now (1/0), and the messages the cluster still has
+   * to hand to this node's consumers (their lag; 0 on SQLite). */
+  uint64_t js_connected, js_consumer_pending;
 } m5_store_stats_t;
 
 typedef enum {
