@@ -2447,6 +2447,10 @@ static uint64_t accept_for_node(fx_t *f, m5_store_t *s, const char *msg_id, m5_m
 static void test_js_two_nodes(void **state) {
   fx_t *f = *state;
   m5_store_t *a = open_node("a"), *b = open_node("b");
+  m5_store_stats_t st;
+  m5_store_stats(a, &st);
+  assert_int_equal(st.jetstream, 1);
+  assert_int_equal(st.js_connected, 1);
   uint64_t id = accept_for_node(f, a, "x1", M5_PRIO_MIDDLE, "ue9", "b");
   wait_counts(f, b, "ue9", 1);
   assert_int_equal(counts_of(f, a, "ue9"), 0);

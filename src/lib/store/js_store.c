@@ -460,19 +460,30 @@ int js_pub(js_store_t *s, size_t i, const char *subject, const void *data, size_
   }
 }
 
-void js_pub_wait(js_store_t *s) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  int64_t wait_ms = 2 * (s->o.js.timeout_ms > 0 ? s->o.js.timeout_ms : 5000) + 1000;
-  dl.tv_sec += wait_ms / 1000;
-  dl.tv_nsec += (wait_ms % 1000) * 1000000;
-  if (dl.tv_nsec >= 1000000000) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000;
+static void deadline_in(struct timespec *dl, int64_t ms) {
+  clock_gettime(CLOCK_REALTIME, dl);
+  dl->tv_sec += ms / 1000;
+  dl->tv_nsec += (ms % 1000) * 1000000;
+  if (dl->tv_nsec >= 1000000000) {
+    dl->tv_sec++;
+    dl->tv_nsec -= 1000000000;
   }
+}
+
+/* Waits while acknowledgements keep coming: a large fan-out may take longer than one timeout
+ * in all, but each publish is answered (or timed out by libnats) within its max wait. */
+void js_pub_wait(js_store_t *s) {
+  int64_t quiet_ms = (s->o.js.timeout_ms > 0 ? s->o.js.timeout_ms : 5000) + 1000;
+  struct timespec dl;
+  deadline_in(&dl, quiet_ms);
   pthread_mutex_lock(&s->pub_mu);
-  while (s->n_done < s->n_pubs)
-    if (pthread_cond_timedwait(&s->pub_cv, &s->pub_mu, &dl)) break;
+  size_t seen = s->n_done;
+  while (s->n_done < s->n_pubs) {
+    if (pthread_cond_timedwait(&s->pub_cv, &s->pub_mu, &dl) == 0) continue;
+    if (s->n_done == seen) break; /* nothing for a whole max wait */
+    seen = s->n_done;
+    deadline_in(&dl, quiet_ms);
+  }
   for (size_t i = 0; i < s->n_pubs; i++)
     if (!s->pubs[i].done) {
       s->pubs[i].done = true;
@@ -525,6 +536,7 @@ static void js_stats(m5_store_t *base, m5_store_stats_t *out) {
   pthread_mutex_lock(&s->in_mu);
   out->js_consumer_pending = s->cb_pending;
   pthread_mutex_unlock(&s->in_mu);
+  out->jetstream = 1;
   out->js_connected = m5_js_client_connected(s->c);
 }
 

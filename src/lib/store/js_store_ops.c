@@ -697,6 +697,7 @@ static void do_counts(js_store_t *s, m5_store_job_t *job) {
   s->st.queued = s->st.messages = s->n_entries;
   job->stats = s->st;
   pthread_mutex_unlock(&s->st_mu);
+  job->stats.jetstream = 1;
   job->stats.js_connected = m5_js_client_connected(s->c);
 }
 

@@ -160,9 +160,10 @@ typedef struct {
   /* Memory of SQLite's page cache after the last batch (SQLITE_DBSTATUS_CACHE_USED; it grows to
    * cache_size, 64 MiB, with the pages a long run touches): part of the process's RSS. */
   uint64_t cache_bytes;
-  /* JetStream: connected to the NATS cluster now (1/0), and the messages the cluster still has
-   * to hand to this node's consumers (their lag; 0 on SQLite). */
-  uint64_t js_connected, js_consumer_pending;
+  /* JetStream (all 0 on SQLite): 1 on that backend; connected to the NATS cluster now (1/0);
+   * the messages the cluster still had to hand to this node's consumers when the last one
+   * came (their lag). */
+  uint64_t jetstream, js_connected, js_consumer_pending;
 } m5_store_stats_t;
 
 typedef enum {
