@@ -586,7 +586,11 @@ int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *
   jsErrCode jerr = 0;
   natsStatus s = js_DeleteMsg(c->js, stream, seq, NULL, &jerr);
   if (s == NATS_OK) return M5_OK;
-  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr)
+  /* a message already deleted comes back as "message delete failed" (10057) with the text
+   * "no message found" (nats-server 2.9.10, when it is not the stream's last one) */
+  const char *t = nats_GetLastError(NULL);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
+      (jerr == JSStreamMsgDeleteFailed && t && strstr(t, "no message found")))
     return say(err, err_size, M5_ENOENT, "%s: no message %llu", stream, (unsigned long long)seq);
   return nats_fail(err, err_size, nats_rc(s), s, stream);
 }
