@@ -2561,6 +2561,62 @@ static void test_js_rebind_sweep(void **state) {
   m5_store_close(a);
 }
 
+/* Report tickets on JetStream (KV P_tickets): a recipient's report on a message that asked for
+ * one is stored once, on the ticket naming it as the reporter (given to the originator's
+ * generation); a second report of that reporter, and one of a reporter that was not a
+ * recipient, are discarded (only their dedup entry written, the same outcome); a report
+ * refused for a full report queue gives its ticket back. */
+static void test_js_tickets(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_reports_per_recipient = 1;
+  m5_store_t *s = open_store(&o);
+  accept_t a;
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 3, "m1", "ue2", 1, true)), 0);
+  assert_int_equal(a.job.outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(run(f, s, mk_gen_accept(&a, "UE", "ue1", 3, "m2", "ue2", 1, true)), 0);
+  m5_store_job_t *j = mk_report(&a, "ue2", "m1", "ue1");
+  j->msg.ori_gen = 1;
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_false(j->discarded);
+  assert_true(a.rcpts[0].id != 0);
+  assert_int_equal(a.rcpts[0].gen, 3); /* the generation that sent m1 */
+  /* ue1's one report slot is taken: ue2's report on m2 is refused and keeps its ticket */
+  j = mk_report(&a, "ue2", "m2", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_QUEUE_FULL);
+  m5_store_job_t d;
+  due(f, s, "ue1", 10, &d);
+  assert_int_equal(d.n_items, 1);
+  uint64_t rep = d.items[0].id;
+  m5_store_job_clear(&d);
+  assert_int_equal(simple(f, s, M5_STORE_MARK_DELIVERED, rep, &d), 0);
+  m5_store_job_clear(&d);
+  j = mk_report(&a, "ue2", "m2", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_false(j->discarded);
+  /* used up: the same reporter again (another IMDN id) is discarded */
+  j = mk_report(&a, "ue2", "m1", "ue1");
+  snprintf(j->dedup_id, sizeof j->dedup_id, "again");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_ACCEPTED);
+  assert_true(j->discarded);
+  assert_int_equal(a.rcpts[0].id, 0);
+  /* ue3 was not a recipient of m1 */
+  j = mk_report(&a, "ue3", "m1", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_true(j->discarded);
+  /* a discarded report is still remembered: its retransmission is a duplicate */
+  j = mk_report(&a, "ue3", "m1", "ue1");
+  assert_int_equal(run(f, s, j), 0);
+  assert_int_equal(j->outcome, M5_STORE_DUPLICATE);
+  assert_int_equal(pending_of(f, s, "ue1"), 0); /* messages only: the reports are apart */
+  m5_store_close(s);
+}
+
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
 static const struct {
   const char *test, *why;
@@ -2661,6 +2717,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest js_only[] = {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
   };
   struct CMUnitTest all[sizeof run_tests / sizeof run_tests[0] + sizeof js_only / sizeof js_only[0]];
   memcpy(all, run_tests, n * sizeof *all);

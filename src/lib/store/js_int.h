@@ -63,6 +63,8 @@ typedef struct {
   char stream[2][JS_NAME_MAX + 8]; /* P_Q, P_R */
   m5_js_client_t *c;
   m5_js_kv_t *dedup;
+  m5_js_kv_t *tickets; /* P_tickets: report tickets (TTL report_window_ms) */
+  char tickets_bucket[JS_NAME_MAX + 16];
   m5_js_sub_t *sub[2];
   m5_jobthread_t *thread;
   uint64_t nonce; /* msg ids of accepts without a dedup key */

@@ -37,14 +37,129 @@ static void unsupported(m5_store_job_t *job, const char *what) {
 
 /* The dedup key of (ori, id): hex of HMAC-SHA-256 (collision-resistant, any length, a valid
  * KV key token and Msg-Id part). */
-static void dedup_hash(const m5_store_job_t *job, char out[65]) {
+static void hash_hex(const char *text, size_t len, char out[65]) {
   uint8_t h[32];
-  char buf[2 * (M5_STORE_KEY_MAX + 1) + 1];
-  int n = snprintf(buf, sizeof buf, "%s\n%s", job->dedup_ori, job->dedup_id);
   static const uint8_t k[] = "m5-store-dedup";
-  m5_hmac_sha256(k, sizeof k - 1, (const uint8_t *)buf, n > 0 ? (size_t)n : 0, h);
+  m5_hmac_sha256(k, sizeof k - 1, (const uint8_t *)text, len, h);
   for (int i = 0; i < 32; i++)
     snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+static void dedup_hash(const m5_store_job_t *job, char out[65]) {
+  char buf[2 * (M5_STORE_KEY_MAX + 1) + 1];
+  int n = snprintf(buf, sizeof buf, "%s\n%s", job->dedup_ori, job->dedup_id);
+  hash_hex(buf, n > 0 ? (size_t)n : 0, out);
+}
+
+/* ---- report tickets (store.h ACCEPT ticket_put / ticket_check), in KV P_tickets ----
+ * Key t.<hash(originator, msgId, reporter)> (typed keys "UE:ue1"), value "<ori_gen>
+ * <rep_gen>", "used" once a report was stored on it. Not kept here: the per-originator bound
+ * (max_tickets_per_originator), the drop at a failure or a REBIND (a ticket ends with its TTL,
+ * report_window_ms). */
+static void ticket_key(const m5_msg_addr_t *ori, const char *msg_id, const m5_msg_addr_t *rep,
+                       char out[70]) {
+  char buf[3 * (M5_MSG_ADDR_MAX + 20)];
+  int n = snprintf(buf, sizeof buf, "%s:%s\n%s\n%s:%s", ori->type, ori->addr, msg_id, rep->type,
+                   rep->addr);
+  char h[65];
+  hash_hex(buf, n > 0 ? (size_t)n : 0, h);
+  snprintf(out, 70, "t.%s", h);
+}
+
+static bool reportable(const m5_msg_addr_t *a) {
+  return !strcmp(a->type, "UE") || !strcmp(a->type, "AS");
+}
+
+/* One ticket per stored recipient, published together (KV puts) and awaited. */
+static void tickets_put(js_store_t *s, m5_store_job_t *job) {
+  const m5_store_msg_t *m = &job->msg;
+  if (!job->ticket_put || !m->deliv_st_req || !reportable(&m->ori) || !job->n_rcpts) return;
+  if (js_pub_begin(s, job->n_rcpts)) return;
+  for (size_t i = 0; i < job->n_rcpts; i++) {
+    const m5_store_rcpt_t *r = &job->rcpts[i];
+    if (!r->id) {
+      pthread_mutex_lock(&s->pub_mu);
+      s->pubs[i].done = true;
+      s->n_done++;
+      pthread_mutex_unlock(&s->pub_mu);
+      continue;
+    }
+    char key[70], subj[SUBJ_MAX], val[48], mid[128];
+    ticket_key(&m->ori, m->msg_id, &r->addr, key);
+    snprintf(subj, sizeof subj, "$KV.%s.%s", s->tickets_bucket, key);
+    int vl = snprintf(val, sizeof val, "%llu %llu", (unsigned long long)m->ori_gen,
+                      (unsigned long long)r->gen);
+    snprintf(mid, sizeof mid, "tk/%s/%zu", key + 2, i);
+    js_pub(s, i, subj, val, (size_t)vl, mid);
+  }
+  js_pub_wait(s);
+  for (size_t i = 0; i < job->n_rcpts; i++)
+    if (s->pubs[i].msg_id && s->pubs[i].status != M5_OK)
+      M5_LOGW("store", "jetstream: report ticket of %s for %s not stored", m->msg_id,
+              job->rcpts[i].addr.addr);
+  js_pub_end(s);
+}
+
+typedef struct {
+  bool hit;
+  char key[70];
+  char val[48]; /* the ticket as it was, to put back if the report is then refused */
+  uint64_t used_rev;
+} ticket_use_t;
+
+/* ticket_check: the report from msg.ori to rcpts[0] about msgId is stored only on the ticket
+ * naming msg.ori, which it uses up (compare-and-set to "used"); else job->discarded. */
+static int ticket_check(js_store_t *s, m5_store_job_t *job, ticket_use_t *u) {
+  memset(u, 0, sizeof *u);
+  if (job->n_rcpts != 1) return M5_EINVAL;
+  m5_store_rcpt_t *r = &job->rcpts[0];
+  const m5_store_msg_t *m = &job->msg;
+  ticket_key(&r->addr, m->msg_id, &m->ori, u->key);
+  uint8_t *v = NULL;
+  size_t vl = 0;
+  uint64_t rev = 0;
+  char err[256];
+  int rc = m5_js_kv_get(s->tickets, u->key, &v, &vl, &rev, err, sizeof err);
+  if (rc == M5_ENOENT) {
+    job->discarded = true;
+    return M5_OK;
+  }
+  if (rc) {
+    M5_LOGW("store", "jetstream: ticket get: %s", err);
+    return M5_EIO;
+  }
+  unsigned long long gen = 0, rep_gen = 0;
+  bool ok = vl < sizeof u->val && sscanf((const char *)v, "%llu %llu", &gen, &rep_gen) == 2;
+  if (ok) snprintf(u->val, sizeof u->val, "%s", (const char *)v);
+  free(v);
+  /* used already; a UE reporter of a newer generation than the one the message was stored
+   * for; a UE originator re-bound since it sent */
+  if (!ok || (!strcmp(m->ori.type, "UE") && rep_gen < m->ori_gen) ||
+      (!strcmp(r->addr.type, "UE") && gen < r->gen)) {
+    job->discarded = true;
+    return M5_OK;
+  }
+  if (!strcmp(r->addr.type, "UE")) r->gen = gen;
+  rc = m5_js_kv_update(s->tickets, u->key, "used", 4, rev, &u->used_rev, err, sizeof err);
+  if (rc == M5_EAGAIN) { /* a concurrent report used it */
+    job->discarded = true;
+    return M5_OK;
+  }
+  if (rc) {
+    M5_LOGW("store", "jetstream: ticket update: %s", err);
+    return M5_EIO;
+  }
+  u->hit = true;
+  return M5_OK;
+}
+
+/* A report refused after it used its ticket: the ticket is given back. */
+static void ticket_restore(js_store_t *s, const ticket_use_t *u) {
+  if (!u->hit) return;
+  char err[256];
+  if (m5_js_kv_update(s->tickets, u->key, u->val, strlen(u->val), u->used_rev, NULL, err,
+                      sizeof err))
+    M5_LOGW("store", "jetstream: ticket restore: %s", err);
 }
 
 /* The ack kept for a dedup key: "status\ncause". */
@@ -131,11 +246,10 @@ static int publish_round(js_store_t *s, m5_store_job_t *job, int fam, const bool
   return rc;
 }
 
-static void do_accept(js_store_t *s, m5_store_job_t *job) {
-  /* Report tickets are not kept on this backend yet: a message asking for a report is stored
-   * (the store's own failure and expiry reports need no ticket), a peer's report that needs
-   * one is refused. */
-  if (job->ticket_check) return unsupported(job, "a report checked against its ticket");
+static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
+                           const char *key);
+
+static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   if (job->n_rcpts > M5_STORE_RCPT_MAX || (job->n_rcpts && !job->rcpts) ||
       job->msg.payload_len > M5_STORE_PAYLOAD_MAX || (job->msg.payload_len && !job->msg.payload)) {
     job->status = M5_EINVAL;
@@ -163,6 +277,25 @@ static void do_accept(js_store_t *s, m5_store_job_t *job) {
   } else {
     s->nonce++;
   }
+  ticket_use_t tu = {0};
+  size_t n_given = job->n_rcpts;
+  if (check) {
+    int rc = ticket_check(s, job, &tu);
+    if (rc) {
+      job->status = rc;
+      return;
+    }
+    if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
+  }
+  accept_publish(s, job, dedup, hash, key);
+  job->n_rcpts = n_given;
+  if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) ticket_restore(s, &tu);
+  if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) tickets_put(s, job);
+}
+
+/* ACCEPT's publishes and dedup entry (after the dedup fast path and the ticket check). */
+static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
+                           const char *key) {
   job->msg.accepted_at_ms = now_ms(s);
   bool report = !strcmp(job->msg.app_id, M5_STORE_REPORT_APP);
   int fam = report ? JS_FAM_R : JS_FAM_Q;
@@ -283,6 +416,14 @@ static void do_accept(js_store_t *s, m5_store_job_t *job) {
   free(res);
   job->outcome = M5_STORE_ACCEPTED;
   js_stat_add(s, &s->st.accepted, 1);
+}
+
+static void do_accept(js_store_t *s, m5_store_job_t *job) {
+  if (job->ticket_check && job->n_rcpts != 1) {
+    job->status = M5_EINVAL;
+    return;
+  }
+  accept_inner(s, job, job->ticket_check);
 }
 
 /* ---------------------------------------------------------------- conclusions */
