@@ -75,6 +75,7 @@ typedef struct {
   size_t n_entries;
   /* ids removed that the consumer may still bring (id > cons_seen of its family) */
   m5_hmap_t *gone;
+  size_t gone_floor; /* marks left by the last prune (the consumer lagging behind) */
   uint64_t cons_seen[2]; /* last sequence taken from the inbox */
 
   /* consumer inbox (libnats threads -> store thread) */

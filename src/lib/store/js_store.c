@@ -292,6 +292,7 @@ typedef struct {
   js_store_t *s;
   uint64_t *ids;
   size_t n, cap;
+  bool caught_up[2];
 } prune_t;
 
 static void prune_one(const void *key, size_t klen, void *val, void *arg) {
@@ -300,19 +301,30 @@ static void prune_one(const void *key, size_t klen, void *val, void *arg) {
   uint64_t id;
   if (klen != sizeof id) return;
   memcpy(&id, key, sizeof id);
-  if ((id >> 1) > p->s->cons_seen[id & 1] || p->n == p->cap) return;
+  int fam = (int)(id & 1);
+  if (((id >> 1) > p->s->cons_seen[fam] && !p->caught_up[fam]) || p->n == p->cap) return;
   p->ids[p->n++] = id;
 }
 
-/* Drops the marks the consumer has passed (it skips a message deleted before it got there, so
- * such a mark would otherwise stay). */
+static void drain_once(js_store_t *s);
+
+/* Drops the marks the consumer can no longer bring: those it has passed, and all of a family
+ * whose consumer has handed over everything the server sent (the marked messages were deleted
+ * before: the server skips them). The common path (a delivery pushed at once and concluded
+ * before the consumer got to it) leaves one mark each, so this runs when they pile up. */
 static void prune_gone(js_store_t *s) {
-  prune_t p = {s, NULL, 0, m5_hmap_count(s->gone)};
+  prune_t p = {s, NULL, 0, m5_hmap_count(s->gone), {false, false}};
+  for (int f = 0; f < 2; f++) {
+    uint64_t pending = 0;
+    if (m5_js_sub_pending(s->sub[f], &pending, &p.caught_up[f])) p.caught_up[f] = false;
+  }
+  drain_once(s); /* what was handed over before the check */
   if (!(p.ids = malloc(p.cap * sizeof *p.ids))) return;
   m5_hmap_foreach(s->gone, prune_one, &p);
   for (size_t i = 0; i < p.n; i++)
     m5_hmap_del(s->gone, &p.ids[i], sizeof p.ids[i]);
   free(p.ids);
+  s->gone_floor = m5_hmap_count(s->gone);
 }
 
 void js_index_remove(js_store_t *s, js_entry_t *e) {
@@ -384,6 +396,11 @@ static void on_r(void *arg, uint64_t seq, const char *subject, const void *data,
 /* Store thread: what the consumers brought, into the index (a delivery this node already
  * indexed at its accept or move is skipped, as is one concluded before the consumer got it). */
 void js_drain_inbox(js_store_t *s) {
+  drain_once(s);
+  if (m5_hmap_count(s->gone) > 4096 + 2 * s->gone_floor) prune_gone(s);
+}
+
+static void drain_once(js_store_t *s) {
   pthread_mutex_lock(&s->in_mu);
   js_entry_t *e = s->in_head;
   s->in_head = s->in_tail = NULL;
@@ -399,7 +416,6 @@ void js_drain_inbox(js_store_t *s) {
       js_index_add(s, e);
     e = next;
   }
-  if (m5_hmap_count(s->gone) > 4096 + s->n_entries) prune_gone(s);
 }
 
 /* ---------------------------------------------------------------- awaited publishes */
