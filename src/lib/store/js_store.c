@@ -176,8 +176,10 @@ static int type_token(const char *type, char *out, size_t size) {
   return M5_OK;
 }
 
-int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt,
-               char *out, size_t out_size) {
+static bool name_ok(const char *n);
+
+static int subject_of(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt,
+                      char *out, size_t out_size) {
   char tt[20], enc[M5_JS_TOKEN_SIZE];
   if (type_token(rcpt->type, tt, sizeof tt) ||
       m5_js_name_encode(rcpt->addr, strlen(rcpt->addr), enc, sizeof enc, NULL))
@@ -187,10 +189,17 @@ int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr
   return n > 0 && (size_t)n < out_size ? M5_OK : M5_ERANGE;
 }
 
+/* A delivery's subject on node ("" or NULL: this node; else one subject token). */
+int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt,
+               char *out, size_t out_size) {
+  if (node && *node && !name_ok(node)) return M5_EINVAL;
+  return subject_of(s, fam, node, rcpt, out, out_size);
+}
+
 /* The recipient's subjects on every node. */
 int js_rcpt_filter(const js_store_t *s, int fam, const m5_msg_addr_t *rcpt, char *out,
                    size_t out_size) {
-  return js_subject(s, fam, "*", rcpt, out, out_size);
+  return subject_of(s, fam, "*", rcpt, out, out_size);
 }
 
 uint64_t js_id(uint64_t seq, int fam) {
