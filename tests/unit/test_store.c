@@ -2719,7 +2719,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
   };
-  struct CMUnitTest all[sizeof run_tests / sizeof run_tests[0] + sizeof js_only / sizeof js_only[0]];
+  enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };
+  struct CMUnitTest all[N_ALL];
   memcpy(all, run_tests, n * sizeof *all);
   memcpy(all + n, js_only, sizeof js_only);
   n += sizeof js_only / sizeof js_only[0];

@@ -553,8 +553,8 @@ static int take_msg(natsMsg *m, m5_js_msg_t *out, char *err, size_t err_size) {
   return M5_OK;
 }
 
-int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out,
-                  char *err, size_t err_size) {
+int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out, char *err,
+                  size_t err_size) {
   if (!c || !stream || !seq || !out) return say(err, err_size, M5_EINVAL, "get msg: bad arguments");
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
@@ -565,8 +565,8 @@ int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg
   return take_msg(m, out, err, err_size);
 }
 
-int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *subject,
-                          uint64_t seq, m5_js_msg_t *out, char *err, size_t err_size) {
+int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *subject, uint64_t seq,
+                          m5_js_msg_t *out, char *err, size_t err_size) {
   if (!c || !stream || !subject || !out)
     return say(err, err_size, M5_EINVAL, "next by subject: bad arguments");
   jsDirectGetMsgOptions dg;
@@ -575,7 +575,8 @@ int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *sub
   dg.NextBySubject = subject;
   natsMsg *m = NULL;
   natsStatus s = js_DirectGetMsg(&m, c->js, stream, NULL, &dg);
-  if (s == NATS_NOT_FOUND) return say(err, err_size, M5_ENOENT, "%s: no more on %s", stream, subject);
+  if (s == NATS_NOT_FOUND)
+    return say(err, err_size, M5_ENOENT, "%s: no more on %s", stream, subject);
   if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, stream);
   return take_msg(m, out, err, err_size);
 }
@@ -596,9 +597,10 @@ int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *
 }
 
 int m5_js_subjects(m5_js_client_t *c, const char *stream, const char *filter,
-                   void (*fn)(void *arg, const char *subject, uint64_t msgs), void *arg,
-                   char *err, size_t err_size) {
-  if (!c || !stream || !filter || !fn) return say(err, err_size, M5_EINVAL, "subjects: bad arguments");
+                   void (*fn)(void *arg, const char *subject, uint64_t msgs), void *arg, char *err,
+                   size_t err_size) {
+  if (!c || !stream || !filter || !fn)
+    return say(err, err_size, M5_EINVAL, "subjects: bad arguments");
   jsOptions o;
   jsOptions_Init(&o);
   o.Stream.Info.SubjectsFilter = filter;

@@ -51,7 +51,7 @@ typedef struct js_rcpt {
 typedef struct {
   char *msg_id;
   bool done, duplicate;
-  int status; /* M5_OK, M5_EFULL ..., as m5_js_ack_t */
+  int status;        /* M5_OK, M5_EFULL ..., as m5_js_ack_t */
   bool subject_full; /* M5_EFULL from the per-subject limit (else the stream's) */
   uint64_t seq;
 } js_pub_t;
@@ -75,7 +75,7 @@ typedef struct {
   size_t n_entries;
   /* ids removed that the consumer may still bring (id > cons_seen of its family) */
   m5_hmap_t *gone;
-  size_t gone_floor; /* marks left by the last prune (the consumer lagging behind) */
+  size_t gone_floor;     /* marks left by the last prune (the consumer lagging behind) */
   uint64_t cons_seen[2]; /* last sequence taken from the inbox */
 
   /* consumer inbox (libnats threads -> store thread) */
@@ -107,8 +107,8 @@ int js_rec_encode(const m5_store_msg_t *m, const m5_msg_addr_t *rcpt, uint64_t r
 int js_rec_decode(const uint8_t *p, size_t len, js_rec_t *r);
 
 /* ---- names ---- */
-int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt,
-               char *out, size_t out_size);
+int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt, char *out,
+               size_t out_size);
 int js_rcpt_filter(const js_store_t *s, int fam, const m5_msg_addr_t *rcpt, char *out,
                    size_t out_size);
 uint64_t js_id(uint64_t seq, int fam);
@@ -135,6 +135,37 @@ void js_pub_end(js_store_t *s);
 void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n);
 
 /* ---- jobs (js_store_ops.c) ---- */
+#define JS_SUBJ_MAX 512
 void js_run_job(js_store_t *s, m5_store_job_t *job);
+int64_t js_now_ms(js_store_t *s);
+/* hex of HMAC-SHA-256 under a fixed key: names of dedup keys, tickets, Msg-Ids */
+void js_hash_hex(const char *text, size_t len, char out[65]);
+
+typedef struct {
+  js_entry_t **v;
+  size_t n, cap;
+} js_elist_t;
+int js_el_push(js_elist_t *l, js_entry_t *e);
+/* Concludes e (state, cause; the failure report first unless DELIVERED): delete, out of the
+ * index; M5_ENOENT when someone else has it now. */
+int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
+                const char *cause, m5_store_delivery_t *d);
+/* DUE's move: rcpt's deliveries of family fam on other nodes' subjects come to this node's. */
+void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam);
+
+/* ---- REBIND, GROUP_SWEEP (js_sweep.c) ---- */
+void js_rebind(js_store_t *s, m5_store_job_t *job);
+void js_group_sweep(js_store_t *s, m5_store_job_t *job);
+
+/* ---- report tickets (js_tickets.c) ---- */
+typedef struct {
+  bool hit;
+  char key[70];
+  char val[48]; /* the ticket as it was, to put back if the report is then refused */
+  uint64_t used_rev;
+} js_ticket_use_t;
+void js_tickets_put(js_store_t *s, m5_store_job_t *job);
+int js_ticket_check(js_store_t *s, m5_store_job_t *job, js_ticket_use_t *u);
+void js_ticket_restore(js_store_t *s, const js_ticket_use_t *u);
 
 #endif

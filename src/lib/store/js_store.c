@@ -190,8 +190,8 @@ static int subject_of(const js_store_t *s, int fam, const char *node, const m5_m
 }
 
 /* A delivery's subject on node ("" or NULL: this node; else one subject token). */
-int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt,
-               char *out, size_t out_size) {
+int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt, char *out,
+               size_t out_size) {
   if (node && *node && !name_ok(node)) return M5_EINVAL;
   return subject_of(s, fam, node, rcpt, out, out_size);
 }
@@ -386,8 +386,9 @@ static void on_consumer_msg(js_store_t *s, int fam, uint64_t seq, const void *da
     s->in_tail = e;
   }
   pthread_mutex_unlock(&s->in_mu);
-  if (!e) M5_LOGE("store", "jetstream: undecodable delivery at %s seq %llu skipped",
-                  s->stream[fam], (unsigned long long)seq);
+  if (!e)
+    M5_LOGE("store", "jetstream: undecodable delivery at %s seq %llu skipped", s->stream[fam],
+            (unsigned long long)seq);
 }
 
 static void on_q(void *arg, uint64_t seq, const char *subject, const void *data, size_t len,
@@ -469,8 +470,8 @@ int js_pub(js_store_t *s, size_t i, const char *subject, const void *data, size_
   pthread_mutex_unlock(&s->pub_mu);
   char err[256];
   for (int tries = 0;; tries++) {
-    int rc = m5_js_publish_async(s->c, subject, data, len, msg_id, s->o.js.timeout_ms, err,
-                                 sizeof err);
+    int rc =
+        m5_js_publish_async(s->c, subject, data, len, msg_id, s->o.js.timeout_ms, err, sizeof err);
     if (rc == M5_OK) return M5_OK;
     /* libnats' window of outstanding publishes is full (a large fan-out): wait and retry */
     if (rc != M5_EFULL || tries > 50) {
@@ -607,8 +608,8 @@ static int wait_caught_up(js_store_t *s, int f, char *err, size_t errlen) {
     int rc = m5_js_sub_pending(s->sub[f], &pending, &caught_up);
     if (rc == M5_OK && caught_up) return M5_OK;
     if (waited > 4 * timeout) {
-      snprintf(err, errlen, "store: jetstream: the index of %s did not catch up (%s)",
-               s->stream[f], rc ? m5_strerror(rc) : "messages still pending");
+      snprintf(err, errlen, "store: jetstream: the index of %s did not catch up (%s)", s->stream[f],
+               rc ? m5_strerror(rc) : "messages still pending");
       return M5_ETIMEDOUT;
     }
     struct timespec ts = {0, 20 * 1000000};
@@ -667,8 +668,8 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
     goto fail;
   }
   if (m5_js_client_open(&s->c, &co, e2, sizeof e2)) goto fail;
-  int64_t dup_ms = o->dedup_window_ms > 0 && o->dedup_window_ms < 120000 ? o->dedup_window_ms
-                                                                         : 120000;
+  int64_t dup_ms =
+      o->dedup_window_ms > 0 && o->dedup_window_ms < 120000 ? o->dedup_window_ms : 120000;
   for (int f = 0; f < 2; f++) {
     char subj[JS_NAME_MAX + 8];
     snprintf(subj, sizeof subj, "%s.%c.>", s->prefix, f == JS_FAM_R ? 'r' : 'q');

@@ -21,9 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SUBJ_MAX 512
-
-static int64_t now_ms(js_store_t *s) {
+int64_t js_now_ms(js_store_t *s) {
   if (s->o.clock_ms) return s->o.clock_ms(s->o.clock_arg);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -37,7 +35,7 @@ static void unsupported(m5_store_job_t *job, const char *what) {
 
 /* The dedup key of (ori, id): hex of HMAC-SHA-256 (collision-resistant, any length, a valid
  * KV key token and Msg-Id part). */
-static void hash_hex(const char *text, size_t len, char out[65]) {
+void js_hash_hex(const char *text, size_t len, char out[65]) {
   uint8_t h[32];
   static const uint8_t k[] = "m5-store-dedup";
   m5_hmac_sha256(k, sizeof k - 1, (const uint8_t *)text, len, h);
@@ -48,118 +46,7 @@ static void hash_hex(const char *text, size_t len, char out[65]) {
 static void dedup_hash(const m5_store_job_t *job, char out[65]) {
   char buf[2 * (M5_STORE_KEY_MAX + 1) + 1];
   int n = snprintf(buf, sizeof buf, "%s\n%s", job->dedup_ori, job->dedup_id);
-  hash_hex(buf, n > 0 ? (size_t)n : 0, out);
-}
-
-/* ---- report tickets (store.h ACCEPT ticket_put / ticket_check), in KV P_tickets ----
- * Key t.<hash(originator, msgId, reporter)> (typed keys "UE:ue1"), value "<ori_gen>
- * <rep_gen>", "used" once a report was stored on it. Not kept here: the per-originator bound
- * (max_tickets_per_originator), the drop at a failure or a REBIND (a ticket ends with its TTL,
- * report_window_ms). */
-static void ticket_key(const m5_msg_addr_t *ori, const char *msg_id, const m5_msg_addr_t *rep,
-                       char out[70]) {
-  char buf[3 * (M5_MSG_ADDR_MAX + 20)];
-  int n = snprintf(buf, sizeof buf, "%s:%s\n%s\n%s:%s", ori->type, ori->addr, msg_id, rep->type,
-                   rep->addr);
-  char h[65];
-  hash_hex(buf, n > 0 ? (size_t)n : 0, h);
-  snprintf(out, 70, "t.%s", h);
-}
-
-static bool reportable(const m5_msg_addr_t *a) {
-  return !strcmp(a->type, "UE") || !strcmp(a->type, "AS");
-}
-
-/* One ticket per stored recipient, published together (KV puts) and awaited. */
-static void tickets_put(js_store_t *s, m5_store_job_t *job) {
-  const m5_store_msg_t *m = &job->msg;
-  if (!job->ticket_put || !m->deliv_st_req || !reportable(&m->ori) || !job->n_rcpts) return;
-  if (js_pub_begin(s, job->n_rcpts)) return;
-  for (size_t i = 0; i < job->n_rcpts; i++) {
-    const m5_store_rcpt_t *r = &job->rcpts[i];
-    if (!r->id) {
-      pthread_mutex_lock(&s->pub_mu);
-      s->pubs[i].done = true;
-      s->n_done++;
-      pthread_mutex_unlock(&s->pub_mu);
-      continue;
-    }
-    char key[70], subj[SUBJ_MAX], val[48], mid[128];
-    ticket_key(&m->ori, m->msg_id, &r->addr, key);
-    snprintf(subj, sizeof subj, "$KV.%s.%s", s->tickets_bucket, key);
-    int vl = snprintf(val, sizeof val, "%llu %llu", (unsigned long long)m->ori_gen,
-                      (unsigned long long)r->gen);
-    snprintf(mid, sizeof mid, "tk/%s/%zu", key + 2, i);
-    js_pub(s, i, subj, val, (size_t)vl, mid);
-  }
-  js_pub_wait(s);
-  for (size_t i = 0; i < job->n_rcpts; i++)
-    if (s->pubs[i].msg_id && s->pubs[i].status != M5_OK)
-      M5_LOGW("store", "jetstream: report ticket of %s for %s not stored", m->msg_id,
-              job->rcpts[i].addr.addr);
-  js_pub_end(s);
-}
-
-typedef struct {
-  bool hit;
-  char key[70];
-  char val[48]; /* the ticket as it was, to put back if the report is then refused */
-  uint64_t used_rev;
-} ticket_use_t;
-
-/* ticket_check: the report from msg.ori to rcpts[0] about msgId is stored only on the ticket
- * naming msg.ori, which it uses up (compare-and-set to "used"); else job->discarded. */
-static int ticket_check(js_store_t *s, m5_store_job_t *job, ticket_use_t *u) {
-  memset(u, 0, sizeof *u);
-  if (job->n_rcpts != 1) return M5_EINVAL;
-  m5_store_rcpt_t *r = &job->rcpts[0];
-  const m5_store_msg_t *m = &job->msg;
-  ticket_key(&r->addr, m->msg_id, &m->ori, u->key);
-  uint8_t *v = NULL;
-  size_t vl = 0;
-  uint64_t rev = 0;
-  char err[256];
-  int rc = m5_js_kv_get(s->tickets, u->key, &v, &vl, &rev, err, sizeof err);
-  if (rc == M5_ENOENT) {
-    job->discarded = true;
-    return M5_OK;
-  }
-  if (rc) {
-    M5_LOGW("store", "jetstream: ticket get: %s", err);
-    return M5_EIO;
-  }
-  unsigned long long gen = 0, rep_gen = 0;
-  bool ok = vl < sizeof u->val && sscanf((const char *)v, "%llu %llu", &gen, &rep_gen) == 2;
-  if (ok) snprintf(u->val, sizeof u->val, "%s", (const char *)v);
-  free(v);
-  /* used already; a UE reporter of a newer generation than the one the message was stored
-   * for; a UE originator re-bound since it sent */
-  if (!ok || (!strcmp(m->ori.type, "UE") && rep_gen < m->ori_gen) ||
-      (!strcmp(r->addr.type, "UE") && gen < r->gen)) {
-    job->discarded = true;
-    return M5_OK;
-  }
-  if (!strcmp(r->addr.type, "UE")) r->gen = gen;
-  rc = m5_js_kv_update(s->tickets, u->key, "used", 4, rev, &u->used_rev, err, sizeof err);
-  if (rc == M5_EAGAIN) { /* a concurrent report used it */
-    job->discarded = true;
-    return M5_OK;
-  }
-  if (rc) {
-    M5_LOGW("store", "jetstream: ticket update: %s", err);
-    return M5_EIO;
-  }
-  u->hit = true;
-  return M5_OK;
-}
-
-/* A report refused after it used its ticket: the ticket is given back. */
-static void ticket_restore(js_store_t *s, const ticket_use_t *u) {
-  if (!u->hit) return;
-  char err[256];
-  if (m5_js_kv_update(s->tickets, u->key, u->val, strlen(u->val), u->used_rev, NULL, err,
-                      sizeof err))
-    M5_LOGW("store", "jetstream: ticket restore: %s", err);
+  js_hash_hex(buf, n > 0 ? (size_t)n : 0, out);
 }
 
 /* The ack kept for a dedup key: "status\ncause". */
@@ -211,7 +98,7 @@ static int publish_round(js_store_t *s, m5_store_job_t *job, int fam, const bool
       continue;
     }
     m5_store_rcpt_t *r = &job->rcpts[i];
-    char subj[SUBJ_MAX], mid[SUBJ_MAX];
+    char subj[JS_SUBJ_MAX], mid[JS_SUBJ_MAX];
     uint8_t *rec = NULL;
     size_t rl = 0;
     if ((rc = js_subject(s, fam, r->node, &r->addr, subj, sizeof subj))) break;
@@ -277,10 +164,10 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   } else {
     s->nonce++;
   }
-  ticket_use_t tu = {0};
+  js_ticket_use_t tu = {0};
   size_t n_given = job->n_rcpts;
   if (check) {
-    int rc = ticket_check(s, job, &tu);
+    int rc = js_ticket_check(s, job, &tu);
     if (rc) {
       job->status = rc;
       return;
@@ -289,14 +176,14 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   }
   accept_publish(s, job, dedup, hash, key);
   job->n_rcpts = n_given;
-  if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) ticket_restore(s, &tu);
-  if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) tickets_put(s, job);
+  if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) js_ticket_restore(s, &tu);
+  if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) js_tickets_put(s, job);
 }
 
 /* ACCEPT's publishes and dedup entry (after the dedup fast path and the ticket check). */
 static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
                            const char *key) {
-  job->msg.accepted_at_ms = now_ms(s);
+  job->msg.accepted_at_ms = js_now_ms(s);
   bool report = !strcmp(job->msg.app_id, M5_STORE_REPORT_APP);
   int fam = report ? JS_FAM_R : JS_FAM_Q;
   size_t n = job->n_rcpts;
@@ -314,18 +201,16 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const
     for (size_t i = 0; i < n; i++)
       any |= want[i];
     if (!any) break;
-    if ((fail = publish_round(s, job, fam, want, round ? s->nonce++ : 0, dedup ? hash : NULL,
-                              res)))
+    if ((fail = publish_round(s, job, fam, want, round ? s->nonce++ : 0, dedup ? hash : NULL, res)))
       break;
     for (size_t i = 0; i < n; i++) {
       want[i] = false;
       if (round || res[i].status != M5_OK || !res[i].duplicate) continue;
       m5_js_msg_t m;
-      char subj[SUBJ_MAX], err[256];
+      char subj[JS_SUBJ_MAX], err[256];
       js_subject(s, fam, job->rcpts[i].node, &job->rcpts[i].addr, subj, sizeof subj);
       int rc = m5_js_get_msg(s->c, s->stream[fam], res[i].seq, &m, err, sizeof err);
-      if (rc == M5_ENOENT || (rc == M5_OK && strcmp(m.subject, subj)))
-        want[i] = true;
+      if (rc == M5_ENOENT || (rc == M5_OK && strcmp(m.subject, subj))) want[i] = true;
       if (rc == M5_OK) m5_js_msg_free(&m);
     }
   }
@@ -362,9 +247,9 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const
     for (size_t i = 0; i < n; i++)
       job->rcpts[i].id = 0;
     job->outcome = refused;
-    js_stat_add(s, refused == M5_STORE_STORE_FULL ? &s->st.refused_store_full
-                                                  : &s->st.refused_queue_full,
-                1);
+    js_stat_add(
+        s, refused == M5_STORE_STORE_FULL ? &s->st.refused_store_full : &s->st.refused_queue_full,
+        1);
     return;
   }
   /* the dedup entry, create-only: a concurrent accept of the same key may have won */
@@ -375,8 +260,7 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const
     int rc = m5_js_kv_create(s->dedup, key, val, (size_t)(vl > 0 ? vl : 0), NULL, err, sizeof err);
     if (rc == M5_EEXIST) {
       for (size_t i = 0; i < job->n_rcpts; i++)
-        if (res[i].status == M5_OK && !res[i].duplicate)
-          delete_seq(s, fam, res[i].seq);
+        if (res[i].status == M5_OK && !res[i].duplicate) delete_seq(s, fam, res[i].seq);
       free(res);
       for (size_t i = 0; i < job->n_rcpts; i++) {
         job->rcpts[i].status = M5_STORE_ACCEPTED;
@@ -445,11 +329,11 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
       (strcmp(d->msg.ori.type, "UE") && strcmp(d->msg.ori.type, "AS")))
     return M5_OK;
   m5_store_delivery_t rep;
-  int64_t now = now_ms(s);
+  int64_t now = js_now_ms(s);
   int rc = m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep);
   if (rc) return rc;
   rep.msg.accepted_at_ms = now;
-  char subj[SUBJ_MAX], mid[64];
+  char subj[JS_SUBJ_MAX], mid[64];
   uint8_t *rec = NULL;
   size_t rl = 0;
   rc = js_subject(s, JS_FAM_R, NULL, &rep.rcpt, subj, sizeof subj);
@@ -486,8 +370,8 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
 }
 
 /* Concludes e: (report,) delete, out of the index. M5_ENOENT: someone else has it now. */
-static int conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
-                    const char *cause, m5_store_delivery_t *d) {
+int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
+                const char *cause, m5_store_delivery_t *d) {
   int rc = js_entry_item(e, d);
   if (rc) return rc;
   d->state = state;
@@ -525,8 +409,8 @@ static void do_mark(js_store_t *s, m5_store_job_t *job) {
   }
   bool delivered = job->op == M5_STORE_MARK_DELIVERED;
   m5_store_delivery_t d;
-  int rc = conclude(s, job, e, delivered ? M5_DELIV_DELIVERED : M5_DELIV_FAILED,
-                    delivered ? "" : job->cause, &d);
+  int rc = js_conclude(s, job, e, delivered ? M5_DELIV_DELIVERED : M5_DELIV_FAILED,
+                       delivered ? "" : job->cause, &d);
   if (!rc) rc = item_push(job, &d);
   if (rc) {
     job->status = rc;
@@ -548,12 +432,7 @@ static void do_reschedule(js_store_t *s, m5_store_job_t *job) {
 
 /* ---------------------------------------------------------------- listings */
 
-typedef struct {
-  js_entry_t **v;
-  size_t n, cap;
-} elist_t;
-
-static int el_push(elist_t *l, js_entry_t *e) {
+int js_el_push(js_elist_t *l, js_entry_t *e) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? 2 * l->cap : 64;
     js_entry_t **nv = realloc(l->v, cap * sizeof *nv);
@@ -574,7 +453,8 @@ static int by_queue_order(const void *a, const void *b) {
 
 static int by_next_attempt(const void *a, const void *b) {
   const js_entry_t *x = *(js_entry_t *const *)a, *y = *(js_entry_t *const *)b;
-  if (x->next_attempt_ms != y->next_attempt_ms) return x->next_attempt_ms < y->next_attempt_ms ? -1 : 1;
+  if (x->next_attempt_ms != y->next_attempt_ms)
+    return x->next_attempt_ms < y->next_attempt_ms ? -1 : 1;
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
@@ -590,7 +470,7 @@ static size_t cap_limit(size_t limit) {
 
 /* Items with their payloads, read back by sequence, for the first `limit` of l. A delivery
  * whose message is gone (moved or concluded by another node) leaves the index. */
-static void list_with_payloads(js_store_t *s, m5_store_job_t *job, elist_t *l, size_t limit) {
+static void list_with_payloads(js_store_t *s, m5_store_job_t *job, js_elist_t *l, size_t limit) {
   for (size_t i = 0; i < l->n && job->n_items < limit; i++) {
     js_entry_t *e = l->v[i];
     m5_js_msg_t m;
@@ -634,7 +514,7 @@ static void list_with_payloads(js_store_t *s, m5_store_job_t *job, elist_t *l, s
 
 typedef struct {
   js_store_t *s;
-  char (*subjects)[SUBJ_MAX];
+  char (*subjects)[JS_SUBJ_MAX];
   size_t n, cap;
 } subj_list_t;
 
@@ -643,7 +523,8 @@ static void on_subject(void *arg, const char *subject, uint64_t msgs) {
   (void)msgs;
   /* P.q.<node>.<type>.<enc>: skip this node's own */
   size_t pl = strlen(l->s->prefix) + 3, nl = strlen(l->s->node);
-  if (strlen(subject) > pl + nl && !strncmp(subject + pl, l->s->node, nl) && subject[pl + nl] == '.')
+  if (strlen(subject) > pl + nl && !strncmp(subject + pl, l->s->node, nl) &&
+      subject[pl + nl] == '.')
     return;
   if (l->n == l->cap) {
     size_t cap = l->cap ? 2 * l->cap : 4;
@@ -652,7 +533,7 @@ static void on_subject(void *arg, const char *subject, uint64_t msgs) {
     l->subjects = nv;
     l->cap = cap;
   }
-  snprintf(l->subjects[l->n++], SUBJ_MAX, "%s", subject);
+  snprintf(l->subjects[l->n++], JS_SUBJ_MAX, "%s", subject);
 }
 
 typedef struct {
@@ -666,8 +547,8 @@ static int by_prio_seq(const void *a, const void *b) {
   return x->m.seq < y->m.seq ? -1 : x->m.seq > y->m.seq;
 }
 
-static void move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
-  char filter[SUBJ_MAX], err[256];
+void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
+  char filter[JS_SUBJ_MAX], err[256];
   if (js_rcpt_filter(s, fam, rcpt, filter, sizeof filter)) return;
   subj_list_t sl = {.s = s};
   if (m5_js_subjects(s->c, s->stream[fam], filter, on_subject, &sl, err, sizeof err)) {
@@ -703,7 +584,7 @@ static void move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
   }
   free(sl.subjects);
   if (n) qsort(mv, n, sizeof *mv, by_prio_seq);
-  char subj[SUBJ_MAX];
+  char subj[JS_SUBJ_MAX];
   bool full = js_subject(s, fam, NULL, rcpt, subj, sizeof subj) != M5_OK;
   for (size_t i = 0; i < n; i++) {
     moved_t *x = &mv[i];
@@ -740,12 +621,12 @@ static void move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
 
 static void do_due(js_store_t *s, m5_store_job_t *job) {
   for (int f = 0; f < 2; f++)
-    move_here(s, &job->rcpt, f);
+    js_move_here(s, &job->rcpt, f);
   js_drain_inbox(s);
   js_rcpt_t *rc = js_index_rcpt(s, &job->rcpt);
-  elist_t l = {0};
+  js_elist_t l = {0};
   for (js_entry_t *e = rc ? rc->head : NULL; e; e = e->next)
-    if (!e->in_flight && el_push(&l, e)) {
+    if (!e->in_flight && js_el_push(&l, e)) {
       job->status = M5_ENOMEM;
       free(l.v);
       return;
@@ -756,7 +637,7 @@ static void do_due(js_store_t *s, m5_store_job_t *job) {
 }
 
 typedef struct {
-  elist_t *l;
+  js_elist_t *l;
   m5_store_op_t op;
   int64_t now_ms;
   int rc;
@@ -781,17 +662,17 @@ static void scan_one(const void *key, size_t klen, void *val, void *arg) {
   default:
     break;
   }
-  if (take && el_push(sc->l, e)) sc->rc = M5_ENOMEM;
+  if (take && js_el_push(sc->l, e)) sc->rc = M5_ENOMEM;
 }
 
-static int scan(js_store_t *s, m5_store_op_t op, int64_t now, elist_t *l) {
+static int scan(js_store_t *s, m5_store_op_t op, int64_t now, js_elist_t *l) {
   scan_t sc = {l, op, now, 0};
   m5_hmap_foreach(s->by_id, scan_one, &sc);
   return sc.rc;
 }
 
 static void do_due_any(js_store_t *s, m5_store_job_t *job) {
-  elist_t l = {0};
+  js_elist_t l = {0};
   if ((job->status = scan(s, M5_STORE_DUE_ANY, job->now_ms, &l)) == 0) {
     if (l.n) qsort(l.v, l.n, sizeof *l.v, by_next_attempt);
     list_with_payloads(s, job, &l, cap_limit(job->limit));
@@ -800,13 +681,13 @@ static void do_due_any(js_store_t *s, m5_store_job_t *job) {
 }
 
 static void do_expire(js_store_t *s, m5_store_job_t *job) {
-  elist_t l = {0};
+  js_elist_t l = {0};
   if ((job->status = scan(s, M5_STORE_EXPIRE, job->now_ms, &l)) == 0) {
     if (l.n) qsort(l.v, l.n, sizeof *l.v, by_expiry);
     size_t limit = cap_limit(job->limit);
     for (size_t i = 0; i < l.n && job->n_items < limit; i++) {
       m5_store_delivery_t d;
-      int rc = conclude(s, job, l.v[i], M5_DELIV_EXPIRED, M5_CAUSE_EXPIRED, &d);
+      int rc = js_conclude(s, job, l.v[i], M5_DELIV_EXPIRED, M5_CAUSE_EXPIRED, &d);
       if (rc == M5_ENOENT) continue;
       if (rc || (rc = item_push(job, &d))) {
         job->status = rc;
@@ -819,7 +700,7 @@ static void do_expire(js_store_t *s, m5_store_job_t *job) {
 }
 
 static void do_requeue_stale(js_store_t *s, m5_store_job_t *job) {
-  elist_t l = {0};
+  js_elist_t l = {0};
   if ((job->status = scan(s, M5_STORE_REQUEUE_STALE, job->now_ms, &l)) == 0) {
     for (size_t i = 0; i < l.n; i++)
       l.v[i]->in_flight = false;
@@ -840,122 +721,6 @@ static void do_counts(js_store_t *s, m5_store_job_t *job) {
   pthread_mutex_unlock(&s->st_mu);
   job->stats.jetstream = 1;
   job->stats.js_connected = m5_js_client_connected(s->c);
-}
-
-/* ---- REBIND and GROUP_SWEEP, per node (partial: see docs/store.md "JetStream") ---- */
-
-/* Fails (cause, with the reports asked for, due at once) the listed deliveries; counts them. */
-static uint64_t fail_all(js_store_t *s, m5_store_job_t *job, elist_t *l, const char *const *causes) {
-  uint64_t n = 0;
-  int64_t keep = job->next_attempt_ms;
-  job->next_attempt_ms = now_ms(s); /* their reports: due at once */
-  for (size_t i = 0; i < l->n; i++) {
-    m5_store_delivery_t d;
-    int rc = conclude(s, job, l->v[i], M5_DELIV_FAILED, causes[i], &d);
-    if (rc == M5_ENOENT) continue;
-    if (rc) {
-      job->status = rc;
-      break;
-    }
-    n++;
-    js_stat_add(s, &s->st.failed, 1);
-  }
-  job->next_attempt_ms = keep;
-  return n;
-}
-
-/* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): first
- * those on other nodes' subjects are moved here, so one node's REBIND covers the cluster.
- * Not done here yet: dropping rcpt's dedup entries as an originator, tickets, topics; the
- * generation is not remembered (a repeat finds nothing older left). */
-static void do_rebind(js_store_t *s, m5_store_job_t *job) {
-  if (strcmp(job->rcpt.type, "UE") || !job->gen) {
-    job->status = M5_EINVAL;
-    return;
-  }
-  for (int f = 0; f < 2; f++)
-    move_here(s, &job->rcpt, f);
-  js_drain_inbox(s);
-  js_rcpt_t *rc = js_index_rcpt(s, &job->rcpt);
-  elist_t l = {0};
-  for (js_entry_t *e = rc ? rc->head : NULL; e; e = e->next) {
-    js_rec_t r;
-    if (js_rec_decode(e->rec, e->rec_len, &r) == 0 && r.d.rcpt_gen && r.d.rcpt_gen < job->gen &&
-        !e->in_flight && el_push(&l, e)) {
-      job->status = M5_ENOMEM;
-      break;
-    }
-  }
-  const char **causes = l.n ? malloc(l.n * sizeof *causes) : NULL;
-  if (l.n && !causes) job->status = M5_ENOMEM;
-  if (!job->status) {
-    for (size_t i = 0; i < l.n; i++)
-      causes[i] = M5_STORE_CAUSE_REBOUND;
-    job->rebind_failed = fail_all(s, job, &l, causes);
-  }
-  free(causes);
-  free(l.v);
-}
-
-typedef struct {
-  m5_store_job_t *job;
-  elist_t l;
-  const char **causes;
-  size_t cap;
-  int rc;
-} sweep_t;
-
-static void sweep_one(const void *key, size_t klen, void *val, void *arg) {
-  (void)key;
-  (void)klen;
-  sweep_t *sw = arg;
-  js_entry_t *e = val;
-  js_rec_t r;
-  const m5_store_job_t *j = sw->job;
-  if (sw->rc || e->in_flight || js_rec_decode(e->rec, e->rec_len, &r) || !r.d.msg.group_gen)
-    return;
-  if (j->msg.dest.type[0] && (strcmp(j->msg.dest.type, r.d.msg.dest.type) ||
-                              strcmp(j->msg.dest.addr, r.d.msg.dest.addr)))
-    return;
-  if (j->rcpt.type[0] &&
-      (strcmp(j->rcpt.type, r.d.rcpt.type) || strcmp(j->rcpt.addr, r.d.rcpt.addr)))
-    return;
-  const char *cause = j->group_check(j->group_check_arg, &r.d.msg.dest, &r.d.rcpt, r.d.msg.group_gen);
-  if (!cause) return;
-  if (sw->l.n == sw->cap) {
-    size_t cap = sw->cap ? 2 * sw->cap : 64;
-    const char **nc = realloc(sw->causes, cap * sizeof *nc);
-    if (!nc) {
-      sw->rc = M5_ENOMEM;
-      return;
-    }
-    sw->causes = nc;
-    sw->cap = cap;
-  }
-  if (el_push(&sw->l, e)) {
-    sw->rc = M5_ENOMEM;
-    return;
-  }
-  sw->causes[sw->l.n - 1] = cause;
-}
-
-/* This node's queued group and broadcast deliveries that group_check names a cause for fail,
- * in one pass over the index (each node sweeps its own; the cursor is not needed: more is
- * never set). */
-static void do_group_sweep(js_store_t *s, m5_store_job_t *job) {
-  if (!job->group_check || (job->rcpt.type[0] && !job->msg.dest.type[0])) {
-    job->status = M5_EINVAL;
-    return;
-  }
-  sweep_t sw = {.job = job};
-  m5_hmap_foreach(s->by_id, sweep_one, &sw);
-  if (sw.rc)
-    job->status = sw.rc;
-  else
-    job->group_failed = fail_all(s, job, &sw.l, sw.causes);
-  free(sw.causes);
-  free(sw.l.v);
-  job->more = false;
 }
 
 void js_run_job(js_store_t *s, m5_store_job_t *job) {
@@ -979,13 +744,13 @@ void js_run_job(js_store_t *s, m5_store_job_t *job) {
   case M5_STORE_REQUEUE_STALE:
     return do_requeue_stale(s, job);
   case M5_STORE_REBIND:
-    return do_rebind(s, job);
+    return js_rebind(s, job);
   case M5_STORE_TOPIC_SUB:
   case M5_STORE_TOPIC_UNSUB:
   case M5_STORE_TOPIC_SUBSCRIBERS:
     return unsupported(job, "TOPIC_*");
   case M5_STORE_GROUP_SWEEP:
-    return do_group_sweep(s, job);
+    return js_group_sweep(s, job);
   }
   job->status = M5_EINVAL;
 }
