@@ -3,8 +3,9 @@
  * bound), the queue and store caps, expiry, back-off, group commit, durability across kill -9,
  * and refusal of corrupt, truncated and foreign files.
  *
- * Run without arguments: the SQLite backend. Run as `test_store --jetstream nats://host:port`
- * (tests/js/test_store_contract.sh, which starts the nats-server): the same behaviour tests
+ * Run without arguments: the SQLite backend. Run as `test_store --jetstream nats://host:port
+ * [replicas]` (tests/js/test_store_contract.sh, which starts the nats-server; replicas 3 on a
+ * 3-server cluster, by hand): the same behaviour tests
  * against the JetStream backend (issue 13), each test in streams of its own (a prefix per
  * test); the tests of what that backend does not do yet, or of SQLite's file, are listed with
  * the reason and skipped (js_skips in main). */
@@ -40,6 +41,7 @@ static int64_t fake_now; /* Unix ms, for stores opened with fake_clock */
 /* --jetstream URL: the JetStream backend, on that nats-server, under a prefix per test */
 static bool js_mode;
 static const char *js_url;
+static int js_replicas = 1;
 static char js_prefix[64];
 static int js_test_no;
 
@@ -107,7 +109,7 @@ static void default_opts(m5_store_opts_t *o) {
     o->backend = M5_STORE_BACKEND_JETSTREAM;
     o->js.servers = &js_url;
     o->js.n_servers = 1;
-    o->js.replicas = 1;
+    o->js.replicas = js_replicas;
     o->js.prefix = js_prefix;
     o->js.node = "a";
     o->js.timeout_ms = 10000;
@@ -2658,11 +2660,12 @@ static const char *js_skip_reason(const char *name) {
 
 int main(int argc, char **argv) {
   tu_process_init();
-  if (argc == 3 && !strcmp(argv[1], "--jetstream")) {
+  if ((argc == 3 || argc == 4) && !strcmp(argv[1], "--jetstream")) {
     js_mode = true;
     js_url = argv[2];
+    if (argc == 4) js_replicas = atoi(argv[3]);
   } else if (argc != 1) {
-    fprintf(stderr, "usage: %s [--jetstream nats://host:port]\n", argv[0]);
+    fprintf(stderr, "usage: %s [--jetstream nats://host:port [replicas]]\n", argv[0]);
     return 2;
   }
   const struct CMUnitTest tests[] = {
