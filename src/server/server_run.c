@@ -193,7 +193,8 @@ static int worker_setup(run_t *run, unsigned index, const server_config_t *cfg) 
                                  .max_per_subscriber = (uint64_t)cfg->topics_max_per_subscriber,
                                  .max_subscribers = (uint64_t)cfg->topics_max_subscribers},
                       .bc_pace = run->bc_pace,
-                      .bc_rate = (uint32_t)cfg->broadcast_rate};
+                      .bc_rate = (uint32_t)cfg->broadcast_rate,
+                      .node = strcmp(cfg->store_backend, "jetstream") ? "" : cfg->node_name};
   ue_api_t *api = ue_api_new(w->loop, &ao);
   pthread_mutex_lock(&run->lock); /* fill_stats reads it from worker 0 */
   w->api = api;

@@ -427,6 +427,14 @@ void ue_accept_request(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, m5_msg_t *
   accept_msg(api, m, is_imdn ? NULL : &m->payload, is_imdn, ss->gen, req, NULL, NULL);
 }
 
+/* The node holding a registered UE's session when that is another m5s node of the cluster
+ * (store.backend jetstream; e from registry_lookup), else NULL. */
+static const char *on_other_node(const ue_api_t *api, const registry_entry_t *e) {
+  const char *self = api->opts.node;
+  if (!self || !*self || !e->registered || !e->node[0] || !strcmp(e->node, self)) return NULL;
+  return e->node;
+}
+
 /* Resolves the recipient of m (from the UE or AS m->ori, already checked), accepts it into the
  * store with the ack it will get, and answers from the store's reply: to req (a UE's CoAP
  * request) or through reply(ctx) (an AS's). take: &m->payload, a malloc'd buffer of the MSG's
@@ -443,6 +451,7 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_
   e.gen = 0;
   router_loc_t loc;
   const char *status = NULL, *cause = NULL;
+  const char *remote = NULL; /* the node holding the recipient's session, when not this one */
   char target[2]; /* only whether the AS has a targetUri: its first character is enough */
   const char *why = NULL;
   int topic = !is_imdn && !strcmp(m->dest.type, "TOPIC");
@@ -481,6 +490,8 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_
     status = "DELY_FAILED", cause = M5_CAUSE_UNKNOWN_RECIPIENT;
   else if (router_find(api->opts.router, m->dest.addr, &loc) == 0)
     status = NULL; /* live: accepted for delivery */
+  else if ((remote = on_other_node(api, &e)) != NULL)
+    status = NULL; /* live on another node, which pushes it */
   else if (sto)
     status = "DELY_STORED";
   else if (!e.registered)
@@ -562,7 +573,11 @@ static void accept_msg(ue_api_t *api, const m5_msg_t *m, uint8_t **take, int is_
     j->rcpt.next_attempt_ms = delivery_first_retry_ms();
     /* A live recipient is pushed as soon as the accept is committed (done_accept), and that
      * push always ends in a conclusion (delivery.c): in flight until then. */
-    j->rcpt.in_flight = status == NULL;
+    j->rcpt.in_flight = status == NULL && !remote;
+    if (remote) { /* queued on its node, due at once there (its DUE_ANY tick pushes it) */
+      m5_str_copy(j->rcpt.node, sizeof j->rcpt.node, remote);
+      j->rcpt.next_attempt_ms = now * 1000;
+    }
     sj->rcpts = &j->rcpt;
     sj->n_rcpts = 1;
   }

@@ -45,6 +45,10 @@ typedef struct {
   topics_opts_t topics; /* Messaging Topics (topics.h); its store is this one's */
   fanout_pace_t *bc_pace; /* broadcast pushes, shared by the workers (fanout.h); NULL: unpaced */
   uint32_t bc_rate;       /* its rate (deliveries a second), to spread the first attempts */
+  /* This node's name with store.backend jetstream (several m5s nodes), else "" or NULL: a UE
+   * registered on another node gets its deliveries queued on that node's subjects, which that
+   * node pushes (docs/scale-out.md "Routing between nodes"). */
+  const char *node;
 } ue_api_opts_t;
 
 /* Creates the mailboxes and attaches them to the router as this worker's. */
