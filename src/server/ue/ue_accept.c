@@ -354,7 +354,8 @@ static void done_accept(accept_t *j) {
               sj->msg.ori.addr, topic ? "topic" : area ? "area" : "group", sj->msg.dest.addr,
               topic ? "subscribers" : "members");
     fanout_start(j->api->fan, &sj->msg, sj->rcpts, sj->n_rcpts, j->paced);
-  } else if (sj->n_rcpts && j->rcpt.id) {
+  } else if (sj->n_rcpts && j->rcpt.id && !j->rcpt.node[0]) {
+    /* (a delivery queued on another node's subjects is that node's to push and conclude) */
     m5_store_delivery_t d;
     memset(&d, 0, sizeof d);
     d.id = j->rcpt.id;
