@@ -13,7 +13,7 @@ BUILD_TEST := build/asan
 BUILD_REL  := build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-test test run bench bench-full bench-build clean distclean
+.PHONY: all deps build build-test test run run-cluster bench bench-full bench-build clean distclean
 
 all: build
 
@@ -36,6 +36,11 @@ test: build build-test
 
 run: build
 	@./tools/run-dev.sh $(BUILD_REL)
+
+# Two m5s nodes on a three-node NATS JetStream cluster, all on loopback (docs/scale-out.md):
+# pid files, configs, stores and logs under var/cluster/.
+run-cluster: build
+	@./tools/run-cluster.sh $(BUILD_REL)
 
 # Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side with bench/vs-mosquitto (the
 # fair harness: same TLS 1.3 suite and group, Mosquitto with persistence, fresh stores, pinned
