@@ -44,6 +44,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tools/run-lib.sh
 source "$REPO/tools/run-lib.sh"
+# shellcheck source=tools/nats-conf.sh
+source "$REPO/tools/nats-conf.sh"
 run_reexec_sigint "$0" "$@"
 RUN_NAME=run-cluster
 # shellcheck disable=SC2016 # backquotes as text
@@ -124,31 +126,13 @@ run_pki
 # 2. The NATS cluster: one config per node (all three routes in each: a node ignores its own),
 # checked before any starts; JetStream ready = /healthz 200 on every node (60 s: a first
 # start elects a meta leader once all three run).
+routes=()
+for ((k = 1; k <= NATS_N; k++)); do routes+=("${NATS_ROUTE[$k]}"); done
 for ((k = 1; k <= NATS_N; k++)); do
   mkdir -p "var/cluster/nats-$k"
-  conf=var/cluster/run/nats-$k.conf
-  {
-    echo "# nats-server node $k of $RUN_WHAT, written on every run."
-    echo "server_name: nats-$k"
-    echo "listen: 127.0.0.1:${NATS_PORT[$k]}"
-    echo "http: 127.0.0.1:${NATS_MON[$k]}"
-    echo "jetstream {"
-    echo "  store_dir: \"$RUN_DIR/var/cluster/nats-$k\""
-    echo "  max_memory_store: 64MB"
-    echo "  max_file_store: 1GB"
-    echo "}"
-    echo "cluster {"
-    echo "  name: m5cluster"
-    echo "  listen: 127.0.0.1:${NATS_ROUTE[$k]}"
-    echo "  routes: ["
-    for ((j = 1; j <= NATS_N; j++)); do echo "    nats-route://127.0.0.1:${NATS_ROUTE[$j]}"; done
-    echo "  ]"
-    echo "}"
-  } >"$conf"
-  if ! out=$("$NATS_SERVER" -t -c "$conf" 2>&1); then
-    echo "$RUN_NAME: $conf is not a valid nats-server config: $out" >&2
-    exit 1
-  fi
+  nats_conf "var/cluster/run/nats-$k.conf" "nats-$k" "${NATS_PORT[$k]}" "${NATS_MON[$k]}" \
+    "$RUN_DIR/var/cluster/nats-$k" m5cluster "${NATS_ROUTE[$k]}" "${routes[@]}" ||
+    { echo "$RUN_NAME: stopping: a NATS config is not valid" >&2; exit 1; }
 done
 for ((k = 1; k <= NATS_N; k++)); do
   start "nats-$k" "$LOG/nats-$k.log" -c "var/cluster/run/nats-$k.conf"
