@@ -263,6 +263,9 @@ static m5_http_client_t *north_client(const char *cert, const char *key, const c
   return c;
 }
 
+/* getopt_long value of --recv-port: outside the letters lc.h's options use ('R' is --rate). */
+#define OPT_RECV_PORT 256
+
 static void usage(void) {
   fprintf(stderr,
           "usage: m5load --print-subscribers --pairs N\n"
@@ -289,7 +292,7 @@ int main(int argc, char **argv) {
       {"label", 1, 0, 'l'}, {"print-subscribers", 0, 0, 'x'}, {"nagle", 0, 0, 'N'},
       {"dtls", 0, 0, 'D'},  {"north", 1, 0, 'U'}, {"as-id", 1, 0, 'A'},  {"as-cert", 1, 0, 'C'},
       {"as-key", 1, 0, 'K'}, {"ca", 1, 0, 'c'},   {"token-file", 1, 0, 'T'},
-      {"recv-port", 1, 0, 'R'}, {0, 0, 0, 0}};
+      {"recv-port", 1, 0, OPT_RECV_PORT}, {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -306,7 +309,7 @@ int main(int argc, char **argv) {
     case 'K': as_key = optarg; break;
     case 'c': ca = optarg; break;
     case 'T': token_file = optarg; break;
-    case 'R': recv_port = atoi(optarg); break;
+    case OPT_RECV_PORT: recv_port = atoi(optarg); break;
     default:
       if (!lc_option(&o, opt, optarg)) usage();
     }
