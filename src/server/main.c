@@ -2,6 +2,7 @@
  * configuration and the registry, then the runtime in server_run.c. */
 #include "core/daemon.h"
 #include "core/log.h"
+#include "js/js_client.h"
 #include "server/groups/groups.h"
 #include "server/groups/groups_sync.h"
 #include "server/registry/rebind_sync.h"
@@ -29,6 +30,15 @@ static void usage(FILE *out) {
   server_config_print_help(out);
 }
 
+/* A start-up failure after the registry opened: everything closed, exit status 1. */
+static int stop_early(registry_t *reg, m5_store_t *store, server_config_t *cfg, int shared) {
+  if (store) m5_store_close(store);
+  registry_close(reg);
+  if (shared) m5_js_library_close(); /* after every NATS client */
+  server_config_free(cfg);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   const char *config_path;
   int rc = m5_daemon_args(argc, argv, "m5s", M5_VERSION, usage, &config_path);
@@ -51,6 +61,20 @@ int main(int argc, char **argv) {
     fprintf(stderr, "m5s: %s\n", err);
     server_config_free(&cfg);
     return 1;
+  }
+  /* store.backend jetstream: bindings and registrations are the cluster's, in NATS KV */
+  int shared = !strcmp(cfg.store_backend, "jetstream");
+  if (shared) {
+    registry_js_opts_t ro = {.servers = (const char *const *)cfg.store_js_servers.v,
+                             .n_servers = cfg.store_js_servers.n,
+                             .replicas = (int)cfg.store_js_replicas,
+                             .prefix = cfg.store_js_prefix,
+                             .node = cfg.node_name,
+                             .timeout_ms = cfg.store_js_timeout_ms};
+    if (registry_js_attach(reg, &ro, err, sizeof err) != 0) {
+      fprintf(stderr, "m5s: %s\n", err);
+      return stop_early(reg, NULL, &cfg, shared);
+    }
   }
   policy_t policy; /* who may message whom: unless the admin API stored one */
   server_config_policy(&cfg, &policy);
@@ -99,28 +123,21 @@ int main(int argc, char **argv) {
   m5_store_t *store = m5_store_open(&so, err, sizeof err);
   if (!store) {
     fprintf(stderr, "m5s: store: %s\n", err);
-    registry_close(reg);
-    server_config_free(&cfg);
-    return 1;
+    return stop_early(reg, NULL, &cfg, shared);
   }
   /* The store catches up with binding changes it missed (a crash between the commits). */
   if (rebind_sync(reg, store, err, sizeof err) != 0) {
     fprintf(stderr, "m5s: %s\n", err);
-    m5_store_close(store);
-    registry_close(reg);
-    server_config_free(&cfg);
-    return 1;
+    return stop_early(reg, store, &cfg, shared);
   }
   /* ... and with membership changes it missed (groups_sync.h). */
   if (groups_sync_startup(reg, store, err, sizeof err) != 0) {
     fprintf(stderr, "m5s: %s\n", err);
-    m5_store_close(store);
-    registry_close(reg);
-    server_config_free(&cfg);
-    return 1;
+    return stop_early(reg, store, &cfg, shared);
   }
   rc = server_run(&cfg, reg, store, m5_daemon_workers(cfg.workers));
   server_config_free(&cfg);
+  if (shared) m5_js_library_close(); /* every NATS client is closed (registry, store) */
   if (rc == 0) M5_LOGI("m5s", "stopped");
   return rc == 0 ? 0 : 1;
 }

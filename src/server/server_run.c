@@ -339,6 +339,31 @@ static int admin_token_setup(run_t *run, const server_config_t *cfg) {
   return 0;
 }
 
+/* A binding or registration changed (registry watcher thread; shared registry only, for a change
+ * made on any node): the session registered under a generation no longer in force, or replaced
+ * by a newer one on another node, is closed, on the worker that holds it (router.c's
+ * ROUTER_CLOSE). On one node the admin API closes them itself (admin.c kick). */
+static void on_registry_change(void *arg, const char *ue_svc_id, uint64_t gen,
+                               registry_change_t why) {
+  router_t *router = arg;
+  router_loc_t loc;
+  if (router_find(router, ue_svc_id, &loc) != 0) return;
+  if (why == REGISTRY_CHANGE_BINDING && loc.gen == gen) return; /* registered under it */
+  router_msg_t *m = router_msg_new(ROUTER_CLOSE);
+  if (m) {
+    m->sid = loc.sid;
+    snprintf(m->ue_svc_id, sizeof m->ue_svc_id, "%s", ue_svc_id);
+  }
+  if (!m || router_post(router, loc.worker, m) != 0) {
+    M5_LOGW(DOM, "%s: its binding changed, but its session could not be closed", ue_svc_id);
+    router_msg_free(m);
+    return;
+  }
+  M5_LOGI(DOM, "%s: %s; closing its session here", ue_svc_id,
+          why == REGISTRY_CHANGE_MOVED ? "registered on another node"
+                                       : "binding changed in the cluster");
+}
+
 int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, size_t n_workers) {
   run_t run = {.reg = reg, .store = store, .n_workers = n_workers};
   run.w = calloc(n_workers, sizeof *run.w);
@@ -378,6 +403,7 @@ int server_run(const server_config_t *cfg, registry_t *reg, m5_store_t *store, s
   for (size_t i = 0; i < n_workers && rc == 0; i++)
     rc = worker_setup(&run, (unsigned)i, cfg);
   m5_wipe(run.admin_token, sizeof run.admin_token);
+  if (rc == 0) registry_set_change_hook(reg, on_registry_change, run.router);
   if (rc == 0 && registry_start(reg, REG_QUEUE) != 0) {
     fprintf(stderr, "m5s: cannot start the registry's database thread\n");
     rc = M5_EIO;

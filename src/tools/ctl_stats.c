@@ -54,6 +54,8 @@ static const struct {
     {"inFlight", "waitedTotal", "msgin5g_requests_waited_total"},
     {"inFlight", "busyTotal", "msgin5g_requests_busy_total"},
     {"storeCacheBytes", NULL, "msgin5g_store_cache_bytes"},
+    {"storeJs", "connected", "msgin5g_store_js_connected"},
+    {"storeJs", "consumerPending", "msgin5g_store_js_consumer_pending"},
 };
 
 static int parse_args(int argc, char **argv, const char **admin) {

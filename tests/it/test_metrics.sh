@@ -84,6 +84,8 @@ want = {
     "msgin5g_requests_waited_total": "counter",
     "msgin5g_requests_busy_total": "counter",
     "msgin5g_store_cache_bytes": "gauge",
+    "msgin5g_store_js_connected": "gauge",
+    "msgin5g_store_js_consumer_pending": "gauge",
 }
 for key, kind in want.items():
     assert key in seen, "missing sample " + key
@@ -161,6 +163,8 @@ paths = {
     "msgin5g_requests_waited_total": ("inFlight", "waitedTotal"),
     "msgin5g_requests_busy_total": ("inFlight", "busyTotal"),
     "msgin5g_store_cache_bytes": ("storeCacheBytes",),
+    "msgin5g_store_js_connected": ("storeJs", "connected"),
+    "msgin5g_store_js_consumer_pending": ("storeJs", "consumerPending"),
 }
 for name, value in ctl:
     v = o

@@ -9,7 +9,10 @@
  *                     same Nats-Msg-Id), prints "progress K"; the script kills a node meanwhile;
  *                     at the end the stream holds exactly N messages; prints the longest gap
  *   down MAX_WAIT_MS  waits until the script has stopped every server, publishes once: the
- *                     outcome must be reported (an error) without hanging */
+ *                     outcome must be reported (an error) without hanging
+ *   watch             a KV watcher: the end-of-initial-values marker on an empty bucket, then
+ *                     the current values, the marker, later writes in revision order, and a
+ *                     stop from another thread ending a blocked next */
 #include "core/err.h"
 #include "js/js_client.h"
 #include "js/js_names.h"
@@ -196,6 +199,72 @@ out:
   return rc;
 }
 
+typedef struct {
+  m5_js_kv_watch_t *w;
+} stopper_t;
+
+static void *stop_later(void *arg) {
+  usleep(300 * 1000); /* the main thread is blocked in next by then (its timeout is 60 s) */
+  m5_js_kv_watch_stop(((stopper_t *)arg)->w);
+  return NULL;
+}
+
+/* The next change within 15 s: M5_OK and *ch, else the status. */
+static int next_change(m5_js_kv_watch_t *w, m5_js_kv_change_t *ch, char *err, size_t n) {
+  int e;
+  for (int i = 0; i < 15; i++)
+    if ((e = m5_js_kv_watch_next(w, 1000, ch, err, n)) != M5_ETIMEDOUT) return e;
+  return M5_ETIMEDOUT;
+}
+
+static int scenario_watch(m5_js_client_t *c, int r) {
+  int rc = 0;
+  char err[256] = "";
+  m5_js_kv_t *kv = NULL;
+  m5_js_kv_watch_t *w = NULL;
+  m5_js_kv_change_t ch;
+  uint64_t r1 = 0, r2 = 0, r3 = 0;
+  m5_js_kv_spec_t k = {.bucket = "m5w", .replicas = r, .history = 1, .ttl_ms = 0};
+  CHECK(m5_js_ensure_kv(c, &k, &kv, err, sizeof err) == M5_OK, "ensure kv: %s", err);
+  /* an empty bucket: the marker at once */
+  CHECK(m5_js_kv_watch(kv, &w, err, sizeof err) == M5_OK, "watch: %s", err);
+  CHECK(next_change(w, &ch, err, sizeof err) == M5_OK && !ch.key, "no marker on an empty bucket");
+  m5_js_kv_watch_free(w);
+  w = NULL;
+  CHECK(m5_js_kv_create(kv, "k.one", "1", 1, &r1, err, sizeof err) == M5_OK, "create: %s", err);
+  CHECK(m5_js_kv_create(kv, "k.two", "22", 2, &r2, err, sizeof err) == M5_OK, "create: %s", err);
+  CHECK(m5_js_kv_watch(kv, &w, err, sizeof err) == M5_OK, "watch: %s", err);
+  CHECK(next_change(w, &ch, err, sizeof err) == M5_OK && ch.key && !strcmp(ch.key, "k.one") &&
+            ch.rev == r1 && ch.len == 1 && !memcmp(ch.val, "1", 1) && !ch.deleted,
+        "first initial value");
+  CHECK(next_change(w, &ch, err, sizeof err) == M5_OK && ch.key && !strcmp(ch.key, "k.two") &&
+            ch.rev == r2 && ch.len == 2 && !memcmp(ch.val, "22", 2),
+        "second initial value");
+  CHECK(next_change(w, &ch, err, sizeof err) == M5_OK && !ch.key, "no end-of-initial marker");
+  CHECK(m5_js_kv_update(kv, "k.one", "333", 3, r1, &r3, err, sizeof err) == M5_OK, "update: %s",
+        err);
+  CHECK(next_change(w, &ch, err, sizeof err) == M5_OK && ch.key && !strcmp(ch.key, "k.one") &&
+            ch.rev == r3 && r3 > r2 && ch.len == 3 && !memcmp(ch.val, "333", 3),
+        "the later write");
+  int e = m5_js_kv_watch_next(w, 200, &ch, err, sizeof err);
+  CHECK(e == M5_ETIMEDOUT, "nothing new, yet next gave %d", e);
+  stopper_t st = {w};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, stop_later, &st) == 0, "thread");
+  int64_t t0 = now_ms();
+  e = m5_js_kv_watch_next(w, 60000, &ch, err, sizeof err);
+  pthread_join(t, NULL);
+  CHECK(e == M5_ECLOSED, "a stopped watcher's next gave %d (%s)", e, err);
+  printf("watch: marker on an empty bucket; initial %llu %llu, marker, update %llu; stop ended a "
+         "blocked next after %lld ms\n",
+         (unsigned long long)r1, (unsigned long long)r2, (unsigned long long)r3,
+         (long long)(now_ms() - t0));
+out:
+  m5_js_kv_watch_free(w);
+  m5_js_kv_close(kv);
+  return rc;
+}
+
 static int scenario_failover(m5_js_client_t *c, int r, int n) {
   int rc = 0;
   char err[256], id[64];
@@ -295,6 +364,8 @@ int main(int argc, char **argv) {
     rc = scenario_kv(c, r);
   } else if (!strcmp(sc, "failover")) {
     rc = scenario_failover(c, r, arg);
+  } else if (!strcmp(sc, "watch")) {
+    rc = scenario_watch(c, r);
   } else if (!strcmp(sc, "down")) {
     rc = scenario_down(c, arg);
   } else {

@@ -3,7 +3,8 @@
 # (streams and buckets R3): ensure of a stream and a KV bucket is idempotent and a mismatch is
 # named; 100 async publishes all acknowledged, a repeated Nats-Msg-Id a duplicate stored once;
 # KV create-only and compare-and-set; kill -9 of the stream's leader while publishing: the
-# publishes continue after the election and nothing acknowledged is missing; every server
+# publishes continue after the election and nothing acknowledged is missing; a KV watcher gives
+# the current values, an end marker, then later writes, and stops on request; every server
 # down: a publish is reported failed within its max wait (no hang).
 set -euo pipefail
 source "$M5_SRC/tests/lib.sh"
@@ -33,6 +34,8 @@ for nodes in 1 3; do
   grep -q 'published 101 acked 101 duplicates 1 stored 100' "publish$nodes.out" || fail "publish counts"
   run_drv "kv$nodes" "$NATS_URLS" "$nodes" kv
   [[ $(grep -c 'stale refused' "kv$nodes.out") == 5 ]] || fail "kv scenario incomplete"
+  run_drv "watch$nodes" "$NATS_URLS" "$nodes" watch
+  grep -q '^watch: marker on an empty bucket' "watch$nodes.out" || fail "watch scenario incomplete"
   if ((nodes == 3)); then
     echo "=== kill -9 of the stream leader while publishing"
     "$DRV" "$NATS_URLS" 3 failover 300 >failover.out 2>&1 &
@@ -52,19 +55,22 @@ for nodes in 1 3; do
     wait_nats_healthy "${leader#n}"
   fi
   echo "=== every server down"
+  # One output file per cluster size: the background driver truncates its file only when it
+  # starts, and a wait that ran first would read the previous run's 'ready' (and kill every
+  # server before the driver connected).
   # Leak checking off for this run only. With every server down the publish's timeout reaches
   # on_ack through a message libnats makes itself (js.c _timeoutPubAsync) and frees on its
   # delivery thread after the callback returns; the driver exits right after the callback, and
   # under load LSan sometimes sees that message still allocated. libnats's, not ours: every
   # other run keeps leak checking on.
-  ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$DRV" "$NATS_URLS" "$nodes" down 2000 >down.out 2>&1 &
+  ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$DRV" "$NATS_URLS" "$nodes" down 2000 >down$nodes.out 2>&1 &
   drv=$!
   track_pid "$drv"
-  wait_file_line down.out '^ready$' 60 "$drv" || { cat down.out >&2; fail "down: not ready"; }
+  wait_file_line down$nodes.out '^ready$' 60 "$drv" || { cat down$nodes.out >&2; fail "down: not ready"; }
   for i in "${!NATS_PID[@]}"; do kill_nats_node "$i"; done
   rc=0
   wait "$drv" || rc=$?
-  cat down.out
+  cat down$nodes.out
   ((rc == 0)) || fail "down scenario failed"
   rm -rf "$M5_TMP/nats"
 done

@@ -130,11 +130,17 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
    * up, a loaded machine) may refuse it, so keep trying until the timeout. */
   int64_t deadline = nats_Now() + c->timeout_ms;
   int64_t wait = o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 200;
-  while ((s = natsConnection_Connect(&c->nc, c->opts)) == NATS_NO_SERVER &&
-         nats_Now() + wait < deadline)
+  int attempts = 0;
+  while ((s = natsConnection_Connect(&c->nc, c->opts)) != NATS_OK && s != NATS_INVALID_ARG &&
+         nats_Now() + wait < deadline) {
+    attempts++;
     nats_Sleep(wait);
+  }
   if (s != NATS_OK) {
-    int rc = nats_fail(err, err_size, nats_rc(s), s, "js client: connect to the NATS servers");
+    char what[96];
+    snprintf(what, sizeof what, "js client: connect to the NATS servers (%d attempts, status %d)",
+             attempts + 1, (int)s);
+    int rc = nats_fail(err, err_size, nats_rc(s), s, what);
     m5_js_client_close(c);
     return rc;
   }
@@ -243,6 +249,23 @@ static int compare_stream(const char *what, const jsStreamConfig *have,
   return say(err, err_size, M5_EEXIST, "%s exists with other settings: %s", what, buf);
 }
 
+/* The limits of a stream spec into a config (0 = none: -1 for the server). */
+static void set_limits(jsStreamConfig *cfg, const m5_js_stream_spec_t *s) {
+  cfg->MaxMsgs = s->max_msgs > 0 ? s->max_msgs : -1;
+  cfg->MaxMsgsPerSubject = s->max_msgs_per_subject > 0 ? s->max_msgs_per_subject : -1;
+  cfg->Discard = (s->max_msgs > 0 || s->discard_new_per_subject) ? js_DiscardNew : js_DiscardOld;
+  cfg->DiscardNewPerSubject = s->discard_new_per_subject;
+  cfg->AllowDirect = s->allow_direct;
+}
+
+static bool limits_differ(const jsStreamConfig *have, const m5_js_stream_spec_t *s) {
+  jsStreamConfig want = *have;
+  set_limits(&want, s);
+  return want.MaxMsgs != have->MaxMsgs || want.MaxMsgsPerSubject != have->MaxMsgsPerSubject ||
+         want.Discard != have->Discard || want.DiscardNewPerSubject != have->DiscardNewPerSubject ||
+         want.AllowDirect != have->AllowDirect;
+}
+
 int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *err,
                         size_t err_size) {
   if (!c || !s || !s->name || !*s->name || !s->subjects || !s->n_subjects || s->n_subjects > 64 ||
@@ -261,6 +284,7 @@ int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *e
     cfg.Storage = js_FileStorage;
     cfg.Replicas = s->replicas > 0 ? s->replicas : 1;
     cfg.Duplicates = s->duplicate_window_ms * NS_PER_MS;
+    set_limits(&cfg, s);
     jsErrCode jerr = 0;
     natsStatus st = js_AddStream(&si, c->js, &cfg, NULL, &jerr);
     if (st == NATS_OK) {
@@ -273,6 +297,15 @@ int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *e
   }
   if (rc) return rc;
   rc = compare_stream(what, si->Config, s, 0, 0, err, err_size);
+  if (!rc && limits_differ(si->Config, s)) { /* limits follow the configuration */
+    jsStreamConfig cfg = *si->Config;
+    set_limits(&cfg, s);
+    jsStreamInfo *nsi = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_UpdateStream(&nsi, c->js, &cfg, NULL, &jerr);
+    if (st != NATS_OK) rc = nats_fail(err, err_size, nats_rc(st), st, what);
+    jsStreamInfo_Destroy(nsi);
+  }
   jsStreamInfo_Destroy(si);
   return rc;
 }
@@ -493,6 +526,231 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
     return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
   return nats_fail(err, err_size, nats_rc(s), s, key);
+}
+
+struct m5_js_kv_watch {
+  kvWatcher *w;
+  kvEntry *cur; /* the entry handed out last (its key and value), freed by the next call */
+};
+
+int m5_js_kv_watch(m5_js_kv_t *kv, m5_js_kv_watch_t **w, char *err, size_t err_size) {
+  if (!kv || !w) return say(err, err_size, M5_EINVAL, "kv watch: bad arguments");
+  *w = NULL;
+  m5_js_kv_watch_t *x = calloc(1, sizeof *x);
+  if (!x) return say(err, err_size, M5_ENOMEM, "kv watch: out of memory");
+  natsStatus s = kvStore_WatchAll(&x->w, kv->kv, NULL);
+  if (s != NATS_OK) {
+    free(x);
+    return nats_fail(err, err_size, nats_rc(s), s, kv->bucket);
+  }
+  *w = x;
+  return M5_OK;
+}
+
+int m5_js_kv_watch_next(m5_js_kv_watch_t *w, int64_t timeout_ms, m5_js_kv_change_t *ch, char *err,
+                        size_t err_size) {
+  if (!w || !ch || timeout_ms <= 0) return say(err, err_size, M5_EINVAL, "kv watch: bad arguments");
+  memset(ch, 0, sizeof *ch);
+  if (w->cur) {
+    kvEntry_Destroy(w->cur);
+    w->cur = NULL;
+  }
+  kvEntry *e = NULL;
+  natsStatus s = kvWatcher_Next(&e, w->w, timeout_ms);
+  if (s == NATS_TIMEOUT) return M5_ETIMEDOUT;
+  if (s == NATS_ILLEGAL_STATE) return say(err, err_size, M5_ECLOSED, "kv watch: stopped");
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, "kv watch");
+  if (!e) return M5_OK; /* the initial values are done */
+  w->cur = e;
+  ch->key = kvEntry_Key(e);
+  ch->rev = kvEntry_Revision(e);
+  kvOperation op = kvEntry_Operation(e);
+  ch->deleted = op == kvOp_Delete || op == kvOp_Purge;
+  int n = kvEntry_ValueLen(e);
+  ch->len = ch->deleted || n < 0 ? 0 : (size_t)n;
+  ch->val = ch->len ? (const uint8_t *)kvEntry_Value(e) : (const uint8_t *)"";
+  return M5_OK;
+}
+
+void m5_js_kv_watch_stop(m5_js_kv_watch_t *w) {
+  if (w) kvWatcher_Stop(w->w);
+}
+
+void m5_js_kv_watch_free(m5_js_kv_watch_t *w) {
+  if (!w) return;
+  if (w->cur) kvEntry_Destroy(w->cur);
+  kvWatcher_Destroy(w->w);
+  free(w);
+}
+
+/* ---- messages by sequence and subject ---- */
+
+void m5_js_msg_free(m5_js_msg_t *m) {
+  if (!m) return;
+  free(m->subject);
+  free(m->data);
+  memset(m, 0, sizeof *m);
+}
+
+/* Copies a libnats message into out and destroys it. */
+static int take_msg(natsMsg *m, m5_js_msg_t *out, char *err, size_t err_size) {
+  memset(out, 0, sizeof *out);
+  const char *subj = natsMsg_GetSubject(m);
+  int n = natsMsg_GetDataLength(m);
+  size_t len = n > 0 ? (size_t)n : 0;
+  out->subject = strdup(subj ? subj : "");
+  out->data = malloc(len + 1);
+  if (!out->subject || !out->data) {
+    natsMsg_Destroy(m);
+    m5_js_msg_free(out);
+    return say(err, err_size, M5_ENOMEM, "get msg: out of memory");
+  }
+  if (len) memcpy(out->data, natsMsg_GetData(m), len);
+  out->data[len] = 0;
+  out->len = len;
+  out->seq = natsMsg_GetSequence(m);
+  out->time_ns = natsMsg_GetTime(m);
+  natsMsg_Destroy(m);
+  return M5_OK;
+}
+
+int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out, char *err,
+                  size_t err_size) {
+  if (!c || !stream || !seq || !out) return say(err, err_size, M5_EINVAL, "get msg: bad arguments");
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetMsg(&m, c->js, stream, seq, NULL, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr)
+    return say(err, err_size, M5_ENOENT, "%s: no message %llu", stream, (unsigned long long)seq);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, stream);
+  return take_msg(m, out, err, err_size);
+}
+
+int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *subject, uint64_t seq,
+                          m5_js_msg_t *out, char *err, size_t err_size) {
+  if (!c || !stream || !subject || !out)
+    return say(err, err_size, M5_EINVAL, "next by subject: bad arguments");
+  jsDirectGetMsgOptions dg;
+  jsDirectGetMsgOptions_Init(&dg);
+  dg.Sequence = seq;
+  dg.NextBySubject = subject;
+  natsMsg *m = NULL;
+  natsStatus s = js_DirectGetMsg(&m, c->js, stream, NULL, &dg);
+  if (s == NATS_NOT_FOUND)
+    return say(err, err_size, M5_ENOENT, "%s: no more on %s", stream, subject);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, stream);
+  return take_msg(m, out, err, err_size);
+}
+
+int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *err,
+                     size_t err_size) {
+  if (!c || !stream || !seq) return say(err, err_size, M5_EINVAL, "delete msg: bad arguments");
+  jsErrCode jerr = 0;
+  natsStatus s = js_DeleteMsg(c->js, stream, seq, NULL, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  /* a message already deleted comes back as "message delete failed" (10057) with the text
+   * "no message found" (nats-server 2.9.10, when it is not the stream's last one) */
+  const char *t = nats_GetLastError(NULL);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
+      (jerr == JSStreamMsgDeleteFailed && t && strstr(t, "no message found")))
+    return say(err, err_size, M5_ENOENT, "%s: no message %llu", stream, (unsigned long long)seq);
+  return nats_fail(err, err_size, nats_rc(s), s, stream);
+}
+
+int m5_js_subjects(m5_js_client_t *c, const char *stream, const char *filter,
+                   void (*fn)(void *arg, const char *subject, uint64_t msgs), void *arg, char *err,
+                   size_t err_size) {
+  if (!c || !stream || !filter || !fn)
+    return say(err, err_size, M5_EINVAL, "subjects: bad arguments");
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Info.SubjectsFilter = filter;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, c->js, stream, &o, &jerr);
+  if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, stream);
+  if (si->State.Subjects)
+    for (int i = 0; i < si->State.Subjects->Count; i++)
+      fn(arg, si->State.Subjects->List[i].Subject, si->State.Subjects->List[i].Msgs);
+  jsStreamInfo_Destroy(si);
+  return M5_OK;
+}
+
+/* ---- ordered consumer ---- */
+
+struct m5_js_sub {
+  natsSubscription *sub;
+  m5_js_msg_fn fn;
+  void *arg;
+  uint64_t handed; /* consumer sequence of the last message fn returned from (atomic) */
+};
+
+static void on_sub_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+  (void)nc;
+  (void)sub;
+  m5_js_sub_t *s = closure;
+  jsMsgMetaData *meta = NULL;
+  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
+    int n = natsMsg_GetDataLength(msg);
+    s->fn(s->arg, meta->Sequence.Stream, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
+          n > 0 ? (size_t)n : 0, meta->NumPending);
+    __atomic_store_n(&s->handed, meta->Sequence.Consumer, __ATOMIC_RELEASE);
+    jsMsgMetaData_Destroy(meta);
+  }
+  natsMsg_Destroy(msg);
+}
+
+int m5_js_ordered_subscribe(m5_js_client_t *c, const char *stream, const char *filter,
+                            m5_js_msg_fn fn, void *arg, m5_js_sub_t **out, char *err,
+                            size_t err_size) {
+  if (!c || !stream || !filter || !fn || !out)
+    return say(err, err_size, M5_EINVAL, "ordered subscribe: bad arguments");
+  *out = NULL;
+  m5_js_sub_t *s = calloc(1, sizeof *s);
+  if (!s) return say(err, err_size, M5_ENOMEM, "ordered subscribe: out of memory");
+  s->fn = fn;
+  s->arg = arg;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  jsErrCode jerr = 0;
+  natsStatus st = js_Subscribe(&s->sub, c->js, filter, on_sub_msg, s, NULL, &so, &jerr);
+  if (st != NATS_OK) {
+    free(s);
+    return nats_fail(err, err_size, nats_rc(st), st, filter);
+  }
+  /* the consumer's backlog is bounded by the stream's limits, not by libnats' defaults */
+  natsSubscription_SetPendingLimits(s->sub, -1, -1);
+  *out = s;
+  return M5_OK;
+}
+
+int m5_js_sub_pending(m5_js_sub_t *s, uint64_t *pending, bool *caught_up) {
+  if (!s) return M5_EINVAL;
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = natsSubscription_GetConsumerInfo(&ci, s->sub, NULL, &jerr);
+  if (st != NATS_OK) return nats_rc(st);
+  if (pending) *pending = ci->NumPending;
+  /* everything sent was handed over (the delivered sequence is the consumer's, not the
+   * stream's, which also counts messages the filter skipped) */
+  if (caught_up)
+    *caught_up = ci->NumPending == 0 &&
+                 __atomic_load_n(&s->handed, __ATOMIC_ACQUIRE) >= ci->Delivered.Consumer;
+  jsConsumerInfo_Destroy(ci);
+  return M5_OK;
+}
+
+void m5_js_sub_close(m5_js_sub_t *s) {
+  if (!s) return;
+  if (natsSubscription_Drain(s->sub) == NATS_OK)
+    natsSubscription_WaitForDrainCompletion(s->sub, 5000);
+  else
+    natsSubscription_Unsubscribe(s->sub);
+  natsSubscription_Destroy(s->sub);
+  free(s);
 }
 
 void m5_js_library_close(void) {

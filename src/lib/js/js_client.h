@@ -70,6 +70,12 @@ typedef struct {
   size_t n_subjects;
   int replicas;                /* 1 or 3 (odd) */
   int64_t duplicate_window_ms; /* Nats-Msg-Id dedup window */
+  /* Limits (0 = none), "discard new": a publish beyond one is refused (M5_EFULL with the
+   * server's text "maximum messages exceeded" or "... per subject exceeded"). Unlike the
+   * settings above, an existing stream whose limits differ is updated to these. */
+  int64_t max_msgs, max_msgs_per_subject;
+  bool discard_new_per_subject; /* max_msgs_per_subject refuses new ones (else drops old) */
+  bool allow_direct;            /* direct gets (m5_js_next_by_subject) from any replica */
 } m5_js_stream_spec_t;
 
 /* Creates the stream (file storage) or, when it exists, checks that it has exactly these
@@ -117,6 +123,75 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
  * when someone wrote it since. */
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
+
+/* A watcher of every key of a bucket (kvStore_WatchAll): first the current value of each key,
+ * then a marker that the initial values are done, then every later write in revision order
+ * (the registry's per-bucket watcher thread, issue 13). One thread calls next; stop may be
+ * called from any thread and makes a blocked next return M5_ECLOSED. */
+typedef struct m5_js_kv_watch m5_js_kv_watch_t;
+
+typedef struct {
+  const char *key;    /* NULL: the marker "initial values done" (every other field 0) */
+  const uint8_t *val; /* the value, len bytes; valid until the next call */
+  size_t len;
+  uint64_t rev;       /* the bucket's revision (stream sequence) of this write */
+  bool deleted;       /* a KV delete or purge (val empty) */
+} m5_js_kv_change_t;
+
+int m5_js_kv_watch(m5_js_kv_t *kv, m5_js_kv_watch_t **w, char *err, size_t err_size);
+/* Blocks up to timeout_ms: M5_OK and *ch; M5_ETIMEDOUT (nothing new); M5_ECLOSED (stopped);
+ * M5_EIO with err. */
+int m5_js_kv_watch_next(m5_js_kv_watch_t *w, int64_t timeout_ms, m5_js_kv_change_t *ch, char *err,
+                        size_t err_size);
+void m5_js_kv_watch_stop(m5_js_kv_watch_t *w);
+/* After the thread calling next is gone. */
+void m5_js_kv_watch_free(m5_js_kv_watch_t *w);
+
+/* ---- Messages by sequence and subject (blocking requests; the message store's index) ---- */
+
+/* One stored message: subject and data malloc'ed (free with m5_js_msg_free). */
+typedef struct {
+  uint64_t seq;
+  char *subject;
+  uint8_t *data;
+  size_t len;
+  int64_t time_ns; /* when the stream stored it */
+} m5_js_msg_t;
+void m5_js_msg_free(m5_js_msg_t *m);
+
+/* The message at seq, read through the stream's leader (reads its own writes): M5_ENOENT
+ * when there is none (deleted, or never). */
+int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out,
+                  char *err, size_t err_size);
+/* The first message on subject at or after seq (a direct get: any replica answers; the stream
+ * needs allow_direct): M5_ENOENT when there is none. */
+int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *subject,
+                          uint64_t seq, m5_js_msg_t *out, char *err, size_t err_size);
+/* Deletes the message at seq: M5_ENOENT when it was not there (deleted by someone else). */
+int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *err,
+                     size_t err_size);
+/* Calls fn(arg, subject, msgs) for every subject of the stream matching filter (wildcards
+ * allowed) that holds messages. */
+int m5_js_subjects(m5_js_client_t *c, const char *stream, const char *filter,
+                   void (*fn)(void *arg, const char *subject, uint64_t msgs), void *arg,
+                   char *err, size_t err_size);
+
+/* ---- Ordered consumer: every message of a stream on a subject filter, in stream order ----
+ * An ephemeral, unreplicated push consumer (no Raft group, no acks) that libnats re-creates
+ * from the last sequence seen after a gap or a reconnect. fn runs on a libnats thread for each
+ * message (data valid during the call only; pending = messages still to come after this one
+ * when it was sent) and must not block. */
+typedef struct m5_js_sub m5_js_sub_t;
+typedef void (*m5_js_msg_fn)(void *arg, uint64_t seq, const char *subject, const void *data,
+                             size_t len, uint64_t pending);
+int m5_js_ordered_subscribe(m5_js_client_t *c, const char *stream, const char *filter,
+                            m5_js_msg_fn fn, void *arg, m5_js_sub_t **out, char *err,
+                            size_t err_size);
+/* Messages the server still has to send it, and whether fn has had every message the server
+ * sent (its consumer info: a blocking request). */
+int m5_js_sub_pending(m5_js_sub_t *s, uint64_t *pending, bool *caught_up);
+/* Unsubscribes and frees; fn is not called after it returns. */
+void m5_js_sub_close(m5_js_sub_t *s);
 
 /* Frees libnats's global state and waits (up to 10 s) for its threads to end: once, at process
  * exit, after every client is closed. */

@@ -30,8 +30,7 @@ m5_store_t *m5_store_open(const m5_store_opts_t *o, char *err, size_t errlen) {
   case M5_STORE_BACKEND_SQLITE:
     return m5_store_sqlite_open(o, err, errlen);
   case M5_STORE_BACKEND_JETSTREAM:
-    snprintf(err, errlen, "store: the JetStream backend is not built yet (issue 13)");
-    return NULL;
+    return m5_store_js_open(o, err, errlen);
   }
   snprintf(err, errlen, "store: unknown backend %d", (int)o->backend);
   return NULL;

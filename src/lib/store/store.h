@@ -106,6 +106,9 @@ typedef struct {
    * the ID when it is accepted). A delivery is pushed only to a session registered under
    * its generation. */
   uint64_t gen;
+  /* JetStream: the m5s node that holds the recipient's session (the registry's registration),
+   * whose queue subjects the delivery goes to; "" = this node. Ignored by SQLite (one node). */
+  char node[33];
 } m5_store_rcpt_t;
 
 /* A delivery with its message, as due/due_any/expire/mark_* return it. MARK_* and EXPIRE
@@ -157,6 +160,10 @@ typedef struct {
   /* Memory of SQLite's page cache after the last batch (SQLITE_DBSTATUS_CACHE_USED; it grows to
    * cache_size, 64 MiB, with the pages a long run touches): part of the process's RSS. */
   uint64_t cache_bytes;
+  /* JetStream (all 0 on SQLite): 1 on that backend; connected to the NATS cluster now (1/0);
+   * the messages the cluster still had to hand to this node's consumers when the last one
+   * came (their lag). */
+  uint64_t jetstream, js_connected, js_consumer_pending;
 } m5_store_stats_t;
 
 typedef enum {

@@ -16,5 +16,6 @@ struct m5_store {
 };
 
 m5_store_t *m5_store_sqlite_open(const m5_store_opts_t *o, char *err, size_t errlen);
+m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen);
 
 #endif

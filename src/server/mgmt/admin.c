@@ -518,6 +518,12 @@ static const metric_t metrics[] = {
     {"msgin5g_store_cache_bytes", NULL, "gauge",
      "Memory of the message store's SQLite page cache (up to 64 MiB), part of the RSS.",
      "storeCacheBytes", NULL, OFF(store_cache_bytes)},
+    {"msgin5g_store_js_connected", NULL, "gauge",
+     "1 while the JetStream message store is connected to its NATS cluster (0 on SQLite).",
+     "storeJs", "connected", OFF(store_js_connected)},
+    {"msgin5g_store_js_consumer_pending", NULL, "gauge",
+     "Messages NATS still had to hand to this node's queue consumers (their lag; 0 on SQLite).",
+     "storeJs", "consumerPending", OFF(store_js_consumer_pending)},
 };
 #undef OFF
 #define N_METRICS (sizeof metrics / sizeof metrics[0])
@@ -547,6 +553,8 @@ static void read_stats(admin_t *a, admin_stats_t *st) {
     st->commits_synced = ss.commits - ss.unsynced_commits;
     st->commits_unsynced = ss.unsynced_commits;
     st->store_cache_bytes = ss.cache_bytes;
+    st->store_js_connected = ss.js_connected;
+    st->store_js_consumer_pending = ss.js_consumer_pending;
   }
   /* process-wide, so also the caches of stores opened by other modules of this process */
   sqlite3_int64 cur = 0, high = 0;
@@ -655,6 +663,15 @@ static void unauthorized(m5_http_exchange_t *ex, const m5_http_request_t *req) {
                 NULL, NULL, given ? &bad : &none);
 }
 
+/* The JetStream store has lost its NATS cluster: this node can store nothing (its accepts
+ * answer 5.03), so a load balancer should send its UEs elsewhere. */
+static bool store_unreachable(admin_t *a) {
+  if (!a->opts.store) return false;
+  m5_store_stats_t ss;
+  m5_store_stats(a->opts.store, &ss);
+  return ss.jetstream && !ss.js_connected;
+}
+
 void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *arg) {
   admin_t *a = arg;
   if (!open_request(req) && !authorized(a, req)) {
@@ -665,9 +682,12 @@ void admin_handle(m5_http_exchange_t *ex, const m5_http_request_t *req, void *ar
     static const m5_http_header_t allow = {"allow", "GET"};
     if (strcmp(req->method, "GET") != 0) {
       admin_problem(ex, 405, "Method Not Allowed", "/healthz accepts GET only", NULL, NULL, &allow);
-    } else if (atomic_load(a->opts.ready)) {
+    } else if (atomic_load(a->opts.ready) && !store_unreachable(a)) {
       static const char ok[] = "{\"status\":\"ok\"}";
       m5_http_respond(ex, 200, CT_JSON, ok, sizeof ok - 1);
+    } else if (atomic_load(a->opts.ready)) {
+      static const char down[] = "{\"status\":\"unavailable\",\"cause\":\"NATS unreachable\"}";
+      m5_http_respond(ex, 503, CT_JSON, down, sizeof down - 1);
     } else {
       static const char starting[] = "{\"status\":\"starting\"}";
       m5_http_respond(ex, 503, CT_JSON, starting, sizeof starting - 1);

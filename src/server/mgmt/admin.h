@@ -54,6 +54,8 @@ typedef struct {
   uint64_t accepts_in_flight, accept_bytes, requests_waiting, requests_waiting_bytes;
   uint64_t requests_waited, requests_busy;
   uint64_t store_cache_bytes; /* gauge: SQLite's page cache (m5_store_stats_t.cache_bytes) */
+  /* gauges of the JetStream store (0 on SQLite): connected to NATS, consumer lag */
+  uint64_t store_js_connected, store_js_consumer_pending;
 } admin_stats_t;
 
 /* Fills in *out (already holding the store's figures, or zeroes) on the admin's loop; must

@@ -2,7 +2,9 @@
  * (docs/delivery.md "Re-bound UE Service IDs"): a binding change is committed first in the
  * registry (m5s.db), then in the store (store.db, M5_STORE_REBIND); m5s can die between the
  * two. Before any listener runs, every UE Service ID's last generation is given to the store
- * again; the store does what it missed and ignores what it has (a repeat is a no-op). */
+ * again; the store does what it missed and ignores what it has (a repeat is a no-op).
+ * Skipped (0) while the registry is shared through NATS KV: the JetStream store has no REBIND
+ * yet. */
 #ifndef M5_SERVER_REBIND_SYNC_H
 #define M5_SERVER_REBIND_SYNC_H
 

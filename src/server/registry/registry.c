@@ -70,7 +70,9 @@ static void free_entry(void *e) {
 }
 
 static void registry_free(registry_t *r) {
-  m5_jobthread_free(r->thread);
+  registry_js_quiesce(r);       /* the KV watchers submit no more jobs */
+  m5_jobthread_free(r->thread); /* its last jobs may wait for the KV watchers */
+  registry_js_free(r);
   groups_free(r);
   registry_as_free(r);
   registry_gw_free(r);
@@ -388,6 +390,17 @@ static void run_job(m5_job_t *base, void *ctx) {
   job->created = 0;
   job->old_supi[0] = '\0';
   if (job->op == REGISTRY_BIND || job->op == REGISTRY_UNBIND) job->gen = job->old_gen = 0;
+  if (r->js && (job->op == REGISTRY_BIND || job->op == REGISTRY_UNBIND ||
+                job->op == REGISTRY_REGISTER || job->op == REGISTRY_DEREGISTER ||
+                job->op == REGISTRY_AS_PUT || job->op == REGISTRY_AS_DEL ||
+                job->op == REGISTRY_AS_REGISTER || job->op == REGISTRY_AS_DEREGISTER ||
+                job->op == REGISTRY_POLICY_PUT || job->op == REGISTRY_POLICY_DEL ||
+                job->op == REGISTRY_GW_PUT || job->op == REGISTRY_GW_DEL ||
+                job->op == REGISTRY_GW_UE_REG || job->op == REGISTRY_GW_UE_DEREG ||
+                job->op == REGISTRY_GW_UE_LIST || job->op == REGISTRY_JS_PURGE)) {
+    job->status = registry_js_run(r, job);
+    return;
+  }
   switch (job->op) {
   case REGISTRY_BIND:
     job->status = do_bind(r, job);
@@ -452,6 +465,7 @@ int registry_lookup(registry_t *r, const char *ue_svc_id, int64_t now, registry_
   }
   pthread_rwlock_unlock(&r->lock);
   if (rc == 0) out->registered = out->registered_at != 0 && out->expiry > now;
+  if (rc == 0 && !out->registered) out->node[0] = '\0'; /* no session anywhere to route to */
   return rc;
 }
 
@@ -465,6 +479,7 @@ int registry_gen_current(registry_t *r, const char *ue_svc_id, uint64_t gen) {
 
 int registry_gens_foreach(registry_t *r, void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen),
                           void *arg) {
+  if (r->js) return registry_js_gens_foreach(r, fn, arg);
   sqlite3_stmt *st = NULL;
   if (sqlite3_prepare_v2(r->conn, "SELECT ue_svc_id, gen FROM binding_gens", -1, &st, NULL) !=
       SQLITE_OK)

@@ -9,7 +9,9 @@
  * ever see committed state; every change goes through a job. Durability: a binding change is
  * acknowledged after an fsync (synchronous=FULL); a registration after its WAL write
  * (synchronous=NORMAL): it survives a crash of the process, and a power loss may forget the
- * last ones, which the UEs, whose sessions are gone then anyway, re-create with their next REG. */
+ * last ones, which the UEs, whose sessions are gone then anyway, re-create with their next REG.
+ * With store.backend jetstream (several m5s nodes) the same tables live in NATS KV instead and
+ * are the cluster's (registry_js_attach below; registry_js.c). */
 #ifndef M5_SERVER_REGISTRY_H
 #define M5_SERVER_REGISTRY_H
 
@@ -24,6 +26,7 @@
 
 #define REGISTRY_ID_MAX M5_MSG_ADDR_MAX
 #define REGISTRY_SUPI_MAX M5_AKMA_SUPI_MAX
+#define REGISTRY_NODE_MAX 32 /* node.name */
 
 typedef struct registry registry_t;
 
@@ -39,6 +42,9 @@ typedef struct {
    * all of these (a removal also takes one). A PUT of the same SUPI keeps it. Sessions,
    * deliveries and reports carry the generation they were made under. */
   uint64_t gen;
+  /* The m5s node holding the registration's session (node.name; issue 13): the message store
+   * queues its deliveries there. "" on the sqlite backend (one node) and when unregistered. */
+  char node[REGISTRY_NODE_MAX + 1];
 } registry_entry_t;
 
 /* An Application Server client of MSGin5G-3 (architecture §3.2), configured through the admin
@@ -70,6 +76,9 @@ typedef struct {
   int64_t registered_at;
   /* The UE Service IDs this AS may message (policy.h; default "*", n = 0: none). */
   policy_patterns_t ue_svc_ids;
+  /* The m5s node that took its registration (node.name; issue 13): the message store queues
+   * its deliveries there. "" on the sqlite backend and when unregistered. */
+  char node[REGISTRY_NODE_MAX + 1];
 } registry_as_t;
 
 typedef enum {
@@ -125,9 +134,13 @@ typedef enum {
                           the first), ids (the caller's array of n_ids, 1..REGISTRY_GW_UES_MAX).
                           out: the IDs this gateway holds, in byte order, in ids/n_ids; more = 1
                           when others follow the last. M5_ENOENT: no such gateway. Reads the
-                          database (the authority), not the memory copy */
+                          database (the authority), not the memory copy (with jetstream: the
+                          memory copy, which the cluster's bucket feeds) */
   REGISTRY_GROUPS,        /* the job is a groups_job_t (server/groups/groups.h), which has
                              this job first; submitted by groups_submit */
+  REGISTRY_JS_PURGE,      /* internal to registry_js.c, which submits it with a job of its
+                             own: an ID that changed hands on another node leaves this node's
+                             groups (with store.backend jetstream) */
 } registry_op_t;
 
 typedef struct registry_job {
@@ -155,6 +168,38 @@ typedef struct registry_job {
 /* Opens (creating the directory 0700, the file and the schema) and loads the tables into
  * memory, on the calling thread, so start-up errors come before any thread runs. */
 registry_t *registry_open(const char *path, char *err, size_t errlen);
+/* ---- the registry shared through NATS KV (store.backend: jetstream; registry_js.c,
+ * docs/scale-out.md "Registry on NATS KV") ----
+ * Bindings (bucket <prefix>_bind), registrations (<prefix>_reg), AS clients with their
+ * registration (<prefix>_as) and the stored policy (<prefix>_policy) are kept in KV instead of
+ * SQLite, so that every m5s node of a cluster sees the same ones; the memory copy stays (workers
+ * read it without waiting) and a watcher thread per bucket applies every change, this node's
+ * and the others', to it. Gateway clients and groups stay in this node's SQLite file for now. */
+typedef struct {
+  const char *const *servers; /* nats:// URLs */
+  size_t n_servers;
+  int replicas;       /* of the buckets: 1, or 3 in a cluster */
+  const char *prefix; /* bucket names: <prefix>_bind, <prefix>_reg */
+  const char *node;   /* this node's name (1..REGISTRY_NODE_MAX of A-Z a-z 0-9 _ -) */
+  int64_t timeout_ms; /* every NATS request, and a job's wait for its own write */
+} registry_js_opts_t;
+/* After registry_open, before registry_start, on the calling thread: connects, creates the
+ * buckets if missing, replaces the memory copy of bindings and registrations by the buckets'
+ * contents and starts the watchers. 0, or M5_E* with a message in err. */
+int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, size_t errlen);
+/* A binding or registration changed (watcher thread; with jetstream only, for every change,
+ * whichever node made it): reason BINDING: ue_svc_id's binding is at gen now (0: removed and
+ * gen of the removal in gen): a session registered under another generation must go;
+ * MOVED: ue_svc_id registered on another node (its newer session wins): a session here must
+ * go. fn must not block nor call the registry's jobs. Set before the first session. */
+typedef enum { REGISTRY_CHANGE_BINDING = 0, REGISTRY_CHANGE_MOVED = 1 } registry_change_t;
+void registry_set_change_hook(registry_t *r,
+                              void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen,
+                                         registry_change_t why),
+                              void *arg);
+/* 1 when the registry is shared through NATS KV. */
+int registry_shared(registry_t *r);
+
 /* Starts the DB thread; queue_cap bounds the jobs waiting for it. */
 int registry_start(registry_t *r, size_t queue_cap);
 /* From any thread; M5_EFULL when the queue is full (the caller keeps the job). */

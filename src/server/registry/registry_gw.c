@@ -18,13 +18,6 @@
 
 #define DOM "registry"
 
-/* What the memory copy keeps per held ID. */
-typedef struct {
-  char ue_svc_id[REGISTRY_ID_MAX + 1];
-  char gw_id[REGISTRY_AS_ID_MAX + 1];
-  uint64_t gen;
-} gw_ue_t;
-
 static const char schema[] = "CREATE TABLE IF NOT EXISTS gw_clients ("
                              " gw_id TEXT PRIMARY KEY,"
                              " kind TEXT NOT NULL,"
@@ -384,7 +377,11 @@ static int do_ue_reg(registry_t *r, registry_job_t *job) {
     job->bad = i;
     if (!m5_msg_svc_id_valid(id)) return M5_EINVAL;
     if (!registry_gw_pattern_match(g->pattern, id)) return M5_EPERM;
-    if (m5_hmap_get(r->map, id, strlen(id))) return M5_EEXIST; /* a subscriber's binding */
+    /* a subscriber's binding (read under the lock: with jetstream the KV watcher writes it) */
+    pthread_rwlock_rdlock(&r->lock);
+    int bound = m5_hmap_get(r->map, id, strlen(id)) != NULL;
+    pthread_rwlock_unlock(&r->lock);
+    if (bound) return M5_EEXIST;
     const gw_ue_t *u = m5_hmap_get(r->gwue_map, id, strlen(id));
     if (u && strcmp(u->gw_id, g->gw_id) != 0) return M5_EEXIST; /* another gateway's */
     job->gens[i] = u ? u->gen : 0;

@@ -11,6 +11,13 @@
 #include <stdatomic.h>
 #include <sqlite3.h>
 
+/* What the memory copy keeps per UE Service ID a gateway holds (registry_gw.c). */
+typedef struct {
+  char ue_svc_id[REGISTRY_ID_MAX + 1];
+  char gw_id[REGISTRY_AS_ID_MAX + 1];
+  uint64_t gen;
+} gw_ue_t;
+
 struct registry {
   sqlite3 *conn;
   sqlite3_stmt *st_bind;
@@ -35,6 +42,7 @@ struct registry {
   atomic_size_t gw_held; /* its count: 0 spares the message path the lock */
   sqlite3_stmt *st_gw_put, *st_gw_del, *st_gwue_put, *st_gwue_del, *st_gwue_list;
   struct groups_state *groups; /* groups and areas (server/groups/groups_int.h) */
+  struct registry_js *js;      /* NULL on the sqlite backend (registry_js.c) */
 };
 
 /* registry.c */
@@ -68,5 +76,14 @@ int registry_gw_holds(registry_t *r, const char *ue_svc_id);
 int registry_policy_open(registry_t *r, char *err, size_t errlen);
 void registry_policy_free(registry_t *r);
 int registry_policy_run(registry_t *r, registry_job_t *job);
+
+/* registry_js.c: the ops it takes over when r->js is set (BIND, UNBIND, REGISTER,
+ * DEREGISTER, AS_*, POLICY_*, GW_*), on the DB thread; the generations of every ID (registry_gens_foreach); its
+ * stop and release (first in registry_free, after the job thread). */
+int registry_js_run(registry_t *r, registry_job_t *job);
+int registry_js_gens_foreach(registry_t *r,
+                             void (*fn)(void *arg, const char *ue_svc_id, uint64_t gen), void *arg);
+void registry_js_quiesce(registry_t *r);
+void registry_js_free(registry_t *r);
 
 #endif

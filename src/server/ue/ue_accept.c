@@ -299,10 +299,17 @@ static void done_accept(accept_t *j) {
   if (sj->status != 0) {
     M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
             sj->msg.ori.addr, m5_strerror(sj->status));
+    /* Unreachable (a JetStream cluster without quorum) or no answer in time: nothing was
+     * acknowledged, the sender is told to come back (503 / 5.03 with Retry-After / Max-Age). A
+     * timed-out JetStream publish may still be stored later: the sender's retry with the same
+     * msgId is then answered as a duplicate (docs/scale-out.md). */
+    int unavailable = sj->status == M5_EAGAIN || sj->status == M5_ETIMEDOUT;
+    const char *why = unavailable ? "the message store is unavailable" : "the message store failed";
     if (j->req)
-      ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, "the message store failed");
+      ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, why);
     else
-      j->reply(j->reply_ctx, UE_API_ERROR, NULL, NULL, RETRY_AFTER_S, "the message store failed");
+      j->reply(j->reply_ctx, unavailable ? UE_API_BUSY : UE_API_ERROR, NULL, NULL, RETRY_AFTER_S,
+               why);
     return;
   }
   switch (sj->outcome) {

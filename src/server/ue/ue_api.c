@@ -254,8 +254,14 @@ static void op_reg(ue_api_t *api, sess_t *ss, m5_coap_req_t *req, const m5_msg_t
     return;
   }
   time_t now = time(NULL);
-  if (registry_lookup(api->opts.reg, m->ue_svc_id, now, &e) != 0 ||
-      strcmp(e.supi, s->key.supi) != 0) {
+  /* Shared registry (store.backend jetstream): this node's memory may lag a binding made on
+   * another node a moment ago, so a miss here is decided by the registry's job, which reads
+   * the shared binding (registry_js.c); gen 0 stands for "whichever is in force". */
+  int shared = registry_shared(api->opts.reg);
+  int found = registry_lookup(api->opts.reg, m->ue_svc_id, now, &e) == 0 &&
+              !strcmp(e.supi, s->key.supi);
+  if (!found && shared) e.gen = 0;
+  if (!found && !shared) {
     M5_LOGI(DOM, "REG %s refused (%s %s): not bound to the session's subscriber", m->ue_svc_id,
             s->transport, s->peer);
     m5_coap_ep_respond_error(req, M5_COAP_FORBIDDEN, "ueSvcId: not bound to this subscriber");

@@ -1,0 +1,171 @@
+/* Internals of m5_store on NATS JetStream (issue 13, docs/store.md "JetStream"): shared by
+ * js_store.c (open, thread, in-memory index, record codec) and js_store_ops.c (the jobs).
+ *
+ * Streams (P = opts.js.prefix): P_Q holds one message per delivery of a message, subject
+ * P.q.<node>.<type>.<enc(rcpt)>; P_R the same for reports (P.r...), apart because their
+ * per-recipient bound (MaxMsgsPerSubject) differs. A delivery id is (stream sequence << 1) |
+ * family (0 = P_Q, 1 = P_R): non-zero and unique in the cluster. Each node owns the deliveries
+ * on its own subjects and keeps them in the index below, filled by an ordered consumer per
+ * stream (js_client.h) that stays subscribed. KV bucket P_dedup: the dedup window. */
+#ifndef M5_STORE_JS_INT_H
+#define M5_STORE_JS_INT_H
+
+#include "js/js_client.h"
+#include "store_int.h"
+
+#include "core/hmap.h"
+#include "core/jobthread.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define JS_FAM_Q 0
+#define JS_FAM_R 1
+#define JS_NAME_MAX 64 /* prefix and node names */
+
+/* A delivery in the index: what DUE, DUE_ANY, EXPIRE, COUNTS and the MARKs need, without the
+ * payload (read back by sequence when an item carries it). */
+typedef struct js_entry {
+  uint64_t seq;
+  int fam;
+  m5_msg_prio_t prio;
+  int64_t expr_time; /* Unix s, 0 = never */
+  int64_t next_attempt_ms;
+  uint32_t attempts;
+  bool in_flight;
+  uint8_t *rec; /* the record without payload (js_rec_*), rec_len bytes */
+  size_t rec_len;
+  struct js_rcpt *owner; /* the recipient's list */
+  struct js_entry *prev, *next;
+  struct js_entry *inbox_next; /* while waiting in the consumer inbox */
+} js_entry_t;
+
+typedef struct js_rcpt {
+  js_entry_t *head, *tail;
+  size_t n;
+  char key[]; /* "<type>\n<addr>" */
+} js_rcpt_t;
+
+/* One publish awaited by the store thread. */
+typedef struct {
+  char *msg_id;
+  bool done, duplicate;
+  int status;        /* M5_OK, M5_EFULL ..., as m5_js_ack_t */
+  bool subject_full; /* M5_EFULL from the per-subject limit (else the stream's) */
+  uint64_t seq;
+} js_pub_t;
+
+typedef struct {
+  m5_store_t base;
+  m5_store_opts_t o;
+  char prefix[JS_NAME_MAX + 1], node[JS_NAME_MAX + 1];
+  char stream[2][JS_NAME_MAX + 8]; /* P_Q, P_R */
+  m5_js_client_t *c;
+  m5_js_kv_t *dedup;
+  m5_js_kv_t *tickets; /* P_tickets: report tickets (TTL report_window_ms) */
+  char tickets_bucket[JS_NAME_MAX + 16];
+  m5_js_sub_t *sub[2];
+  m5_jobthread_t *thread;
+  uint64_t nonce; /* msg ids of accepts without a dedup key */
+
+  /* index (store thread only) */
+  m5_hmap_t *by_id;   /* id (8 bytes) -> js_entry_t */
+  m5_hmap_t *by_rcpt; /* key -> js_rcpt_t */
+  size_t n_entries;
+  /* ids removed that the consumer may still bring (id > cons_seen of its family) */
+  m5_hmap_t *gone;
+  size_t gone_floor;     /* marks left by the last prune (the consumer lagging behind) */
+  uint64_t cons_seen[2]; /* last sequence taken from the inbox */
+
+  /* consumer inbox (libnats threads -> store thread) */
+  pthread_mutex_t in_mu;
+  js_entry_t *in_head, *in_tail;
+  uint64_t cb_seq[2];  /* last sequence the callback got */
+  uint64_t cb_pending; /* NumPending of the last message */
+
+  /* awaited publishes (store thread <-> libnats ack thread) */
+  pthread_mutex_t pub_mu;
+  pthread_cond_t pub_cv;
+  js_pub_t *pubs;
+  size_t n_pubs, n_done;
+
+  pthread_mutex_t st_mu;
+  m5_store_stats_t st;
+} js_store_t;
+
+/* ---- record codec (js_store.c) ----
+ * A stored delivery = its record: version, kind, the message's fields, the recipient and its
+ * generation, next_attempt_ms, then the payload. */
+typedef struct {
+  m5_store_delivery_t d; /* id, rcpt, msg (payload borrowed), next_attempt_ms, rcpt_gen */
+  bool report;           /* a failure/delivery report (app_id M5_STORE_REPORT_APP) */
+  size_t head_len;       /* bytes before the payload */
+} js_rec_t;
+int js_rec_encode(const m5_store_msg_t *m, const m5_msg_addr_t *rcpt, uint64_t rcpt_gen,
+                  int64_t next_attempt_ms, uint8_t **out, size_t *out_len);
+int js_rec_decode(const uint8_t *p, size_t len, js_rec_t *r);
+
+/* ---- names ---- */
+int js_subject(const js_store_t *s, int fam, const char *node, const m5_msg_addr_t *rcpt, char *out,
+               size_t out_size);
+int js_rcpt_filter(const js_store_t *s, int fam, const m5_msg_addr_t *rcpt, char *out,
+                   size_t out_size);
+uint64_t js_id(uint64_t seq, int fam);
+
+/* ---- index ---- */
+void js_drain_inbox(js_store_t *s);
+js_entry_t *js_entry_new(const uint8_t *rec, size_t len, uint64_t seq, int fam);
+void js_index_add(js_store_t *s, js_entry_t *e);
+js_entry_t *js_index_get(js_store_t *s, uint64_t id);
+void js_index_remove(js_store_t *s, js_entry_t *e);
+void js_mark_gone(js_store_t *s, int fam, uint64_t seq);
+js_rcpt_t *js_index_rcpt(js_store_t *s, const m5_msg_addr_t *rcpt);
+int js_entry_item(const js_entry_t *e, m5_store_delivery_t *out);
+
+/* ---- publishes awaited together ---- */
+int js_pub_begin(js_store_t *s, size_t n);
+/* Publishes slot i (msg_id must end with "/<i>"); retries while libnats' window is full. */
+int js_pub(js_store_t *s, size_t i, const char *subject, const void *data, size_t len,
+           const char *msg_id);
+/* Waits until every slot begun is answered (or the deadline: slots left get M5_ETIMEDOUT). */
+void js_pub_wait(js_store_t *s);
+void js_pub_end(js_store_t *s);
+
+void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n);
+
+/* ---- jobs (js_store_ops.c) ---- */
+#define JS_SUBJ_MAX 512
+void js_run_job(js_store_t *s, m5_store_job_t *job);
+int64_t js_now_ms(js_store_t *s);
+/* hex of HMAC-SHA-256 under a fixed key: names of dedup keys, tickets, Msg-Ids */
+void js_hash_hex(const char *text, size_t len, char out[65]);
+
+typedef struct {
+  js_entry_t **v;
+  size_t n, cap;
+} js_elist_t;
+int js_el_push(js_elist_t *l, js_entry_t *e);
+/* Concludes e (state, cause; the failure report first unless DELIVERED): delete, out of the
+ * index; M5_ENOENT when someone else has it now. */
+int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
+                const char *cause, m5_store_delivery_t *d);
+/* DUE's move: rcpt's deliveries of family fam on other nodes' subjects come to this node's. */
+void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam);
+
+/* ---- REBIND, GROUP_SWEEP (js_sweep.c) ---- */
+void js_rebind(js_store_t *s, m5_store_job_t *job);
+void js_group_sweep(js_store_t *s, m5_store_job_t *job);
+
+/* ---- report tickets (js_tickets.c) ---- */
+typedef struct {
+  bool hit;
+  char key[70];
+  char val[48]; /* the ticket as it was, to put back if the report is then refused */
+  uint64_t used_rev;
+} js_ticket_use_t;
+void js_tickets_put(js_store_t *s, m5_store_job_t *job);
+int js_ticket_check(js_store_t *s, m5_store_job_t *job, js_ticket_use_t *u);
+void js_ticket_restore(js_store_t *s, const js_ticket_use_t *u);
+
+#endif
