@@ -13,7 +13,7 @@ BUILD_TEST := build/asan
 BUILD_REL  := build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-test test run bench bench-full bench-build clean distclean
+.PHONY: all deps build build-test test run run-cluster bench bench-full bench-build bench-js clean distclean
 
 all: build
 
@@ -36,6 +36,11 @@ test: build build-test
 
 run: build
 	@./tools/run-dev.sh $(BUILD_REL)
+
+# Two m5s nodes on a three-node NATS JetStream cluster, all on loopback (docs/scale-out.md):
+# pid files, configs, stores and logs under var/cluster/.
+run-cluster: build
+	@./tools/run-cluster.sh $(BUILD_REL)
 
 # Benchmarks (docs/benchmarks.md): m5s vs Mosquitto side by side with bench/vs-mosquitto (the
 # fair harness: same TLS 1.3 suite and group, Mosquitto with persistence, fresh stores, pinned
@@ -65,6 +70,13 @@ bench-full: bench-build
 	@./tools/ensure-deps.sh valgrind gnuplot-nox rabbitmq-server
 	@rc=0; ./bench/vs-mosquitto --full --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
 	  ./bench/run.sh --only fan --runs 5 --callgrind --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
+
+# Scale-out (docs/benchmarks.md "Scale-out on JetStream"): point-to-point throughput and p99 of
+# one m5s on SQLite, one on JetStream (1 nats-server, replicas 1) and two nodes on 3 nats-servers
+# (replicas 3), side by side. Needs the JetStream store (issue 13); not part of make bench yet.
+JS_BENCH_ARGS ?=
+bench-js: bench-build
+	@./bench/js.sh --build $(BUILD_REL) $(JS_BENCH_ARGS)
 
 clean:
 	rm -rf build

@@ -203,7 +203,9 @@ void bu_pool_open(bu_pool_t *p) {
     char err[200];
     if (!p->t_first_open) p->t_first_open = bu_now_ns();
     u->attempts++;
-    u->ch = m5c_chan_open(p->loop, p->ctx, &p->copts, &u->cred, &cbs, u, err, sizeof err);
+    m5c_opts_t o = p->copts; /* read at open only */
+    if (u->port) o.port = u->port;
+    u->ch = m5c_chan_open(p->loop, p->ctx, &o, &u->cred, &cbs, u, err, sizeof err);
     if (!u->ch) {
       ue_dead(u, 0, err);
       continue;

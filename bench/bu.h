@@ -25,6 +25,7 @@ typedef struct bu_pool bu_pool_t;
 typedef struct {
   char id[M5_MSG_ADDR_MAX + 1]; /* UE Service ID (set by the owner before bu_pool_open) */
   m5_akma_cred_t cred;          /* (set by the owner: bu_cred) */
+  uint16_t port;                /* 0: the pool's server port; else this UE's (another m5s node) */
   int idx;
   bu_state_t st;
   int attempts;

@@ -13,6 +13,10 @@
  * --dtls: the same over CoAP over DTLS 1.2 (coaps, UDP, same port number), libm5c's DTLS
  * channel (CoAP confirmable messages, retransmitted by the CoAP layer).
  *
+ * --recv-port P: the receivers br<k> connect to P, the senders to --port: two m5s nodes
+ * sharing one JetStream store (docs/scale-out.md), every message accepted on one node and
+ * delivered by the other (bench/js.sh).
+ *
  * Application-to-point (--north URL): the senders are one Application Server instead of the
  * UEs bs<k>: every message of pair k is a POST of an ASMessageDelivery to URL (m5s's
  * northbound deliver-as-message, HTTP/2 over TLS with the AS's certificate, --as-cert / --as-key
@@ -259,15 +263,20 @@ static m5_http_client_t *north_client(const char *cert, const char *key, const c
   return c;
 }
 
+/* getopt_long value of --recv-port: outside the letters lc.h's options use ('R' is --rate). */
+#define OPT_RECV_PORT 256
+
 static void usage(void) {
   fprintf(stderr,
           "usage: m5load --print-subscribers --pairs N\n"
           "       m5load [--host 127.0.0.1] --port P [--fqdn localhost] --pairs N [--window 20]\n"
           "              [--warm S] [--secs S] [--half F | --rate R] [--drain S]\n"
-          "              [--server-pid PID] [--label NAME] [--nagle] [--dtls]\n"
+          "              [--server-pid PID] [--label NAME] [--nagle] [--dtls] [--recv-port P]\n"
           "              [--north URL --as-id ID --as-cert F --as-key F --ca F --token-file F]\n"
           "  --nagle: turn Nagle's algorithm back on (libm5c sets TCP_NODELAY)\n"
           "  --dtls: CoAP over DTLS 1.2 (UDP, same port) instead of TLS 1.3 on TCP\n"
+          "  --recv-port: the receivers connect to this port (another m5s node sharing the\n"
+          "    store: every message crosses nodes), the senders to --port\n"
           "  --north: the senders are the Application Server ID posting deliver-as-message to URL\n"
           "    (HTTP/2, its certificate and key, the CA of the server, its bearer token in F)\n" LC_USAGE);
   exit(2);
@@ -275,14 +284,15 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *fqdn = "localhost", *label = "m5s";
-  int port = 0, print = 0, dtls = 0;
+  int port = 0, recv_port = 0, print = 0, dtls = 0;
   const char *as_cert = NULL, *as_key = NULL, *ca = NULL, *token_file = NULL;
   lc_opts_t o = {.pairs = 50, .window = 20, .warm_s = 3, .meas_s = 10, .half = 0.5, .drain_s = 5};
   static const struct option lo[] = {
       {"host", 1, 0, 'h'},  {"port", 1, 0, 'p'},  {"fqdn", 1, 0, 'f'}, LC_LONG_OPTIONS,
       {"label", 1, 0, 'l'}, {"print-subscribers", 0, 0, 'x'}, {"nagle", 0, 0, 'N'},
       {"dtls", 0, 0, 'D'},  {"north", 1, 0, 'U'}, {"as-id", 1, 0, 'A'},  {"as-cert", 1, 0, 'C'},
-      {"as-key", 1, 0, 'K'}, {"ca", 1, 0, 'c'},   {"token-file", 1, 0, 'T'}, {0, 0, 0, 0}};
+      {"as-key", 1, 0, 'K'}, {"ca", 1, 0, 'c'},   {"token-file", 1, 0, 'T'},
+      {"recv-port", 1, 0, OPT_RECV_PORT}, {0, 0, 0, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -299,6 +309,7 @@ int main(int argc, char **argv) {
     case 'K': as_key = optarg; break;
     case 'c': ca = optarg; break;
     case 'T': token_file = optarg; break;
+    case OPT_RECV_PORT: recv_port = atoi(optarg); break;
     default:
       if (!lc_option(&o, opt, optarg)) usage();
     }
@@ -316,7 +327,8 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  if (port < 1 || port > 65535) usage();
+  if (port < 1 || port > 65535 || recv_port < 0 || recv_port > 65535) usage();
+  if (recv_port && north.url) usage(); /* the receivers of --north are on --port */
   signal(SIGPIPE, SIG_IGN);
   m5_log_set_level(M5_LOG_WARN);
   char err[256];
@@ -336,6 +348,7 @@ int main(int argc, char **argv) {
     char supi[16];
     uint8_t kausf[32];
     subscriber(north.url ? 2 * i + 1 : i, pool.ue[i].id, supi, kausf);
+    if (!north.url && i % 2) pool.ue[i].port = (uint16_t)recv_port; /* br<k>; 0 = --port */
     int rc = bu_cred(supi, kausf, fqdn, &pool.ue[i].cred);
     OPENSSL_cleanse(kausf, sizeof kausf);
     if (rc) {

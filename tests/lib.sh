@@ -95,8 +95,8 @@ merge_yaml() {
 
 # launch_daemon BIN WRITER CONFIG LOG MGMT_VAR [extra YAML lines...]: writes CONFIG with
 # WRITER (which picks fresh ports), starts BIN --config CONFIG and waits for /healthz on the
-# port named by MGMT_VAR; retries when a port was taken meanwhile. Sets LAUNCH_PID; returns 1
-# if the daemon never became healthy.
+# port named by MGMT_VAR (LAUNCH_SECS, default 10 s); retries when a port was taken meanwhile.
+# Sets LAUNCH_PID; returns 1 if the daemon never became healthy.
 launch_daemon() {
   local bin=$1 writer=$2 config=$3 log=$4 mgmt_var=$5 _
   shift 5
@@ -105,7 +105,7 @@ launch_daemon() {
     "$bin" --config "$config" >>"$log" 2>&1 &
     LAUNCH_PID=$!
     track_pid "$LAUNCH_PID"
-    wait_health "${!mgmt_var}" "$LAUNCH_PID" 10 && return 0
+    wait_health "${!mgmt_var}" "$LAUNCH_PID" "${LAUNCH_SECS:-10}" && return 0
     kill -KILL "$LAUNCH_PID" 2>/dev/null || true
     wait "$LAUNCH_PID" 2>/dev/null || true
     grep -q "already in use" "$log" || break
@@ -227,13 +227,75 @@ expect_problem() {
 
 # ---- m5s (the MSGin5G server) --------------------------------------------------------------
 
+# ---- the message store's backend (issue 13, docs/scale-out.md) --------------------------------
+# M5_STORE_BACKEND (environment; default sqlite) chooses the store of every m5s a test starts:
+# with "jetstream" (tests/CMakeLists.txt registers the scripts of its M5_JS_SCRIPTS list a
+# second time as js/<name> with it), the first write_m5s_config starts one nats-server with
+# JetStream on random loopback ports (tests/nats_lib.bash, by pid, killed on exit) and every
+# m5s config gets store.backend jetstream, store.js.servers (that server), store.js.replicas 1
+# and node.name; parts of a script that only make sense on SQLite (the store file itself) ask
+# sqlite_only first.
+M5_STORE_BACKEND=${M5_STORE_BACKEND:-sqlite}
+case $M5_STORE_BACKEND in
+sqlite | jetstream) ;;
+*) fail "M5_STORE_BACKEND='$M5_STORE_BACKEND': want sqlite or jetstream" ;;
+esac
+M5S_NODE_NAME=${M5S_NODE_NAME:-t1}
+M5_JS_STARTED=0
+
+# m5s_js_store: the NATS server of this test (started once); sets M5_JS_SERVERS, the flow-list
+# body of store.js.servers.
+m5s_js_store() {
+  if ((!M5_JS_STARTED)); then
+    # shellcheck source=tests/nats_lib.bash
+    source "$M5_SRC/tests/nats_lib.bash"
+    start_nats_cluster 1
+    M5_JS_STARTED=1
+  fi
+  M5_JS_SERVERS=${NATS_URLS//,/, }
+}
+
+# m5s_backend_lines DEFAULTS_VAR EXTRAS_VAR: on jetstream, the store backend into the m5s
+# config lines: into a "store: {...}" line of the test's (EXTRAS_VAR) when it has one (it
+# replaces the default store line), else a default line of its own (DEFAULTS_VAR); and
+# node.name. Nothing on sqlite.
+m5s_backend_lines() {
+  [[ $M5_STORE_BACKEND == jetstream ]] || return 0
+  local -n defs=$1 extras=$2
+  local i js found=0
+  m5s_js_store
+  js="backend: jetstream, js: {servers: [$M5_JS_SERVERS], replicas: 1}"
+  for i in "${!extras[@]}"; do
+    if [[ ${extras[$i]} == "store: {"* ]]; then
+      extras[i]="store: {$js, ${extras[$i]#"store: {"}"
+      found=1
+    fi
+  done
+  ((found)) || defs+=("store: {$js}")
+  defs+=("node: {name: $M5S_NODE_NAME}")
+}
+
+# sqlite_only WHAT: true on the SQLite store; on another backend it says that WHAT is skipped
+# (a part of a script about the SQLite file itself) and is false.
+sqlite_only() {
+  [[ $M5_STORE_BACKEND == sqlite ]] && return 0
+  echo "skipped on store.backend $M5_STORE_BACKEND: $1"
+  return 1
+}
+
+# m5s_start_secs: how long start_m5s / restart_m5s wait for /healthz (JetStream: the streams
+# and buckets are created or checked first, longer under sanitizers on loaded cores).
+m5s_start_secs() { if [[ $M5_STORE_BACKEND == jetstream ]]; then echo 60; else echo "$1"; fi; }
+
 # write_m5s_config FILE [extra YAML lines...]: an m5s config on fresh random ports (ue.port is
 # the same number on udp and tcp), talking to the running m5-aanf ($AANF_URL) with the m5s
-# certificate of $M5_TMP/pki; FQDN localhost; database $M5S_DB (default $M5_TMP/m5s/m5s.db).
+# certificate of $M5_TMP/pki; FQDN localhost; database $M5S_DB (default $M5_TMP/m5s/m5s.db);
+# the store of M5_STORE_BACKEND (m5s_backend_lines).
 # An extra line "key: ..." replaces the default line for the same top-level key.
 write_m5s_config() {
   local file=$1
   shift
+  local extra=("$@")
   pick_ports M5S_PORT M5S_MGMT M5S_NORTH
   local defaults=(
     "ue: {host: 127.0.0.1, port: $M5S_PORT}"
@@ -247,7 +309,8 @@ write_m5s_config() {
     "workers: 2"
     "log: {level: debug}"
   )
-  merge_yaml "$file" "${#defaults[@]}" "${defaults[@]}" "$@"
+  m5s_backend_lines defaults extra
+  merge_yaml "$file" "${#defaults[@]}" "${defaults[@]}" "${extra[@]}"
 }
 
 # use_test_hooks: HOOKS, a fresh directory m5s arms its test hooks from (M5_TEST_HOOK_DIR,
@@ -265,8 +328,8 @@ use_test_hooks() {
 # Retries on a lost port race.
 start_m5s() {
   M5S_LOG="$M5_TMP/m5s.log"
-  launch_daemon "$M5_BIN/m5s" write_m5s_config "$M5_TMP/m5s.yaml" "$M5S_LOG" M5S_MGMT "$@" ||
-    m5s_fail "m5s did not become healthy"
+  LAUNCH_SECS=$(m5s_start_secs 10) launch_daemon "$M5_BIN/m5s" write_m5s_config \
+    "$M5_TMP/m5s.yaml" "$M5S_LOG" M5S_MGMT "$@" || m5s_fail "m5s did not become healthy"
   M5S_PID=$LAUNCH_PID
   M5S_ADMIN="http://127.0.0.1:$M5S_MGMT"
 }
@@ -296,7 +359,7 @@ restart_m5s() {
     "$M5_BIN/m5s" --config "$M5_TMP/m5s.yaml" >>"$M5S_LOG" 2>&1 &
     M5S_PID=$!
     track_pid "$M5S_PID"
-    wait_health "$M5S_MGMT" "$M5S_PID" 15 && return 0
+    wait_health "$M5S_MGMT" "$M5S_PID" "$(m5s_start_secs 15)" && return 0
     kill -KILL "$M5S_PID" 2>/dev/null || true
     wait "$M5S_PID" 2>/dev/null || true
     sleep 0.5 # a port still held: try again

@@ -42,25 +42,14 @@
 # when a port is overridden. Everything else is the daemons' defaults.
 set -euo pipefail
 
-# Started in the background by a non-interactive shell, we inherit SIGINT ignored, and bash
-# cannot trap a signal ignored on entry: start again with SIGINT at its default (once).
-sig_ignored=$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status 2>/dev/null) || true
-if [[ -z ${M5_RUN_DEV_SIGINT:-} && ${sig_ignored:-0} =~ ^[0-9a-fA-F]+$ ]] &&
-  ((16#$sig_ignored & 2)); then
-  export M5_RUN_DEV_SIGINT=1
-  exec env --default-signal=INT "$0" "$@"
-fi
-
-# The demo subscribers. These SUPIs and K_AUSF values are DEMO VALUES, published in this
-# file: never use them for anything but a local development system.
-DEMO_UES=(ue1 ue2)
-declare -A DEMO_SUPI=([ue1]=001010000000001 [ue2]=001010000000002)
-declare -A DEMO_KAUSF=(
-  [ue1]=d0e0000000000000000000000000000000000000000000000000000000000001
-  [ue2]=d0e0000000000000000000000000000000000000000000000000000000000002
-)
-# ue1 talks CoAP over TLS (coaps+tcp), ue2 CoAP over DTLS (coaps): both transports are shown.
-declare -A DEMO_SCHEME=([ue1]=coaps+tcp [ue2]=coaps)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/run-lib.sh
+source "$REPO/tools/run-lib.sh"
+run_reexec_sigint "$0" "$@"
+RUN_NAME=run-dev
+# shellcheck disable=SC2016 # backquotes as text
+RUN_WHAT='`make run` (tools/run-dev.sh)'
+PID_DIR=var/run
 
 BUILD=${1:?usage: tools/run-dev.sh BUILD_DIR}
 CALLER_DIR=$PWD
@@ -68,10 +57,7 @@ BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || {
   echo "run-dev: $BUILD/bin does not exist; build first (make build)" >&2
   exit 1
 }
-for b in m5-aanf m5s m5ctl m5c m5gw; do
-  [[ -x $BIN/$b ]] || { echo "run-dev: $BIN/$b is missing; build first (make build)" >&2; exit 1; }
-done
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+run_check_bin m5-aanf m5s m5ctl m5c m5gw
 # Mosquitto (Debian puts the broker in /usr/sbin, which a user's PATH may not have).
 MOSQUITTO=$(command -v mosquitto || true)
 [[ -n $MOSQUITTO || ! -x /usr/sbin/mosquitto ]] || MOSQUITTO=/usr/sbin/mosquitto
@@ -84,14 +70,6 @@ mkdir -p "$RUN_DIR"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
 cd "$RUN_DIR"
 
-port_var() { # NAME DEFAULT: the port from the environment variable NAME, checked
-  local v=${!1:-$2}
-  if ! [[ $v =~ ^[0-9]{1,5}$ ]] || ((10#$v < 1 || 10#$v > 65535)); then
-    echo "run-dev: $1='$v' is not a port number (1..65535)" >&2
-    exit 2
-  fi
-  echo "$((10#$v))"
-}
 AANF_PORT=$(port_var M5_AANF_PORT 7443)
 AANF_MGMT=$(port_var M5_AANF_MGMT 9091)
 UE_PORT=$(port_var M5_UE_PORT 5684)
@@ -103,165 +81,26 @@ GW_MGMT=$(port_var M5_GW_MGMT 9095)
 AANF_URL=https://localhost:$AANF_PORT
 M5S_ADMIN=http://127.0.0.1:$MGMT_PORT
 
-# disp PATH: PATH as the caller would type it: relative to the caller's directory when inside.
-disp() {
-  local p=$1
-  [[ $p == "$CALLER_DIR"/* ]] && p=${p#"$CALLER_DIR"/}
-  printf '%q' "$p"
-}
-
 umask 077
 mkdir -p var/log var/run var/demo
 AANF_LOG=var/log/m5-aanf.log
 M5S_LOG=var/log/m5s.log
 MQ_LOG=var/log/mosquitto.log
 GW_LOG=var/log/m5gw.log
-AANF_PID=
-M5S_PID=
-MQ_PID=
-GW_PID=
-
-# A previous run that is still alive would make the daemons fail on their ports: say so.
-for d in m5gw mosquitto m5s m5-aanf; do
-  if [[ -f var/run/$d.pid ]]; then
-    p=$(<"var/run/$d.pid")
-    if [[ $p =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null &&
-      [[ $(readlink "/proc/$p/exe" 2>/dev/null) == */$d ]]; then
-      echo "run-dev: $d is already running (pid $p, $RUN_DIR/var/run/$d.pid); stop that" \
-        "make run first" >&2
-      exit 1
-    fi
-    rm -f "var/run/$d.pid"
-  fi
-done
-
-# stop_one NAME PID: SIGTERM, then waits (bounded: 5 s, then SIGKILL); prints and returns the
-# daemon's exit status (non-zero also when it had to be killed).
-stop_one() {
-  local name=$1 pid=$2 i rc=0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "run-dev: $name (pid $pid) did not exit within 5 s of SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    rc=1
-  else
-    wait "$pid" 2>/dev/null || rc=$?
-  fi
-  rm -f "var/run/$name.pid"
-  echo "run-dev: $name stopped (exit $rc)"
-  return "$rc"
-}
-
-# stop_all: the reverse of the start: m5gw (it may still hand the broker a delivery from m5s,
-# or m5s a device's message, while it drains), Mosquitto (it saves its persistence), m5s (it may
-# still need the AAnF while it drains), then m5-aanf. Returns 0 when all exited 0; prints the
-# log tail of one that did not.
-stop_all() {
-  local rc=0
-  if [[ -n $GW_PID ]]; then
-    stop_one m5gw "$GW_PID" || { rc=1; tail -n 30 "$GW_LOG" >&2 || true; }
-    GW_PID=
-  fi
-  if [[ -n $MQ_PID ]]; then
-    stop_one mosquitto "$MQ_PID" || { rc=1; tail -n 30 "$MQ_LOG" >&2 || true; }
-    MQ_PID=
-  fi
-  if [[ -n $M5S_PID ]]; then
-    stop_one m5s "$M5S_PID" || { rc=1; tail -n 30 "$M5S_LOG" >&2 || true; }
-    M5S_PID=
-  fi
-  if [[ -n $AANF_PID ]]; then
-    stop_one m5-aanf "$AANF_PID" || { rc=1; tail -n 30 "$AANF_LOG" >&2 || true; }
-    AANF_PID=
-  fi
-  return "$rc"
-}
-
-# shellcheck disable=SC2317 # run by the trap
-on_signal() {
-  trap - INT TERM HUP
-  local rc=0
-  stop_all || rc=1
-  exit "$rc"
-}
+EXE_OF[mosquitto]=$MOSQUITTO
+run_check_not_running m5gw mosquitto m5s m5-aanf
 trap on_signal INT TERM HUP
-
-# failed WHY LOG: the tail of that daemon's log, then every daemon stopped and exit 1.
-failed() {
-  trap - INT TERM HUP
-  echo "run-dev: $1; the end of its log ($RUN_DIR/$2):" >&2
-  tail -n 40 "$2" >&2 || true
-  stop_all >/dev/null 2>&1 || true
-  exit 1
-}
-
-# start NAME LOG ARGS...: the daemon (BIN/NAME, or $MOSQUITTO) in its own session (so a Ctrl-C
-# in the terminal reaches only this script, which stops the daemons in order); sets
-# STARTED_PID, and LOG_MARK: the log's size before this start (what this run wrote follows).
-start() {
-  local name=$1 log=$2 exe
-  shift 2
-  exe=$BIN/$name
-  [[ $name != mosquitto ]] || exe=$MOSQUITTO
-  printf '\n--- %s: run-dev starts %s\n' "$(date -u +%FT%TZ)" "$name" >>"$log"
-  LOG_MARK=$(stat -c %s "$log")
-  setsid "$exe" "$@" </dev/null >>"$log" 2>&1 &
-  STARTED_PID=$!
-  echo "$STARTED_PID" >"var/run/$name.pid"
-}
-
-# wait_healthy NAME PID PORT LOG: until http://127.0.0.1:PORT/healthz answers 200 (10 s).
-wait_healthy() {
-  local name=$1 pid=$2 port=$3 log=$4 i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || failed "$name exited during start-up" "$log"
-    if curl -sf --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
-      kill -0 "$pid" 2>/dev/null || failed "$name exited during start-up" "$log"
-      return 0
-    fi
-    sleep 0.1
-  done
-  failed "$name not healthy on http://127.0.0.1:$port/healthz after 10 s" "$log"
-}
-
-# since_start LOG REGEX: whether the log has a matching line written since the last start().
-since_start() { tail -c "+$((LOG_MARK + 1))" "$1" 2>/dev/null | grep -q -- "$2"; }
 
 # Another process on one of our TCP ports would answer our health checks (or, on the MQTT
 # port, take the gateway's and the devices' connections): refuse to start, naming the port.
-declare -A PORT_OF=([M5_AANF_PORT]=$AANF_PORT [M5_AANF_MGMT]=$AANF_MGMT [M5_UE_PORT]=$UE_PORT
+PORT_OF=([M5_AANF_PORT]=$AANF_PORT [M5_AANF_MGMT]=$AANF_MGMT [M5_UE_PORT]=$UE_PORT
   [M5_MGMT_PORT]=$MGMT_PORT [M5_NORTH_PORT]=$NORTH_PORT [M5_MQTT_PORT]=$MQTT_PORT
   [M5_GW_PORT]=$GW_PORT [M5_GW_MGMT]=$GW_MGMT)
-for v in M5_AANF_PORT M5_AANF_MGMT M5_UE_PORT M5_MGMT_PORT M5_NORTH_PORT M5_MQTT_PORT \
-  M5_GW_PORT M5_GW_MGMT; do
-  p=${PORT_OF[$v]}
-  for w in "${!PORT_OF[@]}"; do
-    if [[ $w != "$v" && ${PORT_OF[$w]} == "$p" ]]; then
-      echo "run-dev: $v and $w are both port $p; give them different ports" >&2
-      exit 2
-    fi
-  done
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    if [[ $v == M5_MQTT_PORT ]]; then
-      echo "run-dev: the MQTT port 127.0.0.1:$p/tcp is already in use (another make run, or" \
-        "the system's Mosquitto service: systemctl stop mosquitto); stop it, or choose another" \
-        "port with M5_MQTT_PORT (e.g. M5_MQTT_PORT=1884 make run)" >&2
-    else
-      echo "run-dev: 127.0.0.1:$p/tcp ($v) is already in use (another make run?); stop it, or" \
-        "choose another port with $v" >&2
-    fi
-    exit 1
-  fi
-done
+PORT_TAKEN_HINT[M5_MQTT_PORT]="the MQTT port 127.0.0.1:$MQTT_PORT/tcp is already in use (another make run, or the system's Mosquitto service: systemctl stop mosquitto); stop it, or choose another port with M5_MQTT_PORT (e.g. M5_MQTT_PORT=1884 make run)"
+run_check_ports
 
-# 1. The development PKI: made on the first run; later runs add what a newer m5ctl makes
-# (e.g. the token signing key) and keep everything that exists.
-"$BIN/m5ctl" pki init --dir var/pki >/dev/null
+# 1. The development PKI (run_pki).
+run_pki
 # The MQTT gateway gw1's certificates: gw-gw1 (SAN URI urn:msgin5g:gw:gw1, clientAuth) towards
 # m5s and msgg-gw1 (the same URI, localhost and 127.0.0.1, serverAuth) for its MSGG listener,
 # which m5s dials at 127.0.0.1 and accepts only as gw1 (docs/gateways.md set-up step 1). Kept
@@ -290,28 +129,10 @@ start m5s "$M5S_LOG" --config var/run/m5s.yaml
 M5S_PID=$STARTED_PID
 wait_healthy m5s "$M5S_PID" "$MGMT_PORT" "$M5S_LOG"
 
-# 4. The demo subscribers (again on every run: the AAnF replaces the context, m5s answers the
-# binding with 200 when it exists) and their client configs.
+# 4. The demo subscribers (again on every run) and their client configs var/demo/UE.yaml.
 for ue in "${DEMO_UES[@]}"; do
-  if ! out=$("$BIN/m5ctl" subscriber add --supi "${DEMO_SUPI[$ue]}" --kausf "${DEMO_KAUSF[$ue]}" \
-    --ue-svc-id "$ue" --aanf "$AANF_URL" --m5s-admin "$M5S_ADMIN" --pki var/pki \
-    --admin-token var/m5s/admin.token 2>&1); then
-    echo "run-dev: provisioning the demo subscriber $ue failed: $out" >&2
-    failed "provisioning $ue failed" "$M5S_LOG"
-  fi
-  cfg=var/demo/$ue.yaml
-  rm -f "$cfg.tmp"
-  cat >"$cfg.tmp" <<EOF
-# m5c configuration of the demo UE $ue, written by \`make run\` (tools/run-dev.sh) on every run.
-# The SUPI and K_AUSF are demo values: this file holds a key, so it is mode 0600.
-server: ${DEMO_SCHEME[$ue]}://localhost:$UE_PORT
-af-fqdn: localhost
-ue-svc-id: $ue
-supi: "${DEMO_SUPI[$ue]}"
-kausf: "${DEMO_KAUSF[$ue]}"
-EOF
-  chmod 600 "$cfg.tmp"
-  mv -f "$cfg.tmp" "$cfg"
+  provision_demo_ue "$ue" "$AANF_URL" "$M5S_ADMIN" "${DEMO_SCHEME[$ue]}://localhost:$UE_PORT" \
+    "var/demo/$ue.yaml" "$M5S_LOG"
 done
 
 # 5. Mosquitto on 127.0.0.1:$MQTT_PORT: passwords (the gateway's in var/mqtt/gateway.password,
@@ -372,18 +193,6 @@ echo "READY demo configs $UE1 (ue1, TLS) $UE2 (ue2, DTLS); MQTT device mq1: $MQ1
   "127.0.0.1:$MQTT_PORT); receive: $M5C --config $UE2 listen; send: $M5C --config $UE1 send" \
   "--to ue:ue2 --payload hi; logs: $(disp "$RUN_DIR/var/log")/; Ctrl-C stops"
 
-# 7. Wait. A signal interrupts `wait` and runs on_signal; a daemon that exits is a failure.
-# (wait -n -p: bash 5.1; it reaps the daemon and gives its status.)
-done_pid=
-set +e
-wait -n -p done_pid "$AANF_PID" "$M5S_PID" "$MQ_PID" "$GW_PID"
-rc=$?
-set -e
-case $done_pid in
-"$GW_PID") name=m5gw log=$GW_LOG GW_PID= ;;
-"$MQ_PID") name=mosquitto log=$MQ_LOG MQ_PID= ;;
-"$M5S_PID") name=m5s log=$M5S_LOG M5S_PID= ;;
-*) name=m5-aanf log=$AANF_LOG AANF_PID= ;;
-esac
-rm -f "var/run/$name.pid"
-failed "$name exited unexpectedly (status $rc)" "$log"
+# 7. Wait (run_wait_all): Ctrl-C stops the daemons in the reverse order of their start; a
+# daemon that exits is a failure.
+run_wait_all
