@@ -10,8 +10,6 @@
 #    subscriber's session (its log says so), the old subscriber's m5c reconnects to b and is
 #    refused (4.03, m5c exits non-zero), and the new subscriber registers on b;
 #  - an AS client made through node b is listed by node a.
-# Needs both nodes to start with store.backend jetstream, which needs the JetStream message
-# store (src/lib/store, another part of issue 13): not in tests/CMakeLists.txt until then.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$M5_SRC/tests/nats_lib.bash"
