@@ -7,10 +7,12 @@
 #include "core/err.h"
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NS_PER_MS 1000000LL
 
@@ -683,7 +685,21 @@ struct m5_js_sub {
   m5_js_msg_fn fn;
   void *arg;
   uint64_t handed; /* consumer sequence of the last message fn returned from (atomic) */
+  /* Close against a callback running on libnats' delivery thread: fn runs under mu and only
+   * while !closed; complete is set by libnats' on-complete callback, after which the thread
+   * calls nothing of ours again, so only then may s be freed. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool closed, complete;
 };
+
+static void on_sub_complete(void *closure) {
+  m5_js_sub_t *s = closure;
+  pthread_mutex_lock(&s->mu);
+  s->complete = true;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
 
 static void on_sub_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
   (void)nc;
@@ -692,8 +708,11 @@ static void on_sub_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
   jsMsgMetaData *meta = NULL;
   if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
     int n = natsMsg_GetDataLength(msg);
-    s->fn(s->arg, meta->Sequence.Stream, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
-          n > 0 ? (size_t)n : 0, meta->NumPending);
+    pthread_mutex_lock(&s->mu);
+    if (!s->closed)
+      s->fn(s->arg, meta->Sequence.Stream, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
+            n > 0 ? (size_t)n : 0, meta->NumPending);
+    pthread_mutex_unlock(&s->mu);
     __atomic_store_n(&s->handed, meta->Sequence.Consumer, __ATOMIC_RELEASE);
     jsMsgMetaData_Destroy(meta);
   }
@@ -710,6 +729,8 @@ int m5_js_ordered_subscribe(m5_js_client_t *c, const char *stream, const char *f
   if (!s) return say(err, err_size, M5_ENOMEM, "ordered subscribe: out of memory");
   s->fn = fn;
   s->arg = arg;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = stream;
@@ -717,9 +738,16 @@ int m5_js_ordered_subscribe(m5_js_client_t *c, const char *stream, const char *f
   so.Config.DeliverPolicy = js_DeliverAll;
   jsErrCode jerr = 0;
   natsStatus st = js_Subscribe(&s->sub, c->js, filter, on_sub_msg, s, NULL, &so, &jerr);
+  if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(s->sub, on_sub_complete, s);
   if (st != NATS_OK) {
-    free(s);
-    return nats_fail(err, err_size, nats_rc(st), st, filter);
+    int rc = nats_fail(err, err_size, nats_rc(st), st, filter);
+    if (s->sub) m5_js_sub_close(s);
+    else {
+      pthread_cond_destroy(&s->cv);
+      pthread_mutex_destroy(&s->mu);
+      free(s);
+    }
+    return rc;
   }
   /* the consumer's backlog is bounded by the stream's limits, not by libnats' defaults */
   natsSubscription_SetPendingLimits(s->sub, -1, -1);
@@ -745,11 +773,29 @@ int m5_js_sub_pending(m5_js_sub_t *s, uint64_t *pending, bool *caught_up) {
 
 void m5_js_sub_close(m5_js_sub_t *s) {
   if (!s) return;
+  pthread_mutex_lock(&s->mu); /* waits for a callback in progress; none calls fn after this */
+  s->closed = true;
+  pthread_mutex_unlock(&s->mu);
   if (natsSubscription_Drain(s->sub) == NATS_OK)
     natsSubscription_WaitForDrainCompletion(s->sub, 5000);
   else
-    natsSubscription_Unsubscribe(s->sub);
+    natsSubscription_Unsubscribe(s->sub); /* disconnected: drain is refused */
+  /* Free only once libnats' delivery thread is done with s (its on-complete callback ran):
+   * freeing earlier let a late message reach freed memory at shutdown while NATS was
+   * reconnecting. If it never comes (libnats stuck), s is left allocated rather than freed
+   * under a running thread. */
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 10;
+  pthread_mutex_lock(&s->mu);
+  while (!s->complete && pthread_cond_timedwait(&s->cv, &s->mu, &dl) == 0) {
+  }
+  bool done = s->complete;
+  pthread_mutex_unlock(&s->mu);
   natsSubscription_Destroy(s->sub);
+  if (!done) return;
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
   free(s);
 }
 
