@@ -2619,6 +2619,122 @@ static void test_js_tickets(void **state) {
   m5_store_close(s);
 }
 
+#ifdef M5_TEST_HOOKS
+/* The JetStream store's test hook (store.h): when `point` is reached on store `on`, runs `job`
+ * on store `other` (on the hook's thread, with a loop of its own) and returns `abandon`. */
+static struct {
+  const char *point;
+  m5_store_t *on, *other;
+  m5_store_job_t *job;
+  int abandon, fired, job_rc;
+} hk;
+
+static int run_elsewhere(m5_store_t *s, m5_store_job_t *job) {
+  fx_t g = {.loop = m5_loop_new(), .want = 1};
+  if (!g.loop) return M5_ENOMEM;
+  m5_mailbox_t *mb = m5_mailbox_new(g.loop, 16, on_reply, &g);
+  int rc = mb ? M5_OK : M5_ENOMEM;
+  job->base.reply = mb;
+  if (!rc) rc = m5_store_submit(s, job);
+  if (!rc) rc = m5_loop_run(g.loop);
+  m5_mailbox_free(mb, NULL);
+  m5_loop_free(g.loop);
+  return rc;
+}
+
+static int js_hook(const char *point, m5_store_t *store, m5_store_job_t *job) {
+  (void)job;
+  if (hk.fired || store != hk.on || strcmp(point, hk.point)) return 0;
+  hk.fired = 1;
+  if (hk.job) hk.job_rc = run_elsewhere(hk.other, hk.job);
+  return hk.abandon;
+}
+
+static void hook_at(const char *point, m5_store_t *on, m5_store_t *other, m5_store_job_t *job,
+                    int abandon) {
+  hk = (__typeof__(hk)){point, on, other, job, abandon, 0, 0};
+  m5_store_js_test_hook = js_hook;
+}
+
+/* An accept of (UE:ue1, msg_id) for `to`, a UE held by node a. */
+static m5_store_job_t *mk_for_a(accept_t *x, const char *msg_id, const char *to) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(x, "ue1", msg_id, M5_PRIO_MIDDLE, rc, 1);
+  snprintf(x->rcpts[0].node, sizeof x->rcpts[0].node, "a");
+  return j;
+}
+
+/* The dedup claim (docs/store.md "The JetStream backend"): a retransmission accepted on node b
+ * while node a's accept of the same msgId waits for its PubAcks (both publish with the same
+ * Msg-Ids) answers M5_EAGAIN ("come back"), and a's accept stays: the message is queued once,
+ * and b's retry then answers DUPLICATE. The claim of an accept that died is taken over once
+ * stale: the taker adopts what the dead one stored (one copy). A refused accept removes its
+ * claim: a retry is tried afresh. */
+static void test_js_claim(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.node = "a";
+  o.max_per_recipient = 1;
+  m5_store_t *a = open_store(&o);
+  o.js.node = "b";
+  m5_store_t *b = open_store(&o);
+  accept_t xa, xb;
+  m5_store_job_t *ja = mk_for_a(&xa, "M", "ue6"), *jb = mk_for_a(&xb, "M", "ue6");
+  hook_at("accept-published", a, b, jb, 0);
+  assert_int_equal(run(f, a, ja), 0);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(jb->status, M5_EAGAIN); /* a's accept was at work */
+  uint64_t id = xa.rcpts[0].id;
+  m5_store_job_t d;
+  due(f, a, "ue6", 10, &d);
+  assert_int_equal(d.n_items, 1); /* stored, once */
+  assert_int_equal(d.items[0].id, id);
+  m5_store_job_clear(&d);
+  jb = mk_for_a(&xb, "M", "ue6");
+  assert_int_equal(run(f, b, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_DUPLICATE);
+
+  /* a dies between its publishes and its final ack: the claim blocks the key until stale */
+  ja = mk_for_a(&xa, "C", "ue7");
+  hook_at("accept-published", a, NULL, NULL, 1);
+  assert_int_equal(run(f, a, ja), M5_EIO);
+  m5_store_js_test_hook = NULL;
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, b, jb), M5_EAGAIN);
+  set_now(fake_now + 2 * o.js.timeout_ms + 10000 + 1);
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, b, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_ACCEPTED);
+  due(f, a, "ue7", 10, &d);
+  assert_int_equal(d.n_items, 1); /* the dead accept's delivery, adopted: no second copy */
+  assert_int_equal(d.items[0].id, xb.rcpts[0].id);
+  m5_store_job_clear(&d);
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, a, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_DUPLICATE);
+
+  /* refused (ue6's queue is full): the claim goes, the retry is tried afresh */
+  for (int i = 0; i < 2; i++) {
+    ja = mk_for_a(&xa, "Q", "ue6");
+    assert_int_equal(run(f, i ? b : a, ja), 0);
+    assert_int_equal(ja->outcome, M5_STORE_QUEUE_FULL);
+  }
+  assert_int_equal(simple(f, a, M5_STORE_MARK_DELIVERED, id, &d), 0);
+  m5_store_job_clear(&d);
+  ja = mk_for_a(&xa, "Q", "ue6");
+  assert_int_equal(run(f, b, ja), 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  wait_counts(f, a, "ue6", 1);
+  m5_store_close(b);
+  m5_store_close(a);
+}
+
+#endif
+
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
 static const struct {
   const char *test, *why;
@@ -2721,6 +2837,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
+#ifdef M5_TEST_HOOKS
+      cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
+#endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };
   struct CMUnitTest all[N_ALL];

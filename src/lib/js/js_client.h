@@ -124,6 +124,11 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
 
+/* Deletes key (a delete marker) only when its revision is still last_rev: M5_EAGAIN when
+ * someone wrote it since. */
+int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *err,
+                    size_t err_size);
+
 /* A watcher of every key of a bucket (kvStore_WatchAll): first the current value of each key,
  * then a marker that the initial values are done, then every later write in revision order
  * (the registry's per-bucket watcher thread, issue 13). One thread calls next; stop may be

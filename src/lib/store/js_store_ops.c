@@ -2,9 +2,10 @@
  * run one at a time on the store thread (js_store.c), which may block on the cluster.
  *
  * The rules the jobs keep:
- *  - ACCEPT answers after every PubAck (stored on a quorum): dedup fast path (KV get), one
- *    publish per recipient (Nats-Msg-Id derived from the dedup key, so a retry is recognised),
- *    then the dedup entry (create-only: the loser of a race deletes what it wrote).
+ *  - ACCEPT answers after every PubAck (stored on a quorum): it claims the dedup key
+ *    (create-only; a claim found: M5_EAGAIN, a final ack: DUPLICATE), publishes one message
+ *    per recipient (Nats-Msg-Id derived from the dedup key, so a retry is recognised), then
+ *    turns its claim into the final ack by compare-and-set (see "the dedup claim" below).
  *  - A conclusion is a delete of the delivery's message, and whoever deletes it concluded it:
  *    "not found" means another node took the delivery over (a move), so a MARK answers
  *    M5_ENOENT and EXPIRE skips it. A failure report is published (and acknowledged) before
@@ -27,6 +28,10 @@ int64_t js_now_ms(js_store_t *s) {
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+#ifdef M5_TEST_HOOKS
+int (*m5_store_js_test_hook)(const char *point, m5_store_t *store, m5_store_job_t *job);
+#endif
 
 static void unsupported(m5_store_job_t *job, const char *what) {
   M5_LOGW("store", "jetstream: %s is not supported on the jetstream backend yet", what);
@@ -60,24 +65,116 @@ static void ack_parse(const uint8_t *v, size_t len, m5_store_ack_t *a) {
              (const char *)nl + 1);
 }
 
-/* The stored ack of key; M5_ENOENT when the window holds none. */
-static int dedup_get(js_store_t *s, const char *key, m5_store_ack_t *a) {
-  uint8_t *v = NULL;
-  size_t vl = 0;
-  char err[256];
-  int rc = m5_js_kv_get(s->dedup, key, &v, &vl, NULL, err, sizeof err);
-  if (rc == M5_OK) ack_parse(v, vl, a);
-  if (rc && rc != M5_ENOENT) M5_LOGW("store", "jetstream: dedup get: %s", err);
-  free(v);
-  return rc;
-}
-
 /* Deletes a message this job published (refused, lost a race, or a copy no longer needed). */
 static void delete_seq(js_store_t *s, int fam, uint64_t seq) {
   char err[256];
-  js_mark_gone(s, fam, seq); /* (only ever looked up for this node's subjects) */
   int rc = m5_js_delete_msg(s->c, s->stream[fam], seq, err, sizeof err);
-  if (rc && rc != M5_ENOENT) M5_LOGW("store", "jetstream: delete: %s", err);
+  if (rc && rc != M5_ENOENT) {
+    /* still stored: the consumer may bring it (a failed delete leaves it to be delivered) */
+    M5_LOGW("store", "jetstream: delete: %s", err);
+    return;
+  }
+  js_mark_gone(s, fam, seq); /* gone: the consumer must not bring it back (this node's) */
+}
+
+/* ---- the dedup claim ----
+ * An accept with a dedup key first claims the key (create-only, value "#pending <node> <ms>"),
+ * publishes, and only then turns its claim into the final ack by compare-and-set on the
+ * claim's revision; it answers ACCEPTED only after that. Both nodes of a retransmission race
+ * publish with the same Msg-Ids (acc/<hash>/<i>), so the claim, not the publishes, decides who
+ * owns them: an accept that finds a claim answers M5_EAGAIN (the sender comes back later), one
+ * that finds the final ack answers DUPLICATE. A refused or failed accept deletes its
+ * deliveries, then removes its claim (by revision), so a retry is tried afresh. The claim of
+ * an accept that died (a crashed node) is taken over once it is older than claim_stale_ms, by
+ * compare-and-set (one taker wins), and the taker adopts the deliveries its round 0 finds. */
+#define CLAIM_TAG "#pending "
+
+typedef struct {
+  uint64_t rev;  /* the claim's revision (what the final compare-and-set expects) */
+  int64_t at_ms; /* when it was written (this node's clock) */
+} claim_t;
+
+/* Older than this, a claim is taken to be a dead accept's: twice the longest wait of one
+ * request to the cluster plus 10 s. An accept that lives longer (a very large fan-out)
+ * renews its claim before it deletes anything, and its final compare-and-set fails if it was
+ * taken over meanwhile. Node clocks must agree to within the 10 s margin. */
+static int64_t claim_stale_ms(const js_store_t *s) {
+  return 2 * s->o.js.timeout_ms + 10000;
+}
+
+static int claim_value(js_store_t *s, int64_t now, char *out, size_t size) {
+  int n = snprintf(out, size, CLAIM_TAG "%s %lld", s->node, (long long)now);
+  return n > 0 && (size_t)n < size ? n : 0;
+}
+
+/* Claims key for this job: M5_OK (*c the claim), *dup (the final ack in job->orig_ack),
+ * M5_EAGAIN (a live claim of another accept) or the cluster's error. */
+static int claim_key(js_store_t *s, m5_store_job_t *job, const char *key, claim_t *c, bool *dup) {
+  char val[JS_NAME_MAX + 48], err[256];
+  *dup = false;
+  for (int tries = 0; tries < 3; tries++) {
+    int64_t now = js_now_ms(s);
+    int vl = claim_value(s, now, val, sizeof val);
+    int rc = m5_js_kv_create(s->dedup, key, val, (size_t)vl, &c->rev, err, sizeof err);
+    if (rc == M5_OK) {
+      c->at_ms = now;
+      return M5_OK;
+    }
+    if (rc != M5_EEXIST) {
+      M5_LOGW("store", "jetstream: dedup claim: %s", err);
+      return rc;
+    }
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t rev = 0;
+    rc = m5_js_kv_get(s->dedup, key, &v, &len, &rev, err, sizeof err);
+    if (rc == M5_ENOENT) continue; /* removed meanwhile (a refused accept): claim again */
+    if (rc) {
+      M5_LOGW("store", "jetstream: dedup get: %s", err);
+      return rc;
+    }
+    if (len < sizeof CLAIM_TAG - 1 || memcmp(v, CLAIM_TAG, sizeof CLAIM_TAG - 1)) {
+      ack_parse(v, len, &job->orig_ack);
+      free(v);
+      *dup = true;
+      return M5_OK;
+    }
+    const char *sp = strrchr((const char *)v, ' ');
+    long long at = sp ? strtoll(sp + 1, NULL, 10) : 0;
+    free(v);
+    if (now - at < claim_stale_ms(s)) return M5_EAGAIN; /* another accept is at work */
+    rc = m5_js_kv_update(s->dedup, key, val, (size_t)vl, rev, &c->rev, err, sizeof err);
+    if (rc == M5_OK) {
+      M5_LOGI("store", "jetstream: took over a claim of %lld ms ago (a dead accept's)", now - at);
+      c->at_ms = now;
+      return M5_OK;
+    }
+    if (rc != M5_EAGAIN) {
+      M5_LOGW("store", "jetstream: dedup takeover: %s", err);
+      return rc;
+    }
+  }
+  return M5_EAGAIN;
+}
+
+/* Still ours, and young enough that nobody may take it over while we delete: renews an old
+ * claim (compare-and-set). M5_EAGAIN: taken over; other codes: unknown. */
+static int claim_hold(js_store_t *s, const char *key, claim_t *c) {
+  int64_t now = js_now_ms(s);
+  if (now - c->at_ms < claim_stale_ms(s) / 2) return M5_OK;
+  char val[JS_NAME_MAX + 48], err[256];
+  int vl = claim_value(s, now, val, sizeof val);
+  int rc = m5_js_kv_update(s->dedup, key, val, (size_t)vl, c->rev, &c->rev, err, sizeof err);
+  if (rc == M5_OK) c->at_ms = now;
+  if (rc && rc != M5_EAGAIN) M5_LOGW("store", "jetstream: dedup claim renewal: %s", err);
+  return rc;
+}
+
+/* The job's status for a failure of the cluster: unavailable (no leader) and timed out pass
+ * through (the caller answers "come back": a retransmission with the same msgId learns the
+ * outcome), out of memory and bad input too; anything else is M5_EIO. */
+static int fail_status(int rc) {
+  return rc == M5_ENOMEM || rc == M5_EINVAL || rc == M5_ETIMEDOUT || rc == M5_EAGAIN ? rc : M5_EIO;
 }
 
 /* ---------------------------------------------------------------- ACCEPT */
@@ -133,8 +230,18 @@ static int publish_round(js_store_t *s, m5_store_job_t *job, int fam, const bool
   return rc;
 }
 
-static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
-                           const char *key);
+static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash, const char *key,
+                           claim_t *c);
+
+/* Removes the claim of a job that wrote nothing (its deliveries deleted already): M5_EAGAIN
+ * when another accept took it over (its outcome is the one to learn). */
+static int claim_release(js_store_t *s, const char *key, const claim_t *c) {
+  char err[256];
+  int rc = m5_js_kv_delete(s->dedup, key, c->rev, err, sizeof err);
+  if (rc && rc != M5_EAGAIN) /* left pending: a retry takes it over once stale */
+    M5_LOGW("store", "jetstream: dedup claim release: %s", err);
+  return rc == M5_EAGAIN ? M5_EAGAIN : M5_OK;
+}
 
 static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   if (job->n_rcpts > M5_STORE_RCPT_MAX || (job->n_rcpts && !job->rcpts) ||
@@ -147,18 +254,20 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
     job->rcpts[i].id = 0;
   }
   char hash[65] = "", key[80] = "";
+  claim_t claim = {0};
   bool dedup = job->dedup_id[0] != 0;
   if (dedup) {
     dedup_hash(job, hash);
     snprintf(key, sizeof key, "d.%s", hash);
-    int rc = dedup_get(s, key, &job->orig_ack);
-    if (rc == M5_OK) {
-      job->outcome = M5_STORE_DUPLICATE;
-      js_stat_add(s, &s->st.duplicates, 1);
+    bool dup = false;
+    int rc = claim_key(s, job, key, &claim, &dup);
+    if (rc) {
+      job->status = fail_status(rc);
       return;
     }
-    if (rc != M5_ENOENT) {
-      job->status = M5_EIO;
+    if (dup) {
+      job->outcome = M5_STORE_DUPLICATE;
+      js_stat_add(s, &s->st.duplicates, 1);
       return;
     }
   } else {
@@ -169,49 +278,73 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   if (check) {
     int rc = js_ticket_check(s, job, &tu);
     if (rc) {
-      job->status = rc;
+      if (dedup && claim_release(s, key, &claim)) rc = M5_EAGAIN;
+      job->status = fail_status(rc);
       return;
     }
     if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
   }
-  accept_publish(s, job, dedup, hash, key);
+  accept_publish(s, job, dedup ? hash : NULL, dedup ? key : NULL, &claim);
   job->n_rcpts = n_given;
   if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) js_ticket_restore(s, &tu);
   if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) js_tickets_put(s, job);
 }
 
-/* ACCEPT's publishes and dedup entry (after the dedup fast path and the ticket check). */
-static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
-                           const char *key) {
+/* Deletes what a job that does not keep its deliveries stored (res[i] M5_OK), then removes its
+ * claim. own[i]: published under this job's own Msg-Ids (round 1, or no dedup key): no other
+ * accept can have adopted it. The rest (round 0) may be adopted by a taker of the claim, so
+ * it is deleted only while the claim is ours (renewed when old). M5_EAGAIN: taken over. */
+static int accept_undo(js_store_t *s, int fam, const js_pub_t *res, const bool *own, size_t n,
+                       const char *key, claim_t *c) {
+  int held = key ? claim_hold(s, key, c) : M5_OK;
+  for (size_t i = 0; res && i < n; i++)
+    if (res[i].status == M5_OK && (own[i] || held == M5_OK)) delete_seq(s, fam, res[i].seq);
+  if (!key || held == M5_EAGAIN) return held;
+  /* not known to be ours: round 0 stays, and so does the claim, for a taker to adopt */
+  if (held) return M5_OK;
+  return claim_release(s, key, c);
+}
+
+/* ACCEPT's publishes and final dedup entry (after the claim and the ticket check). hash and
+ * key: the dedup key's, NULL without one. */
+static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash, const char *key,
+                           claim_t *c) {
   job->msg.accepted_at_ms = js_now_ms(s);
   bool report = !strcmp(job->msg.app_id, M5_STORE_REPORT_APP);
   int fam = report ? JS_FAM_R : JS_FAM_Q;
   size_t n = job->n_rcpts;
   js_pub_t *res = calloc(n ? n : 1, sizeof *res);
   bool *want = calloc(n ? n : 1, sizeof *want);
-  int fail = !res || !want ? M5_ENOMEM : 0;
-  for (size_t i = 0; i < n; i++)
+  bool *own = calloc(n ? n : 1, sizeof *own);
+  int fail = !res || !want || !own ? M5_ENOMEM : 0;
+  for (size_t i = 0; i < n && !fail; i++) {
     want[i] = true;
+    own[i] = !hash;
+  }
   /* Round 0 with the Msg-Ids of the dedup key. A duplicate answer names the message of an
-   * earlier attempt with the same key: fine while it is there (a retry after a timeout or a
-   * crash), but one that was refused and deleted, or concluded, is gone: such recipients are
-   * published again in round 1 under ids of their own. */
+   * earlier attempt with the same key (a retry after a timeout, or a dead accept's claim taken
+   * over): kept while it is there; one that was refused and deleted, or concluded, is gone:
+   * such recipients are published again in round 1 under ids of this job's own. */
   for (int round = 0; round < 2 && !fail; round++) {
     bool any = false;
     for (size_t i = 0; i < n; i++)
       any |= want[i];
     if (!any) break;
-    if ((fail = publish_round(s, job, fam, want, round ? s->nonce++ : 0, dedup ? hash : NULL, res)))
-      break;
+    if ((fail = publish_round(s, job, fam, want, round ? s->nonce++ : 0, hash, res))) break;
     for (size_t i = 0; i < n; i++) {
+      if (round && want[i]) own[i] = true;
       want[i] = false;
-      if (round || res[i].status != M5_OK || !res[i].duplicate) continue;
+      if (round || res[i].status != M5_OK || !res[i].duplicate || fail) continue;
       m5_js_msg_t m;
       char subj[JS_SUBJ_MAX], err[256];
       js_subject(s, fam, job->rcpts[i].node, &job->rcpts[i].addr, subj, sizeof subj);
       int rc = m5_js_get_msg(s->c, s->stream[fam], res[i].seq, &m, err, sizeof err);
       if (rc == M5_ENOENT || (rc == M5_OK && strcmp(m.subject, subj))) want[i] = true;
       if (rc == M5_OK) m5_js_msg_free(&m);
+      if (rc && rc != M5_ENOENT) { /* not known to be there: not to be answered as stored */
+        M5_LOGW("store", "jetstream: accept: checking an earlier publish: %s", err);
+        fail = rc;
+      }
     }
   }
   free(want);
@@ -235,13 +368,26 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const
     refused = M5_STORE_STORE_FULL;
   else if (queue_full && !job->partial)
     refused = M5_STORE_QUEUE_FULL;
+#ifdef M5_TEST_HOOKS
+  if (key && !fail && refused == M5_STORE_ACCEPTED && m5_store_js_test_hook &&
+      m5_store_js_test_hook("accept-published", &s->base, job)) {
+    free(res);
+    free(own);
+    job->status = M5_EIO; /* abandoned as by a crash: the claim stays pending */
+    return;
+  }
+#endif
   if (fail || refused != M5_STORE_ACCEPTED) {
     /* nothing of a refused or failed message stays: delete what this job stored */
-    for (size_t i = 0; res && i < n; i++)
-      if (res[i].status == M5_OK) delete_seq(s, fam, res[i].seq);
+    int rc = accept_undo(s, fam, res, own, n, key, c);
     free(res);
+    free(own);
+    if (rc == M5_EAGAIN) { /* another accept took the key over: its outcome is the answer */
+      job->status = M5_EAGAIN;
+      return;
+    }
     if (fail) {
-      job->status = fail == M5_ENOMEM || fail == M5_EINVAL ? fail : M5_EIO;
+      job->status = fail_status(fail);
       return;
     }
     for (size_t i = 0; i < n; i++)
@@ -252,32 +398,42 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const
         1);
     return;
   }
-  /* the dedup entry, create-only: a concurrent accept of the same key may have won */
-  if (dedup) {
+  /* the claim becomes the final ack, by compare-and-set: only then is the message accepted */
+  if (key) {
     char val[sizeof job->ack.status + sizeof job->ack.failure_cause + 2];
     int vl = snprintf(val, sizeof val, "%s\n%s", job->ack.status, job->ack.failure_cause);
     char err[256];
-    int rc = m5_js_kv_create(s->dedup, key, val, (size_t)(vl > 0 ? vl : 0), NULL, err, sizeof err);
-    if (rc == M5_EEXIST) {
-      for (size_t i = 0; i < job->n_rcpts; i++)
-        if (res[i].status == M5_OK && !res[i].duplicate) delete_seq(s, fam, res[i].seq);
+    int rc =
+        m5_js_kv_update(s->dedup, key, val, (size_t)(vl > 0 ? vl : 0), c->rev, NULL, err, sizeof err);
+    if (rc == M5_EAGAIN) { /* taken over (we were slower than the stale bound) or removed */
+      for (size_t i = 0; i < n; i++) /* only what no taker can have adopted */
+        if (res[i].status == M5_OK && own[i]) delete_seq(s, fam, res[i].seq);
       free(res);
-      for (size_t i = 0; i < job->n_rcpts; i++) {
-        job->rcpts[i].status = M5_STORE_ACCEPTED;
+      free(own);
+      for (size_t i = 0; i < n; i++)
         job->rcpts[i].id = 0;
+      uint8_t *v = NULL;
+      size_t len = 0;
+      if (m5_js_kv_get(s->dedup, key, &v, &len, NULL, err, sizeof err) == M5_OK &&
+          (len < sizeof CLAIM_TAG - 1 || memcmp(v, CLAIM_TAG, sizeof CLAIM_TAG - 1))) {
+        ack_parse(v, len, &job->orig_ack);
+        job->outcome = M5_STORE_DUPLICATE;
+        js_stat_add(s, &s->st.duplicates, 1);
+      } else {
+        job->status = M5_EAGAIN;
       }
-      if (dedup_get(s, key, &job->orig_ack) != M5_OK) job->orig_ack = job->ack;
-      job->outcome = M5_STORE_DUPLICATE;
-      js_stat_add(s, &s->st.duplicates, 1);
+      free(v);
       return;
     }
-    if (rc) { /* stored but not remembered: answer a failure, the sender retries (Msg-Id) */
-      M5_LOGW("store", "jetstream: dedup create: %s", err);
+    if (rc) { /* stored, the ack perhaps not: the claim stays; the sender's retry learns it */
+      M5_LOGW("store", "jetstream: dedup final ack: %s", err);
       free(res);
-      job->status = M5_EIO;
+      free(own);
+      job->status = fail_status(rc);
       return;
     }
   }
+  free(own);
   /* into the index: what went to this node's subjects */
   for (size_t i = 0; i < job->n_rcpts; i++) {
     m5_store_rcpt_t *r = &job->rcpts[i];
@@ -356,7 +512,7 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   }
   if (p.status != M5_OK) {
     free(rec);
-    return M5_EIO;
+    return fail_status(p.status);
   }
   d->report_id = js_id(p.seq, JS_FAM_R);
   d->report_gen = d->msg.ori_gen;
@@ -482,7 +638,7 @@ static void list_with_payloads(js_store_t *s, m5_store_job_t *job, js_elist_t *l
     }
     if (rc) {
       M5_LOGW("store", "jetstream: read back: %s", err);
-      job->status = M5_EIO;
+      job->status = fail_status(rc);
       return;
     }
     m5_store_delivery_t d;
