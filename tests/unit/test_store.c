@@ -2537,15 +2537,42 @@ static void test_js_rebind_sweep(void **state) {
   addr(&k.rcpt, "UE", "ue2");
   assert_int_equal(run(f, a, &k), 0);
   assert_int_equal(k.rebind_failed, 1);
-  assert_int_equal(counts_of(f, a, "ue2"), 1); /* "new" moved along, still queued */
+  /* nothing moved: "new" stays queued where it was, for the node of the UE's session */
+  assert_int_equal(counts_of(f, a, "ue2"), 0);
   m5_store_job_t m;
   assert_int_equal(simple(f, b, M5_STORE_MARK_DELIVERED, old, &m), M5_ENOENT);
+  m5_store_job_clear(&m);
+  assert_int_equal(counts_of(f, b, "ue2"), 1);
+  due(f, b, "ue2", 10, &m);
+  assert_int_equal(m.n_items, 1);
+  assert_string_equal(m.items[0].msg.msg_id, "new");
   m5_store_job_clear(&m);
   expect_report(f, a, "UE", "ue1", "ue2", "old", "REPT_DELY_FAILED " M5_STORE_CAUSE_REBOUND);
   k = (m5_store_job_t){.op = M5_STORE_REBIND, .gen = 2};
   addr(&k.rcpt, "UE", "ue2");
   assert_int_equal(run(f, a, &k), 0);
   assert_int_equal(k.rebind_failed, 0); /* repeated: nothing older left */
+
+  /* an AS may be pushed to from any node: DUE for it on a leaves b's deliveries on b */
+  m5_store_job_t *ja = mk_accept(&x, "ue1", "to-as", M5_PRIO_MIDDLE, to, 1);
+  addr(&x.rcpts[0].addr, "AS", "as1");
+  addr(&ja->msg.dest, "AS", "as1");
+  assert_int_equal(run(f, b, ja), 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  memset(&m, 0, sizeof m);
+  m.op = M5_STORE_DUE;
+  addr(&m.rcpt, "AS", "as1");
+  m.limit = 10;
+  assert_int_equal(run(f, a, &m), 0);
+  assert_int_equal(m.n_items, 0);
+  m5_store_job_clear(&m);
+  memset(&m, 0, sizeof m);
+  m.op = M5_STORE_DUE;
+  addr(&m.rcpt, "AS", "as1");
+  m.limit = 10;
+  assert_int_equal(run(f, b, &m), 0);
+  assert_int_equal(m.n_items, 1);
+  m5_store_job_clear(&m);
 
   const char *grp[] = {"ue3", "ue4"};
   j = mk_accept(&x, "ue1", "grp", M5_PRIO_MIDDLE, grp, 2);
@@ -2733,6 +2760,39 @@ static void test_js_claim(void **state) {
   m5_store_close(a);
 }
 
+/* Two nodes move the same delivery at once (a UE's REG on one, a DUE on the other): node b has
+ * read c's delivery when node a moves it; b's copy is its own (Msg-Id with b's name) and goes
+ * when b finds the old one gone; a's copy, the only one, stays. */
+static void test_js_move_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b"), *c = open_node("c");
+  accept_for_node(f, c, "mv1", M5_PRIO_MIDDLE, "ue7", "");
+  wait_counts(f, c, "ue7", 1);
+  m5_store_job_t da = {.op = M5_STORE_DUE, .limit = 10};
+  addr(&da.rcpt, "UE", "ue7");
+  hook_at("move-listed", b, a, &da, 0);
+  m5_store_job_t d;
+  due(f, b, "ue7", 10, &d);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(da.status, 0);
+  assert_int_equal(da.n_items, 1); /* a moved it first */
+  uint64_t id = da.items[0].id;
+  m5_store_job_clear(&da);
+  assert_int_equal(d.n_items, 0); /* b found it gone */
+  m5_store_job_clear(&d);
+  due(f, a, "ue7", 10, &d);
+  assert_int_equal(d.n_items, 1); /* a's copy is still there */
+  assert_int_equal(d.items[0].id, id);
+  assert_memory_equal(d.items[0].msg.payload, "body of mv1", d.items[0].msg.payload_len);
+  m5_store_job_clear(&d);
+  assert_int_equal(simple(f, a, M5_STORE_MARK_DELIVERED, id, &d), 0);
+  m5_store_job_clear(&d);
+  m5_store_close(c);
+  m5_store_close(b);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -2839,6 +2899,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
 #ifdef M5_TEST_HOOKS
       cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

@@ -150,8 +150,20 @@ int js_el_push(js_elist_t *l, js_entry_t *e);
  * index; M5_ENOENT when someone else has it now. */
 int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
                 const char *cause, m5_store_delivery_t *d);
-/* DUE's move: rcpt's deliveries of family fam on other nodes' subjects come to this node's. */
-void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam);
+/* Concludes a delivery on another node's subjects (m: its message as read). */
+int js_conclude_msg(js_store_t *s, m5_store_job_t *job, int fam, const m5_js_msg_t *m,
+                    m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d);
+/* rcpt's messages of family fam on other nodes' subjects, read now, in (prio, sequence)
+ * order: their number, *out (m5_js_msg_free each .m, then free(*out)). */
+typedef struct {
+  m5_js_msg_t m;
+  m5_msg_prio_t prio;
+  uint64_t rcpt_gen;
+} js_other_t;
+size_t js_read_others(js_store_t *s, const m5_msg_addr_t *rcpt, int fam, js_other_t **out);
+/* DUE's move (of a UE): rcpt's deliveries of family fam on other nodes' subjects come to this
+ * node's. job: the DUE (test hooks). */
+void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt, int fam);
 
 /* ---- REBIND, GROUP_SWEEP (js_sweep.c) ---- */
 void js_rebind(js_store_t *s, m5_store_job_t *job);

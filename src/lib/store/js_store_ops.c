@@ -11,7 +11,8 @@
  *    M5_ENOENT and EXPIRE skips it. A failure report is published (and acknowledged) before
  *    the delete; it is deleted again when the delete finds the delivery gone.
  *  - RESCHEDULE, attempts and in_flight live in the index only (not persisted).
- *  - DUE(rcpt) first moves rcpt's deliveries from other nodes' subjects to this node's. */
+ *  - DUE(rcpt) of a UE first moves rcpt's deliveries from other nodes' subjects to this
+ *    node's (an AS's stay where they are: any node may push to it). */
 #include "js_int.h"
 
 #include "core/err.h"
@@ -525,20 +526,18 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   return M5_OK;
 }
 
-/* Concludes e: (report,) delete, out of the index. M5_ENOENT: someone else has it now. */
-int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
-                const char *cause, m5_store_delivery_t *d) {
-  int rc = js_entry_item(e, d);
-  if (rc) return rc;
+/* Concludes the delivery d (filled from its record: id, rcpt, msg) at (fam, seq): the failure
+ * report first (unless DELIVERED, or d is itself a report), then the delete. M5_ENOENT:
+ * someone else concluded or moved it (the report written for it is deleted again). */
+static int conclude_at(js_store_t *s, m5_store_job_t *job, int fam, uint64_t seq, bool report,
+                       m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d) {
+  int rc;
   d->state = state;
   snprintf(d->failure_cause, sizeof d->failure_cause, "%s", cause ? cause : "");
-  if (state != M5_DELIV_DELIVERED) {
-    js_rec_t r;
-    js_rec_decode(e->rec, e->rec_len, &r);
-    if ((rc = write_report(s, job, d, r.report))) return rc;
-  }
+  d->report_id = 0;
+  if (state != M5_DELIV_DELIVERED && (rc = write_report(s, job, d, report))) return rc;
   char err[256];
-  rc = m5_js_delete_msg(s->c, s->stream[e->fam], e->seq, err, sizeof err);
+  rc = m5_js_delete_msg(s->c, s->stream[fam], seq, err, sizeof err);
   if (rc == M5_ENOENT) { /* concluded or moved by someone else: not ours to report */
     if (d->report_id) {
       js_entry_t *re = js_index_get(s, d->report_id);
@@ -546,15 +545,39 @@ int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_stat
       delete_seq(s, JS_FAM_R, d->report_id >> 1);
       d->report_id = 0;
     }
-    js_index_remove(s, e);
     return M5_ENOENT;
   }
   if (rc) {
     M5_LOGW("store", "jetstream: conclude: %s", err);
-    return M5_EIO;
+    return fail_status(rc);
   }
-  js_index_remove(s, e);
   return M5_OK;
+}
+
+/* Concludes e: (report,) delete, out of the index. M5_ENOENT: someone else has it now. */
+int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
+                const char *cause, m5_store_delivery_t *d) {
+  int rc = js_entry_item(e, d);
+  if (rc) return rc;
+  js_rec_t r;
+  js_rec_decode(e->rec, e->rec_len, &r);
+  rc = conclude_at(s, job, e->fam, e->seq, r.report, state, cause, d);
+  if (rc == M5_OK || rc == M5_ENOENT) js_index_remove(s, e);
+  return rc;
+}
+
+/* Concludes a delivery on another node's subjects (m: its message as read): any node may, the
+ * delete decides; the owner's index drops it when it finds the message gone. */
+int js_conclude_msg(js_store_t *s, m5_store_job_t *job, int fam, const m5_js_msg_t *m,
+                    m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d) {
+  js_rec_t r;
+  if (js_rec_decode(m->data, m->len, &r)) return M5_EINVAL;
+  *d = r.d;
+  d->msg.payload = NULL;
+  d->msg.payload_len = 0;
+  d->id = js_id(m->seq, fam);
+  d->attempts = 0;
+  return conclude_at(s, job, fam, m->seq, r.report, state, cause, d);
 }
 
 static void do_mark(js_store_t *s, m5_store_job_t *job) {
@@ -692,26 +715,23 @@ static void on_subject(void *arg, const char *subject, uint64_t msgs) {
   snprintf(l->subjects[l->n++], JS_SUBJ_MAX, "%s", subject);
 }
 
-typedef struct {
-  m5_js_msg_t m;
-  m5_msg_prio_t prio;
-} moved_t;
-
 static int by_prio_seq(const void *a, const void *b) {
-  const moved_t *x = a, *y = b;
+  const js_other_t *x = a, *y = b;
   if (x->prio != y->prio) return x->prio > y->prio ? -1 : 1;
   return x->m.seq < y->m.seq ? -1 : x->m.seq > y->m.seq;
 }
 
-void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
+size_t js_read_others(js_store_t *s, const m5_msg_addr_t *rcpt, int fam, js_other_t **out) {
   char filter[JS_SUBJ_MAX], err[256];
-  if (js_rcpt_filter(s, fam, rcpt, filter, sizeof filter)) return;
+  *out = NULL;
+  if (js_rcpt_filter(s, fam, rcpt, filter, sizeof filter)) return 0;
   subj_list_t sl = {.s = s};
   if (m5_js_subjects(s->c, s->stream[fam], filter, on_subject, &sl, err, sizeof err)) {
-    M5_LOGW("store", "jetstream: move: %s", err);
-    return;
+    M5_LOGW("store", "jetstream: deliveries on other nodes: %s", err);
+    free(sl.subjects);
+    return 0;
   }
-  moved_t *mv = NULL;
+  js_other_t *mv = NULL;
   size_t n = 0, cap = 0;
   for (size_t i = 0; i < sl.n; i++) {
     uint64_t from = 1;
@@ -726,27 +746,42 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
         continue;
       }
       if (n == cap) {
-        cap = cap ? 2 * cap : 16;
-        moved_t *nv = realloc(mv, cap * sizeof *mv);
-        if (!nv) {
+        size_t ncap = cap ? 2 * cap : 16;
+        js_other_t *nv = realloc(mv, ncap * sizeof *mv);
+        if (!nv) { /* what is not read stays where it is */
           m5_js_msg_free(&m);
           break;
         }
         mv = nv;
+        cap = ncap;
       }
       mv[n].m = m;
+      mv[n].rcpt_gen = r.d.rcpt_gen;
       mv[n++].prio = r.d.msg.prio;
     }
   }
   free(sl.subjects);
   if (n) qsort(mv, n, sizeof *mv, by_prio_seq);
+  *out = mv;
+  return n;
+}
+
+void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt, int fam) {
+  char err[256];
+  js_other_t *mv = NULL;
+  size_t n = js_read_others(s, rcpt, fam, &mv);
+#ifdef M5_TEST_HOOKS
+  if (n && m5_store_js_test_hook) m5_store_js_test_hook("move-listed", &s->base, job);
+#endif
   char subj[JS_SUBJ_MAX];
   bool full = js_subject(s, fam, NULL, rcpt, subj, sizeof subj) != M5_OK;
   for (size_t i = 0; i < n; i++) {
-    moved_t *x = &mv[i];
+    js_other_t *x = &mv[i];
     if (!full) {
-      char mid[64];
-      snprintf(mid, sizeof mid, "mv/%llu/0", (unsigned long long)js_id(x->m.seq, fam));
+      /* this node's copy: two nodes moving the same delivery at once make two copies, and the
+       * one whose delete of the old finds it gone deletes its own (never the other's) */
+      char mid[JS_NAME_MAX + 40];
+      snprintf(mid, sizeof mid, "mv/%s/%llu/0", s->node, (unsigned long long)js_id(x->m.seq, fam));
       if (js_pub_begin(s, 1) == M5_OK) {
         js_pub(s, 0, subj, x->m.data, x->m.len, mid);
         js_pub_wait(s);
@@ -754,9 +789,11 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
         js_pub_end(s);
         if (p.status == M5_OK) {
           int rc = m5_js_delete_msg(s->c, s->stream[fam], x->m.seq, err, sizeof err);
-          if (rc == M5_ENOENT) { /* concluded meanwhile: the copy goes */
+          if (rc == M5_ENOENT && !p.duplicate) { /* concluded or moved meanwhile: the copy goes */
             delete_seq(s, fam, p.seq);
           } else if (rc == M5_OK || p.duplicate) {
+            /* (a duplicate is this node's copy of an earlier move whose delete was not known
+             * to succeed: it stays, pushed twice at worst) */
             if (!js_index_get(s, js_id(p.seq, fam)) && p.seq > s->cons_seen[fam]) {
               js_entry_t *e = js_entry_new(x->m.data, x->m.len, p.seq, fam);
               if (e) {
@@ -776,8 +813,11 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
 }
 
 static void do_due(js_store_t *s, m5_store_job_t *job) {
-  for (int f = 0; f < 2; f++)
-    js_move_here(s, &job->rcpt, f);
+  /* A UE's session is on one node: its deliveries come there. An AS (or a gateway) may be
+   * pushed to from any node, which may be POSTing the ones on its subjects: they stay. */
+  if (!strcmp(job->rcpt.type, "UE"))
+    for (int f = 0; f < 2; f++)
+      js_move_here(s, job, &job->rcpt, f);
   js_drain_inbox(s);
   js_rcpt_t *rc = js_index_rcpt(s, &job->rcpt);
   js_elist_t l = {0};
