@@ -2793,6 +2793,35 @@ static void test_js_move_race(void **state) {
   m5_store_close(b);
   m5_store_close(a);
 }
+
+/* Two nodes conclude the same delivery at once: node b fails it (MARK_FAILED) and, between its
+ * report and its delete, node a's REBIND fails it too. a's delete wins (b's MARK is M5_ENOENT)
+ * and a's report stays: exactly one report reaches the originator. */
+static void test_js_conclude_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b");
+  accept_t x;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&x, "ue1", "old", M5_PRIO_MIDDLE, to, 1);
+  x.rcpts[0].gen = 1;
+  j->msg.deliv_st_req = true;
+  assert_int_equal(run(f, b, j), 0);
+  uint64_t old = x.rcpts[0].id;
+  m5_store_job_t k = {.op = M5_STORE_REBIND, .gen = 2};
+  addr(&k.rcpt, "UE", "ue2");
+  hook_at("conclude-reported", b, a, &k, 0);
+  m5_store_job_t m;
+  assert_int_equal(simple(f, b, M5_STORE_MARK_FAILED, old, &m), M5_ENOENT);
+  m5_store_job_clear(&m);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(k.status, 0);
+  assert_int_equal(k.rebind_failed, 1);
+  expect_report(f, a, "UE", "ue1", "ue2", "old", "REPT_DELY_FAILED " M5_STORE_CAUSE_REBOUND);
+  m5_store_close(b);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -2900,6 +2929,7 @@ int main(int argc, char **argv) {
 #ifdef M5_TEST_HOOKS
       cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

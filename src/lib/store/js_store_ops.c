@@ -480,7 +480,9 @@ static int item_push(m5_store_job_t *job, const m5_store_delivery_t *d) {
 /* Publishes the failure report of d (to its originator, on this node's report subjects; the
  * originator's DUE moves it to wherever it registers) and indexes it. 0 with d->report_id set,
  * or left 0 when none is due or the originator's report bound is reached. */
-static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t *d, bool report) {
+static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t *d, bool report,
+                        bool *dup) {
+  *dup = false;
   d->report_id = 0;
   if (report || !d->msg.deliv_st_req ||
       (strcmp(d->msg.ori.type, "UE") && strcmp(d->msg.ori.type, "AS")))
@@ -490,14 +492,16 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   int rc = m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep);
   if (rc) return rc;
   rep.msg.accepted_at_ms = now;
-  char subj[JS_SUBJ_MAX], mid[64];
+  char subj[JS_SUBJ_MAX], mid[JS_NAME_MAX + 40];
   uint8_t *rec = NULL;
   size_t rl = 0;
   rc = js_subject(s, JS_FAM_R, NULL, &rep.rcpt, subj, sizeof subj);
   if (!rc) rc = js_rec_encode(&rep.msg, &rep.rcpt, d->msg.ori_gen, job->next_attempt_ms, &rec, &rl);
   free(rep.msg.payload);
   if (rc) return rc;
-  snprintf(mid, sizeof mid, "rep/%llu/0", (unsigned long long)d->id);
+  /* this node's report: another node concluding the same delivery at once (a REBIND) writes
+   * its own, and the one whose delete then finds the delivery gone deletes its own */
+  snprintf(mid, sizeof mid, "rep/%s/%llu/0", s->node, (unsigned long long)d->id);
   if ((rc = js_pub_begin(s, 1))) {
     free(rec);
     return rc;
@@ -516,6 +520,7 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
     return fail_status(p.status);
   }
   d->report_id = js_id(p.seq, JS_FAM_R);
+  *dup = p.duplicate;
   d->report_gen = d->msg.ori_gen;
   if (!js_index_get(s, d->report_id) && !(p.duplicate && p.seq <= s->cons_seen[JS_FAM_R])) {
     js_entry_t *e = js_entry_new(rec, rl, p.seq, JS_FAM_R);
@@ -535,11 +540,16 @@ static int conclude_at(js_store_t *s, m5_store_job_t *job, int fam, uint64_t seq
   d->state = state;
   snprintf(d->failure_cause, sizeof d->failure_cause, "%s", cause ? cause : "");
   d->report_id = 0;
-  if (state != M5_DELIV_DELIVERED && (rc = write_report(s, job, d, report))) return rc;
+  bool dup = false;
+  if (state != M5_DELIV_DELIVERED && (rc = write_report(s, job, d, report, &dup))) return rc;
+#ifdef M5_TEST_HOOKS
+  if (d->report_id && m5_store_js_test_hook)
+    m5_store_js_test_hook("conclude-reported", &s->base, job);
+#endif
   char err[256];
   rc = m5_js_delete_msg(s->c, s->stream[fam], seq, err, sizeof err);
   if (rc == M5_ENOENT) { /* concluded or moved by someone else: not ours to report */
-    if (d->report_id) {
+    if (d->report_id && !dup) { /* (a duplicate: this node's from an earlier attempt) */
       js_entry_t *re = js_index_get(s, d->report_id);
       if (re) js_index_remove(s, re);
       delete_seq(s, JS_FAM_R, d->report_id >> 1);
