@@ -2590,6 +2590,58 @@ static void test_js_rebind_sweep(void **state) {
   m5_store_close(a);
 }
 
+static void on_ack_none(void *arg, const m5_js_ack_t *ack) {
+  (void)arg;
+  (void)ack;
+}
+
+/* store.js max_bytes bounds the NATS disk whatever the payloads: deliveries of 4 KiB fill a
+ * 16 KiB bound within a few accepts, which are then refused STORE_FULL and store nothing;
+ * nothing accepted is lost (the stream holds every accepted delivery: a stream's own MaxBytes
+ * would have discarded the oldest on nats-server 2.9). */
+static void test_js_max_bytes(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.max_bytes = 16384;
+  m5_store_t *s = open_store(&o);
+  static char big[4096];
+  memset(big, 'x', sizeof big);
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 20 && !refused; i++) {
+    accept_t a;
+    char id[16], to[16];
+    snprintf(id, sizeof id, "big%d", i);
+    snprintf(to, sizeof to, "ue%d", 100 + i);
+    const char *rc[] = {to};
+    m5_store_job_t *j = mk_accept(&a, "ue1", id, M5_PRIO_MIDDLE, rc, 1);
+    j->msg.payload = (uint8_t *)big;
+    j->msg.payload_len = sizeof big;
+    assert_int_equal(run(f, s, j), 0);
+    if (j->outcome == M5_STORE_ACCEPTED)
+      accepted++;
+    else if (j->outcome == M5_STORE_STORE_FULL)
+      refused++;
+    else
+      fail_msg("outcome %d", (int)j->outcome);
+  }
+  print_message("4 KiB deliveries accepted before STORE_FULL: %d\n", accepted);
+  assert_int_equal(refused, 1);
+  assert_true(accepted >= 1 && accepted < 4);
+  m5_js_client_t *c = NULL;
+  char err[256], name[96];
+  m5_js_client_opts_t co = {.servers = &js_url, .n_servers = 1, .on_ack = on_ack_none};
+  assert_int_equal(m5_js_client_open(&c, &co, err, sizeof err), 0);
+  uint64_t n = 0;
+  snprintf(name, sizeof name, "%s_Q", js_prefix);
+  assert_int_equal(m5_js_stream_msgs(c, name, &n, err, sizeof err), 0);
+  assert_int_equal(n, (uint64_t)accepted);
+  m5_js_client_close(c);
+  /* the refused one's retry is tried afresh (refused again), the accepted ones' are duplicates */
+  assert_int_equal(accept1(f, s, "ue1", "big0", M5_PRIO_MIDDLE, "ue100", NULL), M5_STORE_DUPLICATE);
+  m5_store_close(s);
+}
+
 /* Report tickets on JetStream (KV P_tickets): a recipient's report on a message that asked for
  * one is stored once, on the ticket naming it as the reporter (given to the originator's
  * generation); a second report of that reporter, and one of a reporter that was not a
@@ -2926,6 +2978,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_max_bytes, fx_setup, fx_teardown),
 #ifdef M5_TEST_HOOKS
       cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),

@@ -321,6 +321,17 @@ int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, cha
   return M5_OK;
 }
 
+int m5_js_stream_bytes(m5_js_client_t *c, const char *stream, uint64_t *bytes, char *err,
+                       size_t err_size) {
+  if (!c || !stream || !bytes) return say(err, err_size, M5_EINVAL, "stream bytes: bad arguments");
+  jsStreamInfo *si = NULL;
+  int rc = stream_info(c, stream, &si, err, err_size);
+  if (rc) return rc;
+  *bytes = si->State.Bytes;
+  jsStreamInfo_Destroy(si);
+  return M5_OK;
+}
+
 int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
                     size_t err_size) {
   if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 63 || !kv || s->history < 1 ||

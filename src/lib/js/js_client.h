@@ -83,6 +83,9 @@ typedef struct {
  * in err when not (nothing is changed: updating a live stream is an operator's decision). */
 int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *err,
                         size_t err_size);
+/* Bytes the stream holds now (its messages with their subjects and headers). */
+int m5_js_stream_bytes(m5_js_client_t *c, const char *stream, uint64_t *bytes, char *err,
+                       size_t err_size);
 /* Messages in the stream now (M5_ENOENT when there is no such stream). */
 int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, char *err,
                       size_t err_size);

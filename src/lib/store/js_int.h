@@ -68,6 +68,10 @@ typedef struct {
   m5_js_sub_t *sub[2];
   m5_jobthread_t *thread;
   uint64_t nonce; /* msg ids of accepts without a dedup key */
+  /* the byte bound of each stream (opts.js.max_bytes): its size as last read, plus what this
+   * node published since, and when it was read */
+  uint64_t max_bytes, bytes[2];
+  int64_t bytes_at_ms[2];
 
   /* index (store thread only) */
   m5_hmap_t *by_id;   /* id (8 bytes) -> js_entry_t */

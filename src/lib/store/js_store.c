@@ -644,6 +644,9 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   s->base.ops = &js_ops;
   s->o = *o;
   s->o.js.timeout_ms = jo->timeout_ms > 0 ? jo->timeout_ms : 5000;
+  s->max_bytes = jo->max_bytes ? jo->max_bytes
+                 : o->max_queued && o->max_queued < (UINT64_MAX >> 14) ? o->max_queued << 14
+                                                                      : UINT64_MAX;
   snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
   snprintf(s->node, sizeof s->node, "%s", jo->node);
   snprintf(s->stream[JS_FAM_Q], sizeof s->stream[0], "%s_Q", prefix);

@@ -234,6 +234,27 @@ static int publish_round(js_store_t *s, m5_store_job_t *job, int fam, const bool
 static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash, const char *key,
                            claim_t *c);
 
+/* Room for need more bytes in the stream of fam (opts.js.max_bytes)? The stream's size is read
+ * again once a second, and whenever the estimate says no: other nodes publish too, so the bound
+ * may be passed by what the nodes publish within a second, never without bound. */
+static bool bytes_room(js_store_t *s, int fam, uint64_t need) {
+  if (s->max_bytes == UINT64_MAX) return true;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  bool fresh = s->bytes_at_ms[fam] && now - s->bytes_at_ms[fam] < 1000;
+  if (fresh && s->bytes[fam] + need <= s->max_bytes) return true;
+  char err[256];
+  uint64_t b = 0;
+  if (m5_js_stream_bytes(s->c, s->stream[fam], &b, err, sizeof err) == M5_OK) {
+    s->bytes[fam] = b;
+    s->bytes_at_ms[fam] = now;
+  } else {
+    M5_LOGW("store", "jetstream: stream size: %s", err); /* the estimate stands */
+  }
+  return s->bytes[fam] + need <= s->max_bytes;
+}
+
 /* Removes the claim of a job that wrote nothing (its deliveries deleted already): M5_EAGAIN
  * when another accept took it over (its outcome is the one to learn). */
 static int claim_release(js_store_t *s, const char *key, const claim_t *c) {
@@ -322,11 +343,16 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash,
     want[i] = true;
     own[i] = !hash;
   }
+  /* what this accept adds to the stream: n records with their subjects and Msg-Ids */
+  uint64_t need = (uint64_t)n * (job->msg.payload_len + 1024);
+  bool bytes_full = !fail && n && !bytes_room(s, fam, need);
+  for (size_t i = 0; bytes_full && i < n; i++)
+    res[i].status = M5_EFULL; /* nothing published: the stream is at its byte bound */
   /* Round 0 with the Msg-Ids of the dedup key. A duplicate answer names the message of an
    * earlier attempt with the same key (a retry after a timeout, or a dead accept's claim taken
    * over): kept while it is there; one that was refused and deleted, or concluded, is gone:
    * such recipients are published again in round 1 under ids of this job's own. */
-  for (int round = 0; round < 2 && !fail; round++) {
+  for (int round = 0; round < 2 && !fail && !bytes_full; round++) {
     bool any = false;
     for (size_t i = 0; i < n; i++)
       any |= want[i];
@@ -350,7 +376,7 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash,
   }
   free(want);
   /* the outcome of each recipient */
-  bool queue_full = false, store_full = false;
+  bool queue_full = false, store_full = bytes_full;
   for (size_t i = 0; i < n && !fail; i++) {
     js_pub_t *p = &res[i];
     if (p->status == M5_EFULL && p->subject_full) {
@@ -399,6 +425,7 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash,
         1);
     return;
   }
+  s->bytes[fam] += need;
   /* the claim becomes the final ack, by compare-and-set: only then is the message accepted */
   if (key) {
     char val[sizeof job->ack.status + sizeof job->ack.failure_cause + 2];

@@ -341,6 +341,11 @@ typedef struct {
                           deployments (or tests) can share one NATS cluster (default "m5") */
   const char *node;    /* this m5s node's name, unique in the cluster: its queue subjects */
   int64_t timeout_ms;  /* connect, and every request to the cluster (default 5000) */
+  /* Bytes of each stream (P_Q, P_R) beyond which an accept is refused STORE_FULL (default
+   * 0: max_queued x 16 KiB): a bound on the NATS disk whatever the payloads. Kept by the
+   * store, not by the stream's MaxBytes (on nats-server 2.9 that discards the OLDEST message
+   * at the bound even with discard-new: measured). */
+  uint64_t max_bytes;
 } m5_store_js_opts_t;
 
 typedef struct {
