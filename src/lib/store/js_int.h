@@ -138,9 +138,16 @@ void js_pub_end(js_store_t *s);
 
 void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n);
 
-/* ---- jobs (js_store_ops.c) ---- */
+/* ---- jobs (js_store_ops.c; ACCEPT in js_accept.c) ---- */
 #define JS_SUBJ_MAX 512
 void js_run_job(js_store_t *s, m5_store_job_t *job);
+void js_accept(js_store_t *s, m5_store_job_t *job);
+/* Deletes a message this node published (refused, lost a race, a copy no longer needed); a
+ * sequence is marked gone only once the delete answered OK or "not found". */
+void js_delete_seq(js_store_t *s, int fam, uint64_t seq);
+/* A job's status for a failed request to the cluster: M5_ETIMEDOUT, M5_EAGAIN (no responders),
+ * M5_ENOMEM, M5_EINVAL pass through (the caller answers "come back"), the rest is M5_EIO. */
+int js_fail_status(int rc);
 int64_t js_now_ms(js_store_t *s);
 /* hex of HMAC-SHA-256 under a fixed key: names of dedup keys, tickets, Msg-Ids */
 void js_hash_hex(const char *text, size_t len, char out[65]);
