@@ -2537,15 +2537,42 @@ static void test_js_rebind_sweep(void **state) {
   addr(&k.rcpt, "UE", "ue2");
   assert_int_equal(run(f, a, &k), 0);
   assert_int_equal(k.rebind_failed, 1);
-  assert_int_equal(counts_of(f, a, "ue2"), 1); /* "new" moved along, still queued */
+  /* nothing moved: "new" stays queued where it was, for the node of the UE's session */
+  assert_int_equal(counts_of(f, a, "ue2"), 0);
   m5_store_job_t m;
   assert_int_equal(simple(f, b, M5_STORE_MARK_DELIVERED, old, &m), M5_ENOENT);
+  m5_store_job_clear(&m);
+  assert_int_equal(counts_of(f, b, "ue2"), 1);
+  due(f, b, "ue2", 10, &m);
+  assert_int_equal(m.n_items, 1);
+  assert_string_equal(m.items[0].msg.msg_id, "new");
   m5_store_job_clear(&m);
   expect_report(f, a, "UE", "ue1", "ue2", "old", "REPT_DELY_FAILED " M5_STORE_CAUSE_REBOUND);
   k = (m5_store_job_t){.op = M5_STORE_REBIND, .gen = 2};
   addr(&k.rcpt, "UE", "ue2");
   assert_int_equal(run(f, a, &k), 0);
   assert_int_equal(k.rebind_failed, 0); /* repeated: nothing older left */
+
+  /* an AS may be pushed to from any node: DUE for it on a leaves b's deliveries on b */
+  m5_store_job_t *ja = mk_accept(&x, "ue1", "to-as", M5_PRIO_MIDDLE, to, 1);
+  addr(&x.rcpts[0].addr, "AS", "as1");
+  addr(&ja->msg.dest, "AS", "as1");
+  assert_int_equal(run(f, b, ja), 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  memset(&m, 0, sizeof m);
+  m.op = M5_STORE_DUE;
+  addr(&m.rcpt, "AS", "as1");
+  m.limit = 10;
+  assert_int_equal(run(f, a, &m), 0);
+  assert_int_equal(m.n_items, 0);
+  m5_store_job_clear(&m);
+  memset(&m, 0, sizeof m);
+  m.op = M5_STORE_DUE;
+  addr(&m.rcpt, "AS", "as1");
+  m.limit = 10;
+  assert_int_equal(run(f, b, &m), 0);
+  assert_int_equal(m.n_items, 1);
+  m5_store_job_clear(&m);
 
   const char *grp[] = {"ue3", "ue4"};
   j = mk_accept(&x, "ue1", "grp", M5_PRIO_MIDDLE, grp, 2);
@@ -2561,6 +2588,58 @@ static void test_js_rebind_sweep(void **state) {
   assert_int_equal(counts_of(f, a, "ue4"), 1);
   m5_store_close(b);
   m5_store_close(a);
+}
+
+static void on_ack_none(void *arg, const m5_js_ack_t *ack) {
+  (void)arg;
+  (void)ack;
+}
+
+/* store.js max_bytes bounds the NATS disk whatever the payloads: deliveries of 4 KiB fill a
+ * 16 KiB bound within a few accepts, which are then refused STORE_FULL and store nothing;
+ * nothing accepted is lost (the stream holds every accepted delivery: a stream's own MaxBytes
+ * would have discarded the oldest on nats-server 2.9). */
+static void test_js_max_bytes(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.max_bytes = 16384;
+  m5_store_t *s = open_store(&o);
+  static char big[4096];
+  memset(big, 'x', sizeof big);
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 20 && !refused; i++) {
+    accept_t a;
+    char id[16], to[16];
+    snprintf(id, sizeof id, "big%d", i);
+    snprintf(to, sizeof to, "ue%d", 100 + i);
+    const char *rc[] = {to};
+    m5_store_job_t *j = mk_accept(&a, "ue1", id, M5_PRIO_MIDDLE, rc, 1);
+    j->msg.payload = (uint8_t *)big;
+    j->msg.payload_len = sizeof big;
+    assert_int_equal(run(f, s, j), 0);
+    if (j->outcome == M5_STORE_ACCEPTED)
+      accepted++;
+    else if (j->outcome == M5_STORE_STORE_FULL)
+      refused++;
+    else
+      fail_msg("outcome %d", (int)j->outcome);
+  }
+  print_message("4 KiB deliveries accepted before STORE_FULL: %d\n", accepted);
+  assert_int_equal(refused, 1);
+  assert_true(accepted >= 1 && accepted < 4);
+  m5_js_client_t *c = NULL;
+  char err[256], name[96];
+  m5_js_client_opts_t co = {.servers = &js_url, .n_servers = 1, .on_ack = on_ack_none};
+  assert_int_equal(m5_js_client_open(&c, &co, err, sizeof err), 0);
+  uint64_t n = 0;
+  snprintf(name, sizeof name, "%s_Q", js_prefix);
+  assert_int_equal(m5_js_stream_msgs(c, name, &n, err, sizeof err), 0);
+  assert_int_equal(n, (uint64_t)accepted);
+  m5_js_client_close(c);
+  /* the refused one's retry is tried afresh (refused again), the accepted ones' are duplicates */
+  assert_int_equal(accept1(f, s, "ue1", "big0", M5_PRIO_MIDDLE, "ue100", NULL), M5_STORE_DUPLICATE);
+  m5_store_close(s);
 }
 
 /* Report tickets on JetStream (KV P_tickets): a recipient's report on a message that asked for
@@ -2618,6 +2697,184 @@ static void test_js_tickets(void **state) {
   assert_int_equal(pending_of(f, s, "ue1"), 0); /* messages only: the reports are apart */
   m5_store_close(s);
 }
+
+#ifdef M5_TEST_HOOKS
+/* The JetStream store's test hook (store.h): when `point` is reached on store `on`, runs `job`
+ * on store `other` (on the hook's thread, with a loop of its own) and returns `abandon`. */
+static struct {
+  const char *point;
+  m5_store_t *on, *other;
+  m5_store_job_t *job;
+  int abandon, fired, job_rc;
+} hk;
+
+static int run_elsewhere(m5_store_t *s, m5_store_job_t *job) {
+  fx_t g = {.loop = m5_loop_new(), .want = 1};
+  if (!g.loop) return M5_ENOMEM;
+  m5_mailbox_t *mb = m5_mailbox_new(g.loop, 16, on_reply, &g);
+  int rc = mb ? M5_OK : M5_ENOMEM;
+  job->base.reply = mb;
+  if (!rc) rc = m5_store_submit(s, job);
+  if (!rc) rc = m5_loop_run(g.loop);
+  m5_mailbox_free(mb, NULL);
+  m5_loop_free(g.loop);
+  return rc;
+}
+
+static int js_hook(const char *point, m5_store_t *store, m5_store_job_t *job) {
+  (void)job;
+  if (hk.fired || store != hk.on || strcmp(point, hk.point)) return 0;
+  hk.fired = 1;
+  if (hk.job) hk.job_rc = run_elsewhere(hk.other, hk.job);
+  return hk.abandon;
+}
+
+static void hook_at(const char *point, m5_store_t *on, m5_store_t *other, m5_store_job_t *job,
+                    int abandon) {
+  hk = (__typeof__(hk)){point, on, other, job, abandon, 0, 0};
+  m5_store_js_test_hook = js_hook;
+}
+
+/* An accept of (UE:ue1, msg_id) for `to`, a UE held by node a. */
+static m5_store_job_t *mk_for_a(accept_t *x, const char *msg_id, const char *to) {
+  const char *rc[] = {to};
+  m5_store_job_t *j = mk_accept(x, "ue1", msg_id, M5_PRIO_MIDDLE, rc, 1);
+  snprintf(x->rcpts[0].node, sizeof x->rcpts[0].node, "a");
+  return j;
+}
+
+/* The dedup claim (docs/store.md "The JetStream backend"): a retransmission accepted on node b
+ * while node a's accept of the same msgId waits for its PubAcks (both publish with the same
+ * Msg-Ids) answers M5_EAGAIN ("come back"), and a's accept stays: the message is queued once,
+ * and b's retry then answers DUPLICATE. The claim of an accept that died is taken over once
+ * stale: the taker adopts what the dead one stored (one copy). A refused accept removes its
+ * claim: a retry is tried afresh. */
+static void test_js_claim(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.node = "a";
+  o.max_per_recipient = 1;
+  m5_store_t *a = open_store(&o);
+  o.js.node = "b";
+  m5_store_t *b = open_store(&o);
+  accept_t xa, xb;
+  m5_store_job_t *ja = mk_for_a(&xa, "M", "ue6"), *jb = mk_for_a(&xb, "M", "ue6");
+  hook_at("accept-published", a, b, jb, 0);
+  assert_int_equal(run(f, a, ja), 0);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  assert_int_equal(jb->status, M5_EAGAIN); /* a's accept was at work */
+  uint64_t id = xa.rcpts[0].id;
+  m5_store_job_t d;
+  due(f, a, "ue6", 10, &d);
+  assert_int_equal(d.n_items, 1); /* stored, once */
+  assert_int_equal(d.items[0].id, id);
+  m5_store_job_clear(&d);
+  jb = mk_for_a(&xb, "M", "ue6");
+  assert_int_equal(run(f, b, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_DUPLICATE);
+
+  /* a dies between its publishes and its final ack: the claim blocks the key until stale */
+  ja = mk_for_a(&xa, "C", "ue7");
+  hook_at("accept-published", a, NULL, NULL, 1);
+  assert_int_equal(run(f, a, ja), M5_EIO);
+  m5_store_js_test_hook = NULL;
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, b, jb), M5_EAGAIN);
+  set_now(fake_now + 2 * o.js.timeout_ms + 10000 + 1);
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, b, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_ACCEPTED);
+  due(f, a, "ue7", 10, &d);
+  assert_int_equal(d.n_items, 1); /* the dead accept's delivery, adopted: no second copy */
+  assert_int_equal(d.items[0].id, xb.rcpts[0].id);
+  m5_store_job_clear(&d);
+  jb = mk_for_a(&xb, "C", "ue7");
+  assert_int_equal(run(f, a, jb), 0);
+  assert_int_equal(jb->outcome, M5_STORE_DUPLICATE);
+
+  /* refused (ue6's queue is full): the claim goes, the retry is tried afresh */
+  for (int i = 0; i < 2; i++) {
+    ja = mk_for_a(&xa, "Q", "ue6");
+    assert_int_equal(run(f, i ? b : a, ja), 0);
+    assert_int_equal(ja->outcome, M5_STORE_QUEUE_FULL);
+  }
+  assert_int_equal(simple(f, a, M5_STORE_MARK_DELIVERED, id, &d), 0);
+  m5_store_job_clear(&d);
+  ja = mk_for_a(&xa, "Q", "ue6");
+  assert_int_equal(run(f, b, ja), 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  wait_counts(f, a, "ue6", 1);
+  m5_store_close(b);
+  m5_store_close(a);
+}
+
+/* Two nodes move the same delivery at once (a UE's REG on one, a DUE on the other): node b has
+ * read c's delivery when node a moves it; b's copy is its own (Msg-Id with b's name) and goes
+ * when b finds the old one gone; a's copy, the only one, stays. */
+static void test_js_move_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b"), *c = open_node("c");
+  accept_for_node(f, c, "mv1", M5_PRIO_MIDDLE, "ue7", "");
+  wait_counts(f, c, "ue7", 1);
+  m5_store_job_t da = {.op = M5_STORE_DUE, .limit = 10};
+  addr(&da.rcpt, "UE", "ue7");
+  hook_at("move-listed", b, a, &da, 0);
+  m5_store_job_t d;
+  due(f, b, "ue7", 10, &d);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(da.status, 0);
+  assert_int_equal(da.n_items, 1); /* a moved it first */
+  uint64_t id = da.items[0].id;
+  m5_store_job_clear(&da);
+  assert_int_equal(d.n_items, 0); /* b found it gone */
+  m5_store_job_clear(&d);
+  due(f, a, "ue7", 10, &d);
+  assert_int_equal(d.n_items, 1); /* a's copy is still there */
+  assert_int_equal(d.items[0].id, id);
+  assert_memory_equal(d.items[0].msg.payload, "body of mv1", d.items[0].msg.payload_len);
+  m5_store_job_clear(&d);
+  assert_int_equal(simple(f, a, M5_STORE_MARK_DELIVERED, id, &d), 0);
+  m5_store_job_clear(&d);
+  m5_store_close(c);
+  m5_store_close(b);
+  m5_store_close(a);
+}
+
+/* Two nodes conclude the same delivery at once: node b fails it (MARK_FAILED) and, between its
+ * report and its delete, node a's REBIND fails it too. a's delete wins (b's MARK is M5_ENOENT)
+ * and a's report stays: exactly one report reaches the originator. */
+static void test_js_conclude_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b");
+  accept_t x;
+  const char *to[] = {"ue2"};
+  m5_store_job_t *j = mk_accept(&x, "ue1", "old", M5_PRIO_MIDDLE, to, 1);
+  x.rcpts[0].gen = 1;
+  j->msg.deliv_st_req = true;
+  assert_int_equal(run(f, b, j), 0);
+  uint64_t old = x.rcpts[0].id;
+  m5_store_job_t k = {.op = M5_STORE_REBIND, .gen = 2};
+  addr(&k.rcpt, "UE", "ue2");
+  hook_at("conclude-reported", b, a, &k, 0);
+  m5_store_job_t m;
+  assert_int_equal(simple(f, b, M5_STORE_MARK_FAILED, old, &m), M5_ENOENT);
+  m5_store_job_clear(&m);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(k.status, 0);
+  assert_int_equal(k.rebind_failed, 1);
+  expect_report(f, a, "UE", "ue1", "ue2", "old", "REPT_DELY_FAILED " M5_STORE_CAUSE_REBOUND);
+  m5_store_close(b);
+  m5_store_close(a);
+}
+#endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
 static const struct {
@@ -2721,6 +2978,12 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_max_bytes, fx_setup, fx_teardown),
+#ifdef M5_TEST_HOOKS
+      cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
+#endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };
   struct CMUnitTest all[N_ALL];

@@ -323,6 +323,17 @@ int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, cha
   return M5_OK;
 }
 
+int m5_js_stream_bytes(m5_js_client_t *c, const char *stream, uint64_t *bytes, char *err,
+                       size_t err_size) {
+  if (!c || !stream || !bytes) return say(err, err_size, M5_EINVAL, "stream bytes: bad arguments");
+  jsStreamInfo *si = NULL;
+  int rc = stream_info(c, stream, &si, err, err_size);
+  if (rc) return rc;
+  *bytes = si->State.Bytes;
+  jsStreamInfo_Destroy(si);
+  return M5_OK;
+}
+
 int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv, char *err,
                     size_t err_size) {
   if (!c || !s || !s->bucket || !*s->bucket || strlen(s->bucket) > 63 || !kv || s->history < 1 ||
@@ -526,6 +537,30 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
   if (s == NATS_OK) return M5_OK;
   if (jerr == JSStreamWrongLastSequenceErr)
     return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
+               (unsigned long long)last_rev);
+  return nats_fail(err, err_size, nats_rc(s), s, key);
+}
+
+int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *err,
+                    size_t err_size) {
+  if (!kv || !kv_key_ok(key) || !last_rev)
+    return say(err, err_size, M5_EINVAL, "kv delete: bad arguments");
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subj, NULL, NULL, 0);
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, KV_OP_HDR, "DEL");
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.ExpectLastSubjectSeq = last_rev;
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  if (s == NATS_OK) s = js_PublishMsg(&pa, kv->js, m, &po, &jerr);
+  natsMsg_Destroy(m);
+  jsPubAck_Destroy(pa);
+  if (s == NATS_OK) return M5_OK;
+  if (jerr == JSStreamWrongLastSequenceErr)
+    return say(err, err_size, M5_EAGAIN, "kv delete %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
   return nats_fail(err, err_size, nats_rc(s), s, key);
 }

@@ -83,6 +83,9 @@ typedef struct {
  * in err when not (nothing is changed: updating a live stream is an operator's decision). */
 int m5_js_ensure_stream(m5_js_client_t *c, const m5_js_stream_spec_t *s, char *err,
                         size_t err_size);
+/* Bytes the stream holds now (its messages with their subjects and headers). */
+int m5_js_stream_bytes(m5_js_client_t *c, const char *stream, uint64_t *bytes, char *err,
+                       size_t err_size);
 /* Messages in the stream now (M5_ENOENT when there is no such stream). */
 int m5_js_stream_msgs(m5_js_client_t *c, const char *stream, uint64_t *msgs, char *err,
                       size_t err_size);
@@ -123,6 +126,11 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
  * when someone wrote it since. */
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
+
+/* Deletes key (a delete marker) only when its revision is still last_rev: M5_EAGAIN when
+ * someone wrote it since. */
+int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *err,
+                    size_t err_size);
 
 /* A watcher of every key of a bucket (kvStore_WatchAll): first the current value of each key,
  * then a marker that the initial values are done, then every later write in revision order

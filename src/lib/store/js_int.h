@@ -68,6 +68,10 @@ typedef struct {
   m5_js_sub_t *sub[2];
   m5_jobthread_t *thread;
   uint64_t nonce; /* msg ids of accepts without a dedup key */
+  /* the byte bound of each stream (opts.js.max_bytes): its size as last read, plus what this
+   * node published since, and when it was read */
+  uint64_t max_bytes, bytes[2];
+  int64_t bytes_at_ms[2];
 
   /* index (store thread only) */
   m5_hmap_t *by_id;   /* id (8 bytes) -> js_entry_t */
@@ -134,9 +138,16 @@ void js_pub_end(js_store_t *s);
 
 void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n);
 
-/* ---- jobs (js_store_ops.c) ---- */
+/* ---- jobs (js_store_ops.c; ACCEPT in js_accept.c) ---- */
 #define JS_SUBJ_MAX 512
 void js_run_job(js_store_t *s, m5_store_job_t *job);
+void js_accept(js_store_t *s, m5_store_job_t *job);
+/* Deletes a message this node published (refused, lost a race, a copy no longer needed); a
+ * sequence is marked gone only once the delete answered OK or "not found". */
+void js_delete_seq(js_store_t *s, int fam, uint64_t seq);
+/* A job's status for a failed request to the cluster: M5_ETIMEDOUT, M5_EAGAIN (no responders),
+ * M5_ENOMEM, M5_EINVAL pass through (the caller answers "come back"), the rest is M5_EIO. */
+int js_fail_status(int rc);
 int64_t js_now_ms(js_store_t *s);
 /* hex of HMAC-SHA-256 under a fixed key: names of dedup keys, tickets, Msg-Ids */
 void js_hash_hex(const char *text, size_t len, char out[65]);
@@ -150,8 +161,20 @@ int js_el_push(js_elist_t *l, js_entry_t *e);
  * index; M5_ENOENT when someone else has it now. */
 int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
                 const char *cause, m5_store_delivery_t *d);
-/* DUE's move: rcpt's deliveries of family fam on other nodes' subjects come to this node's. */
-void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam);
+/* Concludes a delivery on another node's subjects (m: its message as read). */
+int js_conclude_msg(js_store_t *s, m5_store_job_t *job, int fam, const m5_js_msg_t *m,
+                    m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d);
+/* rcpt's messages of family fam on other nodes' subjects, read now, in (prio, sequence)
+ * order: their number, *out (m5_js_msg_free each .m, then free(*out)). */
+typedef struct {
+  m5_js_msg_t m;
+  m5_msg_prio_t prio;
+  uint64_t rcpt_gen;
+} js_other_t;
+size_t js_read_others(js_store_t *s, const m5_msg_addr_t *rcpt, int fam, js_other_t **out);
+/* DUE's move (of a UE): rcpt's deliveries of family fam on other nodes' subjects come to this
+ * node's. job: the DUE (test hooks). */
+void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt, int fam);
 
 /* ---- REBIND, GROUP_SWEEP (js_sweep.c) ---- */
 void js_rebind(js_store_t *s, m5_store_job_t *job);

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define REC_VERSION 1
 
@@ -325,7 +327,8 @@ static void prune_gone(js_store_t *s) {
   prune_t p = {s, NULL, 0, m5_hmap_count(s->gone), {false, false}};
   for (int f = 0; f < 2; f++) {
     uint64_t pending = 0;
-    if (m5_js_sub_pending(s->sub[f], &pending, &p.caught_up[f])) p.caught_up[f] = false;
+    if (!s->sub[f] || m5_js_sub_pending(s->sub[f], &pending, &p.caught_up[f]))
+      p.caught_up[f] = false; /* (closed: only the marks it passed go) */
   }
   drain_once(s); /* what was handed over before the check */
   if (!(p.ids = malloc(p.cap * sizeof *p.ids))) return;
@@ -580,8 +583,10 @@ static void free_entry_val(const void *key, size_t klen, void *val, void *arg) {
 static void js_close(m5_store_t *base) {
   js_store_t *s = (js_store_t *)base;
   m5_jobthread_free(s->thread); /* serves what is queued, then stops */
-  for (int f = 0; f < 2; f++)
+  for (int f = 0; f < 2; f++) {
     m5_js_sub_close(s->sub[f]);
+    s->sub[f] = NULL; /* js_drain_inbox below may prune, which asks the consumers */
+  }
   m5_js_kv_close(s->dedup);
   m5_js_kv_close(s->tickets);
   m5_js_client_close(s->c);
@@ -639,6 +644,9 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   s->base.ops = &js_ops;
   s->o = *o;
   s->o.js.timeout_ms = jo->timeout_ms > 0 ? jo->timeout_ms : 5000;
+  s->max_bytes = jo->max_bytes ? jo->max_bytes
+                 : o->max_queued && o->max_queued < (UINT64_MAX >> 14) ? o->max_queued << 14
+                                                                      : UINT64_MAX;
   snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
   snprintf(s->node, sizeof s->node, "%s", jo->node);
   snprintf(s->stream[JS_FAM_Q], sizeof s->stream[0], "%s_Q", prefix);
@@ -648,9 +656,14 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   pthread_cond_init(&s->pub_cv, NULL);
   pthread_mutex_init(&s->st_mu, NULL);
   s->st.synchronous = 0;
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  s->nonce = ((uint64_t)now.tv_sec << 20) ^ (uint64_t)now.tv_nsec;
+  /* random: the Msg-Ids of round 1 (acc/<node>/<nonce>...) must not repeat those of a previous
+   * run of this node within the stream's duplicate window (a repeat would be taken for a
+   * duplicate and not stored) */
+  if (getrandom(&s->nonce, sizeof s->nonce, 0) != (ssize_t)sizeof s->nonce) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    s->nonce = ((uint64_t)now.tv_sec << 32) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 16);
+  }
   s->by_id = m5_hmap_new();
   s->by_rcpt = m5_hmap_new();
   s->gone = m5_hmap_new();

@@ -1,16 +1,19 @@
 /* The jobs of m5_store on NATS JetStream (store.h ops; issue 13, docs/store.md "JetStream"),
- * run one at a time on the store thread (js_store.c), which may block on the cluster.
+ * run one at a time on the store thread (js_store.c), which may block on the cluster. ACCEPT
+ * is in js_accept.c.
  *
  * The rules the jobs keep:
- *  - ACCEPT answers after every PubAck (stored on a quorum): dedup fast path (KV get), one
- *    publish per recipient (Nats-Msg-Id derived from the dedup key, so a retry is recognised),
- *    then the dedup entry (create-only: the loser of a race deletes what it wrote).
+ *  - ACCEPT answers after every PubAck (stored on a quorum): it claims the dedup key
+ *    (create-only; a claim found: M5_EAGAIN, a final ack: DUPLICATE), publishes one message
+ *    per recipient (Nats-Msg-Id derived from the dedup key, so a retry is recognised), then
+ *    turns its claim into the final ack by compare-and-set (see "the dedup claim" below).
  *  - A conclusion is a delete of the delivery's message, and whoever deletes it concluded it:
  *    "not found" means another node took the delivery over (a move), so a MARK answers
  *    M5_ENOENT and EXPIRE skips it. A failure report is published (and acknowledged) before
  *    the delete; it is deleted again when the delete finds the delivery gone.
  *  - RESCHEDULE, attempts and in_flight live in the index only (not persisted).
- *  - DUE(rcpt) first moves rcpt's deliveries from other nodes' subjects to this node's. */
+ *  - DUE(rcpt) of a UE first moves rcpt's deliveries from other nodes' subjects to this
+ *    node's (an AS's stay where they are: any node may push to it). */
 #include "js_int.h"
 
 #include "core/err.h"
@@ -28,6 +31,10 @@ int64_t js_now_ms(js_store_t *s) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+#ifdef M5_TEST_HOOKS
+int (*m5_store_js_test_hook)(const char *point, m5_store_t *store, m5_store_job_t *job);
+#endif
+
 static void unsupported(m5_store_job_t *job, const char *what) {
   M5_LOGW("store", "jetstream: %s is not supported on the jetstream backend yet", what);
   job->status = M5_EINVAL;
@@ -43,271 +50,23 @@ void js_hash_hex(const char *text, size_t len, char out[65]) {
     snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
-static void dedup_hash(const m5_store_job_t *job, char out[65]) {
-  char buf[2 * (M5_STORE_KEY_MAX + 1) + 1];
-  int n = snprintf(buf, sizeof buf, "%s\n%s", job->dedup_ori, job->dedup_id);
-  js_hash_hex(buf, n > 0 ? (size_t)n : 0, out);
-}
-
-/* The ack kept for a dedup key: "status\ncause". */
-static void ack_parse(const uint8_t *v, size_t len, m5_store_ack_t *a) {
-  memset(a, 0, sizeof *a);
-  const uint8_t *nl = memchr(v, '\n', len);
-  size_t sl = nl ? (size_t)(nl - v) : len;
-  snprintf(a->status, sizeof a->status, "%.*s", (int)sl, (const char *)v);
-  if (nl)
-    snprintf(a->failure_cause, sizeof a->failure_cause, "%.*s", (int)(len - sl - 1),
-             (const char *)nl + 1);
-}
-
-/* The stored ack of key; M5_ENOENT when the window holds none. */
-static int dedup_get(js_store_t *s, const char *key, m5_store_ack_t *a) {
-  uint8_t *v = NULL;
-  size_t vl = 0;
-  char err[256];
-  int rc = m5_js_kv_get(s->dedup, key, &v, &vl, NULL, err, sizeof err);
-  if (rc == M5_OK) ack_parse(v, vl, a);
-  if (rc && rc != M5_ENOENT) M5_LOGW("store", "jetstream: dedup get: %s", err);
-  free(v);
-  return rc;
-}
-
 /* Deletes a message this job published (refused, lost a race, or a copy no longer needed). */
-static void delete_seq(js_store_t *s, int fam, uint64_t seq) {
+void js_delete_seq(js_store_t *s, int fam, uint64_t seq) {
   char err[256];
-  js_mark_gone(s, fam, seq); /* (only ever looked up for this node's subjects) */
   int rc = m5_js_delete_msg(s->c, s->stream[fam], seq, err, sizeof err);
-  if (rc && rc != M5_ENOENT) M5_LOGW("store", "jetstream: delete: %s", err);
-}
-
-/* ---------------------------------------------------------------- ACCEPT */
-
-/* Publishes the recipients marked in want (one message each) and waits for all their
- * PubAcks, into res[i]. tag 0: the Msg-Ids of the dedup key (or of this job); else fresh ones. */
-static int publish_round(js_store_t *s, m5_store_job_t *job, int fam, const bool *want,
-                         uint64_t tag, const char *hash, js_pub_t *res) {
-  size_t n = job->n_rcpts;
-  int rc = js_pub_begin(s, n);
-  if (rc) return rc;
-  for (size_t i = 0; i < n && !rc; i++) {
-    if (!want[i]) {
-      pthread_mutex_lock(&s->pub_mu);
-      s->pubs[i].done = true; /* not part of this round */
-      s->n_done++;
-      pthread_mutex_unlock(&s->pub_mu);
-      continue;
-    }
-    m5_store_rcpt_t *r = &job->rcpts[i];
-    char subj[JS_SUBJ_MAX], mid[JS_SUBJ_MAX];
-    uint8_t *rec = NULL;
-    size_t rl = 0;
-    if ((rc = js_subject(s, fam, r->node, &r->addr, subj, sizeof subj))) break;
-    if (hash && !tag)
-      snprintf(mid, sizeof mid, "acc/%s/%zu", hash, i);
-    else
-      snprintf(mid, sizeof mid, "acc/%s/%llx.%llx/%zu", s->node, (unsigned long long)s->nonce,
-               (unsigned long long)tag, i);
-    if ((rc = js_rec_encode(&job->msg, &r->addr, r->gen, r->next_attempt_ms, &rec, &rl))) break;
-    js_pub(s, i, subj, rec, rl, mid); /* a failure is recorded in its slot */
-    free(rec);
-  }
-  if (rc) { /* nothing more is sent: mark the rest so that the wait ends */
-    pthread_mutex_lock(&s->pub_mu);
-    for (size_t i = 0; i < n; i++)
-      if (!s->pubs[i].msg_id && !s->pubs[i].done) {
-        s->pubs[i].done = true;
-        s->pubs[i].status = rc;
-        s->n_done++;
-      }
-    pthread_mutex_unlock(&s->pub_mu);
-  }
-  js_pub_wait(s);
-  pthread_mutex_lock(&s->pub_mu);
-  for (size_t i = 0; i < n; i++)
-    if (want[i]) {
-      res[i] = s->pubs[i];
-      res[i].msg_id = NULL;
-    }
-  pthread_mutex_unlock(&s->pub_mu);
-  js_pub_end(s);
-  return rc;
-}
-
-static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
-                           const char *key);
-
-static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
-  if (job->n_rcpts > M5_STORE_RCPT_MAX || (job->n_rcpts && !job->rcpts) ||
-      job->msg.payload_len > M5_STORE_PAYLOAD_MAX || (job->msg.payload_len && !job->msg.payload)) {
-    job->status = M5_EINVAL;
+  if (rc && rc != M5_ENOENT) {
+    /* still stored: the consumer may bring it (a failed delete leaves it to be delivered) */
+    M5_LOGW("store", "jetstream: delete: %s", err);
     return;
   }
-  for (size_t i = 0; i < job->n_rcpts; i++) {
-    job->rcpts[i].status = M5_STORE_ACCEPTED;
-    job->rcpts[i].id = 0;
-  }
-  char hash[65] = "", key[80] = "";
-  bool dedup = job->dedup_id[0] != 0;
-  if (dedup) {
-    dedup_hash(job, hash);
-    snprintf(key, sizeof key, "d.%s", hash);
-    int rc = dedup_get(s, key, &job->orig_ack);
-    if (rc == M5_OK) {
-      job->outcome = M5_STORE_DUPLICATE;
-      js_stat_add(s, &s->st.duplicates, 1);
-      return;
-    }
-    if (rc != M5_ENOENT) {
-      job->status = M5_EIO;
-      return;
-    }
-  } else {
-    s->nonce++;
-  }
-  js_ticket_use_t tu = {0};
-  size_t n_given = job->n_rcpts;
-  if (check) {
-    int rc = js_ticket_check(s, job, &tu);
-    if (rc) {
-      job->status = rc;
-      return;
-    }
-    if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
-  }
-  accept_publish(s, job, dedup, hash, key);
-  job->n_rcpts = n_given;
-  if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) js_ticket_restore(s, &tu);
-  if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) js_tickets_put(s, job);
+  js_mark_gone(s, fam, seq); /* gone: the consumer must not bring it back (this node's) */
 }
 
-/* ACCEPT's publishes and dedup entry (after the dedup fast path and the ticket check). */
-static void accept_publish(js_store_t *s, m5_store_job_t *job, bool dedup, const char *hash,
-                           const char *key) {
-  job->msg.accepted_at_ms = js_now_ms(s);
-  bool report = !strcmp(job->msg.app_id, M5_STORE_REPORT_APP);
-  int fam = report ? JS_FAM_R : JS_FAM_Q;
-  size_t n = job->n_rcpts;
-  js_pub_t *res = calloc(n ? n : 1, sizeof *res);
-  bool *want = calloc(n ? n : 1, sizeof *want);
-  int fail = !res || !want ? M5_ENOMEM : 0;
-  for (size_t i = 0; i < n; i++)
-    want[i] = true;
-  /* Round 0 with the Msg-Ids of the dedup key. A duplicate answer names the message of an
-   * earlier attempt with the same key: fine while it is there (a retry after a timeout or a
-   * crash), but one that was refused and deleted, or concluded, is gone: such recipients are
-   * published again in round 1 under ids of their own. */
-  for (int round = 0; round < 2 && !fail; round++) {
-    bool any = false;
-    for (size_t i = 0; i < n; i++)
-      any |= want[i];
-    if (!any) break;
-    if ((fail = publish_round(s, job, fam, want, round ? s->nonce++ : 0, dedup ? hash : NULL, res)))
-      break;
-    for (size_t i = 0; i < n; i++) {
-      want[i] = false;
-      if (round || res[i].status != M5_OK || !res[i].duplicate) continue;
-      m5_js_msg_t m;
-      char subj[JS_SUBJ_MAX], err[256];
-      js_subject(s, fam, job->rcpts[i].node, &job->rcpts[i].addr, subj, sizeof subj);
-      int rc = m5_js_get_msg(s->c, s->stream[fam], res[i].seq, &m, err, sizeof err);
-      if (rc == M5_ENOENT || (rc == M5_OK && strcmp(m.subject, subj))) want[i] = true;
-      if (rc == M5_OK) m5_js_msg_free(&m);
-    }
-  }
-  free(want);
-  /* the outcome of each recipient */
-  bool queue_full = false, store_full = false;
-  for (size_t i = 0; i < n && !fail; i++) {
-    js_pub_t *p = &res[i];
-    if (p->status == M5_EFULL && p->subject_full) {
-      job->rcpts[i].status = M5_STORE_QUEUE_FULL;
-      queue_full = true;
-    } else if (p->status == M5_EFULL) {
-      store_full = true;
-    } else if (p->status != M5_OK) {
-      fail = p->status;
-    }
-  }
-  m5_store_outcome_t refused = M5_STORE_ACCEPTED;
-  if (fail)
-    ;
-  else if (store_full)
-    refused = M5_STORE_STORE_FULL;
-  else if (queue_full && !job->partial)
-    refused = M5_STORE_QUEUE_FULL;
-  if (fail || refused != M5_STORE_ACCEPTED) {
-    /* nothing of a refused or failed message stays: delete what this job stored */
-    for (size_t i = 0; res && i < n; i++)
-      if (res[i].status == M5_OK) delete_seq(s, fam, res[i].seq);
-    free(res);
-    if (fail) {
-      job->status = fail == M5_ENOMEM || fail == M5_EINVAL ? fail : M5_EIO;
-      return;
-    }
-    for (size_t i = 0; i < n; i++)
-      job->rcpts[i].id = 0;
-    job->outcome = refused;
-    js_stat_add(
-        s, refused == M5_STORE_STORE_FULL ? &s->st.refused_store_full : &s->st.refused_queue_full,
-        1);
-    return;
-  }
-  /* the dedup entry, create-only: a concurrent accept of the same key may have won */
-  if (dedup) {
-    char val[sizeof job->ack.status + sizeof job->ack.failure_cause + 2];
-    int vl = snprintf(val, sizeof val, "%s\n%s", job->ack.status, job->ack.failure_cause);
-    char err[256];
-    int rc = m5_js_kv_create(s->dedup, key, val, (size_t)(vl > 0 ? vl : 0), NULL, err, sizeof err);
-    if (rc == M5_EEXIST) {
-      for (size_t i = 0; i < job->n_rcpts; i++)
-        if (res[i].status == M5_OK && !res[i].duplicate) delete_seq(s, fam, res[i].seq);
-      free(res);
-      for (size_t i = 0; i < job->n_rcpts; i++) {
-        job->rcpts[i].status = M5_STORE_ACCEPTED;
-        job->rcpts[i].id = 0;
-      }
-      if (dedup_get(s, key, &job->orig_ack) != M5_OK) job->orig_ack = job->ack;
-      job->outcome = M5_STORE_DUPLICATE;
-      js_stat_add(s, &s->st.duplicates, 1);
-      return;
-    }
-    if (rc) { /* stored but not remembered: answer a failure, the sender retries (Msg-Id) */
-      M5_LOGW("store", "jetstream: dedup create: %s", err);
-      free(res);
-      job->status = M5_EIO;
-      return;
-    }
-  }
-  /* into the index: what went to this node's subjects */
-  for (size_t i = 0; i < job->n_rcpts; i++) {
-    m5_store_rcpt_t *r = &job->rcpts[i];
-    js_pub_t *p = &res[i];
-    if (p->status != M5_OK) continue;
-    r->id = js_id(p->seq, fam);
-    if (r->node[0] && strcmp(r->node, s->node)) continue;
-    /* a duplicate PubAck (a retry of an accept that crashed) names a message the consumer may
-     * have brought, and this node concluded, already */
-    if (js_index_get(s, r->id) || (p->duplicate && p->seq <= s->cons_seen[fam])) continue;
-    uint8_t *rec = NULL;
-    size_t rl = 0;
-    if (js_rec_encode(&job->msg, &r->addr, r->gen, r->next_attempt_ms, &rec, &rl)) continue;
-    js_entry_t *e = js_entry_new(rec, rl, p->seq, fam);
-    free(rec);
-    if (!e) continue;
-    e->in_flight = r->in_flight;
-    js_index_add(s, e);
-  }
-  free(res);
-  job->outcome = M5_STORE_ACCEPTED;
-  js_stat_add(s, &s->st.accepted, 1);
-}
-
-static void do_accept(js_store_t *s, m5_store_job_t *job) {
-  if (job->ticket_check && job->n_rcpts != 1) {
-    job->status = M5_EINVAL;
-    return;
-  }
-  accept_inner(s, job, job->ticket_check);
+/* The job's status for a failure of the cluster: unavailable (no leader) and timed out pass
+ * through (the caller answers "come back": a retransmission with the same msgId learns the
+ * outcome), out of memory and bad input too; anything else is M5_EIO. */
+int js_fail_status(int rc) {
+  return rc == M5_ENOMEM || rc == M5_EINVAL || rc == M5_ETIMEDOUT || rc == M5_EAGAIN ? rc : M5_EIO;
 }
 
 /* ---------------------------------------------------------------- conclusions */
@@ -323,7 +82,9 @@ static int item_push(m5_store_job_t *job, const m5_store_delivery_t *d) {
 /* Publishes the failure report of d (to its originator, on this node's report subjects; the
  * originator's DUE moves it to wherever it registers) and indexes it. 0 with d->report_id set,
  * or left 0 when none is due or the originator's report bound is reached. */
-static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t *d, bool report) {
+static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t *d, bool report,
+                        bool *dup) {
+  *dup = false;
   d->report_id = 0;
   if (report || !d->msg.deliv_st_req ||
       (strcmp(d->msg.ori.type, "UE") && strcmp(d->msg.ori.type, "AS")))
@@ -333,14 +94,16 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   int rc = m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep);
   if (rc) return rc;
   rep.msg.accepted_at_ms = now;
-  char subj[JS_SUBJ_MAX], mid[64];
+  char subj[JS_SUBJ_MAX], mid[JS_NAME_MAX + 40];
   uint8_t *rec = NULL;
   size_t rl = 0;
   rc = js_subject(s, JS_FAM_R, NULL, &rep.rcpt, subj, sizeof subj);
   if (!rc) rc = js_rec_encode(&rep.msg, &rep.rcpt, d->msg.ori_gen, job->next_attempt_ms, &rec, &rl);
   free(rep.msg.payload);
   if (rc) return rc;
-  snprintf(mid, sizeof mid, "rep/%llu/0", (unsigned long long)d->id);
+  /* this node's report: another node concluding the same delivery at once (a REBIND) writes
+   * its own, and the one whose delete then finds the delivery gone deletes its own */
+  snprintf(mid, sizeof mid, "rep/%s/%llu/0", s->node, (unsigned long long)d->id);
   if ((rc = js_pub_begin(s, 1))) {
     free(rec);
     return rc;
@@ -356,9 +119,10 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   }
   if (p.status != M5_OK) {
     free(rec);
-    return M5_EIO;
+    return js_fail_status(p.status);
   }
   d->report_id = js_id(p.seq, JS_FAM_R);
+  *dup = p.duplicate;
   d->report_gen = d->msg.ori_gen;
   if (!js_index_get(s, d->report_id) && !(p.duplicate && p.seq <= s->cons_seen[JS_FAM_R])) {
     js_entry_t *e = js_entry_new(rec, rl, p.seq, JS_FAM_R);
@@ -369,36 +133,63 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   return M5_OK;
 }
 
+/* Concludes the delivery d (filled from its record: id, rcpt, msg) at (fam, seq): the failure
+ * report first (unless DELIVERED, or d is itself a report), then the delete. M5_ENOENT:
+ * someone else concluded or moved it (the report written for it is deleted again). */
+static int conclude_at(js_store_t *s, m5_store_job_t *job, int fam, uint64_t seq, bool report,
+                       m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d) {
+  int rc;
+  d->state = state;
+  snprintf(d->failure_cause, sizeof d->failure_cause, "%s", cause ? cause : "");
+  d->report_id = 0;
+  bool dup = false;
+  if (state != M5_DELIV_DELIVERED && (rc = write_report(s, job, d, report, &dup))) return rc;
+#ifdef M5_TEST_HOOKS
+  if (d->report_id && m5_store_js_test_hook)
+    m5_store_js_test_hook("conclude-reported", &s->base, job);
+#endif
+  char err[256];
+  rc = m5_js_delete_msg(s->c, s->stream[fam], seq, err, sizeof err);
+  if (rc == M5_ENOENT) { /* concluded or moved by someone else: not ours to report */
+    if (d->report_id && !dup) { /* (a duplicate: this node's from an earlier attempt) */
+      js_entry_t *re = js_index_get(s, d->report_id);
+      if (re) js_index_remove(s, re);
+      js_delete_seq(s, JS_FAM_R, d->report_id >> 1);
+      d->report_id = 0;
+    }
+    return M5_ENOENT;
+  }
+  if (rc) {
+    M5_LOGW("store", "jetstream: conclude: %s", err);
+    return js_fail_status(rc);
+  }
+  return M5_OK;
+}
+
 /* Concludes e: (report,) delete, out of the index. M5_ENOENT: someone else has it now. */
 int js_conclude(js_store_t *s, m5_store_job_t *job, js_entry_t *e, m5_deliv_state_t state,
                 const char *cause, m5_store_delivery_t *d) {
   int rc = js_entry_item(e, d);
   if (rc) return rc;
-  d->state = state;
-  snprintf(d->failure_cause, sizeof d->failure_cause, "%s", cause ? cause : "");
-  if (state != M5_DELIV_DELIVERED) {
-    js_rec_t r;
-    js_rec_decode(e->rec, e->rec_len, &r);
-    if ((rc = write_report(s, job, d, r.report))) return rc;
-  }
-  char err[256];
-  rc = m5_js_delete_msg(s->c, s->stream[e->fam], e->seq, err, sizeof err);
-  if (rc == M5_ENOENT) { /* concluded or moved by someone else: not ours to report */
-    if (d->report_id) {
-      js_entry_t *re = js_index_get(s, d->report_id);
-      if (re) js_index_remove(s, re);
-      delete_seq(s, JS_FAM_R, d->report_id >> 1);
-      d->report_id = 0;
-    }
-    js_index_remove(s, e);
-    return M5_ENOENT;
-  }
-  if (rc) {
-    M5_LOGW("store", "jetstream: conclude: %s", err);
-    return M5_EIO;
-  }
-  js_index_remove(s, e);
-  return M5_OK;
+  js_rec_t r;
+  js_rec_decode(e->rec, e->rec_len, &r);
+  rc = conclude_at(s, job, e->fam, e->seq, r.report, state, cause, d);
+  if (rc == M5_OK || rc == M5_ENOENT) js_index_remove(s, e);
+  return rc;
+}
+
+/* Concludes a delivery on another node's subjects (m: its message as read): any node may, the
+ * delete decides; the owner's index drops it when it finds the message gone. */
+int js_conclude_msg(js_store_t *s, m5_store_job_t *job, int fam, const m5_js_msg_t *m,
+                    m5_deliv_state_t state, const char *cause, m5_store_delivery_t *d) {
+  js_rec_t r;
+  if (js_rec_decode(m->data, m->len, &r)) return M5_EINVAL;
+  *d = r.d;
+  d->msg.payload = NULL;
+  d->msg.payload_len = 0;
+  d->id = js_id(m->seq, fam);
+  d->attempts = 0;
+  return conclude_at(s, job, fam, m->seq, r.report, state, cause, d);
 }
 
 static void do_mark(js_store_t *s, m5_store_job_t *job) {
@@ -482,7 +273,7 @@ static void list_with_payloads(js_store_t *s, m5_store_job_t *job, js_elist_t *l
     }
     if (rc) {
       M5_LOGW("store", "jetstream: read back: %s", err);
-      job->status = M5_EIO;
+      job->status = js_fail_status(rc);
       return;
     }
     m5_store_delivery_t d;
@@ -536,26 +327,23 @@ static void on_subject(void *arg, const char *subject, uint64_t msgs) {
   snprintf(l->subjects[l->n++], JS_SUBJ_MAX, "%s", subject);
 }
 
-typedef struct {
-  m5_js_msg_t m;
-  m5_msg_prio_t prio;
-} moved_t;
-
 static int by_prio_seq(const void *a, const void *b) {
-  const moved_t *x = a, *y = b;
+  const js_other_t *x = a, *y = b;
   if (x->prio != y->prio) return x->prio > y->prio ? -1 : 1;
   return x->m.seq < y->m.seq ? -1 : x->m.seq > y->m.seq;
 }
 
-void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
+size_t js_read_others(js_store_t *s, const m5_msg_addr_t *rcpt, int fam, js_other_t **out) {
   char filter[JS_SUBJ_MAX], err[256];
-  if (js_rcpt_filter(s, fam, rcpt, filter, sizeof filter)) return;
+  *out = NULL;
+  if (js_rcpt_filter(s, fam, rcpt, filter, sizeof filter)) return 0;
   subj_list_t sl = {.s = s};
   if (m5_js_subjects(s->c, s->stream[fam], filter, on_subject, &sl, err, sizeof err)) {
-    M5_LOGW("store", "jetstream: move: %s", err);
-    return;
+    M5_LOGW("store", "jetstream: deliveries on other nodes: %s", err);
+    free(sl.subjects);
+    return 0;
   }
-  moved_t *mv = NULL;
+  js_other_t *mv = NULL;
   size_t n = 0, cap = 0;
   for (size_t i = 0; i < sl.n; i++) {
     uint64_t from = 1;
@@ -570,27 +358,43 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
         continue;
       }
       if (n == cap) {
-        cap = cap ? 2 * cap : 16;
-        moved_t *nv = realloc(mv, cap * sizeof *mv);
-        if (!nv) {
+        size_t ncap = cap ? 2 * cap : 16;
+        js_other_t *nv = realloc(mv, ncap * sizeof *mv);
+        if (!nv) { /* what is not read stays where it is */
           m5_js_msg_free(&m);
           break;
         }
         mv = nv;
+        cap = ncap;
       }
       mv[n].m = m;
+      mv[n].rcpt_gen = r.d.rcpt_gen;
       mv[n++].prio = r.d.msg.prio;
     }
   }
   free(sl.subjects);
   if (n) qsort(mv, n, sizeof *mv, by_prio_seq);
+  *out = mv;
+  return n;
+}
+
+void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt, int fam) {
+  (void)job; /* (the test hook's) */
+  char err[256];
+  js_other_t *mv = NULL;
+  size_t n = js_read_others(s, rcpt, fam, &mv);
+#ifdef M5_TEST_HOOKS
+  if (n && m5_store_js_test_hook) m5_store_js_test_hook("move-listed", &s->base, job);
+#endif
   char subj[JS_SUBJ_MAX];
   bool full = js_subject(s, fam, NULL, rcpt, subj, sizeof subj) != M5_OK;
   for (size_t i = 0; i < n; i++) {
-    moved_t *x = &mv[i];
+    js_other_t *x = &mv[i];
     if (!full) {
-      char mid[64];
-      snprintf(mid, sizeof mid, "mv/%llu/0", (unsigned long long)js_id(x->m.seq, fam));
+      /* this node's copy: two nodes moving the same delivery at once make two copies, and the
+       * one whose delete of the old finds it gone deletes its own (never the other's) */
+      char mid[JS_NAME_MAX + 40];
+      snprintf(mid, sizeof mid, "mv/%s/%llu/0", s->node, (unsigned long long)js_id(x->m.seq, fam));
       if (js_pub_begin(s, 1) == M5_OK) {
         js_pub(s, 0, subj, x->m.data, x->m.len, mid);
         js_pub_wait(s);
@@ -598,9 +402,11 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
         js_pub_end(s);
         if (p.status == M5_OK) {
           int rc = m5_js_delete_msg(s->c, s->stream[fam], x->m.seq, err, sizeof err);
-          if (rc == M5_ENOENT) { /* concluded meanwhile: the copy goes */
-            delete_seq(s, fam, p.seq);
+          if (rc == M5_ENOENT && !p.duplicate) { /* concluded or moved meanwhile: the copy goes */
+            js_delete_seq(s, fam, p.seq);
           } else if (rc == M5_OK || p.duplicate) {
+            /* (a duplicate is this node's copy of an earlier move whose delete was not known
+             * to succeed: it stays, pushed twice at worst) */
             if (!js_index_get(s, js_id(p.seq, fam)) && p.seq > s->cons_seen[fam]) {
               js_entry_t *e = js_entry_new(x->m.data, x->m.len, p.seq, fam);
               if (e) {
@@ -620,8 +426,11 @@ void js_move_here(js_store_t *s, const m5_msg_addr_t *rcpt, int fam) {
 }
 
 static void do_due(js_store_t *s, m5_store_job_t *job) {
-  for (int f = 0; f < 2; f++)
-    js_move_here(s, &job->rcpt, f);
+  /* A UE's session is on one node: its deliveries come there. An AS (or a gateway) may be
+   * pushed to from any node, which may be POSTing the ones on its subjects: they stay. */
+  if (!strcmp(job->rcpt.type, "UE"))
+    for (int f = 0; f < 2; f++)
+      js_move_here(s, job, &job->rcpt, f);
   js_drain_inbox(s);
   js_rcpt_t *rc = js_index_rcpt(s, &job->rcpt);
   js_elist_t l = {0};
@@ -727,7 +536,7 @@ void js_run_job(js_store_t *s, m5_store_job_t *job) {
   job->status = 0;
   switch (job->op) {
   case M5_STORE_ACCEPT:
-    return do_accept(s, job);
+    return js_accept(s, job);
   case M5_STORE_MARK_DELIVERED:
   case M5_STORE_MARK_FAILED:
     return do_mark(s, job);

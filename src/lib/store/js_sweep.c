@@ -28,8 +28,36 @@ static uint64_t fail_all(js_store_t *s, m5_store_job_t *job, js_elist_t *l,
   return n;
 }
 
-/* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): first
- * those on other nodes' subjects are moved here, so one node's REBIND covers the cluster.
+/* rcpt's deliveries on other nodes' subjects of a generation older than gen fail where they
+ * are (any node may conclude a delivery: the delete decides; one in flight there is then
+ * M5_ENOENT to its node's MARK). Nothing moves: the current generation's stay with the node
+ * that holds (or will hold) the session. Adds to *n. */
+static void rebind_others(js_store_t *s, m5_store_job_t *job, uint64_t *n) {
+  int64_t keep = job->next_attempt_ms;
+  job->next_attempt_ms = js_now_ms(s); /* their reports: due at once */
+  for (int f = 0; f < 2 && !job->status; f++) {
+    js_other_t *o = NULL;
+    size_t k = js_read_others(s, &job->rcpt, f, &o);
+    for (size_t i = 0; i < k; i++) {
+      if (!job->status && o[i].rcpt_gen && o[i].rcpt_gen < job->gen) {
+        m5_store_delivery_t d;
+        int rc = js_conclude_msg(s, job, f, &o[i].m, M5_DELIV_FAILED, M5_STORE_CAUSE_REBOUND, &d);
+        if (rc == M5_OK) {
+          (*n)++;
+          js_stat_add(s, &s->st.failed, 1);
+        } else if (rc != M5_ENOENT) {
+          job->status = rc;
+        }
+      }
+      m5_js_msg_free(&o[i].m);
+    }
+    free(o);
+  }
+  job->next_attempt_ms = keep;
+}
+
+/* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): this
+ * node's from its index, other nodes' where they are, so one node's REBIND covers the cluster.
  * Not done here yet: dropping rcpt's dedup entries as an originator, tickets, topics; the
  * generation is not remembered (a repeat finds nothing older left). */
 void js_rebind(js_store_t *s, m5_store_job_t *job) {
@@ -37,8 +65,9 @@ void js_rebind(js_store_t *s, m5_store_job_t *job) {
     job->status = M5_EINVAL;
     return;
   }
-  for (int f = 0; f < 2; f++)
-    js_move_here(s, &job->rcpt, f);
+  uint64_t others = 0;
+  rebind_others(s, job, &others);
+  if (job->status) return;
   js_drain_inbox(s);
   js_rcpt_t *rc = js_index_rcpt(s, &job->rcpt);
   js_elist_t l = {0};
@@ -55,7 +84,7 @@ void js_rebind(js_store_t *s, m5_store_job_t *job) {
   if (!job->status) {
     for (size_t i = 0; i < l.n; i++)
       causes[i] = M5_STORE_CAUSE_REBOUND;
-    job->rebind_failed = fail_all(s, job, &l, causes);
+    job->rebind_failed = others + fail_all(s, job, &l, causes);
   }
   free(causes);
   free(l.v);

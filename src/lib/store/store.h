@@ -341,6 +341,11 @@ typedef struct {
                           deployments (or tests) can share one NATS cluster (default "m5") */
   const char *node;    /* this m5s node's name, unique in the cluster: its queue subjects */
   int64_t timeout_ms;  /* connect, and every request to the cluster (default 5000) */
+  /* Bytes of each stream (P_Q, P_R) beyond which an accept is refused STORE_FULL (default
+   * 0: max_queued x 16 KiB): a bound on the NATS disk whatever the payloads. Kept by the
+   * store, not by the stream's MaxBytes (on nats-server 2.9 that discards the OLDEST message
+   * at the bound even with discard-new: measured). */
+  uint64_t max_bytes;
 } m5_store_js_opts_t;
 
 typedef struct {
@@ -422,5 +427,17 @@ int m5_store_report_of(const m5_store_delivery_t *d, int64_t expr_time, m5_store
 
 const char *m5_store_outcome_name(m5_store_outcome_t o);
 const char *m5_deliv_state_name(m5_deliv_state_t s);
+
+#ifdef M5_TEST_HOOKS
+/* Test builds only (CMake option M5_TEST_HOOKS; release builds have no such symbol): when set,
+ * the JetStream backend calls it on its store thread at these points of a job, so a test can
+ * run another node's job in between:
+ *  - "accept-published": an ACCEPT with a dedup key, after every PubAck of its deliveries and
+ *    before its claim becomes the final ack; a non-zero return abandons the job there as a
+ *    crash would (status M5_EIO, nothing deleted, the claim left pending);
+ *  - "move-listed": DUE(rcpt), after it read the deliveries to move, before it copies them;
+ *  - "conclude-reported": a conclusion, after its failure report is stored, before the delete. */
+extern int (*m5_store_js_test_hook)(const char *point, m5_store_t *store, m5_store_job_t *job);
+#endif
 
 #endif
