@@ -299,12 +299,14 @@ static void done_accept(accept_t *j) {
   if (sj->status != 0) {
     M5_LOGE(DOM, "%s %s from %s: the message store failed (%s)", what, sj->msg.msg_id,
             sj->msg.ori.addr, m5_strerror(sj->status));
-    /* Unreachable (a JetStream cluster without quorum) or no answer in time: nothing was
-     * acknowledged, the sender is told to come back (503 / 5.03 with Retry-After / Max-Age). A
-     * timed-out JetStream publish may still be stored later: the sender's retry with the same
-     * msgId is then answered as a duplicate (docs/scale-out.md). */
+    /* Unreachable (a JetStream cluster without quorum), no answer in time, or another accept
+     * of the same msgId at work on another node: nothing was acknowledged, the sender is told
+     * to come back (503 / 5.03 with Retry-After / Max-Age). A timed-out JetStream publish may
+     * still be stored later: the sender's retry with the same msgId is then answered as a
+     * duplicate (docs/scale-out.md). */
     int unavailable = sj->status == M5_EAGAIN || sj->status == M5_ETIMEDOUT;
-    const char *why = unavailable ? "the message store is unavailable" : "the message store failed";
+    const char *why = unavailable ? "the message store cannot confirm it now; send it again"
+                                  : "the message store failed";
     if (j->req)
       ue_respond_retry(j->req, M5_COAP_SERVICE_UNAVAILABLE, RETRY_AFTER_S, why);
     else
