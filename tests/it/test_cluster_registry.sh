@@ -13,6 +13,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$M5_SRC/tests/nats_lib.bash"
+source "$M5_SRC/tests/cluster_lib.bash"
 
 SUPI1=001010000000901
 KAUSF1=0909090909090909090909090909090909090909090909090909090909090909
@@ -21,32 +22,9 @@ KAUSF1B=1919191919191919191919191919191919191919191919191919191919191919
 
 make_pki
 start_aanf
-start_nats_cluster 1
-js_lines=("store: {backend: jetstream, js: {servers: [${NATS_URLS}], replicas: 1, prefix: m5it}}")
-
-# node a: lib.sh's m5s (M5S_* variables while it is the one addressed)
-start_m5s "${js_lines[@]}" "node: {name: a}"
-A_PID=$M5S_PID A_PORT=$M5S_PORT A_ADMIN=$M5S_ADMIN A_LOG=$M5S_LOG
-# node b: its own ports, database and log; the same token file (mgmt.token_file's default,
-# relative to $M5_TMP where both run): written by a, read by b
-B_LOG=$M5_TMP/m5s-b.log
-M5S_DB=$M5_TMP/m5s-b/m5s.db launch_daemon "$M5_BIN/m5s" write_m5s_config "$M5_TMP/m5s-b.yaml" \
-  "$B_LOG" M5S_MGMT "${js_lines[@]}" "node: {name: b}" || {
-  tail -n 40 "$B_LOG" >&2
-  fail "node b did not become healthy"
-}
-B_PID=$LAUNCH_PID B_PORT=$M5S_PORT B_ADMIN="http://127.0.0.1:$M5S_MGMT"
+start_two_nodes m5it
 grep -q 'shared through NATS KV' "$A_LOG" || m5s_fail "node a: the registry is not shared"
 grep -q 'shared through NATS KV' "$B_LOG" || fail "node b: the registry is not shared"
-
-# address NODE: the M5S_* variables lib.sh's helpers use, for node a or b.
-address() {
-  if [[ $1 == a ]]; then
-    M5S_PID=$A_PID M5S_PORT=$A_PORT M5S_ADMIN=$A_ADMIN M5S_LOG=$A_LOG
-  else
-    M5S_PID=$B_PID M5S_PORT=$B_PORT M5S_ADMIN=$B_ADMIN M5S_LOG=$B_LOG
-  fi
-}
 
 echo "=== ue1 bound through node a, registered on node b"
 address a
@@ -89,8 +67,5 @@ st=$(admin_curl -s --max-time 10 -X PUT -H 'content-type: application/json' \
 st=$(admin_curl -s --max-time 10 -o as-get.out -w '%{http_code}' "$A_ADMIN/admin/v1/as-clients/as1")
 [[ $st == 200 ]] || fail "GET as-clients/as1 on a: HTTP $st $(cat as-get.out)"
 
-address a
-stop_m5s
-address b
-stop_m5s
+stop_two_nodes
 echo PASS

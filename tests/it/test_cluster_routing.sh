@@ -12,6 +12,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$M5_SRC/tests/nats_lib.bash"
+source "$M5_SRC/tests/cluster_lib.bash"
 
 SUPI1=001010000000921
 KAUSF1=2121212121212121212121212121212121212121212121212121212121212121
@@ -20,27 +21,7 @@ KAUSF2=2222222222222222222222222222222222222222222222222222222222222222
 
 make_pki
 start_aanf
-start_nats_cluster 1
-js_lines=("store: {backend: jetstream, js: {servers: [${NATS_URLS}], replicas: 1, prefix: m5rt}}")
-
-start_m5s "${js_lines[@]}" "node: {name: a}"
-A_PID=$M5S_PID A_PORT=$M5S_PORT A_ADMIN=$M5S_ADMIN A_LOG=$M5S_LOG
-B_LOG=$M5_TMP/m5s-b.log
-M5S_DB=$M5_TMP/m5s-b/m5s.db launch_daemon "$M5_BIN/m5s" write_m5s_config "$M5_TMP/m5s-b.yaml" \
-  "$B_LOG" M5S_MGMT "${js_lines[@]}" "node: {name: b}" || {
-  tail -n 40 "$B_LOG" >&2
-  fail "node b did not become healthy"
-}
-B_PID=$LAUNCH_PID B_PORT=$M5S_PORT B_ADMIN="http://127.0.0.1:$M5S_MGMT"
-
-# address NODE: the M5S_* variables lib.sh's helpers use, for node a or b.
-address() {
-  if [[ $1 == a ]]; then
-    M5S_PID=$A_PID M5S_PORT=$A_PORT M5S_ADMIN=$A_ADMIN M5S_LOG=$A_LOG
-  else
-    M5S_PID=$B_PID M5S_PORT=$B_PORT M5S_ADMIN=$B_ADMIN M5S_LOG=$B_LOG
-  fi
-}
+start_two_nodes m5rt
 
 # send_on NODE MSGID PRIO TEXT OUT: ue1 sends to ue2 through NODE over TLS.
 send_on() {
@@ -87,8 +68,5 @@ echo "=== node b's store is connected"
 curl -s --max-time 10 "$B_ADMIN/metrics" | grep -q '^msgin5g_store_js_connected 1' ||
   fail "node b: msgin5g_store_js_connected is not 1"
 
-address a
-stop_m5s
-address b
-stop_m5s
+stop_two_nodes
 echo PASS
