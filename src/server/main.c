@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
   m5_store_opts_t so;
   m5_store_opts_init(&so);
   so.path = spath;
-  if (!strcmp(cfg.store_backend, "jetstream")) {
+  if (shared) {
     so.backend = M5_STORE_BACKEND_JETSTREAM;
     so.js.servers = (const char *const *)cfg.store_js_servers.v;
     so.js.n_servers = cfg.store_js_servers.n;
