@@ -426,12 +426,23 @@ int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms) {
  * calls may overwrite: under load a conflict was once seen as a bare "Error". */
 #define KV_OP_HDR "KV-Operation" /* "DEL" / "PURGE" on a delete marker */
 
+/* The subject of key in kv's stream, "$KV.<bucket>.<key>" (fits: kv_key_ok bounds the key). */
+static void kv_subject(const m5_js_kv_t *kv, const char *key, char subj[M5_JS_PUB_NAME_MAX + 1]) {
+  snprintf(subj, M5_JS_PUB_NAME_MAX + 1, "$KV.%s.%s", kv->bucket, key);
+}
+
+/* m is a KV delete marker (a delete or a purge), not a value. */
+static bool kv_is_delete(natsMsg *m) {
+  const char *op = NULL;
+  return natsMsgHeader_Get(m, KV_OP_HDR, &op) == NATS_OK && op &&
+         (!strcmp(op, "DEL") || !strcmp(op, "PURGE"));
+}
+
 /* Publishes data to key, expecting its last revision to be last_rev (0: no message at all). */
 static natsStatus kv_put_expect(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                                 uint64_t last_rev, uint64_t *rev, jsErrCode *jerr) {
   char subj[M5_JS_PUB_NAME_MAX + 1];
-  int n = snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
-  if (n < 0 || (size_t)n >= sizeof subj) return NATS_INVALID_ARG;
+  kv_subject(kv, key, subj);
   jsPubOptions po;
   jsPubOptions_Init(&po);
   if (last_rev)
@@ -449,17 +460,14 @@ static natsStatus kv_put_expect(m5_js_kv_t *kv, const char *key, const void *dat
 /* The revision of key's delete marker, or 0 when its last message is a value (or none). */
 static natsStatus kv_deleted_rev(m5_js_kv_t *kv, const char *key, uint64_t *del_rev) {
   char subj[M5_JS_PUB_NAME_MAX + 1];
-  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  kv_subject(kv, key, subj);
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
   *del_rev = 0;
   natsStatus s = js_GetLastMsg(&m, kv->js, kv->stream, subj, NULL, &jerr);
   if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return NATS_OK;
   if (s != NATS_OK) return s;
-  const char *op = NULL;
-  if (natsMsgHeader_Get(m, KV_OP_HDR, &op) == NATS_OK && op &&
-      (!strcmp(op, "DEL") || !strcmp(op, "PURGE")))
-    *del_rev = natsMsg_GetSequence(m);
+  if (kv_is_delete(m)) *del_rev = natsMsg_GetSequence(m);
   natsMsg_Destroy(m);
   return NATS_OK;
 }
@@ -499,16 +507,14 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
   *val = NULL;
   *val_len = 0;
   char subj[M5_JS_PUB_NAME_MAX + 1];
-  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  kv_subject(kv, key, subj);
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetLastMsg(&m, kv->js, kv->stream, subj, NULL, &jerr);
   if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
     return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
   if (s != NATS_OK) return nats_fail(err, err_size, nats_rc(s), s, key);
-  const char *op = NULL;
-  if (natsMsgHeader_Get(m, KV_OP_HDR, &op) == NATS_OK && op &&
-      (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+  if (kv_is_delete(m)) {
     natsMsg_Destroy(m);
     return say(err, err_size, M5_ENOENT, "kv get %s: no such key", key);
   }
@@ -546,7 +552,7 @@ int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *er
   if (!kv || !kv_key_ok(key) || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv delete: bad arguments");
   char subj[M5_JS_PUB_NAME_MAX + 1];
-  snprintf(subj, sizeof subj, "$KV.%s.%s", kv->bucket, key);
+  kv_subject(kv, key, subj);
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subj, NULL, NULL, 0);
   if (s == NATS_OK) s = natsMsgHeader_Set(m, KV_OP_HDR, "DEL");
