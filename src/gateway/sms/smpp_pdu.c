@@ -16,15 +16,6 @@
 
 extern char smpp34_strerror[2048];
 
-__attribute__((format(printf, 3, 4))) static void set_why(char *why, size_t whylen,
-                                                         const char *fmt, ...) {
-  if (!why || !whylen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
-
 static uint32_t rd32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
@@ -49,7 +40,7 @@ static int cstr(const uint8_t *p, size_t len, size_t *i, size_t max, const char 
       *i += k + 1;
       return M5_OK;
     }
-  set_why(why, whylen, "%s: not a C-Octet String of at most %zu octets", name, max);
+  m5_set_why(why, whylen, "%s: not a C-Octet String of at most %zu octets", name, max);
   return M5_EPROTO;
 }
 
@@ -73,24 +64,24 @@ static int tlvs(const uint8_t *p, size_t len, size_t i, bool keep, uint8_t *out,
   unsigned n = 0;
   while (i < len) {
     if (len - i < 4) {
-      set_why(why, whylen, "optional parameter at %zu: truncated header", i);
+      m5_set_why(why, whylen, "optional parameter at %zu: truncated header", i);
       return M5_EPROTO;
     }
     unsigned tag = (unsigned)p[i] << 8 | p[i + 1];
     size_t l = (size_t)p[i + 2] << 8 | p[i + 3];
     if (l > len - i - 4) {
-      set_why(why, whylen, "optional parameter 0x%04x: length %zu overruns the PDU", tag, l);
+      m5_set_why(why, whylen, "optional parameter 0x%04x: length %zu overruns the PDU", tag, l);
       return M5_EPROTO;
     }
     for (size_t k = 0; keep && k < sizeof(kept) / sizeof(kept[0]); k++) {
       if (kept[k].tag != tag) continue;
       if (l < kept[k].min || l > kept[k].max) {
-        set_why(why, whylen, "optional parameter 0x%04x: length %zu (%u..%u)", tag, l,
-                kept[k].min, kept[k].max);
+        m5_set_why(why, whylen, "optional parameter 0x%04x: length %zu (%u..%u)", tag, l,
+                   kept[k].min, kept[k].max);
         return M5_EPROTO;
       }
       if (++n > M5_SMPP_MAX_TLVS) {
-        set_why(why, whylen, "more than %u optional parameters", M5_SMPP_MAX_TLVS);
+        m5_set_why(why, whylen, "more than %u optional parameters", M5_SMPP_MAX_TLVS);
         return M5_EPROTO;
       }
       memcpy(out + o, p + i, 4 + l);
@@ -116,14 +107,14 @@ int m5_smpp_check_deliver_sm(const uint8_t *p, size_t len, uint8_t *out, char *w
   for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
     if (cstr(p, len, &i, f[k].max, f[k].name, why, whylen)) return M5_EPROTO;
     if (len - i < f[k].fixed) {
-      set_why(why, whylen, "truncated after %s", f[k].name);
+      m5_set_why(why, whylen, "truncated after %s", f[k].name);
       return M5_EPROTO;
     }
     i += f[k].fixed;
   }
   size_t sm_len = p[i - 1];
   if (sm_len > len - i) {
-    set_why(why, whylen, "sm_length %zu overruns the PDU", sm_len);
+    m5_set_why(why, whylen, "sm_length %zu overruns the PDU", sm_len);
     return M5_EPROTO;
   }
   memcpy(out, p, i + sm_len);
@@ -205,7 +196,7 @@ int m5_smpp_unpack(uint32_t id, const uint8_t *pdu, size_t len, void *out, char 
   memcpy(buf, pdu, len);
   memset(buf + len, 0, sizeof(buf) - len);
   if (smpp34_unpack(id, out, buf, (int)len) != 0) {
-    set_why(why, whylen, "libsmpp34: %.200s", smpp34_strerror);
+    m5_set_why(why, whylen, "libsmpp34: %.200s", smpp34_strerror);
     return M5_EPROTO;
   }
   return M5_OK;

@@ -37,15 +37,6 @@ static const struct {
 } gsm_ext[] = {{0x0A, 0x000C}, {0x14, 0x005E}, {0x28, 0x007B}, {0x29, 0x007D}, {0x2F, 0x005C},
                {0x3C, 0x005B}, {0x3D, 0x007E}, {0x3E, 0x005D}, {0x40, 0x007C}, {0x65, 0x20AC}};
 
-__attribute__((format(printf, 3, 4))) static void set_why(char *why, size_t whylen,
-                                                         const char *fmt, ...) {
-  if (!why || !whylen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
-
 /* Reads one code point of strict UTF-8; returns its length or 0 when malformed. */
 static size_t utf8_next(const uint8_t *p, size_t n, uint32_t *cp) {
   if (n == 0) return 0;
@@ -192,16 +183,16 @@ int m5_sms_decode(uint8_t data_coding, const uint8_t *in, size_t n, uint8_t *out
     for (size_t i = 0; i < n; i++) {
       uint8_t s = in[i];
       if (s > 0x7F) {
-        set_why(why, whylen, "data_coding 0: octet %u at %u is not a GSM 7-bit septet", s,
-                (unsigned)i);
+        m5_set_why(why, whylen, "data_coding 0: octet %u at %u is not a GSM 7-bit septet", s,
+                   (unsigned)i);
         return M5_EINVAL;
       }
       uint32_t cp = gsm_default[s];
       if (s == 0x1B && i + 1 < n) {
         uint8_t e = in[++i];
         if (e > 0x7F) {
-          set_why(why, whylen, "data_coding 0: octet %u at %u is not a GSM 7-bit septet", e,
-                  (unsigned)i);
+          m5_set_why(why, whylen, "data_coding 0: octet %u at %u is not a GSM 7-bit septet", e,
+                     (unsigned)i);
           return M5_EINVAL;
         }
         /* TS 23.038: a code without an extension character shows its default character. */
@@ -215,8 +206,8 @@ int m5_sms_decode(uint8_t data_coding, const uint8_t *in, size_t n, uint8_t *out
   } else if (data_coding == 0x01 || data_coding == 0x03) {
     for (size_t i = 0; i < n; i++) {
       if (data_coding == 0x01 && in[i] > 0x7F) {
-        set_why(why, whylen, "data_coding 1 (IA5): octet %u at %u is not 7-bit", in[i],
-                (unsigned)i);
+        m5_set_why(why, whylen, "data_coding 1 (IA5): octet %u at %u is not 7-bit", in[i],
+                   (unsigned)i);
         return M5_EINVAL;
       }
       if (o + 2 > cap) return M5_ERANGE;
@@ -224,7 +215,7 @@ int m5_sms_decode(uint8_t data_coding, const uint8_t *in, size_t n, uint8_t *out
     }
   } else if (data_coding == 0x08) {
     if (n % 2) {
-      set_why(why, whylen, "data_coding 8 (UCS-2): odd length %u", (unsigned)n);
+      m5_set_why(why, whylen, "data_coding 8 (UCS-2): odd length %u", (unsigned)n);
       return M5_EINVAL;
     }
     for (size_t i = 0; i < n; i += 2) {
@@ -246,8 +237,8 @@ int m5_sms_decode(uint8_t data_coding, const uint8_t *in, size_t n, uint8_t *out
     if (n) memcpy(out, in, n);
     o = n;
   } else {
-    set_why(why, whylen, "data_coding %u is not supported (0, 1, 2, 3, 4, 8, 0xF0-0xF7)",
-            data_coding);
+    m5_set_why(why, whylen, "data_coding %u is not supported (0, 1, 2, 3, 4, 8, 0xF0-0xF7)",
+               data_coding);
     return M5_EINVAL;
   }
   *outlen = o;
@@ -303,21 +294,21 @@ int m5_sms_udh_parse(const uint8_t *sm, size_t n, size_t *hdr_len, m5_sms_concat
                      char *why, size_t whylen) {
   memset(c, 0, sizeof(*c));
   if (n < 1 || (size_t)sm[0] + 1 > n) {
-    set_why(why, whylen, "UDH: length %u overruns the %u-octet message", n ? sm[0] : 0u,
-            (unsigned)n);
+    m5_set_why(why, whylen, "UDH: length %u overruns the %u-octet message", n ? sm[0] : 0u,
+               (unsigned)n);
     return M5_EINVAL;
   }
   size_t end = (size_t)sm[0] + 1;
   for (size_t i = 1; i < end;) {
     if (i + 2 > end || i + 2 + sm[i + 1] > end) {
-      set_why(why, whylen, "UDH: IE 0x%02x at %u overruns the header", sm[i], (unsigned)i);
+      m5_set_why(why, whylen, "UDH: IE 0x%02x at %u overruns the header", sm[i], (unsigned)i);
       return M5_EINVAL;
     }
     uint8_t iei = sm[i], l = sm[i + 1];
     const uint8_t *v = sm + i + 2;
     if (iei == 0x00 || iei == 0x08) {
       if (l != (iei == 0x00 ? 3 : 4)) {
-        set_why(why, whylen, "UDH: concatenation IE 0x%02x has length %u", iei, l);
+        m5_set_why(why, whylen, "UDH: concatenation IE 0x%02x has length %u", iei, l);
         return M5_EINVAL;
       }
       c->present = true;
@@ -325,7 +316,7 @@ int m5_sms_udh_parse(const uint8_t *sm, size_t n, size_t *hdr_len, m5_sms_concat
       c->total = v[l - 2];
       c->seq = v[l - 1];
       if (c->total == 0 || c->seq == 0 || c->seq > c->total) {
-        set_why(why, whylen, "UDH: concatenation part %u of %u", c->seq, c->total);
+        m5_set_why(why, whylen, "UDH: concatenation part %u of %u", c->seq, c->total);
         return M5_EINVAL;
       }
     }
@@ -368,12 +359,11 @@ int m5_sms_receipt_parse(const uint8_t *text, size_t n, char *id, size_t idcap,
                          m5_sms_rcpt_state_t *st, char *stat, size_t statcap, char *err,
                          size_t errcap, char *why, size_t whylen) {
   if (field(text, n, "id:", id, idcap) != M5_OK || !id[0]) {
-    set_why(why, whylen, "receipt: no id: field (or longer than %u)", (unsigned)idcap - 1);
+    m5_set_why(why, whylen, "receipt: no id: field (or longer than %u)", (unsigned)idcap - 1);
     return M5_EINVAL;
   }
   if (field(text, n, "stat:", stat, statcap) != M5_OK) {
-    set_why(why, whylen, "receipt: no stat: field (or longer than %u)",
-            (unsigned)statcap - 1);
+    m5_set_why(why, whylen, "receipt: no stat: field (or longer than %u)", (unsigned)statcap - 1);
     return M5_EINVAL;
   }
   if (field(text, n, "err:", err, errcap) != M5_OK) err[0] = 0;
@@ -389,6 +379,6 @@ int m5_sms_receipt_parse(const uint8_t *text, size_t n, char *id, size_t idcap,
       *st = words[i].s;
       return M5_OK;
     }
-  set_why(why, whylen, "receipt: unknown stat word '%s'", stat);
+  m5_set_why(why, whylen, "receipt: unknown stat word '%s'", stat);
   return M5_EINVAL;
 }

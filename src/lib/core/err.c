@@ -1,6 +1,9 @@
 /* Status codes (err.h): their short English descriptions, for logs and CLI messages. */
 #include "core/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *m5_strerror(int status) {
   switch (status) {
   case M5_OK:
@@ -34,4 +37,12 @@ const char *m5_strerror(int status) {
   default:
     return "unknown error";
   }
+}
+
+void m5_set_why(char *why, size_t whylen, const char *fmt, ...) {
+  if (!why || !whylen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, whylen, fmt, ap);
+  va_end(ap);
 }

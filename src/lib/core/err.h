@@ -3,6 +3,8 @@
 #ifndef M5_CORE_ERR_H
 #define M5_CORE_ERR_H
 
+#include <stddef.h>
+
 enum {
   M5_OK = 0,
   M5_EINVAL = -1,  /* bad argument or malformed input */
@@ -22,5 +24,10 @@ enum {
 
 /* A short English description of a status code ("invalid argument", ...). */
 const char *m5_strerror(int status);
+
+/* Writes a diagnostic for the caller (printf format) into why[whylen]; nothing when why is NULL
+ * or whylen 0, so callers that do not want the text pass NULL. */
+__attribute__((format(printf, 3, 4))) void m5_set_why(char *why, size_t whylen, const char *fmt,
+                                                      ...);
 
 #endif

@@ -27,15 +27,6 @@
   "run `m5ctl pki init` (it writes m5s-token.key) or `openssl genpkey -algorithm EC -pkeyopt "     \
   "ec_paramgen_curve:P-256`"
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
-                                                          ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* RFC 7638 §3.2: the required members of an EC key (crv, kty, x, y) in lexicographic order,
  * without whitespace; the kid is base64url(SHA-256) of that text. */
 static int ec_thumbprint(const char *x, const char *y, char kid[M5_JWK_KID_MAX + 1]) {
@@ -101,13 +92,13 @@ static int is_p256(const char *group) {
 
 m5_jwk_t *m5_jwk_load_pem(const char *path, char *err, size_t errlen) {
   if (!path || !path[0]) {
-    set_err(err, errlen, "no token signing key file given; " KEYGEN_HINT);
+    m5_set_why(err, errlen, "no token signing key file given; " KEYGEN_HINT);
     return NULL;
   }
   FILE *f = fopen(path, "re");
   if (!f) {
-    set_err(err, errlen, "cannot read token signing key %s: %s; " KEYGEN_HINT, path,
-            strerror(errno));
+    m5_set_why(err, errlen, "cannot read token signing key %s: %s; " KEYGEN_HINT, path,
+               strerror(errno));
     return NULL;
   }
   EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
@@ -118,19 +109,19 @@ m5_jwk_t *m5_jwk_load_pem(const char *path, char *err, size_t errlen) {
   char group[64] = "";
   size_t glen = 0;
   if (!pkey) {
-    set_err(err, errlen, "token signing key %s is not an unencrypted PEM private key; " KEYGEN_HINT,
-            path);
+    m5_set_why(err, errlen,
+               "token signing key %s is not an unencrypted PEM private key; " KEYGEN_HINT, path);
     goto fail;
   }
   if (!EVP_PKEY_is_a(pkey, "EC")) {
     const char *type = EVP_PKEY_get0_type_name(pkey);
-    set_err(err, errlen, "token signing key %s is %s, not EC P-256 (ES256); " KEYGEN_HINT, path,
-            type ? type : "of an unknown type");
+    m5_set_why(err, errlen, "token signing key %s is %s, not EC P-256 (ES256); " KEYGEN_HINT, path,
+               type ? type : "of an unknown type");
     goto fail;
   }
   if (EVP_PKEY_get_group_name(pkey, group, sizeof group, &glen) != 1 || !is_p256(group)) {
-    set_err(err, errlen, "token signing key %s is on curve %s, not P-256 (ES256); " KEYGEN_HINT,
-            path, group[0] ? group : "(explicit parameters)");
+    m5_set_why(err, errlen, "token signing key %s is on curve %s, not P-256 (ES256); " KEYGEN_HINT,
+               path, group[0] ? group : "(explicit parameters)");
     goto fail;
   }
   if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &bx) != 1 ||
@@ -138,18 +129,18 @@ m5_jwk_t *m5_jwk_load_pem(const char *path, char *err, size_t errlen) {
       EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &bd) != 1 ||
       BN_bn2binpad(bx, x, COORD_LEN) != COORD_LEN || BN_bn2binpad(by, y, COORD_LEN) != COORD_LEN ||
       BN_bn2binpad(bd, d, COORD_LEN) != COORD_LEN) {
-    set_err(err, errlen, "token signing key %s: cannot read its EC key values", path);
+    m5_set_why(err, errlen, "token signing key %s: cannot read its EC key values", path);
     goto fail;
   }
   if (!(k = calloc(1, sizeof *k))) {
-    set_err(err, errlen, "token signing key %s: out of memory", path);
+    m5_set_why(err, errlen, "token signing key %s: out of memory", path);
     goto fail;
   }
   int rc = jwk_fill(k, x, y, d);
   if (!rc) rc = ec_thumbprint(k->x, k->y, k->kid);
   if (rc) {
-    set_err(err, errlen, "token signing key %s: cannot use it as a JWK (%s)", path,
-            m5_strerror(rc));
+    m5_set_why(err, errlen, "token signing key %s: cannot use it as a JWK (%s)", path,
+               m5_strerror(rc));
     goto fail;
   }
   m5_wipe(d, sizeof d);
@@ -225,16 +216,16 @@ static int coord_decode(json_t *v, uint8_t out[COORD_LEN]) {
 /* Adds keys[i] to s when it is a usable key; 1 added, 0 skipped, -1 error (in err). */
 static int jwks_add(m5_jwks_t *s, size_t cap, json_t *jk, size_t i, char *err, size_t errlen) {
   if (!json_is_object(jk)) {
-    set_err(err, errlen, "JWKS keys[%zu] is not a JSON object", i);
+    m5_set_why(err, errlen, "JWKS keys[%zu] is not a JSON object", i);
     return -1;
   }
   /* Checked before anything is skipped: a set that publishes a private key, of any type, has
    * leaked it, and its issuer must hear so rather than have us quietly ignore the key. */
   if (json_object_get(jk, "d")) {
-    set_err(err, errlen,
-            "JWKS keys[%zu] carries a private key (\"d\"); an issuer must publish public keys "
-            "only",
-            i);
+    m5_set_why(err, errlen,
+               "JWKS keys[%zu] carries a private key (\"d\"); an issuer must publish public keys "
+               "only",
+               i);
     return -1;
   }
   json_t *kty = json_object_get(jk, "kty"), *crv = json_object_get(jk, "crv");
@@ -245,31 +236,32 @@ static int jwks_add(m5_jwks_t *s, size_t cap, json_t *jk, size_t i, char *err, s
   json_t *kid = json_object_get(jk, "kid");
   if (!json_is_string(kid) || !json_string_length(kid) ||
       json_string_length(kid) > M5_JWK_KID_MAX) {
-    set_err(err, errlen,
-            "JWKS keys[%zu] (EC P-256) has no usable \"kid\" (a string of 1 to %d characters); "
-            "tokens name their key by kid",
-            i, M5_JWK_KID_MAX);
+    m5_set_why(err, errlen,
+               "JWKS keys[%zu] (EC P-256) has no usable \"kid\" (a string of 1 to %d characters); "
+               "tokens name their key by kid",
+               i, M5_JWK_KID_MAX);
     return -1;
   }
   const char *kid_s = json_string_value(kid);
   if (m5_jwks_find(s, kid_s)) {
-    set_err(err, errlen, "JWKS keys[%zu] repeats kid \"%s\"; kids must be unique", i, kid_s);
+    m5_set_why(err, errlen, "JWKS keys[%zu] repeats kid \"%s\"; kids must be unique", i, kid_s);
     return -1;
   }
   if (s->n == cap) {
-    set_err(err, errlen, "JWKS has more than %d usable keys", M5_JWKS_MAX_KEYS);
+    m5_set_why(err, errlen, "JWKS has more than %d usable keys", M5_JWKS_MAX_KEYS);
     return -1;
   }
   uint8_t x[COORD_LEN], y[COORD_LEN];
   if (coord_decode(json_object_get(jk, "x"), x) || coord_decode(json_object_get(jk, "y"), y)) {
-    set_err(err, errlen,
-            "JWKS key \"%s\": \"x\" and \"y\" must each be 32 octets in unpadded base64url", kid_s);
+    m5_set_why(err, errlen,
+               "JWKS key \"%s\": \"x\" and \"y\" must each be 32 octets in unpadded base64url",
+               kid_s);
     return -1;
   }
   m5_jwk_t *k = &s->keys[s->n];
   if (jwk_fill(k, x, y, NULL)) {
     jwk_clear(k);
-    set_err(err, errlen, "JWKS key \"%s\": (x, y) is not a point on P-256", kid_s);
+    m5_set_why(err, errlen, "JWKS key \"%s\": (x, y) is not a point on P-256", kid_s);
     return -1;
   }
   memcpy(k->kid, kid_s, json_string_length(kid) + 1);
@@ -279,29 +271,29 @@ static int jwks_add(m5_jwks_t *s, size_t cap, json_t *jk, size_t i, char *err, s
 
 m5_jwks_t *m5_jwks_parse(const char *json, size_t len, char *err, size_t errlen) {
   if (!json) {
-    set_err(err, errlen, "no JWKS document");
+    m5_set_why(err, errlen, "no JWKS document");
     return NULL;
   }
   if (len > M5_JWKS_MAX) {
-    set_err(err, errlen, "JWKS document of %zu bytes is over the limit of %d", len, M5_JWKS_MAX);
+    m5_set_why(err, errlen, "JWKS document of %zu bytes is over the limit of %d", len, M5_JWKS_MAX);
     return NULL;
   }
   json_error_t je;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
     /* jansson's text may quote a few bytes of the document, which is public key data. */
-    set_err(err, errlen, "JWKS is not valid JSON (line %d column %d: %s)", je.line, je.column,
-            je.text);
+    m5_set_why(err, errlen, "JWKS is not valid JSON (line %d column %d: %s)", je.line, je.column,
+               je.text);
     return NULL;
   }
   m5_jwks_t *s = calloc(1, sizeof *s);
   json_t *keys = json_object_get(root, "keys");
   if (!s || !(s->keys = calloc(M5_JWKS_MAX_KEYS, sizeof *s->keys))) {
-    set_err(err, errlen, "JWKS: out of memory");
+    m5_set_why(err, errlen, "JWKS: out of memory");
     goto fail;
   }
   if (!json_is_object(root) || !json_is_array(keys)) {
-    set_err(err, errlen, "JWKS is not an object with a \"keys\" array (RFC 7517 §5)");
+    m5_set_why(err, errlen, "JWKS is not an object with a \"keys\" array (RFC 7517 §5)");
     goto fail;
   }
   size_t i;
@@ -310,7 +302,7 @@ m5_jwks_t *m5_jwks_parse(const char *json, size_t len, char *err, size_t errlen)
     if (jwks_add(s, M5_JWKS_MAX_KEYS, jk, i, err, errlen) < 0) goto fail;
   }
   if (!s->n) {
-    set_err(err, errlen, "JWKS holds no usable key (kty EC, crv P-256, for ES256 signatures)");
+    m5_set_why(err, errlen, "JWKS holds no usable key (kty EC, crv P-256, for ES256 signatures)");
     goto fail;
   }
   json_decref(root);
