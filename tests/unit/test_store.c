@@ -2892,7 +2892,6 @@ static const struct {
     {"test_schema_2_upgraded", "SQLite schema"},
     {"test_schema_6_upgraded", "SQLite schema"},
     {"test_schema_3_upgraded", "SQLite schema"},
-    {"test_topics", "topics not on jetstream yet"},
     {"test_rebind", "REBIND's dedup, ticket and topic parts not on jetstream yet"},
     {"test_rebind_reports", "REBIND's generation memory not on jetstream yet"},
     {"test_rebind_rollback", "SQLite rollback"},
