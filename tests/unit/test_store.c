@@ -2951,6 +2951,36 @@ static void test_js_conclude_race(void **state) {
   m5_store_close(b);
   m5_store_close(a);
 }
+
+/* A TOPIC_SUB of an old generation racing a REBIND on another node: node a checked ue5's
+ * generation (1) and is about to write when node b's REBIND to 2 writes the generation and
+ * drops ue5's subscriptions (a's is not written yet). a's write then comes after the drop:
+ * its second read of the generation refuses it (M5_EPERM) and removes it, so no subscription
+ * of the old generation is left on either node. */
+static void test_js_topics_rebind_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b");
+  int64_t now_s = fake_now / 1000;
+  m5_store_job_t rb;
+  memset(&rb, 0, sizeof rb);
+  rb.op = M5_STORE_REBIND;
+  addr(&rb.rcpt, "UE", "ue5");
+  rb.gen = 2;
+  hook_at("topic-sub-checked", a, b, &rb, 0);
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, a, M5_STORE_TOPIC_SUB, "UE", "ue5", 1, "t.r", now_s + 100, &j),
+                   M5_EPERM);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(rb.status, 0);
+  assert_string_equal(subscribers(f, a, "t.r"), "");
+  wait_subscribers(f, b, "t.r", "");
+  assert_int_equal(sub(f, a, "ue5", 2, "t.r", now_s + 100), M5_STORE_ACCEPTED);
+  wait_subscribers(f, b, "t.r", "UE:ue5@2");
+  m5_store_close(b);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -3060,6 +3090,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_topics_rebind_race, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

@@ -74,20 +74,22 @@ struct js_topics {
   /* the copy: written by the watcher thread, read by the store thread, under mu */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  uint64_t applied; /* the last revision the watcher applied */
-  bool ready;       /* the initial values are in */
-  m5_hmap_t *subs;  /* key -> jt_sub_t */
+  uint64_t applied;             /* the last revision the watcher applied */
+  bool ready;                   /* the initial values are in */
+  m5_hmap_t *subs;              /* key -> jt_sub_t */
   m5_hmap_t *by_topic, *by_who; /* -> jt_group_t */
-  m5_hmap_t *gens;  /* UE Service ID -> uint64_t * */
-  int64_t swept_ms; /* store thread */
+  int64_t swept_ms;             /* store thread */
 };
 
 /* ---------------------------------------------------------------- names and values */
 
 static int type_tok(const char *type, const char **tok) {
-  if (!strcmp(type, "UE")) *tok = "ue";
-  else if (!strcmp(type, "AS")) *tok = "as";
-  else return M5_EINVAL;
+  if (!strcmp(type, "UE"))
+    *tok = "ue";
+  else if (!strcmp(type, "AS"))
+    *tok = "as";
+  else
+    return M5_EINVAL;
   return M5_OK;
 }
 
@@ -180,12 +182,16 @@ static jt_group_t *group_of(m5_hmap_t *m, const char *key, size_t klen, bool cre
 }
 
 static void unlink_sub(js_topics_t *t, jt_sub_t *x) {
-  if (x->tprev) x->tprev->tnext = x->tnext;
-  else x->tg->head = x->tnext;
+  if (x->tprev)
+    x->tprev->tnext = x->tnext;
+  else
+    x->tg->head = x->tnext;
   if (x->tnext) x->tnext->tprev = x->tprev;
   if (--x->tg->n == 0) free(m5_hmap_del(t->by_topic, x->tg->key, x->tg->klen));
-  if (x->sprev) x->sprev->snext = x->snext;
-  else x->sg->head = x->snext;
+  if (x->sprev)
+    x->sprev->snext = x->snext;
+  else
+    x->sg->head = x->snext;
   if (x->snext) x->snext->sprev = x->sprev;
   if (--x->sg->n == 0) free(m5_hmap_del(t->by_who, x->sg->key, x->sg->klen));
   m5_hmap_del(t->subs, x->key, strlen(x->key));
@@ -239,29 +245,6 @@ static void apply_sub(js_topics_t *t, const m5_js_kv_change_t *ch) {
   sg->n++;
 }
 
-static void apply_gen(js_topics_t *t, const m5_js_kv_change_t *ch) {
-  char ue[M5_MSG_ADDR_MAX + 1];
-  const char *tok = ch->key + 2;
-  if (!tok_decode(tok, strlen(tok), ue, sizeof ue)) return;
-  uint64_t *g = m5_hmap_get(t->gens, ue, strlen(ue));
-  if (ch->deleted) {
-    free(m5_hmap_del(t->gens, ue, strlen(ue)));
-    return;
-  }
-  char buf[32];
-  size_t n = ch->len < sizeof buf - 1 ? ch->len : sizeof buf - 1;
-  memcpy(buf, ch->val, n);
-  buf[n] = 0;
-  uint64_t v = strtoull(buf, NULL, 10);
-  if (!g) {
-    if (!(g = malloc(sizeof *g)) || m5_hmap_put(t->gens, ue, strlen(ue), g, NULL)) {
-      free(g);
-      return;
-    }
-  }
-  *g = v;
-}
-
 static void *watch_main(void *arg) {
   js_topics_t *t = arg;
   char err[256];
@@ -279,10 +262,7 @@ static void *watch_main(void *arg) {
     }
     failing = 0;
     pthread_mutex_lock(&t->mu);
-    if (ch.key && !strncmp(ch.key, "s.", 2))
-      apply_sub(t, &ch);
-    else if (ch.key && !strncmp(ch.key, "g.", 2))
-      apply_gen(t, &ch);
+    if (ch.key && !strncmp(ch.key, "s.", 2)) apply_sub(t, &ch); /* g.: read by the leader */
     if (ch.key && ch.rev > t->applied) t->applied = ch.rev;
     if (!ch.key) t->ready = true;
     pthread_cond_broadcast(&t->cv);
@@ -315,8 +295,10 @@ static int wait_applied(js_topics_t *t, uint64_t rev, const char *del_key) {
   }
   pthread_mutex_unlock(&t->mu);
   if (rc)
-    M5_LOGE("store", "jetstream: topics: revision %llu written but not seen by this node's watcher "
-                     "within %lld ms", (unsigned long long)rev, (long long)ms);
+    M5_LOGE("store",
+            "jetstream: topics: revision %llu written but not seen by this node's watcher "
+            "within %lld ms",
+            (unsigned long long)rev, (long long)ms);
   return rc;
 }
 
@@ -353,7 +335,6 @@ static int del_key(js_topics_t *t, const char *key, uint64_t rev, uint64_t *wait
   return M5_EAGAIN;
 }
 
-
 /* Writes val to key: compare-and-set on rev (the copy's; 0: create-only), read again through
  * the leader when another node wrote the key since. *wrote: the new revision. */
 static int put_key(js_topics_t *t, const char *key, const char *val, uint64_t rev,
@@ -373,7 +354,8 @@ static int put_key(js_topics_t *t, const char *key, const char *val, uint64_t re
     rev = 0;
     rc = m5_js_kv_get(t->kv, key, &v, &l, &rev, err, sizeof err);
     free(v);
-    if (rc == M5_ENOENT) rev = 0;
+    if (rc == M5_ENOENT)
+      rev = 0;
     else if (rc) {
       M5_LOGW("store", "jetstream: topics: %s", err);
       return js_fail_status(rc);
@@ -536,6 +518,10 @@ static void do_sub(js_store_t *s, m5_store_job_t *job) {
     }
   }
   pthread_mutex_unlock(&t->mu);
+#ifdef M5_TEST_HOOKS
+  if (!job->outcome && m5_store_js_test_hook)
+    m5_store_js_test_hook("topic-sub-checked", &s->base, job);
+#endif
   uint64_t last = 0;
   size_t done = 0;
   for (; !job->outcome && done < job->n_topics; done++) {
@@ -544,15 +530,25 @@ static void do_sub(js_store_t *s, m5_store_job_t *job) {
     if ((job->status = put_key(t, w[done].key, val, w[done].rev, &w[done].wrote)) != 0) break;
     if (w[done].wrote > last) last = w[done].wrote;
   }
+  /* A REBIND on another node may have written a newer generation after the check above:
+   * either its drop saw these writes (they came first in the bucket: gone), or this second
+   * read sees its generation (they came after) and the job undoes them. */
+  uint64_t known2 = 0, rev2;
+  if (!job->status && !job->outcome && !strcmp(a->type, "UE") &&
+      !(job->status = read_gen(t, a->addr, &known2, &rev2)) && gen < known2)
+    job->status = M5_EPERM;
   if (job->status) {
     /* undo what this job wrote, as far as the cluster lets us (by revision: a write of
-     * someone else since stays) */
+     * someone else since stays), and answer once this node's copy has the undo */
     char err[256];
     for (size_t i = 0; i < done; i++) {
-      int rc = w[i].had ? m5_js_kv_update(t->kv, w[i].key, w[i].old, strlen(w[i].old),
-                                          w[i].wrote, NULL, err, sizeof err)
-                        : m5_js_kv_delete(t->kv, w[i].key, w[i].wrote, err, sizeof err);
-      if (rc && rc != M5_EAGAIN)
+      int rc = w[i].had && job->status != M5_EPERM /* an older generation's: it goes */
+                   ? m5_js_kv_update(t->kv, w[i].key, w[i].old, strlen(w[i].old), w[i].wrote, NULL,
+                                     err, sizeof err)
+                   : m5_js_kv_delete(t->kv, w[i].key, w[i].wrote, err, sizeof err);
+      if (rc == M5_OK || rc == M5_EAGAIN)
+        wait_applied(t, w[i].wrote, w[i].key);
+      else
         M5_LOGW("store", "jetstream: topics: undoing a failed TOPIC_SUB: %s", err);
     }
   } else if (!job->outcome) {
@@ -737,8 +733,7 @@ int js_topics_open(js_store_t *s, char *err, size_t errlen) {
   t->subs = m5_hmap_new();
   t->by_topic = m5_hmap_new();
   t->by_who = m5_hmap_new();
-  t->gens = m5_hmap_new();
-  if (!t->subs || !t->by_topic || !t->by_who || !t->gens) {
+  if (!t->subs || !t->by_topic || !t->by_who) {
     snprintf(err, errlen, "out of memory");
     return M5_ENOMEM;
   }
@@ -781,7 +776,6 @@ void js_topics_close(js_store_t *s) {
   if (t->subs) m5_hmap_free(t->subs, free_val);
   if (t->by_topic) m5_hmap_free(t->by_topic, free_val);
   if (t->by_who) m5_hmap_free(t->by_who, free_val);
-  if (t->gens) m5_hmap_free(t->gens, free_val);
   pthread_cond_destroy(&t->cv);
   pthread_mutex_destroy(&t->mu);
   free(t);

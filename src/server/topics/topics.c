@@ -208,8 +208,8 @@ int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t
 }
 
 int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_addr_t *publisher,
-                      router_t *router, registry_t *reg, const char *self,
-                      int64_t first_retry_ms, m5_store_rcpt_t **out, size_t *n) {
+                      router_t *router, registry_t *reg, const char *self, int64_t first_retry_ms,
+                      m5_store_rcpt_t **out, size_t *n) {
   int64_t now_s = (int64_t)time(NULL);
   *out = NULL;
   *n = 0;

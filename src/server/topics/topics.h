@@ -66,7 +66,7 @@ int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t
  * node (m5_store_rcpt_t.node), due at once there: that node pushes it, as ue_accept does for
  * a point-to-point message. *out is malloc'd (NULL when *n is 0). 0 or M5_ENOMEM. */
 int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_addr_t *publisher,
-                      router_t *router, registry_t *reg, const char *self,
-                      int64_t first_retry_ms, m5_store_rcpt_t **out, size_t *n);
+                      router_t *router, registry_t *reg, const char *self, int64_t first_retry_ms,
+                      m5_store_rcpt_t **out, size_t *n);
 
 #endif
