@@ -46,16 +46,24 @@
 
 typedef struct jt_group jt_group_t;
 
-/* A subscription as the bucket holds it. */
+/* A subscription as the bucket holds it (one allocation: the strings follow). */
 typedef struct jt_sub {
-  char key[KEY_MAX + 1];
-  char topic[M5_MSG_NAME_MAX + 1];
-  m5_msg_addr_t who;
   uint64_t gen, rev;
   int64_t expiry, since_ms;
   jt_group_t *tg, *sg; /* its topic's and its subscriber's lists */
   struct jt_sub *tprev, *tnext, *sprev, *snext;
+  const char *topic, *addr; /* in key[] after the key */
+  char type[3];             /* "UE", "AS" */
+  char key[];
 } jt_sub_t;
+
+/* What a key and a value say. */
+typedef struct {
+  char topic[M5_MSG_NAME_MAX + 1];
+  m5_msg_addr_t who;
+  uint64_t gen;
+  int64_t expiry, since_ms;
+} jt_parsed_t;
 
 struct jt_group {
   jt_sub_t *head;
@@ -119,7 +127,7 @@ static bool tok_decode(const char *tok, size_t len, char *out, size_t size) {
 }
 
 /* "s.<topic>.<type>.<who>" -> sub's topic and who. */
-static bool parse_sub_key(const char *key, jt_sub_t *sub) {
+static bool parse_sub_key(const char *key, jt_parsed_t *sub) {
   const char *p[4];
   size_t len[4];
   const char *c = key;
@@ -146,7 +154,7 @@ static int sub_val(uint64_t gen, int64_t expiry, int64_t since_ms, char out[VAL_
                   (long long)since_ms);
 }
 
-static bool parse_sub_val(const uint8_t *v, size_t len, jt_sub_t *sub) {
+static bool parse_sub_val(const uint8_t *v, size_t len, jt_parsed_t *sub) {
   char buf[VAL_MAX];
   if (len == 0 || len >= sizeof buf) return false;
   memcpy(buf, v, len);
@@ -205,7 +213,7 @@ static void apply_sub(js_topics_t *t, const m5_js_kv_change_t *ch) {
     if (x) unlink_sub(t, x);
     return;
   }
-  jt_sub_t in = {0};
+  jt_parsed_t in = {0};
   if (kl > KEY_MAX || !parse_sub_key(ch->key, &in) || !parse_sub_val(ch->val, ch->len, &in)) {
     M5_LOGW("store", "jetstream: topics: key %.80s (revision %llu) is not a subscription: ignored",
             ch->key, (unsigned long long)ch->rev);
@@ -222,15 +230,22 @@ static void apply_sub(js_topics_t *t, const m5_js_kv_change_t *ch) {
   size_t wl = who_key(&in.who, wk, sizeof wk);
   jt_group_t *tg = group_of(t->by_topic, in.topic, strlen(in.topic), true);
   jt_group_t *sg = tg ? group_of(t->by_who, wk, wl, true) : NULL;
-  if (!sg || !(x = malloc(sizeof *x)) || m5_hmap_put(t->subs, ch->key, kl, x, NULL)) {
+  size_t tl = strlen(in.topic), al = strlen(in.who.addr);
+  if (!sg || !(x = malloc(sizeof *x + kl + tl + al + 3)) ||
+      m5_hmap_put(t->subs, ch->key, kl, x, NULL)) {
     free(x);
     if (tg && !tg->n) free(m5_hmap_del(t->by_topic, tg->key, tg->klen));
     if (sg && !sg->n) free(m5_hmap_del(t->by_who, sg->key, sg->klen));
     M5_LOGE("store", "jetstream: topics: out of memory: subscription %.80s not applied", ch->key);
     return;
   }
-  *x = in;
   memcpy(x->key, ch->key, kl + 1);
+  x->topic = memcpy(x->key + kl + 1, in.topic, tl + 1);
+  x->addr = memcpy(x->key + kl + tl + 2, in.who.addr, al + 1);
+  memcpy(x->type, in.who.type[0] == 'U' ? "UE" : "AS", sizeof x->type); /* parse_sub_key's */
+  x->gen = in.gen;
+  x->expiry = in.expiry;
+  x->since_ms = in.since_ms;
   x->rev = ch->rev;
   x->tg = tg;
   x->sg = sg;
@@ -399,7 +414,7 @@ static void find_expired(const void *key, size_t klen, void *val, void *arg) {
   expired_t *e = arg;
   const jt_sub_t *x = val;
   if (e->n < e->cap && x->expiry <= e->now_s) {
-    memcpy(e->v[e->n].key, x->key, sizeof x->key);
+    snprintf(e->v[e->n].key, sizeof e->v[e->n].key, "%s", x->key);
     e->v[e->n++].rev = x->rev;
   }
 }
@@ -577,7 +592,7 @@ static int refs_of(js_topics_t *t, const m5_msg_addr_t *a, uint64_t below, refs_
   }
   for (const jt_sub_t *x = g ? g->head : NULL; x; x = x->snext)
     if (!below || x->gen < below) {
-      memcpy(r->v[r->n].key, x->key, sizeof x->key);
+      snprintf(r->v[r->n].key, sizeof r->v[r->n].key, "%s", x->key);
       r->v[r->n++].rev = x->rev;
     }
   pthread_mutex_unlock(&t->mu);
@@ -629,8 +644,8 @@ static void do_unsub(js_store_t *s, m5_store_job_t *job) {
 static int by_age(const void *pa, const void *pb) {
   const jt_sub_t *a = *(const jt_sub_t *const *)pa, *b = *(const jt_sub_t *const *)pb;
   if (a->since_ms != b->since_ms) return a->since_ms < b->since_ms ? -1 : 1;
-  int c = strcmp(a->who.addr, b->who.addr);
-  return c ? c : strcmp(a->who.type, b->who.type);
+  int c = strcmp(a->addr, b->addr);
+  return c ? c : strcmp(a->type, b->type);
 }
 
 /* TOPIC_SUBSCRIBERS: from this node's copy, unexpired, oldest first (as SQLite: since_ms, then
@@ -654,7 +669,8 @@ static void do_list(js_store_t *s, m5_store_job_t *job) {
   if (n > limit) n = limit;
   job->subs = n ? calloc(n, sizeof *job->subs) : NULL;
   for (size_t i = 0; job->subs && i < n; i++) {
-    job->subs[i].addr = v[i]->who;
+    snprintf(job->subs[i].addr.type, sizeof job->subs[i].addr.type, "%s", v[i]->type);
+    snprintf(job->subs[i].addr.addr, sizeof job->subs[i].addr.addr, "%s", v[i]->addr);
     job->subs[i].gen = v[i]->gen;
     job->subs[i].expiry = v[i]->expiry;
   }
