@@ -2508,6 +2508,83 @@ static void test_js_two_nodes(void **state) {
   m5_store_close(a);
 }
 
+/* Waits until node s lists want as topic's subscribers (its copy of P_topics is filled by
+ * its own watcher: another node's write arrives a moment later). */
+static void wait_subscribers(fx_t *f, m5_store_t *s, const char *topic, const char *want) {
+  const char *got = "";
+  for (int i = 0; i < 2000; i++) {
+    if (!strcmp(got = subscribers(f, s, topic), want)) return;
+    usleep(10000);
+  }
+  fail_msg("subscribers of %s: \"%s\", want \"%s\"", topic, got, want);
+}
+
+/* Topic subscriptions are the cluster's (KV bucket P_topics): one made on node a is among
+ * node b's subscribers and counts against b's bounds; an unsubscription on b is seen on a; a
+ * REBIND on b drops the old generation's subscriptions made on a, and a's TOPIC_SUB of that
+ * generation is then refused (M5_EPERM); b's copy is rebuilt at reopen. */
+static void test_js_topics_two_nodes(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b");
+  int64_t now_s = fake_now / 1000;
+  assert_int_equal(sub(f, a, "ue1", 1, "t.x t.y", now_s + 100), M5_STORE_ACCEPTED);
+  wait_subscribers(f, b, "t.x", "UE:ue1@1");
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, b, M5_STORE_TOPIC_SUB, "AS", "as1", 0, "t.x", now_s + 100, &j), 0);
+  assert_int_equal(j.outcome, M5_STORE_ACCEPTED);
+  wait_subscribers(f, a, "t.x", "AS:as1@0 UE:ue1@1"); /* the same ms: by address */
+  /* b's bounds count a's subscriptions: t.x has 2, ue1 has 2 */
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_TOPIC_SUB;
+  addr(&j.rcpt, "UE", "ue2");
+  snprintf(topic_names[0], sizeof topic_names[0], "t.x");
+  j.topics = topic_names;
+  j.n_topics = 1;
+  j.topic_expiry = now_s + 100;
+  j.max_subscribers = 2;
+  assert_int_equal(run(f, b, &j), 0);
+  assert_int_equal(j.outcome, M5_STORE_TOPIC_FULL);
+  memset(&j, 0, sizeof j);
+  j.op = M5_STORE_TOPIC_SUB;
+  addr(&j.rcpt, "UE", "ue1");
+  snprintf(topic_names[0], sizeof topic_names[0], "t.z");
+  j.topics = topic_names;
+  j.n_topics = 1;
+  j.topic_expiry = now_s + 100;
+  j.max_subs = 2;
+  assert_int_equal(run(f, b, &j), 0);
+  assert_int_equal(j.outcome, M5_STORE_SUBS_FULL);
+  /* a renewal on b of a's subscription (compare-and-set on a's revision) */
+  assert_int_equal(sub(f, b, "ue1", 1, "t.x", now_s + 300), M5_STORE_ACCEPTED);
+  /* an unsubscription on b is seen on a */
+  assert_int_equal(topic_job(f, b, M5_STORE_TOPIC_UNSUB, "UE", "ue1", 0, "t.x", 0, &j), 0);
+  assert_string_equal(subscribers(f, b, "t.x"), "AS:as1@0"); /* b's own write: at once */
+  wait_subscribers(f, a, "t.x", "AS:as1@0");
+  assert_string_equal(subscribers(f, a, "t.y"), "UE:ue1@1");
+  /* ue1 re-bound on b: what it made under generation 1 on a goes, everywhere */
+  assert_int_equal(rebind(f, b, "ue1", 2, NULL), 0);
+  assert_string_equal(subscribers(f, b, "t.y"), "");
+  wait_subscribers(f, a, "t.y", "");
+  assert_int_equal(topic_job(f, a, M5_STORE_TOPIC_SUB, "UE", "ue1", 1, "t.y", now_s + 100, &j),
+                   M5_EPERM);
+  assert_int_equal(sub(f, a, "ue1", 2, "t.y", now_s + 100), M5_STORE_ACCEPTED);
+  /* every subscription of an AS at once, from the other node */
+  assert_int_equal(topic_job(f, a, M5_STORE_TOPIC_UNSUB, "AS", "as1", 0, "", 0, &j), 0);
+  assert_string_equal(subscribers(f, a, "t.x"), "");
+  wait_subscribers(f, b, "t.x", "");
+  /* b restarts: its copy is the bucket's */
+  m5_store_close(b);
+  b = open_node("b");
+  assert_string_equal(subscribers(f, b, "t.y"), "UE:ue1@2");
+  /* expired: listed nowhere, and swept (deleted from the bucket) by the first node to look */
+  set_now(fake_now + 200 * 1000);
+  assert_string_equal(subscribers(f, b, "t.y"), "");
+  set_now(fake_now - 200 * 1000);
+  wait_subscribers(f, a, "t.y", ""); /* gone from a's copy too: b deleted it */
+  m5_store_close(b);
+  m5_store_close(a);
+}
+
 static const char *drop_ue3(void *arg, const m5_msg_addr_t *dest, const m5_msg_addr_t *rcpt,
                             uint64_t group_gen) {
   (void)arg;
@@ -2874,6 +2951,36 @@ static void test_js_conclude_race(void **state) {
   m5_store_close(b);
   m5_store_close(a);
 }
+
+/* A TOPIC_SUB of an old generation racing a REBIND on another node: node a checked ue5's
+ * generation (1) and is about to write when node b's REBIND to 2 writes the generation and
+ * drops ue5's subscriptions (a's is not written yet). a's write then comes after the drop:
+ * its second read of the generation refuses it (M5_EPERM) and removes it, so no subscription
+ * of the old generation is left on either node. */
+static void test_js_topics_rebind_race(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a"), *b = open_node("b");
+  int64_t now_s = fake_now / 1000;
+  m5_store_job_t rb;
+  memset(&rb, 0, sizeof rb);
+  rb.op = M5_STORE_REBIND;
+  addr(&rb.rcpt, "UE", "ue5");
+  rb.gen = 2;
+  hook_at("topic-sub-checked", a, b, &rb, 0);
+  m5_store_job_t j;
+  assert_int_equal(topic_job(f, a, M5_STORE_TOPIC_SUB, "UE", "ue5", 1, "t.r", now_s + 100, &j),
+                   M5_EPERM);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(hk.fired, 1);
+  assert_int_equal(hk.job_rc, 0);
+  assert_int_equal(rb.status, 0);
+  assert_string_equal(subscribers(f, a, "t.r"), "");
+  wait_subscribers(f, b, "t.r", "");
+  assert_int_equal(sub(f, a, "ue5", 2, "t.r", now_s + 100), M5_STORE_ACCEPTED);
+  wait_subscribers(f, b, "t.r", "UE:ue5@2");
+  m5_store_close(b);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -2892,7 +2999,6 @@ static const struct {
     {"test_schema_2_upgraded", "SQLite schema"},
     {"test_schema_6_upgraded", "SQLite schema"},
     {"test_schema_3_upgraded", "SQLite schema"},
-    {"test_topics", "topics not on jetstream yet"},
     {"test_rebind", "REBIND's dedup, ticket and topic parts not on jetstream yet"},
     {"test_rebind_reports", "REBIND's generation memory not on jetstream yet"},
     {"test_rebind_rollback", "SQLite rollback"},
@@ -2976,6 +3082,7 @@ int main(int argc, char **argv) {
   }
   const struct CMUnitTest js_only[] = {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_topics_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_max_bytes, fx_setup, fx_teardown),
@@ -2983,6 +3090,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_claim, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_topics_rebind_race, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

@@ -96,6 +96,9 @@ typedef struct {
 
   pthread_mutex_t st_mu;
   m5_store_stats_t st;
+
+  /* ---- topics (js_topics.c): KV bucket P_topics and this node's copy of it ---- */
+  struct js_topics *topics;
 } js_store_t;
 
 /* ---- record codec (js_store.c) ----
@@ -190,5 +193,17 @@ typedef struct {
 void js_tickets_put(js_store_t *s, m5_store_job_t *job);
 int js_ticket_check(js_store_t *s, m5_store_job_t *job, js_ticket_use_t *u);
 void js_ticket_restore(js_store_t *s, const js_ticket_use_t *u);
+
+/* ---- topic subscriptions (js_topics.c) ---- */
+typedef struct js_topics js_topics_t;
+/* At open, after the client: the bucket P_topics, its watcher, its contents in memory. */
+int js_topics_open(js_store_t *s, char *err, size_t errlen);
+void js_topics_close(js_store_t *s); /* before the client closes; NULL topics ignored */
+void js_topics_job(js_store_t *s, m5_store_job_t *job); /* TOPIC_SUB, _UNSUB, _SUBSCRIBERS */
+/* REBIND's part (job->rcpt a UE, job->gen): the generation remembered, the UE's subscriptions
+ * of an older one dropped; sets job->status on failure (nothing when it is set already). */
+void js_topics_rebind(js_store_t *s, m5_store_job_t *job);
+/* Periodic work (store thread): expired subscriptions dropped, bounded per call. */
+void js_topics_tick(js_store_t *s);
 
 #endif

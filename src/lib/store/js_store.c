@@ -589,6 +589,7 @@ static void js_close(m5_store_t *base) {
   }
   m5_js_kv_close(s->dedup);
   m5_js_kv_close(s->tickets);
+  js_topics_close(s);
   m5_js_client_close(s->c);
   js_drain_inbox(s);
   if (s->by_id) m5_hmap_foreach(s->by_id, free_entry_val, NULL);
@@ -714,6 +715,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
                         .history = 1,
                         .ttl_ms = o->report_window_ms > 100 ? o->report_window_ms : 100};
   if (m5_js_ensure_kv(s->c, &tk, &s->tickets, e2, sizeof e2)) goto fail;
+  if (js_topics_open(s, e2, sizeof e2)) goto fail;
   for (int f = 0; f < 2; f++) {
     char filter[3 * JS_NAME_MAX];
     snprintf(filter, sizeof filter, "%s.%c.%s.>", s->prefix, f == JS_FAM_R ? 'r' : 'q', s->node);

@@ -35,11 +35,6 @@ int64_t js_now_ms(js_store_t *s) {
 int (*m5_store_js_test_hook)(const char *point, m5_store_t *store, m5_store_job_t *job);
 #endif
 
-static void unsupported(m5_store_job_t *job, const char *what) {
-  M5_LOGW("store", "jetstream: %s is not supported on the jetstream backend yet", what);
-  job->status = M5_EINVAL;
-}
-
 /* The dedup key of (ori, id): hex of HMAC-SHA-256 (collision-resistant, any length, a valid
  * KV key token and Msg-Id part). */
 void js_hash_hex(const char *text, size_t len, char out[65]) {
@@ -557,7 +552,7 @@ void js_run_job(js_store_t *s, m5_store_job_t *job) {
   case M5_STORE_TOPIC_SUB:
   case M5_STORE_TOPIC_UNSUB:
   case M5_STORE_TOPIC_SUBSCRIBERS:
-    return unsupported(job, "TOPIC_*");
+    return js_topics_job(s, job);
   case M5_STORE_GROUP_SWEEP:
     return js_group_sweep(s, job);
   }

@@ -58,7 +58,7 @@ static void rebind_others(js_store_t *s, m5_store_job_t *job, uint64_t *n) {
 
 /* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): this
  * node's from its index, other nodes' where they are, so one node's REBIND covers the cluster.
- * Not done here yet: dropping rcpt's dedup entries as an originator, tickets, topics; the
+ * Not done here yet: dropping rcpt's dedup entries as an originator, tickets; the
  * generation is not remembered (a repeat finds nothing older left). */
 void js_rebind(js_store_t *s, m5_store_job_t *job) {
   if (strcmp(job->rcpt.type, "UE") || !job->gen) {
@@ -88,6 +88,7 @@ void js_rebind(js_store_t *s, m5_store_job_t *job) {
   }
   free(causes);
   free(l.v);
+  js_topics_rebind(s, job); /* its topic subscriptions of an older generation */
 }
 
 typedef struct {

@@ -436,7 +436,8 @@ const char *m5_deliv_state_name(m5_deliv_state_t s);
  *    before its claim becomes the final ack; a non-zero return abandons the job there as a
  *    crash would (status M5_EIO, nothing deleted, the claim left pending);
  *  - "move-listed": DUE(rcpt), after it read the deliveries to move, before it copies them;
- *  - "conclude-reported": a conclusion, after its failure report is stored, before the delete. */
+ *  - "conclude-reported": a conclusion, after its failure report is stored, before the delete;
+ *  - "topic-sub-checked": TOPIC_SUB, after its generation and bound checks, before it writes. */
 extern int (*m5_store_js_test_hook)(const char *point, m5_store_t *store, m5_store_job_t *job);
 #endif
 

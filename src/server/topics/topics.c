@@ -208,8 +208,9 @@ int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t
 }
 
 int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_addr_t *publisher,
-                      router_t *router, registry_t *reg, int64_t first_retry_ms,
+                      router_t *router, registry_t *reg, const char *self, int64_t first_retry_ms,
                       m5_store_rcpt_t **out, size_t *n) {
+  int64_t now_s = (int64_t)time(NULL);
   *out = NULL;
   *n = 0;
   if (n_subs == 0) return 0;
@@ -230,9 +231,17 @@ int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_ad
     x->next_attempt_ms = first_retry_ms;
     router_loc_t loc;
     char target[2]; /* only whether the AS has a targetUri */
-    if (!strcmp(s->addr.type, "UE"))
+    registry_entry_t e;
+    if (!strcmp(s->addr.type, "UE")) {
       x->in_flight = router_find(router, s->addr.addr, &loc) == 0;
-    else
+      /* registered on another node of the cluster: queued there, which pushes it */
+      if (!x->in_flight && self && *self && reg &&
+          registry_lookup(reg, s->addr.addr, now_s, &e) == 0 && e.registered && e.node[0] &&
+          strcmp(e.node, self) != 0) {
+        snprintf(x->node, sizeof x->node, "%s", e.node);
+        x->next_attempt_ms = now_s * 1000;
+      }
+    } else
       x->in_flight =
           reg && registry_as_target(reg, s->addr.addr, target, sizeof target) == 0 && target[0];
   }

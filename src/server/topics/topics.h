@@ -61,10 +61,12 @@ int topics_may_publish(const topics_t *t, const char *topic, const m5_msg_addr_t
  * per subscriber but the publisher and those the policy of who may message whom keeps from
  * it (reg's registry_policy_check), stamped with its generation; in flight (pushed at once by
  * the caller) when it is live now (a UE with a session on some worker, an AS with a
- * targetUri), else queued, first due at first_retry_ms. *out is malloc'd (NULL when *n is 0).
- * 0 or M5_ENOMEM. */
+ * targetUri), else queued, first due at first_retry_ms. A UE registered on another m5s node
+ * of the cluster (self: this node's node.name; NULL or "" on one node) is queued on that
+ * node (m5_store_rcpt_t.node), due at once there: that node pushes it, as ue_accept does for
+ * a point-to-point message. *out is malloc'd (NULL when *n is 0). 0 or M5_ENOMEM. */
 int topics_recipients(const m5_store_sub_t *subs, size_t n_subs, const m5_msg_addr_t *publisher,
-                      router_t *router, registry_t *reg, int64_t first_retry_ms,
+                      router_t *router, registry_t *reg, const char *self, int64_t first_retry_ms,
                       m5_store_rcpt_t **out, size_t *n);
 
 #endif

@@ -191,7 +191,7 @@ static void topic_resolved(accept_t *j) {
   m5_store_job_t *sj = &j->job;
   if (fan_charge(j, sj->n_subs) != 0) return;
   int rc = topics_recipients(sj->subs, sj->n_subs, &sj->msg.ori, api->opts.router, api->opts.reg,
-                             delivery_first_retry_ms(), &j->fan, &j->n_fan);
+                             api->opts.node, delivery_first_retry_ms(), &j->fan, &j->n_fan);
   m5_store_job_clear(sj); /* the subscriptions list */
   sj->topics = NULL;
   sj->n_topics = 0;
