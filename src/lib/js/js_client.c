@@ -67,6 +67,11 @@ static int nats_rc(natsStatus s) {
   }
 }
 
+/* The id of an async KV write (m5_js_kv_publish_async): not a Nats-Msg-Id, which the server
+ * would keep in memory for the bucket's duplicate window (and which would answer a repeat
+ * "duplicate" without checking the revision); it only names the write in its acknowledgement. */
+#define PUB_ID_HDR "M5-Pub-Id"
+
 /* The outcome of an async publish, on a libnats thread. The message is destroyed BEFORE the
  * caller hears of it: the callback may be what lets the owner close the client and exit, and a
  * message still to be freed after it would race that (seen as a leak at exit under load). So
@@ -76,7 +81,9 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
   m5_js_client_t *c = closure;
   char id[M5_JS_PUB_NAME_MAX + 1] = "", subject[M5_JS_PUB_NAME_MAX + 1] = "";
   const char *h = NULL;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) snprintf(id, sizeof id, "%s", h);
+  if ((natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) ||
+      (natsMsgHeader_Get(msg, PUB_ID_HDR, &h) == NATS_OK && h)) /* a KV write's */
+    snprintf(id, sizeof id, "%s", h);
   const char *subj = natsMsg_GetSubject(msg);
   snprintf(subject, sizeof subject, "%s", subj ? subj : "");
   natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
@@ -845,4 +852,33 @@ void m5_js_library_close(void) {
    * delivery thread frees only after the callback returned, so a process that exits right
    * after hearing of it (nats_Close does not wait) would leave that message behind. */
   nats_CloseAndWait(10000);
+}
+
+int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                           uint64_t last_rev, const char *msg_id, int64_t max_wait_ms,
+                           char *err, size_t err_size) {
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !msg_id || !*msg_id ||
+      strlen(msg_id) > M5_JS_PUB_NAME_MAX || max_wait_ms <= 0)
+    return say(err, err_size, M5_EINVAL, "kv publish: bad arguments");
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  kv_subject(kv, key, subj);
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subj, NULL, data, (int)len);
+  if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, key);
+  s = natsMsgHeader_Set(m, PUB_ID_HDR, msg_id);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return nats_fail(err, err_size, M5_ENOMEM, s, key);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = max_wait_ms;
+  if (last_rev)
+    po.ExpectLastSubjectSeq = last_rev;
+  else
+    po.ExpectNoMessage = true;
+  s = js_PublishMsgAsync(kv->js, &m, &po); /* takes m over on success */
+  if (s == NATS_OK) return M5_OK;
+  natsMsg_Destroy(m);
+  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, key);
 }

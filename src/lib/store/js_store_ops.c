@@ -1,6 +1,6 @@
 /* The jobs of m5_store on NATS JetStream (store.h ops; issue 13, docs/store.md "JetStream"),
  * run one at a time on the store thread (js_store.c), which may block on the cluster. ACCEPT
- * is in js_accept.c.
+ * is in js_accept.c (the ACCEPTs waiting in a row run there as one pipelined batch).
  *
  * The rules the jobs keep:
  *  - ACCEPT answers after every PubAck (stored on a quorum): it claims the dedup key
