@@ -2983,6 +2983,71 @@ static void test_js_batch(void **state) {
   m5_store_close(b);
   m5_store_close(a);
 }
+/* MARK_DELIVERED jobs waiting in a row: their deletes go in one round trip (one commit_no)
+ * and each is answered as alone: concluded (its delivery in items), M5_ENOENT for an id an
+ * earlier job of the batch concluded, for a delivery deleted by someone else (which leaves
+ * the index) and for an unknown id. */
+static void test_js_mark_batch(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.node = "a";
+  m5_store_t *a = open_store(&o);
+  uint64_t id[3];
+  const char *to[3] = {"ue11", "ue12", "ue13"};
+  for (int i = 0; i < 3; i++) {
+    char mid[8];
+    snprintf(mid, sizeof mid, "mb%d", i);
+    assert_int_equal(accept1(f, a, "ue1", mid, M5_PRIO_MIDDLE, to[i], &id[i]), M5_STORE_ACCEPTED);
+  }
+  /* ue13's delivery is deleted behind a's back (as another node's conclusion would) */
+  m5_js_client_t *c = NULL;
+  char err[256], name[96];
+  m5_js_client_opts_t co = {.servers = &js_url, .n_servers = 1, .on_ack = on_ack_none};
+  assert_int_equal(m5_js_client_open(&c, &co, err, sizeof err), 0);
+  snprintf(name, sizeof name, "%s_Q", js_prefix);
+  assert_int_equal(m5_js_delete_msg(c, name, id[2] >> 1, err, sizeof err), 0);
+  enum { NB = 5 };
+  static m5_store_job_t mk[NB];
+  m5_store_job_t *jobs[NB];
+  const uint64_t ids[NB] = {id[0], id[1], id[0], id[2], 12346};
+  for (size_t i = 0; i < NB; i++) {
+    memset(&mk[i], 0, sizeof mk[i]);
+    mk[i].op = M5_STORE_MARK_DELIVERED;
+    mk[i].id = ids[i];
+    jobs[i] = &mk[i];
+  }
+  accept_t x0;
+  m5_store_job_t *j0 = mk_for_a(&x0, "J0", "ue2");
+  bk = (__typeof__(bk)){a, jobs, NB, f, 0};
+  m5_store_js_test_hook = batch_hook;
+  j0->base.reply = f->replies;
+  f->done = 0;
+  f->want = 1 + NB;
+  assert_int_equal(m5_store_submit(a, j0), 0);
+  assert_int_equal(m5_loop_run(f->loop), 0);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(f->done, 1 + NB);
+  for (size_t i = 0; i < 2; i++) {
+    assert_int_equal(mk[i].status, 0);
+    assert_int_equal(mk[i].n_items, 1);
+    assert_int_equal(mk[i].items[0].id, ids[i]);
+    assert_int_equal(mk[i].items[0].state, M5_DELIV_DELIVERED);
+  }
+  assert_true(mk[0].commit_no != 0);
+  assert_int_equal(mk[1].commit_no, mk[0].commit_no); /* one round trip */
+  for (size_t i = 2; i < NB; i++)
+    assert_int_equal(mk[i].status, M5_ENOENT);
+  for (size_t i = 0; i < NB; i++)
+    m5_store_job_clear(&mk[i]);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pending_of(f, a, to[i]), 0);
+  uint64_t left = 0;
+  assert_int_equal(m5_js_stream_msgs(c, name, &left, err, sizeof err), 0);
+  assert_int_equal(left, 1); /* J0's */
+  m5_js_client_close(c);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -3093,6 +3158,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_batch, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_mark_batch, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

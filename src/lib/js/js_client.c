@@ -882,3 +882,74 @@ int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, si
   natsMsg_Destroy(m);
   return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, key);
 }
+
+/* The outcome of one answer to a "$JS.API.STREAM.MSG.DELETE" request (JSON): as
+ * m5_js_delete_msg's. */
+static int delete_outcome(natsMsg *m) {
+  if (natsMsg_IsNoResponders(m)) return M5_EAGAIN;
+  int n = natsMsg_GetDataLength(m);
+  char buf[512];
+  snprintf(buf, sizeof buf, "%.*s", n > 0 ? n : 0, n > 0 ? natsMsg_GetData(m) : "");
+  if (strstr(buf, "\"success\":true")) return M5_OK;
+  const char *ec = strstr(buf, "\"err_code\":");
+  long code = ec ? strtol(ec + 11, NULL, 10) : 0;
+  if (code == JSNoMessageFoundErr || code == JSSequenceNotFoundErr ||
+      (code == JSStreamMsgDeleteFailed && strstr(buf, "no message found")))
+    return M5_ENOENT;
+  return M5_EIO;
+}
+
+int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seqs, size_t n,
+                      int *rcs, char *err, size_t err_size) {
+  if (!c || !stream || !*stream || strlen(stream) > 200 || (n && (!seqs || !rcs)))
+    return say(err, err_size, M5_EINVAL, "delete msgs: bad arguments");
+  if (!n) return M5_OK;
+  natsInbox *inbox = NULL;
+  natsSubscription *sub = NULL;
+  char wild[128], subj[256];
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    snprintf(wild, sizeof wild, "%s.*", (const char *)inbox);
+    s = natsConnection_SubscribeSync(&sub, c->nc, wild);
+  }
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub, -1, -1);
+  int rc = M5_OK;
+  if (s != NATS_OK) rc = nats_fail(err, err_size, nats_rc(s), s, "delete msgs");
+  snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.DELETE.%s", stream);
+  size_t sent = 0;
+  for (size_t i = 0; i < n; i++) {
+    rcs[i] = rc ? rc : M5_ETIMEDOUT; /* until its answer comes */
+    if (rc) continue;
+    char reply[160], body[64];
+    snprintf(reply, sizeof reply, "%s.%zu", (const char *)inbox, i);
+    int bl = snprintf(body, sizeof body, "{\"seq\":%llu,\"no_erase\":true}",
+                      (unsigned long long)seqs[i]);
+    s = natsConnection_PublishRequest(c->nc, subj, reply, body, bl);
+    if (s != NATS_OK) {
+      rc = nats_fail(err, err_size, nats_rc(s), s, "delete msgs");
+      rcs[i] = rc;
+      continue;
+    }
+    sent++;
+  }
+  int64_t deadline = nats_Now() + c->timeout_ms;
+  for (size_t got = 0; got < sent;) {
+    int64_t left = deadline - nats_Now();
+    natsMsg *m = NULL;
+    if (left <= 0 || natsSubscription_NextMsg(&m, sub, left) != NATS_OK) break;
+    const char *dot = strrchr(natsMsg_GetSubject(m), '.');
+    char *end = NULL;
+    unsigned long long i = dot ? strtoull(dot + 1, &end, 10) : n;
+    if (end && !*end && i < n && rcs[i] == M5_ETIMEDOUT) {
+      rcs[i] = delete_outcome(m);
+      got++;
+    }
+    natsMsg_Destroy(m);
+  }
+  if (sub) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+  }
+  natsInbox_Destroy(inbox);
+  return rc;
+}

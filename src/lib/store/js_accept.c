@@ -755,12 +755,7 @@ void js_accept_batch(js_store_t *s, m5_store_job_t **jobs, size_t n) {
         if (again) break;
         rcpts += jobs[k]->n_rcpts;
       }
-    uint64_t round = ++s->rounds;
-    pthread_mutex_lock(&s->st_mu);
-    s->st.batches++;
-    s->st.commits++; /* a round of final acks, acknowledged before any fsync (2.9) */
-    s->st.unsynced_commits++;
-    pthread_mutex_unlock(&s->st_mu);
+    uint64_t round = js_round_next(s);
     if (k - i == 1)
       js_accept(s, jobs[i]);
     else

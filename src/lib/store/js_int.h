@@ -104,7 +104,7 @@ typedef struct {
   pthread_mutex_t q_mu;
   m5_store_job_t *q_head, *q_tail;
   m5_hmap_t *pub_ids; /* msg_id of an awaited publish -> its slot + 1 (pub_mu) */
-  uint64_t rounds;    /* accept rounds run (a job's commit_no: the round that carried it) */
+  uint64_t rounds;    /* rounds run (js_round_next): a job's commit_no */
 } js_store_t;
 
 /* ---- record codec (js_store.c) ----
@@ -211,5 +211,11 @@ void js_ticket_restore(js_store_t *s, const js_ticket_use_t *u);
  * accept and its claim"); each job ends as it would alone. JS_BATCH_MAX bounds a batch. */
 #define JS_BATCH_MAX 64
 void js_accept_batch(js_store_t *s, m5_store_job_t **jobs, size_t n);
+/* MARK_DELIVERED of the jobs waiting in a row: their deletes in one round trip
+ * (js_store_ops.c). */
+void js_mark_batch(js_store_t *s, m5_store_job_t **jobs, size_t n);
+/* A new round (an accept batch, or a batch of deletes): its number, a job's commit_no; counted
+ * in stats as a batch and a commit (unsynced: nats-server 2.9 acknowledges before any fsync). */
+uint64_t js_round_next(js_store_t *s);
 
 #endif

@@ -586,9 +586,19 @@ static void update_counts(js_store_t *s, uint64_t jobs) {
   pthread_mutex_unlock(&s->st_mu);
 }
 
+uint64_t js_round_next(js_store_t *s) {
+  pthread_mutex_lock(&s->st_mu);
+  s->st.batches++;
+  s->st.commits++;
+  s->st.unsynced_commits++;
+  pthread_mutex_unlock(&s->st_mu);
+  return ++s->rounds;
+}
+
 /* The job thread runs the jobs in submission order. An ACCEPT takes the ACCEPTs waiting right
- * behind it (the FIFO mirrors the thread's inbox) into one batch (js_accept_batch); those are
- * then answered when the inbox hands them over (done: nothing left to run). */
+ * behind it (the FIFO mirrors the thread's inbox) into one batch (js_accept_batch), a
+ * MARK_DELIVERED the MARK_DELIVEREDs (js_mark_batch); those are then answered when the inbox
+ * hands them over (done: nothing left to run). */
 static void run_job(m5_job_t *base, void *ctx) {
   js_store_t *s = ctx;
   m5_store_job_t *job = (m5_store_job_t *)base;
@@ -596,8 +606,8 @@ static void run_job(m5_job_t *base, void *ctx) {
   m5_store_job_t *batch[JS_BATCH_MAX];
   size_t n = 0;
   pthread_mutex_lock(&s->q_mu);
-  while (s->q_head && n < (job->op == M5_STORE_ACCEPT ? JS_BATCH_MAX : 1) &&
-         (!n || s->q_head->op == M5_STORE_ACCEPT)) {
+  bool batch_op = job->op == M5_STORE_ACCEPT || job->op == M5_STORE_MARK_DELIVERED;
+  while (s->q_head && n < (batch_op ? JS_BATCH_MAX : 1) && (!n || s->q_head->op == job->op)) {
     batch[n++] = s->q_head;
     s->q_head = s->q_head->priv.link;
   }
@@ -613,6 +623,11 @@ static void run_job(m5_job_t *base, void *ctx) {
     for (size_t i = 0; i < n; i++)
       batch[i]->status = 0;
     js_accept_batch(s, batch, n);
+  } else if (n > 1) { /* MARK_DELIVERED */
+    uint64_t round = js_round_next(s);
+    js_mark_batch(s, batch, n);
+    for (size_t i = 0; i < n; i++)
+      if (!batch[i]->status) batch[i]->commit_no = round;
   } else {
     js_run_job(s, job);
   }
