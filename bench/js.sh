@@ -191,11 +191,55 @@ GEN_ARGS=(--pairs "$PAIRS" --window 20 --warm "$WARM" --secs "$SECS" --half 0.5 
 GEN_TIMEOUT=$((60 + 2 * (${WARM%.*} + ${SECS%.*}) + 10))
 FAILED=0
 
+# ticks PID [THREAD]: CPU clock ticks (user + system) of a process, or of its threads named
+# THREAD; 0 when gone.
+ticks() {
+  local f t=0 comm rest
+  if [[ -z ${2:-} ]]; then
+    read -r rest <"/proc/$1/stat" 2>/dev/null || { echo 0; return; }
+    rest=${rest##*) }
+    read -ra f <<<"$rest"
+    echo $((f[11] + f[12]))
+    return
+  fi
+  for d in /proc/"$1"/task/*; do
+    read -r comm <"$d/comm" 2>/dev/null || continue
+    [[ $comm == "$2" ]] || continue
+    read -r rest <"$d/stat" 2>/dev/null || continue
+    rest=${rest##*) }
+    read -ra f <<<"$rest"
+    t=$((t + f[11] + f[12]))
+  done
+  echo "$t"
+}
+
+# cpu_snapshot: ticks of node a, node b, node a's store thread, the NATS servers (sum), m5-aanf.
+cpu_snapshot() {
+  local p n=0
+  for p in "${NATS_PIDS[@]}"; do n=$((n + $(ticks "$p"))); done
+  echo "$(ticks "${NODE_PID[a]}") $(ticks "${NODE_PID[b]:-0}") \
+$(($(ticks "${NODE_PID[a]}" m5-store-js) + $(ticks "${NODE_PID[a]}" store))) $n $(ticks "$AANF_PID")"
+}
+
 run_one() { # SYSTEM RUN
-  local sys=$1 run=$2 rc=0 out=$T/gen.out extra=()
+  local sys=$1 run=$2 rc=0 out=$T/gen.out extra=() c0 c1 t0 t1
   [[ $sys == js3x2 ]] && extra=(--recv-port "${NODE_PORT[b]}")
+  c0=$(cpu_snapshot) t0=$(date +%s%N)
   timeout "$GEN_TIMEOUT" "$BIN/m5load" --port "${NODE_PORT[a]}" --server-pid "${NODE_PID[a]}" \
     --label "$sys" "${GEN_ARGS[@]}" "${extra[@]}" >"$out" 2>"$T/gen.err" || rc=$?
+  c1=$(cpu_snapshot) t1=$(date +%s%N)
+  # the CPU of every server process over the whole generator run (warm-ups, both windows,
+  # drain), in % of one core: where the time goes (docs/benchmarks.md "What limits scaling")
+  python3 - "$sys" "$run" "$((t1 - t0))" "$(getconf CLK_TCK)" $c0 $c1 <<'EOF' | tee -a "$RAW" >&2
+import sys
+sysname, run, ns, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+v = [int(x) for x in sys.argv[5:]]
+a, b = v[:5], v[5:]
+secs = ns / 1e9
+pct = lambda i: 100.0 * (b[i] - a[i]) / hz / secs
+print("CPU system=%s run=%s secs=%.1f m5s_a=%.1f m5s_b=%.1f store_thread_a=%.1f nats=%.1f aanf=%.1f"
+      % (sysname, run, secs, pct(0), pct(1), pct(2), pct(3), pct(4)))
+EOF
   if ((rc)) || ! grep -q 'phase=total' "$out"; then
     echo "bench-js: $sys run $run failed (generator exit $rc):" >&2
     tail -n 20 "$T/gen.err" >&2
@@ -231,12 +275,26 @@ for line in open(raw):
 def med(sysname, phase, key):
     vals = [float(r[key]) for r in rows.get((sysname, phase), []) if r.get(key) not in (None, "")]
     return statistics.median(vals) if vals else None
-print("%-7s %14s %16s %14s" % ("system", "msg/s (sat)", "p99 us (half)", "vs sqlite"))
-base = med("sqlite", "sat", "rate")
+cpu = {}
+for line in open(raw):
+    if line.startswith("CPU "):
+        kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+        cpu.setdefault(kv["system"], []).append(kv)
+def cmed(sysname, key):
+    vals = [float(r[key]) for r in cpu.get(sysname, [])]
+    return "%.0f" % statistics.median(vals) if vals else "-"
+print("%-7s %12s %14s %10s %10s %10s | CPU %% of a core over a run: %s" % (
+    "system", "msg/s (sat)", "p99 us (half)", "p50 (half)", "vs sqlite", "p99 ratio",
+    "m5s A, m5s B, A's store thread, NATS (all), m5-aanf"))
+base, base99 = med("sqlite", "sat", "rate"), med("sqlite", "half", "p99_us")
 for s in systems:
-    rate, p99 = med(s, "sat", "rate"), med(s, "half", "p99_us")
-    ratio = "%.2f" % (rate / base) if rate and base else "-"
-    print("%-7s %14s %16s %14s" % (s, "%.0f" % rate if rate else "failed", "%.0f" % p99 if p99 else "-", ratio))
+    rate, p99, p50 = med(s, "sat", "rate"), med(s, "half", "p99_us"), med(s, "half", "p50_us")
+    ratio = "%.3f" % (rate / base) if rate and base else "-"
+    r99 = "%.1f" % (p99 / base99) if p99 and base99 else "-"
+    print("%-7s %12s %14s %10s %10s %10s | %s" % (
+        s, "%.0f" % rate if rate else "failed", "%.0f" % p99 if p99 else "-",
+        "%.0f" % p50 if p50 else "-", ratio, r99,
+        " ".join(cmed(s, k) for k in ("m5s_a", "m5s_b", "store_thread_a", "nats", "aanf"))))
 EOF
 )
 echo "$SUMMARY"
