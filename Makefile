@@ -62,7 +62,7 @@ bench-build: deps
 
 # All three parts run; the target fails when one did (a lost / refused message, a lost session,
 # a generator-bound run). The scale-out part (bench/js.sh: one node on SQLite, one on JetStream,
-# two nodes on three nats-servers) adds about 6 minutes (docs/benchmarks.md).
+# two nodes on three nats-servers) adds about 4-5 minutes (docs/benchmarks.md).
 bench: bench-build
 	@rc=0; ./bench/vs-mosquitto --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
 	  ./bench/run.sh --only fan --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; \

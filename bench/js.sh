@@ -16,7 +16,7 @@
 # to bench/results/<date>-<commit>-js[-N].txt (or --out) and stdout. A run that lost,
 # duplicated or refused anything fails the script (exit 1); its figures are kept apart and
 # shown, marked, only for a set-up without a clean run. Not run by make test; the last part of
-# `make bench`, `make bench-js` alone (about 6 minutes with the defaults).
+# `make bench`, `make bench-js` alone (about 4-5 minutes with the defaults).
 #
 # Usage: bench/js.sh [--build DIR] [--pairs N] [--runs R] [--secs S] [--warm S]
 #                    [--only sqlite|js1|js3x2] [--out FILE]
