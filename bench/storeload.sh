@@ -113,7 +113,7 @@ EOF
 echo "$SUMMARY"
 if [[ -n $OUT ]]; then
   {
-    echo "# bench/storeload.sh: n=$N window=$W runs=$RUNS build=$BUILD; $(nproc) CPUs; $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# bench/storeload.sh: n=$N window=$W runs=$RUNS build=${BUILD#"$REPO"/}; $(nproc) CPUs; $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"
     cat "$RAW"
     while IFS= read -r l; do echo "# $l"; done <<<"$SUMMARY"
   } >"$OUT"
