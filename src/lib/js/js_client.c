@@ -904,6 +904,11 @@ int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seq
   if (!c || !stream || !*stream || strlen(stream) > 200 || (n && (!seqs || !rcs)))
     return say(err, err_size, M5_EINVAL, "delete msgs: bad arguments");
   if (!n) return M5_OK;
+  if (!m5_js_client_connected(c)) { /* fail at once, as a request does (FailRequestsOnDisconnect) */
+    for (size_t i = 0; i < n; i++)
+      rcs[i] = M5_EAGAIN;
+    return say(err, err_size, M5_EAGAIN, "delete msgs: not connected to the NATS servers");
+  }
   natsInbox *inbox = NULL;
   natsSubscription *sub = NULL;
   char wild[128], subj[256];

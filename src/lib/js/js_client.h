@@ -222,8 +222,9 @@ int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, si
 /* Deletes the messages at seqs[0..n) of stream in one round trip (the requests of
  * m5_js_delete_msg sent together, their answers awaited together, up to the client's timeout):
  * rcs[i] as m5_js_delete_msg's (M5_OK, M5_ENOENT: not there; M5_ETIMEDOUT: no answer, which
- * means "unknown"; M5_EAGAIN: no responders). Returns M5_OK when every request was sent (the
- * outcomes are in rcs), else the failure (then rcs[i] of those not sent is that failure). */
+ * means "unknown"; M5_EAGAIN: no responders, or not connected: then nothing is sent). Returns
+ * M5_OK when every request was sent (the outcomes are in rcs), else the failure (then rcs[i] of
+ * those not sent is that failure). */
 int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seqs, size_t n,
                       int *rcs, char *err, size_t err_size);
 

@@ -723,6 +723,7 @@ static void accept_pipelined(js_store_t *s, m5_store_job_t **g, size_t m) {
     if ((p[j].dedup = job->dedup_id[0] != 0)) {
       dedup_hash(job, p[j].hash);
       snprintf(p[j].key, sizeof p[j].key, "d.%s", p[j].hash);
+      p[j].nonce = s->nonce; /* (round 1's ids: acc/<node>/<nonce>.<tag>/<i>) */
     } else {
       p[j].nonce = ++s->nonce;
     }
