@@ -13,7 +13,7 @@ BUILD_TEST := build/asan
 BUILD_REL  := build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-test test run run-cluster bench bench-full bench-build bench-js clean distclean
+.PHONY: all deps build build-test test run run-cluster bench bench-full bench-build bench-js bench-store clean distclean
 
 all: build
 
@@ -60,23 +60,29 @@ bench-build: deps
 	@cmake -S . -B $(BUILD_REL) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM5_TESTS=OFF -DM5_BENCH=ON -DM5_TEST_HOOKS=OFF >/dev/null
 	@cmake --build $(BUILD_REL) -j $(JOBS)
 
-# Both parts run; the target fails when either did (a lost / refused message, a lost session,
-# a generator-bound run).
+# All three parts run; the target fails when one did (a lost / refused message, a lost session,
+# a generator-bound run). The scale-out part (bench/js.sh: one node on SQLite, one on JetStream,
+# two nodes on three nats-servers) adds about 4-5 minutes (docs/benchmarks.md).
 bench: bench-build
 	@rc=0; ./bench/vs-mosquitto --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
-	  ./bench/run.sh --only fan --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
+	  ./bench/run.sh --only fan --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; \
+	  ./bench/js.sh --build $(BUILD_REL) $(JS_BENCH_ARGS) || rc=1; exit $$rc
 
 bench-full: bench-build
 	@./tools/ensure-deps.sh valgrind gnuplot-nox rabbitmq-server
 	@rc=0; ./bench/vs-mosquitto --full --no-build --build $(BUILD_REL) $(VS_ARGS) || rc=1; \
 	  ./bench/run.sh --only fan --runs 5 --callgrind --build $(BUILD_REL) $(BENCH_ARGS) || rc=1; exit $$rc
 
-# Scale-out (docs/benchmarks.md "Scale-out on JetStream"): point-to-point throughput and p99 of
-# one m5s on SQLite, one on JetStream (1 nats-server, replicas 1) and two nodes on 3 nats-servers
-# (replicas 3), side by side. Needs the JetStream store (issue 13); not part of make bench yet.
+# Scale-out alone (docs/benchmarks.md "Scale-out on JetStream"): point-to-point throughput and
+# p99 of one m5s on SQLite, one on JetStream (1 nats-server, replicas 1) and two nodes on 3
+# nats-servers (replicas 3), side by side (also the last part of make bench); bench-store: the
+# message store alone on the same three (bench/storeload.sh).
 JS_BENCH_ARGS ?=
 bench-js: bench-build
 	@./bench/js.sh --build $(BUILD_REL) $(JS_BENCH_ARGS)
+
+bench-store: bench-build
+	@./bench/storeload.sh --build $(BUILD_REL)
 
 clean:
 	rm -rf build

@@ -10,16 +10,20 @@
 # Each set-up: fresh stores, its daemons started, the 2N subscribers provisioned (through node
 # A), R rounds of m5load (warm-up, saturation window, warm-up, window at half of that round's
 # saturation rate, drain), its daemons stopped. Printed per round and summarised per set-up:
-# messages/s at saturation, p99 at half load, lost / duplicated / refused. Raw RESULT lines and
-# the summary go to bench/results/<date>-<commit>-js[-N].txt (or --out) and stdout. Not run by
-# make test; `make bench-js` runs it on the release build.
+# messages/s at saturation, p50 / p99 at half load, lost / duplicated / refused, and the CPU of
+# every server process over the run (CPU lines: m5s A and B, A's store thread, the NATS servers,
+# m5-aanf; messages per store round of each node, from /metrics). Raw lines and the summary go
+# to bench/results/<date>-<commit>-js[-N].txt (or --out) and stdout. A run that lost,
+# duplicated or refused anything fails the script (exit 1); its figures are kept apart and
+# shown, marked, only for a set-up without a clean run. Not run by make test; the last part of
+# `make bench`, `make bench-js` alone (about 4-5 minutes with the defaults).
 #
 # Usage: bench/js.sh [--build DIR] [--pairs N] [--runs R] [--secs S] [--warm S]
 #                    [--only sqlite|js1|js3x2] [--out FILE]
 #   defaults: build/release, 50 pairs, 3 rounds, 10 s windows, 2 s warm-up (as make bench).
 # Every process is started by this script, tracked by pid and stopped by pid; loopback only.
-# The server CPU figures are node A's m5s alone (the NATS servers and node B share the 2 cores:
-# see docs/benchmarks.md for what that means for the comparison).
+# m5load's server CPU figures are node A's m5s alone; the CPU lines cover every server process
+# (the NATS servers and node B share the 2 cores: docs/benchmarks.md says what that means).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -191,20 +195,82 @@ GEN_ARGS=(--pairs "$PAIRS" --window 20 --warm "$WARM" --secs "$SECS" --half 0.5 
 GEN_TIMEOUT=$((60 + 2 * (${WARM%.*} + ${SECS%.*}) + 10))
 FAILED=0
 
+# ticks PID [THREAD]: CPU clock ticks (user + system) of a process, or of its threads named
+# THREAD; 0 when gone.
+ticks() {
+  local f t=0 comm rest
+  if [[ -z ${2:-} ]]; then
+    read -r rest 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
+    rest=${rest##*) }
+    read -ra f <<<"$rest"
+    echo $((f[11] + f[12]))
+    return
+  fi
+  for d in /proc/"$1"/task/*; do
+    read -r comm 2>/dev/null <"$d/comm" || continue
+    [[ $comm == "$2" ]] || continue
+    read -r rest 2>/dev/null <"$d/stat" || continue
+    rest=${rest##*) }
+    read -ra f <<<"$rest"
+    t=$((t + f[11] + f[12]))
+  done
+  echo "$t"
+}
+
+# rounds NAME: the store rounds of node NAME so far (msgin5g_store_commits_total, both labels:
+# on JetStream a batch of accepts, or of deletes, is one round trip to the cluster); 0 when none.
+rounds() {
+  [[ -n ${NODE_MGMT[$1]:-} ]] || { echo 0; return; }
+  curl -s --max-time 2 "http://127.0.0.1:${NODE_MGMT[$1]}/metrics" 2>/dev/null |
+    awk '/^msgin5g_store_commits_total/ {n += $2} END {printf "%d\n", n}'
+}
+
+# cpu_snapshot: ticks of node a, node b, node a's store thread, the NATS servers (sum), m5-aanf.
+cpu_snapshot() {
+  local p n=0
+  for p in "${NATS_PIDS[@]}"; do n=$((n + $(ticks "$p"))); done
+  echo "$(ticks "${NODE_PID[a]}") $(ticks "${NODE_PID[b]:-0}") \
+$(($(ticks "${NODE_PID[a]}" m5-store-js) + $(ticks "${NODE_PID[a]}" store))) $n $(ticks "$AANF_PID")"
+}
+
 run_one() { # SYSTEM RUN
-  local sys=$1 run=$2 rc=0 out=$T/gen.out extra=()
+  local sys=$1 run=$2 rc=0 out=$T/gen.out extra=() c0 c1 t0 t1
   [[ $sys == js3x2 ]] && extra=(--recv-port "${NODE_PORT[b]}")
+  c0=$(cpu_snapshot) t0=$(date +%s%N) r0="$(rounds a) $(rounds b)"
   timeout "$GEN_TIMEOUT" "$BIN/m5load" --port "${NODE_PORT[a]}" --server-pid "${NODE_PID[a]}" \
     --label "$sys" "${GEN_ARGS[@]}" "${extra[@]}" >"$out" 2>"$T/gen.err" || rc=$?
+  c1=$(cpu_snapshot) t1=$(date +%s%N) r1="$(rounds a) $(rounds b)"
+  # the CPU of every server process over the whole generator run (warm-ups, both windows,
+  # drain), in % of one core: where the time goes (docs/benchmarks.md "What limits scaling")
+  local sent
+  sent=$(awk '/phase=total/ {for(i=1;i<=NF;i++){split($i,x,"="); if (x[1]=="delivered") print x[2]}}' "$out")
+  python3 - "$sys" "$run" "$((t1 - t0))" "$(getconf CLK_TCK)" "${sent:-0}" $r0 $r1 $c0 $c1 <<'EOF' | tee -a "$RAW" >&2
+import sys
+sysname, run, ns, hz, sent = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+r = [int(x) for x in sys.argv[6:10]]
+v = [int(x) for x in sys.argv[10:]]
+a, b = v[:5], v[5:]
+secs = ns / 1e9
+pct = lambda i: 100.0 * (b[i] - a[i]) / hz / secs
+per = lambda d: "%.1f" % (sent / d) if d > 0 and sent else "-"
+print("CPU system=%s run=%s secs=%.1f m5s_a=%.1f m5s_b=%.1f store_thread_a=%.1f nats=%.1f aanf=%.1f "
+      "msgs=%d msgs_per_round_a=%s msgs_per_round_b=%s"
+      % (sysname, run, secs, pct(0), pct(1), pct(2), pct(3), pct(4), sent,
+         per(r[2] - r[0]), per(r[3] - r[1])))
+EOF
+  local tag=RESULT
   if ((rc)) || ! grep -q 'phase=total' "$out"; then
     echo "bench-js: $sys run $run failed (generator exit $rc):" >&2
     tail -n 20 "$T/gen.err" >&2
     tail -n 10 "$T/m5s-a.log" >&2
     echo "# $sys run $run failed (generator exit $rc)" >>"$RAW"
     FAILED=1
-    return 0
+    grep -q 'phase=total' "$out" || return 0
+    # it ran to its end but something was lost, duplicated or refused: its figures are kept
+    # apart (LOSSY), used only when a set-up has no clean run, and marked so
+    tag=LOSSY
   fi
-  sed "s/^RESULT /RESULT run=$run /" "$out" >>"$RAW"
+  sed "s/^RESULT /$tag run=$run /" "$out" >>"$RAW"
   awk -v s="$sys" -v r="$run" '/phase=sat/ {for(i=1;i<=NF;i++){split($i,a,"=");v[a[1]]=a[2]}
     printf "bench-js: %-6s run %d: %s msg/s, m5s(A) CPU %s %%; ", s, r, v["rate"], v["srv_cpu_pct"]}
     /phase=half/ {for(i=1;i<=NF;i++){split($i,a,"=");v[a[1]]=a[2]} printf "at %s msg/s p50/p99 %s/%s us; ", v["rate"], v["p50_us"], v["p99_us"]}
@@ -222,21 +288,47 @@ done
 SUMMARY=$(python3 - "$RAW" "${SYSTEMS[@]}" <<'EOF'
 import statistics, sys
 raw, systems = sys.argv[1], sys.argv[2:]
-rows = {}
+rows, lossy = {}, {}
 for line in open(raw):
-    if not line.startswith("RESULT "):
+    if not line.startswith(("RESULT ", "LOSSY ")):
         continue
     kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
-    rows.setdefault((kv.get("system"), kv.get("phase")), []).append(kv)
+    (rows if line.startswith("RESULT ") else lossy).setdefault(
+        (kv.get("system"), kv.get("phase")), []).append(kv)
+marked = set()
+for (sysname, phase), v in lossy.items():  # a set-up without a clean run: its lossy runs, marked
+    if not any(k[0] == sysname for k in rows):
+        marked.add(sysname)
+for (sysname, phase), v in lossy.items():
+    if sysname in marked:
+        rows.setdefault((sysname, phase), []).extend(v)
 def med(sysname, phase, key):
     vals = [float(r[key]) for r in rows.get((sysname, phase), []) if r.get(key) not in (None, "")]
     return statistics.median(vals) if vals else None
-print("%-7s %14s %16s %14s" % ("system", "msg/s (sat)", "p99 us (half)", "vs sqlite"))
-base = med("sqlite", "sat", "rate")
+cpu = {}
+for line in open(raw):
+    if line.startswith("CPU "):
+        kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+        cpu.setdefault(kv["system"], []).append(kv)
+def cmed(sysname, key):
+    vals = [float(r[key]) for r in cpu.get(sysname, [])]
+    return "%.0f" % statistics.median(vals) if vals else "-"
+print("%-7s %12s %14s %10s %10s %10s | CPU %% of a core over a run: %s" % (
+    "system", "msg/s (sat)", "p99 us (half)", "p50 (half)", "vs sqlite", "p99 ratio",
+    "m5s A, m5s B, A's store thread, NATS (all), m5-aanf"))
+base, base99 = med("sqlite", "sat", "rate"), med("sqlite", "half", "p99_us")
 for s in systems:
-    rate, p99 = med(s, "sat", "rate"), med(s, "half", "p99_us")
-    ratio = "%.2f" % (rate / base) if rate and base else "-"
-    print("%-7s %14s %16s %14s" % (s, "%.0f" % rate if rate else "failed", "%.0f" % p99 if p99 else "-", ratio))
+    rate, p99, p50 = med(s, "sat", "rate"), med(s, "half", "p99_us"), med(s, "half", "p50_us")
+    if s in marked:
+        lost = med(s, "total", "lost")
+        print("# %s: no run delivered everything by the end of its drain (median lost %s): its "
+              "figures are from those runs" % (s, "%.0f" % lost if lost is not None else "?"))
+    ratio = "%.3f" % (rate / base) if rate and base else "-"
+    r99 = "%.1f" % (p99 / base99) if p99 and base99 else "-"
+    print("%-7s %12s %14s %10s %10s %10s | %s" % (
+        s + ("*" if s in marked else ""), "%.0f" % rate if rate else "failed", "%.0f" % p99 if p99 else "-",
+        "%.0f" % p50 if p50 else "-", ratio, r99,
+        " ".join(cmed(s, k) for k in ("m5s_a", "m5s_b", "store_thread_a", "nats", "aanf"))))
 EOF
 )
 echo "$SUMMARY"

@@ -2981,6 +2981,181 @@ static void test_js_topics_rebind_race(void **state) {
   m5_store_close(b);
   m5_store_close(a);
 }
+
+/* Pipelined accepts (docs/store.md "The accept and its claim"): ACCEPTs waiting in the queue
+ * run as one batch (one round of claims, one of publishes, one of final acks: one commit_no),
+ * and each ends as it would alone: a new key is accepted, a key with a final ack is DUPLICATE
+ * with it, a key claimed by another node's live accept is M5_EAGAIN, a refusal (QUEUE_FULL)
+ * deletes its deliveries and removes its claim (the retry is tried afresh), and a second job
+ * of a key already in the batch waits for the next batch: DUPLICATE with the first's ack, as
+ * two accepts in a row. The batch is queued while the store thread is busy with job 0 (the
+ * hook submits it there). */
+static struct {
+  m5_store_t *on;
+  m5_store_job_t **jobs;
+  size_t n;
+  fx_t *f;
+  int fired;
+} bk;
+
+static int batch_hook(const char *point, m5_store_t *store, m5_store_job_t *job) {
+  (void)job;
+  if (bk.fired || store != bk.on || strcmp(point, "accept-published")) return 0;
+  bk.fired = 1;
+  for (size_t i = 0; i < bk.n; i++) {
+    bk.jobs[i]->base.reply = bk.f->replies;
+    if (m5_store_submit(store, bk.jobs[i])) return 0;
+  }
+  return 0;
+}
+
+static void test_js_batch(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.max_per_recipient = 1;
+  o.js.node = "a";
+  m5_store_t *a = open_store(&o);
+  o.js.node = "b";
+  m5_store_t *b = open_store(&o);
+  /* before: P has its final ack; L is claimed by b's accept, which died before its final ack
+   * (a live claim for the stale bound); ue4's queue is full */
+  assert_int_equal(accept1(f, a, "ue1", "P", M5_PRIO_MIDDLE, "ue9", NULL), M5_STORE_ACCEPTED);
+  accept_t xl;
+  m5_store_job_t *jl = mk_for_a(&xl, "L", "ue8");
+  hook_at("accept-published", b, NULL, NULL, 1);
+  assert_int_equal(run(f, b, jl), M5_EIO);
+  m5_store_js_test_hook = NULL;
+  uint64_t full_id = 0;
+  assert_int_equal(accept1(f, a, "ue1", "F0", M5_PRIO_MIDDLE, "ue4", &full_id), M5_STORE_ACCEPTED);
+
+  enum { NB = 7 };
+  static accept_t x[NB];
+  static const char *ids[NB] = {"B1", "P", "L", "F", "", "B2", "B1"};
+  static const char *to[NB] = {"ue3", "ue5", "ue8", "ue4", "ue6", "ue7", "ue3"};
+  m5_store_job_t *jobs[NB];
+  for (size_t i = 0; i < NB; i++) {
+    jobs[i] = mk_for_a(&x[i], ids[i], to[i]);
+    snprintf(jobs[i]->ack.status, sizeof jobs[i]->ack.status, "ack%zu", i);
+  }
+  accept_t x0;
+  m5_store_job_t *j0 = mk_for_a(&x0, "J0", "ue2");
+  bk = (__typeof__(bk)){a, jobs, NB, f, 0};
+  m5_store_js_test_hook = batch_hook;
+  j0->base.reply = f->replies;
+  f->done = 0;
+  f->want = 1 + NB;
+  assert_int_equal(m5_store_submit(a, j0), 0);
+  assert_int_equal(m5_loop_run(f->loop), 0);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(bk.fired, 1);
+  assert_int_equal(f->done, 1 + NB);
+  assert_int_equal(j0->status, 0);
+  assert_int_equal(j0->outcome, M5_STORE_ACCEPTED);
+  /* one batch after J0's round: B1, the one without a dedup key and B2 accepted together */
+  const size_t ok[] = {0, 4, 5};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(jobs[ok[i]]->status, 0);
+    assert_int_equal(jobs[ok[i]]->outcome, M5_STORE_ACCEPTED);
+    assert_int_equal(jobs[ok[i]]->commit_no, jobs[0]->commit_no);
+  }
+  assert_true(jobs[0]->commit_no > j0->commit_no);
+  print_message("pipelined: J0 in round %llu, the batch in round %llu\n",
+                (unsigned long long)j0->commit_no, (unsigned long long)jobs[0]->commit_no);
+  assert_int_equal(jobs[1]->status, 0);
+  assert_int_equal(jobs[1]->outcome, M5_STORE_DUPLICATE);
+  assert_int_equal(jobs[2]->status, M5_EAGAIN); /* b's claim is live */
+  assert_int_equal(jobs[3]->status, 0);
+  assert_int_equal(jobs[3]->outcome, M5_STORE_QUEUE_FULL);
+  /* the second B1: as after the first, a duplicate with its ack */
+  assert_int_equal(jobs[6]->status, 0);
+  assert_int_equal(jobs[6]->outcome, M5_STORE_DUPLICATE);
+  assert_string_equal(jobs[6]->orig_ack.status, "ack0");
+  /* stored once each */
+  const char *got[] = {"ue3", "ue6", "ue7"};
+  for (size_t i = 0; i < 3; i++) {
+    m5_store_job_t d;
+    due(f, a, got[i], 10, &d);
+    assert_int_equal(d.n_items, 1);
+    m5_store_job_clear(&d);
+  }
+  wait_counts(f, a, "ue8", 1); /* the dead accept's delivery (b's consumer), no other */
+  assert_int_equal(pending_of(f, a, "ue5"), 0);
+  /* F's refusal removed its claim: with room, its retry is accepted */
+  m5_store_job_t d;
+  assert_int_equal(simple(f, a, M5_STORE_MARK_DELIVERED, full_id, &d), 0);
+  m5_store_job_clear(&d);
+  m5_store_job_t *jf = mk_for_a(&x[3], "F", "ue4");
+  assert_int_equal(run(f, a, jf), 0);
+  assert_int_equal(jf->outcome, M5_STORE_ACCEPTED);
+  m5_store_close(b);
+  m5_store_close(a);
+}
+/* MARK_DELIVERED jobs waiting in a row: their deletes go in one round trip (one commit_no)
+ * and each is answered as alone: concluded (its delivery in items), M5_ENOENT for an id an
+ * earlier job of the batch concluded, for a delivery deleted by someone else (which leaves
+ * the index) and for an unknown id. */
+static void test_js_mark_batch(void **state) {
+  fx_t *f = *state;
+  m5_store_opts_t o;
+  default_opts(&o);
+  o.js.node = "a";
+  m5_store_t *a = open_store(&o);
+  uint64_t id[3];
+  const char *to[3] = {"ue11", "ue12", "ue13"};
+  for (int i = 0; i < 3; i++) {
+    char mid[8];
+    snprintf(mid, sizeof mid, "mb%d", i);
+    assert_int_equal(accept1(f, a, "ue1", mid, M5_PRIO_MIDDLE, to[i], &id[i]), M5_STORE_ACCEPTED);
+  }
+  /* ue13's delivery is deleted behind a's back (as another node's conclusion would) */
+  m5_js_client_t *c = NULL;
+  char err[256], name[96];
+  m5_js_client_opts_t co = {.servers = &js_url, .n_servers = 1, .on_ack = on_ack_none};
+  assert_int_equal(m5_js_client_open(&c, &co, err, sizeof err), 0);
+  snprintf(name, sizeof name, "%s_Q", js_prefix);
+  assert_int_equal(m5_js_delete_msg(c, name, id[2] >> 1, err, sizeof err), 0);
+  enum { NB = 5 };
+  static m5_store_job_t mk[NB];
+  m5_store_job_t *jobs[NB];
+  const uint64_t ids[NB] = {id[0], id[1], id[0], id[2], 12346};
+  for (size_t i = 0; i < NB; i++) {
+    memset(&mk[i], 0, sizeof mk[i]);
+    mk[i].op = M5_STORE_MARK_DELIVERED;
+    mk[i].id = ids[i];
+    jobs[i] = &mk[i];
+  }
+  accept_t x0;
+  m5_store_job_t *j0 = mk_for_a(&x0, "J0", "ue2");
+  bk = (__typeof__(bk)){a, jobs, NB, f, 0};
+  m5_store_js_test_hook = batch_hook;
+  j0->base.reply = f->replies;
+  f->done = 0;
+  f->want = 1 + NB;
+  assert_int_equal(m5_store_submit(a, j0), 0);
+  assert_int_equal(m5_loop_run(f->loop), 0);
+  m5_store_js_test_hook = NULL;
+  assert_int_equal(f->done, 1 + NB);
+  for (size_t i = 0; i < 2; i++) {
+    assert_int_equal(mk[i].status, 0);
+    assert_int_equal(mk[i].n_items, 1);
+    assert_int_equal(mk[i].items[0].id, ids[i]);
+    assert_int_equal(mk[i].items[0].state, M5_DELIV_DELIVERED);
+  }
+  assert_true(mk[0].commit_no != 0);
+  assert_int_equal(mk[1].commit_no, mk[0].commit_no); /* one round trip */
+  for (size_t i = 2; i < NB; i++)
+    assert_int_equal(mk[i].status, M5_ENOENT);
+  for (size_t i = 0; i < NB; i++)
+    m5_store_job_clear(&mk[i]);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pending_of(f, a, to[i]), 0);
+  uint64_t left = 0;
+  assert_int_equal(m5_js_stream_msgs(c, name, &left, err, sizeof err), 0);
+  assert_int_equal(left, 1); /* J0's */
+  m5_js_client_close(c);
+  m5_store_close(a);
+}
 #endif
 
 /* What the JetStream backend does not do (yet), or what only SQLite has: skipped there. */
@@ -3091,6 +3266,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_js_move_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_conclude_race, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_topics_rebind_race, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_batch, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_mark_batch, fx_setup, fx_teardown),
 #endif
   };
   enum { N_ALL = sizeof tests / sizeof tests[0] + sizeof js_only / sizeof js_only[0] };

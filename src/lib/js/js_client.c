@@ -67,6 +67,11 @@ static int nats_rc(natsStatus s) {
   }
 }
 
+/* The id of an async KV write (m5_js_kv_publish_async): not a Nats-Msg-Id, which the server
+ * would keep in memory for the bucket's duplicate window (and which would answer a repeat
+ * "duplicate" without checking the revision); it only names the write in its acknowledgement. */
+#define PUB_ID_HDR "M5-Pub-Id"
+
 /* The outcome of an async publish, on a libnats thread. The message is destroyed BEFORE the
  * caller hears of it: the callback may be what lets the owner close the client and exit, and a
  * message still to be freed after it would race that (seen as a leak at exit under load). So
@@ -76,7 +81,9 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
   m5_js_client_t *c = closure;
   char id[M5_JS_PUB_NAME_MAX + 1] = "", subject[M5_JS_PUB_NAME_MAX + 1] = "";
   const char *h = NULL;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) snprintf(id, sizeof id, "%s", h);
+  if ((natsMsgHeader_Get(msg, "Nats-Msg-Id", &h) == NATS_OK && h) ||
+      (natsMsgHeader_Get(msg, PUB_ID_HDR, &h) == NATS_OK && h)) /* a KV write's */
+    snprintf(id, sizeof id, "%s", h);
   const char *subj = natsMsg_GetSubject(msg);
   snprintf(subject, sizeof subject, "%s", subj ? subj : "");
   natsMsg_Destroy(msg); /* ours in the handler (nats.h, jsPubAckHandler) */
@@ -845,4 +852,109 @@ void m5_js_library_close(void) {
    * delivery thread frees only after the callback returned, so a process that exits right
    * after hearing of it (nats_Close does not wait) would leave that message behind. */
   nats_CloseAndWait(10000);
+}
+
+int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                           uint64_t last_rev, const char *msg_id, int64_t max_wait_ms,
+                           char *err, size_t err_size) {
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !msg_id || !*msg_id ||
+      strlen(msg_id) > M5_JS_PUB_NAME_MAX || max_wait_ms <= 0)
+    return say(err, err_size, M5_EINVAL, "kv publish: bad arguments");
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  kv_subject(kv, key, subj);
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subj, NULL, data, (int)len);
+  if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, key);
+  s = natsMsgHeader_Set(m, PUB_ID_HDR, msg_id);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return nats_fail(err, err_size, M5_ENOMEM, s, key);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = max_wait_ms;
+  if (last_rev)
+    po.ExpectLastSubjectSeq = last_rev;
+  else
+    po.ExpectNoMessage = true;
+  s = js_PublishMsgAsync(kv->js, &m, &po); /* takes m over on success */
+  if (s == NATS_OK) return M5_OK;
+  natsMsg_Destroy(m);
+  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, key);
+}
+
+/* The outcome of one answer to a "$JS.API.STREAM.MSG.DELETE" request (JSON): as
+ * m5_js_delete_msg's. */
+static int delete_outcome(natsMsg *m) {
+  if (natsMsg_IsNoResponders(m)) return M5_EAGAIN;
+  int n = natsMsg_GetDataLength(m);
+  char buf[512];
+  snprintf(buf, sizeof buf, "%.*s", n > 0 ? n : 0, n > 0 ? natsMsg_GetData(m) : "");
+  if (strstr(buf, "\"success\":true")) return M5_OK;
+  const char *ec = strstr(buf, "\"err_code\":");
+  long code = ec ? strtol(ec + 11, NULL, 10) : 0;
+  if (code == JSNoMessageFoundErr || code == JSSequenceNotFoundErr ||
+      (code == JSStreamMsgDeleteFailed && strstr(buf, "no message found")))
+    return M5_ENOENT;
+  return M5_EIO;
+}
+
+int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seqs, size_t n,
+                      int *rcs, char *err, size_t err_size) {
+  if (!c || !stream || !*stream || strlen(stream) > 200 || (n && (!seqs || !rcs)))
+    return say(err, err_size, M5_EINVAL, "delete msgs: bad arguments");
+  if (!n) return M5_OK;
+  if (!m5_js_client_connected(c)) { /* fail at once, as a request does (FailRequestsOnDisconnect) */
+    for (size_t i = 0; i < n; i++)
+      rcs[i] = M5_EAGAIN;
+    return say(err, err_size, M5_EAGAIN, "delete msgs: not connected to the NATS servers");
+  }
+  natsInbox *inbox = NULL;
+  natsSubscription *sub = NULL;
+  char wild[128], subj[256];
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    snprintf(wild, sizeof wild, "%s.*", (const char *)inbox);
+    s = natsConnection_SubscribeSync(&sub, c->nc, wild);
+  }
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub, -1, -1);
+  int rc = M5_OK;
+  if (s != NATS_OK) rc = nats_fail(err, err_size, nats_rc(s), s, "delete msgs");
+  snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.DELETE.%s", stream);
+  size_t sent = 0;
+  for (size_t i = 0; i < n; i++) {
+    rcs[i] = rc ? rc : M5_ETIMEDOUT; /* until its answer comes */
+    if (rc) continue;
+    char reply[160], body[64];
+    snprintf(reply, sizeof reply, "%s.%zu", (const char *)inbox, i);
+    int bl = snprintf(body, sizeof body, "{\"seq\":%llu,\"no_erase\":true}",
+                      (unsigned long long)seqs[i]);
+    s = natsConnection_PublishRequest(c->nc, subj, reply, body, bl);
+    if (s != NATS_OK) {
+      rc = nats_fail(err, err_size, nats_rc(s), s, "delete msgs");
+      rcs[i] = rc;
+      continue;
+    }
+    sent++;
+  }
+  int64_t deadline = nats_Now() + c->timeout_ms;
+  for (size_t got = 0; got < sent;) {
+    int64_t left = deadline - nats_Now();
+    natsMsg *m = NULL;
+    if (left <= 0 || natsSubscription_NextMsg(&m, sub, left) != NATS_OK) break;
+    const char *dot = strrchr(natsMsg_GetSubject(m), '.');
+    char *end = NULL;
+    unsigned long long i = dot ? strtoull(dot + 1, &end, 10) : n;
+    if (end && !*end && i < n && rcs[i] == M5_ETIMEDOUT) {
+      rcs[i] = delete_outcome(m);
+      got++;
+    }
+    natsMsg_Destroy(m);
+  }
+  if (sub) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+  }
+  natsInbox_Destroy(inbox);
+  return rc;
 }

@@ -205,4 +205,27 @@ void m5_js_sub_close(m5_js_sub_t *s);
  * exit, after every client is closed. */
 void m5_js_library_close(void);
 
+/* ---- KV writes as async publishes (the message store's pipelined accepts, issue 13) ----
+ * The server's code for a write whose expected revision did not hold (create of a key that
+ * has a message, compare-and-set on a stale revision). */
+#define M5_JS_ERR_WRONG_LAST_SEQ 10071
+/* m5_js_kv_create (last_rev 0: the key must have no message at all, not even a delete marker)
+ * or m5_js_kv_update (last_rev: its revision) as an async publish: the outcome comes through
+ * the client's on_ack like any publish, ack->msg_id being msg_id (a header of the write, not a
+ * Nats-Msg-Id: the server keeps no memory of it, so a repeat is checked again, never taken for
+ * a duplicate): M5_OK with seq = the key's new revision; a conflict is M5_EIO with js_code
+ * M5_JS_ERR_WRONG_LAST_SEQ. max_wait_ms > 0. */
+int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
+                           uint64_t last_rev, const char *msg_id, int64_t max_wait_ms,
+                           char *err, size_t err_size);
+
+/* Deletes the messages at seqs[0..n) of stream in one round trip (the requests of
+ * m5_js_delete_msg sent together, their answers awaited together, up to the client's timeout):
+ * rcs[i] as m5_js_delete_msg's (M5_OK, M5_ENOENT: not there; M5_ETIMEDOUT: no answer, which
+ * means "unknown"; M5_EAGAIN: no responders, or not connected: then nothing is sent). Returns
+ * M5_OK when every request was sent (the outcomes are in rcs), else the failure (then rcs[i] of
+ * those not sent is that failure). */
+int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seqs, size_t n,
+                      int *rcs, char *err, size_t err_size);
+
 #endif

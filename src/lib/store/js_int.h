@@ -54,6 +54,7 @@ typedef struct {
   int status;        /* M5_OK, M5_EFULL ..., as m5_js_ack_t */
   bool subject_full; /* M5_EFULL from the per-subject limit (else the stream's) */
   uint64_t seq;
+  int js_code; /* the server's error code (M5_JS_ERR_WRONG_LAST_SEQ: a KV write's conflict) */
 } js_pub_t;
 
 typedef struct {
@@ -99,6 +100,13 @@ typedef struct {
 
   /* ---- topics (js_topics.c): KV bucket P_topics and this node's copy of it ---- */
   struct js_topics *topics;
+  /* ---- perf: the job FIFO and pipelined accepts (js_store.c thread, js_accept.c) ---- */
+  /* the jobs submitted and not yet run, in the order of the job thread's inbox (q_mu), so
+   * that the store thread sees the ACCEPTs waiting behind the one it runs */
+  pthread_mutex_t q_mu;
+  m5_store_job_t *q_head, *q_tail;
+  m5_hmap_t *pub_ids; /* msg_id of an awaited publish -> its slot + 1 (pub_mu) */
+  uint64_t rounds;    /* rounds run (js_round_next): a job's commit_no */
 } js_store_t;
 
 /* ---- record codec (js_store.c) ----
@@ -138,6 +146,11 @@ int js_pub(js_store_t *s, size_t i, const char *subject, const void *data, size_
 /* Waits until every slot begun is answered (or the deadline: slots left get M5_ETIMEDOUT). */
 void js_pub_wait(js_store_t *s);
 void js_pub_end(js_store_t *s);
+/* Slot i as a KV write of kv's key (m5_js_kv_publish_async: last_rev 0 = create-only, else
+ * compare-and-set); msg_id unique. The slot's seq is the new revision; a conflict is
+ * M5_EIO with js_code M5_JS_ERR_WRONG_LAST_SEQ. */
+int js_pub_kv(js_store_t *s, size_t i, m5_js_kv_t *kv, const char *key, const void *data,
+              size_t len, uint64_t last_rev, const char *msg_id);
 
 void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n);
 
@@ -205,5 +218,17 @@ void js_topics_job(js_store_t *s, m5_store_job_t *job); /* TOPIC_SUB, _UNSUB, _S
 void js_topics_rebind(js_store_t *s, m5_store_job_t *job);
 /* Periodic work (store thread): expired subscriptions dropped, bounded per call. */
 void js_topics_tick(js_store_t *s);
+/* ---- perf: pipelined accepts (js_accept.c) ----
+ * The ACCEPT jobs waiting in the queue, in order, run as one batch: one round of dedup
+ * claims, one of delivery publishes, one of final acks for all of them (docs/store.md "The
+ * accept and its claim"); each job ends as it would alone. JS_BATCH_MAX bounds a batch. */
+#define JS_BATCH_MAX 64
+void js_accept_batch(js_store_t *s, m5_store_job_t **jobs, size_t n);
+/* MARK_DELIVERED of the jobs waiting in a row: their deletes in one round trip
+ * (js_store_ops.c). */
+void js_mark_batch(js_store_t *s, m5_store_job_t **jobs, size_t n);
+/* A new round (an accept batch, or a batch of deletes): its number, a job's commit_no; counted
+ * in stats as a batch and a commit (unsynced: nats-server 2.9 acknowledges before any fsync). */
+uint64_t js_round_next(js_store_t *s);
 
 #endif

@@ -4,8 +4,9 @@
  * jobs are in js_store_ops.c. js_int.h names the streams and subjects.
  *
  * Threads: one job thread serves the jobs in submission order and may block (requests to the
- * cluster); libnats' threads only append to the consumer inbox or mark an awaited publish done,
- * under a mutex, and the store thread takes them from there. Nothing blocks a worker. */
+ * cluster); the ACCEPTs waiting in a row run as one pipelined batch (js_accept_batch).
+ * libnats' threads only append to the consumer inbox or mark an awaited publish done, under a
+ * mutex, and the store thread takes them from there. Nothing blocks a worker. */
 #include "js_int.h"
 
 #include "core/err.h"
@@ -433,20 +434,20 @@ static void drain_once(js_store_t *s) {
 
 /* ---------------------------------------------------------------- awaited publishes */
 
+/* libnats thread: the outcome of an awaited publish, into its slot (found by its msg_id). */
 static void on_ack(void *arg, const m5_js_ack_t *a) {
   js_store_t *s = arg;
-  const char *slash = strrchr(a->msg_id, '/');
-  if (!slash) return;
-  char *end = NULL;
-  unsigned long long i = strtoull(slash + 1, &end, 10);
   pthread_mutex_lock(&s->pub_mu);
-  if (end && !*end && i < s->n_pubs && s->pubs[i].msg_id && !s->pubs[i].done &&
+  uintptr_t v = (uintptr_t)m5_hmap_get(s->pub_ids, a->msg_id, strlen(a->msg_id));
+  size_t i = (size_t)v - 1;
+  if (v && i < s->n_pubs && s->pubs[i].msg_id && !s->pubs[i].done &&
       !strcmp(s->pubs[i].msg_id, a->msg_id)) {
     js_pub_t *p = &s->pubs[i];
     p->done = true;
     p->status = a->status;
     p->seq = a->seq;
     p->duplicate = a->duplicate;
+    p->js_code = a->js_code;
     p->subject_full = a->status == M5_EFULL && a->text && strstr(a->text, "per subject");
     if (++s->n_done == s->n_pubs) pthread_cond_broadcast(&s->pub_cv);
   }
@@ -464,26 +465,60 @@ int js_pub_begin(js_store_t *s, size_t n) {
   return M5_OK;
 }
 
+static void pub_fail(js_store_t *s, size_t i, int rc) {
+  pthread_mutex_lock(&s->pub_mu);
+  if (!s->pubs[i].done) {
+    s->pubs[i].done = true;
+    s->pubs[i].status = rc;
+    s->n_done++;
+  }
+  pthread_mutex_unlock(&s->pub_mu);
+}
+
+/* Slot i awaits msg_id (before the publish: its acknowledgement may come at once). */
+static int pub_slot(js_store_t *s, size_t i, const char *msg_id) {
+  char *id = strdup(msg_id);
+  pthread_mutex_lock(&s->pub_mu);
+  int rc = id ? m5_hmap_put(s->pub_ids, id, strlen(id), (void *)(uintptr_t)(i + 1), NULL)
+              : M5_ENOMEM;
+  if (rc == M5_OK)
+    s->pubs[i].msg_id = id;
+  else
+    free(id);
+  pthread_mutex_unlock(&s->pub_mu);
+  if (rc) pub_fail(s, i, rc);
+  return rc;
+}
+
 int js_pub(js_store_t *s, size_t i, const char *subject, const void *data, size_t len,
            const char *msg_id) {
-  char *id = strdup(msg_id);
-  if (!id) return M5_ENOMEM;
-  pthread_mutex_lock(&s->pub_mu);
-  s->pubs[i].msg_id = id;
-  pthread_mutex_unlock(&s->pub_mu);
+  int rc = pub_slot(s, i, msg_id);
+  if (rc) return rc;
   char err[256];
   for (int tries = 0;; tries++) {
-    int rc =
-        m5_js_publish_async(s->c, subject, data, len, msg_id, s->o.js.timeout_ms, err, sizeof err);
+    rc = m5_js_publish_async(s->c, subject, data, len, msg_id, s->o.js.timeout_ms, err, sizeof err);
     if (rc == M5_OK) return M5_OK;
     /* libnats' window of outstanding publishes is full (a large fan-out): wait and retry */
     if (rc != M5_EFULL || tries > 50) {
-      pthread_mutex_lock(&s->pub_mu);
-      s->pubs[i].done = true;
-      s->pubs[i].status = rc;
-      s->n_done++;
-      pthread_mutex_unlock(&s->pub_mu);
+      pub_fail(s, i, rc);
       M5_LOGW("store", "jetstream: publish to %s: %s", subject, err);
+      return rc;
+    }
+  }
+}
+
+int js_pub_kv(js_store_t *s, size_t i, m5_js_kv_t *kv, const char *key, const void *data,
+              size_t len, uint64_t last_rev, const char *msg_id) {
+  int rc = pub_slot(s, i, msg_id);
+  if (rc) return rc;
+  char err[256];
+  for (int tries = 0;; tries++) {
+    rc = m5_js_kv_publish_async(kv, key, data, len, last_rev, msg_id, s->o.js.timeout_ms, err,
+                                sizeof err);
+    if (rc == M5_OK) return M5_OK;
+    if (rc != M5_EFULL || tries > 50) {
+      pub_fail(s, i, rc);
+      M5_LOGW("store", "jetstream: kv write of %s: %s", key, err);
       return rc;
     }
   }
@@ -525,7 +560,10 @@ void js_pub_wait(js_store_t *s) {
 void js_pub_end(js_store_t *s) {
   pthread_mutex_lock(&s->pub_mu);
   for (size_t i = 0; i < s->n_pubs; i++)
-    free(s->pubs[i].msg_id);
+    if (s->pubs[i].msg_id) {
+      m5_hmap_del(s->pub_ids, s->pubs[i].msg_id, strlen(s->pubs[i].msg_id));
+      free(s->pubs[i].msg_id);
+    }
   free(s->pubs);
   s->pubs = NULL;
   s->n_pubs = s->n_done = 0;
@@ -540,21 +578,84 @@ void js_stat_add(js_store_t *s, uint64_t *field, uint64_t n) {
 
 /* ---------------------------------------------------------------- thread, open, close */
 
-static void run_job(m5_job_t *job, void *ctx) {
-  js_store_t *s = ctx;
-  js_drain_inbox(s);
-  js_run_job(s, (m5_store_job_t *)job);
+static void update_counts(js_store_t *s, uint64_t jobs) {
   pthread_mutex_lock(&s->st_mu);
   s->st.queued = s->n_entries;
   s->st.messages = s->n_entries; /* each delivery carries its body */
-  s->st.jobs++;
+  s->st.jobs += jobs;
   pthread_mutex_unlock(&s->st_mu);
+}
+
+uint64_t js_round_next(js_store_t *s) {
+  pthread_mutex_lock(&s->st_mu);
+  s->st.batches++;
+  s->st.commits++;
+  s->st.unsynced_commits++;
+  pthread_mutex_unlock(&s->st_mu);
+  return ++s->rounds;
+}
+
+/* The job thread runs the jobs in submission order. An ACCEPT takes the ACCEPTs waiting right
+ * behind it (the FIFO mirrors the thread's inbox) into one batch (js_accept_batch), a
+ * MARK_DELIVERED the MARK_DELIVEREDs (js_mark_batch); those are then answered when the inbox
+ * hands them over (done: nothing left to run). */
+static void run_job(m5_job_t *base, void *ctx) {
+  js_store_t *s = ctx;
+  m5_store_job_t *job = (m5_store_job_t *)base;
+  if (job->priv.done) return; /* ran in an earlier job's batch */
+  m5_store_job_t *batch[JS_BATCH_MAX];
+  size_t n = 0;
+  pthread_mutex_lock(&s->q_mu);
+  bool batch_op = job->op == M5_STORE_ACCEPT || job->op == M5_STORE_MARK_DELIVERED;
+  while (s->q_head && n < (batch_op ? JS_BATCH_MAX : 1) && (!n || s->q_head->op == job->op)) {
+    batch[n++] = s->q_head;
+    s->q_head = s->q_head->priv.link;
+  }
+  if (!s->q_head) s->q_tail = NULL;
+  pthread_mutex_unlock(&s->q_mu);
+  js_drain_inbox(s);
+  if (!n || batch[0] != job) { /* cannot happen: one lock orders both */
+    M5_LOGE("store", "jetstream: job queue out of order; failing the job");
+    job->status = M5_EIO;
+    return;
+  }
+  if (job->op == M5_STORE_ACCEPT) {
+    for (size_t i = 0; i < n; i++)
+      batch[i]->status = 0;
+    js_accept_batch(s, batch, n);
+  } else if (n > 1) { /* MARK_DELIVERED */
+    uint64_t round = js_round_next(s);
+    js_mark_batch(s, batch, n);
+    for (size_t i = 0; i < n; i++)
+      if (!batch[i]->status) batch[i]->commit_no = round;
+  } else {
+    js_run_job(s, job);
+  }
+  for (size_t i = 0; i < n; i++)
+    batch[i]->priv.done = 1;
+  update_counts(s, n);
 }
 
 static int js_submit(m5_store_t *base, m5_store_job_t *job) {
   js_store_t *s = (js_store_t *)base;
   job->status = 0;
-  return m5_jobthread_submit(s->thread, &job->base);
+  job->priv.link = NULL;
+  job->priv.done = 0;
+  /* the FIFO and the job thread's inbox in one order: one lock around both (the thread is
+   * woken after it is released) */
+  int wake = 0;
+  pthread_mutex_lock(&s->q_mu);
+  int rc = m5_jobthread_submit_start(s->thread, &job->base, &wake);
+  if (rc == 0) {
+    if (s->q_tail)
+      s->q_tail->priv.link = job;
+    else
+      s->q_head = job;
+    s->q_tail = job;
+  }
+  pthread_mutex_unlock(&s->q_mu);
+  if (rc == 0) m5_jobthread_submit_finish(s->thread, wake);
+  return rc;
 }
 
 static void js_stats(m5_store_t *base, m5_store_stats_t *out) {
@@ -596,6 +697,8 @@ static void js_close(m5_store_t *base) {
   m5_hmap_free(s->by_id, NULL);
   m5_hmap_free(s->by_rcpt, free_rcpt);
   m5_hmap_free(s->gone, NULL);
+  m5_hmap_free(s->pub_ids, NULL);
+  pthread_mutex_destroy(&s->q_mu);
   pthread_mutex_destroy(&s->in_mu);
   pthread_mutex_destroy(&s->pub_mu);
   pthread_cond_destroy(&s->pub_cv);
@@ -656,6 +759,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   pthread_mutex_init(&s->pub_mu, NULL);
   pthread_cond_init(&s->pub_cv, NULL);
   pthread_mutex_init(&s->st_mu, NULL);
+  pthread_mutex_init(&s->q_mu, NULL);
   s->st.synchronous = 0;
   /* random: the Msg-Ids of round 1 (acc/<node>/<nonce>...) must not repeat those of a previous
    * run of this node within the stream's duplicate window (a repeat would be taken for a
@@ -668,6 +772,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   s->by_id = m5_hmap_new();
   s->by_rcpt = m5_hmap_new();
   s->gone = m5_hmap_new();
+  s->pub_ids = m5_hmap_new();
   char e2[400] = "";
   char name[64 + JS_NAME_MAX];
   snprintf(name, sizeof name, "m5s-store-%s", s->node);
@@ -677,7 +782,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
                             .name = name,
                             .on_ack = on_ack,
                             .ack_arg = s};
-  if (!s->by_id || !s->by_rcpt || !s->gone) {
+  if (!s->by_id || !s->by_rcpt || !s->gone || !s->pub_ids) {
     snprintf(e2, sizeof e2, "out of memory");
     goto fail;
   }

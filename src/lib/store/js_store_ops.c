@@ -1,6 +1,6 @@
 /* The jobs of m5_store on NATS JetStream (store.h ops; issue 13, docs/store.md "JetStream"),
  * run one at a time on the store thread (js_store.c), which may block on the cluster. ACCEPT
- * is in js_accept.c.
+ * is in js_accept.c (the ACCEPTs waiting in a row run there as one pipelined batch).
  *
  * The rules the jobs keep:
  *  - ACCEPT answers after every PubAck (stored on a quorum): it claims the dedup key
@@ -203,6 +203,68 @@ static void do_mark(js_store_t *s, m5_store_job_t *job) {
     return;
   }
   js_stat_add(s, delivered ? &s->st.delivered : &s->st.failed, 1);
+}
+
+/* MARK_DELIVERED of several jobs in a row (perf, js_store.c's thread): their deletes in one
+ * round trip per stream (m5_js_delete_msgs); each job is answered as do_mark alone answers it
+ * (the delete decides: "not found" is M5_ENOENT). A job whose id an earlier job of the batch
+ * concludes runs alone afterwards (M5_ENOENT then, as in a row). */
+void js_mark_batch(js_store_t *s, m5_store_job_t **jobs, size_t n) {
+  js_entry_t *ent[JS_BATCH_MAX];
+  m5_store_delivery_t d[JS_BATCH_MAX];
+  int rcs[JS_BATCH_MAX];
+  bool later[JS_BATCH_MAX];
+  for (size_t j = 0; j < n; j++) {
+    m5_store_job_t *job = jobs[j];
+    job->status = 0;
+    ent[j] = NULL;
+    later[j] = false;
+    rcs[j] = M5_ENOENT;
+    for (size_t k = 0; k < j && !later[j]; k++)
+      later[j] = jobs[k]->id == job->id;
+    if (later[j]) continue;
+    js_entry_t *e = js_index_get(s, job->id);
+    if (!e) continue;
+    if ((rcs[j] = js_entry_item(e, &d[j]))) continue;
+    d[j].state = M5_DELIV_DELIVERED;
+    d[j].failure_cause[0] = 0;
+    d[j].report_id = 0;
+    ent[j] = e;
+  }
+  for (int fam = 0; fam < 2; fam++) {
+    uint64_t seqs[JS_BATCH_MAX];
+    int out[JS_BATCH_MAX];
+    size_t at[JS_BATCH_MAX], k = 0;
+    for (size_t j = 0; j < n; j++)
+      if (ent[j] && ent[j]->fam == fam) {
+        at[k] = j;
+        seqs[k++] = ent[j]->seq;
+      }
+    if (!k) continue;
+    char err[256];
+    if (m5_js_delete_msgs(s->c, s->stream[fam], seqs, k, out, err, sizeof err))
+      M5_LOGW("store", "jetstream: conclude: %s", err);
+    for (size_t i = 0; i < k; i++)
+      rcs[at[i]] = out[i];
+  }
+  for (size_t j = 0; j < n; j++) {
+    m5_store_job_t *job = jobs[j];
+    if (later[j] || !ent[j]) {
+      if (!later[j]) job->status = rcs[j];
+      continue;
+    }
+    int rc = rcs[j];
+    if (rc == M5_OK || rc == M5_ENOENT) js_index_remove(s, ent[j]);
+    if (rc == M5_OK) rc = item_push(job, &d[j]);
+    if (rc) {
+      if (rc != M5_ENOENT) M5_LOGW("store", "jetstream: conclude: %s", m5_strerror(rc));
+      job->status = rc == M5_ENOENT || rc == M5_ENOMEM ? rc : js_fail_status(rc);
+      continue;
+    }
+    js_stat_add(s, &s->st.delivered, 1);
+  }
+  for (size_t j = 0; j < n; j++)
+    if (later[j]) js_run_job(s, jobs[j]);
 }
 
 static void do_reschedule(js_store_t *s, m5_store_job_t *job) {
