@@ -28,6 +28,7 @@ struct m5_js_client {
 struct m5_js_kv {
   kvStore *kv;
   jsCtx *js;       /* the client's: writes are plain publishes (m5_js_kv_create) */
+  m5_js_client_t *c;
   char bucket[64]; /* validated by ensure: A-Z a-z 0-9 _ - */
   char stream[80]; /* KV_<bucket> */
 };
@@ -59,12 +60,31 @@ static int nats_rc(natsStatus s) {
   case NATS_NOT_FOUND:
     return M5_ENOENT;
   case NATS_NO_RESPONDERS:
+  /* the connection is down or being re-established (a NATS node died, or all): the request
+   * may or may not have reached the cluster; like "no responders", the caller answers "come
+   * back" (docs/scale-out.md) */
+  case NATS_CONNECTION_DISCONNECTED:
+  case NATS_NO_SERVER:
+  case NATS_STALE_CONNECTION:
+  case NATS_NOT_YET_CONNECTED:
+  case NATS_INSUFFICIENT_BUFFER:
     return M5_EAGAIN;
   case NATS_NO_MEMORY:
     return M5_ENOMEM;
   default:
     return M5_EIO;
   }
+}
+
+/* While the connection is down (reconnecting: a NATS node died, or all of them), libnats
+ * would buffer a request and send it once it is back, long after its caller gave up: a dedup
+ * claim or a delivery stored after the sender was told 5.03 / 503. The calls that write (and
+ * the leader reads of an accept) fail at once instead: M5_EAGAIN, nothing sent. A request sent
+ * just before the connection dropped may still arrive: its outcome stays unknown, as for a
+ * timeout (docs/store.md, the claim). */
+static int unreachable(m5_js_client_t *c, char *err, size_t err_size, const char *what) {
+  if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED) return M5_OK;
+  return say(err, err_size, M5_EAGAIN, "%s: NATS unreachable (reconnecting)", what);
 }
 
 /* The outcome of an async publish, on a libnats thread. The message is destroyed BEFORE the
@@ -86,7 +106,7 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     a.text = pae->ErrText && *pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err);
     if (pae->Err == NATS_TIMEOUT)
       a.status = M5_ETIMEDOUT;
-    else if (pae->Err == NATS_NO_RESPONDERS)
+    else if (nats_rc(pae->Err) == M5_EAGAIN)
       a.status = M5_EAGAIN;
     else if (pae->ErrCode == JSStreamStoreFailedErr) /* a stream limit with DiscardNew */
       a.status = M5_EFULL;
@@ -347,6 +367,7 @@ int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv
   m5_js_kv_t *k = calloc(1, sizeof *k);
   if (!k) return say(err, err_size, M5_ENOMEM, "ensure kv: out of memory");
   k->js = c->js;
+  k->c = c;
   snprintf(k->bucket, sizeof k->bucket, "%s", s->bucket);
   snprintf(k->stream, sizeof k->stream, "%s", stream);
   jsStreamInfo *si = NULL;
@@ -398,6 +419,8 @@ int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data
   if (strlen(subject) > M5_JS_PUB_NAME_MAX || strlen(msg_id) > M5_JS_PUB_NAME_MAX)
     return say(err, err_size, M5_EINVAL, "publish: subject and msg_id of at most %d bytes",
                M5_JS_PUB_NAME_MAX);
+  int rc = unreachable(c, err, err_size, subject);
+  if (rc) return rc;
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
   if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, subject);
@@ -408,7 +431,7 @@ int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data
   s = js_PublishMsgAsync(c->js, &m, &po); /* takes m over on success (m = NULL) */
   if (s == NATS_OK) return M5_OK;
   natsMsg_Destroy(m);
-  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, subject);
+  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : nats_rc(s), s, subject);
 }
 
 int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms) {
@@ -480,6 +503,7 @@ int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t le
                     char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
     return say(err, err_size, M5_EINVAL, "kv create: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = kv_put_expect(kv, key, data, len, 0, rev, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -504,6 +528,7 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
                  char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || !val || !val_len)
     return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   *val = NULL;
   *val_len = 0;
   char subj[M5_JS_PUB_NAME_MAX + 1];
@@ -538,6 +563,7 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv update: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = kv_put_expect(kv, key, data, len, last_rev, rev, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -551,6 +577,7 @@ int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *er
                     size_t err_size) {
   if (!kv || !kv_key_ok(key) || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv delete: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   char subj[M5_JS_PUB_NAME_MAX + 1];
   kv_subject(kv, key, subj);
   natsMsg *m = NULL;
@@ -660,6 +687,7 @@ static int take_msg(natsMsg *m, m5_js_msg_t *out, char *err, size_t err_size) {
 int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out, char *err,
                   size_t err_size) {
   if (!c || !stream || !seq || !out) return say(err, err_size, M5_EINVAL, "get msg: bad arguments");
+  if (unreachable(c, err, err_size, stream)) return M5_EAGAIN;
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetMsg(&m, c->js, stream, seq, NULL, &jerr);
@@ -688,6 +716,7 @@ int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *sub
 int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *err,
                      size_t err_size) {
   if (!c || !stream || !seq) return say(err, err_size, M5_EINVAL, "delete msg: bad arguments");
+  if (unreachable(c, err, err_size, stream)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = js_DeleteMsg(c->js, stream, seq, NULL, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -817,7 +846,17 @@ void m5_js_sub_close(m5_js_sub_t *s) {
   pthread_mutex_lock(&s->mu); /* waits for a callback in progress; none calls fn after this */
   s->closed = true;
   pthread_mutex_unlock(&s->mu);
-  if (natsSubscription_Drain(s->sub) == NATS_OK)
+  /* Unsubscribe and Drain end with a request deleting the consumer, which waits for the
+   * client's timeout when the consumer lived on a NATS node that has died (seen: a node's stop
+   * took 2 x store.js.timeout_ms after a kill -9 of one NATS node). The consumer is an
+   * ephemeral one the server removes by itself once nobody listens, so a subscription that has
+   * had a message is closed by an auto-unsubscribe at the count it reached (closed at once,
+   * no request); one that never had any is drained as before. */
+  int64_t delivered = 0;
+  if (natsSubscription_GetDelivered(s->sub, &delivered) == NATS_OK && delivered > 0 &&
+      delivered <= INT32_MAX && natsSubscription_AutoUnsubscribe(s->sub, (int)delivered) == NATS_OK)
+    ;
+  else if (natsSubscription_Drain(s->sub) == NATS_OK)
     natsSubscription_WaitForDrainCompletion(s->sub, 5000);
   else
     natsSubscription_Unsubscribe(s->sub); /* disconnected: drain is refused */
@@ -845,4 +884,8 @@ void m5_js_library_close(void) {
    * delivery thread frees only after the callback returned, so a process that exits right
    * after hearing of it (nats_Close does not wait) would leave that message behind. */
   nats_CloseAndWait(10000);
+}
+
+void m5_js_client_disconnect(m5_js_client_t *c) {
+  if (c && c->nc) natsConnection_Close(c->nc);
 }
