@@ -5,6 +5,7 @@
 #include "js/js_client.h"
 
 #include "core/err.h"
+#include "crypto/codec.h"
 
 #include <nats/nats.h>
 #include <pthread.h>
@@ -122,6 +123,73 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
   c->on_ack(c->ack_arg, &a);
 }
 
+static bool set(const char *v) { return v && *v; }
+
+/* The first line of path (a secret): malloc'ed, wiped and freed by the caller (m5_wipe). */
+static int read_secret(const char *path, char **out, char *err, size_t err_size) {
+  *out = NULL;
+  FILE *f = fopen(path, "r");
+  if (!f) return say(err, err_size, M5_EINVAL, "js client: cannot read %s", path);
+  char *buf = calloc(1, 1025);
+  size_t n = buf ? fread(buf, 1, 1024, f) : 0;
+  int more = buf && n == 1024 && fgetc(f) != EOF;
+  fclose(f);
+  if (!buf) return say(err, err_size, M5_ENOMEM, "js client: out of memory");
+  char *nl = memchr(buf, '\n', n);
+  size_t len = nl ? (size_t)(nl - buf) : n;
+  if (len && buf[len - 1] == '\r') len--;
+  if (!len || (more && !nl) || memchr(buf, 0, len)) {
+    m5_wipe(buf, 1025);
+    free(buf);
+    return say(err, err_size, M5_EINVAL, "js client: %s: want the password on its first line "
+               "(1-1024 bytes)", path);
+  }
+  m5_wipe(buf + len, 1025 - len);
+  *out = buf;
+  return M5_OK;
+}
+
+/* TLS and credentials into the options (m5_js_auth_t). */
+static int set_auth(natsOptions *opts, const m5_js_auth_t *a, char *err, size_t err_size) {
+  if (set(a->tls_cert) != set(a->tls_key))
+    return say(err, err_size, M5_EINVAL, "js client: a TLS client certificate needs its key");
+  if (set(a->password_file) && !set(a->user))
+    return say(err, err_size, M5_EINVAL, "js client: a password needs a user name");
+  if (set(a->creds_file) && set(a->user))
+    return say(err, err_size, M5_EINVAL, "js client: a user name or a credentials file, not both");
+  natsStatus s = NATS_OK;
+  if (set(a->tls_ca) || set(a->tls_cert)) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && set(a->tls_ca)) {
+      s = natsOptions_LoadCATrustedCertificates(opts, a->tls_ca);
+      if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, a->tls_ca);
+    }
+    if (s == NATS_OK && set(a->tls_cert)) {
+      s = natsOptions_LoadCertificatesChain(opts, a->tls_cert, a->tls_key);
+      if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, a->tls_cert);
+    }
+  }
+  if (s == NATS_OK && set(a->user)) {
+    char *pw = NULL;
+    if (set(a->password_file)) {
+      int rc = read_secret(a->password_file, &pw, err, err_size);
+      if (rc) return rc;
+    }
+    s = natsOptions_SetUserInfo(opts, a->user, pw);
+    if (pw) {
+      m5_wipe(pw, strlen(pw));
+      free(pw);
+    }
+    if (s != NATS_OK) return say(err, err_size, M5_EINVAL, "js client: user %s: rejected", a->user);
+  }
+  if (s == NATS_OK && set(a->creds_file)) {
+    s = natsOptions_SetUserCredentialsFromFiles(opts, a->creds_file, NULL);
+    if (s != NATS_OK) return say(err, err_size, M5_EINVAL, "js client: credentials file %s: "
+                                 "rejected", a->creds_file);
+  }
+  return s == NATS_OK ? M5_OK : nats_fail(err, err_size, M5_EINVAL, s, "js client TLS options");
+}
+
 int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *err,
                       size_t err_size) {
   if (!out || !o || !o->servers || !o->n_servers || o->n_servers > 64 || !o->on_ack)
@@ -147,6 +215,11 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
     int rc = nats_fail(err, err_size, M5_EINVAL, s, "js client options");
     m5_js_client_close(c);
     return rc;
+  }
+  int arc = set_auth(c->opts, &o->auth, err, err_size);
+  if (arc) {
+    m5_js_client_close(c);
+    return arc;
   }
   /* One attempt tries each server once; a server that is restarting or busy (a cluster coming
    * up, a loaded machine) may refuse it, so keep trying until the timeout. */

@@ -47,6 +47,18 @@ typedef struct {
  * not call back into this client. */
 typedef void (*m5_js_ack_fn)(void *arg, const m5_js_ack_t *ack);
 
+/* TLS and credentials towards the NATS servers (every member optional: NULL or "" = unused).
+ * Secrets are read from files at open, handed to libnats (which keeps them for reconnects)
+ * and wiped; they never appear in an error message. */
+typedef struct {
+  const char *tls_ca;   /* PEM CA bundle the servers' certificates must chain to; set: TLS on */
+  const char *tls_cert; /* PEM client certificate chain and its key, for servers that verify */
+  const char *tls_key;  /* clients (nats-server `tls { verify: true }`); both or neither */
+  const char *user;          /* user name (nats-server `authorization`), with: */
+  const char *password_file; /* a file holding its password (the first line) */
+  const char *creds_file;    /* or a NATS credentials file (user JWT + NKey seed) */
+} m5_js_auth_t;
+
 typedef struct {
   const char *const *servers; /* nats://host:port URLs, tried in order, then reconnected to */
   size_t n_servers;
@@ -56,6 +68,7 @@ typedef struct {
   const char *name;          /* connection name shown by the servers; may be NULL */
   m5_js_ack_fn on_ack;       /* required */
   void *ack_arg;
+  m5_js_auth_t auth;         /* TLS and credentials (all unset: plaintext, no credentials) */
 } m5_js_client_opts_t;
 
 /* Connects (to the first server that answers; fails after timeout_ms when none does) and gets

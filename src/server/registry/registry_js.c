@@ -753,7 +753,9 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
                             .n_servers = o->n_servers,
                             .timeout_ms = js->timeout_ms,
                             .name = name,
-                            .on_ack = no_ack};
+                            .on_ack = no_ack,
+                            .auth = {o->tls_ca, o->tls_cert, o->tls_key, o->user,
+                                     o->password_file, o->creds}};
   char e[384];
   int rc = m5_js_client_open(&js->c, &co, e, sizeof e);
   if (rc) snprintf(err, errlen, "registry: %s", e);
