@@ -10,7 +10,8 @@
 #  - once both have acknowledgements, the node leading the deliveries' stream (P_Q, from the
 #    monitoring port's /jsz) is killed with SIGKILL; the stream goes on: after the leader
 #    election pause both senders are acknowledged again (during it they may get 5.03 / 503 and
-#    resend), and nothing else than 2.04 / 2xx or 5.03 / 503 is answered;
+#    resend), nothing else than 2.04 / 2xx or 5.03 / 503 is answered, and each 5.03 / 503
+#    carries a Max-Age / Retry-After;
 #  - every message acknowledged to either sender reaches ue2's application exactly once (m5c
 #    drops a repeat of an (oriAddr, msgId) it already has; the raw repeats are logged).
 # The pause (the longest gap between two acknowledgements of a sender) and the retries
@@ -142,6 +143,10 @@ wait_pid_rc "$AS_PID" 120
 [[ $WAIT_RC == 0 ]] || both_fail "as1's stream (rc $WAIT_RC): $(tail -n 5 as1.out)"
 ! grep -h '^REFUSED' ue1.out as1.out | grep -q . ||
   both_fail "answered neither acknowledged nor 5.03 / 503: $(grep -h '^REFUSED' ue1.out as1.out | head -n 5)"
+
+# every refusal said when to come back (Max-Age / Retry-After)
+! grep -h '^RETRY' ue1.out as1.out | grep -Ev ' (max-age|retry-after)=[0-9]+$' | grep -q . ||
+  both_fail "a 5.03 / 503 without Max-Age / Retry-After: $(grep -h '^RETRY' ue1.out as1.out | grep -Ev ' (max-age|retry-after)=[0-9]+$' | head -n 3)"
 
 # the pause: the longest gap between two acknowledgements of one sender (the election), and
 # the retries (5.03 / 503) each sender got
