@@ -26,6 +26,8 @@ write_nats_conf() {
     echo "  max_memory_store: 64MB"
     echo "  max_file_store: 1GB"
     echo "}"
+    # NATS_EXTRA_CONF (optional): more lines for every node (e.g. tls and authorization blocks)
+    [[ -z ${NATS_EXTRA_CONF:-} ]] || echo "$NATS_EXTRA_CONF"
     if ((n > 1)); then
       echo "cluster {"
       echo "  name: m5test"

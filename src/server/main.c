@@ -70,7 +70,13 @@ int main(int argc, char **argv) {
                              .replicas = (int)cfg.store_js_replicas,
                              .prefix = cfg.store_js_prefix,
                              .node = cfg.node_name,
-                             .timeout_ms = cfg.store_js_timeout_ms};
+                             .timeout_ms = cfg.store_js_timeout_ms,
+                             .tls_ca = cfg.store_js_tls_ca,
+                             .tls_cert = cfg.store_js_tls_cert,
+                             .tls_key = cfg.store_js_tls_key,
+                             .user = cfg.store_js_user,
+                             .password_file = cfg.store_js_password_file,
+                             .creds = cfg.store_js_creds};
     if (registry_js_attach(reg, &ro, err, sizeof err) != 0) {
       fprintf(stderr, "m5s: %s\n", err);
       return stop_early(reg, NULL, &cfg, shared);
@@ -106,6 +112,12 @@ int main(int argc, char **argv) {
     so.js.prefix = cfg.store_js_prefix;
     so.js.node = cfg.node_name;
     so.js.timeout_ms = cfg.store_js_timeout_ms;
+    so.js.tls_ca = cfg.store_js_tls_ca;
+    so.js.tls_cert = cfg.store_js_tls_cert;
+    so.js.tls_key = cfg.store_js_tls_key;
+    so.js.user = cfg.store_js_user;
+    so.js.password_file = cfg.store_js_password_file;
+    so.js.creds = cfg.store_js_creds;
   }
   so.max_per_recipient = (uint64_t)cfg.store_max_per_recipient;
   so.max_queued = (uint64_t)cfg.store_max_total;

@@ -112,6 +112,18 @@ static const m5_cfg_item_t items[] = {
      "per prefix)"},
     {"store.js.timeout_ms", M5_CFG_INT, offsetof(server_config_t, store_js_timeout_ms), "5000",
      100, 600000, "connect, and every request to the NATS cluster"},
+    {"store.js.tls_ca", M5_CFG_STR, offsetof(server_config_t, store_js_tls_ca), "", 0, 0,
+     "PEM CA bundle of the NATS servers' certificates; set: TLS to NATS (empty: plaintext)"},
+    {"store.js.tls_cert", M5_CFG_STR, offsetof(server_config_t, store_js_tls_cert), "", 0, 0,
+     "PEM client certificate for NATS servers that verify clients (with store.js.tls_key)"},
+    {"store.js.tls_key", M5_CFG_STR, offsetof(server_config_t, store_js_tls_key), "", 0, 0,
+     "its private key (PEM)"},
+    {"store.js.user", M5_CFG_STR, offsetof(server_config_t, store_js_user), "", 0, 0,
+     "user name at the NATS servers (with store.js.password_file); empty: none"},
+    {"store.js.password_file", M5_CFG_STR, offsetof(server_config_t, store_js_password_file), "",
+     0, 0, "file holding that user's password on its first line (read at start, never logged)"},
+    {"store.js.creds", M5_CFG_STR, offsetof(server_config_t, store_js_creds), "", 0, 0,
+     "NATS credentials file (user JWT + NKey seed), instead of user and password"},
     {"node.name", M5_CFG_STR, offsetof(server_config_t, node_name), "", 0, 0,
      "this m5s node's name, unique in the cluster (letters, digits, '-', '_'; at most 32); "
      "required with store.backend jetstream"},
@@ -303,6 +315,18 @@ static int check(const server_config_t *cfg, const char *src, char *err, size_t 
     if (cfg->store_js_replicas % 2 == 0) {
       snprintf(err, errlen, "%s: store.js.replicas: %lld: an odd number (1, 3, 5)", src,
                (long long)cfg->store_js_replicas);
+      return -1;
+    }
+    if (!cfg->store_js_tls_cert[0] != !cfg->store_js_tls_key[0]) {
+      snprintf(err, errlen, "%s: store.js.tls_cert and store.js.tls_key: both or neither", src);
+      return -1;
+    }
+    if (!cfg->store_js_user[0] != !cfg->store_js_password_file[0]) {
+      snprintf(err, errlen, "%s: store.js.user and store.js.password_file: both or neither", src);
+      return -1;
+    }
+    if (cfg->store_js_user[0] && cfg->store_js_creds[0]) {
+      snprintf(err, errlen, "%s: store.js.user or store.js.creds, not both", src);
       return -1;
     }
   }

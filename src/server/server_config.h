@@ -52,6 +52,8 @@ typedef struct {
   int64_t store_js_replicas;
   char *store_js_prefix; /* stream, bucket and subject prefix */
   int64_t store_js_timeout_ms;
+  char *store_js_tls_ca, *store_js_tls_cert, *store_js_tls_key; /* TLS towards NATS */
+  char *store_js_user, *store_js_password_file, *store_js_creds; /* credentials */
   char *node_name; /* this node's name in the cluster (its queue subjects) */
   int64_t store_max_per_recipient;
   int64_t store_max_total;

@@ -35,7 +35,7 @@ and waits for its answer, which the next `expect` checks):
                                and body checks. A CHECK is
                                KEY=VALUE (top-level member equals VALUE; "-" = absent, "*" =
                                present) or KEY~TEXT (contains TEXT; KEY "diag" = the whole
-                               payload as text), or max-age=N (the Max-Age option). Implied
+                               payload as text), or max-age=N (the Max-Age option; * = present). Implied
                                checks: REG 2.01/2.04 -> ueSvcId and
                                expiry; MSG 2.04 -> msgType=MSGRESP and msgId=the request's.
   recv[:CHECK...]              wait for a server-pushed request; it must be POST msgin5g with a
@@ -632,7 +632,7 @@ def run_steps(ch, steps, timeout):
             for c in [c for c in checks if c.startswith("max-age=")]:
                 v = ans.opt(OPT_MAX_AGE)
                 got = int.from_bytes(v[0], "big") if v else None
-                if got != int(c[8:]):
+                if got is None if c[8:] == "*" else got != int(c[8:]):
                     fail("%s: Max-Age %s, want %s" % (rkind, got, c[8:]))
                 checks.remove(c)
             obj = parse_json_object(ans.payload)

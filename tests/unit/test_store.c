@@ -2824,8 +2824,8 @@ static m5_store_job_t *mk_for_a(accept_t *x, const char *msg_id, const char *to)
  * while node a's accept of the same msgId waits for its PubAcks (both publish with the same
  * Msg-Ids) answers M5_EAGAIN ("come back"), and a's accept stays: the message is queued once,
  * and b's retry then answers DUPLICATE. The claim of an accept that died is taken over once
- * stale: the taker adopts what the dead one stored (one copy). A refused accept removes its
- * claim: a retry is tried afresh. */
+ * stale: the taker adopts what the dead one stored (one copy); a claim of the accepting node
+ * itself at once. A refused accept removes its claim: a retry is tried afresh. */
 static void test_js_claim(void **state) {
   fx_t *f = *state;
   m5_store_opts_t o;
@@ -2872,6 +2872,23 @@ static void test_js_claim(void **state) {
   jb = mk_for_a(&xb, "C", "ue7");
   assert_int_equal(run(f, a, jb), 0);
   assert_int_equal(jb->outcome, M5_STORE_DUPLICATE);
+
+  /* an accept of a left its claim behind (abandoned between its publishes and its final ack,
+   * as when NATS went away): the claim names a, so a's own retry takes it over at once, long
+   * before it is stale, and adopts the delivery (one copy); b would still wait */
+  ja = mk_for_a(&xa, "O", "ue8");
+  hook_at("accept-published", a, NULL, NULL, 1);
+  assert_int_equal(run(f, a, ja), M5_EIO);
+  m5_store_js_test_hook = NULL;
+  jb = mk_for_a(&xb, "O", "ue8");
+  assert_int_equal(run(f, b, jb), M5_EAGAIN);
+  ja = mk_for_a(&xa, "O", "ue8");
+  assert_int_equal(run(f, a, ja), 0);
+  assert_int_equal(ja->outcome, M5_STORE_ACCEPTED);
+  due(f, a, "ue8", 10, &d);
+  assert_int_equal(d.n_items, 1);
+  assert_int_equal(d.items[0].id, xa.rcpts[0].id);
+  m5_store_job_clear(&d);
 
   /* refused (ue6's queue is full): the claim goes, the retry is tried afresh */
   for (int i = 0; i < 2; i++) {

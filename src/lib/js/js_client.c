@@ -5,6 +5,7 @@
 #include "js/js_client.h"
 
 #include "core/err.h"
+#include "crypto/codec.h"
 
 #include <nats/nats.h>
 #include <pthread.h>
@@ -28,6 +29,7 @@ struct m5_js_client {
 struct m5_js_kv {
   kvStore *kv;
   jsCtx *js;       /* the client's: writes are plain publishes (m5_js_kv_create) */
+  m5_js_client_t *c;
   char bucket[64]; /* validated by ensure: A-Z a-z 0-9 _ - */
   char stream[80]; /* KV_<bucket> */
 };
@@ -59,6 +61,14 @@ static int nats_rc(natsStatus s) {
   case NATS_NOT_FOUND:
     return M5_ENOENT;
   case NATS_NO_RESPONDERS:
+  /* the connection is down or being re-established (a NATS node died, or all): the request
+   * may or may not have reached the cluster; like "no responders", the caller answers "come
+   * back" (docs/scale-out.md) */
+  case NATS_CONNECTION_DISCONNECTED:
+  case NATS_NO_SERVER:
+  case NATS_STALE_CONNECTION:
+  case NATS_NOT_YET_CONNECTED:
+  case NATS_INSUFFICIENT_BUFFER:
     return M5_EAGAIN;
   case NATS_NO_MEMORY:
     return M5_ENOMEM;
@@ -71,6 +81,17 @@ static int nats_rc(natsStatus s) {
  * would keep in memory for the bucket's duplicate window (and which would answer a repeat
  * "duplicate" without checking the revision); it only names the write in its acknowledgement. */
 #define PUB_ID_HDR "M5-Pub-Id"
+
+/* While the connection is down (reconnecting: a NATS node died, or all of them), libnats
+ * would buffer a request and send it once it is back, long after its caller gave up: a dedup
+ * claim or a delivery stored after the sender was told 5.03 / 503. The calls that write (and
+ * the leader reads of an accept) fail at once instead: M5_EAGAIN, nothing sent. A request sent
+ * just before the connection dropped may still arrive: its outcome stays unknown, as for a
+ * timeout (docs/store.md, the claim). */
+static int unreachable(m5_js_client_t *c, char *err, size_t err_size, const char *what) {
+  if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED) return M5_OK;
+  return say(err, err_size, M5_EAGAIN, "%s: NATS unreachable (reconnecting)", what);
+}
 
 /* The outcome of an async publish, on a libnats thread. The message is destroyed BEFORE the
  * caller hears of it: the callback may be what lets the owner close the client and exit, and a
@@ -93,7 +114,7 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     a.text = pae->ErrText && *pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err);
     if (pae->Err == NATS_TIMEOUT)
       a.status = M5_ETIMEDOUT;
-    else if (pae->Err == NATS_NO_RESPONDERS)
+    else if (nats_rc(pae->Err) == M5_EAGAIN)
       a.status = M5_EAGAIN;
     else if (pae->ErrCode == JSStreamStoreFailedErr) /* a stream limit with DiscardNew */
       a.status = M5_EFULL;
@@ -107,6 +128,73 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     a.text = "no acknowledgement";
   }
   c->on_ack(c->ack_arg, &a);
+}
+
+static bool set(const char *v) { return v && *v; }
+
+/* The first line of path (a secret): malloc'ed, wiped and freed by the caller (m5_wipe). */
+static int read_secret(const char *path, char **out, char *err, size_t err_size) {
+  *out = NULL;
+  FILE *f = fopen(path, "r");
+  if (!f) return say(err, err_size, M5_EINVAL, "js client: cannot read %s", path);
+  char *buf = calloc(1, 1025);
+  size_t n = buf ? fread(buf, 1, 1024, f) : 0;
+  int more = buf && n == 1024 && fgetc(f) != EOF;
+  fclose(f);
+  if (!buf) return say(err, err_size, M5_ENOMEM, "js client: out of memory");
+  char *nl = memchr(buf, '\n', n);
+  size_t len = nl ? (size_t)(nl - buf) : n;
+  if (len && buf[len - 1] == '\r') len--;
+  if (!len || (more && !nl) || memchr(buf, 0, len)) {
+    m5_wipe(buf, 1025);
+    free(buf);
+    return say(err, err_size, M5_EINVAL, "js client: %s: want the password on its first line "
+               "(1-1024 bytes)", path);
+  }
+  m5_wipe(buf + len, 1025 - len);
+  *out = buf;
+  return M5_OK;
+}
+
+/* TLS and credentials into the options (m5_js_auth_t). */
+static int set_auth(natsOptions *opts, const m5_js_auth_t *a, char *err, size_t err_size) {
+  if (set(a->tls_cert) != set(a->tls_key))
+    return say(err, err_size, M5_EINVAL, "js client: a TLS client certificate needs its key");
+  if (set(a->password_file) && !set(a->user))
+    return say(err, err_size, M5_EINVAL, "js client: a password needs a user name");
+  if (set(a->creds_file) && set(a->user))
+    return say(err, err_size, M5_EINVAL, "js client: a user name or a credentials file, not both");
+  natsStatus s = NATS_OK;
+  if (set(a->tls_ca) || set(a->tls_cert)) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && set(a->tls_ca)) {
+      s = natsOptions_LoadCATrustedCertificates(opts, a->tls_ca);
+      if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, a->tls_ca);
+    }
+    if (s == NATS_OK && set(a->tls_cert)) {
+      s = natsOptions_LoadCertificatesChain(opts, a->tls_cert, a->tls_key);
+      if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, a->tls_cert);
+    }
+  }
+  if (s == NATS_OK && set(a->user)) {
+    char *pw = NULL;
+    if (set(a->password_file)) {
+      int rc = read_secret(a->password_file, &pw, err, err_size);
+      if (rc) return rc;
+    }
+    s = natsOptions_SetUserInfo(opts, a->user, pw);
+    if (pw) {
+      m5_wipe(pw, strlen(pw));
+      free(pw);
+    }
+    if (s != NATS_OK) return say(err, err_size, M5_EINVAL, "js client: user %s: rejected", a->user);
+  }
+  if (s == NATS_OK && set(a->creds_file)) {
+    s = natsOptions_SetUserCredentialsFromFiles(opts, a->creds_file, NULL);
+    if (s != NATS_OK) return say(err, err_size, M5_EINVAL, "js client: credentials file %s: "
+                                 "rejected", a->creds_file);
+  }
+  return s == NATS_OK ? M5_OK : nats_fail(err, err_size, M5_EINVAL, s, "js client TLS options");
 }
 
 int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *err,
@@ -134,6 +222,11 @@ int m5_js_client_open(m5_js_client_t **out, const m5_js_client_opts_t *o, char *
     int rc = nats_fail(err, err_size, M5_EINVAL, s, "js client options");
     m5_js_client_close(c);
     return rc;
+  }
+  int arc = set_auth(c->opts, &o->auth, err, err_size);
+  if (arc) {
+    m5_js_client_close(c);
+    return arc;
   }
   /* One attempt tries each server once; a server that is restarting or busy (a cluster coming
    * up, a loaded machine) may refuse it, so keep trying until the timeout. */
@@ -354,6 +447,7 @@ int m5_js_ensure_kv(m5_js_client_t *c, const m5_js_kv_spec_t *s, m5_js_kv_t **kv
   m5_js_kv_t *k = calloc(1, sizeof *k);
   if (!k) return say(err, err_size, M5_ENOMEM, "ensure kv: out of memory");
   k->js = c->js;
+  k->c = c;
   snprintf(k->bucket, sizeof k->bucket, "%s", s->bucket);
   snprintf(k->stream, sizeof k->stream, "%s", stream);
   jsStreamInfo *si = NULL;
@@ -405,6 +499,8 @@ int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data
   if (strlen(subject) > M5_JS_PUB_NAME_MAX || strlen(msg_id) > M5_JS_PUB_NAME_MAX)
     return say(err, err_size, M5_EINVAL, "publish: subject and msg_id of at most %d bytes",
                M5_JS_PUB_NAME_MAX);
+  int rc = unreachable(c, err, err_size, subject);
+  if (rc) return rc;
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
   if (s != NATS_OK) return nats_fail(err, err_size, M5_EINVAL, s, subject);
@@ -415,7 +511,7 @@ int m5_js_publish_async(m5_js_client_t *c, const char *subject, const void *data
   s = js_PublishMsgAsync(c->js, &m, &po); /* takes m over on success (m = NULL) */
   if (s == NATS_OK) return M5_OK;
   natsMsg_Destroy(m);
-  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : M5_EIO, s, subject);
+  return nats_fail(err, err_size, s == NATS_TIMEOUT ? M5_EFULL : nats_rc(s), s, subject);
 }
 
 int m5_js_publish_flush(m5_js_client_t *c, int64_t timeout_ms) {
@@ -487,6 +583,7 @@ int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t le
                     char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
     return say(err, err_size, M5_EINVAL, "kv create: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = kv_put_expect(kv, key, data, len, 0, rev, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -511,6 +608,7 @@ int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len
                  char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || !val || !val_len)
     return say(err, err_size, M5_EINVAL, "kv get: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   *val = NULL;
   *val_len = 0;
   char subj[M5_JS_PUB_NAME_MAX + 1];
@@ -545,6 +643,7 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv update: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = kv_put_expect(kv, key, data, len, last_rev, rev, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -558,6 +657,7 @@ int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *er
                     size_t err_size) {
   if (!kv || !kv_key_ok(key) || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv delete: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   char subj[M5_JS_PUB_NAME_MAX + 1];
   kv_subject(kv, key, subj);
   natsMsg *m = NULL;
@@ -667,6 +767,7 @@ static int take_msg(natsMsg *m, m5_js_msg_t *out, char *err, size_t err_size) {
 int m5_js_get_msg(m5_js_client_t *c, const char *stream, uint64_t seq, m5_js_msg_t *out, char *err,
                   size_t err_size) {
   if (!c || !stream || !seq || !out) return say(err, err_size, M5_EINVAL, "get msg: bad arguments");
+  if (unreachable(c, err, err_size, stream)) return M5_EAGAIN;
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetMsg(&m, c->js, stream, seq, NULL, &jerr);
@@ -695,6 +796,7 @@ int m5_js_next_by_subject(m5_js_client_t *c, const char *stream, const char *sub
 int m5_js_delete_msg(m5_js_client_t *c, const char *stream, uint64_t seq, char *err,
                      size_t err_size) {
   if (!c || !stream || !seq) return say(err, err_size, M5_EINVAL, "delete msg: bad arguments");
+  if (unreachable(c, err, err_size, stream)) return M5_EAGAIN;
   jsErrCode jerr = 0;
   natsStatus s = js_DeleteMsg(c->js, stream, seq, NULL, &jerr);
   if (s == NATS_OK) return M5_OK;
@@ -824,7 +926,17 @@ void m5_js_sub_close(m5_js_sub_t *s) {
   pthread_mutex_lock(&s->mu); /* waits for a callback in progress; none calls fn after this */
   s->closed = true;
   pthread_mutex_unlock(&s->mu);
-  if (natsSubscription_Drain(s->sub) == NATS_OK)
+  /* Unsubscribe and Drain end with a request deleting the consumer, which waits for the
+   * client's timeout when the consumer lived on a NATS node that has died (seen: a node's stop
+   * took 2 x store.js.timeout_ms after a kill -9 of one NATS node). The consumer is an
+   * ephemeral one the server removes by itself once nobody listens, so a subscription that has
+   * had a message is closed by an auto-unsubscribe at the count it reached (closed at once,
+   * no request); one that never had any is drained as before. */
+  int64_t delivered = 0;
+  if (natsSubscription_GetDelivered(s->sub, &delivered) == NATS_OK && delivered > 0 &&
+      delivered <= INT32_MAX && natsSubscription_AutoUnsubscribe(s->sub, (int)delivered) == NATS_OK)
+    ;
+  else if (natsSubscription_Drain(s->sub) == NATS_OK)
     natsSubscription_WaitForDrainCompletion(s->sub, 5000);
   else
     natsSubscription_Unsubscribe(s->sub); /* disconnected: drain is refused */
@@ -860,6 +972,7 @@ int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, si
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !msg_id || !*msg_id ||
       strlen(msg_id) > M5_JS_PUB_NAME_MAX || max_wait_ms <= 0)
     return say(err, err_size, M5_EINVAL, "kv publish: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
   char subj[M5_JS_PUB_NAME_MAX + 1];
   kv_subject(kv, key, subj);
   natsMsg *m = NULL;
@@ -957,4 +1070,8 @@ int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seq
   }
   natsInbox_Destroy(inbox);
   return rc;
+}
+
+void m5_js_client_disconnect(m5_js_client_t *c) {
+  if (c && c->nc) natsConnection_Close(c->nc);
 }

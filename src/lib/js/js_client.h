@@ -10,7 +10,11 @@
  * thread, not the caller's: it must only copy what it needs and post it to a mailbox.
  *
  * Errors: m5 codes (core/err.h) and a message in the caller's buffer; messages hold names,
- * subjects and server texts, never message data or credentials. */
+ * subjects and server texts, never message data or credentials. M5_EAGAIN: no stream leader
+ * ("no responders"), or the connection is down: while it reconnects, the publishes, KV
+ * operations, message gets and deletes fail at once without sending anything (libnats would
+ * buffer them and send them once it is back, after the caller gave up); a request sent just
+ * before the connection dropped has an unknown outcome, as after a timeout. */
 #ifndef M5_JS_CLIENT_H
 #define M5_JS_CLIENT_H
 
@@ -43,6 +47,18 @@ typedef struct {
  * not call back into this client. */
 typedef void (*m5_js_ack_fn)(void *arg, const m5_js_ack_t *ack);
 
+/* TLS and credentials towards the NATS servers (every member optional: NULL or "" = unused).
+ * Secrets are read from files at open, handed to libnats (which keeps them for reconnects)
+ * and wiped; they never appear in an error message. */
+typedef struct {
+  const char *tls_ca;   /* PEM CA bundle the servers' certificates must chain to; set: TLS on */
+  const char *tls_cert; /* PEM client certificate chain and its key, for servers that verify */
+  const char *tls_key;  /* clients (nats-server `tls { verify: true }`); both or neither */
+  const char *user;          /* user name (nats-server `authorization`), with: */
+  const char *password_file; /* a file holding its password (the first line) */
+  const char *creds_file;    /* or a NATS credentials file (user JWT + NKey seed) */
+} m5_js_auth_t;
+
 typedef struct {
   const char *const *servers; /* nats://host:port URLs, tried in order, then reconnected to */
   size_t n_servers;
@@ -52,6 +68,7 @@ typedef struct {
   const char *name;          /* connection name shown by the servers; may be NULL */
   m5_js_ack_fn on_ack;       /* required */
   void *ack_arg;
+  m5_js_auth_t auth;         /* TLS and credentials (all unset: plaintext, no credentials) */
 } m5_js_client_opts_t;
 
 /* Connects (to the first server that answers; fails after timeout_ms when none does) and gets
@@ -200,6 +217,13 @@ int m5_js_ordered_subscribe(m5_js_client_t *c, const char *stream, const char *f
 int m5_js_sub_pending(m5_js_sub_t *s, uint64_t *pending, bool *caught_up);
 /* Unsubscribes and frees; fn is not called after it returns. */
 void m5_js_sub_close(m5_js_sub_t *s);
+
+/* Closes the connection at once, without draining (m5_js_client_close still frees the client):
+ * for a shutdown that must not wait for the cluster. Stopping a KV watcher or an ordered
+ * subscription on an open connection deletes its consumer by a request that waits for the
+ * client's timeout when the consumer lived on a NATS node that died; on a closed connection
+ * nothing is sent (the server removes those ephemeral consumers by itself). */
+void m5_js_client_disconnect(m5_js_client_t *c);
 
 /* Frees libnats's global state and waits (up to 10 s) for its threads to end: once, at process
  * exit, after every client is closed. */

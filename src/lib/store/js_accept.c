@@ -94,11 +94,21 @@ static int claim_key(js_store_t *s, m5_store_job_t *job, const char *key, claim_
     }
     const char *sp = strrchr((const char *)v, ' ');
     long long at = sp ? strtoll(sp + 1, NULL, 10) : 0;
+    /* A claim of this node is never a live accept's: this node's accepts run one at a time on
+     * this thread, so it is what an earlier accept left behind (its requests failed or timed
+     * out while the cluster was unreachable, and a buffered create or a failed removal left it
+     * pending), or this node's before a restart: taken over at once, as a stale one. The
+     * pipelined accepts keep this true: two jobs of one key never share a batch, and a batch
+     * has ended (each job answered) before the next one claims. */
+    const char *who = (const char *)v + sizeof CLAIM_TAG - 1;
+    size_t nl = strlen(s->node);
+    bool own = sp && (size_t)(sp - who) == nl && !memcmp(who, s->node, nl);
     free(v);
-    if (now - at < claim_stale_ms(s)) return M5_EAGAIN; /* another accept is at work */
+    if (!own && now - at < claim_stale_ms(s)) return M5_EAGAIN; /* another accept is at work */
     rc = m5_js_kv_update(s->dedup, key, val, (size_t)vl, rev, &c->rev, err, sizeof err);
     if (rc == M5_OK) {
-      M5_LOGI("store", "jetstream: took over a claim of %lld ms ago (a dead accept's)", now - at);
+      M5_LOGI("store", "jetstream: took over a claim of %lld ms ago (%s)", now - at,
+              own ? "this node's, left by a failed accept" : "a dead accept's");
       c->at_ms = now;
       return M5_OK;
     }

@@ -781,7 +781,9 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
                             .timeout_ms = s->o.js.timeout_ms,
                             .name = name,
                             .on_ack = on_ack,
-                            .ack_arg = s};
+                            .ack_arg = s,
+                            .auth = {jo->tls_ca, jo->tls_cert, jo->tls_key, jo->user,
+                                     jo->password_file, jo->creds}};
   if (!s->by_id || !s->by_rcpt || !s->gone || !s->pub_ids) {
     snprintf(e2, sizeof e2, "out of memory");
     goto fail;

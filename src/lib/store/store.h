@@ -346,6 +346,9 @@ typedef struct {
    * store, not by the stream's MaxBytes (on nats-server 2.9 that discards the OLDEST message
    * at the bound even with discard-new: measured). */
   uint64_t max_bytes;
+  /* TLS and credentials towards NATS (store.js.tls_*, user, password_file, creds; NULL or ""
+   * = unused): see m5_js_auth_t (js/js_client.h) */
+  const char *tls_ca, *tls_cert, *tls_key, *user, *password_file, *creds;
 } m5_store_js_opts_t;
 
 typedef struct {

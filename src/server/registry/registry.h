@@ -182,6 +182,9 @@ typedef struct {
   const char *prefix; /* bucket names: <prefix>_bind, <prefix>_reg */
   const char *node;   /* this node's name (1..REGISTRY_NODE_MAX of A-Z a-z 0-9 _ -) */
   int64_t timeout_ms; /* every NATS request, and a job's wait for its own write */
+  /* TLS and credentials towards NATS (store.js.tls_*, user, password_file, creds; NULL or ""
+   * = unused): see m5_js_auth_t (js/js_client.h) */
+  const char *tls_ca, *tls_cert, *tls_key, *user, *password_file, *creds;
 } registry_js_opts_t;
 /* After registry_open, before registry_start, on the calling thread: connects, creates the
  * buckets if missing, replaces the memory copy of bindings and registrations by the buckets'

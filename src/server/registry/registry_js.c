@@ -643,11 +643,12 @@ void registry_js_free(registry_t *r) {
   registry_js_t *js = r->js;
   if (!js) return;
   atomic_store(&js->stop, 1);
-  for (int i = 0; i < REGJS_N; i++)
-    if (js->b[i].started) {
-      m5_js_kv_watch_stop(js->b[i].w);
-      pthread_join(js->b[i].thread, NULL);
-    }
+  for (int i = 0; i < REGJS_N; i++) /* each sees the flag within WATCH_POLL_MS */
+    if (js->b[i].started) pthread_join(js->b[i].thread, NULL);
+  /* closed before the watchers are freed: freeing one on an open connection deletes its
+   * consumer by a request, which waited for store.js.timeout_ms per bucket after a NATS node
+   * died (the consumers are ephemeral: the server removes them) */
+  m5_js_client_disconnect(js->c);
   for (int i = 0; i < REGJS_N; i++) {
     m5_js_kv_watch_free(js->b[i].w);
     m5_js_kv_close(js->b[i].kv);
@@ -752,7 +753,9 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
                             .n_servers = o->n_servers,
                             .timeout_ms = js->timeout_ms,
                             .name = name,
-                            .on_ack = no_ack};
+                            .on_ack = no_ack,
+                            .auth = {o->tls_ca, o->tls_cert, o->tls_key, o->user,
+                                     o->password_file, o->creds}};
   char e[384];
   int rc = m5_js_client_open(&js->c, &co, e, sizeof e);
   if (rc) snprintf(err, errlen, "registry: %s", e);
