@@ -77,6 +77,15 @@ static int nats_rc(natsStatus s) {
   }
 }
 
+/* A compare-and-set's failure other than a stale revision (kv update, kv delete): M5_EAGAIN
+ * means "stale revision, read again" there, so "come back" (the cluster unreachable or without
+ * responders) is M5_ETIMEDOUT: not known to be written, and the caller answers "come back" all
+ * the same, without taking the key for written by someone else. */
+static int cas_rc(natsStatus s) {
+  int rc = nats_rc(s);
+  return rc == M5_EAGAIN ? M5_ETIMEDOUT : rc;
+}
+
 /* The id of an async KV write (m5_js_kv_publish_async): not a Nats-Msg-Id, which the server
  * would keep in memory for the bucket's duplicate window (and which would answer a repeat
  * "duplicate" without checking the revision); it only names the write in its acknowledgement. */
@@ -643,21 +652,21 @@ int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t le
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv update: bad arguments");
-  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
+  if (unreachable(kv->c, err, err_size, key)) return M5_ETIMEDOUT;
   jsErrCode jerr = 0;
   natsStatus s = kv_put_expect(kv, key, data, len, last_rev, rev, &jerr);
   if (s == NATS_OK) return M5_OK;
   if (jerr == JSStreamWrongLastSequenceErr)
     return say(err, err_size, M5_EAGAIN, "kv update %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
-  return nats_fail(err, err_size, nats_rc(s), s, key);
+  return nats_fail(err, err_size, cas_rc(s), s, key);
 }
 
 int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *err,
                     size_t err_size) {
   if (!kv || !kv_key_ok(key) || !last_rev)
     return say(err, err_size, M5_EINVAL, "kv delete: bad arguments");
-  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
+  if (unreachable(kv->c, err, err_size, key)) return M5_ETIMEDOUT;
   char subj[M5_JS_PUB_NAME_MAX + 1];
   kv_subject(kv, key, subj);
   natsMsg *m = NULL;
@@ -675,7 +684,7 @@ int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *er
   if (jerr == JSStreamWrongLastSequenceErr)
     return say(err, err_size, M5_EAGAIN, "kv delete %s: revision %llu is stale", key,
                (unsigned long long)last_rev);
-  return nats_fail(err, err_size, nats_rc(s), s, key);
+  return nats_fail(err, err_size, cas_rc(s), s, key);
 }
 
 struct m5_js_kv_watch {

@@ -140,12 +140,13 @@ int m5_js_kv_create(m5_js_kv_t *kv, const char *key, const void *data, size_t le
 int m5_js_kv_get(m5_js_kv_t *kv, const char *key, uint8_t **val, size_t *val_len, uint64_t *rev,
                  char *err, size_t err_size);
 /* Replaces key's value only when its revision is still last_rev: M5_EAGAIN (stale: read again)
- * when someone wrote it since. */
+ * when someone wrote it since, and only then; the cluster unreachable or not answering is
+ * M5_ETIMEDOUT (perhaps written). */
 int m5_js_kv_update(m5_js_kv_t *kv, const char *key, const void *data, size_t len,
                     uint64_t last_rev, uint64_t *rev, char *err, size_t err_size);
 
 /* Deletes key (a delete marker) only when its revision is still last_rev: M5_EAGAIN when
- * someone wrote it since. */
+ * someone wrote it since, and only then (as m5_js_kv_update). */
 int m5_js_kv_delete(m5_js_kv_t *kv, const char *key, uint64_t last_rev, char *err,
                     size_t err_size);
 

@@ -367,6 +367,8 @@ static void acc_prepare(js_store_t *s, acc_t *a, m5_store_job_t *job, const char
   a->want = calloc(n ? n : 1, sizeof *a->want);
   a->own = calloc(n ? n : 1, sizeof *a->own);
   a->fail = !a->res || !a->want || !a->own ? M5_ENOMEM : 0;
+  for (size_t i = 0; i < n && a->fail && a->res; i++) /* nothing published: nothing to undo */
+    a->res[i].status = M5_ENOMEM;
   for (size_t i = 0; i < n && !a->fail; i++) {
     a->want[i] = true;
     a->own[i] = !hash;
@@ -590,7 +592,9 @@ static bool same_key(const m5_store_job_t *x, const m5_store_job_t *y) {
 }
 
 /* A KV write's outcome from its slot: M5_OK (*rev), M5_EAGAIN (the key's revision was not the
- * one expected), or the failure. */
+ * one expected), or the failure: "no responders" or a lost connection (M5_EAGAIN in the slot)
+ * is M5_ETIMEDOUT here, perhaps written, so that it is not taken for a conflict (the claim
+ * taken over). */
 static int kv_outcome(js_store_t *s, size_t i, uint64_t *rev) {
   pthread_mutex_lock(&s->pub_mu);
   js_pub_t p = s->pubs[i];
@@ -599,7 +603,8 @@ static int kv_outcome(js_store_t *s, size_t i, uint64_t *rev) {
     *rev = p.seq;
     return M5_OK;
   }
-  return p.js_code == M5_JS_ERR_WRONG_LAST_SEQ ? M5_EAGAIN : p.status ? p.status : M5_EIO;
+  if (p.js_code == M5_JS_ERR_WRONG_LAST_SEQ) return M5_EAGAIN;
+  return p.status == M5_EAGAIN ? M5_ETIMEDOUT : p.status ? p.status : M5_EIO;
 }
 
 /* Round 1: every claim at once. */
