@@ -205,4 +205,17 @@ void m5_js_sub_close(m5_js_sub_t *s);
  * exit, after every client is closed. */
 void m5_js_library_close(void);
 
+/* ---- KV writes without a revision, and purges by key filter (the store's quota counts and
+ * REBIND's drop of one originator's keys; issue 13, js_quota.c) ---- */
+
+/* Stores data under key whatever it held (last writer wins): for keys only one node writes. */
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, char *err,
+                 size_t err_size);
+/* Removes every key matching filter (KV key syntax, wildcards '*' and '>' allowed) whose
+ * revision is below before_rev (0: all of them), by a subject-filtered purge of the bucket's
+ * stream: no delete markers are left (a watcher does not see it), and a get of a purged key
+ * finds nothing. */
+int m5_js_kv_purge(m5_js_kv_t *kv, const char *filter, uint64_t before_rev, char *err,
+                   size_t err_size);
+
 #endif
