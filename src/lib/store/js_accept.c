@@ -221,12 +221,14 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
     job->rcpts[i].status = M5_STORE_ACCEPTED;
     job->rcpts[i].id = 0;
   }
-  char hash[65] = "", key[80] = "";
+  job->discarded = false;
+  if (js_quota_check(s, job)) return; /* generations, quotas (js_quota.c) */
+  char hash[65] = "", key[160] = "";
   claim_t claim = {0};
   bool dedup = job->dedup_id[0] != 0;
   if (dedup) {
     dedup_hash(job, hash);
-    snprintf(key, sizeof key, "d.%s", hash);
+    js_dedup_key(job, hash, key, sizeof key);
     bool dup = false;
     int rc = claim_key(s, job, key, &claim, &dup);
     if (rc) {
@@ -250,12 +252,13 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
       job->status = js_fail_status(rc);
       return;
     }
-    if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
   }
+  if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
   accept_publish(s, job, dedup ? hash : NULL, dedup ? key : NULL, &claim);
   job->n_rcpts = n_given;
   if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) js_ticket_restore(s, &tu);
   if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) js_tickets_put(s, job);
+  js_quota_charge(s, job, claim.rev);
 }
 
 /* Deletes what a job that does not keep its deliveries stored (res[i] M5_OK), then removes its
@@ -286,7 +289,9 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash,
   bool *own = calloc(n ? n : 1, sizeof *own);
   int fail = !res || !want || !own ? M5_ENOMEM : 0;
   for (size_t i = 0; i < n && !fail; i++) {
-    want[i] = true;
+    /* (a recipient over its originator's share, with partial, is skipped: js_quota_check) */
+    want[i] = job->rcpts[i].status == M5_STORE_ACCEPTED;
+    if (!want[i]) res[i].status = M5_ENOENT;
     own[i] = !hash;
   }
   /* what this accept adds to the stream: n records with their subjects and Msg-Ids */
@@ -325,6 +330,7 @@ static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash,
   bool queue_full = false, store_full = bytes_full;
   for (size_t i = 0; i < n && !fail; i++) {
     js_pub_t *p = &res[i];
+    if (job->rcpts[i].status != M5_STORE_ACCEPTED) continue;
     if (p->status == M5_EFULL && p->subject_full) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       queue_full = true;
