@@ -61,8 +61,9 @@ typedef struct {
 struct js_quota {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  m5_hmap_t *own;     /* kv suffix -> q_own_t (under mu) */
-  m5_hmap_t *msgs;    /* h(ori,gen) \n msgId \n accepted_at -> deliveries here (store thread) */
+  m5_hmap_t *own;     /* raw key (raw_*) -> q_own_t (under mu) */
+  m5_hmap_t *msgs;    /* raw ori key \n msgId \n accepted_at -> deliveries here (store thread) */
+  m5_hmap_t *stale;   /* P_quota keys of this node from before this start (under mu) */
   m5_hmap_t *others;  /* full key of another node -> q_vals_t (under mu) */
   m5_hmap_t *sum;     /* kv suffix -> q_vals_t, summed over the other nodes (under mu) */
   size_t other_pairs; /* p. keys in sum: none, the share needs no hash per recipient */
@@ -84,16 +85,44 @@ static void h32(const char *text, size_t len, char out[33]) {
   out[32] = 0;
 }
 
-static void ori_hash(const m5_msg_addr_t *ori, uint64_t gen, char out[33]) {
-  char b[sizeof ori->type + sizeof ori->addr + 24];
-  int n = snprintf(b, sizeof b, "%s\n%s\n%" PRIu64, ori->type, ori->addr, gen);
-  h32(b, n > 0 ? (size_t)n : 0, out);
+/* The in-memory key of a count ("raw": no hash on the common path): its kind, then what it
+ * counts for, '\n' apart. o: originator type, addr, generation; p<family>: recipient type,
+ * addr, then the originator's three; d: a dedup key's originator; t: a typed originator. */
+#define Q_RAW_MAX (2 * (M5_MSG_ADDR_MAX + 48) + 48)
+
+static size_t raw_ori(char *out, const m5_msg_addr_t *ori, uint64_t gen) {
+  int n = snprintf(out, Q_RAW_MAX, "o\n%s\n%s\n%" PRIu64, ori->type, ori->addr, gen);
+  return n > 0 && n < Q_RAW_MAX ? (size_t)n : 0;
 }
 
-static void addr_hash(const m5_msg_addr_t *a, char out[33]) {
-  char b[sizeof a->type + sizeof a->addr + 2];
-  int n = snprintf(b, sizeof b, "%s\n%s", a->type, a->addr);
-  h32(b, n > 0 ? (size_t)n : 0, out);
+static size_t raw_pair(char *out, int fam, const m5_msg_addr_t *r, const m5_msg_addr_t *ori,
+                       uint64_t gen) {
+  int n = snprintf(out, Q_RAW_MAX, "p%d\n%s\n%s\n%s\n%s\n%" PRIu64, fam, r->type, r->addr,
+                   ori->type, ori->addr, gen);
+  return n > 0 && n < Q_RAW_MAX ? (size_t)n : 0;
+}
+
+static size_t raw_one(char *out, char kind, const char *name) {
+  int n = snprintf(out, Q_RAW_MAX, "%c\n%s", kind, name);
+  return n > 0 && n < Q_RAW_MAX ? (size_t)n : 0;
+}
+
+/* The P_quota key of a raw key (without ".<node>"): what it counts for, hashed (32 hex of
+ * HMAC-SHA-256 each): o.<h(ori, gen)>, p<family>.<h(rcpt)>.<h(ori, gen)>, d.<h>, t.<h>. */
+static void suffix_of(const char *raw, char out[Q_KEY_MAX]) {
+  char a[33], b[33];
+  out[0] = 0;
+  if (raw[0] == QK_PAIR) {
+    const char *x = raw + 3, *sep = strchr(x, '\n');
+    if (sep) sep = strchr(sep + 1, '\n');
+    if (!sep) return;
+    h32(x, (size_t)(sep - x), a);
+    h32(sep + 1, strlen(sep + 1), b);
+    snprintf(out, Q_KEY_MAX, "p%c.%s.%s", raw[1], a, b);
+  } else {
+    h32(raw + 2, strlen(raw + 2), a);
+    snprintf(out, Q_KEY_MAX, "%c.%s", raw[0], a);
+  }
 }
 
 /* "d.<hex HMAC(ori)>": the first token of an originator's dedup keys, which REBIND purges by. */
@@ -113,25 +142,32 @@ void js_dedup_key(const m5_store_job_t *job, const char *hash, char *out, size_t
 
 /* ---------------------------------------------------------------- own counts */
 
-static q_own_t *own_get(struct js_quota *q, const char *suffix, bool create) {
-  size_t kl = strlen(suffix);
-  q_own_t *o = m5_hmap_get(q->own, suffix, kl);
-  if (o || !create) return o;
+static q_own_t *own_get(struct js_quota *q, const char *raw, bool create) {
+  size_t kl = strlen(raw);
+  q_own_t *o = kl ? m5_hmap_get(q->own, raw, kl) : NULL;
+  if (o || !create || !kl) return o;
   if (!(o = calloc(1, sizeof *o))) return NULL;
-  snprintf(o->kv, sizeof o->kv, "%s", suffix);
-  if (m5_hmap_put(q->own, o->kv, kl, o, NULL)) {
+  suffix_of(raw, o->kv);
+  if (!o->kv[0] || m5_hmap_put(q->own, raw, kl, o, NULL)) {
     free(o);
     return NULL;
   }
   return o;
 }
 
-static const q_vals_t *sum_get(struct js_quota *q, const char *suffix) {
+/* The others' sum for raw (o: its entry of this node's, if any, which knows its key). */
+static const q_vals_t *others_of(struct js_quota *q, const char *raw, const q_own_t *o) {
+  if (!m5_hmap_count(q->sum)) return NULL;
+  char suffix[Q_KEY_MAX];
+  if (o)
+    snprintf(suffix, sizeof suffix, "%s", o->kv);
+  else
+    suffix_of(raw, suffix);
   return m5_hmap_get(q->sum, suffix, strlen(suffix));
 }
 
-static void own_add(struct js_quota *q, const char *suffix, int64_t d0, int64_t d1, int64_t d2) {
-  q_own_t *o = own_get(q, suffix, d0 > 0 || d1 > 0 || d2 > 0);
+static void own_add(struct js_quota *q, const char *raw, int64_t d0, int64_t d1, int64_t d2) {
+  q_own_t *o = own_get(q, raw, d0 > 0 || d1 > 0 || d2 > 0);
   if (!o) return;
   int64_t d[3] = {d0, d1, d2};
   for (int i = 0; i < 3; i++)
@@ -199,16 +235,15 @@ void js_quota_index(js_store_t *s, const js_entry_t *e, int delta) {
   js_rec_t r;
   if (!q || js_rec_decode(e->rec, e->rec_len, &r)) return;
   const m5_store_msg_t *m = &r.d.msg;
-  char oh[33], rh[33], key[Q_KEY_MAX];
-  ori_hash(&m->ori, m->ori_gen, oh);
-  addr_hash(&r.d.rcpt, rh);
+  char key[Q_RAW_MAX], ok[Q_RAW_MAX];
+  raw_pair(key, e->fam, &r.d.rcpt, &m->ori, m->ori_gen);
+  raw_ori(ok, &m->ori, m->ori_gen);
   pthread_mutex_lock(&q->mu);
-  snprintf(key, sizeof key, "p%d.%s.%s", e->fam, rh, oh);
   own_add(q, key, delta, 0, 0);
   if (e->fam == JS_FAM_Q && !r.report) {
     /* a message counts once per node however many of its deliveries are here */
-    char mk[40 + M5_MSG_ID_MAX + 24];
-    int n = snprintf(mk, sizeof mk, "%s\n%s\n%" PRId64, oh, m->msg_id, m->accepted_at_ms);
+    char mk[Q_RAW_MAX + M5_MSG_ID_MAX + 24];
+    int n = snprintf(mk, sizeof mk, "%s\n%s\n%" PRId64, ok, m->msg_id, m->accepted_at_ms);
     size_t kl = n > 0 ? (size_t)n : 0;
     uintptr_t c = (uintptr_t)m5_hmap_get(q->msgs, mk, kl);
     int64_t dm = 0, db = 0;
@@ -223,8 +258,7 @@ void js_quota_index(js_store_t *s, const js_entry_t *e, int delta) {
         m5_hmap_put(q->msgs, mk, kl, (void *)(c - 1), NULL);
       }
     }
-    snprintf(key, sizeof key, "o.%s", oh);
-    own_add(q, key, dm, db, delta);
+    own_add(q, ok, dm, db, delta);
   }
   pthread_mutex_unlock(&q->mu);
 }
@@ -366,15 +400,14 @@ static m5_store_outcome_t over_quota(js_store_t *s, m5_store_job_t *job, bool *p
   uint64_t qcap = report ? s->o.max_reports_per_recipient : s->o.max_per_recipient;
   uint64_t scap = report ? (qcap / 2 ? qcap / 2 : 1) : s->o.max_per_recipient_per_originator;
   if (!scap) scap = qcap / 2 ? qcap / 2 : 1;
-  char oh[33], rh[33], key[Q_KEY_MAX];
-  ori_hash(&m->ori, m->ori_gen, oh);
+  char key[Q_RAW_MAX];
   *partly = false;
   m5_store_outcome_t out = M5_STORE_ACCEPTED;
   pthread_mutex_lock(&q->mu);
   if (!report) {
-    snprintf(key, sizeof key, "o.%s", oh);
+    raw_ori(key, &m->ori, m->ori_gen);
     const q_own_t *o = own_get(q, key, false);
-    const q_vals_t *ot = sum_get(q, key);
+    const q_vals_t *ot = others_of(q, key, o);
     uint64_t msgs = (o ? o->v[0] : 0) + (ot ? ot->v[0] : 0);
     uint64_t bytes = (o ? o->v[1] : 0) + (ot ? ot->v[1] : 0);
     uint64_t dlvs = (o ? o->v[2] : 0) + (ot ? ot->v[2] : 0);
@@ -395,10 +428,9 @@ static m5_store_outcome_t over_quota(js_store_t *s, m5_store_job_t *job, bool *p
         qn += e->fam == fam;
       if (qn >= qcap) continue;
     }
-    addr_hash(&r->addr, rh);
-    snprintf(key, sizeof key, "p%d.%s.%s", fam, rh, oh);
+    raw_pair(key, fam, &r->addr, &m->ori, m->ori_gen);
     const q_own_t *o = own_get(q, key, false);
-    const q_vals_t *ot = q->other_pairs ? sum_get(q, key) : NULL;
+    const q_vals_t *ot = q->other_pairs ? others_of(q, key, o) : NULL;
     if ((o ? o->v[0] : 0) + (ot ? ot->v[0] : 0) < scap) continue;
     r->status = M5_STORE_ORIGINATOR_QUOTA;
     skipped++;
@@ -471,14 +503,13 @@ void js_quota_charge(js_store_t *s, const m5_store_job_t *job, uint64_t dedup_re
   struct js_quota *q = s->quota;
   if (!q || !job->dedup_id[0] || job->status || job->outcome != M5_STORE_ACCEPTED) return;
   uint64_t max = s->o.dedup_max_per_sender;
-  char hx[33], key[Q_KEY_MAX];
-  h32(job->dedup_ori, strlen(job->dedup_ori), hx);
-  snprintf(key, sizeof key, "d.%s", hx);
+  char key[Q_RAW_MAX];
+  raw_one(key, QK_DEDUP, job->dedup_ori);
   int64_t b = win_bucket(s, s->o.dedup_window_ms);
   uint64_t cut = 0;
   pthread_mutex_lock(&q->mu);
   q_own_t *o = own_get(q, key, true);
-  const q_vals_t *ot = sum_get(q, key);
+  const q_vals_t *ot = others_of(q, key, o);
   uint64_t others = ot ? ot->v[0] : 0;
   if (o) win_add(o, b, dedup_rev);
   if (o && max && o->v[0] + others > max) {
@@ -516,22 +547,16 @@ void js_quota_charge(js_store_t *s, const m5_store_job_t *job, uint64_t dedup_re
 
 /* ---------------------------------------------------------------- tickets (js_tickets.c) */
 
-static void ticket_suffix(const char *typed_ori, char out[Q_KEY_MAX]) {
-  char hx[33];
-  h32(typed_ori, strlen(typed_ori), hx);
-  snprintf(out, Q_KEY_MAX, "t.%s", hx);
-}
-
 uint64_t js_tickets_count(js_store_t *s, const char *typed_ori) {
   struct js_quota *q = s->quota;
   if (!q) return 0;
-  char key[Q_KEY_MAX];
-  ticket_suffix(typed_ori, key);
+  char key[Q_RAW_MAX];
+  raw_one(key, QK_TICKET, typed_ori);
   int64_t b = win_bucket(s, s->o.report_window_ms);
   pthread_mutex_lock(&q->mu);
   q_own_t *o = own_get(q, key, false);
   if (o) win_roll(o, b);
-  const q_vals_t *ot = sum_get(q, key);
+  const q_vals_t *ot = others_of(q, key, o);
   uint64_t n = (o ? o->v[0] : 0) + (ot ? ot->v[0] : 0);
   pthread_mutex_unlock(&q->mu);
   return n;
@@ -540,8 +565,8 @@ uint64_t js_tickets_count(js_store_t *s, const char *typed_ori) {
 void js_tickets_counted(js_store_t *s, const char *typed_ori, int delta) {
   struct js_quota *q = s->quota;
   if (!q) return;
-  char key[Q_KEY_MAX];
-  ticket_suffix(typed_ori, key);
+  char key[Q_RAW_MAX];
+  raw_one(key, QK_TICKET, typed_ori);
   int64_t b = win_bucket(s, s->o.report_window_ms);
   pthread_mutex_lock(&q->mu);
   q_own_t *o = own_get(q, key, delta > 0);
@@ -555,9 +580,8 @@ void js_tickets_counted(js_store_t *s, const char *typed_ori, int delta) {
 void js_quota_forget_dedup(js_store_t *s, const char *dedup_ori) {
   struct js_quota *q = s->quota;
   if (!q) return;
-  char hx[33], key[Q_KEY_MAX];
-  h32(dedup_ori, strlen(dedup_ori), hx);
-  snprintf(key, sizeof key, "d.%s", hx);
+  char key[Q_RAW_MAX];
+  raw_one(key, QK_DEDUP, dedup_ori);
   pthread_mutex_lock(&q->mu);
   q_own_t *o = own_get(q, key, false);
   if (o) win_clear(o);
@@ -583,15 +607,15 @@ typedef struct {
   q_put_t *puts;
   size_t n, cap;
   int64_t now, tick_d, tick_t;
-  char (*gone)[Q_KEY_MAX];
+  char (*gone)[Q_RAW_MAX];
   size_t n_gone, cap_gone;
 } q_collect_t;
 
 static void collect_one(const void *key, size_t klen, void *val, void *arg) {
-  (void)key;
-  (void)klen;
   q_collect_t *c = arg;
   q_own_t *o = val;
+  /* this key is this node's now: not one to empty as left over from before the start */
+  m5_hmap_del(c->s->quota->stale, o->kv, strlen(o->kv));
   if (o->kv[0] == QK_DEDUP) win_roll(o, c->tick_d);
   if (o->kv[0] == QK_TICKET) win_roll(o, c->tick_t);
   uint64_t v[3] = {o->v[0], o->v[1], o->v[2]};
@@ -613,7 +637,10 @@ static void collect_one(const void *key, size_t klen, void *val, void *arg) {
         c->gone = nv;
         c->cap_gone = cap;
       }
-      snprintf(c->gone[c->n_gone++], Q_KEY_MAX, "%s", o->kv);
+      if (klen < Q_RAW_MAX) {
+        memcpy(c->gone[c->n_gone], key, klen);
+        c->gone[c->n_gone++][klen] = 0;
+      }
     }
     return;
   }
@@ -636,6 +663,22 @@ static void collect_one(const void *key, size_t klen, void *val, void *arg) {
   p->o = o;
 }
 
+static void collect_stale(const void *key, size_t klen, void *val, void *arg) {
+  (void)val;
+  q_collect_t *c = arg;
+  if (klen >= Q_KEY_MAX || c->n == c->cap) {
+    size_t cap = c->cap ? 2 * c->cap : 64;
+    q_put_t *nv = klen < Q_KEY_MAX ? realloc(c->puts, cap * sizeof *nv) : NULL;
+    if (!nv) return;
+    c->puts = nv;
+    c->cap = cap;
+  }
+  q_put_t *p = &c->puts[c->n++];
+  snprintf(p->key, sizeof p->key, "%.*s.%s", (int)klen, (const char *)key, c->s->node);
+  memset(p->v, 0, sizeof p->v);
+  p->o = NULL;
+}
+
 /* Puts what changed (at most once a second) and what is due for its refresh. */
 static void publish(js_store_t *s) {
   struct js_quota *q = s->quota;
@@ -646,6 +689,10 @@ static void publish(js_store_t *s) {
   m5_hmap_foreach(q->own, collect_one, &c);
   for (size_t i = 0; i < c.n_gone; i++)
     free(m5_hmap_del(q->own, c.gone[i], strlen(c.gone[i])));
+  /* keys this node put before it (re)started and holds nothing for now: emptied once */
+  if (m5_hmap_count(q->stale)) m5_hmap_foreach(q->stale, collect_stale, &c);
+  m5_hmap_free(q->stale, NULL);
+  q->stale = m5_hmap_new(); /* (NULL: out of memory, then none are remembered) */
   pthread_mutex_unlock(&q->mu);
   free(c.gone);
   for (size_t i = 0; i < c.n; i++) {
@@ -660,6 +707,7 @@ static void publish(js_store_t *s) {
       M5_LOGW("store", "jetstream: publishing a quota count: %s", err);
       continue; /* tried again next time: pub is unchanged */
     }
+    if (!p->o) continue;
     pthread_mutex_lock(&q->mu);
     /* (the entry lives while published or non-zero: collect_one removes neither) */
     memcpy(p->o->pub, p->v, sizeof p->v);
@@ -699,13 +747,9 @@ static void apply_quota(js_store_t *s, const m5_js_kv_change_t *ch) {
   q_vals_t nv;
   vals_parse(ch->val, ch->deleted ? 0 : ch->len, &nv);
   pthread_mutex_lock(&q->mu);
-  if (!strcmp(dot + 1, s->node)) {
-    q_own_t *o = own_get(q, suffix, nv.v[0] || nv.v[1] || nv.v[2]);
-    if (o && !o->published) {
-      memcpy(o->pub, nv.v, sizeof o->pub);
-      o->published = true;
-      o->pub_ms = 0; /* refreshed (or emptied) at the next publish */
-    }
+  if (!strcmp(dot + 1, s->node)) { /* (this node's own puts come back here too) */
+    if (!ch->deleted && ch->len && q->stale && !q->ready)
+      m5_hmap_put(q->stale, suffix, sl, (void *)1, NULL);
     pthread_mutex_unlock(&q->mu);
     return;
   }
@@ -839,6 +883,7 @@ void js_quota_close(js_store_t *s) {
   if (q->others) m5_hmap_free(q->others, free_val);
   if (q->sum) m5_hmap_free(q->sum, free_val);
   if (q->gens) m5_hmap_free(q->gens, NULL);
+  if (q->stale) m5_hmap_free(q->stale, NULL);
   pthread_cond_destroy(&q->cv);
   pthread_mutex_destroy(&q->mu);
   free(q);
@@ -858,7 +903,8 @@ int js_quota_open(js_store_t *s, char *err, size_t errlen) {
   q->others = m5_hmap_new();
   q->sum = m5_hmap_new();
   q->gens = m5_hmap_new();
-  if (!q->own || !q->msgs || !q->others || !q->sum || !q->gens) {
+  q->stale = m5_hmap_new();
+  if (!q->own || !q->msgs || !q->others || !q->sum || !q->gens || !q->stale) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
