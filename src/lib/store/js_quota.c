@@ -36,6 +36,7 @@
 #define Q_PUBLISH_MS 1000  /* a change is published within this */
 #define Q_REFRESH_MS 20000 /* every key is put again this often */
 #define Q_TTL_MS 60000     /* P_quota's TTL: the keys of a node that stopped */
+#define Q_WARN_MS 10000    /* a thread's warnings while the cluster is away: one per 10 s */
 #define Q_NB 10            /* buckets of a windowed count (dedup entries, tickets) */
 #define Q_KEY_MAX 160
 
@@ -72,7 +73,7 @@ struct js_quota {
   m5_js_kv_watch_t *w, *gw;
   pthread_t th, gth;
   bool th_on, gth_on, stop, ready, gready;
-  int64_t published_ms;
+  int64_t warned_ms, gwarned_ms; /* the last warning of each thread (at most one per Q_WARN_MS) */
 };
 
 /* ---------------------------------------------------------------- names */
@@ -703,9 +704,12 @@ static void publish(js_store_t *s) {
                   : snprintf(val, sizeof val, "%" PRIu64 " %" PRIu64 " %" PRIu64, p->v[0], p->v[1],
                              p->v[2]);
     int rc = m5_js_kv_put(q->kv, p->key, val, (size_t)(vl > 0 ? vl : 0), err, sizeof err);
-    if (rc) {
-      M5_LOGW("store", "jetstream: publishing a quota count: %s", err);
-      continue; /* tried again next time: pub is unchanged */
+    if (rc) { /* the rest waits for the next round (pub unchanged): no timeout per key */
+      if (c.now - q->warned_ms >= Q_WARN_MS) {
+        q->warned_ms = c.now;
+        M5_LOGW("store", "jetstream: publishing the quota counts (%zu to put): %s", c.n - i, err);
+      }
+      break;
     }
     if (!p->o) continue;
     pthread_mutex_lock(&q->mu);
@@ -828,7 +832,10 @@ static void *quota_main(void *arg) {
     if (rc == M5_OK && !ch.key) set_ready(q, &q->ready);
     if (rc == M5_OK && ch.key) apply_quota(s, &ch);
     if (rc == M5_EIO) {
-      M5_LOGW("store", "jetstream: quota watcher: %s", err);
+      if (mono_ms() - q->warned_ms >= Q_WARN_MS) {
+        q->warned_ms = mono_ms();
+        M5_LOGW("store", "jetstream: quota watcher: %s", err);
+      }
       struct timespec ts = {0, 100 * 1000000};
       nanosleep(&ts, NULL);
     }
@@ -851,7 +858,10 @@ static void *gens_main(void *arg) {
     if (rc == M5_OK && !ch.key) set_ready(q, &q->gready);
     if (rc == M5_OK && ch.key) apply_gen(s, &ch);
     if (rc == M5_EIO) {
-      M5_LOGW("store", "jetstream: generations watcher: %s", err);
+      if (mono_ms() - q->gwarned_ms >= Q_WARN_MS) {
+        q->gwarned_ms = mono_ms();
+        M5_LOGW("store", "jetstream: generations watcher: %s", err);
+      }
       struct timespec ts = {0, 100 * 1000000};
       nanosleep(&ts, NULL);
     }
