@@ -908,6 +908,9 @@ int js_quota_open(js_store_t *s, char *err, size_t errlen) {
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->cv, NULL);
   s->quota = q;
+  if (!s->o.max_per_recipient_per_originator) /* the default: half a queue (as SQLite) */
+    s->o.max_per_recipient_per_originator =
+        s->o.max_per_recipient / 2 ? s->o.max_per_recipient / 2 : 1;
   q->own = m5_hmap_new();
   q->msgs = m5_hmap_new();
   q->others = m5_hmap_new();
