@@ -1084,3 +1084,34 @@ int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seq
 void m5_js_client_disconnect(m5_js_client_t *c) {
   if (c && c->nc) natsConnection_Close(c->nc);
 }
+
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, char *err,
+                 size_t err_size) {
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
+    return say(err, err_size, M5_EINVAL, "kv put: bad arguments");
+  if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  kv_subject(kv, key, subj);
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_Publish(&pa, kv->js, subj, data, (int)len, NULL, &jerr);
+  jsPubAck_Destroy(pa);
+  if (s == NATS_OK) return M5_OK;
+  return nats_fail(err, err_size, nats_rc(s), s, key);
+}
+
+int m5_js_kv_purge(m5_js_kv_t *kv, const char *filter, uint64_t before_rev, char *err,
+                   size_t err_size) {
+  if (!kv || !kv_key_ok(filter)) return say(err, err_size, M5_EINVAL, "kv purge: bad arguments");
+  if (unreachable(kv->c, err, err_size, filter)) return M5_EAGAIN;
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  kv_subject(kv, filter, subj);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Purge.Subject = subj;
+  o.Stream.Purge.Sequence = before_rev;
+  jsErrCode jerr = 0;
+  natsStatus s = js_PurgeStream(kv->js, kv->stream, &o, &jerr);
+  if (s == NATS_OK) return M5_OK;
+  return nats_fail(err, err_size, nats_rc(s), s, filter);
+}

@@ -136,19 +136,16 @@ static int claim_hold(js_store_t *s, const char *key, claim_t *c) {
 
 /* ---------------------------------------------------------------- ACCEPT */
 
-/* The per-originator quotas' two calls (jsquota, js_quota.c): the check before the claim and
- * the charge once the message is accepted (after its final ack), on both paths below (one
- * accept alone, several pipelined). quota_check answers a job it refuses (outcome or status)
- * and returns non-zero: that accept then writes nothing. Not enforced on JetStream yet. */
+/* The per-originator quotas' two calls (js_quota.c), on both paths below (one accept alone,
+ * several pipelined): the check before the claim (generations, quotas: it answers a job it
+ * refuses, and that accept then writes nothing) and the charge once the message is accepted
+ * (after its final ack: the dedup entry, claimed at revision dedup_rev). */
 static int quota_check(js_store_t *s, m5_store_job_t *job) {
-  (void)s;
-  (void)job;
-  return 0; /* js_quota_check(s, job) */
+  return js_quota_check(s, job);
 }
 
-static void quota_charge(js_store_t *s, m5_store_job_t *job) {
-  (void)s;
-  (void)job; /* js_quota_charge(s, job) */
+static void quota_charge(js_store_t *s, m5_store_job_t *job, uint64_t dedup_rev) {
+  js_quota_charge(s, job, dedup_rev);
 }
 
 /* One accept from its claim to its answer. */
@@ -284,6 +281,7 @@ static void accept_begin(m5_store_job_t *job) {
     job->rcpts[i].status = M5_STORE_ACCEPTED;
     job->rcpts[i].id = 0;
   }
+  job->discarded = false;
 }
 
 static void accept_publish(js_store_t *s, m5_store_job_t *job, const char *hash, const char *key,
@@ -296,12 +294,12 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
   }
   accept_begin(job);
   if (quota_check(s, job)) return;
-  char hash[65] = "", key[80] = "";
+  char hash[65] = "", key[160] = "";
   claim_t claim = {0};
   bool dedup = job->dedup_id[0] != 0;
   if (dedup) {
     dedup_hash(job, hash);
-    snprintf(key, sizeof key, "d.%s", hash);
+    js_dedup_key(job, hash, key, sizeof key);
     bool dup = false;
     int rc = claim_key(s, job, key, &claim, &dup);
     if (rc) {
@@ -325,14 +323,13 @@ static void accept_inner(js_store_t *s, m5_store_job_t *job, bool check) {
       job->status = js_fail_status(rc);
       return;
     }
-    if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
   }
+  if (job->discarded) job->n_rcpts = 0; /* only the dedup entry is written */
   accept_publish(s, job, dedup ? hash : NULL, dedup ? key : NULL, &claim);
   job->n_rcpts = n_given;
   if (tu.hit && (job->status || job->outcome != M5_STORE_ACCEPTED)) js_ticket_restore(s, &tu);
-  if (job->status || job->outcome != M5_STORE_ACCEPTED) return;
-  if (!check) js_tickets_put(s, job);
-  quota_charge(s, job);
+  if (!job->status && job->outcome == M5_STORE_ACCEPTED && !check) js_tickets_put(s, job);
+  quota_charge(s, job, claim.rev);
 }
 
 /* Deletes what a job that does not keep its deliveries stored (res[i] M5_OK), then removes its
@@ -370,7 +367,9 @@ static void acc_prepare(js_store_t *s, acc_t *a, m5_store_job_t *job, const char
   for (size_t i = 0; i < n && a->fail && a->res; i++) /* nothing published: nothing to undo */
     a->res[i].status = M5_ENOMEM;
   for (size_t i = 0; i < n && !a->fail; i++) {
-    a->want[i] = true;
+    /* (a recipient over its originator's share, with partial, is skipped: js_quota_check) */
+    a->want[i] = job->rcpts[i].status == M5_STORE_ACCEPTED;
+    if (!a->want[i]) a->res[i].status = M5_ENOENT;
     a->own[i] = !hash;
   }
   a->need = (uint64_t)n * (job->msg.payload_len + 1024);
@@ -421,6 +420,7 @@ static void acc_accepted(js_store_t *s, acc_t *a) {
   for (size_t i = 0; i < a->n; i++) {
     m5_store_rcpt_t *r = &job->rcpts[i];
     js_pub_t *p = &a->res[i];
+    if (job->rcpts[i].status != M5_STORE_ACCEPTED) continue;
     if (p->status != M5_OK) continue;
     r->id = js_id(p->seq, a->fam);
     if (r->node[0] && strcmp(r->node, s->node)) continue;
@@ -449,6 +449,7 @@ static bool acc_settle(js_store_t *s, acc_t *a) {
   int fail = a->fail;
   for (size_t i = 0; i < a->n && !fail; i++) {
     js_pub_t *p = &a->res[i];
+    if (job->rcpts[i].status != M5_STORE_ACCEPTED) continue;
     if (p->status == M5_EFULL && p->subject_full) {
       job->rcpts[i].status = M5_STORE_QUEUE_FULL;
       queue_full = true;
@@ -571,7 +572,7 @@ void js_accept(js_store_t *s, m5_store_job_t *job) {
 
 typedef struct {
   acc_t a;
-  char hash[65], key[80];
+  char hash[65], key[160];
   claim_t claim;
   uint64_t nonce;
   bool dedup;
@@ -582,8 +583,11 @@ typedef struct {
   int rc;      /* a claim's or a final ack's outcome (M5_EAGAIN: a conflict) */
 } pj_t;
 
+/* Reports run alone: their ticket check, and the quota check may discard one (a report to a
+ * re-bound UE), which only the accept alone handles. */
 static bool batchable(const m5_store_job_t *job) {
-  return job->op == M5_STORE_ACCEPT && !job->ticket_check && accept_valid(job);
+  return job->op == M5_STORE_ACCEPT && !job->ticket_check &&
+         strcmp(job->msg.app_id, M5_STORE_REPORT_APP) && accept_valid(job);
 }
 
 static bool same_key(const m5_store_job_t *x, const m5_store_job_t *y) {
@@ -737,7 +741,7 @@ static void accept_pipelined(js_store_t *s, m5_store_job_t **g, size_t m) {
     p[j].live = true;
     if ((p[j].dedup = job->dedup_id[0] != 0)) {
       dedup_hash(job, p[j].hash);
-      snprintf(p[j].key, sizeof p[j].key, "d.%s", p[j].hash);
+      js_dedup_key(job, p[j].hash, p[j].key, sizeof p[j].key);
       p[j].nonce = s->nonce; /* (round 1's ids: acc/<node>/<nonce>.<tag>/<i>) */
     } else {
       p[j].nonce = ++s->nonce;
@@ -750,7 +754,7 @@ static void accept_pipelined(js_store_t *s, m5_store_job_t **g, size_t m) {
     m5_store_job_t *job = g[j];
     if (p[j].live && !job->status && job->outcome == M5_STORE_ACCEPTED) {
       js_tickets_put(s, job);
-      quota_charge(s, job);
+      quota_charge(s, job, p[j].claim.rev);
     }
     acc_free(&p[j].a);
   }

@@ -107,6 +107,9 @@ typedef struct {
   m5_store_job_t *q_head, *q_tail;
   m5_hmap_t *pub_ids; /* msg_id of an awaited publish -> its slot + 1 (pub_mu) */
   uint64_t rounds;    /* rounds run (js_round_next): a job's commit_no */
+
+  /* ---- jsquota (js_quota.c): per-originator counts, P_quota, P_gens ---- */
+  struct js_quota *quota;
 } js_store_t;
 
 /* ---- record codec (js_store.c) ----
@@ -197,15 +200,54 @@ void js_rebind(js_store_t *s, m5_store_job_t *job);
 void js_group_sweep(js_store_t *s, m5_store_job_t *job);
 
 /* ---- report tickets (js_tickets.c) ---- */
+#define JS_TICKET_KEY 140 /* t.<64 hex>.<64 hex> */
 typedef struct {
   bool hit;
-  char key[70];
+  char key[JS_TICKET_KEY];
+  char ori[M5_MSG_ADDR_MAX + 24]; /* its originator's typed key */
   char val[48]; /* the ticket as it was, to put back if the report is then refused */
   uint64_t used_rev;
 } js_ticket_use_t;
 void js_tickets_put(js_store_t *s, m5_store_job_t *job);
 int js_ticket_check(js_store_t *s, m5_store_job_t *job, js_ticket_use_t *u);
 void js_ticket_restore(js_store_t *s, const js_ticket_use_t *u);
+void js_ticket_ori_prefix(const m5_msg_addr_t *ori, char out[67]);
+
+/* ---- jsquota (js_quota.c; REBIND's generation part in js_sweep.c) ----
+ * Per-originator bounds cluster-wide (counts published to KV P_quota) and the binding
+ * generations REBIND remembers (KV P_gens, copied on every node by a watcher). */
+int js_quota_open(js_store_t *s, char *err, size_t errlen);
+void js_quota_close(js_store_t *s);
+/* A delivery entering (+1) or leaving (-1) this node's index. */
+void js_quota_index(js_store_t *s, const js_entry_t *e, int delta);
+/* ACCEPT, before the dedup claim: the generations (M5_EPERM, a missed REBIND caught up, a UE
+ * recipient's generation raised, a report to an older one discarded), dedup_max_per_sender, and
+ * the quotas. 1: the job is answered (status or outcome set); 0: go on (rcpts[i].status may be
+ * ORIGINATOR_QUOTA for a partial job: those are skipped). */
+int js_quota_check(js_store_t *s, m5_store_job_t *job);
+/* ACCEPT, after its final outcome: an accepted dedup entry (claimed at revision dedup_rev). */
+void js_quota_charge(js_store_t *s, const m5_store_job_t *job, uint64_t dedup_rev);
+/* The dedup key of job (d.<hex HMAC(ori)>.<hash>) and its originator's prefix (d.<hex>). */
+void js_dedup_key(const m5_store_job_t *job, const char *hash, char *out, size_t size);
+void js_dedup_ori_prefix(const char *dedup_ori, char out[67]);
+void js_quota_forget_dedup(js_store_t *s, const char *dedup_ori);
+/* Report tickets per originator (typed key "UE:ue1"), cluster-wide; delta 0: none left. */
+uint64_t js_tickets_count(js_store_t *s, const char *typed_ori);
+void js_tickets_counted(js_store_t *s, const char *typed_ori, int delta);
+/* Generations: this node's copy (0: none known), a leader read (0 when none; updates the copy),
+ * a raise (compare-and-set; a newer one stored already is success), the copy alone. */
+uint64_t js_gen_known(js_store_t *s, const char *ue);
+int js_gen_read(js_store_t *s, const char *ue, uint64_t *gen, uint64_t *rev);
+int js_gen_write(js_store_t *s, const char *ue, uint64_t gen);
+void js_gen_local(js_store_t *s, const char *ue, uint64_t gen);
+void js_gen_forget(js_store_t *s, const char *ue, uint64_t gen); /* back to gen (a REBIND cut short) */
+/* REBIND of ue to gen (the job, or an accept catching up); *failed: deliveries failed. */
+int js_rebind_to(js_store_t *s, const char *ue, uint64_t gen, uint64_t *failed);
+/* A delivery failing or expiring (d: its item): its report ticket goes; true when the failure
+ * report is not to be written (its UE originator was re-bound since it sent). */
+bool js_failed_delivery(js_store_t *s, const m5_store_delivery_t *d);
+/* RESCHEDULE of e: true when it was failed instead (its UE recipient was re-bound since). */
+bool js_reschedule_rebound(js_store_t *s, m5_store_job_t *job, js_entry_t *e);
 
 /* ---- topic subscriptions (js_topics.c) ---- */
 typedef struct js_topics js_topics_t;

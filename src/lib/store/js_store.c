@@ -282,6 +282,7 @@ void js_index_add(js_store_t *s, js_entry_t *e) {
   rc->tail = e;
   rc->n++;
   s->n_entries++;
+  js_quota_index(s, e, 1);
   return;
 oom:
   /* the delivery stays in the stream: it comes back at the next open */
@@ -357,6 +358,7 @@ void js_index_remove(js_store_t *s, js_entry_t *e) {
     free(rc);
   }
   s->n_entries--;
+  js_quota_index(s, e, -1);
   js_mark_gone(s, e->fam, e->seq);
   entry_free(e);
 }
@@ -688,6 +690,7 @@ static void js_close(m5_store_t *base) {
     m5_js_sub_close(s->sub[f]);
     s->sub[f] = NULL; /* js_drain_inbox below may prune, which asks the consumers */
   }
+  js_quota_close(s);
   m5_js_kv_close(s->dedup);
   m5_js_kv_close(s->tickets);
   js_topics_close(s);
@@ -823,6 +826,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
                         .ttl_ms = o->report_window_ms > 100 ? o->report_window_ms : 100};
   if (m5_js_ensure_kv(s->c, &tk, &s->tickets, e2, sizeof e2)) goto fail;
   if (js_topics_open(s, e2, sizeof e2)) goto fail;
+  if (js_quota_open(s, e2, sizeof e2)) goto fail;
   for (int f = 0; f < 2; f++) {
     char filter[3 * JS_NAME_MAX];
     snprintf(filter, sizeof filter, "%s.%c.%s.>", s->prefix, f == JS_FAM_R ? 'r' : 'q', s->node);

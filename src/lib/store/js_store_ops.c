@@ -84,6 +84,7 @@ static int write_report(js_store_t *s, m5_store_job_t *job, m5_store_delivery_t 
   if (report || !d->msg.deliv_st_req ||
       (strcmp(d->msg.ori.type, "UE") && strcmp(d->msg.ori.type, "AS")))
     return M5_OK;
+  if (js_failed_delivery(s, d)) return M5_OK; /* its ticket goes; a re-bound originator: none */
   m5_store_delivery_t rep;
   int64_t now = js_now_ms(s);
   int rc = m5_store_report_of(d, now / 1000 + s->o.report_ttl_s, &rep);
@@ -273,6 +274,7 @@ static void do_reschedule(js_store_t *s, m5_store_job_t *job) {
     job->status = M5_ENOENT;
     return;
   }
+  if (js_reschedule_rebound(s, job, e)) return; /* re-bound since: failed (js_sweep.c) */
   e->next_attempt_ms = job->next_attempt_ms;
   e->attempts = job->attempts;
   e->in_flight = false;

@@ -1,9 +1,22 @@
-/* REBIND and GROUP_SWEEP of the JetStream message store (store.h; issue 13), per node and
- * partial (docs/store.md "The JetStream backend"): m5s runs both at start-up. */
+/* REBIND and GROUP_SWEEP of the JetStream message store (store.h; issue 13; docs/store.md "The
+ * JetStream backend"): m5s runs both at start-up.
+ *
+ * REBIND covers the cluster from any node: the UE's deliveries of older generations fail where
+ * they are (this node's from its index, other nodes' read from their subjects: the delete
+ * decides who concluded), its dedup entries and report tickets as an originator go (purges of
+ * the KV keys behind its own token, d.<hex HMAC("UE:<id>")>.> and t.<...>.>), and the
+ * generation is remembered in KV P_gens (js_quota.c), which every node copies: an accept from
+ * an older generation is then M5_EPERM. The shared generation is written last, so a REBIND cut
+ * short (a crash, the cluster away) is done again by its repeat; a job bringing a newer
+ * generation than the node's copy reads the shared one and runs the REBIND itself when that is
+ * older (the accept's catch-up, as SQLite's). GROUP_SWEEP looks at this node's index. */
 #include "js_int.h"
 
 #include "core/err.h"
+#include "core/log.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,15 +69,100 @@ static void rebind_others(js_store_t *s, m5_store_job_t *job, uint64_t *n) {
   job->next_attempt_ms = keep;
 }
 
-/* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): this
- * node's from its index, other nodes' where they are, so one node's REBIND covers the cluster.
- * Not done here yet: dropping rcpt's dedup entries as an originator, tickets; the
- * generation is not remembered (a repeat finds nothing older left). */
+/* Purges the KV keys behind prefix (".>" added) in kv: M5_OK or the cluster's error. */
+static int purge_prefix(m5_js_kv_t *kv, const char *prefix) {
+  char filter[80], err[256];
+  snprintf(filter, sizeof filter, "%s.>", prefix);
+  int rc = m5_js_kv_purge(kv, filter, 0, err, sizeof err);
+  if (rc) M5_LOGW("store", "jetstream: rebind: %s", err);
+  return rc;
+}
+
+static void fail_older(js_store_t *s, m5_store_job_t *job);
+
+/* REBIND of job->rcpt.addr to job->gen (job: the REBIND, or one made for a catch-up). */
+static int rebind_run(js_store_t *s, m5_store_job_t *job) {
+  const char *ue = job->rcpt.addr;
+  uint64_t gen = job->gen, known = js_gen_known(s, ue), stored = 0;
+  job->rebind_failed = 0;
+  if (known >= gen) return M5_OK; /* done already (a repeat at start-up) */
+  int rc = js_gen_read(s, ue, &stored, NULL);
+  if (rc) return js_fail_status(rc);
+  if (stored >= gen) return M5_OK; /* another node ran it */
+  /* this node's copy first, so that the failures below write no report to the old subscriber
+   * of this very ID (js_failed_delivery); put back if the REBIND does not finish */
+  js_gen_local(s, ue, gen);
+  fail_older(s, job);
+  js_topics_rebind(s, job); /* its topic subscriptions of an older generation (P_topics) */
+  char typed[M5_MSG_ADDR_MAX + 8], prefix[67];
+  snprintf(typed, sizeof typed, "UE:%s", ue);
+  if (!job->status && stored) { /* (an ID bound for the first time has no window to drop) */
+    js_dedup_ori_prefix(typed, prefix);
+    if ((rc = purge_prefix(s->dedup, prefix)))
+      job->status = js_fail_status(rc);
+    else
+      js_quota_forget_dedup(s, typed);
+  }
+  if (!job->status) {
+    js_ticket_ori_prefix(&job->rcpt, prefix);
+    if ((rc = purge_prefix(s->tickets, prefix)))
+      job->status = js_fail_status(rc);
+    else
+      js_tickets_counted(s, typed, 0);
+  }
+  if (!job->status && (rc = js_gen_write(s, ue, gen))) job->status = js_fail_status(rc);
+  if (job->status) {
+    js_gen_forget(s, ue, stored > known ? stored : known);
+    return job->status;
+  }
+  if (stored || job->rebind_failed)
+    M5_LOGI("store",
+            "jetstream: UE %s re-bound (generation %" PRIu64 "): %" PRIu64
+            " queued deliveries failed",
+            ue, gen, job->rebind_failed);
+  return M5_OK;
+}
+
+int js_rebind_to(js_store_t *s, const char *ue, uint64_t gen, uint64_t *failed) {
+  m5_store_job_t *j = calloc(1, sizeof *j);
+  if (!j) return M5_ENOMEM;
+  j->op = M5_STORE_REBIND;
+  snprintf(j->rcpt.type, sizeof j->rcpt.type, "UE");
+  snprintf(j->rcpt.addr, sizeof j->rcpt.addr, "%s", ue);
+  j->gen = gen;
+  int rc = rebind_run(s, j);
+  *failed = j->rebind_failed;
+  free(j);
+  return rc;
+}
+
 void js_rebind(js_store_t *s, m5_store_job_t *job) {
-  if (strcmp(job->rcpt.type, "UE") || !job->gen) {
+  if (strcmp(job->rcpt.type, "UE") || !job->rcpt.addr[0] || !job->gen) {
     job->status = M5_EINVAL;
     return;
   }
+  job->status = rebind_run(s, job);
+}
+
+bool js_reschedule_rebound(js_store_t *s, m5_store_job_t *job, js_entry_t *e) {
+  js_rec_t r;
+  if (js_rec_decode(e->rec, e->rec_len, &r) || strcmp(r.d.rcpt.type, "UE") ||
+      r.d.rcpt_gen >= js_gen_known(s, r.d.rcpt.addr))
+    return false;
+  int64_t keep = job->next_attempt_ms;
+  job->next_attempt_ms = js_now_ms(s); /* its report: due at once */
+  m5_store_delivery_t d;
+  int rc = js_conclude(s, job, e, M5_DELIV_FAILED, M5_STORE_CAUSE_REBOUND, &d);
+  job->next_attempt_ms = keep;
+  if (rc == M5_OK) js_stat_add(s, &s->st.failed, 1);
+  if (rc && rc != M5_ENOENT) job->status = rc;
+  return true;
+}
+
+/* rcpt's queued deliveries of a generation older than gen fail (RECIPIENT_REBOUND): this
+ * node's from its index, other nodes' where they are, so one node's REBIND covers the cluster
+ * (into job->rebind_failed, job->status). */
+static void fail_older(js_store_t *s, m5_store_job_t *job) {
   uint64_t others = 0;
   rebind_others(s, job, &others);
   if (job->status) return;
@@ -85,10 +183,11 @@ void js_rebind(js_store_t *s, m5_store_job_t *job) {
     for (size_t i = 0; i < l.n; i++)
       causes[i] = M5_STORE_CAUSE_REBOUND;
     job->rebind_failed = others + fail_all(s, job, &l, causes);
+  } else {
+    job->rebind_failed = others;
   }
   free(causes);
   free(l.v);
-  js_topics_rebind(s, job); /* its topic subscriptions of an older generation */
 }
 
 typedef struct {

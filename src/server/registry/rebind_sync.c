@@ -55,13 +55,10 @@ static void on_reply(void *msg, void *arg) {
 int rebind_sync(registry_t *reg, m5_store_t *store, char *err, size_t errlen) {
   sync_t s;
   memset(&s, 0, sizeof s);
-  /* store.backend jetstream: the store has no REBIND yet (issue 13, docs/store.md), so there is
-   * nothing to catch up with; every node would otherwise replay the cluster's whole history at
-   * each start. To do once the JetStream store keeps generations. */
-  if (registry_shared(reg)) {
-    M5_LOGI("store", "binding generations: no start-up catch-up on the jetstream backend yet");
-    return 0;
-  }
+  /* store.backend jetstream: the same catch-up. The store keeps the generations in KV (P_gens)
+   * with a copy on every node, filled before its first job, so a REBIND the cluster has seen
+   * already is answered from that copy without a request: only IDs re-bound while no node's
+   * store heard of it cost work (docs/store.md "The JetStream backend"). */
   if (registry_gens_foreach(reg, collect, &s) != 0 || s.oom) {
     snprintf(err, errlen, "cannot read the binding generations from the registry");
     free(s.rows);
@@ -99,8 +96,10 @@ int rebind_sync(registry_t *reg, m5_store_t *store, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot catch the message store up with the registry's bindings: %s",
              m5_strerror(s.status));
   else if (s.failed)
-    M5_LOGI("store", "%llu queued deliveries of re-bound UE Service IDs failed at start-up "
-                     "(RECIPIENT_REBOUND)", (unsigned long long)s.failed);
+    M5_LOGI("store",
+            "%llu queued deliveries of re-bound UE Service IDs failed at start-up "
+            "(RECIPIENT_REBOUND)",
+            (unsigned long long)s.failed);
 out:
   if (mb) m5_mailbox_free(mb, NULL);
   if (s.loop) m5_loop_free(s.loop);
