@@ -846,3 +846,20 @@ void m5_js_library_close(void) {
    * after hearing of it (nats_Close does not wait) would leave that message behind. */
   nats_CloseAndWait(10000);
 }
+
+/* ---- unconditional KV put (the store's node liveness key, js_takeover.c) ---- */
+
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                 char *err, size_t err_size) {
+  if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
+    return say(err, err_size, M5_EINVAL, "kv put: bad arguments");
+  char subj[M5_JS_PUB_NAME_MAX + 1];
+  kv_subject(kv, key, subj);
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_Publish(&pa, kv->js, subj, data, (int)len, NULL, &jerr);
+  if (s == NATS_OK && rev) *rev = pa->Sequence;
+  jsPubAck_Destroy(pa);
+  if (s == NATS_OK) return M5_OK;
+  return nats_fail(err, err_size, nats_rc(s), s, key);
+}

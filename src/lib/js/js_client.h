@@ -205,4 +205,9 @@ void m5_js_sub_close(m5_js_sub_t *s);
  * exit, after every client is closed. */
 void m5_js_library_close(void);
 
+/* ---- Unconditional KV put (appended: the store's node liveness key) ---- */
+/* Writes key whatever it holds (a heartbeat: one writer per key). */
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                 char *err, size_t err_size);
+
 #endif

@@ -544,6 +544,7 @@ static void run_job(m5_job_t *job, void *ctx) {
   js_store_t *s = ctx;
   js_drain_inbox(s);
   js_run_job(s, (m5_store_job_t *)job);
+  js_takeover_tick(s);
   pthread_mutex_lock(&s->st_mu);
   s->st.queued = s->n_entries;
   s->st.messages = s->n_entries; /* each delivery carries its body */
@@ -583,6 +584,7 @@ static void free_entry_val(const void *key, size_t klen, void *val, void *arg) {
 static void js_close(m5_store_t *base) {
   js_store_t *s = (js_store_t *)base;
   m5_jobthread_free(s->thread); /* serves what is queued, then stops */
+  js_takeover_close(s);
   for (int f = 0; f < 2; f++) {
     m5_js_sub_close(s->sub[f]);
     s->sub[f] = NULL; /* js_drain_inbox below may prune, which asks the consumers */
@@ -714,6 +716,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
                         .history = 1,
                         .ttl_ms = o->report_window_ms > 100 ? o->report_window_ms : 100};
   if (m5_js_ensure_kv(s->c, &tk, &s->tickets, e2, sizeof e2)) goto fail;
+  if (js_takeover_open(s, e2, sizeof e2)) goto fail;
   for (int f = 0; f < 2; f++) {
     char filter[3 * JS_NAME_MAX];
     snprintf(filter, sizeof filter, "%s.%c.%s.>", s->prefix, f == JS_FAM_R ? 'r' : 'q', s->node);
