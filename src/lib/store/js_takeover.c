@@ -292,7 +292,10 @@ static bool hold_lease(struct js_takeover *t, js_peer_t *p) {
     rc = m5_js_kv_get(t->kv, key, &cur, &len, &rev, err, sizeof err);
     bool mine = rc == M5_OK && len > nl && !memcmp(cur, t->s->node, nl) && cur[nl] == ' ';
     free(cur);
-    if (!mine) return false; /* another node is at it */
+    if (!mine) { /* another node is at it */
+      M5_LOGD("store", "jetstream: node %s: its takeover lease is another node's", p->name);
+      return false;
+    }
     rc = m5_js_kv_update(t->kv, key, val, (size_t)n, rev, &p->lease_rev, err, sizeof err);
   }
   if (rc) return false;
