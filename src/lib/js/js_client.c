@@ -1085,8 +1085,8 @@ void m5_js_client_disconnect(m5_js_client_t *c) {
   if (c && c->nc) natsConnection_Close(c->nc);
 }
 
-int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, char *err,
-                 size_t err_size) {
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                 char *err, size_t err_size) {
   if (!kv || !kv_key_ok(key) || (!data && len) || len > INT32_MAX)
     return say(err, err_size, M5_EINVAL, "kv put: bad arguments");
   if (unreachable(kv->c, err, err_size, key)) return M5_EAGAIN;
@@ -1095,6 +1095,7 @@ int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, 
   jsPubAck *pa = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_Publish(&pa, kv->js, subj, data, (int)len, NULL, &jerr);
+  if (s == NATS_OK && rev) *rev = pa->Sequence;
   jsPubAck_Destroy(pa);
   if (s == NATS_OK) return M5_OK;
   return nats_fail(err, err_size, nats_rc(s), s, key);

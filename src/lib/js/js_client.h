@@ -253,12 +253,13 @@ int m5_js_kv_publish_async(m5_js_kv_t *kv, const char *key, const void *data, si
 int m5_js_delete_msgs(m5_js_client_t *c, const char *stream, const uint64_t *seqs, size_t n,
                       int *rcs, char *err, size_t err_size);
 
-/* ---- KV writes without a revision, and purges by key filter (the store's quota counts and
- * REBIND's drop of one originator's keys; issue 13, js_quota.c) ---- */
+/* ---- KV writes without a revision, and purges by key filter (the store's quota counts, node
+ * liveness, REBIND's drop of one originator's keys; issue 13, js_quota.c, js_takeover.c) ---- */
 
-/* Stores data under key whatever it held (last writer wins): for keys only one node writes. */
-int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, char *err,
-                 size_t err_size);
+/* Stores data under key whatever it held (last writer wins): for keys only one node writes
+ * (quota counts, node liveness). *rev (may be NULL): the revision written. */
+int m5_js_kv_put(m5_js_kv_t *kv, const char *key, const void *data, size_t len, uint64_t *rev,
+                 char *err, size_t err_size);
 /* Removes every key matching filter (KV key syntax, wildcards '*' and '>' allowed) whose
  * revision is below before_rev (0: all of them), by a subject-filtered purge of the bucket's
  * stream: no delete markers are left (a watcher does not see it), and a get of a purged key

@@ -110,6 +110,9 @@ typedef struct {
 
   /* ---- jsquota (js_quota.c): per-originator counts, P_quota, P_gens ---- */
   struct js_quota *quota;
+
+  /* ---- takeover (js_takeover.c): node liveness in P_nodes, a dead node's deliveries ---- */
+  struct js_takeover *takeover;
 } js_store_t;
 
 /* ---- record codec (js_store.c) ----
@@ -272,5 +275,22 @@ void js_mark_batch(js_store_t *s, m5_store_job_t **jobs, size_t n);
 /* A new round (an accept batch, or a batch of deletes): its number, a job's commit_no; counted
  * in stats as a batch and a commit (unsynced: nats-server 2.9 acknowledges before any fsync). */
 uint64_t js_round_next(js_store_t *s);
+
+/* ---- takeover of a dead node's deliveries (js_takeover.c) ----
+ * Each node puts P_nodes/<node> every 2 s (bucket TTL 10 s) from a liveness thread that also
+ * watches the bucket; the store thread's tick takes a dead node's deliveries over (lease
+ * P_nodes/lease.<dead>, moves with js_move_msg, a bounded number per tick). */
+int js_takeover_open(js_store_t *s, char *err, size_t errlen);
+/* Store thread, after each job (it rate-limits itself). */
+void js_takeover_tick(js_store_t *s);
+/* After the store thread stopped, before the client closes. */
+void js_takeover_close(js_store_t *s);
+/* Moves m (a message of family fam on another node's subjects) to subj, this node's subject:
+ * this node's copy first (Nats-Msg-Id mv/<node>/<old id>/0), then the old one deleted; the
+ * copy enters the index, due at once; an old one already gone (concluded or moved meanwhile)
+ * deletes the copy unless it was a duplicate of this node's earlier copy. M5_OK: moved or gone;
+ * else the copy's publish failed (M5_EFULL: this node's queue for the recipient is full) and
+ * nothing changed. js_store_ops.c. */
+int js_move_msg(js_store_t *s, int fam, const char *subj, const m5_js_msg_t *m);
 
 #endif

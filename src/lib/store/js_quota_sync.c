@@ -213,7 +213,8 @@ static void publish(js_store_t *s) {
     int vl = zero ? 0
                   : snprintf(val, sizeof val, "%" PRIu64 " %" PRIu64 " %" PRIu64, p->v[0], p->v[1],
                              p->v[2]);
-    int rc = m5_js_kv_put(q->kv, p->key, val, (size_t)(vl > 0 ? vl : 0), err, sizeof err);
+    int rc = m5_js_kv_put(q->kv, p->key, val, (size_t)(vl > 0 ? vl : 0), NULL, err,
+                          sizeof err);
     if (rc) { /* the rest waits for the next round (pub unchanged): no timeout per key */
       if (c.now - q->warned_ms >= Q_WARN_MS) {
         q->warned_ms = c.now;

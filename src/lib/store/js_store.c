@@ -636,6 +636,10 @@ static void run_job(m5_job_t *base, void *ctx) {
   for (size_t i = 0; i < n; i++)
     batch[i]->priv.done = 1;
   update_counts(s, n);
+  /* periodic work, after each job or batch (m5s submits DUE_ANY every second, so an idle node
+   * still gets here): another node's takeover, expired topic subscriptions */
+  js_takeover_tick(s);
+  js_topics_tick(s);
 }
 
 static int js_submit(m5_store_t *base, m5_store_job_t *job) {
@@ -686,6 +690,7 @@ static void free_entry_val(const void *key, size_t klen, void *val, void *arg) {
 static void js_close(m5_store_t *base) {
   js_store_t *s = (js_store_t *)base;
   m5_jobthread_free(s->thread); /* serves what is queued, then stops */
+  js_takeover_close(s);
   for (int f = 0; f < 2; f++) {
     m5_js_sub_close(s->sub[f]);
     s->sub[f] = NULL; /* js_drain_inbox below may prune, which asks the consumers */
@@ -827,6 +832,7 @@ m5_store_t *m5_store_js_open(const m5_store_opts_t *o, char *err, size_t errlen)
   if (m5_js_ensure_kv(s->c, &tk, &s->tickets, e2, sizeof e2)) goto fail;
   if (js_topics_open(s, e2, sizeof e2)) goto fail;
   if (js_quota_open(s, e2, sizeof e2)) goto fail;
+  if (js_takeover_open(s, e2, sizeof e2)) goto fail;
   for (int f = 0; f < 2; f++) {
     char filter[3 * JS_NAME_MAX];
     snprintf(filter, sizeof filter, "%s.%c.%s.>", s->prefix, f == JS_FAM_R ? 'r' : 'q', s->node);

@@ -437,9 +437,37 @@ size_t js_read_others(js_store_t *s, const m5_msg_addr_t *rcpt, int fam, js_othe
   return n;
 }
 
+int js_move_msg(js_store_t *s, int fam, const char *subj, const m5_js_msg_t *m) {
+  /* this node's copy: two nodes moving the same delivery at once make two copies, and the one
+   * whose delete of the old finds it gone deletes its own (never the other's) */
+  char err[256], mid[JS_NAME_MAX + 40];
+  snprintf(mid, sizeof mid, "mv/%s/%llu/0", s->node, (unsigned long long)js_id(m->seq, fam));
+  int rc = js_pub_begin(s, 1);
+  if (rc) return rc;
+  js_pub(s, 0, subj, m->data, m->len, mid);
+  js_pub_wait(s);
+  js_pub_t p = s->pubs[0];
+  js_pub_end(s);
+  if (p.status != M5_OK) return p.status;
+  rc = m5_js_delete_msg(s->c, s->stream[fam], m->seq, err, sizeof err);
+  if (rc == M5_ENOENT && !p.duplicate) { /* concluded or moved meanwhile: the copy goes */
+    js_delete_seq(s, fam, p.seq);
+  } else if (rc == M5_OK || p.duplicate) {
+    /* (a duplicate is this node's copy of an earlier move whose delete was not known to
+     * succeed: it stays, pushed twice at worst) */
+    if (!js_index_get(s, js_id(p.seq, fam)) && p.seq > s->cons_seen[fam]) {
+      js_entry_t *e = js_entry_new(m->data, m->len, p.seq, fam);
+      if (e) {
+        e->next_attempt_ms = 0; /* due at once here */
+        js_index_add(s, e);
+      }
+    }
+  }
+  return M5_OK;
+}
+
 void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt, int fam) {
   (void)job; /* (the test hook's) */
-  char err[256];
   js_other_t *mv = NULL;
   size_t n = js_read_others(s, rcpt, fam, &mv);
 #ifdef M5_TEST_HOOKS
@@ -448,38 +476,9 @@ void js_move_here(js_store_t *s, m5_store_job_t *job, const m5_msg_addr_t *rcpt,
   char subj[JS_SUBJ_MAX];
   bool full = js_subject(s, fam, NULL, rcpt, subj, sizeof subj) != M5_OK;
   for (size_t i = 0; i < n; i++) {
-    js_other_t *x = &mv[i];
-    if (!full) {
-      /* this node's copy: two nodes moving the same delivery at once make two copies, and the
-       * one whose delete of the old finds it gone deletes its own (never the other's) */
-      char mid[JS_NAME_MAX + 40];
-      snprintf(mid, sizeof mid, "mv/%s/%llu/0", s->node, (unsigned long long)js_id(x->m.seq, fam));
-      if (js_pub_begin(s, 1) == M5_OK) {
-        js_pub(s, 0, subj, x->m.data, x->m.len, mid);
-        js_pub_wait(s);
-        js_pub_t p = s->pubs[0];
-        js_pub_end(s);
-        if (p.status == M5_OK) {
-          int rc = m5_js_delete_msg(s->c, s->stream[fam], x->m.seq, err, sizeof err);
-          if (rc == M5_ENOENT && !p.duplicate) { /* concluded or moved meanwhile: the copy goes */
-            js_delete_seq(s, fam, p.seq);
-          } else if (rc == M5_OK || p.duplicate) {
-            /* (a duplicate is this node's copy of an earlier move whose delete was not known
-             * to succeed: it stays, pushed twice at worst) */
-            if (!js_index_get(s, js_id(p.seq, fam)) && p.seq > s->cons_seen[fam]) {
-              js_entry_t *e = js_entry_new(x->m.data, x->m.len, p.seq, fam);
-              if (e) {
-                e->next_attempt_ms = 0; /* due at once here */
-                js_index_add(s, e);
-              }
-            }
-          }
-        } else {
-          full = true; /* this node's queue is full (or the cluster fails): the rest stays */
-        }
-      }
-    }
-    m5_js_msg_free(&x->m);
+    /* this node's queue is full (or the cluster fails): the rest stays */
+    if (!full && js_move_msg(s, fam, subj, &mv[i].m)) full = true;
+    m5_js_msg_free(&mv[i].m);
   }
   free(mv);
 }
