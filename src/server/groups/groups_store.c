@@ -309,8 +309,11 @@ int groups_creator_budget(struct groups_state *s, groups_job_t *job, const char 
 }
 
 void groups_set_hook(registry_t *r, groups_hook_fn fn, void *arg) {
+  /* under the lock: on KV the watcher thread is already calling groups_tell */
+  pthread_rwlock_wrlock(&r->groups->lock);
   r->groups->hook = fn;
   r->groups->hook_arg = arg;
+  pthread_rwlock_unlock(&r->groups->lock);
 }
 
 int groups_submit(registry_t *r, groups_job_t *job) {
@@ -551,7 +554,11 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
 }
 
 void groups_tell(struct groups_state *s, group_t *g, groups_event_t ev, const char *member) {
-  if (s->hook) s->hook(s->hook_arg, g->kind, g->id, ev, member, g->gen);
+  pthread_rwlock_rdlock(&s->lock);
+  groups_hook_fn fn = s->hook;
+  void *arg = s->hook_arg;
+  pthread_rwlock_unlock(&s->lock);
+  if (fn) fn(arg, g->kind, g->id, ev, member, g->gen);
 }
 
 static int do_delete(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
