@@ -103,6 +103,26 @@ static int write_member(struct groups_js *gj, groups_kind_t kind, const char *id
   return M5_EAGAIN;
 }
 
+/* Whether p is a member of the group created at cg, through the leader: *is, and *rev of its
+ * key (0: none). A key left from an earlier group of that name (since below cg) is no member. */
+static int read_member(struct groups_js *gj, groups_kind_t kind, const char *id, const char *p,
+                       uint64_t cg, int *is, uint64_t *rev) {
+  char key[GROUPS_JS_KEY_MAX + 1];
+  *is = 0;
+  if (groups_js_mkey(kind, id, p, key) != 0) return M5_EINVAL;
+  uint8_t *val = NULL;
+  size_t n = 0;
+  int rc = regjs_read(&gj->b, key, &val, &n, rev);
+  if (rc == 0 && val) {
+    json_t *o = json_loadb((const char *)val, n, 0, NULL);
+    json_t *since = json_object_get(o, "since");
+    *is = json_is_integer(since) && (uint64_t)json_integer_value(since) >= cg;
+    json_decref(o);
+  }
+  free(val);
+  return rc;
+}
+
 /* ---- this node's memory (the watcher writes it; read under the lock) ---- */
 
 typedef struct {
@@ -180,8 +200,9 @@ static const char *member_why(groups_kind_t kind) {
 /* ---- the jobs: 0, or M5_EAGAIN when the group's key changed since it was read (the caller
  * runs the job again); *last: the highest revision written ---- */
 
-/* The job's members that are not members in memory yet, each once, into l (since: gen). */
-static int new_members(struct groups_state *s, groups_job_t *job, mlist_t *l) {
+/* The job's members, each once, into l; with in_memory, only those not members in this node's
+ * memory yet (a new group: all of them, also while memory still holds a deleted one). */
+static int new_members(struct groups_state *s, groups_job_t *job, int in_memory, mlist_t *l) {
   memset(l, 0, sizeof *l);
   m5_hmap_t *seen = m5_hmap_new();
   if (!seen || (job->n_members && !(l->v = calloc(job->n_members, sizeof *l->v)))) {
@@ -192,7 +213,9 @@ static int new_members(struct groups_state *s, groups_job_t *job, mlist_t *l) {
   for (size_t i = 0; rc == 0 && i < job->n_members; i++) {
     const char *m = job->members[i];
     uint64_t rev;
-    if (m5_hmap_get(seen, m, strlen(m)) || member_rev(s, job->kind, job->id, m, &rev)) continue;
+    if (m5_hmap_get(seen, m, strlen(m)) ||
+        (in_memory && member_rev(s, job->kind, job->id, m, &rev)))
+      continue;
     if (m5_hmap_put(seen, m, strlen(m), (void *)1, NULL) != 0) rc = M5_ENOMEM;
     else memcpy(l->v[l->n++].p, m, sizeof l->v[0].p);
   }
@@ -228,7 +251,7 @@ static int do_create(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   }
   pthread_rwlock_unlock(&s->lock);
   mlist_t add = {0};
-  if (rc == 0) rc = new_members(s, job, &add); /* the group is not in memory: all, deduplicated */
+  if (rc == 0) rc = new_members(s, job, 0, &add);
   if (rc == 0) rc = budget(s, job, job->creator, add.n);
   memset(&v, 0, sizeof v);
   v.exists = 1;
@@ -304,7 +327,7 @@ static int do_update(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
     rc = members_of(s, job->kind, job->id, 0, &old);
   if (rc == 0 && job->set_members && job->keep_as_members)
     rc = members_of(s, job->kind, job->id, 1, &kept);
-  if (rc == 0 && job->set_members) rc = new_members(s, job, &add);
+  if (rc == 0 && job->set_members) rc = new_members(s, job, 1, &add);
   size_t n_new = 0;
   if (rc == 0 && job->set_members) {
     /* removed: the old ones neither in the list nor (keep_as_members) an AS */
@@ -369,8 +392,10 @@ static int do_members(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   job->gen = v.gen;
   uint64_t mrev = 0;
   mlist_t l = {0};
-  int is = one && member_rev(s, job->kind, job->id, job->principal, &mrev);
-  if (!one && (rc = groups_check_members(s, job)) == 0) rc = new_members(s, job, &l);
+  int is = 0;
+  if (one) /* the member's own key through the leader: this node's memory may lag a moment */
+    rc = read_member(gj, job->kind, job->id, job->principal, v.cg, &is, &mrev);
+  if (!one && (rc = groups_check_members(s, job)) == 0) rc = new_members(s, job, 1, &l);
   size_t more = one ? (add && !is) : l.n;
   if (rc == 0 && one && add == is) { /* already a member / not a member: nothing changes */
     groups_js_val_clear(&v);
