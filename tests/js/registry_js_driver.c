@@ -53,7 +53,32 @@ typedef struct {
   pthread_mutex_t mu;
   change_t seen[256];
   size_t n_seen;
+  char groups_seen[64][160]; /* "<id> <member or DELETED>" from the groups hook */
+  size_t n_groups_seen;
 } node_t;
+
+/* The groups' change hook (groups.h): on KV, every node's watcher runs it for every node's
+ * removals and deletions. */
+static void on_groups(void *arg, groups_kind_t kind, const char *id, groups_event_t ev,
+                      const char *member, uint64_t gen) {
+  (void)kind;
+  (void)gen;
+  node_t *n = arg;
+  pthread_mutex_lock(&n->mu);
+  if (n->n_groups_seen < 64)
+    snprintf(n->groups_seen[n->n_groups_seen++], sizeof n->groups_seen[0], "%s %s", id,
+             ev == GROUPS_EV_DELETED ? "DELETED" : member);
+  pthread_mutex_unlock(&n->mu);
+}
+
+static int saw_groups(node_t *n, const char *what) {
+  int found = 0;
+  pthread_mutex_lock(&n->mu);
+  for (size_t i = 0; i < n->n_groups_seen && !found; i++)
+    found = !strcmp(n->groups_seen[i], what);
+  pthread_mutex_unlock(&n->mu);
+  return found;
+}
 
 static void on_change(void *arg, const char *id, uint64_t gen, registry_change_t why) {
   node_t *n = arg;
@@ -104,6 +129,8 @@ static void open_node(node_t *n, const char *name, const char *db) {
   if (registry_js_attach(n->r, &o, err, sizeof err) != 0) die("attach %s: %s", name, err);
   if (!registry_shared(n->r)) die("%s: not shared after attach", name);
   registry_set_change_hook(n->r, on_change, n);
+  n->n_groups_seen = 0;
+  groups_set_hook(n->r, on_groups, n);
   if (registry_start(n->r, 64) != 0) die("registry_start %s", name);
 }
 
@@ -188,6 +215,46 @@ static void await_change(node_t *n, const char *id, uint64_t gen, registry_chang
 #define EXPECT(cond, ...)                                                                          \
   do {                                                                                             \
     if (!(cond)) die(__VA_ARGS__);                                                                 \
+  } while (0)
+
+/* ---- group jobs (groups.h), as the admin API and SEAL GM submit them ---- */
+
+static void gprep(groups_job_t *g, groups_op_t op, const char *id, const char *principal,
+                  const char *first, int n) {
+  memset(g, 0, sizeof *g);
+  g->rj.base.reply = replies;
+  g->op = op;
+  g->kind = GROUPS_GROUP;
+  snprintf(g->id, sizeof g->id, "%s", id);
+  snprintf(g->principal, sizeof g->principal, "%s", principal ? principal : "");
+  if (n > 0 && !(g->members = calloc((size_t)n, sizeof *g->members))) die("oom");
+  for (int i = 0; i < n; i++)
+    snprintf(g->members[i], sizeof g->members[0], "ue:%s%d", first, i);
+  g->n_members = (size_t)(n > 0 ? n : 0);
+}
+
+static void gsubmit(node_t *n, groups_job_t *g) {
+  if (groups_submit(n->r, g) != 0) die("groups_submit to %s", n->name);
+  waiting++;
+}
+
+/* One group job on node n, waited for; members first0..first(n-1) (n 0: none). */
+static groups_job_t gjob(node_t *n, groups_op_t op, const char *id, const char *principal,
+                         const char *first, int count) {
+  groups_job_t g;
+  gprep(&g, op, id, principal, first, count);
+  gsubmit(n, &g);
+  run_all();
+  groups_job_clear(&g);
+  return g;
+}
+
+/* Until cond(n) holds (the other node's watcher), bounded. */
+#define AWAIT(cond, ...)                                                                           \
+  do {                                                                                             \
+    for (int t_ = 0; t_ < WAIT_MS / 10 && !(cond); t_++)                                            \
+      sleep_ms(10);                                                                                \
+    EXPECT(cond, __VA_ARGS__);                                                                     \
   } while (0)
 
 typedef struct {
@@ -567,9 +634,9 @@ int main(int argc, char **argv) {
   printf("ok gateways: held IDs shared, one space with bindings, all or nothing, released with "
          "new generations\n");
 
-  /* 14. groups stay per node, but a hand-over made on another node reaches them: a re-bind on
-   * a takes the ID out of b's group; deleting an AS client on a deletes the group it created
-   * on b (groups_int.h "hand-over") */
+  /* 14. a hand-over made on one node reaches the groups made on the other: a re-bind on a takes
+   * the ID out of b's group; deleting an AS client on a deletes the group it created on b
+   * (groups_int.h "hand-over") */
   j = job(&a, REGISTRY_BIND, "gm1", S1, 0);
   EXPECT(j.status == 0, "bind gm1");
   await_bound(&b, "gm1", S1, j.gen);
@@ -626,6 +693,74 @@ int main(int argc, char **argv) {
   printf("ok hand-overs made on a reach b's groups (re-bound member out, deleted AS's group "
          "gone)\n");
 
+  /* 14b. groups are shared (bucket <prefix>_groups): made on one node, seen and changed on the
+   * other; members added on both nodes at once all land (compare-and-set on the group's key);
+   * the same group created on both at once: one wins; a removal runs both nodes' hooks; a group
+   * deleted and made again starts above its old generation, without the old members, and a
+   * delivery resolved at the old generation is no longer valid */
+  groups_job_t g = gjob(&a, GROUPS_CREATE, "shared", NULL, NULL, 0);
+  EXPECT(g.status == 0 && g.created, "CREATE shared on a: %d", g.status);
+  AWAIT(groups_exists(b.r, GROUPS_GROUP, "shared"), "b never saw group shared made on a");
+  static groups_job_t ga, gb;
+  gprep(&ga, GROUPS_ADD_MEMBERS, "shared", NULL, "ca", 20);
+  gprep(&gb, GROUPS_ADD_MEMBERS, "shared", NULL, "cb", 20);
+  gsubmit(&a, &ga);
+  gsubmit(&b, &gb);
+  run_all();
+  EXPECT(ga.status == 0 && ga.created == 20 && gb.status == 0 && gb.created == 20,
+         "concurrent ADD_MEMBERS: a %d (%d), b %d (%d)", ga.status, ga.created, gb.status,
+         gb.created);
+  groups_job_clear(&ga);
+  groups_job_clear(&gb);
+  EXPECT(groups_size(a.r, GROUPS_GROUP, "shared") == 40 || groups_size(b.r, GROUPS_GROUP, "shared") == 40,
+         "neither node has all 40 members right after both answers");
+  AWAIT(groups_size(a.r, GROUPS_GROUP, "shared") == 40 &&
+            groups_size(b.r, GROUPS_GROUP, "shared") == 40,
+        "members added on both nodes at once: a has %zu, b %zu",
+        groups_size(a.r, GROUPS_GROUP, "shared"), groups_size(b.r, GROUPS_GROUP, "shared"));
+  gprep(&ga, GROUPS_CREATE, "race", NULL, NULL, 0);
+  gprep(&gb, GROUPS_CREATE, "race", NULL, NULL, 0);
+  gsubmit(&a, &ga);
+  gsubmit(&b, &gb);
+  run_all();
+  EXPECT((ga.status == 0) + (gb.status == 0) == 1 &&
+             (ga.status == M5_EEXIST || gb.status == M5_EEXIST),
+         "the same group created on both nodes at once: a %d, b %d", ga.status, gb.status);
+  g = gjob(&b, GROUPS_DEL_MEMBER, "shared", "ue:ca0", NULL, 0);
+  EXPECT(g.status == 0, "DEL_MEMBER ue:ca0 on b: %d", g.status);
+  EXPECT(!groups_may_send(b.r, GROUPS_GROUP, "shared", "ue:ca0"), "b answered before applying");
+  AWAIT(saw_groups(&a, "shared ue:ca0") && saw_groups(&b, "shared ue:ca0"),
+        "the removal of ue:ca0 on b did not run both nodes' hooks");
+  EXPECT(!groups_may_send(a.r, GROUPS_GROUP, "shared", "ue:ca0"), "a still has ue:ca0");
+  gprep(&g, GROUPS_GRANT, "shared", "as:as9", NULL, 0);
+  g.rights = GROUPS_RIGHT_SEND;
+  gsubmit(&a, &g);
+  run_all();
+  EXPECT(g.status == 0 && g.created, "GRANT as:as9 on a: %d", g.status);
+  AWAIT(groups_may_send(b.r, GROUPS_GROUP, "shared", "as:as9"), "b never saw the grant made on a");
+  groups_member_t *mv = NULL;
+  size_t mn = 0;
+  uint64_t old_gen = 0;
+  EXPECT(groups_members(a.r, GROUPS_GROUP, "shared", &mv, &mn, &old_gen) == 0 && mn == 39,
+         "members of shared on a: %zu", mn);
+  free(mv);
+  EXPECT(groups_delivery_valid(a.r, GROUPS_GROUP, "shared", "ue:ca1", old_gen) == 0,
+         "ue:ca1 not deliverable at the current generation");
+  g = gjob(&a, GROUPS_DELETE, "shared", NULL, NULL, 0);
+  EXPECT(g.status == 0, "DELETE shared on a: %d", g.status);
+  AWAIT(saw_groups(&b, "shared DELETED") && !groups_exists(b.r, GROUPS_GROUP, "shared"),
+        "the deletion on a did not reach b's hook and memory");
+  g = gjob(&b, GROUPS_CREATE, "shared", NULL, "ca", 2); /* ue:ca0, ue:ca1 again */
+  EXPECT(g.status == 0 && g.created && g.gen > old_gen, "CREATE shared again on b: %d", g.status);
+  AWAIT(groups_exists(a.r, GROUPS_GROUP, "shared") && groups_size(a.r, GROUPS_GROUP, "shared") == 2,
+        "a: the group made again has %zu members, want 2 (the old ones stay gone)",
+        groups_size(a.r, GROUPS_GROUP, "shared"));
+  EXPECT(groups_delivery_valid(a.r, GROUPS_GROUP, "shared", "ue:ca1", old_gen) != 0,
+         "a delivery resolved before the deletion is valid in the group made again");
+  EXPECT(!groups_may_send(a.r, GROUPS_GROUP, "shared", "as:as9"), "the old grant survived");
+  printf("ok groups shared: made, changed and deleted on either node, concurrent changes "
+         "serialised, hooks on both nodes, generations above a deleted group's\n");
+
   /* 15. node b restarts with an empty SQLite file: everything comes back from the buckets,
    * the removed ID's generation included */
   registry_close(b.r);
@@ -660,6 +795,11 @@ int main(int argc, char **argv) {
          "b after restart: gateway gw2 or its ID lost");
   registry_policy_get(b.r, &cur_pol, &stored);
   EXPECT(stored && !cur_pol.ue_to_ue, "b after restart: stored policy lost");
+  EXPECT(groups_size(b.r, GROUPS_GROUP, "shared") == 2 &&
+             groups_may_send(b.r, GROUPS_GROUP, "shared", "ue:ca1") &&
+             groups_exists(b.r, GROUPS_GROUP, "race") && !groups_exists(b.r, GROUPS_GROUP, "grp-as2"),
+         "b after restart: groups not as in the bucket (shared has %zu members)",
+         groups_size(b.r, GROUPS_GROUP, "shared"));
   as_job = as_in;
   prep(&j, REGISTRY_AS_DEL, "", NULL, 0);
   j.as = &as_job;
@@ -675,7 +815,8 @@ int main(int argc, char **argv) {
   submit(&a, &j);
   run_all();
   EXPECT(j.status == M5_ENOENT, "AS_DEL twice: %d", j.status);
-  printf("ok restart of b: bindings, removed generations, AS clients, policy, gateways from the buckets\n");
+  printf("ok restart of b: bindings, removed generations, AS clients, policy, gateways, groups "
+         "from the buckets\n");
 
   if (argc == 6) {
     printf("restart nats\n");
@@ -692,8 +833,18 @@ int main(int argc, char **argv) {
     }
     EXPECT(st == 0, "no binding could be made on a after the server's restart: %d", st);
     await_bound(&b, "after-restart", S2, j.gen);
-    printf("ok after a restart of nats-server: a binding made on a reaches b (%d attempts)\n",
-           tries);
+    /* the groups' watchers came back too (each its own ordered consumer, recreated by libnats
+     * after the reconnect: a's job answers once its own applied the write) */
+    for (st = -1; tries < 600 && st != 0; tries++) {
+      g = gjob(&a, GROUPS_CREATE, "after-restart", NULL, NULL, 0);
+      st = g.status == M5_EEXIST ? 0 : g.status;
+      if (st != 0) sleep_ms(100);
+    }
+    EXPECT(st == 0, "no group could be made on a after the server's restart: %d", st);
+    AWAIT(groups_exists(b.r, GROUPS_GROUP, "after-restart"),
+          "b never saw the group made on a after the server's restart");
+    printf("ok after a restart of nats-server: a binding and a group made on a reach b (%d "
+           "attempts)\n", tries);
   }
 
   registry_close(a.r);

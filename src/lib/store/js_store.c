@@ -690,6 +690,11 @@ static void free_entry_val(const void *key, size_t klen, void *val, void *arg) {
 static void js_close(m5_store_t *base) {
   js_store_t *s = (js_store_t *)base;
   m5_jobthread_free(s->thread); /* serves what is queued, then stops */
+  /* Nothing more to ask of the cluster: the connection closes first, so that the watchers and
+   * consumers below go without a delete-consumer request each (on an open connection that
+   * waits store.js.timeout_ms when the consumer lived on a NATS node that died: m5s then
+   * missed its stop bound; the consumers are ephemeral, the server removes them). */
+  m5_js_client_disconnect(s->c);
   js_takeover_close(s);
   for (int f = 0; f < 2; f++) {
     m5_js_sub_close(s->sub[f]);

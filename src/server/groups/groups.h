@@ -9,7 +9,9 @@
  * (jobs submitted with groups_submit, committed with synchronous=FULL: they are
  * configuration), and an in-memory copy under a lock of its own that the DB thread updates
  * right after each commit. Readers (the message path) never wait for the disk and only see
- * committed state.
+ * committed state. With store.backend jetstream the groups live in NATS KV instead, shared by
+ * every node (groups_js.c): the jobs write the bucket and answer once this node's watcher
+ * thread, the only writer of the in-memory copy then, applied the write.
  *
  * Names: a group's valGroupId (the addr of a GROUP address) and an area id (the addr of a BC
  * address) are m5_msg_name_valid() names; groups and areas are separate name spaces.
@@ -213,8 +215,9 @@ typedef enum {
 } groups_event_t;
 
 /* fn(arg, kind, id, event, member ("" for DELETED), gen) on the registry's DB thread, after
- * the commit and the memory update, once per removed member or deleted group. Set before
- * registry_start; fn must not block. NULL removes it. */
+ * the commit and the memory update, once per removed member or deleted group (on KV: on the
+ * watcher thread, on every node, for every node's changes). Set before registry_start; fn
+ * must not block. NULL removes it. */
 typedef void (*groups_hook_fn)(void *arg, groups_kind_t kind, const char *id, groups_event_t ev,
                                const char *member, uint64_t gen);
 void groups_set_hook(registry_t *r, groups_hook_fn fn, void *arg);

@@ -51,9 +51,10 @@ size_t groups_fanout_size(registry_t *reg, const m5_msg_addr_t *dest) {
   return groups_kind_of(dest->type, &kind) == 0 ? groups_size(reg, kind, dest->addr) : 0;
 }
 
-int groups_fanout_recipients(registry_t *reg, router_t *router, const m5_msg_addr_t *ori,
-                             const m5_msg_addr_t *dest, int64_t first_retry_ms,
-                             m5_store_rcpt_t **out, size_t *n, uint64_t *gen) {
+int groups_fanout_recipients(registry_t *reg, router_t *router, const char *self_node,
+                             const m5_msg_addr_t *ori, const m5_msg_addr_t *dest,
+                             int64_t first_retry_ms, m5_store_rcpt_t **out, size_t *n,
+                             uint64_t *gen) {
   *out = NULL;
   *n = 0;
   groups_kind_t kind;
@@ -92,6 +93,13 @@ int groups_fanout_recipients(registry_t *reg, router_t *router, const m5_msg_add
       } else if (registry_lookup(reg, a.addr, now, &e) == 0) {
         x->gen = e.gen;
         x->in_flight = router_find(router, a.addr, &loc) == 0;
+        if (!x->in_flight && self_node && self_node[0] && e.registered && e.node[0] &&
+            strcmp(e.node, self_node) != 0) {
+          /* its session is on another node of the cluster (as ue_accept.c on_other_node):
+           * queued on that node's subjects, due at once there (its DUE_ANY tick pushes it) */
+          snprintf(x->node, sizeof x->node, "%s", e.node);
+          x->next_attempt_ms = now * 1000;
+        }
       } else {
         continue; /* neither bound nor held by a gateway: nobody to reach */
       }

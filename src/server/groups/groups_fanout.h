@@ -32,12 +32,16 @@ size_t groups_fanout_size(registry_t *reg, const m5_msg_addr_t *dest);
  * not message), less UE members whose UE Service ID is not bound to a subscriber (nobody to
  * deliver to). A UE recipient carries its binding generation; in_flight is set for those with
  * a live session (a UE on some worker, an AS registered with a targetUri), which the caller
- * pushes after the accept; next_attempt_ms = first_retry_ms. *gen: the group's generation the
+ * pushes after the accept; next_attempt_ms = first_retry_ms. A UE registered on another node
+ * of the cluster (self_node: this node's node.name, "" or NULL on one node) gets that node in
+ * its node field, not in flight, due at once (the store queues it on that node's subjects,
+ * which pushes it; docs/scale-out.md "Routing"). *gen: the group's generation the
  * members were read at (the message's group_gen). *out is malloc'd (NULL when none).
  * 0; M5_ENOENT (no such group: deleted since the sender was authorized); M5_ENOMEM. */
-int groups_fanout_recipients(registry_t *reg, router_t *router, const m5_msg_addr_t *ori,
-                             const m5_msg_addr_t *dest, int64_t first_retry_ms,
-                             m5_store_rcpt_t **out, size_t *n, uint64_t *gen);
+int groups_fanout_recipients(registry_t *reg, router_t *router, const char *self_node,
+                             const m5_msg_addr_t *ori, const m5_msg_addr_t *dest,
+                             int64_t first_retry_ms, m5_store_rcpt_t **out, size_t *n,
+                             uint64_t *gen);
 
 /* May delivery (rcpt) of a message to dest, resolved at group_gen, still go out? NULL when it
  * may (or when dest is no group or area message: group_gen 0), else the failureCause it is

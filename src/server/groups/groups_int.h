@@ -18,9 +18,10 @@ typedef struct {
   uint64_t gen;
   int64_t created_at;
   char *attrs;          /* JSON object text or NULL */
-  m5_hmap_t *members;   /* principal -> uint64_t * (since) */
+  m5_hmap_t *members;   /* principal -> uint64_t * (since; on KV a groups_js_member_t) */
   size_t n_grants;
   groups_grant_t *grants;
+  uint64_t cgen;        /* on KV (groups_js.c): the generation it was created at */
 } group_t;
 
 struct groups_state {
@@ -32,6 +33,7 @@ struct groups_state {
   uint64_t last_gen;     /* the DB thread's */
   groups_hook_fn hook;
   void *hook_arg;
+  struct groups_js *js;  /* store.backend jetstream: the groups live in KV (groups_js.c) */
 };
 
 /* The map key of a group: "g:" or "a:" and the id, into out (M5_MSG_NAME_MAX + 3 bytes). */
@@ -68,5 +70,26 @@ int groups_purge_stage(registry_t *r, const char *principal, int drop_created,
                        groups_purge_t **out);
 void groups_purge_apply(registry_t *r, groups_purge_t *p);
 void groups_purge_abort(groups_purge_t *p);
+
+/* groups_store.c, shared with groups_js_ops.c (the same rules on both backends): a job's member
+ * list checked (0, M5_EINVAL / M5_ERANGE with job->why); an AS creator's member budget (read
+ * under the lock on KV); the groups creator made; RFC 7396 merge of attrs. */
+int groups_check_members(struct groups_state *s, groups_job_t *job);
+int groups_creator_budget(struct groups_state *s, groups_job_t *job, const char *creator,
+                          size_t more);
+size_t groups_created_by(struct groups_state *s, const char *creator);
+int groups_apply_attrs(const char *old, const char *patch, char **out);
+
+/* ---- groups on NATS KV (groups_js.c, groups_js_ops.c; store.backend jetstream) ----
+ * groups_js_on: the groups of r live in KV. groups_js_run: a GROUPS_* job (DB thread).
+ * groups_js_purge: the hand-over of principal (groups_int.h above) on KV (DB thread). */
+int groups_js_on(registry_t *r);
+/* From registry_js_attach once its client is up: the groups loaded from SQLite are dropped,
+ * the bucket <prefix>_groups ensured, its watcher started and its contents awaited. From
+ * registry_js_free, before the client closes: the watcher stopped. */
+int groups_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, size_t errlen);
+void groups_js_free(registry_t *r);
+void groups_js_run(registry_t *r, groups_job_t *job);
+void groups_js_purge(registry_t *r, const char *principal, int drop_created);
 
 #endif

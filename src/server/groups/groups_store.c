@@ -286,10 +286,16 @@ static void count_creator(const void *key, size_t klen, void *val, void *arg) {
   c->members += m5_hmap_count(g->members);
 }
 
+size_t groups_created_by(struct groups_state *s, const char *creator) {
+  by_creator_t c = {creator, 0, 0};
+  m5_hmap_foreach(s->map, count_creator, &c);
+  return c.n;
+}
+
 /* M5_ERANGE (with why) when adding `more` members to groups creator made would exceed
  * groups.max_members_per_as (an operator's group, creator "", has no such budget). O(groups),
  * on the DB thread, once per change. */
-static int creator_budget(struct groups_state *s, groups_job_t *job, const char *creator,
+int groups_creator_budget(struct groups_state *s, groups_job_t *job, const char *creator,
                           size_t more) {
   if (!creator[0] || !more) return 0;
   by_creator_t c = {creator, 0, 0};
@@ -303,8 +309,11 @@ static int creator_budget(struct groups_state *s, groups_job_t *job, const char 
 }
 
 void groups_set_hook(registry_t *r, groups_hook_fn fn, void *arg) {
+  /* under the lock: on KV the watcher thread is already calling groups_tell */
+  pthread_rwlock_wrlock(&r->groups->lock);
   r->groups->hook = fn;
   r->groups->hook_arg = arg;
+  pthread_rwlock_unlock(&r->groups->lock);
 }
 
 int groups_submit(registry_t *r, groups_job_t *job) {
@@ -383,7 +392,7 @@ static int ins_member(registry_t *r, stmts_t *q, const char *k, const char *id, 
 }
 
 /* A member list from the job, deduplicated, each checked; 0 or M5_EINVAL / M5_ERANGE with why. */
-static int check_members(struct groups_state *s, groups_job_t *job) {
+int groups_check_members(struct groups_state *s, groups_job_t *job) {
   for (size_t i = 0; i < job->n_members; i++)
     if (!groups_principal_valid(job->members[i], job->kind == GROUPS_AREA)) {
       job->why = job->kind == GROUPS_AREA ? "an area's members are ue:<UE Service ID>"
@@ -397,7 +406,7 @@ static int check_members(struct groups_state *s, groups_job_t *job) {
   return 0;
 }
 
-static int apply_attrs(const char *old, const char *patch, char **out) {
+int groups_apply_attrs(const char *old, const char *patch, char **out) {
   json_t *o = old ? json_loads(old, 0, NULL) : NULL;
   json_t *p = json_loads(patch, 0, NULL);
   if (!json_is_object(o)) {
@@ -469,7 +478,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
     job->found = 1;
     return M5_EEXIST;
   }
-  int rc = check_members(s, job);
+  int rc = groups_check_members(s, job);
   if (rc != 0) return rc;
   if (job->creator[0] && (job->kind == GROUPS_AREA || !groups_principal_valid(job->creator, 0))) {
     job->why = "creator";
@@ -480,9 +489,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
     return M5_ERANGE;
   }
   if (job->creator[0]) {
-    by_creator_t c = {job->creator, 0, 0};
-    m5_hmap_foreach(s->map, count_creator, &c);
-    if (c.n >= s->lim.max_per_as) {
+    if (groups_created_by(s, job->creator) >= s->lim.max_per_as) {
       job->why = "this AS created as many groups as groups.max_groups_per_as";
       return M5_ERANGE;
     }
@@ -493,7 +500,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
   snprintf(g->creator, sizeof g->creator, "%s", job->creator);
   g->gen = gen;
   g->created_at = (int64_t)time(NULL);
-  rc = job->attrs ? apply_attrs(NULL, job->attrs, &g->attrs) : 0;
+  rc = job->attrs ? groups_apply_attrs(NULL, job->attrs, &g->attrs) : 0;
   for (size_t i = 0; rc == 0 && i < job->n_members; i++)
     rc = member_put(g, job->members[i], gen); /* deduplicates */
   size_t n = m5_hmap_count(g->members);
@@ -501,7 +508,7 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
     job->why = "more members in all than groups.max_total_members";
     rc = M5_ERANGE;
   }
-  if (rc == 0) rc = creator_budget(s, job, job->creator, n);
+  if (rc == 0) rc = groups_creator_budget(s, job, job->creator, n);
   if (rc == 0 && job->creator[0]) {
     if (!(g->grants = calloc(1, sizeof *g->grants))) rc = M5_ENOMEM;
     else {
@@ -547,7 +554,11 @@ static int do_create(registry_t *r, struct groups_state *s, groups_job_t *job, s
 }
 
 void groups_tell(struct groups_state *s, group_t *g, groups_event_t ev, const char *member) {
-  if (s->hook) s->hook(s->hook_arg, g->kind, g->id, ev, member, g->gen);
+  pthread_rwlock_rdlock(&s->lock);
+  groups_hook_fn fn = s->hook;
+  void *arg = s->hook_arg;
+  pthread_rwlock_unlock(&s->lock);
+  if (fn) fn(arg, g->kind, g->id, ev, member, g->gen);
 }
 
 static int do_delete(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
@@ -577,13 +588,13 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
   group_t *g = mem_get(s, job->kind, job->id);
   if (!g) return M5_ENOENT;
   job->found = 1;
-  int rc = job->set_members ? check_members(s, job) : 0;
+  int rc = job->set_members ? groups_check_members(s, job) : 0;
   if (rc != 0) return rc;
   uint64_t gen = groups_next_gen(s);
   char *attrs = NULL;
   int set_attrs = job->attrs || job->replace_attrs;
   if (job->attrs &&
-      (rc = apply_attrs(job->replace_attrs ? NULL : g->attrs, job->attrs, &attrs)) != 0) {
+      (rc = groups_apply_attrs(job->replace_attrs ? NULL : g->attrs, job->attrs, &attrs)) != 0) {
     job->why = rc == M5_ERANGE ? "the attributes are too long" : "attributes";
     return rc;
   }
@@ -633,7 +644,7 @@ static int do_update(registry_t *r, struct groups_state *s, groups_job_t *job, s
       job->why = "more members in all than groups.max_total_members";
       rc = M5_ERANGE;
     }
-    if (rc == 0 && n_new > n_old) rc = creator_budget(s, job, g->creator, n_new - n_old);
+    if (rc == 0 && n_new > n_old) rc = groups_creator_budget(s, job, g->creator, n_new - n_old);
     if (rc == 0 && !(removed.v = calloc(n_old ? n_old : 1, sizeof *removed.v))) rc = M5_ENOMEM;
     if (rc == 0) {
       list_t all = {removed.v, 0};
@@ -704,7 +715,7 @@ static int do_member(registry_t *r, struct groups_state *s, groups_job_t *job, s
     job->why = "as many members in all as groups.max_total_members";
     return M5_ERANGE;
   }
-  if (add && creator_budget(s, job, g->creator, 1) != 0) return M5_ERANGE;
+  if (add && groups_creator_budget(s, job, g->creator, 1) != 0) return M5_ERANGE;
   uint64_t gen = groups_next_gen(s);
   uint64_t *v = add ? malloc(sizeof *v) : NULL;
   if (add && !v) return M5_ENOMEM;
@@ -747,7 +758,7 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
   group_t *g = mem_get(s, job->kind, job->id);
   if (!g) return M5_ENOENT;
   job->found = 1;
-  int rc = check_members(s, job);
+  int rc = groups_check_members(s, job);
   if (rc != 0) return rc;
   job->gen = g->gen;
   /* the new ones, each once */
@@ -774,7 +785,7 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
     job->why = "more members in all than groups.max_total_members";
     rc = M5_ERANGE;
   }
-  if (rc == 0) rc = creator_budget(s, job, g->creator, n);
+  if (rc == 0) rc = groups_creator_budget(s, job, g->creator, n);
   list_t l = {NULL, 0};
   if (rc == 0 && n && !(l.v = calloc(n, sizeof *l.v))) rc = M5_ENOMEM;
   if (rc != 0 || n == 0) {
@@ -891,6 +902,8 @@ void groups_run(registry_t *r, registry_job_t *rj) {
   if (!m5_msg_name_valid(job->id)) {
     job->why = "the name must be 1-128 characters of A-Z a-z 0-9 . _ : -";
     job->status = M5_EINVAL;
+  } else if (s->js) { /* store.backend jetstream: in KV (groups_js_ops.c) */
+    groups_js_run(r, job);
   } else {
     switch (job->op) {
     case GROUPS_CREATE:

@@ -174,7 +174,8 @@ registry_t *registry_open(const char *path, char *err, size_t errlen);
  * registration (<prefix>_as) and the stored policy (<prefix>_policy) are kept in KV instead of
  * SQLite, so that every m5s node of a cluster sees the same ones; the memory copy stays (workers
  * read it without waiting) and a watcher thread per bucket applies every change, this node's
- * and the others', to it. Gateway clients and groups stay in this node's SQLite file for now. */
+ * and the others', to it. So are gateway clients (<prefix>_gw, registry_js_gw.c) and groups
+ * and broadcast areas (<prefix>_groups, server/groups/groups_js.c, attached here too). */
 typedef struct {
   const char *const *servers; /* nats:// URLs */
   size_t n_servers;

@@ -353,11 +353,14 @@ uint64_t regjs_next_gen(uint64_t cur) {
   return now > cur ? now : cur + 1;
 }
 
-/* The new subscriber of a re-bound or removed ID starts in no group: ue:<id>'s memberships and
- * grants go, as on the sqlite backend, from this node's groups (not shared yet). */
 /* On the DB thread: principal's memberships and grants (and with drop_created the groups it
- * created) leave this node's groups, as on the sqlite backend in the change's transaction. */
+ * created) leave the groups, shared in KV (groups_js_ops.c), else this node's as on the
+ * sqlite backend in the change's transaction. */
 static void purge_principal(registry_t *r, const char *who, int drop_created) {
+  if (groups_js_on(r)) {
+    groups_js_purge(r, who, drop_created);
+    return;
+  }
   groups_purge_t *purge = NULL;
   if (registry_exec(r, "BEGIN IMMEDIATE") != 0) return;
   int rc = groups_purge_stage(r, who, drop_created, &purge);
@@ -372,8 +375,9 @@ static void purge_principal(registry_t *r, const char *who, int drop_created) {
 }
 
 /* The new holder of a re-bound or removed ID starts in no group (groups_int.h "hand-over"):
- * ue:<id>'s memberships and grants go from this node's groups (not shared yet); every other
- * node does the same when its watcher applies the change (regjs_purge_later). */
+ * ue:<id>'s memberships and grants go from the groups before the answer; every node's watcher
+ * asks for the same when it applies the change (regjs_purge_later), which finds nothing left
+ * unless this node died before its purge. */
 void regjs_purge_ue_groups(registry_t *r, const char *id) {
   groups_principal_t p;
   if (strlen(id) > M5_MSG_ADDR_MAX) return; /* no such member */
@@ -649,6 +653,7 @@ void registry_js_free(registry_t *r) {
    * consumer by a request, which waited for store.js.timeout_ms per bucket after a NATS node
    * died (the consumers are ephemeral: the server removes them) */
   m5_js_client_disconnect(js->c);
+  groups_js_free(r); /* its watcher thread sees the flag too; the connection is closed */
   for (int i = 0; i < REGJS_N; i++) {
     m5_js_kv_watch_free(js->b[i].w);
     m5_js_kv_close(js->b[i].kv);
@@ -777,6 +782,7 @@ int registry_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, si
                js->b[i].name, (long long)js->timeout_ms);
       rc = M5_ETIMEDOUT;
     }
+  if (rc == 0) rc = groups_js_attach(r, o, err, errlen); /* groups and areas: <prefix>_groups */
   if (rc) {
     registry_js_free(r);
     return rc;

@@ -164,11 +164,15 @@ static int write_as(registry_js_t *js, const char *key, const registry_as_t *a, 
   return rc;
 }
 
-/* Everything as:<id> had in groups goes with the client (groups_int.h "hand-over"), from this
- * node's groups (not shared yet). */
+/* Everything as:<id> had in groups goes with the client (groups_int.h "hand-over"): from the
+ * groups in KV (groups_js_ops.c), else this node's. */
 static void purge_as_groups(registry_t *r, const char *id) {
   groups_principal_t who;
   snprintf(who, sizeof who, "as:%s", id);
+  if (groups_js_on(r)) {
+    groups_js_purge(r, who, 1);
+    return;
+  }
   groups_purge_t *purge = NULL;
   if (registry_exec(r, "BEGIN IMMEDIATE") != 0) return;
   int rc = groups_purge_stage(r, who, 1, &purge);

@@ -243,8 +243,8 @@ static int group_resolve(accept_t *j) {
   uint64_t gen = 0;
   int64_t first = delivery_first_retry_ms();
   if (fan_charge(j, groups_fanout_size(api->opts.reg, &sm->dest)) != 0) return -1;
-  int rc = groups_fanout_recipients(api->opts.reg, api->opts.router, &sm->ori, &sm->dest, first,
-                                    &j->fan, &j->n_fan, &gen);
+  int rc = groups_fanout_recipients(api->opts.reg, api->opts.router, api->opts.node, &sm->ori,
+                                    &sm->dest, first, &j->fan, &j->n_fan, &gen);
   if (rc == M5_ENOENT) { /* deleted since the sender was authorized: the same refusal */
     snprintf(sj->ack.status, sizeof sj->ack.status, "DELY_FAILED");
     m5_str_copy(sj->ack.failure_cause, sizeof sj->ack.failure_cause, M5_CAUSE_NOT_AUTHORIZED);
@@ -274,7 +274,7 @@ static int group_resolve(accept_t *j) {
     m5_store_rcpt_t *r = &j->fan[i];
     if (r->in_flight && j->paced) /* fanout.c's pace: the timers leave it alone until then */
       r->next_attempt_ms = first + (int64_t)(live++ * 1000 / rate);
-    else if (!r->in_flight && sm->sto_fwd) /* away: its REG's DUE pushes it */
+    else if (!r->in_flight && !r->node[0] && sm->sto_fwd) /* away: its REG's DUE pushes it */
       r->next_attempt_ms = delivery_stored_retry_ms();
   }
   if (j->n_fan == 0)
