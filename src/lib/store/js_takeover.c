@@ -14,7 +14,8 @@
  * compare-and-set at each tick, so the TTL ends a dead taker's lease) and moves the dead node's
  * deliveries (UE, AS, gateway recipients and reports alike) to its own subjects with the move
  * of DUE (js_move_msg: Msg-Id mv/<this node>/<old id>, old deleted after the copy, "not found"
- * deletes the copy), at most JS_TAKEOVER_BATCH per tick, in stream order. Moved deliveries are
+ * deletes the copy), at most JS_TAKEOVER_BATCH and about JS_TICK_WORK_MS per tick (the jobs
+ * wait meanwhile; the next tick is timed from the end of this one), in stream order. Moved deliveries are
  * due at once in this node's index: an AS delivery is then POSTed by this node, a UE's waits
  * for its session here (or moves on with the UE's DUE on another node). The lease is released
  * when nothing is left, or when the node writes its key again (a node restarted under the
@@ -22,8 +23,9 @@
  * interrupt at any point; a delivery read by both at once is pushed twice at worst).
  *
  * What keeps a live node from being taken for dead: a node never judges itself; it judges
- * nobody while its NATS connection is down, nor before it has been connected and watching
- * for a whole 10 s since (so stale data from before an outage decides nothing); the verdict
+ * nobody while its NATS connection is down, nor before it has been connected, watching and
+ * writing its own heartbeat for a whole 10 s since (so stale data from before an outage, or a
+ * P_nodes without a leader for a while, which silences every node, decides nothing); the verdict
  * is a leader read of the dead node's key, never the watcher's view alone. A node wrongly
  * taken over (its process alive but cut off for 10 s) finds its deliveries gone on its next
  * read or delete (M5_ENOENT), as after any move: at-least-once, never loss.
@@ -45,6 +47,7 @@
 #define JS_DEAD_MS 10000       /* the bucket's TTL: a key not written for this long is gone */
 #define JS_STALE_EXTRA_MS 5000 /* a key still there this long after: the server's expiry lags */
 #define JS_TAKEOVER_BATCH 256  /* deliveries moved per tick */
+#define JS_TICK_WORK_MS 200    /* and store-thread time per tick, at most (about) */
 #define JS_PEERS_MAX 256
 
 typedef struct {
@@ -72,6 +75,11 @@ struct js_takeover {
   bool stop;
   m5_js_kv_watch_t *w;    /* under mu (stopped from close) */
   int64_t watch_ok_since; /* under mu: the watcher's initial values done at; 0 = not watching */
+  /* under mu: this node's own heartbeats have all been written since (0: the last one failed).
+   * Its own failing means P_nodes may have no leader: everybody's heartbeats fail then, and
+   * when the leader is back the TTL has removed every key, so a silence says nothing until
+   * this node's own heartbeats have gone through for a whole TTL again. */
+  int64_t hb_ok_since;
   js_peer_t peers[JS_PEERS_MAX];
   size_t n_peers; /* under mu; entries below it never move */
   bool peers_full_logged;
@@ -130,6 +138,12 @@ static void heartbeat(struct js_takeover *t, uint64_t counter, bool *warned) {
   char val[64], err[256];
   int n = snprintf(val, sizeof val, "%" PRId64 " %" PRIu64, t->started_ms, counter);
   int rc = m5_js_kv_put(t->kv_live, t->s->node, val, (size_t)n, NULL, err, sizeof err);
+  pthread_mutex_lock(&t->mu);
+  if (rc)
+    t->hb_ok_since = 0;
+  else if (!t->hb_ok_since)
+    t->hb_ok_since = mono_ms();
+  pthread_mutex_unlock(&t->mu);
   if (rc && !*warned) /* once per outage: NATS down is logged by the client already */
     M5_LOGW("store", "jetstream: node liveness %s/%s not written: %s", t->bucket, t->s->node, err);
   *warned = rc != 0;
@@ -307,8 +321,10 @@ static bool hold_lease(struct js_takeover *t, js_peer_t *p) {
   return true;
 }
 
-/* Moves up to budget of p's deliveries here; their number (moves tried). *done: none left. */
-static size_t move_some(struct js_takeover *t, js_peer_t *p, size_t budget, bool *done) {
+/* Moves up to budget of p's deliveries here, until the monotonic deadline at most (the store
+ * thread's jobs wait meanwhile); their number (moves tried). *done: none left. */
+static size_t move_some(struct js_takeover *t, js_peer_t *p, size_t budget, int64_t deadline,
+                        bool *done) {
   js_store_t *s = t->s;
   size_t tried = 0;
   *done = false;
@@ -318,6 +334,7 @@ static size_t move_some(struct js_takeover *t, js_peer_t *p, size_t budget, bool
     filter_of(t, f, p, filter, sizeof filter);
     size_t skip = strlen(filter) - 1; /* "P.q.<dead>." */
     while (tried < budget) {
+      if (tried && mono_ms() >= deadline) return tried; /* the rest next tick */
       m5_js_msg_t m;
       int rc = m5_js_next_by_subject(s->c, s->stream[f], filter, p->cursor[f], &m, err, sizeof err);
       if (rc == M5_ENOENT) {
@@ -361,12 +378,15 @@ void js_takeover_tick(js_store_t *s) {
   t->next_tick = now + JS_HEARTBEAT_MS;
   pthread_mutex_lock(&t->mu);
   size_t n = t->n_peers;
-  int64_t watching = t->watch_ok_since;
+  int64_t watching = t->watch_ok_since, hb_ok = t->hb_ok_since;
   pthread_mutex_unlock(&t->mu);
-  /* connected and watching without a break for a whole TTL: a node silent that long is */
-  bool can_judge = watching && now - watching > JS_DEAD_MS && now - t->conn_since > JS_DEAD_MS;
+  /* connected, watching and writing its own heartbeat without a break for a whole TTL: a node
+   * silent that long is */
+  bool can_judge = watching && now - watching > JS_DEAD_MS && now - t->conn_since > JS_DEAD_MS &&
+                   hb_ok && now - hb_ok > JS_DEAD_MS;
   size_t budget = JS_TAKEOVER_BATCH;
-  for (size_t i = 0; i < n && budget; i++) {
+  bool more = false;
+  for (size_t i = 0; i < n && budget && mono_ms() < now + JS_TICK_WORK_MS; i++) {
     js_peer_t *p = &t->peers[i];
     if (!strcmp(p->name, s->node)) continue; /* never this node */
     pthread_mutex_lock(&t->mu);
@@ -384,11 +404,16 @@ void js_takeover_tick(js_store_t *s) {
     }
     if (!hold_lease(t, p)) continue;
     bool done = false;
-    size_t tried = move_some(t, p, budget, &done);
+    size_t tried = move_some(t, p, budget, now + JS_TICK_WORK_MS, &done);
     budget -= tried < budget ? tried : budget;
-    if (done) release(t, p, "none left");
+    if (done)
+      release(t, p, "none left");
+    else
+      more = true;
   }
-  if (!budget) t->next_tick = now + JS_HEARTBEAT_MS / 4; /* more to move: sooner */
+  /* from the end of this tick's work, so that jobs get the store thread in between */
+  int64_t end = mono_ms();
+  t->next_tick = end + (more ? JS_HEARTBEAT_MS / 4 : JS_HEARTBEAT_MS); /* more: sooner */
 }
 
 /* ---------------------------------------------------------------- open, close */
