@@ -23,11 +23,11 @@ make_pki
 start_aanf
 start_two_nodes m5rt
 
-# send_on NODE MSGID PRIO TEXT OUT: ue1 sends to ue2 through NODE over TLS.
+# send_on NODE MSGID PRIO TEXT OUT [OPTION...]: ue1 sends to ue2 through NODE over TLS.
 send_on() {
   address "$1"
   timeout 30 "$M5_BIN/m5c" --config "$M5_TMP/ue1.yaml" --server "$(m5c_uri tls)" \
-    send --to ue:ue2 --msg-id "$2" --priority "$3" --payload "$4" >"$5" 2>&1 ||
+    send --to ue:ue2 --msg-id "$2" --priority "$3" --payload "$4" "${@:6}" >"$5" 2>&1 ||
     m5s_fail "ue1's send $2 through node $1: $(cat "$5")"
 }
 
@@ -53,9 +53,12 @@ wait_pid_rc "$L" 60
 grep -q 'from a to b' listen-b.out || fail "ue2 on b: wrong payload: $(cat listen-b.out)"
 
 echo "=== ue2 moves from node b to node a while three messages are queued for it"
-send_on a rt-2 low 'queued 1' send2.out
-send_on a rt-3 middle 'queued 2' send3.out
-send_on a rt-4 high 'queued 3' send4.out
+# With store-and-forward: ue2 is registered on b but has no session there now, so without it b
+# would fail them (RECIPIENT_UNREACHABLE) at its next back-off tick, before ue2's REG on a moves
+# them whenever that REG comes later than the tick (seen under load).
+send_on a rt-2 low 'queued 1' send2.out --store-forward
+send_on a rt-3 middle 'queued 2' send3.out --store-forward
+send_on a rt-4 high 'queued 3' send4.out --store-forward
 address a
 m5c_listen_bg ue2 tls listen-a.out 3 60
 L=$M5C_LISTEN_PID
