@@ -2446,6 +2446,37 @@ static uint64_t accept_for_node(fx_t *f, m5_store_t *s, const char *msg_id, m5_m
  * brings it), not on a; DUE(rcpt) on a moves b's queued deliveries of rcpt to a, in priority
  * then arrival order; b's conclusion of a moved delivery is M5_ENOENT (the delete is the
  * linearisation point), and only the new owner concludes it. */
+/* DUE_ANY with hand_out (delivery.c's back-off batches) on JetStream: what it hands out is in
+ * flight, so the next DUE_ANY right behind it finds the rest, not the same items again, and
+ * `more` says a batch was full with more due; REQUEUE_STALE gives back what was never
+ * concluded. Without hand_out DUE_ANY only reads (the tests above poll it). */
+static void test_js_due_any_hand_out(void **state) {
+  fx_t *f = *state;
+  m5_store_t *a = open_node("a");
+  accept_for_node(f, a, "h1", M5_PRIO_MIDDLE, "ue7", "");
+  accept_for_node(f, a, "h2", M5_PRIO_MIDDLE, "ue7", "");
+  accept_for_node(f, a, "h3", M5_PRIO_MIDDLE, "ue7", "");
+  int64_t later = fake_now + 3600 * 1000;
+  m5_store_job_t k = {.op = M5_STORE_DUE_ANY, .now_ms = later, .limit = 2, .hand_out = true};
+  assert_int_equal(run(f, a, &k), 0);
+  assert_int_equal(k.n_items, 2);
+  assert_true(k.more);
+  m5_store_job_clear(&k);
+  k = (m5_store_job_t){.op = M5_STORE_DUE_ANY, .now_ms = later, .limit = 2, .hand_out = true};
+  assert_int_equal(run(f, a, &k), 0);
+  assert_int_equal(k.n_items, 1); /* the third, not the first two again */
+  assert_false(k.more);
+  m5_store_job_clear(&k);
+  assert_int_equal(due_any_n(f, a, NULL), 0); /* all three in flight */
+  k = (m5_store_job_t){.op = M5_STORE_REQUEUE_STALE, .now_ms = later + 1};
+  assert_int_equal(run(f, a, &k), 0);
+  assert_int_equal(k.pending, 3);
+  m5_store_job_clear(&k);
+  assert_int_equal(due_any_n(f, a, NULL), 3);
+  assert_int_equal(due_any_n(f, a, NULL), 3); /* read only without hand_out */
+  m5_store_close(a);
+}
+
 static void test_js_two_nodes(void **state) {
   fx_t *f = *state;
   m5_store_t *a = open_node("a"), *b = open_node("b");
@@ -3368,6 +3399,7 @@ int main(int argc, char **argv) {
   }
   const struct CMUnitTest js_only[] = {
       cmocka_unit_test_setup_teardown(test_js_two_nodes, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_js_due_any_hand_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_topics_two_nodes, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_rebind_sweep, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_js_tickets, fx_setup, fx_teardown),

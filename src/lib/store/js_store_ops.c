@@ -542,7 +542,20 @@ static void do_due_any(js_store_t *s, m5_store_job_t *job) {
   js_elist_t l = {0};
   if ((job->status = scan(s, M5_STORE_DUE_ANY, job->now_ms, &l)) == 0) {
     if (l.n) qsort(l.v, l.n, sizeof *l.v, by_next_attempt);
-    list_with_payloads(s, job, &l, cap_limit(job->limit));
+    size_t limit = cap_limit(job->limit);
+    list_with_payloads(s, job, &l, limit);
+    /* Handed out (hand_out), the items are in flight from now (in the index: every dispatch
+     * concludes them, and REQUEUE_STALE takes back one whose conclusion was lost), so a DUE_ANY
+     * right behind this one does not hand them out again: the caller may ask again at once
+     * while more are due (more), instead of one batch per back-off tick (two nodes: what
+     * another node queues here was pushed at one tick's batch a second). */
+    for (size_t i = 0; job->hand_out && job->status == 0 && i < job->n_items; i++) {
+      js_entry_t *e = js_index_get(s, job->items[i].id);
+      if (!e) continue;
+      e->in_flight = true;
+      e->next_attempt_ms = job->now_ms;
+    }
+    job->more = job->hand_out && job->status == 0 && job->n_items == limit && l.n > limit;
   }
   free(l.v);
 }

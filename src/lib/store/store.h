@@ -177,7 +177,12 @@ typedef enum {
   M5_STORE_DUE,            /* in: rcpt, limit. out: items, PENDING for rcpt, priority
                               (HIGH, MIDDLE, LOW) then arrival order, back-off ignored */
   M5_STORE_DUE_ANY,        /* in: now_ms, limit. out: items, PENDING with next_attempt_ms <=
-                              now_ms, earliest first */
+                              now_ms, earliest first. With hand_out (the caller pushes
+                              every item: each gets a MARK_* or RESCHEDULE) JetStream
+                              marks them in flight (a DUE_ANY right after does not return
+                              them again; REQUEUE_STALE takes back a lost one) and says
+                              more when more are due: ask again at once. SQLite leaves the
+                              items PENDING and more 0 (one batch per back-off tick) */
   M5_STORE_EXPIRE,         /* in: now_ms, limit, next_attempt_ms (reports, as MARK_FAILED).
                               out: items whose expr_time passed, moved to EXPIRED (cause
                               EXPIRED, report_id); each is returned once */
@@ -318,7 +323,8 @@ typedef struct m5_store_job {
   m5_store_sub_t *subs;   /* TOPIC_SUBSCRIBERS, owned: m5_store_job_clear() */
   size_t n_subs;
   uint64_t group_failed;  /* GROUP_SWEEP: deliveries failed */
-  bool more;              /* GROUP_SWEEP: run again from id */
+  bool more;              /* GROUP_SWEEP: run again from id; DUE_ANY: ask again at once */
+  bool hand_out;          /* DUE_ANY in: the items are pushed now (see M5_STORE_DUE_ANY) */
 
   struct { /* private to the backend */
     struct m5_store_job *link;

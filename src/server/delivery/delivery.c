@@ -604,11 +604,16 @@ static void done_due(sjob_t *j) {
   if (ss->due_out == 0) ss->due_busy = 0;
 }
 
+static void submit_due_any(delivery_t *dv, int64_t now);
+
 static void done_due_any(sjob_t *j) {
   j->dv->due_any_busy = 0;
   if (j->job.status != 0) return;
   for (size_t i = 0; i < j->job.n_items; i++)
     dispatch(j->dv, &j->job.items[i], FROM_TIMER, NULL, 0);
+  /* a store that marks what it handed out in flight (JetStream) says when more are due: the
+   * next batch now, not at the next tick */
+  if (j->job.more && !j->dv->draining) submit_due_any(j->dv, dlv_wall_ms());
 }
 
 /* What was stored for an Application Server that just registered, or for a device its gateway
@@ -674,23 +679,27 @@ static void on_store_reply(void *msg, void *arg) {
   dlv_check_idle(dv);
 }
 
+/* A batch of what is due (at most TICK_BUDGET), unless one is out already. */
+static void submit_due_any(delivery_t *dv, int64_t now) {
+  if (dv->due_any_busy) return;
+  sjob_t *j = sjob_new(dv, SJ_DUE_ANY, M5_STORE_DUE_ANY);
+  if (!j) return;
+  j->job.now_ms = now;
+  j->job.limit = TICK_BUDGET;
+  j->job.hand_out = true; /* done_due_any dispatches every item */
+  if (sjob_submit(dv, j) == 0)
+    dv->due_any_busy = 1;
+  else
+    sjob_free(j);
+}
+
 /* The back-off and expiry timer (one worker): bounded batches, one of each at a time. */
 static void on_tick(m5_loop_t *loop, void *arg) {
   delivery_t *dv = arg;
   dv->tick = 0;
   if (dv->draining) return;
   int64_t now = dlv_wall_ms();
-  if (!dv->due_any_busy) {
-    sjob_t *j = sjob_new(dv, SJ_DUE_ANY, M5_STORE_DUE_ANY);
-    if (j) {
-      j->job.now_ms = now;
-      j->job.limit = TICK_BUDGET;
-      if (sjob_submit(dv, j) == 0)
-        dv->due_any_busy = 1;
-      else
-        sjob_free(j);
-    }
-  }
+  submit_due_any(dv, now);
   /* Deliveries in flight whose conclusion never reached the store go back to the queue. */
   int64_t period = dv->opts.in_flight_max_ms / 2;
   if (period > REQUEUE_PERIOD_MAX_MS) period = REQUEUE_PERIOD_MAX_MS;
