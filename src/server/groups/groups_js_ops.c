@@ -57,6 +57,20 @@ static int read_group(struct groups_js *gj, groups_kind_t kind, const char *id,
   return rc;
 }
 
+/* The job's group as read through the leader, which must exist (job->found then): 0, M5_ENOENT
+ * (nothing to clear), or the cluster's failure. */
+static int read_existing(struct groups_js *gj, groups_job_t *job, groups_js_val_t *v,
+                         uint64_t *rev) {
+  int rc = read_group(gj, job->kind, job->id, v, rev);
+  if (rc) return rc;
+  if (!v->exists) {
+    groups_js_val_clear(v);
+    return M5_ENOENT;
+  }
+  job->found = 1;
+  return 0;
+}
+
 /* v to the group's key by compare-and-set on rev (create-only when 0): 0 and *last raised to
  * the new revision; M5_EAGAIN (changed since it was read); M5_EIO; M5_ENOMEM. */
 static int write_group(struct groups_js *gj, groups_kind_t kind, const char *id,
@@ -287,13 +301,8 @@ static int do_delete(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   struct groups_state *s = groups_state(gj->r);
   groups_js_val_t cur;
   uint64_t rev;
-  int rc = read_group(gj, job->kind, job->id, &cur, &rev);
+  int rc = read_existing(gj, job, &cur, &rev);
   if (rc) return rc;
-  if (!cur.exists) {
-    groups_js_val_clear(&cur);
-    return M5_ENOENT;
-  }
-  job->found = 1;
   mlist_t l;
   /* the members' keys before the tombstone: once this node's watcher applied it, they are
    * gone from memory */
@@ -315,13 +324,8 @@ static int do_update(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   struct groups_state *s = groups_state(gj->r);
   groups_js_val_t v;
   uint64_t rev;
-  int rc = read_group(gj, job->kind, job->id, &v, &rev);
+  int rc = read_existing(gj, job, &v, &rev);
   if (rc) return rc;
-  if (!v.exists) {
-    groups_js_val_clear(&v);
-    return M5_ENOENT;
-  }
-  job->found = 1;
   mlist_t add = {0}, old = {0}, kept = {0};
   if (job->set_members && (rc = groups_check_members(s, job)) == 0)
     rc = members_of(s, job->kind, job->id, 0, &old);
@@ -382,13 +386,8 @@ static int do_members(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   }
   groups_js_val_t v;
   uint64_t rev;
-  int rc = read_group(gj, job->kind, job->id, &v, &rev);
+  int rc = read_existing(gj, job, &v, &rev);
   if (rc) return rc;
-  if (!v.exists) {
-    groups_js_val_clear(&v);
-    return M5_ENOENT;
-  }
-  job->found = 1;
   job->gen = v.gen;
   uint64_t mrev = 0;
   mlist_t l = {0};
@@ -449,13 +448,8 @@ static int do_grant(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   }
   groups_js_val_t v;
   uint64_t rev;
-  int rc = read_group(gj, job->kind, job->id, &v, &rev);
+  int rc = read_existing(gj, job, &v, &rev);
   if (rc) return rc;
-  if (!v.exists) {
-    groups_js_val_clear(&v);
-    return M5_ENOENT;
-  }
-  job->found = 1;
   job->gen = v.gen;
   groups_grant_t *cur = NULL;
   for (size_t i = 0; i < v.n_grants && !cur; i++)
