@@ -89,6 +89,9 @@ int groups_js_on(registry_t *r);
  * registry_js_free, before the client closes: the watcher stopped. */
 int groups_js_attach(registry_t *r, const registry_js_opts_t *o, char *err, size_t errlen);
 void groups_js_free(registry_t *r);
+/* GRANT / REVOKE's principal and rights, checked alike on both backends: 0, or M5_EINVAL with
+ * job->why. */
+int groups_grant_check(groups_job_t *job);
 void groups_js_run(registry_t *r, groups_job_t *job);
 void groups_js_purge(registry_t *r, const char *principal, int drop_created);
 

@@ -436,19 +436,11 @@ static int do_grant(struct groups_js *gj, groups_job_t *job, uint64_t *last) {
   struct groups_state *s = groups_state(gj->r);
   const char *p = job->principal;
   int grant = job->op == GROUPS_GRANT;
-  if (!groups_principal_valid(p, 0)) {
-    job->why = "a grant names ue:<UE Service ID> or as:<asSvcId>";
-    return M5_EINVAL;
-  }
-  if (grant && (!job->rights || (job->rights & ~(GROUPS_RIGHT_SEND | GROUPS_RIGHT_MANAGE)) ||
-                ((job->rights & GROUPS_RIGHT_MANAGE) &&
-                 (job->kind == GROUPS_AREA || strncmp(p, "as:", 3) != 0)))) {
-    job->why = "rights: send, and manage for an AS on a group";
-    return M5_EINVAL;
-  }
+  int rc = groups_grant_check(job);
+  if (rc) return rc;
   groups_js_val_t v;
   uint64_t rev;
-  int rc = read_existing(gj, job, &v, &rev);
+  rc = read_existing(gj, job, &v, &rev);
   if (rc) return rc;
   job->gen = v.gen;
   groups_grant_t *cur = NULL;

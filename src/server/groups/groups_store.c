@@ -825,22 +825,30 @@ static int do_add_members(registry_t *r, struct groups_state *s, groups_job_t *j
   return rc;
 }
 
+int groups_grant_check(groups_job_t *job) {
+  const char *p = job->principal;
+  if (!groups_principal_valid(p, 0)) {
+    job->why = "a grant names ue:<UE Service ID> or as:<asSvcId>";
+    return M5_EINVAL;
+  }
+  if (job->op == GROUPS_GRANT &&
+      (!job->rights || (job->rights & ~(GROUPS_RIGHT_SEND | GROUPS_RIGHT_MANAGE)) ||
+       ((job->rights & GROUPS_RIGHT_MANAGE) &&
+        (job->kind == GROUPS_AREA || strncmp(p, "as:", 3) != 0)))) {
+    job->why = "rights: send, and manage for an AS on a group";
+    return M5_EINVAL;
+  }
+  return 0;
+}
+
 static int do_grant(registry_t *r, struct groups_state *s, groups_job_t *job, stmts_t *q) {
   const char *k = groups_kind_name(job->kind), *p = job->principal;
   group_t *g = mem_get(s, job->kind, job->id);
   if (!g) return M5_ENOENT;
   job->found = 1;
   int grant = job->op == GROUPS_GRANT;
-  if (!groups_principal_valid(p, 0)) {
-    job->why = "a grant names ue:<UE Service ID> or as:<asSvcId>";
-    return M5_EINVAL;
-  }
-  if (grant && (!job->rights || (job->rights & ~(GROUPS_RIGHT_SEND | GROUPS_RIGHT_MANAGE)) ||
-                ((job->rights & GROUPS_RIGHT_MANAGE) &&
-                 (job->kind == GROUPS_AREA || strncmp(p, "as:", 3) != 0)))) {
-    job->why = "rights: send, and manage for an AS on a group";
-    return M5_EINVAL;
-  }
+  int rc = groups_grant_check(job);
+  if (rc) return rc;
   groups_grant_t *cur = grant_find(g, p);
   job->gen = g->gen;
   if (!grant && !cur) return M5_ENOENT;
@@ -855,7 +863,7 @@ static int do_grant(registry_t *r, struct groups_state *s, groups_job_t *job, st
     if (g->n_grants) memcpy(v, g->grants, g->n_grants * sizeof *v);
   }
   uint64_t gen = groups_next_gen(s);
-  int rc = begin(r);
+  rc = begin(r);
   if (rc == 0)
     rc = grant ? exec_stmt(r, &q->put_grant,
                            "INSERT INTO group_grants (kind, id, principal, rights)"
